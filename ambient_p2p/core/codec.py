@@ -556,3 +556,16 @@ __all__ = [
     "registry",
     "to_json",
 ]
+
+
+def load_protocol_types() -> dict[int, MessageType]:
+    """Import every core module so that all protocol message types are registered (core
+    modules are pure and light: no torch, no I/O at import). Returns the registry."""
+    import importlib
+    import pkgutil
+
+    from .. import core
+
+    for info in pkgutil.iter_modules(core.__path__):
+        importlib.import_module(f"{core.__name__}.{info.name}")
+    return registry()
