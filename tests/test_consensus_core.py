@@ -4,6 +4,7 @@ choice (spec/lstake.md, spec/tower.md)."""
 from __future__ import annotations
 
 import collections
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -155,7 +156,7 @@ def test_tower_never_votes_against_its_lockouts(steps: list[tuple[int, bool]]) -
         slots = [v.slot for v in t.votes]
         confs = [v.confirmation_count for v in t.votes]
         assert slots == sorted(set(slots)) and len(slots) <= MAX_LOCKOUT_HISTORY
-        assert all(a > b for a, b in zip(confs, confs[1:]))
+        assert all(a > b for a, b in itertools.pairwise(confs))
 
 
 def test_threshold_check_at_depth_8() -> None:

@@ -28,6 +28,7 @@ votes against its own lockouts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -57,7 +58,7 @@ class Lockout:
 
     @property
     def lockout(self) -> int:
-        return INITIAL_LOCKOUT**self.confirmation_count
+        return int(INITIAL_LOCKOUT**self.confirmation_count)
 
     @property
     def last_locked_out_slot(self) -> int:
@@ -155,7 +156,8 @@ class Tower:
     # -- persistence ----------------------------------------------------------------------
     def to_record(self, kp: crypto.Keypair) -> TowerRecord:
         rec = TowerRecord(kp.pubkey, self.root, tuple(self.votes), bytes(64))
-        return sign_message(rec, kp, "vote")
+        signed: TowerRecord = sign_message(rec, kp, "vote")
+        return signed
 
     @classmethod
     def from_record(cls, rec: TowerRecord, identity: bytes) -> Tower:
@@ -164,7 +166,7 @@ class Tower:
         if rec.identity != identity or not verify_message(rec, identity, "vote"):
             raise TowerError("tower record is not signed by this node's identity")
         slots = [v.slot for v in rec.votes]
-        if any(a >= b for a, b in zip(slots, slots[1:])):
+        if any(a >= b for a, b in itertools.pairwise(slots)):
             raise TowerError("tower votes are not strictly increasing")
         if rec.root is not None and slots and slots[0] <= rec.root:
             raise TowerError("tower votes are not above its root")
