@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ambient_p2p.core import codec, crypto
-from ambient_p2p.core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from ambient_p2p.core.consensus import Consensus, Effect, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.tower import Tower, TowerRecord
 
@@ -18,18 +18,25 @@ def bank_hash(slot: int, fork: str = "") -> bytes:
     return crypto.sha256(b"bank", fork.encode(), slot.to_bytes(8, "big"))
 
 
-def run_chain(nodes: list[Consensus], live: list[int], slots: range, parent_of=lambda s: s - 1) -> None:
+def run_chain(
+    nodes: list[Consensus], live: list[int], slots: range, parent_of=lambda s: s - 1
+) -> dict[int, list[Effect]]:
+    """Every live node replays each slot, decides, and hears every vote; returns each
+    node's effects in order."""
+    effects: dict[int, list[Effect]] = {i: [] for i in live}
     for s in slots:
         for i in live:
             nodes[i].on_replayed(s, parent_of(s), bank_hash(s))
         votes = []
         for i in live:
             for eff in nodes[i].decide(now_ms=s):
+                effects[i].append(eff)
                 if isinstance(eff, SendVote):
                     votes.append(eff.vote)
         for v in votes:
             for i in live:
                 nodes[i].on_vote(v)
+    return effects
 
 
 def test_four_nodes_finalize_and_agree() -> None:
@@ -60,20 +67,8 @@ def test_two_of_four_cannot_finalize() -> None:
 
 def test_restart_from_persisted_tower_resumes_without_violation() -> None:
     nodes = [Consensus(k, STAKES) for k in KEYS]
-    saved: dict[int, bytes] = {}
-    for s in range(1, 41):
-        for n in nodes:
-            n.on_replayed(s, s - 1, bank_hash(s))
-        votes = []
-        for i, n in enumerate(nodes):
-            for eff in n.decide(now_ms=s):
-                if isinstance(eff, PersistTower):
-                    saved[i] = codec.encode(eff.record)
-                elif isinstance(eff, SendVote):
-                    votes.append(eff.vote)
-        for v in votes:
-            for n in nodes:
-                n.on_vote(v)
+    effects = run_chain(nodes, [0, 1, 2, 3], range(1, 41))
+    saved = {i: codec.encode([e for e in effs if isinstance(e, PersistTower)][-1].record) for i, effs in effects.items()}
     # node 3 crashes and restarts from disk
     tower = Tower.from_record(codec.decode(saved[3], TowerRecord), KEYS[3].pubkey)
     assert tower == nodes[3].tower
@@ -156,18 +151,6 @@ def test_bad_votes_rejected() -> None:
 
 def test_new_root_effect_emitted_once_per_root() -> None:
     nodes = [Consensus(k, STAKES) for k in KEYS]
-    roots: list[int] = []
-    for s in range(1, 45):
-        for n in nodes:
-            n.on_replayed(s, s - 1, bank_hash(s))
-        votes = []
-        for i, n in enumerate(nodes):
-            for eff in n.decide(now_ms=s):
-                if isinstance(eff, SendVote):
-                    votes.append(eff.vote)
-                if isinstance(eff, NewRoot) and i == 0:
-                    roots.append(eff.slot)
-        for v in votes:
-            for n in nodes:
-                n.on_vote(v)
+    effects = run_chain(nodes, [0, 1, 2, 3], range(1, 45))
+    roots = [e.slot for e in effects[0] if isinstance(e, NewRoot)]
     assert roots == sorted(set(roots)) and roots and roots[-1] == nodes[0].finalized_slot()
