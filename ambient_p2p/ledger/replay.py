@@ -21,16 +21,19 @@ skipped as ``parent-dead``. A read-only run reports without writing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.bank import Bank, BlockError
 from ..core.messages import Genesis
-from ..core.poh import MapFn, PohError, check_slot_ticks, deserialize_entries, verify_entries
+from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
 from .blockstore import Blockstore
 from .meta import BankHashRecord
 from .producer import genesis_bank
+
+
+PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
 
 class SlotRejected(Exception):
@@ -118,8 +121,7 @@ def replay_slot(
     slot: int,
     leader: bytes,
     *,
-    map_fn: MapFn | None = None,
-    chunks: int = 1,
+    poh_verify: PohVerifyFn | None = None,
 ) -> _SlotResult:
     sets, recovered = _load_fec_sets(bs, slot, leader)
     if not sets:
@@ -153,7 +155,7 @@ def replay_slot(
             entries.extend(deserialize_entries(blob))
         except PohError as exc:
             raise SlotRejected(exc.reason, f"data set {first_i}..{last_i}: {exc}") from None
-    bad = verify_entries(parent.last_entry_hash, entries, map_fn=map_fn, chunks=chunks)
+    bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)
     if bad is not None:
         raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
     try:
@@ -182,8 +184,7 @@ def replay(
     genesis: Genesis,
     *,
     leader_for_slot: Callable[[int], bytes] | None = None,
-    map_fn: MapFn | None = None,
-    chunks: int = 1,
+    poh_verify: PohVerifyFn | None = None,
     mark_dead: bool = False,
     progress: Callable[[SlotOutcome], None] | None = None,
 ) -> ReplayReport:
@@ -205,7 +206,8 @@ def replay(
             res = None
         else:
             try:
-                res = replay_slot(bs, genesis, parent, slot, leader_for_slot(slot), map_fn=map_fn, chunks=chunks)
+                res = replay_slot(bs, genesis, parent, slot, leader_for_slot(slot),
+                                  poh_verify=poh_verify)
                 outcome = SlotOutcome(slot, True, None, res.bank.bank_hash, res.entries, res.transactions,
                                       res.recovered)
             except SlotRejected as exc:
