@@ -311,14 +311,21 @@ class Poh:
 # ---------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------
-Job = tuple[int, bytes, tuple[tuple[int, bytes, tuple[bytes, ...]], ...]]
+#: Default bound on one entry's ``num_hashes`` during verification, so that a hostile
+#: entry cannot make a verifier hash for ever (callers pass the slot's real bound,
+#: ``hashes_per_tick``; :func:`check_slot_ticks` enforces it exactly).
+DEFAULT_MAX_HASHES_PER_ENTRY = 1 << 24
+
+Job = tuple[int, bytes, tuple[tuple[int, bytes, tuple[bytes, ...]], ...], int]
 
 
 def _verify_chunk(job: Job) -> int | None:
     """Verify a run of entries given the hash before it; index of the first bad one."""
-    first_index, start, items = job
+    first_index, start, items, max_hashes = job
     prev = start
     for k, (num_hashes, h, txs) in enumerate(items):
+        if num_hashes > max_hashes:
+            return first_index + k
         try:
             ok = next_hash(prev, num_hashes, txs) == h
         except PohError:
@@ -333,12 +340,18 @@ MapFn = Callable[[Callable[[Job], int | None], Sequence[Job]], Iterable[int | No
 
 
 def verify_entries(
-    start_hash: bytes, entries: Sequence[Entry], *, map_fn: MapFn | None = None, chunks: int = 1
+    start_hash: bytes,
+    entries: Sequence[Entry],
+    *,
+    map_fn: MapFn | None = None,
+    chunks: int = 1,
+    max_hashes_per_entry: int = DEFAULT_MAX_HASHES_PER_ENTRY,
 ) -> int | None:
     """Index of the first entry whose hash does not follow from its predecessor (the first
     from ``start_hash``), or None if the chain verifies. ``map_fn`` (e.g. a process pool's
     ``map``) runs ``chunks`` independent pieces in parallel; results are the same either
-    way."""
+    way. An entry claiming more than ``max_hashes_per_entry`` hashes counts as bad without
+    being hashed."""
     if not entries:
         return None
     chunks = max(1, min(chunks, len(entries)))
@@ -347,7 +360,7 @@ def verify_entries(
     for c in range(0, len(entries), size):
         prev = start_hash if c == 0 else entries[c - 1].hash
         items = tuple((e.num_hashes, e.hash, e.transactions) for e in entries[c : c + size])
-        jobs.append((c, prev, items))
+        jobs.append((c, prev, items, max_hashes_per_entry))
     results = (map_fn or map)(_verify_chunk, jobs)
     bad = [r for r in results if r is not None]
     return min(bad) if bad else None

@@ -155,13 +155,15 @@ def replay_slot(
             entries.extend(deserialize_entries(blob))
         except PohError as exc:
             raise SlotRejected(exc.reason, f"data set {first_i}..{last_i}: {exc}") from None
-    bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)
-    if bad is not None:
-        raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
+    # Tick shape first (agave verify_ticks runs before PoH): it is cheap and bounds every
+    # entry's num_hashes by hashes_per_tick, so hostile counts cannot stall the verifier.
     try:
         check_slot_ticks(entries, genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot)
     except PohError as exc:
         raise SlotRejected(exc.reason, str(exc)) from None
+    bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)
+    if bad is not None:
+        raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
     bank = parent.bank.child(slot, leader)
     ntx = 0
     for i, e in enumerate(entries):
