@@ -170,7 +170,12 @@ class Blockstore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            # Column-family views and handles each keep the DB alive (and its LOCK held):
+            # drop them before closing so that the LOCK is released now.
+            self._cf.clear()
+            self._cfh.clear()
             self._db.close()
+            self._db = None
 
     def __enter__(self) -> Blockstore:
         return self
