@@ -249,8 +249,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """float64 log-softmax of a 1-D logit vector (computed in float64 so the reduction
     order of the sum adds no drift of its own)."""
     x = np.asarray(logits, dtype=np.float64)
-    m = x.max()
-    return x - (m + math.log(np.exp(x - m).sum()))
+    m = float(x.max())
+    out: np.ndarray = x - (m + math.log(float(np.exp(x - m).sum())))
+    return out
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def candidates_from_top(ids: Sequence[int], logprobs: Sequence[float]) -> Candid
     if len(ids) != len(logprobs) or not ids:
         raise ValueError("need equally many ids and log-probs, at least one")
     q = [quantize_logprob(float(v)) for v in logprobs]
-    pairs = sorted(zip(q, (int(i) for i in ids)))
+    pairs = sorted(zip(q, (int(i) for i in ids), strict=True))
     return Candidates(tuple(i for _, i in pairs), tuple(v for v, _ in pairs))
 
 
@@ -303,7 +304,7 @@ def sample_token(cand: Candidates, temp_milli: int, seed: bytes, position: int) 
     total = sum(weights)
     u = int.from_bytes(crypto.sha256(DOMAIN_SAMPLE, seed, position.to_bytes(4, "big"))[:8], "big") % total
     acc = 0
-    for tok, w in zip(cand.ids, weights):
+    for tok, w in zip(cand.ids, weights, strict=True):
         acc += w
         if u < acc:
             return tok
@@ -347,7 +348,7 @@ def commit(
     """Build and sign the commitment over ``fps`` and bundle it with the tokens."""
     if len(fps) != len(output):
         raise ValueError("one fingerprint per output token")
-    for i, (fp, tok) in enumerate(zip(fps, output)):
+    for i, (fp, tok) in enumerate(zip(fps, output, strict=True)):
         if fp.pos != i or fp.tok != tok:
             raise ValueError(f"fingerprint {i} does not describe output token {i}")
     cmt = PolCommitment(
@@ -467,7 +468,7 @@ def check_opening(cmt: PolCommitment, opening: PolOpening, position: int, output
         return Check(False, Reason.MALFORMED_FINGERPRINT, f"{k} candidates, commitment says {cmt.top_k}", position)
     if len(set(fp.ids)) != k or max(fp.ids) >= cmt.vocab:
         return Check(False, Reason.MALFORMED_FINGERPRINT, "repeated or out-of-vocabulary id", position)
-    if list(zip(fp.lps, fp.ids)) != sorted(zip(fp.lps, fp.ids)):
+    if list(zip(fp.lps, fp.ids, strict=True)) != sorted(zip(fp.lps, fp.ids, strict=True)):
         return Check(False, Reason.MALFORMED_FINGERPRINT, "candidates not in canonical order", position)
     if fp.tok != output[position]:
         return Check(False, Reason.TOKEN_MISMATCH, f"fingerprint token {fp.tok} != output {output[position]}", position)
@@ -554,7 +555,8 @@ def make_verdict(
         dev_units=result.dev_units,
         signature=bytes(64),
     )
-    return sign_message(v, kp, "pol-verdict")
+    signed: PolVerdict = sign_message(v, kp, "pol-verdict")
+    return signed
 
 
 def verify_verdict(v: PolVerdict) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,105 @@ def file_sha256(path: Path) -> bytes:
     return h.digest()
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    return f.contents()
+# GGUF metadata value types (ggml/docs/gguf.md)
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+GGUF_MAGIC = b"GGUF"
+GGUF_DEFAULT_ALIGNMENT_BYTES = 32
+
+
+@dataclass(frozen=True)
+class _TensorEntry:
+    name: str
+    dims: tuple[int, ...]  # ggml order (fastest-varying first)
+    ggml_type: int
+    offset: int
+
+
+class _Cursor:
+    """Sequential little-endian reader over a memory-mapped file. A minimal GGUF parser:
+    gguf.GGUFReader builds a numpy view per array element and takes ~8 s on this file's
+    98k tokenizer strings; this takes a fraction of a second."""
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def scalar(self, fmt: str) -> Any:
+        v = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += struct.calcsize(fmt)
+        return v
+
+    def string(self) -> str:
+        n = self.scalar("<Q")
+        s = bytes(self.buf[self.pos : self.pos + n]).decode("utf-8", "surrogateescape")
+        self.pos += n
+        return s
+
+    def value(self, vtype: int) -> Any:
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype == _GGUF_ARRAY:
+            itype = self.scalar("<I")
+            n = self.scalar("<Q")
+            if itype in _SCALAR_FORMATS:
+                fmt = _SCALAR_FORMATS[itype]
+                size = struct.calcsize(fmt)
+                vals = list(struct.unpack_from(f"<{n}{fmt[1]}", self.buf, self.pos))
+                self.pos += size * n
+                return vals
+            return [self.value(itype) for _ in range(n)]
+        if vtype not in _SCALAR_FORMATS:
+            raise GgufError(f"unknown GGUF metadata type {vtype}")
+        return self.scalar(_SCALAR_FORMATS[vtype])
+
+
+def _parse(path: Path) -> tuple[dict[str, Any], list[_TensorEntry], np.ndarray, int]:
+    blob = np.memmap(path, dtype=np.uint8, mode="r")
+    cur = _Cursor(memoryview(blob))
+    try:
+        if bytes(blob[:4]) != GGUF_MAGIC:
+            raise GgufError(f"{path}: not a GGUF file (bad magic)")
+        cur.pos = 4
+        version = cur.scalar("<I")
+        if version not in (2, 3):
+            raise GgufError(f"{path}: GGUF version {version} is not supported")
+        n_tensors = cur.scalar("<Q")
+        n_kv = cur.scalar("<Q")
+        meta: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = cur.string()
+            meta[key] = cur.value(cur.scalar("<I"))
+        entries = []
+        for _ in range(n_tensors):
+            name = cur.string()
+            nd = cur.scalar("<I")
+            dims = tuple(cur.scalar("<Q") for _ in range(nd))
+            entries.append(_TensorEntry(name, dims, cur.scalar("<I"), cur.scalar("<Q")))
+    except struct.error:
+        raise GgufError(f"{path}: truncated GGUF header") from None
+    align = int(meta.get("general.alignment", GGUF_DEFAULT_ALIGNMENT_BYTES))
+    data_start = (cur.pos + align - 1) // align * align
+    return meta, entries, blob, data_start
+
+
+def _dequantize(entry: _TensorEntry, blob: np.ndarray, data_start: int) -> np.ndarray:
+    """float32 array in row-major (torch) order, via gguf's reference numpy kernels."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType(entry.ggml_type)
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    shape = tuple(reversed(entry.dims))
+    n_elems = int(np.prod(shape))
+    nbytes = n_elems // block * type_size
+    start = data_start + entry.offset
+    raw = blob[start : start + nbytes]
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return np.array(raw.view(np.float32).reshape(shape))
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return raw.view(np.float16).reshape(shape).astype(np.float32)
+    rows = raw.reshape(shape[:-1] + (shape[-1] // block * type_size,))
+    return np.ascontiguousarray(gguf.quants.dequantize(rows, qtype), dtype=np.float32).reshape(shape)
 
 
 def _unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -103,62 +198,60 @@ class GgufModelFiles:
 
 def read_gguf(path: Path) -> GgufModelFiles:
     """Parse and dequantize a llama-architecture GGUF file to float32 numpy arrays."""
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(str(path))
+        meta, entries, blob, data_start = _parse(path)
     except (OSError, ValueError) as exc:
         raise GgufError(f"{path}: not a readable GGUF file ({exc})") from None
-    arch = _field(reader, "general.architecture")
+    arch = meta.get("general.architecture")
     if arch != "llama":
         raise GgufError(f"{path}: architecture {arch!r} is not supported (only 'llama')")
-    n_head = int(_field(reader, "llama.attention.head_count"))
-    n_kv = int(_field(reader, "llama.attention.head_count_kv", n_head))
-    hidden = int(_field(reader, "llama.embedding_length"))
-    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    if meta.get("tokenizer.ggml.model") != "gpt2":
+        raise GgufError(f"{path}: tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported (only byte-level BPE)")
+    n_head = int(meta["llama.attention.head_count"])
+    n_kv = int(meta.get("llama.attention.head_count_kv", n_head))
+    hidden = int(meta["llama.embedding_length"])
+    tokens = list(meta["tokenizer.ggml.tokens"])
     config = {
         "model_type": "llama",
-        "vocab_size": int(_field(reader, "llama.vocab_size", len(tokens))),
+        "vocab_size": int(meta.get("llama.vocab_size", len(tokens))),
         "hidden_size": hidden,
-        "intermediate_size": int(_field(reader, "llama.feed_forward_length")),
-        "num_hidden_layers": int(_field(reader, "llama.block_count")),
+        "intermediate_size": int(meta["llama.feed_forward_length"]),
+        "num_hidden_layers": int(meta["llama.block_count"]),
         "num_attention_heads": n_head,
         "num_key_value_heads": n_kv,
-        "head_dim": int(_field(reader, "llama.rope.dimension_count", hidden // n_head)),
-        "max_position_embeddings": int(_field(reader, "llama.context_length")),
-        "rope_theta": float(_field(reader, "llama.rope.freq_base", 10000.0)),
-        "rms_norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-        "pad_token_id": _field(reader, "tokenizer.ggml.padding_token_id"),
+        "head_dim": int(meta.get("llama.rope.dimension_count", hidden // n_head)),
+        "max_position_embeddings": int(meta["llama.context_length"]),
+        "rope_theta": float(meta.get("llama.rope.freq_base", 10000.0)),
+        "rms_norm_eps": float(meta["llama.attention.layer_norm_rms_epsilon"]),
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
     }
     tensors: dict[str, np.ndarray] = {}
-    for t in reader.tensors:
-        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
-        arr = arr.reshape([int(x) for x in reversed(t.shape.tolist())])  # ggml order -> row-major
-        name = t.name
+    for entry in entries:
+        name = entry.name
         if name in _GLOBAL_MAP:
-            tensors[_GLOBAL_MAP[name]] = arr
+            tensors[_GLOBAL_MAP[name]] = _dequantize(entry, blob, data_start)
             continue
         parts = name.split(".", 2)
         if len(parts) != 3 or parts[0] != "blk" or parts[2] not in _LAYER_MAP:
             continue  # e.g. rope_freqs: recomputed by transformers from the config
+        arr = _dequantize(entry, blob, data_start)
         if parts[2] == "attn_q.weight":
-            arr = _unpermute_qk(arr, n_head)
+            arr = np.ascontiguousarray(_unpermute_qk(arr, n_head))
         elif parts[2] == "attn_k.weight":
-            arr = _unpermute_qk(arr, n_kv)
+            arr = np.ascontiguousarray(_unpermute_qk(arr, n_kv))
         tensors[f"model.layers.{parts[1]}.{_LAYER_MAP[parts[2]]}"] = arr
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors
-    merges_field = _field(reader, "tokenizer.ggml.merges")
     return GgufModelFiles(
         config=config,
         tensors=tensors,
         tokens=tokens,
-        token_types=[int(x) for x in _field(reader, "tokenizer.ggml.token_type", [])],
-        merges=list(merges_field) if merges_field is not None else [],
+        token_types=[int(x) for x in meta.get("tokenizer.ggml.token_type", [])],
+        merges=list(meta.get("tokenizer.ggml.merges", [])),
         bos_token_id=config["bos_token_id"],
         eos_token_id=config["eos_token_id"],
-        chat_template=_field(reader, "tokenizer.chat_template"),
+        chat_template=meta.get("tokenizer.chat_template"),
     )
 
 
@@ -174,7 +267,7 @@ def build_tokenizer(files: GgufModelFiles) -> Any:
     tk.decoder = decoders.ByteLevel()
     control = [
         AddedToken(tok, normalized=False, special=True)
-        for tok, ty in zip(files.tokens, files.token_types)
+        for tok, ty in zip(files.tokens, files.token_types, strict=True)
         if ty == TOKEN_TYPE_CONTROL
     ]
     if control:

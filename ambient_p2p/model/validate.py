@@ -41,7 +41,7 @@ def recompute_logprobs_padded(
 ) -> list[dict[int, np.ndarray]]:
     """Several proofs in one left-padded batch (a validator checking many proofs at once).
     Used to measure batch-shape drift (spec/pol.md, measurement (c))."""
-    seqs = [list(p) + list(o[: max(ps)]) for p, o, ps in zip(prompts, outputs, positions)]
+    seqs = [list(p) + list(o[: max(ps)]) for p, o, ps in zip(prompts, outputs, positions, strict=True)]
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(seqs), width), dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -53,7 +53,7 @@ def recompute_logprobs_padded(
         input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), position_ids=pos_ids.to(lm.device), use_cache=False
     ).last_hidden_state
     out = []
-    for i, (p, ps) in enumerate(zip(prompts, positions)):
+    for i, (p, ps) in enumerate(zip(prompts, positions, strict=True)):
         pad = width - len(seqs[i])
         rows = torch.tensor([pad + len(p) + x - 1 for x in ps], device=lm.device)
         lps = torch.log_softmax(lm.model.lm_head(hidden[i, rows]).to(torch.float64), dim=-1).cpu().numpy()
@@ -93,7 +93,7 @@ def validate(
         return done(head)
     if len(openings) != len(positions):
         return done(pol.Check(False, pol.Reason.MISSING_OPENING, f"{len(openings)} openings for {len(positions)} positions"))
-    for p, op in zip(positions, openings):
+    for p, op in zip(positions, openings, strict=True):
         c = pol.check_opening(cmt, op, p, output)
         if not c.ok:
             return done(c)
@@ -104,7 +104,7 @@ def validate(
     lps = recompute_logprobs(lm, prompt, output, positions)
     fwd = time.perf_counter() - t1
     worst = 0
-    for p, op in zip(positions, openings):
+    for p, op in zip(positions, openings, strict=True):
         c = pol.compare(cmt, op.fp, lps[p])
         if c.dev_units is not None:
             worst = max(worst, c.dev_units)
