@@ -89,7 +89,10 @@ def cmd_bench_pol(args: argparse.Namespace) -> int:
     if args.toploc:
         from ..model import toploc_compare
 
-        report["toploc"] = toploc_compare.compare(lm, args, _log)
+        try:
+            report["toploc"] = toploc_compare.compare(lm, args, _log)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
 
     report["total_s"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(report, indent=2, sort_keys=True)
@@ -115,6 +118,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cost-tokens", type=int, default=64, help="tokens for the overhead/timing figures")
     p.add_argument("--skip-cost", action="store_true", help="skip the overhead/timing figures")
     p.add_argument("--toploc", action="store_true", help="also run TOPLOC side by side (needs the toploc package)")
+    p.add_argument("--toploc-proofs", type=int, default=50, help="proofs per case for the TOPLOC comparison")
+    p.add_argument("--toploc-tokens", type=int, default=32, help="tokens per TOPLOC proof")
     p.add_argument("--json", default=None, help="also write the report here")
     add_model_args(p)
     p.set_defaults(func=cmd_bench_pol)
