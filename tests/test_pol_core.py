@@ -305,6 +305,7 @@ def test_header_rejections() -> None:
     assert pol.check_commitment(cmt, **kw).ok
     assert pol.check_commitment(cmt, **{**kw, "expected_model_id": bytes(32)}).reason == pol.Reason.WRONG_MODEL
     assert pol.check_commitment(cmt, **{**kw, "prompt": (5, 6, 8)}).reason == pol.Reason.WRONG_PROMPT
+    assert pol.check_commitment(cmt, **{**kw, "prompt": ()}).reason == pol.Reason.WRONG_PROMPT
     out = list(proof.output)
     out[2] = (out[2] + 1) % VOCAB
     assert pol.check_commitment(cmt, **{**kw, "output": out}).reason == pol.Reason.WRONG_OUTPUT

@@ -445,6 +445,8 @@ def check_commitment(
         return Check(False, Reason.WRONG_TIER, f"unknown tier {cmt.tier}")
     if cmt.top_k != TOP_K:
         return Check(False, Reason.WRONG_TIER, f"top_k {cmt.top_k} != protocol top_k {TOP_K}")
+    if not prompt:
+        return Check(False, Reason.WRONG_PROMPT, "empty prompt (position 0 has no context)")
     if tokens_hash(prompt) != cmt.prompt_hash:
         return Check(False, Reason.WRONG_PROMPT, "prompt tokens do not match prompt_hash")
     if len(output) != cmt.num_tokens or tokens_hash(output) != cmt.output_hash:

@@ -186,20 +186,26 @@ def different_model(lm: runner.LoadedModel, seed: int = 1) -> runner.LoadedModel
 # ---------------------------------------------------------------------------------------
 def position_checks(
     lm: runner.LoadedModel, views: Sequence[tuple[pol.PolProof, Sequence[pol.PolOpening] | None]]
-) -> list[list[pol.Check]]:
-    """The check result at every position, for each ``(proof, openings)`` view of the SAME
-    prompt and output (e.g. one commitment per tier), from one shared forward pass."""
+) -> list[tuple[list[pol.Check], bool]]:
+    """For each ``(proof, openings)`` view of the SAME prompt and output (e.g. one
+    commitment per tier), from one shared forward pass: the check result at every
+    position, and whether the greedy argmax rule fails anywhere in the output (what
+    :func:`ambient_p2p.model.validate.validate` checks at every position of greedy proofs)."""
     first = views[0][0]
     n = first.commitment.num_tokens
     lps = validate.recompute_logprobs(lm, first.prompt, first.output, list(range(n)))
+    q = [pol.quantize_logprobs(lps[x]) for x in range(n)]
+    gaps = [int(q[x][first.output[x]] - q[x].min()) for x in range(n)]
     results = []
     for proof, openings in views:
         cmt = proof.commitment
+        tau = pol.TIERS[pol.Tier(cmt.tier)].tau_units
+        greedy_bad = cmt.temp_milli == 0 and max(gaps) > tau
         head = pol.check_commitment(
             cmt, expected_model_id=lm.model_id, expected_vocab=lm.vocab_size, prompt=proof.prompt, output=proof.output
         )
         if not head.ok:
-            results.append([head] * n)
+            results.append(([head] * n, greedy_bad))
             continue
         ops = list(openings) if openings is not None else pol.open_positions(proof, range(n))
         out = []
@@ -210,7 +216,7 @@ def position_checks(
             if c.ok:
                 c = pol.compare(cmt, ops[p].fp, lps[p])
             out.append(c)
-        results.append(out)
+        results.append((out, greedy_bad))
     return results
 
 
@@ -243,7 +249,18 @@ class CaseResult:
         }
 
 
-def tally(res: CaseResult, proof: pol.PolProof, checks: Sequence[pol.Check], bf16_checks: Sequence[pol.Check], idx: int, k: int) -> None:
+def tally(
+    res: CaseResult,
+    proof: pol.PolProof,
+    checks: Sequence[pol.Check],
+    greedy_bad: bool,
+    bf16_checks: Sequence[pol.Check],
+    bf16_greedy_bad: bool,
+    idx: int,
+    k: int,
+) -> None:
+    """Add one proof: the default challenge's verdict is the first failure among the
+    challenged positions, else a greedy-rule failure anywhere in the output."""
     cmt = proof.commitment
     poh = crypto.sha256(CHALLENGE_LABEL, idx.to_bytes(4, "big"))
     chosen = pol.select_positions(pol.challenge_seed(poh, BENCH_VALIDATOR.pubkey, cmt.hash()), cmt.num_tokens, k)
@@ -251,10 +268,11 @@ def tally(res: CaseResult, proof: pol.PolProof, checks: Sequence[pol.Check], bf1
     res.positions += len(checks)
     res.failed_positions += sum(not c.ok for c in checks)
     first_bad = next((checks[p] for p in chosen if not checks[p].ok), None)
-    if first_bad is not None:
+    reason = first_bad.reason if first_bad is not None else (pol.Reason.TOKEN_NOT_ARGMAX + " (unopened)" if greedy_bad else None)
+    if reason is not None:
         res.rejected_proofs += 1
-        res.reasons[first_bad.reason] = res.reasons.get(first_bad.reason, 0) + 1
-    if any(not bf16_checks[p].ok for p in chosen):
+        res.reasons[reason] = res.reasons.get(reason, 0) + 1
+    if bf16_greedy_bad or any(not bf16_checks[p].ok for p in chosen):
         res.rejected_proofs_bf16_tier += 1
     res.max_dev_units.append(max((c.dev_units or 0) for c in checks))
 
@@ -326,8 +344,8 @@ def run_detection(
                 ]
             bproof = _bf16_view(proof)
             bops = None if openings is None else [dataclasses.replace(o, cmt=bproof.commitment.hash()) for o in openings]
-            checks, bchecks = position_checks(lm, [(proof, openings), (bproof, bops)])
-            tally(res, proof, checks, bchecks, i, k)
+            (checks, gbad), (bchecks, bgbad) = position_checks(lm, [(proof, openings), (bproof, bops)])
+            tally(res, proof, checks, gbad, bchecks, bgbad, i, k)
         log(f"  {case}: {res.proofs}/{len(prompt_ids)} proofs, {res.rejected_proofs} rejected")
     res.seconds = time.perf_counter() - t0
     return res

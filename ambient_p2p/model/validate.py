@@ -3,8 +3,10 @@ forward pass and compare them with the committed fingerprints (spec/pol.md, "Val
 
 Output position ``x`` is predicted from ``prompt + output[:x]``, i.e. by the hidden state at
 sequence index ``len(prompt) + x - 1``. All positions to check therefore come out of ONE
-causal forward pass over ``prompt + output[:max(x)]``; only the opened rows go through the
-LM head (a [k, hidden] x [hidden, vocab] product instead of the full sequence's).
+causal forward pass. For greedy proofs that pass covers the whole output and the argmax
+rule is checked at every position from the output tokens alone (no openings needed), which
+catches a single edited token anywhere; the opened positions additionally get the full
+fingerprint comparison. For sampled proofs the pass stops at the last opened position.
 """
 
 from __future__ import annotations
@@ -19,20 +21,49 @@ import torch
 from ..core import crypto, pol
 from .runner import LoadedModel
 
+#: rows per LM-head chunk when checking the greedy rule at every position (bounds memory:
+#: 256 rows x 49,152 vocab x 8 bytes = 100 MB)
+GREEDY_CHUNK_ROWS = 256
+
+
+@torch.inference_mode()
+def _hidden(lm: LoadedModel, prompt: Sequence[int], output: Sequence[int], upto: int) -> torch.Tensor:
+    """Final hidden states for ``prompt + output[:upto]`` (one causal pass)."""
+    seq = list(prompt) + list(output[:upto])
+    ids = torch.tensor([seq], dtype=torch.long, device=lm.device)
+    return lm.model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
+
+
+@torch.inference_mode()
+def _rows_logprobs(lm: LoadedModel, hidden: torch.Tensor, rows: Sequence[int]) -> np.ndarray:
+    idx = torch.tensor(list(rows), device=lm.device)
+    logits = lm.model.lm_head(hidden[idx]).to(torch.float64)
+    out: np.ndarray = torch.log_softmax(logits, dim=-1).cpu().numpy()
+    return out
+
 
 @torch.inference_mode()
 def recompute_logprobs(lm: LoadedModel, prompt: Sequence[int], output: Sequence[int], positions: Sequence[int]) -> dict[int, np.ndarray]:
     """float64 log-prob vectors at each output position, from one forward pass."""
     if not positions:
         return {}
-    last = max(positions)
-    seq = list(prompt) + list(output[:last])
-    ids = torch.tensor([seq], dtype=torch.long, device=lm.device)
-    hidden = lm.model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
-    rows = torch.tensor([len(prompt) + p - 1 for p in positions], device=lm.device)
-    logits = lm.model.lm_head(hidden[rows]).to(torch.float64)
-    lps = torch.log_softmax(logits, dim=-1).cpu().numpy()
+    hidden = _hidden(lm, prompt, output, max(positions))
+    lps = _rows_logprobs(lm, hidden, [len(prompt) + p - 1 for p in positions])
     return {p: lps[i] for i, p in enumerate(positions)}
+
+
+@torch.inference_mode()
+def greedy_gaps(lm: LoadedModel, hidden: torch.Tensor, prompt_len: int, output: Sequence[int], upto: int) -> np.ndarray:
+    """For output positions ``0..upto-1``: how far (grid units) the emitted token is below
+    the validator's argmax. Needs only the output tokens, no openings."""
+    gaps = []
+    for start in range(0, upto, GREEDY_CHUNK_ROWS):
+        xs = list(range(start, min(upto, start + GREEDY_CHUNK_ROWS)))
+        lps = _rows_logprobs(lm, hidden, [prompt_len + x - 1 for x in xs])
+        q = pol.quantize_logprobs(lps)
+        toks = np.asarray([output[x] for x in xs])
+        gaps.append(q[np.arange(len(xs)), toks] - q.min(axis=1))
+    return np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.int64)
 
 
 @torch.inference_mode()
@@ -91,7 +122,7 @@ def validate(
     head = pol.check_commitment(cmt, expected_model_id=lm.model_id, expected_vocab=lm.vocab_size, prompt=prompt, output=output)
     if not head.ok:
         return done(head)
-    if len(openings) != len(positions):
+    if not positions or len(openings) != len(positions):
         return done(pol.Check(False, pol.Reason.MISSING_OPENING, f"{len(openings)} openings for {len(positions)} positions"))
     for p, op in zip(positions, openings, strict=True):
         c = pol.check_opening(cmt, op, p, output)
@@ -101,15 +132,33 @@ def validate(
         if not c.ok:
             return done(c)
     t1 = time.perf_counter()
-    lps = recompute_logprobs(lm, prompt, output, positions)
+    greedy = cmt.temp_milli == 0
+    # greedy proofs: one pass over the WHOLE output, so the argmax rule is checked at every
+    # position (a single swapped token anywhere is caught without any opening); sampled
+    # proofs: the pass stops at the last challenged position.
+    upto = len(output) if greedy else max(positions) + 1
+    hidden = _hidden(lm, prompt, output, upto - 1)
+    rows = _rows_logprobs(lm, hidden, [len(prompt) + p - 1 for p in positions])
+    gaps = greedy_gaps(lm, hidden, len(prompt), output, upto) if greedy else None
     fwd = time.perf_counter() - t1
     worst = 0
-    for p, op in zip(positions, openings, strict=True):
-        c = pol.compare(cmt, op.fp, lps[p])
+    for i, op in enumerate(openings):
+        c = pol.compare(cmt, op.fp, rows[i])
         if c.dev_units is not None:
             worst = max(worst, c.dev_units)
         if not c.ok:
             return done(c, worst, fwd)
+    if gaps is not None:
+        tau = pol.TIERS[pol.Tier(cmt.tier)].tau_units
+        bad = np.flatnonzero(gaps > tau)
+        if bad.size:
+            x = int(bad[0])
+            g = int(gaps[x])
+            return done(
+                pol.Check(False, pol.Reason.TOKEN_NOT_ARGMAX, f"output token at {x} is {g} units below the argmax", x, g),
+                max(worst, g),
+                fwd,
+            )
     return done(pol.Check(True, pol.Reason.OK, f"{len(positions)} position(s) within tolerance", None, worst), worst, fwd)
 
 
