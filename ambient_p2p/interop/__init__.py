@@ -60,13 +60,19 @@ class CaseResult:
 
 
 def formats() -> dict[str, ModuleType]:
-    from . import formats as pkg
+    # The subpackage `formats` shares this function's name: importing it makes Python bind
+    # the package attribute `formats` to the module, so rebind the function afterwards.
+    pkg = importlib.import_module(f"{__name__}.formats")
+    globals()["formats"] = _formats_function
 
     out = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
         out[mod.FORMAT] = mod
     return out
+
+
+_formats_function = formats
 
 
 def _dump_json(obj: Any) -> str:
