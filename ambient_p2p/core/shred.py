@@ -461,11 +461,22 @@ def _sanitize_code(s: Shred) -> None:
         raise ShredError("bad-proof-size", f"proof size {s.variant.proof_size} does not fit a {total}-shred set")
 
 
-def verify_shred(shred: Shred, leader: bytes) -> bytes:
+def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, bytes]] | None = None) -> bytes:
     """Recompute the shred's Merkle root and check the leader's signature over it.
     Returns the root. A corrupted payload or proof changes the root, so it surfaces as
-    ``bad-signature`` too."""
+    ``bad-signature`` too.
+
+    All 64 shreds of a FEC set carry one signature over one root, so a caller may pass a
+    ``verified`` set of (leader, root, signature) triples already checked: the Merkle root
+    is always recomputed, the ed25519 check runs once per set (agave's sigverify caches
+    Merkle-root signatures the same way)."""
     root = shred.merkle_root()
+    triple = (bytes(leader), root, shred.signature)
+    if verified is not None and triple in verified:
+        return root
+    if verified is not None and verify_raw(leader, root, shred.signature):
+        verified.add(triple)
+        return root
     if not verify_raw(leader, root, shred.signature):
         raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
                          f" (forged signature or corrupted shred/proof)")

@@ -82,6 +82,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
     data. Returns ({fec_set_index: data shreds of the set, sorted}, recovered count)."""
     sets: dict[int, list[Shred]] = {}
     roots: dict[int, bytes] = {}
+    verified: set[tuple[bytes, bytes, bytes]] = set()
     for is_data in (True, False):
         for index, payload in bs.slot_shred_payloads(slot, data=is_data):
             kind = "data" if is_data else "coding"
@@ -90,7 +91,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                 if s.slot != slot or s.index != index or s.is_data != is_data:
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
-                root = verify_shred(s, leader)
+                root = verify_shred(s, leader, verified)
             except ShredError as exc:
                 raise SlotRejected(exc.reason, f"{kind} shred {index}: {exc.detail}") from None
             if roots.setdefault(s.fec_set_index, root) != root:
