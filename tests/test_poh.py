@@ -163,7 +163,7 @@ def test_parallel_verification_matches_serial(txs: list[bytes]) -> None:
 
 
 def test_slot_shape_violations(txs: list[bytes]) -> None:
-    start, entries = make_slot(txs)
+    _start, entries = make_slot(txs)
     with pytest.raises(PohError, match="too-few-ticks"):
         poh.check_slot_ticks(entries, 16, 5)
     with pytest.raises(PohError, match="too-many-ticks"):

@@ -122,9 +122,8 @@ def test_recovery_from_any_32_of_64(batch: S.ShredBatch, data: st.DataObject) ->
     fec = list(batch.data[:32] + batch.code[:32])
     keep = data.draw(st.sets(st.integers(0, 63), min_size=32, max_size=64))
     present = [fec[i] for i in sorted(keep)]
-    if all(s.is_data for s in present):
-        if len(present) == 32:
-            return  # nothing missing
+    if all(s.is_data for s in present) and len(present) == 32:
+        return  # nothing missing
     recovered = S.recover(present)
     assert len(recovered) == 64 - len(keep)
     got = {(s.is_data, s.index): s for s in present + recovered}

@@ -58,10 +58,10 @@ def _openssl_sha256_32() -> float | None:
         return None
     try:
         out = subprocess.run([exe, "speed", "-seconds", "2", "-bytes", "32", "sha256"], capture_output=True,
-                             text=True, timeout=60).stdout
+                             text=True, timeout=60, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    m = re.search(r"^sha256\s+([\d.]+)k", out, re.M)
+    m = re.search(r"^sha256\s+([\d.]+)k", out, re.MULTILINE)
     return float(m.group(1)) * 1000 / 32 if m else None
 
 
@@ -172,10 +172,10 @@ def _bench_blockstore(args: argparse.Namespace) -> int:
 
     kp = Keypair.deterministic("bench-leader")
     slots = max(1, args.slots)
-    batches = []
+    batches: list[list[bytes]] = []
     for slot in range(1, slots + 1):
-        b = make_shreds_from_data(kp, sha256(b"r"), os.urandom(40_000), slot, slot - 1, 1, 0, True, 0, 0)
-        batches.append([s.payload for s in b.data + b.code])
+        made = make_shreds_from_data(kp, sha256(b"r"), os.urandom(40_000), slot, slot - 1, 1, 0, True, 0, 0)
+        batches.append([s.payload for s in made.data + made.code])
     n = sum(len(b) for b in batches)
     tmp = tempfile.mkdtemp(prefix="ambient-bench-")
     try:
@@ -193,9 +193,9 @@ def _bench_blockstore(args: argparse.Namespace) -> int:
         o.create_if_missing(True)
         db = Rdict(os.path.join(tmp, "raw"), options=o)
         t = time.perf_counter()
-        for slot, b in enumerate(batches, 1):
+        for slot, payloads in enumerate(batches, 1):
             wb = WriteBatch(raw_mode=True)
-            for i, payload in enumerate(b):
+            for i, payload in enumerate(payloads):
                 wb.put(shred_key(slot, i), payload)
             db.write(wb)
         t_raw = time.perf_counter() - t

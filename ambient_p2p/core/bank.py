@@ -70,18 +70,20 @@ class ParsedTx:
 
 def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx:
     """Parse, sanitize and (optionally) signature-check one wire transaction via solders."""
-    from solders.message import Message
+    from solders.message import Message, MessageV0
     from solders.transaction import VersionedTransaction
 
     try:
         tx = VersionedTransaction.from_bytes(bytes(raw))
         tx.sanitize()
-    except Exception as exc:  # solders raises several error types for malformed input
+    except Exception as exc:  # noqa: BLE001 - solders raises several error types for malformed input
         raise BlockError("bad-transaction", f"does not parse or sanitize: {exc}") from None
     if bytes(tx) != bytes(raw):
         raise BlockError("bad-transaction", "non-canonical transaction encoding")
     msg = tx.message
-    if not isinstance(msg, Message) and len(msg.address_table_lookups) > 0:
+    if not isinstance(msg, (Message, MessageV0)):
+        raise BlockError("unsupported-transaction", f"message type {type(msg).__name__} is not supported")
+    if isinstance(msg, MessageV0) and len(msg.address_table_lookups) > 0:
         raise BlockError("unsupported-transaction", "address lookup tables are not supported")
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")

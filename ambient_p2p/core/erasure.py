@@ -101,7 +101,8 @@ def vandermonde(rows: int, cols: int) -> U8Array:
 def gf_matmul(a: U8Array, b: U8Array) -> U8Array:
     """Matrix product over GF(2^8) (small matrices: used to build coding matrices)."""
     prod = MUL_TABLE[a[:, :, None], b[None, :, :]]  # (n, k, m)
-    return np.bitwise_xor.reduce(prod, axis=1).astype(np.uint8)
+    out: U8Array = np.bitwise_xor.reduce(prod, axis=1).astype(np.uint8)
+    return out
 
 
 def gf_invert(m: U8Array) -> U8Array:

@@ -663,7 +663,7 @@ def recover(shreds: Sequence[Shred]) -> list[Shred]:
             continue
         buf = payloads[i]
         if i < nd:
-            sig, vb, slot, index, version, fec = _COMMON.unpack_from(buf, 0)
+            _sig, vb, slot, index, version, fec = _COMMON.unpack_from(buf, 0)
             if (vb, slot, index, version, fec) != (dvar.to_byte(), last.slot, last.fec_set_index + i,
                                                    last.version, last.fec_set_index):
                 raise ShredError("bad-recovered-shred", f"recovered data shred {i} has inconsistent headers")

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..core import codec
 from ..core.shred import Shred, ShredError, parse_shred, recover, verify_shred
@@ -175,7 +175,7 @@ class Blockstore:
                 column_families=cfs,
                 access_type=AccessType.read_only() if read_only else AccessType.read_write(),
             )
-        except Exception as exc:  # rocksdict raises plain Exception for lock/IO errors
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for lock/IO errors
             raise BlockstoreError(f"cannot open blockstore at {p}: {exc}") from None
         if not read_only:
             wo = WriteOptions()
@@ -193,7 +193,7 @@ class Blockstore:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> Blockstore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,7 +246,7 @@ class Blockstore:
             yield codec.decode(v, SlotMeta)
 
     def shred_index(self, slot: int) -> ShredIndex:
-        return self._get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)  # type: ignore[no-any-return]
+        return self._get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
 
     def get_data_shred(self, slot: int, index: int) -> bytes | None:
         return self._get("data_shred", shred_key(slot, index))
@@ -394,8 +394,9 @@ class Blockstore:
                 self._duplicate(shred, other, "last-in-slot-below-received", pend, result)
                 return False
             if meta.parent_slot is not None and meta.parent_slot != shred.parent_slot:
-                result.rejected.append((-1, f"parent-mismatch: slot {slot} shred {shred.index} names parent "
-                                            f"{shred.parent_slot}, slot has {meta.parent_slot}"))
+                reason = (f"parent-mismatch: slot {slot} shred {shred.index} names parent "
+                          f"{shred.parent_slot}, slot has {meta.parent_slot}")
+                result.rejected.append((-1, reason))
                 return False
         else:
             ekey = shred_key(slot, shred.fec_set_index)

@@ -32,7 +32,6 @@ from .blockstore import Blockstore
 from .meta import BankHashRecord
 from .producer import genesis_bank
 
-
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
 
