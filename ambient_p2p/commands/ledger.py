@@ -98,7 +98,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
