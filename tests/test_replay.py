@@ -185,3 +185,23 @@ def test_acceptance_50_slots_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 bs._cf["data_shred" if is_data else "code_shred"].delete(shred_key(slot, i))
     assert main(["ledger", "verify", path, "--quiet"]) == 0
     assert "verified 50 of 50 slots" in capsys.readouterr().out
+
+
+def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from ambient_p2p.ledger.meta import AccountBalance
+    from ambient_p2p.ledger.snapshot import bank_to_snapshot, snapshot_to_bank
+
+    with Blockstore.open(ledger, read_only=True) as bs:
+        snap = bs.latest_bank_snapshot()
+        assert snap is not None and snap.slot == 4
+        assert bank_to_snapshot(snapshot_to_bank(snap)) == snap  # lossless round trip
+        report = replay(bs, read_genesis(ledger))
+        assert report.last_bank is not None and report.last_bank.state_hash() == snapshot_to_bank(snap).state_hash()
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        a = snap.accounts[0]
+        forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1),) + snap.accounts[1:])
+        bs.put_bank_snapshot(forged)
+    assert (run_replay(path)[4] or "").startswith("snapshot-mismatch")

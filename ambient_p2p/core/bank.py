@@ -125,6 +125,33 @@ class Bank:
         b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash + accounts_hash(b.accounts)).digest()
         return b
 
+    @classmethod
+    def restore(
+        cls,
+        slot: int,
+        parent_slot: int,
+        bank_hash: bytes,
+        leader: bytes,
+        accounts: dict[bytes, int],
+        blockhashes: Sequence[bytes],
+        status_cache: dict[bytes, int],
+    ) -> Bank:
+        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot)."""
+        if not blockhashes:
+            raise ValueError("a bank needs at least one recent blockhash")
+        return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
+                   bank_hash=bytes(bank_hash))
+
+    def state_hash(self) -> bytes:
+        """Digest of everything a snapshot restores (accounts, blockhashes, status cache),
+        to check a persisted snapshot against a replayed bank."""
+        h = hashlib.sha256(accounts_hash(self.accounts))
+        for bh in self.blockhashes:
+            h.update(bh)
+        for sig in sorted(self.status_cache):
+            h.update(sig + struct.pack("<Q", self.status_cache[sig]))
+        return h.digest()
+
     @property
     def last_blockhash(self) -> bytes:
         return self.blockhashes[-1]

@@ -14,6 +14,7 @@ Column families and keys (integers big-endian so RocksDB's byte order is numeric
     duplicate_slots  slot u64                      -> DuplicateSlotProof
     orphans          slot u64                      -> b"\\x01"
     bank_hashes      slot u64                      -> BankHashRecord
+    bank_snapshots   slot u64                      -> BankSnapshot
 
 (agave keys shreds by ``(slot, u64 index)``; we use a u32 index, which holds every legal
 index, as spec/blockstore.md says.)
@@ -38,6 +39,7 @@ from ..core import codec
 from ..core.shred import Shred, ShredError, parse_shred, recover, verify_shred
 from .meta import (
     BankHashRecord,
+    BankSnapshot,
     DeadSlot,
     DuplicateSlotProof,
     ErasureMeta,
@@ -58,6 +60,7 @@ COLUMN_FAMILIES = (
     "duplicate_slots",
     "orphans",
     "bank_hashes",
+    "bank_snapshots",
 )
 PRESENT = b"\x01"
 
@@ -286,6 +289,15 @@ class Blockstore:
     def bank_hash(self, slot: int) -> BankHashRecord | None:
         return self._get_msg("bank_hashes", slot_key(slot), BankHashRecord)  # type: ignore[no-any-return]
 
+    def bank_snapshot(self, slot: int) -> BankSnapshot | None:
+        return self._get_msg("bank_snapshots", slot_key(slot), BankSnapshot)  # type: ignore[no-any-return]
+
+    def latest_bank_snapshot(self) -> BankSnapshot | None:
+        last = None
+        for _k, v in self._iter_all("bank_snapshots"):
+            last = v
+        return None if last is None else codec.decode(last, BankSnapshot)
+
     # -- small writes -----------------------------------------------------------------
     def set_roots(self, slots: Iterable[int]) -> None:
         keys = [slot_key(s) for s in slots]
@@ -296,6 +308,9 @@ class Blockstore:
 
     def clear_dead(self, slot: int) -> None:
         self._write({}, [("dead_slots", slot_key(slot))])
+
+    def put_bank_snapshot(self, snap: BankSnapshot) -> None:
+        self._write({("bank_snapshots", slot_key(snap.slot)): codec.encode(snap)})
 
     def put_bank_hash(self, rec: BankHashRecord) -> None:
         self._write({("bank_hashes", slot_key(rec.slot)): codec.encode(rec)})

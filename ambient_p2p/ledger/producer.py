@@ -29,6 +29,7 @@ from ..core.poh import Entry, Poh, serialize_entries
 from ..core.shred import make_shreds_from_data
 from .blockstore import Blockstore
 from .meta import BankHashRecord
+from .snapshot import bank_to_snapshot
 
 GENESIS_FILE = "genesis.cbor"
 LOCAL_CHAIN_ID = "ambient-ledger-local"
@@ -180,4 +181,5 @@ def produce(
             out.append(ps)
             if on_slot:
                 on_slot(ps)
+        bs.put_bank_snapshot(bank_to_snapshot(bank))
     return out

@@ -30,6 +30,7 @@ from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, v
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
 from .blockstore import Blockstore
 from .meta import BankHashRecord
+from .snapshot import bank_to_snapshot, snapshot_to_bank
 from .producer import genesis_bank
 
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
@@ -56,6 +57,8 @@ class SlotOutcome:
 @dataclass
 class ReplayReport:
     outcomes: list[SlotOutcome] = field(default_factory=list)
+    #: The highest-slot bank that replayed successfully (to persist as a snapshot).
+    last_bank: Bank | None = None
 
     @property
     def failed(self) -> list[SlotOutcome]:
@@ -178,6 +181,11 @@ def replay_slot(
     if recorded is not None and recorded.bank_hash != bank_hash:
         raise SlotRejected("bank-hash-mismatch", f"replayed {bank_hash.hex()[:16]}..., recorded "
                            f"{recorded.bank_hash.hex()[:16]}...")
+    snap = bs.bank_snapshot(slot)
+    if snap is not None:
+        stored = snapshot_to_bank(snap)
+        if stored.bank_hash != bank_hash or stored.state_hash() != bank.state_hash():
+            raise SlotRejected("snapshot-mismatch", "the persisted bank snapshot differs from the replayed bank")
     return _SlotResult(bank, entries[-1].hash, expect_root, len(entries), ntx, recovered)
 
 
@@ -225,8 +233,13 @@ def replay(
             else:
                 bs.mark_dead(slot, outcome.reason or "")
         report.outcomes.append(outcome)
+        if res is not None and (report.last_bank is None or res.bank.slot > report.last_bank.slot):
+            report.last_bank = res.bank
         if progress:
             progress(outcome)
         for c in sorted(children.get(slot, []), reverse=True):
             stack.append((c, res))
+    if mark_dead and not bs.read_only and report.last_bank is not None:
+        if bs.bank_snapshot(report.last_bank.slot) is None:
+            bs.put_bank_snapshot(bank_to_snapshot(report.last_bank))
     return report
