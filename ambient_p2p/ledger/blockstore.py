@@ -105,6 +105,7 @@ class _Pending:
         self.deletes: set[tuple[str, bytes]] = set()
         self.objs: dict[tuple[str, bytes], Any] = {}
         self.dirty: set[tuple[str, bytes]] = set()
+        self.indexes: dict[int, tuple[set[int], set[int]]] = {}
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         if (cf, key) in self.deletes:
@@ -138,7 +139,19 @@ class _Pending:
         self.objs[(cf, key)] = msg
         self.dirty.add((cf, key))
 
+    def index_sets(self, slot: int) -> tuple[set[int], set[int]]:
+        """Mutable (data, coding) index sets of ``slot`` for this insert; written back as a
+        ShredIndex at :meth:`finish` (one encode per slot instead of one per shred)."""
+        sets = self.indexes.get(slot)
+        if sets is None:
+            idx = self.get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
+            sets = (set(idx.data), set(idx.coding))
+            self.indexes[slot] = sets
+        return sets
+
     def finish(self) -> None:
+        for slot, (data, coding) in self.indexes.items():
+            self.put_msg("index", slot_key(slot), ShredIndex(slot, tuple(sorted(data)), tuple(sorted(coding))))
         for ck in self.dirty:
             self.writes[ck] = codec.encode(self.objs[ck])
         self.dirty.clear()
@@ -427,25 +440,20 @@ class Blockstore:
         if mrm is None:
             pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, shred.index, shred.is_data))
         pend.put(cf, key, shred.payload)
-        idx = pend.get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
-        if shred.is_data:
-            idx = replace(idx, data=tuple(sorted({*idx.data, shred.index})))
-        else:
-            idx = replace(idx, coding=tuple(sorted({*idx.coding, shred.index})))
-        pend.put_msg("index", slot_key(slot), idx)
+        present_data, present_coding = pend.index_sets(slot)
+        (present_data if shred.is_data else present_coding).add(shred.index)
         touched.add((slot, shred.fec_set_index))
         result.inserted += 1
         if shred.is_data:
-            self._update_slot_meta(shred, idx, pend, metas, result)
+            self._update_slot_meta(shred, present_data, pend, metas, result)
         return True
 
     def _update_slot_meta(
-        self, shred: Shred, idx: ShredIndex, pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
+        self, shred: Shred, present: set[int], pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
     ) -> None:
         slot = shred.slot
         meta = self._meta(slot, pend, metas)
         was_full = meta.is_full
-        present = set(idx.data)
         consumed = meta.consumed
         while consumed in present:
             consumed += 1
