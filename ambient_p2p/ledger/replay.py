@@ -30,8 +30,8 @@ from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, v
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
 from .blockstore import Blockstore
 from .meta import BankHashRecord
-from .snapshot import bank_to_snapshot, snapshot_to_bank
 from .producer import genesis_bank
+from .snapshot import bank_to_snapshot, snapshot_to_bank
 
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
@@ -239,7 +239,7 @@ def replay(
             progress(outcome)
         for c in sorted(children.get(slot, []), reverse=True):
             stack.append((c, res))
-    if mark_dead and not bs.read_only and report.last_bank is not None:
-        if bs.bank_snapshot(report.last_bank.slot) is None:
-            bs.put_bank_snapshot(bank_to_snapshot(report.last_bank))
+    last = report.last_bank
+    if mark_dead and not bs.read_only and last is not None and bs.bank_snapshot(last.slot) is None:
+        bs.put_bank_snapshot(bank_to_snapshot(last))
     return report
