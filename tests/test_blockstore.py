@@ -125,6 +125,17 @@ def test_equivocation_stores_duplicate_proof(bs: Blockstore) -> None:
     assert bs.get_data_shred(1, 4) == a.data[4].payload  # the first one is kept
 
 
+def test_relayed_copies_with_retransmitter_signatures_are_not_equivocation(bs: Blockstore) -> None:
+    b = slot_shreds(1, 0)  # last batch of the slot: resigned
+    relayed_a = b.data[3].with_retransmitter_signature(EVIL.sign_raw(b.data[3].merkle_root()))
+    relayed_b = b.data[3].with_retransmitter_signature(LEADER.sign_raw(b.data[3].merkle_root()))
+    res = bs.insert_shreds([relayed_a.payload], leader_of)
+    assert res.inserted == 1
+    assert bs.get_data_shred(1, 3) == b.data[3].payload  # stored with the field zeroed
+    res = bs.insert_shreds([relayed_b.payload], leader_of)
+    assert res.already_present == 1 and not res.duplicates and bs.duplicate_proof(1) is None
+
+
 def test_merkle_root_conflict_is_duplicate(tmp_path: Path) -> None:
     with Blockstore.open(tmp_path / "l") as store:
         a = slot_shreds(5, 4, seed=1)

@@ -76,7 +76,7 @@ def test_33_missing_is_named(ledger: Path, tmp_path: Path) -> None:
     assert out[3] is not None and out[3].startswith("parent-dead")
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_one_corrupted_byte_names_the_slot(ledger: Path, tmp_path: Path, seed: int) -> None:
     path = copy(ledger, tmp_path)
     rng = random.Random(seed)
@@ -86,16 +86,24 @@ def test_one_corrupted_byte_names_the_slot(ledger: Path, tmp_path: Path, seed: i
     cf = "data_shred" if is_data else "code_shred"
     with Blockstore.open(path) as bs:
         payload = bytearray(bs._cf[cf][shred_key(slot, index)])
-        s = parse_shred(bytes(payload))
-        # every byte except the retransmitter signature (outside the leader's signature
-        # by agave's design, spec/shred.md) is covered
-        limit = s.variant.retransmitter_signature_offset if s.variant.resigned else len(payload)
-        off = rng.randrange(limit)
+        off = rng.randrange(len(payload))  # any byte, the retransmitter signature field included
         payload[off] ^= 1 << rng.randrange(8)
         bs._cf[cf][shred_key(slot, index)] = bytes(payload)
     out = run_replay(path)
     assert out[slot] is not None and not out[slot].startswith("parent-dead"), (slot, off, out)
     assert all(out[s] is None for s in range(1, slot))
+
+
+def test_corrupted_retransmitter_field_is_named(ledger: Path, tmp_path: Path) -> None:
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        k = shred_key(3, 50)  # second FEC set: the last batch of the slot is resigned
+        s = parse_shred(bs._cf["code_shred"][k])
+        assert s.variant.resigned
+        p = bytearray(s.payload)
+        p[s.variant.retransmitter_signature_offset + 5] ^= 0x10
+        bs._cf["code_shred"][k] = bytes(p)
+    assert (run_replay(path)[3] or "").startswith("bad-retransmitter-field: coding shred 50")
 
 
 def _write_slot(path: Path, entries: list[Entry]) -> None:

@@ -25,6 +25,7 @@ leader key (:func:`verify_shred`), makes them from serialized entries
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterable, Sequence
@@ -320,6 +321,16 @@ class Shred:
             return None
         off = self.variant.retransmitter_signature_offset
         return self.payload[off : off + SIZE_OF_SIGNATURE]
+
+    def with_retransmitter_signature(self, signature: bytes) -> Shred:
+        """The same shred with its retransmitter signature field set (resigned shreds only;
+        the field lies outside the Merkle leaf, so the root and leader signature hold)."""
+        if not self.variant.resigned:
+            raise ShredError("not-resigned", "this shred has no retransmitter signature field")
+        if len(signature) != SIZE_OF_SIGNATURE:
+            raise ValueError("a signature is 64 bytes")
+        off = self.variant.retransmitter_signature_offset
+        return dataclasses.replace(self, payload=self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :])
 
     @property
     def data(self) -> bytes:

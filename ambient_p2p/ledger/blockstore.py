@@ -63,6 +63,7 @@ COLUMN_FAMILIES = (
     "bank_snapshots",
 )
 PRESENT = b"\x01"
+ZERO_SIGNATURE = bytes(64)
 
 LeaderFn = Callable[[int], "bytes | None"]
 
@@ -392,6 +393,12 @@ class Blockstore:
         result: InsertResult,
         touched: set[tuple[int, int]],
     ) -> bool:
+        # Retransmitter signatures are a transport artefact (checked by the turbine stage
+        # against the sender, outside the leader's Merkle leaf): store them zeroed, so that
+        # copies relayed by different nodes are the same shred, not equivocation, and so
+        # that replay can treat any nonzero byte there as corruption (spec/blockstore.md).
+        if shred.variant.resigned and shred.retransmitter_signature != ZERO_SIGNATURE:
+            shred = shred.with_retransmitter_signature(ZERO_SIGNATURE)
         slot = shred.slot
         cf = "data_shred" if shred.is_data else "code_shred"
         key = shred_key(slot, shred.index)

@@ -94,6 +94,9 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
                 root = verify_shred(s, leader, verified)
+                if s.variant.resigned and s.retransmitter_signature != bytes(64):
+                    raise ShredError("bad-retransmitter-field", "stored shreds keep a zeroed retransmitter "
+                                     "signature; this one is not (corrupted)")
             except ShredError as exc:
                 raise SlotRejected(exc.reason, f"{kind} shred {index}: {exc.detail}") from None
             if roots.setdefault(s.fec_set_index, root) != root:
