@@ -15,6 +15,9 @@ Handlers:
            rejected with too-few-shreds, too-few-parity-shreds or merkle-root-mismatch
   rs       input.bin  u8 num_data || u8 num_parity || data shards (equal lengths) ->
            parity shards (hex): the reed-solomon-erasure crate's code
+  merkle   input.json {"nodes": [hex32, ...]} (leaf nodes, i.e. already
+           sha256("\x00SOLANA_MERKLE_SHREDS_LEAF" || leaf bytes)) -> {"root": hex32,
+           "proofs": [[hex20, ...], ...]}: the shred Merkle tree with 20-byte truncated joins
 """
 
 from __future__ import annotations
@@ -132,6 +135,11 @@ def cases() -> Iterator[Case]:
     ):
         yield Case("recover", name, inp, None, desc, reason=reason, input_file="input.bin")
 
+    for n in (1, 2, 3, 5, 33, 64):
+        nodes = [sha256(b"leaf", bytes([i])).hex() for i in range(n)]
+        inp = json.dumps({"nodes": nodes}).encode()
+        yield Case("merkle", f"leaves_{n}", inp, run("merkle", inp), f"shred Merkle tree of {n} leaves",
+                   input_file="input.json")
     for nd, np_ in ((2, 2), (5, 3), (32, 32)):
         shards = [bytes((i * 31 + j * 7) % 256 for j in range(16)) for i in range(nd)]
         inp = bytes([nd, np_]) + b"".join(shards)
@@ -167,6 +175,11 @@ def run(handler: str, data: bytes) -> Any:
             rec = S.recover(shreds)
             return [{"type": "data" if s.is_data else "code", "index": s.index,
                      "sha256": hashlib.sha256(s.payload).hexdigest()} for s in rec]
+        if handler == "merkle":
+            nodes = [bytes.fromhex(x) for x in json.loads(data)["nodes"]]
+            tree = S.make_merkle_tree(nodes)
+            return {"root": tree[-1].hex(),
+                    "proofs": [[e.hex() for e in S.make_merkle_proof(i, len(nodes), tree)] for i in range(len(nodes))]}
         if handler == "rs":
             nd, np_ = data[0], data[1]
             body = data[2:]
