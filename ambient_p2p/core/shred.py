@@ -26,6 +26,7 @@ leader key (:func:`verify_shred`), makes them from serialized entries
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable, Sequence
@@ -138,6 +139,10 @@ class ShredVariant:
 
     @classmethod
     def from_byte(cls, b: int) -> ShredVariant:
+        return _variant_from_byte(b)
+
+    @classmethod
+    def _from_byte(cls, b: int) -> ShredVariant:
         """Accepts what current agave accepts: chained Merkle variants only. Legacy and
         unchained Merkle shreds are no longer produced by any cluster (agave dropped them)."""
         if b in (VARIANT_LEGACY_CODE, VARIANT_LEGACY_DATA):
@@ -165,8 +170,8 @@ class ShredVariant:
     def headers_size(self) -> int:
         return SIZE_OF_DATA_SHRED_HEADERS if self.is_data else SIZE_OF_CODING_SHRED_HEADERS
 
-    def capacity(self) -> int:
-        """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
+    def __post_init__(self) -> None:
+        # Offsets are used for every shred parsed; compute them once per variant value.
         cap = (
             self.payload_size
             - self.headers_size
@@ -174,6 +179,13 @@ class ShredVariant:
             - self.proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
             - (SIZE_OF_SIGNATURE if self.resigned else 0)
         )
+        object.__setattr__(self, "_cap", cap)
+        object.__setattr__(self, "_proof_offset",
+                           self.headers_size + cap + (SIZE_OF_MERKLE_ROOT if self.chained else 0))
+
+    def capacity(self) -> int:
+        """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
+        cap: int = self._cap  # type: ignore[attr-defined]
         if cap < 0:
             raise ShredError("bad-proof-size", f"proof size {self.proof_size} leaves no room")
         return cap
@@ -192,7 +204,8 @@ class ShredVariant:
 
     @property
     def proof_offset(self) -> int:
-        return self.chained_root_offset + (SIZE_OF_MERKLE_ROOT if self.chained else 0)
+        off: int = self._proof_offset  # type: ignore[attr-defined]
+        return off
 
     @property
     def retransmitter_signature_offset(self) -> int:
@@ -200,6 +213,11 @@ class ShredVariant:
 
     def data_capacity(self) -> int:
         return self.capacity()
+
+
+@functools.lru_cache(maxsize=256)
+def _variant_from_byte(b: int) -> ShredVariant:
+    return ShredVariant._from_byte(b)
 
 
 def data_capacity(proof_size: int, chained: bool, resigned: bool) -> int:
