@@ -107,8 +107,10 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
     for fec, shreds in sorted(sets.items()):
         data = [s for s in shreds if s.is_data]
         codes = [s for s in shreds if not s.is_data]
+        # Without coding shreds the set's size is unknown here; its data shreds must then be
+        # complete, which deshred's contiguity check below enforces.
         nd = codes[0].num_data_shreds if codes else None
-        if nd is None or len(data) < nd:
+        if nd is not None and len(data) < nd:
             try:
                 rec = recover(shreds)
             except ShredError as exc:
@@ -134,11 +136,15 @@ def replay_slot(
         raise SlotRejected("empty-slot", "no shreds stored")
     # Chaining and slot shape.
     expect_root = parent.last_root
+    expect_fec = 0
     data: list[Shred] = []
     for fec in sorted(sets):
         shreds = sets[fec]
+        if fec != expect_fec:
+            raise SlotRejected("missing-shreds", f"no shred of the FEC set starting at data shred {expect_fec}")
         if not shreds:
             raise SlotRejected("missing-shreds", f"FEC set {fec} has no data shreds")
+        expect_fec = shreds[-1].index + 1
         first = shreds[0]
         if first.chained_merkle_root != expect_root:
             raise SlotRejected("bad-chained-merkle-root", f"FEC set {fec} does not chain to the previous set")
