@@ -68,7 +68,7 @@ def test_any_32_of_64_deleted_per_fec_set_still_replays(ledger: Path, tmp_path: 
 def test_all_coding_or_all_data_deleted_still_replays(ledger: Path, tmp_path: Path) -> None:
     path = copy(ledger, tmp_path)
     with Blockstore.open(path) as bs:
-        for i in range(0, 32):
+        for i in range(32):
             bs._cf["code_shred"].delete(shred_key(2, i))  # slot 2, FEC set 0: data only
         for i in range(32, 64):
             bs._cf["data_shred"].delete(shred_key(3, i))  # slot 3, FEC set 32: coding only
@@ -78,7 +78,7 @@ def test_all_coding_or_all_data_deleted_still_replays(ledger: Path, tmp_path: Pa
 def test_data_gap_without_coding_is_named(ledger: Path, tmp_path: Path) -> None:
     path = copy(ledger, tmp_path)
     with Blockstore.open(path) as bs:
-        for i in range(0, 32):
+        for i in range(32):
             bs._cf["code_shred"].delete(shred_key(2, i))
         bs._cf["data_shred"].delete(shred_key(2, 9))
     assert (run_replay(path)[2] or "").startswith("missing-shreds: data shred 9 missing")
@@ -87,7 +87,7 @@ def test_data_gap_without_coding_is_named(ledger: Path, tmp_path: Path) -> None:
 def test_whole_fec_set_missing_is_named(ledger: Path, tmp_path: Path) -> None:
     path = copy(ledger, tmp_path)
     with Blockstore.open(path) as bs:
-        for i in range(0, 32):
+        for i in range(32):
             bs._cf["code_shred"].delete(shred_key(2, i))
             bs._cf["data_shred"].delete(shred_key(2, i))
     assert run_replay(path)[2] == "missing-shreds: no shred of the FEC set starting at data shred 0"
