@@ -241,3 +241,19 @@ def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> No
         forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1),) + snap.accounts[1:])
         bs.put_bank_snapshot(forged)
     assert (run_replay(path)[4] or "").startswith("snapshot-mismatch")
+
+
+def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
+    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    u = user_keypairs(2)
+    tx = bytearray(_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash()))
+    tx[-1] ^= 0x01  # lamports changed after signing
+    _write_slot(tmp_path / "l", _good_entries([bytes(tx)]))
+    assert (run_replay(tmp_path / "l")[1] or "").startswith("bad-signature: entry 2")
+
+
+def test_valid_transaction_slot_replays(tmp_path: Path) -> None:
+    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    u = user_keypairs(2)
+    _write_slot(tmp_path / "l", _good_entries([_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
+    assert run_replay(tmp_path / "l") == {1: None}

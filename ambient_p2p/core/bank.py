@@ -100,6 +100,21 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
                     bytes(msg.recent_blockhash), ixs)
 
 
+def verify_transaction_signatures(raws: Sequence[bytes]) -> list[str | None]:
+    """Batch signature check (the sigverify stage): for each wire transaction, None if it
+    parses and every signature verifies, else the reject reason. Done for a whole slot
+    before execution, so execution can skip the ed25519 work; pure and order-free, so a
+    caller may split the batch across processes."""
+    out: list[str | None] = []
+    for raw in raws:
+        try:
+            parse_transaction(raw, verify_signatures=True)
+            out.append(None)
+        except BlockError as exc:
+            out.append(f"{exc.reason}: {exc.detail}")
+    return out
+
+
 @dataclass
 class Bank:
     """State after some slot. Make the next with :meth:`child`; finish with :meth:`freeze`."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..core.bank import Bank, BlockError
+from ..core.bank import Bank, BlockError, verify_transaction_signatures
 from ..core.messages import Genesis
 from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
@@ -176,12 +176,18 @@ def replay_slot(
     bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)
     if bad is not None:
         raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
+    # Signatures of the whole slot first, as one batch (agave's sigverify stage), then
+    # execution without repeating the ed25519 work.
+    flat = [(i, tx) for i, e in enumerate(entries) for tx in e.transactions]
+    for (i, _tx), problem in zip(flat, verify_transaction_signatures([tx for _i, tx in flat])):
+        if problem is not None:
+            raise SlotRejected(problem.split(":", 1)[0], f"entry {i}: {problem}")
     bank = parent.bank.child(slot, leader)
     ntx = 0
     for i, e in enumerate(entries):
         if e.transactions:
             try:
-                bank.process_transactions(e.transactions)
+                bank.process_transactions(e.transactions, verify_signatures=False)
             except BlockError as exc:
                 raise SlotRejected(exc.reason, f"entry {i}: {exc}") from None
             ntx += len(e.transactions)
