@@ -220,6 +220,20 @@ def test_inconsistent_headers_rejected(batch: S.ShredBatch) -> None:
         assert ei.value.reason == reason, (reason, ei.value)
 
 
+def test_slot_shredder_chains_batches() -> None:
+    sh = S.SlotShredder(LEADER, 9, 8, 3, ROOT0)
+    a = sh.add(b"first batch", reference_tick=10, is_last_in_slot=False)
+    b = sh.add(os.urandom(30_000), reference_tick=64, is_last_in_slot=True)
+    assert a.data[0].index == 0 and b.data[0].index == 32 and b.code[0].index == 32
+    assert b.data[0].chained_merkle_root == a.merkle_root and a.data[0].chained_merkle_root == ROOT0
+    assert a.data[-1].data_complete and not a.data[-1].last_in_slot and b.data[-1].last_in_slot
+    assert a.data[0].reference_tick == 10 and b.data[0].reference_tick == 63  # saturates at 63
+    sets = S.deshred(list(a.data + b.data))
+    assert sets[0][2] == b"first batch" and len(sets) == 2
+    with pytest.raises(ValueError):
+        sh.add(b"more", reference_tick=0, is_last_in_slot=True)
+
+
 def test_deshred_requires_contiguous_complete_runs(batch: S.ShredBatch) -> None:
     data = list(batch.data)
     with pytest.raises(ShredError) as ei:

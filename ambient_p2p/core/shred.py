@@ -607,6 +607,37 @@ def make_shreds_from_data(
     return ShredBatch(tuple(all_data), tuple(all_code), root)
 
 
+class SlotShredder:
+    """A leader's shredder for one slot: feeds successive entry batches through
+    :func:`make_shreds_from_data`, carrying the next data/coding indexes and the chained
+    Merkle root from batch to batch (agave's broadcast stage keeps the same state). The
+    first batch chains to ``chained_merkle_root`` (the parent slot's last FEC set root)."""
+
+    def __init__(self, keypair: Keypair, slot: int, parent_slot: int, shred_version: int,
+                 chained_merkle_root: bytes) -> None:
+        self.keypair = keypair
+        self.slot = slot
+        self.parent_slot = parent_slot
+        self.shred_version = shred_version
+        self.merkle_root = chained_merkle_root
+        self.next_shred_index = 0
+        self.next_code_index = 0
+        self.finished = False
+
+    def add(self, serialized_entries: bytes, *, reference_tick: int, is_last_in_slot: bool) -> ShredBatch:
+        """Shred one serialized ``Vec<Entry>``; ``is_last_in_slot`` closes the slot."""
+        if self.finished:
+            raise ValueError(f"slot {self.slot} already has its LAST_IN_SLOT shred")
+        batch = make_shreds_from_data(self.keypair, self.merkle_root, serialized_entries, self.slot,
+                                      self.parent_slot, self.shred_version, reference_tick, is_last_in_slot,
+                                      self.next_shred_index, self.next_code_index)
+        self.merkle_root = batch.merkle_root
+        self.next_shred_index += len(batch.data)
+        self.next_code_index += len(batch.code)
+        self.finished = is_last_in_slot
+        return batch
+
+
 # ---------------------------------------------------------------------------------------
 # Recovery (agave merkle.rs: recover)
 # ---------------------------------------------------------------------------------------
