@@ -189,11 +189,13 @@ CHILD = textwrap.dedent(
     from ambient_p2p.core.crypto import Keypair, sha256
     from ambient_p2p.core.shred import make_shreds_from_data
     from ambient_p2p.ledger.blockstore import Blockstore
-    path, first_slot, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    path, first_slot, log_path, ready_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     kp = Keypair.deterministic("blockstore-test-leader")
     log = open(log_path, "a")
     with Blockstore.open(path) as bs:
         for slot in range(first_slot, first_slot + 1000):
+            if slot == first_slot + 1:
+                open(ready_path, "w").close()  # one slot in: inserts are under way
             b = make_shreds_from_data(kp, sha256(b"r"), os.urandom(20000), slot, slot - 1, 1, 0, True, 0, 0)
             ps = [s for s in b.data + b.code]
             random.shuffle(ps)
@@ -218,9 +220,14 @@ def test_sigkill_during_inserts_loses_nothing_that_returned(tmp_path: Path, roun
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     checked = 0
     for round_ in range(rounds):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(1 + 1000 * round_), str(log_path)],
-                                env=env, cwd=REPO)
-        time.sleep(0.9 + rng.random() * 0.8)  # the child needs ~0.7 s to import and open
+        ready = tmp_path / f"ready-{round_}"
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(1 + 1000 * round_), str(log_path),
+                                 str(ready)], env=env, cwd=REPO)
+        deadline = time.monotonic() + 60  # a loaded machine can take long to import and open
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), f"round {round_}: child never started inserting (rc={proc.poll()})"
+        time.sleep(rng.random() * 0.5)  # kill at a random point of the insert stream
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with Blockstore.open(path) as store:  # must reopen (LOCK is advisory; released on death)
