@@ -175,3 +175,42 @@ def test_slot_shape_violations(txs: list[bytes]) -> None:
         poh.check_slot_ticks(entries, 15, 4)
     with pytest.raises(PohError, match="trailing-entry"):
         poh.check_slot_ticks(entries + [Entry(1, b"z" * 32, (txs[0],))], 16, 4)
+
+
+def _v0_tx(with_lookup: bool) -> bytes:
+    from solders.address_lookup_table_account import AddressLookupTableAccount
+    from solders.hash import Hash
+    from solders.keypair import Keypair as SKeypair
+    from solders.message import MessageV0
+    from solders.pubkey import Pubkey
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import VersionedTransaction
+
+    a, b = SKeypair.from_seed(bytes(32)), SKeypair.from_seed(bytes([1] * 32))
+    ix = transfer(TransferParams(from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=5))
+    tables = [AddressLookupTableAccount(Pubkey(bytes([9] * 32)), [b.pubkey()])] if with_lookup else []
+    msg = MessageV0.try_compile(a.pubkey(), [ix], tables, Hash(bytes(32)))
+    return bytes(VersionedTransaction(msg, [a]))
+
+
+@pytest.mark.parametrize("with_lookup", [False, True])
+def test_v0_transactions_frame_like_solders(with_lookup: bool) -> None:
+    tx = _v0_tx(with_lookup)
+    assert tx[65] == 0x80  # version prefix after 1 signature
+    sigs = poh.transaction_signatures(tx)
+    assert sigs == [tx[1:65]]
+    e = Entry(1, b"h" * 32, (tx, tx))
+    assert poh.deserialize_entries(poh.serialize_entries([e])) == [e]
+    if with_lookup:
+        with pytest.raises(BlockError) as ei:
+            parse_transaction(tx)
+        assert ei.value.reason == "unsupported-transaction"
+    else:
+        assert parse_transaction(tx).signatures == (tx[1:65],)
+
+
+def test_unknown_message_version_rejected() -> None:
+    tx = bytearray(_v0_tx(False))
+    tx[65] = 0x81  # version 1
+    with pytest.raises(PohError, match="unsupported message version"):
+        poh.transaction_signatures(bytes(tx))
