@@ -173,6 +173,30 @@ def test_close_reopen_and_read_only(tmp_path: Path) -> None:
         Blockstore.open(tmp_path / "missing", read_only=True)
 
 
+def test_missing_data_indexes_for_repair(bs: Blockstore) -> None:
+    assert bs.missing_data_indexes(1) == [0]
+    b = slot_shreds(1, 0)
+    bs.insert_shreds([s.payload for s in b.data if s.index not in (3, 4, 10, 40)], leader_of)
+    assert bs.missing_data_indexes(1) == [3, 4, 10, 40]
+    assert bs.missing_data_indexes(1, limit=2) == [3, 4]
+    bs.insert_shreds([b.data[i].payload for i in (3, 4, 10, 40)], leader_of)
+    assert bs.missing_data_indexes(1) == []
+    bs.insert_shreds([s.payload for s in slot_shreds(2, 1).data[:5]], leader_of)
+    assert bs.missing_data_indexes(2) == [5]  # tail unknown: ask for the next index
+
+
+def test_purge_slots(bs: Blockstore) -> None:
+    for slot in (1, 2, 3):
+        bs.insert_shreds(payloads(slot_shreds(slot, slot - 1)), leader_of)
+    bs.mark_dead(2, "x")
+    bs.purge_slots(1, 2)
+    for slot in (1, 2):
+        assert bs.slot_meta(slot) is None and bs.get_data_shred(slot, 0) is None
+        assert bs.get_code_shred(slot, 5) is None and bs.dead_slot(slot) is None
+        assert bs.erasure_metas(slot) == [] and bs.shred_index(slot).data == ()
+    assert bs.slot_meta(3) is not None and bs.get_data_shred(3, 63) is not None
+
+
 def test_dead_slots_and_bank_hashes(bs: Blockstore) -> None:
     from ambient_p2p.ledger.meta import BankHashRecord
 

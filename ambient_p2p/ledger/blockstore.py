@@ -312,7 +312,36 @@ class Blockstore:
             last = v
         return None if last is None else codec.decode(last, BankSnapshot)
 
+    def missing_data_indexes(self, slot: int, limit: int = 1024) -> list[int]:
+        """Data shred indexes to ask peers for (agave ``find_missing_data_indexes``): the
+        gaps below ``received`` (or below ``last_index + 1`` once known), at most ``limit``.
+        A slot with no meta yields [0] so that repair can start it."""
+        meta = self.slot_meta(slot)
+        if meta is None:
+            return [0][:limit]
+        end = meta.last_index + 1 if meta.last_index is not None else meta.received
+        present = set(self.shred_index(slot).data)
+        out = [i for i in range(meta.consumed, end) if i not in present][:limit]
+        if not out and meta.last_index is None:
+            out = [meta.received][:limit]  # the tail is unknown: ask for the next one
+        return out
+
     # -- small writes -----------------------------------------------------------------
+    def purge_slots(self, first: int, last: int) -> None:
+        """Delete every record of slots ``first..last`` (inclusive) in one batch (agave
+        ``purge_slots``; for ledger cleanup below the root). Parents keep their
+        ``next_slots`` entries, as in agave."""
+        from rocksdict import WriteBatch
+
+        if self.read_only:
+            raise BlockstoreError("blockstore is open read-only")
+        if last < first:
+            return
+        wb = WriteBatch(raw_mode=True)
+        lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
+        for name in COLUMN_FAMILIES:
+            wb.delete_range(lo, hi, self._cfh[name])
+        self._db.write(wb)
     def set_roots(self, slots: Iterable[int]) -> None:
         keys = [slot_key(s) for s in slots]
         self._write({("root", k): PRESENT for k in keys}, [("orphans", k) for k in keys])
