@@ -214,3 +214,15 @@ def test_unknown_message_version_rejected() -> None:
     tx[65] = 0x81  # version 1
     with pytest.raises(PohError, match="unsupported message version"):
         poh.transaction_signatures(bytes(tx))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_raise_only_poh_errors(blob: bytes) -> None:
+    """Fuzz: entry deserialization either succeeds (and round-trips) or raises PohError."""
+    for data in (blob, struct.pack("<Q", 1) + blob, struct.pack("<QQ32sQ", 1, 3, b"h" * 32, 1) + blob):
+        try:
+            entries = poh.deserialize_entries(data)
+        except PohError:
+            continue
+        assert poh.serialize_entries(entries) == data
