@@ -92,7 +92,7 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def _build_llama(config: dict[str, Any], dtype: torch.dtype) -> Any:
+def _build_llama(config: dict[str, Any]) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(**config)
@@ -117,7 +117,7 @@ def load_gguf(
     """Load a llama GGUF (default: embedded SmolLM2-135M-Instruct)."""
     path = path or gguf_loader.default_model_path()
     files = gguf_loader.read_gguf(path)
-    model = _build_llama(files.config, dtype)
+    model = _build_llama(files.config)
     # memory-mapped F32 tensors come back read-only; torch wants writable storage
     sd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in files.tensors.items()}
     if files.config["tie_word_embeddings"]:
@@ -152,7 +152,7 @@ def random_model(
     ``torch.Generator().manual_seed(seed)`` in parameter-name order, so they do not depend
     on global RNG state or on the device the model later runs on."""
     cfg = dict(TINY_CONFIG if config is None else config)
-    model = _build_llama(cfg, torch.float32)
+    model = _build_llama(cfg)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
