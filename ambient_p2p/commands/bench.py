@@ -36,8 +36,8 @@ def cmd_bench_pol(args: argparse.Namespace) -> int:
     unknown = sorted(set(cases) - set(polbench.DETECTION_CASES))
     if unknown:
         raise UserError(f"unknown case(s) {unknown}; choose from {','.join(polbench.DETECTION_CASES)}")
-    if not 1 <= args.proofs <= len(polbench.SUBJECTS) * len(polbench.TEMPLATES):
-        raise UserError(f"--proofs must be 1..{len(polbench.SUBJECTS) * len(polbench.TEMPLATES)}")
+    if not 0 <= args.proofs <= len(polbench.SUBJECTS) * len(polbench.TEMPLATES):
+        raise UserError(f"--proofs must be 0..{len(polbench.SUBJECTS) * len(polbench.TEMPLATES)} (0: no detection run)")
     if args.dtype != "float32":
         raise UserError("bench pol measures the fp32 tier; run it with --dtype float32")
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def register(subparsers: Any) -> None:
     grp.set_defaults(_parser=grp)
     sub = grp.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
     p = sub.add_parser("pol", help="proof of logits: overhead, validation cost, bytes, drift, detection")
-    p.add_argument("--proofs", type=int, default=200, help="proofs per detection case (default 200)")
+    p.add_argument("--proofs", type=int, default=200, help="proofs per detection case (default 200; 0 skips detection)")
     p.add_argument("--tokens", type=int, default=12, help="output tokens per detection proof (default 12)")
     p.add_argument("--positions", type=int, default=pol.DEFAULT_CHECKED_POSITIONS, help="positions challenged per proof")
     p.add_argument("--batch", type=int, default=50, help="proofs generated per padded batch")

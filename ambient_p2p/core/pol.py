@@ -98,9 +98,10 @@ class TierParams:
 
 
 #: Chosen from measurements on SmolLM2-135M (spec/pol.md, "Measurements"): fp32 honest drift
-#: is <= 2.4e-5 nats on CPU (KV cache vs recompute, threads, padded batches), ~1e-4 expected
-#: across CPU/GPU; tau = 4/4096 ~ 9.8e-4 leaves 8x headroom over 1.2e-4 while 1e-3 weight
-#: noise moves values by ~1e-2. bf16 drift reaches ~0.5 nats, so its tau is 1 nat.
+#: on CPU is <= 4.6e-5 nats (1 grid unit; KV cache vs recompute; threads and padded batches
+#: are bitwise equal), ~1e-4..1.6e-4 expected across CPU/GPU; tau = 4/4096 ~ 9.8e-4 nats
+#: leaves > 2x headroom, while 1e-3 relative weight noise moves committed values by a
+#: median 216 units per proof. bf16 drift reaches 0.49 nats on committed values: tau 1 nat.
 TIERS: dict[Tier, TierParams] = {
     Tier.FP32: TierParams(Tier.FP32, tau_units=4),
     Tier.BF16: TierParams(Tier.BF16, tau_units=4096),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,8 +285,3 @@ def render_chat(template: str | None, prompt: str) -> str:
     return env.from_string(template).render(
         messages=[{"role": "user", "content": prompt}], add_generation_prompt=True
     )
-
-
-def cpu_threads_hint() -> int:
-    """Threads torch would use by default (reported by the bench)."""
-    return os.cpu_count() or 1

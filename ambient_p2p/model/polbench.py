@@ -72,9 +72,11 @@ def prompts(n: int) -> list[str]:
 # ---------------------------------------------------------------------------------------
 @torch.inference_mode()
 def generate_batch(
-    lm: runner.LoadedModel, batch_prompts: Sequence[Sequence[int]], n_new: int, top_k: int = pol.TOP_K
-) -> list[tuple[list[int], list[pol.LogitFingerprint]]]:
-    """Greedy, fixed-length, left-padded batched KV-cache generation with fingerprints."""
+    lm: runner.LoadedModel, batch_prompts: Sequence[Sequence[int]], n_new: int, top_k: int = pol.TOP_K, keep_hidden: bool = False
+) -> list[tuple[list[int], list[pol.LogitFingerprint], list[torch.Tensor]]]:
+    """Greedy, fixed-length, left-padded batched KV-cache generation with fingerprints.
+    With ``keep_hidden`` also returns each sequence's final hidden states in TOPLOC's
+    layout: [prefill rows of the prompt, then one vector per later step]."""
     from transformers import DynamicCache
 
     b = len(batch_prompts)
@@ -89,12 +91,20 @@ def generate_batch(
     cache = DynamicCache()
     outs: list[list[int]] = [[] for _ in range(b)]
     fps: list[list[pol.LogitFingerprint]] = [[] for _ in range(b)]
-    out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache, use_cache=True)
+    hidden: list[list[torch.Tensor]] = [[] for _ in range(b)]
+    step_ids = ids
     for step in range(n_new):
-        logits = out.logits[:, -1].to(torch.float64)
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        out = lm.model.model(
+            input_ids=step_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache, use_cache=True
+        )
+        h = out.last_hidden_state
+        if keep_hidden:
+            for i, p in enumerate(batch_prompts):
+                hidden[i].append(h[i, width - len(p) :].cpu() if step == 0 else h[i, -1].cpu())
+        logits = lm.model.lm_head(h[:, -1]).to(torch.float32)
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True).to(torch.float64)
         top = torch.topk(logits, top_k, dim=-1)
-        vals = (top.values - lse).cpu().tolist()
+        vals = (top.values.to(torch.float64) - lse).cpu().tolist()
         idx = top.indices.cpu().tolist()
         toks = []
         for i in range(b):
@@ -103,18 +113,10 @@ def generate_batch(
             fps[i].append(pol.make_fingerprint(step, tok, cand))
             outs[i].append(tok)
             toks.append(tok)
-        if step + 1 == n_new:
-            break
         mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long)], dim=1)
         pos = pos[:, -1:] + 1
-        out = lm.model(
-            input_ids=torch.tensor(toks, device=dev)[:, None],
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
-            cache=out.cache,
-            use_cache=True,
-        )
-    return list(zip(outs, fps, strict=True))
+        step_ids = torch.tensor(toks)[:, None]
+    return list(zip(outs, fps, hidden, strict=True))
 
 
 def commit_as(
@@ -319,12 +321,12 @@ def run_detection(
     for start in range(0, len(prompt_ids), batch):
         chunk = range(start, min(start + batch, len(prompt_ids)))
         if producer is not None or case == "prompt-1-token":
-            made = generate_batch(producer or lm, [gen_prompts[i] for i in chunk], n_tokens)
+            made = [(o, f) for o, f, _ in generate_batch(producer or lm, [gen_prompts[i] for i in chunk], n_tokens)]
         else:
             missing = [i for i in chunk if i not in honest_cache]
             if missing:
                 for i, r in zip(missing, generate_batch(lm, [prompt_ids[i] for i in missing], n_tokens), strict=True):
-                    honest_cache[i] = r
+                    honest_cache[i] = (r[0], r[1])
             made = [honest_cache[i] for i in chunk]
         for i, (output, fps) in zip(chunk, made, strict=True):
             openings = None

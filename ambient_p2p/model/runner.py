@@ -92,7 +92,7 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def _build_llama(config: dict[str, Any], dtype: torch.dtype) -> Any:
+def _build_llama(config: dict[str, Any]) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(**config)
@@ -117,7 +117,7 @@ def load_gguf(
     """Load a llama GGUF (default: embedded SmolLM2-135M-Instruct)."""
     path = path or gguf_loader.default_model_path()
     files = gguf_loader.read_gguf(path)
-    model = _build_llama(files.config, dtype)
+    model = _build_llama(files.config)
     # memory-mapped F32 tensors come back read-only; torch wants writable storage
     sd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in files.tensors.items()}
     if files.config["tie_word_embeddings"]:
@@ -152,7 +152,7 @@ def random_model(
     ``torch.Generator().manual_seed(seed)`` in parameter-name order, so they do not depend
     on global RNG state or on the device the model later runs on."""
     cfg = dict(TINY_CONFIG if config is None else config)
-    model = _build_llama(cfg, torch.float32)
+    model = _build_llama(cfg)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
@@ -211,9 +211,9 @@ def generate(
     keep_logprobs: bool = False,
     on_token: Callable[[int], None] | None = None,
 ) -> Generation:
-    """Greedy (``temp_milli == 0``) or seeded top-k sampling with a KV cache. The token at
-    each step is chosen by :func:`ambient_p2p.core.pol.sample_token` from the committed
-    candidates, so the fingerprint and the choice can never disagree."""
+    """Greedy (``temp_milli == 0``) or seeded top-k sampling with a KV cache. Sampled tokens
+    are drawn by :func:`ambient_p2p.core.pol.sample_token` from the committed candidates,
+    so the fingerprint and the choice can never disagree; greedy tokens are the top-1."""
     from transformers import DynamicCache
 
     if not prompt:
@@ -225,6 +225,7 @@ def generate(
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=lm.device)
     output: list[int] = []
     fps: list[pol.LogitFingerprint] = []
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     kept: list[torch.Tensor] = []
     for pos in range(max_new_tokens):
         out = model(input_ids=ids, cache=cache, use_cache=True)
@@ -234,11 +235,18 @@ def generate(
         # one reduction and one top-k in the model's float32 (a float32 logsumexp over 49k
         # logits errs by ~1e-6 nats, 0.004 grid units); only the k results go to float64
         lf = logits.to(torch.float32)
-        lse = torch.logsumexp(lf, dim=0).to(torch.float64)
+        lse = torch.logsumexp(lf, dim=0)
         top = torch.topk(lf, top_k)
-        cand = pol.candidates_from_top(top.indices.tolist(), (top.values.to(torch.float64) - lse).tolist())
-        tok = pol.sample_token(cand, temp_milli, sample_seed, pos)
-        fps.append(pol.make_fingerprint(pos, tok, cand))
+        if temp_milli == 0:
+            # greedy: the token is the top-1; quantizing and building the leaf is deferred
+            # to one batch after generation (a near-tie at the grid is accepted by the
+            # greedy rule, spec/pol.md "Token rule")
+            tok = int(top.indices[0])
+            pending.append((top.indices, top.values, lse))
+        else:
+            cand = pol.candidates_from_top(top.indices.tolist(), (top.values.to(torch.float64) - lse.to(torch.float64)).tolist())
+            tok = pol.sample_token(cand, temp_milli, sample_seed, pos)
+            fps.append(pol.make_fingerprint(pos, tok, cand))
         fp_s += time.perf_counter() - t1
         if keep_logprobs:
             kept.append((logits.to(torch.float64) - torch.logsumexp(logits.to(torch.float64), dim=0)).cpu())
@@ -248,6 +256,14 @@ def generate(
         if stop_at_eos and lm.eos_token_id is not None and tok == lm.eos_token_id:
             break
         ids = torch.tensor([[tok]], dtype=torch.long, device=lm.device)
+    if pending:
+        t1 = time.perf_counter()
+        idx = torch.stack([p[0] for p in pending]).cpu().tolist()
+        vals = (
+            torch.stack([p[1] for p in pending]).to(torch.float64) - torch.stack([p[2] for p in pending]).to(torch.float64)[:, None]
+        ).cpu().tolist()
+        fps = [pol.make_fingerprint(i, output[i], pol.candidates_from_top(idx[i], vals[i])) for i in range(len(pending))]
+        fp_s += time.perf_counter() - t1
     return Generation(list(prompt), output, fps, time.perf_counter() - t0, fp_s, kept)
 
 

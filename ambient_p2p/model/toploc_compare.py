@@ -39,8 +39,8 @@ def _import_toploc() -> Any:
 
 @torch.inference_mode()
 def generate_hidden(lm: runner.LoadedModel, prompt: Sequence[int], n_new: int) -> tuple[list[int], list[torch.Tensor], float]:
-    """Greedy KV-cache generation that also keeps the last hidden state of every step
-    (TOPLOC's activations). Returns output, activations, and generation seconds."""
+    """Greedy single-sequence KV-cache generation keeping the final hidden state of every
+    step (TOPLOC's activations). Returns output, activations, generation seconds."""
     from transformers import DynamicCache
 
     t0 = time.perf_counter()
@@ -49,11 +49,9 @@ def generate_hidden(lm: runner.LoadedModel, prompt: Sequence[int], n_new: int) -
     acts: list[torch.Tensor] = []
     out_ids: list[int] = []
     for step in range(n_new):
-        out = lm.model(input_ids=ids, cache=cache, use_cache=True, output_hidden_states=True)
-        cache = out.cache
-        h = out.hidden_states[-1][0]
+        h = lm.model.model(input_ids=ids, cache=cache, use_cache=True).last_hidden_state[0]
         acts.append(h if step == 0 else h[-1])
-        tok = int(out.logits[0, -1].argmax())
+        tok = int(lm.model.lm_head(h[-1]).argmax())
         out_ids.append(tok)
         ids = torch.tensor([[tok]], device=lm.device)
     return out_ids, acts, time.perf_counter() - t0
@@ -77,44 +75,62 @@ def _passes(results: Sequence[Any]) -> bool:
     )
 
 
+def _bf16(acts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [a.to(torch.bfloat16).cpu() for a in acts]
+
+
 def compare(lm: runner.LoadedModel, args: Any, log: Callable[[str], None]) -> dict[str, Any]:
-    """Run TOPLOC on ``args.toploc_proofs`` prompts for the honest and perturbation cases."""
+    """TOPLOC's cost figures on one chat prompt, then its detection on ``args.toploc_proofs``
+    prompts per case (batched generation, the same producers as our experiment)."""
     toploc = _import_toploc()
-    n_tokens = args.toploc_tokens
-    prompts = [lm.encode_prompt(p, chat=False) for p in polbench.prompts(args.toploc_proofs)]
-    producers: dict[str, runner.LoadedModel] = {
-        "honest": lm,
-        "noise-1e-3": polbench.variant(lm, polbench.add_noise(polbench.NOISE_REL)),
-        "bf16-producer": polbench.variant(lm, lambda m: None, dtype=torch.bfloat16),
-        "int8-weights": polbench.variant(lm, polbench.int8_per_channel),
-        "int4-weights": polbench.variant(lm, polbench.int4_grouped),
-        "different-model": polbench.different_model(lm),
+    kw = {"decode_batching_size": TOPLOC_DECODE_BATCH, "topk": TOPLOC_TOPK, "skip_prefill": True}
+    out: dict[str, Any] = {
+        "topk": TOPLOC_TOPK,
+        "decode_batching_size": TOPLOC_DECODE_BATCH,
+        "skip_prefill": True,
+        "thresholds": [TOPLOC_MAX_EXP_MISMATCHES, TOPLOC_MAX_MANT_ERR_MEAN, TOPLOC_MAX_MANT_ERR_MEDIAN],
+        "cases": {},
     }
-    kw = {"decode_batching_size": TOPLOC_DECODE_BATCH, "topk": TOPLOC_TOPK, "skip_prefill": False}
-    out: dict[str, Any] = {"topk": TOPLOC_TOPK, "decode_batching_size": TOPLOC_DECODE_BATCH, "cases": {}}
-    for case, producer in producers.items():
+    chat = lm.encode_prompt("Write a short paragraph about why the sky is blue.")
+    generate_hidden(lm, chat, 2)  # warm-up
+    output, acts, gen_s = generate_hidden(lm, chat, args.cost_tokens)
+    t0 = time.perf_counter()
+    proofs = toploc.build_proofs_bytes(_bf16(acts), **kw)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ok = _passes(toploc.verify_proofs_bytes(_bf16(recompute_hidden(lm, chat, output)), proofs, **kw))
+    verify_s = time.perf_counter() - t0
+    out["cost"] = {
+        "tokens": len(output),
+        "generation_s": gen_s,
+        "build_s": build_s,
+        "commit_overhead_fraction": build_s / gen_s,
+        "validate_s": verify_s,
+        "validate_vs_generation": verify_s / gen_s,
+        "proof_bytes": sum(len(x) for x in proofs),
+        "proof_bytes_per_token": sum(len(x) for x in proofs) / len(output),
+        "honest_accepted": ok,
+    }
+    log(f"  toploc cost: {out['cost']}")
+    producers: dict[str, Callable[[], runner.LoadedModel]] = {
+        "honest": lambda: lm,
+        "noise-1e-3": lambda: polbench.variant(lm, polbench.add_noise(polbench.NOISE_REL)),
+        "bf16-producer": lambda: polbench.variant(lm, lambda m: None, dtype=torch.bfloat16),
+        "int8-weights": lambda: polbench.variant(lm, polbench.int8_per_channel),
+        "int4-weights": lambda: polbench.variant(lm, polbench.int4_grouped),
+        "different-model": lambda: polbench.different_model(lm),
+    }
+    prompts = [lm.encode_prompt(p, chat=False) for p in polbench.prompts(args.toploc_proofs)]
+    for case, make in producers.items():
+        producer = make()
         rejected = 0
-        gen_s = build_s = verify_s = 0.0
-        nbytes = ntok = 0
-        for p in prompts:
-            output, acts, g = generate_hidden(producer, p, n_tokens)
-            gen_s += g
-            t0 = time.perf_counter()
-            proofs = toploc.build_proofs_bytes([a.to(torch.bfloat16).cpu() for a in acts], **kw)
-            build_s += time.perf_counter() - t0
-            nbytes += sum(len(x) for x in proofs)
-            ntok += len(output)
-            t0 = time.perf_counter()
-            ref = recompute_hidden(lm, p, output)
-            res = toploc.verify_proofs_bytes([a.to(torch.bfloat16).cpu() for a in ref], proofs, **kw)
-            verify_s += time.perf_counter() - t0
-            rejected += not _passes(res)
-        out["cases"][case] = {
-            "proofs": len(prompts),
-            "reject_rate": rejected / len(prompts),
-            "commit_overhead_fraction": build_s / gen_s,
-            "validate_vs_generation": verify_s / gen_s,
-            "proof_bytes_per_token": nbytes / ntok,
-        }
+        t_case = time.perf_counter()
+        for s in range(0, len(prompts), args.batch):
+            chunk = prompts[s : s + args.batch]
+            for p, (o, _fps, hid) in zip(chunk, polbench.generate_batch(producer, chunk, args.toploc_tokens, keep_hidden=True), strict=True):
+                pr = toploc.build_proofs_bytes(_bf16(hid), **kw)
+                res = toploc.verify_proofs_bytes(_bf16(recompute_hidden(lm, p, o)), pr, **kw)
+                rejected += not _passes(res)
+        out["cases"][case] = {"proofs": len(prompts), "reject_rate": rejected / len(prompts), "seconds": round(time.perf_counter() - t_case, 1)}
         log(f"  toploc {case}: {out['cases'][case]}")
     return out
