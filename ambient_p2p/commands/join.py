@@ -33,6 +33,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--join-timeout", type=float, default=15.0, help="seconds to reach a bootstrap peer before giving up (default 15)")
     p.add_argument("--status-interval", type=float, default=2.0, help="seconds between status lines (default 2)")
     p.add_argument("--quiet", action="store_true", help="no status lines")
+    p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
 
 
 def register(sub: Any) -> None:
@@ -107,7 +108,14 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         raise UserError(f"cannot create {data_dir}: {exc.strerror}") from None
     kp = load_identity(args.keypair, data_dir)
 
+    import logging
+
     import trio
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # py-libp2p logs every failed stream open and dropped message as a multi-line warning;
+    # our status line counts those events instead.
+    logging.getLogger("libp2p").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
 
     from ..net.node import JoinError, NetNode, NodeConfig
 

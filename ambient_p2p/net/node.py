@@ -152,7 +152,11 @@ class NetNode:
     def _dialable(self, peer: ID) -> list[str]:
         assert self.host is not None
         out = []
-        for a in self.host.get_peerstore().addrs(peer):
+        try:
+            known = self.host.get_peerstore().addrs(peer)
+        except Exception:  # noqa: BLE001 - py-libp2p raises PeerStoreError for unknown peers
+            return []
+        for a in known:
             s = str(a)
             if "/tcp/" not in s or "/ws" in s:
                 continue
