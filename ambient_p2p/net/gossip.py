@@ -88,6 +88,8 @@ GOSSIP_WINDOW, GOSSIP_HISTORY = 3, 5
 FANOUT_TTL_S = 60
 PRUNE_BACKOFF_S = 60
 PX_PEERS = 16
+#: Send our own messages to every subscribed peer (not just the mesh); see make_router.
+FLOOD_PUBLISH = True
 SEEN_TTL_S = 120
 FRESHNESS_WINDOW_MS = 30_000
 FUTURE_SKEW_MS = 2_000
@@ -214,6 +216,7 @@ class GossipStats:
     published: collections.Counter[str] = field(default_factory=collections.Counter)
     delivered: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)  # by reason
+    rejected_from: collections.Counter[str] = field(default_factory=collections.Counter)  # by forwarder (bounded)
     delivery_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     outbound_rpc_dropped: int = 0
     publish_waits: int = 0
@@ -225,6 +228,7 @@ class GossipStats:
             "published": dict(self.published),
             "delivered": dict(self.delivered),
             "rejected": dict(self.rejected),
+            "rejected_from": dict(self.rejected_from),
             "delivery_dropped": dict(self.delivery_dropped),
             "outbound_rpc_dropped": self.outbound_rpc_dropped,
             "publish_waits": self.publish_waits,
@@ -264,6 +268,20 @@ def make_router(*, eclipse_protection: bool = False) -> Any:
         """Counts RPCs py-libp2p drops on full outbound queues (pitfall 3)."""
 
         dropped_rpcs = 0
+
+        def _get_peers_to_send(self, topic_ids: Any, msg_forwarder: Any, origin: Any, msg_id: Any = None) -> Any:
+            """Flood publishing (gossipsub v1.1, go-libp2p's default, absent from py-libp2p):
+            our *own* messages go to every subscribed peer whose score is above the publish
+            threshold, not only to mesh peers, so a peer whose GRAFT is still in back-off
+            after a restart still gets them at once."""
+            peers = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+            me = self.pubsub.my_id if self.pubsub is not None else None
+            if FLOOD_PUBLISH and origin == me and msg_forwarder == me and self.pubsub is not None:
+                for t in topic_ids:
+                    for p in self.pubsub.peer_topics.get(t, ()):
+                        if p != me and self.scorer.score(p, [t]) >= self.scorer.params.publish_threshold:
+                            peers.add(p)
+            yield from peers
 
         def _handle_dropped_rpc(self, peer_id: Any, rpc: Any, reason: str) -> None:
             self.dropped_rpcs += 1
@@ -419,6 +437,8 @@ class GossipService:
         if forwarder == self.host.get_id():
             return
         pid = forwarder.to_base58()
+        if pid in self.stats.rejected_from or len(self.stats.rejected_from) < 1024:
+            self.stats.rejected_from[pid] += 1
         now = time.monotonic()
         count, last = self._reject_counts.get(pid, (0.0, now))
         count = count * 0.5 ** ((now - last) / REJECT_DECAY_S) + 1.0

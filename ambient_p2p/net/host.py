@@ -50,6 +50,7 @@ class HostConfig:
     is accepted by py-libp2p but not used by default: its bulk throughput is poor)."""
 
     listen: Sequence[str] = field(default_factory=lambda: (DEFAULT_LISTEN,))
+    target_peers: int = 8
 
 
 def libp2p_keypair(kp: Keypair) -> Any:
@@ -176,7 +177,26 @@ def apply_workarounds() -> None:
             mod.maybe_consume_signed_record = consume_cached
 
 
-def build_host(kp: Keypair, listen: Sequence[str]) -> IHost:
+#: Connection manager bounds. py-libp2p's defaults (low watermark 100, high 300) make its
+#: auto-connector re-dial every peerstore entry every 30 s on a small network; ours keep
+#: it aligned with the node's own target peer count.
+MAX_CONNECTIONS = 128
+HIGH_WATERMARK = 64
+
+
+def connection_config(target_peers: int) -> Any:
+    from libp2p.network.config import ConnectionConfig
+
+    low = max(1, target_peers)
+    return ConnectionConfig(
+        max_connections=MAX_CONNECTIONS,
+        min_connections=low,
+        low_watermark=low,
+        high_watermark=max(low, HIGH_WATERMARK),
+    )
+
+
+def build_host(kp: Keypair, listen: Sequence[str], target_peers: int = 8) -> IHost:
     """A host (not yet running) with Noise-only security and Yamux muxing."""
     from libp2p import new_host
     from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
@@ -193,6 +213,7 @@ def build_host(kp: Keypair, listen: Sequence[str]) -> IHost:
         muxer_preference="YAMUX",
         listen_addrs=addrs,
         negotiate_timeout=NEGOTIATE_TIMEOUT_S,
+        connection_config=connection_config(target_peers),
     )
 
 
@@ -203,7 +224,7 @@ async def open_host(kp: Keypair, config: HostConfig | None = None) -> AsyncItera
     Identify and ping handlers are installed by py-libp2p's ``BasicHost`` itself. Leaving
     the block (normally or by cancellation) closes listeners and connections."""
     cfg = config or HostConfig()
-    host = build_host(kp, cfg.listen)
+    host = build_host(kp, cfg.listen, cfg.target_peers)
     addrs = [parse_multiaddr(a) for a in cfg.listen]
     try:
         async with host.run(listen_addrs=addrs):

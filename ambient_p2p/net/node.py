@@ -218,6 +218,14 @@ class NetNode:
         nonce = 0
         while True:
             await trio.sleep(DISCOVERY_INTERVAL_S)
+            assert self.gossip is not None
+            for p in self._connected():  # py-libp2p's auto-connector may have re-dialed one
+                if self.gossip.is_banned(p):
+                    with trio.move_on_after(5):
+                        try:
+                            await self.host.disconnect(p)
+                        except Exception:  # noqa: BLE001
+                            pass
             connected = self._connected()
             if len(connected) < self.cfg.target_peers and connected:
                 nonce += 1
@@ -393,7 +401,7 @@ class NetNode:
         could be reached within ``join_timeout_s``."""
         if self.cfg.data_dir:
             self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        async with open_host(self.kp, HostConfig(listen=tuple(self.cfg.listen))) as host:
+        async with open_host(self.kp, HostConfig(listen=tuple(self.cfg.listen), target_peers=self.cfg.target_peers)) as host:
             self.host = host
             self.addrs = full_addrs(host)
             self.gossip = GossipService(host, self.kp, self.cfg.chain_id)
