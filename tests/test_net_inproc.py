@@ -293,3 +293,28 @@ def test_repair_and_pol_open_request_response(monkeypatch: pytest.MonkeyPatch) -
             slow_gate.set()
 
     run_trio(body, 120)
+
+
+def test_pitfall_publish_burst_drops_without_backpressure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without our publisher back-pressure a burst overflows py-libp2p's 32-RPC outbound
+    queue (silently, in the library); with it, every message arrives and nothing drops."""
+    import ambient_p2p.net.gossip as g
+
+    async def burst(n: int, wait_s: float) -> tuple[int, int]:
+        async with trio.open_nursery() as nursery:
+            hx, gx = await _gossip_node(KEYS[4], nursery)
+            hy, gy = await _gossip_node(KEYS[5], nursery)
+            await connect(hy, hx)
+            assert await wait_until(lambda: len(gx.router.mesh.get(TXS, ())) == 1, 15)
+            for i in range(n):
+                await gx.publish("txs", b"%d" % i + bytes(1200))
+            await wait_until(lambda: gy.stats.delivered["txs"] == n, wait_s)
+            out = (gy.stats.delivered["txs"], gx.router.dropped_rpcs)
+            nursery.cancel_scope.cancel()
+        return out
+
+    delivered, dropped = run_trio(lambda: burst(200, 30), 90)
+    assert (delivered, dropped) == (200, 0)
+    monkeypatch.setattr(g, "OUTBOUND_HIGH_WATER", 10**9)  # no back-pressure
+    delivered, dropped = run_trio(lambda: burst(200, 5), 90)
+    assert dropped > 0 and delivered < 200
