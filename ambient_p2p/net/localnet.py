@@ -97,7 +97,20 @@ class NodeProc:
 
 
 class Localnet:
-    def __init__(self, root: Path, nodes: int, *, chain_id: str = "localnet", echo: IO[str] | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int,
+        *,
+        chain_id: str = "localnet",
+        echo: IO[str] | None = None,
+        extra_args: list[str] | None = None,
+        keys: list[Keypair] | None = None,
+        genesis_path: Path | None = None,
+        dir_name: str = "node{i}",
+    ) -> None:
+        """``keys``/``genesis_path`` reuse a prepared localnet directory (the ``localnet``
+        command's); without them deterministic keys and a small genesis are generated."""
         if nodes < 1:
             raise ValueError("need at least one node")
         self.root = Path(root)
@@ -106,8 +119,12 @@ class Localnet:
         self.echo = echo
         self.extra_args = extra_args or []
         self.nodes: list[NodeProc] = []
-        self.keys = [Keypair.deterministic(f"localnet/{chain_id}", i) for i in range(nodes)]
-        self.genesis_path = self.root / "genesis.cbor"
+        self.keys = keys or [Keypair.deterministic(f"localnet/{chain_id}", i) for i in range(nodes)]
+        if len(self.keys) != nodes:
+            raise ValueError("one key per node")
+        self._prepared = genesis_path is not None
+        self.genesis_path = genesis_path or self.root / "genesis.cbor"
+        self.dir_name = dir_name
 
     # -- lifecycle -------------------------------------------------------------------------
     def _cmd(self) -> list[str]:
@@ -121,7 +138,7 @@ class Localnet:
         return env
 
     def node_dir(self, i: int) -> Path:
-        return self.root / f"node{i}"
+        return self.root / self.dir_name.format(i=i)
 
     def spawn(self, i: int, bootstrap: str | None) -> NodeProc:
         d = self.node_dir(i)
@@ -162,7 +179,8 @@ class Localnet:
 
     def start(self) -> Localnet:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.genesis_path.write_bytes(encode(make_genesis(self.chain_id, [k.pubkey for k in self.keys])))
+        if not self._prepared:
+            self.genesis_path.write_bytes(encode(make_genesis(self.chain_id, [k.pubkey for k in self.keys])))
         boot = self.spawn(0, None)
         self.nodes.append(boot)
         self.wait_ready(boot)
