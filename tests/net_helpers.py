@@ -60,7 +60,9 @@ class RawPeer:
         key = libp2p_keypair(Keypair.deterministic("forger", 0)).private_key if forge else self.host.get_private_key()
         msgs = []
         for data in datas:
-            msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=self.host.get_id().to_bytes(), seqno=self.pubsub._next_seqno())
+            msg = rpc_pb2.Message(
+                data=data, topicIDs=[topic], from_id=self.host.get_id().to_bytes(), seqno=self.pubsub._next_seqno()
+            )
             msg.signature = key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
             msgs.append(msg)
         queue = self.pubsub.peer_queues.get(peer)
@@ -74,7 +76,9 @@ class RawPeer:
 
         from ambient_p2p.net.host import libp2p_keypair
 
-        msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=self.host.get_id().to_bytes(), seqno=self.pubsub._next_seqno())
+        msg = rpc_pb2.Message(
+            data=data, topicIDs=[topic], from_id=self.host.get_id().to_bytes(), seqno=self.pubsub._next_seqno()
+        )
         wrong = libp2p_keypair(Keypair.deterministic("forger", 0)).private_key
         msg.signature = wrong.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
         msg.key = self.host.get_public_key().serialize()

@@ -73,7 +73,12 @@ def _flood(node_addr: str, chain: str) -> dict[str, Any]:
                 rpcs += 1
                 await trio.sleep(0.02)
             await trio.sleep(3)
-            return {"sent": sent, "rpcs": rpcs, "queued": pushed, "connected": info.peer_id in a.host.get_network().connections}
+            return {
+                "sent": sent,
+                "rpcs": rpcs,
+                "queued": pushed,
+                "connected": info.peer_id in a.host.get_network().connections,
+            }
 
     return dict(run_trio(body, 120))
 
@@ -86,7 +91,11 @@ def test_flood_is_rejected_sender_banned_honest_traffic_flows_memory_bounded(tmp
         honest: dict[str, Any] = {}
 
         def publish_honest() -> None:
-            honest.update(net.nodes[0].control({"cmd": "publish_many", "kind": "txs", "count": 150, "size": 500, "rate": 15}, timeout_s=120))
+            honest.update(
+                net.nodes[0].control(
+                    {"cmd": "publish_many", "kind": "txs", "count": 150, "size": 500, "rate": 15}, timeout_s=120
+                )
+            )
 
         t = threading.Thread(target=publish_honest)
         t.start()
@@ -96,7 +105,9 @@ def test_flood_is_rejected_sender_banned_honest_traffic_flows_memory_bounded(tmp
         assert res["sent"] >= FLOOD, res
         # nodes 1 and 2: the 150 honest messages plus the flood's one *valid* envelope,
         # delivered once although the flooder replayed it ~2,000 times
-        ok = net.wait_for(lambda: all(int(s["gossip"]["delivered"].get("txs", 0)) == 151 for s in net.statuses()[1:]), 60)
+        ok = net.wait_for(
+            lambda: all(int(s["gossip"]["delivered"].get("txs", 0)) == 151 for s in net.statuses()[1:]), 60
+        )
         assert ok, ([s["gossip"] for s in net.statuses()], res)
         st = victim.control({"cmd": "status"})
         g = st["gossip"]
@@ -108,5 +119,7 @@ def test_flood_is_rejected_sender_banned_honest_traffic_flows_memory_bounded(tmp
             o = other.control({"cmd": "status"})["gossip"]
             assert o["rejected_from"].get(st["peer_id"], 0) == 0  # the victim forwarded nothing bad
         rss1 = _vm_hwm_kib(victim.proc.pid)
-        print(f"\nvictim peak RSS {rss0 / 1024:.1f} MiB before, {rss1 / 1024:.1f} MiB after the flood; rejects {g['rejected']}")
+        print(
+            f"\nvictim peak RSS {rss0 / 1024:.1f} MiB before, {rss1 / 1024:.1f} MiB after the flood; rejects {g['rejected']}"
+        )
         assert rss1 < 400 * 1024

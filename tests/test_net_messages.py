@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambient_p2p.core.codec import DecodeError, decode, encode
+from ambient_p2p.core.codec import DecodeError, EncodeError, decode, encode
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.net.messages import (
     ErrorResponse,
@@ -80,7 +80,7 @@ def test_limits_are_enforced() -> None:
     with pytest.raises(ValueError):
         PolOpenRequest(commitment=bytes(32), positions=(1, 1), nonce=0)
     too_many = tuple(b"s" * 100 for _ in range(65))
-    with pytest.raises(Exception):
+    with pytest.raises(EncodeError):
         encode(ShredBatch(shreds=too_many))
     e = ErrorResponse(nonce=3, code="not-found", detail="x")
     assert decode(encode(e)) == e

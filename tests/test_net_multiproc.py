@@ -31,7 +31,9 @@ pytestmark = pytest.mark.integration
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "ambient_p2p", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ambient_p2p", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def delivered(st: dict[str, Any], kind: str = "txs") -> int:
@@ -84,7 +86,11 @@ def _adversary(node_addr: str, chain: str, n_junk: int) -> dict[str, Any]:
                 sent += 1
                 await trio.sleep(0.01)
             await trio.sleep(2)
-            return {"sent": sent, "still_connected": int(info.peer_id in a.host.get_network().connections), "peer_id": a.host.get_id().to_base58()}
+            return {
+                "sent": sent,
+                "still_connected": int(info.peer_id in a.host.get_network().connections),
+                "peer_id": a.host.get_id().to_base58(),
+            }
 
     return dict(run_trio(body, 60))
 
@@ -95,7 +101,9 @@ def test_localnet_mesh_rejects_survives_bootstrap_loss_and_rejoin_with_repair(tm
         # every node publishes; every other node receives all of it
         for node in net.nodes:
             assert node.control({"cmd": "publish_many", "kind": "txs", "count": 25, "size": 300, "rate": 50})["ok"]
-        assert net.wait_for(lambda: all(delivered(s) == 75 for s in net.statuses()), 60), [s["gossip"] for s in net.statuses()]
+        assert net.wait_for(lambda: all(delivered(s) == 75 for s in net.statuses()), 60), [
+            s["gossip"] for s in net.statuses()
+        ]
         assert all(sum(s["gossip"]["rejected"].values()) == 0 for s in net.statuses())
 
         # an adversary attached to node1: rejected there, nothing forwarded, then banned
@@ -113,10 +121,17 @@ def test_localnet_mesh_rejects_survives_bootstrap_loss_and_rejoin_with_repair(tm
             assert delivered(st[i]) == 75
 
         # shreds for slot 42 reach everyone; node3 then goes down and misses slot 43
-        net.nodes[0].control({"cmd": "publish_many", "kind": "shreds", "count": 2, "per_batch": 4, "slot": 42, "size": 1232})
-        assert net.wait_for(lambda: all(s["shreds_stored"] >= 8 for s in net.statuses() if s["addrs"] != net.nodes[0].info()["addrs"]), 30)
+        net.nodes[0].control(
+            {"cmd": "publish_many", "kind": "shreds", "count": 2, "per_batch": 4, "slot": 42, "size": 1232}
+        )
+        assert net.wait_for(
+            lambda: all(s["shreds_stored"] >= 8 for s in net.statuses() if s["addrs"] != net.nodes[0].info()["addrs"]),
+            30,
+        )
         net.nodes[3].stop()
-        net.nodes[0].control({"cmd": "publish_many", "kind": "shreds", "count": 1, "per_batch": 4, "slot": 43, "size": 1232})
+        net.nodes[0].control(
+            {"cmd": "publish_many", "kind": "shreds", "count": 1, "per_batch": 4, "slot": 43, "size": 1232}
+        )
         assert net.wait_for(lambda: net.nodes[2].control({"cmd": "has_shred", "slot": 43, "index": 3})["has"], 20)
 
         # kill the bootstrap hard: the others stay connected to each other

@@ -23,14 +23,34 @@ SHUTDOWN_WATCHDOG_S = 10.0
 
 
 def _add_node_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keypair", metavar="FILE", help="Solana-format identity keypair (default: DIR/identity.json, generated)")
-    p.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable; default /ip4/127.0.0.1/tcp/0)")
-    p.add_argument("--ledger", "--data-dir", dest="data_dir", metavar="DIR", help="node directory: identity, node.json, control socket (default ./ambient-node)")
+    p.add_argument(
+        "--keypair", metavar="FILE", help="Solana-format identity keypair (default: DIR/identity.json, generated)"
+    )
+    p.add_argument(
+        "--listen",
+        metavar="MULTIADDR",
+        action="append",
+        help="listen address (repeatable; default /ip4/127.0.0.1/tcp/0)",
+    )
+    p.add_argument(
+        "--ledger",
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        help="node directory: identity, node.json, control socket (default ./ambient-node)",
+    )
     p.add_argument("--genesis", metavar="FILE", help="genesis file (canonical CBOR Genesis); sets the chain id")
     p.add_argument("--chain-id", default=None, help=f"chain id when no --genesis is given (default {DEFAULT_CHAIN_ID})")
-    p.add_argument("--peer", metavar="MULTIADDR", action="append", default=[], help="additional peer to dial (repeatable)")
+    p.add_argument(
+        "--peer", metavar="MULTIADDR", action="append", default=[], help="additional peer to dial (repeatable)"
+    )
     p.add_argument("--target-peers", type=int, default=8, help="connections to maintain (default 8)")
-    p.add_argument("--join-timeout", type=float, default=15.0, help="seconds to reach a bootstrap peer before giving up (default 15)")
+    p.add_argument(
+        "--join-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to reach a bootstrap peer before giving up (default 15)",
+    )
     p.add_argument("--status-interval", type=float, default=2.0, help="seconds between status lines (default 2)")
     p.add_argument("--quiet", action="store_true", help="no status lines")
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")

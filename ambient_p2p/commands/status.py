@@ -12,9 +12,19 @@ from ..errors import UserError
 
 
 def register(sub: Any) -> None:
-    for name, cmd, help_ in (("status", "status", "show a running node's status"), ("peers", "peers", "list a running node's peers")):
+    for name, cmd, help_ in (
+        ("status", "status", "show a running node's status"),
+        ("peers", "peers", "list a running node's peers"),
+    ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--ledger", "--data-dir", dest="data_dir", default="ambient-node", metavar="DIR", help="the node's directory (default ./ambient-node)")
+        p.add_argument(
+            "--ledger",
+            "--data-dir",
+            dest="data_dir",
+            default="ambient-node",
+            metavar="DIR",
+            help="the node's directory (default ./ambient-node)",
+        )
         p.set_defaults(func=_make(cmd))
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def _walk(data: bytes, pos: int, depth: int, max_depth: int) -> int:
         if len(raw) < size:
             raise DecodeError("truncated", "input ends inside a float", f"@{pos}")
         value = struct.unpack({2: ">e", 4: ">f", 8: ">d"}[size], raw)[0]
-        if value != value:
+        if math.isnan(value):
             raise DecodeError("nan", "NaN is not allowed", f"@{pos}")
         raise DecodeError("float", "floating-point values are not allowed", f"@{pos}")
     if ai == 23:
@@ -245,7 +246,7 @@ class Bytes(Spec):
             raise DecodeError("wrong-length", f"need exactly {self.max_len} bytes, got {len(v)}", path)
         if len(v) > self.max_len:
             raise DecodeError("too-large", f"{len(v)} bytes exceeds limit {self.max_len}", path)
-        return v
+        return bytes(v)
 
     def describe(self) -> str:
         return f"bytes[{'=' if self.exact else '<='}{self.max_len}]"
@@ -367,7 +368,7 @@ def _body_to_wire(obj: Any, path: str) -> dict[str, Any]:
 def _body_from_wire(cls: type, body: Any, path: str) -> Any:
     if not isinstance(body, dict):
         raise _type_error(f"map ({cls.__name__})", body, path)
-    fields = cls.__wire_fields__
+    fields: tuple[tuple[str, Spec], ...] = getattr(cls, "__wire_fields__")  # noqa: B009
     known = {name for name, _ in fields}
     for k in body:
         if not isinstance(k, str):
@@ -443,7 +444,7 @@ def registry() -> dict[int, MessageType]:
 def message_type_of(obj_or_cls: Any) -> MessageType:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     mt = getattr(cls, "__message_type__", None)
-    if mt is None:
+    if not isinstance(mt, MessageType):
         raise EncodeError(f"{cls.__name__} is not a registered message type")
     return mt
 
@@ -463,7 +464,8 @@ def encode(msg: Any) -> bytes:
 def decode(data: bytes, expected: type[T] | None = None) -> T:
     """Strictly decode one message. Raises :class:`DecodeError` and nothing else."""
     try:
-        return _decode(data, expected)
+        obj: T = _decode(data, expected)
+        return obj
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract is "DecodeError only"
@@ -556,3 +558,16 @@ __all__ = [
     "registry",
     "to_json",
 ]
+
+
+def load_protocol_types() -> dict[int, MessageType]:
+    """Import every core module so that all protocol message types are registered (core
+    modules are pure and light: no torch, no I/O at import). Returns the registry."""
+    import importlib
+    import pkgutil
+
+    from .. import core
+
+    for info in pkgutil.iter_modules(core.__path__):
+        importlib.import_module(f"{core.__name__}.{info.name}")
+    return registry()

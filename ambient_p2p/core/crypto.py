@@ -218,7 +218,7 @@ class Keypair:
 def read_keypair_file(path: str | os.PathLike[str]) -> Keypair:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes()
     except OSError as exc:
         raise CryptoError(f"cannot read keypair file {p}: {exc.strerror}") from None
     try:

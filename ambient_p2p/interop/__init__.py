@@ -59,8 +59,9 @@ class CaseResult:
     message: str
 
 
-def formats() -> dict[str, ModuleType]:
-    from . import formats as pkg
+def format_modules() -> dict[str, ModuleType]:
+    """Every vector format module by format name."""
+    pkg = importlib.import_module(f"{__name__}.formats")
 
     out = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
@@ -78,7 +79,7 @@ def generate(root: Path) -> int:
     Returns the number of cases written."""
     root.mkdir(parents=True, exist_ok=True)
     n = 0
-    for fmt, mod in formats().items():
+    for fmt, mod in format_modules().items():
         fdir = root / fmt
         if fdir.exists():
             shutil.rmtree(fdir)
@@ -148,7 +149,7 @@ def verify_case(mod: ModuleType, handler: str, cdir: Path) -> str | None:
 
 
 def verify(root: Path) -> list[CaseResult]:
-    fmts = formats()
+    fmts = format_modules()
     results = []
     for fmt, handler, cdir in iter_case_dirs(root):
         rel = str(cdir.relative_to(root))

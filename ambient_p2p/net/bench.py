@@ -67,7 +67,9 @@ def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
 
     from .reqresp import encode_frame
 
-    proc = subprocess.Popen([sys.executable, "-c", _RAW_RECEIVER, str(count), str(size)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RAW_RECEIVER, str(count), str(size)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
@@ -93,7 +95,9 @@ def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
         proc.wait(5)
 
 
-def gossip_bench(nodes: int, count: int, size: int, rate: float = 0.0, root: Path | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+def gossip_bench(
+    nodes: int, count: int, size: int, rate: float = 0.0, root: Path | None = None, timeout_s: float | None = None
+) -> dict[str, Any]:
     """Run the gossip workload on a fresh ``nodes``-process localnet."""
     root = root or Path(tempfile.mkdtemp(prefix="ambient-bench-"))
     timeout_s = timeout_s or 60.0 + count / 20.0
@@ -104,7 +108,9 @@ def gossip_bench(nodes: int, count: int, size: int, rate: float = 0.0, root: Pat
         time.sleep(2.0)  # let meshes settle (a few heartbeats)
         cpu0 = [_cpu_s(n.proc.pid) for n in net.nodes]
         t0 = time.perf_counter()
-        pub = net.nodes[0].control({"cmd": "publish_many", "kind": "txs", "count": count, "size": size, "rate": rate}, timeout_s=timeout_s)
+        pub = net.nodes[0].control(
+            {"cmd": "publish_many", "kind": "txs", "count": count, "size": size, "rate": rate}, timeout_s=timeout_s
+        )
         publish_s = time.perf_counter() - t0
 
         def counts() -> list[int]:
@@ -121,7 +127,7 @@ def gossip_bench(nodes: int, count: int, size: int, rate: float = 0.0, root: Pat
             elif time.perf_counter() - t_last > 10.0:
                 break  # nothing moved for 10 s: the rest is lost
         wall = t_last - t0
-        cpu = [_cpu_s(n.proc.pid) - c for n, c in zip(net.nodes, cpu0)]
+        cpu = [_cpu_s(n.proc.pid) - c for n, c in zip(net.nodes, cpu0, strict=True)]
         st = net.statuses()
         p50 = max((s["latency"].get("txs", {}).get("p50_ms") or 0) for s in st[1:])
         p99 = max((s["latency"].get("txs", {}).get("p99_ms") or 0) for s in st[1:])

@@ -165,7 +165,9 @@ class EnvelopeChecker:
     payload_checks: dict[str, PayloadCheck] = field(default_factory=dict)
     _replay: dict[str, collections.OrderedDict[bytes, None]] = field(default_factory=dict)
 
-    def check(self, topic: str, data: bytes, sender_pubkey: bytes | None, now_ms: int) -> tuple[str | None, GossipEnvelope | None]:
+    def check(
+        self, topic: str, data: bytes, sender_pubkey: bytes | None, now_ms: int
+    ) -> tuple[str | None, GossipEnvelope | None]:
         """Return (None, envelope) to accept, or (reason, None) to reject."""
         kind = kind_of_topic(self.chain_id, topic)
         if kind is None:

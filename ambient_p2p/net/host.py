@@ -201,7 +201,8 @@ def build_host(kp: Keypair, listen: Sequence[str], target_peers: int = 8) -> IHo
     from libp2p import new_host
     from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
     from libp2p.custom_types import TProtocol
-    from libp2p.security.noise.transport import PROTOCOL_ID, Transport as NoiseTransport
+    from libp2p.security.noise.transport import PROTOCOL_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
 
     apply_workarounds()
     lkp = libp2p_keypair(kp)

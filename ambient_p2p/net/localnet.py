@@ -36,7 +36,9 @@ def make_genesis(chain_id: str, identities: list[bytes]) -> Genesis:
         creation_time_s=int(time.time()),
         poh=PohParams(hashes_per_tick=100, ticks_per_slot=8, target_tick_duration_us=50_000),
         epoch=EpochParams(slots_per_epoch=64, leader_slots=4),
-        lstake=LStakeParams(short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000),
+        lstake=LStakeParams(
+            short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000
+        ),
         model=ModelSpec(name="SmolLM2-135M-Instruct"),
         accounts=(),
         bootstrap_nodes=tuple(BootstrapNode(identity=k, lstake=1) for k in identities),
@@ -147,7 +149,16 @@ class Localnet:
         if not key.exists():
             write_keypair_file(key, self.keys[i])
         args = ["join", bootstrap] if bootstrap else ["run"]
-        args += ["--ledger", str(d), "--keypair", str(key), "--genesis", str(self.genesis_path), "--status-interval", "2"]
+        args += [
+            "--ledger",
+            str(d),
+            "--keypair",
+            str(key),
+            "--genesis",
+            str(self.genesis_path),
+            "--status-interval",
+            "2",
+        ]
         proc = subprocess.Popen(
             self._cmd() + args + self.extra_args,
             stdout=subprocess.PIPE,

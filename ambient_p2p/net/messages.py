@@ -166,7 +166,9 @@ def shred_key(shred: bytes) -> tuple[int, int] | None:
     return int.from_bytes(shred[65:73], "little"), int.from_bytes(shred[73:77], "little")
 
 
-def make_standin_shred(slot: int, index: int, body: bytes = b"", size: int = SHRED_PACKET_BYTES, parent_offset: int = 1) -> bytes:
+def make_standin_shred(
+    slot: int, index: int, body: bytes = b"", size: int = SHRED_PACKET_BYTES, parent_offset: int = 1
+) -> bytes:
     """A stand-in data shred with agave's header layout (common header: zero signature and
     variant, slot, index, version 0, fec_set_index 0; data header: parent_offset, flags 0,
     size) for tests and benchmarks until the ledger's shreds land."""

@@ -100,7 +100,9 @@ class NetNode:
         self.host: IHost | None = None
         self.gossip: GossipService | None = None
         self.reqresp: ReqRespServer | None = None
-        self.latencies: dict[str, collections.deque[int]] = {k: collections.deque(maxlen=LATENCY_SAMPLES) for k in TOPIC_KINDS}
+        self.latencies: dict[str, collections.deque[int]] = {
+            k: collections.deque(maxlen=LATENCY_SAMPLES) for k in TOPIC_KINDS
+        }
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_IDS)
         self.known: dict[str, float] = {}  # multiaddr -> next dial time (monotonic)
         self.backoff: dict[str, float] = {}
@@ -211,7 +213,9 @@ class NetNode:
                     return
                 last = addr
             await trio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        raise JoinError(f"could not reach bootstrap peer {last or self.cfg.bootstrap[0]} within {self.cfg.join_timeout_s:g}s")
+        raise JoinError(
+            f"could not reach bootstrap peer {last or self.cfg.bootstrap[0]} within {self.cfg.join_timeout_s:g}s"
+        )
 
     async def _discovery_loop(self) -> None:
         assert self.host is not None
@@ -266,7 +270,11 @@ class NetNode:
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         assert self.host is not None and self.gossip is not None and self.reqresp is not None
-        lat = {k: {"n": len(v), "p50_ms": _pct(list(v), 0.5), "p99_ms": _pct(list(v), 0.99)} for k, v in self.latencies.items() if v}
+        lat = {
+            k: {"n": len(v), "p50_ms": _pct(list(v), 0.5), "p99_ms": _pct(list(v), 0.99)}
+            for k, v in self.latencies.items()
+            if v
+        }
         return {
             "address": self.kp.address,
             "peer_id": self.host.get_id().to_base58(),
@@ -345,7 +353,9 @@ class NetNode:
         if cmd == "peers":
             peers = []
             for p in self._connected():
-                peers.append({"peer_id": p.to_base58(), "addrs": self._dialable(p), "score": round(self.gossip.peer_score(p), 2)})
+                peers.append(
+                    {"peer_id": p.to_base58(), "addrs": self._dialable(p), "score": round(self.gossip.peer_score(p), 2)}
+                )
             return {"ok": True, "peers": peers}
         if cmd == "publish":
             kind = str(req["kind"])
@@ -356,7 +366,12 @@ class NetNode:
         if cmd == "repair":
             from libp2p.peer.id import ID
 
-            r = RepairRequest(kind=int(req.get("kind", 0)), slot=int(req["slot"]), index=int(req.get("index", 0)), nonce=random.getrandbits(32))
+            r = RepairRequest(
+                kind=int(req.get("kind", 0)),
+                slot=int(req["slot"]),
+                index=int(req.get("index", 0)),
+                nonce=random.getrandbits(32),
+            )
             try:
                 resp = await request(self.host, ID.from_base58(req["peer"]), PROTO_REPAIR, r)
             except ReqRespError as exc:
@@ -401,7 +416,9 @@ class NetNode:
         could be reached within ``join_timeout_s``."""
         if self.cfg.data_dir:
             self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        async with open_host(self.kp, HostConfig(listen=tuple(self.cfg.listen), target_peers=self.cfg.target_peers)) as host:
+        async with open_host(
+            self.kp, HostConfig(listen=tuple(self.cfg.listen), target_peers=self.cfg.target_peers)
+        ) as host:
             self.host = host
             self.addrs = full_addrs(host)
             self.gossip = GossipService(host, self.kp, self.cfg.chain_id)

@@ -1,0 +1,205 @@
+"""``ambient-p2p ledger``: produce a local ledger, verify it by full replay, show it.
+
+rocksdict and solders are imported inside the handlers (via the ledger modules) so that
+``ambient-p2p --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("ledger", help="produce, verify and inspect a ledger (blockstore)",
+                              description="Ledger tools: a single-node leader, full replay, inspection.")
+    p.set_defaults(_parser=p)
+    sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND")
+
+    pr = sub.add_parser("produce", help="write N slots of PoH + transfer transactions as signed shreds")
+    pr.add_argument("--slots", type=int, required=True, help="number of slots to produce (>= 1)")
+    pr.add_argument("--ledger", default="ledger", help="ledger directory to create (default: ./ledger)")
+    pr.add_argument("--txs-per-slot", type=int, default=48, help="transfer transactions per slot (default 48)")
+    pr.add_argument("--hashes-per-tick", type=int, default=None, help="PoH hashes per tick (default 200)")
+    pr.add_argument("--ticks-per-slot", type=int, default=None, help="PoH ticks per slot (default 64)")
+    pr.add_argument("--seed", type=int, default=0, help="seed for the transfer workload")
+    pr.set_defaults(func=_produce)
+
+    ve = sub.add_parser("verify", help="replay every slot: shreds, recovery, PoH, transactions, bank hashes")
+    ve.add_argument("dir", help="ledger directory")
+    ve.add_argument("--jobs", type=int, default=None, help="processes for PoH verification (default: CPUs)")
+    ve.add_argument("--mark-dead", action="store_true",
+                    help="open read-write and record dead slots / bank hashes (default: read-only)")
+    ve.add_argument("--quiet", action="store_true", help="no progress bar")
+    ve.set_defaults(func=_verify)
+
+    sh = sub.add_parser("show", help="summarize the ledger, or one slot with --slot")
+    sh.add_argument("dir", help="ledger directory")
+    sh.add_argument("--slot", type=int, default=None, help="show this slot's shreds and entries")
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+    sh.set_defaults(func=_show)
+
+
+def _open(dir_: str, *, read_only: bool) -> tuple[Any, Any]:
+    from ..core.codec import DecodeError
+    from ..ledger.blockstore import Blockstore, BlockstoreError
+    from ..ledger.producer import GENESIS_FILE, read_genesis
+
+    path = Path(dir_)
+    if not (path / GENESIS_FILE).exists():
+        raise UserError(f"{path} is not a ledger directory (no {GENESIS_FILE}); create one with "
+                        f"'ambient-p2p ledger produce --slots N --ledger {path}'")
+    try:
+        genesis = read_genesis(path)
+    except DecodeError as exc:
+        raise UserError(f"{path / GENESIS_FILE} is not a valid genesis: {exc}") from None
+    try:
+        bs = Blockstore.open(path, read_only=read_only)
+    except BlockstoreError as exc:
+        raise UserError(str(exc)) from None
+    return genesis, bs
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from ..ledger.producer import GENESIS_FILE, local_genesis, produce
+
+    if args.slots < 1:
+        raise UserError("--slots must be >= 1")
+    if args.txs_per_slot < 0:
+        raise UserError("--txs-per-slot must be >= 0")
+    ledger = Path(args.ledger)
+    if (ledger / GENESIS_FILE).exists():
+        raise UserError(f"{ledger} already holds a ledger; choose a new directory")
+    kw = {}
+    if args.hashes_per_tick is not None:
+        if args.hashes_per_tick < 2:
+            raise UserError("--hashes-per-tick must be >= 2 (a tick needs room for a transaction record)")
+        kw["hashes_per_tick"] = args.hashes_per_tick
+    if args.ticks_per_slot is not None:
+        if args.ticks_per_slot < 1:
+            raise UserError("--ticks-per-slot must be >= 1")
+        kw["ticks_per_slot"] = args.ticks_per_slot
+    genesis = local_genesis(**kw)
+    from tqdm import tqdm
+
+    with tqdm(total=args.slots, unit="slot", desc="produce", file=sys.stderr, disable=None) as bar:
+        produced = produce(ledger, args.slots, genesis=genesis, txs_per_slot=args.txs_per_slot,
+                           seed=args.seed, on_slot=lambda _p: bar.update(1))
+    txs = sum(p.transactions for p in produced)
+    shreds = sum(p.data_shreds + p.code_shreds for p in produced)
+    print(f"produced slots 1..{args.slots} in {ledger}: {txs} transactions, {shreds} shreds; "
+          f"last bank hash {produced[-1].bank_hash.hex()}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..ledger.parallel import PohVerifier
+    from ..ledger.replay import replay
+
+    genesis, bs = _open(args.dir, read_only=not args.mark_dead)
+    with bs, PohVerifier(args.jobs) as pv:
+        total = sum(1 for m in bs.slot_metas() if m.slot != 0)
+        with tqdm(total=total, unit="slot", desc="verify", file=sys.stderr, disable=True if args.quiet else None) as bar:
+            report = replay(bs, genesis, poh_verify=pv.verify, mark_dead=args.mark_dead,
+                            progress=lambda _o: bar.update(1))
+    skipped = 0
+    for o in report.failed:
+        if (o.reason or "").startswith("parent-dead"):
+            skipped += 1
+        else:
+            print(f"slot {o.slot}: DEAD: {o.reason}")
+    if skipped:
+        print(f"{skipped} descendant slot(s) not replayed: parent-dead")
+    good = [o for o in report.outcomes if o.ok]
+    recovered = sum(o.recovered_shreds for o in good)
+    if report.outcomes:
+        last = report.outcomes[-1]
+        tail = f"; last bank hash {last.bank_hash.hex()}" if last.ok and last.bank_hash else ""
+    else:
+        tail = ""
+    print(f"verified {len(good)} of {len(report.outcomes)} slots, {sum(o.transactions for o in good)} transactions"
+          f", {recovered} shreds recovered from erasure coding{tail}")
+    return 0 if report.ok and report.outcomes else 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ..core.poh import PohError, deserialize_entries
+    from ..core.shred import ShredError, deshred, parse_shred
+
+    genesis, bs = _open(args.dir, read_only=True)
+    with bs:
+        if args.slot is None:
+            out: dict[str, Any] = {
+                "chain_id": genesis.chain_id,
+                "genesis_hash": genesis.hash().hex(),
+                "poh": {"hashes_per_tick": genesis.poh.hashes_per_tick, "ticks_per_slot": genesis.poh.ticks_per_slot},
+                "roots": bs.roots(),
+                "slots": [],
+            }
+            for m in bs.slot_metas():
+                bh = bs.bank_hash(m.slot)
+                dead = bs.dead_slot(m.slot)
+                out["slots"].append({
+                    "slot": m.slot, "parent": m.parent_slot, "consumed": m.consumed, "received": m.received,
+                    "last_index": m.last_index, "full": m.is_full, "connected": m.is_connected,
+                    "children": list(m.next_slots), "bank_hash": bh.bank_hash.hex() if bh else None,
+                    "dead": dead.reason if dead else None,
+                    "duplicate": bs.duplicate_proof(m.slot).kind if bs.duplicate_proof(m.slot) else None,
+                })
+            if args.json:
+                print(json.dumps(out, indent=2))
+            else:
+                print(f"chain {out['chain_id']} genesis {out['genesis_hash']}  roots {out['roots']}")
+                print(f"{'slot':>6} {'parent':>6} {'shreds':>9} {'full':>5} {'conn':>5}  bank hash / status")
+                for s in out["slots"]:
+                    status = f"DEAD {s['dead']}" if s["dead"] else (s["bank_hash"] or "-")[:16]
+                    if s["duplicate"]:
+                        status += f" DUPLICATE({s['duplicate']})"
+                    print(f"{s['slot']:>6} {str(s['parent']):>6} {s['consumed']:>4}/{str(s['received']):<4} "
+                          f"{str(s['full']):>5} {str(s['connected']):>5}  {status}")
+            return 0
+        meta = bs.slot_meta(args.slot)
+        if meta is None:
+            raise UserError(f"slot {args.slot} is not in the ledger")
+        shreds = []
+        for is_data in (True, False):
+            for index, payload in bs.slot_shred_payloads(args.slot, data=is_data):
+                try:
+                    shreds.append(parse_shred(payload).describe())
+                except ShredError as exc:
+                    shreds.append({"index": index, "type": "data" if is_data else "code", "invalid": str(exc)})
+        entries_out: list[Any] = []
+        try:
+            data = sorted((parse_shred(p) for _i, p in bs.slot_shred_payloads(args.slot, data=True)),
+                          key=lambda s: s.index)
+            for _a, _b, blob in deshred(data):
+                for e in deserialize_entries(blob):
+                    entries_out.append({"num_hashes": e.num_hashes, "hash": e.hash.hex(),
+                                        "transactions": len(e.transactions)})
+        except (ShredError, PohError) as exc:
+            entries_out.append({"error": str(exc)})
+        out = {"slot": args.slot, "parent": meta.parent_slot, "consumed": meta.consumed,
+               "last_index": meta.last_index, "completed_data_indexes": list(meta.completed_data_indexes),
+               "shreds": shreds, "entries": entries_out}
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"slot {args.slot} parent {meta.parent_slot} data shreds {meta.consumed} "
+                  f"(last index {meta.last_index}) data sets end at {list(meta.completed_data_indexes)}")
+            for s in shreds:
+                if "invalid" in s:
+                    print(f"  {s['type']:4} {s['index']:>5} INVALID {s['invalid']}")
+                else:
+                    print(f"  {s['type']:4} {s['index']:>5} fec {s['fec_set_index']:>5} variant {s['variant']:#04x} "
+                          f"root {str(s['merkle_root'])[2:18]}")
+            ticks = sum(1 for e in entries_out if e.get("transactions") == 0)
+            print(f"  {len(entries_out)} entries, {ticks} ticks, "
+                  f"{sum(e.get('transactions', 0) for e in entries_out)} transactions")
+        return 0

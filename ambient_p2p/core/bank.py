@@ -1,0 +1,242 @@
+"""A minimal bank: lamport balances, the system transfer, fees, recent blockhashes, a status
+cache against replays, and a deterministic bank hash per slot (normative text:
+spec/bank.md). Transactions are Solana wire format, parsed and signature-checked with
+``solders`` (Rust ed25519), so any Solana wallet or SDK can build them.
+
+Rules (agave semantics where agave has them; simplifications are listed in spec/bank.md):
+
+* A transaction is *rejected* (the block containing it is invalid) when: it does not
+  parse or sanitize; a signature fails; its recent blockhash is unknown or older than
+  ``MAX_PROCESSING_AGE`` blockhashes; its first signature was already processed
+  (``already-processed``); the fee payer cannot pay ``LAMPORTS_PER_SIGNATURE`` per
+  signature; it uses address lookup tables.
+* Otherwise it is *committed*: the fee is charged, then its instructions run atomically;
+  if one fails (unsupported program or instruction, missing signer, insufficient
+  lamports), balance changes are rolled back but the fee stays (agave behaviour), and
+  the error is recorded in the result.
+* At ``freeze`` half of the slot's fees is burned and half credited to the slot leader
+  (agave's 50% burn), the slot's last entry hash becomes a recent blockhash, and
+  ``bank_hash = sha256(parent_bank_hash || accounts_delta_hash || signature_count u64 LE
+  || last_blockhash)`` where ``accounts_delta_hash`` is sha256 over the sorted
+  ``pubkey || lamports u64 LE`` of every account changed in the slot (32 zero bytes if none).
+
+Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+LAMPORTS_PER_SIGNATURE = 5_000
+FEE_BURN_PERCENT = 50
+MAX_PROCESSING_AGE = 150  # blockhashes a transaction may be behind (agave)
+MAX_RECENT_BLOCKHASHES = 300  # kept in the queue (agave)
+SYSTEM_PROGRAM_ID = bytes(32)
+SYSTEM_INSTRUCTION_TRANSFER = 2
+ZERO_HASH = bytes(32)
+GENESIS_BANK_DOMAIN = b"ambient/bank-genesis/v1\x00"
+
+
+class BlockError(ValueError):
+    """A transaction makes its block invalid (replay marks the slot dead)."""
+
+    def __init__(self, reason: str, detail: str, tx_index: int | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.tx_index = tx_index
+        super().__init__(f"{reason}: {detail}" + (f" (transaction {tx_index})" if tx_index is not None else ""))
+
+
+@dataclass(frozen=True)
+class TxResult:
+    signature: bytes
+    fee: int
+    error: str | None  # instruction error, if any (the fee was still charged)
+
+
+@dataclass(frozen=True)
+class ParsedTx:
+    raw: bytes
+    signatures: tuple[bytes, ...]
+    account_keys: tuple[bytes, ...]
+    signer_count: int
+    writable: tuple[bool, ...]
+    recent_blockhash: bytes
+    instructions: tuple[tuple[int, bytes, bytes], ...]  # (program index, account idxs, data)
+
+
+def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx:
+    """Parse, sanitize and (optionally) signature-check one wire transaction via solders."""
+    from solders.message import Message, MessageV0
+    from solders.transaction import VersionedTransaction
+
+    try:
+        tx = VersionedTransaction.from_bytes(bytes(raw))
+        tx.sanitize()
+    except Exception as exc:  # solders raises several error types for malformed input
+        raise BlockError("bad-transaction", f"does not parse or sanitize: {exc}") from None
+    if bytes(tx) != bytes(raw):
+        raise BlockError("bad-transaction", "non-canonical transaction encoding")
+    msg = tx.message
+    if not isinstance(msg, Message) and (not isinstance(msg, MessageV0) or len(msg.address_table_lookups) > 0):
+        raise BlockError("unsupported-transaction", "only legacy and v0 messages without lookup tables are supported")
+    if verify_signatures and not all(tx.verify_with_results()):
+        raise BlockError("bad-signature", "a transaction signature does not verify")
+    hdr = msg.header
+    keys = tuple(bytes(k) for k in msg.account_keys)
+    nsig = hdr.num_required_signatures
+    ro_signed = hdr.num_readonly_signed_accounts
+    ro_unsigned = hdr.num_readonly_unsigned_accounts
+    writable = tuple(
+        (i < nsig - ro_signed) if i < nsig else (i < len(keys) - ro_unsigned) for i in range(len(keys))
+    )
+    ixs = tuple((ix.program_id_index, bytes(ix.accounts), bytes(ix.data)) for ix in msg.instructions)
+    return ParsedTx(bytes(raw), tuple(bytes(s) for s in tx.signatures), keys, nsig, writable,
+                    bytes(msg.recent_blockhash), ixs)
+
+
+@dataclass
+class Bank:
+    """State after some slot. Make the next with :meth:`child`; finish with :meth:`freeze`."""
+
+    slot: int
+    parent_slot: int
+    parent_hash: bytes
+    leader: bytes
+    accounts: dict[bytes, int]
+    blockhashes: list[bytes]  # oldest first; the last is the newest
+    status_cache: dict[bytes, int]  # first signature -> slot processed
+    bank_hash: bytes | None = None
+    fees_collected: int = 0
+    signature_count: int = 0
+    transaction_count: int = 0
+    modified: set[bytes] = field(default_factory=set)
+
+    @classmethod
+    def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
+        """Slot 0's frozen bank: the genesis accounts, with the PoH start hash as the first
+        recent blockhash."""
+        b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {})
+        b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash + accounts_hash(b.accounts)).digest()
+        return b
+
+    @property
+    def last_blockhash(self) -> bytes:
+        return self.blockhashes[-1]
+
+    def child(self, slot: int, leader: bytes) -> Bank:
+        if self.bank_hash is None:
+            raise ValueError("cannot build on an unfrozen bank")
+        if slot <= self.slot:
+            raise ValueError("child slot must be above its parent")
+        horizon = slot - MAX_RECENT_BLOCKHASHES
+        cache = {sig: s for sig, s in self.status_cache.items() if s > horizon}
+        return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache)
+
+    def balance(self, pubkey: bytes) -> int:
+        return self.accounts.get(bytes(pubkey), 0)
+
+    # -- execution --------------------------------------------------------------------
+    def process_transactions(self, raws: Sequence[bytes], *, verify_signatures: bool = True) -> list[TxResult]:
+        """Process a batch (an entry's transactions) in order. Raises BlockError on a
+        block-invalidating transaction; the bank must then be discarded."""
+        if self.bank_hash is not None:
+            raise ValueError("bank is frozen")
+        results = []
+        for i, raw in enumerate(raws):
+            try:
+                results.append(self._process(parse_transaction(raw, verify_signatures=verify_signatures)))
+            except BlockError as exc:
+                raise BlockError(exc.reason, exc.detail, i) from None
+        return results
+
+    def _process(self, tx: ParsedTx) -> TxResult:
+        recent = self.blockhashes[-MAX_PROCESSING_AGE:]
+        if tx.recent_blockhash not in recent:
+            raise BlockError("blockhash-not-found", f"recent blockhash {tx.recent_blockhash.hex()[:16]}... "
+                             f"is unknown or older than {MAX_PROCESSING_AGE} blockhashes")
+        sig = tx.signatures[0]
+        if sig in self.status_cache:
+            raise BlockError("already-processed", f"transaction {sig.hex()[:16]}... was processed in slot "
+                             f"{self.status_cache[sig]}")
+        fee = LAMPORTS_PER_SIGNATURE * len(tx.signatures)
+        payer = tx.account_keys[0]
+        if not tx.writable[0]:
+            raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
+        if self.balance(payer) < fee:
+            raise BlockError("insufficient-funds-for-fee", f"fee payer has {self.balance(payer)}, fee is {fee}")
+        self._set(payer, self.balance(payer) - fee)
+        self.status_cache[sig] = self.slot
+        self.fees_collected += fee
+        self.signature_count += len(tx.signatures)
+        self.transaction_count += 1
+        snapshot = dict(self.accounts)
+        modified_before = set(self.modified)
+        error = None
+        try:
+            for prog, accs, data in tx.instructions:
+                self._execute(tx, prog, accs, data)
+        except _InstructionError as exc:
+            self.accounts = snapshot
+            self.modified = modified_before
+            error = str(exc)
+        return TxResult(sig, fee, error)
+
+    def _execute(self, tx: ParsedTx, prog: int, accs: bytes, data: bytes) -> None:
+        if prog >= len(tx.account_keys) or any(a >= len(tx.account_keys) for a in accs):
+            raise _InstructionError("account index out of range")
+        if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
+            raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
+        if len(data) < 4 or struct.unpack_from("<I", data)[0] != SYSTEM_INSTRUCTION_TRANSFER:
+            raise _InstructionError("unsupported system instruction")
+        if len(data) != 12 or len(accs) < 2:
+            raise _InstructionError("malformed transfer instruction")
+        (lamports,) = struct.unpack_from("<Q", data, 4)
+        src_i, dst_i = accs[0], accs[1]
+        src, dst = tx.account_keys[src_i], tx.account_keys[dst_i]
+        if src_i >= tx.signer_count:
+            raise _InstructionError("transfer source must sign")
+        if not (tx.writable[src_i] and tx.writable[dst_i]):
+            raise _InstructionError("transfer accounts must be writable")
+        if self.balance(src) < lamports:
+            raise _InstructionError(f"insufficient lamports: {self.balance(src)} < {lamports}")
+        self._set(src, self.balance(src) - lamports)
+        new_dst = self.balance(dst) + lamports
+        if new_dst >= 1 << 64:
+            raise _InstructionError("lamports overflow")
+        self._set(dst, new_dst)
+
+    def _set(self, pubkey: bytes, lamports: int) -> None:
+        self.accounts[pubkey] = lamports
+        self.modified.add(pubkey)
+
+    # -- freeze -----------------------------------------------------------------------
+    def freeze(self, last_blockhash: bytes) -> bytes:
+        """Distribute fees, register ``last_blockhash`` and compute the bank hash."""
+        if self.bank_hash is not None:
+            raise ValueError("bank already frozen")
+        reward = self.fees_collected - self.fees_collected * FEE_BURN_PERCENT // 100
+        if reward:
+            self._set(self.leader, self.balance(self.leader) + reward)
+        self.blockhashes.append(bytes(last_blockhash))
+        del self.blockhashes[:-MAX_RECENT_BLOCKHASHES]
+        delta = accounts_hash({k: self.accounts[k] for k in self.modified}) if self.modified else ZERO_HASH
+        self.bank_hash = hashlib.sha256(
+            self.parent_hash + delta + struct.pack("<Q", self.signature_count) + bytes(last_blockhash)
+        ).digest()
+        return self.bank_hash
+
+
+class _InstructionError(Exception):
+    pass
+
+
+def accounts_hash(accounts: dict[bytes, int]) -> bytes:
+    """sha256 over ``pubkey || lamports u64 LE`` for every account, sorted by pubkey."""
+    h = hashlib.sha256()
+    for k in sorted(accounts):
+        h.update(k + struct.pack("<Q", accounts[k]))
+    return h.digest()

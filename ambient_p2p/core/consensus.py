@@ -1,0 +1,165 @@
+"""The consensus driver: fork choice + tower + votes, as one sans-IO state machine
+(spec/tower.md). The node shell feeds it events and performs the effects it returns.
+
+Events (methods)                  Effects (returned)
+--------------------------------  ------------------------------------------------------
+on_replayed(slot, parent, hash)   -
+on_vote(vote)                     - (or VoteRejected reason, for peer scoring)
+on_duplicate(slot)                -
+decide()                          PersistTower(record) then SendVote(vote) when voting;
+                                  NewRoot(slot) when the tower roots a slot
+
+The shell must perform PersistTower (durably) before SendVote, so that a crash can never
+leave a vote on the wire that the restarted tower does not know about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from . import crypto
+from .codec import Bytes, Opt, UInt, fld, message
+from .forkchoice import ForkChoice
+from .messages import sign_message, verify_message
+from .tower import Tower, TowerRecord
+
+#: Votes for slots further than this behind our root are ignored (stale, can't matter).
+VOTE_MAX_AGE_SLOTS = 512
+
+
+@message(type_id=0x0302, version=1, max_size=512)
+@dataclass(frozen=True)
+class Vote:
+    """A validator's vote on ``slot`` whose bank it replayed to ``bank_hash``; signed by
+    ``voter`` for purpose ``vote`` (zeroed-signature rule)."""
+
+    voter: bytes = fld(Bytes(32, exact=True))
+    slot: int = fld(UInt(64))
+    bank_hash: bytes = fld(Bytes(32, exact=True))
+    root: int | None = fld(Opt(UInt(64)))
+    timestamp_ms: int = fld(UInt(64))
+    signature: bytes = fld(Bytes(64, exact=True))
+
+
+@dataclass(frozen=True)
+class PersistTower:
+    record: TowerRecord
+
+
+@dataclass(frozen=True)
+class SendVote:
+    vote: Vote
+
+
+@dataclass(frozen=True)
+class NewRoot:
+    slot: int
+
+
+Effect = PersistTower | SendVote | NewRoot
+
+
+class VoteRejected(ValueError):
+    """A peer's vote is invalid; ``reason`` is a stable code for logs and peer scoring."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass
+class Consensus:
+    keypair: crypto.Keypair
+    stakes: Mapping[bytes, int]
+    root: int = 0
+    tower: Tower = field(default_factory=Tower)
+    bank_hashes: dict[int, bytes] = field(default_factory=dict)
+    forkchoice: ForkChoice = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.forkchoice = ForkChoice(self.tower.root if self.tower.root is not None else self.root, self.stakes)
+        self.root = self.forkchoice.root
+
+    @property
+    def total_stake(self) -> int:
+        return self.forkchoice.total_stake
+
+    # -- events ---------------------------------------------------------------------------
+    def on_replayed(self, slot: int, parent: int, bank_hash: bytes) -> None:
+        """``slot`` replayed successfully on top of ``parent`` giving ``bank_hash``."""
+        if slot <= self.root:
+            return
+        self.forkchoice.add_slot(slot, parent)
+        self.bank_hashes[slot] = bank_hash
+
+    def on_duplicate(self, slot: int) -> None:
+        self.forkchoice.mark_duplicate(slot)
+
+    def check_vote(self, vote: Vote) -> None:
+        """Stateless checks a gossip validator can run: signer has LStake, signature."""
+        if vote.voter not in self.stakes:
+            raise VoteRejected("no-lstake", "voter has no LStake in this epoch")
+        if not verify_message(vote, vote.voter, "vote"):
+            raise VoteRejected("bad-signature", "vote signature does not verify")
+        if vote.root is not None and vote.root > vote.slot:
+            raise VoteRejected("bad-root", f"root {vote.root} above voted slot {vote.slot}")
+
+    def on_vote(self, vote: Vote) -> bool:
+        """Count a peer's vote for fork choice. Returns False if it cannot count (yet):
+        unknown slot, a bank hash that differs from ours, stale."""
+        self.check_vote(vote)
+        if vote.slot + VOTE_MAX_AGE_SLOTS < self.root:
+            return False
+        ours = self.bank_hashes.get(vote.slot)
+        if ours is None or ours != vote.bank_hash:
+            return False
+        return self.forkchoice.add_vote(vote.voter, vote.slot)
+
+    # -- decisions ------------------------------------------------------------------------
+    def decide(self, now_ms: int) -> list[Effect]:
+        """Vote on the heaviest fork's tip if Tower BFT allows it."""
+        best = self.forkchoice.best_slot()
+        if best == self.forkchoice.root or best not in self.bank_hashes:
+            return []
+        fc = self.forkchoice
+        ancestors = fc.ancestors(best)
+        t = self.tower
+        if t.is_locked_out(best, ancestors):
+            return []
+        if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
+            return []
+        last = t.last_voted_slot
+        if last is not None and last in fc.parent and not t.check_switch(
+            best, ancestors, fc.other_fork_stake(last, best), self.total_stake
+        ):
+            return []
+        new_root = t.record_vote(best)
+        effects: list[Effect] = [PersistTower(t.to_record(self.keypair))]
+        vote = Vote(self.keypair.pubkey, best, self.bank_hashes[best], t.root, now_ms, bytes(64))
+        effects.append(SendVote(sign_message(vote, self.keypair, "vote")))
+        fc.add_vote(self.keypair.pubkey, best)
+        if new_root is not None and new_root in fc.parent and new_root > fc.root:
+            fc.set_root(new_root)
+            self.root = new_root
+            self.bank_hashes = {s: h for s, h in self.bank_hashes.items() if s >= new_root}
+            effects.append(NewRoot(new_root))
+        return effects
+
+    # -- commitment -----------------------------------------------------------------------
+    def processed_slot(self) -> int:
+        return self.forkchoice.best_slot()
+
+    def confirmed_slot(self) -> int:
+        """Highest slot on the best fork with > 2/3 of LStake voted on it or below."""
+        s = self.forkchoice.best_slot()
+        while s != self.forkchoice.root:
+            if self.forkchoice.is_confirmed(s):
+                return s
+            parent = self.forkchoice.parent[s]
+            assert parent is not None
+            s = parent
+        return s
+
+    def finalized_slot(self) -> int:
+        return self.root

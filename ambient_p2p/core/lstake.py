@@ -1,0 +1,222 @@
+"""LStake: validated-work credit that replaces stake (normative text: spec/lstake.md).
+
+A node's LStake at epoch E is
+
+    LStake(E) = bootstrap
+              + (short_weight_bps  * W(E, short_window_epochs)
+              +  medium_weight_bps * W(E, medium_window_epochs)) // 10_000
+
+where W(E, n) = max(0, credits - slashes) summed over the n epochs E-n+1 .. E. Credits are
+awarded per epoch bucket for validated work (inference tokens / training steps, as verdicts
+of the Logit Pool land), completed leader slots and votes cast; slashes (from retrospective
+PoL verdicts) subtract from the same windows. Bootstrap LStake from genesis never expires:
+it keeps a young network able to schedule leaders before any work is validated.
+
+The leader schedule for epoch E is derived from the LStake snapshot at the end of epoch
+E - 2 (known a full epoch in advance, as Solana fixes stakes one epoch ahead) and a seed
+from the genesis hash and E. Sampling is LStake-weighted with a SHA-256 counter-mode
+stream (spec/lstake.md gives the exact procedure; interop vectors in interop/lstake/).
+
+Pure and deterministic: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .crypto import sha256
+from .messages import BPS, Genesis, LStakeParams
+
+#: Credit units per kind of work (validated tokens are the base unit).
+CREDIT_PER_VALIDATED_TOKEN = 1
+CREDIT_PER_TRAINING_STEP = 1
+CREDIT_PER_LEADER_SLOT = 64
+CREDIT_PER_VOTE = 1
+
+SCHEDULE_SEED_DOMAIN = b"ambient/leader-schedule/v1\x00"
+SCHEDULE_LAG_EPOCHS = 2  # schedule(E) uses the snapshot at the end of epoch E - 2
+
+
+class WorkKind(Enum):
+    INFERENCE_TOKENS = "inference-tokens"
+    TRAINING_STEPS = "training-steps"
+    LEADER_SLOTS = "leader-slots"
+    VOTES = "votes"
+
+
+_UNIT = {
+    WorkKind.INFERENCE_TOKENS: CREDIT_PER_VALIDATED_TOKEN,
+    WorkKind.TRAINING_STEPS: CREDIT_PER_TRAINING_STEP,
+    WorkKind.LEADER_SLOTS: CREDIT_PER_LEADER_SLOT,
+    WorkKind.VOTES: CREDIT_PER_VOTE,
+}
+
+
+class LStakeError(ValueError):
+    pass
+
+
+@dataclass
+class _Bucket:
+    credits: int = 0
+    slashes: int = 0
+
+    @property
+    def net(self) -> int:
+        return self.credits - self.slashes
+
+
+@dataclass
+class LStakeLedger:
+    """Per-identity, per-epoch work accounting. Mutated only by :meth:`credit` and
+    :meth:`slash`; read by :meth:`lstake` and :meth:`snapshot`."""
+
+    params: LStakeParams
+    bootstrap: dict[bytes, int]
+    _buckets: dict[bytes, dict[int, _Bucket]] = field(default_factory=lambda: defaultdict(dict))
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> LStakeLedger:
+        return cls(genesis.lstake, {n.identity: n.lstake for n in genesis.bootstrap_nodes})
+
+    def _bucket(self, identity: bytes, epoch: int) -> _Bucket:
+        if len(identity) != 32:
+            raise LStakeError("identity must be a 32-byte public key")
+        if epoch < 0:
+            raise LStakeError("epoch must be >= 0")
+        return self._buckets[identity].setdefault(epoch, _Bucket())
+
+    def credit(self, identity: bytes, epoch: int, kind: WorkKind, amount: int) -> int:
+        """Credit validated work; returns the credit units added. This is the entry point
+        the Logit Pool calls when a verdict accepts a miner's (or validator's) work."""
+        if amount < 0:
+            raise LStakeError("credit amount must be >= 0")
+        units = amount * _UNIT[kind]
+        self._bucket(identity, epoch).credits += units
+        return units
+
+    def slash(self, identity: bytes, epoch: int, units: int) -> None:
+        """Retrospective slash (a PoL verdict found invalid work credited in ``epoch``)."""
+        if units < 0:
+            raise LStakeError("slash amount must be >= 0")
+        self._bucket(identity, epoch).slashes += units
+
+    def window_total(self, identity: bytes, epoch: int, n_epochs: int) -> int:
+        buckets = self._buckets.get(identity, {})
+        total = sum(b.net for e, b in buckets.items() if epoch - n_epochs < e <= epoch)
+        return max(0, total)
+
+    def lstake(self, identity: bytes, epoch: int) -> int:
+        p = self.params
+        short = self.window_total(identity, epoch, p.short_window_epochs)
+        medium = self.window_total(identity, epoch, p.medium_window_epochs)
+        work = (p.short_weight_bps * short + p.medium_weight_bps * medium) // BPS
+        return self.bootstrap.get(identity, 0) + work
+
+    def snapshot(self, epoch: int) -> dict[bytes, int]:
+        """LStake of every known identity at the end of ``epoch`` (zeros omitted)."""
+        ids = set(self.bootstrap) | set(self._buckets)
+        snap = {i: self.lstake(i, epoch) for i in ids}
+        return {i: v for i, v in snap.items() if v > 0}
+
+
+# ---------------------------------------------------------------------------------------
+# Leader schedule
+# ---------------------------------------------------------------------------------------
+def schedule_seed(genesis_hash: bytes, epoch: int) -> bytes:
+    return sha256(SCHEDULE_SEED_DOMAIN, genesis_hash, epoch.to_bytes(8, "little"))
+
+
+def sort_weights(weights: Mapping[bytes, int]) -> list[tuple[bytes, int]]:
+    """Solana's order (agave ``sort_stakes``): LStake descending, then pubkey descending;
+    zero weights dropped."""
+    return sorted(((k, v) for k, v in weights.items() if v > 0), key=lambda kv: (kv[1], kv[0]), reverse=True)
+
+
+class _Stream:
+    """SHA-256 counter-mode stream of u64s: draw i = u64_le(sha256(seed || u64_le(i))[:8])."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self.counter = 0
+
+    def next_u64(self) -> int:
+        out = int.from_bytes(sha256(self.seed, self.counter.to_bytes(8, "little"))[:8], "little")
+        self.counter += 1
+        return out
+
+    def below(self, bound: int) -> int:
+        """Uniform in [0, bound) by rejection (no modulo bias)."""
+        if not 0 < bound <= 1 << 64:
+            raise LStakeError("bound out of range")
+        limit = (1 << 64) - ((1 << 64) % bound)
+        while True:
+            r = self.next_u64()
+            if r < limit:
+                return r % bound
+
+
+def leader_schedule(weights: Mapping[bytes, int], seed: bytes, slots_per_epoch: int, leader_slots: int) -> list[bytes]:
+    """Leader of every slot in an epoch: for each group of ``leader_slots`` consecutive
+    slots, pick an identity with probability proportional to its weight."""
+    ordered = sort_weights(weights)
+    if not ordered:
+        raise LStakeError("no identity has LStake: cannot schedule leaders")
+    total = sum(v for _, v in ordered)
+    if total >= 1 << 64:
+        raise LStakeError("total LStake overflows u64")
+    cumulative = []
+    acc = 0
+    for _, v in ordered:
+        acc += v
+        cumulative.append(acc)
+    stream = _Stream(seed)
+    out: list[bytes] = []
+    for _ in range(slots_per_epoch // leader_slots):
+        r = stream.below(total)
+        # first index whose cumulative weight exceeds r
+        lo, hi = 0, len(cumulative) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cumulative[mid] > r:
+                hi = mid
+            else:
+                lo = mid + 1
+        out.extend([ordered[lo][0]] * leader_slots)
+    return out
+
+
+def epoch_of(slot: int, slots_per_epoch: int) -> int:
+    return slot // slots_per_epoch
+
+
+def schedule_for_epoch(genesis: Genesis, ledger: LStakeLedger, epoch: int) -> list[bytes]:
+    """The schedule of ``epoch``: LStake at the end of ``epoch - 2`` (genesis LStake for
+    epochs 0 and 1), seeded by the genesis hash and ``epoch``."""
+    basis = epoch - SCHEDULE_LAG_EPOCHS
+    weights = ledger.snapshot(basis) if basis >= 0 else {n.identity: n.lstake for n in genesis.bootstrap_nodes}
+    return leader_schedule(
+        weights, schedule_seed(genesis.hash(), epoch), genesis.epoch.slots_per_epoch, genesis.epoch.leader_slots
+    )
+
+
+def stake_weighted_sample(weights: Mapping[bytes, int], seed: bytes, count: int) -> list[bytes]:
+    """``count`` distinct identities drawn without replacement, LStake-weighted (used to pick
+    validators for PoL work). Returns fewer if fewer identities have LStake."""
+    remaining = dict(sort_weights(weights))
+    stream = _Stream(seed)
+    out: list[bytes] = []
+    while remaining and len(out) < count:
+        ordered = sort_weights(remaining)
+        r = stream.below(sum(v for _, v in ordered))
+        acc = 0
+        for k, v in ordered:
+            acc += v
+            if r < acc:
+                out.append(k)
+                del remaining[k]
+                break
+    return out

@@ -1,0 +1,698 @@
+"""Merkle shreds, byte-compatible with agave (normative text: spec/shred.md; sources
+followed: agave ``ledger/src/shred.rs``, ``shred/merkle.rs``, ``shred/merkle_tree.rs``,
+``shred/shred_data.rs``, ``shred/shred_code.rs``, ``shred/common.rs``).
+
+Layout (all integers little-endian, as bincode writes them)::
+
+    common header (83): signature 64 | variant 1 | slot u64 | index u32 | version u16
+                        | fec_set_index u32
+    data header (5):    parent_offset u16 | flags u8 | size u16      (data shreds)
+    coding header (6):  num_data_shreds u16 | num_coding_shreds u16 | position u16
+    then: data buffer / erasure shard | chained Merkle root (32)
+          | Merkle proof (proof_size x 20) | [retransmitter signature (64) if resigned]
+
+A data shred's payload is 1203 bytes, a coding shred's 1228 (a 1232-byte packet minus the
+4-byte repair nonce). Bytes [64, proof offset) are the Merkle leaf of a shred; bytes
+[64, end of data buffer) of a data shred and [89, end of shard) of a coding shred are the
+erasure-coded shard (identical lengths). The leader signs the 32-byte Merkle root of each
+FEC set (32 data + 32 coding shreds); every shred of the set carries that signature.
+
+This module parses and validates shreds (:func:`parse_shred`), verifies them against a
+leader key (:func:`verify_shred`), makes them from serialized entries
+(:func:`make_shreds_from_data`), recovers a FEC set from any 32 of its 64 shreds
+(:func:`recover`) and reassembles entry batches (:func:`deshred`). Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from . import erasure
+from .crypto import Keypair, verify_raw
+
+# --- sizes (bytes) ----------------------------------------------------------------------
+SIZE_OF_SIGNATURE = 64
+SIZE_OF_SHRED_VARIANT = 1
+SIZE_OF_SHRED_SLOT = 8
+SIZE_OF_SHRED_INDEX = 4
+SIZE_OF_COMMON_SHRED_HEADER = 83
+SIZE_OF_DATA_SHRED_HEADERS = 88
+SIZE_OF_CODING_SHRED_HEADERS = 89
+SIZE_OF_MERKLE_ROOT = 32
+SIZE_OF_MERKLE_PROOF_ENTRY = 20
+SIZE_OF_NONCE = 4
+PACKET_DATA_SIZE = 1232
+CODE_PAYLOAD_BYTES = PACKET_DATA_SIZE - SIZE_OF_NONCE  # 1228
+DATA_PAYLOAD_BYTES = CODE_PAYLOAD_BYTES - SIZE_OF_CODING_SHRED_HEADERS + SIZE_OF_SIGNATURE  # 1203
+
+# --- offsets ----------------------------------------------------------------------------
+OFFSET_VARIANT = 64
+OFFSET_SLOT = 65
+OFFSET_INDEX = 73
+OFFSET_VERSION = 77
+OFFSET_FEC_SET_INDEX = 79
+OFFSET_PARENT_OFFSET = 83
+OFFSET_FLAGS = 85
+OFFSET_SIZE = 86
+OFFSET_NUM_DATA = 83
+OFFSET_NUM_CODING = 85
+OFFSET_POSITION = 87
+
+# --- FEC sets and limits ----------------------------------------------------------------
+DATA_SHREDS_PER_FEC_BLOCK = 32
+CODING_SHREDS_PER_FEC_BLOCK = 32
+SHREDS_PER_FEC_BLOCK = DATA_SHREDS_PER_FEC_BLOCK + CODING_SHREDS_PER_FEC_BLOCK
+PROOF_ENTRIES_FOR_32_32_BATCH = 6
+MAX_DATA_SHREDS_PER_SLOT = 32_768
+MAX_CODE_SHREDS_PER_SLOT = 32_768
+#: agave rejects coding shreds claiming more than 8 x 32 coding shreds per set.
+MAX_NUM_CODING_SHREDS = 8 * DATA_SHREDS_PER_FEC_BLOCK
+#: The nibble holding proof_size allows 15; no proof can exceed the shard room anyway.
+MAX_PROOF_SIZE = 15
+
+# --- variant byte -----------------------------------------------------------------------
+VARIANT_LEGACY_CODE = 0b0101_1010
+VARIANT_LEGACY_DATA = 0b1010_0101
+VARIANT_MERKLE_CODE = 0x40
+VARIANT_MERKLE_CODE_CHAINED = 0x60
+VARIANT_MERKLE_CODE_CHAINED_RESIGNED = 0x70
+VARIANT_MERKLE_DATA = 0x80
+VARIANT_MERKLE_DATA_CHAINED = 0x90
+VARIANT_MERKLE_DATA_CHAINED_RESIGNED = 0xB0
+
+# --- data flags -------------------------------------------------------------------------
+SHRED_TICK_REFERENCE_MASK = 0b0011_1111
+DATA_COMPLETE_SHRED = 0b0100_0000
+LAST_SHRED_IN_SLOT = 0b1100_0000  # includes DATA_COMPLETE_SHRED
+
+MERKLE_HASH_PREFIX_LEAF = b"\x00SOLANA_MERKLE_SHREDS_LEAF"
+MERKLE_HASH_PREFIX_NODE = b"\x01SOLANA_MERKLE_SHREDS_NODE"
+
+_COMMON = struct.Struct("<64sBQIHI")
+_DATA_HDR = struct.Struct("<HBH")
+_CODE_HDR = struct.Struct("<HHH")
+
+
+class ShredError(ValueError):
+    """A shred (or a set of them) is invalid. ``reason`` is a stable code listed in
+    spec/shred.md and used by the interop must-reject vectors."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+# ---------------------------------------------------------------------------------------
+# Variant
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShredVariant:
+    is_data: bool
+    proof_size: int
+    chained: bool
+    resigned: bool
+
+    def to_byte(self) -> int:
+        if self.resigned and not self.chained:
+            raise ValueError("a resigned shred must be chained")
+        if not 0 <= self.proof_size <= MAX_PROOF_SIZE:
+            raise ValueError("proof_size must fit a nibble")
+        if self.is_data:
+            base = (
+                VARIANT_MERKLE_DATA_CHAINED_RESIGNED
+                if self.resigned
+                else VARIANT_MERKLE_DATA_CHAINED if self.chained else VARIANT_MERKLE_DATA
+            )
+        else:
+            base = (
+                VARIANT_MERKLE_CODE_CHAINED_RESIGNED
+                if self.resigned
+                else VARIANT_MERKLE_CODE_CHAINED if self.chained else VARIANT_MERKLE_CODE
+            )
+        return base | self.proof_size
+
+    @classmethod
+    def from_byte(cls, b: int) -> ShredVariant:
+        """Accepts what current agave accepts: chained Merkle variants only. Legacy and
+        unchained Merkle shreds are no longer produced by any cluster (agave dropped them)."""
+        if b in (VARIANT_LEGACY_CODE, VARIANT_LEGACY_DATA):
+            raise ShredError("legacy-variant", f"legacy shred variant {b:#04x} is not supported")
+        proof_size = b & 0x0F
+        hi = b & 0xF0
+        table = {
+            VARIANT_MERKLE_CODE_CHAINED: (False, False),
+            VARIANT_MERKLE_CODE_CHAINED_RESIGNED: (False, True),
+            VARIANT_MERKLE_DATA_CHAINED: (True, False),
+            VARIANT_MERKLE_DATA_CHAINED_RESIGNED: (True, True),
+        }
+        if hi in (VARIANT_MERKLE_CODE, VARIANT_MERKLE_DATA):
+            raise ShredError("unchained-variant", f"unchained Merkle variant {b:#04x} is not supported")
+        if hi not in table:
+            raise ShredError("bad-variant", f"unknown shred variant {b:#04x}")
+        is_data, resigned = table[hi]
+        return cls(is_data, proof_size, True, resigned)
+
+    @property
+    def payload_size(self) -> int:
+        return DATA_PAYLOAD_BYTES if self.is_data else CODE_PAYLOAD_BYTES
+
+    @property
+    def headers_size(self) -> int:
+        return SIZE_OF_DATA_SHRED_HEADERS if self.is_data else SIZE_OF_CODING_SHRED_HEADERS
+
+    def capacity(self) -> int:
+        """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
+        cap = (
+            self.payload_size
+            - self.headers_size
+            - (SIZE_OF_MERKLE_ROOT if self.chained else 0)
+            - self.proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
+            - (SIZE_OF_SIGNATURE if self.resigned else 0)
+        )
+        if cap < 0:
+            raise ShredError("bad-proof-size", f"proof size {self.proof_size} leaves no room")
+        return cap
+
+    @property
+    def shard_start(self) -> int:
+        return SIZE_OF_SIGNATURE if self.is_data else SIZE_OF_CODING_SHRED_HEADERS
+
+    @property
+    def shard_end(self) -> int:
+        return self.headers_size + self.capacity()
+
+    @property
+    def chained_root_offset(self) -> int:
+        return self.headers_size + self.capacity()
+
+    @property
+    def proof_offset(self) -> int:
+        return self.chained_root_offset + (SIZE_OF_MERKLE_ROOT if self.chained else 0)
+
+    @property
+    def retransmitter_signature_offset(self) -> int:
+        return self.proof_offset + self.proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
+
+    def data_capacity(self) -> int:
+        return self.capacity()
+
+
+def data_capacity(proof_size: int, chained: bool, resigned: bool) -> int:
+    """Ledger bytes one data shred carries (899 for a chained, resigned 32:32 set)."""
+    return ShredVariant(True, proof_size, chained, resigned).capacity()
+
+
+# ---------------------------------------------------------------------------------------
+# Merkle tree (agave merkle_tree.rs: 20-byte truncated nodes)
+# ---------------------------------------------------------------------------------------
+def merkle_leaf(data: bytes) -> bytes:
+    return hashlib.sha256(MERKLE_HASH_PREFIX_LEAF + data).digest()
+
+
+def join_nodes(node: bytes, other: bytes) -> bytes:
+    return hashlib.sha256(
+        MERKLE_HASH_PREFIX_NODE + node[:SIZE_OF_MERKLE_PROOF_ENTRY] + other[:SIZE_OF_MERKLE_PROOF_ENTRY]
+    ).digest()
+
+
+def make_merkle_tree(leaves: Sequence[bytes]) -> list[bytes]:
+    """All nodes level by level, leaves first, root last (agave ``make_merkle_tree``)."""
+    nodes = list(leaves)
+    size = len(nodes)
+    while size > 1:
+        offset = len(nodes) - size
+        for i in range(offset, offset + size, 2):
+            nodes.append(join_nodes(nodes[i], nodes[min(i + 1, offset + size - 1)]))
+        size = (size + 1) >> 1
+    return nodes
+
+
+def make_merkle_proof(index: int, size: int, tree: Sequence[bytes]) -> list[bytes]:
+    if not 0 <= index < size:
+        raise ShredError("bad-proof", f"leaf {index} outside a tree of {size}")
+    proof = []
+    offset = 0
+    while size > 1:
+        proof.append(tree[offset + min(index ^ 1, size - 1)][:SIZE_OF_MERKLE_PROOF_ENTRY])
+        offset += size
+        size = (size + 1) >> 1
+        index >>= 1
+    return proof
+
+
+def get_merkle_root(index: int, node: bytes, proof: Iterable[bytes]) -> bytes:
+    for other in proof:
+        node = join_nodes(node, other) if index % 2 == 0 else join_nodes(other, node)
+        index >>= 1
+    if index != 0:
+        raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+    return node
+
+
+def proof_size_for(num_shreds: int) -> int:
+    """ceil(log2(num_shreds)): entries in a proof for a tree of that many leaves."""
+    return (num_shreds - 1).bit_length() if num_shreds > 1 else 0
+
+
+# ---------------------------------------------------------------------------------------
+# Parsed shred
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shred:
+    """A parsed, sanitized Merkle shred. ``payload`` is exactly the variant's payload size.
+    Data-only fields are None for coding shreds and vice versa."""
+
+    payload: bytes
+    variant: ShredVariant
+    signature: bytes
+    slot: int
+    index: int
+    version: int
+    fec_set_index: int
+    parent_offset: int | None = None
+    flags: int | None = None
+    size: int | None = None
+    num_data_shreds: int | None = None
+    num_coding_shreds: int | None = None
+    position: int | None = None
+
+    @property
+    def is_data(self) -> bool:
+        return self.variant.is_data
+
+    @property
+    def erasure_shard_index(self) -> int:
+        if self.is_data:
+            return self.index - self.fec_set_index
+        return self.num_data_shreds + self.position  # type: ignore[operator]
+
+    @property
+    def erasure_shard(self) -> bytes:
+        return self.payload[self.variant.shard_start : self.variant.shard_end]
+
+    @property
+    def merkle_node(self) -> bytes:
+        return merkle_leaf(self.payload[SIZE_OF_SIGNATURE : self.variant.proof_offset])
+
+    @property
+    def merkle_proof(self) -> list[bytes]:
+        off = self.variant.proof_offset
+        return [
+            self.payload[off + i * SIZE_OF_MERKLE_PROOF_ENTRY : off + (i + 1) * SIZE_OF_MERKLE_PROOF_ENTRY]
+            for i in range(self.variant.proof_size)
+        ]
+
+    def merkle_root(self) -> bytes:
+        return get_merkle_root(self.erasure_shard_index, self.merkle_node, self.merkle_proof)
+
+    @property
+    def chained_merkle_root(self) -> bytes:
+        off = self.variant.chained_root_offset
+        return self.payload[off : off + SIZE_OF_MERKLE_ROOT]
+
+    @property
+    def retransmitter_signature(self) -> bytes | None:
+        if not self.variant.resigned:
+            return None
+        off = self.variant.retransmitter_signature_offset
+        return self.payload[off : off + SIZE_OF_SIGNATURE]
+
+    @property
+    def data(self) -> bytes:
+        if not self.is_data:
+            raise ShredError("not-data-shred", "coding shreds carry no ledger data")
+        return self.payload[SIZE_OF_DATA_SHRED_HEADERS : self.size]
+
+    @property
+    def parent_slot(self) -> int:
+        if self.parent_offset is None:
+            raise ShredError("not-data-shred", "only data shreds name the parent")
+        return self.slot - self.parent_offset
+
+    @property
+    def data_complete(self) -> bool:
+        return bool(self.flags is not None and self.flags & DATA_COMPLETE_SHRED)
+
+    @property
+    def last_in_slot(self) -> bool:
+        return self.flags is not None and (self.flags & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT
+
+    @property
+    def reference_tick(self) -> int:
+        return (self.flags or 0) & SHRED_TICK_REFERENCE_MASK
+
+    @property
+    def first_coding_index(self) -> int:
+        if self.is_data:
+            raise ShredError("not-coding-shred", "data shreds have no coding index")
+        return self.index - self.position  # type: ignore[operator]
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able summary (interop vectors, ``ledger show``)."""
+        out: dict[str, object] = {
+            "type": "data" if self.is_data else "code",
+            "variant": self.variant.to_byte(),
+            "proof_size": self.variant.proof_size,
+            "chained": self.variant.chained,
+            "resigned": self.variant.resigned,
+            "slot": self.slot,
+            "index": self.index,
+            "version": self.version,
+            "fec_set_index": self.fec_set_index,
+            "merkle_root": "0x" + self.merkle_root().hex(),
+            "chained_merkle_root": "0x" + self.chained_merkle_root.hex(),
+        }
+        if self.is_data:
+            out.update(
+                parent_offset=self.parent_offset,
+                flags=self.flags,
+                size=self.size,
+                data_complete=self.data_complete,
+                last_in_slot=self.last_in_slot,
+                reference_tick=self.reference_tick,
+                data_sha256="0x" + hashlib.sha256(self.data).hexdigest(),
+            )
+        else:
+            out.update(
+                num_data_shreds=self.num_data_shreds,
+                num_coding_shreds=self.num_coding_shreds,
+                position=self.position,
+            )
+        return out
+
+
+def shred_variant_of(packet: bytes) -> ShredVariant:
+    if len(packet) <= OFFSET_VARIANT:
+        raise ShredError("wrong-size", f"{len(packet)} bytes cannot hold a shred header")
+    return ShredVariant.from_byte(packet[OFFSET_VARIANT])
+
+
+def parse_shred(packet: bytes) -> Shred:
+    """Parse and sanitize one shred from a packet (agave ``Shred::new_from_serialized_shred``
+    and ``sanitize``). A packet longer than the payload (e.g. with the repair nonce) is
+    truncated to it, as agave does; anything above 1232 bytes or below the payload size is
+    rejected. Raises :class:`ShredError`."""
+    packet = bytes(packet)
+    if len(packet) > PACKET_DATA_SIZE:
+        raise ShredError("oversized", f"{len(packet)} bytes exceeds the {PACKET_DATA_SIZE}-byte packet")
+    variant = shred_variant_of(packet)
+    if len(packet) < variant.payload_size:
+        raise ShredError("wrong-size", f"{len(packet)} bytes, a {'data' if variant.is_data else 'coding'} "
+                         f"shred is {variant.payload_size}")
+    payload = packet[: variant.payload_size]
+    variant.capacity()  # raises bad-proof-size
+    sig, _v, slot, index, version, fec_set_index = _COMMON.unpack_from(payload, 0)
+    if variant.is_data:
+        parent_offset, flags, size = _DATA_HDR.unpack_from(payload, SIZE_OF_COMMON_SHRED_HEADER)
+        shred = Shred(payload, variant, sig, slot, index, version, fec_set_index,
+                      parent_offset=parent_offset, flags=flags, size=size)
+        _sanitize_data(shred)
+    else:
+        nd, nc, pos = _CODE_HDR.unpack_from(payload, SIZE_OF_COMMON_SHRED_HEADER)
+        shred = Shred(payload, variant, sig, slot, index, version, fec_set_index,
+                      num_data_shreds=nd, num_coding_shreds=nc, position=pos)
+        _sanitize_code(shred)
+    return shred
+
+
+def _sanitize_data(s: Shred) -> None:
+    assert s.flags is not None and s.size is not None and s.parent_offset is not None
+    if s.index >= MAX_DATA_SHREDS_PER_SLOT:
+        raise ShredError("bad-index", f"data shred index {s.index} >= {MAX_DATA_SHREDS_PER_SLOT}")
+    if s.flags & LAST_SHRED_IN_SLOT and not s.flags & DATA_COMPLETE_SHRED:
+        raise ShredError("bad-flags", f"flags {s.flags:#04x}: LAST_IN_SLOT without DATA_COMPLETE")
+    cap = s.variant.capacity()
+    if not SIZE_OF_DATA_SHRED_HEADERS <= s.size <= SIZE_OF_DATA_SHRED_HEADERS + cap:
+        raise ShredError("bad-data-size", f"size {s.size} outside [{SIZE_OF_DATA_SHRED_HEADERS}, "
+                         f"{SIZE_OF_DATA_SHRED_HEADERS + cap}]")
+    if s.parent_offset > s.slot or (s.parent_offset == 0 and s.slot != 0):
+        raise ShredError("bad-parent", f"parent offset {s.parent_offset} invalid for slot {s.slot}")
+    if s.index < s.fec_set_index:
+        raise ShredError("bad-index", f"index {s.index} below its FEC set index {s.fec_set_index}")
+    if s.index - s.fec_set_index >= 1 << s.variant.proof_size:
+        raise ShredError("bad-proof", f"position {s.index - s.fec_set_index} cannot be reached by a "
+                         f"{s.variant.proof_size}-entry proof")
+
+
+def _sanitize_code(s: Shred) -> None:
+    assert s.num_data_shreds is not None and s.num_coding_shreds is not None and s.position is not None
+    if s.index >= max(MAX_DATA_SHREDS_PER_SLOT, MAX_CODE_SHREDS_PER_SLOT):
+        raise ShredError("bad-index", f"coding shred index {s.index} too large")
+    if s.num_coding_shreds > MAX_NUM_CODING_SHREDS:
+        raise ShredError("bad-coding-header", f"num_coding_shreds {s.num_coding_shreds} > {MAX_NUM_CODING_SHREDS}")
+    if s.num_data_shreds == 0 or s.num_coding_shreds == 0:
+        raise ShredError("bad-coding-header", "a FEC set needs data and coding shreds")
+    if s.position >= s.num_coding_shreds:
+        raise ShredError("bad-coding-header", f"position {s.position} >= num_coding_shreds {s.num_coding_shreds}")
+    if s.index < s.position:
+        raise ShredError("bad-index", f"index {s.index} below position {s.position}")
+    if s.fec_set_index + s.num_data_shreds - 1 >= MAX_DATA_SHREDS_PER_SLOT:
+        raise ShredError("bad-index", "FEC set overshoots the per-slot data shred limit")
+    if s.first_coding_index + s.num_coding_shreds - 1 >= MAX_CODE_SHREDS_PER_SLOT:
+        raise ShredError("bad-index", "FEC set overshoots the per-slot coding shred limit")
+    total = s.num_data_shreds + s.num_coding_shreds
+    if total > erasure.MAX_TOTAL_SHARDS:
+        raise ShredError("bad-coding-header", f"{total} shards exceed {erasure.MAX_TOTAL_SHARDS}")
+    if s.variant.proof_size != proof_size_for(total):
+        raise ShredError("bad-proof-size", f"proof size {s.variant.proof_size} does not fit a {total}-shred set")
+
+
+def verify_shred(shred: Shred, leader: bytes) -> bytes:
+    """Recompute the shred's Merkle root and check the leader's signature over it.
+    Returns the root. A corrupted payload or proof changes the root, so it surfaces as
+    ``bad-signature`` too."""
+    root = shred.merkle_root()
+    if not verify_raw(leader, root, shred.signature):
+        raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
+                         f" (forged signature or corrupted shred/proof)")
+    return root
+
+
+# ---------------------------------------------------------------------------------------
+# Making shreds (agave merkle.rs: make_shreds_from_data / finish_erasure_batch)
+# ---------------------------------------------------------------------------------------
+def _set(buf: bytearray, off: int, data: bytes) -> None:
+    buf[off : off + len(data)] = data
+
+
+@dataclass(frozen=True)
+class ShredBatch:
+    """The shreds made from one serialized entry batch; ``merkle_root`` is the last FEC
+    set's root (the next batch chains to it)."""
+
+    data: tuple[Shred, ...]
+    code: tuple[Shred, ...]
+    merkle_root: bytes
+
+
+def make_shreds_from_data(
+    keypair: Keypair,
+    chained_merkle_root: bytes,
+    data: bytes,
+    slot: int,
+    parent_slot: int,
+    shred_version: int,
+    reference_tick: int,
+    is_last_in_slot: bool,
+    next_shred_index: int,
+    next_code_index: int,
+) -> ShredBatch:
+    """Cut ``data`` (a serialized ``Vec<Entry>``) into 32:32 chained Merkle FEC sets,
+    padding the last set with empty data shreds, exactly as agave's shredder does. The
+    last data shred gets DATA_COMPLETE (or LAST_IN_SLOT); the last batch of a slot is
+    *resigned* (room for a retransmitter signature, left zero by the leader)."""
+    if len(chained_merkle_root) != SIZE_OF_MERKLE_ROOT:
+        raise ValueError("chained Merkle root must be 32 bytes")
+    if not 0 <= slot - parent_slot <= 0xFFFF or (slot != 0 and slot == parent_slot):
+        raise ShredError("bad-parent", f"parent {parent_slot} invalid for slot {slot}")
+    resigned = is_last_in_slot
+    dvar = ShredVariant(True, PROOF_ENTRIES_FOR_32_32_BATCH, True, resigned)
+    cvar = ShredVariant(False, PROOF_ENTRIES_FOR_32_32_BATCH, True, resigned)
+    per_shred = dvar.capacity()
+    per_set = per_shred * DATA_SHREDS_PER_FEC_BLOCK
+    nsets = max(1, -(-len(data) // per_set))
+    flags_base = min(reference_tick, SHRED_TICK_REFERENCE_MASK)
+    all_data: list[Shred] = []
+    all_code: list[Shred] = []
+    root = chained_merkle_root
+    index = next_shred_index
+    code_index = next_code_index
+    for k in range(nsets):
+        chunk = data[k * per_set : (k + 1) * per_set]
+        fec = index
+        bufs: list[bytearray] = []
+        sizes: list[int] = []
+        for i in range(DATA_SHREDS_PER_FEC_BLOCK):
+            piece = chunk[i * per_shred : (i + 1) * per_shred]
+            buf = bytearray(DATA_PAYLOAD_BYTES)
+            size = SIZE_OF_DATA_SHRED_HEADERS + len(piece)
+            flags = flags_base
+            if k == nsets - 1 and i == DATA_SHREDS_PER_FEC_BLOCK - 1:
+                flags |= LAST_SHRED_IN_SLOT if is_last_in_slot else DATA_COMPLETE_SHRED
+            _set(buf, OFFSET_VARIANT, _COMMON.pack(bytes(64), dvar.to_byte(), slot, index + i, shred_version, fec)[64:])
+            _set(buf, SIZE_OF_COMMON_SHRED_HEADER, _DATA_HDR.pack(slot - parent_slot, flags, size))
+            _set(buf, SIZE_OF_DATA_SHRED_HEADERS, piece)
+            bufs.append(buf)
+            sizes.append(size)
+        shards = [bytes(b[dvar.shard_start : dvar.shard_end]) for b in bufs]
+        parity = erasure.encode(shards, CODING_SHREDS_PER_FEC_BLOCK)
+        cbufs: list[bytearray] = []
+        for p, shard in enumerate(parity):
+            buf = bytearray(CODE_PAYLOAD_BYTES)
+            _set(buf, OFFSET_VARIANT,
+                 _COMMON.pack(bytes(64), cvar.to_byte(), slot, code_index + p, shred_version, fec)[64:])
+            _set(buf, SIZE_OF_COMMON_SHRED_HEADER,
+                 _CODE_HDR.pack(DATA_SHREDS_PER_FEC_BLOCK, CODING_SHREDS_PER_FEC_BLOCK, p))
+            _set(buf, cvar.shard_start, shard)
+            cbufs.append(buf)
+        every = bufs + cbufs
+        for buf, var in zip(every, [dvar] * len(bufs) + [cvar] * len(cbufs), strict=True):
+            _set(buf, var.chained_root_offset, root)
+        leaves = [merkle_leaf(bytes(b[SIZE_OF_SIGNATURE : v.proof_offset]))
+                  for b, v in zip(every, [dvar] * len(bufs) + [cvar] * len(cbufs), strict=True)]
+        tree = make_merkle_tree(leaves)
+        root = tree[-1]
+        signature = keypair.sign_raw(root)
+        for pos, (buf, var) in enumerate(zip(every, [dvar] * len(bufs) + [cvar] * len(cbufs), strict=True)):
+            _set(buf, 0, signature)
+            _set(buf, var.proof_offset, b"".join(make_merkle_proof(pos, len(every), tree)))
+        all_data.extend(parse_shred(bytes(b)) for b in bufs)
+        all_code.extend(parse_shred(bytes(b)) for b in cbufs)
+        index += DATA_SHREDS_PER_FEC_BLOCK
+        code_index += CODING_SHREDS_PER_FEC_BLOCK
+    return ShredBatch(tuple(all_data), tuple(all_code), root)
+
+
+# ---------------------------------------------------------------------------------------
+# Recovery (agave merkle.rs: recover)
+# ---------------------------------------------------------------------------------------
+def check_same_fec_set(shreds: Sequence[Shred]) -> None:
+    """All shreds agree on slot, version, FEC set, signature and (for coding shreds) the
+    erasure configuration; raises ``fec-set-mismatch`` otherwise."""
+    first = shreds[0]
+    for s in shreds:
+        if (s.slot, s.version, s.fec_set_index) != (first.slot, first.version, first.fec_set_index):
+            raise ShredError("fec-set-mismatch", "shreds belong to different FEC sets")
+        if s.signature != first.signature:
+            raise ShredError("fec-set-mismatch", "shreds of one FEC set carry different signatures")
+        if (s.variant.proof_size, s.variant.chained, s.variant.resigned) != (
+            first.variant.proof_size, first.variant.chained, first.variant.resigned):
+            raise ShredError("fec-set-mismatch", "shreds of one FEC set have different variants")
+    codes = [s for s in shreds if not s.is_data]
+    for c in codes:
+        if (c.num_data_shreds, c.num_coding_shreds, c.first_coding_index) != (
+            codes[0].num_data_shreds, codes[0].num_coding_shreds, codes[0].first_coding_index):
+            raise ShredError("fec-set-mismatch", "coding shreds disagree on the erasure configuration")
+
+
+def recover(shreds: Sequence[Shred]) -> list[Shred]:
+    """Rebuild the missing shreds of one FEC set from any ``num_data_shreds`` of them (at
+    least one must be a coding shred: only those carry the set's shape). Returns only the
+    recovered shreds, data first then coding, in index order. The rebuilt Merkle tree must
+    reproduce the signed root, so recovered shreds need no further signature check."""
+    if not shreds:
+        raise ShredError("too-few-shreds", "nothing to recover from")
+    check_same_fec_set(shreds)
+    codes = sorted((s for s in shreds if not s.is_data), key=lambda s: s.index)
+    if not codes:
+        raise ShredError("too-few-parity-shreds", "recovery needs at least one coding shred")
+    last = codes[-1]
+    nd, nc = last.num_data_shreds, last.num_coding_shreds
+    assert nd is not None and nc is not None
+    total = nd + nc
+    root = last.merkle_root()
+    first_code = last.first_coding_index
+    by_pos: dict[int, Shred] = {}
+    for s in shreds:
+        i = s.erasure_shard_index
+        if not 0 <= i < total:
+            raise ShredError("bad-index", f"shred {s.index} falls outside the {nd}:{nc} FEC set")
+        if i in by_pos and by_pos[i].payload != s.payload:
+            raise ShredError("duplicate-shred", f"two different shreds at erasure position {i}")
+        by_pos[i] = s
+    if len(by_pos) == total:
+        return []
+    if len(by_pos) < nd:
+        raise ShredError("too-few-shreds", f"{len(by_pos)} of {total} shreds present, need {nd}")
+    shards = erasure.reconstruct([by_pos[i].erasure_shard if i in by_pos else None for i in range(total)], nd)
+    cvar = last.variant
+    dvar = ShredVariant(True, cvar.proof_size, cvar.chained, cvar.resigned)
+    chained_root = last.chained_merkle_root
+    retransmitter = last.retransmitter_signature
+    payloads: dict[int, bytearray] = {}
+    for i in range(total):
+        if i in by_pos:
+            continue
+        if i < nd:
+            buf = bytearray(DATA_PAYLOAD_BYTES)
+            _set(buf, 0, last.signature)
+            _set(buf, dvar.shard_start, shards[i])
+            var = dvar
+        else:
+            buf = bytearray(CODE_PAYLOAD_BYTES)
+            _set(buf, 0, _COMMON.pack(last.signature, cvar.to_byte(), last.slot, first_code + i - nd,
+                                      last.version, last.fec_set_index))
+            _set(buf, SIZE_OF_COMMON_SHRED_HEADER, _CODE_HDR.pack(nd, nc, i - nd))
+            _set(buf, cvar.shard_start, shards[i])
+            var = cvar
+        if var.chained:
+            _set(buf, var.chained_root_offset, chained_root)
+        if retransmitter is not None:
+            _set(buf, var.retransmitter_signature_offset, retransmitter)
+        payloads[i] = buf
+    # Recovered data headers came out of the erasure shard: they must match the set.
+    leaves = []
+    for i in range(total):
+        if i in by_pos:
+            leaves.append(by_pos[i].merkle_node)
+            continue
+        buf = payloads[i]
+        if i < nd:
+            sig, vb, slot, index, version, fec = _COMMON.unpack_from(buf, 0)
+            if (vb, slot, index, version, fec) != (dvar.to_byte(), last.slot, last.fec_set_index + i,
+                                                   last.version, last.fec_set_index):
+                raise ShredError("bad-recovered-shred", f"recovered data shred {i} has inconsistent headers")
+        leaves.append(merkle_leaf(bytes(buf[SIZE_OF_SIGNATURE : (dvar if i < nd else cvar).proof_offset])))
+    tree = make_merkle_tree(leaves)
+    if tree[-1] != root:
+        raise ShredError("merkle-root-mismatch", "recovered shreds do not reproduce the signed Merkle root")
+    out = []
+    for i in sorted(payloads):
+        buf = payloads[i]
+        var = dvar if i < nd else cvar
+        _set(buf, var.proof_offset, b"".join(make_merkle_proof(i, total, tree)))
+        try:
+            out.append(parse_shred(bytes(buf)))
+        except ShredError as exc:
+            raise ShredError("bad-recovered-shred", f"recovered shred {i}: {exc}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Reassembly
+# ---------------------------------------------------------------------------------------
+def deshred(data_shreds: Sequence[Shred]) -> list[tuple[int, int, bytes]]:
+    """Split a slot's consecutive data shreds (sorted by index, starting at 0) into
+    completed data sets: ``(first index, last index, concatenated data)``, each ending at a
+    DATA_COMPLETE shred. Each set's bytes are one serialized ``Vec<Entry>``. Raises if the
+    run has a gap or does not end on DATA_COMPLETE."""
+    out = []
+    start = 0
+    buf: list[bytes] = []
+    for expect, s in enumerate(data_shreds):
+        if not s.is_data:
+            raise ShredError("not-data-shred", f"shred {s.index} is a coding shred")
+        if s.index != expect:
+            raise ShredError("missing-shreds", f"data shred {expect} missing (next present is {s.index})")
+        buf.append(s.data)
+        if s.data_complete:
+            out.append((start, s.index, b"".join(buf)))
+            buf = []
+            start = s.index + 1
+    if buf:
+        raise ShredError("incomplete-data", f"data shreds {start}..{len(data_shreds) - 1} do not end a data set")
+    return out

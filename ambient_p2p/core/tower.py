@@ -1,0 +1,179 @@
+"""Tower BFT (normative text: spec/tower.md), following agave's ``vote_state`` and
+``consensus.rs``.
+
+Rules (the table is the protocol; code below implements exactly these rows):
+
+| event / check             | rule                                                                        |
+|---------------------------|-----------------------------------------------------------------------------|
+| vote on slot s            | s must exceed the last voted slot (else TowerError "not newer")             |
+|   1. expire               | pop from the top every vote v with v.slot + 2^v.conf < s                    |
+|   2. root                 | if the tower holds 31 votes, pop the bottom one: its slot becomes the root  |
+|   3. push                 | push (s, conf=1)                                                            |
+|   4. double lockouts      | for vote i (0 = bottom): if depth > i + conf_i then conf_i += 1             |
+| lockout of vote v         | 2^conf (INITIAL_LOCKOUT = 2); v locks out every slot <= v.slot + 2^conf     |
+| locked out(s, ancestors)  | after simulating step 1-4, some vote or the root is neither s nor an        |
+|                           | ancestor of s -> s is on a conflicting fork and may not be voted on         |
+| threshold(s)              | after simulating the vote, the vote 8 deep must have > 2/3 of total LStake  |
+|                           | voted on it or a descendant (skipped if that vote is unchanged by s)        |
+| switch(s)                 | s not a descendant of the last vote: needs > 38% of total LStake locked on  |
+|                           | other forks (agave SWITCH_FORK_THRESHOLD)                                   |
+| duplicate confirmed       | > 52% of LStake voted on a version of a duplicate slot (forkchoice.py)      |
+| confirmed (commitment)    | > 2/3 of total LStake voted on the slot or a descendant                     |
+| finalized / rooted        | the slot is the tower root (reached max lockout depth of 31 votes)          |
+
+Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
+(signed by the identity) after every vote *before* sending it, so a restarted node never
+votes against its own lockouts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from . import crypto
+from .codec import Bytes, List, Opt, Rec, UInt, fld, message, record
+from .messages import sign_message, verify_message
+
+INITIAL_LOCKOUT = 2
+MAX_LOCKOUT_HISTORY = 31
+VOTE_THRESHOLD_DEPTH = 8
+VOTE_THRESHOLD_SIZE = Fraction(2, 3)
+SWITCH_FORK_THRESHOLD = Fraction(38, 100)
+DUPLICATE_THRESHOLD = Fraction(52, 100)
+SUPERMAJORITY = Fraction(2, 3)
+
+
+class TowerError(ValueError):
+    pass
+
+
+@record
+@dataclass(frozen=True)
+class Lockout:
+    slot: int = fld(UInt(64))
+    confirmation_count: int = fld(UInt(32))
+
+    @property
+    def lockout(self) -> int:
+        return int(INITIAL_LOCKOUT**self.confirmation_count)
+
+    @property
+    def last_locked_out_slot(self) -> int:
+        return self.slot + self.lockout
+
+    def is_locked_out_at_slot(self, slot: int) -> bool:
+        return self.last_locked_out_slot >= slot
+
+
+@message(type_id=0x0301, version=1, max_size=2048)
+@dataclass(frozen=True)
+class TowerRecord:
+    """A persisted tower, signed by its node (purpose ``vote``)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    root: int | None = fld(Opt(UInt(64)))
+    votes: tuple[Lockout, ...] = fld(List(Rec(Lockout), MAX_LOCKOUT_HISTORY))
+    signature: bytes = fld(Bytes(64, exact=True))
+
+
+@dataclass
+class Tower:
+    votes: list[Lockout] = field(default_factory=list)
+    root: int | None = None
+
+    # -- state transitions ----------------------------------------------------------------
+    @property
+    def last_voted_slot(self) -> int | None:
+        return self.votes[-1].slot if self.votes else None
+
+    def record_vote(self, slot: int) -> int | None:
+        """Apply a vote on ``slot``; returns the new root if this vote made one."""
+        last = self.last_voted_slot
+        if last is not None and slot <= last:
+            raise TowerError(f"vote on slot {slot} is not newer than the last vote {last}")
+        if self.root is not None and slot <= self.root:
+            raise TowerError(f"vote on slot {slot} is not above the root {self.root}")
+        votes = list(self.votes)
+        while votes and not votes[-1].is_locked_out_at_slot(slot):
+            votes.pop()
+        new_root = None
+        if len(votes) == MAX_LOCKOUT_HISTORY:
+            new_root = votes.pop(0).slot
+        votes.append(Lockout(slot, 1))
+        depth = len(votes)
+        self.votes = [
+            Lockout(v.slot, v.confirmation_count + 1) if depth > i + v.confirmation_count else v
+            for i, v in enumerate(votes)
+        ]
+        if new_root is not None:
+            self.root = new_root
+        return new_root
+
+    def simulate(self, slot: int) -> Tower:
+        t = Tower(list(self.votes), self.root)
+        t.record_vote(slot)
+        return t
+
+    # -- checks ---------------------------------------------------------------------------
+    def is_locked_out(self, slot: int, ancestors: Container[int]) -> bool:
+        """True if voting on ``slot`` (whose ancestors are ``ancestors``) would violate a
+        lockout, or ``slot`` is not newer than the last vote."""
+        last = self.last_voted_slot
+        if last is not None and slot <= last:
+            return True
+        if self.root is not None and slot <= self.root:
+            return True
+        sim = self.simulate(slot)
+        for v in sim.votes:
+            if v.slot != slot and v.slot not in ancestors:
+                return True
+        return sim.root is not None and sim.root != slot and sim.root not in ancestors
+
+    def check_threshold(self, slot: int, voted_stake: Callable[[int], int], total_stake: int) -> bool:
+        """Agave's ``check_vote_stake_threshold`` at depth 8 with > 2/3."""
+        if total_stake <= 0:
+            return False
+        sim = self.simulate(slot)
+        if len(sim.votes) <= VOTE_THRESHOLD_DEPTH:
+            return True
+        vote = sim.votes[-1 - VOTE_THRESHOLD_DEPTH]
+        for old in self.votes:
+            if old.slot == vote.slot and old.confirmation_count == vote.confirmation_count:
+                return True  # this vote does not deepen the threshold vote's lockout
+        return Fraction(voted_stake(vote.slot), total_stake) > VOTE_THRESHOLD_SIZE
+
+    def check_switch(self, slot: int, ancestors: Container[int], other_fork_stake: int, total_stake: int) -> bool:
+        """May we vote on ``slot``? Free on our own fork (``slot`` descends from our last
+        vote); otherwise > 38% of LStake must be locked out on other forks."""
+        last = self.last_voted_slot
+        if last is None or last in ancestors:
+            return True
+        return total_stake > 0 and Fraction(other_fork_stake, total_stake) > SWITCH_FORK_THRESHOLD
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_record(self, kp: crypto.Keypair) -> TowerRecord:
+        rec = TowerRecord(kp.pubkey, self.root, tuple(self.votes), bytes(64))
+        signed: TowerRecord = sign_message(rec, kp, "vote")
+        return signed
+
+    @classmethod
+    def from_record(cls, rec: TowerRecord, identity: bytes) -> Tower:
+        """Restore a persisted tower, refusing one not signed by ``identity`` or whose
+        votes are not a valid tower (strictly increasing slots above the root)."""
+        if rec.identity != identity or not verify_message(rec, identity, "vote"):
+            raise TowerError("tower record is not signed by this node's identity")
+        slots = [v.slot for v in rec.votes]
+        if any(a >= b for a, b in itertools.pairwise(slots)):
+            raise TowerError("tower votes are not strictly increasing")
+        if rec.root is not None and slots and slots[0] <= rec.root:
+            raise TowerError("tower votes are not above its root")
+        if any(not 1 <= v.confirmation_count <= MAX_LOCKOUT_HISTORY for v in rec.votes):
+            raise TowerError("tower confirmation counts out of range")
+        return cls(list(rec.votes), rec.root)
+
+
+def is_supermajority(stake: int, total_stake: int) -> bool:
+    return total_stake > 0 and Fraction(stake, total_stake) > SUPERMAJORITY

@@ -1,0 +1,289 @@
+"""Codec vectors: canonical round-trips and must-reject malformations (spec/encoding.md).
+
+``roundtrip/<case>``: input.cbor decodes, output.json is its JSON view (codec.to_json), and
+re-encoding gives back input.cbor byte for byte.
+``reject/<case>``: input.cbor must be rejected; meta.json names our reason code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any
+
+import cbor2
+
+from ...core import codec
+from ...core.crypto import Keypair
+from ...core.genesis import build_genesis, localnet_identities
+from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
+from .. import Case, Rejected
+
+FORMAT = "codec"
+
+
+def run(handler: str, data: bytes) -> Any:
+    codec.load_protocol_types()
+    try:
+        obj = codec.decode(data)
+    except codec.DecodeError as exc:
+        raise Rejected(exc.reason, str(exc)) from None
+    if codec.encode(obj) != data:  # decode() guarantees this; vectors state it explicitly
+        raise Rejected("non-canonical", "re-encoding differs")
+    return codec.to_json(obj)
+
+
+# -- sample messages --------------------------------------------------------------------
+def sample_genesis(n_nodes: int = 2, digest: bool = False) -> Genesis:
+    ids = [kp.pubkey for kp in localnet_identities(n_nodes, "vectors")]
+    faucet = Keypair.deterministic("vectors/faucet").pubkey
+    return build_genesis(
+        bootstrap=ids,
+        creation_time_s=1_767_225_600,  # 2026-01-01T00:00:00Z
+        chain_id="ambient-vectors",
+        accounts=[(faucet, 10**18)],
+        model_digest=bytes(range(32)) if digest else None,
+    )
+
+
+def sample_node_info() -> NodeInfo:
+    kp = Keypair.deterministic("vectors/node", 0)
+    info = NodeInfo(
+        identity=kp.pubkey,
+        genesis_hash=sample_genesis().hash(),
+        addrs=("/ip4/127.0.0.1/tcp/8900", "/ip4/127.0.0.1/udp/8900/quic-v1"),
+        wallclock_ms=1_767_225_600_000,
+        software="ambient-p2p/0.1.0",
+        signature=bytes(64),
+    )
+    return sign_message(info, kp, "node-info")
+
+
+def _wire(msg: Any) -> list[Any]:
+    """The decoded CBOR structure of a message (for building malformed variants)."""
+    return cbor2.loads(codec.encode(msg))
+
+
+def _head(major: int, arg: int, width: int | None = None) -> bytes:
+    """A CBOR head; ``width`` forces a (possibly non-shortest) argument size in bytes."""
+    if width is None:
+        if arg < 24:
+            return bytes([major << 5 | arg])
+        width = 1 if arg < 1 << 8 else 2 if arg < 1 << 16 else 4 if arg < 1 << 32 else 8
+    ai = {0: None, 1: 24, 2: 25, 4: 26, 8: 27}[width]
+    if ai is None:
+        return bytes([major << 5 | arg])
+    return bytes([major << 5 | ai]) + arg.to_bytes(width, "big")
+
+
+def _raw_map(pairs: list[tuple[Any, bytes]]) -> bytes:
+    """A map whose keys/values are given in order, values already encoded."""
+    return _head(5, len(pairs)) + b"".join(cbor2.dumps(k) + v for k, v in pairs)
+
+
+def _envelope(type_id: int, version: int, body_raw: bytes) -> bytes:
+    return _head(4, 3) + cbor2.dumps(type_id) + cbor2.dumps(version) + body_raw
+
+
+def _node_info_pairs() -> list[tuple[Any, bytes]]:
+    body = _wire(sample_node_info())[2]
+    return [(k, cbor2.dumps(body[k], canonical=True)) for k in sorted(body, key=lambda s: (len(s), s))]
+
+
+def _with_body(mutate: Any, msg: Any = None) -> bytes:
+    tid, ver, body = _wire(msg or sample_node_info())
+    mutate(body)
+    return cbor2.dumps([tid, ver, body], canonical=True)
+
+
+def _reject_cases() -> list[tuple[str, str, str, bytes]]:
+    """(name, reason, description, input)."""
+    good = codec.encode(sample_node_info())
+    tid, ver, _ = _wire(sample_node_info())
+    pairs = _node_info_pairs()
+    raw_body = _raw_map(pairs)
+    assert _envelope(tid, ver, raw_body) == good  # the raw builders reproduce the real encoding
+
+    def set_field(name: str, value: Any) -> Any:
+        return lambda b: b.__setitem__(name, value)
+
+    deep: Any = 0
+    for _ in range(17):
+        deep = [deep]
+    return [
+        ("empty", "truncated", "zero-length input", b""),
+        ("truncated", "truncated", "a valid message with its last byte cut", good[:-1]),
+        ("trailing-bytes", "trailing-bytes", "a valid message followed by one extra byte", good + b"\x00"),
+        (
+            "indefinite-array",
+            "indefinite-length",
+            "the envelope as an indefinite-length array",
+            b"\x9f" + good[1:] + b"\xff",
+        ),
+        (
+            "indefinite-bytes",
+            "indefinite-length",
+            "identity as an indefinite-length byte string of two chunks",
+            _envelope(
+                tid,
+                ver,
+                _raw_map(
+                    [
+                        (k, b"\x5f" + cbor2.dumps(v[:16]) + cbor2.dumps(v[16:]) + b"\xff")
+                        if k == "identity"
+                        else (k, cbor2.dumps(v))
+                        for k, v in ((k, cbor2.loads(raw)) for k, raw in pairs)
+                    ]
+                ),
+            ),
+        ),
+        (
+            "non-shortest-int",
+            "non-canonical",
+            "type_id 2 encoded with a 1-byte argument (0x18 0x02)",
+            _head(4, 3) + _head(0, tid, 1) + good[2:],
+        ),
+        (
+            "non-shortest-length",
+            "non-canonical",
+            "the body map's length encoded in 2 bytes",
+            _head(4, 3) + cbor2.dumps(tid) + cbor2.dumps(ver) + _head(5, len(pairs), 2) + raw_body[1:],
+        ),
+        (
+            "duplicate-key",
+            "duplicate-key",
+            "the 'software' key appears twice",
+            _envelope(
+                tid,
+                ver,
+                _raw_map(sorted(pairs + [p for p in pairs if p[0] == "software"], key=lambda p: (len(p[0]), p[0]))),
+            ),
+        ),
+        (
+            "unsorted-keys",
+            "unsorted-keys",
+            "body keys in reverse order",
+            _envelope(tid, ver, _raw_map(list(reversed(pairs)))),
+        ),
+        (
+            "unknown-tag",
+            "unknown-tag",
+            "the body wrapped in tag 42",
+            _head(4, 3) + cbor2.dumps(tid) + cbor2.dumps(ver) + _head(6, 42) + raw_body,
+        ),
+        (
+            "datetime-tag",
+            "unknown-tag",
+            "wallclock_ms as a tag-1 epoch datetime",
+            _with_body(set_field("wallclock_ms", cbor2.CBORTag(1, 1_767_225_600))),
+        ),
+        (
+            "bignum",
+            "unknown-tag",
+            "wallclock_ms as a tag-2 bignum (2^64)",
+            _with_body(set_field("wallclock_ms", 1 << 64)),
+        ),
+        (
+            "float-for-int",
+            "float",
+            "wallclock_ms as the float 1.0",
+            _with_body(set_field("wallclock_ms", 1.0)),
+        ),
+        (
+            "float64-for-int",
+            "float",
+            "wallclock_ms as a float64",
+            _envelope(
+                tid,
+                ver,
+                _raw_map([(k, b"\xfb" + struct.pack(">d", 1.5) if k == "wallclock_ms" else v) for k, v in pairs]),
+            ),
+        ),
+        ("nan", "nan", "wallclock_ms as NaN", _with_body(set_field("wallclock_ms", float("nan")))),
+        ("undefined", "undefined", "software as 'undefined'", _with_body(set_field("software", cbor2.undefined))),
+        (
+            "simple-value",
+            "simple-value",
+            "software as simple value 99",
+            _with_body(set_field("software", cbor2.CBORSimpleValue(99))),
+        ),
+        (
+            "reserved-additional-info",
+            "malformed",
+            "an item head with reserved additional info 28",
+            _head(4, 3) + b"\x1c" + good[2:],
+        ),
+        ("too-deep", "too-deep", "a body field nested 17 arrays deep", _with_body(set_field("software", deep))),
+        (
+            "oversized",
+            "too-large",
+            "a NodeInfo of more than its 4096-byte limit",
+            _with_body(set_field("software", "x" * 5000)),
+        ),
+        ("unknown-type", "unknown-type", "type_id 0x7777 is not registered", cbor2.dumps([0x7777, 1, {}])),
+        (
+            "unsupported-version",
+            "unsupported-version",
+            "NodeInfo version 2",
+            cbor2.dumps([tid, 2, _wire(sample_node_info())[2]], canonical=True),
+        ),
+        ("bad-envelope", "bad-envelope", "a two-element envelope", cbor2.dumps([tid, ver])),
+        ("not-an-array", "bad-envelope", "a bare integer", cbor2.dumps(7)),
+        ("unknown-field", "unknown-field", "an extra 'color' field", _with_body(set_field("color", 1))),
+        ("missing-field", "missing-field", "no 'software' field", _with_body(lambda b: b.pop("software"))),
+        ("wrong-type", "wrong-type", "identity as text", _with_body(set_field("identity", "x" * 32))),
+        ("bool-for-int", "wrong-type", "wallclock_ms as true", _with_body(set_field("wallclock_ms", True))),
+        ("null-field", "wrong-type", "software as null", _with_body(set_field("software", None))),
+        ("negative-uint", "out-of-range", "wallclock_ms = -1", _with_body(set_field("wallclock_ms", -1))),
+        (
+            "wrong-length",
+            "wrong-length",
+            "identity of 31 bytes",
+            _with_body(set_field("identity", bytes(31))),
+        ),
+        ("text-too-long", "too-large", "software of 65 bytes (limit 64)", _with_body(set_field("software", "v" * 65))),
+        (
+            "list-too-long",
+            "too-large",
+            "9 addrs (limit 8)",
+            _with_body(set_field("addrs", ["/ip4/127.0.0.1/tcp/1"] * 9)),
+        ),
+        (
+            "invalid-utf8",
+            "invalid-utf8",
+            "software as a text string holding 0xff",
+            _envelope(tid, ver, _raw_map([(k, b"\x61\xff" if k == "software" else v) for k, v in pairs])),
+        ),
+        (
+            "invalid-value",
+            "invalid-value",
+            "a genesis whose chain_id has upper-case letters",
+            _with_body(set_field("chain_id", "Ambient"), sample_genesis()),
+        ),
+        (
+            "nested-missing-field",
+            "missing-field",
+            "a genesis whose poh record lacks ticks_per_slot",
+            _with_body(lambda b: b["poh"].pop("ticks_per_slot"), sample_genesis()),
+        ),
+    ]
+
+
+def cases() -> list[Case]:
+    out = []
+    roundtrips = [
+        ("genesis-minimal", "genesis with one bootstrap node", sample_genesis(1)),
+        ("genesis-model-digest", "genesis with 4 nodes and a model digest", sample_genesis(4, digest=True)),
+        ("node-info", "a signed NodeInfo", sample_node_info()),
+        (
+            "model-unicode",
+            "genesis whose model name is non-ASCII UTF-8",
+            dataclasses.replace(sample_genesis(1), model=ModelSpec("modèle-λ", None)),
+        ),
+    ]
+    for name, desc, msg in roundtrips:
+        data = codec.encode(msg)
+        out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))
+    for name, reason, desc, data in _reject_cases():
+        out.append(Case("reject", name, data, None, desc, reason=reason))
+    return out

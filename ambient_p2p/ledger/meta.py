@@ -1,0 +1,107 @@
+"""Blockstore metadata records, stored as canonical CBOR messages (type ids 0x0100-0x01FF,
+the ledger's range in spec/encoding.md). Layout and meaning: spec/blockstore.md.
+
+They mirror agave's ``blockstore_meta.rs`` (SlotMeta, ErasureMeta, MerkleRootMeta, Index,
+DuplicateSlotProof) with Ambient's encoding instead of bincode: these bytes never leave a
+node, so only the meaning has to match agave, not the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.codec import Bool, Bytes, List, Opt, Text, UInt, fld, message
+
+MAX_SLOT_CHILDREN = 1024
+MAX_SHREDS_PER_SLOT = 32_768
+SHRED_PAYLOAD_MAX_BYTES = 1232
+REASON_MAX_BYTES = 512
+
+
+@message(type_id=0x0100, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class SlotMeta:
+    """Progress of one slot. ``consumed``: data shreds 0..consumed-1 are all present;
+    ``received``: one past the highest data shred index seen; ``last_index``: index of
+    the LAST_IN_SLOT shred once seen; ``parent_slot``: from the data shreds (absent for a
+    placeholder made because a child named this slot as its parent)."""
+
+    slot: int = fld(UInt(64))
+    consumed: int = fld(UInt(32))
+    received: int = fld(UInt(32))
+    last_index: int | None = fld(Opt(UInt(32)), default=None)
+    parent_slot: int | None = fld(Opt(UInt(64)), default=None)
+    next_slots: tuple[int, ...] = fld(List(UInt(64), MAX_SLOT_CHILDREN), default=())
+    is_connected: bool = fld(Bool(), default=False)
+    completed_data_indexes: tuple[int, ...] = fld(List(UInt(32), MAX_SHREDS_PER_SLOT), default=())
+
+    @property
+    def is_full(self) -> bool:
+        return self.last_index is not None and self.consumed == self.last_index + 1
+
+
+@message(type_id=0x0101, version=1, max_size=256)
+@dataclass(frozen=True)
+class ErasureMeta:
+    """Shape of one FEC set, learned from its first coding shred (agave ErasureMeta)."""
+
+    fec_set_index: int = fld(UInt(32))
+    num_data: int = fld(UInt(16))
+    num_coding: int = fld(UInt(16))
+    first_coding_index: int = fld(UInt(32))
+
+
+@message(type_id=0x0102, version=1, max_size=256)
+@dataclass(frozen=True)
+class MerkleRootMeta:
+    """The Merkle root first seen for a FEC set and which shred brought it (agave
+    MerkleRootMeta); a different root for the same set proves equivocation."""
+
+    merkle_root: bytes = fld(Bytes(32, exact=True))
+    first_received_index: int = fld(UInt(32))
+    first_received_is_data: bool = fld(Bool())
+
+
+@message(type_id=0x0103, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class ShredIndex:
+    """Which data and coding shred indexes of a slot are stored (agave Index)."""
+
+    slot: int = fld(UInt(64))
+    data: tuple[int, ...] = fld(List(UInt(32), MAX_SHREDS_PER_SLOT), default=())
+    coding: tuple[int, ...] = fld(List(UInt(32), MAX_SHREDS_PER_SLOT), default=())
+
+
+@message(type_id=0x0104, version=1, max_size=8192)
+@dataclass(frozen=True)
+class DuplicateSlotProof:
+    """Two signed shreds of the same slot that cannot both be honest (agave
+    DuplicateSlotProof): same index with different bytes, different Merkle roots for one
+    FEC set, conflicting erasure configs, or a shred past the slot's last index."""
+
+    slot: int = fld(UInt(64))
+    kind: str = fld(Text(64))
+    shred1: bytes = fld(Bytes(SHRED_PAYLOAD_MAX_BYTES))
+    shred2: bytes = fld(Bytes(SHRED_PAYLOAD_MAX_BYTES))
+
+
+@message(type_id=0x0105, version=1, max_size=1024)
+@dataclass(frozen=True)
+class DeadSlot:
+    """Replay rejected this slot; ``reason`` says why (code: detail)."""
+
+    slot: int = fld(UInt(64))
+    reason: str = fld(Text(REASON_MAX_BYTES))
+
+
+@message(type_id=0x0106, version=1, max_size=512)
+@dataclass(frozen=True)
+class BankHashRecord:
+    """The bank hash replay computed for a slot, and what it was built on."""
+
+    slot: int = fld(UInt(64))
+    parent_slot: int = fld(UInt(64))
+    bank_hash: bytes = fld(Bytes(32, exact=True))
+    last_blockhash: bytes = fld(Bytes(32, exact=True))
+    signature_count: int = fld(UInt(64))
+    transaction_count: int = fld(UInt(64))

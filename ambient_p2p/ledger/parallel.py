@@ -1,0 +1,43 @@
+"""Process-pool PoH verification (the shell side of :func:`ambient_p2p.core.poh.verify_entries`).
+
+sha256 chains hold the GIL in CPython's hashlib for 32-byte inputs (too small to release
+it), so threads do not help; processes do. Entries are independent given their
+predecessor's hash, so a slot's entries split into ``jobs`` contiguous chunks, one per
+worker, and the lowest failing index wins (spec/poh.md, "Parallel verification").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from types import TracebackType
+
+from ..core.poh import Entry, verify_entries
+
+#: Below this many hashes in a slot the pickling round trip costs more than it saves.
+MIN_HASHES_FOR_POOL = 200_000
+
+
+class PohVerifier:
+    """``with PohVerifier(jobs) as v: bad = v.verify(start_hash, entries)``."""
+
+    def __init__(self, jobs: int | None = None) -> None:
+        self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> PohVerifier:
+        if self.jobs > 1:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def verify(self, start_hash: bytes, entries: Sequence[Entry], *, force_pool: bool = False) -> int | None:
+        total = sum(e.num_hashes for e in entries)
+        if self._pool is None or (total < MIN_HASHES_FOR_POOL and not force_pool):
+            return verify_entries(start_hash, entries)
+        return verify_entries(start_hash, entries, map_fn=self._pool.map, chunks=self.jobs)

@@ -1,0 +1,183 @@
+"""A single-node leader that writes real slots into a blockstore (``ambient-p2p ledger
+produce``): PoH ticks and transfer entries, 32:32 chained Merkle FEC sets signed by the
+leader, inserted through the normal validated insert path (spec/replay.md, "Production").
+
+The test users and the leader are deterministic keys (``Keypair.deterministic``): anyone
+can recompute them, so a produced ledger is for testing only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core import codec
+from ..core.bank import Bank
+from ..core.crypto import Keypair
+from ..core.messages import (
+    BootstrapNode,
+    EpochParams,
+    Genesis,
+    GenesisAccount,
+    LStakeParams,
+    ModelSpec,
+    PohParams,
+)
+from ..core.poh import Entry, Poh, serialize_entries
+from ..core.shred import make_shreds_from_data
+from .blockstore import Blockstore
+from .meta import BankHashRecord
+
+GENESIS_FILE = "genesis.cbor"
+LOCAL_CHAIN_ID = "ambient-ledger-local"
+LOCAL_USER_LAMPORTS = 1_000_000_000_000
+LOCAL_LEADER_LAMPORTS = 1_000_000_000
+#: Localnet PoH pacing: small so that 50 slots produce and verify in seconds on one core.
+LOCAL_HASHES_PER_TICK = 200
+LOCAL_TICKS_PER_SLOT = 64
+LOCAL_TICK_DURATION_US = 6_250
+SHRED_VERSION = 1
+#: Entries of a slot are shredded in this many batches (each ends with DATA_COMPLETE).
+BATCHES_PER_SLOT = 2
+TXS_PER_ENTRY = 8
+
+
+def leader_keypair() -> Keypair:
+    return Keypair.deterministic("ledger-local-leader")
+
+
+def user_keypairs(n: int) -> list[Keypair]:
+    return [Keypair.deterministic("ledger-local-user", i) for i in range(n)]
+
+
+def local_genesis(
+    *,
+    num_users: int = 16,
+    hashes_per_tick: int = LOCAL_HASHES_PER_TICK,
+    ticks_per_slot: int = LOCAL_TICKS_PER_SLOT,
+) -> Genesis:
+    leader = leader_keypair()
+    accounts = [GenesisAccount(u.pubkey, LOCAL_USER_LAMPORTS) for u in user_keypairs(num_users)]
+    accounts.append(GenesisAccount(leader.pubkey, LOCAL_LEADER_LAMPORTS))
+    return Genesis(
+        chain_id=LOCAL_CHAIN_ID,
+        creation_time_s=0,
+        poh=PohParams(hashes_per_tick, ticks_per_slot, LOCAL_TICK_DURATION_US),
+        epoch=EpochParams(slots_per_epoch=8192, leader_slots=4),
+        lstake=LStakeParams(1, 30, 5000, 5000),
+        model=ModelSpec(name="none"),
+        accounts=tuple(sorted(accounts, key=lambda a: a.pubkey)),
+        bootstrap_nodes=(BootstrapNode(leader.pubkey, 1),),
+    )
+
+
+def genesis_bank(genesis: Genesis) -> Bank:
+    return Bank.genesis(genesis.hash(), {a.pubkey: a.lamports for a in genesis.accounts},
+                        genesis.bootstrap_nodes[0].identity, genesis.hash())
+
+
+def read_genesis(ledger: str | Path) -> Genesis:
+    return codec.decode((Path(ledger) / GENESIS_FILE).read_bytes(), Genesis)
+
+
+@dataclass
+class ProducedSlot:
+    slot: int
+    entries: int
+    transactions: int
+    data_shreds: int
+    code_shreds: int
+    bank_hash: bytes
+
+
+def _transfer_tx(src: Keypair, dst: bytes, lamports: int, blockhash: bytes) -> bytes:
+    from solders.hash import Hash
+    from solders.keypair import Keypair as SKeypair
+    from solders.pubkey import Pubkey
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import Transaction
+
+    skp = SKeypair.from_seed(src.seed)
+    ix = transfer(TransferParams(from_pubkey=skp.pubkey(), to_pubkey=Pubkey(dst), lamports=lamports))
+    return bytes(Transaction.new_signed_with_payer([ix], skp.pubkey(), [skp], Hash(blockhash)))
+
+
+def produce(
+    ledger: str | Path,
+    slots: int,
+    *,
+    genesis: Genesis | None = None,
+    txs_per_slot: int = 48,
+    seed: int = 0,
+    on_slot: Callable[[ProducedSlot], None] | None = None,
+) -> list[ProducedSlot]:
+    """Create a ledger at ``ledger`` (must not hold one) and produce slots 1..``slots``."""
+    ledger = Path(ledger)
+    if (ledger / GENESIS_FILE).exists():
+        raise FileExistsError(f"{ledger} already holds a ledger")
+    genesis = genesis or local_genesis()
+    ledger.mkdir(parents=True, exist_ok=True)
+    leader = leader_keypair()
+    if genesis.bootstrap_nodes[0].identity != leader.pubkey:
+        raise ValueError("this producer signs as the local leader; genesis names another")
+    users = user_keypairs(sum(1 for a in genesis.accounts if a.pubkey != leader.pubkey))
+    rng = random.Random(seed)
+    hpt, tps = genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot
+    out = []
+    with Blockstore.open(ledger) as bs:
+        bs.set_roots([0])
+        (ledger / GENESIS_FILE).write_bytes(codec.encode(genesis))
+        bank = genesis_bank(genesis)
+        poh = Poh(genesis.hash(), hpt)
+        chained_root = genesis.hash()
+        for slot in range(1, slots + 1):
+            bank = bank.child(slot, leader.pubkey)
+            entries: list[Entry] = []
+            tx_ticks = sorted(rng.sample(range(tps), min(tps, max(1, -(-txs_per_slot // TXS_PER_ENTRY)))))
+            remaining = txs_per_slot
+            ntx = 0
+            for t in range(tps):
+                if t in tx_ticks and remaining > 0 and users:
+                    batch = []
+                    for _ in range(min(TXS_PER_ENTRY, remaining)):
+                        a, b = rng.sample(range(len(users)), 2) if len(users) > 1 else (0, 0)
+                        batch.append(_transfer_tx(users[a], users[b].pubkey, rng.randint(1, 10_000),
+                                                  bank.last_blockhash))
+                    bank.process_transactions(batch)
+                    poh.hash_some(hpt // 2)
+                    entry = poh.record_entry(batch)
+                    if entry is None:  # only the tick hash was left; cannot happen after hash_some(hpt//2)
+                        raise AssertionError("PoH refused a record")
+                    entries.append(entry)
+                    remaining -= len(batch)
+                    ntx += len(batch)
+                entries.append(poh.tick_entry())
+            bank_hash = bank.freeze(entries[-1].hash)
+            cut = [len(entries) * k // BATCHES_PER_SLOT for k in range(BATCHES_PER_SLOT + 1)]
+            next_index = 0
+            packets: list[bytes] = []
+            ndata = ncode = 0
+            for k in range(BATCHES_PER_SLOT):
+                part = entries[cut[k] : cut[k + 1]]
+                ticks_so_far = sum(1 for e in entries[: cut[k + 1]] if e.is_tick)
+                sb = make_shreds_from_data(leader, chained_root, serialize_entries(part), slot, slot - 1,
+                                           SHRED_VERSION, ticks_so_far, k == BATCHES_PER_SLOT - 1,
+                                           next_index, next_index)
+                chained_root = sb.merkle_root
+                next_index += len(sb.data)
+                packets.extend(s.payload for s in sb.data)
+                packets.extend(s.payload for s in sb.code)
+                ndata += len(sb.data)
+                ncode += len(sb.code)
+            res = bs.insert_shreds(packets, lambda _s: leader.pubkey)
+            if res.rejected or res.inserted != len(packets):
+                raise AssertionError(f"own shreds rejected: {res.rejected[:3]}")
+            bs.put_bank_hash(BankHashRecord(slot, slot - 1, bank_hash, entries[-1].hash,
+                                            bank.signature_count, bank.transaction_count))
+            ps = ProducedSlot(slot, len(entries), ntx, ndata, ncode, bank_hash)
+            out.append(ps)
+            if on_slot:
+                on_slot(ps)
+    return out

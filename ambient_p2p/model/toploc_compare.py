@@ -1,0 +1,120 @@
+"""TOPLOC side by side (benchmark only; ``toploc`` is never a runtime dependency).
+
+TOPLOC (Ong et al. 2025, PyPI ``toploc``) commits to the top-k values of the last hidden
+state, bf16, encoded as a polynomial per chunk of ``TOPLOC_DECODE_BATCH`` decode tokens;
+the verifier recomputes the hidden states with one prefill pass and compares exponents
+and mantissas. We run it on the same model, prompts and (cheating) producers as our
+detection experiment and report its bytes, costs and detection next to ours.
+
+Thresholds are the ones TOPLOC's README uses for bf16 with top-k 128.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import polbench, runner
+
+TOPLOC_TOPK = 128
+TOPLOC_DECODE_BATCH = 32
+TOPLOC_MAX_EXP_MISMATCHES = 90
+TOPLOC_MAX_MANT_ERR_MEAN = 10
+TOPLOC_MAX_MANT_ERR_MEDIAN = 8
+
+
+def _import_toploc() -> Any:
+    try:
+        import toploc
+    except ImportError as exc:
+        raise RuntimeError(
+            "toploc is not importable: build it against this torch with "
+            "'pip install --no-build-isolation --no-binary toploc toploc' (benchmark only)"
+        ) from exc
+    return toploc
+
+
+@torch.inference_mode()
+def generate_hidden(lm: runner.LoadedModel, prompt: Sequence[int], n_new: int) -> tuple[list[int], list[torch.Tensor], float]:
+    """Greedy KV-cache generation that also keeps the last hidden state of every step
+    (TOPLOC's activations). Returns output, activations, and generation seconds."""
+    from transformers import DynamicCache
+
+    t0 = time.perf_counter()
+    ids = torch.tensor([list(prompt)], device=lm.device)
+    cache = DynamicCache()
+    acts: list[torch.Tensor] = []
+    out_ids: list[int] = []
+    for step in range(n_new):
+        out = lm.model(input_ids=ids, cache=cache, use_cache=True, output_hidden_states=True)
+        cache = out.cache
+        h = out.hidden_states[-1][0]
+        acts.append(h if step == 0 else h[-1])
+        tok = int(out.logits[0, -1].argmax())
+        out_ids.append(tok)
+        ids = torch.tensor([[tok]], device=lm.device)
+    return out_ids, acts, time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def recompute_hidden(lm: runner.LoadedModel, prompt: Sequence[int], output: Sequence[int]) -> list[torch.Tensor]:
+    """The validator's activations from one prefill pass over prompt + output[:-1]."""
+    seq = list(prompt) + list(output[:-1])
+    h = lm.model.model(input_ids=torch.tensor([seq], device=lm.device)).last_hidden_state[0]
+    n_prompt = len(prompt)
+    return [h[:n_prompt]] + [h[n_prompt + i] for i in range(len(output) - 1)]
+
+
+def _passes(results: Sequence[Any]) -> bool:
+    return all(
+        r.exp_mismatches <= TOPLOC_MAX_EXP_MISMATCHES
+        and r.mant_err_mean <= TOPLOC_MAX_MANT_ERR_MEAN
+        and r.mant_err_median <= TOPLOC_MAX_MANT_ERR_MEDIAN
+        for r in results
+    )
+
+
+def compare(lm: runner.LoadedModel, args: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run TOPLOC on ``args.toploc_proofs`` prompts for the honest and perturbation cases."""
+    toploc = _import_toploc()
+    n_tokens = args.toploc_tokens
+    prompts = [lm.encode_prompt(p, chat=False) for p in polbench.prompts(args.toploc_proofs)]
+    producers: dict[str, runner.LoadedModel] = {
+        "honest": lm,
+        "noise-1e-3": polbench.variant(lm, polbench.add_noise(polbench.NOISE_REL)),
+        "bf16-producer": polbench.variant(lm, lambda m: None, dtype=torch.bfloat16),
+        "int8-weights": polbench.variant(lm, polbench.int8_per_channel),
+        "int4-weights": polbench.variant(lm, polbench.int4_grouped),
+        "different-model": polbench.different_model(lm),
+    }
+    kw = {"decode_batching_size": TOPLOC_DECODE_BATCH, "topk": TOPLOC_TOPK, "skip_prefill": False}
+    out: dict[str, Any] = {"topk": TOPLOC_TOPK, "decode_batching_size": TOPLOC_DECODE_BATCH, "cases": {}}
+    for case, producer in producers.items():
+        rejected = 0
+        gen_s = build_s = verify_s = 0.0
+        nbytes = ntok = 0
+        for p in prompts:
+            output, acts, g = generate_hidden(producer, p, n_tokens)
+            gen_s += g
+            t0 = time.perf_counter()
+            proofs = toploc.build_proofs_bytes([a.to(torch.bfloat16).cpu() for a in acts], **kw)
+            build_s += time.perf_counter() - t0
+            nbytes += sum(len(x) for x in proofs)
+            ntok += len(output)
+            t0 = time.perf_counter()
+            ref = recompute_hidden(lm, p, output)
+            res = toploc.verify_proofs_bytes([a.to(torch.bfloat16).cpu() for a in ref], proofs, **kw)
+            verify_s += time.perf_counter() - t0
+            rejected += not _passes(res)
+        out["cases"][case] = {
+            "proofs": len(prompts),
+            "reject_rate": rejected / len(prompts),
+            "commit_overhead_fraction": build_s / gen_s,
+            "validate_vs_generation": verify_s / gen_s,
+            "proof_bytes_per_token": nbytes / ntok,
+        }
+        log(f"  toploc {case}: {out['cases'][case]}")
+    return out
