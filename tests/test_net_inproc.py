@@ -337,3 +337,44 @@ def test_pitfall_publish_burst_drops_without_backpressure(monkeypatch: pytest.Mo
     monkeypatch.setattr(g, "OUTBOUND_HIGH_WATER", 10**9)  # no back-pressure
     delivered, dropped = run_trio(lambda: burst(200, 5), 90)
     assert dropped > 0 and delivered < 200
+
+
+def test_pitfall_idontwant_sent_for_every_small_message() -> None:
+    """py-libp2p answers every received message with an IDONTWANT RPC to each mesh peer
+    (go-libp2p: only for messages >= 1 KiB); ours only for messages >= 16 KiB."""
+    from ambient_p2p.net.gossip import IDONTWANT_MIN_BYTES
+
+    def count_idontwant(router: Any) -> list[int]:
+        n = [0]
+        orig = router.emit_idontwant
+
+        async def counting(msg_ids: list[bytes], to_peer: Any) -> None:
+            n[0] += 1
+            await orig(msg_ids, to_peer)
+
+        router.emit_idontwant = counting
+        return n
+
+    async def body() -> None:
+        async with raw_peer(KEYS[0], ["t"]) as x, raw_peer(KEYS[1], ["t"]) as y:
+            await connect(y.host, x.host)
+            assert await wait_until(lambda: len(y.router.mesh.get("t", ())) == 1, 15)
+            n = count_idontwant(y.router)
+            for i in range(10):
+                await x.publish("t", b"small-%d" % i)
+            assert await wait_until(lambda: n[0] >= 10, 10), n
+        async with trio.open_nursery() as nursery:
+            hx, gx = await _gossip_node(KEYS[2], nursery)
+            hy, gy = await _gossip_node(KEYS[3], nursery)
+            await connect(hy, hx)
+            assert await wait_until(lambda: len(gy.router.mesh.get(TXS, ())) == 1, 15)
+            n = count_idontwant(gy.router)
+            for i in range(10):
+                await gx.publish("txs", b"small-%d" % i)
+            assert await wait_until(lambda: gy.stats.delivered["txs"] == 10, 10)
+            assert n[0] == 0
+            await gx.publish("txs", bytes(IDONTWANT_MIN_BYTES))  # a large one still gets it
+            assert await wait_until(lambda: n[0] == 1, 10), n
+            nursery.cancel_scope.cancel()
+
+    run_trio(body, 90)

@@ -90,6 +90,8 @@ PRUNE_BACKOFF_S = 60
 PX_PEERS = 16
 #: Send our own messages to every subscribed peer (not just the mesh); see make_router.
 FLOOD_PUBLISH = True
+#: Only messages at least this large trigger IDONTWANT (see make_router).
+IDONTWANT_MIN_BYTES = 16 * 1024
 SEEN_TTL_S = 120
 FRESHNESS_WINDOW_MS = 30_000
 FUTURE_SKEW_MS = 2_000
@@ -284,6 +286,21 @@ def make_router(*, eclipse_protection: bool = False) -> Any:
                         if p != me and self.scorer.score(p, [t]) >= self.scorer.params.publish_threshold:
                             peers.add(p)
             yield from peers
+
+        async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
+            self._cur_size = len(pubsub_msg.data)
+            self._cur_own = self.pubsub is not None and msg_forwarder == self.pubsub.my_id
+            await super().publish(msg_forwarder, pubsub_msg)
+
+        async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
+            """py-libp2p sends one IDONTWANT RPC per mesh peer for *every* message, also
+            for our own publishes; per-RPC overhead dominates in Python, so for small
+            messages this costs more than the duplicates it saves (go-libp2p only sends it
+            for messages >= 1 KiB). We send it only for messages >= IDONTWANT_MIN_BYTES
+            that we did not originate."""
+            if getattr(self, "_cur_own", False) or getattr(self, "_cur_size", 0) < IDONTWANT_MIN_BYTES:
+                return
+            await super()._emit_idontwant_for_message(msg_id, topic_ids)
 
         def _handle_dropped_rpc(self, peer_id: Any, rpc: Any, reason: str) -> None:
             self.dropped_rpcs += 1
