@@ -45,11 +45,19 @@ def cmd_gossip(args: argparse.Namespace) -> int:
         return 0
     ref = out["raw_socket_reference"]
     print(f"raw loopback socket: {ref['msgs_per_s']:.0f} msgs/s, {ref['mb_per_s']} MB/s")
+    js = out.get("js_libp2p_reference")
+    if js:
+        print(
+            f"js-libp2p 2 processes: {js['msgs_per_s']} msgs/s, {js['mb_per_s']} MB/s, p50 {js['latency_p50_ms']} ms, "
+            f"p99 {js['latency_p99_ms']} ms, loss {js['loss']:.2%}, CPU ms/msg {js['cpu_ms_per_msg']}"
+        )
+    else:
+        print("js-libp2p reference: skipped (needs node and `npm ci` in interop_js/)")
     for g in out["gossip"]:
         print(
             f"gossip {g['nodes']} nodes: {g['msgs_per_s']} msgs/s, {g['mb_per_s']} MB/s, p50 {g['latency_p50_ms']} ms, "
             f"p99 {g['latency_p99_ms']} ms, loss {g['loss']:.2%}, CPU ms/msg per node {g['cpu_ms_per_msg']}, "
-            f"ratio vs raw {g.get('ratio_vs_raw_socket')}"
+            f"ratio vs raw {g.get('ratio_vs_raw_socket')}, vs js-libp2p {g.get('ratio_vs_js_libp2p_2proc')}"
         )
     print(f"load average {out['load_average']} on {out['cpus']} CPUs")
     print(json.dumps(out))

@@ -152,13 +152,66 @@ def gossip_bench(
         }
 
 
+JS_DIR = Path(__file__).resolve().parents[2] / "interop_js"
+
+
+def js_reference(count: int, size: int, timeout_s: float = 120.0) -> dict[str, Any] | None:
+    """The same workload between two js-libp2p gossipsub processes (interop_js/bench.mjs),
+    or None when node or interop_js/node_modules (``npm ci`` there) is missing."""
+    import shutil
+
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+        return None
+    base = ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
+    recv = subprocess.Popen([*base, "recv", str(count), str(int(timeout_s))], stdout=subprocess.PIPE, text=True)
+    send = None
+    try:
+        assert recv.stdout is not None
+        addr = json.loads(recv.stdout.readline())["addr"]
+        c_recv0 = _cpu_s(recv.pid)
+        send = subprocess.Popen([*base, "send", addr, str(count), str(size)], stdout=subprocess.PIPE, text=True)
+        res = json.loads(recv.stdout.readline())
+        c_send = _cpu_s(send.pid)
+        c_recv = _cpu_s(recv.pid) - c_recv0
+        send.wait(30)
+        assert send.stdout is not None
+        pub = json.loads(send.stdout.readline() or "{}")
+        wall = (res["last_ms"] - pub_start_ms(res, pub)) / 1000 if res["got"] else 0.0
+        return {
+            "delivered": res["got"],
+            "msgs_per_s": round(res["got"] / wall, 1) if wall > 0 else None,
+            "mb_per_s": round(res["got"] * size / wall / 1e6, 3) if wall > 0 else None,
+            "latency_p50_ms": res["p50_ms"],
+            "latency_p99_ms": res["p99_ms"],
+            "loss": round(1 - res["got"] / count, 4),
+            "cpu_ms_per_msg": [round(c_send / count * 1000, 3), round(c_recv / count * 1000, 3)],
+            "note": "sender CPU includes its startup",
+        }
+    finally:
+        for p in (send, recv):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def pub_start_ms(res: dict[str, Any], pub: dict[str, Any]) -> float:
+    """When publishing started: the receiver's first message minus nothing we can observe
+    better; the sender reports how long publishing took, the receiver when the last message
+    arrived, so start = last arrival - max(publish time, last - first)."""
+    span = max(float(pub.get("publish_ms", 0)), float(res["last_ms"] - res["first_ms"]))
+    return float(res["last_ms"]) - span
+
+
 def run_bench(nodes_list: list[int], count: int, size: int, rate: float) -> dict[str, Any]:
     ref = raw_socket_reference(max(count, 10_000), size)
-    out: dict[str, Any] = {"raw_socket_reference": ref, "gossip": []}
+    out: dict[str, Any] = {"raw_socket_reference": ref, "js_libp2p_reference": js_reference(count, size), "gossip": []}
     for n in nodes_list:
         g = gossip_bench(n, count, size, rate)
         if g["msgs_per_s"]:
             g["ratio_vs_raw_socket"] = round(g["msgs_per_s"] / ref["msgs_per_s"], 5)
+            js = out["js_libp2p_reference"]
+            if js and js.get("msgs_per_s"):
+                g["ratio_vs_js_libp2p_2proc"] = round(g["msgs_per_s"] / js["msgs_per_s"], 4)
         out["gossip"].append(g)
     out["load_average"] = os.getloadavg()
     out["cpus"] = os.cpu_count()
