@@ -77,6 +77,36 @@ def test_pitfall_default_security_offers_plaintext_and_secio() -> None:
     assert set(ours.get_network().upgrader.security_multistream.transports) == {"/noise"}
 
 
+def test_pitfall_listen_failure_is_swallowed_ours_raises() -> None:
+    """py-libp2p prints a failed listen and runs with no address; open_host raises."""
+    import socket
+
+    import multiaddr
+
+    from ambient_p2p.net.host import HostConfig, libp2p_keypair
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        addr = f"/ip4/127.0.0.1/tcp/{busy.getsockname()[1]}"
+
+        async def library() -> int:
+            from libp2p import new_host
+
+            h = new_host(key_pair=libp2p_keypair(KEYS[3]))
+            async with h.run(listen_addrs=[multiaddr.Multiaddr(addr)]):
+                return len(h.get_transport_addrs())
+
+        assert run_trio(library, 30) == 0  # no exception, no address
+
+        async def ours() -> None:
+            async with open_host(KEYS[3], HostConfig(listen=(addr,))):
+                raise AssertionError("open_host must not yield on a failed listen")
+
+        with pytest.raises(HostError, match="cannot listen"):
+            run_trio(ours, 30)
+
+
 def test_bad_listen_address_is_a_host_error() -> None:
     with pytest.raises(HostError):
         build_host(KEYS[0], ["/ip4/not-an-ip/tcp/1"])

@@ -60,6 +60,13 @@ def test_join_with_malformed_or_unreachable_bootstrap_is_one_clear_error(tmp_pat
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: could not reach bootstrap peer") and "Traceback" not in r.stderr
     assert time.monotonic() - t0 < 30
+    # a listen port that is already taken
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        r = cli("run", "--ledger", str(tmp_path / "c"), "--listen", f"/ip4/127.0.0.1/tcp/{busy.getsockname()[1]}")
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("Failed to start TCP listener")]
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: cannot listen on"), r.stderr
 
 
 def _adversary(node_addr: str, chain: str, n_junk: int) -> dict[str, Any]:

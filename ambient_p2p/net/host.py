@@ -223,15 +223,31 @@ async def open_host(kp: Keypair, config: HostConfig | None = None) -> AsyncItera
     """Run a host listening on ``config.listen`` for the duration of the block.
 
     Identify and ping handlers are installed by py-libp2p's ``BasicHost`` itself. Leaving
-    the block (normally or by cancellation) closes listeners and connections."""
+    the block (normally or by cancellation) closes listeners and connections.
+
+    py-libp2p 0.8.1 prints a failed listen (port in use) and carries on with no listen
+    address (spec/network.md P16); we raise :class:`HostError` instead, because a node that
+    nobody can dial is useless and the operator must be told."""
     cfg = config or HostConfig()
     host = build_host(kp, cfg.listen, cfg.target_peers)
     addrs = [parse_multiaddr(a) for a in cfg.listen]
+    failed = ""
     try:
         async with host.run(listen_addrs=addrs):
-            yield host
+            listening = list(host.get_transport_addrs())
+            if len(listening) < len(addrs):
+                # raised after the run block unwinds, so it is not wrapped in py-libp2p's
+                # exception groups
+                failed = (
+                    f"cannot listen on {', '.join(cfg.listen)} (address in use or unavailable); "
+                    f"listening on {len(listening)} of {len(addrs)}"
+                )
+            else:
+                yield host
     except OSError as exc:
         raise HostError(f"cannot listen on {', '.join(cfg.listen)}: {exc.strerror or exc}") from None
+    if failed:
+        raise HostError(failed)
 
 
 def full_addrs(host: IHost) -> list[str]:
