@@ -92,12 +92,10 @@ def _adversary(node_addr: str, chain: str, n_junk: int) -> dict[str, Any]:
                 await a.publish(txs, m)
                 sent += 1
                 await trio.sleep(0.01)
-            await trio.sleep(2)
-            return {
-                "sent": sent,
-                "still_connected": int(info.peer_id in a.host.get_network().connections),
-                "peer_id": a.host.get_id().to_base58(),
-            }
+            # banned: disconnected, and kept out although py-libp2p's auto-connector on our
+            # side re-dials known peers (the node closes such connections on arrival)
+            gone = await wait_until(lambda: info.peer_id not in a.host.get_network().connections, 10)
+            return {"sent": sent, "still_connected": int(not gone), "peer_id": a.host.get_id().to_base58()}
 
     return dict(run_trio(body, 60))
 

@@ -226,6 +226,7 @@ class GossipStats:
     publish_waits: int = 0
     publish_wait_timeouts: int = 0
     bans: int = 0
+    ban_refused: int = 0  # connections from banned peers closed on arrival
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -238,6 +239,7 @@ class GossipStats:
             "publish_waits": self.publish_waits,
             "publish_wait_timeouts": self.publish_wait_timeouts,
             "bans": self.bans,
+            "ban_refused": self.ban_refused,
         }
 
 
@@ -387,6 +389,7 @@ class GossipService:
                     return
                 await super().push_msg(msg_forwarder, msg)
 
+        self._install_ban_gate()
         self.router = make_router(eclipse_protection=eclipse_protection)
         self.pubsub = AmbientPubsub(
             host,
@@ -401,6 +404,39 @@ class GossipService:
         )
         for k in kinds:
             self.pubsub.set_topic_validator(topic_name(chain_id, k), self._validator, False)
+
+    def _install_ban_gate(self) -> None:
+        """Close any new connection from a banned peer at once: py-libp2p's auto-connector
+        (ours or the banned peer's) re-dials known peers, and pubsub's blacklist alone
+        leaves the connection open (spec/network.md P11)."""
+        from libp2p.abc import INotifee
+
+        svc = self
+
+        class BanGate(INotifee):  # type: ignore[misc]
+            async def connected(self, network: Any, conn: Any) -> None:
+                peer = conn.muxed_conn.peer_id
+                if svc.is_banned(peer):
+                    svc.stats.ban_refused += 1
+                    svc.pubsub.manager.run_task(svc._disconnect, peer)
+                await trio.lowlevel.checkpoint()
+
+            async def disconnected(self, network: Any, conn: Any) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def opened_stream(self, network: Any, stream: Any) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def closed_stream(self, network: Any, stream: Any) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def listen(self, network: Any, multiaddr: Any) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def listen_close(self, network: Any, multiaddr: Any) -> None:
+                await trio.lowlevel.checkpoint()
+
+        self.host.get_network().register_notifee(BanGate())
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> Any:
