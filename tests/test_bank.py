@@ -65,6 +65,18 @@ def test_bad_signature_rejected() -> None:
     assert ei.value.reason == "bad-signature"
 
 
+def test_batch_signature_verification() -> None:
+    from ambient_p2p.core.bank import verify_transaction_signatures
+
+    good = _transfer_tx(U[0], U[2].pubkey, 1, GENESIS_HASH)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    res = verify_transaction_signatures([good, bytes(bad), b"\x00"])
+    assert res[0] is None
+    assert res[1] is not None and res[1].startswith("bad-signature")
+    assert res[2] is not None and res[2].startswith("bad-transaction")
+
+
 def test_duplicate_transaction_rejected_across_slots() -> None:
     b = new_bank()
     tx = _transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)

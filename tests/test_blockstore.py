@@ -125,6 +125,17 @@ def test_equivocation_stores_duplicate_proof(bs: Blockstore) -> None:
     assert bs.get_data_shred(1, 4) == a.data[4].payload  # the first one is kept
 
 
+def test_relayed_copies_with_retransmitter_signatures_are_not_equivocation(bs: Blockstore) -> None:
+    b = slot_shreds(1, 0)  # last batch of the slot: resigned
+    relayed_a = b.data[3].with_retransmitter_signature(EVIL.sign_raw(b.data[3].merkle_root()))
+    relayed_b = b.data[3].with_retransmitter_signature(LEADER.sign_raw(b.data[3].merkle_root()))
+    res = bs.insert_shreds([relayed_a.payload], leader_of)
+    assert res.inserted == 1
+    assert bs.get_data_shred(1, 3) == b.data[3].payload  # stored with the field zeroed
+    res = bs.insert_shreds([relayed_b.payload], leader_of)
+    assert res.already_present == 1 and not res.duplicates and bs.duplicate_proof(1) is None
+
+
 def test_merkle_root_conflict_is_duplicate(tmp_path: Path) -> None:
     with Blockstore.open(tmp_path / "l") as store:
         a = slot_shreds(5, 4, seed=1)
@@ -162,6 +173,30 @@ def test_close_reopen_and_read_only(tmp_path: Path) -> None:
         Blockstore.open(tmp_path / "missing", read_only=True)
 
 
+def test_missing_data_indexes_for_repair(bs: Blockstore) -> None:
+    assert bs.missing_data_indexes(1) == [0]
+    b = slot_shreds(1, 0)
+    bs.insert_shreds([s.payload for s in b.data if s.index not in (3, 4, 10, 40)], leader_of)
+    assert bs.missing_data_indexes(1) == [3, 4, 10, 40]
+    assert bs.missing_data_indexes(1, limit=2) == [3, 4]
+    bs.insert_shreds([b.data[i].payload for i in (3, 4, 10, 40)], leader_of)
+    assert bs.missing_data_indexes(1) == []
+    bs.insert_shreds([s.payload for s in slot_shreds(2, 1).data[:5]], leader_of)
+    assert bs.missing_data_indexes(2) == [5]  # tail unknown: ask for the next index
+
+
+def test_purge_slots(bs: Blockstore) -> None:
+    for slot in (1, 2, 3):
+        bs.insert_shreds(payloads(slot_shreds(slot, slot - 1)), leader_of)
+    bs.mark_dead(2, "x")
+    bs.purge_slots(1, 2)
+    for slot in (1, 2):
+        assert bs.slot_meta(slot) is None and bs.get_data_shred(slot, 0) is None
+        assert bs.get_code_shred(slot, 5) is None and bs.dead_slot(slot) is None
+        assert bs.erasure_metas(slot) == [] and bs.shred_index(slot).data == ()
+    assert bs.slot_meta(3) is not None and bs.get_data_shred(3, 63) is not None
+
+
 def test_dead_slots_and_bank_hashes(bs: Blockstore) -> None:
     from ambient_p2p.ledger.meta import BankHashRecord
 
@@ -178,11 +213,13 @@ CHILD = textwrap.dedent(
     from ambient_p2p.core.crypto import Keypair, sha256
     from ambient_p2p.core.shred import make_shreds_from_data
     from ambient_p2p.ledger.blockstore import Blockstore
-    path, first_slot, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    path, first_slot, log_path, ready_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     kp = Keypair.deterministic("blockstore-test-leader")
     log = open(log_path, "a")
     with Blockstore.open(path) as bs:
         for slot in range(first_slot, first_slot + 1000):
+            if slot == first_slot + 1:
+                open(ready_path, "w").close()  # one slot in: inserts are under way
             b = make_shreds_from_data(kp, sha256(b"r"), os.urandom(20000), slot, slot - 1, 1, 0, True, 0, 0)
             ps = [s for s in b.data + b.code]
             random.shuffle(ps)
@@ -207,9 +244,14 @@ def test_sigkill_during_inserts_loses_nothing_that_returned(tmp_path: Path, roun
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     checked = 0
     for round_ in range(rounds):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(1 + 1000 * round_), str(log_path)],
-                                env=env, cwd=REPO)
-        time.sleep(0.9 + rng.random() * 0.8)  # the child needs ~0.7 s to import and open
+        ready = tmp_path / f"ready-{round_}"
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(1 + 1000 * round_), str(log_path),
+                                 str(ready)], env=env, cwd=REPO)
+        deadline = time.monotonic() + 60  # a loaded machine can take long to import and open
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), f"round {round_}: child never started inserting (rc={proc.poll()})"
+        time.sleep(rng.random() * 0.5)  # kill at a random point of the insert stream
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with Blockstore.open(path) as store:  # must reopen (LOCK is advisory; released on death)

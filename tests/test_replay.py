@@ -65,6 +65,34 @@ def test_any_32_of_64_deleted_per_fec_set_still_replays(ledger: Path, tmp_path: 
     assert run_replay(path) == {1: None, 2: None, 3: None, 4: None}
 
 
+def test_all_coding_or_all_data_deleted_still_replays(ledger: Path, tmp_path: Path) -> None:
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        for i in range(32):
+            bs._cf["code_shred"].delete(shred_key(2, i))  # slot 2, FEC set 0: data only
+        for i in range(32, 64):
+            bs._cf["data_shred"].delete(shred_key(3, i))  # slot 3, FEC set 32: coding only
+    assert run_replay(path) == {1: None, 2: None, 3: None, 4: None}
+
+
+def test_data_gap_without_coding_is_named(ledger: Path, tmp_path: Path) -> None:
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        for i in range(32):
+            bs._cf["code_shred"].delete(shred_key(2, i))
+        bs._cf["data_shred"].delete(shred_key(2, 9))
+    assert (run_replay(path)[2] or "").startswith("missing-shreds: data shred 9 missing")
+
+
+def test_whole_fec_set_missing_is_named(ledger: Path, tmp_path: Path) -> None:
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        for i in range(32):
+            bs._cf["code_shred"].delete(shred_key(2, i))
+            bs._cf["data_shred"].delete(shred_key(2, i))
+    assert run_replay(path)[2] == "missing-shreds: no shred of the FEC set starting at data shred 0"
+
+
 def test_33_missing_is_named(ledger: Path, tmp_path: Path) -> None:
     path = copy(ledger, tmp_path)
     with Blockstore.open(path) as bs:
@@ -76,7 +104,7 @@ def test_33_missing_is_named(ledger: Path, tmp_path: Path) -> None:
     assert out[3] is not None and out[3].startswith("parent-dead")
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_one_corrupted_byte_names_the_slot(ledger: Path, tmp_path: Path, seed: int) -> None:
     path = copy(ledger, tmp_path)
     rng = random.Random(seed)
@@ -86,16 +114,24 @@ def test_one_corrupted_byte_names_the_slot(ledger: Path, tmp_path: Path, seed: i
     cf = "data_shred" if is_data else "code_shred"
     with Blockstore.open(path) as bs:
         payload = bytearray(bs._cf[cf][shred_key(slot, index)])
-        s = parse_shred(bytes(payload))
-        # every byte except the retransmitter signature (outside the leader's signature
-        # by agave's design, spec/shred.md) is covered
-        limit = s.variant.retransmitter_signature_offset if s.variant.resigned else len(payload)
-        off = rng.randrange(limit)
+        off = rng.randrange(len(payload))  # any byte, the retransmitter signature field included
         payload[off] ^= 1 << rng.randrange(8)
         bs._cf[cf][shred_key(slot, index)] = bytes(payload)
     out = run_replay(path)
     assert out[slot] is not None and not out[slot].startswith("parent-dead"), (slot, off, out)
     assert all(out[s] is None for s in range(1, slot))
+
+
+def test_corrupted_retransmitter_field_is_named(ledger: Path, tmp_path: Path) -> None:
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        k = shred_key(3, 50)  # second FEC set: the last batch of the slot is resigned
+        s = parse_shred(bs._cf["code_shred"][k])
+        assert s.variant.resigned
+        p = bytearray(s.payload)
+        p[s.variant.retransmitter_signature_offset + 5] ^= 0x10
+        bs._cf["code_shred"][k] = bytes(p)
+    assert (run_replay(path)[3] or "").startswith("bad-retransmitter-field: coding shred 50")
 
 
 def _write_slot(path: Path, entries: list[Entry]) -> None:
@@ -185,3 +221,39 @@ def test_acceptance_50_slots_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 bs._cf["data_shred" if is_data else "code_shred"].delete(shred_key(slot, i))
     assert main(["ledger", "verify", path, "--quiet"]) == 0
     assert "verified 50 of 50 slots" in capsys.readouterr().out
+
+
+def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from ambient_p2p.ledger.meta import AccountBalance
+    from ambient_p2p.ledger.snapshot import bank_to_snapshot, snapshot_to_bank
+
+    with Blockstore.open(ledger, read_only=True) as bs:
+        snap = bs.latest_bank_snapshot()
+        assert snap is not None and snap.slot == 4
+        assert bank_to_snapshot(snapshot_to_bank(snap)) == snap  # lossless round trip
+        report = replay(bs, read_genesis(ledger))
+        assert report.last_bank is not None and report.last_bank.state_hash() == snapshot_to_bank(snap).state_hash()
+    path = copy(ledger, tmp_path)
+    with Blockstore.open(path) as bs:
+        a = snap.accounts[0]
+        forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1),) + snap.accounts[1:])
+        bs.put_bank_snapshot(forged)
+    assert (run_replay(path)[4] or "").startswith("snapshot-mismatch")
+
+
+def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
+    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    u = user_keypairs(2)
+    tx = bytearray(_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash()))
+    tx[-1] ^= 0x01  # lamports changed after signing
+    _write_slot(tmp_path / "l", _good_entries([bytes(tx)]))
+    assert (run_replay(tmp_path / "l")[1] or "").startswith("bad-signature: entry 2")
+
+
+def test_valid_transaction_slot_replays(tmp_path: Path) -> None:
+    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    u = user_keypairs(2)
+    _write_slot(tmp_path / "l", _good_entries([_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
+    assert run_replay(tmp_path / "l") == {1: None}

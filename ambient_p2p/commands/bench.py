@@ -1,4 +1,6 @@
-"""`ambient-p2p bench`: measured figures, in one run, for the claims spec/ makes.
+"""`ambient-p2p bench`: measured figures, in one run, for the claims spec/ makes. Each
+figure is printed next to a reference measured in the same run. This module owns the group
+and ``bench pol``; the ledger benches live in bench_ledger.py.
 
 ``bench pol`` reports (spec/pol.md, "Measurements"): PoL commit overhead as a fraction of
 generation time, validation time per position vs one full generation, proof bytes per
@@ -123,6 +125,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", default=None, help="also write the report here")
     add_model_args(p)
     p.set_defaults(func=cmd_bench_pol)
+    from .bench_ledger import add_bench_commands as add_ledger_benches
+
+    add_ledger_benches(sub)
     from .bench_gossip import add_gossip_parser
 
     add_gossip_parser(sub)

@@ -85,7 +85,7 @@ def _produce(args: argparse.Namespace) -> int:
             raise UserError("--ticks-per-slot must be >= 1")
         kw["ticks_per_slot"] = args.ticks_per_slot
     genesis = local_genesis(**kw)
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     with tqdm(total=args.slots, unit="slot", desc="produce", file=sys.stderr, disable=None) as bar:
         produced = produce(ledger, args.slots, genesis=genesis, txs_per_slot=args.txs_per_slot,
@@ -162,8 +162,8 @@ def _show(args: argparse.Namespace) -> int:
                     status = f"DEAD {s['dead']}" if s["dead"] else (s["bank_hash"] or "-")[:16]
                     if s["duplicate"]:
                         status += f" DUPLICATE({s['duplicate']})"
-                    print(f"{s['slot']:>6} {str(s['parent']):>6} {s['consumed']:>4}/{str(s['received']):<4} "
-                          f"{str(s['full']):>5} {str(s['connected']):>5}  {status}")
+                    print(f"{s['slot']:>6} {s['parent']!s:>6} {s['consumed']:>4}/{s['received']!s:<4} "
+                          f"{s['full']!s:>5} {s['connected']!s:>5}  {status}")
             return 0
         meta = bs.slot_meta(args.slot)
         if meta is None:

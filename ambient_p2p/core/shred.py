@@ -25,6 +25,8 @@ leader key (:func:`verify_shred`), makes them from serialized entries
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable, Sequence
@@ -137,6 +139,10 @@ class ShredVariant:
 
     @classmethod
     def from_byte(cls, b: int) -> ShredVariant:
+        return _variant_from_byte(b)
+
+    @classmethod
+    def _from_byte(cls, b: int) -> ShredVariant:
         """Accepts what current agave accepts: chained Merkle variants only. Legacy and
         unchained Merkle shreds are no longer produced by any cluster (agave dropped them)."""
         if b in (VARIANT_LEGACY_CODE, VARIANT_LEGACY_DATA):
@@ -164,8 +170,8 @@ class ShredVariant:
     def headers_size(self) -> int:
         return SIZE_OF_DATA_SHRED_HEADERS if self.is_data else SIZE_OF_CODING_SHRED_HEADERS
 
-    def capacity(self) -> int:
-        """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
+    def __post_init__(self) -> None:
+        # Offsets are used for every shred parsed; compute them once per variant value.
         cap = (
             self.payload_size
             - self.headers_size
@@ -173,6 +179,13 @@ class ShredVariant:
             - self.proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
             - (SIZE_OF_SIGNATURE if self.resigned else 0)
         )
+        object.__setattr__(self, "_cap", cap)
+        object.__setattr__(self, "_proof_offset",
+                           self.headers_size + cap + (SIZE_OF_MERKLE_ROOT if self.chained else 0))
+
+    def capacity(self) -> int:
+        """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
+        cap: int = self._cap  # type: ignore[attr-defined]
         if cap < 0:
             raise ShredError("bad-proof-size", f"proof size {self.proof_size} leaves no room")
         return cap
@@ -191,7 +204,8 @@ class ShredVariant:
 
     @property
     def proof_offset(self) -> int:
-        return self.chained_root_offset + (SIZE_OF_MERKLE_ROOT if self.chained else 0)
+        off: int = self._proof_offset  # type: ignore[attr-defined]
+        return off
 
     @property
     def retransmitter_signature_offset(self) -> int:
@@ -199,6 +213,11 @@ class ShredVariant:
 
     def data_capacity(self) -> int:
         return self.capacity()
+
+
+@functools.lru_cache(maxsize=256)
+def _variant_from_byte(b: int) -> ShredVariant:
+    return ShredVariant._from_byte(b)
 
 
 def data_capacity(proof_size: int, chained: bool, resigned: bool) -> int:
@@ -320,6 +339,16 @@ class Shred:
             return None
         off = self.variant.retransmitter_signature_offset
         return self.payload[off : off + SIZE_OF_SIGNATURE]
+
+    def with_retransmitter_signature(self, signature: bytes) -> Shred:
+        """The same shred with its retransmitter signature field set (resigned shreds only;
+        the field lies outside the Merkle leaf, so the root and leader signature hold)."""
+        if not self.variant.resigned:
+            raise ShredError("not-resigned", "this shred has no retransmitter signature field")
+        if len(signature) != SIZE_OF_SIGNATURE:
+            raise ValueError("a signature is 64 bytes")
+        off = self.variant.retransmitter_signature_offset
+        return dataclasses.replace(self, payload=self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :])
 
     @property
     def data(self) -> bytes:
@@ -461,11 +490,22 @@ def _sanitize_code(s: Shred) -> None:
         raise ShredError("bad-proof-size", f"proof size {s.variant.proof_size} does not fit a {total}-shred set")
 
 
-def verify_shred(shred: Shred, leader: bytes) -> bytes:
+def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, bytes]] | None = None) -> bytes:
     """Recompute the shred's Merkle root and check the leader's signature over it.
     Returns the root. A corrupted payload or proof changes the root, so it surfaces as
-    ``bad-signature`` too."""
+    ``bad-signature`` too.
+
+    All 64 shreds of a FEC set carry one signature over one root, so a caller may pass a
+    ``verified`` set of (leader, root, signature) triples already checked: the Merkle root
+    is always recomputed, the ed25519 check runs once per set (agave's sigverify caches
+    Merkle-root signatures the same way)."""
     root = shred.merkle_root()
+    triple = (bytes(leader), root, shred.signature)
+    if verified is not None and triple in verified:
+        return root
+    if verified is not None and verify_raw(leader, root, shred.signature):
+        verified.add(triple)
+        return root
     if not verify_raw(leader, root, shred.signature):
         raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
                          f" (forged signature or corrupted shred/proof)")
@@ -567,6 +607,37 @@ def make_shreds_from_data(
     return ShredBatch(tuple(all_data), tuple(all_code), root)
 
 
+class SlotShredder:
+    """A leader's shredder for one slot: feeds successive entry batches through
+    :func:`make_shreds_from_data`, carrying the next data/coding indexes and the chained
+    Merkle root from batch to batch (agave's broadcast stage keeps the same state). The
+    first batch chains to ``chained_merkle_root`` (the parent slot's last FEC set root)."""
+
+    def __init__(self, keypair: Keypair, slot: int, parent_slot: int, shred_version: int,
+                 chained_merkle_root: bytes) -> None:
+        self.keypair = keypair
+        self.slot = slot
+        self.parent_slot = parent_slot
+        self.shred_version = shred_version
+        self.merkle_root = chained_merkle_root
+        self.next_shred_index = 0
+        self.next_code_index = 0
+        self.finished = False
+
+    def add(self, serialized_entries: bytes, *, reference_tick: int, is_last_in_slot: bool) -> ShredBatch:
+        """Shred one serialized ``Vec<Entry>``; ``is_last_in_slot`` closes the slot."""
+        if self.finished:
+            raise ValueError(f"slot {self.slot} already has its LAST_IN_SLOT shred")
+        batch = make_shreds_from_data(self.keypair, self.merkle_root, serialized_entries, self.slot,
+                                      self.parent_slot, self.shred_version, reference_tick, is_last_in_slot,
+                                      self.next_shred_index, self.next_code_index)
+        self.merkle_root = batch.merkle_root
+        self.next_shred_index += len(batch.data)
+        self.next_code_index += len(batch.code)
+        self.finished = is_last_in_slot
+        return batch
+
+
 # ---------------------------------------------------------------------------------------
 # Recovery (agave merkle.rs: recover)
 # ---------------------------------------------------------------------------------------
@@ -652,7 +723,7 @@ def recover(shreds: Sequence[Shred]) -> list[Shred]:
             continue
         buf = payloads[i]
         if i < nd:
-            sig, vb, slot, index, version, fec = _COMMON.unpack_from(buf, 0)
+            _sig, vb, slot, index, version, fec = _COMMON.unpack_from(buf, 0)
             if (vb, slot, index, version, fec) != (dvar.to_byte(), last.slot, last.fec_set_index + i,
                                                    last.version, last.fec_set_index):
                 raise ShredError("bad-recovered-shred", f"recovered data shred {i} has inconsistent headers")

@@ -14,6 +14,7 @@ Column families and keys (integers big-endian so RocksDB's byte order is numeric
     duplicate_slots  slot u64                      -> DuplicateSlotProof
     orphans          slot u64                      -> b"\\x01"
     bank_hashes      slot u64                      -> BankHashRecord
+    bank_snapshots   slot u64                      -> BankSnapshot
 
 (agave keys shreds by ``(slot, u64 index)``; we use a u32 index, which holds every legal
 index, as spec/blockstore.md says.)
@@ -32,12 +33,13 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..core import codec
 from ..core.shred import Shred, ShredError, parse_shred, recover, verify_shred
 from .meta import (
     BankHashRecord,
+    BankSnapshot,
     DeadSlot,
     DuplicateSlotProof,
     ErasureMeta,
@@ -58,8 +60,10 @@ COLUMN_FAMILIES = (
     "duplicate_slots",
     "orphans",
     "bank_hashes",
+    "bank_snapshots",
 )
 PRESENT = b"\x01"
+ZERO_SIGNATURE = bytes(64)
 
 LeaderFn = Callable[[int], "bytes | None"]
 
@@ -100,6 +104,9 @@ class _Pending:
         self.bs = bs
         self.writes: dict[tuple[str, bytes], bytes] = {}
         self.deletes: set[tuple[str, bytes]] = set()
+        self.objs: dict[tuple[str, bytes], Any] = {}
+        self.dirty: set[tuple[str, bytes]] = set()
+        self.indexes: dict[int, tuple[set[int], set[int]]] = {}
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         if (cf, key) in self.deletes:
@@ -118,11 +125,37 @@ class _Pending:
         self.deletes.add((cf, key))
 
     def get_msg(self, cf: str, key: bytes, cls: type[Any]) -> Any:
+        """Decoded record; decoded once per insert and then served from memory (strict
+        CBOR decoding of a growing index on every shred would make inserts quadratic)."""
+        if (cf, key) in self.objs:
+            return self.objs[(cf, key)]
         raw = self.get(cf, key)
-        return None if raw is None else codec.decode(raw, cls)
+        obj = None if raw is None else codec.decode(raw, cls)
+        self.objs[(cf, key)] = obj
+        return obj
 
     def put_msg(self, cf: str, key: bytes, msg: Any) -> None:
-        self.put(cf, key, codec.encode(msg))
+        """Record to write; encoded once, at :meth:`finish`."""
+        self.deletes.discard((cf, key))
+        self.objs[(cf, key)] = msg
+        self.dirty.add((cf, key))
+
+    def index_sets(self, slot: int) -> tuple[set[int], set[int]]:
+        """Mutable (data, coding) index sets of ``slot`` for this insert; written back as a
+        ShredIndex at :meth:`finish` (one encode per slot instead of one per shred)."""
+        sets = self.indexes.get(slot)
+        if sets is None:
+            idx = self.get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
+            sets = (set(idx.data), set(idx.coding))
+            self.indexes[slot] = sets
+        return sets
+
+    def finish(self) -> None:
+        for slot, (data, coding) in self.indexes.items():
+            self.put_msg("index", slot_key(slot), ShredIndex(slot, tuple(sorted(data)), tuple(sorted(coding))))
+        for ck in self.dirty:
+            self.writes[ck] = codec.encode(self.objs[ck])
+        self.dirty.clear()
 
 
 class Blockstore:
@@ -159,7 +192,7 @@ class Blockstore:
                 column_families=cfs,
                 access_type=AccessType.read_only() if read_only else AccessType.read_write(),
             )
-        except Exception as exc:  # rocksdict raises plain Exception for lock/IO errors
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for lock/IO errors
             raise BlockstoreError(f"cannot open blockstore at {p}: {exc}") from None
         if not read_only:
             wo = WriteOptions()
@@ -177,7 +210,7 @@ class Blockstore:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> Blockstore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -230,7 +263,7 @@ class Blockstore:
             yield codec.decode(v, SlotMeta)
 
     def shred_index(self, slot: int) -> ShredIndex:
-        return self._get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)  # type: ignore[no-any-return]
+        return self._get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
 
     def get_data_shred(self, slot: int, index: int) -> bytes | None:
         return self._get("data_shred", shred_key(slot, index))
@@ -270,7 +303,45 @@ class Blockstore:
     def bank_hash(self, slot: int) -> BankHashRecord | None:
         return self._get_msg("bank_hashes", slot_key(slot), BankHashRecord)  # type: ignore[no-any-return]
 
+    def bank_snapshot(self, slot: int) -> BankSnapshot | None:
+        return self._get_msg("bank_snapshots", slot_key(slot), BankSnapshot)  # type: ignore[no-any-return]
+
+    def latest_bank_snapshot(self) -> BankSnapshot | None:
+        last = None
+        for _k, v in self._iter_all("bank_snapshots"):
+            last = v
+        return None if last is None else codec.decode(last, BankSnapshot)
+
+    def missing_data_indexes(self, slot: int, limit: int = 1024) -> list[int]:
+        """Data shred indexes to ask peers for (agave ``find_missing_data_indexes``): the
+        gaps below ``received`` (or below ``last_index + 1`` once known), at most ``limit``.
+        A slot with no meta yields [0] so that repair can start it."""
+        meta = self.slot_meta(slot)
+        if meta is None:
+            return [0][:limit]
+        end = meta.last_index + 1 if meta.last_index is not None else meta.received
+        present = set(self.shred_index(slot).data)
+        out = [i for i in range(meta.consumed, end) if i not in present][:limit]
+        if not out and meta.last_index is None:
+            out = [meta.received][:limit]  # the tail is unknown: ask for the next one
+        return out
+
     # -- small writes -----------------------------------------------------------------
+    def purge_slots(self, first: int, last: int) -> None:
+        """Delete every record of slots ``first..last`` (inclusive) in one batch (agave
+        ``purge_slots``; for ledger cleanup below the root). Parents keep their
+        ``next_slots`` entries, as in agave."""
+        from rocksdict import WriteBatch
+
+        if self.read_only:
+            raise BlockstoreError("blockstore is open read-only")
+        if last < first:
+            return
+        wb = WriteBatch(raw_mode=True)
+        lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
+        for name in COLUMN_FAMILIES:
+            wb.delete_range(lo, hi, self._cfh[name])
+        self._db.write(wb)
     def set_roots(self, slots: Iterable[int]) -> None:
         keys = [slot_key(s) for s in slots]
         self._write({("root", k): PRESENT for k in keys}, [("orphans", k) for k in keys])
@@ -280,6 +351,9 @@ class Blockstore:
 
     def clear_dead(self, slot: int) -> None:
         self._write({}, [("dead_slots", slot_key(slot))])
+
+    def put_bank_snapshot(self, snap: BankSnapshot) -> None:
+        self._write({("bank_snapshots", slot_key(snap.slot)): codec.encode(snap)})
 
     def put_bank_hash(self, rec: BankHashRecord) -> None:
         self._write({("bank_hashes", slot_key(rec.slot)): codec.encode(rec)})
@@ -291,22 +365,29 @@ class Blockstore:
         leader_for_slot: LeaderFn,
         *,
         recover_missing: bool = True,
+        signatures_verified: bool = False,
     ) -> InsertResult:
         """Validate and store shreds; recover FEC sets that became recoverable; update slot
         metas. Invalid shreds are rejected (reported, never stored); equivocation stores a
         :class:`DuplicateSlotProof` (first one per slot) and keeps the first shred.
-        Everything lands in one atomic write batch."""
+        Everything lands in one atomic write batch.
+
+        ``signatures_verified=True`` skips the ed25519 check, for callers whose sigverify
+        stage already did it (agave's blockstore never verifies signatures itself); parsing,
+        sanitizing, Merkle roots and every consistency rule still apply."""
         result = InsertResult()
         pend = _Pending(self)
         touched_sets: set[tuple[int, int]] = set()
         metas: dict[int, SlotMeta] = {}
+        verified: set[tuple[bytes, bytes, bytes]] = set()
         for pos, packet in enumerate(packets):
             try:
                 shred = parse_shred(packet)
-                leader = leader_for_slot(shred.slot)
-                if leader is None:
-                    raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
-                verify_shred(shred, leader)
+                if not signatures_verified:
+                    leader = leader_for_slot(shred.slot)
+                    if leader is None:
+                        raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
+                    verify_shred(shred, leader, verified)
             except ShredError as exc:
                 result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
                 continue
@@ -316,6 +397,7 @@ class Blockstore:
                 self._try_recover(slot, fec, pend, metas, result)
         for slot, meta in metas.items():
             pend.put_msg("meta", slot_key(slot), meta)
+        pend.finish()
         self._write(pend.writes, pend.deletes)
         return result
 
@@ -329,7 +411,7 @@ class Blockstore:
     def _duplicate(self, shred: Shred, other: bytes, kind: str, pend: _Pending, result: InsertResult) -> None:
         result.duplicates.append((shred.slot, kind))
         key = slot_key(shred.slot)
-        if pend.get("duplicate_slots", key) is None:
+        if pend.get_msg("duplicate_slots", key, DuplicateSlotProof) is None:
             pend.put_msg("duplicate_slots", key, DuplicateSlotProof(shred.slot, kind, other, shred.payload))
 
     def _insert_one(
@@ -340,6 +422,12 @@ class Blockstore:
         result: InsertResult,
         touched: set[tuple[int, int]],
     ) -> bool:
+        # Retransmitter signatures are a transport artefact (checked by the turbine stage
+        # against the sender, outside the leader's Merkle leaf): store them zeroed, so that
+        # copies relayed by different nodes are the same shred, not equivocation, and so
+        # that replay can treat any nonzero byte there as corruption (spec/blockstore.md).
+        if shred.variant.resigned and shred.retransmitter_signature != ZERO_SIGNATURE:
+            shred = shred.with_retransmitter_signature(ZERO_SIGNATURE)
         slot = shred.slot
         cf = "data_shred" if shred.is_data else "code_shred"
         key = shred_key(slot, shred.index)
@@ -370,8 +458,9 @@ class Blockstore:
                 self._duplicate(shred, other, "last-in-slot-below-received", pend, result)
                 return False
             if meta.parent_slot is not None and meta.parent_slot != shred.parent_slot:
-                result.rejected.append((-1, f"parent-mismatch: slot {slot} shred {shred.index} names parent "
-                                            f"{shred.parent_slot}, slot has {meta.parent_slot}"))
+                reason = (f"parent-mismatch: slot {slot} shred {shred.index} names parent "
+                          f"{shred.parent_slot}, slot has {meta.parent_slot}")
+                result.rejected.append((-1, reason))
                 return False
         else:
             ekey = shred_key(slot, shred.fec_set_index)
@@ -387,25 +476,20 @@ class Blockstore:
         if mrm is None:
             pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, shred.index, shred.is_data))
         pend.put(cf, key, shred.payload)
-        idx = pend.get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
-        if shred.is_data:
-            idx = replace(idx, data=tuple(sorted({*idx.data, shred.index})))
-        else:
-            idx = replace(idx, coding=tuple(sorted({*idx.coding, shred.index})))
-        pend.put_msg("index", slot_key(slot), idx)
+        present_data, present_coding = pend.index_sets(slot)
+        (present_data if shred.is_data else present_coding).add(shred.index)
         touched.add((slot, shred.fec_set_index))
         result.inserted += 1
         if shred.is_data:
-            self._update_slot_meta(shred, idx, pend, metas, result)
+            self._update_slot_meta(shred, present_data, pend, metas, result)
         return True
 
     def _update_slot_meta(
-        self, shred: Shred, idx: ShredIndex, pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
+        self, shred: Shred, present: set[int], pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
     ) -> None:
         slot = shred.slot
         meta = self._meta(slot, pend, metas)
         was_full = meta.is_full
-        present = set(idx.data)
         consumed = meta.consumed
         while consumed in present:
             consumed += 1
@@ -464,6 +548,13 @@ class Blockstore:
     ) -> None:
         em = pend.get_msg("erasure_meta", shred_key(slot, fec), ErasureMeta)
         if em is None:
+            return
+        # Decide from the index first; read shreds only when recovery will actually run.
+        have_data, have_code = pend.index_sets(slot)
+        n_data = sum(1 for i in range(fec, fec + em.num_data) if i in have_data)
+        n_code = sum(1 for i in range(em.first_coding_index, em.first_coding_index + em.num_coding)
+                     if i in have_code)
+        if n_data >= em.num_data or n_data + n_code < em.num_data:
             return
         data = [(i, v) for i, v in self._stored_set(slot, fec, pend, data=True) if fec <= i < fec + em.num_data]
         code = [(i, v) for i, v in self._stored_set(slot, fec, pend, data=False)

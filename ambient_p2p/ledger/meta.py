@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.codec import Bool, Bytes, List, Opt, Text, UInt, fld, message
+from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, fld, message, record
 
 MAX_SLOT_CHILDREN = 1024
 MAX_SHREDS_PER_SLOT = 32_768
@@ -105,3 +105,38 @@ class BankHashRecord:
     last_blockhash: bytes = fld(Bytes(32, exact=True))
     signature_count: int = fld(UInt(64))
     transaction_count: int = fld(UInt(64))
+
+
+MAX_SNAPSHOT_ACCOUNTS = 16_384
+MAX_SNAPSHOT_BLOCKHASHES = 300
+MAX_SNAPSHOT_SIGNATURES = 16_384
+
+
+@record
+@dataclass(frozen=True)
+class AccountBalance:
+    pubkey: bytes = fld(Bytes(32, exact=True))
+    lamports: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
+class ProcessedSignature:
+    signature: bytes = fld(Bytes(64, exact=True))
+    slot: int = fld(UInt(64))
+
+
+@message(type_id=0x0107, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class BankSnapshot:
+    """A frozen bank's full state (spec/bank.md, "Persistence"): enough to continue
+    producing or replaying from ``slot`` without replaying from genesis. Bounded by the
+    1 MiB message ceiling (about 16k accounts); a chunked format is future work."""
+
+    slot: int = fld(UInt(64))
+    parent_slot: int = fld(UInt(64))
+    bank_hash: bytes = fld(Bytes(32, exact=True))
+    leader: bytes = fld(Bytes(32, exact=True))
+    accounts: tuple[AccountBalance, ...] = fld(List(Rec(AccountBalance), MAX_SNAPSHOT_ACCOUNTS))
+    blockhashes: tuple[bytes, ...] = fld(List(Bytes(32, exact=True), MAX_SNAPSHOT_BLOCKHASHES))
+    status_cache: tuple[ProcessedSignature, ...] = fld(List(Rec(ProcessedSignature), MAX_SNAPSHOT_SIGNATURES))

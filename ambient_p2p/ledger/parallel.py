@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
+from typing import Self
 
 from ..core.poh import Entry, verify_entries
 
@@ -26,7 +27,7 @@ class PohVerifier:
         self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> PohVerifier:
+    def __enter__(self) -> Self:
         if self.jobs > 1:
             self._pool = ProcessPoolExecutor(max_workers=self.jobs)
         return self

@@ -26,9 +26,10 @@ from ..core.messages import (
     PohParams,
 )
 from ..core.poh import Entry, Poh, serialize_entries
-from ..core.shred import make_shreds_from_data
+from ..core.shred import SlotShredder
 from .blockstore import Blockstore
 from .meta import BankHashRecord
+from .snapshot import bank_to_snapshot
 
 GENESIS_FILE = "genesis.cbor"
 LOCAL_CHAIN_ID = "ambient-ledger-local"
@@ -156,21 +157,19 @@ def produce(
                 entries.append(poh.tick_entry())
             bank_hash = bank.freeze(entries[-1].hash)
             cut = [len(entries) * k // BATCHES_PER_SLOT for k in range(BATCHES_PER_SLOT + 1)]
-            next_index = 0
+            shredder = SlotShredder(leader, slot, slot - 1, SHRED_VERSION, chained_root)
             packets: list[bytes] = []
             ndata = ncode = 0
             for k in range(BATCHES_PER_SLOT):
                 part = entries[cut[k] : cut[k + 1]]
                 ticks_so_far = sum(1 for e in entries[: cut[k + 1]] if e.is_tick)
-                sb = make_shreds_from_data(leader, chained_root, serialize_entries(part), slot, slot - 1,
-                                           SHRED_VERSION, ticks_so_far, k == BATCHES_PER_SLOT - 1,
-                                           next_index, next_index)
-                chained_root = sb.merkle_root
-                next_index += len(sb.data)
+                sb = shredder.add(serialize_entries(part), reference_tick=ticks_so_far,
+                                  is_last_in_slot=k == BATCHES_PER_SLOT - 1)
                 packets.extend(s.payload for s in sb.data)
                 packets.extend(s.payload for s in sb.code)
                 ndata += len(sb.data)
                 ncode += len(sb.code)
+            chained_root = shredder.merkle_root
             res = bs.insert_shreds(packets, lambda _s: leader.pubkey)
             if res.rejected or res.inserted != len(packets):
                 raise AssertionError(f"own shreds rejected: {res.rejected[:3]}")
@@ -180,4 +179,5 @@ def produce(
             out.append(ps)
             if on_slot:
                 on_slot(ps)
+        bs.put_bank_snapshot(bank_to_snapshot(bank))
     return out

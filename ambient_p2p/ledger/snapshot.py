@@ -1,0 +1,33 @@
+"""Bank state persisted with the ledger: a frozen bank <-> :class:`BankSnapshot`
+(spec/bank.md, "Persistence")."""
+
+from __future__ import annotations
+
+from ..core.bank import Bank
+from .meta import AccountBalance, BankSnapshot, ProcessedSignature
+
+
+def bank_to_snapshot(bank: Bank) -> BankSnapshot:
+    if bank.bank_hash is None:
+        raise ValueError("only a frozen bank can be snapshotted")
+    return BankSnapshot(
+        slot=bank.slot,
+        parent_slot=bank.parent_slot,
+        bank_hash=bank.bank_hash,
+        leader=bank.leader,
+        accounts=tuple(AccountBalance(k, v) for k, v in sorted(bank.accounts.items())),
+        blockhashes=tuple(bank.blockhashes),
+        status_cache=tuple(ProcessedSignature(s, slot) for s, slot in sorted(bank.status_cache.items())),
+    )
+
+
+def snapshot_to_bank(snap: BankSnapshot) -> Bank:
+    return Bank.restore(
+        snap.slot,
+        snap.parent_slot,
+        snap.bank_hash,
+        snap.leader,
+        {a.pubkey: a.lamports for a in snap.accounts},
+        snap.blockhashes,
+        {p.signature: p.slot for p in snap.status_cache},
+    )
