@@ -397,11 +397,13 @@ def test_pitfall_idontwant_sent_for_every_small_message() -> None:
             hx, gx = await _gossip_node(KEYS[2], nursery)
             hy, gy = await _gossip_node(KEYS[3], nursery)
             await connect(hy, hx)
-            assert await wait_until(lambda: len(gy.router.mesh.get(TXS, ())) == 1, 15)
+            assert await wait_until(
+                lambda: len(gy.router.mesh.get(TXS, ())) == 1 and len(gx.router.mesh.get(TXS, ())) == 1, 15
+            )
             n = count_idontwant(gy.router)
             for i in range(10):
                 await gx.publish("txs", b"small-%d" % i)
-            assert await wait_until(lambda: gy.stats.delivered["txs"] == 10, 10)
+            assert await wait_until(lambda: gy.stats.delivered["txs"] == 10, 20), gy.stats.as_json()
             assert n[0] == 0
             await gx.publish("txs", bytes(IDONTWANT_MIN_BYTES))  # a large one still gets it
             assert await wait_until(lambda: n[0] == 1, 10), n
