@@ -139,3 +139,33 @@ def test_token_bucket() -> None:
     b = TokenBucket(capacity=3, rate=1.0, last=0.0)
     assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert b.take(1.01) is True and b.take(1.02) is False
+
+
+def test_shreds_topic_with_the_ledgers_merkle_shreds() -> None:
+    """Real shreds from the ledger's shredder: accepted from the slot leader, rejected when
+    tampered with (Merkle root no longer matches the leader's signature), published by a
+    non-leader, or not shreds at all; and repair serves them by (slot, index)."""
+    from ambient_p2p.core.shred import make_shreds_from_data
+    from ambient_p2p.net.messages import RepairRequest, shred_key
+    from ambient_p2p.net.reqresp import ShredStore, repair_handler
+
+    shreds_topic = topic_name("testnet", "shreds")
+    made = make_shreds_from_data(A, bytes(32), b"entries" * 300, 7, 6, 1, 0, True, 0, 0)
+    packets = [s.payload for s in made.data] + [s.payload for s in made.code]
+    assert [shred_key(p) for p in packets[:3]] == [(7, 0), (7, 1), (7, 2)]
+    c = checker(shreds=shreds_check(lambda slot: A.pubkey if slot == 7 else None, verify=True))
+    ok = encode(ShredBatch(shreds=tuple(packets[:32])))
+    assert c.check(shreds_topic, env_bytes(topic=shreds_topic, payload=ok), A.pubkey, NOW)[0] is None
+    tampered = bytearray(packets[5])
+    tampered[200] ^= 1
+    bad = encode(ShredBatch(shreds=(bytes(tampered),)))
+    assert c.check(shreds_topic, env_bytes(topic=shreds_topic, payload=bad), A.pubkey, NOW)[0] == "bad-shred-signature"
+    other = encode(ShredBatch(shreds=tuple(packets[32:40])))
+    assert c.check(shreds_topic, env_bytes(kp=B, topic=shreds_topic, payload=other), B.pubkey, NOW)[0] == "not-leader"
+    standin = encode(ShredBatch(shreds=(make_standin_shred(7, 0),)))
+    assert c.check(shreds_topic, env_bytes(topic=shreds_topic, payload=standin), A.pubkey, NOW)[0] == "bad-shred"
+    store = ShredStore()
+    for p in packets:
+        store.insert(p)
+    r = repair_handler(store)(None, RepairRequest(kind=0, slot=7, index=3, nonce=9))  # type: ignore[arg-type]
+    assert r.shreds == (packets[3],)

@@ -135,9 +135,16 @@ def message_id(data: bytes) -> bytes:
 PayloadCheck = Callable[[GossipEnvelope], "str | None"]
 
 
-def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None) -> PayloadCheck:
-    """Payload check of the shreds topic: a ShredBatch of well-formed packets from one
-    slot range; when ``leader_for_slot`` knows a slot's leader, only it may publish."""
+def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False) -> PayloadCheck:
+    """Payload check of the shreds topic: a ShredBatch of well-formed packets; when
+    ``leader_for_slot`` knows a slot's leader, only it may publish.
+
+    With ``verify`` every packet must also parse as a ledger Merkle shred
+    (:func:`ambient_p2p.core.shred.parse_shred`, strict) and, when the slot's leader is
+    known, carry that leader's signature over its FEC set's Merkle root
+    (:func:`~ambient_p2p.core.shred.verify_shred`; one ed25519 check per FEC set, cached).
+    Without ``verify`` only the common header is read (stand-in shreds for tests)."""
+    verified: set[tuple[bytes, bytes, bytes]] = set()  # (leader, root, signature) already checked
 
     def check(env: GossipEnvelope) -> str | None:
         try:
@@ -150,10 +157,23 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None) -
             key = shred_key(s)
             if key is None:
                 return "bad-shred"
-            if leader_for_slot is not None:
-                leader = leader_for_slot(key[0])
-                if leader is not None and leader != env.origin:
-                    return "not-leader"
+            leader = leader_for_slot(key[0]) if leader_for_slot is not None else None
+            if leader is not None and leader != env.origin:
+                return "not-leader"
+            if verify:
+                from ..core.shred import ShredError, parse_shred, verify_shred
+
+                try:
+                    shred = parse_shred(s)
+                except ShredError:
+                    return "bad-shred"
+                if leader is not None:
+                    if len(verified) > 4096:  # bounded: forget and re-verify
+                        verified.clear()
+                    try:
+                        verify_shred(shred, leader, verified)
+                    except ShredError:
+                        return "bad-shred-signature"
         return None
 
     return check
