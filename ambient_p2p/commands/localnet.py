@@ -1,9 +1,12 @@
 """`localnet`: a local multi-node network on embedded defaults.
 
-Today it prepares the network: deterministic identities for N bootstrap nodes, a genesis
-giving each of them equal LStake, and one data directory per node. It grows, issue by issue,
-into N node processes on loopback that produce, vote on and finalize slots and serve and
-validate a real query.
+It prepares the network (deterministic identities for N bootstrap nodes, a genesis giving
+each of them equal LStake, one data directory per node), then starts node 0 with
+``ambient-p2p run`` and nodes 1..N-1 with ``ambient-p2p join <node 0>`` as separate OS
+processes on 127.0.0.1, streams their output, and stops them all on Ctrl-C / SIGTERM
+(``--prepare-only`` stops after preparing). The node processes grow, issue by issue, into
+nodes that produce, vote on and finalize slots and serve and validate a real query; today
+they join, gossip and answer repair (spec/network.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--nodes", type=int, default=4, help="number of nodes (default: 4)")
     p.add_argument("--dir", type=Path, default=Path("localnet"), help="where node data lives (default: ./localnet)")
     p.add_argument("--reset", action="store_true", help="delete an existing localnet directory first")
+    p.add_argument("--prepare-only", action="store_true", help="prepare the directory; do not start node processes")
+    p.add_argument("--duration", type=float, default=0.0, help="stop the nodes after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=_localnet)
 
 
@@ -76,5 +81,41 @@ def _localnet(args: argparse.Namespace) -> int:
     for i, kp in enumerate(ids):
         print(f"  node-{i}  {kp.address}  LStake {gen.bootstrap_nodes[i].lstake}")
     print(f"  model: {gen.model.name}" + (f" (sha256 {gen.model.digest.hex()[:16]}...)" if gen.model.digest else ""))
-    print("node processes: not started: this build has no network layer yet (see the networking issue)")
+    if args.prepare_only:
+        return 0
+    return _run_processes(args.dir, gpath, ids, gen.chain_id, args.duration)
+
+
+def _run_processes(root: Path, gpath: Path, ids: list[crypto.Keypair], chain_id: str, duration: float) -> int:
+    """Run the prepared localnet as N processes until Ctrl-C/SIGTERM (or ``duration``)."""
+    import signal
+    import sys
+
+    from ..net.localnet import Localnet
+
+    net = Localnet(root, len(ids), chain_id=chain_id, echo=sys.stdout, keys=ids, genesis_path=gpath, dir_name="node-{i}")
+    stop = {"sig": 0}
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stop["sig"] = sig
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            net.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise UserError(f"localnet failed to start: {exc}") from None
+        print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
+        t0 = time.monotonic()
+        while not stop["sig"] and (not duration or time.monotonic() - t0 < duration):
+            if not all(n.alive() for n in net.nodes):
+                print(f"localnet: node(s) {[n.index for n in net.nodes if not n.alive()]} exited", flush=True)
+                break
+            time.sleep(0.2)
+    finally:
+        print("localnet: stopping", flush=True)
+        net.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"localnet: stopped (exit codes {[n.proc.returncode for n in net.nodes]})", flush=True)
     return 0

@@ -1,0 +1,222 @@
+"""Gossip throughput benchmark: a loopback network of node processes vs. a raw TCP socket
+reference measured in the same run (``ambient-p2p bench gossip``).
+
+What is measured (node 0 publishes ``count`` messages of ``size`` payload bytes on the txs
+topic; every other node must deliver all of them):
+
+* delivered msgs/s and payload MB/s: count / (time from first publish to the last node's
+  last delivery);
+* p50/p99 latency: wallclock at delivery minus the envelope's wallclock (ms, same host
+  clock), the worst node's value;
+* loss: 1 - (least delivered count / count);
+* CPU ms per message: each process's user+system CPU delta (from /proc) / count.
+
+The reference moves the same frames (uvarint length + payload) between two Python
+processes over a plain loopback TCP socket: the ceiling the network stack allows
+before any libp2p, Noise, Yamux or gossipsub work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .localnet import Localnet
+
+_RAW_RECEIVER = r"""
+import socket, sys, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+count, size = int(sys.argv[1]), int(sys.argv[2])
+buf = bytearray(); got = 0; t0 = None
+while got < count:
+    chunk = conn.recv(1 << 20)
+    if not chunk: break
+    if t0 is None: t0 = time.perf_counter()
+    buf += chunk
+    while True:
+        n = shift = i = 0
+        while i < len(buf):
+            b = buf[i]; n |= (b & 0x7F) << shift; shift += 7; i += 1
+            if not b & 0x80: break
+        else:
+            break
+        if len(buf) < i + n: break
+        del buf[: i + n]; got += 1
+print(got, time.process_time(), flush=True)
+"""
+
+
+def _cpu_s(pid: int) -> float:
+    """user+system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
+    """Send ``count`` frames of ``size`` bytes to a receiver process over loopback TCP."""
+    import socket
+
+    from .reqresp import encode_frame
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RAW_RECEIVER, str(count), str(size)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        frame = encode_frame(os.urandom(size))
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for _ in range(count):
+                s.sendall(frame)
+            got_line = proc.stdout.readline().split()
+        wall = time.perf_counter() - t0
+        got, rcpu = int(got_line[0]), float(got_line[1])
+        return {
+            "delivered": got,
+            "seconds": round(wall, 3),
+            "msgs_per_s": round(got / wall, 1),
+            "mb_per_s": round(got * size / wall / 1e6, 2),
+            "cpu_ms_per_msg_sender": round((time.process_time() - c0) / count * 1000, 4),
+            "cpu_ms_per_msg_receiver": round(rcpu / count * 1000, 4),
+        }
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def gossip_bench(
+    nodes: int, count: int, size: int, rate: float = 0.0, root: Path | None = None, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Run the gossip workload on a fresh ``nodes``-process localnet."""
+    root = root or Path(tempfile.mkdtemp(prefix="ambient-bench-"))
+    timeout_s = timeout_s or 60.0 + count / 20.0
+    with Localnet(root, nodes) as net:
+        want_peers = min(nodes - 1, 4)
+        if not net.wait_for(lambda: all(s["peers"] >= want_peers for s in net.statuses()), 60):
+            raise RuntimeError("bench network did not connect")
+        time.sleep(2.0)  # let meshes settle (a few heartbeats)
+        cpu0 = [_cpu_s(n.proc.pid) for n in net.nodes]
+        t0 = time.perf_counter()
+        pub = net.nodes[0].control(
+            {"cmd": "publish_many", "kind": "txs", "count": count, "size": size, "rate": rate}, timeout_s=timeout_s
+        )
+        publish_s = time.perf_counter() - t0
+
+        def counts() -> list[int]:
+            return [int(s["gossip"]["delivered"].get("txs", 0)) for s in net.statuses()[1:]]
+
+        last = counts()
+        t_last = time.perf_counter()
+        deadline = t0 + timeout_s
+        while time.perf_counter() < deadline and min(last) < count:
+            time.sleep(0.1)
+            now = counts()
+            if now != last:
+                last, t_last = now, time.perf_counter()
+            elif time.perf_counter() - t_last > 10.0:
+                break  # nothing moved for 10 s: the rest is lost
+        wall = t_last - t0
+        cpu = [_cpu_s(n.proc.pid) - c for n, c in zip(net.nodes, cpu0, strict=True)]
+        st = net.statuses()
+        p50 = max((s["latency"].get("txs", {}).get("p50_ms") or 0) for s in st[1:])
+        p99 = max((s["latency"].get("txs", {}).get("p99_ms") or 0) for s in st[1:])
+        drops = sum(s["gossip"]["outbound_rpc_dropped"] + sum(s["gossip"]["delivery_dropped"].values()) for s in st)
+        delivered = min(last)
+        return {
+            "nodes": nodes,
+            "count": count,
+            "size": size,
+            "rate_limit": rate or None,
+            "publish_seconds": round(publish_s, 3),
+            "seconds": round(wall, 3),
+            "delivered_min": delivered,
+            "msgs_per_s": round(delivered / wall, 1) if wall > 0 else None,
+            "mb_per_s": round(delivered * size / wall / 1e6, 3) if wall > 0 else None,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "loss": round(1 - delivered / count, 4),
+            "cpu_ms_per_msg": [round(c / count * 1000, 2) for c in cpu],
+            "drops_counted": drops,
+            "publisher": pub,
+        }
+
+
+JS_DIR = Path(__file__).resolve().parents[2] / "interop_js"
+
+
+def js_reference(count: int, size: int, timeout_s: float = 120.0) -> dict[str, Any] | None:
+    """The same workload between two js-libp2p gossipsub processes (interop_js/bench.mjs),
+    or None when node or interop_js/node_modules (``npm ci`` there) is missing."""
+    import shutil
+
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+        return None
+    base = ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
+    recv = subprocess.Popen([*base, "recv", str(count), str(int(timeout_s))], stdout=subprocess.PIPE, text=True)
+    send = None
+    try:
+        assert recv.stdout is not None
+        addr = json.loads(recv.stdout.readline())["addr"]
+        c_recv0 = _cpu_s(recv.pid)
+        send = subprocess.Popen([*base, "send", addr, str(count), str(size)], stdout=subprocess.PIPE, text=True)
+        res = json.loads(recv.stdout.readline())
+        c_send = _cpu_s(send.pid)
+        c_recv = _cpu_s(recv.pid) - c_recv0
+        send.wait(30)
+        assert send.stdout is not None
+        pub = json.loads(send.stdout.readline() or "{}")
+        wall = (res["last_ms"] - pub_start_ms(res, pub)) / 1000 if res["got"] else 0.0
+        return {
+            "delivered": res["got"],
+            "msgs_per_s": round(res["got"] / wall, 1) if wall > 0 else None,
+            "mb_per_s": round(res["got"] * size / wall / 1e6, 3) if wall > 0 else None,
+            "latency_p50_ms": res["p50_ms"],
+            "latency_p99_ms": res["p99_ms"],
+            "loss": round(1 - res["got"] / count, 4),
+            "cpu_ms_per_msg": [round(c_send / count * 1000, 3), round(c_recv / count * 1000, 3)],
+            "note": "sender CPU includes its startup",
+        }
+    finally:
+        for p in (send, recv):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def pub_start_ms(res: dict[str, Any], pub: dict[str, Any]) -> float:
+    """When publishing started: the receiver's first message minus nothing we can observe
+    better; the sender reports how long publishing took, the receiver when the last message
+    arrived, so start = last arrival - max(publish time, last - first)."""
+    span = max(float(pub.get("publish_ms", 0)), float(res["last_ms"] - res["first_ms"]))
+    return float(res["last_ms"]) - span
+
+
+def run_bench(nodes_list: list[int], count: int, size: int, rate: float) -> dict[str, Any]:
+    ref = raw_socket_reference(max(count, 10_000), size)
+    out: dict[str, Any] = {"raw_socket_reference": ref, "js_libp2p_reference": js_reference(count, size), "gossip": []}
+    for n in nodes_list:
+        g = gossip_bench(n, count, size, rate)
+        if g["msgs_per_s"]:
+            g["ratio_vs_raw_socket"] = round(g["msgs_per_s"] / ref["msgs_per_s"], 5)
+            js = out["js_libp2p_reference"]
+            if js and js.get("msgs_per_s"):
+                g["ratio_vs_js_libp2p_2proc"] = round(g["msgs_per_s"] / js["msgs_per_s"], 4)
+        out["gossip"].append(g)
+    out["load_average"] = os.getloadavg()
+    out["cpus"] = os.cpu_count()
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience
+    print(json.dumps(run_bench([2], 500, 1232, 0.0), indent=1))
