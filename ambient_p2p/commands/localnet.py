@@ -1,80 +1,61 @@
-"""`localnet`: a local multi-node network on embedded defaults.
-
-Today it prepares the network: deterministic identities for N bootstrap nodes, a genesis
-giving each of them equal LStake, and one data directory per node. It grows, issue by issue,
-into N node processes on loopback that produce, vote on and finalize slots and serve and
-validate a real query.
-"""
+"""`ambient-p2p localnet --nodes N`: a bootstrap node plus N-1 joiners as separate OS
+processes on loopback, with a generated genesis; streams their output and stops them all
+on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ..core import codec, crypto
-from ..core import genesis as g
 from ..errors import UserError
-from .genesis import default_model_file, file_sha256, read_genesis, write_file_atomic
-
-MAX_LOCALNET_NODES = 32
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "localnet",
-        help="run a local multi-node network on embedded defaults",
-        description=(
-            "Set up a local Ambient network: N bootstrap identities (deterministic, publicly "
-            "derivable: for local testing only), a genesis with equal LStake for each, and a "
-            "data directory per node under --dir. An existing localnet directory is reused."
-        ),
-    )
-    p.add_argument("--nodes", type=int, default=4, help="number of nodes (default: 4)")
-    p.add_argument("--dir", type=Path, default=Path("localnet"), help="where node data lives (default: ./localnet)")
-    p.add_argument("--reset", action="store_true", help="delete an existing localnet directory first")
-    p.set_defaults(func=_localnet)
+def register(sub: Any) -> None:
+    p = sub.add_parser("localnet", help="run N nodes as separate processes on 127.0.0.1")
+    p.add_argument("--nodes", type=int, default=4, help="number of nodes (default 4)")
+    p.add_argument("--dir", default=None, help="directory for node data (default: a new temporary directory)")
+    p.add_argument("--chain-id", default="localnet")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.set_defaults(func=cmd_localnet)
 
 
-def prepare(root: Path, nodes: int, reset: bool = False) -> tuple[Path, list[crypto.Keypair]]:
-    """Create (or reuse) a localnet directory; returns the genesis path and identities."""
-    if not 1 <= nodes <= MAX_LOCALNET_NODES:
-        raise UserError(f"--nodes must be between 1 and {MAX_LOCALNET_NODES}")
-    if reset and root.exists():
-        import shutil
+def cmd_localnet(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= 64:
+        raise UserError("--nodes must be between 1 and 64")
+    from ..net.localnet import Localnet
 
-        shutil.rmtree(root)
-    ids = g.localnet_identities(nodes)
-    gpath = root / "genesis.cbor"
-    if gpath.exists():
-        gen = read_genesis(gpath)
-        if [n.identity for n in gen.bootstrap_nodes] != [k.pubkey for k in ids]:
-            raise UserError(f"{root} holds a localnet of {len(gen.bootstrap_nodes)} node(s); use --reset to start over with {nodes}")
-    else:
-        model = default_model_file()
-        gen = g.build_genesis(
-            bootstrap=[k.pubkey for k in ids],
-            creation_time_s=int(time.time()),
-            accounts=[(g.localnet_faucet().pubkey, g.DEFAULT_FAUCET_LAMPORTS)],
-            model_digest=file_sha256(model) if model else None,
-        )
-        write_file_atomic(gpath, codec.encode(gen))
-    for i, kp in enumerate(ids):
-        kpath = root / f"node-{i}" / "identity.json"
-        if not kpath.exists():
-            crypto.write_keypair_file(kpath, kp)
-    fpath = root / "faucet.json"
-    if not fpath.exists():
-        crypto.write_keypair_file(fpath, g.localnet_faucet())
-    return gpath, ids
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
+    net = Localnet(root, args.nodes, chain_id=args.chain_id, echo=sys.stdout)
+    stop = {"sig": 0}
 
+    def on_signal(sig: int, _frame: Any) -> None:
+        stop["sig"] = sig
 
-def _localnet(args: argparse.Namespace) -> int:
-    gpath, ids = prepare(args.dir, args.nodes, args.reset)
-    gen = read_genesis(gpath)
-    print(f"localnet in {args.dir}: chain {gen.chain_id}, genesis {crypto.encode_address(gen.hash())}")
-    for i, kp in enumerate(ids):
-        print(f"  node-{i}  {kp.address}  LStake {gen.bootstrap_nodes[i].lstake}")
-    print(f"  model: {gen.model.name}" + (f" (sha256 {gen.model.digest.hex()[:16]}...)" if gen.model.digest else ""))
-    print("node processes: not started: this build has no network layer yet (see the networking issue)")
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"localnet: {args.nodes} node(s) in {root}", flush=True)
+        try:
+            net.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise UserError(f"localnet failed to start: {exc}") from None
+        print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
+        t0 = time.monotonic()
+        while not stop["sig"] and (not args.duration or time.monotonic() - t0 < args.duration):
+            if not all(n.alive() for n in net.nodes):
+                dead = [n.index for n in net.nodes if not n.alive()]
+                print(f"localnet: node(s) {dead} exited", flush=True)
+                break
+            time.sleep(0.2)
+    finally:
+        print("localnet: stopping", flush=True)
+        net.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    codes = [n.proc.returncode for n in net.nodes]
+    print(f"localnet: stopped (exit codes {codes})", flush=True)
     return 0

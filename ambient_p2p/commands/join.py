@@ -1,0 +1,175 @@
+"""`ambient-p2p join <bootstrap-multiaddr>`: run a networking node (and `run` for a
+bootstrap node with no peer to join).
+
+The node prints ``listening <multiaddr>`` and ``identity <address>``, then a status line
+every few seconds, until SIGINT/SIGTERM, which cancel its nursery (clean shutdown; a
+watchdog forces exit if py-libp2p fails to unwind within a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+DEFAULT_CHAIN_ID = "localnet"
+SHUTDOWN_WATCHDOG_S = 10.0
+
+
+def _add_node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keypair", metavar="FILE", help="Solana-format identity keypair (default: DIR/identity.json, generated)")
+    p.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable; default /ip4/127.0.0.1/tcp/0)")
+    p.add_argument("--ledger", "--data-dir", dest="data_dir", metavar="DIR", help="node directory: identity, node.json, control socket (default ./ambient-node)")
+    p.add_argument("--genesis", metavar="FILE", help="genesis file (canonical CBOR Genesis); sets the chain id")
+    p.add_argument("--chain-id", default=None, help=f"chain id when no --genesis is given (default {DEFAULT_CHAIN_ID})")
+    p.add_argument("--peer", metavar="MULTIADDR", action="append", default=[], help="additional peer to dial (repeatable)")
+    p.add_argument("--target-peers", type=int, default=8, help="connections to maintain (default 8)")
+    p.add_argument("--join-timeout", type=float, default=15.0, help="seconds to reach a bootstrap peer before giving up (default 15)")
+    p.add_argument("--status-interval", type=float, default=2.0, help="seconds between status lines (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no status lines")
+    p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("join", help="run a node that joins the network through a bootstrap peer")
+    p.add_argument("bootstrap", help="bootstrap peer, e.g. /ip4/127.0.0.1/tcp/9000/p2p/12D3KooW...")
+    _add_node_args(p)
+    p.set_defaults(func=cmd_join)
+    r = sub.add_parser("run", help="run a node without joining anyone (a network's first, bootstrap node)")
+    _add_node_args(r)
+    r.set_defaults(func=cmd_run, bootstrap=None)
+
+
+def load_identity(keypair: str | None, data_dir: Path) -> Any:
+    from ..core.crypto import CryptoError, Keypair, read_keypair_file, write_keypair_file
+
+    try:
+        if keypair:
+            return read_keypair_file(keypair)
+        path = data_dir / "identity.json"
+        if path.exists():
+            return read_keypair_file(path)
+        kp = Keypair.generate()
+        write_keypair_file(path, kp)
+        return kp
+    except CryptoError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_chain_id(genesis: str | None, chain_id: str | None) -> str:
+    from ..core.codec import DecodeError, decode
+    from ..core.messages import Genesis
+
+    if genesis is None:
+        return chain_id or DEFAULT_CHAIN_ID
+    try:
+        data = Path(genesis).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read genesis file {genesis}: {exc.strerror}") from None
+    try:
+        g = decode(data, expected=Genesis)
+    except DecodeError as exc:
+        raise UserError(f"{genesis} is not a genesis file: {exc}") from None
+    if chain_id and chain_id != g.chain_id:
+        raise UserError(f"--chain-id {chain_id} contradicts the genesis file's chain id {g.chain_id}")
+    return g.chain_id
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    return _run_node(args, [args.bootstrap] + list(args.peer))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_node(args, list(args.peer))
+
+
+def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    data_dir = Path(args.data_dir or "ambient-node")
+    # validate user input before the (slow) libp2p import
+    from ..net.host import HostError, parse_multiaddr, parse_peer_multiaddr
+
+    try:
+        for b in bootstrap:
+            parse_peer_multiaddr(b)
+        for a in args.listen or []:
+            parse_multiaddr(a)
+    except HostError as exc:
+        raise UserError(str(exc)) from None
+    chain_id = load_chain_id(args.genesis, args.chain_id)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {data_dir}: {exc.strerror}") from None
+    kp = load_identity(args.keypair, data_dir)
+
+    import logging
+
+    import trio
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # py-libp2p logs every failed stream open and dropped message as a multi-line warning;
+    # our status line counts those events instead.
+    logging.getLogger("libp2p").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
+
+    from ..net.node import JoinError, NetNode, NodeConfig
+
+    cfg = NodeConfig(
+        keypair=kp,
+        chain_id=chain_id,
+        listen=list(args.listen or ["/ip4/127.0.0.1/tcp/0"]),
+        bootstrap=bootstrap,
+        data_dir=data_dir,
+        target_peers=args.target_peers,
+        join_timeout_s=args.join_timeout,
+        status_interval_s=args.status_interval,
+        print_status=not args.quiet,
+    )
+    interrupted = {"sig": 0}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                    async for sig in sigs:
+                        interrupted["sig"] = sig
+                        # watchdog: py-libp2p must unwind promptly; never hang on shutdown
+                        t = threading.Timer(SHUTDOWN_WATCHDOG_S, lambda: os._exit(3))
+                        t.daemon = True
+                        t.start()
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(on_signals)
+            await NetNode(cfg).run()
+
+    try:
+        trio.run(main)
+    except (JoinError, HostError) as exc:
+        raise UserError(str(exc)) from None
+    except BaseExceptionGroup as eg:
+        leaf = _first_leaf(eg, (JoinError, HostError))
+        if leaf is not None:
+            raise UserError(str(leaf)) from None
+        raise
+    if interrupted["sig"]:
+        print(f"stopped ({signal.Signals(interrupted['sig']).name})", file=sys.stderr, flush=True)
+    return 0
+
+
+def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``types`` inside a (nested) trio exception group."""
+    for e in eg.exceptions:
+        if isinstance(e, types):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            found = _first_leaf(e, types)
+            if found is not None:
+                return found
+    return None

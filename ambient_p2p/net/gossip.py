@@ -1,0 +1,545 @@
+"""Gossipsub topics, validators, scoring and back-pressure (normative text: spec/network.md).
+
+Topics are ``/ambient/<chain-id>/<kind>/1`` for kind in :data:`TOPIC_KINDS`. Every message
+is a :class:`~ambient_p2p.net.messages.GossipEnvelope`; its gossipsub message id is
+``sha256(data)``, so the same envelope arriving over several paths is processed once.
+
+Rules a message must pass before it is delivered or forwarded (checked in this order by
+:class:`EnvelopeChecker`; the first failure is the reject reason):
+
+====================  =====================================================================
+reason                rule
+====================  =====================================================================
+``too-large``         ``len(data)`` <= the topic's limit (:data:`TOPIC_LIMITS`)
+``malformed``         strict canonical-CBOR decode as ``GossipEnvelope``
+``wrong-topic``       ``envelope.topic`` equals the gossipsub topic it arrived on
+``origin-mismatch``   ``envelope.origin`` is the ed25519 key of the libp2p ``from`` peer
+``stale``/``future``  ``now - FRESHNESS_WINDOW_MS <= wallclock_ms <= now + FUTURE_SKEW_MS``
+``bad-signature``     Ambient ``gossip``-purpose signature by ``origin``
+``replay``            (origin, sha256(payload)) not accepted before (bounded memory)
+kind-specific         the topic's payload check (e.g. shreds: batch decode, slot leader)
+====================  =====================================================================
+
+A rejected message is not delivered and not forwarded, is counted against the peer that
+forwarded it (our counter and py-libp2p's P4 score), and after :data:`BAN_REJECTS` rejects
+within the decay window the peer is blacklisted and disconnected for :data:`BAN_DURATION_S`.
+
+py-libp2p 0.8.1 behaviours this module works around (each has a test in
+tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
+
+1. ``spam_protection_enabled`` (default on, 10 msgs/s per topic) also throttles our *own*
+   publishes: disabled; abuse is handled by validation + scoring + ban instead.
+2. The subscription channel holds 32 messages and drops the rest with only a log line: we
+   override ``notify_subscriptions`` to deliver into our own bounded queues with counters.
+3. ``publish()`` never pushes back and per-peer outbound queues (32 RPCs) drop silently:
+   :meth:`GossipService.publish` waits (bounded) while any outbound queue is near full,
+   and dropped RPCs are counted via ``_handle_dropped_rpc``.
+4. Messages whose libp2p signature is bad are dropped *before* topic validation and are
+   not scored: we check the signature first and count the reject ourselves.
+5. The scorer forgets a peer's score when it disconnects, so a spammer could reconnect
+   clean: our reject counters and bans are kept per peer id across reconnects.
+6. A negative validation result is cached by message id for ``validation_cache_ttl``; with
+   content-hash ids a poisoned id would need the honest message's exact bytes, and we set
+   the cache TTL below the freshness window so a cached "valid" never outlives freshness.
+7. The default heartbeat interval is 120 s (go-libp2p: 1 s): set to 1 s.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..core.codec import DecodeError, decode, encode
+from ..core.crypto import Keypair
+from .host import pubkey_of_peer_id
+from .messages import (
+    GOSSIP_ENVELOPE_OVERHEAD_BYTES,
+    GossipEnvelope,
+    ShredBatch,
+    envelope_signature_ok,
+    seal_envelope,
+    shred_key,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from libp2p.abc import IHost
+    from libp2p.peer.id import ID
+
+TOPIC_KINDS: tuple[str, ...] = ("shreds", "votes", "logit-pool", "auction", "txs")
+#: Largest encoded envelope (bytes) admitted per topic kind.
+TOPIC_LIMITS: dict[str, int] = {
+    "shreds": 128 * 1024 + GOSSIP_ENVELOPE_OVERHEAD_BYTES,
+    "votes": 4 * 1024,
+    "logit-pool": 64 * 1024,
+    "auction": 8 * 1024,
+    "txs": 64 * 1024,
+}
+#: Gossipsub protocol ids we speak (1.1 for peers without IDONTWANT).
+GOSSIPSUB_PROTOCOLS = ("/meshsub/1.2.0", "/meshsub/1.1.0")
+MESH_D, MESH_D_LOW, MESH_D_HIGH = 6, 4, 12
+HEARTBEAT_INTERVAL_S = 1
+GOSSIP_WINDOW, GOSSIP_HISTORY = 3, 5
+FANOUT_TTL_S = 60
+PRUNE_BACKOFF_S = 60
+PX_PEERS = 16
+#: Send our own messages to every subscribed peer (not just the mesh); see make_router.
+FLOOD_PUBLISH = True
+SEEN_TTL_S = 120
+FRESHNESS_WINDOW_MS = 30_000
+FUTURE_SKEW_MS = 2_000
+VALIDATION_CACHE_TTL_S = 20  # < FRESHNESS_WINDOW_MS (pitfall 6)
+VALIDATION_CACHE_SIZE = 512
+MAX_INBOUND_RPC_BYTES = 1 << 20
+#: Bounded queue from gossip to the core, per topic kind (messages).
+DELIVERY_QUEUE_LEN = 4096
+#: Publisher back-pressure: wait while any peer's outbound queue (py-libp2p: 32) holds
+#: at least this many RPCs, for at most PUBLISH_WAIT_MAX_S.
+OUTBOUND_HIGH_WATER = 24
+PUBLISH_WAIT_MAX_S = 0.5
+#: Replay memory: (origin, payload hash) pairs remembered per topic kind.
+REPLAY_MEMORY = 65_536
+#: Ban policy (ours, on top of py-libp2p scoring).
+BAN_REJECTS = 8
+REJECT_DECAY_S = 60.0
+BAN_DURATION_S = 600.0
+
+
+def topic_name(chain_id: str, kind: str) -> str:
+    if kind not in TOPIC_KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return f"/ambient/{chain_id}/{kind}/1"
+
+
+def kind_of_topic(chain_id: str, topic: str) -> str | None:
+    prefix = f"/ambient/{chain_id}/"
+    if not topic.startswith(prefix) or not topic.endswith("/1"):
+        return None
+    kind = topic[len(prefix) : -2]
+    return kind if kind in TOPIC_KINDS else None
+
+
+def message_id(data: bytes) -> bytes:
+    """Gossipsub message id: sha256 of the message data (content addressed)."""
+    return hashlib.sha256(data).digest()
+
+
+#: A kind-specific payload check: (envelope) -> reject reason, or None to accept.
+PayloadCheck = Callable[[GossipEnvelope], "str | None"]
+
+
+def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None) -> PayloadCheck:
+    """Payload check of the shreds topic: a ShredBatch of well-formed packets from one
+    slot range; when ``leader_for_slot`` knows a slot's leader, only it may publish."""
+
+    def check(env: GossipEnvelope) -> str | None:
+        try:
+            batch = decode(env.payload, expected=ShredBatch)
+        except DecodeError:
+            return "bad-payload"
+        if not batch.shreds:
+            return "bad-payload"
+        for s in batch.shreds:
+            key = shred_key(s)
+            if key is None:
+                return "bad-shred"
+            if leader_for_slot is not None:
+                leader = leader_for_slot(key[0])
+                if leader is not None and leader != env.origin:
+                    return "not-leader"
+        return None
+
+    return check
+
+
+@dataclass
+class EnvelopeChecker:
+    """The sans-IO half of validation: pure checks over bytes + a clock reading."""
+
+    chain_id: str
+    payload_checks: dict[str, PayloadCheck] = field(default_factory=dict)
+    _replay: dict[str, collections.OrderedDict[bytes, None]] = field(default_factory=dict)
+
+    def check(self, topic: str, data: bytes, sender_pubkey: bytes | None, now_ms: int) -> tuple[str | None, GossipEnvelope | None]:
+        """Return (None, envelope) to accept, or (reason, None) to reject."""
+        kind = kind_of_topic(self.chain_id, topic)
+        if kind is None:
+            return "unknown-topic", None
+        if len(data) > TOPIC_LIMITS[kind]:
+            return "too-large", None
+        try:
+            env = decode(data, expected=GossipEnvelope)
+        except DecodeError:
+            return "malformed", None
+        if env.topic != topic:
+            return "wrong-topic", None
+        if sender_pubkey is None or sender_pubkey != env.origin:
+            return "origin-mismatch", None
+        if env.wallclock_ms + FRESHNESS_WINDOW_MS < now_ms:
+            return "stale", None
+        if env.wallclock_ms > now_ms + FUTURE_SKEW_MS:
+            return "future", None
+        if not envelope_signature_ok(env):
+            return "bad-signature", None
+        rkey = env.origin + hashlib.sha256(env.payload).digest()
+        seen = self._replay.setdefault(kind, collections.OrderedDict())
+        if rkey in seen:
+            return "replay", None
+        pc = self.payload_checks.get(kind)
+        if pc is not None:
+            reason = pc(env)
+            if reason is not None:
+                return reason, None
+        seen[rkey] = None
+        if len(seen) > REPLAY_MEMORY:
+            seen.popitem(last=False)
+        return None, env
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A validated message handed to the core."""
+
+    kind: str
+    envelope: GossipEnvelope
+    forwarder: str  # base58 peer id of the peer we got it from
+    received_ms: int
+
+
+@dataclass
+class GossipStats:
+    published: collections.Counter[str] = field(default_factory=collections.Counter)
+    delivered: collections.Counter[str] = field(default_factory=collections.Counter)
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)  # by reason
+    rejected_from: collections.Counter[str] = field(default_factory=collections.Counter)  # by forwarder (bounded)
+    delivery_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    outbound_rpc_dropped: int = 0
+    publish_waits: int = 0
+    publish_wait_timeouts: int = 0
+    bans: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "published": dict(self.published),
+            "delivered": dict(self.delivered),
+            "rejected": dict(self.rejected),
+            "rejected_from": dict(self.rejected_from),
+            "delivery_dropped": dict(self.delivery_dropped),
+            "outbound_rpc_dropped": self.outbound_rpc_dropped,
+            "publish_waits": self.publish_waits,
+            "publish_wait_timeouts": self.publish_wait_timeouts,
+            "bans": self.bans,
+        }
+
+
+def score_params() -> Any:
+    """Peer-score parameters (values and reasoning in spec/network.md "Peer scoring").
+
+    py-libp2p's scorer *subtracts* ``p4.weight * invalid`` (positive weight = penalty), uses
+    one parameter set for all topics, never feeds P3, and its P1 counts grafts, not time."""
+    from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+    return ScoreParams(
+        p1_time_in_mesh=TopicScoreParams(weight=0.0, cap=0.0, decay=1.0),
+        p2_first_message_deliveries=TopicScoreParams(weight=1.0, cap=20.0, decay=0.97),
+        p3_mesh_message_deliveries=TopicScoreParams(weight=0.0, cap=0.0, decay=1.0),
+        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=0.99),
+        p5_behavior_penalty_weight=1.0,
+        p5_behavior_penalty_decay=0.95,
+        p5_behavior_penalty_threshold=20.0,
+        p7_ip_colocation_weight=0.0,
+        gossip_threshold=-20.0,
+        publish_threshold=-100.0,
+        graylist_threshold=-150.0,
+        accept_px_threshold=0.0,
+    )
+
+
+def make_router(*, eclipse_protection: bool = False) -> Any:
+    """Our GossipSub router (a subclass that counts outbound drops)."""
+    from libp2p.pubsub.gossipsub import GossipSub
+
+    class AmbientGossipSub(GossipSub):  # type: ignore[misc]
+        """Counts RPCs py-libp2p drops on full outbound queues (pitfall 3)."""
+
+        dropped_rpcs = 0
+
+        def _get_peers_to_send(self, topic_ids: Any, msg_forwarder: Any, origin: Any, msg_id: Any = None) -> Any:
+            """Flood publishing (gossipsub v1.1, go-libp2p's default, absent from py-libp2p):
+            our *own* messages go to every subscribed peer whose score is above the publish
+            threshold, not only to mesh peers, so a peer whose GRAFT is still in back-off
+            after a restart still gets them at once."""
+            peers = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+            me = self.pubsub.my_id if self.pubsub is not None else None
+            if FLOOD_PUBLISH and origin == me and msg_forwarder == me and self.pubsub is not None:
+                for t in topic_ids:
+                    for p in self.pubsub.peer_topics.get(t, ()):
+                        if p != me and self.scorer.score(p, [t]) >= self.scorer.params.publish_threshold:
+                            peers.add(p)
+            yield from peers
+
+        def _handle_dropped_rpc(self, peer_id: Any, rpc: Any, reason: str) -> None:
+            self.dropped_rpcs += 1
+            super()._handle_dropped_rpc(peer_id, rpc, reason)
+
+    return AmbientGossipSub(
+        list(GOSSIPSUB_PROTOCOLS),
+        MESH_D,
+        MESH_D_LOW,
+        MESH_D_HIGH,
+        time_to_live=FANOUT_TTL_S,
+        gossip_window=GOSSIP_WINDOW,
+        gossip_history=GOSSIP_HISTORY,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        do_px=True,
+        px_peers_count=PX_PEERS,
+        prune_back_off=PRUNE_BACKOFF_S,
+        score_params=score_params(),
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+        eclipse_protection_enabled=eclipse_protection,
+    )
+
+
+class GossipService:
+    """Gossip for one node: topics of one chain, validators, delivery queues, counters.
+
+    Use inside a trio nursery::
+
+        svc = GossipService(host, kp, chain_id)
+        async with svc.run():
+            await svc.publish("txs", payload)
+            d = await svc.receive("txs")
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        kp: Keypair,
+        chain_id: str,
+        *,
+        kinds: tuple[str, ...] = TOPIC_KINDS,
+        payload_checks: dict[str, PayloadCheck] | None = None,
+        queue_len: int = DELIVERY_QUEUE_LEN,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        eclipse_protection: bool = False,
+    ) -> None:
+        from libp2p.pubsub.pubsub import Pubsub
+        from libp2p.pubsub.validators import signature_validator
+
+        self.host = host
+        self.kp = kp
+        self.chain_id = chain_id
+        self.kinds = kinds
+        self.clock_ms = clock_ms
+        self.stats = GossipStats()
+        checks = {"shreds": shreds_check()}
+        checks.update(payload_checks or {})
+        self.checker = EnvelopeChecker(chain_id, checks)
+        self._reject_counts: dict[str, tuple[float, float]] = {}  # peer -> (count, last_t)
+        self._banned_until: dict[str, float] = {}
+        self._pending: collections.OrderedDict[int, GossipEnvelope] = collections.OrderedDict()
+        self._send: dict[str, trio.MemorySendChannel[Delivery]] = {}
+        self._recv: dict[str, trio.MemoryReceiveChannel[Delivery]] = {}
+        for k in kinds:
+            s, r = trio.open_memory_channel[Delivery](queue_len)
+            self._send[k], self._recv[k] = s, r
+        svc = self
+
+        class AmbientPubsub(Pubsub):  # type: ignore[misc]
+            def notify_subscriptions(self, publish_message: Any) -> None:
+                # pitfall 2: deliver into our bounded queues, counting drops
+                svc._deliver(publish_message)
+
+            async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
+                # pitfall 4: a bad libp2p signature would be dropped unscored
+                if (
+                    msg_forwarder != self.my_id
+                    and not self.is_peer_blacklisted(msg_forwarder)
+                    and not self._is_msg_seen(msg)
+                    and not signature_validator(msg)
+                ):
+                    svc._reject(msg_forwarder, "bad-libp2p-signature", list(msg.topicIDs))
+                    return
+                await super().push_msg(msg_forwarder, msg)
+
+        self.router = make_router(eclipse_protection=eclipse_protection)
+        self.pubsub = AmbientPubsub(
+            host,
+            self.router,
+            seen_ttl=SEEN_TTL_S,
+            strict_signing=True,
+            msg_id_constructor=lambda m: message_id(m.data),
+            validation_cache_ttl=VALIDATION_CACHE_TTL_S,
+            validation_cache_size=VALIDATION_CACHE_SIZE,
+            max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES,
+            allowed_topics=frozenset(topic_name(chain_id, k) for k in kinds),
+        )
+        for k in kinds:
+            self.pubsub.set_topic_validator(topic_name(chain_id, k), self._validator, False)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Async context manager running pubsub + router and subscribed to every topic."""
+        import contextlib
+
+        from libp2p.tools.anyio_service import background_trio_service
+
+        @contextlib.asynccontextmanager
+        async def _run() -> Any:
+            async with background_trio_service(self.pubsub), background_trio_service(self.router):
+                await self.pubsub.wait_until_ready()
+                for k in self.kinds:
+                    await self.pubsub.subscribe(topic_name(self.chain_id, k))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._unban_loop)
+                    try:
+                        yield self
+                    finally:
+                        nursery.cancel_scope.cancel()
+
+        return _run()
+
+    async def _unban_loop(self) -> None:
+        from libp2p.peer.id import ID
+
+        while True:
+            await trio.sleep(1.0)
+            now = time.monotonic()
+            for pid, until in list(self._banned_until.items()):
+                if until <= now:
+                    del self._banned_until[pid]
+                    self.pubsub.remove_from_blacklist(ID.from_base58(pid))
+
+    # -- validation ------------------------------------------------------------------------
+    def _validator(self, forwarder: ID, msg: Any) -> bool:
+        topics = list(msg.topicIDs)
+        if len(topics) != 1:
+            self._reject(forwarder, "multi-topic", topics)
+            return False
+        origin = pubkey_of_peer_id(_id_from_bytes(msg.from_id))
+        reason, env = self.checker.check(topics[0], msg.data, origin, self.clock_ms())
+        if reason is not None:
+            self._reject(forwarder, reason, topics)
+            return False
+        self._pending[id(msg)] = env  # type: ignore[assignment]
+        if len(self._pending) > 4096:  # validated but never notified (e.g. self-loop drop)
+            self._pending.popitem(last=False)
+        return True
+
+    def _reject(self, forwarder: ID, reason: str, topics: list[str]) -> None:
+        self.stats.rejected[reason] += 1
+        if forwarder == self.host.get_id():
+            return
+        pid = forwarder.to_base58()
+        if pid in self.stats.rejected_from or len(self.stats.rejected_from) < 1024:
+            self.stats.rejected_from[pid] += 1
+        now = time.monotonic()
+        count, last = self._reject_counts.get(pid, (0.0, now))
+        count = count * 0.5 ** ((now - last) / REJECT_DECAY_S) + 1.0
+        self._reject_counts[pid] = (count, now)
+        if reason == "bad-libp2p-signature":  # not scored by py-libp2p (pitfall 4)
+            for t in topics:
+                self.router.scorer.on_invalid_message(forwarder, t)
+        if count >= BAN_REJECTS and pid not in self._banned_until:
+            self.ban(forwarder)
+
+    def ban(self, peer: ID) -> None:
+        """Blacklist ``peer`` in pubsub and drop its connection for BAN_DURATION_S."""
+        pid = peer.to_base58()
+        self._banned_until[pid] = time.monotonic() + BAN_DURATION_S
+        self.stats.bans += 1
+        self.pubsub.add_to_blacklist(peer)
+        self.pubsub.manager.run_task(self._disconnect, peer)
+
+    async def _disconnect(self, peer: ID) -> None:
+        with trio.move_on_after(5):
+            try:
+                await self.host.disconnect(peer)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+
+    def is_banned(self, peer: ID) -> bool:
+        return peer.to_base58() in self._banned_until
+
+    def reject_count(self, peer: ID) -> float:
+        return self._reject_counts.get(peer.to_base58(), (0.0, 0.0))[0]
+
+    def peer_score(self, peer: ID) -> float:
+        return float(self.router.scorer.score(peer, [topic_name(self.chain_id, k) for k in self.kinds]))
+
+    # -- delivery --------------------------------------------------------------------------
+    def _deliver(self, msg: Any) -> None:
+        env = self._pending.pop(id(msg), None)
+        topics = list(msg.topicIDs)
+        if len(topics) != 1:
+            return
+        kind = kind_of_topic(self.chain_id, topics[0])
+        if kind is None or kind not in self._send:
+            return
+        if env is None:  # validated earlier under another object; decode again (rare)
+            try:
+                env = decode(msg.data, expected=GossipEnvelope)
+            except DecodeError:
+                return
+        if env.origin == self.kp.pubkey:
+            return  # our own publish: the core already has it
+        d = Delivery(kind, env, _id_from_bytes(msg.from_id).to_base58(), self.clock_ms())
+        try:
+            self._send[kind].send_nowait(d)
+            self.stats.delivered[kind] += 1
+        except trio.WouldBlock:
+            self.stats.delivery_dropped[kind] += 1
+
+    async def receive(self, kind: str) -> Delivery:
+        return await self._recv[kind].receive()
+
+    def receive_nowait(self, kind: str) -> Delivery | None:
+        try:
+            return self._recv[kind].receive_nowait()
+        except trio.WouldBlock:
+            return None
+
+    # -- publishing ------------------------------------------------------------------------
+    def seal(self, kind: str, payload: bytes) -> bytes:
+        """Encode + sign an envelope; ValueError if it exceeds the topic's limit."""
+        data = encode(seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms()))
+        if len(data) > TOPIC_LIMITS[kind]:
+            raise ValueError(f"{kind} message of {len(data)} bytes exceeds limit {TOPIC_LIMITS[kind]}")
+        return data
+
+    def _outbound_full(self) -> bool:
+        return any(len(q) >= OUTBOUND_HIGH_WATER for q in self.pubsub.peer_queues.values())
+
+    async def publish(self, kind: str, payload: bytes) -> bytes:
+        """Publish ``payload`` on ``kind``; returns the message id. Waits (bounded) while a
+        peer's outbound queue is near full, instead of letting py-libp2p drop silently."""
+        data = self.seal(kind, payload)
+        return await self.publish_sealed(kind, data)
+
+    async def publish_sealed(self, kind: str, data: bytes) -> bytes:
+        if self._outbound_full():
+            self.stats.publish_waits += 1
+            with trio.move_on_after(PUBLISH_WAIT_MAX_S) as scope:
+                while self._outbound_full():
+                    await trio.sleep(0.002)
+            if scope.cancelled_caught:
+                self.stats.publish_wait_timeouts += 1
+        await self.pubsub.publish(topic_name(self.chain_id, kind), data)
+        self.stats.published[kind] += 1
+        self.stats.outbound_rpc_dropped = self.router.dropped_rpcs
+        return message_id(data)
+
+    def mesh_sizes(self) -> dict[str, int]:
+        return {k: len(self.router.mesh.get(topic_name(self.chain_id, k), ())) for k in self.kinds}
+
+
+def _id_from_bytes(raw: bytes) -> ID:
+    from libp2p.peer.id import ID
+
+    return ID(raw)

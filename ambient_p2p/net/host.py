@@ -1,0 +1,243 @@
+"""The libp2p host: identity, transports, security, muxing (normative text: spec/network.md).
+
+Why this module exists rather than a bare ``libp2p.new_host()`` call:
+
+* **Identity.** A node has exactly one key, the ed25519 key behind its Solana-format
+  address. The libp2p peer id is derived from that same key (identity multihash of the
+  protobuf-encoded ed25519 public key, the ``12D3KooW...`` form), so a peer id and an
+  address name the same node and :func:`pubkey_of_peer_id` converts back.
+* **Security.** py-libp2p 0.8.1's ``new_swarm`` defaults to offering Noise, TLS, *secio and
+  plaintext* (verified in ``libp2p/__init__.py``). An Ambient node offers **Noise only**, so a
+  peer can never downgrade a connection to an unauthenticated or deprecated channel.
+* **Lifetime.** :func:`open_host` is an async context manager: everything the host runs
+  lives inside the caller's trio nursery and is cancelled when the block exits, which is how
+  Ctrl-C and SIGTERM stop a node (the node shell turns SIGTERM into cancellation).
+
+libp2p is imported lazily inside functions so ``ambient-p2p --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.crypto import PUBKEY_BYTES, Keypair
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from libp2p.abc import IHost
+    from libp2p.peer.id import ID
+
+#: Default listen address of a node (TCP on loopback, OS-chosen port).
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+#: Multistream/Noise/Yamux negotiation must finish within this many seconds.
+NEGOTIATE_TIMEOUT_S = 10
+#: The only security protocol a node offers or accepts.
+NOISE_PROTOCOL = "/noise"
+#: Stream muxer (mplex is not offered: it has no flow control).
+YAMUX_PROTOCOL = "/yamux/1.0.0"
+
+
+class HostError(Exception):
+    """A host could not be created or could not listen (bad multiaddr, port in use)."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What a host listens on. ``listen`` are multiaddr strings (TCP; ``/udp/.../quic-v1``
+    is accepted by py-libp2p but not used by default: its bulk throughput is poor)."""
+
+    listen: Sequence[str] = field(default_factory=lambda: (DEFAULT_LISTEN,))
+    target_peers: int = 8
+
+
+def libp2p_keypair(kp: Keypair) -> Any:
+    """The py-libp2p ``KeyPair`` for our ed25519 key (same secret seed, same public key)."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    lkp = create_new_key_pair(kp.seed)
+    if lkp.public_key.to_bytes() != kp.pubkey:  # cannot happen unless a library changes
+        raise HostError("libp2p derived a different public key from our seed")
+    return lkp
+
+
+def peer_id_of(pubkey: bytes) -> ID:
+    """The libp2p peer id of an ed25519 public key (``12D3KooW...``)."""
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
+
+    if len(pubkey) != PUBKEY_BYTES:
+        raise HostError(f"public key must be {PUBKEY_BYTES} bytes")
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(bytes(pubkey)))
+
+
+def pubkey_of_peer_id(peer_id: ID) -> bytes | None:
+    """The ed25519 public key inside an identity-multihash peer id, or None if the peer id
+    is not of that form (e.g. an RSA peer, which can never be an Ambient node)."""
+    from libp2p.crypto.serialization import deserialize_public_key
+
+    raw = peer_id.to_bytes()
+    # identity multihash: 0x00 <varint len> <protobuf PublicKey>; ed25519 protobuf is 36 bytes
+    if len(raw) != 2 + 36 or raw[0] != 0x00 or raw[1] != 36:
+        return None
+    try:
+        pk = deserialize_public_key(raw[2:])
+    except Exception:  # noqa: BLE001 - any malformed key is simply "not ours"
+        return None
+    out = pk.to_bytes()
+    return out if len(out) == PUBKEY_BYTES else None
+
+
+def parse_multiaddr(text: str) -> Any:
+    """Parse a multiaddr string, raising :class:`HostError` with a clear reason."""
+    import multiaddr
+
+    try:
+        return multiaddr.Multiaddr(text)
+    except Exception as exc:  # noqa: BLE001 - the library raises several types
+        raise HostError(f"malformed multiaddr {text!r}: {exc}") from None
+
+
+def parse_peer_multiaddr(text: str) -> Any:
+    """Parse ``/ip4/A/tcp/P/p2p/12D3...`` into a py-libp2p ``PeerInfo``; HostError if the
+    address is malformed or lacks the ``/p2p/<peer-id>`` part."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    ma = parse_multiaddr(text)
+    try:
+        return info_from_p2p_addr(ma)
+    except Exception as exc:  # noqa: BLE001
+        raise HostError(f"multiaddr {text!r} must end in /p2p/<peer-id>: {exc}") from None
+
+
+_WORKAROUNDS_APPLIED = False
+#: How long a cached signed peer record is reused before being re-read from the host.
+SPR_CACHE_S = 10.0
+
+
+def apply_workarounds() -> None:
+    """Process-wide fixes for py-libp2p 0.8.1 costs that do not change behaviour
+    (spec/network.md "py-libp2p pitfalls", P8 and P9; idempotent):
+
+    * Yamux sends a WINDOW_UPDATE after *every* read by default
+      (``PY_YAMUX_RELEASE_ON_READ=1``), and pubsub reads each RPC's varint length one byte
+      at a time, so every gossip RPC costs several extra frames each way. We select the
+      library's go-yamux hysteresis mode (``PY_YAMUX_RELEASE_ON_READ=0``) unless the
+      operator set the variable.
+    * Every outgoing pubsub RPC carries a signed peer record that py-libp2p rebuilds from
+      ``get_addrs()`` (multiaddr parsing) per RPC, and every incoming RPC re-verifies the
+      sender's record (an ed25519 verification) even when it is byte-identical to the last
+      one. We cache the outgoing record for SPR_CACHE_S and skip re-consuming a record
+      identical to the one already accepted from that peer.
+    """
+    global _WORKAROUNDS_APPLIED
+    if _WORKAROUNDS_APPLIED:
+        return
+    _WORKAROUNDS_APPLIED = True
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+    import time as _time
+
+    import libp2p.pubsub.gossipsub as _gs
+    import libp2p.pubsub.pubsub as _ps
+    from libp2p.peer import peerstore as _pst
+
+    orig_env = _pst.env_to_send_in_RPC
+    orig_consume = _ps.maybe_consume_signed_record
+    out_cache: dict[int, tuple[bytes, float]] = {}
+    in_cache: dict[tuple[int, Any], bytes] = {}
+
+    def env_cached(host: Any) -> tuple[bytes, bool]:
+        now = _time.monotonic()
+        hit = out_cache.get(id(host))
+        if hit is not None and now - hit[1] < SPR_CACHE_S:
+            return hit[0], False
+        env, fresh = orig_env(host)
+        out_cache[id(host)] = (env, now)
+        return env, fresh
+
+    def consume_cached(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        key = (id(host), peer_id)
+        if in_cache.get(key) == msg.senderRecord:
+            return True
+        ok = bool(orig_consume(msg, host, peer_id))
+        if ok:
+            if len(in_cache) > 4096:
+                in_cache.clear()
+            in_cache[key] = msg.senderRecord
+        return ok
+
+    for mod in (_gs, _ps):
+        if hasattr(mod, "env_to_send_in_RPC"):
+            mod.env_to_send_in_RPC = env_cached
+        if hasattr(mod, "maybe_consume_signed_record"):
+            mod.maybe_consume_signed_record = consume_cached
+
+
+#: Connection manager bounds. py-libp2p's defaults (low watermark 100, high 300) make its
+#: auto-connector re-dial every peerstore entry every 30 s on a small network; ours keep
+#: it aligned with the node's own target peer count.
+MAX_CONNECTIONS = 128
+HIGH_WATERMARK = 64
+
+
+def connection_config(target_peers: int) -> Any:
+    from libp2p.network.config import ConnectionConfig
+
+    low = max(1, target_peers)
+    return ConnectionConfig(
+        max_connections=MAX_CONNECTIONS,
+        min_connections=low,
+        low_watermark=low,
+        high_watermark=max(low, HIGH_WATERMARK),
+    )
+
+
+def build_host(kp: Keypair, listen: Sequence[str], target_peers: int = 8) -> IHost:
+    """A host (not yet running) with Noise-only security and Yamux muxing."""
+    from libp2p import new_host
+    from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.security.noise.transport import PROTOCOL_ID, Transport as NoiseTransport
+
+    apply_workarounds()
+    lkp = libp2p_keypair(kp)
+    addrs = [parse_multiaddr(a) for a in listen]
+    sec = {TProtocol(PROTOCOL_ID): NoiseTransport(lkp, noise_privkey=new_x25519().private_key)}
+    return new_host(
+        key_pair=lkp,
+        sec_opt=sec,
+        muxer_preference="YAMUX",
+        listen_addrs=addrs,
+        negotiate_timeout=NEGOTIATE_TIMEOUT_S,
+        connection_config=connection_config(target_peers),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_host(kp: Keypair, config: HostConfig | None = None) -> AsyncIterator[IHost]:
+    """Run a host listening on ``config.listen`` for the duration of the block.
+
+    Identify and ping handlers are installed by py-libp2p's ``BasicHost`` itself. Leaving
+    the block (normally or by cancellation) closes listeners and connections."""
+    cfg = config or HostConfig()
+    host = build_host(kp, cfg.listen, cfg.target_peers)
+    addrs = [parse_multiaddr(a) for a in cfg.listen]
+    try:
+        async with host.run(listen_addrs=addrs):
+            yield host
+    except OSError as exc:
+        raise HostError(f"cannot listen on {', '.join(cfg.listen)}: {exc.strerror or exc}") from None
+
+
+def full_addrs(host: IHost) -> list[str]:
+    """The host's listen addresses with ``/p2p/<peer-id>`` appended (what others dial)."""
+    pid = host.get_id().to_string()
+    out = []
+    for a in host.get_addrs():
+        s = str(a)
+        out.append(s if "/p2p/" in s else f"{s}/p2p/{pid}")
+    return out

@@ -1,0 +1,212 @@
+"""A loopback network of separate node processes (``ambient-p2p localnet``, the
+multi-process tests and ``ambient-p2p bench gossip``).
+
+Node 0 is started with ``ambient-p2p run`` and is the bootstrap; nodes 1..N-1 are started
+with ``ambient-p2p join <node 0's multiaddr>``. Every process is a child of this object and
+:meth:`Localnet.stop` terminates all of them (SIGTERM, then SIGKILL after a grace period),
+so a test that uses it as a context manager never leaks a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ..core.codec import encode
+from ..core.crypto import Keypair, write_keypair_file
+from ..core.messages import BootstrapNode, EpochParams, Genesis, LStakeParams, ModelSpec, PohParams
+from .node import NODE_FILE, control_request
+
+STOP_GRACE_S = 10.0
+START_TIMEOUT_S = 60.0
+
+
+def make_genesis(chain_id: str, identities: list[bytes]) -> Genesis:
+    """A small localnet genesis whose bootstrap nodes are ``identities``."""
+    return Genesis(
+        chain_id=chain_id,
+        creation_time_s=int(time.time()),
+        poh=PohParams(hashes_per_tick=100, ticks_per_slot=8, target_tick_duration_us=50_000),
+        epoch=EpochParams(slots_per_epoch=64, leader_slots=4),
+        lstake=LStakeParams(short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000),
+        model=ModelSpec(name="SmolLM2-135M-Instruct"),
+        accounts=(),
+        bootstrap_nodes=tuple(BootstrapNode(identity=k, lstake=1) for k in identities),
+    )
+
+
+class NodeProc:
+    """One node process and its directory."""
+
+    def __init__(self, index: int, data_dir: Path, proc: subprocess.Popen[str], echo: IO[str] | None) -> None:
+        self.index = index
+        self.data_dir = data_dir
+        self.proc = proc
+        self.lines: list[str] = []
+        self._signaled = False
+        self._echo = echo
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if len(self.lines) < 100_000:
+                self.lines.append(line)
+            if self._echo is not None:
+                print(f"[node{self.index}] {line}", file=self._echo, flush=True)
+
+    def info(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / NODE_FILE).read_text()))
+
+    def control(self, req: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+        return control_request(self.data_dir, req, timeout_s)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` once (a second SIGTERM during shutdown would kill the process
+        before it finishes unwinding)."""
+        if self.proc.poll() is None and not self._signaled:
+            self._signaled = True
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc.poll() is None:
+            self.send(sig)
+            try:
+                self.proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        return self.proc.returncode
+
+
+class Localnet:
+    def __init__(self, root: Path, nodes: int, *, chain_id: str = "localnet", echo: IO[str] | None = None, extra_args: list[str] | None = None) -> None:
+        if nodes < 1:
+            raise ValueError("need at least one node")
+        self.root = Path(root)
+        self.n = nodes
+        self.chain_id = chain_id
+        self.echo = echo
+        self.extra_args = extra_args or []
+        self.nodes: list[NodeProc] = []
+        self.keys = [Keypair.deterministic(f"localnet/{chain_id}", i) for i in range(nodes)]
+        self.genesis_path = self.root / "genesis.cbor"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _cmd(self) -> list[str]:
+        return [sys.executable, "-m", "ambient_p2p"]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def node_dir(self, i: int) -> Path:
+        return self.root / f"node{i}"
+
+    def spawn(self, i: int, bootstrap: str | None) -> NodeProc:
+        d = self.node_dir(i)
+        d.mkdir(parents=True, exist_ok=True)
+        key = d / "identity.json"
+        if not key.exists():
+            write_keypair_file(key, self.keys[i])
+        args = ["join", bootstrap] if bootstrap else ["run"]
+        args += ["--ledger", str(d), "--keypair", str(key), "--genesis", str(self.genesis_path), "--status-interval", "2"]
+        proc = subprocess.Popen(
+            self._cmd() + args + self.extra_args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self._env(),
+            start_new_session=True,  # Ctrl-C in a terminal reaches only the localnet parent
+        )
+        node = NodeProc(i, d, proc, self.echo)
+        return node
+
+    def wait_ready(self, node: NodeProc, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+        """Wait until the node answers ``status`` on its control socket."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not node.alive():
+                raise RuntimeError(f"node{node.index} exited with {node.proc.returncode}: {node.lines[-5:]}")
+            try:
+                st = node.control({"cmd": "status"}, timeout_s=5.0)
+                if st.get("ok"):
+                    return st
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"node{node.index} not ready after {timeout_s}s: {node.lines[-5:]}")
+
+    def bootstrap_addr(self) -> str:
+        return str(self.nodes[0].info()["addrs"][0])
+
+    def start(self) -> Localnet:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.genesis_path.write_bytes(encode(make_genesis(self.chain_id, [k.pubkey for k in self.keys])))
+        boot = self.spawn(0, None)
+        self.nodes.append(boot)
+        self.wait_ready(boot)
+        addr = self.bootstrap_addr()
+        for i in range(1, self.n):
+            self.nodes.append(self.spawn(i, addr))
+        for node in self.nodes[1:]:
+            self.wait_ready(node)
+        return self
+
+    def restart(self, i: int, bootstrap: str | None = None) -> NodeProc:
+        self.nodes[i].stop()
+        node = self.spawn(i, bootstrap if bootstrap is not None else (self.bootstrap_addr() if i else None))
+        self.nodes[i] = node
+        self.wait_ready(node)
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.send(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Localnet:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- queries ---------------------------------------------------------------------------
+    def statuses(self) -> list[dict[str, Any]]:
+        return [n.control({"cmd": "status"}, timeout_s=20.0) for n in self.nodes if n.alive()]
+
+    def wait_for(self, pred: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(interval_s)
+        return bool(pred())
+
+    def __iter__(self) -> Iterator[NodeProc]:
+        return iter(self.nodes)

@@ -1,0 +1,183 @@
+"""Wire messages of the networking layer (type ids 0x0200-0x02FF; spec/network.md).
+
+Everything a node sends over gossipsub or a request/response stream is one canonical-CBOR
+message from this module, decoded with :func:`ambient_p2p.core.codec.decode` (strict; only
+``DecodeError``). The gossip envelope carries an Ambient-domain signature (purpose
+``gossip``) on top of libp2p's own message signature: libp2p's signature is over its
+protobuf framing and only means something inside gossipsub, while ours covers the topic
+(so chain id and kind) and the payload, and can be re-verified by anything that stores or
+relays the envelope outside libp2p.
+
+Request/response messages are *not* signed: the Noise channel already authenticates the
+peer that opened the stream, and responses are only ever matched to that stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..core import crypto
+from ..core.codec import Bytes, List, Opt, Text, UInt, encode, fld, message
+
+#: Largest payload any gossip topic admits (the shreds topic; see gossip.TOPIC_LIMITS).
+MAX_GOSSIP_PAYLOAD_BYTES = 128 * 1024
+#: Envelope overhead allowance (topic name, origin, timestamps, signature, CBOR heads).
+GOSSIP_ENVELOPE_OVERHEAD_BYTES = 512
+#: A Solana shred packet (and so the largest stand-in shred).
+SHRED_PACKET_BYTES = 1232
+#: Shreds in one gossip batch / one repair response (one FEC set is at most 32+32).
+MAX_SHREDS_PER_BATCH = 64
+#: Request/response limits.
+MAX_REPAIR_ORPHAN_SLOTS = 16
+MAX_POL_POSITIONS = 64
+MAX_POL_OPENING_BYTES = 4096
+MAX_PEERS_IN_LIST = 64
+MAX_MULTIADDR_CHARS = 256
+
+
+@message(type_id=0x0200, version=1, max_size=MAX_GOSSIP_PAYLOAD_BYTES + GOSSIP_ENVELOPE_OVERHEAD_BYTES)
+@dataclass(frozen=True)
+class GossipEnvelope:
+    """One gossip message. ``signature`` is by ``origin`` for purpose ``gossip`` over the
+    canonical encoding with the signature zeroed; ``origin`` must be the key of the libp2p
+    peer that published it (checked by the topic validator)."""
+
+    topic: str = fld(Text(96))
+    origin: bytes = fld(Bytes(32, exact=True))
+    wallclock_ms: int = fld(UInt(64))
+    payload: bytes = fld(Bytes(MAX_GOSSIP_PAYLOAD_BYTES))
+    signature: bytes = fld(Bytes(64, exact=True))
+
+
+@message(type_id=0x0201, version=1, max_size=MAX_SHREDS_PER_BATCH * (SHRED_PACKET_BYTES + 3) + 64)
+@dataclass(frozen=True)
+class ShredBatch:
+    """The payload of the shreds topic: a bounded batch of shred packets (gossiping each
+    1232-byte shred alone would cap a py-libp2p node near 0.7 MB/s; see spec)."""
+
+    shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_SHREDS_PER_BATCH))
+
+
+# -- request / response -------------------------------------------------------------------
+REPAIR_SHRED = 0  # the shred at (slot, index)
+REPAIR_HIGHEST = 1  # the highest-index shred we hold of slot, at or above index
+REPAIR_ORPHAN = 2  # the highest shred of slot and of up to MAX_REPAIR_ORPHAN_SLOTS ancestors
+REPAIR_KINDS = (REPAIR_SHRED, REPAIR_HIGHEST, REPAIR_ORPHAN)
+
+
+@message(type_id=0x0210, version=1, max_size=128)
+@dataclass(frozen=True)
+class RepairRequest:
+    kind: int = fld(UInt(8))
+    slot: int = fld(UInt(64))
+    index: int = fld(UInt(32))
+    nonce: int = fld(UInt(32))
+
+    def __post_init__(self) -> None:
+        if self.kind not in REPAIR_KINDS:
+            raise ValueError(f"unknown repair kind {self.kind}")
+
+
+@message(type_id=0x0211, version=1, max_size=MAX_SHREDS_PER_BATCH * (SHRED_PACKET_BYTES + 3) + 64)
+@dataclass(frozen=True)
+class RepairResponse:
+    nonce: int = fld(UInt(32))
+    shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_SHREDS_PER_BATCH))
+
+
+@message(type_id=0x0212, version=1, max_size=1024)
+@dataclass(frozen=True)
+class PolOpenRequest:
+    """Ask a miner to open positions of a PoL commitment (Merkle root of fingerprints)."""
+
+    commitment: bytes = fld(Bytes(32, exact=True))
+    positions: tuple[int, ...] = fld(List(UInt(32), MAX_POL_POSITIONS))
+    nonce: int = fld(UInt(32))
+
+    def __post_init__(self) -> None:
+        if not self.positions:
+            raise ValueError("at least one position")
+        if len(set(self.positions)) != len(self.positions):
+            raise ValueError("positions repeat")
+
+
+@message(type_id=0x0213, version=1, max_size=MAX_POL_POSITIONS * (MAX_POL_OPENING_BYTES + 5) + 64)
+@dataclass(frozen=True)
+class PolOpenResponse:
+    """Openings in request order (format owned by spec/pol.md; opaque here)."""
+
+    nonce: int = fld(UInt(32))
+    openings: tuple[bytes, ...] = fld(List(Bytes(MAX_POL_OPENING_BYTES), MAX_POL_POSITIONS))
+
+
+@message(type_id=0x0214, version=1, max_size=512)
+@dataclass(frozen=True)
+class ErrorResponse:
+    """Sent instead of a response. ``code`` is one of :data:`ERROR_CODES`."""
+
+    nonce: int = fld(UInt(32))
+    code: str = fld(Text(32))
+    detail: str = fld(Text(256))
+
+
+ERROR_CODES = frozenset({"bad-request", "rate-limited", "not-found", "too-large", "unavailable", "internal"})
+
+
+@message(type_id=0x0215, version=1, max_size=64)
+@dataclass(frozen=True)
+class PeersRequest:
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0216, version=1, max_size=MAX_PEERS_IN_LIST * (MAX_MULTIADDR_CHARS + 3) + 64)
+@dataclass(frozen=True)
+class PeersResponse:
+    """Dialable ``/.../p2p/<id>`` addresses of peers the responder is connected to."""
+
+    nonce: int = fld(UInt(32))
+    addrs: tuple[str, ...] = fld(List(Text(MAX_MULTIADDR_CHARS), MAX_PEERS_IN_LIST))
+    note: str | None = fld(Opt(Text(64)), default=None)
+
+
+# -- envelope signing -----------------------------------------------------------------------
+ZERO_SIG = bytes(crypto.SIGNATURE_BYTES)
+
+
+def envelope_signing_bytes(env: GossipEnvelope) -> bytes:
+    return encode(dataclasses.replace(env, signature=ZERO_SIG))
+
+
+def seal_envelope(kp: crypto.Keypair, topic: str, payload: bytes, wallclock_ms: int) -> GossipEnvelope:
+    """Build and sign an envelope for ``payload`` on ``topic``."""
+    env = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload, signature=ZERO_SIG)
+    return dataclasses.replace(env, signature=kp.sign("gossip", envelope_signing_bytes(env)))
+
+
+def envelope_signature_ok(env: GossipEnvelope) -> bool:
+    return crypto.verify(env.origin, "gossip", envelope_signing_bytes(env), env.signature)
+
+
+def shred_key(shred: bytes) -> tuple[int, int] | None:
+    """(slot, index) from a shred's common header (agave layout: signature 64, variant 1,
+    slot u64 LE, index u32 LE), or None if the packet is too short to hold one."""
+    if len(shred) < 77 or len(shred) > SHRED_PACKET_BYTES:
+        return None
+    return int.from_bytes(shred[65:73], "little"), int.from_bytes(shred[73:77], "little")
+
+
+def make_standin_shred(slot: int, index: int, body: bytes = b"", size: int = SHRED_PACKET_BYTES, parent_offset: int = 1) -> bytes:
+    """A stand-in data shred with agave's header layout (common header: zero signature and
+    variant, slot, index, version 0, fec_set_index 0; data header: parent_offset, flags 0,
+    size) for tests and benchmarks until the ledger's shreds land."""
+    head = (
+        bytes(65)
+        + slot.to_bytes(8, "little")
+        + index.to_bytes(4, "little")
+        + bytes(6)
+        + min(parent_offset, slot).to_bytes(2, "little")
+        + bytes(1)
+        + size.to_bytes(2, "little")
+    )
+    pkt = (head + body)[:size]
+    return pkt + bytes(size - len(pkt))

@@ -1,0 +1,375 @@
+"""Request/response protocols over libp2p streams (normative text: spec/network.md).
+
+One request per stream. Both directions are a single frame::
+
+    frame = uvarint(len(body)) || body          body = canonical CBOR message
+
+The requester writes its frame and half-closes; the responder answers with the expected
+response type or an :class:`~ambient_p2p.net.messages.ErrorResponse` (``code`` in
+``ERROR_CODES``) and closes. A frame whose length prefix exceeds the protocol's limit is
+refused *before* its body is read (no remote-controlled allocation). Every stream is bounded
+by :data:`REQUEST_TIMEOUT_S` on both sides. Requests from one peer are rate limited per
+protocol with a token bucket (:data:`RATE_LIMITS`); over-limit requests get ``rate-limited``.
+
+Why not py-libp2p's own ``request_response`` helpers: we need the size check before the body
+read, our strict codec, and an error vocabulary that other implementations can match.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..core.codec import DecodeError, decode, encode, message_type_of
+from .messages import (
+    MAX_REPAIR_ORPHAN_SLOTS,
+    ErrorResponse,
+    PeersRequest,
+    PeersResponse,
+    PolOpenRequest,
+    PolOpenResponse,
+    RepairRequest,
+    RepairResponse,
+    REPAIR_HIGHEST,
+    REPAIR_ORPHAN,
+    REPAIR_SHRED,
+    shred_key,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from libp2p.abc import IHost, INetStream
+    from libp2p.peer.id import ID
+
+PROTO_REPAIR = "/ambient/repair/1"
+PROTO_POL_OPEN = "/ambient/pol-open/1"
+PROTO_PEERS = "/ambient/peers/1"
+REQUEST_TIMEOUT_S = 5.0
+MAX_UVARINT_BYTES = 5  # frames are < 4 GiB; longer prefixes are malformed
+
+#: protocol -> (request type, response type)
+PROTOCOLS: dict[str, tuple[type, type]] = {
+    PROTO_REPAIR: (RepairRequest, RepairResponse),
+    PROTO_POL_OPEN: (PolOpenRequest, PolOpenResponse),
+    PROTO_PEERS: (PeersRequest, PeersResponse),
+}
+#: protocol -> (bucket capacity, refill per second), per requesting peer.
+RATE_LIMITS: dict[str, tuple[float, float]] = {
+    PROTO_REPAIR: (256.0, 128.0),
+    PROTO_POL_OPEN: (16.0, 4.0),
+    PROTO_PEERS: (4.0, 0.5),
+}
+
+
+class ReqRespError(Exception):
+    """A request failed: the peer answered an ErrorResponse (``code`` from the wire) or the
+    exchange failed locally (``timeout``, ``unavailable``, ``bad-response``)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+def encode_frame(body: bytes) -> bytes:
+    n, out = len(body), bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            break
+    return bytes(out) + body
+
+
+async def _read_some(stream: INetStream, n: int) -> bytes:
+    from libp2p.network.stream.exceptions import StreamEOF
+
+    try:
+        return bytes(await stream.read(n))
+    except StreamEOF:
+        return b""
+
+
+async def read_frame(stream: INetStream, max_len: int) -> bytes:
+    """Read one frame; FrameError('too-large') before reading an oversized body,
+    FrameError('bad-request') on a malformed prefix or early end of stream."""
+    n = shift = 0
+    for i in range(MAX_UVARINT_BYTES + 1):
+        if i == MAX_UVARINT_BYTES:
+            raise FrameError("bad-request", "length prefix too long")
+        b = await _read_some(stream, 1)
+        if not b:
+            raise FrameError("bad-request", "stream ended inside the length prefix")
+        n |= (b[0] & 0x7F) << shift
+        shift += 7
+        if not b[0] & 0x80:
+            if i > 0 and b[0] == 0:
+                raise FrameError("bad-request", "non-minimal length prefix")
+            break
+    if n > max_len:
+        raise FrameError("too-large", f"frame of {n} bytes exceeds limit {max_len}")
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await _read_some(stream, n - len(buf))
+        if not chunk:
+            raise FrameError("bad-request", f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+@dataclass
+class TokenBucket:
+    capacity: float
+    rate: float
+    tokens: float = -1.0
+    last: float = field(default_factory=time.monotonic)
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if self.tokens < 0:
+            self.tokens = self.capacity
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+Handler = Callable[["ID", Any], "Any | Awaitable[Any]"]
+
+
+@dataclass
+class ReqRespStats:
+    served: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # by error code
+
+    def bump(self, d: dict[str, int], key: str) -> None:
+        d[key] = d.get(key, 0) + 1
+
+
+class ReqRespServer:
+    """Serves the protocols given in ``handlers`` on ``host``. A handler gets (peer id,
+    decoded request) and returns the response message, or raises :class:`ReqRespError`
+    to send that error code. Handlers may be sync or async."""
+
+    MAX_BUCKETS = 4096  # bounded per-peer state
+
+    def __init__(self, host: IHost, handlers: dict[str, Handler], is_banned: Callable[[ID], bool] | None = None) -> None:
+        from libp2p.custom_types import TProtocol
+
+        self.host = host
+        self.handlers = handlers
+        self.is_banned = is_banned or (lambda _p: False)
+        self.stats = ReqRespStats()
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        for proto in handlers:
+            if proto not in PROTOCOLS:
+                raise ValueError(f"unknown protocol {proto}")
+            host.set_stream_handler(TProtocol(proto), self._make_stream_handler(proto))
+
+    def _bucket(self, peer: str, proto: str) -> TokenBucket:
+        key = (peer, proto)
+        b = self._buckets.get(key)
+        if b is None:
+            if len(self._buckets) >= self.MAX_BUCKETS:
+                self._buckets.pop(next(iter(self._buckets)))
+            cap, rate = RATE_LIMITS[proto]
+            b = self._buckets[key] = TokenBucket(cap, rate)
+        return b
+
+    def _make_stream_handler(self, proto: str) -> Callable[[INetStream], Awaitable[None]]:
+        async def handle(stream: INetStream) -> None:
+            with trio.move_on_after(REQUEST_TIMEOUT_S):
+                try:
+                    await self._serve(proto, stream)
+                except Exception:  # noqa: BLE001 - a broken stream must never kill the host
+                    self.stats.bump(self.stats.errors, "stream-failed")
+            try:
+                await stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+        return handle
+
+    async def _reply_error(self, stream: INetStream, nonce: int, code: str, detail: str) -> None:
+        self.stats.bump(self.stats.errors, code)
+        await stream.write(encode_frame(encode(ErrorResponse(nonce=nonce, code=code, detail=detail[:200]))))
+
+    async def _serve(self, proto: str, stream: INetStream) -> None:
+        req_cls, resp_cls = PROTOCOLS[proto]
+        peer = stream.muxed_conn.peer_id
+        if self.is_banned(peer):
+            await self._reply_error(stream, 0, "unavailable", "peer is banned")
+            return
+        if not self._bucket(peer.to_base58(), proto).take():
+            await self._reply_error(stream, 0, "rate-limited", f"{proto}: limit {RATE_LIMITS[proto]}")
+            return
+        try:
+            data = await read_frame(stream, message_type_of(req_cls).max_size)
+        except FrameError as exc:
+            await self._reply_error(stream, 0, exc.code, str(exc))
+            return
+        try:
+            req = decode(data, expected=req_cls)
+        except DecodeError as exc:
+            await self._reply_error(stream, 0, "bad-request", str(exc))
+            return
+        try:
+            out = self.handlers[proto](peer, req)
+            if inspect.isawaitable(out):
+                out = await out
+        except ReqRespError as exc:
+            await self._reply_error(stream, req.nonce, exc.code, exc.detail)
+            return
+        if not isinstance(out, resp_cls):
+            await self._reply_error(stream, req.nonce, "internal", "handler returned the wrong type")
+            return
+        self.stats.bump(self.stats.served, proto)
+        await stream.write(encode_frame(encode(out)))
+
+
+async def request(host: IHost, peer: ID, proto: str, req: Any, timeout: float = REQUEST_TIMEOUT_S) -> Any:
+    """Send ``req`` to ``peer`` on ``proto``; return the decoded response or raise
+    :class:`ReqRespError`."""
+    from libp2p.custom_types import TProtocol
+
+    req_cls, resp_cls = PROTOCOLS[proto]
+    if not isinstance(req, req_cls):
+        raise TypeError(f"{proto} takes {req_cls.__name__}")
+    limit = max(message_type_of(resp_cls).max_size, message_type_of(ErrorResponse).max_size)
+    stream = None
+    with trio.move_on_after(timeout) as scope:
+        try:
+            stream = await host.new_stream(peer, [TProtocol(proto)])
+            await stream.write(encode_frame(encode(req)))
+            try:
+                await stream.close_write()
+            except Exception:  # noqa: BLE001 - half-close is advisory
+                pass
+            data = await read_frame(stream, limit)
+        except FrameError as exc:
+            raise ReqRespError("bad-response", str(exc)) from None
+        except ReqRespError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - dial/negotiation/stream failures
+            raise ReqRespError("unavailable", f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    try:
+                        await stream.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+    if scope.cancelled_caught:
+        raise ReqRespError("timeout", f"no response on {proto} within {timeout:g}s")
+    try:
+        resp = decode(data)
+    except DecodeError as exc:
+        raise ReqRespError("bad-response", str(exc)) from None
+    if isinstance(resp, ErrorResponse):
+        raise ReqRespError(resp.code, resp.detail)
+    if not isinstance(resp, resp_cls) or resp.nonce != req.nonce:
+        raise ReqRespError("bad-response", f"expected {resp_cls.__name__} with nonce {req.nonce}")
+    return resp
+
+
+# -- stand-in providers (until the ledger and PoL land) -----------------------------------
+class ShredStore:
+    """In-memory shred store answering repair (bounded; oldest slots evicted first). The
+    ledger's blockstore replaces it with the same three queries."""
+
+    def __init__(self, max_shreds: int = 65_536) -> None:
+        self.max_shreds = max_shreds
+        self._by_slot: dict[int, dict[int, bytes]] = {}
+        self._count = 0
+
+    def insert(self, shred: bytes) -> bool:
+        key = shred_key(shred)
+        if key is None:
+            return False
+        slot, index = key
+        d = self._by_slot.setdefault(slot, {})
+        if index in d:
+            return False
+        d[index] = bytes(shred)
+        self._count += 1
+        while self._count > self.max_shreds:
+            oldest = min(self._by_slot)
+            self._count -= len(self._by_slot.pop(oldest))
+        return True
+
+    def get(self, slot: int, index: int) -> bytes | None:
+        return self._by_slot.get(slot, {}).get(index)
+
+    def highest(self, slot: int, min_index: int = 0) -> bytes | None:
+        d = self._by_slot.get(slot)
+        if not d:
+            return None
+        i = max(d)
+        return d[i] if i >= min_index else None
+
+    def parent_of(self, slot: int) -> int | None:
+        """Parent slot from a data shred's parent_offset (u16 LE at byte 83), if known."""
+        s = self.highest(slot)
+        if s is None or len(s) < 85:
+            return None
+        off = int.from_bytes(s[83:85], "little")
+        return slot - off if 0 < off <= slot else None
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def repair_handler(store: ShredStore) -> Handler:
+    def handle(_peer: ID, req: RepairRequest) -> RepairResponse:
+        out: list[bytes] = []
+        if req.kind == REPAIR_SHRED:
+            s = store.get(req.slot, req.index)
+            if s is not None:
+                out.append(s)
+        elif req.kind == REPAIR_HIGHEST:
+            s = store.highest(req.slot, req.index)
+            if s is not None:
+                out.append(s)
+        elif req.kind == REPAIR_ORPHAN:
+            slot: int | None = req.slot
+            while slot is not None and len(out) < MAX_REPAIR_ORPHAN_SLOTS:
+                s = store.highest(slot)
+                if s is None:
+                    break
+                out.append(s)
+                slot = store.parent_of(slot)
+        if not out:
+            raise ReqRespError("not-found", f"no shred for kind {req.kind} slot {req.slot} index {req.index}")
+        return RepairResponse(nonce=req.nonce, shreds=tuple(out))
+
+    return handle
+
+
+PolProvider = Callable[[bytes, tuple[int, ...]], "list[bytes] | None"]
+
+
+def pol_open_handler(provider: PolProvider) -> Handler:
+    def handle(_peer: ID, req: PolOpenRequest) -> PolOpenResponse:
+        openings = provider(req.commitment, req.positions)
+        if openings is None:
+            raise ReqRespError("not-found", "unknown commitment")
+        if len(openings) != len(req.positions):
+            raise ReqRespError("internal", "provider returned the wrong number of openings")
+        return PolOpenResponse(nonce=req.nonce, openings=tuple(openings))
+
+    return handle
