@@ -100,8 +100,11 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
     for fec, shreds in sorted(sets.items()):
         data = [s for s in shreds if s.is_data]
         codes = [s for s in shreds if not s.is_data]
+        # Without coding shreds there is nothing to recover from: use the data shreds as
+        # they are (repair fetches data shreds only) and let the contiguity and data-set
+        # checks below decide whether the set is complete.
         nd = codes[0].num_data_shreds if codes else None
-        if nd is None or len(data) < nd:
+        if nd is not None and len(data) < nd:
             try:
                 rec = recover(shreds)
             except ShredError as exc:
