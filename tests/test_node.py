@@ -15,10 +15,9 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT
 from ambient_p2p.core.tower import Tower, TowerError
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
-from ambient_p2p.ledger.producer import genesis_bank
+from ambient_p2p.ledger.producer import _transfer_tx, genesis_bank
 from ambient_p2p.ledger.replay import SlotRejected, replay_slot
 from ambient_p2p.ledger.replay import _SlotResult as SlotResult
-from ambient_p2p.ledger.producer import _transfer_tx
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.schedule import ScheduleBook

@@ -1,12 +1,12 @@
-"""`ambient-p2p localnet --nodes N`: a bootstrap node plus N-1 joiners as separate OS
-processes on loopback, with a generated genesis; streams their output and stops them all
-on Ctrl-C / SIGTERM."""
+"""`ambient-p2p localnet --nodes N`: a genesis with N bootstrap identities and N validator
+processes on loopback (node 0 bootstraps, the others join it). Prints one live status line
+per second (slot, confirmed, finalized, leader, peers of every node), writes the nodes'
+own output to DIR/nodes.log, and stops them all on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,23 +14,49 @@ from typing import Any
 
 from ..errors import UserError
 
+STATUS_INTERVAL_S = 1.0
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("localnet", help="run N nodes as separate processes on 127.0.0.1")
+    p = sub.add_parser("localnet", help="run N validators as separate processes on 127.0.0.1")
     p.add_argument("--nodes", type=int, default=4, help="number of nodes (default 4)")
     p.add_argument("--dir", default=None, help="directory for node data (default: a new temporary directory)")
     p.add_argument("--chain-id", default="localnet")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--slot-ms", type=int, default=800, help="slot duration in ms (8 ticks; default 800)")
     p.set_defaults(func=cmd_localnet)
+
+
+def status_line(net: Any, t0: float) -> str:
+    """One line for the whole network: the highest slot and leader, then per node
+    ``confirmed/finalized`` and peer count (``down`` for a node that does not answer)."""
+    cells = []
+    slot = leader = None
+    for n in net.nodes:
+        try:
+            st = n.control({"cmd": "status"}, timeout_s=2.0)
+            c = st["consensus"]
+            if slot is None or c["slot"] > slot:
+                slot, leader = c["slot"], c["leader"]
+            cells.append(f"{c['confirmed']}/{c['finalized']}/{st['peers']}p")
+        except (OSError, ValueError, KeyError):
+            cells.append("down")
+    return (f"[{time.monotonic() - t0:6.1f}s] slot={slot} leader={(leader or '-')[:8]} "
+            f"confirmed/finalized/peers: {' '.join(cells)}")
 
 
 def cmd_localnet(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 64:
         raise UserError("--nodes must be between 1 and 64")
-    from ..net.localnet import Localnet
+    if not 40 <= args.slot_ms <= 60_000:
+        raise UserError("--slot-ms must be between 40 and 60000")
+    from ..node.localnet import ValidatorLocalnet
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
-    net = Localnet(root, args.nodes, chain_id=args.chain_id, echo=sys.stdout)
+    root.mkdir(parents=True, exist_ok=True)
+    log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    net = ValidatorLocalnet(root, args.nodes, chain_id=args.chain_id, echo=log,
+                            genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8})
     stop = {"sig": 0}
 
     def on_signal(sig: int, _frame: Any) -> None:
@@ -38,22 +64,27 @@ def cmd_localnet(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"localnet: {args.nodes} node(s) in {root}", flush=True)
+        print(f"localnet: {args.nodes} validator(s) in {root} (node output: {root / 'nodes.log'})", flush=True)
         try:
             net.start()
         except (RuntimeError, TimeoutError) as exc:
             raise UserError(f"localnet failed to start: {exc}") from None
         print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
         t0 = time.monotonic()
+        next_line = t0
         while not stop["sig"] and (not args.duration or time.monotonic() - t0 < args.duration):
             if not all(n.alive() for n in net.nodes):
                 dead = [n.index for n in net.nodes if not n.alive()]
                 print(f"localnet: node(s) {dead} exited", flush=True)
                 break
-            time.sleep(0.2)
+            if time.monotonic() >= next_line:
+                print(status_line(net, t0), flush=True)
+                next_line += STATUS_INTERVAL_S
+            time.sleep(0.1)
     finally:
         print("localnet: stopping", flush=True)
         net.stop()
+        log.close()
         for s, h in old.items():
             signal.signal(s, h)
     codes = [n.proc.returncode for n in net.nodes]

@@ -175,6 +175,30 @@ def apply_workarounds() -> None:
             mod.env_to_send_in_RPC = env_cached
         if hasattr(mod, "maybe_consume_signed_record"):
             mod.maybe_consume_signed_record = consume_cached
+    _serialize_pubsub_writes(_ps)
+
+
+def _serialize_pubsub_writes(_ps: Any) -> None:
+    """Pitfall found by the consensus localnet (issue 6): yamux splits a write into
+    frames (at most the send window each) and releases its write lock between frames,
+    while pubsub writes RPCs to one peer's stream from several tasks (the per-peer queue,
+    ``send_recent_messages``, ``flush_pending_messages``). Two large RPCs (shred batches of
+    ~40 KB) then interleave, the reader fails with a protobuf ``DecodeError``, and that
+    exception tears down the reader's whole host. Whole-RPC writes are serialized per
+    stream with a lock kept on the stream object."""
+    import trio as _trio
+
+    orig_write_msg = _ps.Pubsub.write_msg
+
+    async def write_msg_serialized(self: Any, stream: Any, rpc_msg: Any) -> bool:
+        lock = getattr(stream, "_ambient_write_lock", None)
+        if lock is None:
+            lock = _trio.Lock()
+            stream._ambient_write_lock = lock
+        async with lock:
+            return bool(await orig_write_msg(self, stream, rpc_msg))
+
+    _ps.Pubsub.write_msg = write_msg_serialized
 
 
 #: Connection manager bounds. py-libp2p's defaults (low watermark 100, high 300) make its
@@ -201,7 +225,8 @@ def build_host(kp: Keypair, listen: Sequence[str], target_peers: int = 8) -> IHo
     from libp2p import new_host
     from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
     from libp2p.custom_types import TProtocol
-    from libp2p.security.noise.transport import PROTOCOL_ID, Transport as NoiseTransport
+    from libp2p.security.noise.transport import PROTOCOL_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
 
     apply_workarounds()
     lkp = libp2p_keypair(kp)

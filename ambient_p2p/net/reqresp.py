@@ -28,6 +28,9 @@ import trio
 from ..core.codec import DecodeError, decode, encode, message_type_of
 from .messages import (
     MAX_REPAIR_ORPHAN_SLOTS,
+    REPAIR_HIGHEST,
+    REPAIR_ORPHAN,
+    REPAIR_SHRED,
     ErrorResponse,
     PeersRequest,
     PeersResponse,
@@ -35,9 +38,6 @@ from .messages import (
     PolOpenResponse,
     RepairRequest,
     RepairResponse,
-    REPAIR_HIGHEST,
-    REPAIR_ORPHAN,
-    REPAIR_SHRED,
     shred_key,
 )
 

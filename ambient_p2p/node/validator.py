@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
 #: Wait this fraction of a slot for the previous slot before building on the best fork.
-LEADER_SKIP_GRACE_SLOTS = 0.5
+LEADER_SKIP_GRACE_SLOTS = 0.75
 LEADER_POLL_S = 0.01
 REPAIR_INTERVAL_S = 0.3
 REPAIR_SLOTS_PER_ROUND = 8
@@ -81,6 +81,10 @@ BEHIND_WINDOW_S = 3.0
 #: DecodeError). 32 shreds are ~40 KB.
 SHREDS_PER_GOSSIP_MESSAGE = 32
 INBOX_LEN = 4096
+#: Votes waiting for the network (gossip publish can block on back-pressure; ingest and
+#: replay must not).
+VOTE_QUEUE_LEN = 256
+INGEST_BATCH_WAIT_S = 0.01
 MAX_PENDING_VOTE_SLOTS = 1024
 MAX_MEMPOOL = 4096
 MEMPOOL_TTL_S = 60.0
@@ -161,7 +165,7 @@ class ValidatorStats:
     duplicates: int = 0
     votes_in: int = 0
     votes_out: int = 0
-    votes_pending: int = 0
+    votes_unsent: int = 0
     shreds_in: int = 0
     shreds_rejected: int = 0
     repair_requests: int = 0
@@ -208,6 +212,7 @@ class Validator:
         self.equivocate_slot_index = equivocate_slot_index
         self.node: NetNode | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
+        self._votes_send, self._votes_recv = trio.open_memory_channel[Vote](VOTE_QUEUE_LEN)
         self.store = BlockstoreShredStore(self.bs)
         self.started_ms = self.clock_ms()
         self.loaded = False
@@ -388,8 +393,11 @@ class Validator:
                 self.stats.votes_out += 1
                 # an identity without LStake keeps a local tower (its own finality view) but
                 # publishes nothing: peers would reject its votes and score it down
-                if self.kp.pubkey in self.stakes and self.node is not None and self.node.gossip is not None:
-                    await self.node.gossip.publish("votes", encode(eff.vote))
+                if self.kp.pubkey in self.stakes:
+                    try:  # the tower is already durable; the sender task publishes
+                        self._votes_send.send_nowait(eff.vote)
+                    except trio.WouldBlock:
+                        self.stats.votes_unsent += 1
             elif isinstance(eff, NewRoot):
                 self._on_root(eff.slot, self.root_written)
 
@@ -415,10 +423,20 @@ class Validator:
             nursery.start_soon(self._ingest_loop)
             nursery.start_soon(self._leader_loop)
             nursery.start_soon(self._repair_loop)
+            nursery.start_soon(self._vote_sender)
+
+    async def _vote_sender(self) -> None:
+        while True:
+            vote = await self._votes_recv.receive()
+            if self.node is not None and self.node.gossip is not None:
+                await self.node.gossip.publish("votes", encode(vote))
 
     async def _ingest_loop(self) -> None:
         while True:
             d = await self._inbox_recv.receive()
+            # let a burst (a slot's shred messages, several votes) accumulate so that one
+            # replay + decide pass handles all of it
+            await trio.sleep(INGEST_BATCH_WAIT_S)
             batch = [d]
             while len(batch) < 256:
                 try:

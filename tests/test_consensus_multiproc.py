@@ -1,0 +1,125 @@
+"""Consensus on a multi-process localnet: separate validator processes (ambient_p2p/node)
+on loopback that take turns as leader, vote and finalize (issue 6 acceptance).
+
+Test genesis: 4 bootstrap identities with equal LStake, 8 ticks of 100 hashes per slot at
+100 ms per tick (800 ms slots, the localnet default), 4 consecutive slots per leader,
+256-slot epochs (these tests stay in epochs 0 and 1, whose schedules come from genesis).
+"Finalized slots" counts produced slots that a node has rooted (its tower reached max
+lockout on a descendant), so 20 of them need roughly 52 produced slots.
+
+Every process is started by ValidatorLocalnet (a context manager that SIGTERMs, then
+SIGKILLs, every node it started) and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ambient_p2p.node.localnet import ValidatorLocalnet
+from ambient_p2p.node.schedule import ScheduleBook
+
+FINALIZE_TIMEOUT_S = 150.0
+SLOT_MS = 800
+
+
+def cons(net: ValidatorLocalnet, i: int) -> dict[str, Any] | None:
+    node = net.nodes[i]
+    if not node.alive():
+        return None
+    try:
+        c: dict[str, Any] = node.control({"cmd": "status"}, timeout_s=10.0)["consensus"]
+        return c
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def chain(net: ValidatorLocalnet, i: int) -> dict[int, str]:
+    out = net.nodes[i].control({"cmd": "chain"}, timeout_s=20.0)
+    return {int(s): h for s, h in out["roots"] if s != 0}
+
+
+def wait(pred: Any, timeout_s: float, what: str, net: ValidatorLocalnet) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    states = [cons(net, i) for i in range(net.n)]
+    summary = [None if c is None else {k: c[k] for k in ("slot", "processed", "confirmed", "finalized",
+                                                          "finalized_slots", "produced", "votes_out", "dead")}
+               for c in states]
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}: {summary}")
+
+
+def wall_slot(net: ValidatorLocalnet) -> int:
+    g = net.genesis
+    assert g is not None
+    return int((time.time() * 1000 - g.creation_time_s * 1000) // SLOT_MS)
+
+
+def finalized_counts(net: ValidatorLocalnet, nodes: list[int]) -> list[int]:
+    out = []
+    for i in nodes:
+        c = cons(net, i)
+        out.append(-1 if c is None else int(c["finalized_slots"]))
+    return out
+
+
+def assert_consistent(net: ValidatorLocalnet, nodes: list[int]) -> dict[int, dict[int, str]]:
+    """No two nodes finalized different blocks: below the lower of two nodes' roots their
+    rooted chains are the same slots with the same bank hashes."""
+    chains = {i: chain(net, i) for i in nodes}
+    for a in nodes:
+        for b in nodes:
+            if a >= b:
+                continue
+            top = min(max(chains[a], default=0), max(chains[b], default=0))
+            ca = {s: h for s, h in chains[a].items() if s <= top}
+            cb = {s: h for s, h in chains[b].items() if s <= top}
+            assert ca == cb, f"node{a} and node{b} finalized different chains below {top}"
+            assert all(h is not None for h in ca.values())
+    return chains
+
+
+def test_four_nodes_finalize_then_survive_sigkill_and_restart(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with ValidatorLocalnet(tmp_path, 4) as net:
+        started = time.monotonic()
+        wait(lambda: min(finalized_counts(net, [0, 1, 2, 3])) >= 20, FINALIZE_TIMEOUT_S,
+             "20 finalized slots on all 4 nodes", net)
+        t_20 = time.monotonic() - started
+        chains = assert_consistent(net, [0, 1, 2, 3])
+        common = set.intersection(*(set(c) for c in chains.values()))
+        assert len(common) >= 20  # the same >= 20 slots, with identical bank hashes (above)
+
+        # SIGKILL node 3: the other three hold 3/4 > 2/3 of LStake and keep finalizing.
+        victim = 3
+        net.nodes[victim].proc.send_signal(signal.SIGKILL)
+        net.nodes[victim].proc.wait(10)
+        killed_slot = wall_slot(net)
+        base = finalized_counts(net, [0, 1, 2])
+        wait(lambda: all(c >= b + 10 for c, b in zip(finalized_counts(net, [0, 1, 2]), base)), 120,
+             "10 more finalized slots on the 3 survivors", net)
+        assert_consistent(net, [0, 1, 2])
+
+        # restart it: it repairs what it missed, replays, and resumes voting
+        restart_t = time.monotonic()
+        restart_slot = wall_slot(net)
+        target = cons(net, 0)
+        assert target is not None
+        net.restart(victim)
+        wait(lambda: (c := cons(net, victim)) is not None and c["finalized"] >= target["finalized"]
+             and c["votes_out"] > 0, 150, "the restarted node to catch up and vote", net)
+        catch_up_s = time.monotonic() - restart_t
+        chains = assert_consistent(net, [0, 1, 2, 3])
+        assert max(chains[victim]) >= target["finalized"]
+        # its leader slots while it was down were skipped (the next leaders built past them)
+        book = ScheduleBook(net.genesis)  # type: ignore[arg-type]
+        victim_key = net.keys[victim].pubkey
+        assert [s for s in chains[0] if killed_slot + 1 < s < restart_slot and book.leader(s) == victim_key] == []
+        assert any(killed_slot + 1 < s < restart_slot for s in chains[0])
+    print(f"\n20 finalized on all 4 after {t_20:.1f}s; catch-up after restart {catch_up_s:.1f}s; "
+          f"test total {time.monotonic() - t0:.1f}s")
