@@ -50,6 +50,7 @@ from ..ledger.replay import _SlotResult as SlotResult
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import (
     REPAIR_HIGHEST,
+    REPAIR_ORPHAN,
     REPAIR_SHRED,
     GossipEnvelope,
     RepairRequest,
@@ -68,8 +69,13 @@ TOWER_FILE = "tower.cbor"
 LEADER_SKIP_GRACE_SLOTS = 0.75
 LEADER_POLL_S = 0.01
 REPAIR_INTERVAL_S = 0.3
-REPAIR_SLOTS_PER_ROUND = 8
-REPAIR_PARALLEL = 8
+REPAIR_SLOTS_PER_ROUND = 32
+REPAIR_PARALLEL = 16
+REPAIR_MAX_REQUESTS_PER_ROUND = 1024
+#: A restarted node (its tower holds votes) neither produces nor votes until it has
+#: replayed a slot another leader produced after its start and is not behind, or until
+#: this many slot durations have passed (it may be alone).
+SYNC_TIMEOUT_SLOTS = 40
 REPAIR_TIMEOUT_S = 3.0
 #: Data shreds in one FEC set (a slot's first guess before its last index is known).
 DATA_SHREDS_PER_SET = 32
@@ -81,6 +87,7 @@ BEHIND_WINDOW_S = 3.0
 #: DecodeError). 32 shreds are ~40 KB.
 SHREDS_PER_GOSSIP_MESSAGE = 32
 INBOX_LEN = 4096
+LATENCY_SAMPLES = 10_000
 #: Votes waiting for the network (gossip publish can block on back-pressure; ingest and
 #: replay must not).
 VOTE_QUEUE_LEN = 256
@@ -129,6 +136,13 @@ class BlockstoreShredStore(ShredStore):
 
     def __len__(self) -> int:
         return 0
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | int | None]:
+    if not samples:
+        return {"n": 0, "p50": None, "p95": None}
+    s = sorted(samples)
+    return {"n": len(s), "p50": round(s[len(s) // 2], 1), "p95": round(s[min(len(s) - 1, int(0.95 * len(s)))], 1)}
 
 
 def write_tower(path: Path, rec: TowerRecord) -> None:
@@ -206,6 +220,11 @@ class Validator:
         self.pending_votes: dict[int, dict[bytes, tuple[Vote, float]]] = {}
         self.mempool: collections.OrderedDict[bytes, tuple[bytes, float]] = collections.OrderedDict()
         self.produced: set[int] = set()
+        # confirmation latency (benchmark): slot -> leader receipt times of its transactions
+        self.awaiting_confirm: dict[int, list[float]] = {}
+        self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.duplicate_slots_seen: set[int] = set()  # slots with a stored duplicate proof
+        self.equivocated_slots: list[int] = []  # test harness: slots we equivocated on
         self.rooted_count = 0
         self.root_written = 0
         self.stats = ValidatorStats()
@@ -216,6 +235,9 @@ class Validator:
         self.store = BlockstoreShredStore(self.bs)
         self.started_ms = self.clock_ms()
         self.loaded = False
+        self.orphans: set[int] = set()
+        self.syncing = bool(self.cons.tower.votes)  # restarted with a tower: catch up first
+        self.synced_ms: int | None = None
 
     # -- clock ----------------------------------------------------------------------------
     def slot_at(self, now_ms: int) -> int:
@@ -346,6 +368,7 @@ class Validator:
         for s in [s for s in self.pending_votes if s <= root]:
             del self.pending_votes[s]
         self.produced = {s for s in self.produced if s > root}
+        self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
 
     def insert(self, packets: list[bytes]) -> InsertResult:
         res = self.bs.insert_shreds(packets, self.book.leader)
@@ -356,6 +379,8 @@ class Validator:
         for slot, _kind in res.duplicates:
             self.stats.duplicates += 1
             self.cons.on_duplicate(slot)
+            if len(self.duplicate_slots_seen) < MAX_PENDING_VOTE_SLOTS:
+                self.duplicate_slots_seen.add(slot)
         return res
 
     # -- votes ----------------------------------------------------------------------------
@@ -374,17 +399,47 @@ class Validator:
             while len(self.pending_votes) > MAX_PENDING_VOTE_SLOTS:
                 del self.pending_votes[min(self.pending_votes)]
 
+    def _update_syncing(self) -> None:
+        if not self.syncing:
+            return
+        now = self.clock_ms()
+        timed_out = now - self.started_ms > SYNC_TIMEOUT_SLOTS * self.slot_ms
+        fresh = [s for s in self.frozen if s not in self.produced and self.slot_start_ms(s) >= self.started_ms]
+        if timed_out or (fresh and not self.behind()):
+            self.syncing = False
+            self.synced_ms = now
+
     def behind(self) -> bool:
-        """A peer recently voted for a slot above our best that we have not replayed."""
+        """A peer recently voted for a slot above our best that we have not replayed, or
+        a stored slot above our best still waits for its ancestors (repair under way)."""
         best = self.cons.processed_slot()
+        if self.orphans:
+            return True
         now = time.monotonic()
         for s, per in self.pending_votes.items():
             if s > best and s not in self.dead and any(now - t < BEHIND_WINDOW_S for _v, t in per.values()):
                 return True
         return False
 
+    def _note_confirmations(self) -> None:
+        """Latency from this leader's receipt of a transaction to its slot being confirmed
+        (on the best fork) here."""
+        if not self.awaiting_confirm:
+            return
+        conf = self.cons.confirmed_slot()
+        fc = self.cons.forkchoice
+        now = time.monotonic()
+        for slot in [s for s in self.awaiting_confirm if s <= conf]:
+            times = self.awaiting_confirm.pop(slot)
+            if slot in fc.parent and fc.is_ancestor(slot, conf):
+                self.confirm_latency_ms.extend((now - t) * 1000 for t in times)
+
     async def decide(self) -> None:
         """Run the driver's decision and perform its effects in order."""
+        self._note_confirmations()
+        self._update_syncing()
+        if self.syncing:
+            return  # no vote before catching up: its lockouts would bind us to a stale fork
         effects = self.cons.decide(self.clock_ms())
         for eff in effects:
             if isinstance(eff, PersistTower):
@@ -493,7 +548,7 @@ class Validator:
                 grace_over = now >= self.slot_start_ms(cur) + LEADER_SKIP_GRACE_SLOTS * self.slot_ms
                 if best >= cur:
                     last_built = cur  # someone is ahead of our clock; never build below a parent
-                elif (prev_ready or grace_over) and best in self.frozen and not self.behind():
+                elif (prev_ready or grace_over) and best in self.frozen and not self.behind() and not self.syncing:
                     last_built = cur
                     await self._produce(cur, best)
                     continue
@@ -501,6 +556,9 @@ class Validator:
 
     async def _produce(self, slot: int, parent: int) -> None:
         built = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot, self._take_txs())
+        received = [self.mempool[raw[1:65]][1] for raw in built.included if raw[1:65] in self.mempool]
+        if received:
+            self.awaiting_confirm[slot] = received
         for raw in built.included + built.dropped:
             self.mempool.pop(raw[1:65], None)
         self.stats.txs_included += len(built.included)
@@ -511,6 +569,7 @@ class Validator:
                                built.included + [self._equivocation_tx(self.frozen[parent])])
             variants.append(other.packets)
             self.stats.equivocated += 1
+            self.equivocated_slots.append(slot)
         self.bs.put_bank_hash(built.record)
         res = self.insert(built.packets)
         if res.rejected:
@@ -550,9 +609,13 @@ class Validator:
         root = self.cons.root
         horizon = self.slot_at(self.clock_ms()) - 1
         out: set[int] = set()
+        orphans = set()
         for m in self.bs.slot_metas():
             if root < m.slot < horizon and not m.is_full and m.slot not in self.dead:
                 out.add(m.slot)
+                if m.received == 0:  # a placeholder: a stored child names it as parent
+                    orphans.add(m.slot)
+        self.orphans = orphans
         for s in self.pending_votes:
             if root < s < horizon and s not in self.dead:
                 sm = self.bs.slot_meta(s)
@@ -574,6 +637,8 @@ class Validator:
             if not wanted:
                 continue
             reqs: list[RepairRequest] = []
+            if self.orphans:  # learn up to 16 ancestors at once (their highest shreds)
+                reqs.append(RepairRequest(REPAIR_ORPHAN, min(self.orphans), 0, random.getrandbits(32)))
             for slot in wanted:
                 meta = self.bs.slot_meta(slot)
                 have = set(self.bs.shred_index(slot).data)
@@ -588,7 +653,7 @@ class Validator:
             self.stats.repair_requests += len(reqs)
             got: list[bytes] = []
             async with trio.open_nursery() as nursery:
-                for i, req in enumerate(reqs[:512]):
+                for i, req in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
                     peer = peers[(i + random.randrange(len(peers))) % len(peers)]
                     nursery.start_soon(_repair_one, host, peer, req, limiter, got)
             if got:
@@ -616,12 +681,14 @@ class Validator:
                 "tower_depth": len(t.votes),
                 "slot_ms": self.slot_ms,
                 "behind": self.behind(),
+                "syncing": self.syncing,
                 "produced": s.produced,
                 "equivocated": s.equivocated,
                 "replayed": s.replayed,
                 "dead": s.dead,
                 "duplicates": s.duplicates,
-                "duplicate_slots": sorted(self.cons.forkchoice.duplicates),
+                "duplicate_slots": sorted(self.duplicate_slots_seen),
+                "equivocated_slots": self.equivocated_slots,
                 "votes_in": s.votes_in,
                 "votes_out": s.votes_out,
                 "pending_vote_slots": len(self.pending_votes),
@@ -632,6 +699,7 @@ class Validator:
                 "txs_in": s.txs_in,
                 "txs_included": s.txs_included,
                 "mempool": len(self.mempool),
+                "confirm_latency_ms": _percentiles(list(self.confirm_latency_ms)),
             }
         }
 
