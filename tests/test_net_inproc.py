@@ -52,7 +52,7 @@ def test_host_identity_is_our_ed25519_key_and_security_is_noise_only() -> None:
             import multiaddr
 
             async with plain.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-                with pytest.raises(Exception):
+                with pytest.raises(Exception):  # noqa: B017 - py-libp2p raises several unrelated types
                     with trio.fail_after(15):
                         await plain.connect(parse_peer_multiaddr(full_addrs(h)[0]))
                 assert plain.get_id() not in h.get_network().connections

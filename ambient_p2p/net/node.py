@@ -76,6 +76,10 @@ class NodeExtension(Protocol):
 
     def shred_store(self) -> ShredStore | None: ...
 
+    def reqresp_handlers(self) -> dict[str, Any]:
+        """Extra request/response protocols (registered in ``reqresp.PROTOCOLS``)."""
+        ...
+
     def on_delivery(self, d: Delivery) -> bool:
         """Handle ``d``; True if consumed (the node then skips its default handling)."""
         ...
@@ -448,6 +452,7 @@ class NetNode:
                     PROTO_REPAIR: repair_handler(self.store),
                     PROTO_POL_OPEN: pol_open_handler(lambda _c, _p: None),
                     PROTO_PEERS: self._peers_handler,
+                    **(self.ext.reqresp_handlers() if self.ext else {}),
                 },
                 is_banned=self.gossip.is_banned,
             )

@@ -49,15 +49,14 @@ from ..ledger.replay import SlotRejected, replay_slot
 from ..ledger.replay import _SlotResult as SlotResult
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import (
-    REPAIR_HIGHEST,
     REPAIR_ORPHAN,
-    REPAIR_SHRED,
     GossipEnvelope,
     RepairRequest,
     ShredBatch,
 )
 from ..net.reqresp import PROTO_REPAIR, ReqRespError, ShredStore, request
 from .leader import build_slot
+from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest, slot_repair_handler
 from .schedule import ScheduleBook
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,14 +70,12 @@ LEADER_POLL_S = 0.01
 REPAIR_INTERVAL_S = 0.3
 REPAIR_SLOTS_PER_ROUND = 32
 REPAIR_PARALLEL = 16
-REPAIR_MAX_REQUESTS_PER_ROUND = 1024
+REPAIR_MAX_REQUESTS_PER_ROUND = 64
 #: A restarted node (its tower holds votes) neither produces nor votes until it has
 #: replayed a slot another leader produced after its start and is not behind, or until
 #: this many slot durations have passed (it may be alone).
 SYNC_TIMEOUT_SLOTS = 40
 REPAIR_TIMEOUT_S = 3.0
-#: Data shreds in one FEC set (a slot's first guess before its last index is known).
-DATA_SHREDS_PER_SET = 32
 #: A peer vote for an unknown slot makes us "behind" (no production) for this long.
 BEHIND_WINDOW_S = 3.0
 #: Shreds per gossip message. One message must stay below Noise's 65,535-byte frame: a
@@ -101,10 +98,10 @@ def slot_duration_ms(genesis: Genesis) -> float:
     return genesis.poh.ticks_per_slot * genesis.poh.target_tick_duration_us / 1000.0
 
 
-async def _repair_one(host: Any, peer: Any, req: RepairRequest, limiter: trio.CapacityLimiter, out: list[bytes]) -> None:
+async def _repair_one(host: Any, peer: Any, proto: str, req: Any, limiter: trio.CapacityLimiter, out: list[bytes]) -> None:
     async with limiter:
         try:
-            resp = await request(host, peer, PROTO_REPAIR, req, timeout=REPAIR_TIMEOUT_S)
+            resp = await request(host, peer, proto, req, timeout=REPAIR_TIMEOUT_S)
         except ReqRespError:
             return
         out.extend(resp.shreds)
@@ -236,6 +233,7 @@ class Validator:
         self.started_ms = self.clock_ms()
         self.loaded = False
         self.orphans: set[int] = set()
+        self.wanted: set[int] = set()
         self.syncing = bool(self.cons.tower.votes)  # restarted with a tower: catch up first
         self.synced_ms: int | None = None
 
@@ -252,6 +250,9 @@ class Validator:
 
     def shred_store(self) -> ShredStore | None:
         return self.store
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        return {PROTO_REPAIR_SLOT: slot_repair_handler(self.bs)}
 
     def on_delivery(self, d: Delivery) -> bool:
         if d.kind not in ("shreds", "votes", "txs"):
@@ -411,9 +412,11 @@ class Validator:
 
     def behind(self) -> bool:
         """A peer recently voted for a slot above our best that we have not replayed, or
-        a stored slot above our best still waits for its ancestors (repair under way)."""
+        a slot above our best is still being repaired, or a stored slot waits for its
+        ancestors. A node that is behind neither produces nor votes: its tip is stale, and
+        a vote there would lock it onto a fork the network has left."""
         best = self.cons.processed_slot()
-        if self.orphans:
+        if self.orphans or any(w > best for w in self.wanted):
             return True
         now = time.monotonic()
         for s, per in self.pending_votes.items():
@@ -438,7 +441,7 @@ class Validator:
         """Run the driver's decision and perform its effects in order."""
         self._note_confirmations()
         self._update_syncing()
-        if self.syncing:
+        if self.syncing or self.behind():
             return  # no vote before catching up: its lockouts would bind us to a stale fork
         effects = self.cons.decide(self.clock_ms())
         for eff in effects:
@@ -616,6 +619,7 @@ class Validator:
                 if m.received == 0:  # a placeholder: a stored child names it as parent
                     orphans.add(m.slot)
         self.orphans = orphans
+        self.wanted = out
         for s in self.pending_votes:
             if root < s < horizon and s not in self.dead:
                 sm = self.bs.slot_meta(s)
@@ -636,26 +640,19 @@ class Validator:
             wanted = self.wanted_slots()
             if not wanted:
                 continue
-            reqs: list[RepairRequest] = []
+            reqs: list[Any] = []
             if self.orphans:  # learn up to 16 ancestors at once (their highest shreds)
-                reqs.append(RepairRequest(REPAIR_ORPHAN, min(self.orphans), 0, random.getrandbits(32)))
+                reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, min(self.orphans), 0, random.getrandbits(32))))
             for slot in wanted:
                 meta = self.bs.slot_meta(slot)
-                have = set(self.bs.shred_index(slot).data)
-                last = meta.last_index if meta is not None else None
-                if last is None:
-                    reqs.append(RepairRequest(REPAIR_HIGHEST, slot, 0, random.getrandbits(32)))
-                    upto = max(DATA_SHREDS_PER_SET - 1, (meta.received - 1) if meta else 0)
-                else:
-                    upto = last
-                reqs.extend(RepairRequest(REPAIR_SHRED, slot, i, random.getrandbits(32))
-                            for i in range(upto + 1) if i not in have)
+                first = meta.consumed if meta is not None else 0
+                reqs.append((PROTO_REPAIR_SLOT, SlotShredsRequest(slot, first, random.getrandbits(32))))
             self.stats.repair_requests += len(reqs)
             got: list[bytes] = []
             async with trio.open_nursery() as nursery:
-                for i, req in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
+                for i, (proto, req) in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
                     peer = peers[(i + random.randrange(len(peers))) % len(peers)]
-                    nursery.start_soon(_repair_one, host, peer, req, limiter, got)
+                    nursery.start_soon(_repair_one, host, peer, proto, req, limiter, got)
             if got:
                 res = self.insert(got)
                 self.stats.repaired_shreds += res.inserted + res.recovered
@@ -725,6 +722,7 @@ class Validator:
             rec = self.bs.bank_hash(slot)
             proof = self.bs.duplicate_proof(slot)
             return {"ok": True, "slot": slot, "bank_hash": rec.bank_hash.hex() if rec else None,
+                    "last_blockhash": rec.last_blockhash.hex() if rec else None,
                     "parent": rec.parent_slot if rec else None, "rooted": self.bs.is_root(slot),
                     "dead": (d.reason if (d := self.bs.dead_slot(slot)) else None),
                     "duplicate_proof": proof.kind if proof else None}
