@@ -132,3 +132,65 @@ def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> N
     assert v2.book.ledger.snapshot(0) == {KEYS[0].pubkey: 1 + 9 * CREDIT_PER_LEADER_SLOT}
     v2.close()
     shutil.rmtree(d)
+
+
+def _validator(tmp_path: Path, n: int = 4) -> Validator:
+    g = _genesis(n=n)
+    d = tmp_path / "v"
+    d.mkdir(exist_ok=True)
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: 10**9)
+    v.load()
+    return v
+
+
+def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path: Path) -> None:
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.net.messages import seal_envelope
+
+    v = _validator(tmp_path)
+    try:
+        def env(kp: Keypair, payload: bytes):  # type: ignore[no-untyped-def]
+            return seal_envelope(kp, "t", payload, 0)
+
+        good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
+        assert v._vote_check(env(KEYS[1], encode(good))) is None
+        assert v._vote_check(env(KEYS[2], encode(good))) == "vote-origin-mismatch"
+        assert v._vote_check(env(KEYS[1], b"\x00garbage")) == "bad-payload"
+        stranger = Keypair.deterministic("stranger")
+        unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
+        assert v._vote_check(env(stranger, encode(unstaked))) == "no-lstake"
+        forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
+        assert v._vote_check(env(KEYS[1], encode(forged))) == "bad-signature"
+    finally:
+        v.close()
+
+
+def test_vote_for_unknown_slot_waits_and_makes_node_behind(tmp_path: Path) -> None:
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+
+    v = _validator(tmp_path)
+    try:
+        assert not v.behind()
+        vote = sign_message(Vote(KEYS[1].pubkey, 7, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
+        v._count_vote(vote)
+        assert 7 in v.pending_votes and v.behind()
+    finally:
+        v.close()
+
+
+def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:
+    from ambient_p2p.node.repair import SlotShredsRequest, slot_repair_handler
+
+    g = _genesis()
+    book = ScheduleBook(g)
+    leader = next(k for k in KEYS if k.pubkey == book.leader(1))
+    built = build_slot(leader, g, 0, _root(g), 1)
+    with Blockstore.open(tmp_path / "bs") as bs:
+        bs.insert_shreds(built.packets, book.leader)
+        h = slot_repair_handler(bs)
+        resp = h(None, SlotShredsRequest(1, 30, 9))  # type: ignore[arg-type]
+        assert resp.nonce == 9 and resp.shreds == tuple(built.packets[30:32])
+        assert h(None, SlotShredsRequest(2, 0, 1)).shreds == ()  # type: ignore[arg-type]
