@@ -119,6 +119,7 @@ def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> N
     trio.run(run_slots, 40)
     assert v.stats.produced == 40 and v.stats.votes_out == 40
     assert v.cons.finalized_slot() == 40 - 31
+    assert v.finalized_slot() == 9  # all LStake is ours: the supermajority root is our root
     roots = v.bs.roots()
     assert roots == list(range(0, 10))
     hashes = {r: v.bs.bank_hash(r).bank_hash for r in roots[1:]}  # type: ignore[union-attr]

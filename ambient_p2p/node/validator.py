@@ -26,6 +26,7 @@ whatever fork choice says is best: an absent leader costs its slots, not livenes
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import random
@@ -41,7 +42,7 @@ from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, V
 from ..core.crypto import Keypair, encode_address
 from ..core.forkchoice import ForkChoiceError
 from ..core.messages import Genesis
-from ..core.tower import Tower, TowerRecord
+from ..core.tower import Tower, TowerRecord, is_supermajority
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
 from ..ledger.producer import genesis_bank
@@ -223,6 +224,8 @@ class Validator:
         self.duplicate_slots_seen: set[int] = set()  # slots with a stored duplicate proof
         self.equivocated_slots: list[int] = []  # test harness: slots we equivocated on
         self.rooted_count = 0
+        self.root_list: list[int] = []  # our rooted slots above 0, ascending
+        self.voter_roots: dict[bytes, int] = {}  # latest tower root each peer reported
         self.root_written = 0
         self.stats = ValidatorStats()
         self.equivocate_slot_index = equivocate_slot_index
@@ -284,7 +287,8 @@ class Validator:
         if not roots:
             self.bs.set_roots([0])
             roots = [0]
-        self.rooted_count = len([r for r in roots if r > 0])
+        self.root_list = sorted(r for r in roots if r > 0)
+        self.rooted_count = len(self.root_list)
         self.root_written = max(roots)
         self.book.on_rooted(roots, max(roots))
         self.frozen[0] = SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
@@ -385,7 +389,27 @@ class Validator:
         return res
 
     # -- votes ----------------------------------------------------------------------------
+    def finalized_slot(self) -> int:
+        """Solana's *finalized* commitment: the highest of our rooted slots that > 2/3 of
+        LStake (our own tower root and the roots peers put in their latest votes) has
+        rooted. Our own tower root alone is ``root``: with a supermajority gone, deep votes
+        cast before can still mature into local roots, but no new slot gets finalized."""
+        own = self.cons.finalized_slot()
+        reported = [(own, self.stakes.get(self.kp.pubkey, 0))]
+        reported += [(r, self.stakes.get(v, 0)) for v, r in self.voter_roots.items() if v != self.kp.pubkey]
+        total = sum(self.stakes.values())
+        acc = 0
+        for r, w in sorted(reported, reverse=True):
+            acc += w
+            if is_supermajority(acc, total):
+                cap = min(r, own)
+                i = bisect.bisect_right(self.root_list, cap)
+                return self.root_list[i - 1] if i else 0
+        return 0
+
     def _count_vote(self, vote: Vote) -> None:
+        if vote.root is not None and vote.root > self.voter_roots.get(vote.voter, -1):
+            self.voter_roots[vote.voter] = vote.root
         try:
             counted = self.cons.on_vote(vote)
         except VoteRejected:
@@ -469,6 +493,7 @@ class Validator:
         self.bs.set_roots(chain)
         self.root_written = max(self.root_written, new_root)
         self.rooted_count += len(chain)
+        self.root_list.extend(c for c in chain if c > 0)
         self.book.on_rooted(chain, new_root)
         self._prune()
 
@@ -672,8 +697,10 @@ class Validator:
                 "leader": encode_address(leader) if leader else None,
                 "processed": self.cons.processed_slot(),
                 "confirmed": self.cons.confirmed_slot(),
-                "finalized": self.cons.finalized_slot(),
-                "finalized_slots": self.rooted_count,
+                "finalized": (fin := self.finalized_slot()),
+                "finalized_slots": bisect.bisect_right(self.root_list, fin),
+                "root": self.cons.finalized_slot(),
+                "rooted_slots": self.rooted_count,
                 "last_vote": t.last_voted_slot,
                 "tower_depth": len(t.votes),
                 "slot_ms": self.slot_ms,
@@ -716,7 +743,7 @@ class Validator:
                     continue
                 rec = self.bs.bank_hash(r)
                 out.append([r, rec.bank_hash.hex() if rec else None])
-            return {"ok": True, "roots": out, "finalized": self.cons.finalized_slot()}
+            return {"ok": True, "roots": out, "finalized": self.finalized_slot(), "root": self.cons.finalized_slot()}
         if cmd == "slot_info":
             slot = int(req["slot"])
             rec = self.bs.bank_hash(slot)
