@@ -68,7 +68,7 @@ def main() -> int:
         "slot_ms": args.slot_ms,
         "seconds": round(dt, 1),
         "transfers_sent": sent,
-        "transfers_included": sum(b["txs_included"] - a["txs_included"] for a, b in zip(s0, s1, strict=True)),
+        "inclusions_counting_forks": sum(b["txs_included"] - a["txs_included"] for a, b in zip(s0, s1, strict=True)),
         "confirm_latency_ms_per_leader": [b["confirm_latency_ms"] for b in s1],
         "clock_slots_per_s": round(slot_rate, 3),
         "produced_slots_per_s": round(sum(b["produced"] - a["produced"] for a, b in zip(s0, s1, strict=True)) / dt, 3),
