@@ -72,9 +72,10 @@ REPAIR_INTERVAL_S = 0.3
 REPAIR_SLOTS_PER_ROUND = 32
 REPAIR_PARALLEL = 16
 REPAIR_MAX_REQUESTS_PER_ROUND = 64
-#: A restarted node (its tower holds votes) neither produces nor votes until it has
-#: replayed a slot another leader produced after its start and is not behind, or until
-#: this many slot durations have passed (it may be alone).
+#: A restarted node (its tower holds votes) does not vote until it has replayed a slot that
+#: another leader produced after its start and is not behind; it does not produce either
+#: until then, or until this many slot durations have passed (it may be alone, or the
+#: whole network may have restarted).
 SYNC_TIMEOUT_SLOTS = 40
 REPAIR_TIMEOUT_S = 3.0
 #: A peer vote for an unknown slot makes us "behind" (no production) for this long.
@@ -427,12 +428,18 @@ class Validator:
     def _update_syncing(self) -> None:
         if not self.syncing:
             return
-        now = self.clock_ms()
-        timed_out = now - self.started_ms > SYNC_TIMEOUT_SLOTS * self.slot_ms
+        # Only evidence ends it: a restarted node that hears nothing (its gossip mesh can
+        # take a minute to re-form) and votes on its own slots locks itself onto its own
+        # fork for hundreds of slots (observed); producing there is harmless, voting is not.
         fresh = [s for s in self.frozen if s not in self.produced and self.slot_start_ms(s) >= self.started_ms]
-        if timed_out or (fresh and not self.behind()):
+        if fresh and not self.behind():
             self.syncing = False
-            self.synced_ms = now
+            self.synced_ms = self.clock_ms()
+
+    def may_produce(self) -> bool:
+        if not self.syncing:
+            return True
+        return self.clock_ms() - self.started_ms > SYNC_TIMEOUT_SLOTS * self.slot_ms
 
     def behind(self) -> bool:
         """A peer recently voted for a slot above our best that we have not replayed, or
@@ -576,7 +583,7 @@ class Validator:
                 grace_over = now >= self.slot_start_ms(cur) + LEADER_SKIP_GRACE_SLOTS * self.slot_ms
                 if best >= cur:
                     last_built = cur  # someone is ahead of our clock; never build below a parent
-                elif (prev_ready or grace_over) and best in self.frozen and not self.behind() and not self.syncing:
+                elif (prev_ready or grace_over) and best in self.frozen and not self.behind() and self.may_produce():
                     last_built = cur
                     await self._produce(cur, best)
                     continue
