@@ -77,6 +77,8 @@ REPAIR_MAX_REQUESTS_PER_ROUND = 64
 #: until then, or until this many slot durations have passed (it may be alone, or the
 #: whole network may have restarted).
 SYNC_TIMEOUT_SLOTS = 40
+#: While syncing, each repair round also asks peers for this many of the latest clock slots.
+SYNC_PROBE_SLOTS = 4
 REPAIR_TIMEOUT_S = 3.0
 #: A peer vote for an unknown slot makes us "behind" (no production) for this long.
 BEHIND_WINDOW_S = 3.0
@@ -670,6 +672,15 @@ class Validator:
             if not peers:
                 continue
             wanted = self.wanted_slots()
+            if self.syncing:
+                # Probe the clock's recent slots: a restarted node learns the network's tip
+                # (and from it, by orphan repair, everything it missed) even while its
+                # gossip mesh is still re-forming.
+                cur = self.slot_at(self.clock_ms())
+                for s in range(cur - SYNC_PROBE_SLOTS - 1, cur - 1):
+                    m = self.bs.slot_meta(s)
+                    if s > self.cons.root and (m is None or not m.is_full) and s not in wanted:
+                        wanted.append(s)
             if not wanted:
                 continue
             reqs: list[Any] = []
