@@ -25,6 +25,9 @@ from ambient_p2p.node.schedule import ScheduleBook
 
 FINALIZE_TIMEOUT_S = 150.0
 SLOT_MS = 800
+#: A restarted node's root passes the others' only after ~55 more votes (its old tower
+#: votes must be flushed first): measured 40-130 s on a loaded 2-core machine.
+RESTART_FINALIZE_TIMEOUT_S = 240.0
 
 
 def cons(net: ValidatorLocalnet, i: int) -> dict[str, Any] | None:
@@ -116,8 +119,13 @@ def test_four_nodes_finalize_then_survive_sigkill_and_restart(tmp_path: Path) ->
         wait(lambda: (c := cons(net, victim)) is not None and c["processed"] >= target["processed"], 150,
              "the restarted node to replay up to the others' tip at restart time", net)
         replayed_s = time.monotonic() - restart_t
-        wait(lambda: (c := cons(net, victim)) is not None and c["finalized"] >= target["finalized"]
-             and c["votes_out"] > 0, 150, "the restarted node to catch up and vote", net)
+        wait(lambda: (c := cons(net, victim)) is not None and (c["last_vote"] or 0) >= target["processed"],
+             60, "the restarted node to vote on the live chain", net)
+        voting_s = time.monotonic() - restart_t
+        # its own root must pass the others' finalized slot at restart time: the votes it cast
+        # before the kill are still in its tower and must mature first (spec/node.md)
+        wait(lambda: (c := cons(net, victim)) is not None and c["finalized"] >= target["finalized"],
+             RESTART_FINALIZE_TIMEOUT_S, "the restarted node to finalize up to the others' level", net)
         catch_up_s = time.monotonic() - restart_t
         chains = assert_consistent(net, [0, 1, 2, 3])
         assert max(chains[victim]) >= target["finalized"]
@@ -127,7 +135,7 @@ def test_four_nodes_finalize_then_survive_sigkill_and_restart(tmp_path: Path) ->
         assert [s for s in chains[0] if killed_slot + 1 < s < restart_slot and book.leader(s) == victim_key] == []
         assert any(killed_slot + 1 < s < restart_slot for s in chains[0])
     print(f"\n20 finalized on all 4 after {t_20:.1f}s; after restart: replayed to the tip in {replayed_s:.1f}s, "
-          f"finalized and voting again in {catch_up_s:.1f}s; "
+          f"voting on the live chain in {voting_s:.1f}s, finalized to the others' level in {catch_up_s:.1f}s; "
           f"test total {time.monotonic() - t0:.1f}s")
 
 
