@@ -116,20 +116,6 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert ei.value.code == 2
 
 
-def test_localnet_prepares_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = tmp_path / "ln"
-    assert main(["localnet", "--nodes", "3", "--dir", str(d), "--prepare-only"]) == 0
-    g = codec.decode((d / "genesis.cbor").read_bytes(), Genesis)
-    assert len(g.bootstrap_nodes) == 3
-    assert len({n.lstake for n in g.bootstrap_nodes}) == 1
-    for i in range(3):
-        assert len(json.loads((d / f"node-{i}" / "identity.json").read_text())) == 64
-    # rerun reuses; a different size without --reset is refused clearly
-    assert main(["localnet", "--nodes", "3", "--dir", str(d), "--prepare-only"]) == 0
-    assert main(["localnet", "--nodes", "2", "--dir", str(d), "--prepare-only"]) == 2
-    assert main(["localnet", "--nodes", "2", "--dir", str(d), "--reset", "--prepare-only"]) == 0
-
-
 def test_console_entry_point_runs() -> None:
     r = subprocess.run([sys.executable, "-m", "ambient_p2p", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "keygen" in r.stdout

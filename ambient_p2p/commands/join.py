@@ -54,6 +54,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-interval", type=float, default=2.0, help="seconds between status lines (default 2)")
     p.add_argument("--quiet", action="store_true", help="no status lines")
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
+    p.add_argument("--validator", action="store_true",
+                   help="run the validator too (needs --genesis): produce, replay, vote, finalize")
+    p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
 
 
 def register(sub: Any) -> None:
@@ -150,6 +153,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         status_interval_s=args.status_interval,
         print_status=not args.quiet,
     )
+    validator = _make_validator(args, kp, data_dir)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -167,7 +171,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            await NetNode(cfg).run()
+            await NetNode(cfg, validator).run()
 
     try:
         trio.run(main)
@@ -178,9 +182,28 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         if leaf is not None:
             raise UserError(str(leaf)) from None
         raise
+    finally:
+        if validator is not None:
+            validator.close()
     if interrupted["sig"]:
         print(f"stopped ({signal.Signals(interrupted['sig']).name})", file=sys.stderr, flush=True)
     return 0
+
+
+def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
+    """The consensus service composed onto the node (ambient_p2p/node), or None."""
+    if not args.validator:
+        return None
+    if not args.genesis:
+        raise UserError("--validator needs --genesis")
+    from ..core.codec import decode
+    from ..core.messages import Genesis
+    from ..node.validator import Validator
+
+    genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
+    if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
+        print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
+    return Validator(kp, genesis, data_dir, equivocate_slot_index=args.equivocate_slot)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

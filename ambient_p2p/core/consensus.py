@@ -22,7 +22,7 @@ from . import crypto
 from .codec import Bytes, Opt, UInt, fld, message
 from .forkchoice import ForkChoice
 from .messages import sign_message, verify_message
-from .tower import Tower, TowerRecord
+from .tower import Tower, TowerRecord, is_supermajority
 
 #: Votes for slots further than this behind our root are ignored (stale, can't matter).
 VOTE_MAX_AGE_SLOTS = 512
@@ -153,8 +153,10 @@ class Consensus:
     def confirmed_slot(self) -> int:
         """Highest slot on the best fork with > 2/3 of LStake voted on it or below."""
         s = self.forkchoice.best_slot()
+        w = self.forkchoice.subtree_stakes()
+        total = self.total_stake
         while s != self.forkchoice.root:
-            if self.forkchoice.is_confirmed(s):
+            if is_supermajority(w[s], total):
                 return s
             parent = self.forkchoice.parent[s]
             assert parent is not None

@@ -175,6 +175,30 @@ def apply_workarounds() -> None:
             mod.env_to_send_in_RPC = env_cached
         if hasattr(mod, "maybe_consume_signed_record"):
             mod.maybe_consume_signed_record = consume_cached
+    _serialize_pubsub_writes(_ps)
+
+
+def _serialize_pubsub_writes(_ps: Any) -> None:
+    """Pitfall found by the consensus localnet (issue 6): yamux splits a write into
+    frames (at most the send window each) and releases its write lock between frames,
+    while pubsub writes RPCs to one peer's stream from several tasks (the per-peer queue,
+    ``send_recent_messages``, ``flush_pending_messages``). Two large RPCs (shred batches of
+    ~40 KB) then interleave, the reader fails with a protobuf ``DecodeError``, and that
+    exception tears down the reader's whole host. Whole-RPC writes are serialized per
+    stream with a lock kept on the stream object."""
+    import trio as _trio
+
+    orig_write_msg = _ps.Pubsub.write_msg
+
+    async def write_msg_serialized(self: Any, stream: Any, rpc_msg: Any) -> bool:
+        lock = getattr(stream, "_ambient_write_lock", None)
+        if lock is None:
+            lock = _trio.Lock()
+            stream._ambient_write_lock = lock
+        async with lock:
+            return bool(await orig_write_msg(self, stream, rpc_msg))
+
+    _ps.Pubsub.write_msg = write_msg_serialized
 
 
 #: Connection manager bounds. py-libp2p's defaults (low watermark 100, high 300) make its

@@ -25,13 +25,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from ..core.codec import DecodeError, decode, encode
 from ..core.crypto import Keypair
-from .gossip import TOPIC_KINDS, Delivery, GossipService
+from .gossip import TOPIC_KINDS, Delivery, GossipService, PayloadCheck
 from .host import HostConfig, HostError, full_addrs, open_host, parse_peer_multiaddr
 from .messages import PeersRequest, PeersResponse, RepairRequest, ShredBatch, make_standin_shred
 from .reqresp import (
@@ -64,6 +64,37 @@ CONTROL_MAX_REQUEST_BYTES = 1 << 20
 PUBLISH_MANY_MAX = 100_000
 
 
+class NodeExtension(Protocol):
+    """A service composed onto the networking node (the validator in ``ambient_p2p.node``).
+
+    The networking node stays ignorant of consensus: an extension supplies gossip payload
+    checks and a repair store, sees every validated delivery first, adds status fields and
+    control commands, and runs as a task in the node's nursery once the node has joined.
+    """
+
+    def payload_checks(self) -> dict[str, PayloadCheck]: ...
+
+    def shred_store(self) -> ShredStore | None: ...
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        """Extra request/response protocols (registered in ``reqresp.PROTOCOLS``)."""
+        ...
+
+    def on_delivery(self, d: Delivery) -> bool:
+        """Handle ``d``; True if consumed (the node then skips its default handling)."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def status_line(self) -> str: ...
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer a control request, or None if ``req['cmd']`` is not the extension's."""
+        ...
+
+    async def run(self, node: NetNode) -> None: ...
+
+
 class JoinError(Exception):
     """The node could not reach any bootstrap peer within the join timeout."""
 
@@ -93,10 +124,12 @@ def _pct(samples: list[int], q: float) -> int | None:
 
 
 class NetNode:
-    def __init__(self, cfg: NodeConfig) -> None:
+    def __init__(self, cfg: NodeConfig, extension: NodeExtension | None = None) -> None:
         self.cfg = cfg
         self.kp = cfg.keypair
-        self.store = ShredStore()
+        self.ext = extension
+        ext_store = extension.shred_store() if extension else None
+        self.store = ext_store if ext_store is not None else ShredStore()
         self.host: IHost | None = None
         self.gossip: GossipService | None = None
         self.reqresp: ReqRespServer | None = None
@@ -259,6 +292,8 @@ class NetNode:
             d: Delivery = await self.gossip.receive(kind)
             self.latencies[kind].append(d.received_ms - d.envelope.wallclock_ms)
             self.recent.append(d.envelope.payload[:32].hex())
+            if self.ext is not None and self.ext.on_delivery(d):
+                continue
             if kind == "shreds":
                 try:
                     batch = decode(d.envelope.payload, expected=ShredBatch)
@@ -287,6 +322,7 @@ class NetNode:
             "reqresp": {"served": self.reqresp.stats.served, "errors": self.reqresp.stats.errors},
             "shreds_stored": len(self.store),
             "banned": sorted(self.gossip._banned_until),
+            **(self.ext.status() if self.ext else {}),
         }
 
     def status_line(self) -> str:
@@ -297,7 +333,7 @@ class NetNode:
             f"in={sum(g['delivered'].values())} out={sum(g['published'].values())} "
             f"rejects={sum(g['rejected'].values())} dropped={sum(g['delivery_dropped'].values()) + g['outbound_rpc_dropped']} "
             f"bans={g['bans']}"
-        )
+        ) + (" " + self.ext.status_line() if self.ext else "")
 
     async def _status_loop(self) -> None:
         while True:
@@ -348,6 +384,10 @@ class NetNode:
     async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.gossip is not None and self.host is not None
         cmd = req.get("cmd")
+        if self.ext is not None:
+            out = await self.ext.control(req)
+            if out is not None:
+                return out
         if cmd == "status":
             return {"ok": True, **self.status()}
         if cmd == "peers":
@@ -421,13 +461,15 @@ class NetNode:
         ) as host:
             self.host = host
             self.addrs = full_addrs(host)
-            self.gossip = GossipService(host, self.kp, self.cfg.chain_id)
+            self.gossip = GossipService(host, self.kp, self.cfg.chain_id,
+                                        payload_checks=self.ext.payload_checks() if self.ext else None)
             self.reqresp = ReqRespServer(
                 host,
                 {
                     PROTO_REPAIR: repair_handler(self.store),
                     PROTO_POL_OPEN: pol_open_handler(lambda _c, _p: None),
                     PROTO_PEERS: self._peers_handler,
+                    **(self.ext.reqresp_handlers() if self.ext else {}),
                 },
                 is_banned=self.gossip.is_banned,
             )
@@ -445,6 +487,8 @@ class NetNode:
                     nursery.start_soon(self._discovery_loop)
                     if self.cfg.print_status:
                         nursery.start_soon(self._status_loop)
+                    if self.ext is not None:
+                        nursery.start_soon(self.ext.run, self)
                     self.ready.set()
                     task_status.started(self)
 

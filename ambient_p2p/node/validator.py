@@ -1,0 +1,783 @@
+"""The validator: consensus wired to the network, the blockstore and the clock
+(normative text: spec/node.md).
+
+It is a :class:`~ambient_p2p.net.node.NodeExtension` of the networking node, so one
+process has one trio nursery holding the networking tasks and these:
+
+``ingest``   validated gossip deliveries (shred batches, votes, transactions) -> the
+             blockstore / the consensus driver / the pending-transaction pool
+``leader``   the slot clock: when the schedule names this node for the current slot it
+             builds the slot on the fork-choice tip, stores it and publishes its shreds
+``repair``   asks peers (``/ambient/repair/1``) for the data shreds of slots that are
+             incomplete, orphaned, or named by peers' votes but unknown here
+
+Every state change runs synchronously between awaits (trio is single-threaded), in this
+order: insert shreds -> replay every slot that became replayable -> feed the consensus
+driver -> ``decide`` -> perform effects. Effects are performed in the order the driver
+returns them: the tower is written durably (write, fsync, rename, fsync directory) before
+the vote is published, so a SIGKILL can never leave a vote on the wire that the restarted
+tower does not know about.
+
+Slot clock: slot ``s`` starts at ``genesis.creation_time_s * 1000 + s * slot_ms``. The
+leader of ``s`` builds at once when the previous slot is already replayed (or is its own),
+otherwise it waits ``LEADER_SKIP_GRACE_SLOTS`` slot durations for it and then builds on
+whatever fork choice says is best: an absent leader costs its slots, not liveness.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..core.codec import DecodeError, decode, encode
+from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from ..core.crypto import Keypair, encode_address
+from ..core.forkchoice import ForkChoiceError
+from ..core.messages import Genesis
+from ..core.tower import Tower, TowerRecord, is_supermajority
+from ..ledger.blockstore import Blockstore, InsertResult
+from ..ledger.meta import BankHashRecord
+from ..ledger.producer import genesis_bank
+from ..ledger.replay import SlotRejected, replay_slot
+from ..ledger.replay import _SlotResult as SlotResult
+from ..net.gossip import Delivery, PayloadCheck, shreds_check
+from ..net.messages import (
+    REPAIR_ORPHAN,
+    GossipEnvelope,
+    RepairRequest,
+    ShredBatch,
+)
+from ..net.reqresp import PROTO_REPAIR, ReqRespError, ShredStore, request
+from .leader import build_slot
+from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest, slot_repair_handler
+from .schedule import ScheduleBook
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..net.node import NetNode
+
+BLOCKSTORE_DIR = "blockstore"
+TOWER_FILE = "tower.cbor"
+#: Wait this fraction of a slot for the previous slot before building on the best fork.
+LEADER_SKIP_GRACE_SLOTS = 0.75
+LEADER_POLL_S = 0.01
+REPAIR_INTERVAL_S = 0.3
+REPAIR_SLOTS_PER_ROUND = 32
+REPAIR_PARALLEL = 16
+REPAIR_MAX_REQUESTS_PER_ROUND = 64
+#: A restarted node (its tower holds votes) does not vote until it has replayed a slot that
+#: another leader produced after its start and is not behind; it does not produce either
+#: until then, or until this many slot durations have passed (it may be alone, or the
+#: whole network may have restarted).
+SYNC_TIMEOUT_SLOTS = 40
+#: While syncing, each repair round also asks peers for this many of the latest clock slots.
+SYNC_PROBE_SLOTS = 4
+REPAIR_TIMEOUT_S = 3.0
+#: A peer vote for an unknown slot makes us "behind" (no production) for this long.
+BEHIND_WINDOW_S = 3.0
+#: Shreds per gossip message. One message must stay below Noise's 65,535-byte frame: a
+#: larger one is written as several frames, and py-libp2p 0.8.1 lets concurrent writers
+#: interleave them, which corrupts the pubsub stream (the reader dies on a protobuf
+#: DecodeError). 32 shreds are ~40 KB.
+SHREDS_PER_GOSSIP_MESSAGE = 32
+INBOX_LEN = 4096
+LATENCY_SAMPLES = 10_000
+#: Votes waiting for the network (gossip publish can block on back-pressure; ingest and
+#: replay must not).
+VOTE_QUEUE_LEN = 256
+INGEST_BATCH_WAIT_S = 0.01
+MAX_PENDING_VOTE_SLOTS = 1024
+MAX_MEMPOOL = 4096
+MEMPOOL_TTL_S = 60.0
+
+
+def slot_duration_ms(genesis: Genesis) -> float:
+    return genesis.poh.ticks_per_slot * genesis.poh.target_tick_duration_us / 1000.0
+
+
+async def _repair_one(host: Any, peer: Any, proto: str, req: Any, limiter: trio.CapacityLimiter, out: list[bytes]) -> None:
+    async with limiter:
+        try:
+            resp = await request(host, peer, proto, req, timeout=REPAIR_TIMEOUT_S)
+        except ReqRespError:
+            return
+        out.extend(resp.shreds)
+
+
+class BlockstoreShredStore(ShredStore):
+    """Serves ``/ambient/repair/1`` from the blockstore (data shreds), replacing the
+    networking node's in-memory stand-in."""
+
+    def __init__(self, bs: Blockstore) -> None:
+        super().__init__(max_shreds=0)
+        self.bs = bs
+
+    def insert(self, shred: bytes) -> bool:
+        return False  # the validator inserts through the verified blockstore path
+
+    def get(self, slot: int, index: int) -> bytes | None:
+        return self.bs.get_data_shred(slot, index)
+
+    def highest(self, slot: int, min_index: int = 0) -> bytes | None:
+        m = self.bs.slot_meta(slot)
+        if m is None or m.received == 0 or m.received - 1 < min_index:
+            return None
+        return self.bs.get_data_shred(slot, m.received - 1)
+
+    def parent_of(self, slot: int) -> int | None:
+        m = self.bs.slot_meta(slot)
+        return None if m is None else m.parent_slot
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | int | None]:
+    if not samples:
+        return {"n": 0, "p50": None, "p95": None}
+    s = sorted(samples)
+    return {"n": len(s), "p50": round(s[len(s) // 2], 1), "p95": round(s[min(len(s) - 1, int(0.95 * len(s)))], 1)}
+
+
+def write_tower(path: Path, rec: TowerRecord) -> None:
+    """Durably replace the tower file: the vote it enables must not outlive a crash
+    without it."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = encode(rec)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_tower(path: Path, identity: bytes) -> Tower | None:
+    if not path.exists():
+        return None
+    return Tower.from_record(decode(path.read_bytes(), expected=TowerRecord), identity)
+
+
+@dataclass
+class ValidatorStats:
+    produced: int = 0
+    equivocated: int = 0
+    replayed: int = 0
+    dead: int = 0
+    duplicates: int = 0
+    votes_in: int = 0
+    votes_out: int = 0
+    votes_unsent: int = 0
+    shreds_in: int = 0
+    shreds_rejected: int = 0
+    repair_requests: int = 0
+    repaired_shreds: int = 0
+    txs_in: int = 0
+    txs_included: int = 0
+    last_produced_ms: dict[int, int] = field(default_factory=dict)
+
+
+class Validator:
+    """One validator's consensus state and tasks (see the module docstring)."""
+
+    def __init__(
+        self,
+        kp: Keypair,
+        genesis: Genesis,
+        data_dir: Path,
+        *,
+        equivocate_slot_index: int | None = None,
+        clock_ms: Any = None,
+    ) -> None:
+        self.kp = kp
+        self.genesis = genesis
+        self.data_dir = data_dir
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.slot_ms = slot_duration_ms(genesis)
+        self.genesis_ms = genesis.creation_time_s * 1000
+        self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
+        self.book = ScheduleBook(genesis)
+        self.stakes = {n.identity: n.lstake for n in genesis.bootstrap_nodes}
+        self.tower_path = data_dir / TOWER_FILE
+        tower = read_tower(self.tower_path, kp.pubkey)
+        self.cons = Consensus(kp, self.stakes, tower=tower) if tower else Consensus(kp, self.stakes)
+        self.frozen: dict[int, SlotResult] = {}
+        self.parents: dict[int, int] = {}
+        self.dead: set[int] = set()
+        self.complete: set[int] = set()  # full in the blockstore, not replayed yet
+        self.pending_votes: dict[int, dict[bytes, tuple[Vote, float]]] = {}
+        self.mempool: collections.OrderedDict[bytes, tuple[bytes, float]] = collections.OrderedDict()
+        self.produced: set[int] = set()
+        # confirmation latency (benchmark): slot -> leader receipt times of its transactions
+        self.awaiting_confirm: dict[int, list[float]] = {}
+        self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.duplicate_slots_seen: set[int] = set()  # slots with a stored duplicate proof
+        self.equivocated_slots: list[int] = []  # test harness: slots we equivocated on
+        self.rooted_count = 0
+        self.root_list: list[int] = []  # our rooted slots above 0, ascending
+        self.voter_roots: dict[bytes, int] = {}  # latest tower root each peer reported
+        self.root_written = 0
+        self.stats = ValidatorStats()
+        self.equivocate_slot_index = equivocate_slot_index
+        self.node: NetNode | None = None
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
+        self._votes_send, self._votes_recv = trio.open_memory_channel[Vote](VOTE_QUEUE_LEN)
+        self.store = BlockstoreShredStore(self.bs)
+        self.started_ms = self.clock_ms()
+        self.loaded = False
+        self.orphans: set[int] = set()
+        self.wanted: set[int] = set()
+        self.syncing = bool(self.cons.tower.votes)  # restarted with a tower: catch up first
+        self.synced_ms: int | None = None
+
+    # -- clock ----------------------------------------------------------------------------
+    def slot_at(self, now_ms: int) -> int:
+        return max(0, int((now_ms - self.genesis_ms) // self.slot_ms))
+
+    def slot_start_ms(self, slot: int) -> float:
+        return self.genesis_ms + slot * self.slot_ms
+
+    # -- NodeExtension --------------------------------------------------------------------
+    def payload_checks(self) -> dict[str, PayloadCheck]:
+        return {"shreds": shreds_check(self.book.leader), "votes": self._vote_check}
+
+    def shred_store(self) -> ShredStore | None:
+        return self.store
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        return {PROTO_REPAIR_SLOT: slot_repair_handler(self.bs)}
+
+    def on_delivery(self, d: Delivery) -> bool:
+        if d.kind not in ("shreds", "votes", "txs"):
+            return False
+        try:
+            self._inbox_send.send_nowait(d)
+        except trio.WouldBlock:
+            pass  # overload: repair fetches what we drop
+        return True
+
+    def _vote_check(self, env: GossipEnvelope) -> str | None:
+        try:
+            vote = decode(env.payload, expected=Vote)
+        except DecodeError:
+            return "bad-payload"
+        if vote.voter != env.origin:
+            return "vote-origin-mismatch"
+        try:
+            self.cons.check_vote(vote)
+        except VoteRejected as exc:
+            return exc.reason
+        return None
+
+    # -- ledger ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild in-memory state from the blockstore: credits from stored roots, then
+        replay every complete slot (rooted chain and above the tower's root)."""
+        roots = self.bs.roots()
+        if not roots:
+            self.bs.set_roots([0])
+            roots = [0]
+        self.root_list = sorted(r for r in roots if r > 0)
+        self.rooted_count = len(self.root_list)
+        self.root_written = max(roots)
+        self.book.on_rooted(roots, max(roots))
+        self.frozen[0] = SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
+        self.parents[0] = 0
+        root = self.cons.root
+        for m in self.bs.slot_metas():
+            if m.slot == 0 or not m.is_full:
+                continue
+            if self.bs.dead_slot(m.slot) is not None:
+                self.dead.add(m.slot)
+            elif m.slot > root or self.bs.is_root(m.slot):
+                self.complete.add(m.slot)
+        self.replay_ready()
+        self._prune()
+        self.loaded = True
+
+    def replay_ready(self) -> int:
+        """Replay every complete slot whose parent is frozen (parents first)."""
+        n = 0
+        progress = True
+        while progress:
+            progress = False
+            for slot in sorted(self.complete):
+                meta = self.bs.slot_meta(slot)
+                parent = None if meta is None else meta.parent_slot
+                if parent is None or parent in self.dead:
+                    self.complete.discard(slot)
+                    if parent is not None:
+                        self._mark_dead(slot, f"parent-dead: parent {parent} failed replay")
+                    continue
+                if parent not in self.frozen:
+                    continue
+                leader = self.book.leader(slot)
+                if leader is None:
+                    continue  # schedule not computable yet; retried after the next root
+                self.complete.discard(slot)
+                self._replay_one(slot, parent, leader)
+                n += 1
+                progress = True
+        return n
+
+    def _mark_dead(self, slot: int, reason: str) -> None:
+        self.dead.add(slot)
+        self.stats.dead += 1
+        self.bs.mark_dead(slot, reason[:500])
+
+    def _replay_one(self, slot: int, parent: int, leader: bytes) -> None:
+        try:
+            res = replay_slot(self.bs, self.genesis, self.frozen[parent], slot, leader)
+        except SlotRejected as exc:
+            self._mark_dead(slot, str(exc))
+            return
+        b = res.bank
+        assert b.bank_hash is not None
+        if self.bs.bank_hash(slot) is None:
+            self.bs.put_bank_hash(BankHashRecord(slot, parent, b.bank_hash, b.last_blockhash,
+                                                 b.signature_count, b.transaction_count))
+        self.stats.replayed += 1
+        self._frozen(slot, parent, res)
+
+    def _frozen(self, slot: int, parent: int, res: SlotResult) -> None:
+        self.frozen[slot] = res
+        self.parents[slot] = parent
+        assert res.bank.bank_hash is not None
+        if slot > self.cons.root:
+            try:
+                self.cons.on_replayed(slot, parent, res.bank.bank_hash)
+            except ForkChoiceError:
+                return  # not descended from our root: a fork that can no longer win
+            if self.bs.duplicate_proof(slot) is not None:
+                self.cons.on_duplicate(slot)
+            for vote, _t in self.pending_votes.pop(slot, {}).values():
+                self._count_vote(vote)
+
+    def _prune(self) -> None:
+        keep = set(self.cons.forkchoice.parent)
+        self.frozen = {s: r for s, r in self.frozen.items() if s in keep}
+        self.parents = {s: p for s, p in self.parents.items() if s in keep}
+        root = self.cons.root
+        self.complete = {s for s in self.complete if s > root}
+        self.dead = {s for s in self.dead if s > root}
+        for s in [s for s in self.pending_votes if s <= root]:
+            del self.pending_votes[s]
+        self.produced = {s for s in self.produced if s > root}
+        self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
+
+    def insert(self, packets: list[bytes]) -> InsertResult:
+        res = self.bs.insert_shreds(packets, self.book.leader)
+        self.stats.shreds_rejected += len(res.rejected)
+        for slot in res.completed_slots:
+            if slot not in self.frozen and slot not in self.dead:
+                self.complete.add(slot)
+        for slot, _kind in res.duplicates:
+            self.stats.duplicates += 1
+            self.cons.on_duplicate(slot)
+            if len(self.duplicate_slots_seen) < MAX_PENDING_VOTE_SLOTS:
+                self.duplicate_slots_seen.add(slot)
+        return res
+
+    # -- votes ----------------------------------------------------------------------------
+    def finalized_slot(self) -> int:
+        """Solana's *finalized* commitment: the highest of our rooted slots that > 2/3 of
+        LStake (our own tower root and the roots peers put in their latest votes) has
+        rooted. Our own tower root alone is ``root``: with a supermajority gone, deep votes
+        cast before can still mature into local roots, but no new slot gets finalized."""
+        own = self.cons.finalized_slot()
+        reported = [(own, self.stakes.get(self.kp.pubkey, 0))]
+        reported += [(r, self.stakes.get(v, 0)) for v, r in self.voter_roots.items() if v != self.kp.pubkey]
+        total = sum(self.stakes.values())
+        acc = 0
+        for r, w in sorted(reported, reverse=True):
+            acc += w
+            if is_supermajority(acc, total):
+                cap = min(r, own)
+                i = bisect.bisect_right(self.root_list, cap)
+                return self.root_list[i - 1] if i else 0
+        return 0
+
+    def _count_vote(self, vote: Vote) -> None:
+        if vote.root is not None and vote.root > self.voter_roots.get(vote.voter, -1):
+            self.voter_roots[vote.voter] = vote.root
+        try:
+            counted = self.cons.on_vote(vote)
+        except VoteRejected:
+            return
+        if counted:
+            return
+        if vote.slot > self.cons.root and vote.slot not in self.cons.bank_hashes:
+            per = self.pending_votes.setdefault(vote.slot, {})
+            old = per.get(vote.voter)
+            if old is None or old[0].timestamp_ms <= vote.timestamp_ms:
+                per[vote.voter] = (vote, time.monotonic())
+            while len(self.pending_votes) > MAX_PENDING_VOTE_SLOTS:
+                del self.pending_votes[min(self.pending_votes)]
+
+    def _update_syncing(self) -> None:
+        if not self.syncing:
+            return
+        # Only evidence ends it: a restarted node that hears nothing (its gossip mesh can
+        # take a minute to re-form) and votes on its own slots locks itself onto its own
+        # fork for hundreds of slots (observed); producing there is harmless, voting is not.
+        fresh = [s for s in self.frozen if s not in self.produced and self.slot_start_ms(s) >= self.started_ms]
+        if fresh and not self.behind():
+            self.syncing = False
+            self.synced_ms = self.clock_ms()
+
+    def may_produce(self) -> bool:
+        if not self.syncing:
+            return True
+        return self.clock_ms() - self.started_ms > SYNC_TIMEOUT_SLOTS * self.slot_ms
+
+    def behind(self) -> bool:
+        """A peer recently voted for a slot above our best that we have not replayed, or
+        a slot above our best is still being repaired, or a stored slot waits for its
+        ancestors. A node that is behind neither produces nor votes: its tip is stale, and
+        a vote there would lock it onto a fork the network has left."""
+        best = self.cons.processed_slot()
+        if self.orphans or any(w > best for w in self.wanted):
+            return True
+        now = time.monotonic()
+        for s, per in self.pending_votes.items():
+            if s > best and s not in self.dead and any(now - t < BEHIND_WINDOW_S for _v, t in per.values()):
+                return True
+        return False
+
+    def _note_confirmations(self) -> None:
+        """Latency from this leader's receipt of a transaction to its slot being confirmed
+        (on the best fork) here."""
+        if not self.awaiting_confirm:
+            return
+        conf = self.cons.confirmed_slot()
+        fc = self.cons.forkchoice
+        now = time.monotonic()
+        for slot in [s for s in self.awaiting_confirm if s <= conf]:
+            times = self.awaiting_confirm.pop(slot)
+            if slot in fc.parent and fc.is_ancestor(slot, conf):
+                self.confirm_latency_ms.extend((now - t) * 1000 for t in times)
+
+    async def decide(self) -> None:
+        """Run the driver's decision and perform its effects in order."""
+        self._note_confirmations()
+        self._update_syncing()
+        if self.syncing or self.behind():
+            return  # no vote before catching up: its lockouts would bind us to a stale fork
+        effects = self.cons.decide(self.clock_ms())
+        for eff in effects:
+            if isinstance(eff, PersistTower):
+                write_tower(self.tower_path, eff.record)
+            elif isinstance(eff, SendVote):
+                self.stats.votes_out += 1
+                # an identity without LStake keeps a local tower (its own finality view) but
+                # publishes nothing: peers would reject its votes and score it down
+                if self.kp.pubkey in self.stakes:
+                    try:  # the tower is already durable; the sender task publishes
+                        self._votes_send.send_nowait(eff.vote)
+                    except trio.WouldBlock:
+                        self.stats.votes_unsent += 1
+            elif isinstance(eff, NewRoot):
+                self._on_root(eff.slot, self.root_written)
+
+    def _on_root(self, new_root: int, old_root: int) -> None:
+        chain = []
+        s = new_root
+        while s > old_root and s in self.parents:
+            chain.append(s)
+            s = self.parents[s]
+        chain.reverse()
+        self.bs.set_roots(chain)
+        self.root_written = max(self.root_written, new_root)
+        self.rooted_count += len(chain)
+        self.root_list.extend(c for c in chain if c > 0)
+        self.book.on_rooted(chain, new_root)
+        self._prune()
+
+    # -- tasks ----------------------------------------------------------------------------
+    async def run(self, node: NetNode) -> None:
+        self.node = node
+        if not self.loaded:
+            self.load()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ingest_loop)
+            nursery.start_soon(self._leader_loop)
+            nursery.start_soon(self._repair_loop)
+            nursery.start_soon(self._vote_sender)
+
+    async def _vote_sender(self) -> None:
+        while True:
+            vote = await self._votes_recv.receive()
+            if self.node is not None and self.node.gossip is not None:
+                await self.node.gossip.publish("votes", encode(vote))
+
+    async def _ingest_loop(self) -> None:
+        while True:
+            d = await self._inbox_recv.receive()
+            # let a burst (a slot's shred messages, several votes) accumulate so that one
+            # replay + decide pass handles all of it
+            await trio.sleep(INGEST_BATCH_WAIT_S)
+            batch = [d]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._inbox_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            packets: list[bytes] = []
+            for item in batch:
+                if item.kind == "shreds":
+                    try:
+                        packets.extend(decode(item.envelope.payload, expected=ShredBatch).shreds)
+                    except DecodeError:
+                        continue
+                elif item.kind == "votes":
+                    try:
+                        vote = decode(item.envelope.payload, expected=Vote)
+                    except DecodeError:
+                        continue
+                    self.stats.votes_in += 1
+                    self._count_vote(vote)
+                elif item.kind == "txs":
+                    self._add_tx(item.envelope.payload)
+            if packets:
+                self.stats.shreds_in += len(packets)
+                self.insert(packets)
+            self.replay_ready()
+            await self.decide()
+
+    def _add_tx(self, raw: bytes) -> None:
+        if len(raw) < 65:
+            return
+        key = raw[1:65]  # the first signature (after the compact-u16 count)
+        if key in self.mempool:
+            return
+        self.stats.txs_in += 1
+        self.mempool[key] = (raw, time.monotonic())
+        while len(self.mempool) > MAX_MEMPOOL:
+            self.mempool.popitem(last=False)
+
+    def _take_txs(self) -> list[bytes]:
+        now = time.monotonic()
+        for k in [k for k, (_r, t) in self.mempool.items() if now - t > MEMPOOL_TTL_S]:
+            del self.mempool[k]
+        return [r for r, _t in self.mempool.values()]
+
+    async def _leader_loop(self) -> None:
+        last_built = -1
+        while True:
+            now = self.clock_ms()
+            cur = self.slot_at(now)
+            if cur > last_built and self.book.leader(cur) == self.kp.pubkey:
+                best = self.cons.processed_slot()
+                prev_ready = best == cur - 1 or best in self.produced
+                grace_over = now >= self.slot_start_ms(cur) + LEADER_SKIP_GRACE_SLOTS * self.slot_ms
+                if best >= cur:
+                    last_built = cur  # someone is ahead of our clock; never build below a parent
+                elif (prev_ready or grace_over) and best in self.frozen and not self.behind() and self.may_produce():
+                    last_built = cur
+                    await self._produce(cur, best)
+                    continue
+            await trio.sleep(LEADER_POLL_S)
+
+    async def _produce(self, slot: int, parent: int) -> None:
+        built = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot, self._take_txs())
+        received = [self.mempool[raw[1:65]][1] for raw in built.included if raw[1:65] in self.mempool]
+        if received:
+            self.awaiting_confirm[slot] = received
+        for raw in built.included + built.dropped:
+            self.mempool.pop(raw[1:65], None)
+        self.stats.txs_included += len(built.included)
+        variants = [built.packets]
+        self.stats.produced += 1
+        if self.equivocate_slot_index is not None and self.stats.produced == self.equivocate_slot_index + 1:
+            other = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot,
+                               built.included + [self._equivocation_tx(self.frozen[parent])])
+            variants.append(other.packets)
+            self.stats.equivocated += 1
+            self.equivocated_slots.append(slot)
+        self.bs.put_bank_hash(built.record)
+        res = self.insert(built.packets)
+        if res.rejected:
+            raise AssertionError(f"own shreds rejected: {res.rejected[:2]}")
+        self.complete.discard(slot)
+        self.produced.add(slot)
+        self._frozen(slot, parent, built.result)
+        self.stats.last_produced_ms[slot] = self.clock_ms()
+        if len(self.stats.last_produced_ms) > 64:
+            del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
+        await self._publish(variants)
+        await self.decide()
+
+    def _equivocation_tx(self, parent: SlotResult) -> bytes:
+        """A transfer between the localnet test users that only the second version of an
+        equivocated slot carries (``--equivocate-slot``, a test-harness behaviour)."""
+        from ..ledger.producer import _transfer_tx
+        from .localnet import user_keypairs
+
+        users = user_keypairs(self.genesis.chain_id, 2)
+        return _transfer_tx(users[0], users[1].pubkey, random.randint(1, 1000), parent.bank.last_blockhash)
+
+    async def _publish(self, variants: list[list[bytes]]) -> None:
+        if self.node is None or self.node.gossip is None:
+            return
+        n = SHREDS_PER_GOSSIP_MESSAGE
+        chunks = [[v[i : i + n] for i in range(0, len(v), n)] for v in variants]
+        for i in range(max(len(c) for c in chunks)):
+            for c in chunks:
+                if i < len(c):
+                    await self.node.gossip.publish("shreds", encode(ShredBatch(shreds=tuple(c[i]))))
+
+    # -- repair ---------------------------------------------------------------------------
+    def wanted_slots(self) -> list[int]:
+        """Slots to repair: known here (partial, or a parent named by a child) or voted on by
+        peers, not complete, above the root, and at least a slot in the past."""
+        root = self.cons.root
+        horizon = self.slot_at(self.clock_ms()) - 1
+        out: set[int] = set()
+        orphans = set()
+        for m in self.bs.slot_metas():
+            if root < m.slot < horizon and not m.is_full and m.slot not in self.dead:
+                out.add(m.slot)
+                if m.received == 0:  # a placeholder: a stored child names it as parent
+                    orphans.add(m.slot)
+        self.orphans = orphans
+        self.wanted = out
+        for s in self.pending_votes:
+            if root < s < horizon and s not in self.dead:
+                sm = self.bs.slot_meta(s)
+                if sm is None or not sm.is_full:
+                    out.add(s)
+        return sorted(out)[:REPAIR_SLOTS_PER_ROUND]
+
+    async def _repair_loop(self) -> None:
+        limiter = trio.CapacityLimiter(REPAIR_PARALLEL)
+        while True:
+            await trio.sleep(REPAIR_INTERVAL_S)
+            host = self.node.host if self.node is not None else None
+            if host is None:
+                continue
+            peers = list(host.get_network().connections.keys())
+            if not peers:
+                continue
+            wanted = self.wanted_slots()
+            if self.syncing:
+                # Probe the clock's recent slots: a restarted node learns the network's tip
+                # (and from it, by orphan repair, everything it missed) even while its
+                # gossip mesh is still re-forming.
+                cur = self.slot_at(self.clock_ms())
+                for s in range(cur - SYNC_PROBE_SLOTS - 1, cur - 1):
+                    m = self.bs.slot_meta(s)
+                    if s > self.cons.root and (m is None or not m.is_full) and s not in wanted:
+                        wanted.append(s)
+            if not wanted:
+                continue
+            reqs: list[Any] = []
+            if self.orphans:  # learn up to 16 ancestors at once (their highest shreds)
+                reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, min(self.orphans), 0, random.getrandbits(32))))
+            for slot in wanted:
+                meta = self.bs.slot_meta(slot)
+                first = meta.consumed if meta is not None else 0
+                reqs.append((PROTO_REPAIR_SLOT, SlotShredsRequest(slot, first, random.getrandbits(32))))
+            self.stats.repair_requests += len(reqs)
+            got: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+                for i, (proto, req) in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
+                    peer = peers[(i + random.randrange(len(peers))) % len(peers)]
+                    nursery.start_soon(_repair_one, host, peer, proto, req, limiter, got)
+            if got:
+                res = self.insert(got)
+                self.stats.repaired_shreds += res.inserted + res.recovered
+                self.replay_ready()
+                await self.decide()
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self.clock_ms()
+        cur = self.slot_at(now)
+        leader = self.book.leader(cur)
+        t = self.cons.tower
+        s = self.stats
+        return {
+            "consensus": {
+                "slot": cur,
+                "leader": encode_address(leader) if leader else None,
+                "processed": self.cons.processed_slot(),
+                "confirmed": self.cons.confirmed_slot(),
+                "finalized": (fin := self.finalized_slot()),
+                "finalized_slots": bisect.bisect_right(self.root_list, fin),
+                "root": self.cons.finalized_slot(),
+                "rooted_slots": self.rooted_count,
+                "last_vote": t.last_voted_slot,
+                "tower_depth": len(t.votes),
+                "slot_ms": self.slot_ms,
+                "behind": self.behind(),
+                "syncing": self.syncing,
+                "produced": s.produced,
+                "equivocated": s.equivocated,
+                "replayed": s.replayed,
+                "dead": s.dead,
+                "duplicates": s.duplicates,
+                "duplicate_slots": sorted(self.duplicate_slots_seen),
+                "equivocated_slots": self.equivocated_slots,
+                "votes_in": s.votes_in,
+                "votes_out": s.votes_out,
+                "pending_vote_slots": len(self.pending_votes),
+                "shreds_in": s.shreds_in,
+                "shreds_rejected": s.shreds_rejected,
+                "repair_requests": s.repair_requests,
+                "repaired_shreds": s.repaired_shreds,
+                "txs_in": s.txs_in,
+                "txs_included": s.txs_included,
+                "mempool": len(self.mempool),
+                "confirm_latency_ms": _percentiles(list(self.confirm_latency_ms)),
+            }
+        }
+
+    def status_line(self) -> str:
+        c = self.status()["consensus"]
+        leader = (c["leader"] or "-")[:8]
+        return (f"slot={c['slot']} processed={c['processed']} confirmed={c['confirmed']} "
+                f"finalized={c['finalized']} leader={leader} produced={c['produced']} votes={c['votes_out']}")
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        cmd = req.get("cmd")
+        if cmd == "chain":
+            lo = int(req.get("from", 0))
+            out = []
+            for r in self.bs.roots():
+                if r < lo:
+                    continue
+                rec = self.bs.bank_hash(r)
+                out.append([r, rec.bank_hash.hex() if rec else None])
+            return {"ok": True, "roots": out, "finalized": self.finalized_slot(), "root": self.cons.finalized_slot()}
+        if cmd == "slot_info":
+            slot = int(req["slot"])
+            rec = self.bs.bank_hash(slot)
+            proof = self.bs.duplicate_proof(slot)
+            return {"ok": True, "slot": slot, "bank_hash": rec.bank_hash.hex() if rec else None,
+                    "last_blockhash": rec.last_blockhash.hex() if rec else None,
+                    "parent": rec.parent_slot if rec else None, "rooted": self.bs.is_root(slot),
+                    "dead": (d.reason if (d := self.bs.dead_slot(slot)) else None),
+                    "duplicate_proof": proof.kind if proof else None}
+        if cmd == "submit_tx":
+            raw = bytes.fromhex(req["tx_hex"])
+            self._add_tx(raw)
+            if self.node is not None and self.node.gossip is not None:
+                await self.node.gossip.publish("txs", raw)
+            return {"ok": True}
+        return None
+
+    def close(self) -> None:
+        self.bs.close()

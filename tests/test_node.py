@@ -1,0 +1,197 @@
+"""Unit tests of the node shell pieces that need no network: production -> replay round
+trip, replay from data shreds alone (what repair fetches), LStake credits from roots and
+schedule availability, the durable tower file, and a single-process validator that
+produces, votes and roots on its own (one identity holds all LStake)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import trio
+
+from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT
+from ambient_p2p.core.tower import Tower, TowerError
+from ambient_p2p.ledger.blockstore import Blockstore, shred_key
+from ambient_p2p.ledger.producer import _transfer_tx, genesis_bank
+from ambient_p2p.ledger.replay import SlotRejected, replay_slot
+from ambient_p2p.ledger.replay import _SlotResult as SlotResult
+from ambient_p2p.node.leader import build_slot
+from ambient_p2p.node.localnet import user_keypairs, validator_genesis
+from ambient_p2p.node.schedule import ScheduleBook
+from ambient_p2p.node.validator import Validator, read_tower, write_tower
+
+KEYS = [Keypair.deterministic("test-node", i) for i in range(4)]
+
+
+def _genesis(n: int = 4, **kw: int):  # type: ignore[no-untyped-def]
+    kw.setdefault("hashes_per_tick", 20)
+    kw.setdefault("slots_per_epoch", 32)
+    return validator_genesis("nodetest", [k.pubkey for k in KEYS[:n]], creation_time_s=0, **kw)
+
+
+def _root(genesis) -> SlotResult:  # type: ignore[no-untyped-def]
+    return SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
+
+
+def test_built_slot_replays_to_the_same_bank_hash(tmp_path: Path) -> None:
+    g = _genesis()
+    book = ScheduleBook(g)
+    users = user_keypairs(g.chain_id)
+    parent = _root(g)
+    slot = 5
+    leader = next(k for k in KEYS if k.pubkey == book.leader(slot))
+    good = _transfer_tx(users[0], users[1].pubkey, 7, parent.bank.last_blockhash)
+    broke = _transfer_tx(Keypair.deterministic("nobody"), users[1].pubkey, 7, parent.bank.last_blockhash)
+    built = build_slot(leader, g, 0, parent, slot, [good, broke, good])
+    assert built.included == [good] and len(built.dropped) == 2  # no funds; already processed
+    with Blockstore.open(tmp_path / "bs") as bs:
+        res = bs.insert_shreds(built.packets, book.leader)
+        assert not res.rejected and res.completed_slots == [slot]
+        replayed = replay_slot(bs, g, parent, slot, leader.pubkey)
+    assert replayed.bank.bank_hash == built.record.bank_hash == built.result.bank.bank_hash
+    assert replayed.last_root == built.result.last_root
+    assert replayed.transactions == 1
+
+
+def test_replay_from_data_shreds_alone_and_missing_data_is_named(tmp_path: Path) -> None:
+    g = _genesis()
+    book = ScheduleBook(g)
+    leader = next(k for k in KEYS if k.pubkey == book.leader(1))
+    built = build_slot(leader, g, 0, _root(g), 1)
+    data = [p for p in built.packets[: len(built.packets) // 2]]
+    with Blockstore.open(tmp_path / "bs") as bs:
+        assert bs.insert_shreds(data, book.leader).completed_slots == [1]
+        assert replay_slot(bs, g, _root(g), 1, leader.pubkey).bank.bank_hash == built.record.bank_hash
+        bs._cf["data_shred"].delete(shred_key(1, 3))
+        with pytest.raises(SlotRejected, match="missing-shreds"):
+            replay_slot(bs, g, _root(g), 1, leader.pubkey)
+
+
+def test_schedule_needs_rooted_snapshot_and_credits_leaders_once() -> None:
+    g = _genesis(slots_per_epoch=32)
+    book = ScheduleBook(g)
+    assert book.leader(40) is not None  # epoch 1 uses genesis LStake
+    assert book.schedule(2) is None  # needs every slot of epoch 0 decided
+    rooted = [1, 2, 3, 5, 8, 13, 21, 31]
+    book.on_rooted(rooted, 31)
+    book.on_rooted(rooted, 31)  # idempotent
+    assert book.schedule(2) is not None
+    table = book.ledger.snapshot(0)
+    for k in KEYS:
+        led = sum(1 for s in rooted if book.leader(s) == k.pubkey)
+        # bootstrap 1 + (0.5 short + 0.5 medium) x credits
+        assert table.get(k.pubkey, 0) == 1 + led * CREDIT_PER_LEADER_SLOT
+
+
+def test_tower_file_round_trip_and_foreign_tower_refused(tmp_path: Path) -> None:
+    t = Tower()
+    for s in (1, 2, 3):
+        t.record_vote(s)
+    path = tmp_path / "tower.cbor"
+    write_tower(path, t.to_record(KEYS[0]))
+    back = read_tower(path, KEYS[0].pubkey)
+    assert back is not None and back.votes == t.votes and back.root == t.root
+    with pytest.raises(TowerError):
+        read_tower(path, KEYS[1].pubkey)
+    assert read_tower(tmp_path / "absent", KEYS[0].pubkey) is None
+
+
+def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> None:
+    """One identity with all LStake: every slot is its own; with a fake clock it builds
+    slot after slot, votes on each, roots after 32 votes, writes roots and the tower; a
+    new Validator on the same directory rebuilds the same state from disk."""
+    g = _genesis(n=1, slots_per_epoch=64)
+    now = {"ms": 0}
+    d = tmp_path / "v"
+    d.mkdir()
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v.load()
+
+    async def run_slots(n: int) -> None:
+        for _ in range(n):
+            now["ms"] += int(v.slot_ms)
+            cur = v.slot_at(now["ms"])
+            await v._produce(cur, v.cons.processed_slot())
+
+    trio.run(run_slots, 40)
+    assert v.stats.produced == 40 and v.stats.votes_out == 40
+    assert v.cons.finalized_slot() == 40 - 31
+    assert v.finalized_slot() == 9  # all LStake is ours: the supermajority root is our root
+    roots = v.bs.roots()
+    assert roots == list(range(0, 10))
+    hashes = {r: v.bs.bank_hash(r).bank_hash for r in roots[1:]}  # type: ignore[union-attr]
+    last_vote = v.cons.tower.last_voted_slot
+    v.close()
+    v2 = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v2.load()
+    assert v2.cons.finalized_slot() == 9 and v2.cons.tower.last_voted_slot == last_vote
+    assert v2.cons.processed_slot() == 40 and v2.stats.replayed == 40
+    assert {r: v2.bs.bank_hash(r).bank_hash for r in v2.bs.roots()[1:]} == hashes  # type: ignore[union-attr]
+    assert v2.book.ledger.snapshot(0) == {KEYS[0].pubkey: 1 + 9 * CREDIT_PER_LEADER_SLOT}
+    v2.close()
+    shutil.rmtree(d)
+
+
+def _validator(tmp_path: Path, n: int = 4) -> Validator:
+    g = _genesis(n=n)
+    d = tmp_path / "v"
+    d.mkdir(exist_ok=True)
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: 10**9)
+    v.load()
+    return v
+
+
+def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path: Path) -> None:
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.net.messages import seal_envelope
+
+    v = _validator(tmp_path)
+    try:
+        def env(kp: Keypair, payload: bytes):  # type: ignore[no-untyped-def]
+            return seal_envelope(kp, "t", payload, 0)
+
+        good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
+        assert v._vote_check(env(KEYS[1], encode(good))) is None
+        assert v._vote_check(env(KEYS[2], encode(good))) == "vote-origin-mismatch"
+        assert v._vote_check(env(KEYS[1], b"\x00garbage")) == "bad-payload"
+        stranger = Keypair.deterministic("stranger")
+        unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
+        assert v._vote_check(env(stranger, encode(unstaked))) == "no-lstake"
+        forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
+        assert v._vote_check(env(KEYS[1], encode(forged))) == "bad-signature"
+    finally:
+        v.close()
+
+
+def test_vote_for_unknown_slot_waits_and_makes_node_behind(tmp_path: Path) -> None:
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+
+    v = _validator(tmp_path)
+    try:
+        assert not v.behind()
+        vote = sign_message(Vote(KEYS[1].pubkey, 7, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
+        v._count_vote(vote)
+        assert 7 in v.pending_votes and v.behind()
+    finally:
+        v.close()
+
+
+def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:
+    from ambient_p2p.node.repair import SlotShredsRequest, slot_repair_handler
+
+    g = _genesis()
+    book = ScheduleBook(g)
+    leader = next(k for k in KEYS if k.pubkey == book.leader(1))
+    built = build_slot(leader, g, 0, _root(g), 1)
+    with Blockstore.open(tmp_path / "bs") as bs:
+        bs.insert_shreds(built.packets, book.leader)
+        h = slot_repair_handler(bs)
+        resp = h(None, SlotShredsRequest(1, 30, 9))  # type: ignore[arg-type]
+        assert resp.nonce == 9 and resp.shreds == tuple(built.packets[30:32])
+        assert h(None, SlotShredsRequest(2, 0, 1)).shreds == ()  # type: ignore[arg-type]
