@@ -24,13 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..core.bank import Bank, BlockError
+from ..core.bank import Bank, BlockError, verify_transaction_signatures
 from ..core.messages import Genesis
 from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
 from .blockstore import Blockstore
 from .meta import BankHashRecord
 from .producer import genesis_bank
+from .snapshot import bank_to_snapshot, snapshot_to_bank
 
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
@@ -56,6 +57,8 @@ class SlotOutcome:
 @dataclass
 class ReplayReport:
     outcomes: list[SlotOutcome] = field(default_factory=list)
+    #: The highest-slot bank that replayed successfully (to persist as a snapshot).
+    last_bank: Bank | None = None
 
     @property
     def failed(self) -> list[SlotOutcome]:
@@ -81,6 +84,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
     data. Returns ({fec_set_index: data shreds of the set, sorted}, recovered count)."""
     sets: dict[int, list[Shred]] = {}
     roots: dict[int, bytes] = {}
+    verified: set[tuple[bytes, bytes, bytes]] = set()
     for is_data in (True, False):
         for index, payload in bs.slot_shred_payloads(slot, data=is_data):
             kind = "data" if is_data else "coding"
@@ -89,7 +93,10 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                 if s.slot != slot or s.index != index or s.is_data != is_data:
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
-                root = verify_shred(s, leader)
+                root = verify_shred(s, leader, verified)
+                if s.variant.resigned and s.retransmitter_signature != bytes(64):
+                    raise ShredError("bad-retransmitter-field", "stored shreds keep a zeroed retransmitter "
+                                     "signature; this one is not (corrupted)")
             except ShredError as exc:
                 raise SlotRejected(exc.reason, f"{kind} shred {index}: {exc.detail}") from None
             if roots.setdefault(s.fec_set_index, root) != root:
@@ -100,9 +107,8 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
     for fec, shreds in sorted(sets.items()):
         data = [s for s in shreds if s.is_data]
         codes = [s for s in shreds if not s.is_data]
-        # Without coding shreds there is nothing to recover from: use the data shreds as
-        # they are (repair fetches data shreds only) and let the contiguity and data-set
-        # checks below decide whether the set is complete.
+        # Without coding shreds the set's size is unknown here; its data shreds must then be
+        # complete, which deshred's contiguity check below enforces.
         nd = codes[0].num_data_shreds if codes else None
         if nd is not None and len(data) < nd:
             try:
@@ -130,11 +136,15 @@ def replay_slot(
         raise SlotRejected("empty-slot", "no shreds stored")
     # Chaining and slot shape.
     expect_root = parent.last_root
+    expect_fec = 0
     data: list[Shred] = []
     for fec in sorted(sets):
         shreds = sets[fec]
+        if fec != expect_fec:
+            raise SlotRejected("missing-shreds", f"no shred of the FEC set starting at data shred {expect_fec}")
         if not shreds:
             raise SlotRejected("missing-shreds", f"FEC set {fec} has no data shreds")
+        expect_fec = shreds[-1].index + 1
         first = shreds[0]
         if first.chained_merkle_root != expect_root:
             raise SlotRejected("bad-chained-merkle-root", f"FEC set {fec} does not chain to the previous set")
@@ -166,12 +176,18 @@ def replay_slot(
     bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)
     if bad is not None:
         raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
+    # Signatures of the whole slot first, as one batch (agave's sigverify stage), then
+    # execution without repeating the ed25519 work.
+    flat = [(i, tx) for i, e in enumerate(entries) for tx in e.transactions]
+    for (i, _tx), problem in zip(flat, verify_transaction_signatures([tx for _i, tx in flat])):
+        if problem is not None:
+            raise SlotRejected(problem.split(":", 1)[0], f"entry {i}: {problem}")
     bank = parent.bank.child(slot, leader)
     ntx = 0
     for i, e in enumerate(entries):
         if e.transactions:
             try:
-                bank.process_transactions(e.transactions)
+                bank.process_transactions(e.transactions, verify_signatures=False)
             except BlockError as exc:
                 raise SlotRejected(exc.reason, f"entry {i}: {exc}") from None
             ntx += len(e.transactions)
@@ -180,6 +196,11 @@ def replay_slot(
     if recorded is not None and recorded.bank_hash != bank_hash:
         raise SlotRejected("bank-hash-mismatch", f"replayed {bank_hash.hex()[:16]}..., recorded "
                            f"{recorded.bank_hash.hex()[:16]}...")
+    snap = bs.bank_snapshot(slot)
+    if snap is not None:
+        stored = snapshot_to_bank(snap)
+        if stored.bank_hash != bank_hash or stored.state_hash() != bank.state_hash():
+            raise SlotRejected("snapshot-mismatch", "the persisted bank snapshot differs from the replayed bank")
     return _SlotResult(bank, entries[-1].hash, expect_root, len(entries), ntx, recovered)
 
 
@@ -227,8 +248,13 @@ def replay(
             else:
                 bs.mark_dead(slot, outcome.reason or "")
         report.outcomes.append(outcome)
+        if res is not None and (report.last_bank is None or res.bank.slot > report.last_bank.slot):
+            report.last_bank = res.bank
         if progress:
             progress(outcome)
         for c in sorted(children.get(slot, []), reverse=True):
             stack.append((c, res))
+    last = report.last_bank
+    if mark_dead and not bs.read_only and last is not None and bs.bank_snapshot(last.slot) is None:
+        bs.put_bank_snapshot(bank_to_snapshot(last))
     return report
