@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from ..core.codec import encode
 from ..core.crypto import Keypair, write_keypair_file
@@ -188,10 +188,15 @@ class Localnet:
     def bootstrap_addr(self) -> str:
         return str(self.nodes[0].info()["addrs"][0])
 
-    def start(self) -> Localnet:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def write_genesis(self) -> None:
+        """Write the network's genesis (unless a prepared one was handed in); subclasses
+        that run other node kinds override this."""
         if not self._prepared:
             self.genesis_path.write_bytes(encode(make_genesis(self.chain_id, [k.pubkey for k in self.keys])))
+
+    def start(self) -> Self:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write_genesis()
         boot = self.spawn(0, None)
         self.nodes.append(boot)
         self.wait_ready(boot)
@@ -215,7 +220,7 @@ class Localnet:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> Localnet:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

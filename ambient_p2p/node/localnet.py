@@ -95,23 +95,7 @@ class ValidatorLocalnet(Localnet):
         finally:
             self.extra_args = base
 
-    def start(self) -> ValidatorLocalnet:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def write_genesis(self) -> None:
         self.genesis = validator_genesis(self.chain_id, [k.pubkey for k in self.keys], **self.genesis_kw)
         self.genesis_path.write_bytes(encode(self.genesis))
-        boot = self.spawn(0, None)
-        self.nodes.append(boot)
-        self.wait_ready(boot)
-        addr = self.bootstrap_addr()
-        for i in range(1, self.n):
-            self.nodes.append(self.spawn(i, addr))
-        for node in self.nodes[1:]:
-            self.wait_ready(node)
-        return self
 
-    def __enter__(self) -> ValidatorLocalnet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
