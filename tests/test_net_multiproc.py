@@ -158,8 +158,23 @@ def test_localnet_mesh_rejects_survives_bootstrap_loss_and_rejoin_with_repair(tm
         assert node3.control({"cmd": "has_shred", "slot": 43, "index": 2})["has"]
         r = node3.control({"cmd": "repair", "peer": peer2, "slot": 999, "index": 0})
         assert not r["ok"] and r["code"] == "not-found"
+        # gossip only reaches a peer once it is connected and in the topic's mesh: publishing
+        # before node3's mesh has re-formed would lose messages by design, not by a bug
+        peer3 = node3.info()["peer_id"]
+        assert net.wait_for(
+            lambda: node3.control({"cmd": "status"})["mesh"]["votes"] >= 1
+            and peer3 in [p["peer_id"] for p in net.nodes[1].control({"cmd": "peers"})["peers"]],
+            90,
+        )
+        # node3 may legitimately receive some of the 10 votes it missed while down, through
+        # gossip (IHAVE/IWANT from peers' message caches) as it rejoins: count from here
+        before = delivered(node3.control({"cmd": "status"}), "votes")
+        assert before <= 10
         net.nodes[1].control({"cmd": "publish_many", "kind": "votes", "count": 5, "size": 200, "rate": 20})
-        assert net.wait_for(lambda: delivered(node3.control({"cmd": "status"}), "votes") == 5, 30)
+        assert net.wait_for(lambda: delivered(node3.control({"cmd": "status"}), "votes") == before + 5, 30), (
+            node3.control({"cmd": "status"})["gossip"],
+            node3.control({"cmd": "status"})["mesh"],
+        )
     # every process is gone and exited cleanly on SIGTERM (node0 was SIGKILLed)
     assert all(not n.alive() for n in net.nodes)
     assert [n.proc.returncode for n in net.nodes[1:]] == [0, 0, 0]
