@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ambient_p2p.ledger.producer import _transfer_tx  # noqa: E402
+from ambient_p2p.ledger.producer import transfer_tx  # noqa: E402
 from ambient_p2p.node.localnet import ValidatorLocalnet, user_keypairs  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> int:
             info = net.nodes[0].control({"cmd": "slot_info", "slot": st["processed"]})
             if info.get("last_blockhash"):
                 a, b = rng.sample(range(len(users)), 2)
-                tx = _transfer_tx(users[a], users[b].pubkey, rng.randint(1, 1000), bytes.fromhex(info["last_blockhash"]))
+                tx = transfer_tx(users[a], users[b].pubkey, rng.randint(1, 1000), bytes.fromhex(info["last_blockhash"]))
                 for n in net.nodes:
                     n.control({"cmd": "submit_tx", "tx_hex": tx.hex()})
                 sent += 1

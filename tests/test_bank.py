@@ -11,7 +11,7 @@ from ambient_p2p.core.bank import (
     BlockError,
     accounts_hash,
 )
-from ambient_p2p.ledger.producer import _transfer_tx, user_keypairs
+from ambient_p2p.ledger.producer import transfer_tx, user_keypairs
 
 U = user_keypairs(3)
 LEADER = b"L" * 32
@@ -25,7 +25,7 @@ def new_bank(lamports: int = 1_000_000) -> Bank:
 
 def test_transfer_and_fee() -> None:
     b = new_bank()
-    res = b.process_transactions([_transfer_tx(U[0], U[2].pubkey, 1234, GENESIS_HASH)])
+    res = b.process_transactions([transfer_tx(U[0], U[2].pubkey, 1234, GENESIS_HASH)])
     assert res[0].error is None and res[0].fee == LAMPORTS_PER_SIGNATURE
     assert b.balance(U[0].pubkey) == 1_000_000 - 1234 - LAMPORTS_PER_SIGNATURE
     assert b.balance(U[2].pubkey) == 1234
@@ -36,7 +36,7 @@ def test_transfer_and_fee() -> None:
 
 def test_failed_instruction_still_charges_fee() -> None:
     b = new_bank(10_000)
-    res = b.process_transactions([_transfer_tx(U[0], U[2].pubkey, 9_000, GENESIS_HASH)])
+    res = b.process_transactions([transfer_tx(U[0], U[2].pubkey, 9_000, GENESIS_HASH)])
     assert res[0].error is not None and "insufficient lamports" in res[0].error
     assert b.balance(U[0].pubkey) == 10_000 - LAMPORTS_PER_SIGNATURE and b.balance(U[2].pubkey) == 0
 
@@ -44,9 +44,9 @@ def test_failed_instruction_still_charges_fee() -> None:
 @pytest.mark.parametrize(
     "make,reason",
     [
-        (lambda: _transfer_tx(U[0], U[2].pubkey, 1, b"x" * 32), "blockhash-not-found"),
-        (lambda: _transfer_tx(U[1], U[2].pubkey, 1, GENESIS_HASH), "insufficient-funds-for-fee"),
-        (lambda: _transfer_tx(U[2], U[0].pubkey, 1, GENESIS_HASH), "insufficient-funds-for-fee"),
+        (lambda: transfer_tx(U[0], U[2].pubkey, 1, b"x" * 32), "blockhash-not-found"),
+        (lambda: transfer_tx(U[1], U[2].pubkey, 1, GENESIS_HASH), "insufficient-funds-for-fee"),
+        (lambda: transfer_tx(U[2], U[0].pubkey, 1, GENESIS_HASH), "insufficient-funds-for-fee"),
         (lambda: b"\x01" + bytes(10), "bad-transaction"),
     ],
 )
@@ -58,7 +58,7 @@ def test_block_invalidating_transactions(make, reason: str) -> None:  # type: ig
 
 
 def test_bad_signature_rejected() -> None:
-    raw = bytearray(_transfer_tx(U[0], U[2].pubkey, 1, GENESIS_HASH))
+    raw = bytearray(transfer_tx(U[0], U[2].pubkey, 1, GENESIS_HASH))
     raw[-1] ^= 1  # lamports byte: message changes, signature no longer matches
     with pytest.raises(BlockError) as ei:
         new_bank().process_transactions([bytes(raw)])
@@ -68,7 +68,7 @@ def test_bad_signature_rejected() -> None:
 def test_batch_signature_verification() -> None:
     from ambient_p2p.core.bank import verify_transaction_signatures
 
-    good = _transfer_tx(U[0], U[2].pubkey, 1, GENESIS_HASH)
+    good = transfer_tx(U[0], U[2].pubkey, 1, GENESIS_HASH)
     bad = bytearray(good)
     bad[-1] ^= 1
     res = verify_transaction_signatures([good, bytes(bad), b"\x00"])
@@ -79,7 +79,7 @@ def test_batch_signature_verification() -> None:
 
 def test_duplicate_transaction_rejected_across_slots() -> None:
     b = new_bank()
-    tx = _transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)
+    tx = transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)
     b.process_transactions([tx])
     with pytest.raises(BlockError, match="already-processed"):
         b.process_transactions([tx])
@@ -99,14 +99,14 @@ def test_blockhash_expires_after_max_processing_age() -> None:
         b.freeze(slot.to_bytes(32, "big"))
     b = b.child(MAX_PROCESSING_AGE + 2, LEADER)
     with pytest.raises(BlockError, match="blockhash-not-found"):
-        b.process_transactions([_transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])
-    b.process_transactions([_transfer_tx(U[0], U[2].pubkey, 5, (MAX_PROCESSING_AGE + 1).to_bytes(32, "big"))])
+        b.process_transactions([transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])
+    b.process_transactions([transfer_tx(U[0], U[2].pubkey, 5, (MAX_PROCESSING_AGE + 1).to_bytes(32, "big"))])
 
 
 def test_bank_hash_is_deterministic_and_sensitive() -> None:
     def run(amount: int) -> bytes:
         b = new_bank()
-        b.process_transactions([_transfer_tx(U[0], U[2].pubkey, amount, GENESIS_HASH)])
+        b.process_transactions([transfer_tx(U[0], U[2].pubkey, amount, GENESIS_HASH)])
         return b.freeze(b"e" * 32)
 
     assert run(7) == run(7)
@@ -118,4 +118,4 @@ def test_frozen_bank_refuses_transactions() -> None:
     b = new_bank()
     b.freeze(b"e" * 32)
     with pytest.raises(ValueError):
-        b.process_transactions([_transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])
+        b.process_transactions([transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])

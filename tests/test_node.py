@@ -15,9 +15,8 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT
 from ambient_p2p.core.tower import Tower, TowerError
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
-from ambient_p2p.ledger.producer import _transfer_tx, genesis_bank
-from ambient_p2p.ledger.replay import SlotRejected, replay_slot
-from ambient_p2p.ledger.replay import _SlotResult as SlotResult
+from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
+from ambient_p2p.ledger.replay import SlotRejected, SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.schedule import ScheduleBook
@@ -43,8 +42,8 @@ def test_built_slot_replays_to_the_same_bank_hash(tmp_path: Path) -> None:
     parent = _root(g)
     slot = 5
     leader = next(k for k in KEYS if k.pubkey == book.leader(slot))
-    good = _transfer_tx(users[0], users[1].pubkey, 7, parent.bank.last_blockhash)
-    broke = _transfer_tx(Keypair.deterministic("nobody"), users[1].pubkey, 7, parent.bank.last_blockhash)
+    good = transfer_tx(users[0], users[1].pubkey, 7, parent.bank.last_blockhash)
+    broke = transfer_tx(Keypair.deterministic("nobody"), users[1].pubkey, 7, parent.bank.last_blockhash)
     built = build_slot(leader, g, 0, parent, slot, [good, broke, good])
     assert built.included == [good] and len(built.dropped) == 2  # no funds; already processed
     with Blockstore.open(tmp_path / "bs") as bs:

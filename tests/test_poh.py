@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ambient_p2p.core import poh
 from ambient_p2p.core.bank import BlockError, parse_transaction
 from ambient_p2p.core.poh import Entry, Poh, PohError
-from ambient_p2p.ledger.producer import _transfer_tx, user_keypairs
+from ambient_p2p.ledger.producer import transfer_tx, user_keypairs
 
 
 def sha(b: bytes) -> bytes:
@@ -23,7 +23,7 @@ def sha(b: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def txs() -> list[bytes]:
     users = user_keypairs(3)
-    return [_transfer_tx(users[i], users[(i + 1) % 3].pubkey, 10 + i, bytes(32)) for i in range(3)]
+    return [transfer_tx(users[i], users[(i + 1) % 3].pubkey, 10 + i, bytes(32)) for i in range(3)]
 
 
 def test_hash_chain_is_plain_sha256() -> None:

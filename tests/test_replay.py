@@ -16,11 +16,11 @@ from ambient_p2p.core.shred import make_shreds_from_data, parse_shred
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import (
     GENESIS_FILE,
-    _transfer_tx,
     leader_keypair,
     local_genesis,
     produce,
     read_genesis,
+    transfer_tx,
     user_keypairs,
 )
 from ambient_p2p.ledger.replay import replay
@@ -175,7 +175,7 @@ def test_bad_tick_count_marks_slot_dead(tmp_path: Path) -> None:
 def test_invalid_transaction_marks_slot_dead_and_is_recorded(tmp_path: Path) -> None:
     genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
-    tx = _transfer_tx(u[0], u[1].pubkey, 5, b"\x42" * 32)  # unknown blockhash
+    tx = transfer_tx(u[0], u[1].pubkey, 5, b"\x42" * 32)  # unknown blockhash
     _write_slot(tmp_path / "l", _good_entries([tx]))
     with Blockstore.open(tmp_path / "l") as bs:
         report = replay(bs, genesis, mark_dead=True)
@@ -246,7 +246,7 @@ def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> No
 def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
     genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
-    tx = bytearray(_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash()))
+    tx = bytearray(transfer_tx(u[0], u[1].pubkey, 5, genesis.hash()))
     tx[-1] ^= 0x01  # lamports changed after signing
     _write_slot(tmp_path / "l", _good_entries([bytes(tx)]))
     assert (run_replay(tmp_path / "l")[1] or "").startswith("bad-signature: entry 2")
@@ -255,5 +255,5 @@ def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
 def test_valid_transaction_slot_replays(tmp_path: Path) -> None:
     genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
-    _write_slot(tmp_path / "l", _good_entries([_transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
+    _write_slot(tmp_path / "l", _good_entries([transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
     assert run_replay(tmp_path / "l") == {1: None}

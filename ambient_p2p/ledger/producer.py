@@ -93,7 +93,7 @@ class ProducedSlot:
     bank_hash: bytes
 
 
-def _transfer_tx(src: Keypair, dst: bytes, lamports: int, blockhash: bytes) -> bytes:
+def transfer_tx(src: Keypair, dst: bytes, lamports: int, blockhash: bytes) -> bytes:
     from solders.hash import Hash
     from solders.keypair import Keypair as SKeypair
     from solders.pubkey import Pubkey
@@ -144,7 +144,7 @@ def produce(
                     batch = []
                     for _ in range(min(TXS_PER_ENTRY, remaining)):
                         a, b = rng.sample(range(len(users)), 2) if len(users) > 1 else (0, 0)
-                        batch.append(_transfer_tx(users[a], users[b].pubkey, rng.randint(1, 10_000),
+                        batch.append(transfer_tx(users[a], users[b].pubkey, rng.randint(1, 10_000),
                                                   bank.last_blockhash))
                     bank.process_transactions(batch)
                     poh.hash_some(hpt // 2)

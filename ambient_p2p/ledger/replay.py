@@ -70,7 +70,7 @@ class ReplayReport:
 
 
 @dataclass
-class _SlotResult:
+class SlotResult:
     bank: Bank
     last_entry_hash: bytes
     last_root: bytes
@@ -125,12 +125,12 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
 def replay_slot(
     bs: Blockstore,
     genesis: Genesis,
-    parent: _SlotResult,
+    parent: SlotResult,
     slot: int,
     leader: bytes,
     *,
     poh_verify: PohVerifyFn | None = None,
-) -> _SlotResult:
+) -> SlotResult:
     sets, recovered = _load_fec_sets(bs, slot, leader)
     if not sets:
         raise SlotRejected("empty-slot", "no shreds stored")
@@ -201,7 +201,7 @@ def replay_slot(
         stored = snapshot_to_bank(snap)
         if stored.bank_hash != bank_hash or stored.state_hash() != bank.state_hash():
             raise SlotRejected("snapshot-mismatch", "the persisted bank snapshot differs from the replayed bank")
-    return _SlotResult(bank, entries[-1].hash, expect_root, len(entries), ntx, recovered)
+    return SlotResult(bank, entries[-1].hash, expect_root, len(entries), ntx, recovered)
 
 
 def replay(
@@ -217,13 +217,13 @@ def replay(
     blockstore) failures are stored in ``dead_slots`` and successes in ``bank_hashes``."""
     leader_for_slot = leader_for_slot or (lambda _s: genesis.bootstrap_nodes[0].identity)
     report = ReplayReport()
-    root = _SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
+    root = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
     metas = {m.slot: m for m in bs.slot_metas()}
     children: dict[int, list[int]] = {}
     for m in metas.values():
         if m.parent_slot is not None and m.slot != 0:
             children.setdefault(m.parent_slot, []).append(m.slot)
-    stack: list[tuple[int, _SlotResult | None]] = [(c, root) for c in sorted(children.get(0, []), reverse=True)]
+    stack: list[tuple[int, SlotResult | None]] = [(c, root) for c in sorted(children.get(0, []), reverse=True)]
     while stack:
         slot, parent = stack.pop()
         if parent is None:

@@ -21,7 +21,7 @@ from ..core.messages import Genesis
 from ..core.poh import Entry, Poh, serialize_entries
 from ..core.shred import make_shreds_from_data
 from ..ledger.meta import BankHashRecord
-from ..ledger.replay import _SlotResult as SlotResult
+from ..ledger.replay import SlotResult
 
 SHRED_VERSION = 1
 #: Transactions per PoH entry (agave batches up to 64; small keeps entries well inside a tick).

@@ -46,8 +46,7 @@ from ..core.tower import Tower, TowerRecord, is_supermajority
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
 from ..ledger.producer import genesis_bank
-from ..ledger.replay import SlotRejected, replay_slot
-from ..ledger.replay import _SlotResult as SlotResult
+from ..ledger.replay import SlotRejected, SlotResult, replay_slot
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import (
     REPAIR_ORPHAN,
@@ -623,11 +622,11 @@ class Validator:
     def _equivocation_tx(self, parent: SlotResult) -> bytes:
         """A transfer between the localnet test users that only the second version of an
         equivocated slot carries (``--equivocate-slot``, a test-harness behaviour)."""
-        from ..ledger.producer import _transfer_tx
+        from ..ledger.producer import transfer_tx
         from .localnet import user_keypairs
 
         users = user_keypairs(self.genesis.chain_id, 2)
-        return _transfer_tx(users[0], users[1].pubkey, random.randint(1, 1000), parent.bank.last_blockhash)
+        return transfer_tx(users[0], users[1].pubkey, random.randint(1, 1000), parent.bank.last_blockhash)
 
     async def _publish(self, variants: list[list[bytes]]) -> None:
         if self.node is None or self.node.gossip is None:

@@ -24,10 +24,10 @@ FORMAT = "poh"
 
 
 def _txs(n: int) -> list[bytes]:
-    from ...ledger.producer import _transfer_tx, user_keypairs
+    from ...ledger.producer import transfer_tx, user_keypairs
 
     u = user_keypairs(4)
-    return [_transfer_tx(u[i % 4], u[(i + 1) % 4].pubkey, 100 + i, bytes(32)) for i in range(n)]
+    return [transfer_tx(u[i % 4], u[(i + 1) % 4].pubkey, 100 + i, bytes(32)) for i in range(n)]
 
 
 def _chain(start: bytes, with_txs: bool) -> list[Entry]:
