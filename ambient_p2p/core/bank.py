@@ -14,11 +14,19 @@ Rules (agave semantics where agave has them; simplifications are listed in spec/
   if one fails (unsupported program or instruction, missing signer, insufficient
   lamports), balance changes are rolled back but the fee stays (agave behaviour), and
   the error is recorded in the result.
+* The native vote program (``VOTE_PROGRAM_ID``, Solana's vote program address) takes one
+  instruction: a signed :class:`~ambient_p2p.core.consensus.Vote` as its data, the voter
+  as its only (signing) account. It lands when the voted slot is an ancestor of this bank
+  with the same bank hash (the bank keeps the last ``MAX_SLOT_HASHES`` ancestors, as
+  Solana's SlotHashes sysvar) and is newer than the voter's last landed vote on this fork;
+  landed votes are what the node credits as LStake once the slot is rooted.
 * At ``freeze`` half of the slot's fees is burned and half credited to the slot leader
   (agave's 50% burn), the slot's last entry hash becomes a recent blockhash, and
   ``bank_hash = sha256(parent_bank_hash || accounts_delta_hash || signature_count u64 LE
-  || last_blockhash)`` where ``accounts_delta_hash`` is sha256 over the sorted
-  ``pubkey || lamports u64 LE`` of every account changed in the slot (32 zero bytes if none).
+  || last_blockhash [|| votes_hash])`` where ``accounts_delta_hash`` is sha256 over the
+  sorted ``pubkey || lamports u64 LE`` of every account changed in the slot (32 zero bytes
+  if none) and ``votes_hash`` (present only when a vote landed in the slot) is sha256 over
+  ``voter || voted slot u64 LE`` of the slot's landed votes in order.
 
 Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
 """
@@ -30,6 +38,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .codec import DecodeError, decode
+from .consensus import Vote
+from .crypto import decode_address
+from .messages import verify_message
+
 LAMPORTS_PER_SIGNATURE = 5_000
 FEE_BURN_PERCENT = 50
 MAX_PROCESSING_AGE = 150  # blockhashes a transaction may be behind (agave)
@@ -38,6 +51,10 @@ SYSTEM_PROGRAM_ID = bytes(32)
 SYSTEM_INSTRUCTION_TRANSFER = 2
 ZERO_HASH = bytes(32)
 GENESIS_BANK_DOMAIN = b"ambient/bank-genesis/v1\x00"
+#: Solana's vote program address; here it runs Ambient's vote instruction (spec/bank.md).
+VOTE_PROGRAM_ID = decode_address("Vote111111111111111111111111111111111111111")
+#: Ancestor (slot, bank hash) pairs a bank keeps for vote checks (Solana's SlotHashes).
+MAX_SLOT_HASHES = 512
 
 
 class BlockError(ValueError):
@@ -131,6 +148,12 @@ class Bank:
     signature_count: int = 0
     transaction_count: int = 0
     modified: set[bytes] = field(default_factory=set)
+    #: ancestors' bank hashes, ascending slots, at most MAX_SLOT_HASHES (not this slot's)
+    slot_hashes: dict[int, bytes] = field(default_factory=dict)
+    #: each voter's last landed vote on this fork (voted slot)
+    last_votes: dict[bytes, int] = field(default_factory=dict)
+    #: votes that landed in this slot, in order: (voter, voted slot)
+    landed_votes: list[tuple[bytes, int]] = field(default_factory=list)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
@@ -150,12 +173,15 @@ class Bank:
         accounts: dict[bytes, int],
         blockhashes: Sequence[bytes],
         status_cache: dict[bytes, int],
+        slot_hashes: dict[int, bytes] | None = None,
+        last_votes: dict[bytes, int] | None = None,
     ) -> Bank:
         """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot)."""
         if not blockhashes:
             raise ValueError("a bank needs at least one recent blockhash")
         return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
-                   bank_hash=bytes(bank_hash))
+                   bank_hash=bytes(bank_hash), slot_hashes=dict(sorted((slot_hashes or {}).items())),
+                   last_votes=dict(last_votes or {}))
 
     def state_hash(self) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache),
@@ -165,6 +191,10 @@ class Bank:
             h.update(bh)
         for sig in sorted(self.status_cache):
             h.update(sig + struct.pack("<Q", self.status_cache[sig]))
+        for s in sorted(self.slot_hashes):
+            h.update(struct.pack("<Q", s) + self.slot_hashes[s])
+        for voter in sorted(self.last_votes):
+            h.update(voter + struct.pack("<Q", self.last_votes[voter]))
         return h.digest()
 
     @property
@@ -178,7 +208,12 @@ class Bank:
             raise ValueError("child slot must be above its parent")
         horizon = slot - MAX_RECENT_BLOCKHASHES
         cache = {sig: s for sig, s in self.status_cache.items() if s > horizon}
-        return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache)
+        slot_hashes = dict(self.slot_hashes)
+        slot_hashes[self.slot] = self.bank_hash
+        while len(slot_hashes) > MAX_SLOT_HASHES:
+            del slot_hashes[next(iter(slot_hashes))]
+        return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache,
+                    slot_hashes=slot_hashes, last_votes=dict(self.last_votes))
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -219,6 +254,7 @@ class Bank:
         self.transaction_count += 1
         snapshot = dict(self.accounts)
         modified_before = set(self.modified)
+        votes_before = (dict(self.last_votes), len(self.landed_votes))
         error = None
         try:
             for prog, accs, data in tx.instructions:
@@ -226,12 +262,17 @@ class Bank:
         except _InstructionError as exc:
             self.accounts = snapshot
             self.modified = modified_before
+            self.last_votes = votes_before[0]
+            del self.landed_votes[votes_before[1]:]
             error = str(exc)
         return TxResult(sig, fee, error)
 
     def _execute(self, tx: ParsedTx, prog: int, accs: bytes, data: bytes) -> None:
         if prog >= len(tx.account_keys) or any(a >= len(tx.account_keys) for a in accs):
             raise _InstructionError("account index out of range")
+        if tx.account_keys[prog] == VOTE_PROGRAM_ID:
+            self._execute_vote(tx, accs, data)
+            return
         if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
             raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
         if len(data) < 4 or struct.unpack_from("<I", data)[0] != SYSTEM_INSTRUCTION_TRANSFER:
@@ -253,6 +294,43 @@ class Bank:
             raise _InstructionError("lamports overflow")
         self._set(dst, new_dst)
 
+    # -- the vote program -------------------------------------------------------------------
+    def vote_error(self, vote: Vote) -> str | None:
+        """Why ``vote`` (signature already checked) cannot land in this bank, or None."""
+        if vote.root is not None and vote.root > vote.slot:
+            return f"vote-bad-root: root {vote.root} is above the voted slot {vote.slot}"
+        if vote.slot >= self.slot:
+            return f"vote-not-ancestor: slot {vote.slot} is not below this bank's slot {self.slot}"
+        ours = self.slot_hashes.get(vote.slot)
+        if ours is None:
+            return (f"vote-not-ancestor: slot {vote.slot} is not an ancestor of slot {self.slot} "
+                    f"(or older than {MAX_SLOT_HASHES} ancestors)")
+        if ours != vote.bank_hash:
+            return f"vote-hash-mismatch: slot {vote.slot} has bank hash {ours.hex()[:16]}... on this fork"
+        last = self.last_votes.get(vote.voter)
+        if last is not None and vote.slot <= last:
+            return f"vote-too-old: the voter's last landed vote is slot {last}"
+        return None
+
+    def _execute_vote(self, tx: ParsedTx, accs: bytes, data: bytes) -> None:
+        if len(accs) != 1:
+            raise _InstructionError("vote-bad-accounts: a vote instruction names exactly one account, the voter")
+        if accs[0] >= tx.signer_count:
+            raise _InstructionError("vote-missing-signature: the voter must sign the transaction")
+        try:
+            vote = decode(data, expected=Vote)
+        except DecodeError as exc:
+            raise _InstructionError(f"vote-bad-data: {exc}") from None
+        if vote.voter != tx.account_keys[accs[0]]:
+            raise _InstructionError("vote-wrong-voter: the vote's voter is not the signing account")
+        if not verify_message(vote, vote.voter, "vote"):
+            raise _InstructionError("vote-bad-signature: the vote's own signature does not verify")
+        err = self.vote_error(vote)
+        if err is not None:
+            raise _InstructionError(err)
+        self.last_votes[vote.voter] = vote.slot
+        self.landed_votes.append((vote.voter, vote.slot))
+
     def _set(self, pubkey: bytes, lamports: int) -> None:
         self.accounts[pubkey] = lamports
         self.modified.add(pubkey)
@@ -268,9 +346,10 @@ class Bank:
         self.blockhashes.append(bytes(last_blockhash))
         del self.blockhashes[:-MAX_RECENT_BLOCKHASHES]
         delta = accounts_hash({k: self.accounts[k] for k in self.modified}) if self.modified else ZERO_HASH
-        self.bank_hash = hashlib.sha256(
-            self.parent_hash + delta + struct.pack("<Q", self.signature_count) + bytes(last_blockhash)
-        ).digest()
+        h = hashlib.sha256(self.parent_hash + delta + struct.pack("<Q", self.signature_count) + bytes(last_blockhash))
+        if self.landed_votes:
+            h.update(votes_hash(self.landed_votes))
+        self.bank_hash = h.digest()
         return self.bank_hash
 
 
@@ -283,4 +362,12 @@ def accounts_hash(accounts: dict[bytes, int]) -> bytes:
     h = hashlib.sha256()
     for k in sorted(accounts):
         h.update(k + struct.pack("<Q", accounts[k]))
+    return h.digest()
+
+
+def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:
+    """sha256 over ``voter || voted slot u64 LE`` of a slot's landed votes, in order."""
+    h = hashlib.sha256()
+    for voter, slot in landed:
+        h.update(voter + struct.pack("<Q", slot))
     return h.digest()

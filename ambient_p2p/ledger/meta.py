@@ -126,7 +126,25 @@ class ProcessedSignature:
     slot: int = fld(UInt(64))
 
 
-@message(type_id=0x0107, version=1, max_size=1 << 20)
+@record
+@dataclass(frozen=True)
+class SlotHash:
+    slot: int = fld(UInt(64))
+    bank_hash: bytes = fld(Bytes(32, exact=True))
+
+
+@record
+@dataclass(frozen=True)
+class LastVote:
+    voter: bytes = fld(Bytes(32, exact=True))
+    slot: int = fld(UInt(64))
+
+
+MAX_SNAPSHOT_SLOT_HASHES = 512
+MAX_SNAPSHOT_VOTERS = 16_384
+
+
+@message(type_id=0x0107, version=2, max_size=1 << 20)
 @dataclass(frozen=True)
 class BankSnapshot:
     """A frozen bank's full state (spec/bank.md, "Persistence"): enough to continue
@@ -140,3 +158,5 @@ class BankSnapshot:
     accounts: tuple[AccountBalance, ...] = fld(List(Rec(AccountBalance), MAX_SNAPSHOT_ACCOUNTS))
     blockhashes: tuple[bytes, ...] = fld(List(Bytes(32, exact=True), MAX_SNAPSHOT_BLOCKHASHES))
     status_cache: tuple[ProcessedSignature, ...] = fld(List(Rec(ProcessedSignature), MAX_SNAPSHOT_SIGNATURES))
+    slot_hashes: tuple[SlotHash, ...] = fld(List(Rec(SlotHash), MAX_SNAPSHOT_SLOT_HASHES))
+    last_votes: tuple[LastVote, ...] = fld(List(Rec(LastVote), MAX_SNAPSHOT_VOTERS))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..core.bank import Bank
-from .meta import AccountBalance, BankSnapshot, ProcessedSignature
+from .meta import AccountBalance, BankSnapshot, LastVote, ProcessedSignature, SlotHash
 
 
 def bank_to_snapshot(bank: Bank) -> BankSnapshot:
@@ -18,6 +18,8 @@ def bank_to_snapshot(bank: Bank) -> BankSnapshot:
         accounts=tuple(AccountBalance(k, v) for k, v in sorted(bank.accounts.items())),
         blockhashes=tuple(bank.blockhashes),
         status_cache=tuple(ProcessedSignature(s, slot) for s, slot in sorted(bank.status_cache.items())),
+        slot_hashes=tuple(SlotHash(s, h) for s, h in sorted(bank.slot_hashes.items())),
+        last_votes=tuple(LastVote(v, s) for v, s in sorted(bank.last_votes.items())),
     )
 
 
@@ -30,4 +32,6 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
         {a.pubkey: a.lamports for a in snap.accounts},
         snap.blockhashes,
         {p.signature: p.slot for p in snap.status_cache},
+        {h.slot: h.bank_hash for h in snap.slot_hashes},
+        {v.voter: v.slot for v in snap.last_votes},
     )
