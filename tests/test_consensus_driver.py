@@ -154,3 +154,23 @@ def test_new_root_effect_emitted_once_per_root() -> None:
     effects = run_chain(nodes, [0, 1, 2, 3], range(1, 45))
     roots = [e.slot for e in effects[0] if isinstance(e, NewRoot)]
     assert roots == sorted(set(roots)) and roots and roots[-1] == nodes[0].finalized_slot()
+
+
+
+def test_leader_builds_on_its_own_fork_while_locked_out_of_the_heavier_one() -> None:
+    """Node 0 voted 1 and 2; the other three vote for fork 0 -> 3. Fork choice now says 3,
+    but a block on 3 is one node 0 could not vote on (lockouts on 1 and 2): as a leader
+    it builds on its own fork's tip (agave's reset bank), and on 3 once no lockout binds."""
+    n = Consensus(KEYS[0], STAKES)
+    for s in (1, 2):
+        n.on_replayed(s, s - 1, bank_hash(s))
+        assert any(isinstance(e, SendVote) for e in n.decide(now_ms=s))
+    n.on_replayed(3, 0, bank_hash(3, "b"))
+    for kp in KEYS[1:]:
+        assert n.on_vote(sign_message(Vote(kp.pubkey, 3, bank_hash(3, "b"), None, 3, bytes(64)), kp, "vote"))
+    assert n.processed_slot() == 3
+    assert n.build_parent(4) == 2  # slot 2 is locked until 2 + 2 = 4; slot 1 until 1 + 4 = 5
+    assert n.build_parent(6) == 3  # both lockouts expired: the heaviest fork again
+    fresh = Consensus(KEYS[1], STAKES)
+    fresh.on_replayed(1, 0, bank_hash(1))
+    assert fresh.build_parent(2) == 1  # no votes yet: the best slot

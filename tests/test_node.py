@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from ambient_p2p.core.crypto import Keypair
-from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT
+from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT, CREDIT_PER_VOTE
 from ambient_p2p.core.tower import Tower, TowerError
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
@@ -85,6 +85,50 @@ def test_schedule_needs_rooted_snapshot_and_credits_leaders_once() -> None:
         assert table.get(k.pubkey, 0) == 1 + led * CREDIT_PER_LEADER_SLOT
 
 
+def test_landed_votes_credit_only_voters_with_lstake() -> None:
+    g = _genesis(n=2, slots_per_epoch=32)
+    book = ScheduleBook(g)
+    stranger = Keypair.deterministic("stranger").pubkey
+    landed = {3: [KEYS[0].pubkey, KEYS[1].pubkey, stranger], 4: [KEYS[1].pubkey]}
+    book.on_rooted([3, 4], 4, lambda s: landed.get(s, []))
+    assert book.vote_credits == {KEYS[0].pubkey: 1, KEYS[1].pubkey: 2}
+    assert stranger not in book.ledger.snapshot(0)  # fees do not buy LStake
+    assert book.vote_weights(2) is None  # epoch 0 is not decided yet
+    book.on_rooted([31], 31)
+    w = book.vote_weights(2)
+    assert w is not None and w == book.ledger.snapshot(0) and w[KEYS[1].pubkey] > w[KEYS[0].pubkey] - 64
+
+
+def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path) -> None:
+    """32-slot epochs: once the root enters epoch E >= 2 the votes are weighed by the LStake
+    snapshot at the end of E - 2 (credits from leader slots and landed votes), the same
+    snapshot the schedule uses; a restarted node derives the same weights and credits."""
+    g = _genesis(n=1, slots_per_epoch=32)
+    now = {"ms": 0}
+    d = tmp_path / "v"
+    d.mkdir()
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v.load()
+
+    async def run_slots(n: int) -> None:
+        for _ in range(n):
+            now["ms"] += int(v.slot_ms)
+            await v._produce(v.slot_at(now["ms"]), v.cons.processed_slot())
+
+    trio.run(run_slots, 100)  # root = 69: epoch 2
+    assert v.cons.finalized_slot() == 69 and v.weights_epoch == 2
+    expect = v.book.ledger.snapshot(0)
+    assert dict(v.cons.stakes) == expect and expect[KEYS[0].pubkey] > 1
+    table, credits = v.lstake_table(), dict(v.book.vote_credits)
+    assert credits[KEYS[0].pubkey] == 68  # rooted slots 2..69 each carry a landed vote
+    v.close()
+    v2 = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v2.load()
+    assert v2.weights_epoch == 2 and dict(v2.cons.stakes) == expect
+    assert v2.lstake_table() == table and dict(v2.book.vote_credits) == credits
+    v2.close()
+
+
 def test_tower_file_round_trip_and_foreign_tower_refused(tmp_path: Path) -> None:
     t = Tower()
     for s in (1, 2, 3):
@@ -123,13 +167,18 @@ def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> N
     assert roots == list(range(0, 10))
     hashes = {r: v.bs.bank_hash(r).bank_hash for r in roots[1:]}  # type: ignore[union-attr]
     last_vote = v.cons.tower.last_voted_slot
+    assert v.stats.votes_included == 39 and v.book.vote_credits[KEYS[0].pubkey] == 8
     v.close()
     v2 = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
     v2.load()
     assert v2.cons.finalized_slot() == 9 and v2.cons.tower.last_voted_slot == last_vote
     assert v2.cons.processed_slot() == 40 and v2.stats.replayed == 40
     assert {r: v2.bs.bank_hash(r).bank_hash for r in v2.bs.roots()[1:]} == hashes  # type: ignore[union-attr]
-    assert v2.book.ledger.snapshot(0) == {KEYS[0].pubkey: 1 + 9 * CREDIT_PER_LEADER_SLOT}
+    # rooted slots 1..9 were led by us; slots 2..9 each carry our landed vote for the slot before
+    credits = {KEYS[0].pubkey: 1 + 9 * CREDIT_PER_LEADER_SLOT + 8 * CREDIT_PER_VOTE}
+    assert v.book.ledger.snapshot(0) == credits  # credited live ...
+    assert v2.book.ledger.snapshot(0) == credits  # ... and again from the replayed chain on restart
+    assert v2.book.vote_credits[KEYS[0].pubkey] == 8 and v2.stats.votes_landed == 39
     v2.close()
     shutil.rmtree(d)
 
@@ -147,6 +196,7 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
     from ambient_p2p.core.codec import encode
     from ambient_p2p.core.consensus import Vote
     from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.core.vote_program import vote_transaction
     from ambient_p2p.net.messages import seal_envelope
 
     v = _validator(tmp_path)
@@ -154,15 +204,22 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
         def env(kp: Keypair, payload: bytes):  # type: ignore[no-untyped-def]
             return seal_envelope(kp, "t", payload, 0)
 
+        def vtx(kp: Keypair, vote: Vote) -> bytes:
+            return vote_transaction(kp, vote, bytes(32))
+
         good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
-        assert v._vote_check(env(KEYS[1], encode(good))) is None
-        assert v._vote_check(env(KEYS[2], encode(good))) == "vote-origin-mismatch"
-        assert v._vote_check(env(KEYS[1], b"\x00garbage")) == "bad-payload"
+        assert v._vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
+        assert v._vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
+        assert v._vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
+        assert v._vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
         stranger = Keypair.deterministic("stranger")
         unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
-        assert v._vote_check(env(stranger, encode(unstaked))) == "no-lstake"
+        assert v._vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
         forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
-        assert v._vote_check(env(KEYS[1], encode(forged))) == "bad-signature"
+        assert v._vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
+        raw = bytearray(vtx(KEYS[1], good))
+        raw[70] ^= 1  # inside the signed message: the transaction signature fails
+        assert v._vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
     finally:
         v.close()
 

@@ -6,6 +6,7 @@ Events (methods)                  Effects (returned)
 on_replayed(slot, parent, hash)   -
 on_vote(vote)                     - (or VoteRejected reason, for peer scoring)
 on_duplicate(slot)                -
+set_stakes(weights)               - (a new epoch's vote weights; fork choice re-weighs)
 decide()                          PersistTower(record) then SendVote(vote) when voting;
                                   NewRoot(slot) when the tower roots a slot
 
@@ -96,6 +97,15 @@ class Consensus:
     def on_duplicate(self, slot: int) -> None:
         self.forkchoice.mark_duplicate(slot)
 
+    def set_stakes(self, stakes: Mapping[bytes, int]) -> None:
+        """Weigh votes by ``stakes`` from now on (a new epoch's LStake snapshot). Every
+        latest vote is re-weighed; the latest votes of identities without LStake are
+        dropped. The tower is unchanged: its lockouts bind whatever the weights."""
+        new = {k: v for k, v in stakes.items() if v > 0}
+        self.stakes = new
+        self.forkchoice.stakes = new
+        self.forkchoice.latest_vote = {v: s for v, s in self.forkchoice.latest_vote.items() if v in new}
+
     def check_vote(self, vote: Vote) -> None:
         """Stateless checks a gossip validator can run: signer has LStake, signature."""
         if vote.voter not in self.stakes:
@@ -145,6 +155,24 @@ class Consensus:
             self.bank_hashes = {s: h for s, h in self.bank_hashes.items() if s >= new_root}
             effects.append(NewRoot(new_root))
         return effects
+
+    def build_parent(self, slot: int) -> int:
+        """The slot a leader of ``slot`` builds on: the best slot, unless this node's tower
+        could not vote on ``slot`` as a child of it (locked out of that fork); then the
+        heaviest slot descending from its last vote (agave's reset bank), so that it can
+        vote on its own block."""
+        fc, t = self.forkchoice, self.tower
+        best = fc.best_slot()
+        last = t.last_voted_slot
+        if last is None or last not in fc.parent or not t.is_locked_out(slot, fc.ancestors(best) | {best}):
+            return best
+        w = fc.subtree_stakes()
+        node = last
+        while True:
+            kids = [c for c in fc.children.get(node, ()) if fc.is_eligible(c)]
+            if not kids:
+                return node
+            node = max(kids, key=lambda c: (w[c], -c))
 
     # -- commitment -----------------------------------------------------------------------
     def processed_slot(self) -> int:

@@ -3,7 +3,10 @@
 The leader builds slot ``slot`` on a frozen parent (the fork-choice tip): a child bank,
 PoH continuing from the parent's last entry hash with ``ticks_per_slot`` ticks of
 ``hashes_per_tick`` hashes, the pending transactions that execute as entries in the first
-ticks, then the entries cut into chained 32:32 Merkle FEC sets signed by the leader. The
+ticks, then the entries cut into chained 32:32 Merkle FEC sets signed by the leader.
+Vote transactions go first (agave reserves block space for votes), and only those that
+land on this fork: a vote for another fork, or one not newer than its voter's last landed
+vote, would only cost its voter a fee. The
 result is exactly what replay (ledger/replay.py) accepts from any other node, which is
 why the leader keeps the frozen result instead of replaying its own slot.
 
@@ -20,6 +23,7 @@ from ..core.crypto import Keypair
 from ..core.messages import Genesis
 from ..core.poh import Entry, Poh, serialize_entries
 from ..core.shred import make_shreds_from_data
+from ..core.vote_program import VoteTx
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotResult
 
@@ -28,6 +32,8 @@ SHRED_VERSION = 1
 TXS_PER_ENTRY = 8
 #: Most transactions one slot takes from the pending pool.
 MAX_TXS_PER_SLOT = 256
+#: Most vote transactions one slot takes (one per voter; on top of MAX_TXS_PER_SLOT).
+MAX_VOTES_PER_SLOT = 1024
 
 
 @dataclass
@@ -39,6 +45,7 @@ class BuiltSlot:
     record: BankHashRecord
     included: list[bytes]  # transactions that made it into the slot
     dropped: list[bytes]  # transactions the bank refused (they would make the block invalid)
+    included_votes: list[bytes]  # the vote transactions among ``included``
 
 
 def build_slot(
@@ -48,6 +55,7 @@ def build_slot(
     parent: SlotResult,
     slot: int,
     txs: Sequence[bytes] = (),
+    votes: Sequence[VoteTx] = (),
 ) -> BuiltSlot:
     """Produce ``slot`` on top of ``parent`` (the frozen result of ``parent_slot``)."""
     if slot <= parent_slot:
@@ -57,6 +65,17 @@ def build_slot(
     poh = Poh(parent.last_entry_hash, hpt)
     included: list[bytes] = []
     dropped: list[bytes] = []
+    included_votes: list[bytes] = []
+    for vt in list(votes)[:MAX_VOTES_PER_SLOT]:
+        if bank.vote_error(vt.vote) is not None:
+            continue
+        try:
+            (res,) = bank.process_transactions([vt.raw])
+        except BlockError:
+            continue  # e.g. its blockhash is not on this fork
+        included.append(vt.raw)
+        if res.error is None:
+            included_votes.append(vt.raw)
     for raw in list(txs)[:MAX_TXS_PER_SLOT]:
         try:  # one at a time: a refused transaction must not take the others with it
             bank.process_transactions([raw])
@@ -86,4 +105,4 @@ def build_slot(
     ntx = sum(len(e.transactions) for e in entries)
     result = SlotResult(bank, entries[-1].hash, sb.merkle_root, len(entries), ntx, 0)
     rec = BankHashRecord(slot, parent_slot, bank_hash, entries[-1].hash, bank.signature_count, bank.transaction_count)
-    return BuiltSlot(slot, parent_slot, packets, result, rec, included, dropped)
+    return BuiltSlot(slot, parent_slot, packets, result, rec, included, dropped, included_votes)

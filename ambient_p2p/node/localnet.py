@@ -3,7 +3,8 @@ genesis and ``--validator`` on every node (``ambient-p2p localnet``, the consens
 multi-process tests).
 
 The genesis names the N deterministic localnet identities as bootstrap nodes with equal
-LStake, funds a few deterministic test users (so transfers can be submitted), and starts
+LStake, funds them (vote transactions pay fees, as on Solana) and a few deterministic test
+users (so transfers can be submitted), and starts
 its slot clock at its creation time: slots that pass while the processes start are simply
 skipped, as an absent leader's slots are.
 """
@@ -37,6 +38,8 @@ SLOTS_PER_EPOCH = 256
 LEADER_SLOTS = 4
 TEST_USERS = 4
 TEST_USER_LAMPORTS = 1_000_000_000_000
+#: Each bootstrap identity's lamports: 200 million vote fees at 5,000 per vote.
+IDENTITY_LAMPORTS = 1_000_000_000_000
 
 
 def user_keypairs(chain_id: str, n: int = TEST_USERS) -> list[Keypair]:
@@ -63,7 +66,8 @@ def validator_genesis(
         epoch=EpochParams(slots_per_epoch=slots_per_epoch, leader_slots=leader_slots),
         lstake=LStakeParams(short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000),
         model=ModelSpec(name="SmolLM2-135M-Instruct"),
-        accounts=tuple(sorted((GenesisAccount(u.pubkey, TEST_USER_LAMPORTS) for u in users), key=lambda a: a.pubkey)),
+        accounts=tuple(sorted([GenesisAccount(u.pubkey, TEST_USER_LAMPORTS) for u in users]
+                              + [GenesisAccount(k, IDENTITY_LAMPORTS) for k in identities], key=lambda a: a.pubkey)),
         bootstrap_nodes=tuple(BootstrapNode(identity=k, lstake=1) for k in identities),
     )
 

@@ -2,7 +2,13 @@
 
 Credits come only from *rooted* slots, so that every node applies the same credits in the
 same order whatever forks it saw: when a slot is rooted, its scheduled leader is credited
-one leader slot in the slot's epoch. The schedule of epoch E uses the LStake snapshot at
+one leader slot in the slot's epoch, and every vote that landed in the slot (the bank's
+vote program, core/bank.py) earns its voter one vote credit in that epoch, if the voter
+has vote weight in that epoch (an identity without LStake can pay for vote transactions,
+but cannot vote itself into LStake).
+
+Vote weights: the votes of epoch E are weighted by the same LStake snapshot that schedules
+E's leaders (end of E - 2; genesis LStake for epochs 0 and 1). The schedule of epoch E uses the LStake snapshot at
 the end of epoch E - 2 (core/lstake.py), so it becomes computable once this node's root
 has passed the last slot of epoch E - 2; before that :meth:`leader` answers None (the slot's
 shreds cannot be verified yet) rather than guessing from an incomplete snapshot.
@@ -12,8 +18,14 @@ No I/O, no clock: the validator calls :meth:`on_rooted` and :meth:`leader`.
 
 from __future__ import annotations
 
-from ..core.lstake import LStakeLedger, WorkKind, epoch_of, schedule_for_epoch
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from ..core.lstake import SCHEDULE_LAG_EPOCHS, LStakeLedger, WorkKind, epoch_of, schedule_for_epoch
 from ..core.messages import Genesis
+
+#: Voters whose votes landed in a (rooted) slot.
+LandedVoters = Callable[[int], Sequence[bytes]]
 
 #: Schedules kept in memory (the current epoch, its neighbours, some slack).
 MAX_CACHED_EPOCHS = 8
@@ -26,6 +38,9 @@ class ScheduleBook:
         self.ledger = LStakeLedger.from_genesis(genesis)
         self.credited_through = 0  # every rooted slot <= this has been credited
         self._cache: dict[int, list[bytes]] = {}
+        self._weights: dict[int, dict[bytes, int]] = {}
+        self.leader_credits: Counter[bytes] = Counter()  # leader slots credited, all epochs
+        self.vote_credits: Counter[bytes] = Counter()  # landed votes credited, all epochs
 
     def available(self, epoch: int) -> bool:
         """True when the snapshot the schedule of ``epoch`` needs is final here."""
@@ -43,21 +58,47 @@ class ScheduleBook:
                 del self._cache[min(self._cache)]
         return s
 
+    def vote_weights(self, epoch: int) -> dict[bytes, int] | None:
+        """LStake that weighs the votes of ``epoch`` (the schedule's basis), or None while
+        that snapshot is not final here."""
+        w = self._weights.get(epoch)
+        if w is None:
+            if not self.available(epoch):
+                return None
+            basis = epoch - SCHEDULE_LAG_EPOCHS
+            if basis < 0:
+                w = {n.identity: n.lstake for n in self.genesis.bootstrap_nodes if n.lstake > 0}
+            else:
+                w = self.ledger.snapshot(basis)
+            self._weights[epoch] = w
+            while len(self._weights) > MAX_CACHED_EPOCHS:
+                del self._weights[min(self._weights)]
+        return w
+
     def leader(self, slot: int) -> bytes | None:
         if slot <= 0:
             return None
         s = self.schedule(epoch_of(slot, self.spe))
         return None if s is None else s[slot % self.spe]
 
-    def on_rooted(self, slots: list[int], new_root: int) -> None:
+    def on_rooted(self, slots: list[int], new_root: int, landed: LandedVoters | None = None) -> None:
         """``slots`` (ascending) became rooted, the highest being ``new_root`` or below it;
-        credit each slot's leader. Idempotent for slots at or below ``credited_through``."""
+        credit each slot's leader and the voters whose votes landed in it (``landed``).
+        Idempotent for slots at or below ``credited_through``."""
         for s in slots:
             if s <= self.credited_through or s == 0:
                 continue
+            epoch = epoch_of(s, self.spe)
             leader = self.leader(s)
             if leader is not None:
-                self.ledger.credit(leader, epoch_of(s, self.spe), WorkKind.LEADER_SLOTS, 1)
+                self.ledger.credit(leader, epoch, WorkKind.LEADER_SLOTS, 1)
+                self.leader_credits[leader] += 1
+            if landed is not None:
+                weights = self.vote_weights(epoch) or {}
+                for voter in landed(s):
+                    if weights.get(voter, 0) > 0:
+                        self.ledger.credit(voter, epoch, WorkKind.VOTES, 1)
+                        self.vote_credits[voter] += 1
             self.credited_through = s  # a rooted slot decides every slot below it
         self.credited_through = max(self.credited_through, new_root)
 

@@ -4,10 +4,12 @@
 It is a :class:`~ambient_p2p.net.node.NodeExtension` of the networking node, so one
 process has one trio nursery holding the networking tasks and these:
 
-``ingest``   validated gossip deliveries (shred batches, votes, transactions) -> the
-             blockstore / the consensus driver / the pending-transaction pool
+``ingest``   validated gossip deliveries (shred batches, vote transactions, transactions)
+             -> the blockstore / the consensus driver and the vote pool / the
+             pending-transaction pool
 ``leader``   the slot clock: when the schedule names this node for the current slot it
-             builds the slot on the fork-choice tip, stores it and publishes its shreds
+             builds the slot on the fork-choice tip (the latest vote transaction of every
+             voter first, then pending transactions), stores it and publishes its shreds
 ``repair``   asks peers (``/ambient/repair/1``) for the data shreds of slots that are
              incomplete, orphaned, or named by peers' votes but unknown here
 
@@ -31,6 +33,7 @@ import collections
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +44,10 @@ from ..core.codec import DecodeError, decode, encode
 from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from ..core.crypto import Keypair, encode_address
 from ..core.forkchoice import ForkChoiceError
+from ..core.lstake import epoch_of
 from ..core.messages import Genesis
 from ..core.tower import Tower, TowerRecord, is_supermajority
+from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
 from ..ledger.producer import genesis_bank
@@ -186,6 +191,8 @@ class ValidatorStats:
     repaired_shreds: int = 0
     txs_in: int = 0
     txs_included: int = 0
+    votes_landed: int = 0  # votes that landed in slots this node replayed or produced
+    votes_included: int = 0  # vote transactions this node put in its own slots
     last_produced_ms: dict[int, int] = field(default_factory=dict)
 
 
@@ -209,10 +216,13 @@ class Validator:
         self.genesis_ms = genesis.creation_time_s * 1000
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
         self.book = ScheduleBook(genesis)
-        self.stakes = {n.identity: n.lstake for n in genesis.bootstrap_nodes}
+        stakes = {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0}
         self.tower_path = data_dir / TOWER_FILE
         tower = read_tower(self.tower_path, kp.pubkey)
-        self.cons = Consensus(kp, self.stakes, tower=tower) if tower else Consensus(kp, self.stakes)
+        self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
+        self.weights_epoch = 0  # the epoch whose LStake snapshot weighs votes now
+        self.vote_pool: dict[bytes, VoteTx] = {}  # voter -> latest vote transaction
+        self._loading_roots: set[int] = set()
         self.frozen: dict[int, SlotResult] = {}
         self.parents: dict[int, int] = {}
         self.dead: set[int] = set()
@@ -233,7 +243,7 @@ class Validator:
         self.equivocate_slot_index = equivocate_slot_index
         self.node: NetNode | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
-        self._votes_send, self._votes_recv = trio.open_memory_channel[Vote](VOTE_QUEUE_LEN)
+        self._votes_send, self._votes_recv = trio.open_memory_channel[bytes](VOTE_QUEUE_LEN)
         self.store = BlockstoreShredStore(self.bs)
         self.started_ms = self.clock_ms()
         self.loaded = False
@@ -241,6 +251,11 @@ class Validator:
         self.wanted: set[int] = set()
         self.syncing = bool(self.cons.tower.votes)  # restarted with a tower: catch up first
         self.synced_ms: int | None = None
+
+    @property
+    def stakes(self) -> Mapping[bytes, int]:
+        """Vote weights now: the LStake snapshot of the root's epoch (ScheduleBook)."""
+        return self.cons.stakes
 
     # -- clock ----------------------------------------------------------------------------
     def slot_at(self, now_ms: int) -> int:
@@ -270,9 +285,9 @@ class Validator:
 
     def _vote_check(self, env: GossipEnvelope) -> str | None:
         try:
-            vote = decode(env.payload, expected=Vote)
-        except DecodeError:
-            return "bad-payload"
+            vote = parse_vote_transaction(env.payload).vote
+        except VoteTxError as exc:
+            return exc.reason
         if vote.voter != env.origin:
             return "vote-origin-mismatch"
         try:
@@ -292,7 +307,9 @@ class Validator:
         self.root_list = sorted(r for r in roots if r > 0)
         self.rooted_count = len(self.root_list)
         self.root_written = max(roots)
-        self.book.on_rooted(roots, max(roots))
+        # LStake credits are re-applied as the rooted chain replays, in slot order (_frozen):
+        # a rooted slot's landed votes are known only from its bank
+        self._loading_roots = set(roots)
         self.frozen[0] = SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
         self.parents[0] = 0
         root = self.cons.root
@@ -304,6 +321,9 @@ class Validator:
             elif m.slot > root or self.bs.is_root(m.slot):
                 self.complete.add(m.slot)
         self.replay_ready()
+        self.book.on_rooted(sorted(roots), max(roots), self._landed_voters)  # roots that did not replay
+        self._loading_roots = set()
+        self._update_weights()
         self._prune()
         self.loaded = True
 
@@ -354,7 +374,10 @@ class Validator:
     def _frozen(self, slot: int, parent: int, res: SlotResult) -> None:
         self.frozen[slot] = res
         self.parents[slot] = parent
+        self.stats.votes_landed += len(res.bank.landed_votes)
         assert res.bank.bank_hash is not None
+        if slot in self._loading_roots and slot > self.book.credited_through:
+            self.book.on_rooted([slot], slot, self._landed_voters)
         if slot > self.cons.root:
             try:
                 self.cons.on_replayed(slot, parent, res.bank.bank_hash)
@@ -375,6 +398,7 @@ class Validator:
         for s in [s for s in self.pending_votes if s <= root]:
             del self.pending_votes[s]
         self.produced = {s for s in self.produced if s > root}
+        self.vote_pool = {v: vt for v, vt in self.vote_pool.items() if vt.vote.slot >= root}
         self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
 
     def insert(self, packets: list[bytes]) -> InsertResult:
@@ -483,9 +507,13 @@ class Validator:
                 self.stats.votes_out += 1
                 # an identity without LStake keeps a local tower (its own finality view) but
                 # publishes nothing: peers would reject its votes and score it down
-                if self.kp.pubkey in self.stakes:
+                voted = self.frozen.get(eff.vote.slot)
+                if self.kp.pubkey in self.cons.stakes and voted is not None:
+                    # agave's shape: the vote transaction's blockhash is the voted slot's
+                    vt = parse_vote_transaction(vote_transaction(self.kp, eff.vote, voted.bank.last_blockhash))
+                    self._add_vote_tx(vt)  # so that our own slots carry it too
                     try:  # the tower is already durable; the sender task publishes
-                        self._votes_send.send_nowait(eff.vote)
+                        self._votes_send.send_nowait(vt.raw)
                     except trio.WouldBlock:
                         self.stats.votes_unsent += 1
             elif isinstance(eff, NewRoot):
@@ -502,9 +530,29 @@ class Validator:
         self.root_written = max(self.root_written, new_root)
         self.rooted_count += len(chain)
         self.root_list.extend(c for c in chain if c > 0)
-        self.book.on_rooted(chain, new_root)
+        self.book.on_rooted(chain, new_root, self._landed_voters)
+        self._update_weights()
         self._prune()
 
+    def _landed_voters(self, slot: int) -> list[bytes]:
+        res = self.frozen.get(slot)
+        return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
+
+    def _update_weights(self) -> None:
+        """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""
+        epoch = epoch_of(self.cons.root, self.book.spe)
+        if epoch == self.weights_epoch:
+            return
+        weights = self.book.vote_weights(epoch)
+        if weights is None:
+            return  # the snapshot is not final yet (cannot happen once the root is in epoch)
+        self.cons.set_stakes(weights)
+        self.weights_epoch = epoch
+
+    def _add_vote_tx(self, vt: VoteTx) -> None:
+        old = self.vote_pool.get(vt.vote.voter)
+        if old is None or old.vote.slot < vt.vote.slot:
+            self.vote_pool[vt.vote.voter] = vt
     # -- tasks ----------------------------------------------------------------------------
     async def run(self, node: NetNode) -> None:
         self.node = node
@@ -518,9 +566,9 @@ class Validator:
 
     async def _vote_sender(self) -> None:
         while True:
-            vote = await self._votes_recv.receive()
+            raw = await self._votes_recv.receive()
             if self.node is not None and self.node.gossip is not None:
-                await self.node.gossip.publish("votes", encode(vote))
+                await self.node.gossip.publish("votes", raw)
 
     async def _ingest_loop(self) -> None:
         while True:
@@ -543,11 +591,13 @@ class Validator:
                         continue
                 elif item.kind == "votes":
                     try:
-                        vote = decode(item.envelope.payload, expected=Vote)
-                    except DecodeError:
+                        vt = parse_vote_transaction(item.envelope.payload)
+                    except VoteTxError:
                         continue
                     self.stats.votes_in += 1
-                    self._count_vote(vote)
+                    if vt.vote.voter in self.cons.stakes:
+                        self._add_vote_tx(vt)
+                    self._count_vote(vt.vote)
                 elif item.kind == "txs":
                     self._add_tx(item.envelope.payload)
             if packets:
@@ -579,7 +629,7 @@ class Validator:
             now = self.clock_ms()
             cur = self.slot_at(now)
             if cur > last_built and self.book.leader(cur) == self.kp.pubkey:
-                best = self.cons.processed_slot()
+                best = self.cons.build_parent(cur)
                 prev_ready = best == cur - 1 or best in self.produced
                 grace_over = now >= self.slot_start_ms(cur) + LEADER_SKIP_GRACE_SLOTS * self.slot_ms
                 if best >= cur:
@@ -591,7 +641,13 @@ class Validator:
             await trio.sleep(LEADER_POLL_S)
 
     async def _produce(self, slot: int, parent: int) -> None:
-        built = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot, self._take_txs())
+        votes = sorted(self.vote_pool.values(), key=lambda vt: vt.vote.voter)
+        built = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot, self._take_txs(), votes)
+        for raw in built.included_votes:
+            vt = parse_vote_transaction(raw)
+            if self.vote_pool.get(vt.vote.voter) is not None and self.vote_pool[vt.vote.voter].raw == raw:
+                del self.vote_pool[vt.vote.voter]
+        self.stats.votes_included += len(built.included_votes)
         received = [self.mempool[raw[1:65]][1] for raw in built.included if raw[1:65] in self.mempool]
         if received:
             self.awaiting_confirm[slot] = received
@@ -739,10 +795,23 @@ class Validator:
                 "repaired_shreds": s.repaired_shreds,
                 "txs_in": s.txs_in,
                 "txs_included": s.txs_included,
+                "votes_landed": s.votes_landed,
+                "votes_included": s.votes_included,
+                "vote_pool": len(self.vote_pool),
+                "weights_epoch": self.weights_epoch,
+                "lstake": self.lstake_table(),
                 "mempool": len(self.mempool),
                 "confirm_latency_ms": _percentiles(list(self.confirm_latency_ms)),
             }
         }
+
+    def lstake_table(self) -> dict[str, dict[str, int]]:
+        """Per identity: its vote weight now, and the leader slots and landed votes credited
+        to it from rooted slots (all epochs)."""
+        b = self.book
+        ids = set(self.cons.stakes) | set(b.leader_credits) | set(b.vote_credits)
+        return {encode_address(k): {"weight": self.cons.stakes.get(k, 0), "leader_slots": b.leader_credits[k],
+                                    "vote_credits": b.vote_credits[k]} for k in sorted(ids)}
 
     def status_line(self) -> str:
         c = self.status()["consensus"]
