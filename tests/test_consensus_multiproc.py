@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ambient_p2p.core.crypto import encode_address
 from ambient_p2p.node.localnet import ValidatorLocalnet
 from ambient_p2p.node.schedule import ScheduleBook
 
@@ -99,6 +100,14 @@ def test_four_nodes_finalize_then_survive_sigkill_and_restart(tmp_path: Path) ->
         chains = assert_consistent(net, [0, 1, 2, 3])
         common = set.intersection(*(set(c) for c in chains.values()))
         assert len(common) >= 20  # the same >= 20 slots, with identical bank hashes (above)
+        # votes travel as vote transactions that leaders put in their blocks: every
+        # identity has landed votes credited (LStake) from rooted slots, and all nodes agree
+        tables = [c["lstake"] for i in range(4) if (c := cons(net, i)) is not None]
+        assert len(tables) == 4
+        for k in net.keys:
+            assert tables[0][encode_address(k.pubkey)]["vote_credits"] > 0, tables[0]
+        assert all((c := cons(net, i)) is not None and c["votes_landed"] > 0 and c["votes_included"] > 0
+                   for i in range(4))
 
         # SIGKILL node 3: the other three hold 3/4 > 2/3 of LStake and keep finalizing.
         victim = 3
