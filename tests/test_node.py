@@ -53,6 +53,26 @@ def test_built_slot_replays_to_the_same_bank_hash(tmp_path: Path) -> None:
     assert replayed.bank.bank_hash == built.record.bank_hash == built.result.bank.bank_hash
     assert replayed.last_root == built.result.last_root
     assert replayed.transactions == 1
+    # slots 1-4 were skipped: slot 5 carries their ticks too (agave), 5 x ticks_per_slot
+    assert replayed.entries == 5 * g.poh.ticks_per_slot + 1  # + the transaction entry
+
+
+def test_a_slot_without_the_ticks_of_skipped_slots_is_dead(tmp_path: Path) -> None:
+    from ambient_p2p.core.poh import Poh, serialize_entries
+    from ambient_p2p.core.shred import make_shreds_from_data
+
+    g = _genesis()
+    book = ScheduleBook(g)
+    parent = _root(g)
+    leader = next(k for k in KEYS if k.pubkey == book.leader(5))
+    poh = Poh(parent.last_entry_hash, g.poh.hashes_per_tick)
+    entries = [poh.tick_entry() for _ in range(g.poh.ticks_per_slot)]  # one slot's ticks, not five
+    sb = make_shreds_from_data(leader, parent.last_root, serialize_entries(entries), 5, 0, 1,
+                               g.poh.ticks_per_slot, True, 0, 0)
+    with Blockstore.open(tmp_path / "bs") as bs:
+        assert bs.insert_shreds([x.payload for x in sb.data], book.leader).completed_slots == [5]
+        with pytest.raises(SlotRejected, match="too-few-ticks"):
+            replay_slot(bs, g, parent, 5, leader.pubkey)
 
 
 def test_replay_from_data_shreds_alone_and_missing_data_is_named(tmp_path: Path) -> None:

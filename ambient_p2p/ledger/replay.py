@@ -169,8 +169,9 @@ def replay_slot(
             raise SlotRejected(exc.reason, f"data set {first_i}..{last_i}: {exc}") from None
     # Tick shape first (agave verify_ticks runs before PoH): it is cheap and bounds every
     # entry's num_hashes by hashes_per_tick, so hostile counts cannot stall the verifier.
+    # As agave, a slot carries the ticks of the slots skipped since its parent too.
     try:
-        check_slot_ticks(entries, genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot)
+        check_slot_ticks(entries, genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot * (slot - parent.bank.slot))
     except PohError as exc:
         raise SlotRejected(exc.reason, str(exc)) from None
     bad = (poh_verify or verify_entries)(parent.last_entry_hash, entries)

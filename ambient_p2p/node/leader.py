@@ -1,7 +1,8 @@
 """Block production for one leader slot (spec/node.md "Production").
 
 The leader builds slot ``slot`` on a frozen parent (the fork-choice tip): a child bank,
-PoH continuing from the parent's last entry hash with ``ticks_per_slot`` ticks of
+PoH continuing from the parent's last entry hash with ``ticks_per_slot`` ticks (times the
+number of slots since the parent: a slot carries the ticks of skipped slots, as agave) of
 ``hashes_per_tick`` hashes, the pending transactions that execute as entries in the first
 ticks, then the entries cut into chained 32:32 Merkle FEC sets signed by the leader.
 Vote transactions go first (agave reserves block space for votes), and only those that
@@ -84,7 +85,7 @@ def build_slot(
             dropped.append(raw)
     batches = [included[i : i + TXS_PER_ENTRY] for i in range(0, len(included), TXS_PER_ENTRY)]
     entries: list[Entry] = []
-    for _t in range(tps):
+    for _t in range(tps * (slot - parent_slot)):
         # at most (hpt - 1) records fit in one tick (each record is one hash)
         for _ in range(max(0, hpt - 1)):
             if not batches:
