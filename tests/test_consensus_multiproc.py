@@ -106,8 +106,10 @@ def test_four_nodes_finalize_then_survive_sigkill_and_restart(tmp_path: Path) ->
         assert len(tables) == 4
         for k in net.keys:
             assert tables[0][encode_address(k.pubkey)]["vote_credits"] > 0, tables[0]
-        assert all((c := cons(net, i)) is not None and c["votes_landed"] > 0 and c["votes_included"] > 0
-                   for i in range(4))
+        counts = [(c["votes_landed"], c["votes_included"], c["produced"]) for i in range(4) if (c := cons(net, i))]
+        assert len(counts) == 4 and all(landed > 0 for landed, _inc, _p in counts), counts
+        # leaders put vote transactions in their slots (a node may not have led since votes began)
+        assert sum(inc for _l, inc, _p in counts) > 0, counts
 
         # SIGKILL node 3: the other three hold 3/4 > 2/3 of LStake and keep finalizing.
         victim = 3
