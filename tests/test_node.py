@@ -130,12 +130,7 @@ def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path) -
     v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
     v.load()
 
-    async def run_slots(n: int) -> None:
-        for _ in range(n):
-            now["ms"] += int(v.slot_ms)
-            await v._produce(v.slot_at(now["ms"]), v.cons.processed_slot())
-
-    trio.run(run_slots, 100)  # root = 69: epoch 2
+    trio.run(_run_slots, v, now, 100)  # root = 69: epoch 2
     assert v.cons.finalized_slot() == 69 and v.weights_epoch == 2
     expect = v.book.ledger.snapshot(0)
     assert dict(v.cons.stakes) == expect and expect[KEYS[0].pubkey] > 1
@@ -162,6 +157,13 @@ def test_tower_file_round_trip_and_foreign_tower_refused(tmp_path: Path) -> None
     assert read_tower(tmp_path / "absent", KEYS[0].pubkey) is None
 
 
+async def _run_slots(v: Validator, now: dict[str, int], n: int) -> None:
+    """A lone validator leads every slot: advance its fake clock a slot at a time and build."""
+    for _ in range(n):
+        now["ms"] += int(v.slot_ms)
+        await v._produce(v.slot_at(now["ms"]), v.cons.processed_slot())
+
+
 def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> None:
     """One identity with all LStake: every slot is its own; with a fake clock it builds
     slot after slot, votes on each, roots after 32 votes, writes roots and the tower; a
@@ -173,13 +175,7 @@ def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> N
     v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
     v.load()
 
-    async def run_slots(n: int) -> None:
-        for _ in range(n):
-            now["ms"] += int(v.slot_ms)
-            cur = v.slot_at(now["ms"])
-            await v._produce(cur, v.cons.processed_slot())
-
-    trio.run(run_slots, 40)
+    trio.run(_run_slots, v, now, 40)
     assert v.stats.produced == 40 and v.stats.votes_out == 40
     assert v.cons.finalized_slot() == 40 - 31
     assert v.finalized_slot() == 9  # all LStake is ours: the supermajority root is our root

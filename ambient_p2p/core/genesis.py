@@ -76,7 +76,9 @@ def build_genesis(
 ) -> Genesis:
     """A genesis where each bootstrap identity gets ``bootstrap_lstake`` LStake and
     ``node_lamports`` (to pay fees), plus the extra ``accounts``. Accounts are sorted by
-    pubkey so the same inputs always give the same genesis hash."""
+    pubkey so the same inputs always give the same genesis hash; zero balances are left
+    out. Every genesis builder of the tool (``genesis`` command, localnets, ``ledger
+    produce``) goes through here."""
     balances: dict[bytes, int] = {}
     for ident in bootstrap:
         balances[ident] = balances.get(ident, 0) + node_lamports
@@ -89,7 +91,7 @@ def build_genesis(
         epoch=epoch or default_epoch(),
         lstake=lstake or default_lstake(),
         model=ModelSpec(model_name, model_digest),
-        accounts=tuple(GenesisAccount(pk, v) for pk, v in sorted(balances.items())),
+        accounts=tuple(GenesisAccount(pk, v) for pk, v in sorted(balances.items()) if v > 0),
         bootstrap_nodes=tuple(BootstrapNode(i, bootstrap_lstake) for i in bootstrap),
     )
 

@@ -22,7 +22,7 @@ import json
 import pkgutil
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -50,6 +50,18 @@ class Case:
     reason: str | None = None  # our reject code for must-reject cases
     input_file: str = "input.cbor"
     extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def case_from_run(
+    run: Callable[[str, bytes], Any], handler: str, name: str, data: bytes, desc: str, input_file: str
+) -> Case:
+    """A case whose expected result is what ``run`` answers for ``data`` now: its output,
+    or a must-reject case with the reject code."""
+    try:
+        out = run(handler, data)
+    except Rejected as rej:
+        return Case(handler, name, data, None, desc, reason=rej.reason, input_file=input_file)
+    return Case(handler, name, data, out, desc, input_file=input_file)
 
 
 @dataclass

@@ -16,13 +16,11 @@ from pathlib import Path
 from ..core import codec
 from ..core.bank import Bank
 from ..core.crypto import Keypair
+from ..core.genesis import build_genesis
 from ..core.messages import (
-    BootstrapNode,
     EpochParams,
     Genesis,
-    GenesisAccount,
     LStakeParams,
-    ModelSpec,
     PohParams,
 )
 from ..core.poh import Entry, Poh, serialize_entries
@@ -59,18 +57,17 @@ def local_genesis(
     hashes_per_tick: int = LOCAL_HASHES_PER_TICK,
     ticks_per_slot: int = LOCAL_TICKS_PER_SLOT,
 ) -> Genesis:
-    leader = leader_keypair()
-    accounts = [GenesisAccount(u.pubkey, LOCAL_USER_LAMPORTS) for u in user_keypairs(num_users)]
-    accounts.append(GenesisAccount(leader.pubkey, LOCAL_LEADER_LAMPORTS))
-    return Genesis(
-        chain_id=LOCAL_CHAIN_ID,
+    return build_genesis(
+        bootstrap=[leader_keypair().pubkey],
         creation_time_s=0,
+        chain_id=LOCAL_CHAIN_ID,
+        bootstrap_lstake=1,
+        accounts=[(u.pubkey, LOCAL_USER_LAMPORTS) for u in user_keypairs(num_users)],
+        node_lamports=LOCAL_LEADER_LAMPORTS,
         poh=PohParams(hashes_per_tick, ticks_per_slot, LOCAL_TICK_DURATION_US),
         epoch=EpochParams(slots_per_epoch=8192, leader_slots=4),
         lstake=LStakeParams(1, 30, 5000, 5000),
-        model=ModelSpec(name="none"),
-        accounts=tuple(sorted(accounts, key=lambda a: a.pubkey)),
-        bootstrap_nodes=(BootstrapNode(leader.pubkey, 1),),
+        model_name="none",
     )
 
 

@@ -22,7 +22,8 @@ from typing import IO, Any, Self
 
 from ..core.codec import encode
 from ..core.crypto import Keypair, write_keypair_file
-from ..core.messages import BootstrapNode, EpochParams, Genesis, LStakeParams, ModelSpec, PohParams
+from ..core.genesis import build_genesis
+from ..core.messages import EpochParams, Genesis, LStakeParams, PohParams
 from .node import NODE_FILE, control_request
 
 STOP_GRACE_S = 10.0
@@ -31,17 +32,18 @@ START_TIMEOUT_S = 60.0
 
 def make_genesis(chain_id: str, identities: list[bytes]) -> Genesis:
     """A small localnet genesis whose bootstrap nodes are ``identities``."""
-    return Genesis(
-        chain_id=chain_id,
+    return build_genesis(
+        bootstrap=identities,
         creation_time_s=int(time.time()),
+        chain_id=chain_id,
+        bootstrap_lstake=1,
+        node_lamports=0,
         poh=PohParams(hashes_per_tick=100, ticks_per_slot=8, target_tick_duration_us=50_000),
         epoch=EpochParams(slots_per_epoch=64, leader_slots=4),
         lstake=LStakeParams(
             short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000
         ),
-        model=ModelSpec(name="SmolLM2-135M-Instruct"),
-        accounts=(),
-        bootstrap_nodes=tuple(BootstrapNode(identity=k, lstake=1) for k in identities),
+        model_name="SmolLM2-135M-Instruct",
     )
 
 

@@ -17,13 +17,11 @@ from typing import IO, Any
 
 from ..core.codec import encode
 from ..core.crypto import Keypair
+from ..core.genesis import build_genesis
 from ..core.messages import (
-    BootstrapNode,
     EpochParams,
     Genesis,
-    GenesisAccount,
     LStakeParams,
-    ModelSpec,
     PohParams,
 )
 from ..net.localnet import Localnet
@@ -58,17 +56,17 @@ def validator_genesis(
     leader_slots: int = LEADER_SLOTS,
     creation_time_s: int | None = None,
 ) -> Genesis:
-    users = user_keypairs(chain_id)
-    return Genesis(
-        chain_id=chain_id,
+    return build_genesis(
+        bootstrap=identities,
         creation_time_s=int(time.time()) if creation_time_s is None else creation_time_s,
+        chain_id=chain_id,
+        bootstrap_lstake=1,
+        accounts=[(u.pubkey, TEST_USER_LAMPORTS) for u in user_keypairs(chain_id)],
+        node_lamports=IDENTITY_LAMPORTS,
         poh=PohParams(hashes_per_tick, ticks_per_slot, tick_duration_us),
         epoch=EpochParams(slots_per_epoch=slots_per_epoch, leader_slots=leader_slots),
         lstake=LStakeParams(short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000),
-        model=ModelSpec(name="SmolLM2-135M-Instruct"),
-        accounts=tuple(sorted([GenesisAccount(u.pubkey, TEST_USER_LAMPORTS) for u in users]
-                              + [GenesisAccount(k, IDENTITY_LAMPORTS) for k in identities], key=lambda a: a.pubkey)),
-        bootstrap_nodes=tuple(BootstrapNode(identity=k, lstake=1) for k in identities),
+        model_name="SmolLM2-135M-Instruct",
     )
 
 

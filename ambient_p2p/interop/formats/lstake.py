@@ -11,7 +11,7 @@ from typing import Any
 
 from ...core import crypto
 from ...core.lstake import LStakeError, leader_schedule, schedule_seed
-from .. import Case, Rejected
+from .. import Case, Rejected, case_from_run
 
 FORMAT = "lstake"
 
@@ -43,11 +43,7 @@ def _case(name: str, desc: str, weights: dict[bytes, int], epoch: int, spe: int 
         "leader_slots": ls,
     }
     data = (json.dumps(inp, indent=2, sort_keys=True) + "\n").encode()
-    try:
-        out = run("leader-schedule", data)
-    except Rejected as rej:
-        return Case("leader-schedule", name, data, None, desc, reason=rej.reason, input_file="input.json")
-    return Case("leader-schedule", name, data, out, desc, input_file="input.json")
+    return case_from_run(run, "leader-schedule", name, data, desc, "input.json")
 
 
 def cases() -> list[Case]:

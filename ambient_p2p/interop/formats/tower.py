@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from ...core.tower import Tower
-from .. import Case, Rejected
+from .. import Case, Rejected, case_from_run
 
 FORMAT = "tower"
 
@@ -60,11 +60,7 @@ def run(handler: str, data: bytes) -> Any:
 def _case(name: str, desc: str, parents: dict[int, int], votes: list[int]) -> Case:
     inp = {"parents": {str(k): p for k, p in sorted(parents.items())}, "votes": votes}
     data = (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
-    try:
-        out = run("vote-sequence", data)
-    except Rejected as rej:
-        return Case("vote-sequence", name, data, None, desc, reason=rej.reason, input_file="input.json")
-    return Case("vote-sequence", name, data, out, desc, input_file="input.json")
+    return case_from_run(run, "vote-sequence", name, data, desc, "input.json")
 
 
 def _line(n: int) -> dict[int, int]:

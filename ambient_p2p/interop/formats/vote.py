@@ -26,7 +26,7 @@ from ...core.consensus import Vote
 from ...core.messages import sign_message
 from ...core.vote_program import VoteTxError, parse_vote_transaction, vote_transaction
 from ...ledger.producer import transfer_tx
-from .. import Case, Rejected
+from .. import Case, Rejected, case_from_run
 
 FORMAT = "vote"
 
@@ -90,12 +90,7 @@ def cases() -> list[Case]:
     out: list[Case] = []
 
     def tx_case(name: str, desc: str, raw: bytes) -> None:
-        try:
-            res = run("vote-tx", raw)
-        except Rejected as rej:
-            out.append(Case("vote-tx", name, raw, None, desc, reason=rej.reason, input_file="input.bin"))
-            return
-        out.append(Case("vote-tx", name, raw, res, desc, input_file="input.bin"))
+        out.append(case_from_run(run, "vote-tx", name, raw, desc, "input.bin"))
 
     good = vote_transaction(kp, vote(7, root=3), bh)
     tx_case("valid", "a vote on slot 7 (root 3) by its voter", good)
@@ -114,12 +109,7 @@ def cases() -> list[Case]:
         inp = {"bank_slot": slot, "slot_hashes": [[s, h.hex()] for s, h in sorted(ancestors.items())],
                "last_votes": [[crypto.encode_address(a), s] for a, s in sorted(last.items())], "tx": raw.hex()}
         data = (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
-        try:
-            res = run("vote-land", data)
-        except Rejected as rej:
-            out.append(Case("vote-land", name, data, None, desc, reason=rej.reason, input_file="input.json"))
-            return
-        out.append(Case("vote-land", name, data, res, desc, input_file="input.json"))
+        out.append(case_from_run(run, "vote-land", name, data, desc, "input.json"))
 
     anc = {s: _h(s) for s in range(0, 8)}
     land_case("lands", "a vote on ancestor 7 with its bank hash, newer than the voter's last (5)",
