@@ -240,6 +240,24 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
         v.close()
 
 
+def test_txs_gossip_check_accepts_signed_transactions_only(tmp_path: Path) -> None:
+    from ambient_p2p.net.messages import seal_envelope
+
+    v = _validator(tmp_path)
+    try:
+        users = user_keypairs(v.genesis.chain_id)
+        good = transfer_tx(users[0], users[1].pubkey, 5, bytes(32))
+        check = v.payload_checks()["txs"]
+        assert check(seal_envelope(KEYS[1], "t", good, 0)) is None
+        tampered = bytearray(good)
+        tampered[-1] ^= 1  # the lamports: the signature no longer matches
+        assert check(seal_envelope(KEYS[1], "t", bytes(tampered), 0)) == "bad-signature"
+        assert check(seal_envelope(KEYS[1], "t", b"\x01" + bytes(10), 0)) == "bad-transaction"
+        assert check(seal_envelope(KEYS[1], "t", good + bytes(1232), 0)) == "oversized"
+    finally:
+        v.close()
+
+
 def test_vote_for_unknown_slot_waits_and_makes_node_behind(tmp_path: Path) -> None:
     from ambient_p2p.core.consensus import Vote
     from ambient_p2p.core.messages import sign_message

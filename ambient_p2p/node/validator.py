@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.bank import BlockError, parse_transaction
 from ..core.codec import DecodeError, decode, encode
 from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from ..core.crypto import Keypair, encode_address
@@ -99,6 +100,8 @@ VOTE_QUEUE_LEN = 256
 INGEST_BATCH_WAIT_S = 0.01
 MAX_PENDING_VOTE_SLOTS = 1024
 MAX_MEMPOOL = 4096
+#: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
+MAX_TX_BYTES = 1232
 MEMPOOL_TTL_S = 60.0
 
 
@@ -266,7 +269,7 @@ class Validator:
 
     # -- NodeExtension --------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {"shreds": shreds_check(self.book.leader), "votes": self._vote_check}
+        return {"shreds": shreds_check(self.book.leader), "votes": self._vote_check, "txs": self._tx_check}
 
     def shred_store(self) -> ShredStore | None:
         return self.store
@@ -282,6 +285,18 @@ class Validator:
         except trio.WouldBlock:
             pass  # overload: repair fetches what we drop
         return True
+
+    @staticmethod
+    def _tx_check(env: GossipEnvelope) -> str | None:
+        """The txs topic carries one Solana wire transaction that parses, sanitizes and
+        whose signatures verify (whether it can execute is the leader's bank's business)."""
+        if len(env.payload) > MAX_TX_BYTES:
+            return "oversized"
+        try:
+            parse_transaction(env.payload, verify_signatures=True)
+        except BlockError as exc:
+            return exc.reason
+        return None
 
     def _vote_check(self, env: GossipEnvelope) -> str | None:
         try:
