@@ -46,7 +46,7 @@ class BuiltSlot:
     record: BankHashRecord
     included: list[bytes]  # transactions that made it into the slot
     dropped: list[bytes]  # transactions the bank refused (they would make the block invalid)
-    included_votes: list[bytes]  # the vote transactions among ``included``
+    included_votes: list[VoteTx]  # the vote transactions among ``included`` that landed
 
 
 def build_slot(
@@ -66,7 +66,7 @@ def build_slot(
     poh = Poh(parent.last_entry_hash, hpt)
     included: list[bytes] = []
     dropped: list[bytes] = []
-    included_votes: list[bytes] = []
+    included_votes: list[VoteTx] = []
     for vt in list(votes)[:MAX_VOTES_PER_SLOT]:
         if bank.vote_error(vt.vote) is not None:
             continue
@@ -76,7 +76,7 @@ def build_slot(
             continue  # e.g. its blockhash is not on this fork
         included.append(vt.raw)
         if res.error is None:
-            included_votes.append(vt.raw)
+            included_votes.append(vt)
     for raw in list(txs)[:MAX_TXS_PER_SLOT]:
         try:  # one at a time: a refused transaction must not take the others with it
             bank.process_transactions([raw])

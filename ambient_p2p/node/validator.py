@@ -658,9 +658,8 @@ class Validator:
     async def _produce(self, slot: int, parent: int) -> None:
         votes = sorted(self.vote_pool.values(), key=lambda vt: vt.vote.voter)
         built = build_slot(self.kp, self.genesis, parent, self.frozen[parent], slot, self._take_txs(), votes)
-        for raw in built.included_votes:
-            vt = parse_vote_transaction(raw)
-            if self.vote_pool.get(vt.vote.voter) is not None and self.vote_pool[vt.vote.voter].raw == raw:
+        for vt in built.included_votes:
+            if self.vote_pool.get(vt.vote.voter) is vt:
                 del self.vote_pool[vt.vote.voter]
         self.stats.votes_included += len(built.included_votes)
         received = [self.mempool[raw[1:65]][1] for raw in built.included if raw[1:65] in self.mempool]
