@@ -1,0 +1,126 @@
+"""Bank vectors: one slot executed on a parent bank, down to the bank hash (spec/bank.md).
+
+``slot/<case>``: input.json {parent: {slot, bank_hash, accounts: [[address, lamports]],
+blockhashes: [hex] (oldest first), slot_hashes: [[slot, hex]], last_votes: [[address,
+slot]]}, slot, leader (address), txs: [hex wire transaction], last_blockhash: hex}: the
+child bank of ``parent`` at ``slot`` led by ``leader`` processes ``txs`` in order and is
+frozen with ``last_blockhash`` (the slot's last entry hash). Output {results: [{signature,
+fee, error}], landed_votes, accounts (every account after the slot), accounts_delta_hash,
+votes_hash (null when no vote landed), bank_hash}. A block-invalidating transaction makes
+the input a must-reject, with its reason (``blockhash-not-found``, ``already-processed``,
+``insufficient-funds-for-fee``, ``bad-signature``, ...).
+
+``genesis/<case>``: input.json {genesis_hash: hex, accounts: [[address, lamports]]} ->
+{bank_hash} of slot 0's bank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ...core import crypto
+from ...core.bank import ZERO_HASH, Bank, BlockError, accounts_hash, votes_hash
+from ...core.consensus import Vote
+from ...core.messages import sign_message
+from ...core.vote_program import vote_transaction
+from ...ledger.producer import transfer_tx
+from .. import Case, Rejected, case_from_run
+
+FORMAT = "bank"
+
+
+def _addr(a: bytes) -> str:
+    return crypto.encode_address(a)
+
+
+def _accounts(v: Any) -> dict[bytes, int]:
+    return {crypto.decode_address(a): int(n) for a, n in v}
+
+
+def run(handler: str, data: bytes) -> Any:
+    try:
+        v = json.loads(data)
+        if handler == "genesis":
+            b = Bank.genesis(bytes.fromhex(v["genesis_hash"]), _accounts(v["accounts"]), bytes(32), bytes(32))
+            return {"bank_hash": b.bank_hash.hex() if b.bank_hash else None}
+        if handler != "slot":
+            raise Rejected("unknown-handler", handler)
+        p = v["parent"]
+        parent = Bank.restore(int(p["slot"]), 0, bytes.fromhex(p["bank_hash"]), bytes(32), _accounts(p["accounts"]),
+                              [bytes.fromhex(h) for h in p["blockhashes"]], {},
+                              {int(s): bytes.fromhex(h) for s, h in p["slot_hashes"]},
+                              {crypto.decode_address(a): int(s) for a, s in p["last_votes"]})
+        slot, leader = int(v["slot"]), crypto.decode_address(v["leader"])
+        txs = [bytes.fromhex(t) for t in v["txs"]]
+        last_blockhash = bytes.fromhex(v["last_blockhash"])
+    except (ValueError, KeyError, TypeError, AttributeError, crypto.CryptoError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    if slot <= parent.slot:
+        raise Rejected("malformed", "slot must be above the parent's")
+    bank = parent.child(slot, leader)
+    try:
+        results = bank.process_transactions(txs)
+    except BlockError as exc:
+        raise Rejected(exc.reason, str(exc)) from None
+    bank_hash = bank.freeze(last_blockhash)
+    delta = accounts_hash({k: bank.accounts[k] for k in bank.modified}) if bank.modified else ZERO_HASH
+    return {
+        "results": [{"signature": r.signature.hex(), "fee": r.fee, "error": r.error} for r in results],
+        "landed_votes": [[_addr(a), s] for a, s in bank.landed_votes],
+        "accounts": [[_addr(a), n] for a, n in sorted(bank.accounts.items())],
+        "accounts_delta_hash": delta.hex(),
+        "votes_hash": votes_hash(bank.landed_votes).hex() if bank.landed_votes else None,
+        "bank_hash": bank_hash.hex(),
+    }
+
+
+def cases() -> list[Case]:
+    users = [crypto.Keypair.deterministic("vectors/bank/user", i) for i in range(3)]
+    leader = crypto.Keypair.deterministic("vectors/bank/leader", 0)
+    gh = hashlib.sha256(b"vectors/bank/genesis").digest()
+    funded = {u.pubkey: 10_000_000 for u in users[:2]}
+    out: list[Case] = []
+
+    def js(obj: Any) -> bytes:
+        return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+    out.append(case_from_run(run, "genesis", "two-accounts", js({
+        "genesis_hash": gh.hex(), "accounts": [[_addr(k), n] for k, n in sorted(funded.items())]}),
+        "slot 0's bank hash from the genesis hash and accounts", "input.json"))
+
+    # a parent at slot 4 whose ancestors 0..3 are known; users[0] last voted on slot 1
+    parent_hash = hashlib.sha256(b"vectors/bank/parent").digest()
+    ancestors = {s: hashlib.sha256(f"vectors/bank/slot/{s}".encode()).digest() for s in range(4)}
+    recent = hashlib.sha256(b"vectors/bank/blockhash").digest()
+    parent = {"slot": 4, "bank_hash": parent_hash.hex(),
+              "accounts": [[_addr(k), n] for k, n in sorted(funded.items())],
+              "blockhashes": [gh.hex(), recent.hex()],
+              "slot_hashes": [[s, h.hex()] for s, h in sorted(ancestors.items())],
+              "last_votes": [[_addr(users[0].pubkey), 1]]}
+    last = hashlib.sha256(b"vectors/bank/last-entry").digest()
+
+    def vote(kp: crypto.Keypair, slot: int, bank_hash: bytes) -> bytes:
+        v: Vote = sign_message(Vote(kp.pubkey, slot, bank_hash, None, 1_000 + slot, bytes(64)), kp, "vote")
+        return vote_transaction(kp, v, recent)
+
+    def slot_case(name: str, desc: str, txs: list[bytes]) -> None:
+        inp = {"parent": parent, "slot": 6, "leader": _addr(leader.pubkey), "txs": [t.hex() for t in txs],
+               "last_blockhash": last.hex()}
+        out.append(case_from_run(run, "slot", name, js(inp), desc, "input.json"))
+
+    t1 = transfer_tx(users[0], users[2].pubkey, 1234, recent)
+    slot_case("empty", "no transactions: nothing changes, the delta hash is 32 zero bytes", [])
+    slot_case("transfer", "one transfer: fee 5000 (half burned, half to the leader) and 1234 lamports moved", [t1])
+    slot_case("failed-transfer", "a transfer of more than the balance: the fee stays, the error is recorded",
+              [transfer_tx(users[1], users[2].pubkey, 10**12, recent)])
+    slot_case("votes", "two votes land (parent 4 and ancestor 3), one fails (not newer than the voter's last)",
+              [vote(users[0], 4, parent_hash), vote(users[1], 3, ancestors[3]), vote(users[0], 0, ancestors[0])])
+    slot_case("vote-and-transfer", "a vote and a transfer in one slot: both hashes move", [vote(users[1], 4, parent_hash), t1])
+    slot_case("duplicate", "the same transaction twice: already-processed, the block is invalid: must reject", [t1, t1])
+    slot_case("unknown-blockhash", "a transaction on an unknown blockhash: must reject",
+              [transfer_tx(users[0], users[2].pubkey, 1, bytes(32))])
+    slot_case("unfunded-payer", "a fee payer without lamports: must reject",
+              [transfer_tx(users[2], users[0].pubkey, 1, recent)])
+    return out
