@@ -119,7 +119,7 @@ def test_landed_votes_credit_only_voters_with_lstake() -> None:
     assert w is not None and w == book.ledger.snapshot(0) and w[KEYS[1].pubkey] > w[KEYS[0].pubkey] - 64
 
 
-def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path) -> None:
+def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """32-slot epochs: once the root enters epoch E >= 2 the votes are weighed by the LStake
     snapshot at the end of E - 2 (credits from leader slots and landed votes), the same
     snapshot the schedule uses; a restarted node derives the same weights and credits."""
@@ -142,6 +142,21 @@ def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path) -
     assert v2.weights_epoch == 2 and dict(v2.cons.stakes) == expect
     assert v2.lstake_table() == table and dict(v2.book.vote_credits) == credits
     v2.close()
+
+    # an operator's full replay of the node's ledger (ledger verify on the data directory)
+    # derives the schedule as the node does: epoch 2's slots verify only because the rooted
+    # slots of epoch 0 were credited as they replayed (else: unknown-leader)
+    from ambient_p2p.cli import main
+    from ambient_p2p.core.codec import encode
+
+    assert main(["ledger", "verify", str(d), "--quiet", "--jobs", "1"]) == 2  # no genesis anywhere
+    (tmp_path / "genesis.cbor").write_bytes(encode(g))
+    capsys.readouterr()
+    assert main(["ledger", "verify", str(d), "--quiet", "--jobs", "1"]) == 0
+    assert "verified 100 of 100 slots" in capsys.readouterr().out
+    other = _genesis(n=1, slots_per_epoch=32, hashes_per_tick=21)
+    (tmp_path / "other.cbor").write_bytes(encode(other))
+    assert main(["ledger", "verify", str(d), "--quiet", "--jobs", "1", "--genesis", str(tmp_path / "other.cbor")]) == 1
 
 
 def test_tower_file_round_trip_and_foreign_tower_refused(tmp_path: Path) -> None:

@@ -30,8 +30,14 @@ def register(subparsers: Any) -> None:
     pr.add_argument("--seed", type=int, default=0, help="seed for the transfer workload")
     pr.set_defaults(func=_produce)
 
-    ve = sub.add_parser("verify", help="replay every slot: shreds, recovery, PoH, transactions, bank hashes")
-    ve.add_argument("dir", help="ledger directory")
+    ve = sub.add_parser("verify", help="replay every slot: shreds, recovery, PoH, transactions, bank hashes",
+                        description="Replay every stored slot from genesis: shreds and their leader signatures, "
+                                    "erasure recovery, PoH, transactions and votes, bank hashes. DIR is a "
+                                    "'ledger produce' directory or a validator node's data directory (e.g. "
+                                    "'localnet --dir D' makes D/node0), whose leaders follow the LStake schedule.")
+    ve.add_argument("dir", help="ledger directory, or a validator data directory (holding blockstore/)")
+    ve.add_argument("--genesis", default=None,
+                    help="genesis file of a validator data directory (default: DIR/genesis.cbor or DIR/../genesis.cbor)")
     ve.add_argument("--jobs", type=int, default=None, help="processes for PoH verification (default: CPUs)")
     ve.add_argument("--mark-dead", action="store_true",
                     help="open read-write and record dead slots / bank hashes (default: read-only)")
@@ -39,30 +45,68 @@ def register(subparsers: Any) -> None:
     ve.set_defaults(func=_verify)
 
     sh = sub.add_parser("show", help="summarize the ledger, or one slot with --slot")
-    sh.add_argument("dir", help="ledger directory")
+    sh.add_argument("dir", help="ledger directory, or a validator data directory (holding blockstore/)")
+    sh.add_argument("--genesis", default=None, help="genesis file of a validator data directory")
     sh.add_argument("--slot", type=int, default=None, help="show this slot's shreds and entries")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.set_defaults(func=_show)
 
 
-def _open(dir_: str, *, read_only: bool) -> tuple[Any, Any]:
-    from ..core.codec import DecodeError
+def _open(dir_: str, *, read_only: bool, genesis_file: str | None = None) -> tuple[Any, Any, bool]:
+    """(genesis, blockstore, is_validator_dir). ``dir_`` is a ``ledger produce`` directory
+    (genesis.cbor + blockstore) or a validator node's data directory (``blockstore/``; the
+    genesis from ``--genesis``, else ``genesis.cbor`` next to it, as ``localnet --dir`` lays
+    it out)."""
+    from ..core.codec import DecodeError, decode
+    from ..core.messages import Genesis
     from ..ledger.blockstore import Blockstore, BlockstoreError
-    from ..ledger.producer import GENESIS_FILE, read_genesis
+    from ..ledger.producer import GENESIS_FILE
+    from ..node.validator import BLOCKSTORE_DIR
 
     path = Path(dir_)
-    if not (path / GENESIS_FILE).exists():
+    validator = (path / BLOCKSTORE_DIR).is_dir()  # 'ledger produce' keeps RocksDB in the directory itself
+    if genesis_file is not None:
+        gpath = Path(genesis_file)
+    elif validator:
+        gpath = next((p for p in (path / GENESIS_FILE, path.parent / GENESIS_FILE) if p.exists()),
+                     path.parent / GENESIS_FILE)
+    else:
+        gpath = path / GENESIS_FILE
+    if not gpath.exists():
+        if validator:
+            raise UserError(f"{path} is a validator data directory; name its genesis with --genesis FILE "
+                            f"(not found at {gpath})")
         raise UserError(f"{path} is not a ledger directory (no {GENESIS_FILE}); create one with "
-                        f"'ambient-p2p ledger produce --slots N --ledger {path}'")
+                        f"'ambient-p2p ledger produce --slots N --ledger {path}', or point at a validator "
+                        f"data directory (one holding {BLOCKSTORE_DIR}/)")
     try:
-        genesis = read_genesis(path)
+        genesis = decode(gpath.read_bytes(), Genesis)
     except DecodeError as exc:
-        raise UserError(f"{path / GENESIS_FILE} is not a valid genesis: {exc}") from None
+        raise UserError(f"{gpath} is not a valid genesis: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {gpath}: {exc.strerror}") from None
     try:
-        bs = Blockstore.open(path, read_only=read_only)
+        bs = Blockstore.open(path / BLOCKSTORE_DIR if validator else path, read_only=read_only)
     except BlockstoreError as exc:
         raise UserError(str(exc)) from None
-    return genesis, bs
+    return genesis, bs, validator
+
+
+def _validator_schedule(genesis: Any, bs: Any) -> tuple[Any, Any]:
+    """A validator ledger's leader schedule, as the node derives it: the LStake-weighted
+    schedule (node/schedule.py), credited from the stored roots as they replay (leader slots
+    and landed votes), so epochs >= 2 verify against the schedule the network used."""
+    from ..node.schedule import ScheduleBook
+
+    book = ScheduleBook(genesis)
+    roots = set(bs.roots())
+
+    def on_replayed(slot: int, res: Any) -> None:
+        if slot in roots and slot > book.credited_through:
+            landed = [voter for voter, _s in res.bank.landed_votes]
+            book.on_rooted([slot], slot, lambda _s: landed)
+
+    return book.leader, on_replayed
 
 
 def _produce(args: argparse.Namespace) -> int:
@@ -103,12 +147,14 @@ def _verify(args: argparse.Namespace) -> int:
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
 
-    genesis, bs = _open(args.dir, read_only=not args.mark_dead)
+    genesis, bs, validator = _open(args.dir, read_only=not args.mark_dead, genesis_file=args.genesis)
+    leader_for_slot, on_replayed = _validator_schedule(genesis, bs) if validator else (None, None)
     with bs, PohVerifier(args.jobs) as pv:
         total = sum(1 for m in bs.slot_metas() if m.slot != 0)
         with tqdm(total=total, unit="slot", desc="verify", file=sys.stderr, disable=True if args.quiet else None) as bar:
             report = replay(bs, genesis, poh_verify=pv.verify, mark_dead=args.mark_dead,
-                            progress=lambda _o: bar.update(1))
+                            progress=lambda _o: bar.update(1), leader_for_slot=leader_for_slot,
+                            on_replayed=on_replayed)
     skipped = 0
     for o in report.failed:
         if (o.reason or "").startswith("parent-dead"):
@@ -133,7 +179,7 @@ def _show(args: argparse.Namespace) -> int:
     from ..core.poh import PohError, deserialize_entries
     from ..core.shred import ShredError, deshred, parse_shred
 
-    genesis, bs = _open(args.dir, read_only=True)
+    genesis, bs, _validator = _open(args.dir, read_only=True, genesis_file=args.genesis)
     with bs:
         if args.slot is None:
             out: dict[str, Any] = {

@@ -209,13 +209,17 @@ def replay(
     bs: Blockstore,
     genesis: Genesis,
     *,
-    leader_for_slot: Callable[[int], bytes] | None = None,
+    leader_for_slot: Callable[[int], bytes | None] | None = None,
     poh_verify: PohVerifyFn | None = None,
     mark_dead: bool = False,
     progress: Callable[[SlotOutcome], None] | None = None,
+    on_replayed: Callable[[int, SlotResult], None] | None = None,
 ) -> ReplayReport:
-    """Replay every slot reachable from slot 0. With ``mark_dead`` (and a writable
-    blockstore) failures are stored in ``dead_slots`` and successes in ``bank_hashes``."""
+    """Replay every slot reachable from slot 0, parents before children. With ``mark_dead``
+    (and a writable blockstore) failures are stored in ``dead_slots`` and successes in
+    ``bank_hashes``. ``leader_for_slot`` may answer None (schedule unknown): the slot then
+    fails with ``unknown-leader``. ``on_replayed`` sees every successful slot's result
+    before its children replay (a validator ledger's schedule is fed from it)."""
     leader_for_slot = leader_for_slot or (lambda _s: genesis.bootstrap_nodes[0].identity)
     report = ReplayReport()
     root = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
@@ -232,8 +236,12 @@ def replay(
             res = None
         else:
             try:
-                res = replay_slot(bs, genesis, parent, slot, leader_for_slot(slot),
-                                  poh_verify=poh_verify)
+                leader = leader_for_slot(slot)
+                if leader is None:
+                    raise SlotRejected("unknown-leader", f"the leader schedule of slot {slot}'s epoch is not known")
+                res = replay_slot(bs, genesis, parent, slot, leader, poh_verify=poh_verify)
+                if on_replayed is not None:
+                    on_replayed(slot, res)
                 outcome = SlotOutcome(slot, True, None, res.bank.bank_hash, res.entries, res.transactions,
                                       res.recovered)
             except SlotRejected as exc:
