@@ -174,3 +174,18 @@ def test_leader_builds_on_its_own_fork_while_locked_out_of_the_heavier_one() -> 
     fresh = Consensus(KEYS[1], STAKES)
     fresh.on_replayed(1, 0, bank_hash(1))
     assert fresh.build_parent(2) == 1  # no votes yet: the best slot
+
+
+def test_votes_landed_in_blocks_steer_fork_choice_without_gossip() -> None:
+    """A node that heard no gossip votes replays two forks; the votes carried by the blocks
+    of fork b (landed: the bank checked them against fork b's hashes) make b the best."""
+    n = Consensus(KEYS[0], STAKES)
+    n.on_replayed(1, 0, bank_hash(1))
+    n.on_replayed(2, 0, bank_hash(2, "b"))
+    n.on_replayed(3, 2, bank_hash(3, "b"))
+    assert n.processed_slot() == 1  # no votes: ties go to the lower slot
+    assert n.on_block_votes([(KEYS[1].pubkey, 2), (KEYS[2].pubkey, 2)]) == 2
+    assert n.processed_slot() == 3
+    assert n.on_block_votes([(KEYS[1].pubkey, 2)]) == 0  # not newer: ignored
+    stranger = crypto.Keypair.deterministic("nobody").pubkey
+    assert n.on_block_votes([(stranger, 3), (KEYS[3].pubkey, 0)]) == 0  # no LStake; at the root

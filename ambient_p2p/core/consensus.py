@@ -5,6 +5,7 @@ Events (methods)                  Effects (returned)
 --------------------------------  ------------------------------------------------------
 on_replayed(slot, parent, hash)   -
 on_vote(vote)                     - (or VoteRejected reason, for peer scoring)
+on_block_votes(votes)             - (votes that landed in a replayed block)
 on_duplicate(slot)                -
 set_stakes(weights)               - (a new epoch's vote weights; fork choice re-weighs)
 decide()                          PersistTower(record) then SendVote(vote) when voting;
@@ -125,6 +126,13 @@ class Consensus:
         if ours is None or ours != vote.bank_hash:
             return False
         return self.forkchoice.add_vote(vote.voter, vote.slot)
+
+    def on_block_votes(self, landed: list[tuple[bytes, int]]) -> int:
+        """Votes that landed in a replayed block, ``(voter, slot)``: the bank checked each
+        against this fork's bank hash of ``slot``, so they count for fork choice like gossip
+        votes (agave's replay votes). A node that misses gossip (restarted, mesh re-forming)
+        still weighs forks by the votes the blocks carry. Returns how many counted."""
+        return sum(1 for voter, slot in landed if slot > self.root and self.forkchoice.add_vote(voter, slot))
 
     # -- decisions ------------------------------------------------------------------------
     def decide(self, now_ms: int) -> list[Effect]:

@@ -400,6 +400,7 @@ class Validator:
                 return  # not descended from our root: a fork that can no longer win
             if self.bs.duplicate_proof(slot) is not None:
                 self.cons.on_duplicate(slot)
+            self.cons.on_block_votes(res.bank.landed_votes)
             for vote, _t in self.pending_votes.pop(slot, {}).values():
                 self._count_vote(vote)
 
