@@ -285,14 +285,19 @@ def get_merkle_root(index: int, node: bytes, proof: Iterable[bytes]) -> bytes:
 #: result is bit-for-bit what :func:`get_merkle_root` returns. The caller owns the dict.
 MerkleMemo = dict[tuple[int, bytes], bytes]
 
-_sha256 = hashlib.sha256
+# sha256 states with the leaf / node prefixes already absorbed: copy() + update(rest) is
+# sha256(prefix + rest), without building the concatenation or a fresh hash object.
+_LEAF_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_LEAF)
+_NODE_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_NODE)
 
 
 def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: int,
                     memo: MerkleMemo | None) -> bytes:
     """``get_merkle_root(index, merkle_leaf(payload[64:proof_offset]), proof)`` with the
     proof read straight from ``payload``, optionally through ``memo``."""
-    node = _sha256(MERKLE_HASH_PREFIX_LEAF + payload[SIZE_OF_SIGNATURE:proof_offset]).digest()
+    h = _LEAF_HASH.copy()  # sha256(MERKLE_HASH_PREFIX_LEAF + leaf bytes), prefix pre-hashed
+    h.update(payload[SIZE_OF_SIGNATURE:proof_offset])
+    node = h.digest()
     off = proof_offset
     end = proof_offset + proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
     if memo is None:
@@ -302,7 +307,9 @@ def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: i
                 pair = payload[off:nxt] + node[:SIZE_OF_MERKLE_PROOF_ENTRY]
             else:
                 pair = node[:SIZE_OF_MERKLE_PROOF_ENTRY] + payload[off:nxt]
-            node = _sha256(MERKLE_HASH_PREFIX_NODE + pair).digest()
+            h = _NODE_HASH.copy()
+            h.update(pair)
+            node = h.digest()
             index >>= 1
             off = nxt
         if index != 0:
@@ -322,7 +329,9 @@ def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: i
             node = hit
             break
         pending.append(rkey)
-        node = _sha256(MERKLE_HASH_PREFIX_NODE + pair).digest()
+        h = _NODE_HASH.copy()
+        h.update(pair)
+        node = h.digest()
         off = nxt
     else:
         if index != 0:
@@ -390,8 +399,10 @@ class Shred:
         (``get_merkle_root(erasure_shard_index, merkle_node, merkle_proof)``). ``memo``
         (see :data:`MerkleMemo`) shares inner-node hashes between shreds; same result."""
         var = self.variant
+        index = (self.index - self.fec_set_index if var.is_data  # erasure_shard_index, inlined
+                 else self.num_data_shreds + self.position)  # type: ignore[operator]
         return _merkle_root_of(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
-                               self.erasure_shard_index, memo)
+                               index, memo)
 
     @property
     def chained_merkle_root(self) -> bytes:
@@ -494,7 +505,8 @@ def parse_shred(packet: bytes) -> Shred:
     The checks are those of :func:`_sanitize_data` / :func:`_sanitize_code`, in the same
     order with the same reasons, run on the unpacked header fields before the
     :class:`Shred` is built (this is the hot path of every blockstore insert)."""
-    packet = bytes(packet)
+    if type(packet) is not bytes:
+        packet = bytes(packet)
     n = len(packet)
     if n > PACKET_DATA_SIZE:
         raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_SIZE}-byte packet")

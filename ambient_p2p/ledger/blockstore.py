@@ -124,6 +124,7 @@ class _Pending:
         # runs (this batch is written only at the end), so a key read once reads the same
         # afterwards: per-shred checks of the same key (orphans, roots) cost a dict lookup.
         self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         ck = (cf, key)
@@ -609,7 +610,8 @@ class Blockstore:
         present = sets[0]
         present.add(index)
         # Slot meta update (agave update_slot_data_meta), in place on this insert's copy.
-        was_full = meta.is_full
+        last_index = meta.last_index
+        was_full = last_index is not None and meta.consumed == last_index + 1  # meta.is_full
         consumed = meta.consumed
         while consumed in present:
             consumed += 1
@@ -619,14 +621,19 @@ class Blockstore:
         if flags & DATA_COMPLETE_SHRED:
             meta.completed_data_indexes = tuple(sorted({*meta.completed_data_indexes, index}))
         if last_in_slot:
-            meta.last_index = index
+            meta.last_index = last_index = index
         if slot == 0:
             meta.parent_slot = None
         else:
             meta.parent_slot = parent_slot
-            skey = key[:8]  # slot_key(slot)
-            if pend.get("orphans", skey) is not None:
-                pend.delete("orphans", skey)
+            # Once a data shred of `slot` is in, its orphan mark is gone for the rest of this
+            # insert: only a slot whose received == 0 is marked, and received never drops.
+            # So the check runs once per slot (same outcome as running it every time).
+            if slot not in pend.unorphaned:
+                pend.unorphaned.add(slot)
+                skey = key[:8]  # slot_key(slot)
+                if pend.get("orphans", skey) is not None:
+                    pend.delete("orphans", skey)
             parent = metas.get(parent_slot)
             if parent is None:
                 parent = self._meta(parent_slot, pend, metas)
@@ -636,7 +643,7 @@ class Blockstore:
                 pkey = slot_key(parent_slot)
                 if not pend.get("root", pkey):
                     pend.put("orphans", pkey, PRESENT)
-        if not was_full and meta.is_full:
+        if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
             result.completed_slots.append(slot)
             self._propagate_connected(slot, pend, metas)
         return True
