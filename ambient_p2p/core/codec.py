@@ -289,6 +289,8 @@ class List(Spec):
             raise _type_error("array", v, path)
         if len(v) > self.max_items:
             raise DecodeError("too-large", f"{len(v)} items exceeds limit {self.max_items}", path)
+        if _all_uints(self.item, v):  # fast path, same result: UInt.check returns its input
+            return tuple(v)
         return tuple(self.item.check(x, f"{path}[{i}]") for i, x in enumerate(v))
 
     def to_wire(self, v: Any, path: str) -> list[Any]:
@@ -296,10 +298,25 @@ class List(Spec):
             raise EncodeError(f"{path}: expected a sequence")
         if len(v) > self.max_items:
             raise EncodeError(f"{path}: {len(v)} items exceeds limit {self.max_items}")
+        if _all_uints(self.item, v):  # fast path, same result: UInt.to_wire returns its input
+            return list(v)
         return [self.item.to_wire(x, f"{path}[{i}]") for i, x in enumerate(v)]
 
     def describe(self) -> str:
         return f"list[{self.item.describe()}; <={self.max_items}]"
+
+
+def _all_uints(item: Spec, v: list[Any] | tuple[Any, ...]) -> bool:
+    """True iff ``item`` is exactly :class:`UInt` and every element passes its check (then
+    the per-element check, which returns the element, can be skipped; any failing element
+    sends the caller to the per-element path, which raises the usual error)."""
+    if type(item) is not UInt:
+        return False
+    lim = 1 << item.bits
+    for x in v:
+        if type(x) is not int or not 0 <= x < lim:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

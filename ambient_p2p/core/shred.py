@@ -182,6 +182,8 @@ class ShredVariant:
         object.__setattr__(self, "_cap", cap)
         object.__setattr__(self, "_proof_offset",
                            self.headers_size + cap + (SIZE_OF_MERKLE_ROOT if self.chained else 0))
+        object.__setattr__(self, "_rs_offset",
+                           self._proof_offset + self.proof_size * SIZE_OF_MERKLE_PROOF_ENTRY)  # type: ignore[attr-defined]
 
     def capacity(self) -> int:
         """Data buffer size (data shreds) or erasure shard room after headers (coding)."""
@@ -272,6 +274,73 @@ def get_merkle_root(index: int, node: bytes, proof: Iterable[bytes]) -> bytes:
     return node
 
 
+#: Memo for :meth:`Shred.merkle_root` over many shreds (e.g. one blockstore insert).
+#: Going up a proof, the step at level k hashes the 40 bytes ``pair`` (the node's first 20
+#: bytes and proof entry k, ordered by bit k of the index); everything after it (the next
+#: node, the remaining proof entries, the remaining left/right turns and the final "proof
+#: too short" check) is a pure function of ``(index >> (k + 1), pair, proof[k + 1:])``. So
+#: that triple, packed as ``(index >> (k + 1), pair + rest)``, maps to the root once one
+#: shred has computed it. Sibling shreds of a FEC set build the same key where their paths
+#: meet, so 64 honest shreds cost 64 leaf and 63 node hashes (instead of 64 + 384), and the
+#: result is bit-for-bit what :func:`get_merkle_root` returns. The caller owns the dict.
+MerkleMemo = dict[tuple[int, bytes], bytes]
+
+# sha256 states with the leaf / node prefixes already absorbed: copy() + update(rest) is
+# sha256(prefix + rest), without building the concatenation or a fresh hash object.
+_LEAF_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_LEAF)
+_NODE_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_NODE)
+
+
+def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: int,
+                    memo: MerkleMemo | None) -> bytes:
+    """``get_merkle_root(index, merkle_leaf(payload[64:proof_offset]), proof)`` with the
+    proof read straight from ``payload``, optionally through ``memo``."""
+    h = _LEAF_HASH.copy()  # sha256(MERKLE_HASH_PREFIX_LEAF + leaf bytes), prefix pre-hashed
+    h.update(payload[SIZE_OF_SIGNATURE:proof_offset])
+    node = h.digest()
+    off = proof_offset
+    end = proof_offset + proof_size * SIZE_OF_MERKLE_PROOF_ENTRY
+    if memo is None:
+        while off < end:
+            nxt = off + SIZE_OF_MERKLE_PROOF_ENTRY
+            if index & 1:
+                pair = payload[off:nxt] + node[:SIZE_OF_MERKLE_PROOF_ENTRY]
+            else:
+                pair = node[:SIZE_OF_MERKLE_PROOF_ENTRY] + payload[off:nxt]
+            h = _NODE_HASH.copy()
+            h.update(pair)
+            node = h.digest()
+            index >>= 1
+            off = nxt
+        if index != 0:
+            raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+        return node
+    pending: list[tuple[int, bytes]] = []
+    while off < end:
+        nxt = off + SIZE_OF_MERKLE_PROOF_ENTRY
+        if index & 1:
+            pair = payload[off:nxt] + node[:SIZE_OF_MERKLE_PROOF_ENTRY]
+        else:
+            pair = node[:SIZE_OF_MERKLE_PROOF_ENTRY] + payload[off:nxt]
+        index >>= 1
+        rkey = (index, pair + payload[nxt:end])
+        hit = memo.get(rkey)
+        if hit is not None:
+            node = hit
+            break
+        pending.append(rkey)
+        h = _NODE_HASH.copy()
+        h.update(pair)
+        node = h.digest()
+        off = nxt
+    else:
+        if index != 0:
+            raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+    for rkey in pending:
+        memo[rkey] = node
+    return node
+
+
 def proof_size_for(num_shreds: int) -> int:
     """ceil(log2(num_shreds)): entries in a proof for a tree of that many leaves."""
     return (num_shreds - 1).bit_length() if num_shreds > 1 else 0
@@ -325,8 +394,15 @@ class Shred:
             for i in range(self.variant.proof_size)
         ]
 
-    def merkle_root(self) -> bytes:
-        return get_merkle_root(self.erasure_shard_index, self.merkle_node, self.merkle_proof)
+    def merkle_root(self, memo: MerkleMemo | None = None) -> bytes:
+        """The FEC set's Merkle root as this shred proves it: its leaf hashed up its proof
+        (``get_merkle_root(erasure_shard_index, merkle_node, merkle_proof)``). ``memo``
+        (see :data:`MerkleMemo`) shares inner-node hashes between shreds; same result."""
+        var = self.variant
+        index = (self.index - self.fec_set_index if var.is_data  # erasure_shard_index, inlined
+                 else self.num_data_shreds + self.position)  # type: ignore[operator]
+        return _merkle_root_of(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
+                               index, memo)
 
     @property
     def chained_merkle_root(self) -> bytes:
@@ -424,28 +500,84 @@ def parse_shred(packet: bytes) -> Shred:
     """Parse and sanitize one shred from a packet (agave ``Shred::new_from_serialized_shred``
     and ``sanitize``). A packet longer than the payload (e.g. with the repair nonce) is
     truncated to it, as agave does; anything above 1232 bytes or below the payload size is
-    rejected. Raises :class:`ShredError`."""
-    packet = bytes(packet)
-    if len(packet) > PACKET_DATA_SIZE:
-        raise ShredError("oversized", f"{len(packet)} bytes exceeds the {PACKET_DATA_SIZE}-byte packet")
-    variant = shred_variant_of(packet)
-    if len(packet) < variant.payload_size:
-        raise ShredError("wrong-size", f"{len(packet)} bytes, a {'data' if variant.is_data else 'coding'} "
-                         f"shred is {variant.payload_size}")
-    payload = packet[: variant.payload_size]
-    variant.capacity()  # raises bad-proof-size
-    sig, _v, slot, index, version, fec_set_index = _COMMON.unpack_from(payload, 0)
-    if variant.is_data:
-        parent_offset, flags, size = _DATA_HDR.unpack_from(payload, SIZE_OF_COMMON_SHRED_HEADER)
-        shred = Shred(payload, variant, sig, slot, index, version, fec_set_index,
-                      parent_offset=parent_offset, flags=flags, size=size)
-        _sanitize_data(shred)
+    rejected. Raises :class:`ShredError`.
+
+    The checks are those of :func:`_sanitize_data` / :func:`_sanitize_code`, in the same
+    order with the same reasons, run on the unpacked header fields before the
+    :class:`Shred` is built (this is the hot path of every blockstore insert)."""
+    if type(packet) is not bytes:
+        packet = bytes(packet)
+    n = len(packet)
+    if n > PACKET_DATA_SIZE:
+        raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_SIZE}-byte packet")
+    if n <= OFFSET_VARIANT:
+        raise ShredError("wrong-size", f"{n} bytes cannot hold a shred header")
+    variant = _VARIANTS.get(packet[OFFSET_VARIANT])
+    if variant is None:
+        variant = _VARIANTS[packet[OFFSET_VARIANT]] = _variant_from_byte(packet[OFFSET_VARIANT])
+    is_data = variant.is_data
+    size_ = DATA_PAYLOAD_BYTES if is_data else CODE_PAYLOAD_BYTES
+    if n < size_:
+        raise ShredError("wrong-size", f"{n} bytes, a {'data' if is_data else 'coding'} "
+                         f"shred is {size_}")
+    payload = packet[:size_] if n != size_ else packet
+    cap: int = variant._cap  # type: ignore[attr-defined]
+    if cap < 0:
+        variant.capacity()  # raises bad-proof-size
+    shred = object.__new__(Shred)
+    if is_data:
+        sig, _v, slot, index, version, fec_set_index, parent_offset, flags, size = _DATA_HEADERS.unpack_from(payload, 0)
+        if index >= MAX_DATA_SHREDS_PER_SLOT:
+            raise ShredError("bad-index", f"data shred index {index} >= {MAX_DATA_SHREDS_PER_SLOT}")
+        if flags & LAST_SHRED_IN_SLOT and not flags & DATA_COMPLETE_SHRED:
+            raise ShredError("bad-flags", f"flags {flags:#04x}: LAST_IN_SLOT without DATA_COMPLETE")
+        if not SIZE_OF_DATA_SHRED_HEADERS <= size <= SIZE_OF_DATA_SHRED_HEADERS + cap:
+            raise ShredError("bad-data-size", f"size {size} outside [{SIZE_OF_DATA_SHRED_HEADERS}, "
+                             f"{SIZE_OF_DATA_SHRED_HEADERS + cap}]")
+        if parent_offset > slot or (parent_offset == 0 and slot != 0):
+            raise ShredError("bad-parent", f"parent offset {parent_offset} invalid for slot {slot}")
+        if index < fec_set_index:
+            raise ShredError("bad-index", f"index {index} below its FEC set index {fec_set_index}")
+        if index - fec_set_index >= 1 << variant.proof_size:
+            raise ShredError("bad-proof", f"position {index - fec_set_index} cannot be reached by a "
+                             f"{variant.proof_size}-entry proof")
+        # Field for field what Shred(...) sets (a frozen dataclass's __init__ is several
+        # times slower than filling its __dict__).
+        shred.__dict__.update(payload=payload, variant=variant, signature=sig, slot=slot, index=index,
+                              version=version, fec_set_index=fec_set_index, parent_offset=parent_offset,
+                              flags=flags, size=size, num_data_shreds=None, num_coding_shreds=None,
+                              position=None)
     else:
-        nd, nc, pos = _CODE_HDR.unpack_from(payload, SIZE_OF_COMMON_SHRED_HEADER)
-        shred = Shred(payload, variant, sig, slot, index, version, fec_set_index,
-                      num_data_shreds=nd, num_coding_shreds=nc, position=pos)
-        _sanitize_code(shred)
+        sig, _v, slot, index, version, fec_set_index, nd, nc, pos = _CODE_HEADERS.unpack_from(payload, 0)
+        if index >= max(MAX_DATA_SHREDS_PER_SLOT, MAX_CODE_SHREDS_PER_SLOT):
+            raise ShredError("bad-index", f"coding shred index {index} too large")
+        if nc > MAX_NUM_CODING_SHREDS:
+            raise ShredError("bad-coding-header", f"num_coding_shreds {nc} > {MAX_NUM_CODING_SHREDS}")
+        if nd == 0 or nc == 0:
+            raise ShredError("bad-coding-header", "a FEC set needs data and coding shreds")
+        if pos >= nc:
+            raise ShredError("bad-coding-header", f"position {pos} >= num_coding_shreds {nc}")
+        if index < pos:
+            raise ShredError("bad-index", f"index {index} below position {pos}")
+        if fec_set_index + nd - 1 >= MAX_DATA_SHREDS_PER_SLOT:
+            raise ShredError("bad-index", "FEC set overshoots the per-slot data shred limit")
+        if index - pos + nc - 1 >= MAX_CODE_SHREDS_PER_SLOT:
+            raise ShredError("bad-index", "FEC set overshoots the per-slot coding shred limit")
+        total = nd + nc
+        if total > erasure.MAX_TOTAL_SHARDS:
+            raise ShredError("bad-coding-header", f"{total} shards exceed {erasure.MAX_TOTAL_SHARDS}")
+        if variant.proof_size != proof_size_for(total):
+            raise ShredError("bad-proof-size", f"proof size {variant.proof_size} does not fit a {total}-shred set")
+        shred.__dict__.update(payload=payload, variant=variant, signature=sig, slot=slot, index=index,
+                              version=version, fec_set_index=fec_set_index, parent_offset=None,
+                              flags=None, size=None, num_data_shreds=nd, num_coding_shreds=nc,
+                              position=pos)
     return shred
+
+
+_VARIANTS: dict[int, ShredVariant] = {}
+_DATA_HEADERS = struct.Struct("<64sBQIHIHBH")  # common header + data header
+_CODE_HEADERS = struct.Struct("<64sBQIHIHHH")  # common header + coding header
 
 
 def _sanitize_data(s: Shred) -> None:
@@ -490,7 +622,8 @@ def _sanitize_code(s: Shred) -> None:
         raise ShredError("bad-proof-size", f"proof size {s.variant.proof_size} does not fit a {total}-shred set")
 
 
-def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, bytes]] | None = None) -> bytes:
+def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, bytes]] | None = None,
+                 memo: MerkleMemo | None = None) -> bytes:
     """Recompute the shred's Merkle root and check the leader's signature over it.
     Returns the root. A corrupted payload or proof changes the root, so it surfaces as
     ``bad-signature`` too.
@@ -498,8 +631,8 @@ def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, 
     All 64 shreds of a FEC set carry one signature over one root, so a caller may pass a
     ``verified`` set of (leader, root, signature) triples already checked: the Merkle root
     is always recomputed, the ed25519 check runs once per set (agave's sigverify caches
-    Merkle-root signatures the same way)."""
-    root = shred.merkle_root()
+    Merkle-root signatures the same way). ``memo`` is passed to :meth:`Shred.merkle_root`."""
+    root = shred.merkle_root(memo)
     triple = (bytes(leader), root, shred.signature)
     if verified is not None and triple in verified:
         return root

@@ -31,12 +31,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from ..core import codec
-from ..core.shred import Shred, ShredError, parse_shred, recover, verify_shred
+from ..core.shred import (
+    DATA_COMPLETE_SHRED,
+    LAST_SHRED_IN_SLOT,
+    MerkleMemo,
+    Shred,
+    ShredError,
+    parse_shred,
+    recover,
+    verify_shred,
+)
 from .meta import (
     BankHashRecord,
     BankSnapshot,
@@ -70,6 +79,10 @@ LeaderFn = Callable[[int], "bytes | None"]
 
 class BlockstoreError(Exception):
     """The blockstore cannot be opened or used (missing, locked, read-only, corrupt)."""
+
+
+_SHRED_KEY = struct.Struct(">QI")
+_UNSET: Any = object()  # "not looked up yet" in _Pending.objs (None means "absent")
 
 
 def slot_key(slot: int) -> bytes:
@@ -107,14 +120,32 @@ class _Pending:
         self.objs: dict[tuple[str, bytes], Any] = {}
         self.dirty: set[tuple[str, bytes]] = set()
         self.indexes: dict[int, tuple[set[int], set[int]]] = {}
+        # DB reads made during this insert. Nothing else writes the DB while an insert
+        # runs (this batch is written only at the end), so a key read once reads the same
+        # afterwards: per-shred checks of the same key (orphans, roots) cost a dict lookup.
+        self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
 
     def get(self, cf: str, key: bytes) -> bytes | None:
-        if (cf, key) in self.deletes:
+        ck = (cf, key)
+        if ck in self.deletes:
             return None
-        v = self.writes.get((cf, key))
+        v = self.writes.get(ck)
         if v is not None:
             return v
-        return self.bs._get(cf, key)
+        reads = self.reads
+        if ck in reads:
+            return reads[ck]
+        v = reads[ck] = self.bs._get(cf, key)
+        return v
+
+    def prefetch(self, keys: dict[str, list[bytes]]) -> None:
+        """Read ``keys`` (per column family) from the DB into :attr:`reads` with one
+        multi-get per family: the same values :meth:`get` would read one by one."""
+        for cf, ks in keys.items():
+            if ks:
+                for k, v in zip(ks, self.bs._cf[cf].get(ks), strict=True):
+                    self.reads[(cf, k)] = None if v is None else bytes(v)
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -156,6 +187,33 @@ class _Pending:
         for ck in self.dirty:
             self.writes[ck] = codec.encode(self.objs[ck])
         self.dirty.clear()
+
+
+class _SlotState:
+    """Mutable working copy of one :class:`SlotMeta` during an insert: updated in place
+    for every data shred and turned back into a SlotMeta (encoded once) at the end,
+    instead of a new frozen SlotMeta per shred. Fields and ``is_full`` mirror SlotMeta."""
+
+    __slots__ = ("slot", "consumed", "received", "last_index", "parent_slot", "next_slots", "is_connected",
+                 "completed_data_indexes")
+
+    def __init__(self, m: SlotMeta) -> None:
+        self.slot = m.slot
+        self.consumed = m.consumed
+        self.received = m.received
+        self.last_index = m.last_index
+        self.parent_slot = m.parent_slot
+        self.next_slots = m.next_slots
+        self.is_connected = m.is_connected
+        self.completed_data_indexes = m.completed_data_indexes
+
+    @property
+    def is_full(self) -> bool:
+        return self.last_index is not None and self.consumed == self.last_index + 1
+
+    def to_meta(self) -> SlotMeta:
+        return SlotMeta(self.slot, self.consumed, self.received, self.last_index, self.parent_slot,
+                        self.next_slots, self.is_connected, self.completed_data_indexes)
 
 
 class Blockstore:
@@ -231,10 +289,12 @@ class Blockstore:
         if self.read_only:
             raise BlockstoreError("blockstore is open read-only")
         wb = WriteBatch(raw_mode=True)
+        cfh = self._cfh
+        put = wb.put
         for (cf, key), value in writes.items():
-            wb.put(key, value, self._cfh[cf])
+            put(key, value, cfh[cf])
         for cf, key in deletes:
-            wb.delete(key, self._cfh[cf])
+            wb.delete(key, cfh[cf])
         self._db.write(wb)
 
     def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -378,34 +438,57 @@ class Blockstore:
         result = InsertResult()
         pend = _Pending(self)
         touched_sets: set[tuple[int, int]] = set()
-        metas: dict[int, SlotMeta] = {}
+        metas: dict[int, _SlotState] = {}
         verified: set[tuple[bytes, bytes, bytes]] = set()
-        for pos, packet in enumerate(packets):
+        memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
+        leaders: dict[int, bytes | None] = {}  # leader_for_slot, asked once per slot
+        # Parse everything first (pure; errors are reported in packet order below), so that
+        # the stored copies of all these shreds can be read in one multi-get per column
+        # family instead of one RocksDB get per shred in _insert_one.
+        parsed: list[Shred | ShredError] = []
+        want: dict[str, list[bytes]] = {"data_shred": [], "code_shred": []}
+        for packet in packets:
             try:
                 shred = parse_shred(packet)
+            except ShredError as exc:
+                parsed.append(exc)
+                continue
+            parsed.append(shred)
+            want["data_shred" if shred.variant.is_data else "code_shred"].append(
+                _SHRED_KEY.pack(shred.slot, shred.index))
+        pend.prefetch(want)
+        for pos, item in enumerate(parsed):
+            root = None
+            try:
+                if isinstance(item, ShredError):
+                    raise item
+                shred = item
                 if not signatures_verified:
-                    leader = leader_for_slot(shred.slot)
+                    slot = shred.slot
+                    if slot in leaders:
+                        leader = leaders[slot]
+                    else:
+                        leader = leaders[slot] = leader_for_slot(slot)
                     if leader is None:
                         raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
-                    verify_shred(shred, leader, verified)
+                    root = verify_shred(shred, leader, verified, memo)
             except ShredError as exc:
                 result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
                 continue
-            self._insert_one(shred, pend, metas, result, touched_sets)
+            self._insert_one(shred, pend, metas, result, touched_sets, root, memo)
         if recover_missing:
             for slot, fec in sorted(touched_sets):
-                self._try_recover(slot, fec, pend, metas, result)
+                self._try_recover(slot, fec, pend, metas, result, memo)
         for slot, meta in metas.items():
-            pend.put_msg("meta", slot_key(slot), meta)
+            pend.put_msg("meta", slot_key(slot), meta.to_meta())
         pend.finish()
         self._write(pend.writes, pend.deletes)
         return result
 
-    def _meta(self, slot: int, pend: _Pending, metas: dict[int, SlotMeta]) -> SlotMeta:
+    def _meta(self, slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> _SlotState:
         m = metas.get(slot)
         if m is None:
-            m = pend.get_msg("meta", slot_key(slot), SlotMeta) or SlotMeta(slot, 0, 0)
-            metas[slot] = m
+            m = metas[slot] = _SlotState(pend.get_msg("meta", slot_key(slot), SlotMeta) or SlotMeta(slot, 0, 0))
         return m
 
     def _duplicate(self, shred: Shred, other: bytes, kind: str, pend: _Pending, result: InsertResult) -> None:
@@ -418,107 +501,154 @@ class Blockstore:
         self,
         shred: Shred,
         pend: _Pending,
-        metas: dict[int, SlotMeta],
+        metas: dict[int, _SlotState],
         result: InsertResult,
         touched: set[tuple[int, int]],
+        root: bytes | None = None,
+        memo: MerkleMemo | None = None,
     ) -> bool:
+        """Store one parsed (and, unless the caller vouches, verified) shred after the
+        consistency checks. ``root``: the shred's Merkle root when the caller already
+        computed it (:func:`verify_shred` returns it); otherwise computed here.
+
+        This runs once per shred, so the _Pending lookups are inlined; each one is the
+        same read :meth:`_Pending.get` / :meth:`_Pending.get_msg` would make."""
         # Retransmitter signatures are a transport artefact (checked by the turbine stage
         # against the sender, outside the leader's Merkle leaf): store them zeroed, so that
         # copies relayed by different nodes are the same shred, not equivocation, and so
         # that replay can treat any nonzero byte there as corruption (spec/blockstore.md).
-        if shred.variant.resigned and shred.retransmitter_signature != ZERO_SIGNATURE:
-            shred = shred.with_retransmitter_signature(ZERO_SIGNATURE)
+        # (The field lies after the leaf and the proof: zeroing it leaves the root as is.)
+        variant = shred.variant
+        is_data = variant.is_data
+        if variant.resigned:
+            off = variant._rs_offset  # type: ignore[attr-defined]
+            if shred.payload[off : off + 64] != ZERO_SIGNATURE:
+                shred = shred.with_retransmitter_signature(ZERO_SIGNATURE)
         slot = shred.slot
-        cf = "data_shred" if shred.is_data else "code_shred"
-        key = shred_key(slot, shred.index)
-        existing = pend.get(cf, key)
+        index = shred.index
+        fec = shred.fec_set_index
+        payload = shred.payload
+        cf = "data_shred" if is_data else "code_shred"
+        key = _SHRED_KEY.pack(slot, index)
+        ck = (cf, key)
+        writes = pend.writes
+        # existing = pend.get(cf, key), inlined
+        if ck in pend.deletes:
+            existing = None
+        else:
+            existing = writes.get(ck)
+            if existing is None:
+                existing = pend.reads.get(ck, _UNSET)
+                if existing is _UNSET:
+                    existing = pend.get(cf, key)
         if existing is not None:
-            if existing == shred.payload:
+            if existing == payload:
                 result.already_present += 1
             else:
                 self._duplicate(shred, existing, "same-index-different-payload", pend, result)
             return False
         # One Merkle root per FEC set.
-        root = shred.merkle_root()
-        mkey = shred_key(slot, shred.fec_set_index)
-        mrm = pend.get_msg("merkle_root_meta", mkey, MerkleRootMeta)
+        if root is None:
+            root = shred.merkle_root(memo)
+        mkey = _SHRED_KEY.pack(slot, fec)
+        objs = pend.objs
+        mrm = objs.get(("merkle_root_meta", mkey), _UNSET)
+        if mrm is _UNSET:
+            mrm = pend.get_msg("merkle_root_meta", mkey, MerkleRootMeta)
         if mrm is not None and mrm.merkle_root != root:
             other = pend.get("data_shred" if mrm.first_received_is_data else "code_shred",
                              shred_key(slot, mrm.first_received_index)) or b""
             self._duplicate(shred, other, "merkle-root-conflict", pend, result)
             return False
-        meta = self._meta(slot, pend, metas)
-        if shred.is_data:
-            if meta.last_index is not None and shred.index > meta.last_index:
+        meta = metas.get(slot)
+        if meta is None:
+            meta = self._meta(slot, pend, metas)
+        if is_data:
+            flags: int = shred.flags  # type: ignore[assignment]
+            last_in_slot = (flags & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT
+            parent_slot = slot - shred.parent_offset  # type: ignore[operator]
+            if meta.last_index is not None and index > meta.last_index:
                 other = pend.get("data_shred", shred_key(slot, meta.last_index)) or b""
                 self._duplicate(shred, other, "index-past-last-in-slot", pend, result)
                 return False
-            if shred.last_in_slot and meta.received > shred.index + 1:
+            if last_in_slot and meta.received > index + 1:
                 other = pend.get("data_shred", shred_key(slot, meta.received - 1)) or b""
                 self._duplicate(shred, other, "last-in-slot-below-received", pend, result)
                 return False
-            if meta.parent_slot is not None and meta.parent_slot != shred.parent_slot:
-                reason = (f"parent-mismatch: slot {slot} shred {shred.index} names parent "
-                          f"{shred.parent_slot}, slot has {meta.parent_slot}")
+            if meta.parent_slot is not None and meta.parent_slot != parent_slot:
+                reason = (f"parent-mismatch: slot {slot} shred {index} names parent "
+                          f"{parent_slot}, slot has {meta.parent_slot}")
                 result.rejected.append((-1, reason))
                 return False
         else:
-            ekey = shred_key(slot, shred.fec_set_index)
-            em = pend.get_msg("erasure_meta", ekey, ErasureMeta)
-            mine = ErasureMeta(shred.fec_set_index, shred.num_data_shreds or 0, shred.num_coding_shreds or 0,
-                               shred.first_coding_index)
-            if em is not None and em != mine:
-                others = [v for _i, v in self._stored_set(slot, shred.fec_set_index, pend, data=False)]
+            em = objs.get(("erasure_meta", mkey), _UNSET)
+            if em is _UNSET:
+                em = pend.get_msg("erasure_meta", mkey, ErasureMeta)
+            nd = shred.num_data_shreds or 0
+            nc = shred.num_coding_shreds or 0
+            first_coding = index - shred.position  # type: ignore[operator]
+            # em != ErasureMeta(fec, nd, nc, first_coding), field by field (dataclass __eq__)
+            if em is not None and (em.fec_set_index, em.num_data, em.num_coding, em.first_coding_index) != (
+                    fec, nd, nc, first_coding):
+                others = [v for _i, v in self._stored_set(slot, fec, pend, data=False)]
                 self._duplicate(shred, others[0] if others else b"", "erasure-config-conflict", pend, result)
                 return False
             if em is None:
-                pend.put_msg("erasure_meta", ekey, mine)
+                pend.put_msg("erasure_meta", mkey, ErasureMeta(fec, nd, nc, first_coding))
         if mrm is None:
-            pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, shred.index, shred.is_data))
-        pend.put(cf, key, shred.payload)
-        present_data, present_coding = pend.index_sets(slot)
-        (present_data if shred.is_data else present_coding).add(shred.index)
-        touched.add((slot, shred.fec_set_index))
+            pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, index, is_data))
+        pend.deletes.discard(ck)  # pend.put(cf, key, payload)
+        writes[ck] = payload
+        sets = pend.indexes.get(slot)
+        if sets is None:
+            sets = pend.index_sets(slot)
+        touched.add((slot, fec))
         result.inserted += 1
-        if shred.is_data:
-            self._update_slot_meta(shred, present_data, pend, metas, result)
-        return True
-
-    def _update_slot_meta(
-        self, shred: Shred, present: set[int], pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
-    ) -> None:
-        slot = shred.slot
-        meta = self._meta(slot, pend, metas)
-        was_full = meta.is_full
+        if not is_data:
+            sets[1].add(index)
+            return True
+        present = sets[0]
+        present.add(index)
+        # Slot meta update (agave update_slot_data_meta), in place on this insert's copy.
+        last_index = meta.last_index
+        was_full = last_index is not None and meta.consumed == last_index + 1  # meta.is_full
         consumed = meta.consumed
         while consumed in present:
             consumed += 1
-        completed = meta.completed_data_indexes
-        if shred.data_complete:
-            completed = tuple(sorted({*completed, shred.index}))
-        meta = replace(
-            meta,
-            consumed=consumed,
-            received=max(meta.received, shred.index + 1),
-            last_index=shred.index if shred.last_in_slot else meta.last_index,
-            parent_slot=shred.parent_slot if slot != 0 else None,
-            completed_data_indexes=completed,
-        )
-        metas[slot] = meta
-        if slot != 0 and pend.get("orphans", slot_key(slot)) is not None:
-            pend.delete("orphans", slot_key(slot))
-        if meta.parent_slot is not None and slot != 0:
-            parent = self._meta(meta.parent_slot, pend, metas)
+        meta.consumed = consumed
+        if meta.received < index + 1:
+            meta.received = index + 1
+        if flags & DATA_COMPLETE_SHRED:
+            meta.completed_data_indexes = tuple(sorted({*meta.completed_data_indexes, index}))
+        if last_in_slot:
+            meta.last_index = last_index = index
+        if slot == 0:
+            meta.parent_slot = None
+        else:
+            meta.parent_slot = parent_slot
+            # Once a data shred of `slot` is in, its orphan mark is gone for the rest of this
+            # insert: only a slot whose received == 0 is marked, and received never drops.
+            # So the check runs once per slot (same outcome as running it every time).
+            if slot not in pend.unorphaned:
+                pend.unorphaned.add(slot)
+                skey = key[:8]  # slot_key(slot)
+                if pend.get("orphans", skey) is not None:
+                    pend.delete("orphans", skey)
+            parent = metas.get(parent_slot)
+            if parent is None:
+                parent = self._meta(parent_slot, pend, metas)
             if slot not in parent.next_slots:
-                parent = replace(parent, next_slots=tuple(sorted({*parent.next_slots, slot})))
-                metas[meta.parent_slot] = parent
-            if parent.received == 0 and not pend.get("root", slot_key(meta.parent_slot)):
-                pend.put("orphans", slot_key(meta.parent_slot), PRESENT)
-        if meta.is_full and not was_full:
+                parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
+            if parent.received == 0:
+                pkey = slot_key(parent_slot)
+                if not pend.get("root", pkey):
+                    pend.put("orphans", pkey, PRESENT)
+        if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
             result.completed_slots.append(slot)
             self._propagate_connected(slot, pend, metas)
+        return True
 
-    def _propagate_connected(self, slot: int, pend: _Pending, metas: dict[int, SlotMeta]) -> None:
+    def _propagate_connected(self, slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> None:
         meta = metas[slot]
         parent_ok = meta.parent_slot is not None and (
             pend.get("root", slot_key(meta.parent_slot)) is not None
@@ -532,7 +662,7 @@ class Blockstore:
             m = self._meta(s, pend, metas)
             if m.is_connected or not m.is_full:
                 continue
-            metas[s] = replace(m, is_connected=True)
+            m.is_connected = True
             stack.extend(m.next_slots)
 
     def _stored_set(self, slot: int, fec: int, pend: _Pending, *, data: bool) -> list[tuple[int, bytes]]:
@@ -544,7 +674,8 @@ class Blockstore:
         return sorted(out.items())
 
     def _try_recover(
-        self, slot: int, fec: int, pend: _Pending, metas: dict[int, SlotMeta], result: InsertResult
+        self, slot: int, fec: int, pend: _Pending, metas: dict[int, _SlotState], result: InsertResult,
+        memo: MerkleMemo | None = None,
     ) -> None:
         em = pend.get_msg("erasure_meta", shred_key(slot, fec), ErasureMeta)
         if em is None:
@@ -569,6 +700,6 @@ class Blockstore:
             return
         dummy: set[tuple[int, int]] = set()
         for s in recovered:
-            if self._insert_one(s, pend, metas, result, dummy):
+            if self._insert_one(s, pend, metas, result, dummy, None, memo):
                 result.inserted -= 1
                 result.recovered += 1
