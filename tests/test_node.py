@@ -123,12 +123,7 @@ def test_vote_weights_follow_the_epoch_snapshot_across_restart(tmp_path: Path, c
     """32-slot epochs: once the root enters epoch E >= 2 the votes are weighed by the LStake
     snapshot at the end of E - 2 (credits from leader slots and landed votes), the same
     snapshot the schedule uses; a restarted node derives the same weights and credits."""
-    g = _genesis(n=1, slots_per_epoch=32)
-    now = {"ms": 0}
-    d = tmp_path / "v"
-    d.mkdir()
-    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
-    v.load()
+    g, now, d, v = _lone_validator(tmp_path, 32)
 
     trio.run(_run_slots, v, now, 100)  # root = 69: epoch 2
     assert v.cons.finalized_slot() == 69 and v.weights_epoch == 2
@@ -172,6 +167,17 @@ def test_tower_file_round_trip_and_foreign_tower_refused(tmp_path: Path) -> None
     assert read_tower(tmp_path / "absent", KEYS[0].pubkey) is None
 
 
+def _lone_validator(tmp_path: Path, slots_per_epoch: int):  # type: ignore[no-untyped-def]
+    """One identity holding all LStake, on a fake clock: (genesis, clock, data dir, loaded validator)."""
+    g = _genesis(n=1, slots_per_epoch=slots_per_epoch)
+    now = {"ms": 0}
+    d = tmp_path / "v"
+    d.mkdir()
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v.load()
+    return g, now, d, v
+
+
 async def _run_slots(v: Validator, now: dict[str, int], n: int) -> None:
     """A lone validator leads every slot: advance its fake clock a slot at a time and build."""
     for _ in range(n):
@@ -183,12 +189,7 @@ def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> N
     """One identity with all LStake: every slot is its own; with a fake clock it builds
     slot after slot, votes on each, roots after 32 votes, writes roots and the tower; a
     new Validator on the same directory rebuilds the same state from disk."""
-    g = _genesis(n=1, slots_per_epoch=64)
-    now = {"ms": 0}
-    d = tmp_path / "v"
-    d.mkdir()
-    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
-    v.load()
+    g, now, d, v = _lone_validator(tmp_path, 64)
 
     trio.run(_run_slots, v, now, 40)
     assert v.stats.produced == 40 and v.stats.votes_out == 40
