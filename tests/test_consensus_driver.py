@@ -189,3 +189,16 @@ def test_votes_landed_in_blocks_steer_fork_choice_without_gossip() -> None:
     assert n.on_block_votes([(KEYS[1].pubkey, 2)]) == 0  # not newer: ignored
     stranger = crypto.Keypair.deterministic("nobody").pubkey
     assert n.on_block_votes([(stranger, 3), (KEYS[3].pubkey, 0)]) == 0  # no LStake; at the root
+
+
+def test_dump_slot_forgets_the_version_and_its_descendants_only() -> None:
+    n = Consensus(KEYS[0], STAKES)
+    for s, p in ((1, 0), (2, 1), (3, 2), (4, 1)):
+        n.on_replayed(s, p, bank_hash(s))
+    assert n.on_block_votes([(KEYS[1].pubkey, 3), (KEYS[2].pubkey, 4)]) == 2
+    assert n.dump_slot(2) == {2, 3}
+    fc = n.forkchoice
+    assert set(fc.parent) == {0, 1, 4} and 2 not in fc.children[1] and set(n.bank_hashes) == {1, 4}
+    assert fc.latest_vote == {KEYS[2].pubkey: 4}  # the vote inside the dumped subtree is gone
+    assert n.processed_slot() == 4
+    assert n.dump_slot(0) == set() and n.dump_slot(99) == set()  # never the root; unknown: no-op

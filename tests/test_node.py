@@ -288,6 +288,46 @@ def test_vote_for_unknown_slot_waits_and_makes_node_behind(tmp_path: Path) -> No
         v.close()
 
 
+def test_losing_duplicate_version_is_dumped_and_the_confirmed_one_repaired(tmp_path: Path) -> None:
+    """This node holds version A of slot 1 (an equivocating leader sent it A only); the
+    cluster built slot 2 on version B, so slot 2 dies here. Once > 52% of LStake votes for
+    B's bank hash at slot 1, the node dumps A (blockstore and memory), revives slot 2, and
+    wants slot 1 again; repair then brings B and both replay (agave's dump and repair)."""
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+
+    v = _validator(tmp_path)
+    try:
+        g = v.genesis
+        book = ScheduleBook(g)
+        users = user_keypairs(g.chain_id)
+        lead1 = next(k for k in KEYS if k.pubkey == book.leader(1))
+        lead2 = next(k for k in KEYS if k.pubkey == book.leader(5))  # another leader turn
+        a = build_slot(lead1, g, 0, _root(g), 1)
+        b = build_slot(lead1, g, 0, _root(g), 1, [transfer_tx(users[0], users[1].pubkey, 3, g.hash())])
+        b5 = build_slot(lead2, g, 1, b.result, 5)
+        hash_b = b.record.bank_hash
+        assert hash_b != a.record.bank_hash
+        v.insert(a.packets)
+        v.insert(b5.packets)
+        v.replay_ready()
+        assert v.cons.bank_hashes[1] == a.record.bank_hash and 5 in v.dead  # built on B: dies here
+        voters = [k for k in KEYS if k.pubkey != v.kp.pubkey]
+        for i, k in enumerate(voters):
+            v._count_vote(sign_message(Vote(k.pubkey, 1, hash_b, None, 10 + i, bytes(64)), k, "vote"))
+            assert v.stats.dumped == (1 if i >= 2 else 0)  # 2/4 = 50% is not > 52%; 3/4 is
+        assert v.bs.slot_meta(1) is None and 1 not in v.frozen and 1 not in v.cons.bank_hashes
+        assert 5 not in v.dead and v.bs.dead_slot(5) is None
+        assert 1 in v.wanted_slots() and v.behind()  # repair will fetch it; no voting meanwhile
+        v.insert(b.packets)  # what repair returns: the confirmed version
+        v.replay_ready()
+        assert v.frozen[1].bank.bank_hash == hash_b and v.frozen[5].bank.bank_hash == b5.record.bank_hash
+        assert all(v.cons.forkchoice.latest_vote[k.pubkey] == 1 for k in voters)  # the votes count now
+        assert v.cons.processed_slot() == 5
+    finally:
+        v.close()
+
+
 def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:
     from ambient_p2p.node.repair import SlotShredsRequest, slot_repair_handler
 

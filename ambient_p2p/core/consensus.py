@@ -8,6 +8,7 @@ on_vote(vote)                     - (or VoteRejected reason, for peer scoring)
 on_block_votes(votes)             - (votes that landed in a replayed block)
 on_duplicate(slot)                -
 set_stakes(weights)               - (a new epoch's vote weights; fork choice re-weighs)
+dump_slot(slot)                   - the removed slots (our version of a duplicate lost)
 decide()                          PersistTower(record) then SendVote(vote) when voting;
                                   NewRoot(slot) when the tower roots a slot
 
@@ -97,6 +98,15 @@ class Consensus:
 
     def on_duplicate(self, slot: int) -> None:
         self.forkchoice.mark_duplicate(slot)
+
+    def dump_slot(self, slot: int) -> set[int]:
+        """Forget our version of ``slot`` and everything built on it (agave's dump of a
+        duplicate slot whose other version was duplicate-confirmed); the shell purges it and
+        repairs the confirmed version. The tower is unchanged: its lockouts are by slot."""
+        gone = self.forkchoice.remove_subtree(slot)
+        for s in gone:
+            self.bank_hashes.pop(s, None)
+        return gone
 
     def set_stakes(self, stakes: Mapping[bytes, int]) -> None:
         """Weigh votes by ``stakes`` from now on (a new epoch's LStake snapshot). Every

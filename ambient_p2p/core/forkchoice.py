@@ -83,6 +83,22 @@ class ForkChoice:
         self.duplicates &= keep
         self.root = new_root
 
+    def remove_subtree(self, slot: int) -> set[int]:
+        """Forget ``slot`` and its descendants (a dumped duplicate version); latest votes
+        inside it are dropped. Returns the removed slots. The root cannot be removed."""
+        if slot == self.root or slot not in self.parent:
+            return set()
+        gone = self.subtree(slot)
+        p = self.parent[slot]
+        if p is not None:
+            self.children[p].discard(slot)
+        for s in gone:
+            del self.parent[s]
+            del self.children[s]
+        self.latest_vote = {v: s for v, s in self.latest_vote.items() if s not in gone}
+        self.duplicates -= gone
+        return gone
+
     # -- queries --------------------------------------------------------------------------
     def ancestors(self, slot: int) -> set[int]:
         out = set()

@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from ..core.crypto import Keypair, encode_address
 from ..core.forkchoice import ForkChoiceError
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.tower import Tower, TowerRecord, is_supermajority
+from ..core.tower import DUPLICATE_THRESHOLD, Tower, TowerRecord, is_supermajority
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
@@ -196,6 +197,7 @@ class ValidatorStats:
     txs_included: int = 0
     votes_landed: int = 0  # votes that landed in slots this node replayed or produced
     votes_included: int = 0  # vote transactions this node put in its own slots
+    dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
     last_produced_ms: dict[int, int] = field(default_factory=dict)
 
 
@@ -226,6 +228,9 @@ class Validator:
         self.weights_epoch = 0  # the epoch whose LStake snapshot weighs votes now
         self.vote_pool: dict[bytes, VoteTx] = {}  # voter -> latest vote transaction
         self._loading_roots: set[int] = set()
+        #: votes for slots we replayed to a *different* bank hash: slot -> voter -> vote
+        self.foreign_votes: dict[int, dict[bytes, Vote]] = {}
+        self.dumped: set[tuple[int, bytes]] = set()  # (slot, confirmed hash) already dumped for
         self.frozen: dict[int, SlotResult] = {}
         self.parents: dict[int, int] = {}
         self.dead: set[int] = set()
@@ -411,6 +416,7 @@ class Validator:
         root = self.cons.root
         self.complete = {s for s in self.complete if s > root}
         self.dead = {s for s in self.dead if s > root}
+        self.foreign_votes = {s: per for s, per in self.foreign_votes.items() if s > root}
         for s in [s for s in self.pending_votes if s <= root]:
             del self.pending_votes[s]
         self.produced = {s for s in self.produced if s > root}
@@ -458,6 +464,10 @@ class Validator:
             return
         if counted:
             return
+        ours = self.cons.bank_hashes.get(vote.slot)
+        if ours is not None and ours != vote.bank_hash:
+            self._foreign_vote(vote)
+            return
         if vote.slot > self.cons.root and vote.slot not in self.cons.bank_hashes:
             per = self.pending_votes.setdefault(vote.slot, {})
             old = per.get(vote.voter)
@@ -465,6 +475,61 @@ class Validator:
                 per[vote.voter] = (vote, time.monotonic())
             while len(self.pending_votes) > MAX_PENDING_VOTE_SLOTS:
                 del self.pending_votes[min(self.pending_votes)]
+
+    def _foreign_vote(self, vote: Vote) -> None:
+        """A vote for another version of a slot we replayed. Once more than
+        ``DUPLICATE_THRESHOLD`` (52%) of LStake voted for one other version, that version is
+        duplicate-confirmed: ours is dumped and the confirmed one repaired (agave's dump and
+        repair), or this node could never replay the blocks the cluster builds on it."""
+        per = self.foreign_votes.setdefault(vote.slot, {})
+        per[vote.voter] = vote
+        while len(self.foreign_votes) > MAX_PENDING_VOTE_SLOTS:
+            del self.foreign_votes[min(self.foreign_votes)]
+        h = vote.bank_hash
+        stake = sum(self.cons.stakes.get(v, 0) for v, fv in per.items() if fv.bank_hash == h)
+        total = self.cons.total_stake
+        if total > 0 and Fraction(stake, total) > DUPLICATE_THRESHOLD and (vote.slot, h) not in self.dumped:
+            self._dump(vote.slot, h)
+
+    def _stored_descendants(self, slot: int) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for m in self.bs.slot_metas():
+            if m.parent_slot is not None and m.slot > slot:
+                children.setdefault(m.parent_slot, []).append(m.slot)
+        out, stack = set(), [slot]
+        while stack:
+            s = stack.pop()
+            for c in children.get(s, ()):
+                if c not in out:
+                    out.add(c)
+                    stack.append(c)
+        return out
+
+    def _dump(self, slot: int, confirmed_hash: bytes) -> None:
+        """Purge our version of ``slot`` and what replayed on top of it; give slots that
+        died on top of it (built on the confirmed version) another replay; queue the
+        confirming votes so that repair fetches the confirmed version from peers."""
+        self.dumped.add((slot, confirmed_hash))
+        self.stats.dumped += 1
+        gone = self.cons.dump_slot(slot) | {slot}
+        for d in sorted(gone | self._stored_descendants(slot)):
+            if d == slot or d in gone:
+                self.bs.purge_slots(d, d)  # our version, and slots built on it
+                self.complete.discard(d)
+            elif d in self.dead:  # died on top of our version: built on the confirmed one
+                self.bs.clear_dead(d)
+                self.dead.discard(d)
+                meta = self.bs.slot_meta(d)
+                if meta is not None and meta.is_full:
+                    self.complete.add(d)
+            self.frozen.pop(d, None)
+            self.parents.pop(d, None)
+            self.produced.discard(d)
+            self.awaiting_confirm.pop(d, None)
+        per = self.pending_votes.setdefault(slot, {})
+        for v in self.foreign_votes.pop(slot, {}).values():
+            if v.bank_hash == confirmed_hash:
+                per[v.voter] = (v, time.monotonic())
 
     def _update_syncing(self) -> None:
         if not self.syncing:
@@ -800,6 +865,7 @@ class Validator:
                 "dead": s.dead,
                 "duplicates": s.duplicates,
                 "duplicate_slots": sorted(self.duplicate_slots_seen),
+                "dumped": s.dumped,
                 "equivocated_slots": self.equivocated_slots,
                 "votes_in": s.votes_in,
                 "votes_out": s.votes_out,
