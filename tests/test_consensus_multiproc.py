@@ -199,3 +199,29 @@ def test_equivocating_leader_duplicate_detected_and_one_fork_finalized(tmp_path:
         chains = assert_consistent(net, [0, 1, 2, 3])
         versions = {chains[i].get(dup) for i in range(4)}
         assert len(versions) == 1  # all skipped it (None) or all rooted the same version
+
+
+@pytest.mark.slow
+def test_split_equivocation_the_losing_version_is_dumped_and_repaired(tmp_path: Path) -> None:
+    """Node 1 pushes version A of its third slot straight to two peers and version B to the
+    third (``/ambient/shred-push/1``, no gossip), so no node sees both versions. The A
+    holders vote for A; the B holder sees > 52% of LStake vote for A's bank hash, dumps B,
+    repairs A, and every node finalizes the same chain with A at that slot."""
+    with open(tmp_path / "nodes.log", "w") as log, ValidatorLocalnet(
+            tmp_path, 4, echo=log, node_args={1: ["--equivocate-slot", "2", "--equivocate-split"]}) as net:
+        wait(lambda: (c := cons(net, 1)) is not None and c["split_recipients"] != {}, FINALIZE_TIMEOUT_S,
+             "node 1 to push two versions of a slot", net)
+        c1 = cons(net, 1)
+        assert c1 is not None
+        dup = c1["equivocated_slots"][0]
+        rec = c1["split_recipients"][str(dup)]
+        holders_b = [i for i in range(4) if encode_address(net.keys[i].pubkey) in rec["b"]]
+        assert len(holders_b) == 1 and len(rec["a"]) == 2, rec
+        b = holders_b[0]
+        wait(lambda: all((c := cons(net, i)) is not None and c["finalized"] > dup + 8 for i in range(4)),
+             FINALIZE_TIMEOUT_S, f"all nodes to finalize past slot {dup}", net)
+        chains = assert_consistent(net, [0, 1, 2, 3])
+        versions = {chains[i].get(dup) for i in range(4)}
+        assert len(versions) == 1 and None not in versions, versions  # everyone rooted version A
+        cb = cons(net, b)
+        assert cb is not None and cb["dumped"] >= 1, cb

@@ -328,6 +328,27 @@ def test_losing_duplicate_version_is_dumped_and_the_confirmed_one_repaired(tmp_p
         v.close()
 
 
+def test_pushed_shreds_take_the_verified_insert_path_and_replay(tmp_path: Path) -> None:
+    from ambient_p2p.node.repair import ShredPush
+
+    v = _validator(tmp_path)
+    try:
+        g = v.genesis
+        book = ScheduleBook(g)
+        leader = next(k for k in KEYS if k.pubkey == book.leader(1))
+        built = build_slot(leader, g, 0, _root(g), 1)
+        data = [p for p in built.packets if len(p) == 1203]
+        ack = v._push_handler(None, ShredPush(7, tuple(data)))
+        assert (ack.nonce, ack.inserted, ack.rejected) == (7, len(data), 0)
+        assert v.frozen[1].bank.bank_hash == built.record.bank_hash
+        impostor = next(k for k in KEYS if k.pubkey != book.leader(2))
+        forged = build_slot(impostor, g, 1, v.frozen[1], 2)  # not slot 2's leader
+        ack = v._push_handler(None, ShredPush(8, tuple(p for p in forged.packets if len(p) == 1203)))
+        assert ack.inserted == 0 and ack.rejected > 0 and 2 not in v.frozen
+    finally:
+        v.close()
+
+
 def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:
     from ambient_p2p.node.repair import SlotShredsRequest, slot_repair_handler
 

@@ -57,6 +57,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validator", action="store_true",
                    help="run the validator too (needs --genesis): produce, replay, vote, finalize")
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
+    p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
 
 def register(sub: Any) -> None:
@@ -203,7 +204,8 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
         print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
-    return Validator(kp, genesis, data_dir, equivocate_slot_index=args.equivocate_slot)
+    return Validator(kp, genesis, data_dir, equivocate_slot_index=args.equivocate_slot,
+                     equivocate_split=args.equivocate_split)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -51,6 +51,34 @@ reqresp.PROTOCOLS[PROTO_REPAIR_SLOT] = (SlotShredsRequest, SlotShredsResponse)
 reqresp.RATE_LIMITS[PROTO_REPAIR_SLOT] = RATE_LIMIT
 
 
+PROTO_SHRED_PUSH = "/ambient/shred-push/1"
+MAX_PUSH_SHREDS = 64
+#: Per pushing peer (a leader pushes a slot's data shreds in one or a few requests).
+PUSH_RATE_LIMIT = (32.0, 16.0)
+
+
+@message(type_id=0x0305, version=1, max_size=MAX_PUSH_SHREDS * (SHRED_PACKET_BYTES + 3) + 64)
+@dataclass(frozen=True)
+class ShredPush:
+    """Shreds pushed straight to one peer (turbine-like delivery, not gossip): the receiver
+    puts them through the same verified blockstore insert as gossiped shreds."""
+
+    nonce: int = fld(UInt(32))
+    shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_PUSH_SHREDS))
+
+
+@message(type_id=0x0306, version=1, max_size=64)
+@dataclass(frozen=True)
+class ShredPushAck:
+    nonce: int = fld(UInt(32))
+    inserted: int = fld(UInt(32))
+    rejected: int = fld(UInt(32))
+
+
+reqresp.PROTOCOLS[PROTO_SHRED_PUSH] = (ShredPush, ShredPushAck)
+reqresp.RATE_LIMITS[PROTO_SHRED_PUSH] = PUSH_RATE_LIMIT
+
+
 def slot_repair_handler(bs: Blockstore) -> reqresp.Handler:
     def handle(_peer: ID, req: SlotShredsRequest) -> SlotShredsResponse:
         out = [p for i, p in bs.slot_shred_payloads(req.slot, data=True) if i >= req.first_index]

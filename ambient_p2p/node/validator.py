@@ -48,6 +48,7 @@ from ..core.crypto import Keypair, encode_address
 from ..core.forkchoice import ForkChoiceError
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
+from ..core.shred import DATA_PAYLOAD_BYTES
 from ..core.tower import DUPLICATE_THRESHOLD, Tower, TowerRecord, is_supermajority
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
 from ..ledger.blockstore import Blockstore, InsertResult
@@ -63,7 +64,15 @@ from ..net.messages import (
 )
 from ..net.reqresp import PROTO_REPAIR, ReqRespError, ShredStore, request
 from .leader import build_slot
-from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest, slot_repair_handler
+from .repair import (
+    MAX_PUSH_SHREDS,
+    PROTO_REPAIR_SLOT,
+    PROTO_SHRED_PUSH,
+    ShredPush,
+    ShredPushAck,
+    SlotShredsRequest,
+    slot_repair_handler,
+)
 from .schedule import ScheduleBook
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,6 +220,7 @@ class Validator:
         data_dir: Path,
         *,
         equivocate_slot_index: int | None = None,
+        equivocate_split: bool = False,
         clock_ms: Any = None,
     ) -> None:
         self.kp = kp
@@ -249,6 +259,8 @@ class Validator:
         self.root_written = 0
         self.stats = ValidatorStats()
         self.equivocate_slot_index = equivocate_slot_index
+        self.equivocate_split = equivocate_split
+        self.split_recipients: dict[int, dict[str, list[str]]] = {}  # test harness: slot -> version -> addresses
         self.node: NetNode | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self._votes_send, self._votes_recv = trio.open_memory_channel[bytes](VOTE_QUEUE_LEN)
@@ -280,7 +292,15 @@ class Validator:
         return self.store
 
     def reqresp_handlers(self) -> dict[str, Any]:
-        return {PROTO_REPAIR_SLOT: slot_repair_handler(self.bs)}
+        return {PROTO_REPAIR_SLOT: slot_repair_handler(self.bs), PROTO_SHRED_PUSH: self._push_handler}
+
+    def _push_handler(self, _peer: Any, req: ShredPush) -> ShredPushAck:
+        """Shreds pushed to us directly: the verified insert, then replay (votes and the
+        next ingest round decide)."""
+        res = self.insert(list(req.shreds))
+        self.stats.shreds_in += len(req.shreds)
+        self.replay_ready()
+        return ShredPushAck(nonce=req.nonce, inserted=res.inserted, rejected=len(res.rejected))
 
     def on_delivery(self, d: Delivery) -> bool:
         if d.kind not in ("shreds", "votes", "txs"):
@@ -752,7 +772,10 @@ class Validator:
         self.stats.last_produced_ms[slot] = self.clock_ms()
         if len(self.stats.last_produced_ms) > 64:
             del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
-        await self._publish(variants)
+        if self.equivocate_split and len(variants) == 2:
+            await self._push_split(slot, variants)
+        else:
+            await self._publish(variants)
         await self.decide()
 
     def _equivocation_tx(self, parent: SlotResult) -> bytes:
@@ -763,6 +786,33 @@ class Validator:
 
         users = user_keypairs(self.genesis.chain_id, 2)
         return transfer_tx(users[0], users[1].pubkey, random.randint(1, 1000), parent.bank.last_blockhash)
+
+    async def _push_split(self, slot: int, variants: list[list[bytes]]) -> None:
+        """Test harness (``--equivocate-split``): no gossip for this slot; the data shreds of
+        the version we keep go straight to every peer but one, the other version's to that
+        one (``/ambient/shred-push/1``), so that peers hold different versions and only
+        votes (and repair) can reconcile them."""
+        from ..net.host import pubkey_of_peer_id
+
+        if self.node is None or self.node.host is None:
+            return
+        host = self.node.host
+        peers = sorted(host.get_network().connections.keys(), key=str)
+        if not peers:
+            return
+        record: dict[str, list[str]] = {"a": [], "b": []}
+        for i, peer in enumerate(peers):
+            which = 1 if i == len(peers) - 1 and len(peers) > 1 else 0
+            data = [p for p in variants[which] if len(p) == DATA_PAYLOAD_BYTES]  # data shreds only
+            for j in range(0, len(data), MAX_PUSH_SHREDS):
+                try:
+                    push = ShredPush(random.getrandbits(32), tuple(data[j:j + MAX_PUSH_SHREDS]))
+                    await request(host, peer, PROTO_SHRED_PUSH, push, timeout=REPAIR_TIMEOUT_S)
+                except ReqRespError:
+                    break
+            pk = pubkey_of_peer_id(peer)
+            record["ab"[which]].append(encode_address(pk) if pk else str(peer))
+        self.split_recipients[slot] = record
 
     async def _publish(self, variants: list[list[bytes]]) -> None:
         if self.node is None or self.node.gossip is None:
@@ -867,6 +917,7 @@ class Validator:
                 "duplicate_slots": sorted(self.duplicate_slots_seen),
                 "dumped": s.dumped,
                 "equivocated_slots": self.equivocated_slots,
+                "split_recipients": {str(k): v for k, v in self.split_recipients.items()},
                 "votes_in": s.votes_in,
                 "votes_out": s.votes_out,
                 "pending_vote_slots": len(self.pending_votes),
