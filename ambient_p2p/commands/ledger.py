@@ -102,9 +102,8 @@ def _validator_schedule(genesis: Any, bs: Any) -> tuple[Any, Any]:
     roots = set(bs.roots())
 
     def on_replayed(slot: int, res: Any) -> None:
-        if slot in roots and slot > book.credited_through:
-            landed = [voter for voter, _s in res.bank.landed_votes]
-            book.on_rooted([slot], slot, lambda _s: landed)
+        if slot in roots:
+            book.credit_replayed_root(slot, res.bank.landed_votes)
 
     return book.leader, on_replayed
 

@@ -193,13 +193,21 @@ def epoch_of(slot: int, slots_per_epoch: int) -> int:
     return slot // slots_per_epoch
 
 
-def schedule_for_epoch(genesis: Genesis, ledger: LStakeLedger, epoch: int) -> list[bytes]:
-    """The schedule of ``epoch``: LStake at the end of ``epoch - 2`` (genesis LStake for
-    epochs 0 and 1), seeded by the genesis hash and ``epoch``."""
+def epoch_weights(genesis: Genesis, ledger: LStakeLedger, epoch: int) -> dict[bytes, int]:
+    """LStake that governs ``epoch`` (its leader schedule and its vote weights): the snapshot
+    at the end of ``epoch - 2``, genesis LStake for epochs 0 and 1; zeros omitted."""
     basis = epoch - SCHEDULE_LAG_EPOCHS
-    weights = ledger.snapshot(basis) if basis >= 0 else {n.identity: n.lstake for n in genesis.bootstrap_nodes}
+    if basis >= 0:
+        return ledger.snapshot(basis)
+    return {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0}
+
+
+def schedule_for_epoch(genesis: Genesis, ledger: LStakeLedger, epoch: int) -> list[bytes]:
+    """The schedule of ``epoch``: LStake-weighted over :func:`epoch_weights`, seeded by the
+    genesis hash and ``epoch``."""
     return leader_schedule(
-        weights, schedule_seed(genesis.hash(), epoch), genesis.epoch.slots_per_epoch, genesis.epoch.leader_slots
+        epoch_weights(genesis, ledger, epoch), schedule_seed(genesis.hash(), epoch),
+        genesis.epoch.slots_per_epoch, genesis.epoch.leader_slots,
     )
 
 

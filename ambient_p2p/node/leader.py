@@ -70,8 +70,8 @@ def build_slot(
     for vt in list(votes)[:MAX_VOTES_PER_SLOT]:
         if bank.vote_error(vt.vote) is not None:
             continue
-        try:
-            (res,) = bank.process_transactions([vt.raw])
+        try:  # a VoteTx's signatures were verified when it was parsed (or made)
+            (res,) = bank.process_transactions([vt.raw], verify_signatures=False)
         except BlockError:
             continue  # e.g. its blockhash is not on this fork
         included.append(vt.raw)

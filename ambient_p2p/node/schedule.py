@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from ..core.lstake import SCHEDULE_LAG_EPOCHS, LStakeLedger, WorkKind, epoch_of, schedule_for_epoch
+from ..core.lstake import LStakeLedger, WorkKind, epoch_of, epoch_weights, schedule_for_epoch
 from ..core.messages import Genesis
 
 #: Voters whose votes landed in a (rooted) slot.
@@ -65,11 +65,7 @@ class ScheduleBook:
         if w is None:
             if not self.available(epoch):
                 return None
-            basis = epoch - SCHEDULE_LAG_EPOCHS
-            if basis < 0:
-                w = {n.identity: n.lstake for n in self.genesis.bootstrap_nodes if n.lstake > 0}
-            else:
-                w = self.ledger.snapshot(basis)
+            w = epoch_weights(self.genesis, self.ledger, epoch)
             self._weights[epoch] = w
             while len(self._weights) > MAX_CACHED_EPOCHS:
                 del self._weights[min(self._weights)]
@@ -101,6 +97,13 @@ class ScheduleBook:
                         self.vote_credits[voter] += 1
             self.credited_through = s  # a rooted slot decides every slot below it
         self.credited_through = max(self.credited_through, new_root)
+
+    def credit_replayed_root(self, slot: int, landed: Sequence[tuple[bytes, int]]) -> None:
+        """Credit a stored root as it replays (a restarted node, ``ledger verify``), given
+        its bank's landed votes ``(voter, slot)``; slots already credited are skipped."""
+        if slot > self.credited_through:
+            voters = [voter for voter, _s in landed]
+            self.on_rooted([slot], slot, lambda _s: voters)
 
     def lstake_table(self, epoch: int) -> dict[str, int]:
         return {k.hex(): v for k, v in sorted(self.ledger.snapshot(epoch).items())}

@@ -237,6 +237,9 @@ class Validator:
         self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
         self.weights_epoch = 0  # the epoch whose LStake snapshot weighs votes now
         self.vote_pool: dict[bytes, VoteTx] = {}  # voter -> latest vote transaction
+        #: vote transactions the gossip check parsed (signatures verified), by payload, for
+        #: ingest to take instead of parsing and verifying them again
+        self._checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self._loading_roots: set[int] = set()
         #: votes for slots we replayed to a *different* bank hash: slot -> voter -> vote
         self.foreign_votes: dict[int, dict[bytes, Vote]] = {}
@@ -325,15 +328,19 @@ class Validator:
 
     def _vote_check(self, env: GossipEnvelope) -> str | None:
         try:
-            vote = parse_vote_transaction(env.payload).vote
+            vt = parse_vote_transaction(env.payload)
         except VoteTxError as exc:
             return exc.reason
+        vote = vt.vote
         if vote.voter != env.origin:
             return "vote-origin-mismatch"
         try:
             self.cons.check_vote(vote)
         except VoteRejected as exc:
             return exc.reason
+        self._checked_votes[env.payload] = vt
+        while len(self._checked_votes) > INBOX_LEN:
+            self._checked_votes.popitem(last=False)
         return None
 
     # -- ledger ---------------------------------------------------------------------------
@@ -416,8 +423,8 @@ class Validator:
         self.parents[slot] = parent
         self.stats.votes_landed += len(res.bank.landed_votes)
         assert res.bank.bank_hash is not None
-        if slot in self._loading_roots and slot > self.book.credited_through:
-            self.book.on_rooted([slot], slot, self._landed_voters)
+        if slot in self._loading_roots:
+            self.book.credit_replayed_root(slot, res.bank.landed_votes)
         if slot > self.cons.root:
             try:
                 self.cons.on_replayed(slot, parent, res.bank.bank_hash)
@@ -611,7 +618,8 @@ class Validator:
                 voted = self.frozen.get(eff.vote.slot)
                 if self.kp.pubkey in self.cons.stakes and voted is not None:
                     # agave's shape: the vote transaction's blockhash is the voted slot's
-                    vt = parse_vote_transaction(vote_transaction(self.kp, eff.vote, voted.bank.last_blockhash))
+                    raw = vote_transaction(self.kp, eff.vote, voted.bank.last_blockhash)
+                    vt = VoteTx(raw, parse_transaction(raw, verify_signatures=False), eff.vote)  # signed here
                     self._add_vote_tx(vt)  # so that our own slots carry it too
                     try:  # the tower is already durable; the sender task publishes
                         self._votes_send.send_nowait(vt.raw)
@@ -691,8 +699,9 @@ class Validator:
                     except DecodeError:
                         continue
                 elif item.kind == "votes":
+                    vt_checked = self._checked_votes.pop(item.envelope.payload, None)
                     try:
-                        vt = parse_vote_transaction(item.envelope.payload)
+                        vt = vt_checked or parse_vote_transaction(item.envelope.payload)
                     except VoteTxError:
                         continue
                     self.stats.votes_in += 1
