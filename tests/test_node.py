@@ -20,7 +20,7 @@ from ambient_p2p.ledger.replay import SlotRejected, SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.schedule import ScheduleBook
-from ambient_p2p.node.validator import Validator, read_tower, write_tower
+from ambient_p2p.node.validator import Validator, read_tower, slot_duration_ms, write_tower
 
 KEYS = [Keypair.deterministic("test-node", i) for i in range(4)]
 
@@ -347,6 +347,27 @@ def test_pushed_shreds_take_the_verified_insert_path_and_replay(tmp_path: Path) 
         assert ack.inserted == 0 and ack.rejected > 0 and 2 not in v.frozen
     finally:
         v.close()
+
+
+def test_a_node_that_replays_no_other_leaders_slots_is_isolated(tmp_path: Path) -> None:
+    g = _genesis()  # 4 equal identities, 32-slot epochs: slots < 64 use genesis LStake
+    (tmp_path / "v").mkdir()
+    v = Validator(KEYS[0], g, tmp_path / "v", clock_ms=lambda: int(60 * slot_duration_ms(g)))
+    v.load()
+    try:
+        cur = v.slot_at(v.clock_ms())
+        assert v.isolated() and v.status()["consensus"]["isolated"]
+        v.last_foreign_slot = cur - 3  # another leader's slot just replayed
+        assert not v.isolated()
+    finally:
+        v.close()
+    (tmp_path / "lone").mkdir()
+    g, now, d, lone = _lone_validator(tmp_path / "lone", 64)
+    try:
+        now["ms"] = 10**6
+        assert not lone.isolated()  # all LStake is ours: nobody else to hear from
+    finally:
+        lone.close()
 
 
 def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:

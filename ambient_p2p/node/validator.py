@@ -94,6 +94,12 @@ REPAIR_MAX_REQUESTS_PER_ROUND = 64
 SYNC_TIMEOUT_SLOTS = 40
 #: While syncing, each repair round also asks peers for this many of the latest clock slots.
 SYNC_PROBE_SLOTS = 4
+#: A node that has replayed no slot of another leader while this many slots of other
+#: leaders passed is *isolated* (its gossip is not reaching it: a restarted node's mesh can
+#: take a minute to re-form): it does not vote, and repair probes the latest slots, as
+#: while syncing. Voting on its own slots there locked it out of the main fork (observed).
+ISOLATION_SLOTS = 12
+ISOLATION_SCAN_SLOTS = 96
 REPAIR_TIMEOUT_S = 3.0
 #: A peer vote for an unknown slot makes us "behind" (no production) for this long.
 BEHIND_WINDOW_S = 3.0
@@ -241,6 +247,7 @@ class Validator:
         #: ingest to take instead of parsing and verifying them again
         self._checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self._loading_roots: set[int] = set()
+        self.last_foreign_slot = 0  # highest slot of another leader replayed here
         #: votes for slots we replayed to a *different* bank hash: slot -> voter -> vote
         self.foreign_votes: dict[int, dict[bytes, Vote]] = {}
         self.dumped: set[tuple[int, bytes]] = set()  # (slot, confirmed hash) already dumped for
@@ -416,6 +423,8 @@ class Validator:
             self.bs.put_bank_hash(BankHashRecord(slot, parent, b.bank_hash, b.last_blockhash,
                                                  b.signature_count, b.transaction_count))
         self.stats.replayed += 1
+        if leader != self.kp.pubkey:
+            self.last_foreign_slot = max(self.last_foreign_slot, slot)
         self._frozen(slot, parent, res)
 
     def _frozen(self, slot: int, parent: int, res: SlotResult) -> None:
@@ -569,6 +578,22 @@ class Validator:
             self.syncing = False
             self.synced_ms = self.clock_ms()
 
+    def isolated(self) -> bool:
+        """No slot of another leader replayed while ``ISOLATION_SLOTS`` of their slots
+        passed (never for a node holding a supermajority alone: it needs nobody)."""
+        total = self.cons.total_stake
+        if is_supermajority(self.cons.stakes.get(self.kp.pubkey, 0), total):
+            return False
+        cur = self.slot_at(self.clock_ms())
+        others = 0
+        for s in range(cur - 2, max(self.last_foreign_slot, cur - 2 - ISOLATION_SCAN_SLOTS), -1):
+            leader = self.book.leader(s)
+            if leader is not None and leader != self.kp.pubkey:
+                others += 1
+                if others >= ISOLATION_SLOTS:
+                    return True
+        return False
+
     def may_produce(self) -> bool:
         if not self.syncing:
             return True
@@ -605,7 +630,7 @@ class Validator:
         """Run the driver's decision and perform its effects in order."""
         self._note_confirmations()
         self._update_syncing()
-        if self.syncing or self.behind():
+        if self.syncing or self.behind() or self.isolated():
             return  # no vote before catching up: its lockouts would bind us to a stale fork
         effects = self.cons.decide(self.clock_ms())
         for eff in effects:
@@ -866,7 +891,7 @@ class Validator:
             if not peers:
                 continue
             wanted = self.wanted_slots()
-            if self.syncing:
+            if self.syncing or self.isolated():
                 # Probe the clock's recent slots: a restarted node learns the network's tip
                 # (and from it, by orphan repair, everything it missed) even while its
                 # gossip mesh is still re-forming.
@@ -918,6 +943,7 @@ class Validator:
                 "slot_ms": self.slot_ms,
                 "behind": self.behind(),
                 "syncing": self.syncing,
+                "isolated": self.isolated(),
                 "produced": s.produced,
                 "equivocated": s.equivocated,
                 "replayed": s.replayed,
