@@ -95,7 +95,8 @@ def generate_batch(
     step_ids = ids
     for step in range(n_new):
         out = lm.model.model(
-            input_ids=step_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache, use_cache=True
+            input_ids=step_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+            **runner.cache_kwargs(lm.model.model, cache)
         )
         h = out.last_hidden_state
         if keep_hidden:

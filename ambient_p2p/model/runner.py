@@ -199,6 +199,16 @@ class Generation:
 
 
 @torch.inference_mode()
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV-cache keyword of this transformers release: ``cache`` (5.2x, as pinned) or
+    ``past_key_values`` (earlier releases, e.g. 5.17 on the CUDA machine). Passing the wrong
+    one is silently ignored and would recompute without the cache."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
 def generate(
     lm: LoadedModel,
     prompt: Sequence[int],
@@ -228,8 +238,7 @@ def generate(
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     kept: list[torch.Tensor] = []
     for pos in range(max_new_tokens):
-        out = model(input_ids=ids, cache=cache, use_cache=True)
-        cache = out.cache
+        out = model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))  # the cache fills in place
         logits = out.logits[0, -1]
         t1 = time.perf_counter()
         # one reduction and one top-k in the model's float32 (a float32 logsumexp over 49k
@@ -249,7 +258,7 @@ def generate(
             fps.append(pol.make_fingerprint(pos, tok, cand))
         fp_s += time.perf_counter() - t1
         if keep_logprobs:
-            kept.append((logits.to(torch.float64) - torch.logsumexp(logits.to(torch.float64), dim=0)).cpu())
+            kept.append((logits.to(torch.float64) - torch.logsumexp(logits.to(torch.float64), dim=0)).detach().cpu())
         output.append(tok)
         if on_token is not None:
             on_token(tok)

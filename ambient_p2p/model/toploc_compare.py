@@ -49,7 +49,7 @@ def generate_hidden(lm: runner.LoadedModel, prompt: Sequence[int], n_new: int) -
     acts: list[torch.Tensor] = []
     out_ids: list[int] = []
     for step in range(n_new):
-        h = lm.model.model(input_ids=ids, cache=cache, use_cache=True).last_hidden_state[0]
+        h = lm.model.model(input_ids=ids, use_cache=True, **runner.cache_kwargs(lm.model.model, cache)).last_hidden_state[0]
         acts.append(h if step == 0 else h[-1])
         tok = int(lm.model.lm_head(h[-1]).argmax())
         out_ids.append(tok)

@@ -38,7 +38,7 @@ def _hidden(lm: LoadedModel, prompt: Sequence[int], output: Sequence[int], upto:
 def _rows_logprobs(lm: LoadedModel, hidden: torch.Tensor, rows: Sequence[int]) -> np.ndarray:
     idx = torch.tensor(list(rows), device=lm.device)
     logits = lm.model.lm_head(hidden[idx]).to(torch.float64)
-    out: np.ndarray = torch.log_softmax(logits, dim=-1).cpu().numpy()
+    out: np.ndarray = torch.log_softmax(logits, dim=-1).detach().cpu().numpy()
     return out
 
 
@@ -87,7 +87,7 @@ def recompute_logprobs_padded(
     for i, (p, ps) in enumerate(zip(prompts, positions, strict=True)):
         pad = width - len(seqs[i])
         rows = torch.tensor([pad + len(p) + x - 1 for x in ps], device=lm.device)
-        lps = torch.log_softmax(lm.model.lm_head(hidden[i, rows]).to(torch.float64), dim=-1).cpu().numpy()
+        lps = torch.log_softmax(lm.model.lm_head(hidden[i, rows]).to(torch.float64), dim=-1).detach().cpu().numpy()
         out.append({x: lps[j] for j, x in enumerate(ps)})
     return out
 
