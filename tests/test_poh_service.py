@@ -1,0 +1,301 @@
+"""The PoH service (node/poh_service.py): pacing under trio's MockClock (inline mode), late
+reporting, max height and restart, one short real-time run of the process worker, and a
+slot recorded by the service that replays like a slot from ``build_slot``.
+
+``python tests/test_poh_service.py --measure`` prints the event-loop stall figures of
+spec/poh.md (thread vs process worker)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.messages import PohParams
+from ambient_p2p.core.poh import check_slot_ticks, verify_entries
+from ambient_p2p.ledger.blockstore import Blockstore
+from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
+from ambient_p2p.ledger.replay import SlotResult, replay_slot
+from ambient_p2p.node.leader import build_slot
+from ambient_p2p.node.localnet import user_keypairs, validator_genesis
+from ambient_p2p.node.poh_service import PohLoop, PohService, SlotSuperseded, build_slot_from_entries
+from ambient_p2p.node.schedule import ScheduleBook
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_poh_recorder import fake_tx  # noqa: E402
+
+MS = 1_000_000  # ns
+
+
+def run_mock(fn, *args):  # type: ignore[no-untyped-def]
+    return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# ---------------------------------------------------------------------------------------
+# Pacing on trio's virtual clock
+# ---------------------------------------------------------------------------------------
+def test_ticks_are_published_on_their_due_time_and_records_land_where_the_clock_is() -> None:
+    hpt, tps, tick_us = 50, 4, 10_000  # 0.2 ms per hash
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline", hashes_per_batch=1) as poh:
+            origin = poh.clock_ns()
+            poh.start_slot(7, 6, bytes(32), origin_ns=origin)
+            await trio.sleep(0.0251)  # 25.1 ms: hashes done at 0.0, 0.2, ..., 25.0 ms
+            entry = await poh.record(7, [fake_tx(1)])
+            assert entry is not None
+            # 2 ticks (10, 20 ms), then hashes at 20.0 .. 25.0 ms (26 of them), then the record
+            assert entry.num_hashes == 27
+            entries = await poh.slot_entries(7)
+            assert poh.clock_ns() == origin + tps * tick_us * 1000  # the slot took its 40 ms
+            times = poh.publish_times_ns(7)
+            ticks = [t for e, t in zip(entries, times, strict=True) if e.is_tick]
+            assert ticks == [origin + k * tick_us * 1000 for k in range(1, tps + 1)]
+            check_slot_ticks(entries, hpt, tps)
+            assert verify_entries(bytes(32), entries) is None
+            st = poh.stats(7)
+            assert st is not None and st.late_ticks == 0 and st.records == 1 and st.ticks == tps
+            assert poh.late_reports == 0
+            # it waited between hashes instead of spinning: the whole slot was idle time
+            assert st.idle_ns == tps * tick_us * 1000
+
+    run_mock(main)
+
+
+def test_a_worker_behind_schedule_catches_up_and_reports_the_late_ticks() -> None:
+    hpt, tps, tick_us = 20, 8, 5_000
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline") as poh:
+            now = poh.clock_ns()
+            poh.start_slot(3, 2, bytes(32), origin_ns=now - 5 * tick_us * 1000)  # 5 ticks late
+            entries = await poh.slot_entries(3)
+            st = poh.stats(3)
+            assert st is not None
+            # ticks 1..5 come out at once at `now`: lags 4, 3, 2, 1, 0 tick durations
+            assert st.late_ticks == 3 and st.max_lag_ns == 4 * tick_us * 1000
+            assert poh.late_reports == 1  # reported once per slot
+            times = [t for e, t in zip(entries, poh.publish_times_ns(3), strict=True) if e.is_tick]
+            assert times[:5] == [now] * 5
+            assert times[5:] == [now + k * tick_us * 1000 for k in (1, 2, 3)]
+            assert verify_entries(bytes(32), entries) is None
+
+    run_mock(main)
+
+
+def test_records_after_the_last_tick_and_for_other_slots_are_refused() -> None:
+    async def main() -> None:
+        async with PohService.open(PohParams(10, 2, 1_000), mode="inline") as poh:
+            poh.start_slot(4, 3, bytes(32))
+            assert await poh.record(5, [fake_tx(1)]) is None  # not the working slot
+            assert await poh.record(4, [fake_tx(1)]) is not None
+            entries = await poh.slot_entries(4)
+            assert await poh.record(4, [fake_tx(2)]) is None  # max height reached
+            assert sum(len(e.transactions) for e in entries) == 1
+            with pytest.raises(ValueError):
+                await poh.record(4, [])
+
+    run_mock(main)
+
+
+def test_restarting_the_slot_on_a_new_parent_voids_the_old_one() -> None:
+    async def main() -> None:
+        async with PohService.open(PohParams(10, 4, 10_000), mode="inline") as poh:
+            poh.start_slot(9, 8, bytes(32))
+            await poh.record(9, [fake_tx(1)])
+            await trio.sleep(0.015)
+            got = []
+
+            async def watch() -> None:
+                with pytest.raises(SlotSuperseded):
+                    async for run in poh.stream(9):
+                        got.extend(run)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(watch)
+                await trio.sleep(0.001)
+                old = poh._by_slot[9]
+                poh.start_slot(9, 7, b"\x01" * 32)  # a better parent arrived
+            assert old.superseded and old.done.is_set()
+            assert got and got[0].transactions  # it had streamed the old record and a tick
+            entries = await poh.slot_entries(9)
+            check_slot_ticks(entries, 10, 4 * 2)  # 2 slots since parent 7
+            assert verify_entries(b"\x01" * 32, entries) is None
+            assert not any(e.transactions for e in entries)
+
+    run_mock(main)
+
+
+def test_poh_loop_rejects_unknown_commands() -> None:
+    with pytest.raises(ValueError):
+        PohLoop().handle(("bogus",), 0)
+    with pytest.raises(ValueError):
+        PohLoop(0)
+    assert PohLoop().wait_ns(0) is None  # no working slot: nothing to do, no spinning
+
+
+# ---------------------------------------------------------------------------------------
+# Real time: the process worker
+# ---------------------------------------------------------------------------------------
+def test_process_worker_ticks_at_the_target_rate_and_its_entries_verify() -> None:
+    hpt, tps, tick_us = 2_000, 8, 12_500  # 100 ms slot
+    tick_ns = tick_us * 1000
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="process") as poh:
+            origin = poh.clock_ns() + 50 * MS
+            start = b"\x07" * 32
+            poh.start_slot(2, 1, start, origin_ns=origin)
+            recorded = []
+            for i in range(6):
+                await trio.sleep(0.015)
+                e = await poh.record(2, [fake_tx(i)])
+                assert e is not None
+                recorded.append(e)
+            entries = await poh.slot_entries(2)
+            done = poh.clock_ns()
+        check_slot_ticks(entries, hpt, tps)
+        assert verify_entries(start, entries) is None
+        assert [e for e in entries if e.transactions] == recorded
+        times = [t for e, t in zip(entries, poh.publish_times_ns(2), strict=True) if e.is_tick]
+        dues = [origin + k * tick_ns for k in range(1, tps + 1)]
+        # never early; late by at most 4 ticks on a busy shared 2-core machine
+        assert all(d <= t <= d + 4 * tick_ns for t, d in zip(times, dues, strict=True)), [
+            (t - d) / MS for t, d in zip(times, dues, strict=True)
+        ]
+        assert done - dues[-1] < 100 * MS
+        st = poh.stats(2)
+        assert st is not None and st.hashes == hpt * tps
+        assert st.busy_ns < 0.5 * tps * tick_ns  # it slept between ticks, not spun
+
+    trio.run(main)
+
+
+def test_thread_worker_produces_the_same_chain() -> None:
+    async def main() -> list:  # type: ignore[type-arg]
+        async with PohService.open(PohParams(100, 4, 2_000), mode="thread") as poh:
+            poh.start_slot(2, 1, bytes(32))
+            return await poh.slot_entries(2)
+
+    entries = trio.run(main)
+    check_slot_ticks(entries, 100, 4)
+    assert verify_entries(bytes(32), entries) is None
+
+
+# ---------------------------------------------------------------------------------------
+# From the service's entries to a slot that replays
+# ---------------------------------------------------------------------------------------
+KEYS = [Keypair.deterministic("test-node", i) for i in range(4)]
+
+
+def test_a_slot_recorded_by_the_service_replays_like_build_slot(tmp_path: Path) -> None:
+    g = validator_genesis("pohtest", [k.pubkey for k in KEYS], creation_time_s=0, hashes_per_tick=200,
+                          ticks_per_slot=4, tick_duration_us=5_000, slots_per_epoch=32)
+    book = ScheduleBook(g)
+    users = user_keypairs(g.chain_id)
+    parent = SlotResult(genesis_bank(g), g.hash(), g.hash(), 0, 0, 0)
+    slot = 2
+    leader = next(k for k in KEYS if k.pubkey == book.leader(slot))
+    txs = [transfer_tx(users[i], users[(i + 1) % 4].pubkey, 5 + i, parent.bank.last_blockhash) for i in range(4)]
+
+    # same inputs, recorded at once: byte-identical to build_slot
+    reference = build_slot(leader, g, 0, parent, slot, txs)
+    from ambient_p2p.core.poh_recorder import record_slot_entries
+
+    bank = parent.bank.child(slot, leader.pubkey)
+    for tx in txs:
+        bank.process_transactions([tx])
+    one_shot = record_slot_entries(parent.last_entry_hash, 200, 4, slot, 0, [txs])
+    same = build_slot_from_entries(leader, g, 0, parent, slot, bank, one_shot, txs)
+    assert same.packets == reference.packets and same.record == reference.record
+
+    # recorded by the real-time service as they "arrive", two batches at different times
+    async def main() -> list:  # type: ignore[type-arg]
+        async with PohService.open(g.poh, mode="process") as poh:
+            poh.start_slot(slot, 0, parent.last_entry_hash)
+            assert await poh.record(slot, txs[:2]) is not None
+            await trio.sleep(0.025)
+            assert await poh.record(slot, txs[2:]) is not None
+            return await poh.slot_entries(slot)
+
+    entries = trio.run(main)
+    bank = parent.bank.child(slot, leader.pubkey)
+    for tx in txs:
+        bank.process_transactions([tx])
+    built = build_slot_from_entries(leader, g, 0, parent, slot, bank, entries, txs)
+    assert built.result.last_entry_hash != reference.result.last_entry_hash  # a real clock
+    with Blockstore.open(tmp_path / "bs") as bs:
+        res = bs.insert_shreds(built.packets, book.leader)
+        assert not res.rejected and res.completed_slots == [slot]
+        replayed = replay_slot(bs, g, parent, slot, leader.pubkey)
+    assert replayed.bank.bank_hash == built.record.bank_hash
+    assert replayed.transactions == 4 and replayed.entries == len(entries)
+    with pytest.raises(ValueError):  # entries that do not carry what the bank executed
+        build_slot_from_entries(leader, g, 0, parent, slot, parent.bank.child(slot, leader.pubkey), entries, txs[:2])
+
+
+# ---------------------------------------------------------------------------------------
+# Measurement (not a test): the trio loop's stall with the worker in a thread vs a process
+# ---------------------------------------------------------------------------------------
+async def _measure(params: PohParams, mode: str, seconds: float) -> dict[str, float]:
+    gaps: list[float] = []
+    rec_lat: list[float] = []
+    period = 0.001
+    async with PohService.open(params, mode=mode) as poh:  # type: ignore[arg-type]
+        slot_s = params.slot_duration_us / 1e6
+        stop = time.monotonic() + seconds
+
+        async def probe() -> None:
+            last = time.monotonic()
+            while time.monotonic() < stop:
+                await trio.sleep(period)
+                now = time.monotonic()
+                gaps.append(now - last - period)
+                last = now
+
+        async def leader() -> None:
+            slot, start = 1, bytes(32)
+            while time.monotonic() < stop:
+                poh.start_slot(slot + 1, slot, start)
+                for i in range(8):  # 8 batches per slot as they "arrive"
+                    await trio.sleep(slot_s / 10)
+                    t = time.monotonic()
+                    await poh.record(slot + 1, [fake_tx(slot * 10 + i)])
+                    rec_lat.append(time.monotonic() - t)
+                es = await poh.slot_entries(slot + 1)
+                slot, start = slot + 1, es[-1].hash
+
+        async with trio.open_nursery() as n:
+            n.start_soon(probe)
+            n.start_soon(leader)
+        late = sum((poh.stats(s).late_ticks if poh.stats(s) else 0) for s in poh._by_slot)  # type: ignore[union-attr]
+    gaps.sort()
+    rec_lat.sort()
+    return {
+        "stall_max_ms": gaps[-1] * 1e3,
+        "stall_p99_ms": gaps[int(0.99 * (len(gaps) - 1))] * 1e3,
+        "record_p50_ms": rec_lat[len(rec_lat) // 2] * 1e3,
+        "record_max_ms": rec_lat[-1] * 1e3,
+        "late_ticks_last_slots": late,
+    }
+
+
+def measure(seconds: float = 5.0) -> None:
+    cases = {
+        "localnet (2000 h/tick, 32 ticks, 12.5 ms)": PohParams(2_000, 32, 12_500),
+        "mainnet-like (62500 h/tick, 64 ticks, 6.25 ms)": PohParams(62_500, 64, 6_250),
+    }
+    for name, params in cases.items():
+        for mode in ("thread", "process"):
+            r = trio.run(_measure, params, mode, seconds)
+            print(f"{name:48s} {mode:8s} " + " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
+
+
+if __name__ == "__main__":
+    if "--measure" in sys.argv:
+        measure(float(sys.argv[sys.argv.index("--measure") + 1]) if len(sys.argv) > 2 else 5.0)
