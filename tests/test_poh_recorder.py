@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,7 @@ def fake_tx(seed: int, nsig: int = 1) -> bytes:
 
 
 # An op is ("hash", n) | ("tick",) | ("record", batch).
-Op = tuple
+Op = tuple[Any, ...]
 
 ops_strategy = st.lists(
     st.one_of(
@@ -171,13 +172,18 @@ def test_record_is_refused_at_max_height_and_a_forced_tick_comes_first() -> None
     r3 = rec.record_transactions(tx)  # forces the first tick, then records after it
     out = rec.take_entries()
     assert [e.is_tick for e in out] == [False, False, True, False]
-    assert out[2].num_hashes == 1 and out[3] == r3 and rec.tick_height == 1
+    assert out[2].num_hashes == 1
+    assert out[3] == r3
+    assert rec.tick_height == 1
     rec.hash(100)  # stops one short of the tick
-    assert rec.tick_due and rec.hashes_in_tick == 2
+    assert rec.tick_due
+    assert rec.hashes_in_tick == 2
     with pytest.raises(MaxHeightReached) as exc:
         rec.record_transactions(tx)  # the forced tick is the slot's last: refused
-    assert exc.value.reason == "max-height-reached" and exc.value.slot == 5
-    assert rec.complete and [e.is_tick for e in rec.take_entries()] == [True]
+    assert exc.value.reason == "max-height-reached"
+    assert exc.value.slot == 5
+    assert rec.complete
+    assert [e.is_tick for e in rec.take_entries()] == [True]
     for op in (lambda: rec.tick(), lambda: rec.hash(1), lambda: rec.record_transactions(tx)):
         with pytest.raises(MaxHeightReached):
             op()
@@ -185,20 +191,21 @@ def test_record_is_refused_at_max_height_and_a_forced_tick_comes_first() -> None
 
 
 def test_recorder_rejects_bad_inputs() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="32 bytes"):
         PohRecorder(b"short", 4, 2, slot=2, parent_slot=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="above its parent"):
         PohRecorder(bytes(32), 4, 2, slot=1, parent_slot=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="hashes_per_tick"):
         PohRecorder(bytes(32), 0, 2, slot=2, parent_slot=1)
     rec = PohRecorder(bytes(32), 4, 2, slot=2, parent_slot=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs transactions"):
         rec.record(bytes(32), [])  # an entry without transactions would be a tick
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mixin"):
         rec.record(bytes(31), [fake_tx(0)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_num_hashes"):
         rec.hash(-1)
-    assert rec.take_entries() == [] and rec.total_hashes == 0
+    assert rec.take_entries() == []
+    assert rec.total_hashes == 0
 
 
 @settings(max_examples=100, deadline=None)
@@ -216,7 +223,9 @@ def test_pacing_is_monotone_and_ticks_land_on_their_due_time(hpt: int, tps: int,
             assert due == rec.tick_due_ns(origin, dur) == origin + (rec.tick_height + 1) * dur
             rec.tick()
         else:
-            assert due == origin + rec.total_hashes * dur // hpt
-            assert due < rec.tick_due_ns(origin, dur) or hpt == 1
+            assert due == origin + -(-rec.total_hashes * dur // hpt)
+            assert rec.hashes_due_by(origin, dur, due) >= 1  # several hashes may share a due time
+            assert rec.hashes_due_by(origin, dur, due - 1) == 0
+            assert due <= rec.tick_due_ns(origin, dur)
             rec.hash(batch)
     assert last == origin + tps * dur

@@ -108,7 +108,7 @@ class PohRecorder:
             raise MaxHeightReached(self.slot, self.max_tick_height)
 
     # -- transitions ---------------------------------------------------------------
-    def hash(self, max_num_hashes: int) -> bool:  # noqa: A003 - agave's name
+    def hash(self, max_num_hashes: int) -> bool:
         """Hash up to ``max_num_hashes`` times, stopping before the tick's last hash.
         Returns True when the next step must be :meth:`tick`."""
         self._check_open()
@@ -160,7 +160,15 @@ class PohRecorder:
         tick_duration / hashes_per_tick`` (hashes are spread evenly over the tick)."""
         if self.tick_due:
             return origin_ns + (self.tick_height + 1) * tick_duration_ns
-        return origin_ns + self.total_hashes * tick_duration_ns // self.hashes_per_tick
+        return origin_ns - (-self.total_hashes * tick_duration_ns // self.hashes_per_tick)  # ceil
+
+    def hashes_due_by(self, origin_ns: int, tick_duration_ns: int, t_ns: int) -> int:
+        """How many more hashes are due by ``t_ns`` (hash ``J``, counted from 0, is due at
+        ``origin + J * tick_duration / hashes_per_tick``); the tick rule still applies."""
+        if t_ns < origin_ns:
+            return 0
+        due = (t_ns - origin_ns) * self.hashes_per_tick // tick_duration_ns + 1
+        return max(0, due - self.total_hashes)
 
     def tick_due_ns(self, origin_ns: int, tick_duration_ns: int) -> int:
         """When the current (next) tick is due."""

@@ -33,8 +33,8 @@ import math
 import multiprocessing
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 #: Hashes per uninterrupted batch (agave ``DEFAULT_HASHES_PER_BATCH`` is 64 for Rust):
 #: ~0.25 ms of CPython hashing, the worst delay a record waits for the worker to look up.
 DEFAULT_HASHES_PER_BATCH = 1_024
+#: How far hashing may run ahead of the clock: a worker ahead of schedule hashes what is
+#: due in the next 1 ms and sleeps until then (one wake-up per ms, not one per hash).
+HASH_AHEAD_NS = 1_000_000
 #: A tick published more than this many tick durations after its due time is *late*; the
 #: first late tick of a slot is reported (log warning + ``PohSlotStats``).
 LATE_TICK_FACTOR = 1
@@ -100,63 +103,104 @@ Msg = tuple[Any, ...]
 
 class PohLoop:
     """The service's hashing loop, driven by an injected clock: ``handle`` a command,
-    ``step`` when ``wait_ns`` says 0. Returns events for the service."""
+    ``step`` when ``wait_ns`` says 0. Returns events for the service.
 
-    def __init__(self, hashes_per_batch: int = DEFAULT_HASHES_PER_BATCH) -> None:
+    Hashes run at most ``ahead_ns`` ahead of their due time (so a worker ahead of schedule
+    wakes about once per ``ahead_ns``, not once per hash); a tick is never published before
+    its due time, and a record that would force the tick early (only the tick's last hash
+    left) waits for it (at most ``ahead_ns``)."""
+
+    def __init__(self, hashes_per_batch: int = DEFAULT_HASHES_PER_BATCH, ahead_ns: int = HASH_AHEAD_NS) -> None:
         if hashes_per_batch < 1:
             raise ValueError("hashes_per_batch must be >= 1")
         self.batch = hashes_per_batch
+        self.ahead_ns = ahead_ns
         self.rec: PohRecorder | None = None
         self.gen = -1
         self.origin_ns = 0
         self.tick_ns = 1
         self.stats: PohSlotStats | None = None
+        self._records: list[tuple[int, bytes, tuple[bytes, ...]]] = []  # waiting for the tick
         self._reported_late = False
 
     def handle(self, msg: Msg, now_ns: int) -> list[Msg]:
         kind = msg[0]
         if kind == "start":
             _, gen, slot, parent, start_hash, hpt, tps, tick_ns, origin_ns = msg
+            out: list[Msg] = [("recorded", rid, None) for rid, _m, _t in self._records]
+            self._records = []
             self.rec = PohRecorder(start_hash, hpt, tps, slot=slot, parent_slot=parent)
             self.gen, self.tick_ns, self.origin_ns = gen, tick_ns, origin_ns
             self.stats = PohSlotStats(slot, started_ns=now_ns)
             self._reported_late = False
-            return []
+            return out
         if kind == "record":
             _, rid, gen, mixin, txs = msg
-            if self.rec is None or self.stats is None or gen != self.gen:
+            if self.rec is None or gen != self.gen:
                 return [("recorded", rid, None)]  # not the working slot (agave: MaxHeightReached)
+            self._records.append((rid, mixin, txs))
+            return self._serve_records(now_ns)
+        raise ValueError(f"unknown PoH command {kind!r}")
+
+    def _records_blocked(self, now_ns: int) -> bool:
+        """Recording now would force a tick before its due time."""
+        rec = self.rec
+        assert rec is not None
+        return not rec.complete and rec.tick_due and now_ns < rec.tick_due_ns(self.origin_ns, self.tick_ns)
+
+    def _serve_records(self, now_ns: int) -> list[Msg]:
+        rec, stats = self.rec, self.stats
+        assert rec is not None
+        assert stats is not None
+        done: list[Msg] = []
+        while self._records and not self._records_blocked(now_ns):
+            if rec.tick_due and not rec.complete:
+                rec.tick()  # due now: tick here, so the recorder never ticks on its own
+                continue
+            rid, mixin, txs = self._records.pop(0)
             try:
-                entry: Entry | None = self.rec.record(mixin, txs)
-                self.stats.records += 1
+                entry: Entry | None = rec.record(mixin, txs)
+                stats.records += 1
             except MaxHeightReached:
                 entry = None
-                self.stats.refused += 1
-            return [*self._flush(now_ns), ("recorded", rid, entry)]
-        raise ValueError(f"unknown PoH command {kind!r}")
+                stats.refused += 1
+            done.append(("recorded", rid, entry))
+        return [*self._flush(now_ns), *done]
 
     def wait_ns(self, now_ns: int) -> int | None:
         """ns until the next step is due (0: step now); None when there is nothing to do."""
-        if self.rec is None or self.rec.complete:
+        rec = self.rec
+        if rec is None:
             return None
-        return max(0, self.rec.next_due_ns(self.origin_ns, self.tick_ns) - now_ns)
+        if self._records and not self._records_blocked(now_ns):
+            return 0
+        if rec.complete:
+            return None
+        return max(0, rec.next_due_ns(self.origin_ns, self.tick_ns) - now_ns)
 
-    def step(self, now_ns: int, clock_ns: Any = time.monotonic_ns) -> list[Msg]:
-        """One batch of hashes, or the tick when it is due. ``clock_ns`` times the work."""
+    def step(self, now_ns: int, clock_ns: Callable[[], int] = time.monotonic_ns) -> list[Msg]:
+        """Serve waiting records, or do the tick when it is due, or hash what is due by
+        ``now + ahead`` (at most one batch). ``clock_ns`` times the work."""
         rec, stats = self.rec, self.stats
-        if rec is None or stats is None or rec.complete:
+        if rec is None or stats is None:
+            return []
+        if self._records and not self._records_blocked(now_ns):
+            return self._serve_records(now_ns)
+        if rec.complete:
             return []
         t0 = clock_ns()
         if rec.tick_due:
             rec.tick()
         else:
-            rec.hash(self.batch)
+            due = rec.hashes_due_by(self.origin_ns, self.tick_ns, now_ns + self.ahead_ns)
+            rec.hash(max(1, min(self.batch, due)))
         stats.busy_ns += clock_ns() - t0
         return self._flush(now_ns)
 
     def _flush(self, now_ns: int) -> list[Msg]:
         rec, stats = self.rec, self.stats
-        assert rec is not None and stats is not None
+        assert rec is not None
+        assert stats is not None
         entries = rec.take_entries()
         if not entries:
             return []
@@ -232,6 +276,10 @@ class SlotSuperseded(Exception):
     it completed: its entries so far are void."""
 
 
+class PohWorkerExited(RuntimeError):
+    """The worker process/thread is gone (crashed or killed): the service cannot go on."""
+
+
 class PohService:
     """Use as ``async with PohService.open(genesis.poh) as poh:``; then per leader slot
     ``poh.start_slot(...)``, ``await poh.record(slot, txs)`` as batches arrive, and ``await
@@ -291,10 +339,8 @@ class PohService:
             finally:
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True):
-                    try:
+                    with suppress(BrokenPipeError, OSError):
                         parent.send(("stop",))
-                    except (BrokenPipeError, OSError):
-                        pass
                     await trio.to_thread.run_sync(worker.join, 5.0)
                     if isinstance(worker, multiprocessing.process.BaseProcess) and worker.is_alive():
                         worker.kill()
@@ -352,7 +398,7 @@ class PohService:
         mixin = hash_transactions(transactions)
         self._rid += 1
         rid = self._rid
-        ev, box = trio.Event(), []
+        ev, box = trio.Event(), list[Entry | None]()
         self._pending[rid] = (ev, box)
         self._send(("record", rid, state.gen, mixin, tuple(transactions)))
         await ev.wait()
@@ -388,6 +434,10 @@ class PohService:
     def stats(self, slot: int) -> PohSlotStats | None:
         st = self._by_slot.get(slot)
         return None if st is None else st.stats
+
+    def recent_stats(self) -> list[PohSlotStats]:
+        """Stats of the finished working slots the service still keeps, oldest first."""
+        return [st.stats for _gen, st in sorted(self._slots.items()) if st.stats is not None]
 
     def publish_times_ns(self, slot: int) -> list[int]:
         """When the worker published each of ``slot``'s entries (its clock)."""
@@ -441,7 +491,11 @@ class PohService:
         while True:
             await trio.lowlevel.wait_readable(conn.fileno())
             while conn.poll():
-                self._dispatch(conn.recv())
+                try:
+                    events = conn.recv()
+                except EOFError:
+                    raise PohWorkerExited("the PoH worker closed its pipe") from None
+                self._dispatch(events)
 
     async def _run_inline(self) -> None:
         loop = self._inline
