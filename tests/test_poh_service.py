@@ -21,13 +21,19 @@ import trio.testing
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.messages import PohParams
 from ambient_p2p.core.poh import Entry, check_slot_ticks, verify_entries
-from ambient_p2p.core.poh_recorder import record_slot_entries
+from ambient_p2p.core.poh_recorder import MaxHeightReached, record_slot_entries
 from ambient_p2p.ledger.blockstore import Blockstore
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.localnet import user_keypairs, validator_genesis
-from ambient_p2p.node.poh_service import PohLoop, PohService, SlotSuperseded, build_slot_from_entries
+from ambient_p2p.node.poh_service import (
+    PohLoop,
+    PohService,
+    SlotSuperseded,
+    build_slot_from_entries,
+    record_slot,
+)
 from ambient_p2p.node.schedule import ScheduleBook
 from tests.test_poh_recorder import fake_tx
 
@@ -72,26 +78,48 @@ def test_ticks_are_published_on_their_due_time_and_records_land_where_the_clock_
     run_mock(main)
 
 
-def test_a_worker_behind_schedule_catches_up_and_reports_the_late_ticks() -> None:
+def test_a_slot_started_after_its_origin_catches_up_without_calling_it_late() -> None:
     hpt, tps, tick_us = 20, 8, 5_000
 
     async def main() -> None:
         async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline") as poh:
             now = poh.clock_ns()
-            poh.start_slot(3, 2, bytes(32), origin_ns=now - 5 * tick_us * 1000)  # 5 ticks late
+            poh.start_slot(3, 2, bytes(32), origin_ns=now - 5 * tick_us * 1000)  # 5 ticks already due
             entries = await poh.slot_entries(3)
             st = poh.stats(3)
             assert st is not None
-            # ticks 1..5 come out at once at `now`: lags 4, 3, 2, 1, 0 tick durations
-            assert st.late_ticks == 3
-            assert st.max_lag_ns == 4 * tick_us * 1000
-            assert poh.late_reports == 1  # reported once per slot
+            assert st.catchup_ticks == 5  # ticks 1..5 come out at once, at `now`
+            assert st.late_ticks == 0
+            assert poh.late_reports == 0
             times = [t for e, t in zip(entries, poh.publish_times_ns(3), strict=True) if e.is_tick]
             assert times[:5] == [now] * 5
             assert times[5:] == [now + k * tick_us * 1000 for k in (1, 2, 3)]
             assert verify_entries(bytes(32), entries) is None
 
     run_mock(main)
+
+
+def test_a_worker_that_got_no_cpu_reports_its_late_ticks_once() -> None:
+    """The loop is sans-IO in time: feed it the times a starved worker would see."""
+    tick = 10 * MS
+    loop = PohLoop(hashes_per_batch=1_000)
+    assert loop.handle(("start", 1, 2, 1, bytes(32), 10, 6, tick, 0), 0) == []
+    assert loop.wait_ns(0) == 0
+    loop.step(0)  # hashes due by 1 ms: 2 of tick 1's 10
+    assert loop.wait_ns(0) == 2 * MS // 10 * 10  # next hash due at 2 ms
+    events = loop.step(35 * MS)  # starved until 35 ms: catch up the hashes of tick 1
+    assert events == []
+    events = loop.step(35 * MS)  # tick 1 (due 10 ms) is 25 ms late
+    late = [e for e in events if e[0] == "late"]
+    assert late == [("late", 1, 1, 25 * MS)]
+    while loop.wait_ns(35 * MS) == 0:  # ticks 2 (15 ms late) and 3 (5 ms: not > 1 tick)
+        events += loop.step(35 * MS)
+    assert [e for e in events if e[0] == "late"] == late  # reported once per slot
+    assert loop.stats is not None
+    assert loop.stats.late_ticks == 2  # ticks 1 (25 ms) and 2 (15 ms)
+    assert loop.stats.max_lag_ns == 25 * MS
+    assert loop.stats.catchup_ticks == 0
+    assert loop.stats.ticks == 3
 
 
 def test_a_record_never_forces_a_tick_before_its_due_time() -> None:
@@ -120,6 +148,23 @@ def test_a_record_never_forces_a_tick_before_its_due_time() -> None:
             assert await poh.record(2, [fake_tx(2)]) is None
             assert poh.clock_ns() == origin + 3 * tick_us * 1000
             assert poh.publish_times_ns(2) == [origin + k * tick_us * 1000 for k in (1, 2, 3)]
+
+    run_mock(main)
+
+
+def test_record_slot_takes_the_slot_duration_and_carries_every_batch() -> None:
+    async def main() -> None:
+        async with PohService.open(PohParams(100, 4, 10_000), mode="inline") as poh:
+            origin = poh.clock_ns() + 3 * MS
+            batches = [[fake_tx(i), fake_tx(100 + i)] for i in range(5)]
+            entries = await record_slot(poh, 6, 4, b"\x02" * 32, batches, origin_ns=origin)
+            assert poh.clock_ns() == origin + 2 * 4 * 10 * MS  # 2 slots of ticks since parent 4
+            assert [list(e.transactions) for e in entries if e.transactions] == batches
+            check_slot_ticks(entries, 100, 8)
+            assert verify_entries(b"\x02" * 32, entries) is None
+        async with PohService.open(PohParams(2, 1, 10_000), mode="inline") as poh:
+            with pytest.raises(MaxHeightReached):  # one record fits a 2-hash, 1-tick slot
+                await record_slot(poh, 2, 1, bytes(32), [[fake_tx(1)], [fake_tx(2)]])
 
     run_mock(main)
 
