@@ -30,6 +30,7 @@ from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.poh_service import (
     PohLoop,
     PohService,
+    SlotStreamer,
     SlotSuperseded,
     build_slot_from_entries,
     record_slot,
@@ -324,6 +325,58 @@ def test_a_slot_recorded_by_the_service_replays_like_build_slot(tmp_path: Path) 
     assert replayed.entries == len(entries)
     with pytest.raises(ValueError, match="transactions"):  # entries not carrying what the bank executed
         build_slot_from_entries(leader, g, 0, parent, slot, parent.bank.child(slot, leader.pubkey), entries, txs[:2])
+
+
+def test_a_slot_streamed_while_it_is_recorded_replays(tmp_path: Path) -> None:
+    g = validator_genesis("pohtest", [k.pubkey for k in KEYS], creation_time_s=0, hashes_per_tick=50,
+                          ticks_per_slot=8, tick_duration_us=5_000, slots_per_epoch=32)
+    book = ScheduleBook(g)
+    users = user_keypairs(g.chain_id)
+    parent = SlotResult(genesis_bank(g), g.hash(), g.hash(), 0, 0, 0)
+    slot = 3  # slots 1-2 skipped: 3 x 8 ticks
+    leader = next(k for k in KEYS if k.pubkey == book.leader(slot))
+    txs = [transfer_tx(users[i], users[(i + 1) % 4].pubkey, 9 + i, parent.bank.last_blockhash) for i in range(4)]
+    bank = parent.bank.child(slot, leader.pubkey)
+    for tx in txs:
+        bank.process_transactions([tx])
+    streamer = SlotStreamer(leader, g, 0, parent, slot)
+    published: list[list[bytes]] = []
+
+    async def main() -> None:
+        async with PohService.open(g.poh, mode="inline") as poh:
+            poh.start_slot(slot, 0, parent.last_entry_hash)
+
+            async def leader_records() -> None:
+                for tx in txs:  # one batch every 30 ms, while the slot runs
+                    assert await poh.record(slot, [tx]) is not None
+                    await trio.sleep(0.03)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(leader_records)
+                pending: list[Entry] = []
+                async for run in poh.stream(slot):
+                    pending += run
+                    if sum(e.is_tick for e in pending) >= 4 or streamer.ticks + sum(
+                        e.is_tick for e in pending
+                    ) == streamer.max_ticks:
+                        published.append(streamer.add(pending))
+                        pending = []
+                assert not pending
+
+    run_mock(main)
+    assert len(published) == 6  # 24 ticks, published every 4
+    with pytest.raises(ValueError, match="ticks"):
+        streamer.add([streamer.entries[-1]])  # nothing goes after the last tick
+    built = streamer.finish(bank, txs)
+    assert built.packets == [p for run in published for p in run]
+    with Blockstore.open(tmp_path / "bs") as bs:
+        res = bs.insert_shreds(built.packets, book.leader)
+        assert not res.rejected
+        assert res.completed_slots == [slot]
+        replayed = replay_slot(bs, g, parent, slot, leader.pubkey)
+    assert replayed.bank.bank_hash == built.record.bank_hash
+    assert replayed.last_root == built.result.last_root
+    assert replayed.transactions == 4
 
 
 # ---------------------------------------------------------------------------------------
