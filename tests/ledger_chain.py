@@ -146,17 +146,54 @@ def census(path: Path) -> tuple[dict[str, int], int]:
         return {cf: sum(1 for _ in bs.slots_in(cf)) for cf in COLUMN_FAMILIES}, bs.disk_bytes()
 
 
+def measure_purge(base: Path, slots: int) -> None:  # pragma: no cover - measurement script
+    """Purge the lower half of a ``slots``-slot ledger three ways, same run: range deletes
+    (Blockstore.purge_slots), then compaction of the range, against point deletes of every
+    key (batches of 10,000 keys)."""
+    import shutil
+
+    run_chain(base / "src", slots, keep_slots=None, snapshot_interval=10**9)
+    half = slots // 2
+    for way in ("range", "point"):
+        shutil.copytree(base / "src", base / way)
+        with Blockstore.open(base / way) as bs:
+            keys = sum(1 for cf in COLUMN_FAMILIES for _k in bs._iter_range(cf, 0, half))
+            t0 = time.perf_counter()
+            if way == "range":
+                bs.purge_slots(0, half - 1)
+            else:
+                batch: list[tuple[str, bytes]] = []
+                for cf in COLUMN_FAMILIES:
+                    for k, _v in bs._iter_range(cf, 0, half):
+                        batch.append((cf, k))
+                        if len(batch) == 10_000:
+                            bs._write({}, batch)
+                            batch = []
+                bs._write({}, batch)
+            t1 = time.perf_counter()
+            bs.compact_slots(0, half - 1)
+            t2 = time.perf_counter()
+            left = sum(1 for cf in COLUMN_FAMILIES for _k in bs._iter_range(cf, 0, half))
+            assert left == 0
+            print(f"{way}: delete {half} slots ({keys} records) {1000 * (t1 - t0):.1f} ms, "
+                  f"then compaction {1000 * (t2 - t1):.0f} ms; disk after {bs.disk_bytes()} bytes")
+
+
 def main() -> None:  # pragma: no cover - measurement script
     ap = argparse.ArgumentParser()
     ap.add_argument("--slots", type=int, default=20_000)
     ap.add_argument("--keep", type=int, default=1024)
     ap.add_argument("--dir", default="/tmp/ledger-chain")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--measure-purge", action="store_true", help="time range vs point deletes instead")
     args = ap.parse_args()
     import shutil
 
     base = Path(args.dir)
     shutil.rmtree(base, ignore_errors=True)
+    if args.measure_purge:
+        measure_purge(base, args.slots)
+        return
     runs = [("cleanup", args.keep)] + ([] if args.no_baseline else [("no-cleanup", None)])
     for name, keep in runs:
         run = run_chain(base / name, args.slots, keep_slots=keep)
