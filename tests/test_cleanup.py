@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ambient_p2p.cli import main as cli_main
 from ambient_p2p.core import codec
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.genesis import build_genesis
@@ -33,7 +34,6 @@ from ambient_p2p.ledger.cleanup import (
     purge_below,
 )
 from ambient_p2p.ledger.snapshot import SNAPSHOT_INTERVAL_SLOTS, load_latest_node_snapshot
-from ambient_p2p.cli import main as cli_main
 
 from .ledger_chain import ROOT_LAG, census, run_chain
 from .test_blockstore import leader_of, payloads, slot_shreds

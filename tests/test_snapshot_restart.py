@@ -23,8 +23,6 @@ from ambient_p2p.ledger.snapshot import (
     NodeSnapshot,
     load_latest_node_snapshot,
     load_node_snapshot,
-    make_node_snapshot,
-    save_node_snapshot,
     snapshot_due,
 )
 from ambient_p2p.node.restore import RestoreError, restore
