@@ -289,3 +289,44 @@ def test_pruning_is_not_vacuous() -> None:
     assert schedule_for_epoch(genesis, led, root_epoch) == schedule_for_epoch(genesis, full, root_epoch)
     rnd = random.Random(0)
     assert led.lstake(IDS[0], ask + rnd.randint(0, 5)) > 0
+
+
+def test_purge_in_a_worker_thread_while_inserts_go_on(bs: Blockstore) -> None:
+    """The cleanup service purges from a worker thread while the node inserts: no error, and
+    every slot at or above the last floor is complete afterwards."""
+    import threading
+
+    batches = {slot: payloads(slot_shreds(slot, slot - 1, size=2_000)) for slot in range(1, 241)}
+    inserted = [0]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def cleaner() -> None:
+        try:
+            while not done.is_set():
+                top = inserted[0]
+                if top > 40:
+                    _snapshot_at(bs, top - 20)
+                    purge_below(bs, root=top - 20, keep_slots=10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    t = threading.Thread(target=cleaner)
+    t.start()
+    try:
+        for slot, packets in batches.items():
+            res = bs.insert_shreds(packets, leader_of)
+            assert not res.rejected
+            inserted[0] = slot
+    finally:
+        done.set()
+        t.join()
+    assert not errors, errors
+    assert (bs.lowest_slot() or 0) > 0  # the cleaner did purge while inserts ran
+    _snapshot_at(bs, 220)
+    floor = cleanup_floor(bs, 220, 10)
+    purge_below(bs, root=220, keep_slots=10)
+    assert floor == 210 and bs.lowest_slot() == 210
+    for slot in range(floor + 1, 241):
+        m = bs.slot_meta(slot)
+        assert m is not None and m.is_full and len(bs.shred_index(slot).data) == m.consumed, slot
