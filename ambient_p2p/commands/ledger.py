@@ -92,13 +92,14 @@ def _open(dir_: str, *, read_only: bool, genesis_file: str | None = None) -> tup
     return genesis, bs, validator
 
 
-def _validator_schedule(genesis: Any, bs: Any) -> tuple[Any, Any]:
+def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, Any]:
     """A validator ledger's leader schedule, as the node derives it: the LStake-weighted
     schedule (node/schedule.py), credited from the stored roots as they replay (leader slots
-    and landed votes), so epochs >= 2 verify against the schedule the network used."""
+    and landed votes), so epochs >= 2 verify against the schedule the network used. From a
+    node snapshot ``snap`` (pruned ledger) the book starts from the snapshot's state."""
     from ..node.schedule import ScheduleBook
 
-    book = ScheduleBook(genesis)
+    book = ScheduleBook(genesis) if snap is None else ScheduleBook.from_state(genesis, snap.schedule)
     roots = set(bs.roots())
 
     def on_replayed(slot: int, res: Any) -> None:
@@ -145,15 +146,32 @@ def _verify(args: argparse.Namespace) -> int:
 
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
+    from ..ledger.snapshot import load_node_snapshot, snapshot_slot_result
 
     genesis, bs, validator = _open(args.dir, read_only=not args.mark_dead, genesis_file=args.genesis)
-    leader_for_slot, on_replayed = _validator_schedule(genesis, bs) if validator else (None, None)
+    start, snap = None, None
+    if bs.is_pruned():
+        # Cleanup purged the history below some slot: replay from genesis is impossible;
+        # verify what replays from the oldest node snapshot kept (it covers the most slots).
+        lowest = bs.lowest_slot()
+        slots = bs.node_snapshot_slots()
+        if not slots:
+            bs.close()
+            raise UserError(f"history pruned below slot {lowest} and no node snapshot kept: nothing can replay")
+        snap = load_node_snapshot(bs, slots[0])
+        if snap is None or snap.genesis_hash != genesis.hash():
+            bs.close()
+            raise UserError(f"the node snapshot at slot {slots[0]} does not belong to this genesis")
+        start = (snap.slot, snapshot_slot_result(snap))
+        print(f"history pruned below slot {lowest}: verifying the slots above the node snapshot at slot "
+              f"{snap.slot} (its bank is taken as is)")
+    leader_for_slot, on_replayed = _validator_schedule(genesis, bs, snap) if validator else (None, None)
     with bs, PohVerifier(args.jobs) as pv:
-        total = sum(1 for m in bs.slot_metas() if m.slot != 0)
+        total = sum(1 for m in bs.slot_metas(start=1 if start is None else start[0] + 1))
         with tqdm(total=total, unit="slot", desc="verify", file=sys.stderr, disable=True if args.quiet else None) as bar:
             report = replay(bs, genesis, poh_verify=pv.verify, mark_dead=args.mark_dead,
                             progress=lambda _o: bar.update(1), leader_for_slot=leader_for_slot,
-                            on_replayed=on_replayed)
+                            on_replayed=on_replayed, start=start)
     skipped = 0
     for o in report.failed:
         if (o.reason or "").startswith("parent-dead"):
@@ -186,6 +204,9 @@ def _show(args: argparse.Namespace) -> int:
                 "genesis_hash": genesis.hash().hex(),
                 "poh": {"hashes_per_tick": genesis.poh.hashes_per_tick, "ticks_per_slot": genesis.poh.ticks_per_slot},
                 "roots": bs.roots(),
+                # cleanup purged every slot below this one (null: full history from genesis)
+                "pruned_below": bs.lowest_slot() if bs.is_pruned() else None,
+                "node_snapshots": bs.node_snapshot_slots(),
                 "slots": [],
             }
             for m in bs.slot_metas():
@@ -202,6 +223,8 @@ def _show(args: argparse.Namespace) -> int:
                 print(json.dumps(out, indent=2))
             else:
                 print(f"chain {out['chain_id']} genesis {out['genesis_hash']}  roots {out['roots']}")
+                if out["pruned_below"] is not None:
+                    print(f"history pruned below slot {out['pruned_below']}; node snapshots at {out['node_snapshots']}")
                 print(f"{'slot':>6} {'parent':>6} {'shreds':>9} {'full':>5} {'conn':>5}  bank hash / status")
                 for s in out["slots"]:
                     status = f"DEAD {s['dead']}" if s["dead"] else (s["bank_hash"] or "-")[:16]
@@ -212,6 +235,8 @@ def _show(args: argparse.Namespace) -> int:
             return 0
         meta = bs.slot_meta(args.slot)
         if meta is None:
+            if bs.is_pruned() and args.slot < (bs.lowest_slot() or 0):
+                raise UserError(f"slot {args.slot} was pruned: history is kept from slot {bs.lowest_slot()}")
             raise UserError(f"slot {args.slot} is not in the ledger")
         shreds = []
         for is_data in (True, False):

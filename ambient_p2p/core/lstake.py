@@ -38,6 +38,10 @@ CREDIT_PER_VOTE = 1
 
 SCHEDULE_SEED_DOMAIN = b"ambient/leader-schedule/v1\x00"
 SCHEDULE_LAG_EPOCHS = 2  # schedule(E) uses the snapshot at the end of epoch E - 2
+#: Epochs below the root's epoch whose schedule and vote weights stay exact after
+#: :meth:`LStakeLedger.prune` (slots of the previous epoch can still replay just after the
+#: root crosses an epoch boundary, e.g. from a node snapshot taken before it).
+PRUNE_MARGIN_EPOCHS = 1
 
 
 class WorkKind(Enum):
@@ -115,6 +119,45 @@ class LStakeLedger:
         medium = self.window_total(identity, epoch, p.medium_window_epochs)
         work = (p.short_weight_bps * short + p.medium_weight_bps * medium) // BPS
         return self.bootstrap.get(identity, 0) + work
+
+    def min_kept_epoch(self, root_epoch: int) -> int:
+        """Oldest epoch bucket any query that can still be asked reads, once the root is in
+        ``root_epoch``: the schedules and vote weights of epochs ``>= root_epoch -
+        PRUNE_MARGIN_EPOCHS`` read :meth:`lstake` at epochs ``E >= root_epoch -
+        PRUNE_MARGIN_EPOCHS - SCHEDULE_LAG_EPOCHS``, whose windows reach back to ``E -
+        medium_window_epochs + 1`` (the medium window is the longer one)."""
+        return root_epoch - PRUNE_MARGIN_EPOCHS - SCHEDULE_LAG_EPOCHS - self.params.medium_window_epochs + 1
+
+    def prune(self, root_epoch: int) -> int:
+        """Drop the buckets older than :meth:`min_kept_epoch` (and identities left with
+        none); returns how many were dropped. A pure function of the root's epoch: every
+        :meth:`lstake` / :meth:`snapshot` at an epoch ``>= root_epoch - PRUNE_MARGIN_EPOCHS
+        - SCHEDULE_LAG_EPOCHS`` answers as before (tests/test_cleanup.py compares pruned and
+        unpruned ledgers), and the ledger holds at most ``medium_window_epochs + 3`` epochs
+        of buckets per identity instead of one per epoch forever."""
+        floor = self.min_kept_epoch(root_epoch)
+        dropped = 0
+        for identity in list(self._buckets):
+            per = self._buckets[identity]
+            old = [e for e in per if e < floor]
+            for e in old:
+                del per[e]
+            dropped += len(old)
+            if not per:
+                del self._buckets[identity]
+        return dropped
+
+    def buckets(self) -> list[tuple[bytes, int, int, int]]:
+        """Every bucket as ``(identity, epoch, credits, slashes)``, sorted: the state a node
+        snapshot persists (ledger/snapshot.py)."""
+        return sorted((i, e, b.credits, b.slashes) for i, per in self._buckets.items() for e, b in per.items())
+
+    def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int) -> None:
+        """Set one bucket (rebuilding a ledger from :meth:`buckets`)."""
+        if credits < 0 or slashes < 0:
+            raise LStakeError("bucket credits and slashes must be >= 0")
+        b = self._bucket(identity, epoch)
+        b.credits, b.slashes = credits, slashes
 
     def snapshot(self, epoch: int) -> dict[bytes, int]:
         """LStake of every known identity at the end of ``epoch`` (zeros omitted)."""

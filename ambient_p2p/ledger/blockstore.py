@@ -15,6 +15,7 @@ Column families and keys (integers big-endian so RocksDB's byte order is numeric
     orphans          slot u64                      -> b"\\x01"
     bank_hashes      slot u64                      -> BankHashRecord
     bank_snapshots   slot u64                      -> BankSnapshot
+    node_snapshots   slot u64                      -> NodeSnapshot (ledger/snapshot.py)
 
 (agave keys shreds by ``(slot, u64 index)``; we use a u32 index, which holds every legal
 index, as spec/blockstore.md says.)
@@ -70,6 +71,7 @@ COLUMN_FAMILIES = (
     "orphans",
     "bank_hashes",
     "bank_snapshots",
+    "node_snapshots",
 )
 PRESENT = b"\x01"
 ZERO_SIGNATURE = bytes(64)
@@ -220,13 +222,16 @@ class Blockstore:
     """A RocksDB blockstore at ``path``. Open with :meth:`open`; use as a context manager
     or call :meth:`close` (which releases RocksDB's LOCK file)."""
 
-    def __init__(self, db: Any, path: Path, read_only: bool, sync: bool) -> None:
+    def __init__(self, db: Any, path: Path, read_only: bool, sync: bool, present: set[str] | None = None) -> None:
         self._db = db
         self.path = path
         self.read_only = read_only
         self._sync = sync
-        self._cf = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
-        self._cfh = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        # A read-only open of a ledger written before a column family existed opens the
+        # families it has; the missing ones read as empty (see ``open``).
+        names = [n for n in COLUMN_FAMILIES if n in present] if present is not None else COLUMN_FAMILIES
+        self._cf = {name: db.get_column_family(name) for name in names}
+        self._cfh = {name: db.get_column_family_handle(name) for name in names}
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -242,7 +247,13 @@ class Blockstore:
         opts = Options(raw_mode=True)
         opts.create_if_missing(not read_only)
         opts.create_missing_column_families(not read_only)
-        cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+        present: set[str] | None = None
+        if read_only:
+            try:
+                present = set(Rdict.list_cf(str(p), opts))
+            except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for IO errors
+                raise BlockstoreError(f"cannot open blockstore at {p}: {exc}") from None
+        cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES if present is None or name in present}
         try:
             db = Rdict(
                 str(p),
@@ -256,7 +267,7 @@ class Blockstore:
             wo = WriteOptions()
             wo.sync = sync
             db.set_write_options(wo)
-        return cls(db, p, read_only, sync)
+        return cls(db, p, read_only, sync, present)
 
     def close(self) -> None:
         if not self._closed:
@@ -276,7 +287,10 @@ class Blockstore:
 
     # -- raw access -------------------------------------------------------------------
     def _get(self, cf: str, key: bytes) -> bytes | None:
-        v = self._cf[cf].get(key)
+        col = self._cf.get(cf)
+        if col is None:  # a family this (read-only, older) ledger does not have
+            return None
+        v = col.get(key)
         return None if v is None else bytes(v)
 
     def _get_msg(self, cf: str, key: bytes, cls: type[Any]) -> Any:
@@ -298,6 +312,8 @@ class Blockstore:
         self._db.write(wb)
 
     def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if cf not in self._cf:
+            return
         it = self._cf[cf].iter()
         it.seek(prefix)
         while it.valid():
@@ -308,19 +324,88 @@ class Blockstore:
             it.next()
 
     def _iter_all(self, cf: str) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._iter_range(cf, 0)
+
+    def _iter_range(self, cf: str, start: int, end: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Records of slots ``start <= slot < end`` (``end`` None: no upper bound), in slot
+        order: keys begin with the big-endian slot, so this is one seek and a scan of just
+        those records, not of the whole column family."""
+        if cf not in self._cf:
+            return
         it = self._cf[cf].iter()
-        it.seek_to_first()
+        it.seek(slot_key(start))
+        hi = None if end is None else slot_key(end)
         while it.valid():
-            yield bytes(it.key()), bytes(it.value())
+            k = bytes(it.key())
+            if hi is not None and k[:8] >= hi:
+                break
+            yield k, bytes(it.value())
             it.next()
+
+    def _edge_key(self, cf: str, *, last: bool) -> bytes | None:
+        """The first (or last) key of a column family: one seek."""
+        if cf not in self._cf:
+            return None
+        it = self._cf[cf].iter()
+        if last:
+            it.seek_to_last()
+        else:
+            it.seek_to_first()
+        return bytes(it.key()) if it.valid() else None
 
     # -- reads ------------------------------------------------------------------------
     def slot_meta(self, slot: int) -> SlotMeta | None:
         return self._get_msg("meta", slot_key(slot), SlotMeta)  # type: ignore[no-any-return]
 
-    def slot_metas(self) -> Iterator[SlotMeta]:
-        for _k, v in self._iter_all("meta"):
+    def slot_metas(self, start: int = 0, end: int | None = None) -> Iterator[SlotMeta]:
+        """Slot metas of slots ``start <= slot < end`` in slot order. Callers that need only
+        the unrooted slots ask ``slot_metas(start=root + 1)``: one seek, no scan of the
+        rooted history below."""
+        for _k, v in self._iter_range("meta", start, end):
             yield codec.decode(v, SlotMeta)
+
+    def first_slot_in(self, cf: str) -> int | None:
+        """The lowest slot with a record in column family ``cf`` (one seek)."""
+        k = self._edge_key(cf, last=False)
+        return None if k is None else int.from_bytes(k[:8], "big")
+
+    def slots_in(self, cf: str, start: int = 0, end: int | None = None) -> Iterator[int]:
+        """Distinct slots ``start <= slot < end`` with records in ``cf``, ascending; reads
+        keys only."""
+        if cf not in self._cf:
+            return
+        it = self._cf[cf].iter()
+        it.seek(slot_key(start))
+        hi = None if end is None else slot_key(end)
+        last = None
+        while it.valid():
+            k = bytes(it.key())[:8]
+            if hi is not None and k >= hi:
+                break
+            if k != last:
+                last = k
+                yield int.from_bytes(k, "big")
+            it.next()
+
+    def lowest_slot(self) -> int | None:
+        """The lowest slot with a meta (agave ``lowest_slot``); after cleanup, everything
+        below it has been purged."""
+        k = self._edge_key("meta", last=False)
+        return None if k is None else int.from_bytes(k[:8], "big")
+
+    def highest_slot(self) -> int | None:
+        k = self._edge_key("meta", last=True)
+        return None if k is None else int.from_bytes(k[:8], "big")
+
+    def max_root(self) -> int | None:
+        k = self._edge_key("root", last=True)
+        return None if k is None else int.from_bytes(k[:8], "big")
+
+    def is_pruned(self) -> bool:
+        """True once cleanup purged the start of the history (slot 0's root record is gone
+        while later roots exist): replay from genesis is then impossible, only from a node
+        snapshot (spec/blockstore.md, "Cleanup")."""
+        return not self.is_root(0) and self.max_root() is not None
 
     def shred_index(self, slot: int) -> ShredIndex:
         return self._get_msg("index", slot_key(slot), ShredIndex) or ShredIndex(slot)
@@ -345,8 +430,9 @@ class Blockstore:
     def is_root(self, slot: int) -> bool:
         return self._get("root", slot_key(slot)) is not None
 
-    def roots(self) -> list[int]:
-        return [struct.unpack(">Q", k)[0] for k, _v in self._iter_all("root")]
+    def roots(self, start: int = 0) -> list[int]:
+        """Stored roots ``>= start``, ascending."""
+        return [struct.unpack(">Q", k)[0] for k, _v in self._iter_range("root", start)]
 
     def is_orphan(self, slot: int) -> bool:
         return self._get("orphans", slot_key(slot)) is not None
@@ -367,10 +453,15 @@ class Blockstore:
         return self._get_msg("bank_snapshots", slot_key(slot), BankSnapshot)  # type: ignore[no-any-return]
 
     def latest_bank_snapshot(self) -> BankSnapshot | None:
-        last = None
-        for _k, v in self._iter_all("bank_snapshots"):
-            last = v
-        return None if last is None else codec.decode(last, BankSnapshot)
+        k = self._edge_key("bank_snapshots", last=True)
+        return None if k is None else self.bank_snapshot(int.from_bytes(k[:8], "big"))
+
+    def node_snapshot_raw(self, slot: int) -> bytes | None:
+        """The encoded NodeSnapshot stored at ``slot`` (decoded by ledger/snapshot.py)."""
+        return self._get("node_snapshots", slot_key(slot))
+
+    def node_snapshot_slots(self) -> list[int]:
+        return [int.from_bytes(k[:8], "big") for k, _v in self._iter_all("node_snapshots")]
 
     def missing_data_indexes(self, slot: int, limit: int = 1024) -> list[int]:
         """Data shred indexes to ask peers for (agave ``find_missing_data_indexes``): the
@@ -389,8 +480,13 @@ class Blockstore:
     # -- small writes -----------------------------------------------------------------
     def purge_slots(self, first: int, last: int) -> None:
         """Delete every record of slots ``first..last`` (inclusive) in one batch (agave
-        ``purge_slots``; for ledger cleanup below the root). Parents keep their
-        ``next_slots`` entries, as in agave."""
+        ``purge_slots``; the dump of a slot, and ledger cleanup below the root through
+        ledger/cleanup.py). Parents keep their ``next_slots`` entries, as in agave.
+
+        One range delete per column family (keys start with the big-endian slot, so a slot
+        range is a key range): the batch holds one tombstone per family whatever the number
+        of slots or shreds, and costs the same for 1 slot or 10,000 (measured in
+        tests/test_cleanup.py against point deletes)."""
         from rocksdict import WriteBatch
 
         if self.read_only:
@@ -399,9 +495,26 @@ class Blockstore:
             return
         wb = WriteBatch(raw_mode=True)
         lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
-        for name in COLUMN_FAMILIES:
+        for name in self._cfh:
             wb.delete_range(lo, hi, self._cfh[name])
         self._db.write(wb)
+
+    def compact_slots(self, first: int, last: int) -> None:
+        """Compact the key range of slots ``first..last`` in every column family, so that
+        the space of purged records (range tombstones) is given back to the file system now
+        rather than whenever RocksDB's background compaction reaches it (agave instead
+        deletes whole SST files in the range, ``delete_file_in_range``, which rocksdict
+        does not offer)."""
+        if last < first:
+            return
+        lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
+        for col in self._cf.values():
+            col.compact_range(lo, hi)
+
+    def disk_bytes(self) -> int:
+        """Bytes of the live SST files and logs under the RocksDB directory."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
     def set_roots(self, slots: Iterable[int]) -> None:
         keys = [slot_key(s) for s in slots]
         self._write({("root", k): PRESENT for k in keys}, [("orphans", k) for k in keys])
@@ -414,6 +527,20 @@ class Blockstore:
 
     def put_bank_snapshot(self, snap: BankSnapshot) -> None:
         self._write({("bank_snapshots", slot_key(snap.slot)): codec.encode(snap)})
+
+    def put_node_snapshot(self, slot: int, encoded: bytes, *, keep_from: int | None = None) -> None:
+        """Store an encoded NodeSnapshot at ``slot``; with ``keep_from``, node snapshots
+        below that slot are deleted in the same batch (ledger/snapshot.py keeps a few)."""
+        from rocksdict import WriteBatch
+
+        if self.read_only:
+            raise BlockstoreError("blockstore is open read-only")
+        wb = WriteBatch(raw_mode=True)
+        h = self._cfh["node_snapshots"]
+        if keep_from is not None and keep_from > 0:
+            wb.delete_range(slot_key(0), slot_key(min(keep_from, slot)), h)
+        wb.put(slot_key(slot), encoded, h)
+        self._db.write(wb)
 
     def put_bank_hash(self, rec: BankHashRecord) -> None:
         self._write({("bank_hashes", slot_key(rec.slot)): codec.encode(rec)})

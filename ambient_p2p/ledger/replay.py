@@ -214,21 +214,26 @@ def replay(
     mark_dead: bool = False,
     progress: Callable[[SlotOutcome], None] | None = None,
     on_replayed: Callable[[int, SlotResult], None] | None = None,
+    start: tuple[int, SlotResult] | None = None,
 ) -> ReplayReport:
-    """Replay every slot reachable from slot 0, parents before children. With ``mark_dead``
+    """Replay every slot reachable from slot 0 (or from ``start``: a slot and its frozen
+    result, e.g. a node snapshot's on a ledger whose history was pruned below it), parents
+    before children. With ``mark_dead``
     (and a writable blockstore) failures are stored in ``dead_slots`` and successes in
     ``bank_hashes``. ``leader_for_slot`` may answer None (schedule unknown): the slot then
     fails with ``unknown-leader``. ``on_replayed`` sees every successful slot's result
     before its children replay (a validator ledger's schedule is fed from it)."""
     leader_for_slot = leader_for_slot or (lambda _s: genesis.bootstrap_nodes[0].identity)
     report = ReplayReport()
-    root = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
-    metas = {m.slot: m for m in bs.slot_metas()}
+    if start is None:
+        start = (0, SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0))
+    start_slot, root = start
     children: dict[int, list[int]] = {}
-    for m in metas.values():
-        if m.parent_slot is not None and m.slot != 0:
+    for m in bs.slot_metas(start=start_slot + 1):
+        if m.parent_slot is not None:
             children.setdefault(m.parent_slot, []).append(m.slot)
-    stack: list[tuple[int, SlotResult | None]] = [(c, root) for c in sorted(children.get(0, []), reverse=True)]
+    stack: list[tuple[int, SlotResult | None]] = [(c, root) for c in sorted(children.get(start_slot, []),
+                                                                             reverse=True)]
     while stack:
         slot, parent = stack.pop()
         if parent is None:

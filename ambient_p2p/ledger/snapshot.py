@@ -1,10 +1,21 @@
-"""Bank state persisted with the ledger: a frozen bank <-> :class:`BankSnapshot`
-(spec/bank.md, "Persistence")."""
+"""State persisted with the ledger so that a node need not replay from genesis: a frozen
+bank <-> :class:`BankSnapshot` (spec/bank.md, "Persistence"), and the validator's
+:class:`NodeSnapshot` (bank + schedule book + finality count, spec/blockstore.md "Node
+snapshots"), written at roots and read back by node/restore.py."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..core import codec
 from ..core.bank import Bank
+from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
 from .meta import AccountBalance, BankSnapshot, LastVote, ProcessedSignature, SlotHash
+
+if TYPE_CHECKING:
+    from .blockstore import Blockstore
+    from .replay import SlotResult
 
 
 def bank_to_snapshot(bank: Bank) -> BankSnapshot:
@@ -35,3 +46,112 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
         {h.slot: h.bank_hash for h in snap.slot_hashes},
         {v.voter: v.slot for v in snap.last_votes},
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Node snapshot: what a restarted validator needs besides the blockstore's slots above it
+# ---------------------------------------------------------------------------------------
+#: A node stores a snapshot at the first root at or past each multiple of this many slots
+#: (agave takes incremental snapshots every 100 slots and full ones every 25,000; ours hold
+#: the whole bank, small on a test network, so one interval). A restart replays at most the
+#: slots between the snapshot and the tip: with 64, about 64 + the tower's depth slots.
+SNAPSHOT_INTERVAL_SLOTS = 64
+#: Node snapshots kept (the newest ones; agave keeps 2 full snapshot archives by default,
+#: ``DEFAULT_MAX_FULL_SNAPSHOT_ARCHIVES_TO_RETAIN``).
+MAX_NODE_SNAPSHOTS = 2
+MAX_SNAPSHOT_LSTAKE_BUCKETS = 8_192
+MAX_SNAPSHOT_CREDITED_IDENTITIES = 4_096
+
+
+@record
+@dataclass(frozen=True)
+class LStakeBucket:
+    """Work credited to ``identity`` in ``epoch`` (core/lstake.py)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    epoch: int = fld(UInt(64))
+    credits: int = fld(UInt(64))
+    slashes: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
+class IdentityCount:
+    identity: bytes = fld(Bytes(32, exact=True))
+    count: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
+class ScheduleBookState:
+    """node/schedule.py ``ScheduleBook`` without its caches: the LStake buckets (pruned to
+    the root's epoch), the highest credited rooted slot, and the per-identity counters of
+    leader slots and landed votes credited (all epochs), sorted by identity."""
+
+    credited_through: int = fld(UInt(64))
+    lstake: tuple[LStakeBucket, ...] = fld(List(Rec(LStakeBucket), MAX_SNAPSHOT_LSTAKE_BUCKETS))
+    leader_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
+    vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
+
+
+@message(type_id=0x0108, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """A validator's state at root ``slot`` (spec/blockstore.md, "Node snapshots"): the
+    frozen bank, what the first child slot chains to (the last entry hash for PoH, the last
+    FEC set's Merkle root for shred chaining), the count of rooted slots in ``1..slot``
+    (finality statistics), and the schedule book. With it and the stored slots above
+    ``slot``, a node restarts without replaying from genesis."""
+
+    slot: int = fld(UInt(64))
+    genesis_hash: bytes = fld(Bytes(32, exact=True))
+    bank: BankSnapshot = fld(Rec(BankSnapshot))
+    last_entry_hash: bytes = fld(Bytes(32, exact=True))
+    last_merkle_root: bytes = fld(Bytes(32, exact=True))
+    rooted_slots: int = fld(UInt(64))
+    schedule: ScheduleBookState = fld(Rec(ScheduleBookState))
+
+    def __post_init__(self) -> None:
+        if self.bank.slot != self.slot:
+            raise ValueError(f"bank of slot {self.bank.slot} in a snapshot of slot {self.slot}")
+        if self.schedule.credited_through < self.slot:
+            raise ValueError("the schedule book must be credited through the snapshot's root")
+
+
+def snapshot_due(old_root: int, new_root: int, interval: int = SNAPSHOT_INTERVAL_SLOTS) -> bool:
+    """True when the root moving from ``old_root`` to ``new_root`` crossed a multiple of
+    ``interval`` (so a node roots in jumps and still snapshots about every interval)."""
+    return new_root // interval > old_root // interval
+
+
+def make_node_snapshot(genesis_hash: bytes, result: SlotResult, rooted_slots: int,
+                       schedule: ScheduleBookState) -> NodeSnapshot:
+    bank = result.bank
+    return NodeSnapshot(bank.slot, genesis_hash, bank_to_snapshot(bank), result.last_entry_hash,
+                        result.last_root, rooted_slots, schedule)
+
+
+def save_node_snapshot(bs: Blockstore, snap: NodeSnapshot) -> None:
+    """Store ``snap`` and drop node snapshots older than the newest
+    :data:`MAX_NODE_SNAPSHOTS`, in one write batch."""
+    older = [s for s in bs.node_snapshot_slots() if s < snap.slot]
+    kept = older[-(MAX_NODE_SNAPSHOTS - 1):] if MAX_NODE_SNAPSHOTS > 1 else []
+    bs.put_node_snapshot(snap.slot, codec.encode(snap), keep_from=kept[0] if kept else snap.slot)
+
+
+def load_node_snapshot(bs: Blockstore, slot: int) -> NodeSnapshot | None:
+    raw = bs.node_snapshot_raw(slot)
+    return None if raw is None else codec.decode(raw, NodeSnapshot)
+
+
+def load_latest_node_snapshot(bs: Blockstore) -> NodeSnapshot | None:
+    slots = bs.node_snapshot_slots()
+    return load_node_snapshot(bs, slots[-1]) if slots else None
+
+
+def snapshot_slot_result(snap: NodeSnapshot) -> SlotResult:
+    """The frozen :class:`SlotResult` of the snapshot's slot: what replay of its children
+    and production on top of it start from."""
+    from .replay import SlotResult  # replay imports this module
+
+    return SlotResult(snapshot_to_bank(snap.bank), snap.last_entry_hash, snap.last_merkle_root, 0, 0, 0)

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..core.lstake import LStakeLedger, WorkKind, epoch_of, epoch_weights, schedule_for_epoch
 from ..core.messages import Genesis
+
+if TYPE_CHECKING:
+    from ..ledger.snapshot import ScheduleBookState
 
 #: Voters whose votes landed in a (rooted) slot.
 LandedVoters = Callable[[int], Sequence[bytes]]
@@ -104,6 +108,31 @@ class ScheduleBook:
         if slot > self.credited_through:
             voters = [voter for voter, _s in landed]
             self.on_rooted([slot], slot, lambda _s: voters)
+
+    def to_state(self) -> ScheduleBookState:
+        """The book without its caches, for a node snapshot (ledger/snapshot.py); the LStake
+        buckets are pruned to the credited root's epoch (core/lstake.py ``prune``: every
+        query that can still be asked answers the same)."""
+        from ..ledger.snapshot import IdentityCount, LStakeBucket, ScheduleBookState
+
+        floor = self.ledger.min_kept_epoch(epoch_of(self.credited_through, self.spe))
+        return ScheduleBookState(
+            self.credited_through,
+            tuple(LStakeBucket(i, e, c, s) for i, e, c, s in self.ledger.buckets() if e >= floor),
+            tuple(IdentityCount(k, v) for k, v in sorted(self.leader_credits.items()) if v > 0),
+            tuple(IdentityCount(k, v) for k, v in sorted(self.vote_credits.items()) if v > 0),
+        )
+
+    @classmethod
+    def from_state(cls, genesis: Genesis, state: ScheduleBookState) -> ScheduleBook:
+        """Inverse of :meth:`to_state` (schedules and weights are recomputed on demand)."""
+        book = cls(genesis)
+        for b in state.lstake:
+            book.ledger.restore_bucket(b.identity, b.epoch, b.credits, b.slashes)
+        book.credited_through = state.credited_through
+        book.leader_credits.update({c.identity: c.count for c in state.leader_credits})
+        book.vote_credits.update({c.identity: c.count for c in state.vote_credits})
+        return book
 
     def lstake_table(self, epoch: int) -> dict[str, int]:
         return {k.hex(): v for k, v in sorted(self.ledger.snapshot(epoch).items())}

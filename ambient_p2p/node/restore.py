@@ -1,0 +1,87 @@
+"""Validator restart from the newest node snapshot (spec/blockstore.md, "Node snapshots";
+agave's ``bank_forks_utils::load_bank_forks`` from a local snapshot, then
+``blockstore_processor`` replays the slots above it).
+
+:func:`restore` reads; it neither replays nor writes. It returns the snapshot's root, that
+root's frozen :class:`SlotResult`, the rebuilt :class:`ScheduleBook`, the rooted-slot count,
+and the slots above the root that the validator replays as usual (parents first). Without a
+node snapshot it returns genesis (slot 0) and every full slot, exactly what a start from an
+empty ledger replays, so callers need one path.
+
+Slots above the snapshot's root that were rooted later (the root moves on between
+snapshots) are in :attr:`Restored.roots_above`: they replay like the others and are
+credited to the schedule book as they replay (``ScheduleBook.credit_replayed_root``), in
+slot order, exactly as a node that never stopped credited them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.lstake import epoch_of
+from ..core.messages import Genesis
+from ..ledger.blockstore import Blockstore
+from ..ledger.producer import genesis_bank
+from ..ledger.replay import SlotResult
+from ..ledger.snapshot import NodeSnapshot, load_latest_node_snapshot, snapshot_slot_result
+from .schedule import ScheduleBook
+
+
+class RestoreError(Exception):
+    """The ledger cannot be restarted from (snapshot of another chain, or history pruned
+    without a snapshot to start from)."""
+
+
+@dataclass
+class Restored:
+    #: the root the node restarts from: the node snapshot's slot (0 without one)
+    root: int
+    #: that root's frozen result (the snapshot's bank, or the genesis bank)
+    result: SlotResult
+    #: the root's parent slot (0 for slot 0)
+    parent: int
+    book: ScheduleBook
+    #: rooted slots in 1..root (the finality count the node reports)
+    rooted_count: int
+    #: stored roots above ``root``, ascending: replay them and credit each as it replays
+    roots_above: list[int] = field(default_factory=list)
+    #: full, not dead, slots above ``root``, ascending (parents before children): to replay
+    replay: list[int] = field(default_factory=list)
+    #: dead slots above ``root``
+    dead: list[int] = field(default_factory=list)
+    #: slots above ``root`` with shreds whose scheduled leader is ``identity``: this node
+    #: produced them before it stopped and must not produce them again (equivocation)
+    produced: list[int] = field(default_factory=list)
+    snapshot: NodeSnapshot | None = None
+
+
+def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
+    snap = load_latest_node_snapshot(bs)
+    if snap is None:
+        if bs.is_pruned():
+            raise RestoreError(f"history pruned below slot {bs.lowest_slot()} and no node snapshot to restart from")
+        root, parent = 0, 0
+        result = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
+        book = ScheduleBook(genesis)
+        rooted_count = 0
+    else:
+        if snap.genesis_hash != genesis.hash():
+            raise RestoreError(f"the node snapshot at slot {snap.slot} belongs to another chain "
+                               f"(genesis {snap.genesis_hash.hex()[:16]}...)")
+        root, parent = snap.slot, snap.bank.parent_slot
+        result = snapshot_slot_result(snap)
+        book = ScheduleBook.from_state(genesis, snap.schedule)
+        book.ledger.prune(epoch_of(root, book.spe))
+        rooted_count = snap.rooted_slots
+    out = Restored(root, result, parent, book, rooted_count, snapshot=snap)
+    out.roots_above = [r for r in bs.roots(root + 1)]
+    for m in bs.slot_metas(start=root + 1):
+        if m.received > 0 and book.leader(m.slot) == identity:
+            out.produced.append(m.slot)
+        if not m.is_full:
+            continue
+        if bs.dead_slot(m.slot) is not None:
+            out.dead.append(m.slot)
+        else:
+            out.replay.append(m.slot)
+    return out
