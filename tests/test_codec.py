@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from ambient_p2p.core import codec
 from ambient_p2p.core.messages import Genesis, NodeInfo
 from ambient_p2p.interop.formats.codec import _reject_cases, sample_genesis, sample_node_info
+from ambient_p2p.registry import load_all_types
 
 from .strategies import for_message
 
-TYPES = codec.load_protocol_types()
+TYPES = load_all_types()  # every layer's types (ambient_p2p/registry.py)
 
 
 def test_registry_has_foundation_types() -> None:

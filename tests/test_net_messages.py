@@ -14,10 +14,10 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.net.messages import (
     ErrorResponse,
     GossipEnvelope,
+    NoncedShreds,
     PeersResponse,
     PolOpenRequest,
     RepairRequest,
-    RepairResponse,
     ShredBatch,
     envelope_signature_ok,
     make_standin_shred,
@@ -56,7 +56,7 @@ def test_repair_request_roundtrip(kind: int, slot: int, index: int, nonce: int) 
 @settings(max_examples=30, deadline=None)
 @given(shreds=st.lists(st.binary(min_size=77, max_size=1232), max_size=8), nonce=u32)
 def test_repair_response_and_batch_roundtrip(shreds: list[bytes], nonce: int) -> None:
-    r = RepairResponse(nonce=nonce, shreds=tuple(shreds))
+    r = NoncedShreds(nonce=nonce, shreds=tuple(shreds))
     assert decode(encode(r)) == r
     b = ShredBatch(shreds=tuple(shreds))
     assert decode(encode(b), expected=ShredBatch) == b
@@ -74,7 +74,7 @@ def test_decode_of_garbage_raises_only_decodeerror(data: bytes) -> None:
 
 def test_limits_are_enforced() -> None:
     with pytest.raises(DecodeError):
-        decode(encode(RepairResponse(nonce=1, shreds=(b"x" * 1232,))) + b"\x00", expected=RepairResponse)
+        decode(encode(NoncedShreds(nonce=1, shreds=(b"x" * 1232,))) + b"\x00", expected=NoncedShreds)
     with pytest.raises(ValueError):
         RepairRequest(kind=7, slot=1, index=0, nonce=0)
     with pytest.raises(ValueError):

@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     i = sub.add_parser(
         "inspect",
-        help="decode a protocol file (genesis, proof, ...) and print it as JSON",
+        help="decode any protocol message file (genesis, tower, blockstore record, snapshot, network message) as JSON",
         description="Strictly decode a canonical-CBOR protocol message from FILE and print its JSON view.",
     )
     i.add_argument("file", type=Path)
@@ -214,7 +214,9 @@ def _inspect(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    codec.load_protocol_types()
+    from ..registry import load_all_types
+
+    load_all_types()  # every layer's types, not only core's
     try:
         obj = codec.decode(data)
     except codec.DecodeError as exc:

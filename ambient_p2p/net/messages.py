@@ -81,9 +81,20 @@ class RepairRequest:
 
 @message(type_id=0x0211, version=1, max_size=MAX_SHREDS_PER_BATCH * (SHRED_PACKET_BYTES + 3) + 64)
 @dataclass(frozen=True)
-class RepairResponse:
+class NoncedShreds:
+    """A request/response nonce and up to 64 shred packets: the one schema of every
+    "nonce + shreds" exchange (spec/network.md). The protocol id says what it means: the
+    response of ``/ambient/repair/1`` and ``/ambient/repair-slot/1`` (empty for
+    repair-slot when the responder holds none), the request of ``/ambient/shred-push/1``."""
+
     nonce: int = fld(UInt(32))
     shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_SHREDS_PER_BATCH))
+
+
+#: The names this schema had before it was shared (kept for importers).
+RepairResponse = NoncedShreds
+SlotShredsResponse = NoncedShreds
+ShredPush = NoncedShreds
 
 
 @message(type_id=0x0212, version=1, max_size=1024)
@@ -138,6 +149,27 @@ class PeersResponse:
     nonce: int = fld(UInt(32))
     addrs: tuple[str, ...] = fld(List(Text(MAX_MULTIADDR_CHARS), MAX_PEERS_IN_LIST))
     note: str | None = fld(Opt(Text(64)), default=None)
+
+
+@message(type_id=0x0217, version=1, max_size=128)
+@dataclass(frozen=True)
+class SlotShredsRequest:
+    """Whole-slot repair (``/ambient/repair-slot/1``): the responder's data shreds of
+    ``slot`` with index >= ``first_index``, ascending, at most :data:`MAX_SHREDS_PER_BATCH`."""
+
+    slot: int = fld(UInt(64))
+    first_index: int = fld(UInt(32))
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0218, version=1, max_size=64)
+@dataclass(frozen=True)
+class ShredPushAck:
+    """Answer to a shred push: how many pushed shreds the verified insert kept / refused."""
+
+    nonce: int = fld(UInt(32))
+    inserted: int = fld(UInt(32))
+    rejected: int = fld(UInt(32))
 
 
 # -- envelope signing -----------------------------------------------------------------------

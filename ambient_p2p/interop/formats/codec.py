@@ -17,13 +17,14 @@ from ...core import codec
 from ...core.crypto import Keypair
 from ...core.genesis import build_genesis, localnet_identities
 from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
+from ...registry import load_all_types
 from .. import Case, Rejected
 
 FORMAT = "codec"
 
 
 def run(handler: str, data: bytes) -> Any:
-    codec.load_protocol_types()
+    load_all_types()  # vectors may hold any layer's message
     try:
         obj = codec.decode(data)
     except codec.DecodeError as exc:
