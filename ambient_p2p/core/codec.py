@@ -48,23 +48,22 @@ from typing import Any, TypeVar
 
 import cbor2
 
+from .errors import ProtocolError
+
 MAX_DEPTH = 16
 #: Hard ceiling for any message, whatever its type says (gossip's own limit is 1 MiB).
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_FIELD_NAME_BYTES = 23  # < 24: keeps key ordering identical in every CBOR sort rule
 
 
-class DecodeError(ValueError):
+class DecodeError(ProtocolError, ValueError):
     """Input is not a valid encoding. ``reason`` is a stable machine-readable code (listed
     in spec/encoding.md and used by interop vectors); ``where`` is a byte offset
     (``@12``) or a field path (``$.body.accounts[3].lamports``)."""
 
     def __init__(self, reason: str, detail: str, where: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
         self.where = where
-        loc = f" at {where}" if where else ""
-        super().__init__(f"{reason}: {detail}{loc}")
+        super().__init__(reason, detail, f" at {where}" if where else "")
 
 
 class EncodeError(ValueError):

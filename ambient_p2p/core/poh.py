@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ProtocolError
 from .merkle import merkle_root
 
 HASH_BYTES = 32
@@ -60,15 +61,12 @@ MAINNET_TICKS_PER_SLOT = 64
 MAINNET_TICK_DURATION_US = 6_250
 
 
-class PohError(ValueError):
+class PohError(ProtocolError, ValueError):
     """Malformed entries or a chain that does not verify. ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str, entry_index: int | None = None) -> None:
-        self.reason = reason
-        self.detail = detail
         self.entry_index = entry_index
-        where = f" (entry {entry_index})" if entry_index is not None else ""
-        super().__init__(f"{reason}: {detail}{where}")
+        super().__init__(reason, detail, f" (entry {entry_index})" if entry_index is not None else "")
 
 
 # ---------------------------------------------------------------------------------------

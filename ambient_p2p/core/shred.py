@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from . import erasure
 from .crypto import Keypair, verify_raw
+from .errors import ProtocolError
 
 # --- sizes (bytes) ----------------------------------------------------------------------
 SIZE_OF_SIGNATURE = 64
@@ -98,14 +99,12 @@ _DATA_HDR = struct.Struct("<HBH")
 _CODE_HDR = struct.Struct("<HHH")
 
 
-class ShredError(ValueError):
+class ShredError(ProtocolError, ValueError):
     """A shred (or a set of them) is invalid. ``reason`` is a stable code listed in
     spec/shred.md and used by the interop must-reject vectors."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,19 +24,18 @@ from .bank import VOTE_PROGRAM_ID, BlockError, ParsedTx, parse_transaction
 from .codec import DecodeError, decode, encode
 from .consensus import Vote
 from .crypto import Keypair
+from .errors import ProtocolError
 from .messages import verify_message
 
 #: A vote transaction is far below a 1232-byte packet; anything larger is not one.
 MAX_VOTE_TX_BYTES = 1232
 
 
-class VoteTxError(ValueError):
+class VoteTxError(ProtocolError, ValueError):
     """Not a valid vote transaction; ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.bank import Bank, BlockError, verify_transaction_signatures
+from ..core.errors import ProtocolError
 from ..core.messages import Genesis
 from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
@@ -36,11 +37,11 @@ from .snapshot import bank_to_snapshot, snapshot_to_bank
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
 
-class SlotRejected(Exception):
+class SlotRejected(ProtocolError):
+    """Replay refused a slot (the slot is dead); ``reason`` is a stable code."""
+
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 import trio
 
 from ..core.codec import DecodeError, decode, encode, message_type_of
+from ..core.errors import ProtocolError
 from .messages import (
     MAX_REPAIR_ORPHAN_SLOTS,
     REPAIR_HIGHEST,
@@ -105,20 +106,28 @@ PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
 PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
 
 
-class ReqRespError(Exception):
-    """A request failed: the peer answered an ErrorResponse (``code`` from the wire) or the
-    exchange failed locally (``timeout``, ``unavailable``, ``bad-response``)."""
+class ReqRespError(ProtocolError):
+    """A request failed: the peer answered an ErrorResponse (``reason`` is its ``code`` from
+    the wire) or the exchange failed locally (``timeout``, ``unavailable``, ``bad-response``)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
+
+    @property
+    def code(self) -> str:
+        """The error code (``ErrorResponse.code`` vocabulary): the same as ``reason``."""
+        return self.reason
 
 
-class FrameError(Exception):
+class FrameError(ProtocolError):
+    """A request/response frame is malformed or too large (``bad-request``, ``too-large``)."""
+
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
+        super().__init__(code, detail)
+
+    @property
+    def code(self) -> str:
+        return self.reason
 
 
 def encode_frame(body: bytes) -> bytes:
@@ -263,7 +272,7 @@ class ReqRespServer:
         try:
             data = await read_frame(stream, message_type_of(spec.request).max_size)
         except FrameError as exc:
-            await self._reply_error(stream, 0, exc.code, str(exc))
+            await self._reply_error(stream, 0, exc.code, exc.detail)
             return
         try:
             req: Nonced = decode(data, expected=spec.request)
