@@ -17,8 +17,8 @@ LEADER = Keypair.deterministic("shred-fastpath-leader")
 def _reference_parse(packet: bytes) -> S.Shred:
     """parse_shred as it was written before the fast path (same checks, same order)."""
     packet = bytes(packet)
-    if len(packet) > S.PACKET_DATA_SIZE:
-        raise ShredError("oversized", f"{len(packet)} bytes exceeds the {S.PACKET_DATA_SIZE}-byte packet")
+    if len(packet) > S.PACKET_DATA_BYTES:
+        raise ShredError("oversized", f"{len(packet)} bytes exceeds the {S.PACKET_DATA_BYTES}-byte packet")
     variant = S.shred_variant_of(packet)
     if len(packet) < variant.payload_size:
         raise ShredError("wrong-size", f"{len(packet)} bytes, a {'data' if variant.is_data else 'coding'} "

@@ -364,7 +364,7 @@ def commit(
         num_tokens=len(output),
         root=merkle_root([leaf_bytes(fp) for fp in fps]),
         miner=kp.pubkey,
-        signature=bytes(64),
+        signature=crypto.ZERO_SIGNATURE,
     )
     cmt = sign_message(cmt, kp, "pol-commitment")
     return PolProof(commitment=cmt, prompt=tuple(prompt), output=tuple(output), fps=tuple(fps))
@@ -556,7 +556,7 @@ def make_verdict(
         reason=result.reason,
         bad_pos=None if result.ok else result.position,
         dev_units=result.dev_units,
-        signature=bytes(64),
+        signature=crypto.ZERO_SIGNATURE,
     )
     signed: PolVerdict = sign_message(v, kp, "pol-verdict")
     return signed

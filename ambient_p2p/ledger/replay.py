@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.bank import Bank, BlockError, verify_transaction_signatures
+from ..core.crypto import ZERO_SIGNATURE
 from ..core.errors import ProtocolError
 from ..core.messages import Genesis
 from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
@@ -95,7 +96,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
                 root = verify_shred(s, leader, verified)
-                if s.variant.resigned and s.retransmitter_signature != bytes(64):
+                if s.variant.resigned and s.retransmitter_signature != ZERO_SIGNATURE:
                     raise ShredError("bad-retransmitter-field", "stored shreds keep a zeroed retransmitter "
                                      "signature; this one is not (corrupted)")
             except ShredError as exc:

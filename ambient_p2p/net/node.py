@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ..core.codec import DecodeError, decode, encode
+from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
 from .gossip import TOPIC_KINDS, Delivery, GossipService, PayloadCheck
 from .host import HostConfig, HostError, full_addrs, open_host, parse_peer_multiaddr
@@ -429,7 +430,7 @@ class NetNode:
         assert self.gossip is not None
         kind = str(req.get("kind", "txs"))
         count = min(int(req.get("count", 1)), PUBLISH_MANY_MAX)
-        size = int(req.get("size", 1232))
+        size = int(req.get("size", PACKET_DATA_BYTES))
         rate = float(req.get("rate", 0)) or None
         tag = os.urandom(8)
         t0 = time.monotonic()
