@@ -6,6 +6,7 @@ decodes every registered type to its JSON view."""
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _ranges() -> list[tuple[int, int, str]]:
 def test_ranges_do_not_overlap() -> None:
     spans = sorted(_ranges())
     assert spans, "no ranges table in spec/encoding.md"
-    for (_lo1, hi1, _), (lo2, _hi2, _) in zip(spans, spans[1:], strict=False):
+    for (_lo1, hi1, _), (lo2, _hi2, _) in itertools.pairwise(spans):
         assert hi1 < lo2
 
 

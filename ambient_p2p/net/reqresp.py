@@ -17,6 +17,7 @@ read, our strict codec, and an error vocabulary that other implementations can m
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -249,10 +250,8 @@ class ReqRespServer:
                     await self._serve(proto, stream)
                 except Exception:  # noqa: BLE001 - a broken stream must never kill the host
                     self.stats.bump(self.stats.errors, "stream-failed")
-            try:
+            with contextlib.suppress(Exception):  # best effort: the peer or stream may already be gone
                 await stream.close()
-            except Exception:  # noqa: BLE001
-                pass
 
         return handle
 
@@ -293,14 +292,20 @@ class ReqRespServer:
         await stream.write(encode_frame(encode(out)))
 
 
+# ``timeout`` (ASYNC109): the bound becomes a ReqRespError("timeout") that callers count per
+# peer, which a cancel scope around the call would not give them.
 @overload
 async def request(
-    host: IHost, peer: ID, proto: ReqRespProtocol[ReqT, RespT], req: ReqT, timeout: float = ...
+    host: IHost, peer: ID, proto: ReqRespProtocol[ReqT, RespT], req: ReqT, timeout: float = ...  # noqa: ASYNC109
 ) -> RespT: ...
 @overload
-async def request(host: IHost, peer: ID, proto: str, req: Nonced, timeout: float = ...) -> Any: ...
+async def request(host: IHost, peer: ID, proto: str, req: Nonced, timeout: float = ...) -> Any: ...  # noqa: ASYNC109
 async def request(
-    host: IHost, peer: ID, proto: str | ReqRespProtocol[Any, Any], req: Nonced, timeout: float = REQUEST_TIMEOUT_S
+    host: IHost,
+    peer: ID,
+    proto: str | ReqRespProtocol[Any, Any],
+    req: Nonced,
+    timeout: float = REQUEST_TIMEOUT_S,  # noqa: ASYNC109
 ) -> Any:
     """Send ``req`` to ``peer`` on ``proto`` (a :class:`ReqRespProtocol`, typed, or its id);
     return the decoded response or raise :class:`ReqRespError`."""
@@ -317,10 +322,8 @@ async def request(
         try:
             stream = await host.new_stream(peer, [TProtocol(proto)])
             await stream.write(encode_frame(encode(req)))
-            try:
+            with contextlib.suppress(Exception):  # half-close is advisory
                 await stream.close_write()
-            except Exception:  # noqa: BLE001 - half-close is advisory
-                pass
             data = await read_frame(stream, limit)
         except FrameError as exc:
             raise ReqRespError("bad-response", str(exc)) from None
@@ -330,11 +333,12 @@ async def request(
             raise ReqRespError("unavailable", f"{type(exc).__name__}: {exc}") from None
         finally:
             if stream is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    try:
-                        await stream.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(1),
+                    contextlib.suppress(Exception),  # best effort: the peer or stream may already be gone
+                ):
+                    await stream.close()
     if scope.cancelled_caught:
         raise ReqRespError("timeout", f"no response on {proto} within {timeout:g}s")
     try:

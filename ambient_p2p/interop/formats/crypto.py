@@ -203,7 +203,7 @@ def cases() -> list[Case]:
     arr = list(alice.to_bytes())
     bad = {
         "short": (json.dumps(arr[:63]), "63 entries"),
-        "out-of-range": (json.dumps(arr[:63] + [256]), "an entry of 256"),
+        "out-of-range": (json.dumps([*arr[:63], 256]), "an entry of 256"),
         "mismatched-pubkey": (json.dumps(arr[:32] + list(bob.pubkey)), "public half belongs to another key"),
         "not-json": ("[1,2,", "truncated JSON"),
     }
