@@ -323,7 +323,7 @@ async def request(
             stream = await host.new_stream(peer, [TProtocol(proto)])
             await stream.write(encode_frame(encode(req)))
             with contextlib.suppress(Exception):  # half-close is advisory
-                await stream.close_write()
+                await stream.close_write()  # type: ignore[attr-defined]  # NetStream has it, INetStream does not declare it
             data = await read_frame(stream, limit)
         except FrameError as exc:
             raise ReqRespError("bad-response", str(exc)) from None

@@ -57,12 +57,14 @@ def sample_node_info() -> NodeInfo:
         software="ambient-p2p/0.1.0",
         signature=bytes(64),
     )
-    return sign_message(info, kp, "node-info")
+    signed: NodeInfo = sign_message(info, kp, "node-info")
+    return signed
 
 
 def _wire(msg: Any) -> list[Any]:
     """The decoded CBOR structure of a message (for building malformed variants)."""
-    return cbor2.loads(codec.encode(msg))
+    wire: list[Any] = cbor2.loads(codec.encode(msg))
+    return wire
 
 
 def _head(major: int, arg: int, width: int | None = None) -> bytes:
