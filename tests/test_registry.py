@@ -156,3 +156,49 @@ def test_inspect_rejects_garbage_with_one_line(tmp_path: Path, capsys: pytest.Ca
     assert cli.main(["inspect", str(f)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "unknown-type" in err and err.count("\n") == 1
+
+
+def _shreds() -> tuple[bytes, bytes]:
+    from ambient_p2p.interop.formats.shred import _batch
+
+    b = _batch(b"inspect me " * 40, True)
+    return b.data[0].payload, b.code[0].payload
+
+
+def test_inspect_raw_shred_packets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The blockstore stores, and the shreds topic carries, raw agave-layout packets."""
+    from ambient_p2p.core.shred import parse_shred
+
+    for packet in _shreds():
+        f = tmp_path / "shred.bin"
+        f.write_bytes(packet)
+        capsys.readouterr()
+        assert cli.main(["inspect", str(f)]) == 0
+        view = json.loads(capsys.readouterr().out)
+        assert view == {"type": "Shred", "shred": parse_shred(packet).describe()}
+        assert cli.main(["inspect", "--as", "message", str(f)]) == 2  # not CBOR
+    f.write_bytes(b"\x01" * 1000)  # packet-sized, neither a message nor a shred
+    capsys.readouterr()
+    assert cli.main(["inspect", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a shred packet either" in err and err.count("\n") == 1
+
+
+def test_inspect_expands_shreds_inside_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ambient_p2p.core.shred import parse_shred
+    from ambient_p2p.ledger.meta import DuplicateSlotProof
+    from ambient_p2p.net.messages import NoncedShreds
+
+    data, code = _shreds()
+    f = tmp_path / "m.cbor"
+    f.write_bytes(codec.encode(NoncedShreds(nonce=5, shreds=(data, code, b"short"))))
+    capsys.readouterr()
+    assert cli.main(["inspect", "--shreds", str(f)]) == 0
+    shreds = json.loads(capsys.readouterr().out)["body"]["shreds"]
+    assert [s.get("shred") for s in shreds[:2]] == [parse_shred(data).describe(), parse_shred(code).describe()]
+    assert shreds[2]["shred_error"] == "wrong-size"
+    assert [s["hex"] for s in shreds] == ["0x" + p.hex() for p in (data, code, b"short")]
+    f.write_bytes(codec.encode(DuplicateSlotProof(slot=1000, kind="merkle-root", shred1=data, shred2=code)))
+    assert cli.main(["inspect", "--shreds", str(f)]) == 0
+    body = json.loads(capsys.readouterr().out)["body"]
+    assert body["shred1"]["shred"]["index"] == 0 and body["shred2"]["shred"]["type"] == "code"
