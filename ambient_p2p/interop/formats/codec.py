@@ -272,6 +272,23 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
     ]
 
 
+def _network_roundtrips() -> list[tuple[str, str, Any]]:
+    """The request/response messages of spec/network.md section 3 (one "nonce + shreds" schema
+    for repair answers, whole-slot answers and pushed shreds)."""
+    from ...net import messages as m
+    from .shred import _batch
+
+    b = _batch(b"interop nonced shreds " * 30, True)
+    shreds = (b.data[0].payload, b.data[1].payload, b.code[0].payload)
+    return [
+        ("repair-request", "RepairRequest kind 1 (highest)", m.RepairRequest(m.REPAIR_HIGHEST, 1000, 3, 0xDEADBEEF)),
+        ("nonced-shreds", "NoncedShreds with two data and one coding shred", m.NoncedShreds(7, shreds)),
+        ("nonced-shreds-empty", "NoncedShreds with no shreds (repair-slot: none held)", m.NoncedShreds(8, ())),
+        ("slot-shreds-request", "SlotShredsRequest from index 5", m.SlotShredsRequest(1000, 5, 9)),
+        ("shred-push-ack", "ShredPushAck", m.ShredPushAck(7, 2, 1)),
+    ]
+
+
 def cases() -> list[Case]:
     out = []
     roundtrips = [
@@ -284,6 +301,7 @@ def cases() -> list[Case]:
             dataclasses.replace(sample_genesis(1), model=ModelSpec("modèle-λ", None)),
         ),
     ]
+    roundtrips += _network_roundtrips()
     for name, desc, msg in roundtrips:
         data = codec.encode(msg)
         out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))
