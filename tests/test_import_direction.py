@@ -24,6 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"core", "ledger", "net", "model"},
     "registry": {"core", "ledger", "net"},
     "interop": {"core", "ledger", "net", "model", "registry"},
+    # composition-level helper packages planned in issue 11 (localnet/devnet harness, benchmarks)
+    "devnet": {"core", "ledger", "net", "model", "node", "registry", "errors"},
+    "bench": {"core", "ledger", "net", "model", "node", "registry", "errors", "devnet"},
     "errors": set(),
     "commands": {"*"},
     "cli": {"*"},
