@@ -30,7 +30,7 @@ async def connect(a: Any, b: Any) -> None:
 
 async def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
     with trio.move_on_after(timeout_s):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - the predicates read library state that has no event
             await trio.sleep(step_s)
         return True
     return bool(pred())

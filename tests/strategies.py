@@ -86,5 +86,16 @@ def _fits(msg: Any) -> bool:
     return True
 
 
+def reject_reason(data: bytes, expected: type | None = None) -> str | None:
+    """The decoder's reject reason for ``data`` (None if it decodes). Any exception other
+    than DecodeError propagates and fails the calling test; fuzz tests assert the reason is
+    never ``codec.INTERNAL_REASON`` (a decoder bug caught by its catch-all)."""
+    try:
+        codec.decode(data, expected)
+    except codec.DecodeError as exc:
+        return exc.reason
+    return None
+
+
 def replace(obj: Any, **kw: Any) -> Any:
     return dataclasses.replace(obj, **kw)

@@ -42,7 +42,7 @@ def test_failed_instruction_still_charges_fee() -> None:
 
 
 @pytest.mark.parametrize(
-    "make,reason",
+    ("make", "reason"),
     [
         (lambda: transfer_tx(U[0], U[2].pubkey, 1, b"x" * 32), "blockhash-not-found"),
         (lambda: transfer_tx(U[1], U[2].pubkey, 1, GENESIS_HASH), "insufficient-funds-for-fee"),
@@ -117,5 +117,5 @@ def test_bank_hash_is_deterministic_and_sensitive() -> None:
 def test_frozen_bank_refuses_transactions() -> None:
     b = new_bank()
     b.freeze(b"e" * 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='bank is frozen'):
         b.process_transactions([transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])

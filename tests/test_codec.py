@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from ambient_p2p.core import codec
 from ambient_p2p.core.messages import Genesis, NodeInfo
 from ambient_p2p.interop.formats.codec import _reject_cases, sample_genesis, sample_node_info
+from ambient_p2p.registry import load_all_types
 
-from .strategies import for_message
+from .strategies import for_message, reject_reason
 
-TYPES = codec.load_protocol_types()
+TYPES = load_all_types()  # every layer's types (ambient_p2p/registry.py)
 
 
 def test_registry_has_foundation_types() -> None:
@@ -38,7 +39,7 @@ def test_roundtrip_every_type(mt: codec.MessageType, data: st.DataObject) -> Non
     assert cbor2.dumps(cbor2.loads(enc), canonical=True) == enc
 
 
-@pytest.mark.parametrize("name,reason,desc,data", _reject_cases(), ids=[c[0] for c in _reject_cases()])
+@pytest.mark.parametrize(("name", "reason", "desc", "data"), _reject_cases(), ids=[c[0] for c in _reject_cases()])
 def test_reject_classes(name: str, reason: str, desc: str, data: bytes) -> None:
     with pytest.raises(codec.DecodeError) as ei:
         codec.decode(data)
@@ -129,10 +130,11 @@ def test_bit_flips_never_crash_and_never_decode_non_canonically(enc: bytes, data
     i = data.draw(st.integers(0, len(enc) - 1))
     bit = data.draw(st.integers(0, 7))
     mutated = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1 :]
-    try:
-        obj = codec.decode(mutated)
-    except codec.DecodeError:
+    reason = reject_reason(mutated)
+    if reason is not None:
+        assert reason != codec.INTERNAL_REASON
         return
+    obj = codec.decode(mutated)
     # a flip that still decodes must be a different, canonical message
     assert codec.encode(obj) == mutated
 
@@ -140,10 +142,7 @@ def test_bit_flips_never_crash_and_never_decode_non_canonically(enc: bytes, data
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=256))
 def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
-    try:
-        codec.decode(data)
-    except codec.DecodeError:
-        pass
+    assert reject_reason(data) != codec.INTERNAL_REASON
 
 
 @settings(max_examples=500, deadline=None)
@@ -159,10 +158,21 @@ def test_arbitrary_cbor_structures_only_raise_decode_error(value: object) -> Non
     except (ValueError, TypeError, cbor2.CBOREncodeError):
         return
     for candidate in (data, cbor2.dumps([2, 1, value]), cbor2.dumps([1, 1, value])):
-        try:
-            codec.decode(candidate)
-        except codec.DecodeError:
-            pass
+        assert reject_reason(candidate) != codec.INTERNAL_REASON
+
+
+def test_unexpected_exceptions_get_the_internal_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catch-all keeps the "DecodeError only" contract but marks a decoder bug with its
+    own reason, so the fuzz tests above (which assert it never appears) can fail."""
+
+    def broken(_data: bytes, max_depth: int = codec.MAX_DEPTH) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(codec, "check_wellformed", broken)
+    with pytest.raises(codec.DecodeError) as ei:
+        codec.decode(codec.encode(sample_node_info()))
+    assert ei.value.reason == codec.INTERNAL_REASON
+    assert "KeyError" in ei.value.detail
 
 
 def test_floats_of_every_width_rejected() -> None:

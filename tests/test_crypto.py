@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ from ambient_p2p.interop.formats.crypto import ED25519_L, RFC8032_VECTORS
 PURPOSES = sorted(crypto.SIGNING_PURPOSES)
 
 
-@pytest.mark.parametrize("name,sk,pk,msg,sig", RFC8032_VECTORS, ids=[v[0] for v in RFC8032_VECTORS])
+@pytest.mark.parametrize(("name", "sk", "pk", "msg", "sig"), RFC8032_VECTORS, ids=[v[0] for v in RFC8032_VECTORS])
 def test_rfc8032_section_7_1(name: str, sk: str, pk: str, msg: str, sig: str) -> None:
     kp = crypto.Keypair.from_seed(bytes.fromhex(sk))
     assert kp.pubkey.hex() == pk
@@ -90,7 +91,7 @@ def test_keypair_file_readable_by_solana_tooling(tmp_path: os.PathLike[str]) -> 
     path = os.path.join(tmp_path, "id.json")
     crypto.write_keypair_file(path, kp)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    theirs = SoldersKeypair.from_json(open(path).read())
+    theirs = SoldersKeypair.from_json(Path(path).read_text())
     assert str(theirs.pubkey()) == kp.address
     other = SoldersKeypair()
     assert crypto.Keypair.from_solana_json(other.to_json()).address == str(other.pubkey())

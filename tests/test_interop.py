@@ -64,7 +64,7 @@ def _all_cases() -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("fmt,handler,name", _all_cases(), ids=lambda x: x)
+@pytest.mark.parametrize(("fmt", "handler", "name"), _all_cases(), ids=lambda x: x)
 def test_flipping_any_input_byte_fails_that_case(generated: Path, tmp_path: Path, fmt: str, handler: str, name: str) -> None:
     src = generated / fmt / handler / name
     dst = tmp_path / fmt / handler / name

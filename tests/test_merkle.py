@@ -22,7 +22,7 @@ def test_known_shapes() -> None:
     assert merkle.merkle_root([a, b]) == h(b"\1", la, lb)
     # odd level: the last node is paired with itself (agave)
     assert merkle.merkle_root([a, b, c]) == h(b"\1", h(b"\1", la, lb), h(b"\1", lc, lc))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='at least one leaf'):
         merkle.merkle_root([])
 
 

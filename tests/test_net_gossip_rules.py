@@ -51,7 +51,7 @@ def test_topic_names() -> None:
     assert kind_of_topic("c1", "/ambient/c1/votes/1") == "votes"
     assert kind_of_topic("c1", "/ambient/c2/votes/1") is None
     assert kind_of_topic("c1", "/ambient/c1/other/1") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='unknown topic kind'):
         topic_name("c1", "other")
 
 

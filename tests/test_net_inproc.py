@@ -4,6 +4,7 @@ and security, gossip delivery and rejection, the py-libp2p pitfalls our code wor
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ from ambient_p2p.net.messages import PolOpenRequest, RepairRequest, make_standin
 from ambient_p2p.net.reqresp import (
     PROTO_POL_OPEN,
     PROTO_REPAIR,
-    RATE_LIMITS,
+    PROTOCOLS,
+    REPAIR,
     ReqRespError,
     ReqRespServer,
     ShredStore,
@@ -158,7 +160,6 @@ def test_gossip_line_invalid_messages_are_rejected_not_forwarded_and_sender_bann
                     encode(seal_envelope(KEYS[0], TXS, b"y", now - 10 * 60_000)),  # stale
                     encode(seal_envelope(KEYS[0], topic_name(CHAIN, "votes"), b"z", now)),  # wrong topic
                 ]
-                import dataclasses
 
                 env = seal_envelope(KEYS[0], TXS, b"w", now)
                 bad.append(encode(dataclasses.replace(env, signature=bytes(64))))  # bad Ambient signature
@@ -263,7 +264,7 @@ def test_pitfall_default_heartbeat_is_120s() -> None:
 # -- request / response ----------------------------------------------------------------------
 def test_repair_and_pol_open_request_response(monkeypatch: pytest.MonkeyPatch) -> None:
     # a small bucket so that the test can exhaust it faster than it refills
-    monkeypatch.setitem(RATE_LIMITS, PROTO_REPAIR, (12.0, 0.2))
+    monkeypatch.setitem(PROTOCOLS, PROTO_REPAIR, dataclasses.replace(REPAIR, rate_limit=(12.0, 0.2)))
 
     async def body() -> None:
         store = ShredStore()
@@ -329,7 +330,7 @@ def test_repair_and_pol_open_request_response(monkeypatch: pytest.MonkeyPatch) -
             e = await raw(encode_frame(b"\xa0"))
             assert e.code == "bad-request"
             # rate limit: the bucket empties, then requests are refused with rate-limited
-            cap = int(RATE_LIMITS[PROTO_REPAIR][0])
+            cap = int(PROTOCOLS[PROTO_REPAIR].rate_limit[0])
             codes = []
             for i in range(cap + 20):
                 try:

@@ -98,7 +98,7 @@ def test_commitment_proof_verdict_round_trip() -> None:
 
 
 def test_fingerprint_rejects_mismatched_lists_and_floats() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='non-empty and of equal length'):
         pol.LogitFingerprint(pos=0, tok=1, ids=(1, 2), lps=(3,))
     good = encode(pol.LogitFingerprint(pos=0, tok=1, ids=(1,), lps=(3,)))
     # a float anywhere on the wire is refused by the codec
@@ -109,9 +109,9 @@ def test_fingerprint_rejects_mismatched_lists_and_floats() -> None:
 
 def test_commitment_invariants() -> None:
     proof, _ = build()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='num_tokens must be'):
         dataclasses.replace(proof.commitment, num_tokens=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='top_k must be'):
         dataclasses.replace(proof.commitment, top_k=pol.MAX_TOP_K + 1)
 
 
@@ -126,7 +126,7 @@ def test_quantize_is_within_half_a_unit(lp: float) -> None:
 def test_quantize_clips_and_rejects_nan() -> None:
     assert pol.quantize_logprob(1e-9) == 0
     assert pol.quantize_logprob(-1e12) == pol.Q_MAX
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='NaN'):
         pol.quantize_logprob(float("nan"))
 
 
@@ -255,7 +255,7 @@ def test_forged_opening_rejected_bad_proof() -> None:
     proof, lps = build(n=20)
     op = pol.open_positions(proof, [7])[0]
     # forge: honest-looking fingerprint recomputed from the validator's vector, but altered value
-    forged_fp = dataclasses.replace(op.fp, lps=(op.fp.lps[0],) + tuple(v + 50 for v in op.fp.lps[1:]))
+    forged_fp = dataclasses.replace(op.fp, lps=(op.fp.lps[0], *tuple(v + 50 for v in op.fp.lps[1:])))
     c = check_all(proof, lps, [7], [dataclasses.replace(op, fp=forged_fp)])
     assert (c.ok, c.reason) == (False, pol.Reason.BAD_PROOF)
 
@@ -299,7 +299,7 @@ def test_out_of_tolerance_fingerprint_with_valid_proof_rejected() -> None:
 
 
 def test_header_rejections() -> None:
-    proof, lps = build(n=6)
+    proof, _lps = build(n=6)
     cmt = proof.commitment
     kw = dict(expected_model_id=MODEL_ID, expected_vocab=VOCAB, prompt=proof.prompt, output=proof.output)
     assert pol.check_commitment(cmt, **kw).ok
@@ -339,11 +339,11 @@ def test_swapped_token_rejected() -> None:
 
 
 def test_malformed_fingerprints_rejected() -> None:
-    proof, lps = build(n=4)
+    proof, _lps = build(n=4)
     for bad in (
-        lambda fp: dataclasses.replace(fp, ids=(fp.ids[1],) + fp.ids[1:]),  # repeated id
+        lambda fp: dataclasses.replace(fp, ids=(fp.ids[1], *fp.ids[1:])),  # repeated id
         lambda fp: dataclasses.replace(fp, ids=fp.ids[::-1], lps=fp.lps[::-1]),  # least likely first
-        lambda fp: dataclasses.replace(fp, ids=fp.ids[:-1] + (VOCAB + 5,)),  # outside vocab
+        lambda fp: dataclasses.replace(fp, ids=(*fp.ids[:-1], VOCAB + 5)),  # outside vocab
     ):
         fps = list(proof.fps)
         fps[1] = bad(fps[1])
@@ -357,7 +357,7 @@ def test_malformed_fingerprints_rejected() -> None:
 
 def test_commit_refuses_inconsistent_fingerprints() -> None:
     proof, _ = build(n=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='does not describe output token'):
         pol.commit(
             MINER, model_id=MODEL_ID, tier=pol.Tier.FP32, vocab=VOCAB, top_k=pol.TOP_K, temp_milli=0,
             sample_seed=pol.ZERO_HASH, prompt=proof.prompt, output=proof.output[::-1], fps=proof.fps,

@@ -59,7 +59,7 @@ def test_honest_proof_verifies_at_every_position(lm: runner.LoadedModel, honest:
 
 
 def test_challenge_round_trip_and_signed_verdict(lm: runner.LoadedModel, honest: pol.PolProof) -> None:
-    verdict, res = validate.challenge_and_validate(lm, honest, later_poh_hash=POH, validator=VALIDATOR)
+    verdict, _res = validate.challenge_and_validate(lm, honest, later_poh_hash=POH, validator=VALIDATOR)
     assert verdict.accept and verdict.reason == pol.Reason.OK
     assert len(verdict.positions) == pol.DEFAULT_CHECKED_POSITIONS
     assert pol.verify_verdict(verdict)
@@ -77,7 +77,7 @@ def test_kv_cache_matches_full_recompute(lm: runner.LoadedModel) -> None:
 
 def test_sampled_generation_verifies(lm: runner.LoadedModel) -> None:
     seed = crypto.sha256(b"user seed")
-    proof, gen, _ = runner.prove(lm, MINER, lm.encode_prompt("sample me"), N_TOKENS, temp_milli=1000, sample_seed=seed)
+    proof, _gen, _ = runner.prove(lm, MINER, lm.encode_prompt("sample me"), N_TOKENS, temp_milli=1000, sample_seed=seed)
     assert any(fp.tok != fp.ids[0] for fp in proof.fps)  # it did sample
     assert verify_all(lm, proof).check.ok
     greedy, _, _ = runner.prove(lm, MINER, lm.encode_prompt("sample me"), N_TOKENS)

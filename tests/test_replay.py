@@ -238,7 +238,7 @@ def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> No
     path = copy(ledger, tmp_path)
     with Blockstore.open(path) as bs:
         a = snap.accounts[0]
-        forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1),) + snap.accounts[1:])
+        forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1), *snap.accounts[1:]))
         bs.put_bank_snapshot(forged)
     assert (run_replay(path)[4] or "").startswith("snapshot-mismatch")
 

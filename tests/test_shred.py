@@ -147,7 +147,7 @@ def test_recovery_rejects_corrupted_shard(batch: S.ShredBatch) -> None:
     c[200] ^= 0xFF
     forged = S.Shred(**{**fec[40].__dict__, "payload": bytes(c)})
     with pytest.raises(ShredError) as ei:
-        S.recover(fec[:10] + [forged] + fec[41:63])
+        S.recover([*fec[:10], forged, *fec[41:63]])
     assert ei.value.reason == "merkle-root-mismatch"
 
 
@@ -230,7 +230,7 @@ def test_slot_shredder_chains_batches() -> None:
     assert a.data[0].reference_tick == 10 and b.data[0].reference_tick == 63  # saturates at 63
     sets = S.deshred(list(a.data + b.data))
     assert sets[0][2] == b"first batch" and len(sets) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='already has its LAST_IN_SLOT shred'):
         sh.add(b"more", reference_tick=0, is_last_in_slot=True)
 
 

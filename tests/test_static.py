@@ -1,5 +1,8 @@
-"""Static checks that are cheap and catch real bugs: ruff on everything, mypy --strict on
-the sans-IO core (style guide: "ruff and mypy --strict on the core")."""
+"""Static checks that are cheap and catch real bugs, over the whole package: ruff with the
+project's rule sets (pyproject.toml, including ASYNC, BLE, RUF, SIM, PT) on the package and
+the tests, and ``mypy --strict`` on every package (style guide: "ruff and mypy --strict").
+mypy keeps its incremental cache in ``.mypy_cache`` (a cold run takes about a minute on a
+busy 2-core machine, a warm one a few seconds)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_ruff_clean() -> None:
@@ -19,6 +22,7 @@ def test_ruff_clean() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_mypy_strict_core() -> None:
-    r = _run("mypy", "--strict", "--no-incremental", "ambient_p2p/core")
+def test_mypy_strict_whole_package() -> None:
+    r = _run("mypy", "--strict", "ambient_p2p")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "Success" in r.stdout

@@ -65,7 +65,7 @@ def test_a_vote_lands_on_its_fork_pays_its_fee_and_changes_the_bank_hash() -> No
 
 
 @pytest.mark.parametrize(
-    "case,code",
+    ("case", "code"),
     [
         ("wrong-hash", "vote-hash-mismatch"),
         ("other-fork", "vote-not-ancestor"),

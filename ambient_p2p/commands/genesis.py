@@ -1,11 +1,10 @@
-"""`genesis` (write a genesis file) and `inspect` (print any protocol file as JSON)."""
+"""`genesis`: write a genesis file (`inspect`, which prints any protocol file, is in inspect.py)."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -128,14 +127,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--creation-time", type=int, help="unix seconds (default: now)")
     p.set_defaults(func=_genesis)
 
-    i = sub.add_parser(
-        "inspect",
-        help="decode a protocol file (genesis, proof, ...) and print it as JSON",
-        description="Strictly decode a canonical-CBOR protocol message from FILE and print its JSON view.",
-    )
-    i.add_argument("file", type=Path)
-    i.set_defaults(func=_inspect)
-
 
 def _genesis(args: argparse.Namespace) -> int:
     out: Path = args.out
@@ -207,17 +198,3 @@ def read_genesis(path: Path) -> Genesis:
         return codec.decode(data, Genesis)
     except codec.DecodeError as exc:
         raise UserError(f"{path} is not a valid genesis file: {exc}") from None
-
-
-def _inspect(args: argparse.Namespace) -> int:
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    codec.load_protocol_types()
-    try:
-        obj = codec.decode(data)
-    except codec.DecodeError as exc:
-        raise UserError(f"{args.file}: {exc}") from None
-    print(json.dumps(codec.to_json(obj), indent=2))
-    return 0

@@ -129,7 +129,7 @@ def _produce(args: argparse.Namespace) -> int:
             raise UserError("--ticks-per-slot must be >= 1")
         kw["ticks_per_slot"] = args.ticks_per_slot
     genesis = local_genesis(**kw)
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     with tqdm(total=args.slots, unit="slot", desc="produce", file=sys.stderr, disable=None) as bar:
         produced = produce(ledger, args.slots, genesis=genesis, txs_per_slot=args.txs_per_slot,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
+from .errors import ProtocolError
 from .messages import verify_message
 
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -57,14 +58,12 @@ VOTE_PROGRAM_ID = decode_address("Vote111111111111111111111111111111111111111")
 MAX_SLOT_HASHES = 512
 
 
-class BlockError(ValueError):
+class BlockError(ProtocolError, ValueError):
     """A transaction makes its block invalid (replay marks the slot dead)."""
 
     def __init__(self, reason: str, detail: str, tx_index: int | None = None) -> None:
-        self.reason = reason
-        self.detail = detail
         self.tx_index = tx_index
-        super().__init__(f"{reason}: {detail}" + (f" (transaction {tx_index})" if tx_index is not None else ""))
+        super().__init__(reason, detail, f" (transaction {tx_index})" if tx_index is not None else "")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import crypto
 from .codec import Bytes, Opt, UInt, fld, message
+from .errors import ProtocolError
 from .forkchoice import ForkChoice
 from .messages import sign_message, verify_message
 from .tower import Tower, TowerRecord, is_supermajority
@@ -63,12 +64,11 @@ class NewRoot:
 Effect = PersistTower | SendVote | NewRoot
 
 
-class VoteRejected(ValueError):
+class VoteRejected(ProtocolError, ValueError):
     """A peer's vote is invalid; ``reason`` is a stable code for logs and peer scoring."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 @dataclass

@@ -38,6 +38,8 @@ PUBKEY_BYTES = 32
 SEED_BYTES = 32
 KEYPAIR_BYTES = 64
 SIGNATURE_BYTES = 64
+#: The placeholder signature of a self-signed message while it is being signed (spec/encoding.md).
+ZERO_SIGNATURE = bytes(SIGNATURE_BYTES)
 HASH_BYTES = 32
 
 DOMAIN_PREFIX = b"ambient/"

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .errors import ProtocolError
+
 GF_POLYNOMIAL = 0x11D
 GF_GENERATOR = 2
 GF_ORDER = 256
@@ -42,13 +44,11 @@ MAX_TOTAL_SHARDS = 256
 U8Array = npt.NDArray[np.uint8]
 
 
-class ErasureError(ValueError):
+class ErasureError(ProtocolError, ValueError):
     """Erasure coding cannot proceed. ``reason`` is a stable code (spec/shred.md)."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 def _build_tables() -> tuple[list[int], list[int], U8Array]:

@@ -147,13 +147,10 @@ class NodeInfo:
     signature: bytes = fld(Bytes(64, exact=True))
 
 
-ZERO_SIGNATURE = bytes(crypto.SIGNATURE_BYTES)
-
-
 def signable_bytes(msg: Any) -> bytes:
     """The bytes a self-signed message's ``signature`` covers: its canonical encoding
     with the signature zeroed (so the signer and verifier agree byte for byte)."""
-    return encode(dataclasses.replace(msg, signature=ZERO_SIGNATURE))
+    return encode(dataclasses.replace(msg, signature=crypto.ZERO_SIGNATURE))
 
 
 def sign_message(msg: Any, kp: crypto.Keypair, purpose: str) -> Any:

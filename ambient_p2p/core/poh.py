@@ -36,17 +36,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .constants import PACKET_DATA_BYTES
+from .crypto import SIGNATURE_BYTES
+from .errors import ProtocolError
 from .merkle import merkle_root
 
 HASH_BYTES = 32
-SIGNATURE_BYTES = 64
 ZERO_HASH = bytes(HASH_BYTES)
 #: bincode ``Vec`` length prefix and ``u64`` sizes.
 U64_BYTES = 8
 #: Serialized size of an entry with no transactions (num_hashes + hash + tx count).
 ENTRY_HEADER_BYTES = U64_BYTES + HASH_BYTES + U64_BYTES
-#: Solana's packet limit caps one transaction's wire size.
-MAX_TRANSACTION_BYTES = 1232
 #: Smallest valid legacy transaction: 1 signature + header + 1 key + blockhash + 0 ixs.
 MIN_TRANSACTION_BYTES = 1 + SIGNATURE_BYTES + 3 + 1 + 32 + HASH_BYTES + 1
 #: Entries per deserialized batch we accept (bounds memory on hostile input).
@@ -60,15 +60,12 @@ MAINNET_TICKS_PER_SLOT = 64
 MAINNET_TICK_DURATION_US = 6_250
 
 
-class PohError(ValueError):
+class PohError(ProtocolError, ValueError):
     """Malformed entries or a chain that does not verify. ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str, entry_index: int | None = None) -> None:
-        self.reason = reason
-        self.detail = detail
         self.entry_index = entry_index
-        where = f" (entry {entry_index})" if entry_index is not None else ""
-        super().__init__(f"{reason}: {detail}{where}")
+        super().__init__(reason, detail, f" (entry {entry_index})" if entry_index is not None else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,8 +161,8 @@ def transaction_extent(buf: bytes, pos: int) -> tuple[int, list[bytes]]:
             pos = _need(buf, pos, nw)
             nr, pos = read_short_u16(buf, pos)
             pos = _need(buf, pos, nr)
-    if pos - start > MAX_TRANSACTION_BYTES:
-        raise PohError("bad-transaction", f"transaction of {pos - start} bytes exceeds {MAX_TRANSACTION_BYTES}")
+    if pos - start > PACKET_DATA_BYTES:
+        raise PohError("bad-transaction", f"transaction of {pos - start} bytes exceeds {PACKET_DATA_BYTES}")
     return pos, sigs
 
 

@@ -235,7 +235,7 @@ def quantize_logprob(lp: float) -> int:
         return 0
     if v >= Q_MAX:
         return Q_MAX
-    return int(math.floor(v))
+    return math.floor(v)
 
 
 def quantize_logprobs(lps: np.ndarray) -> np.ndarray:
@@ -299,7 +299,7 @@ def sample_token(cand: Candidates, temp_milli: int, seed: bytes, position: int) 
     t = temp_milli / TEMPERATURE_SCALE
     base = cand.lps[0]
     weights = [
-        int(round(math.ldexp(math.exp(-(v - base) / (GRID_UNITS_PER_NAT * t)), SAMPLE_WEIGHT_BITS)))
+        round(math.ldexp(math.exp(-(v - base) / (GRID_UNITS_PER_NAT * t)), SAMPLE_WEIGHT_BITS))
         for v in cand.lps
     ]
     total = sum(weights)
@@ -364,7 +364,7 @@ def commit(
         num_tokens=len(output),
         root=merkle_root([leaf_bytes(fp) for fp in fps]),
         miner=kp.pubkey,
-        signature=bytes(64),
+        signature=crypto.ZERO_SIGNATURE,
     )
     cmt = sign_message(cmt, kp, "pol-commitment")
     return PolProof(commitment=cmt, prompt=tuple(prompt), output=tuple(output), fps=tuple(fps))
@@ -556,7 +556,7 @@ def make_verdict(
         reason=result.reason,
         bad_pos=None if result.ok else result.position,
         dev_units=result.dev_units,
-        signature=bytes(64),
+        signature=crypto.ZERO_SIGNATURE,
     )
     signed: PolVerdict = sign_message(v, kp, "pol-verdict")
     return signed

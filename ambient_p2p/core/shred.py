@@ -33,7 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import erasure
-from .crypto import Keypair, verify_raw
+from .constants import PACKET_DATA_BYTES
+from .crypto import ZERO_SIGNATURE, Keypair, verify_raw
+from .errors import ProtocolError
 
 # --- sizes (bytes) ----------------------------------------------------------------------
 SIZE_OF_SIGNATURE = 64
@@ -46,8 +48,7 @@ SIZE_OF_CODING_SHRED_HEADERS = 89
 SIZE_OF_MERKLE_ROOT = 32
 SIZE_OF_MERKLE_PROOF_ENTRY = 20
 SIZE_OF_NONCE = 4
-PACKET_DATA_SIZE = 1232
-CODE_PAYLOAD_BYTES = PACKET_DATA_SIZE - SIZE_OF_NONCE  # 1228
+CODE_PAYLOAD_BYTES = PACKET_DATA_BYTES - SIZE_OF_NONCE  # 1228
 DATA_PAYLOAD_BYTES = CODE_PAYLOAD_BYTES - SIZE_OF_CODING_SHRED_HEADERS + SIZE_OF_SIGNATURE  # 1203
 
 # --- offsets ----------------------------------------------------------------------------
@@ -98,14 +99,12 @@ _DATA_HDR = struct.Struct("<HBH")
 _CODE_HDR = struct.Struct("<HHH")
 
 
-class ShredError(ValueError):
+class ShredError(ProtocolError, ValueError):
     """A shred (or a set of them) is invalid. ``reason`` is a stable code listed in
     spec/shred.md and used by the interop must-reject vectors."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,8 +507,8 @@ def parse_shred(packet: bytes) -> Shred:
     if type(packet) is not bytes:
         packet = bytes(packet)
     n = len(packet)
-    if n > PACKET_DATA_SIZE:
-        raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_SIZE}-byte packet")
+    if n > PACKET_DATA_BYTES:
+        raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_BYTES}-byte packet")
     if n <= OFFSET_VARIANT:
         raise ShredError("wrong-size", f"{n} bytes cannot hold a shred header")
     variant = _VARIANTS.get(packet[OFFSET_VARIANT])
@@ -706,7 +705,7 @@ def make_shreds_from_data(
             flags = flags_base
             if k == nsets - 1 and i == DATA_SHREDS_PER_FEC_BLOCK - 1:
                 flags |= LAST_SHRED_IN_SLOT if is_last_in_slot else DATA_COMPLETE_SHRED
-            _set(buf, OFFSET_VARIANT, _COMMON.pack(bytes(64), dvar.to_byte(), slot, index + i, shred_version, fec)[64:])
+            _set(buf, OFFSET_VARIANT, _COMMON.pack(ZERO_SIGNATURE, dvar.to_byte(), slot, index + i, shred_version, fec)[64:])
             _set(buf, SIZE_OF_COMMON_SHRED_HEADER, _DATA_HDR.pack(slot - parent_slot, flags, size))
             _set(buf, SIZE_OF_DATA_SHRED_HEADERS, piece)
             bufs.append(buf)
@@ -717,7 +716,7 @@ def make_shreds_from_data(
         for p, shard in enumerate(parity):
             buf = bytearray(CODE_PAYLOAD_BYTES)
             _set(buf, OFFSET_VARIANT,
-                 _COMMON.pack(bytes(64), cvar.to_byte(), slot, code_index + p, shred_version, fec)[64:])
+                 _COMMON.pack(ZERO_SIGNATURE, cvar.to_byte(), slot, code_index + p, shred_version, fec)[64:])
             _set(buf, SIZE_OF_COMMON_SHRED_HEADER,
                  _CODE_HDR.pack(DATA_SHREDS_PER_FEC_BLOCK, CODING_SHREDS_PER_FEC_BLOCK, p))
             _set(buf, cvar.shard_start, shard)

@@ -155,7 +155,7 @@ class Tower:
 
     # -- persistence ----------------------------------------------------------------------
     def to_record(self, kp: crypto.Keypair) -> TowerRecord:
-        rec = TowerRecord(kp.pubkey, self.root, tuple(self.votes), bytes(64))
+        rec = TowerRecord(kp.pubkey, self.root, tuple(self.votes), crypto.ZERO_SIGNATURE)
         signed: TowerRecord = sign_message(rec, kp, "vote")
         return signed
 

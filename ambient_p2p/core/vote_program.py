@@ -23,20 +23,17 @@ from dataclasses import dataclass
 from .bank import VOTE_PROGRAM_ID, BlockError, ParsedTx, parse_transaction
 from .codec import DecodeError, decode, encode
 from .consensus import Vote
+from .constants import PACKET_DATA_BYTES
 from .crypto import Keypair
+from .errors import ProtocolError
 from .messages import verify_message
 
-#: A vote transaction is far below a 1232-byte packet; anything larger is not one.
-MAX_VOTE_TX_BYTES = 1232
 
-
-class VoteTxError(ValueError):
+class VoteTxError(ProtocolError, ValueError):
     """Not a valid vote transaction; ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,8 @@ def parse_vote_transaction(raw: bytes) -> VoteTx:
     """Parse and check a vote transaction's shape and both signatures (the transaction's
     and the vote's own). Raises :class:`VoteTxError`. Whether the vote can *land* depends
     on a bank (``Bank.vote_error``)."""
-    if len(raw) > MAX_VOTE_TX_BYTES:
-        raise VoteTxError("oversized", f"{len(raw)} bytes, a vote transaction is at most {MAX_VOTE_TX_BYTES}")
+    if len(raw) > PACKET_DATA_BYTES:
+        raise VoteTxError("oversized", f"{len(raw)} bytes, a vote transaction is at most {PACKET_DATA_BYTES}")
     try:
         tx = parse_transaction(raw, verify_signatures=True)
     except BlockError as exc:

@@ -28,16 +28,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..core.errors import ProtocolError
+
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
 
 
-class Rejected(Exception):
+class Rejected(ProtocolError):
     """The implementation rejected an input; ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+        super().__init__(reason, detail)
 
 
 @dataclass(frozen=True)

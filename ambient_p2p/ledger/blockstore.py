@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ..core import codec
+from ..core.crypto import ZERO_SIGNATURE
 from ..core.shred import (
     DATA_COMPLETE_SHRED,
     LAST_SHRED_IN_SLOT,
@@ -74,7 +75,6 @@ COLUMN_FAMILIES = (
     "node_snapshots",
 )
 PRESENT = b"\x01"
-ZERO_SIGNATURE = bytes(64)
 
 LeaderFn = Callable[[int], "bytes | None"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, fld, message, record
+from ..core.constants import PACKET_DATA_BYTES
 
 MAX_SLOT_CHILDREN = 1024
 MAX_SHREDS_PER_SLOT = 32_768
-SHRED_PAYLOAD_MAX_BYTES = 1232
 REASON_MAX_BYTES = 512
 
 
@@ -81,8 +81,8 @@ class DuplicateSlotProof:
 
     slot: int = fld(UInt(64))
     kind: str = fld(Text(64))
-    shred1: bytes = fld(Bytes(SHRED_PAYLOAD_MAX_BYTES))
-    shred2: bytes = fld(Bytes(SHRED_PAYLOAD_MAX_BYTES))
+    shred1: bytes = fld(Bytes(PACKET_DATA_BYTES))
+    shred2: bytes = fld(Bytes(PACKET_DATA_BYTES))
 
 
 @message(type_id=0x0105, version=1, max_size=1024)

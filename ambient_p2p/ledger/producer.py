@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core import codec
 from ..core.bank import Bank
+from ..core.constants import SHRED_VERSION, TXS_PER_ENTRY
 from ..core.crypto import Keypair
 from ..core.genesis import build_genesis
 from ..core.messages import (
@@ -37,10 +38,8 @@ LOCAL_LEADER_LAMPORTS = 1_000_000_000
 LOCAL_HASHES_PER_TICK = 200
 LOCAL_TICKS_PER_SLOT = 64
 LOCAL_TICK_DURATION_US = 6_250
-SHRED_VERSION = 1
 #: Entries of a slot are shredded in this many batches (each ends with DATA_COMPLETE).
 BATCHES_PER_SLOT = 2
-TXS_PER_ENTRY = 8
 
 
 def leader_keypair() -> Keypair:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.bank import Bank, BlockError, verify_transaction_signatures
+from ..core.crypto import ZERO_SIGNATURE
+from ..core.errors import ProtocolError
 from ..core.messages import Genesis
 from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, verify_entries
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
@@ -36,11 +38,11 @@ from .snapshot import bank_to_snapshot, snapshot_to_bank
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
 
-class SlotRejected(Exception):
+class SlotRejected(ProtocolError):
+    """Replay refused a slot (the slot is dead); ``reason`` is a stable code."""
+
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
 
 
 @dataclass
@@ -94,7 +96,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
                 root = verify_shred(s, leader, verified)
-                if s.variant.resigned and s.retransmitter_signature != bytes(64):
+                if s.variant.resigned and s.retransmitter_signature != ZERO_SIGNATURE:
                     raise ShredError("bad-retransmitter-field", "stored shreds keep a zeroed retransmitter "
                                      "signature; this one is not (corrupted)")
             except ShredError as exc:

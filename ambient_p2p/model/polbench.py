@@ -393,7 +393,7 @@ def measure_drift(lm: runner.LoadedModel, prompt_ids: Sequence[Sequence[int]], n
     kv = [g.logprobs[i].numpy() for g in gens for i in positions]
 
     def recompute(model: runner.LoadedModel) -> list[np.ndarray]:
-        out = []
+        out: list[np.ndarray] = []
         for g in gens:
             r = validate.recompute_logprobs(model, g.prompt, g.output, positions)
             out.extend(r[i] for i in positions)

@@ -26,10 +26,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network for weights
 
-import torch  # noqa: E402
+import torch
 
-from ..core import pol  # noqa: E402
-from . import gguf_loader  # noqa: E402
+from ..core import pol
+from . import gguf_loader
 
 DEFAULT_MODEL = "default"
 DEFAULT_MAX_NEW_TOKENS = 64

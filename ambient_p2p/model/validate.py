@@ -31,7 +31,8 @@ def _hidden(lm: LoadedModel, prompt: Sequence[int], output: Sequence[int], upto:
     """Final hidden states for ``prompt + output[:upto]`` (one causal pass)."""
     seq = list(prompt) + list(output[:upto])
     ids = torch.tensor([seq], dtype=torch.long, device=lm.device)
-    return lm.model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
+    hidden: torch.Tensor = lm.model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
+    return hidden
 
 
 @torch.inference_mode()

@@ -47,6 +47,7 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -288,9 +289,10 @@ def score_params() -> Any:
 
 def make_router(*, eclipse_protection: bool = False) -> Any:
     """Our GossipSub router (a subclass that counts outbound drops)."""
+    from libp2p.custom_types import TProtocol
     from libp2p.pubsub.gossipsub import GossipSub
 
-    class AmbientGossipSub(GossipSub):  # type: ignore[misc]
+    class AmbientGossipSub(GossipSub):
         """Counts RPCs py-libp2p drops on full outbound queues (pitfall 3)."""
 
         dropped_rpcs = 0
@@ -302,10 +304,11 @@ def make_router(*, eclipse_protection: bool = False) -> Any:
             after a restart still gets them at once."""
             peers = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
             me = self.pubsub.my_id if self.pubsub is not None else None
-            if FLOOD_PUBLISH and origin == me and msg_forwarder == me and self.pubsub is not None:
+            scorer = self.scorer
+            if FLOOD_PUBLISH and origin == me and msg_forwarder == me and self.pubsub is not None and scorer is not None:
                 for t in topic_ids:
                     for p in self.pubsub.peer_topics.get(t, ()):
-                        if p != me and self.scorer.score(p, [t]) >= self.scorer.params.publish_threshold:
+                        if p != me and scorer.score(p, [t]) >= scorer.params.publish_threshold:
                             peers.add(p)
             yield from peers
 
@@ -329,7 +332,7 @@ def make_router(*, eclipse_protection: bool = False) -> Any:
             super()._handle_dropped_rpc(peer_id, rpc, reason)
 
     return AmbientGossipSub(
-        list(GOSSIPSUB_PROTOCOLS),
+        [TProtocol(p) for p in GOSSIPSUB_PROTOCOLS],
         MESH_D,
         MESH_D_LOW,
         MESH_D_HIGH,
@@ -392,7 +395,7 @@ class GossipService:
             self._send[k], self._recv[k] = s, r
         svc = self
 
-        class AmbientPubsub(Pubsub):  # type: ignore[misc]
+        class AmbientPubsub(Pubsub):
             def notify_subscriptions(self, publish_message: Any) -> None:
                 # pitfall 2: deliver into our bounded queues, counting drops
                 svc._deliver(publish_message)
@@ -433,7 +436,7 @@ class GossipService:
 
         svc = self
 
-        class BanGate(INotifee):  # type: ignore[misc]
+        class BanGate(INotifee):
             async def connected(self, network: Any, conn: Any) -> None:
                 peer = conn.muxed_conn.peer_id
                 if svc.is_banned(peer):
@@ -534,10 +537,8 @@ class GossipService:
 
     async def _disconnect(self, peer: ID) -> None:
         with trio.move_on_after(5):
-            try:
+            with contextlib.suppress(Exception):  # already gone is fine
                 await self.host.disconnect(peer)
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
 
     def is_banned(self, peer: ID) -> bool:
         return peer.to_base58() in self._banned_until
@@ -601,7 +602,8 @@ class GossipService:
         if self._outbound_full():
             self.stats.publish_waits += 1
             with trio.move_on_after(PUBLISH_WAIT_MAX_S) as scope:
-                while self._outbound_full():
+                # py-libp2p signals no event when its per-peer queues drain: poll them
+                while self._outbound_full():  # noqa: ASYNC110
                     await trio.sleep(0.002)
             if scope.cancelled_caught:
                 self.stats.publish_wait_timeouts += 1

@@ -139,9 +139,14 @@ def apply_workarounds() -> None:
     os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     import time as _time
 
-    import libp2p.pubsub.gossipsub as _gs
-    import libp2p.pubsub.pubsub as _ps
-    from libp2p.peer import peerstore as _pst
+    import libp2p.pubsub.gossipsub
+    import libp2p.pubsub.pubsub
+    from libp2p.peer import peerstore
+
+    # module internals we wrap (not part of py-libp2p's typed interface)
+    _gs: Any = libp2p.pubsub.gossipsub
+    _ps: Any = libp2p.pubsub.pubsub
+    _pst: Any = peerstore
 
     orig_env = _pst.env_to_send_in_RPC
     orig_consume = _ps.maybe_consume_signed_record

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 from ..core import crypto
 from ..core.codec import Bytes, List, Opt, Text, UInt, encode, fld, message
+from ..core.constants import PACKET_DATA_BYTES
+from ..core.crypto import ZERO_SIGNATURE
 
 #: Largest payload any gossip topic admits (the shreds topic; see gossip.TOPIC_LIMITS).
 MAX_GOSSIP_PAYLOAD_BYTES = 128 * 1024
 #: Envelope overhead allowance (topic name, origin, timestamps, signature, CBOR heads).
 GOSSIP_ENVELOPE_OVERHEAD_BYTES = 512
-#: A Solana shred packet (and so the largest stand-in shred).
-SHRED_PACKET_BYTES = 1232
 #: Shreds in one gossip batch / one repair response (one FEC set is at most 32+32).
 MAX_SHREDS_PER_BATCH = 64
 #: Request/response limits.
@@ -50,13 +50,13 @@ class GossipEnvelope:
     signature: bytes = fld(Bytes(64, exact=True))
 
 
-@message(type_id=0x0201, version=1, max_size=MAX_SHREDS_PER_BATCH * (SHRED_PACKET_BYTES + 3) + 64)
+@message(type_id=0x0201, version=1, max_size=MAX_SHREDS_PER_BATCH * (PACKET_DATA_BYTES + 3) + 64)
 @dataclass(frozen=True)
 class ShredBatch:
     """The payload of the shreds topic: a bounded batch of shred packets (gossiping each
     1232-byte shred alone would cap a py-libp2p node near 0.7 MB/s; see spec)."""
 
-    shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_SHREDS_PER_BATCH))
+    shreds: tuple[bytes, ...] = fld(List(Bytes(PACKET_DATA_BYTES), MAX_SHREDS_PER_BATCH))
 
 
 # -- request / response -------------------------------------------------------------------
@@ -79,11 +79,22 @@ class RepairRequest:
             raise ValueError(f"unknown repair kind {self.kind}")
 
 
-@message(type_id=0x0211, version=1, max_size=MAX_SHREDS_PER_BATCH * (SHRED_PACKET_BYTES + 3) + 64)
+@message(type_id=0x0211, version=1, max_size=MAX_SHREDS_PER_BATCH * (PACKET_DATA_BYTES + 3) + 64)
 @dataclass(frozen=True)
-class RepairResponse:
+class NoncedShreds:
+    """A request/response nonce and up to 64 shred packets: the one schema of every
+    "nonce + shreds" exchange (spec/network.md). The protocol id says what it means: the
+    response of ``/ambient/repair/1`` and ``/ambient/repair-slot/1`` (empty for
+    repair-slot when the responder holds none), the request of ``/ambient/shred-push/1``."""
+
     nonce: int = fld(UInt(32))
-    shreds: tuple[bytes, ...] = fld(List(Bytes(SHRED_PACKET_BYTES), MAX_SHREDS_PER_BATCH))
+    shreds: tuple[bytes, ...] = fld(List(Bytes(PACKET_DATA_BYTES), MAX_SHREDS_PER_BATCH))
+
+
+#: The names this schema had before it was shared (kept for importers).
+RepairResponse = NoncedShreds
+SlotShredsResponse = NoncedShreds
+ShredPush = NoncedShreds
 
 
 @message(type_id=0x0212, version=1, max_size=1024)
@@ -140,17 +151,37 @@ class PeersResponse:
     note: str | None = fld(Opt(Text(64)), default=None)
 
 
+@message(type_id=0x0217, version=1, max_size=128)
+@dataclass(frozen=True)
+class SlotShredsRequest:
+    """Whole-slot repair (``/ambient/repair-slot/1``): the responder's data shreds of
+    ``slot`` with index >= ``first_index``, ascending, at most :data:`MAX_SHREDS_PER_BATCH`."""
+
+    slot: int = fld(UInt(64))
+    first_index: int = fld(UInt(32))
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0218, version=1, max_size=64)
+@dataclass(frozen=True)
+class ShredPushAck:
+    """Answer to a shred push: how many pushed shreds the verified insert kept / refused."""
+
+    nonce: int = fld(UInt(32))
+    inserted: int = fld(UInt(32))
+    rejected: int = fld(UInt(32))
+
+
 # -- envelope signing -----------------------------------------------------------------------
-ZERO_SIG = bytes(crypto.SIGNATURE_BYTES)
 
 
 def envelope_signing_bytes(env: GossipEnvelope) -> bytes:
-    return encode(dataclasses.replace(env, signature=ZERO_SIG))
+    return encode(dataclasses.replace(env, signature=ZERO_SIGNATURE))
 
 
 def seal_envelope(kp: crypto.Keypair, topic: str, payload: bytes, wallclock_ms: int) -> GossipEnvelope:
     """Build and sign an envelope for ``payload`` on ``topic``."""
-    env = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload, signature=ZERO_SIG)
+    env = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload, signature=ZERO_SIGNATURE)
     return dataclasses.replace(env, signature=kp.sign("gossip", envelope_signing_bytes(env)))
 
 
@@ -161,13 +192,13 @@ def envelope_signature_ok(env: GossipEnvelope) -> bool:
 def shred_key(shred: bytes) -> tuple[int, int] | None:
     """(slot, index) from a shred's common header (agave layout: signature 64, variant 1,
     slot u64 LE, index u32 LE), or None if the packet is too short to hold one."""
-    if len(shred) < 77 or len(shred) > SHRED_PACKET_BYTES:
+    if len(shred) < 77 or len(shred) > PACKET_DATA_BYTES:
         return None
     return int.from_bytes(shred[65:73], "little"), int.from_bytes(shred[73:77], "little")
 
 
 def make_standin_shred(
-    slot: int, index: int, body: bytes = b"", size: int = SHRED_PACKET_BYTES, parent_offset: int = 1
+    slot: int, index: int, body: bytes = b"", size: int = PACKET_DATA_BYTES, parent_offset: int = 1
 ) -> bytes:
     """A stand-in data shred with agave's header layout (common header: zero signature and
     variant, slot, index, version 0, fec_set_index 0; data header: parent_offset, flags 0,

@@ -18,6 +18,7 @@ Local control: a Unix socket in the data directory takes one JSON request per co
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+import trio.lowlevel
 
 from ..core.codec import DecodeError, decode, encode
+from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
 from .gossip import TOPIC_KINDS, Delivery, GossipService, PayloadCheck
 from .host import HostConfig, HostError, full_addrs, open_host, parse_peer_multiaddr
@@ -259,10 +262,8 @@ class NetNode:
             for p in self._connected():  # py-libp2p's auto-connector may have re-dialed one
                 if self.gossip.is_banned(p):
                     with trio.move_on_after(5):
-                        try:
+                        with contextlib.suppress(Exception):  # best effort: the peer or stream may already be gone
                             await self.host.disconnect(p)
-                        except Exception:  # noqa: BLE001
-                            pass
             connected = self._connected()
             if len(connected) < self.cfg.target_peers and connected:
                 nonce += 1
@@ -356,10 +357,8 @@ class NetNode:
         try:
             await trio.serve_listeners(self._control_conn, [listener])
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     async def _control_conn(self, stream: trio.SocketStream) -> None:
         buf = b""
@@ -429,7 +428,7 @@ class NetNode:
         assert self.gossip is not None
         kind = str(req.get("kind", "txs"))
         count = min(int(req.get("count", 1)), PUBLISH_MANY_MAX)
-        size = int(req.get("size", 1232))
+        size = int(req.get("size", PACKET_DATA_BYTES))
         rate = float(req.get("rate", 0)) or None
         tag = os.urandom(8)
         t0 = time.monotonic()
@@ -447,7 +446,7 @@ class NetNode:
                 if delay > 0:
                     await trio.sleep(delay)
             elif i % 16 == 15:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         return {"ok": True, "published": count, "seconds": round(time.monotonic() - t0, 3)}
 
     # -- main ----------------------------------------------------------------------------
@@ -473,24 +472,23 @@ class NetNode:
                 },
                 is_banned=self.gossip.is_banned,
             )
-            async with self.gossip.run():
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self._control_server)
-                    self._write_node_file()
-                    if self.cfg.print_status:
-                        print(f"listening {' '.join(self.addrs)}", flush=True)
-                        print(f"identity {self.kp.address}", flush=True)
-                    await self.join()
-                    self._write_node_file()
-                    for k in TOPIC_KINDS:
-                        nursery.start_soon(self._consume, k)
-                    nursery.start_soon(self._discovery_loop)
-                    if self.cfg.print_status:
-                        nursery.start_soon(self._status_loop)
-                    if self.ext is not None:
-                        nursery.start_soon(self.ext.run, self)
-                    self.ready.set()
-                    task_status.started(self)
+            async with self.gossip.run(), trio.open_nursery() as nursery:
+                await nursery.start(self._control_server)
+                self._write_node_file()
+                if self.cfg.print_status:
+                    print(f"listening {' '.join(self.addrs)}", flush=True)
+                    print(f"identity {self.kp.address}", flush=True)
+                await self.join()
+                self._write_node_file()
+                for k in TOPIC_KINDS:
+                    nursery.start_soon(self._consume, k)
+                nursery.start_soon(self._discovery_loop)
+                if self.cfg.print_status:
+                    nursery.start_soon(self._status_loop)
+                if self.ext is not None:
+                    nursery.start_soon(self.ext.run, self)
+                self.ready.set()
+                task_status.started(self)
 
 
 def control_request(data_dir: Path, req: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:

@@ -9,7 +9,7 @@ response type or an :class:`~ambient_p2p.net.messages.ErrorResponse` (``code`` i
 ``ERROR_CODES``) and closes. A frame whose length prefix exceeds the protocol's limit is
 refused *before* its body is read (no remote-controlled allocation). Every stream is bounded
 by :data:`REQUEST_TIMEOUT_S` on both sides. Requests from one peer are rate limited per
-protocol with a token bucket (:data:`RATE_LIMITS`); over-limit requests get ``rate-limited``.
+protocol with a token bucket (``ReqRespProtocol.rate_limit`` in :data:`PROTOCOLS`); over-limit requests get ``rate-limited``.
 
 Why not py-libp2p's own ``request_response`` helpers: we need the size check before the body
 read, our strict codec, and an error vocabulary that other implementations can match.
@@ -17,27 +17,31 @@ read, our strict codec, and an error vocabulary that other implementations can m
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import trio
 
 from ..core.codec import DecodeError, decode, encode, message_type_of
+from ..core.errors import ProtocolError
 from .messages import (
     MAX_REPAIR_ORPHAN_SLOTS,
     REPAIR_HIGHEST,
     REPAIR_ORPHAN,
     REPAIR_SHRED,
     ErrorResponse,
+    NoncedShreds,
     PeersRequest,
     PeersResponse,
     PolOpenRequest,
     PolOpenResponse,
     RepairRequest,
-    RepairResponse,
+    ShredPushAck,
+    SlotShredsRequest,
     shred_key,
 )
 
@@ -45,40 +49,86 @@ if TYPE_CHECKING:  # pragma: no cover
     from libp2p.abc import IHost, INetStream
     from libp2p.peer.id import ID
 
-PROTO_REPAIR = "/ambient/repair/1"
-PROTO_POL_OPEN = "/ambient/pol-open/1"
-PROTO_PEERS = "/ambient/peers/1"
 REQUEST_TIMEOUT_S = 5.0
 MAX_UVARINT_BYTES = 5  # frames are < 4 GiB; longer prefixes are malformed
 
-#: protocol -> (request type, response type)
-PROTOCOLS: dict[str, tuple[type, type]] = {
-    PROTO_REPAIR: (RepairRequest, RepairResponse),
-    PROTO_POL_OPEN: (PolOpenRequest, PolOpenResponse),
-    PROTO_PEERS: (PeersRequest, PeersResponse),
-}
-#: protocol -> (bucket capacity, refill per second), per requesting peer.
-RATE_LIMITS: dict[str, tuple[float, float]] = {
-    PROTO_REPAIR: (256.0, 128.0),
-    PROTO_POL_OPEN: (16.0, 4.0),
-    PROTO_PEERS: (4.0, 0.5),
-}
+
+class Nonced(Protocol):
+    """Every request and response carries the nonce that pairs them."""
+
+    @property
+    def nonce(self) -> int: ...
 
 
-class ReqRespError(Exception):
-    """A request failed: the peer answered an ErrorResponse (``code`` from the wire) or the
-    exchange failed locally (``timeout``, ``unavailable``, ``bad-response``)."""
+ReqT = TypeVar("ReqT", bound=Nonced)
+RespT = TypeVar("RespT", bound=Nonced)
+
+
+@dataclass(frozen=True)
+class ReqRespProtocol(Generic[ReqT, RespT]):
+    """One request/response protocol: its libp2p protocol id, the message types of both
+    directions and the per-requesting-peer token bucket (capacity, refill per second)."""
+
+    proto_id: str
+    request: type[ReqT]
+    response: type[RespT]
+    rate_limit: tuple[float, float]
+
+
+#: The one request/response table (spec/network.md "Request/response"): protocols of every
+#: layer are listed here, none is added by importing another module.
+REPAIR: ReqRespProtocol[RepairRequest, NoncedShreds] = ReqRespProtocol(
+    "/ambient/repair/1", RepairRequest, NoncedShreds, (256.0, 128.0)
+)
+POL_OPEN: ReqRespProtocol[PolOpenRequest, PolOpenResponse] = ReqRespProtocol(
+    "/ambient/pol-open/1", PolOpenRequest, PolOpenResponse, (16.0, 4.0)
+)
+PEERS: ReqRespProtocol[PeersRequest, PeersResponse] = ReqRespProtocol(
+    "/ambient/peers/1", PeersRequest, PeersResponse, (4.0, 0.5)
+)
+#: Whole-slot repair (spec/node.md "Repair and catch-up"): a catching-up node asks for tens
+#: of slots per round.
+REPAIR_SLOT: ReqRespProtocol[SlotShredsRequest, NoncedShreds] = ReqRespProtocol(
+    "/ambient/repair-slot/1", SlotShredsRequest, NoncedShreds, (128.0, 64.0)
+)
+#: Turbine-like direct delivery: a leader pushes a slot's data shreds in one or a few requests.
+SHRED_PUSH: ReqRespProtocol[NoncedShreds, ShredPushAck] = ReqRespProtocol(
+    "/ambient/shred-push/1", NoncedShreds, ShredPushAck, (32.0, 16.0)
+)
+
+#: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
+PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
+    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH)
+}
+PROTO_REPAIR = REPAIR.proto_id
+PROTO_POL_OPEN = POL_OPEN.proto_id
+PROTO_PEERS = PEERS.proto_id
+PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
+PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
+
+
+class ReqRespError(ProtocolError):
+    """A request failed: the peer answered an ErrorResponse (``reason`` is its ``code`` from
+    the wire) or the exchange failed locally (``timeout``, ``unavailable``, ``bad-response``)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
+
+    @property
+    def code(self) -> str:
+        """The error code (``ErrorResponse.code`` vocabulary): the same as ``reason``."""
+        return self.reason
 
 
-class FrameError(Exception):
+class FrameError(ProtocolError):
+    """A request/response frame is malformed or too large (``bad-request``, ``too-large``)."""
+
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
+        super().__init__(code, detail)
+
+    @property
+    def code(self) -> str:
+        return self.reason
 
 
 def encode_frame(body: bytes) -> bytes:
@@ -180,7 +230,7 @@ class ReqRespServer:
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         for proto in handlers:
             if proto not in PROTOCOLS:
-                raise ValueError(f"unknown protocol {proto}")
+                raise ValueError(f"unknown protocol {proto} (add it to reqresp.PROTOCOLS)")
             host.set_stream_handler(TProtocol(proto), self._make_stream_handler(proto))
 
     def _bucket(self, peer: str, proto: str) -> TokenBucket:
@@ -189,7 +239,7 @@ class ReqRespServer:
         if b is None:
             if len(self._buckets) >= self.MAX_BUCKETS:
                 self._buckets.pop(next(iter(self._buckets)))
-            cap, rate = RATE_LIMITS[proto]
+            cap, rate = PROTOCOLS[proto].rate_limit
             b = self._buckets[key] = TokenBucket(cap, rate)
         return b
 
@@ -200,10 +250,8 @@ class ReqRespServer:
                     await self._serve(proto, stream)
                 except Exception:  # noqa: BLE001 - a broken stream must never kill the host
                     self.stats.bump(self.stats.errors, "stream-failed")
-            try:
+            with contextlib.suppress(Exception):  # best effort: the peer or stream may already be gone
                 await stream.close()
-            except Exception:  # noqa: BLE001
-                pass
 
         return handle
 
@@ -212,21 +260,21 @@ class ReqRespServer:
         await stream.write(encode_frame(encode(ErrorResponse(nonce=nonce, code=code, detail=detail[:200]))))
 
     async def _serve(self, proto: str, stream: INetStream) -> None:
-        req_cls, resp_cls = PROTOCOLS[proto]
+        spec = PROTOCOLS[proto]
         peer = stream.muxed_conn.peer_id
         if self.is_banned(peer):
             await self._reply_error(stream, 0, "unavailable", "peer is banned")
             return
         if not self._bucket(peer.to_base58(), proto).take():
-            await self._reply_error(stream, 0, "rate-limited", f"{proto}: limit {RATE_LIMITS[proto]}")
+            await self._reply_error(stream, 0, "rate-limited", f"{proto}: limit {spec.rate_limit}")
             return
         try:
-            data = await read_frame(stream, message_type_of(req_cls).max_size)
+            data = await read_frame(stream, message_type_of(spec.request).max_size)
         except FrameError as exc:
-            await self._reply_error(stream, 0, exc.code, str(exc))
+            await self._reply_error(stream, 0, exc.code, exc.detail)
             return
         try:
-            req = decode(data, expected=req_cls)
+            req: Nonced = decode(data, expected=spec.request)
         except DecodeError as exc:
             await self._reply_error(stream, 0, "bad-request", str(exc))
             return
@@ -237,19 +285,35 @@ class ReqRespServer:
         except ReqRespError as exc:
             await self._reply_error(stream, req.nonce, exc.code, exc.detail)
             return
-        if not isinstance(out, resp_cls):
+        if not isinstance(out, spec.response):
             await self._reply_error(stream, req.nonce, "internal", "handler returned the wrong type")
             return
         self.stats.bump(self.stats.served, proto)
         await stream.write(encode_frame(encode(out)))
 
 
-async def request(host: IHost, peer: ID, proto: str, req: Any, timeout: float = REQUEST_TIMEOUT_S) -> Any:
-    """Send ``req`` to ``peer`` on ``proto``; return the decoded response or raise
-    :class:`ReqRespError`."""
+# ``timeout`` (ASYNC109): the bound becomes a ReqRespError("timeout") that callers count per
+# peer, which a cancel scope around the call would not give them.
+@overload
+async def request(
+    host: IHost, peer: ID, proto: ReqRespProtocol[ReqT, RespT], req: ReqT, timeout: float = ...  # noqa: ASYNC109
+) -> RespT: ...
+@overload
+async def request(host: IHost, peer: ID, proto: str, req: Nonced, timeout: float = ...) -> Any: ...  # noqa: ASYNC109
+async def request(
+    host: IHost,
+    peer: ID,
+    proto: str | ReqRespProtocol[Any, Any],
+    req: Nonced,
+    timeout: float = REQUEST_TIMEOUT_S,  # noqa: ASYNC109
+) -> Any:
+    """Send ``req`` to ``peer`` on ``proto`` (a :class:`ReqRespProtocol`, typed, or its id);
+    return the decoded response or raise :class:`ReqRespError`."""
     from libp2p.custom_types import TProtocol
 
-    req_cls, resp_cls = PROTOCOLS[proto]
+    spec = PROTOCOLS[proto] if isinstance(proto, str) else proto
+    proto = spec.proto_id
+    req_cls, resp_cls = spec.request, spec.response
     if not isinstance(req, req_cls):
         raise TypeError(f"{proto} takes {req_cls.__name__}")
     limit = max(message_type_of(resp_cls).max_size, message_type_of(ErrorResponse).max_size)
@@ -258,10 +322,8 @@ async def request(host: IHost, peer: ID, proto: str, req: Any, timeout: float = 
         try:
             stream = await host.new_stream(peer, [TProtocol(proto)])
             await stream.write(encode_frame(encode(req)))
-            try:
-                await stream.close_write()
-            except Exception:  # noqa: BLE001 - half-close is advisory
-                pass
+            with contextlib.suppress(Exception):  # half-close is advisory
+                await stream.close_write()  # type: ignore[attr-defined]  # NetStream has it, INetStream does not declare it
             data = await read_frame(stream, limit)
         except FrameError as exc:
             raise ReqRespError("bad-response", str(exc)) from None
@@ -271,11 +333,12 @@ async def request(host: IHost, peer: ID, proto: str, req: Any, timeout: float = 
             raise ReqRespError("unavailable", f"{type(exc).__name__}: {exc}") from None
         finally:
             if stream is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    try:
-                        await stream.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(1),
+                    contextlib.suppress(Exception),  # best effort: the peer or stream may already be gone
+                ):
+                    await stream.close()
     if scope.cancelled_caught:
         raise ReqRespError("timeout", f"no response on {proto} within {timeout:g}s")
     try:
@@ -337,7 +400,7 @@ class ShredStore:
 
 
 def repair_handler(store: ShredStore) -> Handler:
-    def handle(_peer: ID, req: RepairRequest) -> RepairResponse:
+    def handle(_peer: ID, req: RepairRequest) -> NoncedShreds:
         out: list[bytes] = []
         if req.kind == REPAIR_SHRED:
             s = store.get(req.slot, req.index)
@@ -357,7 +420,7 @@ def repair_handler(store: ShredStore) -> Handler:
                 slot = store.parent_of(slot)
         if not out:
             raise ReqRespError("not-found", f"no shred for kind {req.kind} slot {req.slot} index {req.index}")
-        return RepairResponse(nonce=req.nonce, shreds=tuple(out))
+        return NoncedShreds(nonce=req.nonce, shreds=tuple(out))
 
     return handle
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..core.bank import BlockError
+from ..core.constants import SHRED_VERSION, TXS_PER_ENTRY
 from ..core.crypto import Keypair
 from ..core.messages import Genesis
 from ..core.poh import Entry, Poh, serialize_entries
@@ -28,9 +29,6 @@ from ..core.vote_program import VoteTx
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotResult
 
-SHRED_VERSION = 1
-#: Transactions per PoH entry (agave batches up to 64; small keeps entries well inside a tick).
-TXS_PER_ENTRY = 8
 #: Most transactions one slot takes from the pending pool.
 MAX_TXS_PER_SLOT = 256
 #: Most vote transactions one slot takes (one per voter; on top of MAX_TXS_PER_SLOT).

@@ -17,13 +17,14 @@ from ...core import codec
 from ...core.crypto import Keypair
 from ...core.genesis import build_genesis, localnet_identities
 from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
+from ...registry import load_all_types
 from .. import Case, Rejected
 
 FORMAT = "codec"
 
 
 def run(handler: str, data: bytes) -> Any:
-    codec.load_protocol_types()
+    load_all_types()  # vectors may hold any layer's message
     try:
         obj = codec.decode(data)
     except codec.DecodeError as exc:
@@ -56,12 +57,14 @@ def sample_node_info() -> NodeInfo:
         software="ambient-p2p/0.1.0",
         signature=bytes(64),
     )
-    return sign_message(info, kp, "node-info")
+    signed: NodeInfo = sign_message(info, kp, "node-info")
+    return signed
 
 
 def _wire(msg: Any) -> list[Any]:
     """The decoded CBOR structure of a message (for building malformed variants)."""
-    return cbor2.loads(codec.encode(msg))
+    wire: list[Any] = cbor2.loads(codec.encode(msg))
+    return wire
 
 
 def _head(major: int, arg: int, width: int | None = None) -> bytes:
@@ -269,6 +272,23 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
     ]
 
 
+def _network_roundtrips() -> list[tuple[str, str, Any]]:
+    """The request/response messages of spec/network.md section 3 (one "nonce + shreds" schema
+    for repair answers, whole-slot answers and pushed shreds)."""
+    from ...net import messages as m
+    from .shred import _batch
+
+    b = _batch(b"interop nonced shreds " * 30, True)
+    shreds = (b.data[0].payload, b.data[1].payload, b.code[0].payload)
+    return [
+        ("repair-request", "RepairRequest kind 1 (highest)", m.RepairRequest(m.REPAIR_HIGHEST, 1000, 3, 0xDEADBEEF)),
+        ("nonced-shreds", "NoncedShreds with two data and one coding shred", m.NoncedShreds(7, shreds)),
+        ("nonced-shreds-empty", "NoncedShreds with no shreds (repair-slot: none held)", m.NoncedShreds(8, ())),
+        ("slot-shreds-request", "SlotShredsRequest from index 5", m.SlotShredsRequest(1000, 5, 9)),
+        ("shred-push-ack", "ShredPushAck", m.ShredPushAck(7, 2, 1)),
+    ]
+
+
 def cases() -> list[Case]:
     out = []
     roundtrips = [
@@ -281,6 +301,7 @@ def cases() -> list[Case]:
             dataclasses.replace(sample_genesis(1), model=ModelSpec("modèle-λ", None)),
         ),
     ]
+    roundtrips += _network_roundtrips()
     for name, desc, msg in roundtrips:
         data = codec.encode(msg)
         out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))

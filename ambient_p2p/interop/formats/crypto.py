@@ -121,8 +121,8 @@ def _sig_case(name: str, desc: str, pub: bytes, purpose: str, msg: bytes, sig: b
 
 def cases() -> list[Case]:
     out = []
-    for name, sk, pk, msg, sig in RFC8032_VECTORS:
-        inp = {"secret": sk, "pubkey": pk, "message": msg, "signature": sig}
+    for name, sk, pk, msg_hex, sig_hex in RFC8032_VECTORS:
+        inp = {"secret": sk, "pubkey": pk, "message": msg_hex, "signature": sig_hex}
         out.append(Case("ed25519-rfc8032", name, _json(inp), {"valid": True}, f"RFC 8032 7.1 {name}", input_file="input.json"))
 
     alice = crypto.Keypair.deterministic("vectors/alice")
@@ -203,7 +203,7 @@ def cases() -> list[Case]:
     arr = list(alice.to_bytes())
     bad = {
         "short": (json.dumps(arr[:63]), "63 entries"),
-        "out-of-range": (json.dumps(arr[:63] + [256]), "an entry of 256"),
+        "out-of-range": (json.dumps([*arr[:63], 256]), "an entry of 256"),
         "mismatched-pubkey": (json.dumps(arr[:32] + list(bob.pubkey)), "public half belongs to another key"),
         "not-json": ("[1,2,", "truncated JSON"),
     }

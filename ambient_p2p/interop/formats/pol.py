@@ -199,7 +199,7 @@ def cases() -> list[Case]:
             dataclasses.replace(honest, commitment=dataclasses.replace(honest.commitment, root=bytes(32))),
             pol.Reason.BAD_SIGNATURE,
         ),
-        ("reject_output_swapped", "output token changed, commitment kept", dataclasses.replace(honest, output=(7,) + honest.output[1:]), pol.Reason.WRONG_OUTPUT),
+        ("reject_output_swapped", "output token changed, commitment kept", dataclasses.replace(honest, output=(7, *honest.output[1:])), pol.Reason.WRONG_OUTPUT),
     ):
         data = _json_bytes({"proof": encode(proof).hex()})
         out.append(Case("commitment", name, data, None, desc, reason=reason, input_file="input.json"))
@@ -212,7 +212,7 @@ def cases() -> list[Case]:
     out.append(_opening_case("honest_drift_3e-4", "recompute drifted by up to 3e-4 on every logit", honest, 5, ops[5], rows12[5] + drift, None))
     sops = pol.open_positions(sampled, [6])
     out.append(_opening_case("sampled_pos6", "sampled proof, token reproduced from seed", sampled, 6, sops[0], rows12[6], None))
-    bad_sib = dataclasses.replace(ops[5], sibs=(bytes(32),) + ops[5].sibs[1:])
+    bad_sib = dataclasses.replace(ops[5], sibs=(bytes(32), *ops[5].sibs[1:]))
     out.append(_opening_case("reject_wrong_proof", "a Merkle sibling replaced", honest, 5, bad_sib, rows12[5], pol.Reason.BAD_PROOF))
     forged = dataclasses.replace(ops[5], fp=dataclasses.replace(ops[5].fp, lps=tuple(v + 1 for v in ops[5].fp.lps)))
     out.append(_opening_case("reject_forged_values", "values not the committed ones", honest, 5, forged, rows12[5], pol.Reason.BAD_PROOF))
