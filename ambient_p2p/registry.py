@@ -22,6 +22,7 @@ from .core import codec
 #: loaded by ``codec.load_protocol_types``).
 WIRE_MODULES: tuple[str, ...] = (
     "ambient_p2p.ledger.meta",
+    "ambient_p2p.ledger.snapshot",
     "ambient_p2p.net.messages",
 )
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import trio
 
+from ..core.constants import SHRED_VERSION
 from ..core.crypto import Keypair
 from ..core.messages import Genesis, PohParams
 from ..core.poh import Entry, check_slot_ticks, hash_transactions, serialize_entries
@@ -49,7 +50,7 @@ from ..core.shred import SlotShredder, make_shreds_from_data
 from ..core.vote_program import VoteTx
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotResult
-from .leader import SHRED_VERSION, BuiltSlot
+from .leader import BuiltSlot
 
 log = logging.getLogger(__name__)
 
