@@ -1,0 +1,442 @@
+"""The validator's policy machines in core/ (spec/node.md "Slot lifecycle", "Readiness",
+"Duplicate slots", "Pools", "Commitment"), without disk, network or clock: one test per
+transition-table row, guards and state-triggered rules, and hypothesis state machines with
+invariants checked independently of the machines' own bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ambient_p2p.core import duplicates as dup
+from ambient_p2p.core import readiness as rd
+from ambient_p2p.core import slots as sl
+from ambient_p2p.core.consensus import Consensus, NotVoted, PersistTower, SendVote, Vote
+from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.finality import ROOT_HISTORY_LEN, Finality
+from ambient_p2p.core.leader_policy import LEADER_SKIP_GRACE_SLOTS, Build, Skip, WaitForParent, leader_decision
+from ambient_p2p.core.pools import Mempool, VotePool
+from ambient_p2p.core.slots import SlotState as S
+
+H0, HA, HB = b"\x00" * 32, b"\xaa" * 32, b"\xbb" * 32
+KEYS = [Keypair.deterministic("policy", i) for i in range(4)]
+STAKES = {k.pubkey: 1 for k in KEYS}
+
+
+# -- SlotTracker ----------------------------------------------------------------------------
+SLOT, HELD_PARENT = 10, 5  # HELD_PARENT stays partial, so a FULL slot on it waits
+
+
+def _tracker() -> sl.SlotTracker:
+    t = sl.SlotTracker(0, H0)
+    t.handle(sl.ShredsStored(HELD_PARENT, 0))
+    return t
+
+
+def _bring(t: sl.SlotTracker, state: S) -> None:
+    """Drive SLOT into ``state``."""
+    if state is S.ABSENT:
+        return
+    if state is S.PARTIAL:
+        t.handle(sl.ShredsStored(SLOT, 0))
+    elif state is S.FULL:
+        t.handle(sl.Completed(SLOT, HELD_PARENT))
+    elif state is S.REPLAYING:
+        assert t.handle(sl.Completed(SLOT, 0)) == [sl.Replay(SLOT, 0)]
+    elif state is S.FROZEN:
+        _bring(t, S.REPLAYING)
+        t.handle(sl.Replayed(SLOT, HA))
+    elif state is S.DEAD:
+        _bring(t, S.REPLAYING)
+        t.handle(sl.ReplayFailed(SLOT, "bad-x"))
+    elif state is S.DUMPED:
+        _bring(t, S.FROZEN)
+        t.handle(sl.DuplicateConfirmed(SLOT, HB))
+    assert t.state(SLOT) is state
+
+
+def _event(kind: type, state: S) -> sl.Event:
+    parent = HELD_PARENT if state in (S.FULL, S.DUMPED, S.ABSENT, S.PARTIAL) else 0
+    return {
+        sl.ShredsStored: lambda: sl.ShredsStored(SLOT, parent),
+        sl.Completed: lambda: sl.Completed(SLOT, parent),
+        sl.Replayed: lambda: sl.Replayed(SLOT, HA),
+        sl.ReplayFailed: lambda: sl.ReplayFailed(SLOT, "bad-y"),
+        sl.Produced: lambda: sl.Produced(SLOT, 0, HA),
+        sl.LoadedDead: lambda: sl.LoadedDead(SLOT, 0),
+        sl.DuplicateConfirmed: lambda: sl.DuplicateConfirmed(SLOT, HB),
+    }[kind]()
+
+
+@pytest.mark.parametrize(("key", "row"), list(sl.TRANSITIONS.items()),
+                         ids=[f"{s.value}-{e.__name__}" for s, e in sl.TRANSITIONS])
+def test_slot_transition_row(key: tuple[S, type], row: tuple[S | None, tuple[type, ...]]) -> None:
+    state, kind = key
+    nxt, kinds = row
+    t = _tracker()
+    _bring(t, state)
+    effects = t.handle(_event(kind, state))
+    assert t.state(SLOT) is (nxt or state)
+    assert {type(e) for e in effects} <= set(kinds)
+    assert set(kinds) - {sl.ClearDead} <= {type(e) for e in effects}  # ClearDead only if something died
+
+
+def test_slot_events_outside_the_table_raise_and_pruned_slots_ignore() -> None:
+    t = _tracker()
+    _bring(t, S.PARTIAL)
+    with pytest.raises(sl.TransitionError) as e:
+        t.handle(sl.Replayed(SLOT, HA))
+    assert e.value.reason == "bad-slot-transition"
+    t2 = _tracker()
+    _bring(t2, S.FROZEN)
+    with pytest.raises(sl.TransitionError):
+        t2.handle(sl.Produced(SLOT, 0, HA))
+    t2.handle(sl.Rooted(SLOT))
+    assert t2.state(3) is S.PRUNED and t2.handle(sl.Completed(3, 0)) == []
+
+
+def test_frozen_dump_guard_keeps_the_confirmed_version() -> None:
+    t = _tracker()
+    _bring(t, S.FROZEN)
+    assert t.handle(sl.DuplicateConfirmed(SLOT, HA)) == [] and t.is_frozen(SLOT)
+
+
+def test_parents_replay_before_children_and_dead_parents_kill_children() -> None:
+    t = sl.SlotTracker(0, H0)
+    assert t.handle(sl.Completed(3, 2)) == []  # parent unknown: waits
+    assert t.handle(sl.Completed(4, 3)) == []
+    assert t.repair_candidates(100) == ({2}, {2})  # 2 is an orphan: named, nothing held
+    assert t.handle(sl.Completed(2, 0)) == [sl.Replay(2, 0)]
+    assert t.handle(sl.Replayed(2, HA)) == [sl.SlotFrozen(2, 0, HA), sl.Replay(3, 2)]
+    assert t.handle(sl.ReplayFailed(3, "bad-z")) == [sl.MarkDead(3, "bad-z"),
+                                                     sl.MarkDead(4, "parent-dead: parent 3 failed replay")]
+    assert t.dead_slots() == [3, 4] and t.repair_candidates(100) == (set(), set())
+
+
+def test_unknown_leader_waits_until_a_root_makes_it_known() -> None:
+    known: set[int] = set()
+    t = sl.SlotTracker(0, H0, leader_known=lambda s: s in known)
+    assert t.handle(sl.Completed(1, 0)) == [] and t.state(1) is S.FULL
+    known.add(1)
+    assert t.handle(sl.Rooted(0)) == [sl.Replay(1, 0)]
+
+
+def test_dump_purges_what_froze_on_our_version_and_revives_what_died_on_it() -> None:
+    t = sl.SlotTracker(0, H0)
+    for s, p in ((1, 0), (2, 1), (5, 1), (6, 5)):
+        t.handle(sl.Completed(s, p))
+        if s != 5:
+            t.handle(sl.Replayed(s, HA)) if s != 6 else None
+    t.handle(sl.ReplayFailed(5, "bad-chained-merkle-root"))  # built on the other version of 1
+    assert t.is_dead(6)
+    eff = t.handle(sl.DuplicateConfirmed(1, HB))
+    assert eff == [sl.Purge((1, 2)), sl.ClearDead(5), sl.ClearDead(6), sl.RepairSlot(1, HB)]
+    assert t.state(1) is S.DUMPED and t.state(2) is S.ABSENT and t.state(5) is S.FULL
+    assert 1 in t.repair_candidates(100)[0]
+    assert t.handle(sl.Completed(1, 0)) == [sl.Replay(1, 0)]  # the confirmed version arrives
+    assert t.handle(sl.Replayed(1, HB))[1:] == [sl.Replay(5, 1)]
+
+
+def test_a5_dead_own_version_is_dumped_and_repaired() -> None:
+    """agave cluster_slot_state_verifier: (Dead, DuplicateConfirmed(h)) ->
+    RepairDuplicateConfirmedVersion. Our version of slot 1 died; votes confirm hash B."""
+    t = sl.SlotTracker(0, H0)
+    d = dup.DuplicateTracker()
+    t.handle(sl.Completed(1, 0))
+    t.handle(sl.ReplayFailed(1, "bad-chained-merkle-root"))
+    effects: list[Any] = []
+    for i, k in enumerate(KEYS[1:]):
+        v = Vote(k.pubkey, 1, HB, None, i, bytes(64))
+        effects += d.on_vote(v, dup.DeadHere(), 100, STAKES, 4)
+        assert len(effects) == (1 if i >= 2 else 0)  # 3/4 > 52 %, 2/4 is not
+    assert effects == [dup.DumpSlot(1, HB)]
+    out = t.handle(sl.DuplicateConfirmed(1, HB))
+    assert out == [sl.Purge((1,)), sl.ClearDead(1), sl.RepairSlot(1, HB)]
+    d.on_dumped(1, HB, 200)
+    assert set(d.pending_receipts()) == {1} and 1 in t.repair_candidates(10)[0]
+    assert d.on_vote(Vote(KEYS[0].pubkey, 1, HB, None, 9, bytes(64)), dup.DeadHere(), 1, STAKES, 4) == []  # once
+
+
+def test_votes_pending_on_a_slot_that_then_dies_count_for_its_other_version() -> None:
+    d = dup.DuplicateTracker()
+    for k in KEYS[1:]:
+        assert d.on_vote(Vote(k.pubkey, 7, HB, None, 0, bytes(64)), dup.Unknown(), 5, STAKES, 4) == []
+    assert d.on_dead(7, STAKES, 4) == [dup.DumpSlot(7, HB)] and d.pending_receipts() == {}
+
+
+# -- DuplicateTracker rows ------------------------------------------------------------------
+def test_duplicate_rows() -> None:
+    d = dup.DuplicateTracker()
+    v = Vote(KEYS[1].pubkey, 3, HB, None, 5, bytes(64))
+    assert d.on_vote(v, dup.Unknown(), 10, STAKES, 4) == [] and d.pending_receipts() == {3: 10}  # unknown
+    older = Vote(KEYS[1].pubkey, 3, HA, None, 4, bytes(64))
+    d.on_vote(older, dup.Unknown(), 11, STAKES, 4)
+    assert d.pending[3][KEYS[1].pubkey][0] is v  # latest per voter per slot
+    assert d.on_frozen(3) == [dup.CountVotes((v,))] and d.pending == {}  # pending -> frozen
+    assert d.on_vote(v, dup.FrozenAs(HB), 12, STAKES, 4) == [] and d.foreign == {}  # same hash: dropped
+    assert d.on_vote(v, dup.FrozenAs(HA), 12, STAKES, 4) == [] and 3 in d.foreign  # other hash: foreign
+    d.prune(3)
+    assert d.foreign == {} and d.on_vote(v, dup.Unknown(), 13, STAKES, 4) == [] and d.pending == {}
+
+
+def test_pending_votes_are_bounded_lowest_first() -> None:
+    d = dup.DuplicateTracker()
+    for s in range(1, dup.MAX_PENDING_VOTE_SLOTS + 11):
+        d.on_vote(Vote(KEYS[1].pubkey, s, HA, None, 0, bytes(64)), dup.Unknown(), 0, STAKES, 4)
+    assert len(d.pending) == dup.MAX_PENDING_VOTE_SLOTS and min(d.pending) == 11
+
+
+# -- Readiness -----------------------------------------------------------------------------
+def test_readiness_rows_and_sync_end() -> None:
+    r = rd.Readiness(syncing=True, started_ms=1000, slot_ms=100)
+    assert r.may_produce(1000 + rd.SYNC_TIMEOUT_SLOTS * 100) is False
+    assert r.may_produce(1001 + rd.SYNC_TIMEOUT_SLOTS * 100) is True
+    r.handle(rd.SlotFrozen(5, 900, own=False))  # older than our start: no evidence
+    assert r.evaluate(best=5, now_mono_ms=0, pending={}) == [] and r.syncing
+    r.handle(rd.SlotFrozen(11, 1100, own=True))  # our own: no evidence
+    assert r.evaluate(best=11, now_mono_ms=0, pending={}) == [] and r.syncing
+    r.handle(rd.SlotFrozen(12, 1200, own=False))
+    r.handle(rd.RepairWanted(frozenset({14}), orphans=False))  # behind: stays syncing
+    assert r.evaluate(best=12, now_mono_ms=0, pending={}) == [] and r.no_vote_reason(behind=False, isolated=False) == "syncing"
+    r.handle(rd.RepairWanted(frozenset(), orphans=False))
+    assert r.evaluate(best=12, now_mono_ms=0, pending={}) == [rd.SyncEnded(12)] and not r.syncing
+    assert r.no_vote_reason(behind=False, isolated=False) is None
+    assert r.no_vote_reason(behind=True, isolated=False) == "behind"
+    assert r.no_vote_reason(behind=False, isolated=True) == "isolated"
+    r.handle(rd.SlotDumped(12))
+    r.handle(rd.Rooted(20))
+    assert r.mode is rd.Mode.LIVE and set(rd.TRANSITIONS) == {(m, e) for m in rd.Mode for e in
+                                                             (rd.SlotFrozen, rd.RepairWanted, rd.SlotDumped, rd.Rooted)}
+
+
+def test_behind_is_a_pure_query() -> None:
+    r = rd.Readiness(syncing=False, started_ms=0, slot_ms=100)
+    assert not r.behind(best=5, now_mono_ms=10_000, pending={})
+    assert r.behind(best=5, now_mono_ms=10_000, pending={7: 10_000 - rd.BEHIND_WINDOW_MS + 1})
+    assert not r.behind(best=5, now_mono_ms=10_000, pending={7: 10_000 - rd.BEHIND_WINDOW_MS})  # stale
+    assert not r.behind(best=7, now_mono_ms=10_000, pending={7: 10_000})  # not above best
+    r.handle(rd.RepairWanted(frozenset({3}), orphans=False))
+    assert not r.behind(best=5, now_mono_ms=0, pending={}) and r.behind(best=2, now_mono_ms=0, pending={})
+    r.handle(rd.RepairWanted(frozenset(), orphans=True))
+    assert r.behind(best=100, now_mono_ms=0, pending={}) and r.behind(best=100, now_mono_ms=0, pending={})
+
+
+def test_isolation_counts_other_leaders_slots() -> None:
+    me, other = b"m" * 32, b"o" * 32
+    r = rd.Readiness(syncing=False, started_ms=0, slot_ms=100)
+    lead = lambda s: me if s % 2 else other  # noqa: E731
+    assert r.isolated(current_slot=60, leader_of=lead, me=me, alone_supermajority=False)
+    assert not r.isolated(current_slot=60, leader_of=lead, me=me, alone_supermajority=True)
+    r.handle(rd.SlotFrozen(57, 0, own=False))
+    assert not r.isolated(current_slot=60, leader_of=lead, me=me, alone_supermajority=False)
+    # ISOLATION_SLOTS of other leaders' slots must pass: 2 * 12 slots later with alternating leaders
+    assert r.isolated(current_slot=57 + 2 + 2 * rd.ISOLATION_SLOTS, leader_of=lead, me=me, alone_supermajority=False)
+    assert not r.isolated(current_slot=57 + 2 * rd.ISOLATION_SLOTS, leader_of=lead, me=me, alone_supermajority=False)
+
+
+# -- leader policy -------------------------------------------------------------------------
+def test_leader_decision_rows() -> None:
+    kw: dict[str, Any] = {"start_ms": 1000.0, "slot_ms": 100.0, "best_frozen": True, "best_is_own": False,
+                          "behind": False, "may_produce": True}
+    assert leader_decision(1000, 10, 10, **kw) == Skip("parent-ahead")
+    assert leader_decision(1000, 10, 9, **{**kw, "best_frozen": False}) == WaitForParent("parent-not-frozen")
+    assert leader_decision(1000, 10, 9, **{**kw, "behind": True}) == WaitForParent("behind")
+    assert leader_decision(1000, 10, 9, **{**kw, "may_produce": False}) == WaitForParent("syncing")
+    assert leader_decision(1000, 10, 9, **kw) == Build(9)
+    assert leader_decision(1000, 10, 7, **{**kw, "best_is_own": True}) == Build(7)
+    deadline = 1000 + LEADER_SKIP_GRACE_SLOTS * 100
+    assert leader_decision(1000, 10, 7, **kw) == WaitForParent("grace", deadline)
+    assert leader_decision(int(deadline), 10, 7, **kw) == Build(7)
+
+
+# -- finality ------------------------------------------------------------------------------
+def test_finality_needs_a_supermajority_of_reported_roots() -> None:
+    f = Finality(KEYS[0].pubkey, [0, 1, 2, 3, 5, 8])
+    assert f.finalized_slot(8, STAKES) == 0  # only our root reported: 1/4
+    f.on_voter_root(KEYS[1].pubkey, 6)
+    assert f.finalized_slot(8, STAKES) == 0  # 2/4 is no supermajority
+    f.on_voter_root(KEYS[2].pubkey, 3)
+    assert f.finalized_slot(8, STAKES) == 3  # 3/4 reached at root 3 (8, 6, 3)
+    f.on_voter_root(KEYS[3].pubkey, 7)
+    assert f.finalized_slot(8, STAKES) == 5  # 8, 7, 6: cap 6 -> our highest rooted slot <= 6
+    f.on_voter_root(KEYS[2].pubkey, 2)  # lower reports are ignored
+    assert f.voter_roots[KEYS[2].pubkey] == 3
+    f.on_voter_root(KEYS[2].pubkey, 9)
+    assert f.finalized_slot(6, STAKES) == 5 and f.finalized_count(6, STAKES) == 4  # own root 6 caps it
+    f.prune({KEYS[0].pubkey: 1})
+    assert f.voter_roots == {}
+
+
+def test_finality_root_history_is_bounded() -> None:
+    f = Finality(KEYS[0].pubkey)
+    f.on_rooted(range(1, ROOT_HISTORY_LEN + 101))
+    assert len(f.history) == ROOT_HISTORY_LEN and f.rooted_count == ROOT_HISTORY_LEN + 100
+    assert f.finalized_slot(ROOT_HISTORY_LEN + 100, {KEYS[0].pubkey: 1}) == ROOT_HISTORY_LEN + 100
+    assert f._rooted_at_or_below(100) == (100, 100)  # dropped: the last dropped is 100
+    assert f._rooted_at_or_below(50) == (0, 0)  # unknown now: conservative
+
+
+# -- Consensus no-vote reasons -------------------------------------------------------------
+def test_decide_reports_why_it_did_not_vote() -> None:
+    c = Consensus(KEYS[0], STAKES)
+    assert c.try_vote(0) == NotVoted("no-candidate", 0) and c.decide(0) == [] and c.last_no_vote_reason == "no-candidate"
+    c.forkchoice.add_slot(1, 0)  # in fork choice, no bank hash
+    assert c.try_vote(0) == NotVoted("not-replayed", 1)
+    c.on_replayed(2, 1, HA)
+    c.bank_hashes[1] = HA
+    effects = c.decide(0)
+    assert [type(e) for e in effects] == [PersistTower, SendVote] and c.last_no_vote_reason is None
+    assert c.try_vote(0) == NotVoted("already-voted", 2)
+    c.on_replayed(3, 1, HB)  # a sibling fork of 2 at the same weight
+    for k in KEYS[1:]:
+        c.forkchoice.add_vote(k.pubkey, 3)
+    assert c.try_vote(0) == NotVoted("locked-out", 3)
+
+
+# -- pools ---------------------------------------------------------------------------------
+def _tx(i: int) -> bytes:
+    return b"\x01" + i.to_bytes(64, "big") + b"body"
+
+
+def test_mempool_rows() -> None:
+    m = Mempool(cap=3, ttl_ms=100)
+    assert m.add(_tx(1), 0) and not m.add(_tx(1), 5) and m.received_ms(_tx(1)) == 0  # dedupe keeps the first
+    assert not m.add(b"\x01short", 0)
+    m.add(_tx(2), 50)
+    m.add(_tx(3), 60)
+    m.add(_tx(4), 70)  # over the cap: the oldest goes
+    assert m.take(80) == [_tx(2), _tx(3), _tx(4)] and m.evicted == 1
+    assert m.take(155) == [_tx(3), _tx(4)] and m.expired == 1  # 2 is 105 ms old
+    m.remove([_tx(3), _tx(9)])
+    assert m.take(155) == [_tx(4)]
+
+
+class _VT:
+    def __init__(self, voter: bytes, slot: int) -> None:
+        self.vote = Vote(voter, slot, HA, None, 0, bytes(64))
+
+
+def test_vote_pool_rows() -> None:
+    p = VotePool()
+    a1, a2, b1 = _VT(b"a" * 32, 1), _VT(b"a" * 32, 2), _VT(b"b" * 32, 1)
+    assert p.add(b1) and p.add(a1) and p.add(a2) and not p.add(a1)  # type: ignore[arg-type]
+    assert p.take() == [a2, b1]
+    taken = p.take()
+    p.add(_VT(b"b" * 32, 3))  # type: ignore[arg-type]  # newer while building
+    p.remove_included(taken)
+    assert [vt.vote.slot for vt in p.take()] == [3]
+    p.prune(4)
+    assert len(p) == 0
+
+
+class MempoolMachine(RuleBasedStateMachine):
+    """Cap and TTL hold whatever the sequence; take() is in arrival order of the live ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = Mempool(cap=8, ttl_ms=50)
+        self.now = 0
+        self.model: dict[bytes, int] = {}  # key -> received
+
+    @rule(i=st.integers(0, 20))
+    def add(self, i: int) -> None:
+        raw = _tx(i)
+        if self.m.add(raw, self.now):
+            self.model[raw] = self.now
+
+    @rule(dt=st.integers(0, 30))
+    def tick(self, dt: int) -> None:
+        self.now += dt
+
+    @rule()
+    def take(self) -> None:
+        got = self.m.take(self.now)
+        assert all(self.now - self.model[r] <= 50 for r in got)  # TTL
+        assert [self.model[r] for r in got] == sorted(self.model[r] for r in got)
+        assert len(set(got)) == len(got)
+
+    @rule(i=st.integers(0, 20))
+    def include(self, i: int) -> None:
+        self.m.remove([_tx(i)])
+
+    @invariant()
+    def capped(self) -> None:
+        assert len(self.m) <= 8
+
+
+class SlotMachine(RuleBasedStateMachine):
+    """Random inserts, replay results, own slots, duplicate confirmations and roots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = sl.SlotTracker(0, H0)
+        self.replaying: set[int] = set()
+        self.marked_dead: set[int] = set()
+
+    def _run(self, ev: sl.Event) -> None:
+        for e in self.t.handle(ev):
+            if isinstance(e, sl.Replay):
+                assert self.t.is_frozen(e.parent) and e.slot > e.parent
+                self.replaying.add(e.slot)
+            elif isinstance(e, sl.MarkDead):
+                self.marked_dead.add(e.slot)
+            elif isinstance(e, sl.ClearDead):
+                self.marked_dead.discard(e.slot)
+            elif isinstance(e, sl.Purge):
+                self.marked_dead -= set(e.slots)
+
+    @rule(slot=st.integers(1, 30), back=st.integers(1, 4), full=st.booleans())
+    def insert(self, slot: int, back: int, full: bool) -> None:
+        parent = max(0, slot - back)
+        st_ = self.t.state(slot)
+        if st_ in (S.PRUNED,):
+            return
+        if full:
+            self._run(sl.Completed(slot, self.t.parent(slot) if self.t.parent(slot) is not None else parent))
+        else:
+            self._run(sl.ShredsStored(slot, parent))
+
+    @precondition(lambda self: any(self.t.state(s) is S.REPLAYING for s in self.replaying))
+    @rule(data=st.data(), ok=st.booleans())
+    def replay_result(self, data: st.DataObject, ok: bool) -> None:
+        slot = data.draw(st.sampled_from(sorted(s for s in self.replaying if self.t.state(s) is S.REPLAYING)))
+        self._run(sl.Replayed(slot, HA) if ok else sl.ReplayFailed(slot, "bad"))
+
+    @rule(slot=st.integers(1, 30))
+    def produce(self, slot: int) -> None:
+        frozen = [s for s in self.t.frozen_slots() if s < slot]
+        if self.t.state(slot) in (S.ABSENT, S.PARTIAL, S.FULL) and frozen:
+            self._run(sl.Produced(slot, max(frozen), HA))
+
+    @rule(slot=st.integers(1, 30))
+    def confirm_other(self, slot: int) -> None:
+        self._run(sl.DuplicateConfirmed(slot, HB))
+
+    @rule(data=st.data())
+    def root(self, data: st.DataObject) -> None:
+        frozen = [s for s in self.t.frozen_slots() if s > self.t.root]
+        if frozen:
+            self._run(sl.Rooted(data.draw(st.sampled_from(frozen))))
+
+    @invariant()
+    def consistent(self) -> None:
+        t = self.t
+        frozen, dead = set(t.frozen_slots()), set(t.dead_slots())
+        assert not frozen & dead
+        for s in frozen - {t.root}:
+            p = t.parent(s)
+            assert p is not None and (p in frozen or p <= t.root), (s, p)
+        assert t.full == {s for s, x in t.states.items() if x is S.FULL}
+        assert t.partial == {s for s, x in t.states.items() if x is S.PARTIAL}
+        assert all(s >= t.root for s in t.states) and t.is_frozen(t.root)
+        assert {s for s in self.marked_dead if s > t.root} == {s for s in dead if t.reasons.get(s) != "loaded"}
+
+
+TestMempoolMachine = MempoolMachine.TestCase
+TestMempoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestSlotMachine = SlotMachine.TestCase
+TestSlotMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
