@@ -422,3 +422,77 @@ def test_a_dead_own_version_is_dumped_once_another_is_confirmed_and_repaired(tmp
         assert all(v.cons.forkchoice.latest_vote[k.pubkey] == 1 for k in voters)
     finally:
         v.close()
+
+
+def test_voting_service_makes_the_tower_durable_before_the_vote_leaves(tmp_path: Path) -> None:
+    """agave voting_service.rs: the tower on disk already holds the vote when the vote is
+    handed on (own vote pool, gossip), and a full queue drops and counts instead of blocking."""
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.core.vote_program import parse_vote_transaction, vote_transaction
+    from ambient_p2p.node.voting import VOTE_QUEUE_LEN, VoteOp, VotingService
+
+    seen: list[int | None] = []
+
+    async def on_durable(vt) -> None:  # type: ignore[no-untyped-def]
+        t = read_tower(tmp_path / "tower.cbor", KEYS[0].pubkey)
+        seen.append(None if t is None else t.last_voted_slot)
+        assert vt.vote.slot == t.last_voted_slot  # type: ignore[union-attr]
+
+    svc = VotingService(tmp_path / "tower.cbor", on_durable)
+    tower = Tower()
+    for slot in (1, 2, 3):
+        tower.record_vote(slot)
+        vote = sign_message(Vote(KEYS[0].pubkey, slot, bytes(32), None, 0, bytes(64)), KEYS[0], "vote")
+        vt = parse_vote_transaction(vote_transaction(KEYS[0], vote, bytes(32)))
+        assert svc.submit(VoteOp(tower.to_record(KEYS[0]), vt))
+    trio.run(svc.drain)
+    assert seen == [1, 2, 3] and svc.written == 3
+    for _ in range(VOTE_QUEUE_LEN):
+        svc.submit(VoteOp(tower.to_record(KEYS[0]), None))
+    assert not svc.submit(VoteOp(tower.to_record(KEYS[0]), None)) and svc.dropped == 1
+
+
+def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: Path) -> None:
+    """The leader task on virtual time (trio MockClock): a lone validator leads every slot;
+    it builds each slot once, on the previous one, waking about once per slot (no 10 ms
+    polling), with the stall monitor reporting."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.node import services
+    from ambient_p2p.node.clock import Clock
+
+    g = _genesis(n=1, slots_per_epoch=64)
+    d = tmp_path / "v"
+    d.mkdir()
+    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
+    # inline work: a worker thread would let the mock clock jump while it runs
+    v = Validator(KEYS[0], g, d, clock=Clock.fixed(lambda: 0), offload=False)
+    v.load()
+    v.clock = clock
+    decisions: list[int] = []
+    stall: dict[str, object] = {}
+    real = services.leader_decision
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        decisions.append(a[1])
+        return real(*a, **kw)
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(services.leader_service, v)
+            n.start_soon(v.voting.run)
+            n.start_soon(services.stall_monitor, v)
+            await trio.sleep(20.5 * v.slot_ms / 1000)
+            stall.update(v.status()["consensus"]["loop_stall_ms"])
+            n.cancel_scope.cancel()
+
+    services.leader_decision = counting  # type: ignore[assignment]
+    try:
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+    finally:
+        services.leader_decision = real  # type: ignore[assignment]
+        v.close()
+    assert v.stats.produced == 20 and sorted(v.slots.own) == list(range(1, 21))
+    assert decisions == list(range(1, 21))  # one decision per slot: it slept in between
+    assert v.cons.tower.last_voted_slot == 20 and stall["n"] == len(v.loop_stall) > 0

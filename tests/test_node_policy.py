@@ -440,3 +440,29 @@ TestMempoolMachine = MempoolMachine.TestCase
 TestMempoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestSlotMachine = SlotMachine.TestCase
 TestSlotMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# -- the spec's tables are the code's ------------------------------------------------------
+_SPEC = __import__("pathlib").Path(__file__).resolve().parent.parent / "spec" / "node.md"
+
+
+def test_spec_constants_match_the_code() -> None:
+    import importlib
+    import re
+
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \| ([a-z_/]+\.py) \|", _SPEC.read_text(), re.M)
+    assert len(rows) >= 25
+    for name, value, where in rows:
+        mod = importlib.import_module("ambient_p2p." + where.removesuffix(".py").replace("/", "."))
+        expect = 10**12 if value.strip() == "10^12" else float(value)
+        assert getattr(mod, name) == expect, (name, where)
+
+
+def test_spec_slot_table_is_the_code_table() -> None:
+    import re
+
+    text = _SPEC.read_text().split("## Slot lifecycle", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([a-z]+) \| `(\w+)` \| ([a-z]+) \| (.+) \|$", text, re.M)
+    code = {(s.value, e.__name__): ((n or s).value, ", ".join(f"`{k.__name__}`" for k in ks) or "-")
+            for (s, e), (n, ks) in sl.TRANSITIONS.items()}
+    assert {(a, b): (c, d) for a, b, c, d in rows} == code

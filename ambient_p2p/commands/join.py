@@ -211,7 +211,10 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
         from ..devnet.equivocate import EquivocatingProducer
 
         producer = EquivocatingProducer(genesis, args.equivocate_slot, args.equivocate_split, random.Random())
-    return Validator(kp, genesis, data_dir, producer=producer)
+    # measurement knob: AMBIENT_NODE_INLINE_WORK=1 runs insert/replay/build/tower writes on
+    # the event loop (the pre-issue-11 shape), for A/B loop-stall figures (spec/node.md)
+    inline = os.environ.get("AMBIENT_NODE_INLINE_WORK") == "1"
+    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -169,7 +169,7 @@ class Validator:
 
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
-                 producer: ProducerStrategy | None = None) -> None:
+                 producer: ProducerStrategy | None = None, offload: bool = True) -> None:
         self.kp, self.genesis, self.data_dir = kp, genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
         self.rng = rng or random.Random()
@@ -200,7 +200,7 @@ class Validator:
         self.port: NetPort | None = None
         self.inbox_send, self.inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self.inbox_dropped = 0
-        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable)
+        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
         self.ledger_lock = trio.Lock()
         self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
@@ -210,6 +210,7 @@ class Validator:
         self._loading_roots: set[int] = set()
         self._replays: list[sl.Replay] = []
         self.loaded = False
+        self.offload = offload  # False: heavy work inline on the trio thread (A/B measurement only)
 
     @property
     def stakes(self) -> Mapping[bytes, int]:
@@ -222,6 +223,8 @@ class Validator:
         return self.genesis_ms + slot * self.slot_ms
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
+        if not self.offload:
+            return fn(*args)
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiters[kind])
 
     def _leaders(self) -> Callable[[int], bytes | None]:

@@ -53,8 +53,9 @@ class VoteOp:
 
 
 class VotingService:
-    def __init__(self, path: Path, on_durable: Callable[[VoteTx], Awaitable[None]]) -> None:
+    def __init__(self, path: Path, on_durable: Callable[[VoteTx], Awaitable[None]], offload: bool = True) -> None:
         self.path = path
+        self.offload = offload
         self.on_durable = on_durable
         self.send, self.recv = trio.open_memory_channel[VoteOp](VOTE_QUEUE_LEN)
         self.limiter = trio.CapacityLimiter(1)
@@ -70,7 +71,10 @@ class VotingService:
             return False
 
     async def _one(self, op: VoteOp) -> None:
-        await trio.to_thread.run_sync(write_tower, self.path, op.record, limiter=self.limiter)
+        if self.offload:
+            await trio.to_thread.run_sync(write_tower, self.path, op.record, limiter=self.limiter)
+        else:
+            write_tower(self.path, op.record)
         self.written += 1
         if op.vote is not None:
             await self.on_durable(op.vote)
