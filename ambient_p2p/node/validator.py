@@ -337,6 +337,8 @@ class Validator:
         """Perform queued Replay effects (parents first: the tracker orders them)."""
         while self._replays:
             r = self._replays.pop(0)
+            if self.slots.state(r.slot) is not sl.SlotState.REPLAYING or self.slots.parent(r.slot) != r.parent:
+                continue  # superseded (a dump sent it back to full; a later Replay is queued)
             leader, parent = self.book.leader(r.slot), self.banks.get(r.parent)
             if leader is None or parent is None:  # cannot happen: the tracker checked both
                 self._perform(self.slots.handle(sl.ReplayFailed(r.slot, "no-leader-or-parent")))
@@ -518,6 +520,9 @@ class Validator:
     async def produce(self, slot: int, parent: int) -> None:
         """Build ``slot`` on ``parent`` in a worker thread, store it, deliver it, decide."""
         async with self.ledger_lock:
+            if parent not in self.banks or not self.slots.is_frozen(parent) or self.slots.state(slot) not in (
+                    sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL):
+                return  # the parent was dumped or pruned while we waited for the lock
             txs, votes, parent_res = self.mempool.take(self.clock.mono_ms()), self.vote_pool.take(), self.banks[parent]
             built, variants, res, metas = await self._thread(
                 "build", _build_job, self.kp, self.genesis, parent, parent_res, slot, txs, votes,
