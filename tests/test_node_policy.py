@@ -436,6 +436,45 @@ class SlotMachine(RuleBasedStateMachine):
         assert {s for s in self.marked_dead if s > t.root} == {s for s in dead if t.reasons.get(s) != "loaded"}
 
 
+class VotePoolMachine(RuleBasedStateMachine):
+    """One entry per voter, always its highest-slot vote seen since it last left; take() in
+    voter order; nothing below the root survives a prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = VotePool()
+        self.best: dict[bytes, int] = {}  # model: voter -> highest slot added since it left
+        self.root = 0
+
+    @rule(v=st.integers(0, 5), slot=st.integers(0, 40))
+    def add(self, v: int, slot: int) -> None:
+        voter = bytes([v]) * 32
+        self.p.add(_VT(voter, slot))  # type: ignore[arg-type]
+        if slot >= self.root and (voter not in self.best or slot > self.best[voter]):
+            self.best[voter] = slot
+
+    @rule(n=st.integers(0, 6))
+    def include(self, n: int) -> None:
+        taken = self.p.take()[:n]
+        self.p.remove_included(taken)
+        for vt in taken:
+            del self.best[vt.vote.voter]
+
+    @rule(r=st.integers(0, 40))
+    def prune(self, r: int) -> None:
+        self.root = max(self.root, r)
+        self.p.prune(self.root)
+        self.best = {v: s for v, s in self.best.items() if s >= self.root}
+
+    @invariant()
+    def latest_per_voter(self) -> None:
+        got = self.p.take()
+        assert [vt.vote.voter for vt in got] == sorted(self.best)
+        assert all(vt.vote.slot == self.best[vt.vote.voter] >= self.root for vt in got)
+
+
+TestVotePoolMachine = VotePoolMachine.TestCase
+TestVotePoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestMempoolMachine = MempoolMachine.TestCase
 TestMempoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestSlotMachine = SlotMachine.TestCase

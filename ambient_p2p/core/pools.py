@@ -12,7 +12,8 @@ Mempool (pending transactions)
 4. After a slot is built, every transaction it included or refused is removed.
 
 VotePool (the latest vote transaction of each voter with vote weight)
-5. A voter's entry is replaced only by a vote for a higher slot.
+5. A voter's entry is replaced only by a vote for a higher slot; a vote below the last
+   pruned root is refused.
 6. ``take()`` returns the entries in voter order (deterministic).
 7. After a slot is built, an included entry is removed unless a newer one replaced it.
 8. ``prune(root)`` drops entries for slots below the root.
@@ -43,6 +44,7 @@ MEMPOOL_TRANSITIONS: dict[tuple[str, str], str] = {
 }
 VOTEPOOL_TRANSITIONS: dict[tuple[str, str], str] = {
     ("absent", "add"): "latest",
+    ("absent", "add-below-root"): "absent",
     ("latest", "add-newer"): "latest",  # replaced
     ("latest", "add-not-newer"): "latest",  # ignored
     ("latest", "included"): "absent",
@@ -101,6 +103,7 @@ class Mempool:
 class VotePool:
     def __init__(self) -> None:
         self._latest: dict[bytes, VoteTx] = {}
+        self.root = 0
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -110,6 +113,8 @@ class VotePool:
 
     def add(self, vt: VoteTx) -> bool:
         """Rule 5. True if ``vt`` is now its voter's entry."""
+        if vt.vote.slot < self.root:
+            return False
         old = self._latest.get(vt.vote.voter)
         if old is None or old.vote.slot < vt.vote.slot:
             self._latest[vt.vote.voter] = vt
@@ -128,4 +133,5 @@ class VotePool:
 
     def prune(self, root: int) -> None:
         """Rule 8."""
+        self.root = max(self.root, root)
         self._latest = {v: vt for v, vt in self._latest.items() if vt.vote.slot >= root}

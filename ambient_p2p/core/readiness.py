@@ -121,6 +121,7 @@ class Readiness:
             self.fresh.discard(ev.slot)
         elif isinstance(ev, Rooted):
             self.wanted = frozenset(s for s in self.wanted if s > ev.root)
+            self.fresh = {s for s in self.fresh if s > ev.root}
         self.mode = nxt
 
     def evaluate(self, *, best: int, now_mono_ms: int, pending: Mapping[int, int]) -> list[SyncEnded]:

@@ -297,7 +297,10 @@ class Validator:
             self.finality = Finality(self.kp.pubkey, roots)
             self.root_written = max(roots)
             self._loading_roots = set(roots)  # their landed votes credit LStake as they replay
-            self.banks[0] = SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
+            base_slot, base = self._base()
+            self.banks[base_slot] = base
+            self.slots = sl.SlotTracker(base_slot, base.bank.bank_hash or self.genesis.hash(),
+                                        leader_known=lambda s: self.book.leader(s) is not None)
             root, rooted = self.cons.root, set(roots)
             for m in metas:
                 if m.slot in dead:
@@ -312,6 +315,12 @@ class Validator:
             self._update_weights()
             self._prune()
             self.loaded = True
+
+    def _base(self) -> tuple[int, SlotResult]:
+        """The slot replay starts above: genesis. Restart from a bank snapshot plugs in
+        here (``ledger.snapshot.load_latest_node_snapshot(bs)``: its slot and bank, and
+        the credits and schedule state it carries), so that only slots above it replay."""
+        return 0, SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
