@@ -202,7 +202,7 @@ class Validator:
         self.inbox_dropped = 0
         self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
         self.ledger_lock = trio.Lock()
-        self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk")}
+        self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
         self.repair_now = trio.Event()
         self.store = BlockstoreShredStore(self.bs)
@@ -241,7 +241,12 @@ class Validator:
         return self.store
 
     def reqresp_handlers(self) -> dict[str, Any]:
-        return {PROTO_REPAIR_SLOT: slot_repair_handler(self.bs), PROTO_SHRED_PUSH: self.handle_push}
+        serve = slot_repair_handler(self.bs)
+
+        async def serve_slot(peer: Any, req: Any) -> Any:  # up to 64 blockstore reads: a worker thread
+            return await self._thread("serve", serve, peer, req)
+
+        return {PROTO_REPAIR_SLOT: serve_slot, PROTO_SHRED_PUSH: self.handle_push}
 
     async def handle_push(self, _peer: Any, req: ShredPush) -> ShredPushAck:
         """Shreds pushed to us directly take the verified insert, then replay."""
