@@ -1,5 +1,6 @@
 """The validator's services, one trio task each (spec/node.md "Services"; agave splits its
-validator the same way): ingest (gossip deliveries -> ledger), leader (slot clock ->
+validator the same way): ingest (gossip deliveries -> votes, pool, shred queue), replay
+(shred queue -> insert -> replay -> decide), leader (slot clock ->
 ``leader_decision`` -> build), repair (the repair plan -> requests -> ledger), voting
 (node/voting.py: tower durable, then the vote), cleanup (purge below the root), and a
 loop-stall monitor. They share the validator's machines under its ``ledger_lock``.
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
 SHREDS_PER_GOSSIP_MESSAGE = 32
 INGEST_BATCH_WAIT_S = 0.01
 INGEST_BATCH_MAX = 256
+#: Shred batches (a gossip burst, a repair round) waiting for insert + replay: ingest and
+#: repair ``await send`` into it, so they slow down when replay is busy (back-pressure).
+SHRED_QUEUE_LEN = 64
 #: While waiting for a parent in its own slot, the leader re-decides at least this often
 #: (readiness can change without a freeze, e.g. a pending vote ages out).
 LEADER_WAIT_RECHECK_S = 0.05
@@ -53,6 +57,7 @@ CLEANUP_KEEP_SLOTS = 4096
 async def run_services(v: Validator) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ingest_service, v)
+        nursery.start_soon(replay_service, v)
         nursery.start_soon(leader_service, v)
         nursery.start_soon(repair_service, v)
         nursery.start_soon(v.voting.run)
@@ -86,9 +91,19 @@ async def ingest_service(v: Validator) -> None:
                     v.add_vote_tx(vt)
                 elif item.kind == "txs":
                     v.add_tx(item.envelope.payload)
+        async with v.ledger_lock:
+            await v.decide()
         if packets:
             v.stats.shreds_in += len(packets)
-            await v.ingest_shreds(packets)
+            await v.shreds_send.send((packets, "gossip"))
+
+
+async def replay_service(v: Validator) -> None:
+    """Insert (verified) and replay shred batches from ingest and repair, then decide."""
+    async for packets, source in v.shreds_recv:
+        res = await v.ingest_shreds(packets)
+        if source == "repair":
+            v.stats.repaired_shreds += res.inserted + res.recovered
         async with v.ledger_lock:
             await v.decide()
 
@@ -177,10 +192,7 @@ async def repair_service(v: Validator) -> None:
                 peer = peers[(i + v.rng.randrange(len(peers))) % len(peers)]
                 nursery.start_soon(_repair_one, v, peer, proto, req, limiter, got)
         if got:
-            res = await v.ingest_shreds(got)
-            v.stats.repaired_shreds += res.inserted + res.recovered
-            async with v.ledger_lock:
-                await v.decide()
+            await v.shreds_send.send((got, "repair"))
 
 
 async def cleanup_service(v: Validator) -> None:
@@ -220,7 +232,8 @@ def status_fields(v: Validator) -> dict[str, Any]:
     s = v.stats
     fin = v.finalized_slot()
     stall = list(v.loop_stall)
-    chans = {"inbox": v.inbox_send.statistics(), "votes": v.voting.send.statistics()}
+    chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
+             "votes": v.voting.send.statistics()}
     return {
         "slot": cur, "leader": encode_address(leader) if leader else None,
         "processed": v.cons.processed_slot(), "confirmed": v.cons.confirmed_slot(), "finalized": fin,

@@ -25,6 +25,7 @@ from ..core import duplicates as dup
 from ..core import readiness as rd
 from ..core import slots as sl
 from ..core.bank import BlockError, parse_transaction
+from ..core.codec import encode
 from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from ..core.crypto import Keypair, encode_address
 from ..core.finality import Finality
@@ -40,13 +41,14 @@ from ..ledger.meta import BankHashRecord, SlotMeta
 from ..ledger.producer import genesis_bank
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
-from ..net.messages import GossipEnvelope
+from ..net.messages import GossipEnvelope, ShredBatch
 from ..net.reqresp import ShredStore
 from .clock import Clock
 from .leader import BuiltSlot, build_slot
-from .port import NetPort
+from .port import NetNodePort, NetPort
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredPush, ShredPushAck, slot_repair_handler
 from .schedule import ScheduleBook
+from .services import SHRED_QUEUE_LEN, SHREDS_PER_GOSSIP_MESSAGE, control, run_services, status_fields
 from .voting import VoteOp, VotingService, read_tower, write_tower
 
 __all__ = ["Validator", "read_tower", "slot_duration_ms", "write_tower"]
@@ -200,6 +202,7 @@ class Validator:
         self.port: NetPort | None = None
         self.inbox_send, self.inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self.inbox_dropped = 0
+        self.shreds_send, self.shreds_recv = trio.open_memory_channel[tuple[list[bytes], str]](SHRED_QUEUE_LEN)
         self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
         self.ledger_lock = trio.Lock()
         self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve")}
@@ -562,11 +565,8 @@ class Validator:
             await self.decide()
 
     async def _publish(self, variants: list[list[bytes]]) -> None:
-        from ..core.codec import encode
-        from ..net.messages import ShredBatch
-        from .services import SHREDS_PER_GOSSIP_MESSAGE as n
-
         assert self.port is not None
+        n = SHREDS_PER_GOSSIP_MESSAGE
         chunks = [[v[i:i + n] for i in range(0, len(v), n)] for v in variants]
         for i in range(max(len(c) for c in chunks)):
             for c in chunks:
@@ -575,8 +575,6 @@ class Validator:
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        from .services import status_fields
-
         return {"consensus": status_fields(self)}
 
     def lstake_table(self) -> dict[str, dict[str, int]]:
@@ -596,14 +594,9 @@ class Validator:
         return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        from .services import control
-
         return await control(self, req)
 
     async def run(self, node: Any) -> None:
-        from .port import NetNodePort
-        from .services import run_services
-
         self.port = NetNodePort(node)
         if not self.loaded:
             await self.aload()
