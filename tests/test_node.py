@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -496,3 +497,99 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
     assert v.stats.produced == 20 and sorted(v.slots.own) == list(range(1, 21))
     assert decisions == list(range(1, 21))  # one decision per slot: it slept in between
     assert v.cons.tower.last_voted_slot == 20 and stall["n"] == len(v.loop_stall) > 0
+
+
+class _FakeNet:
+    """In-process network for validators' ports: publish delivers to every other node
+    through its gossip payload checks; requests call the peer's handlers directly."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Validator] = {}
+        self.cut: set[str] = set()  # nodes whose messages (both ways) are dropped
+
+    def port(self, name: str) -> Any:
+        net = self
+
+        class Port:
+            async def publish(self, topic: str, data: bytes) -> None:
+                from ambient_p2p.net.gossip import Delivery
+                from ambient_p2p.net.messages import seal_envelope
+
+                v = net.nodes[name]
+                env = seal_envelope(v.kp, topic, data, 0)
+                for other, w in net.nodes.items():
+                    if other == name or {name, other} & net.cut:
+                        continue
+                    if w.payload_checks()[topic](env) is None:
+                        w.on_delivery(Delivery(topic, env, name, 0))
+
+            async def request(self, peer: str, proto: str, req: Any, timeout: float) -> Any:
+                from ambient_p2p.net.reqresp import PROTO_REPAIR, ReqRespError, repair_handler
+
+                if {name, peer} & net.cut:
+                    raise ReqRespError("timeout", "cut")
+                w = net.nodes[peer]
+                h = repair_handler(w.store) if proto == PROTO_REPAIR else w.reqresp_handlers()[proto]
+                out = h(None, req)
+                return await out if hasattr(out, "__await__") else out
+
+            def peers(self) -> list[str]:
+                return [] if name in net.cut else [p for p in net.nodes if p != name and p not in net.cut]
+
+            def peer_label(self, peer: str) -> str:
+                return peer
+
+        return Port()
+
+
+def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up(tmp_path: Path) -> None:
+    """All services (ingest, replay, leader, repair, voting) of four validators on virtual
+    time with an in-process network: they take turns as leader, vote, root the same chain;
+    a node cut off for 24 slots becomes isolated (no vote: ``last_no_vote_reason``), and
+    after the cut heals repairs what it missed and roots the same chain."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.node.clock import Clock
+    from ambient_p2p.node.services import run_services
+
+    g = _genesis(n=4, slots_per_epoch=64)
+    net = _FakeNet()
+    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
+    for i, k in enumerate(KEYS):
+        d = tmp_path / f"v{i}"
+        d.mkdir()
+        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
+        v.load()
+        v.clock = clock
+        v.port = net.port(f"v{i}")
+        net.nodes[f"v{i}"] = v
+    slot_s = slot_duration_ms(g) / 1000
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for v in net.nodes.values():
+                n.start_soon(run_services, v)
+            await trio.sleep(30 * slot_s)
+            net.cut.add("v3")
+            await trio.sleep(24 * slot_s)
+            seen["cut"] = net.nodes["v3"].status()["consensus"]
+            net.cut.clear()
+            await trio.sleep(60 * slot_s)
+            seen["end"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
+            n.cancel_scope.cancel()
+
+    try:
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+        cut, end = seen["cut"], seen["end"]
+        assert cut["isolated"] and cut["last_no_vote_reason"] == "isolated"
+        assert cut["finalized"] == 0  # no supermajority of reported roots reaches a cut node
+        assert all(c["finalized"] > 60 for c in end.values()), {k: c["finalized"] for k, c in end.items()}
+        assert not end["v3"]["isolated"] and end["v3"]["repaired_shreds"] > 0
+        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
+        top = min(max(c) for c in chains)
+        assert all({s: h for s, h in c.items() if s <= top} == {s: h for s, h in chains[0].items() if s <= top}
+                   for c in chains)
+    finally:
+        for v in net.nodes.values():
+            v.close()
