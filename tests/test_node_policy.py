@@ -505,3 +505,18 @@ def test_spec_slot_table_is_the_code_table() -> None:
     code = {(s.value, e.__name__): ((n or s).value, ", ".join(f"`{k.__name__}`" for k in ks) or "-")
             for (s, e), (n, ks) in sl.TRANSITIONS.items()}
     assert {(a, b): (c, d) for a, b, c, d in rows} == code
+
+
+def test_repair_plan_from_the_tracker_without_a_scan() -> None:
+    t = sl.SlotTracker(0, H0)
+    t.handle(sl.ShredsStored(3, 2))  # partial; names 2 (an orphan: nothing held)
+    t.handle(sl.Completed(5, 0))  # full, replaying: not wanted
+    t.handle(sl.ShredsStored(30, 29))  # too recent: at or above the horizon
+    plan, orphans, wanted = sl.repair_plan(t, current_slot=20, voted_slots=[4, 5, 19, 0], probe=False)
+    assert plan == [2, 3, 4] and orphans == {2} and wanted == {2, 3}  # 5 is held; 19 not < horizon 19
+    plan, _o, _w = sl.repair_plan(t, current_slot=20, voted_slots=[], probe=True)
+    assert plan == [2, 3, 15, 16, 17, 18]  # recent clock slots probed while syncing / isolated
+    many = sl.SlotTracker(0, H0)
+    for s in range(1, 100):
+        many.handle(sl.ShredsStored(s, s - 1))
+    assert sl.repair_plan(many, current_slot=200, voted_slots=[], probe=False)[0] == list(range(1, 33))

@@ -34,7 +34,7 @@ plan (:meth:`SlotTracker.repair_candidates`) never scans the blockstore.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -434,3 +434,32 @@ class SlotTracker:
         keep = {root, *self._descendants(root)}
         for s in [s for s, st in self.states.items() if st is S.FROZEN and s not in keep]:
             self._forget(s)
+
+
+#: Slots requested per repair round (lowest first), before the probes.
+REPAIR_SLOTS_PER_ROUND = 32
+#: While syncing or isolated, each round also probes this many recent clock slots.
+SYNC_PROBE_SLOTS = 4
+_LACKING = (S.ABSENT, S.PARTIAL, S.DUMPED)
+
+
+def repair_plan(tracker: SlotTracker, *, current_slot: int, voted_slots: Iterable[int],
+                probe: bool) -> tuple[list[int], set[int], set[int]]:
+    """What repair asks for this round: (slots, orphans, wanted-by-the-tracker).
+
+    Slots above the root and at least a slot in the past (below ``current_slot - 1``) that
+    we lack: partial, dumped and orphan slots (the tracker's incremental sets) and slots
+    peers voted for (``voted_slots``: the pending votes), lowest first, at most
+    ``REPAIR_SLOTS_PER_ROUND``; then, when ``probe`` (syncing or isolated), the recent
+    clock slots ``current_slot - SYNC_PROBE_SLOTS - 1 .. current_slot - 2`` that we lack, so
+    a node whose gossip is not reaching it learns the network's tip. The third value
+    (partial, dumped, orphan) is readiness's ``RepairWanted`` input."""
+    root, horizon = tracker.root, current_slot - 1
+    wanted, orphans = tracker.repair_candidates(horizon)
+    lacking = set(wanted) | {s for s in voted_slots if root < s < horizon and tracker.state(s) in _LACKING}
+    plan = sorted(lacking)[:REPAIR_SLOTS_PER_ROUND]
+    if probe:
+        plan += [s for s in range(current_slot - SYNC_PROBE_SLOTS - 1, current_slot - 1)
+                 if s > root and tracker.state(s) in _LACKING and s not in plan]
+    return plan, orphans, wanted
+

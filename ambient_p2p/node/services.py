@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core import readiness as rd
+from ..core import slots as sl
 from ..core.codec import DecodeError, decode
 from ..core.crypto import encode_address
 from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
-from ..core.slots import SlotState
 from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
@@ -39,12 +39,9 @@ SHRED_QUEUE_LEN = 64
 #: (readiness can change without a freeze, e.g. a pending vote ages out).
 LEADER_WAIT_RECHECK_S = 0.05
 REPAIR_INTERVAL_S = 0.3
-REPAIR_SLOTS_PER_ROUND = 32
 REPAIR_PARALLEL = 16
 REPAIR_MAX_REQUESTS_PER_ROUND = 64
 REPAIR_TIMEOUT_S = 3.0
-#: While syncing or isolated, each repair round also asks for this many recent clock slots.
-SYNC_PROBE_SLOTS = 4
 #: The stall monitor's period; lateness = how much later than this it woke.
 STALL_PROBE_S = 0.01
 #: Ledger cleanup (ledger/cleanup.py, when present): after the root advanced this many
@@ -134,21 +131,10 @@ async def leader_service(v: Validator) -> None:
 
 
 def repair_plan(v: Validator) -> tuple[list[int], set[int]]:
-    """(slots to request, orphans): the slot tracker's incomplete and orphan slots, slots
-    peers voted on that we lack, and recent clock slots while syncing or isolated. Feeds
-    readiness ``RepairWanted`` (the input of *behind*)."""
-    root, horizon = v.cons.root, v.slot_at(v.clock.wall_ms()) - 1
-    wanted, orphans = v.slots.repair_candidates(horizon)
+    """The core repair plan (core/slots.py ``repair_plan``); its wanted set feeds readiness."""
+    plan, orphans, wanted = sl.repair_plan(v.slots, current_slot=v.slot_at(v.clock.wall_ms()),
+                                           voted_slots=v.dups.pending, probe=v.ready.syncing or v.isolated())
     v.ready.handle(rd.RepairWanted(frozenset(wanted), bool(orphans)))
-    lacking = (SlotState.ABSENT, SlotState.PARTIAL, SlotState.DUMPED)
-    out = set(wanted) | {s for s in v.dups.pending if root < s < horizon and v.slots.state(s) in lacking}
-    plan = sorted(out)[:REPAIR_SLOTS_PER_ROUND]
-    if v.ready.syncing or v.isolated():
-        # probe the clock's recent slots: a restarted node learns the network's tip (and from
-        # it, by orphan repair, everything it missed) while its gossip mesh re-forms
-        cur = v.slot_at(v.clock.wall_ms())
-        plan += [s for s in range(cur - SYNC_PROBE_SLOTS - 1, cur - 1)
-                 if s > root and v.slots.state(s) in lacking and s not in plan]
     return plan, orphans
 
 
