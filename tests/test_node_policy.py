@@ -520,3 +520,39 @@ def test_repair_plan_from_the_tracker_without_a_scan() -> None:
     for s in range(1, 100):
         many.handle(sl.ShredsStored(s, s - 1))
     assert sl.repair_plan(many, current_slot=200, voted_slots=[], probe=False)[0] == list(range(1, 33))
+
+
+def _dup_row(key: tuple[str, str]) -> None:
+    """Drive one DuplicateTracker table row and check where the vote went."""
+    d = dup.DuplicateTracker()
+    votes = [Vote(k.pubkey, 7, HB, None, i, bytes(64)) for i, k in enumerate(KEYS[1:])]
+    held, event = key
+    if event == "vote":
+        own: Any = {"unknown": dup.Unknown(), "frozen-other-hash": dup.FrozenAs(HA),
+                    "frozen-same-hash": dup.FrozenAs(HB), "dead": dup.DeadHere()}[held]
+        effects = [e for v in votes for e in d.on_vote(v, own, 1, STAKES, 4)]
+        where = {"pending": 7 in d.pending, "foreign": 7 in d.foreign,
+                 "dropped": 7 not in d.pending and 7 not in d.foreign}
+        assert where[dup.TRANSITIONS[key][0]]
+        assert [type(e) for e in effects] == list(dup.TRANSITIONS[key][1])  # 3 of 4 voters: confirmed
+        return
+    for v in votes:
+        d.on_vote(v, dup.Unknown(), 1, STAKES, 4)
+    if key == ("pending", "frozen"):
+        assert d.on_frozen(7) == [dup.CountVotes(tuple(sorted(votes, key=lambda v: v.voter)))] and not d.pending
+    elif key == ("pending", "dead"):
+        assert d.on_dead(7, STAKES, 4) == [dup.DumpSlot(7, HB)] and 7 in d.foreign and not d.pending
+    elif key == ("foreign", "dumped"):
+        d.on_dead(7, STAKES, 4)
+        d.on_dumped(7, HB, 9)
+        assert d.pending_receipts() == {7: 9} and 7 not in d.foreign
+    elif key == ("any", "rooted"):
+        d.prune(7)
+        assert not d.pending and not d.foreign
+    else:  # pragma: no cover
+        raise AssertionError(key)
+
+
+@pytest.mark.parametrize("key", list(dup.TRANSITIONS), ids=["-".join(k) for k in dup.TRANSITIONS])
+def test_duplicate_transition_row(key: tuple[str, str]) -> None:
+    _dup_row(key)
