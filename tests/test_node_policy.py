@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -556,3 +556,19 @@ def _dup_row(key: tuple[str, str]) -> None:
 @pytest.mark.parametrize("key", list(dup.TRANSITIONS), ids=["-".join(k) for k in dup.TRANSITIONS])
 def test_duplicate_transition_row(key: tuple[str, str]) -> None:
     _dup_row(key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(best=st.integers(0, 50), now=st.integers(0, 20_000), syncing=st.booleans(),
+       pending=st.dictionaries(st.integers(0, 60), st.integers(0, 20_000), max_size=6),
+       wanted=st.frozensets(st.integers(0, 60), max_size=4), orphans=st.booleans())
+def test_never_may_vote_while_a_fresh_vote_names_a_slot_above_best(
+        best: int, now: int, syncing: bool, pending: dict[int, int], wanted: frozenset[int], orphans: bool) -> None:
+    r = rd.Readiness(syncing=syncing, started_ms=0, slot_ms=100)
+    r.handle(rd.RepairWanted(wanted, orphans))
+    fresh_unknown = any(s > best and 0 <= now - t < rd.BEHIND_WINDOW_MS for s, t in pending.items())
+    behind = r.behind(best=best, now_mono_ms=now, pending=pending)
+    if fresh_unknown or orphans or any(w > best for w in wanted):
+        assert behind and r.no_vote_reason(behind=behind, isolated=False) is not None
+    reason = r.no_vote_reason(behind=behind, isolated=False)
+    assert (reason is None) == (not syncing and not behind)
