@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT, CREDIT_PER_VOTE
+from ambient_p2p.core.readiness import SlotFrozen
+from ambient_p2p.core.shred import DATA_PAYLOAD_BYTES
 from ambient_p2p.core.tower import Tower, TowerError
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
@@ -20,6 +23,7 @@ from ambient_p2p.ledger.replay import SlotRejected, SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.schedule import ScheduleBook
+from ambient_p2p.node.services import repair_plan
 from ambient_p2p.node.validator import Validator, read_tower, slot_duration_ms, write_tower
 
 KEYS = [Keypair.deterministic("test-node", i) for i in range(4)]
@@ -182,7 +186,8 @@ async def _run_slots(v: Validator, now: dict[str, int], n: int) -> None:
     """A lone validator leads every slot: advance its fake clock a slot at a time and build."""
     for _ in range(n):
         now["ms"] += int(v.slot_ms)
-        await v._produce(v.slot_at(now["ms"]), v.cons.processed_slot())
+        await v.produce(v.slot_at(now["ms"]), v.cons.processed_slot())
+        await v.voting.drain()  # the voting service: tower durable, then the vote goes out
 
 
 def test_single_validator_produces_votes_roots_and_restarts(tmp_path: Path) -> None:
@@ -240,18 +245,18 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
             return vote_transaction(kp, vote, bytes(32))
 
         good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
-        assert v._vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
-        assert v._vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
-        assert v._vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
-        assert v._vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
+        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
+        assert v.vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
+        assert v.vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
+        assert v.vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
         stranger = Keypair.deterministic("stranger")
         unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
-        assert v._vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
+        assert v.vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
         forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
-        assert v._vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
+        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
         raw = bytearray(vtx(KEYS[1], good))
         raw[70] ^= 1  # inside the signed message: the transaction signature fails
-        assert v._vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
+        assert v.vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
     finally:
         v.close()
 
@@ -282,8 +287,8 @@ def test_vote_for_unknown_slot_waits_and_makes_node_behind(tmp_path: Path) -> No
     try:
         assert not v.behind()
         vote = sign_message(Vote(KEYS[1].pubkey, 7, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
-        v._count_vote(vote)
-        assert 7 in v.pending_votes and v.behind()
+        v.count_vote(vote)
+        assert 7 in v.dups.pending and v.behind()
     finally:
         v.close()
 
@@ -308,20 +313,18 @@ def test_losing_duplicate_version_is_dumped_and_the_confirmed_one_repaired(tmp_p
         b5 = build_slot(lead2, g, 1, b.result, 5)
         hash_b = b.record.bank_hash
         assert hash_b != a.record.bank_hash
-        v.insert(a.packets)
-        v.insert(b5.packets)
-        v.replay_ready()
-        assert v.cons.bank_hashes[1] == a.record.bank_hash and 5 in v.dead  # built on B: dies here
+        trio.run(v.ingest_shreds, a.packets)
+        trio.run(v.ingest_shreds, b5.packets)
+        assert v.cons.bank_hashes[1] == a.record.bank_hash and v.slots.is_dead(5)  # built on B: dies here
         voters = [k for k in KEYS if k.pubkey != v.kp.pubkey]
         for i, k in enumerate(voters):
-            v._count_vote(sign_message(Vote(k.pubkey, 1, hash_b, None, 10 + i, bytes(64)), k, "vote"))
+            v.count_vote(sign_message(Vote(k.pubkey, 1, hash_b, None, 10 + i, bytes(64)), k, "vote"))
             assert v.stats.dumped == (1 if i >= 2 else 0)  # 2/4 = 50% is not > 52%; 3/4 is
-        assert v.bs.slot_meta(1) is None and 1 not in v.frozen and 1 not in v.cons.bank_hashes
-        assert 5 not in v.dead and v.bs.dead_slot(5) is None
-        assert 1 in v.wanted_slots() and v.behind()  # repair will fetch it; no voting meanwhile
-        v.insert(b.packets)  # what repair returns: the confirmed version
-        v.replay_ready()
-        assert v.frozen[1].bank.bank_hash == hash_b and v.frozen[5].bank.bank_hash == b5.record.bank_hash
+        assert v.bs.slot_meta(1) is None and 1 not in v.banks and 1 not in v.cons.bank_hashes
+        assert not v.slots.is_dead(5) and v.bs.dead_slot(5) is None
+        assert 1 in repair_plan(v)[0] and v.behind()  # repair will fetch it; no voting meanwhile
+        trio.run(v.ingest_shreds, b.packets)  # what repair returns: the confirmed version
+        assert v.banks[1].bank.bank_hash == hash_b and v.banks[5].bank.bank_hash == b5.record.bank_hash
         assert all(v.cons.forkchoice.latest_vote[k.pubkey] == 1 for k in voters)  # the votes count now
         assert v.cons.processed_slot() == 5
     finally:
@@ -337,14 +340,14 @@ def test_pushed_shreds_take_the_verified_insert_path_and_replay(tmp_path: Path) 
         book = ScheduleBook(g)
         leader = next(k for k in KEYS if k.pubkey == book.leader(1))
         built = build_slot(leader, g, 0, _root(g), 1)
-        data = [p for p in built.packets if len(p) == 1203]
-        ack = v._push_handler(None, ShredPush(7, tuple(data)))
+        data = [p for p in built.packets if len(p) == DATA_PAYLOAD_BYTES]
+        ack = trio.run(v.handle_push, None, ShredPush(7, tuple(data)))
         assert (ack.nonce, ack.inserted, ack.rejected) == (7, len(data), 0)
-        assert v.frozen[1].bank.bank_hash == built.record.bank_hash
+        assert v.banks[1].bank.bank_hash == built.record.bank_hash
         impostor = next(k for k in KEYS if k.pubkey != book.leader(2))
-        forged = build_slot(impostor, g, 1, v.frozen[1], 2)  # not slot 2's leader
-        ack = v._push_handler(None, ShredPush(8, tuple(p for p in forged.packets if len(p) == 1203)))
-        assert ack.inserted == 0 and ack.rejected > 0 and 2 not in v.frozen
+        forged = build_slot(impostor, g, 1, v.banks[1], 2)  # not slot 2's leader
+        ack = trio.run(v.handle_push, None, ShredPush(8, tuple(p for p in forged.packets if len(p) == DATA_PAYLOAD_BYTES)))
+        assert ack.inserted == 0 and ack.rejected > 0 and not v.slots.is_frozen(2)
     finally:
         v.close()
 
@@ -355,9 +358,9 @@ def test_a_node_that_replays_no_other_leaders_slots_is_isolated(tmp_path: Path) 
     v = Validator(KEYS[0], g, tmp_path / "v", clock_ms=lambda: int(60 * slot_duration_ms(g)))
     v.load()
     try:
-        cur = v.slot_at(v.clock_ms())
+        cur = v.slot_at(v.clock.wall_ms())
         assert v.isolated() and v.status()["consensus"]["isolated"]
-        v.last_foreign_slot = cur - 3  # another leader's slot just replayed
+        v.ready.handle(SlotFrozen(cur - 3, v.slot_start_ms(cur - 3), own=False))  # another leader's slot
         assert not v.isolated()
     finally:
         v.close()
@@ -383,3 +386,210 @@ def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> No
         resp = h(None, SlotShredsRequest(1, 30, 9))  # type: ignore[arg-type]
         assert resp.nonce == 9 and resp.shreds == tuple(built.packets[30:32])
         assert h(None, SlotShredsRequest(2, 0, 1)).shreds == ()  # type: ignore[arg-type]
+
+
+def test_a_dead_own_version_is_dumped_once_another_is_confirmed_and_repaired(tmp_path: Path) -> None:
+    """Review A5 (agave cluster_slot_state_verifier: (Dead, DuplicateConfirmed) ->
+    RepairDuplicateConfirmedVersion). An equivocating leader sent this node an invalid
+    version of slot 1 (too few ticks: dead here); > 52 % of LStake votes the valid
+    version's bank hash. The node purges its version, clears the dead mark, wants the slot
+    again, and replays the confirmed version that repair brings."""
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.core.poh import Poh, serialize_entries
+    from ambient_p2p.core.shred import make_shreds_from_data
+
+    v = _validator(tmp_path)
+    try:
+        g = v.genesis
+        book = ScheduleBook(g)
+        lead1 = next(k for k in KEYS if k.pubkey == book.leader(1))
+        parent = _root(g)
+        poh = Poh(parent.last_entry_hash, g.poh.hashes_per_tick)
+        entries = [poh.tick_entry() for _ in range(g.poh.ticks_per_slot - 1)]  # one tick short
+        bad = make_shreds_from_data(lead1, parent.last_root, serialize_entries(entries), 1, 0, 1,
+                                    g.poh.ticks_per_slot, True, 0, 0)
+        good = build_slot(lead1, g, 0, parent, 1)
+        trio.run(v.ingest_shreds, [x.payload for x in bad.data])
+        assert v.slots.is_dead(1) and "too-few-ticks" in v.bs.dead_slot(1).reason  # type: ignore[union-attr]
+        voters = [k for k in KEYS if k.pubkey != v.kp.pubkey]
+        for i, k in enumerate(voters):
+            v.count_vote(sign_message(Vote(k.pubkey, 1, good.record.bank_hash, None, 10 + i, bytes(64)), k, "vote"))
+            assert v.stats.dumped == (1 if i >= 2 else 0)
+        assert v.bs.dead_slot(1) is None and v.bs.slot_meta(1) is None and not v.slots.is_dead(1)
+        assert 1 in repair_plan(v)[0] and v.behind()
+        trio.run(v.ingest_shreds, good.packets)
+        assert v.banks[1].bank.bank_hash == good.record.bank_hash and v.cons.processed_slot() == 1
+        assert all(v.cons.forkchoice.latest_vote[k.pubkey] == 1 for k in voters)
+    finally:
+        v.close()
+
+
+def test_voting_service_makes_the_tower_durable_before_the_vote_leaves(tmp_path: Path) -> None:
+    """agave voting_service.rs: the tower on disk already holds the vote when the vote is
+    handed on (own vote pool, gossip), and a full queue drops and counts instead of blocking."""
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.core.vote_program import parse_vote_transaction, vote_transaction
+    from ambient_p2p.node.voting import VOTE_QUEUE_LEN, VoteOp, VotingService
+
+    seen: list[int | None] = []
+
+    async def on_durable(vt) -> None:  # type: ignore[no-untyped-def]
+        t = read_tower(tmp_path / "tower.cbor", KEYS[0].pubkey)
+        seen.append(None if t is None else t.last_voted_slot)
+        assert vt.vote.slot == t.last_voted_slot  # type: ignore[union-attr]
+
+    svc = VotingService(tmp_path / "tower.cbor", on_durable)
+    tower = Tower()
+    for slot in (1, 2, 3):
+        tower.record_vote(slot)
+        vote = sign_message(Vote(KEYS[0].pubkey, slot, bytes(32), None, 0, bytes(64)), KEYS[0], "vote")
+        vt = parse_vote_transaction(vote_transaction(KEYS[0], vote, bytes(32)))
+        assert svc.submit(VoteOp(tower.to_record(KEYS[0]), vt))
+    trio.run(svc.drain)
+    assert seen == [1, 2, 3] and svc.written == 3
+    for _ in range(VOTE_QUEUE_LEN):
+        svc.submit(VoteOp(tower.to_record(KEYS[0]), None))
+    assert not svc.submit(VoteOp(tower.to_record(KEYS[0]), None)) and svc.dropped == 1
+
+
+def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: Path) -> None:
+    """The leader task on virtual time (trio MockClock): a lone validator leads every slot;
+    it builds each slot once, on the previous one, waking about once per slot (no 10 ms
+    polling), with the stall monitor reporting."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.node import services
+    from ambient_p2p.node.clock import Clock
+
+    g = _genesis(n=1, slots_per_epoch=64)
+    d = tmp_path / "v"
+    d.mkdir()
+    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
+    # inline work: a worker thread would let the mock clock jump while it runs
+    v = Validator(KEYS[0], g, d, clock=Clock.fixed(lambda: 0), offload=False)
+    v.load()
+    v.clock = clock
+    decisions: list[int] = []
+    stall: dict[str, object] = {}
+    real = services.leader_decision
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        decisions.append(a[1])
+        return real(*a, **kw)
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(services.leader_service, v)
+            n.start_soon(v.voting.run)
+            n.start_soon(services.stall_monitor, v)
+            await trio.sleep(20.5 * v.slot_ms / 1000)
+            stall.update(v.status()["consensus"]["loop_stall_ms"])
+            n.cancel_scope.cancel()
+
+    services.leader_decision = counting  # type: ignore[assignment]
+    try:
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+    finally:
+        services.leader_decision = real  # type: ignore[assignment]
+        v.close()
+    assert v.stats.produced == 20 and sorted(v.slots.own) == list(range(1, 21))
+    assert decisions == list(range(1, 21))  # one decision per slot: it slept in between
+    assert v.cons.tower.last_voted_slot == 20 and stall["n"] == len(v.loop_stall) > 0
+
+
+class _FakeNet:
+    """In-process network for validators' ports: publish delivers to every other node
+    through its gossip payload checks; requests call the peer's handlers directly."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Validator] = {}
+        self.cut: set[str] = set()  # nodes whose messages (both ways) are dropped
+
+    def port(self, name: str) -> Any:
+        net = self
+
+        class Port:
+            async def publish(self, topic: str, data: bytes) -> None:
+                from ambient_p2p.net.gossip import Delivery
+                from ambient_p2p.net.messages import seal_envelope
+
+                v = net.nodes[name]
+                env = seal_envelope(v.kp, topic, data, 0)
+                for other, w in net.nodes.items():
+                    if other == name or {name, other} & net.cut:
+                        continue
+                    if w.payload_checks()[topic](env) is None:
+                        w.on_delivery(Delivery(topic, env, name, 0))
+
+            async def request(self, peer: str, proto: str, req: Any, timeout: float) -> Any:
+                from ambient_p2p.net.reqresp import PROTO_REPAIR, ReqRespError, repair_handler
+
+                if {name, peer} & net.cut:
+                    raise ReqRespError("timeout", "cut")
+                w = net.nodes[peer]
+                h = repair_handler(w.store) if proto == PROTO_REPAIR else w.reqresp_handlers()[proto]
+                out = h(None, req)
+                return await out if hasattr(out, "__await__") else out
+
+            def peers(self) -> list[str]:
+                return [] if name in net.cut else [p for p in net.nodes if p != name and p not in net.cut]
+
+            def peer_label(self, peer: str) -> str:
+                return peer
+
+        return Port()
+
+
+def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up(tmp_path: Path) -> None:
+    """All services (ingest, replay, leader, repair, voting) of four validators on virtual
+    time with an in-process network: they take turns as leader, vote, root the same chain;
+    a node cut off for 24 slots becomes isolated (no vote: ``last_no_vote_reason``), and
+    after the cut heals repairs what it missed and roots the same chain."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.node.clock import Clock
+    from ambient_p2p.node.services import run_services
+
+    g = _genesis(n=4, slots_per_epoch=64)
+    net = _FakeNet()
+    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
+    for i, k in enumerate(KEYS):
+        d = tmp_path / f"v{i}"
+        d.mkdir()
+        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
+        v.load()
+        v.clock = clock
+        v.port = net.port(f"v{i}")
+        net.nodes[f"v{i}"] = v
+    slot_s = slot_duration_ms(g) / 1000
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for v in net.nodes.values():
+                n.start_soon(run_services, v)
+            await trio.sleep(30 * slot_s)
+            net.cut.add("v3")
+            await trio.sleep(24 * slot_s)
+            seen["cut"] = net.nodes["v3"].status()["consensus"]
+            net.cut.clear()
+            await trio.sleep(60 * slot_s)
+            seen["end"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
+            n.cancel_scope.cancel()
+
+    try:
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+        cut, end = seen["cut"], seen["end"]
+        assert cut["isolated"] and cut["last_no_vote_reason"] == "isolated"
+        assert cut["finalized"] == 0  # no supermajority of reported roots reaches a cut node
+        assert all(c["finalized"] > 60 for c in end.values()), {k: c["finalized"] for k, c in end.items()}
+        assert not end["v3"]["isolated"] and end["v3"]["repaired_shreds"] > 0
+        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
+        top = min(max(c) for c in chains)
+        assert all({s: h for s, h in c.items() if s <= top} == {s: h for s, h in chains[0].items() if s <= top}
+                   for c in chains)
+    finally:
+        for v in net.nodes.values():
+            v.close()

@@ -204,8 +204,17 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
         print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
-    return Validator(kp, genesis, data_dir, equivocate_slot_index=args.equivocate_slot,
-                     equivocate_split=args.equivocate_split)
+    producer = None
+    if args.equivocate_slot is not None or args.equivocate_split:  # test harness (hidden flags)
+        import random
+
+        from ..devnet.equivocate import EquivocatingProducer
+
+        producer = EquivocatingProducer(genesis, args.equivocate_slot, args.equivocate_split, random.Random())
+    # measurement knob: AMBIENT_NODE_INLINE_WORK=1 runs insert/replay/build/tower writes on
+    # the event loop (the pre-issue-11 shape), for A/B loop-stall figures (spec/node.md)
+    inline = os.environ.get("AMBIENT_NODE_INLINE_WORK") == "1"
+    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -11,6 +11,13 @@ set_stakes(weights)               - (a new epoch's vote weights; fork choice re-
 dump_slot(slot)                   - the removed slots (our version of a duplicate lost)
 decide()                          PersistTower(record) then SendVote(vote) when voting;
                                   NewRoot(slot) when the tower roots a slot
+try_vote()                        the same, or NotVoted(reason) saying why no vote
+                                  (agave's HeaviestForkFailures)
+
+NotVoted reasons, checked in this order: ``no-candidate`` (the best slot is the root),
+``not-replayed`` (no bank hash for it), ``already-voted`` (not newer than the last vote),
+``locked-out``, ``threshold`` (depth-8 vote lacks > 2/3), ``switch`` (< 38 % on other
+forks). ``decide`` keeps the last reason in ``last_no_vote_reason`` (None after a vote).
 
 The shell must perform PersistTower (durably) before SendVote, so that a crash can never
 leave a vote on the wire that the restarted tower does not know about.
@@ -63,6 +70,16 @@ class NewRoot:
 
 Effect = PersistTower | SendVote | NewRoot
 
+NO_VOTE_REASONS = ("no-candidate", "not-replayed", "already-voted", "locked-out", "threshold", "switch")
+
+
+@dataclass(frozen=True)
+class NotVoted:
+    """Why :meth:`Consensus.decide` did not vote (one of ``NO_VOTE_REASONS``)."""
+
+    reason: str
+    slot: int
+
 
 class VoteRejected(ProtocolError, ValueError):
     """A peer's vote is invalid; ``reason`` is a stable code for logs and peer scoring."""
@@ -79,6 +96,7 @@ class Consensus:
     tower: Tower = field(default_factory=Tower)
     bank_hashes: dict[int, bytes] = field(default_factory=dict)
     forkchoice: ForkChoice = field(init=False)
+    last_no_vote_reason: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.forkchoice = ForkChoice(self.tower.root if self.tower.root is not None else self.root, self.stakes)
@@ -147,21 +165,34 @@ class Consensus:
     # -- decisions ------------------------------------------------------------------------
     def decide(self, now_ms: int) -> list[Effect]:
         """Vote on the heaviest fork's tip if Tower BFT allows it."""
-        best = self.forkchoice.best_slot()
-        if best == self.forkchoice.root or best not in self.bank_hashes:
+        out = self.try_vote(now_ms)
+        if isinstance(out, NotVoted):
+            self.last_no_vote_reason = out.reason
             return []
+        self.last_no_vote_reason = None
+        return out
+
+    def try_vote(self, now_ms: int) -> list[Effect] | NotVoted:
+        """:meth:`decide`, saying why when it does not vote."""
+        best = self.forkchoice.best_slot()
+        if best == self.forkchoice.root:
+            return NotVoted("no-candidate", best)
+        if best not in self.bank_hashes:
+            return NotVoted("not-replayed", best)
         fc = self.forkchoice
         ancestors = fc.ancestors(best)
         t = self.tower
-        if t.is_locked_out(best, ancestors):
-            return []
-        if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
-            return []
         last = t.last_voted_slot
+        if last is not None and best <= last:
+            return NotVoted("already-voted", best)
+        if t.is_locked_out(best, ancestors):
+            return NotVoted("locked-out", best)
+        if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
+            return NotVoted("threshold", best)
         if last is not None and last in fc.parent and not t.check_switch(
             best, ancestors, fc.other_fork_stake(last, best), self.total_stake
         ):
-            return []
+            return NotVoted("switch", best)
         new_root = t.record_vote(best)
         effects: list[Effect] = [PersistTower(t.to_record(self.keypair))]
         vote = Vote(self.keypair.pubkey, best, self.bank_hashes[best], t.root, now_ms, bytes(64))

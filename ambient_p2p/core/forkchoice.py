@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .tower import DUPLICATE_THRESHOLD, SUPERMAJORITY
+from .tower import SUPERMAJORITY, is_duplicate_confirmed
 
 
 class ForkChoiceError(ValueError):
@@ -139,8 +139,7 @@ class ForkChoice:
         return sum(self.stakes[v] for v, s in self.latest_vote.items() if s in sub)
 
     def is_duplicate_confirmed(self, slot: int) -> bool:
-        total = self.total_stake
-        return total > 0 and Fraction(self.subtree_stake(slot), total) > DUPLICATE_THRESHOLD
+        return is_duplicate_confirmed(self.subtree_stake(slot), self.total_stake)
 
     def is_eligible(self, slot: int) -> bool:
         """False if ``slot`` or an ancestor is an unconfirmed duplicate."""

@@ -177,3 +177,10 @@ class Tower:
 
 def is_supermajority(stake: int, total_stake: int) -> bool:
     return total_stake > 0 and Fraction(stake, total_stake) > SUPERMAJORITY
+
+
+def is_duplicate_confirmed(stake: int, total_stake: int) -> bool:
+    """More than ``DUPLICATE_THRESHOLD`` (52 %) of LStake: the one place the duplicate
+    confirmation rule is computed (fork choice over our subtree, core/duplicates.py over
+    votes for other versions)."""
+    return total_stake > 0 and Fraction(stake, total_stake) > DUPLICATE_THRESHOLD

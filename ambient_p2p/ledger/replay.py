@@ -81,9 +81,12 @@ class SlotResult:
     recovered: int
 
 
-def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, list[Shred]], int]:
+def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes,
+                   shreds_verified: bool = False) -> tuple[dict[int, list[Shred]], int]:
     """Parse and verify every stored shred of ``slot``; group by FEC set; recover missing
-    data. Returns ({fec_set_index: data shreds of the set, sorted}, recovered count)."""
+    data. Returns ({fec_set_index: data shreds of the set, sorted}, recovered count).
+    ``shreds_verified``: the blockstore insert verified the leader's signatures (the node's
+    own insert path); Merkle roots are still recomputed, the ed25519 checks are skipped."""
     sets: dict[int, list[Shred]] = {}
     roots: dict[int, bytes] = {}
     verified: set[tuple[bytes, bytes, bytes]] = set()
@@ -95,7 +98,7 @@ def _load_fec_sets(bs: Blockstore, slot: int, leader: bytes) -> tuple[dict[int, 
                 if s.slot != slot or s.index != index or s.is_data != is_data:
                     raise ShredError("misplaced-shred", f"stored under ({slot}, {index}) but is "
                                      f"{'data' if s.is_data else 'coding'} shred ({s.slot}, {s.index})")
-                root = verify_shred(s, leader, verified)
+                root = s.merkle_root() if shreds_verified else verify_shred(s, leader, verified)
                 if s.variant.resigned and s.retransmitter_signature != ZERO_SIGNATURE:
                     raise ShredError("bad-retransmitter-field", "stored shreds keep a zeroed retransmitter "
                                      "signature; this one is not (corrupted)")
@@ -132,8 +135,9 @@ def replay_slot(
     leader: bytes,
     *,
     poh_verify: PohVerifyFn | None = None,
+    shreds_verified: bool = False,
 ) -> SlotResult:
-    sets, recovered = _load_fec_sets(bs, slot, leader)
+    sets, recovered = _load_fec_sets(bs, slot, leader, shreds_verified)
     if not sets:
         raise SlotRejected("empty-slot", "no shreds stored")
     # Chaining and slot shape.

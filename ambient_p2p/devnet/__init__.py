@@ -1,0 +1,1 @@
+"""Developer-network helpers: local genesis, test users, fault-injection harnesses."""

@@ -1,0 +1,273 @@
+"""The validator's services, one trio task each (spec/node.md "Services"; agave splits its
+validator the same way): ingest (gossip deliveries -> votes, pool, shred queue), replay
+(shred queue -> insert -> replay -> decide), leader (slot clock ->
+``leader_decision`` -> build), repair (the repair plan -> requests -> ledger), voting
+(node/voting.py: tower durable, then the vote), cleanup (purge below the root), and a
+loop-stall monitor. They share the validator's machines under its ``ledger_lock``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..core import readiness as rd
+from ..core import slots as sl
+from ..core.codec import DecodeError, decode
+from ..core.crypto import encode_address
+from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
+from ..core.vote_program import VoteTxError, parse_vote_transaction
+from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
+from ..net.reqresp import PROTO_REPAIR, ReqRespError
+from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..ledger.blockstore import Blockstore
+    from .validator import Validator
+
+#: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
+#: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
+SHREDS_PER_GOSSIP_MESSAGE = 32
+INGEST_BATCH_WAIT_S = 0.01
+INGEST_BATCH_MAX = 256
+#: Shred batches (a gossip burst, a repair round) waiting for insert + replay: ingest and
+#: repair ``await send`` into it, so they slow down when replay is busy (back-pressure).
+SHRED_QUEUE_LEN = 64
+#: While waiting for a parent in its own slot, the leader re-decides at least this often
+#: (readiness can change without a freeze, e.g. a pending vote ages out).
+LEADER_WAIT_RECHECK_S = 0.05
+REPAIR_INTERVAL_S = 0.3
+REPAIR_PARALLEL = 16
+REPAIR_MAX_REQUESTS_PER_ROUND = 64
+REPAIR_TIMEOUT_S = 3.0
+#: The stall monitor's period; lateness = how much later than this it woke.
+STALL_PROBE_S = 0.01
+#: Ledger cleanup (ledger/cleanup.py, when present): after the root advanced this many
+#: slots, purge below ``root - CLEANUP_KEEP_SLOTS`` in a worker thread (agave's
+#: blockstore_cleanup_service, DEFAULT_CLEANUP_SLOT_INTERVAL = 512).
+CLEANUP_INTERVAL_SLOTS = 512
+CLEANUP_KEEP_SLOTS = 4096
+
+
+async def run_services(v: Validator) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ingest_service, v)
+        nursery.start_soon(replay_service, v)
+        nursery.start_soon(leader_service, v)
+        nursery.start_soon(repair_service, v)
+        nursery.start_soon(v.voting.run)
+        nursery.start_soon(cleanup_service, v)
+        nursery.start_soon(stall_monitor, v)
+
+
+async def ingest_service(v: Validator) -> None:
+    while True:
+        batch = [await v.inbox_recv.receive()]
+        await trio.sleep(INGEST_BATCH_WAIT_S)  # let a burst accumulate: one replay + decide pass
+        while len(batch) < INGEST_BATCH_MAX:
+            try:
+                batch.append(v.inbox_recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        packets: list[bytes] = []
+        async with v.ledger_lock:
+            for item in batch:
+                if item.kind == "shreds":
+                    try:
+                        packets.extend(decode(item.envelope.payload, expected=ShredBatch).shreds)
+                    except DecodeError:
+                        continue
+                elif item.kind == "votes":
+                    try:
+                        vt = v.checked_votes.pop(item.envelope.payload, None) or parse_vote_transaction(
+                            item.envelope.payload)
+                    except VoteTxError:
+                        continue
+                    v.add_vote_tx(vt)
+                elif item.kind == "txs":
+                    v.add_tx(item.envelope.payload)
+        async with v.ledger_lock:
+            await v.decide()
+        if packets:
+            v.stats.shreds_in += len(packets)
+            await v.shreds_send.send((packets, "gossip"))
+
+
+async def replay_service(v: Validator) -> None:
+    """Insert (verified) and replay shred batches from ingest and repair, then decide."""
+    async for packets, source in v.shreds_recv:
+        res = await v.ingest_shreds(packets)
+        if source == "repair":
+            v.stats.repaired_shreds += res.inserted + res.recovered
+        async with v.ledger_lock:
+            await v.decide()
+
+
+async def leader_service(v: Validator) -> None:
+    """Sleeps until its slot boundary, a freeze, or (while waiting in its own slot) a short
+    recheck; asks the pure leader policy what to do."""
+    last_built = -1
+    while True:
+        now = v.clock.wall_ms()
+        cur = v.slot_at(now)
+        wake = v.slot_start_ms(cur + 1)
+        if cur > last_built and v.book.leader(cur) == v.kp.pubkey:
+            best = v.cons.build_parent(cur)
+            d = leader_decision(now, cur, best, start_ms=v.slot_start_ms(cur), slot_ms=v.slot_ms,
+                                best_frozen=v.slots.is_frozen(best), best_is_own=best in v.slots.own,
+                                behind=v.behind(), may_produce=v.ready.may_produce(now))
+            if isinstance(d, Build):
+                last_built = cur
+                await v.produce(cur, d.parent)
+                continue
+            if isinstance(d, Skip):
+                last_built = cur
+            elif isinstance(d, WaitForParent):
+                wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
+        with trio.move_on_after(max(0.0, (wake - now) / 1000)):
+            await v.frozen_event.wait()
+
+
+def repair_plan(v: Validator) -> tuple[list[int], set[int]]:
+    """The core repair plan (core/slots.py ``repair_plan``); its wanted set feeds readiness."""
+    plan, orphans, wanted = sl.repair_plan(v.slots, current_slot=v.slot_at(v.clock.wall_ms()),
+                                           voted_slots=v.dups.pending, probe=v.ready.syncing or v.isolated())
+    v.ready.handle(rd.RepairWanted(frozenset(wanted), bool(orphans)))
+    return plan, orphans
+
+
+async def _repair_one(v: Validator, peer: Any, proto: str, req: Any, limiter: trio.CapacityLimiter,
+                      out: list[bytes]) -> None:
+    assert v.port is not None
+    async with limiter:
+        try:
+            resp = await v.port.request(peer, proto, req, REPAIR_TIMEOUT_S)
+        except ReqRespError:
+            return
+        out.extend(resp.shreds)
+
+
+def _first_missing(bs: Blockstore, slots: list[int]) -> list[tuple[int, int]]:
+    """Worker thread: per slot, the first data shred index we lack."""
+    return [(s, (m.consumed if (m := bs.slot_meta(s)) is not None else 0)) for s in slots]
+
+
+async def repair_service(v: Validator) -> None:
+    limiter = trio.CapacityLimiter(REPAIR_PARALLEL)
+    while True:
+        with trio.move_on_after(REPAIR_INTERVAL_S):
+            await v.repair_now.wait()
+        v.repair_now = trio.Event()
+        peers = v.port.peers() if v.port is not None else []
+        if not peers:
+            continue
+        wanted, orphans = repair_plan(v)
+        if not wanted:
+            continue
+        reqs: list[Any] = []
+        if orphans:  # learn up to 16 ancestors at once (their highest shreds)
+            reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, min(orphans), 0, v.rng.getrandbits(32))))
+        firsts = await trio.to_thread.run_sync(_first_missing, v.bs, wanted, limiter=v.limiters["disk"])
+        reqs += [(PROTO_REPAIR_SLOT, SlotShredsRequest(s, first, v.rng.getrandbits(32))) for s, first in firsts]
+        v.stats.repair_requests += len(reqs)
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            for i, (proto, req) in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
+                peer = peers[(i + v.rng.randrange(len(peers))) % len(peers)]
+                nursery.start_soon(_repair_one, v, peer, proto, req, limiter, got)
+        if got:
+            await v.shreds_send.send((got, "repair"))
+
+
+async def cleanup_service(v: Validator) -> None:
+    """Purge the ledger below ``root - CLEANUP_KEEP_SLOTS`` every CLEANUP_INTERVAL_SLOTS of
+    root progress, in a worker thread (skipped where ledger/cleanup.py does not exist)."""
+    try:
+        from ..ledger.cleanup import purge_below  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return
+    last = v.cons.root
+    while True:
+        await trio.sleep(REPAIR_INTERVAL_S * 10)
+        root = v.cons.root
+        if root - last >= CLEANUP_INTERVAL_SLOTS:
+            last = root
+            await trio.to_thread.run_sync(purge_below, v.bs, root, CLEANUP_KEEP_SLOTS, limiter=v.limiters["disk"])
+
+
+async def stall_monitor(v: Validator) -> None:
+    """Event-loop stall: how late a 10 ms sleep wakes (a long synchronous step delays it)."""
+    while True:
+        t0 = trio.current_time()
+        await trio.sleep(STALL_PROBE_S)
+        v.loop_stall.append(max(0.0, (trio.current_time() - t0 - STALL_PROBE_S) * 1000))
+
+
+def _percentiles(samples: list[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
+    if not samples:
+        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
+    s = sorted(samples)
+    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
+
+
+def status_fields(v: Validator) -> dict[str, Any]:
+    cur = v.slot_at(v.clock.wall_ms())
+    leader = v.book.leader(cur)
+    s = v.stats
+    fin = v.finalized_slot()
+    stall = list(v.loop_stall)
+    chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
+             "votes": v.voting.send.statistics()}
+    return {
+        "slot": cur, "leader": encode_address(leader) if leader else None,
+        "processed": v.cons.processed_slot(), "confirmed": v.cons.confirmed_slot(), "finalized": fin,
+        "finalized_slots": v.finality.finalized_count(v.cons.root, v.cons.stakes),
+        "root": v.cons.finalized_slot(), "rooted_slots": v.finality.rooted_count,
+        "last_vote": v.cons.tower.last_voted_slot, "tower_depth": len(v.cons.tower.votes), "slot_ms": v.slot_ms,
+        "behind": v.behind(), "syncing": v.ready.syncing, "isolated": v.isolated(),
+        "last_no_vote_reason": v.last_no_vote_reason,
+        "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
+        "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
+        "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,
+        "pending_vote_slots": len(v.dups.pending), "shreds_in": s.shreds_in, "shreds_rejected": s.shreds_rejected,
+        "repair_requests": s.repair_requests, "repaired_shreds": s.repaired_shreds,
+        "txs_in": s.txs_in, "txs_included": s.txs_included, "votes_landed": s.votes_landed,
+        "votes_included": s.votes_included, "vote_pool": len(v.vote_pool), "weights_epoch": v.weights_epoch,
+        "lstake": v.lstake_table(), "mempool": len(v.mempool),
+        "confirm_latency_ms": _percentiles(list(v.confirm_latency_ms)),
+        "loop_stall_ms": {**_percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
+        "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,
+                         "waiting_send": c.tasks_waiting_send} for k, c in chans.items()},
+        "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
+        **v.producer.status(),
+    }
+
+
+async def control(v: Validator, req: dict[str, Any]) -> dict[str, Any] | None:
+    cmd = req.get("cmd")
+    if cmd == "chain":
+        lo = int(req.get("from", 0))
+        out = []
+        for r in v.bs.roots():
+            if r >= lo:
+                rec = v.bs.bank_hash(r)
+                out.append([r, rec.bank_hash.hex() if rec else None])
+        return {"ok": True, "roots": out, "finalized": v.finalized_slot(), "root": v.cons.finalized_slot()}
+    if cmd == "slot_info":
+        slot = int(req["slot"])
+        rec = v.bs.bank_hash(slot)
+        proof = v.bs.duplicate_proof(slot)
+        return {"ok": True, "slot": slot, "bank_hash": rec.bank_hash.hex() if rec else None,
+                "last_blockhash": rec.last_blockhash.hex() if rec else None,
+                "parent": rec.parent_slot if rec else None, "rooted": v.bs.is_root(slot),
+                "dead": (d.reason if (d := v.bs.dead_slot(slot)) else None),
+                "duplicate_proof": proof.kind if proof else None}
+    if cmd == "submit_tx":
+        raw = bytes.fromhex(req["tx_hex"])
+        v.add_tx(raw)
+        if v.port is not None:
+            await v.port.publish("txs", raw)
+        return {"ok": True}
+    return None
