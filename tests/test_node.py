@@ -365,7 +365,7 @@ def test_a_node_that_replays_no_other_leaders_slots_is_isolated(tmp_path: Path) 
     finally:
         v.close()
     (tmp_path / "lone").mkdir()
-    g, now, d, lone = _lone_validator(tmp_path / "lone", 64)
+    g, now, _d, lone = _lone_validator(tmp_path / "lone", 64)
     try:
         now["ms"] = 10**6
         assert not lone.isolated()  # all LStake is ours: nobody else to hear from
@@ -523,7 +523,7 @@ class _FakeNet:
                     if w.payload_checks()[topic](env) is None:
                         w.on_delivery(Delivery(topic, env, name, 0))
 
-            async def request(self, peer: str, proto: str, req: Any, timeout: float) -> Any:
+            async def request(self, peer: str, proto: str, req: Any, timeout_s: float) -> Any:
                 from ambient_p2p.net.reqresp import PROTO_REPAIR, ReqRespError, repair_handler
 
                 if {name, peer} & net.cut:

@@ -174,7 +174,7 @@ def test_slot_shape_violations(txs: list[bytes]) -> None:
     with pytest.raises(PohError, match="bad-tick-hash-count"):
         poh.check_slot_ticks(entries, 15, 4)
     with pytest.raises(PohError, match="trailing-entry"):
-        poh.check_slot_ticks(entries + [Entry(1, b"z" * 32, (txs[0],))], 16, 4)
+        poh.check_slot_ticks([*entries, Entry(1, b"z" * 32, (txs[0],))], 16, 4)
 
 
 def _v0_tx(with_lookup: bool) -> bytes:

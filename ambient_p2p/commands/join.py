@@ -106,7 +106,7 @@ def load_chain_id(genesis: str | None, chain_id: str | None) -> str:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    return _run_node(args, [args.bootstrap] + list(args.peer))
+    return _run_node(args, [args.bootstrap, *args.peer])
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -195,7 +195,7 @@ class Consensus:
             return NotVoted("switch", best)
         new_root = t.record_vote(best)
         effects: list[Effect] = [PersistTower(t.to_record(self.keypair))]
-        vote = Vote(self.keypair.pubkey, best, self.bank_hashes[best], t.root, now_ms, bytes(64))
+        vote = Vote(self.keypair.pubkey, best, self.bank_hashes[best], t.root, now_ms, crypto.ZERO_SIGNATURE)
         effects.append(SendVote(sign_message(vote, self.keypair, "vote")))
         fc.add_vote(self.keypair.pubkey, best)
         if new_root is not None and new_root in fc.parent and new_root > fc.root:

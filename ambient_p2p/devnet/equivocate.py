@@ -46,7 +46,7 @@ class EquivocatingProducer:
             return [built.packets]
         users = user_keypairs(self.genesis.chain_id, 2)
         extra = transfer_tx(users[0], users[1].pubkey, self.rng.randint(1, 1000), parent.bank.last_blockhash)
-        other = rebuild(built.included + [extra])
+        other = rebuild([*built.included, extra])
         self.equivocated_slots.append(built.slot)
         return [built.packets, other.packets]
 

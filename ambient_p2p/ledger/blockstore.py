@@ -196,8 +196,16 @@ class _SlotState:
     for every data shred and turned back into a SlotMeta (encoded once) at the end,
     instead of a new frozen SlotMeta per shred. Fields and ``is_full`` mirror SlotMeta."""
 
-    __slots__ = ("slot", "consumed", "received", "last_index", "parent_slot", "next_slots", "is_connected",
-                 "completed_data_indexes")
+    __slots__ = (
+        "completed_data_indexes",
+        "consumed",
+        "is_connected",
+        "last_index",
+        "next_slots",
+        "parent_slot",
+        "received",
+        "slot",
+    )
 
     def __init__(self, m: SlotMeta) -> None:
         self.slot = m.slot

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class NetPort(Protocol):
     async def publish(self, topic: str, data: bytes) -> None: ...
 
-    async def request(self, peer: Any, proto: str, req: Any, timeout: float) -> Any:
+    async def request(self, peer: Any, proto: str, req: Any, timeout_s: float) -> Any:
         """The response, or raises ``ReqRespError``."""
         ...
 
@@ -31,9 +31,9 @@ class NetNodePort:
         if self.node.gossip is not None:
             await self.node.gossip.publish(topic, data)
 
-    async def request(self, peer: Any, proto: str, req: Any, timeout: float) -> Any:
+    async def request(self, peer: Any, proto: str, req: Any, timeout_s: float) -> Any:
         assert self.node.host is not None
-        return await request(self.node.host, peer, proto, req, timeout=timeout)
+        return await request(self.node.host, peer, proto, req, timeout=timeout_s)
 
     def peers(self) -> list[Any]:
         host = self.node.host

@@ -27,6 +27,7 @@ from ..core import slots as sl
 from ..core.bank import BlockError, parse_transaction
 from ..core.codec import encode
 from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair, encode_address
 from ..core.finality import Finality
 from ..core.forkchoice import ForkChoiceError
@@ -58,7 +59,7 @@ TOWER_FILE = "tower.cbor"
 INBOX_LEN = 4096
 LATENCY_SAMPLES = 10_000
 #: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
-MAX_TX_BYTES = 1232
+MAX_TX_BYTES = PACKET_DATA_BYTES
 #: Slots with a stored duplicate proof listed in status (test evidence; capped).
 MAX_DUPLICATE_SLOTS_SEEN = 1024
 _T = TypeVar("_T")
