@@ -56,6 +56,10 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
     p.add_argument("--validator", action="store_true",
                    help="run the validator too (needs --genesis): produce, replay, vote, finalize")
+    p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
+                   help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
+                        "time, shreds go out during the slot); instant: the whole slot is computed when the "
+                        "leader builds it (default: service; spec/node.md)")
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
@@ -214,7 +218,10 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     # measurement knob: AMBIENT_NODE_INLINE_WORK=1 runs insert/replay/build/tower writes on
     # the event loop (the pre-issue-11 shape), for A/B loop-stall figures (spec/node.md)
     inline = os.environ.get("AMBIENT_NODE_INLINE_WORK") == "1"
-    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline)
+    from ..node.production import DEFAULT_POH_CLOCK
+
+    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline,
+                     poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

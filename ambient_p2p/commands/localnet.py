@@ -24,6 +24,8 @@ def register(sub: Any) -> None:
     p.add_argument("--chain-id", default="localnet")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--slot-ms", type=int, default=800, help="slot duration in ms (8 ticks; default 800)")
+    p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
+                   help="passed to every node (`run`/`join --poh-clock`; default: the node's default)")
     p.set_defaults(func=cmd_localnet)
 
 
@@ -56,7 +58,9 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
     net = ValidatorLocalnet(root, args.nodes, chain_id=args.chain_id, echo=log,
-                            genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8})
+                            genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8},
+                            node_args={i: ["--poh-clock", args.poh_clock] for i in range(args.nodes)}
+                            if args.poh_clock else None)
     stop = {"sig": 0}
 
     def on_signal(sig: int, _frame: Any) -> None:

@@ -12,8 +12,9 @@ mixes transaction batches in as they arrive (:meth:`PohService.record`, agave
 ``TransactionRecorder::record``); records are refused once the slot's last tick is out
 (agave ``MaxHeightReached``). Entries stream back in chain order
 (:meth:`PohService.stream`) and the whole slot is available when its last tick lands
-(:meth:`PohService.slot_entries`); :func:`build_slot_from_entries` turns them into the
-same ``BuiltSlot`` that ``node/leader.py`` ``build_slot`` returns.
+(:meth:`PohService.slot_entries`); ``node/leader.py`` ``SlotStreamer`` (during the slot)
+or ``build_slot_from_entries`` (at its end, both re-exported here) turn them into the same
+``BuiltSlot`` that ``build_slot`` returns.
 
 The worker runs in a **process** by default: CPython holds the GIL while hashing 32-byte
 inputs, so a hashing thread takes the interpreter from the trio loop for up to a switch
@@ -41,16 +42,13 @@ from typing import Any, Literal
 
 import trio
 
-from ..core.constants import SHRED_VERSION
-from ..core.crypto import Keypair
-from ..core.messages import Genesis, PohParams
-from ..core.poh import Entry, check_slot_ticks, hash_transactions, serialize_entries
+from ..core.messages import PohParams
+from ..core.poh import Entry, hash_transactions
 from ..core.poh_recorder import MaxHeightReached, PohRecorder
-from ..core.shred import SlotShredder, make_shreds_from_data
-from ..core.vote_program import VoteTx
-from ..ledger.meta import BankHashRecord
-from ..ledger.replay import SlotResult
-from .leader import BuiltSlot
+from .leader import BuiltSlot, SlotStreamer, build_slot_from_entries
+
+__all__ = ["BuiltSlot", "PohService", "PohSlotStats", "SlotStreamer", "SlotSuperseded", "build_slot_from_entries",
+           "record_slot"]
 
 log = logging.getLogger(__name__)
 
@@ -541,97 +539,3 @@ async def record_slot(
         if await poh.record(slot, batch) is None:
             raise MaxHeightReached(slot, poh.params.ticks_per_slot * (slot - parent_slot))
     return await poh.slot_entries(slot)
-
-
-# ---------------------------------------------------------------------------------------
-# From entries to a BuiltSlot
-# ---------------------------------------------------------------------------------------
-def build_slot_from_entries(
-    kp: Keypair,
-    genesis: Genesis,
-    parent_slot: int,
-    parent: SlotResult,
-    slot: int,
-    bank: Any,
-    entries: Sequence[Entry],
-    included: Sequence[bytes],
-    dropped: Sequence[bytes] = (),
-    included_votes: Sequence[VoteTx] = (),
-) -> BuiltSlot:
-    """The tail of ``node/leader.py`` ``build_slot`` for entries that a PoH recorder
-    produced: ``bank`` is the child bank of ``parent`` in which the leader executed the
-    recorded transactions (``included``, in entry order); freeze it on the last entry hash,
-    cut the entries into chained Merkle FEC sets signed by ``kp``, and return the same
-    ``BuiltSlot`` ``build_slot`` does. Refuses (``PohError``) entries that replay would
-    reject for their shape, and (ValueError) entries whose transactions are not
-    ``included``."""
-    check_slot_ticks(entries, genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot * (slot - parent_slot))
-    recorded = [tx for e in entries for tx in e.transactions]
-    if recorded != list(included):
-        raise ValueError(f"entries carry {len(recorded)} transactions, not the {len(included)} the bank executed")
-    last_hash = entries[-1].hash
-    bank_hash = bank.freeze(last_hash)
-    sb = make_shreds_from_data(kp, parent.last_root, serialize_entries(entries), slot, parent_slot,
-                               SHRED_VERSION, genesis.poh.ticks_per_slot, True, 0, 0)
-    packets = [s.payload for s in sb.data] + [s.payload for s in sb.code]
-    result = SlotResult(bank, last_hash, sb.merkle_root, len(entries), len(recorded), 0)
-    rec = BankHashRecord(slot, parent_slot, bank_hash, last_hash, bank.signature_count, bank.transaction_count)
-    return BuiltSlot(slot, parent_slot, packets, result, rec, list(included), list(dropped), list(included_votes))
-
-
-class SlotStreamer:
-    """Shreds a slot's entries while the PoH service produces them, so a leader can publish
-    during its slot instead of at its end (agave's broadcast stage): ``add`` each run of
-    entries (for example what :meth:`PohService.stream` yields, batched as the caller
-    likes) and publish the packets it returns; after the run holding the slot's last tick,
-    ``finish`` gives the ``BuiltSlot``. Each ``add`` is at least one 32:32 FEC set (64
-    shreds), so batch runs (e.g. every few ticks) rather than adding every entry."""
-
-    def __init__(self, kp: Keypair, genesis: Genesis, parent_slot: int, parent: SlotResult, slot: int) -> None:
-        self.genesis = genesis
-        self.kp = kp
-        self.parent_slot = parent_slot
-        self.parent = parent
-        self.slot = slot
-        self.max_ticks = genesis.poh.ticks_per_slot * (slot - parent_slot)
-        self.shredder = SlotShredder(kp, slot, parent_slot, SHRED_VERSION, parent.last_root)
-        self.entries: list[Entry] = []
-        self.packets: list[bytes] = []
-        self.ticks = 0
-
-    def add(self, entries: Sequence[Entry]) -> list[bytes]:
-        """Shred ``entries`` (the next ones of the slot, in order); returns their packets."""
-        if not entries:
-            return []
-        ticks = self.ticks + sum(1 for e in entries if e.is_tick)
-        if self.shredder.finished or ticks > self.max_ticks:
-            raise ValueError(f"more than {self.max_ticks} ticks in slot {self.slot}, or entries after the last")
-        last = ticks == self.max_ticks and entries[-1].is_tick
-        sb = self.shredder.add(serialize_entries(entries), reference_tick=ticks, is_last_in_slot=last)
-        self.entries.extend(entries)
-        self.ticks = ticks
-        packets = [sh.payload for sh in sb.data] + [sh.payload for sh in sb.code]
-        self.packets.extend(packets)
-        return packets
-
-    def finish(
-        self,
-        bank: Any,
-        included: Sequence[bytes],
-        dropped: Sequence[bytes] = (),
-        included_votes: Sequence[VoteTx] = (),
-    ) -> BuiltSlot:
-        """The ``BuiltSlot`` of the streamed slot (as :func:`build_slot_from_entries`)."""
-        if not self.shredder.finished:
-            raise ValueError(f"slot {self.slot} is not complete: {self.ticks} of {self.max_ticks} ticks")
-        check_slot_ticks(self.entries, self.genesis.poh.hashes_per_tick, self.max_ticks)
-        recorded = [tx for e in self.entries for tx in e.transactions]
-        if recorded != list(included):
-            raise ValueError(f"entries carry {len(recorded)} transactions, not the {len(included)} the bank executed")
-        last_hash = self.entries[-1].hash
-        bank_hash = bank.freeze(last_hash)
-        result = SlotResult(bank, last_hash, self.shredder.merkle_root, len(self.entries), len(recorded), 0)
-        rec = BankHashRecord(self.slot, self.parent_slot, bank_hash, last_hash, bank.signature_count,
-                             bank.transaction_count)
-        return BuiltSlot(self.slot, self.parent_slot, list(self.packets), result, rec, list(included),
-                         list(dropped), list(included_votes))

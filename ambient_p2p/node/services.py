@@ -21,6 +21,7 @@ from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
 from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
+from .production import poh_status
 from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,8 +107,26 @@ async def replay_service(v: Validator) -> None:
 
 
 async def leader_service(v: Validator) -> None:
+    """With ``--poh-clock service``, opens the node's PoH clock (one worker process, kept
+    for the node's life) for ``Validator.produce``; then the leader loop."""
+    if v.poh_clock == "service" and v.poh is None:
+        from .poh_service import PohService
+
+        async with PohService.open(v.genesis.poh) as poh:
+            v.poh = poh
+            try:
+                await _leader_loop(v)
+            finally:
+                v.poh = None
+    else:
+        await _leader_loop(v)
+
+
+async def _leader_loop(v: Validator) -> None:
     """Sleeps until its slot boundary, a freeze, or (while waiting in its own slot) a short
-    recheck; asks the pure leader policy what to do."""
+    recheck; asks the pure leader policy what to do. On the PoH clock a build lasts until
+    the end of its slot (at most ``PRODUCE_OVERRUN_SLOTS`` past it: then it is abandoned),
+    so the next slot's decision comes after it, on the slot it produced."""
     last_built = -1
     while True:
         now = v.clock.wall_ms()
@@ -241,6 +260,7 @@ def status_fields(v: Validator) -> dict[str, Any]:
         "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,
                          "waiting_send": c.tasks_waiting_send} for k, c in chans.items()},
         "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
+        "poh": poh_status(v),
         **v.producer.status(),
     }
 

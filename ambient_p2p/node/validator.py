@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -47,10 +47,14 @@ from ..net.reqresp import ShredStore
 from .clock import Clock
 from .leader import BuiltSlot, build_slot
 from .port import NetNodePort, NetPort
+from .production import produce_on_clock
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredPush, ShredPushAck, slot_repair_handler
 from .schedule import ScheduleBook
 from .services import SHRED_QUEUE_LEN, SHREDS_PER_GOSSIP_MESSAGE, control, run_services, status_fields
 from .voting import VoteOp, VotingService, read_tower, write_tower
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .poh_service import PohService
 
 __all__ = ["Validator", "read_tower", "slot_duration_ms", "write_tower"]
 
@@ -138,6 +142,7 @@ class ValidatorStats:
     votes_landed: int = 0  # votes that landed in slots this node replayed or produced
     votes_included: int = 0  # vote transactions this node put in its own slots
     dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
+    produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
     duplicate_slots: set[int] = field(default_factory=set)
     last_produced_ms: dict[int, int] = field(default_factory=dict)
 
@@ -172,7 +177,8 @@ class Validator:
 
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
-                 producer: ProducerStrategy | None = None, offload: bool = True) -> None:
+                 producer: ProducerStrategy | None = None, offload: bool = True,
+                 poh_clock: str = "instant") -> None:
         self.kp, self.genesis, self.data_dir = kp, genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
         self.rng = rng or random.Random()
@@ -215,6 +221,10 @@ class Validator:
         self._replays: list[sl.Replay] = []
         self.loaded = False
         self.offload = offload  # False: heavy work inline on the trio thread (A/B measurement only)
+        # "service": slots on the PoH clock (leader_service opens self.poh); "instant" here by
+        # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
+        self.poh_clock = poh_clock
+        self.poh: PohService | None = None
 
     @property
     def stakes(self) -> Mapping[bytes, int]:
@@ -536,34 +546,49 @@ class Validator:
 
     # -- production ---------------------------------------------------------------------------
     async def produce(self, slot: int, parent: int) -> None:
-        """Build ``slot`` on ``parent`` in a worker thread, store it, deliver it, decide."""
+        """Build ``slot`` on ``parent``: on the PoH clock when the leader service opened one
+        (node/production.py; an equivocating producer strategy keeps the one-shot build),
+        else at once in a worker thread; store it, deliver it, decide."""
+        if self.poh is not None and isinstance(self.producer, HonestProducer):
+            await produce_on_clock(self, self.poh, slot, parent)
+            return
         async with self.ledger_lock:
-            if parent not in self.banks or not self.slots.is_frozen(parent) or self.slots.state(slot) not in (
-                    sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL):
+            if not self.may_build(slot, parent):
                 return  # the parent was dumped or pruned while we waited for the lock
             txs, votes, parent_res = self.mempool.take(self.clock.mono_ms()), self.vote_pool.take(), self.banks[parent]
             built, variants, res, metas = await self._thread(
                 "build", _build_job, self.kp, self.genesis, parent, parent_res, slot, txs, votes,
                 self.producer, self.bs, self._leaders())
-            self.vote_pool.remove_included(built.included_votes)
-            self.stats.votes_included += len(built.included_votes)
-            received = [t for raw in built.included if (t := self.mempool.received_ms(raw)) is not None]
-            if received:
-                self.awaiting_confirm[slot] = received
-            self.mempool.remove(built.included + built.dropped)
-            self.stats.txs_included += len(built.included)
-            self.stats.produced += 1
-            self.banks[slot] = built.result
-            self._perform(self.slots.handle(sl.Produced(slot, parent, built.record.bank_hash)))
-            self._apply_insert(res, metas)
+            self.commit_built(built, res, metas)
             await self._replay_ready()
-            self.stats.last_produced_ms[slot] = self.clock.wall_ms()
-            if len(self.stats.last_produced_ms) > 64:
-                del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
         if self.port is not None and not await self.producer.deliver(slot, variants, self.port):
             await self._publish(variants)
         async with self.ledger_lock:
             await self.decide()
+
+    def may_build(self, slot: int, parent: int) -> bool:
+        """``parent`` is still frozen here and ``slot`` not yet frozen, dead or dumped."""
+        return parent in self.banks and self.slots.is_frozen(parent) and self.slots.state(slot) in (
+            sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL)
+
+    def commit_built(self, built: BuiltSlot, res: InsertResult, metas: list[SlotMeta]) -> None:
+        """A slot this node built and stored: pools, stats, frozen as ``Produced``, its insert
+        applied (the caller holds the ledger lock and then runs ``_replay_ready``)."""
+        slot = built.slot
+        self.vote_pool.remove_included(built.included_votes)
+        self.stats.votes_included += len(built.included_votes)
+        received = [t for raw in built.included if (t := self.mempool.received_ms(raw)) is not None]
+        if received:
+            self.awaiting_confirm[slot] = received
+        self.mempool.remove(built.included + built.dropped)
+        self.stats.txs_included += len(built.included)
+        self.stats.produced += 1
+        self.banks[slot] = built.result
+        self._perform(self.slots.handle(sl.Produced(slot, built.parent, built.record.bank_hash)))
+        self._apply_insert(res, metas)
+        self.stats.last_produced_ms[slot] = self.clock.wall_ms()
+        if len(self.stats.last_produced_ms) > 64:
+            del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
 
     async def _publish(self, variants: list[list[bytes]]) -> None:
         assert self.port is not None
@@ -618,15 +643,21 @@ def _scan_ledger(bs: Blockstore) -> tuple[list[int], list[SlotMeta], set[int]]:
     return roots, metas, dead
 
 
-def _build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult, slot: int, txs: list[bytes],
-               votes: list[VoteTx], producer: ProducerStrategy, bs: Blockstore,
-               leaders: Callable[[int], bytes | None]) -> tuple[BuiltSlot, list[list[bytes]], InsertResult,
-                                                                list[SlotMeta]]:
-    """Worker thread: build the slot (PoH, bank, shreds, signatures), store it."""
-    built = build_slot(kp, genesis, parent, parent_res, slot, txs, votes)
-    variants = producer.variants(built, parent_res, lambda t: build_slot(kp, genesis, parent, parent_res, slot, t))
+def store_built_job(bs: Blockstore, built: BuiltSlot,
+                    leaders: Callable[[int], bytes | None]) -> tuple[InsertResult, list[SlotMeta]]:
+    """Worker thread: store an own slot (bank-hash record, shreds through the verified insert)."""
     bs.put_bank_hash(built.record)
     res, metas = _insert_job(bs, built.packets, leaders, True)
     if res.rejected:
         raise AssertionError(f"own shreds rejected: {res.rejected[:2]}")
-    return built, variants, res, metas
+    return res, metas
+
+
+def _build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult, slot: int, txs: list[bytes],
+               votes: list[VoteTx], producer: ProducerStrategy, bs: Blockstore,
+               leaders: Callable[[int], bytes | None]) -> tuple[BuiltSlot, list[list[bytes]], InsertResult,
+                                                                list[SlotMeta]]:
+    """Worker thread: build the slot at once (PoH, bank, shreds, signatures), store it."""
+    built = build_slot(kp, genesis, parent, parent_res, slot, txs, votes)
+    variants = producer.variants(built, parent_res, lambda t: build_slot(kp, genesis, parent, parent_res, slot, t))
+    return (built, variants, *store_built_job(bs, built, leaders))
