@@ -275,3 +275,33 @@ def test_leader_service_on_the_poh_clock_under_a_mock_clock(tmp_path: Path) -> N
     slot_ns = int(v.slot_ms * 1e6)
     assert len(stats) == 12 and all(s.late_ticks == 0 for s in stats)
     assert all(s.finished_ns - s.started_ns <= slot_ns for s in stats)
+
+
+def test_poh_clock_option_on_run_join_and_localnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--poh-clock`` takes exactly the clocks the node knows, defaults to
+    DEFAULT_POH_CLOCK, and a wrong value is a user error (exit 2, one ``error:`` line)."""
+    import argparse
+
+    from ambient_p2p.cli import build_parser, main
+    from ambient_p2p.commands.join import _make_validator
+    from ambient_p2p.core.codec import encode
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd in ("run", "join", "localnet"):
+        opt = next(a for a in sub.choices[cmd]._actions if "--poh-clock" in a.option_strings)
+        assert tuple(opt.choices) == production.POH_CLOCKS, cmd
+    g = _genesis(n=1)
+    (tmp_path / "g.cbor").write_bytes(encode(g))
+    for flag, want in (([], production.DEFAULT_POH_CLOCK), (["--poh-clock", "instant"], "instant")):
+        d = tmp_path / f"d{len(flag)}"
+        args = parser.parse_args(["run", "--validator", "--genesis", str(tmp_path / "g.cbor"), "--ledger", str(d), *flag])
+        d.mkdir()
+        v = _make_validator(args, KEYS[0], d)
+        try:
+            assert v.poh_clock == want
+        finally:
+            v.close()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--poh-clock", "sometimes"])
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
