@@ -54,6 +54,7 @@ from fractions import Fraction
 from typing import Any
 
 from ambient_p2p.core import codec, crypto
+from ambient_p2p.core import consensus as consensus_mod
 from ambient_p2p.core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote
 from ambient_p2p.core.lstake import leader_schedule
 from ambient_p2p.core.tower import DUPLICATE_THRESHOLD, INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Tower, TowerRecord
@@ -64,8 +65,14 @@ SCHEDULE_SLOTS = 1024
 #: Slots after the last fault within which every root must pass it. 32 votes are needed to
 #: root a slot; the rest covers lockouts built during a partition expiring (a vote stacked
 #: k deep locks 2^k slots) and the forks resolving.
-LIVENESS_SLOTS = 96
+LIVENESS_SLOTS = 64
+#: Votes sent this many slots into the quiet tail still count towards the lockout horizon (a
+#: node keeps voting on its partition's fork until it hears the heavier one; each such vote
+#: doubles older lockouts).
+HORIZON_GRACE_SLOTS = 8
 TRACE_LEN = 80
+#: A node runs its vote decision at most this often (agave's replay loop), not per message.
+REPLAY_TICK_MS = 40
 
 STAKE_PROFILES: tuple[tuple[int, ...], ...] = (
     (100, 100, 100, 100),
@@ -109,11 +116,24 @@ def fast_signatures() -> Iterator[None]:
             return False
         return bool(signature == _fast_sig(pubkey, purpose, message))
 
+    # every receiver checks the same Vote object: check its signature once per run
+    real_vm = consensus_mod.verify_message
+    cache: dict[tuple[Any, bytes, str], bool] = {}
+
+    def verify_message(msg: Any, signer: bytes, purpose: str) -> bool:
+        key = (msg, signer, purpose)
+        ok = cache.get(key)
+        if ok is None:
+            ok = cache[key] = real_vm(msg, signer, purpose)
+        return ok
+
     crypto.verify = verify  # type: ignore[assignment]
+    consensus_mod.verify_message = verify_message  # type: ignore[attr-defined]
     try:
         yield
     finally:
         crypto.verify = real  # type: ignore[assignment]
+        consensus_mod.verify_message = real_vm  # type: ignore[attr-defined]
 
 
 @functools.cache
@@ -166,6 +186,7 @@ class RepairRequest:
 
 
 Message = BlockMsg | VoteMsg | RepairRequest
+TICK: Any = object()  # scheduler-internal: a node's replay-loop iteration
 
 
 @dataclass(frozen=True)
@@ -213,22 +234,26 @@ class SimNode:
         self.dups: set[int] = set()
         self.latest_by_voter: dict[bytes, Vote] = {}
         self.votes_by_slot: dict[int, dict[bytes, Vote]] = {}
+        self.missing: dict[bytes, tuple[int, int]] = {}  # block hash to repair -> (slot, last peer asked)
         self.out: list[Output] = []
         self.dirty = False
         for b in sorted(disk.blocks.values(), key=lambda b: b.slot):  # replay the blockstore
             self._index_block(b)
         for b in sorted(disk.blocks.values(), key=lambda b: b.slot):
             self._replay_from(b)
+            if b.slot > 0 and b.parent_hash not in disk.blocks and b.parent_slot >= root:
+                self.missing[b.parent_hash] = (b.parent_slot, index)  # the repair loop resumes
 
     # -- inputs ---------------------------------------------------------------------------
     def on_block(self, b: Block, sender: int | None) -> None:
         if b.hash in self.disk.blocks:
             return
         self.disk.blocks[b.hash] = b
+        self.missing.pop(b.hash, None)
         self._index_block(b)
         self.out.append(Send(None, BlockMsg(b)))  # retransmit on first receipt
         if b.parent_hash not in self.disk.blocks and b.parent_slot >= self.cons.root and sender is not None:
-            self.out.append(Send(sender, RepairRequest(b.parent_hash)))
+            self._repair(b.parent_hash, b.parent_slot, sender)
         self._replay_from(b)
         self._check_dump()
 
@@ -243,7 +268,7 @@ class SimNode:
         if self.cons.on_vote(v):
             self.dirty = True
         elif v.bank_hash not in self.disk.blocks and v.voter in self.peers:
-            self.out.append(Send(self.peers[v.voter], RepairRequest(v.bank_hash)))
+            self._repair(v.bank_hash, v.slot, self.peers[v.voter])
         self._check_dump()
 
     def on_repair_request(self, h: bytes, sender: int) -> None:
@@ -266,11 +291,20 @@ class SimNode:
         self._replay_from(blocks[0])
         return blocks
 
-    def refresh_vote(self) -> None:
-        """Re-gossip the latest own vote (CRDS keeps and re-serves it)."""
+    def on_slot(self) -> None:
+        """Once a slot: re-gossip the latest own vote (CRDS keeps and re-serves it) and retry
+        outstanding repairs, each time asking the next peer."""
         v = self.latest_by_voter.get(self.pubkey)
         if v is not None:
             self.out.append(Send(None, VoteMsg(v)))
+        n = len(self.peers)
+        for h, (slot, peer) in sorted(self.missing.items()):
+            nxt = (peer + 1) % n
+            self._repair(h, slot, nxt if nxt != self.index else (nxt + 1) % n)
+
+    def _repair(self, h: bytes, slot: int, peer: int) -> None:
+        self.missing[h] = (slot, peer)
+        self.out.append(Send(peer, RepairRequest(h)))
 
     def decide(self, now_ms: int) -> None:
         if not self.dirty:
@@ -303,8 +337,8 @@ class SimNode:
             root = self.cons.root
             if b.slot <= root or b.slot in self.version or b.parent_slot < root:
                 continue
-            if self.version.get(b.parent_slot) != b.parent_hash:
-                continue  # parent not replayed yet, or we hold another version of it
+            if self.version.get(b.parent_slot) != b.parent_hash or b.parent_slot not in self.cons.forkchoice.parent:
+                continue  # parent not replayed yet, pruned, or we hold another version of it
             self.cons.on_replayed(b.slot, b.parent_slot, b.hash)
             self.version[b.slot] = b.hash
             if b.slot in self.dups:
@@ -352,10 +386,12 @@ class SimNode:
 
     def _pruned(self, root: int) -> None:
         self.disk.roots[root] = self.version[root]
-        self.version = {s: h for s, h in self.version.items() if s >= root}
+        live = self.cons.forkchoice.parent
+        self.version = {s: h for s, h in self.version.items() if s in live}
         self.votes_by_slot = {s: vs for s, vs in self.votes_by_slot.items() if s > root}
         self.dups = {s for s in self.dups if s > root}
         self.versions_of = {s: vs for s, vs in self.versions_of.items() if s > root}
+        self.missing = {h: sp for h, sp in self.missing.items() if sp[0] > root}
 
 
 NodeFactory = Callable[[int, crypto.Keypair, dict[bytes, int], Disk, dict[bytes, int]], SimNode]
@@ -390,7 +426,7 @@ class Scenario:
         kinds = rng.sample(("partition", "crash", "byzantine", "partition"), rng.randint(1, 3))
         for kind in kinds:
             start = rng.randint(1, fault_end - 2)
-            end = rng.randint(start + 1, fault_end)
+            end = rng.randint(start + 1, min(fault_end, start + 8))
             if kind == "partition":
                 order = list(range(n))
                 rng.shuffle(order)
@@ -478,11 +514,16 @@ class SimResult:
     roots: list[int]
     events: int
     votes: int
+    exempt: str | None = None  # why liveness was not required (see Simulation._unconfirmed_split)
 
 
 class Simulation:
-    def __init__(self, sc: Scenario, real_crypto: bool = False, node_factory: NodeFactory = SimNode) -> None:
+    def __init__(self, sc: Scenario, real_crypto: bool = False, node_factory: NodeFactory = SimNode,
+                 strict_liveness: bool = False) -> None:
+        """``strict_liveness``: require liveness even after an unconfirmed equivocation split
+        (the known gap; see :meth:`_unconfirmed_split`)."""
         self.sc = sc
+        self.strict_liveness = strict_liveness
         self.n = len(sc.stakes)
         self.rng = random.Random(sc.seed ^ 0x5EED)
         self.keys = keypairs(self.n, not real_crypto)
@@ -497,7 +538,7 @@ class Simulation:
         self.oracles = [LockoutOracle() for _ in range(self.n)]
         self.last_root = [0] * self.n
         self.highest_root: Block = GENESIS
-        self.heap: list[tuple[int, int, int, int, Message]] = []
+        self.heap: list[tuple[int, int, int, int, Any]] = []
         self.seq = 0
         self.now = 0
         self.slot = 0
@@ -505,6 +546,11 @@ class Simulation:
         self.trace: deque[str] = deque(maxlen=TRACE_LEN)
         self.events = 0
         self.votes = 0
+        self.voted: list[set[bytes]] = [set() for _ in range(self.n)]  # bank hashes each node voted
+        self.equivocated: set[int] = set()
+        self.exempt: str | None = None
+        self.horizon_at_end = 0
+        self.tick_due: set[int] = set()
 
     def _boot(self, i: int) -> SimNode:
         return self.node_factory(i, self.keys[i], dict(self.stakes), self.disks[i], self.index_of)
@@ -528,15 +574,23 @@ class Simulation:
             self.seq += 1
             heapq.heappush(self.heap, (at, self.seq, src, dst, msg))
 
-    def _flush(self, i: int) -> None:
+    def _flush(self, i: int, decide: bool = True) -> None:
+        """Perform node ``i``'s outputs; ``decide``: run its vote decision first (a replay
+        loop iteration), otherwise schedule one ``REPLAY_TICK_MS`` later if it is due."""
         node = self.nodes[i]
         assert node is not None
-        node.decide(self.now)
+        if decide:
+            node.decide(self.now)
+        elif node.dirty and i not in self.tick_due:
+            self.tick_due.add(i)
+            self.seq += 1
+            heapq.heappush(self.heap, (self.now + REPLAY_TICK_MS, self.seq, -1, i, TICK))
         while node.out:
             outs, node.out = node.out, []
             for o in outs:
                 self._output(i, o)
-            node.decide(self.now)
+            if decide:
+                node.decide(self.now)
 
     def _output(self, i: int, o: Output) -> None:
         if isinstance(o, Send):
@@ -548,6 +602,7 @@ class Simulation:
         elif isinstance(o, SendVote):
             self._check_vote(i, o.vote)
             self.votes += 1
+            self.voted[i].add(o.vote.bank_hash)
             self.trace.append(f"t={self.now} n{i} vote {o.vote.slot}:{o.vote.bank_hash.hex()[:6]}")
             for dst in range(self.n):
                 if dst != i:
@@ -642,6 +697,8 @@ class Simulation:
             blocks = node.produce(s, 2 if equivocate else 1)
             for b in blocks:
                 self.tree[b.hash] = b
+            if len(blocks) > 1:
+                self.equivocated.add(s)
             if blocks:
                 self.trace.append(f"t={self.now} n{leader} produce {s}<-{blocks[0].parent_slot} x{len(blocks)}")
             if len(blocks) == 1:
@@ -658,15 +715,34 @@ class Simulation:
             self._flush(leader)
         for i, nd in enumerate(self.nodes):
             if nd is not None:
-                nd.refresh_vote()
+                nd.on_slot()
                 self._flush(i)
 
     def run(self, max_slots: int | None = None) -> SimResult:
+        """Run to ``max_slots`` (no liveness check), or until every root passes the end of
+        faults; the liveness deadline is ``liveness_slots`` after the end of faults or after
+        the last lockout any vote sent before then still holds (a partition that stacked k
+        votes on a losing fork locks its voters out for 2^k slots: Tower BFT's price)."""
         sc = self.sc
-        last = max_slots if max_slots is not None else sc.fault_end + sc.liveness_slots
+        deadline = max_slots if max_slots is not None else sc.fault_end + sc.liveness_slots
         ctx = contextlib.nullcontext() if self.real_crypto else fast_signatures()
         with ctx:
-            for s in range(1, last + 1):
+            s = 0
+            horizon = 0
+            while True:
+                if s == deadline and max_slots is None and horizon == 0:
+                    if not self.strict_liveness and self._unconfirmed_split() is not None:
+                        break  # stuck for the documented reason: no point running on
+                    # lockouts stacked during the faults may hold voters off the winning fork
+                    deadline = max(deadline, self._lockout_horizon() + sc.liveness_slots)
+                    horizon = deadline
+                if s >= deadline:
+                    break
+                s += 1
+                if s in (sc.fault_end, sc.fault_end + HORIZON_GRACE_SLOTS) and max_slots is None:
+                    self.horizon_at_end = max(
+                        [self.horizon_at_end] + [v + INITIAL_LOCKOUT**c for o in self.oracles for v, c in o.stack]
+                    )
                 self._slot_start(s)
                 end = s * SLOT_MS + SLOT_MS
                 while self.heap and self.heap[0][0] < end:
@@ -674,6 +750,11 @@ class Simulation:
                     self.now = at
                     self.events += 1
                     node = self.nodes[dst]
+                    if msg is TICK:
+                        self.tick_due.discard(dst)
+                        if node is not None:
+                            self._flush(dst)
+                        continue
                     if node is None or not self._connected(src, dst):
                         continue
                     if isinstance(msg, BlockMsg):
@@ -682,16 +763,46 @@ class Simulation:
                         node.on_vote(msg.vote)
                     else:
                         node.on_repair_request(msg.bank_hash, src)
-                    self._flush(dst)
+                    self._flush(dst, decide=False)
                 self.now = end
                 if s >= sc.fault_end and min(self._roots()) >= sc.fault_end and max_slots is None:
                     return SimResult(sc.seed, s, self._roots(), self.events, self.votes)
         if max_slots is None:
+            split = None if self.strict_liveness else self._unconfirmed_split()
+            if split is not None:
+                self.exempt = split
+                return SimResult(sc.seed, s, self._roots(), self.events, self.votes, exempt=split)
             raise self.fail(
                 "LIVENESS", f"roots {self._roots()} did not all pass slot {sc.fault_end} (the end of faults) "
-                f"within {sc.liveness_slots} slots"
+                f"by slot {deadline}"
             )
-        return SimResult(sc.seed, last, self._roots(), self.events, self.votes)
+        return SimResult(sc.seed, s, self._roots(), self.events, self.votes)
+
+    def _lockout_horizon(self) -> int:
+        """The last slot on which a vote sent before the end of faults still locks (oracle)."""
+        return self.horizon_at_end
+
+    def _unconfirmed_split(self) -> str | None:
+        """The one known liveness gap (documented in spec/tower.md "Known gaps"): a leader
+        equivocated and the cluster's votes split across versions of a slot with no version
+        reaching the duplicate threshold (> 52%), so nobody dumps and every voter's last vote
+        sits on a fork the others' fork choice cannot see."""
+        versions: dict[int, dict[bytes, set[int]]] = {}
+        for i, hashes in enumerate(self.voted):
+            for h in hashes:
+                b: Block | None = self.tree[h]
+                while b is not None and b.slot > 0:
+                    if b.slot in self.equivocated:
+                        versions.setdefault(b.slot, {}).setdefault(b.hash, set()).add(i)
+                    b = self.tree.get(b.parent_hash)
+        total = sum(self.sc.stakes)
+        for slot, by_version in sorted(versions.items()):
+            if len(by_version) < 2:
+                continue
+            stake = {h: sum(self.sc.stakes[i] for i in voters) for h, voters in by_version.items()}
+            if all(Fraction(st, total) <= DUPLICATE_THRESHOLD for st in stake.values()):
+                return f"votes split over {len(by_version)} versions of equivocated slot {slot}, none > 52%"
+        return None
 
     def _roots(self) -> list[int]:
         return [nd.cons.root if nd is not None else -1 for nd in self.nodes]
@@ -706,8 +817,8 @@ def _schedule(stakes: tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(index[p] for p in leader_schedule(weights, seed, SCHEDULE_SLOTS, LEADER_SLOTS))
 
 
-def run_seed(seed: int, real_crypto: bool = False, node_factory: NodeFactory = SimNode) -> SimResult:
-    return Simulation(Scenario.draw(seed), real_crypto=real_crypto, node_factory=node_factory).run()
+def run_seed(seed: int, **kw: Any) -> SimResult:
+    return Simulation(Scenario.draw(seed), **kw).run()
 
 
 def run_seeds(seeds: Sequence[int], **kw: Any) -> list[SimResult]:
@@ -726,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in seeds:
         try:
             r = run_seed(s, real_crypto=args.real_crypto)
+            if r.exempt:
+                print(f"seed {s}: safe; liveness not required: {r.exempt}")
             if args.seed is not None:
                 print(f"seed {s}: ok in {r.slots} slots, roots {r.roots}, {r.events} deliveries, {r.votes} votes")
                 print(f"scenario: {Scenario.draw(s).describe()}")
