@@ -159,7 +159,7 @@ class Consensus:
             return []
         last = t.last_voted_slot
         if last is not None and last in fc.parent and not t.check_switch(
-            best, ancestors, fc.other_fork_stake(last), self.total_stake
+            best, ancestors, fc.other_fork_stake(last, best), self.total_stake
         ):
             return []
         new_root = t.record_vote(best)
