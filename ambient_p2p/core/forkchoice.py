@@ -168,11 +168,18 @@ class ForkChoice:
         node = self.root
         if not confirmed_or_clean(node):
             return node
+        children, dups = self.children, self.duplicates
         while True:
-            kids = [c for c in self.children.get(node, ()) if confirmed_or_clean(c)]
+            kids = children.get(node)
             if not kids:
                 return node
-            node = max(kids, key=lambda c: (w[c], -c))
+            if len(kids) == 1 and not dups:  # the common case: a chain
+                (node,) = kids
+                continue
+            eligible = [c for c in kids if confirmed_or_clean(c)]
+            if not eligible:
+                return node
+            node = max(eligible, key=lambda c: (w[c], -c))
 
     def other_fork_stake(self, last_vote: int, candidate: int | None = None) -> int:
         """LStake locked out on forks other than ``last_vote``'s (the switch threshold's
