@@ -13,7 +13,8 @@ Checked after every step:
   it sent before (an oracle independent of ``core.tower``, kept per identity across
   restarts: each vote's expiry slot = slot + 2^confirmations, no vote may land on a slot
   that does not descend from an unexpired earlier vote or the root); ``NewRoot`` strictly
-  increases per identity.
+  increases per identity; optimistic confirmation holds (blocks voted by > 2/3 of LStake and
+  rooted blocks all lie on one chain; every voter here votes honestly).
 * LIVENESS: after the last fault (a quiet, fully connected tail) every node's root passes the
   last fault slot within ``liveness_slots`` slots.
 
@@ -57,7 +58,14 @@ from ambient_p2p.core import codec, crypto
 from ambient_p2p.core import consensus as consensus_mod
 from ambient_p2p.core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote
 from ambient_p2p.core.lstake import leader_schedule
-from ambient_p2p.core.tower import DUPLICATE_THRESHOLD, INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Tower, TowerRecord
+from ambient_p2p.core.tower import (
+    DUPLICATE_THRESHOLD,
+    INITIAL_LOCKOUT,
+    MAX_LOCKOUT_HISTORY,
+    SUPERMAJORITY,
+    Tower,
+    TowerRecord,
+)
 
 SLOT_MS = 400
 LEADER_SLOTS = 2
@@ -550,6 +558,8 @@ class Simulation:
         self.equivocated: set[int] = set()
         self.exempt: str | None = None
         self.horizon_at_end = 0
+        self.voters_of: dict[bytes, set[int]] = {}
+        self.highest_oc: Block = GENESIS
         self.tick_due: set[int] = set()
 
     def _boot(self, i: int) -> SimNode:
@@ -601,6 +611,7 @@ class Simulation:
             self.disks[i].tower = o.record
         elif isinstance(o, SendVote):
             self._check_vote(i, o.vote)
+            self._check_optimistic(i, o.vote.bank_hash)
             self.votes += 1
             self.voted[i].add(o.vote.bank_hash)
             self.trace.append(f"t={self.now} n{i} vote {o.vote.slot}:{o.vote.bank_hash.hex()[:6]}")
@@ -659,6 +670,12 @@ class Simulation:
         node = self.nodes[i]
         assert node is not None
         b = self.tree[node.version[slot]]
+        oc = self.highest_oc
+        if not (self._is_ancestor(b, oc) or self._is_ancestor(oc, b)):
+            raise self.fail(
+                "SAFETY", f"n{i} rooted {slot}:{b.hash.hex()[:6]}, conflicting with optimistically confirmed "
+                f"{oc.slot}:{oc.hash.hex()[:6]}"
+            )
         if self._is_ancestor(b, self.highest_root):
             return
         if self._is_ancestor(self.highest_root, b):
@@ -668,6 +685,30 @@ class Simulation:
             "SAFETY", f"n{i} rooted {slot}:{b.hash.hex()[:6]}, conflicting with rooted "
             f"{self.highest_root.slot}:{self.highest_root.hash.hex()[:6]}"
         )
+
+    def _check_optimistic(self, i: int, h: bytes) -> None:
+        """Optimistic confirmation (agave's guarantee with < 1/3 faulty stake; every voter here
+        votes honestly): a block that > 2/3 of LStake voted on is never contradicted by another
+        such block or by a root. All of them lie on one chain with the roots."""
+        voters = self.voters_of.setdefault(h, set())
+        if i in voters:
+            return
+        voters.add(i)
+        total = sum(self.sc.stakes)
+        before = sum(self.sc.stakes[j] for j in voters if j != i)
+        after = before + self.sc.stakes[i]
+        if not (Fraction(after, total) > SUPERMAJORITY >= Fraction(before, total)):
+            return
+        b = self.tree[h]
+        self.trace.append(f"t={self.now} optimistically confirmed {b.slot}:{h.hex()[:6]}")
+        for other, what in ((self.highest_oc, "optimistically confirmed"), (self.highest_root, "rooted")):
+            if not (self._is_ancestor(b, other) or self._is_ancestor(other, b)):
+                raise self.fail(
+                    "SAFETY", f"{b.slot}:{h.hex()[:6]} optimistically confirmed, conflicting with {what} "
+                    f"{other.slot}:{other.hash.hex()[:6]}"
+                )
+        if self._is_ancestor(self.highest_oc, b):
+            self.highest_oc = b
 
     # -- the run --------------------------------------------------------------------------
     def _slot_start(self, s: int) -> None:
