@@ -715,19 +715,19 @@ class Simulation:
         sc = self.sc
         self.slot = s
         self.groups = None
-        for a, b, gs in sc.partitions:
-            if a <= s < b:
+        for first, stop, gs in sc.partitions:
+            if first <= s < stop:
                 self.groups = gs
                 self.trace.append(f"slot {s}: partition {'|'.join(''.join(map(str, sorted(g))) for g in gs)}")
-        for node, a, b in sc.crashes:
-            if s == a and self.nodes[node] is not None:
-                self.nodes[node] = None
-                self.trace.append(f"slot {s}: crash n{node}")
-            if s == b and self.nodes[node] is None:
-                self.nodes[node] = self._boot(node)
-                self.last_root[node] = max(self.last_root[node], self.nodes[node].cons.root)  # type: ignore[union-attr]
-                self.trace.append(f"slot {s}: restart n{node} (tower root {self.nodes[node].cons.root})")  # type: ignore[union-attr]
-                self._flush(node)
+        for who, down, up in sc.crashes:
+            if s == down and self.nodes[who] is not None:
+                self.nodes[who] = None
+                self.trace.append(f"slot {s}: crash n{who}")
+            if s == up and self.nodes[who] is None:
+                booted = self.nodes[who] = self._boot(who)
+                self.last_root[who] = max(self.last_root[who], booted.cons.root)
+                self.trace.append(f"slot {s}: restart n{who} (tower root {booted.cons.root})")
+                self._flush(who)
         leader = self.schedule[s % len(self.schedule)]
         node = self.nodes[leader]
         if node is not None:
@@ -838,7 +838,7 @@ class Simulation:
                     b = self.tree.get(b.parent_hash)
         total = sum(self.sc.stakes)
         for slot in sorted(self.equivocated):
-            seen = {h for nd in self.nodes if nd is not None and (h := nd.version.get(slot)) is not None}
+            seen = {v for nd in self.nodes if nd is not None and (v := nd.version.get(slot)) is not None}
             by_version = voted.get(slot, {})
             seen |= set(by_version)
             if len(seen) < 2:

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ambient_p2p.core import codec, crypto
 from ambient_p2p.core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote
@@ -228,7 +228,7 @@ class ForkChoiceMachine(RuleBasedStateMachine):
     @invariant()
     def structure_matches_the_model(self) -> None:
         assert self.fc.parent == self.parent
-        for s, p in self.parent.items():
+        for s in self.parent:
             kids = {c for c, q in self.parent.items() if q == s}
             assert self.fc.children[s] == kids
             assert self.fc.ancestors(s) == _ancestors(self.parent, s)
