@@ -872,10 +872,11 @@ def run_seeds(seeds: Sequence[int], **kw: Any) -> list[SimResult]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="rerun consensus simulation seeds")
     ap.add_argument("--seed", type=int, help="one seed (prints the trace on failure)")
-    ap.add_argument("--seeds", type=int, default=0, help="run seeds 0..N-1")
+    ap.add_argument("--seeds", type=int, default=0, help="run N seeds from --first")
+    ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--real-crypto", action="store_true")
     args = ap.parse_args(argv)
-    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
+    seeds = [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
     t0 = time.perf_counter()
     bad = 0
     for s in seeds:

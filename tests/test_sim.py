@@ -63,9 +63,9 @@ def test_switch_threshold_counts_stake_on_a_third_fork_seed_1() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known gap (spec/tower.md 'Known gaps'): an equivocating leader splits the votes over two "
-    "versions of a slot with neither > 52%: nobody dumps, every last vote sits on a version the "
-    "others' fork choice cannot see, so no switch proof reaches 38% and finality stops"
+    "known gap (spec/tower.md 'Known gaps'): an equivocating leader leaves nodes holding or voting "
+    "different versions of a slot, none voted by > 52%: nobody dumps, each side's votes sit on "
+    "blocks the other cannot replay, so no switch proof reaches 38% and finality stops"
 ))
 def test_liveness_after_an_unconfirmed_equivocation_split() -> None:
     sim.Simulation(sim.Scenario.draw(26), strict_liveness=True).run()

@@ -98,6 +98,12 @@ class TowerMachine(RuleBasedStateMachine):
             top = max(self.parent) + 1
             self.parent[top] = self.tip
             self.tip = top
+            anc = _ancestors(self.parent, top)
+            on_my_fork = all(v.slot in anc for v in self.tower.votes) and (
+                self.tower.root is None or self.tower.root in anc
+            )
+            # not vacuous: a slot extending every vote in the tower is never locked out
+            assert not on_my_fork or not self.tower.is_locked_out(top, anc)
             self.vote_slot(top)
 
     def vote_slot(self, slot: int) -> None:
