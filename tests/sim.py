@@ -215,6 +215,9 @@ class Disk:
     tower: TowerRecord | None = None
     blocks: dict[bytes, Block] = field(default_factory=lambda: {GENESIS_HASH: GENESIS})
     roots: dict[int, bytes] = field(default_factory=lambda: {0: GENESIS_HASH})
+    #: the version of each slot the node replays (the first it stored, or the one it repaired
+    #: after a dump): other versions are kept only as duplicate proofs, as in agave's blockstore
+    preferred: dict[int, bytes] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,6 +260,7 @@ class SimNode:
         if b.hash in self.disk.blocks:
             return
         self.disk.blocks[b.hash] = b
+        self.disk.preferred.setdefault(b.slot, b.hash)
         self.missing.pop(b.hash, None)
         self._index_block(b)
         self.out.append(Send(None, BlockMsg(b)))  # retransmit on first receipt
@@ -295,6 +299,7 @@ class SimNode:
         )
         blocks = [Block.make(slot, parent, self.version[parent], self.index, k, votes) for k in range(variants)]
         self.disk.blocks[blocks[0].hash] = blocks[0]
+        self.disk.preferred.setdefault(slot, blocks[0].hash)
         self._index_block(blocks[0])
         self._replay_from(blocks[0])
         return blocks
@@ -347,6 +352,8 @@ class SimNode:
                 continue
             if self.version.get(b.parent_slot) != b.parent_hash or b.parent_slot not in self.cons.forkchoice.parent:
                 continue  # parent not replayed yet, pruned, or we hold another version of it
+            if self.disk.preferred.get(b.slot, b.hash) != b.hash:
+                continue  # another version of this slot is the one we replay
             self.cons.on_replayed(b.slot, b.parent_slot, b.hash)
             self.version[b.slot] = b.hash
             if b.slot in self.dups:
@@ -387,9 +394,12 @@ class SimNode:
                         for g in self.cons.dump_slot(s):
                             self.version.pop(g, None)
                     self.dirty = True
-                    parent = self.disk.blocks.get(ver)
-                    if parent is not None:
-                        self._replay_from(parent)
+                    self.disk.preferred[s] = ver
+                    confirmed = self.disk.blocks.get(ver)
+                    if confirmed is not None:
+                        self._replay_from(confirmed)
+                    else:
+                        self._repair(ver, s, (self.index + 1) % len(self.peers))
                     break
 
     def _pruned(self, root: int) -> None:
