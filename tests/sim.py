@@ -567,7 +567,8 @@ class Simulation:
         self.voted: list[set[bytes]] = [set() for _ in range(self.n)]  # bank hashes each node voted
         self.equivocated: set[int] = set()
         self.exempt: str | None = None
-        self.horizon_at_end = 0
+        self.stacks_at_end: set[tuple[int, int]] = set()  # oracle (slot, confirmations) after the faults
+        self.last_vote_block: list[Block] = [GENESIS] * self.n
         self.voters_of: dict[bytes, set[int]] = {}
         self.highest_oc: Block = GENESIS
         self.tick_due: set[int] = set()
@@ -624,6 +625,7 @@ class Simulation:
             self._check_optimistic(i, o.vote.bank_hash)
             self.votes += 1
             self.voted[i].add(o.vote.bank_hash)
+            self.last_vote_block[i] = self.tree[o.vote.bank_hash]
             self.trace.append(f"t={self.now} n{i} vote {o.vote.slot}:{o.vote.bank_hash.hex()[:6]}")
             for dst in range(self.n):
                 if dst != i:
@@ -791,9 +793,7 @@ class Simulation:
                     break
                 s += 1
                 if s in (sc.fault_end, sc.fault_end + HORIZON_GRACE_SLOTS) and max_slots is None:
-                    self.horizon_at_end = max(
-                        [self.horizon_at_end] + [v + INITIAL_LOCKOUT**c for o in self.oracles for v, c in o.stack]
-                    )
+                    self.stacks_at_end |= {(v, c) for o in self.oracles for v, c in o.stack}
                 self._slot_start(s)
                 end = s * SLOT_MS + SLOT_MS
                 while self.heap and self.heap[0][0] < end:
@@ -830,8 +830,19 @@ class Simulation:
         return SimResult(sc.seed, s, self._roots(), self.events, self.votes)
 
     def _lockout_horizon(self) -> int:
-        """The last slot on which a vote sent before the end of faults still locks (oracle)."""
-        return self.horizon_at_end
+        """The last slot on which a vote sent up to ``HORIZON_GRACE_SLOTS`` after the faults
+        still locks its voter off the fork that wins (the block that most LStake's last votes
+        extend): a losing fork's voters may not switch before then."""
+        def support(b: Block) -> int:
+            return sum(self.sc.stakes[i] for i, lb in enumerate(self.last_vote_block) if self._is_ancestor(b, lb))
+
+        winner = max(self.last_vote_block, key=lambda b: (support(b), b.slot))
+        chain = set()
+        x: Block | None = winner
+        while x is not None:
+            chain.add(x.slot)
+            x = self.tree.get(x.parent_hash)
+        return max((v + INITIAL_LOCKOUT**c for v, c in self.stacks_at_end if v not in chain), default=0)
 
     def _unconfirmed_split(self) -> str | None:
         """The one known liveness gap (spec/tower.md "Known gaps"): a leader equivocated and
