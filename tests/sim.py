@@ -564,7 +564,6 @@ class Simulation:
         self.trace: deque[str] = deque(maxlen=TRACE_LEN)
         self.events = 0
         self.votes = 0
-        self.voted: list[set[bytes]] = [set() for _ in range(self.n)]  # bank hashes each node voted
         self.equivocated: set[int] = set()
         self.exempt: str | None = None
         self.stacks_at_end: set[tuple[int, int]] = set()  # oracle (slot, confirmations) after the faults
@@ -624,7 +623,6 @@ class Simulation:
             self._check_vote(i, o.vote)
             self._check_optimistic(i, o.vote.bank_hash)
             self.votes += 1
-            self.voted[i].add(o.vote.bank_hash)
             self.last_vote_block[i] = self.tree[o.vote.bank_hash]
             self.trace.append(f"t={self.now} n{i} vote {o.vote.slot}:{o.vote.bank_hash.hex()[:6]}")
             for dst in range(self.n):
@@ -845,18 +843,18 @@ class Simulation:
         return max((v + INITIAL_LOCKOUT**c for v, c in self.stacks_at_end if v not in chain), default=0)
 
     def _unconfirmed_split(self) -> str | None:
-        """The one known liveness gap (spec/tower.md "Known gaps"): a leader equivocated and
-        the nodes hold or voted different versions of the slot, none with > 52% of LStake
-        voted on it or a descendant, so nobody dumps its version and each side's votes sit on
-        blocks the other side cannot replay (one version per slot)."""
-        voted: dict[int, dict[bytes, set[int]]] = {}
-        for i, hashes in enumerate(self.voted):
-            for h in hashes:
-                b: Block | None = self.tree[h]
-                while b is not None and b.slot > 0:
-                    if b.slot in self.equivocated:
-                        voted.setdefault(b.slot, {}).setdefault(b.hash, set()).add(i)
-                    b = self.tree.get(b.parent_hash)
+        """The one known liveness gap (spec/tower.md "Known gaps"): a leader equivocated, the
+        nodes hold or last voted different versions of the slot, and no version has > 52% of
+        LStake whose last vote is on it or a descendant, so nobody dumps its version and each
+        side's votes sit on blocks the other side cannot replay, or (for nodes that saw both
+        versions) on a fork that stays ineligible (one version per slot)."""
+        voted: dict[int, dict[bytes, set[int]]] = {}  # slot -> version -> nodes whose last vote extends it
+        for i, last in enumerate(self.last_vote_block):
+            b: Block | None = last
+            while b is not None and b.slot > 0:
+                if b.slot in self.equivocated:
+                    voted.setdefault(b.slot, {}).setdefault(b.hash, set()).add(i)
+                b = self.tree.get(b.parent_hash)
         total = sum(self.sc.stakes)
         for slot in sorted(self.equivocated):
             seen = {v for nd in self.nodes if nd is not None and (v := nd.version.get(slot)) is not None}
