@@ -58,6 +58,7 @@ from ambient_p2p.core import codec, crypto
 from ambient_p2p.core import consensus as consensus_mod
 from ambient_p2p.core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote
 from ambient_p2p.core.lstake import leader_schedule
+from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.tower import (
     DUPLICATE_THRESHOLD,
     INITIAL_LOCKOUT,
@@ -304,10 +305,16 @@ class SimNode:
         self._replay_from(blocks[0])
         return blocks
 
-    def on_slot(self) -> None:
-        """Once a slot: re-gossip the latest own vote (CRDS keeps and re-serves it) and retry
+    def on_slot(self, now_ms: int) -> None:
+        """Once a slot: re-gossip the latest own vote (CRDS keeps and re-serves it; after a
+        restart, a vote re-made for the tower's last voted slot, as agave's
+        ``refresh_last_vote`` re-sends the last vote its saved tower holds) and retry
         outstanding repairs, each time asking the next peer."""
         v = self.latest_by_voter.get(self.pubkey)
+        last = self.cons.tower.last_voted_slot
+        if v is None and last is not None and last in self.cons.bank_hashes:
+            unsigned = Vote(self.pubkey, last, self.cons.bank_hashes[last], self.cons.tower.root, now_ms, bytes(64))
+            v = self.latest_by_voter[self.pubkey] = sign_message(unsigned, self.keypair, "vote")
         if v is not None:
             self.out.append(Send(None, VoteMsg(v)))
         n = len(self.peers)
@@ -766,7 +773,7 @@ class Simulation:
             self._flush(leader)
         for i, nd in enumerate(self.nodes):
             if nd is not None:
-                nd.on_slot()
+                nd.on_slot(self.now)
                 self._flush(i)
 
     def run(self, max_slots: int | None = None) -> SimResult:
