@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ambient_p2p.core import forkchoice, tower
+from ambient_p2p.core import tower
 from tests import sim
 
 SEEDS_PER_BLOCK = 250
@@ -104,23 +104,15 @@ def test_catches_a_tower_that_is_not_persisted(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("broken", "caught_by_seed", "kind"),
-    [("no-switch-threshold", 200, "SAFETY"), ("no-duplicate-threshold", 634, "LIVENESS")],
-)
-def test_catches_weaker_rules(broken: str, caught_by_seed: int, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rules whose loss shows after a few hundred scenarios (8-26 s here): the switch
-    threshold at 0 breaks optimistic confirmation (two conflicting blocks each voted by
-    > 2/3; first at seed 200); duplicate slots eligible without confirmation stop finality
-    (first at seed 634). Not caught in 2,000 scenarios: the threshold check switched off, or
-    every vote weighing double in the threshold check (with 4 honest voters neither changes
-    a root or an optimistic confirmation)."""
-    if broken == "no-switch-threshold":
-        monkeypatch.setattr(tower, "SWITCH_FORK_THRESHOLD", tower.Fraction(0))
-    else:
-        monkeypatch.setattr(forkchoice, "DUPLICATE_THRESHOLD", tower.Fraction(0))
-    e, _, _ = _first_failure(range(caught_by_seed + 1))
-    assert (e.kind, e.seed) == (kind, caught_by_seed)
+def test_catches_a_zero_switch_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the switch threshold at 0, nodes leave forks that > 2/3 voted on and vote a
+    conflicting block to > 2/3: optimistic confirmation breaks (first at seed 200, about 8 s
+    here). Not caught in 2,000 scenarios: the threshold check switched off, every vote
+    weighing double in the threshold check, duplicate slots eligible without confirmation
+    (with 4 honest voters none of these changes a root or an optimistic confirmation)."""
+    monkeypatch.setattr(tower, "SWITCH_FORK_THRESHOLD", tower.Fraction(0))
+    e, _, _ = _first_failure(range(201))
+    assert (e.kind, e.seed) == ("SAFETY", 200) and "optimistically confirmed" in str(e)
 
 
 @pytest.mark.slow
