@@ -251,3 +251,43 @@ def test_fork_choice_rejects_bad_events_and_prunes() -> None:
     assert fc.root == 3 and set(fc.parent) == {3, 5} and A not in fc.latest_vote
     with pytest.raises(ForkChoiceError):
         fc.set_root(4)
+
+
+def test_switch_counts_stake_locked_on_a_third_fork() -> None:
+    """Three forks off slot 1: our last vote on 2 (fork a, 20%), 30% voted 3 (fork b), 35%
+    voted 5 (fork c, via 4; the heaviest). Switching to c needs > 38% locked on forks other
+    than ours: b and c together hold 65% (agave counts every other fork), although c alone
+    holds only 35%. Found by the simulator (tests/test_sim.py, seed 1): with only the
+    candidate's fork counted, no node could switch and finality stopped."""
+    from ambient_p2p.core.consensus import Consensus, SendVote
+
+    me, b, c, d = (crypto.Keypair.deterministic("third-fork", i) for i in range(4))
+    stakes = {me.pubkey: 20, b.pubkey: 30, c.pubkey: 35, d.pubkey: 15}
+    n = Consensus(me, stakes)
+    n.on_replayed(1, 0, bytes([1]) * 32)
+    n.on_replayed(2, 1, bytes([2]) * 32)
+    assert [e.vote.slot for e in n.decide(now_ms=0) if isinstance(e, SendVote)] == [2]
+    for s, p in ((3, 1), (4, 1), (5, 4)):
+        n.on_replayed(s, p, bytes([s]) * 32)
+    assert n.on_block_votes([(b.pubkey, 3), (c.pubkey, 5)]) == 2
+    fc = n.forkchoice
+    assert fc.best_slot() == 5 and not n.tower.is_locked_out(5, fc.ancestors(5))
+    assert [e.vote.slot for e in n.decide(now_ms=0) if isinstance(e, SendVote)] == [5]
+    assert fc.other_fork_stake(2) == 20 + 30 + 35  # our own vote has moved to c as well
+
+
+def test_switch_ignores_stake_whose_lockout_ended_before_the_last_vote() -> None:
+    """A latest vote on another fork counts only while it can still lock its voter at our
+    last vote: above it (agave's gossip votes), or within the shortest lockout (2 slots)."""
+    fc = ForkChoice(0, {A: 40, B: 30, C: 20, D: 10})
+    for s, p in [(1, 0), (2, 1), (3, 1), (9, 3), (10, 2), (12, 10)]:
+        fc.add_slot(s, p)
+    fc.add_vote(A, 12)  # our fork: never counts
+    fc.add_vote(B, 3)  # other fork, 3 + 2 < 10: its lockout ended before our last vote (10)
+    fc.add_vote(C, 9)  # other fork, 9 + 2 >= 10: counts
+    assert fc.other_fork_stake(10) == 20
+    fc.add_vote(B, 9)
+    assert fc.other_fork_stake(10) == 50
+    fc.add_vote(D, 1)  # an ancestor of our last vote: same fork
+    assert fc.other_fork_stake(10) == 50
+    assert fc.other_fork_stake(9) == 40 + 0  # from fork b: A on 12 > 9 counts; ancestors 3, 1 do not

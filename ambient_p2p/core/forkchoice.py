@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .tower import SUPERMAJORITY, is_duplicate_confirmed
+from .tower import INITIAL_LOCKOUT, SUPERMAJORITY, is_duplicate_confirmed
 
 
 class ForkChoiceError(ValueError):
@@ -155,18 +155,44 @@ class ForkChoice:
         return total > 0 and Fraction(self.subtree_stake(slot), total) > SUPERMAJORITY
 
     def best_slot(self) -> int:
+        """Walk from the root to the heaviest eligible child. One weight pass: the walk only
+        enters eligible slots, so a child is eligible iff it is not an unconfirmed duplicate
+        (and the root is not one), which is :meth:`is_eligible` without re-walking ancestors."""
         w = self.subtree_stakes()
+        total = self.total_stake
+
+        def confirmed_or_clean(s: int) -> bool:
+            return s not in self.duplicates or is_duplicate_confirmed(w[s], total)
+
         node = self.root
+        if not confirmed_or_clean(node):
+            return node
+        children, dups = self.children, self.duplicates
         while True:
-            kids = [c for c in self.children.get(node, ()) if self.is_eligible(c)]
+            kids = children.get(node)
             if not kids:
                 return node
-            node = max(kids, key=lambda c: (w[c], -c))
+            if len(kids) == 1 and not dups:  # the common case: a chain
+                (node,) = kids
+                continue
+            eligible = [c for c in kids if confirmed_or_clean(c)]
+            if not eligible:
+                return node
+            node = max(eligible, key=lambda c: (w[c], -c))
 
-    def other_fork_stake(self, last_vote: int, candidate: int) -> int:
-        """LStake whose latest vote is on a fork other than ``last_vote``'s: votes that are
-        neither ancestors nor descendants of ``last_vote`` but lie in ``candidate``'s
-        ancestry-or-subtree (agave counts stake locked out on the switch fork)."""
-        cand_side = self.subtree(candidate) | self.ancestors(candidate) | {candidate}
-        mine = self.subtree(last_vote) | self.ancestors(last_vote)
-        return sum(self.stakes[v] for v, s in self.latest_vote.items() if s in cand_side and s not in mine)
+    def other_fork_stake(self, last_vote: int, candidate: int | None = None) -> int:
+        """LStake locked out on forks other than ``last_vote``'s (the switch threshold's
+        count, agave ``Tower::make_check_switch_threshold_decision``): validators whose latest
+        vote ``v`` is neither ``last_vote``, an ancestor nor a descendant of it, and is locked
+        out at ``last_vote``: ``v > last_vote`` (agave counts such gossip votes outright) or
+        ``v + INITIAL_LOCKOUT >= last_vote`` (the shortest lockout interval of a vote on ``v``
+        reaches ``last_vote``: agave's lockout-interval count). The fork ``v`` is on need
+        not be the candidate's: stake on a third fork counts too, so ``candidate`` (kept for
+        callers) does not change the answer."""
+        anc = self.ancestors(last_vote)
+        sub = self.subtree(last_vote)
+        return sum(
+            self.stakes[voter]
+            for voter, v in self.latest_vote.items()
+            if v not in anc and v not in sub and (v > last_vote or v + INITIAL_LOCKOUT >= last_vote)
+        )

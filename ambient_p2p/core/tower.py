@@ -15,8 +15,9 @@ Rules (the table is the protocol; code below implements exactly these rows):
 |                           | ancestor of s -> s is on a conflicting fork and may not be voted on         |
 | threshold(s)              | after simulating the vote, the vote 8 deep must have > 2/3 of total LStake  |
 |                           | voted on it or a descendant (skipped if that vote is unchanged by s)        |
-| switch(s)                 | s not a descendant of the last vote: needs > 38% of total LStake locked on  |
-|                           | other forks (agave SWITCH_FORK_THRESHOLD)                                   |
+| switch(s)                 | s not a descendant of the last vote L: needs > 38% of total LStake whose    |
+|                           | latest vote v is on any fork other than L's and v > L or v + 2 >= L         |
+|                           | (agave SWITCH_FORK_THRESHOLD; ForkChoice.other_fork_stake)                  |
 | duplicate confirmed       | > 52% of LStake voted on a version of a duplicate slot (forkchoice.py)      |
 | confirmed (commitment)    | > 2/3 of total LStake voted on the slot or a descendant                     |
 | finalized / rooted        | the slot is the tower root (reached max lockout depth of 31 votes)          |

@@ -7,6 +7,13 @@ or on a fork its lockouts forbid (``locked out``: after expiring, some remaining
 root is not an ancestor of the voted slot) makes the whole input a must-reject.
 Output: {"steps": [{"slot", "votes": [[slot, confirmation_count], ...] bottom first,
 "root": slot | null, "new_root": slot | null}]}.
+
+``switch-stake/<case>``: input.json {parents: {slot: parent slot}, stakes: {voter: LStake},
+latest_votes: {voter: slot}, last_vote: slot}; fork choice rooted at slot 0 holds the tree
+and each voter's latest vote. Output {"other_fork_stake", "total_stake", "switch_allowed"}:
+the LStake locked out on forks other than ``last_vote``'s (spec/tower.md "Switch
+threshold") and whether it exceeds 38% of the total. A vote or last vote on a slot outside
+the tree is a must-reject (``unknown-slot``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...core.tower import Tower
+from ...core.forkchoice import ForkChoice
+from ...core.tower import Lockout, Tower
 from .. import Case, Rejected, case_from_run
 
 FORMAT = "tower"
@@ -28,7 +36,39 @@ def _ancestors(parents: dict[int, int], slot: int) -> set[int]:
     return out
 
 
+def _switch_stake(data: bytes) -> Any:
+    try:
+        v = json.loads(data)
+        parents = {int(k): int(p) for k, p in v["parents"].items()}
+        stakes = {str(k): int(s) for k, s in v["stakes"].items()}
+        latest = {str(k): int(s) for k, s in v["latest_votes"].items()}
+        last = int(v["last_vote"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    if any(p >= s or p < 0 for s, p in parents.items()) or any(s <= 0 for s in stakes.values()):
+        raise Rejected("malformed", "every parent must be below its slot; stakes must be positive")
+    fc = ForkChoice(0, {k.encode(): s for k, s in stakes.items()})
+    for s in sorted(parents):
+        if parents[s] not in fc.parent:
+            raise Rejected("malformed", f"parent {parents[s]} of {s} is not in the tree")
+        fc.add_slot(s, parents[s])
+    for voter, slot in sorted(latest.items()):
+        if slot not in fc.parent:
+            raise Rejected("unknown-slot", f"latest vote of {voter} on {slot} is not in the tree")
+        if voter not in stakes:
+            raise Rejected("malformed", f"voter {voter} has no stake")
+        fc.add_vote(voter.encode(), slot)
+    if last not in fc.parent:
+        raise Rejected("unknown-slot", f"last vote {last} is not in the tree")
+    other = fc.other_fork_stake(last)
+    # a candidate off the last vote's fork: the switch check decides on the stake alone
+    allowed = Tower([Lockout(last, 1)]).check_switch(last + 1, set(), other, fc.total_stake)
+    return {"other_fork_stake": other, "total_stake": fc.total_stake, "switch_allowed": allowed}
+
+
 def run(handler: str, data: bytes) -> Any:
+    if handler == "switch-stake":
+        return _switch_stake(data)
     if handler != "vote-sequence":
         raise Rejected("unknown-handler", handler)
     try:
@@ -63,6 +103,14 @@ def _case(name: str, desc: str, parents: dict[int, int], votes: list[int]) -> Ca
     return case_from_run(run, "vote-sequence", name, data, desc, "input.json")
 
 
+def _switch_case(name: str, desc: str, parents: dict[int, int], stakes: dict[str, int],
+                 latest: dict[str, int], last: int) -> Case:
+    inp = {"parents": {str(k): p for k, p in sorted(parents.items())}, "stakes": stakes,
+           "latest_votes": latest, "last_vote": last}
+    data = (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
+    return case_from_run(run, "switch-stake", name, data, desc, "input.json")
+
+
 def _line(n: int) -> dict[int, int]:
     return {s: s - 1 for s in range(1, n + 1)}
 
@@ -83,4 +131,28 @@ def cases() -> list[Case]:
         _case("not-newer", "a vote on a slot below the last vote: must reject", _line(5), [1, 3, 2]),
         _case("repeat", "the same slot twice: must reject", _line(5), [1, 2, 2]),
         _case("unknown-slot", "a vote on a slot outside the tree: must reject", _line(3), [1, 7]),
+        *_switch_cases(),
+    ]
+
+
+def _switch_cases() -> list[Case]:
+    # three forks off slot 1: a = 1-2, b = 1-3, c = 1-4-5; and 2-10-12, 3-9 for the lockout cases
+    three = {1: 0, 2: 1, 3: 1, 4: 1, 5: 4}
+    stakes = {"me": 20, "b": 30, "c": 35, "d": 15}
+    tree = {1: 0, 2: 1, 3: 1, 9: 3, 10: 2, 12: 10}
+    st4 = {"a": 40, "b": 30, "c": 20, "d": 10}
+    return [
+        _switch_case("third-fork-counts", "last vote on 2 (fork a); 30% on fork b, 35% on fork c: 65% on other "
+                     "forks, switching allowed although no single fork holds 38%", three, stakes,
+                     {"me": 2, "b": 3, "c": 5}, 2),
+        _switch_case("own-fork-never-counts", "votes on the last vote, its ancestors and descendants do not count",
+                     three, stakes, {"me": 2, "b": 1, "c": 2, "d": 0}, 2),
+        _switch_case("expired-lockout-ignored", "a vote on 3 (other fork) is 7 below the last vote 10: its shortest "
+                     "lockout ended; a vote on 9 (within 2) counts", tree, st4, {"a": 12, "b": 3, "c": 9}, 10),
+        _switch_case("newer-vote-counts", "votes above the last vote on another fork count outright (agave's gossip "
+                     "votes)", tree, st4, {"a": 12, "b": 9, "c": 9}, 9),
+        _switch_case("at-threshold-not-enough", "exactly 38% on other forks is not more than 38%", three,
+                     {"me": 62, "b": 38}, {"me": 2, "b": 3}, 2),
+        _switch_case("unknown-last-vote", "the last vote is not in the tree: must reject", three, stakes,
+                     {"b": 3}, 7),
     ]
