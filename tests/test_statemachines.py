@@ -4,6 +4,7 @@ of Consensus drivers under random forks and vote delivery orders."""
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 from hypothesis import HealthCheck, event, settings
@@ -381,7 +382,7 @@ class ClusterMachine(RuleBasedStateMachine):
     @invariant()
     def roots_on_one_chain(self) -> None:
         rooted = sorted({r for rs in self.roots for r in rs})
-        for a, b in zip(rooted, rooted[1:], strict=False):
+        for a, b in itertools.pairwise(rooted):
             assert a in _ancestors(self.parent, b), (a, b)
 
     @invariant()
