@@ -215,6 +215,7 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
         raise UserError("--validator needs --genesis")
     from ..core.codec import decode
     from ..core.messages import Genesis
+    from ..core.tower import TowerError
     from ..node.validator import LedgerHistory, Validator
 
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
@@ -235,7 +236,10 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
         if args.ledger_keep_slots < 0:
             raise UserError(f"--ledger-keep-slots must be >= 0, not {args.ledger_keep_slots}")
         history = dataclasses.replace(history, keep_slots=args.ledger_keep_slots)
-    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history)
+    try:
+        return Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history)
+    except TowerError as exc:
+        raise UserError(f"{data_dir}: {exc}") from None
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:
