@@ -20,11 +20,13 @@ import trio.testing
 
 from ambient_p2p.core import readiness as rd
 from ambient_p2p.core.codec import encode
+from ambient_p2p.core.crypto import ZERO_SIGNATURE
 from ambient_p2p.core.finality import Finality
 from ambient_p2p.core.shred import shred_variant_of
 from ambient_p2p.core.tower import Lockout, Tower
 from ambient_p2p.ledger.blockstore import Blockstore
 from ambient_p2p.ledger.snapshot import load_latest_node_snapshot
+from ambient_p2p.net.messages import GossipEnvelope, ShredBatch
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.services import cleanup_service
 from ambient_p2p.node.validator import BLOCKSTORE_DIR, TOWER_FILE, LedgerHistory, Validator
@@ -94,9 +96,14 @@ def test_restart_from_the_snapshot_reaches_the_state_it_stopped_in(tmp_path: Pat
     st = v.status()["consensus"]
     before = (_bank_hashes(v), v.book.to_state(), v.lstake_table(), dict(v.cons.stakes), v.weights_epoch,
               st["finalized_slots"], st["rooted_slots"], v.cons.tower.votes)
+    packet = build_slot(KEYS[0], g, 100, v.banks[100], 101, []).packets[0]  # epoch 3
     v.close()
 
-    v2 = _reopen(g, now, d)
+    v2 = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    check = v2.payload_checks()["shreds"]  # the node builds its gossip checks before the load
+    v2.load()
+    forged = GossipEnvelope("shreds", KEYS[1].pubkey, 0, encode(ShredBatch(shreds=(packet,))), ZERO_SIGNATURE)
+    assert check(forged) == "not-leader"  # the restored book knows epoch 3's leader
     assert v2.stats.restored_from == 64 and v2.stats.replayed == 100 - 64  # not from genesis
     assert v2.slots.root == v2.cons.root == 69 and v2.cons.processed_slot() == 100
     s2 = v2.status()["consensus"]
@@ -246,6 +253,7 @@ def test_a_ledger_of_another_chain_is_one_error_line(tmp_path: Path, capsys: pyt
 
     _g, now, d, v = _lone(tmp_path)
     trio.run(_run, v, now, 100)
+    assert v.bs.node_snapshot_slots() == [64]  # else the node would not fail: it would run
     v.close()
     (d / TOWER_FILE).unlink()  # the CLI generates another identity in the directory
     other = _genesis(n=1, slots_per_epoch=32, hashes_per_tick=21)
@@ -259,10 +267,10 @@ def test_a_ledger_of_another_chain_is_one_error_line(tmp_path: Path, capsys: pyt
     assert len(lines) == 1 and "belongs to another chain" in lines[0], err
 
 
-def test_ledger_keep_slots_option(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ledger_keep_slots_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ambient_p2p.cli import main
 
-    assert main(["run", "--ledger-keep-slots", "10"]) == 2
+    assert main(["run", "--ledger-keep-slots", "10", "--ledger", str(tmp_path)]) == 2
     assert "error: --ledger-keep-slots needs --validator" in capsys.readouterr().err
 
 
