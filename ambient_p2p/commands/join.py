@@ -9,6 +9,7 @@ watchdog forces exit if py-libp2p fails to unwind within a few seconds).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -60,6 +61,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                    help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
                         "time, shreds go out during the slot); instant: the whole slot is computed when the "
                         "leader builds it (default: service; spec/node.md)")
+    p.add_argument("--ledger-keep-slots", type=int, default=None, metavar="N",
+                   help="validator: slots of ledger history kept below the root by the cleanup "
+                        "(default: DEFAULT_KEEP_SLOTS of ambient_p2p/ledger/cleanup.py; spec/blockstore.md)")
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
@@ -178,14 +182,24 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             nursery.start_soon(on_signals)
             await NetNode(cfg, validator).run()
 
+    restore_error: tuple[type[Exception], ...] = ()
+    if validator is not None:
+        from ..node.restore import RestoreError
+
+        restore_error = (RestoreError,)  # the ledger cannot restart (another chain, pruned history)
+    fatal: tuple[type[Exception], ...] = (JoinError, HostError, *restore_error)
+
+    def line(exc: BaseException) -> str:
+        return f"cannot restart the validator from {data_dir}: {exc}" if isinstance(exc, restore_error) else str(exc)
+
     try:
         trio.run(main)
-    except (JoinError, HostError) as exc:
-        raise UserError(str(exc)) from None
+    except fatal as exc:
+        raise UserError(line(exc)) from None
     except BaseExceptionGroup as eg:
-        leaf = _first_leaf(eg, (JoinError, HostError))
+        leaf = _first_leaf(eg, fatal)
         if leaf is not None:
-            raise UserError(str(leaf)) from None
+            raise UserError(line(leaf)) from None
         raise
     finally:
         if validator is not None:
@@ -198,12 +212,15 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     """The consensus service composed onto the node (ambient_p2p/node), or None."""
     if not args.validator:
+        if args.ledger_keep_slots is not None:
+            raise UserError("--ledger-keep-slots needs --validator")
         return None
     if not args.genesis:
         raise UserError("--validator needs --genesis")
     from ..core.codec import decode
     from ..core.messages import Genesis
-    from ..node.validator import Validator
+    from ..core.tower import TowerError
+    from ..node.validator import LedgerHistory, Validator
 
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
@@ -220,8 +237,16 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     inline = os.environ.get("AMBIENT_NODE_INLINE_WORK") == "1"
     from ..node.production import DEFAULT_POH_CLOCK
 
-    return Validator(kp, genesis, data_dir, producer=producer, offload=not inline,
-                     poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
+    history = LedgerHistory()
+    if args.ledger_keep_slots is not None:
+        if args.ledger_keep_slots < 0:
+            raise UserError(f"--ledger-keep-slots must be >= 0, not {args.ledger_keep_slots}")
+        history = dataclasses.replace(history, keep_slots=args.ledger_keep_slots)
+    try:
+        return Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history,
+                         poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
+    except TowerError as exc:
+        raise UserError(f"{data_dir}: {exc}") from None
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -4,7 +4,8 @@ Rules:
 
 1. ``Rooted(chain)``: the tower rooted ``chain`` (ascending slots above the previous root).
    The node remembers its rooted slots (at most ``ROOT_HISTORY_LEN``, oldest dropped; the
-   count of all rooted slots is kept).
+   count of all rooted slots is kept). A node restarted from a snapshot starts with the
+   snapshot's count of older rooted slots as dropped ones.
 2. ``VoterRoot(voter, root)``: the highest tower root each peer reported in its votes
    (a lower one is ignored).
 3. *Finalized* (Solana's finalized commitment): walk the reported roots (ours = our tower
@@ -35,13 +36,20 @@ TRANSITIONS: dict[str, str] = {
 
 
 class Finality:
-    def __init__(self, me: bytes, rooted: Sequence[int] = ()) -> None:
+    def __init__(self, me: bytes, rooted: Sequence[int] = (), *, older_count: int = 0, older_max: int = 0) -> None:
+        """``rooted``: our rooted slots. A node restarted from a snapshot knows the rooted
+        slots below ``rooted`` only by their count ``older_count`` and the highest of them
+        ``older_max`` (every ancestor of a root is rooted: the snapshot root's parent);
+        they count as slots dropped from the history."""
         self.me = me
         roots = sorted(r for r in rooted if r > 0)
-        self.rooted_count = len(roots)
+        if older_count and roots and older_max >= roots[0]:
+            raise ValueError(f"older rooted slots up to {older_max} overlap the listed roots from {roots[0]}")
+        self.rooted_count = len(roots) + older_count
         self.history: collections.deque[int] = collections.deque(roots[-ROOT_HISTORY_LEN:], maxlen=ROOT_HISTORY_LEN)
-        self.dropped_count = len(roots) - len(self.history)
-        self.dropped_max = roots[-ROOT_HISTORY_LEN - 1] if self.dropped_count else 0
+        self.dropped_count = len(roots) - len(self.history) + older_count
+        self.dropped_max = roots[-ROOT_HISTORY_LEN - 1] if len(roots) > ROOT_HISTORY_LEN else (
+            older_max if older_count else 0)
         self.voter_roots: dict[bytes, int] = {}
 
     def on_rooted(self, chain: Sequence[int]) -> None:

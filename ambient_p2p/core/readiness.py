@@ -8,7 +8,10 @@ Rules:
    state-triggered rule evaluated after every event, as h11's keep-alive rules): a slot of
    another leader, starting after our start, frozen here while the node is not behind ->
    ``Live``. A node that hears nothing and votes on its own slots locks itself onto its own
-   fork (observed); producing there is harmless, voting is not.
+   fork (observed); producing there is harmless, voting is not. A node that alone holds
+   a supermajority of LStake ends syncing at once: no fork can be confirmed without its
+   votes, and no other leader's slot may ever come (a lone node restarted from its
+   ledger would otherwise sync forever).
 2. *Behind* (a pure query of the inputs): a stored slot waits for its ancestors (an
    orphan), or a slot above ``best`` is being repaired, or a peer voted within
    ``BEHIND_WINDOW_MS`` for a slot above ``best`` that we have not replayed. What repair
@@ -74,7 +77,7 @@ Event = SlotFrozen | RepairWanted | SlotDumped | Rooted
 
 @dataclass(frozen=True)
 class SyncEnded:
-    slot: int  # the fresh foreign slot that ended it
+    slot: int  # the fresh foreign slot that ended it (alone: the best slot)
 
 
 M = Mode
@@ -89,7 +92,8 @@ TRANSITIONS: dict[tuple[Mode, type], Mode] = {
     (M.LIVE, Rooted): M.LIVE,
 }
 #: State-triggered: (from, to, condition), evaluated by :meth:`Readiness.evaluate`.
-STATE_TRIGGERED = [(M.SYNCING, M.LIVE, "a fresh foreign slot is frozen and the node is not behind")]
+STATE_TRIGGERED = [(M.SYNCING, M.LIVE, "a fresh foreign slot is frozen and the node is not behind"),
+                   (M.SYNCING, M.LIVE, "the node alone holds a supermajority of LStake")]
 
 
 class Readiness:
@@ -124,8 +128,13 @@ class Readiness:
             self.fresh = {s for s in self.fresh if s > ev.root}
         self.mode = nxt
 
-    def evaluate(self, *, best: int, now_mono_ms: int, pending: Mapping[int, int]) -> list[SyncEnded]:
+    def evaluate(self, *, best: int, now_mono_ms: int, pending: Mapping[int, int],
+                 alone_supermajority: bool = False) -> list[SyncEnded]:
         """The state-triggered rule 1."""
+        if self.syncing and alone_supermajority:
+            self.mode = M.LIVE
+            self.fresh.clear()
+            return [SyncEnded(best)]
         if self.syncing and self.fresh and not self.behind(best=best, now_mono_ms=now_mono_ms, pending=pending):
             self.mode = M.LIVE
             slot = min(self.fresh)

@@ -221,6 +221,11 @@ class SlotTracker:
         self.reasons: dict[int, str] = {}
         self.own: set[int] = set()  # slots this node produced
         self.full: set[int] = set()  # state FULL (waiting for the parent / the leader)
+        #: FULL slots the state-triggered rules must look at: newly full, or whose parent
+        #: froze or died since (the rules never scan every full slot: a node loading or
+        #: catching up holds thousands of them, and each event would cost O(full))
+        self._check: set[int] = set()
+        self._await_leader: set[int] = set()  # FULL, parent frozen, leader not known yet
         self.partial: set[int] = set()  # state PARTIAL: the incremental incomplete set
         self.dumped: dict[int, bytes] = {}  # state DUMPED: slot -> hash to repair
 
@@ -286,8 +291,11 @@ class SlotTracker:
         self.states[slot] = st
         if st is S.FULL:
             self.full.add(slot)
+            self._check.add(slot)
         elif st is S.PARTIAL:
             self.partial.add(slot)
+        elif st is S.FROZEN or st is S.DEAD:
+            self._check.update(self.children.get(slot, ()))
 
     def _link(self, slot: int, parent: int | None) -> None:
         if parent is None or self.parents.get(slot) == parent:
@@ -401,7 +409,9 @@ class SlotTracker:
         progress = True
         while progress:
             progress = False
-            for slot in sorted(self.full):
+            candidates = (self._check | self._await_leader) & self.full
+            self._check, self._await_leader = set(), set()
+            for slot in sorted(candidates):
                 parent = self.parents.get(slot)
                 if parent is None:
                     continue
@@ -413,6 +423,8 @@ class SlotTracker:
                     self._set(slot, S.REPLAYING)
                     effects.append(Replay(slot, parent))
                     progress = True
+                elif pst is S.FROZEN:
+                    self._await_leader.add(slot)
         return effects
 
     def prune(self, root: int) -> None:
@@ -429,6 +441,7 @@ class SlotTracker:
         if self.states.get(root) is not S.FROZEN:
             self._forget(root)
             self.states[root] = S.FROZEN
+            self._check.update(self.children.get(root, ()))
         # frozen slots that do not descend from the root can never be built on or voted
         # for: forget them (their children then wait for the root to pass them)
         keep = {root, *self._descendants(root)}

@@ -113,6 +113,17 @@ class Tower:
             self.root = new_root
         return new_root
 
+    def rooted_at_least(self, root: int) -> Tower:
+        """This tower for a node that restarted from a bank at ``root`` (a node snapshot)
+        while its tower's root is older or absent (the tower file is older than the
+        snapshot, or lost): votes at or below ``root`` are dropped (the root settles them)
+        and ``root`` becomes the root; later votes keep their lockouts (agave
+        ``Tower::adjust_lockouts_after_replay``). Unchanged when the tower's root is at or
+        above ``root``, or ``root`` is 0 (genesis)."""
+        if root <= 0 or (self.root is not None and self.root >= root):
+            return self
+        return Tower([v for v in self.votes if v.slot > root], root)
+
     def simulate(self, slot: int) -> Tower:
         t = Tower(list(self.votes), self.root)
         t.record_vote(slot)

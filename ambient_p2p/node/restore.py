@@ -49,6 +49,10 @@ class Restored:
     replay: list[int] = field(default_factory=list)
     #: dead slots above ``root``
     dead: list[int] = field(default_factory=list)
+    #: slots above ``root`` with shreds but not full, ascending (repair completes them)
+    partial: list[int] = field(default_factory=list)
+    #: the parent each stored slot above ``root`` names (None: no shred says yet)
+    parents: dict[int, int | None] = field(default_factory=dict)
     #: slots above ``root`` with shreds whose scheduled leader is ``identity``: this node
     #: produced them before it stopped and must not produce them again (equivocation)
     produced: list[int] = field(default_factory=list)
@@ -78,7 +82,10 @@ def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
     for m in bs.slot_metas(start=root + 1):
         if m.received > 0 and book.leader(m.slot) == identity:
             out.produced.append(m.slot)
+        out.parents[m.slot] = m.parent_slot
         if not m.is_full:
+            if m.received > 0:
+                out.partial.append(m.slot)
             continue
         if bs.dead_slot(m.slot) is not None:
             out.dead.append(m.slot)

@@ -19,6 +19,7 @@ from ..core.codec import DecodeError, decode
 from ..core.crypto import encode_address
 from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
 from ..core.vote_program import VoteTxError, parse_vote_transaction
+from ..ledger.cleanup import cleanup_due, purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
 from .production import poh_status
@@ -45,11 +46,6 @@ REPAIR_MAX_REQUESTS_PER_ROUND = 64
 REPAIR_TIMEOUT_S = 3.0
 #: The stall monitor's period; lateness = how much later than this it woke.
 STALL_PROBE_S = 0.01
-#: Ledger cleanup (ledger/cleanup.py, when present): after the root advanced this many
-#: slots, purge below ``root - CLEANUP_KEEP_SLOTS`` in a worker thread (agave's
-#: blockstore_cleanup_service, DEFAULT_CLEANUP_SLOT_INTERVAL = 512).
-CLEANUP_INTERVAL_SLOTS = 512
-CLEANUP_KEEP_SLOTS = 4096
 
 
 async def run_services(v: Validator) -> None:
@@ -201,19 +197,20 @@ async def repair_service(v: Validator) -> None:
 
 
 async def cleanup_service(v: Validator) -> None:
-    """Purge the ledger below ``root - CLEANUP_KEEP_SLOTS`` every CLEANUP_INTERVAL_SLOTS of
-    root progress, in a worker thread (skipped where ledger/cleanup.py does not exist)."""
-    try:
-        from ..ledger.cleanup import purge_below  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return
-    last = v.cons.root
+    """agave's blockstore_cleanup_service: at each new root, once the root advanced more
+    than ``v.history.cleanup_interval_slots`` since the last purge (``cleanup_due``), purge
+    the ledger below ``root - v.history.keep_slots`` (``purge_below``: never the root, never
+    the newest node snapshot or above) in a worker thread, without the ledger lock (RocksDB
+    range deletes and compaction run beside inserts: tests/test_cleanup.py)."""
+    last = 0  # a restarted node catches up at its first root
     while True:
-        await trio.sleep(REPAIR_INTERVAL_S * 10)
+        await v.root_event.wait()
         root = v.cons.root
-        if root - last >= CLEANUP_INTERVAL_SLOTS:
-            last = root
-            await trio.to_thread.run_sync(purge_below, v.bs, root, CLEANUP_KEEP_SLOTS, limiter=v.limiters["disk"])
+        if not cleanup_due(last, root, v.history.cleanup_interval_slots):
+            continue
+        last = root
+        v.stats.purged_slots += await v._thread("cleanup", purge_below, v.bs, root, v.history.keep_slots)
+        v.stats.cleanups += 1
 
 
 async def stall_monitor(v: Validator) -> None:
@@ -255,6 +252,8 @@ def status_fields(v: Validator) -> dict[str, Any]:
         "txs_in": s.txs_in, "txs_included": s.txs_included, "votes_landed": s.votes_landed,
         "votes_included": s.votes_included, "vote_pool": len(v.vote_pool), "weights_epoch": v.weights_epoch,
         "lstake": v.lstake_table(), "mempool": len(v.mempool),
+        "ledger": {"restored_from": s.restored_from, "snapshot_slot": s.snapshot_slot, "snapshots": s.snapshots,
+                   "cleanups": s.cleanups, "purged_slots": s.purged_slots, "keep_slots": v.history.keep_slots},
         "confirm_latency_ms": _percentiles(list(v.confirm_latency_ms)),
         "loop_stall_ms": {**_percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
         "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,

@@ -38,9 +38,10 @@ from ..core.shred import OFFSET_SLOT
 from ..core.tower import is_supermajority
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
 from ..ledger.blockstore import Blockstore, InsertResult
+from ..ledger.cleanup import CLEANUP_INTERVAL_SLOTS, DEFAULT_KEEP_SLOTS
 from ..ledger.meta import BankHashRecord, SlotMeta
-from ..ledger.producer import genesis_bank
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
+from ..ledger.snapshot import SNAPSHOT_INTERVAL_SLOTS, make_node_snapshot, save_node_snapshot, snapshot_due
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import GossipEnvelope, ShredBatch
 from ..net.reqresp import ShredStore
@@ -49,6 +50,7 @@ from .leader import BuiltSlot, build_slot
 from .port import NetNodePort, NetPort
 from .production import produce_on_clock
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredPush, ShredPushAck, slot_repair_handler
+from .restore import Restored, RestoreError, restore
 from .schedule import ScheduleBook
 from .services import SHRED_QUEUE_LEN, SHREDS_PER_GOSSIP_MESSAGE, control, run_services, status_fields
 from .voting import VoteOp, VotingService, read_tower, write_tower
@@ -56,7 +58,7 @@ from .voting import VoteOp, VotingService, read_tower, write_tower
 if TYPE_CHECKING:  # pragma: no cover
     from .poh_service import PohService
 
-__all__ = ["Validator", "read_tower", "slot_duration_ms", "write_tower"]
+__all__ = ["LedgerHistory", "RestoreError", "Validator", "read_tower", "slot_duration_ms", "write_tower"]
 
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
@@ -71,6 +73,22 @@ _T = TypeVar("_T")
 
 def slot_duration_ms(genesis: Genesis) -> float:
     return genesis.poh.ticks_per_slot * genesis.poh.target_tick_duration_us / 1000.0
+
+
+@dataclass(frozen=True)
+class LedgerHistory:
+    """What the node keeps of its ledger (spec/blockstore.md "Cleanup", "Node snapshots"):
+    a node snapshot at the first root past each multiple of ``snapshot_interval_slots``, and
+    a cleanup once the root advanced ``cleanup_interval_slots`` since the last one, keeping
+    ``keep_slots`` below the root (never the newest snapshot or above)."""
+
+    keep_slots: int = DEFAULT_KEEP_SLOTS
+    snapshot_interval_slots: int = SNAPSHOT_INTERVAL_SLOTS
+    cleanup_interval_slots: int = CLEANUP_INTERVAL_SLOTS
+
+    def __post_init__(self) -> None:
+        if self.keep_slots < 0 or self.snapshot_interval_slots < 1 or self.cleanup_interval_slots < 1:
+            raise ValueError(f"bad ledger history {self}")
 
 
 class ProducerStrategy(Protocol):
@@ -145,6 +163,11 @@ class ValidatorStats:
     produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
     duplicate_slots: set[int] = field(default_factory=set)
     last_produced_ms: dict[int, int] = field(default_factory=dict)
+    snapshots: int = 0  # node snapshots written
+    snapshot_slot: int | None = None  # the newest written or restored from
+    cleanups: int = 0
+    purged_slots: int = 0
+    restored_from: int = 0  # the slot the last load started from (0: genesis)
 
 
 # -- worker-thread jobs: disk and CPU only, they touch no machine ------------------------------
@@ -178,7 +201,7 @@ class Validator:
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  producer: ProducerStrategy | None = None, offload: bool = True,
-                 poh_clock: str = "instant") -> None:
+                 poh_clock: str = "instant", history: LedgerHistory | None = None) -> None:
         self.kp, self.genesis, self.data_dir = kp, genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
         self.rng = rng or random.Random()
@@ -186,7 +209,8 @@ class Validator:
         self.slot_ms = slot_duration_ms(genesis)
         self.genesis_ms = genesis.creation_time_s * 1000
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
-        self.book = ScheduleBook(genesis)
+        self.history = history or LedgerHistory()
+        self.book = ScheduleBook(genesis)  # replaced by the restored one in aload
         stakes = {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0}
         tower = read_tower(data_dir / TOWER_FILE, kp.pubkey)
         self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
@@ -200,6 +224,9 @@ class Validator:
         self.mempool = Mempool()
         self.vote_pool = VotePool()
         self.root_written = 0
+        #: slots above the restart root this identity produced before it stopped: never again
+        self.produced_before: set[int] = set()
+        self.root_event = trio.Event()  # set (and replaced) whenever the root advances
         self.last_no_vote_reason: str | None = None
         self.stats = ValidatorStats()
         self.awaiting_confirm: dict[int, list[int]] = {}  # slot -> leader receipt times (mono ms)
@@ -212,7 +239,8 @@ class Validator:
         self.shreds_send, self.shreds_recv = trio.open_memory_channel[tuple[list[bytes], str]](SHRED_QUEUE_LEN)
         self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
         self.ledger_lock = trio.Lock()
-        self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve")}
+        self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve",
+                                                                     "cleanup")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
         self.repair_now = trio.Event()
         self.store = BlockstoreShredStore(self.bs)
@@ -249,7 +277,9 @@ class Validator:
 
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {"shreds": shreds_check(self.book.leader), "votes": self.vote_check, "txs": self.tx_check}
+        # late-bound: aload replaces the book with the restored one
+        return {"shreds": shreds_check(lambda slot: self.book.leader(slot)), "votes": self.vote_check,
+                "txs": self.tx_check}
 
     def shred_store(self) -> ShredStore | None:
         return self.store
@@ -309,37 +339,45 @@ class Validator:
         trio.run(self.aload)
 
     async def aload(self) -> None:
-        """Rebuild state from the blockstore: the base (genesis; a bank snapshot can be
-        plugged in here), roots, then replay of every complete slot above the base."""
+        """Rebuild state from the blockstore (spec/blockstore.md "Node snapshots and
+        restart"): the base is the newest node snapshot (``node/restore.py``; genesis
+        without one): its bank, schedule book and rooted count; the consensus root is at
+        least the base; then replay of the stored slots above it, crediting the roots above
+        it as they replay. Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
-            roots, metas, dead = await self._thread("disk", _scan_ledger, self.bs)
-            self.finality = Finality(self.kp.pubkey, roots)
-            self.root_written = max(roots)
-            self._loading_roots = set(roots)  # their landed votes credit LStake as they replay
-            base_slot, base = self._base()
-            self.banks[base_slot] = base
-            self.slots = sl.SlotTracker(base_slot, base.bank.bank_hash or self.genesis.hash(),
+            r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
+            base = r.root
+            assert r.result.bank.bank_hash is not None
+            self.book = r.book
+            tower = self.cons.tower.rooted_at_least(base)
+            if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
+                self.cons = Consensus(self.kp, self.cons.stakes, tower=tower)
+            rooted = ([base] if base else []) + r.roots_above
+            older = r.rooted_count - 1 if base else 0
+            self.finality = Finality(self.kp.pubkey, rooted, older_count=older, older_max=r.parent)
+            self.root_written = max([base, *r.roots_above])
+            self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
+            self.produced_before = set(r.produced)  # never rebuilt (not "own in this run")
+            self.stats.restored_from = base
+            self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
+            self.banks = {base: r.result}
+            self.slots = sl.SlotTracker(base, r.result.bank.bank_hash,
                                         leader_known=lambda s: self.book.leader(s) is not None)
-            root, rooted = self.cons.root, set(roots)
-            for m in metas:
-                if m.slot in dead:
-                    self._perform(self.slots.handle(sl.LoadedDead(m.slot, m.parent_slot or 0)))
-                elif m.is_full and (m.slot > root or m.slot in rooted):
-                    self._perform(self.slots.handle(sl.Completed(m.slot, m.parent_slot or 0)))
-                elif not m.is_full and m.slot > root and m.received > 0:
-                    self._perform(self.slots.handle(sl.ShredsStored(m.slot, m.parent_slot)))
+            root, roots_above, dead, full = self.cons.root, set(r.roots_above), set(r.dead), set(r.replay)
+            for slot in sorted(dead | full | set(r.partial)):
+                parent = r.parents.get(slot)
+                if slot in dead:
+                    self._perform(self.slots.handle(sl.LoadedDead(slot, parent or 0)))
+                elif slot in full and parent is not None and (slot > root or slot in roots_above):
+                    self._perform(self.slots.handle(sl.Completed(slot, parent)))
+                elif slot not in full and slot > root:
+                    self._perform(self.slots.handle(sl.ShredsStored(slot, parent)))
             await self._replay_ready()
-            self.book.on_rooted(sorted(roots), max(roots), self._landed_voters)
+            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters)
             self._loading_roots = set()
             self._update_weights()
             self._prune()
             self.loaded = True
-
-    def _base(self) -> tuple[int, SlotResult]:
-        """The slot replay starts above: genesis. Restart from a bank snapshot plugs in
-        here (``ledger.snapshot.load_latest_node_snapshot(bs)``: its slot and bank, and
-        the credits and schedule state it carries), so that only slots above it replay."""
-        return 0, SlotResult(genesis_bank(self.genesis), self.genesis.hash(), self.genesis.hash(), 0, 0, 0)
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
@@ -460,10 +498,12 @@ class Validator:
         return self.ready.behind(best=self.cons.processed_slot(), now_mono_ms=self.clock.mono_ms(),
                                  pending=self.dups.pending_receipts())
 
+    def alone_supermajority(self) -> bool:
+        return is_supermajority(self.cons.stakes.get(self.kp.pubkey, 0), self.cons.total_stake)
+
     def isolated(self) -> bool:
-        alone = is_supermajority(self.cons.stakes.get(self.kp.pubkey, 0), self.cons.total_stake)
         return self.ready.isolated(current_slot=self.slot_at(self.clock.wall_ms()), leader_of=self.book.leader,
-                                   me=self.kp.pubkey, alone_supermajority=alone)
+                                   me=self.kp.pubkey, alone_supermajority=self.alone_supermajority())
 
     def _note_confirmations(self) -> None:
         """Latency from this leader's receipt of a transaction to its slot's confirmation."""
@@ -480,7 +520,8 @@ class Validator:
         ledger lock). The vote goes to the voting service: tower durable, then sent."""
         self._note_confirmations()
         pending, best = self.dups.pending_receipts(), self.cons.processed_slot()
-        self.ready.evaluate(best=best, now_mono_ms=self.clock.mono_ms(), pending=pending)
+        self.ready.evaluate(best=best, now_mono_ms=self.clock.mono_ms(), pending=pending,
+                            alone_supermajority=self.alone_supermajority())
         reason = self.ready.no_vote_reason(behind=self.behind(), isolated=self.isolated())
         if reason is not None:
             self.last_no_vote_reason = reason
@@ -516,11 +557,21 @@ class Validator:
             s = p
         chain.reverse()
         await self._thread("disk", self.bs.set_roots, chain)
-        self.root_written = max(self.root_written, new_root)
+        old_root, self.root_written = self.root_written, max(self.root_written, new_root)
         self.finality.on_rooted(chain)
         self.book.on_rooted(chain, new_root, self._landed_voters)
+        self.book.ledger.prune(epoch_of(new_root, self.book.spe))
+        if snapshot_due(old_root, new_root, self.history.snapshot_interval_slots) and new_root in self.banks:
+            # built here (it copies the bank and the book), encoded and written in a thread
+            snap = make_node_snapshot(self.genesis.hash(), self.banks[new_root], self.finality.rooted_count,
+                                      self.book.to_state())
+            await self._thread("disk", save_node_snapshot, self.bs, snap)
+            self.stats.snapshots += 1
+            self.stats.snapshot_slot = new_root
         self._update_weights()
         self._prune()
+        self.root_event.set()  # the cleanup service (node/services.py) wakes
+        self.root_event = trio.Event()
 
     def _landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
@@ -543,6 +594,7 @@ class Validator:
         self.ready.handle(rd.Rooted(root))
         self.vote_pool.prune(root)
         self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
+        self.produced_before = {s for s in self.produced_before if s > root}
 
     # -- production ---------------------------------------------------------------------------
     async def produce(self, slot: int, parent: int) -> None:
@@ -554,7 +606,7 @@ class Validator:
             return
         async with self.ledger_lock:
             if not self.may_build(slot, parent):
-                return  # the parent was dumped or pruned while we waited for the lock
+                return  # the parent was dumped or pruned while we waited, or built before a restart
             txs, votes, parent_res = self.mempool.take(self.clock.mono_ms()), self.vote_pool.take(), self.banks[parent]
             built, variants, res, metas = await self._thread(
                 "build", _build_job, self.kp, self.genesis, parent, parent_res, slot, txs, votes,
@@ -567,9 +619,10 @@ class Validator:
             await self.decide()
 
     def may_build(self, slot: int, parent: int) -> bool:
-        """``parent`` is still frozen here and ``slot`` not yet frozen, dead or dumped."""
-        return parent in self.banks and self.slots.is_frozen(parent) and self.slots.state(slot) in (
-            sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL)
+        """``parent`` is still frozen here, ``slot`` not yet frozen, dead or dumped, and not
+        built by this node before a restart (a second version would be an equivocation)."""
+        return slot not in self.produced_before and parent in self.banks and self.slots.is_frozen(parent) and (
+            self.slots.state(slot) in (sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL))
 
     def commit_built(self, built: BuiltSlot, res: InsertResult, metas: list[SlotMeta]) -> None:
         """A slot this node built and stored: pools, stats, frozen as ``Produced``, its insert
@@ -632,15 +685,12 @@ class Validator:
         self.bs.close()
 
 
-def _scan_ledger(bs: Blockstore) -> tuple[list[int], list[SlotMeta], set[int]]:
-    """Start-up read (worker thread): roots, slot metas, dead slots."""
-    roots = bs.roots()
-    if not roots:
+def _restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
+    """Start-up read (worker thread): the restart base and the stored slots above it; an
+    empty ledger gets its genesis root."""
+    if bs.max_root() is None:
         bs.set_roots([0])
-        roots = [0]
-    metas = [m for m in bs.slot_metas() if m.slot != 0]
-    dead = {m.slot for m in metas if m.is_full and bs.dead_slot(m.slot) is not None}
-    return roots, metas, dead
+    return restore(bs, genesis, identity)
 
 
 def store_built_job(bs: Blockstore, built: BuiltSlot,
