@@ -29,7 +29,8 @@ from .auction import (
     request_data,
     reveal_bid_data,
 )
-from .crypto import Keypair
+from .crypto import ZERO_SIGNATURE, Keypair
+from .messages import sign_message
 
 #: (pubkey, is_signer, is_writable)
 Meta = tuple[bytes, bool, bool]
@@ -100,12 +101,10 @@ def sign_result(winner: Keypair, query: QueryAccount, *, output_hash: bytes, num
     """The result fields with the winner's PoL commitment signature over the commitment
     bound to ``query`` (``auction.result_commitment``). A miner that ran
     ``pol.commit`` already holds this signature: it signs the same commitment."""
-    from dataclasses import replace
+    from .pol import PolCommitment
 
-    from .auction import result_commitment
-    from .crypto import ZERO_SIGNATURE
-    from .messages import sign_message
-
-    r = ResultParams(output_hash, num_tokens, tier, top_k, vocab, pol_root, ZERO_SIGNATURE)
-    cmt = sign_message(result_commitment(replace(query, winner=winner.pubkey), r), winner, "pol-commitment")
-    return replace(r, pol_signature=cmt.signature)
+    cmt = PolCommitment(model_id=query.model_id, tier=tier, vocab=vocab, top_k=top_k, temp_milli=query.temp_milli,
+                        sample_seed=query.sample_seed, prompt_hash=query.prompt_hash, output_hash=output_hash,
+                        num_tokens=num_tokens, root=pol_root, miner=winner.pubkey, signature=ZERO_SIGNATURE)
+    signed = sign_message(cmt, winner, "pol-commitment")
+    return ResultParams(output_hash, num_tokens, tier, top_k, vocab, pol_root, signed.signature)
