@@ -353,7 +353,7 @@ def test_bank_hash_gains_the_auction_component_only_when_auction_accounts_change
 
 
 def test_child_bank_shares_auction_account_data_and_state_hash_covers_it() -> None:
-    c, q = _awarded()
+    c, _ = _awarded()
     child = c.open()
     assert child.auction_accounts == c.bank.auction_accounts
     assert all(child.auction_accounts[k] is v for k, v in c.bank.auction_accounts.items())  # no deep copy
