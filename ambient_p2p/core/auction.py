@@ -277,7 +277,7 @@ class QueryAccount:
     top_k: int = 0
     vocab: int = 0
     pol_root: bytes = bytes(32)
-    pol_signature: bytes = bytes(64)
+    pol_signature: bytes = crypto.ZERO_SIGNATURE
 
     def pack(self) -> bytes:
         return _QUERY.pack(
