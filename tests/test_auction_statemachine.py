@@ -30,15 +30,15 @@ ACTORS = [F.REQUESTER, F.OUTSIDER, *MINERS]
 #: MINERS[3] is poor: a few fees and about one bond, so insufficient-funds paths run (for
 #: the escrow, the bond and, once it is drained, the fee: a block error)
 FUNDS = {**{k.pubkey: 10**9 for k in ACTORS}, MINERS[3].pubkey: 40_000}
-UNFUNDED = "block-error"  # the transaction was refused whole (a block error), not executed
+BLOCKED = "block-error"  # the transaction was refused whole (a block error), not executed
 actor = st.sampled_from(ACTORS)
 bidder = st.sampled_from([*MINERS, MINERS[0], MINERS[1], F.OUTSIDER])  # mostly miners, some unregistered
 KEYS = {k.pubkey: k for k in ACTORS}
 salts = st.binary(max_size=8).map(lambda b: crypto.sha256(b"salt", b))  # fresh-looking, never weak
-query_pick = st.integers(0, 9)
+query_pick = st.integers(0, 9)  # 0: an address holding no query; else one of the requested queries
 # Hypothesis favours small values, so the simplest draw is the interesting one: aimed (where
 # the table allows the instruction), a committed bid, a window boundary
-aimed = st.integers(0, 3).map(lambda x: x != 3)  # 0: an address holding no query; else one of the requested queries
+aimed = st.integers(0, 3).map(lambda x: x != 3)
 
 Status = A.QueryStatus | A.BidStatus | None
 
@@ -135,7 +135,7 @@ class AuctionMachine(RuleBasedStateMachine):
             with pytest.raises(BlockError, match=blocked):
                 bank.process_transactions([raw])
             assert bank.accounts == before_bal and bank.auction_accounts == before_data
-            return UNFUNDED, slot
+            return BLOCKED, slot
         (res,) = bank.process_transactions([raw])
         self.last_raw = raw
         if res.error is not None:
@@ -194,7 +194,7 @@ class AuctionMachine(RuleBasedStateMachine):
     def register(self, who: crypto.Keypair) -> None:
         already = self.bank.auction_data(A.miner_address(who.pubkey)) is not None
         code, _ = self._apply(A.Instr.REGISTER_MINER, T.register_miner_transaction(who, self.blockhash))
-        assert code in (UNFUNDED, "auction-miner-exists" if already else None)
+        assert code in (BLOCKED, "auction-miner-exists" if already else None)
 
     def request(self, who: crypto.Keypair, nonce: int, tokens: int, price: int, deadline: int) -> None:
         p = F.request_params(nonce, max_output_tokens=tokens, max_price_per_token=price, deadline_slots=deadline)
@@ -204,7 +204,7 @@ class AuctionMachine(RuleBasedStateMachine):
         if code is None:
             self.queries.append(q)
         valid = not exists and tokens >= 1 and deadline >= 24
-        if code != UNFUNDED and who != MINERS[3]:  # everyone else can afford any request here
+        if code != BLOCKED and who != MINERS[3]:  # everyone else can afford any request here
             assert (code is None) == valid, code
 
     def commit(self, aim: bool, who: crypto.Keypair, qi: int, price: int, weak: bool, salt: bytes) -> None:
@@ -217,7 +217,7 @@ class AuctionMachine(RuleBasedStateMachine):
         code, slot = self._apply(A.Instr.COMMIT_BID, T.commit_bid_transaction(who, q, price, salt, self.blockhash))
         if code is None:
             self.sealed[(q, who.pubkey)] = (price, salt)
-        if code != UNFUNDED and who != MINERS[3] and qa is not None and qa.status == A.QueryStatus.OPEN:
+        if code != BLOCKED and who != MINERS[3] and qa is not None and qa.status == A.QueryStatus.OPEN:
             valid = registered and not had_bid and slot < qa.commit_end_slot and qa.bid_count < A.MAX_BIDS_PER_QUERY
             assert (code is None) == valid, code
 
@@ -245,7 +245,7 @@ class AuctionMachine(RuleBasedStateMachine):
         code, slot = self._apply(A.Instr.REVEAL_BID, T.reveal_bid_transaction(who, q, price, salt, self.blockhash))
         if code is None:
             assert mine is not None and (price, salt) == mine and who.pubkey == A.BidAccount.unpack(bid or b"").bidder
-        if (code != UNFUNDED and mine is not None and (price, salt) == mine and qa is not None and bid is not None
+        if (code != BLOCKED and mine is not None and (price, salt) == mine and qa is not None and bid is not None
                 and qa.status == A.QueryStatus.OPEN):
             b = A.BidAccount.unpack(bid)
             valid = (qa.commit_end_slot <= slot < qa.reveal_end_slot and b.status == A.BidStatus.COMMITTED
@@ -262,7 +262,7 @@ class AuctionMachine(RuleBasedStateMachine):
             bidders = bidders[1:]
         code, slot = self._apply(A.Instr.CLOSE_AUCTION, T.close_auction_transaction(
             payer, q, requester, bidders, self.blockhash))
-        if code != UNFUNDED and qa is not None and qa.status == A.QueryStatus.OPEN and not (drop and qa.bid_count):
+        if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.OPEN and not (drop and qa.bid_count):
             assert (code is None) == (slot >= qa.reveal_end_slot), code
 
     def post(self, pick: int, other: crypto.Keypair, by_other: bool, tokens: int, tamper: bool) -> None:
@@ -276,7 +276,7 @@ class AuctionMachine(RuleBasedStateMachine):
         r = T.sign_result(who, signed_over, output_hash=bytes(32), num_tokens=tokens, tier=1, top_k=8, vocab=1000,
                           pol_root=bytes(32))
         code, slot = self._apply(A.Instr.POST_RESULT, T.post_result_transaction(who, q, r, self.blockhash))
-        if code != UNFUNDED and qa is not None and qa.status == A.QueryStatus.AWARDED:
+        if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.AWARDED:
             valid = (who.pubkey == qa.winner and slot < qa.deadline_slot and not tamper
                      and tokens <= qa.max_output_tokens)
             assert (code is None) == valid, code
@@ -288,7 +288,7 @@ class AuctionMachine(RuleBasedStateMachine):
         winner = qa.winner if qa is not None else F.OUTSIDER.pubkey
         requester = qa.requester if qa is not None else F.REQUESTER.pubkey
         code, slot = self._apply(A.Instr.EXPIRE, T.expire_transaction(payer, q, requester, winner, self.blockhash))
-        if code != UNFUNDED and qa is not None and qa.status == A.QueryStatus.AWARDED:
+        if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.AWARDED:
             assert (code is None) == (slot >= qa.deadline_slot), code
 
     def _marks(self) -> list[int]:
