@@ -27,6 +27,11 @@ Rules (agave semantics where agave has them; simplifications are listed in spec/
   sorted ``pubkey || lamports u64 LE`` of every account changed in the slot (32 zero bytes
   if none) and ``votes_hash`` (present only when a vote landed in the slot) is sha256 over
   ``voter || voted slot u64 LE`` of the slot's landed votes in order.
+* The native auction program (``AUCTION_PROGRAM_ID``; rules in core/auction.py and
+  spec/auction.md) keeps its accounts' data in ``auction_accounts`` (their lamports are
+  ordinary balances). When an instruction wrote auction data in the slot, the bank hash
+  gains one more component, ``auction_delta_hash`` (so banks without auction activity hash
+  exactly as before).
 
 Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
 """
@@ -38,6 +43,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import auction
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
@@ -153,6 +159,13 @@ class Bank:
     last_votes: dict[bytes, int] = field(default_factory=dict)
     #: votes that landed in this slot, in order: (voter, voted slot)
     landed_votes: list[tuple[bytes, int]] = field(default_factory=list)
+    #: the auction program's accounts: address -> fixed-layout data (spec/auction.md);
+    #: values are immutable bytes, so ``child`` copies only references
+    auction_accounts: dict[bytes, bytes] = field(default_factory=dict)
+    #: auction accounts written in this slot (they enter the bank hash)
+    auction_modified: set[bytes] = field(default_factory=set)
+    #: undo journal of the running transaction: address -> (old data, was in auction_modified)
+    _auction_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
@@ -174,13 +187,14 @@ class Bank:
         status_cache: dict[bytes, int],
         slot_hashes: dict[int, bytes] | None = None,
         last_votes: dict[bytes, int] | None = None,
+        auction_accounts: dict[bytes, bytes] | None = None,
     ) -> Bank:
         """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot)."""
         if not blockhashes:
             raise ValueError("a bank needs at least one recent blockhash")
         return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
                    bank_hash=bytes(bank_hash), slot_hashes=dict(sorted((slot_hashes or {}).items())),
-                   last_votes=dict(last_votes or {}))
+                   last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}))
 
     def state_hash(self) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache),
@@ -194,6 +208,8 @@ class Bank:
             h.update(struct.pack("<Q", s) + self.slot_hashes[s])
         for voter in sorted(self.last_votes):
             h.update(voter + struct.pack("<Q", self.last_votes[voter]))
+        if self.auction_accounts:  # absent when empty: snapshots without auctions hash as before
+            h.update(auction_accounts_hash(self.auction_accounts))
         return h.digest()
 
     @property
@@ -212,7 +228,8 @@ class Bank:
         while len(slot_hashes) > MAX_SLOT_HASHES:
             del slot_hashes[next(iter(slot_hashes))]
         return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache,
-                    slot_hashes=slot_hashes, last_votes=dict(self.last_votes))
+                    slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
+                    auction_accounts=dict(self.auction_accounts))
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -254,6 +271,7 @@ class Bank:
         snapshot = dict(self.accounts)
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
+        self._auction_undo = {}
         error = None
         try:
             for prog, accs, data in tx.instructions:
@@ -263,6 +281,7 @@ class Bank:
             self.modified = modified_before
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
+            self._undo_auction()
             error = str(exc)
         return TxResult(sig, fee, error)
 
@@ -271,6 +290,13 @@ class Bank:
             raise _InstructionError("account index out of range")
         if tx.account_keys[prog] == VOTE_PROGRAM_ID:
             self._execute_vote(tx, accs, data)
+            return
+        if tx.account_keys[prog] == auction.AUCTION_PROGRAM_ID:
+            metas = [auction.IxAccount(tx.account_keys[a], a < tx.signer_count, tx.writable[a]) for a in accs]
+            try:
+                auction.process_instruction(_AuctionView(self), self.slot, metas, data)
+            except auction.AuctionError as exc:
+                raise _InstructionError(str(exc)) from None
             return
         if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
             raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
@@ -334,6 +360,26 @@ class Bank:
         self.accounts[pubkey] = lamports
         self.modified.add(pubkey)
 
+    # -- the auction program's accounts --------------------------------------------------
+    def auction_data(self, pubkey: bytes) -> bytes | None:
+        return self.auction_accounts.get(bytes(pubkey))
+
+    def _set_auction_data(self, pubkey: bytes, data: bytes) -> None:
+        if pubkey not in self._auction_undo:
+            self._auction_undo[pubkey] = (self.auction_accounts.get(pubkey), pubkey in self.auction_modified)
+        self.auction_accounts[pubkey] = bytes(data)
+        self.auction_modified.add(pubkey)
+
+    def _undo_auction(self) -> None:
+        for key, (old, was_modified) in self._auction_undo.items():
+            if old is None:
+                del self.auction_accounts[key]
+            else:
+                self.auction_accounts[key] = old
+            if not was_modified:
+                self.auction_modified.discard(key)
+        self._auction_undo = {}
+
     # -- freeze -----------------------------------------------------------------------
     def freeze(self, last_blockhash: bytes) -> bytes:
         """Distribute fees, register ``last_blockhash`` and compute the bank hash."""
@@ -348,6 +394,8 @@ class Bank:
         h = hashlib.sha256(self.parent_hash + delta + struct.pack("<Q", self.signature_count) + bytes(last_blockhash))
         if self.landed_votes:
             h.update(votes_hash(self.landed_votes))
+        if self.auction_modified:
+            h.update(auction_delta_hash({k: self.auction_accounts[k] for k in self.auction_modified}))
         self.bank_hash = h.digest()
         return self.bank_hash
 
@@ -356,12 +404,50 @@ class _InstructionError(Exception):
     pass
 
 
+class _AuctionView:
+    """The bank as the auction program sees it (core/auction.py ``AccountsView``)."""
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def balance(self, pubkey: bytes) -> int:
+        return self._bank.balance(pubkey)
+
+    def set_balance(self, pubkey: bytes, lamports: int) -> None:
+        if lamports >= 1 << 64:
+            raise auction.AuctionError("auction-insufficient-funds", "lamports overflow")
+        self._bank._set(pubkey, lamports)
+
+    def auction_data(self, pubkey: bytes) -> bytes | None:
+        return self._bank.auction_data(pubkey)
+
+    def set_auction_data(self, pubkey: bytes, data: bytes) -> None:
+        self._bank._set_auction_data(pubkey, data)
+
+
 def accounts_hash(accounts: dict[bytes, int]) -> bytes:
     """sha256 over ``pubkey || lamports u64 LE`` for every account, sorted by pubkey."""
     h = hashlib.sha256()
     for k in sorted(accounts):
         h.update(k + struct.pack("<Q", accounts[k]))
     return h.digest()
+
+
+AUCTION_DELTA_DOMAIN = b"ambient/auction-delta/v1\x00"
+
+
+def auction_accounts_hash(accounts: dict[bytes, bytes]) -> bytes:
+    """sha256 over ``pubkey || data length u32 LE || data`` for every auction account, sorted."""
+    h = hashlib.sha256()
+    for k in sorted(accounts):
+        h.update(k + struct.pack("<I", len(accounts[k])) + accounts[k])
+    return h.digest()
+
+
+def auction_delta_hash(changed: dict[bytes, bytes]) -> bytes:
+    """The bank-hash component of a slot that wrote auction accounts:
+    ``sha256(AUCTION_DELTA_DOMAIN || auction_accounts_hash(changed accounts))``."""
+    return hashlib.sha256(AUCTION_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
 
 
 def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:

@@ -1,0 +1,414 @@
+"""Auction-program vectors (spec/auction.md): one auction instruction executed on a given
+bank state, for every transition of the table and every must-reject case.
+
+``<instruction>/<case>``: input.json {slot, accounts: [[address, lamports]],
+auction_accounts: [[address, hex data]], tx: hex wire transaction}: a bank at ``slot``
+holding those balances and auction accounts (its only recent blockhash is the
+transaction's) runs the transaction. Output {accounts, auction_accounts (every account
+after the transaction, sorted by address), changed: {address: decoded auction account}
+for the auction accounts it wrote, auction_delta_hash (bank.auction_delta_hash of those)}.
+An instruction error makes the case a must-reject with the program's error code
+(``auction-...``); the transaction fee is charged either way, nothing else changes.
+
+``bid-commitment/<case>``: input.json {query, bidder (addresses), salt (hex), price} ->
+{commitment: hex} (``sha256(BID_DOMAIN || query || bidder || salt || price u64 LE)``).
+
+The :class:`Chain` below (a bank advanced slot by slot) builds the pre-states by running
+the program itself; the tests use it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ...core import auction as A
+from ...core import auction_tx as T
+from ...core import crypto
+from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction
+from ...core.pol import TOP_K, Tier
+from .. import Case, Rejected, case_from_run
+
+FORMAT = "auction"
+HANDLERS = ("register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire")
+
+LEADER = crypto.Keypair.deterministic("vectors/auction/leader")
+REQUESTER = crypto.Keypair.deterministic("vectors/auction/requester")
+OUTSIDER = crypto.Keypair.deterministic("vectors/auction/outsider")
+MINERS = [crypto.Keypair.deterministic("vectors/auction/miner", i) for i in range(A.MAX_BIDS_PER_QUERY + 1)]
+GENESIS_HASH = hashlib.sha256(b"vectors/auction/genesis").digest()
+FUNDS = 10**12
+MODEL_ID = hashlib.sha256(b"vectors/auction/model").digest()
+
+
+def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount) -> dict[str, Any]:
+    """A decoded auction account: addresses base58, other bytes hex, enums by name."""
+    out: dict[str, Any] = {"kind": type(acct).__name__}
+    for f in dataclasses.fields(acct):
+        v = getattr(acct, f.name)
+        if isinstance(v, enum.Enum):
+            out[f.name] = v.name
+        elif isinstance(v, bytes):
+            addr = f.name in {"requester", "winner", "query", "bidder", "authority"}
+            out[f.name] = crypto.encode_address(v) if addr else v.hex()
+        else:
+            out[f.name] = v
+    return out
+
+
+def request_params(nonce: int = 1, **over: Any) -> A.RequestParams:
+    p = A.RequestParams(nonce=nonce, model_id=MODEL_ID, prompt_hash=hashlib.sha256(b"vectors/auction/prompt").digest(),
+                        prompt_tokens=12, max_output_tokens=64, max_price_per_token=1_000, temp_milli=700,
+                        sample_seed=hashlib.sha256(b"vectors/auction/seed").digest(), deadline_slots=48)
+    return dataclasses.replace(p, **over)
+
+
+def salt_for(kp: crypto.Keypair, tag: str = "") -> bytes:
+    """A deterministic stand-in for a fresh random salt (vectors must be reproducible)."""
+    return hashlib.sha256(b"vectors/auction/salt/" + kp.pubkey + tag.encode()).digest()
+
+
+class Chain:
+    """A bank advanced one frozen slot per :meth:`send`; what the vectors and tests drive."""
+
+    def __init__(self, funded: dict[bytes, int] | None = None) -> None:
+        if funded is None:
+            funded = {k.pubkey: FUNDS for k in [REQUESTER, OUTSIDER, *MINERS]}
+        self.bank = Bank.genesis(GENESIS_HASH, funded, LEADER.pubkey, GENESIS_HASH)
+        #: lamports removed from supply: the burned half of every slot's fees
+        self.burned = 0
+
+    @property
+    def blockhash(self) -> bytes:
+        return self.bank.last_blockhash
+
+    def open(self, slot: int | None = None) -> Bank:
+        """An unfrozen child at ``slot`` (default: the next slot)."""
+        return self.bank.child(self.bank.slot + 1 if slot is None else slot, LEADER.pubkey)
+
+    def commit(self, child: Bank) -> None:
+        before = child.fees_collected
+        child.freeze(hashlib.sha256(b"vectors/auction/entry" + child.slot.to_bytes(8, "little")).digest())
+        self.burned += before * 50 // 100
+        self.bank = child
+
+    def send(self, *raws: bytes, slot: int | None = None) -> list[TxResult]:
+        child = self.open(slot)
+        results = child.process_transactions(list(raws))
+        self.commit(child)
+        return results
+
+    def ok(self, *raws: bytes, slot: int | None = None) -> None:
+        for r in self.send(*raws, slot=slot):
+            if r.error is not None:
+                raise AssertionError(r.error)
+
+    def query(self, key: bytes) -> A.QueryAccount:
+        data = self.bank.auction_data(key)
+        assert data is not None
+        return A.QueryAccount.unpack(data)
+
+    def bid(self, query: bytes, bidder: bytes) -> A.BidAccount:
+        data = self.bank.auction_data(A.bid_address(query, bidder))
+        assert data is not None
+        return A.BidAccount.unpack(data)
+
+    def total(self) -> int:
+        return sum(self.bank.accounts.values()) + self.burned
+
+    def input_json(self, raw: bytes, slot: int | None = None) -> bytes:
+        """The vector input for running ``raw`` on this chain's state at ``slot``."""
+        inp = {"slot": self.bank.slot + 1 if slot is None else slot,
+               "accounts": [[crypto.encode_address(k), n] for k, n in sorted(self.bank.accounts.items())],
+               "auction_accounts": [[crypto.encode_address(k), v.hex()]
+                                    for k, v in sorted(self.bank.auction_accounts.items())],
+               "tx": raw.hex()}
+        return (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
+
+    # -- scripted steps ------------------------------------------------------------------
+    def register(self, *miners: crypto.Keypair) -> None:
+        self.ok(*(T.register_miner_transaction(m, self.blockhash) for m in miners))
+
+    def request(self, params: A.RequestParams | None = None, requester: crypto.Keypair = REQUESTER) -> bytes:
+        p = params or request_params()
+        self.ok(T.request_transaction(requester, p, self.blockhash))
+        return A.query_address(requester.pubkey, p.nonce)
+
+    def commit_bids(self, query: bytes, bids: Sequence[tuple[crypto.Keypair, int]]) -> None:
+        self.ok(*(T.commit_bid_transaction(m, query, price, salt_for(m), self.blockhash) for m, price in bids))
+
+    def reveal_bids(self, query: bytes, bids: Sequence[tuple[crypto.Keypair, int]]) -> None:
+        q = self.query(query)
+        slot = max(self.bank.slot + 1, q.commit_end_slot)
+        self.ok(*(T.reveal_bid_transaction(m, query, price, salt_for(m), self.blockhash) for m, price in bids),
+                slot=slot)
+
+    def bidders(self, query: bytes) -> list[bytes]:
+        out = [b"" for _ in range(self.query(query).bid_count)]
+        for data in self.bank.auction_accounts.values():
+            if data[0] == A.Kind.BID:
+                b = A.BidAccount.unpack(data)
+                if b.query == query:
+                    out[b.index] = b.bidder
+        return out
+
+    def close_tx(self, query: bytes, payer: crypto.Keypair = OUTSIDER) -> bytes:
+        return T.close_auction_transaction(payer, query, self.query(query).requester, self.bidders(query),
+                                           self.blockhash)
+
+    def close(self, query: bytes) -> None:
+        slot = max(self.bank.slot + 1, self.query(query).reveal_end_slot)
+        self.ok(self.close_tx(query), slot=slot)
+
+    def result(self, query: bytes, winner: crypto.Keypair, **over: Any) -> A.ResultParams:
+        fields: dict[str, Any] = {"output_hash": hashlib.sha256(b"vectors/auction/output").digest(), "num_tokens": 40,
+                                  "tier": int(Tier.FP32), "top_k": TOP_K, "vocab": 50_257,
+                                  "pol_root": hashlib.sha256(b"vectors/auction/root").digest()}
+        fields.update(over)
+        return T.sign_result(winner, self.query(query), **fields)
+
+    def post_tx(self, query: bytes, winner: crypto.Keypair, **over: Any) -> bytes:
+        return T.post_result_transaction(winner, query, self.result(query, winner, **over), self.blockhash)
+
+    def expire_tx(self, query: bytes, payer: crypto.Keypair = OUTSIDER) -> bytes:
+        q = self.query(query)
+        return T.expire_transaction(payer, query, q.requester, q.winner, self.blockhash)
+
+
+def run(handler: str, data: bytes) -> Any:
+    try:
+        v = json.loads(data)
+        if handler == "bid-commitment":
+            cmt = A.bid_commitment(crypto.decode_address(v["query"]), crypto.decode_address(v["bidder"]),
+                                   bytes.fromhex(v["salt"]), int(v["price"]))
+            return {"commitment": cmt.hex()}
+        if handler not in HANDLERS:
+            raise Rejected("unknown-handler", handler)
+        slot = int(v["slot"])
+        accounts = {crypto.decode_address(a): int(n) for a, n in v["accounts"]}
+        auction_accounts = {crypto.decode_address(a): bytes.fromhex(d) for a, d in v["auction_accounts"]}
+        raw = bytes.fromhex(v["tx"])
+    except (ValueError, KeyError, TypeError, AttributeError, crypto.CryptoError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    try:
+        tx = parse_transaction(raw)
+    except BlockError as exc:
+        raise Rejected(exc.reason, exc.detail) from None
+    if len(tx.instructions) != 1 or tx.account_keys[tx.instructions[0][0]] != A.AUCTION_PROGRAM_ID:
+        raise Rejected("malformed", "the transaction must carry exactly one auction instruction")
+    if slot < 1:
+        raise Rejected("malformed", "slot must be at least 1")
+    bank = Bank(slot, slot - 1, ZERO_HASH, bytes(32), accounts, [tx.recent_blockhash], {},
+                auction_accounts=auction_accounts)
+    try:
+        (res,) = bank.process_transactions([raw])
+    except BlockError as exc:
+        raise Rejected(exc.reason, exc.detail) from None
+    if res.error is not None:
+        raise Rejected(res.error.split(":")[0], res.error)
+    changed = {k: bank.auction_accounts[k] for k in bank.auction_modified}
+    return {
+        "accounts": [[crypto.encode_address(k), n] for k, n in sorted(bank.accounts.items())],
+        "auction_accounts": [[crypto.encode_address(k), d.hex()] for k, d in sorted(bank.auction_accounts.items())],
+        "changed": {crypto.encode_address(k): account_json(A.decode_account(d)) for k, d in sorted(changed.items())},
+        "auction_delta_hash": auction_delta_hash(changed).hex(),
+    }
+
+
+def cases() -> list[Case]:
+    out: list[Case] = []
+    m0, m1, m2 = MINERS[:3]
+
+    def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot), desc, "input.json"))
+
+    def js(obj: Any) -> bytes:
+        return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+    # bid commitments
+    q0 = A.query_address(REQUESTER.pubkey, 1)
+    out.append(case_from_run(run, "bid-commitment", "price-1000", js({
+        "query": crypto.encode_address(q0), "bidder": crypto.encode_address(m0.pubkey),
+        "salt": salt_for(m0).hex(), "price": 1000}), "the commitment of price 1000 with a 32-byte salt", "input.json"))
+
+    # register_miner
+    c = Chain()
+    case("register_miner", "registers", "a key registers as a miner: its miner account is created", c,
+         T.register_miner_transaction(m0, c.blockhash))
+    c.register(m0, m1, m2)
+    case("register_miner", "twice", "a second registration: must reject", c,
+         T.register_miner_transaction(m0, c.blockhash))
+    case("register_miner", "unsigned", "the miner is not a signer (someone else pays): must reject", c,
+         T.auction_transaction([OUTSIDER], [(MINERS[3].pubkey, False, True), (A.miner_address(MINERS[3].pubkey),
+                                                                               False, True)],
+                               A.register_miner_data(), c.blockhash))
+    case("register_miner", "wrong-address", "the miner account is not the miner's derived address: must reject", c,
+         T.auction_transaction([MINERS[3]], [(MINERS[3].pubkey, True, True), (A.miner_address(m0.pubkey), False, True)],
+                               A.register_miner_data(), c.blockhash))
+
+    # request
+    p = request_params()
+    case("request", "opens", "a request escrows max_price*max_tokens + the query fee: the query is OPEN", c,
+         T.request_transaction(REQUESTER, p, c.blockhash))
+    poor = Chain({REQUESTER.pubkey: 60_000})
+    case("request", "insufficient-funds", "the requester cannot cover the escrow: must reject", poor,
+         T.request_transaction(REQUESTER, p, poor.blockhash))
+    for name, over, desc in (
+        ("zero-output-tokens", {"max_output_tokens": 0}, "max_output_tokens 0"),
+        ("too-many-output-tokens", {"max_output_tokens": 4097}, "max_output_tokens above 4096"),
+        ("zero-prompt", {"prompt_tokens": 0}, "an empty prompt"),
+        ("zero-price", {"max_price_per_token": 0}, "max_price_per_token 0"),
+        ("hot", {"temp_milli": 10_001}, "temperature above 10.0"),
+        ("short-deadline", {"deadline_slots": 23}, "a deadline inside the auction windows + MIN_SERVE_SLOTS"),
+        ("long-deadline", {"deadline_slots": A.MAX_DEADLINE_SLOTS + 1}, "a deadline beyond MAX_DEADLINE_SLOTS"),
+        ("overflow", {"max_price_per_token": 1 << 62}, "max_price*max_tokens beyond u64"),
+    ):
+        case("request", name, f"{desc}: must reject", c, T.request_transaction(REQUESTER, request_params(**over),
+                                                                                 c.blockhash))
+    case("request", "bad-data", "request data one byte short: must reject", c,
+         T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True), (q0, False, True)],
+                               A.request_data(p)[:-1], c.blockhash))
+    case("request", "unknown-instruction", "instruction tag 7: must reject", c,
+         T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True)], (7).to_bytes(4, "little"), c.blockhash))
+    case("request", "wrong-address", "the query account is not the derived address of requester and nonce: "
+         "must reject", c, T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True),
+                                                               (A.query_address(REQUESTER.pubkey, 2), False, True)],
+                                                 A.request_data(p), c.blockhash))
+    q = c.request(p)
+    r_slot = c.bank.slot
+    case("request", "query-exists", "the same nonce again: must reject", c,
+         T.request_transaction(REQUESTER, p, c.blockhash))
+
+    # commit_bid (the commit window is slots r_slot .. r_slot+7)
+    case("commit_bid", "commits", "a registered miner commits a sealed bid and locks its bond", c,
+         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash))
+    case("commit_bid", "last-commit-slot", "a commit in the last slot of the commit window", c,
+         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + A.COMMIT_WINDOW_SLOTS - 1)
+    case("commit_bid", "not-miner", "a key without a miner account bids: must reject", c,
+         T.commit_bid_transaction(OUTSIDER, q, 700, salt_for(OUTSIDER), c.blockhash))
+    case("commit_bid", "late", "a commit at commit_end: must reject", c,
+         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + A.COMMIT_WINDOW_SLOTS)
+    case("commit_bid", "no-query", "a bid on an address holding no query: must reject", c,
+         T.commit_bid_transaction(m0, A.query_address(REQUESTER.pubkey, 9), 700, salt_for(m0), c.blockhash))
+    case("commit_bid", "unsigned", "the bidder does not sign (another key pays): must reject", c,
+         T.auction_transaction([OUTSIDER], [(m0.pubkey, False, True), (q, False, True),
+                                            (A.bid_address(q, m0.pubkey), False, True),
+                                            (A.miner_address(m0.pubkey), False, False)],
+                               A.commit_bid_data(bytes(32)), c.blockhash))
+    case("commit_bid", "readonly-bid", "the bid account is passed read-only: must reject", c,
+         T.auction_transaction([m0], [(m0.pubkey, True, True), (q, False, True),
+                                      (A.bid_address(q, m0.pubkey), False, False),
+                                      (A.miner_address(m0.pubkey), False, False)],
+                               A.commit_bid_data(bytes(32)), c.blockhash))
+    broke = Chain({REQUESTER.pubkey: FUNDS, m0.pubkey: 70_000})
+    broke.register(m0)
+    bq = broke.request()
+    case("commit_bid", "insufficient-funds", "the bidder cannot cover the bond: must reject", broke,
+         T.commit_bid_transaction(m0, bq, 700, salt_for(m0), broke.blockhash))
+    full = Chain()
+    full.register(*MINERS)
+    fq = full.request()
+    full.commit_bids(fq, [(m, 500 + i) for i, m in enumerate(MINERS[:A.MAX_BIDS_PER_QUERY])])
+    case("commit_bid", "too-many-bids", f"a bid after {A.MAX_BIDS_PER_QUERY} bids: must reject", full,
+         T.commit_bid_transaction(MINERS[-1], fq, 1, salt_for(MINERS[-1]), full.blockhash))
+
+    weak_price = 650
+    c.commit_bids(q, [(m0, 700), (m1, 600)])
+    c.ok(T.commit_bid_transaction(m2, q, weak_price, m2.pubkey, c.blockhash))  # the prior art's weak default salt
+    case("commit_bid", "twice", "a second bid by the same bidder: must reject", c,
+         T.commit_bid_transaction(m0, q, 500, salt_for(m0, "again"), c.blockhash))
+
+    # reveal_bid (the reveal window is commit_end .. reveal_end-1)
+    ce, re_ = r_slot + A.COMMIT_WINDOW_SLOTS, r_slot + A.COMMIT_WINDOW_SLOTS + A.REVEAL_WINDOW_SLOTS
+    reveal0 = T.reveal_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash)
+    case("reveal_bid", "reveals-first", "the first reveal: lowest price 700", c, reveal0, slot=ce)
+    case("reveal_bid", "last-reveal-slot", "a reveal in the last slot of the reveal window", c, reveal0, slot=re_ - 1)
+    case("reveal_bid", "early", "a reveal during the commit window: must reject", c, reveal0, slot=ce - 1)
+    case("reveal_bid", "late", "a reveal at reveal_end: must reject", c, reveal0, slot=re_)
+    case("reveal_bid", "wrong-salt", "the right price with another salt: must reject", c,
+         T.reveal_bid_transaction(m0, q, 700, salt_for(m0, "other"), c.blockhash), slot=ce)
+    case("reveal_bid", "wrong-price", "another price than committed: must reject", c,
+         T.reveal_bid_transaction(m0, q, 699, salt_for(m0), c.blockhash), slot=ce)
+    case("reveal_bid", "weak-salt", "a bid committed with the bidder's key as salt: must reject (it forfeits)", c,
+         T.reveal_bid_transaction(m2, q, weak_price, m2.pubkey, c.blockhash), slot=ce)
+    case("reveal_bid", "wrong-signer", "a miner without a bid on the query reveals another's price and salt: "
+         "must reject", c, T.reveal_bid_transaction(MINERS[3], q, 700, salt_for(m0), c.blockhash), slot=ce)
+    case("reveal_bid", "unsigned", "the bidder does not sign (another key pays): must reject", c,
+         T.auction_transaction([OUTSIDER], [(m0.pubkey, False, True), (q, False, True),
+                                            (A.bid_address(q, m0.pubkey), False, True)],
+                               A.reveal_bid_data(700, salt_for(m0)), c.blockhash), slot=ce)
+    hi = Chain()
+    hi.register(m0)
+    hq = hi.request()
+    hi.commit_bids(hq, [(m0, 1_001)])
+    case("reveal_bid", "above-max", "a committed price above max_price_per_token: must reject (it forfeits)", hi,
+         T.reveal_bid_transaction(m0, hq, 1_001, salt_for(m0), hi.blockhash), slot=hi.query(hq).commit_end_slot)
+    c.reveal_bids(q, [(m0, 700)])
+    case("reveal_bid", "reveals-lower", "a lower reveal: it leads, the first becomes the second price", c,
+         T.reveal_bid_transaction(m1, q, 600, salt_for(m1), c.blockhash))
+    case("reveal_bid", "twice", "a second reveal of a revealed bid: must reject", c,
+         T.reveal_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash))
+    c.reveal_bids(q, [(m1, 600)])
+
+    # close_auction
+    case("close_auction", "early", "a close inside the reveal window: must reject", c, c.close_tx(q), slot=re_ - 1)
+    case("close_auction", "awards", "m1 (600) wins at the second price 700; m0's bond back; m2 (unrevealed) "
+         "forfeits to the incinerator", c, c.close_tx(q), slot=re_)
+    case("close_auction", "after-deadline", "a close only at the deadline: nobody can serve, the requester and "
+         "revealed bidders are refunded, the unrevealed bond forfeits", c, c.close_tx(q), slot=r_slot + 48)
+    case("close_auction", "missing-bid", "a close that leaves out a bid: must reject", c,
+         T.close_auction_transaction(OUTSIDER, q, REQUESTER.pubkey, [m0.pubkey, m1.pubkey], c.blockhash), slot=re_)
+    case("close_auction", "wrong-requester", "a close that names another requester: must reject", c,
+         T.close_auction_transaction(OUTSIDER, q, OUTSIDER.pubkey, c.bidders(q), c.blockhash), slot=re_)
+    one = Chain()
+    one.register(m0)
+    oq = one.request()
+    one.commit_bids(oq, [(m0, 300)])
+    one.reveal_bids(oq, [(m0, 300)])
+    case("close_auction", "single-bid", "one revealed bid wins at the requester's maximum price", one,
+         one.close_tx(oq), slot=one.query(oq).reveal_end_slot)
+    none = Chain()
+    nq = none.request()
+    case("close_auction", "no-bids", "no bids: the requester gets the whole escrow back", none, none.close_tx(nq),
+         slot=none.query(nq).reveal_end_slot)
+    case("close_auction", "no-query", "a close of an address holding no query: must reject", none,
+         T.close_auction_transaction(OUTSIDER, A.query_address(REQUESTER.pubkey, 5), REQUESTER.pubkey, [],
+                                     none.blockhash), slot=none.query(nq).reveal_end_slot)
+    c.close(q)
+    case("close_auction", "twice", "a second close: must reject", c, c.close_tx(q))
+    case("commit_bid", "after-close", "a bid on an awarded query: must reject", c,
+         T.commit_bid_transaction(MINERS[3], q, 1, salt_for(MINERS[3]), c.blockhash))
+
+    # post_result (deadline = r_slot + 48)
+    deadline = c.query(q).deadline_slot
+    case("post_result", "posts", "the winner posts output hash, token count and its PoL commitment", c,
+         c.post_tx(q, m1))
+    case("post_result", "last-slot", "a post in the last slot before the deadline", c, c.post_tx(q, m1),
+         slot=deadline - 1)
+    case("post_result", "not-winner", "a losing bidder posts a result: must reject", c, c.post_tx(q, m0))
+    case("post_result", "late", "a post at the deadline: must reject", c, c.post_tx(q, m1), slot=deadline)
+    case("post_result", "too-many-tokens", "more tokens than max_output_tokens: must reject", c,
+         c.post_tx(q, m1, num_tokens=65))
+    case("post_result", "bad-tier", "an unknown precision tier: must reject", c, c.post_tx(q, m1, tier=9))
+    other = dataclasses.replace(c.query(q), prompt_hash=bytes(32))
+    wrong = T.sign_result(m1, other, output_hash=bytes(32), num_tokens=40, tier=int(Tier.FP32), top_k=TOP_K,
+                          vocab=50_257, pol_root=bytes(32))
+    case("post_result", "commitment-for-another-prompt", "a PoL commitment signed over another prompt hash: "
+         "must reject", c, T.post_result_transaction(m1, q, wrong, c.blockhash))
+    case("post_result", "before-close", "a post on a query still OPEN: must reject", one, one.post_tx(oq, m0))
+
+    # expire
+    case("expire", "expires", "the winner missed the deadline: the requester gets the whole escrow, the "
+         "winner's bond goes to the incinerator", c, c.expire_tx(q), slot=deadline)
+    case("expire", "early", "an expire before the deadline: must reject", c, c.expire_tx(q), slot=deadline - 1)
+    case("expire", "wrong-requester", "an expire that pays another account: must reject", c,
+         T.expire_transaction(OUTSIDER, q, OUTSIDER.pubkey, m1.pubkey, c.blockhash), slot=deadline)
+    c.ok(c.post_tx(q, m1))
+    case("expire", "after-result", "an expire after the result was posted: must reject", c, c.expire_tx(q),
+         slot=deadline)
+    case("post_result", "twice", "a second post: must reject", c, c.post_tx(q, m1))
+    return out
