@@ -20,7 +20,7 @@ import trio
 
 from ambient_p2p.core.codec import encode
 from ambient_p2p.core.crypto import Keypair
-from ambient_p2p.net.gossip import BAN_REJECTS, topic_name
+from ambient_p2p.net.gossip import BAN_REJECTS, GOSSIP_HISTORY, HEARTBEAT_INTERVAL_S, topic_name
 from ambient_p2p.net.localnet import Localnet
 from ambient_p2p.net.messages import seal_envelope
 from tests.net_helpers import raw_peer, run_trio, wait_until
@@ -138,6 +138,11 @@ def test_localnet_mesh_rejects_survives_bootstrap_loss_and_rejoin_with_repair(tm
             {"cmd": "publish_many", "kind": "shreds", "count": 1, "per_batch": 4, "slot": 43, "size": 1232}
         )
         assert net.wait_for(lambda: net.nodes[2].control({"cmd": "has_shred", "slot": 43, "index": 3})["has"], 20)
+        # let slot 43 age out of the peers' gossip message caches (GOSSIP_HISTORY heartbeats,
+        # twice over for a loaded machine): otherwise the restarted node3 may legitimately get
+        # it by IHAVE/IWANT as it rejoins, and the repair below would have nothing to repair
+        # (seen once under load)
+        time.sleep(2 * GOSSIP_HISTORY * HEARTBEAT_INTERVAL_S)
 
         # kill the bootstrap hard: the others stay connected to each other
         boot_addr = net.bootstrap_addr()
