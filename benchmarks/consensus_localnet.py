@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ambient_p2p.ledger.producer import transfer_tx  # noqa: E402
-from ambient_p2p.node.localnet import ValidatorLocalnet, user_keypairs  # noqa: E402
+from ambient_p2p.devnet.localnet import ValidatorLocalnet  # noqa: E402
+from ambient_p2p.devnet.users import user_keypairs  # noqa: E402
 
 
 def main() -> int:

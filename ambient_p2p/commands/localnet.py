@@ -50,13 +50,13 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         raise UserError("--nodes must be between 1 and 64")
     if not 40 <= args.slot_ms <= 60_000:
         raise UserError("--slot-ms must be between 40 and 60000")
-    from ..node.localnet import ValidatorLocalnet
+    from ..devnet.localnet import Localnet
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    net = ValidatorLocalnet(root, args.nodes, chain_id=args.chain_id, echo=log,
-                            genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8})
+    net = Localnet(root, args.nodes, chain_id=args.chain_id, validator=True, echo=log,
+                   genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8})
     stop = {"sig": 0}
 
     def on_signal(sig: int, _frame: Any) -> None:

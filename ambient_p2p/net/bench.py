@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .localnet import Localnet
+from ..devnet.localnet import Localnet
 
 _RAW_RECEIVER = r"""
 import socket, sys, time
