@@ -30,7 +30,7 @@ import torch
 
 from ..core import crypto, pol
 from ..core.codec import encode
-from . import runner, validate
+from ..model import runner, validate
 
 SUBJECTS = [
     "the moon", "a volcano", "honey bees", "the Roman empire", "rain", "a lighthouse", "chess", "bread",
@@ -392,7 +392,7 @@ def measure_drift(lm: runner.LoadedModel, prompt_ids: Sequence[Sequence[int]], n
     kv = [g.logprobs[i].numpy() for g in gens for i in positions]
 
     def recompute(model: runner.LoadedModel) -> list[np.ndarray]:
-        out = []
+        out: list[np.ndarray] = []
         for g in gens:
             r = validate.recompute_logprobs(model, g.prompt, g.output, positions)
             out.extend(r[i] for i in positions)
