@@ -177,7 +177,8 @@ def _genesis(args: argparse.Namespace) -> int:
     print(f"Wrote genesis to {out} ({len(data)} bytes)")
     print(f"genesis hash: {crypto.encode_address(gen.hash())}")
     print(f"chain id: {gen.chain_id}; bootstrap nodes: {len(gen.bootstrap_nodes)}; accounts: {len(gen.accounts)}")
-    print(f"slot: {gen.poh.ticks_per_slot} ticks x {gen.poh.hashes_per_tick} hashes, {gen.poh.slot_duration_us / 1000:g} ms")
+    print(f"slot: {gen.poh.ticks_per_slot} ticks x {gen.poh.hashes_per_tick:,} hashes, {gen.poh.slot_duration_us / 1000:g} ms "
+          f"(mainnet: {g.MAINNET_TICKS_PER_SLOT} x {g.MAINNET_HASHES_PER_TICK:,}, 400 ms)")
     print(f"model: {gen.model.name}" + (f" sha256={gen.model.digest.hex()}" if gen.model.digest else " (no digest)"))
     return 0
 
