@@ -63,7 +63,7 @@ def test_consensus_report_states_the_slot_clock_reference_and_missing_stall() ->
     assert loop_stall({"consensus": {"loop_stall_ms": 7}}) == 7
     out = {
         "nodes": 2, "slot_ms": 400, "poh": {"hashes_per_tick": 100, "ticks_per_slot": 8, "tick_us": 50_000},
-        "warmup_s": 10.0, "seconds": 60.0, "transfers_sent": 5,
+        "warmup_s": 10.0, "window_s": 60.0, "drain_slots": 10, "seconds": 64.0, "transfers_sent": 5,
         "confirm_latency_ms": {"per_leader": [{"n": 3, "p50": 900.0, "p95": 1500.0}, {"n": 0, "p50": None, "p95": None}],
                                "p50_worst_leader": 900.0, "p95_worst_leader": 1500.0, "samples": 3},
         "clock_slots": 150, "finalized_slots": 140, "finalized_per_clock_slot": 0.933, "produced_slots": 148,

@@ -168,9 +168,11 @@ def run_consensus_bench(
         "poh": {"hashes_per_tick": poh.hashes_per_tick, "ticks_per_slot": poh.ticks_per_slot,
                 "tick_us": poh.target_tick_duration_us},
         "warmup_s": round(warmup_s, 1),
+        "window_s": seconds,
+        "drain_slots": DRAIN_SLOTS,
         "seconds": round(dt, 1),
         "transfers_sent": sent,
-        "txs_included_counting_forks": sum(delta("txs_included")),
+        "txs_included_by_leaders": sum(delta("txs_included")),
         "confirm_latency_ms": {
             "per_leader": lat,
             "p50_worst_leader": max((x["p50"] for x in with_samples), default=None),
@@ -206,7 +208,8 @@ def report_lines(out: dict[str, Any]) -> list[str]:
     rtt = out["status_rtt_ms"]
     return [
         f"{out['nodes']} validators, {out['slot_ms']} ms slots ({poh['ticks_per_slot']} ticks x {poh['hashes_per_tick']} "
-        f"hashes), {out['seconds']} s window after {out['warmup_s']} s warm-up, {out['transfers_sent']} transfers sent",
+        f"hashes), {out['seconds']} s measured ({out['window_s']:g} s of transfers + {out['drain_slots']} slots) after "
+        f"{out['warmup_s']} s warm-up, {out['transfers_sent']} transfers sent",
         f"confirmation latency (leader receipt -> confirmed), worst leader: p50 {lat['p50_worst_leader']} ms, "
         f"p95 {lat['p95_worst_leader']} ms; per leader p50/p95: {per}",
         f"finalized slots per clock slot: {out['finalized_per_clock_slot']} ({out['finalized_slots']} finalized / "
