@@ -70,3 +70,23 @@ def test_genesis_presets_are_deterministic_where_they_must_be() -> None:
     a = localnet_genesis("c", [bytes(32)], creation_time_s=5)
     assert a.hash() == localnet_genesis("c", [bytes(32)], creation_time_s=5).hash()
     assert localnet_genesis("c", [bytes(32)], creation_time_s=5, hashes_per_tick=50).poh.hashes_per_tick == 50
+
+
+def test_genesis_command_names_the_identities_localnet_runs(tmp_path: Path) -> None:
+    from ambient_p2p.cli import main
+    from ambient_p2p.core import codec
+    from ambient_p2p.core.messages import Genesis
+
+    out = tmp_path / "g.cbor"
+    assert main(["genesis", "--out", str(out), "--localnet-nodes", "3", "--chain-id", "c2", "--creation-time", "0"]) == 0
+    g = codec.decode(out.read_bytes(), Genesis)
+    assert [n.identity for n in g.bootstrap_nodes] == [k.pubkey for k in Localnet(tmp_path, 3, chain_id="c2").keys]
+
+
+def test_producer_refuses_a_leader_genesis_does_not_name(tmp_path: Path) -> None:
+    from ambient_p2p.ledger.producer import produce
+
+    with pytest.raises(ValueError, match="first bootstrap node"):
+        produce(tmp_path / "l", 1, genesis=ledger_genesis(), leader=users.node_keypairs("x", 1)[0],
+                users=users.ledger_user_keypairs(2))
+    assert not (tmp_path / "l").exists()
