@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,10 +100,16 @@ def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
 def gossip_bench(
     nodes: int, count: int, size: int, rate: float = 0.0, root: Path | None = None, timeout_s: float | None = None
 ) -> dict[str, Any]:
-    """Run the gossip workload on a fresh ``nodes``-process localnet."""
+    """Run the gossip workload on a fresh ``nodes``-process localnet (in ``root``, or in a
+    temporary directory removed afterwards)."""
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="ambient-bench-gossip-"))
+        try:
+            return gossip_bench(nodes, count, size, rate, tmp, timeout_s)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     from ..devnet.localnet import Localnet
 
-    root = root or Path(tempfile.mkdtemp(prefix="ambient-bench-"))
     timeout_s = timeout_s or 60.0 + count / 20.0
     with Localnet(root, nodes) as net:
         want_peers = min(nodes - 1, 4)
