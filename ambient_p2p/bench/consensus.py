@@ -172,7 +172,9 @@ def run_consensus_bench(
         "drain_slots": DRAIN_SLOTS,
         "seconds": round(dt, 1),
         "transfers_sent": sent,
+        # a leader's txs_included counts the vote transactions it included too
         "txs_included_by_leaders": sum(delta("txs_included")),
+        "transfers_included_by_leaders": sum(delta("txs_included")) - sum(delta("votes_included")),
         "confirm_latency_ms": {
             "per_leader": lat,
             "p50_worst_leader": max((x["p50"] for x in with_samples), default=None),
@@ -209,7 +211,8 @@ def report_lines(out: dict[str, Any]) -> list[str]:
     return [
         f"{out['nodes']} validators, {out['slot_ms']} ms slots ({poh['ticks_per_slot']} ticks x {poh['hashes_per_tick']} "
         f"hashes), {out['seconds']} s measured ({out['window_s']:g} s of transfers + {out['drain_slots']} slots) after "
-        f"{out['warmup_s']} s warm-up, {out['transfers_sent']} transfers sent",
+        f"{out['warmup_s']} s warm-up, {out['transfers_sent']} transfers sent, "
+        f"{out.get('transfers_included_by_leaders')} included by leaders (counting forks)",
         f"confirmation latency (leader receipt -> confirmed), worst leader: p50 {lat['p50_worst_leader']} ms, "
         f"p95 {lat['p95_worst_leader']} ms; per leader p50/p95: {per}",
         f"finalized slots per clock slot: {out['finalized_per_clock_slot']} ({out['finalized_slots']} finalized / "
