@@ -11,7 +11,8 @@ from ambient_p2p.core.bank import (
     BlockError,
     accounts_hash,
 )
-from ambient_p2p.ledger.producer import transfer_tx, user_keypairs
+from ambient_p2p.devnet.users import ledger_user_keypairs as user_keypairs
+from ambient_p2p.ledger.producer import transfer_tx
 
 U = user_keypairs(3)
 LEADER = b"L" * 32

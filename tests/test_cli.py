@@ -81,6 +81,8 @@ def test_genesis_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         ["genesis", "--out", "{tmp}/g.cbor", "--localnet-nodes", "1", "--slots-per-epoch", "6"],
         ["interop", "verify", "/nonexistent"],
         ["localnet", "--nodes", "0", "--dir", "{tmp}/ln"],
+        ["localnet", "--slot-ms", "333", "--ticks-per-slot", "7", "--dir", "{tmp}/ln"],
+        ["localnet", "--hashes-per-tick", "1", "--dir", "{tmp}/ln"],
     ],
 )
 def test_user_errors_are_one_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

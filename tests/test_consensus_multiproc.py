@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ambient_p2p.core.crypto import encode_address
-from ambient_p2p.node.localnet import ValidatorLocalnet
+from ambient_p2p.devnet.localnet import ValidatorLocalnet
 from ambient_p2p.node.schedule import ScheduleBook
 
 FINALIZE_TIMEOUT_S = 150.0

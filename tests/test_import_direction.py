@@ -23,10 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "model": {"core"},
     "node": {"core", "ledger", "net", "model"},
     "registry": {"core", "ledger", "net"},
-    "interop": {"core", "ledger", "net", "model", "registry"},
-    # composition-level helper packages planned in issue 11 (localnet/devnet harness, benchmarks)
+    # interop vectors are built on the devnet genesis presets and test identities (one home)
+    "interop": {"core", "ledger", "net", "model", "registry", "devnet"},
+    # composition-level helper packages (localnet/devnet harness, benchmarks); bench shares
+    # the model-loading arguments of `ambient-p2p pol` (commands/pol.py)
     "devnet": {"core", "ledger", "net", "model", "node", "registry", "errors"},
-    "bench": {"core", "ledger", "net", "model", "node", "registry", "errors", "devnet"},
+    "bench": {"core", "ledger", "net", "model", "node", "registry", "errors", "devnet", "commands"},
     "errors": set(),
     "commands": {"*"},
     "cli": {"*"},

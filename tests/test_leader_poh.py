@@ -21,10 +21,10 @@ from ambient_p2p.core.codec import decode
 from ambient_p2p.core.poh import Entry
 from ambient_p2p.core.shred import OFFSET_SLOT
 from ambient_p2p.core.slots import SlotState
+from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.producer import transfer_tx
 from ambient_p2p.net.messages import ShredBatch
 from ambient_p2p.node import production
-from ambient_p2p.node.localnet import user_keypairs
 from ambient_p2p.node.poh_service import PohService
 from ambient_p2p.node.validator import Validator
 from tests.test_node import KEYS, _genesis

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ambient_p2p.net.localnet import Localnet
+from ambient_p2p.devnet.localnet import Localnet
 
 NODES = 6
 TOTAL = 1000

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ambient_p2p.net.localnet import Localnet
+from ambient_p2p.devnet.localnet import Localnet
 
 ROOT = Path(__file__).resolve().parents[1]
 JS = ROOT / "interop_js"

@@ -20,8 +20,8 @@ import trio
 
 from ambient_p2p.core.codec import encode
 from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.devnet.localnet import Localnet
 from ambient_p2p.net.gossip import BAN_REJECTS, GOSSIP_HISTORY, HEARTBEAT_INTERVAL_S, topic_name
-from ambient_p2p.net.localnet import Localnet
 from ambient_p2p.net.messages import seal_envelope
 from tests.net_helpers import raw_peer, run_trio, wait_until
 

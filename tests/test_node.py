@@ -17,11 +17,12 @@ from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT, CREDIT_PER_VOTE
 from ambient_p2p.core.readiness import SlotFrozen
 from ambient_p2p.core.shred import DATA_PAYLOAD_BYTES
 from ambient_p2p.core.tower import Tower, TowerError
+from ambient_p2p.devnet.genesis import localnet_genesis as validator_genesis
+from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotRejected, SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
-from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.schedule import ScheduleBook
 from ambient_p2p.node.services import repair_plan
 from ambient_p2p.node.validator import Validator, read_tower, slot_duration_ms, write_tower

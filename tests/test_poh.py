@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ambient_p2p.core import poh
 from ambient_p2p.core.bank import BlockError, parse_transaction
 from ambient_p2p.core.poh import Entry, Poh, PohError
-from ambient_p2p.ledger.producer import transfer_tx, user_keypairs
+from ambient_p2p.devnet.users import ledger_user_keypairs as user_keypairs
+from ambient_p2p.ledger.producer import transfer_tx
 
 
 def sha(b: bytes) -> bytes:

@@ -22,11 +22,12 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.messages import PohParams
 from ambient_p2p.core.poh import Entry, check_slot_ticks, verify_entries
 from ambient_p2p.core.poh_recorder import MaxHeightReached, record_slot_entries
+from ambient_p2p.devnet.genesis import localnet_genesis as validator_genesis
+from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotResult, replay_slot
 from ambient_p2p.node.leader import build_slot
-from ambient_p2p.node.localnet import user_keypairs, validator_genesis
 from ambient_p2p.node.poh_service import (
     PohLoop,
     PohService,

@@ -13,16 +13,11 @@ from ambient_p2p.cli import main
 from ambient_p2p.core import codec
 from ambient_p2p.core.poh import Entry, Poh, serialize_entries
 from ambient_p2p.core.shred import make_shreds_from_data, parse_shred
+from ambient_p2p.devnet.genesis import ledger_genesis
+from ambient_p2p.devnet.users import ledger_leader_keypair as leader_keypair
+from ambient_p2p.devnet.users import ledger_user_keypairs as user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
-from ambient_p2p.ledger.producer import (
-    GENESIS_FILE,
-    leader_keypair,
-    local_genesis,
-    produce,
-    read_genesis,
-    transfer_tx,
-    user_keypairs,
-)
+from ambient_p2p.ledger.producer import GENESIS_FILE, produce, read_genesis, transfer_tx
 from ambient_p2p.ledger.replay import replay
 
 HPT, TPS = 20, 8
@@ -31,7 +26,8 @@ HPT, TPS = 20, 8
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ledger") / "l"
-    produce(path, 4, genesis=local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS), txs_per_slot=24)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    produce(path, 4, genesis=genesis, leader=leader_keypair(), users=user_keypairs(16), txs_per_slot=24)
     return path
 
 
@@ -136,7 +132,7 @@ def test_corrupted_retransmitter_field_is_named(ledger: Path, tmp_path: Path) ->
 
 def _write_slot(path: Path, entries: list[Entry]) -> None:
     """A one-slot ledger whose (signed, well-formed) shreds carry ``entries``."""
-    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     path.mkdir(parents=True)
     (path / GENESIS_FILE).write_bytes(codec.encode(genesis))
     leader = leader_keypair()
@@ -148,7 +144,7 @@ def _write_slot(path: Path, entries: list[Entry]) -> None:
 
 
 def _good_entries(txs: list[bytes]) -> list[Entry]:
-    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     p = Poh(genesis.hash(), HPT)
     out: list[Entry] = []
     for t in range(TPS):
@@ -173,7 +169,7 @@ def test_bad_tick_count_marks_slot_dead(tmp_path: Path) -> None:
 
 
 def test_invalid_transaction_marks_slot_dead_and_is_recorded(tmp_path: Path) -> None:
-    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
     tx = transfer_tx(u[0], u[1].pubkey, 5, b"\x42" * 32)  # unknown blockhash
     _write_slot(tmp_path / "l", _good_entries([tx]))
@@ -244,7 +240,7 @@ def test_bank_snapshot_persisted_and_checked(ledger: Path, tmp_path: Path) -> No
 
 
 def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
-    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
     tx = bytearray(transfer_tx(u[0], u[1].pubkey, 5, genesis.hash()))
     tx[-1] ^= 0x01  # lamports changed after signing
@@ -253,7 +249,7 @@ def test_forged_transaction_signature_marks_slot_dead(tmp_path: Path) -> None:
 
 
 def test_valid_transaction_slot_replays(tmp_path: Path) -> None:
-    genesis = local_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS)
     u = user_keypairs(2)
     _write_slot(tmp_path / "l", _good_entries([transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
     assert run_replay(tmp_path / "l") == {1: None}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core import codec, crypto
 from ..core import genesis as g
-from ..core.messages import EpochParams, Genesis, LStakeParams, PohParams
+from ..core.messages import EpochParams, Genesis, PohParams
 from ..errors import UserError
 
 
@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--localnet-nodes",
         type=_positive,
         metavar="N",
-        help="add N deterministic localnet identities as bootstrap nodes (publicly derivable keys)",
+        help="add N deterministic localnet identities (localnet/<chain-id>/node, i) as bootstrap nodes: "
+        "the identities `ambient-p2p localnet --chain-id C` runs (publicly derivable keys)",
     )
     p.add_argument("--bootstrap-lstake", type=_positive, default=g.DEFAULT_BOOTSTRAP_LSTAKE, help="initial LStake of each bootstrap node")
     p.add_argument(
@@ -134,7 +135,9 @@ def _genesis(args: argparse.Namespace) -> int:
         raise UserError(f"{out} already exists (use --force to overwrite)")
     bootstrap = list(args.bootstrap)
     if args.localnet_nodes:
-        bootstrap += [kp.pubkey for kp in g.localnet_identities(args.localnet_nodes)]
+        from ..devnet.users import node_keypairs
+
+        bootstrap += [kp.pubkey for kp in node_keypairs(args.chain_id, args.localnet_nodes)]
     if not bootstrap:
         raise UserError("a genesis needs at least one bootstrap node: pass --bootstrap KEYFILE or --localnet-nodes N")
     if len(set(bootstrap)) != len(bootstrap):
@@ -154,12 +157,7 @@ def _genesis(args: argparse.Namespace) -> int:
             accounts=args.account,
             poh=PohParams(args.hashes_per_tick, args.ticks_per_slot, args.tick_duration_us),
             epoch=EpochParams(args.slots_per_epoch, args.leader_slots),
-            lstake=LStakeParams(
-                g.DEFAULT_SHORT_WINDOW_EPOCHS,
-                g.DEFAULT_MEDIUM_WINDOW_EPOCHS,
-                g.DEFAULT_SHORT_WEIGHT_BPS,
-                g.DEFAULT_MEDIUM_WEIGHT_BPS,
-            ),
+            lstake=g.default_lstake(),
             model_name=args.model_name,
             model_digest=digest,
         )
@@ -170,7 +168,8 @@ def _genesis(args: argparse.Namespace) -> int:
     print(f"Wrote genesis to {out} ({len(data)} bytes)")
     print(f"genesis hash: {crypto.encode_address(gen.hash())}")
     print(f"chain id: {gen.chain_id}; bootstrap nodes: {len(gen.bootstrap_nodes)}; accounts: {len(gen.accounts)}")
-    print(f"slot: {gen.poh.ticks_per_slot} ticks x {gen.poh.hashes_per_tick} hashes, {gen.poh.slot_duration_us / 1000:g} ms")
+    print(f"slot: {gen.poh.ticks_per_slot} ticks x {gen.poh.hashes_per_tick:,} hashes, {gen.poh.slot_duration_us / 1000:g} ms "
+          f"(mainnet: {g.MAINNET_TICKS_PER_SLOT} x {g.MAINNET_HASHES_PER_TICK:,}, 400 ms)")
     print(f"model: {gen.model.name}" + (f" sha256={gen.model.digest.hex()}" if gen.model.digest else " (no digest)"))
     return 0
 

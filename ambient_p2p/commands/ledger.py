@@ -110,7 +110,9 @@ def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, A
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from ..ledger.producer import GENESIS_FILE, local_genesis, produce
+    from ..devnet.genesis import LEDGER_USERS, ledger_genesis
+    from ..devnet.users import ledger_leader_keypair, ledger_user_keypairs
+    from ..ledger.producer import GENESIS_FILE, produce
 
     if args.slots < 1:
         raise UserError("--slots must be >= 1")
@@ -128,11 +130,12 @@ def _produce(args: argparse.Namespace) -> int:
         if args.ticks_per_slot < 1:
             raise UserError("--ticks-per-slot must be >= 1")
         kw["ticks_per_slot"] = args.ticks_per_slot
-    genesis = local_genesis(**kw)
+    genesis = ledger_genesis(num_users=LEDGER_USERS, **kw)
     from tqdm import tqdm
 
     with tqdm(total=args.slots, unit="slot", desc="produce", file=sys.stderr, disable=None) as bar:
-        produced = produce(ledger, args.slots, genesis=genesis, txs_per_slot=args.txs_per_slot,
+        produced = produce(ledger, args.slots, genesis=genesis, leader=ledger_leader_keypair(),
+                           users=ledger_user_keypairs(LEDGER_USERS), txs_per_slot=args.txs_per_slot,
                            seed=args.seed, on_slot=lambda _p: bar.update(1))
     txs = sum(p.transactions for p in produced)
     shreds = sum(p.data_shreds + p.code_shreds for p in produced)

@@ -1,7 +1,8 @@
 """`ambient-p2p localnet --nodes N`: a genesis with N bootstrap identities and N validator
-processes on loopback (node 0 bootstraps, the others join it). Prints one live status line
-per second (slot, confirmed, finalized, leader, peers of every node), writes the nodes'
-own output to DIR/nodes.log, and stops them all on Ctrl-C / SIGTERM."""
+processes on loopback (node 0 bootstraps, the others join it; ambient_p2p/devnet/). Prints
+the PoH parameters it runs next to mainnet's, then one live status line per second (slot,
+confirmed, finalized, leader, peers of every node), writes the nodes' own output to
+DIR/nodes.log, and stops them all on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.genesis import MAINNET_HASHES_PER_TICK, MAINNET_TICKS_PER_SLOT
+from ..core.messages import PohParams
+from ..devnet.genesis import LOCALNET_HASHES_PER_TICK, LOCALNET_SLOT_MS, LOCALNET_TICKS_PER_SLOT
 from ..errors import UserError
 
 STATUS_INTERVAL_S = 1.0
+#: Solana mainnet's slot (64 ticks x 6.25 ms).
+MAINNET_SLOT_MS = 400
 
 
 def register(sub: Any) -> None:
@@ -23,7 +29,12 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", default=None, help="directory for node data (default: a new temporary directory)")
     p.add_argument("--chain-id", default="localnet")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
-    p.add_argument("--slot-ms", type=int, default=800, help="slot duration in ms (8 ticks; default 800)")
+    p.add_argument("--slot-ms", type=int, default=LOCALNET_SLOT_MS,
+                   help=f"slot duration in ms (default {LOCALNET_SLOT_MS}; mainnet {MAINNET_SLOT_MS})")
+    p.add_argument("--ticks-per-slot", type=int, default=LOCALNET_TICKS_PER_SLOT,
+                   help=f"PoH ticks per slot (default {LOCALNET_TICKS_PER_SLOT}; mainnet {MAINNET_TICKS_PER_SLOT})")
+    p.add_argument("--hashes-per-tick", type=int, default=LOCALNET_HASHES_PER_TICK,
+                   help=f"PoH hashes per tick (default {LOCALNET_HASHES_PER_TICK}; mainnet {MAINNET_HASHES_PER_TICK:,})")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="passed to every node (`run`/`join --poh-clock`; default: the node's default)")
     p.set_defaults(func=cmd_localnet)
@@ -47,20 +58,37 @@ def status_line(net: Any, t0: float) -> str:
             f"confirmed/finalized/peers: {' '.join(cells)}")
 
 
+def poh_line(poh: PohParams) -> str:
+    """What the localnet's PoH is, next to mainnet's (spec/node.md, "Localnet parameters")."""
+    slot_ms = poh.slot_duration_us / 1000
+    rate = poh.hashes_per_tick * poh.ticks_per_slot / (slot_ms / 1000)
+    mainnet_rate = MAINNET_HASHES_PER_TICK * MAINNET_TICKS_PER_SLOT / (MAINNET_SLOT_MS / 1000)
+    return (f"localnet: PoH {poh.ticks_per_slot} ticks/slot x {poh.hashes_per_tick:,} hashes/tick, "
+            f"{slot_ms:g} ms slots ({rate:,.0f} hashes/s, {rate / mainnet_rate:.2%} of mainnet's "
+            f"{MAINNET_TICKS_PER_SLOT} x {MAINNET_HASHES_PER_TICK:,} per {MAINNET_SLOT_MS} ms)")
+
+
 def cmd_localnet(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 64:
         raise UserError("--nodes must be between 1 and 64")
     if not 40 <= args.slot_ms <= 60_000:
         raise UserError("--slot-ms must be between 40 and 60000")
-    from ..node.localnet import ValidatorLocalnet
+    if not 1 <= args.ticks_per_slot <= 1024 or not 2 <= args.hashes_per_tick <= 10_000_000:
+        raise UserError("--ticks-per-slot must be 1..1024 and --hashes-per-tick 2..10000000")
+    from ..devnet.genesis import localnet_poh
+    from ..devnet.localnet import Localnet
+
+    try:
+        poh = localnet_poh(args.slot_ms, args.ticks_per_slot, args.hashes_per_tick)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    net = ValidatorLocalnet(root, args.nodes, chain_id=args.chain_id, echo=log,
-                            genesis_kw={"tick_duration_us": args.slot_ms * 1000 // 8},
-                            node_args={i: ["--poh-clock", args.poh_clock] for i in range(args.nodes)}
-                            if args.poh_clock else None)
+    net = Localnet(root, args.nodes, chain_id=args.chain_id, validator=True, echo=log,
+                   genesis_kw={"poh": poh},
+                   extra_args=["--poh-clock", args.poh_clock] if args.poh_clock else None)
     stop = {"sig": 0}
 
     def on_signal(sig: int, _frame: Any) -> None:
@@ -69,6 +97,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"localnet: {args.nodes} validator(s) in {root} (node output: {root / 'nodes.log'})", flush=True)
+        print(poh_line(poh), flush=True)
         try:
             net.start()
         except (RuntimeError, TimeoutError) as exc:

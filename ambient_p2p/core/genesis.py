@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .crypto import Keypair
 from .messages import (
     BootstrapNode,
     EpochParams,
@@ -77,8 +76,8 @@ def build_genesis(
     """A genesis where each bootstrap identity gets ``bootstrap_lstake`` LStake and
     ``node_lamports`` (to pay fees), plus the extra ``accounts``. Accounts are sorted by
     pubkey so the same inputs always give the same genesis hash; zero balances are left
-    out. Every genesis builder of the tool (``genesis`` command, localnets, ``ledger
-    produce``) goes through here."""
+    out. Every genesis builder of the tool (the ``genesis`` command and the
+    presets in ``ambient_p2p/devnet/genesis.py``) goes through here."""
     balances: dict[bytes, int] = {}
     for ident in bootstrap:
         balances[ident] = balances.get(ident, 0) + node_lamports
@@ -94,13 +93,3 @@ def build_genesis(
         accounts=tuple(GenesisAccount(pk, v) for pk, v in sorted(balances.items()) if v > 0),
         bootstrap_nodes=tuple(BootstrapNode(i, bootstrap_lstake) for i in bootstrap),
     )
-
-
-def localnet_identities(n: int, label: str = "localnet") -> list[Keypair]:
-    """Deterministic node identities for a local test network (publicly derivable keys:
-    never use them for anything of value)."""
-    return [Keypair.deterministic(f"{label}/node", i) for i in range(n)]
-
-
-def localnet_faucet(label: str = "localnet") -> Keypair:
-    return Keypair.deterministic(f"{label}/faucet", 0)

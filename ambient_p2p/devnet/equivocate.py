@@ -21,9 +21,9 @@ from ..ledger.producer import transfer_tx
 from ..ledger.replay import SlotResult
 from ..net.reqresp import ReqRespError
 from ..node.leader import BuiltSlot
-from ..node.localnet import user_keypairs
 from ..node.port import NetPort
 from ..node.repair import MAX_PUSH_SHREDS, PROTO_SHRED_PUSH, ShredPush
+from .users import user_keypairs
 
 PUSH_TIMEOUT_S = 3.0
 

@@ -2,14 +2,15 @@
 produce``): PoH ticks and transfer entries, 32:32 chained Merkle FEC sets signed by the
 leader, inserted through the normal validated insert path (spec/replay.md, "Production").
 
-The test users and the leader are deterministic keys (``Keypair.deterministic``): anyone
-can recompute them, so a produced ledger is for testing only.
+The caller supplies the leader and the users whose transfers fill the slots; ``ledger
+produce`` passes the deterministic single-leader ledger keys and genesis of
+:mod:`ambient_p2p.devnet` (anyone can recompute them, so a produced ledger is for testing only).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,7 @@ from ..core import codec
 from ..core.bank import Bank
 from ..core.constants import SHRED_VERSION, TXS_PER_ENTRY
 from ..core.crypto import Keypair
-from ..core.genesis import build_genesis
-from ..core.messages import (
-    EpochParams,
-    Genesis,
-    LStakeParams,
-    PohParams,
-)
+from ..core.messages import Genesis
 from ..core.poh import Entry, Poh, serialize_entries
 from ..core.shred import SlotShredder
 from .blockstore import Blockstore
@@ -31,43 +26,8 @@ from .meta import BankHashRecord
 from .snapshot import bank_to_snapshot
 
 GENESIS_FILE = "genesis.cbor"
-LOCAL_CHAIN_ID = "ambient-ledger-local"
-LOCAL_USER_LAMPORTS = 1_000_000_000_000
-LOCAL_LEADER_LAMPORTS = 1_000_000_000
-#: Localnet PoH pacing: small so that 50 slots produce and verify in seconds on one core.
-LOCAL_HASHES_PER_TICK = 200
-LOCAL_TICKS_PER_SLOT = 64
-LOCAL_TICK_DURATION_US = 6_250
 #: Entries of a slot are shredded in this many batches (each ends with DATA_COMPLETE).
 BATCHES_PER_SLOT = 2
-
-
-def leader_keypair() -> Keypair:
-    return Keypair.deterministic("ledger-local-leader")
-
-
-def user_keypairs(n: int) -> list[Keypair]:
-    return [Keypair.deterministic("ledger-local-user", i) for i in range(n)]
-
-
-def local_genesis(
-    *,
-    num_users: int = 16,
-    hashes_per_tick: int = LOCAL_HASHES_PER_TICK,
-    ticks_per_slot: int = LOCAL_TICKS_PER_SLOT,
-) -> Genesis:
-    return build_genesis(
-        bootstrap=[leader_keypair().pubkey],
-        creation_time_s=0,
-        chain_id=LOCAL_CHAIN_ID,
-        bootstrap_lstake=1,
-        accounts=[(u.pubkey, LOCAL_USER_LAMPORTS) for u in user_keypairs(num_users)],
-        node_lamports=LOCAL_LEADER_LAMPORTS,
-        poh=PohParams(hashes_per_tick, ticks_per_slot, LOCAL_TICK_DURATION_US),
-        epoch=EpochParams(slots_per_epoch=8192, leader_slots=4),
-        lstake=LStakeParams(1, 30, 5000, 5000),
-        model_name="none",
-    )
 
 
 def genesis_bank(genesis: Genesis) -> Bank:
@@ -105,21 +65,23 @@ def produce(
     ledger: str | Path,
     slots: int,
     *,
-    genesis: Genesis | None = None,
+    genesis: Genesis,
+    leader: Keypair,
+    users: Sequence[Keypair],
     txs_per_slot: int = 48,
     seed: int = 0,
     on_slot: Callable[[ProducedSlot], None] | None = None,
 ) -> list[ProducedSlot]:
-    """Create a ledger at ``ledger`` (must not hold one) and produce slots 1..``slots``."""
+    """Create a ledger at ``ledger`` (must not hold one) and produce slots 1..``slots``,
+    all led and signed by ``leader`` (genesis's first bootstrap node), filled with transfers
+    between the funded ``users`` (e.g. :func:`ambient_p2p.devnet.genesis.ledger_genesis` and
+    :mod:`ambient_p2p.devnet.users`' ledger keys)."""
     ledger = Path(ledger)
     if (ledger / GENESIS_FILE).exists():
         raise FileExistsError(f"{ledger} already holds a ledger")
-    genesis = genesis or local_genesis()
-    ledger.mkdir(parents=True, exist_ok=True)
-    leader = leader_keypair()
     if genesis.bootstrap_nodes[0].identity != leader.pubkey:
-        raise ValueError("this producer signs as the local leader; genesis names another")
-    users = user_keypairs(sum(1 for a in genesis.accounts if a.pubkey != leader.pubkey))
+        raise ValueError("the leader is not genesis's first bootstrap node")
+    ledger.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     hpt, tps = genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot
     out = []

@@ -15,8 +15,8 @@ import cbor2
 
 from ...core import codec
 from ...core.crypto import Keypair
-from ...core.genesis import build_genesis, localnet_identities
 from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
+from ...devnet.genesis import vectors_genesis
 from ...registry import load_all_types
 from .. import Case, Rejected
 
@@ -36,15 +36,7 @@ def run(handler: str, data: bytes) -> Any:
 
 # -- sample messages --------------------------------------------------------------------
 def sample_genesis(n_nodes: int = 2, digest: bool = False) -> Genesis:
-    ids = [kp.pubkey for kp in localnet_identities(n_nodes, "vectors")]
-    faucet = Keypair.deterministic("vectors/faucet").pubkey
-    return build_genesis(
-        bootstrap=ids,
-        creation_time_s=1_767_225_600,  # 2026-01-01T00:00:00Z
-        chain_id="ambient-vectors",
-        accounts=[(faucet, 10**18)],
-        model_digest=bytes(range(32)) if digest else None,
-    )
+    return vectors_genesis(n_nodes, digest)
 
 
 def sample_node_info() -> NodeInfo:

@@ -24,7 +24,8 @@ FORMAT = "poh"
 
 
 def _txs(n: int) -> list[bytes]:
-    from ...ledger.producer import transfer_tx, user_keypairs
+    from ...devnet.users import ledger_user_keypairs as user_keypairs
+    from ...ledger.producer import transfer_tx
 
     u = user_keypairs(4)
     return [transfer_tx(u[i % 4], u[(i + 1) % 4].pubkey, 100 + i, bytes(32)) for i in range(n)]

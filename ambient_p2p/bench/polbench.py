@@ -30,7 +30,7 @@ import torch
 
 from ..core import crypto, pol
 from ..core.codec import encode
-from . import runner, validate
+from ..model import runner, validate
 
 SUBJECTS = [
     "the moon", "a volcano", "honey bees", "the Roman empire", "rain", "a lighthouse", "chess", "bread",

@@ -1,5 +1,5 @@
-"""Gossip throughput benchmark: a loopback network of node processes vs. a raw TCP socket
-reference measured in the same run (``ambient-p2p bench gossip``).
+"""``ambient-p2p bench gossip``: gossip throughput on a loopback network of node processes
+(the devnet localnet) vs. a raw TCP socket reference measured in the same run.
 
 What is measured (node 0 publishes ``count`` messages of ``size`` payload bytes on the txs
 topic; every other node must deliver all of them):
@@ -18,8 +18,10 @@ before any libp2p, Noise, Yamux or gossipsub work.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .localnet import Localnet
+from ..errors import UserError
 
 _RAW_RECEIVER = r"""
 import socket, sys, time
@@ -65,7 +67,7 @@ def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
     """Send ``count`` frames of ``size`` bytes to a receiver process over loopback TCP."""
     import socket
 
-    from .reqresp import encode_frame
+    from ..net.reqresp import encode_frame
 
     proc = subprocess.Popen(
         [sys.executable, "-c", _RAW_RECEIVER, str(count), str(size)], stdout=subprocess.PIPE, text=True
@@ -98,8 +100,16 @@ def raw_socket_reference(count: int, size: int) -> dict[str, Any]:
 def gossip_bench(
     nodes: int, count: int, size: int, rate: float = 0.0, root: Path | None = None, timeout_s: float | None = None
 ) -> dict[str, Any]:
-    """Run the gossip workload on a fresh ``nodes``-process localnet."""
-    root = root or Path(tempfile.mkdtemp(prefix="ambient-bench-"))
+    """Run the gossip workload on a fresh ``nodes``-process localnet (in ``root``, or in a
+    temporary directory removed afterwards)."""
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="ambient-bench-gossip-"))
+        try:
+            return gossip_bench(nodes, count, size, rate, tmp, timeout_s)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    from ..devnet.localnet import Localnet
+
     timeout_s = timeout_s or 60.0 + count / 20.0
     with Localnet(root, nodes) as net:
         want_peers = min(nodes - 1, 4)
@@ -218,5 +228,55 @@ def run_bench(nodes_list: list[int], count: int, size: int, rate: float) -> dict
     return out
 
 
-if __name__ == "__main__":  # pragma: no cover - convenience
-    print(json.dumps(run_bench([2], 500, 1232, 0.0), indent=1))
+def add_parser(bsub: Any) -> None:
+    g = bsub.add_parser("gossip", help="gossip msgs/s, MB/s, latency, loss, CPU vs a raw socket")
+    g.add_argument("--nodes", default="2,6", help="comma-separated network sizes (default 2,6)")
+    g.add_argument("--count", type=int, default=1000, help="messages published by node 0 (default 1000)")
+    g.add_argument("--size", type=int, default=None,
+                   help="payload bytes per message (default: one shred packet, core.constants.PACKET_DATA_BYTES)")
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="publish rate limit in msgs/s (default: as fast as back-pressure allows)",
+    )
+    g.add_argument("--json", action="store_true", help="print only the JSON result")
+    g.set_defaults(func=cmd_gossip)
+
+
+def cmd_gossip(args: argparse.Namespace) -> int:
+    from ..core.constants import PACKET_DATA_BYTES
+
+    if args.size is None:
+        args.size = PACKET_DATA_BYTES
+    try:
+        nodes = [int(x) for x in args.nodes.split(",") if x.strip()]
+    except ValueError:
+        raise UserError("--nodes takes comma-separated integers, e.g. 2,6") from None
+    if not nodes or any(n < 2 or n > 16 for n in nodes):
+        raise UserError("--nodes values must be between 2 and 16")
+    if not 1 <= args.count <= 100_000 or not 16 <= args.size <= 60_000:
+        raise UserError("--count must be 1..100000 and --size 16..60000")
+    out = run_bench(nodes, args.count, args.size, args.rate)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    ref = out["raw_socket_reference"]
+    print(f"raw loopback socket: {ref['msgs_per_s']:.0f} msgs/s, {ref['mb_per_s']} MB/s")
+    js = out.get("js_libp2p_reference")
+    if js:
+        print(
+            f"js-libp2p 2 processes: {js['msgs_per_s']} msgs/s, {js['mb_per_s']} MB/s, p50 {js['latency_p50_ms']} ms, "
+            f"p99 {js['latency_p99_ms']} ms, loss {js['loss']:.2%}, CPU ms/msg {js['cpu_ms_per_msg']}"
+        )
+    else:
+        print("js-libp2p reference: skipped (needs node and `npm ci` in interop_js/)")
+    for g in out["gossip"]:
+        print(
+            f"gossip {g['nodes']} nodes: {g['msgs_per_s']} msgs/s, {g['mb_per_s']} MB/s, p50 {g['latency_p50_ms']} ms, "
+            f"p99 {g['latency_p99_ms']} ms, loss {g['loss']:.2%}, CPU ms/msg per node {g['cpu_ms_per_msg']}, "
+            f"ratio vs raw {g.get('ratio_vs_raw_socket')}, vs js-libp2p {g.get('ratio_vs_js_libp2p_2proc')}"
+        )
+    print(f"load average {out['load_average']} on {out['cpus']} CPUs")
+    print(json.dumps(out))
+    return 0

@@ -1,14 +1,20 @@
-"""A loopback network of separate node processes (``ambient-p2p localnet``, the
-multi-process tests and ``ambient-p2p bench gossip``).
+"""The one localnet: N separate node processes on loopback (``ambient-p2p localnet``, the
+multi-process tests, ``bench gossip`` and ``bench consensus``).
 
 Node 0 is started with ``ambient-p2p run`` and is the bootstrap; nodes 1..N-1 are started
-with ``ambient-p2p join <node 0's multiaddr>``. Every process is a child of this object and
+with ``ambient-p2p join <node 0's multiaddr>``. With ``validator=True`` every node also runs
+the validator (``--validator``). Every process is a child of this object and
 :meth:`Localnet.stop` terminates all of them (SIGTERM, then SIGKILL after a grace period),
 so a test that uses it as a context manager never leaks a process.
+
+The genesis is :func:`ambient_p2p.devnet.genesis.localnet_genesis` over the N deterministic
+node identities (:func:`ambient_p2p.devnet.users.node_keypairs`); ``genesis_kw`` overrides
+its parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,35 +22,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Self
 
 from ..core.codec import encode
 from ..core.crypto import Keypair, write_keypair_file
-from ..core.genesis import build_genesis
-from ..core.messages import EpochParams, Genesis, LStakeParams, PohParams
-from .node import NODE_FILE, control_request
+from ..core.messages import Genesis
+from ..net.node import NODE_FILE, control_request
+from .genesis import LOCALNET_CHAIN_ID, localnet_genesis
+from .users import node_keypairs
 
 STOP_GRACE_S = 10.0
 START_TIMEOUT_S = 60.0
-
-
-def make_genesis(chain_id: str, identities: list[bytes]) -> Genesis:
-    """A small localnet genesis whose bootstrap nodes are ``identities``."""
-    return build_genesis(
-        bootstrap=identities,
-        creation_time_s=int(time.time()),
-        chain_id=chain_id,
-        bootstrap_lstake=1,
-        node_lamports=0,
-        poh=PohParams(hashes_per_tick=100, ticks_per_slot=8, target_tick_duration_us=50_000),
-        epoch=EpochParams(slots_per_epoch=64, leader_slots=4),
-        lstake=LStakeParams(
-            short_window_epochs=1, medium_window_epochs=4, short_weight_bps=5000, medium_weight_bps=5000
-        ),
-        model_name="SmolLM2-135M-Instruct",
-    )
+#: Seconds between a node's own status lines on its stdout (``--status-interval``).
+NODE_STATUS_INTERVAL_S = 2
+#: Lines of a node's output kept in memory (the rest still reaches ``echo``).
+MAX_KEPT_LINES = 100_000
 
 
 class NodeProc:
@@ -61,10 +55,11 @@ class NodeProc:
         self._reader.start()
 
     def _pump(self) -> None:
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:
+            return
         for line in self.proc.stdout:
             line = line.rstrip("\n")
-            if len(self.lines) < 100_000:
+            if len(self.lines) < MAX_KEPT_LINES:
                 self.lines.append(line)
             if self._echo is not None:
                 print(f"[node{self.index}] {line}", file=self._echo, flush=True)
@@ -75,6 +70,9 @@ class NodeProc:
     def control(self, req: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
         return control_request(self.data_dir, req, timeout_s)
 
+    def status(self, timeout_s: float = 20.0) -> dict[str, Any]:
+        return self.control({"cmd": "status"}, timeout_s=timeout_s)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -83,10 +81,8 @@ class NodeProc:
         before it finishes unwinding)."""
         if self.proc.poll() is None and not self._signaled:
             self._signaled = True
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited since poll()
                 self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc.poll() is None:
@@ -101,39 +97,49 @@ class NodeProc:
 
 
 class Localnet:
+    """N node processes on 127.0.0.1 sharing one genesis.
+
+    ``validator``: run the validator on every node. ``extra_args``: added to every node's
+    command line; ``node_args``: added to one node's (e.g. a fault-injection harness on one
+    node). ``genesis_kw``: overrides for :func:`localnet_genesis` (``poh``,
+    ``slots_per_epoch``, ...). ``keys``/``genesis_path`` reuse prepared identities or a
+    prepared genesis file instead of the deterministic ones."""
+
     def __init__(
         self,
         root: Path,
         nodes: int,
         *,
-        chain_id: str = "localnet",
+        chain_id: str = LOCALNET_CHAIN_ID,
+        validator: bool = False,
         echo: IO[str] | None = None,
         extra_args: list[str] | None = None,
+        node_args: dict[int, list[str]] | None = None,
+        genesis_kw: dict[str, Any] | None = None,
         keys: list[Keypair] | None = None,
         genesis_path: Path | None = None,
         dir_name: str = "node{i}",
     ) -> None:
-        """``keys``/``genesis_path`` reuse a prepared localnet directory (the ``localnet``
-        command's); without them deterministic keys and a small genesis are generated."""
         if nodes < 1:
             raise ValueError("need at least one node")
         self.root = Path(root)
         self.n = nodes
         self.chain_id = chain_id
+        self.validator = validator
         self.echo = echo
-        self.extra_args = extra_args or []
+        self.extra_args = list(extra_args or [])
+        self.node_args = dict(node_args or {})
+        self.genesis_kw = dict(genesis_kw or {})
         self.nodes: list[NodeProc] = []
-        self.keys = keys or [Keypair.deterministic(f"localnet/{chain_id}", i) for i in range(nodes)]
+        self.keys = keys or node_keypairs(chain_id, nodes)
         if len(self.keys) != nodes:
             raise ValueError("one key per node")
         self._prepared = genesis_path is not None
         self.genesis_path = genesis_path or self.root / "genesis.cbor"
+        self.genesis: Genesis | None = None
         self.dir_name = dir_name
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _cmd(self) -> list[str]:
-        return [sys.executable, "-m", "ambient_p2p"]
-
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         pkg_root = str(Path(__file__).resolve().parents[2])
@@ -144,33 +150,31 @@ class Localnet:
     def node_dir(self, i: int) -> Path:
         return self.root / self.dir_name.format(i=i)
 
+    def node_argv(self, i: int, bootstrap: str | None) -> list[str]:
+        """Node ``i``'s command line (``run`` for the bootstrap, else ``join BOOTSTRAP``)."""
+        d = self.node_dir(i)
+        argv = [sys.executable, "-m", "ambient_p2p", *(["join", bootstrap] if bootstrap else ["run"])]
+        argv += ["--ledger", str(d), "--keypair", str(d / "identity.json"), "--genesis", str(self.genesis_path),
+                 "--status-interval", str(NODE_STATUS_INTERVAL_S)]
+        if self.validator:
+            argv.append("--validator")
+        return argv + self.extra_args + self.node_args.get(i, [])
+
     def spawn(self, i: int, bootstrap: str | None) -> NodeProc:
         d = self.node_dir(i)
         d.mkdir(parents=True, exist_ok=True)
         key = d / "identity.json"
         if not key.exists():
             write_keypair_file(key, self.keys[i])
-        args = ["join", bootstrap] if bootstrap else ["run"]
-        args += [
-            "--ledger",
-            str(d),
-            "--keypair",
-            str(key),
-            "--genesis",
-            str(self.genesis_path),
-            "--status-interval",
-            "2",
-        ]
         proc = subprocess.Popen(
-            self._cmd() + args + self.extra_args,
+            self.node_argv(i, bootstrap),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=self._env(),
             start_new_session=True,  # Ctrl-C in a terminal reaches only the localnet parent
         )
-        node = NodeProc(i, d, proc, self.echo)
-        return node
+        return NodeProc(i, d, proc, self.echo)
 
     def wait_ready(self, node: NodeProc, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
         """Wait until the node answers ``status`` on its control socket."""
@@ -191,10 +195,11 @@ class Localnet:
         return str(self.nodes[0].info()["addrs"][0])
 
     def write_genesis(self) -> None:
-        """Write the network's genesis (unless a prepared one was handed in); subclasses
-        that run other node kinds override this."""
-        if not self._prepared:
-            self.genesis_path.write_bytes(encode(make_genesis(self.chain_id, [k.pubkey for k in self.keys])))
+        """Write the network's genesis, unless a prepared one was handed in."""
+        if self._prepared:
+            return
+        self.genesis = localnet_genesis(self.chain_id, [k.pubkey for k in self.keys], **self.genesis_kw)
+        self.genesis_path.write_bytes(encode(self.genesis))
 
     def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -234,9 +239,9 @@ class Localnet:
 
     # -- queries ---------------------------------------------------------------------------
     def statuses(self) -> list[dict[str, Any]]:
-        return [n.control({"cmd": "status"}, timeout_s=20.0) for n in self.nodes if n.alive()]
+        return [n.status() for n in self.nodes if n.alive()]
 
-    def wait_for(self, pred: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
+    def wait_for(self, pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.5) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if pred():
@@ -246,3 +251,10 @@ class Localnet:
 
     def __iter__(self) -> Iterator[NodeProc]:
         return iter(self.nodes)
+
+
+class ValidatorLocalnet(Localnet):
+    """A :class:`Localnet` whose nodes all run the validator (``validator=True``)."""
+
+    def __init__(self, root: Path, nodes: int, **kw: Any) -> None:
+        super().__init__(root, nodes, validator=True, **kw)

@@ -25,18 +25,18 @@ from typing import Any
 from ..errors import UserError
 
 
-def add_bench_commands(sub: Any) -> None:
-    """Add ``poh``, ``erasure`` and ``blockstore`` to the ``bench`` group (commands/bench.py)."""
+def add_parser(sub: Any) -> None:
+    """Add ``poh``, ``erasure`` and ``blockstore`` to the ``bench`` group."""
     b = sub.add_parser("poh", help="PoH hashes/s vs C sha256; parallel verify speedup")
     b.add_argument("--hashes", type=int, default=2_000_000, help="hashes to time (default 2,000,000)")
     b.add_argument("--jobs", type=int, default=2, help="processes for the verify speedup (default 2)")
-    b.set_defaults(func=_bench_poh)
+    b.set_defaults(func=cmd_poh)
     e = sub.add_parser("erasure", help="RS(32,32) encode/recover MB/s vs ISA-L (pyeclib)")
     e.add_argument("--sets", type=int, default=300, help="FEC sets to code (default 300)")
-    e.set_defaults(func=_bench_erasure)
+    e.set_defaults(func=cmd_erasure)
     s = sub.add_parser("blockstore", help="shred inserts/s vs raw rocksdict batched writes")
     s.add_argument("--slots", type=int, default=40, help="slots of 128 shreds (default 40)")
-    s.set_defaults(func=_bench_blockstore)
+    s.set_defaults(func=cmd_blockstore)
 
 
 def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
@@ -62,7 +62,7 @@ def _openssl_sha256_32() -> float | None:
     return float(m.group(1)) * 1000 / 32 if m else None
 
 
-def _bench_poh(args: argparse.Namespace) -> int:
+def cmd_poh(args: argparse.Namespace) -> int:
     import hashlib
 
     from ..core.poh import Poh, hash_n, verify_entries
@@ -109,7 +109,7 @@ def _bench_poh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_erasure(args: argparse.Namespace) -> int:
+def cmd_erasure(args: argparse.Namespace) -> int:
     from ..core import erasure
     from ..core.shred import ShredVariant
 
@@ -167,7 +167,7 @@ def _bench_erasure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_blockstore(args: argparse.Namespace) -> int:
+def cmd_blockstore(args: argparse.Namespace) -> int:
     from rocksdict import Options, Rdict, WriteBatch
 
     from ..core.crypto import Keypair, sha256

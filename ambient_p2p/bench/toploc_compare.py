@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from . import polbench, runner
+from ..model import runner
+from . import polbench
 
 TOPLOC_TOPK = 128
 TOPLOC_DECODE_BATCH = 32
