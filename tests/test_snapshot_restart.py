@@ -138,11 +138,11 @@ def test_restore_without_snapshot_starts_from_genesis(tmp_path: Path) -> None:
 
 def test_restore_refuses_another_chain_and_a_pruned_ledger_without_snapshot(tmp_path: Path) -> None:
     run = run_chain(tmp_path / "l", 200, keep_slots=64, cleanup_interval=64)
-    from ambient_p2p.ledger.producer import local_genesis
+    from ambient_p2p.devnet.genesis import ledger_genesis
 
     with Blockstore.open(tmp_path / "l") as bs:
         with pytest.raises(RestoreError, match="another chain"):
-            restore(bs, local_genesis(), LEADER.pubkey)
+            restore(bs, ledger_genesis(), LEADER.pubkey)
         for s in bs.node_snapshot_slots():
             bs._write({}, [("node_snapshots", slot_key(s))])
         with pytest.raises(RestoreError, match=f"history pruned below slot {bs.lowest_slot()}"):
