@@ -146,6 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
+    from ..core.codec import DecodeError
     from ..ledger.snapshot import load_node_snapshot, snapshot_slot_result
 
     genesis, bs, validator = _open(args.dir, read_only=not args.mark_dead, genesis_file=args.genesis)
@@ -158,7 +159,11 @@ def _verify(args: argparse.Namespace) -> int:
         if not slots:
             bs.close()
             raise UserError(f"history pruned below slot {lowest} and no node snapshot kept: nothing can replay")
-        snap = load_node_snapshot(bs, slots[0])
+        try:
+            snap = load_node_snapshot(bs, slots[0])
+        except DecodeError as exc:  # e.g. a NodeSnapshot v1, written before auction accounts
+            bs.close()
+            raise UserError(f"the node snapshot at slot {slots[0]} cannot be read: {exc}") from None
         if snap is None or snap.genesis_hash != genesis.hash():
             bs.close()
             raise UserError(f"the node snapshot at slot {slots[0]} does not belong to this genesis")
