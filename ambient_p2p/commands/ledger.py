@@ -144,9 +144,9 @@ def _produce(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.codec import DecodeError
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
-    from ..core.codec import DecodeError
     from ..ledger.snapshot import load_node_snapshot, snapshot_slot_result
 
     genesis, bs, validator = _open(args.dir, read_only=not args.mark_dead, genesis_file=args.genesis)

@@ -8,6 +8,7 @@ node, so only the meaning has to match agave, not the bytes.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cbor2
@@ -187,7 +188,7 @@ class BankSnapshot:
 
     def __post_init__(self) -> None:
         addrs = [a.address for a in self.auction_accounts]
-        if any(a >= b for a, b in zip(addrs, addrs[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(addrs)):
             raise ValueError("auction_accounts must be sorted by address without duplicates")
 
 
