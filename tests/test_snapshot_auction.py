@@ -315,3 +315,25 @@ def test_validator_restarted_from_its_snapshot_keeps_the_auction_state(tmp_path:
         bid = A.BidAccount.unpack(tip.auction_accounts[A.bid_address(query, m.pubkey)])
         assert bid.status == A.BidStatus.FORFEITED
     v2.close()
+
+
+def test_ledger_verify_on_a_pruned_ledger_with_a_v1_node_snapshot_is_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ambient_p2p.cli import main
+    from ambient_p2p.ledger.producer import GENESIS_FILE
+
+    run = _auction_chain(tmp_path / "l")
+    (tmp_path / "l" / GENESIS_FILE).write_bytes(codec.encode(run.genesis))
+    with Blockstore.open(tmp_path / "l") as bs:
+        snap = load_latest_node_snapshot(bs)
+        assert snap is not None
+        _t, _v, body = cbor2.loads(codec.encode(snap))
+        del body["bank"]["auction_accounts"]
+        bs.put_node_snapshot(snap.slot, cbor2.dumps([0x0108, 1, body], canonical=True))
+        purge_below(bs, run.root, 16)
+    capsys.readouterr()
+    rc = main(["ledger", "verify", str(tmp_path / "l"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and f"node snapshot at slot {snap.slot} cannot be read: unsupported-version" in lines[0], err
