@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +70,10 @@ class ChainRun:
 
 
 def run_chain(path: Path, slots: int, *, keep_slots: int | None, cleanup_interval: int = CLEANUP_INTERVAL_SLOTS,
-              snapshot_interval: int = SNAPSHOT_INTERVAL_SLOTS, txs: bool = True) -> ChainRun:
-    """Build slots 1..``slots`` at ``path`` (``keep_slots`` None: no cleanup)."""
+              snapshot_interval: int = SNAPSHOT_INTERVAL_SLOTS, txs: bool = True,
+              extra_txs: Callable[[int, bytes], list[bytes]] | None = None) -> ChainRun:
+    """Build slots 1..``slots`` at ``path`` (``keep_slots`` None: no cleanup);
+    ``extra_txs(slot, parent's last blockhash)`` adds transactions to a slot."""
     genesis = chain_genesis()
     run = ChainRun(genesis, path, slots)
     book = ScheduleBook(genesis)
@@ -85,6 +88,8 @@ def run_chain(path: Path, slots: int, *, keep_slots: int | None, cleanup_interva
             if txs:
                 a, b = USERS[slot % len(USERS)], USERS[(slot + 1) % len(USERS)]
                 tx = [transfer_tx(a, b.pubkey, 1 + slot % 1000, parent.bank.last_blockhash)]
+            if extra_txs is not None:
+                tx += extra_txs(slot, parent.bank.last_blockhash)
             built = build_slot(LEADER, genesis, slot - 1, parent, slot, tx)
             res = bs.insert_shreds(built.packets, book.leader, signatures_verified=True)
             assert not res.rejected and res.completed_slots == [slot], res.rejected[:2]

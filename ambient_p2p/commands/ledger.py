@@ -147,6 +147,7 @@ def _produce(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.codec import DecodeError
     from ..ledger.parallel import PohVerifier
     from ..ledger.replay import replay
     from ..ledger.snapshot import load_node_snapshot, snapshot_slot_result
@@ -161,7 +162,11 @@ def _verify(args: argparse.Namespace) -> int:
         if not slots:
             bs.close()
             raise UserError(f"history pruned below slot {lowest} and no node snapshot kept: nothing can replay")
-        snap = load_node_snapshot(bs, slots[0])
+        try:
+            snap = load_node_snapshot(bs, slots[0])
+        except DecodeError as exc:  # e.g. a NodeSnapshot v1, written before auction accounts
+            bs.close()
+            raise UserError(f"the node snapshot at slot {slots[0]} cannot be read: {exc}") from None
         if snap is None or snap.genesis_hash != genesis.hash():
             bs.close()
             raise UserError(f"the node snapshot at slot {slots[0]} does not belong to this genesis")

@@ -189,7 +189,9 @@ class Bank:
         last_votes: dict[bytes, int] | None = None,
         auction_accounts: dict[bytes, bytes] | None = None,
     ) -> Bank:
-        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot)."""
+        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v3, whose
+        ``auction_accounts`` come back here: without them the bank would hash differently
+        from its peers at the first auction instruction touching one)."""
         if not blockhashes:
             raise ValueError("a bank needs at least one recent blockhash")
         return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
@@ -197,8 +199,8 @@ class Bank:
                    last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}))
 
     def state_hash(self) -> bytes:
-        """Digest of everything a snapshot restores (accounts, blockhashes, status cache),
-        to check a persisted snapshot against a replayed bank."""
+        """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
+        vote state, auction accounts), to check a persisted snapshot against a replayed bank."""
         h = hashlib.sha256(accounts_hash(self.accounts))
         for bh in self.blockhashes:
             h.update(bh)

@@ -57,6 +57,7 @@ from .meta import (
     MerkleRootMeta,
     ShredIndex,
     SlotMeta,
+    decode_bank_snapshot,
 )
 
 COLUMN_FAMILIES = (
@@ -458,7 +459,8 @@ class Blockstore:
         return self._get_msg("bank_hashes", slot_key(slot), BankHashRecord)  # type: ignore[no-any-return]
 
     def bank_snapshot(self, slot: int) -> BankSnapshot | None:
-        return self._get_msg("bank_snapshots", slot_key(slot), BankSnapshot)  # type: ignore[no-any-return]
+        raw = self._get("bank_snapshots", slot_key(slot))
+        return None if raw is None else decode_bank_snapshot(raw)  # v2 records read as without auctions
 
     def latest_bank_snapshot(self) -> BankSnapshot | None:
         k = self._edge_key("bank_snapshots", last=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..core import codec
 from ..core.bank import Bank
 from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
-from .meta import AccountBalance, BankSnapshot, LastVote, ProcessedSignature, SlotHash
+from .meta import AccountBalance, AuctionAccountData, BankSnapshot, LastVote, ProcessedSignature, SlotHash
 
 if TYPE_CHECKING:
     from .blockstore import Blockstore
@@ -31,6 +31,7 @@ def bank_to_snapshot(bank: Bank) -> BankSnapshot:
         status_cache=tuple(ProcessedSignature(s, slot) for s, slot in sorted(bank.status_cache.items())),
         slot_hashes=tuple(SlotHash(s, h) for s, h in sorted(bank.slot_hashes.items())),
         last_votes=tuple(LastVote(v, s) for v, s in sorted(bank.last_votes.items())),
+        auction_accounts=tuple(AuctionAccountData(a, d) for a, d in sorted(bank.auction_accounts.items())),
     )
 
 
@@ -45,6 +46,7 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
         {p.signature: p.slot for p in snap.status_cache},
         {h.slot: h.bank_hash for h in snap.slot_hashes},
         {v.voter: v.slot for v in snap.last_votes},
+        auction_accounts={a.address: a.data for a in snap.auction_accounts},
     )
 
 
@@ -94,14 +96,17 @@ class ScheduleBookState:
     vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
 
 
-@message(type_id=0x0108, version=1, max_size=1 << 20)
+@message(type_id=0x0108, version=2, max_size=1 << 20)
 @dataclass(frozen=True)
 class NodeSnapshot:
     """A validator's state at root ``slot`` (spec/blockstore.md, "Node snapshots"): the
     frozen bank, what the first child slot chains to (the last entry hash for PoH, the last
     FEC set's Merkle root for shred chaining), the count of rooted slots in ``1..slot``
     (finality statistics), and the schedule book. With it and the stored slots above
-    ``slot``, a node restarts without replaying from genesis."""
+    ``slot``, a node restarts without replaying from genesis. v2 embeds ``BankSnapshot``
+    v3 (auction accounts); a v1 record is refused (``unsupported-version``), never read as
+    a bank without auction accounts: a restart trusts its bank unchecked
+    (:func:`load_latest_node_snapshot` passes over it)."""
 
     slot: int = fld(UInt(64))
     genesis_hash: bytes = fld(Bytes(32, exact=True))
@@ -144,9 +149,23 @@ def load_node_snapshot(bs: Blockstore, slot: int) -> NodeSnapshot | None:
     return None if raw is None else codec.decode(raw, NodeSnapshot)
 
 
-def load_latest_node_snapshot(bs: Blockstore) -> NodeSnapshot | None:
-    slots = bs.node_snapshot_slots()
-    return load_node_snapshot(bs, slots[-1]) if slots else None
+def load_latest_node_snapshot(bs: Blockstore, skipped: list[str] | None = None) -> NodeSnapshot | None:
+    """The newest node snapshot this node can read. Snapshots in a version it no longer
+    speaks (``unsupported-version``: a v1 record has no auction accounts, and a restart
+    cannot tell whether it lost some) are passed over for an older one; each is reported
+    in ``skipped`` as ``"slot N: reason"``. Other decode failures (corruption) raise."""
+    for slot in reversed(bs.node_snapshot_slots()):
+        try:
+            snap = load_node_snapshot(bs, slot)
+        except codec.DecodeError as exc:
+            if exc.reason != "unsupported-version":
+                raise
+            if skipped is not None:
+                skipped.append(f"slot {slot}: {exc}")
+            continue
+        if snap is not None:
+            return snap
+    return None
 
 
 def snapshot_slot_result(snap: NodeSnapshot) -> SlotResult:

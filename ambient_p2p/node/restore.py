@@ -57,13 +57,18 @@ class Restored:
     #: produced them before it stopped and must not produce them again (equivocation)
     produced: list[int] = field(default_factory=list)
     snapshot: NodeSnapshot | None = None
+    #: node snapshots passed over, "slot N: reason" (a version this node no longer speaks)
+    skipped_snapshots: list[str] = field(default_factory=list)
 
 
 def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
-    snap = load_latest_node_snapshot(bs)
+    skipped: list[str] = []
+    snap = load_latest_node_snapshot(bs, skipped)
     if snap is None:
         if bs.is_pruned():
-            raise RestoreError(f"history pruned below slot {bs.lowest_slot()} and no node snapshot to restart from")
+            unreadable = f" (unreadable: {'; '.join(skipped)})" if skipped else ""
+            raise RestoreError(f"history pruned below slot {bs.lowest_slot()} and no node snapshot to restart "
+                               f"from{unreadable}")
         root, parent = 0, 0
         result = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
         book = ScheduleBook(genesis)
@@ -77,7 +82,7 @@ def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
         book = ScheduleBook.from_state(genesis, snap.schedule)
         book.ledger.prune(epoch_of(root, book.spe))
         rooted_count = snap.rooted_slots
-    out = Restored(root, result, parent, book, rooted_count, snapshot=snap)
+    out = Restored(root, result, parent, book, rooted_count, snapshot=snap, skipped_snapshots=skipped)
     out.roots_above = [r for r in bs.roots(root + 1)]
     for m in bs.slot_metas(start=root + 1):
         if m.received > 0 and book.leader(m.slot) == identity:

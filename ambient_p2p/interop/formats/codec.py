@@ -281,6 +281,17 @@ def _network_roundtrips() -> list[tuple[str, str, Any]]:
     ]
 
 
+def _auction_bank_snapshot() -> Any:
+    """A ledger record (spec/blockstore.md) whose bank holds auction accounts (spec/auction.md)."""
+    from ...ledger.snapshot import bank_to_snapshot
+    from . import auction
+
+    chain = auction.Chain()
+    chain.register(*auction.MINERS[:3])
+    chain.request(auction.request_params())
+    return bank_to_snapshot(chain.bank)
+
+
 def cases() -> list[Case]:
     out = []
     roundtrips = [
@@ -294,6 +305,8 @@ def cases() -> list[Case]:
         ),
     ]
     roundtrips += _network_roundtrips()
+    roundtrips.append(("bank-snapshot-auction", "BankSnapshot v3 of a bank where register_miner (3 miners) and "
+                       "request landed: its auction accounts sorted by address", _auction_bank_snapshot()))
     for name, desc, msg in roundtrips:
         data = codec.encode(msg)
         out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))
