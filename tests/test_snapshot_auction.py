@@ -15,6 +15,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+from ambient_p2p.node.localnet import user_keypairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,6 @@ from ambient_p2p.ledger.snapshot import (
     load_latest_node_snapshot,
     snapshot_to_bank,
 )
-from ambient_p2p.node.localnet import user_keypairs
 from ambient_p2p.node.restore import RestoreError, restore
 from ambient_p2p.node.validator import Validator
 
