@@ -15,7 +15,6 @@ from typing import Any
 import cbor2
 import pytest
 import trio
-from ambient_p2p.node.localnet import user_keypairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import codec
 from ambient_p2p.core.bank import Bank
 from ambient_p2p.core.codec import DecodeError
+from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.interop.formats import auction as F
 from ambient_p2p.ledger.blockstore import Blockstore, slot_key
 from ambient_p2p.ledger.cleanup import purge_below
