@@ -5,6 +5,7 @@ and security, gossip delivery and rejection, the py-libp2p pitfalls our code wor
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -259,6 +260,31 @@ def test_pitfall_default_heartbeat_is_120s() -> None:
     r = make_router()
     assert r.heartbeat_interval == HEARTBEAT_INTERVAL_S == 1
     assert r.spam_protection_enabled is False
+
+
+def test_pitfall_seqno_starts_at_seconds_ours_survives_a_restart() -> None:
+    """py-libp2p starts a publisher's sequence numbers at the time in *seconds* and counts one
+    per message: a node that published more than one message a second before a restart
+    reuses sequence numbers, which peers' gossipsub drops as equivocation (and penalises).
+    Ours start at the time in nanoseconds (go-libp2p), so a restarted node is always ahead."""
+
+    async def body() -> None:
+        async with raw_peer(KEYS[0], ["t"]) as x:
+            t0 = time.time()
+            assert x.pubsub.counter <= int(t0) + 1  # py-libp2p's default: seconds
+        async with trio.open_nursery() as n:
+            _h, g1 = await _gossip_node(KEYS[1], n)
+            for i in range(5):
+                await g1.publish("txs", b"before restart %d" % i)
+            last_before = g1.pubsub.counter
+            assert last_before >= time.time_ns() - 60 * 10**9  # nanoseconds, not seconds
+            n.cancel_scope.cancel()
+        async with trio.open_nursery() as n:  # the same identity, restarted within the same second
+            _h, g2 = await _gossip_node(KEYS[1], n)
+            assert g2.pubsub.counter > last_before
+            n.cancel_scope.cancel()
+
+    run_trio(body, 60)
 
 
 # -- request / response ----------------------------------------------------------------------

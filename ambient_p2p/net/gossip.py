@@ -42,6 +42,9 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
    content-hash ids a poisoned id would need the honest message's exact bytes, and we set
    the cache TTL below the freshness window so a cached "valid" never outlives freshness.
 7. The default heartbeat interval is 120 s (go-libp2p: 1 s): set to 1 s.
+8. A publisher's sequence numbers start at the time in seconds and count one per message, so
+   a restarted node reuses numbers its peers remember and they drop its messages as
+   equivocation: ours start at the time in nanoseconds, as go-libp2p's do.
 """
 
 from __future__ import annotations
@@ -425,6 +428,12 @@ class GossipService:
             max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES,
             allowed_topics=frozenset(topic_name(chain_id, k) for k in kinds),
         )
+        # pitfall 8: py-libp2p starts the publish sequence number at int(time.time()) (seconds)
+        # and adds one per message, so a node publishing many messages a second runs far ahead
+        # of the clock; restarted, it reuses sequence numbers peers still remember, and their
+        # gossipsub drops its messages as equivocation and penalises it (-100 each; seen after a
+        # SIGKILL and restart at 400 ms slots). go-libp2p starts at the time in nanoseconds.
+        self.pubsub.counter = max(self.pubsub.counter, time.time_ns())
         for k in kinds:
             self.pubsub.set_topic_validator(topic_name(chain_id, k), self._validator, False)
 
