@@ -333,7 +333,7 @@ def test_losing_duplicate_version_is_dumped_and_the_confirmed_one_repaired(tmp_p
 
 
 def test_pushed_shreds_take_the_verified_insert_path_and_replay(tmp_path: Path) -> None:
-    from ambient_p2p.net.messages import NoncedShreds
+    from ambient_p2p.node.repair import ShredPush
 
     v = _validator(tmp_path)
     try:
@@ -342,12 +342,12 @@ def test_pushed_shreds_take_the_verified_insert_path_and_replay(tmp_path: Path) 
         leader = next(k for k in KEYS if k.pubkey == book.leader(1))
         built = build_slot(leader, g, 0, _root(g), 1)
         data = [p for p in built.packets if len(p) == DATA_PAYLOAD_BYTES]
-        ack = trio.run(v.handle_push, None, NoncedShreds(7, tuple(data)))
+        ack = trio.run(v.handle_push, None, ShredPush(7, tuple(data)))
         assert (ack.nonce, ack.inserted, ack.rejected) == (7, len(data), 0)
         assert v.banks[1].bank.bank_hash == built.record.bank_hash
         impostor = next(k for k in KEYS if k.pubkey != book.leader(2))
         forged = build_slot(impostor, g, 1, v.banks[1], 2)  # not slot 2's leader
-        ack = trio.run(v.handle_push, None, NoncedShreds(8, tuple(p for p in forged.packets if len(p) == DATA_PAYLOAD_BYTES)))
+        ack = trio.run(v.handle_push, None, ShredPush(8, tuple(p for p in forged.packets if len(p) == DATA_PAYLOAD_BYTES)))
         assert ack.inserted == 0 and ack.rejected > 0 and not v.slots.is_frozen(2)
     finally:
         v.close()
@@ -375,8 +375,7 @@ def test_a_node_that_replays_no_other_leaders_slots_is_isolated(tmp_path: Path) 
 
 
 def test_slot_repair_handler_serves_data_shreds_from_index(tmp_path: Path) -> None:
-    from ambient_p2p.net.messages import SlotShredsRequest
-    from ambient_p2p.node.repair import slot_repair_handler
+    from ambient_p2p.node.repair import SlotShredsRequest, slot_repair_handler
 
     g = _genesis()
     book = ScheduleBook(g)

@@ -27,8 +27,15 @@ from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotResult, replay_slot
-from ambient_p2p.node.leader import SlotStreamer, build_slot, build_slot_from_entries
-from ambient_p2p.node.poh_service import PohLoop, PohService, SlotSuperseded, record_slot
+from ambient_p2p.node.leader import build_slot
+from ambient_p2p.node.poh_service import (
+    PohLoop,
+    PohService,
+    SlotStreamer,
+    SlotSuperseded,
+    build_slot_from_entries,
+    record_slot,
+)
 from ambient_p2p.node.schedule import ScheduleBook
 from tests.test_poh_recorder import fake_tx
 

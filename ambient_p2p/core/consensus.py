@@ -190,7 +190,7 @@ class Consensus:
         if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
             return NotVoted("threshold", best)
         if last is not None and last in fc.parent and not t.check_switch(
-            best, ancestors, fc.other_fork_stake(last), self.total_stake
+            best, ancestors, fc.other_fork_stake(last, best), self.total_stake
         ):
             return NotVoted("switch", best)
         new_root = t.record_vote(best)

@@ -180,14 +180,15 @@ class ForkChoice:
                 return node
             node = max(eligible, key=lambda c: (w[c], -c))
 
-    def other_fork_stake(self, last_vote: int) -> int:
+    def other_fork_stake(self, last_vote: int, candidate: int | None = None) -> int:
         """LStake locked out on forks other than ``last_vote``'s (the switch threshold's
         count, agave ``Tower::make_check_switch_threshold_decision``): validators whose latest
         vote ``v`` is neither ``last_vote``, an ancestor nor a descendant of it, and is locked
         out at ``last_vote``: ``v > last_vote`` (agave counts such gossip votes outright) or
         ``v + INITIAL_LOCKOUT >= last_vote`` (the shortest lockout interval of a vote on ``v``
         reaches ``last_vote``: agave's lockout-interval count). The fork ``v`` is on need
-        not be the candidate's: stake on a third fork counts too."""
+        not be the candidate's: stake on a third fork counts too, so ``candidate`` (kept for
+        callers) does not change the answer."""
         anc = self.ancestors(last_vote)
         sub = self.subtree(last_vote)
         return sum(

@@ -19,10 +19,10 @@ from ..core.messages import Genesis
 from ..core.shred import DATA_PAYLOAD_BYTES
 from ..ledger.producer import transfer_tx
 from ..ledger.replay import SlotResult
-from ..net.messages import MAX_SHREDS_PER_BATCH, NoncedShreds
-from ..net.reqresp import PROTO_SHRED_PUSH, ReqRespError
+from ..net.reqresp import ReqRespError
 from ..node.leader import BuiltSlot
 from ..node.port import NetPort
+from ..node.repair import MAX_PUSH_SHREDS, PROTO_SHRED_PUSH, ShredPush
 from .users import user_keypairs
 
 PUSH_TIMEOUT_S = 3.0
@@ -60,9 +60,9 @@ class EquivocatingProducer:
         for i, peer in enumerate(peers):
             which = 1 if i == len(peers) - 1 and len(peers) > 1 else 0
             data = [p for p in variants[which] if len(p) == DATA_PAYLOAD_BYTES]  # data shreds only
-            for j in range(0, len(data), MAX_SHREDS_PER_BATCH):
+            for j in range(0, len(data), MAX_PUSH_SHREDS):
                 try:
-                    push = NoncedShreds(self.rng.getrandbits(32), tuple(data[j:j + MAX_SHREDS_PER_BATCH]))
+                    push = ShredPush(self.rng.getrandbits(32), tuple(data[j:j + MAX_PUSH_SHREDS]))
                     await port.request(peer, PROTO_SHRED_PUSH, push, PUSH_TIMEOUT_S)
                 except ReqRespError:
                     break

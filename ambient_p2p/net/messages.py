@@ -91,6 +91,11 @@ class NoncedShreds:
     shreds: tuple[bytes, ...] = fld(List(Bytes(PACKET_DATA_BYTES), MAX_SHREDS_PER_BATCH))
 
 
+#: The names this schema had before it was shared (kept for importers).
+RepairResponse = NoncedShreds
+SlotShredsResponse = NoncedShreds
+ShredPush = NoncedShreds
+
 
 @message(type_id=0x0212, version=1, max_size=1024)
 @dataclass(frozen=True)

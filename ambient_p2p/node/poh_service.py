@@ -13,7 +13,7 @@ mixes transaction batches in as they arrive (:meth:`PohService.record`, agave
 (agave ``MaxHeightReached``). Entries stream back in chain order
 (:meth:`PohService.stream`) and the whole slot is available when its last tick lands
 (:meth:`PohService.slot_entries`); ``node/leader.py`` ``SlotStreamer`` (during the slot)
-or ``build_slot_from_entries`` (at its end) turn them into the same
+or ``build_slot_from_entries`` (at its end, both re-exported here) turn them into the same
 ``BuiltSlot`` that ``build_slot`` returns.
 
 The worker runs in a **process** by default: CPython holds the GIL while hashing 32-byte
@@ -45,8 +45,10 @@ import trio
 from ..core.messages import PohParams
 from ..core.poh import Entry, hash_transactions
 from ..core.poh_recorder import MaxHeightReached, PohRecorder
+from .leader import BuiltSlot, SlotStreamer, build_slot_from_entries
 
-__all__ = ["PohService", "PohSlotStats", "SlotSuperseded", "record_slot"]
+__all__ = ["BuiltSlot", "PohService", "PohSlotStats", "SlotStreamer", "SlotSuperseded", "build_slot_from_entries",
+           "record_slot"]
 
 log = logging.getLogger(__name__)
 

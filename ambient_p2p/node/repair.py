@@ -3,12 +3,12 @@
 ``/ambient/repair/1`` answers one shred per request, so a node catching up on a hundred
 slots of 32 data shreds needs thousands of request streams, and py-libp2p opens a stream
 in tens of milliseconds (far more on a busy machine): a restarted node fell further behind
-while repairing. This protocol returns up to ``MAX_SHREDS_PER_BATCH`` data shreds of one slot,
+while repairing. This protocol returns up to ``MAX_SLOT_SHREDS`` data shreds of one slot,
 from ``first_index`` on, in one response.
 
 The messages (``SlotShredsRequest``, ``NoncedShreds``, ``ShredPushAck``) live with the
 other network messages in ``net/messages.py`` and the protocols in the one request/response
-table of ``net/reqresp.py``; this module holds the blockstore-backed handler only.
+table of ``net/reqresp.py``; the names below are re-exported for the node's importers.
 """
 
 from __future__ import annotations
@@ -16,18 +16,44 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..net import reqresp
-from ..net.messages import MAX_SHREDS_PER_BATCH, NoncedShreds, SlotShredsRequest
+from ..net.messages import (
+    MAX_SHREDS_PER_BATCH,
+    NoncedShreds,
+    ShredPush,
+    ShredPushAck,
+    SlotShredsRequest,
+    SlotShredsResponse,
+)
+from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, REPAIR_SLOT, SHRED_PUSH
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
 
     from ..ledger.blockstore import Blockstore
 
+MAX_SLOT_SHREDS = MAX_SHREDS_PER_BATCH
+MAX_PUSH_SHREDS = MAX_SHREDS_PER_BATCH
+RATE_LIMIT = REPAIR_SLOT.rate_limit
+PUSH_RATE_LIMIT = SHRED_PUSH.rate_limit
+
+__all__ = [
+    "MAX_PUSH_SHREDS",
+    "MAX_SLOT_SHREDS",
+    "PROTO_REPAIR_SLOT",
+    "PROTO_SHRED_PUSH",
+    "PUSH_RATE_LIMIT",
+    "RATE_LIMIT",
+    "ShredPush",
+    "ShredPushAck",
+    "SlotShredsRequest",
+    "SlotShredsResponse",
+    "slot_repair_handler",
+]
 
 
 def slot_repair_handler(bs: Blockstore) -> reqresp.Handler:
     def handle(_peer: ID, req: SlotShredsRequest) -> NoncedShreds:
         out = [p for i, p in bs.slot_shred_payloads(req.slot, data=True) if i >= req.first_index]
-        return NoncedShreds(nonce=req.nonce, shreds=tuple(out[:MAX_SHREDS_PER_BATCH]))
+        return NoncedShreds(nonce=req.nonce, shreds=tuple(out[:MAX_SLOT_SHREDS]))
 
     return handle

@@ -20,9 +20,10 @@ from ..core.crypto import encode_address
 from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
 from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..ledger.cleanup import cleanup_due, purge_below
-from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch, SlotShredsRequest
-from ..net.reqresp import PROTO_REPAIR, PROTO_REPAIR_SLOT, ReqRespError
+from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
+from ..net.reqresp import PROTO_REPAIR, ReqRespError
 from .production import poh_status
+from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ledger.blockstore import Blockstore

@@ -43,13 +43,13 @@ from ..ledger.meta import BankHashRecord, SlotMeta
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
 from ..ledger.snapshot import SNAPSHOT_INTERVAL_SLOTS, make_node_snapshot, save_node_snapshot, snapshot_due
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
-from ..net.messages import GossipEnvelope, NoncedShreds, ShredBatch, ShredPushAck
-from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredStore
+from ..net.messages import GossipEnvelope, ShredBatch
+from ..net.reqresp import ShredStore
 from .clock import Clock
 from .leader import BuiltSlot, build_slot
 from .port import NetNodePort, NetPort
 from .production import produce_on_clock
-from .repair import slot_repair_handler
+from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredPush, ShredPushAck, slot_repair_handler
 from .restore import Restored, RestoreError, restore
 from .schedule import ScheduleBook
 from .services import SHRED_QUEUE_LEN, SHREDS_PER_GOSSIP_MESSAGE, control, run_services, status_fields
@@ -292,7 +292,7 @@ class Validator:
 
         return {PROTO_REPAIR_SLOT: serve_slot, PROTO_SHRED_PUSH: self.handle_push}
 
-    async def handle_push(self, _peer: Any, req: NoncedShreds) -> ShredPushAck:
+    async def handle_push(self, _peer: Any, req: ShredPush) -> ShredPushAck:
         """Shreds pushed to us directly take the verified insert, then replay."""
         res = await self.ingest_shreds(list(req.shreds))
         self.stats.shreds_in += len(req.shreds)
