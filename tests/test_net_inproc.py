@@ -437,3 +437,26 @@ def test_pitfall_idontwant_sent_for_every_small_message() -> None:
             nursery.cancel_scope.cancel()
 
     run_trio(body, 90)
+
+
+def test_signed_record_cache_is_per_host_and_follows_the_local_record() -> None:
+    """The P9 cache of the outgoing signed peer record: every host sends its own record (a
+    cache keyed by ``id(host)`` handed a new host a collected host's record), and a newer
+    local record (identify issues one when the addresses change) replaces the cached one."""
+    import gc
+
+    import libp2p.pubsub.pubsub as ps
+    from libp2p.peer.envelope import consume_envelope, seal_record
+    from libp2p.peer.peer_record import PeerRecord
+
+    for i in range(40):
+        host = build_host(Keypair.deterministic("spr", i), ["/ip4/127.0.0.1/tcp/0"])
+        env, _ = ps.env_to_send_in_RPC(host)
+        _, rec = consume_envelope(env, "libp2p-peer-record")
+        assert rec.peer_id == host.get_id(), f"host {i} sent another host's record"
+        assert ps.env_to_send_in_RPC(host)[0] == env  # cached
+        newer = seal_record(PeerRecord(host.get_id(), host.get_addrs()), host.get_private_key())
+        host.get_peerstore().set_local_record(newer)
+        assert ps.env_to_send_in_RPC(host)[0] == newer.marshal_envelope()
+        del host, env
+        gc.collect()

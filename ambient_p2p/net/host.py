@@ -150,29 +150,37 @@ def apply_workarounds() -> None:
 
     orig_env = _pst.env_to_send_in_RPC
     orig_consume = _ps.maybe_consume_signed_record
-    out_cache: dict[int, tuple[bytes, float]] = {}
-    in_cache: dict[tuple[int, Any], bytes] = {}
 
+    # Both caches live on the host object itself. Keying them by ``id(host)`` (as this
+    # code once did) broke when a host was garbage collected and a new one reused its id:
+    # the new host sent the dead one's record, every peer dropped its RPCs as carrying an
+    # invalid signed record, and gossip went silent for SPR_CACHE_S.
     def env_cached(host: Any) -> tuple[bytes, bool]:
         now = _time.monotonic()
-        hit = out_cache.get(id(host))
-        if hit is not None and now - hit[1] < SPR_CACHE_S:
-            return hit[0], False
+        local = host.get_peerstore().get_local_record()
+        hit = getattr(host, "_ambient_spr_out", None)
+        # reuse only while the peerstore still holds the record we cached: identify (which
+        # calls the unwrapped function) may have issued a newer one, and peers that saw it
+        # reject our older copy
+        if hit is not None and hit[0] is local and now - hit[2] < SPR_CACHE_S:
+            return hit[1], False
         env, fresh = orig_env(host)
-        out_cache[id(host)] = (env, now)
+        host._ambient_spr_out = (host.get_peerstore().get_local_record(), env, now)
         return env, fresh
 
     def consume_cached(msg: Any, host: Any, peer_id: Any) -> bool:
         if not msg.HasField("senderRecord"):
             return True
-        key = (id(host), peer_id)
-        if in_cache.get(key) == msg.senderRecord:
+        seen: dict[Any, bytes] | None = getattr(host, "_ambient_spr_in", None)
+        if seen is None:
+            seen = host._ambient_spr_in = {}
+        if seen.get(peer_id) == msg.senderRecord:
             return True
         ok = bool(orig_consume(msg, host, peer_id))
         if ok:
-            if len(in_cache) > 4096:
-                in_cache.clear()
-            in_cache[key] = msg.senderRecord
+            if len(seen) > 4096:
+                seen.clear()
+            seen[peer_id] = msg.senderRecord
         return ok
 
     for mod in (_gs, _ps):
