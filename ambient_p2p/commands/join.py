@@ -163,6 +163,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         print_status=not args.quiet,
     )
     validator = _make_validator(args, kp, data_dir)
+    blobs = _make_blobs(args, data_dir)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -180,7 +181,10 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            await NetNode(cfg, validator).run()
+            from ..node.blobs import BlobExtension
+            from ..node.compose import compose
+
+            await NetNode(cfg, compose(validator, BlobExtension(blobs))).run()
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
@@ -247,6 +251,26 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
                          poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
     except TowerError as exc:
         raise UserError(f"{data_dir}: {exc}") from None
+
+
+def _make_blobs(args: argparse.Namespace, data_dir: Path) -> Any:
+    """The node's blob service (spec/blobs.md): every node serves and caches blobs; with a
+    genesis it knows the slot and prunes expired ones."""
+    from ..node.blobs import BLOBS_DIR, BlobService, BlobStore, genesis_slot_clock
+
+    slot_now = None
+    if args.genesis:
+        from ..core.codec import decode
+        from ..core.messages import Genesis
+        from ..node.validator import slot_duration_ms
+
+        g = decode(Path(args.genesis).read_bytes(), expected=Genesis)
+        slot_now = genesis_slot_clock(g.creation_time_s, slot_duration_ms(g))
+    try:
+        store = BlobStore(data_dir / BLOBS_DIR)
+    except OSError as exc:
+        raise UserError(f"cannot open the blob store in {data_dir / BLOBS_DIR}: {exc.strerror}") from None
+    return BlobService(store, slot_now=slot_now)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:
