@@ -80,6 +80,8 @@ BLOB_REQUEST_TIMEOUT_S = 3.0
 DEFAULT_FETCH_TIMEOUT_S = 10.0
 #: Largest ``timeout_s`` the ``get_blob`` control command accepts.
 MAX_FETCH_TIMEOUT_S = 120.0
+#: Pause between two rounds over the connected peers inside one fetch.
+BLOB_FETCH_RETRY_S = 0.5
 #: How often the service prunes expired blobs.
 BLOB_PRUNE_INTERVAL_S = 10.0
 #: Worker threads touching the store at once (reads of served blobs, fsynced writes).
@@ -318,6 +320,9 @@ class BlobService:
         self.request_errors: Counter[str] = Counter()  # failed requests, by ReqRespError code
         self._disk = trio.CapacityLimiter(BLOB_DISK_THREADS)
         self._inflight: dict[bytes, trio.Event] = {}
+        self._ready = trio.Event()  # set once there is a network to ask
+        if port is not None:
+            self._ready.set()
 
     async def _thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
@@ -338,18 +343,19 @@ class BlobService:
 
     async def fetch(self, h: bytes, *, timeout_s: float = DEFAULT_FETCH_TIMEOUT_S,
                     keep_until_slot: int | None = None) -> bytes | None:
-        """The blob named ``h``: from the store, else from the first connected peer (at
-        most :data:`BLOB_FETCH_MAX_PEERS`, random order, each bounded by
-        :data:`BLOB_REQUEST_TIMEOUT_S`, all within ``timeout_s``) whose answer hashes to
-        ``h``; that copy is stored, pinned until ``keep_until_slot`` (default: the current
-        slot + :data:`BLOB_RETENTION_SLOTS`). None if nobody had it in time. An answer
+        """The blob named ``h``: from the store, else from the first connected peer whose
+        answer hashes to ``h`` (peers asked one after another, random order, each bounded by
+        :data:`BLOB_REQUEST_TIMEOUT_S`; rounds repeat until ``timeout_s``, see
+        :meth:`_fetch_remote`); that copy is stored, pinned until ``keep_until_slot``
+        (default: the current slot + :data:`BLOB_RETENTION_SLOTS`). None if nobody had it
+        in time (a miss takes the whole ``timeout_s``). An answer
         that does not hash to ``h`` is dropped and counted in ``rejected``; nothing of it
         is stored. Concurrent fetches of one hash share one network search."""
         h = _check_hash(h)
         if keep_until_slot is not None:
             _check_slot(keep_until_slot)
         result: bytes | None = None
-        with trio.move_on_after(max(0.0, timeout_s)) as scope:
+        with trio.move_on_after(max(0.0, timeout_s)):
             while (ev := self._inflight.get(h)) is not None:
                 await ev.wait()
             result = await self.get_local(h)
@@ -362,42 +368,49 @@ class BlobService:
             finally:
                 del self._inflight[h]
                 ev.set()
-        if scope.cancelled_caught:
+        if result is None:
             self.fetch_failed += 1
         return result
 
     async def _fetch_remote(self, h: bytes, deadline: float, keep_until_slot: int | None) -> bytes | None:
-        peers = list(self.port.peers()) if self.port is not None else []
-        self.rng.shuffle(peers)
-        for peer in peers[:BLOB_FETCH_MAX_PEERS]:
-            left = deadline - trio.current_time()
-            if left <= 0:
-                break
-            assert self.port is not None
-            req = BlobRequest(nonce=self.rng.getrandbits(32), sha256=h)
-            try:
-                resp = await self.port.request(peer, PROTO_BLOB, req, min(left, BLOB_REQUEST_TIMEOUT_S))
-            except ReqRespError as exc:
-                self.request_errors[exc.code] += 1
-                continue
-            if resp.data is None:
-                self.request_errors["not-found"] += 1
-                continue
-            reason = self.check_answer(h, resp)
-            if reason is not None:
-                self.rejected[reason] += 1
-                self.rejected_peers[self.port.peer_label(peer)] += 1
-                continue
-            data: bytes = resp.data
-            try:
-                await self._thread(self.store.put, data,
-                                   self._cache_slot() if keep_until_slot is None else keep_until_slot)
-            except BlobError:  # store-full: the caller still gets the verified bytes
-                self.not_cached += 1
-            self.fetched += 1
-            return data
-        self.fetch_failed += 1
-        return None
+        """Rounds over the connected peers until ``deadline`` (the caller's cancel scope
+        enforces it too): each round asks up to :data:`BLOB_FETCH_MAX_PEERS` of them in
+        random order; a peer that sent wrong bytes is not asked again in this fetch; between
+        rounds :data:`BLOB_FETCH_RETRY_S` (a peer holding the blob may connect later)."""
+        await self._ready.wait()  # the node's network (run) may still be joining
+        assert self.port is not None
+        liars: set[Any] = set()
+        while True:
+            peers = [p for p in self.port.peers() if p not in liars]
+            self.rng.shuffle(peers)
+            for peer in peers[:BLOB_FETCH_MAX_PEERS]:
+                left = deadline - trio.current_time()
+                if left <= 0:
+                    return None
+                req = BlobRequest(nonce=self.rng.getrandbits(32), sha256=h)
+                try:
+                    resp = await self.port.request(peer, PROTO_BLOB, req, min(left, BLOB_REQUEST_TIMEOUT_S))
+                except ReqRespError as exc:
+                    self.request_errors[exc.code] += 1
+                    continue
+                if resp.data is None:
+                    self.request_errors["not-found"] += 1
+                    continue
+                reason = self.check_answer(h, resp)
+                if reason is not None:
+                    self.rejected[reason] += 1
+                    self.rejected_peers[self.port.peer_label(peer)] += 1
+                    liars.add(peer)
+                    continue
+                data: bytes = resp.data
+                try:
+                    await self._thread(self.store.put, data,
+                                       self._cache_slot() if keep_until_slot is None else keep_until_slot)
+                except BlobError:  # store-full: the caller still gets the verified bytes
+                    self.not_cached += 1
+                self.fetched += 1
+                return data
+            await trio.sleep(BLOB_FETCH_RETRY_S)
 
     @staticmethod
     def check_answer(h: bytes, resp: BlobResponse) -> str | None:
@@ -464,6 +477,8 @@ class BlobService:
         :data:`BLOB_PRUNE_INTERVAL_S` while the chain's slot is known."""
         if node is not None:
             self.port = NetNodePort(node)
+        if self.port is not None:
+            self._ready.set()
         while True:
             now = self.slot_now()
             if now is not None:
