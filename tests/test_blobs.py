@@ -15,23 +15,23 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ambient_p2p.core.blobs import (
+    BLOB_RETENTION_SLOTS,
+    MAX_BLOB_BYTES,
+    MAX_BLOB_TOKENS,
+    BlobError,
+    answer_rejection,
+    blob_tokens,
+    serve_until_slot,
+    token_blob,
+)
 from ambient_p2p.core.codec import DecodeError, decode, encode
 from ambient_p2p.core.crypto import Keypair, sha256
 from ambient_p2p.core.pol import tokens_hash
 from ambient_p2p.net.host import open_host
-from ambient_p2p.net.messages import MAX_BLOB_BYTES, BlobRequest, BlobResponse
+from ambient_p2p.net.messages import BlobRequest, BlobResponse
 from ambient_p2p.net.reqresp import PROTO_BLOB, PROTO_REPAIR, ReqRespServer
-from ambient_p2p.node.blobs import (
-    BLOB_FILE_HEADER_BYTES,
-    BLOB_RETENTION_SLOTS,
-    MAX_BLOB_TOKENS,
-    BlobError,
-    BlobExtension,
-    BlobService,
-    BlobStore,
-    blob_tokens,
-    token_blob,
-)
+from ambient_p2p.node.blobs import BLOB_FILE_HEADER_BYTES, BlobExtension, BlobService, BlobStore
 from ambient_p2p.node.compose import ComposedExtension, compose
 from ambient_p2p.node.port import NetNodePort
 from tests.net_helpers import connect, run_trio
@@ -139,6 +139,18 @@ def test_token_blob_limits_and_malformed_blobs() -> None:
         with pytest.raises(BlobError) as ei:
             blob_tokens(bad)
         assert ei.value.reason == "bad-token-blob"
+
+
+def test_answer_checks_and_serving_obligation() -> None:
+    h = sha256(b"blob")
+    assert answer_rejection(h, h, b"blob") is None
+    assert answer_rejection(h, h, None) == "not-found"
+    assert answer_rejection(h, sha256(b"other"), b"other") == "wrong-hash"
+    assert answer_rejection(h, h, b"blob!") == "hash-mismatch"
+    assert serve_until_slot(100) == 100 + BLOB_RETENTION_SLOTS
+    assert serve_until_slot(100, final_slot=150) == 150 + BLOB_RETENTION_SLOTS  # settled after the deadline
+    assert serve_until_slot(100, final_slot=40) == 100 + BLOB_RETENTION_SLOTS
+    assert serve_until_slot((1 << 64) - 5) == (1 << 64) - 1
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -316,3 +328,15 @@ def test_compose_chains_parts_and_refuses_a_protocol_claimed_twice(tmp_path: Pat
     run_trio(body, 30)
     with pytest.raises(ValueError, match="two handlers"):
         ComposedExtension(BlobExtension(svc), BlobExtension(svc)).reqresp_handlers()
+
+
+def test_inspect_decodes_both_blob_messages() -> None:
+    from ambient_p2p.commands.inspect import inspect_bytes
+
+    h = sha256(token_blob([1, 2]))
+    req = inspect_bytes(encode(BlobRequest(nonce=5, sha256=h)))
+    assert req["type"] == "BlobRequest" and req["type_id"] == 0x0219 and req["body"]["sha256"] == "0x" + h.hex()
+    resp = inspect_bytes(encode(BlobResponse(nonce=5, sha256=h, data=token_blob([1, 2]))))
+    assert resp["type"] == "BlobResponse" and resp["type_id"] == 0x021A
+    assert resp["body"]["data"] == "0x" + token_blob([1, 2]).hex()
+    assert "data" not in inspect_bytes(encode(BlobResponse(nonce=5, sha256=h)))["body"]

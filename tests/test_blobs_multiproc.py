@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ambient_p2p.core.blobs import token_blob
 from ambient_p2p.core.crypto import sha256
 from ambient_p2p.devnet.localnet import Localnet
-from ambient_p2p.node.blobs import BLOB_PRUNE_INTERVAL_S, BLOBS_DIR, token_blob
+from ambient_p2p.node.blobs import BLOB_PRUNE_INTERVAL_S, BLOBS_DIR
 
 pytestmark = pytest.mark.integration
 

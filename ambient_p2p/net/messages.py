@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..core import crypto
+from ..core.blobs import MAX_BLOB_BYTES
 from ..core.codec import Bytes, List, Opt, Text, UInt, encode, fld, message
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import ZERO_SIGNATURE
@@ -34,10 +35,6 @@ MAX_POL_POSITIONS = 64
 MAX_POL_OPENING_BYTES = 4096
 MAX_PEERS_IN_LIST = 64
 MAX_MULTIADDR_CHARS = 256
-#: Largest blob (spec/blobs.md): the token blob of the auction's largest prompt (16,384
-#: token ids of 4 bytes plus the 26-byte header = 65,562 bytes, spec/auction.md
-#: ``prompt_tokens``) with room to spare; every answer (<= 4,096 tokens) fits four times.
-MAX_BLOB_BYTES = 65 * 1024
 
 
 @message(type_id=0x0200, version=1, max_size=MAX_GOSSIP_PAYLOAD_BYTES + GOSSIP_ENVELOPE_OVERHEAD_BYTES)

@@ -21,9 +21,11 @@ one file per blob of at most 65 KiB needs no compaction, a prune is an unlink, a
 write is impossible (rename is atomic) and a corrupted file is detected by its own name
 (the sha256 is re-checked on every read).
 
-Prompt and answer blobs are token-id sequences in the encoding whose sha256 *is*
-``core.pol.tokens_hash`` (:func:`token_blob`), so the query's ``prompt_hash`` and the
-result's ``output_hash`` are the blobs' keys and a peer verifies them without a tokenizer.
+The rules (size limit, token-blob encoding, retention, answer checks) are pure and live
+in ``core/blobs.py``: prompt and answer blobs are token-id sequences in the encoding whose
+sha256 *is* ``core.pol.tokens_hash`` (``core.blobs.token_blob``), so the query's
+``prompt_hash`` and the result's ``output_hash`` are the blobs' keys and a peer verifies
+them without a tokenizer.
 """
 
 from __future__ import annotations
@@ -37,17 +39,24 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.blobs import (
+    BLOB_RETENTION_SLOTS,
+    MAX_BLOB_BYTES,
+    U64_LIMIT,
+    BlobError,
+    answer_rejection,
+    check_hash,
+    check_slot,
+)
 from ..core.crypto import sha256
-from ..core.errors import ProtocolError
-from ..core.pol import DOMAIN_TOKENS
-from ..net.messages import MAX_BLOB_BYTES, BlobRequest, BlobResponse
+from ..net.messages import BlobRequest, BlobResponse
 from ..net.reqresp import PROTO_BLOB, ReqRespError
 from .port import NetNodePort, NetPort
 
@@ -58,21 +67,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The store's directory inside the node's data directory.
 BLOBS_DIR = "blobs"
-#: Slots a blob is kept after the query it belongs to is final (spec/blobs.md): one hour
-#: at 400 ms slots. The Logit Pool's verifiers re-run the prompt and read the answer after
-#: settlement windows of tens of slots (the prior art's are 32), and a requester that was
-#: offline for a while can still collect its answer.
-BLOB_RETENTION_SLOTS = 9000
 #: Default bounds of one node's store: 256 MiB (about 4,000 blobs of the largest size).
 DEFAULT_BLOB_STORE_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BLOBS = 65_536
 #: File layout: magic (8 bytes) || keep_until_slot u64 LE || the blob's bytes.
 BLOB_FILE_MAGIC = b"ablob1\x00\x00"
 BLOB_FILE_HEADER_BYTES = len(BLOB_FILE_MAGIC) + 8
-#: Token blob header: DOMAIN_TOKENS || count u32 BE, then one u32 BE per token id.
-TOKEN_BLOB_HEADER_BYTES = len(DOMAIN_TOKENS) + 4
-#: Most token ids one blob can hold.
-MAX_BLOB_TOKENS = (MAX_BLOB_BYTES - TOKEN_BLOB_HEADER_BYTES) // 4
 #: A fetch asks at most this many peers, one after another (each within its own bound).
 BLOB_FETCH_MAX_PEERS = 16
 #: One peer's bound inside a fetch (a 65 KiB answer takes milliseconds on a live link).
@@ -86,50 +86,6 @@ BLOB_FETCH_RETRY_S = 0.5
 BLOB_PRUNE_INTERVAL_S = 10.0
 #: Worker threads touching the store at once (reads of served blobs, fsynced writes).
 BLOB_DISK_THREADS = 2
-U64_LIMIT = 1 << 64
-
-
-class BlobError(ProtocolError):
-    """A refused blob operation. Reasons: ``too-large`` (over :data:`MAX_BLOB_BYTES`),
-    ``store-full`` (the store's byte or count bound), ``bad-hash`` (not 32 bytes),
-    ``bad-slot`` (not a u64), ``bad-token-blob`` (not the token-blob encoding),
-    ``bad-request`` (a malformed control request)."""
-
-
-# -- token blobs ------------------------------------------------------------------------------
-def token_blob(tokens: Sequence[int]) -> bytes:
-    """The blob of a token-id sequence: ``DOMAIN_TOKENS || len u32 BE || id u32 BE...``, so
-    ``sha256(token_blob(t)) == core.pol.tokens_hash(t)`` (the auction's prompt/output hash)."""
-    if len(tokens) > MAX_BLOB_TOKENS:
-        raise BlobError("too-large", f"{len(tokens)} tokens > {MAX_BLOB_TOKENS} per blob")
-    try:
-        body = b"".join(int(t).to_bytes(4, "big") for t in tokens)
-    except OverflowError:
-        raise BlobError("bad-token-blob", "a token id is not a u32") from None
-    return DOMAIN_TOKENS + len(tokens).to_bytes(4, "big") + body
-
-
-def blob_tokens(data: bytes) -> list[int]:
-    """The token ids of a token blob; :class:`BlobError` ``bad-token-blob`` otherwise."""
-    if len(data) < TOKEN_BLOB_HEADER_BYTES or not data.startswith(DOMAIN_TOKENS):
-        raise BlobError("bad-token-blob", "no token-blob header")
-    n = int.from_bytes(data[len(DOMAIN_TOKENS) : TOKEN_BLOB_HEADER_BYTES], "big")
-    body = data[TOKEN_BLOB_HEADER_BYTES:]
-    if len(body) != 4 * n:
-        raise BlobError("bad-token-blob", f"header says {n} tokens, body holds {len(body)} bytes")
-    return [int.from_bytes(body[i : i + 4], "big") for i in range(0, len(body), 4)]
-
-
-def _check_hash(h: bytes) -> bytes:
-    if not isinstance(h, bytes | bytearray) or len(h) != 32:
-        raise BlobError("bad-hash", "a blob is named by a 32-byte sha256")
-    return bytes(h)
-
-
-def _check_slot(slot: int) -> int:
-    if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < U64_LIMIT:
-        raise BlobError("bad-slot", f"keep_until_slot must be a u64, not {slot!r}")
-    return slot
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -209,7 +165,7 @@ class BlobStore:
         """Store ``data`` pinned until ``keep_until_slot`` (inclusive); return its sha256.
         Storing bytes already held keeps the later of the two slots. Raises
         :class:`BlobError` ``too-large``, ``store-full`` or ``bad-slot``."""
-        _check_slot(keep_until_slot)
+        check_slot(keep_until_slot)
         data = bytes(data)
         if len(data) > MAX_BLOB_BYTES:
             raise BlobError("too-large", f"blob of {len(data)} bytes > MAX_BLOB_BYTES {MAX_BLOB_BYTES}")
@@ -233,7 +189,7 @@ class BlobStore:
     def pin(self, h: bytes, keep_until_slot: int) -> bool:
         """Extend a held blob's retention to ``keep_until_slot`` (never shortens it);
         False if the blob is not held."""
-        _check_slot(keep_until_slot)
+        check_slot(keep_until_slot)
         data = self.get(h)
         if data is None:
             return False
@@ -246,7 +202,7 @@ class BlobStore:
     def get(self, h: bytes) -> bytes | None:
         """The blob's bytes, or None. A file that no longer hashes to its name is deleted
         (counted in ``corrupt``) and reads as absent."""
-        h = _check_hash(h)
+        h = check_hash(h)
         with self._lock:
             if h not in self._index:
                 return None
@@ -268,12 +224,12 @@ class BlobStore:
 
     def has(self, h: bytes) -> bool:
         with self._lock:
-            return _check_hash(h) in self._index
+            return check_hash(h) in self._index
 
     def keep_until(self, h: bytes) -> int | None:
         """The slot ``h`` is pinned until, or None if not held."""
         with self._lock:
-            e = self._index.get(_check_hash(h))
+            e = self._index.get(check_hash(h))
             return None if e is None else e.keep_until_slot
 
     def prune(self, now_slot: int) -> int:
@@ -334,7 +290,7 @@ class BlobService:
         return h
 
     async def get_local(self, h: bytes) -> bytes | None:
-        data: bytes | None = await self._thread(self.store.get, _check_hash(h))
+        data: bytes | None = await self._thread(self.store.get, check_hash(h))
         return data
 
     def _cache_slot(self) -> int:
@@ -351,9 +307,9 @@ class BlobService:
         in time (a miss takes the whole ``timeout_s``). An answer
         that does not hash to ``h`` is dropped and counted in ``rejected``; nothing of it
         is stored. Concurrent fetches of one hash share one network search."""
-        h = _check_hash(h)
+        h = check_hash(h)
         if keep_until_slot is not None:
-            _check_slot(keep_until_slot)
+            check_slot(keep_until_slot)
         result: bytes | None = None
         with trio.move_on_after(max(0.0, timeout_s)):
             while (ev := self._inflight.get(h)) is not None:
@@ -393,16 +349,17 @@ class BlobService:
                 except ReqRespError as exc:
                     self.request_errors[exc.code] += 1
                     continue
-                if resp.data is None:
+                if resp.data is None:  # a clean "I do not hold it"
                     self.request_errors["not-found"] += 1
                     continue
-                reason = self.check_answer(h, resp)
+                reason = answer_rejection(h, resp.sha256, resp.data)
                 if reason is not None:
                     self.rejected[reason] += 1
                     self.rejected_peers[self.port.peer_label(peer)] += 1
                     liars.add(peer)
                     continue
                 data: bytes = resp.data
+                assert data is not None  # answer_rejection refuses a missing one
                 try:
                     await self._thread(self.store.put, data,
                                        self._cache_slot() if keep_until_slot is None else keep_until_slot)
@@ -411,17 +368,6 @@ class BlobService:
                 self.fetched += 1
                 return data
             await trio.sleep(BLOB_FETCH_RETRY_S)
-
-    @staticmethod
-    def check_answer(h: bytes, resp: BlobResponse) -> str | None:
-        """Why a peer's answer to a request for ``h`` is refused, or None if it is the blob:
-        ``wrong-hash`` (it names another blob), ``hash-mismatch`` (its bytes do not hash to
-        ``h``)."""
-        if resp.sha256 != h:
-            return "wrong-hash"
-        if resp.data is None or sha256(resp.data) != h:
-            return "hash-mismatch"
-        return None
 
     async def handler(self, _peer: Any, req: BlobRequest) -> BlobResponse:
         """Serve ``/ambient/blob/1``: the bytes if held, else a response without ``data``."""
@@ -463,7 +409,7 @@ class BlobService:
                 raise BlobError("bad-request", f"timeout_s must be in (0, {MAX_FETCH_TIMEOUT_S:g}]")
             keep = req.get("keep_until_slot")
             if keep is not None:
-                _check_slot(keep)
+                check_slot(keep)
             got = await self.fetch(h, timeout_s=float(timeout), keep_until_slot=keep)
         except BlobError as exc:
             return {"ok": False, "error": str(exc), "code": exc.reason}

@@ -8,12 +8,14 @@ re-encoding gives back input.cbor byte for byte.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 from typing import Any
 
 import cbor2
 
 from ...core import codec
+from ...core.blobs import token_blob
 from ...core.crypto import Keypair
 from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
 from ...devnet.genesis import vectors_genesis
@@ -264,6 +266,10 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
     ]
 
 
+_BLOB = token_blob([1, 11954, 11])  # spec/blobs.md: a prompt's token ids
+_BLOB_HASH = hashlib.sha256(_BLOB).digest()
+
+
 def _network_roundtrips() -> list[tuple[str, str, Any]]:
     """The request/response messages of spec/network.md section 3 (one "nonce + shreds" schema
     for repair answers, whole-slot answers and pushed shreds)."""
@@ -278,6 +284,10 @@ def _network_roundtrips() -> list[tuple[str, str, Any]]:
         ("nonced-shreds-empty", "NoncedShreds with no shreds (repair-slot: none held)", m.NoncedShreds(8, ())),
         ("slot-shreds-request", "SlotShredsRequest from index 5", m.SlotShredsRequest(1000, 5, 9)),
         ("shred-push-ack", "ShredPushAck", m.ShredPushAck(7, 2, 1)),
+        ("blob-request", "BlobRequest for a prompt blob (spec/blobs.md)", m.BlobRequest(11, _BLOB_HASH)),
+        ("blob-response", "BlobResponse carrying a token blob", m.BlobResponse(11, _BLOB_HASH, _BLOB)),
+        ("blob-response-not-found", "BlobResponse without data: the responder does not hold it",
+         m.BlobResponse(12, _BLOB_HASH)),
     ]
 
 
