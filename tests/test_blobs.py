@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ambient_p2p.core.blobs import (
     BLOB_RETENTION_SLOTS,
@@ -116,6 +119,74 @@ def test_damaged_files_are_detected_deleted_and_never_served(tmp_path: Path) -> 
     (root / "dead.1234.tmp").write_bytes(b"partial")
     s2 = BlobStore(root)
     assert len(s2) == 0 and s2.corrupt == 2 and _files(root) == []
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """The store against a dict model: puts (new bytes, re-pins, refusals when full),
+    prunes, reopens from disk and a damaged file, in any order."""
+
+    MAX_BYTES, MAX_BLOBS = 120, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="blobstore-"))
+        self.store = BlobStore(self.root, max_bytes=self.MAX_BYTES, max_blobs=self.MAX_BLOBS)
+        self.model: dict[bytes, tuple[bytes, int]] = {}
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @rule(data=st.sampled_from([b"", b"a", b"bb" * 10, b"c" * 50, b"d" * 70, bytes(range(40))]),
+          slot=st.integers(0, 30))
+    def put(self, data: bytes, slot: int) -> None:
+        h = sha256(data)
+        held = self.model.get(h)
+        size = sum(len(d) for d, _ in self.model.values())
+        fits = held is not None or (len(self.model) < self.MAX_BLOBS and size + len(data) <= self.MAX_BYTES)
+        if not fits:
+            with pytest.raises(BlobError) as ei:
+                self.store.put(data, slot)
+            assert ei.value.reason == "store-full"
+            return
+        assert self.store.put(data, slot) == h
+        self.model[h] = (data, max(slot, held[1]) if held else slot)
+
+    @rule(now=st.integers(0, 32))
+    def prune(self, now: int) -> None:
+        gone = [h for h, (_, k) in self.model.items() if k < now]
+        assert self.store.prune(now) == len(gone)
+        for h in gone:
+            del self.model[h]
+
+    @rule()
+    def reopen(self) -> None:
+        self.store = BlobStore(self.root, max_bytes=self.MAX_BYTES, max_blobs=self.MAX_BLOBS)
+
+    @rule(data=st.data())
+    def damage_one(self, data: st.DataObject) -> None:
+        nonempty = sorted(h for h, (d, _) in self.model.items() if d)
+        if not nonempty:
+            return
+        h = data.draw(st.sampled_from(nonempty))
+        path = self.root / f"{h.hex()}.blob"
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0x40
+        path.write_bytes(bytes(raw))
+        assert self.store.get(h) is None  # caught on read, deleted
+        del self.model[h]
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        assert len(self.store) == len(self.model)
+        assert self.store.total_bytes == sum(len(d) for d, _ in self.model.values())
+        for h, (d, k) in self.model.items():
+            assert self.store.get(h) == d and self.store.keep_until(h) == k
+        assert sorted(p.name for p in self.root.iterdir()) == sorted(f"{h.hex()}.blob" for h in self.model)
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(max_examples=25, stateful_step_count=15, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- token blobs and wire messages ----------------------------------------------------------------
@@ -237,6 +308,50 @@ def test_fetch_rejects_a_peer_sending_wrong_bytes_and_takes_the_honest_copy(tmp_
             assert not store.has(missing)
 
     run_trio(body, 120)
+
+
+def test_concurrent_fetches_share_one_request_and_a_full_store_still_returns_the_bytes(tmp_path: Path) -> None:
+    blob = token_blob(list(range(100)))
+    h = sha256(blob)
+
+    async def body() -> None:
+        honest = BlobService(BlobStore(tmp_path / "honest"))
+        await honest.put(blob, 50)
+        async with open_host(KEYS[0]) as client, open_host(KEYS[2]) as good:
+            ReqRespServer(good, {PROTO_BLOB: honest.handler})
+            await connect(client, good)
+            svc = BlobService(BlobStore(tmp_path / "client"), port=_port(client))
+            got: list[bytes | None] = []
+
+            async def one() -> None:
+                got.append(await svc.fetch(h, timeout_s=20))
+
+            async with trio.open_nursery() as n:
+                for _ in range(4):
+                    n.start_soon(one)
+            assert got == [blob] * 4 and honest.served == 1  # one network search for four callers
+            assert svc.fetched == 1 and svc.local_hits == 3
+            # a store with no room: the verified bytes are returned, not kept
+            full = BlobService(BlobStore(tmp_path / "full", max_bytes=10), port=_port(client))
+            assert await full.fetch(h, timeout_s=20) == blob
+            assert full.not_cached == 1 and len(full.store) == 0 and honest.served == 2
+
+    run_trio(body, 120)
+
+
+def test_service_put_prunes_a_full_store_before_refusing(tmp_path: Path) -> None:
+    async def body() -> None:
+        now = {"slot": 5}
+        svc = BlobService(BlobStore(tmp_path / "b", max_bytes=100), slot_now=lambda: now["slot"])
+        old = await svc.put(bytes(80), 6)
+        with pytest.raises(BlobError) as ei:
+            await svc.put(b"\x01" * 80, 100)  # nothing expired yet: refused
+        assert ei.value.reason == "store-full" and svc.store.has(old)
+        now["slot"] = 7
+        new = await svc.put(b"\x01" * 80, 100)  # the expired blob makes room
+        assert svc.store.has(new) and not svc.store.has(old)
+
+    run_trio(body, 30)
 
 
 def test_fetch_without_peers_or_time_is_a_bounded_miss(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from ambient_p2p.core.blobs import token_blob
 from ambient_p2p.core.crypto import sha256
-from ambient_p2p.devnet.localnet import Localnet
+from ambient_p2p.devnet.localnet import Localnet, ValidatorLocalnet
 from ambient_p2p.node.blobs import BLOB_PRUNE_INTERVAL_S, BLOBS_DIR
 
 pytestmark = pytest.mark.integration
@@ -55,3 +55,19 @@ def test_put_on_one_node_get_on_another_over_libp2p(tmp_path: Path) -> None:
         assert net.wait_for(lambda: a.status()["blobs"]["pruned"] >= 1, 6 * BLOB_PRUNE_INTERVAL_S)
         st = a.status()["blobs"]
         assert st["blobs"] == 1 and not (a.data_dir / BLOBS_DIR / f"{gone['sha256']}.blob").exists()
+
+
+def test_blobs_beside_the_validator(tmp_path: Path) -> None:
+    """With ``--validator`` the blob service is composed beside the consensus service
+    (node/compose.py): both protocols' handlers, both control command sets, both statuses."""
+    answer = token_blob(list(range(4096)))  # the largest answer
+    with ValidatorLocalnet(tmp_path, 2) as net:
+        a, b = net.nodes
+        assert net.wait_for(lambda: all(s["peers"] >= 1 for s in net.statuses()), 40), net.statuses()
+        assert _put(b, answer, 10**9)["ok"]
+        r = a.control({"cmd": "get_blob", "sha256": sha256(answer).hex(), "timeout_s": 30}, timeout_s=60)
+        assert r["ok"] and base64.b64decode(r["data_b64"]) == answer, r
+        assert a.control({"cmd": "chain"})["ok"]  # the validator's own command still answers
+        st = a.status()
+        assert st["blobs"]["fetched"] == 1 and "slot" in st["consensus"]
+        assert net.wait_for(lambda: all(s["consensus"]["processed"] > 0 for s in net.statuses()), 60)

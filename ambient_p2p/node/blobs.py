@@ -284,9 +284,16 @@ class BlobService:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
 
     async def put(self, data: bytes, keep_until_slot: int) -> bytes:
-        """Store ``data`` (a worker thread: the write is fsynced); return its sha256.
+        """Store ``data`` (a worker thread: the write is fsynced); return its sha256. A
+        full store is pruned at the current slot (if known) and the put tried once more.
         Raises :class:`BlobError` (``too-large``, ``store-full``, ``bad-slot``)."""
-        h: bytes = await self._thread(self.store.put, bytes(data), keep_until_slot)
+        try:
+            h: bytes = await self._thread(self.store.put, bytes(data), keep_until_slot)
+        except BlobError as exc:
+            now = self.slot_now()
+            if exc.reason != "store-full" or now is None or not await self._thread(self.store.prune, now):
+                raise
+            h = await self._thread(self.store.put, bytes(data), keep_until_slot)
         return h
 
     async def get_local(self, h: bytes) -> bytes | None:
@@ -314,12 +321,12 @@ class BlobService:
         with trio.move_on_after(max(0.0, timeout_s)):
             while (ev := self._inflight.get(h)) is not None:
                 await ev.wait()
-            result = await self.get_local(h)
-            if result is not None:
-                self.local_hits += 1
-                return result
-            self._inflight[h] = ev = trio.Event()
+            self._inflight[h] = ev = trio.Event()  # claimed before the next checkpoint
             try:
+                result = await self.get_local(h)
+                if result is not None:
+                    self.local_hits += 1
+                    return result
                 result = await self._fetch_remote(h, trio.current_time() + timeout_s, keep_until_slot)
             finally:
                 del self._inflight[h]
@@ -361,8 +368,7 @@ class BlobService:
                 data: bytes = resp.data
                 assert data is not None  # answer_rejection refuses a missing one
                 try:
-                    await self._thread(self.store.put, data,
-                                       self._cache_slot() if keep_until_slot is None else keep_until_slot)
+                    await self.put(data, self._cache_slot() if keep_until_slot is None else keep_until_slot)
                 except BlobError:  # store-full: the caller still gets the verified bytes
                     self.not_cached += 1
                 self.fetched += 1
