@@ -1,0 +1,2 @@
+import type { Handler } from "./handlers.js";
+export const AUCTION_HANDLERS: { [key: string]: Handler } = {};
