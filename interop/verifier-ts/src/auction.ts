@@ -1,2 +1,2 @@
-import type { Handler } from "./handlers.js";
+import type { Handler } from "./handler.js";
 export const AUCTION_HANDLERS: { [key: string]: Handler } = {};

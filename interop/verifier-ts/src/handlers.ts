@@ -1,5 +1,5 @@
 // Handler registry: one function per interop/<format>/<handler>.
-import { type Json, type Outcome, arr, bytesEq, hex, int, num, obj, parseJson, reject, str, unhex } from "./util.js";
+import { type Json, arr, bytesEq, hex, int, num, obj, parseJson, reject, str, unhex } from "./util.js";
 import { decodeMessage, messageView } from "./codec.js";
 import { b58, domainBytes, publicKey, sign, unb58, verifyStrict } from "./crypto.js";
 import { deserializeEntries, hashN, hashTransactions, verifyEntries } from "./poh.js";
@@ -9,11 +9,8 @@ import { BANK_HANDLERS } from "./bank.js";
 import { POL_HANDLERS } from "./pol.js";
 import { AUCTION_HANDLERS } from "./auction.js";
 
-export type Ctx = { dir: string; inputName: string; meta: { [k: string]: Json } };
-export type Handler = (input: Uint8Array, ctx: Ctx) => Outcome;
-
-export const jsonInput = (b: Uint8Array): { [k: string]: Json } => obj(parseJson(Buffer.from(b).toString("utf8")));
-export const ok = (output: Json): Outcome => ({ accept: true, output });
+import { type Handler, jsonInput, ok } from "./handler.js";
+export type { Handler };
 
 const codecRoundtrip: Handler = (input) => ok(messageView(decodeMessage(input)));
 const codecReject: Handler = (input) => ok(messageView(decodeMessage(input)));

@@ -1,0 +1,8 @@
+// The handler signature shared by every format module.
+import { type Json, type Outcome, obj, parseJson } from "./util.js";
+
+export type Ctx = { dir: string; inputName: string; meta: { [k: string]: Json } };
+export type Handler = (input: Uint8Array, ctx: Ctx) => Outcome;
+
+export const jsonInput = (b: Uint8Array): { [k: string]: Json } => obj(parseJson(Buffer.from(b).toString("utf8")));
+export const ok = (output: Json): Outcome => ({ accept: true, output });
