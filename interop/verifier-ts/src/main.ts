@@ -42,7 +42,7 @@ function runCase(dir: string, h: Handler): CaseResult {
     } catch (e) {
       return { name, ok: false, why: `output.json: ${String(e)}` };
     }
-    const d = diff(got.output, want);
+    const d = h.project ? diff(h.project(got.output), h.project(want)) : diff(got.output, want);
     return d ? { name, ok: false, why: `output differs: ${d}` } : { name, ok: true };
   }
   if (got.accept) return { name, ok: false, why: `accepted but must reject (${String(meta.reason ?? "")})` };
