@@ -91,12 +91,6 @@ export function parseTransaction(b: Uint8Array): Transaction {
     if (ix.programIndex === 0 || ix.programIndex >= nkeys) bad("bad program id index");
     for (const a of ix.accounts) if (a >= nkeys) bad("account index out of range");
   }
-  const seen = new Set<string>();
-  for (const k of keys) {
-    const h = Buffer.from(k).toString("hex");
-    if (seen.has(h)) bad("duplicate account key");
-    seen.add(h);
-  }
   return {
     bytes: b,
     signatures,
