@@ -8,6 +8,15 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
+# The TypeScript interop verifier (interop/verifier-ts, tests/test_interop_ts.py): install its
+# pinned packages when node and npm exist; offline or failing, setup goes on (the test skips or
+# retries npm ci itself).
+ts=interop/verifier-ts
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && { [ ! -f "$ts/node_modules/.package-lock.json" ] || [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; }; then
+    (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1) \
+        || echo "setup: npm ci in $ts failed (offline?); tests/test_interop_ts.py will retry" >&2
+fi
 stamp=".venv/.ambient-setup-stamp"
 want="$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import ambient_p2p" 2>/dev/null; then

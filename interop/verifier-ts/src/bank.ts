@@ -1,0 +1,300 @@
+// The minimal bank (spec/bank.md): fees, system transfers, the vote program, bank hash.
+import { type Handler, jsonInput, ok } from "./handler.js";
+import { type Json, arr, bytesEq, cmpBytes, concat, hex, int, obj, readU32le, readU64le, reject, Reject, sha256, str, u32le, u64le, unhex, utf8 } from "./util.js";
+import { b58, unb58, verifyDomain } from "./crypto.js";
+import { decodeMessage, encodeMessage, typeByName, type Record as CborRecord } from "./codec.js";
+import { type Transaction, checkTransaction, isSigner, isWritable } from "./tx.js";
+
+export const LAMPORTS_PER_SIGNATURE = 5000n;
+export const FEE_BURN_PERCENT = 50n;
+export const MAX_PROCESSING_AGE = 150;
+export const MAX_RECENT_BLOCKHASHES = 300;
+export const MAX_SLOT_HASHES = 512;
+export const SYSTEM_PROGRAM_ID = new Uint8Array(32);
+export const VOTE_PROGRAM_ID = unb58("Vote111111111111111111111111111111111111111");
+const ZERO32 = new Uint8Array(32);
+
+const H = (b: Uint8Array): string => hex(b);
+const K = (h: string): Uint8Array => unhex(h);
+
+/** An instruction error: fee stays, state rolls back. */
+export class InstructionError extends Error {}
+export const ixError = (code: string, detail: string): never => {
+  throw new InstructionError(`${code}: ${detail}`);
+};
+
+export type Program = (bank: Bank, tx: Transaction, ixAccounts: number[], data: Uint8Array) => void;
+export const PROGRAMS = new Map<string, Program>();
+
+export class Bank {
+  accounts = new Map<string, bigint>();
+  parentAccounts = new Map<string, bigint>();
+  blockhashes: Uint8Array[] = [];
+  statusCache = new Set<string>();
+  slotHashes: [bigint, Uint8Array][] = [];
+  lastVotes = new Map<string, bigint>();
+  auction = new Map<string, Uint8Array>();
+  auctionModified = new Set<string>();
+  landed: [string, bigint][] = [];
+  fees = 0n;
+  signatureCount = 0n;
+  constructor(
+    public slot: bigint,
+    public parentHash: Uint8Array,
+    public leader: Uint8Array,
+  ) {}
+
+  lamports(k: Uint8Array): bigint {
+    return this.accounts.get(H(k)) ?? 0n;
+  }
+  setLamports(k: Uint8Array, v: bigint): void {
+    if (v < 0n || v >= 1n << 64n) throw new Error("lamports out of range");
+    this.accounts.set(H(k), v);
+  }
+
+  /** Process one wire transaction: BlockError (Reject) or a result with an optional error. */
+  process(raw: Uint8Array): { fee: bigint; error: string | null; signature: Uint8Array } {
+    const tx = checkTransaction(raw);
+    const recent = this.blockhashes.slice(-MAX_PROCESSING_AGE);
+    if (!recent.some((h) => bytesEq(h, tx.recentBlockhash))) reject("blockhash-not-found");
+    const sigKey = H(tx.signatures[0]);
+    if (this.statusCache.has(sigKey)) reject("already-processed");
+    if (!isSigner(tx, 0) || !isWritable(tx, 0)) reject("bad-fee-payer");
+    const fee = LAMPORTS_PER_SIGNATURE * BigInt(tx.signatures.length);
+    const payer = tx.keys[0];
+    if (this.lamports(payer) < fee) reject("insufficient-funds-for-fee");
+    this.setLamports(payer, this.lamports(payer) - fee);
+    this.fees += fee;
+    this.signatureCount += BigInt(tx.signatures.length);
+    this.statusCache.add(sigKey);
+    // instructions run atomically: journal = copies of the mutable state
+    const saved = {
+      accounts: new Map(this.accounts),
+      lastVotes: new Map(this.lastVotes),
+      landed: this.landed.length,
+      auction: new Map(this.auction),
+      auctionModified: new Set(this.auctionModified),
+    };
+    let error: string | null = null;
+    try {
+      for (const ix of tx.instructions) {
+        const pid = tx.keys[ix.programIndex];
+        const prog = bytesEq(pid, SYSTEM_PROGRAM_ID) ? systemProgram : bytesEq(pid, VOTE_PROGRAM_ID) ? voteProgram : PROGRAMS.get(H(pid));
+        if (prog === undefined) return ixError("unknown-program", b58(pid));
+        prog(this, tx, ix.accounts, ix.data);
+      }
+    } catch (e) {
+      if (!(e instanceof InstructionError)) throw e;
+      error = e.message;
+      this.accounts = saved.accounts;
+      this.lastVotes = saved.lastVotes;
+      this.landed.length = saved.landed;
+      this.auction = saved.auction;
+      this.auctionModified = saved.auctionModified;
+    }
+    return { fee, error, signature: tx.signatures[0] };
+  }
+
+  freeze(lastBlockhash: Uint8Array): Uint8Array {
+    const toLeader = this.fees - (this.fees * FEE_BURN_PERCENT) / 100n;
+    if (toLeader > 0n) this.setLamports(this.leader, this.lamports(this.leader) + toLeader);
+    this.blockhashes.push(lastBlockhash);
+    if (this.blockhashes.length > MAX_RECENT_BLOCKHASHES) this.blockhashes.splice(0, this.blockhashes.length - MAX_RECENT_BLOCKHASHES);
+    const parts = [this.parentHash, this.accountsDeltaHash(), u64le(this.signatureCount), lastBlockhash];
+    const vh = this.votesHash();
+    if (vh) parts.push(vh);
+    if (this.auctionModified.size > 0) parts.push(this.auctionDeltaHash());
+    return sha256(...parts);
+  }
+
+  changedAccounts(): [Uint8Array, bigint][] {
+    const out: [Uint8Array, bigint][] = [];
+    for (const [k, v] of this.accounts) if (this.parentAccounts.get(k) !== v) out.push([K(k), v]);
+    return out;
+  }
+  accountsDeltaHash(): Uint8Array {
+    const ch = this.changedAccounts();
+    return ch.length === 0 ? ZERO32 : accountsHash(ch);
+  }
+  votesHash(): Uint8Array | null {
+    if (this.landed.length === 0) return null;
+    return sha256(...this.landed.flatMap(([v, s]) => [K(v), u64le(s)]));
+  }
+  auctionDeltaHash(): Uint8Array {
+    const m: [Uint8Array, Uint8Array][] = [...this.auctionModified].map((a) => [K(a), this.auction.get(a) ?? new Uint8Array(0)]);
+    return sha256(utf8("ambient/auction-delta/v1\0"), auctionAccountsHash(m));
+  }
+}
+
+export function accountsHash(accts: [Uint8Array, bigint][]): Uint8Array {
+  const s = [...accts].sort((a, b) => cmpBytes(a[0], b[0]));
+  return sha256(...s.flatMap(([k, v]) => [k, u64le(v)]));
+}
+export function auctionAccountsHash(m: [Uint8Array, Uint8Array][]): Uint8Array {
+  const s = [...m].sort((a, b) => cmpBytes(a[0], b[0]));
+  return sha256(...s.flatMap(([k, d]) => [k, u32le(d.length), d]));
+}
+
+// ---------------------------------------------------------------- programs
+const systemProgram: Program = (bank, tx, accts, data) => {
+  if (data.length !== 12 || readU32le(data, 0) !== 2) ixError("unsupported-instruction", "only Transfer");
+  if (accts.length < 2) ixError("missing-accounts", "transfer needs from and to");
+  const [from, to] = accts;
+  if (!isSigner(tx, from)) ixError("missing-signature", "transfer source must sign");
+  if (!isWritable(tx, from) || !isWritable(tx, to)) ixError("readonly-account", "transfer accounts must be writable");
+  const amount = readU64le(data, 4);
+  const a = tx.keys[from];
+  const b = tx.keys[to];
+  if (bank.lamports(a) < amount) ixError("insufficient-lamports", `${bank.lamports(a)} < ${amount}`);
+  bank.setLamports(a, bank.lamports(a) - amount);
+  if (bank.lamports(b) + amount >= 1n << 64n) ixError("overflow", "u64");
+  bank.setLamports(b, bank.lamports(b) + amount);
+};
+
+export type Vote = { voter: Uint8Array; slot: bigint; bankHash: Uint8Array; root: bigint | null; timestampMs: bigint };
+
+/** The Vote carried as instruction data: canonical, voter, own signature, root (spec/bank.md). */
+export function decodeVoteData(data: Uint8Array, account: Uint8Array): Vote {
+  let body: CborRecord;
+  try {
+    body = decodeMessage(data, "Vote").body;
+  } catch (e) {
+    if (e instanceof Reject) return ixError("vote-bad-data", e.message);
+    throw e;
+  }
+  const voter = body.get("voter") as Uint8Array;
+  if (!bytesEq(voter, account)) ixError("vote-wrong-voter", "vote.voter is not the account");
+  const zeroed = new Map(body);
+  zeroed.set("signature", new Uint8Array(64));
+  if (!verifyDomain("vote", encodeMessage(typeByName("Vote"), zeroed), body.get("signature") as Uint8Array, voter)) ixError("vote-bad-signature", "");
+  const slot = body.get("slot") as bigint;
+  const root = body.has("root") ? (body.get("root") as bigint) : null;
+  if (root !== null && root > slot) ixError("vote-bad-root", `${root} > ${slot}`);
+  return { voter, slot, bankHash: body.get("bank_hash") as Uint8Array, root, timestampMs: body.get("timestamp_ms") as bigint };
+}
+
+const voteProgram: Program = (bank, tx, accts, data) => {
+  if (accts.length !== 1) ixError("vote-bad-accounts", `${accts.length} accounts`);
+  if (!isSigner(tx, accts[0])) ixError("vote-missing-signature", "");
+  const v = decodeVoteData(data, tx.keys[accts[0]]);
+  const sh = bank.slotHashes.find(([s]) => s === v.slot);
+  if (v.slot >= bank.slot || !sh) ixError("vote-not-ancestor", `${v.slot}`);
+  if (!bytesEq(sh![1], v.bankHash)) ixError("vote-hash-mismatch", `${v.slot}`);
+  const last = bank.lastVotes.get(H(v.voter));
+  if (last !== undefined && v.slot <= last) ixError("vote-too-old", `the voter's last landed vote is slot ${last}`);
+  bank.lastVotes.set(H(v.voter), v.slot);
+  bank.landed.push([H(v.voter), v.slot]);
+};
+
+// ---------------------------------------------------------------- vote transactions
+export function parseVoteTransaction(raw: Uint8Array): { tx: Transaction; vote: Vote } {
+  const tx = checkTransaction(raw);
+  if (tx.signatures.length !== 1 || tx.instructions.length !== 1 || !bytesEq(tx.keys[tx.instructions[0].programIndex], VOTE_PROGRAM_ID)) reject("not-a-vote");
+  const ix = tx.instructions[0];
+  if (ix.accounts.length !== 1 || ix.accounts[0] !== 0) reject("vote-bad-accounts");
+  try {
+    return { tx, vote: decodeVoteData(ix.data, tx.keys[0]) };
+  } catch (e) {
+    if (e instanceof InstructionError) reject(e.message.split(":")[0], e.message);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- handlers
+const pairs = (x: Json): [string, Json][] => arr(x).map((p) => [str(arr(p)[0]), arr(p)[1]]);
+const sortedAccounts = (m: Map<string, bigint>): Json =>
+  [...m.entries()].sort((a, b) => cmpBytes(K(a[0]), K(b[0]))).map(([k, v]) => [b58(K(k)), v]);
+
+const genesis: Handler = (input) => {
+  const j = jsonInput(input);
+  const acc = pairs(j.accounts).map(([a, l]) => [unb58(a), int(l)] as [Uint8Array, bigint]);
+  const h = sha256(utf8("ambient/bank-genesis/v1\0"), unhex(str(j.genesis_hash)), accountsHash(acc));
+  return ok({ bank_hash: hex(h) });
+};
+
+/** A child bank of the JSON parent state (spec/bank.md `child()`). */
+export function childBank(parent: { [k: string]: Json }, slot: bigint, leader: Uint8Array): Bank {
+  const bank = new Bank(slot, unhex(str(parent.bank_hash)), leader);
+  for (const [a, l] of pairs(parent.accounts)) bank.accounts.set(H(unb58(a)), int(l));
+  bank.parentAccounts = new Map(bank.accounts);
+  bank.blockhashes = arr(parent.blockhashes).map((h) => unhex(str(h)));
+  bank.slotHashes = arr(parent.slot_hashes).map((p) => [int(arr(p)[0]), unhex(str(arr(p)[1]))]);
+  bank.slotHashes.push([int(parent.slot), bank.parentHash]);
+  if (bank.slotHashes.length > MAX_SLOT_HASHES) bank.slotHashes.splice(0, bank.slotHashes.length - MAX_SLOT_HASHES);
+  for (const [v, s] of pairs(parent.last_votes ?? [])) bank.lastVotes.set(H(unb58(v)), int(s));
+  if (parent.status_cache !== undefined) for (const s of arr(parent.status_cache)) bank.statusCache.add(str(Array.isArray(s) ? s[0] : s));
+  return bank;
+}
+
+/** Instruction errors compare by code: the vote and auction programs' codes are normative
+ * (spec/bank.md, spec/auction.md); the system program's error text is not, so only its
+ * presence is compared ("error"). */
+export const errorCode = (e: Json): Json => {
+  if (e === null) return null;
+  const code = String(e).split(":")[0];
+  return /^(vote|auction)-[a-z0-9-]+$/.test(code) ? code : "error";
+};
+const projectResults = (out: Json): Json => {
+  const o = obj(out);
+  return { ...o, results: arr(o.results).map((r) => ({ ...obj(r), error: errorCode(obj(r).error ?? null) })) };
+};
+
+const slotH: Handler = (input) => {
+  const j = jsonInput(input);
+  const bank = childBank(obj(j.parent), int(j.slot), unb58(str(j.leader)));
+  const results: Json[] = [];
+  for (const t of arr(j.txs)) {
+    const r = bank.process(unhex(str(t)));
+    results.push({ error: r.error, fee: r.fee, signature: hex(r.signature) });
+  }
+  const bankHash = bank.freeze(unhex(str(j.last_blockhash)));
+  const vh = bank.votesHash();
+  return ok({
+    accounts: sortedAccounts(bank.accounts),
+    accounts_delta_hash: hex(bank.accountsDeltaHash()),
+    bank_hash: hex(bankHash),
+    landed_votes: bank.landed.map(([v, s]) => [b58(K(v)), s]),
+    results,
+    votes_hash: vh ? hex(vh) : null,
+  });
+};
+
+const voteTx: Handler = (input) => {
+  const { tx, vote } = parseVoteTransaction(input);
+  return ok({
+    bank_hash: hex(vote.bankHash),
+    recent_blockhash: hex(tx.recentBlockhash),
+    root: vote.root,
+    slot: vote.slot,
+    timestamp_ms: vote.timestampMs,
+    voter: b58(vote.voter),
+  });
+};
+
+const voteLand: Handler = (input) => {
+  const j = jsonInput(input);
+  const { tx } = parseVoteTransaction(unhex(str(j.tx)));
+  const bank = new Bank(int(j.bank_slot), ZERO32, ZERO32);
+  bank.slotHashes = arr(j.slot_hashes).map((p) => [int(arr(p)[0]), unhex(str(arr(p)[1]))]);
+  for (const [v, s] of pairs(j.last_votes)) bank.lastVotes.set(H(unb58(v)), int(s));
+  try {
+    voteProgram(bank, tx, tx.instructions[0].accounts, tx.instructions[0].data);
+  } catch (e) {
+    if (e instanceof InstructionError) reject(e.message.split(":")[0], e.message);
+    throw e;
+  }
+  const vh = bank.votesHash();
+  return ok({
+    landed: bank.landed.map(([v, s]) => [b58(K(v)), s]),
+    last_votes: [...bank.lastVotes.entries()].sort((a, b) => cmpBytes(K(a[0]), K(b[0]))).map(([v, s]) => [b58(K(v)), s]),
+    votes_hash: vh ? hex(vh) : null,
+  });
+};
+
+export const BANK_HANDLERS: { [key: string]: Handler } = {
+  "bank/genesis": genesis,
+  "bank/slot": Object.assign(slotH, { project: projectResults }),
+  "vote/vote-tx": voteTx,
+  "vote/vote-land": voteLand,
+};
+export { concat };

@@ -1,0 +1,202 @@
+"""The second, independent implementation: the TypeScript verifier in interop/verifier-ts/
+(written from spec/ and the vectors only, never from ambient_p2p/) checks every case of the
+committed interop/ tree, and a changed vector makes it fail that case.
+
+Needs `node` (>= 20) and npm; installs interop/verifier-ts/package-lock.json with `npm ci` on
+first use (the registry must be reachable then), as tests/test_net_interop_js.py does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INTEROP = ROOT / "interop"
+TS = INTEROP / "verifier-ts"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None,
+    reason="node/npm are not installed: the TypeScript verifier cannot run",
+)
+
+# Every handler the TypeScript verifier implements today: one missing from its report is a
+# regression, not "not implemented".
+IMPLEMENTED = {
+    "auction/bid-commitment",
+    "auction/close_auction",
+    "auction/commit_bid",
+    "auction/expire",
+    "auction/post_result",
+    "auction/register_miner",
+    "auction/request",
+    "auction/reveal_bid",
+    "bank/genesis",
+    "bank/slot",
+    "codec/reject",
+    "codec/roundtrip",
+    "crypto/ed25519-rfc8032",
+    "crypto/keypair",
+    "crypto/signature",
+    "lstake/leader-schedule",
+    "pol/commitment",
+    "pol/fingerprint",
+    "pol/opening",
+    "poh/entries",
+    "poh/hash_n",
+    "poh/mixin",
+    "shred/make",
+    "shred/merkle",
+    "shred/parse",
+    "shred/recover",
+    "shred/rs",
+    "tower/switch-stake",
+    "tower/vote-sequence",
+    "vote/vote-land",
+    "vote/vote-tx",
+}
+
+# One accept case per format whose input a one-byte change must make the verifier fail on
+# semantics alone (the input_sha256 in meta.json is recomputed, so the guard cannot catch it).
+SEMANTIC_FLIPS = {
+    "auction": "auction/request/opens",
+    "bank": "bank/slot/transfer",
+    "codec": "codec/roundtrip/node-info",
+    "crypto": "crypto/signature/valid-vote",
+    "lstake": "lstake/leader-schedule/equal-4",
+    "poh": "poh/hash_n/n1000_00",
+    "pol": "pol/commitment/greedy_12_tokens",
+    "shred": "shred/parse/data_first",
+    "tower": "tower/switch-stake/third-fork-counts",
+    "vote": "vote/vote-tx/valid",
+}
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Path:
+    if not (TS / "node_modules" / "cbor2").exists():
+        r = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=TS, capture_output=True, text=True, timeout=300
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["npm", "run", "--silent", "build"], cwd=TS, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, "tsc (strict) failed:\n" + r.stdout + r.stderr
+    return TS / "dist" / "main.js"
+
+
+def _run(main: Path, root: Path) -> tuple[int, dict[str, Any]]:
+    r = subprocess.run(["node", str(main), str(root), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def _failed(report: dict[str, Any]) -> dict[str, str]:
+    return {f"{e['format']}/{e['handler']}/{f['case']}": f["why"] for e in report["report"] for f in e["failed"]}
+
+
+def test_ts_verifier_passes_every_committed_case(verifier: Path) -> None:
+    rc, report = _run(verifier, INTEROP)
+    assert _failed(report) == {} and rc == 0
+    seen = {f"{e['format']}/{e['handler']}": e for e in report["report"]}
+    assert set(seen) >= IMPLEMENTED, sorted(IMPLEMENTED - set(seen))
+    # every case directory was checked (none skipped by the walker)
+    for key, entry in seen.items():
+        cases = [p for p in (INTEROP / key).iterdir() if p.is_dir()]
+        assert entry["cases"] == len(cases) == entry["passed"] > 0, key
+
+
+def _copy_case(case: str, dst_root: Path) -> Path:
+    dst = dst_root / case
+    shutil.copytree(INTEROP / case, dst)
+    return dst
+
+
+def _flip_input(case_dir: Path, fix_sha: bool) -> None:
+    meta = json.loads((case_dir / "meta.json").read_text())
+    path = case_dir / meta["input"]
+    data = bytearray(path.read_bytes())
+    if path.suffix == ".json":
+        text = data.decode()
+        hexrun = re.search(r"[0-9a-f]{32,}", text)
+        if hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
+            assert '"last_vote": 2' in text
+            text = text.replace('"last_vote": 2', '"last_vote": 5')
+        else:  # change one hex digit of the first long hex string: still valid JSON, other value
+            i = hexrun.start()
+            text = text[:i] + ("1" if text[i] != "1" else "2") + text[i + 1 :]
+        data = bytearray(text.encode())
+    else:
+        data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    if fix_sha:
+        meta["input_sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+        (case_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _edit_output(case_dir: Path) -> None:
+    out = json.loads((case_dir / "output.json").read_text())
+
+    def bump(x: Any) -> tuple[Any, bool]:
+        if isinstance(x, bool):
+            return (not x), True
+        if isinstance(x, int):
+            return x + 1, True
+        if isinstance(x, str) and x:
+            return x[:-1] + ("0" if x[-1] != "0" else "1"), True
+        if isinstance(x, list):
+            for i, v in enumerate(x):
+                x[i], done = bump(v)
+                if done:
+                    return x, True
+        if isinstance(x, dict):
+            for k in sorted(x):
+                x[k], done = bump(x[k])
+                if done:
+                    return x, True
+        return x, False
+
+    out, done = bump(out)
+    assert done
+    (case_dir / "output.json").write_text(json.dumps(out, indent=2, sort_keys=True))
+
+
+@pytest.mark.parametrize("mode", ["input-stale-sha", "input-semantic", "output-edited"])
+def test_ts_verifier_fails_a_changed_vector_of_every_format(verifier: Path, tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "interop"
+    for case in SEMANTIC_FLIPS.values():
+        d = _copy_case(case, root)
+        if mode == "output-edited":
+            _edit_output(d)
+        else:
+            _flip_input(d, fix_sha=mode == "input-semantic")
+    rc, report = _run(verifier, root)
+    failed = _failed(report)
+    assert rc == 1
+    assert set(failed) == set(SEMANTIC_FLIPS.values()), sorted(set(SEMANTIC_FLIPS.values()) - set(failed))
+    if mode == "input-semantic":
+        assert not any("input_sha256" in why for why in failed.values()), failed
+
+
+def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_path: Path) -> None:
+    """A must-reject vector given an output.json (i.e. claimed valid) fails: the verifier really rejects it."""
+    root = tmp_path / "interop"
+    cases = [
+        "codec/reject/non-shortest-int",
+        "shred/parse/bad_proof_entry",
+        "tower/vote-sequence/locked-out-fork",
+        "auction/reveal_bid/weak-salt",
+    ]
+    for case in cases:
+        d = _copy_case(case, root)
+        meta = json.loads((d / "meta.json").read_text())
+        meta["expect"] = "accept"
+        (d / "meta.json").write_text(json.dumps(meta))
+        (d / "output.json").write_text("{}")
+    rc, report = _run(verifier, root)
+    assert rc == 1 and set(_failed(report)) == set(cases)
