@@ -57,6 +57,14 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
     p.add_argument("--validator", action="store_true",
                    help="run the validator too (needs --genesis): produce, replay, vote, finalize")
+    p.add_argument("--miner", action="store_true",
+                   help="also mine (needs --genesis; runs the validator's replay): register, bid on queries for "
+                        "the embedded model, serve the ones won (spec/auction.md)")
+    p.add_argument("--miner-price", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
+                   help="miner: the price asked per output token (default: DEFAULT_PRICE_PER_TOKEN of "
+                        "ambient_p2p/node/miner.py)")
+    p.add_argument("--miner-threads", type=int, default=None, metavar="N",
+                   help="miner: torch CPU threads for the model (default 1)")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
                         "time, shreds go out during the slot); instant: the whole slot is computed when the "
@@ -162,7 +170,9 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         status_interval_s=args.status_interval,
         print_status=not args.quiet,
     )
+    _check_miner_args(args)
     validator = _make_validator(args, kp, data_dir)
+    ext = _compose_roles(args, validator)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -180,7 +190,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            await NetNode(cfg, validator).run()
+            await NetNode(cfg, ext).run()
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
@@ -207,6 +217,38 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     if interrupted["sig"]:
         print(f"stopped ({signal.Signals(interrupted['sig']).name})", file=sys.stderr, flush=True)
     return 0
+
+
+def _check_miner_args(args: argparse.Namespace) -> None:
+    """The miner options, before anything is written (a miner follows the chain: it runs
+    the validator's replay, so ``--miner`` implies ``--validator``)."""
+    if not args.miner:
+        if args.miner_price is not None or args.miner_threads is not None:
+            raise UserError("--miner-price and --miner-threads need --miner")
+        return
+    if not args.genesis:
+        raise UserError("--miner needs --genesis")
+    if args.miner_price is not None and not 1 <= args.miner_price <= 2**63:
+        raise UserError(f"--miner-price must be a positive number of lamports per token, not {args.miner_price}")
+    if args.miner_threads is not None and not 1 <= args.miner_threads <= 256:
+        raise UserError(f"--miner-threads must be 1..256, not {args.miner_threads}")
+    args.validator = True
+
+
+def _compose_roles(args: argparse.Namespace, validator: Any) -> Any:
+    """The node extension: the validator's roles (node/roles.py: the validator, the auction
+    control commands, and with ``--miner`` the miner beside it), or None without one."""
+    if validator is None:
+        return None
+    from ..node.miner import DEFAULT_MODEL_THREADS, DEFAULT_PRICE_PER_TOKEN, MinerOptions, MinerService
+    from ..node.roles import LocalBlobs, RoleNode
+
+    blobs = LocalBlobs()
+    if not args.miner:
+        return RoleNode(validator, None, blobs)
+    opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
+                        threads=args.miner_threads or DEFAULT_MODEL_THREADS)
+    return RoleNode(validator, MinerService(validator, opts, blobs), blobs)
 
 
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
