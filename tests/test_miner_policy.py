@@ -17,7 +17,6 @@ from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import crypto, pol
 from ambient_p2p.core import miner_policy as mp
 from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE
-from ambient_p2p.core.token_blob import TokenBlobError, parse_token_blob, token_blob
 from ambient_p2p.interop.formats import auction as F
 
 #: a vectors miner's balance after its registration fee
@@ -260,25 +259,3 @@ def test_two_policies_drive_the_program_to_a_posted_result_at_the_second_price()
     assert c.total() == total  # no lamport created or lost
     assert slow.refused == {"cannot-finish-in-time": 1}
     assert c.bank.balance(q.winner) < FUNDS_AFTER_REGISTER - q.bond_lamports + 1  # the winner was paid nothing yet
-
-
-# ---------------------------------------------------------------------------------------
-# token blobs
-# ---------------------------------------------------------------------------------------
-@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=300))
-def test_token_blob_hashes_to_tokens_hash_and_round_trips(tokens: list[int]) -> None:
-    blob = token_blob(tokens)
-    assert crypto.sha256(blob) == pol.tokens_hash(tokens)
-    assert parse_token_blob(blob) == tokens
-
-
-@pytest.mark.parametrize("data", [b"", b"xx", token_blob([1, 2])[:-1], token_blob([1, 2]) + b"\0",
-                                  pol.DOMAIN_TOKENS + b"\0\0\0\0", b"other-domain" + token_blob([1])[22:]])
-def test_malformed_token_blobs_are_refused(data: bytes) -> None:
-    with pytest.raises(TokenBlobError):
-        parse_token_blob(data)
-
-
-def test_token_blob_size_limits() -> None:
-    with pytest.raises(TokenBlobError):
-        token_blob([])

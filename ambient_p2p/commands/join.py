@@ -172,7 +172,8 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     )
     _check_miner_args(args)
     validator = _make_validator(args, kp, data_dir)
-    ext = _compose_roles(args, validator)
+    blobs = _make_blobs(args, data_dir)
+    roles = _compose_roles(args, validator, blobs)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -190,7 +191,10 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            await NetNode(cfg, ext).run()
+            from ..node.blobs import BlobExtension
+            from ..node.compose import compose
+
+            await NetNode(cfg, compose(roles, BlobExtension(blobs))).run()
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
@@ -235,20 +239,19 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     args.validator = True
 
 
-def _compose_roles(args: argparse.Namespace, validator: Any) -> Any:
-    """The node extension: the validator's roles (node/roles.py: the validator, the auction
-    control commands, and with ``--miner`` the miner beside it), or None without one."""
+def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
+    """The validator's roles (node/roles.py: the validator, the auction control commands,
+    and with ``--miner`` the miner beside it, using the node's blob service), or None."""
     if validator is None:
         return None
     from ..node.miner import DEFAULT_MODEL_THREADS, DEFAULT_PRICE_PER_TOKEN, MinerOptions, MinerService
-    from ..node.roles import LocalBlobs, RoleNode
+    from ..node.roles import RoleNode
 
-    blobs = LocalBlobs()
     if not args.miner:
-        return RoleNode(validator, None, blobs)
+        return RoleNode(validator)
     opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
                         threads=args.miner_threads or DEFAULT_MODEL_THREADS)
-    return RoleNode(validator, MinerService(validator, opts, blobs), blobs)
+    return RoleNode(validator, MinerService(validator, opts, blobs))
 
 
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
@@ -289,6 +292,26 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
                          poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
     except TowerError as exc:
         raise UserError(f"{data_dir}: {exc}") from None
+
+
+def _make_blobs(args: argparse.Namespace, data_dir: Path) -> Any:
+    """The node's blob service (spec/blobs.md): every node serves and caches blobs; with a
+    genesis it knows the slot and prunes expired ones."""
+    from ..node.blobs import BLOBS_DIR, BlobService, BlobStore, genesis_slot_clock
+
+    slot_now = None
+    if args.genesis:
+        from ..core.codec import decode
+        from ..core.messages import Genesis
+        from ..node.validator import slot_duration_ms
+
+        g = decode(Path(args.genesis).read_bytes(), expected=Genesis)
+        slot_now = genesis_slot_clock(g.creation_time_s, slot_duration_ms(g))
+    try:
+        store = BlobStore(data_dir / BLOBS_DIR)
+    except OSError as exc:
+        raise UserError(f"cannot open the blob store in {data_dir / BLOBS_DIR}: {exc.strerror}") from None
+    return BlobService(store, slot_now=slot_now)
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -41,8 +41,6 @@ SELF_CLOSE_GRACE_SLOTS = 6
 #: Slots past the deadline after which the command stops following the query.
 GIVE_UP_AFTER_DEADLINE_SLOTS = 40
 ANSWER_FETCH_TIMEOUT_S = 20.0
-#: The prompt blob is kept this many slots past the deadline.
-PROMPT_RETENTION_SLOTS = 2_000
 
 
 def register(sub: Any) -> None:
@@ -110,7 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from ..core import pol
     from ..core.bank import LAMPORTS_PER_SIGNATURE
     from ..core.crypto import CryptoError, encode_address, read_keypair_file
-    from ..core.token_blob import parse_token_blob, token_blob
+    from ..node.blobs import BLOB_RETENTION_SLOTS, blob_tokens, token_blob
 
     data_dir = Path(args.node)
     key_path = Path(args.keypair) if args.keypair else data_dir / "identity.json"
@@ -149,7 +147,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     cur = int(st["consensus"]["slot"])
     h = node({"cmd": "put_blob", "data_b64": base64.b64encode(token_blob(prompt)).decode(),
-              "keep_until_slot": cur + deadline_slots + PROMPT_RETENTION_SLOTS})["sha256"]
+              "keep_until_slot": cur + deadline_slots + BLOB_RETENTION_SLOTS})["sha256"]
     if bytes.fromhex(h) != params.prompt_hash:
         raise UserError("the node stored the prompt under another hash")
     bh = bytes.fromhex(node({"cmd": "recent_blockhash"})["blockhash"])
@@ -228,7 +226,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         got = node({"cmd": "get_blob", "sha256": q["output_hash"], "timeout_s": ANSWER_FETCH_TIMEOUT_S},
                    timeout_s=ANSWER_FETCH_TIMEOUT_S + 10)
         if got.get("data_b64"):
-            answer = tok.decode(parse_token_blob(base64.b64decode(got["data_b64"])))
+            answer = tok.decode(blob_tokens(base64.b64decode(got["data_b64"])))
     bal1 = int(node({"cmd": "balance", "address": kp.address})["lamports"])
     record = {"query": qaddr, "status": q["status"], "answer": answer, "requester": kp.address,
               "miner": q["winner"], "clearing_price_per_token": q["clearing_price"], "num_tokens": q["num_tokens"],

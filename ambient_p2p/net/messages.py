@@ -34,6 +34,10 @@ MAX_POL_POSITIONS = 64
 MAX_POL_OPENING_BYTES = 4096
 MAX_PEERS_IN_LIST = 64
 MAX_MULTIADDR_CHARS = 256
+#: Largest blob (spec/blobs.md): the token blob of the auction's largest prompt (16,384
+#: token ids of 4 bytes plus the 26-byte header = 65,562 bytes, spec/auction.md
+#: ``prompt_tokens``) with room to spare; every answer (<= 4,096 tokens) fits four times.
+MAX_BLOB_BYTES = 65 * 1024
 
 
 @message(type_id=0x0200, version=1, max_size=MAX_GOSSIP_PAYLOAD_BYTES + GOSSIP_ENVELOPE_OVERHEAD_BYTES)
@@ -170,6 +174,26 @@ class ShredPushAck:
     nonce: int = fld(UInt(32))
     inserted: int = fld(UInt(32))
     rejected: int = fld(UInt(32))
+
+
+@message(type_id=0x0219, version=1, max_size=128)
+@dataclass(frozen=True)
+class BlobRequest:
+    """Ask a peer for the blob whose sha256 is ``sha256`` (``/ambient/blob/1``, spec/blobs.md)."""
+
+    nonce: int = fld(UInt(32))
+    sha256: bytes = fld(Bytes(32, exact=True))
+
+
+@message(type_id=0x021A, version=1, max_size=MAX_BLOB_BYTES + 128)
+@dataclass(frozen=True)
+class BlobResponse:
+    """The blob's bytes, or no ``data`` field when the responder does not hold it. The
+    requester keeps ``data`` only if ``sha256(data) == sha256`` == the hash it asked for."""
+
+    nonce: int = fld(UInt(32))
+    sha256: bytes = fld(Bytes(32, exact=True))
+    data: bytes | None = fld(Opt(Bytes(MAX_BLOB_BYTES)), default=None)
 
 
 # -- envelope signing -----------------------------------------------------------------------

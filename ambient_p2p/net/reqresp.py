@@ -33,6 +33,8 @@ from .messages import (
     REPAIR_HIGHEST,
     REPAIR_ORPHAN,
     REPAIR_SHRED,
+    BlobRequest,
+    BlobResponse,
     ErrorResponse,
     NoncedShreds,
     PeersRequest,
@@ -95,16 +97,22 @@ REPAIR_SLOT: ReqRespProtocol[SlotShredsRequest, NoncedShreds] = ReqRespProtocol(
 SHRED_PUSH: ReqRespProtocol[NoncedShreds, ShredPushAck] = ReqRespProtocol(
     "/ambient/shred-push/1", NoncedShreds, ShredPushAck, (32.0, 16.0)
 )
+#: Content-addressed blobs (spec/blobs.md): prompts and answers by sha256. A response is up
+#: to 65 KiB, so the refill (8/s) bounds what one peer can pull from us to ~0.5 MiB/s.
+BLOB: ReqRespProtocol[BlobRequest, BlobResponse] = ReqRespProtocol(
+    "/ambient/blob/1", BlobRequest, BlobResponse, (32.0, 8.0)
+)
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
-    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH)
+    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
 PROTO_PEERS = PEERS.proto_id
 PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
 PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
+PROTO_BLOB = BLOB.proto_id
 
 
 class ReqRespError(ProtocolError):

@@ -31,7 +31,7 @@ from ..core import auction_tx as atx
 from ..core import miner_policy as mp
 from ..core.codec import encode
 from ..core.crypto import encode_address, sha256
-from ..core.token_blob import TokenBlobError, parse_token_blob, token_blob
+from .blobs import BLOB_RETENTION_SLOTS, DEFAULT_FETCH_TIMEOUT_S, BlobError, blob_tokens, token_blob
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
@@ -46,21 +46,17 @@ DEFAULT_MODEL_THREADS = 1
 #: Calibration: tokens generated from a short prompt to measure ms per token at start-up.
 CALIBRATION_PROMPT = "Count from one to ten."
 CALIBRATION_TOKENS = 8
-#: How long the winner waits for the prompt blob (local store, then peers).
-PROMPT_FETCH_TIMEOUT_S = 10.0
-#: The answer blob is kept this many slots past the query's deadline (spec/auction.md).
-ANSWER_RETENTION_SLOTS = 2_000
 #: Recent served queries listed in ``status``.
 STATUS_RECENT = 8
 PROOF_DIR = "pol-proofs"
 
 
 class BlobAccess(Protocol):
-    """What the miner needs of the node's blob service (node/blobs.py)."""
+    """What the miner needs of the node's blob service (node/blobs.py ``BlobService``)."""
 
-    def put(self, data: bytes, keep_until_slot: int) -> bytes: ...
+    async def put(self, data: bytes, keep_until_slot: int) -> bytes: ...
 
-    async def fetch(self, h: bytes, timeout_s: float = ...) -> bytes | None: ...
+    async def fetch(self, h: bytes, *, timeout_s: float = ...) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -241,14 +237,14 @@ class MinerService:
     async def serve(self, q: au.QueryAccount) -> None:
         assert self.lm is not None and self.book is not None
         qid = au.query_address(q.requester, q.nonce)
-        data = await self.blobs.fetch(q.prompt_hash, timeout_s=PROMPT_FETCH_TIMEOUT_S)
+        data = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
         if data is None:
             return self._fail(qid, "prompt-unavailable")
         try:
             if sha256(data) != q.prompt_hash:
-                raise TokenBlobError("the prompt blob does not hash to the query's prompt_hash")
-            prompt = parse_token_blob(data)
-        except TokenBlobError:
+                raise BlobError("bad-hash", "the prompt blob does not hash to the query's prompt_hash")
+            prompt = blob_tokens(data)
+        except BlobError:
             return self._fail(qid, "prompt-malformed")
         proof_path = self.v.data_dir / PROOF_DIR / f"{qid.hex()}.cbor"
         try:
@@ -256,7 +252,10 @@ class MinerService:
                                                 limiter=self.worker)
         except (RuntimeError, ValueError, OSError):
             return self._fail(qid, "model-error")
-        self.blobs.put(token_blob(job.output), q.deadline_slot + ANSWER_RETENTION_SLOTS)
+        try:
+            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
+        except BlobError:
+            return self._fail(qid, "answer-not-stored")
         self.jobs[qid] = job
         self.book.job_done(qid, len(prompt), len(job.output), job.model_s * 1000)
         self.recent = [*self.recent, {"query": encode_address(qid), "tokens": len(job.output),

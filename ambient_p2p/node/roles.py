@@ -12,14 +12,12 @@ This module delegates to the validator and adds
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..core import auction as au
 from ..core.crypto import CryptoError, decode_address, encode_address
-from ..core.crypto import sha256 as _sha256
 from .miner import MinerService, auction_view
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,63 +85,12 @@ def auction_control(bank: Bank, slot: int, req: dict[str, Any]) -> dict[str, Any
     return None
 
 
-class LocalBlobs:
-    """FALLBACK until node/blobs.py (the ``blobs`` helper's BlobService) is merged: a
-    local, in-memory blob store with the same calls, never fetching from peers. It lets a
-    single miner serve queries submitted through its own node; cross-node prompts need
-    the real blob service."""
-
-    MAX_BLOBS = 4096
-
-    def __init__(self) -> None:
-        self._blobs: dict[bytes, tuple[bytes, int]] = {}
-
-    def put(self, data: bytes, keep_until_slot: int) -> bytes:
-        h = _sha256(data)
-        self._blobs[h] = (bytes(data), keep_until_slot)
-        while len(self._blobs) > self.MAX_BLOBS:
-            del self._blobs[next(iter(self._blobs))]
-        return h
-
-    def get(self, h: bytes) -> bytes | None:
-        e = self._blobs.get(bytes(h))
-        return None if e is None else e[0]
-
-    async def fetch(self, h: bytes, timeout_s: float = 5.0) -> bytes | None:
-        deadline = trio.current_time() + timeout_s
-        d = self.get(h)
-        while d is None and trio.current_time() < deadline:
-            await trio.sleep(0.2)
-            d = self.get(h)
-        return d
-
-    def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        cmd = req.get("cmd")
-        if cmd == "put_blob":
-            try:
-                data = base64.b64decode(str(req["data_b64"]), validate=True)
-                keep = int(req["keep_until_slot"])
-            except (KeyError, ValueError, TypeError):
-                return {"ok": False, "error": "put_blob needs data_b64 and keep_until_slot"}
-            return {"ok": True, "sha256": self.put(data, keep).hex()}
-        if cmd == "get_blob":
-            try:
-                h = bytes.fromhex(str(req["sha256"]))
-            except (KeyError, ValueError):
-                return {"ok": False, "error": "get_blob needs sha256 (hex)"}
-            d = self.get(h)
-            return {"ok": True, "data_b64": None if d is None else base64.b64encode(d).decode()}
-        return None
-
-
 class RoleNode:
     """The node extension for a validator with (optionally) a miner beside it."""
 
-    def __init__(self, validator: Validator, miner: MinerService | None = None,
-                 blobs: LocalBlobs | None = None) -> None:
+    def __init__(self, validator: Validator, miner: MinerService | None = None) -> None:
         self.validator = validator
         self.miner = miner
-        self.local_blobs = blobs
 
     def payload_checks(self) -> dict[str, PayloadCheck]:
         return self.validator.payload_checks()
@@ -178,10 +125,6 @@ class RoleNode:
             if res is None:
                 return {"ok": False, "error": "the validator has no frozen bank yet"}
             return auction_control(res.bank, slot, req)
-        if self.local_blobs is not None:
-            out = self.local_blobs.control(req)
-            if out is not None:
-                return out
         return await v.control(req)
 
     async def run(self, node: Any) -> None:
