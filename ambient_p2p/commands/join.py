@@ -72,6 +72,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger-keep-slots", type=int, default=None, metavar="N",
                    help="validator: slots of ledger history kept below the root by the cleanup "
                         "(default: DEFAULT_KEEP_SLOTS of ambient_p2p/ledger/cleanup.py; spec/blockstore.md)")
+    p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
@@ -227,9 +228,14 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     """The miner options, before anything is written (a miner follows the chain: it runs
     the validator's replay, so ``--miner`` implies ``--validator``)."""
     if not args.miner:
-        if args.miner_price is not None or args.miner_threads is not None:
+        if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
             raise UserError("--miner-price and --miner-threads need --miner")
         return
+    if args.miner_fault is not None:
+        from ..devnet.miner_faults import FAULTS
+
+        if args.miner_fault not in FAULTS:
+            raise UserError(f"--miner-fault must be one of {', '.join(FAULTS)}")
     if not args.genesis:
         raise UserError("--miner needs --genesis")
     if args.miner_price is not None and not 1 <= args.miner_price <= 2**63:
@@ -251,6 +257,10 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
         return RoleNode(validator)
     opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
                         threads=args.miner_threads or DEFAULT_MODEL_THREADS)
+    if args.miner_fault is not None:  # test harness (hidden flag)
+        from ..devnet.miner_faults import faulty_miner
+
+        return RoleNode(validator, faulty_miner(args.miner_fault, validator, opts, blobs))
     return RoleNode(validator, MinerService(validator, opts, blobs))
 
 
