@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     data_dir = Path(args.data_dir or "ambient-node")
+    _check_miner_args(args)
     # validate user input before the (slow) libp2p import
     from ..net.host import HostError, parse_multiaddr, parse_peer_multiaddr
 
@@ -171,7 +172,6 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         status_interval_s=args.status_interval,
         print_status=not args.quiet,
     )
-    _check_miner_args(args)
     validator = _make_validator(args, kp, data_dir)
     blobs = _make_blobs(args, data_dir)
     roles = _compose_roles(args, validator, blobs)
@@ -229,7 +229,7 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     the validator's replay, so ``--miner`` implies ``--validator``)."""
     if not args.miner:
         if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
-            raise UserError("--miner-price and --miner-threads need --miner")
+            raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
         return
     if args.miner_fault is not None:
         from ..devnet.miner_faults import FAULTS
