@@ -95,6 +95,21 @@ def test_the_time_rule_is_at_the_boundary() -> None:
     assert mp.bid_refusal(_cfg(), mp.Speed(1.0, per + 1), q, 101, RICH) == "cannot-finish-in-time"
 
 
+def test_a_backlog_of_bids_counts_against_the_time_rule() -> None:
+    """Jobs run one at a time: a miner that already holds bids whose work fills the window
+    does not bid again until one is served."""
+    q = _query()
+    window = mp.serve_window_ms(_cfg(), q)
+    per = (window / 2.5 / mp.SPEED_SAFETY_FACTOR - 40 * 1.0) / 32  # a job is 0.4 of the window: two fit
+    b = _book(speed=mp.Speed(1.0, per))
+    qids = [bytes([i]) * 32 for i in (1, 2, 3)]
+    assert [type(a) for a in b.tick(101, {qids[0]: q, qids[1]: q}, {}, RICH)] == [mp.Commit, mp.Commit]
+    assert b.tick(102, {k: q for k in qids}, {}, RICH) == []
+    assert b.refused == {"cannot-finish-in-time": 1}
+    b.job_done(qids[0], 40, 32, 32 * per + 40)
+    assert b.queued_ms() == pytest.approx(b.memos[qids[1]].est_ms)
+
+
 def test_speed_follows_measurements() -> None:
     s = mp.Speed(1.0, 100.0).observe(prompt_tokens=10, output_tokens=10, elapsed_ms=10 + 10 * 200)
     assert s.ms_per_output_token == pytest.approx(0.7 * 100 + 0.3 * 200)

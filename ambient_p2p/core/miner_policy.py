@@ -16,7 +16,8 @@ injected ``random.Random`` (the service passes ``random.SystemRandom()``), time 
 
 "Cannot finish in time, do not bid": the model's estimated time, ``prompt_tokens ×
 ms_per_prompt_token + max_output_tokens × ms_per_output_token``, times
-``SPEED_SAFETY_FACTOR``, must fit in the slots between the earliest award (``reveal_end +
+``SPEED_SAFETY_FACTOR``, plus the same estimate for every bid in flight not yet served
+(jobs run one at a time), must fit in the slots between the earliest award (``reveal_end +
 LAND_SLOTS``) and the latest post (``deadline − LAND_SLOTS``).
 """
 
@@ -114,6 +115,7 @@ class BidMemo:
     salt: bytes
     bond: int
     commit_sent: int
+    est_ms: float = 0.0  # the job's estimated time with the safety factor
     landed: bool = False
     awarded: bool = False
     reveal_sent: int | None = None
@@ -128,8 +130,10 @@ def serve_window_ms(cfg: MinerConfig, q: QueryAccount) -> float:
     return max(0, q.deadline_slot - q.reveal_end_slot - 2 * LAND_SLOTS) * cfg.slot_ms
 
 
-def bid_refusal(cfg: MinerConfig, speed: Speed, q: QueryAccount, slot: int, balance: int) -> str | None:
-    """Why this miner does not bid on ``q`` now, or None: it bids."""
+def bid_refusal(cfg: MinerConfig, speed: Speed, q: QueryAccount, slot: int, balance: int,
+                queued_ms: float = 0.0) -> str | None:
+    """Why this miner does not bid on ``q`` now, or None: it bids. ``queued_ms``: the
+    estimated work of its bids not yet served (it runs one job at a time)."""
     if q.status != QueryStatus.OPEN:
         return "not-open"
     if q.model_id != cfg.model_id:
@@ -141,7 +145,7 @@ def bid_refusal(cfg: MinerConfig, speed: Speed, q: QueryAccount, slot: int, bala
     if cfg.price_per_token > q.max_price_per_token:
         return "price-above-max"
     need = speed.estimate_ms(q.prompt_tokens, q.max_output_tokens) * SPEED_SAFETY_FACTOR
-    if need > serve_window_ms(cfg, q):
+    if need + queued_ms > serve_window_ms(cfg, q):
         return "cannot-finish-in-time"
     if balance < q.bond_lamports + FEE_RESERVE_LAMPORTS:
         return "bond-unaffordable"
@@ -179,14 +183,15 @@ class MinerBook:
             if memo is None:
                 if qid in self.considered:
                     continue
-                why = bid_refusal(self.cfg, self.speed, q, slot, balance)
+                why = bid_refusal(self.cfg, self.speed, q, slot, balance, self.queued_ms())
                 if why is not None:
                     self.refused[why] = self.refused.get(why, 0) + 1
                     self.considered.add(qid)
                     continue
                 price = self.cfg.price_per_token
                 salt = self.rng.getrandbits(256).to_bytes(32, "little")
-                self.memos[qid] = BidMemo(qid, price, salt, q.bond_lamports, commit_sent=slot)
+                est = self.speed.estimate_ms(q.prompt_tokens, q.max_output_tokens) * SPEED_SAFETY_FACTOR
+                self.memos[qid] = BidMemo(qid, price, salt, q.bond_lamports, commit_sent=slot, est_ms=est)
                 self.considered.add(qid)
                 balance -= q.bond_lamports
                 out.append(Commit(qid, price, salt))
@@ -242,6 +247,11 @@ class MinerBook:
             self.lost += 1
         del self.memos[qid]
         return None
+
+    def queued_ms(self) -> float:
+        """Estimated work of every bid in flight not yet served: each may still be won,
+        and jobs run one at a time (so a backlog never makes a won query miss its deadline)."""
+        return sum(m.est_ms for m in self.memos.values() if not m.result_ready)
 
     def job_done(self, query: bytes, prompt_tokens: int, output_tokens: int, elapsed_ms: float) -> None:
         m = self.memos.get(query)
