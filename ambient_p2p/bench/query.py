@@ -17,6 +17,12 @@ Figures per query and their medians:
 * ``model_s`` = the miner's job (prompt fetch excluded: model and PoL commit), from its status;
 * ``chain_s`` = e2e - auction - model: close landing, prompt fetch, post landing;
 * ``ref_gen_s`` = this process's generation of the same tokens; ``e2e / ref`` the ratio.
+
+With ``--load-seconds S`` it then samples node 0's consensus once a second for S seconds
+without queries and S seconds while one request per ``--load-interval`` (default 2) s is
+signed here and submitted through node 0 (issue 12: the model work must not slow consensus
+by more than 10%): finalized slots per clock slot, and the mean lag of the confirmed and
+finalized slots behind the clock slot; and how the load's requests ended.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--queries", type=int, default=5, help="queries, one after another (default 5)")
     p.add_argument("--max-tokens", type=int, default=24, help="output tokens per query (default 24)")
     p.add_argument("--slot-ms", type=int, default=None, help="slot duration in ms (default: the localnet's)")
+    p.add_argument("--load-seconds", type=float, default=0.0, metavar="S",
+                   help="also compare consensus for S seconds without and S seconds with a query load of one "
+                        "request per --load-interval seconds (default 0: skip)")
+    p.add_argument("--load-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between load requests (default 2)")
     p.add_argument("--dir", default=None, help="keep node data and nodes.log here (default: a temporary directory)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(func=cmd_query_bench)
@@ -60,7 +71,80 @@ def _miner(net: Any, i: int) -> dict[str, Any]:
         return {}
 
 
-def run_query_bench(root: Path, nodes: int, queries: int, max_tokens: int, slot_ms: int | None) -> dict[str, Any]:
+def _consensus_window(net: Any, seconds: float, load: Any = None) -> dict[str, Any]:
+    """Sample node 0 once a second for ``seconds`` (calling ``load(t)`` in between when
+    given): finalized slots per clock slot, and the lag of confirmed and finalized behind
+    the clock slot (a confirmation-latency figure in slots)."""
+    first = net.nodes[0].status()["consensus"]
+    conf_lag, fin_lag = [], []
+    t0 = time.monotonic()
+    next_sample = t0
+    while time.monotonic() - t0 < seconds:
+        if load is not None:
+            load(time.monotonic() - t0)
+        if time.monotonic() >= next_sample:
+            c = net.nodes[0].status()["consensus"]
+            conf_lag.append(c["slot"] - c["confirmed"])
+            fin_lag.append(c["slot"] - c["finalized"])
+            next_sample += 1.0
+        time.sleep(0.05)
+    last = net.nodes[0].status()["consensus"]
+    clock = max(1, last["slot"] - first["slot"])
+    stall = last.get("loop_stall_ms", {})
+    return {"clock_slots": clock, "finalized_per_clock_slot": round((last["finalized_slots"] - first["finalized_slots"])
+                                                                    / clock, 3),
+            "confirmed_lag_slots_mean": round(statistics.fmean(conf_lag), 2),
+            "finalized_lag_slots_mean": round(statistics.fmean(fin_lag), 2),
+            "node0_loop_stall_p99_ms": stall.get("p99")}
+
+
+class _Load:
+    """Requests signed here and submitted through node 0 (no CLI process per request, so
+    the bench itself stays light): one every ``interval`` seconds, rotating test users."""
+
+    def __init__(self, net: Any, lm: Any, users: list[Any], interval: float, max_tokens: int) -> None:
+        import base64
+
+        from ..node.blobs import BLOB_RETENTION_SLOTS, token_blob
+
+        self.net, self.lm, self.users, self.interval, self.max_tokens = net, lm, users, interval, max_tokens
+        self.prompt = lm.encode_prompt(PROMPTS[0])
+        slot = int(net.nodes[0].status()["consensus"]["slot"])
+        net.nodes[0].control({"cmd": "put_blob", "data_b64": base64.b64encode(token_blob(self.prompt)).decode(),
+                              "keep_until_slot": slot + 100_000 + BLOB_RETENTION_SLOTS})
+        self.sent: list[bytes] = []
+
+    def __call__(self, t: float) -> None:
+        if t < len(self.sent) * self.interval:
+            return
+        import secrets
+
+        from ..core import auction as au
+        from ..core import auction_tx as atx
+        from ..core import pol
+
+        kp = self.users[len(self.sent) % len(self.users)]
+        p = au.RequestParams(nonce=secrets.randbits(63), model_id=self.lm.model_id,
+                             prompt_hash=pol.tokens_hash(self.prompt), prompt_tokens=len(self.prompt),
+                             max_output_tokens=self.max_tokens, max_price_per_token=100, temp_milli=0,
+                             sample_seed=pol.ZERO_HASH, deadline_slots=75)
+        bh = bytes.fromhex(self.net.nodes[0].control({"cmd": "recent_blockhash"})["blockhash"])
+        self.net.nodes[0].control({"cmd": "submit_tx", "tx_hex": atx.request_transaction(kp, p, bh).hex()})
+        self.sent.append(au.query_address(kp.pubkey, p.nonce))
+
+    def outcome(self) -> dict[str, int]:
+        from ..core.crypto import encode_address
+
+        out: dict[str, int] = {}
+        for qid in self.sent:
+            q = self.net.nodes[0].control({"cmd": "auction_query", "query": encode_address(qid)})["query"]
+            k = "not-landed" if q is None else q["status"]
+            out[k] = out.get(k, 0) + 1
+        return out
+
+
+def run_query_bench(root: Path, nodes: int, queries: int, max_tokens: int, slot_ms: int | None,
+                    load_s: float = 0.0, load_interval_s: float = 2.0) -> dict[str, Any]:
     import torch
 
     from ..core.crypto import write_keypair_file
@@ -106,10 +190,24 @@ def run_query_bench(root: Path, nodes: int, queries: int, max_tokens: int, slot_
                          "chain_s": round(e2e - auction - model_s, 2), "ref_gen_s": round(gen.total_s, 3),
                          "cli_s": rec["seconds"]})
             print(f"query {n + 1}/{queries}: {rows[-1]}", file=sys.stderr, flush=True)
+        load: dict[str, Any] = {}
+        if load_s > 0:
+            print(f"consensus without queries for {load_s:g} s ...", file=sys.stderr, flush=True)
+            load["idle"] = _consensus_window(net, load_s)
+            loader = _Load(net, lm, user_keypairs(net.chain_id), load_interval_s, max_tokens)
+            print(f"consensus with one request per {load_interval_s:g} s for {load_s:g} s ...", file=sys.stderr,
+                  flush=True)
+            load["loaded"] = _consensus_window(net, load_s, loader)
+            time.sleep(40 * slot_s)  # let the last auctions close before counting outcomes
+            load["requests"] = len(loader.sent)
+            load["outcomes"] = loader.outcome()
+            load["miner"] = {k: v for k, v in _miner(net, nodes - 1).items()
+                             if k in ("auctions_entered", "auctions_won", "queries_served", "not_bid", "expired")}
     med = {k: statistics.median(r[k] for r in rows) for k in ("e2e_s", "auction_s", "model_s", "chain_s",
                                                               "ref_gen_s", "cli_s", "tokens")}
     ref = med["ref_gen_s"]
     return {"nodes": nodes, "queries": queries, "max_tokens": max_tokens, "slot_ms": slot_s * 1000, "rows": rows,
+            "load": load,
             "median": med, "ratio_to_ref": {k: round(med[k] / ref, 1) for k in ("e2e_s", "auction_s", "model_s",
                                                                                    "chain_s")}}
 
@@ -123,9 +221,12 @@ def cmd_query_bench(args: argparse.Namespace) -> int:
         raise UserError("--max-tokens must be 1..4096")
     if args.slot_ms is not None and not 40 <= args.slot_ms <= 60_000:
         raise UserError("--slot-ms must be 40..60000")
+    if not 0 <= args.load_seconds <= 3600 or not 0.1 <= args.load_interval <= 600:
+        raise UserError("--load-seconds must be 0..3600 and --load-interval 0.1..600")
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-bench-query-"))
     try:
-        res = run_query_bench(root, args.nodes, args.queries, args.max_tokens, args.slot_ms)
+        res = run_query_bench(root, args.nodes, args.queries, args.max_tokens, args.slot_ms, args.load_seconds,
+                              args.load_interval)
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
@@ -138,6 +239,15 @@ def cmd_query_bench(args: argparse.Namespace) -> int:
     print(f"    model (the miner's job):           {m['model_s']:.2f} s = {r['model_s']}x")
     print(f"    chain (close, fetch, post):        {m['chain_s']:.1f} s = {r['chain_s']}x")
     print(f"  the query command's wall time: {m['cli_s']:.1f} s (tokenize, submit, landing, answer fetch)")
+    ld = res["load"]
+    if ld:
+        a, b = ld["idle"], ld["loaded"]
+        print(f"  consensus, node 0, {args.load_seconds:g} s each: without queries -> with one request per "
+              f"{args.load_interval:g} s ({ld['requests']} requests: {ld['outcomes']})")
+        for k in ("finalized_per_clock_slot", "confirmed_lag_slots_mean", "finalized_lag_slots_mean",
+                  "node0_loop_stall_p99_ms"):
+            print(f"    {k}: {a[k]} -> {b[k]}")
+        print(f"    miner: {ld['miner']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0

@@ -237,7 +237,10 @@ class MinerService:
     async def serve(self, q: au.QueryAccount) -> None:
         assert self.lm is not None and self.book is not None
         qid = au.query_address(q.requester, q.nonce)
-        data = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+        try:
+            data = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+        except BlobError:  # e.g. the store is full
+            data = None
         if data is None:
             return self._fail(qid, "prompt-unavailable")
         try:
