@@ -10,6 +10,7 @@ numbers from another day).
 | ``blockstore`` | :mod:`.ledger` | validated shred inserts/s | raw rocksdict WriteBatch puts |
 | ``gossip`` | :mod:`.gossip` | gossip msgs/s, latency, loss, CPU on a localnet | raw loopback TCP socket; js-libp2p |
 | ``consensus`` | :mod:`.consensus` | confirmation latency, finalized slots per clock slot, forks, loop stall on a validator localnet | the slot clock |
+| ``query`` | :mod:`.query` | a query's request-to-result latency: auction windows, model time, chain time | the model's own generation of the same tokens |
 
 Recorded results (with the command that produced them) live in ``benchmarks/results/``.
 Modules import their heavy dependencies inside their handlers so ``--help`` stays fast.
@@ -17,7 +18,7 @@ Modules import their heavy dependencies inside their handlers so ``--help`` stay
 
 from __future__ import annotations
 
-from . import consensus, gossip, ledger, pol
+from . import consensus, gossip, ledger, pol, query
 
 #: Modules whose ``add_parser(sub)`` adds their subcommands to ``ambient-p2p bench``.
-BENCH_MODULES = (pol, ledger, gossip, consensus)
+BENCH_MODULES = (pol, ledger, gossip, consensus, query)

@@ -57,6 +57,14 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
     p.add_argument("--validator", action="store_true",
                    help="run the validator too (needs --genesis): produce, replay, vote, finalize")
+    p.add_argument("--miner", action="store_true",
+                   help="also mine (needs --genesis; runs the validator's replay): register, bid on queries for "
+                        "the embedded model, serve the ones won (spec/auction.md)")
+    p.add_argument("--miner-price", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
+                   help="miner: the price asked per output token (default: DEFAULT_PRICE_PER_TOKEN of "
+                        "ambient_p2p/node/miner.py)")
+    p.add_argument("--miner-threads", type=int, default=None, metavar="N",
+                   help="miner: torch CPU threads for the model (default 1)")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
                         "time, shreds go out during the slot); instant: the whole slot is computed when the "
@@ -64,6 +72,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger-keep-slots", type=int, default=None, metavar="N",
                    help="validator: slots of ledger history kept below the root by the cleanup "
                         "(default: DEFAULT_KEEP_SLOTS of ambient_p2p/ledger/cleanup.py; spec/blockstore.md)")
+    p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
@@ -123,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     data_dir = Path(args.data_dir or "ambient-node")
+    _check_miner_args(args)
     # validate user input before the (slow) libp2p import
     from ..net.host import HostError, parse_multiaddr, parse_peer_multiaddr
 
@@ -164,6 +174,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     )
     validator = _make_validator(args, kp, data_dir)
     blobs = _make_blobs(args, data_dir)
+    roles = _compose_roles(args, validator, blobs)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -184,7 +195,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
 
-            await NetNode(cfg, compose(validator, BlobExtension(blobs))).run()
+            await NetNode(cfg, compose(roles, BlobExtension(blobs))).run()
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
@@ -211,6 +222,46 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     if interrupted["sig"]:
         print(f"stopped ({signal.Signals(interrupted['sig']).name})", file=sys.stderr, flush=True)
     return 0
+
+
+def _check_miner_args(args: argparse.Namespace) -> None:
+    """The miner options, before anything is written (a miner follows the chain: it runs
+    the validator's replay, so ``--miner`` implies ``--validator``)."""
+    if not args.miner:
+        if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
+            raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
+        return
+    if args.miner_fault is not None:
+        from ..devnet.miner_faults import FAULTS
+
+        if args.miner_fault not in FAULTS:
+            raise UserError(f"--miner-fault must be one of {', '.join(FAULTS)}")
+    if not args.genesis:
+        raise UserError("--miner needs --genesis")
+    if args.miner_price is not None and not 1 <= args.miner_price <= 2**63:
+        raise UserError(f"--miner-price must be a positive number of lamports per token, not {args.miner_price}")
+    if args.miner_threads is not None and not 1 <= args.miner_threads <= 256:
+        raise UserError(f"--miner-threads must be 1..256, not {args.miner_threads}")
+    args.validator = True
+
+
+def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
+    """The validator's roles (node/roles.py: the validator, the auction control commands,
+    and with ``--miner`` the miner beside it, using the node's blob service), or None."""
+    if validator is None:
+        return None
+    from ..node.miner import DEFAULT_MODEL_THREADS, DEFAULT_PRICE_PER_TOKEN, MinerOptions, MinerService
+    from ..node.roles import RoleNode
+
+    if not args.miner:
+        return RoleNode(validator)
+    opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
+                        threads=args.miner_threads or DEFAULT_MODEL_THREADS)
+    if args.miner_fault is not None:  # test harness (hidden flag)
+        from ..devnet.miner_faults import faulty_miner
+
+        return RoleNode(validator, faulty_miner(args.miner_fault, validator, opts, blobs))
+    return RoleNode(validator, MinerService(validator, opts, blobs))
 
 
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:

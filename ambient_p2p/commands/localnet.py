@@ -1,8 +1,11 @@
 """`ambient-p2p localnet --nodes N`: a genesis with N bootstrap identities and N validator
-processes on loopback (node 0 bootstraps, the others join it; ambient_p2p/devnet/). Prints
-the PoH parameters it runs next to mainnet's, then one live status line per second (slot,
-confirmed, finalized, leader, peers of every node), writes the nodes' own output to
-DIR/nodes.log, and stops them all on Ctrl-C / SIGTERM."""
+processes on loopback (node 0 bootstraps, the others join it; ambient_p2p/devnet/). The
+last ``--miners`` nodes (default: half) also mine with the embedded model, and a stream of
+demo queries (``ambient-p2p query`` runs through the non-mining nodes, as the funded test
+users) shows real questions answered on the live chain. Prints the PoH parameters it runs
+next to mainnet's, then one live status line per second (slot, confirmed, finalized,
+leader, peers of every node; queries served per miner), one line per demo query answered,
+writes the nodes' own output to DIR/nodes.log, and stops them all on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ from ..devnet.genesis import LOCALNET_HASHES_PER_TICK, LOCALNET_SLOT_MS, LOCALNE
 from ..errors import UserError
 
 STATUS_INTERVAL_S = 1.0
+#: Demo queries a localnet sends by default (one at a time; the last one ends the stream).
+DEMO_QUERIES = 20
+#: The localnet's miners ask 10, 15, 20, ... lamports per token: the cheapest wins and is
+#: paid the next one's price (the second-price rule, visible in the demo lines).
+MINER_PRICE_BASE = 10
+MINER_PRICE_STEP = 5
 #: Solana mainnet's slot (64 ticks x 6.25 ms).
 MAINNET_SLOT_MS = 400
 
@@ -35,6 +44,11 @@ def register(sub: Any) -> None:
                    help=f"PoH ticks per slot (default {LOCALNET_TICKS_PER_SLOT}; mainnet {MAINNET_TICKS_PER_SLOT})")
     p.add_argument("--hashes-per-tick", type=int, default=LOCALNET_HASHES_PER_TICK,
                    help=f"PoH hashes per tick (default {LOCALNET_HASHES_PER_TICK}; mainnet {MAINNET_HASHES_PER_TICK:,})")
+    p.add_argument("--miners", type=int, default=None, metavar="K",
+                   help="how many nodes (the last K) also mine with the embedded model (default: half, rounded "
+                        "down, at least 1; 0: none)")
+    p.add_argument("--demo-queries", type=int, default=DEMO_QUERIES, metavar="Q",
+                   help=f"demo queries to send, one after another (default {DEMO_QUERIES}; 0: none)")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="passed to every node (`run`/`join --poh-clock`; default: the node's default)")
     p.set_defaults(func=cmd_localnet)
@@ -42,7 +56,8 @@ def register(sub: Any) -> None:
 
 def status_line(net: Any, t0: float) -> str:
     """One line for the whole network: the highest slot and leader, then per node
-    ``confirmed/finalized`` and peer count (``down`` for a node that does not answer)."""
+    ``confirmed/finalized`` and peer count (``down`` for a node that does not answer),
+    ``+m<served>`` for a miner (``+m..`` while it loads its model)."""
     cells = []
     slot = leader = None
     for n in net.nodes:
@@ -51,7 +66,9 @@ def status_line(net: Any, t0: float) -> str:
             c = st["consensus"]
             if slot is None or c["slot"] > slot:
                 slot, leader = c["slot"], c["leader"]
-            cells.append(f"{c['confirmed']}/{c['finalized']}/{st['peers']}p")
+            m = st.get("roles", {}).get("miner")
+            mark = "" if m is None else f"+m{m['queries_served']}" if "queries_served" in m else "+m.."
+            cells.append(f"{c['confirmed']}/{c['finalized']}/{st['peers']}p{mark}")
         except (OSError, ValueError, KeyError):
             cells.append("down")
     return (f"[{time.monotonic() - t0:6.1f}s] slot={slot} leader={(leader or '-')[:8]} "
@@ -75,6 +92,12 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         raise UserError("--slot-ms must be between 40 and 60000")
     if not 1 <= args.ticks_per_slot <= 1024 or not 2 <= args.hashes_per_tick <= 10_000_000:
         raise UserError("--ticks-per-slot must be 1..1024 and --hashes-per-tick 2..10000000")
+    miners = max(1, args.nodes // 2) if args.miners is None else args.miners
+    if not 0 <= miners <= args.nodes:
+        raise UserError(f"--miners must be 0..{args.nodes} (the number of nodes), not {args.miners}")
+    if args.demo_queries < 0:
+        raise UserError(f"--demo-queries must be >= 0, not {args.demo_queries}")
+    from ..devnet.demo import DemoQueries
     from ..devnet.genesis import localnet_poh
     from ..devnet.localnet import Localnet
 
@@ -86,9 +109,13 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    miner_nodes = list(range(args.nodes - miners, args.nodes))
     net = Localnet(root, args.nodes, chain_id=args.chain_id, validator=True, echo=log,
                    genesis_kw={"poh": poh},
+                   node_args={i: ["--miner", "--miner-price", str(MINER_PRICE_BASE + MINER_PRICE_STEP * k)]
+                              for k, i in enumerate(miner_nodes)},
                    extra_args=["--poh-clock", args.poh_clock] if args.poh_clock else None)
+    demo = None
     stop = {"sig": 0}
 
     def on_signal(sig: int, _frame: Any) -> None:
@@ -96,13 +123,20 @@ def cmd_localnet(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"localnet: {args.nodes} validator(s) in {root} (node output: {root / 'nodes.log'})", flush=True)
+        print(f"localnet: {args.nodes} validator(s) in {root}, miner(s): nodes {miner_nodes or 'none'} "
+              f"(node output: {root / 'nodes.log'})", flush=True)
         print(poh_line(poh), flush=True)
         try:
             net.start()
         except (RuntimeError, TimeoutError) as exc:
             raise UserError(f"localnet failed to start: {exc}") from None
         print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
+        if miners and args.demo_queries:
+            entry = [n.data_dir for n in net.nodes if n.index not in miner_nodes] or [net.nodes[0].data_dir]
+            demo = DemoQueries(root, net.chain_id, entry, args.demo_queries,
+                               lambda line: print(f"localnet: {line}", flush=True),
+                               miner_dirs=[net.nodes[i].data_dir for i in miner_nodes])
+            demo.start()
         t0 = time.monotonic()
         next_line = t0
         while not stop["sig"] and (not args.duration or time.monotonic() - t0 < args.duration):
@@ -116,6 +150,8 @@ def cmd_localnet(args: argparse.Namespace) -> int:
             time.sleep(0.1)
     finally:
         print("localnet: stopping", flush=True)
+        if demo is not None:
+            demo.stop()
         net.stop()
         log.close()
         for s, h in old.items():

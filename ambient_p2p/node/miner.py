@@ -1,0 +1,289 @@
+"""The miner service (``join``/``run --miner``; normative text: spec/auction.md "The miner
+service"). A shell around the pure policy ``core/miner_policy.py``: at every frozen slot
+(at least twice a slot) it reads the auction accounts of the node's best bank, asks the
+policy what to do, and does it:
+
+* registers the node's identity as a miner (``register_miner``) before anything else;
+* commits, reveals and closes through the node's own mempool and the ``txs`` gossip topic
+  (what the ``submit_tx`` control command does);
+* when it won, fetches the prompt blob by the query's ``prompt_hash``, runs the model with
+  PoL fingerprints from the same pass (``model/runner.prove``) in a worker thread (one job
+  at a time, ``trio.to_thread``: torch releases the GIL, the event loop keeps running),
+  stores the answer blob under ``output_hash`` and the PoL proof on disk (the openings the
+  Logit Pool will ask for), and posts the result.
+
+The model is loaded and its speed measured (a short calibration generation) in the worker
+before the first bid: the policy's "cannot finish in time, do not bid" rule uses it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from ..core import auction as au
+from ..core import auction_tx as atx
+from ..core import miner_policy as mp
+from ..core.codec import encode
+from ..core.crypto import encode_address, sha256
+from .blobs import BLOB_RETENTION_SLOTS, DEFAULT_FETCH_TIMEOUT_S, BlobError, blob_tokens, token_blob
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.bank import Bank
+    from ..model.runner import LoadedModel
+    from .validator import Validator
+
+#: The default ask, lamports per output token (``--miner-price``).
+DEFAULT_PRICE_PER_TOKEN = 10
+#: Torch CPU threads of the miner's worker (``--miner-threads``): one keeps the node's own
+#: work (replay, PoH, gossip) responsive on a small machine.
+DEFAULT_MODEL_THREADS = 1
+#: Calibration: tokens generated from a short prompt to measure ms per token at start-up.
+CALIBRATION_PROMPT = "Count from one to ten."
+CALIBRATION_TOKENS = 8
+#: Recent served queries listed in ``status``.
+STATUS_RECENT = 8
+PROOF_DIR = "pol-proofs"
+
+
+class BlobAccess(Protocol):
+    """What the miner needs of the node's blob service (node/blobs.py ``BlobService``)."""
+
+    async def put(self, data: bytes, keep_until_slot: int) -> bytes: ...
+
+    async def fetch(self, h: bytes, *, timeout_s: float = ...) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class MinerOptions:
+    price_per_token: int = DEFAULT_PRICE_PER_TOKEN
+    model: str = "default"
+    threads: int = DEFAULT_MODEL_THREADS
+
+
+def auction_view(bank: Bank) -> tuple[dict[bytes, au.QueryAccount], dict[bytes, dict[bytes, au.BidAccount]]]:
+    """Every query account of ``bank`` and its bids (query -> bidder -> bid)."""
+    queries: dict[bytes, au.QueryAccount] = {}
+    bids: dict[bytes, dict[bytes, au.BidAccount]] = {}
+    for addr, data in bank.auction_accounts.items():
+        if data[:1] == bytes([au.Kind.QUERY]):
+            queries[addr] = au.QueryAccount.unpack(data)
+        elif data[:1] == bytes([au.Kind.BID]):
+            b = au.BidAccount.unpack(data)
+            bids.setdefault(b.query, {})[b.bidder] = b
+    return queries, bids
+
+
+@dataclass
+class _Job:
+    result: au.ResultParams
+    output: list[int]
+    model_s: float
+
+
+def _load_and_calibrate(opts: MinerOptions) -> tuple[LoadedModel, mp.Speed]:
+    """Worker thread: load the model and measure prefill and decode speed."""
+    import torch
+
+    from ..model import runner
+
+    torch.set_num_threads(opts.threads)
+    lm = runner.load_model(opts.model)
+    prompt = lm.encode_prompt(CALIBRATION_PROMPT)
+    runner.generate(lm, prompt, 2, stop_at_eos=False)  # warm-up (allocations, kernels)
+    t0 = time.perf_counter()
+    runner.generate(lm, prompt, 1, stop_at_eos=False)
+    prefill_ms = (time.perf_counter() - t0) * 1000
+    gen = runner.generate(lm, prompt, CALIBRATION_TOKENS, stop_at_eos=False)
+    per_token = max(0.0, gen.total_s * 1000 - prefill_ms) / max(1, len(gen.output) - 1)
+    return lm, mp.Speed(ms_per_prompt_token=prefill_ms / len(prompt), ms_per_output_token=per_token)
+
+
+def _prove(lm: LoadedModel, kp: Any, prompt: list[int], q: au.QueryAccount, proof_path: Path) -> _Job:
+    """Worker thread: generate with fingerprints from the same pass, commit, keep the proof."""
+    import torch
+
+    from ..core import pol
+    from ..model import runner
+
+    tier = pol.Tier.FP32 if lm.dtype == torch.float32 else pol.Tier.BF16
+    t0 = time.perf_counter()
+    proof, gen, _commit_s = runner.prove(lm, kp, prompt, q.max_output_tokens, tier=tier, temp_milli=q.temp_milli,
+                                         sample_seed=q.sample_seed)
+    model_s = time.perf_counter() - t0
+    proof_path.parent.mkdir(parents=True, exist_ok=True)
+    proof_path.write_bytes(encode(proof))
+    c = proof.commitment
+    return _Job(au.ResultParams(c.output_hash, c.num_tokens, c.tier, c.top_k, c.vocab, c.root, c.signature),
+                list(gen.output), model_s)
+
+
+class MinerService:
+    def __init__(self, v: Validator, opts: MinerOptions, blobs: BlobAccess, *,
+                 rng: random.Random | None = None) -> None:
+        self.v = v
+        self.kp = v.kp
+        self.opts = opts
+        self.blobs = blobs
+        self.rng = rng or random.SystemRandom()
+        self.book: mp.MinerBook | None = None
+        self.lm: LoadedModel | None = None
+        self.state = "loading-model"
+        self.register_sent: int | None = None
+        self.jobs: dict[bytes, _Job] = {}
+        self.failures: dict[str, int] = {}
+        self.recent: list[dict[str, Any]] = []
+        self.txs_sent = 0
+        self.worker = trio.CapacityLimiter(1)
+        self.wake = trio.Event()
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        from ..model.gguf_loader import GgufError
+
+        try:
+            lm, speed = await trio.to_thread.run_sync(_load_and_calibrate, self.opts, limiter=self.worker)
+        except (GgufError, OSError, ValueError) as exc:  # a missing model package or file: the node keeps validating
+            self.state = f"model-failed: {exc}"
+            return
+        self.lm = lm
+        cfg = mp.MinerConfig(model_id=lm.model_id, price_per_token=self.opts.price_per_token,
+                             slot_ms=self.v.slot_ms)
+        self.book = mp.MinerBook(cfg, self.kp.pubkey, speed, self.rng)
+        self.state = "registering"
+        async with trio.open_nursery() as nursery:
+            while True:
+                if self.v.loaded:
+                    await self.tick(nursery)
+                with trio.move_on_after(self.v.slot_ms / 2000):
+                    await self._woken()
+
+    async def _woken(self) -> None:
+        async with trio.open_nursery() as n:
+            async def frozen() -> None:
+                await self.v.frozen_event.wait()
+                n.cancel_scope.cancel()
+
+            async def job() -> None:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                n.cancel_scope.cancel()
+
+            n.start_soon(frozen)
+            n.start_soon(job)
+
+    def bank(self) -> Bank | None:
+        res = self.v.banks.get(self.v.cons.processed_slot())
+        return None if res is None else res.bank
+
+    def slot(self) -> int:
+        return self.v.slot_at(self.v.clock.wall_ms())
+
+    async def tick(self, nursery: trio.Nursery) -> None:
+        bank, book = self.bank(), self.book
+        if bank is None or book is None:
+            return
+        slot = self.slot()
+        me = self.kp.pubkey
+        if au.miner_address(me) not in bank.auction_accounts:
+            if self.register_sent is None or slot - self.register_sent >= mp.RESEND_SLOTS:
+                self.register_sent = slot
+                await self.send(atx.register_miner_transaction(self.kp, bank.last_blockhash))
+            return
+        self.state = "mining"
+        queries, bids = auction_view(bank)
+        mine = {qid: b[me] for qid, b in bids.items() if me in b}
+        listed = {qid: q for qid, q in queries.items() if q.status == au.QueryStatus.OPEN or qid in book.memos}
+        for act in book.tick(slot, listed, mine, bank.balance(me)):
+            await self.perform(act, bank, queries, bids, nursery)
+
+    async def perform(self, act: mp.Action, bank: Bank, queries: dict[bytes, au.QueryAccount],
+                      bids: dict[bytes, dict[bytes, au.BidAccount]], nursery: trio.Nursery) -> None:
+        bh = bank.last_blockhash
+        if isinstance(act, mp.Commit):
+            await self.send(atx.commit_bid_transaction(self.kp, act.query, act.price, act.salt, bh))
+        elif isinstance(act, mp.Reveal):
+            await self.send(atx.reveal_bid_transaction(self.kp, act.query, act.price, act.salt, bh))
+        elif isinstance(act, mp.Close):
+            q = queries[act.query]
+            order = sorted(bids.get(act.query, {}).values(), key=lambda b: b.index)
+            if len(order) == q.bid_count:
+                await self.send(atx.close_auction_transaction(self.kp, act.query, q.requester,
+                                                              [b.bidder for b in order], bh))
+        elif isinstance(act, mp.Serve):
+            nursery.start_soon(self.serve, queries[act.query])
+        elif isinstance(act, mp.Post):
+            job = self.jobs.get(act.query)
+            if job is not None:
+                await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bh))
+
+    async def send(self, raw: bytes) -> None:
+        self.txs_sent += 1
+        self.v.add_tx(raw)
+        if self.v.port is not None:
+            await self.v.port.publish("txs", raw)
+
+    # -- serving a won query ---------------------------------------------------------------
+    def _fail(self, qid: bytes, why: str) -> None:
+        self.failures[why] = self.failures.get(why, 0) + 1
+        if self.book is not None:
+            self.book.job_failed(qid)
+
+    async def serve(self, q: au.QueryAccount) -> None:
+        assert self.lm is not None and self.book is not None
+        qid = au.query_address(q.requester, q.nonce)
+        try:
+            data = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+        except BlobError:  # e.g. the store is full
+            data = None
+        if data is None:
+            return self._fail(qid, "prompt-unavailable")
+        try:
+            if sha256(data) != q.prompt_hash:
+                raise BlobError("bad-hash", "the prompt blob does not hash to the query's prompt_hash")
+            prompt = blob_tokens(data)
+        except BlobError:
+            return self._fail(qid, "prompt-malformed")
+        proof_path = self.v.data_dir / PROOF_DIR / f"{qid.hex()}.cbor"
+        try:
+            job = await trio.to_thread.run_sync(_prove, self.lm, self.kp, prompt, q, proof_path,
+                                                limiter=self.worker)
+        except (RuntimeError, ValueError, OSError):
+            return self._fail(qid, "model-error")
+        try:
+            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
+        except BlobError:
+            return self._fail(qid, "answer-not-stored")
+        self.jobs[qid] = job
+        self.book.job_done(qid, len(prompt), len(job.output), job.model_s * 1000)
+        self.recent = [*self.recent, {"query": encode_address(qid), "tokens": len(job.output),
+                                      "model_s": round(job.model_s, 2)}][-STATUS_RECENT:]
+        self.wake.set()
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        b = self.book
+        bank = self.bank()
+        locked = 0
+        if b is not None and bank is not None:
+            _q, bids = auction_view(bank)
+            locked = b.bonds_locked({qid: bb[self.kp.pubkey] for qid, bb in bids.items() if self.kp.pubkey in bb})
+        out: dict[str, Any] = {"state": self.state, "price_per_token": self.opts.price_per_token,
+                               "model": self.lm.name if self.lm else None, "txs_sent": self.txs_sent,
+                               "failures": dict(self.failures), "recent": list(self.recent), "bonds_locked": locked}
+        if b is not None:
+            out |= {"model_id": b.cfg.model_id.hex(), "ms_per_output_token": round(b.speed.ms_per_output_token, 1),
+                    "ms_per_prompt_token": round(b.speed.ms_per_prompt_token, 2), "auctions_entered": b.entered,
+                    "auctions_won": b.won, "queries_served": b.served, "auctions_lost": b.lost,
+                    "expired": b.expired, "in_flight": len(b.memos), "not_bid": dict(b.refused)}
+        return out
+
+    def status_line(self) -> str:
+        s = self.status()
+        return (f"miner={s['state']} entered={s.get('auctions_entered', 0)} won={s.get('auctions_won', 0)} "
+                f"served={s.get('queries_served', 0)} bonds={s['bonds_locked']}")
