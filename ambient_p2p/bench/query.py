@@ -105,7 +105,7 @@ class _Load:
     def __init__(self, net: Any, lm: Any, users: list[Any], interval: float, max_tokens: int) -> None:
         import base64
 
-        from ..node.blobs import BLOB_RETENTION_SLOTS, token_blob
+        from ..core.blobs import BLOB_RETENTION_SLOTS, token_blob
 
         self.net, self.lm, self.users, self.interval, self.max_tokens = net, lm, users, interval, max_tokens
         self.prompt = lm.encode_prompt(PROMPTS[0])

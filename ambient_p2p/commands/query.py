@@ -107,8 +107,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     from ..core import auction_tx as atx
     from ..core import pol
     from ..core.bank import LAMPORTS_PER_SIGNATURE
+    from ..core.blobs import BLOB_RETENTION_SLOTS, blob_tokens, token_blob
     from ..core.crypto import CryptoError, encode_address, read_keypair_file
-    from ..node.blobs import BLOB_RETENTION_SLOTS, blob_tokens, token_blob
 
     data_dir = Path(args.node)
     key_path = Path(args.keypair) if args.keypair else data_dir / "identity.json"

@@ -29,9 +29,10 @@ import trio
 from ..core import auction as au
 from ..core import auction_tx as atx
 from ..core import miner_policy as mp
+from ..core.blobs import BLOB_RETENTION_SLOTS, BlobError, blob_tokens, token_blob
 from ..core.codec import encode
 from ..core.crypto import encode_address, sha256
-from .blobs import BLOB_RETENTION_SLOTS, DEFAULT_FETCH_TIMEOUT_S, BlobError, blob_tokens, token_blob
+from .blobs import DEFAULT_FETCH_TIMEOUT_S
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
