@@ -5,6 +5,8 @@ import { type Json, Reject, reject, hex, bytesEq, cmpBytes } from "./util.js";
 export const MAX_MESSAGE_BYTES = 1_048_576;
 export const MAX_DEPTH = 16;
 export const MAX_FIELD_NAME_BYTES = 23;
+/** spec/blobs.md: the largest blob (a `BlobResponse`'s `data`). */
+export const MAX_BLOB_BYTES = 66_560;
 
 /** A decoded CBOR value as this module represents it. */
 export type Value = bigint | boolean | string | Uint8Array | Value[] | Record;
@@ -125,6 +127,9 @@ export const TYPES: MessageType[] = [
   { id: 0x0211, name: "NoncedShreds", version: 1, maxSize: 79_104, body: rec({ nonce: u(32), shreds: list(bmax(1232), 64) }) },
   { id: 0x0217, name: "SlotShredsRequest", version: 1, maxSize: 128, body: rec({ slot: u(64), first_index: u(32), nonce: u(32) }) },
   { id: 0x0218, name: "ShredPushAck", version: 1, maxSize: 64, body: rec({ nonce: u(32), inserted: u(32), rejected: u(32) }) },
+  // spec/blobs.md "Wire: /ambient/blob/1"
+  { id: 0x0219, name: "BlobRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), sha256: b(32) }) },
+  { id: 0x021a, name: "BlobResponse", version: 1, maxSize: 66_688, body: rec({ nonce: u(32), sha256: b(32), data: opt(bmax(MAX_BLOB_BYTES)) }) },
   { id: 0x0302, name: "Vote", version: 1, maxSize: 512, body: VoteSchema },
   { id: 0x0400, name: "LogitFingerprint", version: 1, maxSize: 1024, body: FingerprintSchema },
   { id: 0x0401, name: "PolCommitment", version: 1, maxSize: 1024, body: CommitmentSchema },

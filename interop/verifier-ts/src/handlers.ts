@@ -8,6 +8,7 @@ import { SHRED_HANDLERS } from "./shred.js";
 import { BANK_HANDLERS } from "./bank.js";
 import { POL_HANDLERS } from "./pol.js";
 import { AUCTION_HANDLERS } from "./auction.js";
+import { BLOB_HANDLERS } from "./blobs.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -135,4 +136,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...BANK_HANDLERS,
   ...POL_HANDLERS,
   ...AUCTION_HANDLERS,
+  ...BLOB_HANDLERS,
 };
