@@ -59,6 +59,7 @@ IMPLEMENTED = {
     "shred/parse",
     "shred/recover",
     "shred/rs",
+    "tower/fork-choice",
     "tower/switch-stake",
     "tower/vote-sequence",
     "vote/vote-land",
