@@ -47,6 +47,7 @@ IMPLEMENTED = {
     "crypto/ed25519-rfc8032",
     "crypto/keypair",
     "crypto/signature",
+    "genesis/derive",
     "lstake/leader-schedule",
     "pol/commitment",
     "pol/fingerprint",
@@ -74,6 +75,7 @@ SEMANTIC_FLIPS = {
     "blobs": "blobs/answer/ok",
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
+    "genesis": "genesis/derive/skewed",
     "lstake": "lstake/leader-schedule/equal-4",
     "poh": "poh/hash_n/n1000_00",
     "pol": "pol/commitment/greedy_12_tokens",
@@ -199,6 +201,9 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         "auction/reveal_bid/weak-salt",
         "blobs/answer/wrong-hash",
         "blobs/parse-token-blob/too-many",
+        "genesis/derive/zero-slot-epoch",
+        "genesis/derive/lstake-overflow",
+        "tower/fork-choice/unknown-duplicate",
     ]
     for case in cases:
         d = _copy_case(case, root)

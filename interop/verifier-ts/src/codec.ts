@@ -63,7 +63,7 @@ const Genesis = rec(
     epoch: rec({ slots_per_epoch: u(64), leader_slots: u(32) }, (r) => {
       const ls = r.get("leader_slots") as bigint;
       const spe = r.get("slots_per_epoch") as bigint;
-      return ls >= 1n && spe % ls === 0n ? null : "epoch: need 1 <= leader_slots and slots_per_epoch % leader_slots == 0";
+      return ls >= 1n && ls <= spe && spe % ls === 0n ? null : "epoch: need 1 <= leader_slots <= slots_per_epoch, slots_per_epoch % leader_slots == 0";
     }),
     lstake: rec({ short_window_epochs: u(32), medium_window_epochs: u(32), short_weight_bps: u(32), medium_weight_bps: u(32) }, (r) => {
       const s = r.get("short_window_epochs") as bigint;

@@ -9,6 +9,7 @@ import { BANK_HANDLERS } from "./bank.js";
 import { POL_HANDLERS } from "./pol.js";
 import { AUCTION_HANDLERS } from "./auction.js";
 import { BLOB_HANDLERS } from "./blobs.js";
+import { GENESIS_HANDLERS } from "./genesis.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -162,4 +163,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...POL_HANDLERS,
   ...AUCTION_HANDLERS,
   ...BLOB_HANDLERS,
+  ...GENESIS_HANDLERS,
 };
