@@ -48,6 +48,7 @@ IMPLEMENTED = {
     "crypto/keypair",
     "crypto/signature",
     "genesis/derive",
+    "gossip/envelope",
     "lstake/leader-schedule",
     "pol/commitment",
     "pol/fingerprint",
@@ -76,6 +77,7 @@ SEMANTIC_FLIPS = {
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
     "genesis": "genesis/derive/skewed",
+    "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
     "poh": "poh/hash_n/n1000_00",
     "pol": "pol/commitment/greedy_12_tokens",
@@ -204,6 +206,8 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         "genesis/derive/zero-slot-epoch",
         "genesis/derive/lstake-overflow",
         "tower/fork-choice/unknown-duplicate",
+        "gossip/envelope/replay",
+        "gossip/envelope/stale",
     ]
     for case in cases:
         d = _copy_case(case, root)

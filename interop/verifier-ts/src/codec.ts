@@ -123,6 +123,14 @@ export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
   { id: 0x0107, name: "BankSnapshot", version: 3, maxSize: 1_048_576, body: BankSnapshotV3 },
+  // spec/network.md 2.2
+  {
+    id: 0x0200,
+    name: "GossipEnvelope",
+    version: 1,
+    maxSize: 131_584,
+    body: rec({ topic: text(96), origin: b(32), wallclock_ms: u(64), payload: bmax(131_072), signature: b(64) }),
+  },
   { id: 0x0210, name: "RepairRequest", version: 1, maxSize: 128, body: rec({ slot: u(64), index: u(32), kind: u(8, 0n, 2n), nonce: u(32) }) },
   { id: 0x0211, name: "NoncedShreds", version: 1, maxSize: 79_104, body: rec({ nonce: u(32), shreds: list(bmax(1232), 64) }) },
   { id: 0x0217, name: "SlotShredsRequest", version: 1, maxSize: 128, body: rec({ slot: u(64), first_index: u(32), nonce: u(32) }) },

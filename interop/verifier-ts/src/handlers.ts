@@ -10,6 +10,7 @@ import { POL_HANDLERS } from "./pol.js";
 import { AUCTION_HANDLERS } from "./auction.js";
 import { BLOB_HANDLERS } from "./blobs.js";
 import { GENESIS_HANDLERS } from "./genesis.js";
+import { GOSSIP_HANDLERS } from "./gossip.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -164,4 +165,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...AUCTION_HANDLERS,
   ...BLOB_HANDLERS,
   ...GENESIS_HANDLERS,
+  ...GOSSIP_HANDLERS,
 };
