@@ -4,11 +4,13 @@ generates, every vector verifies, and any one-byte change to any input is caught
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from ambient_p2p import interop
+from ambient_p2p.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,3 +84,35 @@ def test_flipping_any_input_byte_fails_that_case(generated: Path, tmp_path: Path
     results = interop.verify(tmp_path)
     assert len(results) == 1 and not results[0].ok
     assert results[0].message  # says what is wrong
+
+
+def test_verify_skips_folders_that_are_not_vector_formats(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """interop/ also holds the TypeScript verifier; once `npm ci` has filled its node_modules/
+    (folders three deep, like cases), `interop verify` must not read them as vectors."""
+    root = tmp_path / "interop"
+    shutil.copytree(generated, root)
+    stray = root / "verifier-ts" / "node_modules" / "cbor2" / "lib"
+    stray.mkdir(parents=True)
+    (stray / "index.js").write_text("export {};\n")
+    (root / "verifier-ts" / "src").mkdir()
+    (root / "README.md").write_text("# vectors\n")
+    n = sum(1 for _ in generated.rglob("meta.json"))
+
+    assert interop.non_format_dirs(root) == ["verifier-ts"]
+    results = interop.verify(root)
+    assert len(results) == n and all(r.ok for r in results)
+    assert not any(r.path.startswith("verifier-ts") for r in results)
+
+    assert main(["interop", "verify", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"{n} passed, 0 failed"
+    assert "skipped verifier-ts/" in err and "FAIL" not in err
+
+    # a real case of a real format is still checked next to the stray folder
+    meta = next(root.glob("crypto/signature/*/meta.json"))
+    inp = meta.parent / json.loads(meta.read_text())["input"]
+    inp.write_bytes(inp.read_bytes() + b" ")
+    assert main(["interop", "verify", str(root)]) == 1
+    assert f"FAIL {meta.parent.relative_to(root)}" in capsys.readouterr().err

@@ -39,11 +39,16 @@ IMPLEMENTED = {
     "auction/reveal_bid",
     "bank/genesis",
     "bank/slot",
+    "blobs/answer",
+    "blobs/parse-token-blob",
+    "blobs/token-blob",
     "codec/reject",
     "codec/roundtrip",
     "crypto/ed25519-rfc8032",
     "crypto/keypair",
     "crypto/signature",
+    "genesis/derive",
+    "gossip/envelope",
     "lstake/leader-schedule",
     "pol/commitment",
     "pol/fingerprint",
@@ -56,6 +61,7 @@ IMPLEMENTED = {
     "shred/parse",
     "shred/recover",
     "shred/rs",
+    "tower/fork-choice",
     "tower/switch-stake",
     "tower/vote-sequence",
     "vote/vote-land",
@@ -67,8 +73,11 @@ IMPLEMENTED = {
 SEMANTIC_FLIPS = {
     "auction": "auction/request/opens",
     "bank": "bank/slot/transfer",
+    "blobs": "blobs/answer/ok",
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
+    "genesis": "genesis/derive/skewed",
+    "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
     "poh": "poh/hash_n/n1000_00",
     "pol": "pol/commitment/greedy_12_tokens",
@@ -103,6 +112,7 @@ def _failed(report: dict[str, Any]) -> dict[str, str]:
 def test_ts_verifier_passes_every_committed_case(verifier: Path) -> None:
     rc, report = _run(verifier, INTEROP)
     assert _failed(report) == {} and rc == 0
+    assert report["not_implemented"] == []  # every handler of every format has a TypeScript side
     seen = {f"{e['format']}/{e['handler']}": e for e in report["report"]}
     assert set(seen) >= IMPLEMENTED, sorted(IMPLEMENTED - set(seen))
     # every case directory was checked (none skipped by the walker)
@@ -191,6 +201,13 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         "shred/parse/bad_proof_entry",
         "tower/vote-sequence/locked-out-fork",
         "auction/reveal_bid/weak-salt",
+        "blobs/answer/wrong-hash",
+        "blobs/parse-token-blob/too-many",
+        "genesis/derive/zero-slot-epoch",
+        "genesis/derive/lstake-overflow",
+        "tower/fork-choice/unknown-duplicate",
+        "gossip/envelope/replay",
+        "gossip/envelope/stale",
     ]
     for case in cases:
         d = _copy_case(case, root)
@@ -200,3 +217,23 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         (d / "output.json").write_text("{}")
     rc, report = _run(verifier, root)
     assert rc == 1 and set(_failed(report)) == set(cases)
+
+
+def test_install_and_build_leave_git_status_clean(verifier: Path) -> None:
+    """What `npm ci` and the build write (node_modules/, dist/) is git-ignored: after the
+    fixture ran, no untracked path under interop/verifier-ts/ lies in either."""
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    assert verifier.exists() and (TS / "node_modules").is_dir()
+    for written in (TS / "node_modules" / "cbor2" / "package.json", verifier):
+        r = subprocess.run(["git", "check-ignore", "-q", str(written)], cwd=ROOT, capture_output=True)
+        assert r.returncode == 0, f"{written.relative_to(ROOT)} is not git-ignored"
+    st = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", str(TS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    written = [line for line in st if "/node_modules/" in line or "/dist/" in line]
+    assert written == [], written

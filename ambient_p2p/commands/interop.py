@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ver = s.add_parser(
         "verify",
         help="check every vector in DIR against this implementation",
-        description="Check every vector in DIR; print each failing case with the reason; exit 1 if any fails.",
+        description=(
+            "Check every vector in DIR; print each failing case with the reason; exit 1 if any fails. "
+            "Top-level folders that are not a vector format (e.g. verifier-ts/) are skipped and named."
+        ),
     )
     ver.add_argument("dir", type=Path)
     ver.add_argument("--verbose", "-v", action="store_true", help="also list passing cases")
@@ -51,6 +54,8 @@ def _verify(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise UserError(f"{args.dir} is not a directory of vectors (create one with 'interop generate')")
     results = interop.verify(args.dir)
+    for name in interop.non_format_dirs(args.dir):
+        print(f"skipped {name}/: not a vector format", file=sys.stderr)
     if not results:
         raise UserError(f"no vectors found under {args.dir}")
     failed = [r for r in results if not r.ok]

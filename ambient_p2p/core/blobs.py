@@ -48,13 +48,16 @@ def token_blob(tokens: Sequence[int]) -> bytes:
 
 
 def blob_tokens(data: bytes) -> list[int]:
-    """The token ids of a token blob; :class:`BlobError` ``bad-token-blob`` otherwise."""
+    """The token ids of a token blob; :class:`BlobError` ``bad-token-blob`` if it is not the
+    encoding, ``too-large`` if it holds more than :data:`MAX_BLOB_TOKENS` ids."""
     if len(data) < TOKEN_BLOB_HEADER_BYTES or not data.startswith(DOMAIN_TOKENS):
         raise BlobError("bad-token-blob", "no token-blob header")
     n = int.from_bytes(data[len(DOMAIN_TOKENS) : TOKEN_BLOB_HEADER_BYTES], "big")
     body = data[TOKEN_BLOB_HEADER_BYTES:]
     if len(body) != 4 * n:
         raise BlobError("bad-token-blob", f"header says {n} tokens, body holds {len(body)} bytes")
+    if n > MAX_BLOB_TOKENS:  # spec/blobs.md: a token blob holds at most MAX_BLOB_TOKENS ids
+        raise BlobError("too-large", f"{n} tokens > {MAX_BLOB_TOKENS} per blob")
     return [int.from_bytes(body[i : i + 4], "big") for i in range(0, len(body), 4)]
 
 

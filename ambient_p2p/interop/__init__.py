@@ -122,8 +122,19 @@ def generate(root: Path) -> int:
     return n
 
 
+def non_format_dirs(root: Path) -> list[str]:
+    """Top-level directories of ``root`` that are not a vector format of this implementation
+    (``interop/verifier-ts/`` with its ``node_modules/``, another tool's files): :func:`verify`
+    skips them instead of reading their sub-folders as cases."""
+    fmts = format_modules()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in fmts)
+
+
 def iter_case_dirs(root: Path) -> Iterator[tuple[str, str, Path]]:
-    for fdir in sorted(p for p in root.iterdir() if p.is_dir()):
+    """Every ``<format>/<handler>/<case>`` directory under ``root`` whose format is one of
+    :func:`format_modules` (other top-level directories are not vectors)."""
+    fmts = format_modules()
+    for fdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in fmts):
         for hdir in sorted(p for p in fdir.iterdir() if p.is_dir()):
             for cdir in sorted(p for p in hdir.iterdir() if p.is_dir()):
                 yield fdir.name, hdir.name, cdir
@@ -165,10 +176,6 @@ def verify(root: Path) -> list[CaseResult]:
     results = []
     for fmt, handler, cdir in iter_case_dirs(root):
         rel = str(cdir.relative_to(root))
-        mod = fmts.get(fmt)
-        if mod is None:
-            results.append(CaseResult(rel, False, f"unknown format {fmt!r}"))
-            continue
-        problem = verify_case(mod, handler, cdir)
+        problem = verify_case(fmts[fmt], handler, cdir)
         results.append(CaseResult(rel, problem is None, problem or "ok"))
     return results

@@ -4,7 +4,8 @@
 where sha256 is the auction's ``prompt_hash`` / ``output_hash`` of those tokens
 (``core.pol.tokens_hash``); too many tokens or an id above u32 must reject.
 ``parse-token-blob/<case>``: input.bin, a blob; output {tokens}; a blob that is not the
-token-blob encoding must reject (``bad-token-blob``).
+token-blob encoding must reject (``bad-token-blob``), one of more than ``MAX_BLOB_TOKENS``
+ids too (``too-large``).
 ``answer/<case>``: input.json {requested (hex sha256), response (hex of the canonical
 CBOR of a ``BlobResponse``, 0x021A)}; output {sha256, size} when the response carries the
 requested blob; else must reject with the reason the requester records: the codec's
@@ -20,6 +21,7 @@ from typing import Any
 from ...core import codec
 from ...core.blobs import MAX_BLOB_BYTES, MAX_BLOB_TOKENS, BlobError, answer_rejection, blob_tokens, token_blob
 from ...core.crypto import sha256
+from ...core.pol import DOMAIN_TOKENS
 from ...net.messages import BlobResponse
 from .. import Case, Rejected, case_from_run
 
@@ -67,8 +69,9 @@ def _json(obj: Any) -> bytes:
 
 
 def _answer(name: str, desc: str, requested: bytes, response: bytes) -> Case:
-    return case_from_run(run, "answer", name, _json({"requested": requested.hex(), "response": response.hex()}),
-                         desc, "input.json")
+    return case_from_run(
+        run, "answer", name, _json({"requested": requested.hex(), "response": response.hex()}), desc, "input.json"
+    )
 
 
 def cases() -> list[Case]:
@@ -92,22 +95,43 @@ def cases() -> list[Case]:
             ("extra-byte", "one byte appended", blob + b"\x00"),
             ("wrong-domain", "another domain prefix", b"B" + blob[1:]),
             ("short", "shorter than the header", blob[:10]),
+            (
+                "too-many",
+                f"{MAX_BLOB_TOKENS + 1} ids, well formed but over MAX_BLOB_TOKENS: must reject",
+                _raw_token_blob([7] * (MAX_BLOB_TOKENS + 1)),
+            ),
         ]
     ]
     h = sha256(blob)
     other = b"not the prompt"
     out += [
         _answer("ok", "the requested bytes", h, codec.encode(BlobResponse(nonce=7, sha256=h, data=blob))),
-        _answer("not-found", "the responder does not hold it (no data field)", h,
-                codec.encode(BlobResponse(nonce=7, sha256=h))),
-        _answer("wrong-hash", "an answer naming another blob, with that blob's bytes", h,
-                codec.encode(BlobResponse(nonce=7, sha256=sha256(other), data=other))),
-        _answer("hash-mismatch", "the requested name with bytes that do not hash to it", h,
-                codec.encode(BlobResponse(nonce=7, sha256=h, data=blob[:-1] + b"\x01"))),
-        _answer("oversized", f"data of {MAX_BLOB_BYTES + 1} bytes, over MAX_BLOB_BYTES", h,
-                _oversized_response(h)),
+        _answer(
+            "not-found",
+            "the responder does not hold it (no data field)",
+            h,
+            codec.encode(BlobResponse(nonce=7, sha256=h)),
+        ),
+        _answer(
+            "wrong-hash",
+            "an answer naming another blob, with that blob's bytes",
+            h,
+            codec.encode(BlobResponse(nonce=7, sha256=sha256(other), data=other)),
+        ),
+        _answer(
+            "hash-mismatch",
+            "the requested name with bytes that do not hash to it",
+            h,
+            codec.encode(BlobResponse(nonce=7, sha256=h, data=blob[:-1] + b"\x01")),
+        ),
+        _answer("oversized", f"data of {MAX_BLOB_BYTES + 1} bytes, over MAX_BLOB_BYTES", h, _oversized_response(h)),
     ]
     return out
+
+
+def _raw_token_blob(tokens: list[int]) -> bytes:
+    """The token-blob encoding without the MAX_BLOB_TOKENS check (for must-reject cases)."""
+    return DOMAIN_TOKENS + len(tokens).to_bytes(4, "big") + b"".join(t.to_bytes(4, "big") for t in tokens)
 
 
 def _oversized_response(h: bytes) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 import cbor2
 
 from ...core import codec
-from ...core.blobs import token_blob
+from ...core.blobs import MAX_BLOB_BYTES, token_blob
 from ...core.crypto import Keypair
 from ...core.messages import Genesis, ModelSpec, NodeInfo, sign_message
 from ...devnet.genesis import vectors_genesis
@@ -263,6 +263,34 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
             "a genesis whose poh record lacks ticks_per_slot",
             _with_body(lambda b: b["poh"].pop("ticks_per_slot"), sample_genesis()),
         ),
+        *_blob_reject_cases(),
+    ]
+
+
+def _blob_reject_cases() -> list[tuple[str, str, str, bytes]]:
+    """The limits of spec/blobs.md's wire types (the frame itself stays under its max size)."""
+    from ...net import messages as m
+
+    over = m.BlobResponse(13, _BLOB_HASH, _BLOB)
+    return [
+        (
+            "blob-data-too-large",
+            "too-large",
+            f"BlobResponse data of MAX_BLOB_BYTES + 1 = {MAX_BLOB_BYTES + 1} bytes",
+            _with_body(lambda b: b.__setitem__("data", bytes(MAX_BLOB_BYTES + 1)), over),
+        ),
+        (
+            "blob-data-null",
+            "wrong-type",
+            "BlobResponse whose absent data is written as null (an optional field is omitted)",
+            _with_body(lambda b: b.__setitem__("data", None), over),
+        ),
+        (
+            "blob-hash-short",
+            "wrong-length",
+            "BlobRequest naming a 31-byte hash",
+            _with_body(lambda b: b.__setitem__("sha256", _BLOB_HASH[:31]), m.BlobRequest(11, _BLOB_HASH)),
+        ),
     ]
 
 
@@ -288,6 +316,8 @@ def _network_roundtrips() -> list[tuple[str, str, Any]]:
         ("blob-response", "BlobResponse carrying a token blob", m.BlobResponse(11, _BLOB_HASH, _BLOB)),
         ("blob-response-not-found", "BlobResponse without data: the responder does not hold it",
          m.BlobResponse(12, _BLOB_HASH)),
+        ("blob-response-largest", f"BlobResponse with data of exactly MAX_BLOB_BYTES = {MAX_BLOB_BYTES} bytes",
+         m.BlobResponse(14, hashlib.sha256(bytes(MAX_BLOB_BYTES)).digest(), bytes(MAX_BLOB_BYTES))),
     ]
 
 

@@ -14,6 +14,13 @@ and each voter's latest vote. Output {"other_fork_stake", "total_stake", "switch
 the LStake locked out on forks other than ``last_vote``'s (spec/tower.md "Switch
 threshold") and whether it exceeds 38% of the total. A vote or last vote on a slot outside
 the tree is a must-reject (``unknown-slot``).
+
+``fork-choice/<case>``: input.json {parents, stakes, latest_votes, duplicates: [slot, ...]};
+fork choice rooted at slot 0 holds the tree, each voter's latest vote and a duplicate proof
+for each listed slot. Output {"weights": {slot: subtree LStake} for every slot of the tree,
+"total_stake", "best_slot", "confirmed": [slots > 2/3], "duplicate_confirmed": [listed slots
+> 52%]} (spec/tower.md "Fork choice"). A duplicate outside the tree is a must-reject
+(``unknown-slot``).
 """
 
 from __future__ import annotations
@@ -66,9 +73,51 @@ def _switch_stake(data: bytes) -> Any:
     return {"other_fork_stake": other, "total_stake": fc.total_stake, "switch_allowed": allowed}
 
 
+def _load_fork_choice(v: dict[str, Any]) -> tuple[ForkChoice, dict[str, int]]:
+    """The fork choice of a switch-stake or fork-choice input (slot 0 is the root)."""
+    parents = {int(k): int(p) for k, p in v["parents"].items()}
+    stakes = {str(k): int(s) for k, s in v["stakes"].items()}
+    latest = {str(k): int(s) for k, s in v["latest_votes"].items()}
+    if any(p >= s or p < 0 for s, p in parents.items()) or any(s <= 0 for s in stakes.values()):
+        raise Rejected("malformed", "every parent must be below its slot; stakes must be positive")
+    fc = ForkChoice(0, {k.encode(): s for k, s in stakes.items()})
+    for s in sorted(parents):
+        if parents[s] not in fc.parent:
+            raise Rejected("malformed", f"parent {parents[s]} of {s} is not in the tree")
+        fc.add_slot(s, parents[s])
+    for voter, slot in sorted(latest.items()):
+        if voter not in stakes:
+            raise Rejected("malformed", f"voter {voter} has no stake")
+        fc.add_vote(voter.encode(), slot)  # a vote outside the tree counts for nothing
+    return fc, latest
+
+
+def _fork_choice(data: bytes) -> Any:
+    try:
+        v = json.loads(data)
+        fc, _ = _load_fork_choice(v)
+        duplicates = [int(s) for s in v["duplicates"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    for s in duplicates:
+        if s not in fc.parent:
+            raise Rejected("unknown-slot", f"duplicate {s} is not in the tree")
+        fc.mark_duplicate(s)
+    weights = fc.subtree_stakes()
+    return {
+        "weights": {str(s): weights[s] for s in sorted(weights)},
+        "total_stake": fc.total_stake,
+        "best_slot": fc.best_slot(),
+        "confirmed": [s for s in sorted(weights) if fc.is_confirmed(s)],
+        "duplicate_confirmed": [s for s in sorted(fc.duplicates) if fc.is_duplicate_confirmed(s)],
+    }
+
+
 def run(handler: str, data: bytes) -> Any:
     if handler == "switch-stake":
         return _switch_stake(data)
+    if handler == "fork-choice":
+        return _fork_choice(data)
     if handler != "vote-sequence":
         raise Rejected("unknown-handler", handler)
     try:
@@ -132,6 +181,44 @@ def cases() -> list[Case]:
         _case("repeat", "the same slot twice: must reject", _line(5), [1, 2, 2]),
         _case("unknown-slot", "a vote on a slot outside the tree: must reject", _line(3), [1, 7]),
         *_switch_cases(),
+        *_fork_choice_cases(),
+    ]
+
+
+def _fc_case(name: str, desc: str, parents: dict[int, int], stakes: dict[str, int], latest: dict[str, int],
+             duplicates: list[int]) -> Case:
+    inp = {"parents": {str(k): p for k, p in sorted(parents.items())}, "stakes": stakes, "latest_votes": latest,
+           "duplicates": duplicates}
+    data = (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
+    return case_from_run(run, "fork-choice", name, data, desc, "input.json")
+
+
+def _fork_choice_cases() -> list[Case]:
+    # 0-1-2-3-4 and forks 1-5-6, 2-7
+    tree = {1: 0, 2: 1, 3: 2, 4: 3, 5: 1, 6: 5, 7: 2}
+    st = {"a": 40, "b": 30, "c": 20, "d": 10}
+    return [
+        _fc_case("no-votes", "no votes: every weight 0, ties go to the lower slot down to a leaf", tree, st, {}, []),
+        _fc_case("heaviest-subtree", "30 + 20 on fork 5-6 outweigh 40 on 4: the best slot is 6", tree, st,
+                 {"a": 4, "b": 6, "c": 5}, []),
+        _fc_case("subtree-not-tip", "weights add up whole subtrees: 1 -> 2 (40 + 30 + 10 from 4, 7, 3) over 5 (20), then 3 (50) over 7 (30)", tree,
+                 st, {"a": 4, "b": 7, "c": 6, "d": 3}, []),
+        _fc_case("tie-lower-slot", "equal weights on 3 and 7 under 2: the lower slot wins", tree,
+                 {"a": 10, "b": 10}, {"a": 3, "b": 7}, []),
+        _fc_case("unknown-vote-ignored", "a latest vote on a slot outside the tree counts for nothing", tree, st,
+                 {"a": 99, "b": 6}, []),
+        _fc_case("duplicate-ineligible", "5 is a duplicate with 50% on its subtree (not > 52%): 5 and 6 are "
+                 "ineligible, the best slot is the heaviest other path", tree, st, {"a": 5, "d": 6, "b": 4}, [5]),
+        _fc_case("duplicate-confirmed", "5 is a duplicate with 60% on its subtree (> 52%): eligible again", tree, st,
+                 {"a": 6, "c": 5, "b": 4}, [5]),
+        _fc_case("duplicate-blocks-subtree", "3 is an unconfirmed duplicate: the walk stops at 2 although 4 is "
+                 "heaviest below it", {1: 0, 2: 1, 3: 2, 4: 3}, st, {"a": 4}, [3]),
+        _fc_case("duplicate-root", "the root 0 is an unconfirmed duplicate (40%): the best slot is the root",
+                 tree, st, {"a": 4}, [0]),
+        _fc_case("confirmed-levels", "70% on the chain to 3: 0..3 confirmed (> 2/3), 4 is not", tree, st,
+                 {"a": 3, "b": 4}, []),
+        _fc_case("unknown-duplicate", "a duplicate proof for a slot outside the tree: must reject", tree, st,
+                 {"a": 4}, [9]),
     ]
 
 

@@ -5,6 +5,8 @@ import { type Json, Reject, reject, hex, bytesEq, cmpBytes } from "./util.js";
 export const MAX_MESSAGE_BYTES = 1_048_576;
 export const MAX_DEPTH = 16;
 export const MAX_FIELD_NAME_BYTES = 23;
+/** spec/blobs.md: the largest blob (a `BlobResponse`'s `data`). */
+export const MAX_BLOB_BYTES = 66_560;
 
 /** A decoded CBOR value as this module represents it. */
 export type Value = bigint | boolean | string | Uint8Array | Value[] | Record;
@@ -61,7 +63,7 @@ const Genesis = rec(
     epoch: rec({ slots_per_epoch: u(64), leader_slots: u(32) }, (r) => {
       const ls = r.get("leader_slots") as bigint;
       const spe = r.get("slots_per_epoch") as bigint;
-      return ls >= 1n && spe % ls === 0n ? null : "epoch: need 1 <= leader_slots and slots_per_epoch % leader_slots == 0";
+      return ls >= 1n && ls <= spe && spe % ls === 0n ? null : "epoch: need 1 <= leader_slots <= slots_per_epoch, slots_per_epoch % leader_slots == 0";
     }),
     lstake: rec({ short_window_epochs: u(32), medium_window_epochs: u(32), short_weight_bps: u(32), medium_weight_bps: u(32) }, (r) => {
       const s = r.get("short_window_epochs") as bigint;
@@ -121,10 +123,21 @@ export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
   { id: 0x0107, name: "BankSnapshot", version: 3, maxSize: 1_048_576, body: BankSnapshotV3 },
+  // spec/network.md 2.2
+  {
+    id: 0x0200,
+    name: "GossipEnvelope",
+    version: 1,
+    maxSize: 131_584,
+    body: rec({ topic: text(96), origin: b(32), wallclock_ms: u(64), payload: bmax(131_072), signature: b(64) }),
+  },
   { id: 0x0210, name: "RepairRequest", version: 1, maxSize: 128, body: rec({ slot: u(64), index: u(32), kind: u(8, 0n, 2n), nonce: u(32) }) },
   { id: 0x0211, name: "NoncedShreds", version: 1, maxSize: 79_104, body: rec({ nonce: u(32), shreds: list(bmax(1232), 64) }) },
   { id: 0x0217, name: "SlotShredsRequest", version: 1, maxSize: 128, body: rec({ slot: u(64), first_index: u(32), nonce: u(32) }) },
   { id: 0x0218, name: "ShredPushAck", version: 1, maxSize: 64, body: rec({ nonce: u(32), inserted: u(32), rejected: u(32) }) },
+  // spec/blobs.md "Wire: /ambient/blob/1"
+  { id: 0x0219, name: "BlobRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), sha256: b(32) }) },
+  { id: 0x021a, name: "BlobResponse", version: 1, maxSize: 66_688, body: rec({ nonce: u(32), sha256: b(32), data: opt(bmax(MAX_BLOB_BYTES)) }) },
   { id: 0x0302, name: "Vote", version: 1, maxSize: 512, body: VoteSchema },
   { id: 0x0400, name: "LogitFingerprint", version: 1, maxSize: 1024, body: FingerprintSchema },
   { id: 0x0401, name: "PolCommitment", version: 1, maxSize: 1024, body: CommitmentSchema },

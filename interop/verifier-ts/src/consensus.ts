@@ -122,3 +122,71 @@ export function otherForkStake(tree: ForkTree, lastVote: bigint, latest: Map<str
   }
   return sum;
 }
+
+// ---------------------------------------------------------------- fork choice
+/** Heaviest-subtree fork choice over a tree rooted at `root` (spec/tower.md "Fork choice"). */
+export class ForkChoiceView {
+  readonly weights = new Map<bigint, bigint>();
+  readonly total: bigint;
+  private readonly children = new Map<bigint, bigint[]>();
+
+  constructor(
+    readonly tree: ForkTree,
+    readonly root: bigint,
+    stakes: Map<string, bigint>,
+    latest: Map<string, bigint>,
+    readonly duplicates: Set<bigint>,
+  ) {
+    this.total = [...stakes.values()].reduce((a, b) => a + b, 0n);
+    const slots = new Set<bigint>([root]);
+    for (const [c, p] of tree.parents) {
+      slots.add(c);
+      slots.add(p);
+    }
+    for (const s of slots) this.weights.set(s, 0n);
+    for (const [c, p] of tree.parents) {
+      const l = this.children.get(p) ?? [];
+      l.push(c);
+      this.children.set(p, l);
+    }
+    // weight(s) = LStake of validators whose latest vote is s or a descendant of s
+    for (const [who, v] of latest) {
+      if (!slots.has(v)) continue; // a vote outside the tree counts for nothing
+      const w = stakes.get(who) ?? 0n;
+      let x: bigint | undefined = v;
+      while (x !== undefined) {
+        this.weights.set(x, this.weights.get(x)! + w);
+        x = x === root ? undefined : tree.parents.get(x);
+      }
+    }
+  }
+
+  /** > 2/3 of total LStake voted on the slot or a descendant. */
+  confirmed(s: bigint): boolean {
+    return this.weights.get(s)! * 3n > 2n * this.total;
+  }
+  /** > 52% of total LStake voted on the slot or a descendant. */
+  duplicateConfirmed(s: bigint): boolean {
+    return this.weights.get(s)! * 100n > 52n * this.total;
+  }
+  /** A slot with a duplicate proof is ineligible (with its subtree) until duplicate-confirmed. */
+  eligible(s: bigint): boolean {
+    return !this.duplicates.has(s) || this.duplicateConfirmed(s);
+  }
+  /** From the root, move to the heaviest eligible child (ties: the lower slot) until none;
+   * the root itself when it is an unconfirmed duplicate. */
+  bestSlot(): bigint {
+    let s = this.root;
+    if (!this.eligible(s)) return s; // an unconfirmed duplicate root: nothing below it is eligible
+    for (;;) {
+      let best: bigint | null = null;
+      for (const c of this.children.get(s) ?? []) {
+        if (!this.eligible(c)) continue;
+        const wc = this.weights.get(c)!;
+        if (best === null || wc > this.weights.get(best)! || (wc === this.weights.get(best)! && c < best)) best = c;
+      }
+      if (best === null) return s;
+      s = best;
+    }
+  }
+}

@@ -3,11 +3,14 @@ import { type Json, arr, bytesEq, hex, int, num, obj, parseJson, reject, str, un
 import { decodeMessage, messageView } from "./codec.js";
 import { b58, domainBytes, publicKey, sign, unb58, verifyStrict } from "./crypto.js";
 import { deserializeEntries, hashN, hashTransactions, verifyEntries } from "./poh.js";
-import { ForkTree, Tower, applyVote, leaderSchedule, otherForkStake } from "./consensus.js";
+import { ForkChoiceView, ForkTree, Tower, applyVote, leaderSchedule, otherForkStake } from "./consensus.js";
 import { SHRED_HANDLERS } from "./shred.js";
 import { BANK_HANDLERS } from "./bank.js";
 import { POL_HANDLERS } from "./pol.js";
 import { AUCTION_HANDLERS } from "./auction.js";
+import { BLOB_HANDLERS } from "./blobs.js";
+import { GENESIS_HANDLERS } from "./genesis.js";
+import { GOSSIP_HANDLERS } from "./gossip.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -119,6 +122,30 @@ const switchStake: Handler = (input) => {
   return ok({ other_fork_stake: other, total_stake: total, switch_allowed: other * 100n > 38n * total });
 };
 
+/** spec/tower.md "Vectors": tower/fork-choice. */
+const forkChoice: Handler = (input) => {
+  const j = jsonInput(input);
+  const t = tree(j.parents);
+  for (const [c, p] of t.parents) if (p >= c || p < 0n || (p !== 0n && !t.parents.has(p))) reject("malformed", `parent ${p} of ${c}`);
+  const stakes = new Map(Object.entries(obj(j.stakes)).map(([k, v]) => [k, int(v)]));
+  for (const [k, v] of stakes) if (v <= 0n) reject("malformed", `stake of ${k}`);
+  const latest = new Map(Object.entries(obj(j.latest_votes)).map(([k, v]) => [k, int(v)]));
+  for (const k of latest.keys()) if (!stakes.has(k)) reject("malformed", `voter ${k} has no stake`);
+  const dups = new Set(arr(j.duplicates).map((x) => int(x)));
+  for (const d of dups) if (!t.has(d)) reject("unknown-slot", `duplicate ${d}`);
+  const fc = new ForkChoiceView(t, 0n, stakes, latest, dups);
+  const slots = [...fc.weights.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const weights: { [k: string]: Json } = {};
+  for (const s of slots) weights[s.toString()] = fc.weights.get(s)!;
+  return ok({
+    weights,
+    total_stake: fc.total,
+    best_slot: fc.bestSlot(),
+    confirmed: slots.filter((s) => fc.confirmed(s)),
+    duplicate_confirmed: slots.filter((s) => dups.has(s) && fc.duplicateConfirmed(s)),
+  });
+};
+
 export const HANDLERS: { [key: string]: Handler } = {
   "codec/roundtrip": codecRoundtrip,
   "codec/reject": codecReject,
@@ -131,8 +158,12 @@ export const HANDLERS: { [key: string]: Handler } = {
   "lstake/leader-schedule": leaderScheduleH,
   "tower/vote-sequence": voteSequence,
   "tower/switch-stake": switchStake,
+  "tower/fork-choice": forkChoice,
   ...SHRED_HANDLERS,
   ...BANK_HANDLERS,
   ...POL_HANDLERS,
   ...AUCTION_HANDLERS,
+  ...BLOB_HANDLERS,
+  ...GENESIS_HANDLERS,
+  ...GOSSIP_HANDLERS,
 };

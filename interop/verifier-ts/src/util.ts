@@ -87,6 +87,9 @@ export function readU64be(b: Uint8Array, o: number): bigint {
 export function readU32le(b: Uint8Array, o: number): number {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(o, true);
 }
+export function readU32be(b: Uint8Array, o: number): number {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(o, false);
+}
 export function readU16le(b: Uint8Array, o: number): number {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint16(o, true);
 }
