@@ -21,6 +21,12 @@ Rules (the table is the protocol; code below implements exactly these rows):
 | duplicate confirmed       | > 52% of LStake voted on a version of a duplicate slot (forkchoice.py)      |
 | confirmed (commitment)    | > 2/3 of total LStake voted on the slot or a descendant                     |
 | finalized / rooted        | the slot is the tower root (reached max lockout depth of 31 votes)          |
+| restart, tower missing or | every frozen slot above the ledger root may carry a vote the node no longer |
+| older than the ledger root| knows (``LostVotes``): voting on s is refused ("tower-unknown") while some  |
+|                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = how many of |
+|                           | them are >= u (a bound on u's confirmation count; n >= 31: never expires,   |
+|                           | u may have become the root); lifted once > 2/3 of LStake reported a root    |
+|                           | >= the highest of them (spec/tower.md "Restart without a tower")            |
 
 Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
 (signed by the identity) after every vote *before* sending it, so a restarted node never
@@ -185,6 +191,41 @@ class Tower:
         if any(not 1 <= v.confirmation_count <= MAX_LOCKOUT_HISTORY for v in rec.votes):
             raise TowerError("tower confirmation counts out of range")
         return cls(list(rec.votes), rec.root)
+
+
+@dataclass(frozen=True)
+class LostVotes:
+    """Votes a restarted node may have cast and no longer knows (its tower file is missing,
+    or older than the ledger's root): one possible vote per frozen slot above the ledger
+    root (a node votes only on slots it replayed, and keeps every slot above its root).
+    Every real tower vote at u has a confirmation count <= the number of votes cast at or
+    after u (lockout doubling needs depth > i + conf), all of them on these slots; so
+    u's lockout ends by ``u + 2^n(u)`` (the table row "restart, tower missing")."""
+
+    slots: tuple[int, ...]  # ascending
+
+    def __post_init__(self) -> None:
+        if list(self.slots) != sorted(set(self.slots)):
+            raise ValueError("lost-vote slots must be strictly ascending")
+
+    @property
+    def highest(self) -> int:
+        return self.slots[-1] if self.slots else 0
+
+    def lockout_end(self, i: int) -> int | None:
+        """The last slot a possible vote on ``slots[i]`` locks; None: it never expires."""
+        n = len(self.slots) - i
+        return None if n >= MAX_LOCKOUT_HISTORY else self.slots[i] + INITIAL_LOCKOUT**n
+
+    def blocking(self, slot: int, ancestors: Container[int]) -> int | None:
+        """The first possibly-lost vote that a vote on ``slot`` could break, or None."""
+        for i, u in enumerate(self.slots):
+            if u in ancestors:
+                continue
+            end = self.lockout_end(i)
+            if end is None or slot <= end:
+                return u
+        return None
 
 
 def is_supermajority(stake: int, total_stake: int) -> bool:
