@@ -434,8 +434,8 @@ class NodePolicy(Generic[R]):
         self._update_weights()
         out = self._prune(now_mono_ms)
         if self.tower_file_root is None or self.tower_file_root < self.root_written:
-            lost = tuple(s for s in sorted(self.slots.frozen_slots()) if s > self.root_written)
-            self.cons.lost = LostVotes(lost) if lost else None
+            lost = LostVotes.of(self.slots.parent, (s for s in self.slots.frozen_slots() if s > self.root_written))
+            self.cons.lost = lost if lost.slots else None
         return out
 
     def repair_plan(self, now_ms: int) -> tuple[list[int], set[int]]:

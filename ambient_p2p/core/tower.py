@@ -23,10 +23,10 @@ Rules (the table is the protocol; code below implements exactly these rows):
 | finalized / rooted        | the slot is the tower root (reached max lockout depth of 31 votes)          |
 | restart, tower missing or | every frozen slot above the ledger root may carry a vote the node no longer |
 | older than the ledger root| knows (``LostVotes``): voting on s is refused ("tower-unknown") while some  |
-|                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = how many of |
-|                           | them are >= u (a bound on u's confirmation count; n >= 31: never expires,   |
-|                           | u may have become the root); lifted once > 2/3 of LStake reported a root    |
-|                           | >= the highest of them (spec/tower.md "Restart without a tower")            |
+|                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = 1 + how    |
+|                           | many of them descend from u (a bound on u's confirmation count; n >= 31:   |
+|                           | never expires, u may be the root); lifted once > 2/3 of LStake reported a  |
+|                           | root >= the highest of them (spec/tower.md "Restart without a tower")      |
 
 Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
 (signed by the identity) after every vote *before* sending it, so a restarted node never
@@ -36,7 +36,7 @@ votes against its own lockouts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -198,23 +198,38 @@ class LostVotes:
     """Votes a restarted node may have cast and no longer knows (its tower file is missing,
     or older than the ledger's root): one possible vote per frozen slot above the ledger
     root (a node votes only on slots it replayed, and keeps every slot above its root).
-    Every real tower vote at u has a confirmation count <= the number of votes cast at or
-    after u (lockout doubling needs depth > i + conf), all of them on these slots; so
-    u's lockout ends by ``u + 2^n(u)`` (the table row "restart, tower missing")."""
+    The votes above a vote u in an honest tower are all descendants of u (the tower is a
+    chain) and lockout doubling needs depth > i + conf, so u's confirmation count is at
+    most ``n(u)`` = 1 + the number of those slots descending from u, and u's lockout ends
+    by ``u + 2^n(u)`` (the table row "restart, tower missing")."""
 
     slots: tuple[int, ...]  # ascending
+    bounds: tuple[int, ...]  # n(slot), same order
 
     def __post_init__(self) -> None:
-        if list(self.slots) != sorted(set(self.slots)):
-            raise ValueError("lost-vote slots must be strictly ascending")
+        if list(self.slots) != sorted(set(self.slots)) or len(self.bounds) != len(self.slots):
+            raise ValueError("lost-vote slots must be strictly ascending, one bound each")
+
+    @classmethod
+    def of(cls, parent: Callable[[int], int | None], slots: Iterable[int]) -> LostVotes:
+        """From the frozen ``slots`` above the ledger root and their parents."""
+        ordered = sorted(set(slots))
+        desc = dict.fromkeys(ordered, 0)
+        for s in ordered:  # every slot counts once for each of its ancestors among them
+            p = parent(s)
+            while p is not None and p in desc:
+                desc[p] += 1
+                p = parent(p)
+        return cls(tuple(ordered), tuple(1 + desc[s] for s in ordered))
 
     @property
     def highest(self) -> int:
         return self.slots[-1] if self.slots else 0
 
     def lockout_end(self, i: int) -> int | None:
-        """The last slot a possible vote on ``slots[i]`` locks; None: it never expires."""
-        n = len(self.slots) - i
+        """The last slot a possible vote on ``slots[i]`` locks; None: it may have become
+        the root (31 votes deep) and never expires."""
+        n = self.bounds[i]
         return None if n >= MAX_LOCKOUT_HISTORY else self.slots[i] + INITIAL_LOCKOUT**n
 
     def blocking(self, slot: int, ancestors: Container[int]) -> int | None:
