@@ -50,6 +50,22 @@ def test_lost_votes_rows() -> None:
     assert fork.blocking(5, {1, 3}) == 2 and fork.blocking(7, {1, 3}) is None  # 2 ends 6, 4 ends 6
 
 
+def test_votes_after_the_restart_deepen_the_lost_lockouts_they_stack_on() -> None:
+    """The simulation's seed 79: lost votes on 2 and 3 (a chain), then new votes on 5, 6, 7
+    on top of them: the real tower is [2, 3, 5, 6, 7], the vote on 2 holds 5 confirmations
+    and locks until 34, so another fork's 14 must wait."""
+    lv = LostVotes.of({3: 2}.get, (2, 3))
+    assert lv.bounds == (2, 1) and lv.blocking(14, {0, 1}) is None  # without the new votes
+    for s in (5, 6, 7):
+        lv = lv.after_vote(s, {0, 2, 3, *range(5, s)})
+    assert lv.bounds == (5, 4) and lv.blocking(14, {0, 1}) == 2 and lv.blocking(35, {0, 1}) is None
+    real = Tower()
+    for s in (2, 3, 5, 6, 7):
+        real.record_vote(s)
+    assert real.votes[0] == Lockout(2, 5)
+    assert lv.after_vote(9, {0, 1}) == lv  # a vote on another fork stacks on none of them
+
+
 def test_lost_votes_must_ascend() -> None:
     for bad in ((3, 2), (2, 2)):
         try:

@@ -209,6 +209,8 @@ class Consensus:
         ):
             return NotVoted("switch", best)
         new_root = t.record_vote(best)
+        if self.lost is not None:
+            self.lost = self.lost.after_vote(best, ancestors)
         self.refresh_due = False
         effects: list[Effect] = [PersistTower(t.to_record(self.keypair)), self._vote(best, now_ms)]
         fc.add_vote(self.keypair.pubkey, best)

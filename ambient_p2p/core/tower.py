@@ -24,8 +24,9 @@ Rules (the table is the protocol; code below implements exactly these rows):
 | restart, tower missing or | every frozen slot above the ledger root may carry a vote the node no longer |
 | older than the ledger root| knows (``LostVotes``): voting on s is refused ("tower-unknown") while some  |
 |                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = 1 + how    |
-|                           | many of them descend from u (a bound on u's confirmation count; n >= 31:   |
-|                           | never expires, u may be the root); lifted once > 2/3 of LStake reported a  |
+|                           | many of them descend from u + the votes since on its descendants (a bound  |
+|                           | on u's confirmation count; n >= 31: never expires, u may be the root);     |
+|                           | lifted once > 2/3 of LStake reported a                                     |
 |                           | root >= the highest of them (spec/tower.md "Restart without a tower")      |
 
 Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
@@ -231,6 +232,12 @@ class LostVotes:
         the root (31 votes deep) and never expires."""
         n = self.bounds[i]
         return None if n >= MAX_LOCKOUT_HISTORY else self.slots[i] + INITIAL_LOCKOUT**n
+
+    def after_vote(self, slot: int, ancestors: Container[int]) -> LostVotes:
+        """A new vote on ``slot`` stacks on every possibly-lost vote it descends from (the
+        real tower is the lost votes with the new ones on top): one more confirmation each."""
+        return LostVotes(self.slots, tuple(n + (u in ancestors and u != slot) for u, n in
+                                           zip(self.slots, self.bounds, strict=True)))
 
     def blocking(self, slot: int, ancestors: Container[int]) -> int | None:
         """The first possibly-lost vote that a vote on ``slot`` could break, or None."""
