@@ -246,11 +246,11 @@ def test_leader_decision_rows() -> None:
     assert leader_decision(1000, 10, 9, **{**kw, "best_frozen": False}) == WaitForParent("parent-not-frozen")
     assert leader_decision(1000, 10, 9, **{**kw, "behind": True}) == WaitForParent("behind")
     assert leader_decision(1000, 10, 9, **{**kw, "may_produce": False}) == WaitForParent("syncing")
-    assert leader_decision(1000, 10, 9, **kw) == Build(9)
-    assert leader_decision(1000, 10, 7, **{**kw, "best_is_own": True}) == Build(7)
+    assert leader_decision(1000, 10, 9, **kw) == Build(9, 10)
+    assert leader_decision(1000, 10, 7, **{**kw, "best_is_own": True}) == Build(7, 10)
     deadline = 1000 + LEADER_SKIP_GRACE_SLOTS * 100
     assert leader_decision(1000, 10, 7, **kw) == WaitForParent("grace", deadline)
-    assert leader_decision(int(deadline), 10, 7, **kw) == Build(7)
+    assert leader_decision(int(deadline), 10, 7, **kw) == Build(7, 10)
 
 
 # -- finality ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ambient_p2p.core import slots as sl
 from ambient_p2p.core.consensus import Consensus, NotVoted, PersistTower, SendVote, Vote
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.finality import Finality
-from ambient_p2p.core.leader_policy import Build, WaitForParent
+from ambient_p2p.core.leader_policy import Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
@@ -307,9 +307,13 @@ def test_policy_may_build_and_produced_bookkeeping() -> None:
 def test_policy_leader_rule() -> None:
     p = _policy()
     _replay(p, 1, 0)
-    assert p.leader(SLOT_MS * 2) == Build(1)
+    assert p.leader(SLOT_MS * 2) == Build(1, 2)
+    assert p.leader(SLOT_MS * 2 + 1) == Skip("decided")  # once per slot
     assert isinstance(p.leader(SLOT_MS * 3), WaitForParent)  # slot 3: slot 2 missing, grace first
-    assert p.leader(SLOT_MS * 3 + 300) == Build(1)  # the grace is over: slot 2 is skipped
+    assert p.leader(SLOT_MS * 3 + 300) == Build(1, 3)  # the grace is over: slot 2 is skipped
+    other = _policy(others_from=0)
+    _replay(other, 1, 0)
+    assert other.leader(SLOT_MS * 2) == Skip("not-leader")
 
 
 def _restart(tower: Tower | None, *, ledger_roots: list[int], frozen: list[int]) -> NodePolicy[Any]:

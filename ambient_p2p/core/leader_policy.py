@@ -12,12 +12,14 @@ consensus driver says to build on:
 | ``best`` is not frozen here                                     | ``WaitForParent("parent-not-frozen")`` |
 | behind                                                          | ``WaitForParent("behind")``     |
 | syncing and the sync timeout has not passed                     | ``WaitForParent("syncing")``    |
-| ``best == slot - 1`` or ``best`` is our own slot                | ``Build(best)``                 |
-| ``now >= start + LEADER_SKIP_GRACE_SLOTS * slot_ms``            | ``Build(best)`` (previous leader late or absent: its slots are skipped) |
+| ``best == slot - 1`` or ``best`` is our own slot                | ``Build(best, slot)``           |
+| ``now >= start + LEADER_SKIP_GRACE_SLOTS * slot_ms``            | ``Build(best, slot)`` (previous leader late or absent: its slots are skipped) |
 | otherwise                                                       | ``WaitForParent("grace", until)`` |
 
-``Skip`` and ``Build`` end the slot for this leader; ``WaitForParent`` is asked again when
-replay freezes a slot or at ``until_ms`` (the grace deadline), whichever comes first.
+``Skip`` and ``Build`` end the slot for this leader (``NodePolicy.leader`` asks once per
+slot of its own, then answers ``Skip("decided")``; other leaders' slots: ``Skip("not-leader")``);
+``WaitForParent`` is asked again when replay freezes a slot or at ``until_ms`` (the grace
+deadline), whichever comes first.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ LEADER_SKIP_GRACE_SLOTS = 0.75
 @dataclass(frozen=True)
 class Build:
     parent: int
+    slot: int
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,8 @@ def leader_decision(
     if not may_produce:
         return WaitForParent("syncing")
     if best == slot - 1 or best_is_own:
-        return Build(best)
+        return Build(best, slot)
     deadline = start_ms + LEADER_SKIP_GRACE_SLOTS * slot_ms
     if now_ms >= deadline:
-        return Build(best)
+        return Build(best, slot)
     return WaitForParent("grace", deadline)

@@ -25,7 +25,7 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | 5. the consensus driver (tower BFT)                                |                       |
 | ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects       |
 |                                 | weights; everything at or below the root pruned                    |                       |
-| ``leader(now)``                 | ``leader_policy.leader_decision`` on ``Consensus.build_parent``    | Build / Wait / Skip   |
+| ``leader(now)``                 | own slot, once: ``leader_decision`` on ``Consensus.build_parent``  | Build / Wait / Skip   |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
@@ -49,7 +49,7 @@ from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRej
 from .crypto import Keypair
 from .finality import Finality
 from .forkchoice import ForkChoiceError
-from .leader_policy import Decision, leader_decision
+from .leader_policy import Decision, Skip, WaitForParent, leader_decision
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
@@ -145,6 +145,7 @@ class NodePolicy(Generic[R]):
         #: slots above the restart root this identity produced before it stopped: never again
         self.produced_before: set[int] = set()
         self.last_no_vote_reason: str | None = None
+        self.leader_decided = -1  # the last own slot the leader rule built or skipped
         self.stats = NodeStats()
         self.awaiting_confirm: dict[int, list[int]] = {}  # slot -> leader receipt times (mono ms)
         self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
@@ -362,12 +363,18 @@ class NodePolicy(Generic[R]):
 
     # -- production ---------------------------------------------------------------------------
     def leader(self, now_ms: int) -> Decision:
-        """The leader rule for the current clock slot (the shell asks only in its own slots)."""
+        """The leader rule for the current clock slot: only in this node's own slots, once
+        per slot (a Build or Skip decides it; the shell builds a slot before it asks again)."""
         cur = self.slot_at(now_ms)
+        if cur <= self.leader_decided or self.leader_of(cur) != self.kp.pubkey:
+            return Skip("decided" if cur <= self.leader_decided else "not-leader")
         best = self.cons.build_parent(cur)
-        return leader_decision(now_ms, cur, best, start_ms=self.slot_start_ms(cur), slot_ms=self.slot_ms,
-                               best_frozen=self.slots.is_frozen(best), best_is_own=best in self.slots.own,
-                               behind=self.behind(now_ms), may_produce=self.ready.may_produce(now_ms))
+        d = leader_decision(now_ms, cur, best, start_ms=self.slot_start_ms(cur), slot_ms=self.slot_ms,
+                            best_frozen=self.slots.is_frozen(best), best_is_own=best in self.slots.own,
+                            behind=self.behind(now_ms), may_produce=self.ready.may_produce(now_ms))
+        if not isinstance(d, WaitForParent):
+            self.leader_decided = cur
+        return d
 
     def may_build(self, slot: int, parent: int) -> bool:
         """``parent`` is still frozen here, ``slot`` not yet frozen, dead or dumped, and not

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.codec import DecodeError, decode
-from ..core.leader_policy import Build, Skip, WaitForParent
+from ..core.leader_policy import Build, WaitForParent
 from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..ledger.cleanup import cleanup_due, purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
@@ -116,21 +116,15 @@ async def _leader_loop(v: Validator) -> None:
     recheck; asks the pure leader policy what to do. On the PoH clock a build lasts until
     the end of its slot (at most ``PRODUCE_OVERRUN_SLOTS`` past it: then it is abandoned),
     so the next slot's decision comes after it, on the slot it produced."""
-    last_built = -1
     while True:
         now = v.clock.wall_ms()
-        cur = v.slot_at(now)
-        wake = v.slot_start_ms(cur + 1)
-        if cur > last_built and v.book.leader(cur) == v.kp.pubkey:
-            d = v.leader(now)
-            if isinstance(d, Build):
-                last_built = cur
-                await v.produce(cur, d.parent)
-                continue
-            if isinstance(d, Skip):
-                last_built = cur
-            elif isinstance(d, WaitForParent):
-                wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
+        wake = v.slot_start_ms(v.slot_at(now) + 1)
+        d = v.leader(now)
+        if isinstance(d, Build):
+            await v.produce(d.slot, d.parent)
+            continue
+        if isinstance(d, WaitForParent):
+            wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
         with trio.move_on_after(max(0.0, (wake - now) / 1000)):
             await v.frozen_event.wait()
 
