@@ -572,3 +572,15 @@ def test_never_may_vote_while_a_fresh_vote_names_a_slot_above_best(
         assert behind and r.no_vote_reason(behind=behind, isolated=False) is not None
     reason = r.no_vote_reason(behind=behind, isolated=False)
     assert (reason is None) == (not syncing and not behind)
+
+
+def test_a_replay_on_a_fork_the_root_forgot_is_stale() -> None:
+    """Found by SlotMachine: 18 replays on 17; the root moves to 1, which 17 does not
+    descend from, so 17 is forgotten; 18's result must not freeze it on a forgotten parent."""
+    t = sl.SlotTracker(0, H0)
+    t.handle(sl.Produced(1, 0, HA))
+    t.handle(sl.Produced(17, 0, HB))
+    assert t.handle(sl.Completed(18, 17)) == [sl.Replay(18, 17)]
+    t.handle(sl.Rooted(1))
+    assert t.state(17) is S.ABSENT and t.state(18) is S.FULL
+    assert t.handle(sl.Replayed(18, HA)) == [] and not t.is_frozen(18)

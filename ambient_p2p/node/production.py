@@ -11,14 +11,13 @@ gossips the entries as PoH publishes them; after the last tick the slot is store
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ..core import leader_policy as lp
 from ..core.codec import encode
-from ..core.leader_policy import LEADER_SKIP_GRACE_SLOTS
 from ..core.poh import Entry
 from ..core.pools import tx_key
 from ..core.vote_program import VoteTx
@@ -51,15 +50,6 @@ POH_CLOCKS = ("service", "instant")
 DEFAULT_POH_CLOCK = "service"
 #: The leader looks for new transactions and votes this often during its slot.
 INTAKE_INTERVAL_S = 0.02
-#: ... and stops taking new ones this many ticks before the slot's end (a later record
-#: would likely be refused: the last tick is out).
-INTAKE_STOP_TICKS = 2
-#: Entries are shredded and gossiped at least this often (ms of ticks): every publication
-#: is at least one 32:32 FEC set (64 shreds), so not every entry gets its own.
-STREAM_INTERVAL_MS = 200
-#: A slot not complete this many slot durations after its end is abandoned (the next
-#: leader stops waiting for it after LEADER_SKIP_GRACE_SLOTS from its own slot's start).
-PRODUCE_OVERRUN_SLOTS = LEADER_SKIP_GRACE_SLOTS
 #: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
 #: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
 SHREDS_PER_GOSSIP_MESSAGE = 32
@@ -170,8 +160,7 @@ async def _broadcast(v: Validator, poh: PohService, slot: int, streamer: SlotStr
     try:
         async for run in poh.stream(slot):
             pending += run
-            ticks = sum(1 for e in pending if e.is_tick)
-            if ticks >= ticks_per_run or streamer.ticks + ticks == streamer.max_ticks:
+            if lp.publish_due(sum(1 for e in pending if e.is_tick), streamer.ticks, streamer.max_ticks, ticks_per_run):
                 packets = await v._thread("build", streamer.add, pending)
                 pending = []
                 if v.port is not None:
@@ -190,31 +179,30 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
             return False
         parent_res = v.banks[parent]
     g = v.genesis
-    tick_ms = g.poh.target_tick_duration_us / 1000
+    plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
+                        tick_ms=g.poh.target_tick_duration_us / 1000)
     wall0, t0 = v.clock.wall_ms(), trio.current_time()
 
     def at(wall_ms: float) -> float:  # trio time of a slot-clock time
         return t0 + (wall_ms - wall0) / 1000
 
-    origin_ms, end_ms = v.slot_start_ms(parent + 1), v.slot_start_ms(slot + 1)
-    poh.start_slot(slot, parent, parent_res.last_entry_hash, origin_ns=poh.clock_ns() + int((origin_ms - wall0) * 1e6))
+    poh.start_slot(slot, parent, parent_res.last_entry_hash,
+                   origin_ns=poh.clock_ns() + int((plan.origin_ms - wall0) * 1e6))
     bank = await v._thread("build", parent_res.bank.child, slot, v.kp.pubkey)
     streamer = SlotStreamer(v.kp, g, parent, parent_res, slot)
     st = _InSlot()
-    with trio.move_on_at(at(end_ms + PRODUCE_OVERRUN_SLOTS * v.slot_ms)):
+    with trio.move_on_at(at(plan.abandon_ms)):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_intake, v, poh, slot, bank, st, at(end_ms - INTAKE_STOP_TICKS * tick_ms))
-            await _broadcast(v, poh, slot, streamer, max(1, math.ceil(STREAM_INTERVAL_MS / tick_ms)))
+            nursery.start_soon(_intake, v, poh, slot, bank, st, at(plan.intake_stop_ms))
+            await _broadcast(v, poh, slot, streamer, plan.ticks_per_publish)
             nursery.cancel_scope.cancel()  # the last tick is out (or the slot was superseded): no more intake
     if not streamer.complete:
         v.stats.produce_abandoned += 1
         log.warning("slot %d abandoned: not complete %.0f ms after its end (%d of %d ticks)", slot,
-                    PRODUCE_OVERRUN_SLOTS * v.slot_ms, streamer.ticks, streamer.max_ticks)
+                    plan.abandon_ms - plan.end_ms, streamer.ticks, streamer.max_ticks)
         return False
-    # the entries are what the slot holds; a batch executed but not recorded (refused, or
-    # cut off by the end of the slot) means the bank must be recomputed from them
-    recorded = [tx for e in streamer.entries for tx in e.transactions]
-    if st.dirty or recorded != st.included:
+    recorded = [tx for e in streamer.entries for tx in e.transactions]  # what the slot holds
+    if lp.must_rebank(st.dirty, recorded, st.included):
         bank = await v._thread("build", rebank, parent_res, slot, v.kp.pubkey, streamer.entries)
     votes = [vt for raw in recorded if (vt := st.landed_votes.get(raw)) is not None]
     built = await v._thread("build", streamer.finish, bank, recorded, st.dropped, votes)

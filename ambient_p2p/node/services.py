@@ -114,7 +114,7 @@ async def leader_service(v: Validator) -> None:
 async def _leader_loop(v: Validator) -> None:
     """Sleeps until its slot boundary, a freeze, or (while waiting in its own slot) a short
     recheck; asks the pure leader policy what to do. On the PoH clock a build lasts until
-    the end of its slot (at most ``PRODUCE_OVERRUN_SLOTS`` past it: then it is abandoned),
+    the end of its slot (at most ``leader_policy.PRODUCE_OVERRUN_SLOTS`` past it: then abandoned),
     so the next slot's decision comes after it, on the slot it produced."""
     while True:
         now = v.clock.wall_ms()
