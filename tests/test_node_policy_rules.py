@@ -169,9 +169,22 @@ def test_the_guard_waits_out_the_bound_then_votes() -> None:
     assert c.try_vote(1000) == NotVoted("tower-unknown", 4)
     c.on_replayed(7, 3, _h(7, 1))  # 7 is past it; 1 and 3 are ancestors
     for k in KEYS[1:]:
-        c.forkchoice.add_vote(k.pubkey, 7)
+        c.forkchoice.add_vote(k.pubkey, 7)  # and 75 % left 2's fork: the switch proof
     out = c.decide(1000)
     assert [type(e) for e in out] == [PersistTower, SendVote] and c.tower.last_voted_slot == 7
+
+
+def test_leaving_the_fork_of_a_possible_last_vote_needs_a_switch_proof() -> None:
+    """Past every lost lockout, the first vote after the restart may still leave the fork
+    of what may have been the last vote only with > 38 % of LStake on other forks."""
+    c = Consensus(ME, STAKES, lost=LostVotes.of({2: 1, 3: 1}.get, (1, 2, 3)))
+    _two_forks(c)
+    c.on_replayed(9, 3, _h(9, 1))  # past 2's lockout (ends 4)
+    c.forkchoice.add_vote(KEYS[1].pubkey, 9)  # 25 %: no switch proof against 2
+    assert c.try_vote(1000) == NotVoted("tower-unknown", 9)
+    c.forkchoice.add_vote(KEYS[2].pubkey, 9)  # 50 %
+    assert [type(e) for e in c.decide(1000)] == [PersistTower, SendVote]
+    assert c.lost is not None and not c.lost.last_unknown  # from now on the tower's last vote rules
 
 
 def test_refresh_last_vote_resends_the_towers_last_vote_once() -> None:

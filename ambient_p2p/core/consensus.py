@@ -33,13 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from . import crypto
 from .codec import Bytes, Opt, UInt, fld, message
 from .errors import ProtocolError
 from .forkchoice import ForkChoice
 from .messages import sign_message, verify_message
-from .tower import LostVotes, Tower, TowerRecord, is_supermajority
+from .tower import INITIAL_LOCKOUT, SWITCH_FORK_THRESHOLD, LostVotes, Tower, TowerRecord, is_supermajority
 
 #: Votes for slots further than this behind our root are ignored (stale, can't matter).
 VOTE_MAX_AGE_SLOTS = 512
@@ -200,7 +201,8 @@ class Consensus:
             return NotVoted("already-voted", best)
         if t.is_locked_out(best, ancestors):
             return NotVoted("locked-out", best)
-        if self.lost is not None and self.lost.blocking(best, ancestors) is not None:
+        if self.lost is not None and (self.lost.blocking(best, ancestors) is not None
+                                      or not self._lost_switch_ok(best, ancestors)):
             return NotVoted("tower-unknown", best)
         if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
             return NotVoted("threshold", best)
@@ -220,6 +222,24 @@ class Consensus:
             self.bank_hashes = {s: h for s, h in self.bank_hashes.items() if s >= new_root}
             effects.append(NewRoot(new_root))
         return effects
+
+    def _lost_switch_ok(self, slot: int, ancestors: set[int]) -> bool:
+        """Until its first vote after a restart without its tower, any possibly-lost vote
+        ``w`` may be this node's last vote: voting off ``w``'s fork needs the switch proof
+        against ``w`` (> 38 % of LStake locked out on other forks, ours not counted)."""
+        assert self.lost is not None
+        if not self.lost.last_unknown:
+            return True
+        fc, me = self.forkchoice, self.keypair.pubkey
+        for w in self.lost.slots:
+            if w in ancestors or w not in fc.parent:
+                continue
+            anc, sub = fc.ancestors(w), fc.subtree(w)
+            other = sum(fc.stakes[k] for k, v in fc.latest_vote.items()
+                        if k != me and v not in anc and v not in sub and (v > w or v + INITIAL_LOCKOUT >= w))
+            if not Fraction(other, self.total_stake) > SWITCH_FORK_THRESHOLD:
+                return False
+        return True
 
     def _vote(self, slot: int, now_ms: int) -> SendVote:
         # a re-sent vote needs a newer timestamp, or gossip's duplicate filter drops it

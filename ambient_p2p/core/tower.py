@@ -26,7 +26,9 @@ Rules (the table is the protocol; code below implements exactly these rows):
 |                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = 1 + how    |
 |                           | many of them descend from u + the votes since on its descendants (a bound  |
 |                           | on u's confirmation count; n >= 31: never expires, u may be the root);     |
-|                           | lifted once > 2/3 of LStake reported a                                     |
+|                           | until its first new vote, leaving the fork of any such u needs the switch  |
+|                           | proof (> 38 %) as if u were the last vote; lifted once > 2/3 of LStake     |
+|                           | reported a                                                                 |
 |                           | root >= the highest of them (spec/tower.md "Restart without a tower")      |
 
 Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
@@ -206,6 +208,9 @@ class LostVotes:
 
     slots: tuple[int, ...]  # ascending
     bounds: tuple[int, ...]  # n(slot), same order
+    #: no vote since the restart: any of ``slots`` may be the last vote, which a vote on
+    #: another fork may leave only with a switch proof (agave's stray last vote)
+    last_unknown: bool = True
 
     def __post_init__(self) -> None:
         if list(self.slots) != sorted(set(self.slots)) or len(self.bounds) != len(self.slots):
@@ -237,7 +242,7 @@ class LostVotes:
         """A new vote on ``slot`` stacks on every possibly-lost vote it descends from (the
         real tower is the lost votes with the new ones on top): one more confirmation each."""
         return LostVotes(self.slots, tuple(n + (u in ancestors and u != slot) for u, n in
-                                           zip(self.slots, self.bounds, strict=True)))
+                                           zip(self.slots, self.bounds, strict=True)), last_unknown=False)
 
     def blocking(self, slot: int, ancestors: Container[int]) -> int | None:
         """The first possibly-lost vote that a vote on ``slot`` could break, or None."""
