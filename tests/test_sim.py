@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ambient_p2p.core import tower
+from ambient_p2p.core import consensus, tower
 from tests import sim
 
 SEEDS_PER_BLOCK = 250
@@ -124,8 +124,27 @@ def test_nodes_whose_tower_file_is_deleted_stay_safe_and_live(block: int) -> Non
 
 def test_catches_a_node_that_ignores_its_lost_tower(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tower.LostVotes, "blocking", lambda self, slot, ancestors: None)
+    monkeypatch.setattr(consensus.Consensus, "_lost_switch_ok", lambda self, slot, ancestors: True)
     e, n, _ = _first_failure(_crash_seeds(0, TOWER_LOSS_SEEDS), tower_loss=True)
     assert e.kind == "SAFETY" and "lockout" in str(e) and n <= 5
+
+
+@pytest.mark.slow
+def test_catches_a_guard_without_its_switch_proof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lockout half alone is not enough either: at seed 653 a node that lost its tower
+    after voting on an optimistically confirmed slot left its fork once the lockouts ran
+    out, without a switch proof, and a conflicting slot was confirmed."""
+    monkeypatch.setattr(consensus.Consensus, "_lost_switch_ok", lambda self, slot, ancestors: True)
+    e, _, _ = _first_failure(_crash_seeds(0, 700), tower_loss=True)
+    assert (e.kind, e.seed) == ("SAFETY", 653) and "optimistically confirmed" in str(e)
+
+
+@pytest.mark.slow
+def test_catches_a_guard_without_its_lockout_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch-proof half of the guard alone is not enough: seed 79 (about 11 s)."""
+    monkeypatch.setattr(tower.LostVotes, "blocking", lambda self, slot, ancestors: None)
+    e, _, _ = _first_failure(_crash_seeds(0, TOWER_LOSS_SEEDS), tower_loss=True)
+    assert (e.kind, e.seed) == ("SAFETY", 79) and "lockout" in str(e)
 
 
 @pytest.mark.slow
