@@ -6,6 +6,9 @@ clock. The scheduler delays (per link), drops, duplicates and reorders messages,
 and heals the network, crashes and restarts nodes (the tower survives through a
 ``TowerRecord`` encode/decode round trip, the blockstore survives, everything else is lost)
 and lets a byzantine leader equivocate (two versions of a slot sent to different peers).
+With ``tower_loss=True`` every restart finds its tower file deleted: the node knows it and
+boots with the restart guard (``core.tower.LostVotes``; spec/tower.md "Restart without a
+tower"), and the oracle still holds it to the lockouts of every vote it sent before.
 
 Checked after every step:
 * SAFETY: every block any node ever rooted lies on one chain of the global block tree (no two
