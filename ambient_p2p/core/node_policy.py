@@ -9,7 +9,7 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 
 | event (method)                  | rule                                                               | effects for the shell |
 |---------------------------------|--------------------------------------------------------------------|-----------------------|
-| ``stored(events, dups, bad)``   | insert facts -> slot tracker; a duplicate proof marks fork choice  | -> slot effects       |
+| ``stored(events, dups)``        | insert facts -> slot tracker; a duplicate proof marks fork choice  | -> slot effects       |
 | ``replayed(slot, res, dup)``    | bank kept; Replayed -> tracker (``replay_failed``: ReplayFailed)   | -> slot effects       |
 | (slot effect) ``SlotFrozen``    | readiness; fork choice (if above the root and on it); the slot's   | -> ``SlotFrozen``     |
 |                                 | landed votes count; its pending votes are released                 |                       |
@@ -21,7 +21,7 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``add_vote_tx`` / ``add_tx``    | vote pool (voters with weight) + count_vote / mempool (dedupe)     | -                     |
 | ``vote_decision(now)``          | 1. confirmation latency of own slots; 2. restart guard lifted when | -> ``CastVote``       |
 |                                 | the cluster root passes it; 3. the last vote re-sent once after a  | (tower record, then   |
-|                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``NewRoot``    |
+|                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``RootChain``  |
 |                                 | 5. the consensus driver (tower BFT)                                |                       |
 | ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects       |
 |                                 | weights; everything at or below the root pruned                    |                       |
@@ -29,8 +29,10 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
-| ``restart(...)``                | stored slots above the base -> tracker (dead / full / partial);    | -> slot effects       |
-|                                 | a tower missing or older than the ledger root -> ``LostVotes``     |                       |
+| ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
+|                                 | -> tracker (dead / full / partial)                                 |                       |
+| ``restarted()``                 | weights, pruning; a tower missing or older than the ledger root -> | -> slot effects       |
+|                                 | the restart guard ``LostVotes`` (spec/tower.md)                    |                       |
 | ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind")    | (slots to ask for)    |
 """
 
