@@ -6,6 +6,9 @@ clock. The scheduler delays (per link), drops, duplicates and reorders messages,
 and heals the network, crashes and restarts nodes (the tower survives through a
 ``TowerRecord`` encode/decode round trip, the blockstore survives, everything else is lost)
 and lets a byzantine leader equivocate (two versions of a slot sent to different peers).
+With ``tower_loss=True`` every restart finds its tower file deleted: the node knows it and
+boots with the restart guard (``core.tower.LostVotes``; spec/tower.md "Restart without a
+tower"), and the oracle still holds it to the lockouts of every vote it sent before.
 
 Checked after every step:
 * SAFETY: every block any node ever rooted lies on one chain of the global block tree (no two
@@ -64,6 +67,7 @@ from ambient_p2p.core.tower import (
     INITIAL_LOCKOUT,
     MAX_LOCKOUT_HISTORY,
     SUPERMAJORITY,
+    LostVotes,
     Tower,
     TowerRecord,
 )
@@ -219,6 +223,9 @@ class Disk:
     #: the version of each slot the node replays (the first it stored, or the one it repaired
     #: after a dump): other versions are kept only as duplicate proofs, as in agave's blockstore
     preferred: dict[int, bytes] = field(default_factory=dict)
+    #: the tower file was deleted at a restart (``tower_loss``): guarded boots until the
+    #: guard lifts (spec/tower.md "Restart without a tower")
+    tower_lost: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -238,6 +245,8 @@ class SimNode:
         tower = Tower()
         if disk.tower is not None:  # restart: the persisted tower, through its wire form
             tower = Tower.from_record(codec.decode(codec.encode(disk.tower), TowerRecord), self.pubkey)
+        elif disk.tower_lost:  # no tower file: rooted at the ledger root, guarded below
+            tower = Tower([], max(disk.roots))
         self.cons = Consensus(keypair, stakes, tower=tower)
         root = self.cons.root
         self.version: dict[int, bytes] = {root: disk.roots[root]}  # slot -> replayed block hash
@@ -255,6 +264,9 @@ class SimNode:
             self._replay_from(b)
             if b.slot > 0 and b.parent_hash not in disk.blocks and b.parent_slot >= root:
                 self.missing[b.parent_hash] = (b.parent_slot, index)  # the repair loop resumes
+        if disk.tower_lost:  # every replayed slot above the ledger root may carry a lost vote
+            lost = LostVotes.of(self.cons.forkchoice.parent.get, (s for s in self.version if s > max(disk.roots)))
+            self.cons.lost = lost if lost.slots else None
 
     # -- inputs ---------------------------------------------------------------------------
     def on_block(self, b: Block, sender: int | None) -> None:
@@ -330,12 +342,26 @@ class SimNode:
         if not self.dirty:
             return
         self.dirty = False
+        if self.cons.lost is not None:
+            self.cons.lift_lost_votes(self._cluster_root())
+            self.disk.tower_lost = self.cons.lost is not None
         for eff in self.cons.decide(now_ms):
             self.out.append(eff)
             if isinstance(eff, SendVote):
                 self.latest_by_voter[self.pubkey] = eff.vote
             elif isinstance(eff, NewRoot):
                 self._pruned(eff.slot)
+
+    def _cluster_root(self) -> int:
+        """The highest root > 2/3 of LStake reported in their latest votes (core.finality
+        rule 5; ours: our tower root)."""
+        acc, total = 0, sum(self.cons.stakes.values())
+        roots = {k: (v.root or 0) for k, v in self.latest_by_voter.items()} | {self.pubkey: self.cons.root}
+        for r, k in sorted(((r, k) for k, r in roots.items()), reverse=True):
+            acc += self.cons.stakes.get(k, 0)
+            if Fraction(acc, total) > SUPERMAJORITY:
+                return r
+        return 0
 
     # -- internals ------------------------------------------------------------------------
     def _index_block(self, b: Block) -> None:
@@ -544,10 +570,12 @@ class SimResult:
 
 class Simulation:
     def __init__(self, sc: Scenario, real_crypto: bool = False, node_factory: NodeFactory = SimNode,
-                 strict_liveness: bool = False) -> None:
+                 strict_liveness: bool = False, tower_loss: bool = False) -> None:
         """``strict_liveness``: require liveness even after an unconfirmed equivocation split
-        (the known gap; see :meth:`_unconfirmed_split`)."""
+        (the known gap; see :meth:`_unconfirmed_split`). ``tower_loss``: every restart finds
+        its tower file deleted (the node knows it: spec/tower.md "Restart without a tower")."""
         self.sc = sc
+        self.tower_loss = tower_loss
         self.strict_liveness = strict_liveness
         self.n = len(sc.stakes)
         self.rng = random.Random(sc.seed ^ 0x5EED)
@@ -741,6 +769,8 @@ class Simulation:
                 self.nodes[who] = None
                 self.trace.append(f"slot {s}: crash n{who}")
             if s == up and self.nodes[who] is None:
+                if self.tower_loss:
+                    self.disks[who].tower, self.disks[who].tower_lost = None, True
                 booted = self.nodes[who] = self._boot(who)
                 self.last_root[who] = max(self.last_root[who], booted.cons.root)
                 self.trace.append(f"slot {s}: restart n{who} (tower root {booted.cons.root})")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from ambient_p2p.core import leader_policy
 from ambient_p2p.core.codec import decode
 from ambient_p2p.core.poh import Entry
 from ambient_p2p.core.shred import OFFSET_SLOT
@@ -87,7 +88,7 @@ def _ticks_before(entries: list[Entry], tx: bytes) -> int:
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_slots_on_the_poh_clock_replay_elsewhere_ticks_on_time_and_mid_slot_txs_land(
         tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(production, "STREAM_INTERVAL_MS", 20)  # shred every 2 ticks: 4 runs per slot
+    monkeypatch.setattr(leader_policy, "STREAM_INTERVAL_MS", 20)  # shred every 2 ticks: 4 runs per slot
     g, now, v, follower = _pair(tmp_path)
     users = user_keypairs(g.chain_id)
     port = RecordingPort()
@@ -197,7 +198,7 @@ def test_a_produce_that_runs_past_its_slot_is_abandoned_without_a_second_version
     PRODUCE_OVERRUN_SLOTS after its end, so the leader abandons it: nothing stored, never
     produced again, the produce returns by that deadline (the next slot is not blocked)
     and the next slot, built on the abandoned slot's parent, replays elsewhere."""
-    monkeypatch.setattr(production, "STREAM_INTERVAL_MS", 20)
+    monkeypatch.setattr(leader_policy, "STREAM_INTERVAL_MS", 20)
     g, now, v, follower = _pair(tmp_path)
     users = user_keypairs(g.chain_id)
     slow, fast = RecordingPort(delay_s=1.0), RecordingPort()
@@ -219,7 +220,7 @@ def test_a_produce_that_runs_past_its_slot_is_abandoned_without_a_second_version
 
     try:
         trio.run(main)
-        deadline_s = (1 + production.PRODUCE_OVERRUN_SLOTS) * v.slot_ms / 1000
+        deadline_s = (1 + leader_policy.PRODUCE_OVERRUN_SLOTS) * v.slot_ms / 1000
         assert deadline_s * 0.9 <= took["s"] < deadline_s + 0.5
         assert v.stats.produce_abandoned == 1 and v.stats.produced == 1
         assert 1 not in v.banks and v.slots.state(1) is SlotState.ABSENT and v.bs.slot_meta(1) is None

@@ -461,6 +461,7 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
     polling), with the stall monitor reporting."""
     from trio.testing import MockClock
 
+    from ambient_p2p.core import node_policy
     from ambient_p2p.node import services
     from ambient_p2p.node.clock import Clock
 
@@ -474,7 +475,7 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
     v.clock = clock
     decisions: list[int] = []
     stall: dict[str, object] = {}
-    real = services.leader_decision
+    real = node_policy.leader_decision
 
     def counting(*a, **kw):  # type: ignore[no-untyped-def]
         decisions.append(a[1])
@@ -489,11 +490,11 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
             stall.update(v.status()["consensus"]["loop_stall_ms"])
             n.cancel_scope.cancel()
 
-    services.leader_decision = counting  # type: ignore[assignment]
+    node_policy.leader_decision = counting  # type: ignore[assignment]
     try:
         trio.run(main, clock=MockClock(autojump_threshold=0))
     finally:
-        services.leader_decision = real  # type: ignore[assignment]
+        node_policy.leader_decision = real  # type: ignore[assignment]
         v.close()
     assert v.stats.produced == 20 and sorted(v.slots.own) == list(range(1, 21))
     assert decisions == list(range(1, 21))  # one decision per slot: it slept in between

@@ -246,11 +246,11 @@ def test_leader_decision_rows() -> None:
     assert leader_decision(1000, 10, 9, **{**kw, "best_frozen": False}) == WaitForParent("parent-not-frozen")
     assert leader_decision(1000, 10, 9, **{**kw, "behind": True}) == WaitForParent("behind")
     assert leader_decision(1000, 10, 9, **{**kw, "may_produce": False}) == WaitForParent("syncing")
-    assert leader_decision(1000, 10, 9, **kw) == Build(9)
-    assert leader_decision(1000, 10, 7, **{**kw, "best_is_own": True}) == Build(7)
+    assert leader_decision(1000, 10, 9, **kw) == Build(9, 10)
+    assert leader_decision(1000, 10, 7, **{**kw, "best_is_own": True}) == Build(7, 10)
     deadline = 1000 + LEADER_SKIP_GRACE_SLOTS * 100
     assert leader_decision(1000, 10, 7, **kw) == WaitForParent("grace", deadline)
-    assert leader_decision(int(deadline), 10, 7, **kw) == Build(7)
+    assert leader_decision(int(deadline), 10, 7, **kw) == Build(7, 10)
 
 
 # -- finality ------------------------------------------------------------------------------
@@ -572,3 +572,15 @@ def test_never_may_vote_while_a_fresh_vote_names_a_slot_above_best(
         assert behind and r.no_vote_reason(behind=behind, isolated=False) is not None
     reason = r.no_vote_reason(behind=behind, isolated=False)
     assert (reason is None) == (not syncing and not behind)
+
+
+def test_a_replay_on_a_fork_the_root_forgot_is_stale() -> None:
+    """Found by SlotMachine: 18 replays on 17; the root moves to 1, which 17 does not
+    descend from, so 17 is forgotten; 18's result must not freeze it on a forgotten parent."""
+    t = sl.SlotTracker(0, H0)
+    t.handle(sl.Produced(1, 0, HA))
+    t.handle(sl.Produced(17, 0, HB))
+    assert t.handle(sl.Completed(18, 17)) == [sl.Replay(18, 17)]
+    t.handle(sl.Rooted(1))
+    assert t.state(17) is S.ABSENT and t.state(18) is S.FULL
+    assert t.handle(sl.Replayed(18, HA)) == [] and not t.is_frozen(18)

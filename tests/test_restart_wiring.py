@@ -23,10 +23,13 @@ from hypothesis import strategies as st
 from ambient_p2p.core import readiness as rd
 from ambient_p2p.core import slots as sl
 from ambient_p2p.core.codec import encode
-from ambient_p2p.core.crypto import ZERO_SIGNATURE
+from ambient_p2p.core.consensus import Vote
+from ambient_p2p.core.crypto import ZERO_SIGNATURE, Keypair
 from ambient_p2p.core.finality import Finality
+from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.shred import shred_variant_of
 from ambient_p2p.core.tower import Lockout, Tower
+from ambient_p2p.core.vote_program import parse_vote_transaction
 from ambient_p2p.ledger.blockstore import Blockstore
 from ambient_p2p.ledger.snapshot import load_latest_node_snapshot
 from ambient_p2p.net.messages import GossipEnvelope, ShredBatch
@@ -426,3 +429,154 @@ if __name__ == "__main__":  # pragma: no cover
     import sys
 
     measure(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000, Path("/tmp/wire-restart-measure"))
+
+
+# -- the tower lost (spec/tower.md "Restart without a tower", "Last vote refresh") ----------
+THREE = KEYS[:3]
+
+
+async def _slot(v: Validator, now: dict[str, int], g, s: int, parent: int,  # type: ignore[no-untyped-def]
+                voters: list[Keypair]) -> None:
+    """Slot ``s`` on ``parent``: built by its leader (this validator, or the test in the
+    other nodes' names), then ``voters`` vote on it; the validator decides."""
+    now["ms"] = math.ceil(v.slot_start_ms(s))
+    leader = v.book.leader(s)
+    if leader == v.kp.pubkey:
+        await v.produce(s, parent)
+    else:
+        k = next(k for k in THREE if k.pubkey == leader)
+        await v.ingest_shreds(build_slot(k, g, parent, v.banks[parent], s, []).packets)
+    for k in voters:
+        v.count_vote(sign_message(Vote(k.pubkey, s, v.banks[s].bank.bank_hash, None, now["ms"], bytes(64)), k, "vote"))
+    async with v.ledger_lock:
+        await v.decide()
+    await v.voting.drain()
+
+
+def _violations(v: Validator, old: list[Lockout], votes: list[int]) -> list[tuple[int, int]]:
+    """(new vote, old vote) pairs where a new vote breaks an old lockout: it is not a
+    descendant of the old vote while the old vote's lockout still runs (an oracle written
+    from the lockout definition, not from core.tower)."""
+    out = []
+    for s in votes:
+        anc, p = set(), v.slots.parent(s)
+        while p is not None:
+            anc.add(p)
+            p = v.slots.parent(p) if p > v.slots.root else None
+        out += [(s, o.slot) for o in old if o.slot not in anc and s <= o.slot + 2**o.confirmation_count]
+    return out
+
+
+def _fork_then_lose_the_tower(tmp_path: Path, guard: bool) -> tuple[Validator, list[Lockout], list[int]]:
+    """Three nodes (this validator and two the test plays): one chain to slot 40, all voting
+    on it; then the two others fork off at 38 (slot 41) and vote only on that fork, which this
+    validator's lockouts keep it off. Its tower file is deleted; it restarts, and the others
+    go on extending their fork. Returns (the restarted validator, its old lockouts, the slots
+    it voted on after the restart, in order)."""
+    g = _genesis(n=3, slots_per_epoch=128)
+    now = {"ms": 0}
+    d = tmp_path / "v"
+    d.mkdir()
+    v = Validator(KEYS[0], g, d, clock_ms=lambda: now["ms"])
+    v.load()
+
+    async def before() -> None:
+        for s in range(1, 41):
+            await _slot(v, now, g, s, s - 1, list(THREE[1:]))
+        await _slot(v, now, g, 41, 38, list(THREE[1:]))
+
+    trio.run(before)
+    old = list(v.cons.tower.votes)
+    assert old[-1].slot == 40 and v.cons.processed_slot() == 41  # the others' fork is heaviest ...
+    assert v.last_no_vote_reason == "locked-out"  # ... and our lockouts keep us off it
+    v.close()
+    (d / TOWER_FILE).unlink()
+    v2 = _reopen(g, now, d)
+    assert v2.cons.tower.votes == [] and v2.cons.lost is not None and {39, 40, 41} <= set(v2.cons.lost.slots)
+    if not guard:
+        v2.cons.lost = None
+    voted: list[int] = []
+
+    async def after() -> None:
+        for k in THREE[1:]:  # the others' latest votes, as gossip's push/pull delivers them again
+            v2.count_vote(sign_message(Vote(k.pubkey, 41, v2.banks[41].bank.bank_hash, None, now["ms"], bytes(64)),
+                                       k, "vote"))
+        assert v2.cons.processed_slot() == 41
+        async with v2.ledger_lock:
+            await v2.decide()  # at once after the restart
+        await v2.voting.drain()
+        for s in range(42, 56):
+            if (last := v2.cons.tower.last_voted_slot) is not None and last not in voted:
+                voted.append(last)
+            await _slot(v2, now, g, s, s - 1 if s > 42 else 41, list(THREE[1:]))
+        if (last := v2.cons.tower.last_voted_slot) is not None and last not in voted:
+            voted.append(last)
+
+    trio.run(after)
+    return v2, old, voted
+
+
+def test_a_node_without_its_tower_never_votes_against_its_old_lockouts(tmp_path: Path) -> None:
+    """Issue 16: the tower file is deleted after the node voted on slot 40 and the others
+    forked off at 38. Restarted, it refuses to vote ("tower-unknown") until every vote it may
+    have cast is an ancestor of the candidate or surely expired, then votes again with the
+    others (and its old lockouts were never broken)."""
+    v2, old, voted = _fork_then_lose_the_tower(tmp_path, guard=True)
+    try:
+        assert voted and _violations(v2, old, voted) == []
+        # its first vote came only after the bounds on possible votes on 39 (39 + 2^2: 40
+        # descends from it) and 40 (40 + 2^1) ran out
+        assert voted[0] == 44
+        assert voted == list(range(voted[0], 56))  # then on every slot, with the others
+        assert v2.status()["consensus"]["last_vote"] == voted[-1]
+    finally:
+        v2.close()
+
+
+def test_without_the_guard_the_same_restart_breaks_the_old_lockouts(tmp_path: Path) -> None:
+    """The control: the scenario above, with the restart guard switched off, votes on the
+    others' fork while its lost vote on 40 (or 39) still locks it out: the oracle sees it."""
+    v2, old, voted = _fork_then_lose_the_tower(tmp_path, guard=False)
+    try:
+        assert voted[0] == 41 and (41, 40) in _violations(v2, old, voted)
+    finally:
+        v2.close()
+
+
+def test_a_restarted_node_resends_its_last_vote_at_once(tmp_path: Path) -> None:
+    """agave refresh_last_vote: restarted with its tower, the node re-sends the vote its
+    tower last holds as soon as it replayed that slot (before it may vote anew: it is
+    syncing), so that its LStake counts for its fork at once."""
+    g, now, d, v = _lone(tmp_path)
+    trio.run(_run, v, now, 12)
+    last = v.cons.tower.last_voted_slot
+    tower_bytes = (d / TOWER_FILE).read_bytes()
+    v.close()
+    v2 = _reopen(g, now, d)
+    sent: list[bytes] = []
+
+    class Port:
+        async def publish(self, topic: str, data: bytes) -> None:
+            sent.append(data)
+
+    v2.port = Port()  # type: ignore[assignment]
+
+    async def main() -> None:
+        async with v2.ledger_lock:
+            await v2.decide()
+        await v2.voting.drain()
+
+    try:
+        assert v2.ready.syncing and v2.cons.forkchoice.latest_vote.get(KEYS[0].pubkey) != last
+        trio.run(main)
+        (raw,) = sent
+        vt = parse_vote_transaction(raw)
+        assert vt.vote.slot == last and vt.vote.voter == KEYS[0].pubkey
+        assert vt.vote.bank_hash == v2.banks[last].bank.bank_hash
+        assert v2.cons.forkchoice.latest_vote[KEYS[0].pubkey] == last and v2.vote_pool.get(KEYS[0].pubkey) == vt
+        assert (d / TOWER_FILE).read_bytes() == tower_bytes  # the tower is unchanged
+        assert v2.stats.votes_refreshed == 1 and v2.status()["consensus"]["votes_refreshed"] == 1
+        trio.run(main)
+        assert len(sent) == 1  # once
+    finally:
+        v2.close()

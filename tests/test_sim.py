@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ambient_p2p.core import tower
+from ambient_p2p.core import consensus, tower
 from tests import sim
 
 SEEDS_PER_BLOCK = 250
@@ -71,7 +71,7 @@ def test_liveness_after_an_unconfirmed_equivocation_split() -> None:
     sim.Simulation(sim.Scenario.draw(26), strict_liveness=True).run()
 
 
-def _first_failure(seeds: range, **kw: object) -> tuple[sim.SimFailure, int, float]:
+def _first_failure(seeds: range | list[int], **kw: object) -> tuple[sim.SimFailure, int, float]:
     t0 = time.perf_counter()
     for n, seed in enumerate(seeds, 1):
         try:
@@ -101,6 +101,60 @@ def test_catches_a_tower_that_is_not_persisted(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(sim.SimNode, "__init__", amnesiac)
     e, n, _ = _first_failure(range(200))
     assert e.kind == "SAFETY" and "lockout" in str(e) and n <= 50
+
+
+TOWER_LOSS_SEEDS = 200
+
+
+def _crash_seeds(first: int, count: int) -> list[int]:
+    return [s for s in range(first, first + count) if sim.Scenario.draw(s).crashes]
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_nodes_whose_tower_file_is_deleted_stay_safe_and_live(block: int) -> None:
+    """Issue 16: every restart finds its tower file deleted (about 100 crash scenarios);
+    the restart guard (spec/tower.md "Restart without a tower") keeps every node off votes
+    that could break its lost lockouts (the oracle remembers them), and finality resumes."""
+    half = TOWER_LOSS_SEEDS // 2
+    for seed in _crash_seeds(block * half, half):
+        r = sim.run_seed(seed, tower_loss=True)
+        if r.exempt is None:
+            assert min(r.roots) >= sim.Scenario.draw(seed).fault_end
+
+
+def test_catches_a_node_that_ignores_its_lost_tower(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tower.LostVotes, "blocking", lambda self, slot, ancestors: None)
+    monkeypatch.setattr(consensus.Consensus, "_lost_switch_ok", lambda self, slot, ancestors: True)
+    e, n, _ = _first_failure(_crash_seeds(0, TOWER_LOSS_SEEDS), tower_loss=True)
+    assert e.kind == "SAFETY" and "lockout" in str(e) and n <= 5
+
+
+@pytest.mark.slow
+def test_catches_a_guard_without_its_switch_proof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lockout half alone is not enough either: at seed 653 a node that lost its tower
+    after voting on an optimistically confirmed slot left its fork once the lockouts ran
+    out, without a switch proof, and a conflicting slot was confirmed."""
+    monkeypatch.setattr(consensus.Consensus, "_lost_switch_ok", lambda self, slot, ancestors: True)
+    e, _, _ = _first_failure(_crash_seeds(0, 700), tower_loss=True)
+    assert (e.kind, e.seed) == ("SAFETY", 653) and "optimistically confirmed" in str(e)
+
+
+@pytest.mark.slow
+def test_catches_a_guard_without_its_lockout_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch-proof half of the guard alone is not enough: seed 79 (about 11 s)."""
+    monkeypatch.setattr(tower.LostVotes, "blocking", lambda self, slot, ancestors: None)
+    e, _, _ = _first_failure(_crash_seeds(0, TOWER_LOSS_SEEDS), tower_loss=True)
+    assert (e.kind, e.seed) == ("SAFETY", 79) and "lockout" in str(e)
+
+
+@pytest.mark.slow
+def test_catches_a_guard_blind_to_the_votes_after_the_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New votes on descendants of a lost vote deepen its lockout; a guard that forgets it
+    is caught at seed 79 (about 11 s here): the node voted 5, 6, 7 on top of its lost votes
+    on 2 and 3, then switched to the other fork at 14 while the vote on 2 locked until 34."""
+    monkeypatch.setattr(tower.LostVotes, "after_vote", lambda self, slot, ancestors: self)
+    e, _, _ = _first_failure(_crash_seeds(0, TOWER_LOSS_SEEDS), tower_loss=True)
+    assert (e.kind, e.seed) == ("SAFETY", 79) and "lockout" in str(e)
 
 
 @pytest.mark.slow

@@ -13,11 +13,17 @@ decide()                          PersistTower(record) then SendVote(vote) when 
                                   NewRoot(slot) when the tower roots a slot
 try_vote()                        the same, or NotVoted(reason) saying why no vote
                                   (agave's HeaviestForkFailures)
+refresh_last_vote(now)            SendVote(the tower's last vote, re-signed, newer
+                                  timestamp) once after a restart, when its slot is
+                                  replayed here (agave refresh_last_vote); the tower is
+                                  unchanged and already durable: no PersistTower
+lift_lost_votes(cluster_root)     - (ends the restart guard ``lost``: spec/tower.md)
 
 NotVoted reasons, checked in this order: ``no-candidate`` (the best slot is the root),
 ``not-replayed`` (no bank hash for it), ``already-voted`` (not newer than the last vote),
-``locked-out``, ``threshold`` (depth-8 vote lacks > 2/3), ``switch`` (< 38 % on other
-forks). ``decide`` keeps the last reason in ``last_no_vote_reason`` (None after a vote).
+``locked-out``, ``tower-unknown`` (a vote this node may have cast before a restart
+without its tower could be broken: ``core.tower.LostVotes``), ``threshold`` (depth-8 vote
+lacks > 2/3), ``switch`` (< 38 % on other forks). ``decide`` keeps the last reason in ``last_no_vote_reason`` (None after a vote).
 
 The shell must perform PersistTower (durably) before SendVote, so that a crash can never
 leave a vote on the wire that the restarted tower does not know about.
@@ -27,13 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from . import crypto
 from .codec import Bytes, Opt, UInt, fld, message
 from .errors import ProtocolError
 from .forkchoice import ForkChoice
 from .messages import sign_message, verify_message
-from .tower import Tower, TowerRecord, is_supermajority
+from .tower import INITIAL_LOCKOUT, SWITCH_FORK_THRESHOLD, LostVotes, Tower, TowerRecord, is_supermajority
 
 #: Votes for slots further than this behind our root are ignored (stale, can't matter).
 VOTE_MAX_AGE_SLOTS = 512
@@ -70,7 +77,8 @@ class NewRoot:
 
 Effect = PersistTower | SendVote | NewRoot
 
-NO_VOTE_REASONS = ("no-candidate", "not-replayed", "already-voted", "locked-out", "threshold", "switch")
+NO_VOTE_REASONS = ("no-candidate", "not-replayed", "already-voted", "locked-out", "tower-unknown", "threshold",
+                   "switch")
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,15 @@ class Consensus:
     tower: Tower = field(default_factory=Tower)
     bank_hashes: dict[int, bytes] = field(default_factory=dict)
     forkchoice: ForkChoice = field(init=False)
+    #: restart guard: votes this node may have cast and no longer knows (None: none)
+    lost: LostVotes | None = None
     last_no_vote_reason: str | None = field(default=None, init=False)
+    #: the tower's last vote is re-sent once after a restart (``refresh_last_vote``)
+    refresh_due: bool = field(default=False, init=False)
+    last_vote_ms: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self.refresh_due = bool(self.tower.votes)
         self.forkchoice = ForkChoice(self.tower.root if self.tower.root is not None else self.root, self.stakes)
         self.root = self.forkchoice.root
 
@@ -187,6 +201,9 @@ class Consensus:
             return NotVoted("already-voted", best)
         if t.is_locked_out(best, ancestors):
             return NotVoted("locked-out", best)
+        if self.lost is not None and (self.lost.blocking(best, ancestors) is not None
+                                      or not self._lost_switch_ok(best, ancestors)):
+            return NotVoted("tower-unknown", best)
         if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
             return NotVoted("threshold", best)
         if last is not None and last in fc.parent and not t.check_switch(
@@ -194,9 +211,10 @@ class Consensus:
         ):
             return NotVoted("switch", best)
         new_root = t.record_vote(best)
-        effects: list[Effect] = [PersistTower(t.to_record(self.keypair))]
-        vote = Vote(self.keypair.pubkey, best, self.bank_hashes[best], t.root, now_ms, crypto.ZERO_SIGNATURE)
-        effects.append(SendVote(sign_message(vote, self.keypair, "vote")))
+        if self.lost is not None:
+            self.lost = self.lost.after_vote(best, ancestors)
+        self.refresh_due = False
+        effects: list[Effect] = [PersistTower(t.to_record(self.keypair)), self._vote(best, now_ms)]
         fc.add_vote(self.keypair.pubkey, best)
         if new_root is not None and new_root in fc.parent and new_root > fc.root:
             fc.set_root(new_root)
@@ -204,6 +222,51 @@ class Consensus:
             self.bank_hashes = {s: h for s, h in self.bank_hashes.items() if s >= new_root}
             effects.append(NewRoot(new_root))
         return effects
+
+    def _lost_switch_ok(self, slot: int, ancestors: set[int]) -> bool:
+        """Until its first vote after a restart without its tower, any possibly-lost vote
+        ``w`` may be this node's last vote: voting off ``w``'s fork needs the switch proof
+        against ``w`` (> 38 % of LStake locked out on other forks, ours not counted)."""
+        assert self.lost is not None
+        if not self.lost.last_unknown:
+            return True
+        fc, me = self.forkchoice, self.keypair.pubkey
+        for w in self.lost.slots:
+            if w in ancestors or w not in fc.parent:
+                continue
+            anc, sub = fc.ancestors(w), fc.subtree(w)
+            other = sum(fc.stakes[k] for k, v in fc.latest_vote.items()
+                        if k != me and v not in anc and v not in sub and (v > w or v + INITIAL_LOCKOUT >= w))
+            if not Fraction(other, self.total_stake) > SWITCH_FORK_THRESHOLD:
+                return False
+        return True
+
+    def _vote(self, slot: int, now_ms: int) -> SendVote:
+        # a re-sent vote needs a newer timestamp, or gossip's duplicate filter drops it
+        self.last_vote_ms = max(now_ms, self.last_vote_ms + 1)
+        vote = Vote(self.keypair.pubkey, slot, self.bank_hashes[slot], self.tower.root, self.last_vote_ms,
+                    crypto.ZERO_SIGNATURE)
+        return SendVote(sign_message(vote, self.keypair, "vote"))
+
+    def refresh_last_vote(self, now_ms: int) -> list[Effect]:
+        """Once after a restart with a tower: when the tower's last voted slot is replayed
+        here, send that vote again (agave ``ReplayStage::refresh_last_vote``,
+        ``Tower::refresh_last_vote_timestamp``) and count it in our fork choice, so that
+        this node's LStake weighs its fork again at once, not only at its next new vote.
+        No lockout changes: the vote is the one the durable tower already holds."""
+        last = self.tower.last_voted_slot
+        if not self.refresh_due or last is None or last not in self.bank_hashes:
+            return []
+        self.refresh_due = False
+        self.forkchoice.add_vote(self.keypair.pubkey, last)
+        return [self._vote(last, now_ms)]
+
+    def lift_lost_votes(self, cluster_root: int) -> None:
+        """The restart guard ends once the cluster rooted a slot at or above every slot a
+        lost vote could be on: each lost vote is then an ancestor of that root or on a fork
+        that can never be confirmed (> 2/3 of LStake rooted against it)."""
+        if self.lost is not None and cluster_root >= self.lost.highest:
+            self.lost = None
 
     def build_parent(self, slot: int) -> int:
         """The slot a leader of ``slot`` builds on: the best slot, unless this node's tower

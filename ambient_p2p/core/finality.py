@@ -13,6 +13,9 @@ Rules:
    supermajority (> 2/3 of LStake), cap it by our own root and answer the highest of our
    rooted slots at or below it (0 if none). Our own root alone is the *root*.
 4. ``prune(stakes)``: reported roots of identities without vote weight are dropped.
+5. *Cluster root*: the same walk without the cap by our own root nor our rooted list: the
+   highest slot that > 2/3 of LStake reported as rooted at or above (0 if none); it lifts
+   the restart guard of a node that lost its tower (spec/tower.md).
 
 Transition table (event -> effect on state):
 """
@@ -88,7 +91,11 @@ class Finality:
         """How many of our rooted slots (above 0) are finalized."""
         return self._finalized(own_root, stakes)[1]
 
-    def _finalized(self, own_root: int, stakes: Mapping[bytes, int]) -> tuple[int, int]:
+    def cluster_root(self, own_root: int, stakes: Mapping[bytes, int]) -> int:
+        """Rule 5."""
+        return self._walk(own_root, stakes) or 0
+
+    def _walk(self, own_root: int, stakes: Mapping[bytes, int]) -> int | None:
         reported = [(own_root, stakes.get(self.me, 0))]
         reported += [(r, stakes.get(v, 0)) for v, r in self.voter_roots.items() if v != self.me]
         total = sum(stakes.values())
@@ -96,5 +103,9 @@ class Finality:
         for r, w in sorted(reported, reverse=True):
             acc += w
             if is_supermajority(acc, total):
-                return self._rooted_at_or_below(min(r, own_root))
-        return 0, 0
+                return r
+        return None
+
+    def _finalized(self, own_root: int, stakes: Mapping[bytes, int]) -> tuple[int, int]:
+        r = self._walk(own_root, stakes)
+        return (0, 0) if r is None else self._rooted_at_or_below(min(r, own_root))

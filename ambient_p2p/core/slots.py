@@ -22,8 +22,9 @@ Rules (everything that moves a slot between states is in this file):
    is repaired (``RepairSlot``). Shreds of the confirmed version revive it (``Partial`` /
    ``Full``). A child replaying on a dumped slot goes back to ``Full``; its result, when
    it comes, is stale and ignored (as results for dumped or forgotten slots are).
-6. ``Rooted(root)`` forgets every slot at or below the root (``Pruned``): nothing here
-   grows without bound.
+6. ``Rooted(root)`` forgets every slot at or below the root (``Pruned``) and every frozen
+   slot not descending from it; a slot replaying on one of those goes back to ``Full``
+   (its result is stale, as after a dump): nothing here grows without bound.
 7. An event for a slot at or below the root is ignored (the ``Pruned`` pseudo-state); an
    event whose (state, event) pair is not in the table raises :class:`TransitionError`.
 
@@ -447,6 +448,9 @@ class SlotTracker:
         keep = {root, *self._descendants(root)}
         for s in [s for s, st in self.states.items() if st is S.FROZEN and s not in keep]:
             self._forget(s)
+        # a replay running on a slot just forgotten is stale (as after a dump): back to full
+        for s in [s for s, st in self.states.items() if st is S.REPLAYING and not self.is_frozen(self.parents[s])]:
+            self._set(s, S.FULL)
 
 
 #: Slots requested per repair round (lowest first), before the probes.

@@ -21,6 +21,15 @@ Rules (the table is the protocol; code below implements exactly these rows):
 | duplicate confirmed       | > 52% of LStake voted on a version of a duplicate slot (forkchoice.py)      |
 | confirmed (commitment)    | > 2/3 of total LStake voted on the slot or a descendant                     |
 | finalized / rooted        | the slot is the tower root (reached max lockout depth of 31 votes)          |
+| restart, tower missing or | every frozen slot above the ledger root may carry a vote the node no longer |
+| older than the ledger root| knows (``LostVotes``): voting on s is refused ("tower-unknown") while some  |
+|                           | such slot u is not an ancestor of s and s <= u + 2^n(u), n(u) = 1 + how    |
+|                           | many of them descend from u + the votes since on its descendants (a bound  |
+|                           | on u's confirmation count; n >= 31: never expires, u may be the root);     |
+|                           | until its first new vote, leaving the fork of any such u needs the switch  |
+|                           | proof (> 38 %) as if u were the last vote; lifted once > 2/3 of LStake     |
+|                           | reported a                                                                 |
+|                           | root >= the highest of them (spec/tower.md "Restart without a tower")      |
 
 Pure: the tower never reads the clock or disk; the node persists :meth:`Tower.to_record`
 (signed by the identity) after every vote *before* sending it, so a restarted node never
@@ -30,7 +39,7 @@ votes against its own lockouts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -185,6 +194,65 @@ class Tower:
         if any(not 1 <= v.confirmation_count <= MAX_LOCKOUT_HISTORY for v in rec.votes):
             raise TowerError("tower confirmation counts out of range")
         return cls(list(rec.votes), rec.root)
+
+
+@dataclass(frozen=True)
+class LostVotes:
+    """Votes a restarted node may have cast and no longer knows (its tower file is missing,
+    or older than the ledger's root): one possible vote per frozen slot above the ledger
+    root (a node votes only on slots it replayed, and keeps every slot above its root).
+    The votes above a vote u in an honest tower are all descendants of u (the tower is a
+    chain) and lockout doubling needs depth > i + conf, so u's confirmation count is at
+    most ``n(u)`` = 1 + the number of those slots descending from u, and u's lockout ends
+    by ``u + 2^n(u)`` (the table row "restart, tower missing")."""
+
+    slots: tuple[int, ...]  # ascending
+    bounds: tuple[int, ...]  # n(slot), same order
+    #: no vote since the restart: any of ``slots`` may be the last vote, which a vote on
+    #: another fork may leave only with a switch proof (agave's stray last vote)
+    last_unknown: bool = True
+
+    def __post_init__(self) -> None:
+        if list(self.slots) != sorted(set(self.slots)) or len(self.bounds) != len(self.slots):
+            raise ValueError("lost-vote slots must be strictly ascending, one bound each")
+
+    @classmethod
+    def of(cls, parent: Callable[[int], int | None], slots: Iterable[int]) -> LostVotes:
+        """From the frozen ``slots`` above the ledger root and their parents."""
+        ordered = sorted(set(slots))
+        desc = dict.fromkeys(ordered, 0)
+        for s in ordered:  # every slot counts once for each of its ancestors among them
+            p = parent(s)
+            while p is not None and p in desc:
+                desc[p] += 1
+                p = parent(p)
+        return cls(tuple(ordered), tuple(1 + desc[s] for s in ordered))
+
+    @property
+    def highest(self) -> int:
+        return self.slots[-1] if self.slots else 0
+
+    def lockout_end(self, i: int) -> int | None:
+        """The last slot a possible vote on ``slots[i]`` locks; None: it may have become
+        the root (31 votes deep) and never expires."""
+        n = self.bounds[i]
+        return None if n >= MAX_LOCKOUT_HISTORY else self.slots[i] + INITIAL_LOCKOUT**n
+
+    def after_vote(self, slot: int, ancestors: Container[int]) -> LostVotes:
+        """A new vote on ``slot`` stacks on every possibly-lost vote it descends from (the
+        real tower is the lost votes with the new ones on top): one more confirmation each."""
+        return LostVotes(self.slots, tuple(n + (u in ancestors and u != slot) for u, n in
+                                           zip(self.slots, self.bounds, strict=True)), last_unknown=False)
+
+    def blocking(self, slot: int, ancestors: Container[int]) -> int | None:
+        """The first possibly-lost vote that a vote on ``slot`` could break, or None."""
+        for i, u in enumerate(self.slots):
+            if u in ancestors:
+                continue
+            end = self.lockout_end(i)
+            if end is None or slot <= end:
+                return u
+        return None
 
 
 def is_supermajority(stake: int, total_stake: int) -> bool:

@@ -1,54 +1,43 @@
-"""A leader's slot on the PoH clock (``--poh-clock service``; spec/node.md "Slot clock and
-production", spec/poh.md "Service"; agave banking stage -> ``PohRecorder`` -> broadcast
-stage).
-
-The node's one :class:`~ambient_p2p.node.poh_service.PohService` (opened by the leader
-service) hashes the slot in real time from the parent's last entry hash; its first hash
-is due at the start of slot ``parent + 1`` and its last tick at the end of ``slot`` (ticks
-already due when the leader starts, e.g. after waiting for a late parent, are caught up
-flat out). Meanwhile:
-
-* **intake**: every ``INTAKE_INTERVAL_S`` the leader takes the transactions and votes that
-  arrived since it last looked (the first look is at the slot's start), executes them on
-  the slot's bank (``select_transactions``, a worker thread) and records them,
-  ``TXS_PER_ENTRY`` per entry, as PoH reaches them; it stops taking new ones
-  ``INTAKE_STOP_TICKS`` ticks before the slot's end. Our Bank commits on execute (agave
-  commits after PoH recorded), so a batch executed but refused (the last tick was out)
-  or never recorded leaves a bank that does not match the slot: the leader then
-  recomputes the bank from the recorded entries (``rebank``, what replay does);
-* **broadcast**: the entries PoH publishes are shredded (``SlotStreamer``, chained FEC
-  sets) at least every ``STREAM_INTERVAL_MS`` of ticks and gossiped at once, so peers hold
-  most of the slot when its last tick is out;
-* **end**: after the last tick the bank is frozen on the last entry hash, the shreds and
-  bank-hash record are stored and the slot is ``Produced`` (as a one-shot build), then
-  the leader decides (it normally votes on its own slot).
-
-A slot that is not complete ``PRODUCE_OVERRUN_SLOTS`` slot durations after its end (a PoH
-worker that cannot keep up, a broadcast stuck on the network) is **abandoned**: nothing is
-stored, the slot is never produced again (no second version: no equivocation), and the
-leader service goes on with the next slot, whose leader (another node, or this one) has
-by then given up waiting for it (``LEADER_SKIP_GRACE_SLOTS``). Its transactions stay in
-the pool. The shreds already gossiped make an incomplete slot at peers, which never
-replays and is pruned below the root.
-"""
+"""Slot production (normative text: spec/node.md "Slot clock and production"; agave banking
+stage -> ``PohRecorder`` -> broadcast stage). :func:`produce` builds an own slot at once in
+a worker thread, or, when the leader service opened the node's PoH clock
+(``--poh-clock service``), in real time (:func:`produce_on_clock`): intake executes what
+arrived every ``INTAKE_INTERVAL_S`` and records it on the clock; broadcast shreds and
+gossips the entries as PoH publishes them; after the last tick the slot is stored and
+``Produced``. A slot not complete ``PRODUCE_OVERRUN_SLOTS`` after its end is abandoned
+(never produced again: no second version). Whether to build is the policy's
+(``NodePolicy.leader``, ``may_build``)."""
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ..core.leader_policy import LEADER_SKIP_GRACE_SLOTS
+from ..core import leader_policy as lp
+from ..core.codec import encode
 from ..core.poh import Entry
 from ..core.pools import tx_key
 from ..core.vote_program import VoteTx
-from .leader import MAX_TXS_PER_SLOT, MAX_VOTES_PER_SLOT, SlotStreamer, entry_batches, rebank, select_transactions
+from ..net.messages import ShredBatch
+from .leader import (
+    MAX_TXS_PER_SLOT,
+    MAX_VOTES_PER_SLOT,
+    BuiltSlot,
+    SlotStreamer,
+    entry_batches,
+    rebank,
+    select_transactions,
+)
+from .port import NetPort
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
     from ..core.bank import Bank
+    from ..ledger.replay import SlotResult
     from .poh_service import PohService
     from .validator import Validator
 
@@ -61,15 +50,66 @@ POH_CLOCKS = ("service", "instant")
 DEFAULT_POH_CLOCK = "service"
 #: The leader looks for new transactions and votes this often during its slot.
 INTAKE_INTERVAL_S = 0.02
-#: ... and stops taking new ones this many ticks before the slot's end (a later record
-#: would likely be refused: the last tick is out).
-INTAKE_STOP_TICKS = 2
-#: Entries are shredded and gossiped at least this often (ms of ticks): every publication
-#: is at least one 32:32 FEC set (64 shreds), so not every entry gets its own.
-STREAM_INTERVAL_MS = 200
-#: A slot not complete this many slot durations after its end is abandoned (the next
-#: leader stops waiting for it after LEADER_SKIP_GRACE_SLOTS from its own slot's start).
-PRODUCE_OVERRUN_SLOTS = LEADER_SKIP_GRACE_SLOTS
+#: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
+#: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
+SHREDS_PER_GOSSIP_MESSAGE = 32
+
+
+class ProducerStrategy(Protocol):
+    """How a built slot leaves the node: honest by default; the equivocation harness is
+    ``ambient_p2p/devnet/equivocate.py``."""
+
+    def variants(self, built: BuiltSlot, parent: SlotResult,
+                 rebuild: Callable[[list[bytes]], BuiltSlot]) -> list[list[bytes]]: ...
+
+    async def deliver(self, slot: int, variants: list[list[bytes]], port: NetPort) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class HonestProducer:
+    def variants(self, built: BuiltSlot, parent: SlotResult,
+                 rebuild: Callable[[list[bytes]], BuiltSlot]) -> list[list[bytes]]:
+        return [built.packets]
+
+    async def deliver(self, slot: int, variants: list[list[bytes]], port: NetPort) -> bool:
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+async def publish(port: NetPort, variants: list[list[bytes]]) -> None:
+    """Gossip each variant's shreds, ``SHREDS_PER_GOSSIP_MESSAGE`` a message, interleaved."""
+    n = SHREDS_PER_GOSSIP_MESSAGE
+    chunks = [[v[i:i + n] for i in range(0, len(v), n)] for v in variants]
+    for i in range(max(len(c) for c in chunks)):
+        for c in chunks:
+            if i < len(c):
+                await port.publish("shreds", encode(ShredBatch(shreds=tuple(c[i]))))
+
+
+async def produce(v: Validator, slot: int, parent: int) -> None:
+    """Build ``slot`` on ``parent``: on the PoH clock when the leader service opened one
+    (an equivocating producer strategy keeps the one-shot build), else at once in a
+    worker thread; store it, deliver it, decide."""
+    if v.poh is not None and isinstance(v.producer, HonestProducer):
+        await produce_on_clock(v, v.poh, slot, parent)
+        return
+    from .validator import build_job
+
+    async with v.ledger_lock:
+        if not v.may_build(slot, parent):
+            return  # the parent was dumped or pruned while we waited, or built before a restart
+        txs, votes, parent_res = v.mempool.take(v.clock.mono_ms()), v.vote_pool.take(), v.banks[parent]
+        built, variants, res, events = await v._thread("build", build_job, v.kp, v.genesis, parent, parent_res,
+                                                       slot, txs, votes, v.producer, v.bs, v._leaders())
+        v.commit_built(built, res, events)
+        await v.replay_ready()
+    if v.port is not None and not await v.producer.deliver(slot, variants, v.port):
+        await publish(v.port, variants)
+    async with v.ledger_lock:
+        await v.decide()
 
 
 @dataclass
@@ -120,12 +160,11 @@ async def _broadcast(v: Validator, poh: PohService, slot: int, streamer: SlotStr
     try:
         async for run in poh.stream(slot):
             pending += run
-            ticks = sum(1 for e in pending if e.is_tick)
-            if ticks >= ticks_per_run or streamer.ticks + ticks == streamer.max_ticks:
+            if lp.publish_due(sum(1 for e in pending if e.is_tick), streamer.ticks, streamer.max_ticks, ticks_per_run):
                 packets = await v._thread("build", streamer.add, pending)
                 pending = []
                 if v.port is not None:
-                    await v._publish([packets])
+                    await publish(v.port, [packets])
     except SlotSuperseded:
         return
 
@@ -140,50 +179,38 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
             return False
         parent_res = v.banks[parent]
     g = v.genesis
-    tick_ms = g.poh.target_tick_duration_us / 1000
+    plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
+                        tick_ms=g.poh.target_tick_duration_us / 1000)
     wall0, t0 = v.clock.wall_ms(), trio.current_time()
 
     def at(wall_ms: float) -> float:  # trio time of a slot-clock time
         return t0 + (wall_ms - wall0) / 1000
 
-    origin_ms, end_ms = v.slot_start_ms(parent + 1), v.slot_start_ms(slot + 1)
-    poh.start_slot(slot, parent, parent_res.last_entry_hash, origin_ns=poh.clock_ns() + int((origin_ms - wall0) * 1e6))
+    poh.start_slot(slot, parent, parent_res.last_entry_hash,
+                   origin_ns=poh.clock_ns() + int((plan.origin_ms - wall0) * 1e6))
     bank = await v._thread("build", parent_res.bank.child, slot, v.kp.pubkey)
     streamer = SlotStreamer(v.kp, g, parent, parent_res, slot)
     st = _InSlot()
-    with trio.move_on_at(at(end_ms + PRODUCE_OVERRUN_SLOTS * v.slot_ms)):
+    with trio.move_on_at(at(plan.abandon_ms)):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_intake, v, poh, slot, bank, st, at(end_ms - INTAKE_STOP_TICKS * tick_ms))
-            await _broadcast(v, poh, slot, streamer, max(1, math.ceil(STREAM_INTERVAL_MS / tick_ms)))
+            nursery.start_soon(_intake, v, poh, slot, bank, st, at(plan.intake_stop_ms))
+            await _broadcast(v, poh, slot, streamer, plan.ticks_per_publish)
             nursery.cancel_scope.cancel()  # the last tick is out (or the slot was superseded): no more intake
     if not streamer.complete:
         v.stats.produce_abandoned += 1
         log.warning("slot %d abandoned: not complete %.0f ms after its end (%d of %d ticks)", slot,
-                    PRODUCE_OVERRUN_SLOTS * v.slot_ms, streamer.ticks, streamer.max_ticks)
+                    plan.abandon_ms - plan.end_ms, streamer.ticks, streamer.max_ticks)
         return False
-    # the entries are what the slot holds; a batch executed but not recorded (refused, or
-    # cut off by the end of the slot) means the bank must be recomputed from them
-    recorded = [tx for e in streamer.entries for tx in e.transactions]
-    if st.dirty or recorded != st.included:
+    recorded = [tx for e in streamer.entries for tx in e.transactions]  # what the slot holds
+    if lp.must_rebank(st.dirty, recorded, st.included):
         bank = await v._thread("build", rebank, parent_res, slot, v.kp.pubkey, streamer.entries)
     votes = [vt for raw in recorded if (vt := st.landed_votes.get(raw)) is not None]
     built = await v._thread("build", streamer.finish, bank, recorded, st.dropped, votes)
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False  # the parent was dumped or pruned during the slot
-        res, metas = await v._thread("build", store_built_job, v.bs, built, v._leaders())
-        v.commit_built(built, res, metas)
-        await v._replay_ready()
+        res, events = await v._thread("build", store_built_job, v.bs, built, v._leaders())
+        v.commit_built(built, res, events)
+        await v.replay_ready()
         await v.decide()
     return True
-
-
-def poh_status(v: Validator) -> dict[str, Any]:
-    """Status fields of the leader's PoH clock."""
-    out: dict[str, Any] = {"clock": v.poh_clock, "abandoned": v.stats.produce_abandoned}
-    if v.poh is not None:
-        recent = v.poh.recent_stats()
-        out.update(late_reports=v.poh.late_reports, recent_slots=len(recent),
-                   recent_late_ticks=sum(s.late_ticks for s in recent),
-                   recent_max_lag_ms=round(max((s.max_lag_ns for s in recent), default=0) / 1e6, 1))
-    return out

@@ -24,7 +24,7 @@ from ..net.messages import (
     SlotShredsRequest,
     SlotShredsResponse,
 )
-from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, REPAIR_SLOT, SHRED_PUSH
+from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, REPAIR_SLOT, SHRED_PUSH, ShredStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
@@ -43,6 +43,7 @@ __all__ = [
     "PROTO_SHRED_PUSH",
     "PUSH_RATE_LIMIT",
     "RATE_LIMIT",
+    "BlockstoreShredStore",
     "ShredPush",
     "ShredPushAck",
     "SlotShredsRequest",
@@ -57,3 +58,30 @@ def slot_repair_handler(bs: Blockstore) -> reqresp.Handler:
         return NoncedShreds(nonce=req.nonce, shreds=tuple(out[:MAX_SLOT_SHREDS]))
 
     return handle
+
+
+class BlockstoreShredStore(ShredStore):
+    """Serves ``/ambient/repair/1`` from the blockstore (data shreds)."""
+
+    def __init__(self, bs: Blockstore) -> None:
+        super().__init__(max_shreds=0)
+        self.bs = bs
+
+    def insert(self, shred: bytes) -> bool:
+        return False  # the validator inserts through the verified blockstore path
+
+    def get(self, slot: int, index: int) -> bytes | None:
+        return self.bs.get_data_shred(slot, index)
+
+    def highest(self, slot: int, min_index: int = 0) -> bytes | None:
+        m = self.bs.slot_meta(slot)
+        if m is None or m.received == 0 or m.received - 1 < min_index:
+            return None
+        return self.bs.get_data_shred(slot, m.received - 1)
+
+    def parent_of(self, slot: int) -> int | None:
+        m = self.bs.slot_meta(slot)
+        return None if m is None else m.parent_slot
+
+    def __len__(self) -> int:
+        return 0

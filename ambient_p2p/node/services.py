@@ -13,25 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..core import readiness as rd
-from ..core import slots as sl
 from ..core.codec import DecodeError, decode
-from ..core.crypto import encode_address
-from ..core.leader_policy import Build, Skip, WaitForParent, leader_decision
+from ..core.leader_policy import Build, WaitForParent
 from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..ledger.cleanup import cleanup_due, purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
-from .production import poh_status
 from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ledger.blockstore import Blockstore
     from .validator import Validator
 
-#: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
-#: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
-SHREDS_PER_GOSSIP_MESSAGE = 32
 INGEST_BATCH_WAIT_S = 0.01
 INGEST_BATCH_MAX = 256
 #: Shred batches (a gossip burst, a repair round) waiting for insert + replay: ingest and
@@ -82,7 +75,7 @@ async def ingest_service(v: Validator) -> None:
                             item.envelope.payload)
                     except VoteTxError:
                         continue
-                    v.add_vote_tx(vt)
+                    v.perform(v.add_vote_tx(vt, v.clock.mono_ms()))
                 elif item.kind == "txs":
                     v.add_tx(item.envelope.payload)
         async with v.ledger_lock:
@@ -121,36 +114,23 @@ async def leader_service(v: Validator) -> None:
 async def _leader_loop(v: Validator) -> None:
     """Sleeps until its slot boundary, a freeze, or (while waiting in its own slot) a short
     recheck; asks the pure leader policy what to do. On the PoH clock a build lasts until
-    the end of its slot (at most ``PRODUCE_OVERRUN_SLOTS`` past it: then it is abandoned),
+    the end of its slot (at most ``leader_policy.PRODUCE_OVERRUN_SLOTS`` past it: then abandoned),
     so the next slot's decision comes after it, on the slot it produced."""
-    last_built = -1
     while True:
         now = v.clock.wall_ms()
-        cur = v.slot_at(now)
-        wake = v.slot_start_ms(cur + 1)
-        if cur > last_built and v.book.leader(cur) == v.kp.pubkey:
-            best = v.cons.build_parent(cur)
-            d = leader_decision(now, cur, best, start_ms=v.slot_start_ms(cur), slot_ms=v.slot_ms,
-                                best_frozen=v.slots.is_frozen(best), best_is_own=best in v.slots.own,
-                                behind=v.behind(), may_produce=v.ready.may_produce(now))
-            if isinstance(d, Build):
-                last_built = cur
-                await v.produce(cur, d.parent)
-                continue
-            if isinstance(d, Skip):
-                last_built = cur
-            elif isinstance(d, WaitForParent):
-                wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
+        wake = v.slot_start_ms(v.slot_at(now) + 1)
+        d = v.leader(now)
+        if isinstance(d, Build):
+            await v.produce(d.slot, d.parent)
+            continue
+        if isinstance(d, WaitForParent):
+            wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
         with trio.move_on_after(max(0.0, (wake - now) / 1000)):
             await v.frozen_event.wait()
 
 
 def repair_plan(v: Validator) -> tuple[list[int], set[int]]:
-    """The core repair plan (core/slots.py ``repair_plan``); its wanted set feeds readiness."""
-    plan, orphans, wanted = sl.repair_plan(v.slots, current_slot=v.slot_at(v.clock.wall_ms()),
-                                           voted_slots=v.dups.pending, probe=v.ready.syncing or v.isolated())
-    v.ready.handle(rd.RepairWanted(frozenset(wanted), bool(orphans)))
-    return plan, orphans
+    return v.repair_plan(v.clock.wall_ms())
 
 
 async def _repair_one(v: Validator, peer: Any, proto: str, req: Any, limiter: trio.CapacityLimiter,
@@ -219,74 +199,3 @@ async def stall_monitor(v: Validator) -> None:
         t0 = trio.current_time()
         await trio.sleep(STALL_PROBE_S)
         v.loop_stall.append(max(0.0, (trio.current_time() - t0 - STALL_PROBE_S) * 1000))
-
-
-def _percentiles(samples: list[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
-    if not samples:
-        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
-    s = sorted(samples)
-    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
-
-
-def status_fields(v: Validator) -> dict[str, Any]:
-    cur = v.slot_at(v.clock.wall_ms())
-    leader = v.book.leader(cur)
-    s = v.stats
-    fin = v.finalized_slot()
-    stall = list(v.loop_stall)
-    chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
-             "votes": v.voting.send.statistics()}
-    return {
-        "slot": cur, "leader": encode_address(leader) if leader else None,
-        "processed": v.cons.processed_slot(), "confirmed": v.cons.confirmed_slot(), "finalized": fin,
-        "finalized_slots": v.finality.finalized_count(v.cons.root, v.cons.stakes),
-        "root": v.cons.finalized_slot(), "rooted_slots": v.finality.rooted_count,
-        "last_vote": v.cons.tower.last_voted_slot, "tower_depth": len(v.cons.tower.votes), "slot_ms": v.slot_ms,
-        "behind": v.behind(), "syncing": v.ready.syncing, "isolated": v.isolated(),
-        "last_no_vote_reason": v.last_no_vote_reason,
-        "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
-        "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
-        "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,
-        "pending_vote_slots": len(v.dups.pending), "shreds_in": s.shreds_in, "shreds_rejected": s.shreds_rejected,
-        "repair_requests": s.repair_requests, "repaired_shreds": s.repaired_shreds,
-        "txs_in": s.txs_in, "txs_included": s.txs_included, "votes_landed": s.votes_landed,
-        "votes_included": s.votes_included, "vote_pool": len(v.vote_pool), "weights_epoch": v.weights_epoch,
-        "lstake": v.lstake_table(), "mempool": len(v.mempool),
-        "ledger": {"restored_from": s.restored_from, "snapshot_slot": s.snapshot_slot, "snapshots": s.snapshots,
-                   "cleanups": s.cleanups, "purged_slots": s.purged_slots, "keep_slots": v.history.keep_slots},
-        "confirm_latency_ms": _percentiles(list(v.confirm_latency_ms)),
-        "loop_stall_ms": {**_percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
-        "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,
-                         "waiting_send": c.tasks_waiting_send} for k, c in chans.items()},
-        "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
-        "poh": poh_status(v),
-        **v.producer.status(),
-    }
-
-
-async def control(v: Validator, req: dict[str, Any]) -> dict[str, Any] | None:
-    cmd = req.get("cmd")
-    if cmd == "chain":
-        lo = int(req.get("from", 0))
-        out = []
-        for r in v.bs.roots():
-            if r >= lo:
-                rec = v.bs.bank_hash(r)
-                out.append([r, rec.bank_hash.hex() if rec else None])
-        return {"ok": True, "roots": out, "finalized": v.finalized_slot(), "root": v.cons.finalized_slot()}
-    if cmd == "slot_info":
-        slot = int(req["slot"])
-        rec = v.bs.bank_hash(slot)
-        proof = v.bs.duplicate_proof(slot)
-        return {"ok": True, "slot": slot, "bank_hash": rec.bank_hash.hex() if rec else None,
-                "last_blockhash": rec.last_blockhash.hex() if rec else None,
-                "parent": rec.parent_slot if rec else None, "rooted": v.bs.is_root(slot),
-                "dead": (d.reason if (d := v.bs.dead_slot(slot)) else None),
-                "duplicate_proof": proof.kind if proof else None}
-    if cmd == "submit_tx":
-        raw = bytes.fromhex(req["tx_hex"])
-        v.add_tx(raw)
-        if v.port is not None:
-            await v.port.publish("txs", raw)
-        return {"ok": True}
-    return None

@@ -1,12 +1,12 @@
-"""The validator shell (normative text: spec/node.md): handles, channels and the policy
-machines of ``core/`` (slots, duplicates, readiness, pools, finality, consensus). It
+"""The validator shell (normative text: spec/node.md): handles, channels and worker
+threads around the sans-IO policy of ``core/node_policy.py``, which it extends. It
 receives facts (inserted shreds, replay results, votes, the clock), hands them to the
-machines and performs the effects they return; it decides nothing itself.
+policy and performs the effects it returns (disk, network, threads); it decides nothing.
 
 Heavy work runs in worker threads, one ``CapacityLimiter`` per kind (insert, replay,
-build, disk), and returns results that the trio thread applies: the machines are only
-ever touched by the trio thread. ``ledger_lock`` serialises the ledger steps (insert ->
-replay -> votes -> decide) of the services (node/services.py) that share this state.
+build, disk, serve, cleanup); the policy is only touched by the trio thread.
+``ledger_lock`` serialises the ledger steps (insert -> replay -> votes -> decide) of the
+services (node/services.py) that share it.
 """
 
 from __future__ import annotations
@@ -14,45 +14,40 @@ from __future__ import annotations
 import collections
 import random
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..core import duplicates as dup
-from ..core import readiness as rd
 from ..core import slots as sl
 from ..core.bank import BlockError, parse_transaction
-from ..core.codec import encode
-from ..core.consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from ..core.consensus import Vote, VoteRejected
 from ..core.constants import PACKET_DATA_BYTES
-from ..core.crypto import Keypair, encode_address
-from ..core.finality import Finality
-from ..core.forkchoice import ForkChoiceError
+from ..core.crypto import Keypair
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.pools import Mempool, VotePool
+from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
 from ..core.shred import OFFSET_SLOT
-from ..core.tower import is_supermajority
-from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
+from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.cleanup import CLEANUP_INTERVAL_SLOTS, DEFAULT_KEEP_SLOTS
-from ..ledger.meta import BankHashRecord, SlotMeta
+from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
 from ..ledger.snapshot import SNAPSHOT_INTERVAL_SLOTS, make_node_snapshot, save_node_snapshot, snapshot_due
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
-from ..net.messages import GossipEnvelope, ShredBatch
+from ..net.messages import GossipEnvelope, ShredPush, ShredPushAck
 from ..net.reqresp import ShredStore
 from .clock import Clock
 from .leader import BuiltSlot, build_slot
 from .port import NetNodePort, NetPort
-from .production import produce_on_clock
-from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredPush, ShredPushAck, slot_repair_handler
+from .production import HonestProducer, ProducerStrategy, produce
+from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
 from .restore import Restored, RestoreError, restore
 from .schedule import ScheduleBook
-from .services import SHRED_QUEUE_LEN, SHREDS_PER_GOSSIP_MESSAGE, control, run_services, status_fields
+from .services import SHRED_QUEUE_LEN, run_services
+from .status import control, lstake_table, status_fields, status_line
 from .voting import VoteOp, VotingService, read_tower, write_tower
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,12 +58,10 @@ __all__ = ["LedgerHistory", "RestoreError", "Validator", "read_tower", "slot_dur
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
 INBOX_LEN = 4096
-LATENCY_SAMPLES = 10_000
 #: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
 MAX_TX_BYTES = PACKET_DATA_BYTES
-#: Slots with a stored duplicate proof listed in status (test evidence; capped).
-MAX_DUPLICATE_SLOTS_SEEN = 1024
 _T = TypeVar("_T")
+Stored = list[sl.ShredsStored | sl.Completed]
 
 
 def slot_duration_ms(genesis: Genesis) -> float:
@@ -91,94 +84,21 @@ class LedgerHistory:
             raise ValueError(f"bad ledger history {self}")
 
 
-class ProducerStrategy(Protocol):
-    """How a built slot leaves the node: honest by default; the equivocation harness is
-    ``ambient_p2p/devnet/equivocate.py``."""
-
-    def variants(self, built: BuiltSlot, parent: SlotResult,
-                 rebuild: Callable[[list[bytes]], BuiltSlot]) -> list[list[bytes]]: ...
-
-    async def deliver(self, slot: int, variants: list[list[bytes]], port: NetPort) -> bool: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-
-class HonestProducer:
-    def variants(self, built: BuiltSlot, parent: SlotResult,
-                 rebuild: Callable[[list[bytes]], BuiltSlot]) -> list[list[bytes]]:
-        return [built.packets]
-
-    async def deliver(self, slot: int, variants: list[list[bytes]], port: NetPort) -> bool:
-        return False
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-
-class BlockstoreShredStore(ShredStore):
-    """Serves ``/ambient/repair/1`` from the blockstore (data shreds)."""
-
-    def __init__(self, bs: Blockstore) -> None:
-        super().__init__(max_shreds=0)
-        self.bs = bs
-
-    def insert(self, shred: bytes) -> bool:
-        return False  # the validator inserts through the verified blockstore path
-
-    def get(self, slot: int, index: int) -> bytes | None:
-        return self.bs.get_data_shred(slot, index)
-
-    def highest(self, slot: int, min_index: int = 0) -> bytes | None:
-        m = self.bs.slot_meta(slot)
-        if m is None or m.received == 0 or m.received - 1 < min_index:
-            return None
-        return self.bs.get_data_shred(slot, m.received - 1)
-
-    def parent_of(self, slot: int) -> int | None:
-        m = self.bs.slot_meta(slot)
-        return None if m is None else m.parent_slot
-
-    def __len__(self) -> int:
-        return 0
-
-
-@dataclass
-class ValidatorStats:
-    produced: int = 0
-    replayed: int = 0
-    dead: int = 0
-    duplicates: int = 0
-    votes_in: int = 0
-    votes_out: int = 0
-    votes_unsent: int = 0
-    shreds_in: int = 0
-    shreds_rejected: int = 0
-    repair_requests: int = 0
-    repaired_shreds: int = 0
-    txs_in: int = 0
-    txs_included: int = 0
-    votes_landed: int = 0  # votes that landed in slots this node replayed or produced
-    votes_included: int = 0  # vote transactions this node put in its own slots
-    dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
-    produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
-    duplicate_slots: set[int] = field(default_factory=set)
-    last_produced_ms: dict[int, int] = field(default_factory=dict)
-    snapshots: int = 0  # node snapshots written
-    snapshot_slot: int | None = None  # the newest written or restored from
-    cleanups: int = 0
-    purged_slots: int = 0
-    restored_from: int = 0  # the slot the last load started from (0: genesis)
-
-
-# -- worker-thread jobs: disk and CPU only, they touch no machine ------------------------------
+# -- worker-thread jobs: disk and CPU only, they touch no policy --------------------------------
 def _insert_job(bs: Blockstore, packets: list[bytes], leaders: Callable[[int], bytes | None],
-                verified: bool) -> tuple[InsertResult, list[SlotMeta]]:
+                verified: bool) -> tuple[InsertResult, Stored]:
+    """Insert; the policy's facts: per touched slot, ``Completed`` or ``ShredsStored``."""
     res = bs.insert_shreds(packets, leaders, signatures_verified=verified)
     bad = {i for i, _r in res.rejected}
     touched = {struct.unpack_from("<Q", p, OFFSET_SLOT)[0] for i, p in enumerate(packets)
                if i not in bad and len(p) >= OFFSET_SLOT + 8}
-    metas = [m for s in sorted(touched | set(res.completed_slots)) if (m := bs.slot_meta(s)) is not None]
-    return res, metas
+    events: Stored = []
+    for s in sorted(touched | set(res.completed_slots)):
+        if (m := bs.slot_meta(s)) is not None and m.is_full and m.parent_slot is not None:
+            events.append(sl.Completed(m.slot, m.parent_slot))
+        elif m is not None and m.received > 0:
+            events.append(sl.ShredsStored(m.slot, m.parent_slot))
+    return res, events
 
 
 def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
@@ -195,42 +115,53 @@ def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
     return res, bs.duplicate_proof(slot) is not None
 
 
-class Validator:
-    """One validator's handles, channels and policy machines (see the module docstring)."""
+def _restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
+    """Start-up read: the restart base and the stored slots above it (an empty ledger
+    gets its genesis root)."""
+    if bs.max_root() is None:
+        bs.set_roots([0])
+    return restore(bs, genesis, identity)
+
+
+def store_built_job(bs: Blockstore, built: BuiltSlot,
+                    leaders: Callable[[int], bytes | None]) -> tuple[InsertResult, Stored]:
+    """Store an own slot (bank-hash record, shreds through the verified insert)."""
+    bs.put_bank_hash(built.record)
+    res, events = _insert_job(bs, built.packets, leaders, True)
+    if res.rejected:
+        raise AssertionError(f"own shreds rejected: {res.rejected[:2]}")
+    return res, events
+
+
+def build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult, slot: int, txs: list[bytes],
+              votes: list[VoteTx], producer: ProducerStrategy, bs: Blockstore,
+              leaders: Callable[[int], bytes | None]) -> tuple[BuiltSlot, list[list[bytes]], InsertResult, Stored]:
+    """Build the slot at once (PoH, bank, shreds, signatures) and store it."""
+    built = build_slot(kp, genesis, parent, parent_res, slot, txs, votes)
+    variants = producer.variants(built, parent_res, lambda t: build_slot(kp, genesis, parent, parent_res, slot, t))
+    return (built, variants, *store_built_job(bs, built, leaders))
+
+
+class Validator(NodePolicy[SlotResult]):
+    """The policy (``NodePolicy``) with its handles, channels and effects."""
 
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  producer: ProducerStrategy | None = None, offload: bool = True,
                  poh_clock: str = "instant", history: LedgerHistory | None = None) -> None:
-        self.kp, self.genesis, self.data_dir = kp, genesis, data_dir
+        self.genesis, self.data_dir = genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
+        self.book = ScheduleBook(genesis)  # replaced by the restored one in aload
+        super().__init__(kp, {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
+                         read_tower(data_dir / TOWER_FILE, kp.pubkey), genesis_hash=genesis.hash(),
+                         slot_ms=slot_duration_ms(genesis), genesis_ms=genesis.creation_time_s * 1000,
+                         started_ms=self.clock.wall_ms(), spe=self.book.spe,
+                         leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e))
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
-        self.slot_ms = slot_duration_ms(genesis)
-        self.genesis_ms = genesis.creation_time_s * 1000
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
         self.history = history or LedgerHistory()
-        self.book = ScheduleBook(genesis)  # replaced by the restored one in aload
-        stakes = {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0}
-        tower = read_tower(data_dir / TOWER_FILE, kp.pubkey)
-        self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
-        self.weights_epoch = 0  # the epoch whose LStake snapshot weighs votes now
-        self.slots = sl.SlotTracker(0, genesis.hash(), leader_known=lambda s: self.book.leader(s) is not None)
-        self.banks: dict[int, SlotResult] = {}  # frozen slots' results (fork-choice slots + root)
-        self.dups = dup.DuplicateTracker()
-        self.ready = rd.Readiness(syncing=bool(self.cons.tower.votes), started_ms=self.clock.wall_ms(),
-                                  slot_ms=self.slot_ms)
-        self.finality = Finality(kp.pubkey)
-        self.mempool = Mempool()
-        self.vote_pool = VotePool()
-        self.root_written = 0
-        #: slots above the restart root this identity produced before it stopped: never again
-        self.produced_before: set[int] = set()
         self.root_event = trio.Event()  # set (and replaced) whenever the root advances
-        self.last_no_vote_reason: str | None = None
-        self.stats = ValidatorStats()
-        self.awaiting_confirm: dict[int, list[int]] = {}  # slot -> leader receipt times (mono ms)
-        self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         #: vote transactions the gossip check parsed (signatures verified), for ingest
         self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self.port: NetPort | None = None
@@ -253,16 +184,6 @@ class Validator:
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
-
-    @property
-    def stakes(self) -> Mapping[bytes, int]:
-        return self.cons.stakes
-
-    def slot_at(self, now_ms: int) -> int:
-        return max(0, int((now_ms - self.genesis_ms) // self.slot_ms))
-
-    def slot_start_ms(self, slot: int) -> float:
-        return self.genesis_ms + slot * self.slot_ms
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         if not self.offload:
@@ -321,13 +242,10 @@ class Validator:
     def vote_check(self, env: GossipEnvelope) -> str | None:
         try:
             vt = parse_vote_transaction(env.payload)
-        except VoteTxError as exc:
-            return exc.reason
-        if vt.vote.voter != env.origin:
-            return "vote-origin-mismatch"
-        try:
+            if vt.vote.voter != env.origin:
+                return "vote-origin-mismatch"
             self.cons.check_vote(vt.vote)
-        except VoteRejected as exc:
+        except (VoteTxError, VoteRejected) as exc:
             return exc.reason
         self.checked_votes[env.payload] = vt
         while len(self.checked_votes) > INBOX_LEN:
@@ -340,236 +258,113 @@ class Validator:
 
     async def aload(self) -> None:
         """Rebuild state from the blockstore (spec/blockstore.md "Node snapshots and
-        restart"): the base is the newest node snapshot (``node/restore.py``; genesis
-        without one): its bank, schedule book and rooted count; the consensus root is at
-        least the base; then replay of the stored slots above it, crediting the roots above
-        it as they replay. Raises :class:`RestoreError` when the ledger cannot restart."""
+        restart"): the newest node snapshot (``node/restore.py``; genesis without one), then
+        replay of the stored slots above it, crediting the roots above it as they replay.
+        Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
             r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
-            base = r.root
-            assert r.result.bank.bank_hash is not None
             self.book = r.book
-            tower = self.cons.tower.rooted_at_least(base)
-            if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
-                self.cons = Consensus(self.kp, self.cons.stakes, tower=tower)
-            rooted = ([base] if base else []) + r.roots_above
-            older = r.rooted_count - 1 if base else 0
-            self.finality = Finality(self.kp.pubkey, rooted, older_count=older, older_max=r.parent)
-            self.root_written = max([base, *r.roots_above])
-            self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
-            self.produced_before = set(r.produced)  # never rebuilt (not "own in this run")
-            self.stats.restored_from = base
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
-            self.banks = {base: r.result}
-            self.slots = sl.SlotTracker(base, r.result.bank.bank_hash,
-                                        leader_known=lambda s: self.book.leader(s) is not None)
-            root, roots_above, dead, full = self.cons.root, set(r.roots_above), set(r.dead), set(r.replay)
-            for slot in sorted(dead | full | set(r.partial)):
-                parent = r.parents.get(slot)
-                if slot in dead:
-                    self._perform(self.slots.handle(sl.LoadedDead(slot, parent or 0)))
-                elif slot in full and parent is not None and (slot > root or slot in roots_above):
-                    self._perform(self.slots.handle(sl.Completed(slot, parent)))
-                elif slot not in full and slot > root:
-                    self._perform(self.slots.handle(sl.ShredsStored(slot, parent)))
-            await self._replay_ready()
+            self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
+            self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, dead=r.dead, full=r.replay,
+                                  partial=r.partial, parents=r.parents, produced=r.produced,
+                                  rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))
+            await self.replay_ready()
             self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters)
             self._loading_roots = set()
-            self._update_weights()
-            self._prune()
+            self.perform(self.restarted(self.clock.mono_ms()))
             self.loaded = True
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
-            res, metas = await self._thread("insert", _insert_job, self.bs, packets, self._leaders(), verified)
-            self._apply_insert(res, metas)
-            await self._replay_ready()
+            res, events = await self._thread("insert", _insert_job, self.bs, packets, self._leaders(), verified)
+            self.apply_insert(res, events)
+            await self.replay_ready()
             return res
 
-    def _apply_insert(self, res: InsertResult, metas: list[SlotMeta]) -> None:
+    def apply_insert(self, res: InsertResult, events: Stored) -> None:
         self.stats.shreds_rejected += len(res.rejected)
-        for m in metas:
-            if m.is_full and m.parent_slot is not None:
-                self._perform(self.slots.handle(sl.Completed(m.slot, m.parent_slot)))
-            elif m.received > 0:
-                self._perform(self.slots.handle(sl.ShredsStored(m.slot, m.parent_slot)))
-        for slot, _kind in res.duplicates:
-            self.stats.duplicates += 1
-            self.cons.on_duplicate(slot)
-            if len(self.stats.duplicate_slots) < MAX_DUPLICATE_SLOTS_SEEN:
-                self.stats.duplicate_slots.add(slot)
+        self.perform(self.stored(events, [slot for slot, _kind in res.duplicates], self.clock.mono_ms()))
 
-    async def _replay_ready(self) -> None:
+    async def replay_ready(self) -> None:
         """Perform queued Replay effects (parents first: the tracker orders them)."""
         while self._replays:
             r = self._replays.pop(0)
-            if self.slots.state(r.slot) is not sl.SlotState.REPLAYING or self.slots.parent(r.slot) != r.parent:
+            if not self.replay_current(r):
                 continue  # superseded (a dump sent it back to full; a later Replay is queued)
             leader, parent = self.book.leader(r.slot), self.banks.get(r.parent)
             if leader is None or parent is None:  # cannot happen: the tracker checked both
-                self._perform(self.slots.handle(sl.ReplayFailed(r.slot, "no-leader-or-parent")))
+                self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
                 continue
             out, dup_proof = await self._thread("replay", _replay_job, self.bs, self.genesis, parent, r.slot, leader)
-            if isinstance(out, str):
-                self._perform(self.slots.handle(sl.ReplayFailed(r.slot, out)))
-                continue
-            assert out.bank.bank_hash is not None
-            self.banks[r.slot] = out
-            self.stats.replayed += 1
-            if dup_proof:
-                self.cons.on_duplicate(r.slot)
-            self._perform(self.slots.handle(sl.Replayed(r.slot, out.bank.bank_hash)))
+            self.perform(self.replay_failed(r.slot, out, self.clock.mono_ms()) if isinstance(out, str)
+                     else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
 
-    def _perform(self, effects: list[Any]) -> None:
-        """Perform the effects of the slot and duplicate machines, in order."""
+    def perform(self, effects: list[ShellEffect]) -> None:
+        """Perform the policy's slot effects, in order."""
         for e in effects:
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
-                self._on_frozen(e.slot, e.parent)
+                if e.slot in self._loading_roots:
+                    self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes)
+                self.frozen_event.set()
+                self.frozen_event = trio.Event()
             elif isinstance(e, sl.MarkDead):
-                self.stats.dead += 1
-                self.banks.pop(e.slot, None)
                 self.bs.mark_dead(e.slot, e.reason[:500])
-                self._perform(self.dups.on_dead(e.slot, self.cons.stakes, self.cons.total_stake))
             elif isinstance(e, sl.Purge):
                 for s in e.slots:
                     self.bs.purge_slots(s, s)
-                    self.banks.pop(s, None)
-                    self.awaiting_confirm.pop(s, None)
             elif isinstance(e, sl.ClearDead):
                 self.bs.clear_dead(e.slot)
             elif isinstance(e, sl.RepairSlot):
                 self.repair_now.set()
-            elif isinstance(e, dup.DumpSlot):
-                self.stats.dumped += 1
-                self.cons.dump_slot(e.slot)
-                self._perform(self.slots.handle(sl.DuplicateConfirmed(e.slot, e.bank_hash)))
-                self.dups.on_dumped(e.slot, e.bank_hash, self.clock.mono_ms())
-                self.ready.handle(rd.SlotDumped(e.slot))
-            elif isinstance(e, dup.CountVotes):
-                for v in e.votes:
-                    self.count_vote(v)
+            else:
+                raise AssertionError(f"not a slot effect: {e!r}")
 
-    def _on_frozen(self, slot: int, parent: int) -> None:
-        res = self.banks[slot]
-        assert res.bank.bank_hash is not None
-        self.stats.votes_landed += len(res.bank.landed_votes)
-        if slot in self._loading_roots:
-            self.book.credit_replayed_root(slot, res.bank.landed_votes)
-        leader_is_me = slot in self.slots.own or self.book.leader(slot) == self.kp.pubkey
-        self.ready.handle(rd.SlotFrozen(slot, self.slot_start_ms(slot), own=leader_is_me))
-        self.frozen_event.set()
-        self.frozen_event = trio.Event()
-        if slot <= self.cons.root:
-            return
-        try:
-            self.cons.on_replayed(slot, parent, res.bank.bank_hash)
-        except ForkChoiceError:
-            return  # not descended from our root: a fork that can no longer win
-        self.cons.on_block_votes(res.bank.landed_votes)
-        self._perform(self.dups.on_frozen(slot))
+    # the policy's queries and events on this node's clock (tests and services call these)
+    def count_vote(self, vote: Vote, now_mono_ms: int | None = None) -> list[ShellEffect]:
+        out = super().count_vote(vote, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
+        self.perform(out)
+        return out
 
-    def count_vote(self, vote: Vote) -> None:
-        """A peer's vote: fork choice counts it, or the duplicate machine keeps it."""
-        self.finality.on_voter_root(vote.voter, vote.root)
-        try:
-            if self.cons.on_vote(vote):
-                return
-        except VoteRejected:
-            return
-        ours = self.cons.bank_hashes.get(vote.slot)
-        own: dup.Own = dup.FrozenAs(ours) if ours is not None else (
-            dup.DeadHere() if self.slots.is_dead(vote.slot) else dup.Unknown())
-        self._perform(self.dups.on_vote(vote, own, self.clock.mono_ms(), self.cons.stakes, self.cons.total_stake))
+    def add_tx(self, raw: bytes, now_mono_ms: int | None = None) -> None:
+        super().add_tx(raw, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
 
-    def add_vote_tx(self, vt: VoteTx) -> None:
-        self.stats.votes_in += 1
-        if vt.vote.voter in self.cons.stakes:
-            self.vote_pool.add(vt)
-        self.count_vote(vt.vote)
+    def behind(self, now_mono_ms: int | None = None) -> bool:
+        return super().behind(self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
 
-    def add_tx(self, raw: bytes) -> None:
-        if self.mempool.add(raw, self.clock.mono_ms()):
-            self.stats.txs_in += 1
-
-    # -- readiness and decisions ------------------------------------------------------------
-    def behind(self) -> bool:
-        return self.ready.behind(best=self.cons.processed_slot(), now_mono_ms=self.clock.mono_ms(),
-                                 pending=self.dups.pending_receipts())
-
-    def alone_supermajority(self) -> bool:
-        return is_supermajority(self.cons.stakes.get(self.kp.pubkey, 0), self.cons.total_stake)
-
-    def isolated(self) -> bool:
-        return self.ready.isolated(current_slot=self.slot_at(self.clock.wall_ms()), leader_of=self.book.leader,
-                                   me=self.kp.pubkey, alone_supermajority=self.alone_supermajority())
-
-    def _note_confirmations(self) -> None:
-        """Latency from this leader's receipt of a transaction to its slot's confirmation."""
-        if not self.awaiting_confirm:
-            return
-        conf, fc, now = self.cons.confirmed_slot(), self.cons.forkchoice, self.clock.mono_ms()
-        for slot in [s for s in self.awaiting_confirm if s <= conf]:
-            times = self.awaiting_confirm.pop(slot)
-            if slot in fc.parent and fc.is_ancestor(slot, conf):
-                self.confirm_latency_ms.extend(float(now - t) for t in times)
+    def isolated(self, now_ms: int | None = None) -> bool:
+        return super().isolated(self.clock.wall_ms() if now_ms is None else now_ms)
 
     async def decide(self) -> None:
-        """Readiness gates, then the driver's decision; effects in order (caller holds the
-        ledger lock). The vote goes to the voting service: tower durable, then sent."""
-        self._note_confirmations()
-        pending, best = self.dups.pending_receipts(), self.cons.processed_slot()
-        self.ready.evaluate(best=best, now_mono_ms=self.clock.mono_ms(), pending=pending,
-                            alone_supermajority=self.alone_supermajority())
-        reason = self.ready.no_vote_reason(behind=self.behind(), isolated=self.isolated())
-        if reason is not None:
-            self.last_no_vote_reason = reason
-            return
-        effects = self.cons.decide(self.clock.wall_ms())
-        self.last_no_vote_reason = self.cons.last_no_vote_reason
-        record = None
-        for eff in effects:
-            if isinstance(eff, PersistTower):
-                record = eff.record
-            elif isinstance(eff, SendVote):
-                assert record is not None
-                self.stats.votes_out += 1
-                voted = self.banks.get(eff.vote.slot)
-                vt = None
-                if self.kp.pubkey in self.cons.stakes and voted is not None:
-                    raw = vote_transaction(self.kp, eff.vote, voted.bank.last_blockhash)
-                    vt = VoteTx(raw, parse_transaction(raw, verify_signatures=False), eff.vote)  # signed here
-                if not self.voting.submit(VoteOp(record, vt)):
+        """The policy's decision; effects in order (caller holds the ledger lock). A vote
+        goes to the voting service: tower durable, then sent."""
+        for eff in self.vote_decision(self.clock.wall_ms(), self.clock.mono_ms()):
+            if isinstance(eff, CastVote):
+                if not self.voting.submit(VoteOp(eff.record, eff.vote)):
                     self.stats.votes_unsent += 1
-            elif isinstance(eff, NewRoot):
-                await self._on_root(eff.slot)
+            elif isinstance(eff, RootChain):
+                await self._on_root(eff)
 
     async def _vote_durable(self, vt: VoteTx) -> None:
         self.vote_pool.add(vt)  # our own slots carry it from now on
         if self.port is not None:
             await self.port.publish("votes", vt.raw)
 
-    async def _on_root(self, new_root: int) -> None:
-        chain, s = [], new_root
-        while s > self.root_written and (p := self.slots.parent(s)) is not None:
-            chain.append(s)
-            s = p
-        chain.reverse()
-        await self._thread("disk", self.bs.set_roots, chain)
-        old_root, self.root_written = self.root_written, max(self.root_written, new_root)
-        self.finality.on_rooted(chain)
-        self.book.on_rooted(chain, new_root, self._landed_voters)
-        self.book.ledger.prune(epoch_of(new_root, self.book.spe))
-        if snapshot_due(old_root, new_root, self.history.snapshot_interval_slots) and new_root in self.banks:
+    async def _on_root(self, eff: RootChain) -> None:
+        await self._thread("disk", self.bs.set_roots, list(eff.chain))
+        old_root = self.root_written
+        self.book.on_rooted(list(eff.chain), eff.slot, self._landed_voters)
+        self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
+        self.perform(self.rooted(eff.slot, eff.chain, self.clock.mono_ms()))
+        if snapshot_due(old_root, eff.slot, self.history.snapshot_interval_slots) and eff.slot in self.banks:
             # built here (it copies the bank and the book), encoded and written in a thread
-            snap = make_node_snapshot(self.genesis.hash(), self.banks[new_root], self.finality.rooted_count,
+            snap = make_node_snapshot(self.genesis.hash(), self.banks[eff.slot], self.finality.rooted_count,
                                       self.book.to_state())
             await self._thread("disk", save_node_snapshot, self.bs, snap)
             self.stats.snapshots += 1
-            self.stats.snapshot_slot = new_root
-        self._update_weights()
-        self._prune()
+            self.stats.snapshot_slot = eff.slot
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
@@ -577,97 +372,26 @@ class Validator:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
 
-    def _update_weights(self) -> None:
-        """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""
-        epoch = epoch_of(self.cons.root, self.book.spe)
-        if epoch != self.weights_epoch and (weights := self.book.vote_weights(epoch)) is not None:
-            self.cons.set_stakes(weights)
-            self.weights_epoch = epoch
-            self.finality.prune(weights)
-
-    def _prune(self) -> None:
-        root = self.cons.root
-        self._perform(self.slots.handle(sl.Rooted(root)))
-        keep = set(self.cons.forkchoice.parent)
-        self.banks = {s: r for s, r in self.banks.items() if s in keep}
-        self.dups.prune(root)
-        self.ready.handle(rd.Rooted(root))
-        self.vote_pool.prune(root)
-        self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
-        self.produced_before = {s for s in self.produced_before if s > root}
-
-    # -- production ---------------------------------------------------------------------------
+    # -- production (node/production.py) ----------------------------------------------------
     async def produce(self, slot: int, parent: int) -> None:
-        """Build ``slot`` on ``parent``: on the PoH clock when the leader service opened one
-        (node/production.py; an equivocating producer strategy keeps the one-shot build),
-        else at once in a worker thread; store it, deliver it, decide."""
-        if self.poh is not None and isinstance(self.producer, HonestProducer):
-            await produce_on_clock(self, self.poh, slot, parent)
-            return
-        async with self.ledger_lock:
-            if not self.may_build(slot, parent):
-                return  # the parent was dumped or pruned while we waited, or built before a restart
-            txs, votes, parent_res = self.mempool.take(self.clock.mono_ms()), self.vote_pool.take(), self.banks[parent]
-            built, variants, res, metas = await self._thread(
-                "build", _build_job, self.kp, self.genesis, parent, parent_res, slot, txs, votes,
-                self.producer, self.bs, self._leaders())
-            self.commit_built(built, res, metas)
-            await self._replay_ready()
-        if self.port is not None and not await self.producer.deliver(slot, variants, self.port):
-            await self._publish(variants)
-        async with self.ledger_lock:
-            await self.decide()
+        await produce(self, slot, parent)
 
-    def may_build(self, slot: int, parent: int) -> bool:
-        """``parent`` is still frozen here, ``slot`` not yet frozen, dead or dumped, and not
-        built by this node before a restart (a second version would be an equivocation)."""
-        return slot not in self.produced_before and parent in self.banks and self.slots.is_frozen(parent) and (
-            self.slots.state(slot) in (sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL))
-
-    def commit_built(self, built: BuiltSlot, res: InsertResult, metas: list[SlotMeta]) -> None:
-        """A slot this node built and stored: pools, stats, frozen as ``Produced``, its insert
-        applied (the caller holds the ledger lock and then runs ``_replay_ready``)."""
-        slot = built.slot
-        self.vote_pool.remove_included(built.included_votes)
-        self.stats.votes_included += len(built.included_votes)
-        received = [t for raw in built.included if (t := self.mempool.received_ms(raw)) is not None]
-        if received:
-            self.awaiting_confirm[slot] = received
-        self.mempool.remove(built.included + built.dropped)
-        self.stats.txs_included += len(built.included)
-        self.stats.produced += 1
-        self.banks[slot] = built.result
-        self._perform(self.slots.handle(sl.Produced(slot, built.parent, built.record.bank_hash)))
-        self._apply_insert(res, metas)
-        self.stats.last_produced_ms[slot] = self.clock.wall_ms()
-        if len(self.stats.last_produced_ms) > 64:
-            del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
-
-    async def _publish(self, variants: list[list[bytes]]) -> None:
-        assert self.port is not None
-        n = SHREDS_PER_GOSSIP_MESSAGE
-        chunks = [[v[i:i + n] for i in range(0, len(v), n)] for v in variants]
-        for i in range(max(len(c) for c in chunks)):
-            for c in chunks:
-                if i < len(c):
-                    await self.port.publish("shreds", encode(ShredBatch(shreds=tuple(c[i]))))
+    def commit_built(self, built: BuiltSlot, res: InsertResult, events: Stored) -> None:
+        """A slot this node built and stored (caller holds the ledger lock, then replays)."""
+        self.perform(self.produced(built.slot, built.parent, built.result, included=built.included,
+                               dropped=built.dropped, included_votes=built.included_votes,
+                               now_ms=self.clock.wall_ms(), now_mono_ms=self.clock.mono_ms()))
+        self.apply_insert(res, events)
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"consensus": status_fields(self)}
 
-    def lstake_table(self) -> dict[str, dict[str, int]]:
-        """Per identity: its vote weight now, and its credits from rooted slots (all epochs)."""
-        b = self.book
-        ids = set(self.cons.stakes) | set(b.leader_credits) | set(b.vote_credits)
-        return {encode_address(k): {"weight": self.cons.stakes.get(k, 0), "leader_slots": b.leader_credits[k],
-                                    "vote_credits": b.vote_credits[k]} for k in sorted(ids)}
-
     def status_line(self) -> str:
-        c = self.status()["consensus"]
-        return (f"slot={c['slot']} processed={c['processed']} confirmed={c['confirmed']} "
-                f"finalized={c['finalized']} leader={(c['leader'] or '-')[:8]} produced={c['produced']} "
-                f"votes={c['votes_out']}")
+        return status_line(self)
+
+    def lstake_table(self) -> dict[str, dict[str, int]]:
+        return lstake_table(self)
 
     def finalized_slot(self) -> int:
         return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
@@ -683,31 +407,3 @@ class Validator:
 
     def close(self) -> None:
         self.bs.close()
-
-
-def _restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
-    """Start-up read (worker thread): the restart base and the stored slots above it; an
-    empty ledger gets its genesis root."""
-    if bs.max_root() is None:
-        bs.set_roots([0])
-    return restore(bs, genesis, identity)
-
-
-def store_built_job(bs: Blockstore, built: BuiltSlot,
-                    leaders: Callable[[int], bytes | None]) -> tuple[InsertResult, list[SlotMeta]]:
-    """Worker thread: store an own slot (bank-hash record, shreds through the verified insert)."""
-    bs.put_bank_hash(built.record)
-    res, metas = _insert_job(bs, built.packets, leaders, True)
-    if res.rejected:
-        raise AssertionError(f"own shreds rejected: {res.rejected[:2]}")
-    return res, metas
-
-
-def _build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult, slot: int, txs: list[bytes],
-               votes: list[VoteTx], producer: ProducerStrategy, bs: Blockstore,
-               leaders: Callable[[int], bytes | None]) -> tuple[BuiltSlot, list[list[bytes]], InsertResult,
-                                                                list[SlotMeta]]:
-    """Worker thread: build the slot at once (PoH, bank, shreds, signatures), store it."""
-    built = build_slot(kp, genesis, parent, parent_res, slot, txs, votes)
-    variants = producer.variants(built, parent_res, lambda t: build_slot(kp, genesis, parent, parent_res, slot, t))
-    return (built, variants, *store_built_job(bs, built, leaders))

@@ -48,7 +48,7 @@ def read_tower(path: Path, identity: bytes) -> Tower | None:
 
 @dataclass(frozen=True)
 class VoteOp:
-    record: TowerRecord
+    record: TowerRecord | None  # None: the tower is unchanged (a refreshed last vote)
     vote: VoteTx | None  # None: an identity without LStake keeps its tower, sends nothing
 
 
@@ -71,11 +71,11 @@ class VotingService:
             return False
 
     async def _one(self, op: VoteOp) -> None:
-        if self.offload:
+        if op.record is not None and self.offload:
             await trio.to_thread.run_sync(write_tower, self.path, op.record, limiter=self.limiter)
-        else:
+        elif op.record is not None:
             write_tower(self.path, op.record)
-        self.written += 1
+        self.written += op.record is not None
         if op.vote is not None:
             await self.on_durable(op.vote)
 

@@ -1,0 +1,456 @@
+"""The validator's policy, one sans-IO object over the machines of ``core/`` (normative
+text: spec/node.md "Node policy"): the slot tracker (slots.py), duplicate votes
+(duplicates.py), readiness (readiness.py), the consensus driver (consensus.py), finality
+(finality.py), the pools (pools.py) and the leader rule (leader_policy.py). The shell
+(node/validator.py) does the disk, network and worker-thread work and feeds the results
+here; what to vote, produce, dump or root is decided here, from injected time.
+
+Events (methods) and what they decide; "-> X" names the effects the shell performs:
+
+| event (method)                  | rule                                                               | effects for the shell |
+|---------------------------------|--------------------------------------------------------------------|-----------------------|
+| ``stored(events, dups)``        | insert facts -> slot tracker; a duplicate proof marks fork choice  | -> slot effects       |
+| ``replayed(slot, res, dup)``    | bank kept; Replayed -> tracker (``replay_failed``: ReplayFailed)   | -> slot effects       |
+| (slot effect) ``SlotFrozen``    | readiness; fork choice (if above the root and on it); the slot's   | -> ``SlotFrozen``     |
+|                                 | landed votes count; its pending votes are released                 |                       |
+| (slot effect) ``MarkDead``      | bank dropped; pending votes for it become foreign (may dump)       | -> ``MarkDead``       |
+| (dup effect) ``DumpSlot``       | fork choice drops the subtree; tracker DuplicateConfirmed; the     | -> Purge, ClearDead,  |
+|                                 | confirming votes wait as pending; readiness forgets the slot       | RepairSlot            |
+| ``count_vote(vote)``            | finality notes the voter's root; fork choice counts it, or the    | (as DumpSlot)         |
+|                                 | duplicate tracker keeps it (Unknown / FrozenAs / DeadHere)         |                       |
+| ``add_vote_tx`` / ``add_tx``    | vote pool (voters with weight) + count_vote / mempool (dedupe)     | -                     |
+| ``vote_decision(now)``          | 1. confirmation latency of own slots; 2. restart guard lifted when | -> ``CastVote``       |
+|                                 | the cluster root passes it; 3. the last vote re-sent once after a  | (tower record, then   |
+|                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``RootChain``  |
+|                                 | 5. the consensus driver (tower BFT)                                |                       |
+| ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects       |
+|                                 | weights; everything at or below the root pruned                    |                       |
+| ``leader(now)``                 | own slot, once: ``leader_decision`` on ``Consensus.build_parent``  | Build / Wait / Skip   |
+| ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
+|                                 | a restart (a second version would be an equivocation)              |                       |
+| ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
+| ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
+|                                 | -> tracker (dead / full / partial)                                 |                       |
+| ``restarted()``                 | weights, pruning; a tower missing or older than the ledger root -> | -> slot effects       |
+|                                 | the restart guard ``LostVotes`` (spec/tower.md)                    |                       |
+| ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind")    | (slots to ask for)    |
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from . import duplicates as dup
+from . import readiness as rd
+from . import slots as sl
+from .bank import Bank, parse_transaction
+from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from .crypto import Keypair
+from .finality import Finality
+from .forkchoice import ForkChoiceError
+from .leader_policy import Decision, Skip, WaitForParent, leader_decision
+from .lstake import epoch_of
+from .pools import Mempool, VotePool
+from .tower import LostVotes, Tower, TowerRecord, is_supermajority
+from .vote_program import VoteTx, vote_transaction
+
+#: Leader receipt -> confirmation latencies kept for status.
+LATENCY_SAMPLES = 10_000
+#: Slots with a stored duplicate proof listed in status (test evidence; capped).
+MAX_DUPLICATE_SLOTS_SEEN = 1024
+#: Produced slots whose wall time status lists.
+MAX_PRODUCED_TIMES = 64
+
+
+class FrozenResult(Protocol):
+    """A frozen slot as the shell keeps it (ledger.replay.SlotResult): its bank."""
+
+    @property
+    def bank(self) -> Bank: ...
+
+
+R = TypeVar("R", bound=FrozenResult)
+
+
+@dataclass(frozen=True)
+class CastVote:
+    """Write ``record`` durably (None: the tower is unchanged), then let ``vote`` out
+    (None: an identity without LStake keeps its tower and sends nothing)."""
+
+    record: TowerRecord | None
+    vote: VoteTx | None
+
+
+@dataclass(frozen=True)
+class RootChain:
+    """The tower rooted ``slot``: store ``chain`` (ascending, above the last stored root)
+    as roots, credit it, then call :meth:`NodePolicy.rooted`."""
+
+    slot: int
+    chain: tuple[int, ...]
+
+
+ShellEffect = sl.Effect | CastVote | RootChain
+
+
+@dataclass
+class NodeStats:
+    produced: int = 0
+    replayed: int = 0
+    dead: int = 0
+    duplicates: int = 0
+    votes_in: int = 0
+    votes_out: int = 0
+    votes_unsent: int = 0
+    votes_refreshed: int = 0  # last votes re-sent after a restart
+    shreds_in: int = 0
+    shreds_rejected: int = 0
+    repair_requests: int = 0
+    repaired_shreds: int = 0
+    txs_in: int = 0
+    txs_included: int = 0
+    votes_landed: int = 0  # votes that landed in slots this node replayed or produced
+    votes_included: int = 0  # vote transactions this node put in its own slots
+    dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
+    produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
+    duplicate_slots: set[int] = field(default_factory=set)
+    last_produced_ms: dict[int, int] = field(default_factory=dict)
+    snapshots: int = 0  # node snapshots written
+    snapshot_slot: int | None = None  # the newest written or restored from
+    cleanups: int = 0
+    purged_slots: int = 0
+    restored_from: int = 0  # the slot the last load started from (0: genesis)
+
+
+class NodePolicy(Generic[R]):
+    def __init__(self, kp: Keypair, stakes: Mapping[bytes, int], tower: Tower | None, *, genesis_hash: bytes,
+                 slot_ms: float, genesis_ms: int, started_ms: int, spe: int,
+                 leader_of: Callable[[int], bytes | None],
+                 vote_weights: Callable[[int], Mapping[bytes, int] | None]) -> None:
+        self.kp, self.slot_ms, self.genesis_ms, self.spe = kp, slot_ms, genesis_ms, spe
+        self.leader_of, self.vote_weights = leader_of, vote_weights
+        self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
+        #: the tower file's root as read (0: none yet); None: no tower file
+        self.tower_file_root = None if tower is None else (tower.root or 0)
+        self.weights_epoch = 0  # the epoch whose LStake snapshot weighs votes now
+        self.slots = sl.SlotTracker(0, genesis_hash, leader_known=lambda s: self.leader_of(s) is not None)
+        self.banks: dict[int, R] = {}  # frozen slots' results (fork-choice slots + root)
+        self.dups = dup.DuplicateTracker()
+        self.ready = rd.Readiness(syncing=bool(self.cons.tower.votes), started_ms=started_ms, slot_ms=slot_ms)
+        self.finality = Finality(kp.pubkey)
+        self.mempool = Mempool()
+        self.vote_pool = VotePool()
+        self.root_written = 0
+        #: slots above the restart root this identity produced before it stopped: never again
+        self.produced_before: set[int] = set()
+        self.last_no_vote_reason: str | None = None
+        self.leader_decided = -1  # the last own slot the leader rule built or skipped
+        self.stats = NodeStats()
+        self.awaiting_confirm: dict[int, list[int]] = {}  # slot -> leader receipt times (mono ms)
+        self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+
+    @property
+    def stakes(self) -> Mapping[bytes, int]:
+        return self.cons.stakes
+
+    def slot_at(self, now_ms: int) -> int:
+        return max(0, int((now_ms - self.genesis_ms) // self.slot_ms))
+
+    def slot_start_ms(self, slot: int) -> float:
+        return self.genesis_ms + slot * self.slot_ms
+
+    # -- machine effects --------------------------------------------------------------------
+    def apply(self, effects: Iterable[sl.Effect | dup.Effect], now_mono_ms: int) -> list[ShellEffect]:
+        """Apply the slot and duplicate machines' effects in order; return those the shell
+        performs (Replay, SlotFrozen, MarkDead, Purge, ClearDead, RepairSlot)."""
+        out: list[ShellEffect] = []
+        for e in effects:
+            if isinstance(e, sl.SlotFrozen):
+                out.append(e)
+                out += self._frozen(e.slot, e.parent, now_mono_ms)
+            elif isinstance(e, sl.MarkDead):
+                self.stats.dead += 1
+                self.banks.pop(e.slot, None)
+                out.append(e)
+                out += self.apply(self.dups.on_dead(e.slot, self.cons.stakes, self.cons.total_stake), now_mono_ms)
+            elif isinstance(e, sl.Purge):
+                for s in e.slots:
+                    self.banks.pop(s, None)
+                    self.awaiting_confirm.pop(s, None)
+                out.append(e)
+            elif isinstance(e, dup.DumpSlot):
+                self.stats.dumped += 1
+                self.cons.dump_slot(e.slot)
+                out += self.apply(self.slots.handle(sl.DuplicateConfirmed(e.slot, e.bank_hash)), now_mono_ms)
+                self.dups.on_dumped(e.slot, e.bank_hash, now_mono_ms)
+                self.ready.handle(rd.SlotDumped(e.slot))
+            elif isinstance(e, dup.CountVotes):
+                for v in e.votes:
+                    out += self._count(v, now_mono_ms)
+            else:  # Replay, ClearDead, RepairSlot: the shell's alone
+                out.append(e)
+        return out
+
+    def _frozen(self, slot: int, parent: int, now_mono_ms: int) -> list[ShellEffect]:
+        res = self.banks[slot]
+        assert res.bank.bank_hash is not None
+        self.stats.votes_landed += len(res.bank.landed_votes)
+        own = slot in self.slots.own or self.leader_of(slot) == self.kp.pubkey
+        self.ready.handle(rd.SlotFrozen(slot, self.slot_start_ms(slot), own=own))
+        if slot <= self.cons.root:
+            return []
+        try:
+            self.cons.on_replayed(slot, parent, res.bank.bank_hash)
+        except ForkChoiceError:
+            return []  # not descended from our root: a fork that can no longer win
+        self.cons.on_block_votes(res.bank.landed_votes)
+        return self.apply(self.dups.on_frozen(slot), now_mono_ms)
+
+    # -- insert and replay --------------------------------------------------------------------
+    def stored(self, events: Sequence[sl.ShredsStored | sl.Completed], duplicates: Iterable[int],
+               now_mono_ms: int) -> list[ShellEffect]:
+        """An insert stored shreds (``events``, one per touched slot) and found duplicate
+        proofs for ``duplicates`` (fork choice stops building on them)."""
+        out: list[ShellEffect] = []
+        for ev in events:
+            out += self.apply(self.slots.handle(ev), now_mono_ms)
+        for slot in duplicates:
+            self.stats.duplicates += 1
+            self.cons.on_duplicate(slot)
+            if len(self.stats.duplicate_slots) < MAX_DUPLICATE_SLOTS_SEEN:
+                self.stats.duplicate_slots.add(slot)
+        return out
+
+    def replay_current(self, r: sl.Replay) -> bool:
+        """A queued Replay still stands (a dump may have sent the slot back to full)."""
+        return self.slots.state(r.slot) is sl.SlotState.REPLAYING and self.slots.parent(r.slot) == r.parent
+
+    def replayed(self, slot: int, res: R, duplicate: bool, now_mono_ms: int) -> list[ShellEffect]:
+        assert res.bank.bank_hash is not None
+        self.banks[slot] = res
+        self.stats.replayed += 1
+        if duplicate:
+            self.cons.on_duplicate(slot)
+        return self.apply(self.slots.handle(sl.Replayed(slot, res.bank.bank_hash)), now_mono_ms)
+
+    def replay_failed(self, slot: int, reason: str, now_mono_ms: int) -> list[ShellEffect]:
+        return self.apply(self.slots.handle(sl.ReplayFailed(slot, reason)), now_mono_ms)
+
+    # -- votes and transactions ---------------------------------------------------------------
+    def count_vote(self, vote: Vote, now_mono_ms: int) -> list[ShellEffect]:
+        """A peer's vote: fork choice counts it, or the duplicate machine keeps it."""
+        return self._count(vote, now_mono_ms)
+
+    def _count(self, vote: Vote, now_mono_ms: int) -> list[ShellEffect]:
+        self.finality.on_voter_root(vote.voter, vote.root)
+        try:
+            if self.cons.on_vote(vote):
+                return []
+        except VoteRejected:
+            return []
+        ours = self.cons.bank_hashes.get(vote.slot)
+        own: dup.Own = dup.FrozenAs(ours) if ours is not None else (
+            dup.DeadHere() if self.slots.is_dead(vote.slot) else dup.Unknown())
+        return self.apply(self.dups.on_vote(vote, own, now_mono_ms, self.cons.stakes, self.cons.total_stake),
+                          now_mono_ms)
+
+    def add_vote_tx(self, vt: VoteTx, now_mono_ms: int) -> list[ShellEffect]:
+        self.stats.votes_in += 1
+        if vt.vote.voter in self.cons.stakes:
+            self.vote_pool.add(vt)
+        return self._count(vt.vote, now_mono_ms)
+
+    def add_tx(self, raw: bytes, now_mono_ms: int) -> None:
+        if self.mempool.add(raw, now_mono_ms):
+            self.stats.txs_in += 1
+
+    # -- readiness and decisions ------------------------------------------------------------
+    def behind(self, now_mono_ms: int) -> bool:
+        return self.ready.behind(best=self.cons.processed_slot(), now_mono_ms=now_mono_ms,
+                                 pending=self.dups.pending_receipts())
+
+    def alone_supermajority(self) -> bool:
+        return is_supermajority(self.cons.stakes.get(self.kp.pubkey, 0), self.cons.total_stake)
+
+    def isolated(self, now_ms: int) -> bool:
+        return self.ready.isolated(current_slot=self.slot_at(now_ms), leader_of=self.leader_of,
+                                   me=self.kp.pubkey, alone_supermajority=self.alone_supermajority())
+
+    def _note_confirmations(self, now_mono_ms: int) -> None:
+        """Latency from this leader's receipt of a transaction to its slot's confirmation."""
+        if not self.awaiting_confirm:
+            return
+        conf, fc = self.cons.confirmed_slot(), self.cons.forkchoice
+        for slot in [s for s in self.awaiting_confirm if s <= conf]:
+            times = self.awaiting_confirm.pop(slot)
+            if slot in fc.parent and fc.is_ancestor(slot, conf):
+                self.confirm_latency_ms.extend(float(now_mono_ms - t) for t in times)
+
+    def vote_decision(self, now_ms: int, now_mono_ms: int) -> list[ShellEffect]:
+        """Steps 1-5 of the table's ``vote_decision`` row."""
+        self._note_confirmations(now_mono_ms)
+        self.cons.lift_lost_votes(self.finality.cluster_root(self.cons.root, self.cons.stakes))
+        out: list[ShellEffect] = []
+        for eff in self.cons.refresh_last_vote(now_ms):
+            assert isinstance(eff, SendVote)
+            self.stats.votes_refreshed += 1
+            out.append(CastVote(None, self._vote_tx(eff.vote)))
+        pending, best = self.dups.pending_receipts(), self.cons.processed_slot()
+        self.ready.evaluate(best=best, now_mono_ms=now_mono_ms, pending=pending,
+                            alone_supermajority=self.alone_supermajority())
+        reason = self.ready.no_vote_reason(behind=self.behind(now_mono_ms), isolated=self.isolated(now_ms))
+        if reason is not None:
+            self.last_no_vote_reason = reason
+            return out
+        effects = self.cons.decide(now_ms)
+        self.last_no_vote_reason = self.cons.last_no_vote_reason
+        record = None
+        for eff in effects:
+            if isinstance(eff, PersistTower):
+                record = eff.record
+            elif isinstance(eff, SendVote):
+                assert record is not None
+                self.stats.votes_out += 1
+                out.append(CastVote(record, self._vote_tx(eff.vote)))
+            elif isinstance(eff, NewRoot):
+                out.append(RootChain(eff.slot, tuple(self._root_chain(eff.slot))))
+        return out
+
+    def _vote_tx(self, vote: Vote) -> VoteTx | None:
+        """The vote as a transaction on the voted bank's blockhash (None without weight)."""
+        voted = self.banks.get(vote.slot)
+        if self.kp.pubkey not in self.cons.stakes or voted is None:
+            return None
+        raw = vote_transaction(self.kp, vote, voted.bank.last_blockhash)
+        return VoteTx(raw, parse_transaction(raw, verify_signatures=False), vote)  # signed here
+
+    def _root_chain(self, new_root: int) -> list[int]:
+        chain, s = [], new_root
+        while s > self.root_written and (p := self.slots.parent(s)) is not None:
+            chain.append(s)
+            s = p
+        chain.reverse()
+        return chain
+
+    def rooted(self, root: int, chain: Sequence[int], now_mono_ms: int) -> list[ShellEffect]:
+        """The shell stored and credited ``chain`` (up to ``root``): root history, vote
+        weights, pruning."""
+        self.root_written = max(self.root_written, root)
+        self.finality.on_rooted(chain)
+        self._update_weights()
+        return self._prune(now_mono_ms)
+
+    def _update_weights(self) -> None:
+        """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""
+        epoch = epoch_of(self.cons.root, self.spe)
+        if epoch != self.weights_epoch and (weights := self.vote_weights(epoch)) is not None:
+            self.cons.set_stakes(weights)
+            self.weights_epoch = epoch
+            self.finality.prune(weights)
+
+    def _prune(self, now_mono_ms: int) -> list[ShellEffect]:
+        root = self.cons.root
+        out = self.apply(self.slots.handle(sl.Rooted(root)), now_mono_ms)
+        keep = set(self.cons.forkchoice.parent)
+        self.banks = {s: r for s, r in self.banks.items() if s in keep}
+        self.dups.prune(root)
+        self.ready.handle(rd.Rooted(root))
+        self.vote_pool.prune(root)
+        self.awaiting_confirm = {s: t for s, t in self.awaiting_confirm.items() if s > root}
+        self.produced_before = {s for s in self.produced_before if s > root}
+        return out
+
+    # -- production ---------------------------------------------------------------------------
+    def leader(self, now_ms: int) -> Decision:
+        """The leader rule for the current clock slot: only in this node's own slots, once
+        per slot (a Build or Skip decides it; the shell builds a slot before it asks again)."""
+        cur = self.slot_at(now_ms)
+        if cur <= self.leader_decided or self.leader_of(cur) != self.kp.pubkey:
+            return Skip("decided" if cur <= self.leader_decided else "not-leader")
+        best = self.cons.build_parent(cur)
+        d = leader_decision(now_ms, cur, best, start_ms=self.slot_start_ms(cur), slot_ms=self.slot_ms,
+                            best_frozen=self.slots.is_frozen(best), best_is_own=best in self.slots.own,
+                            behind=self.behind(now_ms), may_produce=self.ready.may_produce(now_ms))
+        if not isinstance(d, WaitForParent):
+            self.leader_decided = cur
+        return d
+
+    def may_build(self, slot: int, parent: int) -> bool:
+        """``parent`` is still frozen here, ``slot`` not yet frozen, dead or dumped, and not
+        built by this node before a restart (a second version would be an equivocation)."""
+        return slot not in self.produced_before and parent in self.banks and self.slots.is_frozen(parent) and (
+            self.slots.state(slot) in (sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL))
+
+    def produced(self, slot: int, parent: int, res: R, *, included: Sequence[bytes], dropped: Sequence[bytes],
+                 included_votes: Sequence[VoteTx], now_ms: int, now_mono_ms: int) -> list[ShellEffect]:
+        """A slot this node built (and stored): the pools lose what it took or refused; it
+        is frozen as ``Produced``."""
+        assert res.bank.bank_hash is not None
+        self.vote_pool.remove_included(included_votes)
+        self.stats.votes_included += len(included_votes)
+        received = [t for raw in included if (t := self.mempool.received_ms(raw)) is not None]
+        if received:
+            self.awaiting_confirm[slot] = received
+        self.mempool.remove([*included, *dropped])
+        self.stats.txs_included += len(included)
+        self.stats.produced += 1
+        self.banks[slot] = res
+        self.stats.last_produced_ms[slot] = now_ms
+        if len(self.stats.last_produced_ms) > MAX_PRODUCED_TIMES:
+            del self.stats.last_produced_ms[min(self.stats.last_produced_ms)]
+        return self.apply(self.slots.handle(sl.Produced(slot, parent, res.bank.bank_hash)), now_mono_ms)
+
+    # -- restart and repair -------------------------------------------------------------------
+    def restart(self, base: int, res: R, *, roots_above: Sequence[int], dead: Iterable[int],
+                full: Iterable[int], partial: Iterable[int], parents: Mapping[int, int | None],
+                produced: Iterable[int], rooted_count: int, base_parent: int,
+                now_mono_ms: int) -> list[ShellEffect]:
+        """Start from ``base`` (a node snapshot's root, or genesis) with its frozen ``res``:
+        the tower is rooted at least at ``base``; the stored slots above it enter the
+        tracker (the shell then replays them and calls :meth:`restarted`)."""
+        assert res.bank.bank_hash is not None
+        tower = self.cons.tower.rooted_at_least(base)
+        if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
+            self.cons = Consensus(self.kp, self.cons.stakes, tower=tower)
+        rooted = ([base] if base else []) + list(roots_above)
+        self.finality = Finality(self.kp.pubkey, rooted, older_count=rooted_count - 1 if base else 0,
+                                 older_max=base_parent)
+        self.root_written = max([base, *roots_above])
+        self.produced_before = set(produced)  # never rebuilt (not "own in this run")
+        self.stats.restored_from = base
+        self.banks = {base: res}
+        self.slots = sl.SlotTracker(base, res.bank.bank_hash, leader_known=lambda s: self.leader_of(s) is not None)
+        root, above, dead_s, full_s = self.cons.root, set(roots_above), set(dead), set(full)
+        out: list[ShellEffect] = []
+        for slot in sorted(dead_s | full_s | set(partial)):
+            parent = parents.get(slot)
+            if slot in dead_s:
+                out += self.apply(self.slots.handle(sl.LoadedDead(slot, parent or 0)), now_mono_ms)
+            elif slot in full_s and parent is not None and (slot > root or slot in above):
+                out += self.apply(self.slots.handle(sl.Completed(slot, parent)), now_mono_ms)
+            elif slot not in full_s and slot > root:
+                out += self.apply(self.slots.handle(sl.ShredsStored(slot, parent)), now_mono_ms)
+        return out
+
+    def restarted(self, now_mono_ms: int) -> list[ShellEffect]:
+        """The stored slots replayed: vote weights, pruning, and the restart guard. A tower
+        that was missing, or whose root is older than the ledger's root, may lack votes
+        this node cast: every frozen slot above the ledger root may carry one
+        (``LostVotes``, spec/tower.md "Restart without a tower")."""
+        self._update_weights()
+        out = self._prune(now_mono_ms)
+        if self.tower_file_root is None or self.tower_file_root < self.root_written:
+            lost = LostVotes.of(self.slots.parent, (s for s in self.slots.frozen_slots() if s > self.root_written))
+            self.cons.lost = lost if lost.slots else None
+        return out
+
+    def repair_plan(self, now_ms: int) -> tuple[list[int], set[int]]:
+        """The core repair plan (``slots.repair_plan``); its wanted set feeds readiness."""
+        plan, orphans, wanted = sl.repair_plan(self.slots, current_slot=self.slot_at(now_ms),
+                                               voted_slots=self.dups.pending,
+                                               probe=self.ready.syncing or self.isolated(now_ms))
+        self.ready.handle(rd.RepairWanted(frozenset(wanted), bool(orphans)))
+        return plan, orphans
