@@ -1,8 +1,8 @@
 """Consensus on a multi-process localnet: separate validator processes (ambient_p2p/node)
 on loopback that take turns as leader, vote and finalize (issue 6 acceptance).
 
-Test genesis: 4 bootstrap identities with equal LStake, 8 ticks of 100 hashes per slot at
-100 ms per tick (800 ms slots, the localnet default), 4 consecutive slots per leader,
+Test genesis: 4 bootstrap identities with equal LStake and the localnet's default PoH and
+slot time (32 ticks of 2,000 hashes, 400 ms slots), 4 consecutive slots per leader,
 256-slot epochs (these tests stay in epochs 0 and 1, whose schedules come from genesis).
 "Finalized slots" counts produced slots that a node has rooted (its tower reached max
 lockout on a descendant), so 20 of them need roughly 52 produced slots.
@@ -25,7 +25,6 @@ from ambient_p2p.devnet.localnet import ValidatorLocalnet
 from ambient_p2p.node.schedule import ScheduleBook
 
 FINALIZE_TIMEOUT_S = 150.0
-SLOT_MS = 800
 #: A restarted node's root passes the others' only after ~55 more votes (its old tower
 #: votes must be flushed first): measured 40-130 s on a loaded 2-core machine.
 RESTART_FINALIZE_TIMEOUT_S = 240.0
@@ -63,7 +62,7 @@ def wait(pred: Any, timeout_s: float, what: str, net: ValidatorLocalnet) -> None
 def wall_slot(net: ValidatorLocalnet) -> int:
     g = net.genesis
     assert g is not None
-    return int((time.time() * 1000 - g.creation_time_s * 1000) // SLOT_MS)
+    return int((time.time() * 1000 - g.creation_time_s * 1000) // (g.poh.slot_duration_us / 1000))
 
 
 def finalized_counts(net: ValidatorLocalnet, nodes: list[int]) -> list[int]:

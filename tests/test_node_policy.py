@@ -513,13 +513,31 @@ def test_repair_plan_from_the_tracker_without_a_scan() -> None:
     t.handle(sl.Completed(5, 0))  # full, replaying: not wanted
     t.handle(sl.ShredsStored(30, 29))  # too recent: at or above the horizon
     plan, orphans, wanted = sl.repair_plan(t, current_slot=20, voted_slots=[4, 5, 19, 0], probe=False)
-    assert plan == [2, 3, 4] and orphans == {2} and wanted == {2, 3}  # 5 is held; 19 not < horizon 19
+    # 5 is held; 19 not < horizon 19; 3 is a stale partial slot (more than STALE_PARTIAL_SLOTS
+    # old, nothing built on it): asked for, but only its missing parent 2 makes us behind
+    assert plan == [2, 3, 4] and orphans == {2} and wanted == {2}
     plan, _o, _w = sl.repair_plan(t, current_slot=20, voted_slots=[], probe=True)
     assert plan == [2, 3, 15, 16, 17, 18]  # recent clock slots probed while syncing / isolated
     many = sl.SlotTracker(0, H0)
     for s in range(1, 100):
         many.handle(sl.ShredsStored(s, s - 1))
     assert sl.repair_plan(many, current_slot=200, voted_slots=[], probe=False)[0] == list(range(1, 33))
+
+
+def test_a_stale_partial_slot_nothing_builds_on_does_not_make_the_node_behind() -> None:
+    """A leader that gave up mid-slot leaves shreds that never complete: repair still asks
+    for them, but after STALE_PARTIAL_SLOTS they no longer feed "behind" (else every node
+    holding them waits forever); a slot built on it makes it count again."""
+    t = sl.SlotTracker(0, H0)
+    t.handle(sl.ShredsStored(12, 0))  # the abandoned slot
+    cur = 12 + sl.STALE_PARTIAL_SLOTS + 1
+    plan, _o, wanted = sl.repair_plan(t, current_slot=cur, voted_slots=[], probe=False)
+    assert plan == [12] and wanted == set()
+    plan, _o, wanted = sl.repair_plan(t, current_slot=cur - 1, voted_slots=[], probe=False)
+    assert plan == [12] and wanted == {12}  # still recent: it may yet complete
+    t.handle(sl.ShredsStored(14, 12))  # somebody built on it: we are behind again
+    plan, _o, wanted = sl.repair_plan(t, current_slot=cur + 10, voted_slots=[], probe=False)
+    assert 12 in plan and 12 in wanted
 
 
 def _dup_row(key: tuple[str, str]) -> None:

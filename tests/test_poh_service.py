@@ -218,6 +218,38 @@ def test_restarting_the_slot_on_a_new_parent_voids_the_old_one() -> None:
     run_mock(main)
 
 
+def test_a_prepared_slot_hashes_the_skipped_slots_as_they_pass_and_restarting_it_is_a_no_op() -> None:
+    """A leader starts its slot 12 as soon as parent 8 is frozen: the 3 skipped slots' ticks
+    are published on their due times (none late, none catch-up), starting it again at its
+    own slot start changes nothing, and only a different parent supersedes it."""
+    hpt, tps, tick_us = 20, 4, 10_000
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline", hashes_per_batch=4) as poh:
+            origin = poh.clock_ns()
+            assert poh.start_slot(12, 8, bytes(32), origin_ns=origin)
+            assert poh.working(12) == (8, bytes(32))
+            await trio.sleep(3 * tps * tick_us / 1e6)  # the skipped slots 9-11 pass
+            assert not poh.start_slot(12, 8, bytes(32), origin_ns=poh.clock_ns())  # its start: no-op
+            entry = await poh.record(12, [fake_tx(1)])
+            assert entry is not None
+            entries = await poh.slot_entries(12)
+            check_slot_ticks(entries, hpt, tps * 4)
+            assert verify_entries(bytes(32), entries) is None
+            stats = poh.stats(12)
+            assert stats is not None and stats.catchup_ticks == 0 and stats.late_ticks == 0
+            # ticks 13..16 (slot 12's own) after the record: it landed in slot 12's time
+            assert [e.is_tick for e in entries].index(False) == 3 * tps
+            assert poh.working(12) is None  # done
+            assert poh.start_slot(16, 12, b"\x02" * 32)
+            assert poh.start_slot(16, 13, b"\x03" * 32)  # a different parent supersedes
+            entries = await poh.slot_entries(16)
+            check_slot_ticks(entries, hpt, tps * 3)
+            assert verify_entries(b"\x03" * 32, entries) is None
+
+    run_mock(main)
+
+
 def test_poh_loop_rejects_unknown_commands() -> None:
     with pytest.raises(ValueError, match="unknown PoH command"):
         PohLoop().handle(("bogus",), 0)

@@ -457,6 +457,12 @@ class SlotTracker:
 REPAIR_SLOTS_PER_ROUND = 32
 #: While syncing or isolated, each round also probes this many recent clock slots.
 SYNC_PROBE_SLOTS = 4
+#: A partial slot that nothing builds on stops making the node "behind" this many slots
+#: after it: a leader that died or gave up mid-slot (its PoH late at start-up, a SIGKILL)
+#: leaves shreds that can never complete, and every node holding them would otherwise wait
+#: for them forever (observed: a 400 ms localnet whose first leader abandoned slot 12 never
+#: produced a slot). Repair keeps asking for it; a child or a peer's vote brings it back.
+STALE_PARTIAL_SLOTS = 8
 _LACKING = (S.ABSENT, S.PARTIAL, S.DUMPED)
 
 
@@ -469,14 +475,19 @@ def repair_plan(tracker: SlotTracker, *, current_slot: int, voted_slots: Iterabl
     peers voted for (``voted_slots``: the pending votes), lowest first, at most
     ``REPAIR_SLOTS_PER_ROUND``; then, when ``probe`` (syncing or isolated), the recent
     clock slots ``current_slot - SYNC_PROBE_SLOTS - 1 .. current_slot - 2`` that we lack, so
-    a node whose gossip is not reaching it learns the network's tip. The third value
-    (partial, dumped, orphan) is readiness's ``RepairWanted`` input."""
+    a node whose gossip is not reaching it learns the network's tip. The third value is
+    readiness's ``RepairWanted`` input: orphans, dumped slots, and partial slots that a
+    tracked slot names as parent or that are recent (within ``STALE_PARTIAL_SLOTS`` of
+    ``current_slot``); a stale partial slot nothing builds on is asked for but does not make
+    the node behind."""
     root, horizon = tracker.root, current_slot - 1
     wanted, orphans = tracker.repair_candidates(horizon)
+    stale = {s for s in tracker.partial
+             if s < current_slot - STALE_PARTIAL_SLOTS and s not in tracker.children and s in wanted}
     lacking = set(wanted) | {s for s in voted_slots if root < s < horizon and tracker.state(s) in _LACKING}
     plan = sorted(lacking)[:REPAIR_SLOTS_PER_ROUND]
     if probe:
         plan += [s for s in range(current_slot - SYNC_PROBE_SLOTS - 1, current_slot - 1)
                  if s > root and tracker.state(s) in _LACKING and s not in plan]
-    return plan, orphans, wanted
+    return plan, orphans, wanted - stale
 

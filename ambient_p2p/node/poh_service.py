@@ -267,6 +267,7 @@ class _SlotState:
     gen: int
     slot: int
     parent_slot: int
+    start_hash: bytes
     entries: list[Entry] = field(default_factory=list)
     publish_ns: list[int] = field(default_factory=list)  # worker clock, per entry
     done: trio.Event = field(default_factory=trio.Event)
@@ -363,15 +364,27 @@ class PohService:
         return self.clock_ns() + int((wall_ms - time.time() * 1000) * 1e6)
 
     # -- commands ------------------------------------------------------------------
-    def start_slot(self, slot: int, parent_slot: int, start_hash: bytes, *, origin_ns: int | None = None) -> None:
+    def start_slot(self, slot: int, parent_slot: int, start_hash: bytes, *, origin_ns: int | None = None) -> bool:
         """Start (or restart, superseding the previous working slot) hashing ``slot`` on
         ``parent_slot`` from ``start_hash``. Tick ``k`` of the slot (``k`` from 1 to
         ``ticks_per_slot * (slot - parent_slot)``) is due at ``origin_ns + k *
         tick_duration``; ``origin_ns`` defaults to now. An origin in the past makes the
         worker hash flat out until it has caught up (the ticks already due at the start count
-        as ``catchup_ticks``, not as late)."""
+        as ``catchup_ticks``, not as late).
+
+        Starting the working slot again on the same parent and hash is a no-op (returns
+        False; the first origin stays): a leader *prepares* its next slot as soon as the
+        parent it will build on is frozen, so the ticks of the slots skipped in between are
+        hashed as they pass, in real time, and not all at once when its slot begins (agave's
+        PohService keeps hashing on the heaviest bank after ``reset`` the same way; without
+        it a leader ``G`` slots after its parent must hash ``G`` slots of ticks at its start,
+        which at 32 x 2,000 hashes a slot and a long gap took longer than the slot)."""
         if slot <= parent_slot:
             raise ValueError(f"slot {slot} must be above its parent {parent_slot}")
+        cur = self._by_slot.get(slot)
+        if (cur is not None and cur.gen == self._gen and not cur.done.is_set()
+                and (cur.parent_slot, cur.start_hash) == (parent_slot, start_hash)):
+            return False
         self._gen += 1
         for st in self._slots.values():
             if not st.done.is_set():
@@ -383,7 +396,7 @@ class PohService:
             box.append(None)
             ev.set()
             del self._pending[rid]
-        state = _SlotState(self._gen, slot, parent_slot)
+        state = _SlotState(self._gen, slot, parent_slot, start_hash)
         self._slots[self._gen] = state
         self._by_slot[slot] = state
         self._trim()
@@ -391,6 +404,14 @@ class PohService:
         origin = self.clock_ns() if origin_ns is None else origin_ns
         self._send(("start", self._gen, slot, parent_slot, start_hash, p.hashes_per_tick, p.ticks_per_slot,
                     p.target_tick_duration_us * 1_000, origin))
+        return True
+
+    def working(self, slot: int) -> tuple[int, bytes] | None:
+        """(parent slot, start hash) of ``slot`` while it is the running working slot."""
+        cur = self._by_slot.get(slot)
+        if cur is None or cur.gen != self._gen or cur.done.is_set():
+            return None
+        return cur.parent_slot, cur.start_hash
 
     async def record(self, slot: int, transactions: Sequence[bytes]) -> Entry | None:
         """Mix ``transactions`` into ``slot``'s PoH; their entry, or None when refused

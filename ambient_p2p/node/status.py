@@ -32,7 +32,9 @@ def status_fields(v: Validator) -> dict[str, Any]:
         "finalized_slots": v.finality.finalized_count(v.cons.root, v.cons.stakes),
         "root": v.cons.finalized_slot(), "rooted_slots": v.finality.rooted_count,
         "last_vote": v.cons.tower.last_voted_slot, "tower_depth": len(v.cons.tower.votes), "slot_ms": v.slot_ms,
-        "behind": v.behind(), "syncing": v.ready.syncing, "isolated": v.isolated(),
+        "behind": (behind := v.behind()), "syncing": v.ready.syncing, "isolated": (isolated := v.isolated()),
+        # why it would not vote now (live) and why its last vote decision did not vote
+        "no_vote_reason": v.ready.no_vote_reason(behind=behind, isolated=isolated),
         "last_no_vote_reason": v.last_no_vote_reason, "tower_unknown": v.cons.lost is not None,
         "votes_refreshed": s.votes_refreshed,
         "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
