@@ -66,7 +66,7 @@ class RecordingPort:
 
 def _pair(tmp_path: Path, tick_us: int = TICK_US):  # type: ignore[no-untyped-def]
     """A lone leader (all LStake, leads every slot) and a follower, both on a fake slot clock."""
-    g = _genesis(n=1, slots_per_epoch=64, tick_duration_us=tick_us)
+    g = _genesis(n=1, slots_per_epoch=64, tick_duration_us=tick_us, ticks_per_slot=8)
     now = {"ms": 0}
     out = []
     for i in (0, 1):
@@ -241,7 +241,7 @@ def test_a_produce_that_runs_past_its_slot_is_abandoned_without_a_second_version
 def test_leader_service_on_the_poh_clock_under_a_mock_clock(tmp_path: Path) -> None:
     """The leader service with the inline PoH worker on virtual time: a lone validator
     builds 12 consecutive slots, each once, each on the previous one (a build lasts its
-    slot, and the next decision comes after it), every slot exactly its duration."""
+    slot, and the next decision comes after it), every slot ending exactly at its slot's end."""
     from trio.testing import MockClock
 
     from ambient_p2p.node import services
@@ -275,7 +275,11 @@ def test_leader_service_on_the_poh_clock_under_a_mock_clock(tmp_path: Path) -> N
     assert v.cons.tower.last_voted_slot == 12
     slot_ns = int(v.slot_ms * 1e6)
     assert len(stats) == 12 and all(s.late_ticks == 0 for s in stats)
-    assert all(s.finished_ns - s.started_ns <= slot_ns for s in stats)
+    # each slot's last tick lands at its slot's end, not before (PoH is a clock) and not
+    # later (a slot prepared early hashes nothing ahead of time)
+    tick_ns = g.poh.target_tick_duration_us * 1000
+    assert all(abs(s.finished_ns - (s.slot + 1) * slot_ns) <= tick_ns for s in stats), [
+        (s.slot, s.finished_ns) for s in stats]
 
 
 def test_poh_clock_option_on_run_join_and_localnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -329,6 +329,26 @@ def test_policy_leader_rule() -> None:
     assert other.leader(SLOT_MS * 2) == Skip("not-leader")
 
 
+def test_policy_prepare_rule() -> None:
+    """The next own undecided slot and the parent a build would use now, once that parent
+    is frozen: the leader starts that slot's PoH early (spec/poh.md "Preparing the next slot")."""
+    # slots 0-7 another node's, 8+ ours
+    p = NodePolicy(ME, STAKES, None, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=0, started_ms=0, spe=32,
+                   leader_of=lambda s: ME.pubkey if s >= 8 else KEYS[1].pubkey, vote_weights=lambda e: None)
+    assert p.prepare(SLOT_MS * 2) is None  # no bank for the parent yet (the shell loads genesis)
+    p.banks[0] = _res(0)
+    assert p.prepare(SLOT_MS * 2) == (8, 0)  # genesis is frozen: prepare slot 8 on it
+    p.stored([sl.Completed(3, 0)], [], 0)
+    assert p.prepare(SLOT_MS * 4) == (8, 0)  # 3 is not frozen yet
+    p.replayed(3, _res(3), False, 0)
+    assert p.prepare(SLOT_MS * 4) == (8, 3)  # the better parent
+    assert p.leader(SLOT_MS * 8 + 300) == Build(3, 8)
+    assert p.prepare(SLOT_MS * 8 + 301) == (9, 3)  # 8 is decided; 9 next (on 8 once it froze)
+    far = NodePolicy(ME, STAKES, None, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=0, started_ms=0, spe=32,
+                     leader_of=lambda s: KEYS[1].pubkey, vote_weights=lambda e: None)
+    assert far.prepare(0) is None  # no own slot within the scan
+
+
 def _restart(tower: Tower | None, *, ledger_roots: list[int], frozen: list[int]) -> NodePolicy[Any]:
     """A node restarted from genesis whose ledger holds roots and a chain 1..max(frozen)."""
     p = _policy(tower=tower)

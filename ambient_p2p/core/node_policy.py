@@ -26,6 +26,9 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects       |
 |                                 | weights; everything at or below the root pruned                    |                       |
 | ``leader(now)``                 | own slot, once: ``leader_decision`` on ``Consensus.build_parent``  | Build / Wait / Skip   |
+| ``prepare(now)``                | the next own slot and the parent it would be built on, when that   | (start its PoH early) |
+|                                 | parent is frozen: its PoH starts now (skipped slots hashed as they |                       |
+|                                 | pass, spec/poh.md "Preparing the next slot")                       |                       |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
@@ -56,6 +59,10 @@ from .lstake import epoch_of
 from .pools import Mempool, VotePool
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
 from .vote_program import VoteTx, vote_transaction
+
+#: How far ahead the leader looks for its next own slot to prepare (start its PoH on the
+#: parent it would build on): the gap between a node's leader windows is a few windows.
+LEADER_PREPARE_SCAN_SLOTS = 64
 
 #: Leader receipt -> confirmation latencies kept for status.
 LATENCY_SAMPLES = 10_000
@@ -377,6 +384,21 @@ class NodePolicy(Generic[R]):
         if not isinstance(d, WaitForParent):
             self.leader_decided = cur
         return d
+
+    def prepare(self, now_ms: int) -> tuple[int, int] | None:
+        """(slot, parent): this node's next undecided own slot within
+        ``LEADER_PREPARE_SCAN_SLOTS`` and the parent a build would use now, when that parent
+        is frozen here; its PoH may start now (agave's PoH keeps hashing on the reset bank)."""
+        cur = self.slot_at(now_ms)
+        first = max(cur, self.leader_decided + 1)
+        slot = next((s for s in range(first, cur + LEADER_PREPARE_SCAN_SLOTS)
+                     if self.leader_of(s) == self.kp.pubkey), None)
+        if slot is None:
+            return None
+        parent = self.cons.build_parent(slot)
+        if parent >= slot or parent not in self.banks or not self.slots.is_frozen(parent):
+            return None
+        return slot, parent
 
     def may_build(self, slot: int, parent: int) -> bool:
         """``parent`` is still frozen here, ``slot`` not yet frozen, dead or dumped, and not

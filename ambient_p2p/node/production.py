@@ -169,6 +169,24 @@ async def _broadcast(v: Validator, poh: PohService, slot: int, streamer: SlotStr
         return
 
 
+def prepare_on_clock(v: Validator, slot: int, parent: int) -> bool:
+    """Start ``slot``'s PoH on ``parent`` before the slot begins (``NodePolicy.prepare``):
+    the ticks of the slots skipped since the parent are then hashed as they pass, not all at
+    once when the slot starts (a leader many slots after its parent could not hash them in
+    time: spec/poh.md "Preparing the next slot"). :func:`produce_on_clock` starting the
+    same slot on the same parent adopts it. True when the PoH (re)started."""
+    poh = v.poh
+    if poh is None or not isinstance(v.producer, HonestProducer):
+        return False
+    start_hash = v.banks[parent].last_entry_hash
+    if poh.working(slot) == (parent, start_hash):
+        return False
+    plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
+                        tick_ms=v.genesis.poh.target_tick_duration_us / 1000)
+    return poh.start_slot(slot, parent, start_hash,
+                          origin_ns=poh.clock_ns() + int((plan.origin_ms - v.clock.wall_ms()) * 1e6))
+
+
 async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int) -> bool:
     """Produce ``slot`` on ``parent`` in real time (module docstring); True when produced,
     False when the parent went away first or the slot was abandoned."""

@@ -19,6 +19,7 @@ from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..ledger.cleanup import cleanup_due, purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
+from .production import prepare_on_clock
 from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +126,8 @@ async def _leader_loop(v: Validator) -> None:
             continue
         if isinstance(d, WaitForParent):
             wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
+        if (prep := v.prepare(now)) is not None:
+            prepare_on_clock(v, *prep)
         with trio.move_on_after(max(0.0, (wake - now) / 1000)):
             await v.frozen_event.wait()
 
