@@ -45,6 +45,9 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
 8. A publisher's sequence numbers start at the time in seconds and count one per message, so
    a restarted node reuses numbers its peers remember and they drop its messages as
    equivocation: ours start at the time in nanoseconds, as go-libp2p's do.
+9. Blacklisting a peer (our ban) tears its pubsub stream down in a task that deletes the
+   peer after an ``await``; if the connection's dead-peer handler removed it meanwhile the
+   ``del`` raised ``KeyError`` and the whole node exited: ours tolerates the interleaving.
 """
 
 from __future__ import annotations
@@ -414,6 +417,21 @@ class GossipService:
                     svc._reject(msg_forwarder, "bad-libp2p-signature", list(msg.topicIDs))
                     return
                 await super().push_msg(msg_forwarder, msg)
+
+            async def _teardown_if_connected(self, peer_id: Any) -> None:
+                # pitfall 9: py-libp2p resets the peer's stream, then does
+                # `del self.peers[peer_id]`; the reset awaits, and a dead-peer handler that
+                # runs meanwhile (the connection closing: our ban's disconnect, or the peer
+                # hanging up) has already removed the peer, so the `del` raised KeyError and
+                # took the pubsub service, and the node, down. The library also left the
+                # peer's outbound queue and router state behind.
+                stream = self.peers.get(peer_id)
+                if stream is not None:
+                    with contextlib.suppress(Exception):  # a stream already gone is fine
+                        await stream.reset()
+                # idempotent: forgets subscriptions, and the peer, queue and router state if
+                # still there; a still-connected blacklisted peer is refused on re-registration
+                self._handle_dead_peer(peer_id)
 
         self._install_ban_gate()
         self.router = make_router(eclipse_protection=eclipse_protection)
