@@ -14,6 +14,9 @@ from typing import Any
 
 from ..errors import UserError
 
+#: Largest slot number (slots are u64 on the wire; keys and JSON tools stay within int64).
+MAX_SLOT = (1 << 63) - 1
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ledger", help="produce, verify and inspect a ledger (blockstore)",
@@ -204,6 +207,8 @@ def _show(args: argparse.Namespace) -> int:
     from ..core.poh import PohError, deserialize_entries
     from ..core.shred import ShredError, deshred, parse_shred
 
+    if args.slot is not None and not 0 <= args.slot <= MAX_SLOT:
+        raise UserError(f"--slot must be 0..{MAX_SLOT}, not {args.slot}")
     genesis, bs, _validator = _open(args.dir, read_only=True, genesis_file=args.genesis)
     with bs:
         if args.slot is None:

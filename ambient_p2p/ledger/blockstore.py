@@ -252,7 +252,10 @@ class Blockstore:
         if not p.exists():
             if read_only or not create:
                 raise BlockstoreError(f"no blockstore at {path} (expected {p})")
-            p.mkdir(parents=True)
+            try:
+                p.mkdir(parents=True)
+            except OSError as exc:  # e.g. DIR/blockstore is a file, or a read-only directory
+                raise BlockstoreError(f"cannot create a blockstore at {p}: {exc.strerror}") from None
         opts = Options(raw_mode=True)
         opts.create_if_missing(not read_only)
         opts.create_missing_column_families(not read_only)

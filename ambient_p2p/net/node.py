@@ -23,6 +23,7 @@ import json
 import os
 import random
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ MAX_KNOWN_ADDRS = 256
 LATENCY_SAMPLES = 20_000
 RECENT_IDS = 4096
 CONTROL_SOCKET = "control.sock"
+#: Longest Unix socket path (Linux sun_path is 108 bytes, NUL included).
+MAX_UNIX_SOCKET_PATH_BYTES = 107
 NODE_FILE = "node.json"
 PUBLISH_MANY_MAX = 100_000
 
@@ -348,10 +351,19 @@ class NetNode:
         if path is None:
             task_status.started()
             return
-        if path.exists():
-            path.unlink()
+        if len(os.fsencode(str(path))) > MAX_UNIX_SOCKET_PATH_BYTES:
+            raise HostError(f"the control socket path {path} is longer than the {MAX_UNIX_SOCKET_PATH_BYTES}-byte "
+                            "limit of a Unix socket path; use a shorter data directory")
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise HostError(f"{path} exists and is not a socket; remove it")
+            path.unlink()  # a stale socket from a node that did not unwind
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(str(path))
+        try:
+            await sock.bind(str(path))
+        except OSError as exc:
+            sock.close()
+            raise HostError(f"cannot create the control socket {path}: {exc.strerror}") from None
         sock.listen(16)
         listener = trio.SocketListener(sock)
         task_status.started()
