@@ -50,7 +50,7 @@ def test_ban_while_the_connection_dies_does_not_kill_the_node() -> None:
         async with trio.open_nursery() as n:
             hb, b = await _gossip_node(KEYS[1], n)
             hc, c = await _gossip_node(KEYS[2], n)
-            ha, a = await _gossip_node(KEYS[0], n)
+            ha, _a = await _gossip_node(KEYS[0], n)
             await connect(ha, hb)
             await connect(hc, hb)
             aid = ha.get_id()

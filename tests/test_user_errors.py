@@ -137,7 +137,7 @@ def _check(argv: list[str], tmp: Path, expect: str, wrap: list[str] | None = Non
     assert _tree(tmp) == before, "the command wrote to its directory before refusing"
 
 
-@pytest.mark.parametrize("name,setup,expect", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "setup", "expect"), CASES, ids=[c[0] for c in CASES])
 def test_user_error_is_one_line_exit_2_and_writes_nothing(
     tmp_path: Path, name: str, setup: Callable[[Path], list[str]], expect: str
 ) -> None:

@@ -128,7 +128,7 @@ def check_node_options(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.join_timeout) and 0 < args.join_timeout <= MAX_JOIN_TIMEOUT_S):
         raise UserError(f"--join-timeout must be a number of seconds in (0, {MAX_JOIN_TIMEOUT_S:g}], "
                         f"not {args.join_timeout:g}")
-    if not (math.isfinite(args.status_interval) and MIN_STATUS_INTERVAL_S <= args.status_interval):
+    if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
         raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
                         f"(use --quiet for none), not {args.status_interval:g}")
 
@@ -164,8 +164,8 @@ def check_data_dir(data_dir: Path, *, validator: bool) -> None:
         from ..core.codec import DecodeError, decode
         from ..core.tower import TowerRecord
 
-        how = (f"move it away only if this identity has not voted with another copy of it; the node "
-               f"then starts without a tower (spec/tower.md)")
+        how = ("move it away only if this identity has not voted with another copy of it; the node "
+               "then starts without a tower (spec/tower.md)")
         if not tower.is_file():
             raise UserError(f"{tower} is not a file; {how}")
         try:

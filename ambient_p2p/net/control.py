@@ -115,10 +115,7 @@ def _check_field(name: str, value: Any) -> None:
     typ, lo, hi = CONTROL_FIELD_TYPES[name]
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if typ == "str|int":
-        if isinstance(value, str):
-            typ = "str"
-        else:
-            typ = "int"
+        typ = "str" if isinstance(value, str) else "int"
     if typ == "int":
         if not is_int:
             raise ControlRequestError(f"{name} must be an integer, not {type(value).__name__}")

@@ -20,9 +20,12 @@ reason                rule
 kind-specific         the topic's payload check (e.g. shreds: batch decode, slot leader)
 ====================  =====================================================================
 
-A rejected message is not delivered and not forwarded, is counted against the peer that
-forwarded it (our counter and py-libp2p's P4 score), and after :data:`BAN_REJECTS` rejects
-within the decay window the peer is blacklisted and disconnected for :data:`BAN_DURATION_S`.
+A rejected message is not delivered and not forwarded. It is counted against whoever could
+have known (:func:`blame`): the forwarder for failures it could have checked itself (our
+counter and py-libp2p's P4 score), the signed originator for payload failures, nobody for
+time- or state-dependent outcomes (``stale``, ``future``, ``replay``, ``unknown-leader``).
+After :data:`BAN_REJECTS` counted rejects within the decay window the peer is blacklisted
+(its messages are dropped whoever relays them) and disconnected for :data:`BAN_DURATION_S`.
 
 py-libp2p 0.8.1 behaviours this module works around (each has a test in
 tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
@@ -40,14 +43,20 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
    clean: our reject counters and bans are kept per peer id across reconnects.
 6. A negative validation result is cached by message id for ``validation_cache_ttl``; with
    content-hash ids a poisoned id would need the honest message's exact bytes, and we set
-   the cache TTL below the freshness window so a cached "valid" never outlives freshness.
+   the cache TTL below the freshness window so a cached "valid" never outlives freshness
+   (the cache is bypassed altogether since item 10).
 7. The default heartbeat interval is 120 s (go-libp2p: 1 s): set to 1 s.
 8. A publisher's sequence numbers start at the time in seconds and count one per message, so
    a restarted node reuses numbers its peers remember and they drop its messages as
    equivocation: ours start at the time in nanoseconds, as go-libp2p's do.
 9. Blacklisting a peer (our ban) tears its pubsub stream down in a task that deletes the
    peer after an ``await``; if the connection's dead-peer handler removed it meanwhile the
-   ``del`` raised ``KeyError`` and the whole node exited: ours tolerates the interleaving.
+   ``del`` raised ``KeyError`` and the whole node exited: ours tolerates the interleaving
+   (spec/network.md P18).
+10. Validators answer only accept/reject: every rejection costs the *forwarder* P4, and the
+   validation cache replays a rejection to later forwarders without asking us. We override
+   ``validate_msg`` (no library cache; ours caches only deterministic rejections) and spare
+   the forwarder's P4 when the rejection is not its fault (spec/network.md 2.3 "Blame", P19).
 """
 
 from __future__ import annotations
@@ -240,8 +249,8 @@ def logit_pool_check(env: GossipEnvelope) -> str | None:
     """Payload check of the logit-pool topic: exactly one canonical PolCommitment,
     PolOpening or PolVerdict (spec/pol.md "Wire formats"); a commitment must carry its
     miner's signature and a verdict its validator's (the signer is named inside)."""
-    from ..core.pol import PolCommitment, PolOpening, PolVerdict, verify_verdict
     from ..core.messages import verify_message
+    from ..core.pol import PolCommitment, PolOpening, PolVerdict, verify_verdict
 
     if len(env.payload) > LOGIT_POOL_MAX_PAYLOAD_BYTES:
         return "oversized"
