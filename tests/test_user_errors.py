@@ -173,3 +173,21 @@ def test_read_only_ledger_dir_is_one_error_line(tmp_path: Path, validator: bool)
     if wrap is None:
         pytest.skip("running as root without mount namespaces: cannot make a read-only directory")
     _check(argv, tmp_path, "is not writable", wrap)
+
+
+def test_a_late_first_start_says_what_happens_to_production() -> None:
+    """A genesis written long before the first node starts never produced, silently (issue
+    16): `run --validator` on a fresh ledger now says where the slot clock starts and what
+    follows for production."""
+    from ambient_p2p.commands.join import late_genesis_warning
+    from ambient_p2p.node.validator import slot_duration_ms
+
+    g = localnet_genesis(LOCALNET_CHAIN_ID, [k.pubkey for k in node_keypairs(LOCALNET_CHAIN_ID, 1)],
+                         creation_time_s=1_000_000)
+    epoch_s = g.epoch.slots_per_epoch * slot_duration_ms(g) / 1000
+    assert late_genesis_warning(g, 1_000_000 + 5) is None
+    assert late_genesis_warning(g, 1_000_000 + 0.9 * epoch_s) is None
+    w1 = late_genesis_warning(g, 1_000_000 + 1.5 * epoch_s)
+    assert w1 is not None and "epoch 1" in w1 and "production stops" in w1
+    w2 = late_genesis_warning(g, 1_000_000 + 2.5 * epoch_s)
+    assert w2 is not None and "no slot will be produced" in w2 and "epoch 2" in w2

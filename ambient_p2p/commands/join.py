@@ -16,6 +16,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,11 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         from ..node.restore import RestoreError
 
         restore_error = (RestoreError,)  # the ledger cannot restart (another chain, pruned history)
-    fatal: tuple[type[Exception], ...] = (JoinError, HostError, *restore_error)
+    from ..ledger.blockstore import BlockstoreError
+
+    # a blockstore that turns out damaged while the node runs (a checksum mismatch on a read)
+    # stops it with the same one line as at start, recovery path included
+    fatal: tuple[type[Exception], ...] = (JoinError, HostError, BlockstoreError, *restore_error)
 
     def line(exc: BaseException) -> str:
         return f"cannot restart the validator from {data_dir}: {exc}" if isinstance(exc, restore_error) else str(exc)
@@ -290,6 +295,12 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
         print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
+    from ..node.validator import BLOCKSTORE_DIR
+
+    if args.bootstrap is None and not (data_dir / BLOCKSTORE_DIR).exists():
+        late = late_genesis_warning(genesis, time.time())
+        if late:
+            print(late, file=sys.stderr, flush=True)
     producer = None
     if args.equivocate_slot is not None or args.equivocate_split:  # test harness (hidden flags)
         import random
@@ -316,6 +327,35 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
         raise UserError(f"{data_dir}: {exc}") from None
     except BlockstoreError as exc:
         raise UserError(str(exc)) from None
+
+
+def late_genesis_warning(genesis: Any, now_s: float) -> str | None:
+    """What happens when the first node of a chain starts long after its genesis was
+    written (issue 16: it never produced, silently). Slots run on the wall clock from the
+    genesis creation time, so every slot before now is skipped; epoch 0's and 1's leader
+    schedules come from genesis, epoch E >= 2's from the LStake ledger once epoch E-2 is
+    rooted (node/schedule.py). A first node that starts in epoch 1 must root a slot of it
+    before epoch 2 begins, or production stops there (status line ``leader=-``); one that
+    starts in epoch 2 or later can never compute a schedule."""
+    from ..node.validator import slot_duration_ms
+
+    slot_ms = slot_duration_ms(genesis)
+    spe = genesis.epoch.slots_per_epoch
+    slot = int(max(0.0, now_s * 1000 - genesis.creation_time_s * 1000) // slot_ms)
+    epoch = slot // spe
+    if epoch == 0:
+        return None
+    age = now_s - genesis.creation_time_s
+    head = (f"warning: genesis was created {age:,.0f} s ago: the slot clock starts at slot {slot} "
+            f"(epoch {epoch}; {spe} slots of {slot_ms:g} ms per epoch) and the slots before it are skipped")
+    if epoch == 1:
+        left_s = ((2 * spe - slot) * slot_ms) / 1000
+        return (f"{head}; unless a slot of epoch 1 is finalized within {left_s:,.0f} s, epoch 2 has no "
+                "leader schedule and production stops (write a new genesis, or start the first node "
+                "sooner after writing it)")
+    return (f"{head}; epoch {epoch}'s leader schedule needs a finalized slot of epoch {epoch - 2}, "
+            "which this new chain never had: no slot will be produced. Write a new genesis "
+            "('ambient-p2p genesis') and start the first node soon after")
 
 
 def _first_leaf(eg: BaseExceptionGroup, types: tuple[type[BaseException], ...]) -> BaseException | None:
