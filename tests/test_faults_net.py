@@ -243,6 +243,21 @@ def test_payload_rejects_count_against_the_originator_not_the_forwarder() -> Non
     run_trio(body, 90)
 
 
+def test_blame_table() -> None:
+    """Who a rejection counts against (spec/network.md 2.3 "Blame")."""
+    from ambient_p2p.net.gossip import FORWARDER_PAYLOAD_REASONS, FORWARDER_REASONS, IGNORE_REASONS, blame
+
+    assert not (IGNORE_REASONS & FORWARDER_REASONS) and not (IGNORE_REASONS & FORWARDER_PAYLOAD_REASONS)
+    for r in ("stale", "future", "replay", "unknown-leader", "no-lstake"):
+        assert blame(r) == (False, False), r
+    for r in ("malformed", "bad-signature", "origin-mismatch", "too-large", "bad-libp2p-signature"):
+        assert blame(r) == (True, False), r
+    for r in ("bad-payload", "bad-pol-signature", "not-auction", "vote-bad-signature"):
+        assert blame(r) == (True, True), r
+    for r in ("not-leader", "bad-shred-signature", "some-future-state-dependent-reason"):
+        assert blame(r) == (False, True), r
+
+
 # -- payload checks: signed spam on logit-pool, auction and shreds is not relayed ----------
 
 

@@ -142,7 +142,9 @@ FORWARDER_REASONS: frozenset[str] = frozenset({
 #: time window): not delivered, not forwarded, nobody is penalised. A message stamped just
 #: inside the freshness window and relayed by an honest node arrives stale; a backlog after a
 #: pause or a partition heal arrives stale; two envelopes of one payload race over two paths.
-IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader"})
+#: ``no-lstake`` (a validator's vote check): whether a voter has LStake depends on the epoch
+#: this node has reached, so around an epoch change an honest voter can fail it here.
+IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake"})
 #: Payload failures that are deterministic over the payload (a forwarder ran the same check),
 #: counted against the forwarder as well as the originator. Any other payload reason (e.g.
 #: ``not-leader``: the forwarder may not know the slot's leader yet) counts against the
@@ -150,6 +152,9 @@ IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknow
 FORWARDER_PAYLOAD_REASONS: frozenset[str] = frozenset({
     "bad-payload", "bad-shred", "bad-pol-signature", "bad-transaction", "unsupported-transaction",
     "bad-tx-signature", "not-auction", "oversized",
+    # a validator's vote checks that read only the message (core/vote_program.py, core/consensus.py)
+    "not-a-vote", "vote-bad-accounts", "vote-bad-data", "vote-wrong-voter", "vote-bad-signature",
+    "vote-bad-root", "vote-origin-mismatch", "bad-root",
 })
 #: Rejections cached by message id (deterministic ones only), so that the copies of one bad
 #: message that several peers forward cost a dict lookup each.
