@@ -138,3 +138,41 @@ def test_validator_refuses_a_damaged_blockstore_with_one_line(produced: Path, tm
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and "ledger repair" in lines[0], r.stderr
+
+
+def _small_fs_prefix(mount: Path, size: str = "3m") -> list[str] | None:
+    """A command prefix that runs the command with a ``size`` tmpfs mounted at ``mount`` in
+    a private mount namespace (so the test can fill a disk), or None if that is impossible."""
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        return None
+    mount.mkdir(parents=True, exist_ok=True)
+    return ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "{mount}" && "$0" "$@"; rc=$?; '
+            f'cp -r "{mount}/." "{mount}.after" 2>/dev/null; exit $rc']
+
+
+def test_disk_full_stops_the_validator_with_one_line_and_the_ledger_reopens(tmp_path: Path) -> None:
+    """Disk full used to end the node with a 15-line traceback (and a second one from
+    closing RocksDB). Now: one error line, exit 2, and the ledger it leaves reopens (read-write,
+    verified) once there is space."""
+    from ambient_p2p.core.crypto import write_keypair_file
+
+    fs = tmp_path / "fs"
+    prefix = _small_fs_prefix(fs)
+    if prefix is None:
+        pytest.skip("cannot mount a small file system here (no mount namespaces)")
+    keys = node_keypairs(LOCALNET_CHAIN_ID, 1)
+    g = tmp_path / "genesis.cbor"
+    g.write_bytes(encode(localnet_genesis(LOCALNET_CHAIN_ID, [k.pubkey for k in keys])))
+    write_keypair_file(tmp_path / "id.json", keys[0])
+    cmd = [*prefix, sys.executable, "-m", "ambient_p2p", "run", "--ledger", str(fs / "n"), "--keypair",
+           str(tmp_path / "id.json"), "--validator", "--genesis", str(g), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "is full" in lines[0], r.stderr
+    after = Path(f"{fs}.after") / "n" / "blockstore"
+    with Blockstore.open(after) as bs:  # verified on open
+        assert bs.highest_slot() is not None

@@ -300,6 +300,7 @@ class Blockstore:
         self._cfh = {name: db.get_column_family_handle(name) for name in names}
         self._closed = False
         self._witness: int | None = None  # the root witness as last read or written
+        self.close_error: str | None = None  # why RocksDB's close failed, if it did
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -406,6 +407,14 @@ class Blockstore:
                 return n, f"column family {cf}: {err}"
         return n, None
 
+    def _write_error(self, what: str) -> BlockstoreError:
+        """A failed write as one clear error (with paranoid checks RocksDB also turns
+        read-only after it, so the node must stop; its ledger stays consistent)."""
+        if "No space left" in what or "ENOSPC" in what:
+            return BlockstoreError(f"the disk holding the blockstore at {self.path.parent} is full ({what}); "
+                                   "free space and start the node again: it resumes from its ledger")
+        return BlockstoreError(f"cannot write the blockstore at {self.path.parent}: {what}")
+
     def _witness_path(self) -> Path:
         return self.path.parent / ROOT_WITNESS_FILE
 
@@ -425,18 +434,21 @@ class Blockstore:
         """Durably replace the witness (write, fsync, rename, fsync the directory)."""
         path = self._witness_path()
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, f"{root}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, f"{root}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise self._write_error(f"{path}: {exc.strerror}") from None
         self._witness = root
 
     def _check_iter(self, it: Any, cf: str) -> None:
@@ -453,7 +465,12 @@ class Blockstore:
             # drop them before closing so that the LOCK is released now.
             self._cf.clear()
             self._cfh.clear()
-            self._db.close()
+            try:
+                self._db.close()
+            except Exception as exc:  # noqa: BLE001 - e.g. disk full while flushing memtables
+                # nothing the WAL holds is lost; the write that failed first has been raised
+                # already, and a close in a ``finally`` must not replace that error
+                self.close_error = str(exc)
             self._db = None
 
     def __enter__(self) -> Self:
@@ -479,7 +496,7 @@ class Blockstore:
 
     def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = (),
                *, sync: bool = False) -> None:
-        from rocksdict import WriteBatch, WriteOptions
+        from rocksdict import WriteBatch
 
         if self.read_only:
             raise BlockstoreError("blockstore is open read-only")
@@ -490,12 +507,21 @@ class Blockstore:
             put(key, value, cfh[cf])
         for cf, key in deletes:
             wb.delete(key, cfh[cf])
-        if sync and not self._sync:
-            wo = WriteOptions()
-            wo.sync = True
-            self._db.write(wb, wo)
-        else:
-            self._db.write(wb)
+        self._commit(wb, sync=sync)
+
+    def _commit(self, wb: Any, *, sync: bool = False) -> None:
+        """Write one batch (``sync``: with a WAL fsync); a failure is a BlockstoreError."""
+        from rocksdict import WriteOptions
+
+        try:
+            if sync and not self._sync:
+                wo = WriteOptions()
+                wo.sync = True
+                self._db.write(wb, wo)
+            else:
+                self._db.write(wb)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for IO errors
+            raise self._write_error(str(exc)) from None
 
     def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         if cf not in self._cf:
@@ -690,7 +716,7 @@ class Blockstore:
         lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
         for name in self._cfh:
             wb.delete_range(lo, hi, self._cfh[name])
-        self._db.write(wb)
+        self._commit(wb)
 
     def compact_slots(self, first: int, last: int) -> None:
         """Compact the key range of slots ``first..last`` in every column family, so that
@@ -741,7 +767,7 @@ class Blockstore:
         if keep_from is not None and keep_from > 0:
             wb.delete_range(slot_key(0), slot_key(min(keep_from, slot)), h)
         wb.put(slot_key(slot), encoded, h)
-        self._db.write(wb)
+        self._commit(wb)
 
     def put_bank_hash(self, rec: BankHashRecord) -> None:
         self._write({("bank_hashes", slot_key(rec.slot)): codec.encode(rec)})
