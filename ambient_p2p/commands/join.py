@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
+import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,11 @@ from ..errors import UserError
 
 DEFAULT_CHAIN_ID = "localnet"
 SHUTDOWN_WATCHDOG_S = 10.0
+#: Bounds of the numeric node options (checked before the node starts).
+MIN_TARGET_PEERS, MAX_TARGET_PEERS = 1, 1000
+MAX_JOIN_TIMEOUT_S = 86_400.0
+#: A status line at most ten times a second (0 printed 40,000 lines in 8 s).
+MIN_STATUS_INTERVAL_S = 0.1
 
 
 def _add_node_args(p: argparse.ArgumentParser) -> None:
@@ -122,6 +130,62 @@ def load_chain_id(genesis: str | None, chain_id: str | None) -> str:
     return g.chain_id
 
 
+def check_node_options(args: argparse.Namespace) -> None:
+    """Numeric options, before anything is written (``--status-interval 0`` printed 40,000
+    lines in 8 s; ``--target-peers -5`` and ``--join-timeout nan`` were accepted)."""
+    if not MIN_TARGET_PEERS <= args.target_peers <= MAX_TARGET_PEERS:
+        raise UserError(f"--target-peers must be {MIN_TARGET_PEERS}..{MAX_TARGET_PEERS}, not {args.target_peers}")
+    if not (math.isfinite(args.join_timeout) and 0 < args.join_timeout <= MAX_JOIN_TIMEOUT_S):
+        raise UserError(f"--join-timeout must be a number of seconds in (0, {MAX_JOIN_TIMEOUT_S:g}], "
+                        f"not {args.join_timeout:g}")
+    if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
+        raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
+                        f"(use --quiet for none), not {args.status_interval:g}")
+
+
+def check_data_dir(data_dir: Path, *, validator: bool) -> None:
+    """Everything about the data directory that would otherwise fail with a traceback once
+    the node runs, checked before anything is written (spec/network.md "User errors")."""
+    from ..net.node import CONTROL_SOCKET, MAX_UNIX_SOCKET_PATH_BYTES
+
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"{data_dir} is not a directory")
+    existing = next((p for p in (data_dir, *data_dir.absolute().parents) if p.exists()), None)
+    # access(2) also reports a read-only file system to root (EROFS), unlike a write probe's
+    # permission bits; it writes nothing
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing} is not writable (read-only file system or permissions); "
+                        "the node keeps its identity, ledger and control socket there")
+    sock = data_dir / CONTROL_SOCKET
+    if len(os.fsencode(str(sock))) > MAX_UNIX_SOCKET_PATH_BYTES:
+        raise UserError(f"the control socket path {sock} is longer than the {MAX_UNIX_SOCKET_PATH_BYTES}-byte "
+                        "limit of a Unix socket path; use a shorter --ledger directory")
+    if sock.exists() and not stat.S_ISSOCK(sock.lstat().st_mode):
+        raise UserError(f"{sock} exists and is not a socket; remove it (the node creates its control socket there)")
+    if not validator:
+        return
+    from ..node.validator import BLOCKSTORE_DIR, TOWER_FILE
+
+    bs = data_dir / BLOCKSTORE_DIR
+    if bs.exists() and not bs.is_dir():
+        raise UserError(f"{bs} is not a directory (the validator keeps its RocksDB ledger there)")
+    tower = data_dir / TOWER_FILE
+    if tower.exists() or tower.is_symlink():
+        from ..core.codec import DecodeError, decode
+        from ..core.tower import TowerRecord
+
+        how = ("move it away only if this identity has not voted with another copy of it; the node "
+               "then starts without a tower (spec/tower.md)")
+        if not tower.is_file():
+            raise UserError(f"{tower} is not a file; {how}")
+        try:
+            decode(tower.read_bytes(), expected=TowerRecord)
+        except OSError as exc:
+            raise UserError(f"cannot read {tower}: {exc.strerror}") from None
+        except DecodeError as exc:
+            raise UserError(f"{tower} is damaged ({exc}); {how}") from None
+
+
 def cmd_join(args: argparse.Namespace) -> int:
     return _run_node(args, [args.bootstrap, *args.peer])
 
@@ -144,6 +208,8 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     except HostError as exc:
         raise UserError(str(exc)) from None
     chain_id = load_chain_id(args.genesis, args.chain_id)
+    check_node_options(args)
+    check_data_dir(data_dir, validator=bool(args.validator))
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -202,7 +268,11 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         from ..node.restore import RestoreError
 
         restore_error = (RestoreError,)  # the ledger cannot restart (another chain, pruned history)
-    fatal: tuple[type[Exception], ...] = (JoinError, HostError, *restore_error)
+    from ..ledger.blockstore import BlockstoreError
+
+    # a blockstore that turns out damaged while the node runs (a checksum mismatch on a read)
+    # stops it with the same one line as at start, recovery path included
+    fatal: tuple[type[Exception], ...] = (JoinError, HostError, BlockstoreError, *restore_error)
 
     def line(exc: BaseException) -> str:
         return f"cannot restart the validator from {data_dir}: {exc}" if isinstance(exc, restore_error) else str(exc)
@@ -280,6 +350,12 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
         print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
+    from ..node.validator import BLOCKSTORE_DIR
+
+    if args.bootstrap is None and not (data_dir / BLOCKSTORE_DIR).exists():
+        late = late_genesis_warning(genesis, time.time())
+        if late:
+            print(late, file=sys.stderr, flush=True)
     producer = None
     if args.equivocate_slot is not None or args.equivocate_split:  # test harness (hidden flags)
         import random
@@ -297,11 +373,44 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
         if args.ledger_keep_slots < 0:
             raise UserError(f"--ledger-keep-slots must be >= 0, not {args.ledger_keep_slots}")
         history = dataclasses.replace(history, keep_slots=args.ledger_keep_slots)
+    from ..ledger.blockstore import BlockstoreError
+
     try:
         return Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history,
                          poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
     except TowerError as exc:
         raise UserError(f"{data_dir}: {exc}") from None
+    except BlockstoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def late_genesis_warning(genesis: Any, now_s: float) -> str | None:
+    """What happens when the first node of a chain starts long after its genesis was
+    written (issue 16: it never produced, silently). Slots run on the wall clock from the
+    genesis creation time, so every slot before now is skipped; epoch 0's and 1's leader
+    schedules come from genesis, epoch E >= 2's from the LStake ledger once epoch E-2 is
+    rooted (node/schedule.py). A first node that starts in epoch 1 must root a slot of it
+    before epoch 2 begins, or production stops there (status line ``leader=-``); one that
+    starts in epoch 2 or later can never compute a schedule."""
+    from ..node.validator import slot_duration_ms
+
+    slot_ms = slot_duration_ms(genesis)
+    spe = genesis.epoch.slots_per_epoch
+    slot = int(max(0.0, now_s * 1000 - genesis.creation_time_s * 1000) // slot_ms)
+    epoch = slot // spe
+    if epoch == 0:
+        return None
+    age = now_s - genesis.creation_time_s
+    head = (f"warning: genesis was created {age:,.0f} s ago: the slot clock starts at slot {slot} "
+            f"(epoch {epoch}; {spe} slots of {slot_ms:g} ms per epoch) and the slots before it are skipped")
+    if epoch == 1:
+        left_s = ((2 * spe - slot) * slot_ms) / 1000
+        return (f"{head}; unless a slot of epoch 1 is finalized within {left_s:,.0f} s, epoch 2 has no "
+                "leader schedule and production stops (write a new genesis, or start the first node "
+                "sooner after writing it)")
+    return (f"{head}; epoch {epoch}'s leader schedule needs a finalized slot of epoch {epoch - 2}, "
+            "which this new chain never had: no slot will be produced. Write a new genesis "
+            "('ambient-p2p genesis') and start the first node soon after")
 
 
 def _make_blobs(args: argparse.Namespace, data_dir: Path) -> Any:

@@ -14,6 +14,9 @@ from typing import Any
 
 from ..errors import UserError
 
+#: Largest slot number (slots are u64 on the wire; keys and JSON tools stay within int64).
+MAX_SLOT = (1 << 63) - 1
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ledger", help="produce, verify and inspect a ledger (blockstore)",
@@ -43,6 +46,16 @@ def register(subparsers: Any) -> None:
                     help="open read-write and record dead slots / bank hashes (default: read-only)")
     ve.add_argument("--quiet", action="store_true", help="no progress bar")
     ve.set_defaults(func=_verify)
+
+    rp = sub.add_parser("repair", help="salvage a damaged blockstore (after a checksum or lost-WAL error)",
+                        description="Run RocksDB's repairer over a blockstore that a node or 'ledger' command "
+                                    "refused as damaged (a block checksum mismatch, a corrupt or truncated "
+                                    "write-ahead log): table files that read back whole are kept, the others "
+                                    "are moved to rocksdb/lost/, and the record of the highest durable root is "
+                                    "reset to what survived. Slots lost this way are fetched from peers when "
+                                    "the node runs again. Stop the node first.")
+    rp.add_argument("dir", help="ledger directory, or a validator data directory (holding blockstore/)")
+    rp.set_defaults(func=_repair)
 
     sh = sub.add_parser("show", help="summarize the ledger, or one slot with --slot")
     sh.add_argument("dir", help="ledger directory, or a validator data directory (holding blockstore/)")
@@ -92,6 +105,23 @@ def _open(dir_: str, *, read_only: bool, genesis_file: str | None = None) -> tup
     return genesis, bs, validator
 
 
+def _blockstore_errors(fn: Any) -> Any:
+    """A damaged blockstore found while a ledger command runs is one error line (with the
+    recovery path), not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace) -> int:
+        from ..ledger.blockstore import BlockstoreError
+
+        try:
+            return int(fn(args))
+        except BlockstoreError as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
 def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, Any]:
     """A validator ledger's leader schedule, as the node derives it: the LStake-weighted
     schedule (node/schedule.py), credited from the stored roots as they replay (leader slots
@@ -109,6 +139,7 @@ def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, A
     return book.leader, on_replayed
 
 
+@_blockstore_errors
 def _produce(args: argparse.Namespace) -> int:
     from ..devnet.genesis import LEDGER_USERS, ledger_genesis
     from ..devnet.users import ledger_leader_keypair, ledger_user_keypairs
@@ -144,6 +175,7 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+@_blockstore_errors
 def _verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -200,10 +232,34 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok and report.outcomes else 1
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from ..ledger.blockstore import Blockstore, BlockstoreError
+    from ..node.validator import BLOCKSTORE_DIR
+
+    path = Path(args.dir)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory")
+    store = path / BLOCKSTORE_DIR if (path / BLOCKSTORE_DIR).is_dir() else path
+    try:
+        Blockstore.repair(store)
+        with Blockstore.open(store, read_only=True) as bs:
+            roots = bs.roots()
+            lost = store / "rocksdb" / "lost"
+            moved = sorted(p.name for p in lost.iterdir()) if lost.is_dir() else []
+    except BlockstoreError as exc:
+        raise UserError(str(exc)) from None
+    print(f"repaired {store}: {len(roots)} roots kept (highest {roots[-1] if roots else None}); "
+          f"{len(moved)} damaged or superseded files in {store / 'rocksdb' / 'lost'}")
+    return 0
+
+
+@_blockstore_errors
 def _show(args: argparse.Namespace) -> int:
     from ..core.poh import PohError, deserialize_entries
     from ..core.shred import ShredError, deshred, parse_shred
 
+    if args.slot is not None and not 0 <= args.slot <= MAX_SLOT:
+        raise UserError(f"--slot must be 0..{MAX_SLOT}, not {args.slot}")
     genesis, bs, _validator = _open(args.dir, read_only=True, genesis_file=args.genesis)
     with bs:
         if args.slot is None:

@@ -10,6 +10,7 @@ writes the nodes' own output to DIR/nodes.log, and stops them all on Ctrl-C / SI
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import tempfile
 import time
@@ -106,8 +107,22 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
-    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
-    root.mkdir(parents=True, exist_ok=True)
+    if args.dir:
+        from ..net.node import CONTROL_SOCKET, MAX_UNIX_SOCKET_PATH_BYTES
+
+        root = Path(args.dir)
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--dir {root} exists and is not a directory")
+        sock = root / f"node{args.nodes - 1}" / CONTROL_SOCKET
+        if len(os.fsencode(str(sock))) > MAX_UNIX_SOCKET_PATH_BYTES:
+            raise UserError(f"--dir {root} is too long: a node's control socket path ({sock}) would exceed the "
+                            f"{MAX_UNIX_SOCKET_PATH_BYTES}-byte limit of a Unix socket path")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --dir {root}: {exc.strerror}") from None
+    else:
+        root = Path(tempfile.mkdtemp(prefix="ambient-localnet-"))
     log = open(root / "nodes.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
     miner_nodes = list(range(args.nodes - miners, args.nodes))
     net = Localnet(root, args.nodes, chain_id=args.chain_id, validator=True, echo=log,

@@ -26,10 +26,26 @@ RocksDB WriteBatch. RocksDB applies a batch atomically and writes it to the WAL 
 ``write`` returns, so a process killed at any point (SIGKILL) reopens to a state that
 either contains a batch entirely or not at all, and every batch whose insert returned is
 present. ``sync=True`` additionally fsyncs the WAL (power-loss safety, slower).
+
+Integrity (spec/blockstore.md "Integrity"): RocksDB is opened with ``paranoid_checks`` and
+the ``absolute_consistency`` WAL recovery mode (a corrupt WAL record refuses the open
+instead of silently dropping the rest); every read and every iteration checks RocksDB's
+block checksums and raises :class:`BlockstoreCorruption` instead of ending early (a
+corrupt SST block used to end an iteration silently); a read-write open scans every column
+family once (:meth:`Blockstore.verify`). RocksDB cannot see a WAL cut at its tail, so the
+highest root ever set is also kept in a small fsynced file next to the database
+(:data:`ROOT_WITNESS_FILE`, written after the root's batch, which is written with a WAL
+sync): a read-write open whose database has a lower highest root refuses to start. The
+recovery path for all of these is ``ambient-p2p ledger repair DIR`` (RocksDB's repairer
+keeps every table file that reads back whole, moves the others to ``rocksdb/lost/``, replays
+what it can of the WAL, and the witness is reset to what survived), after which the node
+fetches what it is missing from peers like any node that was down.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +98,22 @@ LeaderFn = Callable[[int], "bytes | None"]
 
 class BlockstoreError(Exception):
     """The blockstore cannot be opened or used (missing, locked, read-only, corrupt)."""
+
+
+#: What a user does about a corrupt or truncated blockstore (in every corruption error).
+RECOVERY_HINT = ("recover with 'ambient-p2p ledger repair {dir}' (keeps what reads back; the node then "
+                 "fetches what is missing from peers), or move {dir} away to re-sync from peers")
+#: Next to the RocksDB directory: the highest root ever set, fsynced (see module docstring).
+ROOT_WITNESS_FILE = "max-root"
+
+
+class BlockstoreCorruption(BlockstoreError):
+    """The blockstore's data failed a checksum, or it lost records it had made durable."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"the blockstore at {path} is damaged: {what}; "
+                         + RECOVERY_HINT.format(dir=path))
+        self.path = path
 
 
 _SHRED_KEY = struct.Struct(">QI")
@@ -227,6 +259,31 @@ class _SlotState:
                         self.next_slots, self.is_connected, self.completed_data_indexes)
 
 
+def _iter_error(it: Any) -> str | None:
+    """The error that stopped a rocksdict iterator, if any."""
+    try:
+        it.status()
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+        return str(exc)
+    return None
+
+
+def _db_options(*, create: bool) -> Any:
+    """RocksDB options of every blockstore open (module docstring, "Integrity")."""
+    from rocksdict import DBRecoveryMode, Options
+
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(create)
+    opts.create_missing_column_families(create)
+    # stop at, rather than skip, inconsistencies it can see (SST sizes against the manifest,
+    # a failed write makes the DB read-only instead of carrying on)
+    opts.set_paranoid_checks(True)
+    # a corrupt record in the middle of the WAL refuses the open (default PointInTime
+    # silently drops it and everything after it)
+    opts.set_wal_recovery_mode(DBRecoveryMode.absolute_consistency())
+    return opts
+
+
 class Blockstore:
     """A RocksDB blockstore at ``path``. Open with :meth:`open`; use as a context manager
     or call :meth:`close` (which releases RocksDB's LOCK file)."""
@@ -242,20 +299,26 @@ class Blockstore:
         self._cf = {name: db.get_column_family(name) for name in names}
         self._cfh = {name: db.get_column_family_handle(name) for name in names}
         self._closed = False
+        self._witness: int | None = None  # the root witness as last read or written
+        self.close_error: str | None = None  # why RocksDB's close failed, if it did
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False, create: bool = True, sync: bool = False) -> Blockstore:
+    def open(cls, path: str | Path, *, read_only: bool = False, create: bool = True, sync: bool = False,
+             verify: bool = True) -> Blockstore:
+        """Open (and create) the blockstore at ``path``; a read-write open ``verify``-ies it
+        first (:meth:`verify`). Raises BlockstoreError, BlockstoreCorruption."""
         from rocksdict import AccessType, Options, Rdict, WriteOptions
 
         p = Path(path) / "rocksdb"
         if not p.exists():
             if read_only or not create:
                 raise BlockstoreError(f"no blockstore at {path} (expected {p})")
-            p.mkdir(parents=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(not read_only)
-        opts.create_missing_column_families(not read_only)
+            try:
+                p.mkdir(parents=True)
+            except OSError as exc:  # e.g. DIR/blockstore is a file, or a read-only directory
+                raise BlockstoreError(f"cannot create a blockstore at {p}: {exc.strerror}") from None
+        opts = _db_options(create=not read_only)
         present: set[str] | None = None
         if read_only:
             try:
@@ -271,12 +334,129 @@ class Blockstore:
                 access_type=AccessType.read_only() if read_only else AccessType.read_write(),
             )
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for lock/IO errors
+            if "Corruption" in str(exc):
+                raise BlockstoreCorruption(Path(path), str(exc)) from None
             raise BlockstoreError(f"cannot open blockstore at {p}: {exc}") from None
         if not read_only:
             wo = WriteOptions()
             wo.sync = sync
             db.set_write_options(wo)
-        return cls(db, p, read_only, sync, present)
+        bs = cls(db, p, read_only, sync, present)
+        # rocksdict releases the LOCK only when the last reference to the DB goes: a raised
+        # error's traceback keeps this frame, so it must not hold the DB
+        del db
+        if not read_only:
+            try:
+                bs._witness = bs._read_witness()
+                if verify:
+                    bs.verify()
+            except BaseException:
+                bs.close()
+                raise
+        return bs
+
+    @classmethod
+    def repair(cls, path: str | Path) -> None:
+        """RocksDB's repairer over the blockstore at ``path`` (it keeps every table file that
+        reads back whole and moves the others to ``rocksdb/lost/``), then the root witness is
+        reset to what survived."""
+        from rocksdict import Rdict
+
+        p = Path(path) / "rocksdb"
+        if not p.is_dir():
+            raise BlockstoreError(f"no blockstore at {path} (expected {p})")
+        try:
+            Rdict.repair(str(p), _db_options(create=False))
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            raise BlockstoreError(f"RocksDB could not repair {p}: {exc}") from None
+        with contextlib.suppress(FileNotFoundError):
+            (p.parent / ROOT_WITNESS_FILE).unlink()
+        with cls.open(path, create=False, verify=True) as bs:
+            top = bs.max_root()
+            if top is not None:
+                bs._write_witness(top)
+
+    def verify(self) -> int:
+        """Read every record of every column family with checksum verification (RocksDB's
+        ``VerifyChecksum`` is not exposed by rocksdict) and compare the highest root with the
+        root witness; returns the number of records read. Raises BlockstoreCorruption."""
+        # the scan runs in its own frame: a traceback must not keep an iterator or a column
+        # family view, which keep the DB (and its LOCK) alive after close
+        n, err = self._scan_all()
+        if err is not None:
+            raise BlockstoreCorruption(self.path.parent, err)
+        witness = self._read_witness()
+        top = self.max_root()
+        if witness is not None and (top is None or top < witness):
+            raise BlockstoreCorruption(
+                self.path.parent,
+                f"it made root {witness} durable but its highest root is now {top} (write-ahead log "
+                f"truncated or lost)")
+        return n
+
+    def _scan_all(self) -> tuple[int, str | None]:
+        n = 0
+        for cf, col in self._cf.items():
+            it = col.iter()
+            it.seek_to_first()
+            while it.valid():
+                n += 1
+                it.next()
+            err = _iter_error(it)
+            if err is not None:
+                return n, f"column family {cf}: {err}"
+        return n, None
+
+    def _write_error(self, what: str) -> BlockstoreError:
+        """A failed write as one clear error (with paranoid checks RocksDB also turns
+        read-only after it, so the node must stop; its ledger stays consistent)."""
+        if "No space left" in what or "ENOSPC" in what:
+            return BlockstoreError(f"the disk holding the blockstore at {self.path.parent} is full ({what}); "
+                                   "free space and start the node again: it resumes from its ledger")
+        return BlockstoreError(f"cannot write the blockstore at {self.path.parent}: {what}")
+
+    def _witness_path(self) -> Path:
+        return self.path.parent / ROOT_WITNESS_FILE
+
+    def _read_witness(self) -> int | None:
+        try:
+            text = self._witness_path().read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BlockstoreError(f"cannot read {self._witness_path()}: {exc.strerror}") from None
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise BlockstoreCorruption(self.path.parent, f"{self._witness_path()} is not a slot number") from None
+
+    def _write_witness(self, root: int) -> None:
+        """Durably replace the witness (write, fsync, rename, fsync the directory)."""
+        path = self._witness_path()
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, f"{root}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise self._write_error(f"{path}: {exc.strerror}") from None
+        self._witness = root
+
+    def _check_iter(self, it: Any, cf: str) -> None:
+        """An iteration that stopped: raise if it stopped on an error (RocksDB invalidates
+        the iterator on a corrupt block; rocksdict's ``valid()`` then just reads False)."""
+        err = _iter_error(it)
+        if err is not None:
+            raise BlockstoreCorruption(self.path.parent, f"column family {cf}: {err}")
 
     def close(self) -> None:
         if not self._closed:
@@ -285,7 +465,12 @@ class Blockstore:
             # drop them before closing so that the LOCK is released now.
             self._cf.clear()
             self._cfh.clear()
-            self._db.close()
+            try:
+                self._db.close()
+            except Exception as exc:  # noqa: BLE001 - e.g. disk full while flushing memtables
+                # nothing the WAL holds is lost; the write that failed first has been raised
+                # already, and a close in a ``finally`` must not replace that error
+                self.close_error = str(exc)
             self._db = None
 
     def __enter__(self) -> Self:
@@ -299,14 +484,18 @@ class Blockstore:
         col = self._cf.get(cf)
         if col is None:  # a family this (read-only, older) ledger does not have
             return None
-        v = col.get(key)
+        try:
+            v = col.get(key)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception (Corruption, IO)
+            raise BlockstoreCorruption(self.path.parent, f"column family {cf}: {exc}") from None
         return None if v is None else bytes(v)
 
     def _get_msg(self, cf: str, key: bytes, cls: type[Any]) -> Any:
         raw = self._get(cf, key)
         return None if raw is None else codec.decode(raw, cls)
 
-    def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = ()) -> None:
+    def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = (),
+               *, sync: bool = False) -> None:
         from rocksdict import WriteBatch
 
         if self.read_only:
@@ -318,7 +507,21 @@ class Blockstore:
             put(key, value, cfh[cf])
         for cf, key in deletes:
             wb.delete(key, cfh[cf])
-        self._db.write(wb)
+        self._commit(wb, sync=sync)
+
+    def _commit(self, wb: Any, *, sync: bool = False) -> None:
+        """Write one batch (``sync``: with a WAL fsync); a failure is a BlockstoreError."""
+        from rocksdict import WriteOptions
+
+        try:
+            if sync and not self._sync:
+                wo = WriteOptions()
+                wo.sync = True
+                self._db.write(wb, wo)
+            else:
+                self._db.write(wb)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for IO errors
+            raise self._write_error(str(exc)) from None
 
     def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         if cf not in self._cf:
@@ -331,6 +534,7 @@ class Blockstore:
                 break
             yield k, bytes(it.value())
             it.next()
+        self._check_iter(it, cf)
 
     def _iter_all(self, cf: str) -> Iterator[tuple[bytes, bytes]]:
         yield from self._iter_range(cf, 0)
@@ -350,6 +554,7 @@ class Blockstore:
                 break
             yield k, bytes(it.value())
             it.next()
+        self._check_iter(it, cf)
 
     def _edge_key(self, cf: str, *, last: bool) -> bytes | None:
         """The first (or last) key of a column family: one seek."""
@@ -360,7 +565,10 @@ class Blockstore:
             it.seek_to_last()
         else:
             it.seek_to_first()
-        return bytes(it.key()) if it.valid() else None
+        if it.valid():
+            return bytes(it.key())
+        self._check_iter(it, cf)
+        return None
 
     # -- reads ------------------------------------------------------------------------
     def slot_meta(self, slot: int) -> SlotMeta | None:
@@ -395,6 +603,7 @@ class Blockstore:
                 last = k
                 yield int.from_bytes(k, "big")
             it.next()
+        self._check_iter(it, cf)
 
     def lowest_slot(self) -> int | None:
         """The lowest slot with a meta (agave ``lowest_slot``); after cleanup, everything
@@ -507,7 +716,7 @@ class Blockstore:
         lo, hi = slot_key(first), slot_key(last + 1) if last + 1 < 1 << 64 else b"\xff" * 9
         for name in self._cfh:
             wb.delete_range(lo, hi, self._cfh[name])
-        self._db.write(wb)
+        self._commit(wb)
 
     def compact_slots(self, first: int, last: int) -> None:
         """Compact the key range of slots ``first..last`` in every column family, so that
@@ -526,8 +735,16 @@ class Blockstore:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
     def set_roots(self, slots: Iterable[int]) -> None:
+        """Mark ``slots`` rooted. The batch is written with a WAL sync and then the root
+        witness is raised (fsynced), so a later open can tell a lost WAL tail from a root
+        that was never written (module docstring, "Integrity")."""
+        slots = list(slots)
         keys = [slot_key(s) for s in slots]
-        self._write({("root", k): PRESENT for k in keys}, [("orphans", k) for k in keys])
+        top = max(slots, default=None)
+        raise_witness = top is not None and (self._witness is None or top > self._witness)
+        self._write({("root", k): PRESENT for k in keys}, [("orphans", k) for k in keys], sync=raise_witness)
+        if raise_witness and top is not None:
+            self._write_witness(top)
 
     def mark_dead(self, slot: int, reason: str) -> None:
         self._write({("dead_slots", slot_key(slot)): codec.encode(DeadSlot(slot, reason[:500]))})
@@ -550,7 +767,7 @@ class Blockstore:
         if keep_from is not None and keep_from > 0:
             wb.delete_range(slot_key(0), slot_key(min(keep_from, slot)), h)
         wb.put(slot_key(slot), encoded, h)
-        self._db.write(wb)
+        self._commit(wb)
 
     def put_bank_hash(self, rec: BankHashRecord) -> None:
         self._write({("bank_hashes", slot_key(rec.slot)): codec.encode(rec)})

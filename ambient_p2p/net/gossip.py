@@ -20,9 +20,12 @@ reason                rule
 kind-specific         the topic's payload check (e.g. shreds: batch decode, slot leader)
 ====================  =====================================================================
 
-A rejected message is not delivered and not forwarded, is counted against the peer that
-forwarded it (our counter and py-libp2p's P4 score), and after :data:`BAN_REJECTS` rejects
-within the decay window the peer is blacklisted and disconnected for :data:`BAN_DURATION_S`.
+A rejected message is not delivered and not forwarded. It is counted against whoever could
+have known (:func:`blame`): the forwarder for failures it could have checked itself (our
+counter and py-libp2p's P4 score), the signed originator for payload failures, nobody for
+time- or state-dependent outcomes (``stale``, ``future``, ``replay``, ``unknown-leader``).
+After :data:`BAN_REJECTS` counted rejects within the decay window the peer is blacklisted
+(its messages are dropped whoever relays them) and disconnected for :data:`BAN_DURATION_S`.
 
 py-libp2p 0.8.1 behaviours this module works around (each has a test in
 tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
@@ -40,11 +43,20 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
    clean: our reject counters and bans are kept per peer id across reconnects.
 6. A negative validation result is cached by message id for ``validation_cache_ttl``; with
    content-hash ids a poisoned id would need the honest message's exact bytes, and we set
-   the cache TTL below the freshness window so a cached "valid" never outlives freshness.
+   the cache TTL below the freshness window so a cached "valid" never outlives freshness
+   (the cache is bypassed altogether since item 10).
 7. The default heartbeat interval is 120 s (go-libp2p: 1 s): set to 1 s.
 8. A publisher's sequence numbers start at the time in seconds and count one per message, so
    a restarted node reuses numbers its peers remember and they drop its messages as
    equivocation: ours start at the time in nanoseconds, as go-libp2p's do.
+9. Blacklisting a peer (our ban) tears its pubsub stream down in a task that deletes the
+   peer after an ``await``; if the connection's dead-peer handler removed it meanwhile the
+   ``del`` raised ``KeyError`` and the whole node exited: ours tolerates the interleaving
+   (spec/network.md P18).
+10. Validators answer only accept/reject: every rejection costs the *forwarder* P4, and the
+   validation cache replays a rejection to later forwarders without asking us. We override
+   ``validate_msg`` (no library cache; ours caches only deterministic rejections) and spare
+   the forwarder's P4 when the rejection is not its fault (spec/network.md 2.3 "Blame", P19).
 """
 
 from __future__ import annotations
@@ -115,6 +127,48 @@ BAN_REJECTS = 8
 REJECT_DECAY_S = 60.0
 BAN_DURATION_S = 600.0
 
+#: Who a rejection is scored against (spec/network.md 2.3 "Blame"). A forwarder ran the same
+#: validation before relaying, so it is penalised only for what it could have checked: rules
+#: that are deterministic over the message bytes. A message's originator is known (the libp2p
+#: ``from``, whose signature py-libp2p verified, equals ``envelope.origin`` from rule 6 on) and
+#: signed what it sent, so payload failures count against it wherever they arrive from.
+#: Envelope-level failures a forwarder could have checked (counted against the forwarder).
+FORWARDER_REASONS: frozenset[str] = frozenset({
+    "bad-libp2p-signature", "multi-topic", "unknown-topic", "too-large", "malformed", "wrong-topic",
+    "origin-mismatch", "bad-signature",
+})
+#: Outcomes that depend on the time or on what this node has seen or knows, not on anyone's
+#: fault (gossipsub v1.1's "ignore"; Ethereum's gossip rules IGNORE messages outside their
+#: time window): not delivered, not forwarded, nobody is penalised. A message stamped just
+#: inside the freshness window and relayed by an honest node arrives stale; a backlog after a
+#: pause or a partition heal arrives stale; two envelopes of one payload race over two paths.
+#: ``no-lstake`` (a validator's vote check): whether a voter has LStake depends on the epoch
+#: this node has reached, so around an epoch change an honest voter can fail it here.
+IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake"})
+#: Payload failures that are deterministic over the payload (a forwarder ran the same check),
+#: counted against the forwarder as well as the originator. Any other payload reason (e.g.
+#: ``not-leader``: the forwarder may not know the slot's leader yet) counts against the
+#: originator only.
+FORWARDER_PAYLOAD_REASONS: frozenset[str] = frozenset({
+    "bad-payload", "bad-shred", "bad-pol-signature", "bad-transaction", "unsupported-transaction",
+    "bad-tx-signature", "not-auction", "oversized",
+    # a validator's vote checks that read only the message (core/vote_program.py, core/consensus.py)
+    "not-a-vote", "vote-bad-accounts", "vote-bad-data", "vote-wrong-voter", "vote-bad-signature",
+    "vote-bad-root", "vote-origin-mismatch", "bad-root",
+})
+#: Rejections cached by message id (deterministic ones only), so that the copies of one bad
+#: message that several peers forward cost a dict lookup each.
+REJECT_CACHE_LEN = 4096
+
+
+def blame(reason: str) -> tuple[bool, bool]:
+    """(count against the forwarder, count against the originator) for a reject reason."""
+    if reason in IGNORE_REASONS:
+        return False, False
+    if reason in FORWARDER_REASONS:
+        return True, False
+    return reason in FORWARDER_PAYLOAD_REASONS, True
+
 
 def topic_name(chain_id: str, kind: str) -> str:
     if kind not in TOPIC_KINDS:
@@ -140,8 +194,9 @@ PayloadCheck = Callable[[GossipEnvelope], "str | None"]
 
 
 def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False) -> PayloadCheck:
-    """Payload check of the shreds topic: a ShredBatch of well-formed packets; when
-    ``leader_for_slot`` knows a slot's leader, only it may publish.
+    """Payload check of the shreds topic: a ShredBatch of well-formed packets; with
+    ``leader_for_slot``, only a slot's leader may publish its shreds, and shreds of a slot
+    whose leader it cannot compute (None) are refused (``unknown-leader``).
 
     With ``verify`` every packet must also parse as a ledger Merkle shred
     (:func:`ambient_p2p.core.shred.parse_shred`, strict) and, when the slot's leader is
@@ -162,6 +217,12 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *
             if key is None:
                 return "bad-shred"
             leader = leader_for_slot(key[0]) if leader_for_slot is not None else None
+            if leader_for_slot is not None and leader is None:
+                # a slot whose leader this node cannot compute yet (or slot 0): nobody can be
+                # shown to be its leader, so its shreds are not relayed (agave's shred
+                # sigverify drops a shred whose slot leader is unknown); a node that is behind
+                # gets such slots by repair once it knows the schedule
+                return "unknown-leader"
             if leader is not None and leader != env.origin:
                 return "not-leader"
             if verify:
@@ -181,6 +242,52 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *
         return None
 
     return check
+
+
+#: Largest logit-pool payload: the largest message it may carry (PolVerdict, spec/pol.md).
+LOGIT_POOL_MAX_PAYLOAD_BYTES = 16_384
+#: Largest auction payload: one Solana wire transaction (spec/auction.md).
+AUCTION_MAX_PAYLOAD_BYTES = 1232
+
+
+def logit_pool_check(env: GossipEnvelope) -> str | None:
+    """Payload check of the logit-pool topic: exactly one canonical PolCommitment,
+    PolOpening or PolVerdict (spec/pol.md "Wire formats"); a commitment must carry its
+    miner's signature and a verdict its validator's (the signer is named inside)."""
+    from ..core.messages import verify_message
+    from ..core.pol import PolCommitment, PolOpening, PolVerdict, verify_verdict
+
+    if len(env.payload) > LOGIT_POOL_MAX_PAYLOAD_BYTES:
+        return "oversized"
+    try:
+        msg = decode(env.payload)
+    except (DecodeError, ValueError):
+        return "bad-payload"
+    if isinstance(msg, PolCommitment):
+        return None if verify_message(msg, msg.miner, "pol-commitment") else "bad-pol-signature"
+    if isinstance(msg, PolVerdict):
+        return None if verify_verdict(msg) else "bad-pol-signature"
+    if isinstance(msg, PolOpening):
+        return None
+    return "bad-payload"
+
+
+def auction_check(env: GossipEnvelope) -> str | None:
+    """Payload check of the auction topic: one Solana wire transaction that parses,
+    sanitizes, whose signatures verify and that calls the auction program (query orders and
+    bids are auction instructions, spec/auction.md)."""
+    from ..core.auction import AUCTION_PROGRAM_ID
+    from ..core.bank import BlockError, parse_transaction
+
+    if len(env.payload) > AUCTION_MAX_PAYLOAD_BYTES:
+        return "oversized"
+    try:
+        tx = parse_transaction(env.payload, verify_signatures=True)
+    except BlockError as exc:
+        return "bad-tx-signature" if exc.reason == "bad-signature" else exc.reason
+    if not any(tx.account_keys[prog] == AUCTION_PROGRAM_ID for prog, _accts, _data in tx.instructions):
+        return "not-auction"
+    return None
 
 
 @dataclass
@@ -244,7 +351,8 @@ class GossipStats:
     published: collections.Counter[str] = field(default_factory=collections.Counter)
     delivered: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)  # by reason
-    rejected_from: collections.Counter[str] = field(default_factory=collections.Counter)  # by forwarder (bounded)
+    rejected_from: collections.Counter[str] = field(default_factory=collections.Counter)  # by peer charged (bounded)
+    ignored_forwards: int = 0  # rejections not charged to the forwarder (IGNORE_REASONS, originator-only)
     delivery_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     outbound_rpc_dropped: int = 0
     publish_waits: int = 0
@@ -258,6 +366,7 @@ class GossipStats:
             "delivered": dict(self.delivered),
             "rejected": dict(self.rejected),
             "rejected_from": dict(self.rejected_from),
+            "ignored_forwards": self.ignored_forwards,
             "delivery_dropped": dict(self.delivery_dropped),
             "outbound_rpc_dropped": self.outbound_rpc_dropped,
             "publish_waits": self.publish_waits,
@@ -376,6 +485,7 @@ class GossipService:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         eclipse_protection: bool = False,
     ) -> None:
+        from libp2p.exceptions import ValidationError
         from libp2p.pubsub.pubsub import Pubsub
         from libp2p.pubsub.validators import signature_validator
 
@@ -385,11 +495,14 @@ class GossipService:
         self.kinds = kinds
         self.clock_ms = clock_ms
         self.stats = GossipStats()
-        checks = {"shreds": shreds_check()}
+        checks: dict[str, PayloadCheck] = {"shreds": shreds_check(), "logit-pool": logit_pool_check,
+                                           "auction": auction_check}
         checks.update(payload_checks or {})
         self.checker = EnvelopeChecker(chain_id, checks)
         self._reject_counts: dict[str, tuple[float, float]] = {}  # peer -> (count, last_t)
         self._banned_until: dict[str, float] = {}
+        self._spare_p4: ID | None = None  # forwarder of the message just ignored (no P4 for it)
+        self._reject_cache: collections.OrderedDict[bytes, str] = collections.OrderedDict()
         self._pending: collections.OrderedDict[int, GossipEnvelope] = collections.OrderedDict()
         self._send: dict[str, trio.MemorySendChannel[Delivery]] = {}
         self._recv: dict[str, trio.MemoryReceiveChannel[Delivery]] = {}
@@ -411,12 +524,47 @@ class GossipService:
                     and not self._is_msg_seen(msg)
                     and not signature_validator(msg)
                 ):
-                    svc._reject(msg_forwarder, "bad-libp2p-signature", list(msg.topicIDs))
+                    svc._reject(msg_forwarder, None, "bad-libp2p-signature", list(msg.topicIDs))
                     return
                 await super().push_msg(msg_forwarder, msg)
 
+            async def validate_msg(self, msg_forwarder: Any, msg: Any) -> None:
+                # pitfall 10: py-libp2p knows only accept/reject: every rejection costs the
+                # *forwarder* P4, and its validation cache replays a rejection to every later
+                # forwarder of the same message without asking us. Ours decides who is to
+                # blame (``blame``); for an outcome that is nobody's fault it still raises
+                # (the message is dropped, not forwarded) but spares the forwarder's P4.
+                svc._spare_p4 = None
+                if not svc._validator(msg_forwarder, msg):
+                    raise ValidationError(f"rejected: {msg_forwarder}")
+
+            async def _teardown_if_connected(self, peer_id: Any) -> None:
+                # pitfall 9: py-libp2p resets the peer's stream, then does
+                # `del self.peers[peer_id]`; the reset awaits, and a dead-peer handler that
+                # runs meanwhile (the connection closing: our ban's disconnect, or the peer
+                # hanging up) has already removed the peer, so the `del` raised KeyError and
+                # took the pubsub service, and the node, down. The library also left the
+                # peer's outbound queue and router state behind.
+                stream = self.peers.get(peer_id)
+                if stream is not None:
+                    with contextlib.suppress(Exception):  # a stream already gone is fine
+                        await stream.reset()
+                # idempotent: forgets subscriptions, and the peer, queue and router state if
+                # still there; a still-connected blacklisted peer is refused on re-registration
+                self._handle_dead_peer(peer_id)
+
         self._install_ban_gate()
         self.router = make_router(eclipse_protection=eclipse_protection)
+        scorer = self.router.scorer
+        library_on_invalid = scorer.on_invalid_message
+
+        def on_invalid_message(peer: Any, topic: str) -> None:
+            if self._spare_p4 is not None and peer == self._spare_p4:
+                self._spare_p4 = None
+                return
+            library_on_invalid(peer, topic)
+
+        scorer.on_invalid_message = on_invalid_message
         self.pubsub = AmbientPubsub(
             host,
             self.router,
@@ -507,34 +655,57 @@ class GossipService:
     def _validator(self, forwarder: ID, msg: Any) -> bool:
         topics = list(msg.topicIDs)
         if len(topics) != 1:
-            self._reject(forwarder, "multi-topic", topics)
+            self._reject(forwarder, None, "multi-topic", topics)
             return False
-        origin = pubkey_of_peer_id(_id_from_bytes(msg.from_id))
+        originator = _id_from_bytes(msg.from_id)
+        mid = message_id(msg.data)
+        cached = self._reject_cache.get(mid)
+        if cached is not None:
+            self._reject(forwarder, originator, cached, topics)
+            return False
+        origin = pubkey_of_peer_id(originator)
         reason, env = self.checker.check(topics[0], msg.data, origin, self.clock_ms())
         if reason is not None:
-            self._reject(forwarder, reason, topics)
+            if reason in FORWARDER_REASONS or reason in FORWARDER_PAYLOAD_REASONS:  # deterministic
+                self._reject_cache[mid] = reason
+                if len(self._reject_cache) > REJECT_CACHE_LEN:
+                    self._reject_cache.popitem(last=False)
+            self._reject(forwarder, originator, reason, topics)
             return False
         self._pending[id(msg)] = env  # type: ignore[assignment]
         if len(self._pending) > 4096:  # validated but never notified (e.g. self-loop drop)
             self._pending.popitem(last=False)
         return True
 
-    def _reject(self, forwarder: ID, reason: str, topics: list[str]) -> None:
+    def _reject(self, forwarder: ID, originator: ID | None, reason: str, topics: list[str]) -> None:
+        """Count a rejection by reason and against whoever ``blame`` names."""
         self.stats.rejected[reason] += 1
-        if forwarder == self.host.get_id():
+        on_forwarder, on_originator = blame(reason)
+        if not on_forwarder:
+            self._spare_p4 = forwarder  # py-libp2p's P4 for this message is not its fault
+            self.stats.ignored_forwards += 1
+        else:
+            self._charge(forwarder)
+            if reason == "bad-libp2p-signature":  # not scored by py-libp2p (pitfall 4)
+                self._spare_p4 = None
+                for t in topics:
+                    self.router.scorer.on_invalid_message(forwarder, t)
+        if on_originator and originator is not None and not (on_forwarder and originator == forwarder):
+            self._charge(originator)
+
+    def _charge(self, peer: ID) -> None:
+        """One reject against ``peer`` (decaying); ban it at BAN_REJECTS."""
+        if peer == self.host.get_id():
             return
-        pid = forwarder.to_base58()
+        pid = peer.to_base58()
         if pid in self.stats.rejected_from or len(self.stats.rejected_from) < 1024:
             self.stats.rejected_from[pid] += 1
         now = time.monotonic()
         count, last = self._reject_counts.get(pid, (0.0, now))
         count = count * 0.5 ** ((now - last) / REJECT_DECAY_S) + 1.0
         self._reject_counts[pid] = (count, now)
-        if reason == "bad-libp2p-signature":  # not scored by py-libp2p (pitfall 4)
-            for t in topics:
-                self.router.scorer.on_invalid_message(forwarder, t)
         if count >= BAN_REJECTS and pid not in self._banned_until:
-            self.ban(forwarder)
+            self.ban(peer)
 
     def ban(self, peer: ID) -> None:
         """Blacklist ``peer`` in pubsub and drop its connection for BAN_DURATION_S."""

@@ -23,6 +23,8 @@ import json
 import os
 import random
 import socket
+import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ import trio.lowlevel
 from ..core.codec import DecodeError, decode, encode
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
+from .control import CONTROL_MAX_REQUEST_BYTES, ControlRequestError, parse_control_request
 from .gossip import TOPIC_KINDS, Delivery, GossipService, PayloadCheck
 from .host import HostConfig, HostError, full_addrs, open_host, parse_peer_multiaddr
 from .messages import PeersRequest, PeersResponse, RepairRequest, ShredBatch, make_standin_shred
@@ -62,8 +65,9 @@ MAX_KNOWN_ADDRS = 256
 LATENCY_SAMPLES = 20_000
 RECENT_IDS = 4096
 CONTROL_SOCKET = "control.sock"
+#: Longest Unix socket path (Linux sun_path is 108 bytes, NUL included).
+MAX_UNIX_SOCKET_PATH_BYTES = 107
 NODE_FILE = "node.json"
-CONTROL_MAX_REQUEST_BYTES = 1 << 20
 PUBLISH_MANY_MAX = 100_000
 
 
@@ -347,10 +351,19 @@ class NetNode:
         if path is None:
             task_status.started()
             return
-        if path.exists():
-            path.unlink()
+        if len(os.fsencode(str(path))) > MAX_UNIX_SOCKET_PATH_BYTES:
+            raise HostError(f"the control socket path {path} is longer than the {MAX_UNIX_SOCKET_PATH_BYTES}-byte "
+                            "limit of a Unix socket path; use a shorter data directory")
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise HostError(f"{path} exists and is not a socket; remove it")
+            path.unlink()  # a stale socket from a node that did not unwind
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(str(path))
+        try:
+            await sock.bind(str(path))
+        except OSError as exc:
+            sock.close()
+            raise HostError(f"cannot create the control socket {path}: {exc.strerror}") from None
         sock.listen(16)
         listener = trio.SocketListener(sock)
         task_status.started()
@@ -364,21 +377,35 @@ class NetNode:
         buf = b""
         try:
             with trio.move_on_after(600):
-                while b"\n" not in buf and len(buf) < CONTROL_MAX_REQUEST_BYTES:
+                while b"\n" not in buf and len(buf) <= CONTROL_MAX_REQUEST_BYTES:
                     chunk = await stream.receive_some(65536)
                     if not chunk:
                         break
                     buf += chunk
-                try:
-                    req = json.loads(buf.split(b"\n", 1)[0] or b"{}")
-                    resp = await self._control(req if isinstance(req, dict) else {})
-                except (ValueError, KeyError, TypeError) as exc:
-                    resp = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                resp = await self._answer(buf.split(b"\n", 1)[0])
                 await stream.send_all(json.dumps(resp).encode() + b"\n")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await stream.aclose()
+
+    async def _answer(self, raw: bytes) -> dict[str, Any]:
+        """One control request line -> its answer. Every request is validated first
+        (:func:`ambient_p2p.net.control.parse_control_request`, for every command, the
+        extension's included), and no request can take the node down: whatever a command
+        raises becomes ``{"ok": false, "error": ...}`` (issue 16)."""
+        try:
+            req = parse_control_request(raw)
+        except ControlRequestError as exc:
+            return {"ok": False, "error": str(exc)}
+        try:
+            return await self._control(req)
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - a control request must never kill the node
+            print(f"warning: control request {req.get('cmd')!r} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
 
     async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.gossip is not None and self.host is not None
