@@ -170,9 +170,12 @@ def test_disk_full_stops_the_validator_with_one_line_and_the_ledger_reopens(tmp_
            str(tmp_path / "id.json"), "--validator", "--genesis", str(g), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "is full" in lines[0], r.stderr
+    # one error line, the last thing printed (a "PoH behind" warning may come before it
+    # on a busy machine)
+    assert len(errors) == 1 and lines[-1] == errors[0] and "is full" in errors[0], r.stderr
     after = Path(f"{fs}.after") / "n" / "blockstore"
     with Blockstore.open(after) as bs:  # verified on open
         assert bs.highest_slot() is not None
