@@ -91,6 +91,7 @@ class LStakeBucket:
     epoch: int = fld(UInt(64))
     credits: int = fld(UInt(64))
     slashes: int = fld(UInt(64))
+    pool_credits: int = fld(UInt(64), default=0)  # the Logit Pool share of credits (NodeSnapshot v3)
 
 
 @record
