@@ -49,10 +49,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
-from . import auction, work
+from . import auction, rewards, work
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
@@ -190,6 +190,8 @@ class Bank:
     #: (counted at freeze when ``slots_per_epoch`` > 0; read by ``pay_epoch_rewards``)
     epoch_tally: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     tally_epoch: int = 0
+    #: the rewards this bank paid (it is the first bank of an epoch on its fork), if any
+    epoch_rewards: rewards.EpochRewards | None = None
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
@@ -474,6 +476,38 @@ class Bank:
         self.work_accounts[identity] = acc.pack()
         self.work_modified.add(identity)
 
+    def pay_epoch_rewards(self, slot_duration_us: int, vote_weights: Mapping[bytes, int]) -> rewards.EpochRewards:
+        """The epoch-boundary hook (spec/rewards.md): called on the first bank of an epoch on
+        its fork (``epoch > tally_epoch``), before its transactions, with the genesis slot
+        duration and the vote weights of the closing epoch ``tally_epoch`` (the LStake
+        snapshot that weighed its votes). Pays the closing epoch's inflation into the
+        earners' balances (and their work accounts' ``total_rewards_lamports``), resets the
+        tally, and commits the payout to the bank hash (``rewards_hash``)."""
+        if self.bank_hash is not None:
+            raise ValueError("bank is frozen")
+        if not self.slots_per_epoch or self.epoch <= self.tally_epoch:
+            raise ValueError("not the first bank of an epoch")
+        closing = self.tally_epoch
+        cap = sum(v for k, v in self.accounts.items() if k != auction.INCINERATOR_ID)
+        units: dict[bytes, int] = {}
+        for ident, data in self.work_accounts.items():
+            acc = work.WorkAccount.unpack(data)
+            if acc.epoch == closing:
+                units[ident] = rewards.logit_pool_units(acc.tokens_served, acc.positions_validated)
+        result = rewards.compute_epoch_rewards(
+            epoch=closing, capitalization=cap, slots_per_epoch=self.slots_per_epoch,
+            slot_duration_us=slot_duration_us, pool_units=units,
+            leader_slots={k: lead for k, (lead, _v) in self.epoch_tally.items()},
+            votes={k: v for k, (_lead, v) in self.epoch_tally.items()}, vote_weights=vote_weights)
+        for ident, lamports in sorted(result.totals().items()):
+            self._set(ident, self.balance(ident) + lamports)
+            acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+            self._set_work(ident, replace(acc, total_rewards_lamports=acc.total_rewards_lamports + lamports))
+        self._work_undo = {}  # not an instruction: nothing to roll back
+        self.epoch_tally, self.tally_epoch = {}, self.epoch
+        self.epoch_rewards = result
+        return result
+
     def _tally_slot(self) -> None:
         """At freeze: count this slot's leader and landed votes in the epoch tally (a tally
         of an older epoch that ``pay_epoch_rewards`` did not consume is dropped: its rewards
@@ -517,6 +551,8 @@ class Bank:
             h.update(auction_delta_hash({k: self.auction_accounts[k] for k in self.auction_modified}))
         if self.work_modified:
             h.update(work_delta_hash({k: self.work_accounts[k] for k in self.work_modified}))
+        if self.epoch_rewards is not None:
+            h.update(rewards_hash(self.epoch_rewards))
         self._tally_slot()
         self.bank_hash = h.digest()
         return self.bank_hash
@@ -590,6 +626,23 @@ def work_delta_hash(changed: dict[bytes, bytes]) -> bytes:
     ``sha256(WORK_DELTA_DOMAIN || auction_accounts_hash(changed work accounts))`` (the same
     ``identity || len u32 LE || data`` list, sorted by identity)."""
     return hashlib.sha256(WORK_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
+
+
+REWARDS_DOMAIN = b"ambient/epoch-rewards/v1\x00"
+
+
+def rewards_hash(r: rewards.EpochRewards) -> bytes:
+    """The bank-hash component of a bank that paid an epoch's rewards: sha256(domain ||
+    epoch || capitalization || rate_ppb || issuance || the three pool amounts (u64 LE each)
+    || for each pool in order, its payouts sorted by identity: identity || lamports u64 LE
+    || a u32 LE count before each pool's list)."""
+    h = hashlib.sha256(REWARDS_DOMAIN + struct.pack("<QQQQ", r.epoch, r.capitalization, r.rate_ppb, r.issuance))
+    h.update(struct.pack("<QQQ", *r.pools))
+    for pool in r.payouts:
+        h.update(struct.pack("<I", len(pool)))
+        for k in sorted(pool):
+            h.update(k + struct.pack("<Q", pool[k]))
+    return h.digest()
 
 
 def epoch_tally_hash(tally: dict[bytes, tuple[int, int]]) -> bytes:
