@@ -84,7 +84,7 @@ class LStakeError(ValueError):
 class _Bucket:
     credits: int = 0
     slashes: int = 0
-    pool: int = 0  # the Logit Pool share of ``credits`` (0 once forfeited)
+    pool: int = 0  # the Logit Pool share of ``credits``
 
     @property
     def net(self) -> int:
@@ -99,6 +99,8 @@ class LStakeLedger:
     params: LStakeParams
     bootstrap: dict[bytes, int]
     _buckets: dict[bytes, dict[int, _Bucket]] = field(default_factory=lambda: defaultdict(dict))
+    #: epochs in which each identity was slashed (:meth:`forfeit`)
+    _forfeits: dict[bytes, set[int]] = field(default_factory=dict)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> LStakeLedger:
@@ -141,33 +143,46 @@ class LStakeLedger:
 
     def forfeit(self, identity: bytes, epoch: int) -> int:
         """A slash booked in ``epoch`` (a rejected or fraudulent result, a validator that
-        accepted a fraud): every bucket of ``identity`` in the medium window ending at
-        ``epoch`` is forfeited (its slashes become its credits, its pool share 0), so its
-        work LStake at ``epoch`` and after drops to what it earns later. Returns the units
-        forfeited."""
+        accepted a fraud): for every LStake query at ``E >= epoch``, the buckets of
+        ``identity`` of epochs ``<= epoch`` no longer count (neither in its windows nor in
+        P). Queries at epochs before ``epoch`` answer as before: a schedule or vote weight
+        already fixed from an older snapshot never changes. Returns the medium-window work
+        units this removed at ``epoch``."""
         if len(identity) != 32:
             raise LStakeError("identity must be a 32-byte public key")
-        lost = 0
-        for e, b in self._buckets.get(identity, {}).items():
-            if epoch - self.params.medium_window_epochs < e <= epoch:
-                lost += max(0, b.credits - b.slashes)
-                b.slashes = max(b.slashes, b.credits)
-                b.pool = 0
-        return lost
+        if epoch < 0:
+            raise LStakeError("epoch must be >= 0")
+        before = self.window_total(identity, epoch, self.params.medium_window_epochs)
+        self._forfeits.setdefault(identity, set()).add(epoch)
+        return before - self.window_total(identity, epoch, self.params.medium_window_epochs)
+
+    def _cut(self, identity: bytes, epoch: int) -> int:
+        """The latest forfeit of ``identity`` at or below ``epoch`` (-1: none)."""
+        return max((s for s in self._forfeits.get(identity, ()) if s <= epoch), default=-1)
 
     def pool_work(self, epoch: int) -> int:
-        """P(E): the network's Logit Pool work units in the medium window ending at ``epoch``."""
+        """P(E): the network's Logit Pool work units in the medium window ending at ``epoch``
+        (forfeited buckets excluded)."""
         lo = epoch - self.params.medium_window_epochs
-        return sum(b.pool for per in self._buckets.values() for e, b in per.items() if lo < e <= epoch)
+        total = 0
+        for identity, per in self._buckets.items():
+            start = max(lo, self._cut(identity, epoch))
+            total += sum(b.pool for e, b in per.items() if start < e <= epoch)
+        return total
 
     def bootstrap_at(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
-        """Bootstrap LStake of ``identity`` at ``epoch``, faded by the network's pool work."""
+        """Bootstrap LStake of ``identity`` at ``epoch``, faded by the network's pool work;
+        0 while a forfeit of ``identity`` is in the medium window ending at ``epoch``."""
+        m = self.params.medium_window_epochs
+        if any(epoch - m < s <= epoch for s in self._forfeits.get(identity, ())):
+            return 0
         p = self.pool_work(epoch) if pool_work is None else pool_work
         return self.bootstrap.get(identity, 0) * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + p)
 
     def window_total(self, identity: bytes, epoch: int, n_epochs: int) -> int:
         buckets = self._buckets.get(identity, {})
-        total = sum(b.net for e, b in buckets.items() if epoch - n_epochs < e <= epoch)
+        start = max(epoch - n_epochs, self._cut(identity, epoch))
+        total = sum(b.net for e, b in buckets.items() if start < e <= epoch)
         return max(0, total)
 
     def lstake(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
@@ -202,6 +217,11 @@ class LStakeLedger:
             dropped += len(old)
             if not per:
                 del self._buckets[identity]
+        for identity in list(self._forfeits):
+            # a forfeit below the floor cuts only buckets already dropped
+            self._forfeits[identity] = {e for e in self._forfeits[identity] if e >= floor}
+            if not self._forfeits[identity]:
+                del self._forfeits[identity]
         return dropped
 
     def buckets(self) -> list[tuple[bytes, int, int, int]]:
@@ -212,6 +232,15 @@ class LStakeLedger:
         """Every bucket as ``(identity, epoch, credits, slashes, pool)``, sorted: the state a
         node snapshot persists (ledger/snapshot.py)."""
         return sorted((i, e, b.credits, b.slashes, b.pool) for i, per in self._buckets.items() for e, b in per.items())
+
+    def forfeits(self) -> list[tuple[bytes, int]]:
+        """Every forfeit as ``(identity, epoch)``, sorted (persisted with the buckets)."""
+        return sorted((i, e) for i, es in self._forfeits.items() for e in es)
+
+    def restore_forfeit(self, identity: bytes, epoch: int) -> None:
+        if len(identity) != 32 or epoch < 0:
+            raise LStakeError("a forfeit needs a 32-byte identity and an epoch >= 0")
+        self._forfeits.setdefault(identity, set()).add(epoch)
 
     def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int, pool: int = 0) -> None:
         """Set one bucket (rebuilding a ledger from :meth:`pool_buckets`)."""

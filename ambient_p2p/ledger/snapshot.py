@@ -103,6 +103,15 @@ class IdentityCount:
 
 @record
 @dataclass(frozen=True)
+class LStakeForfeit:
+    """A slash of ``identity`` booked in ``epoch`` (core/lstake.py ``forfeit``)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    epoch: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
 class ScheduleBookState:
     """node/schedule.py ``ScheduleBook`` without its caches: the LStake buckets (pruned to
     the root's epoch), the highest credited rooted slot, and the per-identity counters of
@@ -112,6 +121,7 @@ class ScheduleBookState:
     lstake: tuple[LStakeBucket, ...] = fld(List(Rec(LStakeBucket), MAX_SNAPSHOT_LSTAKE_BUCKETS))
     leader_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
     vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
+    forfeits: tuple[LStakeForfeit, ...] = fld(List(Rec(LStakeForfeit), MAX_SNAPSHOT_LSTAKE_BUCKETS), default=())
 
 
 @message(type_id=0x0108, version=3, max_size=1 << 20)

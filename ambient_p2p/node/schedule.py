@@ -125,7 +125,7 @@ class ScheduleBook:
         """The book without its caches, for a node snapshot (ledger/snapshot.py); the LStake
         buckets are pruned to the credited root's epoch (core/lstake.py ``prune``: every
         query that can still be asked answers the same)."""
-        from ..ledger.snapshot import IdentityCount, LStakeBucket, ScheduleBookState
+        from ..ledger.snapshot import IdentityCount, LStakeBucket, LStakeForfeit, ScheduleBookState
 
         floor = self.ledger.min_kept_epoch(epoch_of(self.credited_through, self.spe))
         return ScheduleBookState(
@@ -133,6 +133,7 @@ class ScheduleBook:
             tuple(LStakeBucket(i, e, c, s, p) for i, e, c, s, p in self.ledger.pool_buckets() if e >= floor),
             tuple(IdentityCount(k, v) for k, v in sorted(self.leader_credits.items()) if v > 0),
             tuple(IdentityCount(k, v) for k, v in sorted(self.vote_credits.items()) if v > 0),
+            tuple(LStakeForfeit(i, e) for i, e in self.ledger.forfeits() if e >= floor),
         )
 
     @classmethod
@@ -141,6 +142,8 @@ class ScheduleBook:
         book = cls(genesis)
         for b in state.lstake:
             book.ledger.restore_bucket(b.identity, b.epoch, b.credits, b.slashes, b.pool_credits)
+        for f in state.forfeits:
+            book.ledger.restore_forfeit(f.identity, f.epoch)
         book.credited_through = state.credited_through
         book.leader_credits.update({c.identity: c.count for c in state.leader_credits})
         book.vote_credits.update({c.identity: c.count for c in state.vote_credits})
