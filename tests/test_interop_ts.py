@@ -49,6 +49,7 @@ IMPLEMENTED = {
     "crypto/signature",
     "genesis/derive",
     "gossip/envelope",
+    "lstake/formula",
     "lstake/leader-schedule",
     "pol/commitment",
     "pol/fingerprint",
@@ -56,6 +57,8 @@ IMPLEMENTED = {
     "poh/entries",
     "poh/hash_n",
     "poh/mixin",
+    "rewards/epoch-split",
+    "rewards/schedule",
     "shred/make",
     "shred/merkle",
     "shred/parse",
@@ -66,6 +69,8 @@ IMPLEMENTED = {
     "tower/vote-sequence",
     "vote/vote-land",
     "vote/vote-tx",
+    "work/calls",
+    "work/epoch-boundary",
 }
 
 # One accept case per format whose input a one-byte change must make the verifier fail on
@@ -81,9 +86,11 @@ SEMANTIC_FLIPS = {
     "lstake": "lstake/leader-schedule/equal-4",
     "poh": "poh/hash_n/n1000_00",
     "pol": "pol/commitment/greedy_12_tokens",
+    "rewards": "rewards/epoch-split/three-pools",
     "shred": "shred/parse/data_first",
     "tower": "tower/switch-stake/third-fork-counts",
     "vote": "vote/vote-tx/valid",
+    "work": "work/epoch-boundary/pays-epoch-3",
 }
 
 
@@ -134,7 +141,10 @@ def _flip_input(case_dir: Path, fix_sha: bool) -> None:
     if path.suffix == ".json":
         text = data.decode()
         hexrun = re.search(r"[0-9a-f]{32,}", text)
-        if hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
+        cap = re.search(r'"capitalization": (\d+)', text)
+        if hexrun is None and cap is not None:  # reward inputs hold no hex: twice the lamports in circulation
+            text = text[: cap.start(1)] + str(int(cap.group(1)) * 2 + 1) + text[cap.end(1) :]
+        elif hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
             assert '"last_vote": 2' in text
             text = text.replace('"last_vote": 2', '"last_vote": 5')
         else:  # change one hex digit of the first long hex string: still valid JSON, other value
