@@ -47,6 +47,8 @@ IMPLEMENTED = {
     "crypto/ed25519-rfc8032",
     "crypto/keypair",
     "crypto/signature",
+    "difficulty/adjust",
+    "difficulty/escape",
     "genesis/derive",
     "gossip/envelope",
     "lstake/formula",
@@ -81,6 +83,7 @@ SEMANTIC_FLIPS = {
     "blobs": "blobs/answer/ok",
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
+    "difficulty": "difficulty/escape/one-of-64-start",
     "genesis": "genesis/derive/skewed",
     "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
@@ -141,8 +144,8 @@ def _flip_input(case_dir: Path, fix_sha: bool) -> None:
     if path.suffix == ".json":
         text = data.decode()
         hexrun = re.search(r"[0-9a-f]{32,}", text)
-        cap = re.search(r'"capitalization": (\d+)', text)
-        if hexrun is None and cap is not None:  # reward inputs hold no hex: twice the lamports in circulation
+        cap = re.search(r'"(?:capitalization|falsified)": (\d+)', text)
+        if hexrun is None and cap is not None:  # reward / difficulty inputs hold no hex: twice the lamports, more false tokens
             text = text[: cap.start(1)] + str(int(cap.group(1)) * 2 + 1) + text[cap.end(1) :]
         elif hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
             assert '"last_vote": 2' in text

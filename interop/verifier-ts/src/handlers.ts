@@ -12,6 +12,7 @@ import { BLOB_HANDLERS } from "./blobs.js";
 import { GENESIS_HANDLERS } from "./genesis.js";
 import { GOSSIP_HANDLERS } from "./gossip.js";
 import { WORK_HANDLERS } from "./work.js";
+import { DIFFICULTY_HANDLERS } from "./difficulty.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -168,4 +169,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...GENESIS_HANDLERS,
   ...GOSSIP_HANDLERS,
   ...WORK_HANDLERS,
+  ...DIFFICULTY_HANDLERS,
 };
