@@ -310,3 +310,48 @@ def test_pruning_keeps_every_askable_answer_with_forfeits(
     for e in range(max(0, root_epoch - PRUNE_MARGIN_EPOCHS - SCHEDULE_LAG_EPOCHS), 40):
         assert pruned.snapshot(e) == full.snapshot(e), e
         assert pruned.pool_work(e) == full.pool_work(e)
+
+
+def _as_v3(snap: BankSnapshot) -> bytes:
+    import cbor2
+
+    _t, _v, body = cbor2.loads(codec.encode(snap))
+    for k in ("slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally"):
+        del body[k]
+    return cbor2.dumps([0x0107, 3, body], canonical=True)
+
+
+def test_a_ledger_with_a_v3_bank_snapshot_still_replays_and_a_forged_one_does_not(tmp_path: Any) -> None:
+    """An upgrade must not mark good slots dead: a bank snapshot written before the work
+    state (v3) is compared without it when the bank has no work accounts."""
+    import dataclasses
+
+    from ambient_p2p.devnet.genesis import ledger_genesis
+    from ambient_p2p.devnet.users import ledger_leader_keypair
+    from ambient_p2p.ledger.blockstore import Blockstore, slot_key
+    from ambient_p2p.ledger.meta import AccountBalance
+    from ambient_p2p.ledger.producer import produce, read_genesis
+    from ambient_p2p.ledger.replay import replay
+    from ambient_p2p.ledger.snapshot import snapshot_matches
+
+    path = tmp_path / "l"
+    produce(path, 3, genesis=ledger_genesis(hashes_per_tick=4, ticks_per_slot=8), leader=ledger_leader_keypair(),
+            users=ledger_user_keypairs(4), txs_per_slot=4)
+    with Blockstore.open(path) as bs:
+        snap = bs.latest_bank_snapshot()
+        assert snap is not None and snap.slots_per_epoch > 0 and snap.epoch_tally  # the node's banks know epochs
+        bs._write({("bank_snapshots", slot_key(snap.slot)): _as_v3(snap)})
+        assert bs.bank_snapshot(snap.slot) is not None
+        report = replay(bs, read_genesis(path))
+        assert report.ok and [o.reason for o in report.outcomes] == [None, None, None]
+        a = snap.accounts[0]
+        forged = dataclasses.replace(snap, accounts=(AccountBalance(a.pubkey, a.lamports + 1), *snap.accounts[1:]))
+        bs._write({("bank_snapshots", slot_key(snap.slot)): _as_v3(forged)})
+        report = replay(bs, read_genesis(path))
+        assert (report.outcomes[-1].reason or "").startswith("snapshot-mismatch")
+    # a bank with work accounts is never matched by a record without them
+    b = _genesis_bank().child(3, LEADER)
+    b.credit_work(MINER, tokens_served=1)
+    b.freeze(b"e" * 32)
+    assert snapshot_matches(bank_to_snapshot(b), b)
+    assert not snapshot_matches(decode_bank_snapshot(_as_v3(bank_to_snapshot(b))), b)

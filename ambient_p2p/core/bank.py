@@ -238,9 +238,11 @@ class Bank:
                    slots_per_epoch=slots_per_epoch, work_accounts=dict(work_accounts or {}),
                    epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch)
 
-    def state_hash(self) -> bytes:
+    def state_hash(self, *, work_state: bool = True) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
-        vote state, auction accounts), to check a persisted snapshot against a replayed bank."""
+        vote state, auction accounts, work-credit state), to check a persisted snapshot
+        against a replayed bank. ``work_state=False`` leaves the work-credit block out (to
+        compare with a snapshot written before it existed, ledger/snapshot.py)."""
         h = hashlib.sha256(accounts_hash(self.accounts))
         for bh in self.blockhashes:
             h.update(bh)
@@ -252,7 +254,7 @@ class Bank:
             h.update(voter + struct.pack("<Q", self.last_votes[voter]))
         if self.auction_accounts:  # absent when empty: snapshots without auctions hash as before
             h.update(auction_accounts_hash(self.auction_accounts))
-        if self.work_accounts or self.epoch_tally or self.slots_per_epoch:  # likewise
+        if work_state and (self.work_accounts or self.epoch_tally or self.slots_per_epoch):  # likewise
             h.update(WORK_STATE_DOMAIN + struct.pack("<QQ", self.slots_per_epoch, self.tally_epoch))
             h.update(auction_accounts_hash(self.work_accounts))
             h.update(epoch_tally_hash(self.epoch_tally))

@@ -67,6 +67,18 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
     )
 
 
+def snapshot_matches(snap: BankSnapshot, bank: Bank) -> bool:
+    """Whether a stored bank snapshot describes ``bank`` (replay's ``snapshot-mismatch``
+    check). A record written before the work-credit state (BankSnapshot v2/v3: read with
+    ``slots_per_epoch`` 0 and no work accounts or tally) is compared without that block when
+    the replayed bank has no work accounts either: its epoch count and tally are derived
+    from the genesis and the fork, so the old record lost nothing; a bank with work accounts
+    still mismatches (they would be lost)."""
+    stored = snapshot_to_bank(snap)
+    legacy = snap.slots_per_epoch == 0 and not snap.work_accounts and not snap.epoch_tally and not bank.work_accounts
+    return stored.bank_hash == bank.bank_hash and stored.state_hash() == bank.state_hash(work_state=not legacy)
+
+
 # ---------------------------------------------------------------------------------------
 # Node snapshot: what a restarted validator needs besides the blockstore's slots above it
 # ---------------------------------------------------------------------------------------
