@@ -26,7 +26,7 @@ from ambient_p2p.ledger.meta import BankSnapshot, decode_bank_snapshot
 from ambient_p2p.ledger.snapshot import bank_to_snapshot, snapshot_to_bank
 from ambient_p2p.node.schedule import ScheduleBook
 
-U = ledger_user_keypairs(2)
+U = ledger_user_keypairs(3)
 LEADER = b"L" * 32
 GH = b"G" * 32
 MINER, VAL1, VAL2, OTHER = (bytes([i]) * 32 for i in range(1, 5))
@@ -34,7 +34,7 @@ SPE = 8
 
 
 def _genesis_bank(spe: int = SPE) -> Bank:
-    return Bank.genesis(GH, {U[0].pubkey: 10**12, U[1].pubkey: 10**9}, LEADER, GH, slots_per_epoch=spe)
+    return Bank.genesis(GH, {U[0].pubkey: 10**12, U[1].pubkey: 10**9, U[2].pubkey: 10**9}, LEADER, GH, slots_per_epoch=spe)
 
 
 def _round_trip(bank: Bank) -> Bank:
@@ -115,6 +115,15 @@ def test_an_instruction_error_rolls_work_back(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(auction, "process_instruction", settle_then_fail)
     res = b.process_transactions([register_miner_transaction(U[0], GH)])
     assert res[0].error is not None and "fails after crediting" in res[0].error
+    assert (b.work_accounts, b.work_events, b.work_modified) == before
+
+    def bad_reason(view: Any, slot: int, metas: Any, data: bytes) -> None:
+        view.credit_work(MINER, tokens_served=64)
+        view.slash_work(VAL1, "not-a-reason")  # a program bug: the instruction fails, replay goes on
+
+    monkeypatch.setattr(auction, "process_instruction", bad_reason)
+    res = b.process_transactions([register_miner_transaction(U[2], GH)])
+    assert res[0].error is not None and res[0].error.startswith("work-credit-refused")
     assert (b.work_accounts, b.work_events, b.work_modified) == before
 
     def settle(view: Any, slot: int, metas: Any, data: bytes) -> None:

@@ -355,6 +355,8 @@ class Bank:
                 auction.process_instruction(_AuctionView(self), self.slot, metas, data)
             except auction.AuctionError as exc:
                 raise _InstructionError(str(exc)) from None
+            except work.WorkError as exc:  # a refused work credit fails the instruction, never replay
+                raise _InstructionError(f"work-credit-refused: {exc}") from None
             return
         if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
             raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
