@@ -154,3 +154,23 @@ def test_an_unpaid_tally_is_dropped_at_the_next_epochs_freeze() -> None:
     b = parent.child(SPE + 1, IDS[1])
     b.freeze(b"y" * 32)  # nobody called the hook: epoch 0's tally is never paid on this fork
     assert b.tally_epoch == 1 and b.epoch_tally == {IDS[1]: (1, 0)}
+
+
+def test_child_bank_pays_exactly_once_per_epoch_on_a_fork() -> None:
+    from ambient_p2p.core.bank import child_bank
+
+    asked: list[int] = []
+
+    def weights(e: int) -> dict[bytes, int]:
+        asked.append(e)
+        return {IDS[0]: 1, IDS[1]: 1}
+
+    g = Bank.genesis(b"G" * 32, {IDS[0]: 10**15}, LEADER, b"G" * 32, slots_per_epoch=SPE)
+    bank, paid = g, []
+    for slot in (1, 3, 7, 9, 12, 30):  # skips: epoch 2 has no slot on this fork
+        bank = child_bank(bank, slot, IDS[slot % 2], SLOT_US, weights)
+        paid.append(bank.epoch_rewards.epoch if bank.epoch_rewards else None)
+        bank.freeze(bytes([slot]) * 32)
+    assert paid == [None, None, None, 0, None, 1] and asked == [0, 1]
+    with pytest.raises(ValueError, match="not known"):
+        child_bank(bank, 40, IDS[0], SLOT_US, lambda _e: None)

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import auction, rewards, work
@@ -564,6 +564,22 @@ class Bank:
 
 class _InstructionError(Exception):
     pass
+
+
+def child_bank(parent: Bank, slot: int, leader: bytes, slot_duration_us: int,
+               vote_weights: Callable[[int], Mapping[bytes, int] | None]) -> Bank:
+    """``parent.child(slot, leader)``, running the epoch-boundary hook when the child opens
+    an epoch on its fork (spec/rewards.md "In the bank"): ``vote_weights(E)`` answers the
+    vote weights of epoch ``E`` (node/schedule.py ``ScheduleBook.vote_weights``), known
+    wherever a slot of a later epoch can be replayed or produced. The one call every
+    producer and replayer of a chain must make instead of ``child`` once rewards are on."""
+    bank = parent.child(slot, leader)
+    if bank.slots_per_epoch and bank.epoch > bank.tally_epoch:
+        weights = vote_weights(bank.tally_epoch)
+        if weights is None:
+            raise ValueError(f"the vote weights of epoch {bank.tally_epoch} are not known here")
+        bank.pay_epoch_rewards(slot_duration_us, weights)
+    return bank
 
 
 class _AuctionView:
