@@ -115,8 +115,9 @@ def test_the_first_bank_of_an_epoch_pays_the_closing_epoch_exactly() -> None:
     r = b.pay_epoch_rewards(SLOT_US, {IDS[0]: 1})
     assert r.epoch == 0 and r.capitalization == 2 * 10**15  # the incinerator is out of circulation
     assert r.issuance == R.epoch_issuance(2 * 10**15, 0, SPE, SLOT_US) > 0
-    # logit pool 64 : 16 units, leaders 4 : 3, nobody voted: the voting share is not issued
-    assert r.payouts[0] == R.split_pool(r.pools[0], {IDS[2]: 64, IDS[3]: 16})
+    # logit pool 64 : 4 x 2 units, leaders 4 : 3, nobody voted: the voting share is not issued
+    assert r.payouts[0] == R.split_pool(r.pools[0], {IDS[2]: 64, IDS[3]: 4 * R.CREDIT_PER_VALIDATED_POSITION})
+    assert R.CREDIT_PER_VALIDATED_POSITION == 2
     assert r.payouts[1] == R.split_pool(r.pools[1], {IDS[0]: 4, IDS[1]: 3}) and r.payouts[2] == {}
     assert r.unissued == r.pools[2]
     assert sum(b.accounts.values()) - sum(before.values()) == r.paid  # minted = paid, to the lamport

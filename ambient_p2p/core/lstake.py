@@ -40,10 +40,9 @@ CREDIT_PER_LEADER_SLOT = 64
 CREDIT_PER_VOTE = 1
 #: Per position a drawn validator checked, when its verdict counted at settlement: a check
 #: is one forward pass over prompt + answer (prefill, far cheaper per token than the
-#: miner's decoding) and a validator checks a few positions per answer, so 4 units per
-#: position gives each of the 3 validators of a 64-token answer checked at 4 positions a
-#: quarter of the miner's credit (spec/lstake.md).
-CREDIT_PER_VALIDATED_POSITION = 4
+#: miner's decoding); at the default 8 positions (core/pol.py) 2 units a position give each
+#: of the 3 validators of a 64-token answer a quarter of the miner's credit (spec/lstake.md).
+CREDIT_PER_VALIDATED_POSITION = 2
 #: Network Logit Pool work (units, medium window) at which bootstrap LStake is halved:
 #: ``bootstrap * F // (F + P)``. 2^16 units is about a thousand validated 64-token answers.
 BOOTSTRAP_FADE_UNITS = 1 << 16

@@ -31,7 +31,7 @@ const sortedKeys = <T>(m: Map<string, T>): string[] =>
 // ------------------------------------------------------------------ LStake formula
 const UNITS: { [kind: string]: [bigint, boolean] } = {
   "inference-tokens": [1n, true],
-  "positions-validated": [4n, true],
+  "positions-validated": [2n, true],
   "training-steps": [1n, true],
   "leader-slots": [64n, false],
   votes: [1n, false],
@@ -369,7 +369,7 @@ const boundary: Handler = guarded("malformed", (input) => {
   const pool = new Map<string, bigint>();
   for (const [k, d] of accounts) {
     const a = unpack(d);
-    if (a.epoch === tallyEpoch) pool.set(k, a.tokens * 1n + a.positions * 4n);
+    if (a.epoch === tallyEpoch) pool.set(k, a.tokens * 1n + a.positions * 2n);
   }
   const lead = new Map<string, bigint>();
   const votes = new Map<string, bigint>();
