@@ -47,8 +47,11 @@ IMPLEMENTED = {
     "crypto/ed25519-rfc8032",
     "crypto/keypair",
     "crypto/signature",
+    "difficulty/adjust",
+    "difficulty/escape",
     "genesis/derive",
     "gossip/envelope",
+    "lstake/formula",
     "lstake/leader-schedule",
     "pol/commitment",
     "pol/fingerprint",
@@ -56,6 +59,8 @@ IMPLEMENTED = {
     "poh/entries",
     "poh/hash_n",
     "poh/mixin",
+    "rewards/epoch-split",
+    "rewards/schedule",
     "shred/make",
     "shred/merkle",
     "shred/parse",
@@ -66,6 +71,8 @@ IMPLEMENTED = {
     "tower/vote-sequence",
     "vote/vote-land",
     "vote/vote-tx",
+    "work/calls",
+    "work/epoch-boundary",
 }
 
 # One accept case per format whose input a one-byte change must make the verifier fail on
@@ -76,14 +83,17 @@ SEMANTIC_FLIPS = {
     "blobs": "blobs/answer/ok",
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
+    "difficulty": "difficulty/escape/one-of-64-start",
     "genesis": "genesis/derive/skewed",
     "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
     "poh": "poh/hash_n/n1000_00",
     "pol": "pol/commitment/greedy_12_tokens",
+    "rewards": "rewards/epoch-split/three-pools",
     "shred": "shred/parse/data_first",
     "tower": "tower/switch-stake/third-fork-counts",
     "vote": "vote/vote-tx/valid",
+    "work": "work/epoch-boundary/pays-epoch-3",
 }
 
 
@@ -134,7 +144,10 @@ def _flip_input(case_dir: Path, fix_sha: bool) -> None:
     if path.suffix == ".json":
         text = data.decode()
         hexrun = re.search(r"[0-9a-f]{32,}", text)
-        if hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
+        cap = re.search(r'"(?:capitalization|falsified)": (\d+)', text)
+        if hexrun is None and cap is not None:  # reward / difficulty inputs hold no hex: twice the lamports, more false tokens
+            text = text[: cap.start(1)] + str(int(cap.group(1)) * 2 + 1) + text[cap.end(1) :]
+        elif hexrun is None:  # tower inputs hold no hex: move the last vote to another slot
             assert '"last_vote": 2' in text
             text = text.replace('"last_vote": 2', '"last_vote": 5')
         else:  # change one hex digit of the first long hex string: still valid JSON, other value

@@ -11,6 +11,7 @@ numbers from another day).
 | ``gossip`` | :mod:`.gossip` | gossip msgs/s, latency, loss, CPU on a localnet | raw loopback TCP socket; js-libp2p |
 | ``consensus`` | :mod:`.consensus` | confirmation latency, finalized slots per clock slot, forks, loop stall on a validator localnet | the slot clock |
 | ``query`` | :mod:`.query` | a query's request-to-result latency: auction windows, model time, chain time | the model's own generation of the same tokens |
+| ``difficulty`` | :mod:`.difficulty` | a cheating miner's escape probability before and after the dynamic difficulty adjusts (exact) | a Monte Carlo estimate with the chain's own position draw |
 
 Recorded results (with the command that produced them) live in ``benchmarks/results/``.
 Modules import their heavy dependencies inside their handlers so ``--help`` stays fast.
@@ -18,7 +19,7 @@ Modules import their heavy dependencies inside their handlers so ``--help`` stay
 
 from __future__ import annotations
 
-from . import consensus, gossip, ledger, pol, query
+from . import consensus, difficulty, gossip, ledger, pol, query
 
 #: Modules whose ``add_parser(sub)`` adds their subcommands to ``ambient-p2p bench``.
-BENCH_MODULES = (pol, ledger, gossip, consensus, query)
+BENCH_MODULES = (pol, ledger, gossip, consensus, query, difficulty)

@@ -32,6 +32,15 @@ Rules (agave semantics where agave has them; simplifications are listed in spec/
   ordinary balances). When an instruction wrote auction data in the slot, the bank hash
   gains one more component, ``auction_delta_hash`` (so banks without auction activity hash
   exactly as before).
+* Work-credit accounts (``work_accounts``; layout in core/work.py, rules in spec/lstake.md):
+  ``credit_work`` / ``slash_work``, called by the Logit Pool's settlement inside an
+  instruction (journalled: an instruction error rolls them back), update an identity's
+  fixed-layout account and append a ``WorkEvent`` to the slot's ``work_events``. When a
+  slot wrote work accounts the bank hash gains ``work_delta_hash`` after the auction
+  component (banks without work credits hash exactly as before).
+* Epochs (``slots_per_epoch``, 0 = no epochs, as in the bank vectors): the bank tallies each
+  identity's leader slots and landed votes of its epoch (``epoch_tally``, for rewards,
+  core/rewards.py); ``pay_epoch_rewards`` pays a closed epoch's inflation into balances.
 
 Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
 """
@@ -40,10 +49,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
-from . import auction
+from . import auction, rewards, work
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
@@ -166,12 +175,32 @@ class Bank:
     auction_modified: set[bytes] = field(default_factory=set)
     #: undo journal of the running transaction: address -> (old data, was in auction_modified)
     _auction_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
+    #: slots per epoch (genesis ``EpochParams``); 0 = the bank knows no epochs (everything
+    #: is epoch 0: the interop bank vectors, unit tests)
+    slots_per_epoch: int = 0
+    #: work-credit accounts: identity -> fixed-layout data (core/work.py, spec/lstake.md)
+    work_accounts: dict[bytes, bytes] = field(default_factory=dict)
+    #: work accounts written in this slot (they enter the bank hash)
+    work_modified: set[bytes] = field(default_factory=set)
+    #: credits and slashes booked in this slot, in call order (LStake reads them at root)
+    work_events: list[work.WorkEvent] = field(default_factory=list)
+    _work_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
+    _work_events_before: int = field(default=0, repr=False)
+    #: leader slots and landed votes per identity in epoch ``tally_epoch`` on this fork
+    #: (counted at freeze when ``slots_per_epoch`` > 0; read by ``pay_epoch_rewards``)
+    epoch_tally: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    tally_epoch: int = 0
+    #: the rewards this bank paid (it is the first bank of an epoch on its fork), if any
+    epoch_rewards: rewards.EpochRewards | None = None
 
     @classmethod
-    def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
+    def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
+                *, slots_per_epoch: int = 0) -> Bank:
         """Slot 0's frozen bank: the genesis accounts, with the PoH start hash as the first
         recent blockhash."""
-        b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {})
+        if slots_per_epoch < 0:
+            raise ValueError("slots_per_epoch must be >= 0")
+        b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {}, slots_per_epoch=slots_per_epoch)
         b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash + accounts_hash(b.accounts)).digest()
         return b
 
@@ -188,19 +217,32 @@ class Bank:
         slot_hashes: dict[int, bytes] | None = None,
         last_votes: dict[bytes, int] | None = None,
         auction_accounts: dict[bytes, bytes] | None = None,
+        *,
+        slots_per_epoch: int = 0,
+        work_accounts: dict[bytes, bytes] | None = None,
+        epoch_tally: dict[bytes, tuple[int, int]] | None = None,
+        tally_epoch: int = 0,
     ) -> Bank:
-        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v3, whose
-        ``auction_accounts`` come back here: without them the bank would hash differently
-        from its peers at the first auction instruction touching one)."""
+        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v4, whose
+        ``auction_accounts``, ``work_accounts`` and epoch state come back here: without them
+        the bank would hash differently from its peers at the first instruction touching
+        one)."""
         if not blockhashes:
             raise ValueError("a bank needs at least one recent blockhash")
+        for identity, data in (work_accounts or {}).items():
+            if work.WorkAccount.unpack(data).identity != identity:
+                raise ValueError("a work account is stored under another identity")
         return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
                    bank_hash=bytes(bank_hash), slot_hashes=dict(sorted((slot_hashes or {}).items())),
-                   last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}))
+                   last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}),
+                   slots_per_epoch=slots_per_epoch, work_accounts=dict(work_accounts or {}),
+                   epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch)
 
-    def state_hash(self) -> bytes:
+    def state_hash(self, *, work_state: bool = True) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
-        vote state, auction accounts), to check a persisted snapshot against a replayed bank."""
+        vote state, auction accounts, work-credit state), to check a persisted snapshot
+        against a replayed bank. ``work_state=False`` leaves the work-credit block out (to
+        compare with a snapshot written before it existed, ledger/snapshot.py)."""
         h = hashlib.sha256(accounts_hash(self.accounts))
         for bh in self.blockhashes:
             h.update(bh)
@@ -212,7 +254,16 @@ class Bank:
             h.update(voter + struct.pack("<Q", self.last_votes[voter]))
         if self.auction_accounts:  # absent when empty: snapshots without auctions hash as before
             h.update(auction_accounts_hash(self.auction_accounts))
+        if work_state and (self.work_accounts or self.epoch_tally or self.slots_per_epoch):  # likewise
+            h.update(WORK_STATE_DOMAIN + struct.pack("<QQ", self.slots_per_epoch, self.tally_epoch))
+            h.update(auction_accounts_hash(self.work_accounts))
+            h.update(epoch_tally_hash(self.epoch_tally))
         return h.digest()
+
+    @property
+    def epoch(self) -> int:
+        """This bank's epoch (0 when the bank knows no epochs)."""
+        return self.slot // self.slots_per_epoch if self.slots_per_epoch else 0
 
     @property
     def last_blockhash(self) -> bytes:
@@ -231,7 +282,9 @@ class Bank:
             del slot_hashes[next(iter(slot_hashes))]
         return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache,
                     slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
-                    auction_accounts=dict(self.auction_accounts))
+                    auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
+                    work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
+                    tally_epoch=self.tally_epoch)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -274,6 +327,8 @@ class Bank:
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
         self._auction_undo = {}
+        self._work_undo = {}
+        self._work_events_before = len(self.work_events)
         error = None
         try:
             for prog, accs, data in tx.instructions:
@@ -284,6 +339,7 @@ class Bank:
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
             self._undo_auction()
+            self._undo_work()
             error = str(exc)
         return TxResult(sig, fee, error)
 
@@ -299,6 +355,8 @@ class Bank:
                 auction.process_instruction(_AuctionView(self), self.slot, metas, data)
             except auction.AuctionError as exc:
                 raise _InstructionError(str(exc)) from None
+            except work.WorkError as exc:  # a refused work credit fails the instruction, never replay
+                raise _InstructionError(f"work-credit-refused: {exc}") from None
             return
         if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
             raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
@@ -382,6 +440,103 @@ class Bank:
                 self.auction_modified.discard(key)
         self._auction_undo = {}
 
+    # -- work credits (the Logit Pool's API; spec/lstake.md "Work accounts in the bank") --
+    def work_account(self, identity: bytes) -> work.WorkAccount | None:
+        """``identity``'s work account as this bank's epoch sees it, or None."""
+        data = self.work_accounts.get(bytes(identity))
+        return None if data is None else work.WorkAccount.unpack(data).at_epoch(self.epoch)
+
+    def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
+        """Book validated work for ``identity`` in this bank's epoch: the accepted output
+        tokens of a miner whose result settled ``FinalizedVerified``, or the positions a
+        validator checked when its verdict counted. Called by the auction program inside an
+        instruction (rolled back with it on an instruction error). A credit of zero and zero
+        is a no-op (no account is created)."""
+        ident = work.check_identity(identity)
+        if tokens_served < 0 or positions_validated < 0:
+            raise work.WorkError("work credit must be >= 0")
+        if tokens_served == 0 and positions_validated == 0:
+            return
+        acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+        self._set_work(ident, work.credited(acc, self.epoch, tokens_served, positions_validated))
+        self.work_events.append(work.WorkEvent(ident, tokens_served, positions_validated))
+
+    def slash_work(self, identity: bytes, reason: str) -> None:
+        """Forfeit ``identity``'s work credit in the current windows (spec/lstake.md
+        "Slashing"): its epoch counters in this bank go to zero (no Logit Pool reward this
+        epoch) and, once the slot is rooted, its LStake work buckets of the medium window up
+        to this epoch are forfeited. ``reason`` is one of ``work.SLASH_REASONS``."""
+        ident = work.check_identity(identity)
+        work.check_reason(reason)
+        acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+        self._set_work(ident, work.slashed(acc, self.epoch, self.slot))
+        self.work_events.append(work.WorkEvent(ident, 0, 0, reason))
+
+    def _set_work(self, identity: bytes, acc: work.WorkAccount) -> None:
+        if self.bank_hash is not None:
+            raise ValueError("bank is frozen")
+        if identity not in self._work_undo:
+            self._work_undo[identity] = (self.work_accounts.get(identity), identity in self.work_modified)
+        self.work_accounts[identity] = acc.pack()
+        self.work_modified.add(identity)
+
+    def pay_epoch_rewards(self, slot_duration_us: int, vote_weights: Mapping[bytes, int]) -> rewards.EpochRewards:
+        """The epoch-boundary hook (spec/rewards.md): called on the first bank of an epoch on
+        its fork (``epoch > tally_epoch``), before its transactions, with the genesis slot
+        duration and the vote weights of the closing epoch ``tally_epoch`` (the LStake
+        snapshot that weighed its votes). Pays the closing epoch's inflation into the
+        earners' balances (and their work accounts' ``total_rewards_lamports``), resets the
+        tally, and commits the payout to the bank hash (``rewards_hash``)."""
+        if self.bank_hash is not None:
+            raise ValueError("bank is frozen")
+        if not self.slots_per_epoch or self.epoch <= self.tally_epoch:
+            raise ValueError("not the first bank of an epoch")
+        closing = self.tally_epoch
+        cap = sum(v for k, v in self.accounts.items() if k != auction.INCINERATOR_ID)
+        units: dict[bytes, int] = {}
+        for ident, data in self.work_accounts.items():
+            acc = work.WorkAccount.unpack(data)
+            if acc.epoch == closing:
+                units[ident] = rewards.logit_pool_units(acc.tokens_served, acc.positions_validated)
+        result = rewards.compute_epoch_rewards(
+            epoch=closing, capitalization=cap, slots_per_epoch=self.slots_per_epoch,
+            slot_duration_us=slot_duration_us, pool_units=units,
+            leader_slots={k: lead for k, (lead, _v) in self.epoch_tally.items()},
+            votes={k: v for k, (_lead, v) in self.epoch_tally.items()}, vote_weights=vote_weights)
+        for ident, lamports in sorted(result.totals().items()):
+            self._set(ident, self.balance(ident) + lamports)
+            acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+            self._set_work(ident, replace(acc, total_rewards_lamports=acc.total_rewards_lamports + lamports))
+        self._work_undo = {}  # not an instruction: nothing to roll back
+        self.epoch_tally, self.tally_epoch = {}, self.epoch
+        self.epoch_rewards = result
+        return result
+
+    def _tally_slot(self) -> None:
+        """At freeze: count this slot's leader and landed votes in the epoch tally (a tally
+        of an older epoch that ``pay_epoch_rewards`` did not consume is dropped: its rewards
+        are never issued on this fork)."""
+        if not self.slots_per_epoch:
+            return
+        if self.tally_epoch != self.epoch:
+            self.epoch_tally, self.tally_epoch = {}, self.epoch
+        lead, votes = self.epoch_tally.get(self.leader, (0, 0))
+        self.epoch_tally[self.leader] = (lead + 1, votes)
+        for voter, _slot in self.landed_votes:
+            lead, votes = self.epoch_tally.get(voter, (0, 0))
+            self.epoch_tally[voter] = (lead, votes + 1)
+
+    def _undo_work(self) -> None:
+        for key, (old, was_modified) in self._work_undo.items():
+            if old is None:
+                del self.work_accounts[key]
+            else:
+                self.work_accounts[key] = old
+            if not was_modified:
+                self.work_modified.discard(key)
+        self._work_undo = {}
+        del self.work_events[self._work_events_before:]
+
     # -- freeze -----------------------------------------------------------------------
     def freeze(self, last_blockhash: bytes) -> bytes:
         """Distribute fees, register ``last_blockhash`` and compute the bank hash."""
@@ -398,12 +553,33 @@ class Bank:
             h.update(votes_hash(self.landed_votes))
         if self.auction_modified:
             h.update(auction_delta_hash({k: self.auction_accounts[k] for k in self.auction_modified}))
+        if self.work_modified:
+            h.update(work_delta_hash({k: self.work_accounts[k] for k in self.work_modified}))
+        if self.epoch_rewards is not None:
+            h.update(rewards_hash(self.epoch_rewards))
+        self._tally_slot()
         self.bank_hash = h.digest()
         return self.bank_hash
 
 
 class _InstructionError(Exception):
     pass
+
+
+def child_bank(parent: Bank, slot: int, leader: bytes, slot_duration_us: int,
+               vote_weights: Callable[[int], Mapping[bytes, int] | None]) -> Bank:
+    """``parent.child(slot, leader)``, running the epoch-boundary hook when the child opens
+    an epoch on its fork (spec/rewards.md "In the bank"): ``vote_weights(E)`` answers the
+    vote weights of epoch ``E`` (node/schedule.py ``ScheduleBook.vote_weights``), known
+    wherever a slot of a later epoch can be replayed or produced. The one call every
+    producer and replayer of a chain must make instead of ``child`` once rewards are on."""
+    bank = parent.child(slot, leader)
+    if bank.slots_per_epoch and bank.epoch > bank.tally_epoch:
+        weights = vote_weights(bank.tally_epoch)
+        if weights is None:
+            raise ValueError(f"the vote weights of epoch {bank.tally_epoch} are not known here")
+        bank.pay_epoch_rewards(slot_duration_us, weights)
+    return bank
 
 
 class _AuctionView:
@@ -425,6 +601,15 @@ class _AuctionView:
 
     def set_auction_data(self, pubkey: bytes, data: bytes) -> None:
         self._bank._set_auction_data(pubkey, data)
+
+    def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
+        self._bank.credit_work(identity, tokens_served=tokens_served, positions_validated=positions_validated)
+
+    def slash_work(self, identity: bytes, reason: str) -> None:
+        self._bank.slash_work(identity, reason)
+
+    def work_account(self, identity: bytes) -> work.WorkAccount | None:
+        return self._bank.work_account(identity)
 
 
 def accounts_hash(accounts: dict[bytes, int]) -> bytes:
@@ -450,6 +635,42 @@ def auction_delta_hash(changed: dict[bytes, bytes]) -> bytes:
     """The bank-hash component of a slot that wrote auction accounts:
     ``sha256(AUCTION_DELTA_DOMAIN || auction_accounts_hash(changed accounts))``."""
     return hashlib.sha256(AUCTION_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
+
+
+WORK_DELTA_DOMAIN = b"ambient/work-delta/v1\x00"
+WORK_STATE_DOMAIN = b"ambient/work-state/v1\x00"
+
+
+def work_delta_hash(changed: dict[bytes, bytes]) -> bytes:
+    """The bank-hash component of a slot that wrote work accounts:
+    ``sha256(WORK_DELTA_DOMAIN || auction_accounts_hash(changed work accounts))`` (the same
+    ``identity || len u32 LE || data`` list, sorted by identity)."""
+    return hashlib.sha256(WORK_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
+
+
+REWARDS_DOMAIN = b"ambient/epoch-rewards/v1\x00"
+
+
+def rewards_hash(r: rewards.EpochRewards) -> bytes:
+    """The bank-hash component of a bank that paid an epoch's rewards: sha256(domain ||
+    epoch || capitalization || rate_ppb || issuance || the three pool amounts (u64 LE each)
+    || for each pool in order, its payouts sorted by identity: identity || lamports u64 LE
+    || a u32 LE count before each pool's list)."""
+    h = hashlib.sha256(REWARDS_DOMAIN + struct.pack("<QQQQ", r.epoch, r.capitalization, r.rate_ppb, r.issuance))
+    h.update(struct.pack("<QQQ", *r.pools))
+    for pool in r.payouts:
+        h.update(struct.pack("<I", len(pool)))
+        for k in sorted(pool):
+            h.update(k + struct.pack("<Q", pool[k]))
+    return h.digest()
+
+
+def epoch_tally_hash(tally: dict[bytes, tuple[int, int]]) -> bytes:
+    """sha256 over ``identity || leader_slots u64 LE || votes u64 LE``, sorted by identity."""
+    h = hashlib.sha256()
+    for k in sorted(tally):
+        h.update(k + struct.pack("<QQ", *tally[k]))
+    return h.digest()
 
 
 def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:

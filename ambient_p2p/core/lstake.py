@@ -2,15 +2,18 @@
 
 A node's LStake at epoch E is
 
-    LStake(E) = bootstrap
+    LStake(E) = bootstrap * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + P(E))
               + (short_weight_bps  * W(E, short_window_epochs)
               +  medium_weight_bps * W(E, medium_window_epochs)) // 10_000
 
-where W(E, n) = max(0, credits - slashes) summed over the n epochs E-n+1 .. E. Credits are
-awarded per epoch bucket for validated work (inference tokens / training steps, as verdicts
-of the Logit Pool land), completed leader slots and votes cast; slashes (from retrospective
-PoL verdicts) subtract from the same windows. Bootstrap LStake from genesis never expires:
-it keeps a young network able to schedule leaders before any work is validated.
+where W(E, n) = max(0, credits - slashes) summed over the n epochs E-n+1 .. E, and P(E) is
+the whole network's Logit Pool work (accepted tokens served, positions validated, training
+steps) in the medium window. Credits are awarded per epoch bucket for validated work (as
+settlements of the Logit Pool reach rooted slots: bank work events), completed leader slots
+and votes cast; a slash forfeits the identity's buckets in the medium window
+(:meth:`LStakeLedger.forfeit`). Bootstrap LStake from genesis fades out as the network's
+validated work accrues (it keeps a young network able to schedule leaders before any work
+is validated, and returns if all work stops for a medium window).
 
 The leader schedule for epoch E is derived from the LStake snapshot at the end of epoch
 E - 2 (known a full epoch in advance, as Solana fixes stakes one epoch ahead) and a seed
@@ -35,6 +38,14 @@ CREDIT_PER_VALIDATED_TOKEN = 1
 CREDIT_PER_TRAINING_STEP = 1
 CREDIT_PER_LEADER_SLOT = 64
 CREDIT_PER_VOTE = 1
+#: Per position a drawn validator checked, when its verdict counted at settlement: a check
+#: is one forward pass over prompt + answer (prefill, far cheaper per token than the
+#: miner's decoding); at the default 8 positions (core/pol.py) 2 units a position give each
+#: of the 3 validators of a 64-token answer a quarter of the miner's credit (spec/lstake.md).
+CREDIT_PER_VALIDATED_POSITION = 2
+#: Network Logit Pool work (units, medium window) at which bootstrap LStake is halved:
+#: ``bootstrap * F // (F + P)``. 2^16 units is about a thousand validated 64-token answers.
+BOOTSTRAP_FADE_UNITS = 1 << 16
 
 SCHEDULE_SEED_DOMAIN = b"ambient/leader-schedule/v1\x00"
 SCHEDULE_LAG_EPOCHS = 2  # schedule(E) uses the snapshot at the end of epoch E - 2
@@ -49,9 +60,14 @@ class WorkKind(Enum):
     TRAINING_STEPS = "training-steps"
     LEADER_SLOTS = "leader-slots"
     VOTES = "votes"
+    POSITIONS_VALIDATED = "positions-validated"
 
+
+#: Kinds that are Logit Pool work (they count in P(E), the bootstrap fade).
+POOL_KINDS = frozenset({WorkKind.INFERENCE_TOKENS, WorkKind.TRAINING_STEPS, WorkKind.POSITIONS_VALIDATED})
 
 _UNIT = {
+    WorkKind.POSITIONS_VALIDATED: CREDIT_PER_VALIDATED_POSITION,
     WorkKind.INFERENCE_TOKENS: CREDIT_PER_VALIDATED_TOKEN,
     WorkKind.TRAINING_STEPS: CREDIT_PER_TRAINING_STEP,
     WorkKind.LEADER_SLOTS: CREDIT_PER_LEADER_SLOT,
@@ -67,6 +83,7 @@ class LStakeError(ValueError):
 class _Bucket:
     credits: int = 0
     slashes: int = 0
+    pool: int = 0  # the Logit Pool share of ``credits``
 
     @property
     def net(self) -> int:
@@ -81,6 +98,8 @@ class LStakeLedger:
     params: LStakeParams
     bootstrap: dict[bytes, int]
     _buckets: dict[bytes, dict[int, _Bucket]] = field(default_factory=lambda: defaultdict(dict))
+    #: epochs in which each identity was slashed (:meth:`forfeit`)
+    _forfeits: dict[bytes, set[int]] = field(default_factory=dict)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> LStakeLedger:
@@ -99,7 +118,10 @@ class LStakeLedger:
         if amount < 0:
             raise LStakeError("credit amount must be >= 0")
         units = amount * _UNIT[kind]
-        self._bucket(identity, epoch).credits += units
+        b = self._bucket(identity, epoch)
+        b.credits += units
+        if kind in POOL_KINDS:
+            b.pool += units
         return units
 
     def slash(self, identity: bytes, epoch: int, units: int) -> None:
@@ -108,17 +130,66 @@ class LStakeLedger:
             raise LStakeError("slash amount must be >= 0")
         self._bucket(identity, epoch).slashes += units
 
+    def apply_work(self, identity: bytes, epoch: int, tokens_served: int, positions_validated: int,
+                   slashed: bool) -> None:
+        """Book one bank work event (core/work.py ``WorkEvent``) of a rooted slot in ``epoch``:
+        a credit of accepted tokens and validated positions, or a slash (:meth:`forfeit`)."""
+        if slashed:
+            self.forfeit(identity, epoch)
+            return
+        self.credit(identity, epoch, WorkKind.INFERENCE_TOKENS, tokens_served)
+        self.credit(identity, epoch, WorkKind.POSITIONS_VALIDATED, positions_validated)
+
+    def forfeit(self, identity: bytes, epoch: int) -> int:
+        """A slash booked in ``epoch`` (a rejected or fraudulent result, a validator that
+        accepted a fraud): for every LStake query at ``E >= epoch``, the buckets of
+        ``identity`` of epochs ``<= epoch`` no longer count (neither in its windows nor in
+        P). Queries at epochs before ``epoch`` answer as before: a schedule or vote weight
+        already fixed from an older snapshot never changes. Returns the medium-window work
+        units this removed at ``epoch``."""
+        if len(identity) != 32:
+            raise LStakeError("identity must be a 32-byte public key")
+        if epoch < 0:
+            raise LStakeError("epoch must be >= 0")
+        before = self.window_total(identity, epoch, self.params.medium_window_epochs)
+        self._forfeits.setdefault(identity, set()).add(epoch)
+        return before - self.window_total(identity, epoch, self.params.medium_window_epochs)
+
+    def _cut(self, identity: bytes, epoch: int) -> int:
+        """The latest forfeit of ``identity`` at or below ``epoch`` (-1: none)."""
+        return max((s for s in self._forfeits.get(identity, ()) if s <= epoch), default=-1)
+
+    def pool_work(self, epoch: int) -> int:
+        """P(E): the network's Logit Pool work units in the medium window ending at ``epoch``
+        (forfeited buckets excluded)."""
+        lo = epoch - self.params.medium_window_epochs
+        total = 0
+        for identity, per in self._buckets.items():
+            start = max(lo, self._cut(identity, epoch))
+            total += sum(b.pool for e, b in per.items() if start < e <= epoch)
+        return total
+
+    def bootstrap_at(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
+        """Bootstrap LStake of ``identity`` at ``epoch``, faded by the network's pool work;
+        0 while a forfeit of ``identity`` is in the medium window ending at ``epoch``."""
+        m = self.params.medium_window_epochs
+        if any(epoch - m < s <= epoch for s in self._forfeits.get(identity, ())):
+            return 0
+        p = self.pool_work(epoch) if pool_work is None else pool_work
+        return self.bootstrap.get(identity, 0) * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + p)
+
     def window_total(self, identity: bytes, epoch: int, n_epochs: int) -> int:
         buckets = self._buckets.get(identity, {})
-        total = sum(b.net for e, b in buckets.items() if epoch - n_epochs < e <= epoch)
+        start = max(epoch - n_epochs, self._cut(identity, epoch))
+        total = sum(b.net for e, b in buckets.items() if start < e <= epoch)
         return max(0, total)
 
-    def lstake(self, identity: bytes, epoch: int) -> int:
+    def lstake(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
         p = self.params
         short = self.window_total(identity, epoch, p.short_window_epochs)
         medium = self.window_total(identity, epoch, p.medium_window_epochs)
         work = (p.short_weight_bps * short + p.medium_weight_bps * medium) // BPS
-        return self.bootstrap.get(identity, 0) + work
+        return self.bootstrap_at(identity, epoch, pool_work) + work
 
     def min_kept_epoch(self, root_epoch: int) -> int:
         """Oldest epoch bucket any query that can still be asked reads, once the root is in
@@ -145,24 +216,43 @@ class LStakeLedger:
             dropped += len(old)
             if not per:
                 del self._buckets[identity]
+        for identity in list(self._forfeits):
+            # a forfeit below the floor cuts only buckets already dropped
+            self._forfeits[identity] = {e for e in self._forfeits[identity] if e >= floor}
+            if not self._forfeits[identity]:
+                del self._forfeits[identity]
         return dropped
 
     def buckets(self) -> list[tuple[bytes, int, int, int]]:
-        """Every bucket as ``(identity, epoch, credits, slashes)``, sorted: the state a node
-        snapshot persists (ledger/snapshot.py)."""
+        """Every bucket as ``(identity, epoch, credits, slashes)``, sorted."""
         return sorted((i, e, b.credits, b.slashes) for i, per in self._buckets.items() for e, b in per.items())
 
-    def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int) -> None:
-        """Set one bucket (rebuilding a ledger from :meth:`buckets`)."""
-        if credits < 0 or slashes < 0:
-            raise LStakeError("bucket credits and slashes must be >= 0")
+    def pool_buckets(self) -> list[tuple[bytes, int, int, int, int]]:
+        """Every bucket as ``(identity, epoch, credits, slashes, pool)``, sorted: the state a
+        node snapshot persists (ledger/snapshot.py)."""
+        return sorted((i, e, b.credits, b.slashes, b.pool) for i, per in self._buckets.items() for e, b in per.items())
+
+    def forfeits(self) -> list[tuple[bytes, int]]:
+        """Every forfeit as ``(identity, epoch)``, sorted (persisted with the buckets)."""
+        return sorted((i, e) for i, es in self._forfeits.items() for e in es)
+
+    def restore_forfeit(self, identity: bytes, epoch: int) -> None:
+        if len(identity) != 32 or epoch < 0:
+            raise LStakeError("a forfeit needs a 32-byte identity and an epoch >= 0")
+        self._forfeits.setdefault(identity, set()).add(epoch)
+
+    def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int, pool: int = 0) -> None:
+        """Set one bucket (rebuilding a ledger from :meth:`pool_buckets`)."""
+        if credits < 0 or slashes < 0 or not 0 <= pool <= credits:
+            raise LStakeError("bucket credits and slashes must be >= 0, pool within credits")
         b = self._bucket(identity, epoch)
-        b.credits, b.slashes = credits, slashes
+        b.credits, b.slashes, b.pool = credits, slashes, pool
 
     def snapshot(self, epoch: int) -> dict[bytes, int]:
         """LStake of every known identity at the end of ``epoch`` (zeros omitted)."""
         ids = set(self.bootstrap) | set(self._buckets)
-        snap = {i: self.lstake(i, epoch) for i in ids}
+        pool = self.pool_work(epoch)
+        snap = {i: self.lstake(i, epoch, pool) for i in ids}
         return {i: v for i, v in snap.items() if v > 0}
 
 

@@ -33,7 +33,7 @@ from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verif
 from .blockstore import Blockstore
 from .meta import BankHashRecord
 from .producer import genesis_bank
-from .snapshot import bank_to_snapshot, snapshot_to_bank
+from .snapshot import bank_to_snapshot, snapshot_matches
 
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
 
@@ -204,10 +204,8 @@ def replay_slot(
         raise SlotRejected("bank-hash-mismatch", f"replayed {bank_hash.hex()[:16]}..., recorded "
                            f"{recorded.bank_hash.hex()[:16]}...")
     snap = bs.bank_snapshot(slot)
-    if snap is not None:
-        stored = snapshot_to_bank(snap)
-        if stored.bank_hash != bank_hash or stored.state_hash() != bank.state_hash():
-            raise SlotRejected("snapshot-mismatch", "the persisted bank snapshot differs from the replayed bank")
+    if snap is not None and not snapshot_matches(snap, bank):
+        raise SlotRejected("snapshot-mismatch", "the persisted bank snapshot differs from the replayed bank")
     return SlotResult(bank, entries[-1].hash, expect_root, len(entries), ntx, recovered)
 
 

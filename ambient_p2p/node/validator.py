@@ -31,6 +31,7 @@ from ..core.messages import Genesis
 from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
 from ..core.shred import OFFSET_SLOT
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction
+from ..core.work import WorkEvent
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.cleanup import CLEANUP_INTERVAL_SLOTS, DEFAULT_KEEP_SLOTS
 from ..ledger.meta import BankHashRecord
@@ -270,7 +271,7 @@ class Validator(NodePolicy[SlotResult]):
                                   partial=r.partial, parents=r.parents, produced=r.produced,
                                   rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))
             await self.replay_ready()
-            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters)
+            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters, self._work_events)
             self._loading_roots = set()
             self.perform(self.restarted(self.clock.mono_ms()))
             self.loaded = True
@@ -307,7 +308,8 @@ class Validator(NodePolicy[SlotResult]):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
                 if e.slot in self._loading_roots:
-                    self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes)
+                    self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes,
+                                                 self.banks[e.slot].bank.work_events)
                 self.frozen_event.set()
                 self.frozen_event = trio.Event()
             elif isinstance(e, sl.MarkDead):
@@ -355,7 +357,7 @@ class Validator(NodePolicy[SlotResult]):
     async def _on_root(self, eff: RootChain) -> None:
         await self._thread("disk", self.bs.set_roots, list(eff.chain))
         old_root = self.root_written
-        self.book.on_rooted(list(eff.chain), eff.slot, self._landed_voters)
+        self.book.on_rooted(list(eff.chain), eff.slot, self._landed_voters, self._work_events)
         self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
         self.perform(self.rooted(eff.slot, eff.chain, self.clock.mono_ms()))
         if snapshot_due(old_root, eff.slot, self.history.snapshot_interval_slots) and eff.slot in self.banks:
@@ -371,6 +373,10 @@ class Validator(NodePolicy[SlotResult]):
     def _landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
+
+    def _work_events(self, slot: int) -> list[WorkEvent]:
+        res = self.banks.get(slot)
+        return [] if res is None else list(res.bank.work_events)
 
     # -- production (node/production.py) ----------------------------------------------------
     async def produce(self, slot: int, parent: int) -> None:

@@ -332,6 +332,25 @@ def _auction_bank_snapshot() -> Any:
     return bank_to_snapshot(chain.bank)
 
 
+def _work_bank_snapshot() -> Any:
+    """A ledger record whose bank holds work accounts and an epoch tally (spec/lstake.md
+    "Work accounts in the bank", spec/rewards.md)."""
+    from ...core.bank import Bank
+    from ...core.crypto import Keypair
+    from ...ledger.snapshot import bank_to_snapshot
+
+    ids = [Keypair.deterministic("vectors/codec-work", i).pubkey for i in range(3)]
+    bank = Bank.genesis(b"\x11" * 32, {ids[0]: 10**12}, ids[0], b"\x11" * 32, slots_per_epoch=16)
+    for slot in (1, 2, 17):
+        bank = bank.child(slot, ids[slot % 2])
+        bank.credit_work(ids[1], tokens_served=64 * slot)
+        bank.credit_work(ids[2], positions_validated=4)
+        if slot == 17:
+            bank.slash_work(ids[2], "absent")
+        bank.freeze(bytes([slot]) * 32)
+    return bank_to_snapshot(bank)
+
+
 def cases() -> list[Case]:
     out = []
     roundtrips = [
@@ -345,11 +364,17 @@ def cases() -> list[Case]:
         ),
     ]
     roundtrips += _network_roundtrips()
-    roundtrips.append(("bank-snapshot-auction", "BankSnapshot v3 of a bank where register_miner (3 miners) and "
+    roundtrips.append(("bank-snapshot-auction", "BankSnapshot v4 of a bank where register_miner (3 miners) and "
                        "request landed: its auction accounts sorted by address", _auction_bank_snapshot()))
+    roundtrips.append(("bank-snapshot-work", "BankSnapshot v4 of a bank with work accounts (credits over two epochs, "
+                       "a slash) and an epoch tally, each sorted by identity", _work_bank_snapshot()))
     for name, desc, msg in roundtrips:
         data = codec.encode(msg)
         out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))
     for name, reason, desc, data in _reject_cases():
         out.append(Case("reject", name, data, None, desc, reason=reason))
+    tid, ver, body = cbor2.loads(codec.encode(_work_bank_snapshot()))
+    unsorted = cbor2.dumps([tid, ver, {**body, "work_accounts": list(reversed(body["work_accounts"]))}], canonical=True)
+    out.append(Case("reject", "bank-snapshot-work-unsorted", unsorted, None,
+                    "BankSnapshot v4 whose work accounts are not sorted by identity", reason="invalid-value"))
     return out

@@ -82,7 +82,8 @@ const Genesis = rec(
   },
 );
 
-const BankSnapshotV3 = rec(
+// v4 (spec/blockstore.md): v3 plus the work-credit state (spec/lstake.md, spec/rewards.md)
+const BankSnapshotV4 = rec(
   {
     slot: u(64),
     parent_slot: u(64),
@@ -94,8 +95,17 @@ const BankSnapshotV3 = rec(
     slot_hashes: list(rec({ slot: u(64), bank_hash: b(32) }), 512),
     last_votes: list(rec({ voter: b(32), slot: u(64) }), 16_384),
     auction_accounts: list(rec({ address: b(32), data: bmax(416) }), 2048),
+    slots_per_epoch: u(64),
+    work_accounts: list(rec({ identity: b(32), data: b(128) }), 2048),
+    tally_epoch: u(64),
+    epoch_tally: list(rec({ identity: b(32), leader_slots: u(64), votes: u(64) }), 4096),
   },
-  (r) => (strictlyAscendingBy("address")(r.get("auction_accounts")!) ? null : "auction_accounts not strictly ascending by address"),
+  (r) => {
+    if (!strictlyAscendingBy("address")(r.get("auction_accounts")!)) return "auction_accounts not strictly ascending by address";
+    if (!strictlyAscendingBy("identity")(r.get("work_accounts")!)) return "work_accounts not strictly ascending by identity";
+    if (!strictlyAscendingBy("identity")(r.get("epoch_tally")!)) return "epoch_tally not strictly ascending by identity";
+    return null;
+  },
 );
 
 export const VoteSchema = rec({ voter: b(32), slot: u(64), bank_hash: b(32), root: opt(u(64)), timestamp_ms: u(64), signature: b(64) });
@@ -122,7 +132,7 @@ export const CommitmentSchema = rec({
 export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
-  { id: 0x0107, name: "BankSnapshot", version: 3, maxSize: 1_048_576, body: BankSnapshotV3 },
+  { id: 0x0107, name: "BankSnapshot", version: 4, maxSize: 1_048_576, body: BankSnapshotV4 },
   // spec/network.md 2.2
   {
     id: 0x0200,

@@ -11,6 +11,8 @@ import { AUCTION_HANDLERS } from "./auction.js";
 import { BLOB_HANDLERS } from "./blobs.js";
 import { GENESIS_HANDLERS } from "./genesis.js";
 import { GOSSIP_HANDLERS } from "./gossip.js";
+import { WORK_HANDLERS } from "./work.js";
+import { DIFFICULTY_HANDLERS } from "./difficulty.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -166,4 +168,6 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...BLOB_HANDLERS,
   ...GENESIS_HANDLERS,
   ...GOSSIP_HANDLERS,
+  ...WORK_HANDLERS,
+  ...DIFFICULTY_HANDLERS,
 };
