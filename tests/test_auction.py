@@ -182,8 +182,7 @@ def _run_input(case: Case) -> tuple[Bank, dict[bytes, int], dict[bytes, bytes], 
     auction_accounts = {crypto.decode_address(a): bytes.fromhex(d) for a, d in v["auction_accounts"]}
     raw = bytes.fromhex(v["tx"])
     tx = parse_transaction(raw)
-    bank = Bank(int(v["slot"]), int(v["slot"]) - 1, ZERO_HASH, bytes(32), dict(accounts), [tx.recent_blockhash], {},
-                auction_accounts=dict(auction_accounts))
+    bank = F.bank_from_input(case.handler, v, int(v["slot"]), accounts, auction_accounts, tx.recent_blockhash)
     (res,) = bank.process_transactions([raw])
     return bank, accounts, auction_accounts, (tx, res)
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import auction
@@ -166,6 +166,13 @@ class Bank:
     auction_modified: set[bytes] = field(default_factory=set)
     #: undo journal of the running transaction: address -> (old data, was in auction_modified)
     _auction_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
+    #: the Logit Pool's LStake source (spec/logit_pool.md "The draw"): epoch -> LStake of
+    #: every identity (the snapshot that weighs the epoch's votes), or None when that
+    #: snapshot is not final here. Set by the node on its root bank; ``child`` passes it on.
+    #: None: every identity with the validator role weighs 1 (vectors, unit tests).
+    lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False)
+    #: slots per epoch for ``lstake_provider`` (the genesis' epoch schedule)
+    slots_per_epoch: int = 0
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
@@ -231,7 +238,8 @@ class Bank:
             del slot_hashes[next(iter(slot_hashes))]
         return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache,
                     slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
-                    auction_accounts=dict(self.auction_accounts))
+                    auction_accounts=dict(self.auction_accounts), lstake_provider=self.lstake_provider,
+                    slots_per_epoch=self.slots_per_epoch)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -426,6 +434,42 @@ class _AuctionView:
     def set_auction_data(self, pubkey: bytes, data: bytes) -> None:
         self._bank._set_auction_data(pubkey, data)
 
+    # -- the Logit Pool's view (core/logit_pool.py PoolView) ----------------------------------
+    def poh_hash_at_or_after(self, slot: int) -> tuple[int, bytes] | None:
+        """The first ancestor ``s >= slot`` and its last blockhash. Every frozen bank appended
+        exactly one blockhash, so ancestor ``s`` (in ``slot_hashes``) registered
+        ``blockhashes[-1 - #(ancestors above s)]`` (the executing bank has not frozen)."""
+        b = self._bank
+        later = sorted(s for s in b.slot_hashes if s >= slot)
+        if not later:
+            return None
+        s = later[0]
+        idx = len(b.blockhashes) - len(later)
+        if idx < 0:
+            return None
+        return s, b.blockhashes[idx]
+
+    def validator_weights(self, active_since_slot: int) -> Mapping[bytes, int]:
+        b = self._bank
+        active = [v for v, s in b.last_votes.items() if s >= active_since_slot]
+        if b.lstake_provider is None or b.slots_per_epoch <= 0:
+            return dict.fromkeys(active, 1)
+        stakes = b.lstake_provider(b.slot // b.slots_per_epoch) or {}
+        return {v: stakes[v] for v in active if stakes.get(v, 0) > 0}
+
+    def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
+        # SHIM (pool): Bank.credit_work is the credit helper's (core/bank.py work credit);
+        # until it exists on this branch, work credit is not recorded.
+        fn = getattr(self._bank, "credit_work", None)
+        if fn is not None:
+            fn(identity, tokens_served=tokens_served, positions_validated=positions_validated)
+
+    def slash_work(self, identity: bytes, reason: str) -> None:
+        # SHIM (pool): Bank.slash_work is the credit helper's; see credit_work.
+        fn = getattr(self._bank, "slash_work", None)
+        if fn is not None:
+            fn(identity, reason)
+
 
 def accounts_hash(accounts: dict[bytes, int]) -> bytes:
     """sha256 over ``pubkey || lamports u64 LE`` for every account, sorted by pubkey."""
@@ -458,3 +502,9 @@ def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:
     for voter, slot in landed:
         h.update(voter + struct.pack("<Q", slot))
     return h.digest()
+
+
+def pool_view(bank: Bank) -> _AuctionView:
+    """The Logit Pool's view of the chain as of the frozen ``bank`` (what an instruction in
+    its next slot sees): for the draw outside the bank (``pol draw``, the validator service)."""
+    return _AuctionView(bank.child(bank.slot + 1, bank.leader))
