@@ -150,7 +150,7 @@ def test_missing_verdicts_extend_the_draw_once_then_settle_on_what_arrived() -> 
     assert c.total() == c.start_total
 
 
-def test_nobody_answers_twice_then_the_miner_is_paid_without_credit() -> None:
+def test_nobody_answers_twice_then_the_requester_is_made_whole() -> None:
     c = PoolChain(n_validators=4)
     c.advance(L.DRAW_DELAY_SLOTS + 1)
     d = c.draw()
@@ -163,10 +163,13 @@ def test_nobody_answers_twice_then_the_miner_is_paid_without_credit() -> None:
     while c.bank.slot < d2.verify_end_slot:
         c.advance(1)
     q = c.query(c.qid)
-    before = c.bank.balance(q.requester)
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    before = c.bank.balance(q.requester), c.bank.balance(q.winner)
     assert c.settle() is None
-    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
-    assert c.bank.balance(q.requester) - before == q.escrow_lamports - CLEARING * NUM_TOKENS
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_REJECTED
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    assert c.bank.balance(q.requester) - before[0] == q.escrow_lamports
+    assert c.bank.balance(q.winner) - before[1] == bond
     assert c.total() == c.start_total
 
 
@@ -217,3 +220,35 @@ def test_too_few_validators(n: int) -> None:
     c.advance(L.DRAW_DELAY_SLOTS + 1)
     d = c.draw()
     assert d is not None and len(d.validators) == n
+
+
+def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program calls the bank's work credit (``Bank.credit_work``/``slash_work``, the
+    credit helper's) once per settled party, and only when the instruction succeeds."""
+    from ambient_p2p.core.bank import Bank
+
+    log: list[tuple[str, bytes, object]] = []
+    monkeypatch.setattr(Bank, "credit_work", lambda self, ident, *, tokens_served=0, positions_validated=0:
+                        log.append(("credit", ident, (tokens_served, positions_validated))), raising=False)
+    monkeypatch.setattr(Bank, "slash_work", lambda self, ident, reason: log.append(("slash", ident, reason)),
+                        raising=False)
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    for v in d.validators[:2]:
+        assert c.verdict(c.kp(v), False, c.bad_opening(v)) is None
+    assert log == []
+    assert c.settle() is None
+    assert ("slash", c.miner.pubkey, "pool-rejected") in log
+    assert {x[1] for x in log if x[0] == "credit"} == set(d.validators[:2])
+    assert all(x[2] == (0, L.POSITIONS_PER_VALIDATOR) for x in log if x[0] == "credit")
+    log.clear()
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    c.advance_to(d.verify_end_slot + 1)
+    assert c.settle() is None  # extension: the two absent validators lose credit
+    assert sorted(x for x in log) == sorted(("slash", v, "pool-absent") for v in d.validators[1:])

@@ -358,6 +358,12 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     if bid_data is None:  # an invariant: a RESULT_POSTED query's winning bid exists
         raise AuctionError("auction-no-bid", "the winning bid account is empty")
     bid = BidAccount.unpack(bid_data)
+    if accepts == rejects == 0:  # nobody checked it: the requester is made whole, nobody is slashed
+        _move(view, qacct.key, q.requester, q.escrow_lamports)
+        _move(view, bacct.key, q.winner, bid.bond_lamports)
+        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
+        view.set_auction_data(qacct.key, replace(q, status=QueryStatus.FINALIZED_REJECTED, escrow_lamports=0).pack())
+        return
     verified = rejects < VERDICT_QUORUM and accepts >= rejects
     side = ACCEPT if verified else REJECT
     counted = [listed[i].key for i, v in enumerate(pool.verdicts) if v == side]
@@ -386,7 +392,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         view.set_auction_data(bacct.key, replace(bid, status=BidStatus.SLASHED).pack())
         status = QueryStatus.FINALIZED_REJECTED
     view.set_auction_data(qacct.key, replace(q, status=status, escrow_lamports=0).pack())
-    if verified and accepts:
+    if verified:
         view.credit_work(q.winner, tokens_served=q.num_tokens)
     if not verified:
         view.slash_work(q.winner, "pool-rejected")

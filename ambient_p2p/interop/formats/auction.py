@@ -648,5 +648,5 @@ def pool_cases(out: list[Case]) -> None:
     d = n.draw()
     assert d is not None and not d.validators
     n.advance_to(d.verify_end_slot + 1)
-    case("settle", "nobody-to-draw", "no identity has the validator role: after the window the winner is paid "
-         "(no work credit), the requester refunded the rest", n, n.settle_tx())
+    case("settle", "nobody-to-draw", "no identity has the validator role: after the window nobody checked the "
+         "answer: the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", n, n.settle_tx())
