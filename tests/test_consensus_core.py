@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ambient_p2p.core import codec, crypto
 from ambient_p2p.core.forkchoice import ForkChoice, ForkChoiceError
 from ambient_p2p.core.lstake import (
+    BOOTSTRAP_FADE_UNITS,
     CREDIT_PER_LEADER_SLOT,
     LStakeError,
     LStakeLedger,
@@ -37,16 +38,19 @@ def test_lstake_windows_and_slashes() -> None:
     p = g.lstake
     assert led.lstake(node, 0) == base
     led.credit(node, 0, WorkKind.INFERENCE_TOKENS, 1000)
+    # the network's Logit Pool work fades the bootstrap LStake (spec/lstake.md)
+    faded = base * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + 1000)
+    assert faded < base and led.pool_work(0) == 1000
     # inside both windows: short and medium weights together make the full credit
-    assert led.lstake(node, 0) == base + 1000
+    assert led.lstake(node, 0) == faded + 1000
     # past the short window only the medium weight counts
-    assert led.lstake(node, p.short_window_epochs) == base + 1000 * p.medium_weight_bps // 10_000
-    # past the medium window the credit has expired
+    assert led.lstake(node, p.short_window_epochs) == faded + 1000 * p.medium_weight_bps // 10_000
+    # past the medium window the credit has expired (and the bootstrap is whole again)
     assert led.lstake(node, p.medium_window_epochs) == base
     led.slash(node, 0, 400)
-    assert led.lstake(node, 0) == base + 600
+    assert led.lstake(node, 0) == faded + 600
     led.slash(node, 0, 10_000)
-    assert led.lstake(node, 0) == base  # work never goes negative; bootstrap remains
+    assert led.lstake(node, 0) == faded  # work never goes negative; bootstrap remains
     assert led.credit(D, 3, WorkKind.LEADER_SLOTS, 2) == 2 * CREDIT_PER_LEADER_SLOT
     assert led.snapshot(3)[D] == 2 * CREDIT_PER_LEADER_SLOT
     with pytest.raises(LStakeError):

@@ -240,7 +240,7 @@ def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) ->
         assert c.verdict(c.kp(v), False, c.bad_opening(v)) is None
     assert log == []
     assert c.settle() is None
-    assert ("slash", c.miner.pubkey, "pool-rejected") in log
+    assert ("slash", c.miner.pubkey, "result-rejected") in log
     assert {x[1] for x in log if x[0] == "credit"} == set(d.validators[:2])
     assert all(x[2] == (0, L.POSITIONS_PER_VALIDATOR) for x in log if x[0] == "credit")
     log.clear()
@@ -251,4 +251,4 @@ def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) ->
     assert c.verdict(c.kp(d.validators[0]), True) is None
     c.advance_to(d.verify_end_slot + 1)
     assert c.settle() is None  # extension: the two absent validators lose credit
-    assert sorted(x for x in log) == sorted(("slash", v, "pool-absent") for v in d.validators[1:])
+    assert sorted(x for x in log) == sorted(("slash", v, "absent") for v in d.validators[1:])

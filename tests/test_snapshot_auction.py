@@ -61,9 +61,11 @@ def _round_trip(bank: Bank) -> Bank:
 
 
 def _v2_encoding(snap: BankSnapshot) -> bytes:
-    """``snap`` as a BankSnapshot v2 record (the body without ``auction_accounts``)."""
+    """``snap`` as a BankSnapshot v2 record (the body without ``auction_accounts`` and the
+    v4 work-credit fields)."""
     _tid, _v, body = cbor2.loads(codec.encode(snap))
-    del body["auction_accounts"]
+    for k in ("auction_accounts", "slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally"):
+        del body[k]
     return cbor2.dumps([0x0107, 2, body], canonical=True)
 
 
@@ -165,7 +167,8 @@ def test_auction_account_list_is_canonical_and_bounded() -> None:
                           ([{"address": b"\x01" * 32, "data": b"\x00" * (MAX_AUCTION_ACCOUNT_BYTES + 1)}],
                            "too-large"),
                           ([{"address": b"\x01" * 31, "data": b""}], "wrong-length")):
-        raw = cbor2.dumps([0x0107, 3, {**body, "auction_accounts": accts}], canonical=True)
+        raw = cbor2.dumps([0x0107, codec.message_type_of(BankSnapshot).version, {**body, "auction_accounts": accts}],
+                          canonical=True)
         with pytest.raises(DecodeError) as exc:
             codec.decode(raw, BankSnapshot)
         assert exc.value.reason == reason, exc.value
@@ -223,7 +226,7 @@ def test_node_snapshot_keeps_auction_accounts_and_restart_reaches_the_same_tip(t
     with Blockstore.open(tmp_path / "l", read_only=True) as bs:
         snap = load_latest_node_snapshot(bs)
     assert snap is not None and snap.slot == 64
-    assert codec.message_type_of(NodeSnapshot).version == 2
+    assert codec.message_type_of(NodeSnapshot).version == 3
     carried = {a.address: a.data for a in snap.bank.auction_accounts}
     assert QUERY in carried and A.miner_address(MINER.pubkey) in carried
     assert A.QueryAccount.unpack(carried[QUERY]).bid_count == 0  # the bids come after the snapshot

@@ -104,7 +104,7 @@ def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, A
 
     def on_replayed(slot: int, res: Any) -> None:
         if slot in roots:
-            book.credit_replayed_root(slot, res.bank.landed_votes)
+            book.credit_replayed_root(slot, res.bank.landed_votes, res.bank.work_events)
 
     return book.leader, on_replayed
 

@@ -32,6 +32,15 @@ Rules (agave semantics where agave has them; simplifications are listed in spec/
   ordinary balances). When an instruction wrote auction data in the slot, the bank hash
   gains one more component, ``auction_delta_hash`` (so banks without auction activity hash
   exactly as before).
+* Work-credit accounts (``work_accounts``; layout in core/work.py, rules in spec/lstake.md):
+  ``credit_work`` / ``slash_work``, called by the Logit Pool's settlement inside an
+  instruction (journalled: an instruction error rolls them back), update an identity's
+  fixed-layout account and append a ``WorkEvent`` to the slot's ``work_events``. When a
+  slot wrote work accounts the bank hash gains ``work_delta_hash`` after the auction
+  component (banks without work credits hash exactly as before).
+* Epochs (``slots_per_epoch``, 0 = no epochs, as in the bank vectors): the bank tallies each
+  identity's leader slots and landed votes of its epoch (``epoch_tally``, for rewards,
+  core/rewards.py); ``pay_epoch_rewards`` pays a closed epoch's inflation into balances.
 
 Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
 """
@@ -43,7 +52,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import auction
+from . import auction, work
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
@@ -166,19 +175,35 @@ class Bank:
     auction_modified: set[bytes] = field(default_factory=set)
     #: undo journal of the running transaction: address -> (old data, was in auction_modified)
     _auction_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
+    #: slots per epoch (genesis ``EpochParams``); 0 = the bank knows no epochs (everything
+    #: is epoch 0: the interop bank vectors, unit tests)
+    slots_per_epoch: int = 0
+    #: work-credit accounts: identity -> fixed-layout data (core/work.py, spec/lstake.md)
+    work_accounts: dict[bytes, bytes] = field(default_factory=dict)
+    #: work accounts written in this slot (they enter the bank hash)
+    work_modified: set[bytes] = field(default_factory=set)
+    #: credits and slashes booked in this slot, in call order (LStake reads them at root)
+    work_events: list[work.WorkEvent] = field(default_factory=list)
+    _work_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
+    _work_events_before: int = field(default=0, repr=False)
+    #: leader slots and landed votes per identity in epoch ``tally_epoch`` on this fork
+    #: (counted at freeze when ``slots_per_epoch`` > 0; read by ``pay_epoch_rewards``)
+    epoch_tally: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    tally_epoch: int = 0
     #: the Logit Pool's LStake source (spec/logit_pool.md "The draw"): epoch -> LStake of
     #: every identity (the snapshot that weighs the epoch's votes), or None when that
     #: snapshot is not final here. Set by the node on its root bank; ``child`` passes it on.
     #: None: every identity with the validator role weighs 1 (vectors, unit tests).
     lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False)
-    #: slots per epoch for ``lstake_provider`` (the genesis' epoch schedule)
-    slots_per_epoch: int = 0
 
     @classmethod
-    def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes) -> Bank:
+    def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
+                *, slots_per_epoch: int = 0) -> Bank:
         """Slot 0's frozen bank: the genesis accounts, with the PoH start hash as the first
         recent blockhash."""
-        b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {})
+        if slots_per_epoch < 0:
+            raise ValueError("slots_per_epoch must be >= 0")
+        b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {}, slots_per_epoch=slots_per_epoch)
         b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash + accounts_hash(b.accounts)).digest()
         return b
 
@@ -195,15 +220,26 @@ class Bank:
         slot_hashes: dict[int, bytes] | None = None,
         last_votes: dict[bytes, int] | None = None,
         auction_accounts: dict[bytes, bytes] | None = None,
+        *,
+        slots_per_epoch: int = 0,
+        work_accounts: dict[bytes, bytes] | None = None,
+        epoch_tally: dict[bytes, tuple[int, int]] | None = None,
+        tally_epoch: int = 0,
     ) -> Bank:
-        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v3, whose
-        ``auction_accounts`` come back here: without them the bank would hash differently
-        from its peers at the first auction instruction touching one)."""
+        """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v4, whose
+        ``auction_accounts``, ``work_accounts`` and epoch state come back here: without them
+        the bank would hash differently from its peers at the first instruction touching
+        one)."""
         if not blockhashes:
             raise ValueError("a bank needs at least one recent blockhash")
+        for identity, data in (work_accounts or {}).items():
+            if work.WorkAccount.unpack(data).identity != identity:
+                raise ValueError("a work account is stored under another identity")
         return cls(slot, parent_slot, ZERO_HASH, leader, dict(accounts), list(blockhashes), dict(status_cache),
                    bank_hash=bytes(bank_hash), slot_hashes=dict(sorted((slot_hashes or {}).items())),
-                   last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}))
+                   last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}),
+                   slots_per_epoch=slots_per_epoch, work_accounts=dict(work_accounts or {}),
+                   epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch)
 
     def state_hash(self) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
@@ -219,7 +255,16 @@ class Bank:
             h.update(voter + struct.pack("<Q", self.last_votes[voter]))
         if self.auction_accounts:  # absent when empty: snapshots without auctions hash as before
             h.update(auction_accounts_hash(self.auction_accounts))
+        if self.work_accounts or self.epoch_tally or self.slots_per_epoch:  # likewise
+            h.update(WORK_STATE_DOMAIN + struct.pack("<QQ", self.slots_per_epoch, self.tally_epoch))
+            h.update(auction_accounts_hash(self.work_accounts))
+            h.update(epoch_tally_hash(self.epoch_tally))
         return h.digest()
+
+    @property
+    def epoch(self) -> int:
+        """This bank's epoch (0 when the bank knows no epochs)."""
+        return self.slot // self.slots_per_epoch if self.slots_per_epoch else 0
 
     @property
     def last_blockhash(self) -> bytes:
@@ -238,8 +283,9 @@ class Bank:
             del slot_hashes[next(iter(slot_hashes))]
         return Bank(slot, self.slot, self.bank_hash, leader, dict(self.accounts), list(self.blockhashes), cache,
                     slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
-                    auction_accounts=dict(self.auction_accounts), lstake_provider=self.lstake_provider,
-                    slots_per_epoch=self.slots_per_epoch)
+                    auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
+                    work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
+                    tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -282,6 +328,8 @@ class Bank:
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
         self._auction_undo = {}
+        self._work_undo = {}
+        self._work_events_before = len(self.work_events)
         error = None
         try:
             for prog, accs, data in tx.instructions:
@@ -292,6 +340,7 @@ class Bank:
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
             self._undo_auction()
+            self._undo_work()
             error = str(exc)
         return TxResult(sig, fee, error)
 
@@ -390,6 +439,71 @@ class Bank:
                 self.auction_modified.discard(key)
         self._auction_undo = {}
 
+    # -- work credits (the Logit Pool's API; spec/lstake.md "Work accounts in the bank") --
+    def work_account(self, identity: bytes) -> work.WorkAccount | None:
+        """``identity``'s work account as this bank's epoch sees it, or None."""
+        data = self.work_accounts.get(bytes(identity))
+        return None if data is None else work.WorkAccount.unpack(data).at_epoch(self.epoch)
+
+    def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
+        """Book validated work for ``identity`` in this bank's epoch: the accepted output
+        tokens of a miner whose result settled ``FinalizedVerified``, or the positions a
+        validator checked when its verdict counted. Called by the auction program inside an
+        instruction (rolled back with it on an instruction error). A credit of zero and zero
+        is a no-op (no account is created)."""
+        ident = work.check_identity(identity)
+        if tokens_served < 0 or positions_validated < 0:
+            raise work.WorkError("work credit must be >= 0")
+        if tokens_served == 0 and positions_validated == 0:
+            return
+        acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+        self._set_work(ident, work.credited(acc, self.epoch, tokens_served, positions_validated))
+        self.work_events.append(work.WorkEvent(ident, tokens_served, positions_validated))
+
+    def slash_work(self, identity: bytes, reason: str) -> None:
+        """Forfeit ``identity``'s work credit in the current windows (spec/lstake.md
+        "Slashing"): its epoch counters in this bank go to zero (no Logit Pool reward this
+        epoch) and, once the slot is rooted, its LStake work buckets of the medium window up
+        to this epoch are forfeited. ``reason`` is one of ``work.SLASH_REASONS``."""
+        ident = work.check_identity(identity)
+        work.check_reason(reason)
+        acc = self.work_account(ident) or work.WorkAccount(ident, self.epoch)
+        self._set_work(ident, work.slashed(acc, self.epoch, self.slot))
+        self.work_events.append(work.WorkEvent(ident, 0, 0, reason))
+
+    def _set_work(self, identity: bytes, acc: work.WorkAccount) -> None:
+        if self.bank_hash is not None:
+            raise ValueError("bank is frozen")
+        if identity not in self._work_undo:
+            self._work_undo[identity] = (self.work_accounts.get(identity), identity in self.work_modified)
+        self.work_accounts[identity] = acc.pack()
+        self.work_modified.add(identity)
+
+    def _tally_slot(self) -> None:
+        """At freeze: count this slot's leader and landed votes in the epoch tally (a tally
+        of an older epoch that ``pay_epoch_rewards`` did not consume is dropped: its rewards
+        are never issued on this fork)."""
+        if not self.slots_per_epoch:
+            return
+        if self.tally_epoch != self.epoch:
+            self.epoch_tally, self.tally_epoch = {}, self.epoch
+        lead, votes = self.epoch_tally.get(self.leader, (0, 0))
+        self.epoch_tally[self.leader] = (lead + 1, votes)
+        for voter, _slot in self.landed_votes:
+            lead, votes = self.epoch_tally.get(voter, (0, 0))
+            self.epoch_tally[voter] = (lead, votes + 1)
+
+    def _undo_work(self) -> None:
+        for key, (old, was_modified) in self._work_undo.items():
+            if old is None:
+                del self.work_accounts[key]
+            else:
+                self.work_accounts[key] = old
+            if not was_modified:
+                self.work_modified.discard(key)
+        self._work_undo = {}
+        del self.work_events[self._work_events_before:]
+
     # -- freeze -----------------------------------------------------------------------
     def freeze(self, last_blockhash: bytes) -> bytes:
         """Distribute fees, register ``last_blockhash`` and compute the bank hash."""
@@ -406,6 +520,9 @@ class Bank:
             h.update(votes_hash(self.landed_votes))
         if self.auction_modified:
             h.update(auction_delta_hash({k: self.auction_accounts[k] for k in self.auction_modified}))
+        if self.work_modified:
+            h.update(work_delta_hash({k: self.work_accounts[k] for k in self.work_modified}))
+        self._tally_slot()
         self.bank_hash = h.digest()
         return self.bank_hash
 
@@ -452,23 +569,19 @@ class _AuctionView:
     def validator_weights(self, active_since_slot: int) -> Mapping[bytes, int]:
         b = self._bank
         active = [v for v, s in b.last_votes.items() if s >= active_since_slot]
-        if b.lstake_provider is None or b.slots_per_epoch <= 0:
+        if b.lstake_provider is None:
             return dict.fromkeys(active, 1)
-        stakes = b.lstake_provider(b.slot // b.slots_per_epoch) or {}
+        stakes = b.lstake_provider(b.epoch) or {}
         return {v: stakes[v] for v in active if stakes.get(v, 0) > 0}
 
     def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
-        # SHIM (pool): Bank.credit_work is the credit helper's (core/bank.py work credit);
-        # until it exists on this branch, work credit is not recorded.
-        fn = getattr(self._bank, "credit_work", None)
-        if fn is not None:
-            fn(identity, tokens_served=tokens_served, positions_validated=positions_validated)
+        self._bank.credit_work(identity, tokens_served=tokens_served, positions_validated=positions_validated)
 
     def slash_work(self, identity: bytes, reason: str) -> None:
-        # SHIM (pool): Bank.slash_work is the credit helper's; see credit_work.
-        fn = getattr(self._bank, "slash_work", None)
-        if fn is not None:
-            fn(identity, reason)
+        self._bank.slash_work(identity, reason)
+
+    def work_account(self, identity: bytes) -> work.WorkAccount | None:
+        return self._bank.work_account(identity)
 
 
 def accounts_hash(accounts: dict[bytes, int]) -> bytes:
@@ -494,6 +607,25 @@ def auction_delta_hash(changed: dict[bytes, bytes]) -> bytes:
     """The bank-hash component of a slot that wrote auction accounts:
     ``sha256(AUCTION_DELTA_DOMAIN || auction_accounts_hash(changed accounts))``."""
     return hashlib.sha256(AUCTION_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
+
+
+WORK_DELTA_DOMAIN = b"ambient/work-delta/v1\x00"
+WORK_STATE_DOMAIN = b"ambient/work-state/v1\x00"
+
+
+def work_delta_hash(changed: dict[bytes, bytes]) -> bytes:
+    """The bank-hash component of a slot that wrote work accounts:
+    ``sha256(WORK_DELTA_DOMAIN || auction_accounts_hash(changed work accounts))`` (the same
+    ``identity || len u32 LE || data`` list, sorted by identity)."""
+    return hashlib.sha256(WORK_DELTA_DOMAIN + auction_accounts_hash(changed)).digest()
+
+
+def epoch_tally_hash(tally: dict[bytes, tuple[int, int]]) -> bytes:
+    """sha256 over ``identity || leader_slots u64 LE || votes u64 LE``, sorted by identity."""
+    h = hashlib.sha256()
+    for k in sorted(tally):
+        h.update(k + struct.pack("<QQ", *tally[k]))
+    return h.digest()
 
 
 def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:

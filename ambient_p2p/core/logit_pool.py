@@ -344,7 +344,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         if pool.round + 1 < MAX_DRAW_ROUNDS:
             d = _draw_round(view, q, qacct.key, pool.verify_end_slot, [q.winner, *pool.validators])
         for v in absent:  # absent validators of the round that just closed lose credit
-            view.slash_work(v, "pool-absent")
+            view.slash_work(v, "absent")
         if d is not None:
             if d.validators:
                 new = replace(pool, round=pool.round + 1, beacon_slot=d.beacon_slot,
@@ -395,7 +395,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     if verified:
         view.credit_work(q.winner, tokens_served=q.num_tokens)
     if not verified:
-        view.slash_work(q.winner, "pool-rejected")
+        view.slash_work(q.winner, "result-rejected")
     for v in counted:
         view.credit_work(v, positions_validated=len(positions_for(q, pool.beacon_of(pool.validators.index(v)), v)))
 

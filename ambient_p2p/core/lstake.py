@@ -2,15 +2,18 @@
 
 A node's LStake at epoch E is
 
-    LStake(E) = bootstrap
+    LStake(E) = bootstrap * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + P(E))
               + (short_weight_bps  * W(E, short_window_epochs)
               +  medium_weight_bps * W(E, medium_window_epochs)) // 10_000
 
-where W(E, n) = max(0, credits - slashes) summed over the n epochs E-n+1 .. E. Credits are
-awarded per epoch bucket for validated work (inference tokens / training steps, as verdicts
-of the Logit Pool land), completed leader slots and votes cast; slashes (from retrospective
-PoL verdicts) subtract from the same windows. Bootstrap LStake from genesis never expires:
-it keeps a young network able to schedule leaders before any work is validated.
+where W(E, n) = max(0, credits - slashes) summed over the n epochs E-n+1 .. E, and P(E) is
+the whole network's Logit Pool work (accepted tokens served, positions validated, training
+steps) in the medium window. Credits are awarded per epoch bucket for validated work (as
+settlements of the Logit Pool reach rooted slots: bank work events), completed leader slots
+and votes cast; a slash forfeits the identity's buckets in the medium window
+(:meth:`LStakeLedger.forfeit`). Bootstrap LStake from genesis fades out as the network's
+validated work accrues (it keeps a young network able to schedule leaders before any work
+is validated, and returns if all work stops for a medium window).
 
 The leader schedule for epoch E is derived from the LStake snapshot at the end of epoch
 E - 2 (known a full epoch in advance, as Solana fixes stakes one epoch ahead) and a seed
@@ -35,6 +38,15 @@ CREDIT_PER_VALIDATED_TOKEN = 1
 CREDIT_PER_TRAINING_STEP = 1
 CREDIT_PER_LEADER_SLOT = 64
 CREDIT_PER_VOTE = 1
+#: Per position a drawn validator checked, when its verdict counted at settlement: a check
+#: is one forward pass over prompt + answer (prefill, far cheaper per token than the
+#: miner's decoding) and a validator checks a few positions per answer, so 4 units per
+#: position gives each of the 3 validators of a 64-token answer checked at 4 positions a
+#: quarter of the miner's credit (spec/lstake.md).
+CREDIT_PER_VALIDATED_POSITION = 4
+#: Network Logit Pool work (units, medium window) at which bootstrap LStake is halved:
+#: ``bootstrap * F // (F + P)``. 2^16 units is about a thousand validated 64-token answers.
+BOOTSTRAP_FADE_UNITS = 1 << 16
 
 SCHEDULE_SEED_DOMAIN = b"ambient/leader-schedule/v1\x00"
 SCHEDULE_LAG_EPOCHS = 2  # schedule(E) uses the snapshot at the end of epoch E - 2
@@ -49,9 +61,14 @@ class WorkKind(Enum):
     TRAINING_STEPS = "training-steps"
     LEADER_SLOTS = "leader-slots"
     VOTES = "votes"
+    POSITIONS_VALIDATED = "positions-validated"
 
+
+#: Kinds that are Logit Pool work (they count in P(E), the bootstrap fade).
+POOL_KINDS = frozenset({WorkKind.INFERENCE_TOKENS, WorkKind.TRAINING_STEPS, WorkKind.POSITIONS_VALIDATED})
 
 _UNIT = {
+    WorkKind.POSITIONS_VALIDATED: CREDIT_PER_VALIDATED_POSITION,
     WorkKind.INFERENCE_TOKENS: CREDIT_PER_VALIDATED_TOKEN,
     WorkKind.TRAINING_STEPS: CREDIT_PER_TRAINING_STEP,
     WorkKind.LEADER_SLOTS: CREDIT_PER_LEADER_SLOT,
@@ -67,6 +84,7 @@ class LStakeError(ValueError):
 class _Bucket:
     credits: int = 0
     slashes: int = 0
+    pool: int = 0  # the Logit Pool share of ``credits`` (0 once forfeited)
 
     @property
     def net(self) -> int:
@@ -99,7 +117,10 @@ class LStakeLedger:
         if amount < 0:
             raise LStakeError("credit amount must be >= 0")
         units = amount * _UNIT[kind]
-        self._bucket(identity, epoch).credits += units
+        b = self._bucket(identity, epoch)
+        b.credits += units
+        if kind in POOL_KINDS:
+            b.pool += units
         return units
 
     def slash(self, identity: bytes, epoch: int, units: int) -> None:
@@ -108,17 +129,53 @@ class LStakeLedger:
             raise LStakeError("slash amount must be >= 0")
         self._bucket(identity, epoch).slashes += units
 
+    def apply_work(self, identity: bytes, epoch: int, tokens_served: int, positions_validated: int,
+                   slashed: bool) -> None:
+        """Book one bank work event (core/work.py ``WorkEvent``) of a rooted slot in ``epoch``:
+        a credit of accepted tokens and validated positions, or a slash (:meth:`forfeit`)."""
+        if slashed:
+            self.forfeit(identity, epoch)
+            return
+        self.credit(identity, epoch, WorkKind.INFERENCE_TOKENS, tokens_served)
+        self.credit(identity, epoch, WorkKind.POSITIONS_VALIDATED, positions_validated)
+
+    def forfeit(self, identity: bytes, epoch: int) -> int:
+        """A slash booked in ``epoch`` (a rejected or fraudulent result, a validator that
+        accepted a fraud): every bucket of ``identity`` in the medium window ending at
+        ``epoch`` is forfeited (its slashes become its credits, its pool share 0), so its
+        work LStake at ``epoch`` and after drops to what it earns later. Returns the units
+        forfeited."""
+        if len(identity) != 32:
+            raise LStakeError("identity must be a 32-byte public key")
+        lost = 0
+        for e, b in self._buckets.get(identity, {}).items():
+            if epoch - self.params.medium_window_epochs < e <= epoch:
+                lost += max(0, b.credits - b.slashes)
+                b.slashes = max(b.slashes, b.credits)
+                b.pool = 0
+        return lost
+
+    def pool_work(self, epoch: int) -> int:
+        """P(E): the network's Logit Pool work units in the medium window ending at ``epoch``."""
+        lo = epoch - self.params.medium_window_epochs
+        return sum(b.pool for per in self._buckets.values() for e, b in per.items() if lo < e <= epoch)
+
+    def bootstrap_at(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
+        """Bootstrap LStake of ``identity`` at ``epoch``, faded by the network's pool work."""
+        p = self.pool_work(epoch) if pool_work is None else pool_work
+        return self.bootstrap.get(identity, 0) * BOOTSTRAP_FADE_UNITS // (BOOTSTRAP_FADE_UNITS + p)
+
     def window_total(self, identity: bytes, epoch: int, n_epochs: int) -> int:
         buckets = self._buckets.get(identity, {})
         total = sum(b.net for e, b in buckets.items() if epoch - n_epochs < e <= epoch)
         return max(0, total)
 
-    def lstake(self, identity: bytes, epoch: int) -> int:
+    def lstake(self, identity: bytes, epoch: int, pool_work: int | None = None) -> int:
         p = self.params
         short = self.window_total(identity, epoch, p.short_window_epochs)
         medium = self.window_total(identity, epoch, p.medium_window_epochs)
         work = (p.short_weight_bps * short + p.medium_weight_bps * medium) // BPS
-        return self.bootstrap.get(identity, 0) + work
+        return self.bootstrap_at(identity, epoch, pool_work) + work
 
     def min_kept_epoch(self, root_epoch: int) -> int:
         """Oldest epoch bucket any query that can still be asked reads, once the root is in
@@ -148,21 +205,26 @@ class LStakeLedger:
         return dropped
 
     def buckets(self) -> list[tuple[bytes, int, int, int]]:
-        """Every bucket as ``(identity, epoch, credits, slashes)``, sorted: the state a node
-        snapshot persists (ledger/snapshot.py)."""
+        """Every bucket as ``(identity, epoch, credits, slashes)``, sorted."""
         return sorted((i, e, b.credits, b.slashes) for i, per in self._buckets.items() for e, b in per.items())
 
-    def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int) -> None:
-        """Set one bucket (rebuilding a ledger from :meth:`buckets`)."""
-        if credits < 0 or slashes < 0:
-            raise LStakeError("bucket credits and slashes must be >= 0")
+    def pool_buckets(self) -> list[tuple[bytes, int, int, int, int]]:
+        """Every bucket as ``(identity, epoch, credits, slashes, pool)``, sorted: the state a
+        node snapshot persists (ledger/snapshot.py)."""
+        return sorted((i, e, b.credits, b.slashes, b.pool) for i, per in self._buckets.items() for e, b in per.items())
+
+    def restore_bucket(self, identity: bytes, epoch: int, credits: int, slashes: int, pool: int = 0) -> None:
+        """Set one bucket (rebuilding a ledger from :meth:`pool_buckets`)."""
+        if credits < 0 or slashes < 0 or not 0 <= pool <= credits:
+            raise LStakeError("bucket credits and slashes must be >= 0, pool within credits")
         b = self._bucket(identity, epoch)
-        b.credits, b.slashes = credits, slashes
+        b.credits, b.slashes, b.pool = credits, slashes, pool
 
     def snapshot(self, epoch: int) -> dict[bytes, int]:
         """LStake of every known identity at the end of ``epoch`` (zeros omitted)."""
         ids = set(self.bootstrap) | set(self._buckets)
-        snap = {i: self.lstake(i, epoch) for i in ids}
+        pool = self.pool_work(epoch)
+        snap = {i: self.lstake(i, epoch, pool) for i in ids}
         return {i: v for i, v in snap.items() if v > 0}
 
 

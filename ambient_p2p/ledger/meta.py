@@ -17,6 +17,7 @@ from ..core import codec
 from ..core.auction import BID_ACCOUNT_BYTES, MINER_ACCOUNT_BYTES, QUERY_ACCOUNT_BYTES
 from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, fld, message, record
 from ..core.constants import PACKET_DATA_BYTES
+from ..core.work import WORK_ACCOUNT_BYTES
 
 MAX_SLOT_CHILDREN = 1024
 MAX_SHREDS_PER_SLOT = 32_768
@@ -164,15 +165,42 @@ class AuctionAccountData:
     data: bytes = fld(Bytes(MAX_AUCTION_ACCOUNT_BYTES))
 
 
-@message(type_id=0x0107, version=3, max_size=1 << 20)
+#: Work accounts a snapshot holds (one per identity that did Logit Pool work): 2,048 x
+#: about 200 encoded bytes = 0.4 MB, sharing the 1 MiB ceiling (a chunked format is future
+#: work, as for accounts).
+MAX_SNAPSHOT_WORK_ACCOUNTS = 2_048
+MAX_SNAPSHOT_TALLY = 4_096
+
+
+@record
+@dataclass(frozen=True)
+class WorkAccountData:
+    """One work-credit account (core/work.py): its identity and fixed-layout data."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    data: bytes = fld(Bytes(WORK_ACCOUNT_BYTES, exact=True))
+
+
+@record
+@dataclass(frozen=True)
+class TallyEntry:
+    """Leader slots and landed votes of one identity in the bank's tally epoch."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    leader_slots: int = fld(UInt(64))
+    votes: int = fld(UInt(64))
+
+
+@message(type_id=0x0107, version=4, max_size=1 << 20)
 @dataclass(frozen=True)
 class BankSnapshot:
     """A frozen bank's full state (spec/bank.md, "Persistence"): enough to continue
     producing or replaying from ``slot`` without replaying from genesis. Bounded by the
     1 MiB message ceiling (about 16k accounts); a chunked format is future work.
     v3 added ``auction_accounts`` (sorted by address, no duplicates: one encoding per
-    state); v2 records still read, as banks without auction accounts
-    (:func:`decode_bank_snapshot`)."""
+    state); v4 the work-credit state (``slots_per_epoch``, ``work_accounts``,
+    ``tally_epoch``, ``epoch_tally``, sorted by identity). v2 and v3 records still read, as
+    banks without the later fields (:func:`decode_bank_snapshot`)."""
 
     slot: int = fld(UInt(64))
     parent_slot: int = fld(UInt(64))
@@ -185,22 +213,37 @@ class BankSnapshot:
     last_votes: tuple[LastVote, ...] = fld(List(Rec(LastVote), MAX_SNAPSHOT_VOTERS))
     auction_accounts: tuple[AuctionAccountData, ...] = fld(
         List(Rec(AuctionAccountData), MAX_SNAPSHOT_AUCTION_ACCOUNTS), default=())
+    slots_per_epoch: int = fld(UInt(64), default=0)
+    work_accounts: tuple[WorkAccountData, ...] = fld(
+        List(Rec(WorkAccountData), MAX_SNAPSHOT_WORK_ACCOUNTS), default=())
+    tally_epoch: int = fld(UInt(64), default=0)
+    epoch_tally: tuple[TallyEntry, ...] = fld(List(Rec(TallyEntry), MAX_SNAPSHOT_TALLY), default=())
 
     def __post_init__(self) -> None:
-        addrs = [a.address for a in self.auction_accounts]
-        if any(a >= b for a, b in itertools.pairwise(addrs)):
-            raise ValueError("auction_accounts must be sorted by address without duplicates")
+        for name, keys in (("auction_accounts", [a.address for a in self.auction_accounts]),
+                           ("work_accounts", [w.identity for w in self.work_accounts]),
+                           ("epoch_tally", [t.identity for t in self.epoch_tally])):
+            if any(a >= b for a, b in itertools.pairwise(keys)):
+                raise ValueError(f"{name} must be sorted without duplicates")
 
 
 #: The BankSnapshot version before auction accounts existed.
 BANK_SNAPSHOT_V2 = 2
+#: The BankSnapshot version before the work-credit state existed.
+BANK_SNAPSHOT_V3 = 3
+#: Fields each older version lacks (read as their defaults: empty, 0).
+_ADDED_AFTER = {
+    BANK_SNAPSHOT_V2: {"auction_accounts": [], "slots_per_epoch": 0, "work_accounts": [], "tally_epoch": 0,
+                       "epoch_tally": []},
+    BANK_SNAPSHOT_V3: {"slots_per_epoch": 0, "work_accounts": [], "tally_epoch": 0, "epoch_tally": []},
+}
 
 
 def decode_bank_snapshot(raw: bytes) -> BankSnapshot:
-    """Decode a stored ``BankSnapshot``: the current version, or a v2 record, read as a bank
-    without auction accounts (v2 predates them; a v2 record that lost some shows as
-    ``snapshot-mismatch`` when replay compares it with the replayed bank). Anything else
-    fails as :func:`codec.decode` does."""
+    """Decode a stored ``BankSnapshot``: the current version, or a v2/v3 record, read as a
+    bank without the fields added later (auction accounts; the work-credit state). A record
+    that lost some shows as ``snapshot-mismatch`` when replay compares it with the replayed
+    bank (the state hash covers them). Anything else fails as :func:`codec.decode` does."""
     try:
         decoded: BankSnapshot = codec.decode(raw, BankSnapshot)
         return decoded
@@ -209,13 +252,14 @@ def decode_bank_snapshot(raw: bytes) -> BankSnapshot:
             raise
         value = cbor2.loads(raw)  # well-formed and an envelope: codec.decode checked both
         type_id, version, body = value
-        if version != BANK_SNAPSHOT_V2 or not isinstance(body, dict) or "auction_accounts" in body:
+        added = _ADDED_AFTER.get(version)
+        if added is None or not isinstance(body, dict) or any(k in body for k in added):
             raise
-        # the v2 body is the v3 body without the field: decode it as v3 with none, then
-        # require the input to be the canonical v2 encoding of that value
-        v3 = {**body, "auction_accounts": []}
+        # an old body is the current body without the added fields: decode it with their
+        # defaults, then require the input to be the canonical encoding of that value
+        full = {**body, **added}
         current = codec.message_type_of(BankSnapshot).version
-        snap: BankSnapshot = codec.decode(cbor2.dumps([type_id, current, v3], canonical=True), BankSnapshot)
+        snap: BankSnapshot = codec.decode(cbor2.dumps([type_id, current, full], canonical=True), BankSnapshot)
         if cbor2.dumps([type_id, version, body], canonical=True) != bytes(raw):
             raise codec.DecodeError("non-canonical", "input is not the canonical encoding of its value", "$") from None
         return snap

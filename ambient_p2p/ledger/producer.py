@@ -32,7 +32,8 @@ BATCHES_PER_SLOT = 2
 
 def genesis_bank(genesis: Genesis) -> Bank:
     return Bank.genesis(genesis.hash(), {a.pubkey: a.lamports for a in genesis.accounts},
-                        genesis.bootstrap_nodes[0].identity, genesis.hash())
+                        genesis.bootstrap_nodes[0].identity, genesis.hash(),
+                        slots_per_epoch=genesis.epoch.slots_per_epoch)
 
 
 def read_genesis(ledger: str | Path) -> Genesis:

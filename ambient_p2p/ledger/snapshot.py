@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 from ..core import codec
 from ..core.bank import Bank
 from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
-from .meta import AccountBalance, AuctionAccountData, BankSnapshot, LastVote, ProcessedSignature, SlotHash
+from .meta import (
+    AccountBalance,
+    AuctionAccountData,
+    BankSnapshot,
+    LastVote,
+    ProcessedSignature,
+    SlotHash,
+    TallyEntry,
+    WorkAccountData,
+)
 
 if TYPE_CHECKING:
     from .blockstore import Blockstore
@@ -32,6 +41,10 @@ def bank_to_snapshot(bank: Bank) -> BankSnapshot:
         slot_hashes=tuple(SlotHash(s, h) for s, h in sorted(bank.slot_hashes.items())),
         last_votes=tuple(LastVote(v, s) for v, s in sorted(bank.last_votes.items())),
         auction_accounts=tuple(AuctionAccountData(a, d) for a, d in sorted(bank.auction_accounts.items())),
+        slots_per_epoch=bank.slots_per_epoch,
+        work_accounts=tuple(WorkAccountData(i, d) for i, d in sorted(bank.work_accounts.items())),
+        tally_epoch=bank.tally_epoch,
+        epoch_tally=tuple(TallyEntry(i, lead, votes) for i, (lead, votes) in sorted(bank.epoch_tally.items())),
     )
 
 
@@ -47,6 +60,10 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
         {h.slot: h.bank_hash for h in snap.slot_hashes},
         {v.voter: v.slot for v in snap.last_votes},
         auction_accounts={a.address: a.data for a in snap.auction_accounts},
+        slots_per_epoch=snap.slots_per_epoch,
+        work_accounts={w.identity: w.data for w in snap.work_accounts},
+        epoch_tally={t.identity: (t.leader_slots, t.votes) for t in snap.epoch_tally},
+        tally_epoch=snap.tally_epoch,
     )
 
 
@@ -74,6 +91,7 @@ class LStakeBucket:
     epoch: int = fld(UInt(64))
     credits: int = fld(UInt(64))
     slashes: int = fld(UInt(64))
+    pool_credits: int = fld(UInt(64), default=0)  # the Logit Pool share of credits (NodeSnapshot v3)
 
 
 @record
@@ -96,17 +114,18 @@ class ScheduleBookState:
     vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
 
 
-@message(type_id=0x0108, version=2, max_size=1 << 20)
+@message(type_id=0x0108, version=3, max_size=1 << 20)
 @dataclass(frozen=True)
 class NodeSnapshot:
     """A validator's state at root ``slot`` (spec/blockstore.md, "Node snapshots"): the
     frozen bank, what the first child slot chains to (the last entry hash for PoH, the last
     FEC set's Merkle root for shred chaining), the count of rooted slots in ``1..slot``
     (finality statistics), and the schedule book. With it and the stored slots above
-    ``slot``, a node restarts without replaying from genesis. v2 embeds ``BankSnapshot``
-    v3 (auction accounts); a v1 record is refused (``unsupported-version``), never read as
-    a bank without auction accounts: a restart trusts its bank unchecked
-    (:func:`load_latest_node_snapshot` passes over it)."""
+    ``slot``, a node restarts without replaying from genesis. v2 embedded ``BankSnapshot``
+    v3 (auction accounts); v3 embeds ``BankSnapshot`` v4 (work-credit state) and LStake
+    buckets with their Logit Pool share (``pool_credits``). Older records are refused
+    (``unsupported-version``), never read as a bank without that state: a restart trusts
+    its bank unchecked (:func:`load_latest_node_snapshot` passes over them)."""
 
     slot: int = fld(UInt(64))
     genesis_hash: bytes = fld(Bytes(32, exact=True))

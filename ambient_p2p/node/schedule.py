@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING
 
 from ..core.lstake import LStakeLedger, WorkKind, epoch_of, epoch_weights, schedule_for_epoch
 from ..core.messages import Genesis
+from ..core.work import WorkEvent
 
 if TYPE_CHECKING:
     from ..ledger.snapshot import ScheduleBookState
 
 #: Voters whose votes landed in a (rooted) slot.
 LandedVoters = Callable[[int], Sequence[bytes]]
+#: Work credits and slashes the Logit Pool booked in a (rooted) slot's bank (core/work.py).
+SlotWork = Callable[[int], Sequence[WorkEvent]]
 
 #: Schedules kept in memory (the current epoch, its neighbours, some slack).
 MAX_CACHED_EPOCHS = 8
@@ -81,10 +84,12 @@ class ScheduleBook:
         s = self.schedule(epoch_of(slot, self.spe))
         return None if s is None else s[slot % self.spe]
 
-    def on_rooted(self, slots: list[int], new_root: int, landed: LandedVoters | None = None) -> None:
+    def on_rooted(self, slots: list[int], new_root: int, landed: LandedVoters | None = None,
+                  work: SlotWork | None = None) -> None:
         """``slots`` (ascending) became rooted, the highest being ``new_root`` or below it;
-        credit each slot's leader and the voters whose votes landed in it (``landed``).
-        Idempotent for slots at or below ``credited_through``."""
+        credit each slot's leader, the voters whose votes landed in it (``landed``) and the
+        Logit Pool work credits and slashes its bank booked (``work``, spec/lstake.md "Work
+        accounts in the bank"). Idempotent for slots at or below ``credited_through``."""
         for s in slots:
             if s <= self.credited_through or s == 0:
                 continue
@@ -99,15 +104,22 @@ class ScheduleBook:
                     if weights.get(voter, 0) > 0:
                         self.ledger.credit(voter, epoch, WorkKind.VOTES, 1)
                         self.vote_credits[voter] += 1
+            if work is not None:
+                for ev in work(s):
+                    self.ledger.apply_work(ev.identity, epoch, ev.tokens_served, ev.positions_validated,
+                                           ev.is_slash)
             self.credited_through = s  # a rooted slot decides every slot below it
         self.credited_through = max(self.credited_through, new_root)
 
-    def credit_replayed_root(self, slot: int, landed: Sequence[tuple[bytes, int]]) -> None:
+    def credit_replayed_root(self, slot: int, landed: Sequence[tuple[bytes, int]],
+                             work: Sequence[WorkEvent] = ()) -> None:
         """Credit a stored root as it replays (a restarted node, ``ledger verify``), given
-        its bank's landed votes ``(voter, slot)``; slots already credited are skipped."""
+        its bank's landed votes ``(voter, slot)`` and work events; slots already credited
+        are skipped."""
         if slot > self.credited_through:
             voters = [voter for voter, _s in landed]
-            self.on_rooted([slot], slot, lambda _s: voters)
+            events = list(work)
+            self.on_rooted([slot], slot, lambda _s: voters, lambda _s: events)
 
     def to_state(self) -> ScheduleBookState:
         """The book without its caches, for a node snapshot (ledger/snapshot.py); the LStake
@@ -118,7 +130,7 @@ class ScheduleBook:
         floor = self.ledger.min_kept_epoch(epoch_of(self.credited_through, self.spe))
         return ScheduleBookState(
             self.credited_through,
-            tuple(LStakeBucket(i, e, c, s) for i, e, c, s in self.ledger.buckets() if e >= floor),
+            tuple(LStakeBucket(i, e, c, s, p) for i, e, c, s, p in self.ledger.pool_buckets() if e >= floor),
             tuple(IdentityCount(k, v) for k, v in sorted(self.leader_credits.items()) if v > 0),
             tuple(IdentityCount(k, v) for k, v in sorted(self.vote_credits.items()) if v > 0),
         )
@@ -128,7 +140,7 @@ class ScheduleBook:
         """Inverse of :meth:`to_state` (schedules and weights are recomputed on demand)."""
         book = cls(genesis)
         for b in state.lstake:
-            book.ledger.restore_bucket(b.identity, b.epoch, b.credits, b.slashes)
+            book.ledger.restore_bucket(b.identity, b.epoch, b.credits, b.slashes, b.pool_credits)
         book.credited_through = state.credited_through
         book.leader_credits.update({c.identity: c.count for c in state.leader_credits})
         book.vote_credits.update({c.identity: c.count for c in state.vote_credits})

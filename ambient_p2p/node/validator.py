@@ -37,6 +37,7 @@ from ..core.pools import Mempool, VotePool
 from ..core.shred import OFFSET_SLOT
 from ..core.tower import is_supermajority
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
+from ..core.work import WorkEvent
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.cleanup import CLEANUP_INTERVAL_SLOTS, DEFAULT_KEEP_SLOTS
 from ..ledger.meta import BankHashRecord, SlotMeta
@@ -373,7 +374,7 @@ class Validator:
                 elif slot not in full and slot > root:
                     self._perform(self.slots.handle(sl.ShredsStored(slot, parent)))
             await self._replay_ready()
-            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters)
+            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters, self._work_events)
             self._loading_roots = set()
             self._update_weights()
             self._prune()
@@ -456,7 +457,7 @@ class Validator:
         assert res.bank.bank_hash is not None
         self.stats.votes_landed += len(res.bank.landed_votes)
         if slot in self._loading_roots:
-            self.book.credit_replayed_root(slot, res.bank.landed_votes)
+            self.book.credit_replayed_root(slot, res.bank.landed_votes, res.bank.work_events)
         leader_is_me = slot in self.slots.own or self.book.leader(slot) == self.kp.pubkey
         self.ready.handle(rd.SlotFrozen(slot, self.slot_start_ms(slot), own=leader_is_me))
         self.frozen_event.set()
@@ -559,7 +560,7 @@ class Validator:
         await self._thread("disk", self.bs.set_roots, chain)
         old_root, self.root_written = self.root_written, max(self.root_written, new_root)
         self.finality.on_rooted(chain)
-        self.book.on_rooted(chain, new_root, self._landed_voters)
+        self.book.on_rooted(chain, new_root, self._landed_voters, self._work_events)
         self.book.ledger.prune(epoch_of(new_root, self.book.spe))
         if snapshot_due(old_root, new_root, self.history.snapshot_interval_slots) and new_root in self.banks:
             # built here (it copies the bank and the book), encoded and written in a thread
@@ -576,6 +577,10 @@ class Validator:
     def _landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
+
+    def _work_events(self, slot: int) -> list[WorkEvent]:
+        res = self.banks.get(slot)
+        return [] if res is None else list(res.bank.work_events)
 
     def _update_weights(self) -> None:
         """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""

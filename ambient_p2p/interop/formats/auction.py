@@ -49,8 +49,6 @@ MINERS = [crypto.Keypair.deterministic("vectors/auction/miner", i) for i in rang
 GENESIS_HASH = hashlib.sha256(b"vectors/auction/genesis").digest()
 FUNDS = 10**12
 MODEL_ID = hashlib.sha256(b"vectors/auction/model").digest()
-#: the epoch length the pool vectors' LStake provider is given (one LStake table for all)
-POOL_SLOTS_PER_EPOCH = 432_000
 
 
 def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount) -> dict[str, Any]:
@@ -105,7 +103,7 @@ class Chain:
         child = self.bank.child(self.bank.slot + 1 if slot is None else slot, LEADER.pubkey)
         if self.lstake:
             stakes = dict(self.lstake)
-            child.lstake_provider, child.slots_per_epoch = (lambda _epoch: stakes), POOL_SLOTS_PER_EPOCH
+            child.lstake_provider = lambda _epoch: stakes
         return child
 
     def commit(self, child: Bank) -> None:
@@ -220,7 +218,7 @@ def bank_from_input(handler: str, v: dict[str, Any], slot: int, accounts: dict[b
                 last_votes={crypto.decode_address(a): int(s) for a, s in v["last_votes"]})
     stakes = {crypto.decode_address(a): int(n) for a, n in v["lstake"]}
     if stakes:
-        bank.lstake_provider, bank.slots_per_epoch = (lambda _epoch: stakes), POOL_SLOTS_PER_EPOCH
+        bank.lstake_provider = lambda _epoch: stakes
     return bank
 
 
@@ -258,7 +256,11 @@ def run(handler: str, data: bytes) -> Any:
     if res.error is not None:
         raise Rejected(res.error.split(":")[0], res.error)
     changed = {k: bank.auction_accounts[k] for k in bank.auction_modified}
-    return {
+    extra: dict[str, Any] = {}
+    if handler in POOL_HANDLERS:  # the work credit settlement booked (core/work.py layout)
+        extra["work_accounts"] = {crypto.encode_address(k): bank.work_accounts[k].hex()
+                                  for k in sorted(bank.work_modified)}
+    return extra | {
         "accounts": [[crypto.encode_address(k), n] for k, n in sorted(bank.accounts.items())],
         "auction_accounts": [[crypto.encode_address(k), d.hex()] for k, d in sorted(bank.auction_accounts.items())],
         "changed": {crypto.encode_address(k): account_json(A.decode_account(d)) for k, d in sorted(changed.items())},
