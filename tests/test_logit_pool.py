@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
-from ambient_p2p.core import crypto
 from ambient_p2p.core import logit_pool as L
 from ambient_p2p.core import pol
+from ambient_p2p.interop.formats.auction import MINERS, VALIDATORS
 from ambient_p2p.interop.formats.auction import POOL_CLEARING as CLEARING
 from ambient_p2p.interop.formats.auction import POOL_TOKENS as NUM_TOKENS
-from ambient_p2p.interop.formats.auction import MINERS, VALIDATORS
 from ambient_p2p.interop.formats.auction import PoolChain as _Base
 
 

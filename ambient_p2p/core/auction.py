@@ -497,10 +497,7 @@ def instruction_tag(data: bytes) -> Instr:
         raise AuctionError("auction-bad-data", f"unknown instruction tag {tag}") from None
     if ins == Instr.VERDICT:  # variable: the evidence follows (core/logit_pool.py)
         return ins
-    if ins == Instr.SETTLE:
-        size = _TAG.size
-    else:
-        size = _FIXED[ins].size
+    size = _TAG.size if ins == Instr.SETTLE else _FIXED[ins].size
     if len(data) != size:
         raise AuctionError("auction-bad-data", f"{ins.name.lower()} data is {size} bytes, got {len(data)}")
     return ins

@@ -345,15 +345,14 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
             d = _draw_round(view, q, qacct.key, pool.verify_end_slot, [q.winner, *pool.validators])
         for v in absent:  # absent validators of the round that just closed lose credit
             view.slash_work(v, "absent")
-        if d is not None:
-            if d.validators:
-                new = replace(pool, round=pool.round + 1, beacon_slot=d.beacon_slot,
-                              verify_end_slot=d.beacon_slot + VERIFY_WINDOW_SLOTS, beacon=d.beacon,
-                              validators=pool.validators + tuple(v.validator for v in d.validators),
-                              verdicts=pool.verdicts + tuple(NO_VERDICT for _ in d.validators),
-                              round_starts=(0, len(pool.validators)))
-                view.set_auction_data(pacct.key, new.pack())
-                return
+        if d is not None and d.validators:
+            new = replace(pool, round=pool.round + 1, beacon_slot=d.beacon_slot,
+                          verify_end_slot=d.beacon_slot + VERIFY_WINDOW_SLOTS, beacon=d.beacon,
+                          validators=pool.validators + tuple(v.validator for v in d.validators),
+                          verdicts=pool.verdicts + tuple(NO_VERDICT for _ in d.validators),
+                          round_starts=(0, len(pool.validators)))
+            view.set_auction_data(pacct.key, new.pack())
+            return
     bid_data = view.auction_data(bacct.key)
     if bid_data is None:  # an invariant: a RESULT_POSTED query's winning bid exists
         raise AuctionError("auction-no-bid", "the winning bid account is empty")

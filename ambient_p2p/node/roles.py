@@ -19,6 +19,7 @@ import trio
 from ..core import auction as au
 from ..core.crypto import CryptoError, decode_address, encode_address
 from .miner import MinerService, auction_view
+from .validator_pool import PoolValidator, ProofStore, chain_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
@@ -88,9 +89,13 @@ def auction_control(bank: Bank, slot: int, req: dict[str, Any]) -> dict[str, Any
 class RoleNode:
     """The node extension for a validator with (optionally) a miner beside it."""
 
-    def __init__(self, validator: Validator, miner: MinerService | None = None) -> None:
+    def __init__(self, validator: Validator, miner: MinerService | None = None,
+                 pool: PoolValidator | None = None) -> None:
         self.validator = validator
         self.miner = miner
+        self.pool = pool
+        #: serves /ambient/pol-open/1 from this node's miner's proofs (spec/logit_pool.md)
+        self.proofs = ProofStore(validator.data_dir)
 
     def payload_checks(self) -> dict[str, PayloadCheck]:
         return self.validator.payload_checks()
@@ -99,7 +104,9 @@ class RoleNode:
         return self.validator.shred_store()
 
     def reqresp_handlers(self) -> dict[str, Any]:
-        return self.validator.reqresp_handlers()
+        from ..net.reqresp import PROTO_POL_OPEN
+
+        return {**self.validator.reqresp_handlers(), PROTO_POL_OPEN: self.proofs.handler}
 
     def on_delivery(self, d: Delivery) -> bool:
         return self.validator.on_delivery(d)
@@ -111,11 +118,18 @@ class RoleNode:
                                                "weight": self.validator.cons.stakes.get(self.validator.kp.pubkey, 0)}}
         if self.miner is not None:
             roles["miner"] = self.miner.status()
+        if self.pool is not None:
+            roles["pool"] = self.pool.status()
+        else:
+            res = self.validator.banks.get(self.validator.cons.processed_slot()) if self.validator.loaded else None
+            roles["pool"] = {"state": "off", "chain": chain_counts(res.bank) if res is not None else None}
+        roles["pool"]["openings_served"] = self.proofs.served
         return {**out, "roles": roles}
 
     def status_line(self) -> str:
         line = self.validator.status_line()
-        return line + (" " + self.miner.status_line() if self.miner is not None else "")
+        line += " " + self.miner.status_line() if self.miner is not None else ""
+        return line + (" " + self.pool.status_line() if self.pool is not None else "")
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
         v = self.validator
@@ -132,6 +146,8 @@ class RoleNode:
             nursery.start_soon(self.validator.run, node)
             if self.miner is not None:
                 nursery.start_soon(self.miner.run)
+            if self.pool is not None:
+                nursery.start_soon(self.pool.run)
 
     def close(self) -> None:
         self.validator.close()

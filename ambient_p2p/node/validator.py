@@ -362,6 +362,9 @@ class Validator:
             self.stats.restored_from = base
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             self.banks = {base: r.result}
+            # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
+            # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
+            r.result.bank.lstake_provider = lambda epoch: self.book.vote_weights(epoch)
             self.slots = sl.SlotTracker(base, r.result.bank.bank_hash,
                                         leader_known=lambda s: self.book.leader(s) is not None)
             root, roots_above, dead, full = self.cons.root, set(r.roots_above), set(r.dead), set(r.replay)
