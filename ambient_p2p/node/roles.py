@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .validator import Validator
 
 
-AUCTION_COMMANDS = ("auction_query", "balance", "recent_blockhash")
+AUCTION_COMMANDS = ("auction_query", "balance", "recent_blockhash", "pool_draw")
 
 
 def query_json(q: au.QueryAccount) -> dict[str, Any]:
@@ -47,6 +47,34 @@ def query_json(q: au.QueryAccount) -> dict[str, Any]:
         "vocab": q.vocab, "pol_root": q.pol_root.hex(),
         "pol_commitment_hash": q.pol_commitment().hash().hex() if q.status == au.QueryStatus.RESULT_POSTED else None,
     }
+
+
+def pool_draw_json(bank: Bank, qid: bytes) -> dict[str, Any]:
+    """The Logit Pool's draw of query ``qid`` as ``bank`` (frozen) sees it (spec/logit_pool.md
+    "The draw"): the pool account's when one exists, else the round-0 draw a verdict would
+    make now; ``draw`` is None while the query has no result or the beacon is not an ancestor."""
+    from ..core import logit_pool as lp
+    from ..core.bank import pool_view
+
+    data = bank.auction_accounts.get(qid)
+    if data is None or data[:1] != bytes([au.Kind.QUERY]):
+        return {"query": None, "draw": None}
+    q = au.QueryAccount.unpack(data)
+    d = None
+    if q.status in (au.QueryStatus.RESULT_POSTED, au.QueryStatus.FINALIZED_VERIFIED,
+                    au.QueryStatus.FINALIZED_REJECTED):
+        d = lp.draw_of(pool_view(bank), q, qid) if q.status == au.QueryStatus.RESULT_POSTED else \
+            lp.load_pool(pool_view(bank), lp.pool_address(qid))
+    if d is None:
+        return {"query": query_json(q), "draw": None}
+    names = {lp.NO_VERDICT: None, lp.ACCEPT: "accept", lp.REJECT: "reject"}
+    return {"query": query_json(q), "draw": {
+        "stored": lp.pool_address(qid) in bank.auction_accounts, "round": d.round,
+        "beacon_slot": d.beacon_slot, "beacon": d.beacon.hex(), "verify_end_slot": d.verify_end_slot,
+        "seed": lp.draw_seed(q.pol_commitment().hash(), qid, d.first_beacon).hex(),
+        "validators": [{"validator": encode_address(v), "round": d.round_of(i),
+                        "positions": lp.positions_for(q, d.beacon_of(i), v), "verdict": names[d.verdicts[i]]}
+                       for i, v in enumerate(d.validators)]}}
 
 
 def bid_json(b: au.BidAccount) -> dict[str, Any]:
@@ -81,6 +109,8 @@ def auction_control(bank: Bank, slot: int, req: dict[str, Any]) -> dict[str, Any
             return {"ok": True, "bank_slot": slot, "lamports": bank.balance(_address(req, "address"))}
         if cmd == "recent_blockhash":
             return {"ok": True, "bank_slot": slot, "blockhash": bank.last_blockhash.hex()}
+        if cmd == "pool_draw":
+            return {"ok": True, "bank_slot": slot, **pool_draw_json(bank, _address(req, "query"))}
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
     return None

@@ -1,0 +1,140 @@
+"""The Logit Pool on a real multi-process localnet (spec/logit_pool.md; issue 13 items 1-3,
+8): 3 validator processes with ``--logit-pool`` (each loads the embedded SmolLM2), one of them
+``--miner``. A query through node 0 is answered by the miner; the draw picks the two other
+validators (the miner is excluded), each fetches the prompt and answer blobs and its
+openings from the miner over ``/ambient/pol-open/1``, re-runs the model and sends its
+verdict; ``settle`` pays the miner ``clearing_price x tokens`` and the validators the query
+fee, to the lamport. With ``--miner-fault perturbed-model`` the miner answers from weights
+scaled by 1 + 1e-3 noise: both validators reject with evidence and the bond is slashed.
+Every process is a child of the Localnet context manager and every wait is bounded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ambient_p2p.core import auction as A
+from ambient_p2p.core import logit_pool as L
+from ambient_p2p.core.crypto import write_keypair_file
+from ambient_p2p.devnet.localnet import Localnet
+from ambient_p2p.devnet.users import user_keypairs
+from tests.test_query_multiproc import MAX_TOKENS, PAY, QUERY_TIMEOUT_S, wait_miners
+
+#: the pool's model load on every node, on a loaded 2-core machine
+POOL_READY_TIMEOUT_S = 200.0
+#: from the result landing to settlement: the beacon delay, blob and openings fetches, one
+#: forward pass per validator, the verdicts and the settle landing (the window is 32 slots)
+SETTLE_TIMEOUT_S = 150.0
+
+
+def pool_state(net: Localnet, i: int) -> dict[str, Any]:
+    try:
+        st = net.nodes[i].control({"cmd": "status"}, timeout_s=10.0)
+    except (OSError, ValueError):
+        return {}
+    p: dict[str, Any] = st.get("roles", {}).get("pool", {})
+    return p
+
+
+def wait_pools(net: Localnet, nodes: list[int]) -> None:
+    deadline = time.monotonic() + POOL_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if all(pool_state(net, i).get("state") == "validating" for i in nodes):
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"pool validators not ready: {[pool_state(net, i) for i in nodes]}")
+
+
+def query(net: Localnet, key: Path, prompt: str) -> dict[str, Any]:
+    r = subprocess.run([sys.executable, "-m", "ambient_p2p", "query", prompt, "--max-tokens", str(MAX_TOKENS),
+                        "--pay", str(PAY), "--within", "60", "--node", str(net.nodes[0].data_dir), "--keypair",
+                        str(key), "--json"], capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    assert r.stdout.strip(), (r.returncode, r.stderr[-3000:])
+    rec: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["status"] == "RESULT_POSTED", (rec, r.stderr[-3000:])
+    return rec
+
+
+def wait_final(net: Localnet, qid: str) -> dict[str, Any]:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = net.nodes[0].control({"cmd": "auction_query", "query": qid})
+        if last["query"]["status"] in ("FINALIZED_VERIFIED", "FINALIZED_REJECTED"):
+            return last
+        time.sleep(1.0)
+    draw = net.nodes[0].control({"cmd": "pool_draw", "query": qid})
+    raise AssertionError(f"not settled: {last} {draw} {[pool_state(net, i) for i in range(net.n)]}")
+
+
+def balance(net: Localnet, addr: str) -> int:
+    return int(net.nodes[0].control({"cmd": "balance", "address": addr})["lamports"])
+
+
+def run_pool(tmp_path: Path, miner_args: list[str]) -> tuple[Localnet, dict[str, Any], dict[str, Any], dict[str, Any],
+                                                               int, int]:
+    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
+                   node_args={1: ["--miner", *miner_args]})
+    net.start()
+    key = tmp_path / "user0.json"
+    user = user_keypairs(net.chain_id)[0]
+    write_keypair_file(key, user)
+    wait_miners(net, [1])
+    wait_pools(net, [0, 2])
+    rec = query(net, key, "What is the capital of France?")
+    final = wait_final(net, rec["query"])
+    draw = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})
+    after = balance(net, rec["requester"])
+    return net, rec, final, draw, rec["balance_before"], after
+
+
+def test_an_honest_answer_is_verified_and_paid_to_the_lamport(tmp_path: Path) -> None:
+    net, rec, final, draw, before, after = run_pool(tmp_path, ["--miner-price", "20"])
+    try:
+        q = final["query"]
+        assert q["status"] == "FINALIZED_VERIFIED" and q["escrow_lamports"] == 0
+        d = draw["draw"]
+        miner = net.nodes[1].status()["address"]
+        drawn = [v["validator"] for v in d["validators"]]
+        assert miner not in drawn and len(drawn) == 2  # three voters, the miner excluded
+        assert sorted(v["verdict"] for v in d["validators"]) == ["accept", "accept"]
+        assert all(len(v["positions"]) == min(L.POSITIONS_PER_VALIDATOR, q["num_tokens"]) for v in d["validators"])
+        (bid,) = final["bids"]
+        assert bid["status"] == "REFUNDED"  # the bond went back to the miner
+        assert balance(net, rec["query"]) == 0
+        # the requester paid the clearing price per accepted token and the query fee, to the lamport
+        paid = q["clearing_price"] * q["num_tokens"] + A.QUERY_FEE_LAMPORTS // 2 * 2
+        assert before - after == paid + rec["requester_tx_fees_lamports"]
+        st = net.nodes[0].status()
+        chain = st["roles"]["pool"]["chain"]
+        assert (chain["answered"], chain["accepted"], chain["rejected"], chain["slashed"]) == (1, 1, 0, 0)
+        assert sum(pool_state(net, i).get("accepted", 0) for i in (0, 2)) == 2
+        assert net.nodes[1].status()["roles"]["pool"]["openings_served"] >= 2
+    finally:
+        net.stop()
+
+
+@pytest.mark.slow
+def test_a_miner_answering_from_a_perturbed_model_is_rejected_and_slashed(tmp_path: Path) -> None:
+    net, rec, final, draw, before, after = run_pool(tmp_path, ["--miner-fault", "perturbed-model"])
+    try:
+        q = final["query"]
+        assert q["status"] == "FINALIZED_REJECTED" and q["escrow_lamports"] == 0
+        (bid,) = final["bids"]
+        assert bid["status"] == "SLASHED"
+        d = draw["draw"]
+        assert sorted(v["verdict"] for v in d["validators"]) == ["reject", "reject"]
+        bond = bid["bond_lamports"]
+        to_requester = bond - (bond - bond * L.SLASH_TO_REQUESTER_PERCENT // 100) // 2 * 2
+        # the requester got the escrow back less the fee share, plus its share of the bond
+        assert after - before == -rec["requester_tx_fees_lamports"] - A.QUERY_FEE_LAMPORTS // 2 * 2 + to_requester
+        chain = net.nodes[0].status()["roles"]["pool"]["chain"]
+        assert (chain["rejected"], chain["slashed"]) == (1, 1)
+    finally:
+        net.stop()
