@@ -81,16 +81,21 @@ def run_pool(tmp_path: Path, miner_args: list[str]) -> tuple[Localnet, dict[str,
                                                                int, int]:
     net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
                    node_args={1: ["--miner", *miner_args]})
-    net.start()
-    key = tmp_path / "user0.json"
-    user = user_keypairs(net.chain_id)[0]
-    write_keypair_file(key, user)
-    wait_miners(net, [1])
-    wait_pools(net, [0, 2])
-    rec = query(net, key, "What is the capital of France?")
-    final = wait_final(net, rec["query"])
-    draw = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})
-    after = balance(net, rec["requester"])
+    try:
+        net.start()
+        key = tmp_path / "user0.json"
+        write_keypair_file(key, user_keypairs(net.chain_id)[0])
+        wait_miners(net, [1])
+        wait_pools(net, [0, 2])
+        rec = query(net, key, "What is the capital of France?")
+        final = wait_final(net, rec["query"])
+        draw = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})
+        after = balance(net, rec["requester"])
+    except BaseException:
+        for node in net.nodes:
+            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
+        net.stop()
+        raise
     return net, rec, final, draw, rec["balance_before"], after
 
 

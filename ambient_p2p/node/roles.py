@@ -177,7 +177,15 @@ class RoleNode:
             if self.miner is not None:
                 nursery.start_soon(self.miner.run)
             if self.pool is not None:
-                nursery.start_soon(self.pool.run)
+                nursery.start_soon(self._run_pool)
+
+    async def _run_pool(self) -> None:
+        """The pool's model loads after the miner's: two threads importing transformers at
+        once can fail (its lazy module is not thread-safe)."""
+        assert self.pool is not None
+        while self.miner is not None and self.miner.state == "loading-model":
+            await trio.sleep(0.5)
+        await self.pool.run()
 
     def close(self) -> None:
         self.validator.close()

@@ -474,12 +474,12 @@ POOL_TOKENS = 40
 POOL_CLEARING = 700
 
 
-def pool_proof(miner: crypto.Keypair, q: A.QueryAccount) -> P.PolProof:
-    """A PoL proof bound to ``q`` (its model, prompt hash, sampling) over synthetic
-    fingerprints: the program checks commitments and Merkle paths, never the model."""
-    out = [100 + i for i in range(POOL_TOKENS)]
+def pool_proof(miner: crypto.Keypair, q: A.QueryAccount, tokens: int = POOL_TOKENS) -> P.PolProof:
+    """A PoL proof bound to ``q`` (its model, prompt hash, sampling) over ``tokens``
+    synthetic fingerprints: the program checks commitments and Merkle paths, never the model."""
+    out = [100 + i for i in range(tokens)]
     fps = [P.LogitFingerprint(pos=i, tok=out[i], ids=(out[i], *range(1, P.TOP_K)),
-                              lps=(0, *range(10, 10 * P.TOP_K, 10))) for i in range(POOL_TOKENS)]
+                              lps=(0, *range(10, 10 * P.TOP_K, 10))) for i in range(tokens)]
     proof = P.commit(miner, model_id=q.model_id, tier=P.Tier.FP32, vocab=50_257, top_k=P.TOP_K,
                      temp_milli=q.temp_milli, sample_seed=q.sample_seed, prompt=[1, 2, 3], output=out, fps=fps)
     cmt = dataclasses.replace(proof.commitment, prompt_hash=q.prompt_hash, signature=crypto.ZERO_SIGNATURE)
