@@ -77,6 +77,22 @@ def balance(net: Localnet, addr: str) -> int:
     return int(net.nodes[0].control({"cmd": "balance", "address": addr})["lamports"])
 
 
+#: the idle window measured before the query, to compare consensus progress with
+IDLE_WINDOW_S = 12.0
+
+
+def consensus(net: Localnet, i: int) -> tuple[float, int, int]:
+    c = net.nodes[i].status()["consensus"]
+    return time.monotonic(), int(c["confirmed"]), int(c["votes_out"])
+
+
+def rates(a: tuple[float, int, int], b: tuple[float, int, int], slot_s: float) -> dict[str, float]:
+    """Confirmed slots and votes per clock slot between two samples."""
+    clock_slots = (b[0] - a[0]) / slot_s
+    return {"confirmed_per_slot": round((b[1] - a[1]) / clock_slots, 3),
+            "votes_per_slot": round((b[2] - a[2]) / clock_slots, 3), "seconds": round(b[0] - a[0], 1)}
+
+
 def run_pool(tmp_path: Path, miner_args: list[str]) -> tuple[Localnet, dict[str, Any], dict[str, Any], dict[str, Any],
                                                                int, int]:
     net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
@@ -87,8 +103,18 @@ def run_pool(tmp_path: Path, miner_args: list[str]) -> tuple[Localnet, dict[str,
         write_keypair_file(key, user_keypairs(net.chain_id)[0])
         wait_miners(net, [1])
         wait_pools(net, [0, 2])
+        slot_s = net.nodes[0].status()["consensus"].get("slot_ms", 400) / 1000
+        idle0 = consensus(net, 2)
+        time.sleep(IDLE_WINDOW_S)
+        idle1 = consensus(net, 2)
         rec = query(net, key, "What is the capital of France?")
         final = wait_final(net, rec["query"])
+        busy1 = consensus(net, 2)
+        # node 2 is a drawn validator (3 voters, the miner excluded): consensus progress while
+        # it fetched, ran the model and voted, against the idle window before
+        measured = {"idle": rates(idle0, idle1, slot_s), "query": rates(idle1, busy1, slot_s)}
+        print("consensus progress on a drawn validator:", json.dumps(measured))
+        net.measured = measured  # type: ignore[attr-defined]
         draw = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})
         after = balance(net, rec["requester"])
     except BaseException:
@@ -121,6 +147,9 @@ def test_an_honest_answer_is_verified_and_paid_to_the_lamport(tmp_path: Path) ->
         assert (chain["answered"], chain["accepted"], chain["rejected"], chain["slashed"]) == (1, 1, 0, 0)
         assert sum(pool_state(net, i).get("accepted", 0) for i in (0, 2)) == 2
         assert net.nodes[1].status()["roles"]["pool"]["openings_served"] >= 2
+        m = net.measured  # type: ignore[attr-defined]
+        # validation runs in a worker thread: confirmation keeps pace (loose bound: a shared machine)
+        assert m["query"]["confirmed_per_slot"] >= 0.7 * m["idle"]["confirmed_per_slot"], m
     finally:
         net.stop()
 
