@@ -4,6 +4,7 @@ program, on a real bank (core/bank.py) with real signatures and a real PoL commi
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -251,3 +252,24 @@ def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) ->
     c.advance_to(d.verify_end_slot + 1)
     assert c.settle() is None  # extension: the two absent validators lose credit
     assert sorted(x for x in log) == sorted(("slash", v, "absent") for v in d.validators[1:])
+
+
+def test_the_proof_store_serves_openings_by_commitment(tmp_path: Path) -> None:
+    """node/validator_pool.py ProofStore: what ``/ambient/pol-open/1`` answers from the
+    miner's ``DATA_DIR/pol-proofs``."""
+    from ambient_p2p.core.codec import decode, encode
+    from ambient_p2p.node.validator_pool import ProofStore
+
+    c = PoolChain()
+    (tmp_path / "pol-proofs").mkdir()
+    (tmp_path / "pol-proofs" / f"{c.qid.hex()}.cbor").write_bytes(encode(c.proof))
+    (tmp_path / "pol-proofs" / "junk.cbor").write_bytes(b"not a proof")
+    store = ProofStore(tmp_path)
+    h = c.proof.commitment.hash()
+    got = store.openings(h, (3, 0, 39))
+    assert got is not None
+    ops = [decode(b, expected=pol.PolOpening) for b in got]
+    assert [o.fp.pos for o in ops] == [3, 0, 39]
+    assert all(L.evidence_error(c.proof.commitment, o, [3, 0, 39]) is None for o in ops)
+    assert store.openings(h, (40,)) is None  # beyond the proof
+    assert store.openings(bytes(32), (0,)) is None and store.unknown == 1

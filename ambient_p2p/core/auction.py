@@ -176,7 +176,7 @@ class Kind(IntEnum):
     BID = 2
     MINER = 3
     #: the Logit Pool's draw and verdicts of one query (core/logit_pool.py)
-    POOL = 4
+    POOL = 5
 
 
 class QueryStatus(IntEnum):

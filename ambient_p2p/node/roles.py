@@ -159,7 +159,13 @@ class RoleNode:
     def status_line(self) -> str:
         line = self.validator.status_line()
         line += " " + self.miner.status_line() if self.miner is not None else ""
-        return line + (" " + self.pool.status_line() if self.pool is not None else "")
+        line += " " + self.pool.status_line() if self.pool is not None else ""
+        v = self.validator
+        res = v.banks.get(v.cons.processed_slot()) if v.loaded else None
+        if res is not None:  # the chain's Logit Pool outcomes: answered/accepted/rejected/slashed
+            c = chain_counts(res.bank)
+            line += f" queries={c['answered']}/{c['accepted']}/{c['rejected']}/{c['slashed']}"
+        return line
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
         v = self.validator
