@@ -16,7 +16,7 @@ import pytest
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import crypto
-from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, ZERO_HASH, Bank, BlockError, parse_transaction
+from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, Bank, BlockError, parse_transaction
 from ambient_p2p.interop import Case
 from ambient_p2p.interop.formats import auction as F
 

@@ -194,7 +194,8 @@ class Bank:
     #: every identity (the snapshot that weighs the epoch's votes), or None when that
     #: snapshot is not final here. Set by the node on its root bank; ``child`` passes it on.
     #: None: every identity with the validator role weighs 1 (vectors, unit tests).
-    lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False)
+    lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False,
+                                                                              compare=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,

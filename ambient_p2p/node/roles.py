@@ -189,7 +189,8 @@ class RoleNode:
         """The pool's model loads after the miner's: two threads importing transformers at
         once can fail (its lazy module is not thread-safe)."""
         assert self.pool is not None
-        while self.miner is not None and self.miner.state == "loading-model":
+        # the miner (another helper's service) has no event for "loaded": poll its state
+        while self.miner is not None and self.miner.state == "loading-model":  # noqa: ASYNC110
             await trio.sleep(0.5)
         await self.pool.run()
 
