@@ -20,7 +20,6 @@ Two parts, composed onto the validator by node/roles.py:
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,8 @@ POL_OPEN_RETRY_S = 0.5
 DEFAULT_POOL_THREADS = 1
 #: recent verdicts listed in ``status``
 STATUS_RECENT = 8
+#: checks of one query that may fail (data unavailable) before this node gives up on it
+MAX_CHECK_ATTEMPTS = 3
 
 
 class ProofStore:
@@ -175,6 +176,7 @@ class PoolValidator:
         #: query -> the verdict transaction already built (resent as is, newer blockhash aside)
         self.verdicts: dict[bytes, tuple[bool, pol.PolOpening | None]] = {}
         self.busy: set[bytes] = set()
+        self.attempts: dict[bytes, int] = {}
         self.settle_sent: dict[bytes, int] = {}
 
     async def run(self) -> None:
@@ -221,6 +223,7 @@ class PoolValidator:
                 self.sent.pop(qid, None)
                 self.verdicts.pop(qid, None)
                 self.settle_sent.pop(qid, None)
+                self.attempts.pop(qid, None)
                 continue
             d = lp.draw_of(view, q, qid)
             if d is None or me not in d.validators:
@@ -244,9 +247,11 @@ class PoolValidator:
                     accept, ev = self.verdicts[qid]
                     await self.send(atx.verdict_transaction(self.kp, qid, accept, ev, bank.last_blockhash))
                 continue
-            if qid not in self.busy:
+            if qid not in self.busy and self.attempts.get(qid, 0) < MAX_CHECK_ATTEMPTS:
                 self.busy.add(qid)
-                self.stats.drawn += 1
+                self.attempts[qid] = self.attempts.get(qid, 0) + 1
+                if self.attempts[qid] == 1:
+                    self.stats.drawn += 1
                 nursery.start_soon(self.check, qid, q, list(lp.positions_for(q, d.beacon_of(i), me)))
 
     async def _openings(self, cmt_hash: bytes, positions: list[int], timeout_s: float) -> list[pol.PolOpening] | None:
@@ -294,10 +299,8 @@ class PoolValidator:
                 prompt, output = blob_tokens(prompt_b), blob_tokens(output_b)
             except BlobError:
                 return self._fail("blob-malformed")
-            t0 = time.perf_counter()
             check, total_s = await trio.to_thread.run_sync(_validate, self.lm, cmt, prompt, output, positions,
                                                            openings, limiter=self.worker)
-            del t0
             self.stats.validate_s = [*self.stats.validate_s, round(total_s, 3)][-STATUS_RECENT:]
             evidence = None
             if not check.ok:
