@@ -172,3 +172,44 @@ def test_a_miner_answering_from_a_perturbed_model_is_rejected_and_slashed(tmp_pa
         assert (chain["rejected"], chain["slashed"]) == (1, 1)
     finally:
         net.stop()
+
+
+@pytest.mark.slow
+def test_acceptance_twenty_queries_settle_verified_to_the_lamport(tmp_path: Path) -> None:
+    """Issue 13 acceptance (first bullet, the settlement part): a 4-node localnet, every node
+    a Logit Pool validator, nodes 2 and 3 honest miners; 20 queries through nodes 0 and 1 all
+    settle FINALIZED_VERIFIED, each requester paying exactly clearing price x tokens plus the
+    fee shares of the counted validators (the floor remainder of the fee comes back)."""
+    keys = []
+    with Localnet(tmp_path / "net", 4, validator=True, extra_args=["--logit-pool"],
+                  node_args={2: ["--miner", "--miner-price", "20"], 3: ["--miner", "--miner-price", "30"]}) as net:
+        for i, u in enumerate(user_keypairs(net.chain_id)[:2]):
+            keys.append(tmp_path / f"user{i}.json")
+            write_keypair_file(keys[-1], u)
+        wait_miners(net, [2, 3])
+        wait_pools(net, [0, 1, 2, 3])
+        t0 = time.monotonic()
+        outcomes = []
+        for n in range(20):
+            node = net.nodes[n % 2]
+            r = subprocess.run([sys.executable, "-m", "ambient_p2p", "query", f"Name a colour. ({n})", "--max-tokens",
+                                str(MAX_TOKENS), "--pay", str(PAY), "--within", "60", "--node", str(node.data_dir),
+                                "--keypair", str(keys[n % 2]), "--json"], capture_output=True, text=True,
+                               timeout=QUERY_TIMEOUT_S)
+            rec = json.loads(r.stdout.strip().splitlines()[-1])
+            assert rec["status"] == "RESULT_POSTED", (rec, r.stderr[-2000:])
+            final = wait_final(net, rec["query"])
+            q = final["query"]
+            d = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})["draw"]
+            accepts = sum(v["verdict"] == "accept" for v in d["validators"])
+            assert q["status"] == "FINALIZED_VERIFIED" and accepts >= 2, (q, d)
+            paid = q["clearing_price"] * q["num_tokens"] + A.QUERY_FEE_LAMPORTS // accepts * accepts
+            after = balance(net, rec["requester"])
+            assert rec["balance_before"] - after == paid + rec["requester_tx_fees_lamports"], (rec, q, d)
+            assert balance(net, rec["query"]) == 0
+            outcomes.append({"winner": q["winner"][:8], "price": q["clearing_price"], "tokens": q["num_tokens"],
+                             "accepts": accepts, "s": round(time.monotonic() - t0, 1)})
+        chain = net.nodes[0].status()["roles"]["pool"]["chain"]
+        print(json.dumps({"queries": len(outcomes), "seconds": round(time.monotonic() - t0, 1), "chain": chain,
+                          "outcomes": outcomes}))
+        assert (chain["answered"], chain["accepted"], chain["rejected"]) == (20, 20, 0)
