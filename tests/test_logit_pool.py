@@ -273,3 +273,16 @@ def test_the_proof_store_serves_openings_by_commitment(tmp_path: Path) -> None:
     assert all(L.evidence_error(c.proof.commitment, o, [3, 0, 39]) is None for o in ops)
     assert store.openings(h, (40,)) is None  # beyond the proof
     assert store.openings(bytes(32), (0,)) is None and store.unknown == 1
+
+
+def test_pol_draw_user_errors_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for argv, want in ((["xyz"], "QUERY must be a base58 query id"),
+                       (["11111111111111111111111111111111", "--node", str(tmp_path)], "no node is running in")):
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "pol", "draw", *argv], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert r.stderr.startswith("error: ") and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
