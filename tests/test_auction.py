@@ -16,7 +16,7 @@ import pytest
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import crypto
-from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, ZERO_HASH, Bank, BlockError, parse_transaction
+from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, Bank, BlockError, parse_transaction
 from ambient_p2p.interop import Case
 from ambient_p2p.interop.formats import auction as F
 
@@ -182,8 +182,7 @@ def _run_input(case: Case) -> tuple[Bank, dict[bytes, int], dict[bytes, bytes], 
     auction_accounts = {crypto.decode_address(a): bytes.fromhex(d) for a, d in v["auction_accounts"]}
     raw = bytes.fromhex(v["tx"])
     tx = parse_transaction(raw)
-    bank = Bank(int(v["slot"]), int(v["slot"]) - 1, ZERO_HASH, bytes(32), dict(accounts), [tx.recent_blockhash], {},
-                auction_accounts=dict(auction_accounts))
+    bank = F.bank_from_input(case.handler, v, int(v["slot"]), accounts, auction_accounts, tx.recent_blockhash)
     (res,) = bank.process_transactions([raw])
     return bank, accounts, auction_accounts, (tx, res)
 

@@ -22,6 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import crypto
+from ambient_p2p.core import logit_pool as L
+from ambient_p2p.core import pol as P
 from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, BlockError, parse_transaction
 from ambient_p2p.interop.formats import auction as F
 
@@ -34,6 +36,8 @@ BLOCKED = "block-error"  # the transaction was refused whole (a block error), no
 actor = st.sampled_from(ACTORS)
 bidder = st.sampled_from([*MINERS, MINERS[0], MINERS[1], F.OUTSIDER])  # mostly miners, some unregistered
 KEYS = {k.pubkey: k for k in ACTORS}
+#: identities whose votes land (the validator role of the Logit Pool's draw)
+VOTERS = [F.OUTSIDER, *MINERS]
 salts = st.binary(max_size=8).map(lambda b: crypto.sha256(b"salt", b))  # fresh-looking, never weak
 query_pick = st.integers(0, 9)  # 0: an address holding no query; else one of the requested queries
 # Hypothesis favours small values, so the simplest draw is the interesting one: aimed (where
@@ -51,6 +55,8 @@ def _status(data: bytes | None) -> tuple[int, Status]:
         return A.Kind.QUERY, acct.status
     if isinstance(acct, A.BidAccount):
         return A.Kind.BID, acct.status
+    if isinstance(acct, L.PoolAccount):
+        return A.Kind.POOL, None
     return A.Kind.MINER, None
 
 
@@ -66,6 +72,10 @@ ACTIONS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "post": dict(pick=st.integers(0, 20), other=bidder, by_other=st.booleans(), tokens=st.integers(1, 10),
                  tamper=st.booleans()),
     "expire": dict(aim=aimed, qi=query_pick, payer=actor),
+    "verdict": dict(pick=st.integers(0, 20), who=st.integers(0, 9), accept=st.booleans(),
+                    evidence=st.sampled_from(["mine", "mine", "other-position", "garbage"])),
+    "settle": dict(pick=st.integers(0, 20), payer=actor, shuffle=st.booleans()),
+    "posted_query": dict(nonce=st.integers(10, 12), tokens=st.integers(1, 10)),
     "advance": dict(by=st.sampled_from([0, 1, 3, 7])),
     "advance_to_last_slot_before_a_boundary": dict(),
     "duplicate": dict(),
@@ -81,6 +91,7 @@ class AuctionMachine(RuleBasedStateMachine):
         self.queries: list[bytes] = []
         self.sealed: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}  # (query, bidder) -> price, salt
         self.last_raw: bytes | None = None
+        self.proofs: dict[bytes, P.PolProof] = {}  # query -> the posted result's proof
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -157,6 +168,8 @@ class AuctionMachine(RuleBasedStateMachine):
                 self._check_window(ins, A.QueryAccount.unpack(old) if old else None, A.QueryAccount.unpack(data), slot)
             elif kind == A.Kind.BID:  # a bid is only ever rewritten by a status move
                 assert prev != new and (ins, prev, new) in A.BID_TRANSITIONS, (ins, prev, new)
+            elif kind == A.Kind.POOL:  # the draw and its verdicts: only the Logit Pool writes it
+                assert ins in (A.Instr.VERDICT, A.Instr.SETTLE)
             else:
                 assert ins == A.Instr.REGISTER_MINER and old is None
         assert set(before_data) <= set(bank.auction_accounts)  # accounts are never deleted
@@ -273,9 +286,13 @@ class AuctionMachine(RuleBasedStateMachine):
         who = KEYS[qa.winner] if not by_other and qa is not None and qa.winner in KEYS else other
         base = qa or dataclasses.replace(self._dummy_query(), winner=who.pubkey)
         signed_over = dataclasses.replace(base, prompt_hash=bytes(32)) if tamper else base
-        r = T.sign_result(who, signed_over, output_hash=bytes(32), num_tokens=tokens, tier=1, top_k=8, vocab=1000,
-                          pol_root=bytes(32))
+        proof = F.pool_proof(who, dataclasses.replace(signed_over, winner=who.pubkey), tokens)
+        c = proof.commitment
+        r = T.sign_result(who, signed_over, output_hash=c.output_hash, num_tokens=tokens, tier=c.tier, top_k=c.top_k,
+                          vocab=c.vocab, pol_root=c.root)
         code, slot = self._apply(A.Instr.POST_RESULT, T.post_result_transaction(who, q, r, self.blockhash))
+        if code is None:
+            self.proofs[q] = proof
         if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.AWARDED:
             valid = (who.pubkey == qa.winner and slot < qa.deadline_slot and not tamper
                      and tokens <= qa.max_output_tokens)
@@ -291,15 +308,109 @@ class AuctionMachine(RuleBasedStateMachine):
         if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.AWARDED:
             assert (code is None) == (slot >= qa.deadline_slot), code
 
+    def posted_query(self, nonce: int, tokens: int) -> None:
+        """A whole auction to a posted result in a few steps (random sequences rarely get
+        there), so the Logit Pool's verdicts and settlement run in most sequences."""
+        p = F.request_params(nonce, max_output_tokens=8, max_price_per_token=40, deadline_slots=40)
+        q = A.query_address(F.REQUESTER.pubkey, nonce)
+        if self.bank.auction_data(q) is not None:
+            return
+        if self._apply(A.Instr.REQUEST, T.request_transaction(F.REQUESTER, p, self.blockhash))[0] is not None:
+            return
+        self.queries.append(q)
+        salt = crypto.sha256(b"posted", q)
+        self._apply(A.Instr.COMMIT_BID, T.commit_bid_transaction(MINERS[0], q, 30, salt, self.blockhash))
+        qa = self._qacct(q)
+        assert qa is not None
+        self._advance_to(qa.commit_end_slot)
+        self._apply(A.Instr.REVEAL_BID, T.reveal_bid_transaction(MINERS[0], q, 30, salt, self.blockhash))
+        self._advance_to(qa.reveal_end_slot)
+        self._apply(A.Instr.CLOSE_AUCTION, T.close_auction_transaction(F.OUTSIDER, q, F.REQUESTER.pubkey,
+                                                                       self._bidders(q), self.blockhash))
+        self.post(len(self.queries) - 1, MINERS[0], False, tokens, False)
+
+    def _posted(self, pick: int) -> bytes:
+        posted = [q for q in self.queries if (qa := self._qacct(q)) and qa.status == A.QueryStatus.RESULT_POSTED]
+        return posted[pick % len(posted)] if pick != 20 and posted else self._query(pick % 10)
+
+    def _draw(self, q: bytes) -> L.PoolAccount | None:
+        """The draw an instruction in the open bank sees (core/logit_pool.py ``draw_of``)."""
+        qa = self._qacct(q)
+        if qa is None or qa.status != A.QueryStatus.RESULT_POSTED:
+            return None
+        return L.draw_of(_view(self.bank), qa, q)
+
+    def verdict(self, pick: int, who: int, accept: bool, evidence: str) -> None:
+        """A verdict on a posted result, mostly by a drawn validator (``who`` < 6 picks from
+        the draw), with real evidence at one of its positions, another position, or garbage."""
+        q = self._posted(pick)
+        qa, d = self._qacct(q), self._draw(q)
+        drawn = list(d.validators) if d is not None else []
+        key = KEYS[drawn[who % len(drawn)]] if who < 6 and drawn else VOTERS[who % len(VOTERS)]
+        ev: P.PolOpening | None = None
+        proof = self.proofs.get(q)
+        if not accept and proof is not None and qa is not None and d is not None and key.pubkey in drawn:
+            pos = L.positions_for(qa, d.beacon_of(drawn.index(key.pubkey)), key.pubkey)
+            if evidence == "mine":
+                ev = P.open_positions(proof, [pos[0]])[0]
+            elif evidence == "other-position" and len(pos) < qa.num_tokens:
+                ev = P.open_positions(proof, [next(p for p in range(qa.num_tokens) if p not in pos)])[0]
+        if not accept and ev is None:
+            raw = T.auction_transaction([key], [(key.pubkey, True, True), (q, False, True),
+                                                (L.pool_address(q), False, True)],
+                                        L.verdict_data(False)[:5] + b"\x00junk", self.blockhash)
+        else:
+            raw = T.verdict_transaction(key, q, accept, ev, self.blockhash)
+        code, slot = self._apply(A.Instr.VERDICT, raw)
+        if code is None:  # it was a drawn validator of the open round, inside the window
+            after = L.load_pool(_view(self.bank), L.pool_address(q))
+            assert after is not None and key.pubkey in after.validators
+            i = after.validators.index(key.pubkey)
+            assert i in after.current() and slot < after.verify_end_slot
+            assert after.verdicts[i] == (L.ACCEPT if accept else L.REJECT)
+            assert accept or evidence == "mine"
+        elif code != BLOCKED and qa is not None and qa.status != A.QueryStatus.RESULT_POSTED:
+            assert code == "auction-wrong-status", code
+        elif code != BLOCKED and d is not None and key.pubkey not in drawn:
+            assert code == "auction-not-drawn", code
+
+    def settle(self, pick: int, payer: crypto.Keypair, shuffle: bool) -> None:
+        q = self._posted(pick)
+        qa, d = self._qacct(q), self._draw(q)
+        if qa is None:
+            qa = dataclasses.replace(self._dummy_query(), winner=F.OUTSIDER.pubkey)
+        listed = list(d.validators) if d is not None else []
+        if shuffle and len(listed) > 1:
+            listed = listed[1:] + listed[:1]
+        code, slot = self._apply(A.Instr.SETTLE, T.settle_transaction(payer, qa, q, listed, self.blockhash))
+        if code is None:
+            assert d is not None
+            new = self._qacct(q)
+            assert new is not None
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            assert decided or slot >= d.verify_end_slot
+            if new.status != A.QueryStatus.RESULT_POSTED:
+                self.proofs.pop(q, None)
+        elif code != BLOCKED and d is not None and qa.status == A.QueryStatus.RESULT_POSTED and not shuffle:
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            assert code in ("auction-verify-open", "auction-draw-not-ready") and not decided, code
+
     def _marks(self) -> list[int]:
         """Window boundaries ahead: every query's commit_end, reveal_end and deadline."""
+        pools = [p.verify_end_slot for q in self.queries
+                 if (p := L.load_pool(_view(self.bank), L.pool_address(q))) is not None]
         return sorted({m for q in self.queries if (qa := self._qacct(q)) is not None
-                       for m in (qa.commit_end_slot, qa.reveal_end_slot, qa.deadline_slot) if m > self.bank.slot})
+                       for m in (qa.commit_end_slot, qa.reveal_end_slot, qa.deadline_slot, *pools)
+                       if m > self.bank.slot})
 
     def _advance_to(self, slot: int) -> None:
-        """Freeze the open slot and open ``slot`` (the slots between are skipped)."""
+        """Freeze the open slot and open ``slot`` (the slots between are skipped). The
+        validators' votes (every actor but the requester) land in every slot (vote state
+        given, as the vote program would leave it), so they keep the validator role."""
         self.chain.commit(self.bank)
         self.bank = self.chain.open(max(slot, self.bank.slot + 1))
+        for k in VOTERS:
+            self.bank.last_votes[k.pubkey] = self.bank.parent_slot
 
     def advance(self, by: int) -> None:
         """To the next window boundary (where the table's slot conditions flip), or ``by``
@@ -326,7 +437,7 @@ class AuctionMachine(RuleBasedStateMachine):
         """One step: an action drawn from ``ACTIONS`` with its arguments. (One rule, not one
         per action, so that Hypothesis' swarm testing, which switches whole rules off per
         sequence, cannot starve the auction of the instructions that drive it forward.)"""
-        name = data.draw(st.sampled_from([*ACTIONS, "advance", "commit", "reveal"]), label="action")
+        name = data.draw(st.sampled_from([*ACTIONS, "advance", "commit", "reveal", "verdict"]), label="action")
         getattr(self, name)(**data.draw(st.fixed_dictionaries(ACTIONS[name]), label=name))
 
     @staticmethod
@@ -349,16 +460,28 @@ class AuctionMachine(RuleBasedStateMachine):
             acct = A.decode_account(data)
             if isinstance(acct, A.QueryAccount):
                 assert bank.balance(key) == acct.escrow_lamports
-                if acct.status in (A.QueryStatus.EXPIRED, A.QueryStatus.REFUNDED):
+                if acct.status in (A.QueryStatus.EXPIRED, A.QueryStatus.REFUNDED, A.QueryStatus.FINALIZED_VERIFIED,
+                                   A.QueryStatus.FINALIZED_REJECTED):
                     assert acct.escrow_lamports == 0
                 else:
                     assert acct.escrow_lamports == acct.max_payment + A.QUERY_FEE_LAMPORTS
             elif isinstance(acct, A.BidAccount):
                 held = acct.status in (A.BidStatus.COMMITTED, A.BidStatus.REVEALED, A.BidStatus.WON)
                 assert bank.balance(key) == (acct.bond_lamports if held else 0)
-                if acct.status in (A.BidStatus.FORFEITED, A.BidStatus.SLASHED):
+                qd = bank.auction_data(acct.query)
+                settled = qd is not None and A.QueryAccount.unpack(qd).status == A.QueryStatus.FINALIZED_REJECTED
+                # a bond slashed by settle goes to the requester and the rejecters, not the incinerator
+                if acct.status == A.BidStatus.FORFEITED or (acct.status == A.BidStatus.SLASHED and not settled):
                     forfeited += acct.bond_lamports
+            elif isinstance(acct, L.PoolAccount):
+                assert bank.balance(key) == 0
         assert bank.balance(A.INCINERATOR_ID) == forfeited
+
+
+def _view(bank: Any) -> Any:
+    from ambient_p2p.core.bank import _AuctionView
+
+    return _AuctionView(bank)
 
 
 def _settings(n: int, steps: int) -> settings:

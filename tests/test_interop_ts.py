@@ -37,6 +37,8 @@ IMPLEMENTED = {
     "auction/register_miner",
     "auction/request",
     "auction/reveal_bid",
+    "auction/settle",
+    "auction/verdict",
     "bank/genesis",
     "bank/slot",
     "blobs/answer",

@@ -80,6 +80,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger-keep-slots", type=int, default=None, metavar="N",
                    help="validator: slots of ledger history kept below the root by the cleanup "
                         "(default: DEFAULT_KEEP_SLOTS of ambient_p2p/ledger/cleanup.py; spec/blockstore.md)")
+    p.add_argument("--logit-pool", action="store_true",
+                   help="validator: load the embedded model and check the answers this node is drawn to "
+                        "validate (spec/logit_pool.md); needs --validator (or --miner)")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
@@ -297,6 +300,8 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
 def _check_miner_args(args: argparse.Namespace) -> None:
     """The miner options, before anything is written (a miner follows the chain: it runs
     the validator's replay, so ``--miner`` implies ``--validator``)."""
+    if getattr(args, "logit_pool", False) and not (args.validator or args.miner):
+        raise UserError("--logit-pool needs --validator")
     if not args.miner:
         if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
             raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
@@ -323,15 +328,20 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
     from ..node.miner import DEFAULT_MODEL_THREADS, DEFAULT_PRICE_PER_TOKEN, MinerOptions, MinerService
     from ..node.roles import RoleNode
 
+    pool = None
+    if args.logit_pool:
+        from ..node.validator_pool import PoolValidator
+
+        pool = PoolValidator(validator, blobs)
     if not args.miner:
-        return RoleNode(validator)
+        return RoleNode(validator, pool=pool)
     opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
                         threads=args.miner_threads or DEFAULT_MODEL_THREADS)
     if args.miner_fault is not None:  # test harness (hidden flag)
         from ..devnet.miner_faults import faulty_miner
 
-        return RoleNode(validator, faulty_miner(args.miner_fault, validator, opts, blobs))
-    return RoleNode(validator, MinerService(validator, opts, blobs))
+        return RoleNode(validator, faulty_miner(args.miner_fault, validator, opts, blobs), pool)
+    return RoleNode(validator, MinerService(validator, opts, blobs), pool)
 
 
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:

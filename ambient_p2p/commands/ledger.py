@@ -206,6 +206,14 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"history pruned below slot {lowest}: verifying the slots above the node snapshot at slot "
               f"{snap.slot} (its bank is taken as is)")
     leader_for_slot, on_replayed = _validator_schedule(genesis, bs, snap) if validator else (None, None)
+    if validator and leader_for_slot is not None:  # the Logit Pool's draw weighs by the book's LStake, as a node
+        from ..ledger.producer import genesis_bank
+        from ..ledger.replay import SlotResult
+
+        if start is None:
+            start = (0, SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0))
+        book = leader_for_slot.__self__
+        start[1].bank.lstake_provider = lambda epoch: book.vote_weights(epoch)
     with bs, PohVerifier(args.jobs) as pv:
         total = sum(1 for m in bs.slot_metas(start=1 if start is None else start[0] + 1))
         with tqdm(total=total, unit="slot", desc="verify", file=sys.stderr, disable=True if args.quiet else None) as bar:

@@ -52,6 +52,9 @@ def register(sub: Any) -> None:
                    help=f"demo queries to send, one after another (default {DEMO_QUERIES}; 0: none)")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="passed to every node (`run`/`join --poh-clock`; default: the node's default)")
+    p.add_argument("--logit-pool", action="store_true",
+                   help="every node also checks the answers it is drawn to validate (`--logit-pool`, "
+                        "spec/logit_pool.md): queries settle FINALIZED_VERIFIED or FINALIZED_REJECTED")
     p.set_defaults(func=cmd_localnet)
 
 
@@ -129,7 +132,8 @@ def cmd_localnet(args: argparse.Namespace) -> int:
                    genesis_kw={"poh": poh},
                    node_args={i: ["--miner", "--miner-price", str(MINER_PRICE_BASE + MINER_PRICE_STEP * k)]
                               for k, i in enumerate(miner_nodes)},
-                   extra_args=["--poh-clock", args.poh_clock] if args.poh_clock else None)
+                   extra_args=(["--poh-clock", args.poh_clock] if args.poh_clock else [])
+                   + (["--logit-pool"] if args.logit_pool else []))
     demo = None
     stop = {"sig": 0}
 

@@ -143,6 +143,43 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.accept else 1
 
 
+def cmd_draw(args: argparse.Namespace) -> int:
+    """Print the Logit Pool's draw of a query from the running node's chain data."""
+    import json
+
+    from ..core.crypto import CryptoError, decode_address
+
+    try:
+        decode_address(args.query)
+    except (CryptoError, ValueError):
+        raise UserError(f"QUERY must be a base58 query id, not {args.query!r}") from None
+    from ..net.node import control_request
+
+    node = Path(args.node)
+    try:
+        out = control_request(node, {"cmd": "pool_draw", "query": args.query})
+    except OSError as exc:
+        raise UserError(f"no node is running in {node} ({exc.strerror or exc})") from None
+    if not out.get("ok"):
+        raise UserError(f"the node refused pool_draw: {out.get('error')}")
+    if args.json:
+        print(json.dumps(out, indent=1, sort_keys=True))
+        return 0
+    q, d = out.get("query"), out.get("draw")
+    if q is None:
+        raise UserError(f"no query {args.query} on the node's chain (bank slot {out.get('bank_slot')})")
+    print(f"query {args.query}: {q['status']}, result slot {q['result_slot']}, miner {q['winner']}, "
+          f"{q['num_tokens']} tokens (bank slot {out['bank_slot']})")
+    if d is None:
+        print("no draw yet: the result has not landed or its beacon slot is not an ancestor")
+        return 0
+    print(f"draw {'stored' if d['stored'] else 'derived'}: round {d['round']}, beacon slot {d['beacon_slot']} "
+          f"({d['beacon'][:16]}...), seed {d['seed'][:16]}..., verdicts until slot {d['verify_end_slot']}")
+    for v in d["validators"]:
+        print(f"  {v['validator']}  round {v['round']}  positions {v['positions']}  verdict {v['verdict'] or '-'}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     grp = subparsers.add_parser("pol", help="proof of logits: prove (generate + commit) and verify")
     grp.set_defaults(_parser=grp)
@@ -168,3 +205,11 @@ def register(subparsers: Any) -> None:
     v.add_argument("--verdict-out", default=None, help="also write the signed verdict (CBOR) here")
     add_model_args(v)
     v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("draw", help="print the validators and positions drawn to check a query's result "
+                                    "(spec/logit_pool.md), from the running node's chain")
+    d.add_argument("query", metavar="QUERY", help="the query id (base58, as `ambient-p2p query` prints it)")
+    d.add_argument("--node", "--ledger", "--data-dir", dest="node", default="ambient-node", metavar="DIR",
+                   help="the running node's directory (default ./ambient-node)")
+    d.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    d.set_defaults(func=cmd_draw)

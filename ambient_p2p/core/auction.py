@@ -41,7 +41,9 @@ slot condition is on the slot of the bank executing the instruction)::
                                                 bid or deadline <= slot
     post_result    the winner    AWARDED        slot < deadline                 RESULT_POSTED
     expire         *             AWARDED        deadline <= slot                EXPIRED
-    (Logit Pool)   -             RESULT_POSTED  (later issue)                   SETTLED/REJECTED
+    verdict        drawn valid.  RESULT_POSTED  beacon an ancestor, slot < verify_end  RESULT_POSTED
+    settle         *             RESULT_POSTED  quorum, or window over (spec/   FINALIZED_VERIFIED /
+                                                logit_pool.md; else extends)    FINALIZED_REJECTED
 
 Money on each move (all integer lamports; every path conserves the total)::
 
@@ -92,6 +94,12 @@ accounts, signer, writability, account existence, status, role, window, values::
     auction-bad-commitment        25  the PoL commitment signature (by the winner, over
                                       the commitment bound to this query) fails
     auction-deadline-not-reached  26  expire before the deadline
+    auction-draw-not-ready        27  the draw's beacon slot is not an ancestor yet
+    auction-not-drawn             28  verdict by a key the draw did not pick
+    auction-verify-closed         29  verdict after its round's window
+    auction-verdict-exists        30  a second verdict by the same validator
+    auction-bad-evidence          31  a reject's evidence fails the pure checks
+    auction-verify-open           32  settle without a quorum inside the window
 
 Pure: no I/O, no clock; the bank passes its slot and a view of its accounts.
 """
@@ -102,13 +110,16 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from . import crypto
 from .crypto import decode_address
 from .errors import ProtocolError
 from .messages import verify_message
 from .pol import MAX_OUTPUT_TOKENS, MAX_PROMPT_TOKENS, MAX_TEMPERATURE_MILLI, TIERS, PolCommitment
+
+if TYPE_CHECKING:
+    from . import logit_pool
 
 # ---------------------------------------------------------------------------------------
 # Constants (spec/auction.md "Constants")
@@ -153,6 +164,9 @@ class Instr(IntEnum):
     CLOSE_AUCTION = 4
     POST_RESULT = 5
     EXPIRE = 6
+    #: the Logit Pool's (core/logit_pool.py, spec/logit_pool.md)
+    VERDICT = 7
+    SETTLE = 8
 
 
 class Kind(IntEnum):
@@ -161,6 +175,8 @@ class Kind(IntEnum):
     QUERY = 1
     BID = 2
     MINER = 3
+    #: the Logit Pool's draw and verdicts of one query (core/logit_pool.py)
+    POOL = 5
 
 
 class QueryStatus(IntEnum):
@@ -169,9 +185,9 @@ class QueryStatus(IntEnum):
     RESULT_POSTED = 3
     EXPIRED = 4
     REFUNDED = 5
-    #: reserved for the Logit Pool
-    SETTLED = 6
-    REJECTED = 7
+    #: set by the Logit Pool's settle (core/logit_pool.py)
+    FINALIZED_VERIFIED = 6
+    FINALIZED_REJECTED = 7
 
 
 class BidStatus(IntEnum):
@@ -193,6 +209,10 @@ QUERY_TRANSITIONS: frozenset[tuple[Instr, QueryStatus | None, QueryStatus]] = fr
     (Instr.CLOSE_AUCTION, QueryStatus.OPEN, QueryStatus.REFUNDED),
     (Instr.POST_RESULT, QueryStatus.AWARDED, QueryStatus.RESULT_POSTED),
     (Instr.EXPIRE, QueryStatus.AWARDED, QueryStatus.EXPIRED),
+    (Instr.VERDICT, QueryStatus.RESULT_POSTED, QueryStatus.RESULT_POSTED),
+    (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.RESULT_POSTED),  # the draw extended
+    (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.FINALIZED_VERIFIED),
+    (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.FINALIZED_REJECTED),
 })
 BID_TRANSITIONS: frozenset[tuple[Instr, BidStatus | None, BidStatus]] = frozenset({
     (Instr.COMMIT_BID, None, BidStatus.COMMITTED),
@@ -201,6 +221,8 @@ BID_TRANSITIONS: frozenset[tuple[Instr, BidStatus | None, BidStatus]] = frozense
     (Instr.CLOSE_AUCTION, BidStatus.REVEALED, BidStatus.REFUNDED),
     (Instr.CLOSE_AUCTION, BidStatus.COMMITTED, BidStatus.FORFEITED),
     (Instr.EXPIRE, BidStatus.WON, BidStatus.SLASHED),
+    (Instr.SETTLE, BidStatus.WON, BidStatus.REFUNDED),
+    (Instr.SETTLE, BidStatus.WON, BidStatus.SLASHED),
 })
 
 #: error code -> its number (an SBF build returns it as ``InstructionError::Custom``)
@@ -213,6 +235,9 @@ AUCTION_ERRORS: dict[str, int] = {
         "auction-already-revealed", "auction-bid-mismatch", "auction-weak-salt", "auction-price-out-of-range",
         "auction-reveal-not-over", "auction-not-winner", "auction-deadline-passed", "auction-bad-result",
         "auction-bad-commitment", "auction-deadline-not-reached",
+        # the Logit Pool's (core/logit_pool.py)
+        "auction-draw-not-ready", "auction-not-drawn", "auction-verify-closed", "auction-verdict-exists",
+        "auction-bad-evidence", "auction-verify-open",
     ), start=1)
 }
 
@@ -470,8 +495,11 @@ def instruction_tag(data: bytes) -> Instr:
         ins = Instr(tag)
     except ValueError:
         raise AuctionError("auction-bad-data", f"unknown instruction tag {tag}") from None
-    if len(data) != _FIXED[ins].size:
-        raise AuctionError("auction-bad-data", f"{ins.name.lower()} data is {_FIXED[ins].size} bytes, got {len(data)}")
+    if ins == Instr.VERDICT:  # variable: the evidence follows (core/logit_pool.py)
+        return ins
+    size = _TAG.size if ins == Instr.SETTLE else _FIXED[ins].size
+    if len(data) != size:
+        raise AuctionError("auction-bad-data", f"{ins.name.lower()} data is {size} bytes, got {len(data)}")
     return ins
 
 
@@ -548,6 +576,12 @@ def process_instruction(view: AccountsView, slot: int, accounts: Sequence[IxAcco
     :class:`AuctionError`; the caller rolls back whatever was written (the bank does).
     Returns the instruction it ran."""
     ins = instruction_tag(data)
+    if ins in (Instr.VERDICT, Instr.SETTLE):
+        from . import logit_pool  # it builds on this module
+
+        pool_view = cast("logit_pool.PoolView", view)
+        (logit_pool.verdict if ins == Instr.VERDICT else logit_pool.settle)(pool_view, slot, accounts, data)
+        return ins
     _HANDLERS[ins](view, slot, accounts, data)
     return ins
 
@@ -781,10 +815,14 @@ _HANDLERS = {
 }
 
 
-def decode_account(data: bytes) -> QueryAccount | BidAccount | MinerAccount:
+def decode_account(data: bytes) -> QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount:
     """Any auction account by its kind byte (raises ValueError)."""
     if not data:
         raise ValueError("empty account")
+    if data[0] == Kind.POOL:
+        from . import logit_pool
+
+        return logit_pool.PoolAccount.unpack(data)
     kinds: dict[int, type[QueryAccount] | type[BidAccount] | type[MinerAccount]] = {
         Kind.QUERY: QueryAccount, Kind.BID: BidAccount, Kind.MINER: MinerAccount}
     cls = kinds.get(data[0])

@@ -31,6 +31,7 @@ from .auction import (
 )
 from .crypto import ZERO_SIGNATURE, Keypair
 from .messages import sign_message
+from .pol import PolOpening
 
 #: (pubkey, is_signer, is_writable)
 Meta = tuple[bytes, bool, bool]
@@ -108,3 +109,26 @@ def sign_result(winner: Keypair, query: QueryAccount, *, output_hash: bytes, num
                         num_tokens=num_tokens, root=pol_root, miner=winner.pubkey, signature=ZERO_SIGNATURE)
     signed = sign_message(cmt, winner, "pol-commitment")
     return ResultParams(output_hash, num_tokens, tier, top_k, vocab, pol_root, signed.signature)
+
+
+# -- the Logit Pool's instructions (core/logit_pool.py, spec/logit_pool.md) -----------------
+def verdict_transaction(validator: Keypair, query: bytes, accept: bool, evidence: PolOpening | None,
+                        recent_blockhash: bytes) -> bytes:
+    """A drawn validator's verdict: accept, or reject with the failing opening as evidence."""
+    from .logit_pool import pool_address, verdict_data
+
+    metas = [(validator.pubkey, True, True), (query, False, True), (pool_address(query), False, True)]
+    return auction_transaction([validator], metas, verdict_data(accept, evidence), recent_blockhash)
+
+
+def settle_transaction(payer: Keypair, query: QueryAccount, query_id: bytes, drawn: Sequence[bytes],
+                       recent_blockhash: bytes) -> bytes:
+    """Settle (or extend the draw of) a posted result; ``drawn`` = every validator drawn so
+    far, in draw order (the pool account's list, or the round-0 draw when none exists)."""
+    from .logit_pool import pool_address, settle_data
+
+    metas: list[Meta] = [(query_id, False, True), (pool_address(query_id), False, True),
+                         (query.requester, False, True), (query.winner, False, True),
+                         (bid_address(query_id, query.winner), False, True), (INCINERATOR_ID, False, True),
+                         *((v, False, True) for v in drawn)]
+    return auction_transaction([payer], metas, settle_data(), recent_blockhash)

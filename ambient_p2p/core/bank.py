@@ -192,6 +192,12 @@ class Bank:
     tally_epoch: int = 0
     #: the rewards this bank paid (it is the first bank of an epoch on its fork), if any
     epoch_rewards: rewards.EpochRewards | None = None
+    #: the Logit Pool's LStake source (spec/logit_pool.md "The draw"): epoch -> LStake of
+    #: every identity (the snapshot that weighs the epoch's votes), or None when that
+    #: snapshot is not final here. Set by the node on its root bank; ``child`` passes it on.
+    #: None: every identity with the validator role weighs 1 (vectors, unit tests).
+    lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False,
+                                                                              compare=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
@@ -284,7 +290,7 @@ class Bank:
                     slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
                     auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
-                    tally_epoch=self.tally_epoch)
+                    tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -602,6 +608,29 @@ class _AuctionView:
     def set_auction_data(self, pubkey: bytes, data: bytes) -> None:
         self._bank._set_auction_data(pubkey, data)
 
+    # -- the Logit Pool's view (core/logit_pool.py PoolView) ----------------------------------
+    def poh_hash_at_or_after(self, slot: int) -> tuple[int, bytes] | None:
+        """The first ancestor ``s >= slot`` and its last blockhash. Every frozen bank appended
+        exactly one blockhash, so ancestor ``s`` (in ``slot_hashes``) registered
+        ``blockhashes[-1 - #(ancestors above s)]`` (the executing bank has not frozen)."""
+        b = self._bank
+        later = sorted(s for s in b.slot_hashes if s >= slot)
+        if not later:
+            return None
+        s = later[0]
+        idx = len(b.blockhashes) - len(later)
+        if idx < 0:
+            return None
+        return s, b.blockhashes[idx]
+
+    def validator_weights(self, active_since_slot: int) -> Mapping[bytes, int]:
+        b = self._bank
+        active = [v for v, s in b.last_votes.items() if s >= active_since_slot]
+        if b.lstake_provider is None:
+            return dict.fromkeys(active, 1)
+        stakes = b.lstake_provider(b.epoch) or {}
+        return {v: stakes[v] for v in active if stakes.get(v, 0) > 0}
+
     def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None:
         self._bank.credit_work(identity, tokens_served=tokens_served, positions_validated=positions_validated)
 
@@ -679,3 +708,9 @@ def votes_hash(landed: Sequence[tuple[bytes, int]]) -> bytes:
     for voter, slot in landed:
         h.update(voter + struct.pack("<Q", slot))
     return h.digest()
+
+
+def pool_view(bank: Bank) -> _AuctionView:
+    """The Logit Pool's view of the chain as of the frozen ``bank`` (what an instruction in
+    its next slot sees): for the draw outside the bank (``pol draw``, the validator service)."""
+    return _AuctionView(bank.child(bank.slot + 1, bank.leader))

@@ -8,6 +8,7 @@ production code path, selected by the hidden ``join``/``run --miner-fault KIND``
 | ``post-late`` | holds its result until the deadline slot, then posts | ``auction-deadline-passed``; then ``expire`` as above |
 | ``wrong-output`` | posts a result whose ``output_hash`` is not its answer's (signed, so the program accepts it) | ``RESULT_POSTED``; only the Logit Pool can catch it (the answer blob does not hash to it) |
 | ``wrong-reveal`` | reveals a price one lamport above the one it committed | ``auction-bid-mismatch``; the bid stays ``COMMITTED`` and forfeits its bond at close |
+| ``perturbed-model`` | answers from the embedded model with every weight scaled by ``1 + 1e-3 * N(0, 1)`` (a cheaper or altered model claimed as the real one; it still names the real ``model_id``) | ``RESULT_POSTED``; the drawn validators' forward pass rejects its openings (spec/pol.md: 1e-3 noise moves committed values by a median 216 grid units, tau is 4): ``FINALIZED_REJECTED``, bond slashed (spec/logit_pool.md) |
 """
 
 from __future__ import annotations
@@ -25,7 +26,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..core.bank import Bank
 
-FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal")
+FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal", "perturbed-model")
+#: relative weight noise of ``perturbed-model`` and the seed of its generator
+PERTURB_RELATIVE = 1e-3
+PERTURB_SEED = 13
+
+
+def perturb_weights(lm: object) -> None:
+    """Worker thread: scale every parameter of ``lm.model`` by ``1 + PERTURB_RELATIVE * N(0, 1)``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(PERTURB_SEED)
+    with torch.no_grad():
+        for p in lm.model.parameters():  # type: ignore[attr-defined]
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
+            p.mul_(1 + PERTURB_RELATIVE * noise)
 
 
 class FaultyMiner(MinerService):
@@ -33,6 +48,16 @@ class FaultyMiner(MinerService):
 
     fault: str = ""
     late: set[bytes]
+    perturbed: bool = False
+
+    async def serve(self, q: au.QueryAccount) -> None:
+        if self.fault == "perturbed-model" and not self.perturbed and self.lm is not None:
+            import trio
+
+            await trio.to_thread.run_sync(perturb_weights, self.lm, limiter=self.worker)
+            self.perturbed = True
+            self.failures["fault-perturbed-model"] = 1
+        await super().serve(q)
 
     async def _post_at_deadline(self, qid: bytes, q: au.QueryAccount) -> None:
         import trio

@@ -19,6 +19,7 @@ import trio
 from ..core import auction as au
 from ..core.crypto import CryptoError, decode_address, encode_address
 from .miner import MinerService, auction_view
+from .validator_pool import PoolValidator, ProofStore, chain_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .validator import Validator
 
 
-AUCTION_COMMANDS = ("auction_query", "balance", "recent_blockhash")
+AUCTION_COMMANDS = ("auction_query", "balance", "recent_blockhash", "pool_draw")
 
 
 def query_json(q: au.QueryAccount) -> dict[str, Any]:
@@ -46,6 +47,34 @@ def query_json(q: au.QueryAccount) -> dict[str, Any]:
         "vocab": q.vocab, "pol_root": q.pol_root.hex(),
         "pol_commitment_hash": q.pol_commitment().hash().hex() if q.status == au.QueryStatus.RESULT_POSTED else None,
     }
+
+
+def pool_draw_json(bank: Bank, qid: bytes) -> dict[str, Any]:
+    """The Logit Pool's draw of query ``qid`` as ``bank`` (frozen) sees it (spec/logit_pool.md
+    "The draw"): the pool account's when one exists, else the round-0 draw a verdict would
+    make now; ``draw`` is None while the query has no result or the beacon is not an ancestor."""
+    from ..core import logit_pool as lp
+    from ..core.bank import pool_view
+
+    data = bank.auction_accounts.get(qid)
+    if data is None or data[:1] != bytes([au.Kind.QUERY]):
+        return {"query": None, "draw": None}
+    q = au.QueryAccount.unpack(data)
+    d = None
+    if q.status in (au.QueryStatus.RESULT_POSTED, au.QueryStatus.FINALIZED_VERIFIED,
+                    au.QueryStatus.FINALIZED_REJECTED):
+        d = lp.draw_of(pool_view(bank), q, qid) if q.status == au.QueryStatus.RESULT_POSTED else \
+            lp.load_pool(pool_view(bank), lp.pool_address(qid))
+    if d is None:
+        return {"query": query_json(q), "draw": None}
+    names = {lp.NO_VERDICT: None, lp.ACCEPT: "accept", lp.REJECT: "reject"}
+    return {"query": query_json(q), "draw": {
+        "stored": lp.pool_address(qid) in bank.auction_accounts, "round": d.round,
+        "beacon_slot": d.beacon_slot, "beacon": d.beacon.hex(), "verify_end_slot": d.verify_end_slot,
+        "seed": lp.draw_seed(q.pol_commitment().hash(), qid, d.first_beacon).hex(),
+        "validators": [{"validator": encode_address(v), "round": d.round_of(i),
+                        "positions": lp.positions_for(q, d.beacon_of(i), v), "verdict": names[d.verdicts[i]]}
+                       for i, v in enumerate(d.validators)]}}
 
 
 def bid_json(b: au.BidAccount) -> dict[str, Any]:
@@ -80,6 +109,8 @@ def auction_control(bank: Bank, slot: int, req: dict[str, Any]) -> dict[str, Any
             return {"ok": True, "bank_slot": slot, "lamports": bank.balance(_address(req, "address"))}
         if cmd == "recent_blockhash":
             return {"ok": True, "bank_slot": slot, "blockhash": bank.last_blockhash.hex()}
+        if cmd == "pool_draw":
+            return {"ok": True, "bank_slot": slot, **pool_draw_json(bank, _address(req, "query"))}
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
     return None
@@ -88,9 +119,13 @@ def auction_control(bank: Bank, slot: int, req: dict[str, Any]) -> dict[str, Any
 class RoleNode:
     """The node extension for a validator with (optionally) a miner beside it."""
 
-    def __init__(self, validator: Validator, miner: MinerService | None = None) -> None:
+    def __init__(self, validator: Validator, miner: MinerService | None = None,
+                 pool: PoolValidator | None = None) -> None:
         self.validator = validator
         self.miner = miner
+        self.pool = pool
+        #: serves /ambient/pol-open/1 from this node's miner's proofs (spec/logit_pool.md)
+        self.proofs = ProofStore(validator.data_dir)
 
     def payload_checks(self) -> dict[str, PayloadCheck]:
         return self.validator.payload_checks()
@@ -99,7 +134,9 @@ class RoleNode:
         return self.validator.shred_store()
 
     def reqresp_handlers(self) -> dict[str, Any]:
-        return self.validator.reqresp_handlers()
+        from ..net.reqresp import PROTO_POL_OPEN
+
+        return {**self.validator.reqresp_handlers(), PROTO_POL_OPEN: self.proofs.handler}
 
     def on_delivery(self, d: Delivery) -> bool:
         return self.validator.on_delivery(d)
@@ -111,11 +148,24 @@ class RoleNode:
                                                "weight": self.validator.cons.stakes.get(self.validator.kp.pubkey, 0)}}
         if self.miner is not None:
             roles["miner"] = self.miner.status()
+        if self.pool is not None:
+            roles["pool"] = self.pool.status()
+        else:
+            res = self.validator.banks.get(self.validator.cons.processed_slot()) if self.validator.loaded else None
+            roles["pool"] = {"state": "off", "chain": chain_counts(res.bank) if res is not None else None}
+        roles["pool"]["openings_served"] = self.proofs.served
         return {**out, "roles": roles}
 
     def status_line(self) -> str:
         line = self.validator.status_line()
-        return line + (" " + self.miner.status_line() if self.miner is not None else "")
+        line += " " + self.miner.status_line() if self.miner is not None else ""
+        line += " " + self.pool.status_line() if self.pool is not None else ""
+        v = self.validator
+        res = v.banks.get(v.cons.processed_slot()) if v.loaded else None
+        if res is not None:  # the chain's Logit Pool outcomes: answered/accepted/rejected/slashed
+            c = chain_counts(res.bank)
+            line += f" queries={c['answered']}/{c['accepted']}/{c['rejected']}/{c['slashed']}"
+        return line
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
         v = self.validator
@@ -132,6 +182,17 @@ class RoleNode:
             nursery.start_soon(self.validator.run, node)
             if self.miner is not None:
                 nursery.start_soon(self.miner.run)
+            if self.pool is not None:
+                nursery.start_soon(self._run_pool)
+
+    async def _run_pool(self) -> None:
+        """The pool's model loads after the miner's: two threads importing transformers at
+        once can fail (its lazy module is not thread-safe)."""
+        assert self.pool is not None
+        # the miner (another helper's service) has no event for "loaded": poll its state
+        while self.miner is not None and self.miner.state == "loading-model":  # noqa: ASYNC110
+            await trio.sleep(0.5)
+        await self.pool.run()
 
     def close(self) -> None:
         self.validator.close()

@@ -267,6 +267,9 @@ class Validator(NodePolicy[SlotResult]):
             self.book = r.book
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
+            # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
+            # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
+            r.result.bank.lstake_provider = lambda epoch: self.book.vote_weights(epoch)
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, dead=r.dead, full=r.replay,
                                   partial=r.partial, parents=r.parents, produced=r.produced,
                                   rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))

@@ -29,12 +29,18 @@ from typing import Any
 from ...core import auction as A
 from ...core import auction_tx as T
 from ...core import crypto
-from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction
+from ...core import logit_pool as L
+from ...core import pol as P
+from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction, pool_view
+from ...core.messages import sign_message
 from ...core.pol import TOP_K, Tier
 from .. import Case, Rejected, case_from_run
 
 FORMAT = "auction"
-HANDLERS = ("register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire")
+HANDLERS = ("register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire",
+            "verdict", "settle")
+#: handlers whose input carries the chain context the Logit Pool's draw reads
+POOL_HANDLERS = ("verdict", "settle")
 
 LEADER = crypto.Keypair.deterministic("vectors/auction/leader")
 REQUESTER = crypto.Keypair.deterministic("vectors/auction/requester")
@@ -45,12 +51,16 @@ FUNDS = 10**12
 MODEL_ID = hashlib.sha256(b"vectors/auction/model").digest()
 
 
-def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount) -> dict[str, Any]:
+def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount) -> dict[str, Any]:
     """A decoded auction account: addresses base58, other bytes hex, enums by name."""
     out: dict[str, Any] = {"kind": type(acct).__name__}
     for f in dataclasses.fields(acct):
         v = getattr(acct, f.name)
-        if isinstance(v, enum.Enum):
+        if f.name == "validators":
+            out[f.name] = [crypto.encode_address(x) for x in v]
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        elif isinstance(v, enum.Enum):
             out[f.name] = v.name
         elif isinstance(v, bytes):
             addr = f.name in {"requester", "winner", "query", "bidder", "authority"}
@@ -81,6 +91,8 @@ class Chain:
         self.bank = Bank.genesis(GENESIS_HASH, funded, LEADER.pubkey, GENESIS_HASH)
         #: lamports removed from supply: the burned half of every slot's fees
         self.burned = 0
+        #: LStake the Logit Pool's draw weighs (every epoch alike; empty: weight 1 each)
+        self.lstake: dict[bytes, int] = {}
 
     @property
     def blockhash(self) -> bytes:
@@ -88,7 +100,11 @@ class Chain:
 
     def open(self, slot: int | None = None) -> Bank:
         """An unfrozen child at ``slot`` (default: the next slot)."""
-        return self.bank.child(self.bank.slot + 1 if slot is None else slot, LEADER.pubkey)
+        child = self.bank.child(self.bank.slot + 1 if slot is None else slot, LEADER.pubkey)
+        if self.lstake:
+            stakes = dict(self.lstake)
+            child.lstake_provider = lambda _epoch: stakes
+        return child
 
     def commit(self, child: Bank) -> None:
         before = child.fees_collected
@@ -120,13 +136,22 @@ class Chain:
     def total(self) -> int:
         return sum(self.bank.accounts.values()) + self.burned
 
-    def input_json(self, raw: bytes, slot: int | None = None) -> bytes:
-        """The vector input for running ``raw`` on this chain's state at ``slot``."""
-        inp = {"slot": self.bank.slot + 1 if slot is None else slot,
-               "accounts": [[crypto.encode_address(k), n] for k, n in sorted(self.bank.accounts.items())],
-               "auction_accounts": [[crypto.encode_address(k), v.hex()]
-                                    for k, v in sorted(self.bank.auction_accounts.items())],
-               "tx": raw.hex()}
+    def input_json(self, raw: bytes, slot: int | None = None, *, pool: bool = False) -> bytes:
+        """The vector input for running ``raw`` on this chain's state at ``slot`` (``pool``:
+        with the recent blockhashes, ancestors' bank hashes, last votes and LStake the Logit
+        Pool's draw reads)."""
+        inp: dict[str, Any] = {
+            "slot": self.bank.slot + 1 if slot is None else slot,
+            "accounts": [[crypto.encode_address(k), n] for k, n in sorted(self.bank.accounts.items())],
+            "auction_accounts": [[crypto.encode_address(k), v.hex()]
+                                 for k, v in sorted(self.bank.auction_accounts.items())],
+            "tx": raw.hex()}
+        if pool:
+            child = self.open(slot)
+            inp["blockhashes"] = [h.hex() for h in child.blockhashes]
+            inp["slot_hashes"] = [[s, h.hex()] for s, h in sorted(child.slot_hashes.items())]
+            inp["last_votes"] = [[crypto.encode_address(k), s] for k, s in sorted(child.last_votes.items())]
+            inp["lstake"] = [[crypto.encode_address(k), n] for k, n in sorted(self.lstake.items())]
         return (json.dumps(inp, indent=1, sort_keys=True) + "\n").encode()
 
     # -- scripted steps ------------------------------------------------------------------
@@ -179,6 +204,24 @@ class Chain:
         return T.expire_transaction(payer, query, q.requester, q.winner, self.blockhash)
 
 
+def bank_from_input(handler: str, v: dict[str, Any], slot: int, accounts: dict[bytes, int],
+                    auction_accounts: dict[bytes, bytes], recent_blockhash: bytes) -> Bank:
+    """The unfrozen bank a case's transaction runs on: ``slot``, the balances and auction
+    accounts, the transaction's blockhash as the only recent one; for the Logit Pool's
+    handlers also the input's blockhashes, ancestors' bank hashes, last votes and LStake."""
+    if handler not in POOL_HANDLERS:
+        return Bank(slot, slot - 1, ZERO_HASH, bytes(32), dict(accounts), [recent_blockhash], {},
+                    auction_accounts=dict(auction_accounts))
+    bank = Bank(slot, slot - 1, ZERO_HASH, bytes(32), dict(accounts), [bytes.fromhex(h) for h in v["blockhashes"]],
+                {}, auction_accounts=dict(auction_accounts),
+                slot_hashes={int(s): bytes.fromhex(h) for s, h in v["slot_hashes"]},
+                last_votes={crypto.decode_address(a): int(s) for a, s in v["last_votes"]})
+    stakes = {crypto.decode_address(a): int(n) for a, n in v["lstake"]}
+    if stakes:
+        bank.lstake_provider = lambda _epoch: stakes
+    return bank
+
+
 def run(handler: str, data: bytes) -> Any:
     try:
         v = json.loads(data)
@@ -202,8 +245,10 @@ def run(handler: str, data: bytes) -> Any:
         raise Rejected("malformed", "the transaction must carry exactly one auction instruction")
     if slot < 1:
         raise Rejected("malformed", "slot must be at least 1")
-    bank = Bank(slot, slot - 1, ZERO_HASH, bytes(32), accounts, [tx.recent_blockhash], {},
-                auction_accounts=auction_accounts)
+    try:
+        bank = bank_from_input(handler, v, slot, accounts, auction_accounts, tx.recent_blockhash)
+    except (ValueError, KeyError, TypeError, crypto.CryptoError) as exc:
+        raise Rejected("malformed", str(exc)) from None
     try:
         (res,) = bank.process_transactions([raw])
     except BlockError as exc:
@@ -211,7 +256,11 @@ def run(handler: str, data: bytes) -> Any:
     if res.error is not None:
         raise Rejected(res.error.split(":")[0], res.error)
     changed = {k: bank.auction_accounts[k] for k in bank.auction_modified}
-    return {
+    extra: dict[str, Any] = {}
+    if handler in POOL_HANDLERS:  # the work credit settlement booked (core/work.py layout)
+        extra["work_accounts"] = {crypto.encode_address(k): bank.work_accounts[k].hex()
+                                  for k in sorted(bank.work_modified)}
+    return extra | {
         "accounts": [[crypto.encode_address(k), n] for k, n in sorted(bank.accounts.items())],
         "auction_accounts": [[crypto.encode_address(k), d.hex()] for k, d in sorted(bank.auction_accounts.items())],
         "changed": {crypto.encode_address(k): account_json(A.decode_account(d)) for k, d in sorted(changed.items())},
@@ -224,7 +273,8 @@ def cases() -> list[Case]:
     m0, m1, m2 = MINERS[:3]
 
     def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
-        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot), desc, "input.json"))
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=handler in POOL_HANDLERS),
+                                 desc, "input.json"))
 
     def js(obj: Any) -> bytes:
         return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
@@ -272,8 +322,9 @@ def cases() -> list[Case]:
     case("request", "bad-data", "request data one byte short: must reject", c,
          T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True), (q0, False, True)],
                                A.request_data(p)[:-1], c.blockhash))
-    case("request", "unknown-instruction", "instruction tag 7: must reject", c,
-         T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True)], (7).to_bytes(4, "little"), c.blockhash))
+    case("request", "unknown-instruction", "instruction tag 99: must reject", c,
+         T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True)], (99).to_bytes(4, "little"),
+                               c.blockhash))
     case("request", "wrong-address", "the query account is not the derived address of requester and nonce: "
          "must reject", c, T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True),
                                                                (A.query_address(REQUESTER.pubkey, 2), False, True)],
@@ -411,4 +462,193 @@ def cases() -> list[Case]:
     case("expire", "after-result", "an expire after the result was posted: must reject", c, c.expire_tx(q),
          slot=deadline)
     case("post_result", "twice", "a second post: must reject", c, c.post_tx(q, m1))
+    pool_cases(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The Logit Pool (spec/logit_pool.md): verdict and settle
+# ---------------------------------------------------------------------------------------
+VALIDATORS = [crypto.Keypair.deterministic("vectors/auction/validator", i) for i in range(8)]
+POOL_TOKENS = 40
+POOL_CLEARING = 700
+
+
+def pool_proof(miner: crypto.Keypair, q: A.QueryAccount, tokens: int = POOL_TOKENS) -> P.PolProof:
+    """A PoL proof bound to ``q`` (its model, prompt hash, sampling) over ``tokens``
+    synthetic fingerprints: the program checks commitments and Merkle paths, never the model."""
+    out = [100 + i for i in range(tokens)]
+    fps = [P.LogitFingerprint(pos=i, tok=out[i], ids=(out[i], *range(1, P.TOP_K)),
+                              lps=(0, *range(10, 10 * P.TOP_K, 10))) for i in range(tokens)]
+    proof = P.commit(miner, model_id=q.model_id, tier=P.Tier.FP32, vocab=50_257, top_k=P.TOP_K,
+                     temp_milli=q.temp_milli, sample_seed=q.sample_seed, prompt=[1, 2, 3], output=out, fps=fps)
+    cmt = dataclasses.replace(proof.commitment, prompt_hash=q.prompt_hash, signature=crypto.ZERO_SIGNATURE)
+    return dataclasses.replace(proof, commitment=sign_message(cmt, miner, "pol-commitment"))
+
+
+class PoolChain(Chain):
+    """A chain with one posted result (MINERS[0] won at POOL_CLEARING against MINERS[1]) and
+    ``n_validators`` validators whose votes landed (the miner's too: it is excluded)."""
+
+    def __init__(self, n_validators: int = 5, lstake: dict[bytes, int] | None = None) -> None:
+        funded = {k.pubkey: FUNDS for k in [REQUESTER, OUTSIDER, *MINERS, *VALIDATORS]}
+        super().__init__(funded)
+        self.lstake = dict(lstake or {})
+        self.miner = MINERS[0]
+        self.register(MINERS[0], MINERS[1])
+        self.qid = self.request(request_params(max_price_per_token=1_000))
+        self.commit_bids(self.qid, [(MINERS[0], 500), (MINERS[1], POOL_CLEARING)])
+        self.reveal_bids(self.qid, [(MINERS[0], 500), (MINERS[1], POOL_CLEARING)])
+        self.close(self.qid)
+        self.proof = pool_proof(self.miner, self.query(self.qid))
+        c = self.proof.commitment
+        r = T.sign_result(self.miner, self.query(self.qid), output_hash=c.output_hash, num_tokens=c.num_tokens,
+                          tier=c.tier, top_k=c.top_k, vocab=c.vocab, pol_root=c.root)
+        self.ok(T.post_result_transaction(self.miner, self.qid, r, self.blockhash))
+        for v in VALIDATORS[:n_validators]:  # the validator role: a landed vote (state given, as a snapshot)
+            self.bank.last_votes[v.pubkey] = self.bank.slot - 1
+        self.bank.last_votes[self.miner.pubkey] = self.bank.slot - 1
+        self.start_total = self.total()
+
+    def draw(self) -> L.PoolAccount | None:
+        return L.draw_of(pool_view(self.bank), self.query(self.qid), self.qid)
+
+    def advance(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.ok()
+
+    def advance_to(self, slot: int) -> None:
+        """Freeze empty slots until the next slot is ``slot``."""
+        while self.bank.slot + 1 < slot:
+            self.ok()
+
+    @staticmethod
+    def kp(pub: bytes) -> crypto.Keypair:
+        return next(v for v in VALIDATORS if v.pubkey == pub)
+
+    def verdict_tx(self, v: crypto.Keypair, accept: bool, evidence: P.PolOpening | None = None) -> bytes:
+        return T.verdict_transaction(v, self.qid, accept, evidence, self.blockhash)
+
+    def verdict(self, v: crypto.Keypair, accept: bool, evidence: P.PolOpening | None = None) -> str | None:
+        (r,) = self.send(self.verdict_tx(v, accept, evidence))
+        return r.error
+
+    def evidence(self, v: bytes, which: int = 0) -> P.PolOpening:
+        """An opening at one of ``v``'s drawn positions (a real one: its Merkle path holds)."""
+        d = self.draw()
+        assert d is not None
+        pos = L.positions_for(self.query(self.qid), d.beacon_of(d.validators.index(v)), v)
+        return P.open_positions(self.proof, [pos[which]])[0]
+
+    def settle_tx(self, drawn: Sequence[bytes] | None = None) -> bytes:
+        d = self.draw()
+        assert d is not None
+        return T.settle_transaction(OUTSIDER, self.query(self.qid), self.qid,
+                                    d.validators if drawn is None else drawn, self.blockhash)
+
+    def settle(self) -> str | None:
+        (r,) = self.send(self.settle_tx())
+        return r.error
+
+
+def pool_cases(out: list[Case]) -> None:
+    def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=True), desc, "input.json"))
+
+    weights = {v.pubkey: 10 * (i + 1) for i, v in enumerate(VALIDATORS[:6])}
+    c = PoolChain(n_validators=6, lstake=weights)
+    early = c.verdict_tx(VALIDATORS[0], True)
+    case("verdict", "draw-not-ready", "a verdict before the beacon slot is an ancestor: must reject", c, early)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    v0, v1, v2 = (c.kp(x) for x in d.validators[:3])
+    outsider = next(v for v in VALIDATORS[:6] if v.pubkey not in d.validators)
+    case("verdict", "accepts", "the first verdict draws 3 of 6 voters LStake-weighted (miner excluded) into the "
+         "pool account and records an accept", c, c.verdict_tx(v0, True))
+    case("verdict", "rejects-with-evidence", "a reject carrying an opening at one of the validator's positions "
+         "whose Merkle path holds", c, c.verdict_tx(v0, False, c.evidence(v0.pubkey)))
+    case("verdict", "not-drawn", "a voter that was not drawn: must reject", c, c.verdict_tx(outsider, True))
+    q = c.query(c.qid)
+    off = next(p for p in range(POOL_TOKENS) if p not in L.positions_for(q, d.beacon, v0.pubkey))
+    case("verdict", "evidence-off-position", "evidence at a position this validator was not drawn to open: "
+         "must reject", c, c.verdict_tx(v0, False, P.open_positions(c.proof, [off])[0]))
+    good = c.evidence(v0.pubkey)
+    forged = dataclasses.replace(good, fp=dataclasses.replace(good.fp, lps=(1, *good.fp.lps[1:])))
+    case("verdict", "evidence-forged", "evidence whose fingerprint is not the committed leaf: must reject", c,
+         c.verdict_tx(v0, False, forged))
+    case("verdict", "evidence-garbage", "a reject whose evidence is no PolOpening: must reject", c,
+         T.auction_transaction([v0], [(v0.pubkey, True, True), (c.qid, False, True),
+                                      (L.pool_address(c.qid), False, True)],
+                               L.verdict_data(False)[:5] + b"\x01\x02", c.blockhash))
+    case("verdict", "accept-with-evidence", "an accept that carries evidence: must reject", c,
+         T.auction_transaction([v0], [(v0.pubkey, True, True), (c.qid, False, True),
+                                      (L.pool_address(c.qid), False, True)],
+                               L.verdict_data(True) + b"\x00", c.blockhash))
+    case("verdict", "unsigned", "the validator does not sign (another key pays): must reject", c,
+         T.auction_transaction([OUTSIDER], [(v0.pubkey, False, True), (c.qid, False, True),
+                                            (L.pool_address(c.qid), False, True)], L.verdict_data(True), c.blockhash))
+    case("verdict", "wrong-pool", "the pool account is not the query's derived address: must reject", c,
+         T.auction_transaction([v0], [(v0.pubkey, True, True), (c.qid, False, True),
+                                      (L.pool_address(MINERS[5].pubkey), False, True)], L.verdict_data(True),
+                               c.blockhash))
+    case("verdict", "closed", "a verdict at verify_end_slot: must reject", c, c.verdict_tx(v0, True),
+         slot=d.verify_end_slot)
+    case("settle", "verify-open", "a settle without a quorum inside the window: must reject", c, c.settle_tx())
+    c.ok(c.verdict_tx(v0, True))
+    case("verdict", "twice", "a second verdict by the same validator: must reject", c, c.verdict_tx(v0, False,
+                                                                                                 c.evidence(v0.pubkey)))
+    c.ok(c.verdict_tx(v1, True))
+    case("settle", "verified", "two accepts: the winner gets clearing price x tokens and its bond, the accepting "
+         "validators the query fee, the requester the rest", c, c.settle_tx())
+    case("settle", "wrong-list", "a settle that lists the drawn validators out of order: must reject", c,
+         c.settle_tx(list(reversed(d.validators))))
+    case("settle", "wrong-winner-bid", "a settle naming another bid account: must reject", c,
+         T.auction_transaction([OUTSIDER], [(c.qid, False, True), (L.pool_address(c.qid), False, True),
+                                            (q.requester, False, True), (q.winner, False, True),
+                                            (A.bid_address(c.qid, MINERS[1].pubkey), False, True),
+                                            (A.INCINERATOR_ID, False, True), *((x, False, True) for x in d.validators)],
+                               L.settle_data(), c.blockhash))
+    c.ok(c.settle_tx())
+    case("settle", "twice", "a second settle: must reject", c, c.settle_tx())
+    case("verdict", "after-settle", "a verdict on a settled query: must reject", c, c.verdict_tx(v2, True))
+
+    r = PoolChain(n_validators=6, lstake=weights)
+    r.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = r.draw()
+    assert d is not None
+    r.ok(r.verdict_tx(r.kp(d.validators[0]), False, r.evidence(d.validators[0])))
+    r.ok(r.verdict_tx(r.kp(d.validators[1]), False, r.evidence(d.validators[1])))
+    r.ok(r.verdict_tx(r.kp(d.validators[2]), True))
+    case("settle", "rejected", "two rejects with evidence beat one accept: the bond is slashed (half to the "
+         "requester, half to the rejecting validators), the requester refunded, the fee to the rejecters", r,
+         r.settle_tx())
+
+    x = PoolChain(n_validators=6, lstake=weights)
+    x.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = x.draw()
+    assert d is not None
+    x.ok(x.verdict_tx(x.kp(d.validators[0]), True))
+    case("settle", "draw-not-ready", "a settle at verify_end_slot, whose extension beacon is not an ancestor yet: "
+         "must reject", x, x.settle_tx(), slot=d.verify_end_slot)
+    x.advance_to(d.verify_end_slot + 1)
+    case("settle", "extends", "one verdict by verify_end_slot: the draw is extended to 3 fresh validators "
+         "(absent ones lose work credit)", x, x.settle_tx())
+    x.ok(x.settle_tx())
+    d2 = x.draw()
+    assert d2 is not None
+    case("verdict", "old-round", "a round-0 validator after the extension: must reject", x,
+         x.verdict_tx(x.kp(d.validators[1]), True))
+    case("verdict", "extension-accepts", "a validator of the extension accepts", x,
+         x.verdict_tx(x.kp(d2.validators[3]), True))
+    x.advance_to(d2.verify_end_slot)
+    case("settle", "settles-on-what-arrived", "after the extension's window one accept (of 6 drawn) settles "
+         "verified", x, x.settle_tx())
+
+    n = PoolChain(n_validators=0)
+    n.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = n.draw()
+    assert d is not None and not d.validators
+    n.advance_to(d.verify_end_slot + 1)
+    case("settle", "nobody-to-draw", "no identity has the validator role: after the window nobody checked the "
+         "answer: the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", n, n.settle_tx())

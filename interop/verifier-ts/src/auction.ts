@@ -3,7 +3,9 @@ import { type Handler, jsonInput, ok } from "./handler.js";
 import { type Json, arr, bytesEq, cmpBytes, hex, int, readU32le, reject, sha256, str, u64le, unhex, utf8 } from "./util.js";
 import * as ed from "@noble/ed25519";
 import { b58, unb58, verifyDomain } from "./crypto.js";
-import { encodeMessage, typeByName, type Value } from "./codec.js";
+import { decodeMessage, encodeMessage, typeByName, type Record as CborRecord, type Value } from "./codec.js";
+import { depth as merkleDepth, rootFromProof } from "./merkle.js";
+import { Reject } from "./util.js";
 import { Bank, PROGRAMS, type Program, ixError } from "./bank.js";
 import { isSigner, isWritable, parseTransaction, type Transaction } from "./tx.js";
 
@@ -20,7 +22,7 @@ export const QUERY_FEE_LAMPORTS = 10_000n;
 export const BID_DOMAIN = utf8("ambient/auction-bid/v1\0");
 const U64_MAX = (1n << 64n) - 1n;
 
-const QUERY_STATUS = ["", "OPEN", "AWARDED", "RESULT_POSTED", "EXPIRED", "REFUNDED", "SETTLED", "REJECTED"];
+const QUERY_STATUS = ["", "OPEN", "AWARDED", "RESULT_POSTED", "EXPIRED", "REFUNDED", "FINALIZED_VERIFIED", "FINALIZED_REJECTED"];
 const BID_STATUS = ["", "COMMITTED", "REVEALED", "WON", "REFUNDED", "FORFEITED", "SLASHED"];
 const [OPEN, AWARDED, RESULT_POSTED, EXPIRED, REFUNDED_Q] = [1, 2, 3, 4, 5];
 const [COMMITTED, REVEALED, WON, REFUNDED_B, FORFEITED, SLASHED] = [1, 2, 3, 4, 5, 6];
@@ -196,13 +198,15 @@ class Ctx {
 const g = (a: Acct, n: string): bigint => a.f.get(n) as bigint;
 const gb = (a: Acct, n: string): Uint8Array => a.f.get(n) as Uint8Array;
 
-const DATA_LEN: { [tag: number]: number } = { 0: 4, 1: 136, 2: 36, 3: 44, 4: 4, 5: 142, 6: 4 };
+const DATA_LEN: { [tag: number]: number } = { 0: 4, 1: 136, 2: 36, 3: 44, 4: 4, 5: 142, 6: 4, 8: 4 };
 
 const auctionProgram: Program = (bank, tx, accts, data) => {
   if (data.length < 4) ixError("auction-bad-data", "no tag");
   const tag = readU32le(data, 0);
+  if (tag === 7) return poolVerdict(new Ctx(bank, tx, accts), data);
   if (DATA_LEN[tag] === undefined || data.length !== DATA_LEN[tag]) ixError("auction-bad-data", `tag ${tag}, ${data.length} bytes`);
   const c = new Ctx(bank, tx, accts);
+  if (tag === 8) return poolSettle(c, accts.length);
   const count = (n: number): void => {
     if (accts.length !== n) ixError("auction-bad-accounts", `${accts.length} accounts, want ${n}`);
   };
@@ -445,6 +449,315 @@ const auctionProgram: Program = (bank, tx, accts, data) => {
 };
 PROGRAMS.set(hex(AUCTION_PROGRAM_ID), auctionProgram);
 
+// ---------------------------------------------------------------- the Logit Pool (spec/logit_pool.md)
+const VALIDATORS_PER_QUERY = 3;
+const VERDICT_QUORUM = 2;
+const DRAW_DELAY_SLOTS = 4n;
+const VERIFY_WINDOW_SLOTS = 32n;
+const VALIDATOR_ACTIVE_SLOTS = 64n;
+const POSITIONS_PER_VALIDATOR = 8;
+const MAX_DRAW_ROUNDS = 2;
+const SLASH_TO_REQUESTER_PERCENT = 50n;
+const POOL_KIND = 5;
+const POOL_BYTES = 288;
+const [NO_VERDICT, ACCEPT, REJECT] = [0, 1, 2];
+const DRAW_DOMAIN = utf8("ambient/pool-draw/v1\0");
+const CHALLENGE_DOMAIN = utf8("ambient/pol-challenge/v1\0");
+const POSITIONS_DOMAIN = utf8("ambient/pol-positions/v1\0");
+const TWO64 = 1n << 64n;
+
+export const poolAddress = (query: Uint8Array): Uint8Array => findProgramAddress([utf8("pool"), query]);
+
+type Pool = { round: number; start1: number; beaconSlot: bigint; verifyEnd: bigint; beacon: Uint8Array; first: Uint8Array; validators: Uint8Array[]; verdicts: number[] };
+
+function decodePool(d: Uint8Array): Pool {
+  if (d.length !== POOL_BYTES || d[0] !== POOL_KIND) throw new Error("not a pool account");
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  const n = d[2];
+  const validators: Uint8Array[] = [];
+  const verdicts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    validators.push(d.slice(88 + 32 * i, 120 + 32 * i));
+    verdicts.push(d[280 + i]);
+  }
+  const round = d[1] & 0x0f;
+  return { round, start1: round === 0 ? 0 : d[1] >> 4, beaconSlot: dv.getBigUint64(8, true), verifyEnd: dv.getBigUint64(16, true), beacon: d.slice(24, 56), first: d.slice(56, 88), validators, verdicts };
+}
+function encodePool(p: Pool): Uint8Array {
+  const d = new Uint8Array(POOL_BYTES);
+  const dv = new DataView(d.buffer);
+  d[0] = POOL_KIND;
+  d[1] = p.round | (p.start1 << 4);
+  d[2] = p.validators.length;
+  dv.setBigUint64(8, p.beaconSlot, true);
+  dv.setBigUint64(16, p.verifyEnd, true);
+  d.set(p.beacon, 24);
+  d.set(p.first, 56);
+  p.validators.forEach((v, i) => d.set(v, 88 + 32 * i));
+  p.verdicts.forEach((v, i) => (d[280 + i] = v));
+  return d;
+}
+function viewPool(d: Uint8Array): Json {
+  const p = decodePool(d);
+  return {
+    kind: "PoolAccount", round: BigInt(p.round), beacon_slot: p.beaconSlot, verify_end_slot: p.verifyEnd, beacon: hex(p.beacon),
+    first_beacon: hex(p.first), validators: p.validators.map(b58), verdicts: p.verdicts.map((v) => BigInt(v)),
+    round_starts: p.round === 0 ? [0n] : [0n, BigInt(p.start1)],
+  };
+}
+const roundStart = (p: Pool): number => (p.round === 0 ? 0 : p.start1);
+const beaconOf = (p: Pool, i: number): Uint8Array => (p.round > 0 && i >= p.start1 ? p.beacon : p.first);
+
+/** spec/pol.md select_positions: min(count, n) distinct positions, sorted. */
+function selectPositions(seed: Uint8Array, n: number, count: number): number[] {
+  const want = Math.max(0, Math.min(count, n));
+  const nn = BigInt(n);
+  const bound = TWO64 - (TWO64 % nn);
+  const chosen = new Set<number>();
+  for (let counter = 0; chosen.size < want; counter++) {
+    const cb = new Uint8Array(4);
+    new DataView(cb.buffer).setUint32(0, counter, false);
+    const dg = sha256(POSITIONS_DOMAIN, seed, cb);
+    const dv = new DataView(dg.buffer, dg.byteOffset, 32);
+    for (let off = 0; off < 32 && chosen.size < want; off += 8) {
+      const r = dv.getBigUint64(off, false);
+      if (r < bound) chosen.add(Number(r % nn));
+    }
+  }
+  return [...chosen].sort((a, b) => a - b);
+}
+
+/** core/lstake.py stake_weighted_sample: LStake-weighted, without replacement. */
+function weightedSample(weights: Map<string, bigint>, seed: Uint8Array, count: number): Uint8Array[] {
+  const remaining = new Map([...weights].filter(([, v]) => v > 0n));
+  let counter = 0n;
+  const next = (): bigint => {
+    const dg = sha256(seed, u64le(counter++));
+    return new DataView(dg.buffer, dg.byteOffset, 8).getBigUint64(0, true);
+  };
+  const out: Uint8Array[] = [];
+  while (remaining.size > 0 && out.length < count) {
+    const ordered = [...remaining].sort((a, b) => (a[1] !== b[1] ? (a[1] < b[1] ? 1 : -1) : -cmpBytes(unhex(a[0]), unhex(b[0]))));
+    const total = ordered.reduce((s, [, v]) => s + v, 0n);
+    const limit = TWO64 - (TWO64 % total);
+    let r = next();
+    while (r >= limit) r = next();
+    r %= total;
+    let acc = 0n;
+    for (const [k, v] of ordered) {
+      acc += v;
+      if (r < acc) {
+        out.push(unhex(k));
+        remaining.delete(k);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+function commitmentHash(q: Acct): Uint8Array {
+  const cm = new Map<string, Value>([
+    ["model_id", gb(q, "model_id")], ["tier", g(q, "tier")], ["vocab", g(q, "vocab")], ["top_k", g(q, "top_k")],
+    ["temp_milli", g(q, "temp_milli")], ["sample_seed", gb(q, "sample_seed")], ["prompt_hash", gb(q, "prompt_hash")],
+    ["output_hash", gb(q, "output_hash")], ["num_tokens", g(q, "num_tokens")], ["root", gb(q, "pol_root")],
+    ["miner", gb(q, "winner")], ["signature", gb(q, "pol_signature")],
+  ]);
+  return sha256(encodeMessage(typeByName("PolCommitment"), cm));
+}
+const positionsFor = (q: Acct, beacon: Uint8Array, v: Uint8Array): number[] =>
+  selectPositions(sha256(CHALLENGE_DOMAIN, beacon, v, commitmentHash(q)), Number(g(q, "num_tokens")), POSITIONS_PER_VALIDATOR);
+
+/** The draw of one round: beacon = first ancestor >= `after`, candidates = recent voters with LStake. */
+function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: Uint8Array[]): { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } {
+  const later = bank.slotHashes.map(([s]) => s).filter((s) => s >= after).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const idx = bank.blockhashes.length - later.length;
+  if (later.length === 0 || idx < 0) return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  const [slot, beacon] = [later[0], bank.blockhashes[idx]];
+  const since = slot > VALIDATOR_ACTIVE_SLOTS ? slot - VALIDATOR_ACTIVE_SLOTS : 0n;
+  const ex = new Set(exclude.map(hex));
+  const weights = new Map<string, bigint>();
+  for (const [v, s] of bank.lastVotes) {
+    if (s < since || ex.has(v)) continue;
+    const w = bank.lstake === null ? 1n : bank.lstake.get(v) ?? 0n;
+    if (w > 0n) weights.set(v, w);
+  }
+  const seed = sha256(DRAW_DOMAIN, commitmentHash(q), qa, beacon);
+  return { slot, beacon, validators: weightedSample(weights, seed, VALIDATORS_PER_QUERY) };
+}
+function openPool(c: Ctx, q: Acct, qa: Uint8Array, pa: Uint8Array): Pool {
+  const d = c.bank.auction.get(hex(pa));
+  if (d) return decodePool(d);
+  const r = drawRound(c.bank, q, qa, g(q, "result_slot") + DRAW_DELAY_SLOTS, [gb(q, "winner")]);
+  return { round: 0, start1: 0, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon, first: r.beacon, validators: r.validators, verdicts: r.validators.map(() => NO_VERDICT) };
+}
+function storePool(c: Ctx, pa: Uint8Array, p: Pool): void {
+  c.bank.auction.set(hex(pa), encodePool(p));
+  c.bank.auctionModified.add(hex(pa));
+}
+
+// work accounts (spec/lstake.md "Work account layout"; the bank vectors know no epochs: epoch 0)
+function workAccount(bank: Bank, id: Uint8Array): bigint[] {
+  const d = bank.work.get(hex(id));
+  if (!d) return [0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n];
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  return [BigInt(d[2]), ...Array.from({ length: 9 }, (_, i) => dv.getBigUint64(8 + 8 * i, true))];
+}
+function setWork(bank: Bank, id: Uint8Array, f: bigint[]): void {
+  const d = new Uint8Array(128);
+  const dv = new DataView(d.buffer);
+  d[0] = 4;
+  d[1] = 1;
+  d[2] = Number(f[0]);
+  for (let i = 0; i < 9; i++) dv.setBigUint64(8 + 8 * i, f[i + 1], true);
+  d.set(id, 80);
+  bank.work.set(hex(id), d);
+  bank.workModified.add(hex(id));
+}
+// fields: [flags, epoch, tokens, positions, slashes, total_tokens, total_positions, total_slashes, last_slash_slot, rewards]
+function creditWork(bank: Bank, id: Uint8Array, tokens: bigint, positions: bigint): void {
+  if (tokens === 0n && positions === 0n) return;
+  const f = workAccount(bank, id);
+  f[2] += tokens;
+  f[3] += positions;
+  f[5] += tokens;
+  f[6] += positions;
+  setWork(bank, id, f);
+}
+function slashWork(bank: Bank, id: Uint8Array): void {
+  const f = workAccount(bank, id);
+  f[0] |= 1n;
+  f[2] = 0n;
+  f[3] = 0n;
+  f[4] += 1n;
+  f[7] += 1n;
+  f[8] = bank.slot;
+  setWork(bank, id, f);
+}
+
+function poolVerdict(c: Ctx, data: Uint8Array): void {
+  if (data.length < 5) ixError("auction-bad-data", "verdict data is at least 5 bytes");
+  const accept = data[4];
+  const ev = data.slice(5);
+  if (accept > 1 || (accept === 1) === ev.length > 0) ixError("auction-bad-data", "accept with evidence or reject without");
+  if (c.accts.length !== 3) ixError("auction-bad-accounts", "verdict takes 3 accounts");
+  c.signer(0, "the validator");
+  c.writable(0, 1, 2);
+  const [v, qa, pa] = [c.key(0), c.key(1), c.key(2)];
+  if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== RESULT_POSTED) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  const p = openPool(c, q, qa, pa);
+  const i = p.validators.findIndex((x) => bytesEq(x, v));
+  if (i < 0) ixError("auction-not-drawn", "");
+  if (i < roundStart(p)) ixError("auction-verify-closed", "an earlier round");
+  if (c.bank.slot >= p.verifyEnd) ixError("auction-verify-closed", "window over");
+  if (p.verdicts[i] !== NO_VERDICT) ixError("auction-verdict-exists", "");
+  if (accept === 0) {
+    let body: CborRecord;
+    try {
+      body = decodeMessage(ev, "PolOpening").body;
+    } catch (e) {
+      if (e instanceof Reject) return ixError("auction-bad-evidence", "not a PolOpening");
+      throw e;
+    }
+    const fp = body.get("fp") as CborRecord;
+    const pos = Number(fp.get("pos") as bigint);
+    const sibs = body.get("sibs") as Uint8Array[];
+    const n = Number(g(q, "num_tokens"));
+    if (!bytesEq(body.get("cmt") as Uint8Array, commitmentHash(q))) ixError("auction-bad-evidence", "another commitment");
+    if (!positionsFor(q, beaconOf(p, i), v).includes(pos)) ixError("auction-bad-evidence", "not a drawn position");
+    const leaf = encodeMessage(typeByName("LogitFingerprint"), fp);
+    if (pos >= n || sibs.length !== merkleDepth(n) || !bytesEq(rootFromProof(leaf, pos, sibs), gb(q, "pol_root"))) {
+      ixError("auction-bad-evidence", "the Merkle path does not lead to the root");
+    }
+  }
+  p.verdicts[i] = accept === 1 ? ACCEPT : REJECT;
+  storePool(c, pa, p);
+}
+
+function poolSettle(c: Ctx, n: number): void {
+  if (n < 6) ixError("auction-bad-accounts", "settle takes at least 6 accounts");
+  c.writable(...Array.from({ length: n }, (_, i) => i));
+  const [qa, pa, ra, wa, ba, ia] = [0, 1, 2, 3, 4, 5].map((i) => c.key(i));
+  if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== RESULT_POSTED) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  if (!bytesEq(ra, gb(q, "requester"))) ixError("auction-bad-accounts", "not the requester");
+  const winner = gb(q, "winner");
+  if (!bytesEq(wa, winner)) ixError("auction-bad-accounts", "not the winner");
+  if (!bytesEq(ba, bidAddress(qa, winner))) ixError("auction-bad-accounts", "not the winning bid");
+  if (!bytesEq(ia, INCINERATOR_ID)) ixError("auction-bad-accounts", "not the incinerator");
+  const p = openPool(c, q, qa, pa);
+  const listed = Array.from({ length: n - 6 }, (_, i) => c.key(6 + i));
+  if (listed.length !== p.validators.length || listed.some((x, i) => !bytesEq(x, p.validators[i]))) ixError("auction-bad-accounts", "the drawn validators in draw order");
+  const accepts = p.verdicts.filter((x) => x === ACCEPT).length;
+  const rejects = p.verdicts.filter((x) => x === REJECT).length;
+  const decided = accepts >= VERDICT_QUORUM || rejects >= VERDICT_QUORUM;
+  const slot = c.bank.slot;
+  if (!decided && slot < p.verifyEnd) ixError("auction-verify-open", "");
+  if (!decided) {
+    const absent = p.validators.filter((_, i) => i >= roundStart(p) && p.verdicts[i] === NO_VERDICT);
+    let r: { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } | null = null;
+    if (p.round + 1 < MAX_DRAW_ROUNDS) r = drawRound(c.bank, q, qa, p.verifyEnd, [winner, ...p.validators]);
+    for (const v of absent) slashWork(c.bank, v);
+    if (r !== null && r.validators.length > 0) {
+      storePool(c, pa, {
+        round: p.round + 1, start1: p.validators.length, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon,
+        first: p.first, validators: [...p.validators, ...r.validators], verdicts: [...p.verdicts, ...r.validators.map(() => NO_VERDICT)],
+      });
+      return;
+    }
+  }
+  const b = c.load(ba, 2);
+  if (!b) return ixError("auction-no-bid", "");
+  const bond = g(b, "bond_lamports");
+  const escrow = g(q, "escrow_lamports");
+  if (accepts === 0 && rejects === 0) {
+    c.move(qa, ra, escrow);
+    c.move(ba, winner, bond);
+    b.f.set("status", BigInt(REFUNDED_B));
+    q.f.set("status", 7n);
+    q.f.set("escrow_lamports", 0n);
+    c.store(ba, b);
+    c.store(qa, q);
+    return;
+  }
+  const verified = rejects < VERDICT_QUORUM && accepts >= rejects;
+  const side = verified ? ACCEPT : REJECT;
+  const counted = p.validators.filter((_, i) => p.verdicts[i] === side);
+  const feeShare = escrow - g(q, "max_price_per_token") * g(q, "max_output_tokens");
+  let left = escrow;
+  const each = feeShare / BigInt(counted.length);
+  for (const v of counted) {
+    c.move(qa, v, each);
+    left -= each;
+  }
+  if (verified) {
+    const pay = g(q, "clearing_price") * g(q, "num_tokens");
+    c.move(qa, winner, pay);
+    c.move(ba, winner, bond);
+    c.move(qa, ra, left - pay);
+    b.f.set("status", BigInt(REFUNDED_B));
+  } else {
+    const toRequester = (bond * SLASH_TO_REQUESTER_PERCENT) / 100n;
+    const share = (bond - toRequester) / BigInt(counted.length);
+    for (const v of counted) c.move(ba, v, share);
+    c.move(ba, ra, bond - share * BigInt(counted.length));
+    c.move(qa, ra, left);
+    b.f.set("status", BigInt(SLASHED));
+  }
+  q.f.set("status", verified ? 6n : 7n);
+  q.f.set("escrow_lamports", 0n);
+  c.store(ba, b);
+  c.store(qa, q);
+  if (verified) creditWork(c.bank, winner, g(q, "num_tokens"), 0n);
+  else slashWork(c.bank, winner);
+  for (const v of counted) creditWork(c.bank, v, 0n, BigInt(positionsFor(q, beaconOf(p, p.validators.findIndex((x) => bytesEq(x, v))), v).length));
+}
+
 // ---------------------------------------------------------------- handlers
 const transition: Handler = (input) => {
   const j = jsonInput(input);
@@ -453,14 +766,28 @@ const transition: Handler = (input) => {
   bank.parentAccounts = new Map(bank.accounts);
   for (const p of arr(j.auction_accounts)) bank.auction.set(hex(unb58(str(arr(p)[0]))), unhex(str(arr(p)[1])));
   const raw = unhex(str(j.tx));
-  // the bank's only recent blockhash is the transaction's (interop/README.md, auction rows)
-  bank.blockhashes = [parseTransaction(raw).recentBlockhash];
+  // the bank's only recent blockhash is the transaction's (interop/README.md, auction rows);
+  // the Logit Pool's rows carry the chain context its draw reads (spec/logit_pool.md)
+  const pool = j.blockhashes !== undefined;
+  bank.blockhashes = pool ? arr(j.blockhashes).map((h) => unhex(str(h))) : [parseTransaction(raw).recentBlockhash];
+  if (pool) {
+    bank.slotHashes = arr(j.slot_hashes).map((p) => [int(arr(p)[0]), unhex(str(arr(p)[1]))] as [bigint, Uint8Array]);
+    for (const p of arr(j.last_votes)) bank.lastVotes.set(hex(unb58(str(arr(p)[0]))), int(arr(p)[1]));
+    const stakes = arr(j.lstake);
+    if (stakes.length > 0) bank.lstake = new Map(stakes.map((p) => [hex(unb58(str(arr(p)[0]))), int(arr(p)[1])]));
+  }
   const res = bank.process(raw);
   if (res.error !== null) reject(res.error.split(":")[0], res.error);
   const sortK = <T,>(m: Map<string, T>): [string, T][] => [...m.entries()].sort((a, b) => cmpBytes(unhex(a[0]), unhex(b[0])));
   const changed: { [k: string]: Json } = {};
-  for (const [k] of sortK(new Map([...bank.auctionModified].map((x) => [x, 0])))) changed[b58(unhex(k))] = viewAccount(bank.auction.get(k)!);
+  for (const [k] of sortK(new Map([...bank.auctionModified].map((x) => [x, 0])))) {
+    const d = bank.auction.get(k)!;
+    changed[b58(unhex(k))] = d[0] === POOL_KIND ? viewPool(d) : viewAccount(d);
+  }
+  const work: { [k: string]: Json } = {};
+  for (const [k] of sortK(new Map([...bank.workModified].map((x) => [x, 0])))) work[b58(unhex(k))] = hex(bank.work.get(k)!);
   return ok({
+    ...(pool ? { work_accounts: work } : {}),
     accounts: sortK(bank.accounts).map(([k, v]) => [b58(unhex(k)), v]),
     auction_accounts: sortK(bank.auction).map(([k, v]) => [b58(unhex(k)), hex(v)]),
     changed,
@@ -475,5 +802,5 @@ const bidCommitmentH: Handler = (input) => {
 
 export const AUCTION_HANDLERS: { [key: string]: Handler } = {
   "auction/bid-commitment": bidCommitmentH,
-  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire"].map((t) => [`auction/${t}`, transition])),
+  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire", "verdict", "settle"].map((t) => [`auction/${t}`, transition])),
 };

@@ -35,6 +35,11 @@ export class Bank {
   lastVotes = new Map<string, bigint>();
   auction = new Map<string, Uint8Array>();
   auctionModified = new Set<string>();
+  /** work-credit accounts (spec/lstake.md "Work accounts in the bank"), written by the Logit Pool's settle */
+  work = new Map<string, Uint8Array>();
+  workModified = new Set<string>();
+  /** the Logit Pool's LStake table for the draw (spec/logit_pool.md); null: weight 1 per validator */
+  lstake: Map<string, bigint> | null = null;
   landed: [string, bigint][] = [];
   fees = 0n;
   signatureCount = 0n;
@@ -74,6 +79,8 @@ export class Bank {
       landed: this.landed.length,
       auction: new Map(this.auction),
       auctionModified: new Set(this.auctionModified),
+      work: new Map(this.work),
+      workModified: new Set(this.workModified),
     };
     let error: string | null = null;
     try {
@@ -91,6 +98,8 @@ export class Bank {
       this.landed.length = saved.landed;
       this.auction = saved.auction;
       this.auctionModified = saved.auctionModified;
+      this.work = saved.work;
+      this.workModified = saved.workModified;
     }
     return { fee, error, signature: tx.signatures[0] };
   }

@@ -1,0 +1,288 @@
+"""The Logit Pool (spec/logit_pool.md): the draw, verdicts and settlement in the auction
+program, on a real bank (core/bank.py) with real signatures and a real PoL commitment."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ambient_p2p.core import auction as A
+from ambient_p2p.core import auction_tx as T
+from ambient_p2p.core import logit_pool as L
+from ambient_p2p.core import pol
+from ambient_p2p.interop.formats.auction import MINERS, VALIDATORS
+from ambient_p2p.interop.formats.auction import POOL_CLEARING as CLEARING
+from ambient_p2p.interop.formats.auction import POOL_TOKENS as NUM_TOKENS
+from ambient_p2p.interop.formats.auction import PoolChain as _Base
+
+
+class PoolChain(_Base):
+    def bad_opening(self, v: bytes) -> pol.PolOpening:
+        return self.evidence(v)
+
+
+def test_draw_is_pure_deterministic_and_excludes_the_miner() -> None:
+    c = PoolChain()
+    assert c.draw() is None  # the beacon slot is not an ancestor yet
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert len(d.validators) == L.VALIDATORS_PER_QUERY == len(set(d.validators))
+    assert c.miner.pubkey not in d.validators
+    assert d.beacon_slot == c.query(c.qid).result_slot + L.DRAW_DELAY_SLOTS
+    c.advance(3)
+    assert c.draw() == d  # later banks derive the same draw
+    q = c.query(c.qid)
+    again = L.draw_validators(q.pol_commitment().hash(), c.qid, d.beacon_slot, d.beacon,
+                              {v.pubkey: 1 for v in VALIDATORS[:5]}, [c.miner.pubkey], q.num_tokens)
+    assert tuple(x.validator for x in again.validators) == d.validators
+    for x in again.validators:
+        assert len(x.positions) == L.POSITIONS_PER_VALIDATOR and list(x.positions) == sorted(set(x.positions))
+
+
+def test_draw_is_lstake_weighted() -> None:
+    heavy, light = VALIDATORS[0].pubkey, VALIDATORS[1].pubkey
+    hits = 0
+    for i in range(400):
+        d = L.draw_validators(bytes(32), bytes(32), 1, hashlib.sha256(i.to_bytes(4, "little")).digest(),
+                              {heavy: 99, light: 1}, [], 16, count=1)
+        hits += d.validators[0].validator == heavy
+    assert hits > 370  # 99% expected
+
+
+def test_quorum_of_accepts_pays_the_clearing_price_to_the_lamport() -> None:
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    q = c.query(c.qid)
+    assert c.settle() == "auction-verify-open: no quorum yet and verdicts land until " + str(d.verify_end_slot)
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    err = c.send(T.verdict_transaction(MINERS[2], c.qid, True, None, c.blockhash))[0].error
+    assert err is not None and err.startswith("auction-not-drawn")
+    assert (c.verdict(c.kp(d.validators[0]), True) or "").startswith("auction-verdict-exists")
+    assert c.verdict(c.kp(d.validators[1]), True) is None
+    before = {k: c.bank.balance(k) for k in (q.requester, q.winner, *d.validators)}
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    assert c.settle() is None
+    q2 = c.query(c.qid)
+    assert q2.status == A.QueryStatus.FINALIZED_VERIFIED and q2.escrow_lamports == 0
+    pay = CLEARING * NUM_TOKENS
+    assert c.bank.balance(q.winner) - before[q.winner] == pay + bond
+    fee_each = A.QUERY_FEE_LAMPORTS // 2
+    assert c.bank.balance(q.requester) - before[q.requester] == q.escrow_lamports - pay - 2 * fee_each
+    for v in d.validators[:2]:
+        assert c.bank.balance(v) - before[v] == fee_each
+    assert c.bank.balance(d.validators[2]) == before[d.validators[2]]
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    assert c.total() == c.start_total
+    assert (c.settle() or "").startswith("auction-wrong-status")
+
+
+def test_quorum_of_rejects_with_evidence_slashes_the_bond() -> None:
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    q = c.query(c.qid)
+    v0, v1 = c.kp(d.validators[0]), c.kp(d.validators[1])
+    # evidence must be at one of the rejecter's own positions and prove membership
+    other_pos = next(p for p in range(NUM_TOKENS) if p not in L.positions_for(q, d.beacon, v0.pubkey))
+    wrong = pol.open_positions(c.proof, [other_pos])[0]
+    assert (c.verdict(v0, False, wrong) or "").startswith("auction-bad-evidence")
+    good = c.bad_opening(v0.pubkey)
+    from dataclasses import replace
+    forged = replace(good, fp=replace(good.fp, lps=(1, *good.fp.lps[1:])))
+    assert (c.verdict(v0, False, forged) or "").startswith("auction-bad-evidence")
+    raw = T.verdict_transaction(v0, c.qid, False, good, c.blockhash)
+    assert c.send(raw)[0].error is None
+    assert c.verdict(v1, False, c.bad_opening(v1.pubkey)) is None
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    before = {k: c.bank.balance(k) for k in (q.requester, q.winner, *d.validators)}
+    assert c.settle() is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_REJECTED
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.SLASHED
+    assert c.bank.balance(q.winner) == before[q.winner]
+    fee_each = A.QUERY_FEE_LAMPORTS // 2
+    to_req = bond * L.SLASH_TO_REQUESTER_PERCENT // 100
+    each = (bond - to_req) // 2
+    assert c.bank.balance(q.requester) - before[q.requester] == q.escrow_lamports - 2 * fee_each + bond - 2 * each
+    for v in (v0.pubkey, v1.pubkey):
+        assert c.bank.balance(v) - before[v] == fee_each + each
+    assert c.total() == c.start_total
+
+
+def test_missing_verdicts_extend_the_draw_once_then_settle_on_what_arrived() -> None:
+    c = PoolChain(n_validators=7)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    while c.bank.slot + 2 < d.verify_end_slot:
+        c.advance(1)
+    assert c.verdict(c.kp(d.validators[1]), True) is None  # in the last slot of the window
+    assert c.bank.slot + 1 == d.verify_end_slot
+    # quorum reached just in time: settles at once
+    assert c.settle() is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
+
+    c = PoolChain(n_validators=7)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    while c.bank.slot + 1 < d.verify_end_slot:
+        c.advance(1)
+    assert (c.verdict(c.kp(d.validators[1]), True) or "").startswith("auction-verify-closed")
+    assert c.settle() is None  # extension
+    d2 = c.draw()
+    assert d2 is not None and d2.round == 1 and len(d2.validators) == 6
+    assert set(d2.validators[3:]).isdisjoint(d.validators) and c.miner.pubkey not in d2.validators
+    assert c.query(c.qid).status == A.QueryStatus.RESULT_POSTED
+    assert (c.verdict(c.kp(d.validators[1]), True) or "").startswith("auction-verify-closed")
+    assert c.verdict(c.kp(d2.validators[3]), True) is None
+    assert c.settle() is None  # quorum across the rounds: 2 accepts
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
+    assert c.total() == c.start_total
+
+
+def test_nobody_answers_twice_then_the_requester_is_made_whole() -> None:
+    c = PoolChain(n_validators=4)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    while c.bank.slot < d.verify_end_slot:
+        c.advance(1)
+    assert c.settle() is None
+    d2 = c.draw()
+    assert d2 is not None and len(d2.validators) == 4  # only one fresh validator left
+    while c.bank.slot < d2.verify_end_slot:
+        c.advance(1)
+    q = c.query(c.qid)
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    before = c.bank.balance(q.requester), c.bank.balance(q.winner)
+    assert c.settle() is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_REJECTED
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    assert c.bank.balance(q.requester) - before[0] == q.escrow_lamports
+    assert c.bank.balance(q.winner) - before[1] == bond
+    assert c.total() == c.start_total
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3),
+       st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3))
+def test_every_verdict_mix_conserves_lamports_and_finalizes(first: list[str], second: list[str]) -> None:
+    c = PoolChain(n_validators=7)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    for rnd, plan in enumerate((first, second)):
+        d = c.draw()
+        assert d is not None
+        for v, what in zip(d.validators[3 * rnd:], plan, strict=False):
+            if what != "none":
+                ev = None if what == "accept" else c.bad_opening(v)
+                assert c.verdict(c.kp(v), what == "accept", ev) is None
+        if c.settle() is None and c.query(c.qid).status != A.QueryStatus.RESULT_POSTED:
+            break
+        while c.bank.slot < d.verify_end_slot:
+            c.advance(1)
+        assert c.settle() is None
+        if c.query(c.qid).status != A.QueryStatus.RESULT_POSTED:
+            break
+    q = c.query(c.qid)
+    assert q.status in (A.QueryStatus.FINALIZED_VERIFIED, A.QueryStatus.FINALIZED_REJECTED)
+    assert q.escrow_lamports == 0 and c.bank.balance(c.qid) == 0
+    assert c.bank.balance(A.bid_address(c.qid, q.winner)) == 0
+    assert c.total() == c.start_total
+
+
+def test_malformed_verdict_data_is_refused() -> None:
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    v = c.kp(d.validators[0])
+    for data in (b"\x07\x00\x00\x00", b"\x07\x00\x00\x00\x02", b"\x07\x00\x00\x00\x01\x00",
+                 b"\x07\x00\x00\x00\x00", b"\x07\x00\x00\x00\x00garbage"):
+        metas = [(v.pubkey, True, True), (c.qid, False, True), (L.pool_address(c.qid), False, True)]
+        (r,) = c.send(T.auction_transaction([v], metas, data, c.blockhash))
+        assert r.error is not None and r.error.split(":")[0] in ("auction-bad-data", "auction-bad-evidence"), r.error
+    assert c.bank.auction_data(L.pool_address(c.qid)) is None  # nothing written
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_too_few_validators(n: int) -> None:
+    c = PoolChain(n_validators=n)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None and len(d.validators) == n
+
+
+def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program calls the bank's work credit (``Bank.credit_work``/``slash_work``, the
+    credit helper's) once per settled party, and only when the instruction succeeds."""
+    from ambient_p2p.core.bank import Bank
+
+    log: list[tuple[str, bytes, object]] = []
+    monkeypatch.setattr(Bank, "credit_work", lambda self, ident, *, tokens_served=0, positions_validated=0:
+                        log.append(("credit", ident, (tokens_served, positions_validated))), raising=False)
+    monkeypatch.setattr(Bank, "slash_work", lambda self, ident, reason: log.append(("slash", ident, reason)),
+                        raising=False)
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    for v in d.validators[:2]:
+        assert c.verdict(c.kp(v), False, c.bad_opening(v)) is None
+    assert log == []
+    assert c.settle() is None
+    assert ("slash", c.miner.pubkey, "result-rejected") in log
+    assert {x[1] for x in log if x[0] == "credit"} == set(d.validators[:2])
+    assert all(x[2] == (0, L.POSITIONS_PER_VALIDATOR) for x in log if x[0] == "credit")
+    log.clear()
+    c = PoolChain()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    c.advance_to(d.verify_end_slot + 1)
+    assert c.settle() is None  # extension: the two absent validators lose credit
+    assert sorted(x for x in log) == sorted(("slash", v, "absent") for v in d.validators[1:])
+
+
+def test_the_proof_store_serves_openings_by_commitment(tmp_path: Path) -> None:
+    """node/validator_pool.py ProofStore: what ``/ambient/pol-open/1`` answers from the
+    miner's ``DATA_DIR/pol-proofs``."""
+    from ambient_p2p.core.codec import decode, encode
+    from ambient_p2p.node.validator_pool import ProofStore
+
+    c = PoolChain()
+    (tmp_path / "pol-proofs").mkdir()
+    (tmp_path / "pol-proofs" / f"{c.qid.hex()}.cbor").write_bytes(encode(c.proof))
+    (tmp_path / "pol-proofs" / "junk.cbor").write_bytes(b"not a proof")
+    store = ProofStore(tmp_path)
+    h = c.proof.commitment.hash()
+    got = store.openings(h, (3, 0, 39))
+    assert got is not None
+    ops = [decode(b, expected=pol.PolOpening) for b in got]
+    assert [o.fp.pos for o in ops] == [3, 0, 39]
+    assert all(L.evidence_error(c.proof.commitment, o, [3, 0, 39]) is None for o in ops)
+    assert store.openings(h, (40,)) is None  # beyond the proof
+    assert store.openings(bytes(32), (0,)) is None and store.unknown == 1
+
+
+def test_pol_draw_user_errors_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for argv, want in ((["xyz"], "QUERY must be a base58 query id"),
+                       (["11111111111111111111111111111111", "--node", str(tmp_path)], "no node is running in")):
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "pol", "draw", *argv], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert r.stderr.startswith("error: ") and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
