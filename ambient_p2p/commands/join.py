@@ -157,11 +157,11 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     except HostError as exc:
         raise UserError(str(exc)) from None
     chain_id = load_chain_id(args.genesis, args.chain_id)
+    rpc_sockets = _bind_rpc(args)  # a port in use is one error line, before anything is written
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {data_dir}: {exc.strerror}") from None
-    rpc_sockets = _bind_rpc(args)  # a port in use is one error line, before the node starts
     kp = load_identity(args.keypair, data_dir)
 
     import logging

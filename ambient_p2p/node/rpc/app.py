@@ -62,6 +62,9 @@ def build_app(ext: RpcExtension) -> Starlette:
         Route("/v1/chat/completions", ext.chat.completions, methods=["POST"]),
         WebSocketRoute("/", pubsub.endpoint(ext)),
     ]
+    async def on_404(request: Request, _exc: Exception) -> Response:
+        return await not_found(request)
+
     app = Starlette(routes=routes)
-    app.add_exception_handler(404, lambda req, exc: not_found(req))
+    app.add_exception_handler(404, on_404)
     return app

@@ -15,12 +15,13 @@ token bucket (``--rpc-rate-limit`` requests/s per client IP; HTTP 429), a body l
 route (:data:`MAX_RPC_BODY_BYTES`, agave's 50 KiB, for JSON-RPC; HTTP 413) read
 incrementally so an oversized body is never buffered, and a per-request time limit
 (:data:`REQUEST_TIMEOUT_S`; chat completions have their own, the query's deadline).
-hypercorn bounds the rest: header size (h11), idle keep-alive and read timeouts.
+hypercorn bounds the rest: header size (h11) and the idle keep-alive timeout.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import time
@@ -52,7 +53,6 @@ RATE_BURST_S = 2.0
 #: Clients the rate limiter remembers (least recently seen forgotten first): bounds its memory.
 MAX_TRACKED_CLIENTS = 4096
 KEEP_ALIVE_S = 5.0
-READ_TIMEOUT_S = 10.0
 #: How often the transaction index looks for newly frozen banks when no freeze wakes it.
 INDEX_POLL_S = 0.5
 
@@ -250,9 +250,11 @@ class RpcExtension:
         self.guard = Guard(self.app, self.limiter)
         config = Config()
         config.keep_alive_timeout = KEEP_ALIVE_S
-        config.read_timeout = int(READ_TIMEOUT_S)
+        # no read_timeout: hypercorn applies it to every read, also while a response streams
+        # (a chat's SSE stream waits on the auction for tens of seconds with nothing to read);
+        # idle connections close after KEEP_ALIVE_S
         config.accesslog = None
-        config.errorlog = None
+        config.errorlog = logging.getLogger("ambient.rpc")  # an app error is logged, the node goes on
         config.websocket_max_message_size = MAX_RPC_BODY_BYTES
         config.graceful_timeout = 1.0
         async with trio.open_nursery() as nursery:
