@@ -97,7 +97,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
 
     async def flow() -> None:
         c = AsyncClient(url_of(net), commitment=Confirmed)
-        assert (await c.get_health()).value == "ok"
+        assert await c.is_connected()  # getHealth
         gh = (await c.get_genesis_hash()).value
         assert str(gh) == __import__("base58").b58encode(net.genesis.hash()).decode()  # type: ignore[union-attr]
         a, b = Keypair(), Keypair()
@@ -152,47 +152,42 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
             await c.send_transaction(bad)
         assert "Transaction simulation failed" in str(e3.value)
         vote = (await c.get_vote_accounts()).value
-        assert [v.node_pubkey for v in vote.current] == [net.nodes[0].status()["address"]]
+        assert [str(v.node_pubkey) for v in vote.current] == [net.nodes[0].status()["address"]]
         await c.close()
 
     asyncio.run(flow())
 
 
-def test_signature_and_slot_subscriptions_over_the_websocket(net: Localnet) -> None:
+def test_signature_slot_and_account_subscriptions_over_the_websocket(net: Localnet) -> None:
     from solana.rpc.async_api import AsyncClient
     from solana.rpc.commitment import Confirmed
-    from solana.rpc.websocket_api import connect
+    from solana.rpc.websocket_api import SolanaWsClient
     from solders.keypair import Keypair
 
     async def flow() -> None:
-        ws_url = f"ws://127.0.0.1:{net.rpc_port(0) + 1}"
+        ws_url = f"ws://127.0.0.1:{net.rpc_port(0) + 1}"  # PubSub on the next port, as Solana's
         c = AsyncClient(url_of(net))
-        async with connect(ws_url) as ws:
-            await ws.slot_subscribe()
-            first = await asyncio.wait_for(ws.recv(), 20)  # the subscription id
-            note = await asyncio.wait_for(ws.recv(), 20)
-            assert note[0].result.slot >= 1  # type: ignore[union-attr]
         a = Keypair()
-        sig = (await c.request_airdrop(a.pubkey(), 10**6)).value
-        async with connect(ws_url) as ws:
-            await ws.signature_subscribe(sig, commitment=Confirmed)
-            msgs: list[Any] = []
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                m = await asyncio.wait_for(ws.recv(), 60)
-                msgs.extend(m)
-                if any(type(x).__name__ == "SignatureNotification" for x in msgs):
-                    break
-            n = [x for x in msgs if type(x).__name__ == "SignatureNotification"]
-            assert n and n[0].result.value.err is None, msgs
+        async with SolanaWsClient(ws_url) as ws:
+            await ws.slot_subscribe()
+            note = await asyncio.wait_for(ws.recv(), 20)
+            assert type(note).__name__ == "SlotNotification" and note.result.slot >= 1  # type: ignore[union-attr]
+        async with SolanaWsClient(ws_url) as ws:
+            await ws.account_subscribe(pubkey=a.pubkey(), commitment=Confirmed)
+            sig = (await c.request_airdrop(a.pubkey(), 10**6)).value
+            await ws.signature_subscribe(signature=sig, commitment=Confirmed)
+            kinds: dict[str, Any] = {}
+            while len(kinds) < 2:
+                n = await asyncio.wait_for(ws.recv(), 60)
+                kinds[type(n).__name__] = n
+            assert kinds["SignatureNotification"].result.value.err is None
+            assert kinds["AccountNotification"].result.value.lamports == 10**6
         # already confirmed: a new subscription fires at once
-        async with connect(ws_url) as ws:
-            await ws.signature_subscribe(sig, commitment=Confirmed)
-            got: list[Any] = []
-            while not any(type(x).__name__ == "SignatureNotification" for x in got):
-                got.extend(await asyncio.wait_for(ws.recv(), 10))
+        async with SolanaWsClient(ws_url) as ws:
+            await ws.signature_subscribe(signature=sig, commitment=Confirmed)
+            n = await asyncio.wait_for(ws.recv(), 10)
+            assert type(n).__name__ == "SignatureNotification"
         await c.close()
-        assert first
 
     asyncio.run(flow())
 
