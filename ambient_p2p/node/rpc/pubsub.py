@@ -79,18 +79,19 @@ class Subs:
             last = _account_value(rpc, bank, key, enc) if bank is not None else None
             self.accounts[i] = (key, commitment, "base58" if enc == "binary" else enc, last)
             return i
-        kind = {"slotUnsubscribe": self.slot, "signatureUnsubscribe": self.sigs,
-                "accountUnsubscribe": self.accounts}.get(method)
-        if kind is None:
+        if method not in ("slotUnsubscribe", "signatureUnsubscribe", "accountUnsubscribe"):
             raise RpcError(METHOD_NOT_FOUND, "Method not found")
-        if not params or not isinstance(params[0], int):
+        if not params or not isinstance(params[0], int) or isinstance(params[0], bool):
             raise RpcError(INVALID_PARAMS, "Invalid params: missing subscription id")
-        if params[0] not in kind:
-            raise RpcError(INVALID_PARAMS, "Invalid subscription id.")
-        if isinstance(kind, set):
-            kind.discard(params[0])
+        sub = params[0]
+        if method == "slotUnsubscribe" and sub in self.slot:
+            self.slot.discard(sub)
+        elif method == "signatureUnsubscribe" and sub in self.sigs:
+            del self.sigs[sub]
+        elif method == "accountUnsubscribe" and sub in self.accounts:
+            del self.accounts[sub]
         else:
-            del kind[params[0]]
+            raise RpcError(INVALID_PARAMS, "Invalid subscription id.")
         return True
 
     def notifications(self) -> list[dict[str, Any]]:

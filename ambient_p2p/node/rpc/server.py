@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -260,7 +260,7 @@ class RpcExtension:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._follow)
-            await worker_serve(wrap_app(self.guard, config.wsgi_max_body_size, "asgi"), config,
+            await worker_serve(wrap_app(cast(Any, self.guard), config.wsgi_max_body_size, "asgi"), config,
                                sockets=Sockets([], self.sockets, []))
 
     # -- the index follower ---------------------------------------------------------------------

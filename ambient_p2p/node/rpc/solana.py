@@ -755,7 +755,8 @@ async def get_vote_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
     want = cfg.get("votePubkey")
     table = rpc.v.lstake_table()
     epoch = epoch_of(bank.slot, rpc.v.genesis.epoch.slots_per_epoch)
-    current, delinquent = [], []
+    current: list[dict[str, Any]] = []
+    delinquent: list[dict[str, Any]] = []
     for addr, row in table.items():
         if want is not None and addr != want:
             continue
