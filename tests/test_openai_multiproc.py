@@ -74,7 +74,7 @@ def test_openai_client_chat_through_the_auction(tmp_path: Path) -> None:
         assert text.strip() and len(finals) == 1
         assert chunks[-1].choices == [] and chunks[-1].usage is not None
         assert 1 <= chunks[-1].usage.completion_tokens <= 6
-        assert all(ch.id == finals[0].id for ch in chunks[1:])
+        assert all(ch.id == finals[0].id for ch in chunks)  # one id: chatcmpl-<query id>
         # the node kept producing: its metrics count the chats
         with urllib.request.urlopen(url + "/metrics", timeout=30) as m:
             text_m = m.read().decode()

@@ -57,6 +57,7 @@ class AskParams:
     temp_milli: int
     deadline_slots: int
     sample_seed: bytes | None = None  # None: random when temp_milli > 0
+    nonce: int | None = None  # None: random (the query's address derives from it)
 
 
 @dataclass
@@ -81,7 +82,7 @@ async def ask(call: Call, kp: Keypair, p: AskParams, current_slot: int, *, progr
     seed = p.sample_seed if p.sample_seed is not None else (
         secrets.token_bytes(32) if p.temp_milli else pol.ZERO_HASH)
     params = au.RequestParams(
-        nonce=secrets.randbits(63), model_id=p.model_id, prompt_hash=pol.tokens_hash(p.prompt_tokens),
+        nonce=p.nonce if p.nonce is not None else secrets.randbits(63), model_id=p.model_id, prompt_hash=pol.tokens_hash(p.prompt_tokens),
         prompt_tokens=len(p.prompt_tokens), max_output_tokens=p.max_tokens, max_price_per_token=p.pay_per_token,
         temp_milli=p.temp_milli, sample_seed=seed, deadline_slots=p.deadline_slots)
     qid = au.query_address(kp.pubkey, params.nonce)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ...core import auction as au
 from ...core import pol
-from ...core.crypto import Keypair
+from ...core.crypto import Keypair, encode_address
 from ..requester import AskError, AskParams, AskResult, ask, escrow_needed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,7 +239,7 @@ class ChatDoor:
             return StreamingResponse(self._stream(req, info, prompt), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache"})
         try:
-            res = await self._run(req, info, prompt)
+            res = await self._run(req, info, prompt, self.new_query()[0])
         except ChatError as exc:
             return exc.response()
         return JSONResponse(self._completion(req, info, prompt, res))
@@ -253,7 +254,13 @@ class ChatDoor:
             raise ChatError(402, f"the requester {self.opts.requester.address} holds {bal} lamports; this chat "
                             f"escrows {need}", "insufficient_quota", None, "insufficient_quota")
 
-    async def _run(self, req: ChatRequest, info: ModelInfo, prompt: list[int]) -> AskResult:
+    def new_query(self) -> tuple[int, str]:
+        """A fresh request nonce and the query address it gives (the completion's id)."""
+        assert self.opts is not None
+        nonce = secrets.randbits(63)
+        return nonce, encode_address(au.query_address(self.opts.requester.pubkey, nonce))
+
+    async def _run(self, req: ChatRequest, info: ModelInfo, prompt: list[int], nonce: int) -> AskResult:
         assert self.opts is not None
         v = self.ext.v
         deadline_slots = math.ceil(self.opts.within_s * 1000 / v.slot_ms)
@@ -264,7 +271,7 @@ class ChatDoor:
         p = AskParams(prompt_tokens=prompt, model_id=info.model_id, max_tokens=req.max_tokens,
                       pay_per_token=self.opts.pay_per_token,
                       temp_milli=round(req.temperature * pol.TEMPERATURE_SCALE), deadline_slots=deadline_slots,
-                      sample_seed=seed)
+                      sample_seed=seed, nonce=nonce)
 
         async def call(r: dict[str, Any]) -> dict[str, Any]:
             assert self.ext.control_fn is not None
@@ -342,12 +349,14 @@ class ChatDoor:
                 c.setdefault("usage", None)
             return f"data: {json.dumps(c)}\n\n"
 
+        nonce, query = self.new_query()
+        cid = f"chatcmpl-{query}"  # every chunk carries the id the query will have
         send, recv = trio.open_memory_channel[Any](1)
 
         async def run() -> None:  # a task of the server's nursery: the query goes on if the client leaves
             async with send:
                 try:
-                    await send.send(await self._run(req, info, prompt))
+                    await send.send(await self._run(req, info, prompt, nonce))
                 except ChatError as exc:
                     await send.send(exc)
                 except trio.BrokenResourceError:
@@ -355,7 +364,7 @@ class ChatDoor:
 
         assert self.ext.nursery is not None
         self.ext.nursery.start_soon(run)
-        yield chunk("chatcmpl-pending", {"role": "assistant", "content": "", "refusal": None}, None)
+        yield chunk(cid, {"role": "assistant", "content": "", "refusal": None}, None)
         out: Any = None
         async with recv:
             while out is None:
@@ -367,7 +376,6 @@ class ChatDoor:
             yield f"event: error\ndata: {json.dumps(out.body())}\n\n"
             return
         res: AskResult = out
-        cid = f"chatcmpl-{res.query}"
         text, finish = self._text(req, info, res)
         # the answer arrives whole (posted on chain): one content chunk per output token's text
         toks = res.answer_tokens or []
