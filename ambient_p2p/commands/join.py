@@ -306,6 +306,7 @@ def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, 
     test user (devnet/users.py): a localnet."""
     if validator is None or sockets is None:
         return None
+    from .. import __version__
     from ..core.crypto import CryptoError, read_keypair_file
     from ..devnet.users import TEST_USERS, user_keypairs
     from ..node.rpc.openai_api import DEFAULT_CHAT_PAY_PER_TOKEN, ChatOptions
@@ -322,7 +323,8 @@ def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, 
             raise UserError(str(exc)) from None
     cfg = RpcConfig(port=sockets[0].getsockname()[1], bind=args.rpc_bind or DEFAULT_RPC_BIND,
                     rate_limit_rps=args.rpc_rate_limit or DEFAULT_RATE_LIMIT_RPS,
-                    opts=RpcOptions(faucet=faucet if faucet.pubkey in funded else None, identity=kp.pubkey),
+                    opts=RpcOptions(faucet=faucet if faucet.pubkey in funded else None, identity=kp.pubkey,
+                                    version=__version__),
                     chat=ChatOptions(requester, pay_per_token=args.rpc_chat_pay or DEFAULT_CHAT_PAY_PER_TOKEN))
     return RpcExtension(validator, cfg, sockets)
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import base58
 
-from ... import __version__
 from ...core import auction as au
 from ...core.bank import (
     LAMPORTS_PER_SIGNATURE,
@@ -110,6 +109,7 @@ def tx_error(rec_error: str | None) -> Any:
 class RpcOptions:
     faucet: Keypair | None = None  # localnet only (commands/join.py decides)
     identity: bytes = bytes(32)
+    version: str = "0"  # the node's version (getVersion's "ambient-p2p"), from the composition root
 
 
 class SolanaRpc:
@@ -402,7 +402,7 @@ async def get_health(rpc: SolanaRpc, params: list[Any]) -> Any:
 
 
 async def get_version(rpc: SolanaRpc, params: list[Any]) -> Any:
-    return {"solana-core": SOLANA_API_VERSION, "feature-set": 0, "ambient-p2p": __version__}
+    return {"solana-core": SOLANA_API_VERSION, "feature-set": 0, "ambient-p2p": rpc.opts.version}
 
 
 async def get_genesis_hash(rpc: SolanaRpc, params: list[Any]) -> Any:
