@@ -1,6 +1,7 @@
 """The node's Solana JSON-RPC, PubSub and /metrics against a real validator process on
-127.0.0.1, driven by the real clients (solana-py's AsyncClient and its WebSocket client)
-and by raw HTTP for the adversarial cases (spec/rpc.md). One single-node localnet for the
+127.0.0.1, driven by the real clients (solana-py's AsyncClient and its WebSocket client,
+@solana/web3.js v1 under node, the openai client for /v1's errors) and by raw HTTP for the
+adversarial cases (spec/rpc.md). The Solana CLI is not installed here and is not tested. One single-node localnet for the
 module; every wait is bounded."""
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import shutil
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -310,3 +313,24 @@ def test_openai_client_models_and_errors(net: Localnet) -> None:
     with pytest.raises(openai.APIStatusError) as e3:
         c.chat.completions.create(model=models[0].id, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
     assert e3.value.status_code == 402 and e3.value.code == "insufficient_quota", e3.value
+
+
+WEB3JS = Path(__file__).resolve().parent / "rpc_web3js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="node/npm are not installed: the @solana/web3.js client cannot run")
+def test_solana_web3js_confirms_over_the_websocket_and_sends_and_confirms(net: Localnet) -> None:
+    """@solana/web3.js v1 (tests/rpc_web3js, installed from its package-lock with npm ci on
+    first use): requestAirdrop + Connection.confirmTransaction (signatureSubscribe on the
+    PubSub port web3.js derives, RPC port + 1), sendAndConfirmTransaction, balances."""
+    if not (WEB3JS / "node_modules" / "@solana" / "web3.js").exists():
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB3JS,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(["node", "main.mjs", url_of(net)], cwd=WEB3JS, capture_output=True, text=True, timeout=180)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and "error" not in out, out
+    assert out["airdropErr"] is None and out["balanceA"] == 2 * 10**9
+    assert out["balanceB"] == 4321 and out["fee"] == LAMPORTS_PER_SIGNATURE
+    assert out["balanceA2"] == 2 * 10**9 - 4321 - LAMPORTS_PER_SIGNATURE
