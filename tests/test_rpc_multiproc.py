@@ -166,6 +166,7 @@ def test_signature_slot_and_account_subscriptions_over_the_websocket(net: Localn
     from solana.rpc.commitment import Confirmed
     from solana.rpc.websocket_api import SolanaWsClient
     from solders.keypair import Keypair
+    from solders.rpc.config import RpcTransactionLogsFilterMentions
 
     async def flow() -> None:
         ws_url = f"ws://127.0.0.1:{net.rpc_port(0) + 1}"  # PubSub on the next port, as Solana's
@@ -177,14 +178,16 @@ def test_signature_slot_and_account_subscriptions_over_the_websocket(net: Localn
             assert type(note).__name__ == "SlotNotification" and note.result.slot >= 1  # type: ignore[union-attr]
         async with SolanaWsClient(ws_url) as ws:
             await ws.account_subscribe(pubkey=a.pubkey(), commitment=Confirmed)
+            await ws.logs_subscribe(filter_=RpcTransactionLogsFilterMentions(a.pubkey()), commitment=Confirmed)
             sig = (await c.request_airdrop(a.pubkey(), 10**6)).value
             await ws.signature_subscribe(signature=sig, commitment=Confirmed)
             kinds: dict[str, Any] = {}
-            while len(kinds) < 2:
+            while len(kinds) < 3:
                 n = await asyncio.wait_for(ws.recv(), 60)
                 kinds[type(n).__name__] = n
             assert kinds["SignatureNotification"].result.value.err is None
             assert kinds["AccountNotification"].result.value.lamports == 10**6
+            assert kinds["LogsNotification"].result.value.signature == sig
         # already confirmed: a new subscription fires at once
         async with SolanaWsClient(ws_url) as ws:
             await ws.signature_subscribe(signature=sig, commitment=Confirmed)

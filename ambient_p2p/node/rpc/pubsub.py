@@ -1,6 +1,7 @@
 """Solana PubSub over WebSocket (spec/rpc.md "PubSub"; agave ``rpc/src/rpc_pubsub.rs``):
 ``slotSubscribe``, ``signatureSubscribe`` (one-shot; fires at once when the transaction is
-already at the asked commitment), ``accountSubscribe``, each with its ``*Unsubscribe``.
+already at the asked commitment), ``accountSubscribe``, ``logsSubscribe`` (``all``,
+``allWithVotes``, ``{"mentions": [key]}``), each with its ``*Unsubscribe``.
 Served on both RPC ports (clients open it on ``--rpc-port`` + 1, as Solana's). Each
 connection has a reader task and a notifier woken by every frozen slot; it holds at most
 :data:`MAX_SUBSCRIPTIONS` subscriptions."""
@@ -11,9 +12,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import base58
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ...core.bank import VOTE_PROGRAM_ID, parse_transaction
 from .solana import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -42,10 +45,12 @@ class Subs:
         self.slot: set[int] = set()
         self.sigs: dict[int, tuple[bytes, str]] = {}
         self.accounts: dict[int, tuple[bytes, str, str, Any]] = {}  # id -> key, commitment, encoding, last value
+        #: id -> (mentioned key or None for all, with votes, commitment, highest slot reported)
+        self.logs: dict[int, tuple[bytes | None, bool, str, int]] = {}
         self.last_slot = -1
 
     def count(self) -> int:
-        return len(self.slot) + len(self.sigs) + len(self.accounts)
+        return len(self.slot) + len(self.sigs) + len(self.accounts) + len(self.logs)
 
     def new_id(self) -> int:
         if self.count() >= MAX_SUBSCRIPTIONS:
@@ -79,7 +84,20 @@ class Subs:
             last = _account_value(rpc, bank, key, enc) if bank is not None else None
             self.accounts[i] = (key, commitment, "base58" if enc == "binary" else enc, last)
             return i
-        if method not in ("slotUnsubscribe", "signatureUnsubscribe", "accountUnsubscribe"):
+        if method == "logsSubscribe":
+            f = params[0] if params else None
+            if f in ("all", "allWithVotes"):
+                mention, votes = None, f == "allWithVotes"
+            elif isinstance(f, dict) and isinstance(f.get("mentions"), list) and len(f["mentions"]) == 1:
+                mention, votes = _pubkey(f["mentions"][0]), True
+            else:
+                raise RpcError(INVALID_PARAMS, "Invalid params: expected \"all\", \"allWithVotes\" or "
+                               "{\"mentions\": [one pubkey]}")
+            commitment = rpc.commitment_of(_cfg(params, 1))
+            i = self.new_id()
+            self.logs[i] = (mention, votes, commitment, rpc.slot_of(commitment))
+            return i
+        if method not in ("slotUnsubscribe", "signatureUnsubscribe", "accountUnsubscribe", "logsUnsubscribe"):
             raise RpcError(METHOD_NOT_FOUND, "Method not found")
         if not params or not isinstance(params[0], int) or isinstance(params[0], bool):
             raise RpcError(INVALID_PARAMS, "Invalid params: missing subscription id")
@@ -90,6 +108,8 @@ class Subs:
             del self.sigs[sub]
         elif method == "accountUnsubscribe" and sub in self.accounts:
             del self.accounts[sub]
+        elif method == "logsUnsubscribe" and sub in self.logs:
+            del self.logs[sub]
         else:
             raise RpcError(INVALID_PARAMS, "Invalid subscription id.")
         return True
@@ -120,6 +140,18 @@ class Subs:
             if val != last:
                 self.accounts[i] = (key, commitment, enc, val)
                 out.append(_note("accountNotification", i, {"context": {"slot": bank.slot}, "value": val}))
+        for i, (mention, votes, commitment, done) in list(self.logs.items()):
+            top = rpc.slot_of(commitment)
+            for slot in sorted(s for s in rpc.index.blocks if done < s <= top and rpc.on_best_fork(s)):
+                for t in rpc.index.blocks[slot].txs:
+                    keys = parse_transaction(t.raw, verify_signatures=False).account_keys
+                    if (mention is not None and mention not in keys) or (not votes and VOTE_PROGRAM_ID in keys):
+                        continue
+                    logs = [] if t.result.error is None else [f"Program log: {t.result.error}"]
+                    out.append(_note("logsNotification", i, {"context": {"slot": slot}, "value": {
+                        "signature": base58.b58encode(t.result.signature).decode(),
+                        "err": tx_error(t.result.error), "logs": logs}}))
+            self.logs[i] = (mention, votes, commitment, max(done, top))
         return out
 
 
