@@ -233,9 +233,11 @@ def test_malformed_oversized_and_unknown_requests_get_their_errors_and_the_node_
     # a batch, with a notification (no id) answered by nothing
     st, out = post(url, json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "getHealth"},
                                     {"jsonrpc": "2.0", "method": "getSlot"},
+                                    {"jsonrpc": "2.0", "method": "nope"},
                                     {"jsonrpc": "2.0", "id": "b", "method": "nope"}]).encode())
     assert st == 200 and [o["id"] for o in out] == [1, "b"] and out[0]["result"] == "ok"
     assert out[1]["error"]["code"] == -32601
+    assert post(url, b'{"jsonrpc":"2.0","method":"getSlot"}') == (204, None)  # a lone notification
     # the node kept producing and voting through all of it
     deadline = time.monotonic() + WAIT_S
     while rpc(url, "getSlot", [{"commitment": "confirmed"}])["result"] <= before and time.monotonic() < deadline:

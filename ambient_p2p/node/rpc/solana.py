@@ -152,17 +152,18 @@ class SolanaRpc:
         if not isinstance(params, list):
             self.errors += 1
             return _error_response(rid, invalid_params("Invalid params: invalid type: map, expected a sequence"))
+        notification = "id" not in req  # answered by nothing, not even an error (JSON-RPC 2.0)
         fn = METHODS.get(method)
         if fn is None:
             self.errors += 1
-            return _error_response(rid, RpcError(METHOD_NOT_FOUND, "Method not found"))
+            return None if notification else _error_response(rid, RpcError(METHOD_NOT_FOUND, "Method not found"))
         try:
             result = await fn(self, params)
         except RpcError as exc:
             self.errors += 1
-            return _error_response(rid, exc)
-        if "id" not in req:
-            return None  # a notification
+            return None if notification else _error_response(rid, exc)
+        if notification:
+            return None
         return {"jsonrpc": "2.0", "result": result, "id": rid}
 
     # -- banks by commitment -----------------------------------------------------------------
