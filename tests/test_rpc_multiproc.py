@@ -300,11 +300,15 @@ def test_metrics_expose_the_node(net: Localnet) -> None:
 
 def test_openai_client_models_and_errors(net: Localnet) -> None:
     """/v1 with the official openai client: the chain's model listed; an unknown model 404,
-    a bad value 400, bad JSON 400, and a requester key (--rpc-requester-keypair, unfunded
-    here) that cannot pay the escrow 402 insufficient_quota, all in OpenAI's error shape."""
+    a bad value 400, bad JSON 400; the requester key (--rpc-requester-keypair) unfunded:
+    402 insufficient_quota; funded (a faucet airdrop) but no miner on this chain: the
+    auction closes without a bid, the escrow is refunded and the answer is 503 no_miner.
+    All in OpenAI's error shape."""
     import openai
 
-    c = openai.OpenAI(base_url=url_of(net) + "/v1", api_key="unused", max_retries=0, timeout=60)
+    from ambient_p2p.core.crypto import Keypair
+
+    c = openai.OpenAI(base_url=url_of(net) + "/v1", api_key="unused", max_retries=0, timeout=180)
     models = c.models.list().data
     assert [m.id for m in models] == [net.genesis.model.name]  # type: ignore[union-attr]
     with pytest.raises(openai.NotFoundError) as e:
@@ -318,6 +322,18 @@ def test_openai_client_models_and_errors(net: Localnet) -> None:
     with pytest.raises(openai.APIStatusError) as e3:
         c.chat.completions.create(model=models[0].id, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
     assert e3.value.status_code == 402 and e3.value.code == "insufficient_quota", e3.value
+    poor = Keypair.deterministic("test/rpc-poor-requester").address
+    url = url_of(net)
+    rpc(url, "requestAirdrop", [poor, 10**8])
+    deadline = time.monotonic() + WAIT_S
+    while rpc(url, "getBalance", [poor, {"commitment": "processed"}])["result"]["value"] < 10**8:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    with pytest.raises(openai.APIStatusError) as e4:
+        c.chat.completions.create(model=models[0].id, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert e4.value.status_code == 503 and e4.value.code == "no_miner", e4.value
+    # the refund came back: the requester paid only its transaction fees
+    assert rpc(url, "getBalance", [poor, {"commitment": "processed"}])["result"]["value"] > 10**8 - 4 * 5000
 
 
 WEB3JS = Path(__file__).resolve().parent / "rpc_web3js"
