@@ -355,3 +355,42 @@ def test_solana_web3js_confirms_over_the_websocket_and_sends_and_confirms(net: L
     assert out["airdropErr"] is None and out["balanceA"] == 2 * 10**9
     assert out["balanceB"] == 4321 and out["fee"] == LAMPORTS_PER_SIGNATURE
     assert out["balanceA2"] == 2 * 10**9 - 4321 - LAMPORTS_PER_SIGNATURE
+
+
+def test_fuzzed_requests_get_a_jsonrpc_answer_and_the_node_goes_on(net: Localnet) -> None:
+    """Hypothesis-made request objects (any method name, from the served ones too, with
+    random params and ids): every answer is a JSON-RPC 2.0 response carrying either a result
+    or an error with a known code, and echoes the id; the node still answers afterwards."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from ambient_p2p.node.rpc.solana import METHODS
+
+    url = url_of(net)
+    known = {-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004, -32005, -32007, -32015,
+             -32016}
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
+                        st.text(max_size=50), st.sampled_from(["A2dfV7QCAoWs99QZiTsn6SeMgMwDyYazquogj2urrg4e",
+                                                              "processed", "base64", "1" * 88]))
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                           st.dictionaries(st.sampled_from(
+                                                               ["commitment", "encoding", "minContextSlot", "limit",
+                                                                "searchTransactionHistory", "skipPreflight",
+                                                                "maxSupportedTransactionVersion", "x"]), inner,
+                                                               max_size=3)), max_leaves=8)
+    methods = st.one_of(st.sampled_from(sorted(set(METHODS) - {"requestAirdrop", "sendTransaction"})),
+                        st.text(max_size=20))
+    ids = st.one_of(st.integers(-2**31, 2**31), st.text(max_size=10))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(methods, st.one_of(st.none(), st.lists(values, max_size=3), values), ids)
+    def check(method: str, params: Any, rid: Any) -> None:
+        body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        status, out = post(url, json.dumps(body).encode())
+        assert status == 200 and out["jsonrpc"] == "2.0" and out["id"] == rid, out
+        assert ("result" in out) != ("error" in out), out
+        if "error" in out:
+            assert out["error"]["code"] in known, out
+
+    check()
+    assert rpc(url, "getHealth")["result"] == "ok"
