@@ -93,6 +93,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
     from solana.rpc.async_api import AsyncClient
     from solana.rpc.commitment import Confirmed, Processed
     from solana.rpc.core import RPCException
+    from solders.hash import Hash
     from solders.keypair import Keypair
     from solders.message import MessageV0
     from solders.system_program import TransferParams, transfer
@@ -154,6 +155,14 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         with pytest.raises(RPCException) as e3:
             await c.send_transaction(bad)
         assert "Transaction simulation failed" in str(e3.value)
+        # simulateTransaction with an expired blockhash: BlockhashNotFound, unless replaced
+        old = VersionedTransaction(MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(
+            from_pubkey=a.pubkey(), to_pubkey=poor.pubkey(), lamports=7))], [], Hash(bytes(32))), [a])
+        sim = (await c.simulate_transaction(old, commitment=Processed)).value
+        assert str(sim.err) == "BlockhashNotFound" or "BlockhashNotFound" in repr(sim.err), sim
+        sim2 = rpc(url_of(net), "simulateTransaction", [__import__("base64").b64encode(bytes(old)).decode(), {
+            "encoding": "base64", "replaceRecentBlockhash": True, "commitment": "processed"}])["result"]["value"]
+        assert sim2["err"] is None and sim2["replacementBlockhash"]["lastValidBlockHeight"] > 0, sim2
         vote = (await c.get_vote_accounts()).value
         assert [str(v.node_pubkey) for v in vote.current] == [net.nodes[0].status()["address"]]
         await c.close()

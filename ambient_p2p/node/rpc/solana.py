@@ -567,14 +567,39 @@ async def simulate_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
     cfg = _cfg(params, 1)
     raw = _wire_tx(params, {"encoding": cfg.get("encoding")})
     verify = bool(cfg.get("sigVerify"))
-    if verify and cfg.get("replaceRecentBlockhash"):
+    replace = bool(cfg.get("replaceRecentBlockhash"))
+    if verify and replace:
         raise invalid_params("sigVerify may not be used with replaceRecentBlockhash")
-    if cfg.get("replaceRecentBlockhash"):
-        raise invalid_params("replaceRecentBlockhash is not supported by this node")
     _parse_or_error(raw, verify=verify)
     bank = rpc.bank_for(cfg)
+    if replace:
+        raw = _with_blockhash(raw, bank.last_blockhash)
     err, logs = _simulate(rpc, bank, raw, verify=False)
-    return rpc.ctx(bank, _sim_value(err, logs))
+    value = _sim_value(err, logs)
+    if replace:
+        value["replacementBlockhash"] = {"blockhash": base58.b58encode(bank.last_blockhash).decode(),
+                                         "lastValidBlockHeight": rpc.height(bank) + MAX_PROCESSING_AGE}
+    return rpc.ctx(bank, value)
+
+
+def _with_blockhash(raw: bytes, blockhash: bytes) -> bytes:
+    """``raw`` with its message's recent blockhash replaced (its signatures kept, so no
+    longer valid: simulation only, as agave's ``replaceRecentBlockhash``)."""
+    from solders.hash import Hash
+    from solders.message import Message, MessageV0
+    from solders.transaction import VersionedTransaction
+
+    tx = VersionedTransaction.from_bytes(raw)
+    m = tx.message
+    h = Hash(blockhash)
+    if isinstance(m, MessageV0):
+        new: Message | MessageV0 = MessageV0(m.header, m.account_keys, h, m.instructions, m.address_table_lookups)
+    else:
+        hdr = m.header
+        new = Message.new_with_compiled_instructions(
+            hdr.num_required_signatures, hdr.num_readonly_signed_accounts, hdr.num_readonly_unsigned_accounts,
+            m.account_keys, h, m.instructions)
+    return bytes(VersionedTransaction.populate(new, tx.signatures))
 
 
 async def get_signature_statuses(rpc: SolanaRpc, params: list[Any]) -> Any:
