@@ -141,6 +141,8 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         assert [str(x.signature) for x in sigs] == [str(s)]
         blk = (await c.get_block(got.slot, max_supported_transaction_version=0)).value
         assert any(str(t.transaction.signatures[0]) == str(s) for t in blk.transactions)  # type: ignore[union-attr]
+        blocks = rpc(url_of(net), "getBlocks", [got.slot - 1, got.slot, {"commitment": "confirmed"}])["result"]
+        assert blocks[-1] == got.slot and all(x < got.slot for x in blocks[:-1])
         acct = (await c.get_account_info(b.pubkey(), commitment=Processed)).value
         assert acct is not None and acct.lamports == 1234 and bytes(acct.data) == b""
         # the same transaction again: preflight says AlreadyProcessed (-32002)

@@ -695,8 +695,11 @@ async def get_block_time(rpc: SolanaRpc, params: list[Any]) -> Any:
     return _block_or_error(rpc, slot, "confirmed").block_time_s
 
 
-def _chain_slots(rpc: SolanaRpc, lo: int, hi: int) -> list[int]:
-    roots = {r for r in rpc.v.bs.roots(lo) if r <= hi}
+async def _chain_slots(rpc: SolanaRpc, lo: int, hi: int) -> list[int]:
+    import trio
+
+    # a RocksDB scan of up to MAX_GET_BLOCKS_RANGE roots: in a worker thread, off the node's loop
+    roots = {r for r in await trio.to_thread.run_sync(rpc.v.bs.roots, lo) if r <= hi}
     roots |= {s for s in rpc.index.blocks if lo <= s <= hi and rpc.on_best_fork(s)}
     return sorted(roots)
 
@@ -709,7 +712,7 @@ async def get_blocks(rpc: SolanaRpc, params: list[Any]) -> Any:
     hi = min(_uint(end, "end_slot") if end is not None else top, top)
     if hi - lo > MAX_GET_BLOCKS_RANGE:
         raise invalid_params(f"Slot range too large; max {MAX_GET_BLOCKS_RANGE}")
-    return _chain_slots(rpc, lo, hi) if hi >= lo else []
+    return await _chain_slots(rpc, lo, hi) if hi >= lo else []
 
 
 async def get_blocks_with_limit(rpc: SolanaRpc, params: list[Any]) -> Any:
@@ -718,7 +721,7 @@ async def get_blocks_with_limit(rpc: SolanaRpc, params: list[Any]) -> Any:
     if limit > MAX_GET_BLOCKS_RANGE:
         raise invalid_params(f"Limit too large; max {MAX_GET_BLOCKS_RANGE}")
     top = rpc.slot_of(_history_commitment(_cfg(params, 2)))
-    return _chain_slots(rpc, lo, top)[:limit]
+    return (await _chain_slots(rpc, lo, top))[:limit]
 
 
 async def get_first_available_block(rpc: SolanaRpc, params: list[Any]) -> Any:
