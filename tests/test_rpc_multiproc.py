@@ -27,6 +27,8 @@ from ambient_p2p.devnet.localnet import Localnet
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0
+#: what earlier tests of the module leave for the last one (the transfer's signature and slot)
+SEEN: dict[str, Any] = {}
 
 
 def free_port_pair() -> int:
@@ -135,6 +137,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
                                                          "maxSupportedTransactionVersion": 0}])["result"]
         assert raw["version"] == 0 and raw["transaction"][1] == "base64"
         assert bytes(tx) == __import__("base64").b64decode(raw["transaction"][0])
+        SEEN.update(signature=str(s), slot=got.slot, payer=str(a.pubkey()))
         stat = (await c.get_signature_statuses([s], search_transaction_history=True)).value[0]
         assert stat is not None and stat.slot == got.slot
         sigs = (await c.get_signatures_for_address(b.pubkey(), commitment=Confirmed)).value
@@ -405,3 +408,27 @@ def test_fuzzed_requests_get_a_jsonrpc_answer_and_the_node_goes_on(net: Localnet
 
     check()
     assert rpc(url, "getHealth")["result"] == "ok"
+
+
+def test_history_reaches_finalized(net: Localnet) -> None:
+    """Last in the module, so the transfer of the first test has had time to finalize:
+    its status turns ``finalized`` with ``confirmations`` null, the default (finalized)
+    getTransaction and getBlock return it, and getSignaturesForAddress lists it finalized."""
+    if not SEEN:
+        pytest.skip("needs the transfer of test_solana_py_airdrop_v0_transfer_confirm_and_history")
+    url = url_of(net)
+    deadline = time.monotonic() + WAIT_S
+    while rpc(url, "getSlot")["result"] < SEEN["slot"]:  # getSlot's default commitment: finalized
+        assert time.monotonic() < deadline, rpc(url, "getSlot")
+        time.sleep(0.5)
+    st = rpc(url, "getSignatureStatuses", [[SEEN["signature"]], {"searchTransactionHistory": True}])["result"]
+    v = st["value"][0]
+    assert v["confirmationStatus"] == "finalized" and v["confirmations"] is None and v["slot"] == SEEN["slot"]
+    tx = rpc(url, "getTransaction", [SEEN["signature"], {"maxSupportedTransactionVersion": 0}])["result"]
+    assert tx["slot"] == SEEN["slot"] and tx["meta"]["err"] is None and tx["version"] == 0
+    blk = rpc(url, "getBlock", [SEEN["slot"], {"maxSupportedTransactionVersion": 0,
+                                               "transactionDetails": "signatures"}])["result"]
+    assert SEEN["signature"] in blk["signatures"]
+    sigs = rpc(url, "getSignaturesForAddress", [SEEN["payer"]])["result"]
+    assert any(x["signature"] == SEEN["signature"] and x["confirmationStatus"] == "finalized" for x in sigs)
+    assert rpc(url, "getBlocks", [SEEN["slot"], SEEN["slot"]])["result"] == [SEEN["slot"]]
