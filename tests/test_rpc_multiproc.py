@@ -27,6 +27,8 @@ from ambient_p2p.devnet.localnet import Localnet
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0
+#: the bearer token --rpc-chat-keys maps to the (unfunded) test requester key
+CHAT_TOKEN = "test-token-0123456789abcdef"
 #: what earlier tests of the module leave for the last one (the transfer's signature and slot)
 SEEN: dict[str, Any] = {}
 
@@ -54,8 +56,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Localnet]:
     port = free_port_pair()
     root: Path = tmp_path_factory.mktemp("rpc")
     write_keypair_file(root / "poor.json", Keypair.deterministic("test/rpc-poor-requester"))
+    (root / "chat-keys.json").write_text(json.dumps({CHAT_TOKEN: "poor.json"}))
     with Localnet(root / "net", 1, validator=True, rpc_base_port=port,
-                  extra_args=["--rpc-requester-keypair", str(root / "poor.json")]) as n:
+                  extra_args=["--rpc-chat-keys", str(root / "chat-keys.json")]) as n:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
@@ -314,15 +317,20 @@ def test_metrics_expose_the_node(net: Localnet) -> None:
 
 def test_openai_client_models_and_errors(net: Localnet) -> None:
     """/v1 with the official openai client: the chain's model listed; an unknown model 404,
-    a bad value 400, bad JSON 400; the requester key (--rpc-requester-keypair) unfunded:
-    402 insufficient_quota; funded (a faucet airdrop) but no miner on this chain: the
-    auction closes without a bid, the escrow is refunded and the answer is 503 no_miner.
-    All in OpenAI's error shape."""
+    a bad value 400, bad JSON 400; a bearer token --rpc-chat-keys does not know 401; the key
+    the token maps to unfunded: 402 insufficient_quota; funded (a faucet airdrop) but no
+    miner on this chain: the auction closes without a bid, the escrow is refunded and the
+    answer is 503 no_miner. All in OpenAI's error shape."""
     import openai
 
     from ambient_p2p.core.crypto import Keypair
 
-    c = openai.OpenAI(base_url=url_of(net) + "/v1", api_key="unused", max_retries=0, timeout=180)
+    stranger = openai.OpenAI(base_url=url_of(net) + "/v1", api_key="not-a-known-token", max_retries=0, timeout=60)
+    with pytest.raises(openai.AuthenticationError) as e0:
+        stranger.chat.completions.create(model=net.genesis.model.name,  # type: ignore[union-attr]
+                                         messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert e0.value.code == "invalid_api_key"
+    c = openai.OpenAI(base_url=url_of(net) + "/v1", api_key=CHAT_TOKEN, max_retries=0, timeout=180)
     models = c.models.list().data
     assert [m.id for m in models] == [net.genesis.model.name]  # type: ignore[union-attr]
     with pytest.raises(openai.NotFoundError) as e:

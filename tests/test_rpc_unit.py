@@ -157,6 +157,40 @@ def test_rpc_options_are_one_error_line(argv: list[str], message: str, tmp_path:
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read --rpc-chat-keys"),
+    ("{oops", "is not JSON"),
+    ("[]", "must be a JSON object"),
+    ('{"short": "k.json"}', "16+ printable characters"),
+    ('{"a-long-enough-token-1": 5}', "16+ printable characters"),
+    ('{"a-long-enough-token-1": "missing.json"}', "--rpc-chat-keys"),
+])
+def test_chat_keys_file_errors_are_one_line(content: str | None, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys.json"
+    if content is not None:
+        keys.write_text(content)
+    assert main(["run", "--validator", "--genesis", "G", "--rpc-chat-keys", str(keys),
+                 "--ledger", str(tmp_path / "node")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "node").exists()
+
+
+def test_chat_payer_follows_the_bearer_token() -> None:
+    from ambient_p2p.node.rpc.openai_api import ChatOptions
+
+    node, alice = Keypair.deterministic("t/node"), Keypair.deterministic("t/alice")
+    assert ChatOptions(node).payer("Bearer anything") == node  # no token file: the node's key
+    opts = ChatOptions(node, keys={"alice-token-0123456789": alice})
+    assert opts.payer("Bearer alice-token-0123456789") == alice
+    assert opts.payer("bearer  alice-token-0123456789") == alice
+    for bad in (None, "", "Bearer nope", "Basic alice-token-0123456789", "alice-token-0123456789"):
+        with pytest.raises(ChatError) as e:
+            opts.payer(bad)
+        assert e.value.status == 401 and e.value.code == "invalid_api_key"
+
+
 def test_rpc_port_in_use_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ambient_p2p.core.codec import encode
     from ambient_p2p.devnet.genesis import localnet_genesis

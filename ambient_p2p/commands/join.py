@@ -82,6 +82,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                    help="RPC requests per second per client address (default 2000)")
     p.add_argument("--rpc-requester-keypair", default=None, metavar="FILE",
                    help="the key that pays for /v1/chat/completions queries (default: the node's identity)")
+    p.add_argument("--rpc-chat-keys", default=None, metavar="FILE",
+                   help="JSON object {bearer token: keypair file}: a chat completion is paid by the key its "
+                        "bearer token maps to, other tokens get 401 (default: no tokens; the requester key pays)")
     p.add_argument("--rpc-chat-pay", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
                    help="most lamports per output token a chat completion offers (default 100)")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
@@ -269,7 +272,8 @@ def _check_rpc_args(args: argparse.Namespace) -> None:
     given = [n for n, v in (("--rpc-port", args.rpc_port), ("--rpc-bind", args.rpc_bind),
                             ("--rpc-rate-limit", args.rpc_rate_limit),
                             ("--rpc-requester-keypair", args.rpc_requester_keypair),
-                            ("--rpc-chat-pay", args.rpc_chat_pay)) if v is not None]
+                            ("--rpc-chat-pay", args.rpc_chat_pay), ("--rpc-chat-keys", args.rpc_chat_keys))
+             if v is not None]
     if given and args.no_rpc:
         raise UserError(f"{given[0]} contradicts --no-rpc")
     if given and not args.validator:
@@ -280,6 +284,8 @@ def _check_rpc_args(args: argparse.Namespace) -> None:
         raise UserError(f"--rpc-rate-limit must be a positive number of requests per second, not {args.rpc_rate_limit}")
     if args.rpc_chat_pay is not None and not 1 <= args.rpc_chat_pay < 2**63 // 4096:
         raise UserError(f"--rpc-chat-pay must be a positive number of lamports per token, not {args.rpc_chat_pay}")
+    # read now: a bad token file is one error line before anything is written
+    args.rpc_chat_key_table = _chat_keys(args.rpc_chat_keys) if args.rpc_chat_keys else None
     if args.rpc_bind is not None:
         import ipaddress
 
@@ -321,12 +327,44 @@ def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, 
             requester = read_keypair_file(args.rpc_requester_keypair)
         except CryptoError as exc:
             raise UserError(str(exc)) from None
+    keys = getattr(args, "rpc_chat_key_table", None)
     cfg = RpcConfig(port=sockets[0].getsockname()[1], bind=args.rpc_bind or DEFAULT_RPC_BIND,
                     rate_limit_rps=args.rpc_rate_limit or DEFAULT_RATE_LIMIT_RPS,
                     opts=RpcOptions(faucet=faucet if faucet.pubkey in funded else None, identity=kp.pubkey,
                                     version=__version__),
-                    chat=ChatOptions(requester, pay_per_token=args.rpc_chat_pay or DEFAULT_CHAT_PAY_PER_TOKEN))
+                    chat=ChatOptions(requester, pay_per_token=args.rpc_chat_pay or DEFAULT_CHAT_PAY_PER_TOKEN,
+                                     keys=keys))
     return RpcExtension(validator, cfg, sockets)
+
+
+#: Shortest bearer token --rpc-chat-keys accepts (a guessable token would spend its key).
+MIN_CHAT_TOKEN_CHARS = 16
+
+
+def _chat_keys(path: str) -> dict[str, Any]:
+    """--rpc-chat-keys FILE: {token: keypair file (relative to FILE's directory)}."""
+    import json
+
+    from ..core.crypto import CryptoError, read_keypair_file
+
+    try:
+        table = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read --rpc-chat-keys {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UserError(f"--rpc-chat-keys {path} is not JSON: {exc}") from None
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"--rpc-chat-keys {path} must be a JSON object {{token: keypair file}}")
+    out: dict[str, Any] = {}
+    for token, key in table.items():
+        if len(token) < MIN_CHAT_TOKEN_CHARS or not token.isprintable() or " " in token or not isinstance(key, str):
+            raise UserError(f"--rpc-chat-keys {path}: each token must be {MIN_CHAT_TOKEN_CHARS}+ printable characters "
+                            "without spaces, mapped to a keypair file name")
+        try:
+            out[token] = read_keypair_file(Path(path).parent / key)
+        except CryptoError as exc:
+            raise UserError(f"--rpc-chat-keys {path}: {exc}") from None
+    return out
 
 
 def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:

@@ -1,8 +1,9 @@
 """The OpenAI-compatible door (spec/rpc.md "OpenAI API"): ``GET /v1/models`` and
 ``POST /v1/chat/completions``, answered through the auction by node/requester.py's flow,
 paid from the node's requester keypair (``--rpc-requester-keypair``; default the node's
-identity). Bearer tokens are not checked or mapped to keys: the door is bound to
-127.0.0.1 unless the operator says otherwise, and whoever reaches it spends that key.
+identity), or, with ``--rpc-chat-keys FILE``, from the key the request's bearer token maps
+to (a token not in the file: 401 ``invalid_api_key``); without that file bearer tokens are
+ignored and whoever reaches the door (127.0.0.1 by default) spends the node's key.
 
 Response shapes follow OpenAI's chat completion object and its SSE chunk stream, with
 ``usage`` and an extra ``ambient`` object: query id, price, miner, PoL commitment,
@@ -53,6 +54,19 @@ class ChatOptions:
     requester: Keypair
     pay_per_token: int = DEFAULT_CHAT_PAY_PER_TOKEN
     within_s: float = DEFAULT_CHAT_WITHIN_S
+    #: bearer token -> the key that pays for its chats; None: every chat pays with ``requester``
+    keys: dict[str, Keypair] | None = None
+
+    def payer(self, authorization: str | None) -> Keypair:
+        if self.keys is None:
+            return self.requester
+        scheme, _, token = (authorization or "").partition(" ")
+        kp = self.keys.get(token.strip()) if scheme.lower() == "bearer" else None
+        if kp is None:
+            shown = (token.strip()[:4] + "...") if token.strip() else "none"
+            raise ChatError(401, f"Incorrect API key provided: {shown}. This node maps bearer tokens to paying keys "
+                            "(--rpc-chat-keys).", "invalid_request_error", None, "invalid_api_key")
+        return kp
 
 
 class ChatError(Exception):
@@ -222,13 +236,14 @@ class ChatDoor:
             req = parse_request(body, self.model_name())
             if self.opts is None:
                 raise ChatError(503, "this node has no requester key for chats", "service_unavailable")
+            payer = self.opts.payer(request.headers.get("authorization"))
             info = await self.model_info()
             prompt = list(info.tokenizer.encode(render_messages(info.template, req.messages),
                                                 add_special_tokens=False).ids)
             if len(prompt) > pol.MAX_PROMPT_TOKENS:
                 raise bad(f"This model's maximum context length is {pol.MAX_PROMPT_TOKENS} tokens; the messages are "
                           f"{len(prompt)} tokens.", "messages", "context_length_exceeded")
-            self._check_funds(req)
+            self._check_funds(req, payer)
             if self.in_flight >= MAX_CHATS_IN_FLIGHT:
                 raise ChatError(429, f"{MAX_CHATS_IN_FLIGHT} chats are in flight on this node; retry later",
                                 "rate_limit_exceeded", None, "rate_limit_exceeded")
@@ -236,31 +251,31 @@ class ChatDoor:
             self.counts["rejected"] += 1
             return exc.response()
         if req.stream:
-            return StreamingResponse(self._stream(req, info, prompt), media_type="text/event-stream",
+            return StreamingResponse(self._stream(req, info, prompt, payer), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache"})
         try:
-            res = await self._run(req, info, prompt, self.new_query()[0])
+            res = await self._run(req, info, prompt, payer, self.new_query(payer)[0])
         except ChatError as exc:
             return exc.response()
         return JSONResponse(self._completion(req, info, prompt, res))
 
-    def _check_funds(self, req: ChatRequest) -> None:
+    def _check_funds(self, req: ChatRequest, payer: Keypair) -> None:
         assert self.opts is not None
         v = self.ext.v
         res = v.banks.get(v.cons.processed_slot())
-        bal = res.bank.balance(self.opts.requester.pubkey) if res is not None else 0
+        bal = res.bank.balance(payer.pubkey) if res is not None else 0
         need = escrow_needed(req.max_tokens, self.opts.pay_per_token)
         if bal < need:
-            raise ChatError(402, f"the requester {self.opts.requester.address} holds {bal} lamports; this chat "
+            raise ChatError(402, f"the requester {payer.address} holds {bal} lamports; this chat "
                             f"escrows {need}", "insufficient_quota", None, "insufficient_quota")
 
-    def new_query(self) -> tuple[int, str]:
+    def new_query(self, payer: Keypair) -> tuple[int, str]:
         """A fresh request nonce and the query address it gives (the completion's id)."""
-        assert self.opts is not None
         nonce = secrets.randbits(63)
-        return nonce, encode_address(au.query_address(self.opts.requester.pubkey, nonce))
+        return nonce, encode_address(au.query_address(payer.pubkey, nonce))
 
-    async def _run(self, req: ChatRequest, info: ModelInfo, prompt: list[int], nonce: int) -> AskResult:
+    async def _run(self, req: ChatRequest, info: ModelInfo, prompt: list[int], payer: Keypair,
+                   nonce: int) -> AskResult:
         assert self.opts is not None
         v = self.ext.v
         deadline_slots = math.ceil(self.opts.within_s * 1000 / v.slot_ms)
@@ -283,7 +298,7 @@ class ChatDoor:
         self.in_flight += 1
         self.counts["submitted"] += 1
         try:
-            res = await ask(call, self.opts.requester, p, v.slot_at(v.clock.wall_ms()), progress=lambda _m: None,
+            res = await ask(call, payer, p, v.slot_at(v.clock.wall_ms()), progress=lambda _m: None,
                             sleep=trio.sleep)
         except AskError as exc:
             self.counts[f"error_{exc.kind}"] += 1
@@ -337,7 +352,8 @@ class ChatDoor:
                              "logprobs": None, "finish_reason": finish}],
                 "usage": self._usage(prompt, res), "ambient": self._ambient(res)}
 
-    async def _stream(self, req: ChatRequest, info: ModelInfo, prompt: list[int]) -> AsyncIterator[str]:
+    async def _stream(self, req: ChatRequest, info: ModelInfo, prompt: list[int],
+                      payer: Keypair) -> AsyncIterator[str]:
         created = int(time.time())
         base = {"object": "chat.completion.chunk", "created": created, "model": info.name,
                 "system_fingerprint": f"fp_{info.model_id.hex()[:12]}"}
@@ -349,14 +365,14 @@ class ChatDoor:
                 c.setdefault("usage", None)
             return f"data: {json.dumps(c)}\n\n"
 
-        nonce, query = self.new_query()
+        nonce, query = self.new_query(payer)
         cid = f"chatcmpl-{query}"  # every chunk carries the id the query will have
         send, recv = trio.open_memory_channel[Any](1)
 
         async def run() -> None:  # a task of the server's nursery: the query goes on if the client leaves
             async with send:
                 try:
-                    await send.send(await self._run(req, info, prompt, nonce))
+                    await send.send(await self._run(req, info, prompt, payer, nonce))
                 except ChatError as exc:
                     await send.send(exc)
                 except trio.BrokenResourceError:
