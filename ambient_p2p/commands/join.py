@@ -83,6 +83,21 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logit-pool", action="store_true",
                    help="validator: load the embedded model and check the answers this node is drawn to "
                         "validate (spec/logit_pool.md); needs --validator (or --miner)")
+    p.add_argument("--rpc-port", type=int, default=None, metavar="PORT",
+                   help="validator: serve Solana JSON-RPC, the OpenAI API (/v1) and /metrics on PORT and the "
+                        "PubSub WebSocket on PORT+1 (default 8899; spec/rpc.md)")
+    p.add_argument("--rpc-bind", default=None, metavar="ADDRESS",
+                   help="address the RPC ports bind to (default 127.0.0.1: this machine only)")
+    p.add_argument("--no-rpc", action="store_true", help="validator: serve no RPC")
+    p.add_argument("--rpc-rate-limit", type=float, default=None, metavar="PER_S",
+                   help="RPC requests per second per client address (default 2000)")
+    p.add_argument("--rpc-requester-keypair", default=None, metavar="FILE",
+                   help="the key that pays for /v1/chat/completions queries (default: the node's identity)")
+    p.add_argument("--rpc-chat-keys", default=None, metavar="FILE",
+                   help="JSON object {bearer token: keypair file}: a chat completion is paid by the key its "
+                        "bearer token maps to, other tokens get 401 (default: no tokens; the requester key pays)")
+    p.add_argument("--rpc-chat-pay", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
+                   help="most lamports per output token a chat completion offers (default 100)")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
@@ -200,6 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     data_dir = Path(args.data_dir or "ambient-node")
     _check_miner_args(args)
+    _check_rpc_args(args)
     # validate user input before the (slow) libp2p import
     from ..net.host import HostError, parse_multiaddr, parse_peer_multiaddr
 
@@ -213,6 +229,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     chain_id = load_chain_id(args.genesis, args.chain_id)
     check_node_options(args)
     check_data_dir(data_dir, validator=bool(args.validator))
+    rpc_sockets = _bind_rpc(args)  # a port in use is one error line, before anything is written
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -244,6 +261,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     validator = _make_validator(args, kp, data_dir)
     blobs = _make_blobs(args, data_dir)
     roles = _compose_roles(args, validator, blobs)
+    rpc = _make_rpc(args, validator, kp, chain_id, rpc_sockets)
     interrupted = {"sig": 0}
 
     async def main() -> None:
@@ -264,7 +282,10 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
 
-            await NetNode(cfg, compose(roles, BlobExtension(blobs))).run()
+            ext = compose(roles, BlobExtension(blobs), rpc)
+            if rpc is not None and ext is not None:
+                rpc.control_fn = ext.control  # the chat door submits through the node's own commands
+            await NetNode(cfg, ext).run()
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
@@ -318,6 +339,107 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     if args.miner_threads is not None and not 1 <= args.miner_threads <= 256:
         raise UserError(f"--miner-threads must be 1..256, not {args.miner_threads}")
     args.validator = True
+
+
+def _check_rpc_args(args: argparse.Namespace) -> None:
+    """The RPC options (spec/rpc.md): the doors read the validator's banks, so they run
+    with ``--validator`` (or ``--miner``), on by default there."""
+    given = [n for n, v in (("--rpc-port", args.rpc_port), ("--rpc-bind", args.rpc_bind),
+                            ("--rpc-rate-limit", args.rpc_rate_limit),
+                            ("--rpc-requester-keypair", args.rpc_requester_keypair),
+                            ("--rpc-chat-pay", args.rpc_chat_pay), ("--rpc-chat-keys", args.rpc_chat_keys))
+             if v is not None]
+    if given and args.no_rpc:
+        raise UserError(f"{given[0]} contradicts --no-rpc")
+    if given and not args.validator:
+        raise UserError(f"{given[0]} needs --validator (the RPC reads the validator's banks)")
+    if args.rpc_port is not None and not 1 <= args.rpc_port <= 65534:
+        raise UserError(f"--rpc-port must be 1..65534 (PubSub takes the next port), not {args.rpc_port}")
+    if args.rpc_rate_limit is not None and not (args.rpc_rate_limit > 0 and args.rpc_rate_limit < float("inf")):
+        raise UserError(f"--rpc-rate-limit must be a positive number of requests per second, not {args.rpc_rate_limit}")
+    if args.rpc_chat_pay is not None and not 1 <= args.rpc_chat_pay < 2**63 // 4096:
+        raise UserError(f"--rpc-chat-pay must be a positive number of lamports per token, not {args.rpc_chat_pay}")
+    # read now: a bad token file is one error line before anything is written
+    args.rpc_chat_key_table = _chat_keys(args.rpc_chat_keys) if args.rpc_chat_keys else None
+    if args.rpc_bind is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(args.rpc_bind)
+        except ValueError:
+            raise UserError(f"--rpc-bind must be an IP address, not {args.rpc_bind!r}") from None
+
+
+def _bind_rpc(args: argparse.Namespace) -> list[Any] | None:
+    if not args.validator or args.no_rpc:
+        return None
+    from ..node.rpc.server import DEFAULT_RPC_BIND, DEFAULT_RPC_PORT, bind_sockets
+
+    try:
+        return bind_sockets(args.rpc_bind or DEFAULT_RPC_BIND, args.rpc_port or DEFAULT_RPC_PORT)
+    except OSError as exc:
+        raise UserError(f"{exc.strerror} (choose another --rpc-port, or --no-rpc)") from None
+
+
+def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, sockets: list[Any] | None) -> Any:
+    """The node's doors (node/rpc: JSON-RPC, PubSub, OpenAI API, metrics), or None. The
+    airdrop faucet exists only where the genesis funds the localnet's publicly derivable
+    test user (devnet/users.py): a localnet."""
+    if validator is None or sockets is None:
+        return None
+    from .. import __version__
+    from ..core.crypto import CryptoError, read_keypair_file
+    from ..devnet.users import TEST_USERS, user_keypairs
+    from ..node.rpc.openai_api import DEFAULT_CHAT_PAY_PER_TOKEN, ChatOptions
+    from ..node.rpc.server import DEFAULT_RATE_LIMIT_RPS, DEFAULT_RPC_BIND, RpcConfig, RpcExtension
+    from ..node.rpc.solana import RpcOptions
+
+    faucet = user_keypairs(chain_id)[TEST_USERS - 1]
+    funded = {a.pubkey for a in validator.genesis.accounts if a.lamports > 0}
+    requester = kp
+    if args.rpc_requester_keypair:
+        try:
+            requester = read_keypair_file(args.rpc_requester_keypair)
+        except CryptoError as exc:
+            raise UserError(str(exc)) from None
+    keys = getattr(args, "rpc_chat_key_table", None)
+    cfg = RpcConfig(port=sockets[0].getsockname()[1], bind=args.rpc_bind or DEFAULT_RPC_BIND,
+                    rate_limit_rps=args.rpc_rate_limit or DEFAULT_RATE_LIMIT_RPS,
+                    opts=RpcOptions(faucet=faucet if faucet.pubkey in funded else None, identity=kp.pubkey,
+                                    version=__version__),
+                    chat=ChatOptions(requester, pay_per_token=args.rpc_chat_pay or DEFAULT_CHAT_PAY_PER_TOKEN,
+                                     keys=keys))
+    return RpcExtension(validator, cfg, sockets)
+
+
+#: Shortest bearer token --rpc-chat-keys accepts (a guessable token would spend its key).
+MIN_CHAT_TOKEN_CHARS = 16
+
+
+def _chat_keys(path: str) -> dict[str, Any]:
+    """--rpc-chat-keys FILE: {token: keypair file (relative to FILE's directory)}."""
+    import json
+
+    from ..core.crypto import CryptoError, read_keypair_file
+
+    try:
+        table = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read --rpc-chat-keys {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UserError(f"--rpc-chat-keys {path} is not JSON: {exc}") from None
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"--rpc-chat-keys {path} must be a JSON object {{token: keypair file}}")
+    out: dict[str, Any] = {}
+    for token, key in table.items():
+        if len(token) < MIN_CHAT_TOKEN_CHARS or not token.isprintable() or " " in token or not isinstance(key, str):
+            raise UserError(f"--rpc-chat-keys {path}: each token must be {MIN_CHAT_TOKEN_CHARS}+ printable characters "
+                            "without spaces, mapped to a keypair file name")
+        try:
+            out[token] = read_keypair_file(Path(path).parent / key)
+        except CryptoError as exc:
+            raise UserError(f"--rpc-chat-keys {path}: {exc}") from None
+    return out
 
 
 def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:

@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
                         "down, at least 1; 0: none)")
     p.add_argument("--demo-queries", type=int, default=DEMO_QUERIES, metavar="Q",
                    help=f"demo queries to send, one after another (default {DEMO_QUERIES}; 0: none)")
+    p.add_argument("--rpc-port", type=int, default=8899, metavar="PORT",
+                   help="node i serves JSON-RPC + the OpenAI API on PORT+2i and PubSub on PORT+2i+1 (default 8899)")
+    p.add_argument("--no-rpc", action="store_true", help="the nodes serve no RPC")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="passed to every node (`run`/`join --poh-clock`; default: the node's default)")
     p.add_argument("--logit-pool", action="store_true",
@@ -101,6 +104,8 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         raise UserError(f"--miners must be 0..{args.nodes} (the number of nodes), not {args.miners}")
     if args.demo_queries < 0:
         raise UserError(f"--demo-queries must be >= 0, not {args.demo_queries}")
+    if not args.no_rpc and not 1 <= args.rpc_port <= 65535 - 2 * args.nodes:
+        raise UserError(f"--rpc-port must be 1..{65535 - 2 * args.nodes} for {args.nodes} node(s), not {args.rpc_port}")
     from ..devnet.demo import DemoQueries
     from ..devnet.genesis import localnet_poh
     from ..devnet.localnet import Localnet
@@ -133,7 +138,8 @@ def cmd_localnet(args: argparse.Namespace) -> int:
                    node_args={i: ["--miner", "--miner-price", str(MINER_PRICE_BASE + MINER_PRICE_STEP * k)]
                               for k, i in enumerate(miner_nodes)},
                    extra_args=(["--poh-clock", args.poh_clock] if args.poh_clock else [])
-                   + (["--logit-pool"] if args.logit_pool else []))
+                   + (["--logit-pool"] if args.logit_pool else []),
+                   rpc_base_port=None if args.no_rpc else args.rpc_port)
     demo = None
     stop = {"sig": 0}
 
@@ -150,6 +156,11 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         except (RuntimeError, TimeoutError) as exc:
             raise UserError(f"localnet failed to start: {exc}") from None
         print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
+        if not args.no_rpc:
+            for n in net.nodes:
+                port = net.rpc_port(n.index)
+                print(f"localnet: node{n.index} RPC http://127.0.0.1:{port}  PubSub ws://127.0.0.1:{port + 1}  "
+                      f"OpenAI http://127.0.0.1:{port}/v1  metrics http://127.0.0.1:{port}/metrics", flush=True)
         if miners and args.demo_queries:
             entry = [n.data_dir for n in net.nodes if n.index not in miner_nodes] or [net.nodes[0].data_dir]
             demo = DemoQueries(root, net.chain_id, entry, args.demo_queries,

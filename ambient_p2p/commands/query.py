@@ -17,12 +17,9 @@ it one transaction fee, counted in the record).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +28,8 @@ from ..errors import UserError
 DEFAULT_MAX_TOKENS = 32
 DEFAULT_WITHIN_S = 60.0
 DEFAULT_PAY_PER_TOKEN = 100
-POLL_S = 0.4
-#: The request is resubmitted (the same signed transaction: it lands at most once) this often
-#: until it lands; the command gives up if it has not landed after LAND_TIMEOUT_S.
-RESUBMIT_S = 4.0
-LAND_TIMEOUT_S = 90.0
-#: Slots after the reveal window (deadline) before the requester closes (expires) itself.
-SELF_CLOSE_GRACE_SLOTS = 6
-#: Slots past the deadline after which the command stops following the query.
-GIVE_UP_AFTER_DEADLINE_SLOTS = 40
-ANSWER_FETCH_TIMEOUT_S = 20.0
+# The flow itself (polling, resubmission, self-close and give-up rules) is node/requester.py's,
+# shared with the node's OpenAI door.
 
 
 def register(sub: Any) -> None:
@@ -104,11 +93,8 @@ def _progress(msg: str) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     _validate(args)
     from ..core import auction as au
-    from ..core import auction_tx as atx
     from ..core import pol
-    from ..core.bank import LAMPORTS_PER_SIGNATURE
-    from ..core.blobs import BLOB_RETENTION_SLOTS, blob_tokens, token_blob
-    from ..core.crypto import CryptoError, encode_address, read_keypair_file
+    from ..core.crypto import CryptoError, read_keypair_file
 
     data_dir = Path(args.node)
     key_path = Path(args.keypair) if args.keypair else data_dir / "identity.json"
@@ -127,106 +113,27 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UserError(f"--within must be {least * slot_ms / 1000:g}..{au.MAX_DEADLINE_SLOTS * slot_ms / 1000:g} "
                         f"seconds on this chain ({least}..{au.MAX_DEADLINE_SLOTS} slots of {slot_ms:g} ms)")
 
-    t0 = time.monotonic()
     tok = _tokenizer()
     prompt = tok.encode(args.prompt)
     if len(prompt) > pol.MAX_PROMPT_TOKENS:
         raise UserError(f"the prompt is {len(prompt)} tokens; the limit is {pol.MAX_PROMPT_TOKENS}")
-    temp_milli = round(args.temperature * pol.TEMPERATURE_SCALE)
-    params = au.RequestParams(
-        nonce=secrets.randbits(63), model_id=tok.model_id, prompt_hash=pol.tokens_hash(prompt),
-        prompt_tokens=len(prompt), max_output_tokens=args.max_tokens, max_price_per_token=args.pay,
-        temp_milli=temp_milli, sample_seed=secrets.token_bytes(32) if temp_milli else pol.ZERO_HASH,
-        deadline_slots=deadline_slots)
-    qid = au.query_address(kp.pubkey, params.nonce)
-    qaddr = encode_address(qid)
-    bal0 = int(node({"cmd": "balance", "address": kp.address})["lamports"])
-    need = params.max_price_per_token * params.max_output_tokens + au.QUERY_FEE_LAMPORTS + LAMPORTS_PER_SIGNATURE
-    if bal0 < need:
-        raise UserError(f"{kp.address} holds {bal0} lamports; the query escrows {need} (with the fee)")
+    import trio
 
-    cur = int(st["consensus"]["slot"])
-    h = node({"cmd": "put_blob", "data_b64": base64.b64encode(token_blob(prompt)).decode(),
-              "keep_until_slot": cur + deadline_slots + BLOB_RETENTION_SLOTS})["sha256"]
-    if bytes.fromhex(h) != params.prompt_hash:
-        raise UserError("the node stored the prompt under another hash")
-    bh = bytes.fromhex(node({"cmd": "recent_blockhash"})["blockhash"])
-    raw = atx.request_transaction(kp, params, bh)
-    fees = LAMPORTS_PER_SIGNATURE
-    node({"cmd": "submit_tx", "tx_hex": raw.hex()})
-    _progress(f"submitted query {qaddr} ({len(prompt)} prompt tokens, up to {args.max_tokens} output tokens at "
-              f"<= {args.pay} lamports/token, within {deadline_slots} slots)")
+    from ..node.requester import ANSWER_FETCH_TIMEOUT_S, AskError, AskParams, ask
 
-    seen: dict[str, Any] = {}
-    last_submit = time.monotonic()
-    q: dict[str, Any] | None = None
-    bids: list[dict[str, Any]] = []
-    closed_self = expired_self = False
-    while True:
-        r = node({"cmd": "auction_query", "query": qaddr})
-        q, bids, bank_slot = r["query"], r["bids"], int(r["bank_slot"])
-        now = time.monotonic()
-        if q is None:
-            if now - t0 > LAND_TIMEOUT_S:
-                raise UserError(f"the request did not land within {LAND_TIMEOUT_S:g} s (bank at slot {bank_slot})")
-            if now - last_submit > RESUBMIT_S:
-                node({"cmd": "submit_tx", "tx_hex": raw.hex()})  # same signature: lands at most once
-                last_submit = now
-            time.sleep(POLL_S)
-            continue
-        if "landed" not in seen:
-            seen["landed"] = now
-            _progress(f"request landed in slot {q['request_slot']}: bids until slot {q['commit_end_slot']}, "
-                      f"reveals until {q['reveal_end_slot']}, answer due before {q['deadline_slot']}; escrow "
-                      f"{q['escrow_lamports']} lamports")
-        if q["bid_count"] != seen.get("bids", 0):
-            seen["bids"] = q["bid_count"]
-            _progress(f"auction: {q['bid_count']} bid(s) committed")
-        if q["revealed_count"] != seen.get("revealed", 0):
-            seen["revealed"] = q["revealed_count"]
-            _progress(f"auction: {q['revealed_count']} bid(s) revealed")
-        status = q["status"]
-        if status != "OPEN" and "closed" not in seen:
-            seen["closed"] = now
-            if status in ("AWARDED", "RESULT_POSTED", "EXPIRED") and q["winner"]:
-                _progress(f"auction closed: winner {q['winner']} at {q['clearing_price']} lamports/token "
-                          f"({q['revealed_count']} revealed bid(s))")
-            elif status == "REFUNDED":
-                _progress("auction closed without a revealed bid: the escrow is refunded")
-        if status == "RESULT_POSTED":
-            _progress(f"result posted in slot {q['result_slot']}: {q['num_tokens']} tokens, PoL root "
-                      f"{q['pol_root'][:16]}..")
-            break
-        if status in ("REFUNDED", "EXPIRED"):
-            if status == "EXPIRED":
-                _progress("the winner missed the deadline: query expired, the escrow is refunded, its bond burned")
-            break
-        if status == "OPEN" and bank_slot >= q["reveal_end_slot"] + SELF_CLOSE_GRACE_SLOTS and not closed_self:
-            bh = bytes.fromhex(node({"cmd": "recent_blockhash"})["blockhash"])
-            order = [bytes(_decode(b["bidder"])) for b in sorted(bids, key=lambda b: int(b["index"]))]
-            node({"cmd": "submit_tx", "tx_hex": atx.close_auction_transaction(
-                kp, qid, kp.pubkey, order, bh).hex()})
-            fees += LAMPORTS_PER_SIGNATURE
-            closed_self = True
-            _progress("nobody closed the auction: closing it")
-        if status == "AWARDED" and bank_slot >= q["deadline_slot"] and not expired_self:
-            bh = bytes.fromhex(node({"cmd": "recent_blockhash"})["blockhash"])
-            node({"cmd": "submit_tx", "tx_hex": atx.expire_transaction(
-                kp, qid, kp.pubkey, _decode(q["winner"]), bh).hex()})
-            fees += LAMPORTS_PER_SIGNATURE
-            expired_self = True
-            _progress("the winner missed the deadline: expiring the query")
-        if bank_slot > q["deadline_slot"] + GIVE_UP_AFTER_DEADLINE_SLOTS:
-            raise UserError(f"query {qaddr} is still {status} {GIVE_UP_AFTER_DEADLINE_SLOTS} slots after its deadline")
-        time.sleep(POLL_S)
+    async def call(req: dict[str, Any]) -> dict[str, Any]:
+        t = ANSWER_FETCH_TIMEOUT_S + 10 if req.get("cmd") == "get_blob" else 30.0
+        return await trio.to_thread.run_sync(lambda: node(req, timeout_s=t))
 
-    elapsed = time.monotonic() - t0
-    answer: str | None = None
-    if q["status"] == "RESULT_POSTED":
-        got = node({"cmd": "get_blob", "sha256": q["output_hash"], "timeout_s": ANSWER_FETCH_TIMEOUT_S},
-                   timeout_s=ANSWER_FETCH_TIMEOUT_S + 10)
-        if got.get("data_b64"):
-            answer = tok.decode(blob_tokens(base64.b64decode(got["data_b64"])))
+    p = AskParams(prompt_tokens=prompt, model_id=tok.model_id, max_tokens=args.max_tokens, pay_per_token=args.pay,
+                  temp_milli=round(args.temperature * pol.TEMPERATURE_SCALE), deadline_slots=deadline_slots)
+    try:
+        res = trio.run(lambda: ask(call, kp, p, int(st["consensus"]["slot"]), progress=_progress, sleep=trio.sleep))
+    except AskError as exc:
+        raise UserError(str(exc)) from None
+    q, bids, qaddr, fees, bal0 = res.q, res.bids, res.query, res.fees, res.balance_before
+    elapsed = res.seconds
+    answer = tok.decode(res.answer_tokens) if res.answer_tokens is not None else None
     bal1 = int(node({"cmd": "balance", "address": kp.address})["lamports"])
     record = {"query": qaddr, "status": q["status"], "answer": answer, "requester": kp.address,
               "miner": q["winner"], "clearing_price_per_token": q["clearing_price"], "num_tokens": q["num_tokens"],
@@ -277,7 +184,7 @@ def _tokenizer() -> _Tokenizer:
 
     try:
         path = gguf_loader.default_model_path()
-        files = gguf_loader.read_gguf(path)
+        files = gguf_loader.read_gguf_tokenizer(path)  # no tensors: tokenizing needs none
     except gguf_loader.GgufError as exc:
         raise UserError(str(exc)) from None
     return _Tokenizer(gguf_loader.build_tokenizer(files), files.chat_template, gguf_loader.file_sha256(path))

@@ -89,6 +89,17 @@ class TxResult:
 
 
 @dataclass(frozen=True)
+class TxRecord:
+    """A processed transaction as the RPC reports it (Solana's transaction status meta):
+    its wire bytes, result, and its account keys' balances before and after it."""
+
+    raw: bytes
+    result: TxResult
+    pre_balances: tuple[int, ...]
+    post_balances: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ParsedTx:
     raw: bytes
     signatures: tuple[bytes, ...]
@@ -173,6 +184,11 @@ class Bank:
     auction_accounts: dict[bytes, bytes] = field(default_factory=dict)
     #: auction accounts written in this slot (they enter the bank hash)
     auction_modified: set[bytes] = field(default_factory=set)
+    #: this slot's transactions in execution order with their results (wire bytes, result): not
+    #: hashed, not persisted, not copied to a child; the node's RPC transaction index
+    #: (node/rpc/txindex.py) reads them when the slot freezes, as agave's
+    #: TransactionStatusService reads a bank's execution results
+    tx_log: list[TxRecord] = field(default_factory=list, repr=False)
     #: undo journal of the running transaction: address -> (old data, was in auction_modified)
     _auction_undo: dict[bytes, tuple[bytes | None, bool]] = field(default_factory=dict, repr=False)
     #: slots per epoch (genesis ``EpochParams``); 0 = the bank knows no epochs (everything
@@ -304,9 +320,13 @@ class Bank:
         results = []
         for i, raw in enumerate(raws):
             try:
-                results.append(self._process(parse_transaction(raw, verify_signatures=verify_signatures)))
+                tx = parse_transaction(raw, verify_signatures=verify_signatures)
+                pre = tuple(self.balance(k) for k in tx.account_keys)
+                res = self._process(tx)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
+            results.append(res)
+            self.tx_log.append(TxRecord(tx.raw, res, pre, tuple(self.balance(k) for k in tx.account_keys)))
         return results
 
     def _process(self, tx: ParsedTx) -> TxResult:

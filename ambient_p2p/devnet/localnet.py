@@ -119,6 +119,7 @@ class Localnet:
         keys: list[Keypair] | None = None,
         genesis_path: Path | None = None,
         dir_name: str = "node{i}",
+        rpc_base_port: int | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("need at least one node")
@@ -138,6 +139,8 @@ class Localnet:
         self.genesis_path = genesis_path or self.root / "genesis.cbor"
         self.genesis: Genesis | None = None
         self.dir_name = dir_name
+        #: node i serves RPC on rpc_base_port + 2i (PubSub + 1); None: no RPC (--no-rpc)
+        self.rpc_base_port = rpc_base_port
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -158,7 +161,12 @@ class Localnet:
                  "--status-interval", str(NODE_STATUS_INTERVAL_S)]
         if self.validator:
             argv.append("--validator")
+        argv += ["--no-rpc"] if self.rpc_base_port is None else ["--rpc-port", str(self.rpc_port(i))]
         return argv + self.extra_args + self.node_args.get(i, [])
+
+    def rpc_port(self, i: int) -> int:
+        assert self.rpc_base_port is not None
+        return self.rpc_base_port + 2 * i
 
     def spawn(self, i: int, bootstrap: str | None) -> NodeProc:
         d = self.node_dir(i)

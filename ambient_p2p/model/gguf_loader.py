@@ -262,6 +262,25 @@ def _opt_int(v: object) -> int | None:
     return v
 
 
+def read_gguf_tokenizer(path: Path) -> GgufModelFiles:
+    """The tokenizer parts and chat template of a GGUF file, without dequantizing its
+    tensors (``tensors`` and ``config`` empty): what a requester needs to tokenize."""
+    try:
+        meta, _entries, _blob, _start = _parse(path)
+    except (OSError, ValueError) as exc:
+        raise GgufError(f"{path}: not a readable GGUF file ({exc})") from None
+    if meta.get("tokenizer.ggml.model") != "gpt2":
+        raise GgufError(f"{path}: tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported (only byte-level BPE)")
+    return GgufModelFiles(
+        config={}, tensors={}, tokens=list(meta["tokenizer.ggml.tokens"]),
+        token_types=[int(x) for x in meta.get("tokenizer.ggml.token_type", [])],
+        merges=list(meta.get("tokenizer.ggml.merges", [])),
+        bos_token_id=_opt_int(meta.get("tokenizer.ggml.bos_token_id")),
+        eos_token_id=_opt_int(meta.get("tokenizer.ggml.eos_token_id")),
+        chat_template=meta.get("tokenizer.chat_template"),
+    )
+
+
 def build_tokenizer(files: GgufModelFiles) -> Any:
     """A byte-level BPE ``tokenizers.Tokenizer`` from the GGUF vocabulary and merges
     (``tokenizer.ggml.model == gpt2``), with control tokens such as ``<|im_end|>`` kept whole."""

@@ -1,0 +1,4 @@
+"""The node's HTTP doors (spec/rpc.md): ``server`` (hypercorn's trio worker, guards, the
+node extension), ``app`` (routes), ``solana`` (JSON-RPC methods), ``pubsub`` (WebSocket
+subscriptions), ``txindex`` (block and transaction history), ``openai_api`` (chat
+completions through the auction), ``metrics`` (Prometheus)."""

@@ -1,0 +1,866 @@
+"""Solana JSON-RPC 2.0 over the node's banks (spec/rpc.md; agave ``rpc/src/rpc.rs``,
+error codes and messages of ``rpc-client-api/src/custom_error.rs``).
+
+:class:`SolanaRpc` answers one decoded JSON-RPC request object (or a batch) with the
+response object; the HTTP layer (server.py) only moves bytes. Everything here runs on the
+node's trio thread between awaits, so it reads the validator's banks consistently.
+
+Commitment (spec/rpc.md "Commitment"): ``processed`` = the fork-choice best frozen bank,
+``confirmed`` = the highest slot on the best fork with > 2/3 of LStake voted on it,
+``finalized`` = the cluster-finalized slot (node.md rule 3). The default is ``finalized``,
+as agave's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import base58
+
+from ...core import auction as au
+from ...core.bank import (
+    LAMPORTS_PER_SIGNATURE,
+    MAX_PROCESSING_AGE,
+    SYSTEM_PROGRAM_ID,
+    BlockError,
+    TxRecord,
+    parse_transaction,
+)
+from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
+from ...core.lstake import epoch_of
+from ..roles import bid_json, query_json
+from .txindex import BlockRecord, TxIndex, TxLocation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...core.bank import Bank
+    from ..validator import Validator
+
+#: The Solana RPC API version our answers follow (``context.apiVersion``, ``getVersion``).
+SOLANA_API_VERSION = "2.2.0"
+#: agave's limits (rpc.rs): signatures per getSignatureStatuses, keys per
+#: getMultipleAccounts, range of getBlocks, limit of getSignaturesForAddress.
+MAX_SIGNATURE_STATUSES = 256
+MAX_MULTIPLE_ACCOUNTS = 100
+MAX_GET_BLOCKS_RANGE = 500_000
+MAX_SIGNATURES_FOR_ADDRESS = 1000
+#: Requests in one JSON-RPC batch (agave has no fixed limit; ours bounds the work of one body).
+MAX_BATCH = 100
+#: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
+MAX_AIRDROP_LAMPORTS = 10 * 10**9
+#: Solana's rentEpoch for rent-exempt accounts (u64::MAX).
+RENT_EPOCH_EXEMPT = 2**64 - 1
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
+    -32700, -32600, -32601, -32602, -32603)
+BLOCK_CLEANED_UP, PREFLIGHT_FAILURE, SIGNATURE_VERIFICATION_FAILURE, BLOCK_NOT_AVAILABLE = (
+    -32001, -32002, -32003, -32004)
+NODE_UNHEALTHY, SLOT_SKIPPED, TRANSACTION_HISTORY_NOT_AVAILABLE = -32005, -32007, -32011
+UNSUPPORTED_TRANSACTION_VERSION, MIN_CONTEXT_SLOT_NOT_REACHED = -32015, -32016
+
+#: Our bank's block-level rejects (core/bank.py BlockError.reason) as Solana TransactionError names.
+TX_ERRORS = {
+    "blockhash-not-found": "BlockhashNotFound",
+    "already-processed": "AlreadyProcessed",
+    "insufficient-funds-for-fee": "InsufficientFundsForFee",
+    "bad-fee-payer": "InvalidAccountForFee",
+    "bad-signature": "SignatureFailure",
+    "unsupported-transaction": "UnsupportedVersion",
+    "bad-transaction": "SanitizeFailure",
+}
+COMMITMENTS = {"processed": "processed", "confirmed": "confirmed", "finalized": "finalized",
+               # deprecated names agave still maps (commitment_config.rs)
+               "recent": "processed", "single": "confirmed", "singleGossip": "confirmed", "root": "finalized",
+               "max": "finalized"}
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+    def json(self) -> dict[str, Any]:
+        e: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            e["data"] = self.data
+        return e
+
+
+def invalid_params(msg: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, msg)
+
+
+def instruction_error(reason: str) -> Any:
+    """Our instruction error text as a Solana TransactionError value: a system transfer
+    short of lamports is SystemError::ResultWithNegativeLamports (custom 1) as in agave;
+    anything else is GenericError (the text goes to the logs)."""
+    return {"InstructionError": [0, {"Custom": 1} if "insufficient" in reason else "GenericError"]}
+
+
+def tx_error(rec_error: str | None) -> Any:
+    return None if rec_error is None else instruction_error(rec_error)
+
+
+@dataclass
+class RpcOptions:
+    faucet: Keypair | None = None  # localnet only (commands/join.py decides)
+    identity: bytes = bytes(32)
+    version: str = "0"  # the node's version (getVersion's "ambient-p2p"), from the composition root
+
+
+class SolanaRpc:
+    """The JSON-RPC methods (``METHODS``) over a validator (see the module docstring)."""
+
+    def __init__(self, v: Validator, index: TxIndex, opts: RpcOptions,
+                 submit: Callable[[bytes], Awaitable[None]], cluster: Callable[[], list[dict[str, Any]]]) -> None:
+        self.v, self.index, self.opts, self.submit, self.cluster = v, index, opts, submit, cluster
+        self.requests = 0
+        self.errors = 0
+
+    # -- envelope ----------------------------------------------------------------------------
+    async def handle_body(self, body: bytes) -> Any:
+        """A raw HTTP body -> the JSON response (None: a batch of notifications only)."""
+        try:
+            req = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _error_response(None, RpcError(PARSE_ERROR, "Parse error"))
+        if isinstance(req, list):
+            if not req:
+                return _error_response(None, RpcError(INVALID_REQUEST, "Invalid request"))
+            if len(req) > MAX_BATCH:
+                return _error_response(None, RpcError(INVALID_REQUEST, f"Invalid request: batch over {MAX_BATCH}"))
+            out = [await self.handle(r) for r in req]
+            return [o for o in out if o is not None] or None
+        return await self.handle(req)
+
+    async def handle(self, req: Any) -> dict[str, Any] | None:
+        self.requests += 1
+        rid = req.get("id") if isinstance(req, dict) else None
+        if not isinstance(rid, (str, int, float, type(None))) or isinstance(rid, bool):
+            rid = None
+        if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
+            self.errors += 1
+            return _error_response(rid, RpcError(INVALID_REQUEST, "Invalid request"))
+        method = req["method"]
+        params = req.get("params")
+        if params is None:
+            params = []
+        if not isinstance(params, list):
+            self.errors += 1
+            return _error_response(rid, invalid_params("Invalid params: invalid type: map, expected a sequence"))
+        notification = "id" not in req  # answered by nothing, not even an error (JSON-RPC 2.0)
+        fn = METHODS.get(method)
+        if fn is None:
+            self.errors += 1
+            return None if notification else _error_response(rid, RpcError(METHOD_NOT_FOUND, "Method not found"))
+        try:
+            result = await fn(self, params)
+        except RpcError as exc:
+            self.errors += 1
+            return None if notification else _error_response(rid, exc)
+        if notification:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": rid}
+
+    # -- banks by commitment -----------------------------------------------------------------
+    def commitment_of(self, cfg: dict[str, Any], default: str = "finalized") -> str:
+        c = cfg.get("commitment")
+        if c is None:
+            return default
+        if not isinstance(c, str) or c not in COMMITMENTS:
+            raise invalid_params(f"Invalid params: unknown variant `{c}`, expected one of `processed`, "
+                                 "`confirmed`, `finalized`")
+        return COMMITMENTS[c]
+
+    def slot_of(self, commitment: str) -> int:
+        v = self.v
+        if commitment == "processed":
+            return v.cons.processed_slot()
+        if commitment == "confirmed":
+            return v.cons.confirmed_slot()
+        return v.finalized_slot()
+
+    def bank_for(self, cfg: dict[str, Any], default: str = "finalized") -> Bank:
+        commitment = self.commitment_of(cfg, default)
+        if not self.v.loaded:
+            raise RpcError(NODE_UNHEALTHY, "Node is unhealthy", {"numSlotsBehind": None})
+        slot = self.slot_of(commitment)
+        bank = self.bank_at(slot)
+        if bank is None:
+            raise RpcError(NODE_UNHEALTHY, "Node is unhealthy", {"numSlotsBehind": None})
+        mcs = cfg.get("minContextSlot")
+        if mcs is not None:
+            if not isinstance(mcs, int) or isinstance(mcs, bool) or mcs < 0:
+                raise invalid_params("Invalid params: minContextSlot must be a slot number")
+            if bank.slot < mcs:
+                raise RpcError(MIN_CONTEXT_SLOT_NOT_REACHED, "Minimum context slot has not been reached",
+                               {"contextSlot": bank.slot})
+        return bank
+
+    def bank_at(self, slot: int) -> Bank | None:
+        res = self.v.banks.get(slot)
+        if res is not None:
+            return res.bank
+        b = self.index.banks.get(slot)
+        if b is not None:
+            return b
+        lower = [s for s in self.index.banks if s <= slot]  # the closest older frozen bank we hold
+        return self.index.banks[max(lower)] if lower else None
+
+    def ctx(self, bank: Bank, value: Any) -> dict[str, Any]:
+        return {"context": {"apiVersion": SOLANA_API_VERSION, "slot": bank.slot}, "value": value}
+
+    def height(self, bank: Bank) -> int:
+        h = self.index.heights.get(bank.slot)
+        return h if h is not None else self.index.height_of(bank)
+
+    def on_best_fork(self, slot: int) -> bool:
+        best = self.bank_at(self.v.cons.processed_slot())
+        if best is None:
+            return False
+        return slot == best.slot or slot in best.slot_hashes or self.v.bs.is_root(slot)
+
+    def confirmation_status(self, slot: int) -> str:
+        if slot <= self.v.finalized_slot():
+            return "finalized"
+        if slot <= self.v.cons.confirmed_slot():
+            return "confirmed"
+        return "processed"
+
+    def find_tx(self, sig: bytes, least: str) -> TxLocation | None:
+        """The transaction with first signature ``sig`` on the best fork at commitment ``least`` or higher."""
+        order = {"processed": 0, "confirmed": 1, "finalized": 2}
+        for loc in self.index.locations(sig):
+            if self.on_best_fork(loc.block.slot) and \
+                    order[self.confirmation_status(loc.block.slot)] >= order[least]:
+                return loc
+        return None
+
+
+def _error_response(rid: Any, e: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": e.json(), "id": rid}
+
+
+# -- parameter helpers ----------------------------------------------------------------------
+def _arg(params: list[Any], i: int, name: str) -> Any:
+    if len(params) <= i or params[i] is None:
+        raise invalid_params(f"Invalid params: missing field `{name}`" if i == 0 else
+                             f"Invalid params: invalid length {len(params)}, expected at least {i + 1}")
+    return params[i]
+
+
+def _cfg(params: list[Any], i: int) -> dict[str, Any]:
+    if len(params) <= i or params[i] is None:
+        return {}
+    c = params[i]
+    if not isinstance(c, dict):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(c)}, expected a config map")
+    return {k: v for k, v in c.items() if v is not None}  # an explicit null is the default
+
+
+def _json_type(x: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "floating point", str: "string", list: "sequence",
+            dict: "map"}.get(type(x), "null")
+
+
+def _pubkey(x: Any) -> bytes:
+    if not isinstance(x, str):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(x)}, expected a string")
+    try:
+        return decode_address(x)
+    except (CryptoError, ValueError):
+        raise invalid_params("Invalid param: Invalid") from None
+
+
+def _uint(x: Any, name: str) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < 2**64:
+        raise invalid_params(f"Invalid params: {name} must be an unsigned 64-bit integer")
+    return x
+
+
+def _signature(x: Any) -> bytes:
+    if not isinstance(x, str):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(x)}, expected a string")
+    try:
+        raw = base58.b58decode(x)
+    except ValueError:
+        raw = b""
+    if len(raw) != 64:
+        raise invalid_params("Invalid param: Invalid")
+    return raw
+
+
+def _account_value(rpc: SolanaRpc, bank: Bank, key: bytes, encoding: str) -> dict[str, Any] | None:
+    lamports = bank.balance(key)
+    data = bank.auction_accounts.get(key)
+    if data is None and lamports == 0:
+        return None
+    owner = au.AUCTION_PROGRAM_ID if data is not None else SYSTEM_PROGRAM_ID
+    raw = data or b""
+    out: dict[str, Any] = {"lamports": lamports, "owner": encode_address(owner), "executable": False,
+                           "rentEpoch": RENT_EPOCH_EXEMPT, "space": len(raw)}
+    if encoding == "jsonParsed" and data is not None and data[:1] == bytes([au.Kind.QUERY]):
+        out["data"] = {"program": "ambient-auction", "space": len(raw),
+                       "parsed": {"type": "query", "info": query_json(au.QueryAccount.unpack(data))}}
+    elif encoding == "base58":
+        out["data"] = [base58.b58encode(raw).decode(), "base58"]
+    else:  # base64, and jsonParsed of an account no parser knows (agave falls back to base64)
+        out["data"] = [base64.b64encode(raw).decode(), "base64"]
+    return out
+
+
+def _encoding(cfg: dict[str, Any], default: str, allowed: tuple[str, ...]) -> str:
+    enc = cfg.get("encoding", default) or default
+    if enc not in allowed:
+        raise invalid_params(f"Invalid params: unknown variant `{enc}`, expected one of "
+                             + ", ".join(f"`{a}`" for a in allowed))
+    return str(enc)
+
+
+def _decode_wire(data: Any, encoding: str) -> bytes:
+    if not isinstance(data, str):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(data)}, expected a string")
+    try:
+        if encoding == "base58":
+            return base58.b58decode(data)
+        return base64.b64decode(data, validate=True)
+    except (ValueError, binascii.Error):
+        raise invalid_params(f"invalid {encoding} encoding: {data[:32]!r}") from None
+
+
+def _tx_json(raw: bytes) -> tuple[Any, Any]:
+    """(transaction in ``json`` encoding, version)."""
+    from solders.message import MessageV0
+    from solders.transaction import VersionedTransaction
+
+    tx = VersionedTransaction.from_bytes(raw)
+    msg = tx.message
+    hdr = msg.header
+    m: dict[str, Any] = {
+        "accountKeys": [str(k) for k in msg.account_keys],
+        "header": {"numRequiredSignatures": hdr.num_required_signatures,
+                   "numReadonlySignedAccounts": hdr.num_readonly_signed_accounts,
+                   "numReadonlyUnsignedAccounts": hdr.num_readonly_unsigned_accounts},
+        "recentBlockhash": str(msg.recent_blockhash),
+        "instructions": [{"programIdIndex": ix.program_id_index, "accounts": list(bytes(ix.accounts)),
+                          "data": base58.b58encode(bytes(ix.data)).decode(), "stackHeight": None}
+                         for ix in msg.instructions],
+    }
+    version: Any = "legacy"
+    if isinstance(msg, MessageV0):
+        m["addressTableLookups"] = []
+        version = 0
+    return {"signatures": [str(s) for s in tx.signatures], "message": m}, version
+
+
+def _meta(t: TxRecord) -> dict[str, Any]:
+    err = tx_error(t.result.error)
+    return {"err": err, "status": {"Ok": None} if err is None else {"Err": err}, "fee": t.result.fee,
+            "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
+            "logMessages": [] if t.result.error is None else [f"Program log: {t.result.error}"],
+            "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
+            "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": 0}
+
+
+def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:
+    tj, version = _tx_json(t.raw)
+    if version != "legacy" and max_version is None:
+        raise RpcError(UNSUPPORTED_TRANSACTION_VERSION,
+                       "Transaction version (0) is not supported by the requesting client. Please try the request "
+                       "again with the following configuration parameter: \"maxSupportedTransactionVersion\": 0")
+    if encoding == "base64":
+        tx: Any = [base64.b64encode(t.raw).decode(), "base64"]
+    elif encoding == "base58":
+        tx = [base58.b58encode(t.raw).decode(), "base58"]
+    else:
+        tx = tj
+    out: dict[str, Any] = {"transaction": tx, "meta": _meta(t)}
+    if max_version is not None:
+        out["version"] = version
+    return out
+
+
+def _max_version(cfg: dict[str, Any]) -> int | None:
+    mv = cfg.get("maxSupportedTransactionVersion")
+    if mv is not None and (not isinstance(mv, int) or isinstance(mv, bool) or mv < 0):
+        raise invalid_params("Invalid params: maxSupportedTransactionVersion must be a version number")
+    return mv
+
+
+# -- methods ---------------------------------------------------------------------------------
+async def get_health(rpc: SolanaRpc, params: list[Any]) -> Any:
+    if not rpc.v.loaded:
+        raise RpcError(NODE_UNHEALTHY, "Node is unhealthy", {"numSlotsBehind": None})
+    if rpc.v.behind():
+        cur = rpc.v.slot_at(rpc.v.clock.wall_ms())
+        n = max(0, cur - rpc.v.cons.processed_slot())
+        raise RpcError(NODE_UNHEALTHY, f"Node is behind by {n} slots", {"numSlotsBehind": n})
+    return "ok"
+
+
+async def get_version(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return {"solana-core": SOLANA_API_VERSION, "feature-set": 0, "ambient-p2p": rpc.opts.version}
+
+
+async def get_genesis_hash(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return base58.b58encode(rpc.v.genesis.hash()).decode()
+
+
+async def get_identity(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return {"identity": encode_address(rpc.v.kp.pubkey)}
+
+
+async def get_slot(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return rpc.bank_for(_cfg(params, 0)).slot
+
+
+async def get_block_height(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return rpc.height(rpc.bank_for(_cfg(params, 0)))
+
+
+async def get_transaction_count(rpc: SolanaRpc, params: list[Any]) -> Any:
+    bank = rpc.bank_for(_cfg(params, 0))
+    return sum(len(b.txs) for s, b in rpc.index.blocks.items() if s <= bank.slot and rpc.on_best_fork(s))
+
+
+async def get_epoch_info(rpc: SolanaRpc, params: list[Any]) -> Any:
+    bank = rpc.bank_for(_cfg(params, 0))
+    spe = rpc.v.genesis.epoch.slots_per_epoch
+    return {"absoluteSlot": bank.slot, "blockHeight": rpc.height(bank), "epoch": epoch_of(bank.slot, spe),
+            "slotIndex": bank.slot % spe, "slotsInEpoch": spe,
+            "transactionCount": await get_transaction_count(rpc, params)}
+
+
+async def get_epoch_schedule(rpc: SolanaRpc, params: list[Any]) -> Any:
+    spe = rpc.v.genesis.epoch.slots_per_epoch
+    return {"slotsPerEpoch": spe, "leaderScheduleSlotOffset": spe, "warmup": False, "firstNormalEpoch": 0,
+            "firstNormalSlot": 0}
+
+
+async def get_balance(rpc: SolanaRpc, params: list[Any]) -> Any:
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    bank = rpc.bank_for(_cfg(params, 1))
+    return rpc.ctx(bank, bank.balance(key))
+
+
+ACCOUNT_ENCODINGS = ("base64", "base58", "jsonParsed", "binary")
+
+
+async def get_account_info(rpc: SolanaRpc, params: list[Any]) -> Any:
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    cfg = _cfg(params, 1)
+    enc = _encoding(cfg, "binary", ACCOUNT_ENCODINGS)
+    bank = rpc.bank_for(cfg)
+    return rpc.ctx(bank, _account_value(rpc, bank, key, "base58" if enc == "binary" else enc))
+
+
+async def get_multiple_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
+    keys = _arg(params, 0, "pubkeys")
+    if not isinstance(keys, list):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(keys)}, expected a sequence")
+    if len(keys) > MAX_MULTIPLE_ACCOUNTS:
+        raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
+    parsed = [_pubkey(k) for k in keys]
+    cfg = _cfg(params, 1)
+    enc = _encoding(cfg, "base64", ACCOUNT_ENCODINGS)
+    bank = rpc.bank_for(cfg)
+    return rpc.ctx(bank, [_account_value(rpc, bank, k, enc) for k in parsed])
+
+
+async def get_latest_blockhash(rpc: SolanaRpc, params: list[Any]) -> Any:
+    bank = rpc.bank_for(_cfg(params, 0))
+    return rpc.ctx(bank, {"blockhash": base58.b58encode(bank.last_blockhash).decode(),
+                          "lastValidBlockHeight": rpc.height(bank) + MAX_PROCESSING_AGE})
+
+
+async def is_blockhash_valid(rpc: SolanaRpc, params: list[Any]) -> Any:
+    h = _arg(params, 0, "blockhash")
+    bank = rpc.bank_for(_cfg(params, 1))
+    raw = _hash(h)
+    return rpc.ctx(bank, raw in bank.blockhashes[-MAX_PROCESSING_AGE:])
+
+
+def _hash(h: Any) -> bytes:
+    if not isinstance(h, str):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(h)}, expected a string")
+    try:
+        raw = base58.b58decode(h)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise invalid_params("Invalid param: Invalid")
+    return raw
+
+
+async def get_fee_for_message(rpc: SolanaRpc, params: list[Any]) -> Any:
+    from solders.message import from_bytes_versioned
+
+    data = _decode_wire(_arg(params, 0, "message"), "base64")
+    bank = rpc.bank_for(_cfg(params, 1))
+    try:
+        msg = from_bytes_versioned(data)
+    except Exception:  # noqa: BLE001 - solders raises several error types for malformed input
+        raise invalid_params("invalid transaction message: failed to deserialize") from None
+    if bytes(msg.recent_blockhash) not in bank.blockhashes[-MAX_PROCESSING_AGE:]:
+        return rpc.ctx(bank, None)  # as agave: the fee of a message with an unknown blockhash is null
+    return rpc.ctx(bank, LAMPORTS_PER_SIGNATURE * msg.header.num_required_signatures)
+
+
+async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[Any]) -> Any:
+    _uint(_arg(params, 0, "data_len"), "data_len")
+    return 0  # the bank has no rent: every account is exempt (spec/rpc.md)
+
+
+def _simulate(rpc: SolanaRpc, bank: Bank, raw: bytes, verify: bool) -> tuple[Any, list[str]]:
+    """(err, logs) of ``raw`` executed on a scratch child of ``bank``."""
+    leader = rpc.v.book.leader(bank.slot + 1) or bytes(32)
+    scratch = bank.child(bank.slot + 1, leader)
+    try:
+        (res,) = scratch.process_transactions([raw], verify_signatures=verify)
+    except BlockError as exc:
+        return TX_ERRORS.get(exc.reason, "SanitizeFailure"), [f"{exc.reason}: {exc.detail}"]
+    if res.error is not None:
+        return instruction_error(res.error), [f"Program log: {res.error}"]
+    return None, []
+
+
+def _sim_value(err: Any, logs: list[str]) -> dict[str, Any]:
+    return {"err": err, "logs": logs, "accounts": None, "unitsConsumed": 0, "returnData": None,
+            "innerInstructions": None, "replacementBlockhash": None, "loadedAccountsDataSize": 0}
+
+
+def _wire_tx(params: list[Any], cfg: dict[str, Any]) -> bytes:
+    enc = _encoding(cfg, "base58", ("base58", "base64"))
+    return _decode_wire(_arg(params, 0, "transaction"), enc)
+
+
+def _parse_or_error(raw: bytes, verify: bool) -> None:
+    try:
+        parse_transaction(raw, verify_signatures=verify)
+    except BlockError as exc:
+        if exc.reason == "bad-signature":
+            raise RpcError(SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure") from None
+        raise invalid_params(f"failed to deserialize solana_transaction::versioned::VersionedTransaction: "
+                             f"{exc.detail}") from None
+
+
+async def send_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
+    cfg = _cfg(params, 1)
+    raw = _wire_tx(params, cfg)
+    _parse_or_error(raw, verify=True)
+    if not cfg.get("skipPreflight"):
+        pcfg = {"commitment": cfg.get("preflightCommitment"), "minContextSlot": cfg.get("minContextSlot")}
+        bank = rpc.bank_for(pcfg)
+        err, logs = _simulate(rpc, bank, raw, verify=False)
+        if err is not None:
+            name = err if isinstance(err, str) else "Error processing Instruction 0"
+            raise RpcError(PREFLIGHT_FAILURE, f"Transaction simulation failed: {name}", _sim_value(err, logs))
+    await rpc.submit(raw)
+    return base58.b58encode(raw[1:65]).decode()
+
+
+async def simulate_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
+    cfg = _cfg(params, 1)
+    raw = _wire_tx(params, {"encoding": cfg.get("encoding")})
+    verify = bool(cfg.get("sigVerify"))
+    replace = bool(cfg.get("replaceRecentBlockhash"))
+    if verify and replace:
+        raise invalid_params("sigVerify may not be used with replaceRecentBlockhash")
+    _parse_or_error(raw, verify=verify)
+    bank = rpc.bank_for(cfg)
+    if replace:
+        raw = _with_blockhash(raw, bank.last_blockhash)
+    err, logs = _simulate(rpc, bank, raw, verify=False)
+    value = _sim_value(err, logs)
+    if replace:
+        value["replacementBlockhash"] = {"blockhash": base58.b58encode(bank.last_blockhash).decode(),
+                                         "lastValidBlockHeight": rpc.height(bank) + MAX_PROCESSING_AGE}
+    return rpc.ctx(bank, value)
+
+
+def _with_blockhash(raw: bytes, blockhash: bytes) -> bytes:
+    """``raw`` with its message's recent blockhash replaced (its signatures kept, so no
+    longer valid: simulation only, as agave's ``replaceRecentBlockhash``)."""
+    from solders.hash import Hash
+    from solders.message import Message, MessageV0
+    from solders.transaction import VersionedTransaction
+
+    tx = VersionedTransaction.from_bytes(raw)
+    m = tx.message
+    h = Hash(blockhash)
+    if isinstance(m, MessageV0):
+        new: Message | MessageV0 = MessageV0(m.header, m.account_keys, h, m.instructions, m.address_table_lookups)
+    else:
+        hdr = m.header
+        new = Message.new_with_compiled_instructions(
+            hdr.num_required_signatures, hdr.num_readonly_signed_accounts, hdr.num_readonly_unsigned_accounts,
+            m.account_keys, h, m.instructions)
+    return bytes(VersionedTransaction.populate(new, tx.signatures))
+
+
+async def get_signature_statuses(rpc: SolanaRpc, params: list[Any]) -> Any:
+    sigs = _arg(params, 0, "signatures")
+    if not isinstance(sigs, list):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(sigs)}, expected a sequence")
+    if len(sigs) > MAX_SIGNATURE_STATUSES:
+        raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
+    parsed = [_signature(s) for s in sigs]
+    cfg = _cfg(params, 1)
+    history = bool(cfg.get("searchTransactionHistory"))
+    bank = rpc.bank_for({"commitment": "processed"})
+    best_height = rpc.height(bank)
+    out: list[Any] = []
+    for sig in parsed:
+        loc = rpc.find_tx(sig, "processed")
+        # without searchTransactionHistory agave answers from the status cache only
+        # (the last MAX_RECENT_BLOCKHASHES slots of the best fork)
+        if loc is None or (not history and sig not in bank.status_cache and loc.block.slot != bank.slot):
+            out.append(None)
+            continue
+        st = rpc.confirmation_status(loc.block.slot)
+        err = tx_error(loc.record.result.error)
+        out.append({"slot": loc.block.slot,
+                    "confirmations": None if st == "finalized" else max(0, best_height - loc.block.block_height),
+                    "err": err, "status": {"Ok": None} if err is None else {"Err": err},
+                    "confirmationStatus": st})
+    return rpc.ctx(bank, out)
+
+
+def _history_commitment(cfg: dict[str, Any]) -> str:
+    c = cfg.get("commitment")
+    if c is not None and COMMITMENTS.get(c) == "processed":
+        raise invalid_params("Method does not support commitment below `confirmed`")
+    if c is not None and c not in COMMITMENTS:
+        raise invalid_params(f"Invalid params: unknown variant `{c}`")
+    return COMMITMENTS.get(c, "finalized") if c else "finalized"
+
+
+async def get_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
+    sig = _signature(_arg(params, 0, "signature"))
+    cfg = _cfg(params, 1)
+    if isinstance(params[1] if len(params) > 1 else None, str):  # the deprecated encoding-only form
+        cfg = {"encoding": params[1]}
+    enc = _encoding(cfg, "json", ("json", "jsonParsed", "base64", "base58"))
+    loc = rpc.find_tx(sig, _history_commitment(cfg))
+    if loc is None:
+        return None
+    out = _encoded_tx(loc.record, enc, _max_version(cfg))
+    return {"slot": loc.block.slot, "blockTime": loc.block.block_time_s, **out}
+
+
+def _block_or_error(rpc: SolanaRpc, slot: int, commitment: str) -> BlockRecord:
+    top = rpc.slot_of(commitment)
+    rec = rpc.index.blocks.get(slot)
+    if slot > top or (rec is not None and not rpc.on_best_fork(slot)) or (rec is None and slot > rpc.v.cons.root):
+        raise RpcError(BLOCK_NOT_AVAILABLE, f"Block not available for slot {slot}")
+    if rec is None:
+        if slot < rpc.index.evicted_below or (rpc.v.bs.is_root(slot) and slot not in rpc.index.blocks):
+            first = min(rpc.index.blocks) if rpc.index.blocks else top
+            raise RpcError(BLOCK_CLEANED_UP, f"Block {slot} cleaned up, does not exist on node. "
+                           f"First available block: {first}")
+        raise RpcError(SLOT_SKIPPED, f"Slot {slot} was skipped, or missing due to ledger jump to recent snapshot")
+    return rec
+
+
+async def get_block(rpc: SolanaRpc, params: list[Any]) -> Any:
+    slot = _uint(_arg(params, 0, "slot"), "slot")
+    cfg = _cfg(params, 1)
+    if isinstance(params[1] if len(params) > 1 else None, str):
+        cfg = {"encoding": params[1]}
+    enc = _encoding(cfg, "json", ("json", "jsonParsed", "base64", "base58"))
+    details = cfg.get("transactionDetails", "full")
+    if details not in ("full", "signatures", "none", "accounts"):
+        raise invalid_params(f"Invalid params: unknown variant `{details}`")
+    rec = _block_or_error(rpc, slot, _history_commitment(cfg))
+    mv = _max_version(cfg)
+    out: dict[str, Any] = {"blockhash": base58.b58encode(rec.blockhash).decode(),
+                           "previousBlockhash": base58.b58encode(rec.previous_blockhash).decode(),
+                           "parentSlot": rec.parent_slot, "blockHeight": rec.block_height,
+                           "blockTime": rec.block_time_s}
+    if details == "full" or details == "accounts":
+        out["transactions"] = [_encoded_tx(t, enc, mv) for t in rec.txs]
+    elif details == "signatures":
+        out["signatures"] = [base58.b58encode(t.result.signature).decode() for t in rec.txs]
+    if cfg.get("rewards", True):
+        out["rewards"] = []
+    return out
+
+
+async def get_block_time(rpc: SolanaRpc, params: list[Any]) -> Any:
+    slot = _uint(_arg(params, 0, "slot"), "slot")
+    return _block_or_error(rpc, slot, "confirmed").block_time_s
+
+
+async def _chain_slots(rpc: SolanaRpc, lo: int, hi: int) -> list[int]:
+    import trio
+
+    # a RocksDB scan of up to MAX_GET_BLOCKS_RANGE roots: in a worker thread, off the node's loop
+    roots = {r for r in await trio.to_thread.run_sync(rpc.v.bs.roots, lo) if r <= hi}
+    roots |= {s for s in rpc.index.blocks if lo <= s <= hi and rpc.on_best_fork(s)}
+    return sorted(roots)
+
+
+async def get_blocks(rpc: SolanaRpc, params: list[Any]) -> Any:
+    lo = _uint(_arg(params, 0, "start_slot"), "start_slot")
+    end = params[1] if len(params) > 1 and not isinstance(params[1], dict) else None
+    cfg = _cfg(params, 2 if end is not None or (len(params) > 1 and params[1] is None) else 1)
+    top = rpc.slot_of(_history_commitment(cfg))
+    hi = min(_uint(end, "end_slot") if end is not None else top, top)
+    if hi - lo > MAX_GET_BLOCKS_RANGE:
+        raise invalid_params(f"Slot range too large; max {MAX_GET_BLOCKS_RANGE}")
+    return await _chain_slots(rpc, lo, hi) if hi >= lo else []
+
+
+async def get_blocks_with_limit(rpc: SolanaRpc, params: list[Any]) -> Any:
+    lo = _uint(_arg(params, 0, "start_slot"), "start_slot")
+    limit = _uint(_arg(params, 1, "limit"), "limit")
+    if limit > MAX_GET_BLOCKS_RANGE:
+        raise invalid_params(f"Limit too large; max {MAX_GET_BLOCKS_RANGE}")
+    top = rpc.slot_of(_history_commitment(_cfg(params, 2)))
+    return (await _chain_slots(rpc, lo, top))[:limit]
+
+
+async def get_first_available_block(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return min(rpc.index.blocks) if rpc.index.blocks else 0
+
+
+async def get_signatures_for_address(rpc: SolanaRpc, params: list[Any]) -> Any:
+    key = _pubkey(_arg(params, 0, "address"))
+    cfg = _cfg(params, 1)
+    limit = cfg.get("limit", MAX_SIGNATURES_FOR_ADDRESS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SIGNATURES_FOR_ADDRESS:
+        raise invalid_params(f"Invalid limit; max {MAX_SIGNATURES_FOR_ADDRESS}")
+    before = _signature(cfg["before"]) if cfg.get("before") else None
+    until = _signature(cfg["until"]) if cfg.get("until") else None
+    least = _history_commitment(cfg)
+    order = {"processed": 0, "confirmed": 1, "finalized": 2}
+    out: list[dict[str, Any]] = []
+    started = before is None
+    for loc in rpc.index.address_locations(key):
+        sig = loc.record.result.signature
+        if not started:
+            started = sig == before
+            continue
+        if until is not None and sig == until:
+            break
+        st = rpc.confirmation_status(loc.block.slot)
+        if not rpc.on_best_fork(loc.block.slot) or order[st] < order[least]:
+            continue
+        out.append({"signature": base58.b58encode(sig).decode(), "slot": loc.block.slot,
+                    "err": tx_error(loc.record.result.error), "memo": None, "blockTime": loc.block.block_time_s,
+                    "confirmationStatus": st})
+        if len(out) >= limit:
+            break
+    return out
+
+
+async def get_leader_schedule(rpc: SolanaRpc, params: list[Any]) -> Any:
+    spe = rpc.v.genesis.epoch.slots_per_epoch
+    first = params[0] if params and not isinstance(params[0], dict) else None
+    cfg = _cfg(params, 1 if first is not None or (params and params[0] is None) else 0)
+    slot = _uint(first, "slot") if first is not None else rpc.bank_for(cfg).slot
+    sched = rpc.v.book.schedule(epoch_of(slot, spe))
+    if sched is None:
+        return None
+    want = cfg.get("identity")
+    out: dict[str, list[int]] = {}
+    for i, leader in enumerate(sched):
+        out.setdefault(encode_address(leader), []).append(i)
+    return {k: v for k, v in out.items() if want is None or k == want}
+
+
+async def get_slot_leader(rpc: SolanaRpc, params: list[Any]) -> Any:
+    leader = rpc.v.book.leader(rpc.bank_for(_cfg(params, 0)).slot)
+    return encode_address(leader) if leader else None
+
+
+async def get_vote_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
+    cfg = _cfg(params, 0)
+    bank = rpc.bank_for(cfg)
+    want = cfg.get("votePubkey")
+    table = rpc.v.lstake_table()
+    epoch = epoch_of(bank.slot, rpc.v.genesis.epoch.slots_per_epoch)
+    current: list[dict[str, Any]] = []
+    delinquent: list[dict[str, Any]] = []
+    for addr, row in table.items():
+        if want is not None and addr != want:
+            continue
+        key = decode_address(addr)
+        last = bank.last_votes.get(key, 0)
+        entry = {"votePubkey": addr, "nodePubkey": addr, "activatedStake": row["weight"], "epochVoteAccount": True,
+                 "commission": 0, "lastVote": last, "rootSlot": rpc.v.cons.root,
+                 "epochCredits": [[epoch, row["vote_credits"], 0]]}
+        # agave: delinquent when the last vote is more than 128 slots behind
+        (current if row["weight"] > 0 and bank.slot - last <= 128 else delinquent).append(entry)
+    return {"current": current, "delinquent": delinquent}
+
+
+async def get_cluster_nodes(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return rpc.cluster()
+
+
+async def request_airdrop(rpc: SolanaRpc, params: list[Any]) -> Any:
+    from solders.hash import Hash
+    from solders.keypair import Keypair as SKeypair
+    from solders.message import Message
+    from solders.pubkey import Pubkey
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import Transaction
+
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    lamports = _uint(_arg(params, 1, "lamports"), "lamports")
+    faucet = rpc.opts.faucet
+    if faucet is None:
+        raise RpcError(INVALID_REQUEST, "Invalid request")  # agave without a faucet address
+    if not 1 <= lamports <= MAX_AIRDROP_LAMPORTS:
+        raise RpcError(INTERNAL_ERROR, f"airdrop request failed: lamports must be 1..{MAX_AIRDROP_LAMPORTS}")
+    bank = rpc.bank_for({"commitment": "processed"})
+    if bank.balance(faucet.pubkey) < lamports + LAMPORTS_PER_SIGNATURE:
+        raise RpcError(INTERNAL_ERROR, "airdrop request failed: the faucet is empty")
+    skp = SKeypair.from_seed(faucet.seed)
+    ix = transfer(TransferParams(from_pubkey=skp.pubkey(), to_pubkey=Pubkey(key), lamports=lamports))
+    bh = Hash(bank.last_blockhash)
+    tx = Transaction([skp], Message.new_with_blockhash([ix], skp.pubkey(), bh), bh)
+    raw = bytes(tx)
+    await rpc.submit(raw)
+    return base58.b58encode(raw[1:65]).decode()
+
+
+# -- Ambient methods (spec/rpc.md "Ambient methods") ---------------------------------------------
+async def ambient_get_query(rpc: SolanaRpc, params: list[Any]) -> Any:
+    from ..miner import auction_view
+
+    qid = _pubkey(_arg(params, 0, "query"))
+    bank = rpc.bank_for(_cfg(params, 1), default="processed")
+    data = bank.auction_accounts.get(qid)
+    if data is None or data[:1] != bytes([au.Kind.QUERY]):
+        return rpc.ctx(bank, None)
+    _qs, bids = auction_view(bank)
+    mine = sorted(bids.get(qid, {}).values(), key=lambda b: b.index)
+    return rpc.ctx(bank, {"query": query_json(au.QueryAccount.unpack(data)), "bids": [bid_json(b) for b in mine]})
+
+
+async def ambient_get_lstake(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return {"epoch": rpc.v.weights_epoch, "table": rpc.v.lstake_table()}
+
+
+METHODS: dict[str, Callable[[SolanaRpc, list[Any]], Awaitable[Any]]] = {
+    "getHealth": get_health, "getVersion": get_version, "getGenesisHash": get_genesis_hash,
+    "getIdentity": get_identity, "getSlot": get_slot, "getBlockHeight": get_block_height,
+    "getTransactionCount": get_transaction_count, "getEpochInfo": get_epoch_info,
+    "getEpochSchedule": get_epoch_schedule, "getBalance": get_balance, "getAccountInfo": get_account_info,
+    "getMultipleAccounts": get_multiple_accounts, "getLatestBlockhash": get_latest_blockhash,
+    "isBlockhashValid": is_blockhash_valid, "getFeeForMessage": get_fee_for_message,
+    "getMinimumBalanceForRentExemption": get_minimum_balance_for_rent_exemption,
+    "sendTransaction": send_transaction, "simulateTransaction": simulate_transaction,
+    "getSignatureStatuses": get_signature_statuses, "getTransaction": get_transaction, "getBlock": get_block,
+    "getBlockTime": get_block_time, "getBlocks": get_blocks, "getBlocksWithLimit": get_blocks_with_limit,
+    "getFirstAvailableBlock": get_first_available_block, "getSignaturesForAddress": get_signatures_for_address,
+    "getLeaderSchedule": get_leader_schedule, "getSlotLeader": get_slot_leader,
+    "getVoteAccounts": get_vote_accounts, "getClusterNodes": get_cluster_nodes, "requestAirdrop": request_airdrop,
+    "ambient_getQuery": ambient_get_query, "ambient_getLStake": ambient_get_lstake,
+}

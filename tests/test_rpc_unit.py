@@ -1,0 +1,209 @@
+"""The RPC doors' pieces without processes (spec/rpc.md): the rate limiter, the
+transaction index (eviction keeps its maps bounded), the OpenAI request rules, and the
+join options (one error line, exit 2, nothing written; a port in use is one error line)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ambient_p2p.cli import main
+from ambient_p2p.core.bank import Bank
+from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.node.rpc.openai_api import ChatError, apply_stop, parse_request, render_messages
+from ambient_p2p.node.rpc.server import MAX_TRACKED_CLIENTS, RateLimiter
+from ambient_p2p.node.rpc.txindex import TxIndex
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def test_rate_limiter_refills_at_its_rate_and_bounds_its_memory() -> None:
+    t = [0.0]
+    rl = RateLimiter(10.0, now=lambda: t[0])  # burst 20
+    assert sum(rl.allow("a") for _ in range(30)) == 20
+    assert rl.limited == 10
+    assert rl.allow("b")  # another client has its own bucket
+    t[0] += 0.5
+    assert sum(rl.allow("a") for _ in range(10)) == 5
+    for i in range(MAX_TRACKED_CLIENTS + 50):
+        rl.allow(f"c{i}")
+    assert len(rl.buckets) == MAX_TRACKED_CLIENTS
+
+
+def _transfer_bank(parent: Bank, slot: int, payer: Keypair, n: int) -> Bank:
+    from solders.hash import Hash
+    from solders.keypair import Keypair as SK
+    from solders.message import Message
+    from solders.pubkey import Pubkey
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import Transaction
+
+    b = parent.child(slot, bytes(32))
+    sk = SK.from_seed(payer.seed)
+    raws = []
+    for i in range(n):
+        ix = transfer(TransferParams(from_pubkey=sk.pubkey(), to_pubkey=Pubkey(bytes([slot % 256, i + 1]) + bytes(30)),
+                                     lamports=1 + i))
+        bh = Hash(parent.last_blockhash)
+        raws.append(bytes(Transaction([sk], Message.new_with_blockhash([ix], sk.pubkey(), bh), bh)))
+    b.process_transactions(raws)
+    b.freeze(bytes([slot % 256]) * 32)
+    return b
+
+
+def test_index_records_results_balances_and_evicts_oldest() -> None:
+    payer = Keypair.deterministic("test/rpc-index")
+    g = Bank.genesis(bytes(32), {payer.pubkey: 10**12}, bytes(32), b"\x01" * 32)
+    idx = TxIndex(max_blocks=3, max_banks=2)
+    banks = [g]
+    for slot in range(1, 6):
+        banks.append(_transfer_bank(banks[-1], slot, payer, 2))
+        rec = idx.add(banks[-1], banks[-2].last_blockhash, 1000 + slot)
+        assert rec.block_height == slot and len(rec.txs) == 2
+        t = rec.txs[1]
+        assert t.result.error is None and t.post_balances[1] - t.pre_balances[1] == 2  # the second transfer's lamports
+        assert t.pre_balances[0] - t.post_balances[0] == 2 + t.result.fee
+    assert sorted(idx.blocks) == [3, 4, 5] and list(idx.banks) == [4, 5]
+    assert idx.evicted_below == 3
+    # nothing of the evicted blocks is left in the signature and address maps
+    assert all(s >= 3 for locs in idx.by_sig.values() for s, _ in locs)
+    assert all(s >= 3 for locs in idx.by_addr.values() for s, _ in locs)
+    assert len(idx.by_sig) == 6
+    newest = idx.address_locations(payer.pubkey)
+    assert [loc.block.slot for loc in newest] == [5, 5, 4, 4, 3, 3]
+    again = idx.add(banks[5], banks[4].last_blockhash, 0)  # once per slot
+    assert again.block_time_s == 1005
+
+
+def _body(**kw: object) -> dict[str, object]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+    ({"model": MODEL, "messages": []}, 400, "messages"),
+    ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
+    (_body(max_tokens=0), 400, "max_tokens"),
+    (_body(max_tokens=5000), 400, "max_tokens"),
+    (_body(max_completion_tokens="3"), 400, "max_tokens"),
+    (_body(temperature=2.5), 400, "temperature"),
+    (_body(temperature=True), 400, "temperature"),
+    (_body(seed=1.5), 400, "seed"),
+    (_body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+    (_body(stop=[""]), 400, "stop"),
+    (_body(n=2), 400, "n"),
+    (_body(stream="yes"), 400, "stream"),
+])
+def test_chat_requests_are_refused_in_openais_shape(body: dict[str, object], status: int, param: str) -> None:
+    with pytest.raises(ChatError) as e:
+        parse_request(body, MODEL)
+    assert e.value.status == status and e.value.param == param
+    err = e.value.body()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
+
+
+def test_chat_request_defaults_and_aliases() -> None:
+    r = parse_request(_body(max_completion_tokens=7, max_tokens=99, stop="\n", seed=3, stream=True,
+                            stream_options={"include_usage": True},
+                            messages=[{"role": "developer", "content": [{"type": "text", "text": "a"},
+                                                                        {"type": "text", "text": "b"}]},
+                                      {"role": "user", "content": "q"}]), MODEL)
+    assert (r.max_tokens, r.stop, r.seed, r.stream, r.include_usage) == (7, ["\n"], 3, True, True)
+    assert r.messages[0] == {"role": "system", "content": "ab"}
+    d = parse_request(_body(temperature=None, max_tokens=None), MODEL)
+    assert (d.temperature, d.stream, d.stop) == (1.0, False, [])
+
+
+@given(st.text(max_size=40), st.lists(st.text(min_size=1, max_size=4), max_size=4))
+def test_stop_cuts_at_the_first_stop_sequence(text: str, stops: list[str]) -> None:
+    out, stopped = apply_stop(text, stops)
+    assert text.startswith(out)
+    assert stopped == any(s in text for s in stops)
+    if stopped:
+        assert any(text[len(out):].startswith(s) for s in stops)
+        assert not any(s in out for s in stops) or all(text.find(s) >= len(out) for s in stops if s in text)
+
+
+def test_render_messages_uses_the_models_chat_template() -> None:
+    from ambient_p2p.model import gguf_loader as g
+
+    files = g.read_gguf_tokenizer(g.default_model_path())
+    out = render_messages(files.chat_template, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert out == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--rpc-port", "8899"], "--rpc-port needs --validator"),
+    (["run", "--validator", "--genesis", "G", "--rpc-port", "0"], "--rpc-port must be 1..65534"),
+    (["run", "--validator", "--genesis", "G", "--rpc-port", "65535"], "--rpc-port must be 1..65534"),
+    (["run", "--validator", "--genesis", "G", "--rpc-bind", "localhost"], "--rpc-bind must be an IP address"),
+    (["run", "--validator", "--genesis", "G", "--rpc-rate-limit", "0"], "--rpc-rate-limit must be a positive"),
+    (["run", "--validator", "--genesis", "G", "--rpc-rate-limit", "nan"], "--rpc-rate-limit must be a positive"),
+    (["run", "--validator", "--genesis", "G", "--rpc-chat-pay", "0"], "--rpc-chat-pay must be a positive"),
+    (["run", "--validator", "--genesis", "G", "--no-rpc", "--rpc-port", "9000"], "contradicts --no-rpc"),
+])
+def test_rpc_options_are_one_error_line(argv: list[str], message: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--ledger", str(tmp_path / "node")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read --rpc-chat-keys"),
+    ("{oops", "is not JSON"),
+    ("[]", "must be a JSON object"),
+    ('{"short": "k.json"}', "16+ printable characters"),
+    ('{"a-long-enough-token-1": 5}', "16+ printable characters"),
+    ('{"a-long-enough-token-1": "missing.json"}', "--rpc-chat-keys"),
+])
+def test_chat_keys_file_errors_are_one_line(content: str | None, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys.json"
+    if content is not None:
+        keys.write_text(content)
+    assert main(["run", "--validator", "--genesis", "G", "--rpc-chat-keys", str(keys),
+                 "--ledger", str(tmp_path / "node")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "node").exists()
+
+
+def test_chat_payer_follows_the_bearer_token() -> None:
+    from ambient_p2p.node.rpc.openai_api import ChatOptions
+
+    node, alice = Keypair.deterministic("t/node"), Keypair.deterministic("t/alice")
+    assert ChatOptions(node).payer("Bearer anything") == node  # no token file: the node's key
+    opts = ChatOptions(node, keys={"alice-token-0123456789": alice})
+    assert opts.payer("Bearer alice-token-0123456789") == alice
+    assert opts.payer("bearer  alice-token-0123456789") == alice
+    for bad in (None, "", "Bearer nope", "Basic alice-token-0123456789", "alice-token-0123456789"):
+        with pytest.raises(ChatError) as e:
+            opts.payer(bad)
+        assert e.value.status == 401 and e.value.code == "invalid_api_key"
+
+
+def test_rpc_port_in_use_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.devnet.genesis import localnet_genesis
+
+    kp = Keypair.deterministic("test/rpc-port")
+    (tmp_path / "g.cbor").write_bytes(encode(localnet_genesis("localnet", [kp.pubkey])))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        rc = main(["run", "--validator", "--genesis", str(tmp_path / "g.cbor"), "--ledger", str(tmp_path / "n"),
+                   "--rpc-port", str(port), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: cannot listen for RPC on 127.0.0.1:") and "in use" in err[0], err
+    assert not (tmp_path / "n").exists()  # refused before the node directory is made
