@@ -133,7 +133,7 @@ def test_validator_refuses_a_damaged_blockstore_with_one_line(produced: Path, tm
     _corrupt_largest_sst(node / "blockstore")
     g = tmp_path / "genesis.cbor"
     g.write_bytes(encode(localnet_genesis(LOCALNET_CHAIN_ID, [k.pubkey for k in node_keypairs(LOCALNET_CHAIN_ID, 1)])))
-    r = _cli("run", "--ledger", str(node), "--validator", "--genesis", str(g), "--quiet", timeout=120)
+    r = _cli("run", "--ledger", str(node), "--validator", "--no-rpc", "--genesis", str(g), "--quiet", timeout=120)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
@@ -167,7 +167,7 @@ def test_disk_full_stops_the_validator_with_one_line_and_the_ledger_reopens(tmp_
     g.write_bytes(encode(localnet_genesis(LOCALNET_CHAIN_ID, [k.pubkey for k in keys])))
     write_keypair_file(tmp_path / "id.json", keys[0])
     cmd = [*prefix, sys.executable, "-m", "ambient_p2p", "run", "--ledger", str(fs / "n"), "--keypair",
-           str(tmp_path / "id.json"), "--validator", "--genesis", str(g), "--quiet"]
+           str(tmp_path / "id.json"), "--validator", "--no-rpc", "--genesis", str(g), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error: ")]

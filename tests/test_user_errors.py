@@ -45,7 +45,7 @@ def _genesis(tmp: Path) -> Path:
 
 
 def _validator(tmp: Path, node: Path) -> list[str]:
-    return ["run", "--ledger", str(node), "--validator", "--genesis", str(_genesis(tmp)), "--quiet"]
+    return ["run", "--ledger", str(node), "--validator", "--no-rpc", "--genesis", str(_genesis(tmp)), "--quiet"]
 
 
 def _ledger(tmp: Path) -> Path:
