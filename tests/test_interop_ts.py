@@ -237,3 +237,22 @@ def test_install_and_build_leave_git_status_clean(verifier: Path) -> None:
     ).stdout.splitlines()
     written = [line for line in st if "/node_modules/" in line or "/dist/" in line]
     assert written == [], written
+
+
+def test_ts_verifier_passes_an_extracted_release(verifier: Path, tmp_path: Path) -> None:
+    """What an implementer downloads (interop/README.md "Releases"): the TypeScript verifier
+    passes the extracted release tarball exactly as it passes the committed tree."""
+    import tarfile
+
+    from ambient_p2p.interop import release
+
+    out = tmp_path / "release"
+    tarball = release.write_release(INTEROP, out).tarball
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    (root,) = (tmp_path / "x").iterdir()
+    release.check_tree(root)
+    rc, report = _run(verifier, root)
+    assert rc == 0 and _failed(report) == {}
+    n = sum(1 for p in INTEROP.rglob("meta.json") if "verifier-ts" not in p.parts)
+    assert sum(e["cases"] for e in report["report"]) == n
