@@ -47,6 +47,7 @@ IMPLEMENTED = {
     "crypto/ed25519-rfc8032",
     "crypto/keypair",
     "crypto/signature",
+    "duplicate/proof",
     "genesis/derive",
     "gossip/envelope",
     "lstake/leader-schedule",
@@ -76,6 +77,7 @@ SEMANTIC_FLIPS = {
     "blobs": "blobs/answer/ok",
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
+    "duplicate": "duplicate/proof/index-past-last",
     "genesis": "genesis/derive/skewed",
     "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
@@ -208,6 +210,8 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         "tower/fork-choice/unknown-duplicate",
         "gossip/envelope/replay",
         "gossip/envelope/stale",
+        "duplicate/proof/relayed-copy-differs-only-in-retransmitter",
+        "duplicate/proof/wrong-kind",
     ]
     for case in cases:
         d = _copy_case(case, root)

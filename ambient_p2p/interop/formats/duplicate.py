@@ -94,6 +94,8 @@ def cases() -> Iterator[Case]:
                "must reject: the pair shows last-in-slot-below-received (the order matters)")
     yield case("index-past-last-without-last", "index-past-last-in-slot", b.data[31].payload, b.data[40].payload,
                "must reject: shred1 at 31 of version B is not LAST_IN_SLOT")
+    yield case("index-past-last-same-index", "index-past-last-in-slot", a.data[31].payload, b.data[31].payload,
+               "must reject: shred2 is at the LAST_IN_SLOT index itself, not past it")
     yield case("erasure-config-on-data", "erasure-config-conflict", a.data[0].payload, b.data[0].payload,
                "must reject: erasure configs are compared between coding shreds only")
     yield case("unknown-kind", "parent-mismatch", a.data[3].payload, b.data[3].payload,

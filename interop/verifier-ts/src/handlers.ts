@@ -11,6 +11,7 @@ import { AUCTION_HANDLERS } from "./auction.js";
 import { BLOB_HANDLERS } from "./blobs.js";
 import { GENESIS_HANDLERS } from "./genesis.js";
 import { GOSSIP_HANDLERS } from "./gossip.js";
+import { DUPLICATE_HANDLERS } from "./duplicate.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -166,4 +167,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...BLOB_HANDLERS,
   ...GENESIS_HANDLERS,
   ...GOSSIP_HANDLERS,
+  ...DUPLICATE_HANDLERS,
 };
