@@ -44,7 +44,7 @@ def test_release_is_deterministic(vectors: Path, released: Path, tmp_path: Path)
     shutil.copy(vectors / "README.md", again / "README.md")
     for p in again.rglob("*"):
         p.touch()
-    name, data, _ = release.tarball_bytes(again)
+    name, data, _ = release.tarball_bytes(again, __version__)
     assert f"{name}.tar.gz" == released.name
     assert data == released.read_bytes()
     # and through the CLI a second time

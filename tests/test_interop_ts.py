@@ -248,10 +248,11 @@ def test_ts_verifier_passes_an_extracted_release(verifier: Path, tmp_path: Path)
     passes the extracted release tarball exactly as it passes the committed tree."""
     import tarfile
 
+    from ambient_p2p import __version__
     from ambient_p2p.interop import release
 
     out = tmp_path / "release"
-    tarball = release.write_release(INTEROP, out).tarball
+    tarball = release.write_release(INTEROP, out, __version__).tarball
     with tarfile.open(tarball) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     (root,) = (tmp_path / "x").iterdir()

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _generate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .. import interop
+    from .. import __version__, interop
     from ..interop import release
 
     if args.dir is None and args.release is None:
@@ -70,7 +70,7 @@ def _generate(args: argparse.Namespace) -> int:
                 if src is None:
                     src = Path(tmp)
                     interop.generate(src)
-                rel = release.write_release(src, args.release)
+                rel = release.write_release(src, args.release, __version__)
             print(f"wrote {rel.tarball} ({rel.files} files, sha256 {rel.sha256}) and {args.release / release.SUMS_NAME}")
     except OSError as exc:
         raise UserError(f"cannot write vectors: {exc.strerror} ({exc.filename})") from None

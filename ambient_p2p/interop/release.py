@@ -23,7 +23,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
 from . import format_modules
 
 RELEASE_PREFIX = "ambient-interop-vectors"
@@ -83,17 +82,18 @@ def parse_sums(text: bytes) -> dict[str, str]:
     return out
 
 
-def release_name(sums: bytes) -> str:
-    return f"{RELEASE_PREFIX}-{__version__}-{hashlib.sha256(sums).hexdigest()[:CONTENT_HASH_HEX_DIGITS]}"
+def release_name(sums: bytes, version: str) -> str:
+    """``version`` is the package version (the caller passes ``ambient_p2p.__version__``)."""
+    return f"{RELEASE_PREFIX}-{version}-{hashlib.sha256(sums).hexdigest()[:CONTENT_HASH_HEX_DIGITS]}"
 
 
-def tarball_bytes(src: Path) -> tuple[str, bytes, int]:
+def tarball_bytes(src: Path, version: str) -> tuple[str, bytes, int]:
     """(release name, deterministic .tar.gz bytes, number of vector files) for the vectors in ``src``."""
     files = _release_files(src)
     if not any("/" in name for name in files):
         raise ReleaseError(f"no vectors under {src}")
     sums = sums_text(files)
-    name = release_name(sums)
+    name = release_name(sums, version)
     members = {**files, SUMS_NAME: sums}
     dirs = sorted({"/".join(p.split("/")[:i]) for p in members for i in range(1, p.count("/") + 1)})
     raw = io.BytesIO()
@@ -117,10 +117,10 @@ def tarball_bytes(src: Path) -> tuple[str, bytes, int]:
     return name, gz.getvalue(), len(files)
 
 
-def write_release(src: Path, out_dir: Path) -> Release:
+def write_release(src: Path, out_dir: Path, version: str) -> Release:
     """Write the release tarball of ``src``'s vectors into ``out_dir`` and list it in
     ``out_dir/SHA256SUMS`` (other lines of an existing SHA256SUMS are kept)."""
-    name, data, n = tarball_bytes(src)
+    name, data, n = tarball_bytes(src, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     tar_name = f"{name}.tar.gz"
     (out_dir / tar_name).write_bytes(data)
