@@ -51,6 +51,7 @@ IMPLEMENTED = {
     "crypto/signature",
     "difficulty/adjust",
     "difficulty/escape",
+    "duplicate/proof",
     "genesis/derive",
     "gossip/envelope",
     "lstake/formula",
@@ -86,6 +87,7 @@ SEMANTIC_FLIPS = {
     "codec": "codec/roundtrip/node-info",
     "crypto": "crypto/signature/valid-vote",
     "difficulty": "difficulty/escape/one-of-64-start",
+    "duplicate": "duplicate/proof/index-past-last",
     "genesis": "genesis/derive/skewed",
     "gossip": "gossip/envelope/votes",
     "lstake": "lstake/leader-schedule/equal-4",
@@ -223,6 +225,8 @@ def test_ts_verifier_fails_a_must_reject_case_turned_accept(verifier: Path, tmp_
         "tower/fork-choice/unknown-duplicate",
         "gossip/envelope/replay",
         "gossip/envelope/stale",
+        "duplicate/proof/relayed-copy-differs-only-in-retransmitter",
+        "duplicate/proof/wrong-kind",
     ]
     for case in cases:
         d = _copy_case(case, root)
@@ -252,3 +256,23 @@ def test_install_and_build_leave_git_status_clean(verifier: Path) -> None:
     ).stdout.splitlines()
     written = [line for line in st if "/node_modules/" in line or "/dist/" in line]
     assert written == [], written
+
+
+def test_ts_verifier_passes_an_extracted_release(verifier: Path, tmp_path: Path) -> None:
+    """What an implementer downloads (interop/README.md "Releases"): the TypeScript verifier
+    passes the extracted release tarball exactly as it passes the committed tree."""
+    import tarfile
+
+    from ambient_p2p import __version__
+    from ambient_p2p.interop import release
+
+    out = tmp_path / "release"
+    tarball = release.write_release(INTEROP, out, __version__).tarball
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    (root,) = (tmp_path / "x").iterdir()
+    release.check_tree(root)
+    rc, report = _run(verifier, root)
+    assert rc == 0 and _failed(report) == {}
+    n = sum(1 for p in INTEROP.rglob("meta.json") if "verifier-ts" not in p.parts)
+    assert sum(e["cases"] for e in report["report"]) == n

@@ -13,6 +13,7 @@ import { GENESIS_HANDLERS } from "./genesis.js";
 import { GOSSIP_HANDLERS } from "./gossip.js";
 import { WORK_HANDLERS } from "./work.js";
 import { DIFFICULTY_HANDLERS } from "./difficulty.js";
+import { DUPLICATE_HANDLERS } from "./duplicate.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -170,4 +171,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...GOSSIP_HANDLERS,
   ...WORK_HANDLERS,
   ...DIFFICULTY_HANDLERS,
+  ...DUPLICATE_HANDLERS,
 };
