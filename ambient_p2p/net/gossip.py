@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.constants import PACKET_DATA_BYTES
 from ..core.codec import DecodeError, decode, encode
 from ..core.crypto import Keypair
 from .host import pubkey_of_peer_id
@@ -247,7 +248,7 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *
 #: Largest logit-pool payload: the largest message it may carry (PolVerdict, spec/pol.md).
 LOGIT_POOL_MAX_PAYLOAD_BYTES = 16_384
 #: Largest auction payload: one Solana wire transaction (spec/auction.md).
-AUCTION_MAX_PAYLOAD_BYTES = 1232
+AUCTION_MAX_PAYLOAD_BYTES = PACKET_DATA_BYTES
 
 
 def logit_pool_check(env: GossipEnvelope) -> str | None:
