@@ -71,8 +71,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..core.constants import PACKET_DATA_BYTES
 from ..core.codec import DecodeError, decode, encode
+from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
 from .host import pubkey_of_peer_id
 from .messages import (
