@@ -250,6 +250,65 @@ def test_a_prepared_slot_hashes_the_skipped_slots_as_they_pass_and_restarting_it
     run_mock(main)
 
 
+def test_a_prepared_slot_that_passes_unbuilt_is_retargeted_without_hashing_again() -> None:
+    """Slot 12 prepared on parent 8 passes unbuilt (its leader was behind); starting slot 16
+    on the same parent keeps the ticks already hashed: slot 16's entries are the same chain
+    from parent 8's hash, with no catch-up (a restart would hash 8 slots of ticks at once)."""
+    hpt, tps, tick_us = 20, 4, 10_000
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline", hashes_per_batch=4) as poh:
+            origin = poh.clock_ns()
+            assert poh.start_slot(12, 8, bytes(32), origin_ns=origin)
+            await trio.sleep(3.55 * tps * tick_us / 1e6)  # into slot 11: 14 of slot 12's 16 ticks
+            before = list(poh._by_slot[12].entries)
+            assert poh.start_slot(16, 8, bytes(32), origin_ns=poh.clock_ns())  # retargeted
+            assert poh.working(16) == (8, bytes(32)) and poh.working(12) is None
+            entries = await poh.slot_entries(16)
+            assert entries[:len(before)] == before and len(before) == 14
+            check_slot_ticks(entries, hpt, tps * 8)
+            assert verify_entries(bytes(32), entries) is None
+            stats = poh.stats(16)
+            assert stats is not None and stats.catchup_ticks == 0 and stats.late_ticks == 0
+
+    run_mock(main)
+
+
+def test_a_record_waits_for_the_slots_own_ticks() -> None:
+    """Slot 2 on parent 0: the first 4 ticks are skipped slot 1's; a record sent at once
+    lands right after them (agave records only into the working bank), never among them."""
+    loop = PohLoop(hashes_per_batch=1000)
+    assert loop.handle(("start", 1, 2, 0, bytes(32), 200, 4, 5_000_000, 0), 0) == []
+    assert loop.handle(("record", 7, 1, bytes(32), (b"x",)), 0) == []  # waits
+    t, landed = 0, None
+    for _ in range(10_000):
+        w = loop.wait_ns(t)
+        if w is None:
+            break
+        t += w
+        for ev in loop.step(t):
+            if ev[0] == "recorded":
+                landed = (t, loop.rec.tick_height if loop.rec else None)
+    assert landed == (20_000_000, 4)
+
+
+def test_a_retarget_that_finds_the_old_slot_complete_starts_afresh() -> None:
+    """The worker completed the old slot before the retarget arrived: it starts the new slot
+    from the parent's hash (and says so), it never stretches a finished slot."""
+    loop = PohLoop(hashes_per_batch=1000)
+    loop.handle(("start", 1, 3, 2, bytes(32), 5, 2, 1_000, 0), 0)
+    while not (loop.rec and loop.rec.complete):
+        loop.step(10**9)
+    out = loop.handle(("retarget", 1, 2, 5, 2, bytes(32), 5, 2, 1_000, 0), 10**9)
+    assert out[0] == ("retargeted", 2, False)
+    assert loop.gen == 2 and loop.rec is not None and loop.rec.slot == 5 and loop.rec.tick_height == 0
+    fresh = PohLoop(hashes_per_batch=1000)
+    fresh.handle(("start", 1, 3, 2, bytes(32), 5, 2, 1_000, 0), 0)
+    fresh.step(10**9)
+    assert fresh.handle(("retarget", 1, 2, 5, 2, bytes(32), 5, 2, 1_000, 0), 10**9) == [("retargeted", 2, True)]
+    assert fresh.rec is not None and fresh.rec.max_tick_height == 2 * 3 and fresh.gen == 2
+
+
 def test_poh_loop_rejects_unknown_commands() -> None:
     with pytest.raises(ValueError, match="unknown PoH command"):
         PohLoop().handle(("bogus",), 0)
@@ -337,8 +396,8 @@ def test_a_slot_recorded_by_the_service_replays_like_build_slot(tmp_path: Path) 
     async def main() -> list:  # type: ignore[type-arg]
         async with PohService.open(g.poh, mode="process") as poh:
             poh.start_slot(slot, 0, parent.last_entry_hash)
-            assert await poh.record(slot, txs[:2]) is not None
-            await trio.sleep(0.025)
+            assert await poh.record(slot, txs[:2]) is not None  # waits for slot 2's own ticks (20 ms)
+            await trio.sleep(0.01)
             assert await poh.record(slot, txs[2:]) is not None
             return await poh.slot_entries(slot)
 
@@ -380,9 +439,9 @@ def test_a_slot_streamed_while_it_is_recorded_replays(tmp_path: Path) -> None:
             poh.start_slot(slot, 0, parent.last_entry_hash)
 
             async def leader_records() -> None:
-                for tx in txs:  # one batch every 30 ms, while the slot runs
+                for tx in txs:  # one batch every 8 ms, in the slot's own 40 ms (the first waits for them)
                     assert await poh.record(slot, [tx]) is not None
-                    await trio.sleep(0.03)
+                    await trio.sleep(0.008)
 
             async with trio.open_nursery() as n:
                 n.start_soon(leader_records)

@@ -75,6 +75,7 @@ class PohRecorder:
         self.parent_slot = parent_slot
         self.max_tick_height = ticks_per_slot * (slot - parent_slot)
         self.tick_height = 0
+        self.records = 0  # transaction entries recorded so far
         self._outbox: list[Entry] = []
 
     # -- state ---------------------------------------------------------------------
@@ -140,8 +141,21 @@ class PohRecorder:
             if rec is not None:
                 entry = Entry(rec[0], rec[1], tuple(transactions))
                 self._outbox.append(entry)
+                self.records += 1
                 return entry
             self.tick()
+
+    def retarget(self, slot: int) -> None:
+        """Make the chain so far (ticks only) the start of a later ``slot`` on the same
+        parent: the ticks hashed for the old slot are the skipped-slot ticks of the new one,
+        so nothing is hashed twice (the PoH service's slot preparation, spec/poh.md).
+        Refused once a transaction was recorded or the old slot is complete."""
+        if slot <= self.slot:
+            raise ValueError(f"retarget to slot {slot} must move past slot {self.slot}")
+        if self.records or self.complete:
+            raise ValueError("only an incomplete slot holding ticks alone can be retargeted")
+        self.slot = slot
+        self.max_tick_height = self.ticks_per_slot * (slot - self.parent_slot)
 
     def record_transactions(self, transactions: Sequence[bytes]) -> Entry:
         """:meth:`record` with the mixin computed from ``transactions``."""

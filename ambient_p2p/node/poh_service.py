@@ -91,6 +91,10 @@ class PohSlotStats:
 # Commands (service -> worker):
 #   ("start", gen, slot, parent_slot, start_hash, hashes_per_tick, ticks_per_slot, tick_ns, origin_ns)
 #   ("record", rid, gen, mixin, transactions)
+#   ("retarget", old_gen, gen, slot, parent_slot, start_hash, hashes_per_tick, ticks_per_slot,
+#    tick_ns, origin_ns)                  the working slot ``old_gen`` becomes ``gen``, a later
+#                                         slot on its parent, or (if it completed or took a
+#                                         record meanwhile) ``gen`` starts afresh
 #   ("stop",)
 # Events (worker -> service), sent as lists:
 #   ("ready",)                             once, when the worker is up
@@ -98,6 +102,7 @@ class PohSlotStats:
 #   ("recorded", rid, entry | None)       after the "entries" event holding the record
 #   ("late", gen, tick_height, lag_ns)     first late tick of a working slot
 #   ("done", gen, PohSlotStats)            the slot's last tick is out
+#   ("retargeted", gen, kept)             answer to "retarget": kept the ticks, or started afresh
 Msg = tuple[Any, ...]
 
 
@@ -134,6 +139,21 @@ class PohLoop:
             self.stats = PohSlotStats(slot, started_ns=now_ns)
             self._reported_late = False
             return out
+        if kind == "retarget":
+            _, old_gen, gen, slot, parent, start_hash, hpt, tps, tick_ns, origin_ns = msg
+            rec = self.rec
+            if (rec is not None and old_gen == self.gen and self.stats is not None and not rec.complete
+                    and not rec.records):
+                rec.retarget(slot)  # keep the ticks hashed so far: they start the later slot
+                self.gen = gen
+                self.stats.slot = slot
+                # records still waiting for the old slot's own ticks were never in the chain
+                dropped: list[Msg] = [("recorded", rid, None) for rid, _m, _t in self._records]
+                self._records = []
+                return [("retargeted", gen, True), *dropped]
+            # the old slot completed (or took a record) before this arrived: start afresh
+            out = self.handle(("start", gen, slot, parent, start_hash, hpt, tps, tick_ns, origin_ns), now_ns)
+            return [("retargeted", gen, False), *out]
         if kind == "record":
             _, rid, gen, mixin, txs = msg
             if self.rec is None or gen != self.gen:
@@ -143,9 +163,14 @@ class PohLoop:
         raise ValueError(f"unknown PoH command {kind!r}")
 
     def _records_blocked(self, now_ns: int) -> bool:
-        """Recording now would force a tick before its due time."""
+        """Recording now would force a tick before its due time, or the chain has not yet
+        reached the slot's own ticks (records land in the slot's own time, as agave records
+        only into the working bank; the skipped slots' ticks stay ticks alone, so a prepared
+        slot can still be retargeted)."""
         rec = self.rec
         assert rec is not None
+        if not rec.complete and rec.tick_height < rec.max_tick_height - rec.ticks_per_slot:
+            return True
         return not rec.complete and rec.tick_due and now_ns < rec.tick_due_ns(self.origin_ns, self.tick_ns)
 
     def _serve_records(self, now_ns: int) -> list[Msg]:
@@ -268,6 +293,8 @@ class _SlotState:
     slot: int
     parent_slot: int
     start_hash: bytes
+    origin_ns: int = 0
+    recorded: bool = False  # a record landed in it (then it cannot be retargeted)
     entries: list[Entry] = field(default_factory=list)
     publish_ns: list[int] = field(default_factory=list)  # worker clock, per entry
     done: trio.Event = field(default_factory=trio.Event)
@@ -303,6 +330,9 @@ class PohService:
         self._inline: PohLoop | None = None
         self._wake = trio.Event()
         self.late_reports = 0
+        #: retargeted generation -> the generation its entries carry over to, until the
+        #: worker answers "retargeted"
+        self._carry: dict[int, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     @classmethod
@@ -373,7 +403,9 @@ class PohService:
         as ``catchup_ticks``, not as late).
 
         Starting the working slot again on the same parent and hash is a no-op (returns
-        False; the first origin stays): a leader *prepares* its next slot as soon as the
+        False; the first origin stays), and starting a *later* slot on that parent and hash
+        while the working slot holds only ticks retargets it (its ticks so far become the
+        later slot's skipped-slot ticks; nothing is hashed again): a leader *prepares* its next slot as soon as the
         parent it will build on is frozen, so the ticks of the slots skipped in between are
         hashed as they pass, in real time, and not all at once when its slot begins (agave's
         PohService keeps hashing on the heaviest bank after ``reset`` the same way; without
@@ -385,6 +417,9 @@ class PohService:
         if (cur is not None and cur.gen == self._gen and not cur.done.is_set()
                 and (cur.parent_slot, cur.start_hash) == (parent_slot, start_hash)):
             return False
+        work = self._slots.get(self._gen)
+        retarget = (work is not None and not work.done.is_set() and not work.recorded and work.slot < slot
+                    and (work.parent_slot, work.start_hash) == (parent_slot, start_hash))
         self._gen += 1
         for st in self._slots.values():
             if not st.done.is_set():
@@ -399,9 +434,23 @@ class PohService:
         state = _SlotState(self._gen, slot, parent_slot, start_hash)
         self._slots[self._gen] = state
         self._by_slot[slot] = state
-        self._trim()
         p = self.params
+        if retarget:
+            # a later slot on the same parent (the prepared one passed unbuilt): the worker
+            # keeps the ticks hashed so far, this slot's skipped-slot ticks; their entries
+            # (received and still in flight) carry over until the worker says whether it
+            # could ("retargeted"), else it starts afresh with the usual origin
+            assert work is not None
+            state.entries, state.publish_ns = list(work.entries), list(work.publish_ns)
+            self._carry[work.gen] = state.gen
+            origin = work.origin_ns
+            self._trim()
+            self._send(("retarget", work.gen, self._gen, slot, parent_slot, start_hash, p.hashes_per_tick,
+                        p.ticks_per_slot, p.target_tick_duration_us * 1_000, origin))
+            return True
+        self._trim()
         origin = self.clock_ns() if origin_ns is None else origin_ns
+        state.origin_ns = origin
         self._send(("start", self._gen, slot, parent_slot, start_hash, p.hashes_per_tick, p.ticks_per_slot,
                     p.target_tick_duration_us * 1_000, origin))
         return True
@@ -428,6 +477,8 @@ class PohService:
         self._pending[rid] = (ev, box)
         self._send(("record", rid, state.gen, mixin, tuple(transactions)))
         await ev.wait()
+        if box[0] is not None:
+            state.recorded = True
         return box[0]
 
     async def slot_entries(self, slot: int) -> list[Entry]:
@@ -494,6 +545,22 @@ class PohService:
                     pending[1].append(ev[2])
                     pending[0].set()
                 continue
+            if kind == "retargeted":
+                for old in [g for g, new in self._carry.items() if new == ev[1]]:
+                    del self._carry[old]
+                target = self._slots.get(ev[1])
+                if target is not None and not ev[2]:  # the worker started afresh
+                    target.entries.clear()
+                    target.publish_ns.clear()
+                continue
+            if kind == "entries" and ev[1] in self._carry:  # the retargeted slot's prefix
+                target = self._slots.get(self._carry[ev[1]])
+                if target is not None:
+                    for entry, _th, t in ev[2]:
+                        target.entries.append(entry)
+                        target.publish_ns.append(t)
+                    changed, target.changed = target.changed, trio.Event()
+                    changed.set()
             state = self._slots.get(ev[1])
             if state is None:
                 continue
