@@ -296,3 +296,23 @@ def test_a_produced_multi_epoch_ledger_pays_each_epoch_once_and_verifies(tmp_pat
     capsys.readouterr()
     assert main(["ledger", "verify", str(path), "--quiet", "--jobs", "1"]) == 0
     assert "verified 20 of 20 slots" in capsys.readouterr().out
+
+
+def test_a_replayer_without_the_closing_epochs_vote_weights_marks_the_boundary_slot_dead(tmp_path: Path) -> None:
+    """The first bank of an epoch needs the closing epoch's vote weights (the rewards'
+    voting share); a replayer whose source does not know them refuses that slot with
+    ``unknown-vote-weights`` instead of guessing, and its descendants are parent-dead."""
+    from ambient_p2p.ledger.producer import genesis_bank
+    from ambient_p2p.ledger.replay import SlotResult
+
+    path = tmp_path / "l"
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS, slots_per_epoch=4)
+    produce(path, 6, genesis=genesis, leader=leader_keypair(), users=user_keypairs(2), txs_per_slot=0)
+    start = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
+    start.bank.lstake_provider = lambda _epoch: None
+    with Blockstore.open(path, read_only=True) as bs:
+        report = replay(bs, genesis, start=(0, start))
+    reasons = {o.slot: o.reason for o in report.outcomes}
+    assert {s: reasons[s] for s in (1, 2, 3)} == {1: None, 2: None, 3: None}
+    assert (reasons[4] or "").startswith("unknown-vote-weights: ") and "epoch 0" in (reasons[4] or "")
+    assert all((reasons[s] or "").startswith("parent-dead") for s in (5, 6))
