@@ -598,3 +598,113 @@ def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up
     finally:
         for v in net.nodes.values():
             v.close()
+
+
+def test_four_validators_pay_epoch_rewards_identically_and_their_ledgers_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """32-slot epochs, four validators on virtual time for 100 slots: the first rooted bank
+    of epochs 1 and 2 pays the closing epoch's rewards (spec/rewards.md "In the bank") with
+    the same bank hash on every node; the payout is the epoch's issuance split exactly
+    (leader and voting shares paid in full by slots led and votes landed on the fork, the
+    unearned Logit Pool share not issued, no other lamport created or lost); a full replay
+    of each node's ledger (``ledger verify``) reproduces every bank hash."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.cli import main
+    from ambient_p2p.core.auction import INCINERATOR_ID
+    from ambient_p2p.core.bank import Bank, child_bank
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.core.lstake import LStakeLedger, epoch_weights
+    from ambient_p2p.ledger.replay import replay
+    from ambient_p2p.node.clock import Clock
+    from ambient_p2p.node.services import run_services
+
+    spe = 32
+    g = _genesis(n=4, slots_per_epoch=spe)
+    net = _FakeNet()
+    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
+    dirs = []
+    for i, k in enumerate(KEYS):
+        d = tmp_path / f"v{i}"
+        d.mkdir()
+        dirs.append(d)
+        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
+        v.load()
+        v.clock = clock
+        v.port = net.port(f"v{i}")
+        net.nodes[f"v{i}"] = v
+    slot_s = slot_duration_ms(g) / 1000
+
+    async def main_() -> None:
+        async with trio.open_nursery() as n:
+            for v in net.nodes.values():
+                n.start_soon(run_services, v)
+            await trio.sleep(100 * slot_s)
+            n.cancel_scope.cancel()
+
+    try:
+        trio.run(main_, clock=MockClock(autojump_threshold=0))
+        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
+    finally:
+        for v in net.nodes.values():
+            v.close()
+    top = min(max(c) for c in chains)
+    assert top >= 2 * spe, top  # every node rooted past the epoch-2 boundary
+    common = {s: h for s, h in chains[0].items() if s <= top}
+    assert all({s: h for s, h in c.items() if s <= top} == common for c in chains)
+
+    # replay node 0's ledger as ``ledger verify`` does (schedule credited from stored roots)
+    from ambient_p2p.commands.ledger import _validator_schedule
+    from ambient_p2p.ledger.producer import genesis_bank
+    from ambient_p2p.ledger.replay import SlotResult
+
+    banks: dict[int, Bank] = {}
+    with Blockstore.open(dirs[0] / "blockstore", read_only=True) as bs:
+        leader_for_slot, on_replayed = _validator_schedule(g, bs)
+        start = SlotResult(genesis_bank(g), g.hash(), g.hash(), 0, 0, 0)
+        start.bank.lstake_provider = leader_for_slot.__self__.vote_weights
+        banks[0] = start.bank
+
+        def seen(slot: int, res: SlotResult) -> None:
+            on_replayed(slot, res)
+            banks[slot] = res.bank
+
+        report = replay(bs, g, leader_for_slot=leader_for_slot, on_replayed=seen, start=(0, start))
+    assert report.ok
+    roots = sorted(s for s in common)
+    weights0 = epoch_weights(g, LStakeLedger.from_genesis(g), 0)
+    paid = []
+    for prev, slot in zip([0, *roots], roots):
+        b = banks[slot]
+        assert b.bank_hash == common[slot]  # replay agrees with every node
+        r = b.epoch_rewards
+        if r is None:
+            assert b.epoch == banks[prev].epoch
+            continue
+        paid.append((slot // spe, r.epoch))
+        parent = banks[prev]
+        lp, lead, vote = r.pools
+        assert r.issuance > 0 and lp + lead + vote == r.issuance
+        fork = [s for s in [0, *roots] if s < slot and banks[s].epoch == r.epoch and s > 0]
+        led: dict[bytes, int] = {}
+        for s in fork:
+            led[banks[s].leader] = led.get(banks[s].leader, 0) + 1
+        assert r.payouts[0] == {}  # no miner, no validator draw: the Logit Pool share is not issued
+        assert sum(r.payouts[1].values()) == lead and set(r.payouts[1]) == set(led)
+        assert sum(r.payouts[2].values()) == vote > 0 and set(r.payouts[2]) <= set(weights0)
+        assert r.paid == lead + vote and r.unissued == lp
+        # the boundary moves exactly ``paid`` into the earners' balances, before any transaction
+        fresh = child_bank(parent, slot, b.leader, g.poh.slot_duration_us,
+                           lambda e: epoch_weights(g, LStakeLedger.from_genesis(g), e) if e < 2 else None)
+        assert fresh.epoch_rewards == r
+        supply = {k: v for k, v in parent.accounts.items() if k != INCINERATOR_ID}
+        assert sum(v for k, v in fresh.accounts.items() if k != INCINERATOR_ID) == sum(supply.values()) + r.paid
+        totals = r.totals()
+        assert all(fresh.balance(k) == parent.balance(k) + totals.get(k, 0) for k in set(fresh.accounts) | set(totals))
+    assert paid == [(1, 0), (2, 1)]
+
+    (tmp_path / "genesis.cbor").write_bytes(encode(g))
+    for d in dirs:
+        capsys.readouterr()
+        assert main(["ledger", "verify", str(d), "--quiet", "--jobs", "1", "--genesis",
+                     str(tmp_path / "genesis.cbor")]) == 0, capsys.readouterr().out

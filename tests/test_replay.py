@@ -253,3 +253,66 @@ def test_valid_transaction_slot_replays(tmp_path: Path) -> None:
     u = user_keypairs(2)
     _write_slot(tmp_path / "l", _good_entries([transfer_tx(u[0], u[1].pubkey, 5, genesis.hash())]))
     assert run_replay(tmp_path / "l") == {1: None}
+
+
+def test_a_produced_multi_epoch_ledger_pays_each_epoch_once_and_verifies(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """8-slot epochs, 20 slots (epochs 0, 1, 2): the first bank of epochs 1 and 2 pays the
+    closing epoch's rewards (spec/rewards.md "In the bank"), the producer and a full replay
+    agree on every bank hash (``ledger verify`` exits 0), and the payout moves exactly the
+    leader and voting shares' earned lamports into balances: the chain's lamports grow by
+    ``paid`` at a boundary and by nothing elsewhere (no fees: no transactions)."""
+    from ambient_p2p.core.auction import INCINERATOR_ID
+    from ambient_p2p.ledger.replay import SlotResult
+
+    spe = 8
+    path = tmp_path / "l"
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS, slots_per_epoch=spe)
+    produced = produce(path, 20, genesis=genesis, leader=leader_keypair(), users=user_keypairs(4), txs_per_slot=0)
+    banks: dict[int, SlotResult] = {}
+    with Blockstore.open(path, read_only=True) as bs:
+        report = replay(bs, read_genesis(path), on_replayed=lambda s, r: banks.__setitem__(s, r))
+    assert report.ok and sorted(banks) == list(range(1, 21))
+    assert {p.slot: p.bank_hash for p in produced} == {s: r.bank.bank_hash for s, r in banks.items()}
+    leader = leader_keypair().pubkey
+
+    def supply(slot: int) -> int:
+        return sum(v for k, v in banks[slot].bank.accounts.items() if k != INCINERATOR_ID)
+
+    paid_epochs = []
+    for slot in range(2, 21):
+        r = banks[slot].bank.epoch_rewards
+        if r is None:
+            assert supply(slot) == supply(slot - 1)
+            continue
+        paid_epochs.append((slot, r.epoch))
+        lp, lead, vote = r.pools
+        assert r.issuance > 0 and lp + lead + vote == r.issuance
+        # no miner, no vote: only the leader share is issued, all of it to the one leader
+        assert r.payouts == ({}, {leader: lead}, {}) and r.paid == lead > 0
+        assert supply(slot) == supply(slot - 1) + r.paid
+        assert banks[slot].bank.balance(leader) == banks[slot - 1].bank.balance(leader) + r.paid
+    assert paid_epochs == [(8, 0), (16, 1)]
+    capsys.readouterr()
+    assert main(["ledger", "verify", str(path), "--quiet", "--jobs", "1"]) == 0
+    assert "verified 20 of 20 slots" in capsys.readouterr().out
+
+
+def test_a_replayer_without_the_closing_epochs_vote_weights_marks_the_boundary_slot_dead(tmp_path: Path) -> None:
+    """The first bank of an epoch needs the closing epoch's vote weights (the rewards'
+    voting share); a replayer whose source does not know them refuses that slot with
+    ``unknown-vote-weights`` instead of guessing, and its descendants are parent-dead."""
+    from ambient_p2p.ledger.producer import genesis_bank
+    from ambient_p2p.ledger.replay import SlotResult
+
+    path = tmp_path / "l"
+    genesis = ledger_genesis(hashes_per_tick=HPT, ticks_per_slot=TPS, slots_per_epoch=4)
+    produce(path, 6, genesis=genesis, leader=leader_keypair(), users=user_keypairs(2), txs_per_slot=0)
+    start = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
+    start.bank.lstake_provider = lambda _epoch: None
+    with Blockstore.open(path, read_only=True) as bs:
+        report = replay(bs, genesis, start=(0, start))
+    reasons = {o.slot: o.reason for o in report.outcomes}
+    assert {s: reasons[s] for s in (1, 2, 3)} == {1: None, 2: None, 3: None}
+    assert (reasons[4] or "").startswith("unknown-vote-weights: ") and "epoch 0" in (reasons[4] or "")
+    assert all((reasons[s] or "").startswith("parent-dead") for s in (5, 6))

@@ -109,6 +109,9 @@ LEDGER_LEADER_LAMPORTS = 1_000_000_000
 LEDGER_HASHES_PER_TICK = 200
 LEDGER_TICKS_PER_SLOT = 64
 LEDGER_TICK_DURATION_US = 6_250
+#: Epoch length of the single-leader ledger: long, so that a produced ledger stays in epoch 0
+#: unless a test asks for short epochs (the epoch-boundary rewards, spec/rewards.md).
+LEDGER_SLOTS_PER_EPOCH = 8192
 LEDGER_USERS = 16
 
 
@@ -117,6 +120,7 @@ def ledger_genesis(
     num_users: int = LEDGER_USERS,
     hashes_per_tick: int = LEDGER_HASHES_PER_TICK,
     ticks_per_slot: int = LEDGER_TICKS_PER_SLOT,
+    slots_per_epoch: int = LEDGER_SLOTS_PER_EPOCH,
 ) -> Genesis:
     """The single-leader ledger's genesis: :func:`~.users.ledger_leader_keypair` leads every
     slot; ``num_users`` :func:`~.users.ledger_user_keypairs` are funded; creation time 0."""
@@ -128,7 +132,7 @@ def ledger_genesis(
         accounts=[(u.pubkey, LEDGER_USER_LAMPORTS) for u in ledger_user_keypairs(num_users)],
         node_lamports=LEDGER_LEADER_LAMPORTS,
         poh=PohParams(hashes_per_tick, ticks_per_slot, LEDGER_TICK_DURATION_US),
-        epoch=EpochParams(slots_per_epoch=8192, leader_slots=4),
+        epoch=EpochParams(slots_per_epoch=slots_per_epoch, leader_slots=4),
         lstake=LStakeParams(1, 30, 5000, 5000),
         model_name="none",
     )

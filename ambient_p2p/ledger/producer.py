@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import codec
-from ..core.bank import Bank
+from ..core.bank import Bank, child_bank
 from ..core.constants import SHRED_VERSION, TXS_PER_ENTRY
 from ..core.crypto import Keypair
+from ..core.lstake import LStakeLedger, epoch_weights
 from ..core.messages import Genesis
 from ..core.poh import Entry, Poh, serialize_entries
 from ..core.shred import SlotShredder
@@ -34,6 +35,27 @@ def genesis_bank(genesis: Genesis) -> Bank:
     return Bank.genesis(genesis.hash(), {a.pubkey: a.lamports for a in genesis.accounts},
                         genesis.bootstrap_nodes[0].identity, genesis.hash(),
                         slots_per_epoch=genesis.epoch.slots_per_epoch)
+
+
+def uncredited_vote_weights(genesis: Genesis) -> Callable[[int], dict[bytes, int]]:
+    """Vote weights of a chain that no node's ScheduleBook credits (``ledger produce``: one
+    leader, no votes, nothing rooted): the LStake of a ledger with no work credit
+    (core/lstake.py ``epoch_weights``), genesis LStake decaying out."""
+    ledger = LStakeLedger.from_genesis(genesis)
+    return lambda epoch: epoch_weights(genesis, ledger, epoch)
+
+
+def open_bank(genesis: Genesis, parent: Bank, slot: int, leader: bytes) -> Bank:
+    """The child bank of ``slot`` on ``parent``, as every producer and replayer of a chain
+    opens it (core/bank.py ``child_bank``: the epoch-boundary rewards are paid in the first
+    bank of an epoch, spec/rewards.md "In the bank"). The vote weights are the parent's
+    ``lstake_provider``: a node sets it to its ``ScheduleBook.vote_weights`` on the bank it
+    restarts from (node/validator.py ``aload``; ``ledger verify`` of a validator ledger
+    likewise) and every child inherits it, so the leader and replay read the same source.
+    A chain without one (``ledger produce`` and its verify) uses
+    :func:`uncredited_vote_weights`. Raises ValueError when the weights are not known."""
+    weights = parent.lstake_provider or uncredited_vote_weights(genesis)
+    return child_bank(parent, slot, leader, genesis.poh.slot_duration_us, weights)
 
 
 def read_genesis(ledger: str | Path) -> Genesis:
@@ -93,7 +115,7 @@ def produce(
         poh = Poh(genesis.hash(), hpt)
         chained_root = genesis.hash()
         for slot in range(1, slots + 1):
-            bank = bank.child(slot, leader.pubkey)
+            bank = open_bank(genesis, bank, slot, leader.pubkey)
             entries: list[Entry] = []
             tx_ticks = sorted(rng.sample(range(tps), min(tps, max(1, -(-txs_per_slot // TXS_PER_ENTRY)))))
             remaining = txs_per_slot

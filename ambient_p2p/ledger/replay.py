@@ -32,7 +32,7 @@ from ..core.poh import Entry, PohError, check_slot_ticks, deserialize_entries, v
 from ..core.shred import Shred, ShredError, deshred, parse_shred, recover, verify_shred
 from .blockstore import Blockstore
 from .meta import BankHashRecord
-from .producer import genesis_bank
+from .producer import genesis_bank, open_bank
 from .snapshot import bank_to_snapshot, snapshot_matches
 
 PohVerifyFn = Callable[[bytes, Sequence[Entry]], "int | None"]
@@ -189,7 +189,10 @@ def replay_slot(
     for (i, _tx), problem in zip(flat, verify_transaction_signatures([tx for _i, tx in flat])):
         if problem is not None:
             raise SlotRejected(problem.split(":", 1)[0], f"entry {i}: {problem}")
-    bank = parent.bank.child(slot, leader)
+    try:
+        bank = open_bank(genesis, parent.bank, slot, leader)
+    except ValueError as exc:  # the closing epoch's vote weights are not known here (yet)
+        raise SlotRejected("unknown-vote-weights", str(exc)) from None
     ntx = 0
     for i, e in enumerate(entries):
         if e.transactions:

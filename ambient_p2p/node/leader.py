@@ -39,6 +39,7 @@ from ..core.poh_recorder import record_slot_entries
 from ..core.shred import SlotShredder
 from ..core.vote_program import VoteTx
 from ..ledger.meta import BankHashRecord
+from ..ledger.producer import open_bank
 from ..ledger.replay import SlotResult
 
 #: Most transactions one slot takes from the pending pool.
@@ -98,12 +99,12 @@ def entry_batches(included: Sequence[bytes]) -> list[list[bytes]]:
     return [list(included[i : i + TXS_PER_ENTRY]) for i in range(0, len(included), TXS_PER_ENTRY)]
 
 
-def rebank(parent: SlotResult, slot: int, leader: bytes, entries: Sequence[Entry]) -> Bank:
+def rebank(genesis: Genesis, parent: SlotResult, slot: int, leader: bytes, entries: Sequence[Entry]) -> Bank:
     """The slot's bank recomputed from its entries, as replay does: for a leader whose bank
     executed a batch that PoH then refused (its slot's last tick was out), so the executed
     bank no longer matches the recorded slot (our Bank commits on execute; agave commits
     only what PoH recorded)."""
-    bank = parent.bank.child(slot, leader)
+    bank = open_bank(genesis, parent.bank, slot, leader)
     for e in entries:
         if e.transactions:
             bank.process_transactions(e.transactions, verify_signatures=False)
@@ -213,7 +214,7 @@ def build_slot(
     if ``hashes_per_tick`` is so small that not every batch fits)."""
     if slot <= parent_slot:
         raise ValueError(f"slot {slot} must be above its parent {parent_slot}")
-    bank = parent.bank.child(slot, kp.pubkey)
+    bank = open_bank(genesis, parent.bank, slot, kp.pubkey)
     included, dropped, included_votes = select_transactions(bank, txs, votes)
     entries = record_slot_entries(parent.last_entry_hash, genesis.poh.hashes_per_tick, genesis.poh.ticks_per_slot,
                                   slot, parent_slot, entry_batches(included))

@@ -21,6 +21,7 @@ from ..core.codec import encode
 from ..core.poh import Entry
 from ..core.pools import tx_key
 from ..core.vote_program import VoteTx
+from ..ledger.producer import open_bank
 from ..net.messages import ShredBatch
 from .leader import (
     MAX_TXS_PER_SLOT,
@@ -206,7 +207,7 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
 
     poh.start_slot(slot, parent, parent_res.last_entry_hash,
                    origin_ns=poh.clock_ns() + int((plan.origin_ms - wall0) * 1e6))
-    bank = await v._thread("build", parent_res.bank.child, slot, v.kp.pubkey)
+    bank = await v._thread("build", open_bank, g, parent_res.bank, slot, v.kp.pubkey)
     streamer = SlotStreamer(v.kp, g, parent, parent_res, slot)
     st = _InSlot()
     with trio.move_on_at(at(plan.abandon_ms)):
@@ -221,7 +222,7 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
         return False
     recorded = [tx for e in streamer.entries for tx in e.transactions]  # what the slot holds
     if lp.must_rebank(st.dirty, recorded, st.included):
-        bank = await v._thread("build", rebank, parent_res, slot, v.kp.pubkey, streamer.entries)
+        bank = await v._thread("build", rebank, g, parent_res, slot, v.kp.pubkey, streamer.entries)
     votes = [vt for raw in recorded if (vt := st.landed_votes.get(raw)) is not None]
     built = await v._thread("build", streamer.finish, bank, recorded, st.dropped, votes)
     async with v.ledger_lock:
