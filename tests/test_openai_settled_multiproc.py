@@ -114,3 +114,50 @@ def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) ->
         raise
     finally:
         net.stop()
+
+
+def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_slash(tmp_path: Path) -> None:
+    """The same through the SSE stream, with a miner answering from perturbed weights
+    (devnet/miner_faults.py ``perturbed-model``): the drawn validators reject with evidence,
+    the final chunk's ``ambient`` says "rejected", the bond is slashed, and the requester's
+    balance moved by exactly what the record says."""
+    import openai
+
+    key = tmp_path / "user0.json"
+    user = user_keypairs(LOCALNET_CHAIN_ID)[0]
+    write_keypair_file(key, user)
+    port = free_port_pair()
+    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"], rpc_base_port=port,
+                   node_args={0: ["--rpc-requester-keypair", str(key)],
+                              1: ["--miner", "--miner-fault", "perturbed-model"]})
+    try:
+        net.start()
+        wait_miners(net, [1])
+        wait_pools(net, [0, 2])
+        url = f"http://127.0.0.1:{port}"
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)
+        model = c.models.list().data[0].id
+        before = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
+        chunks = list(c.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=MAX_TOKENS, temperature=0, stream=True, extra_body={"ambient": {"wait": "settled"}}))
+        finals = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        assert len(finals) == 1 and chunks[0].choices[0].delta.role == "assistant"
+        amb = finals[0].model_extra["ambient"] if finals[0].model_extra else {}
+        assert amb["settlement"] == "rejected" and amb["status"] == "FINALIZED_REJECTED", amb
+        assert amb["verdicts"] and all(v["verdict"] == "reject" for v in amb["verdicts"]), amb
+        assert amb["paid_lamports"] == 0 and amb["bond_returned_lamports"] == 0
+        assert amb["bond_slashed_lamports"] > 0
+        q = _rpc(url, "ambient_getQuery", [amb["query"], {"commitment": "processed"}])["value"]
+        (bid,) = q["bids"]
+        assert bid["status"] == "SLASHED" and bid["bond_lamports"] == amb["bond_slashed_lamports"]
+        after = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
+        assert before - after == amb["escrow_lamports"] + amb["fees_lamports"] - amb["refunded_lamports"]
+        v = _rpc(url, "ambient_getVerdicts", [amb["query"], {"commitment": "processed"}])["value"]
+        assert v["settlement"] == "rejected" and v["rejects"] == len(amb["verdicts"]) and v["accepts"] == 0
+    except BaseException:
+        for node in net.nodes:
+            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
+        raise
+    finally:
+        net.stop()
