@@ -22,7 +22,8 @@ import pytest
 from ambient_p2p.core import auction as A
 from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE
 from ambient_p2p.core.crypto import write_keypair_file
-from ambient_p2p.devnet.localnet import LOCALNET_CHAIN_ID, Localnet
+from ambient_p2p.devnet.genesis import LOCALNET_CHAIN_ID
+from ambient_p2p.devnet.localnet import Localnet
 from ambient_p2p.devnet.users import user_keypairs
 from tests.test_logit_pool_multiproc import wait_pools
 from tests.test_query_multiproc import wait_miners
@@ -42,6 +43,13 @@ def _rpc(url: str, method: str, params: list[Any]) -> Any:
         out = json.loads(r.read())
     assert "result" in out, out
     return out["result"]
+
+
+def no_miner(exc: Exception) -> bool:
+    """A chat whose auction no miner entered (503 / an SSE error ``no_miner``): on a loaded
+    2-core machine the request can miss the miner's commit window. Not what these tests are
+    about (the settlement report), so each retries it once, printing that it did."""
+    return "no miner took query" in str(exc)
 
 
 def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) -> None:
@@ -64,8 +72,16 @@ def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) ->
         model = c.models.list().data[0].id
         before = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
         t0 = time.monotonic()
-        r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 2 + 2?"}],
-                                      max_tokens=MAX_TOKENS, temperature=0, seed=3)
+        for attempt in range(2):
+            try:
+                r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 2 + 2?"}],
+                                              max_tokens=MAX_TOKENS, temperature=0, seed=3)
+                break
+            except openai.APIError as exc:
+                if attempt or not no_miner(exc):
+                    raise
+                print("retrying once:", exc)
+                before = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
         print("settled chat:", round(time.monotonic() - t0, 1), "s")
         amb = r.model_extra["ambient"] if r.model_extra else {}
         assert amb["settlement"] == "verified" and amb["status"] == "FINALIZED_VERIFIED", amb
@@ -138,9 +154,17 @@ def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_s
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)
         model = c.models.list().data[0].id
         before = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
-        chunks = list(c.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
-            max_tokens=MAX_TOKENS, temperature=0, stream=True, extra_body={"ambient": {"wait": "settled"}}))
+        for attempt in range(2):
+            try:
+                chunks = list(c.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
+                    max_tokens=MAX_TOKENS, temperature=0, stream=True, extra_body={"ambient": {"wait": "settled"}}))
+                break
+            except openai.APIError as exc:
+                if attempt or not no_miner(exc):
+                    raise
+                print("retrying once:", exc)
+                before = _rpc(url, "getBalance", [user.address, {"commitment": "processed"}])["value"]
         finals = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
         assert len(finals) == 1 and chunks[0].choices[0].delta.role == "assistant"
         amb = finals[0].model_extra["ambient"] if finals[0].model_extra else {}
