@@ -79,3 +79,20 @@ def test_openai_client_chat_through_the_auction(tmp_path: Path) -> None:
         with urllib.request.urlopen(url + "/metrics", timeout=30) as m:
             text_m = m.read().decode()
         assert 'ambient_chat_queries_total{outcome="result_posted"} 2.0' in text_m
+
+        # a chat that asks to wait for the Logit Pool's settlement on a chain whose validators
+        # run no --logit-pool: the answer is posted, nobody settles it, and the door answers
+        # 504 once the last verification window (plus the settle grace) has passed
+        t0 = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as exc:
+            c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4,
+                                      temperature=0, extra_body={"ambient": {"wait": "settled"}})
+        assert exc.value.status_code == 504, exc.value
+        err = exc.value.body if isinstance(exc.value.body, dict) else {}
+        assert err.get("code") == "deadline_exceeded" and "did not settle" in err.get("message", ""), err
+        print(f"settled chat without pool validators: 504 after {time.monotonic() - t0:.0f} s")
+        # its answer is on chain, still awaiting a settlement
+        qid = err["message"].split()[1]
+        v = _rpc(url, "ambient_getVerdicts", [qid, {"commitment": "processed"}])["value"]
+        assert v["status"] == "RESULT_POSTED" and v["settlement"] == "pending" and v["accepts"] == 0
+        assert v["commitment"]["miner"] == miner

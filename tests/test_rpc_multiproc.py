@@ -440,3 +440,57 @@ def test_history_reaches_finalized(net: Localnet) -> None:
     sigs = rpc(url, "getSignaturesForAddress", [SEEN["payer"]])["result"]
     assert any(x["signature"] == SEEN["signature"] and x["confirmationStatus"] == "finalized" for x in sigs)
     assert rpc(url, "getBlocks", [SEEN["slot"], SEEN["slot"]])["result"] == [SEEN["slot"]]
+
+
+def test_ambient_methods_answer_for_unknown_queries_and_refuse_bad_params(net: Localnet) -> None:
+    """ambient_getDraw / ambient_getVerdicts (spec/rpc.md "Ambient methods") answer null for an
+    address that holds no query, -32602 for a malformed one; ambient_getLStake carries the
+    work-account columns (core/work.py) for every identity of the table, context-wrapped."""
+    url = url_of(net)
+    me = net.nodes[0].status()["address"]
+    for method in ("ambient_getDraw", "ambient_getVerdicts"):
+        r = rpc(url, method, [me, {"commitment": "processed"}])
+        assert r["result"]["value"] is None and r["result"]["context"]["slot"] >= 1, r
+        assert rpc(url, method, ["not-base58!"])["error"]["code"] == -32602
+        assert rpc(url, method, [])["error"]["code"] == -32602
+        assert rpc(url, method, [me, {"commitment": "nope"}])["error"]["code"] == -32602
+    v = rpc(url, "ambient_getLStake", [{"commitment": "processed"}])["result"]["value"]
+    row = v["table"][me]
+    assert row["weight"] > 0 and row["leader_slots"] >= 0
+    for col in ("tokens_served", "positions_validated", "slashes", "total_tokens_served",
+                "total_positions_validated", "total_slashes", "total_rewards_lamports"):
+        assert row[col] == 0, (col, row)  # nobody was paid for inference on this chain
+    assert v["bank_epoch"] >= 0
+
+
+def test_status_reads_the_rpc_and_falls_back_to_the_control_socket(net: Localnet) -> None:
+    """`ambient-p2p status` reads ambient_getNodeStatus from the URL in the node's rpc.json;
+    when that URL does not answer it asks the control socket; a bad --rpc is one error line."""
+    import subprocess
+    import sys
+
+    node = net.nodes[0]
+
+    def status(*extra: str) -> tuple[int, str, str]:
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "status", "--ledger", str(node.data_dir), *extra],
+                           capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    doc = json.loads((node.data_dir / "rpc.json").read_text())
+    assert doc["url"] == url_of(net) and doc["ws"] == f"ws://127.0.0.1:{net.rpc_port(0) + 1}"
+    rc, out, err = status()
+    st = json.loads(out)
+    assert rc == 0 and st["via"] == f"rpc {url_of(net)}" and st["consensus"]["processed"] >= 1, err
+    assert st["address"] == node.status()["address"]
+    saved = (node.data_dir / "rpc.json").read_text()
+    dead = free_port_pair()
+    try:
+        (node.data_dir / "rpc.json").write_text(json.dumps({"url": f"http://127.0.0.1:{dead}"}))
+        rc, out, err = status()
+        assert rc == 0 and json.loads(out)["via"] == "control socket", err
+    finally:
+        (node.data_dir / "rpc.json").write_text(saved)
+    rc, out, err = status("--rpc", f"http://127.0.0.1:{dead}")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith("error:"), err
+    rc, out, err = status("--rpc", "ftp://x")
+    assert rc == 2 and err.startswith("error: --rpc must be"), err

@@ -8,13 +8,17 @@ import socket
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ambient_p2p.cli import main
+from ambient_p2p.core import auction as A
+from ambient_p2p.core import logit_pool as L
 from ambient_p2p.core.bank import Bank
 from ambient_p2p.core.crypto import Keypair
-from ambient_p2p.node.rpc.openai_api import ChatError, apply_stop, parse_request, render_messages
+from ambient_p2p.interop.formats.auction import PoolChain
+from ambient_p2p.node.roles import query_json
+from ambient_p2p.node.rpc.openai_api import ChatError, apply_stop, parse_request, render_messages, settlement_amounts
 from ambient_p2p.node.rpc.server import MAX_TRACKED_CLIENTS, RateLimiter
 from ambient_p2p.node.rpc.txindex import TxIndex
 
@@ -207,3 +211,47 @@ def test_rpc_port_in_use_is_one_error_line(tmp_path: Path, capsys: pytest.Captur
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith("error: cannot listen for RPC on 127.0.0.1:") and "in use" in err[0], err
     assert not (tmp_path / "n").exists()  # refused before the node directory is made
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3),
+       st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3))
+@example(["accept", "reject", "none"], ["none", "none", "none"])  # a tie settles verified
+@example(["accept", "accept", "none"], ["none", "none", "none"])
+@example(["reject", "reject", "accept"], ["none", "none", "none"])
+@example(["none", "none", "none"], ["none", "none", "none"])
+@example(["accept", "none", "none"], ["reject", "reject", "none"])
+def test_settled_chat_amounts_match_the_banks_settlement(first: list[str], second: list[str]) -> None:
+    """The ``ambient`` amounts of a settled chat (openai_api.settlement_amounts) are what the
+    auction program's ``settle`` moved on a real bank, for every mix of verdicts in both
+    rounds: the requester's and the winner's balance changes, to the lamport."""
+    c = PoolChain(n_validators=7)
+    posted = query_json(c.query(c.qid))
+    q = c.query(c.qid)
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    before = c.bank.balance(q.requester), c.bank.balance(q.winner)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    for rnd, plan in enumerate((first, second)):
+        d = c.draw()
+        assert d is not None
+        for v, what in zip(d.validators[3 * rnd:], plan, strict=False):
+            if what != "none":
+                assert c.verdict(c.kp(v), what == "accept", None if what == "accept" else c.evidence(v)) is None
+        if c.settle() is None and c.query(c.qid).status != A.QueryStatus.RESULT_POSTED:
+            break
+        while c.bank.slot < d.verify_end_slot:
+            c.advance(1)
+        assert c.settle() is None
+        if c.query(c.qid).status != A.QueryStatus.RESULT_POSTED:
+            break
+    final = c.query(c.qid)
+    pool = L.PoolAccount.unpack(c.bank.auction_accounts[L.pool_address(c.qid)])
+    names = {L.NO_VERDICT: None, L.ACCEPT: "accept", L.REJECT: "reject"}
+    got = settlement_amounts(posted, bond, [names[x] for x in pool.verdicts])
+    assert c.bank.balance(q.requester) - before[0] == got["refunded_lamports"]
+    assert c.bank.balance(q.winner) - before[1] == got["paid_lamports"] + got["bond_returned_lamports"]
+    assert got["paid_lamports"] + got["refunded_lamports"] + got["validator_fees_lamports"] + \
+        got["bond_returned_lamports"] == q.escrow_lamports + bond
+    verified = final.status == A.QueryStatus.FINALIZED_VERIFIED
+    assert (got["paid_lamports"] > 0) == verified and (got["bond_slashed_lamports"] == bond) == \
+        (not verified and pool.count(L.REJECT) > 0)

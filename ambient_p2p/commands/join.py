@@ -98,6 +98,11 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "bearer token maps to, other tokens get 401 (default: no tokens; the requester key pays)")
     p.add_argument("--rpc-chat-pay", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
                    help="most lamports per output token a chat completion offers (default 100)")
+    p.add_argument("--rpc-chat-wait", default=None, choices=("posted", "settled"),
+                   help="when /v1/chat/completions answers: at the result's post_result with settlement "
+                        "\"pending\" (posted, the default), or once the Logit Pool settled it, with the verdicts "
+                        "and the lamports paid and refunded (settled; needs --logit-pool validators on the "
+                        "chain). A request's \"ambient\": {\"wait\": ...} overrides it")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
@@ -347,7 +352,8 @@ def _check_rpc_args(args: argparse.Namespace) -> None:
     given = [n for n, v in (("--rpc-port", args.rpc_port), ("--rpc-bind", args.rpc_bind),
                             ("--rpc-rate-limit", args.rpc_rate_limit),
                             ("--rpc-requester-keypair", args.rpc_requester_keypair),
-                            ("--rpc-chat-pay", args.rpc_chat_pay), ("--rpc-chat-keys", args.rpc_chat_keys))
+                            ("--rpc-chat-pay", args.rpc_chat_pay), ("--rpc-chat-keys", args.rpc_chat_keys),
+                            ("--rpc-chat-wait", args.rpc_chat_wait))
              if v is not None]
     if given and args.no_rpc:
         raise UserError(f"{given[0]} contradicts --no-rpc")
@@ -390,7 +396,7 @@ def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, 
     from .. import __version__
     from ..core.crypto import CryptoError, read_keypair_file
     from ..devnet.users import TEST_USERS, user_keypairs
-    from ..node.rpc.openai_api import DEFAULT_CHAT_PAY_PER_TOKEN, ChatOptions
+    from ..node.rpc.openai_api import DEFAULT_CHAT_PAY_PER_TOKEN, DEFAULT_CHAT_WAIT, ChatOptions
     from ..node.rpc.server import DEFAULT_RATE_LIMIT_RPS, DEFAULT_RPC_BIND, RpcConfig, RpcExtension
     from ..node.rpc.solana import RpcOptions
 
@@ -408,7 +414,7 @@ def _make_rpc(args: argparse.Namespace, validator: Any, kp: Any, chain_id: str, 
                     opts=RpcOptions(faucet=faucet if faucet.pubkey in funded else None, identity=kp.pubkey,
                                     version=__version__),
                     chat=ChatOptions(requester, pay_per_token=args.rpc_chat_pay or DEFAULT_CHAT_PAY_PER_TOKEN,
-                                     keys=keys))
+                                     keys=keys, wait=args.rpc_chat_wait or DEFAULT_CHAT_WAIT))
     return RpcExtension(validator, cfg, sockets)
 
 

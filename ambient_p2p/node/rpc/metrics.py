@@ -36,6 +36,13 @@ class NodeCollector(Collector):
             for topic, n in (g.get(key) or {}).items():
                 gm.add_metric([topic, direction], n)
         yield gm
+        gl = GaugeMetricFamily("ambient_gossip_latency_ms", "gossip delivery latency (receipt minus the "
+                               "originator's wall clock), ms", labels=["topic", "quantile"])
+        for topic, row in (st.get("latency") or {}).items():
+            for q, key in (("p50", "p50_ms"), ("p99", "p99_ms")):
+                if row.get(key) is not None:
+                    gl.add_metric([topic, q], float(row[key]))
+        yield gl
         counters = {"produced": "slots this node produced", "replayed": "slots replayed", "dead": "dead slots",
                     "votes_in": "votes received", "votes_out": "votes sent", "txs_in": "transactions received",
                     "txs_included": "transactions included by this leader", "shreds_in": "shreds received",
@@ -80,6 +87,10 @@ class NodeCollector(Collector):
         for k, n in (x.get("chat") or {}).items():
             qs.add_metric([k], n)
         yield qs
+        ps = GaugeMetricFamily("ambient_peer_score", "gossip score of each connected peer", labels=["peer"])
+        for peer, score in (x.get("peer_scores") or {}).items():
+            ps.add_metric([peer], float(score))
+        yield ps
         yield GaugeMetricFamily("ambient_indexed_blocks", "blocks in the RPC's transaction index",
                                 value=x.get("indexed_blocks", 0))
 

@@ -7,8 +7,10 @@ ignored and whoever reaches the door (127.0.0.1 by default) spends the node's ke
 
 Response shapes follow OpenAI's chat completion object and its SSE chunk stream, with
 ``usage`` and an extra ``ambient`` object: query id, price, miner, PoL commitment,
-settlement status (``pending`` until the Logit Pool settles: the node returns at
-``post_result``). Errors use OpenAI's ``{"error": {message, type, param, code}}`` shape:
+settlement status: with ``--rpc-chat-wait posted`` (the default) the node returns at
+``post_result`` with ``pending``; with ``settled`` (or a request's extension field
+``"ambient": {"wait": "settled"}``) it waits for the Logit Pool's ``settle`` and reports
+``verified``/``rejected``, the validators' verdicts and the lamports paid and refunded. Errors use OpenAI's ``{"error": {message, type, param, code}}`` shape:
 400 invalid request, 404 unknown model, 402 funds, 429 too many chats in flight, 503 no
 miner took the query, 504 the deadline passed.
 """
@@ -30,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ...core import auction as au
+from ...core import logit_pool as lp
 from ...core import pol
 from ...core.crypto import Keypair, encode_address
 from ..requester import AskError, AskParams, AskResult, ask, escrow_needed
@@ -47,6 +50,14 @@ MAX_STOP_SEQUENCES = 4  # OpenAI's limit
 MAX_TEMPERATURE = 2.0
 #: SSE comment sent while the query runs, so proxies and clients keep the stream open.
 STREAM_KEEPALIVE_S = 5.0
+#: When a chat returns: at ``post_result`` (settlement "pending") or after the Logit Pool's settle.
+CHAT_WAIT_MODES = ("posted", "settled")
+DEFAULT_CHAT_WAIT = "posted"
+#: Slots past the last verification window (spec/logit_pool.md: the beacon delay and two
+#: rounds of VERIFY_WINDOW_SLOTS after the result) that a settled chat waits for the settle
+#: transaction to land before it answers 504.
+SETTLE_GRACE_SLOTS = 24
+SETTLE_POLL_S = 0.5
 
 
 @dataclass
@@ -56,6 +67,8 @@ class ChatOptions:
     within_s: float = DEFAULT_CHAT_WITHIN_S
     #: bearer token -> the key that pays for its chats; None: every chat pays with ``requester``
     keys: dict[str, Keypair] | None = None
+    #: "posted" or "settled" (CHAT_WAIT_MODES): the default of requests that do not say
+    wait: str = DEFAULT_CHAT_WAIT
 
     def payer(self, authorization: str | None) -> Keypair:
         if self.keys is None:
@@ -134,6 +147,7 @@ class ChatRequest:
     stop: list[str]
     stream: bool
     include_usage: bool
+    wait: str | None = None  # the request's "ambient": {"wait": ...}; None: the server's default
 
 
 def parse_request(body: Any, model_name: str) -> ChatRequest:
@@ -176,7 +190,49 @@ def parse_request(body: Any, model_name: str) -> ChatRequest:
     so = body.get("stream_options") or {}
     if not isinstance(so, dict):
         raise bad("stream_options must be an object", "stream_options")
-    return ChatRequest(messages, mt, float(temp), seed, stops, bool(stream), bool(so.get("include_usage")))
+    ext = body.get("ambient")
+    if ext is not None and not isinstance(ext, dict):
+        raise bad("ambient must be an object", "ambient", "invalid_type")
+    wait = (ext or {}).get("wait")
+    if wait is not None and wait not in CHAT_WAIT_MODES:
+        raise bad(f"ambient.wait must be one of {', '.join(CHAT_WAIT_MODES)}", "ambient.wait", "invalid_value")
+    return ChatRequest(messages, mt, float(temp), seed, stops, bool(stream), bool(so.get("include_usage")), wait)
+
+
+def settlement_amounts(q: dict[str, Any], bond: int, verdicts: list[str | None]) -> dict[str, int]:
+    """Where a settled query's lamports went (the rule of core/logit_pool.py ``settle``,
+    spec/logit_pool.md "Settling"), from the query as posted (``q``: query_json of the
+    RESULT_POSTED account), the winning bid's bond and the final verdicts in draw order.
+    ``refunded_lamports`` is everything that returned to the requester (escrow rest and,
+    when rejected, its share of the slashed bond)."""
+    escrow = int(q["escrow_lamports"])
+    accepts, rejects = verdicts.count("accept"), verdicts.count("reject")
+    out = {"paid_lamports": 0, "refunded_lamports": escrow, "validator_fees_lamports": 0,
+           "bond_returned_lamports": bond, "bond_slashed_lamports": 0}
+    if accepts == rejects == 0:  # nobody checked it: escrow back, bond back
+        return out
+    verified = rejects < lp.VERDICT_QUORUM and accepts >= rejects
+    counted = accepts if verified else rejects
+    each = (escrow - int(q["max_price_per_token"]) * int(q["max_output_tokens"])) // counted
+    left = escrow - each * counted
+    if verified:
+        pay = int(q["clearing_price"]) * int(q["num_tokens"])
+        return {**out, "paid_lamports": pay, "refunded_lamports": left - pay, "validator_fees_lamports": each * counted}
+    to_requester = bond * lp.SLASH_TO_REQUESTER_PERCENT // 100
+    per_validator = (bond - to_requester) // counted
+    return {**out, "refunded_lamports": left + bond - per_validator * counted,
+            "validator_fees_lamports": each * counted + per_validator * counted, "bond_returned_lamports": 0,
+            "bond_slashed_lamports": bond}
+
+
+@dataclass
+class Settled:
+    """A chat's query after the Logit Pool settled it."""
+
+    query: dict[str, Any]  # the query account after settlement
+    draw: dict[str, Any] | None  # pool_draw's "draw"
+    amounts: dict[str, int]
+    waited_s: float  # from post_result to the settlement seen
 
 
 def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -255,9 +311,47 @@ class ChatDoor:
                                      headers={"cache-control": "no-cache"})
         try:
             res = await self._run(req, info, prompt, payer, self.new_query(payer)[0])
+            settled = await self._settle(req, res) if self._wait(req) == "settled" else None
         except ChatError as exc:
             return exc.response()
-        return JSONResponse(self._completion(req, info, prompt, res))
+        return JSONResponse(self._completion(req, info, prompt, res, settled))
+
+    def _wait(self, req: ChatRequest) -> str:
+        assert self.opts is not None
+        return req.wait or self.opts.wait
+
+    async def _call(self, r: dict[str, Any]) -> dict[str, Any]:
+        assert self.ext.control_fn is not None
+        out = await self.ext.control_fn(r)
+        if out is None or not out.get("ok"):
+            raise AskError("node", f"the node refused {r.get('cmd')}: {(out or {}).get('error')}")
+        return out
+
+    async def _settle(self, req: ChatRequest, res: AskResult) -> Settled:
+        """Follow the posted query until the Logit Pool settles it (spec/rpc.md "OpenAI API":
+        ``settled``); 504 once the bank passes the last verification window plus
+        SETTLE_GRACE_SLOTS with the query still RESULT_POSTED."""
+        q0 = res.q
+        last = int(q0["result_slot"]) + lp.DRAW_DELAY_SLOTS + lp.MAX_DRAW_ROUNDS * (
+            lp.VERIFY_WINDOW_SLOTS + lp.DRAW_DELAY_SLOTS) + SETTLE_GRACE_SLOTS
+        bond = next((int(b["bond_lamports"]) for b in res.bids if b["bidder"] == q0["winner"]), 0)
+        t0 = time.monotonic()
+        try:
+            while True:
+                r = await self._call({"cmd": "auction_query", "query": res.query})
+                q = r["query"]
+                if q is not None and q["status"] in ("FINALIZED_VERIFIED", "FINALIZED_REJECTED"):
+                    d = (await self._call({"cmd": "pool_draw", "query": res.query}))["draw"]
+                    verdicts = [v["verdict"] for v in (d["validators"] if d else [])]
+                    self.counts[q["status"].lower()] += 1
+                    return Settled(q, d, settlement_amounts(q0, bond, verdicts), time.monotonic() - t0)
+                if int(r["bank_slot"]) > last:
+                    self.counts["settle_timeout"] += 1
+                    raise ChatError(504, f"query {res.query} has its answer posted but the Logit Pool did not settle "
+                                    f"it by slot {last}", "timeout", None, "deadline_exceeded")
+                await trio.sleep(SETTLE_POLL_S)
+        except AskError as exc:
+            raise ChatError(500, str(exc), "server_error") from None
 
     def _check_funds(self, req: ChatRequest, payer: Keypair) -> None:
         assert self.opts is not None
@@ -288,17 +382,10 @@ class ChatDoor:
                       temp_milli=round(req.temperature * pol.TEMPERATURE_SCALE), deadline_slots=deadline_slots,
                       sample_seed=seed, nonce=nonce)
 
-        async def call(r: dict[str, Any]) -> dict[str, Any]:
-            assert self.ext.control_fn is not None
-            out = await self.ext.control_fn(r)
-            if out is None or not out.get("ok"):
-                raise AskError("node", f"the node refused {r.get('cmd')}: {(out or {}).get('error')}")
-            return out
-
         self.in_flight += 1
         self.counts["submitted"] += 1
         try:
-            res = await ask(call, payer, p, v.slot_at(v.clock.wall_ms()), progress=lambda _m: None,
+            res = await ask(self._call, payer, p, v.slot_at(v.clock.wall_ms()), progress=lambda _m: None,
                             sleep=trio.sleep)
         except AskError as exc:
             self.counts[f"error_{exc.kind}"] += 1
@@ -319,14 +406,22 @@ class ChatDoor:
                             None, "deadline_exceeded")
         return res
 
-    def _ambient(self, res: AskResult) -> dict[str, Any]:
+    def _ambient(self, res: AskResult, settled: Settled | None = None) -> dict[str, Any]:
         q = res.q
-        return {"query": res.query, "status": q["status"], "miner": q["winner"],
-                "price_per_token": q["clearing_price"], "price_lamports": q["clearing_price"] * q["num_tokens"],
-                "escrow_lamports": q["escrow_lamports"], "fees_lamports": res.fees, "pol_root": q["pol_root"],
-                "pol_commitment_hash": q["pol_commitment_hash"], "output_hash": q["output_hash"],
-                "request_slot": q["request_slot"], "result_slot": q["result_slot"],
-                "settlement": "pending", "verdicts": [], "seconds": round(res.seconds, 1)}
+        out = {"query": res.query, "status": q["status"], "miner": q["winner"],
+               "price_per_token": q["clearing_price"], "price_lamports": q["clearing_price"] * q["num_tokens"],
+               "escrow_lamports": q["escrow_lamports"], "fees_lamports": res.fees, "pol_root": q["pol_root"],
+               "pol_commitment_hash": q["pol_commitment_hash"], "output_hash": q["output_hash"],
+               "request_slot": q["request_slot"], "result_slot": q["result_slot"],
+               "settlement": "pending", "verdicts": [], "seconds": round(res.seconds, 1)}
+        if settled is not None:
+            d = settled.draw
+            out.update(status=settled.query["status"],
+                       settlement="verified" if settled.query["status"] == "FINALIZED_VERIFIED" else "rejected",
+                       verdicts=[{"validator": v["validator"], "round": v["round"], "verdict": v["verdict"]}
+                                 for v in (d["validators"] if d else [])],
+                       seconds=round(res.seconds + settled.waited_s, 1), **settled.amounts)
+        return out
 
     def _text(self, req: ChatRequest, info: ModelInfo, res: AskResult) -> tuple[str, str]:
         toks = res.answer_tokens or []
@@ -343,14 +438,15 @@ class ChatDoor:
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
-    def _completion(self, req: ChatRequest, info: ModelInfo, prompt: list[int], res: AskResult) -> dict[str, Any]:
+    def _completion(self, req: ChatRequest, info: ModelInfo, prompt: list[int], res: AskResult,
+                    settled: Settled | None = None) -> dict[str, Any]:
         text, finish = self._text(req, info, res)
         return {"id": f"chatcmpl-{res.query}", "object": "chat.completion", "created": int(time.time()),
                 "model": info.name, "system_fingerprint": f"fp_{info.model_id.hex()[:12]}",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
                                                      "annotations": []},
                              "logprobs": None, "finish_reason": finish}],
-                "usage": self._usage(prompt, res), "ambient": self._ambient(res)}
+                "usage": self._usage(prompt, res), "ambient": self._ambient(res, settled)}
 
     async def _stream(self, req: ChatRequest, info: ModelInfo, prompt: list[int],
                       payer: Keypair) -> AsyncIterator[str]:
@@ -372,7 +468,9 @@ class ChatDoor:
         async def run() -> None:  # a task of the server's nursery: the query goes on if the client leaves
             async with send:
                 try:
-                    await send.send(await self._run(req, info, prompt, payer, nonce))
+                    res = await self._run(req, info, prompt, payer, nonce)
+                    settled = await self._settle(req, res) if self._wait(req) == "settled" else None
+                    await send.send((res, settled))
                 except ChatError as exc:
                     await send.send(exc)
                 except trio.BrokenResourceError:
@@ -391,7 +489,7 @@ class ChatDoor:
         if isinstance(out, ChatError):
             yield f"event: error\ndata: {json.dumps(out.body())}\n\n"
             return
-        res: AskResult = out
+        res, settled = out
         text, finish = self._text(req, info, res)
         # the answer arrives whole (posted on chain): one content chunk per output token's text
         toks = res.answer_tokens or []
@@ -404,7 +502,7 @@ class ChatDoor:
                 sent = piece
         if sent != text:
             yield chunk(cid, {"content": text[len(sent):]}, None)
-        yield chunk(cid, {}, finish, ambient=self._ambient(res))
+        yield chunk(cid, {}, finish, ambient=self._ambient(res, settled))
         if req.include_usage:
             c = {"id": cid, **base, "choices": [], "usage": self._usage(prompt, res)}
             yield f"data: {json.dumps(c)}\n\n"

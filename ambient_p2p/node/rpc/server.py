@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import socket
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -55,6 +57,8 @@ MAX_TRACKED_CLIENTS = 4096
 KEEP_ALIVE_S = 5.0
 #: How often the transaction index looks for newly frozen banks when no freeze wakes it.
 INDEX_POLL_S = 0.5
+#: In the node's data directory: the URLs it serves its RPC on (``ambient-p2p status`` reads it).
+RPC_FILE = "rpc.json"
 
 
 @dataclass
@@ -235,6 +239,14 @@ class RpcExtension:
     def status_line(self) -> str:
         return ""
 
+    def peer_scores(self) -> dict[str, float]:
+        """Each connected peer's gossip score (py-libp2p's scorer over our topics; the
+        ``peers`` control command's figure), for /metrics."""
+        node = self.node
+        if node is None or node.gossip is None:
+            return {}
+        return {p.to_base58(): round(node.gossip.peer_score(p), 3) for p in node._connected()}
+
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
@@ -246,7 +258,9 @@ class RpcExtension:
         from .app import build_app
 
         self.node = node
+        self.rpc.node_status = lambda: node.status()
         self.app = build_app(self)
+        self._write_rpc_file()
         self.guard = Guard(self.app, self.limiter)
         config = Config()
         config.keep_alive_timeout = KEEP_ALIVE_S
@@ -262,6 +276,21 @@ class RpcExtension:
             nursery.start_soon(self._follow)
             await worker_serve(wrap_app(cast(Any, self.guard), config.wsgi_max_body_size, "asgi"), config,
                                sockets=Sockets([], self.sockets, []))
+
+    def _write_rpc_file(self) -> None:
+        """``DATA_DIR/rpc.json``: where this node serves its RPC, for ``ambient-p2p status``
+        (it reads the RPC when the file names one that answers, else the control socket)."""
+        port = self.sockets[0].getsockname()[1] if self.sockets else self.cfg.port
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.cfg.bind, self.cfg.bind)  # unspecified: loopback reaches it
+        host = f"[{host}]" if ":" in host else host
+        doc = {"url": f"http://{host}:{port}", "ws": f"ws://{host}:{port + 1}", "pid": os.getpid()}
+        path = self.v.data_dir / RPC_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(path)
+        except OSError as exc:  # the doors serve anyway; status falls back to the control socket
+            print(f"warning: cannot write {path}: {exc.strerror}", file=sys.stderr, flush=True)
 
     # -- the index follower ---------------------------------------------------------------------
     async def _follow(self) -> None:

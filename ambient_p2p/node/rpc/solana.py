@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import base58
 
 from ...core import auction as au
+from ...core import logit_pool as lp
 from ...core.bank import (
     LAMPORTS_PER_SIGNATURE,
     MAX_PROCESSING_AGE,
@@ -33,7 +34,8 @@ from ...core.bank import (
 )
 from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
 from ...core.lstake import epoch_of
-from ..roles import bid_json, query_json
+from ...core.work import Flag, WorkAccount
+from ..roles import bid_json, pool_draw_json, query_json
 from .txindex import BlockRecord, TxIndex, TxLocation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,6 +122,8 @@ class SolanaRpc:
         self.v, self.index, self.opts, self.submit, self.cluster = v, index, opts, submit, cluster
         self.requests = 0
         self.errors = 0
+        #: the composed node's status (the control command's JSON), set by the RPC extension
+        self.node_status: Callable[[], dict[str, Any]] | None = None
 
     # -- envelope ----------------------------------------------------------------------------
     async def handle_body(self, body: bytes) -> Any:
@@ -844,8 +848,82 @@ async def ambient_get_query(rpc: SolanaRpc, params: list[Any]) -> Any:
     return rpc.ctx(bank, {"query": query_json(au.QueryAccount.unpack(data)), "bids": [bid_json(b) for b in mine]})
 
 
+def _query_of(rpc: SolanaRpc, params: list[Any]) -> tuple[Bank, bytes, au.QueryAccount | None]:
+    qid = _pubkey(_arg(params, 0, "query"))
+    bank = rpc.bank_for(_cfg(params, 1), default="processed")
+    data = bank.auction_accounts.get(qid)
+    if data is None or data[:1] != bytes([au.Kind.QUERY]):
+        return bank, qid, None
+    return bank, qid, au.QueryAccount.unpack(data)
+
+
+#: A query's settlement as the Logit Pool leaves it (spec/rpc.md "Ambient methods").
+SETTLEMENT_OF_STATUS = {au.QueryStatus.RESULT_POSTED: "pending", au.QueryStatus.FINALIZED_VERIFIED: "verified",
+                        au.QueryStatus.FINALIZED_REJECTED: "rejected"}
+
+
+async def ambient_get_draw(rpc: SolanaRpc, params: list[Any]) -> Any:
+    """The Logit Pool's validator draw of a query from the bank's chain data (the pool
+    account once a verdict or settle wrote it, else the round-0 draw a verdict would make)."""
+    bank, qid, q = _query_of(rpc, params)
+    if q is None:
+        return rpc.ctx(bank, None)
+    draw = pool_draw_json(bank, qid)["draw"]
+    return rpc.ctx(bank, {"status": q.status.name, "draw": draw})
+
+
+async def ambient_get_verdicts(rpc: SolanaRpc, params: list[Any]) -> Any:
+    """A query's PoL commitment (spec/pol.md, as the result posted it) and the drawn
+    validators' verdicts on chain, with the settlement they led to."""
+    bank, qid, q = _query_of(rpc, params)
+    if q is None:
+        return rpc.ctx(bank, None)
+    posted = q.status in SETTLEMENT_OF_STATUS
+    commitment = None
+    if posted:
+        commitment = {"pol_root": q.pol_root.hex(), "pol_commitment_hash": q.pol_commitment().hash().hex(),
+                      "output_hash": q.output_hash.hex(), "num_tokens": q.num_tokens, "tier": q.tier,
+                      "top_k": q.top_k, "vocab": q.vocab, "result_slot": q.result_slot,
+                      "miner": encode_address(q.winner)}
+    draw = pool_draw_json(bank, qid)["draw"] if posted else None
+    verdicts = [{"validator": v["validator"], "round": v["round"], "verdict": v["verdict"]}
+                for v in (draw["validators"] if draw else [])]
+    return rpc.ctx(bank, {
+        "status": q.status.name, "settlement": SETTLEMENT_OF_STATUS.get(q.status), "commitment": commitment,
+        "verdicts": verdicts, "accepts": sum(v["verdict"] == "accept" for v in verdicts),
+        "rejects": sum(v["verdict"] == "reject" for v in verdicts), "quorum": lp.VERDICT_QUORUM,
+        "verify_end_slot": draw["verify_end_slot"] if draw else None})
+
+
+def _work_json(acc: WorkAccount | None, epoch: int) -> dict[str, int]:
+    a = acc.at_epoch(max(epoch, acc.epoch)) if acc is not None else WorkAccount(bytes(32), epoch)
+    return {"work_epoch": a.epoch, "tokens_served": a.tokens_served, "positions_validated": a.positions_validated,
+            "slashes": a.slashes, "slashed_this_epoch": int(bool(a.flags & Flag.SLASHED_THIS_EPOCH)),
+            "total_tokens_served": a.total_tokens_served, "total_positions_validated": a.total_positions_validated,
+            "total_slashes": a.total_slashes, "last_slash_slot": a.last_slash_slot,
+            "total_rewards_lamports": a.total_rewards_lamports}
+
+
 async def ambient_get_lstake(rpc: SolanaRpc, params: list[Any]) -> Any:
-    return {"epoch": rpc.v.weights_epoch, "table": rpc.v.lstake_table()}
+    """The LStake table (node/status.py: vote weight now, rooted leader slots and vote
+    credits) joined with each identity's work account (core/work.py) in the bank at the
+    asked commitment (default processed): the Logit Pool work that becomes LStake credit."""
+    bank = rpc.bank_for(_cfg(params, 0), default="processed")
+    table = rpc.v.lstake_table()
+    epoch = epoch_of(bank.slot, bank.slots_per_epoch) if bank.slots_per_epoch else 0
+    works = {k: WorkAccount.unpack(d) for k, d in bank.work_accounts.items()}
+    for k in works:
+        table.setdefault(encode_address(k), {"weight": 0, "leader_slots": 0, "vote_credits": 0})
+    out = {addr: {**row, **_work_json(works.get(decode_address(addr)), epoch)} for addr, row in sorted(table.items())}
+    return rpc.ctx(bank, {"epoch": rpc.v.weights_epoch, "bank_epoch": epoch, "table": out})
+
+
+async def ambient_get_node_status(rpc: SolanaRpc, params: list[Any]) -> Any:
+    """The node's status, as the ``status`` control command answers it (what ``ambient-p2p
+    status`` prints when it reads the RPC)."""
+    if rpc.node_status is None:
+        raise RpcError(NODE_UNHEALTHY, "Node is unhealthy", {"numSlotsBehind": None})
+    return rpc.node_status()
 
 
 METHODS: dict[str, Callable[[SolanaRpc, list[Any]], Awaitable[Any]]] = {
@@ -863,4 +941,6 @@ METHODS: dict[str, Callable[[SolanaRpc, list[Any]], Awaitable[Any]]] = {
     "getLeaderSchedule": get_leader_schedule, "getSlotLeader": get_slot_leader,
     "getVoteAccounts": get_vote_accounts, "getClusterNodes": get_cluster_nodes, "requestAirdrop": request_airdrop,
     "ambient_getQuery": ambient_get_query, "ambient_getLStake": ambient_get_lstake,
+    "ambient_getDraw": ambient_get_draw, "ambient_getVerdicts": ambient_get_verdicts,
+    "ambient_getNodeStatus": ambient_get_node_status,
 }
