@@ -45,7 +45,6 @@ fetches what it is missing from peers like any node that was down.
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from ..core.shred import (
     recover,
     verify_shred,
 )
+from .durable import write_durable
 from .meta import (
     BankHashRecord,
     BankSnapshot,
@@ -433,20 +433,8 @@ class Blockstore:
     def _write_witness(self, root: int) -> None:
         """Durably replace the witness (write, fsync, rename, fsync the directory)."""
         path = self._witness_path()
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{root}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_durable(path, f"{root}\n".encode())
         except OSError as exc:
             raise self._write_error(f"{path}: {exc.strerror}") from None
         self._witness = root

@@ -6,7 +6,6 @@ does not know about, and the fsyncs never stall the event loop."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import trio
 from ..core.codec import decode, encode
 from ..core.tower import Tower, TowerRecord
 from ..core.vote_program import VoteTx
+from ..ledger.durable import write_durable
 
 #: Votes waiting for their tower write and the network; a full queue drops the vote
 #: (counted: ``votes_unsent``), never blocks replay.
@@ -24,20 +24,7 @@ VOTE_QUEUE_LEN = 256
 
 def write_tower(path: Path, rec: TowerRecord) -> None:
     """Durably replace the tower file (write, fsync, rename, fsync the directory)."""
-    tmp = path.with_name(path.name + ".tmp")
-    data = encode(rec)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_durable(path, encode(rec), 0o600)
 
 
 def read_tower(path: Path, identity: bytes) -> Tower | None:
