@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
@@ -54,10 +56,32 @@ def test_request_opens_the_query_and_escrows_payment_plus_fee() -> None:
     assert c.bank.balance(F.REQUESTER.pubkey) == F.FUNDS - FEE - escrow
     s = c.bank.slot
     assert (qa.request_slot, qa.commit_end_slot, qa.reveal_end_slot, qa.deadline_slot) == (
-        s, s + A.COMMIT_WINDOW_SLOTS, s + A.COMMIT_WINDOW_SLOTS + A.REVEAL_WINDOW_SLOTS, s + p.deadline_slots)
+        s, s + F.WINDOWS.commit_slots, s + F.WINDOWS.commit_slots + F.WINDOWS.reveal_slots, s + p.deadline_slots)
     assert qa.bond_lamports == A.bond_for(p.max_price_per_token * p.max_output_tokens)
     assert (qa.model_id, qa.prompt_hash, qa.temp_milli, qa.sample_seed) == (p.model_id, p.prompt_hash, p.temp_milli,
                                                                             p.sample_seed)
+
+
+@given(slot_us=st.integers(1, 10_000_000))
+def test_windows_are_times_converted_with_the_slot_duration(slot_us: int) -> None:
+    """A window of W ms spans the fewest slots that last at least W ms, whatever the slot."""
+    w = A.Windows.for_slot(slot_us)
+    for ms, slots in ((A.COMMIT_WINDOW_MS, w.commit_slots), (A.REVEAL_WINDOW_MS, w.reveal_slots),
+                      (A.MIN_SERVE_MS, w.min_serve_slots)):
+        assert slots * slot_us >= ms * 1000 > (slots - 1) * slot_us
+    assert w.min_deadline_slots == w.commit_slots + w.reveal_slots + w.min_serve_slots
+
+
+@pytest.mark.parametrize(("slot_us", "commit", "least"), [(400_000, 16, 48), (800_000, 8, 24), (650_000, 10, 30)])
+def test_a_request_gets_windows_of_its_chains_slot_length(slot_us: int, commit: int, least: int) -> None:
+    """The same 6.4 s windows on chains of different slot lengths; a deadline one slot inside
+    the windows + MIN_SERVE_MS is refused."""
+    c = F.Chain(slot_duration_us=slot_us)
+    short = c.send(T.request_transaction(F.REQUESTER, F.request_params(nonce=2, deadline_slots=least - 1),
+                                         c.blockhash))
+    assert short[0].error is not None and short[0].error.startswith("auction-bad-params")
+    qa = c.query(c.request(F.request_params(deadline_slots=least)))
+    assert (qa.commit_end_slot - qa.request_slot, qa.reveal_end_slot - qa.commit_end_slot) == (commit, commit)
 
 
 def test_commit_bid_locks_the_bond_while_open() -> None:

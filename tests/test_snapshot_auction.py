@@ -43,7 +43,7 @@ from ambient_p2p.ledger.snapshot import (
 from ambient_p2p.node.restore import RestoreError, restore
 from ambient_p2p.node.validator import Validator
 
-from .ledger_chain import LEADER, USERS, restart, run_chain
+from .ledger_chain import LEADER, USERS, chain_genesis, restart, run_chain
 from .test_restart_wiring import _lone, _reopen, _settle
 
 M0, M1, M2 = F.MINERS[:3]
@@ -197,7 +197,9 @@ def test_any_auction_state_round_trips_through_the_snapshot(accts: dict[bytes, b
 # node snapshots and restart
 # ---------------------------------------------------------------------------------------
 REQ, MINER, BIDDER = USERS[0], USERS[1], USERS[2]
-PARAMS = F.request_params(nonce=7, deadline_slots=64)
+# the shortest deadline the chain's 12.5 ms slots allow (spec/auction.md "Windows")
+PARAMS = F.request_params(nonce=7, deadline_slots=A.Windows.for_slot(
+    chain_genesis().poh.slot_duration_us).min_deadline_slots)
 QUERY = A.query_address(REQ.pubkey, PARAMS.nonce)
 REQUEST_SLOT, BID_SLOTS = 60, (66, 67)  # the node snapshot is at root 64, between them
 

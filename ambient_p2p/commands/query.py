@@ -108,7 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UserError(f"the node in {data_dir} runs no validator: it cannot take queries")
     slot_ms = float(st["consensus"]["slot_ms"])
     deadline_slots = math.ceil(args.within * 1000 / slot_ms)
-    least = au.COMMIT_WINDOW_SLOTS + au.REVEAL_WINDOW_SLOTS + au.MIN_SERVE_SLOTS
+    least = au.Windows.for_slot(round(slot_ms * 1000)).min_deadline_slots
     if not least <= deadline_slots <= au.MAX_DEADLINE_SLOTS:
         raise UserError(f"--within must be {least * slot_ms / 1000:g}..{au.MAX_DEADLINE_SLOTS * slot_ms / 1000:g} "
                         f"seconds on this chain ({least}..{au.MAX_DEADLINE_SLOTS} slots of {slot_ms:g} ms)")

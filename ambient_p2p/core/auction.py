@@ -128,14 +128,47 @@ if TYPE_CHECKING:
 AUCTION_PROGRAM_ID = decode_address("Auction111111111111111111111111111111111111")
 #: Solana's incinerator address: forfeited and slashed bonds go here (nobody holds its key)
 INCINERATOR_ID = decode_address("1nc1nerator11111111111111111111111111111111")
-#: slots after the request slot during which bids may be committed
-COMMIT_WINDOW_SLOTS = 8
-#: slots after the commit window during which bids may be revealed
-REVEAL_WINDOW_SLOTS = 8
-#: the deadline leaves the winner at least this many slots after the reveal window
-MIN_SERVE_SLOTS = 8
+#: time after the request slot during which bids may be committed. The windows are times,
+#: not slot counts: a bid must cross gossip and land in a leader's block however short the
+#: chain's slots are (8 slots of 400 ms lost reveals in the localnet acceptance)
+COMMIT_WINDOW_MS = 6_400
+#: time after the commit window during which bids may be revealed
+REVEAL_WINDOW_MS = 6_400
+#: the deadline leaves the winner at least this long after the reveal window
+MIN_SERVE_MS = 6_400
 #: the longest deadline a request may name (about a day at 400 ms slots)
 MAX_DEADLINE_SLOTS = 216_000
+
+
+def window_slots(window_ms: int, slot_duration_us: int) -> int:
+    """Slots a time window spans on a chain of ``slot_duration_us`` slots (the genesis
+    ``PohParams.slot_duration_us``): ``ceil(window_ms * 1000 / slot_duration_us)``, in
+    integers, so every node converts alike (spec/auction.md "Windows")."""
+    if slot_duration_us < 1:
+        raise ValueError("slot_duration_us must be >= 1")
+    return -(-window_ms * 1000 // slot_duration_us)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The auction windows in slots of one chain."""
+
+    commit_slots: int
+    reveal_slots: int
+    min_serve_slots: int
+
+    @classmethod
+    def for_slot(cls, slot_duration_us: int) -> Windows:
+        return cls(window_slots(COMMIT_WINDOW_MS, slot_duration_us),
+                   window_slots(REVEAL_WINDOW_MS, slot_duration_us),
+                   window_slots(MIN_SERVE_MS, slot_duration_us))
+
+    @property
+    def min_deadline_slots(self) -> int:
+        """The shortest ``deadline_slots`` a request may name."""
+        return self.commit_slots + self.reveal_slots + self.min_serve_slots
+
+
 #: bids per query (bounded so that close_auction, which lists every bid, fits a packet)
 MAX_BIDS_PER_QUERY = 8
 #: a bid's bond as a percentage of the query's maximum payment
@@ -517,6 +550,12 @@ class AccountsView(Protocol):
 
     def set_auction_data(self, pubkey: bytes, data: bytes) -> None: ...
 
+    @property
+    def slot_duration_us(self) -> int:
+        """The chain's slot duration (genesis ``PohParams.slot_duration_us``): the windows'
+        unit."""
+        ...
+
 
 @dataclass(frozen=True)
 class IxAccount:
@@ -597,16 +636,16 @@ def _register_miner(view: AccountsView, slot: int, accs: Sequence[IxAccount], da
     view.set_auction_data(macct.key, MinerAccount(miner.key, slot).pack())
 
 
-def validate_request(p: RequestParams) -> None:
-    """Range checks of a request (``auction-bad-params``)."""
+def validate_request(p: RequestParams, slot_duration_us: int) -> None:
+    """Range checks of a request (``auction-bad-params``) on a chain of ``slot_duration_us``
+    slots."""
+    least = Windows.for_slot(slot_duration_us).min_deadline_slots
     checks = (
         (1 <= p.prompt_tokens <= MAX_PROMPT_TOKENS, f"prompt_tokens must be 1..{MAX_PROMPT_TOKENS}"),
         (1 <= p.max_output_tokens <= MAX_OUTPUT_TOKENS, f"max_output_tokens must be 1..{MAX_OUTPUT_TOKENS}"),
         (p.max_price_per_token >= 1, "max_price_per_token must be at least 1"),
         (p.temp_milli <= MAX_TEMPERATURE_MILLI, f"temp_milli must be <= {MAX_TEMPERATURE_MILLI}"),
-        (COMMIT_WINDOW_SLOTS + REVEAL_WINDOW_SLOTS + MIN_SERVE_SLOTS <= p.deadline_slots <= MAX_DEADLINE_SLOTS,
-         f"deadline_slots must be {COMMIT_WINDOW_SLOTS + REVEAL_WINDOW_SLOTS + MIN_SERVE_SLOTS}.."
-         f"{MAX_DEADLINE_SLOTS}"),
+        (least <= p.deadline_slots <= MAX_DEADLINE_SLOTS, f"deadline_slots must be {least}..{MAX_DEADLINE_SLOTS}"),
     )
     for ok, why in checks:
         if not ok:
@@ -627,14 +666,15 @@ def _request(view: AccountsView, slot: int, accs: Sequence[IxAccount], data: byt
     _expect(qacct, query_address(requester.key, nonce), "query")
     if view.auction_data(qacct.key) is not None:
         raise AuctionError("auction-query-exists", f"nonce {nonce} of this requester is taken")
-    validate_request(p)
+    validate_request(p, view.slot_duration_us)
+    win = Windows.for_slot(view.slot_duration_us)
     escrow = p.max_price_per_token * p.max_output_tokens + QUERY_FEE_LAMPORTS
     if view.balance(requester.key) < escrow:
         raise AuctionError("auction-insufficient-funds", f"the escrow is {escrow}, the requester has "
                            f"{view.balance(requester.key)}")
     q = QueryAccount(QueryStatus.OPEN, requester.key, nonce, model_id, prompt_hash, prompt_tokens, max_out,
-                     max_price, temp, seed, slot, slot + COMMIT_WINDOW_SLOTS,
-                     slot + COMMIT_WINDOW_SLOTS + REVEAL_WINDOW_SLOTS, slot + deadline_slots, escrow,
+                     max_price, temp, seed, slot, slot + win.commit_slots,
+                     slot + win.commit_slots + win.reveal_slots, slot + deadline_slots, escrow,
                      bond_for(max_price * max_out))
     _move(view, requester.key, qacct.key, escrow)
     view.set_auction_data(qacct.key, q.pack())

@@ -57,6 +57,7 @@ from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
 from .errors import ProtocolError
+from .genesis import DEFAULT_SLOT_DURATION_US
 from .messages import verify_message
 
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -214,6 +215,11 @@ class Bank:
     #: None: every identity with the validator role weighs 1 (vectors, unit tests).
     lstake_provider: Callable[[int], Mapping[bytes, int] | None] | None = field(default=None, repr=False,
                                                                               compare=False)
+    #: the chain's slot duration (genesis ``PohParams.slot_duration_us``): the unit of the
+    #: auction's time windows (spec/auction.md "Windows"). Not hashed and not persisted:
+    #: ``child_bank`` sets it on every bank of the chain's path from the genesis, ``child``
+    #: passes it on; a bank without a genesis (vectors, unit tests) runs 400 ms slots.
+    slot_duration_us: int = field(default=DEFAULT_SLOT_DURATION_US, compare=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
@@ -306,7 +312,8 @@ class Bank:
                     slot_hashes=slot_hashes, last_votes=dict(self.last_votes),
                     auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
-                    tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider)
+                    tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider,
+                    slot_duration_us=self.slot_duration_us)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -600,6 +607,7 @@ def child_bank(parent: Bank, slot: int, leader: bytes, slot_duration_us: int,
     wherever a slot of a later epoch can be replayed or produced. The one call every
     producer and replayer of a chain must make instead of ``child`` once rewards are on."""
     bank = parent.child(slot, leader)
+    bank.slot_duration_us = slot_duration_us
     if bank.slots_per_epoch and bank.epoch > bank.tally_epoch:
         weights = vote_weights(bank.tally_epoch)
         if weights is None:
@@ -627,6 +635,10 @@ class _AuctionView:
 
     def set_auction_data(self, pubkey: bytes, data: bytes) -> None:
         self._bank._set_auction_data(pubkey, data)
+
+    @property
+    def slot_duration_us(self) -> int:
+        return self._bank.slot_duration_us
 
     # -- the Logit Pool's view (core/logit_pool.py PoolView) ----------------------------------
     def poh_hash_at_or_after(self, slot: int) -> tuple[int, bytes] | None:

@@ -2,8 +2,9 @@
 bank state, for every transition of the table and every must-reject case.
 
 ``<instruction>/<case>``: input.json {slot, accounts: [[address, lamports]],
-auction_accounts: [[address, hex data]], tx: hex wire transaction}: a bank at ``slot``
-holding those balances and auction accounts (its only recent blockhash is the
+auction_accounts: [[address, hex data]], tx: hex wire transaction; for ``request`` also
+slot_duration_us, the chain's slot duration that converts the windows to slots}: a bank at
+``slot`` holding those balances and auction accounts (its only recent blockhash is the
 transaction's) runs the transaction. Output {accounts, auction_accounts (every account
 after the transaction, sorted by address), changed: {address: decoded auction account}
 for the auction accounts it wrote, auction_delta_hash (bank.auction_delta_hash of those)}.
@@ -49,6 +50,10 @@ MINERS = [crypto.Keypair.deterministic("vectors/auction/miner", i) for i in rang
 GENESIS_HASH = hashlib.sha256(b"vectors/auction/genesis").digest()
 FUNDS = 10**12
 MODEL_ID = hashlib.sha256(b"vectors/auction/model").digest()
+#: the vectors' chain runs 800 ms slots, so its windows are 8 slots (spec/auction.md
+#: "Windows"); the ``-400ms`` request cases run the genesis default of 400 ms
+SLOT_DURATION_US = 800_000
+WINDOWS = A.Windows.for_slot(SLOT_DURATION_US)
 
 
 def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount) -> dict[str, Any]:
@@ -85,10 +90,11 @@ def salt_for(kp: crypto.Keypair, tag: str = "") -> bytes:
 class Chain:
     """A bank advanced one frozen slot per :meth:`send`; what the vectors and tests drive."""
 
-    def __init__(self, funded: dict[bytes, int] | None = None) -> None:
+    def __init__(self, funded: dict[bytes, int] | None = None, slot_duration_us: int = SLOT_DURATION_US) -> None:
         if funded is None:
             funded = {k.pubkey: FUNDS for k in [REQUESTER, OUTSIDER, *MINERS]}
         self.bank = Bank.genesis(GENESIS_HASH, funded, LEADER.pubkey, GENESIS_HASH)
+        self.bank.slot_duration_us = slot_duration_us
         #: lamports removed from supply: the burned half of every slot's fees
         self.burned = 0
         #: LStake the Logit Pool's draw weighs (every epoch alike; empty: weight 1 each)
@@ -136,16 +142,18 @@ class Chain:
     def total(self) -> int:
         return sum(self.bank.accounts.values()) + self.burned
 
-    def input_json(self, raw: bytes, slot: int | None = None, *, pool: bool = False) -> bytes:
+    def input_json(self, raw: bytes, slot: int | None = None, *, pool: bool = False, timed: bool = False) -> bytes:
         """The vector input for running ``raw`` on this chain's state at ``slot`` (``pool``:
         with the recent blockhashes, ancestors' bank hashes, last votes and LStake the Logit
-        Pool's draw reads)."""
+        Pool's draw reads; ``timed``: with the slot duration a request's windows need)."""
         inp: dict[str, Any] = {
             "slot": self.bank.slot + 1 if slot is None else slot,
             "accounts": [[crypto.encode_address(k), n] for k, n in sorted(self.bank.accounts.items())],
             "auction_accounts": [[crypto.encode_address(k), v.hex()]
                                  for k, v in sorted(self.bank.auction_accounts.items())],
             "tx": raw.hex()}
+        if timed:
+            inp["slot_duration_us"] = self.bank.slot_duration_us
         if pool:
             child = self.open(slot)
             inp["blockhashes"] = [h.hex() for h in child.blockhashes]
@@ -210,8 +218,13 @@ def bank_from_input(handler: str, v: dict[str, Any], slot: int, accounts: dict[b
     accounts, the transaction's blockhash as the only recent one; for the Logit Pool's
     handlers also the input's blockhashes, ancestors' bank hashes, last votes and LStake."""
     if handler not in POOL_HANDLERS:
-        return Bank(slot, slot - 1, ZERO_HASH, bytes(32), dict(accounts), [recent_blockhash], {},
-                    auction_accounts=dict(auction_accounts))
+        plain = Bank(slot, slot - 1, ZERO_HASH, bytes(32), dict(accounts), [recent_blockhash], {},
+                     auction_accounts=dict(auction_accounts))
+        if handler == "request":
+            plain.slot_duration_us = int(v["slot_duration_us"])
+            if plain.slot_duration_us < 1:
+                raise ValueError("slot_duration_us must be >= 1")
+        return plain
     bank = Bank(slot, slot - 1, ZERO_HASH, bytes(32), dict(accounts), [bytes.fromhex(h) for h in v["blockhashes"]],
                 {}, auction_accounts=dict(auction_accounts),
                 slot_hashes={int(s): bytes.fromhex(h) for s, h in v["slot_hashes"]},
@@ -273,7 +286,8 @@ def cases() -> list[Case]:
     m0, m1, m2 = MINERS[:3]
 
     def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
-        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=handler in POOL_HANDLERS),
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=handler in POOL_HANDLERS,
+                                                                      timed=handler == "request"),
                                  desc, "input.json"))
 
     def js(obj: Any) -> bytes:
@@ -313,12 +327,23 @@ def cases() -> list[Case]:
         ("zero-prompt", {"prompt_tokens": 0}, "an empty prompt"),
         ("zero-price", {"max_price_per_token": 0}, "max_price_per_token 0"),
         ("hot", {"temp_milli": 10_001}, "temperature above 10.0"),
-        ("short-deadline", {"deadline_slots": 23}, "a deadline inside the auction windows + MIN_SERVE_SLOTS"),
+        ("short-deadline", {"deadline_slots": 23}, "a deadline inside the auction windows + MIN_SERVE_MS "
+         "(24 slots of 800 ms)"),
         ("long-deadline", {"deadline_slots": A.MAX_DEADLINE_SLOTS + 1}, "a deadline beyond MAX_DEADLINE_SLOTS"),
         ("overflow", {"max_price_per_token": 1 << 62}, "max_price*max_tokens beyond u64"),
     ):
         case("request", name, f"{desc}: must reject", c, T.request_transaction(REQUESTER, request_params(**over),
                                                                                  c.blockhash))
+    fast = Chain(slot_duration_us=400_000)
+    case("request", "opens-400ms", "at 400 ms slots the 6.4 s windows are 16 slots: commit_end = slot + 16, "
+         "reveal_end = slot + 32", fast, T.request_transaction(REQUESTER, request_params(deadline_slots=48),
+                                                                fast.blockhash))
+    case("request", "short-deadline-400ms", "deadline_slots 47 at 400 ms slots (the windows + MIN_SERVE_MS are "
+         "48 slots): must reject", fast, T.request_transaction(REQUESTER, request_params(deadline_slots=47),
+                                                               fast.blockhash))
+    odd = Chain(slot_duration_us=650_000)
+    case("request", "opens-650ms", "at 650 ms slots a 6.4 s window is ceil(6400/650) = 10 slots", odd,
+         T.request_transaction(REQUESTER, p, odd.blockhash))
     case("request", "bad-data", "request data one byte short: must reject", c,
          T.auction_transaction([REQUESTER], [(REQUESTER.pubkey, True, True), (q0, False, True)],
                                A.request_data(p)[:-1], c.blockhash))
@@ -338,11 +363,11 @@ def cases() -> list[Case]:
     case("commit_bid", "commits", "a registered miner commits a sealed bid and locks its bond", c,
          T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash))
     case("commit_bid", "last-commit-slot", "a commit in the last slot of the commit window", c,
-         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + A.COMMIT_WINDOW_SLOTS - 1)
+         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + WINDOWS.commit_slots - 1)
     case("commit_bid", "not-miner", "a key without a miner account bids: must reject", c,
          T.commit_bid_transaction(OUTSIDER, q, 700, salt_for(OUTSIDER), c.blockhash))
     case("commit_bid", "late", "a commit at commit_end: must reject", c,
-         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + A.COMMIT_WINDOW_SLOTS)
+         T.commit_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash), slot=r_slot + WINDOWS.commit_slots)
     case("commit_bid", "no-query", "a bid on an address holding no query: must reject", c,
          T.commit_bid_transaction(m0, A.query_address(REQUESTER.pubkey, 9), 700, salt_for(m0), c.blockhash))
     case("commit_bid", "unsigned", "the bidder does not sign (another key pays): must reject", c,
@@ -374,7 +399,7 @@ def cases() -> list[Case]:
          T.commit_bid_transaction(m0, q, 500, salt_for(m0, "again"), c.blockhash))
 
     # reveal_bid (the reveal window is commit_end .. reveal_end-1)
-    ce, re_ = r_slot + A.COMMIT_WINDOW_SLOTS, r_slot + A.COMMIT_WINDOW_SLOTS + A.REVEAL_WINDOW_SLOTS
+    ce, re_ = r_slot + WINDOWS.commit_slots, r_slot + WINDOWS.commit_slots + WINDOWS.reveal_slots
     reveal0 = T.reveal_bid_transaction(m0, q, 700, salt_for(m0), c.blockhash)
     case("reveal_bid", "reveals-first", "the first reveal: lowest price 700", c, reveal0, slot=ce)
     case("reveal_bid", "last-reveal-slot", "a reveal in the last slot of the reveal window", c, reveal0, slot=re_ - 1)

@@ -373,7 +373,7 @@ class ChatDoor:
         assert self.opts is not None
         v = self.ext.v
         deadline_slots = math.ceil(self.opts.within_s * 1000 / v.slot_ms)
-        least = au.COMMIT_WINDOW_SLOTS + au.REVEAL_WINDOW_SLOTS + au.MIN_SERVE_SLOTS
+        least = au.Windows.for_slot(round(v.slot_ms * 1000)).min_deadline_slots
         deadline_slots = max(least, min(au.MAX_DEADLINE_SLOTS, deadline_slots))
         seed = hashlib.sha256(b"ambient/openai-seed/v1\x00" + str(req.seed).encode()).digest() \
             if req.seed is not None else None

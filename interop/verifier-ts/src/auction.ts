@@ -11,9 +11,11 @@ import { isSigner, isWritable, parseTransaction, type Transaction } from "./tx.j
 
 export const AUCTION_PROGRAM_ID = unb58("Auction111111111111111111111111111111111111");
 export const INCINERATOR_ID = unb58("1nc1nerator11111111111111111111111111111111");
-export const COMMIT_WINDOW_SLOTS = 8n;
-export const REVEAL_WINDOW_SLOTS = 8n;
-export const MIN_SERVE_SLOTS = 8n;
+export const COMMIT_WINDOW_MS = 6_400n;
+export const REVEAL_WINDOW_MS = 6_400n;
+export const MIN_SERVE_MS = 6_400n;
+/** spec/auction.md "Windows": ceil(ms * 1000 / slot_us) */
+export const windowSlots = (ms: bigint, slotUs: bigint): bigint => (ms * 1000n + slotUs - 1n) / slotUs;
 export const MAX_DEADLINE_SLOTS = 216_000n;
 export const MAX_BIDS_PER_QUERY = 8;
 export const BID_BOND_PERCENT = 100n;
@@ -236,7 +238,9 @@ const auctionProgram: Program = (bank, tx, accts, data) => {
       const maxPrice = dv.getBigUint64(84, true);
       const temp = dv.getUint32(92, true);
       const deadlineSlots = dv.getBigUint64(128, true);
-      const minDeadline = COMMIT_WINDOW_SLOTS + REVEAL_WINDOW_SLOTS + MIN_SERVE_SLOTS;
+      const commitSlots = windowSlots(COMMIT_WINDOW_MS, bank.slotDurationUs);
+      const revealSlots = windowSlots(REVEAL_WINDOW_MS, bank.slotDurationUs);
+      const minDeadline = commitSlots + revealSlots + windowSlots(MIN_SERVE_MS, bank.slotDurationUs);
       if (promptTokens < 1 || promptTokens > 16384 || maxOut < 1 || maxOut > 4096 || maxPrice < 1n || temp > 10000 || deadlineSlots < minDeadline || deadlineSlots > MAX_DEADLINE_SLOTS) {
         ixError("auction-bad-params", "request values out of range");
       }
@@ -257,8 +261,8 @@ const auctionProgram: Program = (bank, tx, accts, data) => {
           nonce,
           max_price_per_token: maxPrice,
           request_slot: slot,
-          commit_end_slot: slot + COMMIT_WINDOW_SLOTS,
-          reveal_end_slot: slot + COMMIT_WINDOW_SLOTS + REVEAL_WINDOW_SLOTS,
+          commit_end_slot: slot + commitSlots,
+          reveal_end_slot: slot + commitSlots + revealSlots,
           deadline_slot: slot + deadlineSlots,
           escrow_lamports: escrow,
           bond_lamports: bond,
@@ -765,6 +769,10 @@ const transition: Handler = (input) => {
   for (const p of arr(j.accounts)) bank.accounts.set(hex(unb58(str(arr(p)[0]))), int(arr(p)[1]));
   bank.parentAccounts = new Map(bank.accounts);
   for (const p of arr(j.auction_accounts)) bank.auction.set(hex(unb58(str(arr(p)[0]))), unhex(str(arr(p)[1])));
+  if (j.slot_duration_us !== undefined) {
+    bank.slotDurationUs = int(j.slot_duration_us);
+    if (bank.slotDurationUs < 1n) reject("malformed", "slot_duration_us must be >= 1");
+  }
   const raw = unhex(str(j.tx));
   // the bank's only recent blockhash is the transaction's (interop/README.md, auction rows);
   // the Logit Pool's rows carry the chain context its draw reads (spec/logit_pool.md)

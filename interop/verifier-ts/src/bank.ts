@@ -41,6 +41,8 @@ export class Bank {
   /** the Logit Pool's LStake table for the draw (spec/logit_pool.md); null: weight 1 per validator */
   lstake: Map<string, bigint> | null = null;
   landed: [string, bigint][] = [];
+  /** the chain's slot duration (genesis PohParams), the unit of the auction's windows (spec/auction.md "Windows") */
+  slotDurationUs = 400_000n;
   fees = 0n;
   signatureCount = 0n;
   constructor(
