@@ -15,6 +15,7 @@ from ambient_p2p.core import slots as sl
 from ambient_p2p.core.consensus import Consensus, NotVoted, PersistTower, SendVote, Vote
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.finality import Finality
+from ambient_p2p.core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ambient_p2p.core.leader_policy import Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain
@@ -240,11 +241,11 @@ def _res(slot: int, fork: int = 0, landed: list[tuple[bytes, int]] | None = None
     return FakeResult(FakeBank(slot, _h(slot, fork), landed_votes=landed or []))
 
 
-def _policy(tower: Tower | None = None, others_from: int = 10**9) -> NodePolicy[Any]:
+def _policy(tower: Tower | None = None, others_from: int = 10**9, history: LedgerHistory | None = None) -> NodePolicy[Any]:
     """Slots from ``others_from`` on are another node's."""
     return NodePolicy(ME, STAKES, tower, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=0, started_ms=0, spe=32,
                       leader_of=lambda s: ME.pubkey if s < others_from else KEYS[1].pubkey,
-                      vote_weights=lambda e: None)
+                      vote_weights=lambda e: None, history=history)
 
 
 def _replay(p: NodePolicy[Any], slot: int, parent: int, fork: int = 0, now: int = 0) -> list[Any]:
@@ -289,7 +290,9 @@ def test_policy_peer_vote_for_an_unknown_slot_waits_then_counts() -> None:
 
 
 def test_policy_root_prunes_and_reports_the_chain() -> None:
-    p = _policy()
+    """... and asks the shell to snapshot and purge by the history rules (core/history.py)."""
+    p = _policy(history=LedgerHistory(keep_slots=2, snapshot_interval_slots=4, cleanup_interval_slots=5))
+    history: list[Any] = []
     for s in range(1, 40):
         _replay(p, s, s - 1)
         for k in KEYS[1:]:
@@ -299,8 +302,9 @@ def test_policy_root_prunes_and_reports_the_chain() -> None:
         if roots:
             (rc,) = roots
             assert rc.chain == tuple(range(p.root_written + 1, rc.slot + 1))
-            p.rooted(rc.slot, rc.chain, 0)
+            history += [e for e in p.rooted(rc.slot, rc.chain, 0) if isinstance(e, TakeSnapshot | PurgeLedger)]
     assert p.cons.root == 8 and p.root_written == 8 and p.finality.rooted_count == 8
+    assert history == [TakeSnapshot(4), PurgeLedger(6, 2), TakeSnapshot(8)]
     assert min(p.banks) == 8 and p.slots.root == 8  # nothing below the root is kept
 
 

@@ -23,8 +23,9 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | the cluster root passes it; 3. the last vote re-sent once after a  | (tower record, then   |
 |                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``RootChain``  |
 |                                 | 5. the consensus driver (tower BFT)                                |                       |
-| ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects       |
-|                                 | weights; everything at or below the root pruned                    |                       |
+| ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects,      |
+|                                 | weights; everything at or below the root pruned; the ledger        | ``TakeSnapshot``,     |
+|                                 | history rules (core/history.py): snapshot, purge                   | ``PurgeLedger``       |
 | ``leader(now)``                 | own slot, once: ``leader_decision`` on ``Consensus.build_parent``  | Build / Wait / Skip   |
 | ``prepare(now)``                | the next own slot and the parent it would be built on, when that   | (start its PoH early) |
 |                                 | parent is frozen: its PoH starts now (skipped slots hashed as they |                       |
@@ -54,6 +55,7 @@ from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRej
 from .crypto import Keypair
 from .finality import Finality
 from .forkchoice import ForkChoiceError
+from .history import HistoryEffect, Housekeeping, LedgerHistory
 from .leader_policy import Decision, Skip, WaitForParent, leader_decision
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
@@ -100,7 +102,7 @@ class RootChain:
     chain: tuple[int, ...]
 
 
-ShellEffect = sl.Effect | CastVote | RootChain
+ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect
 
 
 @dataclass
@@ -136,7 +138,9 @@ class NodePolicy(Generic[R]):
     def __init__(self, kp: Keypair, stakes: Mapping[bytes, int], tower: Tower | None, *, genesis_hash: bytes,
                  slot_ms: float, genesis_ms: int, started_ms: int, spe: int,
                  leader_of: Callable[[int], bytes | None],
-                 vote_weights: Callable[[int], Mapping[bytes, int] | None]) -> None:
+                 vote_weights: Callable[[int], Mapping[bytes, int] | None],
+                 history: LedgerHistory | None = None) -> None:
+        self.housekeeping = Housekeeping(history)
         self.kp, self.slot_ms, self.genesis_ms, self.spe = kp, slot_ms, genesis_ms, spe
         self.leader_of, self.vote_weights = leader_of, vote_weights
         self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
@@ -344,11 +348,13 @@ class NodePolicy(Generic[R]):
 
     def rooted(self, root: int, chain: Sequence[int], now_mono_ms: int) -> list[ShellEffect]:
         """The shell stored and credited ``chain`` (up to ``root``): root history, vote
-        weights, pruning."""
-        self.root_written = max(self.root_written, root)
+        weights, pruning, then the ledger history's snapshot and purge (while the rooted
+        bank is still held)."""
+        old_root, self.root_written = self.root_written, max(self.root_written, root)
         self.finality.on_rooted(chain)
         self._update_weights()
-        return self._prune(now_mono_ms)
+        out = self._prune(now_mono_ms)
+        return out + list(self.housekeeping.rooted(old_root, root, has_bank=root in self.banks))
 
     def _update_weights(self) -> None:
         """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# when to purge is the sans-IO policy's (core/history.py); its names stay importable here
+from ..core.history import CLEANUP_INTERVAL_SLOTS as CLEANUP_INTERVAL_SLOTS
+from ..core.history import DEFAULT_KEEP_SLOTS as DEFAULT_KEEP_SLOTS
+from ..core.history import cleanup_due as cleanup_due
 from .blockstore import COLUMN_FAMILIES, Blockstore
-
-#: Slots of history kept below the root (agave counts shreds instead, 200M by default). At
-#: 400 ms slots, 1024 slots are about 7 minutes, room for a restart and for peers' repair
-#: requests; about 80 MB of a localnet's 64-shred slots.
-DEFAULT_KEEP_SLOTS = 1024
-#: Cleanup runs once the root has advanced this many slots since the last purge (agave
-#: ``DEFAULT_CLEANUP_SLOT_INTERVAL``).
-CLEANUP_INTERVAL_SLOTS = 512
 
 
 @dataclass(frozen=True)
@@ -74,12 +70,6 @@ def purge_below(bs: Blockstore, root: int, keep_slots: int, *, compact: bool = T
     if compact:
         bs.compact_slots(0, plan.floor - 1)
     return count
-
-
-def cleanup_due(last_purge_root: int, root: int, interval: int = CLEANUP_INTERVAL_SLOTS) -> bool:
-    """agave's trigger: the root has advanced more than ``interval`` slots since the root
-    of the last purge."""
-    return root - last_purge_root > interval
 
 
 def _lowest_record_slot(bs: Blockstore) -> int | None:

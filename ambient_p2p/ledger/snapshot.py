@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 from ..core import codec
 from ..core.bank import Bank
 from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
+
+# when to snapshot is the sans-IO policy's (core/history.py); its names stay importable here
+from ..core.history import SNAPSHOT_INTERVAL_SLOTS as SNAPSHOT_INTERVAL_SLOTS
+from ..core.history import snapshot_due as snapshot_due
 from .meta import (
     AccountBalance,
     AuctionAccountData,
@@ -82,11 +86,6 @@ def snapshot_matches(snap: BankSnapshot, bank: Bank) -> bool:
 # ---------------------------------------------------------------------------------------
 # Node snapshot: what a restarted validator needs besides the blockstore's slots above it
 # ---------------------------------------------------------------------------------------
-#: A node stores a snapshot at the first root at or past each multiple of this many slots
-#: (agave takes incremental snapshots every 100 slots and full ones every 25,000; ours hold
-#: the whole bank, small on a test network, so one interval). A restart replays at most the
-#: slots between the snapshot and the tip: with 64, about 64 + the tower's depth slots.
-SNAPSHOT_INTERVAL_SLOTS = 64
 #: Node snapshots kept (the newest ones; agave keeps 2 full snapshot archives by default,
 #: ``DEFAULT_MAX_FULL_SNAPSHOT_ARCHIVES_TO_RETAIN``).
 MAX_NODE_SNAPSHOTS = 2
@@ -162,12 +161,6 @@ class NodeSnapshot:
             raise ValueError(f"bank of slot {self.bank.slot} in a snapshot of slot {self.slot}")
         if self.schedule.credited_through < self.slot:
             raise ValueError("the schedule book must be credited through the snapshot's root")
-
-
-def snapshot_due(old_root: int, new_root: int, interval: int = SNAPSHOT_INTERVAL_SLOTS) -> bool:
-    """True when the root moving from ``old_root`` to ``new_root`` crossed a multiple of
-    ``interval`` (so a node roots in jumps and still snapshots about every interval)."""
-    return new_root // interval > old_root // interval
 
 
 def make_node_snapshot(genesis_hash: bytes, result: SlotResult, rooted_slots: int,

@@ -16,7 +16,7 @@ import trio
 from ..core.codec import DecodeError, decode
 from ..core.leader_policy import Build, WaitForParent
 from ..core.vote_program import VoteTxError, parse_vote_transaction
-from ..ledger.cleanup import cleanup_due, purge_below
+from ..ledger.cleanup import purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
 from .production import prepare_on_clock
@@ -180,19 +180,15 @@ async def repair_service(v: Validator) -> None:
 
 
 async def cleanup_service(v: Validator) -> None:
-    """agave's blockstore_cleanup_service: at each new root, once the root advanced more
-    than ``v.history.cleanup_interval_slots`` since the last purge (``cleanup_due``), purge
-    the ledger below ``root - v.history.keep_slots`` (``purge_below``: never the root, never
-    the newest node snapshot or above) in a worker thread, without the ledger lock (RocksDB
-    range deletes and compaction run beside inserts: tests/test_cleanup.py)."""
-    last = 0  # a restarted node catches up at its first root
+    """agave's blockstore_cleanup_service: performs the newest ``PurgeLedger`` the policy
+    asked for (core/history.py): ``purge_below`` (never the root, never the newest node
+    snapshot or above) in a worker thread, without the ledger lock (RocksDB range deletes
+    and compaction run beside inserts: tests/test_cleanup.py)."""
     while True:
-        await v.root_event.wait()
-        root = v.cons.root
-        if not cleanup_due(last, root, v.history.cleanup_interval_slots):
-            continue
-        last = root
-        v.stats.purged_slots += await v._thread("cleanup", purge_below, v.bs, root, v.history.keep_slots)
+        while v.pending_purge is None:
+            await v.root_event.wait()
+        p, v.pending_purge = v.pending_purge, None
+        v.stats.purged_slots += await v._thread("cleanup", purge_below, v.bs, p.root, p.keep_slots)
         v.stats.cleanups += 1
 
 

@@ -15,7 +15,6 @@ import collections
 import random
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +25,7 @@ from ..core.bank import BlockError, parse_transaction
 from ..core.consensus import Vote, VoteRejected
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
+from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
 from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
@@ -33,10 +33,9 @@ from ..core.shred import OFFSET_SLOT
 from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction
 from ..core.work import WorkEvent
 from ..ledger.blockstore import Blockstore, InsertResult
-from ..ledger.cleanup import CLEANUP_INTERVAL_SLOTS, DEFAULT_KEEP_SLOTS
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
-from ..ledger.snapshot import SNAPSHOT_INTERVAL_SLOTS, make_node_snapshot, save_node_snapshot, snapshot_due
+from ..ledger.snapshot import make_node_snapshot, save_node_snapshot
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import GossipEnvelope, ShredPush, ShredPushAck
 from ..net.reqresp import ShredStore
@@ -67,22 +66,6 @@ Stored = list[sl.ShredsStored | sl.Completed]
 
 def slot_duration_ms(genesis: Genesis) -> float:
     return genesis.poh.ticks_per_slot * genesis.poh.target_tick_duration_us / 1000.0
-
-
-@dataclass(frozen=True)
-class LedgerHistory:
-    """What the node keeps of its ledger (spec/blockstore.md "Cleanup", "Node snapshots"):
-    a node snapshot at the first root past each multiple of ``snapshot_interval_slots``, and
-    a cleanup once the root advanced ``cleanup_interval_slots`` since the last one, keeping
-    ``keep_slots`` below the root (never the newest snapshot or above)."""
-
-    keep_slots: int = DEFAULT_KEEP_SLOTS
-    snapshot_interval_slots: int = SNAPSHOT_INTERVAL_SLOTS
-    cleanup_interval_slots: int = CLEANUP_INTERVAL_SLOTS
-
-    def __post_init__(self) -> None:
-        if self.keep_slots < 0 or self.snapshot_interval_slots < 1 or self.cleanup_interval_slots < 1:
-            raise ValueError(f"bad ledger history {self}")
 
 
 # -- worker-thread jobs: disk and CPU only, they touch no policy --------------------------------
@@ -157,11 +140,13 @@ class Validator(NodePolicy[SlotResult]):
                          read_tower(data_dir / TOWER_FILE, kp.pubkey), genesis_hash=genesis.hash(),
                          slot_ms=slot_duration_ms(genesis), genesis_ms=genesis.creation_time_s * 1000,
                          started_ms=self.clock.wall_ms(), spe=self.book.spe,
-                         leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e))
+                         leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e),
+                         history=history)
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
-        self.history = history or LedgerHistory()
+        self.history = self.housekeeping.history
+        self.pending_purge: PurgeLedger | None = None  # the newest purge the cleanup service has not begun
         self.root_event = trio.Event()  # set (and replaced) whenever the root advances
         #: vote transactions the gossip check parsed (signatures verified), for ingest
         self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
@@ -359,17 +344,19 @@ class Validator(NodePolicy[SlotResult]):
 
     async def _on_root(self, eff: RootChain) -> None:
         await self._thread("disk", self.bs.set_roots, list(eff.chain))
-        old_root = self.root_written
         self.book.on_rooted(list(eff.chain), eff.slot, self._landed_voters, self._work_events)
         self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
-        self.perform(self.rooted(eff.slot, eff.chain, self.clock.mono_ms()))
-        if snapshot_due(old_root, eff.slot, self.history.snapshot_interval_slots) and eff.slot in self.banks:
-            # built here (it copies the bank and the book), encoded and written in a thread
-            snap = make_node_snapshot(self.genesis.hash(), self.banks[eff.slot], self.finality.rooted_count,
-                                      self.book.to_state())
-            await self._thread("disk", save_node_snapshot, self.bs, snap)
-            self.stats.snapshots += 1
-            self.stats.snapshot_slot = eff.slot
+        for e in self.rooted(eff.slot, eff.chain, self.clock.mono_ms()):
+            if isinstance(e, TakeSnapshot):  # built here (it copies the bank and the book), written in a thread
+                snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
+                                          self.book.to_state())
+                await self._thread("disk", save_node_snapshot, self.bs, snap)
+                self.stats.snapshots += 1
+                self.stats.snapshot_slot = e.slot
+            elif isinstance(e, PurgeLedger):
+                self.pending_purge = e  # the cleanup service (node/services.py) takes the newest
+            else:
+                self.perform([e])
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
