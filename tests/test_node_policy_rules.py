@@ -18,7 +18,7 @@ from ambient_p2p.core.finality import Finality
 from ambient_p2p.core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ambient_p2p.core.leader_policy import Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
-from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain
+from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain, percentiles
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
 
 KEYS = [Keypair.deterministic("policy-rules", i) for i in range(4)]
@@ -304,8 +304,16 @@ def test_policy_root_prunes_and_reports_the_chain() -> None:
             assert rc.chain == tuple(range(p.root_written + 1, rc.slot + 1))
             history += [e for e in p.rooted(rc.slot, rc.chain, 0) if isinstance(e, TakeSnapshot | PurgeLedger)]
     assert p.cons.root == 8 and p.root_written == 8 and p.finality.rooted_count == 8
-    assert history == [TakeSnapshot(4), PurgeLedger(6, 2), TakeSnapshot(8)]
     assert min(p.banks) == 8 and p.slots.root == 8  # nothing below the root is kept
+    assert history == [TakeSnapshot(4), PurgeLedger(6, 2), TakeSnapshot(8)]
+    r = p.report(SLOT_MS * 40, 0)  # the policy's status: no clock or disk behind it
+    assert (r["slot"], r["root"], r["rooted_slots"], r["processed"], r["ledger"]["keep_slots"]) == (40, 8, 8, 39, 2)
+    assert r["finalized"] == p.finality.finalized_slot(8, p.cons.stakes) and r["no_vote_reason"] is None
+    assert r["confirm_latency_ms"] == {"n": 0, "p50": None, "p95": None}
+
+
+def test_percentiles_nearest_rank() -> None:
+    assert percentiles([5.0, 1.0, 3.0, 2.0], (0.5, 0.99)) == {"n": 4, "p50": 3.0, "p99": 5.0}
 
 
 def test_policy_may_build_and_produced_bookkeeping() -> None:

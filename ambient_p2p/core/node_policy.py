@@ -45,7 +45,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import duplicates as dup
 from . import readiness as rd
@@ -72,6 +72,14 @@ LATENCY_SAMPLES = 10_000
 MAX_DUPLICATE_SLOTS_SEEN = 1024
 #: Produced slots whose wall time status lists.
 MAX_PRODUCED_TIMES = 64
+
+
+def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
+    """``{"n", "p50", "p95", ...}`` of ``samples`` (nearest rank, rounded to 0.1)."""
+    if not samples:
+        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
+    s = sorted(samples)
+    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
 
 
 class FrozenResult(Protocol):
@@ -474,6 +482,37 @@ class NodePolicy(Generic[R]):
             lost = LostVotes.of(self.slots.parent, (s for s in self.slots.frozen_slots() if s > self.root_written))
             self.cons.lost = lost if lost.slots else None
         return out
+
+    # -- report -------------------------------------------------------------------------------
+    def report(self, now_ms: int, now_mono_ms: int) -> dict[str, Any]:
+        """The policy's part of the node's ``status`` (spec/node.md "Status"): consensus,
+        finality, readiness, pools, counters, the ledger history, confirmation latency."""
+        s, cons = self.stats, self.cons
+        behind, isolated = self.behind(now_mono_ms), self.isolated(now_ms)
+        return {
+            "slot": self.slot_at(now_ms), "processed": cons.processed_slot(), "confirmed": cons.confirmed_slot(),
+            "finalized": self.finality.finalized_slot(cons.root, cons.stakes),
+            "finalized_slots": self.finality.finalized_count(cons.root, cons.stakes),
+            "root": cons.finalized_slot(), "rooted_slots": self.finality.rooted_count,
+            "last_vote": cons.tower.last_voted_slot, "tower_depth": len(cons.tower.votes), "slot_ms": self.slot_ms,
+            "behind": behind, "syncing": self.ready.syncing, "isolated": isolated,
+            # why it would not vote now (live) and why its last vote decision did not vote
+            "no_vote_reason": self.ready.no_vote_reason(behind=behind, isolated=isolated),
+            "last_no_vote_reason": self.last_no_vote_reason, "tower_unknown": cons.lost is not None,
+            "votes_refreshed": s.votes_refreshed,
+            "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
+            "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
+            "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,
+            "pending_vote_slots": len(self.dups.pending), "shreds_in": s.shreds_in,
+            "shreds_rejected": s.shreds_rejected, "repair_requests": s.repair_requests,
+            "repaired_shreds": s.repaired_shreds, "txs_in": s.txs_in, "txs_included": s.txs_included,
+            "votes_landed": s.votes_landed, "votes_included": s.votes_included, "vote_pool": len(self.vote_pool),
+            "weights_epoch": self.weights_epoch, "mempool": len(self.mempool),
+            "ledger": {"restored_from": s.restored_from, "snapshot_slot": s.snapshot_slot, "snapshots": s.snapshots,
+                       "cleanups": s.cleanups, "purged_slots": s.purged_slots,
+                       "keep_slots": self.housekeeping.history.keep_slots},
+            "confirm_latency_ms": percentiles(list(self.confirm_latency_ms)),
+        }
 
     def repair_plan(self, now_ms: int) -> tuple[list[int], set[int]]:
         """The core repair plan (``slots.repair_plan``); its wanted set feeds readiness."""

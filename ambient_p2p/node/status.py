@@ -6,49 +6,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.crypto import encode_address
+from ..core.node_policy import percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from .validator import Validator
 
 
-def _percentiles(samples: list[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
-    if not samples:
-        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
-    s = sorted(samples)
-    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
-
-
 def status_fields(v: Validator) -> dict[str, Any]:
-    cur = v.slot_at(v.clock.wall_ms())
-    leader = v.book.leader(cur)
-    s = v.stats
-    fin = v.finalized_slot()
+    """The policy's report (``NodePolicy.report``) with the shell's own figures."""
+    now = v.clock.wall_ms()
+    leader = v.book.leader(v.slot_at(now))
     stall = list(v.loop_stall)
     chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
              "votes": v.voting.send.statistics()}
     return {
-        "slot": cur, "leader": encode_address(leader) if leader else None,
-        "processed": v.cons.processed_slot(), "confirmed": v.cons.confirmed_slot(), "finalized": fin,
-        "finalized_slots": v.finality.finalized_count(v.cons.root, v.cons.stakes),
-        "root": v.cons.finalized_slot(), "rooted_slots": v.finality.rooted_count,
-        "last_vote": v.cons.tower.last_voted_slot, "tower_depth": len(v.cons.tower.votes), "slot_ms": v.slot_ms,
-        "behind": (behind := v.behind()), "syncing": v.ready.syncing, "isolated": (isolated := v.isolated()),
-        # why it would not vote now (live) and why its last vote decision did not vote
-        "no_vote_reason": v.ready.no_vote_reason(behind=behind, isolated=isolated),
-        "last_no_vote_reason": v.last_no_vote_reason, "tower_unknown": v.cons.lost is not None,
-        "votes_refreshed": s.votes_refreshed,
-        "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
-        "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
-        "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,
-        "pending_vote_slots": len(v.dups.pending), "shreds_in": s.shreds_in, "shreds_rejected": s.shreds_rejected,
-        "repair_requests": s.repair_requests, "repaired_shreds": s.repaired_shreds,
-        "txs_in": s.txs_in, "txs_included": s.txs_included, "votes_landed": s.votes_landed,
-        "votes_included": s.votes_included, "vote_pool": len(v.vote_pool), "weights_epoch": v.weights_epoch,
-        "lstake": v.lstake_table(), "mempool": len(v.mempool),
-        "ledger": {"restored_from": s.restored_from, "snapshot_slot": s.snapshot_slot, "snapshots": s.snapshots,
-                   "cleanups": s.cleanups, "purged_slots": s.purged_slots, "keep_slots": v.history.keep_slots},
-        "confirm_latency_ms": _percentiles(list(v.confirm_latency_ms)),
-        "loop_stall_ms": {**_percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
+        **v.report(now, v.clock.mono_ms()),
+        "leader": encode_address(leader) if leader else None, "lstake": v.lstake_table(),
+        "loop_stall_ms": {**percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
         "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,
                          "waiting_send": c.tasks_waiting_send} for k, c in chans.items()},
         "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
