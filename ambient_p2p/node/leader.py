@@ -27,7 +27,7 @@ Pure: no clock, no disk, no network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from ..core.bank import Bank, BlockError
@@ -67,11 +67,13 @@ def select_transactions(
     *,
     max_txs: int = MAX_TXS_PER_SLOT,
     max_votes: int = MAX_VOTES_PER_SLOT,
+    verified: Container[bytes] = frozenset(),
 ) -> tuple[list[bytes], list[bytes], list[VoteTx]]:
     """Execute on ``bank`` (the slot's unfrozen bank) the votes that land on this fork, then
     the transactions it accepts, one at a time; ``(included, dropped, included_votes)``:
     ``included`` in execution order (votes first), which is the order they must be
-    recorded in."""
+    recorded in. Transactions in ``verified`` had their signatures checked at admission
+    (node/tpu.py): they are executed without checking again."""
     included: list[bytes] = []
     dropped: list[bytes] = []
     included_votes: list[VoteTx] = []
@@ -87,7 +89,7 @@ def select_transactions(
             included_votes.append(vt)
     for raw in list(txs)[: max(0, max_txs)]:
         try:  # one at a time: a refused transaction must not take the others with it
-            bank.process_transactions([raw])
+            bank.process_transactions([raw], verify_signatures=raw not in verified)
             included.append(raw)
         except BlockError:
             dropped.append(raw)

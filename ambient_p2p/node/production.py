@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -140,7 +141,9 @@ async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: _InS
             st.n_txs += len(txs)
             st.n_votes += len(votes)
             st.dirty = True
-            inc, drop, inc_votes = await v._thread("build", select_transactions, bank, txs, votes)
+            verified = frozenset(r for r in txs if v.mempool.is_verified(r))  # checked at admission (node/tpu.py)
+            inc, drop, inc_votes = await v._thread("build", partial(select_transactions, verified=verified),
+                                                   bank, txs, votes)
             st.dropped += drop
             st.landed_votes.update((vt.raw, vt) for vt in inc_votes)
             for batch in entry_batches(inc):

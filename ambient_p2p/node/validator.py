@@ -333,8 +333,8 @@ class Validator(NodePolicy[SlotResult]):
         self.perform(out)
         return out
 
-    def add_tx(self, raw: bytes, now_mono_ms: int | None = None) -> None:
-        super().add_tx(raw, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
+    def add_tx(self, raw: bytes, now_mono_ms: int | None = None, *, verified: bool = False) -> bool:
+        return super().add_tx(raw, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms, verified=verified)
 
     def behind(self, now_mono_ms: int | None = None) -> bool:
         return super().behind(self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
