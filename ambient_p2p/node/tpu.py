@@ -56,6 +56,14 @@ TPU_REQUEST_TIMEOUT_S = 2.0
 #: Below this many transactions a batch is verified in one worker thread: the round trip
 #: to a worker process costs more than it saves.
 MIN_TXS_FOR_VERIFY_POOL = 32
+#: Transactions waiting to be forwarded; more are kept in this node's mempool only (counted).
+FORWARD_QUEUE_LEN = 16_384
+#: Most transactions one forwarding round sends (8 batches per leader).
+FORWARD_MAX_TXS = 8 * MAX_TXS_PER_TX_BATCH
+#: A forwarding round waits this long for more submissions to join it.
+FORWARD_LINGER_S = 0.005
+#: Signatures one ``tx_status`` control request may ask about.
+MAX_STATUS_SIGNATURES = 1024
 
 
 def _verify_chunk(raws: list[bytes]) -> list[str | None]:
@@ -116,6 +124,8 @@ class TpuStats:
     batches_out: int = 0  # TxBatch requests answered by a leader
     send_failed: collections.Counter[str] = field(default_factory=collections.Counter)  # by error code
     gossip_fallback: int = 0  # transactions published on the txs topic because no leader answered
+    forward_self: int = 0  # not forwarded: no other leader in the forward window
+    forward_queue_full: int = 0  # admitted here but not forwarded (queue full): they wait for our own slot
 
 
 class Tpu:
@@ -126,6 +136,8 @@ class Tpu:
         self.verifier = verifier or SigVerifier()
         self.stats = TpuStats()
         self._nonce = 0
+        self._fwd_send, self._fwd_recv = trio.open_memory_channel[bytes](FORWARD_QUEUE_LEN)
+        self._forwarding = False
 
     # -- admission --------------------------------------------------------------------------
     async def ingest(self, raws: Sequence[bytes]) -> tuple[int, collections.Counter[str]]:
@@ -189,21 +201,55 @@ class Tpu:
         return out
 
     async def submit_transactions(self, raws: Sequence[bytes]) -> dict[str, Any]:
-        """Admit ``raws`` here and send them to the current and next leaders (module
-        docstring); the one entry point for the CLI and the RPC. Returns counts:
-        ``admitted`` here, ``refused`` here per reason, ``leaders`` that acknowledged,
-        ``gossiped`` (fallback)."""
+        """Admit ``raws`` here and queue what is pending here for the current and next
+        leaders (module docstring); the one entry point for the CLI and the RPC. Returns
+        at once (agave's sendTransaction does not wait for the leader either): counts
+        ``admitted`` and ``refused`` (per reason) here, ``queued`` for forwarding. Without
+        a running forwarder (:meth:`forwarder`) the batch is forwarded before returning."""
         admitted, refused = await self.ingest(raws)
         ok_raws = [bytes(r) for r in raws if len(r) <= MAX_TPU_TX_BYTES and bytes(r) in self.v.mempool]
-        leaders_ok = await self.forward(ok_raws) if ok_raws else 0
-        gossiped = 0
-        if ok_raws and leaders_ok == 0 and self.v.port is not None:
-            for raw in ok_raws:  # fallback: no leader answered
+        queued = 0
+        if self._forwarding:
+            for raw in ok_raws:
+                try:
+                    self._fwd_send.send_nowait(raw)
+                    queued += 1
+                except trio.WouldBlock:
+                    self.stats.forward_queue_full += 1  # it stays in this node's mempool
+        elif ok_raws:
+            await self.forward_or_gossip(ok_raws)
+            queued = len(ok_raws)
+        return {"ok": True, "admitted": admitted, "refused": dict(refused), "queued": queued}
+
+    async def forwarder(self) -> None:
+        """Forward queued transactions: take what is queued (up to ``FORWARD_MAX_TXS``),
+        send it to the leaders, repeat."""
+        self._forwarding = True
+        try:
+            while True:
+                batch = [await self._fwd_recv.receive()]
+                await trio.sleep(FORWARD_LINGER_S)  # let a burst of submissions join one round
+                while len(batch) < FORWARD_MAX_TXS:
+                    try:
+                        batch.append(self._fwd_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self.forward_or_gossip(batch)
+        finally:
+            self._forwarding = False
+
+    async def forward_or_gossip(self, raws: Sequence[bytes]) -> int:
+        """:meth:`forward`; when no leader acknowledged, the ``txs`` gossip topic (the
+        fallback). Returns the leaders that acknowledged."""
+        if not self.forward_targets():
+            self.stats.forward_self += len(raws)  # this node leads every upcoming slot: its own pool
+            return 0
+        leaders_ok = await self.forward(raws)
+        if leaders_ok == 0 and self.v.port is not None:
+            for raw in raws:
                 await self.v.port.publish("txs", raw)
-            gossiped = len(ok_raws)
-            self.stats.gossip_fallback += gossiped
-        return {"ok": True, "admitted": admitted, "refused": dict(refused), "leaders": leaders_ok,
-                "gossiped": gossiped}
+            self.stats.gossip_fallback += len(raws)
+        return leaders_ok
 
     async def forward(self, raws: Sequence[bytes]) -> int:
         """Send ``raws`` in batches to every forward target at once; how many leaders
@@ -240,6 +286,7 @@ class Tpu:
         s = self.stats
         return {"batches_in": s.batches_in, "txs_in": s.txs_in, "admitted": s.admitted, "refused": dict(s.refused),
                 "batches_out": s.batches_out, "send_failed": dict(s.send_failed), "gossip_fallback": s.gossip_fallback,
+                "forward_queue_full": s.forward_queue_full, "forward_self": s.forward_self,
                 "verified": self.verifier.verified, "verify_jobs": self.verifier.jobs,
                 "mempool": len(self.v.mempool), "mempool_dropped": dict(self.v.mempool.dropped),
                 "mempool_landed_removed": self.v.mempool.landed_removed}
@@ -273,6 +320,8 @@ class TpuExtension:
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
         cmd = req.get("cmd")
+        if cmd == "tx_status":
+            return self.tx_status(req)
         if cmd not in ("submit_tx", "submit_txs"):
             return None
         try:
@@ -284,9 +333,30 @@ class TpuExtension:
             return {"ok": False, "error": "the node is still loading its ledger"}
         return await self.tpu.submit_transactions(raws)
 
+    def tx_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``tx_status``: for each first signature (hex) in ``sigs_hex`` (at most
+        ``MAX_STATUS_SIGNATURES``), the highest commitment whose bank processed it here:
+        ``finalized``, ``confirmed``, ``processed`` or null (bench chain's probe; the
+        RPC's getSignatureStatuses is the client API)."""
+        v = self.tpu.v
+        try:
+            sigs = [bytes.fromhex(h) for h in req["sigs_hex"]][:MAX_STATUS_SIGNATURES]
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"bad signature hex: {exc}"}
+        levels = []
+        for name, slot in (("finalized", v.cons.finalized_slot()), ("confirmed", v.cons.confirmed_slot()),
+                           ("processed", v.cons.processed_slot())):
+            res = v.banks.get(slot)
+            if res is not None:
+                levels.append((name, res.bank.status_cache))
+        out: list[str | None] = []
+        for sig in sigs:
+            out.append(next((name for name, cache in levels if sig in cache), None))
+        return {"ok": True, "status": out, "finalized_slot": v.cons.finalized_slot()}
+
     async def run(self, node: Any) -> None:
         self.tpu.verifier.start()
         try:
-            await trio.sleep_forever()
+            await self.tpu.forwarder()
         finally:
             self.tpu.verifier.close()
