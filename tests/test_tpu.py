@@ -140,6 +140,23 @@ def test_verified_flag_follows_the_entry() -> None:
     assert not m.is_verified(a)
 
 
+@settings(max_examples=50, deadline=None)
+@given(i=st.integers(0, 2**20), tail=st.binary(min_size=1, max_size=40))
+def test_verified_bytes_are_remembered_exactly(i: int, tail: bytes) -> None:
+    """Replay skips the signature check only for the exact bytes verified at admission: a
+    copy with the same first signature and another message is not 'known verified'."""
+    m = Mempool()
+    raw = _raw(i, GOOD[0])
+    assert m.add(raw, 0, verified=True) and m.verified_before(raw)
+    m.landed([raw])  # left the pool: still remembered for replay
+    assert m.verified_before(raw)
+    other = raw[:65] + raw[65:-1] + tail
+    assert other == raw or not m.verified_before(other)
+    unverified = _raw(i + 1, GOOD[0])
+    m.add(unverified, 0)
+    assert not m.verified_before(unverified)
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 2**40), seed=st.integers(0, 50), bh=st.binary(min_size=32, max_size=32))
 def test_blockhash_reader_agrees_with_solders(n: int, seed: int, bh: bytes) -> None:

@@ -33,6 +33,7 @@ Transition tables, per entry, (state, event) -> next state:
 from __future__ import annotations
 
 import collections
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -47,6 +48,9 @@ MEMPOOL_TTL_MS = 60_000
 #: Keys of transactions that landed in a replayed or built slot, remembered so that a late
 #: copy (gossip fallback, a client retry) is refused before signature work; oldest first out.
 LANDED_MEMORY = 65_536
+#: Digests of transactions whose signatures this node verified at admission, remembered so
+#: that replay of a slot holding the same bytes skips the ed25519 work (once per node).
+VERIFIED_MEMORY = 65_536
 #: The first signature of a wire transaction: after the one-byte compact-u16 count.
 _SIG = slice(1, 65)
 #: Why a transaction was refused or removed without landing (``Mempool.dropped`` keys).
@@ -125,6 +129,7 @@ class Mempool:
         self.landed_memory = landed_memory
         self._txs: collections.OrderedDict[bytes, tuple[bytes, int]] = collections.OrderedDict()
         self._verified: set[bytes] = set()  # keys whose signatures the shell verified
+        self._verified_raw: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # sha256(raw)
         self._landed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._recent: tuple[int, int, frozenset[bytes]] = (-1, -1, frozenset())
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -187,7 +192,16 @@ class Mempool:
         self._txs[key] = (raw, now_ms)
         if verified:
             self._verified.add(key)
+            self._verified_raw[hashlib.sha256(raw).digest()] = None
+            while len(self._verified_raw) > VERIFIED_MEMORY:
+                self._verified_raw.popitem(last=False)
         return True
+
+    def verified_before(self, raw: bytes) -> bool:
+        """These exact bytes were admitted with ``verified`` (pending or not, among the last
+        ``VERIFIED_MEMORY``): replay may skip their signature check. Safe to call from a
+        worker thread (one dict lookup)."""
+        return hashlib.sha256(raw).digest() in self._verified_raw
 
     def is_verified(self, raw: bytes) -> bool:
         """Admitted with ``verified`` (and still pending)."""
