@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Protocol
 
 from .bank import MAX_PROCESSING_AGE
@@ -211,12 +211,26 @@ class Mempool:
         self._verified.discard(key)
         return self._txs.pop(key, None) is not None
 
-    def take(self, now_ms: int) -> list[bytes]:
-        """Rule 4."""
-        for k in [k for k, (_r, t) in self._txs.items() if now_ms - t > self.ttl_ms]:
+    def take(self, now_ms: int, limit: int | None = None, exclude: Container[bytes] = ()) -> list[bytes]:
+        """Rule 4; at most ``limit`` entries whose key is not in ``exclude`` (a leader's
+        intake skips what it already took this slot). Entries are in arrival order with
+        non-decreasing receipt times, so expiry pops from the front only."""
+        while self._txs:
+            k, (_r, t) = next(iter(self._txs.items()))
+            if now_ms - t <= self.ttl_ms:
+                break
             self._drop(k)
             self.dropped["expired"] += 1
-        return [r for r, _t in self._txs.values()]
+        out: list[bytes] = []
+        if limit is not None and limit <= 0:
+            return out
+        for k, (r, _t) in self._txs.items():
+            if k in exclude:
+                continue
+            out.append(r)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def received_ms(self, raw: bytes) -> int | None:
         e = self._txs.get(raw[_SIG])

@@ -38,7 +38,7 @@ import trio
 
 from ..core.bank import verify_transaction_signatures
 from ..net.messages import MAX_TPU_REASONS, MAX_TPU_TX_BYTES, MAX_TXS_PER_TX_BATCH, TxBatch, TxBatchAck
-from ..net.reqresp import PROTO_TPU, ReqRespError
+from ..net.reqresp import PROTO_TPU, ReqRespError, TokenBucket
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..net.gossip import Delivery, PayloadCheck
@@ -62,6 +62,10 @@ FORWARD_QUEUE_LEN = 16_384
 FORWARD_MAX_TXS = 8 * MAX_TXS_PER_TX_BATCH
 #: A forwarding round waits this long for more submissions to join it.
 FORWARD_LINGER_S = 0.005
+#: The gossip fallback's token bucket (capacity, transactions per second): gossip carries one
+#: transaction per message through every node's shared inbox, where a flood crowds out
+#: votes (issue 17); what is over the bucket stays in this node's mempool for its own slots.
+GOSSIP_FALLBACK_BUCKET = (64.0, 32.0)
 #: Signatures one ``tx_status`` control request may ask about.
 MAX_STATUS_SIGNATURES = 1024
 
@@ -87,6 +91,8 @@ class SigVerifier:
         if self.jobs > 1 and self._pool is None:
             # spawn: the node process runs trio and worker threads; fork would copy their locks
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            for _ in range(self.jobs):  # start and import in every worker now, not on the first batch
+                self._pool.submit(_verify_chunk, [])
 
     def close(self) -> None:
         if self._pool is not None:
@@ -124,6 +130,7 @@ class TpuStats:
     batches_out: int = 0  # TxBatch requests answered by a leader
     send_failed: collections.Counter[str] = field(default_factory=collections.Counter)  # by error code
     gossip_fallback: int = 0  # transactions published on the txs topic because no leader answered
+    fallback_refused: int = 0  # not gossiped: over GOSSIP_FALLBACK_TXS_PER_S (a flood must not reach the votes' inbox)
     forward_self: int = 0  # not forwarded: no other leader in the forward window
     forward_queue_full: int = 0  # admitted here but not forwarded (queue full): they wait for our own slot
 
@@ -138,6 +145,7 @@ class Tpu:
         self._nonce = 0
         self._fwd_send, self._fwd_recv = trio.open_memory_channel[bytes](FORWARD_QUEUE_LEN)
         self._forwarding = False
+        self._fallback_bucket = TokenBucket(*GOSSIP_FALLBACK_BUCKET)
 
     # -- admission --------------------------------------------------------------------------
     async def ingest(self, raws: Sequence[bytes]) -> tuple[int, collections.Counter[str]]:
@@ -247,8 +255,11 @@ class Tpu:
         leaders_ok = await self.forward(raws)
         if leaders_ok == 0 and self.v.port is not None:
             for raw in raws:
+                if not self._fallback_bucket.take():
+                    self.stats.fallback_refused += 1  # still in this node's mempool for its own slots
+                    continue
                 await self.v.port.publish("txs", raw)
-            self.stats.gossip_fallback += len(raws)
+                self.stats.gossip_fallback += 1
         return leaders_ok
 
     async def forward(self, raws: Sequence[bytes]) -> int:
@@ -287,6 +298,7 @@ class Tpu:
         return {"batches_in": s.batches_in, "txs_in": s.txs_in, "admitted": s.admitted, "refused": dict(s.refused),
                 "batches_out": s.batches_out, "send_failed": dict(s.send_failed), "gossip_fallback": s.gossip_fallback,
                 "forward_queue_full": s.forward_queue_full, "forward_self": s.forward_self,
+                "fallback_refused": s.fallback_refused,
                 "verified": self.verifier.verified, "verify_jobs": self.verifier.jobs,
                 "mempool": len(self.v.mempool), "mempool_dropped": dict(self.v.mempool.dropped),
                 "mempool_landed_removed": self.v.mempool.landed_removed}
