@@ -167,12 +167,14 @@ def test_blockhash_reader_agrees_with_solders(n: int, seed: int, bh: bytes) -> N
 @settings(max_examples=60, deadline=None)
 @given(junk=st.binary(max_size=200))
 def test_blockhash_reader_refuses_truncated_input(junk: bytes) -> None:
+    reason = None
     try:
         bh = recent_blockhash_of(junk)
     except TransitionError as exc:
-        assert exc.reason == "malformed-transaction"
+        reason = exc.reason
     else:
         assert len(bh) == 32
+    assert reason in (None, "malformed-transaction")
 
 
 # -- the TPU on a real validator --------------------------------------------------------------

@@ -26,6 +26,7 @@ node's ``tpu.mempool`` status every ``SAMPLE_INTERVAL_S``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -229,10 +230,8 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
             next_probe = now + PROBE_INTERVAL_S
         if now >= next_sample:
             for i, node in enumerate(net.nodes):
-                try:
+                with contextlib.suppress(Exception):  # a busy node misses a sample
                     depth[i].append(int(node.status()["tpu"]["mempool"]))
-                except Exception:  # noqa: BLE001 - a busy node misses a sample
-                    pass
             next_sample = now + SAMPLE_INTERVAL_S
         if sent >= n_total and el >= seconds:
             break

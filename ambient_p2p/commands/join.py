@@ -286,7 +286,6 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             nursery.start_soon(on_signals)
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
-
             from ..node.tpu import Tpu, TpuExtension
 
             # the TPU first: it answers submit_tx (leaders direct, gossip as fallback; spec/tpu.md)
