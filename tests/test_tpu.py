@@ -323,3 +323,30 @@ def test_tpu_protocol_admits_and_refuses_with_reasons(tmp_path: Path, monkeypatc
         run_trio(body, 120)
     finally:
         v.close()
+
+
+def test_control_commands_submit_and_report_status(tmp_path: Path) -> None:
+    """``submit_txs`` admits (no forwarder running: forwarded inline, nowhere to send on a
+    one-node chain), ``tx_status`` reports pending ones as unknown, bad input is an error."""
+    from ambient_p2p.node.tpu import TpuExtension
+
+    v = _validator(tmp_path)
+    try:
+        users = user_keypairs(v.genesis.chain_id)
+        bh = v.tip_bank().last_blockhash  # type: ignore[union-attr]
+        txs = [transfer_tx(users[0], users[1].pubkey, 1 + i, bh) for i in range(3)]
+        ext = TpuExtension(Tpu(v, SigVerifier(jobs=0)))
+
+        async def body() -> None:
+            r = await ext.control({"cmd": "submit_txs", "txs_hex": [t.hex() for t in txs] + [txs[0].hex()]})
+            assert r == {"ok": True, "admitted": 3, "refused": {"duplicate": 1}, "queued": 3}
+            bad = await ext.control({"cmd": "submit_txs", "txs_hex": ["zz"]})
+            assert bad is not None and bad["ok"] is False and "hex" in bad["error"]
+            st = await ext.control({"cmd": "tx_status", "sigs_hex": [t[1:65].hex() for t in txs]})
+            assert st is not None and st["status"] == [None, None, None]  # pending, not processed
+            assert await ext.control({"cmd": "status"}) is None  # not ours: the next part answers
+
+        trio.run(body)
+        assert ext.status()["tpu"]["admitted"] == 3 and ext.tpu.stats.forward_self == 3
+    finally:
+        v.close()

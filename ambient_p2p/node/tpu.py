@@ -215,7 +215,9 @@ class Tpu:
         ``admitted`` and ``refused`` (per reason) here, ``queued`` for forwarding. Without
         a running forwarder (:meth:`forwarder`) the batch is forwarded before returning."""
         admitted, refused = await self.ingest(raws)
-        ok_raws = [bytes(r) for r in raws if len(r) <= MAX_TPU_TX_BYTES and bytes(r) in self.v.mempool]
+        # what is pending here (admitted now, or earlier: a client retry is forwarded again), once each
+        ok_raws = list({bytes(r)[1:65]: bytes(r) for r in raws
+                        if 65 <= len(r) <= MAX_TPU_TX_BYTES and bytes(r) in self.v.mempool}.values())
         queued = 0
         if self._forwarding:
             for raw in ok_raws:
