@@ -254,8 +254,11 @@ class Tpu:
         if not self.forward_targets():
             self.stats.forward_self += len(raws)  # this node leads every upcoming slot: its own pool
             return 0
+        timeouts = self.stats.send_failed["timeout"]
         leaders_ok = await self.forward(raws)
-        if leaders_ok == 0 and self.v.port is not None:
+        # a timeout means a slow leader (it most likely admitted the batch): gossiping then
+        # would amplify an overload; only unreachable leaders fall back
+        if leaders_ok == 0 and self.stats.send_failed["timeout"] == timeouts and self.v.port is not None:
             for raw in raws:
                 if not self._fallback_bucket.take():
                     self.stats.fallback_refused += 1  # still in this node's mempool for its own slots
