@@ -55,9 +55,9 @@ STATUS_CHUNK = 1024
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("chain", help="transfers through a validator localnet via the TPU path: offered load -> "
-                                     "finalized tx/s, confirmation p50/p95/p99, mempool depth, CPU per node, "
-                                     "next to the one-core ed25519 verify ceiling")
+    what = ("transfers through a validator localnet via the TPU path: offered load -> finalized tx/s, "
+            "confirmation p50/p95/p99, mempool depth, CPU per node, next to the one-core ed25519 verify ceiling")
+    p = sub.add_parser("chain", help=what, description=what + " (spec/tpu.md).")
     p.add_argument("--nodes", type=int, default=4, help="validator processes (default 4)")
     p.add_argument("--slot-ms", type=int, default=800, help="slot duration in ms (default 800, the localnet's)")
     p.add_argument("--loads", default="100,300,1000", help="offered loads in tx/s, comma separated (default 100,300,1000)")
