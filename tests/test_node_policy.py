@@ -308,11 +308,11 @@ def test_mempool_rows() -> None:
     assert not m.add(b"\x01short", 0)
     m.add(_tx(2), 50)
     m.add(_tx(3), 60)
-    m.add(_tx(4), 70)  # over the cap: the oldest goes
-    assert m.take(80) == [_tx(2), _tx(3), _tx(4)] and m.evicted == 1
-    assert m.take(155) == [_tx(3), _tx(4)] and m.expired == 1  # 2 is 105 ms old
+    assert not m.add(_tx(4), 70)  # over the cap: refused, counted; nothing evicted (spec/tpu.md)
+    assert m.take(80) == [_tx(1), _tx(2), _tx(3)] and m.dropped["mempool-full"] == 1
+    assert m.take(105) == [_tx(2), _tx(3)] and m.expired == 1  # 1 is 105 ms old
     m.remove([_tx(3), _tx(9)])
-    assert m.take(155) == [_tx(4)]
+    assert m.take(105) == [_tx(2)]
 
 
 class _VT:

@@ -230,6 +230,8 @@ class FakeBank:
     bank_hash: bytes
     last_blockhash: bytes = b"\x07" * 32
     landed_votes: list[tuple[bytes, int]] = field(default_factory=list)
+    blockhashes: list[bytes] = field(default_factory=lambda: [b"\x07" * 32])  # mempool admission reads these
+    status_cache: dict[bytes, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -322,7 +324,8 @@ def test_policy_may_build_and_produced_bookkeeping() -> None:
     assert p.may_build(2, 1) and not p.may_build(2, 5) and not p.may_build(1, 0)
     p.produced_before = {2}
     assert not p.may_build(2, 1)  # built before a restart: never a second version
-    tx = b"\x01" + b"\x11" * 64 + b"rest"
+    # signature, header, one key, the tip's blockhash (mempool admission reads it; spec/tpu.md)
+    tx = b"\x01" + b"\x11" * 64 + b"\x01\x00\x00" + b"\x01" + b"\x22" * 32 + b"\x07" * 32 + b"rest"
     p.add_tx(tx, 100)
     out = p.produced(3, 1, _res(3), included=[tx], dropped=[], included_votes=[], now_ms=5, now_mono_ms=100)
     assert sl.SlotFrozen(3, 1, _h(3)) in out and len(p.mempool) == 0 and p.awaiting_confirm == {3: [100]}

@@ -286,8 +286,13 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             nursery.start_soon(on_signals)
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
+            from ..node.tpu import Tpu, TpuExtension
 
-            ext = compose(roles, BlobExtension(blobs), rpc)
+            # the TPU first: it answers submit_tx (leaders direct, gossip as fallback; spec/tpu.md)
+            tpu = Tpu(validator) if validator is not None else None
+            if rpc is not None and tpu is not None:
+                rpc.tpu_submit = tpu.submit_transactions  # sendTransaction through the TPU
+            ext = compose(TpuExtension(tpu) if tpu is not None else None, roles, BlobExtension(blobs), rpc)
             if rpc is not None and ext is not None:
                 rpc.control_fn = ext.control  # the chat door submits through the node's own commands
             await NetNode(cfg, ext).run()

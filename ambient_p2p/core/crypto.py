@@ -23,6 +23,7 @@ which are thin helpers for the CLI shell; the core never calls them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -185,11 +186,13 @@ class Keypair:
         return cls.from_bytes(bytes(arr))
 
     # -- views ------------------------------------------------------------------------
-    @property
+    # cached: deriving the key pair from the seed is a scalar multiplication, and hot paths
+    # (leader, voting, gossip) read ``pubkey`` per message (issue 17: 1-2% of a loaded node)
+    @functools.cached_property
     def _signing_key(self) -> nacl.signing.SigningKey:
         return nacl.signing.SigningKey(self.seed)
 
-    @property
+    @functools.cached_property
     def pubkey(self) -> bytes:
         return bytes(self._signing_key.verify_key)
 

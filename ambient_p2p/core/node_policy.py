@@ -251,6 +251,9 @@ class NodePolicy(Generic[R]):
         assert res.bank.bank_hash is not None
         self.banks[slot] = res
         self.stats.replayed += 1
+        # what landed in any leader's slot leaves the mempool (spec/tpu.md); policy tests' fake
+        # banks carry no transaction log
+        self.mempool.landed([t.raw for t in getattr(res.bank, "tx_log", ())])
         if duplicate:
             self.cons.on_duplicate(slot)
         return self.apply(self.slots.handle(sl.Replayed(slot, res.bank.bank_hash)), now_mono_ms)
@@ -282,9 +285,18 @@ class NodePolicy(Generic[R]):
             self.vote_pool.add(vt)
         return self._count(vt.vote, now_mono_ms)
 
-    def add_tx(self, raw: bytes, now_mono_ms: int) -> None:
-        if self.mempool.add(raw, now_mono_ms):
+    def tip_bank(self) -> Bank | None:
+        """The best frozen bank: mempool admission checks blockhash age and status against it."""
+        res = self.banks.get(self.cons.processed_slot())
+        return None if res is None else res.bank
+
+    def add_tx(self, raw: bytes, now_mono_ms: int, *, verified: bool = False) -> bool:
+        """Mempool admission (core/pools.py rules 1-3); True if admitted. ``verified``: the
+        shell checked its signatures (node/tpu.py, the gossip check)."""
+        if self.mempool.add(raw, now_mono_ms, self.tip_bank(), verified=verified):
             self.stats.txs_in += 1
+            return True
+        return False
 
     # -- readiness and decisions ------------------------------------------------------------
     def behind(self, now_mono_ms: int) -> bool:
@@ -430,7 +442,8 @@ class NodePolicy(Generic[R]):
         received = [t for raw in included if (t := self.mempool.received_ms(raw)) is not None]
         if received:
             self.awaiting_confirm[slot] = received
-        self.mempool.remove([*included, *dropped])
+        self.mempool.landed(included)
+        self.mempool.remove(dropped)
         self.stats.txs_included += len(included)
         self.stats.produced += 1
         self.banks[slot] = res

@@ -136,7 +136,10 @@ def replay_slot(
     *,
     poh_verify: PohVerifyFn | None = None,
     shreds_verified: bool = False,
+    known_verified: Callable[[bytes], bool] | None = None,
 ) -> SlotResult:
+    """``known_verified``: transactions whose exact bytes this node verified already
+    (at admission, spec/tpu.md) skip the signature batch."""
     sets, recovered = _load_fec_sets(bs, slot, leader, shreds_verified)
     if not sets:
         raise SlotRejected("empty-slot", "no shreds stored")
@@ -185,7 +188,8 @@ def replay_slot(
         raise SlotRejected("bad-poh", f"entry {bad} does not follow from its predecessor's hash")
     # Signatures of the whole slot first, as one batch (agave's sigverify stage), then
     # execution without repeating the ed25519 work.
-    flat = [(i, tx) for i, e in enumerate(entries) for tx in e.transactions]
+    flat = [(i, tx) for i, e in enumerate(entries) for tx in e.transactions
+            if known_verified is None or not known_verified(tx)]
     for (i, _tx), problem in zip(flat, verify_transaction_signatures([tx for _i, tx in flat])):
         if problem is not None:
             raise SlotRejected(problem.split(":", 1)[0], f"entry {i}: {problem}")

@@ -58,6 +58,8 @@ CONTROL_REQUIRED: dict[str, tuple[str, ...]] = {
     "has_shred": ("slot", "index"),
     "slot_info": ("slot",),
     "submit_tx": ("tx_hex",),
+    "submit_txs": ("txs_hex",),  # node/tpu.py
+    "tx_status": ("sigs_hex",),  # node/tpu.py
 }
 
 

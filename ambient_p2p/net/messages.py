@@ -193,6 +193,43 @@ class BlobResponse:
     data: bytes | None = fld(Opt(Bytes(MAX_BLOB_BYTES)), default=None)
 
 
+# -- TPU ingress (spec/tpu.md) ---------------------------------------------------------------
+#: Transactions in one ``/ambient/tpu/1`` request (agave's QUIC TPU streams one per
+#: transaction; one libp2p stream per batch amortises the stream setup instead).
+MAX_TXS_PER_TX_BATCH = 64
+#: The largest wire transaction (one packet, as agave's PACKET_DATA_SIZE).
+MAX_TPU_TX_BYTES = PACKET_DATA_BYTES
+#: Distinct refusal reasons one acknowledgement may list.
+MAX_TPU_REASONS = 16
+
+
+@message(type_id=0x0220, version=1, max_size=MAX_TXS_PER_TX_BATCH * (MAX_TPU_TX_BYTES + 3) + 64)
+@dataclass(frozen=True)
+class TxBatch:
+    """A batch of wire transactions sent straight to a (current or next) leader
+    (``/ambient/tpu/1``, spec/tpu.md). Not signed: each transaction carries its own
+    signatures, and the Noise channel names the sender."""
+
+    nonce: int = fld(UInt(32))
+    txs: tuple[bytes, ...] = fld(List(Bytes(MAX_TPU_TX_BYTES), MAX_TXS_PER_TX_BATCH))
+
+
+@message(type_id=0x0221, version=1, max_size=MAX_TPU_REASONS * 40 + 64)
+@dataclass(frozen=True)
+class TxBatchAck:
+    """What the leader did with a batch: ``admitted`` to its mempool; the rest refused,
+    counted per reason (``reasons[i]`` refused ``counts[i]`` times; spec/tpu.md)."""
+
+    nonce: int = fld(UInt(32))
+    admitted: int = fld(UInt(32))
+    reasons: tuple[str, ...] = fld(List(Text(32), MAX_TPU_REASONS), default=())
+    counts: tuple[int, ...] = fld(List(UInt(32), MAX_TPU_REASONS), default=())
+
+    def __post_init__(self) -> None:
+        if len(self.reasons) != len(self.counts):
+            raise ValueError("reasons and counts differ in length")
+
+
 # -- envelope signing -----------------------------------------------------------------------
 
 

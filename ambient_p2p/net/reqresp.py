@@ -44,6 +44,8 @@ from .messages import (
     RepairRequest,
     ShredPushAck,
     SlotShredsRequest,
+    TxBatch,
+    TxBatchAck,
     shred_key,
 )
 
@@ -102,10 +104,15 @@ SHRED_PUSH: ReqRespProtocol[NoncedShreds, ShredPushAck] = ReqRespProtocol(
 BLOB: ReqRespProtocol[BlobRequest, BlobResponse] = ReqRespProtocol(
     "/ambient/blob/1", BlobRequest, BlobResponse, (32.0, 8.0)
 )
+#: TPU ingress (spec/tpu.md): clients and RPC nodes send batches of transactions straight to
+#: the current and next leaders. 64 batches of 64 = 4,096 tx/s sustained per sending peer.
+TPU: ReqRespProtocol[TxBatch, TxBatchAck] = ReqRespProtocol(
+    "/ambient/tpu/1", TxBatch, TxBatchAck, (128.0, 64.0)
+)
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
-    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB)
+    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
@@ -113,6 +120,7 @@ PROTO_PEERS = PEERS.proto_id
 PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
 PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
 PROTO_BLOB = BLOB.proto_id
+PROTO_TPU = TPU.proto_id
 
 
 class ReqRespError(ProtocolError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -131,8 +132,7 @@ class _InSlot:
 async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: _InSlot, stop_at: float) -> None:
     """Take what arrived, execute, record; until ``stop_at`` (trio time) or a refusal."""
     while trio.current_time() < stop_at:
-        txs = [r for r in v.mempool.take(v.clock.mono_ms()) if tx_key(r) not in st.seen_txs]
-        txs = txs[: MAX_TXS_PER_SLOT - st.n_txs]
+        txs = v.mempool.take(v.clock.mono_ms(), limit=MAX_TXS_PER_SLOT - st.n_txs, exclude=st.seen_txs)
         votes = [vt for vt in v.vote_pool.take() if vt.raw not in st.seen_votes][: MAX_VOTES_PER_SLOT - st.n_votes]
         if txs or votes:
             st.seen_txs.update(tx_key(r) for r in txs)
@@ -140,7 +140,9 @@ async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: _InS
             st.n_txs += len(txs)
             st.n_votes += len(votes)
             st.dirty = True
-            inc, drop, inc_votes = await v._thread("build", select_transactions, bank, txs, votes)
+            verified = frozenset(r for r in txs if v.mempool.is_verified(r))  # checked at admission (node/tpu.py)
+            inc, drop, inc_votes = await v._thread("build", partial(select_transactions, verified=verified),
+                                                   bank, txs, votes)
             st.dropped += drop
             st.landed_votes.update((vt.raw, vt) for vt in inc_votes)
             for batch in entry_batches(inc):

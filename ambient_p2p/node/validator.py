@@ -86,9 +86,9 @@ def _insert_job(bs: Blockstore, packets: list[bytes], leaders: Callable[[int], b
 
 
 def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
-                leader: bytes) -> tuple[SlotResult | str, bool]:
+                leader: bytes, known_verified: Callable[[bytes], bool] | None = None) -> tuple[SlotResult | str, bool]:
     try:
-        res = replay_slot(bs, genesis, parent, slot, leader, shreds_verified=True)
+        res = replay_slot(bs, genesis, parent, slot, leader, shreds_verified=True, known_verified=known_verified)
     except SlotRejected as exc:
         return str(exc), False
     b = res.bank
@@ -285,7 +285,8 @@ class Validator(NodePolicy[SlotResult]):
             if leader is None or parent is None:  # cannot happen: the tracker checked both
                 self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
                 continue
-            out, dup_proof = await self._thread("replay", _replay_job, self.bs, self.genesis, parent, r.slot, leader)
+            out, dup_proof = await self._thread("replay", _replay_job, self.bs, self.genesis, parent, r.slot, leader,
+                                             self.mempool.verified_before)  # verified at admission: once per node
             self.perform(self.replay_failed(r.slot, out, self.clock.mono_ms()) if isinstance(out, str)
                      else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
 
@@ -318,8 +319,8 @@ class Validator(NodePolicy[SlotResult]):
         self.perform(out)
         return out
 
-    def add_tx(self, raw: bytes, now_mono_ms: int | None = None) -> None:
-        super().add_tx(raw, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)
+    def add_tx(self, raw: bytes, now_mono_ms: int | None = None, *, verified: bool = False) -> bool:
+        return super().add_tx(raw, self.clock.mono_ms() if now_mono_ms is None else now_mono_ms, verified=verified)
 
     def behind(self, now_mono_ms: int | None = None) -> bool:
         return super().behind(self.clock.mono_ms() if now_mono_ms is None else now_mono_ms)

@@ -264,6 +264,7 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
             _with_body(lambda b: b["poh"].pop("ticks_per_slot"), sample_genesis()),
         ),
         *_blob_reject_cases(),
+        *_tpu_reject_cases(),
     ]
 
 
@@ -291,6 +292,43 @@ def _blob_reject_cases() -> list[tuple[str, str, str, bytes]]:
             "BlobRequest naming a 31-byte hash",
             _with_body(lambda b: b.__setitem__("sha256", _BLOB_HASH[:31]), m.BlobRequest(11, _BLOB_HASH)),
         ),
+    ]
+
+
+def _tpu_transfer() -> bytes:
+    """A system transfer as a client sends it (spec/tpu.md): deterministic keys and blockhash."""
+    from ...core.crypto import Keypair
+    from ...ledger.producer import transfer_tx
+
+    return transfer_tx(Keypair.deterministic("interop-tpu", 0), Keypair.deterministic("interop-tpu", 1).pubkey,
+                       1_000, hashlib.sha256(b"interop tpu blockhash").digest())
+
+
+def _tpu_roundtrips() -> list[tuple[str, str, Any]]:
+    """The ``/ambient/tpu/1`` messages (spec/tpu.md)."""
+    from ...net import messages as m
+
+    return [
+        ("tx-batch", "TxBatch holding one signed system transfer", m.TxBatch(21, (_tpu_transfer(),))),
+        ("tx-batch-ack", "TxBatchAck: 61 admitted, 2 duplicate, 1 blockhash-expired",
+         m.TxBatchAck(21, 61, ("duplicate", "blockhash-expired"), (2, 1))),
+    ]
+
+
+def _tpu_reject_cases() -> list[tuple[str, str, str, bytes]]:
+    """The limits of spec/tpu.md's wire types."""
+    from ...net import messages as m
+
+    tx = _tpu_transfer()
+    one = m.TxBatch(22, (tx,))
+    return [
+        ("tx-batch-too-many", "too-large", f"TxBatch of MAX_TXS_PER_TX_BATCH + 1 = {m.MAX_TXS_PER_TX_BATCH + 1} "
+         "transactions", _with_body(lambda b: b.__setitem__("txs", [tx] * (m.MAX_TXS_PER_TX_BATCH + 1)), one)),
+        ("tx-batch-tx-too-large", "too-large", f"TxBatch holding a {m.MAX_TPU_TX_BYTES + 1}-byte transaction",
+         _with_body(lambda b: b.__setitem__("txs", [bytes(m.MAX_TPU_TX_BYTES + 1)]), one)),
+        ("tx-batch-ack-mismatch", "invalid-value", "TxBatchAck with two reasons and one count",
+         _with_body(lambda b: b.__setitem__("reasons", ["duplicate", "mempool-full"]),
+                    m.TxBatchAck(22, 0, ("duplicate",), (3,)))),
     ]
 
 
@@ -364,6 +402,7 @@ def cases() -> list[Case]:
         ),
     ]
     roundtrips += _network_roundtrips()
+    roundtrips += _tpu_roundtrips()
     roundtrips.append(("bank-snapshot-auction", "BankSnapshot v4 of a bank where register_miner (3 miners) and "
                        "request landed: its auction accounts sorted by address", _auction_bank_snapshot()))
     roundtrips.append(("bank-snapshot-work", "BankSnapshot v4 of a bank with work accounts (credits over two epochs, "

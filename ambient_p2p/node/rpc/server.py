@@ -207,6 +207,8 @@ class RpcExtension:
         self.rpc = SolanaRpc(validator, self.index, cfg.opts, self._submit, self._cluster)
         #: the composed node's control commands (put_blob, submit_tx, ...), for the chat door
         self.control_fn = control
+        #: node/tpu.py ``Tpu.submit_transactions`` (set by commands/join.py): sendTransaction's path
+        self.tpu_submit: Callable[[list[bytes]], Awaitable[Any]] | None = None
         self.started_s = time.monotonic()
         self.http_requests = 0
         self.app: Any = None
@@ -321,6 +323,9 @@ class RpcExtension:
 
     # -- helpers for the methods ------------------------------------------------------------------
     async def _submit(self, raw: bytes) -> None:
+        if self.tpu_submit is not None:  # node/tpu.py: verified once, sent to the leaders (spec/tpu.md)
+            await self.tpu_submit([raw])
+            return
         self.v.add_tx(raw)
         if self.v.port is not None:
             await self.v.port.publish("txs", raw)
