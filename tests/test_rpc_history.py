@@ -1,0 +1,151 @@
+"""The RPC's stored transaction history (ledger/txstatus.py, spec/rpc.md "History"): blocks
+written to a real RocksDB blockstore read back equal after a reopen, records are decoded
+strictly (a record whose key disagrees with its contents, a header whose count disagrees
+with the stored transactions, bytes that do not decode: each refused with a reason), ledger
+cleanup's purge drops a slot's history, and the RPC index loads what was stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ambient_p2p.core import codec
+from ambient_p2p.core.bank import TxRecord, TxResult
+from ambient_p2p.ledger.blockstore import Blockstore, slot_key
+from ambient_p2p.ledger.txstatus import (
+    BLOCK_STATUS_CF,
+    MAX_TX_ERROR_BYTES,
+    TX_STATUS_CF,
+    BlockStatus,
+    StoredBlock,
+    TxStatus,
+    TxStatusError,
+    block_slots,
+    put_blocks,
+    read_block,
+)
+from ambient_p2p.node.rpc.txindex import BlockRecord, TxIndex, from_stored, to_stored
+
+
+def _transfer(seed: str, to: bytes, lamports: int, blockhash: bytes) -> bytes:
+    from solders.hash import Hash
+    from solders.keypair import Keypair
+    from solders.message import Message
+    from solders.pubkey import Pubkey
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import Transaction
+
+    kp = Keypair.from_seed(bytes(seed.encode().ljust(32, b"\0"))[:32])
+    ix = transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=Pubkey(to), lamports=lamports))
+    return bytes(Transaction([kp], Message([ix], kp.pubkey()), Hash(blockhash)).__bytes__())
+
+
+def _block(slot: int, n: int, error: str | None = None) -> BlockRecord:
+    txs = []
+    for i in range(n):
+        raw = _transfer(f"payer-{slot}-{i}", bytes([i + 1]) * 32, 1000 + i, bytes([slot % 256]) * 32)
+        txs.append(TxRecord(raw, TxResult(raw[1:65], 5000, error), (10_000_000, 0, 1), (10_000_000 - 6000 - i, 1000 + i, 1)))
+    return BlockRecord(slot, max(0, slot - 1), bytes([slot % 256, 1]) * 16, bytes([slot % 256, 2]) * 16, slot, 1_700_000_000 + slot,
+                       tuple(txs))
+
+
+@pytest.fixture
+def bs(tmp_path: Path) -> Blockstore:
+    b = Blockstore.open(tmp_path / "bs")
+    yield b  # type: ignore[misc]
+    b.close()
+
+
+def test_blocks_read_back_equal_after_reopen_and_index_loads_them(tmp_path: Path) -> None:
+    recs = [_block(3, 2), _block(4, 0), _block(7, 3, "InstructionError: insufficient funds")]
+    with Blockstore.open(tmp_path / "bs") as bs:
+        assert put_blocks(bs, [to_stored(r) for r in recs]) == 3
+    with Blockstore.open(tmp_path / "bs") as bs:  # a restart: a fresh open verifies every family
+        assert block_slots(bs) == [3, 4, 7]
+        back = [from_stored(b) for s in block_slots(bs) if (b := read_block(bs, s)) is not None]
+        assert back == recs
+        assert read_block(bs, 5) is None
+    idx = TxIndex()
+    assert all(idx.load(r) for r in back) and not idx.load(back[0])  # a second load of a slot is refused
+    sig = recs[2].txs[1].result.signature
+    [loc] = idx.locations(sig)
+    assert (loc.block.slot, loc.position, loc.record.result.error) == (7, 1, "InstructionError: insufficient funds")
+    assert idx.heights[7] == 7
+    to = bytes([2]) * 32  # the recipient of each block's second transfer
+    assert [(x.block.slot, x.position) for x in idx.address_locations(to)] == [(7, 1), (3, 1)]
+
+
+def test_purge_drops_history_with_the_slot(bs: Blockstore) -> None:
+    put_blocks(bs, [to_stored(_block(s, 2)) for s in (10, 11, 12)])
+    bs.purge_slots(10, 11)
+    assert block_slots(bs) == [12]
+    assert [k for k, _v in bs._iter_all(TX_STATUS_CF)] == [slot_key(12) + b"\0\0\0\0", slot_key(12) + b"\0\0\0\1"]
+
+
+def test_strict_reads_refuse_inconsistent_records(bs: Blockstore) -> None:
+    good = to_stored(_block(20, 2))
+    put_blocks(bs, [good])
+    # a header stored under another slot's key
+    bs._write({(BLOCK_STATUS_CF, slot_key(21)): codec.encode(good.header)})
+    with pytest.raises(TxStatusError, match="keyed"):
+        read_block(bs, 21)
+    # a missing transaction: the header's count no longer matches
+    bs._write({}, [(TX_STATUS_CF, slot_key(20) + b"\0\0\0\1")])
+    with pytest.raises(TxStatusError, match="counts 2 transactions, 1 stored"):
+        read_block(bs, 20)
+    # bytes that do not decode
+    bs._write({(BLOCK_STATUS_CF, slot_key(22)): b"\x83\x19\x01\x09\x01\xa0"})
+    with pytest.raises(TxStatusError, match="block_status record"):
+        read_block(bs, 22)
+    # a transaction record under the wrong position
+    t = good.txs[0]
+    bs._write({(BLOCK_STATUS_CF, slot_key(23)): codec.encode(BlockStatus(23, 22, bytes(32), bytes(32), 1, 1, 1)),
+               (TX_STATUS_CF, slot_key(23) + b"\0\0\0\0"): codec.encode(t)})
+    with pytest.raises(TxStatusError, match="holds 20/0"):
+        read_block(bs, 23)
+
+
+def test_writer_refuses_blocks_that_disagree_with_themselves(bs: Blockstore) -> None:
+    good = to_stored(_block(30, 1))
+    with pytest.raises(ValueError, match="counts 2"):
+        put_blocks(bs, [StoredBlock(BlockStatus(30, 29, bytes(32), bytes(32), 1, 1, 2), good.txs)])
+    with pytest.raises(ValueError, match="keyed 30/0"):
+        put_blocks(bs, [StoredBlock(BlockStatus(31, 30, bytes(32), bytes(32), 1, 1, 1), good.txs)])
+    assert block_slots(bs) == []  # nothing written
+
+
+def test_long_errors_are_cut_not_refused(bs: Blockstore) -> None:
+    rec = _block(40, 1, "é" * MAX_TX_ERROR_BYTES)
+    put_blocks(bs, [to_stored(rec)])
+    b = read_block(bs, 40)
+    assert b is not None and b.txs[0].error is not None
+    assert len(b.txs[0].error.encode()) <= MAX_TX_ERROR_BYTES and b.txs[0].error == "é" * (MAX_TX_ERROR_BYTES // 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(slot=st.integers(0, 2**64 - 1), pos=st.integers(0, 2**32 - 1), fee=st.integers(0, 2**64 - 1),
+       raw=st.binary(min_size=0, max_size=1232), err=st.none() | st.text(max_size=200),
+       bal=st.lists(st.integers(0, 2**64 - 1), max_size=256))
+def test_tx_status_codec_round_trips_and_rejects_truncation(slot: int, pos: int, fee: int, raw: bytes,
+                                                             err: str | None, bal: list[int]) -> None:
+    t = TxStatus(slot, pos, raw, bytes(64), fee, None if err is None else err.encode("utf-8", "ignore").decode(),
+                 tuple(bal), tuple(reversed(bal)))
+    enc = codec.encode(t)
+    assert codec.decode(enc, TxStatus) == t
+    with pytest.raises(codec.DecodeError):
+        codec.decode(enc[:-1], TxStatus)
+    with pytest.raises(codec.DecodeError):
+        codec.decode(enc + b"\0", TxStatus)
+
+
+def test_inspect_decodes_the_records(bs: Blockstore, tmp_path: Path) -> None:
+    from ambient_p2p.commands.inspect import inspect_bytes
+
+    b = to_stored(_block(50, 1))
+    h = inspect_bytes(codec.encode(b.header))
+    t = inspect_bytes(codec.encode(b.txs[0]))
+    assert "BlockStatus" in str(h) and "50" in str(h)
+    assert "TxStatus" in str(t)
