@@ -149,3 +149,102 @@ def test_inspect_decodes_the_records(bs: Blockstore, tmp_path: Path) -> None:
     t = inspect_bytes(codec.encode(b.txs[0]))
     assert "BlockStatus" in str(h) and "50" in str(h)
     assert "TxStatus" in str(t)
+
+
+@pytest.mark.integration
+def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
+    """A single-node localnet: an airdrop and three transfers, finalized; the node is
+    stopped and started again on the same ledger; then the real solana-py client finds
+    every old signature (getTransaction, getSignatureStatuses with searchTransactionHistory,
+    getSignaturesForAddress with before/until/limit, getBlock) from the blockstore."""
+    import asyncio
+    import time
+
+    from solana.rpc.async_api import AsyncClient
+    from solana.rpc.commitment import Confirmed, Finalized
+    from solders.keypair import Keypair
+    from solders.message import MessageV0
+    from solders.signature import Signature
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import VersionedTransaction
+
+    from ambient_p2p.devnet.localnet import Localnet
+    from tests.test_rpc_multiproc import free_port_pair, rpc
+
+    wait_s = 120.0
+    port = free_port_pair()
+    url = f"http://127.0.0.1:{port}"
+    a, b = Keypair(), Keypair()
+
+    def wait_rpc(n: Localnet, min_slot: int = 1) -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                if rpc(url, "getSlot", [{"commitment": "processed"}]).get("result", 0) >= min_slot:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the RPC never answered: {n.nodes[0].lines[-5:]}")
+
+    async def send_all() -> tuple[list[Signature], list[int]]:
+        async with AsyncClient(url, commitment=Confirmed) as c:
+            air = (await c.request_airdrop(a.pubkey(), 1_000_000_000)).value
+            await c.confirm_transaction(air, Confirmed)
+            sigs = []
+            for i in range(3):
+                latest = (await c.get_latest_blockhash()).value
+                msg = MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(
+                    from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=1000 + i))], [], latest.blockhash)
+                s = (await c.send_transaction(VersionedTransaction(msg, [a]))).value
+                await c.confirm_transaction(s, Confirmed, last_valid_block_height=latest.last_valid_block_height)
+                sigs.append(s)
+            st = (await c.get_signature_statuses(sigs)).value
+            slots = [x.slot for x in st if x is not None]
+            assert len(slots) == 3
+            deadline = time.monotonic() + wait_s
+            while (await c.get_slot(Finalized)).value < max(slots):
+                assert time.monotonic() < deadline, "the transfers never finalized"
+                await asyncio.sleep(0.5)
+            return sigs, slots
+
+    async def query_after(sigs: list[Signature], slots: list[int]) -> None:
+        async with AsyncClient(url, commitment=Finalized) as c:
+            for s, slot in zip(sigs, slots, strict=True):
+                got = (await c.get_transaction(s, max_supported_transaction_version=0)).value
+                assert got is not None and got.slot == slot
+                meta = got.transaction.meta
+                assert meta is not None and meta.err is None and meta.fee == 5000
+            st = (await c.get_signature_statuses(sigs, search_transaction_history=True)).value
+            assert [x.slot if x else None for x in st] == slots
+            assert all(x is not None and str(x.confirmation_status) .endswith("Finalized") for x in st), st
+            # newest first; before/until/limit walk the list as agave's does
+            listed = [x.signature for x in (await c.get_signatures_for_address(b.pubkey())).value]
+            assert listed == list(reversed(sigs))
+            page = (await c.get_signatures_for_address(b.pubkey(), before=sigs[2], limit=1)).value
+            assert [x.signature for x in page] == [sigs[1]]
+            page = (await c.get_signatures_for_address(b.pubkey(), until=sigs[0])).value
+            assert [x.signature for x in page] == [sigs[2], sigs[1]]
+            blk = (await c.get_block(slots[0], max_supported_transaction_version=0)).value
+            assert any(t.transaction.signatures[0] == sigs[0] for t in blk.transactions)  # type: ignore[union-attr]
+            assert (await c.get_balance(b.pubkey())).value == 3003
+
+    with Localnet(tmp_path / "net", 1, validator=True, rpc_base_port=port) as n:
+        wait_rpc(n, 3)
+        sigs, slots = asyncio.run(send_all())
+        # wait for a node snapshot above the transfers: the restarted node restores from it and
+        # does not replay their slots, so only the stored history can answer for them
+        deadline = time.monotonic() + 3 * wait_s
+        while (rpc(url, "ambient_getNodeStatus")["result"]["consensus"]["ledger"].get("snapshot_slot") or 0) <= max(slots):
+            assert time.monotonic() < deadline, "no node snapshot above the transfers"
+            time.sleep(1.0)
+        before = rpc(url, "ambient_getNodeStatus")["result"]
+        assert before["rpc"]["history"]["written"] >= max(slots)
+        n.restart(0)
+        wait_rpc(n, max(slots))
+        st = rpc(url, "ambient_getNodeStatus")["result"]
+        assert st["consensus"]["ledger"]["restored_from"] > max(slots), st["consensus"]["ledger"]  # restored from a snapshot above them
+        hist = st["rpc"]["history"]
+        assert hist["loaded"] >= len(set(slots)) and hist["bad_records"] == 0, hist
+        asyncio.run(query_after(sigs, slots))
+        print(f"restored from {st['ledger']}, history {hist}, transfers in slots {slots}")

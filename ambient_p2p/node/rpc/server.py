@@ -342,7 +342,8 @@ class RpcExtension:
             if not batch:
                 continue
             try:
-                await trio.to_thread.run_sync(put_blocks, self.v.bs, [to_stored(r) for r in batch])
+                await trio.to_thread.run_sync(self.v.timings.timed("rpc_history_write", put_blocks), self.v.bs,
+                                              [to_stored(r) for r in batch])
                 self.history["written"] += len(batch)
             except BlockstoreError as exc:
                 self.history["write_errors"] += 1
