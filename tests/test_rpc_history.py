@@ -247,4 +247,11 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
         hist = st["rpc"]["history"]
         assert hist["loaded"] >= len(set(slots)) and hist["bad_records"] == 0, hist
         asyncio.run(query_after(sigs, slots))
-        print(f"restored from {st['ledger']}, history {hist}, transfers in slots {slots}")
+        # the restart replayed the stored slots above the snapshot: /metrics times them
+        from tests.test_rpc_multiproc import _scrape
+
+        m = _scrape(url)
+        n_replay, s_replay = m['ambient_op_seconds_count{op="replay"}'], m['ambient_op_seconds_sum{op="replay"}']
+        assert n_replay >= 1 and s_replay > 0, m
+        print(f"replays timed after the restart: {n_replay:.0f}, mean {s_replay / n_replay:.3f} s")
+        print(f"restored from {st['consensus']['ledger']}, history {hist}, transfers in slots {slots}")

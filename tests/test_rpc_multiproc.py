@@ -322,8 +322,9 @@ def _scrape(url: str) -> dict[str, float]:
 
 def test_metrics_expose_the_node(net: Localnet) -> None:
     """The issue's metric list is exported, and the timings move: between two scrapes a few
-    slots apart the build/disk (leader) histograms count more observations, with buckets
-    cumulative and ending at the count."""
+    slots apart the timing histograms count more observations, with buckets
+    cumulative and ending at the count (the leader's build and the RPC's history writes run
+    every slot)."""
     url = url_of(net)
     first = _scrape(url)
     for name in ('ambient_slot{level="processed"}', 'ambient_slot{level="finalized"}', "ambient_peers",
@@ -347,7 +348,7 @@ def test_metrics_expose_the_node(net: Localnet) -> None:
             break
         assert time.monotonic() < deadline, "the chain did not move"
         time.sleep(0.5)
-    for op in ("build", "disk", "rpc_history_write"):
+    for op in ("build", "rpc_history_write"):  # per slot (disk: per root batch and snapshot, rarer)
         key = f'ambient_op_seconds_count{{op="{op}"}}'
         assert later[key] > first[key], (op, first[key], later[key])
         assert later[f'ambient_op_seconds_sum{{op="{op}"}}'] > 0
@@ -406,7 +407,7 @@ def test_solana_py_get_program_accounts_with_filters(net: Localnet) -> None:
     from solana.rpc.async_api import AsyncClient
     from solana.rpc.commitment import Confirmed
     from solana.rpc.core import RPCException
-    from solana.rpc.types import MemcmpOpts
+    from solana.rpc.models import MemcmpOpts
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 
