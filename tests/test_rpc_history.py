@@ -108,6 +108,21 @@ def test_strict_reads_refuse_inconsistent_records(bs: Blockstore) -> None:
         read_block(bs, 23)
 
 
+def test_a_stored_transaction_that_does_not_parse_is_refused_at_load(bs: Blockstore) -> None:
+    """Bytes that decode as a TxStatus but are no transaction: the index's key parse (run
+    by the RPC's load in its worker thread) raises BlockError, which the load counts as a
+    bad record instead of serving the block."""
+    from ambient_p2p.core.bank import BlockError
+    from ambient_p2p.node.rpc.txindex import account_keys
+
+    put_blocks(bs, [StoredBlock(BlockStatus(60, 59, bytes(32), bytes(32), 1, 1, 1),
+                                (TxStatus(60, 0, b"\x01garbage", bytes(64), 5000),))])
+    b = read_block(bs, 60)
+    assert b is not None
+    with pytest.raises(BlockError):
+        account_keys(from_stored(b))
+
+
 def test_writer_refuses_blocks_that_disagree_with_themselves(bs: Blockstore) -> None:
     good = to_stored(_block(30, 1))
     with pytest.raises(ValueError, match="counts 2"):

@@ -44,8 +44,6 @@ MAX_TX_ACCOUNT_KEYS = 256
 #: A transaction error as the bank words it (core/bank.py TxResult.error), UTF-8 bytes;
 #: a longer one is cut (the RPC maps it to Solana's error shape by its leading words).
 MAX_TX_ERROR_BYTES = 1024
-#: Transactions one block header counts (a position is a u32 in the key).
-MAX_BLOCK_TXS = (1 << 32) - 1
 
 
 class TxStatusError(Exception):

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ...core.bank import BlockError
 from ...core.crypto import encode_address
 from .solana import RpcOptions, SolanaRpc
-from .txindex import MAX_INDEXED_BLOCKS, BlockRecord, TxIndex, from_stored, to_stored
+from .txindex import MAX_INDEXED_BLOCKS, BlockRecord, TxIndex, account_keys, from_stored, to_stored
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...net.node import NetNode
@@ -306,17 +307,17 @@ class RpcExtension:
         served; the chain itself never reads these records)."""
         from ...ledger.txstatus import TxStatusError, block_slots, read_block
 
-        def job() -> tuple[list[BlockRecord], list[str]]:
-            out: list[BlockRecord] = []
+        def job() -> tuple[list[tuple[BlockRecord, list[tuple[bytes, ...]]]], list[str]]:
+            out: list[tuple[BlockRecord, list[tuple[bytes, ...]]]] = []
             bad: list[str] = []
             for slot in block_slots(self.v.bs)[-MAX_INDEXED_BLOCKS:]:
                 try:
                     b = read_block(self.v.bs, slot)
-                except TxStatusError as exc:
+                    if b is not None:
+                        rec = from_stored(b)
+                        out.append((rec, account_keys(rec)))  # the parses, off the loop too
+                except (TxStatusError, BlockError) as exc:  # BlockError: stored bytes that do not parse
                     bad.append(str(exc))
-                    continue
-                if b is not None:
-                    out.append(from_stored(b))
             return out, bad
 
         try:
@@ -326,7 +327,7 @@ class RpcExtension:
         for msg in bad[:5]:
             print(f"warning: RPC history: {msg}; that block is not served", file=sys.stderr, flush=True)
         self.history["bad_records"] += len(bad)
-        self.history["loaded"] += sum(1 for r in recs if self.index.load(r))
+        self.history["loaded"] += sum(1 for r, keys in recs if self.index.load(r, keys))
 
     async def _write_history(self) -> None:
         """Write indexed blocks to the blockstore, a batch (with a WAL fsync) per wake-up, in

@@ -55,6 +55,12 @@ class TxLocation:
         return self.block.txs[self.position]
 
 
+def account_keys(rec: BlockRecord) -> list[tuple[bytes, ...]]:
+    """Each transaction's account keys (a solders parse each: a restart's load runs it in a
+    worker thread)."""
+    return [parse_transaction(t.raw, verify_signatures=False).account_keys for t in rec.txs]
+
+
 def to_stored(rec: BlockRecord) -> StoredBlock:
     """A block record as the blockstore keeps it (ledger/txstatus.py)."""
     header = BlockStatus(rec.slot, rec.parent_slot, rec.blockhash, rec.previous_blockhash, rec.block_height,
@@ -95,20 +101,23 @@ class TxIndex:
             self.banks.popitem(last=False)
         return rec
 
-    def load(self, rec: BlockRecord) -> bool:
+    def load(self, rec: BlockRecord, keys: list[tuple[bytes, ...]] | None = None) -> bool:
         """Index a block read back from the blockstore (a restart); False if the slot is
-        indexed already (what this process saw frozen wins) or older than what was evicted."""
+        indexed already (what this process saw frozen wins) or older than what was evicted.
+        ``keys``: each transaction's account keys (:func:`account_keys`, computed off the
+        event loop by the caller), else parsed here."""
         if rec.slot in self.blocks or rec.slot < self.evicted_below:
             return False
-        self._insert(rec)
+        self._insert(rec, keys)
         return True
 
-    def _insert(self, rec: BlockRecord) -> None:
+    def _insert(self, rec: BlockRecord, keys: list[tuple[bytes, ...]] | None = None) -> None:
         self.blocks[rec.slot] = rec
         self.heights[rec.slot] = rec.block_height
-        for i, t in enumerate(rec.txs):
+        for i, (t, tx_keys) in enumerate(zip(rec.txs, keys if keys is not None else account_keys(rec),
+                                              strict=True)):
             self.by_sig.setdefault(t.result.signature, []).append((rec.slot, i))
-            for key in parse_transaction(t.raw, verify_signatures=False).account_keys:
+            for key in tx_keys:
                 self.by_addr.setdefault(key, []).append((rec.slot, i))
         while len(self.blocks) > self.max_blocks:
             self._evict(min(self.blocks))
