@@ -57,7 +57,8 @@ def _rpc(url: str, method: str, params: list[Any]) -> Any:
 def wait_miner(net: Localnet, i: int) -> None:
     """The miner of node ``i`` loaded (bounded by MODEL_LOAD_TIMEOUT_S), then registered on
     chain (REGISTER_TIMEOUT_S from then); a failure says which phase and what the miner sent."""
-    deadline = time.monotonic() + MODEL_LOAD_TIMEOUT_S
+    start = time.monotonic()
+    deadline = start + MODEL_LOAD_TIMEOUT_S
     while (st := miner_state(net, i)).get("state", "loading-model") == "loading-model":
         assert time.monotonic() < deadline, f"miner model not loaded in {MODEL_LOAD_TIMEOUT_S:.0f} s: {st}"
         time.sleep(1.0)
@@ -68,7 +69,7 @@ def wait_miner(net: Localnet, i: int) -> None:
             f"miner loaded but not registered in {REGISTER_TIMEOUT_S:.0f} s: {st}; node status "
             f"{ {k: net.nodes[i].status().get('consensus', {}).get(k) for k in ('processed', 'root', 'behind', 'mempool')} }")
         time.sleep(1.0)
-    print(f"miner registered {time.monotonic() - t0:.1f} s after its model loaded")
+    print(f"miner model loaded in {t0 - start:.1f} s, registered {time.monotonic() - t0:.1f} s later")
 
 
 def no_miner(exc: Exception) -> bool:
