@@ -334,3 +334,32 @@ def test_get_program_accounts_filters_slices_and_refuses_bad_filters() -> None:
         with pytest.raises(RpcError) as e:
             call(*params)
         assert e.value.code == -32602, params
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=1000, allow_nan=False), max_size=60))
+def test_timings_histogram_is_cumulative_and_counts_every_observation(xs: list[float]) -> None:
+    """node/timings.py: each observation lands in the first bucket whose bound holds it
+    (Prometheus' ``le``), buckets are cumulative, +Inf is the count, sum is the sum; a job
+    that raises is timed too."""
+    from ambient_p2p.node.timings import BUCKETS_S, Timings
+
+    t = Timings()
+    for x in xs:
+        t.observe("op", x)
+    if not xs:
+        assert t.snapshot() == {}
+        return
+    h = t.snapshot()["op"]
+    bounds = [le for le, _n in h["buckets"]]
+    assert bounds == [repr(b) for b in BUCKETS_S] + ["+Inf"]
+    for le, n in h["buckets"]:
+        assert n == sum(1 for x in xs if le == "+Inf" or x <= float(le))
+    assert h["count"] == len(xs) and h["sum_s"] == pytest.approx(sum(xs))
+
+    def boom() -> None:
+        raise ValueError("job failed")
+
+    with pytest.raises(ValueError, match="job failed"):
+        t.timed("fails", boom)()
+    assert t.snapshot()["fails"]["count"] == 1

@@ -216,8 +216,9 @@ class RpcExtension:
         self.nursery: trio.Nursery | None = None
         #: indexed blocks not yet written to the blockstore (ledger/txstatus.py), oldest first
         self.unwritten: list[BlockRecord] = []
-        self.history = {"loaded": 0, "written": 0, "write_errors": 0, "bad_records": 0}
-        self.history_loaded = trio.Event()
+        #: the stored history: blocks loaded at start, written, failed batch writes, records
+        #: refused by the strict read, blocks never written (writes failing for long)
+        self.history = {"loaded": 0, "written": 0, "write_errors": 0, "bad_records": 0, "dropped": 0}
         self._write_wake = trio.Event()
 
     # -- NodeExtension ------------------------------------------------------------------------
@@ -320,10 +321,7 @@ class RpcExtension:
                     bad.append(str(exc))
             return out, bad
 
-        try:
-            recs, bad = await trio.to_thread.run_sync(job)
-        finally:
-            self.history_loaded.set()
+        recs, bad = await trio.to_thread.run_sync(job)
         for msg in bad[:5]:
             print(f"warning: RPC history: {msg}; that block is not served", file=sys.stderr, flush=True)
         self.history["bad_records"] += len(bad)
@@ -385,7 +383,7 @@ class RpcExtension:
             self.unwritten.append(self.index.add(bank, pbh, math.floor(v.slot_start_ms(slot) / 1000)))
             if len(self.unwritten) > MAX_INDEXED_BLOCKS:  # writes failing for long: memory stays bounded
                 del self.unwritten[0]
-                self.history["dropped"] = self.history.get("dropped", 0) + 1
+                self.history["dropped"] += 1
             self._write_wake.set()
 
     # -- helpers for the methods ------------------------------------------------------------------
