@@ -23,6 +23,7 @@ from .core import codec
 WIRE_MODULES: tuple[str, ...] = (
     "ambient_p2p.ledger.meta",
     "ambient_p2p.ledger.snapshot",
+    "ambient_p2p.ledger.txstatus",
     "ambient_p2p.net.messages",
 )
 

@@ -26,7 +26,7 @@ from ambient_p2p.devnet.genesis import LOCALNET_CHAIN_ID
 from ambient_p2p.devnet.localnet import Localnet
 from ambient_p2p.devnet.users import user_keypairs
 from tests.test_logit_pool_multiproc import wait_pools
-from tests.test_query_multiproc import wait_miners
+from tests.test_query_multiproc import miner_state
 
 from .test_rpc_multiproc import free_port_pair
 
@@ -34,6 +34,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: a chat that waits for settlement: auction, answer, beacon delay, two verdicts, settle
 CHAT_TIMEOUT_S = 420.0
+#: Each phase of a miner's start has its own bound. Three nodes load SmolLM2 four times at
+#: once here (each pool, and the miner's copy, which it also calibrates); wait_miners'
+#: single 150 s covers load *and* registration, so on a loaded 2-core machine a miner that
+#: finished loading late was still "registering" when it ran out, while its own pool's model
+#: load (started at that moment, node/roles.py) held the CPU. That is the likely cause of the
+#: flake the last session saw (not reproduced; the failure message now tells the phases
+#: apart, with what the miner sent).
+MODEL_LOAD_TIMEOUT_S = 360.0
+REGISTER_TIMEOUT_S = 180.0
 MAX_TOKENS = 8
 
 
@@ -43,6 +52,24 @@ def _rpc(url: str, method: str, params: list[Any]) -> Any:
         out = json.loads(r.read())
     assert "result" in out, out
     return out["result"]
+
+
+def wait_miner(net: Localnet, i: int) -> None:
+    """The miner of node ``i`` loaded (bounded by MODEL_LOAD_TIMEOUT_S), then registered on
+    chain (REGISTER_TIMEOUT_S from then); a failure says which phase and what the miner sent."""
+    start = time.monotonic()
+    deadline = start + MODEL_LOAD_TIMEOUT_S
+    while (st := miner_state(net, i)).get("state", "loading-model") == "loading-model":
+        assert time.monotonic() < deadline, f"miner model not loaded in {MODEL_LOAD_TIMEOUT_S:.0f} s: {st}"
+        time.sleep(1.0)
+    t0 = time.monotonic()
+    while (st := miner_state(net, i)).get("state") != "mining":
+        assert not str(st.get("state", "")).startswith("model-failed"), st
+        assert time.monotonic() - t0 < REGISTER_TIMEOUT_S, (
+            f"miner loaded but not registered in {REGISTER_TIMEOUT_S:.0f} s: {st}; node status "
+            f"{ {k: net.nodes[i].status().get('consensus', {}).get(k) for k in ('processed', 'root', 'behind', 'mempool')} }")
+        time.sleep(1.0)
+    print(f"miner model loaded in {t0 - start:.1f} s, registered {time.monotonic() - t0:.1f} s later")
 
 
 def no_miner(exc: Exception) -> bool:
@@ -64,7 +91,7 @@ def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) ->
                               1: ["--miner", "--miner-price", "20"]})
     try:
         net.start()
-        wait_miners(net, [1])
+        wait_miner(net, 1)
         wait_pools(net, [0, 2])
         miner = net.nodes[1].status()["address"]
         url = f"http://127.0.0.1:{port}"
@@ -148,7 +175,7 @@ def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_s
                               1: ["--miner", "--miner-fault", "perturbed-model"]})
     try:
         net.start()
-        wait_miners(net, [1])
+        wait_miner(net, 1)
         wait_pools(net, [0, 2])
         url = f"http://127.0.0.1:{port}"
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)

@@ -305,14 +305,54 @@ def test_a_thousand_concurrent_connections_are_answered(net: Localnet) -> None:
     assert rpc(url, "getHealth")["result"] == "ok"
 
 
-def test_metrics_expose_the_node(net: Localnet) -> None:
-    with urllib.request.urlopen(url_of(net) + "/metrics", timeout=30) as r:
-        text = r.read().decode()
+def _scrape(url: str) -> dict[str, float]:
+    """/metrics parsed with prometheus-client's own parser: sample name{labels} -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
         assert r.headers["content-type"].startswith("text/plain")
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(smp.labels.items()))
+            out[f"{smp.name}{{{labels}}}" if labels else smp.name] = smp.value
+    return out
+
+
+def test_metrics_expose_the_node(net: Localnet) -> None:
+    """The issue's metric list is exported, and the timings move: between two scrapes a few
+    slots apart the timing histograms count more observations, with buckets
+    cumulative and ending at the count (the leader's build and the RPC's history writes run
+    every slot)."""
+    url = url_of(net)
+    first = _scrape(url)
     for name in ('ambient_slot{level="processed"}', 'ambient_slot{level="finalized"}', "ambient_peers",
                  'ambient_gossip_messages_total{direction="out",topic="shreds"}', "ambient_votes_out_total",
-                 'ambient_rpc_requests_total{outcome="requests"}', "process_resident_memory_bytes"):
-        assert name in text, name
+                 'ambient_rpc_requests_total{outcome="requests"}', "process_resident_memory_bytes",
+                 'ambient_repair_requests_total', 'ambient_op_seconds_count{op="build"}',
+                 'ambient_op_seconds_count{op="disk"}', 'ambient_op_seconds_sum{op="build"}',
+                 'ambient_op_seconds_bucket{le="+Inf",op="build"}', 'ambient_chain_queries{status="answered"}',
+                 'ambient_pool_verdicts_total{kind="openings_served"}', 'ambient_op_seconds_count{op="rpc_history_write"}'):
+        assert name in first, (name, sorted(first)[:80])
+    for op in ("build", "disk"):
+        buckets = sorted((float(k.split('le="')[1].split('"')[0]), v) for k, v in first.items()
+                         if k.startswith("ambient_op_seconds_bucket") and f'op="{op}"' in k)
+        counts = [v for _le, v in buckets]
+        assert counts == sorted(counts) and counts[-1] == first[f'ambient_op_seconds_count{{op="{op}"}}'], op
+    slot0 = first['ambient_slot{level="processed"}']
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        later = _scrape(url)
+        if later['ambient_slot{level="processed"}'] >= slot0 + 3:
+            break
+        assert time.monotonic() < deadline, "the chain did not move"
+        time.sleep(0.5)
+    for op in ("build", "rpc_history_write"):  # per slot (disk: per root batch and snapshot, rarer)
+        key = f'ambient_op_seconds_count{{op="{op}"}}'
+        assert later[key] > first[key], (op, first[key], later[key])
+        assert later[f'ambient_op_seconds_sum{{op="{op}"}}'] > 0
+    print({k: v for k, v in later.items() if k.startswith("ambient_op_seconds_count")})
 
 
 def test_openai_client_models_and_errors(net: Localnet) -> None:
@@ -356,6 +396,58 @@ def test_openai_client_models_and_errors(net: Localnet) -> None:
     assert e4.value.status_code == 503 and e4.value.code == "no_miner", e4.value
     # the refund came back: the requester paid only its transaction fees
     assert rpc(url, "getBalance", [poor, {"commitment": "processed"}])["result"]["value"] > 10**8 - 4 * 5000
+    SEEN["chat_requester"] = poor
+
+
+def test_solana_py_get_program_accounts_with_filters(net: Localnet) -> None:
+    """getProgramAccounts through solana-py: the auction program's query accounts of the
+    requester of the previous test (dataSize + memcmp on the requester field, base64), each
+    equal to getAccountInfo's view and decoding to that requester; the system program's
+    accounts hold a fresh airdrop's recipient; too many filters is -32602."""
+    from solana.rpc.async_api import AsyncClient
+    from solana.rpc.commitment import Confirmed
+    from solana.rpc.core import RPCException
+    from solana.rpc.models import MemcmpOpts
+    from solders.keypair import Keypair
+    from solders.pubkey import Pubkey
+
+    from ambient_p2p.core import auction as au
+    from ambient_p2p.core.bank import SYSTEM_PROGRAM_ID
+
+    if "chat_requester" not in SEEN:
+        pytest.skip("needs the query of test_openai_client_models_and_errors")
+    poor = SEEN["chat_requester"]
+
+    async def flow() -> None:
+        async with AsyncClient(url_of(net), commitment=Confirmed) as c:
+            auction = Pubkey(au.AUCTION_PROGRAM_ID)
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                got = (await c.get_program_accounts(auction, encoding="base64", filters=[
+                    au.QUERY_ACCOUNT_BYTES, MemcmpOpts(offset=128, bytes=poor)])).value
+                if got or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert got, "no query account of the requester at confirmed"
+            for acc in got:
+                q = au.QueryAccount.unpack(bytes(acc.account.data))
+                assert str(Pubkey(q.requester)) == poor and acc.account.owner == auction
+                one = (await c.get_account_info(acc.pubkey, encoding="base64")).value
+                assert one is not None and bytes(one.data) == bytes(acc.account.data)
+            everything = (await c.get_program_accounts(auction, encoding="base64")).value
+            assert {a.pubkey for a in got} <= {a.pubkey for a in everything}
+            fresh = Keypair()
+            sig = (await c.request_airdrop(fresh.pubkey(), 777_000)).value
+            await c.confirm_transaction(sig, Confirmed)
+            system = (await c.get_program_accounts(Pubkey(SYSTEM_PROGRAM_ID), encoding="base64",
+                                                   filters=[0])).value
+            mine = [a for a in system if a.pubkey == fresh.pubkey()]
+            assert len(mine) == 1 and mine[0].account.lamports == 777_000
+            with pytest.raises(RPCException) as e:
+                await c.get_program_accounts(auction, encoding="base64", filters=[1, 2, 3, 4, 5])
+            assert "Too many filters" in str(e.value)
+
+    asyncio.run(flow())
 
 
 WEB3JS = Path(__file__).resolve().parent / "rpc_web3js"

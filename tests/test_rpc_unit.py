@@ -255,3 +255,111 @@ def test_settled_chat_amounts_match_the_banks_settlement(first: list[str], secon
     verified = final.status == A.QueryStatus.FINALIZED_VERIFIED
     assert (got["paid_lamports"] > 0) == verified and (got["bond_slashed_lamports"] == bond) == \
         (not verified and pool.count(L.REJECT) > 0)
+
+
+def _program_rpc(bank: Bank) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(bank_for=lambda cfg: bank,
+                           ctx=lambda b, v: {"context": {"slot": b.slot}, "value": v})
+
+
+def test_get_program_accounts_filters_slices_and_refuses_bad_filters() -> None:
+    """getProgramAccounts over the bank's accounts (node/rpc/accounts.py): owner, dataSize and
+    memcmp (base58 and base64) all must match; dataSlice cuts the data, not ``space``;
+    withContext wraps; agave's limits (4 filters, 128 memcmp bytes) answer -32602."""
+    import base64
+
+    import base58
+    import trio
+
+    from ambient_p2p.core.bank import SYSTEM_PROGRAM_ID
+    from ambient_p2p.core.crypto import encode_address
+    from ambient_p2p.node.rpc.solana import RpcError, get_program_accounts
+
+    alice, bob, carol = (Keypair.deterministic(f"test/gpa-{n}").pubkey for n in ("a", "b", "c"))
+    g = Bank.genesis(bytes(32), {alice: 10**9, bob: 5}, bytes(32), b"\x01" * 32)
+
+    def query(requester: bytes, fill: int) -> bytes:
+        raw = bytearray([fill]) * A.QUERY_ACCOUNT_BYTES
+        raw[0] = A.Kind.QUERY
+        raw[128:160] = requester  # the requester field's offset in the fixed layout (spec/auction.md)
+        return bytes(raw)
+
+    q1, q2, m = b"\x11" * 32, b"\x22" * 32, b"\x33" * 32
+    g.auction_accounts.update({q1: query(alice, 7), q2: query(carol, 9), m: bytes([A.Kind.MINER]) + bytes(47)})
+    g.accounts[q1] = 1_000
+    rpc = _program_rpc(g)
+    auction = encode_address(A.AUCTION_PROGRAM_ID)
+
+    def call(*params: object) -> object:
+        return trio.run(get_program_accounts, rpc, list(params))
+
+    everything = call(auction, {"encoding": "base64"})
+    assert [x["pubkey"] for x in everything] == [encode_address(k) for k in (q1, q2, m)]  # type: ignore[index]
+    assert everything[0]["account"]["lamports"] == 1_000 and everything[1]["account"]["lamports"] == 0  # type: ignore[index]
+    assert base64.b64decode(everything[0]["account"]["data"][0]) == query(alice, 7)  # type: ignore[index]
+    queries = call(auction, {"encoding": "base64", "filters": [{"dataSize": A.QUERY_ACCOUNT_BYTES}]})
+    assert [x["pubkey"] for x in queries] == [encode_address(q1), encode_address(q2)]  # type: ignore[index]
+    mine = call(auction, {"encoding": "base64", "filters": [
+        {"dataSize": A.QUERY_ACCOUNT_BYTES}, {"memcmp": {"offset": 128, "bytes": base58.b58encode(carol).decode()}}]})
+    assert [x["pubkey"] for x in mine] == [encode_address(q2)]  # type: ignore[index]
+    b64 = call(auction, {"filters": [{"memcmp": {"offset": 1, "bytes": base64.b64encode(b"\x07\x07").decode(),
+                                                 "encoding": "base64"}}], "encoding": "base64"})
+    assert [x["pubkey"] for x in b64] == [encode_address(q1)]  # type: ignore[index]
+    # memcmp past the end of the data never matches (agave compares only within the data)
+    assert call(auction, {"filters": [{"memcmp": {"offset": 10_000, "bytes": "1"}}]}) == []
+    sliced = call(auction, {"encoding": "base64", "dataSlice": {"offset": 128, "length": 32}, "withContext": True})
+    v = sliced["value"]  # type: ignore[index]
+    assert sliced["context"]["slot"] == 0 and base64.b64decode(v[1]["account"]["data"][0]) == carol  # type: ignore[index]
+    assert v[1]["account"]["space"] == A.QUERY_ACCOUNT_BYTES
+    system = call(encode_address(SYSTEM_PROGRAM_ID), {"filters": [{"dataSize": 0}]})
+    assert {x["pubkey"] for x in system} == {encode_address(alice), encode_address(bob)}  # type: ignore[index]
+    assert call(encode_address(b"\x44" * 32)) == []  # a program that owns nothing
+    bad: list[list[object]] = [
+        [],
+        ["not-a-key"],
+        [auction, {"filters": [{"dataSize": 1}] * 5}],
+        [auction, {"filters": [{"memcmp": {"offset": 0, "bytes": base58.b58encode(bytes(129)).decode()}}]}],
+        [auction, {"filters": [{"memcmp": {"offset": -1, "bytes": "1"}}]}],
+        [auction, {"filters": [{"memcmp": {"offset": 0, "bytes": "0OIl"}}]}],  # not base58
+        [auction, {"filters": [{"dataSize": "3"}]}],
+        [auction, {"filters": [{"owner": "x"}]}],
+        [auction, {"filters": {"dataSize": 3}}],
+        [auction, {"encoding": "jsonx"}],
+        [auction, {"dataSlice": {"offset": 0}}],
+        [auction, {"withContext": "yes"}],
+    ]
+    for params in bad:
+        with pytest.raises(RpcError) as e:
+            call(*params)
+        assert e.value.code == -32602, params
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=1000, allow_nan=False), max_size=60))
+def test_timings_histogram_is_cumulative_and_counts_every_observation(xs: list[float]) -> None:
+    """node/timings.py: each observation lands in the first bucket whose bound holds it
+    (Prometheus' ``le``), buckets are cumulative, +Inf is the count, sum is the sum; a job
+    that raises is timed too."""
+    from ambient_p2p.node.timings import BUCKETS_S, Timings
+
+    t = Timings()
+    for x in xs:
+        t.observe("op", x)
+    if not xs:
+        assert t.snapshot() == {}
+        return
+    h = t.snapshot()["op"]
+    bounds = [le for le, _n in h["buckets"]]
+    assert bounds == [repr(b) for b in BUCKETS_S] + ["+Inf"]
+    for le, n in h["buckets"]:
+        assert n == sum(1 for x in xs if le == "+Inf" or x <= float(le))
+    assert h["count"] == len(xs) and h["sum_s"] == pytest.approx(sum(xs))
+
+    def boom() -> None:
+        raise ValueError("job failed")
+
+    with pytest.raises(ValueError, match="job failed"):
+        t.timed("fails", boom)()
+    assert t.snapshot()["fails"]["count"] == 1

@@ -16,6 +16,8 @@ Column families and keys (integers big-endian so RocksDB's byte order is numeric
     bank_hashes      slot u64                      -> BankHashRecord
     bank_snapshots   slot u64                      -> BankSnapshot
     node_snapshots   slot u64                      -> NodeSnapshot (ledger/snapshot.py)
+    block_status     slot u64                      -> BlockStatus (ledger/txstatus.py, the RPC's history)
+    tx_status        slot u64 || position u32      -> TxStatus (ledger/txstatus.py)
 
 (agave keys shreds by ``(slot, u64 index)``; we use a u32 index, which holds every legal
 index, as spec/blockstore.md says.)
@@ -90,6 +92,9 @@ COLUMN_FAMILIES = (
     "bank_hashes",
     "bank_snapshots",
     "node_snapshots",
+    # the RPC's transaction history (ledger/txstatus.py); slot-first keys, so purge_slots drops it too
+    "block_status",
+    "tx_status",
 )
 PRESENT = b"\x01"
 

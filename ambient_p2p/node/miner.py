@@ -261,6 +261,7 @@ class MinerService:
         except BlobError:
             return self._fail(qid, "answer-not-stored")
         self.jobs[qid] = job
+        self.v.timings.observe("model_prove", job.model_s)  # /metrics: the model's forward passes for one query
         self.book.job_done(qid, len(prompt), len(job.output), job.model_s * 1000)
         self.recent = [*self.recent, {"query": encode_address(qid), "tokens": len(job.output),
                                       "model_s": round(job.model_s, 2)}][-STATUS_RECENT:]

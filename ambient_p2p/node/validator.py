@@ -48,6 +48,7 @@ from .restore import Restored, RestoreError, restore
 from .schedule import ScheduleBook
 from .services import SHRED_QUEUE_LEN, run_services
 from .status import control, lstake_table, status_fields, status_line
+from .timings import Timings
 from .voting import VoteOp, VotingService, read_tower, write_tower
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -159,6 +160,7 @@ class Validator(NodePolicy[SlotResult]):
         self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve",
                                                                      "cleanup")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
+        self.timings = Timings()  # worker-thread job durations for /metrics
         self.repair_now = trio.Event()
         self.store = BlockstoreShredStore(self.bs)
         self.loop_stall: collections.deque[float] = collections.deque(maxlen=1000)
@@ -172,9 +174,12 @@ class Validator(NodePolicy[SlotResult]):
         self.poh: PohService | None = None
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
+        # timed inside the worker (the job itself, not the wait for the kind's limiter):
+        # /metrics ambient_op_seconds{op=kind} (node/timings.py)
+        job = self.timings.timed(kind, fn)
         if not self.offload:
-            return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiters[kind])
+            return job(*args)
+        return await trio.to_thread.run_sync(job, *args, limiter=self.limiters[kind])
 
     def _leaders(self) -> Callable[[int], bytes | None]:
         """A frozen copy of the computable schedules, for worker threads."""

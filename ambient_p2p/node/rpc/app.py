@@ -24,7 +24,8 @@ def build_app(ext: RpcExtension) -> Starlette:
 
     def extra() -> dict[str, Any]:
         s = ext.status()["rpc"]
-        return {**s, "chat": ext.chat.counts if ext.chat is not None else {}, "peer_scores": ext.peer_scores()}
+        return {**s, "chat": ext.chat.counts if ext.chat is not None else {}, "peer_scores": ext.peer_scores(),
+                "timings": ext.v.timings.snapshot()}
 
     registry = make_registry(lambda: ext.node.status() if ext.node is not None else {}, extra)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -78,7 +78,27 @@ class NodeCollector(Collector):
                 if val is not None:
                     mt.add_metric([kind], float(val))
             yield mt
+        pool = (st.get("roles") or {}).get("pool") or {}
+        pv = CounterMetricFamily("ambient_pool_verdicts", "Logit Pool work of this validator (drawn, verdicts sent, "
+                                 "accepted, rejected, settles sent)", labels=["kind"])
+        for k in ("drawn", "verdicts_sent", "accepted", "rejected", "settles_sent", "openings_served"):
+            if isinstance(pool.get(k), int):
+                pv.add_metric([k], pool[k])
+        yield pv
+        chain = pool.get("chain") or {}
+        qc = GaugeMetricFamily("ambient_chain_queries", "query accounts on the chain by status (best bank)",
+                               labels=["status"])
+        for k, n in chain.items():
+            if isinstance(n, int):
+                qc.add_metric([str(k)], n)
+        yield qc
         x = self.extra()
+        hist = HistogramMetricFamily("ambient_op_seconds", "duration of the node's operations: worker-thread jobs "
+                                     "(insert, replay, build, disk, serve, cleanup), model runs (model_prove), RPC "
+                                     "history writes (rpc_history_write)", labels=["op"])
+        for op, h in sorted((x.get("timings") or {}).items()):
+            hist.add_metric([op], buckets=[(le, n) for le, n in h["buckets"]], sum_value=h["sum_s"])
+        yield hist
         rq = CounterMetricFamily("ambient_rpc_requests", "RPC requests by outcome", labels=["outcome"])
         for k in ("requests", "errors", "rate_limited", "too_large"):
             rq.add_metric([k], x.get(k, 0))

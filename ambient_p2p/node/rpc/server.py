@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ...core.bank import BlockError
 from ...core.crypto import encode_address
 from .solana import RpcOptions, SolanaRpc
-from .txindex import TxIndex
+from .txindex import MAX_INDEXED_BLOCKS, BlockRecord, TxIndex, account_keys, from_stored, to_stored
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...net.node import NetNode
@@ -215,6 +216,12 @@ class RpcExtension:
         self.guard: Guard | None = None
         self.chat: Any = None
         self.nursery: trio.Nursery | None = None
+        #: indexed blocks not yet written to the blockstore (ledger/txstatus.py), oldest first
+        self.unwritten: list[BlockRecord] = []
+        #: the stored history: blocks loaded at start, written, failed batch writes, records
+        #: refused by the strict read, blocks never written (writes failing for long)
+        self.history = {"loaded": 0, "written": 0, "write_errors": 0, "bad_records": 0, "dropped": 0}
+        self._write_wake = trio.Event()
 
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, Any]:
@@ -236,7 +243,7 @@ class RpcExtension:
                         "openai": f"http://{host}:{port}/v1", "requests": self.rpc.requests,
                         "errors": self.rpc.errors, "rate_limited": self.limiter.limited,
                         "too_large": self.guard.too_large if self.guard else 0,
-                        "indexed_blocks": len(self.index.blocks)}}
+                        "indexed_blocks": len(self.index.blocks), "history": dict(self.history)}}
 
     def status_line(self) -> str:
         return ""
@@ -276,6 +283,7 @@ class RpcExtension:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._follow)
+            nursery.start_soon(self._write_history)
             await worker_serve(wrap_app(cast(Any, self.guard), config.wsgi_max_body_size, "asgi"), config,
                                sockets=Sockets([], self.sockets, []))
 
@@ -295,8 +303,60 @@ class RpcExtension:
             print(f"warning: cannot write {path}: {exc.strerror}", file=sys.stderr, flush=True)
 
     # -- the index follower ---------------------------------------------------------------------
+    async def load_history(self) -> None:
+        """Load the newest stored blocks (ledger/txstatus.py) into the index, in a worker
+        thread: a restarted node answers for transactions it saw before it stopped. A
+        record that fails its strict decode is skipped with a warning (that block is not
+        served; the chain itself never reads these records)."""
+        from ...ledger.txstatus import TxStatusError, block_slots, read_block
+
+        def job() -> tuple[list[tuple[BlockRecord, list[tuple[bytes, ...]]]], list[str]]:
+            out: list[tuple[BlockRecord, list[tuple[bytes, ...]]]] = []
+            bad: list[str] = []
+            for slot in block_slots(self.v.bs)[-MAX_INDEXED_BLOCKS:]:
+                try:
+                    b = read_block(self.v.bs, slot)
+                    if b is not None:
+                        rec = from_stored(b)
+                        out.append((rec, account_keys(rec)))  # the parses, off the loop too
+                except (TxStatusError, BlockError) as exc:  # BlockError: stored bytes that do not parse
+                    bad.append(str(exc))
+            return out, bad
+
+        recs, bad = await trio.to_thread.run_sync(job)
+        for msg in bad[:5]:
+            print(f"warning: RPC history: {msg}; that block is not served", file=sys.stderr, flush=True)
+        self.history["bad_records"] += len(bad)
+        self.history["loaded"] += sum(1 for r, keys in recs if self.index.load(r, keys))
+
+    async def _write_history(self) -> None:
+        """Write indexed blocks to the blockstore, a batch (with a WAL fsync) per wake-up, in
+        a worker thread off the node's loop. A failed write (disk full) is counted and
+        retried at the next wake-up; the index in memory serves meanwhile."""
+        from ...ledger.blockstore import BlockstoreError
+        from ...ledger.txstatus import put_blocks
+
+        while True:
+            await self._write_wake.wait()
+            self._write_wake = trio.Event()
+            batch, self.unwritten = self.unwritten, []
+            if not batch:
+                continue
+            try:
+                await trio.to_thread.run_sync(self.v.timings.timed("rpc_history_write", put_blocks), self.v.bs,
+                                              [to_stored(r) for r in batch])
+                self.history["written"] += len(batch)
+            except BlockstoreError as exc:
+                self.history["write_errors"] += 1
+                if self.history["write_errors"] == 1:
+                    print(f"warning: RPC history not written: {exc}", file=sys.stderr, flush=True)
+                self.unwritten = batch + self.unwritten
+                await trio.sleep(INDEX_POLL_S)
+                self._write_wake.set()
+
     async def _follow(self) -> None:
         v = self.v
+        await self.load_history()
         while True:
             with trio.move_on_after(INDEX_POLL_S):
                 await v.frozen_event.wait()
@@ -309,8 +369,11 @@ class RpcExtension:
         for slot in sorted(v.banks):
             if slot in self.index.blocks:
                 continue
-            bank = v.banks[slot].bank
-            if bank.bank_hash is None:
+            res = v.banks[slot]
+            bank = res.bank
+            if bank.bank_hash is None or (res.entries == 0 and slot != 0):
+                # not frozen yet, or a bank restored from a node snapshot: it carries no
+                # tx_log, and what the stored history says about its slot is already loaded
                 continue
             parent = v.banks.get(bank.parent_slot)
             if parent is not None:
@@ -319,7 +382,11 @@ class RpcExtension:
                 pb = self.index.banks.get(bank.parent_slot)
                 rec = v.bs.bank_hash(bank.parent_slot) if pb is None else None
                 pbh = pb.last_blockhash if pb is not None else (rec.last_blockhash if rec else bytes(32))
-            self.index.add(bank, pbh, math.floor(v.slot_start_ms(slot) / 1000))
+            self.unwritten.append(self.index.add(bank, pbh, math.floor(v.slot_start_ms(slot) / 1000)))
+            if len(self.unwritten) > MAX_INDEXED_BLOCKS:  # writes failing for long: memory stays bounded
+                del self.unwritten[0]
+                self.history["dropped"] += 1
+            self._write_wake.set()
 
     # -- helpers for the methods ------------------------------------------------------------------
     async def _submit(self, raw: bytes) -> None:

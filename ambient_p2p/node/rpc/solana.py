@@ -27,7 +27,6 @@ from ...core import logit_pool as lp
 from ...core.bank import (
     LAMPORTS_PER_SIGNATURE,
     MAX_PROCESSING_AGE,
-    SYSTEM_PROGRAM_ID,
     BlockError,
     TxRecord,
     parse_transaction,
@@ -36,6 +35,7 @@ from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
 from ...core.lstake import epoch_of
 from ...core.work import Flag, WorkAccount
 from ..roles import bid_json, pool_draw_json, query_json
+from .accounts import AccountView, account_view, program_accounts
 from .txindex import BlockRecord, TxIndex, TxLocation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -299,17 +299,20 @@ def _signature(x: Any) -> bytes:
 
 
 def _account_value(rpc: SolanaRpc, bank: Bank, key: bytes, encoding: str) -> dict[str, Any] | None:
-    lamports = bank.balance(key)
-    data = bank.auction_accounts.get(key)
-    if data is None and lamports == 0:
-        return None
-    owner = au.AUCTION_PROGRAM_ID if data is not None else SYSTEM_PROGRAM_ID
-    raw = data or b""
-    out: dict[str, Any] = {"lamports": lamports, "owner": encode_address(owner), "executable": False,
-                           "rentEpoch": RENT_EPOCH_EXEMPT, "space": len(raw)}
-    if encoding == "jsonParsed" and data is not None and data[:1] == bytes([au.Kind.QUERY]):
+    view = account_view(bank, key)
+    return None if view is None else _account_json(view, encoding)
+
+
+def _account_json(view: AccountView, encoding: str, data_slice: tuple[int, int] | None = None) -> dict[str, Any]:
+    raw = view.data
+    out: dict[str, Any] = {"lamports": view.lamports, "owner": encode_address(view.owner),
+                           "executable": view.executable, "rentEpoch": RENT_EPOCH_EXEMPT, "space": len(raw)}
+    if data_slice is not None:
+        raw = raw[data_slice[0]:data_slice[0] + data_slice[1]]
+    if encoding == "jsonParsed" and data_slice is None and view.owner == au.AUCTION_PROGRAM_ID and \
+            raw[:1] == bytes([au.Kind.QUERY]):
         out["data"] = {"program": "ambient-auction", "space": len(raw),
-                       "parsed": {"type": "query", "info": query_json(au.QueryAccount.unpack(data))}}
+                       "parsed": {"type": "query", "info": query_json(au.QueryAccount.unpack(raw))}}
     elif encoding == "base58":
         out["data"] = [base58.b58encode(raw).decode(), "base58"]
     else:  # base64, and jsonParsed of an account no parser knows (agave falls back to base64)
@@ -473,6 +476,86 @@ async def get_multiple_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
     enc = _encoding(cfg, "base64", ACCOUNT_ENCODINGS)
     bank = rpc.bank_for(cfg)
     return rpc.ctx(bank, [_account_value(rpc, bank, k, enc) for k in parsed])
+
+
+#: agave rpc.rs: MAX_GET_PROGRAM_ACCOUNT_FILTERS; filter.rs: MAX_DATA_SIZE (decoded memcmp bytes),
+#: MAX_DATA_BASE58_SIZE, MAX_DATA_BASE64_SIZE
+MAX_PROGRAM_ACCOUNT_FILTERS = 4
+MAX_MEMCMP_BYTES = 128
+MAX_MEMCMP_BASE58_CHARS = 175
+MAX_MEMCMP_BASE64_CHARS = 172
+
+
+def _memcmp(f: Any) -> tuple[int, bytes]:
+    if not isinstance(f, dict) or not isinstance(f.get("offset"), int) or isinstance(f["offset"], bool) \
+            or f["offset"] < 0 or not isinstance(f.get("bytes"), str):
+        raise invalid_params("Invalid params: memcmp needs an offset (usize) and bytes (a string)")
+    enc = f.get("encoding") or "base58"
+    text = f["bytes"]
+    if enc not in ("base58", "base64"):
+        raise invalid_params(f"Invalid params: unknown variant `{enc}`, expected `base58` or `base64`")
+    if len(text) > (MAX_MEMCMP_BASE58_CHARS if enc == "base58" else MAX_MEMCMP_BASE64_CHARS):
+        raise invalid_params(f"Invalid param: encoded binary data should be less than {MAX_MEMCMP_BYTES + 1} bytes")
+    data = _decode_wire(text, enc)
+    if len(data) > MAX_MEMCMP_BYTES:
+        raise invalid_params(f"Invalid param: encoded binary data should be less than {MAX_MEMCMP_BYTES + 1} bytes")
+    return int(f["offset"]), data
+
+
+def _program_filters(raw: Any) -> list[tuple[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(raw)}, expected a sequence")
+    if len(raw) > MAX_PROGRAM_ACCOUNT_FILTERS:
+        raise invalid_params(f"Too many filters provided; max {MAX_PROGRAM_ACCOUNT_FILTERS}")
+    out: list[tuple[str, Any]] = []
+    for f in raw:
+        if not isinstance(f, dict) or len(f) != 1:
+            raise invalid_params("Invalid params: a filter is one of dataSize, memcmp")
+        [(kind, val)] = f.items()
+        if kind == "dataSize":
+            out.append(("dataSize", _uint(val, "dataSize")))
+        elif kind == "memcmp":
+            out.append(("memcmp", _memcmp(val)))
+        else:
+            raise invalid_params(f"Invalid params: unknown variant `{kind}`, expected `dataSize` or `memcmp`")
+    return out
+
+
+def _passes(data: bytes, filters: list[tuple[str, Any]]) -> bool:
+    for kind, val in filters:
+        if kind == "dataSize":
+            if len(data) != val:
+                return False
+        else:
+            off, want = val
+            if data[off:off + len(want)] != want:
+                return False
+    return True
+
+
+async def get_program_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
+    """agave's getProgramAccounts: the accounts ``program`` owns at the commitment's bank,
+    with ``dataSize``/``memcmp`` filters (all must match), ``dataSlice``, ``withContext``."""
+    program = _pubkey(_arg(params, 0, "program_id"))
+    cfg = _cfg(params, 1)
+    enc = _encoding(cfg, "binary", ACCOUNT_ENCODINGS)
+    filters = _program_filters(cfg.get("filters"))
+    sl = cfg.get("dataSlice")
+    data_slice = None
+    if sl is not None:
+        if not isinstance(sl, dict):
+            raise invalid_params(f"Invalid params: invalid type: {_json_type(sl)}, expected a data slice")
+        data_slice = (_uint(sl.get("offset"), "offset"), _uint(sl.get("length"), "length"))
+    with_ctx = cfg.get("withContext", False)
+    if not isinstance(with_ctx, bool):
+        raise invalid_params("Invalid params: withContext must be a boolean")
+    bank = rpc.bank_for(cfg)
+    out = [{"pubkey": encode_address(k), "account": _account_json(v, "base58" if enc == "binary" else enc,
+                                                                     data_slice)}
+           for k, v in program_accounts(bank, program) if _passes(v.data, filters)]
+    return rpc.ctx(bank, out) if with_ctx else out
 
 
 async def get_latest_blockhash(rpc: SolanaRpc, params: list[Any]) -> Any:
@@ -931,7 +1014,8 @@ METHODS: dict[str, Callable[[SolanaRpc, list[Any]], Awaitable[Any]]] = {
     "getIdentity": get_identity, "getSlot": get_slot, "getBlockHeight": get_block_height,
     "getTransactionCount": get_transaction_count, "getEpochInfo": get_epoch_info,
     "getEpochSchedule": get_epoch_schedule, "getBalance": get_balance, "getAccountInfo": get_account_info,
-    "getMultipleAccounts": get_multiple_accounts, "getLatestBlockhash": get_latest_blockhash,
+    "getMultipleAccounts": get_multiple_accounts, "getProgramAccounts": get_program_accounts,
+    "getLatestBlockhash": get_latest_blockhash,
     "isBlockhashValid": is_blockhash_valid, "getFeeForMessage": get_fee_for_message,
     "getMinimumBalanceForRentExemption": get_minimum_balance_for_rent_exemption,
     "sendTransaction": send_transaction, "simulateTransaction": simulate_transaction,

@@ -6,9 +6,12 @@ The blockstore keeps shreds, roots and bank hashes, not execution results; agave
 TransactionStatusService writes them into the blockstore's ``TransactionStatus`` and
 ``AddressSignatures`` columns when a bank freezes. Here every frozen bank carries its own
 ``tx_log`` (core/bank.py: wire bytes, result, balances before and after), and this index
-copies it when the node sees the slot frozen. It is in memory and bounded
-(:data:`MAX_INDEXED_BLOCKS` blocks, oldest evicted first): history older than that, or from
-before a restart, is not available (``getTransaction`` answers null, ``getBlock`` -32001).
+copies it when the node sees the slot frozen. Every indexed block is also written to the
+blockstore (ledger/txstatus.py, by the RPC extension in a worker thread), and a restarted
+node loads the newest :data:`MAX_INDEXED_BLOCKS` stored blocks back (:meth:`TxIndex.load`),
+so history survives restarts. The index in memory is bounded (oldest evicted first):
+history older than that is not served (``getTransaction`` answers null, ``getBlock``
+-32001), though it stays on disk until ledger cleanup purges its slots.
 It also keeps the last :data:`MAX_CACHED_BANKS` frozen banks by slot, so a commitment level
 whose slot fork choice has already pruned (finalized, below the root) still has its bank.
 """
@@ -19,7 +22,8 @@ import collections
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...core.bank import TxRecord, parse_transaction
+from ...core.bank import TxRecord, TxResult, parse_transaction
+from ...ledger.txstatus import BlockStatus, StoredBlock, TxStatus, cut_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.bank import Bank
@@ -51,6 +55,28 @@ class TxLocation:
         return self.block.txs[self.position]
 
 
+def account_keys(rec: BlockRecord) -> list[tuple[bytes, ...]]:
+    """Each transaction's account keys (a solders parse each: a restart's load runs it in a
+    worker thread)."""
+    return [parse_transaction(t.raw, verify_signatures=False).account_keys for t in rec.txs]
+
+
+def to_stored(rec: BlockRecord) -> StoredBlock:
+    """A block record as the blockstore keeps it (ledger/txstatus.py)."""
+    header = BlockStatus(rec.slot, rec.parent_slot, rec.blockhash, rec.previous_blockhash, rec.block_height,
+                         rec.block_time_s, len(rec.txs))
+    return StoredBlock(header, tuple(
+        TxStatus(rec.slot, i, t.raw, t.result.signature, t.result.fee, cut_error(t.result.error),
+                 t.pre_balances, t.post_balances) for i, t in enumerate(rec.txs)))
+
+
+def from_stored(b: StoredBlock) -> BlockRecord:
+    h = b.header
+    return BlockRecord(h.slot, h.parent_slot, h.blockhash, h.previous_blockhash, h.block_height, h.block_time_s,
+                       tuple(TxRecord(t.raw, TxResult(t.signature, t.fee, t.error), t.pre_balances, t.post_balances)
+                             for t in b.txs))
+
+
 class TxIndex:
     """Blocks by slot, transactions by first signature and by account (see module docstring)."""
 
@@ -67,21 +93,34 @@ class TxIndex:
         """Index a frozen bank (once per slot; later calls return the first record)."""
         if bank.slot in self.blocks:
             return self.blocks[bank.slot]
-        height = self.height_of(bank)
-        rec = BlockRecord(bank.slot, bank.parent_slot, bank.last_blockhash, parent_blockhash, height, block_time_s,
-                          tuple(bank.tx_log))
-        self.blocks[bank.slot] = rec
-        self.heights[bank.slot] = height
-        for i, t in enumerate(rec.txs):
-            self.by_sig.setdefault(t.result.signature, []).append((bank.slot, i))
-            for key in parse_transaction(t.raw, verify_signatures=False).account_keys:
-                self.by_addr.setdefault(key, []).append((bank.slot, i))
+        rec = BlockRecord(bank.slot, bank.parent_slot, bank.last_blockhash, parent_blockhash, self.height_of(bank),
+                          block_time_s, tuple(bank.tx_log))
+        self._insert(rec)
         self.banks[bank.slot] = bank
         while len(self.banks) > self.max_banks:
             self.banks.popitem(last=False)
+        return rec
+
+    def load(self, rec: BlockRecord, keys: list[tuple[bytes, ...]] | None = None) -> bool:
+        """Index a block read back from the blockstore (a restart); False if the slot is
+        indexed already (what this process saw frozen wins) or older than what was evicted.
+        ``keys``: each transaction's account keys (:func:`account_keys`, computed off the
+        event loop by the caller), else parsed here."""
+        if rec.slot in self.blocks or rec.slot < self.evicted_below:
+            return False
+        self._insert(rec, keys)
+        return True
+
+    def _insert(self, rec: BlockRecord, keys: list[tuple[bytes, ...]] | None = None) -> None:
+        self.blocks[rec.slot] = rec
+        self.heights[rec.slot] = rec.block_height
+        for i, (t, tx_keys) in enumerate(zip(rec.txs, keys if keys is not None else account_keys(rec),
+                                              strict=True)):
+            self.by_sig.setdefault(t.result.signature, []).append((rec.slot, i))
+            for key in tx_keys:
+                self.by_addr.setdefault(key, []).append((rec.slot, i))
         while len(self.blocks) > self.max_blocks:
             self._evict(min(self.blocks))
-        return rec
 
     def height_of(self, bank: Bank) -> int:
         """Block height: blocks (non-skipped slots) since genesis. Exact while the parent is
