@@ -466,7 +466,7 @@ class AuctionMachine(RuleBasedStateMachine):
                 else:
                     assert acct.escrow_lamports == acct.max_payment + A.QUERY_FEE_LAMPORTS
             elif isinstance(acct, A.BidAccount):
-                held = acct.status in (A.BidStatus.COMMITTED, A.BidStatus.REVEALED, A.BidStatus.WON)
+                held = acct.status in (A.BidStatus.COMMITTED, A.BidStatus.REVEALED, A.BidStatus.WON, A.BidStatus.HELD)
                 assert bank.balance(key) == (acct.bond_lamports if held else 0)
                 qd = bank.auction_data(acct.query)
                 settled = qd is not None and A.QueryAccount.unpack(qd).status == A.QueryStatus.FINALIZED_REJECTED
@@ -475,6 +475,8 @@ class AuctionMachine(RuleBasedStateMachine):
                     forfeited += acct.bond_lamports
             elif isinstance(acct, L.PoolAccount):
                 assert bank.balance(key) == 0
+            elif isinstance(acct, L.DisputeAccount):  # the challenge bond, while the dispute is open
+                assert bank.balance(key) == (acct.bond_lamports if acct.state == L.OPEN else 0)
         assert bank.balance(A.INCINERATOR_ID) == forfeited
 
 

@@ -62,7 +62,16 @@ from .auction import (
 from .codec import DecodeError, decode
 from .lstake import stake_weighted_sample
 from .merkle import MerkleProof, proof_depth, verify_proof
-from .pol import DEFAULT_CHECKED_POSITIONS, PolCommitment, PolOpening, challenge_seed, leaf_bytes, select_positions
+from .pol import (
+    DEFAULT_CHECKED_POSITIONS,
+    LogitFingerprint,
+    PolCommitment,
+    PolOpening,
+    challenge_seed,
+    check_token_rule,
+    leaf_bytes,
+    select_positions,
+)
 
 # ---------------------------------------------------------------------------------------
 # Constants (spec/logit_pool.md "Constants")
@@ -166,8 +175,9 @@ def positions_for(q: QueryAccount, beacon: bytes, validator: bytes) -> list[int]
 # The pool account (kind 4; PDA ["pool", query]; spec/logit_pool.md "The pool account")
 # ---------------------------------------------------------------------------------------
 #: kind u8, round u8, drawn_count u8, pad 5, beacon_slot u64, verify_end_slot u64, beacon[32],
-#: round-0 beacon[32] (positions of round-0 validators), validators 6 x [32], verdicts 6 x u8, pad 2
-_POOL = struct.Struct("<BBB5xQQ32s32s" + "32s" * MAX_DRAWN + "B" * MAX_DRAWN + "2x")
+#: round-0 beacon[32] (positions of round-0 validators), validators 6 x [32], verdicts 6 x u8, pad 2,
+#: settled_slot u64 (0 until settle decided; the challenge window counts from it)
+_POOL = struct.Struct("<BBB5xQQ32s32s" + "32s" * MAX_DRAWN + "B" * MAX_DRAWN + "2xQ")
 POOL_ACCOUNT_BYTES = _POOL.size
 KIND_POOL = Kind.POOL
 
@@ -182,6 +192,7 @@ class PoolAccount:
     validators: tuple[bytes, ...]  # in draw order; round r's are those drawn in round r
     verdicts: tuple[int, ...]  # per validator: NO_VERDICT, ACCEPT, REJECT
     round_starts: tuple[int, ...] = (0,)  # index of each round's first validator
+    settled_slot: int = 0  # the slot settle decided the query in (0 before)
 
     def pack(self) -> bytes:
         vals = list(self.validators) + [bytes(32)] * (MAX_DRAWN - len(self.validators))
@@ -190,7 +201,7 @@ class PoolAccount:
         # the high nibble of the round byte (round 0: 0)
         round_byte = self.round | ((self.round_starts[1] if len(self.round_starts) > 1 else 0) << 4)
         return _POOL.pack(KIND_POOL, round_byte, len(self.validators), self.beacon_slot, self.verify_end_slot,
-                          self.beacon, self.first_beacon, *vals, *verd)
+                          self.beacon, self.first_beacon, *vals, *verd, self.settled_slot)
 
     @classmethod
     def unpack(cls, data: bytes) -> PoolAccount:
@@ -202,7 +213,7 @@ class PoolAccount:
         verd = tuple(f[7 + MAX_DRAWN:7 + MAX_DRAWN + n])
         rnd = round_byte & 0x0F
         starts = (0,) if rnd == 0 else (0, round_byte >> 4)
-        return cls(rnd, beacon_slot, verify_end, beacon, first, vals, verd, starts)
+        return cls(rnd, beacon_slot, verify_end, beacon, first, vals, verd, starts, f[-1])
 
     def round_of(self, index: int) -> int:
         return 1 if len(self.round_starts) > 1 and index >= self.round_starts[1] else 0
@@ -373,12 +384,11 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         for v in counted:
             _move(view, qacct.key, v, each)
             escrow_left -= each
-    if verified:
+    if verified:  # the bond stays in the bid account until the challenge window closes
         pay = q.clearing_price * q.num_tokens
         _move(view, qacct.key, q.winner, pay)
-        _move(view, bacct.key, q.winner, bid.bond_lamports)
         _move(view, qacct.key, q.requester, escrow_left - pay)
-        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
+        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.HELD).pack())
         status = QueryStatus.FINALIZED_VERIFIED
     else:
         to_requester = bid.bond_lamports * SLASH_TO_REQUESTER_PERCENT // 100
@@ -391,6 +401,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         view.set_auction_data(bacct.key, replace(bid, status=BidStatus.SLASHED).pack())
         status = QueryStatus.FINALIZED_REJECTED
     view.set_auction_data(qacct.key, replace(q, status=status, escrow_lamports=0).pack())
+    view.set_auction_data(pacct.key, replace(pool, settled_slot=slot).pack())
     if verified:
         view.credit_work(q.winner, tokens_served=q.num_tokens)
     if not verified:
@@ -407,3 +418,355 @@ def draw_of(view: PoolView, q: QueryAccount, qkey: bytes) -> PoolAccount | None:
         return _open_pool(view, q, qkey, pool_address(qkey))
     except AuctionError:
         return None
+
+
+# ---------------------------------------------------------------------------------------
+# Retrospective slashing (spec/logit_pool.md "Retrospective slashing")
+# ---------------------------------------------------------------------------------------
+#: slots after settlement during which a fraud proof against a verified result may be filed;
+#: the winner's bond stays in its bid account (``HELD``) until then
+CHALLENGE_WINDOW_SLOTS = 128
+#: after a dispute is dismissed or lapses, a fresh challenge may still be filed this long
+#: (a quick bogus challenge near the window's end cannot shut honest challengers out)
+CHALLENGE_GRACE_SLOTS = 16
+#: what a challenger of a model fault puts at stake (a dismissed challenge loses it)
+CHALLENGE_BOND_LAMPORTS = 10_000
+#: jurors drawn per model dispute and rulings of one side that decide (as the draw)
+JURORS_PER_DISPUTE = VALIDATORS_PER_QUERY
+RULING_QUORUM = VERDICT_QUORUM
+#: the largest encoded PolOpening a dispute account holds (top_k 64, a 4096-leaf path: 1132)
+OPENING_MAX_BYTES = 1152
+JURY_DOMAIN = b"ambient/pool-jury/v1\x00"
+DISPUTE_SEED = b"dispute"
+TAG_CHALLENGE = 9
+TAG_RULING = 10
+TAG_CLOSE = 11
+
+#: dispute states
+OPEN, UPHELD, DISMISSED, LAPSED = 1, 2, 3, 4
+#: fault classes: decided by the program alone / by a jury that re-runs the model
+SELF_CONTRADICTION, MODEL_FAULT = 1, 2
+#: rulings in the dispute account
+NO_RULING, FRAUD, NO_FRAUD = 0, 1, 2
+
+#: kind u8, state u8, class u8, juror_count u8, position u32, challenge_slot u64, beacon_slot u64
+#: (0: jury not drawn), judge_end_slot u64, bond u64, closed_slot u64, challenger[32], beacon[32],
+#: jurors 3 x [32], rulings 3 x u8, pad 1, opening_len u16, pad 2, opening (encoded PolOpening)
+_DISPUTE = struct.Struct("<BBBBIQQQQQ32s32s" + "32s" * JURORS_PER_DISPUTE + "B" * JURORS_PER_DISPUTE
+                         + f"xH2x{OPENING_MAX_BYTES}s")
+DISPUTE_ACCOUNT_BYTES = _DISPUTE.size
+
+
+@dataclass(frozen=True)
+class DisputeAccount:
+    state: int  # OPEN, UPHELD, DISMISSED, LAPSED
+    fault_class: int  # SELF_CONTRADICTION, MODEL_FAULT
+    position: int  # the disputed output position
+    challenge_slot: int
+    challenger: bytes
+    bond_lamports: int  # the challenge bond, held in this account while OPEN
+    opening: bytes  # the evidence: the encoded PolOpening
+    beacon_slot: int = 0  # 0 until the jury is drawn
+    judge_end_slot: int = 0
+    beacon: bytes = bytes(32)
+    jurors: tuple[bytes, ...] = ()
+    rulings: tuple[int, ...] = ()
+    closed_slot: int = 0  # the slot the dispute left OPEN (0 while open)
+
+    def pack(self) -> bytes:
+        n = len(self.jurors)
+        jur = list(self.jurors) + [bytes(32)] * (JURORS_PER_DISPUTE - n)
+        rul = list(self.rulings) + [NO_RULING] * (JURORS_PER_DISPUTE - n)
+        return _DISPUTE.pack(Kind.DISPUTE, self.state, self.fault_class, n, self.position, self.challenge_slot,
+                             self.beacon_slot, self.judge_end_slot, self.bond_lamports, self.closed_slot,
+                             self.challenger, self.beacon, *jur, *rul, len(self.opening),
+                             self.opening.ljust(OPENING_MAX_BYTES, b"\0"))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> DisputeAccount:
+        if len(data) != DISPUTE_ACCOUNT_BYTES or data[0] != Kind.DISPUTE:
+            raise ValueError("not a dispute account")
+        f = _DISPUTE.unpack(data)
+        (_, state, klass, n, pos, cslot, bslot, jend, bond, closed, challenger, beacon) = f[:12]
+        j = JURORS_PER_DISPUTE
+        jurors, rulings = f[12:12 + j], f[12 + j:12 + 2 * j]
+        olen, opening = f[12 + 2 * j], f[13 + 2 * j]
+        if n > j or olen > OPENING_MAX_BYTES:
+            raise ValueError("dispute account out of range")
+        return cls(state, klass, pos, cslot, challenger, bond, opening[:olen], bslot, jend, beacon,
+                   tuple(jurors[:n]), tuple(rulings[:n]), closed)
+
+    def count(self, ruling: int) -> int:
+        return sum(1 for r in self.rulings if r == ruling)
+
+    @property
+    def drawn(self) -> bool:
+        return self.beacon_slot > 0
+
+
+def dispute_address(query: bytes) -> bytes:
+    """The dispute account of a query: PDA of ``["dispute", query]``."""
+    return _pda([DISPUTE_SEED, bytes(query)])
+
+
+def load_dispute(view: AccountsView, key: bytes) -> DisputeAccount | None:
+    data = view.auction_data(key)
+    return None if data is None else DisputeAccount.unpack(data)
+
+
+def challenge_data(evidence: PolOpening) -> bytes:
+    """``u32 tag 9 || evidence`` (the encoded opening the challenger says fails)."""
+    from .codec import encode
+
+    return struct.pack("<I", TAG_CHALLENGE) + encode(evidence)
+
+
+def ruling_data(fraud: bool) -> bytes:
+    """``u32 tag 10 || u8 fraud``."""
+    return struct.pack("<IB", TAG_RULING, 1 if fraud else 0)
+
+
+def close_data() -> bytes:
+    return struct.pack("<I", TAG_CLOSE)
+
+
+def self_contradiction(cmt: PolCommitment, fp: LogitFingerprint) -> str | None:
+    """Why the committed leaf ``fp`` contradicts the commitment without any model (integer
+    checks only), or None. Greedy proofs only for the token rule: a sampled proof's rule reads
+    ``exp`` (spec/pol.md), which two implementations may round differently in the last ulp,
+    so it is left to the jury."""
+    k = len(fp.ids)
+    if k != cmt.top_k:
+        return f"{k} candidates, the commitment says {cmt.top_k}"
+    if len(set(fp.ids)) != k or max(fp.ids) >= cmt.vocab:
+        return "repeated or out-of-vocabulary candidate id"
+    if list(zip(fp.lps, fp.ids, strict=True)) != sorted(zip(fp.lps, fp.ids, strict=True)):
+        return "candidates not in canonical order"
+    if fp.tok not in fp.ids:  # greedy or sampled, the token is one of the committed candidates
+        return f"token {fp.tok} is not among the committed candidates"
+    if cmt.temp_milli == 0:
+        rule = check_token_rule(cmt, fp)
+        if not rule.ok:
+            return f"greedy token rule: {rule.detail}"
+    return None
+
+
+def accepters(pool: PoolAccount) -> list[bytes]:
+    """The validators whose accept counted for a verified result (the accused of a fraud proof)."""
+    return [v for v, x in zip(pool.validators, pool.verdicts, strict=True) if x == ACCEPT]
+
+
+def release_slot(pool: PoolAccount, dispute: DisputeAccount | None) -> int:
+    """The first slot at which the held bond may be released (and after which no challenge
+    is taken): the window's end, or a closed dispute's grace end if later."""
+    end = pool.settled_slot + CHALLENGE_WINDOW_SLOTS
+    if dispute is not None and dispute.state in (DISMISSED, LAPSED):
+        end = max(end, dispute.closed_slot + CHALLENGE_GRACE_SLOTS)
+    return end
+
+
+def jury_seed(commitment_hash: bytes, query: bytes, position: int, beacon: bytes) -> bytes:
+    """``sha256(JURY_DOMAIN || commitment hash || query id || u32_le position || beacon)``."""
+    return crypto.sha256(JURY_DOMAIN, bytes(commitment_hash), bytes(query), struct.pack("<I", position),
+                         bytes(beacon))
+
+
+def _settled_pool(view: PoolView, q: QueryAccount, pkey: bytes) -> PoolAccount:
+    pool = load_pool(view, pkey)
+    if pool is None or pool.settled_slot == 0:  # an invariant for a FINALIZED_VERIFIED query
+        raise AuctionError("auction-wrong-status", "the query was not verified by the Logit Pool")
+    return pool
+
+
+def _held_bid(view: PoolView, bacct: IxAccount) -> BidAccount:
+    data = view.auction_data(bacct.key)
+    if data is None:
+        raise AuctionError("auction-no-bid", "the winning bid account is empty")
+    bid = BidAccount.unpack(data)
+    if bid.status != BidStatus.HELD:  # an invariant while the query is FINALIZED_VERIFIED
+        raise AuctionError("auction-wrong-status", f"the winning bid is {bid.status.name}, not HELD")
+    return bid
+
+
+def _uphold(view: PoolView, slot: int, q: QueryAccount, qkey: bytes, pool: PoolAccount, bkey: bytes, bid: BidAccount,
+            challenger: bytes) -> None:
+    """Fraud proven: the held bond is slashed (``SLASH_TO_REQUESTER_PERCENT`` to the requester,
+    the rest to the challenger), the query becomes ``FINALIZED_REJECTED``, the miner and every
+    validator that accepted lose their epoch's work credit (``slash_work``)."""
+    to_requester = bid.bond_lamports * SLASH_TO_REQUESTER_PERCENT // 100
+    _move(view, bkey, q.requester, to_requester)
+    _move(view, bkey, challenger, bid.bond_lamports - to_requester)
+    view.set_auction_data(bkey, replace(bid, status=BidStatus.SLASHED).pack())
+    view.set_auction_data(qkey, replace(q, status=QueryStatus.FINALIZED_REJECTED).pack())
+    view.slash_work(q.winner, "fraud-proven")
+    for v in accepters(pool):
+        view.slash_work(v, "accepted-fraud")
+
+
+def challenge(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
+    """A fraud proof against a ``FINALIZED_VERIFIED`` result (tag 9)."""
+    _need(accs, 6, "challenge")
+    challenger, qacct, pacct, bacct, dacct, requester = accs
+    _signer(challenger, "challenger")
+    _writable(*accs)
+    _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, dispute_address(qacct.key), "dispute")
+    q = _load_query(view, qacct.key)
+    _status(q, QueryStatus.FINALIZED_VERIFIED)
+    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
+    _expect(requester, q.requester, "requester")
+    pool = _settled_pool(view, q, pacct.key)
+    old = load_dispute(view, dacct.key)
+    if old is not None and old.state == OPEN:
+        raise AuctionError("auction-dispute-open", "a dispute about this result is still open")
+    if slot >= release_slot(pool, old):
+        raise AuctionError("auction-challenge-closed", f"challenges closed at slot {release_slot(pool, old)}")
+    if challenger.key == q.winner or challenger.key in accepters(pool):
+        raise AuctionError("auction-bad-challenger", "the miner and the validators that accepted cannot challenge")
+    evidence = data[4:]
+    if len(evidence) > OPENING_MAX_BYTES:
+        raise AuctionError("auction-bad-evidence", f"evidence is over {OPENING_MAX_BYTES} bytes")
+    try:
+        opening = decode(evidence, expected=PolOpening)
+    except DecodeError as exc:
+        raise AuctionError("auction-bad-evidence", f"evidence is not a PolOpening: {exc}") from None
+    cmt = q.pol_commitment()
+    why = evidence_error(cmt, opening, range(cmt.num_tokens))
+    if why is not None:
+        raise AuctionError("auction-bad-evidence", why)
+    bid = _held_bid(view, bacct)
+    contradiction = self_contradiction(cmt, opening.fp)
+    if contradiction is not None:  # decided here: the miner's own signed leaf convicts it
+        d = DisputeAccount(UPHELD, SELF_CONTRADICTION, opening.fp.pos, slot, challenger.key, 0, bytes(evidence),
+                           closed_slot=slot)
+        view.set_auction_data(dacct.key, d.pack())
+        _uphold(view, slot, q, qacct.key, pool, bacct.key, bid, challenger.key)
+        return
+    if view.balance(challenger.key) < CHALLENGE_BOND_LAMPORTS:
+        raise AuctionError("auction-insufficient-funds", f"a model-fault challenge puts up "
+                           f"{CHALLENGE_BOND_LAMPORTS} lamports")
+    _move(view, challenger.key, dacct.key, CHALLENGE_BOND_LAMPORTS)
+    view.set_auction_data(dacct.key, DisputeAccount(OPEN, MODEL_FAULT, opening.fp.pos, slot, challenger.key,
+                                                    CHALLENGE_BOND_LAMPORTS, bytes(evidence)).pack())
+
+
+def _drawn_dispute(view: PoolView, q: QueryAccount, qkey: bytes, pool: PoolAccount, d: DisputeAccount) -> DisputeAccount:
+    """``d`` with its jury: LStake-weighted from the validator role at the jury beacon (the
+    first ancestor at or after challenge_slot + DRAW_DELAY_SLOTS), minus the miner, the
+    validators that accepted and the challenger."""
+    if d.drawn:
+        return d
+    got = view.poh_hash_at_or_after(d.challenge_slot + DRAW_DELAY_SLOTS)
+    if got is None:
+        raise AuctionError("auction-draw-not-ready", f"no slot at or after {d.challenge_slot + DRAW_DELAY_SLOTS} "
+                           "is an ancestor yet")
+    beacon_slot, beacon = got
+    excluded = {q.winner, d.challenger, *accepters(pool)}
+    weights = {k: v for k, v in view.validator_weights(max(0, beacon_slot - VALIDATOR_ACTIVE_SLOTS)).items()
+               if k not in excluded and v > 0}
+    jurors = tuple(stake_weighted_sample(weights, jury_seed(q.pol_commitment().hash(), qkey, d.position, beacon),
+                                         JURORS_PER_DISPUTE))
+    return replace(d, beacon_slot=beacon_slot, judge_end_slot=beacon_slot + VERIFY_WINDOW_SLOTS, beacon=beacon,
+                   jurors=jurors, rulings=tuple(NO_RULING for _ in jurors))
+
+
+def jury_of(view: PoolView, q: QueryAccount, qkey: bytes) -> DisputeAccount | None:
+    """The dispute as the chain holds it, with the jury a ruling here would draw (None when
+    there is no dispute; an undrawn jury while its beacon is not an ancestor)."""
+    d = load_dispute(view, dispute_address(qkey))
+    pool = load_pool(view, pool_address(qkey))
+    if d is None or pool is None or d.state != OPEN:
+        return d
+    try:
+        return _drawn_dispute(view, q, qkey, pool, d)
+    except AuctionError:
+        return d
+
+
+def ruling(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
+    """A drawn juror's ruling on an open model-fault dispute (tag 10)."""
+    fraud = data[4]
+    if fraud not in (0, 1):
+        raise AuctionError("auction-bad-data", "fraud is 0 or 1")
+    _need(accs, 4, "ruling")
+    juror, qacct, pacct, dacct = accs
+    _signer(juror, "juror")
+    _writable(*accs)
+    _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, dispute_address(qacct.key), "dispute")
+    q = _load_query(view, qacct.key)
+    _status(q, QueryStatus.FINALIZED_VERIFIED)
+    pool = _settled_pool(view, q, pacct.key)
+    d = load_dispute(view, dacct.key)
+    if d is None or d.state != OPEN:
+        raise AuctionError("auction-no-dispute", "no open dispute about this result")
+    d = _drawn_dispute(view, q, qacct.key, pool, d)
+    if juror.key not in d.jurors:
+        raise AuctionError("auction-not-drawn", "the signer is not on this dispute's jury")
+    if slot >= d.judge_end_slot:
+        raise AuctionError("auction-verify-closed", f"rulings closed at slot {d.judge_end_slot}")
+    i = d.jurors.index(juror.key)
+    if d.rulings[i] != NO_RULING:
+        raise AuctionError("auction-verdict-exists", "this juror already ruled")
+    rulings = list(d.rulings)
+    rulings[i] = FRAUD if fraud else NO_FRAUD
+    view.set_auction_data(dacct.key, replace(d, rulings=tuple(rulings)).pack())
+
+
+def close(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
+    """Resolve an open dispute (quorum, or its window over), or release the held bond once
+    the challenge window is over (tag 11, anyone)."""
+    _need(accs, 7, "close", exact=False)
+    qacct, pacct, bacct, dacct, requester, winner, incin = accs[:7]
+    rest = accs[7:]
+    _writable(*accs)
+    _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, dispute_address(qacct.key), "dispute")
+    q = _load_query(view, qacct.key)
+    _status(q, QueryStatus.FINALIZED_VERIFIED)
+    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
+    _expect(requester, q.requester, "requester")
+    _expect(winner, q.winner, "winner")
+    _expect(incin, INCINERATOR_ID, "incinerator")
+    pool = _settled_pool(view, q, pacct.key)
+    bid = _held_bid(view, bacct)
+    d = load_dispute(view, dacct.key)
+    if d is None or d.state != OPEN:  # release
+        if rest:
+            raise AuctionError("auction-bad-accounts", "a release lists no challenger or jurors")
+        if slot < release_slot(pool, d):
+            raise AuctionError("auction-window-open", f"the bond is held until slot {release_slot(pool, d)}")
+        _move(view, bacct.key, q.winner, bid.bond_lamports)
+        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
+        return
+    d = _drawn_dispute(view, q, qacct.key, pool, d)
+    if [a.key for a in rest] != [d.challenger, *d.jurors]:
+        raise AuctionError("auction-bad-accounts", "close of a dispute lists its challenger, then its jurors in "
+                           "draw order")
+    fraud, no_fraud = d.count(FRAUD), d.count(NO_FRAUD)
+    if fraud < RULING_QUORUM and no_fraud < RULING_QUORUM and slot < d.judge_end_slot:
+        raise AuctionError("auction-verify-open", f"no quorum yet and rulings land until {d.judge_end_slot}")
+    for j, r in zip(d.jurors, d.rulings, strict=True):
+        if r == NO_RULING:
+            view.slash_work(j, "absent")
+    if fraud >= RULING_QUORUM:
+        _move(view, dacct.key, d.challenger, d.bond_lamports)
+        _uphold(view, slot, q, qacct.key, pool, bacct.key, bid, d.challenger)
+        state = UPHELD
+        counted = [j for j, r in zip(d.jurors, d.rulings, strict=True) if r == FRAUD]
+    elif no_fraud >= RULING_QUORUM:  # a false claim: the challenge bond compensates the miner
+        _move(view, dacct.key, q.winner, d.bond_lamports)
+        view.slash_work(d.challenger, "false-challenge")
+        state = DISMISSED
+        counted = [j for j, r in zip(d.jurors, d.rulings, strict=True) if r == NO_FRAUD]
+    else:  # undecided: nobody is punished, the challenger gets its bond back
+        _move(view, dacct.key, d.challenger, d.bond_lamports)
+        state = LAPSED
+        counted = []
+    view.set_auction_data(dacct.key, replace(d, state=state, closed_slot=slot).pack())
+    for j in counted:
+        view.credit_work(j, positions_validated=1)
+
+
+HANDLERS = {TAG_VERDICT: verdict, TAG_SETTLE: settle, TAG_CHALLENGE: challenge, TAG_RULING: ruling,
+            TAG_CLOSE: close}
