@@ -703,9 +703,9 @@ def retro_cases(out: list[Case]) -> None:
         out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=True), desc, "input.json"))
 
     weights = {v.pubkey: 10 * (i + 1) for i, v in enumerate(VALIDATORS[:6])}
-    # a self-contradicting greedy leaf, accepted by two colluders: the program convicts alone
+    # a self-contradicting leaf, accepted by two colluders: the program convicts alone
     s = PoolChain(n_validators=6, lstake=weights, cheat_at=CHEAT_POSITION)
-    v0, v1, v2 = s.verify_by(0, 1)
+    v0, _, v2 = s.verify_by(0, 1)
     pool = L.load_pool(pool_view(s.bank), L.pool_address(s.qid))
     assert pool is not None
     bad = s.opening(CHEAT_POSITION)
