@@ -263,3 +263,31 @@ def test_malformed_ruling_and_challenge_data_are_refused() -> None:
     (r,) = fresh.send(fresh.challenge_tx(OUTSIDER, past_end))
     assert (r.error or "").startswith("auction-bad-evidence")
     assert L.load_dispute(pool_view(fresh.bank), L.dispute_address(fresh.qid)) is None
+
+
+def test_the_wrong_token_fault_makes_a_leaf_that_contradicts_itself(tmp_path: object) -> None:
+    """devnet/miner_faults.py ``wrong-token``: the re-signed commitment is valid, and the last
+    leaf convicts its miner without any model."""
+    from pathlib import Path
+
+    from ambient_p2p.core.codec import decode, encode
+    from ambient_p2p.core.messages import verify_message
+    from ambient_p2p.devnet.miner_faults import swap_last_token
+    from ambient_p2p.interop.formats.auction import MINERS, pool_proof
+    from ambient_p2p.node.miner import _Job
+
+    c = PoolChain(n_validators=3)
+    q = c.query(c.qid)
+    proof = pool_proof(MINERS[0], q)
+    path = Path(str(tmp_path)) / "p.cbor"
+    path.write_bytes(encode(proof))
+    job = swap_last_token(MINERS[0], path, _Job(A.ResultParams(bytes(32), 1, 0, 1, 1, bytes(32), bytes(64)), [], 1.0))
+    new = decode(path.read_bytes(), expected=pol.PolProof)
+    cmt = new.commitment
+    assert verify_message(cmt, MINERS[0].pubkey, "pol-commitment")
+    assert job.output == list(new.output) and job.output[:-1] == list(proof.output)[:-1]
+    assert job.result.output_hash == cmt.output_hash == pol.tokens_hash(new.output) != proof.commitment.output_hash
+    last = pol.open_positions(new, [cmt.num_tokens - 1])[0]
+    assert L.evidence_error(cmt, last, range(cmt.num_tokens)) is None
+    assert "not among" in (L.self_contradiction(cmt, last.fp) or "")
+    assert all(L.self_contradiction(cmt, o.fp) is None for o in pol.open_positions(new, range(cmt.num_tokens - 1)))

@@ -425,7 +425,7 @@ def draw_of(view: PoolView, q: QueryAccount, qkey: bytes) -> PoolAccount | None:
 # ---------------------------------------------------------------------------------------
 #: slots after settlement during which a fraud proof against a verified result may be filed;
 #: the winner's bond stays in its bid account (``HELD``) until then
-CHALLENGE_WINDOW_SLOTS = 128
+CHALLENGE_WINDOW_SLOTS = 64
 #: after a dispute is dismissed or lapses, a fresh challenge may still be filed this long
 #: (a quick bogus challenge near the window's end cannot shut honest challengers out)
 CHALLENGE_GRACE_SLOTS = 16
