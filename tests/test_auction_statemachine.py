@@ -350,7 +350,7 @@ class AuctionMachine(RuleBasedStateMachine):
         ev: P.PolOpening | None = None
         proof = self.proofs.get(q)
         if not accept and proof is not None and qa is not None and d is not None and key.pubkey in drawn:
-            pos = L.positions_for(qa, d.beacon_of(drawn.index(key.pubkey)), key.pubkey)
+            pos = d.positions_of(qa, drawn.index(key.pubkey))
             if evidence == "mine":
                 ev = P.open_positions(proof, [pos[0]])[0]
             elif evidence == "other-position" and len(pos) < qa.num_tokens:
@@ -387,12 +387,12 @@ class AuctionMachine(RuleBasedStateMachine):
             assert d is not None
             new = self._qacct(q)
             assert new is not None
-            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert decided or slot >= d.verify_end_slot
             if new.status != A.QueryStatus.RESULT_POSTED:
                 self.proofs.pop(q, None)
         elif code != BLOCKED and d is not None and qa.status == A.QueryStatus.RESULT_POSTED and not shuffle:
-            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert code in ("auction-verify-open", "auction-draw-not-ready") and not decided, code
 
     def _marks(self) -> list[int]:
@@ -473,7 +473,7 @@ class AuctionMachine(RuleBasedStateMachine):
                 # a bond slashed by settle goes to the requester and the rejecters, not the incinerator
                 if acct.status == A.BidStatus.FORFEITED or (acct.status == A.BidStatus.SLASHED and not settled):
                     forfeited += acct.bond_lamports
-            elif isinstance(acct, L.PoolAccount):
+            elif isinstance(acct, (L.PoolAccount, L.DifficultyAccount)):  # data only
                 assert bank.balance(key) == 0
             elif isinstance(acct, L.DisputeAccount):  # the challenge bond, while the dispute is open
                 assert bank.balance(key) == (acct.bond_lamports if acct.state == L.OPEN else 0)

@@ -194,6 +194,8 @@ class Kind(IntEnum):
     POOL = 5
     #: a fraud proof against a verified result and its jury (core/logit_pool.py)
     DISPUTE = 6
+    #: the Logit Pool's dynamic difficulty: the epoch's knobs and observation (core/logit_pool.py)
+    DIFFICULTY = 7
 
 
 class QueryStatus(IntEnum):
@@ -851,15 +853,19 @@ _HANDLERS = {
 
 
 def decode_account(
-        data: bytes) -> QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount | logit_pool.DisputeAccount:
+        data: bytes,
+) -> (QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount | logit_pool.DisputeAccount
+      | logit_pool.DifficultyAccount):
     """Any auction account by its kind byte (raises ValueError)."""
     if not data:
         raise ValueError("empty account")
-    if data[0] in (Kind.POOL, Kind.DISPUTE):
+    if data[0] in (Kind.POOL, Kind.DISPUTE, Kind.DIFFICULTY):
         from . import logit_pool
 
         if data[0] == Kind.DISPUTE:
             return logit_pool.DisputeAccount.unpack(data)
+        if data[0] == Kind.DIFFICULTY:
+            return logit_pool.DifficultyAccount.unpack(data)
         return logit_pool.PoolAccount.unpack(data)
     kinds: dict[int, type[QueryAccount] | type[BidAccount] | type[MinerAccount]] = {
         Kind.QUERY: QueryAccount, Kind.BID: BidAccount, Kind.MINER: MinerAccount}

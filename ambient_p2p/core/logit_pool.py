@@ -60,6 +60,7 @@ from .auction import (
     bid_address,
 )
 from .codec import DecodeError, decode
+from .difficulty import MAX_VALIDATORS, Difficulty, EpochObservation, adjust
 from .lstake import stake_weighted_sample
 from .merkle import MerkleProof, proof_depth, verify_proof
 from .pol import (
@@ -96,7 +97,8 @@ MAX_DRAW_ROUNDS = 2
 SLASH_TO_REQUESTER_PERCENT = 50
 DRAW_DOMAIN = b"ambient/pool-draw/v1\x00"
 POOL_SEED = b"pool"
-MAX_DRAWN = VALIDATORS_PER_QUERY * MAX_DRAW_ROUNDS
+#: the pool account has room for the most validators dynamic difficulty may draw, per round
+MAX_DRAWN = MAX_VALIDATORS * MAX_DRAW_ROUNDS
 
 #: verdict bytes in the pool account
 NO_VERDICT, ACCEPT, REJECT = 0, 1, 2
@@ -118,6 +120,16 @@ class PoolView(AccountsView, Protocol):
     def credit_work(self, identity: bytes, *, tokens_served: int = 0, positions_validated: int = 0) -> None: ...
 
     def slash_work(self, identity: bytes, reason: str) -> None: ...
+
+    def epoch(self) -> int:
+        """The executing bank's epoch (the epoch dynamic difficulty's knobs belong to)."""
+        ...
+
+
+def quorum(per_round: int) -> int:
+    """Agreeing verdicts that decide a round of ``per_round`` drawn validators: a majority
+    (``VERDICT_QUORUM`` = 2 for Ambient's 3)."""
+    return per_round // 2 + 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,6 +163,7 @@ def draw_validators(
     exclude: Sequence[bytes],
     num_tokens: int,
     count: int = VALIDATORS_PER_QUERY,
+    positions: int = POSITIONS_PER_VALIDATOR,
 ) -> Draw:
     """``count`` validators (fewer if fewer are eligible), LStake-weighted without
     replacement from ``weights`` minus ``exclude`` (the miner, earlier rounds), each with its
@@ -162,22 +175,22 @@ def draw_validators(
     chosen = stake_weighted_sample(pool, seed, count)
     return Draw(beacon_slot, bytes(beacon), seed, tuple(
         DrawnValidator(v, tuple(select_positions(challenge_seed(beacon, v, commitment_hash), num_tokens,
-                                                 POSITIONS_PER_VALIDATOR)))
+                                                 positions)))
         for v in chosen))
 
 
-def positions_for(q: QueryAccount, beacon: bytes, validator: bytes) -> list[int]:
-    return select_positions(challenge_seed(beacon, validator, q.pol_commitment().hash()), q.num_tokens,
-                            POSITIONS_PER_VALIDATOR)
+def positions_for(q: QueryAccount, beacon: bytes, validator: bytes, count: int = POSITIONS_PER_VALIDATOR) -> list[int]:
+    return select_positions(challenge_seed(beacon, validator, q.pol_commitment().hash()), q.num_tokens, count)
 
 
 # ---------------------------------------------------------------------------------------
 # The pool account (kind 4; PDA ["pool", query]; spec/logit_pool.md "The pool account")
 # ---------------------------------------------------------------------------------------
-#: kind u8, round u8, drawn_count u8, pad 5, beacon_slot u64, verify_end_slot u64, beacon[32],
-#: round-0 beacon[32] (positions of round-0 validators), validators 6 x [32], verdicts 6 x u8, pad 2,
-#: settled_slot u64 (0 until settle decided; the challenge window counts from it)
-_POOL = struct.Struct("<BBB5xQQ32s32s" + "32s" * MAX_DRAWN + "B" * MAX_DRAWN + "2xQ")
+#: kind u8, round u8, drawn_count u8, positions u8, per_round u8, pad 3, beacon_slot u64,
+#: verify_end_slot u64, beacon[32], round-0 beacon[32] (positions of round-0 validators),
+#: validators 14 x [32], verdicts 14 x u8, pad 2, settled_slot u64 (0 until settle decided;
+#: the challenge window counts from it)
+_POOL = struct.Struct("<BBBBB3xQQ32s32s" + "32s" * MAX_DRAWN + "B" * MAX_DRAWN + "2xQ")
 POOL_ACCOUNT_BYTES = _POOL.size
 KIND_POOL = Kind.POOL
 
@@ -193,6 +206,8 @@ class PoolAccount:
     verdicts: tuple[int, ...]  # per validator: NO_VERDICT, ACCEPT, REJECT
     round_starts: tuple[int, ...] = (0,)  # index of each round's first validator
     settled_slot: int = 0  # the slot settle decided the query in (0 before)
+    positions: int = POSITIONS_PER_VALIDATOR  # each validator opens this many (the epoch's difficulty)
+    per_round: int = VALIDATORS_PER_QUERY  # validators drawn per round (the epoch's difficulty)
 
     def pack(self) -> bytes:
         vals = list(self.validators) + [bytes(32)] * (MAX_DRAWN - len(self.validators))
@@ -200,20 +215,23 @@ class PoolAccount:
         # round 1 starts where round 0 ended: stored implicitly as drawn_count of round 0 in
         # the high nibble of the round byte (round 0: 0)
         round_byte = self.round | ((self.round_starts[1] if len(self.round_starts) > 1 else 0) << 4)
-        return _POOL.pack(KIND_POOL, round_byte, len(self.validators), self.beacon_slot, self.verify_end_slot,
-                          self.beacon, self.first_beacon, *vals, *verd, self.settled_slot)
+        return _POOL.pack(KIND_POOL, round_byte, len(self.validators), self.positions, self.per_round,
+                          self.beacon_slot, self.verify_end_slot, self.beacon, self.first_beacon, *vals, *verd,
+                          self.settled_slot)
 
     @classmethod
     def unpack(cls, data: bytes) -> PoolAccount:
         if len(data) != POOL_ACCOUNT_BYTES or data[0] != KIND_POOL:
             raise ValueError("not a pool account")
         f = _POOL.unpack(data)
-        _, round_byte, n, beacon_slot, verify_end, beacon, first = f[:7]
-        vals = tuple(f[7:7 + n])
-        verd = tuple(f[7 + MAX_DRAWN:7 + MAX_DRAWN + n])
+        _, round_byte, n, positions, per_round, beacon_slot, verify_end, beacon, first = f[:9]
+        if n > MAX_DRAWN:
+            raise ValueError("pool account out of range")
+        vals = tuple(f[9:9 + n])
+        verd = tuple(f[9 + MAX_DRAWN:9 + MAX_DRAWN + n])
         rnd = round_byte & 0x0F
         starts = (0,) if rnd == 0 else (0, round_byte >> 4)
-        return cls(rnd, beacon_slot, verify_end, beacon, first, vals, verd, starts, f[-1])
+        return cls(rnd, beacon_slot, verify_end, beacon, first, vals, verd, starts, f[-1], positions, per_round)
 
     def round_of(self, index: int) -> int:
         return 1 if len(self.round_starts) > 1 and index >= self.round_starts[1] else 0
@@ -226,6 +244,78 @@ class PoolAccount:
 
     def count(self, verdict: int) -> int:
         return sum(1 for v in self.verdicts if v == verdict)
+
+    @property
+    def quorum(self) -> int:
+        return quorum(self.per_round)
+
+    def positions_of(self, q: QueryAccount, index: int) -> list[int]:
+        """The positions the validator at ``index`` was drawn to open."""
+        return positions_for(q, self.beacon_of(index), self.validators[index], self.positions)
+
+
+# ---------------------------------------------------------------------------------------
+# Dynamic difficulty in the chain (spec/difficulty.md "In the chain")
+# ---------------------------------------------------------------------------------------
+DIFFICULTY_SEED = b"difficulty"
+#: kind u8, positions u8, validators u8, pad 5, epoch u64, results u64, rejected u64,
+#: drawn u64, missed u64
+_DIFF = struct.Struct("<BBB5xQQQQQ")
+DIFFICULTY_ACCOUNT_BYTES = _DIFF.size
+
+
+@dataclass(frozen=True)
+class DifficultyAccount:
+    """The knobs in force for ``epoch`` and what that epoch's settlements observed so far."""
+
+    knobs: Difficulty
+    epoch: int
+    results: int = 0
+    rejected: int = 0
+    drawn: int = 0
+    missed: int = 0
+
+    def pack(self) -> bytes:
+        return _DIFF.pack(Kind.DIFFICULTY, self.knobs.positions, self.knobs.validators, self.epoch, self.results,
+                          self.rejected, self.drawn, self.missed)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> DifficultyAccount:
+        if len(data) != DIFFICULTY_ACCOUNT_BYTES or data[0] != Kind.DIFFICULTY:
+            raise ValueError("not a difficulty account")
+        _, positions, validators, epoch, results, rejected, drawn, missed = _DIFF.unpack(data)
+        return cls(Difficulty(positions, validators), epoch, results, rejected, drawn, missed)
+
+    def observation(self) -> EpochObservation:
+        return EpochObservation(self.results, min(self.rejected, self.results), self.drawn,
+                                min(self.missed, self.drawn))
+
+
+def difficulty_address() -> bytes:
+    """The one difficulty account: PDA of ``["difficulty"]``."""
+    return _pda([DIFFICULTY_SEED])
+
+
+def difficulty_at(view: AccountsView, epoch: int) -> DifficultyAccount:
+    """The difficulty in force in ``epoch``: the stored account's knobs if it is of ``epoch``,
+    else its knobs adjusted once by its epoch's observation (core/difficulty.py ``adjust``;
+    an epoch with no settlement changes nothing, so one step covers any gap), with zero counts.
+    Defaults (8 positions, 3 validators) before any settlement."""
+    data = view.auction_data(difficulty_address())
+    acct = DifficultyAccount(Difficulty(), epoch) if data is None else DifficultyAccount.unpack(data)
+    if acct.epoch < epoch:
+        knobs, _row = adjust(acct.knobs, acct.observation())
+        acct = DifficultyAccount(knobs, epoch)
+    return acct
+
+
+def observe(view: PoolView, *, results: int = 0, rejected: int = 0, drawn: int = 0, missed: int = 0) -> None:
+    """Add to the executing epoch's observation (settle, extensions, upheld fraud proofs)."""
+    if not (results or rejected or drawn or missed):
+        return
+    a = difficulty_at(view, view.epoch())
+    view.set_auction_data(difficulty_address(), replace(a, results=a.results + results, rejected=a.rejected + rejected,
+                                                        drawn=a.drawn + drawn, missed=a.missed + missed).pack())
 
 
 def pool_address(query: bytes) -> bytes:
@@ -274,22 +364,26 @@ def evidence_error(cmt: PolCommitment, opening: PolOpening, positions: Sequence[
 # ---------------------------------------------------------------------------------------
 # Handlers (called from auction.process_instruction)
 # ---------------------------------------------------------------------------------------
-def _draw_round(view: PoolView, q: QueryAccount, qkey: bytes, after_slot: int, exclude: Sequence[bytes]) -> Draw:
+def _draw_round(view: PoolView, q: QueryAccount, qkey: bytes, after_slot: int, exclude: Sequence[bytes],
+                knobs: Difficulty) -> Draw:
     got = view.poh_hash_at_or_after(after_slot)
     if got is None:
         raise AuctionError("auction-draw-not-ready", f"no slot at or after {after_slot} is an ancestor yet")
     beacon_slot, beacon = got
     weights = view.validator_weights(max(0, beacon_slot - VALIDATOR_ACTIVE_SLOTS))
-    return draw_validators(q.pol_commitment().hash(), qkey, beacon_slot, beacon, weights, exclude, q.num_tokens)
+    return draw_validators(q.pol_commitment().hash(), qkey, beacon_slot, beacon, weights, exclude, q.num_tokens,
+                           knobs.validators, knobs.positions)
 
 
 def _open_pool(view: PoolView, q: QueryAccount, qkey: bytes, pkey: bytes) -> PoolAccount:
     pool = load_pool(view, pkey)
     if pool is not None:
         return pool
-    d = _draw_round(view, q, qkey, q.result_slot + DRAW_DELAY_SLOTS, [q.winner])
+    knobs = difficulty_at(view, view.epoch()).knobs  # fixed for this query from here on
+    d = _draw_round(view, q, qkey, q.result_slot + DRAW_DELAY_SLOTS, [q.winner], knobs)
     return PoolAccount(0, d.beacon_slot, d.beacon_slot + VERIFY_WINDOW_SLOTS, d.beacon, d.beacon,
-                       tuple(v.validator for v in d.validators), tuple(NO_VERDICT for _ in d.validators))
+                       tuple(v.validator for v in d.validators), tuple(NO_VERDICT for _ in d.validators),
+                       positions=knobs.positions, per_round=knobs.validators)
 
 
 def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
@@ -321,7 +415,7 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
             opening = decode(evidence_bytes, expected=PolOpening)
         except DecodeError as exc:
             raise AuctionError("auction-bad-evidence", f"evidence is not a PolOpening: {exc}") from None
-        why = evidence_error(q.pol_commitment(), opening, positions_for(q, pool.beacon_of(i), validator.key))
+        why = evidence_error(q.pol_commitment(), opening, pool.positions_of(q, i))
         if why is not None:
             raise AuctionError("auction-bad-evidence", why)
     verdicts = list(pool.verdicts)
@@ -330,11 +424,12 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
 
 
 def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
-    _need(accs, 6, "settle", exact=False)
-    qacct, pacct, requester, winner, bacct, incin = accs[:6]
-    listed = accs[6:]
+    _need(accs, 7, "settle", exact=False)
+    qacct, pacct, requester, winner, bacct, incin, dacct = accs[:7]
+    listed = accs[7:]
     _writable(*accs)
     _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, difficulty_address(), "difficulty")
     q = _load_query(view, qacct.key)
     _status(q, QueryStatus.RESULT_POSTED)
     _expect(requester, q.requester, "requester")
@@ -346,16 +441,18 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         raise AuctionError("auction-bad-accounts", f"settle lists the {len(pool.validators)} drawn validators "
                            "in draw order")
     accepts, rejects = pool.count(ACCEPT), pool.count(REJECT)
-    decided = accepts >= VERDICT_QUORUM or rejects >= VERDICT_QUORUM
+    decided = accepts >= pool.quorum or rejects >= pool.quorum
     if not decided and slot < pool.verify_end_slot:
         raise AuctionError("auction-verify-open", f"no quorum yet and verdicts land until {pool.verify_end_slot}")
     if not decided:
         absent = [pool.validators[i] for i in pool.current() if pool.verdicts[i] == NO_VERDICT]
         d = None
         if pool.round + 1 < MAX_DRAW_ROUNDS:
-            d = _draw_round(view, q, qacct.key, pool.verify_end_slot, [q.winner, *pool.validators])
+            d = _draw_round(view, q, qacct.key, pool.verify_end_slot, [q.winner, *pool.validators],
+                            Difficulty(pool.positions, pool.per_round))
         for v in absent:  # absent validators of the round that just closed lose credit
             view.slash_work(v, "absent")
+        observe(view, missed=len(absent))
         if d is not None and d.validators:
             new = replace(pool, round=pool.round + 1, beacon_slot=d.beacon_slot,
                           verify_end_slot=d.beacon_slot + VERIFY_WINDOW_SLOTS, beacon=d.beacon,
@@ -368,13 +465,15 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     if bid_data is None:  # an invariant: a RESULT_POSTED query's winning bid exists
         raise AuctionError("auction-no-bid", "the winning bid account is empty")
     bid = BidAccount.unpack(bid_data)
+    observe(view, drawn=len(pool.validators), results=1 if accepts + rejects else 0,
+            rejected=1 if accepts + rejects and not (rejects < pool.quorum and accepts >= rejects) else 0)
     if accepts == rejects == 0:  # nobody checked it: the requester is made whole, nobody is slashed
         _move(view, qacct.key, q.requester, q.escrow_lamports)
         _move(view, bacct.key, q.winner, bid.bond_lamports)
         view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
         view.set_auction_data(qacct.key, replace(q, status=QueryStatus.FINALIZED_REJECTED, escrow_lamports=0).pack())
         return
-    verified = rejects < VERDICT_QUORUM and accepts >= rejects
+    verified = rejects < pool.quorum and accepts >= rejects
     side = ACCEPT if verified else REJECT
     counted = [listed[i].key for i, v in enumerate(pool.verdicts) if v == side]
     fee_share = q.escrow_lamports - q.max_payment  # QUERY_FEE_LAMPORTS
@@ -407,7 +506,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     if not verified:
         view.slash_work(q.winner, "result-rejected")
     for v in counted:
-        view.credit_work(v, positions_validated=len(positions_for(q, pool.beacon_of(pool.validators.index(v)), v)))
+        view.credit_work(v, positions_validated=len(pool.positions_of(q, pool.validators.index(v))))
 
 
 def draw_of(view: PoolView, q: QueryAccount, qkey: bytes) -> PoolAccount | None:
@@ -598,6 +697,7 @@ def _uphold(view: PoolView, slot: int, q: QueryAccount, qkey: bytes, pool: PoolA
     _move(view, bkey, challenger, bid.bond_lamports - to_requester)
     view.set_auction_data(bkey, replace(bid, status=BidStatus.SLASHED).pack())
     view.set_auction_data(qkey, replace(q, status=QueryStatus.FINALIZED_REJECTED).pack())
+    observe(view, results=1, rejected=1)  # a fraud proven counts as a rejected result of this epoch
     view.slash_work(q.winner, "fraud-proven")
     for v in accepters(pool):
         view.slash_work(v, "accepted-fraud")
@@ -605,12 +705,13 @@ def _uphold(view: PoolView, slot: int, q: QueryAccount, qkey: bytes, pool: PoolA
 
 def challenge(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
     """A fraud proof against a ``FINALIZED_VERIFIED`` result (tag 9)."""
-    _need(accs, 6, "challenge")
-    challenger, qacct, pacct, bacct, dacct, requester = accs
+    _need(accs, 7, "challenge")
+    challenger, qacct, pacct, bacct, dacct, requester, diff = accs
     _signer(challenger, "challenger")
     _writable(*accs)
     _expect(pacct, pool_address(qacct.key), "pool")
     _expect(dacct, dispute_address(qacct.key), "dispute")
+    _expect(diff, difficulty_address(), "difficulty")
     q = _load_query(view, qacct.key)
     _status(q, QueryStatus.FINALIZED_VERIFIED)
     _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
@@ -716,12 +817,13 @@ def ruling(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
 def close(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
     """Resolve an open dispute (quorum, or its window over), or release the held bond once
     the challenge window is over (tag 11, anyone)."""
-    _need(accs, 7, "close", exact=False)
-    qacct, pacct, bacct, dacct, requester, winner, incin = accs[:7]
-    rest = accs[7:]
+    _need(accs, 8, "close", exact=False)
+    qacct, pacct, bacct, dacct, requester, winner, incin, diff = accs[:8]
+    rest = accs[8:]
     _writable(*accs)
     _expect(pacct, pool_address(qacct.key), "pool")
     _expect(dacct, dispute_address(qacct.key), "dispute")
+    _expect(diff, difficulty_address(), "difficulty")
     q = _load_query(view, qacct.key)
     _status(q, QueryStatus.FINALIZED_VERIFIED)
     _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")

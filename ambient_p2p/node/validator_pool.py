@@ -285,7 +285,7 @@ class PoolValidator:
                 continue
             i = d.validators.index(me)
             accepts, rejects = d.count(lp.ACCEPT), d.count(lp.REJECT)
-            decided = accepts >= lp.VERDICT_QUORUM or rejects >= lp.VERDICT_QUORUM
+            decided = accepts >= d.quorum or rejects >= d.quorum
             if decided or bank.slot + 1 > d.verify_end_slot:
                 last = self.settle_sent.get(qid)
                 if last is None or slot - last >= RESEND_SLOTS:
@@ -307,7 +307,7 @@ class PoolValidator:
                 self.attempts[qid] = self.attempts.get(qid, 0) + 1
                 if self.attempts[qid] == 1:
                     self.stats.drawn += 1
-                nursery.start_soon(self.check, qid, q, list(lp.positions_for(q, d.beacon_of(i), me)))
+                nursery.start_soon(self.check, qid, q, d.positions_of(q, i))
 
     async def _openings(self, cmt_hash: bytes, positions: list[int], timeout_s: float) -> list[pol.PolOpening] | None:
         port = self.v.port

@@ -33,6 +33,7 @@ from ...core import crypto
 from ...core import logit_pool as L
 from ...core import pol as P
 from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction, pool_view
+from ...core.difficulty import Difficulty
 from ...core.messages import sign_message
 from ...core.pol import TOP_K, Tier
 from .. import Case, Rejected, case_from_run
@@ -52,8 +53,8 @@ FUNDS = 10**12
 MODEL_ID = hashlib.sha256(b"vectors/auction/model").digest()
 
 
-def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount | L.DisputeAccount,
-                 ) -> dict[str, Any]:
+def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount | L.DisputeAccount
+                 | L.DifficultyAccount) -> dict[str, Any]:
     """A decoded auction account: addresses base58, other bytes hex, enums by name."""
     out: dict[str, Any] = {"kind": type(acct).__name__}
     for f in dataclasses.fields(acct):
@@ -62,6 +63,8 @@ def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAc
             out[f.name] = [crypto.encode_address(x) for x in v]
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out[f.name] = dataclasses.asdict(v)
         elif isinstance(v, enum.Enum):
             out[f.name] = v.name
         elif isinstance(v, bytes):
@@ -503,7 +506,7 @@ class PoolChain(Chain):
     ``n_validators`` validators whose votes landed (the miner's too: it is excluded)."""
 
     def __init__(self, n_validators: int = 5, lstake: dict[bytes, int] | None = None,
-                 cheat_at: int | None = None) -> None:
+                 cheat_at: int | None = None, knobs: tuple[int, int] | None = None) -> None:
         funded = {k.pubkey: FUNDS for k in [REQUESTER, OUTSIDER, *MINERS, *VALIDATORS]}
         super().__init__(funded)
         self.lstake = dict(lstake or {})
@@ -521,6 +524,9 @@ class PoolChain(Chain):
         for v in VALIDATORS[:n_validators]:  # the validator role: a landed vote (state given, as a snapshot)
             self.bank.last_votes[v.pubkey] = self.bank.slot - 1
         self.bank.last_votes[self.miner.pubkey] = self.bank.slot - 1
+        if knobs is not None:  # dynamic difficulty in force (state given, as a snapshot)
+            self.bank.auction_accounts[L.difficulty_address()] = L.DifficultyAccount(
+                Difficulty(*knobs), self.bank.epoch).pack()
         self.start_total = self.total()
 
     def draw(self) -> L.PoolAccount | None:
@@ -550,7 +556,7 @@ class PoolChain(Chain):
         """An opening at one of ``v``'s drawn positions (a real one: its Merkle path holds)."""
         d = self.draw()
         assert d is not None
-        pos = L.positions_for(self.query(self.qid), d.beacon_of(d.validators.index(v)), v)
+        pos = d.positions_of(self.query(self.qid), d.validators.index(v))
         return P.open_positions(self.proof, [pos[which]])[0]
 
     def settle_tx(self, drawn: Sequence[bytes] | None = None) -> bytes:
@@ -649,7 +655,8 @@ def pool_cases(out: list[Case]) -> None:
          T.auction_transaction([OUTSIDER], [(c.qid, False, True), (L.pool_address(c.qid), False, True),
                                             (q.requester, False, True), (q.winner, False, True),
                                             (A.bid_address(c.qid, MINERS[1].pubkey), False, True),
-                                            (A.INCINERATOR_ID, False, True), *((x, False, True) for x in d.validators)],
+                                            (A.INCINERATOR_ID, False, True), (L.difficulty_address(), False, True),
+                                            *((x, False, True) for x in d.validators)],
                                L.settle_data(), c.blockhash))
     c.ok(c.settle_tx())
     case("settle", "twice", "a second settle: must reject", c, c.settle_tx())
@@ -696,6 +703,19 @@ def pool_cases(out: list[Case]) -> None:
          "answer: the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", n, n.settle_tx())
     retro_cases(out)
 
+    # dynamic difficulty in force: 16 positions, 4 validators per round (quorum 3)
+    k = PoolChain(n_validators=6, lstake=weights, knobs=(16, 4))
+    k.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = k.draw()
+    assert d is not None and len(d.validators) == 4 and d.positions == 16 and d.quorum == 3
+    case("verdict", "difficulty-draw", "with a difficulty account of 16 positions x 4 validators in force, the first "
+         "verdict draws 4 validators opening 16 positions each", k, k.verdict_tx(k.kp(d.validators[0]), True))
+    k.ok(k.verdict_tx(k.kp(d.validators[0]), True), k.verdict_tx(k.kp(d.validators[1]), True))
+    case("settle", "difficulty-quorum", "two accepts of 4 drawn are no quorum (3): must reject", k, k.settle_tx())
+    k.ok(k.verdict_tx(k.kp(d.validators[2]), True))
+    case("settle", "difficulty-verified", "three accepts of 4 drawn: verified; the epoch's observation counts the "
+         "result and 4 draws", k, k.settle_tx())
+
 
 def retro_cases(out: list[Case]) -> None:
     """Retrospective slashing (spec/logit_pool.md "Retrospective slashing")."""
@@ -721,7 +741,8 @@ def retro_cases(out: list[Case]) -> None:
          T.auction_transaction([v2], [(v2.pubkey, True, True), (s.qid, False, True),
                                       (L.pool_address(s.qid), False, True),
                                       (A.bid_address(s.qid, s.miner.pubkey), False, True),
-                                      (L.dispute_address(s.qid), False, True), (REQUESTER.pubkey, False, True)],
+                                      (L.dispute_address(s.qid), False, True), (REQUESTER.pubkey, False, True),
+                                      (L.difficulty_address(), False, True)],
                                struct.pack("<I", L.TAG_CHALLENGE) + b"\x01\x02", s.blockhash))
     case("challenge", "self-contradiction", "an outsider proves from the miner's own signed leaf that the "
          "emitted token is none of the committed candidates: upheld at once, the held bond split between the requester and "
