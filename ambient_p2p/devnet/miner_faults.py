@@ -70,17 +70,6 @@ class FaultyMiner(MinerService):
             self.perturbed = True
             self.failures["fault-perturbed-model"] = 1
         await super().serve(q)
-        qid = au.query_address(q.requester, q.nonce)
-        if self.fault == "wrong-token" and qid in self.jobs:
-            import trio
-
-            from ..core.blobs import BLOB_RETENTION_SLOTS, token_blob
-
-            job = await trio.to_thread.run_sync(swap_last_token, self.kp, self.v.data_dir / PROOF_DIR /
-                                                f"{qid.hex()}.cbor", self.jobs[qid])
-            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
-            self.jobs[qid] = job
-            self.failures["fault-wrong-token"] = self.failures.get("fault-wrong-token", 0) + 1
 
     async def _post_at_deadline(self, qid: bytes, q: au.QueryAccount) -> None:
         import trio
@@ -106,6 +95,21 @@ class FaultyMiner(MinerService):
         if f == "wrong-reveal" and isinstance(act, mp.Reveal):
             await self.send(atx.reveal_bid_transaction(self.kp, act.query, act.price + 1, act.salt,
                                                        bank.last_blockhash))
+            return
+        if f == "wrong-token" and isinstance(act, mp.Post) and act.query in self.jobs and act.query not in self.late:
+            # swap before the (only) post: the kept proof, the answer blob and the result change together
+            import trio
+
+            from ..core.blobs import BLOB_RETENTION_SLOTS, token_blob
+
+            self.late.add(act.query)  # swapped once
+            q = queries[act.query]
+            job = await trio.to_thread.run_sync(swap_last_token, self.kp, self.v.data_dir / PROOF_DIR /
+                                                f"{act.query.hex()}.cbor", self.jobs[act.query])
+            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
+            self.jobs[act.query] = job
+            self.failures["fault-wrong-token"] = self.failures.get("fault-wrong-token", 0) + 1
+            await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bank.last_blockhash))
             return
         if f == "wrong-output" and isinstance(act, mp.Post) and act.query in self.jobs:
             job, q = self.jobs[act.query], queries[act.query]
