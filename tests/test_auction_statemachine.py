@@ -350,7 +350,7 @@ class AuctionMachine(RuleBasedStateMachine):
         ev: P.PolOpening | None = None
         proof = self.proofs.get(q)
         if not accept and proof is not None and qa is not None and d is not None and key.pubkey in drawn:
-            pos = L.positions_for(qa, d.beacon_of(drawn.index(key.pubkey)), key.pubkey)
+            pos = d.positions_of(qa, drawn.index(key.pubkey))
             if evidence == "mine":
                 ev = P.open_positions(proof, [pos[0]])[0]
             elif evidence == "other-position" and len(pos) < qa.num_tokens:
@@ -387,12 +387,12 @@ class AuctionMachine(RuleBasedStateMachine):
             assert d is not None
             new = self._qacct(q)
             assert new is not None
-            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert decided or slot >= d.verify_end_slot
             if new.status != A.QueryStatus.RESULT_POSTED:
                 self.proofs.pop(q, None)
         elif code != BLOCKED and d is not None and qa.status == A.QueryStatus.RESULT_POSTED and not shuffle:
-            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= L.VERDICT_QUORUM
+            decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert code in ("auction-verify-open", "auction-draw-not-ready") and not decided, code
 
     def _marks(self) -> list[int]:
@@ -466,15 +466,17 @@ class AuctionMachine(RuleBasedStateMachine):
                 else:
                     assert acct.escrow_lamports == acct.max_payment + A.QUERY_FEE_LAMPORTS
             elif isinstance(acct, A.BidAccount):
-                held = acct.status in (A.BidStatus.COMMITTED, A.BidStatus.REVEALED, A.BidStatus.WON)
+                held = acct.status in (A.BidStatus.COMMITTED, A.BidStatus.REVEALED, A.BidStatus.WON, A.BidStatus.HELD)
                 assert bank.balance(key) == (acct.bond_lamports if held else 0)
                 qd = bank.auction_data(acct.query)
                 settled = qd is not None and A.QueryAccount.unpack(qd).status == A.QueryStatus.FINALIZED_REJECTED
                 # a bond slashed by settle goes to the requester and the rejecters, not the incinerator
                 if acct.status == A.BidStatus.FORFEITED or (acct.status == A.BidStatus.SLASHED and not settled):
                     forfeited += acct.bond_lamports
-            elif isinstance(acct, L.PoolAccount):
+            elif isinstance(acct, (L.PoolAccount, L.DifficultyAccount)):  # data only
                 assert bank.balance(key) == 0
+            elif isinstance(acct, L.DisputeAccount):  # the challenge bond, while the dispute is open
+                assert bank.balance(key) == (acct.bond_lamports if acct.state == L.OPEN else 0)
         assert bank.balance(A.INCINERATOR_ID) == forfeited
 
 

@@ -14,6 +14,7 @@ from ambient_p2p.core import auction as A
 from ambient_p2p.core import auction_tx as T
 from ambient_p2p.core import logit_pool as L
 from ambient_p2p.core import pol
+from ambient_p2p.core.bank import pool_view
 from ambient_p2p.interop.formats.auction import MINERS, VALIDATORS
 from ambient_p2p.interop.formats.auction import POOL_CLEARING as CLEARING
 from ambient_p2p.interop.formats.auction import POOL_TOKENS as NUM_TOKENS
@@ -72,15 +73,28 @@ def test_quorum_of_accepts_pays_the_clearing_price_to_the_lamport() -> None:
     q2 = c.query(c.qid)
     assert q2.status == A.QueryStatus.FINALIZED_VERIFIED and q2.escrow_lamports == 0
     pay = CLEARING * NUM_TOKENS
-    assert c.bank.balance(q.winner) - before[q.winner] == pay + bond
+    # paid now; the bond stays in the bid account until the challenge window closes
+    assert c.bank.balance(q.winner) - before[q.winner] == pay
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.HELD
+    assert c.bank.balance(A.bid_address(c.qid, q.winner)) == bond
     fee_each = A.QUERY_FEE_LAMPORTS // 2
     assert c.bank.balance(q.requester) - before[q.requester] == q.escrow_lamports - pay - 2 * fee_each
     for v in d.validators[:2]:
         assert c.bank.balance(v) - before[v] == fee_each
     assert c.bank.balance(d.validators[2]) == before[d.validators[2]]
-    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
     assert c.total() == c.start_total
     assert (c.settle() or "").startswith("auction-wrong-status")
+    pool = L.load_pool(pool_view(c.bank), L.pool_address(c.qid))
+    assert pool is not None and pool.settled_slot == c.bank.slot - 1
+    (r,) = c.send(c.close_dispute_tx())
+    assert (r.error or "").startswith("auction-window-open")
+    c.advance_to(pool.settled_slot + L.CHALLENGE_WINDOW_SLOTS)
+    (r,) = c.send(c.close_dispute_tx())
+    assert r.error is None
+    assert c.bank.balance(q.winner) - before[q.winner] == pay + bond
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    assert c.bank.balance(A.bid_address(c.qid, q.winner)) == 0
+    assert c.total() == c.start_total
 
 
 def test_quorum_of_rejects_with_evidence_slashes_the_bond() -> None:
@@ -196,6 +210,13 @@ def test_every_verdict_mix_conserves_lamports_and_finalizes(first: list[str], se
     q = c.query(c.qid)
     assert q.status in (A.QueryStatus.FINALIZED_VERIFIED, A.QueryStatus.FINALIZED_REJECTED)
     assert q.escrow_lamports == 0 and c.bank.balance(c.qid) == 0
+    bid = c.bid(c.qid, q.winner)
+    if q.status == A.QueryStatus.FINALIZED_VERIFIED:  # the bond waits out the challenge window
+        assert bid.status == A.BidStatus.HELD and c.bank.balance(A.bid_address(c.qid, q.winner)) == bid.bond_lamports
+        pool = L.load_pool(pool_view(c.bank), L.pool_address(c.qid))
+        assert pool is not None
+        c.advance_to(pool.settled_slot + L.CHALLENGE_WINDOW_SLOTS)
+        assert c.send(c.close_dispute_tx())[0].error is None
     assert c.bank.balance(A.bid_address(c.qid, q.winner)) == 0
     assert c.total() == c.start_total
 

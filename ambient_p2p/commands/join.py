@@ -104,6 +104,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "and the lamports paid and refunded (settled; needs --logit-pool validators on the "
                         "chain). A request's \"ambient\": {\"wait\": ...} overrides it")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
+    p.add_argument("--pool-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
 
@@ -333,6 +334,13 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     the validator's replay, so ``--miner`` implies ``--validator``)."""
     if getattr(args, "logit_pool", False) and not (args.validator or args.miner):
         raise UserError("--logit-pool needs --validator")
+    if getattr(args, "pool_fault", None) is not None:
+        from ..devnet.miner_faults import POOL_FAULTS
+
+        if not args.logit_pool:
+            raise UserError("--pool-fault needs --logit-pool")
+        if args.pool_fault not in POOL_FAULTS:
+            raise UserError(f"--pool-fault must be one of {', '.join(POOL_FAULTS)}")
     if not args.miner:
         if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
             raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
@@ -466,6 +474,10 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
         from ..node.validator_pool import PoolValidator
 
         pool = PoolValidator(validator, blobs)
+        if getattr(args, "pool_fault", None) is not None:  # test harness (hidden flag)
+            from ..devnet.miner_faults import faulty_pool
+
+            pool = faulty_pool(args.pool_fault, validator, blobs)
     if not args.miner:
         return RoleNode(validator, pool=pool)
     opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,

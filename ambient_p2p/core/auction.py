@@ -44,6 +44,12 @@ slot condition is on the slot of the bank executing the instruction)::
     verdict        drawn valid.  RESULT_POSTED  beacon an ancestor, slot < verify_end  RESULT_POSTED
     settle         *             RESULT_POSTED  quorum, or window over (spec/   FINALIZED_VERIFIED /
                                                 logit_pool.md; else extends)    FINALIZED_REJECTED
+    challenge      anyone but    FINALIZED_     slot < settled + challenge      FINALIZED_VERIFIED /
+                   the accused   VERIFIED       window (spec/logit_pool.md      FINALIZED_REJECTED
+                                                "Retrospective slashing")
+    ruling         drawn juror   FINALIZED_VERIFIED  jury beacon an ancestor    FINALIZED_VERIFIED
+    close          *             FINALIZED_VERIFIED  a decided/expired dispute, FINALIZED_VERIFIED /
+                                                or the challenge window over    FINALIZED_REJECTED
 
 Money on each move (all integer lamports; every path conserves the total)::
 
@@ -100,6 +106,11 @@ accounts, signer, writability, account existence, status, role, window, values::
     auction-verdict-exists        30  a second verdict by the same validator
     auction-bad-evidence          31  a reject's evidence fails the pure checks
     auction-verify-open           32  settle without a quorum inside the window
+    auction-challenge-closed      33  a fraud proof after the challenge window
+    auction-bad-challenger        34  the winner or an accepting validator challenges
+    auction-dispute-open          35  a second challenge while one is open; release during one
+    auction-no-dispute            36  a ruling without an open jury dispute
+    auction-window-open           37  release of a held bond inside the challenge window
 
 Pure: no I/O, no clock; the bank passes its slot and a view of its accounts.
 """
@@ -200,6 +211,10 @@ class Instr(IntEnum):
     #: the Logit Pool's (core/logit_pool.py, spec/logit_pool.md)
     VERDICT = 7
     SETTLE = 8
+    #: retrospective slashing (core/logit_pool.py, spec/logit_pool.md "Retrospective slashing")
+    CHALLENGE = 9
+    RULING = 10
+    CLOSE = 11
 
 
 class Kind(IntEnum):
@@ -210,6 +225,10 @@ class Kind(IntEnum):
     MINER = 3
     #: the Logit Pool's draw and verdicts of one query (core/logit_pool.py)
     POOL = 5
+    #: a fraud proof against a verified result and its jury (core/logit_pool.py)
+    DISPUTE = 6
+    #: the Logit Pool's dynamic difficulty: the epoch's knobs and observation (core/logit_pool.py)
+    DIFFICULTY = 7
 
 
 class QueryStatus(IntEnum):
@@ -230,6 +249,9 @@ class BidStatus(IntEnum):
     REFUNDED = 4
     FORFEITED = 5
     SLASHED = 6
+    #: the result was verified and paid; the bond stays in the bid account until the
+    #: challenge window closes (core/logit_pool.py "Retrospective slashing")
+    HELD = 7
 
 
 #: every (instruction, from status, to status) the program may perform; the state-machine
@@ -246,6 +268,11 @@ QUERY_TRANSITIONS: frozenset[tuple[Instr, QueryStatus | None, QueryStatus]] = fr
     (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.RESULT_POSTED),  # the draw extended
     (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.FINALIZED_VERIFIED),
     (Instr.SETTLE, QueryStatus.RESULT_POSTED, QueryStatus.FINALIZED_REJECTED),
+    (Instr.CHALLENGE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_VERIFIED),  # a jury is called
+    (Instr.CHALLENGE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_REJECTED),  # self-contradiction
+    (Instr.RULING, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_VERIFIED),
+    (Instr.CLOSE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_VERIFIED),  # dismissed/lapsed/released
+    (Instr.CLOSE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_REJECTED),  # fraud upheld
 })
 BID_TRANSITIONS: frozenset[tuple[Instr, BidStatus | None, BidStatus]] = frozenset({
     (Instr.COMMIT_BID, None, BidStatus.COMMITTED),
@@ -254,8 +281,15 @@ BID_TRANSITIONS: frozenset[tuple[Instr, BidStatus | None, BidStatus]] = frozense
     (Instr.CLOSE_AUCTION, BidStatus.REVEALED, BidStatus.REFUNDED),
     (Instr.CLOSE_AUCTION, BidStatus.COMMITTED, BidStatus.FORFEITED),
     (Instr.EXPIRE, BidStatus.WON, BidStatus.SLASHED),
-    (Instr.SETTLE, BidStatus.WON, BidStatus.REFUNDED),
+    (Instr.SETTLE, BidStatus.WON, BidStatus.REFUNDED),  # nobody checked the answer
+    (Instr.SETTLE, BidStatus.WON, BidStatus.HELD),  # verified: the bond waits out the challenge window
     (Instr.SETTLE, BidStatus.WON, BidStatus.SLASHED),
+    (Instr.CHALLENGE, BidStatus.HELD, BidStatus.HELD),
+    (Instr.CHALLENGE, BidStatus.HELD, BidStatus.SLASHED),
+    (Instr.RULING, BidStatus.HELD, BidStatus.HELD),
+    (Instr.CLOSE, BidStatus.HELD, BidStatus.HELD),
+    (Instr.CLOSE, BidStatus.HELD, BidStatus.SLASHED),
+    (Instr.CLOSE, BidStatus.HELD, BidStatus.REFUNDED),
 })
 
 #: error code -> its number (an SBF build returns it as ``InstructionError::Custom``)
@@ -271,6 +305,9 @@ AUCTION_ERRORS: dict[str, int] = {
         # the Logit Pool's (core/logit_pool.py)
         "auction-draw-not-ready", "auction-not-drawn", "auction-verify-closed", "auction-verdict-exists",
         "auction-bad-evidence", "auction-verify-open",
+        # retrospective slashing (core/logit_pool.py)
+        "auction-challenge-closed", "auction-bad-challenger", "auction-dispute-open", "auction-no-dispute",
+        "auction-window-open",
     ), start=1)
 }
 
@@ -528,9 +565,9 @@ def instruction_tag(data: bytes) -> Instr:
         ins = Instr(tag)
     except ValueError:
         raise AuctionError("auction-bad-data", f"unknown instruction tag {tag}") from None
-    if ins == Instr.VERDICT:  # variable: the evidence follows (core/logit_pool.py)
+    if ins in (Instr.VERDICT, Instr.CHALLENGE):  # variable: the evidence follows (core/logit_pool.py)
         return ins
-    size = _TAG.size if ins == Instr.SETTLE else _FIXED[ins].size
+    size = {Instr.SETTLE: _TAG.size, Instr.CLOSE: _TAG.size, Instr.RULING: _TAG.size + 1}.get(ins) or _FIXED[ins].size
     if len(data) != size:
         raise AuctionError("auction-bad-data", f"{ins.name.lower()} data is {size} bytes, got {len(data)}")
     return ins
@@ -615,11 +652,11 @@ def process_instruction(view: AccountsView, slot: int, accounts: Sequence[IxAcco
     :class:`AuctionError`; the caller rolls back whatever was written (the bank does).
     Returns the instruction it ran."""
     ins = instruction_tag(data)
-    if ins in (Instr.VERDICT, Instr.SETTLE):
+    if ins in (Instr.VERDICT, Instr.SETTLE, Instr.CHALLENGE, Instr.RULING, Instr.CLOSE):
         from . import logit_pool  # it builds on this module
 
         pool_view = cast("logit_pool.PoolView", view)
-        (logit_pool.verdict if ins == Instr.VERDICT else logit_pool.settle)(pool_view, slot, accounts, data)
+        logit_pool.HANDLERS[ins](pool_view, slot, accounts, data)
         return ins
     _HANDLERS[ins](view, slot, accounts, data)
     return ins
@@ -855,13 +892,20 @@ _HANDLERS = {
 }
 
 
-def decode_account(data: bytes) -> QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount:
+def decode_account(
+        data: bytes,
+) -> (QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount | logit_pool.DisputeAccount
+      | logit_pool.DifficultyAccount):
     """Any auction account by its kind byte (raises ValueError)."""
     if not data:
         raise ValueError("empty account")
-    if data[0] == Kind.POOL:
+    if data[0] in (Kind.POOL, Kind.DISPUTE, Kind.DIFFICULTY):
         from . import logit_pool
 
+        if data[0] == Kind.DISPUTE:
+            return logit_pool.DisputeAccount.unpack(data)
+        if data[0] == Kind.DIFFICULTY:
+            return logit_pool.DifficultyAccount.unpack(data)
         return logit_pool.PoolAccount.unpack(data)
     kinds: dict[int, type[QueryAccount] | type[BidAccount] | type[MinerAccount]] = {
         Kind.QUERY: QueryAccount, Kind.BID: BidAccount, Kind.MINER: MinerAccount}

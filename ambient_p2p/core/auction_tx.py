@@ -125,10 +125,43 @@ def settle_transaction(payer: Keypair, query: QueryAccount, query_id: bytes, dra
                        recent_blockhash: bytes) -> bytes:
     """Settle (or extend the draw of) a posted result; ``drawn`` = every validator drawn so
     far, in draw order (the pool account's list, or the round-0 draw when none exists)."""
-    from .logit_pool import pool_address, settle_data
+    from .logit_pool import difficulty_address, pool_address, settle_data
 
     metas: list[Meta] = [(query_id, False, True), (pool_address(query_id), False, True),
                          (query.requester, False, True), (query.winner, False, True),
                          (bid_address(query_id, query.winner), False, True), (INCINERATOR_ID, False, True),
-                         *((v, False, True) for v in drawn)]
+                         (difficulty_address(), False, True), *((v, False, True) for v in drawn)]
     return auction_transaction([payer], metas, settle_data(), recent_blockhash)
+
+
+def challenge_transaction(challenger: Keypair, query: QueryAccount, query_id: bytes, evidence: PolOpening,
+                          recent_blockhash: bytes) -> bytes:
+    """A fraud proof against a verified result (spec/logit_pool.md "Retrospective slashing")."""
+    from .logit_pool import challenge_data, difficulty_address, dispute_address, pool_address
+
+    metas: list[Meta] = [(challenger.pubkey, True, True), (query_id, False, True), (pool_address(query_id), False, True),
+                         (bid_address(query_id, query.winner), False, True), (dispute_address(query_id), False, True),
+                         (query.requester, False, True), (difficulty_address(), False, True)]
+    return auction_transaction([challenger], metas, challenge_data(evidence), recent_blockhash)
+
+
+def ruling_transaction(juror: Keypair, query_id: bytes, fraud: bool, recent_blockhash: bytes) -> bytes:
+    """A drawn juror's ruling on a dispute."""
+    from .logit_pool import dispute_address, pool_address, ruling_data
+
+    metas: list[Meta] = [(juror.pubkey, True, True), (query_id, False, True), (pool_address(query_id), False, True),
+                         (dispute_address(query_id), False, True)]
+    return auction_transaction([juror], metas, ruling_data(fraud), recent_blockhash)
+
+
+def close_transaction(payer: Keypair, query: QueryAccount, query_id: bytes, dispute_parties: Sequence[bytes],
+                      recent_blockhash: bytes) -> bytes:
+    """Resolve an open dispute (``dispute_parties`` = its challenger, then its jurors in draw
+    order) or release the held bond (``dispute_parties`` empty)."""
+    from .logit_pool import close_data, difficulty_address, dispute_address, pool_address
+
+    metas: list[Meta] = [(query_id, False, True), (pool_address(query_id), False, True),
+                         (bid_address(query_id, query.winner), False, True), (dispute_address(query_id), False, True),
+                         (query.requester, False, True), (query.winner, False, True), (INCINERATOR_ID, False, True),
+                         (difficulty_address(), False, True), *((k, False, True) for k in dispute_parties)]
+    return auction_transaction([payer], metas, close_data(), recent_blockhash)

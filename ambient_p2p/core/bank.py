@@ -672,6 +672,9 @@ class _AuctionView:
     def work_account(self, identity: bytes) -> work.WorkAccount | None:
         return self._bank.work_account(identity)
 
+    def epoch(self) -> int:  # the Logit Pool's dynamic difficulty is per epoch
+        return self._bank.epoch
+
 
 def accounts_hash(accounts: dict[bytes, int]) -> bytes:
     """sha256 over ``pubkey || lamports u64 LE`` for every account, sorted by pubkey."""

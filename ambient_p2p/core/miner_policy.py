@@ -267,4 +267,4 @@ class MinerBook:
 
     def bonds_locked(self, my_bids: Mapping[bytes, BidAccount]) -> int:
         return sum(b.bond_lamports for b in my_bids.values()
-                   if b.status in (BidStatus.COMMITTED, BidStatus.REVEALED, BidStatus.WON))
+                   if b.status in (BidStatus.COMMITTED, BidStatus.REVEALED, BidStatus.WON, BidStatus.HELD))

@@ -32,7 +32,8 @@ SLASH_REASONS = frozenset({
     "fraud-proven",         # a retrospective fraud proof against a settled result
     "accepted-fraud",       # a validator accepted a result later proven fraudulent
     "false-reject",         # a validator rejected with evidence that verifies fine
-    "absent",               # a drawn validator posted no verdict in the window
+    "absent",               # a drawn validator (or juror) posted no verdict in the window
+    "false-challenge",      # a jury dismissed this identity's fraud proof
 })
 _U64 = 1 << 64
 

@@ -9,6 +9,13 @@ production code path, selected by the hidden ``join``/``run --miner-fault KIND``
 | ``wrong-output`` | posts a result whose ``output_hash`` is not its answer's (signed, so the program accepts it) | ``RESULT_POSTED``; only the Logit Pool can catch it (the answer blob does not hash to it) |
 | ``wrong-reveal`` | reveals a price one lamport above the one it committed | ``auction-bid-mismatch``; the bid stays ``COMMITTED`` and forfeits its bond at close |
 | ``perturbed-model`` | answers from the embedded model with every weight scaled by ``1 + 1e-3 * N(0, 1)`` (a cheaper or altered model claimed as the real one; it still names the real ``model_id``) | ``RESULT_POSTED``; the drawn validators' forward pass rejects its openings (spec/pol.md: 1e-3 noise moves committed values by a median 216 grid units, tau is 4): ``FINALIZED_REJECTED``, bond slashed (spec/logit_pool.md) |
+| ``wrong-token`` | answers honestly, then replaces the last output token by one outside the committed top-k (the honest fingerprint kept, the commitment re-signed over the changed answer) | ``RESULT_POSTED``; an honest validator's greedy check rejects it, and its committed leaf contradicts itself: a fraud proof is decided by the program alone (spec/logit_pool.md "Retrospective slashing") |
+
+Validator faults (``--logit-pool --pool-fault KIND``, :func:`faulty_pool`):
+
+| kind | what it does | what the chain does |
+| --- | --- | --- |
+| ``always-accept`` | a drawn validator that accepts every answer without fetching or checking it (it loads no model) and, as a juror, rules every challenge unfounded; it never challenges | two such colluders verify a fraudulent result; an honest validator's fraud proof then slashes the miner and both of them (spec/logit_pool.md "Retrospective slashing") |
 """
 
 from __future__ import annotations
@@ -19,14 +26,19 @@ from ..core import auction as au
 from ..core import auction_tx as atx
 from ..core import miner_policy as mp
 from ..core.crypto import sha256
-from ..node.miner import MinerService
+from ..node.miner import PROOF_DIR, MinerService, _Job
+from ..node.validator_pool import PoolValidator
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     import trio
 
     from ..core.bank import Bank
+    from ..core.crypto import Keypair
 
-FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal", "perturbed-model")
+FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal", "perturbed-model", "wrong-token")
+POOL_FAULTS = ("always-accept",)
 #: relative weight noise of ``perturbed-model`` and the seed of its generator
 PERTURB_RELATIVE = 1e-3
 PERTURB_SEED = 13
@@ -84,6 +96,21 @@ class FaultyMiner(MinerService):
             await self.send(atx.reveal_bid_transaction(self.kp, act.query, act.price + 1, act.salt,
                                                        bank.last_blockhash))
             return
+        if f == "wrong-token" and isinstance(act, mp.Post) and act.query in self.jobs and act.query not in self.late:
+            # swap before the (only) post: the kept proof, the answer blob and the result change together
+            import trio
+
+            from ..core.blobs import BLOB_RETENTION_SLOTS, token_blob
+
+            self.late.add(act.query)  # swapped once
+            q = queries[act.query]
+            job = await trio.to_thread.run_sync(swap_last_token, self.kp, self.v.data_dir / PROOF_DIR /
+                                                f"{act.query.hex()}.cbor", self.jobs[act.query])
+            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
+            self.jobs[act.query] = job
+            self.failures["fault-wrong-token"] = self.failures.get("fault-wrong-token", 0) + 1
+            await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bank.last_blockhash))
+            return
         if f == "wrong-output" and isinstance(act, mp.Post) and act.query in self.jobs:
             job, q = self.jobs[act.query], queries[act.query]
             bad = sha256(b"not the answer", job.result.output_hash)
@@ -92,6 +119,79 @@ class FaultyMiner(MinerService):
             await self.send(atx.post_result_transaction(self.kp, act.query, r, bank.last_blockhash))
             return
         await super().perform(act, bank, queries, bids, nursery)
+
+
+def swap_last_token(kp: Keypair, proof_path: Path, job: _Job) -> _Job:
+    """Worker thread (``wrong-token``): the kept proof with its last output token replaced by
+    the smallest id outside the committed top-k, the fingerprint's ``tok`` with it (its values
+    untouched), the commitment re-signed over the changed answer; the proof file rewritten."""
+    from dataclasses import replace
+
+    from ..core import pol
+    from ..core.codec import decode, encode
+
+    proof = decode(proof_path.read_bytes(), expected=pol.PolProof)
+    c, fps, output = proof.commitment, list(proof.fps), list(proof.output)
+    tok = next(t for t in range(c.vocab) if t not in fps[-1].ids)
+    output[-1] = tok
+    fps[-1] = replace(fps[-1], tok=tok)
+    new = pol.commit(kp, model_id=c.model_id, tier=pol.Tier(c.tier), vocab=c.vocab, top_k=c.top_k,
+                     temp_milli=c.temp_milli, sample_seed=c.sample_seed, prompt=proof.prompt, output=output, fps=fps)
+    proof_path.write_bytes(encode(new))
+    n = new.commitment
+    return _Job(au.ResultParams(n.output_hash, n.num_tokens, n.tier, n.top_k, n.vocab, n.root, n.signature), output,
+                job.model_s)
+
+
+class CollusivePool(PoolValidator):
+    """``always-accept``: accepts whatever it is drawn for, unchecked; rules no fraud; never challenges."""
+
+    fault: str = ""
+
+    async def run(self) -> None:
+        import trio
+
+        self.state = "validating"  # no model: it never checks anything
+        async with trio.open_nursery() as nursery:
+            while True:
+                if self.v.loaded:
+                    await self.tick(nursery)
+                with trio.move_on_after(self.v.slot_ms / 2000):
+                    await self.v.frozen_event.wait()
+
+    async def check(self, qid: bytes, q: au.QueryAccount, positions: list[int]) -> None:
+        try:
+            self.verdicts[qid] = (True, None)
+            self.sent[qid] = self.slot()
+            self.stats.accepted += 1
+            self.stats.verdicts_sent += 1
+            self.stats.failures["fault-always-accept"] = self.stats.failures.get("fault-always-accept", 0) + 1
+            bank = self.bank()
+            if bank is not None:
+                await self.send(atx.verdict_transaction(self.kp, qid, True, None, bank.last_blockhash))
+        finally:
+            self.busy.discard(qid)
+
+    async def judge(self, qid: bytes, q: au.QueryAccount, d: object) -> None:
+        try:
+            self.ruled[qid] = (False, self.slot())
+            self.stats.rulings_sent += 1
+            bank = self.bank()
+            if bank is not None:
+                await self.send(atx.ruling_transaction(self.kp, qid, False, bank.last_blockhash))
+        finally:
+            self.busy.discard(qid)
+
+    async def challenge(self, qid: bytes, q: au.QueryAccount) -> None:
+        self.busy.discard(qid)
+
+
+def faulty_pool(kind: str, *args: object, **kw: object) -> CollusivePool:
+    if kind not in POOL_FAULTS:
+        raise ValueError(f"unknown pool fault {kind!r} (one of {', '.join(POOL_FAULTS)})")
+    p = CollusivePool(*args, **kw)  # type: ignore[arg-type]
+    p.fault = kind
+    return p
 
 
 def faulty_miner(kind: str, *args: object, **kw: object) -> FaultyMiner:

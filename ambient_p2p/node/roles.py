@@ -73,7 +73,7 @@ def pool_draw_json(bank: Bank, qid: bytes) -> dict[str, Any]:
         "beacon_slot": d.beacon_slot, "beacon": d.beacon.hex(), "verify_end_slot": d.verify_end_slot,
         "seed": lp.draw_seed(q.pol_commitment().hash(), qid, d.first_beacon).hex(),
         "validators": [{"validator": encode_address(v), "round": d.round_of(i),
-                        "positions": lp.positions_for(q, d.beacon_of(i), v), "verdict": names[d.verdicts[i]]}
+                        "positions": d.positions_of(q, i), "verdict": names[d.verdicts[i]]}
                        for i, v in enumerate(d.validators)]}}
 
 

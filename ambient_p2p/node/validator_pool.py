@@ -15,6 +15,11 @@ Two parts, composed onto the validator by node/roles.py:
   thread (model/validate.py; torch releases the GIL, the event loop keeps producing and voting)
   and sends the verdict transaction (a reject carries the failing opening). Once a quorum is
   visible, or the window is over, it sends ``settle``.
+* Retrospective slashing (spec/logit_pool.md "Retrospective slashing"): a node whose reject
+  was outvoted challenges the verified result (with the opening at the failing position when
+  that leaf contradicts itself, else its evidence); a drawn juror re-runs the model at the
+  disputed position and rules; decided disputes and, after the window, the held bond are
+  ``close``d.
 """
 
 from __future__ import annotations
@@ -113,6 +118,9 @@ class PoolStats:
     accepted: int = 0
     rejected: int = 0
     settles_sent: int = 0
+    challenges_sent: int = 0
+    rulings_sent: int = 0
+    closes_sent: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     recent: list[dict[str, Any]] = field(default_factory=list)
     #: seconds of model work per verdict (the forward pass and checks), last few
@@ -138,6 +146,38 @@ def chain_counts(bank: Bank) -> dict[str, int]:
             if b is not None and b.status == au.BidStatus.SLASHED:
                 out["slashed"] += 1
     return out
+
+
+def work_table(bank: Bank) -> dict[str, dict[str, int]]:
+    """The work accounts of ``bank`` (``status``): per identity its epoch's pool work and slashes."""
+    out: dict[str, dict[str, int]] = {}
+    for k in sorted(bank.work_accounts):
+        w = bank.work_account(k)
+        if w is not None:
+            out[encode_address(k)] = {"tokens_served": w.tokens_served, "positions_validated": w.positions_validated,
+                                      "slashes": w.slashes, "total_tokens_served": w.total_tokens_served,
+                                      "total_positions_validated": w.total_positions_validated,
+                                      "total_slashes": w.total_slashes}
+    return out
+
+
+def _judge(lm: LoadedModel, cmt: pol.PolCommitment, prompt: list[int], output: list[int],
+           opening: pol.PolOpening) -> tuple[bool, str, float]:
+    """Worker thread: a juror's check of one disputed opening (spec/pol.md ``check_opening``
+    and ``compare`` at its position, one forward pass). Returns (fraud, reason, seconds)."""
+    import time
+
+    from ..model.validate import recompute_logprobs
+
+    t0 = time.perf_counter()
+    pos = opening.fp.pos
+    if not 0 <= pos < len(output):
+        return True, pol.Reason.WRONG_POSITION, 0.0
+    shape = pol.check_opening(cmt, opening, pos, output)
+    if not shape.ok:
+        return True, shape.reason, time.perf_counter() - t0
+    res = pol.compare(cmt, opening.fp, recompute_logprobs(lm, prompt, output, [pos])[pos])
+    return not res.ok, res.reason, time.perf_counter() - t0
 
 
 def _load_model(name: str, threads: int) -> LoadedModel:
@@ -178,6 +218,14 @@ class PoolValidator:
         self.busy: set[bytes] = set()
         self.attempts: dict[bytes, int] = {}
         self.settle_sent: dict[bytes, int] = {}
+        #: queries this node rejected: (the failing position, its evidence), for a challenge
+        #: if the result is verified anyway
+        self.disputable: dict[bytes, tuple[int | None, pol.PolOpening]] = {}
+        #: query -> (evidence, slot sent) of this node's challenge
+        self.challenged: dict[bytes, tuple[pol.PolOpening, int]] = {}
+        #: query -> (fraud, slot sent) of this node's ruling as a juror
+        self.ruled: dict[bytes, tuple[bool, int]] = {}
+        self.close_sent: dict[bytes, int] = {}
 
     async def run(self) -> None:
         from ..model.gguf_loader import GgufError
@@ -216,10 +264,17 @@ class PoolValidator:
             return
         slot = self.slot()
         me = self.kp.pubkey
-        queries, _bids = auction_view(bank)
+        queries, bids = auction_view(bank)
         view = pool_view(bank)
         for qid, q in queries.items():
+            if q.status == au.QueryStatus.FINALIZED_VERIFIED:
+                bid = bids.get(qid, {}).get(q.winner)
+                if bid is not None and bid.status == au.BidStatus.HELD:
+                    await self.retro(bank, slot, qid, q, nursery)
+                    continue
             if q.status != au.QueryStatus.RESULT_POSTED:
+                for memo in (self.disputable, self.challenged, self.ruled, self.close_sent):
+                    memo.pop(qid, None)
                 self.sent.pop(qid, None)
                 self.verdicts.pop(qid, None)
                 self.settle_sent.pop(qid, None)
@@ -230,7 +285,7 @@ class PoolValidator:
                 continue
             i = d.validators.index(me)
             accepts, rejects = d.count(lp.ACCEPT), d.count(lp.REJECT)
-            decided = accepts >= lp.VERDICT_QUORUM or rejects >= lp.VERDICT_QUORUM
+            decided = accepts >= d.quorum or rejects >= d.quorum
             if decided or bank.slot + 1 > d.verify_end_slot:
                 last = self.settle_sent.get(qid)
                 if last is None or slot - last >= RESEND_SLOTS:
@@ -252,7 +307,7 @@ class PoolValidator:
                 self.attempts[qid] = self.attempts.get(qid, 0) + 1
                 if self.attempts[qid] == 1:
                     self.stats.drawn += 1
-                nursery.start_soon(self.check, qid, q, list(lp.positions_for(q, d.beacon_of(i), me)))
+                nursery.start_soon(self.check, qid, q, d.positions_of(q, i))
 
     async def _openings(self, cmt_hash: bytes, positions: list[int], timeout_s: float) -> list[pol.PolOpening] | None:
         port = self.v.port
@@ -306,6 +361,7 @@ class PoolValidator:
             if not check.ok:
                 by_pos = {o.fp.pos: o for o in openings}
                 evidence = by_pos.get(check.position if check.position is not None else -1, openings[0])
+                self.disputable[qid] = (check.position, evidence)
             self.verdicts[qid] = (check.ok, evidence)
             self.sent[qid] = self.slot()
             if check.ok:
@@ -323,13 +379,115 @@ class PoolValidator:
         finally:
             self.busy.discard(qid)
 
+    # -- retrospective slashing (spec/logit_pool.md "Retrospective slashing") --------------
+    async def _resend(self, sent: dict[bytes, int], qid: bytes, slot: int, raw: bytes) -> bool:
+        last = sent.get(qid)
+        if last is not None and slot - last < RESEND_SLOTS:
+            return False
+        sent[qid] = slot
+        await self.send(raw)
+        return True
+
+    async def retro(self, bank: Bank, slot: int, qid: bytes, q: au.QueryAccount, nursery: trio.Nursery) -> None:
+        """A verified query whose bond is still held: rule, challenge or close as this node's part is."""
+        me = self.kp.pubkey
+        view = pool_view(bank)
+        pool = lp.load_pool(view, lp.pool_address(qid))
+        if pool is None or pool.settled_slot == 0:
+            return
+        d = lp.jury_of(view, q, qid)
+        involved = me in pool.validators or (d is not None and (me == d.challenger or me in d.jurors))
+        if d is not None and d.state == lp.OPEN:
+            if me in d.jurors and bank.slot + 1 < d.judge_end_slot:
+                i = d.jurors.index(me)
+                if d.rulings[i] == lp.NO_RULING:
+                    if qid in self.ruled:
+                        fraud, last = self.ruled[qid]
+                        if slot - last >= RESEND_SLOTS:
+                            self.ruled[qid] = (fraud, slot)
+                            await self.send(atx.ruling_transaction(self.kp, qid, fraud, bank.last_blockhash))
+                    elif qid not in self.busy:
+                        self.busy.add(qid)
+                        nursery.start_soon(self.judge, qid, q, d)
+            decided = (d.count(lp.FRAUD) >= lp.RULING_QUORUM or d.count(lp.NO_FRAUD) >= lp.RULING_QUORUM
+                       or (d.drawn and bank.slot + 1 >= d.judge_end_slot))
+            if decided and involved and await self._resend(self.close_sent, qid, slot, atx.close_transaction(
+                    self.kp, q, qid, [d.challenger, *d.jurors], bank.last_blockhash)):
+                self.stats.closes_sent += 1
+            return
+        release = lp.release_slot(pool, d)
+        if bank.slot + 1 >= release:
+            if involved and await self._resend(self.close_sent, qid, slot, atx.close_transaction(
+                    self.kp, q, qid, [], bank.last_blockhash)):
+                self.stats.closes_sent += 1
+            return
+        if qid not in self.disputable or (d is not None and d.challenger == me):
+            return  # nothing to challenge, or this node's challenge was already decided
+        if qid in self.challenged:
+            ev, last = self.challenged[qid]
+            if slot - last >= RESEND_SLOTS:
+                self.challenged[qid] = (ev, slot)
+                await self.send(atx.challenge_transaction(self.kp, q, qid, ev, bank.last_blockhash))
+        elif qid not in self.busy:
+            self.busy.add(qid)
+            nursery.start_soon(self.challenge, qid, q)
+
+    async def challenge(self, qid: bytes, q: au.QueryAccount) -> None:
+        """This node rejected a result the pool verified: post a fraud proof. A leaf that
+        contradicts itself (decided by the program alone) is preferred: the opening at the
+        failing position is fetched when it is not one this node already holds."""
+        try:
+            bad_pos, evidence = self.disputable[qid]
+            cmt = q.pol_commitment()
+            if lp.self_contradiction(cmt, evidence.fp) is None and bad_pos is not None and bad_pos != evidence.fp.pos:
+                got = await self._openings(cmt.hash(), [bad_pos], POL_OPEN_TIMEOUT_S * 2)
+                if got and lp.evidence_error(cmt, got[0], [bad_pos]) is None \
+                        and lp.self_contradiction(cmt, got[0].fp) is not None:
+                    evidence = got[0]
+            bank = self.bank()
+            if bank is None:
+                return
+            self.challenged[qid] = (evidence, self.slot())
+            self.stats.challenges_sent += 1
+            await self.send(atx.challenge_transaction(self.kp, q, qid, evidence, bank.last_blockhash))
+        finally:
+            self.busy.discard(qid)
+
+    async def judge(self, qid: bytes, q: au.QueryAccount, d: lp.DisputeAccount) -> None:
+        """A drawn juror: fetch the prompt and answer, re-run the model at the disputed position, rule."""
+        assert self.lm is not None
+        try:
+            cmt = q.pol_commitment()
+            opening = decode(d.opening, expected=pol.PolOpening)
+            prompt_b = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+            output_b = await self.blobs.fetch(q.output_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+            if prompt_b is None or output_b is None or sha256(prompt_b) != q.prompt_hash \
+                    or sha256(output_b) != q.output_hash:
+                return self._fail("jury-blobs-unavailable")
+            prompt, output = blob_tokens(prompt_b), blob_tokens(output_b)
+            fraud, reason, secs = await trio.to_thread.run_sync(_judge, self.lm, cmt, prompt, output, opening,
+                                                                limiter=self.worker)
+            self.stats.rulings_sent += 1
+            self.stats.recent = [*self.stats.recent, {"query": encode_address(qid), "ruling": "fraud" if fraud else
+                                                      "no-fraud", "reason": reason, "s": round(secs, 2)}][-STATUS_RECENT:]
+            self.ruled[qid] = (fraud, self.slot())
+            bank = self.bank()
+            if bank is not None:
+                await self.send(atx.ruling_transaction(self.kp, qid, fraud, bank.last_blockhash))
+        except (RuntimeError, ValueError, OSError, DecodeError, BlobError) as exc:
+            self._fail(f"jury-error: {type(exc).__name__}")
+        finally:
+            self.busy.discard(qid)
+
     def status(self) -> dict[str, Any]:
         s = self.stats
         bank = self.bank()
         return {"state": self.state, "drawn": s.drawn, "verdicts_sent": s.verdicts_sent, "accepted": s.accepted,
-                "rejected": s.rejected, "settles_sent": s.settles_sent, "failures": dict(s.failures),
+                "rejected": s.rejected, "settles_sent": s.settles_sent, "challenges_sent": s.challenges_sent,
+                "rulings_sent": s.rulings_sent, "closes_sent": s.closes_sent, "failures": dict(s.failures),
                 "recent": list(s.recent), "validate_s": list(s.validate_s),
-                "chain": chain_counts(bank) if bank is not None else None}
+                "chain": chain_counts(bank) if bank is not None else None,
+                "work": work_table(bank) if bank is not None else None}
 
     def status_line(self) -> str:
         s = self.stats

@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,15 +34,16 @@ from ...core import crypto
 from ...core import logit_pool as L
 from ...core import pol as P
 from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction, pool_view
+from ...core.difficulty import Difficulty
 from ...core.messages import sign_message
 from ...core.pol import TOP_K, Tier
 from .. import Case, Rejected, case_from_run
 
 FORMAT = "auction"
 HANDLERS = ("register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire",
-            "verdict", "settle")
+            "verdict", "settle", "challenge", "ruling", "close")
 #: handlers whose input carries the chain context the Logit Pool's draw reads
-POOL_HANDLERS = ("verdict", "settle")
+POOL_HANDLERS = ("verdict", "settle", "challenge", "ruling", "close")
 
 LEADER = crypto.Keypair.deterministic("vectors/auction/leader")
 REQUESTER = crypto.Keypair.deterministic("vectors/auction/requester")
@@ -56,19 +58,22 @@ SLOT_DURATION_US = 800_000
 WINDOWS = A.Windows.for_slot(SLOT_DURATION_US)
 
 
-def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount) -> dict[str, Any]:
+def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount | L.DisputeAccount
+                 | L.DifficultyAccount) -> dict[str, Any]:
     """A decoded auction account: addresses base58, other bytes hex, enums by name."""
     out: dict[str, Any] = {"kind": type(acct).__name__}
     for f in dataclasses.fields(acct):
         v = getattr(acct, f.name)
-        if f.name == "validators":
+        if f.name in ("validators", "jurors"):
             out[f.name] = [crypto.encode_address(x) for x in v]
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out[f.name] = dataclasses.asdict(v)
         elif isinstance(v, enum.Enum):
             out[f.name] = v.name
         elif isinstance(v, bytes):
-            addr = f.name in {"requester", "winner", "query", "bidder", "authority"}
+            addr = f.name in {"requester", "winner", "query", "bidder", "authority", "challenger"}
             out[f.name] = crypto.encode_address(v) if addr else v.hex()
         else:
             out[f.name] = v
@@ -499,12 +504,22 @@ POOL_TOKENS = 40
 POOL_CLEARING = 700
 
 
-def pool_proof(miner: crypto.Keypair, q: A.QueryAccount, tokens: int = POOL_TOKENS) -> P.PolProof:
+#: the position a ``cheat_at`` proof's greedy token is not the committed argmax
+CHEAT_POSITION = 7
+
+
+def pool_proof(miner: crypto.Keypair, q: A.QueryAccount, tokens: int = POOL_TOKENS,
+               cheat_at: int | None = None) -> P.PolProof:
     """A PoL proof bound to ``q`` (its model, prompt hash, sampling) over ``tokens``
-    synthetic fingerprints: the program checks commitments and Merkle paths, never the model."""
+    synthetic fingerprints: the program checks commitments and Merkle paths, never the model.
+    ``cheat_at``: at that position the emitted token is none of the committed candidates (a
+    leaf that contradicts itself, whatever the temperature)."""
     out = [100 + i for i in range(tokens)]
     fps = [P.LogitFingerprint(pos=i, tok=out[i], ids=(out[i], *range(1, P.TOP_K)),
                               lps=(0, *range(10, 10 * P.TOP_K, 10))) for i in range(tokens)]
+    if cheat_at is not None:
+        out[cheat_at] = 999
+        fps[cheat_at] = dataclasses.replace(fps[cheat_at], tok=999)
     proof = P.commit(miner, model_id=q.model_id, tier=P.Tier.FP32, vocab=50_257, top_k=P.TOP_K,
                      temp_milli=q.temp_milli, sample_seed=q.sample_seed, prompt=[1, 2, 3], output=out, fps=fps)
     cmt = dataclasses.replace(proof.commitment, prompt_hash=q.prompt_hash, signature=crypto.ZERO_SIGNATURE)
@@ -515,7 +530,8 @@ class PoolChain(Chain):
     """A chain with one posted result (MINERS[0] won at POOL_CLEARING against MINERS[1]) and
     ``n_validators`` validators whose votes landed (the miner's too: it is excluded)."""
 
-    def __init__(self, n_validators: int = 5, lstake: dict[bytes, int] | None = None) -> None:
+    def __init__(self, n_validators: int = 5, lstake: dict[bytes, int] | None = None,
+                 cheat_at: int | None = None, knobs: tuple[int, int] | None = None) -> None:
         funded = {k.pubkey: FUNDS for k in [REQUESTER, OUTSIDER, *MINERS, *VALIDATORS]}
         super().__init__(funded)
         self.lstake = dict(lstake or {})
@@ -525,7 +541,7 @@ class PoolChain(Chain):
         self.commit_bids(self.qid, [(MINERS[0], 500), (MINERS[1], POOL_CLEARING)])
         self.reveal_bids(self.qid, [(MINERS[0], 500), (MINERS[1], POOL_CLEARING)])
         self.close(self.qid)
-        self.proof = pool_proof(self.miner, self.query(self.qid))
+        self.proof = pool_proof(self.miner, self.query(self.qid), cheat_at=cheat_at)
         c = self.proof.commitment
         r = T.sign_result(self.miner, self.query(self.qid), output_hash=c.output_hash, num_tokens=c.num_tokens,
                           tier=c.tier, top_k=c.top_k, vocab=c.vocab, pol_root=c.root)
@@ -533,6 +549,9 @@ class PoolChain(Chain):
         for v in VALIDATORS[:n_validators]:  # the validator role: a landed vote (state given, as a snapshot)
             self.bank.last_votes[v.pubkey] = self.bank.slot - 1
         self.bank.last_votes[self.miner.pubkey] = self.bank.slot - 1
+        if knobs is not None:  # dynamic difficulty in force (state given, as a snapshot)
+            self.bank.auction_accounts[L.difficulty_address()] = L.DifficultyAccount(
+                Difficulty(*knobs), self.bank.epoch).pack()
         self.start_total = self.total()
 
     def draw(self) -> L.PoolAccount | None:
@@ -562,7 +581,7 @@ class PoolChain(Chain):
         """An opening at one of ``v``'s drawn positions (a real one: its Merkle path holds)."""
         d = self.draw()
         assert d is not None
-        pos = L.positions_for(self.query(self.qid), d.beacon_of(d.validators.index(v)), v)
+        pos = d.positions_of(self.query(self.qid), d.validators.index(v))
         return P.open_positions(self.proof, [pos[which]])[0]
 
     def settle_tx(self, drawn: Sequence[bytes] | None = None) -> bytes:
@@ -574,6 +593,35 @@ class PoolChain(Chain):
     def settle(self) -> str | None:
         (r,) = self.send(self.settle_tx())
         return r.error
+
+    # -- retrospective slashing ------------------------------------------------------------
+    def verify_by(self, *accepting: int) -> list[crypto.Keypair]:
+        """Advance to the draw, let the drawn validators at ``accepting`` (draw order) accept
+        and settle verified; the three drawn validators' keys in draw order."""
+        self.advance(L.DRAW_DELAY_SLOTS + 1)
+        d = self.draw()
+        assert d is not None
+        for i in accepting:
+            self.ok(self.verdict_tx(self.kp(d.validators[i]), True))
+        self.ok(self.settle_tx())
+        return [self.kp(v) for v in d.validators]
+
+    def opening(self, pos: int) -> P.PolOpening:
+        return P.open_positions(self.proof, [pos])[0]
+
+    def challenge_tx(self, who: crypto.Keypair, evidence: P.PolOpening) -> bytes:
+        return T.challenge_transaction(who, self.query(self.qid), self.qid, evidence, self.blockhash)
+
+    def jury(self) -> L.DisputeAccount | None:
+        return L.jury_of(pool_view(self.bank), self.query(self.qid), self.qid)
+
+    def ruling_tx(self, juror: bytes, fraud: bool) -> bytes:
+        return T.ruling_transaction(self.kp(juror), self.qid, fraud, self.blockhash)
+
+    def close_dispute_tx(self) -> bytes:
+        j = self.jury()
+        parties = [j.challenger, *j.jurors] if j is not None and j.state == L.OPEN else []
+        return T.close_transaction(OUTSIDER, self.query(self.qid), self.qid, parties, self.blockhash)
 
 
 def pool_cases(out: list[Case]) -> None:
@@ -632,7 +680,8 @@ def pool_cases(out: list[Case]) -> None:
          T.auction_transaction([OUTSIDER], [(c.qid, False, True), (L.pool_address(c.qid), False, True),
                                             (q.requester, False, True), (q.winner, False, True),
                                             (A.bid_address(c.qid, MINERS[1].pubkey), False, True),
-                                            (A.INCINERATOR_ID, False, True), *((x, False, True) for x in d.validators)],
+                                            (A.INCINERATOR_ID, False, True), (L.difficulty_address(), False, True),
+                                            *((x, False, True) for x in d.validators)],
                                L.settle_data(), c.blockhash))
     c.ok(c.settle_tx())
     case("settle", "twice", "a second settle: must reject", c, c.settle_tx())
@@ -677,3 +726,116 @@ def pool_cases(out: list[Case]) -> None:
     n.advance_to(d.verify_end_slot + 1)
     case("settle", "nobody-to-draw", "no identity has the validator role: after the window nobody checked the "
          "answer: the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", n, n.settle_tx())
+    retro_cases(out)
+
+    # dynamic difficulty in force: 16 positions, 4 validators per round (quorum 3)
+    k = PoolChain(n_validators=6, lstake=weights, knobs=(16, 4))
+    k.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = k.draw()
+    assert d is not None and len(d.validators) == 4 and d.positions == 16 and d.quorum == 3
+    case("verdict", "difficulty-draw", "with a difficulty account of 16 positions x 4 validators in force, the first "
+         "verdict draws 4 validators opening 16 positions each", k, k.verdict_tx(k.kp(d.validators[0]), True))
+    k.ok(k.verdict_tx(k.kp(d.validators[0]), True), k.verdict_tx(k.kp(d.validators[1]), True))
+    case("settle", "difficulty-quorum", "two accepts of 4 drawn are no quorum (3): must reject", k, k.settle_tx())
+    k.ok(k.verdict_tx(k.kp(d.validators[2]), True))
+    case("settle", "difficulty-verified", "three accepts of 4 drawn: verified; the epoch's observation counts the "
+         "result and 4 draws", k, k.settle_tx())
+
+
+def retro_cases(out: list[Case]) -> None:
+    """Retrospective slashing (spec/logit_pool.md "Retrospective slashing")."""
+    def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=True), desc, "input.json"))
+
+    weights = {v.pubkey: 10 * (i + 1) for i, v in enumerate(VALIDATORS[:6])}
+    # a self-contradicting leaf, accepted by two colluders: the program convicts alone
+    s = PoolChain(n_validators=6, lstake=weights, cheat_at=CHEAT_POSITION)
+    v0, _, v2 = s.verify_by(0, 1)
+    pool = L.load_pool(pool_view(s.bank), L.pool_address(s.qid))
+    assert pool is not None
+    bad = s.opening(CHEAT_POSITION)
+    case("close", "window-open", "a release of the held bond inside the challenge window: must reject", s,
+         s.close_dispute_tx())
+    case("challenge", "by-accepter", "a validator that accepted challenges: must reject", s, s.challenge_tx(v0, bad))
+    case("challenge", "by-winner", "the miner challenges its own result: must reject", s,
+         s.challenge_tx(s.miner, bad))
+    forged = dataclasses.replace(bad, fp=dataclasses.replace(bad.fp, tok=3))
+    case("challenge", "evidence-forged", "evidence whose leaf is not the committed one: must reject", s,
+         s.challenge_tx(v2, forged))
+    case("challenge", "evidence-garbage", "evidence that is no PolOpening: must reject", s,
+         T.auction_transaction([v2], [(v2.pubkey, True, True), (s.qid, False, True),
+                                      (L.pool_address(s.qid), False, True),
+                                      (A.bid_address(s.qid, s.miner.pubkey), False, True),
+                                      (L.dispute_address(s.qid), False, True), (REQUESTER.pubkey, False, True),
+                                      (L.difficulty_address(), False, True)],
+                               struct.pack("<I", L.TAG_CHALLENGE) + b"\x01\x02", s.blockhash))
+    case("challenge", "self-contradiction", "an outsider proves from the miner's own signed leaf that the "
+         "emitted token is none of the committed candidates: upheld at once, the held bond split between the requester and "
+         "the challenger, the query FINALIZED_REJECTED, the miner and both accepters slashed", s,
+         s.challenge_tx(OUTSIDER, bad))
+    case("challenge", "closed", "a fraud proof at the window's end: must reject", s, s.challenge_tx(OUTSIDER, bad),
+         slot=pool.settled_slot + L.CHALLENGE_WINDOW_SLOTS)
+    s.ok(s.challenge_tx(OUTSIDER, bad))
+    case("challenge", "after-upheld", "a second challenge after the fraud was upheld: must reject", s,
+         s.challenge_tx(v2, bad))
+
+    # a model fault (consistent leaves): a jury drawn after the challenge decides
+    m = PoolChain(n_validators=6, lstake=weights)
+    _, _, v2 = m.verify_by(0, 1)
+    ok_leaf = m.opening(3)
+    case("ruling", "no-dispute", "a ruling while no dispute is open: must reject", m,
+         m.ruling_tx(VALIDATORS[5].pubkey, True))
+    case("challenge", "model-fault", "a consistent leaf the challenger says the model does not produce: the "
+         "challenge bond is held and a dispute opened for a jury", m, m.challenge_tx(v2, ok_leaf))
+    m.ok(m.challenge_tx(v2, ok_leaf))
+    case("challenge", "dispute-open", "a second challenge while a dispute is open: must reject", m,
+         m.challenge_tx(OUTSIDER, ok_leaf))
+    case("ruling", "draw-not-ready", "a ruling before the jury beacon is an ancestor: must reject", m,
+         m.ruling_tx(VALIDATORS[5].pubkey, True))
+    m.advance(L.DRAW_DELAY_SLOTS + 1)
+    j = m.jury()
+    assert j is not None and len(j.jurors) == 3 and v2.pubkey not in j.jurors
+    outsider = next(v.pubkey for v in VALIDATORS[:6] if v.pubkey not in j.jurors)
+    case("ruling", "not-drawn", "a ruling by a key not on the jury: must reject", m, m.ruling_tx(outsider, True))
+    case("ruling", "fraud", "the first ruling draws the jury (LStake-weighted; the miner, the accepters and the "
+         "challenger excluded) and records fraud", m, m.ruling_tx(j.jurors[0], True))
+    case("ruling", "closed", "a ruling at judge_end_slot: must reject", m, m.ruling_tx(j.jurors[0], True),
+         slot=j.judge_end_slot)
+    m.ok(m.ruling_tx(j.jurors[0], True))
+    case("ruling", "twice", "a second ruling by the same juror: must reject", m, m.ruling_tx(j.jurors[0], False))
+    case("close", "verify-open", "a close with one ruling inside the jury window: must reject", m, m.close_dispute_tx())
+    m.ok(m.ruling_tx(j.jurors[1], True))
+    case("close", "upheld", "two fraud rulings: the challenge bond returns, the held bond is slashed to the "
+         "requester and the challenger, the miner and both accepters slashed, the absent juror too", m, m.close_dispute_tx())
+    case("close", "wrong-parties", "a close that lists the jurors before the challenger: must reject", m,
+         T.close_transaction(OUTSIDER, m.query(m.qid), m.qid, [*j.jurors, j.challenger], m.blockhash))
+
+    f = PoolChain(n_validators=6, lstake=weights)
+    _, _, v2 = f.verify_by(0, 1)
+    f.ok(f.challenge_tx(v2, f.opening(3)))
+    f.advance(L.DRAW_DELAY_SLOTS + 1)
+    j = f.jury()
+    assert j is not None
+    f.ok(f.ruling_tx(j.jurors[0], False), f.ruling_tx(j.jurors[1], False))
+    case("close", "dismissed", "two no-fraud rulings: a false claim; the challenge bond goes to the miner, the "
+         "challenger is slashed, the bond stays held", f, f.close_dispute_tx())
+    f.ok(f.close_dispute_tx())
+    pool = L.load_pool(pool_view(f.bank), L.pool_address(f.qid))
+    assert pool is not None
+    end = L.release_slot(pool, f.jury())
+    case("close", "release-early", "a release before the window (and the dismissal's grace) ended: must reject", f,
+         f.close_dispute_tx(), slot=end - 1)
+    f.advance_to(end)
+    case("close", "released", "the window is over with no open dispute: the bond returns to the miner", f,
+         f.close_dispute_tx())
+
+    g = PoolChain(n_validators=6, lstake=weights)
+    g.verify_by(0, 1)
+    g.ok(g.challenge_tx(OUTSIDER, g.opening(3)))
+    g.advance(L.DRAW_DELAY_SLOTS + 1)
+    j = g.jury()
+    assert j is not None
+    g.ok(g.ruling_tx(j.jurors[0], True), g.ruling_tx(j.jurors[1], False))
+    g.advance_to(j.judge_end_slot)
+    case("close", "lapsed", "no ruling quorum by judge_end_slot: the challenger gets its bond back, the absent "
+         "juror is slashed, nobody else", g, g.close_dispute_tx())

@@ -7,6 +7,7 @@ import { decodeMessage, encodeMessage, typeByName, type Record as CborRecord, ty
 import { depth as merkleDepth, rootFromProof } from "./merkle.js";
 import { Reject } from "./util.js";
 import { Bank, PROGRAMS, type Program, ixError } from "./bank.js";
+import { adjustKnobs } from "./difficulty.js";
 import { isSigner, isWritable, parseTransaction, type Transaction } from "./tx.js";
 
 export const AUCTION_PROGRAM_ID = unb58("Auction111111111111111111111111111111111111");
@@ -25,9 +26,9 @@ export const BID_DOMAIN = utf8("ambient/auction-bid/v1\0");
 const U64_MAX = (1n << 64n) - 1n;
 
 const QUERY_STATUS = ["", "OPEN", "AWARDED", "RESULT_POSTED", "EXPIRED", "REFUNDED", "FINALIZED_VERIFIED", "FINALIZED_REJECTED"];
-const BID_STATUS = ["", "COMMITTED", "REVEALED", "WON", "REFUNDED", "FORFEITED", "SLASHED"];
+const BID_STATUS = ["", "COMMITTED", "REVEALED", "WON", "REFUNDED", "FORFEITED", "SLASHED", "HELD"];
 const [OPEN, AWARDED, RESULT_POSTED, EXPIRED, REFUNDED_Q] = [1, 2, 3, 4, 5];
-const [COMMITTED, REVEALED, WON, REFUNDED_B, FORFEITED, SLASHED] = [1, 2, 3, 4, 5, 6];
+const [COMMITTED, REVEALED, WON, REFUNDED_B, FORFEITED, SLASHED, HELD] = [1, 2, 3, 4, 5, 6, 7];
 
 // ---------------------------------------------------------------- program-derived addresses
 function onCurve(b: Uint8Array): boolean {
@@ -200,15 +201,18 @@ class Ctx {
 const g = (a: Acct, n: string): bigint => a.f.get(n) as bigint;
 const gb = (a: Acct, n: string): Uint8Array => a.f.get(n) as Uint8Array;
 
-const DATA_LEN: { [tag: number]: number } = { 0: 4, 1: 136, 2: 36, 3: 44, 4: 4, 5: 142, 6: 4, 8: 4 };
+const DATA_LEN: { [tag: number]: number } = { 0: 4, 1: 136, 2: 36, 3: 44, 4: 4, 5: 142, 6: 4, 8: 4, 10: 5, 11: 4 };
 
 const auctionProgram: Program = (bank, tx, accts, data) => {
   if (data.length < 4) ixError("auction-bad-data", "no tag");
   const tag = readU32le(data, 0);
   if (tag === 7) return poolVerdict(new Ctx(bank, tx, accts), data);
+  if (tag === 9) return poolChallenge(new Ctx(bank, tx, accts), data);
   if (DATA_LEN[tag] === undefined || data.length !== DATA_LEN[tag]) ixError("auction-bad-data", `tag ${tag}, ${data.length} bytes`);
   const c = new Ctx(bank, tx, accts);
   if (tag === 8) return poolSettle(c, accts.length);
+  if (tag === 10) return poolRuling(c, data[4]);
+  if (tag === 11) return poolClose(c, accts.length);
   const count = (n: number): void => {
     if (accts.length !== n) ixError("auction-bad-accounts", `${accts.length} accounts, want ${n}`);
   };
@@ -454,8 +458,6 @@ const auctionProgram: Program = (bank, tx, accts, data) => {
 PROGRAMS.set(hex(AUCTION_PROGRAM_ID), auctionProgram);
 
 // ---------------------------------------------------------------- the Logit Pool (spec/logit_pool.md)
-const VALIDATORS_PER_QUERY = 3;
-const VERDICT_QUORUM = 2;
 const DRAW_DELAY_SLOTS = 4n;
 const VERIFY_WINDOW_SLOTS = 32n;
 const VALIDATOR_ACTIVE_SLOTS = 64n;
@@ -463,7 +465,11 @@ const POSITIONS_PER_VALIDATOR = 8;
 const MAX_DRAW_ROUNDS = 2;
 const SLASH_TO_REQUESTER_PERCENT = 50n;
 const POOL_KIND = 5;
-const POOL_BYTES = 288;
+const MAX_DRAWN = 14; // MAX_VALIDATORS (7) x MAX_DRAW_ROUNDS
+const VOFF = 88;
+const DOFF = VOFF + 32 * MAX_DRAWN; // 536
+const SOFF = DOFF + MAX_DRAWN + 2; // 552
+const POOL_BYTES = SOFF + 8; // 560
 const [NO_VERDICT, ACCEPT, REJECT] = [0, 1, 2];
 const DRAW_DOMAIN = utf8("ambient/pool-draw/v1\0");
 const CHALLENGE_DOMAIN = utf8("ambient/pol-challenge/v1\0");
@@ -472,7 +478,7 @@ const TWO64 = 1n << 64n;
 
 export const poolAddress = (query: Uint8Array): Uint8Array => findProgramAddress([utf8("pool"), query]);
 
-type Pool = { round: number; start1: number; beaconSlot: bigint; verifyEnd: bigint; beacon: Uint8Array; first: Uint8Array; validators: Uint8Array[]; verdicts: number[] };
+type Pool = { round: number; start1: number; beaconSlot: bigint; verifyEnd: bigint; beacon: Uint8Array; first: Uint8Array; validators: Uint8Array[]; verdicts: number[]; settled: bigint; positions: number; perRound: number };
 
 function decodePool(d: Uint8Array): Pool {
   if (d.length !== POOL_BYTES || d[0] !== POOL_KIND) throw new Error("not a pool account");
@@ -481,11 +487,14 @@ function decodePool(d: Uint8Array): Pool {
   const validators: Uint8Array[] = [];
   const verdicts: number[] = [];
   for (let i = 0; i < n; i++) {
-    validators.push(d.slice(88 + 32 * i, 120 + 32 * i));
-    verdicts.push(d[280 + i]);
+    validators.push(d.slice(VOFF + 32 * i, VOFF + 32 + 32 * i));
+    verdicts.push(d[DOFF + i]);
   }
   const round = d[1] & 0x0f;
-  return { round, start1: round === 0 ? 0 : d[1] >> 4, beaconSlot: dv.getBigUint64(8, true), verifyEnd: dv.getBigUint64(16, true), beacon: d.slice(24, 56), first: d.slice(56, 88), validators, verdicts };
+  return {
+    round, start1: round === 0 ? 0 : d[1] >> 4, beaconSlot: dv.getBigUint64(8, true), verifyEnd: dv.getBigUint64(16, true), beacon: d.slice(24, 56),
+    first: d.slice(56, 88), validators, verdicts, settled: dv.getBigUint64(SOFF, true), positions: d[3], perRound: d[4],
+  };
 }
 function encodePool(p: Pool): Uint8Array {
   const d = new Uint8Array(POOL_BYTES);
@@ -493,12 +502,15 @@ function encodePool(p: Pool): Uint8Array {
   d[0] = POOL_KIND;
   d[1] = p.round | (p.start1 << 4);
   d[2] = p.validators.length;
+  d[3] = p.positions;
+  d[4] = p.perRound;
+  dv.setBigUint64(SOFF, p.settled, true);
   dv.setBigUint64(8, p.beaconSlot, true);
   dv.setBigUint64(16, p.verifyEnd, true);
   d.set(p.beacon, 24);
   d.set(p.first, 56);
-  p.validators.forEach((v, i) => d.set(v, 88 + 32 * i));
-  p.verdicts.forEach((v, i) => (d[280 + i] = v));
+  p.validators.forEach((v, i) => d.set(v, VOFF + 32 * i));
+  p.verdicts.forEach((v, i) => (d[DOFF + i] = v));
   return d;
 }
 function viewPool(d: Uint8Array): Json {
@@ -506,9 +518,11 @@ function viewPool(d: Uint8Array): Json {
   return {
     kind: "PoolAccount", round: BigInt(p.round), beacon_slot: p.beaconSlot, verify_end_slot: p.verifyEnd, beacon: hex(p.beacon),
     first_beacon: hex(p.first), validators: p.validators.map(b58), verdicts: p.verdicts.map((v) => BigInt(v)),
-    round_starts: p.round === 0 ? [0n] : [0n, BigInt(p.start1)],
+    round_starts: p.round === 0 ? [0n] : [0n, BigInt(p.start1)], settled_slot: p.settled, positions: BigInt(p.positions),
+    per_round: BigInt(p.perRound),
   };
 }
+const quorum = (p: Pool): number => Math.floor(p.perRound / 2) + 1;
 const roundStart = (p: Pool): number => (p.round === 0 ? 0 : p.start1);
 const beaconOf = (p: Pool, i: number): Uint8Array => (p.round > 0 && i >= p.start1 ? p.beacon : p.first);
 
@@ -569,11 +583,12 @@ function commitmentHash(q: Acct): Uint8Array {
   ]);
   return sha256(encodeMessage(typeByName("PolCommitment"), cm));
 }
-const positionsFor = (q: Acct, beacon: Uint8Array, v: Uint8Array): number[] =>
-  selectPositions(sha256(CHALLENGE_DOMAIN, beacon, v, commitmentHash(q)), Number(g(q, "num_tokens")), POSITIONS_PER_VALIDATOR);
+const positionsFor = (q: Acct, beacon: Uint8Array, v: Uint8Array, count: number = POSITIONS_PER_VALIDATOR): number[] =>
+  selectPositions(sha256(CHALLENGE_DOMAIN, beacon, v, commitmentHash(q)), Number(g(q, "num_tokens")), count);
+const positionsOf = (q: Acct, p: Pool, i: number): number[] => positionsFor(q, beaconOf(p, i), p.validators[i], p.positions);
 
 /** The draw of one round: beacon = first ancestor >= `after`, candidates = recent voters with LStake. */
-function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: Uint8Array[]): { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } {
+function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: Uint8Array[], count: number): { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } {
   const later = bank.slotHashes.map(([s]) => s).filter((s) => s >= after).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const idx = bank.blockhashes.length - later.length;
   if (later.length === 0 || idx < 0) return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
@@ -587,13 +602,76 @@ function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: 
     if (w > 0n) weights.set(v, w);
   }
   const seed = sha256(DRAW_DOMAIN, commitmentHash(q), qa, beacon);
-  return { slot, beacon, validators: weightedSample(weights, seed, VALIDATORS_PER_QUERY) };
+  return { slot, beacon, validators: weightedSample(weights, seed, count) };
+}
+/** Candidates and beacon as drawRound, for a jury (spec/logit_pool.md "Retrospective slashing"). */
+function juryDraw(bank: Bank, q: Acct, qa: Uint8Array, position: number, after: bigint, exclude: Uint8Array[]): { slot: bigint; beacon: Uint8Array; jurors: Uint8Array[] } {
+  const later = bank.slotHashes.map(([s]) => s).filter((s) => s >= after).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const idx = bank.blockhashes.length - later.length;
+  if (later.length === 0 || idx < 0) return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  const [slot, beacon] = [later[0], bank.blockhashes[idx]];
+  const since = slot > VALIDATOR_ACTIVE_SLOTS ? slot - VALIDATOR_ACTIVE_SLOTS : 0n;
+  const ex = new Set(exclude.map(hex));
+  const weights = new Map<string, bigint>();
+  for (const [v, s] of bank.lastVotes) {
+    if (s < since || ex.has(v)) continue;
+    const w = bank.lstake === null ? 1n : bank.lstake.get(v) ?? 0n;
+    if (w > 0n) weights.set(v, w);
+  }
+  const pb = new Uint8Array(4);
+  new DataView(pb.buffer).setUint32(0, position, true);
+  const seed = sha256(JURY_DOMAIN, commitmentHash(q), qa, pb, beacon);
+  return { slot, beacon, jurors: weightedSample(weights, seed, JURORS_PER_DISPUTE) };
+}
+
+// dynamic difficulty (spec/difficulty.md "In the chain"; the bank vectors know no epochs: epoch 0)
+const DIFF_KIND = 7;
+const DIFF_BYTES = 48;
+export const difficultyAddress = (): Uint8Array => findProgramAddress([utf8("difficulty")]);
+type Diff = { positions: bigint; validators: bigint; epoch: bigint; results: bigint; rejected: bigint; drawn: bigint; missed: bigint };
+function difficultyAt(bank: Bank, epoch: bigint): Diff {
+  const d = bank.auction.get(hex(difficultyAddress()));
+  let a: Diff = { positions: 8n, validators: 3n, epoch, results: 0n, rejected: 0n, drawn: 0n, missed: 0n };
+  if (d) {
+    if (d.length !== DIFF_BYTES || d[0] !== DIFF_KIND) throw new Error("not a difficulty account");
+    const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    const u = (o: number): bigint => dv.getBigUint64(o, true);
+    a = { positions: BigInt(d[1]), validators: BigInt(d[2]), epoch: u(8), results: u(16), rejected: u(24), drawn: u(32), missed: u(40) };
+  }
+  if (a.epoch < epoch) {
+    const r = adjustKnobs(a.positions, a.validators, a.results, a.rejected < a.results ? a.rejected : a.results, a.drawn, a.missed < a.drawn ? a.missed : a.drawn);
+    a = { positions: r.positions, validators: r.validators, epoch, results: 0n, rejected: 0n, drawn: 0n, missed: 0n };
+  }
+  return a;
+}
+function observe(bank: Bank, o: { results?: bigint; rejected?: bigint; drawn?: bigint; missed?: bigint }): void {
+  const [r, j, dr, m] = [o.results ?? 0n, o.rejected ?? 0n, o.drawn ?? 0n, o.missed ?? 0n];
+  if (r === 0n && j === 0n && dr === 0n && m === 0n) return;
+  const a = difficultyAt(bank, 0n);
+  const d = new Uint8Array(DIFF_BYTES);
+  const dv = new DataView(d.buffer);
+  d[0] = DIFF_KIND;
+  d[1] = Number(a.positions);
+  d[2] = Number(a.validators);
+  [a.epoch, a.results + r, a.rejected + j, a.drawn + dr, a.missed + m].forEach((v, i) => dv.setBigUint64(8 + 8 * i, v, true));
+  const k = hex(difficultyAddress());
+  bank.auction.set(k, d);
+  bank.auctionModified.add(k);
+}
+function viewDiff(d: Uint8Array): Json {
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  const u = (o: number): bigint => dv.getBigUint64(o, true);
+  return { kind: "DifficultyAccount", knobs: { positions: BigInt(d[1]), validators: BigInt(d[2]) }, epoch: u(8), results: u(16), rejected: u(24), drawn: u(32), missed: u(40) };
 }
 function openPool(c: Ctx, q: Acct, qa: Uint8Array, pa: Uint8Array): Pool {
   const d = c.bank.auction.get(hex(pa));
   if (d) return decodePool(d);
-  const r = drawRound(c.bank, q, qa, g(q, "result_slot") + DRAW_DELAY_SLOTS, [gb(q, "winner")]);
-  return { round: 0, start1: 0, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon, first: r.beacon, validators: r.validators, verdicts: r.validators.map(() => NO_VERDICT) };
+  const k = difficultyAt(c.bank, 0n);
+  const r = drawRound(c.bank, q, qa, g(q, "result_slot") + DRAW_DELAY_SLOTS, [gb(q, "winner")], Number(k.validators));
+  return {
+    round: 0, start1: 0, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon, first: r.beacon, validators: r.validators,
+    verdicts: r.validators.map(() => NO_VERDICT), settled: 0n, positions: Number(k.positions), perRound: Number(k.validators),
+  };
 }
 function storePool(c: Ctx, pa: Uint8Array, p: Pool): void {
   c.bank.auction.set(hex(pa), encodePool(p));
@@ -671,7 +749,7 @@ function poolVerdict(c: Ctx, data: Uint8Array): void {
     const sibs = body.get("sibs") as Uint8Array[];
     const n = Number(g(q, "num_tokens"));
     if (!bytesEq(body.get("cmt") as Uint8Array, commitmentHash(q))) ixError("auction-bad-evidence", "another commitment");
-    if (!positionsFor(q, beaconOf(p, i), v).includes(pos)) ixError("auction-bad-evidence", "not a drawn position");
+    if (!positionsOf(q, p, i).includes(pos)) ixError("auction-bad-evidence", "not a drawn position");
     const leaf = encodeMessage(typeByName("LogitFingerprint"), fp);
     if (pos >= n || sibs.length !== merkleDepth(n) || !bytesEq(rootFromProof(leaf, pos, sibs), gb(q, "pol_root"))) {
       ixError("auction-bad-evidence", "the Merkle path does not lead to the root");
@@ -682,10 +760,11 @@ function poolVerdict(c: Ctx, data: Uint8Array): void {
 }
 
 function poolSettle(c: Ctx, n: number): void {
-  if (n < 6) ixError("auction-bad-accounts", "settle takes at least 6 accounts");
+  if (n < 7) ixError("auction-bad-accounts", "settle takes at least 7 accounts");
   c.writable(...Array.from({ length: n }, (_, i) => i));
-  const [qa, pa, ra, wa, ba, ia] = [0, 1, 2, 3, 4, 5].map((i) => c.key(i));
+  const [qa, pa, ra, wa, ba, ia, da] = [0, 1, 2, 3, 4, 5, 6].map((i) => c.key(i));
   if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  if (!bytesEq(da, difficultyAddress())) ixError("auction-bad-accounts", "not the difficulty account");
   const q = c.load(qa, 1);
   if (!q) return ixError("auction-no-query", "");
   if (Number(g(q, "status")) !== RESULT_POSTED) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
@@ -695,26 +774,30 @@ function poolSettle(c: Ctx, n: number): void {
   if (!bytesEq(ba, bidAddress(qa, winner))) ixError("auction-bad-accounts", "not the winning bid");
   if (!bytesEq(ia, INCINERATOR_ID)) ixError("auction-bad-accounts", "not the incinerator");
   const p = openPool(c, q, qa, pa);
-  const listed = Array.from({ length: n - 6 }, (_, i) => c.key(6 + i));
+  const listed = Array.from({ length: n - 7 }, (_, i) => c.key(7 + i));
   if (listed.length !== p.validators.length || listed.some((x, i) => !bytesEq(x, p.validators[i]))) ixError("auction-bad-accounts", "the drawn validators in draw order");
   const accepts = p.verdicts.filter((x) => x === ACCEPT).length;
   const rejects = p.verdicts.filter((x) => x === REJECT).length;
-  const decided = accepts >= VERDICT_QUORUM || rejects >= VERDICT_QUORUM;
+  const decided = accepts >= quorum(p) || rejects >= quorum(p);
   const slot = c.bank.slot;
   if (!decided && slot < p.verifyEnd) ixError("auction-verify-open", "");
   if (!decided) {
     const absent = p.validators.filter((_, i) => i >= roundStart(p) && p.verdicts[i] === NO_VERDICT);
     let r: { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } | null = null;
-    if (p.round + 1 < MAX_DRAW_ROUNDS) r = drawRound(c.bank, q, qa, p.verifyEnd, [winner, ...p.validators]);
+    if (p.round + 1 < MAX_DRAW_ROUNDS) r = drawRound(c.bank, q, qa, p.verifyEnd, [winner, ...p.validators], p.perRound);
     for (const v of absent) slashWork(c.bank, v);
+    observe(c.bank, { missed: BigInt(absent.length) });
     if (r !== null && r.validators.length > 0) {
       storePool(c, pa, {
         round: p.round + 1, start1: p.validators.length, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon,
         first: p.first, validators: [...p.validators, ...r.validators], verdicts: [...p.verdicts, ...r.validators.map(() => NO_VERDICT)],
+        settled: 0n, positions: p.positions, perRound: p.perRound,
       });
       return;
     }
   }
+  const any = accepts + rejects > 0;
+  observe(c.bank, { drawn: BigInt(p.validators.length), results: any ? 1n : 0n, rejected: any && !(rejects < quorum(p) && accepts >= rejects) ? 1n : 0n });
   const b = c.load(ba, 2);
   if (!b) return ixError("auction-no-bid", "");
   const bond = g(b, "bond_lamports");
@@ -729,7 +812,7 @@ function poolSettle(c: Ctx, n: number): void {
     c.store(qa, q);
     return;
   }
-  const verified = rejects < VERDICT_QUORUM && accepts >= rejects;
+  const verified = rejects < quorum(p) && accepts >= rejects;
   const side = verified ? ACCEPT : REJECT;
   const counted = p.validators.filter((_, i) => p.verdicts[i] === side);
   const feeShare = escrow - g(q, "max_price_per_token") * g(q, "max_output_tokens");
@@ -742,9 +825,8 @@ function poolSettle(c: Ctx, n: number): void {
   if (verified) {
     const pay = g(q, "clearing_price") * g(q, "num_tokens");
     c.move(qa, winner, pay);
-    c.move(ba, winner, bond);
     c.move(qa, ra, left - pay);
-    b.f.set("status", BigInt(REFUNDED_B));
+    b.f.set("status", BigInt(HELD)); // the bond waits out the challenge window
   } else {
     const toRequester = (bond * SLASH_TO_REQUESTER_PERCENT) / 100n;
     const share = (bond - toRequester) / BigInt(counted.length);
@@ -757,9 +839,260 @@ function poolSettle(c: Ctx, n: number): void {
   q.f.set("escrow_lamports", 0n);
   c.store(ba, b);
   c.store(qa, q);
+  storePool(c, pa, { ...p, settled: c.bank.slot });
   if (verified) creditWork(c.bank, winner, g(q, "num_tokens"), 0n);
   else slashWork(c.bank, winner);
-  for (const v of counted) creditWork(c.bank, v, 0n, BigInt(positionsFor(q, beaconOf(p, p.validators.findIndex((x) => bytesEq(x, v))), v).length));
+  for (const v of counted) creditWork(c.bank, v, 0n, BigInt(positionsOf(q, p, p.validators.findIndex((x) => bytesEq(x, v))).length));
+}
+
+// ---------------------------------------------------------------- retrospective slashing (spec/logit_pool.md)
+const CHALLENGE_WINDOW_SLOTS = 64n;
+const CHALLENGE_GRACE_SLOTS = 16n;
+const CHALLENGE_BOND_LAMPORTS = 10_000n;
+const JURORS_PER_DISPUTE = 3;
+const RULING_QUORUM = 2;
+const OPENING_MAX_BYTES = 1152;
+const JURY_DOMAIN = utf8("ambient/pool-jury/v1\0");
+const DISPUTE_KIND = 6;
+const DISPUTE_BYTES = 216 + OPENING_MAX_BYTES;
+const [D_OPEN, D_UPHELD, D_DISMISSED, D_LAPSED] = [1, 2, 3, 4];
+const [NO_RULING, FRAUD, NO_FRAUD] = [0, 1, 2];
+const TAU: { [tier: number]: bigint } = { 1: 4n, 2: 4096n };
+export const disputeAddress = (query: Uint8Array): Uint8Array => findProgramAddress([utf8("dispute"), query]);
+
+type Dispute = {
+  state: number; klass: number; position: number; challengeSlot: bigint; beaconSlot: bigint; judgeEnd: bigint; bond: bigint; closed: bigint;
+  challenger: Uint8Array; beacon: Uint8Array; jurors: Uint8Array[]; rulings: number[]; opening: Uint8Array;
+};
+function decodeDispute(d: Uint8Array): Dispute {
+  if (d.length !== DISPUTE_BYTES || d[0] !== DISPUTE_KIND) throw new Error("not a dispute account");
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  const u = (o: number): bigint => dv.getBigUint64(o, true);
+  const n = d[3];
+  const jurors: Uint8Array[] = [];
+  const rulings: number[] = [];
+  for (let i = 0; i < n; i++) {
+    jurors.push(d.slice(112 + 32 * i, 144 + 32 * i));
+    rulings.push(d[208 + i]);
+  }
+  const olen = dv.getUint16(212, true);
+  return {
+    state: d[1], klass: d[2], position: dv.getUint32(4, true), challengeSlot: u(8), beaconSlot: u(16), judgeEnd: u(24), bond: u(32), closed: u(40),
+    challenger: d.slice(48, 80), beacon: d.slice(80, 112), jurors, rulings, opening: d.slice(216, 216 + olen),
+  };
+}
+function storeDispute(bank: Bank, addr: Uint8Array, x: Dispute): void {
+  const d = new Uint8Array(DISPUTE_BYTES);
+  const dv = new DataView(d.buffer);
+  d[0] = DISPUTE_KIND;
+  d[1] = x.state;
+  d[2] = x.klass;
+  d[3] = x.jurors.length;
+  dv.setUint32(4, x.position, true);
+  [x.challengeSlot, x.beaconSlot, x.judgeEnd, x.bond, x.closed].forEach((v, i) => dv.setBigUint64(8 + 8 * i, v, true));
+  d.set(x.challenger, 48);
+  d.set(x.beacon, 80);
+  x.jurors.forEach((j, i) => d.set(j, 112 + 32 * i));
+  x.rulings.forEach((r, i) => (d[208 + i] = r));
+  dv.setUint16(212, x.opening.length, true);
+  d.set(x.opening, 216);
+  bank.auction.set(hex(addr), d);
+  bank.auctionModified.add(hex(addr));
+}
+function viewDispute(d: Uint8Array): Json {
+  const x = decodeDispute(d);
+  return {
+    kind: "DisputeAccount", state: BigInt(x.state), fault_class: BigInt(x.klass), position: BigInt(x.position), challenge_slot: x.challengeSlot,
+    challenger: b58(x.challenger), bond_lamports: x.bond, opening: hex(x.opening), beacon_slot: x.beaconSlot, judge_end_slot: x.judgeEnd,
+    beacon: hex(x.beacon), jurors: x.jurors.map(b58), rulings: x.rulings.map((r) => BigInt(r)), closed_slot: x.closed,
+  };
+}
+const accepters = (p: Pool): Uint8Array[] => p.validators.filter((_, i) => p.verdicts[i] === ACCEPT);
+function releaseSlot(p: Pool, x: Dispute | null): bigint {
+  let end = p.settled + CHALLENGE_WINDOW_SLOTS;
+  if (x !== null && (x.state === D_DISMISSED || x.state === D_LAPSED) && x.closed + CHALLENGE_GRACE_SLOTS > end) end = x.closed + CHALLENGE_GRACE_SLOTS;
+  return end;
+}
+/** spec/logit_pool.md rule 1: the committed leaf contradicts itself (integers only). */
+function selfContradiction(q: Acct, fp: CborRecord): boolean {
+  const ids = (fp.get("ids") as bigint[]).map(Number);
+  const lps = (fp.get("lps") as bigint[]).map((x) => BigInt(x));
+  const tok = Number(fp.get("tok") as bigint);
+  if (BigInt(ids.length) !== g(q, "top_k")) return true;
+  if (new Set(ids).size !== ids.length || BigInt(Math.max(...ids)) >= g(q, "vocab")) return true;
+  for (let i = 1; i < ids.length; i++) {
+    if (lps[i] < lps[i - 1] || (lps[i] === lps[i - 1] && ids[i] < ids[i - 1])) return true;
+  }
+  const at = ids.indexOf(tok);
+  if (at < 0) return true;
+  if (g(q, "temp_milli") === 0n && lps[at] - lps[0] > (TAU[Number(g(q, "tier"))] ?? 0n)) return true;
+  return false;
+}
+function settledPool(c: Ctx, pa: Uint8Array): Pool {
+  const d = c.bank.auction.get(hex(pa));
+  const p = d ? decodePool(d) : null;
+  if (p === null || p.settled === 0n) return ixError("auction-wrong-status", "not verified by the pool");
+  return p;
+}
+function heldBid(c: Ctx, ba: Uint8Array): Acct {
+  const b = c.load(ba, 2);
+  if (!b) return ixError("auction-no-bid", "");
+  if (Number(g(b, "status")) !== HELD) ixError("auction-wrong-status", "bid not HELD");
+  return b;
+}
+function uphold(c: Ctx, q: Acct, qa: Uint8Array, p: Pool, ba: Uint8Array, b: Acct, challenger: Uint8Array): void {
+  const bond = g(b, "bond_lamports");
+  const toRequester = (bond * SLASH_TO_REQUESTER_PERCENT) / 100n;
+  c.move(ba, gb(q, "requester"), toRequester);
+  c.move(ba, challenger, bond - toRequester);
+  b.f.set("status", BigInt(SLASHED));
+  q.f.set("status", 7n);
+  c.store(ba, b);
+  c.store(qa, q);
+  observe(c.bank, { results: 1n, rejected: 1n });
+  slashWork(c.bank, gb(q, "winner"));
+  for (const v of accepters(p)) slashWork(c.bank, v);
+}
+function loadDispute(c: Ctx, da: Uint8Array): Dispute | null {
+  const d = c.bank.auction.get(hex(da));
+  return d ? decodeDispute(d) : null;
+}
+
+function poolChallenge(c: Ctx, data: Uint8Array): void {
+  if (c.accts.length !== 7) ixError("auction-bad-accounts", "challenge takes 7 accounts");
+  c.signer(0, "the challenger");
+  c.writable(0, 1, 2, 3, 4, 5, 6);
+  const [ca, qa, pa, ba, da, ra, fa] = [0, 1, 2, 3, 4, 5, 6].map((i) => c.key(i));
+  if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  if (!bytesEq(da, disputeAddress(qa))) ixError("auction-bad-accounts", "not the dispute address");
+  if (!bytesEq(fa, difficultyAddress())) ixError("auction-bad-accounts", "not the difficulty account");
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== 6) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  const winner = gb(q, "winner");
+  if (!bytesEq(ba, bidAddress(qa, winner))) ixError("auction-bad-accounts", "not the winning bid");
+  if (!bytesEq(ra, gb(q, "requester"))) ixError("auction-bad-accounts", "not the requester");
+  const p = settledPool(c, pa);
+  const old = loadDispute(c, da);
+  if (old !== null && old.state === D_OPEN) ixError("auction-dispute-open", "");
+  if (c.bank.slot >= releaseSlot(p, old)) ixError("auction-challenge-closed", "");
+  if (bytesEq(ca, winner) || accepters(p).some((v) => bytesEq(v, ca))) ixError("auction-bad-challenger", "");
+  const ev = data.slice(4);
+  if (ev.length > OPENING_MAX_BYTES) ixError("auction-bad-evidence", "too long");
+  let body: CborRecord;
+  try {
+    body = decodeMessage(ev, "PolOpening").body;
+  } catch (e) {
+    if (e instanceof Reject) return ixError("auction-bad-evidence", "not a PolOpening");
+    throw e;
+  }
+  const fp = body.get("fp") as CborRecord;
+  const pos = Number(fp.get("pos") as bigint);
+  const sibs = body.get("sibs") as Uint8Array[];
+  const n = Number(g(q, "num_tokens"));
+  if (!bytesEq(body.get("cmt") as Uint8Array, commitmentHash(q))) ixError("auction-bad-evidence", "another commitment");
+  if (pos >= n) ixError("auction-bad-evidence", "position out of range");
+  const leaf = encodeMessage(typeByName("LogitFingerprint"), fp);
+  if (sibs.length !== merkleDepth(n) || !bytesEq(rootFromProof(leaf, pos, sibs), gb(q, "pol_root"))) ixError("auction-bad-evidence", "Merkle path");
+  const b = heldBid(c, ba);
+  const slot = c.bank.slot;
+  const base = { position: pos, challengeSlot: slot, beaconSlot: 0n, judgeEnd: 0n, challenger: ca, beacon: new Uint8Array(32), jurors: [], rulings: [], opening: ev };
+  if (selfContradiction(q, fp)) {
+    storeDispute(c.bank, da, { ...base, state: D_UPHELD, klass: 1, bond: 0n, closed: slot });
+    uphold(c, q, qa, p, ba, b, ca);
+    return;
+  }
+  if (c.bank.lamports(ca) < CHALLENGE_BOND_LAMPORTS) ixError("auction-insufficient-funds", "the challenge bond");
+  c.move(ca, da, CHALLENGE_BOND_LAMPORTS);
+  storeDispute(c.bank, da, { ...base, state: D_OPEN, klass: 2, bond: CHALLENGE_BOND_LAMPORTS, closed: 0n });
+}
+
+function drawnDispute(c: Ctx, q: Acct, qa: Uint8Array, p: Pool, x: Dispute): Dispute {
+  if (x.beaconSlot > 0n) return x;
+  const r = juryDraw(c.bank, q, qa, x.position, x.challengeSlot + DRAW_DELAY_SLOTS, [gb(q, "winner"), x.challenger, ...accepters(p)]);
+  return { ...x, beaconSlot: r.slot, judgeEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon, jurors: r.jurors, rulings: r.jurors.map(() => NO_RULING) };
+}
+
+function poolRuling(c: Ctx, fraud: number): void {
+  if (fraud > 1) ixError("auction-bad-data", "fraud is 0 or 1");
+  if (c.accts.length !== 4) ixError("auction-bad-accounts", "ruling takes 4 accounts");
+  c.signer(0, "the juror");
+  c.writable(0, 1, 2, 3);
+  const [ja, qa, pa, da] = [0, 1, 2, 3].map((i) => c.key(i));
+  if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  if (!bytesEq(da, disputeAddress(qa))) ixError("auction-bad-accounts", "not the dispute address");
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== 6) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  const p = settledPool(c, pa);
+  const old = loadDispute(c, da);
+  if (old === null || old.state !== D_OPEN) return ixError("auction-no-dispute", "");
+  const x = drawnDispute(c, q, qa, p, old);
+  const i = x.jurors.findIndex((j) => bytesEq(j, ja));
+  if (i < 0) ixError("auction-not-drawn", "");
+  if (c.bank.slot >= x.judgeEnd) ixError("auction-verify-closed", "");
+  if (x.rulings[i] !== NO_RULING) ixError("auction-verdict-exists", "");
+  x.rulings[i] = fraud === 1 ? FRAUD : NO_FRAUD;
+  storeDispute(c.bank, da, x);
+}
+
+function poolClose(c: Ctx, n: number): void {
+  if (n < 8) ixError("auction-bad-accounts", "close takes at least 8 accounts");
+  c.writable(...Array.from({ length: n }, (_, i) => i));
+  const [qa, pa, ba, da, ra, wa, ia, fa] = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => c.key(i));
+  const rest = Array.from({ length: n - 8 }, (_, i) => c.key(8 + i));
+  if (!bytesEq(pa, poolAddress(qa))) ixError("auction-bad-accounts", "not the pool address");
+  if (!bytesEq(da, disputeAddress(qa))) ixError("auction-bad-accounts", "not the dispute address");
+  if (!bytesEq(fa, difficultyAddress())) ixError("auction-bad-accounts", "not the difficulty account");
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== 6) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  const winner = gb(q, "winner");
+  if (!bytesEq(ba, bidAddress(qa, winner))) ixError("auction-bad-accounts", "not the winning bid");
+  if (!bytesEq(ra, gb(q, "requester"))) ixError("auction-bad-accounts", "not the requester");
+  if (!bytesEq(wa, winner)) ixError("auction-bad-accounts", "not the winner");
+  if (!bytesEq(ia, INCINERATOR_ID)) ixError("auction-bad-accounts", "not the incinerator");
+  const p = settledPool(c, pa);
+  const b = heldBid(c, ba);
+  const old = loadDispute(c, da);
+  const slot = c.bank.slot;
+  if (old === null || old.state !== D_OPEN) {
+    if (rest.length > 0) ixError("auction-bad-accounts", "a release lists no parties");
+    if (slot < releaseSlot(p, old)) ixError("auction-window-open", "");
+    c.move(ba, winner, g(b, "bond_lamports"));
+    b.f.set("status", BigInt(REFUNDED_B));
+    c.store(ba, b);
+    return;
+  }
+  const x = drawnDispute(c, q, qa, p, old);
+  const parties = [x.challenger, ...x.jurors];
+  if (rest.length !== parties.length || rest.some((k, i) => !bytesEq(k, parties[i]))) ixError("auction-bad-accounts", "challenger, then jurors");
+  const fraud = x.rulings.filter((r) => r === FRAUD).length;
+  const noFraud = x.rulings.filter((r) => r === NO_FRAUD).length;
+  if (fraud < RULING_QUORUM && noFraud < RULING_QUORUM && slot < x.judgeEnd) ixError("auction-verify-open", "");
+  x.jurors.forEach((j, i) => {
+    if (x.rulings[i] === NO_RULING) slashWork(c.bank, j);
+  });
+  let state: number;
+  let side = -1;
+  if (fraud >= RULING_QUORUM) {
+    c.move(da, x.challenger, x.bond);
+    uphold(c, q, qa, p, ba, b, x.challenger);
+    state = D_UPHELD;
+    side = FRAUD;
+  } else if (noFraud >= RULING_QUORUM) {
+    c.move(da, winner, x.bond);
+    slashWork(c.bank, x.challenger);
+    state = D_DISMISSED;
+    side = NO_FRAUD;
+  } else {
+    c.move(da, x.challenger, x.bond);
+    state = D_LAPSED;
+  }
+  storeDispute(c.bank, da, { ...x, state, closed: slot });
+  x.jurors.forEach((j, i) => {
+    if (x.rulings[i] === side) creditWork(c.bank, j, 0n, 1n);
+  });
 }
 
 // ---------------------------------------------------------------- handlers
@@ -790,7 +1123,7 @@ const transition: Handler = (input) => {
   const changed: { [k: string]: Json } = {};
   for (const [k] of sortK(new Map([...bank.auctionModified].map((x) => [x, 0])))) {
     const d = bank.auction.get(k)!;
-    changed[b58(unhex(k))] = d[0] === POOL_KIND ? viewPool(d) : viewAccount(d);
+    changed[b58(unhex(k))] = d[0] === POOL_KIND ? viewPool(d) : d[0] === DISPUTE_KIND ? viewDispute(d) : d[0] === DIFF_KIND ? viewDiff(d) : viewAccount(d);
   }
   const work: { [k: string]: Json } = {};
   for (const [k] of sortK(new Map([...bank.workModified].map((x) => [x, 0])))) work[b58(unhex(k))] = hex(bank.work.get(k)!);
@@ -810,5 +1143,5 @@ const bidCommitmentH: Handler = (input) => {
 
 export const AUCTION_HANDLERS: { [key: string]: Handler } = {
   "auction/bid-commitment": bidCommitmentH,
-  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire", "verdict", "settle"].map((t) => [`auction/${t}`, transition])),
+  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire", "verdict", "settle", "challenge", "ruling", "close"].map((t) => [`auction/${t}`, transition])),
 };

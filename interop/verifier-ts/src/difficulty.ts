@@ -25,11 +25,17 @@ const nat = (x: Json): bigint => {
 
 const adjust: Handler = guarded((input) => {
   const j = jsonInput(input);
-  let p = int(j.positions);
-  let k = int(j.validators);
+  const p = int(j.positions);
+  const k = int(j.validators);
   const [results, rejected, drawn, missed] = [j.results, j.rejected, j.drawn_verdicts, j.missed_verdicts].map(nat);
   if (p < MIN_POSITIONS || p > MAX_POSITIONS || k < MIN_VALIDATORS || k > MAX_VALIDATORS) reject("bad-params", "knob out of bounds");
   if (rejected > results || missed > drawn) reject("bad-params", "rejected > results or missed > drawn");
+  const r = adjustKnobs(p, k, results, rejected, drawn, missed);
+  return ok({ positions: r.positions, validators: r.validators, rule: r.rule });
+});
+
+/** spec/difficulty.md "The rule": the next epoch's knobs from one epoch's observation. */
+export function adjustKnobs(p: bigint, k: bigint, results: bigint, rejected: bigint, drawn: bigint, missed: bigint): { positions: bigint; validators: bigint; rule: string } {
   let rule: string;
   if (results < 8n) rule = "too-few-results";
   else {
@@ -63,8 +69,8 @@ const adjust: Handler = guarded((input) => {
       }
     } else rule = "steady";
   }
-  return ok({ positions: p, validators: k, rule });
-});
+  return { positions: p, validators: k, rule };
+}
 
 function binom(n: bigint, r: bigint): bigint {
   if (r < 0n || r > n) return 0n;
