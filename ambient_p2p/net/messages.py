@@ -235,3 +235,28 @@ def make_standin_shred(
     )
     pkt = (head + body)[:size]
     return pkt + bytes(size - len(pkt))
+
+
+# -- joining a network (spec/join.md; issue 20) ---------------------------------------------
+#: The most genesis bytes a ``GenesisResponse`` carries: the codec's 1 MiB message bound
+#: less the response's own fields (a genesis of a few KiB in practice).
+MAX_GENESIS_RESPONSE_BYTES = (1 << 20) - 128
+
+
+@message(type_id=0x0230, version=1, max_size=64)
+@dataclass(frozen=True)
+class GenesisRequest:
+    """Ask a peer for its chain's genesis (``/ambient/genesis/1``, spec/join.md)."""
+
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0231, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class GenesisResponse:
+    """The canonical encoding of the responder's ``Genesis`` (0x0001), or no ``genesis``
+    field when it runs without one (a gossip-only node). The requester hashes exactly these
+    bytes (core/join.py ``genesis_from_answer``)."""
+
+    nonce: int = fld(UInt(32))
+    genesis: bytes | None = fld(Opt(Bytes(MAX_GENESIS_RESPONSE_BYTES)), default=None)

@@ -36,6 +36,8 @@ from .messages import (
     BlobRequest,
     BlobResponse,
     ErrorResponse,
+    GenesisRequest,
+    GenesisResponse,
     NoncedShreds,
     PeersRequest,
     PeersResponse,
@@ -102,10 +104,14 @@ SHRED_PUSH: ReqRespProtocol[NoncedShreds, ShredPushAck] = ReqRespProtocol(
 BLOB: ReqRespProtocol[BlobRequest, BlobResponse] = ReqRespProtocol(
     "/ambient/blob/1", BlobRequest, BlobResponse, (32.0, 8.0)
 )
+#: The chain's genesis for a joining node (spec/join.md): asked once per join.
+GENESIS: ReqRespProtocol[GenesisRequest, GenesisResponse] = ReqRespProtocol(
+    "/ambient/genesis/1", GenesisRequest, GenesisResponse, (4.0, 0.5)
+)
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
-    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB)
+    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, GENESIS)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
@@ -113,6 +119,7 @@ PROTO_PEERS = PEERS.proto_id
 PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
 PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
 PROTO_BLOB = BLOB.proto_id
+PROTO_GENESIS = GENESIS.proto_id
 
 
 class ReqRespError(ProtocolError):
