@@ -108,6 +108,12 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "\"pending\" (posted, the default), or once the Logit Pool settled it, with the verdicts "
                         "and the lamports paid and refunded (settled; needs --logit-pool validators on the "
                         "chain). A request's \"ambient\": {\"wait\": ...} overrides it")
+    p.add_argument("--no-snapshot-fetch", action="store_true",
+                   help="join --validator: do not download a snapshot; repair and replay every slot from genesis "
+                        "(default: a new node starts from a snapshot that 2/3 of the genesis LStake attested, "
+                        "spec/join.md)")
+    p.add_argument("--snapshot-fault", default=None, help=argparse.SUPPRESS)  # test harness: node/snapshot_sync.py
+    p.add_argument("--snapshot-chunk-bytes", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--equivocate-split", action="store_true", help=argparse.SUPPRESS)  # test harness
@@ -166,6 +172,16 @@ def check_node_options(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.join_timeout) and 0 < args.join_timeout <= MAX_JOIN_TIMEOUT_S):
         raise UserError(f"--join-timeout must be a number of seconds in (0, {MAX_JOIN_TIMEOUT_S:g}], "
                         f"not {args.join_timeout:g}")
+    if getattr(args, "snapshot_fault", None) is not None:
+        from ..node.snapshot_sync import FAULTS
+
+        if args.snapshot_fault not in FAULTS:
+            raise UserError(f"--snapshot-fault must be one of {', '.join(FAULTS)}")
+    if getattr(args, "snapshot_chunk_bytes", None) is not None:
+        from ..core.join import SNAPSHOT_CHUNK_BYTES
+
+        if not 1 <= args.snapshot_chunk_bytes <= SNAPSHOT_CHUNK_BYTES:
+            raise UserError(f"--snapshot-chunk-bytes must be 1..{SNAPSHOT_CHUNK_BYTES}")
     if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
         raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
                         f"(use --quiet for none), not {args.status_interval:g}")
@@ -249,6 +265,8 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
         _store_genesis(data_dir, fetched)
         args.genesis = str(_stored_genesis(data_dir))
     kp = load_identity(args.keypair, data_dir)
+    if args.validator and bootstrap and args.genesis and not args.no_snapshot_fetch:
+        _snapshot_phase(args, data_dir, bootstrap)
 
     import logging
 
@@ -296,7 +314,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
 
-            ext = compose(roles, BlobExtension(blobs), rpc, _genesis_server(args))
+            ext = compose(roles, BlobExtension(blobs), rpc, _genesis_server(args), _snapshot_server(args, validator, kp))
             if rpc is not None and ext is not None:
                 rpc.control_fn = ext.control  # the chat door submits through the node's own commands
             await NetNode(cfg, ext).run()
@@ -441,6 +459,48 @@ def _genesis_server(args: argparse.Namespace) -> Any:
     from ..node.genesis_sync import GenesisExtension
 
     return GenesisExtension(Path(args.genesis).read_bytes())
+
+
+def _snapshot_server(args: argparse.Namespace, validator: Any, kp: Any) -> Any:
+    """A validator serves its rooted node snapshots (spec/join.md "Snapshot sync")."""
+    if validator is None:
+        return None
+    from ..node.snapshot_sync import SnapshotServer
+
+    from ..core.join import SNAPSHOT_CHUNK_BYTES
+
+    return SnapshotServer(validator.bs, kp, validator.genesis.hash(), fault=args.snapshot_fault,
+                          chunk_bytes=args.snapshot_chunk_bytes or SNAPSHOT_CHUNK_BYTES)
+
+
+def _snapshot_phase(args: argparse.Namespace, data_dir: Path, bootstrap: list[str]) -> None:
+    """A new validator (no blockstore yet) starts from a snapshot its peers attest, when
+    one is trusted (spec/join.md); otherwise it repairs from genesis as before."""
+    from ..node.validator import BLOCKSTORE_DIR
+
+    if (data_dir / BLOCKSTORE_DIR).exists():
+        return  # a restart: the node's own ledger and snapshots
+    from ..core.codec import DecodeError, decode
+    from ..core.messages import Genesis
+    from ..node.snapshot_sync import SnapshotSyncError, sync_snapshot_blocking
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
+    try:
+        rep = sync_snapshot_blocking(bootstrap, genesis, data_dir, args.join_timeout, say)
+    except (SnapshotSyncError, DecodeError) as exc:
+        print(f"warning: snapshot download failed ({exc}); repairing from genesis", file=sys.stderr, flush=True)
+        return
+    if rep.avoided:
+        print(f"warning: snapshot servers avoided: {rep.avoided}", file=sys.stderr, flush=True)
+    if rep.slot is None:
+        say(f"join: {rep.note}; repairing from genesis")
+        return
+    say(f"join: snapshot of slot {rep.slot} verified and installed ({rep.size:,} bytes in {rep.seconds:.2f} s); "
+        "repairing the slots after it")
 
 
 def _check_miner_args(args: argparse.Namespace) -> None:

@@ -121,3 +121,129 @@ def join_phase_line(p: JoinProgress) -> str:
     if p.phase == "repair":
         return f"join: repair slot {p.local_slot if p.local_slot is not None else '?'} slots-left {lag_s}"
     return f"join: caught-up slot {p.local_slot if p.local_slot is not None else '?'} lag {lag_s}"
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots from peers (spec/join.md "Snapshot sync")
+# ---------------------------------------------------------------------------------------
+#: Bytes per snapshot chunk (the last one may be shorter). A node snapshot is at most the
+#: codec's 1 MiB message bound, so at most 16 chunks; 64 KiB keeps one chunk response well
+#: under the shred-push frame and lets a newcomer spread the chunks over several peers.
+SNAPSHOT_CHUNK_BYTES = 64 * 1024
+#: Most chunks one snapshot may have (a 1 MiB snapshot has 16; room for growth).
+MAX_SNAPSHOT_CHUNKS = 64
+#: Largest snapshot a newcomer downloads.
+MAX_SNAPSHOT_BYTES = SNAPSHOT_CHUNK_BYTES * MAX_SNAPSHOT_CHUNKS
+#: Signing purpose of an attestation (spec/crypto.md).
+ATTESTATION_PURPOSE = "snapshot"
+#: A snapshot is trusted when attesters holding at least this fraction of the LStake the
+#: newcomer can verify name it (Tower BFT's supermajority, spec/tower.md).
+TRUST_NUMERATOR, TRUST_DENOMINATOR = 2, 3
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """``identity`` says: I rooted ``slot`` of the chain ``genesis_hash`` with bank hash
+    ``bank_hash``, and my node snapshot of it is ``size`` bytes hashing to
+    ``snapshot_hash``, cut into chunks of ``chunk_bytes`` whose sha256 are ``chunk_hashes``."""
+
+    identity: bytes
+    genesis_hash: bytes
+    slot: int
+    bank_hash: bytes
+    snapshot_hash: bytes
+    size: int
+    chunk_bytes: int
+    chunk_hashes: tuple[bytes, ...]
+    signature: bytes
+
+    def claim(self) -> tuple[int, bytes, bytes, int, int, tuple[bytes, ...]]:
+        """What two attesters must agree on to attest the same snapshot."""
+        return (self.slot, self.bank_hash, self.snapshot_hash, self.size, self.chunk_bytes, self.chunk_hashes)
+
+
+def attestation_signing_bytes(a: Attestation) -> bytes:
+    """The signed message (fixed layout, spec/join.md): genesis_hash || slot u64 LE ||
+    bank_hash || snapshot_hash || size u32 LE || chunk_bytes u32 LE || chunk hashes."""
+    return (a.genesis_hash + a.slot.to_bytes(8, "little") + a.bank_hash + a.snapshot_hash
+            + a.size.to_bytes(4, "little") + a.chunk_bytes.to_bytes(4, "little") + b"".join(a.chunk_hashes))
+
+
+def chunk_hashes(data: bytes, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> tuple[bytes, ...]:
+    return tuple(sha256(data[i:i + chunk_bytes]) for i in range(0, len(data), chunk_bytes))
+
+
+def attestation_problem(a: Attestation, genesis_hash: bytes) -> str | None:
+    """Why ``a`` cannot count (a reason code), or None. Checks shape, chain and signature;
+    whether the signer has stake is the trust rule's business."""
+    from .crypto import verify
+
+    if a.genesis_hash != genesis_hash:
+        return "wrong-chain"
+    if not 0 < a.size <= MAX_SNAPSHOT_BYTES or not 0 < a.chunk_bytes <= SNAPSHOT_CHUNK_BYTES:
+        return "bad-size"
+    if len(a.chunk_hashes) != -(-a.size // a.chunk_bytes):
+        return "bad-chunks"
+    if any(len(h) != 32 for h in (a.bank_hash, a.snapshot_hash, *a.chunk_hashes)):
+        return "bad-hash"
+    if not verify(a.identity, ATTESTATION_PURPOSE, attestation_signing_bytes(a), a.signature):
+        return "bad-signature"
+    return None
+
+
+@dataclass(frozen=True)
+class TrustedSnapshot:
+    """The snapshot a newcomer downloads: the claim, who attested it (their stake) and the
+    identities that offered to serve it."""
+
+    attestation: Attestation
+    attested_stake: int
+    total_stake: int
+    servers: tuple[bytes, ...]
+
+
+def choose_snapshot(attestations: list[Attestation], stakes: dict[bytes, int],
+                    genesis_hash: bytes) -> tuple[TrustedSnapshot | None, dict[str, int]]:
+    """The trust rule (spec/join.md): among valid attestations, group by claim; one
+    attestation per identity per claim counts, weighted by the identity's LStake in
+    ``stakes`` (the LStake the newcomer can verify: genesis's bootstrap LStake). A claim is
+    trusted when its attesters hold >= 2/3 of the total; the highest trusted slot wins (ties:
+    the most stake, then the smaller snapshot hash). Returns it (or None) and the count of
+    attestations refused per reason."""
+    refused: dict[str, int] = {}
+    total = sum(stakes.values())
+    by_claim: dict[tuple[int, bytes, bytes, int, int, tuple[bytes, ...]], dict[bytes, Attestation]] = {}
+    for a in attestations:
+        why = attestation_problem(a, genesis_hash)
+        if why is None and stakes.get(a.identity, 0) <= 0:
+            why = "no-stake"
+        if why is not None:
+            refused[why] = refused.get(why, 0) + 1
+            continue
+        by_claim.setdefault(a.claim(), {})[a.identity] = a
+    best: TrustedSnapshot | None = None
+    for signers in by_claim.values():
+        weight = sum(stakes[i] for i in signers)
+        if total <= 0 or weight * TRUST_DENOMINATOR < total * TRUST_NUMERATOR:
+            continue
+        first = next(iter(signers.values()))
+        cand = TrustedSnapshot(first, weight, total, tuple(sorted(signers)))
+        if best is None or _rank(cand) > _rank(best):
+            best = cand
+    return best, refused
+
+
+def _rank(t: TrustedSnapshot) -> tuple[int, int, int]:
+    return (t.attestation.slot, t.attested_stake, -int.from_bytes(t.attestation.snapshot_hash, "big"))
+
+
+def chunk_problem(a: Attestation, index: int, data: bytes) -> str | None:
+    """Why chunk ``index`` of the attested snapshot is not ``data`` (None: it is)."""
+    if not 0 <= index < len(a.chunk_hashes):
+        return "bad-index"
+    want = min(a.chunk_bytes, a.size - index * a.chunk_bytes)
+    if len(data) != want:
+        return "bad-length"
+    if sha256(data) != a.chunk_hashes[index]:
+        return "chunk-mismatch"
+    return None
