@@ -26,6 +26,7 @@ from ..core import codec
 from ..core.crypto import Keypair, sha256
 from ..core.join import (
     ATTESTATION_PURPOSE,
+    MAX_SNAPSHOT_CHUNKS,
     SNAPSHOT_CHUNK_BYTES,
     Attestation,
     JoinProgress,
@@ -125,7 +126,11 @@ class SnapshotServer:
             bank_hash = snap.bank.bank_hash
             if self.fault == "false-bank-hash":
                 bank_hash = sha256(b"not the bank hash" + bank_hash)
-            self._cache[s] = (raw, attest(self.kp, self.genesis_hash, s, bank_hash, raw, self.chunk_bytes))
+            # a snapshot longer than MAX_SNAPSHOT_CHUNKS chunks of the configured size gets larger chunks
+            size = max(self.chunk_bytes, -(-len(raw) // MAX_SNAPSHOT_CHUNKS))
+            if size > SNAPSHOT_CHUNK_BYTES:
+                continue  # over MAX_SNAPSHOT_BYTES: no newcomer would take it
+            self._cache[s] = (raw, attest(self.kp, self.genesis_hash, s, bank_hash, raw, size))
         for s in list(self._cache):
             if s not in slots:
                 del self._cache[s]
