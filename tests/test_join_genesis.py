@@ -100,7 +100,7 @@ def test_parse_genesis_hash() -> None:
     assert parse_genesis_hash(h.hex()) == h
     assert parse_genesis_hash(h.hex().upper()) == h
     for bad in ("", h.hex()[:-1], h.hex() + "0", "z" * 64):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="genesis hash is"):
             parse_genesis_hash(bad)
 
 

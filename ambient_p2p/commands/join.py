@@ -465,9 +465,8 @@ def _snapshot_server(args: argparse.Namespace, validator: Any, kp: Any) -> Any:
     """A validator serves its rooted node snapshots (spec/join.md "Snapshot sync")."""
     if validator is None:
         return None
-    from ..node.snapshot_sync import SnapshotServer
-
     from ..core.join import SNAPSHOT_CHUNK_BYTES
+    from ..node.snapshot_sync import SnapshotServer
 
     return SnapshotServer(validator.bs, kp, validator.genesis.hash(), fault=args.snapshot_fault,
                           chunk_bytes=args.snapshot_chunk_bytes or SNAPSHOT_CHUNK_BYTES)
