@@ -207,6 +207,15 @@ def test_a_fifth_node_joins_with_the_bootstrap_address_and_genesis_hash_alone(tm
 
             _wait(lambda: (x := lag()) is not None and x <= CAUGHT_UP_MAX_LAG_SLOTS, CATCH_UP_TIMEOUT_S,
                   "the newcomer to catch up", lambda: (lag(), node.lines[-5:]))
+            def phase() -> str | None:
+                try:
+                    return str(node.control({"cmd": "status"}, timeout_s=10.0)["join"]["phase"])
+                except (OSError, ValueError, KeyError):
+                    return None
+
+            _wait(lambda: phase() == "caught-up", CATCH_UP_TIMEOUT_S, "status join.phase caught-up", phase)
+            _wait(lambda: any(ln.startswith("join: caught-up slot") for ln in node.lines), 30.0,
+                  "the caught-up line", lambda: node.lines[-5:])
             start = _cons(node)
             assert start is not None
             fin0 = int(start["finalized"])

@@ -314,7 +314,8 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
 
-            ext = compose(roles, BlobExtension(blobs), rpc, _genesis_server(args), _snapshot_server(args, validator, kp))
+            ext = compose(roles, BlobExtension(blobs), rpc, _genesis_server(args), _snapshot_server(args, validator, kp),
+                          _join_status(args, validator, chain_id, bootstrap))
             if rpc is not None and ext is not None:
                 rpc.control_fn = ext.control  # the chat door submits through the node's own commands
             await NetNode(cfg, ext).run()
@@ -461,6 +462,22 @@ def _genesis_server(args: argparse.Namespace) -> Any:
     return GenesisExtension(Path(args.genesis).read_bytes())
 
 
+def _join_status(args: argparse.Namespace, validator: Any, chain_id: str, bootstrap: list[str]) -> Any:
+    """``status()["join"]`` and the join's progress lines, on a node that joined someone."""
+    if not bootstrap:
+        return None
+    from ..core.crypto import sha256
+    from ..node.genesis_sync import JoinStatus
+
+    gh = sha256(Path(args.genesis).read_bytes()) if args.genesis else None
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    return JoinStatus(gh, chain_id, validator, getattr(args, "snapshot_report", None), args.status_interval, say)
+
+
 def _snapshot_server(args: argparse.Namespace, validator: Any, kp: Any) -> Any:
     """A validator serves its rooted node snapshots (spec/join.md "Snapshot sync")."""
     if validator is None:
@@ -498,6 +515,9 @@ def _snapshot_phase(args: argparse.Namespace, data_dir: Path, bootstrap: list[st
     if rep.slot is None:
         say(f"join: {rep.note}; repairing from genesis")
         return
+    args.snapshot_report = {"slot": rep.slot, "bytes": rep.size, "seconds": round(rep.seconds, 3),
+                            "attested_stake": rep.attested_stake, "total_stake": rep.total_stake,
+                            "avoided": rep.avoided}
     say(f"join: snapshot of slot {rep.slot} verified and installed ({rep.size:,} bytes in {rep.seconds:.2f} s); "
         "repairing the slots after it")
 

@@ -61,8 +61,9 @@ def genesis_from_answer(raw: bytes | None, expected_hash: bytes | None) -> Genes
 # ---------------------------------------------------------------------------------------
 # Progress
 # ---------------------------------------------------------------------------------------
-#: The phases a joining node goes through, in order (``status()["join"]["phase"]``).
-PHASES = ("connecting", "genesis", "snapshot", "repair", "caught-up")
+#: The phases a joining node goes through, in order (``status()["join"]["phase"]``); a node
+#: that runs no validator stays at ``gossip``.
+PHASES = ("connecting", "genesis", "snapshot", "repair", "caught-up", "gossip")
 #: Slots behind the cluster at which a node reports itself caught up (issue 20's
 #: acceptance: within 2 slots) and, past it, ``behind`` in getHealth.
 CAUGHT_UP_MAX_LAG_SLOTS = 2

@@ -173,3 +173,77 @@ def _find(eg: BaseExceptionGroup) -> GenesisFetchError | None:
 
 def stored_genesis_path(data_dir: Path) -> Path:
     return data_dir / GENESIS_FILE
+
+
+class JoinStatus:
+    """The join's progress after the node started (a ``NodeExtension``): ``status()["join"]``
+    holds the genesis, the snapshot the node started from, and the phase, ``repair`` (with
+    the slots left to the cluster's clock slot) until the validator is within
+    ``CAUGHT_UP_MAX_LAG_SLOTS`` of it, then ``caught-up`` (with the lag). A line is printed
+    when the phase changes and every ``interval_s`` while repairing (spec/join.md "Progress")."""
+
+    def __init__(self, genesis_hash: bytes | None, chain_id: str, validator: Any, snapshot: dict[str, Any] | None,
+                 interval_s: float, say: Any) -> None:
+        self.genesis_hash = genesis_hash
+        self.chain_id = chain_id
+        self.validator = validator
+        self.snapshot = snapshot
+        self.interval_s = interval_s
+        self.say = say
+        self.phase = "connecting"
+        self.caught_up_at_slot: int | None = None
+
+    def progress(self) -> Any:
+        from ..core.join import CAUGHT_UP_MAX_LAG_SLOTS, JoinProgress
+
+        v = self.validator
+        if v is None:  # a gossip-only node: nothing to catch up
+            return JoinProgress("gossip", genesis_hash=self.genesis_hash, chain_id=self.chain_id)
+        if not getattr(v, "loaded", False):
+            return JoinProgress(self.phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id)
+        local, cluster = v.cons.processed_slot(), v.slot_at(v.clock.wall_ms())
+        lag = max(0, cluster - local)
+        phase = "caught-up" if lag <= CAUGHT_UP_MAX_LAG_SLOTS else "repair"
+        return JoinProgress(phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id, local_slot=local,
+                            cluster_slot=cluster)
+
+    def payload_checks(self) -> dict[str, PayloadCheck]:
+        return {}
+
+    def shred_store(self) -> ShredStore | None:
+        return None
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        return {}
+
+    def on_delivery(self, d: Delivery) -> bool:
+        return False
+
+    def status(self) -> dict[str, Any]:
+        p = self.progress()
+        return {"join": {"phase": p.phase, "genesis_hash": self.genesis_hash.hex() if self.genesis_hash else None,
+                         "chain_id": self.chain_id, "snapshot": self.snapshot, "slot": p.local_slot,
+                         "cluster_slot": p.cluster_slot, "lag_slots": p.lag_slots,
+                         "caught_up_at_slot": self.caught_up_at_slot}}
+
+    def status_line(self) -> str:
+        return ""
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    async def run(self, node: NetNode) -> None:
+        from ..core.join import join_phase_line
+
+        last_line = 0.0
+        while True:
+            p = self.progress()
+            now = trio.current_time()
+            if p.phase != self.phase or (p.phase == "repair" and now - last_line >= self.interval_s):
+                if p.phase == "caught-up" and self.caught_up_at_slot is None:
+                    self.caught_up_at_slot = p.local_slot
+                if p.phase in ("repair", "caught-up"):
+                    self.say(join_phase_line(p))
+                    last_line = now
+                self.phase = p.phase
+            await trio.sleep(0.5)
