@@ -387,13 +387,12 @@ def resolve_genesis(args: argparse.Namespace, data_dir: Path, bootstrap: list[st
             raise UserError(f"--expected-genesis-hash: {exc}") from None
     stored_path = _stored_genesis(data_dir)
     stored = _read_genesis(stored_path, "the stored genesis")[0] if stored_path.exists() else None
+    raw: bytes | None = stored
     if args.genesis:
         raw = _read_genesis(Path(args.genesis), "genesis file")[0]
         if stored is not None and sha256(stored) != sha256(raw):
             raise UserError(f"{args.genesis} (genesis {sha256(raw).hex()}) is not the genesis this node joined "
                             f"with ({stored_path}: {sha256(stored).hex()})")
-    else:
-        raw = stored
     if raw is not None:
         if expected is not None and sha256(raw) != expected:
             raise UserError(f"genesis hash {sha256(raw).hex()} is not the expected {expected.hex()}")
