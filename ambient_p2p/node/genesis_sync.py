@@ -178,9 +178,10 @@ def stored_genesis_path(data_dir: Path) -> Path:
 class JoinStatus:
     """The join's progress after the node started (a ``NodeExtension``): ``status()["join"]``
     holds the genesis, the snapshot the node started from, and the phase, ``repair`` (with
-    the slots left to the cluster's clock slot) until the validator is within
-    ``CAUGHT_UP_MAX_LAG_SLOTS`` of it, then ``caught-up`` (with the lag). A line is printed
-    when the phase changes and every ``interval_s`` while repairing (spec/join.md "Progress")."""
+    the slots left) until the validator is within
+    ``CAUGHT_UP_MAX_LAG_SLOTS`` of the cluster's tip (the highest slot it holds shreds of),
+    then ``caught-up`` (with the lag). Until the first catch-up a line is printed when the
+    phase changes and every ``interval_s`` while repairing (spec/join.md "Progress")."""
 
     def __init__(self, genesis_hash: bytes | None, chain_id: str, validator: Any, snapshot: dict[str, Any] | None,
                  interval_s: float, say: Any) -> None:
@@ -201,7 +202,10 @@ class JoinStatus:
             return JoinProgress("gossip", genesis_hash=self.genesis_hash, chain_id=self.chain_id)
         if not getattr(v, "loaded", False):
             return JoinProgress(self.phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id)
-        local, cluster = v.cons.processed_slot(), v.slot_at(v.clock.wall_ms())
+        # the cluster's tip as this node sees it: the highest slot it holds shreds of (what
+        # turbine and repair delivered), not the wall clock, which a loaded cluster lags too
+        local = v.cons.processed_slot()
+        cluster = max(local, v.bs.highest_slot() or 0)
         lag = max(0, cluster - local)
         phase = "caught-up" if lag <= CAUGHT_UP_MAX_LAG_SLOTS else "repair"
         return JoinProgress(phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id, local_slot=local,
@@ -239,11 +243,13 @@ class JoinStatus:
         while True:
             p = self.progress()
             now = trio.current_time()
-            if p.phase != self.phase or (p.phase == "repair" and now - last_line >= self.interval_s):
-                if p.phase == "caught-up" and self.caught_up_at_slot is None:
+            # lines until the first catch-up; after it the status line says the rest
+            if self.caught_up_at_slot is None and (
+                    p.phase != self.phase or (p.phase == "repair" and now - last_line >= self.interval_s)):
+                if p.phase == "caught-up":
                     self.caught_up_at_slot = p.local_slot
                 if p.phase in ("repair", "caught-up"):
                     self.say(join_phase_line(p))
                     last_line = now
-                self.phase = p.phase
+            self.phase = p.phase
             await trio.sleep(0.5)
