@@ -266,3 +266,15 @@ def test_a_validator_serves_its_genesis_to_a_raw_requester(tmp_path: Path) -> No
     with net:
         fetched = trio.run(fetch_genesis, [net.bootstrap_addr()], g.hash(), 30.0)
         assert fetched.raw == gpath.read_bytes() and fetched.genesis == g
+
+
+def test_localnet_prints_the_newcomers_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ambient_p2p.commands.localnet import newcomer_command
+
+    net = ValidatorLocalnet(tmp_path, 2)
+    net.write_genesis()
+    monkeypatch.setattr(net, "bootstrap_addr", lambda: "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWBOOT")
+    cmd = newcomer_command(net)
+    gh = sha256(net.genesis_path.read_bytes()).hex()
+    assert cmd.startswith("ambient-p2p join /ip4/127.0.0.1/tcp/9/p2p/12D3KooWBOOT ")
+    assert f"--expected-genesis-hash {gh}" in cmd and "--genesis " not in cmd
