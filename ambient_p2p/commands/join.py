@@ -50,6 +50,11 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--genesis", metavar="FILE", help="genesis file (canonical CBOR Genesis); sets the chain id")
     p.add_argument("--chain-id", default=None, help=f"chain id when no --genesis is given (default {DEFAULT_CHAIN_ID})")
+    p.add_argument("--expected-genesis-hash", metavar="HEX", default=None,
+                   help="join: refuse a network whose genesis hash (sha256 of the genesis file, 64 hex digits, "
+                        "printed by 'localnet' and by a node that fetched it) is not HEX. Without --genesis, "
+                        "join fetches the genesis from the bootstrap peer and keeps it in DIR/genesis.cbor; "
+                        "a restart uses that one and refuses a network with another (spec/join.md)")
     p.add_argument(
         "--peer", metavar="MULTIADDR", action="append", default=[], help="additional peer to dial (repeatable)"
     )
@@ -64,9 +69,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no status lines")
     p.add_argument("--verbose", action="store_true", help="show py-libp2p's own warnings")
     p.add_argument("--validator", action="store_true",
-                   help="run the validator too (needs --genesis): produce, replay, vote, finalize")
+                   help="run the validator too (needs --genesis, or join fetches it): produce, replay, vote, finalize")
     p.add_argument("--miner", action="store_true",
-                   help="also mine (needs --genesis; runs the validator's replay): register, bid on queries for "
+                   help="also mine (needs --genesis, or join fetches it; runs the validator's replay): register, bid on queries for "
                         "the embedded model, serve the ones won (spec/auction.md)")
     p.add_argument("--miner-price", type=int, default=None, metavar="LAMPORTS_PER_TOKEN",
                    help="miner: the price asked per output token (default: DEFAULT_PRICE_PER_TOKEN of "
@@ -103,6 +108,12 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "\"pending\" (posted, the default), or once the Logit Pool settled it, with the verdicts "
                         "and the lamports paid and refunded (settled; needs --logit-pool validators on the "
                         "chain). A request's \"ambient\": {\"wait\": ...} overrides it")
+    p.add_argument("--no-snapshot-fetch", action="store_true",
+                   help="join --validator: do not download a snapshot; repair and replay every slot from genesis "
+                        "(default: a new node starts from a snapshot that 2/3 of the genesis LStake attested, "
+                        "spec/join.md)")
+    p.add_argument("--snapshot-fault", default=None, help=argparse.SUPPRESS)  # test harness: node/snapshot_sync.py
+    p.add_argument("--snapshot-chunk-bytes", type=int, default=None, help=argparse.SUPPRESS)  # test harness
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--pool-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
@@ -162,6 +173,16 @@ def check_node_options(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.join_timeout) and 0 < args.join_timeout <= MAX_JOIN_TIMEOUT_S):
         raise UserError(f"--join-timeout must be a number of seconds in (0, {MAX_JOIN_TIMEOUT_S:g}], "
                         f"not {args.join_timeout:g}")
+    if getattr(args, "snapshot_fault", None) is not None:
+        from ..node.snapshot_sync import FAULTS
+
+        if args.snapshot_fault not in FAULTS:
+            raise UserError(f"--snapshot-fault must be one of {', '.join(FAULTS)}")
+    if getattr(args, "snapshot_chunk_bytes", None) is not None:
+        from ..core.join import SNAPSHOT_CHUNK_BYTES
+
+        if not 1 <= args.snapshot_chunk_bytes <= SNAPSHOT_CHUNK_BYTES:
+            raise UserError(f"--snapshot-chunk-bytes must be 1..{SNAPSHOT_CHUNK_BYTES}")
     if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
         raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
                         f"(use --quiet for none), not {args.status_interval:g}")
@@ -232,15 +253,21 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             parse_multiaddr(a)
     except HostError as exc:
         raise UserError(str(exc)) from None
-    chain_id = load_chain_id(args.genesis, args.chain_id)
     check_node_options(args)
     check_data_dir(data_dir, validator=bool(args.validator))
+    fetched = resolve_genesis(args, data_dir, bootstrap)  # may ask the bootstrap peer (spec/join.md)
+    chain_id = load_chain_id(args.genesis, args.chain_id) if fetched is None else _fetched_chain_id(args, fetched)
     rpc_sockets = _bind_rpc(args)  # a port in use is one error line, before anything is written
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {data_dir}: {exc.strerror}") from None
+    if fetched is not None:
+        _store_genesis(data_dir, fetched)
+        args.genesis = str(_stored_genesis(data_dir))
     kp = load_identity(args.keypair, data_dir)
+    if args.validator and bootstrap and args.genesis and not args.no_snapshot_fetch:
+        _snapshot_phase(args, data_dir, bootstrap)
 
     import logging
 
@@ -293,7 +320,9 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             tpu = Tpu(validator) if validator is not None else None
             if rpc is not None and tpu is not None:
                 rpc.tpu_submit = tpu.submit_transactions  # sendTransaction through the TPU
-            ext = compose(TpuExtension(tpu) if tpu is not None else None, roles, BlobExtension(blobs), rpc)
+            ext = compose(TpuExtension(tpu) if tpu is not None else None, roles, BlobExtension(blobs), rpc,
+                          _genesis_server(args), _snapshot_server(args, validator, kp),
+                          _join_status(args, validator, chain_id, bootstrap))
             if rpc is not None and ext is not None:
                 rpc.control_fn = ext.control  # the chat door submits through the node's own commands
             await NetNode(cfg, ext).run()
@@ -329,6 +358,176 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     return 0
 
 
+def _stored_genesis(data_dir: Path) -> Path:
+    from ..node.genesis_sync import stored_genesis_path
+
+    return stored_genesis_path(data_dir)
+
+
+def _read_genesis(path: Path, what: str) -> tuple[bytes, Any]:
+    from ..core.join import JoinRejected, genesis_from_answer
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return raw, genesis_from_answer(raw, None)
+    except JoinRejected as exc:
+        raise UserError(f"{path} is not a genesis file: {exc}") from None
+
+
+def resolve_genesis(args: argparse.Namespace, data_dir: Path, bootstrap: list[str]) -> Any:
+    """Which genesis the node runs with (spec/join.md "Genesis"), checked before anything
+    is written. ``--genesis FILE`` wins; else the one stored in DIR by an earlier join; else,
+    for ``join``, the bootstrap peer's, fetched now. ``--expected-genesis-hash`` must match
+    whichever it is, and a stored one must match both ``--genesis`` and the network's.
+    Returns the freshly fetched genesis (the caller stores it once DIR exists), or None."""
+    from ..core.crypto import sha256
+    from ..core.join import parse_genesis_hash
+
+    expected = None
+    if args.expected_genesis_hash is not None:
+        try:
+            expected = parse_genesis_hash(args.expected_genesis_hash)
+        except ValueError as exc:
+            raise UserError(f"--expected-genesis-hash: {exc}") from None
+    stored_path = _stored_genesis(data_dir)
+    stored = _read_genesis(stored_path, "the stored genesis")[0] if stored_path.exists() else None
+    raw: bytes | None = stored
+    if args.genesis:
+        raw = _read_genesis(Path(args.genesis), "genesis file")[0]
+        if stored is not None and sha256(stored) != sha256(raw):
+            raise UserError(f"{args.genesis} (genesis {sha256(raw).hex()}) is not the genesis this node joined "
+                            f"with ({stored_path}: {sha256(stored).hex()})")
+    if raw is not None:
+        if expected is not None and sha256(raw) != expected:
+            raise UserError(f"genesis hash {sha256(raw).hex()} is not the expected {expected.hex()}")
+        if stored is not None and not args.genesis:
+            args.genesis = str(stored_path)
+            if bootstrap:  # a restart refuses a network with another genesis
+                _check_network_genesis(args, bootstrap, raw)
+        return None
+    if not bootstrap:
+        if args.validator:
+            raise UserError("--validator needs --genesis (or join a network, which hands it over)")
+        if expected is not None:
+            raise UserError("--expected-genesis-hash needs --genesis on a node that joins no one")
+        return None
+    fetched = _fetch(args, bootstrap, expected, required=expected is not None or bool(args.validator))
+    if fetched is not None and not args.quiet:
+        print(f"genesis {sha256(fetched.raw).hex()} chain {fetched.genesis.chain_id} (from {fetched.peer})",
+              flush=True)
+    return fetched
+
+
+def _fetch(args: argparse.Namespace, bootstrap: list[str], expected: bytes | None, *, required: bool) -> Any:
+    from ..node.genesis_sync import GenesisFetchError, fetch_genesis_blocking
+
+    if not args.quiet:
+        print(f"join: connecting to {bootstrap[0]}", flush=True)
+    try:
+        return fetch_genesis_blocking(bootstrap, expected, args.join_timeout)
+    except GenesisFetchError as exc:
+        if exc.not_found and not required:
+            return None  # a gossip-only network: join its gossip, as before (no genesis)
+        raise UserError(str(exc)) from None
+
+
+def _check_network_genesis(args: argparse.Namespace, bootstrap: list[str], raw: bytes) -> None:
+    from ..core.crypto import sha256
+    from ..node.genesis_sync import GenesisFetchError, fetch_genesis_blocking
+
+    try:
+        fetch_genesis_blocking(bootstrap, sha256(raw), args.join_timeout)
+    except GenesisFetchError as exc:
+        if exc.not_found or exc.unreachable:
+            return  # the node's own join reports an unreachable peer; a genesis-less one is harmless
+        raise UserError(f"{exc} (this node's data directory holds genesis {sha256(raw).hex()})") from None
+
+
+def _fetched_chain_id(args: argparse.Namespace, fetched: Any) -> str:
+    cid = str(fetched.genesis.chain_id)
+    if args.chain_id and args.chain_id != cid:
+        raise UserError(f"--chain-id {args.chain_id} contradicts the network's genesis chain id {cid}")
+    return cid
+
+
+def _store_genesis(data_dir: Path, fetched: Any) -> None:
+    from ..ledger.durable import write_durable
+
+    write_durable(_stored_genesis(data_dir), fetched.raw)
+
+
+def _genesis_server(args: argparse.Namespace) -> Any:
+    """Every node with a genesis serves it on /ambient/genesis/1 (spec/join.md)."""
+    if not args.genesis:
+        return None
+    from ..node.genesis_sync import GenesisExtension
+
+    return GenesisExtension(Path(args.genesis).read_bytes())
+
+
+def _join_status(args: argparse.Namespace, validator: Any, chain_id: str, bootstrap: list[str]) -> Any:
+    """``status()["join"]`` and the join's progress lines, on a node that joined someone."""
+    if not bootstrap:
+        return None
+    from ..core.crypto import sha256
+    from ..node.genesis_sync import JoinStatus
+
+    gh = sha256(Path(args.genesis).read_bytes()) if args.genesis else None
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    return JoinStatus(gh, chain_id, validator, getattr(args, "snapshot_report", None), args.status_interval, say)
+
+
+def _snapshot_server(args: argparse.Namespace, validator: Any, kp: Any) -> Any:
+    """A validator serves its rooted node snapshots (spec/join.md "Snapshot sync")."""
+    if validator is None:
+        return None
+    from ..core.join import SNAPSHOT_CHUNK_BYTES
+    from ..node.snapshot_sync import SnapshotServer
+
+    return SnapshotServer(validator.bs, kp, validator.genesis.hash(), fault=args.snapshot_fault,
+                          chunk_bytes=args.snapshot_chunk_bytes or SNAPSHOT_CHUNK_BYTES)
+
+
+def _snapshot_phase(args: argparse.Namespace, data_dir: Path, bootstrap: list[str]) -> None:
+    """A new validator (no blockstore yet) starts from a snapshot its peers attest, when
+    one is trusted (spec/join.md); otherwise it repairs from genesis as before."""
+    from ..node.validator import BLOCKSTORE_DIR
+
+    if (data_dir / BLOCKSTORE_DIR).exists():
+        return  # a restart: the node's own ledger and snapshots
+    from ..core.codec import DecodeError, decode
+    from ..core.messages import Genesis
+    from ..node.snapshot_sync import SnapshotSyncError, sync_snapshot_blocking
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
+    try:
+        rep = sync_snapshot_blocking(bootstrap, genesis, data_dir, args.join_timeout, say)
+    except (SnapshotSyncError, DecodeError) as exc:
+        print(f"warning: snapshot download failed ({exc}); repairing from genesis", file=sys.stderr, flush=True)
+        return
+    if rep.avoided:
+        print(f"warning: snapshot servers avoided: {rep.avoided}", file=sys.stderr, flush=True)
+    if rep.slot is None:
+        say(f"join: {rep.note}; repairing from genesis")
+        return
+    args.snapshot_report = {"slot": rep.slot, "bytes": rep.size, "seconds": round(rep.seconds, 3),
+                            "attested_stake": rep.attested_stake, "total_stake": rep.total_stake,
+                            "avoided": rep.avoided}
+    say(f"join: snapshot of slot {rep.slot} verified and installed ({rep.size:,} bytes in {rep.seconds:.2f} s); "
+        "repairing the slots after it")
+
+
 def _check_miner_args(args: argparse.Namespace) -> None:
     """The miner options, before anything is written (a miner follows the chain: it runs
     the validator's replay, so ``--miner`` implies ``--validator``)."""
@@ -350,8 +549,8 @@ def _check_miner_args(args: argparse.Namespace) -> None:
 
         if args.miner_fault not in FAULTS:
             raise UserError(f"--miner-fault must be one of {', '.join(FAULTS)}")
-    if not args.genesis:
-        raise UserError("--miner needs --genesis")
+    if not args.genesis and args.bootstrap is None:
+        raise UserError("--miner needs --genesis (or join a network, which hands it over)")
     if args.miner_price is not None and not 1 <= args.miner_price <= 2**63:
         raise UserError(f"--miner-price must be a positive number of lamports per token, not {args.miner_price}")
     if args.miner_threads is not None and not 1 <= args.miner_threads <= 256:

@@ -156,6 +156,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         except (RuntimeError, TimeoutError) as exc:
             raise UserError(f"localnet failed to start: {exc}") from None
         print(f"localnet: bootstrap {net.bootstrap_addr()}", flush=True)
+        print(f"localnet: a newcomer joins with: {newcomer_command(net)}", flush=True)
         if not args.no_rpc:
             for n in net.nodes:
                 port = net.rpc_port(n.index)
@@ -189,3 +190,14 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     codes = [n.proc.returncode for n in net.nodes]
     print(f"localnet: stopped (exit codes {codes})", flush=True)
     return 0
+
+
+def newcomer_command(net: Any) -> str:
+    """What a person types to join this localnet from another terminal (spec/join.md): the
+    bootstrap multiaddr and the genesis hash; join fetches the genesis itself."""
+    from ..core.crypto import sha256
+
+    gh = sha256(net.genesis_path.read_bytes()).hex()
+    return (f"ambient-p2p join {net.bootstrap_addr()} --expected-genesis-hash {gh} "
+            f"--validator --no-rpc --ledger ./newcomer")
+

@@ -60,6 +60,7 @@ SIGNING_PURPOSES: frozenset[str] = frozenset(
         "auction-bid",  # query-auction bids
         "auction-query",  # user query orders
         "node-info",  # signed contact info / peer records
+        "snapshot",  # a node's attestation of a rooted snapshot it serves (spec/join.md)
         "test",  # reserved for test vectors; never accepted by the node
     }
 )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..core import crypto
 from ..core.blobs import MAX_BLOB_BYTES
-from ..core.codec import Bytes, List, Opt, Text, UInt, encode, fld, message
+from ..core.codec import Bytes, List, Opt, Rec, Text, UInt, encode, fld, message, record
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import ZERO_SIGNATURE
 
@@ -272,3 +272,89 @@ def make_standin_shred(
     )
     pkt = (head + body)[:size]
     return pkt + bytes(size - len(pkt))
+
+
+# -- joining a network (spec/join.md; issue 20) ---------------------------------------------
+#: The most genesis bytes a ``GenesisResponse`` carries: the codec's 1 MiB message bound
+#: less the response's own fields (a genesis of a few KiB in practice).
+MAX_GENESIS_RESPONSE_BYTES = (1 << 20) - 128
+
+
+@message(type_id=0x0230, version=1, max_size=64)
+@dataclass(frozen=True)
+class GenesisRequest:
+    """Ask a peer for its chain's genesis (``/ambient/genesis/1``, spec/join.md)."""
+
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0231, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class GenesisResponse:
+    """The canonical encoding of the responder's ``Genesis`` (0x0001), or no ``genesis``
+    field when it runs without one (a gossip-only node). The requester hashes exactly these
+    bytes (core/join.py ``genesis_from_answer``)."""
+
+    nonce: int = fld(UInt(32))
+    genesis: bytes | None = fld(Opt(Bytes(MAX_GENESIS_RESPONSE_BYTES)), default=None)
+
+
+#: Snapshot sync (spec/join.md "Snapshot sync"): attestations a node hands out, and chunks.
+MAX_SNAPSHOT_OFFERS = 4
+MAX_SNAPSHOT_CHUNK_HASHES = 64
+MAX_SNAPSHOT_CHUNK_BYTES = 64 * 1024
+
+
+@record
+@dataclass(frozen=True)
+class SnapshotAttestation:
+    """A node's signed statement about a rooted snapshot it serves (core/join.py
+    ``Attestation``; signed bytes in spec/join.md, purpose ``snapshot``)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    genesis_hash: bytes = fld(Bytes(32, exact=True))
+    slot: int = fld(UInt(64))
+    bank_hash: bytes = fld(Bytes(32, exact=True))
+    snapshot_hash: bytes = fld(Bytes(32, exact=True))
+    size: int = fld(UInt(32))
+    chunk_bytes: int = fld(UInt(32))
+    chunk_hashes: tuple[bytes, ...] = fld(List(Bytes(32, exact=True), MAX_SNAPSHOT_CHUNK_HASHES))
+    signature: bytes = fld(Bytes(64, exact=True))
+
+
+@message(type_id=0x0232, version=1, max_size=64)
+@dataclass(frozen=True)
+class SnapshotOffersRequest:
+    """Ask a peer which rooted node snapshots it serves (``/ambient/snapshot-offers/1``)."""
+
+    nonce: int = fld(UInt(32))
+
+
+@message(type_id=0x0233, version=1, max_size=MAX_SNAPSHOT_OFFERS * (MAX_SNAPSHOT_CHUNK_HASHES * 34 + 320) + 64)
+@dataclass(frozen=True)
+class SnapshotOffers:
+    """The responder's attestations, newest first (empty: it serves none)."""
+
+    nonce: int = fld(UInt(32))
+    offers: tuple[SnapshotAttestation, ...] = fld(List(Rec(SnapshotAttestation), MAX_SNAPSHOT_OFFERS))
+
+
+@message(type_id=0x0234, version=1, max_size=128)
+@dataclass(frozen=True)
+class SnapshotChunkRequest:
+    """Chunk ``index`` of the snapshot whose sha256 is ``snapshot_hash``
+    (``/ambient/snapshot-chunk/1``)."""
+
+    nonce: int = fld(UInt(32))
+    snapshot_hash: bytes = fld(Bytes(32, exact=True))
+    index: int = fld(UInt(32))
+
+
+@message(type_id=0x0235, version=1, max_size=MAX_SNAPSHOT_CHUNK_BYTES + 128)
+@dataclass(frozen=True)
+class SnapshotChunk:
+    """The chunk's bytes (checked by the requester against the attested chunk hash)."""
+
+    nonce: int = fld(UInt(32))
+    index: int = fld(UInt(32))
+    data: bytes = fld(Bytes(MAX_SNAPSHOT_CHUNK_BYTES))

@@ -36,6 +36,8 @@ from .messages import (
     BlobRequest,
     BlobResponse,
     ErrorResponse,
+    GenesisRequest,
+    GenesisResponse,
     NoncedShreds,
     PeersRequest,
     PeersResponse,
@@ -46,6 +48,10 @@ from .messages import (
     SlotShredsRequest,
     TxBatch,
     TxBatchAck,
+    SnapshotChunk,
+    SnapshotChunkRequest,
+    SnapshotOffers,
+    SnapshotOffersRequest,
     shred_key,
 )
 
@@ -109,10 +115,23 @@ BLOB: ReqRespProtocol[BlobRequest, BlobResponse] = ReqRespProtocol(
 TPU: ReqRespProtocol[TxBatch, TxBatchAck] = ReqRespProtocol(
     "/ambient/tpu/1", TxBatch, TxBatchAck, (128.0, 64.0)
 )
+#: The chain's genesis for a joining node (spec/join.md): asked once per join.
+GENESIS: ReqRespProtocol[GenesisRequest, GenesisResponse] = ReqRespProtocol(
+    "/ambient/genesis/1", GenesisRequest, GenesisResponse, (4.0, 0.5)
+)
+#: Snapshot sync (spec/join.md): which rooted snapshots a peer serves, and their 64 KiB
+#: chunks (the refill, 16/s, bounds what one peer pulls from us to ~1 MiB/s).
+SNAPSHOT_OFFERS: ReqRespProtocol[SnapshotOffersRequest, SnapshotOffers] = ReqRespProtocol(
+    "/ambient/snapshot-offers/1", SnapshotOffersRequest, SnapshotOffers, (8.0, 1.0)
+)
+SNAPSHOT_CHUNK: ReqRespProtocol[SnapshotChunkRequest, SnapshotChunk] = ReqRespProtocol(
+    "/ambient/snapshot-chunk/1", SnapshotChunkRequest, SnapshotChunk, (64.0, 16.0)
+)
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
-    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU)
+    p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU, GENESIS,
+                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
@@ -121,6 +140,9 @@ PROTO_REPAIR_SLOT = REPAIR_SLOT.proto_id
 PROTO_SHRED_PUSH = SHRED_PUSH.proto_id
 PROTO_BLOB = BLOB.proto_id
 PROTO_TPU = TPU.proto_id
+PROTO_GENESIS = GENESIS.proto_id
+PROTO_SNAPSHOT_OFFERS = SNAPSHOT_OFFERS.proto_id
+PROTO_SNAPSHOT_CHUNK = SNAPSHOT_CHUNK.proto_id
 
 
 class ReqRespError(ProtocolError):
