@@ -294,5 +294,33 @@ def recompute_boundaries(stages: list[StageModel], prompt: list[int], output: li
     return out
 
 
+def blame_route(lm: LoadedModel, cmts: list[Any], prompt: list[int], output: list[int],
+                final_fps: dict[int, Any], openings: dict[int, list[Any]]) -> Any:
+    """A validator's stage check (spec/shard.md "Blame"): structural route check, then at
+    every opened position (``openings[x]``: one StageOpening per stage, ``final_fps[x]``: the
+    driver's final-logits fingerprint there) the blame rule over boundaries recomputed by one
+    full-prefix pass of the validator's own (unsharded) weights. Returns the first
+    non-ok :class:`ambient_p2p.core.shard.Blame`, else the ok one of the last position."""
+    from ..core import shard as sh
+    from ..core.codec import encode
+
+    total = int(lm.model.config.num_hidden_layers)
+    head = sh.check_route(cmts, expected_model_id=lm.model_id, total_layers=total)
+    if not head.ok:
+        return head
+    positions = sorted(openings)
+    views = [stage_of(lm, c.start, c.end) for c in cmts]
+    rows = recompute_boundaries(views, prompt, output, positions)
+    res = head
+    for i, x in enumerate(positions):
+        res = sh.blame_position(
+            cmts, openings[x], [r[i].numpy() for r in rows], position=x,
+            first_input_digest=sh.tokens_frame_digest(sh.frame_tokens(prompt, output, x)),
+            final_output_digest=sh.frame_digest(encode(final_fps[x])))
+        if not res.ok:
+            return res
+    return res
+
+
 __all__ = ["LayerRange", "StageModel", "StepOutput", "load_stage", "model_layers", "parse_range", "perturb_weights",
-           "recompute_boundaries", "stage_of"]
+           "blame_route", "recompute_boundaries", "stage_of"]
