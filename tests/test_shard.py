@@ -46,7 +46,7 @@ def tiny() -> runner.LoadedModel:
 def test_split_payment_sums_exactly_and_is_proportional(total: int, work: list[tuple[int, int]]) -> None:
     w = [a * b for a, b in work]
     if sum(w) == 0:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no work"):
             sh.split_payment(total, work)
         return
     parts = sh.split_payment(total, work)
@@ -66,7 +66,7 @@ def test_quantize_row_grid_and_rejects() -> None:
     q = sh.unpack_q(sh.quantize_row(np.array([0.0, 1.0, -1.0, 2**-13, -(2**-13), 1e9], dtype=np.float32)))
     assert q.tolist() == [0, 4096, -4096, 1, 0, sh.STAGE_Q_MAX]
     for bad in (np.array([np.nan], dtype=np.float32), np.array([np.inf], dtype=np.float32), np.zeros(0)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"finite|boundary row of 0"):
             sh.quantize_row(bad)
 
 
@@ -142,7 +142,7 @@ def test_check_route_structure() -> None:
     forged = replace(cmts[1], root=bytes(32))
     assert sh.check_route([cmts[0], forged, cmts[2]], **ok).reason == sh.ShardReason.BAD_SIGNATURE
     assert decode(encode(cmts[1])) == cmts[1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="start < end"):
         replace(cmts[0], start=3, end=3)
 
 
@@ -174,16 +174,16 @@ def test_every_split_of_a_random_model_is_bitwise_equal(tiny: runner.LoadedModel
     # the chain's greedy tokens and log-probs are the whole model's
     lp = [(r.double() - torch.logsumexp(r.double(), 0)) for r in ref]
     assert all(torch.equal(a, b) for a, b in zip(lp, gen.logprobs, strict=True))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="position offset 3"):
         parts[1].step(torch.zeros(1, 2, 64), 3, parts[1].new_cache())  # offset != cached positions
 
 
 def test_parse_range_and_bounds() -> None:
     assert stages.parse_range("0:10") == (0, 10)
     for bad in ("10", "a:b", "5:5", "7:3", "1:2:3", "-1:4"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="layer range"):
             stages.parse_range(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not inside 0:30"):
         stages.LayerRange(0, 31, 30)
 
 
@@ -347,7 +347,7 @@ def test_session_protocol_refusals_change_nothing(tiny: runner.LoadedModel) -> N
             close = StageCloseRequest(nonce=3, query=b"\x02" * 32, num_tokens=1)
             assert await code_of(dh, peer, STAGE_CLOSE, close) == "bad-position"
             assert srv.stats.refused["no-session"] == 2 and srv.stats.refused["wrong-stage"] == 1
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="either tokens or hidden"):
             StageForwardRequest(nonce=1, query=QUERY, pos=0, rows=1, tokens=(1,), hidden=b"\0" * 4)
 
     run_trio(main, 120)

@@ -322,5 +322,15 @@ def blame_route(lm: LoadedModel, cmts: list[Any], prompt: list[int], output: lis
     return res
 
 
-__all__ = ["LayerRange", "StageModel", "StepOutput", "load_stage", "model_layers", "parse_range", "perturb_weights",
-           "blame_route", "recompute_boundaries", "stage_of"]
+__all__ = [
+    "LayerRange",
+    "StageModel",
+    "StepOutput",
+    "blame_route",
+    "load_stage",
+    "model_layers",
+    "parse_range",
+    "perturb_weights",
+    "recompute_boundaries",
+    "stage_of",
+]

@@ -88,7 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from libp2p.abc import IHost
     from libp2p.peer.id import ID
 
-TOPIC_KINDS: tuple[str, ...] = ("shreds", "votes", "logit-pool", "auction", "txs")
+TOPIC_KINDS: tuple[str, ...] = ("shreds", "votes", "logit-pool", "auction", "txs", "stages")
 #: Largest encoded envelope (bytes) admitted per topic kind.
 TOPIC_LIMITS: dict[str, int] = {
     "shreds": 128 * 1024 + GOSSIP_ENVELOPE_OVERHEAD_BYTES,
@@ -96,6 +96,7 @@ TOPIC_LIMITS: dict[str, int] = {
     "logit-pool": 64 * 1024,
     "auction": 8 * 1024,
     "txs": 64 * 1024,
+    "stages": 2 * 1024,  # StageAnnounce (spec/shard.md): a served layer range and its throughput
 }
 #: Gossipsub protocol ids we speak (1.1 for peers without IDONTWANT).
 GOSSIPSUB_PROTOCOLS = ("/meshsub/1.2.0", "/meshsub/1.1.0")

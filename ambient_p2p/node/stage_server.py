@@ -290,6 +290,153 @@ def last_stage_fingerprint(logits: Any, position: int, temp_milli: int, seed: by
     return pol.make_fingerprint(position, tok, cand)
 
 
+# -- on a node: ``join``/``run --serve-layers A:B`` ------------------------------------------------
+#: How often a serving node re-announces its range and throughput on the ``stages`` topic.
+STAGE_ANNOUNCE_INTERVAL_S = 10.0
+#: Announcements older than this are dropped from the directory (a server that left).
+STAGE_ANNOUNCE_TTL_S = 60.0
+#: Most announcements one node keeps (bounded by origin).
+MAX_STAGE_DIRECTORY = 1024
+#: Decode steps timed at start-up for the announced throughput.
+CALIBRATION_STEPS = 8
+
+
+def measure_tokens_per_s(stage: StageModel) -> float:
+    """Decode steps per second of ``stage`` after an 8-row prompt frame (worker thread)."""
+    import torch
+
+    cache = stage.new_cache()
+    h = stage.hidden_size
+    inp = torch.zeros((1, 8), dtype=torch.long) if stage.rng.first else torch.zeros((1, 8, h))
+    stage.step(inp, 0, cache)
+    t0 = time.perf_counter()
+    for i in range(CALIBRATION_STEPS):
+        one = torch.zeros((1, 1), dtype=torch.long) if stage.rng.first else torch.zeros((1, 1, h))
+        stage.step(one, 8 + i, cache)
+    return CALIBRATION_STEPS / max(1e-9, time.perf_counter() - t0)
+
+
+def check_stage_announce(env: Any) -> str | None:
+    """Gossip payload check of the ``stages`` topic: a well-formed ``StageAnnounce``."""
+    from ..core.codec import DecodeError, decode
+    from ..net.messages import StageAnnounce
+
+    try:
+        a = decode(env.payload, expected=StageAnnounce)
+    except DecodeError as exc:
+        return exc.reason
+    if not a.start < a.end <= a.total:
+        return "bad-range"
+    return None
+
+
+class StageExtension:
+    """A stage server on the networking node (net/node.py ``NodeExtension``): serves the
+    stage protocols once the layers are loaded (``unavailable`` before), announces its
+    range and measured throughput on the ``stages`` gossip topic every
+    :data:`STAGE_ANNOUNCE_INTERVAL_S`, and keeps the directory of announced servers (what a
+    route driver plans with; control command ``stages``)."""
+
+    def __init__(self, kp: Keypair, model: str, start: int, end: int, *, threads: int = 1,
+                 kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES) -> None:
+        self.kp = kp
+        self.model = model
+        self.start, self.end = start, end
+        self.threads = threads
+        self.kv_budget_bytes = kv_budget_bytes
+        self.server: StageServer | None = None
+        self.state = "loading"
+        self.tokens_per_s = 0.0
+        self.announced = 0
+        self.directory: dict[bytes, tuple[Any, int]] = {}  # origin -> (StageAnnounce, received ms)
+
+    def payload_checks(self) -> dict[str, Any]:
+        return {"stages": check_stage_announce}
+
+    def shred_store(self) -> None:
+        return None
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        def route(name: str) -> Handler:
+            async def handle(peer: ID, req: Any) -> Any:
+                if self.server is None:
+                    raise ReqRespError("unavailable", f"stage {self.start}:{self.end} is {self.state}")
+                out = getattr(self.server, name)(peer, req)
+                return await out if name == "forward" else out
+
+            return handle
+
+        return {STAGE_OPEN.proto_id: route("open"), STAGE_FORWARD.proto_id: route("forward"),
+                STAGE_CLOSE.proto_id: route("close")}
+
+    def on_delivery(self, d: Any) -> bool:
+        if d.kind != "stages":
+            return False
+        from ..core.codec import decode
+        from ..net.messages import StageAnnounce
+
+        if d.envelope.origin in self.directory or len(self.directory) < MAX_STAGE_DIRECTORY:
+            self.directory[d.envelope.origin] = (decode(d.envelope.payload, expected=StageAnnounce), d.received_ms)
+        return True
+
+    def known(self, now_ms: int) -> list[dict[str, Any]]:
+        for k in [k for k, (_a, t) in self.directory.items() if now_ms - t > STAGE_ANNOUNCE_TTL_S * 1000]:
+            del self.directory[k]
+        return [{"origin": k.hex(), "layers": f"{a.start}:{a.end}", "total": a.total, "model_id": a.model_id.hex(),
+                 "tokens_per_s": a.tokens_per_s_milli / 1000, "addrs": list(a.addrs)}
+                for k, (a, _t) in sorted(self.directory.items())]
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"state": self.state, "layers": f"{self.start}:{self.end}",
+                              "tokens_per_s": round(self.tokens_per_s, 2), "announced": self.announced,
+                              "known_stages": len(self.directory)}
+        if self.server is not None:
+            st |= self.server.status()
+        return {"stage": st}
+
+    def status_line(self) -> str:
+        n = 0 if self.server is None else len(self.server.sessions)
+        return f"stage={self.start}:{self.end} {self.state} sessions={n}"
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        if req.get("cmd") != "stages":
+            return None
+        return {"ok": True, "stages": self.known(int(time.time() * 1000))}
+
+    def _load(self) -> tuple[StageModel, float]:
+        import torch
+
+        from ..model import stages
+
+        torch.set_num_threads(self.threads)
+        st = stages.load_stage(self.model, self.start, self.end)
+        return st, measure_tokens_per_s(st)
+
+    async def run(self, node: Any) -> None:
+        from ..core.codec import encode as enc
+        from ..net.host import full_addrs
+        from ..net.messages import MAX_MULTIADDR_CHARS, StageAnnounce
+
+        try:
+            stage, tps = await trio.to_thread.run_sync(self._load)
+        except (ValueError, OSError) as exc:  # a range outside the model, a missing model file
+            self.state = f"failed: {exc}"
+            return
+        self.server = StageServer(stage, self.kp, kv_budget_bytes=self.kv_budget_bytes)
+        self.tokens_per_s = tps
+        self.state = "serving"
+        while True:
+            addrs = tuple(a for a in (full_addrs(node.host) if node.host is not None else []) if
+                          len(a) <= MAX_MULTIADDR_CHARS)[:4]
+            ann = StageAnnounce(model_id=stage.model_id, start=self.start, end=self.end, total=stage.rng.total,
+                                tokens_per_s_milli=min(int(tps * 1000), 2**32 - 1), addrs=addrs)
+            if node.gossip is not None:
+                with contextlib.suppress(Exception):  # no peers yet: the next round tries again
+                    await node.gossip.publish("stages", enc(ann))
+                    self.announced += 1
+            await trio.sleep(STAGE_ANNOUNCE_INTERVAL_S)
+
+
 # -- a stand-alone stage host (tests, benchmarks, operators without a validator) ------------
 async def serve_stage(stage: StageModel, kp: Keypair, listen: str, *, ready: Callable[[dict[str, Any]], None],
                       kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES) -> None:
