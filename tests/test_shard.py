@@ -22,11 +22,12 @@ from ambient_p2p.core import shard as sh
 from ambient_p2p.core.codec import decode, encode
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.model import runner, stages
+from ambient_p2p.net.gossip import stages_check
 from ambient_p2p.net.host import HostConfig, full_addrs, open_host
 from ambient_p2p.net.messages import StageCloseRequest, StageForwardRequest, StageOpenRequest
 from ambient_p2p.net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, ReqRespError, ReqRespServer, request
-from ambient_p2p.node.route import RouteDriver, RouteError, StageEndpoint, plan_route
-from ambient_p2p.node.stage_server import StageServer
+from ambient_p2p.node.route import RouteDriver, RouteError, StageEndpoint, plan_route, prove_through_route
+from ambient_p2p.node.stage_server import StageExtension, StageServer
 from tests.net_helpers import run_trio
 
 LOCAL = HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))
@@ -268,6 +269,10 @@ def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.Loade
             assert all(torch.equal(a, b) for a, b in zip(lps, ref.logprobs, strict=True))
             assert _validate(tiny, ans, list(range(10))).ok
             assert all(s.sessions == {} for s in servers)  # closed everywhere
+            # the miner's proof through the route is byte for byte the unsharded miner's
+            miner = Keypair.deterministic("miner", 0)
+            proof, _ans = await prove_through_route(d, miner, b"p" * 32, prompt, 10)
+            assert encode(proof) == encode(runner.prove(tiny, miner, prompt, 10)[0])
 
             async def kill(x: int, _tok: int) -> None:
                 if x == 4:
@@ -285,6 +290,31 @@ def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.Loade
             with pytest.raises(RouteError) as ei:
                 await RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id).generate(b"q" * 32, prompt, 3)
             assert ei.value.code == "no-route"
+
+    run_trio(main, 120)
+
+
+def test_replacement_on_another_build_rebuilds_the_later_stages(tiny: runner.LoadedModel) -> None:
+    """The spare 1:3 server computes other last bits (1e-6 relative weight noise stands in for
+    another CPU/GPU): after it replaces the killed one, stage 3:4 is re-fed from its outputs,
+    the tokens stay the same, and the stage commitments and final fingerprints describe the
+    rebuilt route (links hold, the validator accepts)."""
+    prompt = [7, 8, 9, 10, 11, 12]
+    ref = runner.generate(tiny, prompt, 8)
+
+    async def main() -> None:
+        async with cluster(tiny, [(0, 1), (1, 3), (3, 4), (1, 3)], perturb={3: 1e-6}) as (eps, scopes, servers, dh):
+            async def kill(x: int, _tok: int) -> None:
+                if x == 3:
+                    scopes[1].cancel()
+
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            ans = await d.generate(QUERY, prompt, 8, on_token=kill)
+            assert ans.output == ref.output and d.resyncs == 1
+            assert [(k, new) for k, _o, new in ans.replacements] == [(1, eps[3].peer)]
+            assert [f.tok for f in ans.fps] == ref.output
+            assert servers[2].stats.closed == 2  # the stale 3:4 session abandoned, the new one committed
+            assert _validate(tiny, ans, list(range(8))).ok
 
     run_trio(main, 120)
 
@@ -360,3 +390,49 @@ def test_plan_route_prefers_throughput_and_reports_gaps() -> None:
     assert [e.peer for e in plan_route(fast + slow, 30, exclude=frozenset({"B"}))] == ["C"]
     with pytest.raises(RouteError):
         plan_route(fast[:1], 30)
+
+
+def test_stage_extension_directory_and_announce_check() -> None:
+    from ambient_p2p.core.crypto import ZERO_SIGNATURE
+    from ambient_p2p.net.gossip import Delivery
+    from ambient_p2p.net.messages import GossipEnvelope, StageAnnounce
+
+    ext = StageExtension(Keypair.deterministic("stage", 0), "random:11", 0, 2)
+    ann = StageAnnounce(model_id=b"m" * 32, start=0, end=10, total=30, tokens_per_s_milli=12_500,
+                        addrs=("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",))
+
+    def env(payload: bytes, origin: bytes = b"o" * 32) -> GossipEnvelope:
+        return GossipEnvelope(topic="/ambient/c/stages/1", origin=origin, wallclock_ms=0, payload=payload,
+                              signature=ZERO_SIGNATURE)
+
+    check = stages_check
+    assert ext.payload_checks() == {} and check(env(encode(ann))) is None
+    assert check(env(b"\x00junk")) is not None
+    assert check(env(encode(replace(ann, start=10)))) == "bad-range"
+    assert ext.on_delivery(Delivery("stages", env(encode(ann)), "peer", 1_000))
+    assert not ext.on_delivery(Delivery("txs", env(b"x"), "peer", 1_000))
+    assert ext.known(2_000) == [{"origin": (b"o" * 32).hex(), "layers": "0:10", "total": 30,
+                                 "model_id": (b"m" * 32).hex(), "tokens_per_s": 12.5, "addrs": list(ann.addrs)}]
+    assert ext.known(1_000 + 61_000) == []  # an announcement older than the TTL is dropped
+
+    async def before_load() -> None:
+        from libp2p.peer.id import ID
+
+        handler = ext.reqresp_handlers()[STAGE_OPEN.proto_id]
+        with pytest.raises(ReqRespError) as ei:
+            await handler(ID(b"\x00\x01\x02"), None)
+        assert ei.value.code == "unavailable"
+
+    run_trio(before_load, 30)
+
+
+def test_serve_layers_cli_refuses_bad_ranges_before_writing(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    for bad, why in (("0:40", "the model has 30 layers"), ("7", "not of the form A:B"), ("9:9", "empty")):
+        d = tmp_path / "node"
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "run", "--serve-layers", bad, "--data-dir", str(d)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr.startswith("error: --serve-layers") and why in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and not d.exists()

@@ -79,6 +79,7 @@ from .messages import (
     GOSSIP_ENVELOPE_OVERHEAD_BYTES,
     GossipEnvelope,
     ShredBatch,
+    StageAnnounce,
     envelope_signature_ok,
     seal_envelope,
     shred_key,
@@ -292,6 +293,16 @@ def auction_check(env: GossipEnvelope) -> str | None:
     return None
 
 
+def stages_check(env: GossipEnvelope) -> str | None:
+    """Payload check of the stages topic (spec/shard.md): one ``StageAnnounce`` with a
+    non-empty layer range inside the model."""
+    try:
+        a = decode(env.payload, expected=StageAnnounce)
+    except DecodeError as exc:
+        return exc.reason
+    return None if a.start < a.end <= a.total else "bad-range"
+
+
 @dataclass
 class EnvelopeChecker:
     """The sans-IO half of validation: pure checks over bytes + a clock reading."""
@@ -498,7 +509,8 @@ class GossipService:
         self.clock_ms = clock_ms
         self.stats = GossipStats()
         checks: dict[str, PayloadCheck] = {"shreds": shreds_check(), "logit-pool": logit_pool_check,
-                                           "auction": auction_check}
+                                           "auction": auction_check,
+                                           "stages": stages_check}
         checks.update(payload_checks or {})
         self.checker = EnvelopeChecker(chain_id, checks)
         self._reject_counts: dict[str, tuple[float, float]] = {}  # peer -> (count, last_t)

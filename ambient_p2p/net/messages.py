@@ -279,6 +279,7 @@ class StageOpenResponse:
     total: int = fld(UInt(16))
     stage: bytes = fld(Bytes(32, exact=True))  # the key that will sign the commitment
     tier: int = fld(UInt(8))
+    vocab: int = fld(UInt(32))  # the model's vocabulary (the driver's PoL commitment names it)
 
 
 @message(type_id=0x0242, version=1, max_size=MAX_STAGE_FRAME_BYTES + 4 * MAX_STAGE_FRAME_ROWS + 256)

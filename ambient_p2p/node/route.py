@@ -10,8 +10,10 @@ Fault tolerance: the driver keeps every frame it sent to each stage. When a stag
 answering (timeout, closed connection, lost session, malformed answer, a commitment whose
 root is not the driver's own), the driver picks another server for the same range, opens a
 session there, replays the kept frames in order (the same frames, so the same tensor shapes
-and, on the same build, the same bits) and checks that the replayed outputs equal the ones
-the route already used; then it continues. The answer is the one an uninterrupted run gives.
+and, on the same build, the same bits) and continues; the answer is the one an uninterrupted
+run gives. A replacement on another build computes other last bits: then every later stage
+is re-fed from the new outputs and a rebuilt last stage's fingerprints replace the old
+ones, provided the tokens already emitted stay the same (``replay-diverged`` otherwise).
 
 Stage PoL: the driver computes every stage's leaves itself (core/shard.py: digests of the
 exact bytes sent and received, the quantized boundary row) and accepts a stage's signed
@@ -21,6 +23,7 @@ any stage at any position for a validator (:meth:`RouteAnswer.open`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +34,7 @@ import numpy as np
 
 from ..core import pol
 from ..core import shard as sh
-from ..core.codec import encode
+from ..core.codec import decode, encode
 from ..net.messages import (
     MAX_STAGE_FRAME_BYTES,
     MAX_STAGE_FRAME_ROWS,
@@ -131,6 +134,7 @@ class _StageLog:
     first: bool
     last: bool
     hidden_size: int = 0
+    vocab: int = 0
     stage_key: bytes = b""
     frames: list[_Frame] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # hidden bytes, or last row + encoded fp
@@ -157,6 +161,7 @@ class RouteAnswer:
     bytes_sent: int
     bytes_received: int
     round_trips: int
+    vocab: int = 0  # the model's vocabulary, as the last stage reported it at open
 
     def open(self, position: int) -> list[sh.StageOpening]:
         """Every stage's opening at ``position`` (for a validator's blame check)."""
@@ -182,6 +187,7 @@ class RouteDriver:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.round_trips = 0
+        self.resyncs = 0  # later stages re-fed after a replacement computed other bits
 
     # -- transport ---------------------------------------------------------------------------
     async def _peer(self, ep: StageEndpoint) -> Any:
@@ -222,6 +228,7 @@ class RouteDriver:
         if log.hidden_size and resp.hidden_size != log.hidden_size:
             raise ReqRespError("bad-response", "replacement reports another hidden size")
         log.hidden_size = resp.hidden_size
+        log.vocab = resp.vocab
         log.stage_key = resp.stage
 
     async def _send(self, log: _StageLog, fr: _Frame, ctx: dict[str, Any]) -> StageForwardResponse:
@@ -256,15 +263,69 @@ class RouteDriver:
             log.endpoint = ep
             try:
                 await self._open(log, ctx)
-                for i, fr in enumerate(log.frames):
-                    resp = await self._send(log, fr, ctx)
-                    if self._output_bytes(log, resp) != log.outputs[i]:
-                        raise RouteError("replay-diverged",
-                                         f"replacement {ep.peer} for {log.start}:{log.end} differs at frame {i}")
+                await self._replay(k, logs, ctx, replacements)
                 return
             except ReqRespError as exc:
                 why = f"{exc.code}: {exc.detail}"
                 self.failed.add(ep.peer)
+
+    async def _replay(self, k: int, logs: list[_StageLog], ctx: dict[str, Any],
+                      replacements: list[tuple[int, str, str]]) -> None:
+        """Resend slot ``k``'s kept frames to its (fresh) session, recomputing its outputs
+        and leaves. Same build: the same bytes, nothing else changes. Another build: the
+        outputs differ in the last bits, so every later stage is re-fed from the new outputs
+        (:meth:`_resync`), and for the last stage the final fingerprints are replaced; the
+        tokens already emitted must stay the same (else ``replay-diverged``)."""
+        log = logs[k]
+        frames, old = log.frames, log.outputs
+        log.frames, log.outputs, log.leaves, log.in_parts, log.out_parts = [], [], [], [], []
+        for fr in frames:
+            resp = await self._send(log, fr, ctx)
+            self._record(log, fr, resp, ctx)
+        if log.outputs == old:
+            return
+        if not log.last:
+            await self._resync(k + 1, logs, ctx, replacements)
+            return
+        fps: list[pol.LogitFingerprint] = ctx["fps"]
+        new = [decode(o[4 * log.hidden_size :], expected=pol.LogitFingerprint) for o in log.outputs
+               if len(o) > 4 * log.hidden_size]
+        if [f.tok for f in new[: len(fps)]] != [f.tok for f in fps]:
+            raise RouteError("replay-diverged", f"the rebuilt route emits other tokens (layers {log.start}:{log.end})")
+        fps[:] = new[: len(fps)]
+
+    async def _resync(self, k: int, logs: list[_StageLog], ctx: dict[str, Any],
+                      replacements: list[tuple[int, str, str]]) -> None:
+        """Re-feed slot ``k`` (same server, new session) with the previous slot's new outputs."""
+        log = logs[k]
+        log.frames = [_Frame(fr.pos, fr.rows, (), out) for fr, out in zip(log.frames, logs[k - 1].outputs, strict=True)]
+        self.resyncs += 1
+        try:
+            with contextlib.suppress(ReqRespError):  # abandon the stale session (it may be gone already)
+                await self._call(log.endpoint, STAGE_CLOSE, StageCloseRequest(nonce=next(self._nonce),
+                                 query=ctx["query"], num_tokens=0), STAGE_OPEN_TIMEOUT_S)
+            await self._open(log, ctx)
+            await self._replay(k, logs, ctx, replacements)
+        except ReqRespError as exc:
+            await self._replace(k, logs, ctx, f"{exc.code}: {exc.detail}", replacements)
+
+    def _record(self, log: _StageLog, fr: _Frame, resp: StageForwardResponse, ctx: dict[str, Any]) -> None:
+        """Keep the frame and its output; compute the leaf exactly as the stage does."""
+        log.frames.append(fr)
+        log.outputs.append(self._output_bytes(log, resp))
+        log.in_parts.append(sh.tokens_payload(fr.tokens) if log.first else fr.hidden)
+        if log.last:
+            if resp.fp is not None:
+                log.out_parts.append(encode(resp.fp))
+        else:
+            log.out_parts.append(resp.hidden)
+        if fr.pos + fr.rows >= ctx["prompt_len"]:
+            row = np.frombuffer(resp.hidden, dtype="<f4")[-log.hidden_size:]
+            in_d = (sh.tokens_frame_digest(np.frombuffer(b"".join(log.in_parts), dtype=">u4").tolist())
+                    if log.first else sh.frame_digest(*log.in_parts))
+            log.leaves.append(sh.StageFingerprint(pos=len(log.leaves), in_digest=in_d,
+                                                  out_digest=sh.frame_digest(*log.out_parts), q=sh.quantize_row(row)))
+            log.in_parts, log.out_parts = [], []
 
     async def _forward(self, k: int, logs: list[_StageLog], fr: _Frame, ctx: dict[str, Any],
                        replacements: list[tuple[int, str, str]]) -> StageForwardResponse:
@@ -275,21 +336,7 @@ class RouteDriver:
                 break
             except ReqRespError as exc:
                 await self._replace(k, logs, ctx, f"{exc.code}: {exc.detail}", replacements)
-        log.frames.append(fr)
-        out = self._output_bytes(log, resp)
-        log.outputs.append(out)
-        # the leaf, exactly as the stage computes it (core/shard.py)
-        log.in_parts.append(sh.tokens_payload(fr.tokens) if log.first else fr.hidden)
-        log.out_parts.append(encode(resp.fp) if log.last and resp.fp is not None else resp.hidden if not log.last
-                             else b"")
-        if fr.pos + fr.rows >= ctx["prompt_len"]:
-            row = np.frombuffer(resp.hidden, dtype="<f4")[-log.hidden_size:]
-            in_d = (sh.tokens_frame_digest(np.frombuffer(b"".join(log.in_parts), dtype=">u4").tolist())
-                    if log.first else sh.frame_digest(*log.in_parts))
-            out_d = sh.frame_digest(*[p for p in log.out_parts if p])
-            log.leaves.append(sh.StageFingerprint(pos=len(log.leaves), in_digest=in_d, out_digest=out_d,
-                                                  q=sh.quantize_row(row)))
-            log.in_parts, log.out_parts = [], []
+        self._record(log, fr, resp, ctx)
         return resp
 
     async def _close(self, k: int, logs: list[_StageLog], ctx: dict[str, Any], n: int,
@@ -339,6 +386,7 @@ class RouteDriver:
         chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_STAGE_FRAME_BYTES // (4 * hsz)))
         output: list[int] = []
         fps: list[pol.LogitFingerprint] = []
+        ctx["fps"] = fps  # a rebuilt last stage (another build) replaces the final fingerprints
         logits: list[np.ndarray] = []
         for x in range(max_new_tokens):
             toks = list(prompt) if x == 0 else [output[-1]]
@@ -371,4 +419,26 @@ class RouteDriver:
             commitments=[log.commitment for log in logs if log.commitment is not None],
             leaves=[log.leaves[: len(output)] for log in logs], route=[log.endpoint for log in logs],
             replacements=replacements, total_s=time.perf_counter() - t0, bytes_sent=self.bytes_sent - sent0,
-            bytes_received=self.bytes_received - recv0, round_trips=self.round_trips - rt0)
+            bytes_received=self.bytes_received - recv0, round_trips=self.round_trips - rt0, vocab=logs[-1].vocab)
+
+
+async def prove_through_route(driver: RouteDriver, kp: Any, query: bytes, prompt: Sequence[int], max_new_tokens: int,
+                              *, tier: pol.Tier = pol.Tier.FP32, temp_milli: int = 0,
+                              sample_seed: bytes = pol.ZERO_HASH,
+                              eos_token_id: int | None = None) -> tuple[pol.PolProof, RouteAnswer]:
+    """What a miner serving a won query through a route does instead of
+    ``model/runner.prove``: generate through the route, then commit the final fingerprints
+    exactly as an unsharded miner does (the proof is the same bytes as the unsharded one on
+    the same build); the answer carries the stage commitments and leaves for the stages'
+    openings and the payment split (spec/shard.md "Payment")."""
+    ans = await driver.generate(query, prompt, max_new_tokens, temp_milli=temp_milli, sample_seed=sample_seed,
+                                eos_token_id=eos_token_id)
+    proof = pol.commit(kp, model_id=driver.model_id, tier=tier, vocab=_vocab_of(ans), top_k=pol.TOP_K,
+                       temp_milli=temp_milli, sample_seed=sample_seed, prompt=ans.prompt, output=ans.output,
+                       fps=ans.fps)
+    return proof, ans
+
+
+def _vocab_of(ans: RouteAnswer) -> int:
+    """The vocabulary size the last stage reported at open (kept by the driver)."""
+    return ans.vocab

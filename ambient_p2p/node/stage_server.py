@@ -171,7 +171,7 @@ class StageServer:
         self.sessions[key] = StageSession(req, st.new_cache(), need, now)
         self.stats.opened += 1
         return StageOpenResponse(nonce=req.nonce, hidden_size=st.hidden_size, total=st.rng.total,
-                                 stage=self.kp.pubkey, tier=int(self.tier))
+                                 stage=self.kp.pubkey, tier=int(self.tier), vocab=st.vocab_size)
 
     def _check_frame(self, s: StageSession, req: StageForwardRequest) -> None:
         st = self.stage
@@ -316,20 +316,6 @@ def measure_tokens_per_s(stage: StageModel) -> float:
     return CALIBRATION_STEPS / max(1e-9, time.perf_counter() - t0)
 
 
-def check_stage_announce(env: Any) -> str | None:
-    """Gossip payload check of the ``stages`` topic: a well-formed ``StageAnnounce``."""
-    from ..core.codec import DecodeError, decode
-    from ..net.messages import StageAnnounce
-
-    try:
-        a = decode(env.payload, expected=StageAnnounce)
-    except DecodeError as exc:
-        return exc.reason
-    if not a.start < a.end <= a.total:
-        return "bad-range"
-    return None
-
-
 class StageExtension:
     """A stage server on the networking node (net/node.py ``NodeExtension``): serves the
     stage protocols once the layers are loaded (``unavailable`` before), announces its
@@ -351,7 +337,7 @@ class StageExtension:
         self.directory: dict[bytes, tuple[Any, int]] = {}  # origin -> (StageAnnounce, received ms)
 
     def payload_checks(self) -> dict[str, Any]:
-        return {"stages": check_stage_announce}
+        return {}  # every node checks StageAnnounce payloads (net/gossip.py stages_check)
 
     def shred_store(self) -> None:
         return None
