@@ -436,3 +436,12 @@ def test_serve_layers_cli_refuses_bad_ranges_before_writing(tmp_path: Any) -> No
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and r.stderr.startswith("error: --serve-layers") and why in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1 and not d.exists()
+
+
+@pytest.mark.parametrize("argv", [["--routes", "4-stage"], ["--prompts", "0"], ["--tokens", "0"], ["--rounds", "0"]])
+def test_bench_shard_rejects_bad_arguments_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from ambient_p2p.cli import main
+
+    assert main(["bench", "shard", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -3,7 +3,8 @@
 * Throughput: tokens/s of greedy generation through 1-, 2- and 3-stage routes of stage
   server processes (``python -m ambient_p2p.node.stage_server``, one torch thread each) on
   127.0.0.1, as a ratio to the whole model generating the same tokens in this process with
-  the same thread count, measured in the same run (target >= 0.8); the per-token network
+  the same thread count, alternating prompt by prompt with the route in the same run
+  (target >= 0.8); the per-token network
   cost (bytes and request/response round trips per token, and the extra wall time per
   token over the whole model).
 * Detection table (in process, no network): each stage of a 0:10/10:20/20:30 route in turn
@@ -37,6 +38,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prompts", type=int, default=2, help="prompts per route (default 2, at most 4)")
     p.add_argument("--routes", default="1-stage,2-stage,3-stage", help="comma-separated subset of "
                    + ", ".join(ROUTES))
+    p.add_argument("--rounds", type=int, default=2, help="times every prompt runs on each side (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, here and in every stage process")
     p.add_argument("--detect-prompts", type=int, default=4, help="prompts for the detection table (0: skip)")
     p.add_argument("--detect-tokens", type=int, default=12, help="output tokens per detection prompt")
@@ -75,10 +77,17 @@ def stage_processes(ranges: list[str], threads: int) -> Iterator[list[dict[str, 
                 p.wait(30)
 
 
-def _route_run(infos: list[dict[str, Any]], model_id: bytes, prompts: list[list[int]], tokens: int) -> dict[str, Any]:
+def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], tokens: int,
+               rounds: int) -> dict[str, Any]:
+    """``rounds`` x every prompt, the whole model and the route alternately (the load of a
+    shared machine drifts; alternating gives both the same conditions). Per pair the time
+    of each; totals and the median of the per-pair ratios."""
+    import statistics
+
     import trio
 
     from ..core.crypto import Keypair
+    from ..model import runner
     from ..model.stages import parse_range
     from ..net.host import HostConfig, open_host
     from ..node.route import RouteDriver, StageEndpoint
@@ -88,20 +97,33 @@ def _route_run(infos: list[dict[str, Any]], model_id: bytes, prompts: list[list[
 
     async def main() -> None:
         async with open_host(Keypair.deterministic("bench-driver", 0), HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))) as h:
-            d = RouteDriver(h, eps, total_layers=30, model_id=model_id)
+            d = RouteDriver(h, eps, total_layers=30, model_id=lm.model_id)
             await d.generate(b"\x00" * 32, prompts[0], 2)  # warm-up: dial, first allocations
-            t0 = time.perf_counter()
+            whole_s = route_s = 0.0
             n = sent = recv = rts = 0
-            outputs = []
-            for i, pr in enumerate(prompts):
-                ans = await d.generate(bytes([i + 1]) * 32, pr, tokens)
-                n += len(ans.output)
-                sent += ans.bytes_sent
-                recv += ans.bytes_received
-                rts += ans.round_trips
-                outputs.append(ans.output)
-            out.update(seconds=time.perf_counter() - t0, tokens=n, bytes_sent=sent, bytes_received=recv,
-                       round_trips=rts, outputs=outputs)
+            same = True
+            ratios = []
+            q = 0
+            for _r in range(rounds):
+                for pr in prompts:
+                    t0 = time.perf_counter()
+                    ref = runner.generate(lm, pr, tokens)
+                    tw = time.perf_counter() - t0
+                    q += 1
+                    t0 = time.perf_counter()
+                    ans = await d.generate(q.to_bytes(32, "big"), pr, tokens)
+                    tr = time.perf_counter() - t0
+                    same = same and ans.output == ref.output
+                    whole_s += tw
+                    route_s += tr
+                    n += len(ans.output)
+                    sent += ans.bytes_sent
+                    recv += ans.bytes_received
+                    rts += ans.round_trips
+                    ratios.append(tw / tr)
+            out.update(whole_s=whole_s, route_s=route_s, tokens=n, bytes_sent=sent, bytes_received=recv,
+                       round_trips=rts, same=same, median_ratio=statistics.median(ratios),
+                       ratios=[round(r, 3) for r in ratios])
 
     trio.run(main)
     return out
@@ -159,7 +181,7 @@ def _detection(lm: Any, prompts: list[list[int]], tokens: int) -> dict[str, Any]
 def cmd_shard_bench(a: Any) -> int:
     routes = [r.strip() for r in a.routes.split(",") if r.strip()]
     bad = [r for r in routes if r not in ROUTES]
-    if bad or not 1 <= a.prompts <= len(PROMPTS) or a.tokens < 1 or a.threads < 1 or a.detect_prompts < 0:
+    if bad or not 1 <= a.prompts <= len(PROMPTS) or min(a.tokens, a.threads, a.rounds) < 1 or a.detect_prompts < 0:
         print(f"error: routes must be among {', '.join(ROUTES)}; --prompts 1..{len(PROMPTS)}; --tokens, --threads >= 1",
               file=sys.stderr)
         return 2
@@ -172,28 +194,24 @@ def cmd_shard_bench(a: Any) -> int:
     prompts = [lm.encode_prompt(t) for t in PROMPTS[: a.prompts]]
     runner.generate(lm, prompts[0], 2, stop_at_eos=False)  # warm-up
 
-    def whole() -> dict[str, Any]:
-        t0 = time.perf_counter()
-        outs = [runner.generate(lm, pr, a.tokens).output for pr in prompts]
-        return {"seconds": time.perf_counter() - t0, "tokens": sum(len(o) for o in outs), "outputs": outs}
-
     result: dict[str, Any] = {"model": lm.name, "threads": a.threads, "tokens_per_prompt": a.tokens,
-                              "prompts": a.prompts, "routes": {}}
+                              "prompts": a.prompts, "rounds": a.rounds, "load_average": list(os.getloadavg()),
+                              "routes": {}}
     for name in routes:
-        ref = whole()  # the reference right before each route: the load on a shared machine drifts
         with stage_processes(ROUTES[name], a.threads) as infos:
-            r = _route_run(infos, lm.model_id, prompts, a.tokens)
-        ref_tps = ref["tokens"] / ref["seconds"]
-        tps = r["tokens"] / r["seconds"]
-        row = {"stages": ROUTES[name], "whole_tokens_per_s": round(ref_tps, 2), "route_tokens_per_s": round(tps, 2),
-               "ratio": round(tps / ref_tps, 3), "same_tokens": r["outputs"] == ref["outputs"],
-               "bytes_per_token": round((r["bytes_sent"] + r["bytes_received"]) / r["tokens"]),
-               "round_trips_per_token": round(r["round_trips"] / r["tokens"], 2),
-               "extra_ms_per_token": round((r["seconds"] / r["tokens"] - ref["seconds"] / ref["tokens"]) * 1000, 2)}
+            r = _route_run(infos, lm, prompts, a.tokens, a.rounds)
+        n = r["tokens"]
+        row = {"stages": ROUTES[name], "whole_tokens_per_s": round(n / r["whole_s"], 2),
+               "route_tokens_per_s": round(n / r["route_s"], 2), "ratio": round(r["whole_s"] / r["route_s"], 3),
+               "median_pair_ratio": round(r["median_ratio"], 3), "pair_ratios": r["ratios"], "same_tokens": r["same"],
+               "bytes_per_token": round((r["bytes_sent"] + r["bytes_received"]) / n),
+               "round_trips_per_token": round(r["round_trips"] / n, 2),
+               "extra_ms_per_token": round((r["route_s"] - r["whole_s"]) / n * 1000, 2)}
         result["routes"][name] = row
         print(f"{name:8s} route {row['route_tokens_per_s']:6.2f} tok/s  whole {row['whole_tokens_per_s']:6.2f} tok/s  "
-              f"ratio {row['ratio']:.3f}  same tokens {row['same_tokens']}  {row['bytes_per_token']} B/token  "
-              f"{row['round_trips_per_token']} round trips/token  +{row['extra_ms_per_token']} ms/token", flush=True)
+              f"ratio {row['ratio']:.3f} (median pair {row['median_pair_ratio']:.3f})  same tokens {row['same_tokens']}  "
+              f"{row['bytes_per_token']} B/token  {row['round_trips_per_token']} round trips/token  "
+              f"+{row['extra_ms_per_token']} ms/token", flush=True)
     if a.detect_prompts:
         dprompts = [lm.encode_prompt(t) for t in (PROMPTS * 4)[: a.detect_prompts]]
         result["detection"] = _detection(lm, dprompts, a.detect_tokens)
