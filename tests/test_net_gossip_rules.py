@@ -47,6 +47,7 @@ def test_topic_names() -> None:
         "/ambient/c1/logit-pool/1",
         "/ambient/c1/auction/1",
         "/ambient/c1/txs/1",
+        "/ambient/c1/stages/1",
     ]
     assert kind_of_topic("c1", "/ambient/c1/votes/1") == "votes"
     assert kind_of_topic("c1", "/ambient/c2/votes/1") is None

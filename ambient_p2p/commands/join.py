@@ -114,6 +114,10 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "spec/join.md)")
     p.add_argument("--snapshot-fault", default=None, help=argparse.SUPPRESS)  # test harness: node/snapshot_sync.py
     p.add_argument("--snapshot-chunk-bytes", type=int, default=None, help=argparse.SUPPRESS)  # test harness
+    p.add_argument("--serve-layers", default=None, metavar="A:B",
+                   help="serve layers A:B (half-open) of the embedded model to route drivers over the stage "
+                        "protocol and announce them on the stages topic (sharded inference, spec/shard.md); "
+                        "only those layers are loaded")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--pool-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
@@ -243,6 +247,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
     data_dir = Path(args.data_dir or "ambient-node")
     _check_miner_args(args)
     _check_rpc_args(args)
+    serve_layers = _check_serve_layers(args)
     # validate user input before the (slow) libp2p import
     from ..net.host import HostError, parse_multiaddr, parse_peer_multiaddr
 
@@ -320,9 +325,14 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             tpu = Tpu(validator) if validator is not None else None
             if rpc is not None and tpu is not None:
                 rpc.tpu_submit = tpu.submit_transactions  # sendTransaction through the TPU
+            stage_ext = None
+            if serve_layers is not None:
+                from ..node.stage_server import StageExtension
+
+                stage_ext = StageExtension(kp, "default", *serve_layers)
             ext = compose(TpuExtension(tpu) if tpu is not None else None, roles, BlobExtension(blobs), rpc,
                           _genesis_server(args), _snapshot_server(args, validator, kp),
-                          _join_status(args, validator, chain_id, bootstrap))
+                          _join_status(args, validator, chain_id, bootstrap), stage_ext)
             if rpc is not None and ext is not None:
                 rpc.control_fn = ext.control  # the chat door submits through the node's own commands
             await NetNode(cfg, ext).run()
@@ -556,6 +566,23 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     if args.miner_threads is not None and not 1 <= args.miner_threads <= 256:
         raise UserError(f"--miner-threads must be 1..256, not {args.miner_threads}")
     args.validator = True
+
+
+def _check_serve_layers(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``--serve-layers A:B``: a well-formed range inside the embedded model (read from the
+    GGUF header, nothing dequantized), before anything is written."""
+    if getattr(args, "serve_layers", None) is None:
+        return None
+    from ..model.stages import model_layers, parse_range
+
+    try:
+        a, b = parse_range(args.serve_layers)
+        total = model_layers()
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--serve-layers: {exc}") from None
+    if b > total:
+        raise UserError(f"--serve-layers: the model has {total} layers, {a}:{b} is outside 0:{total}")
+    return a, b
 
 
 def _check_rpc_args(args: argparse.Namespace) -> None:

@@ -57,6 +57,7 @@ SIGNING_PURPOSES: frozenset[str] = frozenset(
         "repair",  # repair requests/responses
         "pol-commitment",  # proof-of-logits commitments by miners
         "pol-verdict",  # validator verdicts on PoL openings
+        "stage-commitment",  # sharded inference: a stage's commitment over its boundaries (spec/shard.md)
         "auction-bid",  # query-auction bids
         "auction-query",  # user query orders
         "node-info",  # signed contact info / peer records

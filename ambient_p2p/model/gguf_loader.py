@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,11 @@ class GgufModelFiles:
     chat_template: str | None
 
 
-def read_gguf(path: Path) -> GgufModelFiles:
-    """Parse and dequantize a llama-architecture GGUF file to float32 numpy arrays."""
+def read_gguf(path: Path, keep: Callable[[str], bool] | None = None) -> GgufModelFiles:
+    """Parse and dequantize a llama-architecture GGUF file to float32 numpy arrays.
+
+    ``keep`` (transformers tensor name -> bool) selects the tensors to dequantize: a stage
+    server holding layers A:B (model/stages.py) skips the rest of the file."""
     try:
         meta, entries, blob, data_start = _parse(path)
     except (OSError, ValueError) as exc:
@@ -230,18 +234,21 @@ def read_gguf(path: Path) -> GgufModelFiles:
     for entry in entries:
         name = entry.name
         if name in _GLOBAL_MAP:
-            tensors[_GLOBAL_MAP[name]] = _dequantize(entry, blob, data_start)
+            if keep is None or keep(_GLOBAL_MAP[name]):
+                tensors[_GLOBAL_MAP[name]] = _dequantize(entry, blob, data_start)
             continue
         parts = name.split(".", 2)
         if len(parts) != 3 or parts[0] != "blk" or parts[2] not in _LAYER_MAP:
             continue  # e.g. rope_freqs: recomputed by transformers from the config
+        if keep is not None and not keep(f"model.layers.{parts[1]}.{_LAYER_MAP[parts[2]]}"):
+            continue
         arr = _dequantize(entry, blob, data_start)
         if parts[2] == "attn_q.weight":
             arr = np.ascontiguousarray(_unpermute_qk(arr, n_head))
         elif parts[2] == "attn_k.weight":
             arr = np.ascontiguousarray(_unpermute_qk(arr, n_kv))
         tensors[f"model.layers.{parts[1]}.{_LAYER_MAP[parts[2]]}"] = arr
-    config["tie_word_embeddings"] = "lm_head.weight" not in tensors
+    config["tie_word_embeddings"] = all(e.name != "output.weight" for e in entries)
     return GgufModelFiles(
         config=config,
         tensors=tensors,

@@ -79,6 +79,7 @@ from .messages import (
     GOSSIP_ENVELOPE_OVERHEAD_BYTES,
     GossipEnvelope,
     ShredBatch,
+    StageAnnounce,
     envelope_signature_ok,
     seal_envelope,
     shred_key,
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from libp2p.abc import IHost
     from libp2p.peer.id import ID
 
-TOPIC_KINDS: tuple[str, ...] = ("shreds", "votes", "logit-pool", "auction", "txs")
+TOPIC_KINDS: tuple[str, ...] = ("shreds", "votes", "logit-pool", "auction", "txs", "stages")
 #: Largest encoded envelope (bytes) admitted per topic kind.
 TOPIC_LIMITS: dict[str, int] = {
     "shreds": 128 * 1024 + GOSSIP_ENVELOPE_OVERHEAD_BYTES,
@@ -96,6 +97,7 @@ TOPIC_LIMITS: dict[str, int] = {
     "logit-pool": 64 * 1024,
     "auction": 8 * 1024,
     "txs": 64 * 1024,
+    "stages": 2 * 1024,  # StageAnnounce (spec/shard.md): a served layer range and its throughput
 }
 #: Gossipsub protocol ids we speak (1.1 for peers without IDONTWANT).
 GOSSIPSUB_PROTOCOLS = ("/meshsub/1.2.0", "/meshsub/1.1.0")
@@ -289,6 +291,16 @@ def auction_check(env: GossipEnvelope) -> str | None:
     if not any(tx.account_keys[prog] == AUCTION_PROGRAM_ID for prog, _accts, _data in tx.instructions):
         return "not-auction"
     return None
+
+
+def stages_check(env: GossipEnvelope) -> str | None:
+    """Payload check of the stages topic (spec/shard.md): one ``StageAnnounce`` with a
+    non-empty layer range inside the model."""
+    try:
+        a = decode(env.payload, expected=StageAnnounce)
+    except DecodeError as exc:
+        return exc.reason
+    return None if a.start < a.end <= a.total else "bad-range"
 
 
 @dataclass
@@ -497,7 +509,8 @@ class GossipService:
         self.clock_ms = clock_ms
         self.stats = GossipStats()
         checks: dict[str, PayloadCheck] = {"shreds": shreds_check(), "logit-pool": logit_pool_check,
-                                           "auction": auction_check}
+                                           "auction": auction_check,
+                                           "stages": stages_check}
         checks.update(payload_checks or {})
         self.checker = EnvelopeChecker(chain_id, checks)
         self._reject_counts: dict[str, tuple[float, float]] = {}  # peer -> (count, last_t)

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 from ..core import crypto
 from ..core.blobs import MAX_BLOB_BYTES
-from ..core.codec import Bytes, List, Opt, Rec, Text, UInt, encode, fld, message, record
+from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, encode, fld, message, record
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import ZERO_SIGNATURE
+from ..core.pol import LogitFingerprint
+from ..core.shard import StageCommitment
 
 #: Largest payload any gossip topic admits (the shreds topic; see gossip.TOPIC_LIMITS).
 MAX_GOSSIP_PAYLOAD_BYTES = 128 * 1024
@@ -134,6 +136,8 @@ class ErrorResponse:
 
 
 ERROR_CODES = frozenset({"bad-request", "rate-limited", "not-found", "too-large", "unavailable", "internal"})
+#: the stage protocol's own codes (spec/shard.md "Session protocol")
+STAGE_ERROR_CODES = frozenset({"session-exists", "no-session", "bad-position", "busy", "wrong-stage"})
 
 
 @message(type_id=0x0215, version=1, max_size=64)
@@ -358,3 +362,119 @@ class SnapshotChunk:
     nonce: int = fld(UInt(32))
     index: int = fld(UInt(32))
     data: bytes = fld(Bytes(MAX_SNAPSHOT_CHUNK_BYTES))
+
+
+# -- sharded inference: the stage session protocol (spec/shard.md, type ids 0x0240-0x024F) ---
+#: most rows (sequence positions) one forward frame may carry; a longer prompt is sent as
+#: several frames (spec/shard.md "Frames")
+MAX_STAGE_FRAME_ROWS = 1024
+#: most hidden-state (or logits) bytes one frame may carry: a message is at most 1 MiB
+#: (core/codec.py MAX_MESSAGE_BYTES); 1,000,000 bytes = 434 SmolLM2 rows of 576 floats
+MAX_STAGE_FRAME_BYTES = 1_000_000
+
+
+@message(type_id=0x0240, version=1, max_size=512)
+@dataclass(frozen=True)
+class StageOpenRequest:
+    """Open a session for ``query`` on a stage serving layers ``start:end`` of ``model_id``.
+    ``max_positions`` bounds the session's KV cache (prompt + output tokens); sampling
+    parameters are the query's (the last stage picks the token); ``want_logits`` asks the
+    last stage to return the last row's float32 logits too (tests and benchmarks)."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+    model_id: bytes = fld(Bytes(32, exact=True))
+    start: int = fld(UInt(16))
+    end: int = fld(UInt(16))
+    prompt_len: int = fld(UInt(32))
+    max_positions: int = fld(UInt(32))
+    temp_milli: int = fld(UInt(32))
+    sample_seed: bytes = fld(Bytes(32, exact=True))
+    prompt_hash: bytes = fld(Bytes(32, exact=True))
+    want_logits: bool = fld(Bool(), default=False)
+
+
+@message(type_id=0x0241, version=1, max_size=256)
+@dataclass(frozen=True)
+class StageOpenResponse:
+    nonce: int = fld(UInt(32))
+    hidden_size: int = fld(UInt(32))
+    total: int = fld(UInt(16))
+    stage: bytes = fld(Bytes(32, exact=True))  # the key that will sign the commitment
+    tier: int = fld(UInt(8))
+    vocab: int = fld(UInt(32))  # the model's vocabulary (the driver's PoL commitment names it)
+
+
+@message(type_id=0x0242, version=1, max_size=MAX_STAGE_FRAME_BYTES + 4 * MAX_STAGE_FRAME_ROWS + 256)
+@dataclass(frozen=True)
+class StageForwardRequest:
+    """One frame at sequence positions ``pos .. pos + rows - 1``: token ids (first stage)
+    or ``rows x hidden_size`` float32 little-endian values (other stages)."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+    pos: int = fld(UInt(32))
+    rows: int = fld(UInt(32))
+    tokens: tuple[int, ...] = fld(List(UInt(32), MAX_STAGE_FRAME_ROWS), default=())
+    hidden: bytes = fld(Bytes(MAX_STAGE_FRAME_BYTES), default=b"")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rows <= MAX_STAGE_FRAME_ROWS:
+            raise ValueError(f"rows must be 1..{MAX_STAGE_FRAME_ROWS}")
+        if bool(self.tokens) == bool(self.hidden):
+            raise ValueError("a frame carries either tokens or hidden bytes")
+        if self.tokens and len(self.tokens) != self.rows:
+            raise ValueError("one token per row")
+
+
+@message(type_id=0x0243, version=1, max_size=MAX_STAGE_FRAME_BYTES + 2048)
+@dataclass(frozen=True)
+class StageForwardResponse:
+    """The boundary: ``hidden`` (rows x hidden_size float32 LE) from every stage but the last;
+    the last stage returns only its boundary's last row (the row its PoL leaf quantizes),
+    ``fp``, the final-logits fingerprint of that row (its token is the one the query's
+    sampling rule picks; absent for a prompt frame that is not the prompt's last), and
+    ``logits`` (that row's float32 logits) when the session asked."""
+
+    nonce: int = fld(UInt(32))
+    pos: int = fld(UInt(32))
+    rows: int = fld(UInt(32))
+    hidden: bytes = fld(Bytes(MAX_STAGE_FRAME_BYTES), default=b"")
+    fp: LogitFingerprint | None = fld(Opt(Rec(LogitFingerprint)), default=None)
+    logits: bytes = fld(Bytes(MAX_STAGE_FRAME_BYTES), default=b"")
+
+    def __post_init__(self) -> None:
+        if bool(self.logits) and self.fp is None:
+            raise ValueError("logits come only with the last stage's fingerprint")
+
+
+@message(type_id=0x0244, version=1, max_size=128)
+@dataclass(frozen=True)
+class StageCloseRequest:
+    """End a session; ``num_tokens > 0`` asks for the stage commitment over frames
+    ``0..num_tokens-1`` (0: abandon, no commitment)."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+    num_tokens: int = fld(UInt(32))
+
+
+@message(type_id=0x0245, version=1, max_size=1024)
+@dataclass(frozen=True)
+class StageCloseResponse:
+    nonce: int = fld(UInt(32))
+    commitment: StageCommitment | None = fld(Opt(Rec(StageCommitment)), default=None)
+
+
+@message(type_id=0x0246, version=1, max_size=512)
+@dataclass(frozen=True)
+class StageAnnounce:
+    """Gossip: a node serves layers ``start:end`` of ``model_id`` at ``tokens_per_s_milli``
+    (decode steps per second x 1000, measured at start-up). Signed by the gossip envelope."""
+
+    model_id: bytes = fld(Bytes(32, exact=True))
+    start: int = fld(UInt(16))
+    end: int = fld(UInt(16))
+    total: int = fld(UInt(16))
+    tokens_per_s_milli: int = fld(UInt(32))
+    addrs: tuple[str, ...] = fld(List(Text(MAX_MULTIADDR_CHARS), 4), default=())

@@ -46,12 +46,18 @@ from .messages import (
     RepairRequest,
     ShredPushAck,
     SlotShredsRequest,
-    TxBatch,
-    TxBatchAck,
     SnapshotChunk,
     SnapshotChunkRequest,
     SnapshotOffers,
     SnapshotOffersRequest,
+    StageCloseRequest,
+    StageCloseResponse,
+    StageForwardRequest,
+    StageForwardResponse,
+    StageOpenRequest,
+    StageOpenResponse,
+    TxBatch,
+    TxBatchAck,
     shred_key,
 )
 
@@ -83,6 +89,8 @@ class ReqRespProtocol(Generic[ReqT, RespT]):
     request: type[ReqT]
     response: type[RespT]
     rate_limit: tuple[float, float]
+    #: the server's bound on one stream (read, handler, write); a stage forward runs a model
+    timeout_s: float = 5.0
 
 
 #: The one request/response table (spec/network.md "Request/response"): protocols of every
@@ -128,10 +136,24 @@ SNAPSHOT_CHUNK: ReqRespProtocol[SnapshotChunkRequest, SnapshotChunk] = ReqRespPr
     "/ambient/snapshot-chunk/1", SnapshotChunkRequest, SnapshotChunk, (64.0, 16.0)
 )
 
+#: Sharded inference (spec/shard.md "Session protocol"): a route driver opens a session on
+#: a stage server, sends one forward frame per output token and closes. A forward runs the
+#: stage's layers (a long prompt frame takes seconds on a CPU), hence the longer bound; the
+#: bucket admits ~256 tokens/s from one driver.
+STAGE_OPEN: ReqRespProtocol[StageOpenRequest, StageOpenResponse] = ReqRespProtocol(
+    "/ambient/stage-open/1", StageOpenRequest, StageOpenResponse, (16.0, 4.0)
+)
+STAGE_FORWARD: ReqRespProtocol[StageForwardRequest, StageForwardResponse] = ReqRespProtocol(
+    "/ambient/stage-forward/1", StageForwardRequest, StageForwardResponse, (512.0, 256.0), 30.0
+)
+STAGE_CLOSE: ReqRespProtocol[StageCloseRequest, StageCloseResponse] = ReqRespProtocol(
+    "/ambient/stage-close/1", StageCloseRequest, StageCloseResponse, (16.0, 4.0)
+)
+
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
     p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU, GENESIS,
-                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK)
+                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK, STAGE_OPEN, STAGE_FORWARD, STAGE_CLOSE)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
@@ -283,7 +305,7 @@ class ReqRespServer:
 
     def _make_stream_handler(self, proto: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
-            with trio.move_on_after(REQUEST_TIMEOUT_S):
+            with trio.move_on_after(PROTOCOLS[proto].timeout_s):
                 try:
                     await self._serve(proto, stream)
                 except Exception:  # noqa: BLE001 - a broken stream must never kill the host
