@@ -57,6 +57,10 @@ def _status(data: bytes | None) -> tuple[int, Status]:
         return A.Kind.BID, acct.status
     if isinstance(acct, L.PoolAccount):
         return A.Kind.POOL, None
+    if isinstance(acct, L.DifficultyAccount):
+        return A.Kind.DIFFICULTY, None
+    if isinstance(acct, L.DisputeAccount):
+        return A.Kind.DISPUTE, None
     return A.Kind.MINER, None
 
 
@@ -170,6 +174,10 @@ class AuctionMachine(RuleBasedStateMachine):
                 assert prev != new and (ins, prev, new) in A.BID_TRANSITIONS, (ins, prev, new)
             elif kind == A.Kind.POOL:  # the draw and its verdicts: only the Logit Pool writes it
                 assert ins in (A.Instr.VERDICT, A.Instr.SETTLE)
+            elif kind == A.Kind.DIFFICULTY:  # the epoch's observation: settlements and upheld fraud proofs
+                assert ins in (A.Instr.SETTLE, A.Instr.CHALLENGE, A.Instr.CLOSE)
+            elif kind == A.Kind.DISPUTE:
+                assert ins in (A.Instr.CHALLENGE, A.Instr.RULING, A.Instr.CLOSE)
             else:
                 assert ins == A.Instr.REGISTER_MINER and old is None
         assert set(before_data) <= set(bank.auction_accounts)  # accounts are never deleted
