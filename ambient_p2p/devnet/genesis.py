@@ -32,9 +32,9 @@ from .users import (
 LOCALNET_CHAIN_ID = "localnet"
 #: 8 ticks x 100 ms = 800 ms slots (mainnet: 64 x 6.25 ms = 400 ms). 400 ms slots of 32 x
 #: 2,000 hashes (``slot_ms=400, ticks_per_slot=32, hashes_per_tick=2000``) finalize at the
-#: slot clock on a quiet 2-core machine, but the query auction's 8-slot commit/reveal windows
-#: are then 3.2 s, too short for a reveal to land under load (spec/node.md "Localnet
-#: parameters"), so the default stays 800 ms.
+#: slot clock on a quiet 2-core machine, and the auction's windows are now times (6.4 s at
+#: any slot length), but on a loaded 2-core machine their PoH falls behind the clock and
+#: nothing finalizes (spec/node.md "Localnet parameters"), so the default stays 800 ms.
 LOCALNET_TICKS_PER_SLOT = 8
 LOCALNET_SLOT_MS = 800
 #: 100 hashes per tick (mainnet 62,500): cheap to produce and verify on a small machine;
