@@ -2,7 +2,8 @@
 on loopback that take turns as leader, vote and finalize (issue 6 acceptance).
 
 Test genesis: 4 bootstrap identities with equal LStake and the localnet's default PoH and
-slot time (32 ticks of 2,000 hashes, 400 ms slots), 4 consecutive slots per leader,
+slot time (read from the genesis; all pass at 800 ms and at 400 ms / 32 x 2,000), 4
+consecutive slots per leader,
 256-slot epochs (these tests stay in epochs 0 and 1, whose schedules come from genesis).
 "Finalized slots" counts produced slots that a node has rooted (its tower reached max
 lockout on a descendant), so 20 of them need roughly 52 produced slots.
