@@ -40,9 +40,15 @@ def _json(obj: Any) -> bytes:
 
 def run(handler: str, data: bytes) -> Any:
     try:
-        v = json.loads(data)
-    except ValueError as exc:
-        raise Rejected("malformed", str(exc)) from None
+        return _run(handler, data)
+    except Rejected:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, codec.DecodeError) as exc:  # malformed input, never a crash
+        raise Rejected("malformed", f"{type(exc).__name__}: {exc}") from None
+
+
+def _run(handler: str, data: bytes) -> Any:
+    v = json.loads(data)
     if handler == "quantize":
         row = np.frombuffer(bytes.fromhex(v["row_f32le"]), dtype="<f4")
         try:
