@@ -250,7 +250,7 @@ def test_settled_chat_amounts_match_the_banks_settlement(first: list[str], secon
         c.advance_to(L.release_slot(pool, None))
         assert c.send(c.close_dispute_tx())[0].error is None
     names = {L.NO_VERDICT: None, L.ACCEPT: "accept", L.REJECT: "reject"}
-    got = settlement_amounts(posted, bond, [names[x] for x in pool.verdicts])
+    got = settlement_amounts(posted, bond, [names[x] for x in pool.verdicts], pool.quorum)
     assert c.bank.balance(q.requester) - before[0] == got["refunded_lamports"]
     assert c.bank.balance(q.winner) - before[1] == got["paid_lamports"] + got["bond_returned_lamports"]
     assert got["paid_lamports"] + got["refunded_lamports"] + got["validator_fees_lamports"] + \

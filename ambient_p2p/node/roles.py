@@ -71,7 +71,7 @@ def pool_draw_json(bank: Bank, qid: bytes) -> dict[str, Any]:
     return {"query": query_json(q), "draw": {
         "stored": lp.pool_address(qid) in bank.auction_accounts, "round": d.round,
         "beacon_slot": d.beacon_slot, "beacon": d.beacon.hex(), "verify_end_slot": d.verify_end_slot,
-        "seed": lp.draw_seed(q.pol_commitment().hash(), qid, d.first_beacon).hex(),
+        "quorum": d.quorum, "seed": lp.draw_seed(q.pol_commitment().hash(), qid, d.first_beacon).hex(),
         "validators": [{"validator": encode_address(v), "round": d.round_of(i),
                         "positions": d.positions_of(q, i), "verdict": names[d.verdicts[i]]}
                        for i, v in enumerate(d.validators)]}}

@@ -199,10 +199,12 @@ def parse_request(body: Any, model_name: str) -> ChatRequest:
     return ChatRequest(messages, mt, float(temp), seed, stops, bool(stream), bool(so.get("include_usage")), wait)
 
 
-def settlement_amounts(q: dict[str, Any], bond: int, verdicts: list[str | None]) -> dict[str, int]:
+def settlement_amounts(q: dict[str, Any], bond: int, verdicts: list[str | None],
+                       quorum: int = lp.VERDICT_QUORUM) -> dict[str, int]:
     """Where a settled query's lamports went (the rule of core/logit_pool.py ``settle``,
     spec/logit_pool.md "Settling"), from the query as posted (``q``: query_json of the
-    RESULT_POSTED account), the winning bid's bond and the final verdicts in draw order.
+    RESULT_POSTED account), the winning bid's bond, the final verdicts in draw order and the
+    pool's quorum (``per_round // 2 + 1`` of the difficulty knobs in force at the draw).
     ``refunded_lamports`` is everything that returned to the requester (escrow rest and,
     when rejected, its share of the slashed bond)."""
     escrow = int(q["escrow_lamports"])
@@ -211,7 +213,7 @@ def settlement_amounts(q: dict[str, Any], bond: int, verdicts: list[str | None])
            "bond_returned_lamports": bond, "bond_slashed_lamports": 0}
     if accepts == rejects == 0:  # nobody checked it: escrow back, bond back
         return out
-    verified = rejects < lp.VERDICT_QUORUM and accepts >= rejects
+    verified = rejects < quorum and accepts >= rejects
     counted = accepts if verified else rejects
     each = (escrow - int(q["max_price_per_token"]) * int(q["max_output_tokens"])) // counted
     left = escrow - each * counted
@@ -344,7 +346,8 @@ class ChatDoor:
                     d = (await self._call({"cmd": "pool_draw", "query": res.query}))["draw"]
                     verdicts = [v["verdict"] for v in (d["validators"] if d else [])]
                     self.counts[q["status"].lower()] += 1
-                    return Settled(q, d, settlement_amounts(q0, bond, verdicts), time.monotonic() - t0)
+                    quorum = int(d["quorum"]) if d else lp.VERDICT_QUORUM
+                    return Settled(q, d, settlement_amounts(q0, bond, verdicts, quorum), time.monotonic() - t0)
                 if int(r["bank_slot"]) > last:
                     self.counts["settle_timeout"] += 1
                     raise ChatError(504, f"query {res.query} has its answer posted but the Logit Pool did not settle "

@@ -974,7 +974,7 @@ async def ambient_get_verdicts(rpc: SolanaRpc, params: list[Any]) -> Any:
     return rpc.ctx(bank, {
         "status": q.status.name, "settlement": SETTLEMENT_OF_STATUS.get(q.status), "commitment": commitment,
         "verdicts": verdicts, "accepts": sum(v["verdict"] == "accept" for v in verdicts),
-        "rejects": sum(v["verdict"] == "reject" for v in verdicts), "quorum": lp.VERDICT_QUORUM,
+        "rejects": sum(v["verdict"] == "reject" for v in verdicts), "quorum": draw["quorum"] if draw else lp.VERDICT_QUORUM,
         "verify_end_slot": draw["verify_end_slot"] if draw else None})
 
 
