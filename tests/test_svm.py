@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from ambient_p2p.core import svm
 from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, Bank, accounts_hash
 from ambient_p2p.core.crypto import Keypair
@@ -191,13 +189,15 @@ def test_the_bank_hash_covers_account_data() -> None:
     assert svm.account_hash(k, 0, m1) == bytes(32)
 
 
-@pytest.mark.parametrize("native_first", [True, False])
-def test_mixing_native_and_svm_instructions_fails_with_the_fee(native_first: bool) -> None:
+def test_a_transaction_mixing_native_and_svm_instructions_is_atomic() -> None:
+    """A system transfer (SVM) then a failing vote instruction (native) in one transaction:
+    the transfer rolls back with it, the fee stays (spec/svm.md "Mixed transactions"; the
+    other order: tests/test_vote_program.py)."""
     from ambient_p2p.core.bank import VOTE_PROGRAM_ID
 
     b0 = genesis()
-    vote_ix = spl._ix(VOTE_PROGRAM_ID, [(ALICE.pubkey, True, False)], b"\x00")
-    sys_ix = spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)
-    b1, res = run(b0, 1, [spl.tx(ALICE, [vote_ix, sys_ix] if native_first else [sys_ix, vote_ix], b0.last_blockhash)])
-    assert (res[0].error or "").startswith("mixed-programs")  # type: ignore[attr-defined]
-    assert b1.balance(BOB.pubkey) == FUNDS and b1.balance(ALICE.pubkey) == FUNDS - LAMPORTS_PER_SIGNATURE
+    carol = Keypair.deterministic("tests/svm/carol").pubkey
+    bad_vote = spl._ix(VOTE_PROGRAM_ID, [(ALICE.pubkey, True, False)], b"\x00")
+    b1, res = run(b0, 1, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, carol, 3), bad_vote], b0.last_blockhash)])
+    assert (res[0].error or "").startswith("vote-bad-data")  # type: ignore[attr-defined]
+    assert b1.account(carol) is None and b1.balance(ALICE.pubkey) == FUNDS - LAMPORTS_PER_SIGNATURE

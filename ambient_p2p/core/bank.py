@@ -407,32 +407,55 @@ class Bank:
         self.signature_count += len(tx.signatures)
         self.transaction_count += 1
         native = [p in NATIVE_PROGRAM_IDS for p, _d in ix_programs if p != svm.COMPUTE_BUDGET_PROGRAM_ID]
-        if any(native) and not all(native):
-            self._set(payer, self.balance(payer) - fee)
-            return TxResult(sig, fee, "mixed-programs: a transaction's instructions go either to native Ambient "
-                                      "programs or to the SVM, not both")
-        if not any(native) and native:
-            return self._process_svm(tx, fee)
+        if native and not any(native):
+            return self._process_svm(tx, fee)  # the common case: one run of the SVM
         self._set(payer, self.balance(payer) - fee)
         snapshot = dict(self.accounts)
+        meta_snapshot = dict(self.account_meta)
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
         self._auction_undo = {}
         self._work_undo = {}
         self._work_events_before = len(self.work_events)
         error = None
+        logs: list[str] = []
+        units = 0
         try:
-            for prog, accs, data in tx.instructions:
-                self._execute(tx, prog, accs, data)
+            run: list[int] = []  # consecutive instructions for the SVM, run as one sub-transaction
+            for i, (prog, accs, data) in enumerate(tx.instructions):
+                if tx.account_keys[prog] in NATIVE_PROGRAM_IDS:
+                    units += self._run_svm_part(tx, run, logs)
+                    run = []
+                    self._execute(tx, prog, accs, data)
+                elif tx.account_keys[prog] != svm.COMPUTE_BUDGET_PROGRAM_ID:
+                    run.append(i)
+            units += self._run_svm_part(tx, run, logs)
         except _InstructionError as exc:
             self.accounts = snapshot
+            self.account_meta = meta_snapshot
             self.modified = modified_before
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
             self._undo_auction()
             self._undo_work()
             error = str(exc)
-        return TxResult(sig, fee, error)
+        return TxResult(sig, fee, error, tuple(logs), units)
+
+    def _run_svm_part(self, tx: ParsedTx, instructions: list[int], logs: list[str]) -> int:
+        """The SVM instructions ``instructions`` of a transaction that also calls native
+        programs, as one sub-transaction (spec/svm.md "Mixed transactions"); the fee is
+        already charged. Raises _InstructionError on failure. Returns the compute units."""
+        if not instructions:
+            return 0
+        ex = self.executor or svm.shared_executor()
+        res = ex.execute(svm.sub_transaction(tx.vtx, instructions), tx.account_keys, tx.writable, self.account,
+                         self.sysvars(), 0)
+        logs.extend(res.logs)
+        if res.error is not None:
+            raise _InstructionError(res.error)
+        for key, (lamports, meta) in res.writes.items():
+            self._store(key, lamports, meta)
+        return res.compute_units
 
     def _process_svm(self, tx: ParsedTx, fee: int) -> TxResult:
         """Run a transaction in the SVM (spec/svm.md): on success store every writable

@@ -285,6 +285,27 @@ class SvmExecutor:
         return SvmResult(None, tuple(res.logs()), int(res.compute_units_consumed()), writes, svm_fee)
 
 
+def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
+    """``tx`` with only the instructions at ``instructions`` (same keys, header, blockhash and
+    signatures): the SVM part of a transaction that also calls native programs. Its
+    signatures no longer sign its message, which the SVM does not check (sigverify is the
+    bank's, on the whole transaction)."""
+    from solders.message import Message, MessageV0
+    from solders.transaction import VersionedTransaction
+
+    msg = tx.message
+    ixs = [msg.instructions[i] for i in instructions]
+    sub: Message | MessageV0
+    if isinstance(msg, Message):
+        h = msg.header
+        sub = Message.new_with_compiled_instructions(h.num_required_signatures, h.num_readonly_signed_accounts,
+                                                     h.num_readonly_unsigned_accounts, msg.account_keys,
+                                                     msg.recent_blockhash, ixs)
+    else:
+        sub = MessageV0(msg.header, msg.account_keys, msg.recent_blockhash, ixs, [])
+    return VersionedTransaction.populate(sub, tx.signatures)
+
+
 def _error_text(err: str, logs: Sequence[str]) -> str:
     """``svm-error: <agave TransactionError>`` plus the last program message of the logs (a
     line not of the ``Program <id> ...`` frame), which says why in words."""
