@@ -12,6 +12,7 @@ numbers from another day).
 | ``consensus`` | :mod:`.consensus` | confirmation latency, finalized slots per clock slot, forks, loop stall on a validator localnet | the slot clock |
 | ``rpc`` | :mod:`.rpc` | JSON-RPC getBalance req/s, p50/p99 latency on a validator node | a bare hypercorn/starlette hello-world |
 | ``query`` | :mod:`.query` | a query's request-to-result latency: auction windows, model time, chain time | the model's own generation of the same tokens |
+| ``svm`` | :mod:`.svm` | SPL Token transfers/s executed by the bank | bare ``LiteSVM.send_transaction`` on the same transactions |
 | ``difficulty`` | :mod:`.difficulty` | a cheating miner's escape probability before and after the dynamic difficulty adjusts (exact) | a Monte Carlo estimate with the chain's own position draw |
 
 Recorded results (with the command that produced them) live in ``benchmarks/results/``.
@@ -20,7 +21,7 @@ Modules import their heavy dependencies inside their handlers so ``--help`` stay
 
 from __future__ import annotations
 
-from . import consensus, difficulty, gossip, ledger, pol, query, rpc
+from . import consensus, difficulty, gossip, ledger, pol, query, rpc, svm
 
 #: Modules whose ``add_parser(sub)`` adds their subcommands to ``ambient-p2p bench``.
-BENCH_MODULES = (pol, ledger, gossip, consensus, query, rpc, difficulty)
+BENCH_MODULES = (pol, ledger, gossip, consensus, query, rpc, difficulty, svm)

@@ -137,7 +137,15 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
     hdr = msg.header
-    keys = tuple(bytes(k) for k in msg.account_keys)
+    # signatures, keys and blockhash sliced out of the (canonical, just checked) wire bytes:
+    # converting solders objects costs ~1.5 us each
+    raw = bytes(raw)
+    nsigs, pos = _shortvec(raw, 0)
+    sigs = tuple(raw[pos + 64 * i: pos + 64 * (i + 1)] for i in range(nsigs))
+    pos += 64 * nsigs + (1 if raw[pos + 64 * nsigs] & 0x80 else 0) + 3  # [version prefix], header
+    nkeys, pos = _shortvec(raw, pos)
+    keys = tuple(raw[pos + 32 * i: pos + 32 * (i + 1)] for i in range(nkeys))
+    blockhash = raw[pos + 32 * nkeys: pos + 32 * nkeys + 32]
     nsig = hdr.num_required_signatures
     ro_signed = hdr.num_readonly_signed_accounts
     ro_unsigned = hdr.num_readonly_unsigned_accounts
@@ -145,8 +153,19 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         (i < nsig - ro_signed) if i < nsig else (i < len(keys) - ro_unsigned) for i in range(len(keys))
     )
     ixs = tuple((ix.program_id_index, bytes(ix.accounts), bytes(ix.data)) for ix in msg.instructions)
-    return ParsedTx(bytes(raw), tuple(bytes(s) for s in tx.signatures), keys, nsig, writable,
-                    bytes(msg.recent_blockhash), ixs, tx)
+    return ParsedTx(raw, sigs, keys, nsig, writable, blockhash, ixs, tx)
+
+
+def _shortvec(buf: bytes, pos: int) -> tuple[int, int]:
+    """Solana's compact-u16 length at ``pos``: (value, position after it)."""
+    value, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
 
 
 def verify_transaction_signatures(raws: Sequence[bytes]) -> list[str | None]:
@@ -377,12 +396,13 @@ class Bank:
         for i, raw in enumerate(raws):
             try:
                 tx = parse_transaction(raw, verify_signatures=verify_signatures)
-                pre = tuple(self.balance(k) for k in tx.account_keys)
+                pre = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
                 res = self._process(tx)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
-            self.tx_log.append(TxRecord(tx.raw, res, pre, tuple(self.balance(k) for k in tx.account_keys)))
+            post = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
+            self.tx_log.append(TxRecord(tx.raw, res, pre, post))
         return results
 
     def _process(self, tx: ParsedTx) -> TxResult:

@@ -22,11 +22,12 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .crypto import decode_address
 
 if TYPE_CHECKING:
+    from solders.account import Account
     from solders.litesvm import LiteSVM
     from solders.transaction import VersionedTransaction
 
@@ -56,10 +57,11 @@ COMPUTE_BUDGET_SET_COMPUTE_UNIT_PRICE = 3
 UPGRADEABLE_PROGRAM_TAG = 2
 
 
-@dataclass(frozen=True)
-class AccountMeta:
+class AccountMeta(NamedTuple):
     """Everything of a Solana account except its lamports (kept in ``Bank.accounts``): owner,
-    data, executable flag and rent epoch. Accounts with :data:`DEFAULT_META` have no entry."""
+    data, executable flag and rent epoch. Accounts with :data:`DEFAULT_META` have no entry.
+    (A named tuple, not a dataclass: the executor builds one per written account, and tuple
+    construction and comparison are several times cheaper.)"""
 
     owner: bytes
     data: bytes
@@ -179,12 +181,9 @@ def _programdata_address(owner: bytes, data: bytes) -> bytes | None:
     return None
 
 
-def _from_account(acc: object) -> tuple[int, AccountMeta]:
-    from solders.account import Account
-
-    assert isinstance(acc, Account)
-    meta = AccountMeta(bytes(acc.owner), bytes(acc.data), bool(acc.executable), int(acc.rent_epoch))
-    return int(acc.lamports), DEFAULT_META if meta == DEFAULT_META else meta
+def _from_account(acc: Account) -> tuple[int, AccountMeta]:
+    meta = AccountMeta(bytes(acc.owner), acc.data, acc.executable, acc.rent_epoch)
+    return acc.lamports, DEFAULT_META if meta == DEFAULT_META else meta
 
 
 class SvmExecutor:
@@ -206,9 +205,32 @@ class SvmExecutor:
         #: addresses LiteSVM owns and the bank never stores: native builtins and sysvars
         self._reserved: set[bytes] = set()
         self._sysvars: Sysvars | None = None
+        self._pubkeys: dict[bytes, Any] = {}  # address -> solders Pubkey (building one costs ~2 us)
+        self._owners: dict[Any, bytes] = {}  # solders Pubkey -> address, for owners
+
+    def _pk(self, key: bytes) -> Any:
+        pk = self._pubkeys.get(key)
+        if pk is None:
+            if len(self._pubkeys) > 1 << 16:
+                self._pubkeys.clear()
+            pk = self._pubkeys[key] = self._Pubkey(key)
+        return pk
+
+    def _read(self, key: bytes) -> tuple[int, AccountMeta]:
+        acc = self.svm.get_account(self._pk(key))
+        if acc is None:
+            return 0, DEFAULT_META
+        owner_pk = acc.owner
+        owner = self._owners.get(owner_pk)
+        if owner is None:
+            if len(self._owners) > 1 << 12:
+                self._owners.clear()
+            owner = self._owners[owner_pk] = bytes(owner_pk)
+        meta = AccountMeta(owner, acc.data, acc.executable, acc.rent_epoch)
+        return acc.lamports, DEFAULT_META if meta == DEFAULT_META else meta
 
     def _sync_sysvars(self, sv: Sysvars) -> None:
-        if sv == self._sysvars:
+        if sv is self._sysvars or sv == self._sysvars:
             return
         svm = self.svm
         old = self._sysvars
@@ -223,7 +245,7 @@ class SvmExecutor:
     def _is_reserved(self, key: bytes) -> bool:
         if key in self._reserved:
             return True
-        acc = self.svm.get_account(self._Pubkey(key))
+        acc = self.svm.get_account(self._pk(key))
         if acc is not None and bytes(acc.owner) in (NATIVE_LOADER_ID, SYSVAR_OWNER_ID):
             self._reserved.add(key)
             return True
@@ -238,8 +260,8 @@ class SvmExecutor:
         if cur is not None and (cur is state or cur == state):
             return
         lamports, m = state
-        self.svm.set_account(self._Pubkey(key), self._Account(lamports, m.data, self._Pubkey(m.owner),
-                                                              m.executable, m.rent_epoch))
+        self.svm.set_account(self._pk(key), self._Account(lamports, m.data, self._pk(m.owner), m.executable,
+                                                          m.rent_epoch))
         self._mirror[key] = state
 
     def execute(self, tx: VersionedTransaction, keys: Sequence[bytes], writable: Sequence[bool],
@@ -274,8 +296,7 @@ class SvmExecutor:
         for i, (k, w) in enumerate(zip(keys, writable)):
             if not w or k in self._reserved:
                 continue
-            acc = self.svm.get_account(self._Pubkey(k))
-            post = (0, DEFAULT_META) if acc is None else _from_account(acc)
+            post = self._read(k)
             self._mirror[k] = post
             if i == 0 and svm_fee != fee:
                 post = (post[0] + svm_fee - fee, post[1])
