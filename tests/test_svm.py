@@ -5,6 +5,11 @@ fees, full accounts in snapshots and the bank hash."""
 from __future__ import annotations
 
 import hashlib
+import platform
+import sys
+from pathlib import Path
+
+import pytest
 
 from ambient_p2p.core import svm
 from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE, Bank, accounts_hash
@@ -201,3 +206,19 @@ def test_a_transaction_mixing_native_and_svm_instructions_is_atomic() -> None:
     b1, res = run(b0, 1, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, carol, 3), bad_vote], b0.last_blockhash)])
     assert (res[0].error or "").startswith("vote-bad-data")  # type: ignore[attr-defined]
     assert b1.account(carol) is None and b1.balance(ALICE.pubkey) == FUNDS - LAMPORTS_PER_SIGNATURE
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="x87 state: x86-64 Linux")
+def test_running_programs_leaves_the_process_able_to_open_a_blockstore(tmp_path: Path) -> None:
+    """Regression: after the ATA program's CPI, LiteSVM left the x87 register tags in use and
+    the next RocksDB open in the process aborted it (core/svm.py ``_x87_reset``)."""
+    import ctypes
+
+    from ambient_p2p.ledger.blockstore import Blockstore
+
+    token_setup(genesis())  # creates associated token accounts (CPI into System and Token)
+    env = ctypes.create_string_buffer(28)
+    ctypes.CDLL("libm.so.6").fegetenv(env)
+    assert env.raw[8:10] == b"\xff\xff"  # x87 tag word: every register empty
+    with Blockstore.open(tmp_path / "l") as bs:
+        assert bs.node_snapshot_slots() == []

@@ -139,6 +139,33 @@ def transaction_fee(signatures: int, instructions: Sequence[tuple[bytes, bytes]]
     return LAMPORTS_PER_SIGNATURE * signatures + -(-(price * limit) // MICRO_LAMPORTS_PER_LAMPORT)
 
 
+def _x87_reset() -> Callable[[], None]:
+    """A function that executes ``emms`` (x86-64): LiteSVM (solders 0.29.0) leaves the x87/MMX
+    register tags in use after some programs run (seen after the ATA program's CPI), and the
+    next x87 computation in the process gets NaN: RocksDB then fails to open a database with
+    ``std::bad_alloc`` (a size computed in ``long double``), which aborts the process ("Rust
+    cannot catch foreign exceptions"). ``emms`` marks the registers empty again, as the x86-64
+    ABI requires on return from any function. A no-op elsewhere, or where executable
+    memory cannot be mapped."""
+    import ctypes
+    import mmap
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return lambda: None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError):
+        return lambda: None
+    page.write(b"\x0f\x77\xc3")  # emms; ret
+    fn = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    _X87_PAGES.append(page)  # the code page lives as long as the process
+    return fn
+
+
+_X87_PAGES: list[object] = []
+
+
 def _new_litesvm() -> LiteSVM:
     from solders.litesvm import LiteSVM
 
@@ -205,6 +232,7 @@ class SvmExecutor:
         #: addresses LiteSVM owns and the bank never stores: native builtins and sysvars
         self._reserved: set[bytes] = set()
         self._sysvars: Sysvars | None = None
+        self._x87_reset = _x87_reset()
         self._pubkeys: dict[bytes, Any] = {}  # address -> solders Pubkey (building one costs ~2 us)
         self._owners: dict[Any, bytes] = {}  # solders Pubkey -> address, for owners
 
@@ -283,6 +311,7 @@ class SvmExecutor:
         for k in keys:
             self._load(k, states[k])
         res = self.svm.send_transaction(tx)
+        self._x87_reset()
         if isinstance(res, FailedTransactionMetadata):
             meta = res.meta()
             for k, w in zip(keys, writable):
