@@ -301,11 +301,15 @@ def _signature(x: Any) -> bytes:
 def _account_value(rpc: SolanaRpc, bank: Bank, key: bytes, encoding: str) -> dict[str, Any] | None:
     lamports = bank.balance(key)
     data = bank.auction_accounts.get(key)
-    if data is None and lamports == 0:
+    full = bank.account(key)  # the full account (spec/bank.md "Accounts"): SVM programs' data
+    if data is None and lamports == 0 and full is None:
         return None
     owner = au.AUCTION_PROGRAM_ID if data is not None else SYSTEM_PROGRAM_ID
     raw = data or b""
-    out: dict[str, Any] = {"lamports": lamports, "owner": encode_address(owner), "executable": False,
+    executable = False
+    if data is None and full is not None:
+        owner, raw, executable = full[1].owner, full[1].data, full[1].executable
+    out: dict[str, Any] = {"lamports": lamports, "owner": encode_address(owner), "executable": executable,
                            "rentEpoch": RENT_EPOCH_EXEMPT, "space": len(raw)}
     if encoding == "jsonParsed" and data is not None and data[:1] == bytes([au.Kind.QUERY]):
         out["data"] = {"program": "ambient-auction", "space": len(raw),
@@ -365,9 +369,10 @@ def _meta(t: TxRecord) -> dict[str, Any]:
     err = tx_error(t.result.error)
     return {"err": err, "status": {"Ok": None} if err is None else {"Err": err}, "fee": t.result.fee,
             "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
-            "logMessages": [] if t.result.error is None else [f"Program log: {t.result.error}"],
+            # the programs' logs (SVM transactions, spec/svm.md); a native program's error as one line
+            "logMessages": list(t.result.logs) or ([] if t.result.error is None else [f"Program log: {t.result.error}"]),
             "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
-            "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": 0}
+            "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": t.result.compute_units}
 
 
 def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:

@@ -319,7 +319,33 @@ const voteLand: Handler = (input) => {
   });
 };
 
+/** spec/bank.md "Account hash": agave's field order, sha256; 0 lamports -> 32 zero bytes. */
+export function accountHash(k: Uint8Array, lamports: bigint, owner: Uint8Array, data: Uint8Array, executable: boolean, rentEpoch: bigint): Uint8Array {
+  if (lamports === 0n) return ZERO32;
+  return sha256(u64le(lamports), u64le(rentEpoch), data, new Uint8Array([executable ? 1 : 0]), owner, k);
+}
+
+const accountHashH: Handler = (input) => {
+  const j = jsonInput(input);
+  const U64 = 1n << 64n;
+  const accts = arr(j.accounts).map((a0) => {
+    const a = obj(a0);
+    const lamports = int(a.lamports);
+    const rentEpoch = int(a.rent_epoch);
+    if (lamports < 0n || lamports >= U64 || rentEpoch < 0n || rentEpoch >= U64) reject("malformed", "u64");
+    if (typeof a.executable !== "boolean") reject("malformed", "executable");
+    const k = unb58(str(a.pubkey));
+    return { k, h: accountHash(k, lamports, unb58(str(a.owner)), unhex(str(a.data)), a.executable === true, rentEpoch) };
+  });
+  if (new Set(accts.map((a) => H(a.k))).size !== accts.length) reject("malformed", "duplicate pubkey");
+  return ok({
+    account_hashes: accts.map((a) => hex(a.h)),
+    accounts_hash: hex(accountsHash([], accts.map((a): [Uint8Array, Uint8Array] => [a.k, a.h]))),
+  });
+};
+
 export const BANK_HANDLERS: { [key: string]: Handler } = {
+  "bank/account-hash": accountHashH,
   "bank/genesis": genesis,
   "bank/slot": Object.assign(slotH, { project: projectResults }),
   "vote/vote-tx": voteTx,
