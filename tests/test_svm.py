@@ -222,3 +222,33 @@ def test_running_programs_leaves_the_process_able_to_open_a_blockstore(tmp_path:
     assert env.raw[8:10] == b"\xff\xff"  # x87 tag word: every register empty
     with Blockstore.open(tmp_path / "l") as bs:
         assert bs.node_snapshot_slots() == []
+
+
+def test_a_program_deployed_with_the_upgradeable_loader_is_invoked_in_a_later_slot() -> None:
+    """The Memo program's ELF (read out of the genesis programs: no download) deployed at a
+    new address through InitializeBuffer / Write / DeployWithMaxDataLen, then called."""
+    from ambient_p2p.devnet import loader
+
+    elf = svm.genesis_programs()[svm.SPL_MEMO_PROGRAM_ID][1].data
+    program, buffer = Keypair.deterministic("tests/svm/program"), Keypair.deterministic("tests/svm/buffer")
+    bank = genesis()
+    for i, stage in enumerate(loader.deploy_transactions(ALICE, program, buffer, elf, bank.last_blockhash)):
+        child = bank.child(bank.slot + 1, LEADER.pubkey)
+        res = child.process_transactions(stage)
+        assert [r.error for r in res] == [None] * len(stage), (i, res[0].logs)
+        child.freeze(hashlib.sha256(f"deploy/{i}".encode()).digest())
+        bank = child
+    acc = bank.account(program.pubkey)
+    assert acc is not None and acc[1].executable and acc[1].owner == svm.BPF_LOADER_UPGRADEABLE_ID
+    pd = bank.account(loader.programdata_address(program.pubkey))
+    assert pd is not None and pd[1].data[loader.PROGRAMDATA_HEADER_BYTES:] == elf
+    later, res = run(bank, bank.slot + 2, [loader.invoke(ALICE, program.pubkey, b"hello from a deployed program",
+                                                         bank.last_blockhash, [(ALICE.pubkey, True, False)])])
+    assert res[0].error is None, res[0].logs  # type: ignore[attr-defined]
+    assert any("hello from a deployed program" in line for line in res[0].logs)  # type: ignore[attr-defined]
+    # and on a fresh executor (another node) the same bank hash
+    fresh = snapshot_to_bank(bank_to_snapshot(bank))
+    fresh.executor = svm.SvmExecutor()
+    other, _ = run(fresh, bank.slot + 2, [loader.invoke(ALICE, program.pubkey, b"hello from a deployed program",
+                                                        bank.last_blockhash, [(ALICE.pubkey, True, False)])])
+    assert other.bank_hash == later.bank_hash

@@ -1,7 +1,9 @@
 """SPL Token on a 4-node validator localnet (spec/svm.md; issue 19 acceptance): separate
 validator processes take turns as leader and carry token traffic submitted to different
 nodes (create a mint, associated token accounts, mint_to, transfer, burn, and a transfer of
-more tokens than held, whose fee is charged and whose logs are recorded); every node roots
+more tokens than held, whose fee is charged and whose logs are recorded), and a program
+deployed with ``ambient-p2p program deploy`` (the upgradeable loader) is called by a later
+transaction that succeeds on every node; every node roots
 the same slots with the same bank hashes and serves the same token balances over its RPC.
 
 Every process is started by ValidatorLocalnet (SIGTERM then SIGKILL on exit); every wait is
@@ -12,6 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,8 +25,8 @@ import base58
 import pytest
 
 from ambient_p2p.core import svm
-from ambient_p2p.core.crypto import Keypair, decode_address, encode_address
-from ambient_p2p.devnet import spl
+from ambient_p2p.core.crypto import Keypair, decode_address, encode_address, write_keypair_file
+from ambient_p2p.devnet import loader, spl
 from ambient_p2p.devnet.localnet import ValidatorLocalnet
 from ambient_p2p.devnet.users import user_keypairs
 
@@ -148,6 +152,24 @@ def test_four_nodes_carry_spl_token_traffic_to_identical_bank_hashes(tmp_path: P
         pre, post = tx["meta"]["preBalances"][0], tx["meta"]["postBalances"][0]
         assert pre - post == 5_000  # the fee, and nothing else, left the payer
 
+        # a program deployed through the upgradeable loader by `ambient-p2p program deploy`
+        # (the Memo program's ELF, from the genesis programs), then called by a later transaction
+        elf = tmp_path / "memo.so"
+        elf.write_bytes(svm.genesis_programs()[svm.SPL_MEMO_PROGRAM_ID][1].data)
+        keyfile, progfile = tmp_path / "alice.json", tmp_path / "program.json"
+        write_keypair_file(keyfile, alice)
+        program = Keypair.deterministic("tests/svm-multiproc/program")
+        write_keypair_file(progfile, program)
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "program", "deploy", str(elf), "--keypair", str(keyfile),
+                            "--program-keypair", str(progfile), "--url", f"http://127.0.0.1:{net.rpc_port(1)}"],
+                           capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.strip().splitlines()[-1] == encode_address(program.pubkey)
+        call = loader.invoke(alice, program.pubkey, b"called on every node", blockhash(), [(alice.pubkey, True, False)])
+        call_sig = base58.b58encode(call[1:65]).decode()
+        submit_until([call], lambda: _rpc(net, 0, "getSignatureStatuses", [[call_sig]])["result"]["value"][0]
+                     is not None, "the call of the deployed program")
+
         # every node finalizes past the token traffic with the same bank hash for every root,
         # and serves the same token state at finalized commitment
         slot = int(_rpc(net, 0, "getSlot", [{"commitment": "confirmed"}])["result"])
@@ -158,6 +180,8 @@ def test_four_nodes_carry_spl_token_traffic_to_identical_bank_hashes(tmp_path: P
         assert all(c == common[0] for c in common) and all(h is not None for h in common[0].values())
         assert max(common[0]) > slot
         for i in range(4):
+            st = _rpc(net, i, "getSignatureStatuses", [[call_sig]])["result"]["value"][0]
+            assert st is not None and st["err"] is None, (i, st)
             d_a, d_b, d_m = (_data(net, i, k, "finalized") for k in (a_ata, b_ata, mint.pubkey))
             assert d_a is not None and d_b is not None and d_m is not None, i
             assert (spl.token_amount(d_a), spl.token_amount(d_b), spl.mint_supply(d_m)) == (750_000, 200_000, 950_000)
