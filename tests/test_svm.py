@@ -252,3 +252,16 @@ def test_a_program_deployed_with_the_upgradeable_loader_is_invoked_in_a_later_sl
     other, _ = run(fresh, bank.slot + 2, [loader.invoke(ALICE, program.pubkey, b"hello from a deployed program",
                                                         bank.last_blockhash, [(ALICE.pubkey, True, False)])])
     assert other.bank_hash == later.bank_hash
+
+
+def test_lamports_the_bank_holds_at_a_builtin_address_do_not_replace_the_builtin() -> None:
+    """A leader whose key is all zeros (the system program's address) is credited fees at
+    freeze; the next slot's system transfers still run the system program."""
+    b0 = genesis()
+    b1 = b0.child(1, svm.SYSTEM_PROGRAM_ID)
+    assert b1.process_transactions([spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)],
+                                           b0.last_blockhash)])[0].error is None
+    b1.freeze(hashlib.sha256(b"zero-leader").digest())
+    assert b1.balance(svm.SYSTEM_PROGRAM_ID) > 0
+    b2, res = run(b1, 2, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)], b1.last_blockhash)])
+    assert res[0].error is None and b2.balance(BOB.pubkey) == FUNDS + 2  # type: ignore[attr-defined]

@@ -280,9 +280,11 @@ class SvmExecutor:
         return False
 
     def _load(self, key: bytes, state: tuple[int, AccountMeta] | None) -> None:
+        # a builtin or sysvar address stays the SVM's even where the bank holds lamports there
+        # (e.g. fees credited to a leader whose key is all zeros: the system program's address)
+        if key not in self._mirror and self._is_reserved(key):
+            return
         if state is None:
-            if key not in self._mirror and self._is_reserved(key):
-                return
             state = (0, DEFAULT_META)
         cur = self._mirror.get(key)
         if cur is not None and (cur is state or cur == state):
@@ -310,7 +312,16 @@ class SvmExecutor:
                     self._load(pd, load(pd))
         for k in keys:
             self._load(k, states[k])
-        res = self.svm.send_transaction(tx)
+        try:
+            res = self.svm.send_transaction(tx)
+        except BaseException as exc:  # pyo3 PanicException derives from BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            # a panic inside LiteSVM fails the transaction (fee charged) on every node alike;
+            # what it left in LiteSVM is unknown: every account is loaded again from the bank
+            self._x87_reset()
+            self._mirror.clear()
+            return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
         self._x87_reset()
         if isinstance(res, FailedTransactionMetadata):
             meta = res.meta()
