@@ -265,3 +265,25 @@ def test_lamports_the_bank_holds_at_a_builtin_address_do_not_replace_the_builtin
     assert b1.balance(svm.SYSTEM_PROGRAM_ID) > 0
     b2, res = run(b1, 2, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)], b1.last_blockhash)])
     assert res[0].error is None and b2.balance(BOB.pubkey) == FUNDS + 2  # type: ignore[attr-defined]
+
+
+def test_auction_accounts_are_readable_in_the_svm_and_keep_their_data() -> None:
+    """A query account named by an SVM transaction is loaded with its fixed-layout data,
+    owned by the auction program (spec/svm.md "Native accounts in the SVM"); a lamport
+    transfer to it lands on its balance and leaves its data the auction's."""
+    from solders.pubkey import Pubkey
+
+    from ambient_p2p.core import auction
+    from ambient_p2p.interop.formats import auction as F
+
+    c = F.Chain()
+    c.register(*F.MINERS[:3])
+    q = c.request(F.request_params())
+    data, lamports = c.bank.auction_accounts[q], c.bank.balance(q)
+    payer = F.MINERS[0]
+    child = c.open()
+    (res,) = child.process_transactions([spl.tx(payer, [spl.system_transfer(payer.pubkey, q, 7)], c.blockhash)])
+    assert res.error is None, res.logs
+    assert child.auction_accounts[q] == data and child.balance(q) == lamports + 7 and q not in child.account_meta
+    seen = svm.shared_executor().svm.get_account(Pubkey(q))
+    assert seen is not None and bytes(seen.owner) == auction.AUCTION_PROGRAM_ID and bytes(seen.data) == data

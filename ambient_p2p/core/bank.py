@@ -468,23 +468,40 @@ class Bank:
         if not instructions:
             return 0
         ex = self.executor or svm.shared_executor()
-        res = ex.execute(svm.sub_transaction(tx.vtx, instructions), tx.account_keys, tx.writable, self.account,
-                         self.sysvars(), 0)
+        res = ex.execute(svm.sub_transaction(tx.vtx, instructions), tx.account_keys, tx.writable,
+                         self._svm_account, self.sysvars(), 0)
         logs.extend(res.logs)
         if res.error is not None:
             raise _InstructionError(res.error)
         for key, (lamports, meta) in res.writes.items():
-            self._store(key, lamports, meta)
+            self._store_svm(key, lamports, meta)
         return res.compute_units
+
+    def _svm_account(self, pubkey: bytes) -> tuple[int, AccountMeta] | None:
+        """An account as the SVM sees it: an auction-program account (a query, bid, miner or
+        pool account, spec/auction.md "Account layouts") appears with its fixed-layout data,
+        owned by ``AUCTION_PROGRAM_ID``, so an SBF program can read it (spec/svm.md "Native
+        accounts in the SVM")."""
+        data = self.auction_accounts.get(pubkey)
+        if data is not None:
+            return self.accounts.get(pubkey, 0), AccountMeta(auction.AUCTION_PROGRAM_ID, data, False, 0)
+        return self.account(pubkey)
+
+    def _store_svm(self, pubkey: bytes, lamports: int, meta: AccountMeta) -> None:
+        if pubkey in self.auction_accounts:
+            # only lamports can change (no SVM program owns it); its data stays the auction's
+            self._set(pubkey, lamports)
+        else:
+            self._store(pubkey, lamports, meta)
 
     def _process_svm(self, tx: ParsedTx, fee: int) -> TxResult:
         """Run a transaction in the SVM (spec/svm.md): on success store every writable
         account's post-state; on failure only the fee is charged."""
         ex = self.executor or svm.shared_executor()
-        res = ex.execute(tx.vtx, tx.account_keys, tx.writable, self.account, self.sysvars(), fee)
+        res = ex.execute(tx.vtx, tx.account_keys, tx.writable, self._svm_account, self.sysvars(), fee)
         if res.error is None:
             for key, (lamports, meta) in res.writes.items():
-                self._store(key, lamports, meta)
+                self._store_svm(key, lamports, meta)
         else:
             payer = tx.account_keys[0]
             self._set(payer, self.balance(payer) - fee)
