@@ -81,29 +81,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         program = read_keypair_file(args.program_keypair) if args.program_keypair else None
     except (OSError, ValueError, CryptoError) as exc:
         raise UserError(f"cannot read a keypair: {exc}") from None
-    bh = decode_address(_rpc(args.url, "getLatestBlockhash", [{"commitment": "confirmed"}])["value"]["blockhash"])
+    def blockhash() -> bytes:  # finalized: every bank the node may check the transaction against knows it
+        return decode_address(_rpc(args.url, "getLatestBlockhash", [{"commitment": "finalized"}])["value"]["blockhash"])
+
     if program is None:
         program = Keypair.generate()
         out = path.with_name(path.stem + "-keypair.json")
         write_keypair_file(out, program)
         print(f"program keypair written to {out}")
     buffer = Keypair.generate()
-    stages = loader.deploy_transactions(payer, program, buffer, elf, bh)
-    for n, stage in enumerate(stages, 1):
+    stages = len(loader.deploy_transactions(payer, program, buffer, elf, bytes(32)))
+    for n in range(1, stages + 1):
+        stage = loader.deploy_transactions(payer, program, buffer, elf, blockhash())[n - 1]  # a fresh blockhash each
         sigs = []
         for raw in stage:
-            sigs.append(_rpc(args.url, "sendTransaction", [base64.b64encode(raw).decode(), {"encoding": "base64"}]))
+            sigs.append(_rpc(args.url, "sendTransaction", [base64.b64encode(raw).decode(),
+                                                           {"encoding": "base64", "preflightCommitment": "confirmed"}]))
         deadline = time.monotonic() + STAGE_TIMEOUT_S
         while True:
             statuses = _rpc(args.url, "getSignatureStatuses", [sigs])["value"]
             failed = [s["err"] for s in statuses if s is not None and s.get("err") is not None]
             if failed:
-                raise UserError(f"deploy stage {n} of {len(stages)} failed: {failed[0]}")
+                raise UserError(f"deploy stage {n} of {stages} failed: {failed[0]}")
             if all(s is not None and s.get("confirmationStatus") in ("confirmed", "finalized") for s in statuses):
                 break
             if time.monotonic() > deadline:
-                raise UserError(f"deploy stage {n} of {len(stages)} did not confirm within {STAGE_TIMEOUT_S:g} s")
+                raise UserError(f"deploy stage {n} of {stages} did not confirm within {STAGE_TIMEOUT_S:g} s")
             time.sleep(0.4)
-        print(f"stage {n}/{len(stages)}: {len(stage)} transaction(s) confirmed")
+        print(f"stage {n}/{stages}: {len(stage)} transaction(s) confirmed")
     print(encode_address(program.pubkey))
     return 0
