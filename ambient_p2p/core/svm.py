@@ -226,6 +226,9 @@ class SvmExecutor:
 
         self._Account, self._Pubkey, self._Clock, self._Hash = Account, Pubkey, Clock, Hash
         self._EpochSchedule = EpochSchedule
+        from solders.transaction_metadata import FailedTransactionMetadata
+
+        self._Failed = FailedTransactionMetadata
         self.svm = _new_litesvm()
         #: address -> the (lamports, meta) stored in LiteSVM by us or read back after a commit
         self._mirror: dict[bytes, tuple[int, AccountMeta]] = dict(genesis_programs())
@@ -299,8 +302,6 @@ class SvmExecutor:
         """Run ``tx`` (whose account keys are ``keys``) on the accounts ``load`` answers
         (None: no such account), with ``sysvars``. The fee payer is loaded with its balance
         before the fee; its post-state in ``writes`` is net of ``fee`` (the bank's fee)."""
-        from solders.transaction_metadata import FailedTransactionMetadata
-
         self._sync_sysvars(sysvars)
         states = {k: load(k) for k in keys}
         # programdata first: storing an upgradeable program account compiles its programdata
@@ -323,7 +324,7 @@ class SvmExecutor:
             self._mirror.clear()
             return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
         self._x87_reset()
-        if isinstance(res, FailedTransactionMetadata):
+        if isinstance(res, self._Failed):
             meta = res.meta()
             for k, w in zip(keys, writable):
                 if w:  # LiteSVM may have charged its fee or kept a partial state: reload next time
