@@ -358,7 +358,10 @@ def test_bank_hash_gains_the_auction_component_only_when_auction_accounts_change
         return b
 
     b = freeze([raw])
-    delta = hashlib.sha256(b"".join(k + b.accounts[k].to_bytes(8, "little") for k in sorted(b.modified))).digest()
+    from ambient_p2p.core.svm import DEFAULT_META, account_hash
+
+    # spec/bank.md: the delta hash covers pubkey || account hash (plain system accounts here)
+    delta = hashlib.sha256(b"".join(k + account_hash(k, b.accounts[k], DEFAULT_META) for k in sorted(b.modified))).digest()
     base = hashlib.sha256(parent.bank_hash + delta + (1).to_bytes(8, "little") + last)  # type: ignore[operator]
     from ambient_p2p.core.bank import auction_delta_hash
 
@@ -370,7 +373,7 @@ def test_bank_hash_gains_the_auction_component_only_when_auction_accounts_change
     (res,) = b2.process_transactions([T.register_miner_transaction(M0, c.blockhash)])  # M0 is registered
     assert res.error is not None and res.error.startswith("auction-miner-exists") and not b2.auction_modified
     b2.freeze(last)
-    delta2 = hashlib.sha256(b"".join(k + b2.accounts[k].to_bytes(8, "little") for k in sorted(b2.modified))).digest()
+    delta2 = hashlib.sha256(b"".join(k + account_hash(k, b2.accounts[k], DEFAULT_META) for k in sorted(b2.modified))).digest()
     assert b2.bank_hash == hashlib.sha256(c.bank.bank_hash + delta2 + (1).to_bytes(8, "little")  # type: ignore[operator]
                                           + last).digest()
 

@@ -39,6 +39,7 @@ IMPLEMENTED = {
     "auction/reveal_bid",
     "auction/settle",
     "auction/verdict",
+    "bank/account-hash",
     "bank/genesis",
     "bank/slot",
     "blobs/answer",

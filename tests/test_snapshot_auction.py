@@ -64,7 +64,7 @@ def _v2_encoding(snap: BankSnapshot) -> bytes:
     """``snap`` as a BankSnapshot v2 record (the body without ``auction_accounts`` and the
     v4 work-credit fields)."""
     _tid, _v, body = cbor2.loads(codec.encode(snap))
-    for k in ("auction_accounts", "slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally"):
+    for k in ("auction_accounts", "slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally", "account_meta"):
         del body[k]
     return cbor2.dumps([0x0107, 2, body], canonical=True)
 
@@ -228,7 +228,7 @@ def test_node_snapshot_keeps_auction_accounts_and_restart_reaches_the_same_tip(t
     with Blockstore.open(tmp_path / "l", read_only=True) as bs:
         snap = load_latest_node_snapshot(bs)
     assert snap is not None and snap.slot == 64
-    assert codec.message_type_of(NodeSnapshot).version == 3
+    assert codec.message_type_of(NodeSnapshot).version == 4
     carried = {a.address: a.data for a in snap.bank.auction_accounts}
     assert QUERY in carried and A.miner_address(MINER.pubkey) in carried
     assert A.QueryAccount.unpack(carried[QUERY]).bid_count == 0  # the bids come after the snapshot

@@ -191,7 +191,7 @@ def test_a_v3_snapshot_reads_as_no_work_state_and_is_caught_by_the_state_hash() 
     b.freeze(b"e" * 32)
     snap = bank_to_snapshot(b)
     _t, _v, body = cbor2.loads(codec.encode(snap))
-    for k in ("slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally"):
+    for k in ("slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally", "account_meta"):
         del body[k]
     v3 = cbor2.dumps([0x0107, 3, body], canonical=True)
     with pytest.raises(codec.DecodeError) as exc:
@@ -325,7 +325,7 @@ def _as_v3(snap: BankSnapshot) -> bytes:
     import cbor2
 
     _t, _v, body = cbor2.loads(codec.encode(snap))
-    for k in ("slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally"):
+    for k in ("slots_per_epoch", "work_accounts", "tally_epoch", "epoch_tally", "account_meta"):
         del body[k]
     return cbor2.dumps([0x0107, 3, body], canonical=True)
 

@@ -15,6 +15,7 @@ numbers from another day).
 | ``chain`` | :mod:`.chain` | offered load -> finalized transfers/s, confirmation p50/p95/p99, mempool depth, CPU per node on a validator localnet via the TPU path | one-core ed25519 verify (solders, pynacl) |
 | ``join`` | :mod:`.join` | a newcomer's join of a long history from a snapshot (processes, libp2p) | replaying that history from genesis |
 | ``shard`` | :mod:`.shard` | tokens/s through 1/2/3-stage routes of stage processes, network cost per token, stage-PoL detection table | the whole model generating the same tokens in the same run |
+| ``svm`` | :mod:`.svm` | SPL Token transfers/s executed by the bank | bare ``LiteSVM.send_transaction`` on the same transactions |
 | ``difficulty`` | :mod:`.difficulty` | a cheating miner's escape probability before and after the dynamic difficulty adjusts (exact) | a Monte Carlo estimate with the chain's own position draw |
 
 Recorded results (with the command that produced them) live in ``benchmarks/results/``.
@@ -23,8 +24,8 @@ Modules import their heavy dependencies inside their handlers so ``--help`` stay
 
 from __future__ import annotations
 
-from . import chain, consensus, difficulty, gossip, join, ledger, pol, query, rpc
+from . import chain, consensus, difficulty, gossip, join, ledger, pol, query, rpc, svm
 from . import shard as shard_bench
 
 #: Modules whose ``add_parser(sub)`` adds their subcommands to ``ambient-p2p bench``.
-BENCH_MODULES = (pol, ledger, gossip, consensus, query, rpc, difficulty, chain, join, shard_bench)
+BENCH_MODULES = (pol, ledger, gossip, consensus, query, rpc, difficulty, chain, join, shard_bench, svm)

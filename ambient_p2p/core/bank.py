@@ -51,27 +51,30 @@ import hashlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from . import auction, rewards, work
+from . import auction, rewards, svm, work
 from .codec import DecodeError, decode
 from .consensus import Vote
 from .crypto import decode_address
 from .errors import ProtocolError
 from .genesis import DEFAULT_SLOT_DURATION_US
 from .messages import verify_message
+from .svm import DEFAULT_META, AccountMeta, account_hash
 
 LAMPORTS_PER_SIGNATURE = 5_000
 FEE_BURN_PERCENT = 50
 MAX_PROCESSING_AGE = 150  # blockhashes a transaction may be behind (agave)
 MAX_RECENT_BLOCKHASHES = 300  # kept in the queue (agave)
 SYSTEM_PROGRAM_ID = bytes(32)
-SYSTEM_INSTRUCTION_TRANSFER = 2
 ZERO_HASH = bytes(32)
 GENESIS_BANK_DOMAIN = b"ambient/bank-genesis/v1\x00"
 #: Solana's vote program address; here it runs Ambient's vote instruction (spec/bank.md).
 VOTE_PROGRAM_ID = decode_address("Vote111111111111111111111111111111111111111")
 #: Ancestor (slot, bank hash) pairs a bank keeps for vote checks (Solana's SlotHashes).
 MAX_SLOT_HASHES = 512
+#: Programs the bank runs natively (spec/bank.md); every other instruction runs in the SVM.
+NATIVE_PROGRAM_IDS = frozenset({VOTE_PROGRAM_ID, auction.AUCTION_PROGRAM_ID})
 
 
 class BlockError(ProtocolError, ValueError):
@@ -87,6 +90,8 @@ class TxResult:
     signature: bytes
     fee: int
     error: str | None  # instruction error, if any (the fee was still charged)
+    logs: tuple[str, ...] = ()  # the programs' log messages (SVM transactions)
+    compute_units: int = 0  # compute units the SVM consumed
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class ParsedTx:
     writable: tuple[bool, ...]
     recent_blockhash: bytes
     instructions: tuple[tuple[int, bytes, bytes], ...]  # (program index, account idxs, data)
+    #: the parsed solders ``VersionedTransaction`` (what the SVM executes)
+    vtx: Any = field(default=None, compare=False, repr=False)
 
 
 def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx:
@@ -131,7 +138,15 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
     hdr = msg.header
-    keys = tuple(bytes(k) for k in msg.account_keys)
+    # signatures, keys and blockhash sliced out of the (canonical, just checked) wire bytes:
+    # converting solders objects costs ~1.5 us each
+    raw = bytes(raw)
+    nsigs, pos = _shortvec(raw, 0)
+    sigs = tuple(raw[pos + 64 * i: pos + 64 * (i + 1)] for i in range(nsigs))
+    pos += 64 * nsigs + (1 if raw[pos + 64 * nsigs] & 0x80 else 0) + 3  # [version prefix], header
+    nkeys, pos = _shortvec(raw, pos)
+    keys = tuple(raw[pos + 32 * i: pos + 32 * (i + 1)] for i in range(nkeys))
+    blockhash = raw[pos + 32 * nkeys: pos + 32 * nkeys + 32]
     nsig = hdr.num_required_signatures
     ro_signed = hdr.num_readonly_signed_accounts
     ro_unsigned = hdr.num_readonly_unsigned_accounts
@@ -139,8 +154,19 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         (i < nsig - ro_signed) if i < nsig else (i < len(keys) - ro_unsigned) for i in range(len(keys))
     )
     ixs = tuple((ix.program_id_index, bytes(ix.accounts), bytes(ix.data)) for ix in msg.instructions)
-    return ParsedTx(bytes(raw), tuple(bytes(s) for s in tx.signatures), keys, nsig, writable,
-                    bytes(msg.recent_blockhash), ixs)
+    return ParsedTx(raw, sigs, keys, nsig, writable, blockhash, ixs, tx)
+
+
+def _shortvec(buf: bytes, pos: int) -> tuple[int, int]:
+    """Solana's compact-u16 length at ``pos``: (value, position after it)."""
+    value, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
 
 
 def verify_transaction_signatures(raws: Sequence[bytes]) -> list[str | None]:
@@ -220,16 +246,32 @@ class Bank:
     #: ``child_bank`` sets it on every bank of the chain's path from the genesis, ``child``
     #: passes it on; a bank without a genesis (vectors, unit tests) runs 400 ms slots.
     slot_duration_us: int = field(default=DEFAULT_SLOT_DURATION_US, compare=False)
+    #: owner, data, executable flag and rent epoch of every account that differs from
+    #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
+    #: Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts")
+    account_meta: dict[bytes, AccountMeta] = field(default_factory=dict)
+    #: the SVM executor (core/svm.py); None: the process's shared one. ``child`` passes it on
+    executor: svm.SvmExecutor | None = field(default=None, repr=False, compare=False)
+    _sysvars: svm.Sysvars | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
-                *, slots_per_epoch: int = 0) -> Bank:
-        """Slot 0's frozen bank: the genesis accounts, with the PoH start hash as the first
-        recent blockhash."""
+                *, slots_per_epoch: int = 0,
+                programs: Mapping[bytes, tuple[int, AccountMeta]] | None = None) -> Bank:
+        """Slot 0's frozen bank: the genesis accounts (plus ``programs``, full accounts:
+        the chain's genesis programs, ``svm.genesis_programs()``), with the PoH start hash as
+        the first recent blockhash."""
         if slots_per_epoch < 0:
             raise ValueError("slots_per_epoch must be >= 0")
         b = cls(0, 0, ZERO_HASH, leader, dict(accounts), [poh_start], {}, slots_per_epoch=slots_per_epoch)
-        b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash + accounts_hash(b.accounts)).digest()
+        for pk, (lamports, meta) in (programs or {}).items():
+            if pk in b.accounts:
+                raise ValueError("a genesis account sits at a genesis program's address")
+            b.accounts[pk] = lamports
+            if meta != DEFAULT_META:
+                b.account_meta[pk] = meta
+        b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash
+                                     + accounts_hash(b.accounts, b.account_meta)).digest()
         return b
 
     @classmethod
@@ -250,6 +292,7 @@ class Bank:
         work_accounts: dict[bytes, bytes] | None = None,
         epoch_tally: dict[bytes, tuple[int, int]] | None = None,
         tally_epoch: int = 0,
+        account_meta: dict[bytes, AccountMeta] | None = None,
     ) -> Bank:
         """A frozen bank rebuilt from persisted state (the ledger's BankSnapshot v4, whose
         ``auction_accounts``, ``work_accounts`` and epoch state come back here: without them
@@ -264,14 +307,15 @@ class Bank:
                    bank_hash=bytes(bank_hash), slot_hashes=dict(sorted((slot_hashes or {}).items())),
                    last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}),
                    slots_per_epoch=slots_per_epoch, work_accounts=dict(work_accounts or {}),
-                   epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch)
+                   epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch,
+                   account_meta={k: m for k, m in (account_meta or {}).items() if m != DEFAULT_META})
 
     def state_hash(self, *, work_state: bool = True) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
         vote state, auction accounts, work-credit state), to check a persisted snapshot
         against a replayed bank. ``work_state=False`` leaves the work-credit block out (to
         compare with a snapshot written before it existed, ledger/snapshot.py)."""
-        h = hashlib.sha256(accounts_hash(self.accounts))
+        h = hashlib.sha256(accounts_hash(self.accounts, self.account_meta))
         for bh in self.blockhashes:
             h.update(bh)
         for sig in sorted(self.status_cache):
@@ -313,10 +357,41 @@ class Bank:
                     auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
                     tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider,
-                    slot_duration_us=self.slot_duration_us)
+                    slot_duration_us=self.slot_duration_us, account_meta=dict(self.account_meta),
+                    executor=self.executor)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
+
+    def account(self, pubkey: bytes) -> tuple[int, AccountMeta] | None:
+        """The full account at ``pubkey``: (lamports, owner/data/executable/rent epoch), or
+        None when no account exists (no entry, or 0 lamports and no data)."""
+        pk = bytes(pubkey)
+        lamports = self.accounts.get(pk)
+        meta = self.account_meta.get(pk, DEFAULT_META)
+        if lamports is None or (lamports == 0 and meta is DEFAULT_META):
+            return None
+        return lamports, meta
+
+    def _store(self, pubkey: bytes, lamports: int, meta: AccountMeta) -> None:
+        """Write a full account (the SVM's post-state); 0 lamports deletes it (agave)."""
+        if lamports == 0:
+            self.accounts.pop(pubkey, None)
+            self.account_meta.pop(pubkey, None)
+        else:
+            self.accounts[pubkey] = lamports
+            if meta == DEFAULT_META:
+                self.account_meta.pop(pubkey, None)
+            else:
+                self.account_meta[pubkey] = meta
+        self.modified.add(pubkey)
+
+    def sysvars(self) -> svm.Sysvars:
+        """The sysvars this bank's SVM transactions see (spec/svm.md "Sysvars")."""
+        if self._sysvars is None:
+            self._sysvars = svm.Sysvars(self.slot, self.epoch, self.slots_per_epoch, 0,
+                                        tuple(sorted(self.slot_hashes.items(), reverse=True)))
+        return self._sysvars
 
     # -- execution --------------------------------------------------------------------
     def process_transactions(self, raws: Sequence[bytes], *, verify_signatures: bool = True) -> list[TxResult]:
@@ -328,12 +403,13 @@ class Bank:
         for i, raw in enumerate(raws):
             try:
                 tx = parse_transaction(raw, verify_signatures=verify_signatures)
-                pre = tuple(self.balance(k) for k in tx.account_keys)
+                pre = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
                 res = self._process(tx)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
-            self.tx_log.append(TxRecord(tx.raw, res, pre, tuple(self.balance(k) for k in tx.account_keys)))
+            post = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
+            self.tx_log.append(TxRecord(tx.raw, res, pre, post))
         return results
 
     def _process(self, tx: ParsedTx) -> TxResult:
@@ -345,36 +421,98 @@ class Bank:
         if sig in self.status_cache:
             raise BlockError("already-processed", f"transaction {sig.hex()[:16]}... was processed in slot "
                              f"{self.status_cache[sig]}")
-        fee = LAMPORTS_PER_SIGNATURE * len(tx.signatures)
-        payer = tx.account_keys[0]
+        keys = tx.account_keys
+        ix_programs = [(keys[p], data) for p, _accs, data in tx.instructions]
+        fee = svm.transaction_fee(len(tx.signatures), ix_programs)
+        payer = keys[0]
         if not tx.writable[0]:
             raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
         if self.balance(payer) < fee:
             raise BlockError("insufficient-funds-for-fee", f"fee payer has {self.balance(payer)}, fee is {fee}")
-        self._set(payer, self.balance(payer) - fee)
         self.status_cache[sig] = self.slot
         self.fees_collected += fee
         self.signature_count += len(tx.signatures)
         self.transaction_count += 1
+        native = [p in NATIVE_PROGRAM_IDS for p, _d in ix_programs if p != svm.COMPUTE_BUDGET_PROGRAM_ID]
+        if native and not any(native):
+            return self._process_svm(tx, fee)  # the common case: one run of the SVM
+        self._set(payer, self.balance(payer) - fee)
         snapshot = dict(self.accounts)
+        meta_snapshot = dict(self.account_meta)
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
         self._auction_undo = {}
         self._work_undo = {}
         self._work_events_before = len(self.work_events)
         error = None
+        logs: list[str] = []
+        units = 0
         try:
-            for prog, accs, data in tx.instructions:
-                self._execute(tx, prog, accs, data)
+            run: list[int] = []  # consecutive instructions for the SVM, run as one sub-transaction
+            for i, (prog, accs, data) in enumerate(tx.instructions):
+                if tx.account_keys[prog] in NATIVE_PROGRAM_IDS:
+                    units += self._run_svm_part(tx, run, logs)
+                    run = []
+                    self._execute(tx, prog, accs, data)
+                elif tx.account_keys[prog] != svm.COMPUTE_BUDGET_PROGRAM_ID:
+                    run.append(i)
+            units += self._run_svm_part(tx, run, logs)
         except _InstructionError as exc:
             self.accounts = snapshot
+            self.account_meta = meta_snapshot
             self.modified = modified_before
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
             self._undo_auction()
             self._undo_work()
             error = str(exc)
-        return TxResult(sig, fee, error)
+        return TxResult(sig, fee, error, tuple(logs), units)
+
+    def _run_svm_part(self, tx: ParsedTx, instructions: list[int], logs: list[str]) -> int:
+        """The SVM instructions ``instructions`` of a transaction that also calls native
+        programs, as one sub-transaction (spec/svm.md "Mixed transactions"); the fee is
+        already charged. Raises _InstructionError on failure. Returns the compute units."""
+        if not instructions:
+            return 0
+        ex = self.executor or svm.shared_executor()
+        res = ex.execute(svm.sub_transaction(tx.vtx, instructions), tx.account_keys, tx.writable,
+                         self._svm_account, self.sysvars(), 0)
+        logs.extend(res.logs)
+        if res.error is not None:
+            raise _InstructionError(res.error)
+        for key, (lamports, meta) in res.writes.items():
+            self._store_svm(key, lamports, meta)
+        return res.compute_units
+
+    def _svm_account(self, pubkey: bytes) -> tuple[int, AccountMeta] | None:
+        """An account as the SVM sees it: an auction-program account (a query, bid, miner or
+        pool account, spec/auction.md "Account layouts") appears with its fixed-layout data,
+        owned by ``AUCTION_PROGRAM_ID``, so an SBF program can read it (spec/svm.md "Native
+        accounts in the SVM")."""
+        data = self.auction_accounts.get(pubkey)
+        if data is not None:
+            return self.accounts.get(pubkey, 0), AccountMeta(auction.AUCTION_PROGRAM_ID, data, False, 0)
+        return self.account(pubkey)
+
+    def _store_svm(self, pubkey: bytes, lamports: int, meta: AccountMeta) -> None:
+        if pubkey in self.auction_accounts:
+            # only lamports can change (no SVM program owns it); its data stays the auction's
+            self._set(pubkey, lamports)
+        else:
+            self._store(pubkey, lamports, meta)
+
+    def _process_svm(self, tx: ParsedTx, fee: int) -> TxResult:
+        """Run a transaction in the SVM (spec/svm.md): on success store every writable
+        account's post-state; on failure only the fee is charged."""
+        ex = self.executor or svm.shared_executor()
+        res = ex.execute(tx.vtx, tx.account_keys, tx.writable, self._svm_account, self.sysvars(), fee)
+        if res.error is None:
+            for key, (lamports, meta) in res.writes.items():
+                self._store_svm(key, lamports, meta)
+        else:
+            payer = tx.account_keys[0]
+            self._set(payer, self.balance(payer) - fee)
+        return TxResult(tx.signatures[0], fee, res.error, res.logs, res.compute_units)
 
     def _execute(self, tx: ParsedTx, prog: int, accs: bytes, data: bytes) -> None:
         if prog >= len(tx.account_keys) or any(a >= len(tx.account_keys) for a in accs):
@@ -391,26 +529,7 @@ class Bank:
             except work.WorkError as exc:  # a refused work credit fails the instruction, never replay
                 raise _InstructionError(f"work-credit-refused: {exc}") from None
             return
-        if tx.account_keys[prog] != SYSTEM_PROGRAM_ID:
-            raise _InstructionError(f"unsupported program {tx.account_keys[prog].hex()[:16]}...")
-        if len(data) < 4 or struct.unpack_from("<I", data)[0] != SYSTEM_INSTRUCTION_TRANSFER:
-            raise _InstructionError("unsupported system instruction")
-        if len(data) != 12 or len(accs) < 2:
-            raise _InstructionError("malformed transfer instruction")
-        (lamports,) = struct.unpack_from("<Q", data, 4)
-        src_i, dst_i = accs[0], accs[1]
-        src, dst = tx.account_keys[src_i], tx.account_keys[dst_i]
-        if src_i >= tx.signer_count:
-            raise _InstructionError("transfer source must sign")
-        if not (tx.writable[src_i] and tx.writable[dst_i]):
-            raise _InstructionError("transfer accounts must be writable")
-        if self.balance(src) < lamports:
-            raise _InstructionError(f"insufficient lamports: {self.balance(src)} < {lamports}")
-        self._set(src, self.balance(src) - lamports)
-        new_dst = self.balance(dst) + lamports
-        if new_dst >= 1 << 64:
-            raise _InstructionError("lamports overflow")
-        self._set(dst, new_dst)
+        # compute-budget instructions only set the fee and limits (svm.transaction_fee)
 
     # -- the vote program -------------------------------------------------------------------
     def vote_error(self, vote: Vote) -> str | None:
@@ -580,7 +699,7 @@ class Bank:
             self._set(self.leader, self.balance(self.leader) + reward)
         self.blockhashes.append(bytes(last_blockhash))
         del self.blockhashes[:-MAX_RECENT_BLOCKHASHES]
-        delta = accounts_hash({k: self.accounts[k] for k in self.modified}) if self.modified else ZERO_HASH
+        delta = accounts_delta_hash(self, self.modified)
         h = hashlib.sha256(self.parent_hash + delta + struct.pack("<Q", self.signature_count) + bytes(last_blockhash))
         if self.landed_votes:
             h.update(votes_hash(self.landed_votes))
@@ -676,12 +795,23 @@ class _AuctionView:
         return self._bank.epoch
 
 
-def accounts_hash(accounts: dict[bytes, int]) -> bytes:
-    """sha256 over ``pubkey || lamports u64 LE`` for every account, sorted by pubkey."""
+def accounts_hash(accounts: Mapping[bytes, int], meta: Mapping[bytes, AccountMeta] | None = None) -> bytes:
+    """sha256 over ``pubkey || account_hash`` for every account, sorted by pubkey
+    (spec/bank.md "Account hash"); ``meta`` holds the accounts that are not plain system
+    accounts without data."""
     h = hashlib.sha256()
+    m = meta or {}
     for k in sorted(accounts):
-        h.update(k + struct.pack("<Q", accounts[k]))
+        h.update(k + account_hash(k, accounts[k], m.get(k, DEFAULT_META)))
     return h.digest()
+
+
+def accounts_delta_hash(bank: Bank, keys: set[bytes]) -> bytes:
+    """``accounts_hash`` over the accounts in ``keys`` (those written in the slot; a deleted
+    account counts with 0 lamports), 32 zero bytes when ``keys`` is empty."""
+    if not keys:
+        return ZERO_HASH
+    return accounts_hash({k: bank.balance(k) for k in keys}, bank.account_meta)
 
 
 AUCTION_DELTA_DOMAIN = b"ambient/auction-delta/v1\x00"

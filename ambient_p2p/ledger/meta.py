@@ -191,7 +191,28 @@ class TallyEntry:
     votes: int = fld(UInt(64))
 
 
-@message(type_id=0x0107, version=4, max_size=1 << 20)
+#: The largest account data a snapshot carries (the whole snapshot shares the 1 MiB
+#: message ceiling; the genesis programs' data is carried by reference, ``genesis_data``).
+MAX_SNAPSHOT_ACCOUNT_DATA_BYTES = 1 << 20
+
+
+@record
+@dataclass(frozen=True)
+class AccountMetaData:
+    """The non-lamport fields of one account that is not a plain system account without data
+    (spec/bank.md "Accounts"). ``genesis_data``: ``data`` is empty here and is the data of the
+    genesis program account at ``pubkey`` (core/svm.py ``genesis_programs``), which every
+    node holds, so snapshots do not carry the programs' ELF bytes."""
+
+    pubkey: bytes = fld(Bytes(32, exact=True))
+    owner: bytes = fld(Bytes(32, exact=True))
+    executable: bool = fld(Bool())
+    rent_epoch: int = fld(UInt(64))
+    data: bytes = fld(Bytes(MAX_SNAPSHOT_ACCOUNT_DATA_BYTES))
+    genesis_data: bool = fld(Bool())
+
+
+@message(type_id=0x0107, version=5, max_size=1 << 20)
 @dataclass(frozen=True)
 class BankSnapshot:
     """A frozen bank's full state (spec/bank.md, "Persistence"): enough to continue
@@ -199,7 +220,8 @@ class BankSnapshot:
     1 MiB message ceiling (about 16k accounts); a chunked format is future work.
     v3 added ``auction_accounts`` (sorted by address, no duplicates: one encoding per
     state); v4 the work-credit state (``slots_per_epoch``, ``work_accounts``,
-    ``tally_epoch``, ``epoch_tally``, sorted by identity). v2 and v3 records still read, as
+    ``tally_epoch``, ``epoch_tally``, sorted by identity); v5 full accounts (``account_meta``,
+    sorted by pubkey). v2, v3 and v4 records still read, as
     banks without the later fields (:func:`decode_bank_snapshot`)."""
 
     slot: int = fld(UInt(64))
@@ -218,9 +240,11 @@ class BankSnapshot:
         List(Rec(WorkAccountData), MAX_SNAPSHOT_WORK_ACCOUNTS), default=())
     tally_epoch: int = fld(UInt(64), default=0)
     epoch_tally: tuple[TallyEntry, ...] = fld(List(Rec(TallyEntry), MAX_SNAPSHOT_TALLY), default=())
+    account_meta: tuple[AccountMetaData, ...] = fld(List(Rec(AccountMetaData), MAX_SNAPSHOT_ACCOUNTS), default=())
 
     def __post_init__(self) -> None:
         for name, keys in (("auction_accounts", [a.address for a in self.auction_accounts]),
+                           ("account_meta", [m.pubkey for m in self.account_meta]),
                            ("work_accounts", [w.identity for w in self.work_accounts]),
                            ("epoch_tally", [t.identity for t in self.epoch_tally])):
             if any(a >= b for a, b in itertools.pairwise(keys)):
@@ -231,11 +255,15 @@ class BankSnapshot:
 BANK_SNAPSHOT_V2 = 2
 #: The BankSnapshot version before the work-credit state existed.
 BANK_SNAPSHOT_V3 = 3
+#: The BankSnapshot version before full accounts (owner, data, executable, rent epoch).
+BANK_SNAPSHOT_V4 = 4
 #: Fields each older version lacks (read as their defaults: empty, 0).
-_ADDED_AFTER = {
+_ADDED_AFTER: dict[int, dict[str, object]] = {
     BANK_SNAPSHOT_V2: {"auction_accounts": [], "slots_per_epoch": 0, "work_accounts": [], "tally_epoch": 0,
-                       "epoch_tally": []},
-    BANK_SNAPSHOT_V3: {"slots_per_epoch": 0, "work_accounts": [], "tally_epoch": 0, "epoch_tally": []},
+                       "epoch_tally": [], "account_meta": []},
+    BANK_SNAPSHOT_V3: {"slots_per_epoch": 0, "work_accounts": [], "tally_epoch": 0, "epoch_tally": [],
+                       "account_meta": []},
+    BANK_SNAPSHOT_V4: {"account_meta": []},
 }
 
 

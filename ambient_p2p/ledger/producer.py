@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import codec
+from ..core import codec, svm
 from ..core.bank import Bank, child_bank
 from ..core.constants import SHRED_VERSION, TXS_PER_ENTRY
 from ..core.crypto import Keypair
@@ -32,9 +32,11 @@ BATCHES_PER_SLOT = 2
 
 
 def genesis_bank(genesis: Genesis) -> Bank:
+    """Slot 0's bank of a chain: the genesis accounts and the genesis programs (SPL Token,
+    Token-2022, ATA, Memo at their mainnet addresses, spec/svm.md)."""
     return Bank.genesis(genesis.hash(), {a.pubkey: a.lamports for a in genesis.accounts},
                         genesis.bootstrap_nodes[0].identity, genesis.hash(),
-                        slots_per_epoch=genesis.epoch.slots_per_epoch)
+                        slots_per_epoch=genesis.epoch.slots_per_epoch, programs=svm.genesis_programs())
 
 
 def uncredited_vote_weights(genesis: Genesis) -> Callable[[int], dict[bytes, int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core import codec
+from ..core import codec, svm
 from ..core.bank import Bank
 from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
 
@@ -17,6 +17,7 @@ from ..core.history import SNAPSHOT_INTERVAL_SLOTS as SNAPSHOT_INTERVAL_SLOTS
 from ..core.history import snapshot_due as snapshot_due
 from .meta import (
     AccountBalance,
+    AccountMetaData,
     AuctionAccountData,
     BankSnapshot,
     LastVote,
@@ -49,7 +50,24 @@ def bank_to_snapshot(bank: Bank) -> BankSnapshot:
         work_accounts=tuple(WorkAccountData(i, d) for i, d in sorted(bank.work_accounts.items())),
         tally_epoch=bank.tally_epoch,
         epoch_tally=tuple(TallyEntry(i, lead, votes) for i, (lead, votes) in sorted(bank.epoch_tally.items())),
+        account_meta=tuple(_meta_record(k, bank.accounts.get(k, 0), m) for k, m in sorted(bank.account_meta.items())),
     )
+
+
+def _meta_record(pubkey: bytes, lamports: int, meta: svm.AccountMeta) -> AccountMetaData:
+    genesis = svm.genesis_programs().get(pubkey)
+    by_ref = genesis is not None and genesis[1] == meta
+    return AccountMetaData(pubkey, meta.owner, meta.executable, meta.rent_epoch, b"" if by_ref else meta.data, by_ref)
+
+
+def _meta_from_record(rec: AccountMetaData) -> svm.AccountMeta:
+    data = rec.data
+    if rec.genesis_data:
+        genesis = svm.genesis_programs().get(rec.pubkey)
+        if genesis is None or rec.data:
+            raise ValueError(f"account {rec.pubkey.hex()[:16]}... refers to no genesis program's data")
+        data = genesis[1].data
+    return svm.AccountMeta(rec.owner, data, rec.executable, rec.rent_epoch)
 
 
 def snapshot_to_bank(snap: BankSnapshot) -> Bank:
@@ -68,7 +86,20 @@ def snapshot_to_bank(snap: BankSnapshot) -> Bank:
         work_accounts={w.identity: w.data for w in snap.work_accounts},
         epoch_tally={t.identity: (t.leader_slots, t.votes) for t in snap.epoch_tally},
         tally_epoch=snap.tally_epoch,
+        account_meta=_account_meta(snap),
     )
+
+
+def _account_meta(snap: BankSnapshot) -> dict[bytes, svm.AccountMeta]:
+    """The snapshot's full accounts. A record without any (a BankSnapshot before v5, read
+    with none) gives the accounts at the genesis programs' addresses their genesis state:
+    every chain has them from slot 0 and only an SVM transaction could have changed them,
+    which such a record's bank never ran."""
+    if snap.account_meta:
+        return {m.pubkey: _meta_from_record(m) for m in snap.account_meta}
+    genesis = svm.genesis_programs()
+    return {a.pubkey: genesis[a.pubkey][1] for a in snap.accounts
+            if a.pubkey in genesis and genesis[a.pubkey][0] == a.lamports}
 
 
 def snapshot_matches(snap: BankSnapshot, bank: Bank) -> bool:
@@ -135,7 +166,7 @@ class ScheduleBookState:
     forfeits: tuple[LStakeForfeit, ...] = fld(List(Rec(LStakeForfeit), MAX_SNAPSHOT_LSTAKE_BUCKETS), default=())
 
 
-@message(type_id=0x0108, version=3, max_size=1 << 20)
+@message(type_id=0x0108, version=4, max_size=1 << 20)
 @dataclass(frozen=True)
 class NodeSnapshot:
     """A validator's state at root ``slot`` (spec/blockstore.md, "Node snapshots"): the
@@ -144,7 +175,8 @@ class NodeSnapshot:
     (finality statistics), and the schedule book. With it and the stored slots above
     ``slot``, a node restarts without replaying from genesis. v2 embedded ``BankSnapshot``
     v3 (auction accounts); v3 embeds ``BankSnapshot`` v4 (work-credit state) and LStake
-    buckets with their Logit Pool share (``pool_credits``). Older records are refused
+    buckets with their Logit Pool share (``pool_credits``); v4 embeds ``BankSnapshot`` v5
+    (full accounts). Older records are refused
     (``unsupported-version``), never read as a bank without that state: a restart trusts
     its bank unchecked (:func:`load_latest_node_snapshot` passes over them)."""
 

@@ -12,6 +12,11 @@ the input a must-reject, with its reason (``blockhash-not-found``, ``already-pro
 
 ``genesis/<case>``: input.json {genesis_hash: hex, accounts: [[address, lamports]]} ->
 {bank_hash} of slot 0's bank.
+
+``account-hash/<case>``: input.json {accounts: [{pubkey, lamports, owner (addresses), data
+(hex), executable, rent_epoch}]} -> {account_hashes: [hex], accounts_hash: hex} (spec/bank.md
+"Account hash": each account's hash, and the sorted (pubkey || account hash) digest that the
+accounts delta hash is of the accounts written in a slot).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import json
 from typing import Any
 
-from ...core import crypto
+from ...core import crypto, svm
 from ...core.bank import ZERO_HASH, Bank, BlockError, accounts_hash, votes_hash
 from ...core.consensus import Vote
 from ...core.messages import sign_message
@@ -45,6 +50,15 @@ def run(handler: str, data: bytes) -> Any:
         if handler == "genesis":
             b = Bank.genesis(bytes.fromhex(v["genesis_hash"]), _accounts(v["accounts"]), bytes(32), bytes(32))
             return {"bank_hash": b.bank_hash.hex() if b.bank_hash else None}
+        if handler == "account-hash":
+            accts = [(crypto.decode_address(a["pubkey"]), int(a["lamports"]),
+                      svm.AccountMeta(crypto.decode_address(a["owner"]), bytes.fromhex(a["data"]),
+                                      bool(a["executable"]), int(a["rent_epoch"]))) for a in v["accounts"]]
+            if any(not 0 <= n < 1 << 64 or not 0 <= m.rent_epoch < 1 << 64 for _k, n, m in accts) or \
+                    len({k for k, _n, _m in accts}) != len(accts):
+                raise Rejected("malformed", "lamports and rent_epoch are u64; pubkeys are distinct")
+            return {"account_hashes": [svm.account_hash(k, n, m).hex() for k, n, m in accts],
+                    "accounts_hash": accounts_hash({k: n for k, n, _m in accts}, {k: m for k, _n, m in accts}).hex()}
         if handler != "slot":
             raise Rejected("unknown-handler", handler)
         p = v["parent"]
@@ -109,6 +123,29 @@ def cases() -> list[Case]:
         inp = {"parent": parent, "slot": 6, "leader": _addr(leader.pubkey), "txs": [t.hex() for t in txs],
                "last_blockhash": last.hex()}
         out.append(case_from_run(run, "slot", name, js(inp), desc, "input.json"))
+
+    def acct(pk: bytes, lamports: int, owner: bytes, data: bytes, executable: bool = False,
+             rent_epoch: int = 0) -> dict[str, Any]:
+        return {"pubkey": _addr(pk), "lamports": lamports, "owner": _addr(owner), "data": data.hex(),
+                "executable": executable, "rent_epoch": rent_epoch}
+
+    token_account = (users[1].pubkey + users[0].pubkey + (750_000).to_bytes(8, "little") + bytes(4) + bytes(32)
+                     + b"\x01" + bytes(4) + bytes(8) + bytes(8) + bytes(4) + bytes(32))  # spl-token Account, 165 B
+    for name, desc, accts in (
+        ("system", "a system account without data", [acct(users[0].pubkey, 10_000_000, svm.SYSTEM_PROGRAM_ID, b"")]),
+        ("zero-lamports", "an account with 0 lamports hashes to 32 zero bytes (agave: it does not exist)",
+         [acct(users[0].pubkey, 0, svm.SPL_TOKEN_PROGRAM_ID, b"\x01\x02")]),
+        ("token-account", "an SPL Token account: 165 bytes owned by the Token program",
+         [acct(users[2].pubkey, 2_039_280, svm.SPL_TOKEN_PROGRAM_ID, token_account)]),
+        ("program", "an executable account with a rent epoch", [acct(svm.SPL_MEMO_PROGRAM_ID, 1, crypto.decode_address(
+            "BPFLoader2111111111111111111111111111111111"), b"\x7fELF", True, 2**64 - 1)]),
+        ("sorted", "three accounts given out of order: the accounts hash sorts by pubkey",
+         [acct(users[2].pubkey, 5, svm.SYSTEM_PROGRAM_ID, b""), acct(users[0].pubkey, 7, svm.SYSTEM_PROGRAM_ID, b""),
+          acct(users[1].pubkey, 2_039_280, svm.SPL_TOKEN_PROGRAM_ID, token_account)]),
+    ):
+        out.append(case_from_run(run, "account-hash", name, js({"accounts": accts}), desc, "input.json"))
+    out.append(case_from_run(run, "account-hash", "lamports-overflow", js({"accounts": [
+        acct(users[0].pubkey, 2**64, svm.SYSTEM_PROGRAM_ID, b"")]}), "lamports beyond u64: must reject", "input.json"))
 
     t1 = transfer_tx(users[0], users[2].pubkey, 1234, recent)
     slot_case("empty", "no transactions: nothing changes, the delta hash is 32 zero bytes", [])

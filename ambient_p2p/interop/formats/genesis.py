@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 
-from ...core import codec, crypto
+from ...core import codec, crypto, svm
 from ...core.bank import Bank
 from ...core.genesis import build_genesis
 from ...core.lstake import LStakeError, leader_schedule, schedule_seed
@@ -40,7 +40,8 @@ def run(handler: str, data: bytes) -> Any:
     except codec.DecodeError as exc:
         raise Rejected(exc.reason, str(exc)) from None
     gh = crypto.sha256(data)
-    bank = Bank.genesis(gh, {a.pubkey: a.lamports for a in g.accounts}, bytes(32), gh)
+    bank = Bank.genesis(gh, {a.pubkey: a.lamports for a in g.accounts}, bytes(32), gh,
+                        programs=svm.genesis_programs())
     weights = {n.identity: n.lstake for n in g.bootstrap_nodes}
     spe, ls = g.epoch.slots_per_epoch, g.epoch.leader_slots
     leaders = {}

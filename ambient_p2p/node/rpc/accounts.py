@@ -1,10 +1,9 @@
 """The RPC's one view of a bank's accounts (getAccountInfo, getMultipleAccounts,
 getProgramAccounts, accountSubscribe read through here).
 
-The bank's account model is being generalised (spec/svm.md: accounts with owner, data and
-an executable flag); until then an account is its lamports (``Bank.accounts``, owned by the
-system program, no data) or an auction-program account (``Bank.auction_accounts``: fixed-
-layout data, lamports from the balance map). Every RPC read of an account goes through
+An account is an auction-program account (``Bank.auction_accounts``: fixed-layout data,
+lamports from the balance map) or a full Solana account (``Bank.account``: lamports plus
+owner, data, executable flag; spec/bank.md "Accounts", spec/svm.md). Every RPC read of an account goes through
 :func:`account_view` and :func:`program_accounts`, so a new account model changes these two
 functions and nothing else in the doors.
 """
@@ -34,9 +33,12 @@ def account_view(bank: Bank, key: bytes) -> AccountView | None:
     """The account at ``key`` in ``bank`` (None: it does not exist: no lamports, no data)."""
     lamports = bank.balance(key)
     data = bank.auction_accounts.get(key)
-    if data is None:
-        return AccountView(lamports, SYSTEM_PROGRAM_ID, b"") if lamports else None
-    return AccountView(lamports, au.AUCTION_PROGRAM_ID, data)
+    if data is not None:
+        return AccountView(lamports, au.AUCTION_PROGRAM_ID, data)
+    full = bank.account(key)
+    if full is None:
+        return None
+    return AccountView(full[0], full[1].owner, full[1].data, full[1].executable)
 
 
 def program_accounts(bank: Bank, program: bytes) -> Iterator[tuple[bytes, AccountView]]:
@@ -46,8 +48,8 @@ def program_accounts(bank: Bank, program: bytes) -> Iterator[tuple[bytes, Accoun
         keys = sorted(bank.auction_accounts)
     elif program == SYSTEM_PROGRAM_ID:
         keys = sorted(k for k, v in bank.accounts.items() if v and k not in bank.auction_accounts)
-    else:
-        return
+    else:  # an SVM program's accounts: those whose meta names it as owner
+        keys = sorted(k for k, m in bank.account_meta.items() if m.owner == program)
     for k in keys:
         view = account_view(bank, k)
         if view is not None and view.owner == program:

@@ -368,9 +368,10 @@ def _meta(t: TxRecord) -> dict[str, Any]:
     err = tx_error(t.result.error)
     return {"err": err, "status": {"Ok": None} if err is None else {"Err": err}, "fee": t.result.fee,
             "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
-            "logMessages": [] if t.result.error is None else [f"Program log: {t.result.error}"],
+            # the programs' logs (SVM transactions, spec/svm.md); a native program's error as one line
+            "logMessages": list(t.result.logs) or ([] if t.result.error is None else [f"Program log: {t.result.error}"]),
             "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
-            "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": 0}
+            "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": t.result.compute_units}
 
 
 def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:

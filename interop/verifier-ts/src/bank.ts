@@ -137,10 +137,29 @@ export class Bank {
   }
 }
 
-export function accountsHash(accts: [Uint8Array, bigint][]): Uint8Array {
-  const s = [...accts].sort((a, b) => cmpBytes(a[0], b[0]));
-  return sha256(...s.flatMap(([k, v]) => [k, u64le(v)]));
+/** spec/bank.md "Account hash" of a system account without data: sha256(lamports u64 LE ||
+ * rent_epoch u64 LE (0) || data (none) || executable u8 (0) || owner (system: 32 zero bytes) ||
+ * pubkey); 32 zero bytes for 0 lamports. */
+export function systemAccountHash(k: Uint8Array, lamports: bigint): Uint8Array {
+  if (lamports === 0n) return ZERO32;
+  return sha256(u64le(lamports), u64le(0n), new Uint8Array([0]), ZERO32, k);
 }
+/** sha256 over (pubkey || account hash), sorted by pubkey: lamport-only accounts (system
+ * accounts without data) plus accounts given by their account hash (the genesis programs). */
+export function accountsHash(accts: [Uint8Array, bigint][], hashed: [Uint8Array, Uint8Array][] = []): Uint8Array {
+  const all: [Uint8Array, Uint8Array][] = [...accts.map(([k, v]): [Uint8Array, Uint8Array] => [k, systemAccountHash(k, v)]), ...hashed];
+  all.sort((a, b) => cmpBytes(a[0], b[0]));
+  return sha256(...all.flatMap(([k, h]) => [k, h]));
+}
+/** The genesis programs (spec/svm.md "Genesis programs"): address and account hash. */
+export const GENESIS_PROGRAM_ACCOUNT_HASHES: [string, string][] = [
+  ["MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr", "07e98fbcb1e9febeb5465d78ff7df3a98f55f11a42b9d6d1cd248457928a2693"],
+  ["TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", "d011a76bf5b4c7490ada638a5b5a2e0a0497daaabbd0563ee27eecea01e6e7ee"],
+  ["TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb", "b23868cca2e413ba0120f6f78715070c68a9bdf6fb827f06957cf15f726b348d"],
+  ["3gvYRKWyXRR9xKWe1ZjPhLY5ZJRN7KDB4rFZFGoJfFk2", "14f2ae5428f66c78376bfe864925298e0b232f8c6ec80abf4ffb343a88bfeec0"],
+  ["ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL", "5dd63e394779a905ea001661cb332fe5d0e61969fe3fd1957babc1f8357242a9"],
+  ["DoU57AYuPFu2QU514RktNPG22QhApEjnKxnBcu4BHDTY", "f3f258750883747172e77a9e2c6075ce9036c3969d88246882c239071827611a"],
+];
 export function auctionAccountsHash(m: [Uint8Array, Uint8Array][]): Uint8Array {
   const s = [...m].sort((a, b) => cmpBytes(a[0], b[0]));
   return sha256(...s.flatMap(([k, d]) => [k, u32le(d.length), d]));
@@ -302,7 +321,33 @@ const voteLand: Handler = (input) => {
   });
 };
 
+/** spec/bank.md "Account hash": agave's field order, sha256; 0 lamports -> 32 zero bytes. */
+export function accountHash(k: Uint8Array, lamports: bigint, owner: Uint8Array, data: Uint8Array, executable: boolean, rentEpoch: bigint): Uint8Array {
+  if (lamports === 0n) return ZERO32;
+  return sha256(u64le(lamports), u64le(rentEpoch), data, new Uint8Array([executable ? 1 : 0]), owner, k);
+}
+
+const accountHashH: Handler = (input) => {
+  const j = jsonInput(input);
+  const U64 = 1n << 64n;
+  const accts = arr(j.accounts).map((a0) => {
+    const a = obj(a0);
+    const lamports = int(a.lamports);
+    const rentEpoch = int(a.rent_epoch);
+    if (lamports < 0n || lamports >= U64 || rentEpoch < 0n || rentEpoch >= U64) reject("malformed", "u64");
+    if (typeof a.executable !== "boolean") reject("malformed", "executable");
+    const k = unb58(str(a.pubkey));
+    return { k, h: accountHash(k, lamports, unb58(str(a.owner)), unhex(str(a.data)), a.executable === true, rentEpoch) };
+  });
+  if (new Set(accts.map((a) => H(a.k))).size !== accts.length) reject("malformed", "duplicate pubkey");
+  return ok({
+    account_hashes: accts.map((a) => hex(a.h)),
+    accounts_hash: hex(accountsHash([], accts.map((a): [Uint8Array, Uint8Array] => [a.k, a.h]))),
+  });
+};
+
 export const BANK_HANDLERS: { [key: string]: Handler } = {
+  "bank/account-hash": accountHashH,
   "bank/genesis": genesis,
   "bank/slot": Object.assign(slotH, { project: projectResults }),
   "vote/vote-tx": voteTx,

@@ -82,8 +82,9 @@ const Genesis = rec(
   },
 );
 
-// v4 (spec/blockstore.md): v3 plus the work-credit state (spec/lstake.md, spec/rewards.md)
-const BankSnapshotV4 = rec(
+// v5 (spec/blockstore.md): v3 plus the work-credit state (spec/lstake.md, spec/rewards.md, v4)
+// and full accounts (spec/bank.md "Accounts", v5)
+const BankSnapshotV5 = rec(
   {
     slot: u(64),
     parent_slot: u(64),
@@ -99,8 +100,13 @@ const BankSnapshotV4 = rec(
     work_accounts: list(rec({ identity: b(32), data: b(128) }), 2048),
     tally_epoch: u(64),
     epoch_tally: list(rec({ identity: b(32), leader_slots: u(64), votes: u(64) }), 4096),
+    account_meta: list(
+      rec({ pubkey: b(32), owner: b(32), executable: bool, rent_epoch: u(64), data: bmax(1 << 20), genesis_data: bool }),
+      16_384,
+    ),
   },
   (r) => {
+    if (!strictlyAscendingBy("pubkey")(r.get("account_meta")!)) return "account_meta not strictly ascending by pubkey";
     if (!strictlyAscendingBy("address")(r.get("auction_accounts")!)) return "auction_accounts not strictly ascending by address";
     if (!strictlyAscendingBy("identity")(r.get("work_accounts")!)) return "work_accounts not strictly ascending by identity";
     if (!strictlyAscendingBy("identity")(r.get("epoch_tally")!)) return "epoch_tally not strictly ascending by identity";
@@ -132,7 +138,7 @@ export const CommitmentSchema = rec({
 export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
-  { id: 0x0107, name: "BankSnapshot", version: 4, maxSize: 1_048_576, body: BankSnapshotV4 },
+  { id: 0x0107, name: "BankSnapshot", version: 5, maxSize: 1_048_576, body: BankSnapshotV5 },
   // spec/network.md 2.2
   {
     id: 0x0200,

@@ -1,9 +1,9 @@
 // What a node derives from the genesis file (spec/genesis.md, spec/bank.md, spec/lstake.md).
 import { type Handler, ok } from "./handler.js";
-import { type Json, concat, hex, reject, sha256, u64le, utf8 } from "./util.js";
+import { type Json, concat, hex, reject, sha256, u64le, unhex, utf8 } from "./util.js";
 import { type Record as CborRecord, decodeMessage } from "./codec.js";
-import { b58 } from "./crypto.js";
-import { accountsHash } from "./bank.js";
+import { b58, unb58 } from "./crypto.js";
+import { GENESIS_PROGRAM_ACCOUNT_HASHES, accountsHash } from "./bank.js";
 import { leaderSchedule } from "./consensus.js";
 
 const SCHEDULE_SEED_DOMAIN = concat(utf8("ambient/leader-schedule/v1"), new Uint8Array([0]));
@@ -34,7 +34,8 @@ const derive: Handler = (input) => {
     genesis_address: b58(gh),
     chain_id: g.get("chain_id") as string,
     slot_duration_us: (poh.get("ticks_per_slot") as bigint) * (poh.get("target_tick_duration_us") as bigint),
-    slot0_bank_hash: hex(sha256(utf8("ambient/bank-genesis/v1\0"), gh, accountsHash(accounts))),
+    slot0_bank_hash: hex(sha256(utf8("ambient/bank-genesis/v1\0"), gh, accountsHash(accounts,
+      GENESIS_PROGRAM_ACCOUNT_HASHES.map(([a, h]): [Uint8Array, Uint8Array] => [unb58(a), unhex(h)])))),
     leaders,
   });
 };

@@ -1,0 +1,388 @@
+"""The SVM executor: every instruction that is not addressed to a native Ambient program
+runs in LiteSVM (``solders.litesvm``, the agave SVM with the BPF loaders and the builtin
+programs), against accounts loaded from the executing bank (normative text: spec/svm.md).
+
+Why here, in the sans-IO core: LiteSVM is a pure, deterministic computation (no disk, clock
+or network), like the ``solders`` transaction parsing the bank already uses, and every bank
+of every node must run it identically; an executor injected only by the shells could be
+forgotten by one caller and silently fork that caller's chain.
+
+The executor keeps one LiteSVM instance (building one costs tens of milliseconds and
+compiles the builtin programs) and a mirror of what it last stored there per address, so
+that an account unchanged since the previous transaction is not copied again. Before each
+transaction every account the transaction names (and the programdata account of every
+upgradeable program it names) is made equal to the bank's, so LiteSVM's own state never
+leaks into a result, whichever bank or fork ran before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .crypto import decode_address
+
+if TYPE_CHECKING:
+    from solders.account import Account
+    from solders.litesvm import LiteSVM
+    from solders.transaction import VersionedTransaction
+
+SYSTEM_PROGRAM_ID = bytes(32)
+NATIVE_LOADER_ID = decode_address("NativeLoader1111111111111111111111111111111")
+SYSVAR_OWNER_ID = decode_address("Sysvar1111111111111111111111111111111111111")
+BPF_LOADER_UPGRADEABLE_ID = decode_address("BPFLoaderUpgradeab1e11111111111111111111111")
+COMPUTE_BUDGET_PROGRAM_ID = decode_address("ComputeBudget111111111111111111111111111111")
+#: The programs present from slot 0 at their mainnet addresses (spec/svm.md "Genesis programs"):
+#: read out of LiteSVM 0.15 (solders 0.29.0) with their programdata accounts.
+SPL_TOKEN_PROGRAM_ID = decode_address("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+SPL_TOKEN_2022_PROGRAM_ID = decode_address("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+SPL_ASSOCIATED_TOKEN_PROGRAM_ID = decode_address("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+SPL_MEMO_PROGRAM_ID = decode_address("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+GENESIS_PROGRAM_IDS = (SPL_TOKEN_PROGRAM_ID, SPL_TOKEN_2022_PROGRAM_ID, SPL_ASSOCIATED_TOKEN_PROGRAM_ID,
+                       SPL_MEMO_PROGRAM_ID)
+
+# Fees (agave ``FeeStructure`` and ``compute_budget``): a signature fee plus a prioritization fee.
+LAMPORTS_PER_SIGNATURE = 5_000
+MICRO_LAMPORTS_PER_LAMPORT = 1_000_000
+DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT = 200_000
+MAX_COMPUTE_UNIT_LIMIT = 1_400_000
+COMPUTE_BUDGET_SET_COMPUTE_UNIT_LIMIT = 2
+COMPUTE_BUDGET_SET_COMPUTE_UNIT_PRICE = 3
+#: Upgradeable-loader account state tag of a program account (``UpgradeableLoaderState::Program``),
+#: followed by its programdata address.
+UPGRADEABLE_PROGRAM_TAG = 2
+
+
+class AccountMeta(NamedTuple):
+    """Everything of a Solana account except its lamports (kept in ``Bank.accounts``): owner,
+    data, executable flag and rent epoch. Accounts with :data:`DEFAULT_META` have no entry.
+    (A named tuple, not a dataclass: the executor builds one per written account, and tuple
+    construction and comparison are several times cheaper.)"""
+
+    owner: bytes
+    data: bytes
+    executable: bool
+    rent_epoch: int
+
+
+DEFAULT_META = AccountMeta(SYSTEM_PROGRAM_ID, b"", False, 0)
+
+
+def account_hash(pubkey: bytes, lamports: int, meta: AccountMeta) -> bytes:
+    """The per-account hash (spec/bank.md "Account hash"): agave's ``hash_account_data``
+    field order with sha256 in place of blake3: ``lamports u64 LE || rent_epoch u64 LE ||
+    data || executable u8 || owner || pubkey``; 32 zero bytes for an account with 0 lamports
+    (agave: ``Hash::default()``, the account does not exist)."""
+    if lamports == 0:
+        return bytes(32)
+    h = hashlib.sha256(struct.pack("<QQ", lamports, meta.rent_epoch))
+    h.update(meta.data)
+    h.update(b"\x01" if meta.executable else b"\x00")
+    h.update(meta.owner + pubkey)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class SvmResult:
+    """One transaction's run in the SVM. ``writes``: the post-state (lamports, meta) of every
+    writable account, the fee payer's already net of ``fee`` (empty on failure);
+    ``error``: agave's ``TransactionError`` text, None on success."""
+
+    error: str | None
+    logs: tuple[str, ...]
+    compute_units: int
+    writes: Mapping[bytes, tuple[int, AccountMeta]]
+    svm_fee: int
+
+
+@dataclass(frozen=True)
+class Sysvars:
+    """The sysvars a slot's transactions see, from the executing bank (spec/svm.md)."""
+
+    slot: int
+    epoch: int
+    slots_per_epoch: int
+    unix_timestamp: int
+    slot_hashes: tuple[tuple[int, bytes], ...]  # newest first, as the SlotHashes sysvar
+
+
+def compute_budget(instructions: Sequence[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """(compute unit limit, compute unit price in micro-lamports) of a transaction's
+    ``(program id, data)`` instructions, by agave's rules: the last ``SetComputeUnitLimit``
+    (capped at 1.4 M) or 200,000 per instruction that is not a compute-budget instruction
+    (capped), and the last ``SetComputeUnitPrice`` (0 if none). Malformed compute-budget data
+    counts as absent here; the SVM fails such a transaction."""
+    limit: int | None = None
+    price = 0
+    others = 0
+    for program, data in instructions:
+        if program != COMPUTE_BUDGET_PROGRAM_ID:
+            others += 1
+            continue
+        if len(data) == 5 and data[0] == COMPUTE_BUDGET_SET_COMPUTE_UNIT_LIMIT:
+            limit = struct.unpack_from("<I", data, 1)[0]
+        elif len(data) == 9 and data[0] == COMPUTE_BUDGET_SET_COMPUTE_UNIT_PRICE:
+            price = struct.unpack_from("<Q", data, 1)[0]
+    if limit is None:
+        limit = others * DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT
+    return min(limit, MAX_COMPUTE_UNIT_LIMIT), price
+
+
+def transaction_fee(signatures: int, instructions: Sequence[tuple[bytes, bytes]]) -> int:
+    """agave's fee: ``LAMPORTS_PER_SIGNATURE`` per signature plus the prioritization fee
+    ``ceil(compute unit price x compute unit limit / 10^6)``."""
+    limit, price = compute_budget(instructions)
+    return LAMPORTS_PER_SIGNATURE * signatures + -(-(price * limit) // MICRO_LAMPORTS_PER_LAMPORT)
+
+
+def _x87_reset() -> Callable[[], None]:
+    """A function that executes ``emms`` (x86-64): LiteSVM (solders 0.29.0) leaves the x87/MMX
+    register tags in use after some programs run (seen after the ATA program's CPI), and the
+    next x87 computation in the process gets NaN: RocksDB then fails to open a database with
+    ``std::bad_alloc`` (a size computed in ``long double``), which aborts the process ("Rust
+    cannot catch foreign exceptions"). ``emms`` marks the registers empty again, as the x86-64
+    ABI requires on return from any function. A no-op elsewhere, or where executable
+    memory cannot be mapped."""
+    import ctypes
+    import mmap
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return lambda: None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError):
+        return lambda: None
+    page.write(b"\x0f\x77\xc3")  # emms; ret
+    fn = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    _X87_PAGES.append(page)  # the code page lives as long as the process
+    return fn
+
+
+_X87_PAGES: list[object] = []
+
+
+def _new_litesvm() -> LiteSVM:
+    from solders.litesvm import LiteSVM
+
+    # signatures and blockhashes are the bank's checks (done once, never twice); no history:
+    # the bank's status cache answers "already processed", per fork
+    from solders.rent import Rent
+
+    svm = LiteSVM().with_sigverify(False).with_blockhash_check(False).with_transaction_history(0)
+    # no rent and no rent-exemption minimum (spec/svm.md "Sysvars"): the bank has never
+    # charged rent, and a transfer of any amount to a new account stays valid
+    svm.set_rent(Rent.free())
+    return svm
+
+
+@lru_cache(maxsize=1)
+def genesis_programs() -> Mapping[bytes, tuple[int, AccountMeta]]:
+    """The genesis program accounts (SPL Token, Token-2022, ATA, Memo and the programdata
+    accounts of the upgradeable ones), as LiteSVM holds them: address -> (lamports, meta)."""
+    from solders.pubkey import Pubkey
+
+    svm = _new_litesvm()
+    out: dict[bytes, tuple[int, AccountMeta]] = {}
+    for pid in GENESIS_PROGRAM_IDS:
+        acc = svm.get_account(Pubkey(pid))
+        if acc is None:
+            raise RuntimeError(f"LiteSVM has no program at {Pubkey(pid)}")
+        out[pid] = _from_account(acc)
+        pd = _programdata_address(acc.owner.__bytes__(), bytes(acc.data))
+        if pd is not None:
+            pda = svm.get_account(Pubkey(pd))
+            if pda is None:
+                raise RuntimeError(f"LiteSVM has no programdata at {Pubkey(pd)}")
+            out[pd] = _from_account(pda)
+    return dict(sorted(out.items()))
+
+
+def _programdata_address(owner: bytes, data: bytes) -> bytes | None:
+    if owner == BPF_LOADER_UPGRADEABLE_ID and len(data) >= 36 and data[0] == UPGRADEABLE_PROGRAM_TAG:
+        return data[4:36]
+    return None
+
+
+def _from_account(acc: Account) -> tuple[int, AccountMeta]:
+    meta = AccountMeta(bytes(acc.owner), acc.data, acc.executable, acc.rent_epoch)
+    return acc.lamports, DEFAULT_META if meta == DEFAULT_META else meta
+
+
+class SvmExecutor:
+    """One LiteSVM instance and its mirror (see the module docstring). Not thread-safe: one
+    per thread or process (:func:`shared_executor`)."""
+
+    def __init__(self) -> None:
+        from solders.account import Account
+        from solders.clock import Clock
+        from solders.epoch_schedule import EpochSchedule
+        from solders.hash import Hash
+        from solders.pubkey import Pubkey
+
+        self._Account, self._Pubkey, self._Clock, self._Hash = Account, Pubkey, Clock, Hash
+        self._EpochSchedule = EpochSchedule
+        from solders.transaction_metadata import FailedTransactionMetadata
+
+        self._Failed = FailedTransactionMetadata
+        self.svm = _new_litesvm()
+        #: address -> the (lamports, meta) stored in LiteSVM by us or read back after a commit
+        self._mirror: dict[bytes, tuple[int, AccountMeta]] = dict(genesis_programs())
+        #: addresses LiteSVM owns and the bank never stores: native builtins and sysvars
+        self._reserved: set[bytes] = set()
+        self._sysvars: Sysvars | None = None
+        self._x87_reset = _x87_reset()
+        self._pubkeys: dict[bytes, Any] = {}  # address -> solders Pubkey (building one costs ~2 us)
+        self._owners: dict[Any, bytes] = {}  # solders Pubkey -> address, for owners
+
+    def _pk(self, key: bytes) -> Any:
+        pk = self._pubkeys.get(key)
+        if pk is None:
+            if len(self._pubkeys) > 1 << 16:
+                self._pubkeys.clear()
+            pk = self._pubkeys[key] = self._Pubkey(key)
+        return pk
+
+    def _read(self, key: bytes) -> tuple[int, AccountMeta]:
+        acc = self.svm.get_account(self._pk(key))
+        if acc is None:
+            return 0, DEFAULT_META
+        owner_pk = acc.owner
+        owner = self._owners.get(owner_pk)
+        if owner is None:
+            if len(self._owners) > 1 << 12:
+                self._owners.clear()
+            owner = self._owners[owner_pk] = bytes(owner_pk)
+        meta = AccountMeta(owner, acc.data, acc.executable, acc.rent_epoch)
+        return acc.lamports, DEFAULT_META if meta == DEFAULT_META else meta
+
+    def _sync_sysvars(self, sv: Sysvars) -> None:
+        if sv is self._sysvars or sv == self._sysvars:
+            return
+        svm = self.svm
+        old = self._sysvars
+        svm.set_clock(self._Clock(sv.slot, 0, sv.epoch, sv.epoch + 1, sv.unix_timestamp))
+        if old is None or old.slot_hashes != sv.slot_hashes:
+            svm.set_slot_hashes([(s, self._Hash(h)) for s, h in sv.slot_hashes])
+        if old is None or old.slots_per_epoch != sv.slots_per_epoch:
+            spe = sv.slots_per_epoch or (1 << 63)  # no epochs: one endless epoch 0
+            svm.set_epoch_schedule(self._EpochSchedule.custom(spe, spe, False))
+        self._sysvars = sv
+
+    def _is_reserved(self, key: bytes) -> bool:
+        if key in self._reserved:
+            return True
+        acc = self.svm.get_account(self._pk(key))
+        if acc is not None and bytes(acc.owner) in (NATIVE_LOADER_ID, SYSVAR_OWNER_ID):
+            self._reserved.add(key)
+            return True
+        return False
+
+    def _load(self, key: bytes, state: tuple[int, AccountMeta] | None) -> None:
+        # a builtin or sysvar address stays the SVM's even where the bank holds lamports there
+        # (e.g. fees credited to a leader whose key is all zeros: the system program's address)
+        if key not in self._mirror and self._is_reserved(key):
+            return
+        if state is None:
+            state = (0, DEFAULT_META)
+        cur = self._mirror.get(key)
+        if cur is not None and (cur is state or cur == state):
+            return
+        lamports, m = state
+        self.svm.set_account(self._pk(key), self._Account(lamports, m.data, self._pk(m.owner), m.executable,
+                                                          m.rent_epoch))
+        self._mirror[key] = state
+
+    def execute(self, tx: VersionedTransaction, keys: Sequence[bytes], writable: Sequence[bool],
+                load: Callable[[bytes], tuple[int, AccountMeta] | None], sysvars: Sysvars, fee: int) -> SvmResult:
+        """Run ``tx`` (whose account keys are ``keys``) on the accounts ``load`` answers
+        (None: no such account), with ``sysvars``. The fee payer is loaded with its balance
+        before the fee; its post-state in ``writes`` is net of ``fee`` (the bank's fee)."""
+        self._sync_sysvars(sysvars)
+        states = {k: load(k) for k in keys}
+        # programdata first: storing an upgradeable program account compiles its programdata
+        for k in keys:
+            st = states[k]
+            if st is not None and st[1].executable:
+                pd = _programdata_address(st[1].owner, st[1].data)
+                if pd is not None and pd not in states:
+                    self._load(pd, load(pd))
+        for k in keys:
+            self._load(k, states[k])
+        try:
+            res = self.svm.send_transaction(tx)
+        except BaseException as exc:  # pyo3 PanicException derives from BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            # a panic inside LiteSVM fails the transaction (fee charged) on every node alike;
+            # what it left in LiteSVM is unknown: every account is loaded again from the bank
+            self._x87_reset()
+            self._mirror.clear()
+            return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
+        self._x87_reset()
+        if isinstance(res, self._Failed):
+            meta = res.meta()
+            for k, w in zip(keys, writable):
+                if w:  # LiteSVM may have charged its fee or kept a partial state: reload next time
+                    self._mirror.pop(k, None)
+            logs = tuple(meta.logs())
+            return SvmResult(_error_text(str(res.err()), logs), logs, int(meta.compute_units_consumed()), {},
+                             int(meta.fee()))
+        svm_fee = int(res.fee())
+        writes: dict[bytes, tuple[int, AccountMeta]] = {}
+        for i, (k, w) in enumerate(zip(keys, writable)):
+            if not w or k in self._reserved:
+                continue
+            post = self._read(k)
+            self._mirror[k] = post
+            if i == 0 and svm_fee != fee:
+                post = (post[0] + svm_fee - fee, post[1])
+            writes[k] = post
+        if svm_fee != fee:
+            self._mirror.pop(keys[0], None)  # the bank's payer differs from LiteSVM's: reload it
+        return SvmResult(None, tuple(res.logs()), int(res.compute_units_consumed()), writes, svm_fee)
+
+
+def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
+    """``tx`` with only the instructions at ``instructions`` (same keys, header, blockhash and
+    signatures): the SVM part of a transaction that also calls native programs. Its
+    signatures no longer sign its message, which the SVM does not check (sigverify is the
+    bank's, on the whole transaction)."""
+    from solders.message import Message, MessageV0
+    from solders.transaction import VersionedTransaction
+
+    msg = tx.message
+    ixs = [msg.instructions[i] for i in instructions]
+    sub: Message | MessageV0
+    if isinstance(msg, Message):
+        h = msg.header
+        sub = Message.new_with_compiled_instructions(h.num_required_signatures, h.num_readonly_signed_accounts,
+                                                     h.num_readonly_unsigned_accounts, msg.account_keys,
+                                                     msg.recent_blockhash, ixs)
+    else:
+        sub = MessageV0(msg.header, msg.account_keys, msg.recent_blockhash, ixs, [])
+    return VersionedTransaction.populate(sub, tx.signatures)
+
+
+def _error_text(err: str, logs: Sequence[str]) -> str:
+    """``svm-error: <agave TransactionError>`` plus the last program message of the logs (a
+    line not of the ``Program <id> ...`` frame), which says why in words."""
+    err = err.removeprefix("TransactionError")
+    said = [line for line in logs if not line.startswith("Program ")]
+    return f"svm-error: {err}" + (f": {said[-1]}" if said else "")
+
+
+_SHARED: SvmExecutor | None = None
+
+
+def shared_executor() -> SvmExecutor:
+    """The process's executor (created on first use): banks share it, as its mirror makes
+    every transaction's result independent of what ran before."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = SvmExecutor()
+    return _SHARED
