@@ -154,6 +154,17 @@ export const TYPES: MessageType[] = [
   // spec/blobs.md "Wire: /ambient/blob/1"
   { id: 0x0219, name: "BlobRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), sha256: b(32) }) },
   { id: 0x021a, name: "BlobResponse", version: 1, maxSize: 66_688, body: rec({ nonce: u(32), sha256: b(32), data: opt(bmax(MAX_BLOB_BYTES)) }) },
+  // spec/tpu.md "1. /ambient/tpu/1"
+  { id: 0x0220, name: "TxBatch", version: 1, maxSize: 79_104, body: rec({ nonce: u(32), txs: list(bmax(1232), 64) }) },
+  {
+    id: 0x0221,
+    name: "TxBatchAck",
+    version: 1,
+    maxSize: 704,
+    body: rec({ nonce: u(32), admitted: u(32), reasons: list(text(32), 16), counts: list(u(32), 16) }, (r) =>
+      (r.get("reasons") as Value[]).length === (r.get("counts") as Value[]).length ? null : "reasons and counts differ in length",
+    ),
+  },
   { id: 0x0302, name: "Vote", version: 1, maxSize: 512, body: VoteSchema },
   { id: 0x0400, name: "LogitFingerprint", version: 1, maxSize: 1024, body: FingerprintSchema },
   { id: 0x0401, name: "PolCommitment", version: 1, maxSize: 1024, body: CommitmentSchema },
