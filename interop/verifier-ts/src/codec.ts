@@ -135,6 +135,19 @@ export const CommitmentSchema = rec({
   signature: b(64),
 });
 
+/** spec/join.md "Snapshot sync": one node's signed statement about a snapshot it serves. */
+export const SnapshotAttestation = rec({
+  identity: b(32),
+  genesis_hash: b(32),
+  slot: u(64),
+  bank_hash: b(32),
+  snapshot_hash: b(32),
+  size: u(32),
+  chunk_bytes: u(32),
+  chunk_hashes: list(b(32), 64),
+  signature: b(64),
+});
+
 export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
@@ -165,6 +178,13 @@ export const TYPES: MessageType[] = [
       (r.get("reasons") as Value[]).length === (r.get("counts") as Value[]).length ? null : "reasons and counts differ in length",
     ),
   },
+  // spec/join.md "Genesis" and "Snapshot sync"
+  { id: 0x0230, name: "GenesisRequest", version: 1, maxSize: 64, body: rec({ nonce: u(32) }) },
+  { id: 0x0231, name: "GenesisResponse", version: 1, maxSize: 1_048_576, body: rec({ nonce: u(32), genesis: opt(bmax(1_048_576 - 128)) }) },
+  { id: 0x0232, name: "SnapshotOffersRequest", version: 1, maxSize: 64, body: rec({ nonce: u(32) }) },
+  { id: 0x0233, name: "SnapshotOffers", version: 1, maxSize: 10_048, body: rec({ nonce: u(32), offers: list(SnapshotAttestation, 4) }) },
+  { id: 0x0234, name: "SnapshotChunkRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), snapshot_hash: b(32), index: u(32) }) },
+  { id: 0x0235, name: "SnapshotChunk", version: 1, maxSize: 65_664, body: rec({ nonce: u(32), index: u(32), data: bmax(65_536) }) },
   { id: 0x0302, name: "Vote", version: 1, maxSize: 512, body: VoteSchema },
   { id: 0x0400, name: "LogitFingerprint", version: 1, maxSize: 1024, body: FingerprintSchema },
   { id: 0x0401, name: "PolCommitment", version: 1, maxSize: 1024, body: CommitmentSchema },
