@@ -148,6 +148,32 @@ export const SnapshotAttestation = rec({
   signature: b(64),
 });
 
+/** spec/shard.md "Leaf": one stage's fingerprint of one output position. */
+export const StageFingerprintSchema = rec({ pos: u(32), in_digest: b(32), out_digest: b(32), q: bmax(4 * 16_384) }, (r) => {
+  const n = (r.get("q") as Uint8Array).length;
+  return n > 0 && n % 4 === 0 ? null : "q must hold at least one int32";
+});
+/** spec/shard.md "Commitment"; ranges as in "Stages" (0 <= start < end <= total <= MAX_MODEL_LAYERS). */
+export const StageCommitmentSchema = rec(
+  {
+    query: b(32),
+    model_id: b(32),
+    start: u(16),
+    end: u(16),
+    total: u(16),
+    tier: u(8),
+    prompt_hash: b(32),
+    num_tokens: u(32, 1n, 4096n),
+    root: b(32),
+    stage: b(32),
+    signature: b(64),
+  },
+  (r) => {
+    const [s, e, t] = ["start", "end", "total"].map((k) => r.get(k) as bigint);
+    return s < e && e <= t && t <= 1024n ? null : "need 0 <= start < end <= total <= 1024";
+  },
+);
+
 export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
@@ -196,6 +222,17 @@ export const TYPES: MessageType[] = [
     maxSize: 1_048_576,
     body: rec({ commitment: CommitmentSchema, prompt: list(u(32), 16384), output: list(u(32), 4096), fps: list(FingerprintSchema, 4096) }),
   },
+  // spec/shard.md "Stage proof of logits"
+  { id: 0x0420, name: "StageFingerprint", version: 1, maxSize: 65_792, body: StageFingerprintSchema },
+  { id: 0x0421, name: "StageCommitment", version: 1, maxSize: 1024, body: StageCommitmentSchema },
+  {
+    id: 0x0422,
+    name: "StageOpening",
+    version: 1,
+    maxSize: 67_584,
+    body: rec({ cmt: b(32), fp: StageFingerprintSchema, sibs: list(b(32), 32) }),
+  },
+  { id: 0x0423, name: "RouteCommitments", version: 1, maxSize: 16_384, body: rec({ stages: list(StageCommitmentSchema, 64) }) },
 ];
 const BY_ID = new Map(TYPES.map((t) => [t.id, t]));
 export const typeByName = (n: string): MessageType => {

@@ -15,6 +15,7 @@ import { WORK_HANDLERS } from "./work.js";
 import { DIFFICULTY_HANDLERS } from "./difficulty.js";
 import { DUPLICATE_HANDLERS } from "./duplicate.js";
 import { JOIN_HANDLERS } from "./join.js";
+import { SHARD_HANDLERS } from "./shard.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -174,4 +175,5 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...DIFFICULTY_HANDLERS,
   ...DUPLICATE_HANDLERS,
   ...JOIN_HANDLERS,
+  ...SHARD_HANDLERS,
 };
