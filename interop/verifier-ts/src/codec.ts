@@ -135,6 +135,45 @@ export const CommitmentSchema = rec({
   signature: b(64),
 });
 
+/** spec/join.md "Snapshot sync": one node's signed statement about a snapshot it serves. */
+export const SnapshotAttestation = rec({
+  identity: b(32),
+  genesis_hash: b(32),
+  slot: u(64),
+  bank_hash: b(32),
+  snapshot_hash: b(32),
+  size: u(32),
+  chunk_bytes: u(32),
+  chunk_hashes: list(b(32), 64),
+  signature: b(64),
+});
+
+/** spec/shard.md "Leaf": one stage's fingerprint of one output position. */
+export const StageFingerprintSchema = rec({ pos: u(32), in_digest: b(32), out_digest: b(32), q: bmax(4 * 16_384) }, (r) => {
+  const n = (r.get("q") as Uint8Array).length;
+  return n > 0 && n % 4 === 0 ? null : "q must hold at least one int32";
+});
+/** spec/shard.md "Commitment"; ranges as in "Stages" (0 <= start < end <= total <= MAX_MODEL_LAYERS). */
+export const StageCommitmentSchema = rec(
+  {
+    query: b(32),
+    model_id: b(32),
+    start: u(16),
+    end: u(16),
+    total: u(16),
+    tier: u(8),
+    prompt_hash: b(32),
+    num_tokens: u(32, 1n, 4096n),
+    root: b(32),
+    stage: b(32),
+    signature: b(64),
+  },
+  (r) => {
+    const [s, e, t] = ["start", "end", "total"].map((k) => r.get(k) as bigint);
+    return s < e && e <= t && t <= 1024n ? null : "need 0 <= start < end <= total <= 1024";
+  },
+);
+
 export const TYPES: MessageType[] = [
   { id: 0x0001, name: "Genesis", version: 1, maxSize: 1_048_576, body: Genesis },
   { id: 0x0002, name: "NodeInfo", version: 1, maxSize: 4096, body: NodeInfo },
@@ -154,6 +193,24 @@ export const TYPES: MessageType[] = [
   // spec/blobs.md "Wire: /ambient/blob/1"
   { id: 0x0219, name: "BlobRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), sha256: b(32) }) },
   { id: 0x021a, name: "BlobResponse", version: 1, maxSize: 66_688, body: rec({ nonce: u(32), sha256: b(32), data: opt(bmax(MAX_BLOB_BYTES)) }) },
+  // spec/tpu.md "1. /ambient/tpu/1"
+  { id: 0x0220, name: "TxBatch", version: 1, maxSize: 79_104, body: rec({ nonce: u(32), txs: list(bmax(1232), 64) }) },
+  {
+    id: 0x0221,
+    name: "TxBatchAck",
+    version: 1,
+    maxSize: 704,
+    body: rec({ nonce: u(32), admitted: u(32), reasons: list(text(32), 16), counts: list(u(32), 16) }, (r) =>
+      (r.get("reasons") as Value[]).length === (r.get("counts") as Value[]).length ? null : "reasons and counts differ in length",
+    ),
+  },
+  // spec/join.md "Genesis" and "Snapshot sync"
+  { id: 0x0230, name: "GenesisRequest", version: 1, maxSize: 64, body: rec({ nonce: u(32) }) },
+  { id: 0x0231, name: "GenesisResponse", version: 1, maxSize: 1_048_576, body: rec({ nonce: u(32), genesis: opt(bmax(1_048_576 - 128)) }) },
+  { id: 0x0232, name: "SnapshotOffersRequest", version: 1, maxSize: 64, body: rec({ nonce: u(32) }) },
+  { id: 0x0233, name: "SnapshotOffers", version: 1, maxSize: 10_048, body: rec({ nonce: u(32), offers: list(SnapshotAttestation, 4) }) },
+  { id: 0x0234, name: "SnapshotChunkRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), snapshot_hash: b(32), index: u(32) }) },
+  { id: 0x0235, name: "SnapshotChunk", version: 1, maxSize: 65_664, body: rec({ nonce: u(32), index: u(32), data: bmax(65_536) }) },
   { id: 0x0302, name: "Vote", version: 1, maxSize: 512, body: VoteSchema },
   { id: 0x0400, name: "LogitFingerprint", version: 1, maxSize: 1024, body: FingerprintSchema },
   { id: 0x0401, name: "PolCommitment", version: 1, maxSize: 1024, body: CommitmentSchema },
@@ -165,6 +222,17 @@ export const TYPES: MessageType[] = [
     maxSize: 1_048_576,
     body: rec({ commitment: CommitmentSchema, prompt: list(u(32), 16384), output: list(u(32), 4096), fps: list(FingerprintSchema, 4096) }),
   },
+  // spec/shard.md "Stage proof of logits"
+  { id: 0x0420, name: "StageFingerprint", version: 1, maxSize: 65_792, body: StageFingerprintSchema },
+  { id: 0x0421, name: "StageCommitment", version: 1, maxSize: 1024, body: StageCommitmentSchema },
+  {
+    id: 0x0422,
+    name: "StageOpening",
+    version: 1,
+    maxSize: 67_584,
+    body: rec({ cmt: b(32), fp: StageFingerprintSchema, sibs: list(b(32), 32) }),
+  },
+  { id: 0x0423, name: "RouteCommitments", version: 1, maxSize: 16_384, body: rec({ stages: list(StageCommitmentSchema, 64) }) },
 ];
 const BY_ID = new Map(TYPES.map((t) => [t.id, t]));
 export const typeByName = (n: string): MessageType => {

@@ -16,6 +16,8 @@ export const PURPOSES = new Set([
   "pol-verdict",
   "auction-bid",
   "auction-query",
+  "stage-commitment",
+  "snapshot",
   "test",
 ]);
 const PURPOSE_RE = /^[a-z0-9-]{1,32}$/;

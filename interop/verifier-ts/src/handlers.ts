@@ -14,6 +14,8 @@ import { GOSSIP_HANDLERS } from "./gossip.js";
 import { WORK_HANDLERS } from "./work.js";
 import { DIFFICULTY_HANDLERS } from "./difficulty.js";
 import { DUPLICATE_HANDLERS } from "./duplicate.js";
+import { JOIN_HANDLERS } from "./join.js";
+import { SHARD_HANDLERS } from "./shard.js";
 
 import { type Handler, jsonInput, ok } from "./handler.js";
 export type { Handler };
@@ -172,4 +174,6 @@ export const HANDLERS: { [key: string]: Handler } = {
   ...WORK_HANDLERS,
   ...DIFFICULTY_HANDLERS,
   ...DUPLICATE_HANDLERS,
+  ...JOIN_HANDLERS,
+  ...SHARD_HANDLERS,
 };
