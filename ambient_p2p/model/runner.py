@@ -2,7 +2,8 @@
 
 Generation is a plain KV-cache loop over ``model(input_ids, past_key_values=...)`` so that
 the logits that choose each token are exactly the ones fingerprinted (no second pass).
-The fingerprint work per step is one float32 ``logsumexp`` and one ``topk`` over the vocabulary
+The fingerprint work per step is one float32 ``topk`` and one exp-sum over the vocabulary (the
+log-normaliser reuses the top-1 as its maximum, bit-identical to ``logsumexp``)
 plus integer quantization of k values; its time is measured separately
 (``Generation.fingerprint_s``) for the commit-overhead figure in spec/pol.md.
 
@@ -198,7 +199,6 @@ class Generation:
     logprobs: list[torch.Tensor] = field(default_factory=list)  # only with keep_logprobs
 
 
-@torch.inference_mode()
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The KV-cache keyword of this transformers release: ``cache`` (5.2x, as pinned) or
     ``past_key_values`` (earlier releases, e.g. 5.17 on the CUDA machine). Passing the wrong
@@ -209,6 +209,18 @@ def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     return {"cache" if "cache" in params else "past_key_values": cache}
 
 
+def logsumexp_with_max(x: torch.Tensor, x_max: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(x, dim=0)`` of a 1-D finite float tensor whose maximum ``x_max`` is
+    already known (the top-1 of the top-k): the same operations ATen's ``logsumexp`` runs
+    after its own ``amax`` pass (``(x - max).exp_()``, ``sum``, ``log_``, ``add_``), so the
+    same bits (tests/test_hot_pol.py), with one pass over the vocabulary fewer."""
+    if not bool(torch.isfinite(x_max)):
+        return torch.logsumexp(x, dim=0)
+    out: torch.Tensor = torch.sum((x - x_max).exp_()).log_().add_(x_max)
+    return out
+
+
+@torch.inference_mode()
 def generate(
     lm: LoadedModel,
     prompt: Sequence[int],
@@ -241,11 +253,11 @@ def generate(
         out = model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))  # the cache fills in place
         logits = out.logits[0, -1]
         t1 = time.perf_counter()
-        # one reduction and one top-k in the model's float32 (a float32 logsumexp over 49k
+        # one top-k and one exp-sum in the model's float32 (a float32 logsumexp over 49k
         # logits errs by ~1e-6 nats, 0.004 grid units); only the k results go to float64
         lf = logits.to(torch.float32)
-        lse = torch.logsumexp(lf, dim=0)
         top = torch.topk(lf, top_k)
+        lse = logsumexp_with_max(lf, top.values[0])
         if temp_milli == 0:
             # greedy: the token is the top-1; quantizing and building the leaf is deferred
             # to one batch after generation (a near-tie at the grid is accepted by the
