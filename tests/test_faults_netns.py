@@ -32,7 +32,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -146,9 +145,15 @@ def test_namespace_harness_sets_up_partitions_and_tears_down_cleanly() -> None:
             f.shape(0, rate_kbit=8_000, queue_ms=50)
             assert "tbf" in f.qdisc(0)
         assert f.existing() == []
-        with pytest.raises(RuntimeError, match="boom"), Fabric(2, prefix=prefix) as g:
-            assert len(g.existing()) == len(g.names())
-            raise RuntimeError("boom")
+        g = Fabric(2, prefix=prefix)
+
+        def fail_inside() -> None:
+            with g:
+                assert len(g.existing()) == len(g.names())
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            fail_inside()
         assert g.existing() == []
     finally:
         cleanup_prefix(prefix)

@@ -46,7 +46,7 @@ from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
 from .restore import Restored, RestoreError, restore
-from .schedule import ScheduleBook
+from .schedule import Fork, ForkSlot, ScheduleBook
 from .services import SHRED_QUEUE_LEN, run_services
 from .status import control, lstake_table, status_fields, status_line
 from .voting import VoteOp, VotingService, read_tower, write_tower
@@ -185,16 +185,40 @@ class Validator(NodePolicy[SlotResult]):
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
+        self._fork_memo: tuple[tuple[int, int], Fork] | None = None
+        self.book.working_fork = self._working_fork
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         if not self.offload:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiters[kind])
 
+    def _fork_at(self, slot: int) -> Fork:
+        """The unrooted frozen ancestry of ``slot`` (itself included), ascending: what the
+        schedule book needs for schedules beyond the root's reach (spec/node.md "Leader
+        schedule on a fork")."""
+        out: list[ForkSlot] = []
+        s: int | None = slot
+        while s is not None and s > self.book.credited_through and (res := self.banks.get(s)) is not None:
+            out.append(ForkSlot(s, res.bank.bank_hash or b"", [v for v, _ in res.bank.landed_votes],
+                                list(res.bank.work_events)))
+            s = self.slots.parent(s)
+        out.reverse()
+        return out
+
+    def _working_fork(self) -> Fork:
+        """The heaviest frozen bank's unrooted ancestry (memoized per tip and root)."""
+        key = (self.cons.processed_slot(), self.book.credited_through)
+        if self._fork_memo is None or self._fork_memo[0] != key:
+            self._fork_memo = (key, self._fork_at(key[0]))
+        return self._fork_memo[1]
+
     def _leaders(self) -> Callable[[int], bytes | None]:
-        """A frozen copy of the computable schedules, for worker threads."""
+        """A frozen copy of the computable schedules, for worker threads (from the root's
+        epoch to the one after the working fork's tip)."""
         spe, e = self.book.spe, epoch_of(self.cons.root, self.book.spe)
-        table = {k: s for k in range(max(0, e - 1), e + 2) if (s := self.book.schedule(k)) is not None}
+        top = max(e, epoch_of(self.cons.processed_slot(), spe))
+        table = {k: s for k in range(max(0, e - 1), top + 2) if (s := self.book.schedule(k)) is not None}
         return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
 
     # -- NodeExtension ------------------------------------------------------------------------
@@ -265,6 +289,7 @@ class Validator(NodePolicy[SlotResult]):
         async with self.ledger_lock:
             r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
             self.book = r.book
+            self.book.working_fork = self._working_fork
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
@@ -296,7 +321,7 @@ class Validator(NodePolicy[SlotResult]):
             r = self._replays.pop(0)
             if not self.replay_current(r):
                 continue  # superseded (a dump sent it back to full; a later Replay is queued)
-            leader, parent = self.book.leader(r.slot), self.banks.get(r.parent)
+            leader, parent = self.book.leader(r.slot, self._fork_at(r.parent)), self.banks.get(r.parent)
             if leader is None or parent is None:  # cannot happen: the tracker checked both
                 self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
                 continue
