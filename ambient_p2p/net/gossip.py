@@ -157,6 +157,14 @@ FORWARDER_PAYLOAD_REASONS: frozenset[str] = frozenset({
     "not-a-vote", "vote-bad-accounts", "vote-bad-data", "vote-wrong-voter", "vote-bad-signature",
     "vote-bad-root", "vote-origin-mismatch", "bad-root",
 })
+#: Kinds whose payload check this node also runs on its *own* messages before publishing.
+#: ``unfunded`` (a transaction whose fee payer cannot pay, in the checking node's working bank)
+#: depends on state, so it counts against the originator only; a node that published what
+#: its own check refuses (e.g. a transfer an RPC user submitted from an empty account) would
+#: be charged by every peer, and an attacker could get an honest node banned through its RPC.
+#: Such a message stays local (the caller's mempool keeps it) and is counted in
+#: ``own_refused``.
+OWN_CHECK_KINDS: frozenset[str] = frozenset({"txs"})
 #: Rejections cached by message id (deterministic ones only), so that the copies of one bad
 #: message that several peers forward cost a dict lookup each.
 REJECT_CACHE_LEN = 4096
@@ -360,6 +368,7 @@ class GossipStats:
     publish_wait_timeouts: int = 0
     bans: int = 0
     ban_refused: int = 0  # connections from banned peers closed on arrival
+    own_refused: collections.Counter[str] = field(default_factory=collections.Counter)  # OWN_CHECK_KINDS, by reason
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -374,6 +383,7 @@ class GossipStats:
             "publish_wait_timeouts": self.publish_wait_timeouts,
             "bans": self.bans,
             "ban_refused": self.ban_refused,
+            "own_refused": dict(self.own_refused),
         }
 
 
@@ -776,6 +786,11 @@ class GossipService:
     async def publish(self, kind: str, payload: bytes) -> bytes:
         """Publish ``payload`` on ``kind``; returns the message id. Waits (bounded) while a
         peer's outbound queue is near full, instead of letting py-libp2p drop silently."""
+        if kind in OWN_CHECK_KINDS and (check := self.checker.payload_checks.get(kind)) is not None:
+            env = seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
+            if (reason := check(env)) is not None:
+                self.stats.own_refused[reason] += 1
+                return message_id(encode(env))  # not sent (OWN_CHECK_KINDS)
         data = self.seal(kind, payload)
         return await self.publish_sealed(kind, data)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ..core import slots as sl
-from ..core.bank import BlockError, parse_transaction
+from ..core.bank import LAMPORTS_PER_SIGNATURE, BlockError, parse_transaction
 from ..core.consensus import Vote, VoteRejected
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
@@ -253,15 +253,19 @@ class Validator(NodePolicy[SlotResult]):
             self.inbox_dropped += 1  # overload: repair fetches what we drop
         return True
 
-    @staticmethod
-    def tx_check(env: GossipEnvelope) -> str | None:
-        """One Solana wire transaction that parses, sanitizes and whose signatures verify."""
+    def tx_check(self, env: GossipEnvelope) -> str | None:
+        """One Solana wire transaction that parses, sanitizes and whose signatures verify,
+        and whose fee payer can pay its fee in this node's working bank (``unfunded``
+        otherwise: such a transaction can never land, spec/network.md "Blame")."""
         if len(env.payload) > MAX_TX_BYTES:
             return "oversized"
         try:
-            parse_transaction(env.payload, verify_signatures=True)
+            tx = parse_transaction(env.payload, verify_signatures=True)
         except BlockError as exc:
             return exc.reason
+        res = self.banks.get(self.cons.processed_slot()) if self.loaded else None
+        if res is not None and res.bank.balance(tx.account_keys[0]) < LAMPORTS_PER_SIGNATURE * len(tx.signatures):
+            return "unfunded"
         return None
 
     def vote_check(self, env: GossipEnvelope) -> str | None:
