@@ -161,6 +161,19 @@ def test_namespace_harness_sets_up_partitions_and_tears_down_cleanly() -> None:
 
 @pytest.mark.slow
 def test_finality_resumes_after_outage_partitions_and_a_kill_loop(tmp_path: Path) -> None:
+    # a SIGTERM (e.g. ``timeout``) unwinds like an error, so every node is stopped and every
+    # namespace removed rather than left behind
+    def terminate(_sig: int, _frame: object) -> None:
+        raise SystemExit("SIGTERM")
+
+    old_handler = signal.signal(signal.SIGTERM, terminate)
+    try:
+        _fault_suite(tmp_path)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+
+def _fault_suite(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("AMBIENT_FAULT_SEED", str(time.time_ns()))))
     results: dict[str, list[float]] = {}
     t_start = time.monotonic()
