@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from ambient_p2p.core.crypto import Keypair
@@ -83,3 +84,127 @@ def test_an_unfunded_spammer_is_banned_and_an_honest_node_never_publishes_its_ow
         run_trio(body, 90)
     finally:
         v.close()
+
+
+# -- signed spam on every topic vs the finalization rate (issue 16 acceptance) ---------------
+SPAM_WINDOW_S = float(__import__("os").environ.get("AMBIENT_SPAM_WINDOW_S", "45"))
+SPAM_RATE_PER_S = 100.0
+#: Issue 16: signed spam on any topic lowers the finalization rate by at most 20%.
+SPAM_MIN_RATIO = 0.8
+
+
+def _spam_message(topic_kind: str, attacker: Keypair, i: int) -> bytes:
+    """One correctly signed message on ``topic_kind`` from an unstaked, unfunded attacker,
+    unique per ``i`` (so that no seen-cache drops it)."""
+    from ambient_p2p.core import crypto
+    from ambient_p2p.core.auction_tx import register_miner_transaction
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.core.consensus import Vote
+    from ambient_p2p.core.messages import sign_message
+    from ambient_p2p.core.pol import PolCommitment
+    from ambient_p2p.core.vote_program import vote_transaction
+    from ambient_p2p.net.messages import ShredBatch, make_standin_shred
+
+    tag = i.to_bytes(32, "little")
+    if topic_kind == "txs":
+        return transfer_tx(attacker, Keypair.deterministic("spam-sink").pubkey, 1 + i, bytes(32))
+    if topic_kind == "auction":
+        return register_miner_transaction(attacker, tag)
+    if topic_kind == "logit-pool":
+        cmt = PolCommitment(model_id=bytes(32), tier=1, vocab=64, top_k=8, temp_milli=0, sample_seed=tag,
+                            prompt_hash=bytes(32), output_hash=bytes(32), num_tokens=4, root=bytes(32),
+                            miner=attacker.pubkey, signature=crypto.ZERO_SIGNATURE)
+        return encode(sign_message(cmt, attacker, "pol-commitment"))
+    if topic_kind == "votes":
+        vote = sign_message(Vote(attacker.pubkey, 1 + i, tag, None, i, crypto.ZERO_SIGNATURE), attacker, "vote")
+        return vote_transaction(attacker, vote, bytes(32))
+    if topic_kind == "shreds":  # a far-future slot: no leader computable
+        return encode(ShredBatch(shreds=(make_standin_shred(10**6 + i, 0, size=1000),)))
+    raise ValueError(topic_kind)
+
+
+@pytest.mark.slow
+def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp_path: Path) -> None:
+    """A 4-validator localnet on loopback; an attacker (unstaked, unfunded, its own libp2p
+    host in this process) connected to two of the nodes publishes correctly signed messages
+    at SPAM_RATE_PER_S on one topic at a time for SPAM_WINDOW_S. The finalization rate
+    (finalized slots per second, median over the nodes) in each spam window is compared
+    with the mean of quiet windows measured in the same run before and after."""
+    import statistics
+    import threading
+    import time
+
+    from ambient_p2p.devnet.localnet import ValidatorLocalnet
+    from tests.net_helpers import raw_peer
+    from tests.test_consensus_multiproc import FINALIZE_TIMEOUT_S, finalized_counts, wait
+
+    attacker = Keypair.deterministic("spam-attacker")
+    kinds = ("txs", "logit-pool", "auction", "shreds", "votes")
+    spam_on: dict[str, bool] = {}
+    sent: dict[str, int] = {k: 0 for k in kinds}
+    stop = threading.Event()
+
+    with open(tmp_path / "nodes.log", "w") as log, ValidatorLocalnet(tmp_path, 4, echo=log) as net:
+        wait(lambda: min(finalized_counts(net, [0, 1, 2, 3])) >= 5, FINALIZE_TIMEOUT_S, "5 finalized on all", net)
+        chain = net.genesis.chain_id  # type: ignore[union-attr]
+        addrs = [net.nodes[i].info()["addrs"][0] for i in (0, 1)]
+
+        async def attack() -> None:
+            from libp2p.peer.peerinfo import info_from_p2p_addr
+
+            from ambient_p2p.core.codec import encode
+            from ambient_p2p.net.gossip import topic_name
+            from ambient_p2p.net.host import parse_peer_multiaddr
+            from ambient_p2p.net.messages import seal_envelope
+
+            topics = {k: topic_name(chain, k) for k in kinds}
+            async with raw_peer(attacker, list(topics.values())) as a:
+                for addr in addrs:
+                    await a.host.connect(info_from_p2p_addr(parse_peer_multiaddr(addr)))
+                i = 0
+                while not stop.is_set():
+                    kind = next((k for k, on in spam_on.items() if on), None)
+                    if kind is None:
+                        await trio.sleep(0.05)
+                        continue
+                    env = seal_envelope(attacker, topics[kind], _spam_message(kind, attacker, i),
+                                        int(time.time() * 1000))
+                    try:
+                        await a.publish(topics[kind], encode(env))
+                        sent[kind] += 1
+                    except Exception:  # noqa: BLE001 - banned / disconnected: keep trying, that is the attack
+                        pass
+                    i += 1
+                    await trio.sleep(1 / SPAM_RATE_PER_S)
+
+        th = threading.Thread(target=lambda: trio.run(attack), daemon=True)
+        th.start()
+
+        def rate() -> float:
+            before, t0 = finalized_counts(net, [0, 1, 2, 3]), time.monotonic()
+            time.sleep(SPAM_WINDOW_S)
+            after, t1 = finalized_counts(net, [0, 1, 2, 3]), time.monotonic()
+            assert all(n.alive() for n in net.nodes), "a node exited under spam"
+            return statistics.median((b - a) / (t1 - t0) for a, b in zip(before, after, strict=True))
+
+        try:
+            quiet = [rate()]
+            spam: dict[str, float] = {}
+            for k in kinds:
+                spam_on.clear()
+                spam_on[k] = True
+                spam[k] = rate()
+                spam_on.clear()
+                quiet.append(rate())
+        finally:
+            stop.set()
+            th.join(10)
+        bans = [int(s["gossip"]["bans"]) for s in net.statuses()]
+        rejected = [s["gossip"]["rejected"] for s in net.statuses()]
+    base = statistics.mean(quiet)
+    ratios = {k: round(v / base, 2) if base > 0 else 0.0 for k, v in spam.items()}
+    print(f"\nquiet windows (finalized slots/s): {[round(q, 3) for q in quiet]}; spam windows: "
+          f"{ {k: round(v, 3) for k, v in spam.items()} }; ratio spam/quiet: {ratios}; sent {sent}; "
+          f"bans per node {bans}; rejected {rejected}", flush=True)
+    assert base > 0
+    assert all(r >= SPAM_MIN_RATIO for r in ratios.values()), ratios

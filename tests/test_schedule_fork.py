@@ -153,7 +153,7 @@ def test_a_finality_stall_longer_than_two_epochs_does_not_stop_production(tmp_pa
         def decision(*a: Any, _name: str = name, _orig: Any = node.vote_decision) -> Any:
             return [] if _name in muted else _orig(*a)
 
-        node.vote_decision = decision  # type: ignore[method-assign]
+        node.vote_decision = decision  # type: ignore[method-assign,assignment]
 
     async def main() -> None:
         async with trio.open_nursery() as n:
