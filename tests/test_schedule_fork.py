@@ -187,3 +187,19 @@ def test_a_finality_stall_longer_than_two_epochs_does_not_stop_production(tmp_pa
     finally:
         for v in net.nodes.values():
             v.close()
+
+
+def test_a_shred_from_another_forks_leader_blames_nobody() -> None:
+    """While the leader comes from the working fork (not final), a shred whose origin is not
+    that leader may be another fork's leader: ignored (no charge), not ``not-leader``."""
+    from ambient_p2p.core.codec import encode
+    from ambient_p2p.net.gossip import blame, shreds_check
+    from ambient_p2p.net.messages import ShredBatch, make_standin_shred, seal_envelope
+
+    env = seal_envelope(KEYS[1], "t", encode(ShredBatch(shreds=(make_standin_shred(70, 0, size=300),))), 0)
+    final = shreds_check(lambda _s: KEYS[0].pubkey, leader_final=lambda _s: True)
+    forked = shreds_check(lambda _s: KEYS[0].pubkey, leader_final=lambda _s: False)
+    assert final(env) == "not-leader" and blame("not-leader") == (False, True)
+    assert forked(env) == "other-fork-leader" and blame("other-fork-leader") == (False, False)
+    ok = seal_envelope(KEYS[0], "t", encode(ShredBatch(shreds=(make_standin_shred(70, 0, size=300),))), 0)
+    assert forked(ok) is None

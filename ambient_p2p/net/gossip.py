@@ -145,7 +145,11 @@ FORWARDER_REASONS: frozenset[str] = frozenset({
 #: pause or a partition heal arrives stale; two envelopes of one payload race over two paths.
 #: ``no-lstake`` (a validator's vote check): whether a voter has LStake depends on the epoch
 #: this node has reached, so around an epoch change an honest voter can fail it here.
-IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake"})
+#: ``other-fork-leader``: a shred's slot leader, computed from this node's working fork (the
+#: root is more than an epoch behind), differs from its origin; another fork's schedule may
+#: name that origin (spec/node.md "Leader schedule on a fork").
+IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake",
+                                            "other-fork-leader"})
 #: Payload failures that are deterministic over the payload (a forwarder ran the same check),
 #: counted against the forwarder as well as the originator. Any other payload reason (e.g.
 #: ``not-leader``: the forwarder may not know the slot's leader yet) counts against the
@@ -202,10 +206,14 @@ def message_id(data: bytes) -> bytes:
 PayloadCheck = Callable[[GossipEnvelope], "str | None"]
 
 
-def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False) -> PayloadCheck:
+def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False,
+                 leader_final: Callable[[int], bool] | None = None) -> PayloadCheck:
     """Payload check of the shreds topic: a ShredBatch of well-formed packets; with
     ``leader_for_slot``, only a slot's leader may publish its shreds, and shreds of a slot
     whose leader it cannot compute (None) are refused (``unknown-leader``).
+    ``leader_final(slot)`` False says the leader came from this node's working fork, not its
+    root (spec/node.md "Leader schedule on a fork"): another fork may name another leader,
+    so a mismatch is then ``other-fork-leader``, which blames nobody, not ``not-leader``.
 
     With ``verify`` every packet must also parse as a ledger Merkle shred
     (:func:`ambient_p2p.core.shred.parse_shred`, strict) and, when the slot's leader is
@@ -233,7 +241,7 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *
                 # gets such slots by repair once it knows the schedule
                 return "unknown-leader"
             if leader is not None and leader != env.origin:
-                return "not-leader"
+                return "not-leader" if leader_final is None or leader_final(key[0]) else "other-fork-leader"
             if verify:
                 from ..core.shred import ShredError, parse_shred, verify_shred
 

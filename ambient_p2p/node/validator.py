@@ -224,7 +224,9 @@ class Validator(NodePolicy[SlotResult]):
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
         # late-bound: aload replaces the book with the restored one
-        return {"shreds": shreds_check(lambda slot: self.book.leader(slot)), "votes": self.vote_check,
+        return {"shreds": shreds_check(lambda slot: self.book.leader(slot),
+                                       leader_final=lambda slot: self.book.available(epoch_of(slot, self.book.spe))),
+                "votes": self.vote_check,
                 "txs": self.tx_check}
 
     def shred_store(self) -> ShredStore | None:
