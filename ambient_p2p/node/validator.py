@@ -206,6 +206,12 @@ class Validator(NodePolicy[SlotResult]):
         out.reverse()
         return out
 
+    def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
+        """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
+        bank, which its children inherit: epoch rewards and the Logit Pool draw read it);
+        the root's weights whenever they are final, so only a stall changes anything."""
+        return lambda epoch: self.book.vote_weights(epoch, self._fork_at(slot), extends=True)
+
     def _working_fork(self) -> Fork:
         """The heaviest frozen bank's unrooted ancestry (memoized per tip and root)."""
         key = (self.cons.processed_slot(), self.book.credited_through)
@@ -300,7 +306,7 @@ class Validator(NodePolicy[SlotResult]):
             self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
-            r.result.bank.lstake_provider = lambda epoch: self.book.vote_weights(epoch)
+            r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, dead=r.dead, full=r.replay,
                                   partial=r.partial, parents=r.parents, produced=r.produced,
                                   rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))
@@ -341,6 +347,8 @@ class Validator(NodePolicy[SlotResult]):
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
+                if (res := self.banks.get(e.slot)) is not None:
+                    res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
                 if e.slot in self._loading_roots:
                     self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes,
                                                  self.banks[e.slot].bank.work_events)
