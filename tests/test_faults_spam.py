@@ -143,6 +143,7 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
     spam_on: dict[str, bool] = {}
     sent: dict[str, int] = {k: 0 for k in kinds}
     stop = threading.Event()
+    connected = threading.Event()
 
     with open(tmp_path / "nodes.log", "w") as log, ValidatorLocalnet(tmp_path, 4, echo=log) as net:
         wait(lambda: min(finalized_counts(net, [0, 1, 2, 3])) >= 5, FINALIZE_TIMEOUT_S, "5 finalized on all", net)
@@ -150,8 +151,6 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
         addrs = [net.nodes[i].info()["addrs"][0] for i in (0, 1)]
 
         async def attack() -> None:
-            from libp2p.peer.peerinfo import info_from_p2p_addr
-
             from ambient_p2p.core.codec import encode
             from ambient_p2p.net.gossip import topic_name
             from ambient_p2p.net.host import parse_peer_multiaddr
@@ -160,7 +159,8 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
             topics = {k: topic_name(chain, k) for k in kinds}
             async with raw_peer(attacker, list(topics.values())) as a:
                 for addr in addrs:
-                    await a.host.connect(info_from_p2p_addr(parse_peer_multiaddr(addr)))
+                    await a.host.connect(parse_peer_multiaddr(addr))
+                connected.set()
                 i = 0
                 while not stop.is_set():
                     kind = next((k for k, on in spam_on.items() if on), None)
@@ -177,8 +177,17 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
                     i += 1
                     await trio.sleep(1 / SPAM_RATE_PER_S)
 
-        th = threading.Thread(target=lambda: trio.run(attack), daemon=True)
+        failure: list[BaseException] = []
+
+        def attacker_thread() -> None:
+            try:
+                trio.run(attack)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failure.append(exc)
+
+        th = threading.Thread(target=attacker_thread, daemon=True)
         th.start()
+        assert connected.wait(60) and not failure, f"attacker did not connect: {failure}"
 
         def rate() -> float:
             before, t0 = finalized_counts(net, [0, 1, 2, 3]), time.monotonic()
@@ -207,4 +216,6 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
           f"{ {k: round(v, 3) for k, v in spam.items()} }; ratio spam/quiet: {ratios}; sent {sent}; "
           f"bans per node {bans}; rejected {rejected}", flush=True)
     assert base > 0
+    assert not failure, failure
+    assert all(n > 0 for n in sent.values()), sent  # every topic was really spammed
     assert all(r >= SPAM_MIN_RATIO for r in ratios.values()), ratios
