@@ -125,9 +125,9 @@ def _spam_message(topic_kind: str, attacker: Keypair, i: int) -> bytes:
 
 @pytest.mark.slow
 def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp_path: Path) -> None:
-    """A 4-validator localnet on loopback; an attacker (unstaked, unfunded, its own libp2p
-    host in this process) connected to two of the nodes publishes correctly signed messages
-    at SPAM_RATE_PER_S on one topic at a time for SPAM_WINDOW_S. The finalization rate
+    """A 4-validator localnet on loopback; attackers (unstaked, unfunded, one identity and
+    libp2p host per topic, in this process) connected to two of the nodes publish correctly
+    signed messages at SPAM_RATE_PER_S on one topic at a time for SPAM_WINDOW_S. The finalization rate
     (finalized slots per second, median over the nodes) in each spam window is compared
     with the mean of quiet windows measured in the same run before and after."""
     import statistics
@@ -138,12 +138,15 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
     from tests.net_helpers import raw_peer
     from tests.test_consensus_multiproc import FINALIZE_TIMEOUT_S, finalized_counts, wait
 
-    attacker = Keypair.deterministic("spam-attacker")
+    # one attacker identity per topic: a ban earned on one topic must not hide the next
+    attackers = {k: Keypair.deterministic("spam-attacker", i) for i, k in enumerate(("txs", "logit-pool", "auction",
+                                                                                      "shreds", "votes"))}
     kinds = ("txs", "logit-pool", "auction", "shreds", "votes")
     spam_on: dict[str, bool] = {}
     sent: dict[str, int] = {k: 0 for k in kinds}
     stop = threading.Event()
     connected = threading.Event()
+    ready: list[str] = []
 
     with open(tmp_path / "nodes.log", "w") as log, ValidatorLocalnet(tmp_path, 4, echo=log) as net:
         wait(lambda: min(finalized_counts(net, [0, 1, 2, 3])) >= 5, FINALIZE_TIMEOUT_S, "5 finalized on all", net)
@@ -157,25 +160,34 @@ def test_signed_spam_on_each_topic_lowers_finalization_by_at_most_20_percent(tmp
             from ambient_p2p.net.messages import seal_envelope
 
             topics = {k: topic_name(chain, k) for k in kinds}
-            async with raw_peer(attacker, list(topics.values())) as a:
-                for addr in addrs:
-                    await a.host.connect(parse_peer_multiaddr(addr))
+
+            async def one(kind: str) -> None:
+                attacker = attackers[kind]
+                async with raw_peer(attacker, [topics[kind]]) as a:
+                    for addr in addrs:
+                        await a.host.connect(parse_peer_multiaddr(addr))
+                    ready.append(kind)
+                    i = 0
+                    while not stop.is_set():
+                        if not spam_on.get(kind):
+                            await trio.sleep(0.05)
+                            continue
+                        env = seal_envelope(attacker, topics[kind], _spam_message(kind, attacker, i),
+                                            int(time.time() * 1000))
+                        try:
+                            await a.publish(topics[kind], encode(env))
+                            sent[kind] += 1
+                        except Exception:  # noqa: BLE001 - banned / disconnected: keep trying, that is the attack
+                            pass
+                        i += 1
+                        await trio.sleep(1 / SPAM_RATE_PER_S)
+
+            async with trio.open_nursery() as n:
+                for k in kinds:
+                    n.start_soon(one, k)
+                while len(ready) < len(kinds):  # noqa: ASYNC110 - a few tasks, polled while they connect
+                    await trio.sleep(0.1)
                 connected.set()
-                i = 0
-                while not stop.is_set():
-                    kind = next((k for k, on in spam_on.items() if on), None)
-                    if kind is None:
-                        await trio.sleep(0.05)
-                        continue
-                    env = seal_envelope(attacker, topics[kind], _spam_message(kind, attacker, i),
-                                        int(time.time() * 1000))
-                    try:
-                        await a.publish(topics[kind], encode(env))
-                        sent[kind] += 1
-                    except Exception:  # noqa: BLE001 - banned / disconnected: keep trying, that is the attack
-                        pass
-                    i += 1
-                    await trio.sleep(1 / SPAM_RATE_PER_S)
 
         failure: list[BaseException] = []
 
