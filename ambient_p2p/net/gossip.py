@@ -147,7 +147,11 @@ FORWARDER_REASONS: frozenset[str] = frozenset({
 #: pause or a partition heal arrives stale; two envelopes of one payload race over two paths.
 #: ``no-lstake`` (a validator's vote check): whether a voter has LStake depends on the epoch
 #: this node has reached, so around an epoch change an honest voter can fail it here.
-IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake"})
+#: ``other-fork-leader``: a shred's slot leader, computed from this node's working fork (the
+#: root is more than an epoch behind), differs from its origin; another fork's schedule may
+#: name that origin (spec/node.md "Leader schedule on a fork").
+IGNORE_REASONS: frozenset[str] = frozenset({"stale", "future", "replay", "unknown-leader", "no-lstake",
+                                            "other-fork-leader"})
 #: Payload failures that are deterministic over the payload (a forwarder ran the same check),
 #: counted against the forwarder as well as the originator. Any other payload reason (e.g.
 #: ``not-leader``: the forwarder may not know the slot's leader yet) counts against the
@@ -159,6 +163,14 @@ FORWARDER_PAYLOAD_REASONS: frozenset[str] = frozenset({
     "not-a-vote", "vote-bad-accounts", "vote-bad-data", "vote-wrong-voter", "vote-bad-signature",
     "vote-bad-root", "vote-origin-mismatch", "bad-root",
 })
+#: Kinds whose payload check this node also runs on its *own* messages before publishing.
+#: ``unfunded`` (a transaction whose fee payer cannot pay, in the checking node's working bank)
+#: depends on state, so it counts against the originator only; a node that published what
+#: its own check refuses (e.g. a transfer an RPC user submitted from an empty account) would
+#: be charged by every peer, and an attacker could get an honest node banned through its RPC.
+#: Such a message stays local (the caller's mempool keeps it) and is counted in
+#: ``own_refused``.
+OWN_CHECK_KINDS: frozenset[str] = frozenset({"txs"})
 #: Rejections cached by message id (deterministic ones only), so that the copies of one bad
 #: message that several peers forward cost a dict lookup each.
 REJECT_CACHE_LEN = 4096
@@ -196,10 +208,14 @@ def message_id(data: bytes) -> bytes:
 PayloadCheck = Callable[[GossipEnvelope], "str | None"]
 
 
-def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False) -> PayloadCheck:
+def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *, verify: bool = False,
+                 leader_final: Callable[[int], bool] | None = None) -> PayloadCheck:
     """Payload check of the shreds topic: a ShredBatch of well-formed packets; with
     ``leader_for_slot``, only a slot's leader may publish its shreds, and shreds of a slot
     whose leader it cannot compute (None) are refused (``unknown-leader``).
+    ``leader_final(slot)`` False says the leader came from this node's working fork, not its
+    root (spec/node.md "Leader schedule on a fork"): another fork may name another leader,
+    so a mismatch is then ``other-fork-leader``, which blames nobody, not ``not-leader``.
 
     With ``verify`` every packet must also parse as a ledger Merkle shred
     (:func:`ambient_p2p.core.shred.parse_shred`, strict) and, when the slot's leader is
@@ -227,7 +243,7 @@ def shreds_check(leader_for_slot: Callable[[int], bytes | None] | None = None, *
                 # gets such slots by repair once it knows the schedule
                 return "unknown-leader"
             if leader is not None and leader != env.origin:
-                return "not-leader"
+                return "not-leader" if leader_final is None or leader_final(key[0]) else "other-fork-leader"
             if verify:
                 from ..core.shred import ShredError, parse_shred, verify_shred
 
@@ -372,6 +388,7 @@ class GossipStats:
     publish_wait_timeouts: int = 0
     bans: int = 0
     ban_refused: int = 0  # connections from banned peers closed on arrival
+    own_refused: collections.Counter[str] = field(default_factory=collections.Counter)  # OWN_CHECK_KINDS, by reason
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -386,6 +403,7 @@ class GossipStats:
             "publish_wait_timeouts": self.publish_wait_timeouts,
             "bans": self.bans,
             "ban_refused": self.ban_refused,
+            "own_refused": dict(self.own_refused),
         }
 
 
@@ -789,6 +807,11 @@ class GossipService:
     async def publish(self, kind: str, payload: bytes) -> bytes:
         """Publish ``payload`` on ``kind``; returns the message id. Waits (bounded) while a
         peer's outbound queue is near full, instead of letting py-libp2p drop silently."""
+        if kind in OWN_CHECK_KINDS and (check := self.checker.payload_checks.get(kind)) is not None:
+            env = seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
+            if (reason := check(env)) is not None:
+                self.stats.own_refused[reason] += 1
+                return message_id(encode(env))  # not sent (OWN_CHECK_KINDS)
         data = self.seal(kind, payload)
         return await self.publish_sealed(kind, data)
 

@@ -10,19 +10,38 @@ but cannot vote itself into LStake).
 Vote weights: the votes of epoch E are weighted by the same LStake snapshot that schedules
 E's leaders (end of E - 2; genesis LStake for epochs 0 and 1). The schedule of epoch E uses the LStake snapshot at
 the end of epoch E - 2 (core/lstake.py), so it becomes computable once this node's root
-has passed the last slot of epoch E - 2; before that :meth:`leader` answers None (the slot's
-shreds cannot be verified yet) rather than guessing from an incomplete snapshot.
+has passed the last slot of epoch E - 2.
+
+Before that, the schedule comes from the *fork* (spec/node.md "Leader schedule on a fork"),
+as agave takes a slot's leader from the epoch stakes of the bank it builds or replays on,
+not from the root: the snapshot at the end of E - 2 on a fork is the rooted ledger plus the
+credits of the fork's unrooted slots up to that boundary, applied exactly as rooting them
+would (so the schedule is the same one the root gives once it passes the boundary on that
+fork). A long finality stall therefore never stops production or replay. The fork is the
+one a block extends (``leader(slot, fork)``: replay passes the parent's ancestry) or, where
+no block is at hand (shred checks, the leader decision), the node's working fork
+(``working_fork``: the ancestry of its heaviest frozen bank), usable for epochs whose
+boundary that fork has passed (agave's working bank knows its epoch and the next).
 
 No I/O, no clock: the validator calls :meth:`on_rooted` and :meth:`leader`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import copy
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.lstake import LStakeLedger, WorkKind, epoch_of, epoch_weights, schedule_for_epoch
+from ..core.lstake import (
+    SCHEDULE_LAG_EPOCHS,
+    LStakeLedger,
+    WorkKind,
+    epoch_of,
+    epoch_weights,
+    schedule_for_epoch,
+)
 from ..core.messages import Genesis
 from ..core.work import WorkEvent
 
@@ -36,6 +55,30 @@ SlotWork = Callable[[int], Sequence[WorkEvent]]
 
 #: Schedules kept in memory (the current epoch, its neighbours, some slack).
 MAX_CACHED_EPOCHS = 8
+#: Fork-derived LStake snapshots kept in memory (per epoch and boundary block; a stall
+#: with a few competing forks needs a handful).
+MAX_CACHED_FORK_BASES = 16
+
+
+@dataclass(frozen=True)
+class ForkSlot:
+    """One frozen, not yet rooted block of a fork, with what rooting it would credit."""
+
+    slot: int
+    block_id: bytes  # its bank hash: tells two forks' blocks of one slot apart
+    voters: Sequence[bytes]  # voters whose votes landed in it
+    work: Sequence[WorkEvent]  # work credits and slashes its bank booked
+
+
+#: A fork's unrooted frozen blocks, ascending (slots at or below the book's credited root
+#: are ignored).
+Fork = Sequence[ForkSlot]
+
+
+@dataclass(frozen=True)
+class _Basis:
+    schedule: list[bytes]
+    weights: dict[bytes, int]
 
 
 class ScheduleBook:
@@ -48,41 +91,100 @@ class ScheduleBook:
         self._weights: dict[int, dict[bytes, int]] = {}
         self.leader_credits: Counter[bytes] = Counter()  # leader slots credited, all epochs
         self.vote_credits: Counter[bytes] = Counter()  # landed votes credited, all epochs
+        #: the node's working fork (the validator sets it: the heaviest frozen bank's
+        #: unrooted ancestry); None: none known, only the rooted schedule answers
+        self.working_fork: Callable[[], Fork] | None = None
+        self._fork_cache: OrderedDict[tuple[int, int, bytes | None], _Basis] = OrderedDict()
 
     def available(self, epoch: int) -> bool:
         """True when the snapshot the schedule of ``epoch`` needs is final here."""
         basis = epoch - 2
         return basis < 0 or self.credited_through >= (basis + 1) * self.spe - 1
 
-    def schedule(self, epoch: int) -> list[bytes] | None:
+    def schedule(self, epoch: int, fork: Fork | None = None, *, extends: bool = False) -> list[bytes] | None:
+        """The schedule of ``epoch``: from the root when its snapshot is final here, else
+        from ``fork`` (default: the working fork) when the fork has passed the epoch's
+        basis boundary, or ``extends`` says the block asked about extends ``fork`` beyond
+        it; None otherwise."""
         s = self._cache.get(epoch)
         if s is None:
             if not self.available(epoch):
-                return None
+                basis = self._fork_basis(epoch, fork, extends)
+                return None if basis is None else basis.schedule
             s = schedule_for_epoch(self.genesis, self.ledger, epoch)
             self._cache[epoch] = s
             while len(self._cache) > MAX_CACHED_EPOCHS:
                 del self._cache[min(self._cache)]
         return s
 
-    def vote_weights(self, epoch: int) -> dict[bytes, int] | None:
+    def vote_weights(self, epoch: int, fork: Fork | None = None, *, extends: bool = False) -> dict[bytes, int] | None:
         """LStake that weighs the votes of ``epoch`` (the schedule's basis), or None while
-        that snapshot is not final here."""
+        that snapshot is neither final here nor known on the fork (as :meth:`schedule`)."""
         w = self._weights.get(epoch)
         if w is None:
             if not self.available(epoch):
-                return None
+                basis = self._fork_basis(epoch, fork, extends)
+                return None if basis is None else basis.weights
             w = epoch_weights(self.genesis, self.ledger, epoch)
             self._weights[epoch] = w
             while len(self._weights) > MAX_CACHED_EPOCHS:
                 del self._weights[min(self._weights)]
         return w
 
-    def leader(self, slot: int) -> bytes | None:
+    def leader(self, slot: int, fork: Fork | None = None) -> bytes | None:
+        """The leader of ``slot``; ``fork``: the unrooted ancestry of the block's parent
+        (the block extends it), default the working fork."""
         if slot <= 0:
             return None
-        s = self.schedule(epoch_of(slot, self.spe))
+        s = self.schedule(epoch_of(slot, self.spe), fork, extends=fork is not None)
         return None if s is None else s[slot % self.spe]
+
+    def _boundary(self, epoch: int) -> int:
+        """Last slot of epoch ``epoch - 2``: the schedule basis of ``epoch``."""
+        return (epoch - SCHEDULE_LAG_EPOCHS + 1) * self.spe - 1
+
+    def _fork_basis(self, epoch: int, fork: Fork | None, extends: bool) -> _Basis | None:
+        """Schedule and vote weights of ``epoch`` on ``fork`` (spec/node.md "Leader
+        schedule on a fork")."""
+        if fork is None:
+            if self.working_fork is None:
+                return None
+            fork = self.working_fork()
+        boundary = self._boundary(epoch)
+        if not extends and (not fork or fork[-1].slot <= boundary):
+            return None  # the fork may still grow below the boundary
+        below = [f for f in fork if self.credited_through < f.slot <= boundary]
+        key = (epoch, self.credited_through, below[-1].block_id if below else None)
+        hit = self._fork_cache.get(key)
+        if hit is not None:
+            self._fork_cache.move_to_end(key)
+            return hit
+        ledger = copy.deepcopy(self.ledger)
+        for n, f in enumerate(below):
+            e = epoch_of(f.slot, self.spe)
+            prefix = below[:n]  # the block's parent's ancestry (the lower epochs' bases)
+            self._credit(ledger, e, self.leader(f.slot, prefix), f.voters, f.work,
+                         self.vote_weights(e, prefix, extends=True) or {})
+        basis = _Basis(schedule_for_epoch(self.genesis, ledger, epoch), epoch_weights(self.genesis, ledger, epoch))
+        self._fork_cache[key] = basis
+        while len(self._fork_cache) > MAX_CACHED_FORK_BASES:
+            self._fork_cache.popitem(last=False)
+        return basis
+
+    @staticmethod
+    def _credit(ledger: LStakeLedger, epoch: int, leader: bytes | None, voters: Sequence[bytes],
+                work: Sequence[WorkEvent], weights: dict[bytes, int]) -> list[bytes]:
+        """Book what rooting one slot of ``epoch`` credits (one rule for the root and for a
+        fork): its leader's slot, the landed votes of voters with weight in ``epoch``, its
+        bank's work events. Returns the voters credited."""
+        if leader is not None:
+            ledger.credit(leader, epoch, WorkKind.LEADER_SLOTS, 1)
+        credited = [v for v in voters if weights.get(v, 0) > 0]
+        for voter in credited:
+            ledger.credit(voter, epoch, WorkKind.VOTES, 1)
+        for ev in work:
+            ledger.apply_work(ev.identity, epoch, ev.tokens_served, ev.positions_validated, ev.is_slash)
+        return credited
 
     def on_rooted(self, slots: list[int], new_root: int, landed: LandedVoters | None = None,
                   work: SlotWork | None = None) -> None:
@@ -94,20 +196,16 @@ class ScheduleBook:
             if s <= self.credited_through or s == 0:
                 continue
             epoch = epoch_of(s, self.spe)
-            leader = self.leader(s)
+            # every slot below s on its chain is credited: the rooted ledger is s's fork
+            # (an empty unrooted ancestry), also when skipped slots span a whole epoch
+            leader = self.leader(s, ())
+            voters = landed(s) if landed is not None else ()
+            weights = (self.vote_weights(epoch, (), extends=True) or {}) if voters else {}
+            credited = self._credit(self.ledger, epoch, leader, voters, work(s) if work is not None else (),
+                                    weights)
             if leader is not None:
-                self.ledger.credit(leader, epoch, WorkKind.LEADER_SLOTS, 1)
                 self.leader_credits[leader] += 1
-            if landed is not None:
-                weights = self.vote_weights(epoch) or {}
-                for voter in landed(s):
-                    if weights.get(voter, 0) > 0:
-                        self.ledger.credit(voter, epoch, WorkKind.VOTES, 1)
-                        self.vote_credits[voter] += 1
-            if work is not None:
-                for ev in work(s):
-                    self.ledger.apply_work(ev.identity, epoch, ev.tokens_served, ev.positions_validated,
-                                           ev.is_slash)
+            self.vote_credits.update(credited)
             self.credited_through = s  # a rooted slot decides every slot below it
         self.credited_through = max(self.credited_through, new_root)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ..core import slots as sl
-from ..core.bank import BlockError, parse_transaction
+from ..core.bank import LAMPORTS_PER_SIGNATURE, BlockError, parse_transaction
 from ..core.consensus import Vote, VoteRejected
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
@@ -45,7 +45,7 @@ from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
 from .restore import Restored, RestoreError, restore
-from .schedule import ScheduleBook
+from .schedule import Fork, ForkSlot, ScheduleBook
 from .services import SHRED_QUEUE_LEN, run_services
 from .status import control, lstake_table, status_fields, status_line
 from .timings import Timings
@@ -172,6 +172,8 @@ class Validator(NodePolicy[SlotResult]):
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
+        self._fork_memo: tuple[tuple[int, int], Fork] | None = None
+        self.book.working_fork = self._working_fork
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         # timed inside the worker (the job itself, not the wait for the kind's limiter):
@@ -181,16 +183,46 @@ class Validator(NodePolicy[SlotResult]):
             return job(*args)
         return await trio.to_thread.run_sync(job, *args, limiter=self.limiters[kind])
 
+    def _fork_at(self, slot: int) -> Fork:
+        """The unrooted frozen ancestry of ``slot`` (itself included), ascending: what the
+        schedule book needs for schedules beyond the root's reach (spec/node.md "Leader
+        schedule on a fork")."""
+        out: list[ForkSlot] = []
+        s: int | None = slot
+        while s is not None and s > self.book.credited_through and (res := self.banks.get(s)) is not None:
+            out.append(ForkSlot(s, res.bank.bank_hash or b"", [v for v, _ in res.bank.landed_votes],
+                                list(res.bank.work_events)))
+            s = self.slots.parent(s)
+        out.reverse()
+        return out
+
+    def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
+        """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
+        bank, which its children inherit: epoch rewards and the Logit Pool draw read it);
+        the root's weights whenever they are final, so only a stall changes anything."""
+        return lambda epoch: self.book.vote_weights(epoch, self._fork_at(slot), extends=True)
+
+    def _working_fork(self) -> Fork:
+        """The heaviest frozen bank's unrooted ancestry (memoized per tip and root)."""
+        key = (self.cons.processed_slot(), self.book.credited_through)
+        if self._fork_memo is None or self._fork_memo[0] != key:
+            self._fork_memo = (key, self._fork_at(key[0]))
+        return self._fork_memo[1]
+
     def _leaders(self) -> Callable[[int], bytes | None]:
-        """A frozen copy of the computable schedules, for worker threads."""
+        """A frozen copy of the computable schedules, for worker threads (from the root's
+        epoch to the one after the working fork's tip)."""
         spe, e = self.book.spe, epoch_of(self.cons.root, self.book.spe)
-        table = {k: s for k in range(max(0, e - 1), e + 2) if (s := self.book.schedule(k)) is not None}
+        top = max(e, epoch_of(self.cons.processed_slot(), spe))
+        table = {k: s for k in range(max(0, e - 1), top + 2) if (s := self.book.schedule(k)) is not None}
         return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
 
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
         # late-bound: aload replaces the book with the restored one
-        return {"shreds": shreds_check(lambda slot: self.book.leader(slot)), "votes": self.vote_check,
+        return {"shreds": shreds_check(lambda slot: self.book.leader(slot),
+                                       leader_final=lambda slot: self.book.available(epoch_of(slot, self.book.spe))),
+                "votes": self.vote_check,
                 "txs": self.tx_check}
 
     def shred_store(self) -> ShredStore | None:
@@ -219,15 +251,19 @@ class Validator(NodePolicy[SlotResult]):
             self.inbox_dropped += 1  # overload: repair fetches what we drop
         return True
 
-    @staticmethod
-    def tx_check(env: GossipEnvelope) -> str | None:
-        """One Solana wire transaction that parses, sanitizes and whose signatures verify."""
+    def tx_check(self, env: GossipEnvelope) -> str | None:
+        """One Solana wire transaction that parses, sanitizes and whose signatures verify,
+        and whose fee payer can pay its fee in this node's working bank (``unfunded``
+        otherwise: such a transaction can never land, spec/network.md "Blame")."""
         if len(env.payload) > MAX_TX_BYTES:
             return "oversized"
         try:
-            parse_transaction(env.payload, verify_signatures=True)
+            tx = parse_transaction(env.payload, verify_signatures=True)
         except BlockError as exc:
             return exc.reason
+        res = self.banks.get(self.cons.processed_slot()) if self.loaded else None
+        if res is not None and res.bank.balance(tx.account_keys[0]) < LAMPORTS_PER_SIGNATURE * len(tx.signatures):
+            return "unfunded"
         return None
 
     def vote_check(self, env: GossipEnvelope) -> str | None:
@@ -255,11 +291,12 @@ class Validator(NodePolicy[SlotResult]):
         async with self.ledger_lock:
             r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
             self.book = r.book
+            self.book.working_fork = self._working_fork
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
-            r.result.bank.lstake_provider = lambda epoch: self.book.vote_weights(epoch)
+            r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, dead=r.dead, full=r.replay,
                                   partial=r.partial, parents=r.parents, produced=r.produced,
                                   rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))
@@ -286,7 +323,7 @@ class Validator(NodePolicy[SlotResult]):
             r = self._replays.pop(0)
             if not self.replay_current(r):
                 continue  # superseded (a dump sent it back to full; a later Replay is queued)
-            leader, parent = self.book.leader(r.slot), self.banks.get(r.parent)
+            leader, parent = self.book.leader(r.slot, self._fork_at(r.parent)), self.banks.get(r.parent)
             if leader is None or parent is None:  # cannot happen: the tracker checked both
                 self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
                 continue
@@ -301,6 +338,8 @@ class Validator(NodePolicy[SlotResult]):
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
+                if (res := self.banks.get(e.slot)) is not None:
+                    res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
                 if e.slot in self._loading_roots:
                     self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes,
                                                  self.banks[e.slot].bank.work_events)
