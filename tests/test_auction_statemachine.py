@@ -12,6 +12,7 @@ The default suite runs a few dozen sequences (seconds); ``-m slow`` runs 10,000.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any
 
 import pytest
@@ -31,13 +32,16 @@ MINERS = F.MINERS[:4]
 ACTORS = [F.REQUESTER, F.OUTSIDER, *MINERS]
 #: MINERS[3] is poor: a few fees and about one bond, so insufficient-funds paths run (for
 #: the escrow, the bond and, once it is drained, the fee: a block error)
-FUNDS = {**{k.pubkey: 10**9 for k in ACTORS}, MINERS[3].pubkey: 40_000}
+#: validators that never bid: with them a dispute's jury (the miner, the accepters and the
+#: challenger excluded) can reach its quorum, so upheld and dismissed disputes run too
+JURY = F.MINERS[4:7]
+FUNDS = {**{k.pubkey: 10**9 for k in [*ACTORS, *JURY]}, MINERS[3].pubkey: 40_000}
 BLOCKED = "block-error"  # the transaction was refused whole (a block error), not executed
 actor = st.sampled_from(ACTORS)
 bidder = st.sampled_from([*MINERS, MINERS[0], MINERS[1], F.OUTSIDER])  # mostly miners, some unregistered
-KEYS = {k.pubkey: k for k in ACTORS}
+KEYS = {k.pubkey: k for k in [*ACTORS, *JURY]}
 #: identities whose votes land (the validator role of the Logit Pool's draw)
-VOTERS = [F.OUTSIDER, *MINERS]
+VOTERS = [F.OUTSIDER, *MINERS, *JURY]
 salts = st.binary(max_size=8).map(lambda b: crypto.sha256(b"salt", b))  # fresh-looking, never weak
 query_pick = st.integers(0, 9)  # 0: an address holding no query; else one of the requested queries
 # Hypothesis favours small values, so the simplest draw is the interesting one: aimed (where
@@ -79,7 +83,16 @@ ACTIONS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "verdict": dict(pick=st.integers(0, 20), who=st.integers(0, 9), accept=st.booleans(),
                     evidence=st.sampled_from(["mine", "mine", "other-position", "garbage"])),
     "settle": dict(pick=st.integers(0, 20), payer=actor, shuffle=st.booleans()),
-    "posted_query": dict(nonce=st.integers(10, 12), tokens=st.integers(1, 10)),
+    "posted_query": dict(nonce=st.integers(10, 12), tokens=st.integers(1, 10), cheat=st.booleans()),
+    "verified_query": dict(pick=st.integers(0, 20)),
+    "challenge": dict(pick=st.integers(0, 20), who=st.integers(0, 9), payer=actor,
+                      evidence=st.sampled_from(["cheat", "cheat", "consistent", "consistent", "other-query", "garbage"])),
+    "ruling": dict(pick=st.integers(0, 20), who=st.integers(0, 9), fraud=st.booleans()),
+    "disputed_query": dict(nonce=st.integers(20, 22), rulings=st.lists(st.sampled_from(["fraud", "no-fraud", "absent"]),
+                                                                      min_size=L.JURORS_PER_DISPUTE,
+                                                                      max_size=L.JURORS_PER_DISPUTE),
+                           release=st.booleans()),
+    "close_dispute": dict(pick=st.integers(0, 20), payer=actor, drop=st.integers(0, 3).map(lambda x: x == 3)),
     "advance": dict(by=st.sampled_from([0, 1, 3, 7])),
     "advance_to_last_slot_before_a_boundary": dict(),
     "duplicate": dict(),
@@ -286,7 +299,8 @@ class AuctionMachine(RuleBasedStateMachine):
         if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.OPEN and not (drop and qa.bid_count):
             assert (code is None) == (slot >= qa.reveal_end_slot), code
 
-    def post(self, pick: int, other: crypto.Keypair, by_other: bool, tokens: int, tamper: bool) -> None:
+    def post(self, pick: int, other: crypto.Keypair, by_other: bool, tokens: int, tamper: bool,
+             cheat_at: int | None = None) -> None:
         """Mostly a result for an awarded query (``pick`` < 20), by its winner or another key."""
         awarded = [q for q in self.queries if (qa := self._qacct(q)) and qa.status == A.QueryStatus.AWARDED]
         q = awarded[pick % len(awarded)] if pick != 20 and awarded else self._query(pick % 10)
@@ -294,7 +308,7 @@ class AuctionMachine(RuleBasedStateMachine):
         who = KEYS[qa.winner] if not by_other and qa is not None and qa.winner in KEYS else other
         base = qa or dataclasses.replace(self._dummy_query(), winner=who.pubkey)
         signed_over = dataclasses.replace(base, prompt_hash=bytes(32)) if tamper else base
-        proof = F.pool_proof(who, dataclasses.replace(signed_over, winner=who.pubkey), tokens)
+        proof = F.pool_proof(who, dataclasses.replace(signed_over, winner=who.pubkey), tokens, cheat_at)
         c = proof.commitment
         r = T.sign_result(who, signed_over, output_hash=c.output_hash, num_tokens=tokens, tier=c.tier, top_k=c.top_k,
                           vocab=c.vocab, pol_root=c.root)
@@ -316,7 +330,7 @@ class AuctionMachine(RuleBasedStateMachine):
         if code != BLOCKED and qa is not None and qa.status == A.QueryStatus.AWARDED:
             assert (code is None) == (slot >= qa.deadline_slot), code
 
-    def posted_query(self, nonce: int, tokens: int) -> None:
+    def posted_query(self, nonce: int, tokens: int, cheat: bool = False) -> None:
         """A whole auction to a posted result in a few steps (random sequences rarely get
         there), so the Logit Pool's verdicts and settlement run in most sequences."""
         p = F.request_params(nonce, max_output_tokens=8, max_price_per_token=40, deadline_slots=40)
@@ -335,7 +349,8 @@ class AuctionMachine(RuleBasedStateMachine):
         self._advance_to(qa.reveal_end_slot)
         self._apply(A.Instr.CLOSE_AUCTION, T.close_auction_transaction(F.OUTSIDER, q, F.REQUESTER.pubkey,
                                                                        self._bidders(q), self.blockhash))
-        self.post(len(self.queries) - 1, MINERS[0], False, tokens, False)
+        # ``cheat``: its first leaf contradicts itself (a fraud proof the program decides alone)
+        self.post(len(self.queries) - 1, MINERS[0], False, tokens, False, 0 if cheat else None)
 
     def _posted(self, pick: int) -> bytes:
         posted = [q for q in self.queries if (qa := self._qacct(q)) and qa.status == A.QueryStatus.RESULT_POSTED]
@@ -397,16 +412,268 @@ class AuctionMachine(RuleBasedStateMachine):
             assert new is not None
             decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert decided or slot >= d.verify_end_slot
-            if new.status != A.QueryStatus.RESULT_POSTED:
-                self.proofs.pop(q, None)
         elif code != BLOCKED and d is not None and qa.status == A.QueryStatus.RESULT_POSTED and not shuffle:
             decided = max(d.count(L.ACCEPT), d.count(L.REJECT)) >= d.quorum
             assert code in ("auction-verify-open", "auction-draw-not-ready") and not decided, code
 
+    # -- retrospective slashing (spec/logit_pool.md "Retrospective slashing", tags 9-11) ----
+    def _balances(self) -> dict[bytes, int]:
+        return dict(self.bank.accounts)
+
+    def _moved(self, before: dict[bytes, int], payer: bytes) -> dict[bytes, int]:
+        """Lamports each account gained (negative: lost) in the last instruction, the payer's
+        fee added back."""
+        out = {}
+        for k in set(before) | set(self.bank.accounts):
+            d = self.bank.balance(k) - before.get(k, 0) + (LAMPORTS_PER_SIGNATURE if k == payer else 0)
+            if d:
+                out[k] = d
+        return out
+
+    def verified_query(self, pick: int) -> None:
+        """A posted result driven to ``FINALIZED_VERIFIED`` in a few steps: the draw's beacon
+        slot reached, a quorum of the open round's validators accept, settle."""
+        q = self._posted(pick)
+        qa = self._qacct(q)
+        if qa is None or qa.status != A.QueryStatus.RESULT_POSTED:
+            return
+        d = self._draw(q)
+        if d is None:
+            self._advance_to(qa.result_slot + L.DRAW_DELAY_SLOTS)
+            d = self._draw(q)
+        if d is None or not d.validators:
+            return
+        for i in list(d.current())[:d.quorum]:
+            key = KEYS[d.validators[i]]
+            self._apply(A.Instr.VERDICT, T.verdict_transaction(key, q, True, None, self.blockhash))
+        d = self._draw(q)
+        if d is not None:
+            self._apply(A.Instr.SETTLE, T.settle_transaction(F.OUTSIDER, qa, q, list(d.validators), self.blockhash))
+
+    def _verified(self, pick: int) -> bytes:
+        done = [q for q in self.queries if (qa := self._qacct(q)) and qa.status == A.QueryStatus.FINALIZED_VERIFIED]
+        return done[pick % len(done)] if pick != 20 and done else self._query(pick % 10)
+
+    def challenge(self, pick: int, who: int, payer: crypto.Keypair, evidence: str) -> None:
+        """A fraud proof against a verified result, mostly by someone allowed to file it
+        (``who`` < 2: one of the validators that accepted, who may not), with the leaf that
+        contradicts itself, a consistent leaf (a model-fault claim: a jury and a bond), an
+        opening of another query's proof, or bytes that are no opening."""
+        q = self._verified(pick)
+        qa = self._qacct(q)
+        view = _view(self.bank)
+        pool = L.load_pool(view, L.pool_address(q))
+        old = L.load_dispute(view, L.dispute_address(q))
+        acc = L.accepters(pool) if pool is not None else []
+        key = KEYS[acc[who % len(acc)]] if who < 2 and acc else ACTORS[who % len(ACTORS)]
+        proof = self.proofs.get(q)
+        # another result's proof (identical requests give identical commitments: those are this one's)
+        others = [p for p in self.proofs.values() if proof is None or p.commitment.hash() != proof.commitment.hash()]
+        ev: P.PolOpening | None = None
+        if proof is not None and evidence in ("cheat", "consistent"):
+            n = proof.commitment.num_tokens
+            ev = P.open_positions(proof, [0 if evidence == "cheat" else n - 1])[0]
+        elif evidence == "other-query" and others:
+            ev = P.open_positions(others[0], [0])[0]
+        target = qa or dataclasses.replace(self._dummy_query(), winner=F.OUTSIDER.pubkey)
+        if ev is not None:
+            raw = T.challenge_transaction(key, target, q, ev, self.blockhash)
+        else:
+            metas = [(key.pubkey, True, True), (q, False, True), (L.pool_address(q), False, True),
+                     (A.bid_address(q, target.winner), False, True), (L.dispute_address(q), False, True),
+                     (target.requester, False, True), (L.difficulty_address(), False, True)]
+            raw = T.auction_transaction([key], metas, struct.pack("<I", L.TAG_CHALLENGE) + b"\x01garbage",
+                                        self.blockhash)
+        bid = self.bank.auction_data(A.bid_address(q, target.winner))
+        before = self._balances()
+        code, slot = self._apply(A.Instr.CHALLENGE, raw)
+        if code is None:
+            assert qa is not None and pool is not None and ev is not None and proof is not None
+            assert qa.status == A.QueryStatus.FINALIZED_VERIFIED and evidence in ("cheat", "consistent")
+            assert old is None or old.state != L.OPEN
+            assert slot < L.release_slot(pool, old)
+            assert key.pubkey != qa.winner and key.pubkey not in acc
+            d = L.load_dispute(_view(self.bank), L.dispute_address(q))
+            assert d is not None and d.challenger == key.pubkey and d.position == ev.fp.pos
+            moved = self._moved(before, key.pubkey)
+            bond = A.BidAccount.unpack(bid or b"").bond_lamports
+            if L.self_contradiction(qa.pol_commitment(), ev.fp) is not None:
+                # decided by the program: bond split requester / challenger, query rejected
+                assert (d.state, d.fault_class, d.bond_lamports) == (L.UPHELD, L.SELF_CONTRADICTION, 0)
+                half = bond * L.SLASH_TO_REQUESTER_PERCENT // 100
+                assert self._qacct(q).status == A.QueryStatus.FINALIZED_REJECTED  # type: ignore[union-attr]
+                want = {qa.requester: half, key.pubkey: bond - half, A.bid_address(q, qa.winner): -bond}
+                if qa.requester == key.pubkey:
+                    want = {qa.requester: bond, A.bid_address(q, qa.winner): -bond}
+                assert moved == want, (moved, want)
+            else:  # a jury is called: the challenger's bond moves into the dispute account
+                assert (d.state, d.fault_class) == (L.OPEN, L.MODEL_FAULT)
+                assert moved == {key.pubkey: -L.CHALLENGE_BOND_LAMPORTS, L.dispute_address(q): L.CHALLENGE_BOND_LAMPORTS}
+        elif (code != BLOCKED and qa is not None and pool is not None and qa.status == A.QueryStatus.FINALIZED_VERIFIED
+              and ev is not None and evidence in ("cheat", "consistent") and key != MINERS[3]
+              and (old is None or old.state != L.OPEN) and key.pubkey not in (qa.winner, *acc)):
+            # every precondition held but the window: it must have been the window
+            assert code == "auction-challenge-closed" and slot >= L.release_slot(pool, old), code
+        if code is not None and code != BLOCKED and qa is not None and qa.status == A.QueryStatus.FINALIZED_VERIFIED \
+                and ev is None:
+            assert code == "auction-bad-evidence" or code in ("auction-dispute-open", "auction-challenge-closed",
+                                                             "auction-bad-challenger", "auction-no-bid"), code
+
+    def _pick_of(self, q: bytes) -> int:
+        """The ``pick`` that makes :meth:`_verified` return ``q`` (while it is verified)."""
+        done = [x for x in self.queries if (qa := self._qacct(x)) and qa.status == A.QueryStatus.FINALIZED_VERIFIED]
+        return done.index(q) if q in done else 20
+
+    def disputed_query(self, nonce: int, rulings: list[str], release: bool) -> None:
+        """A whole model-fault dispute in a few steps (random sequences rarely get there):
+        a verified result, a consistent leaf challenged by someone allowed to, the jury's
+        beacon reached, each juror rules or stays away, close (at the ruling window's end
+        when undecided), then, when the result still stands, the release after the window.
+        Every step goes through the rules above, so their checks apply."""
+        q = A.query_address(F.REQUESTER.pubkey, nonce)
+        if self._qacct(q) is None:
+            self.posted_query(nonce, 3, False)
+        qa = self._qacct(q)
+        if qa is not None and qa.status == A.QueryStatus.RESULT_POSTED:
+            posted = [x for x in self.queries if (a := self._qacct(x)) and a.status == A.QueryStatus.RESULT_POSTED]
+            self.verified_query(posted.index(q))
+        qa = self._qacct(q)
+        pool = L.load_pool(_view(self.bank), L.pool_address(q))
+        if qa is None or qa.status != A.QueryStatus.FINALIZED_VERIFIED or pool is None:
+            return
+        acc = L.accepters(pool)
+        allowed = [i for i in range(2, 2 + len(ACTORS)) if (k := ACTORS[i % len(ACTORS)]).pubkey not in (qa.winner, *acc)
+                   and k != MINERS[3]]
+        if not allowed:
+            return
+        self.challenge(self._pick_of(q), allowed[0], F.OUTSIDER, "consistent")
+        d = L.load_dispute(_view(self.bank), L.dispute_address(q))
+        if d is None or d.state != L.OPEN:
+            return
+        self._advance_to(d.challenge_slot + L.DRAW_DELAY_SLOTS)
+        for i, r in enumerate(rulings):
+            if r != "absent":
+                self.ruling(self._pick_of(q), i, r == "fraud")
+        d = L.jury_of(_view(self.bank), qa, q)
+        if d is not None and d.drawn and max(d.count(L.FRAUD), d.count(L.NO_FRAUD)) < L.RULING_QUORUM:
+            self._advance_to(d.judge_end_slot)
+        self.close_dispute(self._pick_of(q), F.OUTSIDER, False)
+        if release and self._pick_of(q) != 20:
+            pool = L.load_pool(_view(self.bank), L.pool_address(q))
+            assert pool is not None
+            self._advance_to(L.release_slot(pool, L.load_dispute(_view(self.bank), L.dispute_address(q))))
+            self.close_dispute(self._pick_of(q), F.OUTSIDER, False)
+
+    def _open_dispute(self, pick: int) -> tuple[bytes, A.QueryAccount | None, L.DisputeAccount | None]:
+        q = self._verified(pick)
+        qa = self._qacct(q)
+        if qa is None or qa.status != A.QueryStatus.FINALIZED_VERIFIED:
+            return q, qa, None
+        return q, qa, L.jury_of(_view(self.bank), qa, q)
+
+    def ruling(self, pick: int, who: int, fraud: bool) -> None:
+        """A ruling on an open dispute, mostly by a drawn juror (``who`` < 6)."""
+        q, _qa, d = self._open_dispute(pick)
+        jurors = list(d.jurors) if d is not None else []
+        key = KEYS[jurors[who % len(jurors)]] if who < 6 and jurors else VOTERS[who % len(VOTERS)]
+        before = self._balances()
+        code, slot = self._apply(A.Instr.RULING, T.ruling_transaction(key, q, fraud, self.blockhash))
+        if code is None:  # a drawn juror of an open dispute, once, inside its window; no lamport moves
+            assert d is not None and d.state == L.OPEN and d.drawn and key.pubkey in d.jurors
+            i = d.jurors.index(key.pubkey)
+            assert d.rulings[i] == L.NO_RULING and slot < d.judge_end_slot
+            after = L.load_dispute(_view(self.bank), L.dispute_address(q))
+            assert after is not None and after.rulings[i] == (L.FRAUD if fraud else L.NO_FRAUD)
+            assert self._moved(before, key.pubkey) == {}
+        elif code != BLOCKED and d is not None and d.state == L.OPEN and d.drawn:
+            i = d.jurors.index(key.pubkey) if key.pubkey in d.jurors else -1
+            if i < 0:
+                assert code == "auction-not-drawn", code
+            elif d.rulings[i] != L.NO_RULING:
+                assert code in ("auction-verdict-exists", "auction-verify-closed"), code
+            else:
+                assert code == "auction-verify-closed" and slot >= d.judge_end_slot, code
+
+    def close_dispute(self, pick: int, payer: crypto.Keypair, drop: bool) -> None:
+        """Tag 11: resolve an open dispute (its challenger and jurors listed, or one dropped),
+        or release the held bond once the challenge window is over. The lamports each party
+        gets are the spec's: upheld, the bond split requester / challenger and the challenge
+        bond back; dismissed, the challenge bond to the miner; lapsed, back to the challenger;
+        released, the bond to the miner."""
+        q, qa, d = self._open_dispute(pick)
+        view = _view(self.bank)
+        pool = L.load_pool(view, L.pool_address(q))
+        target = qa or dataclasses.replace(self._dummy_query(), winner=F.OUTSIDER.pubkey)
+        is_open = d is not None and d.state == L.OPEN
+        parties = [d.challenger, *d.jurors] if d is not None and is_open else []
+        if drop and parties:
+            parties = parties[:-1]
+        bid = self.bank.auction_data(A.bid_address(q, target.winner))
+        before = self._balances()
+        code, slot = self._apply(A.Instr.CLOSE, T.close_transaction(payer, target, q, parties, self.blockhash))
+        if qa is None or qa.status != A.QueryStatus.FINALIZED_VERIFIED or pool is None or bid is None:
+            assert code is not None  # only a verified result has a dispute to close or a bond to release
+            return
+        bond = A.BidAccount.unpack(bid).bond_lamports
+        moved = self._moved(before, payer.pubkey) if code is None else None
+        bkey = A.bid_address(q, qa.winner)
+        if not is_open:  # a release
+            if code is None:
+                assert slot >= L.release_slot(pool, d)
+                assert moved == {bkey: -bond, qa.winner: bond}, moved
+                assert A.BidAccount.unpack(self.bank.auction_data(bkey) or b"").status == A.BidStatus.REFUNDED
+            elif code != BLOCKED and A.BidAccount.unpack(bid).status != A.BidStatus.HELD:  # released already
+                assert code == "auction-wrong-status", code
+            elif code != BLOCKED:
+                assert code == "auction-window-open" and slot < L.release_slot(pool, d), code
+            return
+        assert d is not None
+        if not d.drawn:
+            assert code in (BLOCKED, "auction-draw-not-ready", "auction-bad-accounts"), code
+            return
+        fraud, no_fraud = d.count(L.FRAUD), d.count(L.NO_FRAUD)
+        decided = fraud >= L.RULING_QUORUM or no_fraud >= L.RULING_QUORUM or slot >= d.judge_end_slot
+        if code is None:
+            assert not drop and decided
+            after = L.load_dispute(_view(self.bank), L.dispute_address(q))
+            assert after is not None and after.closed_slot == slot
+            cb, dkey = d.bond_lamports, L.dispute_address(q)
+            want: dict[bytes, int] = {}
+
+            def add(k: bytes, n: int) -> None:
+                want[k] = want.get(k, 0) + n
+
+            add(dkey, -cb)
+            if fraud >= L.RULING_QUORUM:
+                half = bond * L.SLASH_TO_REQUESTER_PERCENT // 100
+                add(d.challenger, cb + bond - half)
+                add(qa.requester, half)
+                add(bkey, -bond)
+                assert after.state == L.UPHELD
+                assert self._qacct(q).status == A.QueryStatus.FINALIZED_REJECTED  # type: ignore[union-attr]
+            elif no_fraud >= L.RULING_QUORUM:
+                add(qa.winner, cb)
+                assert after.state == L.DISMISSED
+            else:
+                add(d.challenger, cb)
+                assert after.state == L.LAPSED
+            assert moved == {k: v for k, v in want.items() if v}, (moved, want)
+        elif code != BLOCKED:
+            if drop:
+                assert code == "auction-bad-accounts", code
+            else:
+                assert code == "auction-verify-open" and not decided, code
+
     def _marks(self) -> list[int]:
         """Window boundaries ahead: every query's commit_end, reveal_end and deadline."""
-        pools = [p.verify_end_slot for q in self.queries
-                 if (p := L.load_pool(_view(self.bank), L.pool_address(q))) is not None]
+        view = _view(self.bank)
+        pools = [p.verify_end_slot for q in self.queries if (p := L.load_pool(view, L.pool_address(q))) is not None]
+        for q in self.queries:  # the challenge window's end, a dispute's jury beacon and ruling window
+            p, d = L.load_pool(view, L.pool_address(q)), L.load_dispute(view, L.dispute_address(q))
+            if p is not None and p.settled_slot:
+                pools.append(L.release_slot(p, d))
+            if d is not None and d.state == L.OPEN:
+                pools += [d.challenge_slot + L.DRAW_DELAY_SLOTS, d.judge_end_slot]
         return sorted({m for q in self.queries if (qa := self._qacct(q)) is not None
                        for m in (qa.commit_end_slot, qa.reveal_end_slot, qa.deadline_slot, *pools)
                        if m > self.bank.slot})
@@ -445,7 +712,8 @@ class AuctionMachine(RuleBasedStateMachine):
         """One step: an action drawn from ``ACTIONS`` with its arguments. (One rule, not one
         per action, so that Hypothesis' swarm testing, which switches whole rules off per
         sequence, cannot starve the auction of the instructions that drive it forward.)"""
-        name = data.draw(st.sampled_from([*ACTIONS, "advance", "commit", "reveal", "verdict"]), label="action")
+        name = data.draw(st.sampled_from([*ACTIONS, "advance", "commit", "reveal", "verdict", "challenge", "ruling"]),
+                         label="action")
         getattr(self, name)(**data.draw(st.fixed_dictionaries(ACTIONS[name]), label=name))
 
     @staticmethod

@@ -178,10 +178,13 @@ def test_an_honest_answer_is_verified_and_paid_to_the_lamport(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["perturbed-model", "wrong-token"])
+@pytest.mark.parametrize("fault", ["perturbed-model", "wrong-token", "bf16-model", "int8-model", "other-prompt"])
 def test_a_cheating_miner_is_rejected_and_slashed(tmp_path: Path, fault: str) -> None:
     """Each devnet cheating fault (devnet/miner_faults.py): weights perturbed by 1e-3 (every
-    committed value off), or the last token swapped for one outside the committed top-k:
+    committed value off), the model run in bf16 or int8 (Q8_0) but committed as the fp32
+    tier, the answer and honest proof of another prompt signed for this one (detection of
+    each shown in-process by tests/test_logit_pool_faults.py), or the last token swapped
+    for one outside the committed top-k:
     both drawn validators reject with evidence, the bond is slashed and the miner's work
     account records the slash (its epoch's pool work forfeited, spec/lstake.md)."""
     net, rec, final, draw, before, after = run_pool(tmp_path, ["--miner-fault", fault])

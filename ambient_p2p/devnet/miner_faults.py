@@ -9,6 +9,9 @@ production code path, selected by the hidden ``join``/``run --miner-fault KIND``
 | ``wrong-output`` | posts a result whose ``output_hash`` is not its answer's (signed, so the program accepts it) | ``RESULT_POSTED``; only the Logit Pool can catch it (the answer blob does not hash to it) |
 | ``wrong-reveal`` | reveals a price one lamport above the one it committed | ``auction-bid-mismatch``; the bid stays ``COMMITTED`` and forfeits its bond at close |
 | ``perturbed-model`` | answers from the embedded model with every weight scaled by ``1 + 1e-3 * N(0, 1)`` (a cheaper or altered model claimed as the real one; it still names the real ``model_id``) | ``RESULT_POSTED``; the drawn validators' forward pass rejects its openings (spec/pol.md: 1e-3 noise moves committed values by a median 216 grid units, tau is 4): ``FINALIZED_REJECTED``, bond slashed (spec/logit_pool.md) |
+| ``bf16-model`` | answers from the embedded model cast to bfloat16 (half the memory traffic) but commits as tier ``FP32`` (``tau`` 4 grid units), the tier the honest fp32 model earns | ``RESULT_POSTED``; bf16 moves committed values by up to 0.49 nats (spec/pol.md), far past ``tau``: ``FINALIZED_REJECTED``, bond slashed |
+| ``int8-model`` | answers from the embedded model with every matrix quantized to int8 (llama.cpp ``Q8_0``: blocks of 32 along a row, one scale ``max(abs(w)) / 127`` per block, norms kept), committed as tier ``FP32`` | as ``bf16-model`` |
+| ``other-prompt`` | answers a fixed other prompt (``OTHER_PROMPT``) with an honest proof of that prompt's generation, the commitment re-signed naming the query's prompt (its ``prompt_hash``); the answer blob is that other answer | ``RESULT_POSTED``; the validators' pass over the real prompt disagrees with the committed values: ``FINALIZED_REJECTED``, bond slashed |
 | ``wrong-token`` | answers honestly, then replaces the last output token by one outside the committed top-k (the honest fingerprint kept, the commitment re-signed over the changed answer) | ``RESULT_POSTED``; an honest validator's greedy check rejects it, and its committed leaf contradicts itself: a fraud proof is decided by the program alone (spec/logit_pool.md "Retrospective slashing") |
 
 Validator faults (``--logit-pool --pool-fault KIND``, :func:`faulty_pool`):
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING
 from ..core import auction as au
 from ..core import auction_tx as atx
 from ..core import miner_policy as mp
+from ..core import pol
 from ..core.crypto import sha256
 from ..node.miner import PROOF_DIR, MinerService, _Job
 from ..node.validator_pool import PoolValidator
@@ -36,12 +40,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..core.bank import Bank
     from ..core.crypto import Keypair
+    from ..model.runner import LoadedModel
 
-FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal", "perturbed-model", "wrong-token")
+FAULTS = ("never-post", "post-late", "wrong-output", "wrong-reveal", "perturbed-model", "wrong-token", "bf16-model",
+          "int8-model", "other-prompt")
+#: faults that change the model once, before the first answer (worker thread)
+MODEL_FAULTS = ("perturbed-model", "bf16-model", "int8-model")
 POOL_FAULTS = ("always-accept",)
 #: relative weight noise of ``perturbed-model`` and the seed of its generator
 PERTURB_RELATIVE = 1e-3
 PERTURB_SEED = 13
+#: ``int8-model``: llama.cpp's Q8_0 block (weights per scale) and the int8 range it uses
+Q8_BLOCK = 32
+Q8_MAX = 127
+#: ``other-prompt``: the prompt whose answer is served instead of the query's
+OTHER_PROMPT = "Write one sentence about the sea."
 
 
 def perturb_weights(lm: object) -> None:
@@ -55,6 +68,63 @@ def perturb_weights(lm: object) -> None:
             p.mul_(1 + PERTURB_RELATIVE * noise)
 
 
+def to_bf16(lm: object) -> None:
+    """Worker thread: cast ``lm.model`` to bfloat16, leaving ``lm.dtype`` (float32) as it was,
+    so the miner still declares the fp32 tier (node/miner.py picks the tier from ``lm.dtype``)."""
+    import torch
+
+    lm.model.to(torch.bfloat16)  # type: ignore[attr-defined]
+
+
+def quantize_int8(lm: object) -> None:
+    """Worker thread: round every matrix of ``lm.model`` to int8 as llama.cpp's ``Q8_0`` does
+    (blocks of ``Q8_BLOCK`` along the last axis, scale ``max|w| / Q8_MAX``), stored dequantized
+    in the model's dtype; vectors (norms) stay as they are, as in a Q8_0 file."""
+    import torch
+
+    with torch.no_grad():
+        for p in lm.model.parameters():  # type: ignore[attr-defined]
+            if p.dim() < 2 or p.shape[-1] % Q8_BLOCK:
+                continue
+            blocks = p.reshape(-1, Q8_BLOCK)
+            scale = blocks.abs().amax(dim=1, keepdim=True) / Q8_MAX
+            scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+            p.copy_((torch.round(blocks / scale).clamp(-Q8_MAX, Q8_MAX) * scale).reshape(p.shape))
+
+
+MODEL_FAULT_FN = {"perturbed-model": perturb_weights, "bf16-model": to_bf16, "int8-model": quantize_int8}
+
+
+def other_prompt_proof(lm: LoadedModel, kp: Keypair, prompt: list[int], max_tokens: int, *, tier: pol.Tier,
+                       temp_milli: int, sample_seed: bytes, other: str = OTHER_PROMPT) -> pol.PolProof:
+    """Worker thread (``other-prompt``): an honest generation and fingerprints for ``other``,
+    committed and signed as the answer to ``prompt`` (the query's)."""
+    from ..model import runner
+
+    gen = runner.generate(lm, lm.encode_prompt(other), max_tokens, temp_milli=temp_milli, sample_seed=sample_seed)
+    return pol.commit(kp, model_id=lm.model_id, tier=tier, vocab=lm.vocab_size, top_k=pol.TOP_K,
+                      temp_milli=temp_milli, sample_seed=sample_seed, prompt=prompt, output=gen.output,
+                      fps=gen.fingerprints)
+
+
+def swap_other_prompt(lm: LoadedModel, kp: Keypair, proof_path: Path, job: _Job) -> _Job:
+    """Worker thread (``other-prompt``): the kept proof replaced by :func:`other_prompt_proof`
+    for the same query (its prompt, token budget, tier and sampling), the proof file rewritten."""
+    import time
+
+    from ..core.codec import decode, encode
+
+    t0 = time.perf_counter()
+    proof = decode(proof_path.read_bytes(), expected=pol.PolProof)
+    c = proof.commitment
+    new = other_prompt_proof(lm, kp, list(proof.prompt), max(1, c.num_tokens), tier=pol.Tier(c.tier),
+                             temp_milli=c.temp_milli, sample_seed=c.sample_seed)
+    proof_path.write_bytes(encode(new))
+    n = new.commitment
+    return _Job(au.ResultParams(n.output_hash, n.num_tokens, n.tier, n.top_k, n.vocab, n.root, n.signature),
+                list(new.output), job.model_s + time.perf_counter() - t0)
+
+
 class FaultyMiner(MinerService):
     """The honest miner with the fault ``kind`` (module docstring)."""
 
@@ -63,12 +133,12 @@ class FaultyMiner(MinerService):
     perturbed: bool = False
 
     async def serve(self, q: au.QueryAccount) -> None:
-        if self.fault == "perturbed-model" and not self.perturbed and self.lm is not None:
+        if self.fault in MODEL_FAULTS and not self.perturbed and self.lm is not None:
             import trio
 
-            await trio.to_thread.run_sync(perturb_weights, self.lm, limiter=self.worker)
+            await trio.to_thread.run_sync(MODEL_FAULT_FN[self.fault], self.lm, limiter=self.worker)
             self.perturbed = True
-            self.failures["fault-perturbed-model"] = 1
+            self.failures[f"fault-{self.fault}"] = 1
         await super().serve(q)
 
     async def _post_at_deadline(self, qid: bytes, q: au.QueryAccount) -> None:
@@ -111,6 +181,21 @@ class FaultyMiner(MinerService):
             self.failures["fault-wrong-token"] = self.failures.get("fault-wrong-token", 0) + 1
             await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bank.last_blockhash))
             return
+        if f == "other-prompt" and isinstance(act, mp.Post) and act.query in self.jobs and act.query not in self.late \
+                and self.lm is not None:
+            import trio
+
+            from ..core.blobs import BLOB_RETENTION_SLOTS, token_blob
+
+            self.late.add(act.query)  # swapped once
+            q = queries[act.query]
+            job = await trio.to_thread.run_sync(swap_other_prompt, self.lm, self.kp, self.v.data_dir / PROOF_DIR /
+                                                f"{act.query.hex()}.cbor", self.jobs[act.query], limiter=self.worker)
+            await self.blobs.put(token_blob(job.output), q.deadline_slot + BLOB_RETENTION_SLOTS)
+            self.jobs[act.query] = job
+            self.failures["fault-other-prompt"] = self.failures.get("fault-other-prompt", 0) + 1
+            await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bank.last_blockhash))
+            return
         if f == "wrong-output" and isinstance(act, mp.Post) and act.query in self.jobs:
             job, q = self.jobs[act.query], queries[act.query]
             bad = sha256(b"not the answer", job.result.output_hash)
@@ -127,7 +212,6 @@ def swap_last_token(kp: Keypair, proof_path: Path, job: _Job) -> _Job:
     untouched), the commitment re-signed over the changed answer; the proof file rewritten."""
     from dataclasses import replace
 
-    from ..core import pol
     from ..core.codec import decode, encode
 
     proof = decode(proof_path.read_bytes(), expected=pol.PolProof)
