@@ -107,10 +107,6 @@ class FastKeypair(crypto.Keypair):
     vote) while still exercising every sign/verify call path. Use only with
     :func:`fast_signatures` active."""
 
-    @functools.cached_property
-    def pubkey(self) -> bytes:  # type: ignore[override]
-        return crypto.Keypair.pubkey.fget(self)  # type: ignore[attr-defined,no-any-return]
-
     def sign(self, purpose: str, message: bytes) -> bytes:
         return _fast_sig(self.pubkey, purpose, message)
 
