@@ -95,6 +95,24 @@ def test_bank_with_auction_accounts_restores_to_the_same_state_and_continues_the
     assert A.QueryAccount.unpack(posts[1].auction_accounts[q]).bid_count == 2
 
 
+@pytest.mark.parametrize("kind", [A.Kind.POOL, A.Kind.DIFFICULTY, A.Kind.DISPUTE])
+def test_every_auction_account_kind_fits_a_bank_snapshot(kind: A.Kind) -> None:
+    """Regression: the Logit Pool's pool (560 B) and dispute (1,368 B) accounts outgrew the
+    snapshot's 416-byte field, and a node crashed on its next snapshot (EncodeError
+    too-large). Every account kind the program stores must round-trip at its full size."""
+    from ambient_p2p.core import logit_pool as L
+
+    size = {A.Kind.POOL: L.POOL_ACCOUNT_BYTES, A.Kind.DIFFICULTY: L.DIFFICULTY_ACCOUNT_BYTES,
+            A.Kind.DISPUTE: L.DISPUTE_ACCOUNT_BYTES}[kind]
+    assert size <= MAX_AUCTION_ACCOUNT_BYTES
+    c, _q = _with_query()
+    bank = c.bank
+    bank.auction_accounts[b"\xee" * 32] = bytes([kind]) + bytes(size - 1)
+    restored = _round_trip(bank)
+    assert restored.auction_accounts == bank.auction_accounts
+    assert restored.state_hash() == bank.state_hash()
+
+
 def test_a_snapshot_without_the_auction_accounts_would_have_diverged() -> None:
     """The property above is not vacuous: the v2 reading of the same bank (no auction
     accounts) differs in state hash, which is what replay's snapshot check compares, and the

@@ -136,6 +136,7 @@ class NodeStats:
     duplicate_slots: set[int] = field(default_factory=set)
     last_produced_ms: dict[int, int] = field(default_factory=dict)
     snapshots: int = 0  # node snapshots written
+    snapshot_failures: int = 0  # rooted banks too large for one snapshot record (kept the older one)
     snapshot_slot: int | None = None  # the newest written or restored from
     cleanups: int = 0
     purged_slots: int = 0
@@ -522,7 +523,7 @@ class NodePolicy(Generic[R]):
             "votes_landed": s.votes_landed, "votes_included": s.votes_included, "vote_pool": len(self.vote_pool),
             "weights_epoch": self.weights_epoch, "mempool": len(self.mempool),
             "ledger": {"restored_from": s.restored_from, "snapshot_slot": s.snapshot_slot, "snapshots": s.snapshots,
-                       "cleanups": s.cleanups, "purged_slots": s.purged_slots,
+                       "snapshot_failures": s.snapshot_failures, "cleanups": s.cleanups, "purged_slots": s.purged_slots,
                        "keep_slots": self.housekeeping.history.keep_slots},
             "confirm_latency_ms": percentiles(list(self.confirm_latency_ms)),
         }

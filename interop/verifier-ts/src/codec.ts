@@ -95,7 +95,7 @@ const BankSnapshotV5 = rec(
     status_cache: list(rec({ signature: b(64), slot: u(64) }), 1 << 20), // bounded by the 1 MiB message
     slot_hashes: list(rec({ slot: u(64), bank_hash: b(32) }), 512),
     last_votes: list(rec({ voter: b(32), slot: u(64) }), 16_384),
-    auction_accounts: list(rec({ address: b(32), data: bmax(416) }), 2048),
+    auction_accounts: list(rec({ address: b(32), data: bmax(1368) }), 704),
     slots_per_epoch: u(64),
     work_accounts: list(rec({ identity: b(32), data: b(128) }), 2048),
     tally_epoch: u(64),
