@@ -9,6 +9,8 @@ worker, and the lowest failing index wins (spec/poh.md, "Parallel verification")
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
@@ -18,6 +20,22 @@ from ..core.poh import Entry, verify_entries
 
 #: Below this many hashes in a slot the pickling round trip costs more than it saves.
 MIN_HASHES_FOR_POOL = 200_000
+#: How often a pool worker checks that the process that started it still lives.
+PARENT_CHECK_INTERVAL_S = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the worker exits once ``parent_pid`` is no longer its parent. A
+    worker blocked on its task queue does not notice a parent killed with SIGKILL (the
+    queue's other end stays open in its siblings), so without this a crashed or killed
+    node leaves its pool workers running for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_INTERVAL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class PohVerifier:
@@ -29,7 +47,8 @@ class PohVerifier:
 
     def __enter__(self) -> Self:
         if self.jobs > 1:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs)
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, initializer=exit_with_parent,
+                                             initargs=(os.getpid(),))
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

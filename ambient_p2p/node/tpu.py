@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.bank import verify_transaction_signatures
+from ..ledger.parallel import exit_with_parent
 from ..net.messages import MAX_TPU_REASONS, MAX_TPU_TX_BYTES, MAX_TXS_PER_TX_BATCH, TxBatch, TxBatchAck
 from ..net.reqresp import PROTO_TPU, ReqRespError, TokenBucket
 
@@ -90,7 +91,8 @@ class SigVerifier:
     def start(self) -> None:
         if self.jobs > 1 and self._pool is None:
             # spawn: the node process runs trio and worker threads; fork would copy their locks
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent, initargs=(os.getpid(),))
             for _ in range(self.jobs):  # start and import in every worker now, not on the first batch
                 self._pool.submit(_verify_chunk, [])
 
