@@ -10,9 +10,37 @@ from hypothesis import strategies as st
 
 from ambient_p2p.core import codec
 from ambient_p2p.core.messages import BPS, CHAIN_ID_RE, EpochParams, LStakeParams
+from ambient_p2p.core.pol import MAX_OUTPUT_TOKENS
+from ambient_p2p.core.shard import MAX_MODEL_LAYERS, StageCommitment
+from ambient_p2p.net.messages import MAX_STAGE_FRAME_ROWS, StageForwardRequest
+
+_B32 = st.binary(min_size=32, max_size=32)
+
+
+@st.composite
+def _stage_commitment(draw: st.DrawFn) -> StageCommitment:
+    total = draw(st.integers(1, MAX_MODEL_LAYERS))
+    end = draw(st.integers(1, total))
+    start = draw(st.integers(0, end - 1))
+    return StageCommitment(draw(_B32), draw(_B32), start, end, total, draw(st.integers(0, 255)), draw(_B32),
+                           draw(st.integers(1, MAX_OUTPUT_TOKENS)), draw(_B32), draw(_B32),
+                           draw(st.binary(min_size=64, max_size=64)))
+
+
+@st.composite
+def _stage_forward_request(draw: st.DrawFn) -> StageForwardRequest:
+    nonce, query, pos = draw(st.integers(0, (1 << 32) - 1)), draw(_B32), draw(st.integers(0, (1 << 32) - 1))
+    if draw(st.booleans()):  # a first-stage frame: one token per row
+        tokens = tuple(draw(st.lists(st.integers(0, (1 << 32) - 1), min_size=1, max_size=4)))
+        return StageForwardRequest(nonce, query, pos, len(tokens), tokens=tokens)
+    rows = draw(st.integers(1, MAX_STAGE_FRAME_ROWS))
+    return StageForwardRequest(nonce, query, pos, rows, hidden=draw(st.binary(min_size=1, max_size=64)))
+
 
 # Records whose invariants span several fields get their own strategies.
 OVERRIDES: dict[type, st.SearchStrategy[Any]] = {
+    StageCommitment: _stage_commitment(),
+    StageForwardRequest: _stage_forward_request(),
     LStakeParams: st.builds(
         lambda s, m, w: LStakeParams(s, s + m, w, BPS - w),
         st.integers(1, 1 << 16),
