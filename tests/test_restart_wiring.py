@@ -280,6 +280,27 @@ def test_ledger_keep_slots_option(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "error: --ledger-keep-slots needs --validator" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--snapshot-interval-slots", "16"], "error: --snapshot-interval-slots needs --validator"),
+    (["--validator", "--genesis", "G", "--snapshot-interval-slots", "0"],
+     "error: --snapshot-interval-slots must be >= 1, not 0"),
+    (["--ledger-keep-slots", "10"], "error: --ledger-keep-slots needs --validator"),
+    (["--validator", "--genesis", "G", "--ledger-keep-slots", "-1"], "error: --ledger-keep-slots must be >= 0, not -1"),
+])
+def test_ledger_options_refuse_mistakes_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  args: list[str], message: str) -> None:
+    from ambient_p2p.cli import main
+
+    g = tmp_path / "g.cbor"
+    g.write_bytes(encode(_genesis(n=1, slots_per_epoch=32, hashes_per_tick=21)))
+    d = tmp_path / "ledger"
+    argv = ["run", "--no-rpc", "--ledger", str(d), *[str(g) if a == "G" else a for a in args]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [message], err
+    assert not d.exists()
+
+
 # -- issue 11 acceptance through the validator --------------------------------------------
 def _acceptance(tmp_path: Path, slots: int, keep: int, cleanup_interval: int, run_on: int,
                 history: LedgerHistory) -> tuple[float, Validator]:

@@ -85,6 +85,10 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger-keep-slots", type=int, default=None, metavar="N",
                    help="validator: slots of ledger history kept below the root by the cleanup "
                         "(default: DEFAULT_KEEP_SLOTS of ambient_p2p/ledger/cleanup.py; spec/blockstore.md)")
+    p.add_argument("--snapshot-interval-slots", type=int, default=None, metavar="N",
+                   help="validator: write a node snapshot at the first root past each multiple of N slots, "
+                        "agave's --full-snapshot-interval-slots (default: SNAPSHOT_INTERVAL_SLOTS of "
+                        "ambient_p2p/core/history.py, 64; spec/blockstore.md)")
     p.add_argument("--logit-pool", action="store_true",
                    help="validator: load the embedded model and check the answers this node is drawn to "
                         "validate (spec/logit_pool.md); needs --validator (or --miner)")
@@ -187,6 +191,12 @@ def check_node_options(args: argparse.Namespace) -> None:
 
         if not 1 <= args.snapshot_chunk_bytes <= SNAPSHOT_CHUNK_BYTES:
             raise UserError(f"--snapshot-chunk-bytes must be 1..{SNAPSHOT_CHUNK_BYTES}")
+    for flag, value, low in (("--ledger-keep-slots", getattr(args, "ledger_keep_slots", None), 0),
+                             ("--snapshot-interval-slots", getattr(args, "snapshot_interval_slots", None), 1)):
+        if value is not None and not getattr(args, "validator", False):
+            raise UserError(f"{flag} needs --validator")
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}, not {value}")
     if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
         raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
                         f"(use --quiet for none), not {args.status_interval:g}")
@@ -718,8 +728,6 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
 def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     """The consensus service composed onto the node (ambient_p2p/node), or None."""
     if not args.validator:
-        if args.ledger_keep_slots is not None:
-            raise UserError("--ledger-keep-slots needs --validator")
         return None
     if not args.genesis:
         raise UserError("--validator needs --genesis")
@@ -750,10 +758,10 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     from ..node.production import DEFAULT_POH_CLOCK
 
     history = LedgerHistory()
-    if args.ledger_keep_slots is not None:
-        if args.ledger_keep_slots < 0:
-            raise UserError(f"--ledger-keep-slots must be >= 0, not {args.ledger_keep_slots}")
+    if args.ledger_keep_slots is not None:  # checked by check_node_options
         history = dataclasses.replace(history, keep_slots=args.ledger_keep_slots)
+    if args.snapshot_interval_slots is not None:
+        history = dataclasses.replace(history, snapshot_interval_slots=args.snapshot_interval_slots)
     from ..ledger.blockstore import BlockstoreError
 
     try:
