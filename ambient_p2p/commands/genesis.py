@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import os
 import time
 from pathlib import Path
 
@@ -176,14 +175,11 @@ def _genesis(args: argparse.Namespace) -> int:
 
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file and rename so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    from ..ledger.durable import write_durable
+
     try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_durable(path, data)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

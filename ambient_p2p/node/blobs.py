@@ -37,7 +37,6 @@ import math
 import os
 import random
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from ..core.blobs import (
     check_slot,
 )
 from ..core.crypto import sha256
+from ..ledger.durable import write_durable
 from ..net.messages import BlobRequest, BlobResponse
 from ..net.reqresp import PROTO_BLOB, ReqRespError
 from .port import NetNodePort, NetPort
@@ -143,23 +143,9 @@ class BlobStore:
             self._bytes += size
 
     def _write(self, h: bytes, data: bytes, keep_until_slot: int) -> None:
-        """Atomically (re)write one blob file: temp file, fsync, rename, fsync the directory."""
-        tmp = self.root / f"{h.hex()}.{uuid.uuid4().hex}.tmp"
-        try:
-            with tmp.open("xb") as f:
-                f.write(BLOB_FILE_MAGIC + keep_until_slot.to_bytes(8, "little") + data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(h))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Atomically (re)write one blob file (ledger/durable.py; a random temporary name,
+        since two threads may write the same blob)."""
+        write_durable(self._path(h), BLOB_FILE_MAGIC + keep_until_slot.to_bytes(8, "little") + data, unique_tmp=True)
 
     def put(self, data: bytes, keep_until_slot: int) -> bytes:
         """Store ``data`` pinned until ``keep_until_slot`` (inclusive); return its sha256.
