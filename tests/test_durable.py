@@ -36,7 +36,7 @@ def test_a_failed_write_keeps_the_old_content_and_removes_its_temporary(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         write_durable(p, b"new", unique_tmp=True)
     assert p.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f"]
