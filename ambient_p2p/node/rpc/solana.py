@@ -57,6 +57,8 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
+#: getMinimumBalanceForRentExemption: no rent, but an account needs a lamport to exist.
+MIN_ACCOUNT_LAMPORTS = 1
 #: Solana's rentEpoch for rent-exempt accounts (u64::MAX).
 RENT_EPOCH_EXEMPT = 2**64 - 1
 
@@ -794,7 +796,10 @@ async def get_fee_for_message(rpc: SolanaRpc, params: list[Any]) -> Any:
 
 async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[Any]) -> Any:
     _uint(_arg(params, 0, "data_len"), "data_len")
-    return 0  # the bank has no rent: every account is exempt (spec/rpc.md)
+    # the bank charges no rent (spec/svm.md), but an account with 0 lamports does not exist
+    # (agave purges it after the transaction): wallets that fund a new mint or token account
+    # with this figure (solana-py's AsyncToken, web3.js's createMint) must get at least 1
+    return MIN_ACCOUNT_LAMPORTS
 
 
 @dataclass
