@@ -279,3 +279,28 @@ def test_token_2022_state_wrapping_is_checked() -> None:
     # a stateful extension of the wrong length is unparseable, the rest still listed
     bad = ext[:token.ACCOUNT_BYTES + 1] + struct.pack("<HH", 3, 1) + b"\x07"
     assert token.parse_token(bad, None)["info"]["extensions"] == [{"extension": "unparseableExtension"}]  # type: ignore[index]
+
+
+def test_the_clock_sysvar_tells_the_slots_time_on_the_genesis_schedule() -> None:
+    """core/bank.py ``unix_timestamp`` (spec/bank.md "Clock"): a bank opened as every
+    producer and replayer opens it (ledger/producer.py ``open_bank``) gives LiteSVM's Clock
+    ``genesis creation time + slot x slot duration`` (whole seconds), the RPC's blockTime of
+    the slot, instead of 0; children inherit the origin."""
+    from ambient_p2p.core.genesis import build_genesis
+    from ambient_p2p.ledger.producer import genesis_bank, open_bank
+    from ambient_p2p.node.validator import slot_duration_ms
+
+    created = 1_800_000_000
+    gen = build_genesis(bootstrap=[LEADER.pubkey], creation_time_s=created, accounts=[(ALICE.pubkey, 10**12)])
+    g = genesis_bank(gen)
+    slot = 101  # in epoch 0: no epoch-boundary work
+    b = open_bank(gen, g, slot, LEADER.pubkey)
+    want = created + slot * gen.poh.slot_duration_us // 1_000_000
+    assert want > created and b.sysvars().unix_timestamp == want
+    assert want == (created * 1000 + slot * slot_duration_ms(gen)) // 1000  # node/rpc/server.py's blockTime
+    res = b.process_transactions([spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)], g.last_blockhash)])
+    assert res[0].error is None
+    assert svm.shared_executor().svm.get_clock().unix_timestamp == want
+    b.freeze(hashlib.sha256(b"tests/rpc-token/clock").digest())
+    assert b.child(slot + 1, LEADER.pubkey).sysvars().unix_timestamp == \
+        created + (slot + 1) * gen.poh.slot_duration_us // 1_000_000
