@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WAIT_S = 90.0
 TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+WEB3JS = Path(__file__).resolve().parent / "rpc_web3js"
+#: what the solana-py flow leaves for the web3.js reader: owner, mint, ATAs, a failing transfer
+SEEN: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +148,45 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
             assert "custom program error: 0x1" in str(e.value)
             # sent anyway: it lands failed, the fee charged, the logs recorded, the tokens unmoved
             bob_before = (await c.get_balance(bob.pubkey())).value
-            sig, st = await send(bob, [over_ix], preflight=False)
+            # (another amount than the simulated one, which test_web3js... simulates again)
+            sent_ix = ti.transfer_checked(tm.TransferCheckedParams(
+                program_id=TOKEN_PROGRAM_ID, source=b_ata, mint=mint.pubkey(), dest=a_ata, owner=bob.pubkey(),
+                amount=3_000_000, decimals=6))
+            sig, st = await send(bob, [sent_ix], preflight=False)
             assert st.err is not None
             got = rpc(url, "getTransaction", [str(sig), {"commitment": "confirmed", "encoding": "json"}])["result"]
             assert got["meta"]["err"] == {"InstructionError": [0, {"Custom": 1}]}
             assert got["meta"]["fee"] == 5000 and got["meta"]["logMessages"][-1].endswith("custom program error: 0x1")
             assert (await c.get_balance(bob.pubkey())).value == bob_before - 5000
             assert (await c.get_token_account_balance(b_ata)).value.amount == "1250000"
+            SEEN.update(owner=str(alice.pubkey()), mint=str(mint.pubkey()), a_ata=str(a_ata), b_ata=str(b_ata),
+                        failing=base64.b64encode(bytes(over)).decode())
 
     asyncio.run(flow())
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="node/npm are not installed: the @solana/web3.js client cannot run")
+def test_web3js_reads_the_token_state_and_simulates_the_failing_transfer(url: str) -> None:
+    """@solana/web3.js v1 (tests/rpc_web3js/token.mjs) over the state the solana-py flow left:
+    its schemas accept every token answer, and the values agree with the chain's."""
+    if not SEEN:
+        pytest.skip("needs the state of test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer")
+    if not (WEB3JS / "node_modules" / "@solana" / "web3.js").exists():
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB3JS,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(["node", "token.mjs", url, SEEN["owner"], SEEN["mint"], SEEN["failing"]], cwd=WEB3JS,
+                       capture_output=True, text=True, timeout=180)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and "error" not in out, out
+    assert [a["pubkey"] for a in out["byMint"]] == [SEEN["a_ata"]] and out["byProgram"] == [SEEN["a_ata"]]
+    assert out["byMint"][0]["program"] == "spl-token" and out["byMint"][0]["info"]["owner"] == SEEN["owner"]
+    assert out["rawLengths"] == [165]
+    assert out["balance"] == {"amount": "3750000", "decimals": 6, "uiAmount": 3.75, "uiAmountString": "3.75"}
+    assert out["supply"]["amount"] == "5000000"
+    assert out["largest"] == [{"address": SEEN["a_ata"], "amount": "3750000"},
+                              {"address": SEEN["b_ata"], "amount": "1250000"}]
+    assert out["mint"]["parsed"]["info"]["supply"] == "5000000" and out["mint"]["program"] == "spl-token"
+    assert out["simErr"] == {"InstructionError": [0, {"Custom": 1}]}
+    assert out["simLogs"][-1] == f"Program {TOKEN} failed: custom program error: 0x1" and out["simUnits"] > 0
