@@ -82,27 +82,27 @@ def test_purge_drops_history_with_the_slot(bs: Blockstore) -> None:
     put_blocks(bs, [to_stored(_block(s, 2)) for s in (10, 11, 12)])
     bs.purge_slots(10, 11)
     assert block_slots(bs) == [12]
-    assert [k for k, _v in bs._iter_all(TX_STATUS_CF)] == [slot_key(12) + b"\0\0\0\0", slot_key(12) + b"\0\0\0\1"]
+    assert [k for k, _v in bs.cf_slots(TX_STATUS_CF, 0)] == [slot_key(12) + b"\0\0\0\0", slot_key(12) + b"\0\0\0\1"]
 
 
 def test_strict_reads_refuse_inconsistent_records(bs: Blockstore) -> None:
     good = to_stored(_block(20, 2))
     put_blocks(bs, [good])
     # a header stored under another slot's key
-    bs._write({(BLOCK_STATUS_CF, slot_key(21)): codec.encode(good.header)})
+    bs.cf_write({(BLOCK_STATUS_CF, slot_key(21)): codec.encode(good.header)})
     with pytest.raises(TxStatusError, match="keyed"):
         read_block(bs, 21)
     # a missing transaction: the header's count no longer matches
-    bs._write({}, [(TX_STATUS_CF, slot_key(20) + b"\0\0\0\1")])
+    bs.cf_write({}, [(TX_STATUS_CF, slot_key(20) + b"\0\0\0\1")])
     with pytest.raises(TxStatusError, match="counts 2 transactions, 1 stored"):
         read_block(bs, 20)
     # bytes that do not decode
-    bs._write({(BLOCK_STATUS_CF, slot_key(22)): b"\x83\x19\x01\x09\x01\xa0"})
+    bs.cf_write({(BLOCK_STATUS_CF, slot_key(22)): b"\x83\x19\x01\x09\x01\xa0"})
     with pytest.raises(TxStatusError, match="block_status record"):
         read_block(bs, 22)
     # a transaction record under the wrong position
     t = good.txs[0]
-    bs._write({(BLOCK_STATUS_CF, slot_key(23)): codec.encode(BlockStatus(23, 22, bytes(32), bytes(32), 1, 1, 1)),
+    bs.cf_write({(BLOCK_STATUS_CF, slot_key(23)): codec.encode(BlockStatus(23, 22, bytes(32), bytes(32), 1, 1, 1)),
                (TX_STATUS_CF, slot_key(23) + b"\0\0\0\0"): codec.encode(t)})
     with pytest.raises(TxStatusError, match="holds 20/0"):
         read_block(bs, 23)
@@ -272,3 +272,15 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
         assert n_replay >= 1 and s_replay > 0, m
         print(f"replays timed after the restart: {n_replay:.0f}, mean {s_replay / n_replay:.3f} s")
         print(f"restored from {st['consensus']['ledger']}, history {hist}, transfers in slots {slots}")
+
+
+def test_history_uses_only_the_blockstores_public_column_family_api() -> None:
+    """Review finding D6: ledger/txstatus.py reads and writes its column families through
+    Blockstore.cf_get/cf_write/cf_prefix/cf_slots, never the blockstore's private helpers."""
+    import re
+
+    from ambient_p2p.ledger import txstatus
+
+    src = Path(txstatus.__file__).read_text()
+    assert re.findall(r"\bbs\._\w+", src) == []
+    assert {"bs.cf_write", "bs.cf_get", "bs.cf_prefix", "bs.cf_slots"} <= set(re.findall(r"\bbs\.cf_\w+", src))

@@ -396,47 +396,55 @@ def test_openai_client_models_and_errors(net: Localnet) -> None:
     assert e4.value.status_code == 503 and e4.value.code == "no_miner", e4.value
     # the refund came back: the requester paid only its transaction fees
     assert rpc(url, "getBalance", [poor, {"commitment": "processed"}])["result"]["value"] > 10**8 - 4 * 5000
-    SEEN["chat_requester"] = poor
 
 
 def test_solana_py_get_program_accounts_with_filters(net: Localnet) -> None:
-    """getProgramAccounts through solana-py: the auction program's query accounts of the
-    requester of the previous test (dataSize + memcmp on the requester field, base64), each
-    equal to getAccountInfo's view and decoding to that requester; the system program's
-    accounts hold a fresh airdrop's recipient; too many filters is -32602."""
+    """getProgramAccounts through solana-py: a requester this test funds posts an auction
+    request (sendTransaction), then the auction program's query accounts of that requester
+    (dataSize + memcmp on the requester field, base64) are exactly its query, equal to
+    getAccountInfo's view; the system program's accounts hold a fresh airdrop's recipient;
+    too many filters is -32602."""
     from solana.rpc.async_api import AsyncClient
     from solana.rpc.commitment import Confirmed
     from solana.rpc.core import RPCException
     from solana.rpc.models import MemcmpOpts
-    from solders.keypair import Keypair
+    from solders.keypair import Keypair as SKeypair
     from solders.pubkey import Pubkey
+    from solders.signature import Signature
 
     from ambient_p2p.core import auction as au
+    from ambient_p2p.core.auction_tx import request_transaction
     from ambient_p2p.core.bank import SYSTEM_PROGRAM_ID
+    from ambient_p2p.core.crypto import Keypair
 
-    if "chat_requester" not in SEEN:
-        pytest.skip("needs the query of test_openai_client_models_and_errors")
-    poor = SEEN["chat_requester"]
+    requester = Keypair.deterministic("test/rpc-gpa-requester")
+    slot_us = net.genesis.poh.slot_duration_us
+    params = au.RequestParams(nonce=7, model_id=b"\x01" * 32, prompt_hash=b"\x02" * 32, prompt_tokens=4,
+                              max_output_tokens=8, max_price_per_token=1, temp_milli=0, sample_seed=b"\x03" * 32,
+                              deadline_slots=au.Windows.for_slot(slot_us).min_deadline_slots)
+    query = au.query_address(requester.pubkey, params.nonce)
 
     async def flow() -> None:
         async with AsyncClient(url_of(net), commitment=Confirmed) as c:
+            sig = (await c.request_airdrop(Pubkey(requester.pubkey), 10**8)).value
+            await c.confirm_transaction(sig, Confirmed)
+            bh = (await c.get_latest_blockhash()).value.blockhash
+            raw = request_transaction(requester, params, bytes(bh))
+            sent = (await c.send_raw_transaction(raw)).value
+            assert sent == Signature.from_bytes(raw[1:65])
+            conf = (await c.confirm_transaction(sent, Confirmed)).value[0]
+            assert conf is not None and conf.err is None, conf
             auction = Pubkey(au.AUCTION_PROGRAM_ID)
-            deadline = time.monotonic() + WAIT_S
-            while True:
-                got = (await c.get_program_accounts(auction, encoding="base64", filters=[
-                    au.QUERY_ACCOUNT_BYTES, MemcmpOpts(offset=128, bytes=poor)])).value
-                if got or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.5)
-            assert got, "no query account of the requester at confirmed"
-            for acc in got:
-                q = au.QueryAccount.unpack(bytes(acc.account.data))
-                assert str(Pubkey(q.requester)) == poor and acc.account.owner == auction
-                one = (await c.get_account_info(acc.pubkey, encoding="base64")).value
-                assert one is not None and bytes(one.data) == bytes(acc.account.data)
+            got = (await c.get_program_accounts(auction, encoding="base64", filters=[
+                au.QUERY_ACCOUNT_BYTES, MemcmpOpts(offset=128, bytes=str(Pubkey(requester.pubkey)))])).value
+            assert [a.pubkey for a in got] == [Pubkey(query)]
+            q = au.QueryAccount.unpack(bytes(got[0].account.data))
+            assert q.requester == requester.pubkey and q.nonce == params.nonce and got[0].account.owner == auction
+            one = (await c.get_account_info(got[0].pubkey, encoding="base64")).value
+            assert one is not None and bytes(one.data) == bytes(got[0].account.data)
             everything = (await c.get_program_accounts(auction, encoding="base64")).value
-            assert {a.pubkey for a in got} <= {a.pubkey for a in everything}
-            fresh = Keypair()
+            assert Pubkey(query) in {a.pubkey for a in everything}
+            fresh = SKeypair()
             sig = (await c.request_airdrop(fresh.pubkey(), 777_000)).value
             await c.confirm_transaction(sig, Confirmed)
             system = (await c.get_program_accounts(Pubkey(SYSTEM_PROGRAM_ID), encoding="base64",

@@ -246,6 +246,10 @@ class Bank:
     #: ``child_bank`` sets it on every bank of the chain's path from the genesis, ``child``
     #: passes it on; a bank without a genesis (vectors, unit tests) runs 400 ms slots.
     slot_duration_us: int = field(default=DEFAULT_SLOT_DURATION_US, compare=False)
+    #: the genesis creation time (``Genesis.creation_time_s``), the origin of the Clock
+    #: sysvar's ``unix_timestamp`` (spec/bank.md "Clock"); set, passed on and not persisted
+    #: like ``slot_duration_us`` (0 for a bank without a genesis: vectors, unit tests).
+    genesis_time_s: int = field(default=0, compare=False)
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
     #: Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts")
@@ -358,7 +362,7 @@ class Bank:
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
                     tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider,
                     slot_duration_us=self.slot_duration_us, account_meta=dict(self.account_meta),
-                    executor=self.executor)
+                    executor=self.executor, genesis_time_s=self.genesis_time_s)
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -386,10 +390,16 @@ class Bank:
                 self.account_meta[pubkey] = meta
         self.modified.add(pubkey)
 
+    def unix_timestamp(self) -> int:
+        """The Clock sysvar's ``unix_timestamp`` (spec/bank.md "Clock"): the slot's start on
+        the genesis schedule, ``genesis_time_s + slot * slot_duration_us // 10^6`` (agave's
+        PoH estimate, which bounds its stake-weighted timestamp; equal to the RPC's blockTime)."""
+        return self.genesis_time_s + self.slot * self.slot_duration_us // 1_000_000
+
     def sysvars(self) -> svm.Sysvars:
         """The sysvars this bank's SVM transactions see (spec/svm.md "Sysvars")."""
         if self._sysvars is None:
-            self._sysvars = svm.Sysvars(self.slot, self.epoch, self.slots_per_epoch, 0,
+            self._sysvars = svm.Sysvars(self.slot, self.epoch, self.slots_per_epoch, self.unix_timestamp(),
                                         tuple(sorted(self.slot_hashes.items(), reverse=True)))
         return self._sysvars
 

@@ -472,6 +472,30 @@ class Blockstore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- column families of other ledger modules (ledger/txstatus.py) ---------------------
+    # The public face of the raw access below for records this class does not interpret:
+    # a module that owns a column family (declared in COLUMN_FAMILIES, keys starting with
+    # the big-endian slot so that purge_slots drops them) reads and writes it through these.
+    def cf_get(self, cf: str, key: bytes) -> bytes | None:
+        """The value at ``key`` in column family ``cf`` (None: absent, or a family this
+        older, read-only ledger lacks). Raises BlockstoreCorruption."""
+        return self._get(cf, key)
+
+    def cf_write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = (), *,
+                 sync: bool = False) -> None:
+        """Put ``{(cf, key): value}`` and delete ``(cf, key)`` in one atomic batch (``sync``:
+        with a WAL fsync). Raises BlockstoreError (read-only, disk full)."""
+        self._write(writes, deletes, sync=sync)
+
+    def cf_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Records of ``cf`` whose key starts with ``prefix``, in key order."""
+        return self._iter_prefix(cf, prefix)
+
+    def cf_slots(self, cf: str, start: int, end: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Records of ``cf`` of slots ``start <= slot < end`` (None: no upper bound), in key
+        order: one seek, then a scan of just those records."""
+        return self._iter_range(cf, start, end)
+
     # -- raw access -------------------------------------------------------------------
     def _get(self, cf: str, key: bytes) -> bytes | None:
         col = self._cf.get(cf)

@@ -57,7 +57,9 @@ def open_bank(genesis: Genesis, parent: Bank, slot: int, leader: bytes) -> Bank:
     A chain without one (``ledger produce`` and its verify) uses
     :func:`uncredited_vote_weights`. Raises ValueError when the weights are not known."""
     weights = parent.lstake_provider or uncredited_vote_weights(genesis)
-    return child_bank(parent, slot, leader, genesis.poh.slot_duration_us, weights)
+    bank = child_bank(parent, slot, leader, genesis.poh.slot_duration_us, weights)
+    bank.genesis_time_s = genesis.creation_time_s  # the Clock sysvar's origin (spec/bank.md "Clock")
+    return bank
 
 
 def read_genesis(ledger: str | Path) -> Genesis:

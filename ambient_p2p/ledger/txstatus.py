@@ -111,7 +111,7 @@ def put_blocks(bs: Blockstore, blocks: Iterable[StoredBlock]) -> int:
         writes[(BLOCK_STATUS_CF, slot_key(b.header.slot))] = codec.encode(b.header)
         n += 1
     if writes:
-        bs._write(writes, sync=True)
+        bs.cf_write(writes, sync=True)
     return n
 
 
@@ -125,7 +125,7 @@ def _decode(raw: bytes, cls: type[codec.T], where: str) -> codec.T:
 def read_block(bs: Blockstore, slot: int) -> StoredBlock | None:
     """The stored block at ``slot`` (None: none stored). Raises TxStatusError,
     BlockstoreCorruption."""
-    raw = bs._get(BLOCK_STATUS_CF, slot_key(slot))
+    raw = bs.cf_get(BLOCK_STATUS_CF, slot_key(slot))
     if raw is None:
         return None
     return _with_txs(bs, _header(slot_key(slot), raw))
@@ -140,7 +140,7 @@ def _header(key: bytes, raw: bytes) -> BlockStatus:
 
 def _with_txs(bs: Blockstore, h: BlockStatus) -> StoredBlock:
     txs: list[TxStatus] = []
-    for k, v in bs._iter_prefix(TX_STATUS_CF, slot_key(h.slot)):
+    for k, v in bs.cf_prefix(TX_STATUS_CF, slot_key(h.slot)):
         if len(k) != _TX_KEY.size:
             raise TxStatusError(f"{TX_STATUS_CF} key {k.hex()} is not slot||position")
         slot, pos = _TX_KEY.unpack(k)
@@ -155,7 +155,7 @@ def _with_txs(bs: Blockstore, h: BlockStatus) -> StoredBlock:
 
 def block_slots(bs: Blockstore, start: int = 0) -> list[int]:
     """Slots with a stored block header, ascending."""
-    return [struct.unpack(">Q", k)[0] for k, _v in bs._iter_range(BLOCK_STATUS_CF, start) if len(k) == 8]
+    return [struct.unpack(">Q", k)[0] for k, _v in bs.cf_slots(BLOCK_STATUS_CF, start) if len(k) == 8]
 
 
 def newest_blocks(bs: Blockstore, limit: int) -> Iterator[StoredBlock]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,10 @@ from ...core.bank import (
 )
 from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
 from ...core.lstake import epoch_of
+from ...core.svm import SPL_TOKEN_PROGRAM_ID
 from ...core.work import Flag, WorkAccount
 from ..roles import bid_json, pool_draw_json, query_json
+from . import token
 from .accounts import AccountView, account_view, program_accounts
 from .txindex import BlockRecord, TxIndex, TxLocation
 
@@ -54,6 +57,8 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
+#: getMinimumBalanceForRentExemption: no rent, but an account needs a lamport to exist.
+MIN_ACCOUNT_LAMPORTS = 1
 #: Solana's rentEpoch for rent-exempt accounts (u64::MAX).
 RENT_EPOCH_EXEMPT = 2**64 - 1
 
@@ -96,11 +101,44 @@ def invalid_params(msg: str) -> RpcError:
     return RpcError(INVALID_PARAMS, msg)
 
 
+#: The SVM's error text (core/svm.py ``svm-error: <solders TransactionError>``) -> agave's JSON.
+_SVM_IX_CUSTOM = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(InstructionErrorCustom\((\d+)\)\)\)\)")
+_SVM_IX_FIELDLESS = re.compile(r"svm-error: InstructionError\(\((\d+), Fieldless\((\w+)\)\)\)")
+_SVM_IX_TAGGED = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(InstructionError(\w+)\(")
+_SVM_TX_FIELDLESS = re.compile(r"svm-error: Fieldless\.(\w+)")
+
+
 def instruction_error(reason: str) -> Any:
-    """Our instruction error text as a Solana TransactionError value: a system transfer
-    short of lamports is SystemError::ResultWithNegativeLamports (custom 1) as in agave;
-    anything else is GenericError (the text goes to the logs)."""
+    """A transaction's error text (``TxResult.error``) as a Solana ``TransactionError`` JSON
+    value. The SVM's errors keep agave's shape: ``{"InstructionError": [i, {"Custom": n}]}``,
+    ``{"InstructionError": [i, "InvalidAccountData"]}`` (a unit variant by name; a variant with
+    a payload other than ``Custom`` by name alone), a transaction-level unit variant by name
+    (``"InvalidProgramForExecution"``). A native program's error (vote, auction): a transfer
+    short of lamports is ``SystemError::ResultWithNegativeLamports`` (custom 1) as in agave,
+    anything else ``GenericError`` (its text goes to the logs)."""
+    m = _SVM_IX_CUSTOM.match(reason)
+    if m:
+        return {"InstructionError": [int(m[1]), {"Custom": int(m[2])}]}
+    m = _SVM_IX_FIELDLESS.match(reason) or _SVM_IX_TAGGED.match(reason)
+    if m:
+        return {"InstructionError": [int(m[1]), m[2]]}
+    m = _SVM_TX_FIELDLESS.match(reason)
+    if m:
+        return m[1]
     return {"InstructionError": [0, {"Custom": 1} if "insufficient" in reason else "GenericError"]}
+
+
+def error_message(err: Any, logs: list[str] | tuple[str, ...]) -> str:
+    """agave's ``Display`` of a ``TransactionError`` as far as our record holds it: an
+    instruction error is ``Error processing Instruction i: <why>``, where why is what the
+    failing program's last log line says after ``failed: `` (the same ``InstructionError``
+    text agave prints, ``custom program error: 0x1``); other errors by name."""
+    if isinstance(err, dict) and "InstructionError" in err:
+        i, e = err["InstructionError"]
+        said = [ln.split(" failed: ", 1)[1] for ln in logs if ln.startswith("Program ") and " failed: " in ln]
+        why = said[-1] if said else (f"custom program error: {e['Custom']:#x}" if isinstance(e, dict) else str(e))
+        return f"Error processing Instruction {i}: {why}"
+    return str(err)
 
 
 def tx_error(rec_error: str | None) -> Any:
@@ -300,19 +338,46 @@ def _signature(x: Any) -> bytes:
 
 def _account_value(rpc: SolanaRpc, bank: Bank, key: bytes, encoding: str) -> dict[str, Any] | None:
     view = account_view(bank, key)
-    return None if view is None else _account_json(view, encoding)
+    return None if view is None else _account_json(view, encoding, bank=bank)
 
 
-def _account_json(view: AccountView, encoding: str, data_slice: tuple[int, int] | None = None) -> dict[str, Any]:
+def mint_decimals(bank: Bank, mint: bytes) -> int | None:
+    """The decimals of ``mint`` in ``bank`` (agave ``get_mint_owner_and_additional_data``:
+    wrapped SOL's mint is known without an account; any account whose data unpacks as a mint
+    counts, whoever owns it), None if there is none."""
+    if mint == token.NATIVE_MINT_ID:
+        return token.NATIVE_MINT_DECIMALS
+    view = account_view(bank, mint)
+    return None if view is None else token.decimals_of_mint_data(view.data)
+
+
+def _parsed_data(view: AccountView, bank: Bank | None) -> dict[str, Any] | None:
+    """jsonParsed's ``data`` object of ``view`` (agave ``parse_account_data``), None where no
+    parser knows the account (then the data falls back to base64)."""
+    raw = view.data
+    if view.owner == au.AUCTION_PROGRAM_ID and raw[:1] == bytes([au.Kind.QUERY]):
+        return {"program": "ambient-auction", "space": len(raw),
+                "parsed": {"type": "query", "info": query_json(au.QueryAccount.unpack(raw))}}
+    if bank is not None and token.is_token_program(view.owner):
+        mint = token.token_account_mint(raw)
+        parsed = token.parse_token(raw, mint_decimals(bank, mint) if mint is not None else None)
+        if parsed is not None:
+            return {"program": token.TOKEN_PROGRAM_NAMES[view.owner], "parsed": parsed, "space": len(raw)}
+    return None
+
+
+def _account_json(view: AccountView, encoding: str, data_slice: tuple[int, int] | None = None,
+                  bank: Bank | None = None) -> dict[str, Any]:
+    """An account in agave's ``UiAccount`` shape; ``bank`` (the one read) gives jsonParsed
+    token accounts their mint's decimals."""
     raw = view.data
     out: dict[str, Any] = {"lamports": view.lamports, "owner": encode_address(view.owner),
                            "executable": view.executable, "rentEpoch": RENT_EPOCH_EXEMPT, "space": len(raw)}
     if data_slice is not None:
         raw = raw[data_slice[0]:data_slice[0] + data_slice[1]]
-    if encoding == "jsonParsed" and data_slice is None and view.owner == au.AUCTION_PROGRAM_ID and \
-            raw[:1] == bytes([au.Kind.QUERY]):
-        out["data"] = {"program": "ambient-auction", "space": len(raw),
-                       "parsed": {"type": "query", "info": query_json(au.QueryAccount.unpack(raw))}}
+    parsed = _parsed_data(view, bank) if encoding == "jsonParsed" and data_slice is None else None
+    if parsed is not None:
+        out["data"] = parsed
     elif encoding == "base58":
         out["data"] = [base58.b58encode(raw).decode(), "base58"]
     else:  # base64, and jsonParsed of an account no parser knows (agave falls back to base64)
@@ -543,20 +608,151 @@ async def get_program_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
     cfg = _cfg(params, 1)
     enc = _encoding(cfg, "binary", ACCOUNT_ENCODINGS)
     filters = _program_filters(cfg.get("filters"))
-    sl = cfg.get("dataSlice")
-    data_slice = None
-    if sl is not None:
-        if not isinstance(sl, dict):
-            raise invalid_params(f"Invalid params: invalid type: {_json_type(sl)}, expected a data slice")
-        data_slice = (_uint(sl.get("offset"), "offset"), _uint(sl.get("length"), "length"))
+    data_slice = _data_slice(cfg)
     with_ctx = cfg.get("withContext", False)
     if not isinstance(with_ctx, bool):
         raise invalid_params("Invalid params: withContext must be a boolean")
     bank = rpc.bank_for(cfg)
-    out = [{"pubkey": encode_address(k), "account": _account_json(v, "base58" if enc == "binary" else enc,
-                                                                     data_slice)}
-           for k, v in program_accounts(bank, program) if _passes(v.data, filters)]
+    out = _keyed_accounts(bank, ((k, v) for k, v in program_accounts(bank, program) if _passes(v.data, filters)),
+                          enc, data_slice, token_only=token.is_token_program(program))
     return rpc.ctx(bank, out) if with_ctx else out
+
+
+def _data_slice(cfg: dict[str, Any]) -> tuple[int, int] | None:
+    sl = cfg.get("dataSlice")
+    if sl is None:
+        return None
+    if not isinstance(sl, dict):
+        raise invalid_params(f"Invalid params: invalid type: {_json_type(sl)}, expected a data slice")
+    return _uint(sl.get("offset"), "offset"), _uint(sl.get("length"), "length")
+
+
+def _keyed_accounts(bank: Bank, accounts: Iterator[tuple[bytes, AccountView]], enc: str,
+                    data_slice: tuple[int, int] | None, token_only: bool) -> list[dict[str, Any]]:
+    """agave's ``RpcKeyedAccount`` list. With jsonParsed over a token program's accounts,
+    those that do not parse are left out (agave ``get_parsed_token_accounts``)."""
+    out = []
+    for k, v in accounts:
+        acc = _account_json(v, "base58" if enc == "binary" else enc, data_slice, bank)
+        if token_only and enc == "jsonParsed" and data_slice is None and not isinstance(acc["data"], dict):
+            continue
+        out.append({"pubkey": encode_address(k), "account": acc})
+    return out
+
+
+# -- SPL Token (spec/rpc.md "Token accounts"; agave rpc.rs get_token_*) -----------------------
+#: agave rpc.rs NUM_LARGEST_ACCOUNTS
+NUM_LARGEST_ACCOUNTS = 20
+
+
+def _token_account(bank: Bank, key: bytes) -> tuple[Any, int]:
+    """(the token account at ``key``, its mint's decimals), or agave's -32602 errors."""
+    view = account_view(bank, key)
+    if view is None:
+        raise invalid_params("Invalid param: could not find account")
+    acc = token.unpack_account(view.data) if token.is_token_program(view.owner) else None
+    if acc is None:
+        raise invalid_params("Invalid param: not a Token account")
+    return acc, _mint_owner_and_decimals(bank, bytes(acc.mint))[1]
+
+
+def _mint_owner_and_decimals(bank: Bank, mint: bytes) -> tuple[bytes, int]:
+    """agave ``get_mint_owner_and_additional_data``: wrapped SOL's mint is SPL Token's with 9
+    decimals; any other must exist and unpack as a mint."""
+    if mint == token.NATIVE_MINT_ID:
+        return SPL_TOKEN_PROGRAM_ID, token.NATIVE_MINT_DECIMALS
+    view = account_view(bank, mint)
+    if view is None:
+        raise invalid_params("Invalid param: could not find mint")
+    decimals = token.decimals_of_mint_data(view.data)
+    if decimals is None:
+        raise invalid_params("Invalid param: Token mint could not be unpacked")
+    return view.owner, decimals
+
+
+async def get_token_account_balance(rpc: SolanaRpc, params: list[Any]) -> Any:
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    bank = rpc.bank_for(_cfg(params, 1))
+    acc, decimals = _token_account(bank, key)
+    return rpc.ctx(bank, token.ui_token_amount(acc.amount, decimals))
+
+
+async def get_token_supply(rpc: SolanaRpc, params: list[Any]) -> Any:
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    bank = rpc.bank_for(_cfg(params, 1))
+    view = account_view(bank, key)
+    if view is None:
+        raise invalid_params("Invalid param: could not find account")
+    if not token.is_token_program(view.owner):
+        raise invalid_params("Invalid param: not a Token mint")
+    mint = token.unpack_mint(view.data)
+    if mint is None:
+        raise invalid_params("Invalid param: mint could not be unpacked")
+    return rpc.ctx(bank, token.ui_token_amount(mint.supply, mint.decimals))
+
+
+def _token_filter(bank: Bank, raw: Any) -> tuple[bytes, bytes | None]:
+    """(token program, mint or None) of ``{"mint": M}`` or ``{"programId": P}`` (agave
+    ``get_token_program_id_and_mint``)."""
+    if not isinstance(raw, dict) or len(raw) != 1 or not ({"mint", "programId"} & raw.keys()):
+        raise invalid_params("Invalid params: the filter is {\"mint\": PUBKEY} or {\"programId\": PUBKEY}")
+    if "mint" in raw:
+        mint = _pubkey(raw["mint"])
+        owner, _ = _mint_owner_and_decimals(bank, mint)
+        if not token.is_token_program(owner):
+            raise invalid_params("Invalid param: not a Token mint")
+        return owner, mint
+    program = _pubkey(raw["programId"])
+    if not token.is_token_program(program):
+        raise invalid_params("Invalid param: unrecognized Token program id")
+    return program, None
+
+
+def _token_accounts_by(rpc: SolanaRpc, params: list[Any], offset: int, tag: bytes) -> Any:
+    """getTokenAccountsByOwner (``tag`` empty, key at the owner offset) and ...ByDelegate
+    (``tag`` the delegate's COption Some tag, key at the delegate offset): initialized token
+    accounts of the filter's program (and mint), in address order."""
+    key = _pubkey(_arg(params, 0, "pubkey"))
+    _arg(params, 1, "filter")
+    cfg = _cfg(params, 2)
+    enc = _encoding(cfg, "binary", ACCOUNT_ENCODINGS)
+    data_slice = _data_slice(cfg)
+    bank = rpc.bank_for(cfg)
+    program, mint = _token_filter(bank, params[1])
+    want = tag + key
+    at = offset - len(tag)
+
+    def match(data: bytes) -> bool:
+        return token.token_account_mint(data) is not None and data[at:at + len(want)] == want and \
+            (mint is None or data[:32] == mint)
+
+    rows = ((k, v) for k, v in program_accounts(bank, program) if match(v.data))
+    return rpc.ctx(bank, _keyed_accounts(bank, rows, enc, data_slice, token_only=True))
+
+
+async def get_token_accounts_by_owner(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return _token_accounts_by(rpc, params, token.ACCOUNT_OWNER_OFFSET, b"")
+
+
+async def get_token_accounts_by_delegate(rpc: SolanaRpc, params: list[Any]) -> Any:
+    return _token_accounts_by(rpc, params, token.ACCOUNT_DELEGATE_OFFSET, (1).to_bytes(4, "little"))
+
+
+async def get_token_largest_accounts(rpc: SolanaRpc, params: list[Any]) -> Any:
+    """The 20 token accounts of a mint holding the most, largest first (agave: ties by
+    address, the greater first)."""
+    mint = _pubkey(_arg(params, 0, "pubkey"))
+    bank = rpc.bank_for(_cfg(params, 1))
+    owner, decimals = _mint_owner_and_decimals(bank, mint)
+    if not token.is_token_program(owner):
+        raise invalid_params("Invalid param: not a Token mint")
+    held = []
+    for k, v in program_accounts(bank, owner):
+        if token.token_account_mint(v.data) == mint:
+            acc = token.unpack_account(v.data)
+            held.append((acc.amount if acc is not None else 0, k))
+    top = sorted(held, reverse=True)[:NUM_LARGEST_ACCOUNTS]
+    return rpc.ctx(bank, [{"address": encode_address(k), **token.ui_token_amount(a, decimals)} for a, k in top])
 
 
 async def get_latest_blockhash(rpc: SolanaRpc, params: list[Any]) -> Any:
@@ -600,25 +796,40 @@ async def get_fee_for_message(rpc: SolanaRpc, params: list[Any]) -> Any:
 
 async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[Any]) -> Any:
     _uint(_arg(params, 0, "data_len"), "data_len")
-    return 0  # the bank has no rent: every account is exempt (spec/rpc.md)
+    # the bank charges no rent (spec/svm.md), but an account with 0 lamports does not exist
+    # (agave purges it after the transaction): wallets that fund a new mint or token account
+    # with this figure (solana-py's AsyncToken, web3.js's createMint) must get at least 1
+    return MIN_ACCOUNT_LAMPORTS
 
 
-def _simulate(rpc: SolanaRpc, bank: Bank, raw: bytes, verify: bool) -> tuple[Any, list[str]]:
-    """(err, logs) of ``raw`` executed on a scratch child of ``bank``."""
+@dataclass
+class Simulation:
+    """A transaction executed on a scratch child of a bank (agave ``simulate_transaction``)."""
+
+    err: Any
+    logs: list[str]
+    units: int
+    bank: Bank | None  # the scratch bank after it ran (None: refused before execution)
+
+    def value(self) -> dict[str, Any]:
+        return {"err": self.err, "logs": self.logs, "accounts": None, "unitsConsumed": self.units,
+                "returnData": None, "innerInstructions": None, "replacementBlockhash": None,
+                "loadedAccountsDataSize": 0}
+
+
+def _simulate(rpc: SolanaRpc, bank: Bank, raw: bytes, verify: bool) -> Simulation:
+    """``raw`` executed on a scratch child of ``bank``: its error, the programs' logs (the
+    SVM's; a native program's error as one ``Program log:`` line) and compute units."""
     leader = rpc.v.book.leader(bank.slot + 1) or bytes(32)
     scratch = bank.child(bank.slot + 1, leader)
     try:
         (res,) = scratch.process_transactions([raw], verify_signatures=verify)
     except BlockError as exc:
-        return TX_ERRORS.get(exc.reason, "SanitizeFailure"), [f"{exc.reason}: {exc.detail}"]
-    if res.error is not None:
-        return instruction_error(res.error), [f"Program log: {res.error}"]
-    return None, []
-
-
-def _sim_value(err: Any, logs: list[str]) -> dict[str, Any]:
-    return {"err": err, "logs": logs, "accounts": None, "unitsConsumed": 0, "returnData": None,
-            "innerInstructions": None, "replacementBlockhash": None, "loadedAccountsDataSize": 0}
+        return Simulation(TX_ERRORS.get(exc.reason, "SanitizeFailure"), [f"{exc.reason}: {exc.detail}"], 0, None)
+    logs = list(res.logs)
+    if res.error is not None and not logs:
+        logs = [f"Program log: {res.error}"]
+    return Simulation(None if res.error is None else instruction_error(res.error), logs, res.compute_units, scratch)
 
 
 def _wire_tx(params: list[Any], cfg: dict[str, Any]) -> bytes:
@@ -643,10 +854,10 @@ async def send_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
     if not cfg.get("skipPreflight"):
         pcfg = {"commitment": cfg.get("preflightCommitment"), "minContextSlot": cfg.get("minContextSlot")}
         bank = rpc.bank_for(pcfg)
-        err, logs = _simulate(rpc, bank, raw, verify=False)
-        if err is not None:
-            name = err if isinstance(err, str) else "Error processing Instruction 0"
-            raise RpcError(PREFLIGHT_FAILURE, f"Transaction simulation failed: {name}", _sim_value(err, logs))
+        sim = _simulate(rpc, bank, raw, verify=False)
+        if sim.err is not None:
+            raise RpcError(PREFLIGHT_FAILURE, f"Transaction simulation failed: {error_message(sim.err, sim.logs)}",
+                           sim.value())
     await rpc.submit(raw)
     return base58.b58encode(raw[1:65]).decode()
 
@@ -659,15 +870,42 @@ async def simulate_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
     if verify and replace:
         raise invalid_params("sigVerify may not be used with replaceRecentBlockhash")
     _parse_or_error(raw, verify=verify)
+    want = _sim_accounts(cfg.get("accounts"), raw)
     bank = rpc.bank_for(cfg)
     if replace:
         raw = _with_blockhash(raw, bank.last_blockhash)
-    err, logs = _simulate(rpc, bank, raw, verify=False)
-    value = _sim_value(err, logs)
+    sim = _simulate(rpc, bank, raw, verify=False)
+    value = sim.value()
+    if want is not None:
+        keys, enc = want
+        # agave: the accounts after a successful simulation; nulls after a failed one
+        value["accounts"] = [None if sim.err is not None or sim.bank is None else
+                             _account_value(rpc, sim.bank, k, enc) for k in keys]
     if replace:
         value["replacementBlockhash"] = {"blockhash": base58.b58encode(bank.last_blockhash).decode(),
                                          "lastValidBlockHeight": rpc.height(bank) + MAX_PROCESSING_AGE}
     return rpc.ctx(bank, value)
+
+
+def _sim_accounts(raw_cfg: Any, tx: bytes) -> tuple[list[bytes], str] | None:
+    """simulateTransaction's ``accounts`` config (agave): ``addresses`` (at most the
+    transaction's account count) and an ``encoding`` (base64 default, jsonParsed; not base58)."""
+    if raw_cfg is None:
+        return None
+    if not isinstance(raw_cfg, dict) or not isinstance(raw_cfg.get("addresses"), list):
+        raise invalid_params("Invalid params: accounts needs addresses (a sequence)")
+    enc = raw_cfg.get("encoding") or "base64"
+    if enc in ("base58", "binary"):
+        raise invalid_params("base58 encoding not supported")
+    if enc not in ("base64", "jsonParsed"):
+        raise invalid_params(f"Invalid params: unknown variant `{enc}`, expected one of `base64`, `jsonParsed`")
+    from solders.transaction import VersionedTransaction
+
+    n = len(VersionedTransaction.from_bytes(tx).message.account_keys)
+    addresses = raw_cfg["addresses"]
+    if len(addresses) > n:
+        raise invalid_params(f"Too many accounts provided; max {n}")
+    return [_pubkey(a) for a in addresses], str(enc)
 
 
 def _with_blockhash(raw: bytes, blockhash: bytes) -> bytes:
@@ -1016,6 +1254,10 @@ METHODS: dict[str, Callable[[SolanaRpc, list[Any]], Awaitable[Any]]] = {
     "getTransactionCount": get_transaction_count, "getEpochInfo": get_epoch_info,
     "getEpochSchedule": get_epoch_schedule, "getBalance": get_balance, "getAccountInfo": get_account_info,
     "getMultipleAccounts": get_multiple_accounts, "getProgramAccounts": get_program_accounts,
+    "getTokenAccountBalance": get_token_account_balance, "getTokenSupply": get_token_supply,
+    "getTokenAccountsByOwner": get_token_accounts_by_owner,
+    "getTokenAccountsByDelegate": get_token_accounts_by_delegate,
+    "getTokenLargestAccounts": get_token_largest_accounts,
     "getLatestBlockhash": get_latest_blockhash,
     "isBlockhashValid": is_blockhash_valid, "getFeeForMessage": get_fee_for_message,
     "getMinimumBalanceForRentExemption": get_minimum_balance_for_rent_exemption,
