@@ -238,19 +238,20 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
         def vtx(kp: Keypair, vote: Vote) -> bytes:
             return vote_transaction(kp, vote, bytes(32))
 
+        vote_check = v.payload_checks()["votes"]  # the votes topic's gossip check
         good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
-        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
-        assert v.vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
-        assert v.vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
-        assert v.vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
+        assert vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
+        assert vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
+        assert vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
+        assert vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
         stranger = Keypair.deterministic("stranger")
         unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
-        assert v.vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
+        assert vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
         forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
-        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
+        assert vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
         raw = bytearray(vtx(KEYS[1], good))
         raw[70] ^= 1  # inside the signed message: the transaction signature fails
-        assert v.vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
+        assert vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
     finally:
         v.close()
 
