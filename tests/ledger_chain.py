@@ -131,7 +131,7 @@ def restart(path: Path, genesis: Genesis) -> tuple[Restored, dict[int, SlotResul
         t1 = time.perf_counter()
         frozen = {r.root: r.result}
         above = set(r.roots_above)
-        for slot in r.replay:
+        for slot in r.above.replay:
             meta = bs.slot_meta(slot)
             assert meta is not None and meta.parent_slot in frozen, (slot, meta)
             leader = r.book.leader(slot)
@@ -210,7 +210,7 @@ def main() -> None:  # pragma: no cover - measurement script
               f"{run.snapshots} (max {max(run.snapshot_seconds, default=0) * 1000:.1f} ms)")
         print(f"  slots per column family: {per_cf}")
         print(f"  disk bytes: {nbytes}")
-        print(f"  restart: restore {t_restore * 1000:.1f} ms from slot {r.root}, replay {len(r.replay)} slots "
+        print(f"  restart: restore {t_restore * 1000:.1f} ms from slot {r.root}, replay {len(r.above.replay)} slots "
               f"{t_replay:.2f} s, total {t_restore + t_replay:.2f} s")
 
 

@@ -17,7 +17,6 @@ from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT, CREDIT_PER_VOTE
 from ambient_p2p.core.readiness import SlotFrozen
 from ambient_p2p.core.shred import DATA_PAYLOAD_BYTES
 from ambient_p2p.core.tower import Tower, TowerError
-from ambient_p2p.devnet.genesis import localnet_genesis as validator_genesis
 from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
@@ -26,14 +25,8 @@ from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.schedule import ScheduleBook
 from ambient_p2p.node.services import repair_plan
 from ambient_p2p.node.validator import Validator, read_tower, slot_duration_ms, write_tower
-
-KEYS = [Keypair.deterministic("test-node", i) for i in range(4)]
-
-
-def _genesis(n: int = 4, **kw: int):  # type: ignore[no-untyped-def]
-    kw.setdefault("hashes_per_tick", 20)
-    kw.setdefault("slots_per_epoch", 32)
-    return validator_genesis("nodetest", [k.pubkey for k in KEYS[:n]], creation_time_s=0, **kw)
+from tests.inproc import KEYS, assert_one_rooted_chain, inproc_cluster, loaded_validator, rooted_chains
+from tests.inproc import node_genesis as _genesis
 
 
 def _root(genesis) -> SlotResult:  # type: ignore[no-untyped-def]
@@ -245,19 +238,20 @@ def test_vote_gossip_check_rejects_foreign_origin_unstaked_and_garbage(tmp_path:
         def vtx(kp: Keypair, vote: Vote) -> bytes:
             return vote_transaction(kp, vote, bytes(32))
 
+        vote_check = v.payload_checks()["votes"]  # the votes topic's gossip check
         good = sign_message(Vote(KEYS[1].pubkey, 5, bytes(32), None, 0, bytes(64)), KEYS[1], "vote")
-        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
-        assert v.vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
-        assert v.vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
-        assert v.vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
+        assert vote_check(env(KEYS[1], vtx(KEYS[1], good))) is None
+        assert vote_check(env(KEYS[2], vtx(KEYS[1], good))) == "vote-origin-mismatch"
+        assert vote_check(env(KEYS[1], b"\x00garbage")) == "bad-transaction"
+        assert vote_check(env(KEYS[1], encode(good))) == "bad-transaction"  # a bare Vote is not a transaction
         stranger = Keypair.deterministic("stranger")
         unstaked = sign_message(Vote(stranger.pubkey, 5, bytes(32), None, 0, bytes(64)), stranger, "vote")
-        assert v.vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
+        assert vote_check(env(stranger, vtx(stranger, unstaked))) == "no-lstake"
         forged = Vote(KEYS[1].pubkey, 6, bytes(32), None, 0, good.signature)
-        assert v.vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
+        assert vote_check(env(KEYS[1], vtx(KEYS[1], forged))) == "vote-bad-signature"
         raw = bytearray(vtx(KEYS[1], good))
         raw[70] ^= 1  # inside the signed message: the transaction signature fails
-        assert v.vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
+        assert vote_check(env(KEYS[1], bytes(raw))) == "bad-signature"
     finally:
         v.close()
 
@@ -463,16 +457,9 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
 
     from ambient_p2p.core import node_policy
     from ambient_p2p.node import services
-    from ambient_p2p.node.clock import Clock
 
     g = _genesis(n=1, slots_per_epoch=64)
-    d = tmp_path / "v"
-    d.mkdir()
-    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
-    # inline work: a worker thread would let the mock clock jump while it runs
-    v = Validator(KEYS[0], g, d, clock=Clock.fixed(lambda: 0), offload=False)
-    v.load()
-    v.clock = clock
+    v = loaded_validator(KEYS[0], g, tmp_path / "v")
     decisions: list[int] = []
     stall: dict[str, object] = {}
     real = node_policy.leader_decision
@@ -501,49 +488,6 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
     assert v.cons.tower.last_voted_slot == 20 and stall["n"] == len(v.loop_stall) > 0
 
 
-class _FakeNet:
-    """In-process network for validators' ports: publish delivers to every other node
-    through its gossip payload checks; requests call the peer's handlers directly."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, Validator] = {}
-        self.cut: set[str] = set()  # nodes whose messages (both ways) are dropped
-
-    def port(self, name: str) -> Any:
-        net = self
-
-        class Port:
-            async def publish(self, topic: str, data: bytes) -> None:
-                from ambient_p2p.net.gossip import Delivery
-                from ambient_p2p.net.messages import seal_envelope
-
-                v = net.nodes[name]
-                env = seal_envelope(v.kp, topic, data, 0)
-                for other, w in net.nodes.items():
-                    if other == name or {name, other} & net.cut:
-                        continue
-                    if w.payload_checks()[topic](env) is None:
-                        w.on_delivery(Delivery(topic, env, name, 0))
-
-            async def request(self, peer: str, proto: str, req: Any, timeout_s: float) -> Any:
-                from ambient_p2p.net.reqresp import PROTO_REPAIR, ReqRespError, repair_handler
-
-                if {name, peer} & net.cut:
-                    raise ReqRespError("timeout", "cut")
-                w = net.nodes[peer]
-                h = repair_handler(w.store) if proto == PROTO_REPAIR else w.reqresp_handlers()[proto]
-                out = h(None, req)
-                return await out if hasattr(out, "__await__") else out
-
-            def peers(self) -> list[str]:
-                return [] if name in net.cut else [p for p in net.nodes if p != name and p not in net.cut]
-
-            def peer_label(self, peer: str) -> str:
-                return peer
-
-        return Port()
-
-
 def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up(tmp_path: Path) -> None:
     """All services (ingest, replay, leader, repair, voting) of four validators on virtual
     time with an in-process network: they take turns as leader, vote, root the same chain;
@@ -551,20 +495,10 @@ def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up
     after the cut heals repairs what it missed and roots the same chain."""
     from trio.testing import MockClock
 
-    from ambient_p2p.node.clock import Clock
     from ambient_p2p.node.services import run_services
 
     g = _genesis(n=4, slots_per_epoch=64)
-    net = _FakeNet()
-    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
-    for i, k in enumerate(KEYS):
-        d = tmp_path / f"v{i}"
-        d.mkdir()
-        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
-        v.load()
-        v.clock = clock
-        v.port = net.port(f"v{i}")
-        net.nodes[f"v{i}"] = v
+    net = inproc_cluster(tmp_path, g)
     slot_s = slot_duration_ms(g) / 1000
     seen: dict[str, Any] = {}
 
@@ -589,13 +523,9 @@ def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up
         assert cut["finalized"] == 0  # no supermajority of reported roots reaches a cut node
         assert all(c["finalized"] > 60 for c in end.values()), {k: c["finalized"] for k, c in end.items()}
         assert not end["v3"]["isolated"] and end["v3"]["repaired_shreds"] > 0
-        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
-        top = min(max(c) for c in chains)
-        assert all({s: h for s, h in c.items() if s <= top} == {s: h for s, h in chains[0].items() if s <= top}
-                   for c in chains)
+        assert_one_rooted_chain(rooted_chains(list(net.nodes.values())))
     finally:
-        for v in net.nodes.values():
-            v.close()
+        net.close()
 
 
 def test_four_validators_pay_epoch_rewards_identically_and_their_ledgers_verify(
@@ -614,23 +544,12 @@ def test_four_validators_pay_epoch_rewards_identically_and_their_ledgers_verify(
     from ambient_p2p.core.codec import encode
     from ambient_p2p.core.lstake import LStakeLedger, epoch_weights
     from ambient_p2p.ledger.replay import replay
-    from ambient_p2p.node.clock import Clock
     from ambient_p2p.node.services import run_services
 
     spe = 32
     g = _genesis(n=4, slots_per_epoch=spe)
-    net = _FakeNet()
-    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
-    dirs = []
-    for i, k in enumerate(KEYS):
-        d = tmp_path / f"v{i}"
-        d.mkdir()
-        dirs.append(d)
-        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
-        v.load()
-        v.clock = clock
-        v.port = net.port(f"v{i}")
-        net.nodes[f"v{i}"] = v
+    net = inproc_cluster(tmp_path, g)
+    dirs = [v.data_dir for v in net.nodes.values()]
     slot_s = slot_duration_ms(g) / 1000
 
     async def main_() -> None:
@@ -642,14 +561,12 @@ def test_four_validators_pay_epoch_rewards_identically_and_their_ledgers_verify(
 
     try:
         trio.run(main_, clock=MockClock(autojump_threshold=0))
-        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
+        chains = rooted_chains(list(net.nodes.values()))
     finally:
-        for v in net.nodes.values():
-            v.close()
-    top = min(max(c) for c in chains)
+        net.close()
+    top = assert_one_rooted_chain(chains)
     assert top >= 2 * spe, top  # every node rooted past the epoch-2 boundary
     common = {s: h for s, h in chains[0].items() if s <= top}
-    assert all({s: h for s, h in c.items() if s <= top} == common for c in chains)
 
     # replay node 0's ledger as ``ledger verify`` does (schedule credited from stored roots)
     from ambient_p2p.commands.ledger import _validator_schedule

@@ -602,3 +602,50 @@ def test_a_replay_on_a_fork_the_root_forgot_is_stale() -> None:
     t.handle(sl.Rooted(1))
     assert t.state(17) is S.ABSENT and t.state(18) is S.FULL
     assert t.handle(sl.Replayed(18, HA)) == [] and not t.is_frozen(18)
+
+
+# -- ledger facts: insert events and the restart's sorting (core/slots.py) -------------------
+def test_stored_event_per_slot_meta() -> None:
+    assert sl.stored_event(sl.StoredSlot(7, 6, full=True, received=4)) == sl.Completed(7, 6)
+    assert sl.stored_event(sl.StoredSlot(7, 6, full=False, received=2)) == sl.ShredsStored(7, 6)
+    assert sl.stored_event(sl.StoredSlot(7, None, full=False, received=1)) == sl.ShredsStored(7, None)
+    # full without a parent (cannot come from valid shreds) is only "stored"; nothing stored: no event
+    assert sl.stored_event(sl.StoredSlot(7, None, full=True, received=4)) == sl.ShredsStored(7, None)
+    assert sl.stored_event(sl.StoredSlot(7, None, full=False, received=0)) is None
+
+
+def _stored_ledger() -> list[sl.StoredSlot]:
+    """Above a base at 10: 11 full, 12 dead, 13 partial, 14 full on 11 (led by us), 15 a
+    meta with no data shred (coding shreds only), 16 partial with no known parent."""
+    return [sl.StoredSlot(11, 10, True, 4), sl.StoredSlot(12, 11, True, 4, dead=True),
+            sl.StoredSlot(13, 12, False, 2), sl.StoredSlot(14, 11, True, 4), sl.StoredSlot(15, 14, False, 0),
+            sl.StoredSlot(16, None, False, 1)]
+
+
+def test_classify_stored_for_a_restart() -> None:
+    above = sl.classify_stored(_stored_ledger(), is_own=lambda s: s in (13, 14, 15))
+    assert above.replay == [11, 14] and above.dead == [12] and above.partial == [13, 16]
+    # slots this node led and holds shreds of: never built again (15 holds no data shred)
+    assert above.produced == [13, 14]
+    assert above.parents == {11: 10, 12: 11, 13: 12, 14: 11, 15: 14, 16: None}
+
+
+def test_restart_events_rows() -> None:
+    above = sl.classify_stored(_stored_ledger(), is_own=lambda _s: False)
+    # tower root 10 (the base): every full slot replays, dead stays dead, partial is tracked
+    assert sl.restart_events(above, root=10, roots_above=[]) == [
+        sl.Completed(11, 10), sl.LoadedDead(12, 11), sl.ShredsStored(13, 12), sl.Completed(14, 11),
+        sl.ShredsStored(16, None)]
+    # a tower rooted at 14 above the base: slots at or below it replay only when the ledger
+    # rooted them (their banks rebuild the fork up to the tower root); partial ones are forgotten
+    assert sl.restart_events(above, root=14, roots_above=[11]) == [
+        sl.Completed(11, 10), sl.LoadedDead(12, 11), sl.ShredsStored(16, None)]
+
+
+def test_restart_events_drive_the_tracker_to_replay_parents_first() -> None:
+    above = sl.classify_stored(_stored_ledger(), is_own=lambda _s: False)
+    t = sl.SlotTracker(10, H0)
+    effects = [e for ev in sl.restart_events(above, root=10, roots_above=[]) for e in t.handle(ev)]
+    assert effects == [sl.Replay(11, 10)]  # 14 waits for its parent 11 to freeze
+    assert t.state(12) is S.DEAD and t.state(13) is S.PARTIAL and t.state(14) is S.FULL
+    assert t.handle(sl.Replayed(11, HA)) == [sl.SlotFrozen(11, 10, HA), sl.Replay(14, 11)]

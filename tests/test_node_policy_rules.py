@@ -18,7 +18,7 @@ from ambient_p2p.core.finality import Finality
 from ambient_p2p.core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ambient_p2p.core.leader_policy import Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
-from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain, percentiles
+from ambient_p2p.core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, percentiles
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
 
 KEYS = [Keypair.deterministic("policy-rules", i) for i in range(4)]
@@ -368,9 +368,9 @@ def _restart(tower: Tower | None, *, ledger_roots: list[int], frozen: list[int])
     """A node restarted from genesis whose ledger holds roots and a chain 1..max(frozen)."""
     p = _policy(tower=tower)
     top = max(frozen)
-    out = p.restart(0, _res(0), roots_above=ledger_roots, dead=[], full=list(range(1, top + 1)), partial=[],
-                    parents={s: s - 1 for s in range(1, top + 1)}, produced=[], rooted_count=0, base_parent=0,
-                    now_mono_ms=0)
+    above = sl.StoredAbove(replay=list(range(1, top + 1)), dead=[], partial=[],
+                           parents={s: s - 1 for s in range(1, top + 1)}, produced=[])
+    out = p.restart(0, _res(0), roots_above=ledger_roots, above=above, rooted_count=0, base_parent=0, now_mono_ms=0)
     queue = [e for e in out if isinstance(e, sl.Replay)]
     while queue:
         r = queue.pop(0)
@@ -411,3 +411,78 @@ def test_tower_record_roundtrip_still_refuses_foreign_towers() -> None:
 
 def test_lockout_end_matches_the_lockout_formula() -> None:
     assert LostVotes((10,), (1,)).lockout_end(0) == Lockout(10, 1).last_locked_out_slot == 10 + INITIAL_LOCKOUT
+
+
+def test_restart_credits_ledger_roots_as_they_freeze_and_never_rebuilds_own_slots() -> None:
+    """``CreditRoot`` follows ``SlotFrozen`` for each ledger root above the base while
+    restarting, in slot order, and never after ``restarted``; slots this node led before
+    the restart may not be built again."""
+    p = _policy(others_from=3)
+    above = sl.StoredAbove(replay=[1, 2, 3], dead=[], partial=[], parents={1: 0, 2: 1, 3: 2}, produced=[1, 2])
+    assert not p.loaded
+    queue = [e for e in p.restart(0, _res(0), roots_above=[1, 2], above=above, rooted_count=0, base_parent=0,
+                                  now_mono_ms=0) if isinstance(e, sl.Replay)]
+    credited = []
+    while queue:
+        r = queue.pop(0)
+        out = p.replayed(r.slot, _res(r.slot), False, 0)
+        credited += [e.slot for e in out if isinstance(e, CreditRoot)]
+        if r.slot in (1, 2):
+            i = out.index(sl.SlotFrozen(r.slot, r.parent, _h(r.slot)))
+            assert out[i + 1] == CreditRoot(r.slot)  # after the freeze, before anything else
+        queue += [e for e in out if isinstance(e, sl.Replay)]
+    assert credited == [1, 2]
+    p.restarted(0)
+    assert p.loaded and p.loading_roots == set()
+    assert not p.may_build(2, 1)  # built before the restart: a second version would equivocate
+    assert p.may_build(4, 3)
+
+
+def test_tx_admission_check() -> None:
+    from ambient_p2p.core.node_policy import MAX_TX_BYTES
+    from ambient_p2p.devnet.users import user_keypairs
+    from ambient_p2p.ledger.producer import transfer_tx
+
+    p = _policy()
+    payer, to = user_keypairs("policy")[:2]
+    raw = transfer_tx(payer, to.pubkey, 5, b"\x07" * 32)
+    assert p.check_tx(raw) is None  # not loaded: no working bank to check the payer against
+    assert p.check_tx(b"\x00" * (MAX_TX_BYTES + 1)) == "oversized"
+    assert p.check_tx(b"\x01garbage") is not None
+    bad = bytearray(raw)
+    bad[-1] ^= 1  # inside the signed message
+    assert p.check_tx(bytes(bad)) == "bad-signature"
+    p.banks[0] = _res(0)
+    p.banks[0].bank.balance = lambda _k: 0  # the working bank holds nothing for the payer ...
+    assert p.check_tx(raw) is None  # ... but only a loaded node reads it
+    p.restarted(0)
+    assert p.check_tx(raw) == "unfunded"
+    p.banks[0].bank.balance = lambda _k: 5000
+    assert p.check_tx(raw) is None
+
+
+def test_vote_admission_check_keeps_what_it_parsed() -> None:
+    from ambient_p2p.core.vote_program import vote_transaction
+
+    p = _policy()
+    good = sign_message(Vote(KEYS[1].pubkey, 5, _h(5), None, 0, bytes(64)), KEYS[1], "vote")
+    raw = vote_transaction(KEYS[1], good, b"\x07" * 32)
+    assert p.check_vote_tx(raw, KEYS[2].pubkey) == "vote-origin-mismatch" and raw not in p.checked_votes
+    assert p.check_vote_tx(b"\x00garbage", KEYS[1].pubkey) == "bad-transaction"
+    stranger = Keypair.deterministic("stranger")
+    unstaked = sign_message(Vote(stranger.pubkey, 5, _h(5), None, 0, bytes(64)), stranger, "vote")
+    assert p.check_vote_tx(vote_transaction(stranger, unstaked, b"\x07" * 32), stranger.pubkey) == "no-lstake"
+    assert p.check_vote_tx(raw, KEYS[1].pubkey) is None
+    kept = p.checked_votes[raw]
+    assert p.vote_tx_of(raw) is kept and raw not in p.checked_votes  # taken once
+    again = p.vote_tx_of(raw)  # parsed again when the check's copy is gone
+    assert again is not None and again.vote == good
+    assert p.vote_tx_of(b"\x00garbage") is None
+
+
+def test_repair_plan_names_the_lowest_orphan() -> None:
+    p = _policy()
+    p.stored([sl.ShredsStored(9, 8), sl.ShredsStored(6, 5)], [], 0)  # parents 8 and 5 unknown: orphans
+    plan, orphan = p.repair_plan(SLOT_MS * 20)
+    assert orphan == 5 and {5, 6, 8, 9} <= set(plan)
+    assert _policy().repair_plan(SLOT_MS * 20)[1] is None

@@ -127,23 +127,12 @@ def test_a_finality_stall_longer_than_two_epochs_does_not_stop_production(tmp_pa
     from trio.testing import MockClock
 
     from ambient_p2p.core.lstake import epoch_of
-    from ambient_p2p.node.clock import Clock
     from ambient_p2p.node.services import run_services
-    from ambient_p2p.node.validator import Validator, slot_duration_ms
-    from tests.test_node import KEYS as NODE_KEYS
-    from tests.test_node import _FakeNet, _genesis
+    from ambient_p2p.node.validator import slot_duration_ms
+    from tests.inproc import assert_one_rooted_chain, inproc_cluster, node_genesis, rooted_chains
 
-    g = _genesis(n=4, slots_per_epoch=SPE)
-    net = _FakeNet()
-    clock = Clock.fixed(lambda: int(trio.current_time() * 1000))
-    for i, k in enumerate(NODE_KEYS):
-        d = tmp_path / f"v{i}"
-        d.mkdir()
-        v = Validator(k, g, d, clock=Clock.fixed(lambda: 0), offload=False)
-        v.load()
-        v.clock = clock
-        v.port = net.port(f"v{i}")
-        net.nodes[f"v{i}"] = v
+    g = node_genesis(n=4, slots_per_epoch=SPE)
+    net = inproc_cluster(tmp_path, g)
     slot_s = slot_duration_ms(g) / 1000
     seen: dict[str, Any] = {}
     muted: set[str] = set()
@@ -180,13 +169,9 @@ def test_a_finality_stall_longer_than_two_epochs_does_not_stop_production(tmp_pa
         stalled = max(cut[name]["finalized"] for name in ("v0", "v1"))
         assert all(c["finalized"] > stalled for c in end.values()), ({k: c["finalized"] for k, c in end.items()},
                                                                      stalled)
-        chains = [{r: v.bs.bank_hash(r).bank_hash for r in v.bs.roots()[1:]} for v in net.nodes.values()]  # type: ignore[union-attr]
-        top = min(max(c) for c in chains)
-        assert all({s: h for s, h in c.items() if s <= top} == {s: h for s, h in chains[0].items() if s <= top}
-                   for c in chains)
+        assert_one_rooted_chain(rooted_chains(list(net.nodes.values())))
     finally:
-        for v in net.nodes.values():
-            v.close()
+        net.close()
 
 
 def test_a_shred_from_another_forks_leader_blames_nobody() -> None:

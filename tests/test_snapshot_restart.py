@@ -108,9 +108,9 @@ def test_restart_from_snapshot_on_a_cleaned_ledger(tmp_path: Path) -> None:
     run = run_chain(tmp_path / "l", slots, keep_slots=256, cleanup_interval=256)
     r, frozen, t_restore, t_replay = restart(tmp_path / "l", run.genesis)
     assert r.snapshot is not None and r.root == SNAPSHOT_INTERVAL_SLOTS * (run.root // SNAPSHOT_INTERVAL_SLOTS)
-    assert r.replay == list(range(r.root + 1, slots + 1)) and r.dead == []
+    assert r.above.replay == list(range(r.root + 1, slots + 1)) and r.above.dead == []
     assert r.roots_above == list(range(r.root + 1, run.root + 1))
-    assert r.produced == list(range(r.root + 1, slots + 1))  # all ours: never produce them again
+    assert r.above.produced == list(range(r.root + 1, slots + 1))  # all ours: never produce them again
     assert run.tip is not None and frozen[slots].bank.bank_hash == run.tip.bank.bank_hash
     assert frozen[slots].bank.state_hash() == run.tip.bank.state_hash()
     assert r.rooted_count == run.rooted_count
@@ -118,7 +118,7 @@ def test_restart_from_snapshot_on_a_cleaned_ledger(tmp_path: Path) -> None:
     assert r.rooted_count == rooted
     assert r.book.credited_through == book.credited_through == run.root
     assert r.book.to_state() == book.to_state()
-    assert len(r.replay) <= SNAPSHOT_INTERVAL_SLOTS + ROOT_LAG
+    assert len(r.above.replay) <= SNAPSHOT_INTERVAL_SLOTS + ROOT_LAG
     assert t_restore + t_replay < 10.0, (t_restore, t_replay)
     per_cf, _bytes = census(tmp_path / "l")
     assert per_cf["meta"] <= 256 + 256 + ROOT_LAG + 1
@@ -130,8 +130,8 @@ def test_restore_without_snapshot_starts_from_genesis(tmp_path: Path) -> None:
         r = restore(bs, run.genesis, OTHER.pubkey)
     assert r.snapshot is None and r.root == 0 and r.rooted_count == 0
     assert r.result.last_entry_hash == run.genesis.hash() and r.result.bank.slot == 0
-    assert r.replay == list(range(1, 41)) and r.roots_above == list(range(0 + 1, 9))
-    assert r.produced == []  # OTHER led no slot
+    assert r.above.replay == list(range(1, 41)) and r.roots_above == list(range(0 + 1, 9))
+    assert r.above.produced == []  # OTHER led no slot
     _r, frozen, _a, _b = restart(tmp_path / "l", run.genesis)
     assert run.tip is not None and frozen[40].bank.bank_hash == run.tip.bank.bank_hash
 
@@ -154,7 +154,7 @@ def test_a_dead_slot_above_the_snapshot_is_reported_not_replayed(tmp_path: Path)
     with Blockstore.open(tmp_path / "l") as bs:
         bs.mark_dead(110, "bad-poh: test")
         r = restore(bs, run.genesis, LEADER.pubkey)
-    assert r.root == 64 and 110 in r.dead and 110 not in r.replay and 111 in r.replay
+    assert r.root == 64 and 110 in r.above.dead and 110 not in r.above.replay and 111 in r.above.replay
 
 
 @pytest.mark.slow
@@ -170,7 +170,7 @@ def test_acceptance_20000_slots_restart_under_10s_and_bounded_ledger(tmp_path: P
     total = time.perf_counter() - t0
     per_cf, nbytes = census(tmp_path / "clean")
     full_cf, full_bytes = census(tmp_path / "full")
-    print(f"\nrestart after {slots} slots: restore {t_restore * 1000:.1f} ms + replay of {len(r.replay)} slots "
+    print(f"\nrestart after {slots} slots: restore {t_restore * 1000:.1f} ms + replay of {len(r.above.replay)} slots "
           f"{t_replay:.2f} s = {total:.2f} s; ledger {per_cf['meta']} slots / {nbytes} bytes with cleanup, "
           f"{full_cf['meta']} slots / {full_bytes} bytes without")
     assert total < 10.0

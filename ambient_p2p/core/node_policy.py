@@ -19,6 +19,10 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``count_vote(vote)``            | finality notes the voter's root; fork choice counts it, or the    | (as DumpSlot)         |
 |                                 | duplicate tracker keeps it (Unknown / FrozenAs / DeadHere)         |                       |
 | ``add_vote_tx`` / ``add_tx``    | vote pool (voters with weight) + count_vote / mempool (dedupe)     | -                     |
+| ``check_tx(raw)``               | gossip admission: one packet at most, parses, signatures verify,   | reason or None        |
+|                                 | the fee payer can pay in the working bank (``unfunded``)           |                       |
+| ``check_vote_tx(raw, origin)``  | gossip admission: a vote transaction signed by the message's       | reason or None        |
+|                                 | origin that the consensus driver accepts (kept for ``vote_tx_of``) |                       |
 | ``vote_decision(now)``          | 1. confirmation latency of own slots; 2. restart guard lifted when | -> ``CastVote``       |
 |                                 | the cluster root passes it; 3. the last vote re-sent once after a  | (tower record, then   |
 |                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``RootChain``  |
@@ -34,10 +38,14 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
 | ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
-|                                 | -> tracker (dead / full / partial)                                 |                       |
+|                                 | -> tracker (``slots.restart_events``: dead / full / partial); the  |                       |
+|                                 | slots this node led there are never built again                    |                       |
+| (slot effect) ``SlotFrozen``    | while restarting, a slot the ledger rooted above the base is       | -> ``CreditRoot``     |
+|                                 | credited to the schedule as it replays, in slot order              |                       |
 | ``restarted()``                 | weights, pruning; a tower missing or older than the ledger root -> | -> slot effects       |
-|                                 | the restart guard ``LostVotes`` (spec/tower.md)                    |                       |
-| ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind")    | (slots to ask for)    |
+|                                 | the restart guard ``LostVotes`` (spec/tower.md); ``loaded``        |                       |
+| ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind");   | (slots to ask for,    |
+|                                 | the lowest orphan's ancestors are asked for in one request         | orphan or None)       |
 """
 
 from __future__ import annotations
@@ -50,8 +58,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from . import duplicates as dup
 from . import readiness as rd
 from . import slots as sl
-from .bank import Bank, parse_transaction
+from .bank import LAMPORTS_PER_SIGNATURE, Bank, BlockError, parse_transaction
 from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
+from .constants import PACKET_DATA_BYTES
 from .crypto import Keypair
 from .finality import Finality
 from .forkchoice import ForkChoiceError
@@ -60,7 +69,7 @@ from .leader_policy import Decision, Skip, WaitForParent, leader_decision
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
-from .vote_program import VoteTx, vote_transaction
+from .vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
 
 #: How far ahead the leader looks for its next own slot to prepare (start its PoH on the
 #: parent it would build on): the gap between a node's leader windows is a few windows.
@@ -72,6 +81,11 @@ LATENCY_SAMPLES = 10_000
 MAX_DUPLICATE_SLOTS_SEEN = 1024
 #: Produced slots whose wall time status lists.
 MAX_PRODUCED_TIMES = 64
+#: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
+MAX_TX_BYTES = PACKET_DATA_BYTES
+#: Vote transactions the gossip check parsed, kept for ingest (the oldest go first): as
+#: many as the shell's inbox holds deliveries.
+CHECKED_VOTES_KEPT = 4096
 
 
 def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
@@ -110,7 +124,16 @@ class RootChain:
     chain: tuple[int, ...]
 
 
-ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect
+@dataclass(frozen=True)
+class CreditRoot:
+    """While restarting: ``slot``, rooted in the ledger above the restart base, has just
+    replayed; credit its landed votes and work to the schedule book now (in slot order, as
+    a node that never stopped credited them)."""
+
+    slot: int
+
+
+ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect | CreditRoot
 
 
 @dataclass
@@ -171,6 +194,10 @@ class NodePolicy(Generic[R]):
         self.stats = NodeStats()
         self.awaiting_confirm: dict[int, list[int]] = {}  # slot -> leader receipt times (mono ms)
         self.confirm_latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        #: vote transactions the gossip check accepted (signatures verified), by raw bytes
+        self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
+        self.loading_roots: set[int] = set()  # ledger roots above the restart base, until restarted
+        self.loaded = False  # restarted: the stored slots replayed
 
     @property
     def stakes(self) -> Mapping[bytes, int]:
@@ -190,6 +217,8 @@ class NodePolicy(Generic[R]):
         for e in effects:
             if isinstance(e, sl.SlotFrozen):
                 out.append(e)
+                if e.slot in self.loading_roots:
+                    out.append(CreditRoot(e.slot))
                 out += self._frozen(e.slot, e.parent, now_mono_ms)
             elif isinstance(e, sl.MarkDead):
                 self.stats.dead += 1
@@ -285,6 +314,46 @@ class NodePolicy(Generic[R]):
         if vt.vote.voter in self.cons.stakes:
             self.vote_pool.add(vt)
         return self._count(vt.vote, now_mono_ms)
+
+    def check_vote_tx(self, raw: bytes, origin: bytes) -> str | None:
+        """The ``votes`` gossip check: None when ``raw`` is a vote transaction signed by the
+        message's ``origin`` that the consensus driver accepts (then kept for
+        :meth:`vote_tx_of`), else the reason."""
+        try:
+            vt = parse_vote_transaction(raw)
+            if vt.vote.voter != origin:
+                return "vote-origin-mismatch"
+            self.cons.check_vote(vt.vote)
+        except (VoteTxError, VoteRejected) as exc:
+            return exc.reason
+        self.checked_votes[raw] = vt
+        while len(self.checked_votes) > CHECKED_VOTES_KEPT:
+            self.checked_votes.popitem(last=False)
+        return None
+
+    def vote_tx_of(self, raw: bytes) -> VoteTx | None:
+        """A delivered vote transaction: the one the check parsed, else parsed now (None:
+        not a vote transaction)."""
+        try:
+            return self.checked_votes.pop(raw, None) or parse_vote_transaction(raw)
+        except VoteTxError:
+            return None
+
+    def check_tx(self, raw: bytes) -> str | None:
+        """The ``txs`` gossip check: one Solana wire transaction that parses, sanitizes and
+        whose signatures verify, and whose fee payer can pay its fee in the working bank once
+        loaded (``unfunded`` otherwise: such a transaction can never land, spec/network.md
+        "Blame"); None when admitted, else the reason."""
+        if len(raw) > MAX_TX_BYTES:
+            return "oversized"
+        try:
+            tx = parse_transaction(raw, verify_signatures=True)
+        except BlockError as exc:
+            return exc.reason
+        bank = self.tip_bank() if self.loaded else None
+        if bank is not None and bank.balance(tx.account_keys[0]) < LAMPORTS_PER_SIGNATURE * len(tx.signatures):
+            return "unfunded"
+        return None
 
     def tip_bank(self) -> Bank | None:
         """The best frozen bank: mempool admission checks blockhash age and status against it."""
@@ -454,13 +523,12 @@ class NodePolicy(Generic[R]):
         return self.apply(self.slots.handle(sl.Produced(slot, parent, res.bank.bank_hash)), now_mono_ms)
 
     # -- restart and repair -------------------------------------------------------------------
-    def restart(self, base: int, res: R, *, roots_above: Sequence[int], dead: Iterable[int],
-                full: Iterable[int], partial: Iterable[int], parents: Mapping[int, int | None],
-                produced: Iterable[int], rooted_count: int, base_parent: int,
-                now_mono_ms: int) -> list[ShellEffect]:
+    def restart(self, base: int, res: R, *, roots_above: Sequence[int], above: sl.StoredAbove,
+                rooted_count: int, base_parent: int, now_mono_ms: int) -> list[ShellEffect]:
         """Start from ``base`` (a node snapshot's root, or genesis) with its frozen ``res``:
-        the tower is rooted at least at ``base``; the stored slots above it enter the
-        tracker (the shell then replays them and calls :meth:`restarted`)."""
+        the tower is rooted at least at ``base``; the stored slots ``above`` it enter the
+        tracker (the shell then replays them, crediting ``roots_above`` as they freeze, and
+        calls :meth:`restarted`)."""
         assert res.bank.bank_hash is not None
         tower = self.cons.tower.rooted_at_least(base)
         if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
@@ -469,20 +537,14 @@ class NodePolicy(Generic[R]):
         self.finality = Finality(self.kp.pubkey, rooted, older_count=rooted_count - 1 if base else 0,
                                  older_max=base_parent)
         self.root_written = max([base, *roots_above])
-        self.produced_before = set(produced)  # never rebuilt (not "own in this run")
+        self.produced_before = set(above.produced)  # never rebuilt (not "own in this run")
+        self.loading_roots = set(roots_above)
         self.stats.restored_from = base
         self.banks = {base: res}
         self.slots = sl.SlotTracker(base, res.bank.bank_hash, leader_known=lambda s: self.leader_of(s) is not None)
-        root, above, dead_s, full_s = self.cons.root, set(roots_above), set(dead), set(full)
         out: list[ShellEffect] = []
-        for slot in sorted(dead_s | full_s | set(partial)):
-            parent = parents.get(slot)
-            if slot in dead_s:
-                out += self.apply(self.slots.handle(sl.LoadedDead(slot, parent or 0)), now_mono_ms)
-            elif slot in full_s and parent is not None and (slot > root or slot in above):
-                out += self.apply(self.slots.handle(sl.Completed(slot, parent)), now_mono_ms)
-            elif slot not in full_s and slot > root:
-                out += self.apply(self.slots.handle(sl.ShredsStored(slot, parent)), now_mono_ms)
+        for ev in sl.restart_events(above, root=self.cons.root, roots_above=roots_above):
+            out += self.apply(self.slots.handle(ev), now_mono_ms)
         return out
 
     def restarted(self, now_mono_ms: int) -> list[ShellEffect]:
@@ -490,6 +552,8 @@ class NodePolicy(Generic[R]):
         that was missing, or whose root is older than the ledger's root, may lack votes
         this node cast: every frozen slot above the ledger root may carry one
         (``LostVotes``, spec/tower.md "Restart without a tower")."""
+        self.loading_roots = set()
+        self.loaded = True
         self._update_weights()
         out = self._prune(now_mono_ms)
         if self.tower_file_root is None or self.tower_file_root < self.root_written:
@@ -528,10 +592,12 @@ class NodePolicy(Generic[R]):
             "confirm_latency_ms": percentiles(list(self.confirm_latency_ms)),
         }
 
-    def repair_plan(self, now_ms: int) -> tuple[list[int], set[int]]:
-        """The core repair plan (``slots.repair_plan``); its wanted set feeds readiness."""
+    def repair_plan(self, now_ms: int) -> tuple[list[int], int | None]:
+        """The core repair plan (``slots.repair_plan``): the slots to ask for, and the
+        orphan whose ancestors to learn in one request (the lowest; None without one). What
+        the tracker wants feeds readiness."""
         plan, orphans, wanted = sl.repair_plan(self.slots, current_slot=self.slot_at(now_ms),
                                                voted_slots=self.dups.pending,
                                                probe=self.ready.syncing or self.isolated(now_ms))
         self.ready.handle(rd.RepairWanted(frozenset(wanted), bool(orphans)))
-        return plan, orphans
+        return plan, min(orphans, default=None)

@@ -209,6 +209,79 @@ STATE_TRIGGERED: dict[str, tuple[SlotState, SlotState, tuple[type, ...]]] = {
 }
 
 
+# -- facts read from the ledger ------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredSlot:
+    """What the ledger holds of one slot (its slot meta and dead mark), as the shell reads
+    it after an insert or at start-up."""
+
+    slot: int
+    parent: int | None  # as the stored shreds name it (None: no shred says yet)
+    full: bool  # every data shred up to the last is stored
+    received: int  # one past the highest data shred index stored (0: none)
+    dead: bool = False
+
+
+def stored_event(s: StoredSlot) -> ShredsStored | Completed | None:
+    """The tracker's event for a slot an insert touched (rule 1): ``Completed`` once full
+    with a known parent, ``ShredsStored`` while it holds shreds, None when it holds none."""
+    if s.full and s.parent is not None:
+        return Completed(s.slot, s.parent)
+    return ShredsStored(s.slot, s.parent) if s.received > 0 else None
+
+
+@dataclass
+class StoredAbove:
+    """The stored slots above a restart base, sorted by what the restart does with them
+    (:func:`classify_stored`)."""
+
+    #: full, not dead, ascending (parents before children): replayed
+    replay: list[int]
+    #: recorded dead: they stay dead (``LoadedDead``)
+    dead: list[int]
+    #: shreds but not full, ascending: repair completes them
+    partial: list[int]
+    #: the parent each stored slot names (None: no shred says yet)
+    parents: dict[int, int | None]
+    #: slots with shreds whose scheduled leader is this node: it produced them before it
+    #: stopped and must never produce them again (a second version is an equivocation)
+    produced: list[int]
+
+
+def classify_stored(stored: Iterable[StoredSlot], is_own: Callable[[int], bool]) -> StoredAbove:
+    """Sort ``stored`` (ascending) for a restart; ``is_own(slot)``: this node leads it."""
+    out = StoredAbove([], [], [], {}, [])
+    for s in stored:
+        if s.received > 0 and is_own(s.slot):
+            out.produced.append(s.slot)
+        out.parents[s.slot] = s.parent
+        if not s.full:
+            if s.received > 0:
+                out.partial.append(s.slot)
+        else:
+            (out.dead if s.dead else out.replay).append(s.slot)
+    return out
+
+
+def restart_events(above: StoredAbove, *, root: int, roots_above: Iterable[int]) -> list[Event]:
+    """The tracker's events for the stored slots above a restart base whose tower root is
+    ``root``: dead slots stay dead; full slots above the root (or rooted in the ledger above
+    the base) are ``Completed`` and so replay; partial slots above the root are tracked for
+    repair. Ascending."""
+    rooted, dead, replay = set(roots_above), set(above.dead), set(above.replay)
+    out: list[Event] = []
+    for slot in sorted(dead | replay | set(above.partial)):
+        parent = above.parents.get(slot)
+        if slot in dead:
+            out.append(LoadedDead(slot, parent or 0))
+        elif slot in replay:
+            if parent is not None and (slot > root or slot in rooted):
+                out.append(Completed(slot, parent))
+        elif slot > root:
+            out.append(ShredsStored(slot, parent))
+    return out
+
+
 class SlotTracker:
     """Every slot above the root that this node holds something of, with its state."""
 

@@ -102,6 +102,36 @@ class NodeExtension(Protocol):
     async def run(self, node: NetNode) -> None: ...
 
 
+class ExtensionBase:
+    """The defaults of every ``NodeExtension`` hook: no payload checks, no shred store, no
+    request/response protocols, no delivery consumed, no status, no control command, no
+    task. An extension subclasses it and overrides only the hooks it uses."""
+
+    def payload_checks(self) -> dict[str, PayloadCheck]:
+        return {}
+
+    def shred_store(self) -> ShredStore | None:
+        return None
+
+    def reqresp_handlers(self) -> dict[str, Any]:
+        return {}
+
+    def on_delivery(self, d: Delivery) -> bool:
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def status_line(self) -> str:
+        return ""
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    async def run(self, node: NetNode) -> None:
+        return None
+
+
 class JoinError(Exception):
     """The node could not reach any bootstrap peer within the join timeout."""
 

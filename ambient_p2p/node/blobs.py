@@ -57,13 +57,12 @@ from ..core.blobs import (
 from ..core.crypto import sha256
 from ..ledger.durable import write_durable
 from ..net.messages import BlobRequest, BlobResponse
+from ..net.node import ExtensionBase
 from ..net.reqresp import PROTO_BLOB, ReqRespError
 from .port import NetNodePort, NetPort
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..net.gossip import Delivery, PayloadCheck
     from ..net.node import NetNode
-    from ..net.reqresp import ShredStore
 
 #: The store's directory inside the node's data directory.
 BLOBS_DIR = "blobs"
@@ -443,24 +442,15 @@ def _hex_hash(v: Any) -> bytes:
     return h
 
 
-class BlobExtension:
+class BlobExtension(ExtensionBase):
     """The blob service as a networking-node extension (net/node.py ``NodeExtension``):
     the ``/ambient/blob/1`` handler, the two control commands, ``status()["blobs"]``."""
 
     def __init__(self, service: BlobService) -> None:
         self.service = service
 
-    def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {}
-
-    def shred_store(self) -> ShredStore | None:
-        return None
-
     def reqresp_handlers(self) -> dict[str, Any]:
         return {PROTO_BLOB: self.service.handler}
-
-    def on_delivery(self, d: Delivery) -> bool:
-        return False
 
     def status(self) -> dict[str, Any]:
         return {"blobs": self.service.status()}

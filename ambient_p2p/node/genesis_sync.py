@@ -22,14 +22,13 @@ import trio
 from ..core.join import JoinRejected, genesis_from_answer
 from ..core.messages import Genesis
 from ..net.messages import GenesisRequest, GenesisResponse
+from ..net.node import ExtensionBase
 from ..net.reqresp import GENESIS, PROTO_GENESIS, ReqRespError, request
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
 
-    from ..net.gossip import Delivery, PayloadCheck
     from ..net.node import NetNode
-    from ..net.reqresp import ShredStore
 
 #: The stored genesis in a node's data directory (written once, by the first join).
 GENESIS_FILE = "genesis.cbor"
@@ -54,7 +53,7 @@ class FetchedGenesis:
     peer: str  # the multiaddr that answered
 
 
-class GenesisExtension:
+class GenesisExtension(ExtensionBase):
     """Serves the node's genesis on ``/ambient/genesis/1`` (a ``NodeExtension``)."""
 
     def __init__(self, raw: bytes) -> None:
@@ -65,29 +64,11 @@ class GenesisExtension:
         self.served += 1
         return GenesisResponse(nonce=req.nonce, genesis=self.raw)
 
-    def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {}
-
-    def shred_store(self) -> ShredStore | None:
-        return None
-
     def reqresp_handlers(self) -> dict[str, Any]:
         return {PROTO_GENESIS: self.handler}
 
-    def on_delivery(self, d: Delivery) -> bool:
-        return False
-
     def status(self) -> dict[str, Any]:
         return {"genesis_served": self.served}
-
-    def status_line(self) -> str:
-        return ""
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        return None
-
-    async def run(self, node: NetNode) -> None:
-        return None
 
 
 async def fetch_genesis(bootstrap: Sequence[str], expected_hash: bytes | None, timeout_s: float,
@@ -175,7 +156,7 @@ def stored_genesis_path(data_dir: Path) -> Path:
     return data_dir / GENESIS_FILE
 
 
-class JoinStatus:
+class JoinStatus(ExtensionBase):
     """The join's progress after the node started (a ``NodeExtension``): ``status()["join"]``
     holds the genesis, the snapshot the node started from, and the phase, ``repair`` (with
     the slots left) until the validator is within
@@ -211,30 +192,12 @@ class JoinStatus:
         return JoinProgress(phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id, local_slot=local,
                             cluster_slot=cluster)
 
-    def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {}
-
-    def shred_store(self) -> ShredStore | None:
-        return None
-
-    def reqresp_handlers(self) -> dict[str, Any]:
-        return {}
-
-    def on_delivery(self, d: Delivery) -> bool:
-        return False
-
     def status(self) -> dict[str, Any]:
         p = self.progress()
         return {"join": {"phase": p.phase, "genesis_hash": self.genesis_hash.hex() if self.genesis_hash else None,
                          "chain_id": self.chain_id, "snapshot": self.snapshot, "slot": p.local_slot,
                          "cluster_slot": p.cluster_slot, "lag_slots": p.lag_slots,
                          "caught_up_at_slot": self.caught_up_at_slot}}
-
-    def status_line(self) -> str:
-        return ""
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        return None
 
     async def run(self, node: NetNode) -> None:
         from ..core.join import join_phase_line

@@ -16,15 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..net import reqresp
-from ..net.messages import (
-    MAX_SHREDS_PER_BATCH,
-    NoncedShreds,
-    ShredPush,
-    ShredPushAck,
-    SlotShredsRequest,
-    SlotShredsResponse,
-)
-from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, REPAIR_SLOT, SHRED_PUSH, ShredStore
+from ..net.messages import MAX_SHREDS_PER_BATCH, NoncedShreds, ShredPush, ShredPushAck, SlotShredsRequest
+from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
@@ -33,23 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_SLOT_SHREDS = MAX_SHREDS_PER_BATCH
 MAX_PUSH_SHREDS = MAX_SHREDS_PER_BATCH
-RATE_LIMIT = REPAIR_SLOT.rate_limit
-PUSH_RATE_LIMIT = SHRED_PUSH.rate_limit
 
-__all__ = [
-    "MAX_PUSH_SHREDS",
-    "MAX_SLOT_SHREDS",
-    "PROTO_REPAIR_SLOT",
-    "PROTO_SHRED_PUSH",
-    "PUSH_RATE_LIMIT",
-    "RATE_LIMIT",
-    "BlockstoreShredStore",
-    "ShredPush",
-    "ShredPushAck",
-    "SlotShredsRequest",
-    "SlotShredsResponse",
-    "slot_repair_handler",
-]
+__all__ = ["MAX_PUSH_SHREDS", "MAX_SLOT_SHREDS", "PROTO_REPAIR_SLOT", "PROTO_SHRED_PUSH", "BlockstoreShredStore",
+           "ShredPush", "ShredPushAck", "SlotShredsRequest", "slot_repair_handler"]
 
 
 def slot_repair_handler(bs: Blockstore) -> reqresp.Handler:

@@ -4,9 +4,10 @@ agave's ``bank_forks_utils::load_bank_forks`` from a local snapshot, then
 
 :func:`restore` reads; it neither replays nor writes. It returns the snapshot's root, that
 root's frozen :class:`SlotResult`, the rebuilt :class:`ScheduleBook`, the rooted-slot count,
-and the slots above the root that the validator replays as usual (parents first). Without a
-node snapshot it returns genesis (slot 0) and every full slot, exactly what a start from an
-empty ledger replays, so callers need one path.
+and the stored slots above the root as the policy sorts them (core/slots.py
+``classify_stored``: replayed as usual, parents first; dead; partial; led by this node).
+Without a node snapshot it returns genesis (slot 0) and every full slot, exactly what a
+start from an empty ledger replays, so callers need one path.
 
 Slots above the snapshot's root that were rooted later (the root moves on between
 snapshots) are in :attr:`Restored.roots_above`: they replay like the others and are
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core import slots as sl
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
 from ..ledger.blockstore import Blockstore
+from ..ledger.meta import SlotMeta
 from ..ledger.producer import genesis_bank
 from ..ledger.replay import SlotResult
 from ..ledger.snapshot import NodeSnapshot, load_latest_node_snapshot, snapshot_slot_result
@@ -30,6 +33,11 @@ from .schedule import ScheduleBook
 class RestoreError(Exception):
     """The ledger cannot be restarted from (snapshot of another chain, or history pruned
     without a snapshot to start from)."""
+
+
+def stored_slot(m: SlotMeta, dead: bool = False) -> sl.StoredSlot:
+    """The policy's view of a slot meta (core/slots.py ``StoredSlot``)."""
+    return sl.StoredSlot(m.slot, m.parent_slot, m.is_full, m.received, dead)
 
 
 @dataclass
@@ -43,19 +51,10 @@ class Restored:
     book: ScheduleBook
     #: rooted slots in 1..root (the finality count the node reports)
     rooted_count: int
+    #: the stored slots above ``root``, as the policy sorts them (core/slots.py ``classify_stored``)
+    above: sl.StoredAbove
     #: stored roots above ``root``, ascending: replay them and credit each as it replays
     roots_above: list[int] = field(default_factory=list)
-    #: full, not dead, slots above ``root``, ascending (parents before children): to replay
-    replay: list[int] = field(default_factory=list)
-    #: dead slots above ``root``
-    dead: list[int] = field(default_factory=list)
-    #: slots above ``root`` with shreds but not full, ascending (repair completes them)
-    partial: list[int] = field(default_factory=list)
-    #: the parent each stored slot above ``root`` names (None: no shred says yet)
-    parents: dict[int, int | None] = field(default_factory=dict)
-    #: slots above ``root`` with shreds whose scheduled leader is ``identity``: this node
-    #: produced them before it stopped and must not produce them again (equivocation)
-    produced: list[int] = field(default_factory=list)
     snapshot: NodeSnapshot | None = None
     #: node snapshots passed over, "slot N: reason" (a version this node no longer speaks)
     skipped_snapshots: list[str] = field(default_factory=list)
@@ -82,18 +81,6 @@ def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
         book = ScheduleBook.from_state(genesis, snap.schedule)
         book.ledger.prune(epoch_of(root, book.spe))
         rooted_count = snap.rooted_slots
-    out = Restored(root, result, parent, book, rooted_count, snapshot=snap, skipped_snapshots=skipped)
-    out.roots_above = [r for r in bs.roots(root + 1)]
-    for m in bs.slot_metas(start=root + 1):
-        if m.received > 0 and book.leader(m.slot) == identity:
-            out.produced.append(m.slot)
-        out.parents[m.slot] = m.parent_slot
-        if not m.is_full:
-            if m.received > 0:
-                out.partial.append(m.slot)
-            continue
-        if bs.dead_slot(m.slot) is not None:
-            out.dead.append(m.slot)
-        else:
-            out.replay.append(m.slot)
-    return out
+    stored = [stored_slot(m, m.is_full and bs.dead_slot(m.slot) is not None) for m in bs.slot_metas(start=root + 1)]
+    above = sl.classify_stored(stored, lambda slot: book.leader(slot) == identity)
+    return Restored(root, result, parent, book, rooted_count, above, list(bs.roots(root + 1)), snap, skipped)

@@ -15,7 +15,6 @@ import trio
 
 from ..core.codec import DecodeError, decode
 from ..core.leader_policy import Build, WaitForParent
-from ..core.vote_program import VoteTxError, parse_vote_transaction
 from ..ledger.cleanup import purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
@@ -70,12 +69,7 @@ async def ingest_service(v: Validator) -> None:
                         packets.extend(decode(item.envelope.payload, expected=ShredBatch).shreds)
                     except DecodeError:
                         continue
-                elif item.kind == "votes":
-                    try:
-                        vt = v.checked_votes.pop(item.envelope.payload, None) or parse_vote_transaction(
-                            item.envelope.payload)
-                    except VoteTxError:
-                        continue
+                elif item.kind == "votes" and (vt := v.vote_tx_of(item.envelope.payload)) is not None:
                     v.perform(v.add_vote_tx(vt, v.clock.mono_ms()))
                 elif item.kind == "txs":
                     v.add_tx(item.envelope.payload, verified=True)  # the txs topic's check verified it
@@ -132,7 +126,7 @@ async def _leader_loop(v: Validator) -> None:
             await v.frozen_event.wait()
 
 
-def repair_plan(v: Validator) -> tuple[list[int], set[int]]:
+def repair_plan(v: Validator) -> tuple[list[int], int | None]:
     return v.repair_plan(v.clock.wall_ms())
 
 
@@ -161,12 +155,12 @@ async def repair_service(v: Validator) -> None:
         peers = v.port.peers() if v.port is not None else []
         if not peers:
             continue
-        wanted, orphans = repair_plan(v)
+        wanted, orphan = repair_plan(v)
         if not wanted:
             continue
         reqs: list[Any] = []
-        if orphans:  # learn up to 16 ancestors at once (their highest shreds)
-            reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, min(orphans), 0, v.rng.getrandbits(32))))
+        if orphan is not None:  # learn up to 16 ancestors at once (their highest shreds)
+            reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, orphan, 0, v.rng.getrandbits(32))))
         firsts = await trio.to_thread.run_sync(_first_missing, v.bs, wanted, limiter=v.limiters["disk"])
         reqs += [(PROTO_REPAIR_SLOT, SlotShredsRequest(s, first, v.rng.getrandbits(32))) for s, first in firsts]
         v.stats.repair_requests += len(reqs)

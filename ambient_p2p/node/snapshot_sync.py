@@ -47,6 +47,7 @@ from ..net.messages import (
     SnapshotOffers,
     SnapshotOffersRequest,
 )
+from ..net.node import ExtensionBase
 from ..net.reqresp import (
     PEERS,
     PROTO_SNAPSHOT_CHUNK,
@@ -61,9 +62,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
 
     from ..ledger.blockstore import Blockstore
-    from ..net.gossip import Delivery, PayloadCheck
-    from ..net.node import NetNode
-    from ..net.reqresp import ShredStore
 
 #: Peers a newcomer asks for offers (the bootstrap and the peers it names).
 MAX_OFFER_PEERS = 16
@@ -96,7 +94,7 @@ def attest(kp: Keypair, genesis_hash: bytes, slot: int, bank_hash: bytes, raw: b
                        a.chunk_hashes, kp.sign(ATTESTATION_PURPOSE, attestation_signing_bytes(a)))
 
 
-class SnapshotServer:
+class SnapshotServer(ExtensionBase):
     """Serves the validator's rooted node snapshots (a ``NodeExtension``)."""
 
     def __init__(self, bs: Blockstore, kp: Keypair, genesis_hash: bytes, fault: str | None = None,
@@ -151,29 +149,11 @@ class SnapshotServer:
                 return SnapshotChunk(nonce=req.nonce, index=req.index, data=data)
         raise ReqRespError("not-found", "no such snapshot (ask for offers again)")
 
-    def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {}
-
-    def shred_store(self) -> ShredStore | None:
-        return None
-
     def reqresp_handlers(self) -> dict[str, Any]:
         return {PROTO_SNAPSHOT_OFFERS: self.offers_handler, PROTO_SNAPSHOT_CHUNK: self.chunk_handler}
 
-    def on_delivery(self, d: Delivery) -> bool:
-        return False
-
     def status(self) -> dict[str, Any]:
         return {"snapshot_chunks_served": self.chunks_served}
-
-    def status_line(self) -> str:
-        return ""
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        return None
-
-    async def run(self, node: NetNode) -> None:
-        return None
 
 
 # ---------------------------------------------------------------------------------------

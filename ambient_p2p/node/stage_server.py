@@ -50,6 +50,7 @@ from ..net.messages import (
     StageOpenRequest,
     StageOpenResponse,
 )
+from ..net.node import ExtensionBase
 from ..net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, Handler, ReqRespError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -316,7 +317,7 @@ def measure_tokens_per_s(stage: StageModel) -> float:
     return CALIBRATION_STEPS / max(1e-9, time.perf_counter() - t0)
 
 
-class StageExtension:
+class StageExtension(ExtensionBase):
     """A stage server on the networking node (net/node.py ``NodeExtension``): serves the
     stage protocols once the layers are loaded (``unavailable`` before), announces its
     range and measured throughput on the ``stages`` gossip topic every
@@ -335,12 +336,6 @@ class StageExtension:
         self.tokens_per_s = 0.0
         self.announced = 0
         self.directory: dict[bytes, tuple[Any, int]] = {}  # origin -> (StageAnnounce, received ms)
-
-    def payload_checks(self) -> dict[str, Any]:
-        return {}  # every node checks StageAnnounce payloads (net/gossip.py stages_check)
-
-    def shred_store(self) -> None:
-        return None
 
     def reqresp_handlers(self) -> dict[str, Any]:
         def route(name: str) -> Handler:

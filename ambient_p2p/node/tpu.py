@@ -39,11 +39,10 @@ import trio
 from ..core.bank import verify_transaction_signatures
 from ..ledger.parallel import exit_with_parent
 from ..net.messages import MAX_TPU_REASONS, MAX_TPU_TX_BYTES, MAX_TXS_PER_TX_BATCH, TxBatch, TxBatchAck
+from ..net.node import ExtensionBase
 from ..net.reqresp import PROTO_TPU, ReqRespError, TokenBucket
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..net.gossip import Delivery, PayloadCheck
-    from ..net.reqresp import ShredStore
     from .validator import Validator
 
 log = logging.getLogger(__name__)
@@ -311,7 +310,7 @@ class Tpu:
                 "mempool_landed_removed": self.v.mempool.landed_removed}
 
 
-class TpuExtension:
+class TpuExtension(ExtensionBase):
     """The TPU as a node extension (node/compose.py): serves ``/ambient/tpu/1``, answers the
     ``submit_tx`` / ``submit_txs`` control commands (compose it before the validator's part,
     which answers ``submit_tx`` by gossip alone), adds ``tpu`` to status."""
@@ -319,17 +318,8 @@ class TpuExtension:
     def __init__(self, tpu: Tpu) -> None:
         self.tpu = tpu
 
-    def payload_checks(self) -> dict[str, PayloadCheck]:
-        return {}
-
-    def shred_store(self) -> ShredStore | None:
-        return None
-
     def reqresp_handlers(self) -> dict[str, Any]:
         return {PROTO_TPU: self.tpu.handle_batch}
-
-    def on_delivery(self, d: Delivery) -> bool:
-        return False
 
     def status(self) -> dict[str, Any]:
         return {"tpu": self.tpu.status()}

@@ -23,30 +23,28 @@ import trio
 
 from ..core import codec
 from ..core import slots as sl
-from ..core.bank import LAMPORTS_PER_SIGNATURE, BlockError, parse_transaction
-from ..core.consensus import Vote, VoteRejected
-from ..core.constants import PACKET_DATA_BYTES
+from ..core.consensus import Vote
 from ..core.crypto import Keypair
 from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
+from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect
 from ..core.shred import OFFSET_SLOT
-from ..core.vote_program import VoteTx, VoteTxError, parse_vote_transaction
+from ..core.vote_program import VoteTx
 from ..core.work import WorkEvent
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
 from ..ledger.snapshot import make_node_snapshot, save_node_snapshot
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
-from ..net.messages import GossipEnvelope, ShredPush, ShredPushAck
+from ..net.messages import ShredPush, ShredPushAck
 from ..net.reqresp import ShredStore
 from .clock import Clock
 from .leader import BuiltSlot, build_slot
 from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
-from .restore import Restored, RestoreError, restore
+from .restore import Restored, RestoreError, restore, stored_slot
 from .schedule import Fork, ForkSlot, ScheduleBook
 from .services import SHRED_QUEUE_LEN, run_services
 from .status import control, lstake_table, status_fields, status_line
@@ -61,8 +59,6 @@ __all__ = ["LedgerHistory", "RestoreError", "Validator", "read_tower", "slot_dur
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
 INBOX_LEN = 4096
-#: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
-MAX_TX_BYTES = PACKET_DATA_BYTES
 _T = TypeVar("_T")
 Stored = list[sl.ShredsStored | sl.Completed]
 
@@ -79,13 +75,8 @@ def _insert_job(bs: Blockstore, packets: list[bytes], leaders: Callable[[int], b
     bad = {i for i, _r in res.rejected}
     touched = {struct.unpack_from("<Q", p, OFFSET_SLOT)[0] for i, p in enumerate(packets)
                if i not in bad and len(p) >= OFFSET_SLOT + 8}
-    events: Stored = []
-    for s in sorted(touched | set(res.completed_slots)):
-        if (m := bs.slot_meta(s)) is not None and m.is_full and m.parent_slot is not None:
-            events.append(sl.Completed(m.slot, m.parent_slot))
-        elif m is not None and m.received > 0:
-            events.append(sl.ShredsStored(m.slot, m.parent_slot))
-    return res, events
+    metas = (bs.slot_meta(s) for s in sorted(touched | set(res.completed_slots)))
+    return res, [e for m in metas if m is not None and (e := sl.stored_event(stored_slot(m))) is not None]
 
 
 def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
@@ -151,8 +142,6 @@ class Validator(NodePolicy[SlotResult]):
         self.history = self.housekeeping.history
         self.pending_purge: PurgeLedger | None = None  # the newest purge the cleanup service has not begun
         self.root_event = trio.Event()  # set (and replaced) whenever the root advances
-        #: vote transactions the gossip check parsed (signatures verified), for ingest
-        self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self.port: NetPort | None = None
         self.inbox_send, self.inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self.inbox_dropped = 0
@@ -166,9 +155,7 @@ class Validator(NodePolicy[SlotResult]):
         self.repair_now = trio.Event()
         self.store = BlockstoreShredStore(self.bs)
         self.loop_stall: collections.deque[float] = collections.deque(maxlen=1000)
-        self._loading_roots: set[int] = set()
         self._replays: list[sl.Replay] = []
-        self.loaded = False
         self.offload = offload  # False: heavy work inline on the trio thread (A/B measurement only)
         # "service": slots on the PoH clock (leader_service opens self.poh); "instant" here by
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
@@ -224,8 +211,8 @@ class Validator(NodePolicy[SlotResult]):
         # late-bound: aload replaces the book with the restored one
         return {"shreds": shreds_check(lambda slot: self.book.leader(slot),
                                        leader_final=lambda slot: self.book.available(epoch_of(slot, self.book.spe))),
-                "votes": self.vote_check,
-                "txs": self.tx_check}
+                "votes": lambda env: self.check_vote_tx(env.payload, env.origin),
+                "txs": lambda env: self.check_tx(env.payload)}
 
     def shred_store(self) -> ShredStore | None:
         return self.store
@@ -253,34 +240,6 @@ class Validator(NodePolicy[SlotResult]):
             self.inbox_dropped += 1  # overload: repair fetches what we drop
         return True
 
-    def tx_check(self, env: GossipEnvelope) -> str | None:
-        """One Solana wire transaction that parses, sanitizes and whose signatures verify,
-        and whose fee payer can pay its fee in this node's working bank (``unfunded``
-        otherwise: such a transaction can never land, spec/network.md "Blame")."""
-        if len(env.payload) > MAX_TX_BYTES:
-            return "oversized"
-        try:
-            tx = parse_transaction(env.payload, verify_signatures=True)
-        except BlockError as exc:
-            return exc.reason
-        res = self.banks.get(self.cons.processed_slot()) if self.loaded else None
-        if res is not None and res.bank.balance(tx.account_keys[0]) < LAMPORTS_PER_SIGNATURE * len(tx.signatures):
-            return "unfunded"
-        return None
-
-    def vote_check(self, env: GossipEnvelope) -> str | None:
-        try:
-            vt = parse_vote_transaction(env.payload)
-            if vt.vote.voter != env.origin:
-                return "vote-origin-mismatch"
-            self.cons.check_vote(vt.vote)
-        except (VoteTxError, VoteRejected) as exc:
-            return exc.reason
-        self.checked_votes[env.payload] = vt
-        while len(self.checked_votes) > INBOX_LEN:
-            self.checked_votes.popitem(last=False)
-        return None
-
     # -- ledger steps (caller holds ledger_lock, except the public wrappers) ------------------
     def load(self) -> None:
         trio.run(self.aload)
@@ -295,18 +254,15 @@ class Validator(NodePolicy[SlotResult]):
             self.book = r.book
             self.book.working_fork = self._working_fork
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
-            self._loading_roots = set(r.roots_above)  # their landed votes credit LStake as they replay
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
             r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
-            self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, dead=r.dead, full=r.replay,
-                                  partial=r.partial, parents=r.parents, produced=r.produced,
-                                  rooted_count=r.rooted_count, base_parent=r.parent, now_mono_ms=self.clock.mono_ms()))
+            self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, above=r.above,
+                                      rooted_count=r.rooted_count, base_parent=r.parent,
+                                      now_mono_ms=self.clock.mono_ms()))
             await self.replay_ready()
             self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters, self._work_events)
-            self._loading_roots = set()
             self.perform(self.restarted(self.clock.mono_ms()))
-            self.loaded = True
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
@@ -342,11 +298,11 @@ class Validator(NodePolicy[SlotResult]):
             elif isinstance(e, sl.SlotFrozen):
                 if (res := self.banks.get(e.slot)) is not None:
                     res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
-                if e.slot in self._loading_roots:
-                    self.book.credit_replayed_root(e.slot, self.banks[e.slot].bank.landed_votes,
-                                                 self.banks[e.slot].bank.work_events)
                 self.frozen_event.set()
                 self.frozen_event = trio.Event()
+            elif isinstance(e, CreditRoot):
+                bank = self.banks[e.slot].bank
+                self.book.credit_replayed_root(e.slot, bank.landed_votes, bank.work_events)
             elif isinstance(e, sl.MarkDead):
                 self.bs.mark_dead(e.slot, e.reason[:500])
             elif isinstance(e, sl.Purge):

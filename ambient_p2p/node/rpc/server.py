@@ -36,6 +36,7 @@ import trio
 
 from ...core.bank import BlockError
 from ...core.crypto import encode_address
+from ...net.node import ExtensionBase
 from .solana import RpcOptions, SolanaRpc
 from .txindex import MAX_INDEXED_BLOCKS, BlockRecord, TxIndex, account_keys, from_stored, to_stored
 
@@ -195,7 +196,7 @@ class Guard:
                                                         "invalid_request_error"))
 
 
-class RpcExtension:
+class RpcExtension(ExtensionBase):
     """The doors as a node extension (net/node.py ``NodeExtension``): runs the index
     follower and the HTTP server as tasks of the node's nursery."""
 
@@ -224,18 +225,6 @@ class RpcExtension:
         self._write_wake = trio.Event()
 
     # -- NodeExtension ------------------------------------------------------------------------
-    def payload_checks(self) -> dict[str, Any]:
-        return {}
-
-    def shred_store(self) -> None:
-        return None
-
-    def reqresp_handlers(self) -> dict[str, Any]:
-        return {}
-
-    def on_delivery(self, d: Any) -> bool:
-        return False
-
     def status(self) -> dict[str, Any]:
         host = self.cfg.bind
         port = self.sockets[0].getsockname()[1] if self.sockets else self.cfg.port
@@ -245,9 +234,6 @@ class RpcExtension:
                         "too_large": self.guard.too_large if self.guard else 0,
                         "indexed_blocks": len(self.index.blocks), "history": dict(self.history)}}
 
-    def status_line(self) -> str:
-        return ""
-
     def peer_scores(self) -> dict[str, float]:
         """Each connected peer's gossip score (py-libp2p's scorer over our topics; the
         ``peers`` control command's figure), for /metrics."""
@@ -255,9 +241,6 @@ class RpcExtension:
         if node is None or node.gossip is None:
             return {}
         return {p.to_base58(): round(node.gossip.peer_score(p), 3) for p in node._connected()}
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        return None
 
     async def run(self, node: Any) -> None:
         from hypercorn.config import Config, Sockets
