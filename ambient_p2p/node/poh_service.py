@@ -481,6 +481,34 @@ class PohService:
             state.recorded = True
         return box[0]
 
+    async def record_many(self, slot: int, batches: Sequence[Sequence[bytes]]) -> list[Entry | None]:
+        """:meth:`record` for successive ``batches`` (each a non-empty entry's transactions),
+        pipelined: every record is sent to the worker at once and the replies awaited
+        together, so a leader's slot costs one worker round trip per intake round, not one
+        per entry (on a loaded machine each round trip waits for the worker to be scheduled).
+        The worker serves records in order and refusals are monotone (not the working slot,
+        or its last tick out), so the result is the recorded entries, then ``None`` for each
+        refused batch."""
+        if any(not b for b in batches):
+            raise ValueError("a record needs transactions")
+        state = self._by_slot.get(slot)
+        if state is None or state.done.is_set():
+            return [None] * len(batches)
+        waits: list[tuple[trio.Event, list[Entry | None]]] = []
+        for txs in batches:
+            self._rid += 1
+            ev, box = trio.Event(), list[Entry | None]()
+            self._pending[self._rid] = (ev, box)
+            waits.append((ev, box))
+            self._send(("record", self._rid, state.gen, hash_transactions(txs), tuple(txs)))
+        out: list[Entry | None] = []
+        for ev, box in waits:
+            await ev.wait()
+            out.append(box[0])
+        if any(e is not None for e in out):
+            state.recorded = True
+        return out
+
     async def slot_entries(self, slot: int) -> list[Entry]:
         """All of ``slot``'s entries, once its last tick is out. Raises
         :class:`SlotSuperseded` if the slot was restarted, KeyError if never started."""
