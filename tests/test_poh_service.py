@@ -575,3 +575,57 @@ def measure(seconds: float = 5.0, rounds: int = 3) -> None:
 if __name__ == "__main__":
     if "--measure" in sys.argv:
         measure(float(sys.argv[sys.argv.index("--measure") + 1]) if len(sys.argv) > 2 else 5.0)
+
+
+def test_record_many_pipelines_batches_in_order_and_refuses_a_suffix() -> None:
+    """``record_many`` (the leader's intake, one worker round trip per round): the batches
+    land as successive entries in order, each holding its own transactions; once the
+    slot's last tick is out every later batch is refused (None), never an earlier one."""
+    hpt, tps, tick_us = 50, 4, 10_000
+
+    async def main() -> None:
+        async with PohService.open(PohParams(hpt, tps, tick_us), mode="inline", hashes_per_batch=1) as poh:
+            poh.start_slot(5, 4, bytes(32), origin_ns=poh.clock_ns())
+            await trio.sleep(0.012)
+            batches = [[fake_tx(i), fake_tx(i + 100)] for i in range(5)]
+            got = await poh.record_many(5, batches)
+            assert all(e is not None for e in got)
+            assert [list(e.transactions) for e in got if e is not None] == batches
+            entries = await poh.slot_entries(5)
+            recorded = [e for e in entries if not e.is_tick]
+            assert recorded == got
+            assert verify_entries(bytes(32), entries) is None
+            # the slot is complete: every batch is refused, none recorded
+            assert await poh.record_many(5, [[fake_tx(9)], [fake_tx(10)]]) == [None, None]
+            with pytest.raises(ValueError, match="needs transactions"):
+                await poh.record_many(5, [[fake_tx(11)], []])
+
+    run_mock(main)
+
+
+@pytest.mark.slow
+def test_record_many_through_the_worker_pipe_never_deadlocks_on_large_slots() -> None:
+    """Hundreds of KiB of records through the real process worker's pipe: ``record_many``
+    keeps at most RECORD_WINDOW_BYTES in flight, so the event loop's blocking pipe write and
+    the worker's write of the entries coming back never wait on each other (sending every
+    record at once did: a 1,000 tx/s localnet leader froze). Run in a thread so a deadlock
+    fails the test instead of hanging it."""
+    import threading
+
+    batches = [[fake_tx(8 * i + k, nsig=8) for k in range(8)] for i in range(120)]  # ~560 B each, ~540 KB
+    result: dict[str, object] = {}
+
+    async def main() -> None:
+        async with PohService.open(PohParams(50, 8, 250_000)) as poh:  # a 2 s slot
+            poh.start_slot(3, 2, bytes(32), origin_ns=poh.clock_ns())
+            result["got"] = await poh.record_many(3, batches)
+
+    t = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "record_many deadlocked on the worker pipe"
+    got = result["got"]
+    assert isinstance(got, list) and len(got) == len(batches)
+    n = sum(1 for e in got if e is not None)
+    assert n > 0 and all(e is None for e in got[n:])  # a recorded prefix, then refusals
+    assert [list(e.transactions) for e in got[:n]] == batches[:n]

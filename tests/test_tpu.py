@@ -350,3 +350,19 @@ def test_control_commands_submit_and_report_status(tmp_path: Path) -> None:
         assert ext.status()["tpu"]["admitted"] == 3 and ext.tpu.stats.forward_self == 3
     finally:
         v.close()
+
+
+def test_verify_workers_share_the_cores_and_bad_counts_are_one_error_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node starts half the cores' verify workers by default (4 localnet nodes each
+    starting one per core oversubscribed a 2-core machine), at least one; ``--verify-jobs``
+    outside 0..MAX_VERIFY_JOBS is one error line before anything starts."""
+    from ambient_p2p.cli import main
+    from ambient_p2p.node.tpu import MAX_VERIFY_JOBS, SigVerifier, default_verify_jobs
+
+    assert [default_verify_jobs(c) for c in (1, 2, 3, 16, 1000)] == [1, 1, 1, 8, MAX_VERIFY_JOBS]
+    assert SigVerifier().jobs == default_verify_jobs() and SigVerifier(0).jobs == 0
+    for bad in ("-1", str(MAX_VERIFY_JOBS + 1)):
+        assert main(["run", "--validator", "--verify-jobs", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --verify-jobs") and err.count("\n") == 1

@@ -19,7 +19,10 @@ looked up on node 0's finalized bank: finalized tx/s = finalized / window.
 Load-generator check: the offered rate it achieved (sent / window), the seconds its send
 loop was behind schedule, and its own CPU seconds; the generator is the limit only if it
 fell behind while the nodes' mempools were not full. CPU per node: utime+stime of each node
-process over the window (/proc), as a share of one core. Mempool depth: sampled from each
+process over the window (/proc), as a share of one core; ``cpu_split_per_node`` splits it
+into the event loop (main thread), worker threads and the node's child processes (verify
+pool, PoH worker: not in ``cpu_per_node``). The machine's load average is recorded with each
+row (a shared machine: the other processes' load is part of the figure). Mempool depth: sampled from each
 node's ``tpu.mempool`` status every ``SAMPLE_INTERVAL_S``.
 """
 
@@ -125,6 +128,36 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_split(pid: int) -> dict[str, float]:
+    """A node's CPU seconds by where they ran: ``loop`` its main thread (trio: networking,
+    gossip, policy), ``threads`` its worker threads (insert, replay, build), ``children``
+    its child processes (signature-verify pool, PoH worker; Linux /proc, children found by
+    parent pid)."""
+    task = Path(f"/proc/{pid}/task")
+    loop = _cpu_s_path(task / str(pid) / "stat")
+    threads = 0.0
+    with contextlib.suppress(OSError):
+        threads = sum(_cpu_s_path(t / "stat") for t in task.iterdir() if t.name != str(pid))
+    children = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return {"loop": loop, "threads": threads, "children": children}
+
+
+def _cpu_s_path(stat: Path) -> float:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _blockhash(net: Any) -> bytes:
     c = net.nodes[0].status()["consensus"]
     info = net.nodes[0].control({"cmd": "slot_info", "slot": c["processed"]})
@@ -190,6 +223,7 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
         t.start()
     pids = [n.proc.pid for n in net.nodes]
     cpu0 = [_cpu_s(p) for p in pids]
+    split0 = [_cpu_split(p) for p in pids]
     gen_cpu0 = time.process_time()
     depth: list[list[int]] = [[] for _ in net.nodes]
     t0 = time.monotonic()
@@ -244,6 +278,7 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
         t.join(timeout=60.0)
     gen_cpu = time.process_time() - gen_cpu0
     cpu1 = [_cpu_s(p) for p in pids]
+    split1 = [_cpu_split(p) for p in pids]
     # drain: probes keep being looked up, then every signature once
     drain_until = time.monotonic() + DRAIN_SLOTS * slot_ms / 1000
     while time.monotonic() < drain_until:
@@ -281,6 +316,9 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
         "mempool_depth": {"max": [max(d) if d else None for d in depth],
                           "mean": [round(sum(d) / len(d)) if d else None for d in depth]},
         "cpu_per_node": [round((b - a) / window_s, 2) for a, b in zip(cpu0, cpu1, strict=True)],
+        "cpu_split_per_node": [{k: round((b[k] - a[k]) / window_s, 2) for k in a} for a, b in
+                               zip(split0, split1, strict=True)],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "mempool_dropped": [s.get("tpu", {}).get("mempool_dropped") for s in stats],
         "tpu": [{k: s.get("tpu", {}).get(k) for k in ("send_failed", "gossip_fallback", "forward_queue_full",
                                                        "batches_in", "batches_out")} for s in stats],
@@ -321,7 +359,7 @@ def report_lines(out: dict[str, Any]) -> list[str]:
              f"{out['cpus']} cpus; one-core ed25519 ceiling: solders {c['solders_tx_per_s']} tx/s, "
              f"pynacl {c['pynacl_verify_per_s']} verifies/s",
              "offered  sent/s  behind_s  finalized/s  ratio_to_ceiling  confirm_p50/p95/p99_s  "
-             "finalize_p50_s  mempool_max  cpu_per_node"]
+             "finalize_p50_s  mempool_max  cpu_per_node  loop/threads/children  load_avg_1m"]
     for r in out["loads"]:
         cs = r["confirm_s"]
         lines.append(
@@ -329,7 +367,9 @@ def report_lines(out: dict[str, Any]) -> list[str]:
             f"{r['generator']['max_behind_s']:>8.2f}  {r['finalized_tx_per_s']:>11.1f}  "
             f"{r['finalized_tx_per_s'] / c['solders_tx_per_s']:>16.4f}  "
             f"{cs['p50']}/{cs['p95']}/{cs['p99']}  {r['finalize_s']['p50']}  {r['mempool_depth']['max']}  "
-            f"{r['cpu_per_node']}")
+            f"{r['cpu_per_node']}  "
+            f"{['/'.join(str(c[k]) for k in ('loop', 'threads', 'children')) for c in r.get('cpu_split_per_node', [])]}  "
+            f"{(r.get('load_average') or [None])[0]}")
     return lines
 
 

@@ -122,6 +122,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                    help="serve layers A:B (half-open) of the embedded model to route drivers over the stage "
                         "protocol and announce them on the stages topic (sharded inference, spec/shard.md); "
                         "only those layers are loaded")
+    p.add_argument("--verify-jobs", type=int, default=None, metavar="N",  # perf (issue 17)
+                   help="validator: signature-verify worker processes for arriving transactions (0: a thread of "
+                        "the node's own process; default: half the cores, at least 1; spec/tpu.md)")
     p.add_argument("--miner-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--pool-fault", default=None, help=argparse.SUPPRESS)  # test harness: devnet/miner_faults.py
     p.add_argument("--equivocate-slot", type=int, default=None, help=argparse.SUPPRESS)  # test harness
@@ -197,6 +200,11 @@ def check_node_options(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} needs --validator")
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, not {value}")
+    if getattr(args, "verify_jobs", None) is not None:  # perf (issue 17)
+        from ..node.tpu import MAX_VERIFY_JOBS
+
+        if not 0 <= args.verify_jobs <= MAX_VERIFY_JOBS:
+            raise UserError(f"--verify-jobs must be 0..{MAX_VERIFY_JOBS}, not {args.verify_jobs}")
     if not (math.isfinite(args.status_interval) and args.status_interval >= MIN_STATUS_INTERVAL_S):
         raise UserError(f"--status-interval must be at least {MIN_STATUS_INTERVAL_S:g} seconds "
                         f"(use --quiet for none), not {args.status_interval:g}")
@@ -329,10 +337,11 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
             nursery.start_soon(on_signals)
             from ..node.blobs import BlobExtension
             from ..node.compose import compose
-            from ..node.tpu import Tpu, TpuExtension
+            from ..node.tpu import SigVerifier, Tpu, TpuExtension
 
             # the TPU first: it answers submit_tx (leaders direct, gossip as fallback; spec/tpu.md)
-            tpu = Tpu(validator) if validator is not None else None
+            tpu = (Tpu(validator, SigVerifier(getattr(args, "verify_jobs", None)))
+                   if validator is not None else None)
             if rpc is not None and tpu is not None:
                 rpc.tpu_submit = tpu.submit_transactions  # sendTransaction through the TPU
             stage_ext = None

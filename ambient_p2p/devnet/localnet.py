@@ -160,7 +160,8 @@ class Localnet:
         argv += ["--ledger", str(d), "--keypair", str(d / "identity.json"), "--genesis", str(self.genesis_path),
                  "--status-interval", str(NODE_STATUS_INTERVAL_S)]
         if self.validator:
-            argv.append("--validator")
+            # the machine's cores shared among the nodes, at least one verify worker each (perf, issue 17)
+            argv += ["--validator", "--verify-jobs", str(max(1, (os.cpu_count() or 1) // max(1, self.n)))]
         argv += ["--no-rpc"] if self.rpc_base_port is None else ["--rpc-port", str(self.rpc_port(i))]
         return argv + self.extra_args + self.node_args.get(i, [])
 

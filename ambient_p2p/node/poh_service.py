@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: Hashes per uninterrupted batch (agave ``DEFAULT_HASHES_PER_BATCH`` is 64 for Rust):
 #: ~0.25 ms of CPython hashing, the worst delay a record waits for the worker to look up.
 DEFAULT_HASHES_PER_BATCH = 1_024
+#: Transaction bytes :meth:`PohService.record_many` keeps in flight to the worker: well
+#: below a Linux pipe's 64 KiB buffer in each direction (the entries coming back carry the
+#: same transactions), so neither side's blocking write can wait on the other's.
+RECORD_WINDOW_BYTES = 16_384
 #: How far hashing may run ahead of the clock: a worker ahead of schedule hashes what is
 #: due in the next 1 ms and sleeps until then (one wake-up per ms, not one per hash).
 HASH_AHEAD_NS = 1_000_000
@@ -480,6 +484,44 @@ class PohService:
         if box[0] is not None:
             state.recorded = True
         return box[0]
+
+    async def record_many(self, slot: int, batches: Sequence[Sequence[bytes]]) -> list[Entry | None]:
+        """:meth:`record` for successive ``batches`` (each a non-empty entry's transactions),
+        pipelined: every record is sent to the worker at once and the replies awaited
+        together, so a leader's slot costs one worker round trip per window of records, not one
+        per entry (on a loaded machine each round trip waits for the worker to be scheduled);
+        at most ``RECORD_WINDOW_BYTES`` of transactions are in flight at once.
+        The worker serves records in order and refusals are monotone (not the working slot,
+        or its last tick out), so the result is the recorded entries, then ``None`` for each
+        refused batch."""
+        if any(not b for b in batches):
+            raise ValueError("a record needs transactions")
+        state = self._by_slot.get(slot)
+        if state is None or state.done.is_set():
+            return [None] * len(batches)
+        out: list[Entry | None] = []
+        i = 0
+        while i < len(batches):
+            # a window of at most RECORD_WINDOW_BYTES in flight: the pipe's send blocks the
+            # event loop, and a worker blocked writing its entries back (they carry the same
+            # transactions) while we block writing records to it would be a deadlock
+            waits: list[tuple[trio.Event, list[Entry | None]]] = []
+            size = 0
+            while i < len(batches) and (not waits or size + sum(map(len, batches[i])) <= RECORD_WINDOW_BYTES):
+                txs = batches[i]
+                size += sum(map(len, txs))
+                self._rid += 1
+                ev, box = trio.Event(), list[Entry | None]()
+                self._pending[self._rid] = (ev, box)
+                waits.append((ev, box))
+                self._send(("record", self._rid, state.gen, hash_transactions(txs), tuple(txs)))
+                i += 1
+            for ev, box in waits:
+                await ev.wait()
+                out.append(box[0])
+        if any(e is not None for e in out):
+            state.recorded = True
+        return out
 
     async def slot_entries(self, slot: int) -> list[Entry]:
         """All of ``slot``'s entries, once its last tick is out. Raises

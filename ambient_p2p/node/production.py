@@ -145,8 +145,9 @@ async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: _InS
                                                    bank, txs, votes)
             st.dropped += drop
             st.landed_votes.update((vt.raw, vt) for vt in inc_votes)
-            for batch in entry_batches(inc):
-                if await poh.record(slot, batch) is None:
+            batches = entry_batches(inc)
+            for batch, entry in zip(batches, await poh.record_many(slot, batches), strict=True):
+                if entry is None:
                     st.refused += 1
                     return  # the slot's last tick is out: the bank is rebuilt from the entries
                 st.included += batch

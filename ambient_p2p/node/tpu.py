@@ -70,25 +70,40 @@ GOSSIP_FALLBACK_BUCKET = (64.0, 32.0)
 MAX_STATUS_SIGNATURES = 1024
 
 
+#: Most signature-verify worker processes one node starts (``--verify-jobs`` overrides).
+MAX_VERIFY_JOBS = 64
+
+
+def default_verify_jobs(cores: int | None = None) -> int:
+    """Signature-verify workers a node starts by default: half the cores, at least one. A
+    node's verification shares the machine with its own event loop, replay and PoH worker
+    (and, on a localnet, with the other nodes: 4 nodes each starting one worker per core
+    on 2 cores ran 8 verifying processes against 2 cores; ``ambient-p2p localnet`` and
+    ``bench chain`` pass ``--verify-jobs`` sized to cores per node)."""
+    n = (os.cpu_count() or 1) if cores is None else cores
+    return max(1, min(MAX_VERIFY_JOBS, n // 2))
+
+
 def _verify_chunk(raws: list[bytes]) -> list[str | None]:
     """Module-level (picklable) for the worker processes."""
     return verify_transaction_signatures(raws)
 
 
 class SigVerifier:
-    """Batched signature verification off the event loop: worker processes, one per core
-    (solders' ed25519 verify holds the GIL, so threads would not run in parallel; measured
-    in spec/tpu.md). ``jobs=0`` verifies in a worker thread only."""
+    """Batched signature verification off the event loop: ``jobs`` worker processes
+    (default :func:`default_verify_jobs`; solders' ed25519 verify holds the GIL, so threads
+    would not run in parallel; measured in spec/tpu.md). ``jobs=0`` verifies in a worker
+    thread of the node's own process only."""
 
     def __init__(self, jobs: int | None = None) -> None:
-        self.jobs = max(0, jobs if jobs is not None else (os.cpu_count() or 1))
+        self.jobs = max(0, jobs if jobs is not None else default_verify_jobs())
         self._pool: ProcessPoolExecutor | None = None
         self._limiter = trio.CapacityLimiter(max(1, self.jobs))
         self.verified = 0
         self.batches = 0
 
     def start(self) -> None:
-        if self.jobs > 1 and self._pool is None:
+        if self.jobs >= 1 and self._pool is None:  # one worker too: its verify holds that process's GIL, not ours
             # spawn: the node process runs trio and worker threads; fork would copy their locks
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=exit_with_parent, initargs=(os.getpid(),))
