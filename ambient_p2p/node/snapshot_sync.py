@@ -7,8 +7,9 @@ replays only the slots above it.
 
 Prior art: agave gossips ``SnapshotHashes`` (slot, hash) signed by each validator and a
 joining node downloads only a snapshot whose hash its ``--known-validator`` set advertises
-(``validator/src/bootstrap.rs``); here the known set is the genesis LStake and the threshold
-is Tower BFT's 2/3.
+(``validator/src/bootstrap.rs``); here the known set is the genesis LStake, then, on the
+downloaded bytes, the LStake of the snapshot's own epoch (spec/join.md "Trust rule"); the
+threshold is Tower BFT's 2/3.
 """
 
 from __future__ import annotations
