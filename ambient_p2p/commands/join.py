@@ -747,7 +747,10 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
 
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
     if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
-        print("warning: this identity has no LStake in genesis; it will follow but not vote", file=sys.stderr)
+        # not a refusal: LStake comes from work (spec/join.md "A newcomer earns its place")
+        print("note: this identity has no LStake in genesis: it follows the chain, and votes and leads from "
+              "the second epoch after it earns LStake from work (--miner answers queries; spec/lstake.md)",
+              file=sys.stderr)
     from ..node.validator import BLOCKSTORE_DIR
 
     if args.bootstrap is None and not (data_dir / BLOCKSTORE_DIR).exists():

@@ -9,6 +9,7 @@ peers hand it, with no I/O (the shells in node/genesis_sync.py do the talking).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import codec
@@ -205,33 +206,59 @@ class TrustedSnapshot:
 
 def choose_snapshot(attestations: list[Attestation], stakes: dict[bytes, int],
                     genesis_hash: bytes) -> tuple[TrustedSnapshot | None, dict[str, int]]:
-    """The trust rule (spec/join.md): among valid attestations, group by claim; one
-    attestation per identity per claim counts, weighted by the identity's LStake in
-    ``stakes`` (the LStake the newcomer can verify: genesis's bootstrap LStake). A claim is
-    trusted when its attesters hold >= 2/3 of the total; the highest trusted slot wins (ties:
-    the most stake, then the smaller snapshot hash). Returns it (or None) and the count of
-    attestations refused per reason."""
+    """The anchor check of the trust rule (spec/join.md): the best claim of
+    :func:`ranked_snapshots` (or None) and the count of attestations refused per reason."""
+    ranked, refused = ranked_snapshots(attestations, stakes, genesis_hash)
+    return (ranked[0] if ranked else None), refused
+
+
+def ranked_snapshots(attestations: list[Attestation], stakes: dict[bytes, int],
+                     genesis_hash: bytes) -> tuple[list[TrustedSnapshot], dict[str, int]]:
+    """The anchor check (spec/join.md "Trust rule", step 1): among valid attestations, group
+    by claim; one attestation per identity per claim counts, weighted by the identity's
+    LStake in ``stakes`` (the anchor: genesis's bootstrap LStake). A claim passes when its
+    attesters hold >= 2/3 of the total. Returns the passing claims best first (the highest
+    slot; ties: the most stake, then the smaller snapshot hash), ``servers`` holding every
+    attester with a valid attestation (those without anchor LStake too: they count in the
+    epoch check, and serve chunks that are checked by hash), and the count of attestations refused per reason. Each must still pass
+    :func:`epoch_stake_problem` once its snapshot is downloaded."""
     refused: dict[str, int] = {}
     total = sum(stakes.values())
     by_claim: dict[tuple[int, bytes, bytes, int, int, tuple[bytes, ...]], dict[bytes, Attestation]] = {}
     for a in attestations:
         why = attestation_problem(a, genesis_hash)
-        if why is None and stakes.get(a.identity, 0) <= 0:
-            why = "no-stake"
         if why is not None:
             refused[why] = refused.get(why, 0) + 1
             continue
+        if stakes.get(a.identity, 0) <= 0:  # counts nothing here, but is an attester for the epoch check
+            refused["no-stake"] = refused.get("no-stake", 0) + 1
         by_claim.setdefault(a.claim(), {})[a.identity] = a
-    best: TrustedSnapshot | None = None
+    passing: list[TrustedSnapshot] = []
     for signers in by_claim.values():
-        weight = sum(stakes[i] for i in signers)
-        if total <= 0 or weight * TRUST_DENOMINATOR < total * TRUST_NUMERATOR:
+        weight = sum(max(0, stakes.get(i, 0)) for i in signers)
+        if total <= 0 or weight <= 0 or weight * TRUST_DENOMINATOR < total * TRUST_NUMERATOR:
             continue
         first = next(iter(signers.values()))
-        cand = TrustedSnapshot(first, weight, total, tuple(sorted(signers)))
-        if best is None or _rank(cand) > _rank(best):
-            best = cand
-    return best, refused
+        passing.append(TrustedSnapshot(first, weight, total, tuple(sorted(signers))))
+    return sorted(passing, key=_rank, reverse=True), refused
+
+
+def epoch_stake_problem(attesters: Iterable[bytes], weights: Mapping[bytes, int]) -> str | None:
+    """The epoch check (spec/join.md "Trust rule", step 2), run on a downloaded snapshot
+    before it is installed: ``weights`` is the LStake that weighs the votes of the
+    snapshot's own epoch as the snapshot's schedule book records it (what the node would
+    vote and schedule leaders by once it installs it). The claim's ``attesters`` must hold
+    >= 2/3 of it: attesters whose LStake the snapshot itself says has left them (LStake
+    held only in genesis, faded or forfeited) cannot certify it on their own. Returns
+    ``no-epoch-stake`` (the table is empty) or ``stale-attesters``, else None."""
+    w = {k: v for k, v in weights.items() if v > 0}
+    total = sum(w.values())
+    if total <= 0:
+        return "no-epoch-stake"
+    held = sum(w.get(i, 0) for i in set(attesters))
+    if held * TRUST_DENOMINATOR < total * TRUST_NUMERATOR:
+        return "stale-attesters"
+    return None
 
 
 def _rank(t: TrustedSnapshot) -> tuple[int, int, int]:

@@ -136,7 +136,10 @@ class ScheduleBook:
         (the block extends it), default the working fork."""
         if slot <= 0:
             return None
-        s = self.schedule(epoch_of(slot, self.spe), fork, extends=fork is not None)
+        # a block of ``slot`` extends the fork it is asked on, the working fork included: when
+        # that fork stopped short of the epoch's basis boundary (a whole epoch without a block,
+        # e.g. a loaded machine), its basis is the fork as it is, not "unknown" forever
+        s = self.schedule(epoch_of(slot, self.spe), fork, extends=True)
         return None if s is None else s[slot % self.spe]
 
     def _boundary(self, epoch: int) -> int:

@@ -7,8 +7,9 @@ replays only the slots above it.
 
 Prior art: agave gossips ``SnapshotHashes`` (slot, hash) signed by each validator and a
 joining node downloads only a snapshot whose hash its ``--known-validator`` set advertises
-(``validator/src/bootstrap.rs``); here the known set is the genesis LStake and the threshold
-is Tower BFT's 2/3.
+(``validator/src/bootstrap.rs``); here the known set is the genesis LStake, then, on the
+downloaded bytes, the LStake of the snapshot's own epoch (spec/join.md "Trust rule"); the
+threshold is Tower BFT's 2/3.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from ..core.join import (
     JoinProgress,
     TrustedSnapshot,
     attestation_signing_bytes,
-    choose_snapshot,
     chunk_hashes,
     chunk_problem,
+    epoch_stake_problem,
     join_phase_line,
+    ranked_snapshots,
 )
 from ..core.messages import Genesis
 from ..net.messages import (
@@ -71,6 +73,9 @@ CHUNKS_IN_FLIGHT_PER_PEER = 2
 MAX_CHUNK_TRIES = 6
 #: Seconds one chunk request may take.
 CHUNK_TIMEOUT_S = 10.0
+#: Claims (best first) a newcomer downloads before it gives up on snapshots: one failing the
+#: epoch check (spec/join.md "Trust rule", step 2) moves on to the next.
+MAX_CLAIMS_TRIED = 3
 #: Test-harness faults a serving node can be started with (hidden ``--snapshot-fault``).
 FAULTS = ("corrupt-chunk", "false-bank-hash")
 
@@ -247,6 +252,22 @@ def check_snapshot(raw: bytes, trusted: TrustedSnapshot, genesis: Genesis) -> An
     return snap
 
 
+def snapshot_epoch_weights(snap: Any, genesis: Genesis) -> dict[bytes, int]:
+    """The LStake that weighs the votes of the epoch of node snapshot ``snap``'s slot, as
+    the snapshot's own schedule book records it (spec/join.md "Trust rule", step 2): the
+    weights the node votes and schedules leaders by once it installs it (node/schedule.py;
+    genesis LStake for epochs 0 and 1); empty when the book cannot give them."""
+    from ..core.lstake import LStakeError, epoch_of
+    from .schedule import ScheduleBook
+
+    book = ScheduleBook.from_state(genesis, snap.schedule)
+    try:
+        w = book.vote_weights(epoch_of(snap.slot, genesis.epoch.slots_per_epoch), (), extends=True)
+    except LStakeError:
+        return {}
+    return dict(w or {})
+
+
 def install_snapshot(data_dir: Path, raw: bytes, slot: int) -> None:
     """Put the node snapshot in a new blockstore with its slot as the root: the validator's
     start (node/restore.py) restarts from it and repairs the slots above."""
@@ -323,18 +344,13 @@ async def sync_snapshot(bootstrap: Sequence[str], genesis: Genesis, data_dir: Pa
             async with trio.open_nursery() as nursery:
                 for addr in addrs[len(bootstrap):][:MAX_OFFER_PEERS]:
                     nursery.start_soon(ask, addr)
-        trusted, refused = choose_snapshot(offers, genesis_stakes(genesis), genesis.hash())
+        ranked, refused = ranked_snapshots(offers, genesis_stakes(genesis), genesis.hash())
         for k, v in refused.items():
             report.offers_refused[k] = report.offers_refused.get(k, 0) + v
-        if trusted is None:
+        if not ranked:
             report.note = (f"no snapshot attested by 2/3 of the genesis LStake among {len(offers)} offer(s) "
                            f"from {len(peers)} peer(s)")
             return report
-        a = trusted.attestation
-        trusted = TrustedSnapshot(a, trusted.attested_stake, trusted.total_stake,
-                                  tuple(i for i in trusted.servers if i in offered_by.get(a.snapshot_hash, set())))
-        report.slot, report.size = a.slot, a.size
-        report.attested_stake, report.total_stake = trusted.attested_stake, trusted.total_stake
         t0 = time.monotonic()
         last = {"t": 0.0}
 
@@ -345,19 +361,40 @@ async def sync_snapshot(bootstrap: Sequence[str], genesis: Genesis, data_dir: Pa
                 say(join_phase_line(JoinProgress("snapshot", bytes_done=done, bytes_total=total,
                                                  elapsed_ms=max(1, int((now - t0) * 1000)))))
 
-        async def fetch(server: bytes, index: int) -> bytes:
-            resp = await request(host, peers[server], SNAPSHOT_CHUNK,
-                                 SnapshotChunkRequest(nonce=rng.getrandbits(32), snapshot_hash=a.snapshot_hash,
-                                                      index=index), timeout=CHUNK_TIMEOUT_S)
-            if resp.index != index:
-                raise ReqRespError("bad-response", f"chunk {resp.index} for {index}")
-            return bytes(resp.data)
+        chosen: tuple[Attestation, bytes] | None = None
+        for claim in ranked[:MAX_CLAIMS_TRIED]:
+            a = claim.attestation
+            trusted = TrustedSnapshot(a, claim.attested_stake, claim.total_stake,
+                                      tuple(i for i in claim.servers if i in offered_by.get(a.snapshot_hash, set())))
+            report.slot, report.size = a.slot, a.size
+            report.attested_stake, report.total_stake = trusted.attested_stake, trusted.total_stake
 
-        say(f"join: snapshot slot {a.slot} bank {a.bank_hash.hex()[:16]} attested by "
-            f"{trusted.attested_stake}/{trusted.total_stake} LStake, {len(trusted.servers)} server(s)")
-        raw = await download(trusted, fetch, report, progress, rng)
-        check_snapshot(raw, trusted, genesis)
+            async def fetch(server: bytes, index: int, a: Attestation = a) -> bytes:
+                resp = await request(host, peers[server], SNAPSHOT_CHUNK,
+                                     SnapshotChunkRequest(nonce=rng.getrandbits(32), snapshot_hash=a.snapshot_hash,
+                                                          index=index), timeout=CHUNK_TIMEOUT_S)
+                if resp.index != index:
+                    raise ReqRespError("bad-response", f"chunk {resp.index} for {index}")
+                return bytes(resp.data)
+
+            say(f"join: snapshot slot {a.slot} bank {a.bank_hash.hex()[:16]} attested by "
+                f"{trusted.attested_stake}/{trusted.total_stake} LStake, {len(trusted.servers)} server(s)")
+            raw = await download(trusted, fetch, report, progress, rng)
+            snap = check_snapshot(raw, trusted, genesis)
+            why = epoch_stake_problem(claim.servers, snapshot_epoch_weights(snap, genesis))
+            if why is None:
+                chosen = (a, raw)
+                break
+            report.offers_refused[why] = report.offers_refused.get(why, 0) + 1
+            say(f"join: snapshot of slot {a.slot} refused ({why}): its attesters hold less than 2/3 of the "
+                "LStake its own epoch is weighed by")
         report.seconds = time.monotonic() - t0
+        if chosen is None:
+            report.slot = None
+            report.note = (f"no snapshot whose attesters hold 2/3 of both the genesis LStake and its own epoch's "
+                           f"LStake among {len(ranked)} claim(s)")
+            return report
+        a, raw = chosen
     install_snapshot(data_dir, raw, a.slot)
     return report
 

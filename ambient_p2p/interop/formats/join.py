@@ -183,6 +183,9 @@ def snapshot_cases() -> list[Case]:
         trust("forged-signature", "2 honest, 1 with a zeroed signature: not trusted", [*honest[:2], forged]),
         trust("outsider", "2 honest and one identity without genesis LStake: not trusted",
               [*honest[:2], _attest(keys[4], gh, 128, bank, raw, 1024)]),
+        trust("outsider-attests-too", "3 honest and an identity without genesis LStake on the same claim: "
+              "trusted by the 3; the outsider is listed among its attesters (it counts in the epoch check)",
+              [*honest[:3], _attest(keys[4], gh, 128, bank, raw, 1024)]),
         trust("weighted", "one identity holding 2/3 of the stake alone: trusted", honest[:1],
               {keys[0].pubkey.hex(): 200, keys[1].pubkey.hex(): 100}),
         chunk("ok", "chunk 1 of 3, the attested bytes", 1, raw[1024:2048]),

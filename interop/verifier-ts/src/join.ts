@@ -107,12 +107,13 @@ const trust: Handler = (input) => {
   const refused = new Map<string, bigint>();
   const claims = new Map<string, { first: Attestation; signers: Set<string> }>();
   for (const a of atts) {
-    let why = attestationProblem(a, genesisHash);
-    if (why === null && (stakes.get(hex(a.identity)) ?? 0n) <= 0n) why = "no-stake";
+    const why = attestationProblem(a, genesisHash);
     if (why !== null) {
       refused.set(why, (refused.get(why) ?? 0n) + 1n);
       continue;
     }
+    // no anchor LStake: counts nothing, but stays an attester of its claim (the epoch check)
+    if ((stakes.get(hex(a.identity)) ?? 0n) <= 0n) refused.set("no-stake", (refused.get("no-stake") ?? 0n) + 1n);
     const k = claimKey(a);
     const c = claims.get(k) ?? { first: a, signers: new Set<string>() };
     c.signers.add(hex(a.identity)); // each identity counts once per claim
@@ -121,8 +122,8 @@ const trust: Handler = (input) => {
   type Trusted = { a: Attestation; stake: bigint; servers: string[] };
   let best: Trusted | null = null;
   for (const { first, signers } of claims.values()) {
-    const stake = [...signers].reduce((x, id) => x + stakes.get(id)!, 0n);
-    if (total <= 0n || 3n * stake < 2n * total) continue;
+    const stake = [...signers].reduce((x, id) => x + ((v) => (v > 0n ? v : 0n))(stakes.get(id) ?? 0n), 0n);
+    if (total <= 0n || stake <= 0n || 3n * stake < 2n * total) continue;
     const cand: Trusted = { a: first, stake, servers: [...signers].sort() };
     // the highest slot wins; ties: more stake, then the smaller snapshot hash
     const better =
