@@ -383,6 +383,49 @@ def test_session_protocol_refusals_change_nothing(tiny: runner.LoadedModel) -> N
     run_trio(main, 120)
 
 
+def test_session_stream_carries_a_session_and_drops_on_frame_errors(tiny: runner.LoadedModel) -> None:
+    """``/ambient/stage-stream/1``: every frame of a session on one stream; an error response
+    (bad position) keeps the stream, an oversized frame is answered and ends it, and the
+    client then opens a fresh one."""
+    hidden = int(TINY4["hidden_size"])
+
+    async def main() -> None:
+        async with cluster(tiny, [(1, 3)]) as (eps, _s, servers, dh):
+            from libp2p.peer.id import ID
+
+            from ambient_p2p.net.host import parse_peer_multiaddr
+            from ambient_p2p.net.reqresp import STAGE_STREAM, SessionStream
+
+            await dh.connect(parse_peer_multiaddr(eps[0].addrs[0]))
+            peer, srv = ID.from_base58(eps[0].peer), servers[0]
+            await request(dh, peer, STAGE_OPEN, StageOpenRequest(
+                nonce=1, query=QUERY, model_id=tiny.model_id, start=1, end=3, prompt_len=2, max_positions=8,
+                temp_milli=0, sample_seed=bytes(32), prompt_hash=pol.tokens_hash([1, 2])))
+            ss = SessionStream(dh, peer, STAGE_STREAM)
+            fwd = StageForwardRequest(nonce=2, query=QUERY, pos=0, rows=2, hidden=bytes(4 * 2 * hidden))
+            assert (await ss.call(fwd)).rows == 2
+            first = ss.stream
+            with pytest.raises(ReqRespError) as ei:
+                await ss.call(replace(fwd, nonce=3, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert ei.value.code == "bad-position" and ss.stream is first  # kept
+            for i in range(3):
+                r = await ss.call(replace(fwd, nonce=4 + i, pos=2 + i, rows=1, hidden=bytes(4 * hidden)))
+                assert r.pos == 2 + i and r.nonce == 4 + i
+            assert ss.stream is first and srv.stats.frames == 4
+            # a frame over the protocol's limit: refused before its body is read, the stream ends
+            assert first is not None
+            await first.write(bytes([0x80, 0x80, 0x80, 0x80, 0x04]))  # uvarint 2**30: a 1 GiB frame
+            with pytest.raises(ReqRespError) as ei:
+                await ss.call(replace(fwd, nonce=9, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert ss.stream is None  # a broken stream is never reused
+            r = await ss.call(replace(fwd, nonce=10, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert r.pos == 5 and ss.stream is not None and ss.stream is not first
+            assert srv.stats.frames == 5 and srv.sessions[next(iter(srv.sessions))].pos == 6
+            await ss.aclose()
+
+    run_trio(main, 120)
+
+
 def test_plan_route_prefers_throughput_and_reports_gaps() -> None:
     fast = [StageEndpoint("A", (), 0, 15, 50.0), StageEndpoint("B", (), 15, 30, 50.0)]
     slow = [StageEndpoint("C", (), 0, 30, 10.0)]

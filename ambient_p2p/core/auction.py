@@ -111,6 +111,9 @@ accounts, signer, writability, account existence, status, role, window, values::
     auction-dispute-open          35  a second challenge while one is open; release during one
     auction-no-dispute            36  a ruling without an open jury dispute
     auction-window-open           37  release of a held bond inside the challenge window
+    auction-bad-route             38  post_route: stages that do not tile the layers or
+                                      whose commitments do not verify for this query
+    auction-route-exists          39  a second post_route for the same query
 
 Pure: no I/O, no clock; the bank passes its slot and a view of its accounts.
 """

@@ -885,7 +885,7 @@ class RouteChain(PoolChain):
 
 def route_cases(out: list[Case]) -> None:
     def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
-        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=True), desc, "input.json"))
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=handler in POOL_HANDLERS), desc, "input.json"))
 
     weights = {v.pubkey: 10 * (i + 1) for i, v in enumerate(VALIDATORS[:6])}
     c = RouteChain(n_validators=6, lstake=weights)
