@@ -488,3 +488,62 @@ def test_bench_shard_rejects_bad_arguments_in_one_line(argv: list[str], capsys: 
     assert main(["bench", "shard", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_route_served_answer_settles_with_each_stage_paid_its_share(tiny: runner.LoadedModel) -> None:
+    """End to end below the node: a won query's answer generated through three stage
+    servers (real hosts, real stage commitments signed by the stage keys over the query id),
+    posted as the miner posts it (post_result, then post_route with the route's commitments),
+    accepted by two drawn validators and settled on a real bank: the clearing price x tokens
+    is split over the stages by layers x tokens to the lamport, and each stage is credited its
+    share of the tokens as LStake work."""
+    from ambient_p2p.core import auction as A
+    from ambient_p2p.core import auction_tx as T
+    from ambient_p2p.core import logit_pool as L
+    from ambient_p2p.core.bank import pool_view
+    from ambient_p2p.interop.formats import auction as F
+
+    prompt = [7, 8, 9, 10, 11, 12]
+    c = F.RouteChain.__new__(F.RouteChain)
+    F.Chain.__init__(c, {k.pubkey: F.FUNDS for k in [F.REQUESTER, F.OUTSIDER, *F.MINERS, *F.VALIDATORS]})
+    c.lstake, c.miner = {}, F.MINERS[0]
+    c.register(F.MINERS[0], F.MINERS[1])
+    c.qid = c.request(F.request_params(model_id=tiny.model_id, prompt_hash=pol.tokens_hash(prompt), prompt_tokens=6,
+                                       max_output_tokens=10, temp_milli=0))
+    c.commit_bids(c.qid, [(F.MINERS[0], 500), (F.MINERS[1], 700)])
+    c.reveal_bids(c.qid, [(F.MINERS[0], 500), (F.MINERS[1], 700)])
+    c.close(c.qid)
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with cluster(tiny, [(0, 1), (1, 3), (3, 4)]) as (eps, _scopes, _servers, dh):
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            got["proof"], got["ans"] = await prove_through_route(d, c.miner, c.qid, prompt, 10,
+                                                                 sample_seed=c.query(c.qid).sample_seed)
+
+    run_trio(main, 120)
+    proof, ans = got["proof"], got["ans"]
+    assert ans.output == runner.generate(tiny, prompt, 10).output
+    pc = proof.commitment
+    c.ok(T.post_result_transaction(c.miner, c.qid, A.ResultParams(pc.output_hash, pc.num_tokens, pc.tier, pc.top_k,
+                                                                  pc.vocab, pc.root, pc.signature), c.blockhash))
+    c.ok(T.post_route_transaction(c.miner, c.qid, ans.commitments, c.blockhash))
+    c.proof = proof
+    for v in F.VALIDATORS[:5]:
+        c.bank.last_votes[v.pubkey] = c.bank.slot - 1
+    c.bank.last_votes[c.miner.pubkey] = c.bank.slot - 1
+    c.start_total = c.total()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    draw = c.draw()
+    assert draw is not None
+    c.ok(c.verdict_tx(c.kp(draw.validators[0]), True), c.verdict_tx(c.kp(draw.validators[1]), True))
+    stage_keys = [Keypair.deterministic("stage", i).pubkey for i in range(3)]
+    before = [c.bank.balance(k) for k in stage_keys]
+    c.ok(c.settle_tx())
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
+    assert [c.bank.balance(k) - b for k, b in zip(stage_keys, before, strict=True)] == [1_750, 3_500, 1_750]
+    # 10 tokens x (1, 2, 1) layers: 2.5, 5, 2.5 -> the leftover token to the earlier of the tied stages
+    assert [c.bank.work_account(k).tokens_served for k in stage_keys] == [3, 5, 2]  # type: ignore[union-attr]
+    assert c.total() == c.start_total
+    assert sh.load_route(pool_view(c.bank), c.qid) is not None

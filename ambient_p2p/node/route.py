@@ -86,6 +86,21 @@ class StageEndpoint:
         return compute + self.rtt_ms
 
 
+def parse_stage_spec(spec: str) -> StageEndpoint:
+    """``A:B@MULTIADDR`` (the multiaddr ends in ``/p2p/PEER``): a stage server given by
+    configuration (a miner's ``--route``). Raises ValueError with a one-line reason."""
+    rng, sep, addr = spec.partition("@")
+    if not sep or "/p2p/" not in addr:
+        raise ValueError(f"{spec!r}: want A:B@/ip4/HOST/tcp/PORT/p2p/PEER")
+    try:
+        a, b = (int(x) for x in rng.split(":"))
+    except ValueError:
+        raise ValueError(f"{spec!r}: the layer range must be A:B") from None
+    if not 0 <= a < b <= sh.MAX_MODEL_LAYERS:
+        raise ValueError(f"{spec!r}: need 0 <= A < B <= {sh.MAX_MODEL_LAYERS}")
+    return StageEndpoint(peer=addr.rsplit("/p2p/", 1)[1], addrs=(addr,), start=a, end=b)
+
+
 def plan_route(servers: Sequence[StageEndpoint], total_layers: int, *,
                exclude: frozenset[str] = frozenset()) -> list[StageEndpoint]:
     """Cheapest chain of servers whose ranges tile ``0:total_layers`` (a shortest path over
