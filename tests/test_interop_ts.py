@@ -34,6 +34,7 @@ IMPLEMENTED = {
     "auction/commit_bid",
     "auction/expire",
     "auction/post_result",
+    "auction/post_route",
     "auction/register_miner",
     "auction/request",
     "auction/reveal_bid",

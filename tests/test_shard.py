@@ -383,6 +383,49 @@ def test_session_protocol_refusals_change_nothing(tiny: runner.LoadedModel) -> N
     run_trio(main, 120)
 
 
+def test_session_stream_carries_a_session_and_drops_on_frame_errors(tiny: runner.LoadedModel) -> None:
+    """``/ambient/stage-stream/1``: every frame of a session on one stream; an error response
+    (bad position) keeps the stream, an oversized frame is answered and ends it, and the
+    client then opens a fresh one."""
+    hidden = int(TINY4["hidden_size"])
+
+    async def main() -> None:
+        async with cluster(tiny, [(1, 3)]) as (eps, _s, servers, dh):
+            from libp2p.peer.id import ID
+
+            from ambient_p2p.net.host import parse_peer_multiaddr
+            from ambient_p2p.net.reqresp import STAGE_STREAM, SessionStream
+
+            await dh.connect(parse_peer_multiaddr(eps[0].addrs[0]))
+            peer, srv = ID.from_base58(eps[0].peer), servers[0]
+            await request(dh, peer, STAGE_OPEN, StageOpenRequest(
+                nonce=1, query=QUERY, model_id=tiny.model_id, start=1, end=3, prompt_len=2, max_positions=8,
+                temp_milli=0, sample_seed=bytes(32), prompt_hash=pol.tokens_hash([1, 2])))
+            ss = SessionStream(dh, peer, STAGE_STREAM)
+            fwd = StageForwardRequest(nonce=2, query=QUERY, pos=0, rows=2, hidden=bytes(4 * 2 * hidden))
+            assert (await ss.call(fwd)).rows == 2
+            first = ss.stream
+            with pytest.raises(ReqRespError) as ei:
+                await ss.call(replace(fwd, nonce=3, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert ei.value.code == "bad-position" and ss.stream is first  # kept
+            for i in range(3):
+                r = await ss.call(replace(fwd, nonce=4 + i, pos=2 + i, rows=1, hidden=bytes(4 * hidden)))
+                assert r.pos == 2 + i and r.nonce == 4 + i
+            assert ss.stream is first and srv.stats.frames == 4
+            # a frame over the protocol's limit: refused before its body is read, the stream ends
+            assert first is not None
+            await first.write(bytes([0x80, 0x80, 0x80, 0x80, 0x04]))  # uvarint 2**30: a 1 GiB frame
+            with pytest.raises(ReqRespError) as ei:
+                await ss.call(replace(fwd, nonce=9, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert ss.stream is None  # a broken stream is never reused
+            r = await ss.call(replace(fwd, nonce=10, pos=5, rows=1, hidden=bytes(4 * hidden)))
+            assert r.pos == 5 and ss.stream is not None and ss.stream is not first
+            assert srv.stats.frames == 5 and srv.sessions[next(iter(srv.sessions))].pos == 6
+            await ss.aclose()
+
+    run_trio(main, 120)
+
+
 def test_plan_route_prefers_throughput_and_reports_gaps() -> None:
     fast = [StageEndpoint("A", (), 0, 15, 50.0), StageEndpoint("B", (), 15, 30, 50.0)]
     slow = [StageEndpoint("C", (), 0, 30, 10.0)]
@@ -445,3 +488,62 @@ def test_bench_shard_rejects_bad_arguments_in_one_line(argv: list[str], capsys: 
     assert main(["bench", "shard", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_route_served_answer_settles_with_each_stage_paid_its_share(tiny: runner.LoadedModel) -> None:
+    """End to end below the node: a won query's answer generated through three stage
+    servers (real hosts, real stage commitments signed by the stage keys over the query id),
+    posted as the miner posts it (post_result, then post_route with the route's commitments),
+    accepted by two drawn validators and settled on a real bank: the clearing price x tokens
+    is split over the stages by layers x tokens to the lamport, and each stage is credited its
+    share of the tokens as LStake work."""
+    from ambient_p2p.core import auction as A
+    from ambient_p2p.core import auction_tx as T
+    from ambient_p2p.core import logit_pool as L
+    from ambient_p2p.core.bank import pool_view
+    from ambient_p2p.interop.formats import auction as F
+
+    prompt = [7, 8, 9, 10, 11, 12]
+    c = F.RouteChain.__new__(F.RouteChain)
+    F.Chain.__init__(c, {k.pubkey: F.FUNDS for k in [F.REQUESTER, F.OUTSIDER, *F.MINERS, *F.VALIDATORS]})
+    c.lstake, c.miner = {}, F.MINERS[0]
+    c.register(F.MINERS[0], F.MINERS[1])
+    c.qid = c.request(F.request_params(model_id=tiny.model_id, prompt_hash=pol.tokens_hash(prompt), prompt_tokens=6,
+                                       max_output_tokens=10, temp_milli=0))
+    c.commit_bids(c.qid, [(F.MINERS[0], 500), (F.MINERS[1], 700)])
+    c.reveal_bids(c.qid, [(F.MINERS[0], 500), (F.MINERS[1], 700)])
+    c.close(c.qid)
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with cluster(tiny, [(0, 1), (1, 3), (3, 4)]) as (eps, _scopes, _servers, dh):
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            got["proof"], got["ans"] = await prove_through_route(d, c.miner, c.qid, prompt, 10,
+                                                                 sample_seed=c.query(c.qid).sample_seed)
+
+    run_trio(main, 120)
+    proof, ans = got["proof"], got["ans"]
+    assert ans.output == runner.generate(tiny, prompt, 10).output
+    pc = proof.commitment
+    c.ok(T.post_result_transaction(c.miner, c.qid, A.ResultParams(pc.output_hash, pc.num_tokens, pc.tier, pc.top_k,
+                                                                  pc.vocab, pc.root, pc.signature), c.blockhash))
+    c.ok(T.post_route_transaction(c.miner, c.qid, ans.commitments, c.blockhash))
+    c.proof = proof
+    for v in F.VALIDATORS[:5]:
+        c.bank.last_votes[v.pubkey] = c.bank.slot - 1
+    c.bank.last_votes[c.miner.pubkey] = c.bank.slot - 1
+    c.start_total = c.total()
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    draw = c.draw()
+    assert draw is not None
+    c.ok(c.verdict_tx(c.kp(draw.validators[0]), True), c.verdict_tx(c.kp(draw.validators[1]), True))
+    stage_keys = [Keypair.deterministic("stage", i).pubkey for i in range(3)]
+    before = [c.bank.balance(k) for k in stage_keys]
+    c.ok(c.settle_tx())
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
+    assert [c.bank.balance(k) - b for k, b in zip(stage_keys, before, strict=True)] == [1_750, 3_500, 1_750]
+    # 10 tokens x (1, 2, 1) layers: 2.5, 5, 2.5 -> the leftover token to the earlier of the tied stages
+    assert [c.bank.work_account(k).tokens_served for k in stage_keys] == [3, 5, 2]  # type: ignore[union-attr]
+    assert c.total() == c.start_total
+    assert sh.load_route(pool_view(c.bank), c.qid) is not None

@@ -78,6 +78,10 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                         "ambient_p2p/node/miner.py)")
     p.add_argument("--miner-threads", type=int, default=None, metavar="N",
                    help="miner: torch CPU threads for the model (default 1)")
+    p.add_argument("--route", action="append", default=None, metavar="A:B@MULTIADDR",
+                   help="miner: serve won queries through stage servers (sharded inference, spec/shard.md), one "
+                        "flag per server, e.g. 0:15@/ip4/127.0.0.1/tcp/4001/p2p/PEER; the stages are paid their "
+                        "layers x tokens share at settlement")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
                         "time, shreds go out during the slot); instant: the whole slot is computed when the "
@@ -572,7 +576,17 @@ def _check_miner_args(args: argparse.Namespace) -> None:
     if not args.miner:
         if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
             raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
+        if getattr(args, "route", None):
+            raise UserError("--route needs --miner")
         return
+    if getattr(args, "route", None):
+        from ..node.route import parse_stage_spec
+
+        try:
+            for spec in args.route:
+                parse_stage_spec(spec)
+        except ValueError as exc:
+            raise UserError(f"--route: {exc}") from None
     if args.miner_fault is not None:
         from ..devnet.miner_faults import FAULTS
 
@@ -726,7 +740,7 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
     if not args.miner:
         return RoleNode(validator, pool=pool)
     opts = MinerOptions(price_per_token=args.miner_price or DEFAULT_PRICE_PER_TOKEN,
-                        threads=args.miner_threads or DEFAULT_MODEL_THREADS)
+                        threads=args.miner_threads or DEFAULT_MODEL_THREADS, route=tuple(args.route or ()))
     if args.miner_fault is not None:  # test harness (hidden flag)
         from ..devnet.miner_faults import faulty_miner
 

@@ -111,6 +111,9 @@ accounts, signer, writability, account existence, status, role, window, values::
     auction-dispute-open          35  a second challenge while one is open; release during one
     auction-no-dispute            36  a ruling without an open jury dispute
     auction-window-open           37  release of a held bond inside the challenge window
+    auction-bad-route             38  post_route: stages that do not tile the layers or
+                                      whose commitments do not verify for this query
+    auction-route-exists          39  a second post_route for the same query
 
 Pure: no I/O, no clock; the bank passes its slot and a view of its accounts.
 """
@@ -130,7 +133,7 @@ from .messages import verify_message
 from .pol import MAX_OUTPUT_TOKENS, MAX_PROMPT_TOKENS, MAX_TEMPERATURE_MILLI, TIERS, PolCommitment
 
 if TYPE_CHECKING:
-    from . import logit_pool
+    from . import logit_pool, shard
 
 # ---------------------------------------------------------------------------------------
 # Constants (spec/auction.md "Constants")
@@ -215,6 +218,8 @@ class Instr(IntEnum):
     CHALLENGE = 9
     RULING = 10
     CLOSE = 11
+    #: the route of a sharded answer, for settle's payment split (core/shard.py, spec/shard.md "Payment")
+    POST_ROUTE = 12
 
 
 class Kind(IntEnum):
@@ -229,6 +234,8 @@ class Kind(IntEnum):
     DISPUTE = 6
     #: the Logit Pool's dynamic difficulty: the epoch's knobs and observation (core/logit_pool.py)
     DIFFICULTY = 7
+    #: the stages of a sharded answer (core/shard.py ``RouteAccount``, spec/shard.md "Payment")
+    ROUTE = 8
 
 
 class QueryStatus(IntEnum):
@@ -273,6 +280,7 @@ QUERY_TRANSITIONS: frozenset[tuple[Instr, QueryStatus | None, QueryStatus]] = fr
     (Instr.RULING, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_VERIFIED),
     (Instr.CLOSE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_VERIFIED),  # dismissed/lapsed/released
     (Instr.CLOSE, QueryStatus.FINALIZED_VERIFIED, QueryStatus.FINALIZED_REJECTED),  # fraud upheld
+    (Instr.POST_ROUTE, QueryStatus.RESULT_POSTED, QueryStatus.RESULT_POSTED),  # a sharded answer's route
 })
 BID_TRANSITIONS: frozenset[tuple[Instr, BidStatus | None, BidStatus]] = frozenset({
     (Instr.COMMIT_BID, None, BidStatus.COMMITTED),
@@ -308,6 +316,8 @@ AUCTION_ERRORS: dict[str, int] = {
         # retrospective slashing (core/logit_pool.py)
         "auction-challenge-closed", "auction-bad-challenger", "auction-dispute-open", "auction-no-dispute",
         "auction-window-open",
+        # sharded answers (core/shard.py post_route)
+        "auction-bad-route", "auction-route-exists",
     ), start=1)
 }
 
@@ -567,6 +577,12 @@ def instruction_tag(data: bytes) -> Instr:
         raise AuctionError("auction-bad-data", f"unknown instruction tag {tag}") from None
     if ins in (Instr.VERDICT, Instr.CHALLENGE):  # variable: the evidence follows (core/logit_pool.py)
         return ins
+    if ins == Instr.POST_ROUTE:  # variable: the stages follow (core/shard.py)
+        from .shard import post_route_size
+
+        if len(data) != post_route_size(data):
+            raise AuctionError("auction-bad-data", f"post_route data is {post_route_size(data)} bytes, got {len(data)}")
+        return ins
     size = {Instr.SETTLE: _TAG.size, Instr.CLOSE: _TAG.size, Instr.RULING: _TAG.size + 1}.get(ins) or _FIXED[ins].size
     if len(data) != size:
         raise AuctionError("auction-bad-data", f"{ins.name.lower()} data is {size} bytes, got {len(data)}")
@@ -657,6 +673,11 @@ def process_instruction(view: AccountsView, slot: int, accounts: Sequence[IxAcco
 
         pool_view = cast("logit_pool.PoolView", view)
         logit_pool.HANDLERS[ins](pool_view, slot, accounts, data)
+        return ins
+    if ins == Instr.POST_ROUTE:
+        from . import shard
+
+        shard.post_route(view, slot, accounts, data)
         return ins
     _HANDLERS[ins](view, slot, accounts, data)
     return ins
@@ -895,10 +916,14 @@ _HANDLERS = {
 def decode_account(
         data: bytes,
 ) -> (QueryAccount | BidAccount | MinerAccount | logit_pool.PoolAccount | logit_pool.DisputeAccount
-      | logit_pool.DifficultyAccount):
+      | logit_pool.DifficultyAccount | shard.RouteAccount):
     """Any auction account by its kind byte (raises ValueError)."""
     if not data:
         raise ValueError("empty account")
+    if data[0] == Kind.ROUTE:
+        from .shard import RouteAccount
+
+        return RouteAccount.unpack(data)
     if data[0] in (Kind.POOL, Kind.DISPUTE, Kind.DIFFICULTY):
         from . import logit_pool
 

@@ -10,6 +10,7 @@ brute-forced).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .auction import (
     AUCTION_PROGRAM_ID,
@@ -32,6 +33,9 @@ from .auction import (
 from .crypto import ZERO_SIGNATURE, Keypair
 from .messages import sign_message
 from .pol import PolOpening
+
+if TYPE_CHECKING:  # sharded answers (core/shard.py)
+    from .shard import RouteAccount, StageCommitment
 
 #: (pubkey, is_signer, is_writable)
 Meta = tuple[bytes, bool, bool]
@@ -91,6 +95,15 @@ def post_result_transaction(winner: Keypair, query: bytes, result: ResultParams,
     return auction_transaction([winner], metas, post_result_data(result), recent_blockhash)
 
 
+def post_route_transaction(winner: Keypair, query: bytes, stages: Sequence[StageCommitment],
+                           recent_blockhash: bytes) -> bytes:
+    """The route of a sharded answer (core/shard.py ``post_route``), after its result."""
+    from .shard import post_route_data, route_address
+
+    metas: list[Meta] = [(winner.pubkey, True, True), (query, False, False), (route_address(query), False, True)]
+    return auction_transaction([winner], metas, post_route_data(stages), recent_blockhash)
+
+
 def expire_transaction(payer: Keypair, query: bytes, requester: bytes, winner: bytes, recent_blockhash: bytes) -> bytes:
     metas: list[Meta] = [(query, False, True), (requester, False, True), (INCINERATOR_ID, False, True),
                          (bid_address(query, winner), False, True)]
@@ -122,15 +135,21 @@ def verdict_transaction(validator: Keypair, query: bytes, accept: bool, evidence
 
 
 def settle_transaction(payer: Keypair, query: QueryAccount, query_id: bytes, drawn: Sequence[bytes],
-                       recent_blockhash: bytes) -> bytes:
+                       recent_blockhash: bytes, route: RouteAccount | None = None) -> bytes:
     """Settle (or extend the draw of) a posted result; ``drawn`` = every validator drawn so
-    far, in draw order (the pool account's list, or the round-0 draw when none exists)."""
+    far, in draw order (the pool account's list, or the round-0 draw when none exists);
+    ``route`` = the posted route of a sharded answer (core/shard.py ``load_route``): its
+    account and stage keys follow the validators."""
     from .logit_pool import difficulty_address, pool_address, settle_data
 
     metas: list[Meta] = [(query_id, False, True), (pool_address(query_id), False, True),
                          (query.requester, False, True), (query.winner, False, True),
                          (bid_address(query_id, query.winner), False, True), (INCINERATOR_ID, False, True),
                          (difficulty_address(), False, True), *((v, False, True) for v in drawn)]
+    if route is not None:
+        from .shard import route_address
+
+        metas += [(route_address(query_id), False, True), *((k, False, True) for k in route.payees())]
     return auction_transaction([payer], metas, settle_data(), recent_blockhash)
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from . import crypto
+from . import crypto, shard
 from .auction import (
     INCINERATOR_ID,
     AccountsView,
@@ -426,7 +426,6 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
 def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
     _need(accs, 7, "settle", exact=False)
     qacct, pacct, requester, winner, bacct, incin, dacct = accs[:7]
-    listed = accs[7:]
     _writable(*accs)
     _expect(pacct, pool_address(qacct.key), "pool")
     _expect(dacct, difficulty_address(), "difficulty")
@@ -437,9 +436,11 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
     _expect(incin, INCINERATOR_ID, "incinerator")
     pool = _open_pool(view, q, qacct.key, pacct.key)
+    listed, extra = accs[7 : 7 + len(pool.validators)], accs[7 + len(pool.validators) :]
     if [a.key for a in listed] != list(pool.validators):
         raise AuctionError("auction-bad-accounts", f"settle lists the {len(pool.validators)} drawn validators "
                            "in draw order")
+    route = shard.settle_route(view, qacct.key, extra)  # a sharded answer: its stages are paid (spec/shard.md)
     accepts, rejects = pool.count(ACCEPT), pool.count(REJECT)
     decided = accepts >= pool.quorum or rejects >= pool.quorum
     if not decided and slot < pool.verify_end_slot:
@@ -485,7 +486,10 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
             escrow_left -= each
     if verified:  # the bond stays in the bid account until the challenge window closes
         pay = q.clearing_price * q.num_tokens
-        _move(view, qacct.key, q.winner, pay)
+        if route is None:
+            _move(view, qacct.key, q.winner, pay)
+        else:
+            shard.pay_route(view, qacct.key, route, pay, q.num_tokens)
         _move(view, qacct.key, q.requester, escrow_left - pay)
         view.set_auction_data(bacct.key, replace(bid, status=BidStatus.HELD).pack())
         status = QueryStatus.FINALIZED_VERIFIED
@@ -501,8 +505,10 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         status = QueryStatus.FINALIZED_REJECTED
     view.set_auction_data(qacct.key, replace(q, status=status, escrow_lamports=0).pack())
     view.set_auction_data(pacct.key, replace(pool, settled_slot=slot).pack())
-    if verified:
+    if verified and route is None:
         view.credit_work(q.winner, tokens_served=q.num_tokens)
+    elif verified and route is not None:
+        shard.credit_route(view, route, q.num_tokens)
     if not verified:
         view.slash_work(q.winner, "result-rejected")
     for v in counted:

@@ -37,8 +37,10 @@ Pure and sans-IO: numpy only.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,6 +49,10 @@ from .codec import Bytes, List, Rec, UInt, encode, fld, message
 from .merkle import MerkleProof, merkle_proof, merkle_root, proof_depth, verify_proof
 from .messages import sign_message, verify_message
 from .pol import MAX_MERKLE_DEPTH, MAX_OUTPUT_TOKENS, Tier
+
+if TYPE_CHECKING:  # the settlement hooks run inside the auction program (core/auction.py)
+    from .auction import AccountsView, IxAccount
+    from .logit_pool import PoolView
 
 # ---------------------------------------------------------------------------------------
 # Constants (spec/shard.md "Constants")
@@ -364,3 +370,200 @@ def split_payment(total: int, work: Sequence[tuple[int, int]]) -> list[int]:
     for i in sorted(range(len(w)), key=lambda i: (-rem[i], i))[:left]:
         base[i] += 1
     return base
+
+
+# ---------------------------------------------------------------------------------------
+# Settlement of a sharded answer (spec/shard.md "Payment"): the route account
+# ---------------------------------------------------------------------------------------
+#: Most stages a settled route may name (the route account must stay within the largest
+#: auction account kind, which bounds snapshot records: ledger/meta.py).
+MAX_SETTLED_ROUTE_STAGES = 8
+#: Seed of the route account PDA ``["route", query]`` (auction program).
+ROUTE_SEED = b"route"
+#: Byte 0 of a route account (core/auction.py ``Kind.ROUTE``).
+ROUTE_ACCOUNT_KIND = 8
+#: Instruction tag of post_route (core/auction.py ``Instr.POST_ROUTE``).
+POST_ROUTE_TAG = 12
+
+_ROUTE_HEAD = struct.Struct("<BB")  # kind, stage count
+_ROUTE_STAGE = struct.Struct("<32sHHB32s")  # stage key, start, end, tier, root
+_ROUTE_IX_HEAD = struct.Struct("<IB")  # tag, stage count
+_ROUTE_IX_STAGE = struct.Struct("<32sHHB32s64s")  # ... and the stage's commitment signature
+#: The largest route account (2 + 8 x 69 = 554 bytes, under the 1,368-byte dispute account).
+MAX_ROUTE_ACCOUNT_BYTES = _ROUTE_HEAD.size + MAX_SETTLED_ROUTE_STAGES * _ROUTE_STAGE.size
+
+
+@dataclass(frozen=True)
+class RouteStage:
+    """One stage of a settled route: its identity (paid, credited LStake work), its layer
+    range, tier and the Merkle root it signed."""
+
+    stage: bytes
+    start: int
+    end: int
+    tier: int
+    root: bytes
+
+
+@dataclass(frozen=True)
+class RouteAccount:
+    """The route a sharded answer was served by (PDA ``["route", query]``), written by the
+    winner's ``post_route`` after ``post_result`` and read by ``settle``."""
+
+    stages: tuple[RouteStage, ...]
+
+    def pack(self) -> bytes:
+        return _ROUTE_HEAD.pack(ROUTE_ACCOUNT_KIND, len(self.stages)) + b"".join(
+            _ROUTE_STAGE.pack(s.stage, s.start, s.end, s.tier, s.root) for s in self.stages)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> RouteAccount:
+        if len(data) < _ROUTE_HEAD.size or data[0] != ROUTE_ACCOUNT_KIND:
+            raise ValueError("not a route account")
+        _, n = _ROUTE_HEAD.unpack_from(data)
+        if not 1 <= n <= MAX_SETTLED_ROUTE_STAGES or len(data) != _ROUTE_HEAD.size + n * _ROUTE_STAGE.size:
+            raise ValueError("route account of a wrong size")
+        return cls(tuple(RouteStage(*_ROUTE_STAGE.unpack_from(data, _ROUTE_HEAD.size + i * _ROUTE_STAGE.size))
+                         for i in range(n)))
+
+    def work(self, num_tokens: int) -> list[tuple[int, int]]:
+        """Each stage's ``(layers, tokens)``: every stage of a route ran every token."""
+        return [(s.end - s.start, num_tokens) for s in self.stages]
+
+    def payees(self) -> list[bytes]:
+        """The distinct stage keys in route order (the accounts ``settle`` lists)."""
+        return list(dict.fromkeys(s.stage for s in self.stages))
+
+
+def route_address(query: bytes) -> bytes:
+    """The route account of a query: PDA of ``["route", query]`` under the auction program."""
+    from solders.pubkey import Pubkey
+
+    from .auction import AUCTION_PROGRAM_ID
+
+    addr, _bump = Pubkey.find_program_address([ROUTE_SEED, bytes(query)], Pubkey(AUCTION_PROGRAM_ID))
+    return bytes(addr)
+
+
+def post_route_data(cmts: Sequence[StageCommitment]) -> bytes:
+    """``post_route`` instruction data: tag u32, count u8, then per stage (layer order)
+    key, start u16, end u16, tier u8, root, signature."""
+    if not 1 <= len(cmts) <= MAX_SETTLED_ROUTE_STAGES:
+        raise ValueError(f"a settled route has 1..{MAX_SETTLED_ROUTE_STAGES} stages")
+    return _ROUTE_IX_HEAD.pack(POST_ROUTE_TAG, len(cmts)) + b"".join(
+        _ROUTE_IX_STAGE.pack(c.stage, c.start, c.end, c.tier, c.root, c.signature) for c in cmts)
+
+
+def post_route_size(data: bytes) -> int:
+    """The exact size ``data`` must have, from its count byte (0 when it has none)."""
+    if len(data) < _ROUTE_IX_HEAD.size:
+        return _ROUTE_IX_HEAD.size
+    _, n = _ROUTE_IX_HEAD.unpack_from(data)
+    return _ROUTE_IX_HEAD.size + n * _ROUTE_IX_STAGE.size
+
+
+def route_error(q_model_id: bytes, q_prompt_hash: bytes, q_num_tokens: int, query: bytes,
+                cmts: Sequence[StageCommitment]) -> str | None:
+    """Why the stage commitments of a posted route do not settle ``query``'s result, or
+    None: 1..MAX_SETTLED_ROUTE_STAGES stages tiling ``0:total`` in order, each signed by
+    its stage over this query, model, prompt and token count."""
+    if not 1 <= len(cmts) <= MAX_SETTLED_ROUTE_STAGES:
+        return f"a settled route has 1..{MAX_SETTLED_ROUTE_STAGES} stages"
+    total = cmts[-1].end
+    at = 0
+    for k, c in enumerate(cmts):
+        if c.start != at or c.total != total:
+            return f"stage {k} ({c.start}:{c.end} of {c.total}) does not continue the route at layer {at}"
+        if (c.query, c.model_id, c.prompt_hash, c.num_tokens) != (query, q_model_id, q_prompt_hash, q_num_tokens):
+            return f"stage {k} committed to another query, model, prompt or token count"
+        if c.tier not in {int(t) for t in Tier}:
+            return f"stage {k} names unknown tier {c.tier}"
+        if not verify_stage_commitment(c):
+            return f"stage {k}'s commitment signature does not verify"
+        at = c.end
+    return None
+
+
+def decode_post_route(data: bytes, *, query: bytes, model_id: bytes, prompt_hash: bytes,
+                      num_tokens: int) -> list[StageCommitment]:
+    """The stage commitments a ``post_route`` instruction stands for (the query's fields
+    fill what the data does not carry). Raises ValueError."""
+    if len(data) != post_route_size(data):
+        raise ValueError("post_route data of a wrong size")
+    _, n = _ROUTE_IX_HEAD.unpack_from(data)
+    out = []
+    for i in range(n):
+        key, start, end, tier, root, sig = _ROUTE_IX_STAGE.unpack_from(data, _ROUTE_IX_HEAD.size
+                                                                       + i * _ROUTE_IX_STAGE.size)
+        total = _ROUTE_IX_STAGE.unpack_from(data, _ROUTE_IX_HEAD.size + (n - 1) * _ROUTE_IX_STAGE.size)[2]
+        out.append(StageCommitment(query=query, model_id=model_id, start=start, end=end, total=total, tier=tier,
+                                   prompt_hash=prompt_hash, num_tokens=num_tokens, root=root, stage=key,
+                                   signature=sig))
+    return out
+
+
+def post_route(view: AccountsView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
+    """``post_route`` (auction tag 12): the winner of a query whose result is posted names
+    the route that served it (accounts: winner signer, query, route account PDA). Each
+    stage's signed commitment over this query must verify; one route per query."""
+    from . import auction as au
+
+    au._need(accs, 3, "post_route")
+    winner, qacct, racct = accs
+    au._signer(winner, "winner")
+    au._writable(racct)
+    q = au._load_query(view, qacct.key)
+    au._status(q, au.QueryStatus.RESULT_POSTED)
+    if winner.key != q.winner:
+        raise au.AuctionError("auction-not-winner", f"only {crypto.encode_address(q.winner)} may post the route")
+    au._expect(racct, route_address(qacct.key), "route")
+    if view.auction_data(racct.key) is not None:
+        raise au.AuctionError("auction-route-exists", "this query's route is already posted")
+    try:
+        cmts = decode_post_route(data, query=qacct.key, model_id=q.model_id, prompt_hash=q.prompt_hash,
+                                 num_tokens=q.num_tokens)
+    except ValueError as exc:
+        raise au.AuctionError("auction-bad-route", str(exc)) from None
+    err = route_error(q.model_id, q.prompt_hash, q.num_tokens, qacct.key, cmts)
+    if err is not None:
+        raise au.AuctionError("auction-bad-route", err)
+    view.set_auction_data(racct.key, RouteAccount(tuple(RouteStage(c.stage, c.start, c.end, c.tier, c.root)
+                                                        for c in cmts)).pack())
+
+
+def load_route(view: AccountsView, query: bytes) -> RouteAccount | None:
+    """The posted route of ``query`` (None: an unsharded answer)."""
+    data = view.auction_data(route_address(query))
+    return None if data is None else RouteAccount.unpack(data)
+
+
+def settle_route(view: AccountsView, query: bytes, extra: Sequence[IxAccount]) -> RouteAccount | None:
+    """``settle``'s check of the accounts it lists after the drawn validators: none for an
+    unsharded answer; the route account, then :meth:`RouteAccount.payees`, for a sharded
+    one. Raises ``auction-bad-accounts``."""
+    from .auction import AuctionError
+
+    route = load_route(view, query)
+    want = [] if route is None else [route_address(query), *route.payees()]
+    if [a.key for a in extra] != want:
+        raise AuctionError("auction-bad-accounts", "settle lists the drawn validators, then for a sharded answer "
+                           "its route account and the route's stage keys in route order")
+    return route
+
+
+def pay_route(view: AccountsView, src: bytes, route: RouteAccount, pay: int, num_tokens: int) -> None:
+    """A verified sharded answer: ``pay`` lamports from ``src`` split over the stages by
+    layers x tokens, and each stage credited the same split of ``num_tokens`` as LStake work
+    (spec/shard.md "Payment")."""
+    from .auction import _move
+
+    work = route.work(num_tokens)
+    for s, part in zip(route.stages, split_payment(pay, work), strict=True):
+        _move(view, src, s.stage, part)
+
+
+def credit_route(view: PoolView, route: RouteAccount, num_tokens: int) -> None:
+    """Each stage's share of the validated tokens (the payment split applied to
+    ``num_tokens``) as LStake work credit."""
+    for s, toks in zip(route.stages, split_payment(num_tokens, route.work(num_tokens)), strict=True):
+        view.credit_work(s.stage, tokens_served=toks)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,12 @@ class ReqRespProtocol(Generic[ReqT, RespT]):
     rate_limit: tuple[float, float]
     #: the server's bound on one stream (read, handler, write); a stage forward runs a model
     timeout_s: float = 5.0
+    #: a *session stream*: many request frames on one stream, each answered in order; then
+    #: ``timeout_s`` bounds each exchange and ``idle_s`` the wait for the next request
+    #: (spec/shard.md "Session stream"). A new stream per request costs a multistream-select
+    #: negotiation and a yamux stream open, several ms per call in py-libp2p.
+    streaming: bool = False
+    idle_s: float = 0.0
 
 
 #: The one request/response table (spec/network.md "Request/response"): protocols of every
@@ -149,11 +156,17 @@ STAGE_FORWARD: ReqRespProtocol[StageForwardRequest, StageForwardResponse] = ReqR
 STAGE_CLOSE: ReqRespProtocol[StageCloseRequest, StageCloseResponse] = ReqRespProtocol(
     "/ambient/stage-close/1", StageCloseRequest, StageCloseResponse, (16.0, 4.0)
 )
+#: The forward frames of one session on one long-lived stream (what a route driver uses; the
+#: one-request ``stage-forward`` above stays for one-off frames). Same messages, the same
+#: per-frame bucket; idle for 120 s (a session's idle bound) the server closes the stream.
+STAGE_STREAM: ReqRespProtocol[StageForwardRequest, StageForwardResponse] = ReqRespProtocol(
+    "/ambient/stage-stream/1", StageForwardRequest, StageForwardResponse, (512.0, 256.0), 30.0, True, 120.0
+)
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
     p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU, GENESIS,
-                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK, STAGE_OPEN, STAGE_FORWARD, STAGE_CLOSE)
+                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK, STAGE_OPEN, STAGE_FORWARD, STAGE_CLOSE, STAGE_STREAM)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id
@@ -213,14 +226,15 @@ async def _read_some(stream: INetStream, n: int) -> bytes:
         return b""
 
 
-async def read_frame(stream: INetStream, max_len: int) -> bytes:
+async def read_frame(stream: INetStream, max_len: int, *, first: bytes = b"") -> bytes:
     """Read one frame; FrameError('too-large') before reading an oversized body,
-    FrameError('bad-request') on a malformed prefix or early end of stream."""
+    FrameError('bad-request') on a malformed prefix or early end of stream. ``first``: the
+    prefix's first byte, already read (a session stream's wait for the next request)."""
     n = shift = 0
     for i in range(MAX_UVARINT_BYTES + 1):
         if i == MAX_UVARINT_BYTES:
             raise FrameError("bad-request", "length prefix too long")
-        b = await _read_some(stream, 1)
+        b = first if i == 0 and first else await _read_some(stream, 1)
         if not b:
             raise FrameError("bad-request", "stream ended inside the length prefix")
         n |= (b[0] & 0x7F) << shift
@@ -305,9 +319,13 @@ class ReqRespServer:
 
     def _make_stream_handler(self, proto: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
-            with trio.move_on_after(PROTOCOLS[proto].timeout_s):
+            spec = PROTOCOLS[proto]
+            with trio.move_on_after(math.inf if spec.streaming else spec.timeout_s):
                 try:
-                    await self._serve(proto, stream)
+                    if spec.streaming:
+                        await self._serve_stream(proto, stream)
+                    else:
+                        await self._serve(proto, stream)
                 except Exception:  # noqa: BLE001 - a broken stream must never kill the host
                     self.stats.bump(self.stats.errors, "stream-failed")
             with contextlib.suppress(Exception):  # best effort: the peer or stream may already be gone
@@ -319,37 +337,59 @@ class ReqRespServer:
         self.stats.bump(self.stats.errors, code)
         await stream.write(encode_frame(encode(ErrorResponse(nonce=nonce, code=code, detail=detail[:200]))))
 
-    async def _serve(self, proto: str, stream: INetStream) -> None:
+    async def _serve_stream(self, proto: str, stream: INetStream) -> None:
+        """A session stream: answer request frames in order until the peer closes, stays
+        idle ``idle_s``, sends a malformed or oversized frame (answered, then closed) or runs
+        past ``timeout_s`` on one exchange. Error responses to well-formed requests keep the
+        stream open."""
+        spec = PROTOCOLS[proto]
+        while True:
+            with trio.move_on_after(spec.idle_s) as idle:
+                try:
+                    first = await _read_some(stream, 1)
+                except Exception:  # noqa: BLE001 - reset or closed by the peer
+                    return
+            if idle.cancelled_caught or not first:
+                return
+            with trio.move_on_after(spec.timeout_s) as one:
+                if not await self._serve(proto, stream, first=first):
+                    return
+            if one.cancelled_caught:
+                return
+
+    async def _serve(self, proto: str, stream: INetStream, *, first: bytes = b"") -> bool:
+        """One exchange; False when the stream must not carry another (a frame error)."""
         spec = PROTOCOLS[proto]
         peer = stream.muxed_conn.peer_id
         if self.is_banned(peer):
             await self._reply_error(stream, 0, "unavailable", "peer is banned")
-            return
+            return False
         if not self._bucket(peer.to_base58(), proto).take():
             await self._reply_error(stream, 0, "rate-limited", f"{proto}: limit {spec.rate_limit}")
-            return
+            return False
         try:
-            data = await read_frame(stream, message_type_of(spec.request).max_size)
+            data = await read_frame(stream, message_type_of(spec.request).max_size, first=first)
         except FrameError as exc:
             await self._reply_error(stream, 0, exc.code, exc.detail)
-            return
+            return False
         try:
             req: Nonced = decode(data, expected=spec.request)
         except DecodeError as exc:
             await self._reply_error(stream, 0, "bad-request", str(exc))
-            return
+            return False
         try:
             out = self.handlers[proto](peer, req)
             if inspect.isawaitable(out):
                 out = await out
         except ReqRespError as exc:
             await self._reply_error(stream, req.nonce, exc.code, exc.detail)
-            return
+            return True
         if not isinstance(out, spec.response):
             await self._reply_error(stream, req.nonce, "internal", "handler returned the wrong type")
-            return
+            return False
         self.stats.bump(self.stats.served, proto)
         await stream.write(encode_frame(encode(out)))
+        return True
 
 
 # ``timeout`` (ASYNC109): the bound becomes a ReqRespError("timeout") that callers count per
@@ -410,6 +450,73 @@ async def request(
     if not isinstance(resp, resp_cls) or resp.nonce != req.nonce:
         raise ReqRespError("bad-response", f"expected {resp_cls.__name__} with nonce {req.nonce}")
     return resp
+
+
+class SessionStream(Generic[ReqT, RespT]):
+    """The client side of a session stream (``ReqRespProtocol.streaming``): one stream,
+    opened on the first :meth:`call`, many request/response exchanges in order. Any failure
+    (timeout, reset, malformed or mismatched answer) closes it and raises
+    :class:`ReqRespError`: a late answer must never be taken for the next request's. An
+    error *response* keeps it open. Counts the bytes it moved (``bytes_sent``,
+    ``bytes_received``) without encoding anything twice."""
+
+    def __init__(self, host: IHost, peer: ID, proto: ReqRespProtocol[ReqT, RespT]) -> None:
+        if not proto.streaming:
+            raise ValueError(f"{proto.proto_id} is not a session-stream protocol")
+        self.host = host
+        self.peer = peer
+        self.proto = proto
+        self.stream: INetStream | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._limit = max(message_type_of(proto.response).max_size, message_type_of(ErrorResponse).max_size)
+
+    async def call(self, req: ReqT, timeout: float = REQUEST_TIMEOUT_S) -> RespT:  # noqa: ASYNC109
+        from libp2p.custom_types import TProtocol
+
+        if not isinstance(req, self.proto.request):
+            raise TypeError(f"{self.proto.proto_id} takes {self.proto.request.__name__}")
+        frame = encode_frame(encode(req))
+        data = b""
+        with trio.move_on_after(timeout) as scope:
+            try:
+                if self.stream is None:
+                    self.stream = await self.host.new_stream(self.peer, [TProtocol(self.proto.proto_id)])
+                await self.stream.write(frame)
+                data = await read_frame(self.stream, self._limit)
+            except FrameError as exc:
+                await self.aclose()
+                raise ReqRespError("bad-response", str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - dial/negotiation/stream failures
+                await self.aclose()
+                raise ReqRespError("unavailable", f"{type(exc).__name__}: {exc}") from None
+        if scope.cancelled_caught:
+            await self.aclose()
+            raise ReqRespError("timeout", f"no response on {self.proto.proto_id} within {timeout:g}s")
+        self.bytes_sent += len(frame)
+        self.bytes_received += len(data) + 1
+        try:
+            resp = decode(data)
+        except DecodeError as exc:
+            await self.aclose()
+            raise ReqRespError("bad-response", str(exc)) from None
+        if isinstance(resp, ErrorResponse):
+            if resp.nonce not in (0, req.nonce):
+                await self.aclose()
+                raise ReqRespError("bad-response", f"error answer for nonce {resp.nonce}, expected {req.nonce}")
+            if resp.nonce == 0:  # a frame-level refusal: the server closes the stream
+                await self.aclose()
+            raise ReqRespError(resp.code, resp.detail)
+        if not isinstance(resp, self.proto.response) or resp.nonce != req.nonce:
+            await self.aclose()
+            raise ReqRespError("bad-response", f"expected {self.proto.response.__name__} with nonce {req.nonce}")
+        return resp
+
+    async def aclose(self) -> None:
+        s, self.stream = self.stream, None
+        if s is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                await s.close()
 
 
 # -- stand-in providers (until the ledger and PoL land) -----------------------------------

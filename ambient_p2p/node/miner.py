@@ -65,6 +65,10 @@ class MinerOptions:
     price_per_token: int = DEFAULT_PRICE_PER_TOKEN
     model: str = "default"
     threads: int = DEFAULT_MODEL_THREADS
+    #: sharded inference (spec/shard.md): serve won queries through a route of these stage
+    #: servers (``A:B@/ip4/../p2p/PEER``, node/route.py ``parse_stage_spec``) instead of the
+    #: local model; the route's stages are posted for settlement (``post_route``)
+    route: tuple[str, ...] = ()
 
 
 def auction_view(bank: Bank) -> tuple[dict[bytes, au.QueryAccount], dict[bytes, dict[bytes, au.BidAccount]]]:
@@ -85,6 +89,9 @@ class _Job:
     result: au.ResultParams
     output: list[int]
     model_s: float
+    #: a sharded answer: the stages' signed commitments, posted after the result
+    route: tuple[Any, ...] = ()
+    route_sent: int | None = None
 
 
 def _load_and_calibrate(opts: MinerOptions) -> tuple[LoadedModel, mp.Speed]:
@@ -202,6 +209,7 @@ class MinerService:
         listed = {qid: q for qid, q in queries.items() if q.status == au.QueryStatus.OPEN or qid in book.memos}
         for act in book.tick(slot, listed, mine, bank.balance(me)):
             await self.perform(act, bank, queries, bids, nursery)
+        await self.post_routes(bank, queries, slot)
 
     async def perform(self, act: mp.Action, bank: Bank, queries: dict[bytes, au.QueryAccount],
                       bids: dict[bytes, dict[bytes, au.BidAccount]], nursery: trio.Nursery) -> None:
@@ -252,8 +260,11 @@ class MinerService:
             return self._fail(qid, "prompt-malformed")
         proof_path = self.v.data_dir / PROOF_DIR / f"{qid.hex()}.cbor"
         try:
-            job = await trio.to_thread.run_sync(_prove, self.lm, self.kp, prompt, q, proof_path,
-                                                limiter=self.worker)
+            if self.opts.route:
+                job = await self._prove_route(prompt, q, qid, proof_path)
+            else:
+                job = await trio.to_thread.run_sync(_prove, self.lm, self.kp, prompt, q, proof_path,
+                                                    limiter=self.worker)
         except (RuntimeError, ValueError, OSError):
             return self._fail(qid, "model-error")
         try:
@@ -266,6 +277,51 @@ class MinerService:
         self.recent = [*self.recent, {"query": encode_address(qid), "tokens": len(job.output),
                                       "model_s": round(job.model_s, 2)}][-STATUS_RECENT:]
         self.wake.set()
+
+    async def _prove_route(self, prompt: list[int], q: au.QueryAccount, qid: bytes, proof_path: Path) -> _Job:
+        """Serve through the configured route (node/route.py): the same proof bytes as the
+        local model on the same build; the stage commitments go into the job for
+        ``post_route``. A route failure is a ``RuntimeError`` (``model-error``)."""
+        import torch
+
+        from ..core import pol
+        from .route import RouteDriver, RouteError, parse_stage_spec, prove_through_route
+
+        assert self.lm is not None
+        host = getattr(getattr(self.v.port, "node", None), "host", None)
+        if host is None:
+            raise RuntimeError("no libp2p host to drive the route from")
+        driver = RouteDriver(host, [parse_stage_spec(s) for s in self.opts.route],
+                             total_layers=int(self.lm.model.config.num_hidden_layers), model_id=self.lm.model_id)
+        tier = pol.Tier.FP32 if self.lm.dtype == torch.float32 else pol.Tier.BF16
+        t0 = time.perf_counter()
+        try:
+            proof, ans = await prove_through_route(driver, self.kp, qid, prompt, q.max_output_tokens, tier=tier,
+                                                   temp_milli=q.temp_milli, sample_seed=q.sample_seed,
+                                                   eos_token_id=self.lm.eos_token_id)
+        except RouteError as exc:
+            raise RuntimeError(str(exc)) from None
+        model_s = time.perf_counter() - t0
+        proof_path.parent.mkdir(parents=True, exist_ok=True)
+        proof_path.write_bytes(encode(proof))
+        c = proof.commitment
+        return _Job(au.ResultParams(c.output_hash, c.num_tokens, c.tier, c.top_k, c.vocab, c.root, c.signature),
+                    list(ans.output), model_s, route=tuple(ans.commitments))
+
+    async def post_routes(self, bank: Bank, queries: dict[bytes, au.QueryAccount], slot: int) -> None:
+        """A sharded answer whose result landed: post its route (spec/shard.md "Payment")
+        until the route account exists or the query moved on."""
+        from ..core.shard import route_address
+
+        for qid, job in self.jobs.items():
+            q = queries.get(qid)
+            if not job.route or q is None or q.status != au.QueryStatus.RESULT_POSTED:
+                continue
+            if route_address(qid) in bank.auction_accounts:
+                continue
+            if job.route_sent is None or slot - job.route_sent >= mp.RESEND_SLOTS:
+                job.route_sent = slot
+                await self.send(atx.post_route_transaction(self.kp, qid, job.route, bank.last_blockhash))
 
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

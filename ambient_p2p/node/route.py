@@ -43,7 +43,7 @@ from ..net.messages import (
     StageForwardResponse,
     StageOpenRequest,
 )
-from ..net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, ReqRespError, request
+from ..net.reqresp import STAGE_CLOSE, STAGE_OPEN, STAGE_STREAM, ReqRespError, SessionStream, request
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.abc import IHost
@@ -84,6 +84,21 @@ class StageEndpoint:
     def ms_per_token(self) -> float:
         compute = 1000.0 / self.tokens_per_s if self.tokens_per_s > 0 else UNKNOWN_MS_PER_TOKEN
         return compute + self.rtt_ms
+
+
+def parse_stage_spec(spec: str) -> StageEndpoint:
+    """``A:B@MULTIADDR`` (the multiaddr ends in ``/p2p/PEER``): a stage server given by
+    configuration (a miner's ``--route``). Raises ValueError with a one-line reason."""
+    rng, sep, addr = spec.partition("@")
+    if not sep or "/p2p/" not in addr:
+        raise ValueError(f"{spec!r}: want A:B@/ip4/HOST/tcp/PORT/p2p/PEER")
+    try:
+        a, b = (int(x) for x in rng.split(":"))
+    except ValueError:
+        raise ValueError(f"{spec!r}: the layer range must be A:B") from None
+    if not 0 <= a < b <= sh.MAX_MODEL_LAYERS:
+        raise ValueError(f"{spec!r}: need 0 <= A < B <= {sh.MAX_MODEL_LAYERS}")
+    return StageEndpoint(peer=addr.rsplit("/p2p/", 1)[1], addrs=(addr,), start=a, end=b)
 
 
 def plan_route(servers: Sequence[StageEndpoint], total_layers: int, *,
@@ -142,6 +157,8 @@ class _StageLog:
     out_parts: list[bytes] = field(default_factory=list)
     leaves: list[sh.StageFingerprint] = field(default_factory=list)
     commitment: sh.StageCommitment | None = None
+    #: the session's forward frames travel on one stream (``/ambient/stage-stream/1``)
+    stream: SessionStream[StageForwardRequest, StageForwardResponse] | None = None
 
 
 @dataclass
@@ -217,7 +234,15 @@ class RouteDriver:
         return resp
 
     # -- sessions ----------------------------------------------------------------------------
+    async def _drop_stream(self, log: _StageLog) -> None:
+        if log.stream is not None:
+            self.bytes_sent += log.stream.bytes_sent
+            self.bytes_received += log.stream.bytes_received
+            await log.stream.aclose()
+            log.stream = None
+
     async def _open(self, log: _StageLog, ctx: dict[str, Any]) -> None:
+        await self._drop_stream(log)  # a new session (replacement, resync): a new stream
         resp = await self._call(log.endpoint, STAGE_OPEN, StageOpenRequest(
             nonce=next(self._nonce), query=ctx["query"], model_id=self.model_id, start=log.start, end=log.end,
             prompt_len=ctx["prompt_len"], max_positions=ctx["max_positions"], temp_milli=ctx["temp_milli"],
@@ -230,12 +255,16 @@ class RouteDriver:
         log.hidden_size = resp.hidden_size
         log.vocab = resp.vocab
         log.stage_key = resp.stage
+        log.stream = SessionStream(self.host, await self._peer(log.endpoint), STAGE_STREAM)
 
     async def _send(self, log: _StageLog, fr: _Frame, ctx: dict[str, Any]) -> StageForwardResponse:
         req = StageForwardRequest(nonce=next(self._nonce), query=ctx["query"], pos=fr.pos, rows=fr.rows,
                                   tokens=fr.tokens, hidden=fr.hidden)
         timeout = STAGE_PROMPT_TIMEOUT_S if fr.rows > 1 else self.forward_timeout_s
-        resp: StageForwardResponse = await self._call(log.endpoint, STAGE_FORWARD, req, timeout)
+        if log.stream is None:
+            raise ReqRespError("unavailable", "no open session stream")
+        self.round_trips += 1
+        resp = await log.stream.call(req, timeout)
         want_rows = 1 if log.last else fr.rows
         if resp.pos != fr.pos or resp.rows != fr.rows or len(resp.hidden) != 4 * want_rows * log.hidden_size:
             raise ReqRespError("bad-response", "boundary of the wrong shape")
@@ -376,50 +405,56 @@ class RouteDriver:
         ctx: dict[str, Any] = {"query": query, "prompt_len": len(prompt), "max_positions": len(prompt) + max_new_tokens,
                                "temp_milli": temp_milli, "sample_seed": sample_seed,
                                "prompt_hash": pol.tokens_hash(prompt), "want_logits": want_logits}
-        replacements: list[tuple[int, str, str]] = []
-        for k, log in enumerate(logs):
-            try:
-                await self._open(log, ctx)
-            except ReqRespError as exc:
-                await self._replace(k, logs, ctx, f"{exc.code}: {exc.detail}", replacements)
-        hsz = max(log.hidden_size for log in logs)
-        chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_STAGE_FRAME_BYTES // (4 * hsz)))
-        output: list[int] = []
-        fps: list[pol.LogitFingerprint] = []
-        ctx["fps"] = fps  # a rebuilt last stage (another build) replaces the final fingerprints
-        logits: list[np.ndarray] = []
-        for x in range(max_new_tokens):
-            toks = list(prompt) if x == 0 else [output[-1]]
-            base = 0 if x == 0 else len(prompt) + x - 1
-            last_resp: StageForwardResponse | None = None
-            for off in range(0, len(toks), chunk):
-                part = toks[off : off + chunk]
-                fr = _Frame(base + off, len(part), tuple(part), b"")
-                for k in range(len(logs)):
-                    last_resp = await self._forward(k, logs, fr, ctx, replacements)
-                    fr = _Frame(fr.pos, fr.rows, (), last_resp.hidden)
-            assert last_resp is not None and last_resp.fp is not None
-            fp = last_resp.fp
-            if fp.pos != x:
-                raise RouteError("bad-answer", f"last stage fingerprint for position {fp.pos}, expected {x}")
-            fps.append(fp)
-            output.append(fp.tok)
-            if want_logits:
-                logits.append(np.frombuffer(last_resp.logits, dtype="<f4").copy())
-            if on_token is not None:
-                r = on_token(x, fp.tok)
-                if inspect.isawaitable(r):
-                    await r
-            if eos_token_id is not None and fp.tok == eos_token_id:
-                break
-        for k in range(len(logs)):
-            await self._close(k, logs, ctx, len(output), replacements)
-        return RouteAnswer(
-            query=query, prompt=list(prompt), output=output, fps=fps, logits=logits,
-            commitments=[log.commitment for log in logs if log.commitment is not None],
-            leaves=[log.leaves[: len(output)] for log in logs], route=[log.endpoint for log in logs],
-            replacements=replacements, total_s=time.perf_counter() - t0, bytes_sent=self.bytes_sent - sent0,
-            bytes_received=self.bytes_received - recv0, round_trips=self.round_trips - rt0, vocab=logs[-1].vocab)
+        try:
+            replacements: list[tuple[int, str, str]] = []
+            for k, log in enumerate(logs):
+                try:
+                    await self._open(log, ctx)
+                except ReqRespError as exc:
+                    await self._replace(k, logs, ctx, f"{exc.code}: {exc.detail}", replacements)
+            hsz = max(log.hidden_size for log in logs)
+            chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_STAGE_FRAME_BYTES // (4 * hsz)))
+            output: list[int] = []
+            fps: list[pol.LogitFingerprint] = []
+            ctx["fps"] = fps  # a rebuilt last stage (another build) replaces the final fingerprints
+            logits: list[np.ndarray] = []
+            for x in range(max_new_tokens):
+                toks = list(prompt) if x == 0 else [output[-1]]
+                base = 0 if x == 0 else len(prompt) + x - 1
+                last_resp: StageForwardResponse | None = None
+                for off in range(0, len(toks), chunk):
+                    part = toks[off : off + chunk]
+                    fr = _Frame(base + off, len(part), tuple(part), b"")
+                    for k in range(len(logs)):
+                        last_resp = await self._forward(k, logs, fr, ctx, replacements)
+                        fr = _Frame(fr.pos, fr.rows, (), last_resp.hidden)
+                assert last_resp is not None and last_resp.fp is not None
+                fp = last_resp.fp
+                if fp.pos != x:
+                    raise RouteError("bad-answer", f"last stage fingerprint for position {fp.pos}, expected {x}")
+                fps.append(fp)
+                output.append(fp.tok)
+                if want_logits:
+                    logits.append(np.frombuffer(last_resp.logits, dtype="<f4").copy())
+                if on_token is not None:
+                    r = on_token(x, fp.tok)
+                    if inspect.isawaitable(r):
+                        await r
+                if eos_token_id is not None and fp.tok == eos_token_id:
+                    break
+            for k in range(len(logs)):
+                await self._close(k, logs, ctx, len(output), replacements)
+            for log in logs:
+                await self._drop_stream(log)
+            return RouteAnswer(
+                query=query, prompt=list(prompt), output=output, fps=fps, logits=logits,
+                commitments=[log.commitment for log in logs if log.commitment is not None],
+                leaves=[log.leaves[: len(output)] for log in logs], route=[log.endpoint for log in logs],
+                replacements=replacements, total_s=time.perf_counter() - t0, bytes_sent=self.bytes_sent - sent0,
+                bytes_received=self.bytes_received - recv0, round_trips=self.round_trips - rt0, vocab=logs[-1].vocab)
+        finally:  # an error path: the session streams are closed too
+            for log in logs:
+                await self._drop_stream(log)
 
 
 async def prove_through_route(driver: RouteDriver, kp: Any, query: bytes, prompt: Sequence[int], max_new_tokens: int,

@@ -4,8 +4,10 @@ session protocol (normative text: spec/shard.md "Session protocol").
 A driver (the miner that won a query, node/route.py) opens a session (query id, model id,
 layer range, prompt length, KV bound, sampling parameters), sends forward frames in
 position order and closes, getting back the stage's signed commitment over its boundary
-fingerprints (core/shard.py). Three request/response protocols of net/reqresp.py carry it:
-``/ambient/stage-open/1``, ``/ambient/stage-forward/1``, ``/ambient/stage-close/1``.
+fingerprints (core/shard.py). Request/response protocols of net/reqresp.py carry it:
+``/ambient/stage-open/1``, ``/ambient/stage-forward/1`` (one frame per stream),
+``/ambient/stage-stream/1`` (a session stream: every frame of a session on one stream, what
+a route driver uses), ``/ambient/stage-close/1``.
 
 Rules enforced here (each refusal is an ErrorResponse with a code, nothing changes):
 
@@ -51,7 +53,7 @@ from ..net.messages import (
     StageOpenResponse,
 )
 from ..net.node import ExtensionBase
-from ..net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, Handler, ReqRespError
+from ..net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, STAGE_STREAM, Handler, ReqRespError
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.peer.id import ID
@@ -149,7 +151,7 @@ class StageServer:
     # -- handlers -------------------------------------------------------------------------
     def handlers(self) -> dict[str, Handler]:
         return {STAGE_OPEN.proto_id: self.open, STAGE_FORWARD.proto_id: self.forward,
-                STAGE_CLOSE.proto_id: self.close}
+                STAGE_STREAM.proto_id: self.forward, STAGE_CLOSE.proto_id: self.close}
 
     def open(self, peer: ID, req: StageOpenRequest) -> StageOpenResponse:
         st = self.stage
@@ -348,7 +350,7 @@ class StageExtension(ExtensionBase):
             return handle
 
         return {STAGE_OPEN.proto_id: route("open"), STAGE_FORWARD.proto_id: route("forward"),
-                STAGE_CLOSE.proto_id: route("close")}
+                STAGE_STREAM.proto_id: route("forward"), STAGE_CLOSE.proto_id: route("close")}
 
     def on_delivery(self, d: Any) -> bool:
         if d.kind != "stages":

@@ -40,6 +40,7 @@ from ..core.blobs import BlobError, blob_tokens
 from ..core.codec import DecodeError, decode, encode
 from ..core.crypto import encode_address, sha256
 from ..core.miner_policy import RESEND_SLOTS
+from ..core.shard import load_route
 from ..net.messages import PolOpenRequest, PolOpenResponse
 from ..net.reqresp import PROTO_POL_OPEN, ReqRespError
 from .blobs import DEFAULT_FETCH_TIMEOUT_S
@@ -291,7 +292,8 @@ class PoolValidator:
                 if last is None or slot - last >= RESEND_SLOTS:
                     self.settle_sent[qid] = slot
                     self.stats.settles_sent += 1
-                    await self.send(atx.settle_transaction(self.kp, q, qid, d.validators, bank.last_blockhash))
+                    await self.send(atx.settle_transaction(self.kp, q, qid, d.validators, bank.last_blockhash,
+                                                           load_route(view, qid)))  # a sharded answer's stages
                 continue
             if i not in d.current() or d.verdicts[i] != lp.NO_VERDICT:
                 continue

@@ -33,6 +33,7 @@ from ...core import auction_tx as T
 from ...core import crypto
 from ...core import logit_pool as L
 from ...core import pol as P
+from ...core import shard as S
 from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction, pool_view
 from ...core.difficulty import Difficulty
 from ...core.messages import sign_message
@@ -41,7 +42,7 @@ from .. import Case, Rejected, case_from_run
 
 FORMAT = "auction"
 HANDLERS = ("register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire",
-            "verdict", "settle", "challenge", "ruling", "close")
+            "verdict", "settle", "challenge", "ruling", "close", "post_route")
 #: handlers whose input carries the chain context the Logit Pool's draw reads
 POOL_HANDLERS = ("verdict", "settle", "challenge", "ruling", "close")
 
@@ -59,13 +60,16 @@ WINDOWS = A.Windows.for_slot(SLOT_DURATION_US)
 
 
 def account_json(acct: A.QueryAccount | A.BidAccount | A.MinerAccount | L.PoolAccount | L.DisputeAccount
-                 | L.DifficultyAccount) -> dict[str, Any]:
+                 | L.DifficultyAccount | S.RouteAccount) -> dict[str, Any]:
     """A decoded auction account: addresses base58, other bytes hex, enums by name."""
     out: dict[str, Any] = {"kind": type(acct).__name__}
     for f in dataclasses.fields(acct):
         v = getattr(acct, f.name)
         if f.name in ("validators", "jurors"):
             out[f.name] = [crypto.encode_address(x) for x in v]
+        elif f.name == "stages":  # a route account (core/shard.py)
+            out[f.name] = [{"stage": crypto.encode_address(x.stage), "start": x.start, "end": x.end, "tier": x.tier,
+                            "root": x.root.hex()} for x in v]
         elif isinstance(v, tuple):
             out[f.name] = list(v)
         elif dataclasses.is_dataclass(v) and not isinstance(v, type):
@@ -493,6 +497,7 @@ def cases() -> list[Case]:
          slot=deadline)
     case("post_result", "twice", "a second post: must reject", c, c.post_tx(q, m1))
     pool_cases(out)
+    route_cases(out)
     return out
 
 
@@ -839,3 +844,78 @@ def retro_cases(out: list[Case]) -> None:
     g.advance_to(j.judge_end_slot)
     case("close", "lapsed", "no ruling quorum by judge_end_slot: the challenger gets its bond back, the absent "
          "juror is slashed, nobody else", g, g.close_dispute_tx())
+
+
+# ---------------------------------------------------------------------------------------
+# Sharded answers (spec/shard.md "Payment"): post_route and settle's split over the stages
+# ---------------------------------------------------------------------------------------
+STAGES = [crypto.Keypair.deterministic("vectors/auction/stage", i) for i in range(4)]
+#: uneven ranges so the split has remainders (7, 12, 11 layers of 30)
+ROUTE_RANGES = [(0, 7), (7, 19), (19, 30)]
+
+
+class RouteChain(PoolChain):
+    """A PoolChain whose posted result was served by a route of STAGES over ROUTE_RANGES."""
+
+    def stage_cmts(self, ranges: Sequence[tuple[int, int]] = ROUTE_RANGES,
+                   signers: Sequence[crypto.Keypair] | None = None) -> list[S.StageCommitment]:
+        q = self.query(self.qid)
+        total = ranges[-1][1]
+        out = []
+        for i, (a, b) in enumerate(ranges):
+            kp = STAGES[i]
+            cmt = S.StageCommitment(query=self.qid, model_id=q.model_id, start=a, end=b, total=total,
+                                    tier=int(Tier.FP32), prompt_hash=q.prompt_hash, num_tokens=q.num_tokens,
+                                    root=hashlib.sha256(b"stage-root" + bytes([i])).digest(), stage=kp.pubkey,
+                                    signature=crypto.ZERO_SIGNATURE)
+            out.append(sign_message(cmt, (signers or STAGES)[i], "stage-commitment"))
+        return out
+
+    def route_tx(self, cmts: Sequence[S.StageCommitment] | None = None, winner: crypto.Keypair | None = None) -> bytes:
+        return T.post_route_transaction(winner or self.miner, self.qid, self.stage_cmts() if cmts is None else cmts,
+                                        self.blockhash)
+
+    def settle_tx(self, drawn: Sequence[bytes] | None = None, with_route: bool = True) -> bytes:
+        d = self.draw()
+        assert d is not None
+        route = S.load_route(pool_view(self.bank), self.qid) if with_route else None
+        return T.settle_transaction(OUTSIDER, self.query(self.qid), self.qid,
+                                    d.validators if drawn is None else drawn, self.blockhash, route)
+
+
+def route_cases(out: list[Case]) -> None:
+    def case(handler: str, name: str, desc: str, chain: Chain, raw: bytes, slot: int | None = None) -> None:
+        out.append(case_from_run(run, handler, name, chain.input_json(raw, slot, pool=handler in POOL_HANDLERS), desc, "input.json"))
+
+    weights = {v.pubkey: 10 * (i + 1) for i, v in enumerate(VALIDATORS[:6])}
+    c = RouteChain(n_validators=6, lstake=weights)
+    case("post_route", "posts", "the winner names the 3-stage route (0:7, 7:19, 19:30) that served its posted "
+         "result; each stage's signed commitment over this query verifies", c, c.route_tx())
+    case("post_route", "not-winner", "another miner posts the route: must reject", c,
+         c.route_tx(winner=MINERS[1]))
+    gap = c.stage_cmts([(0, 7), (8, 19), (19, 30)])
+    case("post_route", "gap", "stages 0:7 then 8:19 leave layer 7 out: must reject", c, c.route_tx(gap))
+    forged = c.stage_cmts(signers=[STAGES[0], STAGES[3], STAGES[2]])
+    case("post_route", "forged-stage", "a stage commitment signed by another key than the stage's: must reject", c,
+         c.route_tx(forged))
+    empty = T.auction_transaction([c.miner], [(c.miner.pubkey, True, True), (c.qid, False, False),
+                                              (S.route_address(c.qid), False, True)],
+                                  struct.pack("<IB", A.Instr.POST_ROUTE, 0), c.blockhash)
+    case("post_route", "no-stages", "a route of no stages: must reject", c, empty)
+    wrong = T.auction_transaction([c.miner], [(c.miner.pubkey, True, True), (c.qid, False, False),
+                                              (S.route_address(MINERS[5].pubkey), False, True)],
+                                  S.post_route_data(c.stage_cmts()), c.blockhash)
+    case("post_route", "wrong-account", "the route account is not the query's derived address: must reject", c, wrong)
+    c.ok(c.route_tx())
+    case("post_route", "twice", "a second route for the same query: must reject", c, c.route_tx())
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    c.ok(c.verdict_tx(c.kp(d.validators[0]), True), c.verdict_tx(c.kp(d.validators[1]), True))
+    case("settle", "route-not-listed", "a settle of a sharded answer that omits the route account and stage keys: "
+         "must reject", c, c.settle_tx(with_route=False))
+    case("settle", "route-verified", "two accepts of a sharded answer: clearing price x tokens (28,000 lamports) "
+         "split over the stages by layers x tokens: 6,533 / 11,200 / 10,267 (the leftover lamport to the largest "
+         "remainder); LStake work 9 / 16 / 15 tokens", c, c.settle_tx())
+    c.ok(c.settle_tx())
+    case("post_route", "after-settle", "a route posted after settlement: must reject", c, c.route_tx())

@@ -7,6 +7,7 @@ import { decodeMessage, encodeMessage, typeByName, type Record as CborRecord, ty
 import { depth as merkleDepth, rootFromProof } from "./merkle.js";
 import { Reject } from "./util.js";
 import { Bank, PROGRAMS, type Program, ixError } from "./bank.js";
+import { splitPayment } from "./shard.js";
 import { adjustKnobs } from "./difficulty.js";
 import { isSigner, isWritable, parseTransaction, type Transaction } from "./tx.js";
 
@@ -208,6 +209,7 @@ const auctionProgram: Program = (bank, tx, accts, data) => {
   const tag = readU32le(data, 0);
   if (tag === 7) return poolVerdict(new Ctx(bank, tx, accts), data);
   if (tag === 9) return poolChallenge(new Ctx(bank, tx, accts), data);
+  if (tag === 12) return postRoute(new Ctx(bank, tx, accts), data);
   if (DATA_LEN[tag] === undefined || data.length !== DATA_LEN[tag]) ixError("auction-bad-data", `tag ${tag}, ${data.length} bytes`);
   const c = new Ctx(bank, tx, accts);
   if (tag === 8) return poolSettle(c, accts.length);
@@ -774,8 +776,15 @@ function poolSettle(c: Ctx, n: number): void {
   if (!bytesEq(ba, bidAddress(qa, winner))) ixError("auction-bad-accounts", "not the winning bid");
   if (!bytesEq(ia, INCINERATOR_ID)) ixError("auction-bad-accounts", "not the incinerator");
   const p = openPool(c, q, qa, pa);
-  const listed = Array.from({ length: n - 7 }, (_, i) => c.key(7 + i));
-  if (listed.length !== p.validators.length || listed.some((x, i) => !bytesEq(x, p.validators[i]))) ixError("auction-bad-accounts", "the drawn validators in draw order");
+  const nv = p.validators.length;
+  const listed = Array.from({ length: Math.min(nv, n - 7) }, (_, i) => c.key(7 + i));
+  if (listed.length !== nv || listed.some((x, i) => !bytesEq(x, p.validators[i]))) ixError("auction-bad-accounts", "the drawn validators in draw order");
+  // a sharded answer: its route account and distinct stage keys follow (spec/shard.md "Payment")
+  const rd = c.bank.auction.get(hex(routeAddress(qa)));
+  const route = rd === undefined ? null : decodeRoute(rd);
+  const want = route === null ? [] : [routeAddress(qa), ...routePayees(route)];
+  const extra = Array.from({ length: n - 7 - nv }, (_, i) => c.key(7 + nv + i));
+  if (extra.length !== want.length || extra.some((x, i) => !bytesEq(x, want[i]))) ixError("auction-bad-accounts", "the route account and stage keys");
   const accepts = p.verdicts.filter((x) => x === ACCEPT).length;
   const rejects = p.verdicts.filter((x) => x === REJECT).length;
   const decided = accepts >= quorum(p) || rejects >= quorum(p);
@@ -824,7 +833,8 @@ function poolSettle(c: Ctx, n: number): void {
   }
   if (verified) {
     const pay = g(q, "clearing_price") * g(q, "num_tokens");
-    c.move(qa, winner, pay);
+    if (route === null) c.move(qa, winner, pay);
+    else splitPayment(pay, route.map((r) => [r.end - r.start, g(q, "num_tokens")])).forEach((part, k) => c.move(qa, route[k].stage, part));
     c.move(qa, ra, left - pay);
     b.f.set("status", BigInt(HELD)); // the bond waits out the challenge window
   } else {
@@ -840,9 +850,84 @@ function poolSettle(c: Ctx, n: number): void {
   c.store(ba, b);
   c.store(qa, q);
   storePool(c, pa, { ...p, settled: c.bank.slot });
-  if (verified) creditWork(c.bank, winner, g(q, "num_tokens"), 0n);
-  else slashWork(c.bank, winner);
+  if (verified && route === null) creditWork(c.bank, winner, g(q, "num_tokens"), 0n);
+  else if (verified && route !== null) {
+    const nt = g(q, "num_tokens");
+    splitPayment(nt, route.map((r) => [r.end - r.start, nt])).forEach((t, k) => creditWork(c.bank, route[k].stage, t, 0n));
+  } else slashWork(c.bank, winner);
   for (const v of counted) creditWork(c.bank, v, 0n, BigInt(positionsOf(q, p, p.validators.findIndex((x) => bytesEq(x, v))).length));
+}
+
+// ---------------------------------------------------------------- sharded answers (spec/shard.md "Payment")
+const ROUTE_KIND = 8;
+const MAX_SETTLED_ROUTE_STAGES = 8;
+type RouteStage = { stage: Uint8Array; start: bigint; end: bigint; tier: bigint; root: Uint8Array };
+export const routeAddress = (query: Uint8Array): Uint8Array => findProgramAddress([utf8("route"), query]);
+function decodeRoute(d: Uint8Array): RouteStage[] {
+  const n = d[1];
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  return Array.from({ length: n }, (_, i) => {
+    const o = 2 + 69 * i;
+    return { stage: d.slice(o, o + 32), start: BigInt(dv.getUint16(o + 32, true)), end: BigInt(dv.getUint16(o + 34, true)), tier: BigInt(d[o + 36]), root: d.slice(o + 37, o + 69) };
+  });
+}
+function encodeRoute(r: RouteStage[]): Uint8Array {
+  const d = new Uint8Array(2 + 69 * r.length);
+  const dv = new DataView(d.buffer);
+  d[0] = ROUTE_KIND;
+  d[1] = r.length;
+  r.forEach((s, i) => {
+    const o = 2 + 69 * i;
+    d.set(s.stage, o);
+    dv.setUint16(o + 32, Number(s.start), true);
+    dv.setUint16(o + 34, Number(s.end), true);
+    d[o + 36] = Number(s.tier);
+    d.set(s.root, o + 37);
+  });
+  return d;
+}
+function viewRoute(d: Uint8Array): Json {
+  return { kind: "RouteAccount", stages: decodeRoute(d).map((s) => ({ stage: b58(s.stage), start: s.start, end: s.end, tier: s.tier, root: hex(s.root) })) };
+}
+function routePayees(r: RouteStage[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const s of r) if (!out.some((x) => bytesEq(x, s.stage))) out.push(s.stage);
+  return out;
+}
+function postRoute(c: Ctx, data: Uint8Array): void {
+  const n = data.length >= 5 ? data[4] : 0;
+  if (data.length !== 5 + 133 * n) ixError("auction-bad-data", `post_route data is ${5 + 133 * n} bytes, got ${data.length}`);
+  if (c.accts.length !== 3) ixError("auction-bad-accounts", "post_route takes 3 accounts");
+  c.signer(0, "the winner");
+  c.writable(2);
+  const [winner, qa, ra] = [c.key(0), c.key(1), c.key(2)];
+  const q = c.load(qa, 1);
+  if (!q) return ixError("auction-no-query", "");
+  if (Number(g(q, "status")) !== RESULT_POSTED) ixError("auction-wrong-status", QUERY_STATUS[Number(g(q, "status"))]);
+  if (!bytesEq(gb(q, "winner"), winner)) ixError("auction-not-winner", "");
+  if (!bytesEq(ra, routeAddress(qa))) ixError("auction-bad-accounts", "not the route address");
+  if (c.bank.auction.has(hex(ra))) ixError("auction-route-exists", "");
+  if (n < 1 || n > MAX_SETTLED_ROUTE_STAGES) ixError("auction-bad-route", "1..8 stages");
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const stages: RouteStage[] = [];
+  const total = BigInt(dv.getUint16(5 + 133 * (n - 1) + 34, true));
+  let at = 0n;
+  for (let i = 0; i < n; i++) {
+    const o = 5 + 133 * i;
+    const s: RouteStage = { stage: data.slice(o, o + 32), start: BigInt(dv.getUint16(o + 32, true)), end: BigInt(dv.getUint16(o + 34, true)), tier: BigInt(data[o + 36]), root: data.slice(o + 37, o + 69) };
+    const sig = data.slice(o + 69, o + 133);
+    if (s.start !== at || s.end <= s.start || total > 1024n) ixError("auction-bad-route", `stage ${i} does not continue the route`);
+    if (s.tier !== 1n && s.tier !== 2n) ixError("auction-bad-route", `stage ${i}: unknown tier`);
+    const cm = new Map<string, Value>([
+      ["query", qa], ["model_id", gb(q, "model_id")], ["start", s.start], ["end", s.end], ["total", total], ["tier", s.tier],
+      ["prompt_hash", gb(q, "prompt_hash")], ["num_tokens", g(q, "num_tokens")], ["root", s.root], ["stage", s.stage], ["signature", new Uint8Array(64)],
+    ]);
+    if (!verifyDomain("stage-commitment", encodeMessage(typeByName("StageCommitment"), cm), sig, s.stage)) ixError("auction-bad-route", `stage ${i}: signature`);
+    stages.push(s);
+    at = s.end;
+  }
+  c.bank.auction.set(hex(ra), encodeRoute(stages));
+  c.bank.auctionModified.add(hex(ra));
 }
 
 // ---------------------------------------------------------------- retrospective slashing (spec/logit_pool.md)
@@ -1123,7 +1208,7 @@ const transition: Handler = (input) => {
   const changed: { [k: string]: Json } = {};
   for (const [k] of sortK(new Map([...bank.auctionModified].map((x) => [x, 0])))) {
     const d = bank.auction.get(k)!;
-    changed[b58(unhex(k))] = d[0] === POOL_KIND ? viewPool(d) : d[0] === DISPUTE_KIND ? viewDispute(d) : d[0] === DIFF_KIND ? viewDiff(d) : viewAccount(d);
+    changed[b58(unhex(k))] = d[0] === ROUTE_KIND ? viewRoute(d) : d[0] === POOL_KIND ? viewPool(d) : d[0] === DISPUTE_KIND ? viewDispute(d) : d[0] === DIFF_KIND ? viewDiff(d) : viewAccount(d);
   }
   const work: { [k: string]: Json } = {};
   for (const [k] of sortK(new Map([...bank.workModified].map((x) => [x, 0])))) work[b58(unhex(k))] = hex(bank.work.get(k)!);
@@ -1143,5 +1228,5 @@ const bidCommitmentH: Handler = (input) => {
 
 export const AUCTION_HANDLERS: { [key: string]: Handler } = {
   "auction/bid-commitment": bidCommitmentH,
-  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire", "verdict", "settle", "challenge", "ruling", "close"].map((t) => [`auction/${t}`, transition])),
+  ...Object.fromEntries(["register_miner", "request", "commit_bid", "reveal_bid", "close_auction", "post_result", "expire", "verdict", "settle", "challenge", "ruling", "close", "post_route"].map((t) => [`auction/${t}`, transition])),
 };

@@ -125,16 +125,21 @@ const split: Handler = (input) => {
   if (total < 0n || work.length === 0 || work.some((w) => w.length !== 2 || w[0] < 0n || w[1] < 0n)) {
     reject("no-work", "need total >= 0 and non-negative (layers, tokens) for >= 1 stage");
   }
+  if (work.reduce((x, [a, b]) => x + a * b, 0n) === 0n) reject("no-work", "no work to pay for");
+  return ok({ parts: splitPayment(total, work) });
+};
+
+/** The largest-remainder split of `total` by layers x tokens (ties: the earlier stage); the work sum must be > 0. */
+export function splitPayment(total: bigint, work: bigint[][]): bigint[] {
   const w = work.map(([a, b]) => a * b);
   const W = w.reduce((x, y) => x + y, 0n);
-  if (W === 0n) reject("no-work", "no work to pay for");
   const parts = w.map((wi) => (total * wi) / W);
   const rem = w.map((wi) => (total * wi) % W);
   const left = Number(total - parts.reduce((x, y) => x + y, 0n));
   const order = w.map((_, i) => i).sort((a, b) => (rem[a] !== rem[b] ? (rem[b] > rem[a] ? 1 : -1) : a - b));
   for (const i of order.slice(0, left)) parts[i] += 1n;
-  return ok({ parts });
-};
+  return parts;
+}
 
 /** input {stage_seed, query, model_id, start, end, total, tier, prompt_hash, leaves} ->
  * {leaf_hashes, root, commitment (signed by the deterministic key ("stage", stage_seed)), hash}. */
