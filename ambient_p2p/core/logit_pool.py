@@ -677,6 +677,21 @@ def _settled_pool(view: PoolView, q: QueryAccount, pkey: bytes) -> PoolAccount:
     return pool
 
 
+def _verified_accounts(view: PoolView, qacct: IxAccount, pacct: IxAccount, bacct: IxAccount, dacct: IxAccount,
+                       requester: IxAccount, diff: IxAccount) -> tuple[QueryAccount, PoolAccount]:
+    """The accounts ``challenge`` and ``close`` share, checked in the order the spec lists:
+    the pool, dispute and difficulty addresses, a ``FINALIZED_VERIFIED`` query, its winning
+    bid and requester, and its settled pool account."""
+    _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, dispute_address(qacct.key), "dispute")
+    _expect(diff, difficulty_address(), "difficulty")
+    q = _load_query(view, qacct.key)
+    _status(q, QueryStatus.FINALIZED_VERIFIED)
+    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
+    _expect(requester, q.requester, "requester")
+    return q, _settled_pool(view, q, pacct.key)
+
+
 def _held_bid(view: PoolView, bacct: IxAccount) -> BidAccount:
     data = view.auction_data(bacct.key)
     if data is None:
@@ -709,14 +724,7 @@ def challenge(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes)
     challenger, qacct, pacct, bacct, dacct, requester, diff = accs
     _signer(challenger, "challenger")
     _writable(*accs)
-    _expect(pacct, pool_address(qacct.key), "pool")
-    _expect(dacct, dispute_address(qacct.key), "dispute")
-    _expect(diff, difficulty_address(), "difficulty")
-    q = _load_query(view, qacct.key)
-    _status(q, QueryStatus.FINALIZED_VERIFIED)
-    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
-    _expect(requester, q.requester, "requester")
-    pool = _settled_pool(view, q, pacct.key)
+    q, pool = _verified_accounts(view, qacct, pacct, bacct, dacct, requester, diff)
     old = load_dispute(view, dacct.key)
     if old is not None and old.state == OPEN:
         raise AuctionError("auction-dispute-open", "a dispute about this result is still open")
@@ -821,16 +829,9 @@ def close(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> 
     qacct, pacct, bacct, dacct, requester, winner, incin, diff = accs[:8]
     rest = accs[8:]
     _writable(*accs)
-    _expect(pacct, pool_address(qacct.key), "pool")
-    _expect(dacct, dispute_address(qacct.key), "dispute")
-    _expect(diff, difficulty_address(), "difficulty")
-    q = _load_query(view, qacct.key)
-    _status(q, QueryStatus.FINALIZED_VERIFIED)
-    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
-    _expect(requester, q.requester, "requester")
+    q, pool = _verified_accounts(view, qacct, pacct, bacct, dacct, requester, diff)
     _expect(winner, q.winner, "winner")
     _expect(incin, INCINERATOR_ID, "incinerator")
-    pool = _settled_pool(view, q, pacct.key)
     bid = _held_bid(view, bacct)
     d = load_dispute(view, dacct.key)
     if d is None or d.state != OPEN:  # release
