@@ -39,6 +39,7 @@ from ..core.bank import pool_view
 from ..core.blobs import BlobError, blob_tokens
 from ..core.codec import DecodeError, decode, encode
 from ..core.crypto import encode_address, sha256
+from ..core.lstake import epoch_of, epoch_shares
 from ..core.miner_policy import RESEND_SLOTS
 from ..net.messages import PolOpenRequest, PolOpenResponse
 from ..net.reqresp import PROTO_POL_OPEN, ReqRespError
@@ -48,6 +49,7 @@ from .miner import PROOF_DIR, BlobAccess, auction_view
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
     from ..model.runner import LoadedModel
+    from .schedule import ScheduleBook
     from .validator import Validator
 
 #: seconds one pol-open request may take (the openings of one validator: 8 x ~0.5 KiB)
@@ -157,7 +159,29 @@ def work_table(bank: Bank) -> dict[str, dict[str, int]]:
             out[encode_address(k)] = {"tokens_served": w.tokens_served, "positions_validated": w.positions_validated,
                                       "slashes": w.slashes, "total_tokens_served": w.total_tokens_served,
                                       "total_positions_validated": w.total_positions_validated,
-                                      "total_slashes": w.total_slashes}
+                                      "total_slashes": w.total_slashes, "last_slash_slot": w.last_slash_slot}
+    return out
+
+
+#: epochs below the root's epoch whose shares ``status`` lists (with the root's and the next)
+STATUS_PAST_EPOCHS = 2
+
+
+def epoch_table(book: ScheduleBook) -> dict[str, dict[str, dict[str, int]]]:
+    """``status``'s ``epochs``: for each epoch near the root whose LStake snapshot is rooted
+    here (``ScheduleBook.available``), per identity its LStake (the epoch's vote and draw
+    weight), leader slots and first-pick draw probability in ppm (core/lstake.py
+    ``epoch_shares``)."""
+    root_epoch = epoch_of(book.credited_through, book.spe)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in range(max(0, root_epoch - STATUS_PAST_EPOCHS), root_epoch + 2):
+        if not book.available(e):
+            continue
+        weights, schedule = book.vote_weights(e), book.schedule(e)
+        if weights is None or schedule is None:
+            continue
+        out[str(e)] = {encode_address(k): {"lstake": s.lstake, "leader_slots": s.leader_slots, "draw_ppm": s.draw_ppm}
+                       for k, s in epoch_shares(weights, schedule).items()}
     return out
 
 
@@ -487,7 +511,8 @@ class PoolValidator:
                 "rulings_sent": s.rulings_sent, "closes_sent": s.closes_sent, "failures": dict(s.failures),
                 "recent": list(s.recent), "validate_s": list(s.validate_s),
                 "chain": chain_counts(bank) if bank is not None else None,
-                "work": work_table(bank) if bank is not None else None}
+                "work": work_table(bank) if bank is not None else None,
+                "slots_per_epoch": self.v.book.spe, "epochs": epoch_table(self.v.book)}
 
     def status_line(self) -> str:
         s = self.stats
