@@ -377,3 +377,64 @@ def test_colluders_accept_a_wrong_token_and_an_honest_validator_slashes_them(tmp
         chain = pool0["chain"]
         assert (chain["rejected"], chain["slashed"]) == (1, 1), chain
         print("retrospective slashing:", json.dumps({"draw": verdicts, "bid": bid, "work": work}))
+
+
+@pytest.mark.slow
+def test_a_miner_that_withholds_its_answer_loses_its_bond(tmp_path: Path) -> None:
+    """``wrong-output`` (spec/logit_pool.md "Unavailable data"): the miner signs an
+    ``output_hash`` no blob hashes to, so neither drawn validator can obtain the answer or
+    its openings (nor can the requester's ``query``, which exits with an error); both send
+    the unavailable verdict, nobody fresh is left for the extension, and settle forfeits the
+    bond to the incinerator and gives the requester its whole escrow back."""
+    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
+                   node_args={1: ["--miner", "--miner-fault", "wrong-output"]})
+    try:
+        net.start()
+        user = user_keypairs(net.chain_id)[0]
+        key = tmp_path / "user0.json"
+        write_keypair_file(key, user)
+        wait_miners(net, [1])
+        wait_pools(net, [0, 2])
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "query", "What is the capital of France?",
+                            "--max-tokens", str(MAX_TOKENS), "--pay", str(PAY), "--within", "60", "--node",
+                            str(net.nodes[0].data_dir), "--keypair", str(key), "--json"],
+                           capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+        assert r.returncode != 0 and "submitted query " in r.stderr, (r.returncode, r.stderr[-2000:])
+        qid = r.stderr.split("submitted query ", 1)[1].split()[0]
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        posted: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            posted = net.nodes[0].control({"cmd": "auction_query", "query": qid})
+            if posted["query"] and posted["query"]["status"] != "AWARDED" and posted["query"]["status"] != "OPEN":
+                break
+            time.sleep(0.5)
+        assert posted["query"]["status"] == "RESULT_POSTED", posted
+        requester = encode_address(user.pubkey)
+        escrow, before = posted["query"]["escrow_lamports"], balance(net, requester)
+        burned = balance(net, encode_address(A.INCINERATOR_ID))
+        final = wait_final(net, qid)
+        q = final["query"]
+        assert q["status"] == "FINALIZED_REJECTED" and q["escrow_lamports"] == 0
+        (bid,) = final["bids"]
+        assert bid["status"] == "SLASHED", final
+        draw = net.nodes[0].control({"cmd": "pool_draw", "query": qid})
+        assert sorted(v["verdict"] for v in draw["draw"]["validators"]) == ["unavailable", "unavailable"], draw
+        assert balance(net, requester) - before == escrow  # the whole escrow came back
+        assert balance(net, encode_address(A.INCINERATOR_ID)) - burned >= bid["bond_lamports"]
+        miner = net.nodes[1].status()["address"]
+        deadline = time.monotonic() + 60.0
+        work: dict[str, Any] = {}
+        while time.monotonic() < deadline:  # node 0's best bank may trail the one that answered above
+            work = pool_state(net, 0).get("work") or {}
+            if work.get(miner, {}).get("total_slashes", 0) >= 1:
+                break
+            time.sleep(1.0)
+        assert work[miner]["total_slashes"] == 1, work
+        for v in draw["draw"]["validators"]:  # present, so not slashed as absent
+            assert work.get(v["validator"], {}).get("total_slashes", 0) == 0, work
+    except BaseException:
+        for node in net.nodes:
+            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
+        raise
+    finally:
+        net.stop()
