@@ -188,16 +188,20 @@ def test_nobody_answers_twice_then_the_requester_is_made_whole() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3),
-       st.lists(st.sampled_from(["accept", "reject", "none"]), min_size=3, max_size=3))
+@given(st.lists(st.sampled_from(["accept", "reject", "none", "unavailable"]), min_size=3, max_size=3),
+       st.lists(st.sampled_from(["accept", "reject", "none", "unavailable"]), min_size=3, max_size=3))
 def test_every_verdict_mix_conserves_lamports_and_finalizes(first: list[str], second: list[str]) -> None:
     c = PoolChain(n_validators=7)
     c.advance(L.DRAW_DELAY_SLOTS + 1)
+    burned = c.bank.balance(A.INCINERATOR_ID)
     for rnd, plan in enumerate((first, second)):
         d = c.draw()
         assert d is not None
         for v, what in zip(d.validators[3 * rnd:], plan, strict=False):
-            if what != "none":
+            if what == "unavailable":
+                assert c.send(T.verdict_transaction(c.kp(v), c.qid, False, None, c.blockhash,
+                                                    unavailable=True))[0].error is None
+            elif what != "none":
                 ev = None if what == "accept" else c.bad_opening(v)
                 assert c.verdict(c.kp(v), what == "accept", ev) is None
         if c.settle() is None and c.query(c.qid).status != A.QueryStatus.RESULT_POSTED:
@@ -217,8 +221,73 @@ def test_every_verdict_mix_conserves_lamports_and_finalizes(first: list[str], se
         assert pool is not None
         c.advance_to(pool.settled_slot + L.CHALLENGE_WINDOW_SLOTS)
         assert c.send(c.close_dispute_tx())[0].error is None
+    final = L.load_pool(pool_view(c.bank), L.pool_address(c.qid))
+    assert final is not None
+    checked = final.count(L.ACCEPT) + final.count(L.REJECT)
+    withheld = checked == 0 and final.count(L.UNAVAILABLE) >= final.quorum
+    # the bond burns exactly when nobody checked and a quorum said the data was unavailable
+    assert (c.bank.balance(A.INCINERATOR_ID) - burned == bid.bond_lamports) == withheld
+    if checked == 0:
+        assert bid.status == (A.BidStatus.SLASHED if withheld else A.BidStatus.REFUNDED)
     assert c.bank.balance(A.bid_address(c.qid, q.winner)) == 0
     assert c.total() == c.start_total
+
+
+def test_a_quorum_of_unavailable_verdicts_burns_the_bond_and_slashes_the_miner() -> None:
+    """spec/logit_pool.md "Unavailable data": two voters besides the miner are both drawn and
+    say the answer could not be obtained (devnet fault wrong-output); nobody is fresh for the
+    extension: the requester gets the whole escrow back, the bond goes to the incinerator,
+    the miner's work is slashed, and the validators that said so are not slashed as absent."""
+    c = PoolChain(n_validators=2)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None and len(d.validators) == 2
+    for v in d.validators:
+        assert c.send(T.verdict_transaction(c.kp(v), c.qid, False, None, c.blockhash, unavailable=True))[0].error is None
+    assert (c.settle() or "").startswith("auction-verify-open")  # unavailable verdicts decide nothing early
+    c.advance_to(d.verify_end_slot + 1)
+    q = c.query(c.qid)
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    before = (c.bank.balance(q.requester), c.bank.balance(q.winner), c.bank.balance(A.INCINERATOR_ID))
+    assert c.settle() is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_REJECTED
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.SLASHED
+    assert c.bank.balance(q.requester) - before[0] == q.escrow_lamports
+    assert c.bank.balance(q.winner) == before[1]
+    assert c.bank.balance(A.INCINERATOR_ID) - before[2] == bond
+    w = c.bank.work_account(q.winner)
+    assert w is not None and w.slashes == 1
+    for v in d.validators:
+        acct = c.bank.work_account(v)
+        assert acct is None or acct.slashes == 0
+    assert c.total() == c.start_total
+
+
+def test_one_unavailable_verdict_is_no_quorum_and_an_accept_beats_it() -> None:
+    # one unavailable, one absent: refunded as when nobody checked
+    c = PoolChain(n_validators=2)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.send(T.verdict_transaction(c.kp(d.validators[0]), c.qid, False, None, c.blockhash,
+                                        unavailable=True))[0].error is None
+    c.advance_to(d.verify_end_slot + 1)
+    q = c.query(c.qid)
+    assert c.settle() is None
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    absent = c.bank.work_account(d.validators[1])
+    assert absent is not None and absent.slashes == 1  # the absent one, not the one that said unavailable
+    # one accept and one unavailable: someone checked it, verified on what arrived
+    c = PoolChain(n_validators=2)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    assert c.send(T.verdict_transaction(c.kp(d.validators[1]), c.qid, False, None, c.blockhash,
+                                        unavailable=True))[0].error is None
+    c.advance_to(d.verify_end_slot + 1)
+    assert c.settle() is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
 
 
 def test_malformed_verdict_data_is_refused() -> None:
@@ -227,8 +296,9 @@ def test_malformed_verdict_data_is_refused() -> None:
     d = c.draw()
     assert d is not None
     v = c.kp(d.validators[0])
-    for data in (b"\x07\x00\x00\x00", b"\x07\x00\x00\x00\x02", b"\x07\x00\x00\x00\x01\x00",
-                 b"\x07\x00\x00\x00\x00", b"\x07\x00\x00\x00\x00garbage"):
+    # (verdict byte 2 is "unavailable" without evidence: with evidence, or byte 3, it is refused)
+    for data in (b"\x07\x00\x00\x00", b"\x07\x00\x00\x00\x03", b"\x07\x00\x00\x00\x01\x00",
+                 b"\x07\x00\x00\x00\x02\x00", b"\x07\x00\x00\x00\x00", b"\x07\x00\x00\x00\x00garbage"):
         metas = [(v.pubkey, True, True), (c.qid, False, True), (L.pool_address(c.qid), False, True)]
         (r,) = c.send(T.auction_transaction([v], metas, data, c.blockhash))
         assert r.error is not None and r.error.split(":")[0] in ("auction-bad-data", "auction-bad-evidence"), r.error
@@ -307,3 +377,37 @@ def test_pol_draw_user_errors_are_one_line(tmp_path: Path) -> None:
         assert r.returncode == 2 and r.stdout == "", r
         assert r.stderr.startswith("error: ") and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_lost_beacon_draws_nobody_and_the_query_still_settles() -> None:
+    """spec/logit_pool.md "Lost beacons": a result nobody drew while its beacon's blockhash
+    was kept (an old snapshot's RESULT_POSTED query, or every validator away for 300 slots)
+    is no longer stuck: a settle finds nobody drawn and refunds as when nobody checked; a
+    verdict finds its signer not drawn."""
+    c = PoolChain(n_validators=3)
+    q = c.query(c.qid)
+    after = q.result_slot + L.DRAW_DELAY_SLOTS
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    live = c.draw()
+    assert live is not None and len(live.validators) == 3
+    c.advance_to(after + L.BEACON_LOST_SLOTS + 5)
+    assert c.draw() is None  # the blockhash is gone; a draw asked without a slot says "not ready"
+    assert (c.verdict(c.kp(live.validators[0]), True) or "").startswith("auction-not-drawn")
+    before = c.bank.balance(q.requester), c.bank.balance(q.winner)
+    bond = c.bid(c.qid, q.winner).bond_lamports
+    (r,) = c.send(T.settle_transaction(VALIDATORS[0], q, c.qid, list(live.validators), c.blockhash))
+    assert (r.error or "").startswith("auction-bad-accounts")  # the old draw no longer holds
+    assert c.send(T.settle_transaction(VALIDATORS[0], q, c.qid, [], c.blockhash))[0].error is None
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_REJECTED
+    assert c.bid(c.qid, q.winner).status == A.BidStatus.REFUNDED
+    assert c.bank.balance(q.requester) - before[0] == q.escrow_lamports
+    assert c.bank.balance(q.winner) - before[1] == bond
+    assert c.total() == c.start_total
+    # a draw written while its beacon was known stands: the query settles on its verdicts
+    k = PoolChain(n_validators=3)
+    k.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = k.draw()
+    assert d is not None
+    assert k.verdict(k.kp(d.validators[0]), True) is None and k.verdict(k.kp(d.validators[1]), True) is None
+    k.advance_to(after + L.BEACON_LOST_SLOTS + 5)
+    assert k.settle() is None and k.query(k.qid).status == A.QueryStatus.FINALIZED_VERIFIED

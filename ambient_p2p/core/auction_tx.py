@@ -126,12 +126,14 @@ def sign_result(winner: Keypair, query: QueryAccount, *, output_hash: bytes, num
 
 # -- the Logit Pool's instructions (core/logit_pool.py, spec/logit_pool.md) -----------------
 def verdict_transaction(validator: Keypair, query: bytes, accept: bool, evidence: PolOpening | None,
-                        recent_blockhash: bytes) -> bytes:
-    """A drawn validator's verdict: accept, or reject with the failing opening as evidence."""
-    from .logit_pool import pool_address, verdict_data
+                        recent_blockhash: bytes, *, unavailable: bool = False) -> bytes:
+    """A drawn validator's verdict: accept, or reject with the failing opening as evidence, or
+    (``unavailable``) that it could not obtain what it must check."""
+    from .logit_pool import pool_address, unavailable_data, verdict_data
 
     metas = [(validator.pubkey, True, True), (query, False, True), (pool_address(query), False, True)]
-    return auction_transaction([validator], metas, verdict_data(accept, evidence), recent_blockhash)
+    data = unavailable_data() if unavailable else verdict_data(accept, evidence)
+    return auction_transaction([validator], metas, data, recent_blockhash)
 
 
 def settle_transaction(payer: Keypair, query: QueryAccount, query_id: bytes, drawn: Sequence[bytes],

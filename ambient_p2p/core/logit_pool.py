@@ -97,11 +97,21 @@ MAX_DRAW_ROUNDS = 2
 SLASH_TO_REQUESTER_PERCENT = 50
 DRAW_DOMAIN = b"ambient/pool-draw/v1\x00"
 POOL_SEED = b"pool"
+#: a draw asked this many slots after its beacon slot, whose blockhash the bank no longer
+#: holds, finds the beacon lost and draws nobody (core/bank.py keeps MAX_RECENT_BLOCKHASHES
+#: = 300 blockhashes, one per frozen ancestor, so a beacon is known at least this long;
+#: without the rule an undrawn query or dispute would wait for ever, spec/logit_pool.md
+#: "Lost beacons")
+BEACON_LOST_SLOTS = 300
 #: the pool account has room for the most validators dynamic difficulty may draw, per round
 MAX_DRAWN = MAX_VALIDATORS * MAX_DRAW_ROUNDS
 
-#: verdict bytes in the pool account
-NO_VERDICT, ACCEPT, REJECT = 0, 1, 2
+#: verdict bytes in the pool account; UNAVAILABLE: the validator was present but could not
+#: obtain the answer, prompt or its openings from anyone (spec/logit_pool.md "Unavailable data")
+NO_VERDICT, ACCEPT, REJECT, UNAVAILABLE = 0, 1, 2, 3
+#: the verdict byte of ``verdict``'s data (the pool account's byte differs: REJECT is 2 there)
+DATA_REJECT, DATA_ACCEPT, DATA_UNAVAILABLE = 0, 1, 2
+_DATA_VERDICT = {DATA_REJECT: REJECT, DATA_ACCEPT: ACCEPT, DATA_UNAVAILABLE: UNAVAILABLE}
 
 
 class PoolView(AccountsView, Protocol):
@@ -343,6 +353,11 @@ def verdict_data(accept: bool, evidence: PolOpening | None = None) -> bytes:
     return _VERDICT_HEAD.pack(TAG_VERDICT, 1 if accept else 0) + (b"" if evidence is None else encode(evidence))
 
 
+def unavailable_data() -> bytes:
+    """``u32 tag 7 || u8 2``: the drawn validator could not obtain what it must check."""
+    return _VERDICT_HEAD.pack(TAG_VERDICT, DATA_UNAVAILABLE)
+
+
 def settle_data() -> bytes:
     return struct.pack("<I", TAG_SETTLE)
 
@@ -364,23 +379,41 @@ def evidence_error(cmt: PolCommitment, opening: PolOpening, positions: Sequence[
 # ---------------------------------------------------------------------------------------
 # Handlers (called from auction.process_instruction)
 # ---------------------------------------------------------------------------------------
-def _draw_round(view: PoolView, q: QueryAccount, qkey: bytes, after_slot: int, exclude: Sequence[bytes],
-                knobs: Difficulty) -> Draw:
+def _beacon(view: PoolView, after_slot: int, slot: int | None) -> tuple[int, bytes] | None:
+    """The beacon of a draw asked at ``slot``: the first ancestor at or after ``after_slot``
+    and its last blockhash; None when it is lost (``slot >= after_slot +
+    BEACON_LOST_SLOTS`` and the bank no longer knows it: the draw then has nobody);
+    ``auction-draw-not-ready`` before it exists (and whenever ``slot`` is None)."""
     got = view.poh_hash_at_or_after(after_slot)
+    if got is not None:
+        return got
+    if slot is not None and slot >= after_slot + BEACON_LOST_SLOTS:
+        return None
+    raise AuctionError("auction-draw-not-ready", f"no slot at or after {after_slot} is an ancestor yet")
+
+
+def _draw_round(view: PoolView, q: QueryAccount, qkey: bytes, after_slot: int, exclude: Sequence[bytes],
+                knobs: Difficulty, slot: int | None = None) -> Draw | None:
+    """The round's draw; None when its beacon is lost (spec/logit_pool.md "Lost beacons")."""
+    got = _beacon(view, after_slot, slot)
     if got is None:
-        raise AuctionError("auction-draw-not-ready", f"no slot at or after {after_slot} is an ancestor yet")
+        return None
     beacon_slot, beacon = got
     weights = view.validator_weights(max(0, beacon_slot - VALIDATOR_ACTIVE_SLOTS))
     return draw_validators(q.pol_commitment().hash(), qkey, beacon_slot, beacon, weights, exclude, q.num_tokens,
                            knobs.validators, knobs.positions)
 
 
-def _open_pool(view: PoolView, q: QueryAccount, qkey: bytes, pkey: bytes) -> PoolAccount:
+def _open_pool(view: PoolView, q: QueryAccount, qkey: bytes, pkey: bytes, slot: int | None = None) -> PoolAccount:
     pool = load_pool(view, pkey)
     if pool is not None:
         return pool
     knobs = difficulty_at(view, view.epoch()).knobs  # fixed for this query from here on
-    d = _draw_round(view, q, qkey, q.result_slot + DRAW_DELAY_SLOTS, [q.winner], knobs)
+    d = _draw_round(view, q, qkey, q.result_slot + DRAW_DELAY_SLOTS, [q.winner], knobs, slot)
+    if d is None:  # lost: nobody drawn, no extension (its window would be long over): settle refunds
+        end = q.result_slot + DRAW_DELAY_SLOTS + VERIFY_WINDOW_SLOTS
+        return PoolAccount(MAX_DRAW_ROUNDS - 1, q.result_slot + DRAW_DELAY_SLOTS, end, bytes(32), bytes(32), (), (),
+                           round_starts=(0, 0), positions=knobs.positions, per_round=knobs.validators)
     return PoolAccount(0, d.beacon_slot, d.beacon_slot + VERIFY_WINDOW_SLOTS, d.beacon, d.beacon,
                        tuple(v.validator for v in d.validators), tuple(NO_VERDICT for _ in d.validators),
                        positions=knobs.positions, per_round=knobs.validators)
@@ -389,10 +422,11 @@ def _open_pool(view: PoolView, q: QueryAccount, qkey: bytes, pkey: bytes) -> Poo
 def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> None:
     if len(data) < _VERDICT_HEAD.size:
         raise AuctionError("auction-bad-data", "verdict data is at least 5 bytes")
-    _, accept = _VERDICT_HEAD.unpack_from(data)
+    _, kind = _VERDICT_HEAD.unpack_from(data)
     evidence_bytes = data[_VERDICT_HEAD.size:]
-    if accept not in (0, 1) or (accept == 1) == bool(evidence_bytes):
-        raise AuctionError("auction-bad-data", "accept is 0 (with evidence) or 1 (without)")
+    if kind not in _DATA_VERDICT or (kind == DATA_REJECT) != bool(evidence_bytes):
+        raise AuctionError("auction-bad-data", "the verdict is 0 reject (with evidence), 1 accept or 2 unavailable "
+                           "(without)")
     _need(accs, 3, "verdict")
     validator, qacct, pacct = accs
     _signer(validator, "validator")
@@ -400,7 +434,7 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
     _expect(pacct, pool_address(qacct.key), "pool")
     q = _load_query(view, qacct.key)
     _status(q, QueryStatus.RESULT_POSTED)
-    pool = _open_pool(view, q, qacct.key, pacct.key)
+    pool = _open_pool(view, q, qacct.key, pacct.key, slot)
     if validator.key not in pool.validators:
         raise AuctionError("auction-not-drawn", "the signer is not drawn for this query")
     i = pool.validators.index(validator.key)
@@ -410,7 +444,7 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
         raise AuctionError("auction-verify-closed", f"verdicts closed at slot {pool.verify_end_slot}")
     if pool.verdicts[i] != NO_VERDICT:
         raise AuctionError("auction-verdict-exists", "this validator already posted its verdict")
-    if not accept:
+    if kind == DATA_REJECT:
         try:
             opening = decode(evidence_bytes, expected=PolOpening)
         except DecodeError as exc:
@@ -419,7 +453,7 @@ def verdict(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -
         if why is not None:
             raise AuctionError("auction-bad-evidence", why)
     verdicts = list(pool.verdicts)
-    verdicts[i] = ACCEPT if accept else REJECT
+    verdicts[i] = _DATA_VERDICT[kind]
     view.set_auction_data(pacct.key, replace(pool, verdicts=tuple(verdicts)).pack())
 
 
@@ -435,7 +469,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     _expect(winner, q.winner, "winner")
     _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
     _expect(incin, INCINERATOR_ID, "incinerator")
-    pool = _open_pool(view, q, qacct.key, pacct.key)
+    pool = _open_pool(view, q, qacct.key, pacct.key, slot)
     listed, extra = accs[7 : 7 + len(pool.validators)], accs[7 + len(pool.validators) :]
     if [a.key for a in listed] != list(pool.validators):
         raise AuctionError("auction-bad-accounts", f"settle lists the {len(pool.validators)} drawn validators "
@@ -450,7 +484,7 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
         d = None
         if pool.round + 1 < MAX_DRAW_ROUNDS:
             d = _draw_round(view, q, qacct.key, pool.verify_end_slot, [q.winner, *pool.validators],
-                            Difficulty(pool.positions, pool.per_round))
+                            Difficulty(pool.positions, pool.per_round), slot)
         for v in absent:  # absent validators of the round that just closed lose credit
             view.slash_work(v, "absent")
         observe(view, missed=len(absent))
@@ -468,11 +502,18 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     bid = BidAccount.unpack(bid_data)
     observe(view, drawn=len(pool.validators), results=1 if accepts + rejects else 0,
             rejected=1 if accepts + rejects and not (rejects < pool.quorum and accepts >= rejects) else 0)
-    if accepts == rejects == 0:  # nobody checked it: the requester is made whole, nobody is slashed
+    if accepts == rejects == 0:  # nobody checked it: the requester is made whole
         _move(view, qacct.key, q.requester, q.escrow_lamports)
-        _move(view, bacct.key, q.winner, bid.bond_lamports)
-        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
+        unavailable = pool.count(UNAVAILABLE) >= pool.quorum
+        if unavailable:  # present validators found nothing to check: the miner withheld it
+            _move(view, bacct.key, INCINERATOR_ID, bid.bond_lamports)
+        else:  # nobody was there to check: not the miner's fault
+            _move(view, bacct.key, q.winner, bid.bond_lamports)
+        view.set_auction_data(bacct.key, replace(bid, status=BidStatus.SLASHED if unavailable
+                                                 else BidStatus.REFUNDED).pack())
         view.set_auction_data(qacct.key, replace(q, status=QueryStatus.FINALIZED_REJECTED, escrow_lamports=0).pack())
+        if unavailable:
+            view.slash_work(q.winner, "result-unavailable")
         return
     verified = rejects < pool.quorum and accepts >= rejects
     side = ACCEPT if verified else REJECT
@@ -683,6 +724,21 @@ def _settled_pool(view: PoolView, q: QueryAccount, pkey: bytes) -> PoolAccount:
     return pool
 
 
+def _verified_accounts(view: PoolView, qacct: IxAccount, pacct: IxAccount, bacct: IxAccount, dacct: IxAccount,
+                       requester: IxAccount, diff: IxAccount) -> tuple[QueryAccount, PoolAccount]:
+    """The accounts ``challenge`` and ``close`` share, checked in the order the spec lists:
+    the pool, dispute and difficulty addresses, a ``FINALIZED_VERIFIED`` query, its winning
+    bid and requester, and its settled pool account."""
+    _expect(pacct, pool_address(qacct.key), "pool")
+    _expect(dacct, dispute_address(qacct.key), "dispute")
+    _expect(diff, difficulty_address(), "difficulty")
+    q = _load_query(view, qacct.key)
+    _status(q, QueryStatus.FINALIZED_VERIFIED)
+    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
+    _expect(requester, q.requester, "requester")
+    return q, _settled_pool(view, q, pacct.key)
+
+
 def _held_bid(view: PoolView, bacct: IxAccount) -> BidAccount:
     data = view.auction_data(bacct.key)
     if data is None:
@@ -715,14 +771,7 @@ def challenge(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes)
     challenger, qacct, pacct, bacct, dacct, requester, diff = accs
     _signer(challenger, "challenger")
     _writable(*accs)
-    _expect(pacct, pool_address(qacct.key), "pool")
-    _expect(dacct, dispute_address(qacct.key), "dispute")
-    _expect(diff, difficulty_address(), "difficulty")
-    q = _load_query(view, qacct.key)
-    _status(q, QueryStatus.FINALIZED_VERIFIED)
-    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
-    _expect(requester, q.requester, "requester")
-    pool = _settled_pool(view, q, pacct.key)
+    q, pool = _verified_accounts(view, qacct, pacct, bacct, dacct, requester, diff)
     old = load_dispute(view, dacct.key)
     if old is not None and old.state == OPEN:
         raise AuctionError("auction-dispute-open", "a dispute about this result is still open")
@@ -757,16 +806,18 @@ def challenge(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes)
                                                     CHALLENGE_BOND_LAMPORTS, bytes(evidence)).pack())
 
 
-def _drawn_dispute(view: PoolView, q: QueryAccount, qkey: bytes, pool: PoolAccount, d: DisputeAccount) -> DisputeAccount:
+def _drawn_dispute(view: PoolView, q: QueryAccount, qkey: bytes, pool: PoolAccount, d: DisputeAccount,
+                   slot: int | None = None) -> DisputeAccount:
     """``d`` with its jury: LStake-weighted from the validator role at the jury beacon (the
     first ancestor at or after challenge_slot + DRAW_DELAY_SLOTS), minus the miner, the
     validators that accepted and the challenger."""
     if d.drawn:
         return d
-    got = view.poh_hash_at_or_after(d.challenge_slot + DRAW_DELAY_SLOTS)
-    if got is None:
-        raise AuctionError("auction-draw-not-ready", f"no slot at or after {d.challenge_slot + DRAW_DELAY_SLOTS} "
-                           "is an ancestor yet")
+    after = d.challenge_slot + DRAW_DELAY_SLOTS
+    got = _beacon(view, after, slot)
+    if got is None:  # lost: a jury of nobody, the dispute can only lapse
+        return replace(d, beacon_slot=after, judge_end_slot=after + VERIFY_WINDOW_SLOTS, beacon=bytes(32),
+                       jurors=(), rulings=())
     beacon_slot, beacon = got
     excluded = {q.winner, d.challenger, *accepters(pool)}
     weights = {k: v for k, v in view.validator_weights(max(0, beacon_slot - VALIDATOR_ACTIVE_SLOTS)).items()
@@ -807,7 +858,7 @@ def ruling(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
     d = load_dispute(view, dacct.key)
     if d is None or d.state != OPEN:
         raise AuctionError("auction-no-dispute", "no open dispute about this result")
-    d = _drawn_dispute(view, q, qacct.key, pool, d)
+    d = _drawn_dispute(view, q, qacct.key, pool, d, slot)
     if juror.key not in d.jurors:
         raise AuctionError("auction-not-drawn", "the signer is not on this dispute's jury")
     if slot >= d.judge_end_slot:
@@ -827,16 +878,9 @@ def close(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> 
     qacct, pacct, bacct, dacct, requester, winner, incin, diff = accs[:8]
     rest = accs[8:]
     _writable(*accs)
-    _expect(pacct, pool_address(qacct.key), "pool")
-    _expect(dacct, dispute_address(qacct.key), "dispute")
-    _expect(diff, difficulty_address(), "difficulty")
-    q = _load_query(view, qacct.key)
-    _status(q, QueryStatus.FINALIZED_VERIFIED)
-    _expect(bacct, bid_address(qacct.key, q.winner), "winning bid")
-    _expect(requester, q.requester, "requester")
+    q, pool = _verified_accounts(view, qacct, pacct, bacct, dacct, requester, diff)
     _expect(winner, q.winner, "winner")
     _expect(incin, INCINERATOR_ID, "incinerator")
-    pool = _settled_pool(view, q, pacct.key)
     bid = _held_bid(view, bacct)
     d = load_dispute(view, dacct.key)
     if d is None or d.state != OPEN:  # release
@@ -847,7 +891,7 @@ def close(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) -> 
         _move(view, bacct.key, q.winner, bid.bond_lamports)
         view.set_auction_data(bacct.key, replace(bid, status=BidStatus.REFUNDED).pack())
         return
-    d = _drawn_dispute(view, q, qacct.key, pool, d)
+    d = _drawn_dispute(view, q, qacct.key, pool, d, slot)
     if [a.key for a in rest] != [d.challenger, *d.jurors]:
         raise AuctionError("auction-bad-accounts", "close of a dispute lists its challenger, then its jurors in "
                            "draw order")

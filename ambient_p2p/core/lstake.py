@@ -361,3 +361,37 @@ def stake_weighted_sample(weights: Mapping[bytes, int], seed: bytes, count: int)
                 del remaining[k]
                 break
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# What one epoch's LStake snapshot gives each identity (spec/lstake.md "Shares of an epoch")
+# ---------------------------------------------------------------------------------------
+#: draw probabilities are reported in parts per million (integers: no floats in anything two
+#: implementations compare)
+PPM = 1_000_000
+
+
+@dataclass(frozen=True)
+class EpochShare:
+    """One identity's part of an epoch: its LStake in the snapshot that governs the epoch,
+    its leader slots in the epoch's schedule, and the probability (ppm, floor) that it is
+    the first pick of a validator draw over every identity with LStake."""
+
+    lstake: int
+    leader_slots: int
+    draw_ppm: int
+
+
+def epoch_shares(weights: Mapping[bytes, int], schedule: list[bytes]) -> dict[bytes, EpochShare]:
+    """Per identity with LStake or a leader slot: :class:`EpochShare` from the epoch's weights
+    (:func:`epoch_weights`, which also weigh the epoch's votes and the Logit Pool's draws) and
+    its schedule (:func:`schedule_for_epoch`). The first pick of
+    :func:`stake_weighted_sample` takes ``k`` with probability ``w_k / total`` (later picks
+    remove the chosen), so ``draw_ppm = w_k * PPM // total``."""
+    total = sum(v for v in weights.values() if v > 0)
+    slots: dict[bytes, int] = {}
+    for leader in schedule:
+        slots[leader] = slots.get(leader, 0) + 1
+    ids = {k for k, v in weights.items() if v > 0} | set(slots)
+    return {k: EpochShare(max(0, weights.get(k, 0)), slots.get(k, 0),
+                          max(0, weights.get(k, 0)) * PPM // total if total else 0) for k in sorted(ids)}

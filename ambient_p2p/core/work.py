@@ -34,6 +34,7 @@ SLASH_REASONS = frozenset({
     "false-reject",         # a validator rejected with evidence that verifies fine
     "absent",               # a drawn validator (or juror) posted no verdict in the window
     "false-challenge",      # a jury dismissed this identity's fraud proof
+    "result-unavailable",   # a quorum of drawn validators could not obtain the miner's answer or openings
 })
 _U64 = 1 << 64
 

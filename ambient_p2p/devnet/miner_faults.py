@@ -6,7 +6,7 @@ production code path, selected by the hidden ``join``/``run --miner-fault KIND``
 | --- | --- | --- |
 | ``never-post`` | wins, never runs the model or posts | anyone's ``expire`` after the deadline: requester refunded, bond to the incinerator |
 | ``post-late`` | holds its result until the deadline slot, then posts | ``auction-deadline-passed``; then ``expire`` as above |
-| ``wrong-output`` | posts a result whose ``output_hash`` is not its answer's (signed, so the program accepts it) | ``RESULT_POSTED``; only the Logit Pool can catch it (the answer blob does not hash to it) |
+| ``wrong-output`` | posts a result whose ``output_hash`` is not its answer's (signed, so the program accepts it) | ``RESULT_POSTED``; no blob hashes to it and no proof has its commitment, so the drawn validators send unavailable verdicts: ``FINALIZED_REJECTED``, bond to the incinerator, the miner's work slashed (spec/logit_pool.md "Unavailable data") |
 | ``wrong-reveal`` | reveals a price one lamport above the one it committed | ``auction-bid-mismatch``; the bid stays ``COMMITTED`` and forfeits its bond at close |
 | ``perturbed-model`` | answers from the embedded model with every weight scaled by ``1 + 1e-3 * N(0, 1)`` (a cheaper or altered model claimed as the real one; it still names the real ``model_id``) | ``RESULT_POSTED``; the drawn validators' forward pass rejects its openings (spec/pol.md: 1e-3 noise moves committed values by a median 216 grid units, tau is 4): ``FINALIZED_REJECTED``, bond slashed (spec/logit_pool.md) |
 | ``bf16-model`` | answers from the embedded model cast to bfloat16 (half the memory traffic) but commits as tier ``FP32`` (``tau`` 4 grid units), the tier the honest fp32 model earns | ``RESULT_POSTED``; bf16 moves committed values by up to 0.49 nats (spec/pol.md), far past ``tau``: ``FINALIZED_REJECTED``, bond slashed |
@@ -243,7 +243,7 @@ class CollusivePool(PoolValidator):
                 with trio.move_on_after(self.v.slot_ms / 2000):
                     await self.v.frozen_event.wait()
 
-    async def check(self, qid: bytes, q: au.QueryAccount, positions: list[int]) -> None:
+    async def check(self, qid: bytes, q: au.QueryAccount, positions: list[int], verify_end: int | None = None) -> None:
         try:
             self.verdicts[qid] = (True, None)
             self.sent[qid] = self.slot()

@@ -67,7 +67,7 @@ def pool_draw_json(bank: Bank, qid: bytes) -> dict[str, Any]:
             lp.load_pool(pool_view(bank), lp.pool_address(qid))
     if d is None:
         return {"query": query_json(q), "draw": None}
-    names = {lp.NO_VERDICT: None, lp.ACCEPT: "accept", lp.REJECT: "reject"}
+    names = {lp.NO_VERDICT: None, lp.ACCEPT: "accept", lp.REJECT: "reject", lp.UNAVAILABLE: "unavailable"}
     return {"query": query_json(q), "draw": {
         "stored": lp.pool_address(qid) in bank.auction_accounts, "round": d.round,
         "beacon_slot": d.beacon_slot, "beacon": d.beacon.hex(), "verify_end_slot": d.verify_end_slot,

@@ -39,6 +39,7 @@ from ..core.bank import pool_view
 from ..core.blobs import BlobError, blob_tokens
 from ..core.codec import DecodeError, decode, encode
 from ..core.crypto import encode_address, sha256
+from ..core.lstake import epoch_of, epoch_shares
 from ..core.miner_policy import RESEND_SLOTS
 from ..core.shard import load_route
 from ..net.messages import PolOpenRequest, PolOpenResponse
@@ -49,6 +50,7 @@ from .miner import PROOF_DIR, BlobAccess, auction_view
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
     from ..model.runner import LoadedModel
+    from .schedule import ScheduleBook
     from .validator import Validator
 
 #: seconds one pol-open request may take (the openings of one validator: 8 x ~0.5 KiB)
@@ -60,8 +62,13 @@ POL_OPEN_RETRY_S = 0.5
 DEFAULT_POOL_THREADS = 1
 #: recent verdicts listed in ``status``
 STATUS_RECENT = 8
-#: checks of one query that may fail (data unavailable) before this node gives up on it
+#: checks of one query that may fail (data unavailable) before this node gives up on it and
+#: says so on chain (an unavailable verdict, spec/logit_pool.md "Unavailable data")
 MAX_CHECK_ATTEMPTS = 3
+#: a failed check this close to the window's end sends the unavailable verdict at once: a
+#: check waits up to half the window for openings (and 10 s per blob), so a second attempt
+#: would end past the window, and the verdict takes a few slots to land
+UNAVAILABLE_MARGIN_SLOTS = lp.VERIFY_WINDOW_SLOTS // 2
 
 
 class ProofStore:
@@ -158,7 +165,29 @@ def work_table(bank: Bank) -> dict[str, dict[str, int]]:
             out[encode_address(k)] = {"tokens_served": w.tokens_served, "positions_validated": w.positions_validated,
                                       "slashes": w.slashes, "total_tokens_served": w.total_tokens_served,
                                       "total_positions_validated": w.total_positions_validated,
-                                      "total_slashes": w.total_slashes}
+                                      "total_slashes": w.total_slashes, "last_slash_slot": w.last_slash_slot}
+    return out
+
+
+#: epochs below the root's epoch whose shares ``status`` lists (with the root's and the next)
+STATUS_PAST_EPOCHS = 2
+
+
+def epoch_table(book: ScheduleBook) -> dict[str, dict[str, dict[str, int]]]:
+    """``status``'s ``epochs``: for each epoch near the root whose LStake snapshot is rooted
+    here (``ScheduleBook.available``), per identity its LStake (the epoch's vote and draw
+    weight), leader slots and first-pick draw probability in ppm (core/lstake.py
+    ``epoch_shares``)."""
+    root_epoch = epoch_of(book.credited_through, book.spe)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in range(max(0, root_epoch - STATUS_PAST_EPOCHS), root_epoch + 2):
+        if not book.available(e):
+            continue
+        weights, schedule = book.vote_weights(e), book.schedule(e)
+        if weights is None or schedule is None:
+            continue
+        out[str(e)] = {encode_address(k): {"lstake": s.lstake, "leader_slots": s.leader_slots, "draw_ppm": s.draw_ppm}
+                       for k, s in epoch_shares(weights, schedule).items()}
     return out
 
 
@@ -216,6 +245,8 @@ class PoolValidator:
         self.sent: dict[bytes, int] = {}
         #: query -> the verdict transaction already built (resent as is, newer blockhash aside)
         self.verdicts: dict[bytes, tuple[bool, pol.PolOpening | None]] = {}
+        #: queries whose verdict is "unavailable" (this node could not obtain what it must check)
+        self.unavailable: set[bytes] = set()
         self.busy: set[bytes] = set()
         self.attempts: dict[bytes, int] = {}
         self.settle_sent: dict[bytes, int] = {}
@@ -278,6 +309,7 @@ class PoolValidator:
                     memo.pop(qid, None)
                 self.sent.pop(qid, None)
                 self.verdicts.pop(qid, None)
+                self.unavailable.discard(qid)
                 self.settle_sent.pop(qid, None)
                 self.attempts.pop(qid, None)
                 continue
@@ -302,14 +334,15 @@ class PoolValidator:
                 if slot - last >= RESEND_SLOTS:
                     self.sent[qid] = slot
                     accept, ev = self.verdicts[qid]
-                    await self.send(atx.verdict_transaction(self.kp, qid, accept, ev, bank.last_blockhash))
+                    await self.send(atx.verdict_transaction(self.kp, qid, accept, ev, bank.last_blockhash,
+                                                            unavailable=qid in self.unavailable))
                 continue
             if qid not in self.busy and self.attempts.get(qid, 0) < MAX_CHECK_ATTEMPTS:
                 self.busy.add(qid)
                 self.attempts[qid] = self.attempts.get(qid, 0) + 1
                 if self.attempts[qid] == 1:
                     self.stats.drawn += 1
-                nursery.start_soon(self.check, qid, q, d.positions_of(q, i))
+                nursery.start_soon(self.check, qid, q, d.positions_of(q, i), d.verify_end_slot)
 
     async def _openings(self, cmt_hash: bytes, positions: list[int], timeout_s: float) -> list[pol.PolOpening] | None:
         port = self.v.port
@@ -335,7 +368,24 @@ class PoolValidator:
             await trio.sleep(POL_OPEN_RETRY_S)
         return None
 
-    async def check(self, qid: bytes, q: au.QueryAccount, positions: list[int]) -> None:
+    async def _unavailable(self, qid: bytes, why: str, verify_end: int | None) -> None:
+        """A check that found no data: counted; on the last attempt, or near the window's end,
+        the unavailable verdict (spec/logit_pool.md "Unavailable data")."""
+        self._fail(why)
+        if self.attempts.get(qid, 0) < MAX_CHECK_ATTEMPTS and (
+                verify_end is None or self.slot() < verify_end - UNAVAILABLE_MARGIN_SLOTS):
+            return  # tick tries again
+        self.verdicts[qid] = (False, None)
+        self.unavailable.add(qid)
+        self.sent[qid] = self.slot()
+        self.stats.verdicts_sent += 1
+        self.stats.recent = [*self.stats.recent, {"query": encode_address(qid), "accept": False, "reason": why,
+                                                  "unavailable": True, "s": 0.0}][-STATUS_RECENT:]
+        bank = self.bank()
+        if bank is not None:
+            await self.send(atx.verdict_transaction(self.kp, qid, False, None, bank.last_blockhash, unavailable=True))
+
+    async def check(self, qid: bytes, q: au.QueryAccount, positions: list[int], verify_end: int | None = None) -> None:
         assert self.lm is not None
         try:
             cmt = q.pol_commitment()
@@ -345,17 +395,17 @@ class PoolValidator:
             output_b = await self.blobs.fetch(q.output_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
             openings = await self._openings(cmt.hash(), positions, t_window)
             if openings is None:
-                return self._fail("openings-unavailable")
+                return await self._unavailable(qid, "openings-unavailable", verify_end)
             if prompt_b is None or output_b is None:
-                # no answer to check against: the committed leaves themselves may still fail
-                # the token rule; otherwise no verdict (the miner earns nothing, spec)
-                return self._fail("blobs-unavailable")
+                # no answer to check against (a miner that committed to an answer it does not
+                # serve: devnet fault wrong-output)
+                return await self._unavailable(qid, "blobs-unavailable", verify_end)
             try:
                 if sha256(prompt_b) != q.prompt_hash or sha256(output_b) != q.output_hash:
-                    return self._fail("blob-mismatch")
+                    return await self._unavailable(qid, "blob-mismatch", verify_end)
                 prompt, output = blob_tokens(prompt_b), blob_tokens(output_b)
             except BlobError:
-                return self._fail("blob-malformed")
+                return await self._unavailable(qid, "blob-malformed", verify_end)
             check, total_s = await trio.to_thread.run_sync(_validate, self.lm, cmt, prompt, output, positions,
                                                            openings, limiter=self.worker)
             self.stats.validate_s = [*self.stats.validate_s, round(total_s, 3)][-STATUS_RECENT:]
@@ -489,7 +539,8 @@ class PoolValidator:
                 "rulings_sent": s.rulings_sent, "closes_sent": s.closes_sent, "failures": dict(s.failures),
                 "recent": list(s.recent), "validate_s": list(s.validate_s),
                 "chain": chain_counts(bank) if bank is not None else None,
-                "work": work_table(bank) if bank is not None else None}
+                "work": work_table(bank) if bank is not None else None,
+                "slots_per_epoch": self.v.book.spe, "epochs": epoch_table(self.v.book)}
 
     def status_line(self) -> str:
         s = self.stats

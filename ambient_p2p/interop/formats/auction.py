@@ -35,6 +35,7 @@ from ...core import logit_pool as L
 from ...core import pol as P
 from ...core import shard as S
 from ...core.bank import ZERO_HASH, Bank, BlockError, TxResult, auction_delta_hash, parse_transaction, pool_view
+from ...core.codec import encode
 from ...core.difficulty import Difficulty
 from ...core.messages import sign_message
 from ...core.pol import TOP_K, Tier
@@ -531,6 +532,59 @@ def pool_proof(miner: crypto.Keypair, q: A.QueryAccount, tokens: int = POOL_TOKE
     return dataclasses.replace(proof, commitment=sign_message(cmt, miner, "pol-commitment"))
 
 
+def unavailable_cases(case: Any) -> None:
+    """Verdicts that the answer or its openings could not be obtained (spec/logit_pool.md
+    "Unavailable data"): two voters besides the miner, so both are drawn and nobody is left
+    for the extension."""
+    u = PoolChain(n_validators=2)
+    u.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = u.draw()
+    assert d is not None and len(d.validators) == 2
+    a, b = u.kp(d.validators[0]), u.kp(d.validators[1])
+    case("verdict", "unavailable", "a drawn validator that could not obtain the answer or its openings says so "
+         "(verdict byte 2, no evidence): recorded as 3 in the pool account", u,
+         T.verdict_transaction(a, u.qid, False, None, u.blockhash, unavailable=True))
+    case("verdict", "unavailable-with-evidence", "an unavailable verdict that carries evidence: must reject", u,
+         T.auction_transaction([a], [(a.pubkey, True, True), (u.qid, False, True), (L.pool_address(u.qid), False, True)],
+                               L.unavailable_data() + encode(u.evidence(a.pubkey)), u.blockhash))
+    case("verdict", "unknown-verdict-byte", "a verdict byte of 3: must reject", u,
+         T.auction_transaction([a], [(a.pubkey, True, True), (u.qid, False, True), (L.pool_address(u.qid), False, True)],
+                               L.unavailable_data()[:4] + b"\x03", u.blockhash))
+    one = PoolChain(n_validators=2)
+    one.advance(L.DRAW_DELAY_SLOTS + 1)
+    d1 = one.draw()
+    assert d1 is not None
+    one.ok(T.verdict_transaction(one.kp(d1.validators[0]), one.qid, False, None, one.blockhash, unavailable=True))
+    u.ok(T.verdict_transaction(a, u.qid, False, None, u.blockhash, unavailable=True),
+         T.verdict_transaction(b, u.qid, False, None, u.blockhash, unavailable=True))
+    case("settle", "unavailable-window-open", "two unavailable verdicts decide nothing before verify_end_slot: "
+         "must reject", u, u.settle_tx())
+    u.advance_to(d.verify_end_slot + 1)
+    case("settle", "unavailable", "a quorum of unavailable verdicts and no accept or reject, nobody fresh to draw: "
+         "the requester gets the whole escrow, the bond goes to the incinerator (bid SLASHED), the miner's work is "
+         "slashed (result-unavailable), FINALIZED_REJECTED", u, u.settle_tx())
+    one.advance_to(d1.verify_end_slot + 1)
+    case("settle", "one-unavailable", "one unavailable verdict (no quorum), the other validator absent: the "
+         "requester and the winner are refunded as when nobody checked, the absent validator loses its work credit",
+         one, one.settle_tx())
+
+
+def lost_beacon_cases(case: Any) -> None:
+    """A posted result nobody drew while its beacon was known (spec/logit_pool.md "Lost
+    beacons"): a settle then finds nobody drawn and no extension, and refunds as when nobody
+    checked; a draw already written goes on with its validators."""
+    c = PoolChain(n_validators=3)
+    q = c.query(c.qid)
+    after = q.result_slot + L.DRAW_DELAY_SLOTS
+    # every slot here is frozen, so the blockhash stays known a few slots past BEACON_LOST_SLOTS
+    c.advance_to(after + L.BEACON_LOST_SLOTS + 5)
+    case("settle", "beacon-lost-refunds", "round 0's beacon is lost before anyone drew: nobody checked the answer: "
+         "the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", c,
+         T.settle_transaction(OUTSIDER, q, c.qid, [], c.blockhash))
+    case("settle", "beacon-lost-lists-nobody", "a settle of a query whose round-0 beacon is lost that lists "
+         "validators: must reject", c, T.settle_transaction(OUTSIDER, q, c.qid, [VALIDATORS[0].pubkey], c.blockhash))
+
+
 class PoolChain(Chain):
     """A chain with one posted result (MINERS[0] won at POOL_CLEARING against MINERS[1]) and
     ``n_validators`` validators whose votes landed (the miner's too: it is excluded)."""
@@ -731,6 +785,8 @@ def pool_cases(out: list[Case]) -> None:
     n.advance_to(d.verify_end_slot + 1)
     case("settle", "nobody-to-draw", "no identity has the validator role: after the window nobody checked the "
          "answer: the requester gets the whole escrow, the winner its bond, FINALIZED_REJECTED", n, n.settle_tx())
+    unavailable_cases(case)
+    lost_beacon_cases(case)
     retro_cases(out)
 
     # dynamic difficulty in force: 16 positions, 4 validators per round (quorum 3)

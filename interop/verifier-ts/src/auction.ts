@@ -472,7 +472,7 @@ const VOFF = 88;
 const DOFF = VOFF + 32 * MAX_DRAWN; // 536
 const SOFF = DOFF + MAX_DRAWN + 2; // 552
 const POOL_BYTES = SOFF + 8; // 560
-const [NO_VERDICT, ACCEPT, REJECT] = [0, 1, 2];
+const [NO_VERDICT, ACCEPT, REJECT, UNAVAILABLE] = [0, 1, 2, 3];
 const DRAW_DOMAIN = utf8("ambient/pool-draw/v1\0");
 const CHALLENGE_DOMAIN = utf8("ambient/pol-challenge/v1\0");
 const POSITIONS_DOMAIN = utf8("ambient/pol-positions/v1\0");
@@ -590,10 +590,16 @@ const positionsFor = (q: Acct, beacon: Uint8Array, v: Uint8Array, count: number 
 const positionsOf = (q: Acct, p: Pool, i: number): number[] => positionsFor(q, beaconOf(p, i), p.validators[i], p.positions);
 
 /** The draw of one round: beacon = first ancestor >= `after`, candidates = recent voters with LStake. */
-function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: Uint8Array[], count: number): { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } {
+/** Slots after which an unknown beacon is lost (core/logit_pool.py BEACON_LOST_SLOTS). */
+const BEACON_LOST_SLOTS = 300n;
+function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: Uint8Array[], count: number): { slot: bigint; beacon: Uint8Array; validators: Uint8Array[] } | null {
   const later = bank.slotHashes.map(([s]) => s).filter((s) => s >= after).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const idx = bank.blockhashes.length - later.length;
-  if (later.length === 0 || idx < 0) return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  if (later.length === 0 || idx < 0) {
+    // a lost beacon draws nobody (spec/logit_pool.md "Lost beacons")
+    if (bank.slot >= after + BEACON_LOST_SLOTS) return null;
+    return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  }
   const [slot, beacon] = [later[0], bank.blockhashes[idx]];
   const since = slot > VALIDATOR_ACTIVE_SLOTS ? slot - VALIDATOR_ACTIVE_SLOTS : 0n;
   const ex = new Set(exclude.map(hex));
@@ -610,7 +616,10 @@ function drawRound(bank: Bank, q: Acct, qa: Uint8Array, after: bigint, exclude: 
 function juryDraw(bank: Bank, q: Acct, qa: Uint8Array, position: number, after: bigint, exclude: Uint8Array[]): { slot: bigint; beacon: Uint8Array; jurors: Uint8Array[] } {
   const later = bank.slotHashes.map(([s]) => s).filter((s) => s >= after).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const idx = bank.blockhashes.length - later.length;
-  if (later.length === 0 || idx < 0) return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  if (later.length === 0 || idx < 0) {
+    if (bank.slot >= after + BEACON_LOST_SLOTS) return { slot: after, beacon: new Uint8Array(32), jurors: [] };
+    return ixError("auction-draw-not-ready", `no ancestor at or after ${after}`);
+  }
   const [slot, beacon] = [later[0], bank.blockhashes[idx]];
   const since = slot > VALIDATOR_ACTIVE_SLOTS ? slot - VALIDATOR_ACTIVE_SLOTS : 0n;
   const ex = new Set(exclude.map(hex));
@@ -669,7 +678,15 @@ function openPool(c: Ctx, q: Acct, qa: Uint8Array, pa: Uint8Array): Pool {
   const d = c.bank.auction.get(hex(pa));
   if (d) return decodePool(d);
   const k = difficultyAt(c.bank, 0n);
-  const r = drawRound(c.bank, q, qa, g(q, "result_slot") + DRAW_DELAY_SLOTS, [gb(q, "winner")], Number(k.validators));
+  const after = g(q, "result_slot") + DRAW_DELAY_SLOTS;
+  const r = drawRound(c.bank, q, qa, after, [gb(q, "winner")], Number(k.validators));
+  if (r === null) {
+    // lost: nobody drawn and no extension (its window would be long over): settle refunds
+    return {
+      round: 1, start1: 0, beaconSlot: after, verifyEnd: after + VERIFY_WINDOW_SLOTS, beacon: new Uint8Array(32), first: new Uint8Array(32),
+      validators: [], verdicts: [], settled: 0n, positions: Number(k.positions), perRound: Number(k.validators),
+    };
+  }
   return {
     round: 0, start1: 0, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon, first: r.beacon, validators: r.validators,
     verdicts: r.validators.map(() => NO_VERDICT), settled: 0n, positions: Number(k.positions), perRound: Number(k.validators),
@@ -721,9 +738,9 @@ function slashWork(bank: Bank, id: Uint8Array): void {
 
 function poolVerdict(c: Ctx, data: Uint8Array): void {
   if (data.length < 5) ixError("auction-bad-data", "verdict data is at least 5 bytes");
-  const accept = data[4];
+  const accept = data[4]; // 0 reject (with evidence), 1 accept, 2 unavailable (without)
   const ev = data.slice(5);
-  if (accept > 1 || (accept === 1) === ev.length > 0) ixError("auction-bad-data", "accept with evidence or reject without");
+  if (accept > 2 || (accept === 0) !== ev.length > 0) ixError("auction-bad-data", "accept with evidence or reject without");
   if (c.accts.length !== 3) ixError("auction-bad-accounts", "verdict takes 3 accounts");
   c.signer(0, "the validator");
   c.writable(0, 1, 2);
@@ -757,7 +774,7 @@ function poolVerdict(c: Ctx, data: Uint8Array): void {
       ixError("auction-bad-evidence", "the Merkle path does not lead to the root");
     }
   }
-  p.verdicts[i] = accept === 1 ? ACCEPT : REJECT;
+  p.verdicts[i] = accept === 1 ? ACCEPT : accept === 2 ? UNAVAILABLE : REJECT;
   storePool(c, pa, p);
 }
 
@@ -812,13 +829,16 @@ function poolSettle(c: Ctx, n: number): void {
   const bond = g(b, "bond_lamports");
   const escrow = g(q, "escrow_lamports");
   if (accepts === 0 && rejects === 0) {
+    // nobody checked it; a quorum of present validators that found nothing to check burns the bond
+    const unavailable = p.verdicts.filter((x) => x === UNAVAILABLE).length >= quorum(p);
     c.move(qa, ra, escrow);
-    c.move(ba, winner, bond);
-    b.f.set("status", BigInt(REFUNDED_B));
+    c.move(ba, unavailable ? INCINERATOR_ID : winner, bond);
+    b.f.set("status", BigInt(unavailable ? SLASHED : REFUNDED_B));
     q.f.set("status", 7n);
     q.f.set("escrow_lamports", 0n);
     c.store(ba, b);
     c.store(qa, q);
+    if (unavailable) slashWork(c.bank, winner);
     return;
   }
   const verified = rejects < quorum(p) && accepts >= rejects;

@@ -244,7 +244,7 @@ type Acc = {
   epoch: bigint; flags: number; tokens: bigint; positions: bigint; slashes: bigint;
   tTokens: bigint; tPositions: bigint; tSlashes: bigint; lastSlash: bigint; rewards: bigint; identity: Uint8Array;
 };
-const REASONS = new Set(["result-rejected", "fraud-proven", "accepted-fraud", "false-reject", "absent"]);
+const REASONS = new Set(["result-rejected", "fraud-proven", "accepted-fraud", "false-reject", "absent", "false-challenge", "result-unavailable"]);
 
 function pack(a: Acc): Uint8Array {
   const head = new Uint8Array(8);
