@@ -52,7 +52,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from . import auction, rewards, svm, work
 from .codec import DecodeError, decode
@@ -132,6 +132,21 @@ def _versioned_transaction() -> Any:
     return VersionedTransaction
 
 
+def _frozen(cls: type[_T], values: dict[str, Any]) -> _T:
+    """``cls(**values)`` for a frozen dataclass without its ``__init__``, which sets each
+    field through ``object.__setattr__`` (0.5-0.7 us an instance; the bank builds three for
+    every transaction). ``values`` must name every field; tests/test_svm.py checks that the
+    bank's uses build what the constructors build."""
+    obj = _new_object(cls)
+    _set_attribute(obj, "__dict__", values)
+    return obj
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_T = TypeVar("_T")
+
+
 def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx:
     """Parse, sanitize and (optionally) signature-check one wire transaction via solders."""
     if type(raw) is not bytes:
@@ -144,28 +159,30 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
     if bytes(tx) != raw:
         raise BlockError("bad-transaction", "non-canonical transaction encoding")
     # Everything below is read out of the wire bytes, whose structure solders has just parsed
-    # and re-encoded byte for byte (a legacy or v0 message; compact-u16 lengths canonical, one
-    # byte below 128): reading the solders objects' fields costs 0.1-1 us each, and this runs
-    # for every transaction (spec/svm.md "Performance")
+    # and re-encoded byte for byte (a legacy or v0 message, compact-u16 lengths canonical):
+    # reading the solders objects' fields costs 0.1-1 us each, and this runs for every
+    # transaction (spec/svm.md "Performance")
     nsigs = raw[0]
-    pos = 1
-    if nsigs & 0x80:
-        nsigs, pos = _shortvec(raw, 0)
-    sigs = tuple([raw[p: p + 64] for p in range(pos, pos + 64 * nsigs, 64)])
-    pos += 64 * nsigs
-    versioned = raw[pos] & 0x80
-    if versioned:
-        if raw[pos] != 0x80:  # solders parses no other version; kept as the guard it states
-            raise BlockError("unsupported-transaction", f"message version {raw[pos] & 0x7F} is not supported")
-        pos += 1
-    nsig, ro_signed, ro_unsigned, nkeys = raw[pos], raw[pos + 1], raw[pos + 2], raw[pos + 3]
-    pos += 4
-    if nkeys & 0x80:
-        nkeys, pos = _shortvec(raw, pos - 1)
-    keys = tuple([raw[p: p + 32] for p in range(pos, pos + 32 * nkeys, 32)])
-    pos += 32 * nkeys
-    blockhash = raw[pos: pos + 32]
-    nix, pos = _shortvec(raw, pos + 32)
+    shape = None
+    if nsigs < 0x80:
+        msg = 1 + 64 * nsigs
+        end = msg + 4 + (raw[msg] >> 7)  # [version prefix], header, key count
+        if raw[end - 1] < 0x80:  # one-byte lengths: the common case
+            shape = raw[:1] + raw[msg:end]
+    if shape is None:
+        shape = _shape(raw)
+    layout = _LAYOUTS.get(shape) or _layout(raw, shape)
+    fields = layout.fields.unpack_from(raw)
+    sigs = fields[:layout.nsigs]
+    keys = fields[layout.nsigs:-1]
+    blockhash = fields[-1]
+    if layout.version is not None and layout.version != 0:  # solders parses no other version
+        raise BlockError("unsupported-transaction", f"message version {layout.version} is not supported")
+    versioned = layout.version is not None
+    pos = layout.fields.size
+    nsig = layout.nsig
+    writable = layout.writable
+    nix, pos = _shortvec(raw, pos)
     ixs = []
     for _ in range(nix):
         prog = raw[pos]
@@ -187,11 +204,57 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         raise BlockError("unsupported-transaction", "address lookup tables are not supported")
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
-    signed_writable = nsig - ro_signed
-    unsigned_writable = nkeys - ro_unsigned
+    return _frozen(ParsedTx, {"raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig,
+                              "writable": writable, "recent_blockhash": blockhash, "instructions": tuple(ixs),
+                              "vtx": tx, "writable_keys": keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+
+
+class _Layout(NamedTuple):
+    """Where a transaction of one shape keeps its parts (``_LAYOUTS``)."""
+
+    fields: struct.Struct  # unpacks the signatures, the account keys and the recent blockhash
+    nsigs: int
+    version: int | None  # None: a legacy message
+    nsig: int  # required signatures
+    signed_writable: int  # keys [0, signed_writable) and [nsig, unsigned_writable) are writable
+    unsigned_writable: int
+    writable: tuple[bool, ...]
+
+
+#: transaction shape (the signature count, version prefix, header and key count as on the
+#: wire) -> its layout; a few shapes make up a chain's traffic. Bounded: cleared when full.
+_LAYOUTS: dict[bytes, _Layout] = {}
+_MAX_LAYOUTS = 4096
+
+
+def _shape(raw: bytes) -> bytes:
+    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key), any lengths."""
+    nsigs, pos = _shortvec(raw, 0)
+    start = pos + 64 * nsigs
+    head = start + (1 if raw[start] & 0x80 else 0) + 3
+    _nkeys, end = _shortvec(raw, head)
+    return raw[:pos] + raw[start:end]
+
+
+def _layout(raw: bytes, shape: bytes) -> _Layout:
+    nsigs, pos = _shortvec(raw, 0)
+    fmt = "<" + "x" * pos + "64s" * nsigs
+    pos += 64 * nsigs
+    version = None
+    if raw[pos] & 0x80:
+        version = raw[pos] & 0x7F
+        pos += 1
+        fmt += "x"
+    nsig, ro_signed, ro_unsigned = raw[pos], raw[pos + 1], raw[pos + 2]
+    nkeys, end = _shortvec(raw, pos + 3)
+    fmt += "x" * (end - pos) + "32s" * nkeys + "32s"
+    signed_writable, unsigned_writable = nsig - ro_signed, nkeys - ro_unsigned
     writable = tuple([i < signed_writable if i < nsig else i < unsigned_writable for i in range(nkeys)])
-    return ParsedTx(raw, sigs, keys, nsig, writable, blockhash, tuple(ixs), tx,
-                    keys[:signed_writable] + keys[nsig:unsigned_writable])
+    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable)
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[shape] = layout
+    return layout
 
 
 def _shortvec(buf: bytes, pos: int) -> tuple[int, int]:
@@ -474,7 +537,8 @@ class Bank:
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
-            log.append(TxRecord(tx.raw, res, pre, tuple(map(self.accounts.get, keys, zeros))))
+            log.append(_frozen(TxRecord, {"raw": tx.raw, "result": res, "pre_balances": pre,
+                                          "post_balances": tuple(map(self.accounts.get, keys, zeros))}))
         return results
 
     def _recent_blockhashes(self) -> frozenset[bytes]:
@@ -524,7 +588,8 @@ class Bank:
             else:  # the executor has let go of the payer: no _svm_sync needed
                 self.accounts[payer] -= fee
                 self.modified.add(payer)
-            return TxResult(sig, fee, res.error, res.logs, res.compute_units)
+            return _frozen(TxResult, {"signature": sig, "fee": fee, "error": res.error, "logs": res.logs,
+                                      "compute_units": res.compute_units})
         self._svm_sync()  # native programs read and write the accounts from here on
         self._set(payer, self.balance(payer) - fee)
         snapshot = dict(self.accounts)

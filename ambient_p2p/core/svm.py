@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set as AbstractSet
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from .crypto import decode_address
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from solders.account import Account
     from solders.litesvm import LiteSVM
     from solders.transaction import VersionedTransaction
+    from solders.transaction_metadata import TransactionMetadata
 
 SYSTEM_PROGRAM_ID = bytes(32)
 NATIVE_LOADER_ID = decode_address("NativeLoader1111111111111111111111111111111")
@@ -87,15 +89,16 @@ def account_hash(pubkey: bytes, lamports: int, meta: AccountMeta) -> bytes:
 
 
 class SvmResult(NamedTuple):
-    """One transaction's run in the SVM. ``writes``: the post-state (lamports, meta) of every
-    writable account, the fee payer's already net of ``fee`` (empty on failure; a meta equal
-    to :data:`DEFAULT_META` is that object); ``error``: agave's ``TransactionError`` text,
-    None on success. (A named tuple: one per transaction, on the hot path.)"""
+    """One transaction's run in the SVM. ``writes``: the lamports after the run of every
+    writable account, the fee payer's already net of ``fee`` (empty on failure; their metas
+    stay live in the executor, :meth:`SvmExecutor.execute`); ``error``: agave's
+    ``TransactionError`` text, None on success. (A named tuple: one per transaction, on the
+    hot path.)"""
 
     error: str | None
     logs: tuple[str, ...]
     compute_units: int
-    writes: Mapping[bytes, tuple[int, AccountMeta]]
+    writes: Mapping[bytes, int]
     svm_fee: int
 
 
@@ -400,7 +403,7 @@ class SvmExecutor:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             # a panic inside LiteSVM fails the transaction (fee charged) on every node alike;
-            # LiteSVM stores accounts only after a successful run, so the live accounts are
+            # LiteSVM stores accounts only at the end of a run, so the live accounts are
             # taken back as they are, and then every account is loaded again from the bank
             self._x87_reset()
             self.release()
@@ -408,8 +411,9 @@ class SvmExecutor:
             return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
         self._x87_reset()
         if type(res) is self._Failed:
-            # LiteSVM stored nothing (it stores accounts only after a successful run); the
-            # bank charges the fee: the written accounts leave the live set and load again
+            # LiteSVM stored only the fee payer charged its fee (agave's rollback account;
+            # tests/test_svm_live.py); the bank charges its own: the writable accounts are
+            # taken back (their metas are as before the run) and load again next time
             metas_back = self._take_back(writable_keys)
             for k in writable_keys:
                 mirror.pop(k, None)
@@ -419,7 +423,8 @@ class SvmExecutor:
             logs = tuple(meta.logs())
             return SvmResult(_error_text(str(res.err()), logs), logs, int(meta.compute_units_consumed()), {},
                              int(meta.fee()))
-        svm_fee = res.fee()
+        ok = cast("TransactionMetadata", res)
+        svm_fee = ok.fee()
         if not all_live:  # every account it named is now as LiteSVM holds it
             live.update([k for k in keys if k not in reserved])
         if not reserved.isdisjoint(writable_keys):
@@ -428,8 +433,8 @@ class SvmExecutor:
             pks = list(map(self._pubkeys.__getitem__, writable_keys))
         except KeyError:
             pks = list(map(self._pk, writable_keys))
-        balances = list(map(self._get_balance, pks))
-        writes = dict(zip(writable_keys, balances))
+        balances: list[int | None] = list(map(self._get_balance, pks))
+        writes = cast("dict[bytes, int]", dict(zip(writable_keys, balances)))  # None: below
         if None in balances or 0 in balances or not special.isdisjoint(writable_keys):
             for k, lam in writes.items():
                 if not lam:  # gone (agave): the bank deletes it, LiteSVM gets it again from there
@@ -452,7 +457,7 @@ class SvmExecutor:
             mirror.pop(payer, None)
             if metas_back:
                 absorb(metas_back)
-        return SvmResult(None, tuple(res.logs()), res.compute_units_consumed(), writes, svm_fee)
+        return SvmResult(None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee)
 
 
 def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
