@@ -51,7 +51,8 @@ import hashlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple, TypeVar
 
 from . import auction, rewards, svm, work
 from .codec import DecodeError, decode
@@ -116,49 +117,151 @@ class ParsedTx:
     instructions: tuple[tuple[int, bytes, bytes], ...]  # (program index, account idxs, data)
     #: the parsed solders ``VersionedTransaction`` (what the SVM executes)
     vtx: Any = field(default=None, compare=False, repr=False)
+    #: the keys ``writable`` marks, in order (the fee payer first)
+    writable_keys: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+
+
+_SOLDERS_VT: Any = None
+
+
+def _versioned_transaction() -> Any:
+    global _SOLDERS_VT
+    from solders.transaction import VersionedTransaction
+
+    _SOLDERS_VT = VersionedTransaction
+    return VersionedTransaction
+
+
+def _frozen(cls: type[_T], values: dict[str, Any]) -> _T:
+    """``cls(**values)`` for a frozen dataclass without its ``__init__``, which sets each
+    field through ``object.__setattr__`` (0.5-0.7 us an instance; the bank builds three for
+    every transaction). ``values`` must name every field; tests/test_svm.py checks that the
+    bank's uses build what the constructors build."""
+    obj = _new_object(cls)
+    _set_attribute(obj, "__dict__", values)
+    return obj
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_T = TypeVar("_T")
 
 
 def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx:
     """Parse, sanitize and (optionally) signature-check one wire transaction via solders."""
-    from solders.message import Message, MessageV0
-    from solders.transaction import VersionedTransaction
-
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     try:
-        tx = VersionedTransaction.from_bytes(bytes(raw))
+        tx = (_SOLDERS_VT or _versioned_transaction()).from_bytes(raw)
         tx.sanitize()
     except Exception as exc:  # noqa: BLE001 - solders raises several error types for malformed input
         raise BlockError("bad-transaction", f"does not parse or sanitize: {exc}") from None
-    if bytes(tx) != bytes(raw):
+    if bytes(tx) != raw:
         raise BlockError("bad-transaction", "non-canonical transaction encoding")
-    msg = tx.message
-    if not isinstance(msg, (Message, MessageV0)):
-        raise BlockError("unsupported-transaction", f"message type {type(msg).__name__} is not supported")
-    if isinstance(msg, MessageV0) and len(msg.address_table_lookups) > 0:
+    # Everything below is read out of the wire bytes, whose structure solders has just parsed
+    # and re-encoded byte for byte (a legacy or v0 message, compact-u16 lengths canonical):
+    # reading the solders objects' fields costs 0.1-1 us each, and this runs for every
+    # transaction (spec/svm.md "Performance")
+    nsigs = raw[0]
+    shape = None
+    if nsigs < 0x80:
+        msg = 1 + 64 * nsigs
+        end = msg + 4 + (raw[msg] >> 7)  # [version prefix], header, key count
+        if raw[end - 1] < 0x80:  # one-byte lengths: the common case
+            shape = raw[:1] + raw[msg:end]
+    if shape is None:
+        shape = _shape(raw)
+    layout = _LAYOUTS.get(shape) or _layout(raw, shape)
+    fields = layout.fields.unpack_from(raw)
+    sigs = fields[:layout.nsigs]
+    keys = fields[layout.nsigs:-1]
+    blockhash = fields[-1]
+    if layout.version is not None and layout.version != 0:  # solders parses no other version
+        raise BlockError("unsupported-transaction", f"message version {layout.version} is not supported")
+    versioned = layout.version is not None
+    pos = layout.fields.size
+    nsig = layout.nsig
+    writable = layout.writable
+    nix, pos = _shortvec(raw, pos)
+    ixs = []
+    for _ in range(nix):
+        prog = raw[pos]
+        n = raw[pos + 1]
+        if n & 0x80:
+            n, pos = _shortvec(raw, pos + 1)
+        else:
+            pos += 2
+        accs = raw[pos: pos + n]
+        pos += n
+        n = raw[pos]
+        if n & 0x80:
+            n, pos = _shortvec(raw, pos)
+        else:
+            pos += 1
+        ixs.append((prog, accs, raw[pos: pos + n]))
+        pos += n
+    if versioned and raw[pos] != 0:  # the address table lookups' count
         raise BlockError("unsupported-transaction", "address lookup tables are not supported")
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
-    hdr = msg.header
-    # signatures, keys and blockhash sliced out of the (canonical, just checked) wire bytes:
-    # converting solders objects costs ~1.5 us each
-    raw = bytes(raw)
+    return _frozen(ParsedTx, {"raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig,
+                              "writable": writable, "recent_blockhash": blockhash, "instructions": tuple(ixs),
+                              "vtx": tx, "writable_keys": keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+
+
+class _Layout(NamedTuple):
+    """Where a transaction of one shape keeps its parts (``_LAYOUTS``)."""
+
+    fields: struct.Struct  # unpacks the signatures, the account keys and the recent blockhash
+    nsigs: int
+    version: int | None  # None: a legacy message
+    nsig: int  # required signatures
+    signed_writable: int  # keys [0, signed_writable) and [nsig, unsigned_writable) are writable
+    unsigned_writable: int
+    writable: tuple[bool, ...]
+
+
+#: transaction shape (the signature count, version prefix, header and key count as on the
+#: wire) -> its layout; a few shapes make up a chain's traffic. Bounded: cleared when full.
+_LAYOUTS: dict[bytes, _Layout] = {}
+_MAX_LAYOUTS = 4096
+
+
+def _shape(raw: bytes) -> bytes:
+    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key), any lengths."""
     nsigs, pos = _shortvec(raw, 0)
-    sigs = tuple(raw[pos + 64 * i: pos + 64 * (i + 1)] for i in range(nsigs))
-    pos += 64 * nsigs + (1 if raw[pos + 64 * nsigs] & 0x80 else 0) + 3  # [version prefix], header
-    nkeys, pos = _shortvec(raw, pos)
-    keys = tuple(raw[pos + 32 * i: pos + 32 * (i + 1)] for i in range(nkeys))
-    blockhash = raw[pos + 32 * nkeys: pos + 32 * nkeys + 32]
-    nsig = hdr.num_required_signatures
-    ro_signed = hdr.num_readonly_signed_accounts
-    ro_unsigned = hdr.num_readonly_unsigned_accounts
-    writable = tuple(
-        (i < nsig - ro_signed) if i < nsig else (i < len(keys) - ro_unsigned) for i in range(len(keys))
-    )
-    ixs = tuple((ix.program_id_index, bytes(ix.accounts), bytes(ix.data)) for ix in msg.instructions)
-    return ParsedTx(raw, sigs, keys, nsig, writable, blockhash, ixs, tx)
+    start = pos + 64 * nsigs
+    head = start + (1 if raw[start] & 0x80 else 0) + 3
+    _nkeys, end = _shortvec(raw, head)
+    return raw[:pos] + raw[start:end]
+
+
+def _layout(raw: bytes, shape: bytes) -> _Layout:
+    nsigs, pos = _shortvec(raw, 0)
+    fmt = "<" + "x" * pos + "64s" * nsigs
+    pos += 64 * nsigs
+    version = None
+    if raw[pos] & 0x80:
+        version = raw[pos] & 0x7F
+        pos += 1
+        fmt += "x"
+    nsig, ro_signed, ro_unsigned = raw[pos], raw[pos + 1], raw[pos + 2]
+    nkeys, end = _shortvec(raw, pos + 3)
+    fmt += "x" * (end - pos) + "32s" * nkeys + "32s"
+    signed_writable, unsigned_writable = nsig - ro_signed, nkeys - ro_unsigned
+    writable = tuple([i < signed_writable if i < nsig else i < unsigned_writable for i in range(nkeys)])
+    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable)
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[shape] = layout
+    return layout
 
 
 def _shortvec(buf: bytes, pos: int) -> tuple[int, int]:
     """Solana's compact-u16 length at ``pos``: (value, position after it)."""
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
     value, shift = 0, 0
     while True:
         b = buf[pos]
@@ -253,10 +356,16 @@ class Bank:
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
     #: Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts")
-    account_meta: dict[bytes, AccountMeta] = field(default_factory=dict)
+    _account_meta: dict[bytes, AccountMeta] = field(default_factory=dict)
     #: the SVM executor (core/svm.py); None: the process's shared one. ``child`` passes it on
     executor: svm.SvmExecutor | None = field(default=None, repr=False, compare=False)
     _sysvars: svm.Sysvars | None = field(default=None, repr=False, compare=False)
+    #: True while the SVM executor may hold accounts this bank's SVM transactions wrote
+    #: (``svm.SvmExecutor.execute``): ``_svm_sync`` takes them back before anything else
+    #: reads or writes the accounts
+    _svm_live: bool = field(default=False, repr=False, compare=False)
+    #: ((queue length, newest blockhash), the recent blockhashes as a set): ``_recent_blockhashes``
+    _recent: tuple[tuple[int, bytes], frozenset[bytes]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def genesis(cls, genesis_hash: bytes, accounts: dict[bytes, int], leader: bytes, poh_start: bytes,
@@ -273,9 +382,9 @@ class Bank:
                 raise ValueError("a genesis account sits at a genesis program's address")
             b.accounts[pk] = lamports
             if meta != DEFAULT_META:
-                b.account_meta[pk] = meta
+                b._account_meta[pk] = meta
         b.bank_hash = hashlib.sha256(GENESIS_BANK_DOMAIN + genesis_hash
-                                     + accounts_hash(b.accounts, b.account_meta)).digest()
+                                     + accounts_hash(b.accounts, b._account_meta)).digest()
         return b
 
     @classmethod
@@ -312,7 +421,7 @@ class Bank:
                    last_votes=dict(last_votes or {}), auction_accounts=dict(auction_accounts or {}),
                    slots_per_epoch=slots_per_epoch, work_accounts=dict(work_accounts or {}),
                    epoch_tally=dict(epoch_tally or {}), tally_epoch=tally_epoch,
-                   account_meta={k: m for k, m in (account_meta or {}).items() if m != DEFAULT_META})
+                   _account_meta={k: m for k, m in (account_meta or {}).items() if m != DEFAULT_META})
 
     def state_hash(self, *, work_state: bool = True) -> bytes:
         """Digest of everything a snapshot restores (accounts, blockhashes, status cache,
@@ -361,8 +470,37 @@ class Bank:
                     auction_accounts=dict(self.auction_accounts), slots_per_epoch=self.slots_per_epoch,
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
                     tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider,
-                    slot_duration_us=self.slot_duration_us, account_meta=dict(self.account_meta),
+                    slot_duration_us=self.slot_duration_us, _account_meta=dict(self._account_meta),
                     executor=self.executor, genesis_time_s=self.genesis_time_s)
+
+    @property
+    def account_meta(self) -> dict[bytes, AccountMeta]:
+        """Owner, data, executable flag and rent epoch of every account that differs from
+        ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
+        Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts").
+        Reading it first takes back what the SVM executor still holds for this bank."""
+        self._svm_sync()
+        return self._account_meta
+
+    def _svm_sync(self) -> None:
+        """Take back the accounts this bank's SVM transactions wrote and the executor still
+        holds (their metas; lamports are always stored at once), so that ``accounts`` and
+        ``account_meta`` are the whole state. Before anything but the SVM fast path reads
+        or writes them: freeze, a native program, ``account_meta``, ``account``."""
+        if self._svm_live:
+            (self.executor or svm.shared_executor()).release(self)
+            self._svm_live = False
+
+    def _absorb_svm(self, metas: Mapping[bytes, AccountMeta]) -> None:
+        """The executor hands back the metas of accounts the SVM wrote (``_svm_sync``)."""
+        own = self._account_meta
+        for key, meta in metas.items():
+            if key in self.auction_accounts or key not in self.accounts:
+                continue  # an auction account's data is the auction's; a deleted account has none
+            if meta is DEFAULT_META:
+                own.pop(key, None)
+            else:
+                own[key] = meta
 
     def balance(self, pubkey: bytes) -> int:
         return self.accounts.get(bytes(pubkey), 0)
@@ -376,19 +514,6 @@ class Bank:
         if lamports is None or (lamports == 0 and meta is DEFAULT_META):
             return None
         return lamports, meta
-
-    def _store(self, pubkey: bytes, lamports: int, meta: AccountMeta) -> None:
-        """Write a full account (the SVM's post-state); 0 lamports deletes it (agave)."""
-        if lamports == 0:
-            self.accounts.pop(pubkey, None)
-            self.account_meta.pop(pubkey, None)
-        else:
-            self.accounts[pubkey] = lamports
-            if meta == DEFAULT_META:
-                self.account_meta.pop(pubkey, None)
-            else:
-                self.account_meta[pubkey] = meta
-        self.modified.add(pubkey)
 
     def unix_timestamp(self) -> int:
         """The Clock sysvar's ``unix_timestamp`` (spec/bank.md "Clock"): the slot's start on
@@ -410,20 +535,32 @@ class Bank:
         if self.bank_hash is not None:
             raise ValueError("bank is frozen")
         results = []
+        recent = self._recent_blockhashes()
+        log = self.tx_log
+        zeros = repeat(0)
         for i, raw in enumerate(raws):
             try:
                 tx = parse_transaction(raw, verify_signatures=verify_signatures)
-                pre = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
-                res = self._process(tx)
+                keys = tx.account_keys
+                pre = tuple(map(self.accounts.get, keys, zeros))
+                res = self._process(tx, recent)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
-            post = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
-            self.tx_log.append(TxRecord(tx.raw, res, pre, post))
+            log.append(_frozen(TxRecord, {"raw": tx.raw, "result": res, "pre_balances": pre,
+                                          "post_balances": tuple(map(self.accounts.get, keys, zeros))}))
         return results
 
-    def _process(self, tx: ParsedTx) -> TxResult:
-        recent = self.blockhashes[-MAX_PROCESSING_AGE:]
+    def _recent_blockhashes(self) -> frozenset[bytes]:
+        """The blockhashes a transaction may name (the newest ``MAX_PROCESSING_AGE``), as a
+        set built once per bank (the queue changes only at freeze)."""
+        key = (len(self.blockhashes), self.blockhashes[-1])
+        cached = self._recent
+        if cached is None or cached[0] != key:
+            cached = self._recent = (key, frozenset(self.blockhashes[-MAX_PROCESSING_AGE:]))
+        return cached[1]
+
+    def _process(self, tx: ParsedTx, recent: frozenset[bytes]) -> TxResult:
         if tx.recent_blockhash not in recent:
             raise BlockError("blockhash-not-found", f"recent blockhash {tx.recent_blockhash.hex()[:16]}... "
                              f"is unknown or older than {MAX_PROCESSING_AGE} blockhashes")
@@ -432,23 +569,41 @@ class Bank:
             raise BlockError("already-processed", f"transaction {sig.hex()[:16]}... was processed in slot "
                              f"{self.status_cache[sig]}")
         keys = tx.account_keys
-        ix_programs = [(keys[p], data) for p, _accs, data in tx.instructions]
-        fee = svm.transaction_fee(len(tx.signatures), ix_programs)
+        nsigs = len(tx.signatures)
+        programs = {keys[p] for p, _accs, _data in tx.instructions}
+        if svm.COMPUTE_BUDGET_PROGRAM_ID in programs:
+            fee = svm.transaction_fee(nsigs, [(keys[p], data) for p, _accs, data in tx.instructions])
+            programs.discard(svm.COMPUTE_BUDGET_PROGRAM_ID)
+        else:
+            fee = LAMPORTS_PER_SIGNATURE * nsigs
         payer = keys[0]
         if not tx.writable[0]:
             raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
-        if self.balance(payer) < fee:
+        if self.accounts.get(payer, 0) < fee:
             raise BlockError("insufficient-funds-for-fee", f"fee payer has {self.balance(payer)}, fee is {fee}")
         self.status_cache[sig] = self.slot
         self.fees_collected += fee
-        self.signature_count += len(tx.signatures)
+        self.signature_count += nsigs
         self.transaction_count += 1
-        native = [p in NATIVE_PROGRAM_IDS for p, _d in ix_programs if p != svm.COMPUTE_BUDGET_PROGRAM_ID]
-        if native and not any(native):
-            return self._process_svm(tx, fee)  # the common case: one run of the SVM
+        if programs and programs.isdisjoint(NATIVE_PROGRAM_IDS):
+            # the common case, one run of the SVM (spec/svm.md): on success the written
+            # accounts' lamports are stored (their metas when the executor hands them back),
+            # on failure only the fee is charged
+            res = (self.executor or svm.shared_executor()).execute(
+                self, self._absorb_svm, tx.vtx, keys, tx.writable_keys, self._sysvars or self.sysvars(), fee,
+                self.accounts, self._account_meta, self.auction_accounts.keys(), self._svm_account)
+            self._svm_live = True
+            if res.error is None:
+                self._store_svm(res.writes)
+            else:  # the executor has let go of the payer: no _svm_sync needed
+                self.accounts[payer] -= fee
+                self.modified.add(payer)
+            return _frozen(TxResult, {"signature": sig, "fee": fee, "error": res.error, "logs": res.logs,
+                                      "compute_units": res.compute_units})
+        self._svm_sync()  # native programs read and write the accounts from here on
         self._set(payer, self.balance(payer) - fee)
         snapshot = dict(self.accounts)
-        meta_snapshot = dict(self.account_meta)
+        meta_snapshot = dict(self._account_meta)
         modified_before = set(self.modified)
         votes_before = (dict(self.last_votes), len(self.landed_votes))
         self._auction_undo = {}
@@ -468,8 +623,9 @@ class Bank:
                     run.append(i)
             units += self._run_svm_part(tx, run, logs)
         except _InstructionError as exc:
+            self._svm_sync()
             self.accounts = snapshot
-            self.account_meta = meta_snapshot
+            self._account_meta = meta_snapshot
             self.modified = modified_before
             self.last_votes = votes_before[0]
             del self.landed_votes[votes_before[1]:]
@@ -478,51 +634,51 @@ class Bank:
             error = str(exc)
         return TxResult(sig, fee, error, tuple(logs), units)
 
+    def _run_svm(self, vtx: Any, tx: ParsedTx, fee: int) -> svm.SvmResult:
+        ex = self.executor or svm.shared_executor()
+        res = ex.execute(self, self._absorb_svm, vtx, tx.account_keys, tx.writable_keys,
+                         self._sysvars or self.sysvars(), fee, self.accounts, self._account_meta,
+                         self.auction_accounts.keys(), self._svm_account)
+        self._svm_live = True
+        return res
+
     def _run_svm_part(self, tx: ParsedTx, instructions: list[int], logs: list[str]) -> int:
         """The SVM instructions ``instructions`` of a transaction that also calls native
         programs, as one sub-transaction (spec/svm.md "Mixed transactions"); the fee is
         already charged. Raises _InstructionError on failure. Returns the compute units."""
         if not instructions:
             return 0
-        ex = self.executor or svm.shared_executor()
-        res = ex.execute(svm.sub_transaction(tx.vtx, instructions), tx.account_keys, tx.writable,
-                         self._svm_account, self.sysvars(), 0)
+        res = self._run_svm(svm.sub_transaction(tx.vtx, instructions), tx, 0)
         logs.extend(res.logs)
         if res.error is not None:
             raise _InstructionError(res.error)
-        for key, (lamports, meta) in res.writes.items():
-            self._store_svm(key, lamports, meta)
+        self._store_svm(res.writes)
+        self._svm_sync()  # the native instructions after it see (and may roll back) the whole state
         return res.compute_units
 
     def _svm_account(self, pubkey: bytes) -> tuple[int, AccountMeta] | None:
-        """An account as the SVM sees it: an auction-program account (a query, bid, miner or
-        pool account, spec/auction.md "Account layouts") appears with its fixed-layout data,
-        owned by ``AUCTION_PROGRAM_ID``, so an SBF program can read it (spec/svm.md "Native
-        accounts in the SVM")."""
+        """An auction-program account as the SVM sees it (a query, bid, miner or pool account,
+        spec/auction.md "Account layouts"): its fixed-layout data, owned by
+        ``AUCTION_PROGRAM_ID``, so an SBF program can read it (spec/svm.md "Native accounts in
+        the SVM"). The executor reads every other account out of ``accounts`` and
+        ``account_meta`` itself."""
         data = self.auction_accounts.get(pubkey)
         if data is not None:
             return self.accounts.get(pubkey, 0), AccountMeta(auction.AUCTION_PROGRAM_ID, data, False, 0)
-        return self.account(pubkey)
+        lamports = self.accounts.get(pubkey)
+        return None if lamports is None else (lamports, self._account_meta.get(pubkey, DEFAULT_META))
 
-    def _store_svm(self, pubkey: bytes, lamports: int, meta: AccountMeta) -> None:
-        if pubkey in self.auction_accounts:
-            # only lamports can change (no SVM program owns it); its data stays the auction's
-            self._set(pubkey, lamports)
-        else:
-            self._store(pubkey, lamports, meta)
-
-    def _process_svm(self, tx: ParsedTx, fee: int) -> TxResult:
-        """Run a transaction in the SVM (spec/svm.md): on success store every writable
-        account's post-state; on failure only the fee is charged."""
-        ex = self.executor or svm.shared_executor()
-        res = ex.execute(tx.vtx, tx.account_keys, tx.writable, self._svm_account, self.sysvars(), fee)
-        if res.error is None:
-            for key, (lamports, meta) in res.writes.items():
-                self._store_svm(key, lamports, meta)
-        else:
-            payer = tx.account_keys[0]
-            self._set(payer, self.balance(payer) - fee)
-        return TxResult(tx.signatures[0], fee, res.error, res.logs, res.compute_units)
+    def _store_svm(self, writes: Mapping[bytes, int]) -> None:
+        """Store the lamports of the accounts an SVM transaction wrote (their metas follow when
+        the executor hands them back, ``_absorb_svm``). 0 lamports deletes an account (agave),
+        except an auction account, whose data stays the auction's (no SVM program owns it)."""
+        self.accounts.update(writes)
+        self.modified.update(writes)
+        if 0 in writes.values():
+            for key, lamports in writes.items():
+                if lamports == 0 and key not in self.auction_accounts:
+                    del self.accounts[key]
+                    self._account_meta.pop(key, None)
 
     def _execute(self, tx: ParsedTx, prog: int, accs: bytes, data: bytes) -> None:
         if prog >= len(tx.account_keys) or any(a >= len(tx.account_keys) for a in accs):
@@ -653,6 +809,7 @@ class Bank:
             raise ValueError("bank is frozen")
         if not self.slots_per_epoch or self.epoch <= self.tally_epoch:
             raise ValueError("not the first bank of an epoch")
+        self._svm_sync()
         closing = self.tally_epoch
         cap = sum(v for k, v in self.accounts.items() if k != auction.INCINERATOR_ID)
         units: dict[bytes, int] = {}
@@ -704,6 +861,7 @@ class Bank:
         """Distribute fees, register ``last_blockhash`` and compute the bank hash."""
         if self.bank_hash is not None:
             raise ValueError("bank already frozen")
+        self._svm_sync()
         reward = self.fees_collected - self.fees_collected * FEE_BURN_PERCENT // 100
         if reward:
             self._set(self.leader, self.balance(self.leader) + reward)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from .crypto import decode_address
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from solders.account import Account
     from solders.litesvm import LiteSVM
     from solders.transaction import VersionedTransaction
+    from solders.transaction_metadata import TransactionMetadata
 
 SYSTEM_PROGRAM_ID = bytes(32)
 NATIVE_LOADER_ID = decode_address("NativeLoader1111111111111111111111111111111")
@@ -86,16 +88,17 @@ def account_hash(pubkey: bytes, lamports: int, meta: AccountMeta) -> bytes:
     return h.digest()
 
 
-@dataclass(frozen=True)
-class SvmResult:
-    """One transaction's run in the SVM. ``writes``: the post-state (lamports, meta) of every
-    writable account, the fee payer's already net of ``fee`` (empty on failure);
-    ``error``: agave's ``TransactionError`` text, None on success."""
+class SvmResult(NamedTuple):
+    """One transaction's run in the SVM. ``writes``: the lamports after the run of every
+    writable account, the fee payer's already net of ``fee`` (empty on failure; their metas
+    stay live in the executor, :meth:`SvmExecutor.execute`); ``error``: agave's
+    ``TransactionError`` text, None on success. (A named tuple: one per transaction, on the
+    hot path.)"""
 
     error: str | None
     logs: tuple[str, ...]
     compute_units: int
-    writes: Mapping[bytes, tuple[int, AccountMeta]]
+    writes: Mapping[bytes, int]
     svm_fee: int
 
 
@@ -214,8 +217,8 @@ def _from_account(acc: Account) -> tuple[int, AccountMeta]:
 
 
 class SvmExecutor:
-    """One LiteSVM instance and its mirror (see the module docstring). Not thread-safe: one
-    per thread or process (:func:`shared_executor`)."""
+    """One LiteSVM instance, its mirror and the live accounts of the bank that ran last (see
+    the module docstring). Not thread-safe: one per thread or process (:func:`shared_executor`)."""
 
     def __init__(self) -> None:
         from solders.account import Account
@@ -230,10 +233,25 @@ class SvmExecutor:
 
         self._Failed = FailedTransactionMetadata
         self.svm = _new_litesvm()
-        #: address -> the (lamports, meta) stored in LiteSVM by us or read back after a commit
+        # the pyo3 object's methods, without the ``solders.litesvm`` wrapper's Python frame
+        inner = self.svm._inner
+        self._send, self._get_account, self._set_account = inner.send_transaction, inner.get_account, inner.set_account
+        self._get_balance = inner.get_balance
+        #: address -> the (lamports, meta) stored in LiteSVM by us or read back from it (the
+        #: bank's own objects where they were equal, so the next comparison is by identity);
+        #: stale for the addresses in ``_dirty``
         self._mirror: dict[bytes, tuple[int, AccountMeta]] = dict(genesis_programs())
         #: addresses LiteSVM owns and the bank never stores: native builtins and sysvars
         self._reserved: set[bytes] = set()
+        #: the bank whose transactions ran last, while its accounts are live here (below)
+        self._owner: object | None = None
+        self._absorb: Callable[[Mapping[bytes, AccountMeta]], None] | None = None
+        #: addresses whose account in LiteSVM is the owner's, lamports and meta (the meta of
+        #: those in ``_dirty`` is known only here): a transaction naming them loads nothing
+        self._live: set[bytes] = set()
+        #: live addresses an SVM transaction wrote: their owner, data, executable flag and
+        #: rent epoch go to the owner once, when it takes them back (:meth:`release`)
+        self._dirty: set[bytes] = set()
         self._sysvars: Sysvars | None = None
         self._x87_reset = _x87_reset()
         self._pubkeys: dict[bytes, Any] = {}  # address -> solders Pubkey (building one costs ~2 us)
@@ -248,7 +266,7 @@ class SvmExecutor:
         return pk
 
     def _read(self, key: bytes) -> tuple[int, AccountMeta]:
-        acc = self.svm.get_account(self._pk(key))
+        acc = self._get_account(self._pk(key))
         if acc is None:
             return 0, DEFAULT_META
         owner_pk = acc.owner
@@ -260,8 +278,37 @@ class SvmExecutor:
         meta = AccountMeta(owner, acc.data, acc.executable, acc.rent_epoch)
         return acc.lamports, DEFAULT_META if meta == DEFAULT_META else meta
 
+    def _take_back(self, keys: Iterable[bytes]) -> dict[bytes, AccountMeta]:
+        """The metas of the dirty ``keys`` as LiteSVM holds them; ``keys`` are no longer
+        dirty nor live, and the mirror learns them."""
+        out: dict[bytes, AccountMeta] = {}
+        for k in keys:
+            if k in self._dirty:
+                self._dirty.discard(k)
+                lamports, meta = self._read(k)
+                out[k] = meta
+                self._mirror[k] = (lamports, meta)
+            self._live.discard(k)
+        return out
+
+    def release(self, owner: object | None = None) -> None:
+        """Hand the live accounts back to their bank (all of them, or only where ``owner`` is
+        that bank): the dirty accounts' metas go to it through the ``absorb`` it gave
+        :meth:`execute`. Called before another bank runs here, and by the bank whenever
+        anything but the SVM reads or writes its accounts (spec/svm.md "Loading and storing
+        accounts")."""
+        if self._owner is None or (owner is not None and owner is not self._owner):
+            return
+        absorb = self._absorb
+        self._owner = self._absorb = None
+        metas = self._take_back(list(self._dirty))
+        self._live.clear()
+        if absorb is not None and metas:
+            absorb(metas)
+
     def _sync_sysvars(self, sv: Sysvars) -> None:
-        if sv is self._sysvars or sv == self._sysvars:
+        if sv == self._sysvars:
+            self._sysvars = sv  # the next comparison is by identity
             return
         svm = self.svm
         old = self._sysvars
@@ -282,69 +329,135 @@ class SvmExecutor:
             return True
         return False
 
-    def _load(self, key: bytes, state: tuple[int, AccountMeta] | None) -> None:
+    def _load(self, key: bytes, state: tuple[int, AccountMeta]) -> None:
+        """Make LiteSVM's account at ``key`` equal to ``state`` (the mirror says whether it is)."""
         # a builtin or sysvar address stays the SVM's even where the bank holds lamports there
         # (e.g. fees credited to a leader whose key is all zeros: the system program's address)
         if key not in self._mirror and self._is_reserved(key):
             return
-        if state is None:
-            state = (0, DEFAULT_META)
         cur = self._mirror.get(key)
-        if cur is not None and (cur is state or cur == state):
-            return
-        lamports, m = state
-        self.svm.set_account(self._pk(key), self._Account(lamports, m.data, self._pk(m.owner), m.executable,
-                                                          m.rent_epoch))
-        self._mirror[key] = state
+        if cur is None or cur != state:
+            lamports, m = state
+            self._set_account(self._pk(key), self._Account(lamports, m.data, self._pk(m.owner), m.executable,
+                                                           m.rent_epoch))
+        self._mirror[key] = state  # the bank's objects: the next comparison is by identity
 
-    def execute(self, tx: VersionedTransaction, keys: Sequence[bytes], writable: Sequence[bool],
-                load: Callable[[bytes], tuple[int, AccountMeta] | None], sysvars: Sysvars, fee: int) -> SvmResult:
-        """Run ``tx`` (whose account keys are ``keys``) on the accounts ``load`` answers
-        (None: no such account), with ``sysvars``. The fee payer is loaded with its balance
-        before the fee; its post-state in ``writes`` is net of ``fee`` (the bank's fee)."""
-        self._sync_sysvars(sysvars)
-        states = {k: load(k) for k in keys}
-        # programdata first: storing an upgradeable program account compiles its programdata
+    def _load_all(self, keys: Sequence[bytes], lamports: Mapping[bytes, int], metas: Mapping[bytes, AccountMeta],
+                  special: AbstractSet[bytes], load: Callable[[bytes], tuple[int, AccountMeta] | None] | None) -> None:
+        """Load every account of ``keys`` that is not live (see :meth:`execute`), and the
+        programdata account of every upgradeable program among them, before the program."""
+        live, reserved = self._live, self._reserved
+        states: list[tuple[int, AccountMeta] | None] = []  # None: live or reserved, nothing to load
         for k in keys:
-            st = states[k]
-            if st is not None and st[1].executable:
-                pd = _programdata_address(st[1].owner, st[1].data)
-                if pd is not None and pd not in states:
-                    self._load(pd, load(pd))
-        for k in keys:
-            self._load(k, states[k])
+            if k in live or k in reserved:
+                states.append(None)
+                continue
+            if k in special and load is not None:
+                state = load(k) or (0, DEFAULT_META)
+            else:
+                lam = lamports.get(k)
+                state = (0, DEFAULT_META) if lam is None else (lam, metas.get(k, DEFAULT_META))
+            states.append(state)
+            m = state[1]
+            if m.executable:  # programdata first: storing an upgradeable program compiles it
+                pd = _programdata_address(m.owner, m.data)
+                if pd is not None and pd not in keys and pd not in live:
+                    pd_state = load(pd) if pd in special and load is not None else None
+                    if pd_state is None:
+                        pd_lam = lamports.get(pd)
+                        pd_state = (0, DEFAULT_META) if pd_lam is None else (pd_lam, metas.get(pd, DEFAULT_META))
+                    self._load(pd, pd_state)
+        for k, st in zip(keys, states):
+            if st is not None:
+                self._load(k, st)
+
+    def execute(self, owner: object, absorb: Callable[[Mapping[bytes, AccountMeta]], None],
+                tx: VersionedTransaction, keys: Sequence[bytes], writable_keys: Sequence[bytes], sysvars: Sysvars,
+                fee: int, lamports: Mapping[bytes, int], metas: Mapping[bytes, AccountMeta],
+                special: AbstractSet[bytes] = frozenset(),
+                load: Callable[[bytes], tuple[int, AccountMeta] | None] | None = None) -> SvmResult:
+        """Run ``tx`` (whose account keys are ``keys``, ``writable_keys`` those it may write,
+        the fee payer first) with ``sysvars`` for the bank
+        ``owner``, whose accounts are ``lamports`` and ``metas`` (no entry: no account, or
+        :data:`DEFAULT_META`), except the addresses in ``special``, whose account ``load``
+        answers (None: no such account). The fee payer is loaded with its balance before the
+        fee. On success ``writes`` holds every writable account's lamports after the run (the
+        fee payer's net of ``fee``, the bank's fee; 0: the account is gone); their owner,
+        data, executable flag and rent epoch stay here, live, until the bank takes them back
+        (:meth:`release`; ``absorb`` receives them), so an account written by one transaction
+        and named by the next is neither read back nor loaded again (spec/svm.md
+        "Performance"). The bank's accounts must change only through ``writes`` while they
+        are live: the bank calls :meth:`release` before it changes or reads them otherwise."""
+        if owner is not self._owner:
+            self.release()
+            self._owner, self._absorb = owner, absorb
+        if sysvars is not self._sysvars:
+            self._sync_sysvars(sysvars)
+        mirror, reserved, live = self._mirror, self._reserved, self._live
+        all_live = live.issuperset(keys)
+        if not all_live:  # (in the common case nothing is loaded)
+            self._load_all(keys, lamports, metas, special, load)
         try:
-            res = self.svm.send_transaction(tx)
+            res = self._send(tx)
         except BaseException as exc:  # pyo3 PanicException derives from BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             # a panic inside LiteSVM fails the transaction (fee charged) on every node alike;
-            # what it left in LiteSVM is unknown: every account is loaded again from the bank
+            # LiteSVM stores accounts only at the end of a run, so the live accounts are
+            # taken back as they are, and then every account is loaded again from the bank
             self._x87_reset()
-            self._mirror.clear()
+            self.release()
+            mirror.clear()
             return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
         self._x87_reset()
-        if isinstance(res, self._Failed):
+        if type(res) is self._Failed:
+            # LiteSVM stored only the fee payer charged its fee (agave's rollback account;
+            # tests/test_svm_live.py); the bank charges its own: the writable accounts are
+            # taken back (their metas are as before the run) and load again next time
+            metas_back = self._take_back(writable_keys)
+            for k in writable_keys:
+                mirror.pop(k, None)
+            if metas_back:
+                absorb(metas_back)
             meta = res.meta()
-            for k, w in zip(keys, writable):
-                if w:  # LiteSVM may have charged its fee or kept a partial state: reload next time
-                    self._mirror.pop(k, None)
             logs = tuple(meta.logs())
             return SvmResult(_error_text(str(res.err()), logs), logs, int(meta.compute_units_consumed()), {},
                              int(meta.fee()))
-        svm_fee = int(res.fee())
-        writes: dict[bytes, tuple[int, AccountMeta]] = {}
-        for i, (k, w) in enumerate(zip(keys, writable)):
-            if not w or k in self._reserved:
-                continue
-            post = self._read(k)
-            self._mirror[k] = post
-            if i == 0 and svm_fee != fee:
-                post = (post[0] + svm_fee - fee, post[1])
-            writes[k] = post
-        if svm_fee != fee:
-            self._mirror.pop(keys[0], None)  # the bank's payer differs from LiteSVM's: reload it
-        return SvmResult(None, tuple(res.logs()), int(res.compute_units_consumed()), writes, svm_fee)
+        ok = cast("TransactionMetadata", res)
+        svm_fee = ok.fee()
+        if not all_live:  # every account it named is now as LiteSVM holds it
+            live.update([k for k in keys if k not in reserved])
+        if not reserved.isdisjoint(writable_keys):
+            writable_keys = [k for k in writable_keys if k not in reserved]
+        try:
+            pks = list(map(self._pubkeys.__getitem__, writable_keys))
+        except KeyError:
+            pks = list(map(self._pk, writable_keys))
+        balances: list[int | None] = list(map(self._get_balance, pks))
+        writes = cast("dict[bytes, int]", dict(zip(writable_keys, balances)))  # None: below
+        if None in balances or 0 in balances or not special.isdisjoint(writable_keys):
+            for k, lam in writes.items():
+                if not lam:  # gone (agave): the bank deletes it, LiteSVM gets it again from there
+                    writes[k] = 0
+                    live.discard(k)
+                    self._dirty.discard(k)
+                    mirror.pop(k, None)
+                elif k in special:  # only its lamports can change (no SVM program owns it)
+                    live.discard(k)
+                    mirror[k] = (lam, mirror[k][1])
+                else:
+                    self._dirty.add(k)
+        else:
+            self._dirty.update(writable_keys)
+        if svm_fee != fee:  # the bank's payer differs from LiteSVM's: it loads again
+            payer = keys[0]
+            if payer in writes:
+                writes[payer] += svm_fee - fee
+            metas_back = self._take_back([payer])
+            mirror.pop(payer, None)
+            if metas_back:
+                absorb(metas_back)
+        return SvmResult(None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee)
 
 
 def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
