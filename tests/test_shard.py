@@ -501,7 +501,8 @@ def test_route_flag_parses_stage_specs_and_refuses_bad_ones_before_writing(tmp_p
     assert not d.exists()
 
 
-@pytest.mark.parametrize("argv", [["--routes", "4-stage"], ["--prompts", "0"], ["--tokens", "0"], ["--rounds", "0"]])
+@pytest.mark.parametrize("argv", [["--routes", "4-stage"], ["--prompts", "0"], ["--tokens", "0"], ["--rounds", "0"],
+                                  ["--stream-frames", "-1"]])
 def test_bench_shard_rejects_bad_arguments_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from ambient_p2p.cli import main
 
