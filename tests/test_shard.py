@@ -481,7 +481,28 @@ def test_serve_layers_cli_refuses_bad_ranges_before_writing(tmp_path: Any) -> No
         assert r.stderr.count("\n") == 1 and not d.exists()
 
 
-@pytest.mark.parametrize("argv", [["--routes", "4-stage"], ["--prompts", "0"], ["--tokens", "0"], ["--rounds", "0"]])
+def test_route_flag_parses_stage_specs_and_refuses_bad_ones_before_writing(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from ambient_p2p.node.route import parse_stage_spec
+
+    peer = "12D3KooWMSqzwb4DcUtBm1TuY9q4FyiuX3ofvJeYWeT1MKfPGwhe"
+    ep = parse_stage_spec(f"10:20@/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+    assert (ep.start, ep.end, ep.peer, ep.addrs) == (10, 20, peer, (f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}",))
+    for bad, why in (("10:20", "want A:B@"), (f"x@/ip4/1.2.3.4/tcp/1/p2p/{peer}", "A:B"),
+                     (f"5:5@/ip4/1.2.3.4/tcp/1/p2p/{peer}", "0 <= A < B"), ("0:3@/ip4/1.2.3.4/tcp/1", "want A:B@")):
+        with pytest.raises(ValueError, match=why):
+            parse_stage_spec(bad)
+    d = tmp_path / "node"
+    r = subprocess.run([sys.executable, "-m", "ambient_p2p", "run", "--miner", "--route", "7", "--data-dir", str(d)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("error: --route") and r.stderr.count("\n") == 1, r.stderr
+    assert not d.exists()
+
+
+@pytest.mark.parametrize("argv", [["--routes", "4-stage"], ["--prompts", "0"], ["--tokens", "0"], ["--rounds", "0"],
+                                  ["--stream-frames", "-1"]])
 def test_bench_shard_rejects_bad_arguments_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from ambient_p2p.cli import main
 

@@ -97,7 +97,7 @@ def test_route_account_roundtrips_and_fits_the_snapshot_field() -> None:
     assert len(acct.pack()) == S.MAX_ROUTE_ACCOUNT_BYTES
     assert isinstance(A.decode_account(acct.pack()), S.RouteAccount)
     for bad in (acct.pack()[:-1], b"\x08\x00", b"\x08\x09" + bytes(9 * 69), b"\x07" + acct.pack()[1:]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="route account"):
             S.RouteAccount.unpack(bad)
 
 

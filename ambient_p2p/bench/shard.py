@@ -42,6 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads, here and in every stage process")
     p.add_argument("--detect-prompts", type=int, default=4, help="prompts for the detection table (0: skip)")
     p.add_argument("--detect-tokens", type=int, default=12, help="output tokens per detection prompt")
+    p.add_argument("--stream-frames", type=int, default=400, help="frames per transport for the per-frame "
+                   "transport cost: a new stream per frame vs one session stream (0: skip)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(func=cmd_shard_bench)
 
@@ -129,6 +131,69 @@ def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], t
     return out
 
 
+def _stream_cost(frames: int, hidden: int) -> dict[str, Any]:
+    """Per-frame cost of the transport alone, one process, loopback: a middle stage of a
+    3-layer random model with SmolLM2's hidden size (``hidden``: the same 4 x H bytes per
+    frame, little compute) served on one libp2p host, driven from another; ``frames``
+    decode frames with a new request/response stream each (``/ambient/stage-forward/1``,
+    before) and on one session stream (``/ambient/stage-stream/1``, now), alternating in
+    blocks of 25 so both see the same load."""
+    import trio
+
+    from ..core import pol
+    from ..core.crypto import Keypair
+    from ..model import runner, stages
+    from ..net.host import HostConfig, full_addrs, open_host, parse_peer_multiaddr
+    from ..net.messages import StageForwardRequest, StageOpenRequest
+    from ..net.reqresp import STAGE_FORWARD, STAGE_OPEN, STAGE_STREAM, ReqRespServer, SessionStream, request
+    from ..node.stage_server import StageServer
+
+    cfg = dict(runner.TINY_CONFIG, num_hidden_layers=3, hidden_size=hidden, num_attention_heads=9,
+               num_key_value_heads=3, intermediate_size=2 * hidden)
+    lm = runner.random_model(0, config=cfg)
+    srv = StageServer(stages.stage_of(lm, 1, 2), Keypair.deterministic("bench-stage", 0))
+    row = bytes(4 * hidden)
+    out: dict[str, Any] = {}
+    block = 25
+
+    async def main() -> None:
+        local = HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))
+        async with open_host(srv.kp, local) as sh, open_host(Keypair.deterministic("bench-driver", 1), local) as dh:
+            from libp2p.peer.id import ID
+
+            ReqRespServer(sh, srv.handlers())
+            await dh.connect(parse_peer_multiaddr(full_addrs(sh)[0]))
+            peer = ID.from_base58(sh.get_id().to_base58())
+            qs = {"per-request": b"\x01" * 32, "session-stream": b"\x02" * 32}
+            for q in qs.values():
+                await request(dh, peer, STAGE_OPEN, StageOpenRequest(
+                    nonce=1, query=q, model_id=lm.model_id, start=1, end=2, prompt_len=1, max_positions=frames + 2,
+                    temp_milli=0, sample_seed=bytes(32), prompt_hash=pol.tokens_hash([1])))
+            ss = SessionStream(dh, peer, STAGE_STREAM)
+            spent = dict.fromkeys(qs, 0.0)
+            pos = dict.fromkeys(qs, 0)
+            nonce = 10
+            while pos["per-request"] < frames:
+                for mode, q in qs.items():
+                    t0 = time.perf_counter()
+                    for _ in range(min(block, frames - pos[mode])):
+                        nonce += 1
+                        req = StageForwardRequest(nonce=nonce, query=q, pos=pos[mode], rows=1, hidden=row)
+                        if mode == "per-request":
+                            await request(dh, peer, STAGE_FORWARD, req, timeout=30)
+                        else:
+                            await ss.call(req, 30)
+                        pos[mode] += 1
+                    spent[mode] += time.perf_counter() - t0
+            await ss.aclose()
+            out.update({f"{m}_ms_per_frame": round(spent[m] / frames * 1000, 3) for m in qs})
+            out["compute_ms_per_frame"] = round(srv.stats.compute_s / (2 * frames) * 1000, 3)
+            out["ratio"] = round(spent["session-stream"] / spent["per-request"], 3)
+
+    trio.run(main)
+    return out
+
+
 def _detection(lm: Any, prompts: list[list[int]], tokens: int) -> dict[str, Any]:
     """Blame at every position, each stage perturbed in turn, and the honest route."""
     import torch
@@ -181,8 +246,10 @@ def _detection(lm: Any, prompts: list[list[int]], tokens: int) -> dict[str, Any]
 def cmd_shard_bench(a: Any) -> int:
     routes = [r.strip() for r in a.routes.split(",") if r.strip()]
     bad = [r for r in routes if r not in ROUTES]
-    if bad or not 1 <= a.prompts <= len(PROMPTS) or min(a.tokens, a.threads, a.rounds) < 1 or a.detect_prompts < 0:
-        print(f"error: routes must be among {', '.join(ROUTES)}; --prompts 1..{len(PROMPTS)}; --tokens, --threads >= 1",
+    if (bad or not 1 <= a.prompts <= len(PROMPTS) or min(a.tokens, a.threads, a.rounds) < 1 or a.detect_prompts < 0
+            or not 0 <= a.stream_frames <= 4000):
+        print(f"error: routes must be among {', '.join(ROUTES)}; --prompts 1..{len(PROMPTS)}; --tokens, --threads >= 1; "
+              "--stream-frames 0..4000",
               file=sys.stderr)
         return 2
     import torch
@@ -212,6 +279,11 @@ def cmd_shard_bench(a: Any) -> int:
               f"ratio {row['ratio']:.3f} (median pair {row['median_pair_ratio']:.3f})  same tokens {row['same_tokens']}  "
               f"{row['bytes_per_token']} B/token  {row['round_trips_per_token']} round trips/token  "
               f"+{row['extra_ms_per_token']} ms/token", flush=True)
+    if a.stream_frames:
+        result["transport"] = tc = _stream_cost(a.stream_frames, lm.model.config.hidden_size)
+        print(f"transport (one 4 x {lm.model.config.hidden_size} B frame, loopback, in process): new stream per frame "
+              f"{tc['per-request_ms_per_frame']} ms, session stream {tc['session-stream_ms_per_frame']} ms "
+              f"(ratio {tc['ratio']}; stage compute {tc['compute_ms_per_frame']} ms of each)", flush=True)
     if a.detect_prompts:
         dprompts = [lm.encode_prompt(t) for t in (PROMPTS * 4)[: a.detect_prompts]]
         result["detection"] = _detection(lm, dprompts, a.detect_tokens)

@@ -455,10 +455,11 @@ def post_route_data(cmts: Sequence[StageCommitment]) -> bytes:
 
 
 def post_route_size(data: bytes) -> int:
-    """The exact size ``data`` must have, from its count byte (0 when it has none)."""
+    """The exact size ``data`` must have, from its count byte (the header's size when it
+    has none)."""
     if len(data) < _ROUTE_IX_HEAD.size:
         return _ROUTE_IX_HEAD.size
-    _, n = _ROUTE_IX_HEAD.unpack_from(data)
+    n = data[_ROUTE_IX_HEAD.size - 1]
     return _ROUTE_IX_HEAD.size + n * _ROUTE_IX_STAGE.size
 
 
@@ -490,12 +491,14 @@ def decode_post_route(data: bytes, *, query: bytes, model_id: bytes, prompt_hash
     fill what the data does not carry). Raises ValueError."""
     if len(data) != post_route_size(data):
         raise ValueError("post_route data of a wrong size")
-    _, n = _ROUTE_IX_HEAD.unpack_from(data)
-    out = []
+    n = data[_ROUTE_IX_HEAD.size - 1]
+    out: list[StageCommitment] = []
+    if n == 0:
+        return out
+    total = _ROUTE_IX_STAGE.unpack_from(data, _ROUTE_IX_HEAD.size + (n - 1) * _ROUTE_IX_STAGE.size)[2]
     for i in range(n):
         key, start, end, tier, root, sig = _ROUTE_IX_STAGE.unpack_from(data, _ROUTE_IX_HEAD.size
                                                                        + i * _ROUTE_IX_STAGE.size)
-        total = _ROUTE_IX_STAGE.unpack_from(data, _ROUTE_IX_HEAD.size + (n - 1) * _ROUTE_IX_STAGE.size)[2]
         out.append(StageCommitment(query=query, model_id=model_id, start=start, end=end, total=total, tier=tier,
                                    prompt_hash=prompt_hash, num_tokens=num_tokens, root=root, stage=key,
                                    signature=sig))

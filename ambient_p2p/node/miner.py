@@ -302,8 +302,12 @@ class MinerService:
         except RouteError as exc:
             raise RuntimeError(str(exc)) from None
         model_s = time.perf_counter() - t0
-        proof_path.parent.mkdir(parents=True, exist_ok=True)
-        proof_path.write_bytes(encode(proof))
+
+        def keep() -> None:  # the proof store (disk): off the event loop
+            proof_path.parent.mkdir(parents=True, exist_ok=True)
+            proof_path.write_bytes(encode(proof))
+
+        await trio.to_thread.run_sync(keep)
         c = proof.commitment
         return _Job(au.ResultParams(c.output_hash, c.num_tokens, c.tier, c.top_k, c.vocab, c.root, c.signature),
                     list(ans.output), model_s, route=tuple(ans.commitments))
