@@ -58,13 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DIAL_TIMEOUT_S = 5.0
 DIAL_BACKOFF_INITIAL_S = 1.0
-#: Cap of the per-address redial backoff. Short because a partition's heal is only noticed by
-#: redialling: with 30 s (x1.25 jitter) the namespace fault suite saw 18 s from a 2|2 heal to
-#: the first cross-partition connection (spec/network.md section 4).
-DIAL_BACKOFF_MAX_S = 5.0
-#: Due addresses dialled at once per discovery round (each dial waits at most DIAL_TIMEOUT_S:
-#: one blackholed address must not hold up the others).
-MAX_PARALLEL_DIALS = 8
+DIAL_BACKOFF_MAX_S = 30.0
 DISCOVERY_INTERVAL_S = 2.0
 TARGET_PEERS = 8
 MAX_KNOWN_ADDRS = 256
@@ -317,16 +311,9 @@ class NetNode:
                     pass
             if len(self._connected()) < self.cfg.target_peers:
                 now = time.monotonic()
-                due: list[str] = []
-                peers: set[str] = set()
-                for addr, t in list(self.known.items()):
-                    pid = addr.rsplit("/p2p/", 1)[-1]  # one dial per peer at a time: no racing connections
-                    if t <= now and pid not in peers and len(due) < MAX_PARALLEL_DIALS:
-                        peers.add(pid)
-                        due.append(addr)
-                async with trio.open_nursery() as dials:
-                    for addr in due:
-                        dials.start_soon(self.dial, addr)
+                for addr, due in list(self.known.items()):
+                    if due <= now and len(self._connected()) < self.cfg.target_peers:
+                        await self.dial(addr)
             self._write_node_file()
 
     def _peers_handler(self, peer: ID, req: PeersRequest) -> PeersResponse:
