@@ -536,8 +536,16 @@ def test_a_stale_partial_slot_nothing_builds_on_does_not_make_the_node_behind() 
     plan, _o, wanted = sl.repair_plan(t, current_slot=cur - 1, voted_slots=[], probe=False)
     assert plan == [12] and wanted == {12}  # still recent: it may yet complete
     t.handle(sl.ShredsStored(14, 12))  # somebody built on it: we are behind again
-    plan, _o, wanted = sl.repair_plan(t, current_slot=cur + 10, voted_slots=[], probe=False)
-    assert 12 in plan and 12 in wanted
+    recent_child = 14 + sl.STALE_PARTIAL_SLOTS
+    plan, _o, wanted = sl.repair_plan(t, current_slot=recent_child, voted_slots=[], probe=False)
+    assert 12 in plan and wanted == {12, 14}
+    # a chain of partial slots a killed leader left, each naming the previous as parent, once
+    # all of it is stale: asked for, but nobody waits "behind" on it (issue 16 kill loop)
+    plan, _o, wanted = sl.repair_plan(t, current_slot=recent_child + 1, voted_slots=[], probe=False)
+    assert plan == [12, 14] and wanted == set()
+    t.handle(sl.Completed(20, 14))  # a complete block on the chain: it is needed again
+    plan, _o, wanted = sl.repair_plan(t, current_slot=40, voted_slots=[], probe=False)
+    assert {12, 14} <= wanted
 
 
 def _dup_row(key: tuple[str, str]) -> None:

@@ -550,13 +550,20 @@ def repair_plan(tracker: SlotTracker, *, current_slot: int, voted_slots: Iterabl
     clock slots ``current_slot - SYNC_PROBE_SLOTS - 1 .. current_slot - 2`` that we lack, so
     a node whose gossip is not reaching it learns the network's tip. The third value is
     readiness's ``RepairWanted`` input: orphans, dumped slots, and partial slots that a
-    tracked slot names as parent or that are recent (within ``STALE_PARTIAL_SLOTS`` of
-    ``current_slot``); a stale partial slot nothing builds on is asked for but does not make
-    the node behind."""
+    tracked slot names as parent (unless every such child is itself a stale partial slot) or
+    that are recent (within ``STALE_PARTIAL_SLOTS`` of ``current_slot``); a stale partial
+    slot nothing but stale partial slots builds on is asked for but does not make the node
+    behind."""
     root, horizon = tracker.root, current_slot - 1
     wanted, orphans = tracker.repair_candidates(horizon)
-    stale = {s for s in tracker.partial
-             if s < current_slot - STALE_PARTIAL_SLOTS and s not in tracker.children and s in wanted}
+    # stale: an old partial slot whose children (if any) are all stale partial slots too, a
+    # chain a killed leader left behind (each of its slots partial, each naming the previous
+    # as parent: seen in the kill-loop fault suite, where every survivor waited "behind" on
+    # it until the killed node came back); highest first, so a child is decided before its parent
+    stale: set[int] = set()
+    for s in sorted(tracker.partial, reverse=True):
+        if s < current_slot - STALE_PARTIAL_SLOTS and s in wanted and tracker.children.get(s, set()) <= stale:
+            stale.add(s)
     lacking = set(wanted) | {s for s in voted_slots if root < s < horizon and tracker.state(s) in _LACKING}
     plan = sorted(lacking)[:REPAIR_SLOTS_PER_ROUND]
     if probe:
