@@ -133,11 +133,8 @@ def _cpu_split(pid: int) -> dict[str, float]:
     gossip, policy), ``threads`` its worker threads (insert, replay, build), ``children``
     its child processes (signature-verify pool, PoH worker; Linux /proc, children found by
     parent pid)."""
-    task = Path(f"/proc/{pid}/task")
-    loop = _cpu_s_path(task / str(pid) / "stat")
-    threads = 0.0
-    with contextlib.suppress(OSError):
-        threads = sum(_cpu_s_path(t / "stat") for t in task.iterdir() if t.name != str(pid))
+    loop = _cpu_s_path(Path(f"/proc/{pid}/task/{pid}/stat"))
+    threads = _cpu_s(pid) - loop  # the process's figure keeps the time of threads that exited
     children = 0.0
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
