@@ -760,11 +760,6 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     from ..node.validator import LedgerHistory, Validator
 
     genesis = decode(Path(args.genesis).read_bytes(), expected=Genesis)
-    if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
-        # not a refusal: LStake comes from work (spec/join.md "A newcomer earns its place")
-        print("note: this identity has no LStake in genesis: it follows the chain, and votes and leads from "
-              "the second epoch after it earns LStake from work (--miner answers queries; spec/lstake.md)",
-              file=sys.stderr)
     from ..node.validator import BLOCKSTORE_DIR
 
     if args.bootstrap is None and not (data_dir / BLOCKSTORE_DIR).exists():
@@ -791,12 +786,19 @@ def _make_validator(args: argparse.Namespace, kp: Any, data_dir: Path) -> Any:
     from ..ledger.blockstore import BlockstoreError
 
     try:
-        return Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history,
-                         poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
+        validator = Validator(kp, genesis, data_dir, producer=producer, offload=not inline, history=history,
+                              poh_clock=args.poh_clock or DEFAULT_POH_CLOCK)
     except TowerError as exc:
         raise UserError(f"{data_dir}: {exc}") from None
     except BlockstoreError as exc:
         raise UserError(str(exc)) from None
+    if kp.pubkey not in {n.identity for n in genesis.bootstrap_nodes}:
+        # not a refusal: LStake comes from work (spec/join.md "A newcomer earns its place");
+        # said once the ledger opened, so a refusal stays the only line
+        print("note: this identity has no LStake in genesis: it follows the chain, and votes and leads from "
+              "the second epoch after it earns LStake from work (--miner answers queries; spec/lstake.md)",
+              file=sys.stderr)
+    return validator
 
 
 def late_genesis_warning(genesis: Any, now_s: float) -> str | None:
