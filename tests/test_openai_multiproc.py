@@ -32,14 +32,11 @@ def _rpc(url: str, method: str, params: list[Any]) -> Any:
 
 
 def test_openai_client_chat_through_the_auction(tmp_path: Path) -> None:
-    import openai
 
     port = free_port_pair()
     with _mining_net(tmp_path, port) as net:
         miner = _wait_mining(net)
-        url = f"http://127.0.0.1:{port}"
-        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)
-        model = c.models.list().data[0].id
+        url, c, model = _client(port)
         r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 2 + 2?"}],
                                       max_tokens=8, temperature=0, seed=7)
         assert r.object == "chat.completion" and r.model == model and len(r.choices) == 1
@@ -81,6 +78,15 @@ def _mining_net(tmp_path: Path, port: int) -> Localnet:
                     node_args={1: ["--miner", "--miner-price", "20"]})
 
 
+def _client(port: int) -> tuple[str, Any, str]:
+    """The door's URL, an official openai client on it, and the model it serves."""
+    import openai
+
+    url = f"http://127.0.0.1:{port}"
+    c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)
+    return url, c, c.models.list().data[0].id
+
+
 def _wait_mining(net: Localnet) -> str:
     deadline = time.monotonic() + MINER_READY_TIMEOUT_S
     while net.nodes[1].status().get("roles", {}).get("miner", {}).get("state") != "mining":
@@ -98,9 +104,7 @@ def test_a_settled_chat_without_pool_validators_times_out_with_504(tmp_path: Pat
     port = free_port_pair()
     with _mining_net(tmp_path, port) as net:
         miner = _wait_mining(net)
-        url = f"http://127.0.0.1:{port}"
-        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CHAT_TIMEOUT_S)
-        model = c.models.list().data[0].id
+        url, c, model = _client(port)
         # a chat that asks to wait for the Logit Pool's settlement on a chain whose validators
         # run no --logit-pool: the answer is posted, nobody settles it, and the door answers
         # 504 once the last verification window (plus the settle grace) has passed
