@@ -45,11 +45,17 @@ def _create_2022_mint(mint: bytes, decimals: int, close_authority: bytes | None)
     instruction, tag 25, goes before InitializeMint2, tag 20)."""
     size = token.MINT_BYTES if close_authority is None else token.ACCOUNT_BYTES + 1 + token.TLV_HEADER_BYTES + 32
     ixs: list[object] = [spl._ix(svm.SYSTEM_PROGRAM_ID, [(ALICE.pubkey, True, True), (mint, True, True)],
-                                 struct.pack("<IQQ", 0, spl.MINT_ACCOUNT_LAMPORTS, size) + T22)]
+                                 struct.pack("<IQQ", 0, _rent_exempt(size), size) + T22)]
     if close_authority is not None:
         ixs.append(spl._ix(T22, [(mint, False, True)], bytes([25, 1]) + close_authority))
     ixs.append(spl._ix(T22, [(mint, False, True)], bytes([20, decimals]) + ALICE.pubkey + b"\x00"))
     return ixs
+
+
+def _rent_exempt(size: int) -> int:
+    """getMinimumBalanceForRentExemption's answer, as a wallet funds a new account with it."""
+    rpc = SimpleNamespace()
+    return int(trio.run(rpcm.METHODS["getMinimumBalanceForRentExemption"], rpc, [size]))
 
 
 def _create_ata(owner: bytes, mint: bytes, program: bytes) -> object:
@@ -304,3 +310,23 @@ def test_the_clock_sysvar_tells_the_slots_time_on_the_genesis_schedule() -> None
     b.freeze(hashlib.sha256(b"tests/rpc-token/clock").digest())
     assert b.child(slot + 1, LEADER.pubkey).sysvars().unix_timestamp == \
         created + (slot + 1) * gen.poh.slot_duration_us // 1_000_000
+
+
+def test_the_rent_exempt_minimum_is_agaves_formula_on_the_svms_rent_sysvar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solders.rent import Rent
+
+    def answer(n: object) -> Any:
+        return trio.run(rpcm.METHODS["getMinimumBalanceForRentExemption"], SimpleNamespace(), [n])
+
+    # the one source: the Rent sysvar a live executor holds
+    live = svm.shared_executor().svm.get_rent()
+    for n in (0, 82, 165, 170, rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES):
+        assert answer(n) == max(live.minimum_balance(n), rpcm.MIN_ACCOUNT_LAMPORTS) >= 1
+    # agave's mainnet Rent (LiteSVM's default): 6,960 lamports per byte x (128 + data_len)
+    monkeypatch.setattr(svm, "rent_sysvar", Rent.default)
+    assert [answer(n) for n in (0, 82, 165)] == [890_880, 1_461_600, 2_039_280]
+    assert answer(rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES) == 6_960 * (128 + 10 * 1024 * 1024)
+    for bad in (rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES + 1, 2**64 - 1, -1, "82", None, True):
+        with pytest.raises(rpcm.RpcError) as e:
+            answer(bad)
+        assert e.value.code == rpcm.INVALID_PARAMS

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ambient_p2p.core import svm
 from ambient_p2p.devnet.localnet import Localnet
 
 from .test_rpc_multiproc import free_port_pair, rpc
@@ -84,7 +85,8 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
 
             # a mint, funded as wallets fund it
             lamports = (await c.get_minimum_balance_for_rent_exemption(82)).value
-            assert lamports >= 1
+            # agave's Rent::minimum_balance of the SVM's Rent sysvar, at least the lamport to exist
+            assert lamports == max(svm.rent_sysvar().minimum_balance(82), 1)
             _, st = await send(alice, [
                 create_account(CreateAccountParams(from_pubkey=alice.pubkey(), to_pubkey=mint.pubkey(),
                                                    lamports=lamports, space=82, owner=TOKEN_PROGRAM_ID)),
@@ -128,6 +130,7 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
             assert m is not None and m.data.parsed == {"type": "mint", "info": {  # type: ignore[union-attr]
                 "mintAuthority": str(alice.pubkey()), "supply": "5000000", "decimals": 6, "isInitialized": True,
                 "freezeAuthority": None}}
+            assert m.lamports == lamports  # funded with exactly the rent-exempt answer, and it exists
 
             # a transfer of more than Bob holds: simulation answers spl-token's error and logs
             over_ix = ti.transfer_checked(tm.TransferCheckedParams(

@@ -25,6 +25,7 @@ import base58
 
 from ...core import auction as au
 from ...core import logit_pool as lp
+from ...core import svm
 from ...core.bank import (
     LAMPORTS_PER_SIGNATURE,
     MAX_PROCESSING_AGE,
@@ -34,7 +35,6 @@ from ...core.bank import (
 )
 from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
 from ...core.lstake import epoch_of
-from ...core.svm import SPL_TOKEN_PROGRAM_ID
 from ...core.work import Flag, WorkAccount
 from ..roles import bid_json, pool_draw_json, query_json
 from . import token
@@ -57,8 +57,12 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
-#: getMinimumBalanceForRentExemption: no rent, but an account needs a lamport to exist.
+#: getMinimumBalanceForRentExemption's floor: an account with 0 lamports does not exist (agave
+#: purges it after the transaction), even where the Rent sysvar asks for nothing.
 MIN_ACCOUNT_LAMPORTS = 1
+#: Largest account data (agave's MAX_PERMITTED_DATA_LENGTH, 10 MiB): Rent::minimum_balance
+#: panics above it, so getMinimumBalanceForRentExemption refuses a longer data_len.
+MAX_PERMITTED_DATA_LENGTH_BYTES = 10 * 1024 * 1024
 #: Solana's rentEpoch for rent-exempt accounts (u64::MAX).
 RENT_EPOCH_EXEMPT = 2**64 - 1
 
@@ -660,7 +664,7 @@ def _mint_owner_and_decimals(bank: Bank, mint: bytes) -> tuple[bytes, int]:
     """agave ``get_mint_owner_and_additional_data``: wrapped SOL's mint is SPL Token's with 9
     decimals; any other must exist and unpack as a mint."""
     if mint == token.NATIVE_MINT_ID:
-        return SPL_TOKEN_PROGRAM_ID, token.NATIVE_MINT_DECIMALS
+        return svm.SPL_TOKEN_PROGRAM_ID, token.NATIVE_MINT_DECIMALS
     view = account_view(bank, mint)
     if view is None:
         raise invalid_params("Invalid param: could not find mint")
@@ -795,11 +799,13 @@ async def get_fee_for_message(rpc: SolanaRpc, params: list[Any]) -> Any:
 
 
 async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[Any]) -> Any:
-    _uint(_arg(params, 0, "data_len"), "data_len")
-    # the bank charges no rent (spec/svm.md), but an account with 0 lamports does not exist
-    # (agave purges it after the transaction): wallets that fund a new mint or token account
-    # with this figure (solana-py's AsyncToken, web3.js's createMint) must get at least 1
-    return MIN_ACCOUNT_LAMPORTS
+    data_len = _uint(_arg(params, 0, "data_len"), "data_len")
+    if data_len > MAX_PERMITTED_DATA_LENGTH_BYTES:
+        raise invalid_params(f"Invalid params: data_len must be at most {MAX_PERMITTED_DATA_LENGTH_BYTES}")
+    # agave's Rent::minimum_balance of the Rent sysvar the bank gives the SVM (one source:
+    # core/svm.py), at least the lamport an account needs to exist: wallets fund a new mint or
+    # token account with this figure (solana-py's AsyncToken, web3.js's createMint)
+    return max(svm.rent_sysvar().minimum_balance(data_len), MIN_ACCOUNT_LAMPORTS)
 
 
 @dataclass
