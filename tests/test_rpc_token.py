@@ -111,7 +111,7 @@ def chain() -> dict[str, Any]:
     leader = SimpleNamespace(leader=lambda slot: LEADER.pubkey)
     rpc = SimpleNamespace(bank_for=lambda cfg, default="finalized": b2, v=SimpleNamespace(book=leader),
                           ctx=lambda b, v: {"context": {"slot": b.slot}, "value": v}, height=lambda b: b.slot)
-    return {"bank": b2, "rpc": rpc, "a_ata": a_ata, "b_ata": b_ata, "a22": a22}
+    return {"bank": b2, "b1": b1, "rpc": rpc, "a_ata": a_ata, "b_ata": b_ata, "a22": a22}
 
 
 def call(chain: dict[str, Any], method: str, *params: object) -> Any:
@@ -330,3 +330,43 @@ def test_the_rent_exempt_minimum_is_agaves_formula_on_the_svms_rent_sysvar(monke
         with pytest.raises(rpcm.RpcError) as e:
             answer(bad)
         assert e.value.code == rpcm.INVALID_PARAMS
+
+
+def test_transaction_meta_has_agaves_pre_and_post_token_balances(chain: dict[str, Any]) -> None:
+    from ambient_p2p.core.bank import parse_transaction
+    from ambient_p2p.node.rpc.txindex import BlockRecord, from_stored, to_stored
+
+    def entry(key: bytes, program: bytes, amount: str, decimals: int, owner: bytes, mint: bytes) -> dict[str, Any]:
+        return {"accountIndex": keys.index(key), "mint": ADDR(mint),
+                "uiTokenAmount": token.ui_token_amount(int(amount), decimals), "owner": ADDR(owner),
+                "programId": ADDR(program)}
+
+    rec = chain["bank"].tx_log[0]  # slot 2: ALICE sends BOB 200,000 and approves BOB
+    keys = list(parse_transaction(rec.raw, verify_signatures=False).account_keys)
+    meta = rpcm._meta(rec)
+    tk = svm.SPL_TOKEN_PROGRAM_ID
+    by_index = sorted  # agave lists them in account-index order
+    assert meta["preTokenBalances"] == by_index([entry(chain["a_ata"], tk, "1234500", 6, ALICE.pubkey, MINT.pubkey),
+                                                 entry(chain["b_ata"], tk, "0", 6, BOB.pubkey, MINT.pubkey)],
+                                                key=lambda b: b["accountIndex"])
+    assert meta["postTokenBalances"] == by_index([entry(chain["a_ata"], tk, "1034500", 6, ALICE.pubkey, MINT.pubkey),
+                                                  entry(chain["b_ata"], tk, "200000", 6, BOB.pubkey, MINT.pubkey)],
+                                                 key=lambda b: b["accountIndex"])
+    pre_a = [b for b in meta["preTokenBalances"] if b["accountIndex"] == keys.index(chain["a_ata"])]
+    assert pre_a[0]["uiTokenAmount"]["uiAmountString"] == "1.2345"
+    log1 = chain["b1"].tx_log
+    # the mint's creation: a mint is no token account; the ATAs' creation: none before, both after
+    assert rpcm._meta(log1[0])["preTokenBalances"] == rpcm._meta(log1[0])["postTokenBalances"] == []
+    assert rpcm._meta(log1[1])["preTokenBalances"] == []
+    assert [b["uiTokenAmount"]["amount"] for b in rpcm._meta(log1[1])["postTokenBalances"]] == ["0", "0"]
+    # Token-2022: its program id, its mint's decimals
+    keys = list(parse_transaction(log1[4].raw, verify_signatures=False).account_keys)
+    assert rpcm._meta(log1[4])["postTokenBalances"] == [entry(chain["a22"], T22, "42", 2, ALICE.pubkey, MINT22.pubkey)]
+    # a transaction naming no token program records none; history read back from disk: null
+    b3, res = _run(chain["bank"], 3, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 7)],
+                                             chain["bank"].last_blockhash)])
+    assert res[0].error is None
+    assert rpcm._meta(b3.tx_log[0])["preTokenBalances"] == rpcm._meta(b3.tx_log[0])["postTokenBalances"] == []
+    blk = BlockRecord(2, 1, bytes(32), bytes(32), 2, 0, (rec,))
+    back = rpcm._meta(from_stored(to_stored(blk)).txs[0])
+    assert back["preTokenBalances"] is None and back["postTokenBalances"] is None

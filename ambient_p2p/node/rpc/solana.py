@@ -439,7 +439,8 @@ def _meta(t: TxRecord) -> dict[str, Any]:
             "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
             # the programs' logs (SVM transactions, spec/svm.md); a native program's error as one line
             "logMessages": list(t.result.logs) or ([] if t.result.error is None else [f"Program log: {t.result.error}"]),
-            "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
+            "preTokenBalances": token.token_balances(t.pre_token_states),
+            "postTokenBalances": token.token_balances(t.post_token_states), "rewards": [],
             "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": t.result.compute_units}
 
 

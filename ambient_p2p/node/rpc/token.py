@@ -264,3 +264,22 @@ def parse_token(data: bytes, mint_decimals: int | None) -> dict[str, Any] | None
             "numRequiredSigners": ms.m, "numValidSigners": ms.n, "isInitialized": ms.is_initialized,
             "signers": [encode_address(bytes(s)) for s in ms.signers if any(bytes(s))]}}
     return None
+
+
+def token_balances(states: tuple[tuple[int, bytes, bytes, bytes], ...] | None) -> list[dict[str, Any]] | None:
+    """agave's ``preTokenBalances`` / ``postTokenBalances`` (``UiTransactionTokenBalance``)
+    from a transaction record's token states (core/bank.py ``TxRecord.pre_token_states``):
+    one entry per initialized token account whose mint is known, in account-index order;
+    None where the states were not recorded (history read back from the blockstore)."""
+    if states is None:
+        return None
+    out: list[dict[str, Any]] = []
+    for index, program, data, mint_data in states:
+        acc = unpack_account(data)
+        decimals = decimals_of_mint_data(mint_data)
+        if acc is None or decimals is None or token_account_mint(data) is None:
+            continue  # a mint, a multisig, an uninitialized account or an unknown mint: agave skips it too
+        out.append({"accountIndex": index, "mint": encode_address(bytes(acc.mint)),
+                    "uiTokenAmount": ui_token_amount(int(acc.amount), decimals),
+                    "owner": encode_address(bytes(acc.owner)), "programId": encode_address(program)})
+    return out
