@@ -341,9 +341,13 @@ def test_transaction_meta_has_agaves_pre_and_post_token_balances(chain: dict[str
                 "uiTokenAmount": token.ui_token_amount(int(amount), decimals), "owner": ADDR(owner),
                 "programId": ADDR(program)}
 
+    def dec(mint: bytes) -> int | None:  # the RPC's lookup: the mint in its newest bank
+        m = chain["bank"].account_meta.get(mint)
+        return None if m is None else token.decimals_of_mint_data(m.data)
+
     rec = chain["bank"].tx_log[0]  # slot 2: ALICE sends BOB 200,000 and approves BOB
     keys = list(parse_transaction(rec.raw, verify_signatures=False).account_keys)
-    meta = rpcm._meta(rec)
+    meta = rpcm._meta(rec, dec)
     tk = svm.SPL_TOKEN_PROGRAM_ID
     by_index = sorted  # agave lists them in account-index order
     assert meta["preTokenBalances"] == by_index([entry(chain["a_ata"], tk, "1234500", 6, ALICE.pubkey, MINT.pubkey),
@@ -356,17 +360,19 @@ def test_transaction_meta_has_agaves_pre_and_post_token_balances(chain: dict[str
     assert pre_a[0]["uiTokenAmount"]["uiAmountString"] == "1.2345"
     log1 = chain["b1"].tx_log
     # the mint's creation: a mint is no token account; the ATAs' creation: none before, both after
-    assert rpcm._meta(log1[0])["preTokenBalances"] == rpcm._meta(log1[0])["postTokenBalances"] == []
-    assert rpcm._meta(log1[1])["preTokenBalances"] == []
-    assert [b["uiTokenAmount"]["amount"] for b in rpcm._meta(log1[1])["postTokenBalances"]] == ["0", "0"]
+    assert rpcm._meta(log1[0], dec)["preTokenBalances"] == rpcm._meta(log1[0], dec)["postTokenBalances"] == []
+    assert rpcm._meta(log1[1], dec)["preTokenBalances"] == []
+    assert [b["uiTokenAmount"]["amount"] for b in rpcm._meta(log1[1], dec)["postTokenBalances"]] == ["0", "0"]
     # Token-2022: its program id, its mint's decimals
     keys = list(parse_transaction(log1[4].raw, verify_signatures=False).account_keys)
-    assert rpcm._meta(log1[4])["postTokenBalances"] == [entry(chain["a22"], T22, "42", 2, ALICE.pubkey, MINT22.pubkey)]
+    assert rpcm._meta(log1[4], dec)["postTokenBalances"] == [entry(chain["a22"], T22, "42", 2, ALICE.pubkey, MINT22.pubkey)]
     # a transaction naming no token program records none; history read back from disk: null
     b3, res = _run(chain["bank"], 3, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 7)],
                                              chain["bank"].last_blockhash)])
     assert res[0].error is None
-    assert rpcm._meta(b3.tx_log[0])["preTokenBalances"] == rpcm._meta(b3.tx_log[0])["postTokenBalances"] == []
+    assert rpcm._meta(b3.tx_log[0], dec)["preTokenBalances"] == rpcm._meta(b3.tx_log[0], dec)["postTokenBalances"] == []
     blk = BlockRecord(2, 1, bytes(32), bytes(32), 2, 0, (rec,))
-    back = rpcm._meta(from_stored(to_stored(blk)).txs[0])
+    back = rpcm._meta(from_stored(to_stored(blk)).txs[0], dec)
     assert back["preTokenBalances"] is None and back["postTokenBalances"] is None
+    # an unknown mint (closed since): no entry, as agave
+    assert rpcm._meta(rec, lambda mint: None)["postTokenBalances"] == []

@@ -103,10 +103,22 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
                 program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), dest=a_ata, mint_authority=alice.pubkey(),
                 amount=5_000_000, decimals=6))])
             assert st.err is None
-            _, st = await send(alice, [ti.transfer_checked(tm.TransferCheckedParams(
+            xfer_sig, st = await send(alice, [ti.transfer_checked(tm.TransferCheckedParams(
                 program_id=TOKEN_PROGRAM_ID, source=a_ata, mint=mint.pubkey(), dest=b_ata, owner=alice.pubkey(),
                 amount=1_250_000, decimals=6))])
             assert st.err is None
+
+            # the transfer's pre/postTokenBalances (agave's UiTransactionTokenBalance), typed by solana-py
+            meta = (await c.get_transaction(xfer_sig, commitment=Confirmed)).value.transaction.meta
+            assert meta is not None and meta.pre_token_balances is not None and meta.post_token_balances is not None
+            msg_keys = (await c.get_transaction(xfer_sig, commitment=Confirmed)).value.transaction.transaction.message.account_keys
+            pre = {msg_keys[b.account_index]: (b.ui_token_amount.amount, b.owner, b.mint, b.program_id)
+                   for b in meta.pre_token_balances}
+            post = {msg_keys[b.account_index]: b.ui_token_amount.amount for b in meta.post_token_balances}
+            assert pre == {a_ata: ("5000000", alice.pubkey(), mint.pubkey(), TOKEN_PROGRAM_ID),
+                           b_ata: ("0", bob.pubkey(), mint.pubkey(), TOKEN_PROGRAM_ID)}
+            assert post == {a_ata: "3750000", b_ata: "1250000"}
+            assert all(b.ui_token_amount.decimals == 6 for b in meta.post_token_balances)
 
             # balances through the token methods
             a_bal = (await c.get_token_account_balance(a_ata)).value

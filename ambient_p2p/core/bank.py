@@ -62,7 +62,7 @@ from .genesis import DEFAULT_SLOT_DURATION_US
 from .messages import verify_message
 from .svm import DEFAULT_META, AccountMeta, account_hash
 
-#: programs whose accounts' states a transaction's record keeps (TxRecord.pre_token_states)
+#: programs whose transactions' records keep their keys' metas (TxRecord.pre_metas)
 _TOKEN_PROGRAM_IDS = frozenset((svm.SPL_TOKEN_PROGRAM_ID, svm.SPL_TOKEN_2022_PROGRAM_ID))
 
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -106,12 +106,11 @@ class TxRecord:
     result: TxResult
     pre_balances: tuple[int, ...]
     post_balances: tuple[int, ...]
-    #: agave's pre/postTokenBalances source (rpcmeta hook): (account index, owner program,
-    #: account data, its mint's data or b"") of each key a token program owns, before and
-    #: after, for a transaction naming SPL Token or Token-2022; None where not recorded
-    #: (history read back from the blockstore)
-    pre_token_states: tuple[tuple[int, bytes, bytes, bytes], ...] | None = None
-    post_token_states: tuple[tuple[int, bytes, bytes, bytes], ...] | None = None
+    #: agave's pre/postTokenBalances source (rpcmeta hook): the metas of the account keys
+    #: (None: no meta) before and after, for a transaction naming SPL Token or Token-2022
+    #: (() for any other); None where not recorded (history read back from the blockstore)
+    pre_metas: tuple[AccountMeta | None, ...] | None = None
+    post_metas: tuple[AccountMeta | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -424,26 +423,15 @@ class Bank:
                 tx = parse_transaction(raw, verify_signatures=verify_signatures)
                 pre = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
                 tok = not _TOKEN_PROGRAM_IDS.isdisjoint(tx.account_keys)
-                pre_tok = self._token_states(tx.account_keys) if tok else ()
+                pre_tok = tuple(map(self.account_meta.get, tx.account_keys)) if tok else ()
                 res = self._process(tx)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
             post = tuple([self.accounts.get(k, 0) for k in tx.account_keys])
-            post_tok = self._token_states(tx.account_keys) if tok else ()
+            post_tok = tuple(map(self.account_meta.get, tx.account_keys)) if tok else ()
             self.tx_log.append(TxRecord(tx.raw, res, pre, post, pre_tok, post_tok))
         return results
-
-    def _token_states(self, keys: Sequence[bytes]) -> tuple[tuple[int, bytes, bytes, bytes], ...]:
-        """(index, owner program, data, mint data) of the ``keys`` a token program owns (the
-        RPC's pre/postTokenBalances, agave ``collect_token_balances``; parsed there)."""
-        out = []
-        for i, k in enumerate(keys):
-            m = self.account_meta.get(k)
-            if m is not None and m.owner in _TOKEN_PROGRAM_IDS and len(m.data) >= 32:
-                mint = self.account_meta.get(m.data[:32])
-                out.append((i, m.owner, m.data, b"" if mint is None else mint.data))
-        return tuple(out)
 
     def _process(self, tx: ParsedTx) -> TxResult:
         recent = self.blockhashes[-MAX_PROCESSING_AGE:]

@@ -433,18 +433,33 @@ def _tx_json(raw: bytes) -> tuple[Any, Any]:
     return {"signatures": [str(s) for s in tx.signatures], "message": m}, version
 
 
-def _meta(t: TxRecord) -> dict[str, Any]:
+def _meta(t: TxRecord, mint_decimals: Callable[[bytes], int | None]) -> dict[str, Any]:
     err = tx_error(t.result.error)
     return {"err": err, "status": {"Ok": None} if err is None else {"Err": err}, "fee": t.result.fee,
             "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
             # the programs' logs (SVM transactions, spec/svm.md); a native program's error as one line
             "logMessages": list(t.result.logs) or ([] if t.result.error is None else [f"Program log: {t.result.error}"]),
-            "preTokenBalances": token.token_balances(t.pre_token_states),
-            "postTokenBalances": token.token_balances(t.post_token_states), "rewards": [],
+            "preTokenBalances": token.token_balances(t.pre_metas, mint_decimals),
+            "postTokenBalances": token.token_balances(t.post_metas, mint_decimals), "rewards": [],
             "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": t.result.compute_units}
 
 
-def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:
+def _mint_decimals(rpc: SolanaRpc) -> Callable[[bytes], int | None]:
+    """A mint's decimals in the newest processed bank (decimals never change once a mint is
+    initialized; a mint closed since is unknown), for pre/postTokenBalances."""
+    bank = rpc.bank_at(rpc.slot_of("processed"))
+    seen: dict[bytes, int | None] = {}
+
+    def of(mint: bytes) -> int | None:
+        if mint not in seen:
+            m = None if bank is None else bank.account_meta.get(mint)
+            seen[mint] = None if m is None else token.decimals_of_mint_data(m.data)
+        return seen[mint]
+    return of
+
+
+def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None,
+                mint_decimals: Callable[[bytes], int | None]) -> dict[str, Any]:
     tj, version = _tx_json(t.raw)
     if version != "legacy" and max_version is None:
         raise RpcError(UNSUPPORTED_TRANSACTION_VERSION,
@@ -456,7 +471,7 @@ def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str
         tx = [base58.b58encode(t.raw).decode(), "base58"]
     else:
         tx = tj
-    out: dict[str, Any] = {"transaction": tx, "meta": _meta(t)}
+    out: dict[str, Any] = {"transaction": tx, "meta": _meta(t, mint_decimals)}
     if max_version is not None:
         out["version"] = version
     return out
@@ -981,7 +996,7 @@ async def get_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
     loc = rpc.find_tx(sig, _history_commitment(cfg))
     if loc is None:
         return None
-    out = _encoded_tx(loc.record, enc, _max_version(cfg))
+    out = _encoded_tx(loc.record, enc, _max_version(cfg), _mint_decimals(rpc))
     return {"slot": loc.block.slot, "blockTime": loc.block.block_time_s, **out}
 
 
@@ -1015,7 +1030,8 @@ async def get_block(rpc: SolanaRpc, params: list[Any]) -> Any:
                            "parentSlot": rec.parent_slot, "blockHeight": rec.block_height,
                            "blockTime": rec.block_time_s}
     if details == "full" or details == "accounts":
-        out["transactions"] = [_encoded_tx(t, enc, mv) for t in rec.txs]
+        decimals = _mint_decimals(rpc)
+        out["transactions"] = [_encoded_tx(t, enc, mv, decimals) for t in rec.txs]
     elif details == "signatures":
         out["signatures"] = [base58.b58encode(t.result.signature).decode() for t in rec.txs]
     if cfg.get("rewards", True):

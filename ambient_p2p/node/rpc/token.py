@@ -266,20 +266,25 @@ def parse_token(data: bytes, mint_decimals: int | None) -> dict[str, Any] | None
     return None
 
 
-def token_balances(states: tuple[tuple[int, bytes, bytes, bytes], ...] | None) -> list[dict[str, Any]] | None:
+
+def token_balances(metas: tuple[AccountMeta | None, ...] | None,
+                   mint_decimals: Callable[[bytes], int | None]) -> list[dict[str, Any]] | None:
     """agave's ``preTokenBalances`` / ``postTokenBalances`` (``UiTransactionTokenBalance``)
-    from a transaction record's token states (core/bank.py ``TxRecord.pre_token_states``):
-    one entry per initialized token account whose mint is known, in account-index order;
-    None where the states were not recorded (history read back from the blockstore)."""
-    if states is None:
+    from a transaction record's key metas (core/bank.py ``TxRecord.pre_metas``): one entry
+    per initialized token account a token program owns whose mint's decimals
+    ``mint_decimals`` knows, in account-index order; None where the metas were not recorded
+    (history read back from the blockstore)."""
+    if metas is None:
         return None
     out: list[dict[str, Any]] = []
-    for index, program, data, mint_data in states:
-        acc = unpack_account(data)
-        decimals = decimals_of_mint_data(mint_data)
-        if acc is None or decimals is None or token_account_mint(data) is None:
-            continue  # a mint, a multisig, an uninitialized account or an unknown mint: agave skips it too
+    for index, m in enumerate(metas):
+        if m is None or not is_token_program(m.owner) or token_account_mint(m.data) is None:
+            continue  # no token account (a mint, a multisig, uninitialized): agave skips it too
+        acc = unpack_account(m.data)
+        decimals = None if acc is None else mint_decimals(bytes(acc.mint))
+        if acc is None or decimals is None:
+            continue  # as agave where the mint is unknown
         out.append({"accountIndex": index, "mint": encode_address(bytes(acc.mint)),
                     "uiTokenAmount": ui_token_amount(int(acc.amount), decimals),
-                    "owner": encode_address(bytes(acc.owner)), "programId": encode_address(program)})
+                    "owner": encode_address(bytes(acc.owner)), "programId": encode_address(m.owner)})
     return out
