@@ -19,7 +19,11 @@ from ...core.crypto import decode_address, encode_address
 from ...core.svm import SPL_TOKEN_2022_PROGRAM_ID, SPL_TOKEN_PROGRAM_ID
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
     from solders.token.state import Mint, TokenAccount
+
+    from ...core.svm import AccountMeta
 
 #: jsonParsed's ``program`` name of each token program (agave ``ParsableAccount``).
 TOKEN_PROGRAM_NAMES = {SPL_TOKEN_PROGRAM_ID: "spl-token", SPL_TOKEN_2022_PROGRAM_ID: "spl-token-2022"}
