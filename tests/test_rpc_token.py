@@ -45,11 +45,17 @@ def _create_2022_mint(mint: bytes, decimals: int, close_authority: bytes | None)
     instruction, tag 25, goes before InitializeMint2, tag 20)."""
     size = token.MINT_BYTES if close_authority is None else token.ACCOUNT_BYTES + 1 + token.TLV_HEADER_BYTES + 32
     ixs: list[object] = [spl._ix(svm.SYSTEM_PROGRAM_ID, [(ALICE.pubkey, True, True), (mint, True, True)],
-                                 struct.pack("<IQQ", 0, spl.MINT_ACCOUNT_LAMPORTS, size) + T22)]
+                                 struct.pack("<IQQ", 0, _rent_exempt(size), size) + T22)]
     if close_authority is not None:
         ixs.append(spl._ix(T22, [(mint, False, True)], bytes([25, 1]) + close_authority))
     ixs.append(spl._ix(T22, [(mint, False, True)], bytes([20, decimals]) + ALICE.pubkey + b"\x00"))
     return ixs
+
+
+def _rent_exempt(size: int) -> int:
+    """getMinimumBalanceForRentExemption's answer, as a wallet funds a new account with it."""
+    rpc = SimpleNamespace()
+    return int(trio.run(rpcm.METHODS["getMinimumBalanceForRentExemption"], rpc, [size]))
 
 
 def _create_ata(owner: bytes, mint: bytes, program: bytes) -> object:
@@ -105,7 +111,7 @@ def chain() -> dict[str, Any]:
     leader = SimpleNamespace(leader=lambda slot: LEADER.pubkey)
     rpc = SimpleNamespace(bank_for=lambda cfg, default="finalized": b2, v=SimpleNamespace(book=leader),
                           ctx=lambda b, v: {"context": {"slot": b.slot}, "value": v}, height=lambda b: b.slot)
-    return {"bank": b2, "rpc": rpc, "a_ata": a_ata, "b_ata": b_ata, "a22": a22}
+    return {"bank": b2, "b1": b1, "rpc": rpc, "a_ata": a_ata, "b_ata": b_ata, "a22": a22}
 
 
 def call(chain: dict[str, Any], method: str, *params: object) -> Any:
@@ -304,3 +310,69 @@ def test_the_clock_sysvar_tells_the_slots_time_on_the_genesis_schedule() -> None
     b.freeze(hashlib.sha256(b"tests/rpc-token/clock").digest())
     assert b.child(slot + 1, LEADER.pubkey).sysvars().unix_timestamp == \
         created + (slot + 1) * gen.poh.slot_duration_us // 1_000_000
+
+
+def test_the_rent_exempt_minimum_is_agaves_formula_on_the_svms_rent_sysvar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solders.rent import Rent
+
+    def answer(n: object) -> Any:
+        return trio.run(rpcm.METHODS["getMinimumBalanceForRentExemption"], SimpleNamespace(), [n])
+
+    # the one source: the Rent sysvar a live executor holds
+    live = svm.shared_executor().svm.get_rent()
+    for n in (0, 82, 165, 170, rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES):
+        assert answer(n) == max(live.minimum_balance(n), rpcm.MIN_ACCOUNT_LAMPORTS) >= 1
+    # agave's mainnet Rent (LiteSVM's default): 6,960 lamports per byte x (128 + data_len)
+    monkeypatch.setattr(svm, "rent_sysvar", Rent.default)
+    assert [answer(n) for n in (0, 82, 165)] == [890_880, 1_461_600, 2_039_280]
+    assert answer(rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES) == 6_960 * (128 + 10 * 1024 * 1024)
+    for bad in (rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES + 1, 2**64 - 1, -1, "82", None, True):
+        with pytest.raises(rpcm.RpcError) as e:
+            answer(bad)
+        assert e.value.code == rpcm.INVALID_PARAMS
+
+
+def test_transaction_meta_has_agaves_pre_and_post_token_balances(chain: dict[str, Any]) -> None:
+    from ambient_p2p.core.bank import parse_transaction
+    from ambient_p2p.node.rpc.txindex import BlockRecord, from_stored, to_stored
+
+    def entry(key: bytes, program: bytes, amount: str, decimals: int, owner: bytes, mint: bytes) -> dict[str, Any]:
+        return {"accountIndex": keys.index(key), "mint": ADDR(mint),
+                "uiTokenAmount": token.ui_token_amount(int(amount), decimals), "owner": ADDR(owner),
+                "programId": ADDR(program)}
+
+    def dec(mint: bytes) -> int | None:  # the RPC's lookup: the mint in its newest bank
+        m = chain["bank"].account_meta.get(mint)
+        return None if m is None else token.decimals_of_mint_data(m.data)
+
+    rec = chain["bank"].tx_log[0]  # slot 2: ALICE sends BOB 200,000 and approves BOB
+    keys = list(parse_transaction(rec.raw, verify_signatures=False).account_keys)
+    meta = rpcm._meta(rec, dec)
+    tk = svm.SPL_TOKEN_PROGRAM_ID
+    by_index = sorted  # agave lists them in account-index order
+    assert meta["preTokenBalances"] == by_index([entry(chain["a_ata"], tk, "1234500", 6, ALICE.pubkey, MINT.pubkey),
+                                                 entry(chain["b_ata"], tk, "0", 6, BOB.pubkey, MINT.pubkey)],
+                                                key=lambda b: b["accountIndex"])
+    assert meta["postTokenBalances"] == by_index([entry(chain["a_ata"], tk, "1034500", 6, ALICE.pubkey, MINT.pubkey),
+                                                  entry(chain["b_ata"], tk, "200000", 6, BOB.pubkey, MINT.pubkey)],
+                                                 key=lambda b: b["accountIndex"])
+    pre_a = [b for b in meta["preTokenBalances"] if b["accountIndex"] == keys.index(chain["a_ata"])]
+    assert pre_a[0]["uiTokenAmount"]["uiAmountString"] == "1.2345"
+    log1 = chain["b1"].tx_log
+    # the mint's creation: a mint is no token account; the ATAs' creation: none before, both after
+    assert rpcm._meta(log1[0], dec)["preTokenBalances"] == rpcm._meta(log1[0], dec)["postTokenBalances"] == []
+    assert rpcm._meta(log1[1], dec)["preTokenBalances"] == []
+    assert [b["uiTokenAmount"]["amount"] for b in rpcm._meta(log1[1], dec)["postTokenBalances"]] == ["0", "0"]
+    # Token-2022: its program id, its mint's decimals
+    keys = list(parse_transaction(log1[4].raw, verify_signatures=False).account_keys)
+    assert rpcm._meta(log1[4], dec)["postTokenBalances"] == [entry(chain["a22"], T22, "42", 2, ALICE.pubkey, MINT22.pubkey)]
+    # a transaction naming no token program records none; history read back from disk: null
+    b3, res = _run(chain["bank"], 3, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 7)],
+                                             chain["bank"].last_blockhash)])
+    assert res[0].error is None
+    assert rpcm._meta(b3.tx_log[0], dec)["preTokenBalances"] == rpcm._meta(b3.tx_log[0], dec)["postTokenBalances"] == []
+    blk = BlockRecord(2, 1, bytes(32), bytes(32), 2, 0, (rec,))
+    back = rpcm._meta(from_stored(to_stored(blk)).txs[0], dec)
+    assert back["preTokenBalances"] is None and back["postTokenBalances"] is None
+    # an unknown mint (closed since): no entry, as agave
+    assert rpcm._meta(rec, lambda mint: None)["postTokenBalances"] == []

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ambient_p2p.core import svm
 from ambient_p2p.devnet.localnet import Localnet
 
 from .test_rpc_multiproc import free_port_pair, rpc
@@ -84,7 +85,8 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
 
             # a mint, funded as wallets fund it
             lamports = (await c.get_minimum_balance_for_rent_exemption(82)).value
-            assert lamports >= 1
+            # agave's Rent::minimum_balance of the SVM's Rent sysvar, at least the lamport to exist
+            assert lamports == max(svm.rent_sysvar().minimum_balance(82), 1)
             _, st = await send(alice, [
                 create_account(CreateAccountParams(from_pubkey=alice.pubkey(), to_pubkey=mint.pubkey(),
                                                    lamports=lamports, space=82, owner=TOKEN_PROGRAM_ID)),
@@ -101,10 +103,22 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
                 program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), dest=a_ata, mint_authority=alice.pubkey(),
                 amount=5_000_000, decimals=6))])
             assert st.err is None
-            _, st = await send(alice, [ti.transfer_checked(tm.TransferCheckedParams(
+            xfer_sig, st = await send(alice, [ti.transfer_checked(tm.TransferCheckedParams(
                 program_id=TOKEN_PROGRAM_ID, source=a_ata, mint=mint.pubkey(), dest=b_ata, owner=alice.pubkey(),
                 amount=1_250_000, decimals=6))])
             assert st.err is None
+
+            # the transfer's pre/postTokenBalances (agave's UiTransactionTokenBalance), typed by solana-py
+            meta = (await c.get_transaction(xfer_sig, commitment=Confirmed)).value.transaction.meta
+            assert meta is not None and meta.pre_token_balances is not None and meta.post_token_balances is not None
+            msg_keys = (await c.get_transaction(xfer_sig, commitment=Confirmed)).value.transaction.transaction.message.account_keys
+            pre = {msg_keys[b.account_index]: (b.ui_token_amount.amount, b.owner, b.mint, b.program_id)
+                   for b in meta.pre_token_balances}
+            post = {msg_keys[b.account_index]: b.ui_token_amount.amount for b in meta.post_token_balances}
+            assert pre == {a_ata: ("5000000", alice.pubkey(), mint.pubkey(), TOKEN_PROGRAM_ID),
+                           b_ata: ("0", bob.pubkey(), mint.pubkey(), TOKEN_PROGRAM_ID)}
+            assert post == {a_ata: "3750000", b_ata: "1250000"}
+            assert all(b.ui_token_amount.decimals == 6 for b in meta.post_token_balances)
 
             # balances through the token methods
             a_bal = (await c.get_token_account_balance(a_ata)).value
@@ -128,6 +142,7 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
             assert m is not None and m.data.parsed == {"type": "mint", "info": {  # type: ignore[union-attr]
                 "mintAuthority": str(alice.pubkey()), "supply": "5000000", "decimals": 6, "isInitialized": True,
                 "freezeAuthority": None}}
+            assert m.lamports == lamports  # funded with exactly the rent-exempt answer, and it exists
 
             # a transfer of more than Bob holds: simulation answers spl-token's error and logs
             over_ix = ti.transfer_checked(tm.TransferCheckedParams(

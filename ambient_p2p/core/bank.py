@@ -63,6 +63,9 @@ from .genesis import DEFAULT_SLOT_DURATION_US
 from .messages import verify_message
 from .svm import DEFAULT_META, AccountMeta, account_hash
 
+#: programs whose transactions' records keep their keys' metas (TxRecord.pre_metas)
+_TOKEN_PROGRAM_IDS = frozenset((svm.SPL_TOKEN_PROGRAM_ID, svm.SPL_TOKEN_2022_PROGRAM_ID))
+
 LAMPORTS_PER_SIGNATURE = 5_000
 FEE_BURN_PERCENT = 50
 MAX_PROCESSING_AGE = 150  # blockhashes a transaction may be behind (agave)
@@ -104,6 +107,11 @@ class TxRecord:
     result: TxResult
     pre_balances: tuple[int, ...]
     post_balances: tuple[int, ...]
+    #: agave's pre/postTokenBalances source (rpcmeta hook): the metas of the account keys
+    #: (None: no meta) before and after, for a transaction naming SPL Token or Token-2022
+    #: (() for any other); None where not recorded (history read back from the blockstore)
+    pre_metas: tuple[AccountMeta | None, ...] | None = None
+    post_metas: tuple[AccountMeta | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -353,6 +361,11 @@ class Bank:
     #: sysvar's ``unix_timestamp`` (spec/bank.md "Clock"); set, passed on and not persisted
     #: like ``slot_duration_us`` (0 for a bank without a genesis: vectors, unit tests).
     genesis_time_s: int = field(default=0, compare=False)
+    #: record the metas of a token transaction's accounts before and after it (TxRecord
+    #: pre/post_metas: the RPC's pre/postTokenBalances). Reading them takes back what the SVM
+    #: executor holds, so a bank that serves no RPC (a benchmark, ``ledger verify``) may turn
+    #: it off, as agave collects token balances only for its transaction-status service
+    token_balances: bool = field(default=True, compare=False)
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
     #: Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts")
@@ -471,7 +484,7 @@ class Bank:
                     work_accounts=dict(self.work_accounts), epoch_tally=dict(self.epoch_tally),
                     tally_epoch=self.tally_epoch, lstake_provider=self.lstake_provider,
                     slot_duration_us=self.slot_duration_us, _account_meta=dict(self._account_meta),
-                    executor=self.executor, genesis_time_s=self.genesis_time_s)
+                    executor=self.executor, genesis_time_s=self.genesis_time_s, token_balances=self.token_balances)
 
     @property
     def account_meta(self) -> dict[bytes, AccountMeta]:
@@ -543,12 +556,16 @@ class Bank:
                 tx = parse_transaction(raw, verify_signatures=verify_signatures)
                 keys = tx.account_keys
                 pre = tuple(map(self.accounts.get, keys, zeros))
+                tok = self.token_balances and not _TOKEN_PROGRAM_IDS.isdisjoint(keys)
+                pre_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
                 res = self._process(tx, recent)
             except BlockError as exc:
                 raise BlockError(exc.reason, exc.detail, i) from None
             results.append(res)
+            post_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
             log.append(_frozen(TxRecord, {"raw": tx.raw, "result": res, "pre_balances": pre,
-                                          "post_balances": tuple(map(self.accounts.get, keys, zeros))}))
+                                          "post_balances": tuple(map(self.accounts.get, keys, zeros)),
+                                          "pre_metas": pre_tok, "post_metas": post_tok}))
         return results
 
     def _recent_blockhashes(self) -> frozenset[bytes]:

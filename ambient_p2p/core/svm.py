@@ -30,6 +30,7 @@ from .crypto import decode_address
 if TYPE_CHECKING:
     from solders.account import Account
     from solders.litesvm import LiteSVM
+    from solders.rent import Rent
     from solders.transaction import VersionedTransaction
     from solders.transaction_metadata import TransactionMetadata
 
@@ -174,13 +175,19 @@ def _new_litesvm() -> LiteSVM:
 
     # signatures and blockhashes are the bank's checks (done once, never twice); no history:
     # the bank's status cache answers "already processed", per fork
+    svm = LiteSVM().with_sigverify(False).with_blockhash_check(False).with_transaction_history(0)
+    svm.set_rent(rent_sysvar())
+    return svm
+
+
+def rent_sysvar() -> Rent:
+    """The Rent sysvar every executor runs with: the one source of the rent-exempt minimum
+    (the RPC's getMinimumBalanceForRentExemption answers ``minimum_balance`` of it)."""
     from solders.rent import Rent
 
-    svm = LiteSVM().with_sigverify(False).with_blockhash_check(False).with_transaction_history(0)
     # no rent and no rent-exemption minimum (spec/svm.md "Sysvars"): the bank has never
     # charged rent, and a transfer of any amount to a new account stays valid
-    svm.set_rent(Rent.free())
-    return svm
+    return Rent.free()
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ import base58
 
 from ...core import auction as au
 from ...core import logit_pool as lp
+from ...core import svm
 from ...core.bank import (
     LAMPORTS_PER_SIGNATURE,
     MAX_PROCESSING_AGE,
@@ -34,7 +35,6 @@ from ...core.bank import (
 )
 from ...core.crypto import CryptoError, Keypair, decode_address, encode_address
 from ...core.lstake import epoch_of
-from ...core.svm import SPL_TOKEN_PROGRAM_ID
 from ...core.work import Flag, WorkAccount
 from ..roles import bid_json, pool_draw_json, query_json
 from . import token
@@ -57,8 +57,12 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
-#: getMinimumBalanceForRentExemption: no rent, but an account needs a lamport to exist.
+#: getMinimumBalanceForRentExemption's floor: an account with 0 lamports does not exist (agave
+#: purges it after the transaction), even where the Rent sysvar asks for nothing.
 MIN_ACCOUNT_LAMPORTS = 1
+#: Largest account data (agave's MAX_PERMITTED_DATA_LENGTH, 10 MiB): Rent::minimum_balance
+#: panics above it, so getMinimumBalanceForRentExemption refuses a longer data_len.
+MAX_PERMITTED_DATA_LENGTH_BYTES = 10 * 1024 * 1024
 #: Solana's rentEpoch for rent-exempt accounts (u64::MAX).
 RENT_EPOCH_EXEMPT = 2**64 - 1
 
@@ -429,17 +433,33 @@ def _tx_json(raw: bytes) -> tuple[Any, Any]:
     return {"signatures": [str(s) for s in tx.signatures], "message": m}, version
 
 
-def _meta(t: TxRecord) -> dict[str, Any]:
+def _meta(t: TxRecord, mint_decimals: Callable[[bytes], int | None]) -> dict[str, Any]:
     err = tx_error(t.result.error)
     return {"err": err, "status": {"Ok": None} if err is None else {"Err": err}, "fee": t.result.fee,
             "preBalances": list(t.pre_balances), "postBalances": list(t.post_balances), "innerInstructions": [],
             # the programs' logs (SVM transactions, spec/svm.md); a native program's error as one line
             "logMessages": list(t.result.logs) or ([] if t.result.error is None else [f"Program log: {t.result.error}"]),
-            "preTokenBalances": [], "postTokenBalances": [], "rewards": [],
+            "preTokenBalances": token.token_balances(t.pre_metas, mint_decimals),
+            "postTokenBalances": token.token_balances(t.post_metas, mint_decimals), "rewards": [],
             "loadedAddresses": {"writable": [], "readonly": []}, "computeUnitsConsumed": t.result.compute_units}
 
 
-def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:
+def _mint_decimals(rpc: SolanaRpc) -> Callable[[bytes], int | None]:
+    """A mint's decimals in the newest processed bank (decimals never change once a mint is
+    initialized; a mint closed since is unknown), for pre/postTokenBalances."""
+    bank = rpc.bank_at(rpc.slot_of("processed"))
+    seen: dict[bytes, int | None] = {}
+
+    def of(mint: bytes) -> int | None:
+        if mint not in seen:
+            m = None if bank is None else bank.account_meta.get(mint)
+            seen[mint] = None if m is None else token.decimals_of_mint_data(m.data)
+        return seen[mint]
+    return of
+
+
+def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None,
+                mint_decimals: Callable[[bytes], int | None]) -> dict[str, Any]:
     tj, version = _tx_json(t.raw)
     if version != "legacy" and max_version is None:
         raise RpcError(UNSUPPORTED_TRANSACTION_VERSION,
@@ -451,7 +471,7 @@ def _encoded_tx(t: TxRecord, encoding: str, max_version: int | None) -> dict[str
         tx = [base58.b58encode(t.raw).decode(), "base58"]
     else:
         tx = tj
-    out: dict[str, Any] = {"transaction": tx, "meta": _meta(t)}
+    out: dict[str, Any] = {"transaction": tx, "meta": _meta(t, mint_decimals)}
     if max_version is not None:
         out["version"] = version
     return out
@@ -660,7 +680,7 @@ def _mint_owner_and_decimals(bank: Bank, mint: bytes) -> tuple[bytes, int]:
     """agave ``get_mint_owner_and_additional_data``: wrapped SOL's mint is SPL Token's with 9
     decimals; any other must exist and unpack as a mint."""
     if mint == token.NATIVE_MINT_ID:
-        return SPL_TOKEN_PROGRAM_ID, token.NATIVE_MINT_DECIMALS
+        return svm.SPL_TOKEN_PROGRAM_ID, token.NATIVE_MINT_DECIMALS
     view = account_view(bank, mint)
     if view is None:
         raise invalid_params("Invalid param: could not find mint")
@@ -795,11 +815,13 @@ async def get_fee_for_message(rpc: SolanaRpc, params: list[Any]) -> Any:
 
 
 async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[Any]) -> Any:
-    _uint(_arg(params, 0, "data_len"), "data_len")
-    # the bank charges no rent (spec/svm.md), but an account with 0 lamports does not exist
-    # (agave purges it after the transaction): wallets that fund a new mint or token account
-    # with this figure (solana-py's AsyncToken, web3.js's createMint) must get at least 1
-    return MIN_ACCOUNT_LAMPORTS
+    data_len = _uint(_arg(params, 0, "data_len"), "data_len")
+    if data_len > MAX_PERMITTED_DATA_LENGTH_BYTES:
+        raise invalid_params(f"Invalid params: data_len must be at most {MAX_PERMITTED_DATA_LENGTH_BYTES}")
+    # agave's Rent::minimum_balance of the Rent sysvar the bank gives the SVM (one source:
+    # core/svm.py), at least the lamport an account needs to exist: wallets fund a new mint or
+    # token account with this figure (solana-py's AsyncToken, web3.js's createMint)
+    return max(svm.rent_sysvar().minimum_balance(data_len), MIN_ACCOUNT_LAMPORTS)
 
 
 @dataclass
@@ -974,7 +996,7 @@ async def get_transaction(rpc: SolanaRpc, params: list[Any]) -> Any:
     loc = rpc.find_tx(sig, _history_commitment(cfg))
     if loc is None:
         return None
-    out = _encoded_tx(loc.record, enc, _max_version(cfg))
+    out = _encoded_tx(loc.record, enc, _max_version(cfg), _mint_decimals(rpc))
     return {"slot": loc.block.slot, "blockTime": loc.block.block_time_s, **out}
 
 
@@ -1008,7 +1030,8 @@ async def get_block(rpc: SolanaRpc, params: list[Any]) -> Any:
                            "parentSlot": rec.parent_slot, "blockHeight": rec.block_height,
                            "blockTime": rec.block_time_s}
     if details == "full" or details == "accounts":
-        out["transactions"] = [_encoded_tx(t, enc, mv) for t in rec.txs]
+        decimals = _mint_decimals(rpc)
+        out["transactions"] = [_encoded_tx(t, enc, mv, decimals) for t in rec.txs]
     elif details == "signatures":
         out["signatures"] = [base58.b58encode(t.result.signature).decode() for t in rec.txs]
     if cfg.get("rewards", True):

@@ -19,7 +19,11 @@ from ...core.crypto import decode_address, encode_address
 from ...core.svm import SPL_TOKEN_2022_PROGRAM_ID, SPL_TOKEN_PROGRAM_ID
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
     from solders.token.state import Mint, TokenAccount
+
+    from ...core.svm import AccountMeta
 
 #: jsonParsed's ``program`` name of each token program (agave ``ParsableAccount``).
 TOKEN_PROGRAM_NAMES = {SPL_TOKEN_PROGRAM_ID: "spl-token", SPL_TOKEN_2022_PROGRAM_ID: "spl-token-2022"}
@@ -264,3 +268,27 @@ def parse_token(data: bytes, mint_decimals: int | None) -> dict[str, Any] | None
             "numRequiredSigners": ms.m, "numValidSigners": ms.n, "isInitialized": ms.is_initialized,
             "signers": [encode_address(bytes(s)) for s in ms.signers if any(bytes(s))]}}
     return None
+
+
+
+def token_balances(metas: tuple[AccountMeta | None, ...] | None,
+                   mint_decimals: Callable[[bytes], int | None]) -> list[dict[str, Any]] | None:
+    """agave's ``preTokenBalances`` / ``postTokenBalances`` (``UiTransactionTokenBalance``)
+    from a transaction record's key metas (core/bank.py ``TxRecord.pre_metas``): one entry
+    per initialized token account a token program owns whose mint's decimals
+    ``mint_decimals`` knows, in account-index order; None where the metas were not recorded
+    (history read back from the blockstore)."""
+    if metas is None:
+        return None
+    out: list[dict[str, Any]] = []
+    for index, m in enumerate(metas):
+        if m is None or not is_token_program(m.owner) or token_account_mint(m.data) is None:
+            continue  # no token account (a mint, a multisig, uninitialized): agave skips it too
+        acc = unpack_account(m.data)
+        decimals = None if acc is None else mint_decimals(bytes(acc.mint))
+        if acc is None or decimals is None:
+            continue  # as agave where the mint is unknown
+        out.append({"accountIndex": index, "mint": encode_address(bytes(acc.mint)),
+                    "uiTokenAmount": ui_token_amount(int(acc.amount), decimals),
+                    "owner": encode_address(bytes(acc.owner)), "programId": encode_address(m.owner)})
+    return out
