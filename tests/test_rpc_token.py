@@ -90,6 +90,7 @@ def chain() -> dict[str, Any]:
     sends BOB 200,000 and approves BOB for 5."""
     g = Bank.genesis(GH, {ALICE.pubkey: 10**12, BOB.pubkey: 10**12}, LEADER.pubkey, GH,
                      programs=svm.genesis_programs())
+    g.token_balances = True  # as a node's banks (ledger/producer.py open_bank); children inherit it
     a_ata = spl.associated_token_address(ALICE.pubkey, MINT.pubkey)
     b_ata = spl.associated_token_address(BOB.pubkey, MINT.pubkey)
     a22 = _ata(ALICE.pubkey, MINT22.pubkey, T22)

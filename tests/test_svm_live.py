@@ -148,7 +148,8 @@ def test_live_accounts_are_unobservable_in_a_batch() -> None:
     rec = b2.tx_log[0]
     assert set(vars(rec)) == {f.name for f in dataclasses.fields(TxRecord)}
     assert set(vars(rec.result)) == {f.name for f in dataclasses.fields(TxResult)}
-    assert rec == TxRecord(rec.raw, TxResult(*dataclasses.astuple(rec.result)), rec.pre_balances, rec.post_balances)
+    assert rec == TxRecord(rec.raw, TxResult(*dataclasses.astuple(rec.result)), rec.pre_balances, rec.post_balances,
+                           rec.pre_metas, rec.post_metas)
 
 
 def test_two_forks_interleaved_on_one_executor_match_forks_run_alone() -> None:

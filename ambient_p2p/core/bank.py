@@ -363,9 +363,9 @@ class Bank:
     genesis_time_s: int = field(default=0, compare=False)
     #: record the metas of a token transaction's accounts before and after it (TxRecord
     #: pre/post_metas: the RPC's pre/postTokenBalances). Reading them takes back what the SVM
-    #: executor holds, so a bank that serves no RPC (a benchmark, ``ledger verify``) may turn
-    #: it off, as agave collects token balances only for its transaction-status service
-    token_balances: bool = field(default=True, compare=False)
+    #: executor holds, so it is off unless asked for, as agave collects token balances only
+    #: for its transaction-status service; a node's banks (ledger/producer.py ``open_bank``) ask
+    token_balances: bool = field(default=False, compare=False)
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
     #: Values are immutable, so ``child`` copies only references (spec/bank.md "Accounts")
