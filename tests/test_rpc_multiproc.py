@@ -59,17 +59,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Localnet]:
     (root / "chat-keys.json").write_text(json.dumps({CHAT_TOKEN: "poor.json"}))
     with Localnet(root / "net", 1, validator=True, rpc_base_port=port,
                   extra_args=["--rpc-chat-keys", str(root / "chat-keys.json")]) as n:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                if rpc(url, "getSlot", [{"commitment": "processed"}]).get("result", 0) >= 3:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"the RPC never answered: {n.nodes[0].lines[-5:]}")
+        wait_rpc_slot(f"http://127.0.0.1:{port}", n)
         yield n
 
 
@@ -85,6 +75,19 @@ def post(url: str, body: bytes, path: str = "/") -> tuple[int, Any]:
             return r.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def wait_rpc_slot(url: str, net: Localnet, min_slot: int = 3, timeout_s: float = WAIT_S) -> None:
+    """Until the node's RPC answers getSlot (processed) at ``min_slot`` or more; bounded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if rpc(url, "getSlot", [{"commitment": "processed"}]).get("result", 0) >= min_slot:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the RPC never answered: {net.nodes[0].lines[-5:]}")
 
 
 def rpc(url: str, method: str, params: Any = None, rid: Any = 1) -> Any:

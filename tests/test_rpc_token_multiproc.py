@@ -15,7 +15,6 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 from ambient_p2p.core import svm
 from ambient_p2p.devnet.localnet import Localnet
 
-from .test_rpc_multiproc import free_port_pair, rpc
+from .test_rpc_multiproc import free_port_pair, rpc, wait_rpc_slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,16 +41,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root: Path = tmp_path_factory.mktemp("rpc-token")
     with Localnet(root / "net", 1, validator=True, rpc_base_port=port) as n:
         u = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                if rpc(u, "getSlot", [{"commitment": "processed"}]).get("result", 0) >= 3:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"the RPC never answered: {n.nodes[0].lines[-5:]}")
+        wait_rpc_slot(u, n, timeout_s=WAIT_S)
         yield u
 
 
