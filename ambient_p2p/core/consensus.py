@@ -22,8 +22,8 @@ lift_lost_votes(cluster_root)     - (ends the restart guard ``lost``: spec/tower
 NotVoted reasons, checked in this order: ``no-candidate`` (the best slot is the root),
 ``not-replayed`` (no bank hash for it), ``already-voted`` (not newer than the last vote),
 ``locked-out``, ``tower-unknown`` (a vote this node may have cast before a restart
-without its tower could be broken: ``core.tower.LostVotes``), ``threshold`` (depth-8 vote
-lacks > 2/3), ``switch`` (< 38 % on other forks). ``decide`` keeps the last reason in ``last_no_vote_reason`` (None after a vote).
+without its tower could be broken: ``core.tower.LostVotes``), ``threshold`` (the depth-4 or
+depth-8 vote lacks > 2/3), ``switch`` (< 38 % on other forks). ``decide`` keeps the last reason in ``last_no_vote_reason`` (None after a vote).
 
 The shell must perform PersistTower (durably) before SendVote, so that a crash can never
 leave a vote on the wire that the restarted tower does not know about.
@@ -204,7 +204,7 @@ class Consensus:
         if self.lost is not None and (self.lost.blocking(best, ancestors) is not None
                                       or not self._lost_switch_ok(best, ancestors)):
             return NotVoted("tower-unknown", best)
-        if not t.check_threshold(best, fc.subtree_stake, self.total_stake):
+        if not t.check_thresholds(best, fc.subtree_stake, self.total_stake):
             return NotVoted("threshold", best)
         if last is not None and last in fc.parent and not t.check_switch(
             best, ancestors, fc.other_fork_stake(last, best), self.total_stake
