@@ -184,7 +184,7 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
     from solders.transaction import VersionedTransaction
 
     from ambient_p2p.devnet.localnet import Localnet
-    from tests.test_rpc_multiproc import free_port_pair, rpc
+    from tests.test_rpc_multiproc import free_port_pair, rpc, wait_rpc_slot
 
     wait_s = 120.0
     port = free_port_pair()
@@ -192,15 +192,7 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
     a, b = Keypair(), Keypair()
 
     def wait_rpc(n: Localnet, min_slot: int = 1) -> None:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                if rpc(url, "getSlot", [{"commitment": "processed"}]).get("result", 0) >= min_slot:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the RPC never answered: {n.nodes[0].lines[-5:]}")
+        wait_rpc_slot(url, n, min_slot, wait_s)
 
     async def send_all() -> tuple[list[Signature], list[int]]:
         async with AsyncClient(url, commitment=Confirmed) as c:
