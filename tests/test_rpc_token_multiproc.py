@@ -32,7 +32,6 @@ WAIT_S = 90.0
 TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 WEB3JS = Path(__file__).resolve().parent / "rpc_web3js"
 #: what the solana-py flow leaves for the web3.js reader: owner, mint, ATAs, a failing transfer
-SEEN: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,20 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield u
 
 
-def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(url: str) -> None:
+@pytest.fixture(scope="module")
+def wallet(url: str) -> dict[str, Any]:
+    """The solana-py wallet flow, run once with all its assertions; the state it leaves (owner,
+    mint, both ATAs, the failing transfer) for the web3.js reader, which no longer skips when
+    the flow did not run first: a failed flow fails both tests."""
+    return _wallet_flow(url)
+
+
+def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(wallet: dict[str, Any]) -> None:
+    assert set(wallet) == {"owner", "mint", "a_ata", "b_ata", "failing"}
+
+
+def _wallet_flow(url: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
     from solana.rpc.async_api import AsyncClient
     from solana.rpc.commitment import Confirmed
     from solana.rpc.core import RPCException
@@ -164,34 +176,33 @@ def test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer(u
             assert got["meta"]["fee"] == 5000 and got["meta"]["logMessages"][-1].endswith("custom program error: 0x1")
             assert (await c.get_balance(bob.pubkey())).value == bob_before - 5000
             assert (await c.get_token_account_balance(b_ata)).value.amount == "1250000"
-            SEEN.update(owner=str(alice.pubkey()), mint=str(mint.pubkey()), a_ata=str(a_ata), b_ata=str(b_ata),
+            seen.update(owner=str(alice.pubkey()), mint=str(mint.pubkey()), a_ata=str(a_ata), b_ata=str(b_ata),
                         failing=base64.b64encode(bytes(over)).decode())
 
     asyncio.run(flow())
+    return seen
 
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                     reason="node/npm are not installed: the @solana/web3.js client cannot run")
-def test_web3js_reads_the_token_state_and_simulates_the_failing_transfer(url: str) -> None:
+def test_web3js_reads_the_token_state_and_simulates_the_failing_transfer(url: str, wallet: dict[str, Any]) -> None:
     """@solana/web3.js v1 (tests/rpc_web3js/token.mjs) over the state the solana-py flow left:
     its schemas accept every token answer, and the values agree with the chain's."""
-    if not SEEN:
-        pytest.skip("needs the state of test_wallet_flow_mint_ata_mint_to_transfer_balances_and_a_failing_transfer")
     if not (WEB3JS / "node_modules" / "@solana" / "web3.js").exists():
         r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB3JS,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run(["node", "token.mjs", url, SEEN["owner"], SEEN["mint"], SEEN["failing"]], cwd=WEB3JS,
+    r = subprocess.run(["node", "token.mjs", url, wallet["owner"], wallet["mint"], wallet["failing"]], cwd=WEB3JS,
                        capture_output=True, text=True, timeout=180)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 0 and "error" not in out, out
-    assert [a["pubkey"] for a in out["byMint"]] == [SEEN["a_ata"]] and out["byProgram"] == [SEEN["a_ata"]]
-    assert out["byMint"][0]["program"] == "spl-token" and out["byMint"][0]["info"]["owner"] == SEEN["owner"]
+    assert [a["pubkey"] for a in out["byMint"]] == [wallet["a_ata"]] and out["byProgram"] == [wallet["a_ata"]]
+    assert out["byMint"][0]["program"] == "spl-token" and out["byMint"][0]["info"]["owner"] == wallet["owner"]
     assert out["rawLengths"] == [165]
     assert out["balance"] == {"amount": "3750000", "decimals": 6, "uiAmount": 3.75, "uiAmountString": "3.75"}
     assert out["supply"]["amount"] == "5000000"
-    assert out["largest"] == [{"address": SEEN["a_ata"], "amount": "3750000"},
-                              {"address": SEEN["b_ata"], "amount": "1250000"}]
+    assert out["largest"] == [{"address": wallet["a_ata"], "amount": "3750000"},
+                              {"address": wallet["b_ata"], "amount": "1250000"}]
     assert out["mint"]["parsed"]["info"]["supply"] == "5000000" and out["mint"]["program"] == "spl-token"
     assert out["simErr"] == {"InstructionError": [0, {"Custom": 1}]}
     assert out["simLogs"][-1] == f"Program {TOKEN} failed: custom program error: 0x1" and out["simUnits"] > 0
