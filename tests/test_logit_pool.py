@@ -164,6 +164,37 @@ def test_missing_verdicts_extend_the_draw_once_then_settle_on_what_arrived() -> 
     assert c.total() == c.start_total
 
 
+def test_a_late_extension_gets_its_own_full_window() -> None:
+    """spec/logit_pool.md "Instructions", settle: an extension drawn by a settle that lands
+    long after ``verify_end_slot`` keeps its beacon (the first slot at or after the old
+    ``verify_end_slot``: the draw does not depend on when settle lands) but its window counts
+    from the settle's slot, so its validators are not slashed as absent for a window that was
+    over before they could know they were drawn."""
+    c = PoolChain(n_validators=7)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    assert c.verdict(c.kp(d.validators[0]), True) is None
+    late = d.verify_end_slot + 3 * L.VERIFY_WINDOW_SLOTS
+    c.advance_to(late)
+    assert c.settle() is None  # the extension, drawn at slot `late`
+    d2 = c.draw()
+    assert d2 is not None and d2.round == 1 and len(d2.validators) == 6
+    assert d.verify_end_slot <= d2.beacon_slot < d.verify_end_slot + L.VERIFY_WINDOW_SLOTS
+    assert d2.verify_end_slot == late + L.VERIFY_WINDOW_SLOTS
+    # past the beacon's window, inside its own: the fresh validators are not closed out
+    c.advance_to(d2.beacon_slot + L.VERIFY_WINDOW_SLOTS + 1)
+    assert (c.settle() or "").startswith("auction-verify-open")
+    assert c.verdict(c.kp(d2.validators[3]), True) is None
+    c.advance_to(d2.verify_end_slot)
+    assert (c.verdict(c.kp(d2.validators[4]), True) or "").startswith("auction-verify-closed")
+    assert c.settle() is None  # an accept in each round: the quorum, verified
+    assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
+    acct = c.bank.work_account(d2.validators[3])
+    assert acct is not None and acct.slashes == 0 and acct.positions_validated > 0
+    assert c.total() == c.start_total
+
+
 def test_nobody_answers_twice_then_the_requester_is_made_whole() -> None:
     c = PoolChain(n_validators=4)
     c.advance(L.DRAW_DELAY_SLOTS + 1)

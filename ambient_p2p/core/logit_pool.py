@@ -489,8 +489,12 @@ def settle(view: PoolView, slot: int, accs: Sequence[IxAccount], data: bytes) ->
             view.slash_work(v, "absent")
         observe(view, missed=len(absent))
         if d is not None and d.validators:
+            # the extension's window counts from the slot it is drawn in, not from its beacon:
+            # the fresh validators learn of their draw only when this settle lands, which may be
+            # long after the beacon slot (a late settle); a window measured from the beacon
+            # would then be partly or wholly over and they would be slashed as absent
             new = replace(pool, round=pool.round + 1, beacon_slot=d.beacon_slot,
-                          verify_end_slot=d.beacon_slot + VERIFY_WINDOW_SLOTS, beacon=d.beacon,
+                          verify_end_slot=max(d.beacon_slot, slot) + VERIFY_WINDOW_SLOTS, beacon=d.beacon,
                           validators=pool.validators + tuple(v.validator for v in d.validators),
                           verdicts=pool.verdicts + tuple(NO_VERDICT for _ in d.validators),
                           round_starts=(0, len(pool.validators)))

@@ -389,8 +389,11 @@ class PoolValidator:
         assert self.lm is not None
         try:
             cmt = q.pol_commitment()
-            t_window = max(1.0, (q.result_slot + lp.DRAW_DELAY_SLOTS + lp.VERIFY_WINDOW_SLOTS - self.slot())
-                           * self.v.slot_ms / 1000 / 2)
+            # half of what is left of this round's window (an extension's ends long after
+            # round 0's, which the result slot alone would give)
+            end = verify_end if verify_end is not None else \
+                q.result_slot + lp.DRAW_DELAY_SLOTS + lp.VERIFY_WINDOW_SLOTS
+            t_window = max(1.0, (end - self.slot()) * self.v.slot_ms / 1000 / 2)
             prompt_b = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
             output_b = await self.blobs.fetch(q.output_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
             openings = await self._openings(cmt.hash(), positions, t_window)

@@ -778,6 +778,26 @@ def pool_cases(out: list[Case]) -> None:
     case("settle", "settles-on-what-arrived", "after the extension's window one accept (of 6 drawn) settles "
          "verified", x, x.settle_tx())
 
+    late = PoolChain(n_validators=6, lstake=weights)
+    late.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = late.draw()
+    assert d is not None
+    late.ok(late.verdict_tx(late.kp(d.validators[0]), True))
+    late_slot = d.verify_end_slot + 2 * L.VERIFY_WINDOW_SLOTS
+    late.advance_to(late_slot)
+    case("settle", "extends-late", "the extension drawn by a settle landing two windows after verify_end_slot: "
+         "its beacon is still the first slot at or after verify_end_slot, its window counts from the settle's "
+         "slot (verify_end_slot = settle slot + VERIFY_WINDOW_SLOTS)", late, late.settle_tx())
+    late.ok(late.settle_tx())
+    d2 = late.draw()
+    assert d2 is not None and d2.verify_end_slot == late_slot + L.VERIFY_WINDOW_SLOTS > d2.beacon_slot + \
+        L.VERIFY_WINDOW_SLOTS
+    case("verdict", "extension-late-window", "a validator of a late extension accepts after its beacon slot + "
+         "VERIFY_WINDOW_SLOTS, inside its own window", late, late.verdict_tx(late.kp(d2.validators[3]), True),
+         slot=d2.verify_end_slot - 1)
+    case("settle", "extension-late-open", "a settle before the late extension's own window ends (but after its "
+         "beacon slot + VERIFY_WINDOW_SLOTS): must reject", late, late.settle_tx(), slot=d2.verify_end_slot - 1)
+
     n = PoolChain(n_validators=0)
     n.advance(L.DRAW_DELAY_SLOTS + 1)
     d = n.draw()

@@ -815,7 +815,7 @@ function poolSettle(c: Ctx, n: number): void {
     observe(c.bank, { missed: BigInt(absent.length) });
     if (r !== null && r.validators.length > 0) {
       storePool(c, pa, {
-        round: p.round + 1, start1: p.validators.length, beaconSlot: r.slot, verifyEnd: r.slot + VERIFY_WINDOW_SLOTS, beacon: r.beacon,
+        round: p.round + 1, start1: p.validators.length, beaconSlot: r.slot, verifyEnd: (r.slot > slot ? r.slot : slot) + VERIFY_WINDOW_SLOTS, beacon: r.beacon,
         first: p.first, validators: [...p.validators, ...r.validators], verdicts: [...p.verdicts, ...r.validators.map(() => NO_VERDICT)],
         settled: 0n, positions: p.positions, perRound: p.perRound,
       });
