@@ -26,6 +26,16 @@ class PoolChain(_Base):
         return self.evidence(v)
 
 
+def drawn(n_validators: int = 5) -> tuple[PoolChain, L.PoolAccount]:
+    """A chain with one posted result, advanced past its draw delay, and the round-0 draw a
+    verdict would make there (the set-up of almost every test below)."""
+    c = PoolChain(n_validators=n_validators)
+    c.advance(L.DRAW_DELAY_SLOTS + 1)
+    d = c.draw()
+    assert d is not None
+    return c, d
+
+
 def test_draw_is_pure_deterministic_and_excludes_the_miner() -> None:
     c = PoolChain()
     assert c.draw() is None  # the beacon slot is not an ancestor yet
@@ -56,10 +66,7 @@ def test_draw_is_lstake_weighted() -> None:
 
 
 def test_quorum_of_accepts_pays_the_clearing_price_to_the_lamport() -> None:
-    c = PoolChain()
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn()
     q = c.query(c.qid)
     assert c.settle() == "auction-verify-open: no quorum yet and verdicts land until " + str(d.verify_end_slot)
     assert c.verdict(c.kp(d.validators[0]), True) is None
@@ -98,10 +105,7 @@ def test_quorum_of_accepts_pays_the_clearing_price_to_the_lamport() -> None:
 
 
 def test_quorum_of_rejects_with_evidence_slashes_the_bond() -> None:
-    c = PoolChain()
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn()
     q = c.query(c.qid)
     v0, v1 = c.kp(d.validators[0]), c.kp(d.validators[1])
     # evidence must be at one of the rejecter's own positions and prove membership
@@ -131,10 +135,7 @@ def test_quorum_of_rejects_with_evidence_slashes_the_bond() -> None:
 
 
 def test_missing_verdicts_extend_the_draw_once_then_settle_on_what_arrived() -> None:
-    c = PoolChain(n_validators=7)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(7)
     assert c.verdict(c.kp(d.validators[0]), True) is None
     while c.bank.slot + 2 < d.verify_end_slot:
         c.advance(1)
@@ -144,10 +145,7 @@ def test_missing_verdicts_extend_the_draw_once_then_settle_on_what_arrived() -> 
     assert c.settle() is None
     assert c.query(c.qid).status == A.QueryStatus.FINALIZED_VERIFIED
 
-    c = PoolChain(n_validators=7)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(7)
     assert c.verdict(c.kp(d.validators[0]), True) is None
     while c.bank.slot + 1 < d.verify_end_slot:
         c.advance(1)
@@ -170,10 +168,7 @@ def test_a_late_extension_gets_its_own_full_window() -> None:
     ``verify_end_slot``: the draw does not depend on when settle lands) but its window counts
     from the settle's slot, so its validators are not slashed as absent for a window that was
     over before they could know they were drawn."""
-    c = PoolChain(n_validators=7)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(7)
     assert c.verdict(c.kp(d.validators[0]), True) is None
     late = d.verify_end_slot + 3 * L.VERIFY_WINDOW_SLOTS
     c.advance_to(late)
@@ -196,10 +191,7 @@ def test_a_late_extension_gets_its_own_full_window() -> None:
 
 
 def test_nobody_answers_twice_then_the_requester_is_made_whole() -> None:
-    c = PoolChain(n_validators=4)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(4)
     while c.bank.slot < d.verify_end_slot:
         c.advance(1)
     assert c.settle() is None
@@ -269,10 +261,8 @@ def test_a_quorum_of_unavailable_verdicts_burns_the_bond_and_slashes_the_miner()
     say the answer could not be obtained (devnet fault wrong-output); nobody is fresh for the
     extension: the requester gets the whole escrow back, the bond goes to the incinerator,
     the miner's work is slashed, and the validators that said so are not slashed as absent."""
-    c = PoolChain(n_validators=2)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None and len(d.validators) == 2
+    c, d = drawn(2)
+    assert len(d.validators) == 2
     for v in d.validators:
         assert c.send(T.verdict_transaction(c.kp(v), c.qid, False, None, c.blockhash, unavailable=True))[0].error is None
     assert (c.settle() or "").startswith("auction-verify-open")  # unavailable verdicts decide nothing early
@@ -296,10 +286,7 @@ def test_a_quorum_of_unavailable_verdicts_burns_the_bond_and_slashes_the_miner()
 
 def test_one_unavailable_verdict_is_no_quorum_and_an_accept_beats_it() -> None:
     # one unavailable, one absent: refunded as when nobody checked
-    c = PoolChain(n_validators=2)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(2)
     assert c.send(T.verdict_transaction(c.kp(d.validators[0]), c.qid, False, None, c.blockhash,
                                         unavailable=True))[0].error is None
     c.advance_to(d.verify_end_slot + 1)
@@ -309,10 +296,7 @@ def test_one_unavailable_verdict_is_no_quorum_and_an_accept_beats_it() -> None:
     absent = c.bank.work_account(d.validators[1])
     assert absent is not None and absent.slashes == 1  # the absent one, not the one that said unavailable
     # one accept and one unavailable: someone checked it, verified on what arrived
-    c = PoolChain(n_validators=2)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn(2)
     assert c.verdict(c.kp(d.validators[0]), True) is None
     assert c.send(T.verdict_transaction(c.kp(d.validators[1]), c.qid, False, None, c.blockhash,
                                         unavailable=True))[0].error is None
@@ -322,10 +306,7 @@ def test_one_unavailable_verdict_is_no_quorum_and_an_accept_beats_it() -> None:
 
 
 def test_malformed_verdict_data_is_refused() -> None:
-    c = PoolChain()
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn()
     v = c.kp(d.validators[0])
     # (verdict byte 2 is "unavailable" without evidence: with evidence, or byte 3, it is refused)
     for data in (b"\x07\x00\x00\x00", b"\x07\x00\x00\x00\x03", b"\x07\x00\x00\x00\x01\x00",
@@ -338,10 +319,8 @@ def test_malformed_verdict_data_is_refused() -> None:
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_too_few_validators(n: int) -> None:
-    c = PoolChain(n_validators=n)
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None and len(d.validators) == n
+    _c, d = drawn(n)
+    assert len(d.validators) == n
 
 
 def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -354,10 +333,7 @@ def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) ->
                         log.append(("credit", ident, (tokens_served, positions_validated))), raising=False)
     monkeypatch.setattr(Bank, "slash_work", lambda self, ident, reason: log.append(("slash", ident, reason)),
                         raising=False)
-    c = PoolChain()
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn()
     for v in d.validators[:2]:
         assert c.verdict(c.kp(v), False, c.bad_opening(v)) is None
     assert log == []
@@ -366,10 +342,7 @@ def test_settlement_credits_and_slashes_work(monkeypatch: pytest.MonkeyPatch) ->
     assert {x[1] for x in log if x[0] == "credit"} == set(d.validators[:2])
     assert all(x[2] == (0, L.POSITIONS_PER_VALIDATOR) for x in log if x[0] == "credit")
     log.clear()
-    c = PoolChain()
-    c.advance(L.DRAW_DELAY_SLOTS + 1)
-    d = c.draw()
-    assert d is not None
+    c, d = drawn()
     assert c.verdict(c.kp(d.validators[0]), True) is None
     c.advance_to(d.verify_end_slot + 1)
     assert c.settle() is None  # extension: the two absent validators lose credit

@@ -14,6 +14,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,45 @@ def pool_state(net: Localnet, i: int) -> dict[str, Any]:
         return {}
     p: dict[str, Any] = st.get("roles", {}).get("pool", {})
     return p
+
+
+def print_tails(net: Localnet, lines: int = 12) -> None:
+    """Every node's last ``lines`` log lines (a failing multi-process test's diagnosis)."""
+    for node in net.nodes:
+        print(f"--- node{node.index}", *node.lines[-lines:], sep="\n")
+
+
+@contextmanager
+def running(net: Localnet, tail_lines: int = 12) -> Iterator[Localnet]:
+    """``net`` started for the block and stopped after it; a failure inside (the start
+    included) prints every node's last log lines first."""
+    try:
+        net.start()
+        yield net
+    except BaseException:
+        print_tails(net, tail_lines)
+        raise
+    finally:
+        net.stop()
+
+
+#: from a settlement seen on one bank to node 0's best bank carrying its work-account effects
+WORK_TIMEOUT_S = 60.0
+
+
+def wait_work(net: Localnet, done: Callable[[dict[str, Any]], bool], i: int = 0,
+              timeout_s: float = WORK_TIMEOUT_S) -> dict[str, Any]:
+    """Node ``i``'s work table (``roles.pool.work``) once ``done`` holds for it, or the last
+    one read at the deadline: node ``i``'s best bank may trail the one a settlement was read
+    from (bounded wait; the caller asserts on what comes back)."""
+    deadline = time.monotonic() + timeout_s
+    work: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        work = pool_state(net, i).get("work") or {}
+        if done(work):
+            break
+        time.sleep(1.0)
+    return work
 
 
 def wait_pools(net: Localnet, nodes: list[int]) -> None:
@@ -136,8 +177,7 @@ def run_pool(tmp_path: Path, miner_args: list[str], genesis_kw: dict[str, Any] |
         draw = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})
         after = balance(net, rec["requester"])
     except BaseException:
-        for node in net.nodes:
-            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
+        print_tails(net)
         net.stop()
         raise
     return net, rec, final, draw, rec["balance_before"], after
@@ -202,13 +242,7 @@ def test_a_cheating_miner_is_rejected_and_slashed(tmp_path: Path, fault: str) ->
         chain = net.nodes[0].status()["roles"]["pool"]["chain"]
         assert (chain["rejected"], chain["slashed"]) == (1, 1)
         miner = net.nodes[1].status()["address"]
-        deadline = time.monotonic() + 60.0
-        work: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # node 0's best bank may trail the one that answered above
-            work = pool_state(net, 0).get("work") or {}
-            if work.get(miner, {}).get("total_slashes", 0) >= 1:
-                break
-            time.sleep(1.0)
+        work = wait_work(net, lambda w: w.get(miner, {}).get("total_slashes", 0) >= 1)
         assert work[miner]["total_slashes"] == 1 and work[miner]["total_tokens_served"] == 0, work
         for v in d["validators"]:  # the rejecters were credited their positions
             assert work[v["validator"]]["total_positions_validated"] == len(v["positions"]), work
@@ -252,13 +286,7 @@ def test_a_slashed_miner_loses_its_leader_slots_and_draw_weight_within_two_epoch
         addr = [net.nodes[i].status()["address"] for i in range(3)]
         miner = addr[1]
         assert pool_state(net, 0)["slots_per_epoch"] == SHORT_EPOCH_SLOTS
-        deadline = time.monotonic() + 60.0
-        work: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # node 0's best bank may trail the one that answered above
-            work = pool_state(net, 0).get("work") or {}
-            if work.get(miner, {}).get("last_slash_slot", 0) > 0:
-                break
-            time.sleep(1.0)
+        work = wait_work(net, lambda w: w.get(miner, {}).get("last_slash_slot", 0) > 0)
         slash_epoch = work[miner]["last_slash_slot"] // SHORT_EPOCH_SLOTS
         epochs = wait_epoch_shares(net, 0, slash_epoch + 2)
         fixed, lagged = epochs[str(slash_epoch + 1)], epochs[str(slash_epoch + 2)]
@@ -342,8 +370,7 @@ def test_colluders_accept_a_wrong_token_and_an_honest_validator_slashes_them(tmp
             rec = query(net, key, "What is the capital of France?")
             first = wait_final(net, rec["query"])
         except BaseException:
-            for node in net.nodes:
-                print(f"--- node{node.index}", *node.lines[-15:], sep="\n")
+            print_tails(net, 15)
             raise
         d = net.nodes[0].control({"cmd": "pool_draw", "query": rec["query"]})["draw"]
         addr = [net.nodes[i].status()["address"] for i in range(4)]
@@ -364,13 +391,7 @@ def test_colluders_accept_a_wrong_token_and_an_honest_validator_slashes_them(tmp
         assert rec["balance_before"] - balance(net, rec["requester"]) == paid + rec["requester_tx_fees_lamports"] - half
         pool0 = pool_state(net, 0)
         assert pool0["challenges_sent"] >= 1 and pool0["rejected"] == 1
-        deadline = time.monotonic() + 60.0
-        work: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # node 0's best bank may trail the one that answered above
-            work = pool_state(net, 0).get("work") or {}
-            if all(work.get(a, {}).get("total_slashes", 0) >= 1 for a in addr[1:]):
-                break
-            time.sleep(1.0)
+        work = wait_work(net, lambda w: all(w.get(a, {}).get("total_slashes", 0) >= 1 for a in addr[1:]))
         assert all(work.get(a, {}).get("total_slashes", 0) >= 1 for a in addr[1:]), work
         assert work.get(addr[0], {}).get("total_slashes", 0) == 0, work
         assert work[addr[3]]["tokens_served"] == 0  # the epoch's pool work of the miner is forfeited
@@ -386,10 +407,8 @@ def test_a_miner_that_withholds_its_answer_loses_its_bond(tmp_path: Path) -> Non
     its openings (nor can the requester's ``query``, which exits with an error); both send
     the unavailable verdict, nobody fresh is left for the extension, and settle forfeits the
     bond to the incinerator and gives the requester its whole escrow back."""
-    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
-                   node_args={1: ["--miner", "--miner-fault", "wrong-output"]})
-    try:
-        net.start()
+    with running(Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"],
+                          node_args={1: ["--miner", "--miner-fault", "wrong-output"]})) as net:
         user = user_keypairs(net.chain_id)[0]
         key = tmp_path / "user0.json"
         write_keypair_file(key, user)
@@ -422,19 +441,7 @@ def test_a_miner_that_withholds_its_answer_loses_its_bond(tmp_path: Path) -> Non
         assert balance(net, requester) - before == escrow  # the whole escrow came back
         assert balance(net, encode_address(A.INCINERATOR_ID)) - burned >= bid["bond_lamports"]
         miner = net.nodes[1].status()["address"]
-        deadline = time.monotonic() + 60.0
-        work: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # node 0's best bank may trail the one that answered above
-            work = pool_state(net, 0).get("work") or {}
-            if work.get(miner, {}).get("total_slashes", 0) >= 1:
-                break
-            time.sleep(1.0)
+        work = wait_work(net, lambda w: w.get(miner, {}).get("total_slashes", 0) >= 1)
         assert work[miner]["total_slashes"] == 1, work
         for v in draw["draw"]["validators"]:  # present, so not slashed as absent
             assert work.get(v["validator"], {}).get("total_slashes", 0) == 0, work
-    except BaseException:
-        for node in net.nodes:
-            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
-        raise
-    finally:
-        net.stop()

@@ -25,7 +25,7 @@ from ambient_p2p.core.crypto import write_keypair_file
 from ambient_p2p.devnet.genesis import LOCALNET_CHAIN_ID
 from ambient_p2p.devnet.localnet import Localnet
 from ambient_p2p.devnet.users import user_keypairs
-from tests.test_logit_pool_multiproc import wait_pools
+from tests.test_logit_pool_multiproc import running, wait_pools
 from tests.test_query_multiproc import miner_state
 
 from .test_rpc_multiproc import free_port_pair
@@ -86,11 +86,9 @@ def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) ->
     user = user_keypairs(LOCALNET_CHAIN_ID)[0]
     write_keypair_file(key, user)
     port = free_port_pair()
-    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"], rpc_base_port=port,
-                   node_args={0: ["--rpc-chat-wait", "settled", "--rpc-requester-keypair", str(key)],
-                              1: ["--miner", "--miner-price", "20"]})
-    try:
-        net.start()
+    with running(Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"], rpc_base_port=port,
+                          node_args={0: ["--rpc-chat-wait", "settled", "--rpc-requester-keypair", str(key)],
+                                     1: ["--miner", "--miner-price", "20"]})) as net:
         wait_miner(net, 1)
         wait_pools(net, [0, 2])
         miner = net.nodes[1].status()["address"]
@@ -151,12 +149,6 @@ def test_a_settled_chat_reports_the_verdicts_and_the_lamports(tmp_path: Path) ->
         amb2 = r2.model_extra["ambient"] if r2.model_extra else {}
         assert amb2["settlement"] == "pending" and amb2["status"] == "RESULT_POSTED" and amb2["verdicts"] == []
         assert "paid_lamports" not in amb2
-    except BaseException:
-        for node in net.nodes:
-            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
-        raise
-    finally:
-        net.stop()
 
 
 def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_slash(tmp_path: Path) -> None:
@@ -170,11 +162,9 @@ def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_s
     user = user_keypairs(LOCALNET_CHAIN_ID)[0]
     write_keypair_file(key, user)
     port = free_port_pair()
-    net = Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"], rpc_base_port=port,
-                   node_args={0: ["--rpc-requester-keypair", str(key)],
-                              1: ["--miner", "--miner-fault", "perturbed-model"]})
-    try:
-        net.start()
+    with running(Localnet(tmp_path / "net", 3, validator=True, extra_args=["--logit-pool"], rpc_base_port=port,
+                          node_args={0: ["--rpc-requester-keypair", str(key)],
+                                     1: ["--miner", "--miner-fault", "perturbed-model"]})) as net:
         wait_miner(net, 1)
         wait_pools(net, [0, 2])
         url = f"http://127.0.0.1:{port}"
@@ -206,9 +196,3 @@ def test_a_settled_stream_from_a_perturbed_miner_reports_the_rejection_and_the_s
         assert before - after == amb["escrow_lamports"] + amb["fees_lamports"] - amb["refunded_lamports"]
         v = _rpc(url, "ambient_getVerdicts", [amb["query"], {"commitment": "processed"}])["value"]
         assert v["settlement"] == "rejected" and v["rejects"] == len(amb["verdicts"]) and v["accepts"] == 0
-    except BaseException:
-        for node in net.nodes:
-            print(f"--- node{node.index}", *node.lines[-12:], sep="\n")
-        raise
-    finally:
-        net.stop()
