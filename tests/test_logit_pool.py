@@ -383,6 +383,49 @@ def test_pol_draw_user_errors_are_one_line(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_the_audit_pick_is_a_share_fixed_by_the_beacon_key_and_query() -> None:
+    """spec/logit_pool.md "The node side", audits: which verified results a validator that was
+    not drawn re-checks is ``audit_percent`` of them, by a hash of the round-0 beacon, its key
+    and the query (the same answer on every call, another for another key); none without the
+    model (the always-accept fault loads none)."""
+    from types import SimpleNamespace
+
+    from ambient_p2p.node.validator_pool import DEFAULT_AUDIT_PERCENT, PoolValidator
+
+    qids = [hashlib.sha256(b"q%d" % i).digest() for i in range(2000)]
+    beacon = hashlib.sha256(b"beacon").digest()
+
+    def pool(key: int, percent: int, model: bool = True) -> PoolValidator:
+        p = PoolValidator(SimpleNamespace(kp=VALIDATORS[key]), None, audit_percent=percent)  # type: ignore[arg-type]
+        p.lm = object() if model else None  # type: ignore[assignment]
+        return p
+
+    a, b = pool(0, DEFAULT_AUDIT_PERCENT), pool(1, DEFAULT_AUDIT_PERCENT)
+    picked = {q for q in qids if a.audits(q, beacon)}
+    assert 100 <= len(picked) <= 300  # 10 % of 2000, binomial sd 13
+    assert picked == {q for q in qids if a.audits(q, beacon)}
+    assert picked != {q for q in qids if b.audits(q, beacon)}
+    assert picked != {q for q in qids if a.audits(q, hashlib.sha256(b"other").digest())}
+    assert all(pool(0, 100).audits(q, beacon) for q in qids[:50])
+    assert not any(pool(0, 0).audits(q, beacon) for q in qids[:50])
+    assert not any(pool(0, 100, model=False).audits(q, beacon) for q in qids[:50])
+    with pytest.raises(ValueError, match="audit_percent must be "):
+        pool(0, 101)
+
+
+def test_pool_audit_flag_user_errors_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for argv, want in ((["--pool-audit-percent", "5"], "--pool-audit-percent needs --logit-pool"),
+                       (["--validator", "--logit-pool", "--pool-audit-percent", "101"], "must be 0..100")):
+        r = subprocess.run([sys.executable, "-m", "ambient_p2p", "run", "--data-dir", str(tmp_path / "d"), *argv],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert r.stderr.startswith("error: ") and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_a_lost_beacon_draws_nobody_and_the_query_still_settles() -> None:
     """spec/logit_pool.md "Lost beacons": a result nobody drew while its beacon's blockhash
     was kept (an old snapshot's RESULT_POSTED query, or every validator away for 300 slots)

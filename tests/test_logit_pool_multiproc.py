@@ -23,6 +23,7 @@ import pytest
 
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import logit_pool as L
+from ambient_p2p.core.bank import LAMPORTS_PER_SIGNATURE
 from ambient_p2p.core.crypto import decode_address, encode_address, write_keypair_file
 from ambient_p2p.devnet.localnet import Localnet
 from ambient_p2p.devnet.users import user_keypairs
@@ -92,9 +93,9 @@ def wait_pools(net: Localnet, nodes: list[int]) -> None:
     raise AssertionError(f"pool validators not ready: {[pool_state(net, i) for i in nodes]}")
 
 
-def query(net: Localnet, key: Path, prompt: str) -> dict[str, Any]:
+def query(net: Localnet, key: Path, prompt: str, pay: int = PAY) -> dict[str, Any]:
     r = subprocess.run([sys.executable, "-m", "ambient_p2p", "query", prompt, "--max-tokens", str(MAX_TOKENS),
-                        "--pay", str(PAY), "--within", "60", "--node", str(net.nodes[0].data_dir), "--keypair",
+                        "--pay", str(pay), "--within", "60", "--node", str(net.nodes[0].data_dir), "--keypair",
                         str(key), "--json"], capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
     assert r.stdout.strip(), (r.returncode, r.stderr[-3000:])
     rec: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -398,6 +399,94 @@ def test_colluders_accept_a_wrong_token_and_an_honest_validator_slashes_them(tmp
         chain = pool0["chain"]
         assert (chain["rejected"], chain["slashed"]) == (1, 1), chain
         print("retrospective slashing:", json.dumps({"draw": verdicts, "bid": bid, "work": work}))
+
+
+#: epochs long enough that genesis LStake governs the whole colluding-draw test: epochs 0
+#: and 1 read it (spec/lstake.md, SCHEDULE_LAG_EPOCHS), 2 x 2048 slots = 55 min at 800 ms
+GENESIS_EPOCH_SLOTS = 2048
+#: the maximum price of the colluding-draw test's query: a bond (= the maximum payment, 12 x
+#: 1001) whose challenger half, 6006, is no whole number of signature fees
+OUTSIDER_PAY = 1001
+
+
+@pytest.mark.slow
+def test_an_outsider_audits_a_result_its_colluding_draw_verified_and_slashes_it(tmp_path: Path) -> None:
+    """Issue 13 acceptance, retrospective slashing, with the whole draw colluding: node 2 is
+    an honest validator that is no bootstrap node (``bootstrap_lstakes`` 0: funded, voting,
+    no LStake), so while genesis LStake governs (epochs 0 and 1) it is never drawn; nodes 0
+    and 1 always accept (``--pool-fault always-accept``), node 3 mines with ``--miner-fault
+    wrong-token``. The draw is the two colluders with certainty (the miner is excluded, node
+    2 has no weight; spec/logit_pool.md "The draw"), they accept, and the result settles
+    FINALIZED_VERIFIED: the miner is paid, the colluders get the fee. Node 2 audits every
+    verified result it was not drawn for (``--pool-audit-percent 100``), finds the swapped
+    token and posts a fraud proof (the miner's own self-contradicting leaf): the held bond is
+    slashed, half to the requester and half to node 2, the query becomes FINALIZED_REJECTED,
+    and the miner and both colluders are slashed in their work accounts (their epoch's pool
+    work forfeited, which the LStake snapshot reads, spec/lstake.md "Slashing")."""
+    fault = ["--logit-pool", "--pool-fault", "always-accept"]
+    net = Localnet(tmp_path / "net", 4, validator=True,
+                   node_args={0: fault, 1: fault, 2: ["--logit-pool", "--pool-audit-percent", "100"],
+                              3: ["--miner", "--miner-fault", "wrong-token"]},
+                   genesis_kw={"bootstrap_lstakes": [1, 1, 0, 1], "slots_per_epoch": GENESIS_EPOCH_SLOTS})
+    with running(net, 15):
+        key = tmp_path / "user0.json"
+        write_keypair_file(key, user_keypairs(net.chain_id)[0])
+        wait_miners(net, [3])
+        wait_pools(net, [0, 1, 2])
+        addr = [net.nodes[i].status()["address"] for i in range(4)]
+        colluders, auditor, miner = addr[:2], addr[2], addr[3]
+        challenger_before = balance(net, auditor)
+        rec = query(net, key, "What is the capital of France?", pay=OUTSIDER_PAY)
+        first = wait_final(net, rec["query"])
+        qid = rec["query"]
+        d = net.nodes[0].control({"cmd": "pool_draw", "query": qid})["draw"]
+        # the draw: exactly the two colluders, while genesis LStake governs; both accepted
+        assert d["beacon_slot"] < 2 * GENESIS_EPOCH_SLOTS, d
+        assert sorted(v["validator"] for v in d["validators"]) == sorted(colluders), d
+        assert [v["verdict"] for v in d["validators"]] == ["accept", "accept"], d
+        # settled verified by them (the fraud proof may already have landed by the first poll;
+        # the requester's balance below tells which way settle went)
+        assert first["query"]["status"] in ("FINALIZED_VERIFIED", "FINALIZED_REJECTED"), first
+        bid = wait_bid(net, qid, "SLASHED", RELEASE_TIMEOUT_S)
+        q = net.nodes[0].control({"cmd": "auction_query", "query": qid})["query"]
+        assert q["status"] == "FINALIZED_REJECTED" and q["winner"] == miner, q
+        bid_addr = encode_address(A.bid_address(decode_address(qid), decode_address(q["winner"])))
+        assert balance(net, bid_addr) == 0
+        # first verified: the requester paid the miner clearing price x tokens and the two
+        # colluders their fee shares (a rejecting settle pays neither); then the upheld fraud
+        # proof gave it half the bond
+        bond = bid["bond_lamports"]
+        half = bond * L.SLASH_TO_REQUESTER_PERCENT // 100
+        paid = q["clearing_price"] * q["num_tokens"] + A.QUERY_FEE_LAMPORTS // 2 * 2
+        assert rec["balance_before"] - balance(net, rec["requester"]) == paid + rec["requester_tx_fees_lamports"] - half
+        # the challenger got the other half: node 2 has no leader slot (no LStake) and no fee
+        # share (not drawn), so everything else that moved its balance is a whole number of
+        # signature fees (votes, the challenge)
+        reward = bond - half
+        assert reward % LAMPORTS_PER_SIGNATURE != 0  # else the check below could not fail
+        moved = balance(net, auditor) - challenger_before
+        assert (moved - reward) % LAMPORTS_PER_SIGNATURE == 0, (moved, reward)
+        pool2 = pool_state(net, 2)
+        assert pool2["drawn"] == 0 and pool2["audits"] >= 1 and pool2["audit_failed"] >= 1, pool2
+        assert pool2["challenges_sent"] >= 1, pool2
+        slashed = [*colluders, miner]
+        work = wait_work(net, lambda w: all(w.get(a, {}).get("total_slashes", 0) >= 1 for a in slashed))
+        for a in slashed:  # the miner (fraud-proven) and both colluders (accepted-fraud), once each
+            assert work.get(a, {}).get("total_slashes") == 1, work
+        for a in colluders:  # their positions of this epoch forfeited
+            assert work[a]["positions_validated"] == 0, work
+        assert work[miner]["tokens_served"] == 0, work  # the miner's epoch pool work forfeited
+        # ... after the verified settle had credited it: the miner its tokens, each colluder its
+        # positions (the totals keep what the forfeit took from the epoch's counters)
+        assert work[miner]["total_tokens_served"] == q["num_tokens"], work
+        for v in d["validators"]:
+            assert work[v["validator"]]["total_positions_validated"] == len(v["positions"]), work
+        assert work.get(auditor, {}).get("total_slashes", 0) == 0, work
+        chain = pool2["chain"]
+        assert (chain["rejected"], chain["slashed"]) == (1, 1), chain
+        print("colluding draw, outsider's audit:", json.dumps({"first": first["query"]["status"], "draw": d,
+                                                               "bid": bid, "moved": moved, "audit": pool2["recent"],
+                                                               "work": work}))
 
 
 @pytest.mark.slow

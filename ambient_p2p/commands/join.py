@@ -96,6 +96,11 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logit-pool", action="store_true",
                    help="validator: load the embedded model and check the answers this node is drawn to "
                         "validate (spec/logit_pool.md); needs --validator (or --miner)")
+    p.add_argument("--pool-audit-percent", type=int, default=None, metavar="P",  # jury (issue 13)
+                   help="--logit-pool: re-check P percent (0-100) of the verified results this node was not "
+                        "drawn for while their bond is held, and post a fraud proof against any that fails "
+                        "(default: DEFAULT_AUDIT_PERCENT of ambient_p2p/node/validator_pool.py, 10; "
+                        "spec/logit_pool.md 'The node side')")
     p.add_argument("--rpc-port", type=int, default=None, metavar="PORT",
                    help="validator: serve Solana JSON-RPC, the OpenAI API (/v1) and /metrics on PORT and the "
                         "PubSub WebSocket on PORT+1 (default 8899; spec/rpc.md)")
@@ -573,6 +578,12 @@ def _check_miner_args(args: argparse.Namespace) -> None:
             raise UserError("--pool-fault needs --logit-pool")
         if args.pool_fault not in POOL_FAULTS:
             raise UserError(f"--pool-fault must be one of {', '.join(POOL_FAULTS)}")
+    audit = getattr(args, "pool_audit_percent", None)
+    if audit is not None:
+        if not getattr(args, "logit_pool", False):
+            raise UserError("--pool-audit-percent needs --logit-pool")
+        if not 0 <= audit <= 100:
+            raise UserError(f"--pool-audit-percent must be 0..100, not {audit}")
     if not args.miner:
         if args.miner_price is not None or args.miner_threads is not None or args.miner_fault is not None:
             raise UserError("--miner-price, --miner-threads and --miner-fault need --miner")
@@ -732,7 +743,9 @@ def _compose_roles(args: argparse.Namespace, validator: Any, blobs: Any) -> Any:
     if args.logit_pool:
         from ..node.validator_pool import PoolValidator
 
-        pool = PoolValidator(validator, blobs)
+        audit = getattr(args, "pool_audit_percent", None)
+        pool = PoolValidator(validator, blobs) if audit is None else PoolValidator(validator, blobs,
+                                                                                 audit_percent=audit)
         if getattr(args, "pool_fault", None) is not None:  # test harness (hidden flag)
             from ..devnet.miner_faults import faulty_pool
 

@@ -14,11 +14,12 @@ Mainnet (Solana) for comparison: 64 ticks x 62,500 hashes, 400 ms slots
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
 from ..core.genesis import build_genesis
-from ..core.messages import EpochParams, Genesis, LStakeParams, PohParams
+from ..core.messages import BootstrapNode, EpochParams, Genesis, LStakeParams, PohParams
 from .users import (
     TEST_USERS,
     ledger_leader_keypair,
@@ -75,8 +76,12 @@ def localnet_genesis(
     leader_slots: int = LOCALNET_LEADER_SLOTS,
     creation_time_s: int | None = None,
     users: int = TEST_USERS,
+    bootstrap_lstakes: Sequence[int] | None = None,
 ) -> Genesis:
-    """A localnet genesis: the ``identities`` as bootstrap nodes with equal LStake, funded
+    """A localnet genesis: the ``identities`` as bootstrap nodes with equal LStake (or
+    ``bootstrap_lstakes``, one per identity; 0: funded but no bootstrap node, as a validator
+    that joined later, with no LStake until its work counts: never drawn or a leader while
+    genesis LStake governs, epochs 0 and 1; a test's fixed draw), funded
     (vote transactions pay fees, as on Solana), plus ``users`` funded test users
     (:func:`~ambient_p2p.devnet.users.user_keypairs`). Its slot clock starts at its creation
     time (default: now), so slots that pass while processes start are skipped, as an absent
@@ -87,12 +92,17 @@ def localnet_genesis(
         ticks_per_slot if ticks_per_slot is not None else base.ticks_per_slot,
         tick_duration_us if tick_duration_us is not None else base.target_tick_duration_us,
     )
-    return build_genesis(
-        bootstrap=identities,
+    if bootstrap_lstakes is not None and len(bootstrap_lstakes) != len(identities):
+        raise ValueError(f"{len(bootstrap_lstakes)} bootstrap LStakes for {len(identities)} identities")
+    lstakes = list(bootstrap_lstakes) if bootstrap_lstakes is not None else [1] * len(identities)
+    joined = [i for i, s in zip(identities, lstakes, strict=True) if s == 0]
+    g = build_genesis(
+        bootstrap=[i for i, s in zip(identities, lstakes, strict=True) if s > 0],
         creation_time_s=int(time.time()) if creation_time_s is None else creation_time_s,
         chain_id=chain_id,
         bootstrap_lstake=1,
-        accounts=[(u.pubkey, TEST_USER_LAMPORTS) for u in user_keypairs(chain_id, users)],
+        accounts=[(u.pubkey, TEST_USER_LAMPORTS) for u in user_keypairs(chain_id, users)]
+        + [(i, IDENTITY_LAMPORTS) for i in joined],
         node_lamports=IDENTITY_LAMPORTS,
         poh=poh,
         epoch=EpochParams(slots_per_epoch=slots_per_epoch, leader_slots=leader_slots),
@@ -100,6 +110,10 @@ def localnet_genesis(
                             medium_weight_bps=5000),
         model_name=LOCALNET_MODEL_NAME,
     )
+    if bootstrap_lstakes is None:
+        return g
+    return dataclasses.replace(g, bootstrap_nodes=tuple(
+        BootstrapNode(n.identity, s) for n, s in zip(g.bootstrap_nodes, [s for s in lstakes if s > 0], strict=True)))
 
 
 # -- single-leader ledger (ledger produce) -----------------------------------------------

@@ -20,6 +20,11 @@ Two parts, composed onto the validator by node/roles.py:
   that leaf contradicts itself, else its evidence); a drawn juror re-runs the model at the
   disputed position and rules; decided disputes and, after the window, the held bond are
   ``close``d.
+* Audits (spec/logit_pool.md "The node side", audits): a node that was not drawn checks a
+  share of the verified results whose bond is still held (``audit_percent``, picked by a hash
+  of the round-0 beacon, its key and the query, so nobody knows before the beacon which results
+  a node audits) exactly as a drawn validator would; a failure is challenged as above. Without
+  it a result whose whole draw colluded would never be challenged.
 """
 
 from __future__ import annotations
@@ -69,6 +74,15 @@ MAX_CHECK_ATTEMPTS = 3
 #: check waits up to half the window for openings (and 10 s per blob), so a second attempt
 #: would end past the window, and the verdict takes a few slots to land
 UNAVAILABLE_MARGIN_SLOTS = lp.VERIFY_WINDOW_SLOTS // 2
+#: percent of the verified results (bond still held) a validator that was not drawn for them
+#: re-checks during the challenge window (spec/logit_pool.md "The node side", audits): a tenth
+#: adds a tenth of a drawn validator's work per outsider, and a result that a colluding draw
+#: verified is audited by some honest outsider with probability 1 - 0.9^n over n outsiders
+DEFAULT_AUDIT_PERCENT = 10
+#: domain of the audit pick: sha256(AUDIT_DOMAIN || round-0 beacon || node key || query id)
+AUDIT_DOMAIN = b"ambient/pool-audit/v1\x00"
+#: seconds an audit waits for its openings (the challenge window is 64 slots)
+AUDIT_OPEN_TIMEOUT_S = 10.0
 
 
 class ProofStore:
@@ -129,6 +143,9 @@ class PoolStats:
     challenges_sent: int = 0
     rulings_sent: int = 0
     closes_sent: int = 0
+    #: verified results this node re-checked without being drawn, and those that failed
+    audits: int = 0
+    audit_failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     recent: list[dict[str, Any]] = field(default_factory=list)
     #: seconds of model work per verdict (the forward pass and checks), last few
@@ -230,8 +247,12 @@ def _validate(lm: LoadedModel, cmt: pol.PolCommitment, prompt: list[int], output
 
 class PoolValidator:
     def __init__(self, v: Validator, blobs: BlobAccess, *, model: str = "default",
-                 threads: int = DEFAULT_POOL_THREADS, rng: random.Random | None = None) -> None:
+                 threads: int = DEFAULT_POOL_THREADS, rng: random.Random | None = None,
+                 audit_percent: int = DEFAULT_AUDIT_PERCENT) -> None:
+        if not 0 <= audit_percent <= 100:
+            raise ValueError(f"audit_percent must be 0..100, not {audit_percent}")
         self.v = v
+        self.audit_percent = audit_percent
         self.kp = v.kp
         self.blobs = blobs
         self.model = model
@@ -258,6 +279,8 @@ class PoolValidator:
         #: query -> (fraud, slot sent) of this node's ruling as a juror
         self.ruled: dict[bytes, tuple[bool, int]] = {}
         self.close_sent: dict[bytes, int] = {}
+        #: verified queries this node audited (or began to)
+        self.audited: set[bytes] = set()
 
     async def run(self) -> None:
         from ..model.gguf_loader import GgufError
@@ -307,6 +330,7 @@ class PoolValidator:
             if q.status != au.QueryStatus.RESULT_POSTED:
                 for memo in (self.disputable, self.challenged, self.ruled, self.close_sent):
                     memo.pop(qid, None)
+                self.audited.discard(qid)
                 self.sent.pop(qid, None)
                 self.verdicts.pop(qid, None)
                 self.unavailable.discard(qid)
@@ -476,6 +500,12 @@ class PoolValidator:
                     self.kp, q, qid, [], bank.last_blockhash)):
                 self.stats.closes_sent += 1
             return
+        if qid not in self.disputable and qid not in self.audited and qid not in self.busy \
+                and me not in pool.validators and me != q.winner and self.audits(qid, pool.first_beacon):
+            self.audited.add(qid)
+            self.busy.add(qid)
+            nursery.start_soon(self.audit, qid, q, pool)
+            return
         if qid not in self.disputable or (d is not None and d.challenger == me):
             return  # nothing to challenge, or this node's challenge was already decided
         if qid in self.challenged:
@@ -486,6 +516,47 @@ class PoolValidator:
         elif qid not in self.busy:
             self.busy.add(qid)
             nursery.start_soon(self.challenge, qid, q)
+
+    def audits(self, qid: bytes, beacon: bytes) -> bool:
+        """Whether this node audits verified query ``qid`` (round-0 beacon ``beacon``): its
+        ``audit_percent`` share, picked by ``sha256(AUDIT_DOMAIN || beacon || key || qid)``;
+        never without the model (a node that checks nothing audits nothing)."""
+        if self.lm is None or self.audit_percent <= 0:
+            return False
+        h = sha256(AUDIT_DOMAIN, beacon, self.kp.pubkey, qid)
+        return int.from_bytes(h[:8], "little") % 100 < self.audit_percent
+
+    async def audit(self, qid: bytes, q: au.QueryAccount, pool: lp.PoolAccount) -> None:
+        """Not drawn: re-check a verified result as a drawn validator would (its own positions
+        from the round-0 beacon, the same ``_validate``); a failure makes the result
+        disputable, and ``retro`` challenges it at its next pass."""
+        assert self.lm is not None
+        try:
+            cmt = q.pol_commitment()
+            positions = lp.positions_for(q, pool.first_beacon, self.kp.pubkey, pool.positions)
+            prompt_b = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+            output_b = await self.blobs.fetch(q.output_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
+            if prompt_b is None or output_b is None or sha256(prompt_b) != q.prompt_hash \
+                    or sha256(output_b) != q.output_hash:
+                return self._fail("audit-blobs-unavailable")
+            openings = await self._openings(cmt.hash(), positions, AUDIT_OPEN_TIMEOUT_S)
+            if openings is None:
+                return self._fail("audit-openings-unavailable")
+            prompt, output = blob_tokens(prompt_b), blob_tokens(output_b)
+            check, total_s = await trio.to_thread.run_sync(_validate, self.lm, cmt, prompt, output, positions,
+                                                           openings, limiter=self.worker)
+            self.stats.audits += 1
+            self.stats.recent = [*self.stats.recent, {"query": encode_address(qid), "audit": check.ok,
+                                                      "reason": check.reason, "s": round(total_s, 2)}][-STATUS_RECENT:]
+            if not check.ok:
+                self.stats.audit_failed += 1
+                by_pos = {o.fp.pos: o for o in openings}
+                self.disputable[qid] = (check.position,
+                                        by_pos.get(check.position if check.position is not None else -1, openings[0]))
+        except (RuntimeError, ValueError, OSError, BlobError) as exc:
+            self._fail(f"audit-error: {type(exc).__name__}")
+        finally:
+            self.busy.discard(qid)
 
     async def challenge(self, qid: bytes, q: au.QueryAccount) -> None:
         """This node rejected a result the pool verified: post a fraud proof. A leaf that
@@ -539,7 +610,8 @@ class PoolValidator:
         bank = self.bank()
         return {"state": self.state, "drawn": s.drawn, "verdicts_sent": s.verdicts_sent, "accepted": s.accepted,
                 "rejected": s.rejected, "settles_sent": s.settles_sent, "challenges_sent": s.challenges_sent,
-                "rulings_sent": s.rulings_sent, "closes_sent": s.closes_sent, "failures": dict(s.failures),
+                "rulings_sent": s.rulings_sent, "closes_sent": s.closes_sent, "audits": s.audits,
+                "audit_failed": s.audit_failed, "audit_percent": self.audit_percent, "failures": dict(s.failures),
                 "recent": list(s.recent), "validate_s": list(s.validate_s),
                 "chain": chain_counts(bank) if bank is not None else None,
                 "work": work_table(bank) if bank is not None else None,
