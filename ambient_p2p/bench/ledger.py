@@ -69,13 +69,12 @@ def _openssl_sha256_32() -> float | None:
 def cmd_poh(args: argparse.Namespace) -> int:
     import hashlib
 
-    from ..core.poh import Poh, hash_n, verify_entries
+    from ..core.poh import HASH_N_BACKEND, Poh, hash_n, hash_n_py, verify_entries
     from ..ledger.parallel import PohVerifier
 
     if args.hashes < 1000 or args.jobs < 1:
         raise UserError("--hashes must be >= 1000 and --jobs >= 1")
     n = args.hashes
-    ours = n / _best(lambda: hash_n(bytes(32), n))
 
     def hashlib_loop() -> None:
         h = bytes(32)
@@ -83,13 +82,20 @@ def cmd_poh(args: argparse.Namespace) -> int:
         for _ in range(n):
             h = sha(h).digest()
 
-    plain = n / _best(hashlib_loop)
-    c_ref = _openssl_sha256_32()
-    print(f"PoH generation (hash_n, 1 core):        {ours / 1e6:8.3f} M hashes/s")
-    print(f"reference hashlib.sha256 loop (Python): {plain / 1e6:8.3f} M hashes/s  -> ratio {ours / plain:.2f}x")
+    # openssl speed divides by user CPU time (without -elapsed), so ours is thread CPU time
+    # too; openssl runs before and after ours, and its better run is the reference.
+    c_runs = [_openssl_sha256_32()]
+    t = _best_interleaved({"ours": lambda: hash_n(bytes(32), n), "py": lambda: hash_n_py(bytes(32), n),
+                           "hashlib": hashlib_loop}, 5)
+    c_runs.append(_openssl_sha256_32())
+    ours, py, plain = n / t["ours"], n / t["py"], n / t["hashlib"]
+    c_ref = max((c for c in c_runs if c), default=None)
+    print(f"PoH generation, hash_n ({HASH_N_BACKEND}), 1 core:  {ours / 1e6:8.3f} M hashes/s  (thread CPU time, best of 5)")
+    print(f"Python fallback hash_n_py (unrolled _sha256):  {py / 1e6:8.3f} M hashes/s")
+    print(f"reference hashlib.sha256 loop (Python):        {plain / 1e6:8.3f} M hashes/s  -> ratio {ours / plain:.2f}x")
     if c_ref:
-        print(f"reference openssl speed sha256 32 B (C): {c_ref / 1e6:8.3f} M hashes/s  -> ratio {ours / c_ref:.3f}x "
-              f"(target >= 0.25x)")
+        print(f"reference openssl speed sha256 32 B (C):       {c_ref / 1e6:8.3f} M hashes/s  -> ratio {ours / c_ref:.3f}x "
+              f"(target >= 0.8x); Python fallback {py / c_ref:.3f}x")
     else:
         print("reference openssl: not available on this machine")
     # Verification speedup: one slot of mainnet-shaped ticks, scaled down to ~n hashes.
