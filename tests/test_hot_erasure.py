@@ -122,7 +122,7 @@ def test_isal_module_built_where_libisal_exists() -> None:
 
 
 @needs_native
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 300), st.randoms(use_true_random=False))
 def test_isal_encode_equals_numpy(d: int, p: int, length: int, rnd: random.Random) -> None:
     data = [rnd.randbytes(length) for _ in range(d)]
@@ -147,7 +147,7 @@ def test_isal_extreme_shapes_equal_numpy(d: int, p: int) -> None:
 
 
 @needs_native
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_loss_case())
 def test_isal_reconstruct_equals_numpy_also_inconsistent(case: tuple[list[bytes | None], int]) -> None:
     """Also for shard sets that are not a codeword: both take the crate's rows, so the
