@@ -93,13 +93,12 @@ _SHA256 = _fast_sha256()
 _DIGEST: Callable[[Any], bytes] = type(_SHA256(b"")).digest
 
 
-def hash_n(start: bytes, n: int) -> bytes:
-    """``n`` sequential sha256 hashes of ``start`` (the PoH inner loop).
+def hash_n_py(start: bytes, n: int) -> bytes:
+    """``n`` sequential sha256 hashes of ``start`` in Python (the fallback of :func:`hash_n`).
 
     Unrolled by 8 over ``itertools.repeat`` with the unbound digest: about 4% more hashes/s
-    than the plain ``for _ in range(n): h = sha(h).digest()`` loop on CPython 3.11 (measured
-    by ``ambient-p2p bench poh``, which prints both); the remaining cost per hash is the
-    hash object's allocation, not the loop."""
+    than the plain ``for _ in range(n): h = sha(h).digest()`` loop on CPython 3.11; the
+    remaining cost per hash is the hash object's allocation, not the loop."""
     h = start
     sha = _SHA256
     dg = _DIGEST
@@ -109,6 +108,25 @@ def hash_n(start: bytes, n: int) -> bytes:
     for _ in itertools.repeat(None, rest):
         h = dg(sha(h))
     return h
+
+
+try:  # optional compiled chain (scripts/setup.sh builds it against OpenSSL's libcrypto)
+    from ._native_poh import hash_n as _c_hash_n
+
+    #: Which implementation :func:`hash_n` runs: ``"openssl"`` (one C call per batch) or ``"python"``.
+    HASH_N_BACKEND = "openssl"
+except ImportError:  # not built: the Python loop gives the same digests, about 4x slower
+    HASH_N_BACKEND = "python"
+
+
+def hash_n(start: bytes, n: int) -> bytes:
+    """``n`` sequential sha256 hashes of ``start`` (the PoH inner loop): one C call into
+    OpenSSL's SHA-256 for the whole batch when the native module is built (the GIL is
+    released for long batches), else :func:`hash_n_py`. Same digests either way
+    (tests/test_hot_poh.py; ``ambient-p2p bench poh`` measures both)."""
+    if HASH_N_BACKEND == "openssl" and n > 0 and len(start) == HASH_BYTES:
+        return _c_hash_n(start, n)
+    return hash_n_py(start, n)
 
 
 def hash_with_mixin(h: bytes, mixin: bytes) -> bytes:

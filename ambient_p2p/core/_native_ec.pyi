@@ -1,0 +1,9 @@
+"""Type stub of the optional compiled ISA-L kernel ``_native_ec.c`` (built by scripts/setup.sh)."""
+
+from numpy import uint8
+from numpy.typing import NDArray
+from typing_extensions import Buffer
+
+def init_tables(k: int, rows: int, matrix: Buffer, /) -> bytes: ...
+def encode(tables: Buffer, k: int, rows: int, shards: list[bytes] | tuple[bytes, ...] | Buffer | NDArray[uint8], /) -> list[bytes]: ...
+def invert(matrix: Buffer, n: int, /) -> bytes | None: ...
