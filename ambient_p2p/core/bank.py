@@ -596,8 +596,14 @@ class Bank:
         payer = keys[0]
         if not tx.writable[0]:
             raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
-        if self.accounts.get(payer, 0) < fee:
+        balance = self.accounts.get(payer, 0)
+        if balance < fee:
             raise BlockError("insufficient-funds-for-fee", f"fee payer has {self.balance(payer)}, fee is {fee}")
+        if 0 < balance - fee < svm.RENT_EXEMPT_MINIMUM_NO_DATA <= balance:
+            # agave's validate_fee_payer: a rent-exempt payer may not be left rent-paying by the
+            # fee (spec/svm.md "Rent"); agave does not commit such a transaction
+            raise BlockError("insufficient-funds-for-rent", f"fee payer has {balance}, fee is {fee}: it would be left "
+                             f"below the rent-exempt minimum {svm.RENT_EXEMPT_MINIMUM_NO_DATA}")
         self.status_cache[sig] = self.slot
         self.fees_collected += fee
         self.signature_count += nsigs

@@ -57,9 +57,6 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
-#: getMinimumBalanceForRentExemption's floor: an account with 0 lamports does not exist (agave
-#: purges it after the transaction), even where the Rent sysvar asks for nothing.
-MIN_ACCOUNT_LAMPORTS = 1
 #: Largest account data (agave's MAX_PERMITTED_DATA_LENGTH, 10 MiB): Rent::minimum_balance
 #: panics above it, so getMinimumBalanceForRentExemption refuses a longer data_len.
 MAX_PERMITTED_DATA_LENGTH_BYTES = 10 * 1024 * 1024
@@ -819,9 +816,9 @@ async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[An
     if data_len > MAX_PERMITTED_DATA_LENGTH_BYTES:
         raise invalid_params(f"Invalid params: data_len must be at most {MAX_PERMITTED_DATA_LENGTH_BYTES}")
     # agave's Rent::minimum_balance of the Rent sysvar the bank gives the SVM (one source:
-    # core/svm.py), at least the lamport an account needs to exist: wallets fund a new mint or
-    # token account with this figure (solana-py's AsyncToken, web3.js's createMint)
-    return max(svm.rent_sysvar().minimum_balance(data_len), MIN_ACCOUNT_LAMPORTS)
+    # core/svm.py; spec/svm.md "Rent"): wallets fund a new mint or token account with this
+    # figure (solana-py's AsyncToken, web3.js's createMint)
+    return svm.rent_sysvar().minimum_balance(data_len)
 
 
 @dataclass
