@@ -364,7 +364,8 @@ class Bank:
     #: record the metas of a token transaction's accounts before and after it (TxRecord
     #: pre/post_metas: the RPC's pre/postTokenBalances). Reading them takes back what the SVM
     #: executor holds, so it is off unless asked for, as agave collects token balances only
-    #: for its transaction-status service; a node's banks (ledger/producer.py ``open_bank``) ask
+    #: for its transaction-status service; a node serving the RPC asks (node/rpc/server.py), on
+    #: the root bank it restarts from, and ``child`` passes it on
     token_balances: bool = field(default=False, compare=False)
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.

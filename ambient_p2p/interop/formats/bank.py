@@ -37,7 +37,7 @@ import json
 from typing import Any
 
 from ...core import crypto, svm
-from ...core.bank import ZERO_HASH, Bank, BlockError, accounts_delta_hash, accounts_hash, votes_hash
+from ...core.bank import Bank, BlockError, accounts_delta_hash, accounts_hash, votes_hash
 from ...core.consensus import Vote
 from ...core.messages import sign_message
 from ...core.vote_program import vote_transaction
