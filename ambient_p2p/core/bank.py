@@ -588,7 +588,9 @@ class Bank:
                              f"{self.status_cache[sig]}")
         keys = tx.account_keys
         nsigs = len(tx.signatures)
-        programs = {keys[p] for p, _accs, _data in tx.instructions}
+        ixs = tx.instructions
+        # (a one-instruction transaction, the common case, without a comprehension's frame)
+        programs = {keys[ixs[0][0]]} if len(ixs) == 1 else {keys[p] for p, _accs, _data in ixs}
         if svm.COMPUTE_BUDGET_PROGRAM_ID in programs:
             fee = svm.transaction_fee(nsigs, [(keys[p], data) for p, _accs, data in tx.instructions])
             programs.discard(svm.COMPUTE_BUDGET_PROGRAM_ID)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .crypto import decode_address
 
@@ -451,7 +451,7 @@ class SvmExecutor:
             logs = tuple(meta.logs())
             return SvmResult(_error_text(str(res.err()), logs), logs, int(meta.compute_units_consumed()), {},
                              int(meta.fee()))
-        ok = cast("TransactionMetadata", res)
+        ok: TransactionMetadata = res  # type: ignore[assignment]  # (not ``cast``: a call per transaction)
         svm_fee = ok.fee()
         if not all_live:  # every account it named is now as LiteSVM holds it
             live.update([k for k in keys if k not in reserved])
@@ -462,8 +462,8 @@ class SvmExecutor:
         except KeyError:
             pks = list(map(self._pk, writable_keys))
         balances: list[int | None] = list(map(self._get_balance, pks))
-        writes = cast("dict[bytes, int]", dict(zip(writable_keys, balances)))  # None: below
-        if None in balances or 0 in balances or not special.isdisjoint(writable_keys):
+        writes: dict[bytes, int] = dict(zip(writable_keys, balances))  # type: ignore[arg-type]  # None: below
+        if None in balances or 0 in balances or (special and not special.isdisjoint(writable_keys)):
             for k, lam in writes.items():
                 if not lam:  # gone (agave): the bank deletes it, LiteSVM gets it again from there
                     writes[k] = 0
