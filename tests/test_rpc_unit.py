@@ -368,3 +368,15 @@ def test_timings_histogram_is_cumulative_and_counts_every_observation(xs: list[f
     with pytest.raises(ValueError, match="job failed"):
         t.timed("fails", boom)()
     assert t.snapshot()["fails"]["count"] == 1
+
+
+def test_rent_errors_keep_agaves_shape() -> None:
+    """The SVM's InsufficientFundsForRent (spec/svm.md "Rent") is agave's transaction-level
+    error with its account index, and its Display text; the bank's fee-payer rent check
+    (block-level) is the same error naming the payer."""
+    from ambient_p2p.node.rpc import solana as rpcm
+
+    err = rpcm.instruction_error("svm-error: InsufficientFundsForRent { account_index: 1 }")
+    assert err == {"InsufficientFundsForRent": {"account_index": 1}}
+    assert rpcm.error_message(err, []) == "Transaction results in an account (1) with insufficient funds for rent"
+    assert rpcm.TX_ERRORS["insufficient-funds-for-rent"] == {"InsufficientFundsForRent": {"account_index": 0}}

@@ -70,11 +70,13 @@ BLOCK_CLEANED_UP, PREFLIGHT_FAILURE, SIGNATURE_VERIFICATION_FAILURE, BLOCK_NOT_A
 NODE_UNHEALTHY, SLOT_SKIPPED, TRANSACTION_HISTORY_NOT_AVAILABLE = -32005, -32007, -32011
 UNSUPPORTED_TRANSACTION_VERSION, MIN_CONTEXT_SLOT_NOT_REACHED = -32015, -32016
 
-#: Our bank's block-level rejects (core/bank.py BlockError.reason) as Solana TransactionError names.
-TX_ERRORS = {
+#: Our bank's block-level rejects (core/bank.py BlockError.reason) as Solana TransactionError JSON
+#: values (a unit variant by name; the rent check of the fee payer, account 0, with its field).
+TX_ERRORS: dict[str, Any] = {
     "blockhash-not-found": "BlockhashNotFound",
     "already-processed": "AlreadyProcessed",
     "insufficient-funds-for-fee": "InsufficientFundsForFee",
+    "insufficient-funds-for-rent": {"InsufficientFundsForRent": {"account_index": 0}},
     "bad-fee-payer": "InvalidAccountForFee",
     "bad-signature": "SignatureFailure",
     "unsupported-transaction": "UnsupportedVersion",
@@ -107,6 +109,7 @@ _SVM_IX_CUSTOM = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(Inst
 _SVM_IX_FIELDLESS = re.compile(r"svm-error: InstructionError\(\((\d+), Fieldless\((\w+)\)\)\)")
 _SVM_IX_TAGGED = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(InstructionError(\w+)\(")
 _SVM_TX_FIELDLESS = re.compile(r"svm-error: Fieldless\.(\w+)")
+_SVM_TX_RENT = re.compile(r"svm-error: InsufficientFundsForRent \{ account_index: (\d+) \}")
 
 
 def instruction_error(reason: str) -> Any:
@@ -126,6 +129,9 @@ def instruction_error(reason: str) -> Any:
     m = _SVM_TX_FIELDLESS.match(reason)
     if m:
         return m[1]
+    m = _SVM_TX_RENT.match(reason)
+    if m:  # agave's rent-state check (spec/svm.md "Rent"): a transaction-level error with its field
+        return {"InsufficientFundsForRent": {"account_index": int(m[1])}}
     return {"InstructionError": [0, {"Custom": 1} if "insufficient" in reason else "GenericError"]}
 
 
@@ -139,6 +145,9 @@ def error_message(err: Any, logs: list[str] | tuple[str, ...]) -> str:
         said = [ln.split(" failed: ", 1)[1] for ln in logs if ln.startswith("Program ") and " failed: " in ln]
         why = said[-1] if said else (f"custom program error: {e['Custom']:#x}" if isinstance(e, dict) else str(e))
         return f"Error processing Instruction {i}: {why}"
+    if isinstance(err, dict) and "InsufficientFundsForRent" in err:  # agave's Display of it
+        return (f"Transaction results in an account ({err['InsufficientFundsForRent']['account_index']}) with "
+                "insufficient funds for rent")
     return str(err)
 
 
