@@ -168,7 +168,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         assert "Transaction simulation failed" in str(e3.value)
         # simulateTransaction with an expired blockhash: BlockhashNotFound, unless replaced
         old = VersionedTransaction(MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(
-            from_pubkey=a.pubkey(), to_pubkey=poor.pubkey(), lamports=7))], [], Hash(bytes(32))), [a])
+            from_pubkey=a.pubkey(), to_pubkey=poor.pubkey(), lamports=1_000_007))], [], Hash(bytes(32))), [a])
         sim = (await c.simulate_transaction(old, commitment=Processed)).value
         assert str(sim.err) == "BlockhashNotFound" or "BlockhashNotFound" in repr(sim.err), sim
         sim2 = rpc(url_of(net), "simulateTransaction", [__import__("base64").b64encode(bytes(old)).decode(), {
