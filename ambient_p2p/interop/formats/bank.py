@@ -269,7 +269,7 @@ def _svm_slot_cases(js: Any, recent: bytes, ancestors: dict[int, bytes], parent_
     mint = crypto.Keypair.deterministic("vectors/bank/svm-mint", 0)
     ata_a, ata_b = (spl.associated_token_address(o.pubkey, mint.pubkey) for o in (alice, bob))
     sol = 10 * 10**9
-    system = [{"pubkey": _addr(u.pubkey), "lamports": sol, "owner": _addr(svm.SYSTEM_PROGRAM_ID), "data": "",
+    system: list[dict[str, Any]] = [{"pubkey": _addr(u.pubkey), "lamports": sol, "owner": _addr(svm.SYSTEM_PROGRAM_ID), "data": "",
                "executable": False, "rent_epoch": 0} for u in sorted((alice, bob), key=lambda u: u.pubkey)]
     parent = {"slot": 4, "bank_hash": parent_hash.hex(), "accounts": system,
               "blockhashes": [gh.hex(), recent.hex()],
@@ -292,7 +292,7 @@ def _svm_slot_cases(js: Any, recent: bytes, ancestors: dict[int, bytes], parent_
                              "(insufficient funds: fee charged, logs recorded), burn", "input.json"))
     # the next slot on the state token-flow left: every account full in the parent
     after = run("svm-slot", js(inp))
-    state = {a["pubkey"]: a for a in system}
+    state: dict[str, dict[str, Any]] = {a["pubkey"]: a for a in system}
     state.update({a["pubkey"]: a for a in after["written"]})
     blockhash = hashlib.sha256(b"vectors/bank/svm-slot-6").digest()
     parent2 = {"slot": 6, "bank_hash": after["bank_hash"],
