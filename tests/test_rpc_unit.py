@@ -380,3 +380,25 @@ def test_rent_errors_keep_agaves_shape() -> None:
     assert err == {"InsufficientFundsForRent": {"account_index": 1}}
     assert rpcm.error_message(err, []) == "Transaction results in an account (1) with insufficient funds for rent"
     assert rpcm.TX_ERRORS["insufficient-funds-for-rent"] == {"InsufficientFundsForRent": {"account_index": 0}}
+
+
+def test_token_balances_are_recorded_only_where_the_rpc_is_served(tmp_path: Path) -> None:
+    """Bank.token_balances (the RPC's pre/postTokenBalances, spec/svm.md "Performance") is off
+    in a node without the RPC door and on in one with it: RpcExtension asks the validator, whose
+    restored root bank carries it to every child (ledger/producer.py ``open_bank``)."""
+    from ambient_p2p.ledger.producer import open_bank
+    from ambient_p2p.node.rpc.server import RpcConfig, RpcExtension
+    from ambient_p2p.node.validator import Validator
+    from tests.inproc import KEYS, node_genesis
+
+    for served in (False, True):
+        v = Validator(KEYS[0], node_genesis(n=1), tmp_path / str(served))
+        try:
+            if served:
+                RpcExtension(v, RpcConfig(port=0), [])
+            v.load()
+            (root,) = [r.bank for r in v.banks.values()]
+            assert root.token_balances is served and v.token_balances is served
+            assert open_bank(v.genesis, root, root.slot + 1, KEYS[0].pubkey).token_balances is served
+        finally:
+            v.close()
