@@ -19,17 +19,21 @@ LEADER = b"L" * 32
 GENESIS_HASH = b"G" * 32
 
 
-def new_bank(lamports: int = 1_000_000) -> Bank:
+#: Above the rent-exempt minimum of an account without data (890,880: spec/svm.md "Rent")
+AMOUNT = 1_000_000
+
+
+def new_bank(lamports: int = 10_000_000) -> Bank:
     g = Bank.genesis(GENESIS_HASH, {U[0].pubkey: lamports, U[1].pubkey: 50}, LEADER, GENESIS_HASH)
     return g.child(1, LEADER)
 
 
 def test_transfer_and_fee() -> None:
     b = new_bank()
-    res = b.process_transactions([transfer_tx(U[0], U[2].pubkey, 1234, GENESIS_HASH)])
+    res = b.process_transactions([transfer_tx(U[0], U[2].pubkey, AMOUNT, GENESIS_HASH)])
     assert res[0].error is None and res[0].fee == LAMPORTS_PER_SIGNATURE
-    assert b.balance(U[0].pubkey) == 1_000_000 - 1234 - LAMPORTS_PER_SIGNATURE
-    assert b.balance(U[2].pubkey) == 1234
+    assert b.balance(U[0].pubkey) == 10_000_000 - AMOUNT - LAMPORTS_PER_SIGNATURE
+    assert b.balance(U[2].pubkey) == AMOUNT
     b.freeze(b"e" * 32)
     assert b.balance(LEADER) == LAMPORTS_PER_SIGNATURE // 2  # half burned, half to the leader
     assert b.last_blockhash == b"e" * 32
@@ -110,8 +114,8 @@ def test_bank_hash_is_deterministic_and_sensitive() -> None:
         b.process_transactions([transfer_tx(U[0], U[2].pubkey, amount, GENESIS_HASH)])
         return b.freeze(b"e" * 32)
 
-    assert run(7) == run(7)
-    assert run(7) != run(8)
+    assert run(AMOUNT) == run(AMOUNT)
+    assert run(AMOUNT) != run(AMOUNT + 1)
     assert accounts_hash({b"a" * 32: 1, b"b" * 32: 2}) == accounts_hash({b"b" * 32: 2, b"a" * 32: 1})
 
 
@@ -120,3 +124,68 @@ def test_frozen_bank_refuses_transactions() -> None:
     b.freeze(b"e" * 32)
     with pytest.raises(ValueError, match='bank is frozen'):
         b.process_transactions([transfer_tx(U[0], U[2].pubkey, 5, GENESIS_HASH)])
+
+
+def test_rent_new_accounts_must_be_rent_exempt() -> None:
+    """agave's rent rule in the SVM (spec/svm.md "Rent"): a transfer that creates an account
+    below the rent-exempt minimum fails with InsufficientFundsForRent, fee charged, nothing
+    moved; at the minimum it succeeds."""
+    from ambient_p2p.core.svm import RENT_EXEMPT_MINIMUM_NO_DATA
+
+    assert RENT_EXEMPT_MINIMUM_NO_DATA == 890_880
+    b = new_bank()
+    short, exact = b.process_transactions([transfer_tx(U[0], U[2].pubkey, RENT_EXEMPT_MINIMUM_NO_DATA - 1, GENESIS_HASH),
+                                           transfer_tx(U[0], U[2].pubkey, RENT_EXEMPT_MINIMUM_NO_DATA, GENESIS_HASH)])
+    assert short.error is not None and "InsufficientFundsForRent" in short.error and "account_index: 1" in short.error
+    assert exact.error is None
+    assert b.balance(U[2].pubkey) == RENT_EXEMPT_MINIMUM_NO_DATA
+    assert b.balance(U[0].pubkey) == 10_000_000 - RENT_EXEMPT_MINIMUM_NO_DATA - 2 * LAMPORTS_PER_SIGNATURE
+
+
+def test_rent_a_sender_may_not_be_left_rent_paying() -> None:
+    """A transfer leaving its rent-exempt sender with 0 < lamports < the minimum fails
+    (InsufficientFundsForRent naming the sender), fee charged; emptying it to 0 is allowed."""
+    from ambient_p2p.core.svm import RENT_EXEMPT_MINIMUM_NO_DATA
+
+    start = 2 * RENT_EXEMPT_MINIMUM_NO_DATA
+    b = new_bank(start)
+    left = start - LAMPORTS_PER_SIGNATURE
+    (bad,) = b.process_transactions([transfer_tx(U[0], U[1].pubkey, left - 1, GENESIS_HASH)])
+    assert bad.error is not None and "InsufficientFundsForRent" in bad.error and "account_index: 0" in bad.error
+    left -= LAMPORTS_PER_SIGNATURE
+    (ok,) = b.process_transactions([transfer_tx(U[0], U[1].pubkey, left, GENESIS_HASH)])
+    assert ok.error is None and b.balance(U[0].pubkey) == 0 and U[0].pubkey not in b.accounts  # gone (agave)
+    assert b.balance(U[1].pubkey) == 50 + left
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_rent_the_fee_may_not_leave_a_rent_exempt_payer_rent_paying(native: bool) -> None:
+    """agave's validate_fee_payer: a fee that would leave a rent-exempt payer with 0 < lamports
+    < the minimum makes the block invalid (``insufficient-funds-for-rent``), for SVM and
+    native (vote) transactions alike, before anything changes; a payer already below the
+    minimum still pays (it stays rent-paying, never credited), and a fee taking it to 0 is
+    allowed."""
+    from ambient_p2p.core.svm import RENT_EXEMPT_MINIMUM_NO_DATA
+    from ambient_p2p.core.vote_program import vote_transaction
+
+    def make(lamports: int) -> tuple[Bank, bytes]:
+        b = new_bank(lamports)
+        if native:
+            from ambient_p2p.core.consensus import Vote
+            from ambient_p2p.core.messages import sign_message
+
+            v: Vote = sign_message(Vote(U[0].pubkey, 0, b"h" * 32, None, 1, bytes(64)), U[0], "vote")
+            return b, vote_transaction(U[0], v, GENESIS_HASH)
+        return b, transfer_tx(U[0], U[0].pubkey, 0, GENESIS_HASH)
+
+    b, raw = make(RENT_EXEMPT_MINIMUM_NO_DATA + LAMPORTS_PER_SIGNATURE - 1)
+    before = (dict(b.accounts), b.signature_count, dict(b.status_cache))
+    with pytest.raises(BlockError) as ei:
+        b.process_transactions([raw])
+    assert ei.value.reason == "insufficient-funds-for-rent"
+    assert (dict(b.accounts), b.signature_count, dict(b.status_cache)) == before
+    for ok_balance, left in ((RENT_EXEMPT_MINIMUM_NO_DATA + LAMPORTS_PER_SIGNATURE, RENT_EXEMPT_MINIMUM_NO_DATA),
+                             (LAMPORTS_PER_SIGNATURE, 0), (3 * LAMPORTS_PER_SIGNATURE, 2 * LAMPORTS_PER_SIGNATURE)):
+        b, raw = make(ok_balance)
+        (res,) = b.process_transactions([raw])
+        assert res.fee == LAMPORTS_PER_SIGNATURE and b.balance(U[0].pubkey) == left

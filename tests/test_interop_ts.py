@@ -43,6 +43,7 @@ IMPLEMENTED = {
     "bank/account-hash",
     "bank/genesis",
     "bank/slot",
+    "bank/svm-slot",
     "blobs/answer",
     "blobs/parse-token-blob",
     "blobs/token-blob",
@@ -293,3 +294,31 @@ def test_ts_verifier_passes_an_extracted_release(verifier: Path, tmp_path: Path)
     assert rc == 0 and _failed(report) == {}
     n = sum(1 for p in INTEROP.rglob("meta.json") if "verifier-ts" not in p.parts)
     assert sum(e["cases"] for e in report["report"]) == n
+
+
+def test_ts_verifier_checks_an_svm_slot_without_an_svm(verifier: Path, tmp_path: Path) -> None:
+    """bank/svm-slot: the verifier cannot execute SPL Token, but a stated post-state that breaks
+    lamport or token conservation, or a bank hash that does not follow from it, fails."""
+    root = tmp_path / "interop"
+    src = INTEROP / "bank" / "svm-slot" / "token-flow"
+    edits = {}
+    for name in ("lamports", "token-amount", "bank-hash"):
+        d = root / "bank" / "svm-slot" / f"token-flow-{name}"
+        shutil.copytree(src, d)
+        out = json.loads((d / "output.json").read_text())
+        if name == "lamports":
+            out["written"][0]["lamports"] += 1
+        elif name == "token-amount":
+            acct = next(a for a in out["written"] if len(a["data"]) == 2 * 165)
+            data = bytearray.fromhex(acct["data"])
+            data[64] ^= 1
+            acct["data"] = data.hex()
+        else:
+            out["bank_hash"] = out["bank_hash"][:-1] + ("0" if out["bank_hash"][-1] != "0" else "1")
+        (d / "output.json").write_text(json.dumps(out, indent=2, sort_keys=True))
+        edits[f"bank/svm-slot/token-flow-{name}"] = name
+    rc, report = _run(verifier, root)
+    failed = _failed(report)
+    assert rc == 1 and set(failed) == set(edits), failed
+    assert "lamports changed" in failed["bank/svm-slot/token-flow-lamports"]
+    assert "supply" in failed["bank/svm-slot/token-flow-token-amount"]

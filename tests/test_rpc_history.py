@@ -202,7 +202,7 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
             for i in range(3):
                 latest = (await c.get_latest_blockhash()).value
                 msg = MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(
-                    from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=1000 + i))], [], latest.blockhash)
+                    from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=1_000_000 + i))], [], latest.blockhash)
                 s = (await c.send_transaction(VersionedTransaction(msg, [a]))).value
                 await c.confirm_transaction(s, Confirmed, last_valid_block_height=latest.last_valid_block_height)
                 sigs.append(s)
@@ -234,7 +234,7 @@ def test_history_survives_a_restart_through_solana_py(tmp_path: Path) -> None:
             assert [x.signature for x in page] == [sigs[2], sigs[1]]
             blk = (await c.get_block(slots[0], max_supported_transaction_version=0)).value
             assert any(t.transaction.signatures[0] == sigs[0] for t in blk.transactions)  # type: ignore[union-attr]
-            assert (await c.get_balance(b.pubkey())).value == 3003
+            assert (await c.get_balance(b.pubkey())).value == 3_000_003  # new accounts get >= 890,880 (rent)
 
     # snapshots every 16 slots (default 64): the restart point comes ~40 s sooner
     with Localnet(tmp_path / "net", 1, validator=True, rpc_base_port=port,

@@ -119,7 +119,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         assert (await c.get_balance(a.pubkey())).value == 2_000_000_000
         latest = (await c.get_latest_blockhash()).value
         msg = MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(from_pubkey=a.pubkey(), to_pubkey=b.pubkey(),
-                                                                         lamports=1234))], [], latest.blockhash)
+                                                                         lamports=1_001_234))], [], latest.blockhash)
         fee = (await c.get_fee_for_message(msg)).value
         assert fee == LAMPORTS_PER_SIGNATURE
         tx = VersionedTransaction(msg, [a])
@@ -127,14 +127,14 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         conf = await c.confirm_transaction(s, Confirmed, last_valid_block_height=latest.last_valid_block_height)
         st = conf.value[0]
         assert st is not None and st.err is None
-        assert (await c.get_balance(b.pubkey())).value == 1234
-        assert (await c.get_balance(a.pubkey())).value == 2_000_000_000 - 1234 - fee
+        assert (await c.get_balance(b.pubkey())).value == 1_001_234
+        assert (await c.get_balance(a.pubkey())).value == 2_000_000_000 - 1_001_234 - fee
         got = (await c.get_transaction(s, commitment=Confirmed, max_supported_transaction_version=0)).value
         assert got is not None
         meta = got.transaction.meta
         assert meta is not None and meta.fee == fee and meta.err is None
         assert list(meta.pre_balances)[:2] == [2_000_000_000, 0]
-        assert list(meta.post_balances)[:2] == [2_000_000_000 - 1234 - fee, 1234]
+        assert list(meta.post_balances)[:2] == [2_000_000_000 - 1_001_234 - fee, 1_001_234]
         # a v0 transaction asked for without maxSupportedTransactionVersion: -32015, as agave
         with pytest.raises(RPCException) as e:
             await c.get_transaction(s, commitment=Confirmed)
@@ -153,7 +153,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         blocks = rpc(url_of(net), "getBlocks", [got.slot - 1, got.slot, {"commitment": "confirmed"}])["result"]
         assert blocks[-1] == got.slot and all(x < got.slot for x in blocks[:-1])
         acct = (await c.get_account_info(b.pubkey(), commitment=Processed)).value
-        assert acct is not None and acct.lamports == 1234 and bytes(acct.data) == b""
+        assert acct is not None and acct.lamports == 1_001_234 and bytes(acct.data) == b""
         # the same transaction again: preflight says AlreadyProcessed (-32002)
         with pytest.raises(RPCException) as e2:
             await c.send_transaction(tx)
@@ -168,7 +168,7 @@ def test_solana_py_airdrop_v0_transfer_confirm_and_history(net: Localnet) -> Non
         assert "Transaction simulation failed" in str(e3.value)
         # simulateTransaction with an expired blockhash: BlockhashNotFound, unless replaced
         old = VersionedTransaction(MessageV0.try_compile(a.pubkey(), [transfer(TransferParams(
-            from_pubkey=a.pubkey(), to_pubkey=poor.pubkey(), lamports=7))], [], Hash(bytes(32))), [a])
+            from_pubkey=a.pubkey(), to_pubkey=poor.pubkey(), lamports=1_000_007))], [], Hash(bytes(32))), [a])
         sim = (await c.simulate_transaction(old, commitment=Processed)).value
         assert str(sim.err) == "BlockhashNotFound" or "BlockhashNotFound" in repr(sim.err), sim
         sim2 = rpc(url_of(net), "simulateTransaction", [__import__("base64").b64encode(bytes(old)).decode(), {
@@ -448,12 +448,12 @@ def test_solana_py_get_program_accounts_with_filters(net: Localnet) -> None:
             everything = (await c.get_program_accounts(auction, encoding="base64")).value
             assert Pubkey(query) in {a.pubkey for a in everything}
             fresh = SKeypair()
-            sig = (await c.request_airdrop(fresh.pubkey(), 777_000)).value
+            sig = (await c.request_airdrop(fresh.pubkey(), 977_000)).value
             await c.confirm_transaction(sig, Confirmed)
             system = (await c.get_program_accounts(Pubkey(SYSTEM_PROGRAM_ID), encoding="base64",
                                                    filters=[0])).value
             mine = [a for a in system if a.pubkey == fresh.pubkey()]
-            assert len(mine) == 1 and mine[0].account.lamports == 777_000
+            assert len(mine) == 1 and mine[0].account.lamports == 977_000
             with pytest.raises(RPCException) as e:
                 await c.get_program_accounts(auction, encoding="base64", filters=[1, 2, 3, 4, 5])
             assert "Too many filters" in str(e.value)
@@ -478,8 +478,8 @@ def test_solana_web3js_confirms_over_the_websocket_and_sends_and_confirms(net: L
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 0 and "error" not in out, out
     assert out["airdropErr"] is None and out["balanceA"] == 2 * 10**9
-    assert out["balanceB"] == 4321 and out["fee"] == LAMPORTS_PER_SIGNATURE
-    assert out["balanceA2"] == 2 * 10**9 - 4321 - LAMPORTS_PER_SIGNATURE
+    assert out["balanceB"] == 1_004_321 and out["fee"] == LAMPORTS_PER_SIGNATURE
+    assert out["balanceA2"] == 2 * 10**9 - 1_004_321 - LAMPORTS_PER_SIGNATURE
 
 
 def test_fuzzed_requests_get_a_jsonrpc_answer_and_the_node_goes_on(net: Localnet) -> None:

@@ -305,7 +305,8 @@ def test_the_clock_sysvar_tells_the_slots_time_on_the_genesis_schedule() -> None
     want = created + slot * gen.poh.slot_duration_us // 1_000_000
     assert want > created and b.sysvars().unix_timestamp == want
     assert want == (created * 1000 + slot * slot_duration_ms(gen)) // 1000  # node/rpc/server.py's blockTime
-    res = b.process_transactions([spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, 1)], g.last_blockhash)])
+    res = b.process_transactions([spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, BOB.pubkey, svm.RENT_EXEMPT_MINIMUM_NO_DATA)],
+                                         g.last_blockhash)])
     assert res[0].error is None
     assert svm.shared_executor().svm.get_clock().unix_timestamp == want
     b.freeze(hashlib.sha256(b"tests/rpc-token/clock").digest())
@@ -319,13 +320,17 @@ def test_the_rent_exempt_minimum_is_agaves_formula_on_the_svms_rent_sysvar(monke
     def answer(n: object) -> Any:
         return trio.run(rpcm.METHODS["getMinimumBalanceForRentExemption"], SimpleNamespace(), [n])
 
-    # the one source: the Rent sysvar a live executor holds
+    # the one source: the Rent sysvar a live executor holds, agave's mainnet Rent (LiteSVM's
+    # default): 3,480 lamports per byte-year x 2 years = 6,960 x (128 + data_len)
     live = svm.shared_executor().svm.get_rent()
+    assert live == Rent.default() == svm.rent_sysvar()
     for n in (0, 82, 165, 170, rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES):
-        assert answer(n) == max(live.minimum_balance(n), rpcm.MIN_ACCOUNT_LAMPORTS) >= 1
-    # agave's mainnet Rent (LiteSVM's default): 6,960 lamports per byte x (128 + data_len)
-    monkeypatch.setattr(svm, "rent_sysvar", Rent.default)
+        assert answer(n) == live.minimum_balance(n) == svm.rent_exempt_minimum(n)
     assert [answer(n) for n in (0, 82, 165)] == [890_880, 1_461_600, 2_039_280]
+    # it follows the sysvar: a chain with free rent would answer 0
+    monkeypatch.setattr(svm, "rent_sysvar", Rent.free)
+    assert answer(82) == 0
+    monkeypatch.undo()
     assert answer(rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES) == 6_960 * (128 + 10 * 1024 * 1024)
     for bad in (rpcm.MAX_PERMITTED_DATA_LENGTH_BYTES + 1, 2**64 - 1, -1, "82", None, True):
         with pytest.raises(rpcm.RpcError) as e:

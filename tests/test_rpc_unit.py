@@ -16,6 +16,7 @@ from ambient_p2p.core import auction as A
 from ambient_p2p.core import logit_pool as L
 from ambient_p2p.core.bank import Bank
 from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.svm import RENT_EXEMPT_MINIMUM_NO_DATA
 from ambient_p2p.interop.formats.auction import PoolChain
 from ambient_p2p.node.roles import query_json
 from ambient_p2p.node.rpc.openai_api import ChatError, apply_stop, parse_request, render_messages, settlement_amounts
@@ -51,7 +52,7 @@ def _transfer_bank(parent: Bank, slot: int, payer: Keypair, n: int) -> Bank:
     raws = []
     for i in range(n):
         ix = transfer(TransferParams(from_pubkey=sk.pubkey(), to_pubkey=Pubkey(bytes([slot % 256, i + 1]) + bytes(30)),
-                                     lamports=1 + i))
+                                     lamports=RENT_EXEMPT_MINIMUM_NO_DATA + i))
         bh = Hash(parent.last_blockhash)
         raws.append(bytes(Transaction([sk], Message.new_with_blockhash([ix], sk.pubkey(), bh), bh)))
     b.process_transactions(raws)
@@ -69,8 +70,9 @@ def test_index_records_results_balances_and_evicts_oldest() -> None:
         rec = idx.add(banks[-1], banks[-2].last_blockhash, 1000 + slot)
         assert rec.block_height == slot and len(rec.txs) == 2
         t = rec.txs[1]
-        assert t.result.error is None and t.post_balances[1] - t.pre_balances[1] == 2  # the second transfer's lamports
-        assert t.pre_balances[0] - t.post_balances[0] == 2 + t.result.fee
+        # the second transfer's lamports (new accounts get the rent-exempt minimum, spec/svm.md "Rent")
+        assert t.result.error is None and t.post_balances[1] - t.pre_balances[1] == RENT_EXEMPT_MINIMUM_NO_DATA + 1
+        assert t.pre_balances[0] - t.post_balances[0] == RENT_EXEMPT_MINIMUM_NO_DATA + 1 + t.result.fee
     assert sorted(idx.blocks) == [3, 4, 5] and list(idx.banks) == [4, 5]
     assert idx.evicted_below == 3
     # nothing of the evicted blocks is left in the signature and address maps
@@ -366,3 +368,37 @@ def test_timings_histogram_is_cumulative_and_counts_every_observation(xs: list[f
     with pytest.raises(ValueError, match="job failed"):
         t.timed("fails", boom)()
     assert t.snapshot()["fails"]["count"] == 1
+
+
+def test_rent_errors_keep_agaves_shape() -> None:
+    """The SVM's InsufficientFundsForRent (spec/svm.md "Rent") is agave's transaction-level
+    error with its account index, and its Display text; the bank's fee-payer rent check
+    (block-level) is the same error naming the payer."""
+    from ambient_p2p.node.rpc import solana as rpcm
+
+    err = rpcm.instruction_error("svm-error: InsufficientFundsForRent { account_index: 1 }")
+    assert err == {"InsufficientFundsForRent": {"account_index": 1}}
+    assert rpcm.error_message(err, []) == "Transaction results in an account (1) with insufficient funds for rent"
+    assert rpcm.TX_ERRORS["insufficient-funds-for-rent"] == {"InsufficientFundsForRent": {"account_index": 0}}
+
+
+def test_token_balances_are_recorded_only_where_the_rpc_is_served(tmp_path: Path) -> None:
+    """Bank.token_balances (the RPC's pre/postTokenBalances, spec/svm.md "Performance") is off
+    in a node without the RPC door and on in one with it: RpcExtension asks the validator, whose
+    restored root bank carries it to every child (ledger/producer.py ``open_bank``)."""
+    from ambient_p2p.ledger.producer import open_bank
+    from ambient_p2p.node.rpc.server import RpcConfig, RpcExtension
+    from ambient_p2p.node.validator import Validator
+    from tests.inproc import KEYS, node_genesis
+
+    for served in (False, True):
+        v = Validator(KEYS[0], node_genesis(n=1), tmp_path / str(served))
+        try:
+            if served:
+                RpcExtension(v, RpcConfig(port=0), [])
+            v.load()
+            (root,) = [r.bank for r in v.banks.values()]
+            assert root.token_balances is served and v.token_balances is served
+            assert open_bank(v.genesis, root, root.slot + 1, KEYS[0].pubkey).token_balances is served
+        finally:
+            v.close()

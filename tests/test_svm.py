@@ -129,16 +129,16 @@ def test_compute_unit_price_is_charged_as_agave_does() -> None:
     b0 = genesis()
     carol = Keypair.deterministic("tests/svm/carol").pubkey
     ixs = [set_compute_unit_limit(10_000), set_compute_unit_price(1_500_000),
-           spl.system_transfer(ALICE.pubkey, carol, 1)]
+           spl.system_transfer(ALICE.pubkey, carol, svm.RENT_EXEMPT_MINIMUM_NO_DATA)]
     b1, res = run(b0, 1, [spl.tx(ALICE, ixs, b0.last_blockhash)])
     fee = LAMPORTS_PER_SIGNATURE + (10_000 * 1_500_000 + 999_999) // 1_000_000
     assert res[0].error is None and res[0].fee == fee  # type: ignore[attr-defined]
-    assert b1.balance(ALICE.pubkey) == FUNDS - fee - 1
+    assert b1.balance(ALICE.pubkey) == FUNDS - fee - svm.RENT_EXEMPT_MINIMUM_NO_DATA
     assert svm.transaction_fee(1, [(svm.COMPUTE_BUDGET_PROGRAM_ID, bytes([3]) + (7).to_bytes(8, "little"))]) == 5_000
     # a limit below what the transfer needs fails it, fee charged
     ixs = [set_compute_unit_limit(10), spl.system_transfer(ALICE.pubkey, carol, 1)]
     b2, res = run(b1, 2, [spl.tx(ALICE, ixs, b1.last_blockhash)])
-    assert res[0].error is not None and b2.balance(carol) == 1  # type: ignore[attr-defined]
+    assert res[0].error is not None and b2.balance(carol) == svm.RENT_EXEMPT_MINIMUM_NO_DATA  # type: ignore[attr-defined]
 
 
 def test_sysvars_come_from_the_bank() -> None:
@@ -203,7 +203,7 @@ def test_a_transaction_mixing_native_and_svm_instructions_is_atomic() -> None:
     b0 = genesis()
     carol = Keypair.deterministic("tests/svm/carol").pubkey
     bad_vote = spl._ix(VOTE_PROGRAM_ID, [(ALICE.pubkey, True, False)], b"\x00")
-    b1, res = run(b0, 1, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, carol, 3), bad_vote], b0.last_blockhash)])
+    b1, res = run(b0, 1, [spl.tx(ALICE, [spl.system_transfer(ALICE.pubkey, carol, svm.RENT_EXEMPT_MINIMUM_NO_DATA), bad_vote], b0.last_blockhash)])
     assert (res[0].error or "").startswith("vote-bad-data")  # type: ignore[attr-defined]
     assert b1.account(carol) is None and b1.balance(ALICE.pubkey) == FUNDS - LAMPORTS_PER_SIGNATURE
 
@@ -282,8 +282,11 @@ def test_auction_accounts_are_readable_in_the_svm_and_keep_their_data() -> None:
     data, lamports = c.bank.auction_accounts[q], c.bank.balance(q)
     payer = F.MINERS[0]
     child = c.open()
-    (res,) = child.process_transactions([spl.tx(payer, [spl.system_transfer(payer.pubkey, q, 7)], c.blockhash)])
+    # the SVM's rent rule applies to it as to any account (spec/svm.md "Rent"): a credit may not
+    # leave it rent-paying, so the transfer tops it up to its rent-exempt minimum
+    amount = max(7, svm.rent_exempt_minimum(len(data)) - lamports)
+    (res,) = child.process_transactions([spl.tx(payer, [spl.system_transfer(payer.pubkey, q, amount)], c.blockhash)])
     assert res.error is None, res.logs
-    assert child.auction_accounts[q] == data and child.balance(q) == lamports + 7 and q not in child.account_meta
+    assert child.auction_accounts[q] == data and child.balance(q) == lamports + amount and q not in child.account_meta
     seen = svm.shared_executor().svm.get_account(Pubkey(q))
     assert seen is not None and bytes(seen.owner) == auction.AUCTION_PROGRAM_ID and bytes(seen.data) == data

@@ -94,7 +94,7 @@ def cmd_svm(args: argparse.Namespace) -> int:
     print(f"  bank (process_transactions, pre-verified): {bank_tps:10,.0f} tx/s")
     print(f"  bare LiteSVM.send_transaction (pre-parsed): {bare_tps:10,.0f} tx/s")
     print(f"  ratio bank / bare: {bank_tps / bare_tps:.2f} (target >= 0.5)")
-    print(f"  with token balances recorded for the RPC (Bank.token_balances, as open_bank sets it): "
+    print(f"  with token balances recorded for the RPC (Bank.token_balances, as a node serving the RPC sets it): "
           f"{rpc_tps:,.0f} tx/s, ratio {rpc_tps / bare_tps:.2f}")
     print(f"  freeze of the slot (bank hash over {len(raws) and 2 * n + 1} written accounts): {freeze_best * 1e3:.1f} ms")
     return 0

@@ -364,7 +364,8 @@ class Bank:
     #: record the metas of a token transaction's accounts before and after it (TxRecord
     #: pre/post_metas: the RPC's pre/postTokenBalances). Reading them takes back what the SVM
     #: executor holds, so it is off unless asked for, as agave collects token balances only
-    #: for its transaction-status service; a node's banks (ledger/producer.py ``open_bank``) ask
+    #: for its transaction-status service; a node serving the RPC asks (node/rpc/server.py), on
+    #: the root bank it restarts from, and ``child`` passes it on
     token_balances: bool = field(default=False, compare=False)
     #: owner, data, executable flag and rent epoch of every account that differs from
     #: ``svm.DEFAULT_META`` (a system account without data); lamports stay in ``accounts``.
@@ -587,7 +588,9 @@ class Bank:
                              f"{self.status_cache[sig]}")
         keys = tx.account_keys
         nsigs = len(tx.signatures)
-        programs = {keys[p] for p, _accs, _data in tx.instructions}
+        ixs = tx.instructions
+        # (a one-instruction transaction, the common case, without a comprehension's frame)
+        programs = {keys[ixs[0][0]]} if len(ixs) == 1 else {keys[p] for p, _accs, _data in ixs}
         if svm.COMPUTE_BUDGET_PROGRAM_ID in programs:
             fee = svm.transaction_fee(nsigs, [(keys[p], data) for p, _accs, data in tx.instructions])
             programs.discard(svm.COMPUTE_BUDGET_PROGRAM_ID)
@@ -596,8 +599,14 @@ class Bank:
         payer = keys[0]
         if not tx.writable[0]:
             raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
-        if self.accounts.get(payer, 0) < fee:
+        balance = self.accounts.get(payer, 0)
+        if balance < fee:
             raise BlockError("insufficient-funds-for-fee", f"fee payer has {self.balance(payer)}, fee is {fee}")
+        if 0 < balance - fee < svm.RENT_EXEMPT_MINIMUM_NO_DATA <= balance:
+            # agave's validate_fee_payer: a rent-exempt payer may not be left rent-paying by the
+            # fee (spec/svm.md "Rent"); agave does not commit such a transaction
+            raise BlockError("insufficient-funds-for-rent", f"fee payer has {balance}, fee is {fee}: it would be left "
+                             f"below the rent-exempt minimum {svm.RENT_EXEMPT_MINIMUM_NO_DATA}")
         self.status_cache[sig] = self.slot
         self.fees_collected += fee
         self.signature_count += nsigs

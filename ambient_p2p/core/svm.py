@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .crypto import decode_address
 
@@ -55,6 +55,27 @@ DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT = 200_000
 MAX_COMPUTE_UNIT_LIMIT = 1_400_000
 COMPUTE_BUDGET_SET_COMPUTE_UNIT_LIMIT = 2
 COMPUTE_BUDGET_SET_COMPUTE_UNIT_PRICE = 3
+# Rent (spec/svm.md "Rent"): agave's mainnet Rent, 3,480 lamports per byte-year with accounts
+# exempt at 2 years' rent (6,960 lamports per byte) and half of any collected rent burned, written
+# as LiteSVM 0.15 / agave 3 write it (SIMD-0194: ``lamports_per_byte`` 6,960 with an exemption
+# threshold of 1.0), the representation in which every formula gives the same minimum.
+RENT_LAMPORTS_PER_BYTE = 6_960
+RENT_EXEMPTION_THRESHOLD = 1.0
+RENT_BURN_PERCENT = 50
+#: Bytes every account is charged rent for on top of its data (agave ``ACCOUNT_STORAGE_OVERHEAD``).
+ACCOUNT_STORAGE_OVERHEAD_BYTES = 128
+
+
+def rent_exempt_minimum(data_len: int) -> int:
+    """agave's ``Rent::minimum_balance(data_len)`` under this chain's Rent: the fewest lamports an
+    account with ``data_len`` bytes of data may hold, other than 0 (890,880 for no data,
+    1,461,600 for a mint's 82 bytes, 2,039,280 for a token account's 165)."""
+    return (ACCOUNT_STORAGE_OVERHEAD_BYTES + data_len) * RENT_LAMPORTS_PER_BYTE
+
+
+#: The rent-exempt minimum of an account without data (a system account, e.g. a fee payer).
+RENT_EXEMPT_MINIMUM_NO_DATA = rent_exempt_minimum(0)
+
 #: Upgradeable-loader account state tag of a program account (``UpgradeableLoaderState::Program``),
 #: followed by its programdata address.
 UPGRADEABLE_PROGRAM_TAG = 2
@@ -185,9 +206,9 @@ def rent_sysvar() -> Rent:
     (the RPC's getMinimumBalanceForRentExemption answers ``minimum_balance`` of it)."""
     from solders.rent import Rent
 
-    # no rent and no rent-exemption minimum (spec/svm.md "Sysvars"): the bank has never
-    # charged rent, and a transfer of any amount to a new account stays valid
-    return Rent.free()
+    # agave's mainnet Rent (spec/svm.md "Rent"): the SVM refuses a transaction that leaves a
+    # new or resized account below the rent-exempt minimum (InsufficientFundsForRent)
+    return Rent(RENT_LAMPORTS_PER_BYTE, RENT_EXEMPTION_THRESHOLD, RENT_BURN_PERCENT)
 
 
 @lru_cache(maxsize=1)
@@ -430,7 +451,7 @@ class SvmExecutor:
             logs = tuple(meta.logs())
             return SvmResult(_error_text(str(res.err()), logs), logs, int(meta.compute_units_consumed()), {},
                              int(meta.fee()))
-        ok = cast("TransactionMetadata", res)
+        ok: TransactionMetadata = res  # type: ignore[assignment]  # (not ``cast``: a call per transaction)
         svm_fee = ok.fee()
         if not all_live:  # every account it named is now as LiteSVM holds it
             live.update([k for k in keys if k not in reserved])
@@ -441,8 +462,8 @@ class SvmExecutor:
         except KeyError:
             pks = list(map(self._pk, writable_keys))
         balances: list[int | None] = list(map(self._get_balance, pks))
-        writes = cast("dict[bytes, int]", dict(zip(writable_keys, balances)))  # None: below
-        if None in balances or 0 in balances or not special.isdisjoint(writable_keys):
+        writes: dict[bytes, int] = dict(zip(writable_keys, balances))  # type: ignore[arg-type]  # None: below
+        if None in balances or 0 in balances or (special and not special.isdisjoint(writable_keys)):
             for k, lam in writes.items():
                 if not lam:  # gone (agave): the bank deletes it, LiteSVM gets it again from there
                     writes[k] = 0

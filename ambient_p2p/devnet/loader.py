@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 
 from ..core.crypto import Keypair, decode_address
-from ..core.svm import BPF_LOADER_UPGRADEABLE_ID, SYSTEM_PROGRAM_ID
+from ..core.svm import BPF_LOADER_UPGRADEABLE_ID, SYSTEM_PROGRAM_ID, rent_exempt_minimum
 from . import spl
 
 BUFFER_HEADER_BYTES = 37
@@ -21,9 +21,6 @@ PROGRAM_ACCOUNT_BYTES = 36
 PROGRAMDATA_HEADER_BYTES = 45
 #: ELF bytes per Write instruction: fits one 1232-byte packet with its signatures and keys
 WRITE_CHUNK_BYTES = 900
-#: Lamports the created buffer and program accounts hold (rent is free on Ambient, spec/svm.md;
-#: an account needs at least one lamport to exist)
-ACCOUNT_LAMPORTS = 1_000_000
 SYSVAR_RENT_ID = decode_address("SysvarRent111111111111111111111111111111111")
 SYSVAR_CLOCK_ID = decode_address("SysvarC1ock11111111111111111111111111111111")
 _CREATE_ACCOUNT = 0
@@ -38,7 +35,7 @@ def programdata_address(program: bytes) -> bytes:
 
 def _create(payer: bytes, new: bytes, space: int) -> object:
     return spl._ix(SYSTEM_PROGRAM_ID, [(payer, True, True), (new, True, True)],
-                   struct.pack("<IQQ", _CREATE_ACCOUNT, ACCOUNT_LAMPORTS, space) + BPF_LOADER_UPGRADEABLE_ID)
+                   struct.pack("<IQQ", _CREATE_ACCOUNT, rent_exempt_minimum(space), space) + BPF_LOADER_UPGRADEABLE_ID)
 
 
 def deploy_transactions(payer: Keypair, program: Keypair, buffer: Keypair, elf: bytes,

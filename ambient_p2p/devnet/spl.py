@@ -11,13 +11,13 @@ import struct
 from collections.abc import Sequence
 
 from ..core.crypto import Keypair
-from ..core.svm import SPL_ASSOCIATED_TOKEN_PROGRAM_ID, SPL_TOKEN_PROGRAM_ID, SYSTEM_PROGRAM_ID
+from ..core.svm import SPL_ASSOCIATED_TOKEN_PROGRAM_ID, SPL_TOKEN_PROGRAM_ID, SYSTEM_PROGRAM_ID, rent_exempt_minimum
 
 MINT_ACCOUNT_BYTES = 82
 TOKEN_ACCOUNT_BYTES = 165
-#: Lamports a mint account is created with (rent is free on Ambient, spec/svm.md; an account
-#: needs at least one lamport to exist)
-MINT_ACCOUNT_LAMPORTS = 1_000_000
+#: Lamports a mint account is created with: its rent-exempt minimum (1,461,600; spec/svm.md
+#: "Rent"), as wallets fund it with getMinimumBalanceForRentExemption's answer
+MINT_ACCOUNT_LAMPORTS = rent_exempt_minimum(MINT_ACCOUNT_BYTES)
 
 # spl-token TokenInstruction tags
 _INITIALIZE_MINT2 = 20

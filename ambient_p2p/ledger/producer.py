@@ -59,7 +59,6 @@ def open_bank(genesis: Genesis, parent: Bank, slot: int, leader: bytes) -> Bank:
     weights = parent.lstake_provider or uncredited_vote_weights(genesis)
     bank = child_bank(parent, slot, leader, genesis.poh.slot_duration_us, weights)
     bank.genesis_time_s = genesis.creation_time_s  # the Clock sysvar's origin (spec/bank.md "Clock")
-    bank.token_balances = True  # a node's banks record token balances for its RPC (spec/rpc.md)
     return bank
 
 

@@ -123,6 +123,11 @@ def build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult
 class Validator(NodePolicy[SlotResult]):
     """The policy (``NodePolicy``) with its handles, channels and effects."""
 
+    #: whether the banks record token balances (core/bank.py ``Bank.token_balances``): set by
+    #: the RPC door (node/rpc/server.py ``RpcExtension``), the one reader of them; off, the
+    #: SVM runs at its bare speed (spec/svm.md "Performance")
+    token_balances: bool = False
+
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  producer: ProducerStrategy | None = None, offload: bool = True,
@@ -257,6 +262,7 @@ class Validator(NodePolicy[SlotResult]):
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
             r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
+            r.result.bank.token_balances = self.token_balances  # every child bank inherits it
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, above=r.above,
                                       rooted_count=r.rooted_count, base_parent=r.parent,
                                       now_mono_ms=self.clock.mono_ms()))

@@ -18,7 +18,7 @@ try {
   out.airdropErr = conf.value.err;
   out.balanceA = await conn.getBalance(a.publicKey);
   const tx = new Transaction().add(SystemProgram.transfer({ fromPubkey: a.publicKey, toPubkey: b.publicKey,
-                                                            lamports: 4321 }));
+                                                            lamports: 1_004_321 }));  // above the rent-exempt minimum of a new account (890,880)
   out.transfer = await sendAndConfirmTransaction(conn, tx, [a], { commitment: "confirmed" });
   out.balanceB = await conn.getBalance(b.publicKey);
   out.balanceA2 = await conn.getBalance(a.publicKey);

@@ -10,6 +10,17 @@ votes_hash (null when no vote landed), bank_hash}. A block-invalidating transact
 the input a must-reject, with its reason (``blockhash-not-found``, ``already-processed``,
 ``insufficient-funds-for-fee``, ``bad-signature``, ...).
 
+``svm-slot/<case>``: one slot of SVM transactions (SPL Token: a mint, associated token
+accounts, mint_to, transfers, a failing transfer, burn) on a parent of full accounts, down to
+the bank hash. input.json {parent: {slot, bank_hash, accounts: [{pubkey, lamports, owner, data
+(hex), executable, rent_epoch}] (besides the genesis programs of spec/svm.md, which every bank
+holds), blockhashes, slot_hashes}, slot, leader, txs, last_blockhash} -> {results: [{signature,
+fee, error, compute_units, logs}], written: [every account written in the slot, full, sorted by
+pubkey; a deleted one with 0 lamports], tokens: {mints: [{pubkey, supply, decimals}], accounts:
+[{pubkey, mint, owner, amount}]} (the written SPL Token accounts decoded), signature_count,
+accounts_delta_hash, bank_hash}: everything needed to recompute the delta hash and the bank
+hash from the written accounts without an SVM.
+
 ``genesis/<case>``: input.json {genesis_hash: hex, accounts: [[address, lamports]]} ->
 {bank_hash} of slot 0's bank.
 
@@ -26,10 +37,11 @@ import json
 from typing import Any
 
 from ...core import crypto, svm
-from ...core.bank import ZERO_HASH, Bank, BlockError, accounts_hash, votes_hash
+from ...core.bank import Bank, BlockError, accounts_delta_hash, accounts_hash, votes_hash
 from ...core.consensus import Vote
 from ...core.messages import sign_message
 from ...core.vote_program import vote_transaction
+from ...devnet import spl
 from ...ledger.producer import transfer_tx
 from .. import Case, Rejected, case_from_run
 
@@ -44,19 +56,86 @@ def _accounts(v: Any) -> dict[bytes, int]:
     return {crypto.decode_address(a): int(n) for a, n in v}
 
 
+def _full_accounts(v: Any) -> list[tuple[bytes, int, svm.AccountMeta]]:
+    """``[{pubkey, lamports, owner, data, executable, rent_epoch}]`` -> (pubkey, lamports, meta);
+    Rejected unless lamports and rent_epoch are u64 and the pubkeys distinct."""
+    accts = [(crypto.decode_address(a["pubkey"]), int(a["lamports"]),
+              svm.AccountMeta(crypto.decode_address(a["owner"]), bytes.fromhex(a["data"]),
+                              bool(a["executable"]), int(a["rent_epoch"]))) for a in v]
+    if any(not 0 <= n < 1 << 64 or not 0 <= m.rent_epoch < 1 << 64 for _k, n, m in accts) or \
+            len({k for k, _n, _m in accts}) != len(accts):
+        raise Rejected("malformed", "lamports and rent_epoch are u64; pubkeys are distinct")
+    return accts
+
+
+def _account_json(pubkey: bytes, lamports: int, meta: svm.AccountMeta) -> dict[str, Any]:
+    return {"pubkey": _addr(pubkey), "lamports": lamports, "owner": _addr(meta.owner), "data": meta.data.hex(),
+            "executable": meta.executable, "rent_epoch": meta.rent_epoch}
+
+
+def _tokens(written: list[tuple[bytes, int, svm.AccountMeta]]) -> dict[str, Any]:
+    """The written SPL Token mints and token accounts, decoded (spl-token ``Mint``: supply u64
+    LE at 36, decimals at 44; ``Account``: mint at 0, owner at 32, amount u64 LE at 64)."""
+    mints, accounts = [], []
+    for k, n, m in written:
+        if m.owner != svm.SPL_TOKEN_PROGRAM_ID or n == 0:
+            continue
+        if len(m.data) == spl.MINT_ACCOUNT_BYTES:
+            mints.append({"pubkey": _addr(k), "supply": spl.mint_supply(m.data), "decimals": m.data[44]})
+        elif len(m.data) == spl.TOKEN_ACCOUNT_BYTES:
+            accounts.append({"pubkey": _addr(k), "mint": _addr(m.data[:32]), "owner": _addr(m.data[32:64]),
+                             "amount": spl.token_amount(m.data)})
+    return {"mints": mints, "accounts": accounts}
+
+
+def _svm_slot(v: Any) -> Any:
+    try:
+        p = v["parent"]
+        accts = _full_accounts(p["accounts"])
+        programs = svm.genesis_programs()
+        if any(k in programs for k, _n, _m in accts):
+            raise Rejected("malformed", "an account sits at a genesis program's address")
+        lamports = {k: n for k, n, _m in accts} | {k: n for k, (n, _m) in programs.items()}
+        metas = {k: m for k, _n, m in accts} | {k: m for k, (_n, m) in programs.items()}
+        parent = Bank.restore(int(p["slot"]), 0, bytes.fromhex(p["bank_hash"]), bytes(32), lamports,
+                              [bytes.fromhex(h) for h in p["blockhashes"]], {},
+                              {int(s): bytes.fromhex(h) for s, h in p["slot_hashes"]}, {}, account_meta=metas)
+        slot, leader = int(v["slot"]), crypto.decode_address(v["leader"])
+        txs = [bytes.fromhex(t) for t in v["txs"]]
+        last_blockhash = bytes.fromhex(v["last_blockhash"])
+    except (ValueError, KeyError, TypeError, AttributeError, crypto.CryptoError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    if slot <= parent.slot:
+        raise Rejected("malformed", "slot must be above the parent's")
+    bank = parent.child(slot, leader)
+    try:
+        results = bank.process_transactions(txs)
+    except BlockError as exc:
+        raise Rejected(exc.reason, str(exc)) from None
+    bank_hash = bank.freeze(last_blockhash)
+    meta = bank.account_meta
+    written = [(k, bank.balance(k), meta.get(k, svm.DEFAULT_META)) for k in sorted(bank.modified)]
+    return {
+        "results": [{"signature": r.signature.hex(), "fee": r.fee, "error": r.error, "compute_units": r.compute_units,
+                     "logs": list(r.logs)} for r in results],
+        "written": [_account_json(k, n, m) for k, n, m in written],
+        "tokens": _tokens(written),
+        "signature_count": bank.signature_count,
+        "accounts_delta_hash": accounts_delta_hash(bank, bank.modified).hex(),
+        "bank_hash": bank_hash.hex(),
+    }
+
+
 def run(handler: str, data: bytes) -> Any:
     try:
         v = json.loads(data)
+        if handler == "svm-slot":
+            return _svm_slot(v)
         if handler == "genesis":
             b = Bank.genesis(bytes.fromhex(v["genesis_hash"]), _accounts(v["accounts"]), bytes(32), bytes(32))
             return {"bank_hash": b.bank_hash.hex() if b.bank_hash else None}
         if handler == "account-hash":
-            accts = [(crypto.decode_address(a["pubkey"]), int(a["lamports"]),
-                      svm.AccountMeta(crypto.decode_address(a["owner"]), bytes.fromhex(a["data"]),
-                                      bool(a["executable"]), int(a["rent_epoch"]))) for a in v["accounts"]]
-            if any(not 0 <= n < 1 << 64 or not 0 <= m.rent_epoch < 1 << 64 for _k, n, m in accts) or \
-                    len({k for k, _n, _m in accts}) != len(accts):
-                raise Rejected("malformed", "lamports and rent_epoch are u64; pubkeys are distinct")
+            accts = _full_accounts(v["accounts"])
             return {"account_hashes": [svm.account_hash(k, n, m).hex() for k, n, m in accts],
                     "accounts_hash": accounts_hash({k: n for k, n, _m in accts}, {k: m for k, _n, m in accts}).hex()}
         if handler != "slot":
@@ -79,7 +158,7 @@ def run(handler: str, data: bytes) -> Any:
     except BlockError as exc:
         raise Rejected(exc.reason, str(exc)) from None
     bank_hash = bank.freeze(last_blockhash)
-    delta = accounts_hash({k: bank.accounts[k] for k in bank.modified}) if bank.modified else ZERO_HASH
+    delta = accounts_delta_hash(bank, bank.modified)  # a deleted account counts with 0 lamports
     return {
         "results": [{"signature": r.signature.hex(), "fee": r.fee, "error": r.error} for r in results],
         "landed_votes": [[_addr(a), s] for a, s in bank.landed_votes],
@@ -147,9 +226,19 @@ def cases() -> list[Case]:
     out.append(case_from_run(run, "account-hash", "lamports-overflow", js({"accounts": [
         acct(users[0].pubkey, 2**64, svm.SYSTEM_PROGRAM_ID, b"")]}), "lamports beyond u64: must reject", "input.json"))
 
-    t1 = transfer_tx(users[0], users[2].pubkey, 1234, recent)
+    # above the rent-exempt minimum of an account without data (890,880: spec/svm.md "Rent")
+    t1 = transfer_tx(users[0], users[2].pubkey, 1_000_000, recent)
     slot_case("empty", "no transactions: nothing changes, the delta hash is 32 zero bytes", [])
-    slot_case("transfer", "one transfer: fee 5000 (half burned, half to the leader) and 1234 lamports moved", [t1])
+    slot_case("transfer", "one transfer: fee 5000 (half burned, half to the leader) and 1,000,000 lamports moved "
+              "to a new account", [t1])
+    slot_case("transfer-below-rent", "a transfer creating an account below the rent-exempt minimum (890,880): "
+              "InsufficientFundsForRent, the fee stays, nothing moves",
+              [transfer_tx(users[0], users[2].pubkey, svm.RENT_EXEMPT_MINIMUM_NO_DATA - 1, recent)])
+    slot_case("sender-below-rent", "a transfer leaving its rent-exempt sender with 0 < lamports < 890,880: "
+              "InsufficientFundsForRent, the fee stays",
+              [transfer_tx(users[1], users[0].pubkey, 10_000_000 - 5_000 - 1, recent)])
+    slot_case("sender-emptied", "a transfer of the sender's whole balance after the fee: allowed, the account "
+              "is gone (0 lamports)", [transfer_tx(users[1], users[0].pubkey, 10_000_000 - 5_000, recent)])
     slot_case("failed-transfer", "a transfer of more than the balance: the fee stays, the error is recorded",
               [transfer_tx(users[1], users[2].pubkey, 10**12, recent)])
     slot_case("votes", "two votes land (parent 4 and ancestor 3), one fails (not newer than the voter's last)",
@@ -160,4 +249,65 @@ def cases() -> list[Case]:
               [transfer_tx(users[0], users[2].pubkey, 1, bytes(32))])
     slot_case("unfunded-payer", "a fee payer without lamports: must reject",
               [transfer_tx(users[2], users[0].pubkey, 1, recent)])
+    # a payer that pays the fees of the first two transfers and would be left rent-paying by the third
+    low = 2 * (1_000_000 + 5_000) + svm.RENT_EXEMPT_MINIMUM_NO_DATA + 4_999
+    parent["accounts"] = [[_addr(k), n] for k, n in sorted((funded | {users[2].pubkey: low}).items())]
+    slot_case("fee-below-rent", "a fee that would leave a rent-exempt payer below the rent-exempt minimum "
+              "(agave validate_fee_payer): must reject",
+              [transfer_tx(users[2], users[0].pubkey, 1_000_000 + i, recent) for i in range(3)])
+    out.extend(_svm_slot_cases(js, recent, ancestors, parent_hash, gh, leader))
+    return out
+
+
+def _svm_slot_cases(js: Any, recent: bytes, ancestors: dict[int, bytes], parent_hash: bytes, gh: bytes,
+                    leader: crypto.Keypair) -> list[Case]:
+    """SPL Token slots (spec/bank.md "Vectors"): ``token-flow`` creates a mint (6 decimals)
+    and two associated token accounts, mints, transfers, burns, and fails a transfer beyond a
+    balance (fee charged, logs recorded); ``token-transfers`` runs on the state it left (every
+    account full in the parent): two transfers and a failing one."""
+    alice, bob = (crypto.Keypair.deterministic("vectors/bank/svm-user", i) for i in range(2))
+    mint = crypto.Keypair.deterministic("vectors/bank/svm-mint", 0)
+    ata_a, ata_b = (spl.associated_token_address(o.pubkey, mint.pubkey) for o in (alice, bob))
+    sol = 10 * 10**9
+    system: list[dict[str, Any]] = [{"pubkey": _addr(u.pubkey), "lamports": sol, "owner": _addr(svm.SYSTEM_PROGRAM_ID), "data": "",
+               "executable": False, "rent_epoch": 0} for u in sorted((alice, bob), key=lambda u: u.pubkey)]
+    parent = {"slot": 4, "bank_hash": parent_hash.hex(), "accounts": system,
+              "blockhashes": [gh.hex(), recent.hex()],
+              "slot_hashes": [[s, h.hex()] for s, h in sorted(ancestors.items())]}
+    last = hashlib.sha256(b"vectors/bank/svm-last-entry").digest()
+    flow = [
+        spl.tx(alice, spl.create_mint(alice.pubkey, mint.pubkey, alice.pubkey), recent, [mint]),
+        spl.tx(alice, [spl.create_ata(alice.pubkey, alice.pubkey, mint.pubkey),
+                       spl.create_ata(alice.pubkey, bob.pubkey, mint.pubkey)], recent),
+        spl.tx(alice, [spl.mint_to(mint.pubkey, ata_a, alice.pubkey, 1_000_000)], recent),
+        spl.tx(alice, [spl.transfer(ata_a, ata_b, alice.pubkey, 250_000)], recent),
+        spl.tx(bob, [spl.transfer(ata_b, ata_a, bob.pubkey, 250_001)], recent),  # beyond bob's balance: fails
+        spl.tx(bob, [spl.burn(ata_b, mint.pubkey, bob.pubkey, 50_000)], recent),
+    ]
+    out: list[Case] = []
+    inp = {"parent": parent, "slot": 6, "leader": _addr(leader.pubkey), "txs": [t.hex() for t in flow],
+           "last_blockhash": last.hex()}
+    out.append(case_from_run(run, "svm-slot", "token-flow", js(inp),
+                             "SPL Token in one slot: create a mint and two ATAs, mint_to, transfer, a failing transfer "
+                             "(insufficient funds: fee charged, logs recorded), burn", "input.json"))
+    # the next slot on the state token-flow left: every account full in the parent
+    after = run("svm-slot", js(inp))
+    state: dict[str, dict[str, Any]] = {a["pubkey"]: a for a in system}
+    state.update({a["pubkey"]: a for a in after["written"]})
+    blockhash = hashlib.sha256(b"vectors/bank/svm-slot-6").digest()
+    parent2 = {"slot": 6, "bank_hash": after["bank_hash"],
+               "accounts": [a for _k, a in sorted(state.items(), key=lambda kv: crypto.decode_address(kv[0]))
+                            if a["lamports"] > 0],
+               "blockhashes": [gh.hex(), recent.hex(), last.hex()],
+               "slot_hashes": [[s, h.hex()] for s, h in sorted(ancestors.items())] + [[4, parent_hash.hex()]]}
+    transfers = [
+        spl.tx(alice, [spl.transfer(ata_a, ata_b, alice.pubkey, 123_456)], last),
+        spl.tx(bob, [spl.transfer(ata_b, ata_a, bob.pubkey, 1)], last),
+        spl.tx(alice, [spl.transfer(ata_a, ata_b, alice.pubkey, 10**12)], recent),  # beyond the balance: fails
+    ]
+    inp2 = {"parent": parent2, "slot": 7, "leader": _addr(leader.pubkey), "txs": [t.hex() for t in transfers],
+            "last_blockhash": blockhash.hex()}
+    out.append(case_from_run(run, "svm-slot", "token-transfers", js(inp2),
+                             "SPL Token transfers on a parent holding the mint and token accounts (full accounts): "
+                             "two transfers and one beyond the balance", "input.json"))
     return out

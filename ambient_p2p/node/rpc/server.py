@@ -203,6 +203,12 @@ class RpcExtension(ExtensionBase):
     def __init__(self, validator: Validator, cfg: RpcConfig, sockets: list[socket.socket],
                  control: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = None) -> None:
         self.v, self.cfg, self.sockets = validator, cfg, sockets
+        # the RPC is the one reader of the banks' token balances (transaction meta's
+        # pre/postTokenBalances, spec/rpc.md): the banks record them only where it is served;
+        # the root bank the node restarts from carries the choice and its children inherit it
+        validator.token_balances = True
+        for res in list(validator.banks.values()):
+            res.bank.token_balances = True
         self.index = TxIndex()
         self.node: NetNode | None = None
         self.limiter = RateLimiter(cfg.rate_limit_rps)

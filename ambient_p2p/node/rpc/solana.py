@@ -57,9 +57,6 @@ MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BATCH = 100
 #: Largest airdrop of the localnet faucet (10 SOL-equivalent), lamports.
 MAX_AIRDROP_LAMPORTS = 10 * 10**9
-#: getMinimumBalanceForRentExemption's floor: an account with 0 lamports does not exist (agave
-#: purges it after the transaction), even where the Rent sysvar asks for nothing.
-MIN_ACCOUNT_LAMPORTS = 1
 #: Largest account data (agave's MAX_PERMITTED_DATA_LENGTH, 10 MiB): Rent::minimum_balance
 #: panics above it, so getMinimumBalanceForRentExemption refuses a longer data_len.
 MAX_PERMITTED_DATA_LENGTH_BYTES = 10 * 1024 * 1024
@@ -73,11 +70,13 @@ BLOCK_CLEANED_UP, PREFLIGHT_FAILURE, SIGNATURE_VERIFICATION_FAILURE, BLOCK_NOT_A
 NODE_UNHEALTHY, SLOT_SKIPPED, TRANSACTION_HISTORY_NOT_AVAILABLE = -32005, -32007, -32011
 UNSUPPORTED_TRANSACTION_VERSION, MIN_CONTEXT_SLOT_NOT_REACHED = -32015, -32016
 
-#: Our bank's block-level rejects (core/bank.py BlockError.reason) as Solana TransactionError names.
-TX_ERRORS = {
+#: Our bank's block-level rejects (core/bank.py BlockError.reason) as Solana TransactionError JSON
+#: values (a unit variant by name; the rent check of the fee payer, account 0, with its field).
+TX_ERRORS: dict[str, Any] = {
     "blockhash-not-found": "BlockhashNotFound",
     "already-processed": "AlreadyProcessed",
     "insufficient-funds-for-fee": "InsufficientFundsForFee",
+    "insufficient-funds-for-rent": {"InsufficientFundsForRent": {"account_index": 0}},
     "bad-fee-payer": "InvalidAccountForFee",
     "bad-signature": "SignatureFailure",
     "unsupported-transaction": "UnsupportedVersion",
@@ -110,6 +109,7 @@ _SVM_IX_CUSTOM = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(Inst
 _SVM_IX_FIELDLESS = re.compile(r"svm-error: InstructionError\(\((\d+), Fieldless\((\w+)\)\)\)")
 _SVM_IX_TAGGED = re.compile(r"svm-error: InstructionError\(\((\d+), Tagged\(InstructionError(\w+)\(")
 _SVM_TX_FIELDLESS = re.compile(r"svm-error: Fieldless\.(\w+)")
+_SVM_TX_RENT = re.compile(r"svm-error: InsufficientFundsForRent \{ account_index: (\d+) \}")
 
 
 def instruction_error(reason: str) -> Any:
@@ -129,6 +129,9 @@ def instruction_error(reason: str) -> Any:
     m = _SVM_TX_FIELDLESS.match(reason)
     if m:
         return m[1]
+    m = _SVM_TX_RENT.match(reason)
+    if m:  # agave's rent-state check (spec/svm.md "Rent"): a transaction-level error with its field
+        return {"InsufficientFundsForRent": {"account_index": int(m[1])}}
     return {"InstructionError": [0, {"Custom": 1} if "insufficient" in reason else "GenericError"]}
 
 
@@ -142,6 +145,9 @@ def error_message(err: Any, logs: list[str] | tuple[str, ...]) -> str:
         said = [ln.split(" failed: ", 1)[1] for ln in logs if ln.startswith("Program ") and " failed: " in ln]
         why = said[-1] if said else (f"custom program error: {e['Custom']:#x}" if isinstance(e, dict) else str(e))
         return f"Error processing Instruction {i}: {why}"
+    if isinstance(err, dict) and "InsufficientFundsForRent" in err:  # agave's Display of it
+        return (f"Transaction results in an account ({err['InsufficientFundsForRent']['account_index']}) with "
+                "insufficient funds for rent")
     return str(err)
 
 
@@ -819,9 +825,9 @@ async def get_minimum_balance_for_rent_exemption(rpc: SolanaRpc, params: list[An
     if data_len > MAX_PERMITTED_DATA_LENGTH_BYTES:
         raise invalid_params(f"Invalid params: data_len must be at most {MAX_PERMITTED_DATA_LENGTH_BYTES}")
     # agave's Rent::minimum_balance of the Rent sysvar the bank gives the SVM (one source:
-    # core/svm.py), at least the lamport an account needs to exist: wallets fund a new mint or
-    # token account with this figure (solana-py's AsyncToken, web3.js's createMint)
-    return max(svm.rent_sysvar().minimum_balance(data_len), MIN_ACCOUNT_LAMPORTS)
+    # core/svm.py; spec/svm.md "Rent"): wallets fund a new mint or token account with this
+    # figure (solana-py's AsyncToken, web3.js's createMint)
+    return svm.rent_sysvar().minimum_balance(data_len)
 
 
 @dataclass

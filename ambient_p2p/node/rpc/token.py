@@ -13,7 +13,7 @@ Pure functions over bytes: no bank, no RPC.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ...core.crypto import decode_address, encode_address
 from ...core.svm import SPL_TOKEN_2022_PROGRAM_ID, SPL_TOKEN_PROGRAM_ID
@@ -80,28 +80,32 @@ def _split(data: bytes, base_len: int, account_type: int) -> tuple[bytes, bytes]
     return data[:base_len], data[type_at + 1:]
 
 
-def unpack_mint(data: bytes) -> Mint | None:
-    from solders.token.state import Mint
+#: The base states spl-token-2022's ``StateWithExtensions::unpack`` reads: solders class name ->
+#: (base length, account-type byte). One reader serves both (``_unpack_state``).
+_BASE_STATES = {"Mint": (MINT_BYTES, ACCOUNT_TYPE_MINT), "TokenAccount": (ACCOUNT_BYTES, ACCOUNT_TYPE_ACCOUNT)}
 
-    cut = _split(data, MINT_BYTES, ACCOUNT_TYPE_MINT)
+
+def _unpack_state(data: bytes, name: str) -> Any:
+    """The solders ``solders.token.state.<name>`` of ``data``'s base state, None where
+    ``StateWithExtensions::unpack`` refuses it (``_split``) or the base does not decode."""
+    from solders.token import state
+
+    base_len, account_type = _BASE_STATES[name]
+    cut = _split(data, base_len, account_type)
     if cut is None:
         return None
     try:
-        return Mint.from_bytes(cut[0])
+        return getattr(state, name).from_bytes(cut[0])
     except ValueError:
         return None
+
+
+def unpack_mint(data: bytes) -> Mint | None:
+    return cast("Mint | None", _unpack_state(data, "Mint"))
 
 
 def unpack_account(data: bytes) -> TokenAccount | None:
-    from solders.token.state import TokenAccount
-
-    cut = _split(data, ACCOUNT_BYTES, ACCOUNT_TYPE_ACCOUNT)
-    if cut is None:
-        return None
-    try:
-        return TokenAccount.from_bytes(cut[0])
-    except ValueError:
-        return None
+    return cast("TokenAccount | None", _unpack_state(data, "TokenAccount"))
 
 
 def token_account_mint(data: bytes) -> bytes | None:

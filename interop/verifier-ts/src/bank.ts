@@ -1,6 +1,8 @@
 // The minimal bank (spec/bank.md): fees, system transfers, the vote program, bank hash.
 import { type Handler, jsonInput, ok } from "./handler.js";
-import { type Json, arr, bytesEq, cmpBytes, concat, hex, int, obj, readU32le, readU64le, reject, Reject, sha256, str, u32le, u64le, unhex, utf8 } from "./util.js";
+import fs from "node:fs";
+import path from "node:path";
+import { type Json, arr, parseJson, bytesEq, cmpBytes, concat, hex, int, obj, readU32le, readU64le, reject, Reject, sha256, str, u32le, u64le, unhex, utf8 } from "./util.js";
 import { b58, unb58, verifyDomain } from "./crypto.js";
 import { decodeMessage, encodeMessage, typeByName, type Record as CborRecord } from "./codec.js";
 import { type Transaction, checkTransaction, isSigner, isWritable } from "./tx.js";
@@ -12,6 +14,15 @@ export const MAX_RECENT_BLOCKHASHES = 300;
 export const MAX_SLOT_HASHES = 512;
 export const SYSTEM_PROGRAM_ID = new Uint8Array(32);
 export const VOTE_PROGRAM_ID = unb58("Vote111111111111111111111111111111111111111");
+/** spec/svm.md "Rent": agave's mainnet Rent, 6,960 lamports per byte (3,480 per byte-year x 2 years) of data plus 128 bytes */
+export const RENT_LAMPORTS_PER_BYTE = 6960n;
+export const ACCOUNT_STORAGE_OVERHEAD_BYTES = 128n;
+export const rentExemptMinimum = (dataLen: bigint): bigint => (ACCOUNT_STORAGE_OVERHEAD_BYTES + dataLen) * RENT_LAMPORTS_PER_BYTE;
+export const RENT_EXEMPT_MINIMUM_NO_DATA = rentExemptMinimum(0n);
+/** agave's RentState transition rule for an account without data: it may end with 0 lamports or
+ * at least the minimum; below it (rent-paying) only if it was rent-paying before and was not credited. */
+export const rentTransitionAllowed = (pre: bigint, post: bigint): boolean =>
+  post === 0n || post >= RENT_EXEMPT_MINIMUM_NO_DATA || (pre > 0n && pre < RENT_EXEMPT_MINIMUM_NO_DATA && post <= pre);
 const ZERO32 = new Uint8Array(32);
 
 const H = (b: Uint8Array): string => hex(b);
@@ -70,6 +81,9 @@ export class Bank {
     const fee = LAMPORTS_PER_SIGNATURE * BigInt(tx.signatures.length);
     const payer = tx.keys[0];
     if (this.lamports(payer) < fee) reject("insufficient-funds-for-fee");
+    const left = this.lamports(payer) - fee;
+    // agave validate_fee_payer: a rent-exempt payer may not be left rent-paying (spec/svm.md "Rent")
+    if (left > 0n && left < RENT_EXEMPT_MINIMUM_NO_DATA && this.lamports(payer) >= RENT_EXEMPT_MINIMUM_NO_DATA) reject("insufficient-funds-for-rent");
     this.setLamports(payer, this.lamports(payer) - fee);
     this.fees += fee;
     this.signatureCount += BigInt(tx.signatures.length);
@@ -121,6 +135,8 @@ export class Bank {
   changedAccounts(): [Uint8Array, bigint][] {
     const out: [Uint8Array, bigint][] = [];
     for (const [k, v] of this.accounts) if (this.parentAccounts.get(k) !== v) out.push([K(k), v]);
+    // an account the SVM left with 0 lamports is gone (agave): written, with 0 lamports
+    for (const [k, v] of this.parentAccounts) if (!this.accounts.has(k) && v !== 0n) out.push([K(k), 0n]);
     return out;
   }
   accountsDeltaHash(): Uint8Array {
@@ -175,10 +191,18 @@ const systemProgram: Program = (bank, tx, accts, data) => {
   const amount = readU64le(data, 4);
   const a = tx.keys[from];
   const b = tx.keys[to];
+  const [preA, preB] = [bank.lamports(a), bank.lamports(b)];
   if (bank.lamports(a) < amount) ixError("insufficient-lamports", `${bank.lamports(a)} < ${amount}`);
   bank.setLamports(a, bank.lamports(a) - amount);
   if (bank.lamports(b) + amount >= 1n << 64n) ixError("overflow", "u64");
   bank.setLamports(b, bank.lamports(b) + amount);
+  // agave's rent check after the run (spec/svm.md "Rent"; per transaction there, the same for a
+  // single transfer): neither account may end rent-paying unless it was and was not credited
+  for (const [k, pre] of [[a, preA], [b, preB]] as [Uint8Array, bigint][]) {
+    if (!rentTransitionAllowed(pre, bank.lamports(k))) ixError("insufficient-funds-for-rent", b58(k));
+  }
+  // the system program runs in the SVM: an account left with 0 lamports is gone (spec/bank.md "Accounts")
+  for (const k of [a, b]) if (bank.lamports(k) === 0n) bank.accounts.delete(H(k));
 };
 
 export type Vote = { voter: Uint8Array; slot: bigint; bankHash: Uint8Array; root: bigint | null; timestampMs: bigint };
@@ -346,7 +370,109 @@ const accountHashH: Handler = (input) => {
   });
 };
 
+const SPL_TOKEN_PROGRAM_ID = unb58("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA");
+const COMPUTE_BUDGET_PROGRAM_ID = unb58("ComputeBudget111111111111111111111111111111");
+type FullAccount = { k: Uint8Array; lamports: bigint; owner: Uint8Array; data: Uint8Array; executable: boolean; rentEpoch: bigint };
+function fullAccount(a0: Json): FullAccount {
+  const a = obj(a0);
+  const lamports = int(a.lamports);
+  const rentEpoch = int(a.rent_epoch);
+  if (lamports < 0n || lamports >= 1n << 64n || rentEpoch < 0n || rentEpoch >= 1n << 64n) reject("malformed", "u64");
+  if (typeof a.executable !== "boolean") reject("malformed", "executable");
+  return { k: unb58(str(a.pubkey)), lamports, owner: unb58(str(a.owner)), data: unhex(str(a.data)), executable: a.executable === true, rentEpoch };
+}
+const fullHash = (a: FullAccount): Uint8Array => accountHash(a.k, a.lamports, a.owner, a.data, a.executable, a.rentEpoch);
+
+/** bank/svm-slot (spec/bank.md "Vectors"): this verifier has no SVM, so it cannot execute the
+ * SPL Token instructions. It checks everything that follows from the spec without one: every
+ * transaction's sanitizing, signatures, blockhash, status cache and fee (5,000 per signature; no
+ * compute-budget instruction in these vectors), the signature count; the written accounts the
+ * vector states (output.json) are only accounts a transaction could write (its writable keys, or
+ * the leader), include every fee payer, conserve lamports (they changed by exactly minus the
+ * burned half of the fees) and tokens (per mint, the token accounts' amounts over the whole
+ * post-state add up to the supply); from them it recomputes the decoded token view, the
+ * accounts-delta hash and the bank hash. Which transaction fails, its logs and compute units are
+ * taken as stated (projected out of the comparison). */
+const svmSlotH: Handler = (input, ctx) => {
+  const j = jsonInput(input);
+  const p = obj(j.parent);
+  const parent = new Map<string, FullAccount>();
+  for (const a of arr(p.accounts).map(fullAccount)) {
+    if (parent.has(H(a.k))) reject("malformed", "duplicate pubkey");
+    parent.set(H(a.k), a);
+  }
+  const leader = unb58(str(j.leader));
+  const blockhashes = arr(p.blockhashes).map((h) => unhex(str(h))).slice(-MAX_PROCESSING_AGE);
+  const claimed = obj(parseJson(fs.readFileSync(path.join(ctx.dir, "output.json"), "utf8")));
+  const claimedResults = arr(claimed.results);
+  const txs = arr(j.txs).map((t) => checkTransaction(unhex(str(t))));
+  if (claimedResults.length !== txs.length) reject("malformed", "one result per transaction");
+  const seen = new Set<string>();
+  const writable = new Set<string>([H(leader)]);
+  const payers = new Set<string>();
+  let fees = 0n;
+  let signatureCount = 0n;
+  const results: Json[] = txs.map((tx, i) => {
+    if (!blockhashes.some((h) => bytesEq(h, tx.recentBlockhash))) reject("blockhash-not-found");
+    if (seen.has(H(tx.signatures[0]))) reject("already-processed");
+    seen.add(H(tx.signatures[0]));
+    if (!isSigner(tx, 0) || !isWritable(tx, 0)) reject("bad-fee-payer");
+    if (tx.instructions.some((ix) => bytesEq(tx.keys[ix.programIndex], COMPUTE_BUDGET_PROGRAM_ID))) reject("malformed", "compute-budget instructions are not in these vectors");
+    tx.keys.forEach((k, n) => {
+      if (isWritable(tx, n)) writable.add(H(k));
+    });
+    payers.add(H(tx.keys[0]));
+    const fee = LAMPORTS_PER_SIGNATURE * BigInt(tx.signatures.length);
+    fees += fee;
+    signatureCount += BigInt(tx.signatures.length);
+    const c = obj(claimedResults[i]);
+    return { signature: hex(tx.signatures[0]), fee, error: c.error ?? null, compute_units: c.compute_units ?? null, logs: c.logs ?? null };
+  });
+  const written = arr(claimed.written).map(fullAccount);
+  const post = new Map(parent);
+  let delta = 0n;
+  for (const a of written) {
+    if (!writable.has(H(a.k))) reject("malformed", `${b58(a.k)} is written but no transaction could write it`);
+    delta += a.lamports - (parent.get(H(a.k))?.lamports ?? 0n);
+    post.set(H(a.k), a);
+  }
+  for (const f of payers) if (!written.some((a) => H(a.k) === f)) reject("malformed", "a fee payer is not written");
+  if (delta !== -((fees * FEE_BURN_PERCENT) / 100n)) reject("malformed", `lamports changed by ${delta}, not minus the burned fees`);
+  // tokens: per mint, the token accounts of the whole post-state add up to the supply
+  const supply = new Map<string, bigint>();
+  const held = new Map<string, bigint>();
+  for (const a of post.values()) {
+    if (!bytesEq(a.owner, SPL_TOKEN_PROGRAM_ID) || a.lamports === 0n) continue;
+    if (a.data.length === 82) supply.set(H(a.k), readU64le(a.data, 36));
+    else if (a.data.length === 165) held.set(H(a.data.subarray(0, 32)), (held.get(H(a.data.subarray(0, 32))) ?? 0n) + readU64le(a.data, 64));
+  }
+  for (const [m, s] of supply) if ((held.get(m) ?? 0n) !== s) reject("malformed", `token accounts of ${b58(K(m))} hold ${held.get(m) ?? 0n}, supply ${s}`);
+  const tokens = { mints: [] as Json[], accounts: [] as Json[] };
+  for (const a of written) {
+    if (!bytesEq(a.owner, SPL_TOKEN_PROGRAM_ID) || a.lamports === 0n) continue;
+    if (a.data.length === 82) tokens.mints.push({ pubkey: b58(a.k), supply: readU64le(a.data, 36), decimals: BigInt(a.data[44]) });
+    else if (a.data.length === 165)
+      tokens.accounts.push({ pubkey: b58(a.k), mint: b58(a.data.subarray(0, 32)), owner: b58(a.data.subarray(32, 64)), amount: readU64le(a.data, 64) });
+  }
+  const sorted = [...written].sort((x, y) => cmpBytes(x.k, y.k));
+  const deltaHash = sorted.length === 0 ? ZERO32 : sha256(...sorted.flatMap((a) => [a.k, fullHash(a)]));
+  const bankHash = sha256(unhex(str(p.bank_hash)), deltaHash, u64le(signatureCount), unhex(str(j.last_blockhash)));
+  return ok({
+    accounts_delta_hash: hex(deltaHash),
+    bank_hash: hex(bankHash),
+    results,
+    signature_count: signatureCount,
+    tokens,
+    written: sorted.map((a) => ({ data: hex(a.data), executable: a.executable, lamports: a.lamports, owner: b58(a.owner), pubkey: b58(a.k), rent_epoch: a.rentEpoch })),
+  });
+};
+const projectSvmResults = (out: Json): Json => {
+  const o = obj(out);
+  return { ...o, results: arr(o.results).map((r) => ({ signature: obj(r).signature, fee: obj(r).fee })) };
+};
+
 export const BANK_HANDLERS: { [key: string]: Handler } = {
+  "bank/svm-slot": Object.assign(svmSlotH, { project: projectSvmResults }),
   "bank/account-hash": accountHashH,
   "bank/genesis": genesis,
   "bank/slot": Object.assign(slotH, { project: projectResults }),
