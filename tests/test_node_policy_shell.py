@@ -26,6 +26,7 @@ from ambient_p2p.core.leader_policy import (
     gossip_batches,
     next_wake_ms,
     poh_origin_ns,
+    poh_start_needed,
 )
 from ambient_p2p.core.node_policy import LeaderStep, NodePolicy, touched_slots
 from ambient_p2p.core.repair import (
@@ -115,17 +116,17 @@ def test_intake_caps_dedupes_and_tracks_what_is_recorded() -> None:
     assert txs == [_tx(1), _tx(2)] and [v.raw for v in votes] == [b"vote\x01", b"vote\x02"]  # vote cap 2
     assert st_.dirty and st_.tx_room == 1
     st_.executed([_tx(2)], [votes[0]])
-    st_.recorded([_tx(1), votes[0].raw])
-    st_.batch_done()
-    assert not st_.dirty and st_.included == [_tx(1), b"vote\x01"] and st_.dropped == [_tx(2)]
+    st_.recorded([[_tx(1), votes[0].raw]], [True])
+    assert not st_.dirty and not st_.stopped and st_.included == [_tx(1), b"vote\x01"] and st_.dropped == [_tx(2)]
     txs, votes = st_.take([_tx(1), _tx(3), _tx(4)], [_vt(1), _vt(3)])  # 1 taken before; room 1; vote cap reached
     assert txs == [_tx(3)] and votes == [] and st_.tx_room == 0
     assert st_.take([], []) == ([], []) and st_.dirty  # taking nothing keeps the last take's state
-    st_.refused()
-    assert st_.stopped
-    assert st_.must_rebank([_tx(1), b"vote\x01"])  # a batch executed but not recorded
-    st_.batch_done()
-    assert not st_.must_rebank([_tx(1), b"vote\x01"]) and st_.must_rebank([_tx(1)])  # recorded differ
+    st_.recorded([[_tx(3)], [b"late"]], [True, False])  # the second batch refused: the last tick is out
+    assert st_.stopped and st_.dirty and st_.included == [_tx(1), b"vote\x01", _tx(3)]
+    rec = [_tx(1), b"vote\x01", _tx(3)]
+    assert st_.must_rebank(rec)  # a batch executed but not recorded
+    st_.dirty = False
+    assert not st_.must_rebank(rec) and st_.must_rebank(rec[:1])  # recorded differ from executed
     assert [v.raw for v in st_.votes_in([b"x", b"vote\x01"])] == [b"vote\x01"]
 
 
@@ -136,6 +137,9 @@ def test_gossip_batches_and_poh_origin() -> None:
     assert gossip_batches([], 2) == []
     assert poh_origin_ns(10**9, 1500.0, 1000.0) == 10**9 + 500 * 10**6  # 500 ms ahead on the slot clock
     assert poh_origin_ns(10**9, 900.0, 1000.0) == 10**9 - 100 * 10**6  # in the past: catch up
+    h = b"\x05" * 32
+    assert not poh_start_needed((3, h), 3, h)  # already running on that parent: adopted
+    assert poh_start_needed(None, 3, h) and poh_start_needed((2, h), 3, h) and poh_start_needed((3, b"x"), 3, h)
 
 
 # -- repair --------------------------------------------------------------------------------

@@ -44,9 +44,11 @@ What the leader takes into its slot on the PoH clock (:class:`SlotIntake`, one p
 |------------------------------------|----------------------------------------------------------------|
 | ``take(txs, votes)``               | transactions: the mempool's, at most ``tx_room`` (cap minus taken) and none taken before (``seen_txs``); votes: those not taken before, at most the vote cap minus taken; anything taken marks the intake ``dirty`` (executed, not yet recorded) |
 | ``executed(dropped, landed)``      | refused transactions kept as ``dropped``; landed votes by raw bytes |
-| ``recorded(batch)``                | the batch is in the slot (``included``, entry order)          |
-| ``refused()``                      | PoH refused a record (the last tick is out): intake stops (``stopped``) |
-| ``batch_done()``                   | every batch of the take was recorded: ``dirty`` clears          |
+| ``recorded(batches, accepted)``    | batches PoH recorded, in order, are in the slot (``included``); at the first refused one (the last tick is out) the intake stops (``stopped``), later batches are not in the slot and ``dirty`` stays; all recorded: ``dirty`` clears |
+
+Whether the working PoH is kept (:func:`poh_start_needed`): a slot to prepare or build whose
+PoH already runs on the same parent from the same hash is adopted; otherwise PoH (re)starts
+it (superseding any other working slot).
 
 ``Skip`` and ``Build`` end the slot for this leader (``NodePolicy.leader`` asks once per
 slot of its own, then answers ``Skip("decided")``; other leaders' slots: ``Skip("not-leader")``);
@@ -168,6 +170,12 @@ def next_wake_ms(now_ms: float, decision: Decision, next_slot_start_ms: float) -
     return next_slot_start_ms
 
 
+def poh_start_needed(working: tuple[int, bytes] | None, parent: int, start_hash: bytes) -> bool:
+    """PoH must (re)start a slot unless it already runs it on ``parent`` from ``start_hash``
+    (``working``: the running slot's parent and start hash, None when not running)."""
+    return working != (parent, start_hash)
+
+
 def poh_origin_ns(clock_ns: int, origin_ms: float, now_ms: float) -> int:
     """``origin_ns`` on the PoH clock (whose reading now is ``clock_ns``) of the slot-clock
     time ``origin_ms``, the wall clock reading ``now_ms`` now."""
@@ -222,13 +230,13 @@ class SlotIntake:
         self.dropped += dropped
         self.landed_votes.update((vt.raw, vt) for vt in landed)
 
-    def recorded(self, batch: Sequence[bytes]) -> None:
-        self.included += batch
-
-    def refused(self) -> None:
-        self.refusals += 1
-
-    def batch_done(self) -> None:
+    def recorded(self, batches: Sequence[Sequence[bytes]], accepted: Sequence[bool]) -> None:
+        """PoH's answers (``accepted``) to the take's ``batches``, in order."""
+        for batch, ok in zip(batches, accepted, strict=True):
+            if not ok:
+                self.refusals += 1
+                return  # the slot's last tick is out: the bank is rebuilt from the entries
+            self.included += batch
         self.dirty = False
 
     def must_rebank(self, recorded: Sequence[bytes]) -> bool:

@@ -119,12 +119,9 @@ async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: lp.S
                                                    bank, txs, votes)
             st.executed(drop, inc_votes)
             batches = entry_batches(inc)
-            for batch, entry in zip(batches, await poh.record_many(slot, batches), strict=True):
-                if entry is None:
-                    st.refused()
-                    return  # the slot's last tick is out: the bank is rebuilt from the entries
-                st.recorded(batch)
-            st.batch_done()
+            st.recorded(batches, [e is not None for e in await poh.record_many(slot, batches)])
+            if st.stopped:
+                return
         await trio.sleep(INTAKE_INTERVAL_S)
 
 
@@ -156,7 +153,7 @@ def prepare_on_clock(v: Validator, slot: int, parent: int) -> bool:
     if poh is None or not isinstance(v.producer, HonestProducer):
         return False
     start_hash = v.banks[parent].last_entry_hash
-    if poh.working(slot) == (parent, start_hash):
+    if not lp.poh_start_needed(poh.working(slot), parent, start_hash):
         return False
     plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
                         tick_ms=v.genesis.poh.target_tick_duration_us / 1000)
