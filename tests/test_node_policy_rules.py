@@ -438,6 +438,21 @@ def test_restart_credits_ledger_roots_as_they_freeze_and_never_rebuilds_own_slot
     assert p.may_build(4, 3)
 
 
+def test_restart_never_rebuilds_an_own_slot_it_left_partial() -> None:
+    """A slot this node led before the restart and stored only partly (it stopped while
+    building it) stays buildable by state (partial) but must never be built again: a second
+    version would be an equivocation. (The test above cannot tell: its own slots froze.)"""
+    p = _policy()
+    above = sl.StoredAbove(replay=[1], dead=[], partial=[2], parents={1: 0, 2: 1}, produced=[2])
+    for e in p.restart(0, _res(0), roots_above=[], above=above, rooted_count=0, base_parent=0, now_mono_ms=0):
+        if isinstance(e, sl.Replay):
+            p.replayed(e.slot, _res(e.slot), False, 0)
+    p.restarted(0)
+    assert p.slots.state(2) is sl.SlotState.PARTIAL and p.slots.is_frozen(1)
+    assert not p.may_build(2, 1)
+    assert p.may_build(3, 1)
+
+
 def test_tx_admission_check() -> None:
     from ambient_p2p.core.node_policy import MAX_TX_BYTES
     from ambient_p2p.devnet.users import user_keypairs

@@ -13,6 +13,16 @@ first root past the interval; the previous root is the policy's ``root_written``
 |                                |                                                        | ``last_purge_root := new``              |
 |                                | otherwise                                              | nothing                                 |
 
+Restart (:func:`restart_refusal`, :func:`initial_roots`; node/restore.py reads the ledger):
+
+| ledger                                               | the node restarts from                          |
+|------------------------------------------------------|-------------------------------------------------|
+| no root stored (an empty ledger)                     | genesis, after storing slot 0 as its root       |
+| the newest readable node snapshot, of this genesis   | that snapshot's root                            |
+| a newest node snapshot of another genesis            | nothing: refused, ``other-chain``               |
+| no node snapshot, history not pruned                 | genesis (every stored slot replays)             |
+| no node snapshot, history pruned                     | nothing: refused, ``pruned-without-snapshot``   |
+
 ``PurgeLedger(root, keep)`` asks the shell to delete every slot below ``root - keep``, never
 the newest node snapshot or above (ledger/cleanup.py ``purge_below``; agave's
 ``blockstore_cleanup_service``).
@@ -97,3 +107,16 @@ class Housekeeping:
             self.last_purge_root = new_root
             out.append(PurgeLedger(new_root, h.keep_slots))
         return out
+
+
+def initial_roots(max_root: int | None) -> list[int]:
+    """The roots an empty ledger (no root stored) gets before restarting: genesis."""
+    return [0] if max_root is None else []
+
+
+def restart_refusal(*, snapshot_genesis: bytes | None, genesis_hash: bytes, pruned: bool) -> str | None:
+    """Why the ledger cannot restart (the restart table), or None. ``snapshot_genesis``:
+    the genesis hash the newest readable node snapshot names (None: no snapshot)."""
+    if snapshot_genesis is None:
+        return "pruned-without-snapshot" if pruned else None
+    return None if snapshot_genesis == genesis_hash else "other-chain"

@@ -34,6 +34,8 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``prepare(now)``                | the next own slot and the parent it would be built on, when that   | (start its PoH early) |
 |                                 | parent is frozen: its PoH starts now (skipped slots hashed as they |                       |
 |                                 | pass, spec/poh.md "Preparing the next slot")                       |                       |
+| ``leader_step(now)``           | ``leader(now)``; unless it builds: ``prepare(now)`` and when to    | ``LeaderStep``        |
+|                                 | ask again (``leader_policy.next_wake_ms``)                         |                       |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
@@ -46,6 +48,12 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | the restart guard ``LostVotes`` (spec/tower.md); ``loaded``        |                       |
 | ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind");   | (slots to ask for,    |
 |                                 | the lowest orphan's ancestors are asked for in one request         | orphan or None)       |
+| ``fork_slots(slot, floor)``     | the frozen ancestry of ``slot`` above ``floor`` (the schedule      | (slots, ascending)    |
+|                                 | book's credited root), ascending: the fork a schedule beyond the   |                       |
+|                                 | root's reach is computed on (spec/node.md "Leader schedule on a    |                       |
+|                                 | fork"); ``landed_voters`` / ``work_events`` of each                |                       |
+| ``schedule_epochs()``           | the epochs whose schedules an insert may check shreds against:     | (range of epochs)     |
+|                                 | from the one before the root's to the one after the working tip's  |                       |
 """
 
 from __future__ import annotations
@@ -65,11 +73,13 @@ from .crypto import Keypair
 from .finality import Finality
 from .forkchoice import ForkChoiceError
 from .history import HistoryEffect, Housekeeping, LedgerHistory
-from .leader_policy import Decision, Skip, WaitForParent, leader_decision
+from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
+from .shred import OFFSET_SLOT
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
 from .vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
+from .work import WorkEvent
 
 #: How far ahead the leader looks for its next own slot to prepare (start its PoH on the
 #: parent it would build on): the gap between a node's leader windows is a few windows.
@@ -94,6 +104,15 @@ def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -
         return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
     s = sorted(samples)
     return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
+
+
+def touched_slots(packets: Sequence[bytes], rejected: Iterable[int], completed: Iterable[int]) -> list[int]:
+    """The slots an insert touched, ascending: those of the packets it did not reject
+    (``rejected``: their indices) and those it completed; the shell reads their metas for
+    the insert's facts (``slots.stored_event``)."""
+    bad = set(rejected)
+    return sorted({int.from_bytes(p[OFFSET_SLOT:OFFSET_SLOT + 8], "little") for i, p in enumerate(packets)
+                   if i not in bad and len(p) >= OFFSET_SLOT + 8} | set(completed))
 
 
 class FrozenResult(Protocol):
@@ -134,6 +153,16 @@ class CreditRoot:
 
 
 ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect | CreditRoot
+
+
+@dataclass(frozen=True)
+class LeaderStep:
+    """One turn of the leader loop: the decision for the current slot; unless it builds, the
+    slot (and parent) whose PoH may start now, and when to ask again (wall ms)."""
+
+    decision: Decision
+    prepare: tuple[int, int] | None
+    wake_ms: float
 
 
 @dataclass
@@ -481,6 +510,13 @@ class NodePolicy(Generic[R]):
             self.leader_decided = cur
         return d
 
+    def leader_step(self, now_ms: int) -> LeaderStep:
+        """``leader(now)``; unless it builds, ``prepare(now)`` and the wake time."""
+        d = self.leader(now_ms)
+        if isinstance(d, Build):
+            return LeaderStep(d, None, now_ms)
+        return LeaderStep(d, self.prepare(now_ms), next_wake_ms(now_ms, d, self.slot_start_ms(self.slot_at(now_ms) + 1)))
+
     def prepare(self, now_ms: int) -> tuple[int, int] | None:
         """(slot, parent): this node's next undecided own slot within
         ``LEADER_PREPARE_SCAN_SLOTS`` and the parent a build would use now, when that parent
@@ -560,6 +596,31 @@ class NodePolicy(Generic[R]):
             lost = LostVotes.of(self.slots.parent, (s for s in self.slots.frozen_slots() if s > self.root_written))
             self.cons.lost = lost if lost.slots else None
         return out
+
+    # -- the schedule's view of the fork -------------------------------------------------------
+    def fork_slots(self, slot: int, floor: int) -> list[int]:
+        """``slot`` and its ancestors above ``floor`` while frozen here (bank held), ascending."""
+        out: list[int] = []
+        s: int | None = slot
+        while s is not None and s > floor and s in self.banks:
+            out.append(s)
+            s = self.slots.parent(s)
+        out.reverse()
+        return out
+
+    def landed_voters(self, slot: int) -> list[bytes]:
+        res = self.banks.get(slot)
+        return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
+
+    def work_events(self, slot: int) -> list[WorkEvent]:
+        res = self.banks.get(slot)
+        return [] if res is None else list(res.bank.work_events)
+
+    def schedule_epochs(self) -> range:
+        """From the epoch before the root's to the one after the working tip's."""
+        e = epoch_of(self.cons.root, self.spe)
+        top = max(e, epoch_of(self.cons.processed_slot(), self.spe))
+        return range(max(0, e - 1), top + 2)
 
     # -- report -------------------------------------------------------------------------------
     def report(self, now_ms: int, now_mono_ms: int) -> dict[str, Any]:

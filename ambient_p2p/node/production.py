@@ -11,7 +11,6 @@ gossips the entries as PoH publishes them; after the last tick the slot is store
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,8 +19,6 @@ import trio
 from ..core import leader_policy as lp
 from ..core.codec import encode
 from ..core.poh import Entry
-from ..core.pools import tx_key
-from ..core.vote_program import VoteTx
 from ..ledger.producer import open_bank
 from ..net.messages import ShredBatch
 from .leader import (
@@ -83,12 +80,8 @@ class HonestProducer:
 
 async def publish(port: NetPort, variants: list[list[bytes]]) -> None:
     """Gossip each variant's shreds, ``SHREDS_PER_GOSSIP_MESSAGE`` a message, interleaved."""
-    n = SHREDS_PER_GOSSIP_MESSAGE
-    chunks = [[v[i:i + n] for i in range(0, len(v), n)] for v in variants]
-    for i in range(max(len(c) for c in chunks)):
-        for c in chunks:
-            if i < len(c):
-                await port.publish("shreds", encode(ShredBatch(shreds=tuple(c[i]))))
+    for batch in lp.gossip_batches(variants, SHREDS_PER_GOSSIP_MESSAGE):
+        await port.publish("shreds", encode(ShredBatch(shreds=tuple(batch))))
 
 
 async def produce(v: Validator, slot: int, parent: int) -> None:
@@ -114,44 +107,21 @@ async def produce(v: Validator, slot: int, parent: int) -> None:
         await v.decide()
 
 
-@dataclass
-class _InSlot:
-    """What the leader put in its working slot so far."""
-
-    included: list[bytes] = field(default_factory=list)  # recorded, in entry order
-    dropped: list[bytes] = field(default_factory=list)
-    landed_votes: dict[bytes, VoteTx] = field(default_factory=dict)  # executed votes that landed, by raw
-    seen_txs: set[bytes] = field(default_factory=set)
-    seen_votes: set[bytes] = field(default_factory=set)
-    n_txs: int = 0
-    n_votes: int = 0
-    dirty: bool = False  # the bank executed a batch that is not (yet) recorded
-    refused: int = 0
-
-
-async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: _InSlot, stop_at: float) -> None:
-    """Take what arrived, execute, record; until ``stop_at`` (trio time) or a refusal."""
+async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: lp.SlotIntake, stop_at: float) -> None:
+    """Take what arrived, execute, record (the intake rules: ``leader_policy.SlotIntake``);
+    until ``stop_at`` (trio time) or a refusal."""
     while trio.current_time() < stop_at:
-        txs = v.mempool.take(v.clock.mono_ms(), limit=MAX_TXS_PER_SLOT - st.n_txs, exclude=st.seen_txs)
-        votes = [vt for vt in v.vote_pool.take() if vt.raw not in st.seen_votes][: MAX_VOTES_PER_SLOT - st.n_votes]
+        txs, votes = st.take(v.mempool.take(v.clock.mono_ms(), limit=st.tx_room, exclude=st.seen_txs),
+                             v.vote_pool.take())
         if txs or votes:
-            st.seen_txs.update(tx_key(r) for r in txs)
-            st.seen_votes.update(vt.raw for vt in votes)
-            st.n_txs += len(txs)
-            st.n_votes += len(votes)
-            st.dirty = True
             verified = frozenset(r for r in txs if v.mempool.is_verified(r))  # checked at admission (node/tpu.py)
             inc, drop, inc_votes = await v._thread("build", partial(select_transactions, verified=verified),
                                                    bank, txs, votes)
-            st.dropped += drop
-            st.landed_votes.update((vt.raw, vt) for vt in inc_votes)
+            st.executed(drop, inc_votes)
             batches = entry_batches(inc)
-            for batch, entry in zip(batches, await poh.record_many(slot, batches), strict=True):
-                if entry is None:
-                    st.refused += 1
-                    return  # the slot's last tick is out: the bank is rebuilt from the entries
-                st.included += batch
-            st.dirty = False
+            st.recorded(batches, [e is not None for e in await poh.record_many(slot, batches)])
+            if st.stopped:
+                return
         await trio.sleep(INTAKE_INTERVAL_S)
 
 
@@ -183,12 +153,12 @@ def prepare_on_clock(v: Validator, slot: int, parent: int) -> bool:
     if poh is None or not isinstance(v.producer, HonestProducer):
         return False
     start_hash = v.banks[parent].last_entry_hash
-    if poh.working(slot) == (parent, start_hash):
+    if not lp.poh_start_needed(poh.working(slot), parent, start_hash):
         return False
     plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
                         tick_ms=v.genesis.poh.target_tick_duration_us / 1000)
     return poh.start_slot(slot, parent, start_hash,
-                          origin_ns=poh.clock_ns() + int((plan.origin_ms - v.clock.wall_ms()) * 1e6))
+                          origin_ns=lp.poh_origin_ns(poh.clock_ns(), plan.origin_ms, v.clock.wall_ms()))
 
 
 async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int) -> bool:
@@ -209,10 +179,10 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
         return t0 + (wall_ms - wall0) / 1000
 
     poh.start_slot(slot, parent, parent_res.last_entry_hash,
-                   origin_ns=poh.clock_ns() + int((plan.origin_ms - wall0) * 1e6))
+                   origin_ns=lp.poh_origin_ns(poh.clock_ns(), plan.origin_ms, wall0))
     bank = await v._thread("build", open_bank, g, parent_res.bank, slot, v.kp.pubkey)
     streamer = SlotStreamer(v.kp, g, parent, parent_res, slot)
-    st = _InSlot()
+    st = lp.SlotIntake(MAX_TXS_PER_SLOT, MAX_VOTES_PER_SLOT)
     with trio.move_on_at(at(plan.abandon_ms)):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_intake, v, poh, slot, bank, st, at(plan.intake_stop_ms))
@@ -224,10 +194,9 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
                     plan.abandon_ms - plan.end_ms, streamer.ticks, streamer.max_ticks)
         return False
     recorded = [tx for e in streamer.entries for tx in e.transactions]  # what the slot holds
-    if lp.must_rebank(st.dirty, recorded, st.included):
+    if st.must_rebank(recorded):
         bank = await v._thread("build", rebank, g, parent_res, slot, v.kp.pubkey, streamer.entries)
-    votes = [vt for raw in recorded if (vt := st.landed_votes.get(raw)) is not None]
-    built = await v._thread("build", streamer.finish, bank, recorded, st.dropped, votes)
+    built = await v._thread("build", streamer.finish, bank, recorded, st.dropped, st.votes_in(recorded))
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False  # the parent was dumped or pruned during the slot

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..core.repair import highest_index, slot_answer
 from ..net import reqresp
 from ..net.messages import MAX_SHREDS_PER_BATCH, NoncedShreds, ShredPush, ShredPushAck, SlotShredsRequest
 from ..net.reqresp import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, ShredStore
@@ -33,8 +34,8 @@ __all__ = ["MAX_PUSH_SHREDS", "MAX_SLOT_SHREDS", "PROTO_REPAIR_SLOT", "PROTO_SHR
 
 def slot_repair_handler(bs: Blockstore) -> reqresp.Handler:
     def handle(_peer: ID, req: SlotShredsRequest) -> NoncedShreds:
-        out = [p for i, p in bs.slot_shred_payloads(req.slot, data=True) if i >= req.first_index]
-        return NoncedShreds(nonce=req.nonce, shreds=tuple(out[:MAX_SLOT_SHREDS]))
+        out = slot_answer(bs.slot_shred_payloads(req.slot, data=True), req.first_index, MAX_SLOT_SHREDS)
+        return NoncedShreds(nonce=req.nonce, shreds=tuple(out))
 
     return handle
 
@@ -54,9 +55,8 @@ class BlockstoreShredStore(ShredStore):
 
     def highest(self, slot: int, min_index: int = 0) -> bytes | None:
         m = self.bs.slot_meta(slot)
-        if m is None or m.received == 0 or m.received - 1 < min_index:
-            return None
-        return self.bs.get_data_shred(slot, m.received - 1)
+        i = None if m is None else highest_index(m.received, min_index)
+        return None if i is None else self.bs.get_data_shred(slot, i)
 
     def parent_of(self, slot: int) -> int | None:
         m = self.bs.slot_meta(slot)

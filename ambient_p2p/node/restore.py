@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import slots as sl
+from ..core.history import restart_refusal
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
 from ..ledger.blockstore import Blockstore
@@ -63,19 +64,21 @@ class Restored:
 def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
     skipped: list[str] = []
     snap = load_latest_node_snapshot(bs, skipped)
+    refused = restart_refusal(snapshot_genesis=None if snap is None else snap.genesis_hash,
+                              genesis_hash=genesis.hash(), pruned=snap is None and bs.is_pruned())
+    if refused == "pruned-without-snapshot":
+        unreadable = f" (unreadable: {'; '.join(skipped)})" if skipped else ""
+        raise RestoreError(f"history pruned below slot {bs.lowest_slot()} and no node snapshot to restart "
+                           f"from{unreadable}")
+    if refused is not None and snap is not None:
+        raise RestoreError(f"the node snapshot at slot {snap.slot} belongs to another chain "
+                           f"(genesis {snap.genesis_hash.hex()[:16]}...)")
     if snap is None:
-        if bs.is_pruned():
-            unreadable = f" (unreadable: {'; '.join(skipped)})" if skipped else ""
-            raise RestoreError(f"history pruned below slot {bs.lowest_slot()} and no node snapshot to restart "
-                               f"from{unreadable}")
         root, parent = 0, 0
         result = SlotResult(genesis_bank(genesis), genesis.hash(), genesis.hash(), 0, 0, 0)
         book = ScheduleBook(genesis)
         rooted_count = 0
     else:
-        if snap.genesis_hash != genesis.hash():
-            raise RestoreError(f"the node snapshot at slot {snap.slot} belongs to another chain "
-                               f"(genesis {snap.genesis_hash.hex()[:16]}...)")
         root, parent = snap.slot, snap.bank.parent_slot
         result = snapshot_slot_result(snap)
         book = ScheduleBook.from_state(genesis, snap.schedule)

@@ -8,13 +8,13 @@ loop-stall monitor. They share the validator's machines under its ``ledger_lock`
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..core.codec import DecodeError, decode
-from ..core.leader_policy import Build, WaitForParent
+from ..core.leader_policy import Build
+from ..core.repair import AskOrphan, repair_round
 from ..ledger.cleanup import purge_below
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
@@ -30,12 +30,8 @@ INGEST_BATCH_MAX = 256
 #: Shred batches (a gossip burst, a repair round) waiting for insert + replay: ingest and
 #: repair ``await send`` into it, so they slow down when replay is busy (back-pressure).
 SHRED_QUEUE_LEN = 64
-#: While waiting for a parent in its own slot, the leader re-decides at least this often
-#: (readiness can change without a freeze, e.g. a pending vote ages out).
-LEADER_WAIT_RECHECK_S = 0.05
 REPAIR_INTERVAL_S = 0.3
 REPAIR_PARALLEL = 16
-REPAIR_MAX_REQUESTS_PER_ROUND = 64
 REPAIR_TIMEOUT_S = 3.0
 #: The stall monitor's period; lateness = how much later than this it woke.
 STALL_PROBE_S = 0.01
@@ -107,22 +103,19 @@ async def leader_service(v: Validator) -> None:
 
 
 async def _leader_loop(v: Validator) -> None:
-    """Sleeps until its slot boundary, a freeze, or (while waiting in its own slot) a short
-    recheck; asks the pure leader policy what to do. On the PoH clock a build lasts until
+    """Asks the pure leader policy what to do and when to ask again (``leader_step``);
+    sleeps until then or a freeze. On the PoH clock a build lasts until
     the end of its slot (at most ``leader_policy.PRODUCE_OVERRUN_SLOTS`` past it: then abandoned),
     so the next slot's decision comes after it, on the slot it produced."""
     while True:
         now = v.clock.wall_ms()
-        wake = v.slot_start_ms(v.slot_at(now) + 1)
-        d = v.leader(now)
-        if isinstance(d, Build):
-            await v.produce(d.slot, d.parent)
+        step = v.leader_step(now)
+        if isinstance(step.decision, Build):
+            await v.produce(step.decision.slot, step.decision.parent)
             continue
-        if isinstance(d, WaitForParent):
-            wake = min(wake, d.until_ms or math.inf, now + LEADER_WAIT_RECHECK_S * 1000)
-        if (prep := v.prepare(now)) is not None:
-            prepare_on_clock(v, *prep)
-        with trio.move_on_after(max(0.0, (wake - now) / 1000)):
+        if step.prepare is not None:
+            prepare_on_clock(v, *step.prepare)
+        with trio.move_on_after(max(0.0, (step.wake_ms - now) / 1000)):
             await v.frozen_event.wait()
 
 
@@ -141,9 +134,9 @@ async def _repair_one(v: Validator, peer: Any, proto: str, req: Any, limiter: tr
         out.extend(resp.shreds)
 
 
-def _first_missing(bs: Blockstore, slots: list[int]) -> list[tuple[int, int]]:
-    """Worker thread: per slot, the first data shred index we lack."""
-    return [(s, (m.consumed if (m := bs.slot_meta(s)) is not None else 0)) for s in slots]
+def _consumed(bs: Blockstore, slots: list[int]) -> dict[int, int | None]:
+    """Worker thread: per slot, its data shreds stored contiguously from 0 (None: no meta)."""
+    return {s: (m.consumed if (m := bs.slot_meta(s)) is not None else None) for s in slots}
 
 
 async def repair_service(v: Validator) -> None:
@@ -153,22 +146,18 @@ async def repair_service(v: Validator) -> None:
             await v.repair_now.wait()
         v.repair_now = trio.Event()
         peers = v.port.peers() if v.port is not None else []
-        if not peers:
+        wanted, orphan = repair_plan(v) if peers else ([], None)
+        consumed = await trio.to_thread.run_sync(_consumed, v.bs, wanted, limiter=v.limiters["disk"]) if wanted else {}
+        asks = repair_round(wanted, orphan, consumed, len(peers), v.rng)
+        if not asks:
             continue
-        wanted, orphan = repair_plan(v)
-        if not wanted:
-            continue
-        reqs: list[Any] = []
-        if orphan is not None:  # learn up to 16 ancestors at once (their highest shreds)
-            reqs.append((PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, orphan, 0, v.rng.getrandbits(32))))
-        firsts = await trio.to_thread.run_sync(_first_missing, v.bs, wanted, limiter=v.limiters["disk"])
-        reqs += [(PROTO_REPAIR_SLOT, SlotShredsRequest(s, first, v.rng.getrandbits(32))) for s, first in firsts]
-        v.stats.repair_requests += len(reqs)
+        v.stats.repair_requests += len(asks)
         got: list[bytes] = []
         async with trio.open_nursery() as nursery:
-            for i, (proto, req) in enumerate(reqs[:REPAIR_MAX_REQUESTS_PER_ROUND]):
-                peer = peers[(i + v.rng.randrange(len(peers))) % len(peers)]
-                nursery.start_soon(_repair_one, v, peer, proto, req, limiter, got)
+            for i, a in asks:
+                req = (PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, a.slot, 0, a.nonce)) if isinstance(a, AskOrphan) \
+                    else (PROTO_REPAIR_SLOT, SlotShredsRequest(a.slot, a.first_index, a.nonce))
+                nursery.start_soon(_repair_one, v, peers[i], *req, limiter, got)
         if got:
             await v.shreds_send.send((got, "repair"))
 

@@ -1,12 +1,13 @@
 """What the validator reports: the ``status`` fields, the LStake table, the one-line
-status, and the node's control commands (``chain``, ``slot_info``, ``submit_tx``)."""
+status, and the node's control commands (``chain``, ``slot_info``, ``submit_tx``). The
+values are read here from the validator's handles; their shape is core/node_report.py's."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..core import node_report as rep
 from ..core.crypto import encode_address
-from ..core.node_policy import percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from .validator import Validator
@@ -16,66 +17,42 @@ def status_fields(v: Validator) -> dict[str, Any]:
     """The policy's report (``NodePolicy.report``) with the shell's own figures."""
     now = v.clock.wall_ms()
     leader = v.book.leader(v.slot_at(now))
-    stall = list(v.loop_stall)
     chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
              "votes": v.voting.send.statistics()}
+    recent = None if v.poh is None else [(s.late_ticks, s.max_lag_ns) for s in v.poh.recent_stats()]
     return {
         **v.report(now, v.clock.mono_ms()),
         "leader": encode_address(leader) if leader else None, "lstake": v.lstake_table(),
-        "loop_stall_ms": {**percentiles(stall, (0.5, 0.99)), "max": round(max(stall), 1) if stall else None},
-        "channels": {k: {"used": c.current_buffer_used, "size": c.max_buffer_size,
-                         "waiting_send": c.tasks_waiting_send} for k, c in chans.items()},
+        "loop_stall_ms": rep.stall_summary(list(v.loop_stall)), "channels": rep.channel_rows(chans),
         "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
-        "poh": _poh(v),
+        "poh": rep.poh_summary(v.poh_clock, v.stats.produce_abandoned,
+                               None if v.poh is None else v.poh.late_reports, recent),
         **v.producer.status(),
     }
 
 
-def _poh(v: Validator) -> dict[str, Any]:
-    """The leader's PoH clock (node/production.py)."""
-    out: dict[str, Any] = {"clock": v.poh_clock, "abandoned": v.stats.produce_abandoned}
-    if v.poh is not None:
-        recent = v.poh.recent_stats()
-        out.update(late_reports=v.poh.late_reports, recent_slots=len(recent),
-                   recent_late_ticks=sum(s.late_ticks for s in recent),
-                   recent_max_lag_ms=round(max((s.max_lag_ns for s in recent), default=0) / 1e6, 1))
-    return out
-
-
 def lstake_table(v: Validator) -> dict[str, dict[str, int]]:
-    """Per identity: its vote weight now, and its credits from rooted slots (all epochs)."""
-    b = v.book
-    ids = set(v.cons.stakes) | set(b.leader_credits) | set(b.vote_credits)
-    return {encode_address(k): {"weight": v.cons.stakes.get(k, 0), "leader_slots": b.leader_credits[k],
-                                "vote_credits": b.vote_credits[k]} for k in sorted(ids)}
+    return rep.lstake_rows(v.cons.stakes, v.book.leader_credits, v.book.vote_credits)
 
 
 def status_line(v: Validator) -> str:
-    c = status_fields(v)
-    return (f"slot={c['slot']} processed={c['processed']} confirmed={c['confirmed']} "
-            f"finalized={c['finalized']} leader={(c['leader'] or '-')[:8]} produced={c['produced']} "
-            f"votes={c['votes_out']}")
+    return rep.status_line(status_fields(v))
 
 
 async def control(v: Validator, req: dict[str, Any]) -> dict[str, Any] | None:
-    cmd = req.get("cmd")
+    cmd, bs = req.get("cmd"), v.bs
     if cmd == "chain":
         lo = int(req.get("from", 0))
-        out = []
-        for r in v.bs.roots():
-            if r >= lo:
-                rec = v.bs.bank_hash(r)
-                out.append([r, rec.bank_hash.hex() if rec else None])
-        return {"ok": True, "roots": out, "finalized": v.finalized_slot(), "root": v.cons.finalized_slot()}
+        roots = ((r, rec.bank_hash if (rec := bs.bank_hash(r)) else None) for r in bs.roots(lo))
+        return rep.chain_answer(roots, lo, v.finalized_slot(), v.cons.finalized_slot())
     if cmd == "slot_info":
         slot = int(req["slot"])
-        rec = v.bs.bank_hash(slot)
-        proof = v.bs.duplicate_proof(slot)
-        return {"ok": True, "slot": slot, "bank_hash": rec.bank_hash.hex() if rec else None,
-                "last_blockhash": rec.last_blockhash.hex() if rec else None,
-                "parent": rec.parent_slot if rec else None, "rooted": v.bs.is_root(slot),
-                "dead": (d.reason if (d := v.bs.dead_slot(slot)) else None),
-                "duplicate_proof": proof.kind if proof else None}
+        rec, proof, dead = bs.bank_hash(slot), bs.duplicate_proof(slot), bs.dead_slot(slot)
+        return rep.slot_info_answer(slot, bank_hash=rec.bank_hash if rec else None,
+                                    last_blockhash=rec.last_blockhash if rec else None,
+                                    parent=rec.parent_slot if rec else None, rooted=bs.is_root(slot),
+                                    dead_reason=dead.reason if dead else None,
+                                    duplicate_proof=proof.kind if proof else None)
     if cmd == "submit_tx":
         raw = bytes.fromhex(req["tx_hex"])
         v.add_tx(raw)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import random
-import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +24,12 @@ from ..core import codec
 from ..core import slots as sl
 from ..core.consensus import Vote
 from ..core.crypto import Keypair
-from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
+from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot, initial_roots
+from ..core.leader_policy import slot_duration_ms
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect
-from ..core.shred import OFFSET_SLOT
+from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect, touched_slots
 from ..core.vote_program import VoteTx
-from ..core.work import WorkEvent
 from ..ledger.blockstore import Blockstore, InsertResult
 from ..ledger.meta import BankHashRecord
 from ..ledger.replay import SlotRejected, SlotResult, replay_slot
@@ -63,19 +61,12 @@ _T = TypeVar("_T")
 Stored = list[sl.ShredsStored | sl.Completed]
 
 
-def slot_duration_ms(genesis: Genesis) -> float:
-    return genesis.poh.ticks_per_slot * genesis.poh.target_tick_duration_us / 1000.0
-
-
 # -- worker-thread jobs: disk and CPU only, they touch no policy --------------------------------
 def _insert_job(bs: Blockstore, packets: list[bytes], leaders: Callable[[int], bytes | None],
                 verified: bool) -> tuple[InsertResult, Stored]:
     """Insert; the policy's facts: per touched slot, ``Completed`` or ``ShredsStored``."""
     res = bs.insert_shreds(packets, leaders, signatures_verified=verified)
-    bad = {i for i, _r in res.rejected}
-    touched = {struct.unpack_from("<Q", p, OFFSET_SLOT)[0] for i, p in enumerate(packets)
-               if i not in bad and len(p) >= OFFSET_SLOT + 8}
-    metas = (bs.slot_meta(s) for s in sorted(touched | set(res.completed_slots)))
+    metas = (bs.slot_meta(s) for s in touched_slots(packets, (i for i, _r in res.rejected), res.completed_slots))
     return res, [e for m in metas if m is not None and (e := sl.stored_event(stored_slot(m))) is not None]
 
 
@@ -96,8 +87,8 @@ def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
 def _restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
     """Start-up read: the restart base and the stored slots above it (an empty ledger
     gets its genesis root)."""
-    if bs.max_root() is None:
-        bs.set_roots([0])
+    if roots := initial_roots(bs.max_root()):
+        bs.set_roots(roots)
     return restore(bs, genesis, identity)
 
 
@@ -181,14 +172,8 @@ class Validator(NodePolicy[SlotResult]):
         """The unrooted frozen ancestry of ``slot`` (itself included), ascending: what the
         schedule book needs for schedules beyond the root's reach (spec/node.md "Leader
         schedule on a fork")."""
-        out: list[ForkSlot] = []
-        s: int | None = slot
-        while s is not None and s > self.book.credited_through and (res := self.banks.get(s)) is not None:
-            out.append(ForkSlot(s, res.bank.bank_hash or b"", [v for v, _ in res.bank.landed_votes],
-                                list(res.bank.work_events)))
-            s = self.slots.parent(s)
-        out.reverse()
-        return out
+        return [ForkSlot(s, self.banks[s].bank.bank_hash or b"", self.landed_voters(s), self.work_events(s))
+                for s in self.fork_slots(slot, self.book.credited_through)]
 
     def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
         """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
@@ -206,9 +191,8 @@ class Validator(NodePolicy[SlotResult]):
     def _leaders(self) -> Callable[[int], bytes | None]:
         """A frozen copy of the computable schedules, for worker threads (from the root's
         epoch to the one after the working fork's tip)."""
-        spe, e = self.book.spe, epoch_of(self.cons.root, self.book.spe)
-        top = max(e, epoch_of(self.cons.processed_slot(), spe))
-        table = {k: s for k in range(max(0, e - 1), top + 2) if (s := self.book.schedule(k)) is not None}
+        spe = self.book.spe
+        table = {k: s for k in self.schedule_epochs() if (s := self.book.schedule(k)) is not None}
         return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
 
     # -- NodeExtension ------------------------------------------------------------------------
@@ -267,7 +251,7 @@ class Validator(NodePolicy[SlotResult]):
                                       rooted_count=r.rooted_count, base_parent=r.parent,
                                       now_mono_ms=self.clock.mono_ms()))
             await self.replay_ready()
-            self.book.on_rooted(r.roots_above, self.root_written, self._landed_voters, self._work_events)
+            self.book.on_rooted(r.roots_above, self.root_written, self.landed_voters, self.work_events)
             self.perform(self.restarted(self.clock.mono_ms()))
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
@@ -353,7 +337,7 @@ class Validator(NodePolicy[SlotResult]):
 
     async def _on_root(self, eff: RootChain) -> None:
         await self._thread("disk", self.bs.set_roots, list(eff.chain))
-        self.book.on_rooted(list(eff.chain), eff.slot, self._landed_voters, self._work_events)
+        self.book.on_rooted(list(eff.chain), eff.slot, self.landed_voters, self.work_events)
         self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
         for e in self.rooted(eff.slot, eff.chain, self.clock.mono_ms()):
             if isinstance(e, TakeSnapshot):  # built here (it copies the bank and the book), written in a thread
@@ -373,14 +357,6 @@ class Validator(NodePolicy[SlotResult]):
                 self.perform([e])
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
-
-    def _landed_voters(self, slot: int) -> list[bytes]:
-        res = self.banks.get(slot)
-        return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
-
-    def _work_events(self, slot: int) -> list[WorkEvent]:
-        res = self.banks.get(slot)
-        return [] if res is None else list(res.bank.work_events)
 
     # -- production (node/production.py) ----------------------------------------------------
     async def produce(self, slot: int, parent: int) -> None:
