@@ -32,7 +32,8 @@ STAGES = [("0:11", 41), ("11:30", 42)]
 def test_a_route_served_query_is_verified_and_its_payment_and_lstake_split_among_the_stages(tmp_path: Path) -> None:
     with procs([(layers, seed, ()) for layers, seed in STAGES]) as ps:
         eps = [p.wait_ready() for p in ps]
-        route_args = [a for ep, (layers, _s) in zip(eps, STAGES, strict=True) for a in ("--route", f"{layers}@{ep.addrs[0]}")]
+        route_args = [a for ep, (layers, _s) in zip(eps, STAGES, strict=True)
+                      for a in ("--route", f"{layers}@{ep.addrs[0]}")]
         net, rec, final, draw, before, after = run_pool(tmp_path, ["--miner-price", "20", *route_args])
         try:
             q = final["query"]
