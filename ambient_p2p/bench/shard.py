@@ -6,7 +6,11 @@
   the same thread count, alternating prompt by prompt with the route in the same run
   (target >= 0.8); the per-token network
   cost (bytes and request/response round trips per token, and the extra wall time per
-  token over the whole model).
+  token over the whole model); CPU per token of each side (the whole model's process; the
+  route's driver plus every stage process, from ``/proc/PID/stat``) and the CPU the idle
+  stage processes burned while the whole model ran (busy-waiting threads would show there).
+  Both sides run with ``torch.set_num_threads(--threads)`` and the same environment (the
+  stage processes inherit this one's).
 * Detection table (in process, no network): each stage of a 0:10/10:20/20:30 route in turn
   perturbed by ``1 + 1e-3 N(0,1)`` relative weight noise; at every output position the blame
   rule (the first stage whose boundary is out of tolerance) against a validator's
@@ -69,7 +73,7 @@ def stage_processes(ranges: list[str], threads: int) -> Iterator[list[dict[str, 
             t.join(STAGE_START_TIMEOUT_S)
             if not line or not line[0]:
                 raise RuntimeError("a stage process did not start")
-            infos.append(json.loads(line[0]))
+            infos.append(json.loads(line[0]) | {"pid": p.pid})
         yield infos
     finally:
         for p in procs:
@@ -77,6 +81,17 @@ def stage_processes(ranges: list[str], threads: int) -> Iterator[list[dict[str, 
                 p.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(30)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``; 0.0 where
+    there is no procfs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], tokens: int,
@@ -101,20 +116,30 @@ def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], t
         async with open_host(Keypair.deterministic("bench-driver", 0), HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))) as h:
             d = RouteDriver(h, eps, total_layers=30, model_id=lm.model_id)
             await d.generate(b"\x00" * 32, prompts[0], 2)  # warm-up: dial, first allocations
-            whole_s = route_s = 0.0
+            whole_s = route_s = whole_cpu = route_cpu = idle_cpu = 0.0
+            pids = [int(i["pid"]) for i in infos if "pid" in i]
             n = sent = recv = rts = 0
             same = True
             ratios = []
             q = 0
             for _r in range(rounds):
                 for pr in prompts:
+                    s0, c0 = sum(_cpu_s(p) for p in pids), time.process_time()
                     t0 = time.perf_counter()
                     ref = runner.generate(lm, pr, tokens)
                     tw = time.perf_counter() - t0
+                    s1, c1 = sum(_cpu_s(p) for p in pids), time.process_time()
                     q += 1
                     t0 = time.perf_counter()
                     ans = await d.generate(q.to_bytes(32, "big"), pr, tokens)
                     tr = time.perf_counter() - t0
+                    s2, c2 = sum(_cpu_s(p) for p in pids), time.process_time()
+                    # CPU: the whole model's process; the route's driver and every stage process.
+                    # The stages' CPU while the whole model runs is what idle stage processes burn
+                    # (spin-waiting threads would show here)
+                    whole_cpu += c1 - c0
+                    route_cpu += (c2 - c1) + (s2 - s1)
+                    idle_cpu += s1 - s0
                     same = same and ans.output == ref.output
                     whole_s += tw
                     route_s += tr
@@ -123,7 +148,8 @@ def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], t
                     recv += ans.bytes_received
                     rts += ans.round_trips
                     ratios.append(tw / tr)
-            out.update(whole_s=whole_s, route_s=route_s, tokens=n, bytes_sent=sent, bytes_received=recv,
+            out.update(whole_s=whole_s, route_s=route_s, whole_cpu_s=whole_cpu, route_cpu_s=route_cpu,
+                       idle_stage_cpu_s=idle_cpu, tokens=n, bytes_sent=sent, bytes_received=recv,
                        round_trips=rts, same=same, median_ratio=statistics.median(ratios),
                        ratios=[round(r, 3) for r in ratios])
 
@@ -273,12 +299,19 @@ def cmd_shard_bench(a: Any) -> int:
                "median_pair_ratio": round(r["median_ratio"], 3), "pair_ratios": r["ratios"], "same_tokens": r["same"],
                "bytes_per_token": round((r["bytes_sent"] + r["bytes_received"]) / n),
                "round_trips_per_token": round(r["round_trips"] / n, 2),
-               "extra_ms_per_token": round((r["route_s"] - r["whole_s"]) / n * 1000, 2)}
+               "extra_ms_per_token": round((r["route_s"] - r["whole_s"]) / n * 1000, 2),
+               "whole_cpu_ms_per_token": round(r["whole_cpu_s"] / n * 1000, 2),
+               "route_cpu_ms_per_token": round(r["route_cpu_s"] / n * 1000, 2),
+               "cpu_ratio": round(r["whole_cpu_s"] / max(1e-9, r["route_cpu_s"]), 3),
+               "idle_stage_cpu_s": round(r["idle_stage_cpu_s"], 2),
+               "load_average": [round(x, 2) for x in os.getloadavg()]}
         result["routes"][name] = row
         print(f"{name:8s} route {row['route_tokens_per_s']:6.2f} tok/s  whole {row['whole_tokens_per_s']:6.2f} tok/s  "
               f"ratio {row['ratio']:.3f} (median pair {row['median_pair_ratio']:.3f})  same tokens {row['same_tokens']}  "
               f"{row['bytes_per_token']} B/token  {row['round_trips_per_token']} round trips/token  "
-              f"+{row['extra_ms_per_token']} ms/token", flush=True)
+              f"+{row['extra_ms_per_token']} ms/token  CPU/token route {row['route_cpu_ms_per_token']} ms vs whole "
+              f"{row['whole_cpu_ms_per_token']} ms (ratio {row['cpu_ratio']:.3f}; idle stages burned "
+              f"{row['idle_stage_cpu_s']} s)  load {row['load_average'][0]}", flush=True)
     if a.stream_frames:
         result["transport"] = tc = _stream_cost(a.stream_frames, lm.model.config.hidden_size)
         print(f"transport (one 4 x {lm.model.config.hidden_size} B frame, loopback, in process): new stream per frame "

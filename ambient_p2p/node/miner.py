@@ -230,6 +230,11 @@ class MinerService:
             job = self.jobs.get(act.query)
             if job is not None:
                 await self.send(atx.post_result_transaction(self.kp, act.query, job.result, bh))
+                if job.route:
+                    # right behind the result (arrival order holds through the mempool and
+                    # gossip), not a slot later: a settle must find the route account, or it
+                    # pays the answer as unsharded (spec/shard.md "Settlement")
+                    await self._post_route(act.query, job, bank)
 
     async def send(self, raw: bytes) -> None:
         self.txs_sent += 1
@@ -314,18 +319,23 @@ class MinerService:
 
     async def post_routes(self, bank: Bank, queries: dict[bytes, au.QueryAccount], slot: int) -> None:
         """A sharded answer whose result landed: post its route (spec/shard.md "Payment")
-        until the route account exists or the query moved on."""
-        from ..core.shard import route_address
-
+        until the route account exists or the query moved on (the first send goes right
+        behind ``post_result``)."""
         for qid, job in self.jobs.items():
             q = queries.get(qid)
             if not job.route or q is None or q.status != au.QueryStatus.RESULT_POSTED:
                 continue
-            if route_address(qid) in bank.auction_accounts:
-                continue
             if job.route_sent is None or slot - job.route_sent >= mp.RESEND_SLOTS:
-                job.route_sent = slot
-                await self.send(atx.post_route_transaction(self.kp, qid, job.route, bank.last_blockhash))
+                await self._post_route(qid, job, bank)
+
+    async def _post_route(self, qid: bytes, job: _Job, bank: Bank) -> None:
+        """Send ``post_route`` for a sharded answer unless its route account exists."""
+        from ..core.shard import route_address
+
+        if route_address(qid) in bank.auction_accounts:
+            return
+        job.route_sent = self.slot()
+        await self.send(atx.post_route_transaction(self.kp, qid, job.route, bank.last_blockhash))
 
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
