@@ -208,9 +208,10 @@ def test_fork_slots_and_schedule_epochs() -> None:
     assert p.fork_slots(4, 1) == [2, 4]  # above the credited floor only
     assert p.fork_slots(4, 4) == [] and p.fork_slots(8, 0) == []  # no bank: no fork
     assert p.landed_voters(4) == [v] and p.work_events(4) == [4] and p.landed_voters(8) == []
-    assert p.schedule_epochs() == range(0, 2)  # root 0, tip epoch 0: epochs 0 and 1
+    assert p.schedule_epochs() == [0, 1]  # root 0, tip epoch 0: epochs 0 and 1
+    assert p.schedule_epochs(5) == [0, 1, 5, 6]  # and the clock's epoch and the next
     p.cons.root, top = 70, p.cons.processed_slot()  # root in epoch 2 (32-slot epochs)
-    assert top < 70 and p.schedule_epochs() == range(1, 4)
+    assert top < 70 and p.schedule_epochs() == [1, 2, 3]
 
 
 # -- status shapes ----------------------------------------------------------------------------

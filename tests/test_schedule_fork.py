@@ -7,7 +7,8 @@ a finality stall of about two epochs stopped production for good. These tests pi
 * it is exactly the schedule the root gives once the same blocks are rooted (the rule is
   "rooting, applied to the fork"), for random skip patterns and landed votes;
 * two forks that differ below the basis boundary get their own schedules;
-* the working fork answers only epochs whose basis boundary it has passed.
+* the working fork answers only epochs whose basis boundary it has reached (beyond it:
+  tests/test_newcomer_schedule.py).
 """
 
 from __future__ import annotations
@@ -60,13 +61,18 @@ def test_a_fork_has_leaders_far_beyond_root_plus_two_epochs() -> None:
     assert book.vote_weights(6) is not None
 
 
-def test_the_working_fork_answers_only_epochs_whose_boundary_it_passed() -> None:
+def test_the_working_fork_answers_only_epochs_whose_boundary_it_reached() -> None:
+    """(Beyond it only while nothing unreplayed is known there: tests/test_newcomer_schedule.py;
+    this book is not told, as in the ledger tools.)"""
     book = ScheduleBook(GENESIS)
-    fork = _fork(book, list(range(1, 3 * SPE)), {})  # tip 47: epoch 2's end (boundary of epoch 4) not reached
+    fork = _fork(book, list(range(1, 3 * SPE - 1)), {})  # tip 46: epoch 2's end (boundary of epoch 4) not reached
     book.working_fork = lambda: fork
     assert book.schedule(3) is not None  # basis end of epoch 1 (slot 31) < tip
-    assert book.schedule(4) is None  # basis end of epoch 2 (slot 47) == tip: the fork may still grow below it
+    assert book.schedule(4) is None  # basis end of epoch 2 (slot 47) > tip: the fork may still grow below it
     assert book.leader(4 * SPE, fork) is not None  # a block extending the fork past it settles it
+    full = _fork(book, list(range(1, 3 * SPE)), {})  # tip 47 == the boundary: nothing can come below it
+    book.working_fork = lambda: full
+    assert book.schedule(4) == [book.leader(s, full) for s in range(4 * SPE, 5 * SPE)]
 
 
 def test_rooted_epoch_gap_uses_the_rooted_chain() -> None:

@@ -616,11 +616,16 @@ class NodePolicy(Generic[R]):
         res = self.banks.get(slot)
         return [] if res is None else list(res.bank.work_events)
 
-    def schedule_epochs(self) -> range:
-        """From the epoch before the root's to the one after the working tip's."""
+    def schedule_epochs(self, clock_epoch: int | None = None) -> list[int]:
+        """From the epoch before the root's to the one after the working tip's, plus the
+        clock's epoch and the next (after an epoch without blocks the working fork answers
+        it, spec/node.md "Leader schedule on a fork"), ascending."""
         e = epoch_of(self.cons.root, self.spe)
         top = max(e, epoch_of(self.cons.processed_slot(), self.spe))
-        return range(max(0, e - 1), top + 2)
+        epochs = set(range(max(0, e - 1), top + 2))
+        if clock_epoch is not None:
+            epochs |= {clock_epoch, clock_epoch + 1}
+        return sorted(epochs)
 
     # -- report -------------------------------------------------------------------------------
     def report(self, now_ms: int, now_mono_ms: int) -> dict[str, Any]:

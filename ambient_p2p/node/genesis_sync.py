@@ -160,7 +160,8 @@ class JoinStatus(ExtensionBase):
     """The join's progress after the node started (a ``NodeExtension``): ``status()["join"]``
     holds the genesis, the snapshot the node started from, and the phase, ``repair`` (with
     the slots left) until the validator is within
-    ``CAUGHT_UP_MAX_LAG_SLOTS`` of the cluster's tip (the highest slot it holds shreds of),
+    ``CAUGHT_UP_MAX_LAG_SLOTS`` of the cluster's tip (the highest slot it holds shreds of
+    or a peer voted for),
     then ``caught-up`` (with the lag). Until the first catch-up a line is printed when the
     phase changes and every ``interval_s`` while repairing (spec/join.md "Progress")."""
 
@@ -184,9 +185,12 @@ class JoinStatus(ExtensionBase):
         if not getattr(v, "loaded", False):
             return JoinProgress(self.phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id)
         # the cluster's tip as this node sees it: the highest slot it holds shreds of (what
-        # turbine and repair delivered), not the wall clock, which a loaded cluster lags too
+        # turbine and repair delivered) or a peer voted for (right after a snapshot install
+        # the node stores nothing newer: the shreds of the tip's epoch are not verifiable
+        # yet, and it printed "caught-up slot 65 lag 0" 200 slots behind), not the wall
+        # clock, which a loaded cluster lags too
         local = v.cons.processed_slot()
-        cluster = max(local, v.bs.highest_slot() or 0)
+        cluster = max(local, v.bs.highest_slot() or 0, max(v.dups.pending, default=0))
         lag = max(0, cluster - local)
         phase = "caught-up" if lag <= CAUGHT_UP_MAX_LAG_SLOTS else "repair"
         return JoinProgress(phase, genesis_hash=self.genesis_hash, chain_id=self.chain_id, local_slot=local,

@@ -47,6 +47,12 @@ DEFAULT_MODEL_THREADS = 1
 #: Calibration: tokens generated from a short prompt to measure ms per token at start-up.
 CALIBRATION_PROMPT = "Count from one to ten."
 CALIBRATION_TOKENS = 8
+#: A miner that declines queries as too slow for them ("cannot-finish-in-time") and has no
+#: job measures its speed again after this long: the speed only changes by serving, so one
+#: calibration taken under a passing load (a newcomer's start-up calibrates while it repairs
+#: and replays its way to the tip: 871 ms a token observed, 30 times the idle figure) would
+#: otherwise keep it from ever bidding.
+RECALIBRATE_S = 60.0
 #: Recent served queries listed in ``status``.
 STATUS_RECENT = 8
 PROOF_DIR = "pol-proofs"
@@ -102,6 +108,13 @@ def _load_and_calibrate(opts: MinerOptions) -> tuple[LoadedModel, mp.Speed]:
 
     torch.set_num_threads(opts.threads)
     lm = runner.load_model(opts.model)
+    return lm, _calibrate(lm)
+
+
+def _calibrate(lm: LoadedModel) -> mp.Speed:
+    """Worker thread: measure prefill and decode speed on the loaded model."""
+    from ..model import runner
+
     prompt = lm.encode_prompt(CALIBRATION_PROMPT)
     runner.generate(lm, prompt, 2, stop_at_eos=False)  # warm-up (allocations, kernels)
     t0 = time.perf_counter()
@@ -109,7 +122,7 @@ def _load_and_calibrate(opts: MinerOptions) -> tuple[LoadedModel, mp.Speed]:
     prefill_ms = (time.perf_counter() - t0) * 1000
     gen = runner.generate(lm, prompt, CALIBRATION_TOKENS, stop_at_eos=False)
     per_token = max(0.0, gen.total_s * 1000 - prefill_ms) / max(1, len(gen.output) - 1)
-    return lm, mp.Speed(ms_per_prompt_token=prefill_ms / len(prompt), ms_per_output_token=per_token)
+    return mp.Speed(ms_per_prompt_token=prefill_ms / len(prompt), ms_per_output_token=per_token)
 
 
 def _prove(lm: LoadedModel, kp: Any, prompt: list[int], q: au.QueryAccount, proof_path: Path) -> _Job:
@@ -149,6 +162,9 @@ class MinerService:
         self.txs_sent = 0
         self.worker = trio.CapacityLimiter(1)
         self.wake = trio.Event()
+        self.calibrated_at = 0.0  # trio time of the last speed measurement
+        self.recalibrations = 0
+        self._too_slow_seen = 0  # the policy's "cannot-finish-in-time" count at the last measurement
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -160,6 +176,7 @@ class MinerService:
             self.state = f"model-failed: {exc}"
             return
         self.lm = lm
+        self.calibrated_at = trio.current_time()
         cfg = mp.MinerConfig(model_id=lm.model_id, price_per_token=self.opts.price_per_token,
                              slot_ms=self.v.slot_ms)
         self.book = mp.MinerBook(cfg, self.kp.pubkey, speed, self.rng)
@@ -210,6 +227,24 @@ class MinerService:
         for act in book.tick(slot, listed, mine, bank.balance(me)):
             await self.perform(act, bank, queries, bids, nursery)
         await self.post_routes(bank, queries, slot)
+        self._maybe_recalibrate(nursery)
+
+    def _maybe_recalibrate(self, nursery: trio.Nursery) -> None:
+        """Measure the speed again (``RECALIBRATE_S``) when it declined queries as too slow
+        since the last measurement and holds no bid or job (the worker is free)."""
+        book, too_slow = self.book, (self.book.refused.get("cannot-finish-in-time", 0) if self.book else 0)
+        if (book is None or self.lm is None or too_slow <= self._too_slow_seen or book.memos
+                or trio.current_time() - self.calibrated_at < RECALIBRATE_S):
+            return
+        self._too_slow_seen, self.calibrated_at = too_slow, trio.current_time()
+        nursery.start_soon(self._recalibrate, self.lm)
+
+    async def _recalibrate(self, lm: LoadedModel) -> None:
+        speed = await trio.to_thread.run_sync(_calibrate, lm, limiter=self.worker)
+        if self.book is not None:
+            self.book.speed = speed
+            self.recalibrations += 1
+        self.calibrated_at = trio.current_time()
 
     async def perform(self, act: mp.Action, bank: Bank, queries: dict[bytes, au.QueryAccount],
                       bids: dict[bytes, dict[bytes, au.BidAccount]], nursery: trio.Nursery) -> None:
@@ -352,7 +387,8 @@ class MinerService:
             out |= {"model_id": b.cfg.model_id.hex(), "ms_per_output_token": round(b.speed.ms_per_output_token, 1),
                     "ms_per_prompt_token": round(b.speed.ms_per_prompt_token, 2), "auctions_entered": b.entered,
                     "auctions_won": b.won, "queries_served": b.served, "auctions_lost": b.lost,
-                    "expired": b.expired, "in_flight": len(b.memos), "not_bid": dict(b.refused)}
+                    "expired": b.expired, "in_flight": len(b.memos), "not_bid": dict(b.refused),
+                    "recalibrations": self.recalibrations}
         return out
 
     def status_line(self) -> str:

@@ -21,7 +21,12 @@ fork). A long finality stall therefore never stops production or replay. The for
 one a block extends (``leader(slot, fork)``: replay passes the parent's ancestry) or, where
 no block is at hand (shred checks, the leader decision), the node's working fork
 (``working_fork``: the ancestry of its heaviest frozen bank), usable for epochs whose
-boundary that fork has passed (agave's working bank knows its epoch and the next).
+boundary that fork has reached (agave's working bank knows its epoch and the next), and for
+later epochs only while this node knows of no slot between the fork's tip and the epoch's
+boundary that it has not replayed (``unreplayed_above``): then the next block, wherever it
+comes, extends the fork as it stands, which is what a cluster whose whole epoch passed
+without a block must assume to resume, and a node that has heard of the slots it missed
+(a cut-off node after the heal) does not guess (spec/node.md "Leader schedule on a fork").
 
 No I/O, no clock: the validator calls :meth:`on_rooted` and :meth:`leader`.
 """
@@ -94,6 +99,11 @@ class ScheduleBook:
         #: the node's working fork (the validator sets it: the heaviest frozen bank's
         #: unrooted ancestry); None: none known, only the rooted schedule answers
         self.working_fork: Callable[[], Fork] | None = None
+        #: the lowest slot above the given one that this node holds or has heard of (stored
+        #: shreds, a parent a stored child names, a peer's vote) but has not replayed, dead
+        #: slots excepted; None: none. Unset: the node cannot tell, so the working fork never
+        #: answers beyond the boundary it has reached (the validator sets it)
+        self.unreplayed_above: Callable[[int], int | None] | None = None
         self._fork_cache: OrderedDict[tuple[int, int, bytes | None], _Basis] = OrderedDict()
 
     def available(self, epoch: int) -> bool:
@@ -136,10 +146,8 @@ class ScheduleBook:
         (the block extends it), default the working fork."""
         if slot <= 0:
             return None
-        # only a given fork is extended by the block asked about: extrapolating the working
-        # fork too (a fix tried for a whole epoch without blocks) let a node that was cut off
-        # lead on its stale tip and stalled every root in the in-process cut-and-heal test
-        # (tests/test_newcomer_schedule.py keeps the blockless-epoch case as a known gap)
+        # a given fork is extended by the block asked about; the working fork only as
+        # _fork_basis allows (nothing unreplayed known between its tip and the boundary)
         s = self.schedule(epoch_of(slot, self.spe), fork, extends=fork is not None)
         return None if s is None else s[slot % self.spe]
 
@@ -150,13 +158,15 @@ class ScheduleBook:
     def _fork_basis(self, epoch: int, fork: Fork | None, extends: bool) -> _Basis | None:
         """Schedule and vote weights of ``epoch`` on ``fork`` (spec/node.md "Leader
         schedule on a fork")."""
+        working = fork is None
         if fork is None:
             if self.working_fork is None:
                 return None
             fork = self.working_fork()
         boundary = self._boundary(epoch)
-        if not extends and (not fork or fork[-1].slot <= boundary):
-            return None  # the fork may still grow below the boundary
+        tip = fork[-1].slot if fork else self.credited_through  # empty: the root is the tip
+        if not extends and tip < boundary and not (working and self._nothing_unreplayed(tip, boundary)):
+            return None  # the fork may still grow below the boundary, or already did elsewhere
         below = [f for f in fork if self.credited_through < f.slot <= boundary]
         key = (epoch, self.credited_through, below[-1].block_id if below else None)
         hit = self._fork_cache.get(key)
@@ -174,6 +184,17 @@ class ScheduleBook:
         while len(self._fork_cache) > MAX_CACHED_FORK_BASES:
             self._fork_cache.popitem(last=False)
         return basis
+
+    def _nothing_unreplayed(self, tip: int, boundary: int) -> bool:
+        """True when this node knows of no unreplayed slot in ``(tip, boundary]``: the next
+        block extends the working fork as it stands, whatever its slot. A slot known there
+        (a cut-off node hearing of the blocks it missed, a block still being repaired or
+        replayed) means the fork's basis is not known yet; slots above the boundary (the
+        block that resumes a stalled cluster, votes for it) change nothing below it."""
+        if self.unreplayed_above is None:
+            return False
+        nxt = self.unreplayed_above(tip)
+        return nxt is None or nxt > boundary
 
     @staticmethod
     def _credit(ledger: LStakeLedger, epoch: int, leader: bytes | None, voters: Sequence[bytes],

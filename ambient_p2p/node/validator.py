@@ -12,6 +12,7 @@ services (node/services.py) that share it.
 from __future__ import annotations
 
 import collections
+import itertools
 import random
 import sys
 from collections.abc import Callable
@@ -56,6 +57,9 @@ __all__ = ["LedgerHistory", "RestoreError", "Validator", "read_tower", "slot_dur
 
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
+#: how long the lowest unreplayed slot above the working tip is reused (schedule book's
+#: ``unreplayed_above``: a node far behind asks it for every shred of a later epoch)
+UNREPLAYED_MEMO_MS = 200
 INBOX_LEN = 4096
 _T = TypeVar("_T")
 Stored = list[sl.ShredsStored | sl.Completed]
@@ -158,7 +162,9 @@ class Validator(NodePolicy[SlotResult]):
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
         self._fork_memo: tuple[tuple[int, int], Fork] | None = None
+        self._unreplayed_memo: tuple[int, int, int | None] | None = None  # (tip, mono ms, answer)
         self.book.working_fork = self._working_fork
+        self.book.unreplayed_above = self._unreplayed_above
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         # timed inside the worker (the job itself, not the wait for the kind's limiter):
@@ -188,11 +194,33 @@ class Validator(NodePolicy[SlotResult]):
             self._fork_memo = (key, self._fork_at(key[0]))
         return self._fork_memo[1]
 
+    def _unreplayed_above(self, tip: int) -> int | None:
+        """The lowest slot above ``tip`` this node holds or has heard of but not replayed
+        (partial, full, replaying or dumped here, named as parent by a stored child, or voted
+        for by a peer); dead slots excepted (the schedule book's ``unreplayed_above``).
+        Asked only while the working fork has not reached an epoch's basis boundary (a node
+        far behind asks it per shred of a later epoch: memoized per tip for
+        ``UNREPLAYED_MEMO_MS``)."""
+        now = self.clock.mono_ms()
+        if (m := self._unreplayed_memo) is not None and m[0] == tip and now - m[1] < UNREPLAYED_MEMO_MS:
+            return m[2]
+        st = self.slots
+        held = (s for s, state in st.states.items()
+                if s > tip and state not in (sl.SlotState.FROZEN, sl.SlotState.DEAD, sl.SlotState.PRUNED))
+        named = (p for p in st.children if p > tip and p not in st.states)
+        voted = (s for s in self.dups.pending if s > tip and not st.is_dead(s))
+        low = min(itertools.chain(held, named, voted), default=None)
+        self._unreplayed_memo = (tip, now, low)
+        return low
+
     def _leaders(self) -> Callable[[int], bytes | None]:
         """A frozen copy of the computable schedules, for worker threads (from the root's
-        epoch to the one after the working fork's tip)."""
+        epoch to the one after the working fork's tip, and the clock's epoch and the next:
+        after an epoch without blocks the working fork answers it, spec/node.md "Leader
+        schedule on a fork")."""
         spe = self.book.spe
-        table = {k: s for k in self.schedule_epochs() if (s := self.book.schedule(k)) is not None}
+        now = epoch_of(self.slot_at(self.clock.wall_ms()), spe)  # at most two more: a node far behind
+        table = {k: s for k in self.schedule_epochs(now) if (s := self.book.schedule(k)) is not None}
         return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
 
     # -- NodeExtension ------------------------------------------------------------------------
@@ -242,6 +270,7 @@ class Validator(NodePolicy[SlotResult]):
             r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
             self.book = r.book
             self.book.working_fork = self._working_fork
+            self.book.unreplayed_above = self._unreplayed_above
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
