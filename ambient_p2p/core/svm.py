@@ -124,6 +124,9 @@ class SvmResult(NamedTuple):
     svm_fee: int
 
 
+_new_tuple = tuple.__new__
+
+
 @dataclass(frozen=True)
 class Sysvars:
     """The sysvars a slot's transactions see, from the executing bank (spec/svm.md)."""
@@ -485,7 +488,8 @@ class SvmExecutor:
             mirror.pop(payer, None)
             if metas_back:
                 absorb(metas_back)
-        return SvmResult(None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee)
+        # (``tuple.__new__``: the named tuple's own ``__new__`` is a Python frame)
+        return _new_tuple(SvmResult, (None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee))
 
 
 def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
