@@ -193,7 +193,11 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
     pos = layout.fields.size
     nsig = layout.nsig
     writable = layout.writable
-    nix, pos = _shortvec(raw, pos)
+    nix = raw[pos]
+    if nix & 0x80:
+        nix, pos = _shortvec(raw, pos)
+    else:
+        pos += 1
     ixs = []
     for _ in range(nix):
         prog = raw[pos]
@@ -215,9 +219,13 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         raise BlockError("unsupported-transaction", "address lookup tables are not supported")
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
-    return _frozen(ParsedTx, {"raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig,
-                              "writable": writable, "recent_blockhash": blockhash, "instructions": tuple(ixs),
-                              "vtx": tx, "writable_keys": keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+    end = layout.writable_end
+    parsed = _new_object(ParsedTx)  # _frozen without its call
+    _set_attribute(parsed, "__dict__", {
+        "raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig, "writable": writable,
+        "recent_blockhash": blockhash, "instructions": tuple(ixs), "vtx": tx,
+        "writable_keys": keys[:end] if end else keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+    return parsed
 
 
 class _Layout(NamedTuple):
@@ -230,6 +238,9 @@ class _Layout(NamedTuple):
     signed_writable: int  # keys [0, signed_writable) and [nsig, unsigned_writable) are writable
     unsigned_writable: int
     writable: tuple[bool, ...]
+    #: the writable keys are ``keys[:writable_end]`` (every signer writable, or no unsigned key
+    #: writable: the common shapes); 0: the two ranges above
+    writable_end: int
 
 
 #: transaction shape (the signature count, version prefix, header and key count as on the
@@ -261,7 +272,10 @@ def _layout(raw: bytes, shape: bytes) -> _Layout:
     fmt += "x" * (end - pos) + "32s" * nkeys + "32s"
     signed_writable, unsigned_writable = nsig - ro_signed, nkeys - ro_unsigned
     writable = tuple([i < signed_writable if i < nsig else i < unsigned_writable for i in range(nkeys)])
-    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable)
+    writable_end = (unsigned_writable if signed_writable == nsig else signed_writable if unsigned_writable <= nsig
+                    else 0)
+    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable,
+                     max(writable_end, 0))
     if len(_LAYOUTS) >= _MAX_LAYOUTS:
         _LAYOUTS.clear()
     _LAYOUTS[shape] = layout
@@ -615,11 +629,11 @@ class Bank:
                         fees += fee
                         signatures += nsigs
                         count += 1
-                        out = execute(self, absorb, tx.vtx, keys, tx.writable_keys, sysvars, fee, accounts,
-                                      self._account_meta, special, load)
+                        error, logs, units, writes, _svm_fee = execute(
+                            self, absorb, tx.vtx, keys, tx.writable_keys, sysvars, fee, accounts,
+                            self._account_meta, special, load)
                         self._svm_live = True
-                        if out.error is None:
-                            writes = out.writes
+                        if error is None:
                             accounts.update(writes)
                             self.modified.update(writes)
                             if 0 in writes.values():
@@ -628,8 +642,8 @@ class Bank:
                             accounts[payer] -= fee
                             self.modified.add(payer)
                         res = new_object(TxResult)
-                        set_attribute(res, "__dict__", {"signature": sig, "fee": fee, "error": out.error,
-                                                        "logs": out.logs, "compute_units": out.compute_units})
+                        set_attribute(res, "__dict__", {"signature": sig, "fee": fee, "error": error, "logs": logs,
+                                                        "compute_units": units})
                         pre_tok = post_tok = ()
                 except BlockError as exc:
                     raise BlockError(exc.reason, exc.detail, i) from None
