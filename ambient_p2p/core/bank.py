@@ -611,6 +611,7 @@ class Bank:
                         tok = token_balances and not _TOKEN_PROGRAM_IDS.isdisjoint(keys)
                         pre_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
                         res = self._process(tx, recent)
+                        post = tuple(map(self.accounts.get, keys, zeros))
                         post_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
                     else:  # _process's checks and SVM path, for one non-native instruction
                         sig = tx.signatures[0]
@@ -644,14 +645,16 @@ class Bank:
                         res = new_object(TxResult)
                         set_attribute(res, "__dict__", {"signature": sig, "fee": fee, "error": error, "logs": logs,
                                                         "compute_units": units})
+                        # the accounts it changed are all in ``writes`` (on failure: the payer)
+                        post = (tuple(map(writes.get, keys, pre)) if error is None
+                                else tuple(map(accounts.get, keys, zeros)))
                         pre_tok = post_tok = ()
                 except BlockError as exc:
                     raise BlockError(exc.reason, exc.detail, i) from None
                 results.append(res)
                 record = new_object(TxRecord)
                 set_attribute(record, "__dict__", {"raw": tx.raw, "result": res, "pre_balances": pre,
-                                                   "post_balances": tuple(map(self.accounts.get, keys, zeros)),
-                                                   "pre_metas": pre_tok, "post_metas": post_tok})
+                                                   "post_balances": post, "pre_metas": pre_tok, "post_metas": post_tok})
                 log.append(record)
         finally:
             self.fees_collected += fees

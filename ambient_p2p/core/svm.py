@@ -461,10 +461,9 @@ class SvmExecutor:
         if not reserved.isdisjoint(writable_keys):
             writable_keys = [k for k in writable_keys if k not in reserved]
         try:
-            pks = list(map(self._pubkeys.__getitem__, writable_keys))
+            balances: list[int | None] = list(map(self._get_balance, map(self._pubkeys.__getitem__, writable_keys)))
         except KeyError:
-            pks = list(map(self._pk, writable_keys))
-        balances: list[int | None] = list(map(self._get_balance, pks))
+            balances = list(map(self._get_balance, map(self._pk, writable_keys)))
         writes: dict[bytes, int] = dict(zip(writable_keys, balances))  # type: ignore[arg-type]  # None: below
         if None in balances or 0 in balances or (special and not special.isdisjoint(writable_keys)):
             for k, lam in writes.items():
