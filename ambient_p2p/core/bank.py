@@ -620,7 +620,7 @@ class Bank:
                         payer = keys[0]
                         if not tx.writable[0]:
                             raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
-                        balance = accounts.get(payer, 0)
+                        balance = pre[0]
                         if balance < fee:
                             raise BlockError("insufficient-funds-for-fee", f"fee payer has {balance}, fee is {fee}")
                         if 0 < balance - fee < rent_minimum <= balance:
@@ -639,15 +639,15 @@ class Bank:
                             self.modified.update(writes)
                             if 0 in writes.values():
                                 self._delete_gone(writes)
+                            # the accounts it changed are all in ``writes``
+                            post = tuple(map(writes.get, keys, pre))
                         else:  # the executor has let go of the payer
                             accounts[payer] -= fee
                             self.modified.add(payer)
+                            post = tuple(map(accounts.get, keys, zeros))
                         res = new_object(TxResult)
                         set_attribute(res, "__dict__", {"signature": sig, "fee": fee, "error": error, "logs": logs,
                                                         "compute_units": units})
-                        # the accounts it changed are all in ``writes`` (on failure: the payer)
-                        post = (tuple(map(writes.get, keys, pre)) if error is None
-                                else tuple(map(accounts.get, keys, zeros)))
                         pre_tok = post_tok = ()
                 except BlockError as exc:
                     raise BlockError(exc.reason, exc.detail, i) from None
