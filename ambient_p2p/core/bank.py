@@ -179,7 +179,9 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         msg = 1 + 64 * nsigs
         end = msg + 4 + (raw[msg] >> 7)  # [version prefix], header, key count
         if raw[end - 1] < 0x80:  # one-byte lengths: the common case
-            shape = raw[:1] + raw[msg:end]
+            # the header's required-signature count is the signature count (sanitized), and
+            # these keys (4 or 5 bytes) are shorter than any ``_shape`` key (6 or more)
+            shape = raw[msg:end]
     if shape is None:
         shape = _shape(raw)
     layout = _LAYOUTS.get(shape) or _layout(raw, shape)
@@ -250,7 +252,8 @@ _MAX_LAYOUTS = 4096
 
 
 def _shape(raw: bytes) -> bytes:
-    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key), any lengths."""
+    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key) where a length takes
+    more than one byte: the signature count, version prefix, header and key count as on the wire."""
     nsigs, pos = _shortvec(raw, 0)
     start = pos + 64 * nsigs
     head = start + (1 if raw[start] & 0x80 else 0) + 3
