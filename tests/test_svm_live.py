@@ -207,3 +207,70 @@ def test_a_failed_transaction_changes_only_the_fee_payer_in_litesvm() -> None:
     a0, a1 = b2.account(ATAS[0]), b2.account(ATAS[1])
     assert a0 is not None and a1 is not None
     assert (spl.token_amount(a0[1].data), spl.token_amount(a1[1].data)) == (1_001, 999)
+
+
+# -- the inline path ----------------------------------------------------------------------------
+def _one_instruction_traffic(bh: bytes) -> list[bytes]:
+    """One-instruction transactions (the bank's inline path): token transfers, one failing
+    (more tokens than the account holds: fee charged), system transfers, and one that moves a
+    payer's whole balance less the fee (the payer is left with 0 lamports: deleted)."""
+    out = [spl.tx(USERS[k % 3], [spl.transfer(ATAS[k % 3], ATAS[(k + 1) % 3], USERS[k % 3].pubkey,
+                                              5_000 if k == 2 else 10 + k)], bh) for k in range(6)]
+    out.append(spl.tx(USERS[1], [spl.system_transfer(USERS[1].pubkey, USERS[2].pubkey, 77)], bh))
+    spender = Keypair.deterministic("tests/svm-live/spender")
+    out.append(spl.tx(USERS[0], [spl.system_transfer(USERS[0].pubkey, spender.pubkey, 10**9)], bh))
+    out.append(spl.tx(spender, [spl.system_transfer(spender.pubkey, USERS[2].pubkey, 10**9 - 5_000)], bh))
+    return out
+
+
+def _run(raws: list[bytes], inline: bool) -> tuple[object, ...]:
+    b1 = _slot1(svm.SvmExecutor())
+    b2 = b1.child(2, LEADER.pubkey)
+    b2.token_balances = not inline  # recording token balances takes Bank._process for every transaction
+    res = b2.process_transactions(raws)
+    b2.freeze(b"\x02" * 32)
+    return (res, b2.fees_collected, b2.signature_count, b2.transaction_count, b2.modified, b2.status_cache,
+            *_state(b2))
+
+
+def test_the_inline_path_gives_what_bank_process_gives() -> None:
+    """``Bank._process_batch`` runs one-instruction SVM transactions inline (spec/svm.md
+    "Performance"); ``Bank._process``, which the token-balance recording forces, is the
+    reference: the same results (errors, logs, compute units), records, counters, accounts
+    and bank hash."""
+    raws = _one_instruction_traffic(_slot1(svm.SvmExecutor()).last_blockhash)
+    inline, reference = _run(raws, True), _run(raws, False)
+    res = inline[0]
+    assert isinstance(res, list) and [r.error is None for r in res] == [True, True, False] + [True] * 6
+    assert any("Tokenkeg" in line for line in res[0].logs) and res[0].compute_units > 0
+    assert inline == reference
+
+
+@pytest.mark.parametrize("case", ["blockhash", "replay", "no-fee", "rent"])
+def test_the_inline_path_rejects_as_bank_process_does(case: str) -> None:
+    """A block-invalidating transaction after two good ones: the same BlockError (reason,
+    detail, index) on the inline path as on ``Bank._process``."""
+    b1 = _slot1(svm.SvmExecutor())
+    bh = b1.last_blockhash
+    good = [spl.tx(USERS[0], [spl.transfer(ATAS[0], ATAS[1], USERS[0].pubkey, 1 + k)], bh) for k in range(2)]
+    poor = Keypair.deterministic("tests/svm-live/poor")
+    if case == "blockhash":
+        bad = spl.tx(USERS[1], [spl.transfer(ATAS[1], ATAS[0], USERS[1].pubkey, 1)], b"\x07" * 32)
+    elif case == "replay":
+        bad = good[0]
+    elif case == "no-fee":  # a payer without an account
+        bad = spl.tx(poor, [spl.system_transfer(poor.pubkey, USERS[0].pubkey, 1)], bh)
+    else:  # the fee would leave a rent-exempt payer below the minimum
+        bad = spl.tx(USERS[1], [spl.system_transfer(USERS[1].pubkey, USERS[0].pubkey, 1)], bh)
+    errors = []
+    for inline in (True, False):
+        b2 = b1.child(2, LEADER.pubkey)
+        b2.token_balances = not inline
+        if case == "rent":  # leave USERS[1] just above the rent-exempt minimum plus less than a fee
+            b2.accounts[USERS[1].pubkey] = svm.RENT_EXEMPT_MINIMUM_NO_DATA + 4_000
+        with pytest.raises(BlockError) as exc:
+            b2.process_transactions([*good, bad], verify_signatures=False)
+        errors.append((exc.value.reason, exc.value.detail, exc.value.tx_index))
+    assert errors[0] == errors[1] and errors[0][2] == 2
+    assert errors[0][0] == {"blockhash": "blockhash-not-found", "replay": "already-processed",
+                            "no-fee": "insufficient-funds-for-fee", "rent": "insufficient-funds-for-rent"}[case]

@@ -47,6 +47,7 @@ Sans-IO: no disk, clock or network; persistence is the ledger shell's job.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +80,8 @@ VOTE_PROGRAM_ID = decode_address("Vote111111111111111111111111111111111111111")
 MAX_SLOT_HASHES = 512
 #: Programs the bank runs natively (spec/bank.md); every other instruction runs in the SVM.
 NATIVE_PROGRAM_IDS = frozenset({VOTE_PROGRAM_ID, auction.AUCTION_PROGRAM_ID})
+#: programs whose one-instruction transactions take ``Bank._process``, not the inline SVM path
+_NOT_INLINE_PROGRAM_IDS = NATIVE_PROGRAM_IDS | {svm.COMPUTE_BUDGET_PROGRAM_ID}
 
 
 class BlockError(ProtocolError, ValueError):
@@ -176,7 +179,9 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         msg = 1 + 64 * nsigs
         end = msg + 4 + (raw[msg] >> 7)  # [version prefix], header, key count
         if raw[end - 1] < 0x80:  # one-byte lengths: the common case
-            shape = raw[:1] + raw[msg:end]
+            # the header's required-signature count is the signature count (sanitized), and
+            # these keys (4 or 5 bytes) are shorter than any ``_shape`` key (6 or more)
+            shape = raw[msg:end]
     if shape is None:
         shape = _shape(raw)
     layout = _LAYOUTS.get(shape) or _layout(raw, shape)
@@ -190,7 +195,11 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
     pos = layout.fields.size
     nsig = layout.nsig
     writable = layout.writable
-    nix, pos = _shortvec(raw, pos)
+    nix = raw[pos]
+    if nix & 0x80:
+        nix, pos = _shortvec(raw, pos)
+    else:
+        pos += 1
     ixs = []
     for _ in range(nix):
         prog = raw[pos]
@@ -212,9 +221,13 @@ def parse_transaction(raw: bytes, *, verify_signatures: bool = True) -> ParsedTx
         raise BlockError("unsupported-transaction", "address lookup tables are not supported")
     if verify_signatures and not all(tx.verify_with_results()):
         raise BlockError("bad-signature", "a transaction signature does not verify")
-    return _frozen(ParsedTx, {"raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig,
-                              "writable": writable, "recent_blockhash": blockhash, "instructions": tuple(ixs),
-                              "vtx": tx, "writable_keys": keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+    end = layout.writable_end
+    parsed = _new_object(ParsedTx)  # _frozen without its call
+    _set_attribute(parsed, "__dict__", {
+        "raw": raw, "signatures": sigs, "account_keys": keys, "signer_count": nsig, "writable": writable,
+        "recent_blockhash": blockhash, "instructions": tuple(ixs), "vtx": tx,
+        "writable_keys": keys[:end] if end else keys[:layout.signed_writable] + keys[nsig:layout.unsigned_writable]})
+    return parsed
 
 
 class _Layout(NamedTuple):
@@ -227,6 +240,9 @@ class _Layout(NamedTuple):
     signed_writable: int  # keys [0, signed_writable) and [nsig, unsigned_writable) are writable
     unsigned_writable: int
     writable: tuple[bool, ...]
+    #: the writable keys are ``keys[:writable_end]`` (every signer writable, or no unsigned key
+    #: writable: the common shapes); 0: the two ranges above
+    writable_end: int
 
 
 #: transaction shape (the signature count, version prefix, header and key count as on the
@@ -236,7 +252,8 @@ _MAX_LAYOUTS = 4096
 
 
 def _shape(raw: bytes) -> bytes:
-    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key), any lengths."""
+    """The wire bytes that fix a transaction's layout (``_LAYOUTS``' key) where a length takes
+    more than one byte: the signature count, version prefix, header and key count as on the wire."""
     nsigs, pos = _shortvec(raw, 0)
     start = pos + 64 * nsigs
     head = start + (1 if raw[start] & 0x80 else 0) + 3
@@ -258,7 +275,10 @@ def _layout(raw: bytes, shape: bytes) -> _Layout:
     fmt += "x" * (end - pos) + "32s" * nkeys + "32s"
     signed_writable, unsigned_writable = nsig - ro_signed, nkeys - ro_unsigned
     writable = tuple([i < signed_writable if i < nsig else i < unsigned_writable for i in range(nkeys)])
-    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable)
+    writable_end = (unsigned_writable if signed_writable == nsig else signed_writable if unsigned_writable <= nsig
+                    else 0)
+    layout = _Layout(struct.Struct(fmt), nsigs, version, nsig, signed_writable, unsigned_writable, writable,
+                     writable_end)
     if len(_LAYOUTS) >= _MAX_LAYOUTS:
         _LAYOUTS.clear()
     _LAYOUTS[shape] = layout
@@ -548,25 +568,101 @@ class Bank:
         block-invalidating transaction; the bank must then be discarded."""
         if self.bank_hash is not None:
             raise ValueError("bank is frozen")
-        results = []
+        # The cyclic GC is paused for the batch (restored as it was, whatever happens): a
+        # transaction allocates a few dozen short-lived containers, none of them in a cycle,
+        # and the collections they trigger cost about 0.7 us a transaction (4% of the bank's
+        # time, more in a node's large heap; spec/svm.md "Performance"). Reference counting
+        # frees them as before; a cycle made here is collected at the next collection after.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._process_batch(raws, verify_signatures)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _process_batch(self, raws: Sequence[bytes], verify_signatures: bool) -> list[TxResult]:
+        """``process_transactions``' loop. The common transaction (one instruction, for a
+        program that runs in the SVM, no token balances recorded) runs inline: the same
+        checks in the same order with the same errors as :meth:`_process`, which runs every
+        other one, without its call and attribute look-ups (spec/svm.md "Performance")."""
+        results: list[TxResult] = []
         recent = self._recent_blockhashes()
         log = self.tx_log
         zeros = repeat(0)
-        for i, raw in enumerate(raws):
-            try:
-                tx = parse_transaction(raw, verify_signatures=verify_signatures)
-                keys = tx.account_keys
-                pre = tuple(map(self.accounts.get, keys, zeros))
-                tok = self.token_balances and not _TOKEN_PROGRAM_IDS.isdisjoint(keys)
-                pre_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
-                res = self._process(tx, recent)
-            except BlockError as exc:
-                raise BlockError(exc.reason, exc.detail, i) from None
-            results.append(res)
-            post_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
-            log.append(_frozen(TxRecord, {"raw": tx.raw, "result": res, "pre_balances": pre,
-                                          "post_balances": tuple(map(self.accounts.get, keys, zeros)),
-                                          "pre_metas": pre_tok, "post_metas": post_tok}))
+        status_cache = self.status_cache
+        slot = self.slot
+        executor = self.executor or svm.shared_executor()
+        execute = executor.execute
+        sysvars = self._sysvars or self.sysvars()
+        absorb, load, special = self._absorb_svm, self._svm_account, self.auction_accounts.keys()
+        token_balances = self.token_balances
+        not_inline = _NOT_INLINE_PROGRAM_IDS
+        fee_per_signature, rent_minimum = LAMPORTS_PER_SIGNATURE, svm.RENT_EXEMPT_MINIMUM_NO_DATA
+        new_object, set_attribute = _new_object, _set_attribute
+        fees = signatures = count = 0
+        try:
+            for i, raw in enumerate(raws):
+                try:
+                    tx = parse_transaction(raw, verify_signatures=verify_signatures)
+                    keys = tx.account_keys
+                    accounts = self.accounts  # (the native path's rollback replaces it)
+                    pre = tuple(map(accounts.get, keys, zeros))
+                    ixs = tx.instructions
+                    if (token_balances or len(ixs) != 1 or keys[ixs[0][0]] in not_inline
+                            or tx.recent_blockhash not in recent or tx.signatures[0] in status_cache):
+                        tok = token_balances and not _TOKEN_PROGRAM_IDS.isdisjoint(keys)
+                        pre_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
+                        res = self._process(tx, recent)
+                        post = tuple(map(self.accounts.get, keys, zeros))
+                        post_tok = tuple(map(self.account_meta.get, keys)) if tok else ()
+                    else:  # _process's checks and SVM path, for one non-native instruction
+                        sig = tx.signatures[0]
+                        nsigs = len(tx.signatures)
+                        fee = fee_per_signature * nsigs
+                        payer = keys[0]
+                        if not tx.writable[0]:
+                            raise BlockError("bad-fee-payer", "fee payer must be a writable signer")
+                        balance = pre[0]
+                        if balance < fee:
+                            raise BlockError("insufficient-funds-for-fee", f"fee payer has {balance}, fee is {fee}")
+                        if 0 < balance - fee < rent_minimum <= balance:
+                            raise BlockError("insufficient-funds-for-rent", f"fee payer has {balance}, fee is {fee}: it "
+                                             f"would be left below the rent-exempt minimum {rent_minimum}")
+                        status_cache[sig] = slot
+                        fees += fee
+                        signatures += nsigs
+                        count += 1
+                        error, logs, units, writes, _svm_fee = execute(
+                            self, absorb, tx.vtx, keys, tx.writable_keys, sysvars, fee, accounts,
+                            self._account_meta, special, load)
+                        self._svm_live = True
+                        if error is None:
+                            accounts.update(writes)
+                            self.modified.update(writes)
+                            if 0 in writes.values():
+                                self._delete_gone(writes)
+                            # the accounts it changed are all in ``writes``
+                            post = tuple(map(writes.get, keys, pre))
+                        else:  # the executor has let go of the payer
+                            accounts[payer] -= fee
+                            self.modified.add(payer)
+                            post = tuple(map(accounts.get, keys, zeros))
+                        res = new_object(TxResult)
+                        set_attribute(res, "__dict__", {"signature": sig, "fee": fee, "error": error, "logs": logs,
+                                                        "compute_units": units})
+                        pre_tok = post_tok = ()
+                except BlockError as exc:
+                    raise BlockError(exc.reason, exc.detail, i) from None
+                results.append(res)
+                record = new_object(TxRecord)
+                set_attribute(record, "__dict__", {"raw": tx.raw, "result": res, "pre_balances": pre,
+                                                   "post_balances": post, "pre_metas": pre_tok, "post_metas": post_tok})
+                log.append(record)
+        finally:
+            self.fees_collected += fees
+            self.signature_count += signatures
+            self.transaction_count += count
         return results
 
     def _recent_blockhashes(self) -> frozenset[bytes]:
@@ -701,10 +797,14 @@ class Bank:
         self.accounts.update(writes)
         self.modified.update(writes)
         if 0 in writes.values():
-            for key, lamports in writes.items():
-                if lamports == 0 and key not in self.auction_accounts:
-                    del self.accounts[key]
-                    self._account_meta.pop(key, None)
+            self._delete_gone(writes)
+
+    def _delete_gone(self, writes: Mapping[bytes, int]) -> None:
+        """Delete the accounts ``writes`` left with 0 lamports (agave), except auction accounts."""
+        for key, lamports in writes.items():
+            if lamports == 0 and key not in self.auction_accounts:
+                del self.accounts[key]
+                self._account_meta.pop(key, None)
 
     def _execute(self, tx: ParsedTx, prog: int, accs: bytes, data: bytes) -> None:
         if prog >= len(tx.account_keys) or any(a >= len(tx.account_keys) for a in accs):

@@ -124,6 +124,9 @@ class SvmResult(NamedTuple):
     svm_fee: int
 
 
+_new_tuple = tuple.__new__
+
+
 @dataclass(frozen=True)
 class Sysvars:
     """The sysvars a slot's transactions see, from the executing bank (spec/svm.md)."""
@@ -458,10 +461,9 @@ class SvmExecutor:
         if not reserved.isdisjoint(writable_keys):
             writable_keys = [k for k in writable_keys if k not in reserved]
         try:
-            pks = list(map(self._pubkeys.__getitem__, writable_keys))
+            balances: list[int | None] = list(map(self._get_balance, map(self._pubkeys.__getitem__, writable_keys)))
         except KeyError:
-            pks = list(map(self._pk, writable_keys))
-        balances: list[int | None] = list(map(self._get_balance, pks))
+            balances = list(map(self._get_balance, map(self._pk, writable_keys)))
         writes: dict[bytes, int] = dict(zip(writable_keys, balances))  # type: ignore[arg-type]  # None: below
         if None in balances or 0 in balances or (special and not special.isdisjoint(writable_keys)):
             for k, lam in writes.items():
@@ -485,7 +487,8 @@ class SvmExecutor:
             mirror.pop(payer, None)
             if metas_back:
                 absorb(metas_back)
-        return SvmResult(None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee)
+        # (``tuple.__new__``: the named tuple's own ``__new__`` is a Python frame)
+        return _new_tuple(SvmResult, (None, tuple(ok.logs()), ok.compute_units_consumed(), writes, svm_fee))
 
 
 def sub_transaction(tx: VersionedTransaction, instructions: Sequence[int]) -> VersionedTransaction:
