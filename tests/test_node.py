@@ -496,6 +496,28 @@ def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up
     runs in 10, every node "behind" for good, until core/slots.py pruned the cut node's whole
     fork at the root instead of leaving its slots as orphans no repair could bring back:
     tests/test_slots_offfork.py.)"""
+    _cut_and_heal(tmp_path)
+
+
+@pytest.mark.slow
+def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut-and-heal run with every repair round's worker-thread step taking up to 6 s of
+    virtual time (what a loaded machine does to the real thread under the mock clock's
+    autojump): before core/slots.py pruned whole forks at the root, every such run stalled
+    after the heal (10 of 10 seeds, every node "behind" on phantom orphans for good)."""
+    import random
+
+    rng = random.Random(2)
+
+    async def slow_worker(fn: Any, *args: Any, limiter: Any = None, **_kw: Any) -> Any:
+        await trio.sleep(6.0 * rng.random())
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", slow_worker)
+    _cut_and_heal(tmp_path)
+
+
+def _cut_and_heal(tmp_path: Path) -> None:
     from trio.testing import MockClock
 
     from ambient_p2p.node.services import run_services
