@@ -608,7 +608,7 @@ def test_a_replay_on_a_fork_the_root_forgot_is_stale() -> None:
     t.handle(sl.Produced(17, 0, HB))
     assert t.handle(sl.Completed(18, 17)) == [sl.Replay(18, 17)]
     t.handle(sl.Rooted(1))
-    assert t.state(17) is S.ABSENT and t.state(18) is S.FULL
+    assert t.state(17) is S.PRUNED and t.state(18) is S.PRUNED  # off the root's fork (core/slots.py rule 6)
     assert t.handle(sl.Replayed(18, HA)) == [] and not t.is_frozen(18)
 
 

@@ -22,10 +22,18 @@ Rules (everything that moves a slot between states is in this file):
    is repaired (``RepairSlot``). Shreds of the confirmed version revive it (``Partial`` /
    ``Full``). A child replaying on a dumped slot goes back to ``Full``; its result, when
    it comes, is stale and ignored (as results for dumped or forgotten slots are).
-6. ``Rooted(root)`` forgets every slot at or below the root (``Pruned``) and every frozen
-   slot not descending from it; a slot replaying on one of those goes back to ``Full``
-   (its result is stale, as after a dump): nothing here grows without bound.
-7. An event for a slot at or below the root is ignored (the ``Pruned`` pseudo-state); an
+6. ``Rooted(root)`` forgets every slot at or below the root (``Pruned``) and every slot
+   whose known ancestry leaves the root's fork (its parent is below the root or already
+   off the fork): those are ``Pruned`` too, unlinked, until the root passes them; a slot
+   stored later that names such a parent joins them at once; dead slots stay dead. A slot
+   whose ancestry is not known yet (no parent named, or a chain ending at a slot we hold
+   nothing of) stays. A replay running on a slot so pruned is stale (its result is
+   ignored, rule 7). Nothing here grows without bound. (Forgetting only the frozen ones,
+   while their children kept naming them, made them look like orphans: the repair plan
+   wanted them, readiness said "behind" for good, and repair could never bring them back,
+   since the blockstore already held them whole and an insert that stores nothing new
+   gives no event: a cut-and-heal cluster stopped producing, tests/test_slots_offfork.py.)
+7. An event for a ``Pruned`` slot (at or below the root, or off its fork) is ignored; an
    event whose (state, event) pair is not in the table raises :class:`TransitionError`.
 
 The shell keeps the set of incomplete slots here, fed by insert results, so the repair
@@ -57,7 +65,7 @@ class SlotState(enum.Enum):
     FROZEN = "frozen"
     DEAD = "dead"
     DUMPED = "dumped"
-    PRUNED = "pruned"  # at or below the root
+    PRUNED = "pruned"  # at or below the root, or off the root's fork (rule 6)
 
 
 # -- events -------------------------------------------------------------------------------
@@ -302,12 +310,14 @@ class SlotTracker:
         self._await_leader: set[int] = set()  # FULL, parent frozen, leader not known yet
         self.partial: set[int] = set()  # state PARTIAL: the incremental incomplete set
         self.dumped: dict[int, bytes] = {}  # state DUMPED: slot -> hash to repair
+        #: slots above the root known not to descend from it (rule 6): Pruned, unlinked
+        self.off_fork: set[int] = set()
 
     # -- queries --------------------------------------------------------------------------
     def state(self, slot: int) -> SlotState:
         if slot in self.states:
             return self.states[slot]
-        return S.PRUNED if slot <= self.root else S.ABSENT
+        return S.PRUNED if slot <= self.root or slot in self.off_fork else S.ABSENT
 
     def is_frozen(self, slot: int) -> bool:
         return self.states.get(slot) is S.FROZEN
@@ -341,9 +351,13 @@ class SlotTracker:
             self.prune(event.root)
             return self._settle()
         slot = event.slot
-        if slot <= self.root:
-            return []  # rule 7: the root and below are settled
+        if slot <= self.root or slot in self.off_fork:
+            return []  # rule 7: the root and below, and what left its fork, are settled
         st = self.state(slot)
+        if (isinstance(event, ShredsStored | Completed) and st in (S.ABSENT, S.PARTIAL, S.DUMPED)
+                and event.parent is not None and self._off_fork(event.parent)):
+            self._cut((slot,))  # rule 6: it names a parent off the root's fork
+            return self._settle()
         row = TRANSITIONS.get((st, type(event)))
         if row is None:
             raise TransitionError("bad-slot-transition", f"slot {slot}: {type(event).__name__} in state {st.value}")
@@ -376,9 +390,18 @@ class SlotTracker:
             return
         old = self.parents.get(slot)
         if old is not None:
-            self.children.get(old, set()).discard(slot)
+            self._unlink_child(old, slot)
         self.parents[slot] = parent
         self.children.setdefault(parent, set()).add(slot)
+
+    def _unlink_child(self, parent: int, slot: int) -> None:
+        """``slot`` no longer names ``parent``; a parent nothing names leaves ``children``
+        (an empty entry would still make it an orphan in :meth:`repair_candidates`)."""
+        kids = self.children.get(parent)
+        if kids is not None:
+            kids.discard(slot)
+            if not kids:
+                del self.children[parent]
 
     def _apply(self, st: SlotState, ev: Event) -> list[Effect]:
         # Once a slot is full its parent is fixed: shreds naming another parent later are a
@@ -457,7 +480,7 @@ class SlotTracker:
         self.dumped[slot] = confirmed
         old_parent = self.parents.pop(slot, None)  # the confirmed version may name another
         if old_parent is not None:
-            self.children.get(old_parent, set()).discard(slot)
+            self._unlink_child(old_parent, slot)
         for d in revived:
             self._set(d, S.FULL)
             self.reasons.pop(d, None)
@@ -476,6 +499,28 @@ class SlotTracker:
         self.hashes.pop(slot, None)
         self.reasons.pop(slot, None)
         self.own.discard(slot)
+
+    def _off_fork(self, parent: int) -> bool:
+        """A child of ``parent`` cannot descend from the root (rule 6)."""
+        return parent in self.off_fork or parent < self.root
+
+    def _cut(self, slots: Iterable[int]) -> None:
+        """Rule 6: ``slots`` and every descendant leave the tracker for ``off_fork``,
+        unlinked (nothing names them as parent any more: not orphans, never repaired).
+        Dead slots stay (dead: nothing they name is wanted) until the root passes them."""
+        stack = list(slots)
+        while stack:
+            s = stack.pop()
+            if s in self.off_fork or self.states.get(s) is S.DEAD:
+                continue  # a dead slot stays dead (what it names is never wanted) until the root passes it
+            self.off_fork.add(s)
+            stack.extend(self.children.pop(s, ()))
+            self._forget(s)
+            self._await_leader.discard(s)
+            self._check.discard(s)
+            p = self.parents.pop(s, None)
+            if p is not None:
+                self._unlink_child(p, s)
 
     def _settle(self) -> list[Effect]:
         """The state-triggered rules, to a fixed point (parents before children)."""
@@ -516,14 +561,11 @@ class SlotTracker:
             self._forget(root)
             self.states[root] = S.FROZEN
             self._check.update(self.children.get(root, ()))
-        # frozen slots that do not descend from the root can never be built on or voted
-        # for: forget them (their children then wait for the root to pass them)
-        keep = {root, *self._descendants(root)}
-        for s in [s for s, st in self.states.items() if st is S.FROZEN and s not in keep]:
-            self._forget(s)
-        # a replay running on a slot just forgotten is stale (as after a dump): back to full
-        for s in [s for s, st in self.states.items() if st is S.REPLAYING and not self.is_frozen(self.parents[s])]:
-            self._set(s, S.FULL)
+        self.off_fork = {s for s in self.off_fork if s > root}
+        # slots whose known parent is below the root (or off its fork) can never be built
+        # on or voted for: they and their descendants leave the tracker (rule 6); a replay
+        # running on one is stale and its result ignored (rule 7)
+        self._cut([s for s, p in self.parents.items() if self._off_fork(p)])
 
 
 #: Slots requested per repair round (lowest first), before the probes.

@@ -38,7 +38,7 @@ from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import Keypair
 from .control import CONTROL_MAX_REQUEST_BYTES, ControlRequestError, parse_control_request
 from .gossip import TOPIC_KINDS, Delivery, GossipService, PayloadCheck
-from .host import HostConfig, HostError, full_addrs, open_host, parse_peer_multiaddr
+from .host import HostConfig, HostError, connect_now, full_addrs, open_host, parse_peer_multiaddr
 from .messages import PeersRequest, PeersResponse, RepairRequest, ShredBatch, make_standin_shred
 from .reqresp import (
     PROTO_PEERS,
@@ -58,7 +58,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DIAL_TIMEOUT_S = 5.0
 DIAL_BACKOFF_INITIAL_S = 1.0
-DIAL_BACKOFF_MAX_S = 30.0
+#: The longest wait between dials of one known address (x 0.75-1.25 jitter). A failed
+#: dial costs a SYN; a heal is only noticed at the next dial, and finality must resume
+#: within 30 s of a partition healing (issue 16): 30 s here let a pair wait up to 37 s.
+DIAL_BACKOFF_MAX_S = 8.0
+#: Due addresses are dialled this many at a time: one after another, each dial into a
+#: partition (packets dropped) held the discovery loop for DIAL_TIMEOUT_S, so a heal could
+#: wait a whole pass over every unreachable address.
+DIAL_PARALLEL = 8
 DISCOVERY_INTERVAL_S = 2.0
 TARGET_PEERS = 8
 MAX_KNOWN_ADDRS = 256
@@ -257,7 +264,7 @@ class NetNode:
         ok = False
         with trio.move_on_after(DIAL_TIMEOUT_S):
             try:
-                await self.host.connect(info)
+                await connect_now(self.host, info)
                 ok = True
             except Exception:  # noqa: BLE001 - any dial failure means "try later"
                 ok = False
@@ -310,11 +317,28 @@ class NetNode:
                 except ReqRespError:
                     pass
             if len(self._connected()) < self.cfg.target_peers:
-                now = time.monotonic()
-                for addr, due in list(self.known.items()):
-                    if due <= now and len(self._connected()) < self.cfg.target_peers:
-                        await self.dial(addr)
+                await self._dial_due(time.monotonic())
             self._write_node_file()
+
+    async def _dial_due(self, now: float) -> None:
+        """Dial every known address whose backoff has passed while the node has fewer than
+        ``target_peers`` connections: ``DIAL_PARALLEL`` peers at a time, one peer's
+        addresses one after another (no two dials race to one peer)."""
+        by_peer: dict[str, list[str]] = {}
+        for addr, due in list(self.known.items()):
+            if due <= now:
+                by_peer.setdefault(addr.rsplit("/p2p/", 1)[-1], []).append(addr)
+        limiter = trio.CapacityLimiter(DIAL_PARALLEL)
+
+        async def one(addrs: list[str]) -> None:
+            async with limiter:
+                for addr in addrs:
+                    if len(self._connected()) >= self.cfg.target_peers or await self.dial(addr):
+                        return
+
+        async with trio.open_nursery() as nursery:
+            for addrs in by_peer.values():
+                nursery.start_soon(one, addrs)
 
     def _peers_handler(self, peer: ID, req: PeersRequest) -> PeersResponse:
         addrs = [a for p in self._connected() if p != peer for a in self._dialable(p)[:2]]
