@@ -7,7 +7,8 @@ One request per stream. Both directions are a single frame::
 The requester writes its frame and half-closes; the responder answers with the expected
 response type or an :class:`~ambient_p2p.net.messages.ErrorResponse` (``code`` in
 ``ERROR_CODES``) and closes. A frame whose length prefix exceeds the protocol's limit is
-refused *before* its body is read (no remote-controlled allocation). Every stream is bounded
+refused *before* its body is read (no remote-controlled allocation; a :class:`FrameReader`
+may hold at most :data:`READ_AHEAD_BYTES` that arrived with the prefix). Every stream is bounded
 by :data:`REQUEST_TIMEOUT_S` on both sides. Requests from one peer are rate limited per
 protocol with a token bucket (``ReqRespProtocol.rate_limit`` in :data:`PROTOCOLS`); over-limit requests get ``rate-limited``.
 
