@@ -7,7 +7,8 @@ One request per stream. Both directions are a single frame::
 The requester writes its frame and half-closes; the responder answers with the expected
 response type or an :class:`~ambient_p2p.net.messages.ErrorResponse` (``code`` in
 ``ERROR_CODES``) and closes. A frame whose length prefix exceeds the protocol's limit is
-refused *before* its body is read (no remote-controlled allocation). Every stream is bounded
+refused *before* its body is read (no remote-controlled allocation; a :class:`FrameReader`
+may hold at most :data:`READ_AHEAD_BYTES` that arrived with the prefix). Every stream is bounded
 by :data:`REQUEST_TIMEOUT_S` on both sides. Requests from one peer are rate limited per
 protocol with a token bucket (``ReqRespProtocol.rate_limit`` in :data:`PROTOCOLS`); over-limit requests get ``rate-limited``.
 
@@ -205,6 +206,8 @@ class FrameError(ProtocolError):
 
 
 def encode_frame(body: bytes) -> bytes:
+    """``uvarint(len(body)) || body`` as one buffer, so a frame goes out in one stream write
+    (one yamux DATA frame)."""
     n, out = len(body), bytearray()
     while True:
         b = n & 0x7F
@@ -214,7 +217,31 @@ def encode_frame(body: bytes) -> bytes:
         else:
             out.append(b)
             break
-    return bytes(out) + body
+    return bytes(out) + body  # one copy of the body (the prefix is at most 5 bytes)
+
+
+def parse_prefix(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """The frame length and the prefix's size from the start of ``buf``; None while the
+    prefix is incomplete. FrameError('bad-request') on a prefix longer than
+    :data:`MAX_UVARINT_BYTES` or a non-minimal one (a trailing zero byte)."""
+    n = shift = 0
+    for i in range(min(len(buf), MAX_UVARINT_BYTES)):
+        b = buf[i]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            if i > 0 and b == 0:
+                raise FrameError("bad-request", "non-minimal length prefix")
+            return n, i + 1
+    if len(buf) >= MAX_UVARINT_BYTES:
+        raise FrameError("bad-request", "length prefix too long")
+    return None
+
+
+#: The most one read of a :class:`FrameReader` asks the stream for while it looks for a
+#: prefix: what a reader may hold beyond the frame it is reading (a frame's refused
+#: oversized body is never read past this).
+READ_AHEAD_BYTES = 64 * 1024
 
 
 async def _read_some(stream: INetStream, n: int) -> bytes:
@@ -226,10 +253,61 @@ async def _read_some(stream: INetStream, n: int) -> bytes:
         return b""
 
 
+class FrameReader:
+    """Reads frames from one stream through a buffer: each stream read takes whatever has
+    arrived (up to :data:`READ_AHEAD_BYTES`, or the rest of the body being read), the
+    prefix and body are parsed from the buffer and what follows stays for the next frame.
+    A frame that arrived whole costs one stream read (and one yamux window update) instead
+    of one per prefix byte plus one for the body. The checks are :func:`read_frame`'s."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self.stream = stream
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the stream and not yet returned in a frame."""
+        return len(self._buf)
+
+    async def fill(self) -> bool:
+        """Read once from the stream into the buffer (the wait for a session stream's next
+        request); False at the end of the stream. Does nothing while bytes are buffered."""
+        if self._buf:
+            return True
+        return await self._more(READ_AHEAD_BYTES)
+
+    async def _more(self, n: int) -> bool:
+        chunk = await _read_some(self.stream, n)
+        if not chunk:
+            return False
+        self._buf += chunk
+        return True
+
+    async def read(self, max_len: int) -> bytes:
+        """The next frame's body; FrameError('too-large') before reading past
+        :data:`READ_AHEAD_BYTES` of an oversized body, FrameError('bad-request') on a
+        malformed prefix or an early end of stream."""
+        while (got := parse_prefix(self._buf)) is None:
+            if not await self._more(READ_AHEAD_BYTES):
+                raise FrameError("bad-request", "stream ended inside the length prefix")
+        n, k = got
+        if n > max_len:
+            raise FrameError("too-large", f"frame of {n} bytes exceeds limit {max_len}")
+        end = k + n
+        while len(self._buf) < end:
+            if not await self._more(end - len(self._buf)):
+                raise FrameError("bad-request", f"stream ended after {len(self._buf) - k} of {n} bytes")
+        body = bytes(memoryview(self._buf)[k:end])
+        del self._buf[:end]
+        return body
+
+
 async def read_frame(stream: INetStream, max_len: int, *, first: bytes = b"") -> bytes:
-    """Read one frame; FrameError('too-large') before reading an oversized body,
+    """Read one frame and nothing after it (a stream that carries one frame, or a caller
+    that hands the stream on); FrameError('too-large') before reading an oversized body,
     FrameError('bad-request') on a malformed prefix or early end of stream. ``first``: the
-    prefix's first byte, already read (a session stream's wait for the next request)."""
+    prefix's first byte, already read. A stream that carries many frames reads them through
+    one :class:`FrameReader` instead (fewer reads)."""
     n = shift = 0
     for i in range(MAX_UVARINT_BYTES + 1):
         if i == MAX_UVARINT_BYTES:
@@ -343,22 +421,24 @@ class ReqRespServer:
         past ``timeout_s`` on one exchange. Error responses to well-formed requests keep the
         stream open."""
         spec = PROTOCOLS[proto]
+        reader = FrameReader(stream)
         while True:
             with trio.move_on_after(spec.idle_s) as idle:
                 try:
-                    first = await _read_some(stream, 1)
+                    more = await reader.fill()
                 except Exception:  # noqa: BLE001 - reset or closed by the peer
                     return
-            if idle.cancelled_caught or not first:
+            if idle.cancelled_caught or not more:
                 return
             with trio.move_on_after(spec.timeout_s) as one:
-                if not await self._serve(proto, stream, first=first):
+                if not await self._serve(proto, stream, reader=reader):
                     return
             if one.cancelled_caught:
                 return
 
-    async def _serve(self, proto: str, stream: INetStream, *, first: bytes = b"") -> bool:
-        """One exchange; False when the stream must not carry another (a frame error)."""
+    async def _serve(self, proto: str, stream: INetStream, *, reader: FrameReader | None = None) -> bool:
+        """One exchange; False when the stream must not carry another (a frame error).
+        ``reader``: the session stream's (it may hold the start of the next request)."""
         spec = PROTOCOLS[proto]
         peer = stream.muxed_conn.peer_id
         if self.is_banned(peer):
@@ -368,7 +448,7 @@ class ReqRespServer:
             await self._reply_error(stream, 0, "rate-limited", f"{proto}: limit {spec.rate_limit}")
             return False
         try:
-            data = await read_frame(stream, message_type_of(spec.request).max_size, first=first)
+            data = await (reader or FrameReader(stream)).read(message_type_of(spec.request).max_size)
         except FrameError as exc:
             await self._reply_error(stream, 0, exc.code, exc.detail)
             return False
@@ -424,7 +504,7 @@ async def request(
             await stream.write(encode_frame(encode(req)))
             with contextlib.suppress(Exception):  # half-close is advisory
                 await stream.close_write()  # type: ignore[attr-defined]  # NetStream has it, INetStream does not declare it
-            data = await read_frame(stream, limit)
+            data = await FrameReader(stream).read(limit)
         except FrameError as exc:
             raise ReqRespError("bad-response", str(exc)) from None
         except ReqRespError:
@@ -467,6 +547,7 @@ class SessionStream(Generic[ReqT, RespT]):
         self.peer = peer
         self.proto = proto
         self.stream: INetStream | None = None
+        self._reader: FrameReader | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self._limit = max(message_type_of(proto.response).max_size, message_type_of(ErrorResponse).max_size)
@@ -480,10 +561,11 @@ class SessionStream(Generic[ReqT, RespT]):
         data = b""
         with trio.move_on_after(timeout) as scope:
             try:
-                if self.stream is None:
+                if self.stream is None or self._reader is None:
                     self.stream = await self.host.new_stream(self.peer, [TProtocol(self.proto.proto_id)])
+                    self._reader = FrameReader(self.stream)
                 await self.stream.write(frame)
-                data = await read_frame(self.stream, self._limit)
+                data = await self._reader.read(self._limit)
             except FrameError as exc:
                 await self.aclose()
                 raise ReqRespError("bad-response", str(exc)) from None
@@ -513,7 +595,7 @@ class SessionStream(Generic[ReqT, RespT]):
         return resp
 
     async def aclose(self) -> None:
-        s, self.stream = self.stream, None
+        s, self.stream, self._reader = self.stream, None, None
         if s is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
                 await s.close()
