@@ -109,7 +109,7 @@ async def _leader_loop(v: Validator) -> None:
     so the next slot's decision comes after it, on the slot it produced."""
     while True:
         now = v.clock.wall_ms()
-        step = v.leader_step(now)
+        step = v.leader_step(now, v.clock.mono_ms())
         if isinstance(step.decision, Build):
             await v.produce(step.decision.slot, step.decision.parent)
             continue
