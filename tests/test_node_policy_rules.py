@@ -357,6 +357,7 @@ def test_policy_leader_behind_reads_the_monotonic_clock() -> None:
     assert p.count_vote(v, mono0) == [] and 3 in p.dups.pending  # slot 3 unknown here: above best 1
     slot2 = wall0 + SLOT_MS * 2  # our slot 2; its parent 1 is frozen: would build at once
     assert p.leader(slot2, mono0 + 100) == WaitForParent("behind")
+    assert p.leader(slot2 + 5, mono0 + 150) == WaitForParent("behind") and p.stats.leader_behind_waits == 1
     # the same wall time, the vote now old on the monotonic clock: not behind, builds
     assert p.leader(slot2 + 10, mono0 + rd.BEHIND_WINDOW_MS) == Build(1, 2)
     # a wall reading passed as "monotonic" (the old plumbing) would never see the vote as recent

@@ -186,6 +186,8 @@ class NodeStats:
     votes_included: int = 0  # vote transactions this node put in its own slots
     dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
     produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
+    leader_behind_waits: int = 0  # own slots in which the leader waited "behind" at least once
+    leader_behind_slot: int = -1  # the last of them (counted once per slot)
     duplicate_slots: set[int] = field(default_factory=set)
     last_produced_ms: dict[int, int] = field(default_factory=dict)
     snapshots: int = 0  # node snapshots written
@@ -511,6 +513,9 @@ class NodePolicy(Generic[R]):
                             behind=self.behind(now_mono_ms), may_produce=self.ready.may_produce(now_ms))
         if not isinstance(d, WaitForParent):
             self.leader_decided = cur
+        elif d.reason == "behind" and self.stats.leader_behind_slot != cur:
+            self.stats.leader_behind_slot = cur
+            self.stats.leader_behind_waits += 1
         return d
 
     def leader_step(self, now_ms: int, now_mono_ms: int) -> LeaderStep:
@@ -646,7 +651,7 @@ class NodePolicy(Generic[R]):
             # why it would not vote now (live) and why its last vote decision did not vote
             "no_vote_reason": self.ready.no_vote_reason(behind=behind, isolated=isolated),
             "last_no_vote_reason": self.last_no_vote_reason, "tower_unknown": cons.lost is not None,
-            "votes_refreshed": s.votes_refreshed,
+            "votes_refreshed": s.votes_refreshed, "leader_behind_waits": s.leader_behind_waits,
             "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
             "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
             "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,
