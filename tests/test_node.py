@@ -558,14 +558,17 @@ def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: p
     from ambient_p2p.node import services
 
     real = Validator._thread
+    hits: list[int] = []
 
     async def slow_step(self: Validator, kind: str, fn: Any, *args: Any) -> Any:
         if fn is services._consumed:  # repair's first step (inline here: offload=False)
+            hits.append(1)
             await trio.sleep(6.0 * rng.random())
         return await real(self, kind, fn, *args)
 
     monkeypatch.setattr(Validator, "_thread", slow_step)
     _cut_and_heal(tmp_path)
+    assert hits  # the delay was exercised (a renamed or bypassed step would make this test vacuous)
 
 
 def _cut_and_heal(tmp_path: Path) -> None:
