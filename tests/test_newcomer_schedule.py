@@ -131,8 +131,8 @@ def test_four_validators_resume_after_two_epochs_without_a_block(tmp_path: Path)
     slot_s = slot_duration_ms(g) / 1000
     paused: list[bool] = [False]
     for node in net.nodes.values():
-        def decide(now: int, _orig: Any = node.leader) -> Any:
-            return Skip("paused") if paused[0] else _orig(now)
+        def decide(now: int, now_mono: int, _orig: Any = node.leader) -> Any:
+            return Skip("paused") if paused[0] else _orig(now, now_mono)
 
         node.leader = decide  # type: ignore[method-assign]
     seen: dict[str, Any] = {}

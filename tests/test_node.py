@@ -488,6 +488,52 @@ def test_leader_service_sleeps_to_slot_boundaries_under_a_mock_clock(tmp_path: P
     assert v.cons.tower.last_voted_slot == 20 and stall["n"] == len(v.loop_stall) > 0
 
 
+def test_repair_first_step_runs_inline_without_offload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``offload=False`` (the in-process tests) repair's first step (which shreds of
+    the wanted slots are stored) runs inline on the trio thread, like every other offloadable
+    step: in a worker thread the MockClock's autojump would move virtual time while it runs,
+    so machine load would change the interleaving."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.net.reqresp import ReqRespError
+    from ambient_p2p.node import services
+
+    v = loaded_validator(KEYS[0], _genesis(n=1), tmp_path / "v")
+    threaded: list[Any] = []
+
+    async def recording(fn: Any, *args: Any, **_kw: Any) -> Any:
+        threaded.append(fn)
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", recording)
+    asked: list[list[int]] = []
+    real_consumed = services._consumed
+
+    def consumed(bs: Blockstore, slots: list[int]) -> dict[int, int | None]:
+        asked.append(list(slots))
+        return real_consumed(bs, slots)
+
+    monkeypatch.setattr(services, "_consumed", consumed)
+
+    class SilentPeer:  # one peer that never answers a repair request
+        def peers(self) -> list[str]:
+            return ["p"]
+
+        async def request(self, *_a: Any, **_kw: Any) -> Any:
+            raise ReqRespError("timeout", "test")
+
+    v.port = SilentPeer()  # type: ignore[assignment]
+    monkeypatch.setattr(v, "repair_plan", lambda now_ms: ([5], None))
+
+    async def main() -> None:
+        with trio.move_on_after(3 * services.REPAIR_INTERVAL_S):
+            await services.repair_service(v)
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+    assert asked and all(a == [5] for a in asked)  # the step ran, every round
+    assert threaded == []  # and never in a worker thread
+
+
 def test_four_validators_in_process_finalize_one_chain_and_a_cut_node_catches_up(tmp_path: Path) -> None:
     """All services (ingest, replay, leader, repair, voting) of four validators on virtual
     time with an in-process network: they take turns as leader, vote, root the same chain;
@@ -509,12 +555,20 @@ def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: p
 
     rng = random.Random(2)
 
-    async def slow_worker(fn: Any, *args: Any, limiter: Any = None, **_kw: Any) -> Any:
-        await trio.sleep(6.0 * rng.random())
-        return fn(*args)
+    from ambient_p2p.node import services
 
-    monkeypatch.setattr(trio.to_thread, "run_sync", slow_worker)
+    real = Validator._thread
+    hits: list[int] = []
+
+    async def slow_step(self: Validator, kind: str, fn: Any, *args: Any) -> Any:
+        if fn is services._consumed:  # repair's first step (inline here: offload=False)
+            hits.append(1)
+            await trio.sleep(6.0 * rng.random())
+        return await real(self, kind, fn, *args)
+
+    monkeypatch.setattr(Validator, "_thread", slow_step)
     _cut_and_heal(tmp_path)
+    assert hits  # the delay was exercised (a renamed or bypassed step would make this test vacuous)
 
 
 def _cut_and_heal(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ambient_p2p.core.consensus import Consensus, NotVoted, PersistTower, SendVo
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.finality import Finality
 from ambient_p2p.core.history import LedgerHistory, PurgeLedger, TakeSnapshot
-from ambient_p2p.core.leader_policy import Build, Skip, WaitForParent
+from ambient_p2p.core.leader_policy import LEADER_WAIT_RECHECK_MS, Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, percentiles
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
@@ -335,13 +335,39 @@ def test_policy_may_build_and_produced_bookkeeping() -> None:
 def test_policy_leader_rule() -> None:
     p = _policy()
     _replay(p, 1, 0)
-    assert p.leader(SLOT_MS * 2) == Build(1, 2)
-    assert p.leader(SLOT_MS * 2 + 1) == Skip("decided")  # once per slot
-    assert isinstance(p.leader(SLOT_MS * 3), WaitForParent)  # slot 3: slot 2 missing, grace first
-    assert p.leader(SLOT_MS * 3 + 300) == Build(1, 3)  # the grace is over: slot 2 is skipped
+    assert p.leader(SLOT_MS * 2, SLOT_MS * 2) == Build(1, 2)
+    assert p.leader(SLOT_MS * 2 + 1, SLOT_MS * 2 + 1) == Skip("decided")  # once per slot
+    assert isinstance(p.leader(SLOT_MS * 3, SLOT_MS * 3), WaitForParent)  # slot 3: slot 2 missing, grace first
+    assert p.leader(SLOT_MS * 3 + 300, SLOT_MS * 3 + 300) == Build(1, 3)  # the grace is over: slot 2 is skipped
     other = _policy(others_from=0)
     _replay(other, 1, 0)
-    assert other.leader(SLOT_MS * 2) == Skip("not-leader")
+    assert other.leader(SLOT_MS * 2, SLOT_MS * 2) == Skip("not-leader")
+
+
+def test_policy_leader_behind_reads_the_monotonic_clock() -> None:
+    """Production clocks: wall ms since 1970 (slot placement), monotonic ms since boot (vote
+    receipt times, "behind"), far apart. A peer's recent vote for a slot above the best makes
+    the leader wait ("behind"); once it is older than ``BEHIND_WINDOW_MS`` on the monotonic
+    clock, the leader builds, whatever the wall clock says (spec/node.md "Readiness")."""
+    wall0, mono0 = 1_790_000_000_000, 5_000  # genesis (wall) and the node's boot-relative clock
+    p = NodePolicy(ME, STAKES, None, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=wall0, started_ms=wall0,
+                   spe=32, leader_of=lambda s: ME.pubkey, vote_weights=lambda e: None)
+    _replay(p, 1, 0, now=mono0)
+    v = sign_message(Vote(KEYS[1].pubkey, 3, _h(3), None, wall0, bytes(64)), KEYS[1], "vote")
+    assert p.count_vote(v, mono0) == [] and 3 in p.dups.pending  # slot 3 unknown here: above best 1
+    slot2 = wall0 + SLOT_MS * 2  # our slot 2; its parent 1 is frozen: would build at once
+    assert p.leader(slot2, mono0 + 100) == WaitForParent("behind")
+    assert p.leader(slot2 + 5, mono0 + 150) == WaitForParent("behind") and p.stats.leader_behind_waits == 1
+    # the same wall time, the vote now old on the monotonic clock: not behind, builds
+    assert p.leader(slot2 + 10, mono0 + rd.BEHIND_WINDOW_MS) == Build(1, 2)
+    # a wall reading passed as "monotonic" (the old plumbing) would never see the vote as recent
+    q = NodePolicy(ME, STAKES, None, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=wall0, started_ms=wall0,
+                   spe=32, leader_of=lambda s: ME.pubkey, vote_weights=lambda e: None)
+    _replay(q, 1, 0, now=mono0)
+    q.count_vote(v, mono0)
+    assert q.behind(mono0 + 100) and not q.behind(slot2)
+    step = q.leader_step(slot2, mono0 + 100)  # the shell's entry point passes both clocks through
+    assert step.decision == WaitForParent("behind") and step.wake_ms == slot2 + LEADER_WAIT_RECHECK_MS
 
 
 def test_policy_prepare_rule() -> None:
@@ -357,7 +383,7 @@ def test_policy_prepare_rule() -> None:
     assert p.prepare(SLOT_MS * 4) == (8, 0)  # 3 is not frozen yet
     p.replayed(3, _res(3), False, 0)
     assert p.prepare(SLOT_MS * 4) == (8, 3)  # the better parent
-    assert p.leader(SLOT_MS * 8 + 300) == Build(3, 8)
+    assert p.leader(SLOT_MS * 8 + 300, SLOT_MS * 8 + 300) == Build(3, 8)
     assert p.prepare(SLOT_MS * 8 + 301) == (9, 3)  # 8 is decided; 9 next (on 8 once it froze)
     far = NodePolicy(ME, STAKES, None, genesis_hash=_h(0), slot_ms=SLOT_MS, genesis_ms=0, started_ms=0, spe=32,
                      leader_of=lambda s: KEYS[1].pubkey, vote_weights=lambda e: None)

@@ -89,14 +89,14 @@ def test_leader_step_prepares_only_when_not_building() -> None:
     p = _policy(leader_of=lambda s: ME.pubkey if s in (2, 5) else KEYS[1].pubkey)
     p.banks[0] = FakeResult(FakeBank(0, _h(0)))
     _replay(p, 1, 0)
-    step = p.leader_step(SLOT_MS * 2)
+    step = p.leader_step(SLOT_MS * 2, SLOT_MS * 2)
     assert step == LeaderStep(Build(1, 2), None, SLOT_MS * 2)  # a build: no prepare, no sleep
-    step = p.leader_step(SLOT_MS * 3)  # not ours: prepare slot 5 on 1, sleep to slot 4's start
+    step = p.leader_step(SLOT_MS * 3, SLOT_MS * 3)  # not ours: prepare slot 5 on 1, sleep to slot 4's start
     assert step == LeaderStep(Skip("not-leader"), (5, 1), SLOT_MS * 4)
     q = _policy()
     q.banks[0] = FakeResult(FakeBank(0, _h(0)))
     _replay(q, 1, 0)
-    step = q.leader_step(SLOT_MS * 3 + 10)  # slot 2 missing: grace, recheck in 50 ms
+    step = q.leader_step(SLOT_MS * 3 + 10, SLOT_MS * 3 + 10)  # slot 2 missing: grace, recheck in 50 ms
     assert isinstance(step.decision, WaitForParent) and step.wake_ms == SLOT_MS * 3 + 10 + LEADER_WAIT_RECHECK_MS
 
 

@@ -30,12 +30,13 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects,      |
 |                                 | weights; everything at or below the root pruned; the ledger        | ``TakeSnapshot``,     |
 |                                 | history rules (core/history.py): snapshot, purge                   | ``PurgeLedger``       |
-| ``leader(now)``                 | own slot, once: ``leader_decision`` on ``Consensus.build_parent``  | Build / Wait / Skip   |
+| ``leader(now, mono)``           | own slot, once: ``leader_decision`` on ``Consensus.build_parent``; | Build / Wait / Skip   |
+|                                 | "behind" dated on the monotonic clock (vote receipts are mono)     |                       |
 | ``prepare(now)``                | the next own slot and the parent it would be built on, when that   | (start its PoH early) |
 |                                 | parent is frozen: its PoH starts now (skipped slots hashed as they |                       |
 |                                 | pass, spec/poh.md "Preparing the next slot")                       |                       |
-| ``leader_step(now)``           | ``leader(now)``; unless it builds: ``prepare(now)`` and when to    | ``LeaderStep``        |
-|                                 | ask again (``leader_policy.next_wake_ms``)                         |                       |
+| ``leader_step(now, mono)``      | ``leader(now, mono)``; unless it builds: ``prepare(now)`` and when | ``LeaderStep``        |
+|                                 | to ask again (``leader_policy.next_wake_ms``)                      |                       |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
@@ -185,6 +186,8 @@ class NodeStats:
     votes_included: int = 0  # vote transactions this node put in its own slots
     dumped: int = 0  # our versions of duplicate slots dumped for the confirmed version
     produce_abandoned: int = 0  # own slots not complete in time on the PoH clock (node/production.py)
+    leader_behind_waits: int = 0  # own slots in which the leader waited "behind" at least once
+    leader_behind_slot: int = -1  # the last of them (counted once per slot)
     duplicate_slots: set[int] = field(default_factory=set)
     last_produced_ms: dict[int, int] = field(default_factory=dict)
     snapshots: int = 0  # node snapshots written
@@ -496,23 +499,28 @@ class NodePolicy(Generic[R]):
         return out
 
     # -- production ---------------------------------------------------------------------------
-    def leader(self, now_ms: int) -> Decision:
+    def leader(self, now_ms: int, now_mono_ms: int) -> Decision:
         """The leader rule for the current clock slot: only in this node's own slots, once
-        per slot (a Build or Skip decides it; the shell builds a slot before it asks again)."""
+        per slot (a Build or Skip decides it; the shell builds a slot before it asks again).
+        ``now_ms`` (wall) places the slot; ``now_mono_ms`` (monotonic) dates "behind", whose
+        pending-vote receipt times are monotonic."""
         cur = self.slot_at(now_ms)
         if cur <= self.leader_decided or self.leader_of(cur) != self.kp.pubkey:
             return Skip("decided" if cur <= self.leader_decided else "not-leader")
         best = self.cons.build_parent(cur)
         d = leader_decision(now_ms, cur, best, start_ms=self.slot_start_ms(cur), slot_ms=self.slot_ms,
                             best_frozen=self.slots.is_frozen(best), best_is_own=best in self.slots.own,
-                            behind=self.behind(now_ms), may_produce=self.ready.may_produce(now_ms))
+                            behind=self.behind(now_mono_ms), may_produce=self.ready.may_produce(now_ms))
         if not isinstance(d, WaitForParent):
             self.leader_decided = cur
+        elif d.reason == "behind" and self.stats.leader_behind_slot != cur:
+            self.stats.leader_behind_slot = cur
+            self.stats.leader_behind_waits += 1
         return d
 
-    def leader_step(self, now_ms: int) -> LeaderStep:
-        """``leader(now)``; unless it builds, ``prepare(now)`` and the wake time."""
-        d = self.leader(now_ms)
+    def leader_step(self, now_ms: int, now_mono_ms: int) -> LeaderStep:
+        """``leader(now, mono)``; unless it builds, ``prepare(now)`` and the wake time (wall)."""
+        d = self.leader(now_ms, now_mono_ms)
         if isinstance(d, Build):
             return LeaderStep(d, None, now_ms)
         return LeaderStep(d, self.prepare(now_ms), next_wake_ms(now_ms, d, self.slot_start_ms(self.slot_at(now_ms) + 1)))
@@ -643,7 +651,7 @@ class NodePolicy(Generic[R]):
             # why it would not vote now (live) and why its last vote decision did not vote
             "no_vote_reason": self.ready.no_vote_reason(behind=behind, isolated=isolated),
             "last_no_vote_reason": self.last_no_vote_reason, "tower_unknown": cons.lost is not None,
-            "votes_refreshed": s.votes_refreshed,
+            "votes_refreshed": s.votes_refreshed, "leader_behind_waits": s.leader_behind_waits,
             "produced": s.produced, "replayed": s.replayed, "dead": s.dead, "duplicates": s.duplicates,
             "duplicate_slots": sorted(s.duplicate_slots), "dumped": s.dumped,
             "votes_in": s.votes_in, "votes_out": s.votes_out, "votes_unsent": s.votes_unsent,

@@ -109,7 +109,7 @@ async def _leader_loop(v: Validator) -> None:
     so the next slot's decision comes after it, on the slot it produced."""
     while True:
         now = v.clock.wall_ms()
-        step = v.leader_step(now)
+        step = v.leader_step(now, v.clock.mono_ms())
         if isinstance(step.decision, Build):
             await v.produce(step.decision.slot, step.decision.parent)
             continue
@@ -147,7 +147,9 @@ async def repair_service(v: Validator) -> None:
         v.repair_now = trio.Event()
         peers = v.port.peers() if v.port is not None else []
         wanted, orphan = repair_plan(v) if peers else ([], None)
-        consumed = await trio.to_thread.run_sync(_consumed, v.bs, wanted, limiter=v.limiters["disk"]) if wanted else {}
+        # a disk read: a worker thread, or inline without offload (a thread would let a
+        # MockClock jump while it runs, so load would change the in-process interleaving)
+        consumed = await v._thread("disk", _consumed, v.bs, wanted) if wanted else {}
         asks = repair_round(wanted, orphan, consumed, len(peers), v.rng)
         if not asks:
             continue
