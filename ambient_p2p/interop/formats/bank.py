@@ -37,7 +37,7 @@ import json
 from typing import Any
 
 from ...core import crypto, svm
-from ...core.bank import Bank, BlockError, accounts_delta_hash, accounts_hash, votes_hash
+from ...core.bank import Bank, BlockError, TxResult, accounts_delta_hash, accounts_hash, votes_hash
 from ...core.consensus import Vote
 from ...core.messages import sign_message
 from ...core.vote_program import vote_transaction
@@ -88,18 +88,10 @@ def _tokens(written: list[tuple[bytes, int, svm.AccountMeta]]) -> dict[str, Any]
     return {"mints": mints, "accounts": accounts}
 
 
-def _svm_slot(v: Any) -> Any:
+def _run_slot(parent: Bank, v: Any) -> tuple[Bank, list[TxResult], bytes]:
+    """The case's slot (``slot``, ``leader``, ``txs``, ``last_blockhash``) on ``parent``:
+    the child bank, its transaction results and its bank hash (both handlers' block rule)."""
     try:
-        p = v["parent"]
-        accts = _full_accounts(p["accounts"])
-        programs = svm.genesis_programs()
-        if any(k in programs for k, _n, _m in accts):
-            raise Rejected("malformed", "an account sits at a genesis program's address")
-        lamports = {k: n for k, n, _m in accts} | {k: n for k, (n, _m) in programs.items()}
-        metas = {k: m for k, _n, m in accts} | {k: m for k, (_n, m) in programs.items()}
-        parent = Bank.restore(int(p["slot"]), 0, bytes.fromhex(p["bank_hash"]), bytes(32), lamports,
-                              [bytes.fromhex(h) for h in p["blockhashes"]], {},
-                              {int(s): bytes.fromhex(h) for s, h in p["slot_hashes"]}, {}, account_meta=metas)
         slot, leader = int(v["slot"]), crypto.decode_address(v["leader"])
         txs = [bytes.fromhex(t) for t in v["txs"]]
         last_blockhash = bytes.fromhex(v["last_blockhash"])
@@ -112,7 +104,24 @@ def _svm_slot(v: Any) -> Any:
         results = bank.process_transactions(txs)
     except BlockError as exc:
         raise Rejected(exc.reason, str(exc)) from None
-    bank_hash = bank.freeze(last_blockhash)
+    return bank, results, bank.freeze(last_blockhash)
+
+
+def _svm_slot(v: Any) -> Any:
+    try:
+        p = v["parent"]
+        accts = _full_accounts(p["accounts"])
+        programs = svm.genesis_programs()
+        if any(k in programs for k, _n, _m in accts):
+            raise Rejected("malformed", "an account sits at a genesis program's address")
+        lamports = {k: n for k, n, _m in accts} | {k: n for k, (n, _m) in programs.items()}
+        metas = {k: m for k, _n, m in accts} | {k: m for k, (_n, m) in programs.items()}
+        parent = Bank.restore(int(p["slot"]), 0, bytes.fromhex(p["bank_hash"]), bytes(32), lamports,
+                              [bytes.fromhex(h) for h in p["blockhashes"]], {},
+                              {int(s): bytes.fromhex(h) for s, h in p["slot_hashes"]}, {}, account_meta=metas)
+    except (ValueError, KeyError, TypeError, AttributeError, crypto.CryptoError) as exc:
+        raise Rejected("malformed", str(exc)) from None
+    bank, results, bank_hash = _run_slot(parent, v)
     meta = bank.account_meta
     written = [(k, bank.balance(k), meta.get(k, svm.DEFAULT_META)) for k in sorted(bank.modified)]
     return {
@@ -145,19 +154,9 @@ def run(handler: str, data: bytes) -> Any:
                               [bytes.fromhex(h) for h in p["blockhashes"]], {},
                               {int(s): bytes.fromhex(h) for s, h in p["slot_hashes"]},
                               {crypto.decode_address(a): int(s) for a, s in p["last_votes"]})
-        slot, leader = int(v["slot"]), crypto.decode_address(v["leader"])
-        txs = [bytes.fromhex(t) for t in v["txs"]]
-        last_blockhash = bytes.fromhex(v["last_blockhash"])
     except (ValueError, KeyError, TypeError, AttributeError, crypto.CryptoError) as exc:
         raise Rejected("malformed", str(exc)) from None
-    if slot <= parent.slot:
-        raise Rejected("malformed", "slot must be above the parent's")
-    bank = parent.child(slot, leader)
-    try:
-        results = bank.process_transactions(txs)
-    except BlockError as exc:
-        raise Rejected(exc.reason, str(exc)) from None
-    bank_hash = bank.freeze(last_blockhash)
+    bank, results, bank_hash = _run_slot(parent, v)
     delta = accounts_delta_hash(bank, bank.modified)  # a deleted account counts with 0 lamports
     return {
         "results": [{"signature": r.signature.hex(), "fee": r.fee, "error": r.error} for r in results],
