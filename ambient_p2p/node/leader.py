@@ -42,8 +42,8 @@ from ..ledger.meta import BankHashRecord
 from ..ledger.producer import open_bank
 from ..ledger.replay import SlotResult
 
-#: Most transactions one slot takes from the pending pool: 1,000 transfers/s at 800 ms slots
-#: need 800 (issue 17); a 1,024-transfer slot is ~220 KB, 7 FEC sets.
+#: Most transactions one slot takes from the pending pool: 1,000 transfers/s need 400 at
+#: 400 ms slots, 800 at 800 ms (issue 17); a 1,024-transfer slot is ~220 KB, 7 FEC sets.
 MAX_TXS_PER_SLOT = 1024
 #: Most vote transactions one slot takes (one per voter; on top of MAX_TXS_PER_SLOT).
 MAX_VOTES_PER_SLOT = 1024
