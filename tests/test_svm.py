@@ -290,3 +290,37 @@ def test_auction_accounts_are_readable_in_the_svm_and_keep_their_data() -> None:
     assert child.auction_accounts[q] == data and child.balance(q) == lamports + amount and q not in child.account_meta
     seen = svm.shared_executor().svm.get_account(Pubkey(q))
     assert seen is not None and bytes(seen.owner) == auction.AUCTION_PROGRAM_ID and bytes(seen.data) == data
+
+
+def test_banks_on_two_threads_share_the_executor_safely() -> None:
+    """Replay and slot building run in different worker threads (node/validator.py) on the
+    one process-wide executor: LiteSVM's pyo3 object refuses a call while another thread is
+    inside it ("Already mutably borrowed", seen on a 4-node localnet at 1,000 tx/s), so the
+    executor serialises its entry points. Two threads running forks of one parent get the
+    bank hashes a single thread gets."""
+    import threading
+
+    b1, a_ata, b_ata = token_setup(genesis())
+    bh = b1.last_blockhash
+    forks = {
+        2: [spl.tx(ALICE, [spl.transfer(a_ata, b_ata, ALICE.pubkey, 1 + i)], bh) for i in range(40)],
+        3: [spl.tx(BOB, [spl.system_transfer(BOB.pubkey, ALICE.pubkey, 1 + i)], bh) for i in range(40)],
+    }
+    expect = {slot: run(b1, slot, txs)[0].bank_hash for slot, txs in forks.items()}
+    got: dict[int, list[bytes | None]] = {2: [], 3: []}
+    errors: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        try:
+            for _ in range(15):
+                got[slot].append(run(b1, slot, forks[slot])[0].bank_hash)
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in forks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert all(h == expect[s] for s, hs in got.items() for h in hs) and all(len(hs) == 15 for hs in got.values())

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..devnet.genesis import LOCALNET_SLOT_MS
 from ..errors import UserError
 
 #: How long the localnet may take to finalize its first slot.
@@ -62,7 +63,8 @@ def add_parser(sub: Any) -> None:
             "confirmation p50/p95/p99, mempool depth, CPU per node, next to the one-core ed25519 verify ceiling")
     p = sub.add_parser("chain", help=what, description=what + " (spec/tpu.md).")
     p.add_argument("--nodes", type=int, default=4, help="validator processes (default 4)")
-    p.add_argument("--slot-ms", type=int, default=800, help="slot duration in ms (default 800, the localnet's)")
+    p.add_argument("--slot-ms", type=int, default=LOCALNET_SLOT_MS,
+                   help=f"slot duration in ms (default {LOCALNET_SLOT_MS}, the localnet's; its ticks and hashes per tick)")
     p.add_argument("--loads", default="100,300,1000", help="offered loads in tx/s, comma separated (default 100,300,1000)")
     p.add_argument("--seconds", type=float, default=60.0, help="window per load in seconds (default 60)")
     p.add_argument("--sample-every", type=int, default=20, help="every Nth transaction is a latency probe (default 20)")
@@ -392,6 +394,9 @@ def cmd_chain(args: argparse.Namespace) -> int:
                 out = run_chain_bench(args.nodes, args.slot_ms, loads, args.seconds, args.sample_every, root, log)
             except (RuntimeError, TimeoutError) as exc:
                 raise UserError(f"bench chain: {exc}") from None
+            except OSError as exc:  # a node's control socket is gone: it exited (nodes.log says why)
+                where = root / "nodes.log" if keep else "nodes.log (run with --dir to keep it)"
+                raise UserError(f"bench chain: a node stopped answering ({exc.strerror or exc}); see {where}") from None
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

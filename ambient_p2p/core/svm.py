@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -249,9 +250,13 @@ def _from_account(acc: Account) -> tuple[int, AccountMeta]:
 
 class SvmExecutor:
     """One LiteSVM instance, its mirror and the live accounts of the bank that ran last (see
-    the module docstring). Not thread-safe: one per thread or process (:func:`shared_executor`)."""
+    the module docstring). Shared by the threads of a process (:func:`shared_executor`):
+    replay and slot building run banks in different worker threads, and LiteSVM's pyo3
+    object refuses a call made while another thread is inside it ("Already mutably
+    borrowed"), so :meth:`execute` and :meth:`release` hold one lock each call."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         from solders.account import Account
         from solders.clock import Clock
         from solders.epoch_schedule import EpochSchedule
@@ -323,6 +328,11 @@ class SvmExecutor:
         return out
 
     def release(self, owner: object | None = None) -> None:
+        """:meth:`_release` under the executor's lock."""
+        with self._lock:
+            self._release(owner)
+
+    def _release(self, owner: object | None = None) -> None:
         """Hand the live accounts back to their bank (all of them, or only where ``owner`` is
         that bank): the dirty accounts' metas go to it through the ``absorb`` it gave
         :meth:`execute`. Called before another bank runs here, and by the bank whenever
@@ -407,6 +417,15 @@ class SvmExecutor:
                 fee: int, lamports: Mapping[bytes, int], metas: Mapping[bytes, AccountMeta],
                 special: AbstractSet[bytes] = frozenset(),
                 load: Callable[[bytes], tuple[int, AccountMeta] | None] | None = None) -> SvmResult:
+        """:meth:`_execute` under the executor's lock."""
+        with self._lock:
+            return self._execute(owner, absorb, tx, keys, writable_keys, sysvars, fee, lamports, metas, special, load)
+
+    def _execute(self, owner: object, absorb: Callable[[Mapping[bytes, AccountMeta]], None],
+                 tx: VersionedTransaction, keys: Sequence[bytes], writable_keys: Sequence[bytes], sysvars: Sysvars,
+                 fee: int, lamports: Mapping[bytes, int], metas: Mapping[bytes, AccountMeta],
+                 special: AbstractSet[bytes] = frozenset(),
+                 load: Callable[[bytes], tuple[int, AccountMeta] | None] | None = None) -> SvmResult:
         """Run ``tx`` (whose account keys are ``keys``, ``writable_keys`` those it may write,
         the fee payer first) with ``sysvars`` for the bank
         ``owner``, whose accounts are ``lamports`` and ``metas`` (no entry: no account, or
@@ -420,7 +439,7 @@ class SvmExecutor:
         "Performance"). The bank's accounts must change only through ``writes`` while they
         are live: the bank calls :meth:`release` before it changes or reads them otherwise."""
         if owner is not self._owner:
-            self.release()
+            self._release()
             self._owner, self._absorb = owner, absorb
         if sysvars is not self._sysvars:
             self._sync_sysvars(sysvars)
@@ -437,7 +456,7 @@ class SvmExecutor:
             # LiteSVM stores accounts only at the end of a run, so the live accounts are
             # taken back as they are, and then every account is loaded again from the bank
             self._x87_reset()
-            self.release()
+            self._release()
             mirror.clear()
             return SvmResult(f"svm-panic: {exc}", (), 0, {}, 0)
         self._x87_reset()
