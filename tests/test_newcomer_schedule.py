@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.schedule import ForkSlot, ScheduleBook
 from ambient_p2p.devnet.genesis import localnet_genesis
-from ambient_p2p.node.schedule import ForkSlot, ScheduleBook
 
 KEYS = [Keypair.deterministic("newcomer-schedule", i) for i in range(4)]
 GENESIS = localnet_genesis("newcomer-schedule", [k.pubkey for k in KEYS], slots_per_epoch=32, creation_time_s=1)

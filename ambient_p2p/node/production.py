@@ -26,6 +26,7 @@ from .leader import (
     MAX_VOTES_PER_SLOT,
     BuiltSlot,
     SlotStreamer,
+    build_variants,
     entry_batches,
     rebank,
     select_transactions,
@@ -91,16 +92,13 @@ async def produce(v: Validator, slot: int, parent: int) -> None:
     if v.poh is not None and isinstance(v.producer, HonestProducer):
         await produce_on_clock(v, v.poh, slot, parent)
         return
-    from .validator import build_job
-
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return  # the parent was dumped or pruned while we waited, or built before a restart
         txs, votes, parent_res = v.mempool.take(v.clock.mono_ms()), v.vote_pool.take(), v.banks[parent]
-        built, variants, res, events = await v._thread("build", build_job, v.kp, v.genesis, parent, parent_res,
-                                                       slot, txs, votes, v.producer, v.bs, v._leaders())
-        v.commit_built(built, res, events)
-        await v.replay_ready()
+        built, variants = await v._thread("build", build_variants, v.kp, v.genesis, parent, parent_res, slot,
+                                          txs, votes, v.producer.variants)
+        await v.store_built(built)
     if v.port is not None and not await v.producer.deliver(slot, variants, v.port):
         await publish(v.port, variants)
     async with v.ledger_lock:
@@ -164,8 +162,6 @@ def prepare_on_clock(v: Validator, slot: int, parent: int) -> bool:
 async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int) -> bool:
     """Produce ``slot`` on ``parent`` in real time (module docstring); True when produced,
     False when the parent went away first or the slot was abandoned."""
-    from .validator import store_built_job
-
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False
@@ -200,8 +196,6 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False  # the parent was dumped or pruned during the slot
-        res, events = await v._thread("build", store_built_job, v.bs, built, v._leaders())
-        v.commit_built(built, res, events)
-        await v.replay_ready()
+        await v.store_built(built)
         await v.decide()
     return True

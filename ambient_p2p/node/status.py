@@ -1,6 +1,7 @@
 """What the validator reports: the ``status`` fields, the LStake table, the one-line
 status, and the node's control commands (``chain``, ``slot_info``, ``submit_tx``). The
-values are read here from the validator's handles; their shape is core/node_report.py's."""
+values are read here from the validator's handles; their shape is core/node_report.py's.
+The ``Validator`` takes these functions as its methods of the same names."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def status_fields(v: Validator) -> dict[str, Any]:
                                None if v.poh is None else v.poh.late_reports, recent),
         **v.producer.status(),
     }
+
+
+def status(v: Validator) -> dict[str, Any]:
+    return {"consensus": status_fields(v)}
 
 
 def lstake_table(v: Validator) -> dict[str, dict[str, int]]:
