@@ -681,6 +681,10 @@ class NodePolicy(Generic[R]):
         return sorted(epochs)
 
     # -- report -------------------------------------------------------------------------------
+    def finalized_slot(self) -> int:
+        """The highest slot finalized here (``Finality.finalized_slot`` at the root)."""
+        return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
+
     def report(self, now_ms: int, now_mono_ms: int) -> dict[str, Any]:
         """The policy's part of the node's ``status`` (spec/node.md "Status"): consensus,
         finality, readiness, pools, counters, the ledger history, confirmation latency."""

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..core import codec
 from ..core import slots as sl
 from ..core.consensus import Vote
 from ..core.crypto import Keypair
@@ -32,10 +31,10 @@ from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, Shel
 from ..core.schedule import ScheduleBook
 from ..core.vote_program import VoteTx
 from ..ledger.blockstore import Blockstore, InsertResult
-from ..ledger.jobs import Stored, insert_job, replay_job, store_built_job
+from ..ledger.jobs import Stored, insert_job, replay_job, save_snapshot_job, store_built_job, write_slot_effect
 from ..ledger.replay import SlotResult
 from ..ledger.restore import restore_job
-from ..ledger.snapshot import make_node_snapshot, save_node_snapshot
+from ..ledger.snapshot import make_node_snapshot
 from ..ledger.tower_storage import read_tower
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import ShredPush, ShredPushAck
@@ -222,7 +221,7 @@ class Validator(NodePolicy[SlotResult]):
                      else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
 
     def perform(self, effects: list[ShellEffect]) -> None:
-        """Perform the policy's slot effects, in order."""
+        """Perform the policy's slot and ledger-history effects, in order."""
         for e in effects:
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
@@ -234,15 +233,12 @@ class Validator(NodePolicy[SlotResult]):
             elif isinstance(e, CreditRoot):
                 bank = self.banks[e.slot].bank
                 self.book.credit_replayed_root(e.slot, bank.landed_votes, bank.work_events)
-            elif isinstance(e, sl.MarkDead):
-                self.bs.mark_dead(e.slot, e.reason[:500])
-            elif isinstance(e, sl.Purge):
-                for s in e.slots:
-                    self.bs.purge_slots(s, s)
-            elif isinstance(e, sl.ClearDead):
-                self.bs.clear_dead(e.slot)
+            elif isinstance(e, sl.MarkDead | sl.Purge | sl.ClearDead):
+                write_slot_effect(self.bs, e)
             elif isinstance(e, sl.RepairSlot):
                 self.repair_now.set()
+            elif isinstance(e, PurgeLedger):
+                self.pending_purge = e  # the cleanup service (node/services.py) takes the newest
             else:
                 raise AssertionError(f"not a slot effect: {e!r}")
 
@@ -281,21 +277,17 @@ class Validator(NodePolicy[SlotResult]):
         self.book.on_rooted(list(eff.chain), eff.slot, self.landed_voters, self.work_events)
         self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
         for e in self.rooted(eff.slot, eff.chain, self.clock.mono_ms()):
-            if isinstance(e, TakeSnapshot):  # built here (it copies the bank and the book), written in a thread
-                snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
-                                          self.book.to_state())
-                try:
-                    await self._thread("disk", save_node_snapshot, self.bs, snap)
-                except codec.EncodeError as exc:  # the bank outgrew one record (spec/blockstore.md)
-                    self.stats.snapshot_failures += 1
-                    print(f"warning: no snapshot at slot {e.slot}: {exc}; the older one stays", file=sys.stderr)
-                else:
-                    self.stats.snapshots += 1
-                    self.stats.snapshot_slot = e.slot
-            elif isinstance(e, PurgeLedger):
-                self.pending_purge = e  # the cleanup service (node/services.py) takes the newest
-            else:
+            if not isinstance(e, TakeSnapshot):
                 self.perform([e])
+                continue
+            snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
+                                      self.book.to_state())  # here: it copies the bank and the book
+            if (err := await self._thread("disk", save_snapshot_job, self.bs, snap)) is not None:
+                self.stats.snapshot_failures += 1
+                print(f"warning: no snapshot at slot {e.slot}: {err}; the older one stays", file=sys.stderr)
+            else:
+                self.stats.snapshots += 1
+                self.stats.snapshot_slot = e.slot
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
@@ -316,9 +308,6 @@ class Validator(NodePolicy[SlotResult]):
 
     # -- status (node/status.py) ------------------------------------------------------------------
     status, status_line, lstake_table, control = status, status_line, lstake_table, control
-
-    def finalized_slot(self) -> int:
-        return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
 
     async def run(self, node: Any) -> None:
         self.port = NetNodePort(node)
