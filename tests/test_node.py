@@ -26,7 +26,15 @@ from ambient_p2p.ledger.tower_storage import read_tower, write_tower
 from ambient_p2p.node.leader import build_slot
 from ambient_p2p.node.services import repair_plan
 from ambient_p2p.node.validator import Validator, slot_duration_ms
-from tests.inproc import KEYS, assert_one_rooted_chain, inproc_cluster, loaded_validator, rooted_chains
+from tests.inproc import (
+    KEYS,
+    assert_one_rooted_chain,
+    inproc_cluster,
+    loaded_validator,
+    rooted_chains,
+    run_cluster,
+    statuses,
+)
 from tests.inproc import node_genesis as _genesis
 
 
@@ -573,30 +581,22 @@ def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: p
 
 
 def _cut_and_heal(tmp_path: Path) -> None:
-    from trio.testing import MockClock
-
-    from ambient_p2p.node.services import run_services
-
     g = _genesis(n=4, slots_per_epoch=64)
     net = inproc_cluster(tmp_path, g)
     slot_s = slot_duration_ms(g) / 1000
     seen: dict[str, Any] = {}
 
-    async def main() -> None:
-        async with trio.open_nursery() as n:
-            for v in net.nodes.values():
-                n.start_soon(run_services, v)
-            await trio.sleep(30 * slot_s)
-            net.cut.add("v3")
-            await trio.sleep(24 * slot_s)
-            seen["cut"] = net.nodes["v3"].status()["consensus"]
-            net.cut.clear()
-            await trio.sleep(60 * slot_s)
-            seen["end"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
-            n.cancel_scope.cancel()
+    async def script() -> None:
+        await trio.sleep(30 * slot_s)
+        net.cut.add("v3")
+        await trio.sleep(24 * slot_s)
+        seen["cut"] = net.nodes["v3"].status()["consensus"]
+        net.cut.clear()
+        await trio.sleep(60 * slot_s)
+        seen["end"] = statuses(net)
 
     try:
-        trio.run(main, clock=MockClock(autojump_threshold=0))
+        run_cluster(net, script)
         cut, end = seen["cut"], seen["end"]
         # isolated (after ISOLATION_SLOTS of other leaders' slots passed unseen), so it may not vote
         assert cut["isolated"] and cut["no_vote_reason"] == "isolated"
