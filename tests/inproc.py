@@ -5,6 +5,7 @@ that every node rooted the same chain."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,29 @@ def inproc_cluster(tmp_path: Path, genesis: Genesis, keys: list[Keypair] = KEYS)
         v.port = net.port(f"v{i}")
         net.nodes[f"v{i}"] = v
     return net
+
+
+def run_cluster(net: FakeNet, script: Callable[[], Awaitable[None]]) -> None:
+    """Run every node's services (``node.services.run_services``) on one ``MockClock`` while
+    ``script`` runs (it sleeps in virtual time, cuts and heals the net, reads status); the
+    services are cancelled when it returns."""
+    from trio.testing import MockClock
+
+    from ambient_p2p.node.services import run_services
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for v in net.nodes.values():
+                n.start_soon(run_services, v)
+            await script()
+            n.cancel_scope.cancel()
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def statuses(net: FakeNet) -> dict[str, dict[str, Any]]:
+    """Every node's ``consensus`` status, by name."""
+    return {name: v.status()["consensus"] for name, v in net.nodes.items()}
 
 
 def rooted_chains(nodes: list[Validator]) -> list[dict[int, bytes]]:

@@ -20,10 +20,12 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.genesis import build_genesis
 from ambient_p2p.core.lstake import epoch_of
 from ambient_p2p.core.messages import EpochParams, Genesis, LStakeParams, PohParams
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.ledger.blockstore import COLUMN_FAMILIES, Blockstore
 from ambient_p2p.ledger.cleanup import CLEANUP_INTERVAL_SLOTS, cleanup_due, purge_below
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotResult, replay_slot
+from ambient_p2p.ledger.restore import Restored, restore
 from ambient_p2p.ledger.snapshot import (
     SNAPSHOT_INTERVAL_SLOTS,
     make_node_snapshot,
@@ -31,8 +33,6 @@ from ambient_p2p.ledger.snapshot import (
     snapshot_due,
 )
 from ambient_p2p.node.leader import build_slot
-from ambient_p2p.node.restore import Restored, restore
-from ambient_p2p.node.schedule import ScheduleBook
 
 LEADER = Keypair.deterministic("ledger-chain-leader")
 USERS = [Keypair.deterministic("ledger-chain-user", i) for i in range(4)]

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from ambient_p2p.core.crypto import encode_address
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.devnet.localnet import ValidatorLocalnet
-from ambient_p2p.node.schedule import ScheduleBook
 
 FINALIZE_TIMEOUT_S = 150.0
 #: A restarted node's root passes the others' only after ~55 more votes (its old tower

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from ambient_p2p.core.crypto import Keypair, sha256
 from ambient_p2p.core.join import epoch_stake_problem, ranked_snapshots
 from ambient_p2p.core.lstake import WorkKind
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.devnet.genesis import localnet_genesis
-from ambient_p2p.node.schedule import ScheduleBook
 from ambient_p2p.node.snapshot_sync import attest, genesis_stakes, snapshot_epoch_weights
 
 OLD = [Keypair.deterministic("epoch-trust/genesis", i) for i in range(4)]

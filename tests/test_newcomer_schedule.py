@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.schedule import ForkSlot, ScheduleBook
 from ambient_p2p.devnet.genesis import localnet_genesis
-from ambient_p2p.node.schedule import ForkSlot, ScheduleBook
 
 KEYS = [Keypair.deterministic("newcomer-schedule", i) for i in range(4)]
 GENESIS = localnet_genesis("newcomer-schedule", [k.pubkey for k in KEYS], slots_per_epoch=32, creation_time_s=1)
@@ -118,12 +118,10 @@ def test_four_validators_resume_after_two_epochs_without_a_block(tmp_path: Path)
     replays and votes again, and finality moves past the stall on one chain. Before the
     rule no node had a leader for epoch 3 and the chain never produced again."""
     import trio
-    from trio.testing import MockClock
 
     from ambient_p2p.core.leader_policy import Skip
-    from ambient_p2p.node.services import run_services
     from ambient_p2p.node.validator import slot_duration_ms
-    from tests.inproc import assert_one_rooted_chain, inproc_cluster, node_genesis, rooted_chains
+    from tests.inproc import assert_one_rooted_chain, inproc_cluster, node_genesis, rooted_chains, run_cluster, statuses
 
     spe = 16
     g = node_genesis(n=4, slots_per_epoch=spe)
@@ -137,26 +135,22 @@ def test_four_validators_resume_after_two_epochs_without_a_block(tmp_path: Path)
         node.leader = decide  # type: ignore[method-assign]
     seen: dict[str, Any] = {}
 
-    async def main() -> None:
-        async with trio.open_nursery() as n:
-            for v in net.nodes.values():
-                n.start_soon(run_services, v)
-            await trio.sleep(20 * slot_s)
-            paused[0] = True
-            await trio.sleep(40 * slot_s)
-            seen["stall"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
-            paused[0] = False
-            # resumed: up to 80 slots (virtual time) for every node to finalize past the stall;
-            # at 400 ms slots the last node's tower roots a few slots later than at 800 ms
-            for _ in range(80):
-                await trio.sleep(slot_s)
-                seen["end"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
-                if all(c["processed"] > 60 and c["finalized"] > 60 for c in seen["end"].values()):
-                    break
-            n.cancel_scope.cancel()
+    async def script() -> None:
+        await trio.sleep(20 * slot_s)
+        paused[0] = True
+        await trio.sleep(40 * slot_s)
+        seen["stall"] = statuses(net)
+        paused[0] = False
+        # resumed: up to 80 slots (virtual time) for every node to finalize past the stall;
+        # at 400 ms slots the last node's tower roots a few slots later than at 800 ms
+        for _ in range(80):
+            await trio.sleep(slot_s)
+            seen["end"] = statuses(net)
+            if all(c["processed"] > 60 and c["finalized"] > 60 for c in seen["end"].values()):
+                break
 
     try:
-        trio.run(main, clock=MockClock(autojump_threshold=0))
+        run_cluster(net, script)
         stall, end = seen["stall"], seen["end"]
         keys = ("slot", "processed", "root", "finalized", "isolated", "no_vote_reason")
         print({k: {f: c.get(f) for f in keys} for k, c in stall.items()})

@@ -15,17 +15,26 @@ import trio
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.lstake import CREDIT_PER_LEADER_SLOT, CREDIT_PER_VOTE
 from ambient_p2p.core.readiness import SlotFrozen
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.core.shred import DATA_PAYLOAD_BYTES
 from ambient_p2p.core.tower import Tower, TowerError
 from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore, shred_key
 from ambient_p2p.ledger.producer import genesis_bank, transfer_tx
 from ambient_p2p.ledger.replay import SlotRejected, SlotResult, replay_slot
+from ambient_p2p.ledger.tower_storage import read_tower, write_tower
 from ambient_p2p.node.leader import build_slot
-from ambient_p2p.node.schedule import ScheduleBook
 from ambient_p2p.node.services import repair_plan
-from ambient_p2p.node.validator import Validator, read_tower, slot_duration_ms, write_tower
-from tests.inproc import KEYS, assert_one_rooted_chain, inproc_cluster, loaded_validator, rooted_chains
+from ambient_p2p.node.validator import Validator, slot_duration_ms
+from tests.inproc import (
+    KEYS,
+    assert_one_rooted_chain,
+    inproc_cluster,
+    loaded_validator,
+    rooted_chains,
+    run_cluster,
+    statuses,
+)
 from tests.inproc import node_genesis as _genesis
 
 
@@ -507,13 +516,13 @@ def test_repair_first_step_runs_inline_without_offload(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(trio.to_thread, "run_sync", recording)
     asked: list[list[int]] = []
-    real_consumed = services._consumed
+    real_consumed = services.consumed_job
 
     def consumed(bs: Blockstore, slots: list[int]) -> dict[int, int | None]:
         asked.append(list(slots))
         return real_consumed(bs, slots)
 
-    monkeypatch.setattr(services, "_consumed", consumed)
+    monkeypatch.setattr(services, "consumed_job", consumed)
 
     class SilentPeer:  # one peer that never answers a repair request
         def peers(self) -> list[str]:
@@ -561,7 +570,7 @@ def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: p
     hits: list[int] = []
 
     async def slow_step(self: Validator, kind: str, fn: Any, *args: Any) -> Any:
-        if fn is services._consumed:  # repair's first step (inline here: offload=False)
+        if fn is services.consumed_job:  # repair's first step (inline here: offload=False)
             hits.append(1)
             await trio.sleep(6.0 * rng.random())
         return await real(self, kind, fn, *args)
@@ -572,30 +581,22 @@ def test_cut_and_heal_survives_slow_repair_rounds(tmp_path: Path, monkeypatch: p
 
 
 def _cut_and_heal(tmp_path: Path) -> None:
-    from trio.testing import MockClock
-
-    from ambient_p2p.node.services import run_services
-
     g = _genesis(n=4, slots_per_epoch=64)
     net = inproc_cluster(tmp_path, g)
     slot_s = slot_duration_ms(g) / 1000
     seen: dict[str, Any] = {}
 
-    async def main() -> None:
-        async with trio.open_nursery() as n:
-            for v in net.nodes.values():
-                n.start_soon(run_services, v)
-            await trio.sleep(30 * slot_s)
-            net.cut.add("v3")
-            await trio.sleep(24 * slot_s)
-            seen["cut"] = net.nodes["v3"].status()["consensus"]
-            net.cut.clear()
-            await trio.sleep(60 * slot_s)
-            seen["end"] = {name: v.status()["consensus"] for name, v in net.nodes.items()}
-            n.cancel_scope.cancel()
+    async def script() -> None:
+        await trio.sleep(30 * slot_s)
+        net.cut.add("v3")
+        await trio.sleep(24 * slot_s)
+        seen["cut"] = net.nodes["v3"].status()["consensus"]
+        net.cut.clear()
+        await trio.sleep(60 * slot_s)
+        seen["end"] = statuses(net)
 
     try:
-        trio.run(main, clock=MockClock(autojump_threshold=0))
+        run_cluster(net, script)
         cut, end = seen["cut"], seen["end"]
         # isolated (after ISOLATION_SLOTS of other leaders' slots passed unseen), so it may not vote
         assert cut["isolated"] and cut["no_vote_reason"] == "isolated"

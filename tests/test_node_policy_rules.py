@@ -4,7 +4,6 @@ policy") and of the restart rules of the tower (spec/tower.md "Restart without a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import example, given, settings
@@ -20,6 +19,7 @@ from ambient_p2p.core.leader_policy import LEADER_WAIT_RECHECK_MS, Build, Skip, 
 from ambient_p2p.core.messages import sign_message
 from ambient_p2p.core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, percentiles
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
+from tests.policy_doubles import FakeBank, FakeResult
 
 KEYS = [Keypair.deterministic("policy-rules", i) for i in range(4)]
 ME = KEYS[0]
@@ -224,21 +224,6 @@ def test_cluster_root_is_the_uncapped_supermajority_root() -> None:
 
 
 # -- NodePolicy --------------------------------------------------------------------------------
-@dataclass
-class FakeBank:
-    slot: int
-    bank_hash: bytes
-    last_blockhash: bytes = b"\x07" * 32
-    landed_votes: list[tuple[bytes, int]] = field(default_factory=list)
-    blockhashes: list[bytes] = field(default_factory=lambda: [b"\x07" * 32])  # mempool admission reads these
-    status_cache: dict[bytes, int] = field(default_factory=dict)
-
-
-@dataclass
-class FakeResult:
-    bank: Any
-
-
 def _res(slot: int, fork: int = 0, landed: list[tuple[bytes, int]] | None = None) -> FakeResult:
     return FakeResult(FakeBank(slot, _h(slot, fork), landed_votes=landed or []))
 

@@ -22,6 +22,7 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.messages import PohParams
 from ambient_p2p.core.poh import Entry, check_slot_ticks, verify_entries
 from ambient_p2p.core.poh_recorder import MaxHeightReached, record_slot_entries
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.devnet.genesis import localnet_genesis as validator_genesis
 from ambient_p2p.devnet.users import user_keypairs
 from ambient_p2p.ledger.blockstore import Blockstore
@@ -36,7 +37,6 @@ from ambient_p2p.node.poh_service import (
     build_slot_from_entries,
     record_slot,
 )
-from ambient_p2p.node.schedule import ScheduleBook
 from tests.test_poh_recorder import fake_tx
 
 MS = 1_000_000  # ns

@@ -19,9 +19,9 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.core.schedule import ForkSlot, ScheduleBook
 from ambient_p2p.core.work import WorkEvent
 from ambient_p2p.devnet.genesis import localnet_genesis
-from ambient_p2p.node.schedule import ForkSlot, ScheduleBook
 
 KEYS = [Keypair.deterministic("fork-schedule", i) for i in range(4)]
 SPE = 16

@@ -34,13 +34,13 @@ from ambient_p2p.ledger.meta import (
     BankSnapshot,
     decode_bank_snapshot,
 )
+from ambient_p2p.ledger.restore import RestoreError, restore
 from ambient_p2p.ledger.snapshot import (
     NodeSnapshot,
     bank_to_snapshot,
     load_latest_node_snapshot,
     snapshot_to_bank,
 )
-from ambient_p2p.node.restore import RestoreError, restore
 from ambient_p2p.node.validator import Validator
 
 from .ledger_chain import LEADER, USERS, chain_genesis, restart, run_chain

@@ -1,4 +1,4 @@
-"""Node snapshots (ledger/snapshot.py) and restart from them (node/restore.py): the record
+"""Node snapshots (ledger/snapshot.py) and restart from them (ledger/restore.py): the record
 round-trips and rejects inconsistent state; a node restarted from its snapshot reaches the
 same banks, schedule book and finality count as one that never stopped, quickly, on a
 cleaned ledger; the acceptance run (20,000 slots, restart < 10 s) under -m slow."""
@@ -15,8 +15,10 @@ from ambient_p2p.core import codec
 from ambient_p2p.core.codec import DecodeError
 from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.core.lstake import WorkKind, epoch_of
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.ledger.blockstore import Blockstore, slot_key
 from ambient_p2p.ledger.cleanup import DEFAULT_KEEP_SLOTS
+from ambient_p2p.ledger.restore import RestoreError, restore
 from ambient_p2p.ledger.snapshot import (
     MAX_NODE_SNAPSHOTS,
     SNAPSHOT_INTERVAL_SLOTS,
@@ -25,8 +27,6 @@ from ambient_p2p.ledger.snapshot import (
     load_node_snapshot,
     snapshot_due,
 )
-from ambient_p2p.node.restore import RestoreError, restore
-from ambient_p2p.node.schedule import ScheduleBook
 
 from .ledger_chain import LEADER, ROOT_LAG, census, chain_genesis, restart, run_chain
 

@@ -20,11 +20,11 @@ from ambient_p2p.core.lstake import (
     WorkKind,
     schedule_for_epoch,
 )
+from ambient_p2p.core.schedule import ScheduleBook
 from ambient_p2p.devnet.users import ledger_user_keypairs
 from ambient_p2p.interop.formats.codec import sample_genesis
 from ambient_p2p.ledger.meta import BankSnapshot, decode_bank_snapshot
 from ambient_p2p.ledger.snapshot import bank_to_snapshot, snapshot_to_bank
-from ambient_p2p.node.schedule import ScheduleBook
 
 U = ledger_user_keypairs(3)
 LEADER = b"L" * 32

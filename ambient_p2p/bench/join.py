@@ -76,9 +76,9 @@ def _snapshot_tip(server: Path, genesis: Any, tip: Any, slots: int) -> int:
     import dataclasses
 
     from ..core import codec
+    from ..core.schedule import ScheduleBook
     from ..ledger.blockstore import Blockstore
     from ..ledger.snapshot import make_node_snapshot
-    from ..node.schedule import ScheduleBook
 
     state = dataclasses.replace(ScheduleBook(genesis).to_state(), credited_through=slots)
     snap = make_node_snapshot(genesis.hash(), tip, slots, state)

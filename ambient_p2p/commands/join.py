@@ -367,7 +367,7 @@ def _run_node(args: argparse.Namespace, bootstrap: list[str]) -> int:
 
     restore_error: tuple[type[Exception], ...] = ()
     if validator is not None:
-        from ..node.restore import RestoreError
+        from ..ledger.restore import RestoreError
 
         restore_error = (RestoreError,)  # the ledger cannot restart (another chain, pruned history)
     from ..ledger.blockstore import BlockstoreError
@@ -819,7 +819,7 @@ def late_genesis_warning(genesis: Any, now_s: float) -> str | None:
     written (issue 16: it never produced, silently). Slots run on the wall clock from the
     genesis creation time, so every slot before now is skipped; epoch 0's and 1's leader
     schedules come from genesis, epoch E >= 2's from the LStake ledger once epoch E-2 is
-    rooted (node/schedule.py). A first node that starts in epoch 1 must root a slot of it
+    rooted (core/schedule.py). A first node that starts in epoch 1 must root a slot of it
     before epoch 2 begins, or production stops there (status line ``leader=-``); one that
     starts in epoch 2 or later can never compute a schedule."""
     from ..node.validator import slot_duration_ms

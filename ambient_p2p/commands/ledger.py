@@ -124,10 +124,10 @@ def _blockstore_errors(fn: Any) -> Any:
 
 def _validator_schedule(genesis: Any, bs: Any, snap: Any = None) -> tuple[Any, Any]:
     """A validator ledger's leader schedule, as the node derives it: the LStake-weighted
-    schedule (node/schedule.py), credited from the stored roots as they replay (leader slots
+    schedule (core/schedule.py), credited from the stored roots as they replay (leader slots
     and landed votes), so epochs >= 2 verify against the schedule the network used. From a
     node snapshot ``snap`` (pruned ledger) the book starts from the snapshot's state."""
-    from ..node.schedule import ScheduleBook
+    from ..core.schedule import ScheduleBook
 
     book = ScheduleBook(genesis) if snap is None else ScheduleBook.from_state(genesis, snap.schedule)
     roots = set(bs.roots())

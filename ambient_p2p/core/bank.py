@@ -1016,7 +1016,7 @@ def child_bank(parent: Bank, slot: int, leader: bytes, slot_duration_us: int,
                vote_weights: Callable[[int], Mapping[bytes, int] | None]) -> Bank:
     """``parent.child(slot, leader)``, running the epoch-boundary hook when the child opens
     an epoch on its fork (spec/rewards.md "In the bank"): ``vote_weights(E)`` answers the
-    vote weights of epoch ``E`` (node/schedule.py ``ScheduleBook.vote_weights``), known
+    vote weights of epoch ``E`` (core/schedule.py ``ScheduleBook.vote_weights``), known
     wherever a slot of a later epoch can be replayed or produced. The one call every
     producer and replayer of a chain must make instead of ``child`` once rewards are on."""
     bank = parent.child(slot, leader)

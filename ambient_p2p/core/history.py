@@ -13,7 +13,7 @@ first root past the interval; the previous root is the policy's ``root_written``
 |                                |                                                        | ``last_purge_root := new``              |
 |                                | otherwise                                              | nothing                                 |
 
-Restart (:func:`restart_refusal`, :func:`initial_roots`; node/restore.py reads the ledger):
+Restart (:func:`restart_refusal`, :func:`initial_roots`; ledger/restore.py reads the ledger):
 
 | ledger                                               | the node restarts from                          |
 |------------------------------------------------------|-------------------------------------------------|

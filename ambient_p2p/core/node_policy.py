@@ -53,6 +53,10 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | book's credited root), ascending: the fork a schedule beyond the   |                       |
 |                                 | root's reach is computed on (spec/node.md "Leader schedule on a    |                       |
 |                                 | fork"); ``landed_voters`` / ``work_events`` of each                |                       |
+| ``fork_at(slot, floor)``        | ``fork_slots`` with each slot's bank hash, voters and work; the     | (``Fork``)            |
+|                                 | working fork = ``fork_at(processed tip)`` (memoized per tip)       |                       |
+| ``unreplayed_above(tip, mono)`` | the lowest slot above ``tip`` held, named as a parent or voted for | (slot or None)        |
+|                                 | but not replayed, dead slots excepted (memoized per tip 200 ms)   |                       |
 | ``schedule_epochs()``           | the epochs whose schedules an insert may check shreds against:     | (range of epochs)     |
 |                                 | from the one before the root's to the one after the working tip's  |                       |
 """
@@ -60,6 +64,7 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -77,6 +82,7 @@ from .history import HistoryEffect, Housekeeping, LedgerHistory
 from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
+from .schedule import Fork, ForkSlot
 from .shred import OFFSET_SLOT
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
 from .vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
@@ -94,6 +100,9 @@ MAX_DUPLICATE_SLOTS_SEEN = 1024
 MAX_PRODUCED_TIMES = 64
 #: A transaction is at most one packet (Solana's PACKET_DATA_SIZE).
 MAX_TX_BYTES = PACKET_DATA_BYTES
+#: How long the lowest unreplayed slot above the working tip is reused (``unreplayed_above``:
+#: a node far behind asks it for every shred of a later epoch).
+UNREPLAYED_MEMO_MS = 200
 #: Vote transactions the gossip check parsed, kept for ingest (the oldest go first): as
 #: many as the shell's inbox holds deliveries.
 CHECKED_VOTES_KEPT = 4096
@@ -230,6 +239,8 @@ class NodePolicy(Generic[R]):
         self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self.loading_roots: set[int] = set()  # ledger roots above the restart base, until restarted
         self.loaded = False  # restarted: the stored slots replayed
+        self._fork_memo: tuple[tuple[int, int], Fork] | None = None  # ((tip, floor), working fork)
+        self._unreplayed_memo: tuple[int, int, int | None] | None = None  # (tip, mono ms, answer)
 
     @property
     def stakes(self) -> Mapping[bytes, int]:
@@ -616,6 +627,40 @@ class NodePolicy(Generic[R]):
         out.reverse()
         return out
 
+    def fork_at(self, slot: int, floor: int) -> Fork:
+        """The unrooted frozen ancestry of ``slot`` (itself included) above ``floor`` (the
+        schedule book's credited root), ascending, with what rooting each would credit: what
+        the schedule book needs for schedules beyond the root's reach (spec/node.md "Leader
+        schedule on a fork")."""
+        return [ForkSlot(s, self.banks[s].bank.bank_hash or b"", self.landed_voters(s), self.work_events(s))
+                for s in self.fork_slots(slot, floor)]
+
+    def working_fork(self, floor: int) -> Fork:
+        """The heaviest frozen bank's unrooted ancestry (memoized per tip and floor)."""
+        key = (self.cons.processed_slot(), floor)
+        if self._fork_memo is None or self._fork_memo[0] != key:
+            self._fork_memo = (key, self.fork_at(key[0], floor))
+        return self._fork_memo[1]
+
+    def unreplayed_above(self, tip: int, now_mono_ms: int) -> int | None:
+        """The lowest slot above ``tip`` this node holds or has heard of but not replayed
+        (partial, full, replaying or dumped here, named as parent by a stored child, or voted
+        for by a peer); dead slots excepted (the schedule book's ``unreplayed_above``).
+        Asked only while the working fork has not reached an epoch's basis boundary (a node
+        far behind asks it per shred of a later epoch: memoized per tip for
+        ``UNREPLAYED_MEMO_MS``)."""
+        m = self._unreplayed_memo
+        if m is not None and m[0] == tip and now_mono_ms - m[1] < UNREPLAYED_MEMO_MS:
+            return m[2]
+        st = self.slots
+        held = (s for s, state in st.states.items()
+                if s > tip and state not in (sl.SlotState.FROZEN, sl.SlotState.DEAD, sl.SlotState.PRUNED))
+        named = (p for p in st.children if p > tip and p not in st.states)
+        voted = (s for s in self.dups.pending if s > tip and not st.is_dead(s))
+        low = min(itertools.chain(held, named, voted), default=None)
+        self._unreplayed_memo = (tip, now_mono_ms, low)
+        return low
+
     def landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
@@ -636,6 +681,10 @@ class NodePolicy(Generic[R]):
         return sorted(epochs)
 
     # -- report -------------------------------------------------------------------------------
+    def finalized_slot(self) -> int:
+        """The highest slot finalized here (``Finality.finalized_slot`` at the root)."""
+        return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
+
     def report(self, now_ms: int, now_mono_ms: int) -> dict[str, Any]:
         """The policy's part of the node's ``status`` (spec/node.md "Status"): consensus,
         finality, readiness, pools, counters, the ledger history, confirmation latency."""

@@ -8,7 +8,7 @@ fraudulent, or a validator accepted a fraud. Each call updates the identity's fi
 *work account* (below; little-endian, u64 fields 8-aligned so an SBF program reads it in
 place, as the auction accounts) and appends a :class:`WorkEvent` to the slot's list. The
 accounts enter the bank hash (``work_delta_hash``); the events of a *rooted* slot become
-LStake credits (node/schedule.py, core/lstake.py), as landed votes do.
+LStake credits (core/schedule.py, core/lstake.py), as landed votes do.
 
 Pure: no clock, no I/O.
 """

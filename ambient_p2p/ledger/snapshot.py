@@ -1,7 +1,7 @@
 """State persisted with the ledger so that a node need not replay from genesis: a frozen
 bank <-> :class:`BankSnapshot` (spec/bank.md, "Persistence"), and the validator's
 :class:`NodeSnapshot` (bank + schedule book + finality count, spec/blockstore.md "Node
-snapshots"), written at roots and read back by node/restore.py."""
+snapshots"), written at roots and read back by ledger/restore.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from ..core import codec, svm
 from ..core.bank import Bank
-from ..core.codec import Bytes, List, Rec, UInt, fld, message, record
+from ..core.codec import Bytes, Rec, UInt, fld, message
 
 # when to snapshot is the sans-IO policy's (core/history.py); its names stay importable here
 from ..core.history import SNAPSHOT_INTERVAL_SLOTS as SNAPSHOT_INTERVAL_SLOTS
 from ..core.history import snapshot_due as snapshot_due
+from ..core.schedule import ScheduleBookState
 from .meta import (
     AccountBalance,
     AccountMetaData,
@@ -120,52 +121,6 @@ def snapshot_matches(snap: BankSnapshot, bank: Bank) -> bool:
 #: Node snapshots kept (the newest ones; agave keeps 2 full snapshot archives by default,
 #: ``DEFAULT_MAX_FULL_SNAPSHOT_ARCHIVES_TO_RETAIN``).
 MAX_NODE_SNAPSHOTS = 2
-MAX_SNAPSHOT_LSTAKE_BUCKETS = 8_192
-MAX_SNAPSHOT_CREDITED_IDENTITIES = 4_096
-
-
-@record
-@dataclass(frozen=True)
-class LStakeBucket:
-    """Work credited to ``identity`` in ``epoch`` (core/lstake.py)."""
-
-    identity: bytes = fld(Bytes(32, exact=True))
-    epoch: int = fld(UInt(64))
-    credits: int = fld(UInt(64))
-    slashes: int = fld(UInt(64))
-    pool_credits: int = fld(UInt(64), default=0)  # the Logit Pool share of credits (NodeSnapshot v3)
-
-
-@record
-@dataclass(frozen=True)
-class IdentityCount:
-    identity: bytes = fld(Bytes(32, exact=True))
-    count: int = fld(UInt(64))
-
-
-@record
-@dataclass(frozen=True)
-class LStakeForfeit:
-    """A slash of ``identity`` booked in ``epoch`` (core/lstake.py ``forfeit``)."""
-
-    identity: bytes = fld(Bytes(32, exact=True))
-    epoch: int = fld(UInt(64))
-
-
-@record
-@dataclass(frozen=True)
-class ScheduleBookState:
-    """node/schedule.py ``ScheduleBook`` without its caches: the LStake buckets (pruned to
-    the root's epoch), the highest credited rooted slot, and the per-identity counters of
-    leader slots and landed votes credited (all epochs), sorted by identity."""
-
-    credited_through: int = fld(UInt(64))
-    lstake: tuple[LStakeBucket, ...] = fld(List(Rec(LStakeBucket), MAX_SNAPSHOT_LSTAKE_BUCKETS))
-    leader_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
-    vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
-    forfeits: tuple[LStakeForfeit, ...] = fld(List(Rec(LStakeForfeit), MAX_SNAPSHOT_LSTAKE_BUCKETS), default=())
-
-
 @message(type_id=0x0108, version=4, max_size=1 << 20)
 @dataclass(frozen=True)
 class NodeSnapshot:

@@ -15,7 +15,7 @@ then the entries cut into chained 32:32 Merkle FEC sets signed by the leader.
   PoH clock publishes during its slot, agave's broadcast stage) and ``finish`` freezes the
   bank on the last entry hash: the one copy of the shredding tail.
   :func:`build_slot_from_entries` is the same for entries that are all there.
-* :func:`build_slot` is the one-shot build (``--poh-clock instant``, the equivocation
+* :func:`build_slot` (:func:`build_variants`: with a producer strategy's versions) is the one-shot build (``--poh-clock instant``, the equivocation
   harness, tests): select, record every batch as early as it fits
   (``core.poh_recorder.record_slot_entries``), ticks to the end, shred.
 
@@ -27,7 +27,7 @@ Pure: no clock, no disk, no network.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 from ..core.bank import Bank, BlockError
@@ -59,6 +59,11 @@ class BuiltSlot:
     included: list[bytes]  # transactions that made it into the slot
     dropped: list[bytes]  # transactions the bank refused (they would make the block invalid)
     included_votes: list[VoteTx]  # the vote transactions among ``included`` that landed
+
+
+#: A producer strategy's versions of a built slot: (built, parent, rebuild with other
+#: transactions) -> the shred lists to send.
+Variants = Callable[[BuiltSlot, SlotResult, Callable[[list[bytes]], BuiltSlot]], list[list[bytes]]]
 
 
 def select_transactions(
@@ -201,6 +206,14 @@ def build_slot_from_entries(
     streamer = SlotStreamer(kp, genesis, parent_slot, parent, slot)
     streamer.add(entries)
     return streamer.finish(bank, included, dropped, included_votes)
+
+
+def build_variants(kp: Keypair, genesis: Genesis, parent_slot: int, parent: SlotResult, slot: int,
+                   txs: Sequence[bytes], votes: Sequence[VoteTx], variants: Variants) -> tuple[BuiltSlot, list[list[bytes]]]:
+    """:func:`build_slot`, and the versions of it a producer strategy sends
+    (node/production.py ``ProducerStrategy.variants``: the honest one sends the slot)."""
+    built = build_slot(kp, genesis, parent_slot, parent, slot, txs, votes)
+    return built, variants(built, parent, lambda t: build_slot(kp, genesis, parent_slot, parent, slot, t))
 
 
 def build_slot(

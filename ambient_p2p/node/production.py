@@ -26,6 +26,7 @@ from .leader import (
     MAX_VOTES_PER_SLOT,
     BuiltSlot,
     SlotStreamer,
+    build_variants,
     entry_batches,
     rebank,
     select_transactions,
@@ -91,16 +92,13 @@ async def produce(v: Validator, slot: int, parent: int) -> None:
     if v.poh is not None and isinstance(v.producer, HonestProducer):
         await produce_on_clock(v, v.poh, slot, parent)
         return
-    from .validator import build_job
-
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return  # the parent was dumped or pruned while we waited, or built before a restart
         txs, votes, parent_res = v.mempool.take(v.clock.mono_ms()), v.vote_pool.take(), v.banks[parent]
-        built, variants, res, events = await v._thread("build", build_job, v.kp, v.genesis, parent, parent_res,
-                                                       slot, txs, votes, v.producer, v.bs, v._leaders())
-        v.commit_built(built, res, events)
-        await v.replay_ready()
+        built, variants = await v._thread("build", build_variants, v.kp, v.genesis, parent, parent_res, slot,
+                                          txs, votes, v.producer.variants)
+        await v.store_built(built)
     if v.port is not None and not await v.producer.deliver(slot, variants, v.port):
         await publish(v.port, variants)
     async with v.ledger_lock:
@@ -155,31 +153,31 @@ def prepare_on_clock(v: Validator, slot: int, parent: int) -> bool:
     start_hash = v.banks[parent].last_entry_hash
     if not lp.poh_start_needed(poh.working(slot), parent, start_hash):
         return False
+    return _start_poh(v, poh, slot, parent, start_hash, v.clock.wall_ms())[0]
+
+
+def _start_poh(v: Validator, poh: PohService, slot: int, parent: int, start_hash: bytes,
+               wall_ms: int) -> tuple[bool, lp.SlotPlan]:
+    """(Re)start ``slot``'s PoH on ``parent``, its origin on the slot clock (``slot_plan``)."""
     plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
                         tick_ms=v.genesis.poh.target_tick_duration_us / 1000)
     return poh.start_slot(slot, parent, start_hash,
-                          origin_ns=lp.poh_origin_ns(poh.clock_ns(), plan.origin_ms, v.clock.wall_ms()))
+                          origin_ns=lp.poh_origin_ns(poh.clock_ns(), plan.origin_ms, wall_ms)), plan
 
 
 async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int) -> bool:
     """Produce ``slot`` on ``parent`` in real time (module docstring); True when produced,
     False when the parent went away first or the slot was abandoned."""
-    from .validator import store_built_job
-
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False
         parent_res = v.banks[parent]
-    g = v.genesis
-    plan = lp.slot_plan(slot, parent, genesis_ms=v.genesis_ms, slot_ms=v.slot_ms,
-                        tick_ms=g.poh.target_tick_duration_us / 1000)
-    wall0, t0 = v.clock.wall_ms(), trio.current_time()
+    g, wall0, t0 = v.genesis, v.clock.wall_ms(), trio.current_time()
+    plan = _start_poh(v, poh, slot, parent, parent_res.last_entry_hash, wall0)[1]
 
     def at(wall_ms: float) -> float:  # trio time of a slot-clock time
         return t0 + (wall_ms - wall0) / 1000
 
-    poh.start_slot(slot, parent, parent_res.last_entry_hash,
-                   origin_ns=lp.poh_origin_ns(poh.clock_ns(), plan.origin_ms, wall0))
     bank = await v._thread("build", open_bank, g, parent_res.bank, slot, v.kp.pubkey)
     streamer = SlotStreamer(v.kp, g, parent, parent_res, slot)
     st = lp.SlotIntake(MAX_TXS_PER_SLOT, MAX_VOTES_PER_SLOT)
@@ -200,8 +198,6 @@ async def produce_on_clock(v: Validator, poh: PohService, slot: int, parent: int
     async with v.ledger_lock:
         if not v.may_build(slot, parent):
             return False  # the parent was dumped or pruned during the slot
-        res, events = await v._thread("build", store_built_job, v.bs, built, v._leaders())
-        v.commit_built(built, res, events)
-        await v.replay_ready()
+        await v.store_built(built)
         await v.decide()
     return True

@@ -16,13 +16,13 @@ from ..core.codec import DecodeError, decode
 from ..core.leader_policy import Build
 from ..core.repair import AskOrphan, repair_round
 from ..ledger.cleanup import purge_below
+from ..ledger.jobs import consumed_job
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
 from ..net.reqresp import PROTO_REPAIR, ReqRespError
 from .production import prepare_on_clock
 from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..ledger.blockstore import Blockstore
     from .validator import Validator
 
 INGEST_BATCH_WAIT_S = 0.01
@@ -134,11 +134,6 @@ async def _repair_one(v: Validator, peer: Any, proto: str, req: Any, limiter: tr
         out.extend(resp.shreds)
 
 
-def _consumed(bs: Blockstore, slots: list[int]) -> dict[int, int | None]:
-    """Worker thread: per slot, its data shreds stored contiguously from 0 (None: no meta)."""
-    return {s: (m.consumed if (m := bs.slot_meta(s)) is not None else None) for s in slots}
-
-
 async def repair_service(v: Validator) -> None:
     limiter = trio.CapacityLimiter(REPAIR_PARALLEL)
     while True:
@@ -149,7 +144,7 @@ async def repair_service(v: Validator) -> None:
         wanted, orphan = repair_plan(v) if peers else ([], None)
         # a disk read: a worker thread, or inline without offload (a thread would let a
         # MockClock jump while it runs, so load would change the in-process interleaving)
-        consumed = await v._thread("disk", _consumed, v.bs, wanted) if wanted else {}
+        consumed = await v._thread("disk", consumed_job, v.bs, wanted) if wanted else {}
         asks = repair_round(wanted, orphan, consumed, len(peers), v.rng)
         if not asks:
             continue

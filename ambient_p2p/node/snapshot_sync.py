@@ -2,7 +2,7 @@
 snapshots (the encoded bytes ledger/snapshot.py writes, opaque here) in chunks with a signed
 attestation; a newcomer downloads one that attesters holding >= 2/3 of the LStake it can
 verify agree on, from several peers in parallel, checks every chunk and the whole, and puts
-it in its blockstore, so the validator restarts from it (node/restore.py) and repairs and
+it in its blockstore, so the validator restarts from it (ledger/restore.py) and repairs and
 replays only the slots above it.
 
 Prior art: agave gossips ``SnapshotHashes`` (slot, hash) signed by each validator and a
@@ -255,10 +255,10 @@ def check_snapshot(raw: bytes, trusted: TrustedSnapshot, genesis: Genesis) -> An
 def snapshot_epoch_weights(snap: Any, genesis: Genesis) -> dict[bytes, int]:
     """The LStake that weighs the votes of the epoch of node snapshot ``snap``'s slot, as
     the snapshot's own schedule book records it (spec/join.md "Trust rule", step 2): the
-    weights the node votes and schedules leaders by once it installs it (node/schedule.py;
+    weights the node votes and schedules leaders by once it installs it (core/schedule.py;
     genesis LStake for epochs 0 and 1); empty when the book cannot give them."""
     from ..core.lstake import LStakeError, epoch_of
-    from .schedule import ScheduleBook
+    from ..core.schedule import ScheduleBook
 
     book = ScheduleBook.from_state(genesis, snap.schedule)
     try:
@@ -270,7 +270,7 @@ def snapshot_epoch_weights(snap: Any, genesis: Genesis) -> dict[bytes, int]:
 
 def install_snapshot(data_dir: Path, raw: bytes, slot: int) -> None:
     """Put the node snapshot in a new blockstore with its slot as the root: the validator's
-    start (node/restore.py) restarts from it and repairs the slots above."""
+    start (ledger/restore.py) restarts from it and repairs the slots above."""
     from ..ledger.blockstore import Blockstore
     from .validator import BLOCKSTORE_DIR
 

@@ -1,6 +1,7 @@
 """What the validator reports: the ``status`` fields, the LStake table, the one-line
 status, and the node's control commands (``chain``, ``slot_info``, ``submit_tx``). The
-values are read here from the validator's handles; their shape is core/node_report.py's."""
+values are read here from the validator's handles; their shape is core/node_report.py's.
+The ``Validator`` takes these functions as its methods of the same names."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import node_report as rep
 from ..core.crypto import encode_address
+from ..ledger.jobs import chain_rows, slot_facts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .validator import Validator
@@ -31,6 +33,10 @@ def status_fields(v: Validator) -> dict[str, Any]:
     }
 
 
+def status(v: Validator) -> dict[str, Any]:
+    return {"consensus": status_fields(v)}
+
+
 def lstake_table(v: Validator) -> dict[str, dict[str, int]]:
     return rep.lstake_rows(v.cons.stakes, v.book.leader_credits, v.book.vote_credits)
 
@@ -40,19 +46,12 @@ def status_line(v: Validator) -> str:
 
 
 async def control(v: Validator, req: dict[str, Any]) -> dict[str, Any] | None:
-    cmd, bs = req.get("cmd"), v.bs
+    cmd = req.get("cmd")
     if cmd == "chain":
         lo = int(req.get("from", 0))
-        roots = ((r, rec.bank_hash if (rec := bs.bank_hash(r)) else None) for r in bs.roots(lo))
-        return rep.chain_answer(roots, lo, v.finalized_slot(), v.cons.finalized_slot())
+        return rep.chain_answer(chain_rows(v.bs, lo), lo, v.finalized_slot(), v.cons.finalized_slot())
     if cmd == "slot_info":
-        slot = int(req["slot"])
-        rec, proof, dead = bs.bank_hash(slot), bs.duplicate_proof(slot), bs.dead_slot(slot)
-        return rep.slot_info_answer(slot, bank_hash=rec.bank_hash if rec else None,
-                                    last_blockhash=rec.last_blockhash if rec else None,
-                                    parent=rec.parent_slot if rec else None, rooted=bs.is_root(slot),
-                                    dead_reason=dead.reason if dead else None,
-                                    duplicate_proof=proof.kind if proof else None)
+        return rep.slot_info_answer(int(req["slot"]), **slot_facts(v.bs, int(req["slot"])))
     if cmd == "submit_tx":
         raw = bytes.fromhex(req["tx_hex"])
         v.add_tx(raw)

@@ -4,7 +4,8 @@ receives facts (inserted shreds, replay results, votes, the clock), hands them t
 policy and performs the effects it returns (disk, network, threads); it decides nothing.
 
 Heavy work runs in worker threads, one ``CapacityLimiter`` per kind (insert, replay,
-build, disk, serve, cleanup); the policy is only touched by the trio thread.
+build, disk, serve, cleanup) running the ledger's jobs (ledger/jobs.py, ledger/restore.py) and
+the slot builder's (node/leader.py); the policy is only touched by the trio thread.
 ``ledger_lock`` serialises the ledger steps (insert -> replay -> votes -> decide) of the
 services (node/services.py) that share it.
 """
@@ -12,7 +13,6 @@ services (node/services.py) that share it.
 from __future__ import annotations
 
 import collections
-import itertools
 import random
 import sys
 from collections.abc import Callable
@@ -21,98 +21,44 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..core import codec
 from ..core import slots as sl
 from ..core.consensus import Vote
 from ..core.crypto import Keypair
-from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot, initial_roots
+from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.leader_policy import slot_duration_ms
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect, touched_slots
+from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect
+from ..core.schedule import ScheduleBook
 from ..core.vote_program import VoteTx
 from ..ledger.blockstore import Blockstore, InsertResult
-from ..ledger.meta import BankHashRecord
-from ..ledger.replay import SlotRejected, SlotResult, replay_slot
-from ..ledger.snapshot import make_node_snapshot, save_node_snapshot
+from ..ledger.jobs import Stored, insert_job, replay_job, save_snapshot_job, store_built_job, write_slot_effect
+from ..ledger.replay import SlotResult
+from ..ledger.restore import restore_job
+from ..ledger.snapshot import make_node_snapshot
+from ..ledger.tower_storage import read_tower
 from ..net.gossip import Delivery, PayloadCheck, shreds_check
 from ..net.messages import ShredPush, ShredPushAck
 from ..net.reqresp import ShredStore
 from .clock import Clock
-from .leader import BuiltSlot, build_slot
+from .leader import BuiltSlot
 from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
-from .restore import Restored, RestoreError, restore, stored_slot
-from .schedule import Fork, ForkSlot, ScheduleBook
 from .services import SHRED_QUEUE_LEN, run_services
-from .status import control, lstake_table, status_fields, status_line
+from .status import control, lstake_table, status, status_line
 from .timings import Timings
-from .voting import VoteOp, VotingService, read_tower, write_tower
+from .voting import VoteOp, VotingService
 
 if TYPE_CHECKING:  # pragma: no cover
     from .poh_service import PohService
 
-__all__ = ["LedgerHistory", "RestoreError", "Validator", "read_tower", "slot_duration_ms", "write_tower"]
+__all__ = ["LedgerHistory", "Validator", "slot_duration_ms"]
 
 BLOCKSTORE_DIR = "blockstore"
 TOWER_FILE = "tower.cbor"
-#: how long the lowest unreplayed slot above the working tip is reused (schedule book's
-#: ``unreplayed_above``: a node far behind asks it for every shred of a later epoch)
-UNREPLAYED_MEMO_MS = 200
 INBOX_LEN = 4096
 _T = TypeVar("_T")
-Stored = list[sl.ShredsStored | sl.Completed]
-
-
-# -- worker-thread jobs: disk and CPU only, they touch no policy --------------------------------
-def _insert_job(bs: Blockstore, packets: list[bytes], leaders: Callable[[int], bytes | None],
-                verified: bool) -> tuple[InsertResult, Stored]:
-    """Insert; the policy's facts: per touched slot, ``Completed`` or ``ShredsStored``."""
-    res = bs.insert_shreds(packets, leaders, signatures_verified=verified)
-    metas = (bs.slot_meta(s) for s in touched_slots(packets, (i for i, _r in res.rejected), res.completed_slots))
-    return res, [e for m in metas if m is not None and (e := sl.stored_event(stored_slot(m))) is not None]
-
-
-def _replay_job(bs: Blockstore, genesis: Genesis, parent: SlotResult, slot: int,
-                leader: bytes, known_verified: Callable[[bytes], bool] | None = None) -> tuple[SlotResult | str, bool]:
-    try:
-        res = replay_slot(bs, genesis, parent, slot, leader, shreds_verified=True, known_verified=known_verified)
-    except SlotRejected as exc:
-        return str(exc), False
-    b = res.bank
-    assert b.bank_hash is not None
-    if bs.bank_hash(slot) is None:
-        bs.put_bank_hash(BankHashRecord(slot, parent.bank.slot, b.bank_hash, b.last_blockhash,
-                                        b.signature_count, b.transaction_count))
-    return res, bs.duplicate_proof(slot) is not None
-
-
-def _restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
-    """Start-up read: the restart base and the stored slots above it (an empty ledger
-    gets its genesis root)."""
-    if roots := initial_roots(bs.max_root()):
-        bs.set_roots(roots)
-    return restore(bs, genesis, identity)
-
-
-def store_built_job(bs: Blockstore, built: BuiltSlot,
-                    leaders: Callable[[int], bytes | None]) -> tuple[InsertResult, Stored]:
-    """Store an own slot (bank-hash record, shreds through the verified insert)."""
-    bs.put_bank_hash(built.record)
-    res, events = _insert_job(bs, built.packets, leaders, True)
-    if res.rejected:
-        raise AssertionError(f"own shreds rejected: {res.rejected[:2]}")
-    return res, events
-
-
-def build_job(kp: Keypair, genesis: Genesis, parent: int, parent_res: SlotResult, slot: int, txs: list[bytes],
-              votes: list[VoteTx], producer: ProducerStrategy, bs: Blockstore,
-              leaders: Callable[[int], bytes | None]) -> tuple[BuiltSlot, list[list[bytes]], InsertResult, Stored]:
-    """Build the slot at once (PoH, bank, shreds, signatures) and store it."""
-    built = build_slot(kp, genesis, parent, parent_res, slot, txs, votes)
-    variants = producer.variants(built, parent_res, lambda t: build_slot(kp, genesis, parent, parent_res, slot, t))
-    return (built, variants, *store_built_job(bs, built, leaders))
 
 
 class Validator(NodePolicy[SlotResult]):
@@ -161,10 +107,7 @@ class Validator(NodePolicy[SlotResult]):
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
-        self._fork_memo: tuple[tuple[int, int], Fork] | None = None
-        self._unreplayed_memo: tuple[int, int, int | None] | None = None  # (tip, mono ms, answer)
-        self.book.working_fork = self._working_fork
-        self.book.unreplayed_above = self._unreplayed_above
+        self._use_book(self.book)
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         # timed inside the worker (the job itself, not the wait for the kind's limiter):
@@ -174,54 +117,24 @@ class Validator(NodePolicy[SlotResult]):
             return job(*args)
         return await trio.to_thread.run_sync(job, *args, limiter=self.limiters[kind])
 
-    def _fork_at(self, slot: int) -> Fork:
-        """The unrooted frozen ancestry of ``slot`` (itself included), ascending: what the
-        schedule book needs for schedules beyond the root's reach (spec/node.md "Leader
-        schedule on a fork")."""
-        return [ForkSlot(s, self.banks[s].bank.bank_hash or b"", self.landed_voters(s), self.work_events(s))
-                for s in self.fork_slots(slot, self.book.credited_through)]
+    def _use_book(self, book: ScheduleBook) -> None:
+        """The schedule book, asking the policy for the working fork and the unreplayed
+        slots (spec/node.md "Leader schedule on a fork")."""
+        self.book = book
+        book.working_fork = lambda: self.working_fork(book.credited_through)
+        book.unreplayed_above = lambda tip: self.unreplayed_above(tip, self.clock.mono_ms())
 
     def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
         """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
         bank, which its children inherit: epoch rewards and the Logit Pool draw read it);
         the root's weights whenever they are final, so only a stall changes anything."""
-        return lambda epoch: self.book.vote_weights(epoch, self._fork_at(slot), extends=True)
-
-    def _working_fork(self) -> Fork:
-        """The heaviest frozen bank's unrooted ancestry (memoized per tip and root)."""
-        key = (self.cons.processed_slot(), self.book.credited_through)
-        if self._fork_memo is None or self._fork_memo[0] != key:
-            self._fork_memo = (key, self._fork_at(key[0]))
-        return self._fork_memo[1]
-
-    def _unreplayed_above(self, tip: int) -> int | None:
-        """The lowest slot above ``tip`` this node holds or has heard of but not replayed
-        (partial, full, replaying or dumped here, named as parent by a stored child, or voted
-        for by a peer); dead slots excepted (the schedule book's ``unreplayed_above``).
-        Asked only while the working fork has not reached an epoch's basis boundary (a node
-        far behind asks it per shred of a later epoch: memoized per tip for
-        ``UNREPLAYED_MEMO_MS``)."""
-        now = self.clock.mono_ms()
-        if (m := self._unreplayed_memo) is not None and m[0] == tip and now - m[1] < UNREPLAYED_MEMO_MS:
-            return m[2]
-        st = self.slots
-        held = (s for s, state in st.states.items()
-                if s > tip and state not in (sl.SlotState.FROZEN, sl.SlotState.DEAD, sl.SlotState.PRUNED))
-        named = (p for p in st.children if p > tip and p not in st.states)
-        voted = (s for s in self.dups.pending if s > tip and not st.is_dead(s))
-        low = min(itertools.chain(held, named, voted), default=None)
-        self._unreplayed_memo = (tip, now, low)
-        return low
+        return lambda epoch: self.book.vote_weights(epoch, self.fork_at(slot, self.book.credited_through), extends=True)
 
     def _leaders(self) -> Callable[[int], bytes | None]:
-        """A frozen copy of the computable schedules, for worker threads (from the root's
-        epoch to the one after the working fork's tip, and the clock's epoch and the next:
-        after an epoch without blocks the working fork answers it, spec/node.md "Leader
-        schedule on a fork")."""
-        spe = self.book.spe
-        now = epoch_of(self.slot_at(self.clock.wall_ms()), spe)  # at most two more: a node far behind
-        table = {k: s for k in self.schedule_epochs(now) if (s := self.book.schedule(k)) is not None}
-        return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
+        """The computable schedules frozen for worker threads (``schedule_epochs``: at most
+        two epochs past the root's for a node far behind)."""
+        return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(self.clock.wall_ms()),
+                                                                      self.book.spe)))
 
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
@@ -263,14 +176,12 @@ class Validator(NodePolicy[SlotResult]):
 
     async def aload(self) -> None:
         """Rebuild state from the blockstore (spec/blockstore.md "Node snapshots and
-        restart"): the newest node snapshot (``node/restore.py``; genesis without one), then
+        restart"): the newest node snapshot (``ledger/restore.py``; genesis without one), then
         replay of the stored slots above it, crediting the roots above it as they replay.
         Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
-            r = await self._thread("disk", _restore_job, self.bs, self.genesis, self.kp.pubkey)
-            self.book = r.book
-            self.book.working_fork = self._working_fork
-            self.book.unreplayed_above = self._unreplayed_above
+            r = await self._thread("disk", restore_job, self.bs, self.genesis, self.kp.pubkey)
+            self._use_book(r.book)
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
             # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
             # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
@@ -285,7 +196,7 @@ class Validator(NodePolicy[SlotResult]):
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
-            res, events = await self._thread("insert", _insert_job, self.bs, packets, self._leaders(), verified)
+            res, events = await self._thread("insert", insert_job, self.bs, packets, self._leaders(), verified)
             self.apply_insert(res, events)
             await self.replay_ready()
             return res
@@ -300,17 +211,18 @@ class Validator(NodePolicy[SlotResult]):
             r = self._replays.pop(0)
             if not self.replay_current(r):
                 continue  # superseded (a dump sent it back to full; a later Replay is queued)
-            leader, parent = self.book.leader(r.slot, self._fork_at(r.parent)), self.banks.get(r.parent)
+            leader = self.book.leader(r.slot, self.fork_at(r.parent, self.book.credited_through))
+            parent = self.banks.get(r.parent)
             if leader is None or parent is None:  # cannot happen: the tracker checked both
                 self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
                 continue
-            out, dup_proof = await self._thread("replay", _replay_job, self.bs, self.genesis, parent, r.slot, leader,
+            out, dup_proof = await self._thread("replay", replay_job, self.bs, self.genesis, parent, r.slot, leader,
                                              self.mempool.verified_before)  # verified at admission: once per node
             self.perform(self.replay_failed(r.slot, out, self.clock.mono_ms()) if isinstance(out, str)
                      else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
 
     def perform(self, effects: list[ShellEffect]) -> None:
-        """Perform the policy's slot effects, in order."""
+        """Perform the policy's slot and ledger-history effects, in order."""
         for e in effects:
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
@@ -322,15 +234,12 @@ class Validator(NodePolicy[SlotResult]):
             elif isinstance(e, CreditRoot):
                 bank = self.banks[e.slot].bank
                 self.book.credit_replayed_root(e.slot, bank.landed_votes, bank.work_events)
-            elif isinstance(e, sl.MarkDead):
-                self.bs.mark_dead(e.slot, e.reason[:500])
-            elif isinstance(e, sl.Purge):
-                for s in e.slots:
-                    self.bs.purge_slots(s, s)
-            elif isinstance(e, sl.ClearDead):
-                self.bs.clear_dead(e.slot)
+            elif isinstance(e, sl.MarkDead | sl.Purge | sl.ClearDead):
+                write_slot_effect(self.bs, e)
             elif isinstance(e, sl.RepairSlot):
                 self.repair_now.set()
+            elif isinstance(e, PurgeLedger):
+                self.pending_purge = e  # the cleanup service (node/services.py) takes the newest
             else:
                 raise AssertionError(f"not a slot effect: {e!r}")
 
@@ -369,21 +278,17 @@ class Validator(NodePolicy[SlotResult]):
         self.book.on_rooted(list(eff.chain), eff.slot, self.landed_voters, self.work_events)
         self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
         for e in self.rooted(eff.slot, eff.chain, self.clock.mono_ms()):
-            if isinstance(e, TakeSnapshot):  # built here (it copies the bank and the book), written in a thread
-                snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
-                                          self.book.to_state())
-                try:
-                    await self._thread("disk", save_node_snapshot, self.bs, snap)
-                except codec.EncodeError as exc:  # the bank outgrew one record (spec/blockstore.md)
-                    self.stats.snapshot_failures += 1
-                    print(f"warning: no snapshot at slot {e.slot}: {exc}; the older one stays", file=sys.stderr)
-                else:
-                    self.stats.snapshots += 1
-                    self.stats.snapshot_slot = e.slot
-            elif isinstance(e, PurgeLedger):
-                self.pending_purge = e  # the cleanup service (node/services.py) takes the newest
-            else:
+            if not isinstance(e, TakeSnapshot):
                 self.perform([e])
+                continue
+            snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
+                                      self.book.to_state())  # here: it copies the bank and the book
+            if (err := await self._thread("disk", save_snapshot_job, self.bs, snap)) is not None:
+                self.stats.snapshot_failures += 1
+                print(f"warning: no snapshot at slot {e.slot}: {err}; the older one stays", file=sys.stderr)
+            else:
+                self.stats.snapshots += 1
+                self.stats.snapshot_slot = e.slot
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
@@ -391,28 +296,19 @@ class Validator(NodePolicy[SlotResult]):
     async def produce(self, slot: int, parent: int) -> None:
         await produce(self, slot, parent)
 
-    def commit_built(self, built: BuiltSlot, res: InsertResult, events: Stored) -> None:
-        """A slot this node built and stored (caller holds the ledger lock, then replays)."""
+    async def store_built(self, built: BuiltSlot) -> None:
+        """Store a slot this node built, then its effects and replays (caller holds the
+        ledger lock)."""
+        res, events = await self._thread("build", store_built_job, self.bs, built.record, built.packets,
+                                         self._leaders())
         self.perform(self.produced(built.slot, built.parent, built.result, included=built.included,
-                               dropped=built.dropped, included_votes=built.included_votes,
-                               now_ms=self.clock.wall_ms(), now_mono_ms=self.clock.mono_ms()))
+                                   dropped=built.dropped, included_votes=built.included_votes,
+                                   now_ms=self.clock.wall_ms(), now_mono_ms=self.clock.mono_ms()))
         self.apply_insert(res, events)
+        await self.replay_ready()
 
-    # -- status ---------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        return {"consensus": status_fields(self)}
-
-    def status_line(self) -> str:
-        return status_line(self)
-
-    def lstake_table(self) -> dict[str, dict[str, int]]:
-        return lstake_table(self)
-
-    def finalized_slot(self) -> int:
-        return self.finality.finalized_slot(self.cons.root, self.cons.stakes)
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        return await control(self, req)
+    # -- status (node/status.py) ------------------------------------------------------------------
+    status, status_line, lstake_table, control = status, status_line, lstake_table, control
 
     async def run(self, node: Any) -> None:
         self.port = NetNodePort(node)

@@ -54,8 +54,8 @@ from .miner import PROOF_DIR, BlobAccess, auction_view
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
+    from ..core.schedule import ScheduleBook
     from ..model.runner import LoadedModel
-    from .schedule import ScheduleBook
     from .validator import Validator
 
 #: seconds one pol-open request may take (the openings of one validator: 8 x ~0.5 KiB)

@@ -1,6 +1,6 @@
 """The voting service (agave core/src/voting_service.rs): decide hands it (tower record,
 vote transaction) pairs on one bounded channel; it writes the tower durably in a worker
-thread and only THEN lets the vote out (into this node's vote pool, then gossip), so a
+thread (ledger/tower_storage.py) and only THEN lets the vote out (into this node's vote pool, then gossip), so a
 crash can never leave a vote on the wire, or in our own block, that the restarted tower
 does not know about, and the fsyncs never stall the event loop."""
 
@@ -12,25 +12,13 @@ from pathlib import Path
 
 import trio
 
-from ..core.codec import decode, encode
-from ..core.tower import Tower, TowerRecord
+from ..core.tower import TowerRecord
 from ..core.vote_program import VoteTx
-from ..ledger.durable import write_durable
+from ..ledger.tower_storage import write_tower
 
 #: Votes waiting for their tower write and the network; a full queue drops the vote
 #: (counted: ``votes_unsent``), never blocks replay.
 VOTE_QUEUE_LEN = 256
-
-
-def write_tower(path: Path, rec: TowerRecord) -> None:
-    """Durably replace the tower file (write, fsync, rename, fsync the directory)."""
-    write_durable(path, encode(rec), 0o600)
-
-
-def read_tower(path: Path, identity: bytes) -> Tower | None:
-    if not path.exists():
-        return None
-    return Tower.from_record(decode(path.read_bytes(), expected=TowerRecord), identity)
 
 
 @dataclass(frozen=True)

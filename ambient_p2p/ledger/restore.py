@@ -2,7 +2,8 @@
 agave's ``bank_forks_utils::load_bank_forks`` from a local snapshot, then
 ``blockstore_processor`` replays the slots above it).
 
-:func:`restore` reads; it neither replays nor writes. It returns the snapshot's root, that
+:func:`restore` reads; it neither replays nor writes (:func:`restore_job`, the validator's
+start-up job, first stores an empty ledger's genesis root). It returns the snapshot's root, that
 root's frozen :class:`SlotResult`, the rebuilt :class:`ScheduleBook`, the rooted-slot count,
 and the stored slots above the root as the policy sorts them (core/slots.py
 ``classify_stored``: replayed as usual, parents first; dead; partial; led by this node).
@@ -20,15 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import slots as sl
-from ..core.history import restart_refusal
+from ..core.history import initial_roots, restart_refusal
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..ledger.blockstore import Blockstore
-from ..ledger.meta import SlotMeta
-from ..ledger.producer import genesis_bank
-from ..ledger.replay import SlotResult
-from ..ledger.snapshot import NodeSnapshot, load_latest_node_snapshot, snapshot_slot_result
-from .schedule import ScheduleBook
+from ..core.schedule import ScheduleBook
+from .blockstore import Blockstore
+from .meta import SlotMeta
+from .producer import genesis_bank
+from .replay import SlotResult
+from .snapshot import NodeSnapshot, load_latest_node_snapshot, snapshot_slot_result
 
 
 class RestoreError(Exception):
@@ -87,3 +88,11 @@ def restore(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
     stored = [stored_slot(m, m.is_full and bs.dead_slot(m.slot) is not None) for m in bs.slot_metas(start=root + 1)]
     above = sl.classify_stored(stored, lambda slot: book.leader(slot) == identity)
     return Restored(root, result, parent, book, rooted_count, above, list(bs.roots(root + 1)), snap, skipped)
+
+
+def restore_job(bs: Blockstore, genesis: Genesis, identity: bytes) -> Restored:
+    """The validator's start-up read (a worker thread): the restart base and the stored
+    slots above it; an empty ledger first gets its genesis root (``initial_roots``)."""
+    if roots := initial_roots(bs.max_root()):
+        bs.set_roots(roots)
+    return restore(bs, genesis, identity)

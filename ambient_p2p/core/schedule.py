@@ -37,9 +37,9 @@ import copy
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ..core.lstake import (
+from .codec import Bytes, List, Rec, UInt, fld, record
+from .lstake import (
     SCHEDULE_LAG_EPOCHS,
     LStakeLedger,
     WorkKind,
@@ -47,11 +47,8 @@ from ..core.lstake import (
     epoch_weights,
     schedule_for_epoch,
 )
-from ..core.messages import Genesis
-from ..core.work import WorkEvent
-
-if TYPE_CHECKING:
-    from ..ledger.snapshot import ScheduleBookState
+from .messages import Genesis
+from .work import WorkEvent
 
 #: Voters whose votes landed in a (rooted) slot.
 LandedVoters = Callable[[int], Sequence[bytes]]
@@ -63,6 +60,54 @@ MAX_CACHED_EPOCHS = 8
 #: Fork-derived LStake snapshots kept in memory (per epoch and boundary block; a stall
 #: with a few competing forks needs a handful).
 MAX_CACHED_FORK_BASES = 16
+
+
+# -- the book as a node snapshot holds it (ledger/snapshot.py ``NodeSnapshot.schedule``) ---------
+MAX_SNAPSHOT_LSTAKE_BUCKETS = 8_192
+MAX_SNAPSHOT_CREDITED_IDENTITIES = 4_096
+
+
+@record
+@dataclass(frozen=True)
+class LStakeBucket:
+    """Work credited to ``identity`` in ``epoch`` (core/lstake.py)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    epoch: int = fld(UInt(64))
+    credits: int = fld(UInt(64))
+    slashes: int = fld(UInt(64))
+    pool_credits: int = fld(UInt(64), default=0)  # the Logit Pool share of credits (NodeSnapshot v3)
+
+
+@record
+@dataclass(frozen=True)
+class IdentityCount:
+    identity: bytes = fld(Bytes(32, exact=True))
+    count: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
+class LStakeForfeit:
+    """A slash of ``identity`` booked in ``epoch`` (core/lstake.py ``forfeit``)."""
+
+    identity: bytes = fld(Bytes(32, exact=True))
+    epoch: int = fld(UInt(64))
+
+
+@record
+@dataclass(frozen=True)
+class ScheduleBookState:
+    """core/schedule.py ``ScheduleBook`` without its caches: the LStake buckets (pruned to
+    the root's epoch), the highest credited rooted slot, and the per-identity counters of
+    leader slots and landed votes credited (all epochs), sorted by identity."""
+
+    credited_through: int = fld(UInt(64))
+    lstake: tuple[LStakeBucket, ...] = fld(List(Rec(LStakeBucket), MAX_SNAPSHOT_LSTAKE_BUCKETS))
+    leader_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
+    vote_credits: tuple[IdentityCount, ...] = fld(List(Rec(IdentityCount), MAX_SNAPSHOT_CREDITED_IDENTITIES))
+    forfeits: tuple[LStakeForfeit, ...] = fld(List(Rec(LStakeForfeit), MAX_SNAPSHOT_LSTAKE_BUCKETS), default=())
+
 
 
 @dataclass(frozen=True)
@@ -248,8 +293,6 @@ class ScheduleBook:
         """The book without its caches, for a node snapshot (ledger/snapshot.py); the LStake
         buckets are pruned to the credited root's epoch (core/lstake.py ``prune``: every
         query that can still be asked answers the same)."""
-        from ..ledger.snapshot import IdentityCount, LStakeBucket, LStakeForfeit, ScheduleBookState
-
         floor = self.ledger.min_kept_epoch(epoch_of(self.credited_through, self.spe))
         return ScheduleBookState(
             self.credited_through,
@@ -271,6 +314,13 @@ class ScheduleBook:
         book.leader_credits.update({c.identity: c.count for c in state.leader_credits})
         book.vote_credits.update({c.identity: c.count for c in state.vote_credits})
         return book
+
+    def frozen_leaders(self, epochs: Sequence[int]) -> Callable[[int], bytes | None]:
+        """A frozen copy of the schedules of ``epochs`` that are computable now (for worker
+        threads: it never changes under them), as a slot -> leader function."""
+        spe = self.spe
+        table = {k: s for k in epochs if (s := self.schedule(k)) is not None}
+        return lambda slot: None if (s := table.get(slot // spe)) is None else s[slot % spe]
 
     def lstake_table(self, epoch: int) -> dict[str, int]:
         return {k.hex(): v for k, v in sorted(self.ledger.snapshot(epoch).items())}
