@@ -25,7 +25,6 @@ leader key (:func:`verify_shred`), makes them from serialized entries
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import struct
@@ -293,7 +292,20 @@ _NODE_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_NODE)
 def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: int,
                     memo: MerkleMemo | None) -> bytes:
     """``get_merkle_root(index, merkle_leaf(payload[64:proof_offset]), proof)`` with the
-    proof read straight from ``payload``, optionally through ``memo``."""
+    proof read straight from ``payload``: one C call when the native module is built (it
+    shares identical sub-computations with the previous call by itself, so ``memo`` is not
+    needed), else :func:`_merkle_root_of_py`. Same root, same ``bad-proof`` refusal."""
+    if MERKLE_ROOT_BACKEND == "openssl":
+        root = _c_merkle_root(payload, proof_offset, proof_size, index)
+        if root is None:
+            raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+        return root
+    return _merkle_root_of_py(payload, proof_offset, proof_size, index, memo)
+
+
+def _merkle_root_of_py(payload: bytes, proof_offset: int, proof_size: int, index: int,
+                       memo: MerkleMemo | None) -> bytes:
+    """The pure-Python :func:`_merkle_root_of`, optionally through ``memo``."""
     h = _LEAF_HASH.copy()  # sha256(MERKLE_HASH_PREFIX_LEAF + leaf bytes), prefix pre-hashed
     h.update(payload[SIZE_OF_SIGNATURE:proof_offset])
     node = h.digest()
@@ -338,6 +350,16 @@ def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: i
     for rkey in pending:
         memo[rkey] = node
     return node
+
+
+try:  # optional compiled Merkle root (scripts/setup.sh builds it against OpenSSL's libcrypto)
+    from ._native_shred import merkle_root as _c_merkle_root
+
+    #: Which implementation :func:`_merkle_root_of` runs: ``"openssl"`` (one C call per
+    #: shred, _native_shred.c) or ``"python"`` (hashlib with a per-insert memo).
+    MERKLE_ROOT_BACKEND = "openssl"
+except ImportError:  # not built: the Python path gives the same roots, slower
+    MERKLE_ROOT_BACKEND = "python"
 
 
 def proof_size_for(num_shreds: int) -> int:
@@ -423,7 +445,13 @@ class Shred:
         if len(signature) != SIZE_OF_SIGNATURE:
             raise ValueError("a signature is 64 bytes")
         off = self.variant.retransmitter_signature_offset
-        return dataclasses.replace(self, payload=self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :])
+        # field for field what dataclasses.replace(self, payload=...) builds, without
+        # re-running the frozen dataclass __init__ (every relayed shred the blockstore
+        # stores comes through here to have this field zeroed)
+        out = object.__new__(Shred)
+        out.__dict__.update(self.__dict__)
+        out.__dict__["payload"] = self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :]
+        return out
 
     @property
     def data(self) -> bytes:
@@ -632,15 +660,16 @@ def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, 
     is always recomputed, the ed25519 check runs once per set (agave's sigverify caches
     Merkle-root signatures the same way). ``memo`` is passed to :meth:`Shred.merkle_root`."""
     root = shred.merkle_root(memo)
-    triple = (bytes(leader), root, shred.signature)
-    if verified is not None and triple in verified:
-        return root
-    if verified is not None and verify_raw(leader, root, shred.signature):
-        verified.add(triple)
-        return root
+    if verified is not None:
+        triple = (bytes(leader), root, shred.signature)
+        if triple in verified:
+            return root
+    # one ed25519 check, cached only when it passed (a failed one used to run twice)
     if not verify_raw(leader, root, shred.signature):
         raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
                          f" (forged signature or corrupted shred/proof)")
+    if verified is not None:
+        verified.add(triple)
     return root
 
 

@@ -1,0 +1,120 @@
+"""The compiled shred Merkle root (core/_native_shred.c) against the pure-Python one.
+
+The C function remembers what the previous call hashed at each proof level and returns the
+previous result when the rest of the computation is provably the same; these tests feed it
+sequences built to make that memory lie if its conditions were too loose: siblings that
+share their upper path, shreds that differ in exactly one proof entry at each level, the
+same hashed bytes under another index, other proof sizes, proofs too short for the
+position, random bytes. Every call must equal the memo-less Python root."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ambient_p2p.core import shred as S
+from ambient_p2p.core.crypto import Keypair, sha256
+
+pytestmark = pytest.mark.skipif(S.MERKLE_ROOT_BACKEND != "openssl", reason="_native_shred not built")
+
+LEADER = Keypair.deterministic("native-merkle-leader")
+
+
+def _py(payload: bytes, off: int, size: int, index: int) -> bytes | None:
+    try:
+        return S._merkle_root_of_py(payload, off, size, index, None)
+    except S.ShredError as exc:
+        assert exc.reason == "bad-proof"
+        return None
+
+
+def _c(payload: bytes, off: int, size: int, index: int) -> bytes | None:
+    from ambient_p2p.core._native_shred import merkle_root
+
+    return merkle_root(payload, off, size, index)
+
+
+def _args(s: S.Shred) -> tuple[bytes, int, int, int]:
+    return s.payload, s.variant.proof_offset, s.variant.proof_size, s.erasure_shard_index
+
+
+def _fec_set(data_len: int = 40_000) -> list[S.Shred]:
+    b = S.make_shreds_from_data(LEADER, sha256(b"r"), os.urandom(data_len), 5, 4, 1, 0, True, 0, 0)
+    return list(b.data + b.code)
+
+
+def _flip_entry(s: S.Shred, level: int) -> tuple[bytes, int, int, int]:
+    payload, off, size, index = _args(s)
+    b = bytearray(payload)
+    b[off + level * S.SIZE_OF_MERKLE_PROOF_ENTRY] ^= 0x01
+    return bytes(b), off, size, index
+
+
+def test_in_order_sets_match_and_share_one_root() -> None:
+    shreds = _fec_set()
+    roots = set()
+    for s in shreds + shreds[::-1]:
+        r = _c(*_args(s))
+        assert r == _py(*_args(s)) == s.merkle_root()
+        roots.add((s.fec_set_index, r))
+    assert len(roots) == len({s.fec_set_index for s in shreds})
+
+
+def test_one_changed_proof_entry_at_each_level_is_never_served_from_memory() -> None:
+    shreds = _fec_set()
+    for s in shreds[:64]:
+        for level in range(s.variant.proof_size):
+            _c(*_args(s))  # the honest sibling path is in memory now
+            forged = _flip_entry(s, level)
+            assert _c(*forged) == _py(*forged) != s.merkle_root()
+            # and the next honest call is not polluted by the forged one
+            assert _c(*_args(s)) == s.merkle_root()
+
+
+def test_same_bytes_other_index_or_other_proof_size() -> None:
+    s = _fec_set()[3]
+    payload, off, size, index = _args(s)
+    seq = [(payload, off, size, index), (payload, off, size, index ^ 1), (payload, off, size, index + 64),
+           (payload, off, size, index), (payload, off, size - 1, index), (payload, off, size - 1, index >> 1),
+           (payload, off + 20, size - 1, index), (payload, off, 0, 0), (payload, off, 0, 1), (payload, off, size, index)]
+    for a in seq:
+        assert _c(*a) == _py(*a)
+    assert _c(payload, off, size, index + 64) is None  # too short for the position
+
+
+def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
+    s = _fec_set()[0]
+    payload, off, size, index = _args(s)
+    for bad in ((payload, 63, size, index), (payload, len(payload) - 10, 1, 0), (payload, off, 16, index),
+                (payload, off, -1, index)):
+        with pytest.raises(ValueError):
+            _c(*bad)
+    with pytest.raises(OverflowError):
+        _c(payload, off, size, -1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 15), st.integers(0, 70),
+                          st.lists(st.tuples(st.integers(64, 1227), st.integers(0, 255)), max_size=2)),
+                min_size=1, max_size=24),
+       st.randoms(use_true_random=False))
+def test_random_sequences_match_python(ops: list[tuple[int, int, int, list[tuple[int, int]]]],
+                                       rnd: random.Random) -> None:
+    base = _FEC
+    for which, size, index, flips in ops:
+        s = base[which * 9 % len(base)]
+        payload = bytearray(s.payload)
+        for i, v in flips:
+            if i < len(payload):
+                payload[i] = v
+        off = s.variant.proof_offset
+        size = min(size, (len(payload) - off) // S.SIZE_OF_MERKLE_PROOF_ENTRY)
+        args = (bytes(payload), off, size, index if rnd.random() < 0.5 else s.erasure_shard_index)
+        assert _c(*args) == _py(*args)
+
+
+_FEC = _fec_set() if S.MERKLE_ROOT_BACKEND == "openssl" else []
