@@ -118,3 +118,59 @@ def test_random_sequences_match_python(ops: list[tuple[int, int, int, list[tuple
 
 
 _FEC = _fec_set() if S.MERKLE_ROOT_BACKEND == "openssl" else []
+
+
+def _python_parse(packet: bytes) -> S.Shred | None:
+    saved = S._c_parse
+    S._c_parse = None
+    try:
+        return S.parse_shred(packet)
+    except S.ShredError:
+        return None
+    finally:
+        S._c_parse = saved
+
+
+def test_native_parse_accepts_exactly_what_python_accepts() -> None:
+    """Every header field of a data and a coding shred set to boundary values: the C parse
+    builds the very Shred the Python path builds, or returns None where Python refuses."""
+    from ambient_p2p.core._native_shred import parse
+
+    assert S._c_parse is parse
+    shreds = _fec_set()
+    one_set = _fec_set(500)
+    fields = [(65, 8), (73, 4), (77, 2), (79, 4), (83, 2), (85, 1), (86, 2), (85, 2), (87, 2)]
+    values = [0, 1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 255, 256, 257, 1000, 1032, 1119, 1120, 32767, 32768,
+              65535, 2**32 - 1]
+    accepted = refused = 0
+    for s in (shreds[0], shreds[5], shreds[63], shreds[64], shreds[100], one_set[0], one_set[-1]):
+        for off, width in fields:
+            for v in values:
+                if v >= 1 << (8 * width):
+                    continue
+                b = bytearray(s.payload)
+                b[off:off + width] = v.to_bytes(width, "little")
+                for pkt in (bytes(b), bytes(b) + b"\0\0\0\0", bytes(b[:-1])):
+                    py, c = _python_parse(pkt), parse(pkt, S._VARIANTS, S.Shred)
+                    if py is None:
+                        assert c is None
+                        refused += 1
+                    else:
+                        assert c is not None and type(c) is S.Shred
+                        assert list(c.__dict__.items()) == list(py.__dict__.items())
+                        accepted += 1
+    assert accepted > 300 and refused > 300
+
+
+def test_native_parse_variant_bytes() -> None:
+    from ambient_p2p.core._native_shred import parse
+
+    base = _fec_set()
+    for s in (base[0], base[64]):
+        for vb in range(256):
+            pkt = s.payload[:64] + bytes([vb]) + s.payload[65:]
+            py = _python_parse(pkt)
+            c = parse(pkt, S._VARIANTS, S.Shred)
+            assert (c is None) == (py is None) or (py is not None and c is None and vb not in S._VARIANTS)
+            if c is not None:
+                assert c.__dict__ == py.__dict__  # type: ignore[union-attr]

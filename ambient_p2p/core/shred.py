@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from . import erasure
@@ -352,13 +352,15 @@ def _merkle_root_of_py(payload: bytes, proof_offset: int, proof_size: int, index
     return node
 
 
-try:  # optional compiled Merkle root (scripts/setup.sh builds it against OpenSSL's libcrypto)
+try:  # optional compiled Merkle root and parse (scripts/setup.sh builds them against OpenSSL's libcrypto)
+    from . import _native_shred
     from ._native_shred import merkle_root as _c_merkle_root
 
     #: Which implementation :func:`_merkle_root_of` runs: ``"openssl"`` (one C call per
     #: shred, _native_shred.c) or ``"python"`` (hashlib with a per-insert memo).
     MERKLE_ROOT_BACKEND = "openssl"
 except ImportError:  # not built: the Python path gives the same roots, slower
+    _native_shred = None  # type: ignore[assignment]
     MERKLE_ROOT_BACKEND = "python"
 
 
@@ -534,6 +536,11 @@ def parse_shred(packet: bytes) -> Shred:
     :class:`Shred` is built (this is the hot path of every blockstore insert)."""
     if type(packet) is not bytes:
         packet = bytes(packet)
+    if _c_parse is not None:
+        # the same Shred in one C call when every check passes; None: decide below
+        done: Shred | None = _c_parse(packet, _VARIANTS, Shred)
+        if done is not None:
+            return done
     n = len(packet)
     if n > PACKET_DATA_BYTES:
         raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_BYTES}-byte packet")
@@ -603,6 +610,21 @@ def parse_shred(packet: bytes) -> Shred:
 
 
 _VARIANTS: dict[int, ShredVariant] = {}
+
+
+def _native_parse() -> Callable[[bytes, dict[int, ShredVariant], type[Shred]], Shred | None] | None:
+    """_native_shred.parse when it is built and the constants it hard-codes are this
+    module's (a stale build after a constant changed falls back to Python)."""
+    if _native_shred is None:
+        return None
+    ours = {**globals(), "MAX_TOTAL_SHARDS": erasure.MAX_TOTAL_SHARDS}
+    if any(ours.get(name) != value for name, value in _native_shred.CONSTANTS.items()):
+        return None
+    return _native_shred.parse
+
+
+#: parse_shred's accept path in C (None: not built), see :func:`_native_parse`.
+_c_parse = _native_parse()
 _DATA_HEADERS = struct.Struct("<64sBQIHIHBH")  # common header + data header
 _CODE_HEADERS = struct.Struct("<64sBQIHIHHH")  # common header + coding header
 
