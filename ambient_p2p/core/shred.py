@@ -424,8 +424,13 @@ class Shred:
         var = self.variant
         index = (self.index - self.fec_set_index if var.is_data  # erasure_shard_index, inlined
                  else self.num_data_shreds + self.position)  # type: ignore[operator]
-        return _merkle_root_of(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
-                               index, memo)
+        if MERKLE_ROOT_BACKEND == "openssl":  # _merkle_root_of, inlined (once per shred inserted)
+            root = _c_merkle_root(self.payload, var._proof_offset, var.proof_size, index)  # type: ignore[attr-defined]
+            if root is None:
+                raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+            return root
+        return _merkle_root_of_py(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
+                                  index, memo)
 
     @property
     def chained_merkle_root(self) -> bytes:

@@ -168,6 +168,8 @@ class _Pending:
         # runs (this batch is written only at the end), so a key read once reads the same
         # afterwards: per-shred checks of the same key (orphans, roots) cost a dict lookup.
         self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        # what prefetch read, per column family: the same values, filled by one multi-get
+        self.pre: dict[str, dict[bytes, bytes | None]] = {}
         self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
 
     def get(self, cf: str, key: bytes) -> bytes | None:
@@ -180,16 +182,44 @@ class _Pending:
         reads = self.reads
         if ck in reads:
             return reads[ck]
+        pre = self.pre.get(cf)
+        if pre is not None and key in pre:
+            return pre[key]
         v = reads[ck] = self.bs._get(cf, key)
         return v
 
     def prefetch(self, keys: dict[str, list[bytes]]) -> None:
-        """Read ``keys`` (per column family) from the DB into :attr:`reads` with one
-        multi-get per family: the same values :meth:`get` would read one by one."""
+        """Read ``keys`` (per column family; slot-first keys) from the DB into :attr:`pre`:
+        the same values :meth:`get` would read one by one. A slot with no record at all in
+        the family (one iterator seek to its first key says so) reads as absent for all of
+        its keys; the others are read with one multi-get per family (raw-mode rocksdict
+        returns ``bytes`` or None). A fresh slot's shreds (the usual insert) then cost one
+        seek instead of a point lookup each."""
         for cf, ks in keys.items():
-            if ks:
-                for k, v in zip(ks, self.bs._cf[cf].get(ks), strict=True):
-                    self.reads[(cf, k)] = None if v is None else bytes(v)
+            if not ks:
+                continue
+            pre = self.pre.setdefault(cf, {})
+            col = self.bs._cf[cf]
+            stored: set[bytes] = set()
+            for prefix in {k[:8] for k in ks}:
+                it = col.iter()
+                it.seek(prefix)
+                if it.valid():
+                    if it.key()[:8] == prefix:
+                        stored.add(prefix)
+                else:
+                    self.bs._check_iter(it, cf)
+                del it
+            if not stored:
+                pre.update(dict.fromkeys(ks))
+                continue
+            look = [k for k in ks if k[:8] in stored]
+            got = col.get(look)
+            if len(got) != len(look):
+                raise BlockstoreError(f"multi-get on {cf} returned {len(got)} values for {len(look)} keys")
+            if len(look) != len(ks):
+                pre.update(dict.fromkeys(ks))
+            pre.update(zip(look, got))
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -931,15 +961,13 @@ class Blockstore:
             key = _SHRED_KEY.pack(slot, index)
         ck = (cf, key)
         writes = pend.writes
-        # existing = pend.get(cf, key), inlined
-        if ck in pend.deletes:
-            existing = None
-        else:
-            existing = writes.get(ck)
-            if existing is None:
-                existing = pend.reads.get(ck, _UNSET)
-                if existing is _UNSET:
-                    existing = pend.get(cf, key)
+        # existing = pend.get(cf, key), inlined (writes and deletes never share a key)
+        existing = writes.get(ck)
+        if existing is None and ck not in pend.deletes:
+            pre = pend.pre.get(cf)
+            existing = _UNSET if pre is None else pre.get(key, _UNSET)
+            if existing is _UNSET:
+                existing = pend.get(cf, key)
         if existing is not None:
             if existing == payload:
                 result.already_present += 1
