@@ -28,7 +28,8 @@ def _py(payload: bytes, off: int, size: int, index: int) -> bytes | None:
     try:
         return S._merkle_root_of_py(payload, off, size, index, None)
     except S.ShredError as exc:
-        assert exc.reason == "bad-proof"
+        if exc.reason != "bad-proof":
+            raise
         return None
 
 
@@ -91,7 +92,7 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
     payload, off, size, index = _args(s)
     for bad in ((payload, 63, size, index), (payload, len(payload) - 10, 1, 0), (payload, off, 16, index),
                 (payload, off, -1, index)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"proof_size|proof_offset"):
             _c(*bad)
     with pytest.raises(OverflowError):
         _c(payload, off, size, -1)

@@ -30,6 +30,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import erasure
 from .constants import PACKET_DATA_BYTES
@@ -620,12 +621,14 @@ _VARIANTS: dict[int, ShredVariant] = {}
 def _native_parse() -> Callable[[bytes, dict[int, ShredVariant], type[Shred]], Shred | None] | None:
     """_native_shred.parse when it is built and the constants it hard-codes are this
     module's (a stale build after a constant changed falls back to Python)."""
-    if _native_shred is None:
+    mod: Any = _native_shred
+    if mod is None:
         return None
     ours = {**globals(), "MAX_TOTAL_SHARDS": erasure.MAX_TOTAL_SHARDS}
-    if any(ours.get(name) != value for name, value in _native_shred.CONSTANTS.items()):
+    if any(ours.get(name) != value for name, value in mod.CONSTANTS.items()):
         return None
-    return _native_shred.parse
+    parse: Callable[[bytes, dict[int, ShredVariant], type[Shred]], Shred | None] = mod.parse
+    return parse
 
 
 #: parse_shred's accept path in C (None: not built), see :func:`_native_parse`.

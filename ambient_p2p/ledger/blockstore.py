@@ -879,10 +879,10 @@ class Blockstore:
         pend.prefetch({"data_shred": data_keys, "code_shred": code_keys})
         for pos, item in enumerate(parsed):
             root = None
-            if item.__class__ is ShredError:
-                result.rejected.append((pos, f"{item.reason}: {item.detail}"))  # type: ignore[union-attr]
+            if isinstance(item, ShredError):
+                result.rejected.append((pos, f"{item.reason}: {item.detail}"))
                 continue
-            shred = item  # type: ignore[assignment]
+            shred = item
             if not signatures_verified:
                 slot = shred.slot
                 if slot in leaders:
