@@ -25,12 +25,12 @@ leader key (:func:`verify_shred`), makes them from serialized entries
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import erasure
 from .constants import PACKET_DATA_BYTES
@@ -293,7 +293,20 @@ _NODE_HASH = hashlib.sha256(MERKLE_HASH_PREFIX_NODE)
 def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: int,
                     memo: MerkleMemo | None) -> bytes:
     """``get_merkle_root(index, merkle_leaf(payload[64:proof_offset]), proof)`` with the
-    proof read straight from ``payload``, optionally through ``memo``."""
+    proof read straight from ``payload``: one C call when the native module is built (it
+    shares identical sub-computations with the previous call by itself, so ``memo`` is not
+    needed), else :func:`_merkle_root_of_py`. Same root, same ``bad-proof`` refusal."""
+    if MERKLE_ROOT_BACKEND == "openssl":
+        root = _c_merkle_root(payload, proof_offset, proof_size, index)
+        if root is None:
+            raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+        return root
+    return _merkle_root_of_py(payload, proof_offset, proof_size, index, memo)
+
+
+def _merkle_root_of_py(payload: bytes, proof_offset: int, proof_size: int, index: int,
+                       memo: MerkleMemo | None) -> bytes:
+    """The pure-Python :func:`_merkle_root_of`, optionally through ``memo``."""
     h = _LEAF_HASH.copy()  # sha256(MERKLE_HASH_PREFIX_LEAF + leaf bytes), prefix pre-hashed
     h.update(payload[SIZE_OF_SIGNATURE:proof_offset])
     node = h.digest()
@@ -338,6 +351,18 @@ def _merkle_root_of(payload: bytes, proof_offset: int, proof_size: int, index: i
     for rkey in pending:
         memo[rkey] = node
     return node
+
+
+try:  # optional compiled Merkle root and parse (scripts/setup.sh builds them against OpenSSL's libcrypto)
+    from . import _native_shred
+    from ._native_shred import merkle_root as _c_merkle_root
+
+    #: Which implementation :func:`_merkle_root_of` runs: ``"openssl"`` (one C call per
+    #: shred, _native_shred.c) or ``"python"`` (hashlib with a per-insert memo).
+    MERKLE_ROOT_BACKEND = "openssl"
+except ImportError:  # not built: the Python path gives the same roots, slower
+    _native_shred = None  # type: ignore[assignment]
+    MERKLE_ROOT_BACKEND = "python"
 
 
 def proof_size_for(num_shreds: int) -> int:
@@ -400,8 +425,13 @@ class Shred:
         var = self.variant
         index = (self.index - self.fec_set_index if var.is_data  # erasure_shard_index, inlined
                  else self.num_data_shreds + self.position)  # type: ignore[operator]
-        return _merkle_root_of(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
-                               index, memo)
+        if MERKLE_ROOT_BACKEND == "openssl":  # _merkle_root_of, inlined (once per shred inserted)
+            root = _c_merkle_root(self.payload, var._proof_offset, var.proof_size, index)  # type: ignore[attr-defined]
+            if root is None:
+                raise ShredError("bad-proof", "Merkle proof is too short for the shred's position")
+            return root
+        return _merkle_root_of_py(self.payload, var._proof_offset, var.proof_size,  # type: ignore[attr-defined]
+                                  index, memo)
 
     @property
     def chained_merkle_root(self) -> bytes:
@@ -423,7 +453,13 @@ class Shred:
         if len(signature) != SIZE_OF_SIGNATURE:
             raise ValueError("a signature is 64 bytes")
         off = self.variant.retransmitter_signature_offset
-        return dataclasses.replace(self, payload=self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :])
+        # field for field what dataclasses.replace(self, payload=...) builds, without
+        # re-running the frozen dataclass __init__ (every relayed shred the blockstore
+        # stores comes through here to have this field zeroed)
+        out = object.__new__(Shred)
+        out.__dict__.update(self.__dict__)
+        out.__dict__["payload"] = self.payload[:off] + signature + self.payload[off + SIZE_OF_SIGNATURE :]
+        return out
 
     @property
     def data(self) -> bytes:
@@ -506,6 +542,11 @@ def parse_shred(packet: bytes) -> Shred:
     :class:`Shred` is built (this is the hot path of every blockstore insert)."""
     if type(packet) is not bytes:
         packet = bytes(packet)
+    if _c_parse is not None:
+        # the same Shred in one C call when every check passes; None: decide below
+        done: Shred | None = _c_parse(packet, _VARIANTS, Shred)
+        if done is not None:
+            return done
     n = len(packet)
     if n > PACKET_DATA_BYTES:
         raise ShredError("oversized", f"{n} bytes exceeds the {PACKET_DATA_BYTES}-byte packet")
@@ -575,6 +616,23 @@ def parse_shred(packet: bytes) -> Shred:
 
 
 _VARIANTS: dict[int, ShredVariant] = {}
+
+
+def _native_parse() -> Callable[[bytes, dict[int, ShredVariant], type[Shred]], Shred | None] | None:
+    """_native_shred.parse when it is built and the constants it hard-codes are this
+    module's (a stale build after a constant changed falls back to Python)."""
+    mod: Any = _native_shred
+    if mod is None:
+        return None
+    ours = {**globals(), "MAX_TOTAL_SHARDS": erasure.MAX_TOTAL_SHARDS}
+    if any(ours.get(name) != value for name, value in mod.CONSTANTS.items()):
+        return None
+    parse: Callable[[bytes, dict[int, ShredVariant], type[Shred]], Shred | None] = mod.parse
+    return parse
+
+
+#: parse_shred's accept path in C (None: not built), see :func:`_native_parse`.
+_c_parse = _native_parse()
 _DATA_HEADERS = struct.Struct("<64sBQIHIHBH")  # common header + data header
 _CODE_HEADERS = struct.Struct("<64sBQIHIHHH")  # common header + coding header
 
@@ -632,15 +690,16 @@ def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, 
     is always recomputed, the ed25519 check runs once per set (agave's sigverify caches
     Merkle-root signatures the same way). ``memo`` is passed to :meth:`Shred.merkle_root`."""
     root = shred.merkle_root(memo)
-    triple = (bytes(leader), root, shred.signature)
-    if verified is not None and triple in verified:
-        return root
-    if verified is not None and verify_raw(leader, root, shred.signature):
-        verified.add(triple)
-        return root
+    if verified is not None:
+        triple = (bytes(leader), root, shred.signature)
+        if triple in verified:
+            return root
+    # one ed25519 check, cached only when it passed (a failed one used to run twice)
     if not verify_raw(leader, root, shred.signature):
         raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
                          f" (forged signature or corrupted shred/proof)")
+    if verified is not None:
+        verified.add(triple)
     return root
 
 

@@ -108,6 +108,10 @@ class BlockstoreError(Exception):
 #: What a user does about a corrupt or truncated blockstore (in every corruption error).
 RECOVERY_HINT = ("recover with 'ambient-p2p ledger repair {dir}' (keeps what reads back; the node then "
                  "fetches what is missing from peers), or move {dir} away to re-sync from peers")
+#: Passed shred signature checks remembered across inserts, as (leader, Merkle root,
+#: signature) triples (one per FEC set; about 200 bytes each): past this many the memory is
+#: emptied and checks run again. A few seconds of slots at 32:32 FEC sets.
+VERIFIED_CACHE_MAX = 4096
 #: Next to the RocksDB directory: the highest root ever set, fsynced (see module docstring).
 ROOT_WITNESS_FILE = "max-root"
 
@@ -164,6 +168,8 @@ class _Pending:
         # runs (this batch is written only at the end), so a key read once reads the same
         # afterwards: per-shred checks of the same key (orphans, roots) cost a dict lookup.
         self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        # what prefetch read, per column family: the same values, filled by one multi-get
+        self.pre: dict[str, dict[bytes, bytes | None]] = {}
         self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
 
     def get(self, cf: str, key: bytes) -> bytes | None:
@@ -176,16 +182,44 @@ class _Pending:
         reads = self.reads
         if ck in reads:
             return reads[ck]
+        pre = self.pre.get(cf)
+        if pre is not None and key in pre:
+            return pre[key]
         v = reads[ck] = self.bs._get(cf, key)
         return v
 
     def prefetch(self, keys: dict[str, list[bytes]]) -> None:
-        """Read ``keys`` (per column family) from the DB into :attr:`reads` with one
-        multi-get per family: the same values :meth:`get` would read one by one."""
+        """Read ``keys`` (per column family; slot-first keys) from the DB into :attr:`pre`:
+        the same values :meth:`get` would read one by one. A slot with no record at all in
+        the family (one iterator seek to its first key says so) reads as absent for all of
+        its keys; the others are read with one multi-get per family (raw-mode rocksdict
+        returns ``bytes`` or None). A fresh slot's shreds (the usual insert) then cost one
+        seek instead of a point lookup each."""
         for cf, ks in keys.items():
-            if ks:
-                for k, v in zip(ks, self.bs._cf[cf].get(ks), strict=True):
-                    self.reads[(cf, k)] = None if v is None else bytes(v)
+            if not ks:
+                continue
+            pre = self.pre.setdefault(cf, {})
+            col = self.bs._cf[cf]
+            stored: set[bytes] = set()
+            for prefix in {k[:8] for k in ks}:
+                it = col.iter()
+                it.seek(prefix)
+                if it.valid():
+                    if it.key()[:8] == prefix:
+                        stored.add(prefix)
+                else:
+                    self.bs._check_iter(it, cf)
+                del it
+            if not stored:
+                pre.update(dict.fromkeys(ks))
+                continue
+            look = [k for k in ks if k[:8] in stored]
+            got = col.get(look)
+            if len(got) != len(look):
+                raise BlockstoreError(f"multi-get on {cf} returned {len(got)} values for {len(look)} keys")
+            if len(look) != len(ks):
+                pre.update(dict.fromkeys(ks))
+            pre.update(zip(look, got))
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -304,6 +338,8 @@ class Blockstore:
         self._cf = {name: db.get_column_family(name) for name in names}
         self._cfh = {name: db.get_column_family_handle(name) for name in names}
         self._closed = False
+        # (leader, root, signature) triples whose ed25519 check passed (insert_shreds)
+        self._verified: set[tuple[bytes, bytes, bytes]] = set()
         self._witness: int | None = None  # the root witness as last read or written
         self.close_error: str | None = None  # why RocksDB's close failed, if it did
 
@@ -810,43 +846,62 @@ class Blockstore:
         pend = _Pending(self)
         touched_sets: set[tuple[int, int]] = set()
         metas: dict[int, _SlotState] = {}
-        verified: set[tuple[bytes, bytes, bytes]] = set()
+        # (leader, root, signature) triples whose ed25519 check passed: all shreds of a
+        # Merkle FEC set sign one root, so one check per set; kept across calls (bounded)
+        # because a node inserts a FEC set in several batches. A triple is only ever added
+        # after its own check passed, so a hit is exactly a repeated check's answer: a
+        # different signature over a cached root, or the same root and signature under
+        # another slot's leader, is a different triple and is checked (and refused) anew.
+        verified = self._verified
+        if len(verified) > VERIFIED_CACHE_MAX:
+            verified.clear()
         memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
         leaders: dict[int, bytes | None] = {}  # leader_for_slot, asked once per slot
         # Parse everything first (pure; errors are reported in packet order below), so that
         # the stored copies of all these shreds can be read in one multi-get per column
         # family instead of one RocksDB get per shred in _insert_one.
         parsed: list[Shred | ShredError] = []
-        want: dict[str, list[bytes]] = {"data_shred": [], "code_shred": []}
+        keys: list[bytes] = []  # each parsed shred's key, packed once
+        data_keys: list[bytes] = []
+        code_keys: list[bytes] = []
+        pack = _SHRED_KEY.pack
         for packet in packets:
             try:
                 shred = parse_shred(packet)
             except ShredError as exc:
                 parsed.append(exc)
+                keys.append(b"")
                 continue
             parsed.append(shred)
-            want["data_shred" if shred.variant.is_data else "code_shred"].append(
-                _SHRED_KEY.pack(shred.slot, shred.index))
-        pend.prefetch(want)
+            key = pack(shred.slot, shred.index)
+            keys.append(key)
+            (data_keys if shred.variant.is_data else code_keys).append(key)
+        pend.prefetch({"data_shred": data_keys, "code_shred": code_keys})
         for pos, item in enumerate(parsed):
             root = None
-            try:
-                if isinstance(item, ShredError):
-                    raise item
-                shred = item
-                if not signatures_verified:
-                    slot = shred.slot
-                    if slot in leaders:
-                        leader = leaders[slot]
-                    else:
-                        leader = leaders[slot] = leader_for_slot(slot)
+            if isinstance(item, ShredError):
+                result.rejected.append((pos, f"{item.reason}: {item.detail}"))
+                continue
+            shred = item
+            if not signatures_verified:
+                slot = shred.slot
+                if slot in leaders:
+                    leader = leaders[slot]
+                else:
+                    leader = leaders[slot] = leader_for_slot(slot)
+                    if leader is not None:
+                        leader = leaders[slot] = bytes(leader)
+                try:
                     if leader is None:
                         raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
-                    root = verify_shred(shred, leader, verified, memo)
-            except ShredError as exc:
-                result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
-                continue
-            self._insert_one(shred, pend, metas, result, touched_sets, root, memo)
+                    root = shred.merkle_root(memo)
+                    if (leader, root, shred.signature) not in verified:
+                        # not checked yet: the full check, with its refusal reason
+                        verify_shred(shred, leader, verified, memo)
+                except ShredError as exc:
+                    result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
+                    continue
+            self._insert_one(shred, pend, metas, result, touched_sets, root, memo, keys[pos])
         if recover_missing:
             for slot, fec in sorted(touched_sets):
                 self._try_recover(slot, fec, pend, metas, result, memo)
@@ -877,10 +932,12 @@ class Blockstore:
         touched: set[tuple[int, int]],
         root: bytes | None = None,
         memo: MerkleMemo | None = None,
+        key: bytes | None = None,
     ) -> bool:
         """Store one parsed (and, unless the caller vouches, verified) shred after the
         consistency checks. ``root``: the shred's Merkle root when the caller already
-        computed it (:func:`verify_shred` returns it); otherwise computed here.
+        computed it (:func:`verify_shred` returns it); otherwise computed here. ``key``:
+        its ``(slot, index)`` key when the caller already packed it.
 
         This runs once per shred, so the _Pending lookups are inlined; each one is the
         same read :meth:`_Pending.get` / :meth:`_Pending.get_msg` would make."""
@@ -900,18 +957,17 @@ class Blockstore:
         fec = shred.fec_set_index
         payload = shred.payload
         cf = "data_shred" if is_data else "code_shred"
-        key = _SHRED_KEY.pack(slot, index)
+        if key is None:
+            key = _SHRED_KEY.pack(slot, index)
         ck = (cf, key)
         writes = pend.writes
-        # existing = pend.get(cf, key), inlined
-        if ck in pend.deletes:
-            existing = None
-        else:
-            existing = writes.get(ck)
-            if existing is None:
-                existing = pend.reads.get(ck, _UNSET)
-                if existing is _UNSET:
-                    existing = pend.get(cf, key)
+        # existing = pend.get(cf, key), inlined (writes and deletes never share a key)
+        existing = writes.get(ck)
+        if existing is None and ck not in pend.deletes:
+            pre = pend.pre.get(cf)
+            existing = _UNSET if pre is None else pre.get(key, _UNSET)
+            if existing is _UNSET:
+                existing = pend.get(cf, key)
         if existing is not None:
             if existing == payload:
                 result.already_present += 1
