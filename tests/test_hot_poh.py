@@ -39,6 +39,17 @@ def test_native_module_built_where_toolchain_exists() -> None:
     assert poh.HASH_N_BACKEND == "openssl"
 
 
+def test_native_shred_module_built_where_toolchain_exists() -> None:
+    """The same for core/_native_shred.c (shred Merkle roots and the parse accept path):
+    tests/test_hot_shred_merkle.py skips itself without the module, so a silently failed
+    build must fail here."""
+    if shutil.which("gcc") is None or not Path("/usr/include/openssl/sha.h").exists():
+        pytest.skip("no gcc or libssl-dev here")
+    from ambient_p2p.core import shred
+
+    assert shred.MERKLE_ROOT_BACKEND == "openssl"
+
+
 @needs_native
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.integers(0, 600))
