@@ -27,7 +27,7 @@ build_native() {
     local inc suffix mod lib src out
     inc="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     suffix="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-    for pair in _native_poh:crypto _native_ec:isal; do
+    for pair in _native_poh:crypto _native_ec:isal _native_pol:m; do
         mod="${pair%%:*}"; lib="${pair##*:}"
         src="ambient_p2p/core/$mod.c"; out="ambient_p2p/core/$mod$suffix"
         if [ -f "$out" ] && [ "$out" -nt "$src" ]; then

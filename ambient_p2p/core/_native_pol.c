@@ -1,0 +1,298 @@
+/* Optional compiled PoL fingerprint kernel (spec/pol.md, "Fingerprint" and "Cost"): the
+ * top-k and the log-normaliser of one float32 logits row in two passes over the row, with
+ * no allocation and one C call per generated token.
+ *
+ *   pass 1: the maximum of every block of BLOCK logits (and so the row maximum);
+ *   top-k:  the k blocks with the largest maxima (ties: lower block first), then the k
+ *           largest entries of those k * BLOCK logits, largest first, ties by lower index.
+ *           Exact: every entry outside the chosen blocks is <= the maximum of each chosen
+ *           block, so it is at most tied with the k-th value. The first entry is the row's
+ *           argmax (its first occurrence), the greedy token.
+ *   pass 2: s = sum_u exp(x[u] - m) with m the row maximum: a float32 exp (Cephes' range
+ *           reduction and degree-5 polynomial, relative error < 2.5e-7 on [-86, 0];
+ *           arguments below -86 are clamped there, contributing < 2.2e-38 each), summed in
+ *           float32 over the BLOCK entries of a block (8 terms per lane) and in float64
+ *           across blocks, so the relative error of s is below 1e-6 and the error of
+ *           lse = m + log(s) (float64) below 1e-6 nats, 0.004 grid units.
+ *   result: ids (top-k indices) and lps = (double)x[id] - lse, float64.
+ *
+ * The arithmetic is written on GCC vector types, one lane per element with no
+ * reassociation and no FMA contraction (pragma below), so every build of this file (the
+ * AVX-512, AVX2 or baseline clone picked at load time, or another architecture) computes
+ * the same bits for the same row. It is not bit-identical to ATen's float32 logsumexp (a
+ * different exp and summation order); both are within 1e-6 nats of the float64 definition
+ * in spec/pol.md, and a deviation that small moves a quantized value only when it lies
+ * within 0.004 units of a rounding boundary, by one unit, which the tolerance absorbs.
+ *
+ * Built by scripts/setup.sh when gcc and the Python headers are present; without it
+ * ambient_p2p.model.runner uses the torch path. No state, no I/O. */
+#pragma GCC optimize("fp-contract=off")
+/* the helpers pass 64-byte vectors between inlined functions only (no ABI boundary) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 128
+#define LANES 16
+#define MAX_K 64
+/* exp argument floor: exp(-86) * 2 stays a normal float, so 2^n below never denormalises */
+#define EXP_ARG_MIN (-86.0f)
+
+typedef float v16sf __attribute__((vector_size(64)));
+typedef int32_t v16si __attribute__((vector_size(64)));
+typedef double v16df __attribute__((vector_size(128)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
+
+static inline v16sf load16(const float *p) {
+    v16sf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline v16sf vsplat(float a) {
+    return (v16sf){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a};
+}
+
+static inline v16sf vmax(v16sf a, v16sf b) {
+    v16si m = a > b;
+    return (v16sf)(((v16si)a & m) | ((v16si)b & ~m));
+}
+
+/* exp of each lane, d <= 0 (NaN propagates: the clamp keeps it, every later step uses it) */
+static inline v16sf vexp(v16sf d) {
+    v16si low = d < vsplat(EXP_ARG_MIN);
+    d = (v16sf)(((v16si)vsplat(EXP_ARG_MIN) & low) | ((v16si)d & ~low));
+    /* n = round(d / ln 2): adding 1.5 * 2^23 rounds to an integer (to nearest even) */
+    v16sf t = d * vsplat(1.44269504088896341f) + vsplat(12582912.0f);
+    v16sf n = t - vsplat(12582912.0f);
+    v16si ni = (v16si)t - 0x4B400000;
+    /* r = d - n ln 2, ln 2 in two parts (the first has 9 bits, so n * it is exact) */
+    v16sf r = d - n * vsplat(0.693359375f);
+    r = r - n * vsplat(-2.12194440e-4f);
+    v16sf z = r * r;
+    v16sf y = vsplat(1.9875691500e-4f);
+    y = y * r + vsplat(1.3981999507e-3f);
+    y = y * r + vsplat(8.3334519073e-3f);
+    y = y * r + vsplat(4.1665795894e-2f);
+    y = y * r + vsplat(1.6666665459e-1f);
+    y = y * r + vsplat(5.0000001201e-1f);
+    y = y * z + r;
+    y = y + vsplat(1.0f);
+    v16sf scale = (v16sf)((ni + 127) << 23);
+    return y * scale;
+}
+
+/* the same arithmetic for one element (the row's tail past the last full block) */
+static float sexp(float d) {
+    v16sf v = vsplat(d);
+    return vexp(v)[0];
+}
+
+/* Pass 1: block maxima of the full blocks; returns the row maximum (tail included). */
+CLONES static float block_maxima(const float *x, Py_ssize_t n, float *bmax) {
+    Py_ssize_t nb = n / BLOCK;
+    float m = x[0];
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        const float *p = x + b * BLOCK;
+        v16sf a = load16(p);
+        for (int j = LANES; j < BLOCK; j += LANES)
+            a = vmax(a, load16(p + j));
+        float bm = a[0];
+        for (int j = 1; j < LANES; j++)
+            bm = a[j] > bm ? a[j] : bm;
+        bmax[b] = bm;
+        m = bm > m ? bm : m;
+    }
+    for (Py_ssize_t i = nb * BLOCK; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Pass 2: sum of exp(x - m) over the row (float32 per block lane, float64 across blocks). */
+CLONES static double exp_sum(const float *x, Py_ssize_t n, float m) {
+    Py_ssize_t nb = n / BLOCK;
+    v16df acc = {0};
+    v16sf vm = vsplat(m);
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        const float *p = x + b * BLOCK;
+        v16sf s = vexp(load16(p) - vm);
+        for (int j = LANES; j < BLOCK; j += LANES)
+            s = s + vexp(load16(p + j) - vm);
+        acc = acc + __builtin_convertvector(s, v16df);
+    }
+    double total = 0.0;
+    for (int j = 0; j < LANES; j++)
+        total += acc[j];
+    for (Py_ssize_t i = nb * BLOCK; i < n; i++)
+        total += (double)sexp(x[i] - m);
+    return total;
+}
+
+/* insert (v, i) into the descending list (vals, idx) of length *cnt <= k; on equal values
+ * the entry inserted earlier stays first (callers insert in ascending index order) */
+static void insert_top(float v, Py_ssize_t i, float *vals, Py_ssize_t *idx, int *cnt, int k) {
+    if (*cnt == k && !(v > vals[k - 1]))
+        return;
+    int j = *cnt < k ? (*cnt)++ : k - 1;
+    while (j > 0 && vals[j - 1] < v) {
+        vals[j] = vals[j - 1];
+        idx[j] = idx[j - 1];
+        j--;
+    }
+    vals[j] = v;
+    idx[j] = i;
+}
+
+static int cmp_ssize(const void *a, const void *b) {
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* top-k of the row from its block maxima; writes k (value, index) pairs, largest first */
+static void top_k(const float *x, Py_ssize_t n, const float *bmax, int k, float *vals, Py_ssize_t *idx) {
+    Py_ssize_t nb = n / BLOCK;
+    float bv[MAX_K];
+    Py_ssize_t bi[MAX_K + 1];
+    int nbest = 0, cnt = 0;
+    for (Py_ssize_t b = 0; b < nb; b++)
+        insert_top(bmax[b], b, bv, bi, &nbest, k);
+    qsort(bi, (size_t)nbest, sizeof bi[0], cmp_ssize);
+    /* the chosen blocks in index order, then the tail, so ties keep the lower index */
+    for (int c = 0; c < nbest; c++) {
+        const float *p = x + bi[c] * BLOCK;
+        for (int j = 0; j < BLOCK; j++)
+            insert_top(p[j], bi[c] * BLOCK + j, vals, idx, &cnt, k);
+    }
+    for (Py_ssize_t i = nb * BLOCK; i < n; i++)
+        insert_top(x[i], i, vals, idx, &cnt, k);
+}
+
+/* fingerprint(address, n, k) -> (ids, lps) or None.
+ * address: where n >= k contiguous float32 logits lie (a CPU tensor's data_ptr(), which
+ * the caller keeps alive; ambient_p2p.model.runner.top_logprobs checks dtype, device and
+ * layout); 1 <= k <= 64. ids: tuple of k ints (largest logit first; ids[0] is the argmax),
+ * lps: tuple of k floats, x[id] - lse in float64. None when a logit is not finite (the
+ * caller decides: spec/pol.md rejects it). An address, not a buffer: making a numpy view
+ * of the row costs more than the kernel right after a forward pass (cold caches). */
+static PyObject *fingerprint(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "fingerprint(address, n, k) takes exactly 3 arguments");
+        return NULL;
+    }
+    void *addr = PyLong_AsVoidPtr(args[0]);
+    if (addr == NULL && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    long k = PyLong_AsLong(args[2]);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    if (addr == NULL || k < 1 || k > MAX_K || k > n || n > PY_SSIZE_T_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "need a non-null address, 1 <= k <= 64 and k <= n");
+        return NULL;
+    }
+    const float *x = (const float *)addr;
+    float vals[MAX_K];
+    Py_ssize_t idx[MAX_K + 1];
+    double s = 0.0;
+    float m = 0.0f;
+    /* The GIL is kept: the kernel takes ~20 us for 49,152 logits, and handing the GIL to a
+     * waiting thread can cost a whole switch interval (5 ms) before it comes back. */
+    float stack_bmax[1024];
+    float *bmax = n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
+    if (bmax == NULL)
+        return PyErr_NoMemory();
+    m = block_maxima(x, n, bmax);
+    top_k(x, n, bmax, (int)k, vals, idx);
+    s = exp_sum(x, n, m);
+    if (bmax != stack_bmax)
+        free(bmax);
+    if (!isfinite(m) || !isfinite(s))
+        Py_RETURN_NONE;
+    double lse = (double)m + log(s);
+    PyObject *ids = PyTuple_New(k), *lps = PyTuple_New(k);
+    if (ids == NULL || lps == NULL)
+        goto fail;
+    for (long i = 0; i < k; i++) {
+        PyObject *a = PyLong_FromSsize_t(idx[i]);
+        if (a == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(ids, i, a);
+        PyObject *b = PyFloat_FromDouble((double)vals[i] - lse);
+        if (b == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(lps, i, b);
+    }
+    PyObject *res = PyTuple_Pack(2, ids, lps);
+    Py_DECREF(ids);
+    Py_DECREF(lps);
+    return res;
+fail:
+    Py_XDECREF(ids);
+    Py_XDECREF(lps);
+    return NULL;
+}
+
+/* argmax(address, n) -> int: the index of the first occurrence of the largest of the n
+ * float32 logits at address (torch.argmax's answer for finite rows), from pass 1 alone:
+ * the greedy token, which a decoder without PoL pays for too (the runner times it apart
+ * from the fingerprint). A NaN is never chosen; a row with one gives no fingerprint. */
+static PyObject *argmax(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "argmax(address, n) takes exactly 2 arguments");
+        return NULL;
+    }
+    void *addr = PyLong_AsVoidPtr(args[0]);
+    if (addr == NULL && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (addr == NULL || n < 1 || n > PY_SSIZE_T_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "need a non-null address and n >= 1");
+        return NULL;
+    }
+    const float *x = (const float *)addr;
+    float stack_bmax[1024];
+    float *bmax = n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
+    if (bmax == NULL)
+        return PyErr_NoMemory();
+    float m = block_maxima(x, n, bmax);
+    Py_ssize_t nb = n / BLOCK, at = 0;
+    Py_ssize_t b = 0;
+    while (b < nb && bmax[b] != m)
+        b++;
+    for (Py_ssize_t i = b * BLOCK; i < n; i++)
+        if (x[i] == m) {
+            at = i;
+            break;
+        }
+    if (bmax != stack_bmax)
+        free(bmax);
+    return PyLong_FromSsize_t(at);
+}
+
+static PyMethodDef methods[] = {
+    {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL,
+     "argmax(address, n) -> int: first index of the largest of n float32 logits at address"},
+    {"fingerprint", (PyCFunction)(void (*)(void))fingerprint, METH_FASTCALL,
+     "fingerprint(address, n, k) -> (ids, lps) | None: top-k ids and float64 log-probs of n float32 logits at address"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native_pol", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native_pol(void) {
+    return PyModule_Create(&module);
+}
