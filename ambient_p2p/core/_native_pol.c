@@ -8,9 +8,9 @@
  *           Exact: every entry outside the chosen blocks is <= the maximum of each chosen
  *           block, so it is at most tied with the k-th value. The first entry is the row's
  *           argmax (its first occurrence), the greedy token.
- *   pass 2: s = sum_u exp(x[u] - m) with m the row maximum: a float32 exp (Cephes' range
- *           reduction and degree-5 polynomial, relative error < 2.5e-7 on [-86, 0];
- *           arguments below -86 are clamped there, contributing < 2.2e-38 each), summed in
+ *   pass 2: s = sum_u exp(x[u] - m) with m the row maximum: a float32 exp (a 32-entry
+ *           table of 2^(j/32) and a degree-3 polynomial, relative error < 2e-7 on [-86, 0];
+ *           arguments below -86 are clamped there, contributing < 4.5e-38 each), summed in
  *           float32 over the BLOCK entries of a block (8 terms per lane) and in float64
  *           across blocks, so the relative error of s is below 1e-6 and the error of
  *           lse = m + log(s) (float64) below 1e-6 nats, 0.004 grid units.
@@ -66,27 +66,34 @@ static inline v16sf vmax(v16sf a, v16sf b) {
     return (v16sf)(((v16si)a & m) | ((v16si)b & ~m));
 }
 
-/* exp of each lane, d <= 0 (NaN propagates: the clamp keeps it, every later step uses it) */
+/* 2^(j/32), j = 0..31, rounded to float32 (printed with 9 significant digits: exact) */
+static const float EXP2_TAB[32] __attribute__((aligned(64))) = {1.000000000e+00f, 1.021897197e+00f, 1.044273734e+00f, 1.067140460e+00f, 1.090507746e+00f, 1.114386797e+00f, 1.138788581e+00f, 1.163724899e+00f, 1.189207077e+00f, 1.215247393e+00f, 1.241857767e+00f, 1.269050956e+00f, 1.296839595e+00f, 1.325236678e+00f, 1.354255557e+00f, 1.383909941e+00f, 1.414213538e+00f, 1.445180774e+00f, 1.476826191e+00f, 1.509164453e+00f, 1.542210817e+00f, 1.575980902e+00f, 1.610490322e+00f, 1.645755529e+00f, 1.681792855e+00f, 1.718619347e+00f, 1.756252170e+00f, 1.794709086e+00f, 1.834008098e+00f, 1.874167681e+00f, 1.915206552e+00f, 1.957144141e+00f};
+
+/* exp of each lane, d <= 0: d = (32 q + j) ln2/32 + r with |r| <= ln2/64, exp(d) =
+ * 2^q * 2^(j/32) * (1 + r + r^2/2 + r^3/6); relative error < 2e-7 on [-86, 0] (truncation
+ * 5.7e-10, the rest rounding; tests/test_hot_pol.py checks it against float64 exp). NaN
+ * propagates: the clamp keeps it and every later step uses it. */
 static inline v16sf vexp(v16sf d) {
     v16si low = d < vsplat(EXP_ARG_MIN);
     d = (v16sf)(((v16si)vsplat(EXP_ARG_MIN) & low) | ((v16si)d & ~low));
-    /* n = round(d / ln 2): adding 1.5 * 2^23 rounds to an integer (to nearest even) */
-    v16sf t = d * vsplat(1.44269504088896341f) + vsplat(12582912.0f);
+    /* n = round(d * 32 / ln 2): adding 1.5 * 2^23 rounds to an integer (to nearest even) */
+    v16sf t = d * vsplat(46.16624069213867f) + vsplat(12582912.0f);
     v16sf n = t - vsplat(12582912.0f);
     v16si ni = (v16si)t - 0x4B400000;
-    /* r = d - n ln 2, ln 2 in two parts (the first has 9 bits, so n * it is exact) */
-    v16sf r = d - n * vsplat(0.693359375f);
-    r = r - n * vsplat(-2.12194440e-4f);
+    /* r = d - n ln2/32, ln2/32 in two parts (the first has 12 bits, so n * it is exact) */
+    v16sf r = d - n * vsplat(0.02165985107421875f);
+    r = r - n * vsplat(9.983182280848268e-07f);
     v16sf z = r * r;
-    v16sf y = vsplat(1.9875691500e-4f);
-    y = y * r + vsplat(1.3981999507e-3f);
-    y = y * r + vsplat(8.3334519073e-3f);
-    y = y * r + vsplat(4.1665795894e-2f);
-    y = y * r + vsplat(1.6666665459e-1f);
-    y = y * r + vsplat(5.0000001201e-1f);
-    y = y * z + r;
+    v16sf y = r * vsplat(0.166666672f) + vsplat(0.5f);
+    y = z * y + r;
     y = y + vsplat(1.0f);
-    v16sf scale = (v16sf)((ni + 127) << 23);
+    v16sf lo, hi;
+    memcpy(&lo, EXP2_TAB, sizeof lo);
+    memcpy(&hi, EXP2_TAB + LANES, sizeof hi);
+    v16sf tab = __builtin_shuffle(lo, hi, ni & 31);
+    /* 2^q with q = n >> 5 (arithmetic shift: floor), added to tab's exponent field; q >= -125
+     * on [-86, 0], so the product stays a normal float */
+    v16sf scale = (v16sf)((v16si)tab + ((ni >> 5) << 23));
     return y * scale;
 }
 
@@ -175,48 +182,104 @@ static void top_k(const float *x, Py_ssize_t n, const float *bmax, int k, float 
         insert_top(x[i], i, vals, idx, &cnt, k);
 }
 
-/* fingerprint(address, n, k) -> (ids, lps) or None.
- * address: where n >= k contiguous float32 logits lie (a CPU tensor's data_ptr(), which
- * the caller keeps alive; ambient_p2p.model.runner.top_logprobs checks dtype, device and
- * layout); 1 <= k <= 64. ids: tuple of k ints (largest logit first; ids[0] is the argmax),
- * lps: tuple of k floats, x[id] - lse in float64. None when a logit is not finite (the
- * caller decides: spec/pol.md rejects it). An address, not a buffer: making a numpy view
- * of the row costs more than the kernel right after a forward pass (cold caches). */
-static PyObject *fingerprint(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "fingerprint(address, n, k) takes exactly 3 arguments");
-        return NULL;
-    }
+/* Pass 1's result kept between argmax() and fingerprint() of the same row, in a caller's
+ * writable buffer (a bytearray of scratch_size(n) bytes): the row's address and length
+ * (fingerprint() refuses a scratch written for another row), its maximum and the block
+ * maxima, so the fingerprint does not read the row a third time. */
+typedef struct {
+    uintptr_t addr;
+    int64_t n;
+    float m;
+    float bmax[];
+} scratch_t;
+
+static Py_ssize_t scratch_bytes(Py_ssize_t n) {
+    return (Py_ssize_t)sizeof(scratch_t) + (Py_ssize_t)sizeof(float) * (n / BLOCK + 1);
+}
+
+/* parse (address, n) and the optional scratch at args[at]; 0 on success */
+static int parse_row(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, const float **x, Py_ssize_t *n,
+                     Py_buffer *scratch) {
     void *addr = PyLong_AsVoidPtr(args[0]);
     if (addr == NULL && PyErr_Occurred())
+        return -1;
+    *n = PyLong_AsSsize_t(args[1]);
+    if (*n == -1 && PyErr_Occurred())
+        return -1;
+    if (addr == NULL || *n < 1 || *n > PY_SSIZE_T_MAX / 8) {
+        PyErr_SetString(PyExc_ValueError, "need a non-null address and n >= 1");
+        return -1;
+    }
+    *x = (const float *)addr;
+    scratch->obj = NULL;
+    if (nargs > at && args[at] != Py_None) {
+        if (PyObject_GetBuffer(args[at], scratch, PyBUF_WRITABLE) < 0)
+            return -1;
+        if (scratch->len < scratch_bytes(*n) || ((uintptr_t)scratch->buf % _Alignof(scratch_t)) != 0) {
+            PyBuffer_Release(scratch);
+            scratch->obj = NULL;
+            PyErr_SetString(PyExc_ValueError, "scratch must be an aligned writable buffer of scratch_size(n) bytes");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* fingerprint(address, n, k, scratch=None) -> (ids, lps) or None.
+ * address: where n >= k contiguous float32 logits lie (a CPU tensor's data_ptr(), which
+ * the caller keeps alive and unchanged; ambient_p2p.model.runner checks dtype, device and
+ * layout); 1 <= k <= 64; scratch: the buffer argmax() filled for this same row, or None.
+ * ids: tuple of k ints (largest logit first; ids[0] is the argmax), lps: tuple of k
+ * floats, x[id] - lse in float64. None when a logit is not finite (the caller decides:
+ * spec/pol.md rejects it). An address, not a buffer: making a numpy view of the row costs
+ * more than the kernel right after a forward pass (cold caches). */
+static PyObject *fingerprint(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "fingerprint(address, n, k, scratch=None) takes 3 or 4 arguments");
         return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
+    }
     long k = PyLong_AsLong(args[2]);
     if (k == -1 && PyErr_Occurred())
         return NULL;
-    if (addr == NULL || k < 1 || k > MAX_K || k > n || n > PY_SSIZE_T_MAX / 4) {
-        PyErr_SetString(PyExc_ValueError, "need a non-null address, 1 <= k <= 64 and k <= n");
+    const float *x;
+    Py_ssize_t n;
+    Py_buffer sv;
+    if (parse_row(args, nargs, 3, &x, &n, &sv) < 0)
+        return NULL;
+    if (k < 1 || k > MAX_K || k > n) {
+        if (sv.obj != NULL)
+            PyBuffer_Release(&sv);
+        PyErr_SetString(PyExc_ValueError, "need 1 <= k <= 64 and k <= n");
         return NULL;
     }
-    const float *x = (const float *)addr;
     float vals[MAX_K];
     Py_ssize_t idx[MAX_K + 1];
-    double s = 0.0;
-    float m = 0.0f;
+    double s;
+    float m;
     /* The GIL is kept: the kernel takes ~20 us for 49,152 logits, and handing the GIL to a
      * waiting thread can cost a whole switch interval (5 ms) before it comes back. */
-    float stack_bmax[1024];
-    float *bmax = n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
-    if (bmax == NULL)
-        return PyErr_NoMemory();
-    m = block_maxima(x, n, bmax);
-    top_k(x, n, bmax, (int)k, vals, idx);
+    if (sv.obj != NULL) {
+        scratch_t *st = (scratch_t *)sv.buf;
+        if (st->addr != (uintptr_t)x || st->n != (int64_t)n) {
+            PyBuffer_Release(&sv);
+            PyErr_SetString(PyExc_ValueError, "scratch was filled by argmax() for another row");
+            return NULL;
+        }
+        m = st->m;
+        top_k(x, n, st->bmax, (int)k, vals, idx);
+        PyBuffer_Release(&sv);
+    } else {
+        float stack_bmax[1024];
+        float *bmax = n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
+        if (bmax == NULL)
+            return PyErr_NoMemory();
+        m = block_maxima(x, n, bmax);
+        top_k(x, n, bmax, (int)k, vals, idx);
+        if (bmax != stack_bmax)
+            free(bmax);
+    }
     s = exp_sum(x, n, m);
-    if (bmax != stack_bmax)
-        free(bmax);
     if (!isfinite(m) || !isfinite(s))
         Py_RETURN_NONE;
     double lse = (double)m + log(s);
@@ -243,29 +306,26 @@ fail:
     return NULL;
 }
 
-/* argmax(address, n) -> int: the index of the first occurrence of the largest of the n
- * float32 logits at address (torch.argmax's answer for finite rows), from pass 1 alone:
- * the greedy token, which a decoder without PoL pays for too (the runner times it apart
- * from the fingerprint). A NaN is never chosen; a row with one gives no fingerprint. */
+/* argmax(address, n, scratch=None) -> int: the index of the first occurrence of the
+ * largest of the n float32 logits at address (torch.argmax's answer for finite rows), from
+ * pass 1 alone: the greedy token, which a decoder without PoL pays for too (the runner
+ * times it apart from the fingerprint). With a scratch (scratch_size(n) bytes), pass 1's
+ * result is kept there for fingerprint() of the same row. A NaN is never chosen; a row
+ * with one gives no fingerprint. */
 static PyObject *argmax(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "argmax(address, n) takes exactly 2 arguments");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "argmax(address, n, scratch=None) takes 2 or 3 arguments");
         return NULL;
     }
-    void *addr = PyLong_AsVoidPtr(args[0]);
-    if (addr == NULL && PyErr_Occurred())
+    const float *x;
+    Py_ssize_t n;
+    Py_buffer sv;
+    if (parse_row(args, nargs, 2, &x, &n, &sv) < 0)
         return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (addr == NULL || n < 1 || n > PY_SSIZE_T_MAX / 4) {
-        PyErr_SetString(PyExc_ValueError, "need a non-null address and n >= 1");
-        return NULL;
-    }
-    const float *x = (const float *)addr;
     float stack_bmax[1024];
-    float *bmax = n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
+    float *bmax = sv.obj != NULL ? ((scratch_t *)sv.buf)->bmax
+                  : n / BLOCK < 1024 ? stack_bmax : (float *)malloc(sizeof(float) * (size_t)(n / BLOCK + 1));
     if (bmax == NULL)
         return PyErr_NoMemory();
     float m = block_maxima(x, n, bmax);
@@ -278,16 +338,37 @@ static PyObject *argmax(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             at = i;
             break;
         }
-    if (bmax != stack_bmax)
+    if (sv.obj != NULL) {
+        scratch_t *st = (scratch_t *)sv.buf;
+        st->addr = (uintptr_t)x;
+        st->n = (int64_t)n;
+        st->m = m;
+        PyBuffer_Release(&sv);
+    } else if (bmax != stack_bmax) {
         free(bmax);
+    }
     return PyLong_FromSsize_t(at);
+}
+
+/* scratch_size(n) -> int: bytes of the scratch buffer for rows of n logits */
+static PyObject *scratch_size(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1 || n > PY_SSIZE_T_MAX / 8) {
+        PyErr_SetString(PyExc_ValueError, "need n >= 1");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(scratch_bytes(n));
 }
 
 static PyMethodDef methods[] = {
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL,
-     "argmax(address, n) -> int: first index of the largest of n float32 logits at address"},
+     "argmax(address, n, scratch=None) -> int: first index of the largest of n float32 logits at address"},
+    {"scratch_size", scratch_size, METH_O, "scratch_size(n) -> int: bytes of argmax()/fingerprint()'s scratch for n logits"},
     {"fingerprint", (PyCFunction)(void (*)(void))fingerprint, METH_FASTCALL,
-     "fingerprint(address, n, k) -> (ids, lps) | None: top-k ids and float64 log-probs of n float32 logits at address"},
+     "fingerprint(address, n, k, scratch=None) -> (ids, lps) | None: top-k ids and float64 log-probs of n float32 logits"},
     {NULL, NULL, 0, NULL},
 };
 

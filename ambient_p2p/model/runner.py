@@ -353,15 +353,17 @@ def generate(
             # every step's row has the first one's dtype, device and layout; checking once
             # matters: right after a forward pass each tensor attribute read costs microseconds
             native, vocab = native_row(logits), logits.shape[0]
+            scratch = bytearray(_native_pol.scratch_size(vocab) if native else 0)  # pass 1's block maxima
         if native:
             # the greedy token: the argmax pass that any greedy decoder pays (not PoL work; in
-            # C because torch.argmax costs more than the whole fingerprint). Then the PoL
-            # part, one C call without per-step checks: the top-k (whose first id is that
-            # argmax) and the normaliser; a row with a non-finite logit goes to the torch path.
+            # C because torch.argmax costs more than the whole fingerprint), keeping the block
+            # maxima in `scratch`. Then the PoL part, one C call without per-step checks: the
+            # top-k from those maxima (its first id is that argmax) and the normaliser; a row
+            # with a non-finite logit goes to the torch path.
             addr = logits.data_ptr()
-            tok = _native_pol.argmax(addr, vocab)
+            tok = _native_pol.argmax(addr, vocab, scratch)
             t1, c1 = time.perf_counter(), time.process_time()
-            tops.append(_native_pol.fingerprint(addr, vocab, top_k) or top_logprobs(logits, top_k))
+            tops.append(_native_pol.fingerprint(addr, vocab, top_k, scratch) or top_logprobs(logits, top_k))
         elif temp_milli == 0:
             # greedy: the token is the argmax, which any greedy decoder computes (not PoL
             # work); a near-tie at the grid is accepted by the greedy rule (spec/pol.md
