@@ -467,6 +467,12 @@ def cost_figures(lm: runner.LoadedModel, prompt: Sequence[int], n_tokens: int, k
         "fingerprint_cpu_s": gen.fingerprint_cpu_s,
         "commit_cpu_s": commit_cpu_s,
         "commit_overhead_fraction_cpu": (gen.fingerprint_cpu_s + commit_cpu_s) / gen.total_cpu_s,
+        "overhead_us_per_token_cpu": (gen.fingerprint_cpu_s + commit_cpu_s) / n * 1e6,
+        "generation_ms_per_token_cpu": gen.total_cpu_s / n * 1e3,
+        "fingerprint_path": "native" if runner.native_row(torch.zeros(1, device=lm.device)) else "torch",
+        # the greedy argmax pass (decoding work, in C on the native path) counted as PoL's too
+        "argmax_cpu_s": gen.argmax_cpu_s,
+        "commit_overhead_fraction_cpu_with_argmax": (gen.fingerprint_cpu_s + commit_cpu_s + gen.argmax_cpu_s) / gen.total_cpu_s,
         "validate_1_position_s": timings[1],
         f"validate_{k}_positions_s": timings[k],
         "validate_last_position_s": last,
