@@ -276,3 +276,30 @@ def test_native_and_torch_paths_agree_on_a_generation(monkeypatch: pytest.Monkey
         assert a.tok == b.tok and set(a.ids) == set(b.ids)
         da, db = dict(zip(a.ids, a.lps, strict=True)), dict(zip(b.ids, b.lps, strict=True))
         assert all(abs(da[i] - db[i]) <= 1 for i in da)
+
+
+_POLY_CHECK = """
+import math, torch
+from ambient_p2p.core import _native_pol as k
+g = torch.Generator().manual_seed(7)
+worst = 0.0
+for n, scale in [(49_152, 4.0), (49_152 + 37, 30.0), (300, 1.0), (5, 0.01), (60_000, 200.0)]:
+    x = torch.randn(n, generator=g) * scale
+    ids, lps = k.fingerprint(x.data_ptr(), n, min(8, n))
+    d = x.double(); m = float(d.max())
+    worst = max(worst, abs(float(x[ids[0]]) - lps[0] - (m + math.log(float(torch.exp(d - m).sum())))))
+print(worst)
+"""
+
+
+@needs_native
+def test_native_polynomial_exp_path_meets_the_same_bound() -> None:
+    """The exp used on CPUs without AVX-512 (forced here by AMBIENT_POL_EXP=poly, read once
+    per process, hence the subprocess) keeps the normaliser within the same bound."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _POLY_CHECK], env={**os.environ, "AMBIENT_POL_EXP": "poly"},
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert 0.0 <= float(out.stdout.strip()) <= NORMALISER_TOLERANCE_NATS

@@ -8,21 +8,23 @@
  *           Exact: every entry outside the chosen blocks is <= the maximum of each chosen
  *           block, so it is at most tied with the k-th value. The first entry is the row's
  *           argmax (its first occurrence), the greedy token.
- *   pass 2: s = sum_u exp(x[u] - m) with m the row maximum: a float32 exp (a 32-entry
- *           table of 2^(j/32) and a degree-3 polynomial, relative error < 2e-7 on [-86, 0];
- *           arguments below -86 are clamped there, contributing < 4.5e-38 each), summed in
- *           float32 over the BLOCK entries of a block (8 terms per lane) and in float64
- *           across blocks, so the relative error of s is below 1e-6 and the error of
- *           lse = m + log(s) (float64) below 1e-6 nats, 0.004 grid units.
+ *   pass 2: s = sum_u exp(x[u] - m) with m the row maximum: a float32 exp (on CPUs with
+ *           AVX-512 a 32-entry table of 2^(j/32), one permute instruction, and a degree-3
+ *           polynomial, relative error < 2e-7; elsewhere Cephes' degree-5 polynomial,
+ *           < 1e-7; arguments below -86 are clamped there, contributing < 4.5e-38 each),
+ *           summed in float32 over the BLOCK entries of a block (8 terms per lane) and in
+ *           float64 across blocks, so the relative error of s is below 1e-6 and the error
+ *           of lse = m + log(s) (float64) below 1e-6 nats, 0.004 grid units.
  *   result: ids (top-k indices) and lps = (double)x[id] - lse, float64.
  *
  * The arithmetic is written on GCC vector types, one lane per element with no
- * reassociation and no FMA contraction (pragma below), so every build of this file (the
- * AVX-512, AVX2 or baseline clone picked at load time, or another architecture) computes
- * the same bits for the same row. It is not bit-identical to ATen's float32 logsumexp (a
- * different exp and summation order); both are within 1e-6 nats of the float64 definition
- * in spec/pol.md, and a deviation that small moves a quantized value only when it lies
- * within 0.004 units of a rounding boundary, by one unit, which the tolerance absorbs.
+ * reassociation and no FMA contraction (pragma below), so a build gives the same bits for
+ * the same row every time, whichever clone (AVX-512, AVX2, baseline) runs pass 1, and the
+ * AVX-512 and the other exp each give the same bits on every machine that runs them. It is
+ * not bit-identical to ATen's float32 logsumexp (a different exp and summation order); both
+ * are within 1e-5 nats of the float64 definition, what spec/pol.md ("Fingerprint") allows a
+ * miner: such a deviation moves a quantized value only when it lies within 0.04 units of a
+ * rounding boundary, by one unit, which the tolerance absorbs.
  *
  * Built by scripts/setup.sh when gcc and the Python headers are present; without it
  * ambient_p2p.model.runner uses the torch path. No state, no I/O. */
@@ -33,6 +35,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BLOCK 128
@@ -47,8 +50,12 @@ typedef double v16df __attribute__((vector_size(128)));
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES_NO512 __attribute__((target_clones("avx2", "default")))
+#define HAVE_AVX512_PATH 1
 #else
 #define CLONES
+#define CLONES_NO512
+#define HAVE_AVX512_PATH 0
 #endif
 
 static inline v16sf load16(const float *p) {
@@ -61,10 +68,13 @@ static inline v16sf vsplat(float a) {
     return (v16sf){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a};
 }
 
-static inline v16sf vmax(v16sf a, v16sf b) {
-    v16si m = a > b;
-    return (v16sf)(((v16si)a & m) | ((v16si)b & ~m));
-}
+/* lane-wise maximum (a macro: 64-byte vectors passed by value make GCC print an ABI note) */
+#define vmax(a, b)                                                                                            \
+    __extension__({                                                                                           \
+        v16sf a_ = (a), b_ = (b);                                                                             \
+        v16si m_ = a_ > b_;                                                                                   \
+        (v16sf)(((v16si)a_ & m_) | ((v16si)b_ & ~m_));                                                         \
+    })
 
 /* 2^(j/32), j = 0..31, rounded to float32 (printed with 9 significant digits: exact) */
 static const float EXP2_TAB[32] __attribute__((aligned(64))) = {1.000000000e+00f, 1.021897197e+00f, 1.044273734e+00f, 1.067140460e+00f, 1.090507746e+00f, 1.114386797e+00f, 1.138788581e+00f, 1.163724899e+00f, 1.189207077e+00f, 1.215247393e+00f, 1.241857767e+00f, 1.269050956e+00f, 1.296839595e+00f, 1.325236678e+00f, 1.354255557e+00f, 1.383909941e+00f, 1.414213538e+00f, 1.445180774e+00f, 1.476826191e+00f, 1.509164453e+00f, 1.542210817e+00f, 1.575980902e+00f, 1.610490322e+00f, 1.645755529e+00f, 1.681792855e+00f, 1.718619347e+00f, 1.756252170e+00f, 1.794709086e+00f, 1.834008098e+00f, 1.874167681e+00f, 1.915206552e+00f, 1.957144141e+00f};
@@ -73,7 +83,8 @@ static const float EXP2_TAB[32] __attribute__((aligned(64))) = {1.000000000e+00f
  * 2^q * 2^(j/32) * (1 + r + r^2/2 + r^3/6); relative error < 2e-7 on [-86, 0] (truncation
  * 5.7e-10, the rest rounding; tests/test_hot_pol.py checks it against float64 exp). NaN
  * propagates: the clamp keeps it and every later step uses it. */
-static inline v16sf vexp(v16sf d) {
+static inline v16sf vexp_tab(const v16sf *dp) {
+    v16sf d = *dp; /* by address: 64-byte vectors passed by value make GCC print an ABI note */
     v16si low = d < vsplat(EXP_ARG_MIN);
     d = (v16sf)(((v16si)vsplat(EXP_ARG_MIN) & low) | ((v16si)d & ~low));
     /* n = round(d * 32 / ln 2): adding 1.5 * 2^23 rounds to an integer (to nearest even) */
@@ -97,10 +108,31 @@ static inline v16sf vexp(v16sf d) {
     return y * scale;
 }
 
-/* the same arithmetic for one element (the row's tail past the last full block) */
-static float sexp(float d) {
-    v16sf v = vsplat(d);
-    return vexp(v)[0];
+/* exp of each lane, d <= 0, without a table (the other builds: a 32-entry permute is one
+ * instruction only with AVX-512): Cephes' range reduction and degree-5 polynomial,
+ * relative error < 1e-7 on [-86, 0]. NaN propagates. */
+static inline v16sf vexp_poly(const v16sf *dp) {
+    v16sf d = *dp; /* by address: 64-byte vectors passed by value make GCC print an ABI note */
+    v16si low = d < vsplat(EXP_ARG_MIN);
+    d = (v16sf)(((v16si)vsplat(EXP_ARG_MIN) & low) | ((v16si)d & ~low));
+    /* n = round(d / ln 2): adding 1.5 * 2^23 rounds to an integer (to nearest even) */
+    v16sf t = d * vsplat(1.44269504088896341f) + vsplat(12582912.0f);
+    v16sf n = t - vsplat(12582912.0f);
+    v16si ni = (v16si)t - 0x4B400000;
+    /* r = d - n ln 2, ln 2 in two parts (the first has 9 bits, so n * it is exact) */
+    v16sf r = d - n * vsplat(0.693359375f);
+    r = r - n * vsplat(-2.12194440e-4f);
+    v16sf z = r * r;
+    v16sf y = vsplat(1.9875691500e-4f);
+    y = y * r + vsplat(1.3981999507e-3f);
+    y = y * r + vsplat(8.3334519073e-3f);
+    y = y * r + vsplat(4.1665795894e-2f);
+    y = y * r + vsplat(1.6666665459e-1f);
+    y = y * r + vsplat(5.0000001201e-1f);
+    y = y * z + r;
+    y = y + vsplat(1.0f);
+    v16sf scale = (v16sf)((ni + 127) << 23);
+    return y * scale;
 }
 
 /* Pass 1: block maxima of the full blocks; returns the row maximum (tail included). */
@@ -123,24 +155,58 @@ CLONES static float block_maxima(const float *x, Py_ssize_t n, float *bmax) {
     return m;
 }
 
-/* Pass 2: sum of exp(x - m) over the row (float32 per block lane, float64 across blocks). */
-CLONES static double exp_sum(const float *x, Py_ssize_t n, float m) {
-    Py_ssize_t nb = n / BLOCK;
-    v16df acc = {0};
-    v16sf vm = vsplat(m);
-    for (Py_ssize_t b = 0; b < nb; b++) {
-        const float *p = x + b * BLOCK;
-        v16sf s = vexp(load16(p) - vm);
-        for (int j = LANES; j < BLOCK; j += LANES)
-            s = s + vexp(load16(p + j) - vm);
-        acc = acc + __builtin_convertvector(s, v16df);
-    }
-    double total = 0.0;
-    for (int j = 0; j < LANES; j++)
-        total += acc[j];
-    for (Py_ssize_t i = nb * BLOCK; i < n; i++)
-        total += (double)sexp(x[i] - m);
+/* Pass 2: sum of exp(x - m) over the row (float32 per block lane, float64 across blocks);
+ * the tail past the last full block one element at a time with the same exp. */
+#define EXP_SUM_BODY(VEXP)                                                                                    \
+    Py_ssize_t nb = n / BLOCK;                                                                                \
+    v16df acc = {0};                                                                                          \
+    v16sf vm = vsplat(m);                                                                                     \
+    for (Py_ssize_t b = 0; b < nb; b++) {                                                                     \
+        const float *p = x + b * BLOCK;                                                                       \
+        v16sf d = load16(p) - vm;                                                                             \
+        v16sf s = VEXP(&d);                                                                                   \
+        for (int j = LANES; j < BLOCK; j += LANES) {                                                          \
+            d = load16(p + j) - vm;                                                                           \
+            s = s + VEXP(&d);                                                                                 \
+        }                                                                                                     \
+        acc = acc + __builtin_convertvector(s, v16df);                                                        \
+    }                                                                                                         \
+    double total = 0.0;                                                                                       \
+    for (int j = 0; j < LANES; j++)                                                                           \
+        total += acc[j];                                                                                      \
+    for (Py_ssize_t i = nb * BLOCK; i < n; i++) {                                                             \
+        v16sf d = vsplat(x[i] - m);                                                                           \
+        total += (double)VEXP(&d)[0];                                                                         \
+    }                                                                                                         \
     return total;
+
+CLONES_NO512 static double exp_sum_poly(const float *x, Py_ssize_t n, float m) {
+    EXP_SUM_BODY(vexp_poly)
+}
+
+#if HAVE_AVX512_PATH
+__attribute__((target("avx512f"))) static double exp_sum_tab(const float *x, Py_ssize_t n, float m) {
+    EXP_SUM_BODY(vexp_tab)
+}
+#endif
+
+/* The table exp where the CPU has AVX-512 (decided once), the polynomial elsewhere or when
+ * the environment has AMBIENT_POL_EXP=poly (what tests/test_hot_pol.py uses to check the
+ * polynomial path on an AVX-512 machine). Each is deterministic, so one machine always
+ * computes the same bits for the same row; the two differ from each other in the last
+ * bits, both within the bound above. */
+static double exp_sum(const float *x, Py_ssize_t n, float m) {
+#if HAVE_AVX512_PATH
+    static int avx512 = -1;
+    if (avx512 < 0) {
+        const char *force = getenv("AMBIENT_POL_EXP");
+        __builtin_cpu_init();
+        avx512 = __builtin_cpu_supports("avx512f") && !(force != NULL && strcmp(force, "poly") == 0) ? 1 : 0;
+    }
+    if (avx512)
+        return exp_sum_tab(x, n, m);
+#endif
+    return exp_sum_poly(x, n, m);
 }
 
 /* insert (v, i) into the descending list (vals, idx) of length *cnt <= k; on equal values
