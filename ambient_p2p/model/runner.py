@@ -3,10 +3,11 @@
 Generation is a plain KV-cache loop over ``model(input_ids, past_key_values=...)`` so that
 the logits that choose each token are exactly the ones fingerprinted (no second model pass).
 On the CPU with the compiled kernel (``core/_native_pol.c``, built by scripts/setup.sh)
-each step makes one C call on the logits row the forward pass produced (:func:`top_logprobs`):
-block maxima, the exact top-k from the best blocks (its first entry is the argmax, the greedy
-token) and the exp-sum, two passes over the vocabulary; quantization of the k values and the
-leaves come once per generation. Without the kernel (or on another device) greedy generation
+each greedy step makes two C calls on the logits row the forward pass produced, read in
+place: the argmax pass (block maxima; the greedy token, decoding work, timed apart) and the
+fingerprint (the exact top-k from the best blocks and the exp-sum, one more pass over the
+vocabulary); quantization of the k values and the leaves come once per generation. Sampled
+steps and the last pipeline stage use :func:`top_logprobs` (the same kernel). Without the kernel (or on another device) greedy generation
 takes ``argmax`` and copies the row into a chunk; every :data:`FINGERPRINT_CHUNK` tokens one
 batched torch pass takes the top-k (:func:`topk_rows`) and the exp-sum in place
 (bit-identical to ``logsumexp``). Sampled generation needs the candidates to draw each
