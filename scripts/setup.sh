@@ -19,15 +19,17 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
 fi
 # Optional compiled hot paths (issue 17; spec/poh.md and spec/shred.md performance notes):
 # ambient_p2p/core/_native_poh.c against OpenSSL's libcrypto (PoH hash chains) and
-# _native_ec.c against Intel ISA-L (Reed-Solomon with the crate's matrix), built in place with
+# _native_ec.c against Intel ISA-L (Reed-Solomon with the crate's matrix), _native_shred.c
+# against libcrypto (shred Merkle roots, the parse accept path; spec/blockstore.md) and
+# _native_pol.c (the PoL fingerprint kernel, libm; spec/pol.md), built in place with
 # gcc whenever the module is missing or older than its source. Without a compiler or the
-# headers, the package runs its pure-Python/numpy fallbacks (same bytes, slower); the tests
+# headers, the package runs its pure-Python/numpy/torch fallbacks; the tests
 # tests/test_hot_poh.py and tests/test_hot_erasure.py fail if headers exist but no module.
 build_native() {
     local inc suffix mod lib src out
     inc="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     suffix="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-    for pair in _native_poh:crypto _native_ec:isal _native_shred:crypto; do
+    for pair in _native_poh:crypto _native_ec:isal _native_shred:crypto _native_pol:m; do
         mod="${pair%%:*}"; lib="${pair##*:}"
         src="ambient_p2p/core/$mod.c"; out="ambient_p2p/core/$mod$suffix"
         if [ -f "$out" ] && [ "$out" -nt "$src" ]; then

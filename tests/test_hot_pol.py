@@ -127,3 +127,179 @@ def test_greedy_chunked_fingerprints_match_full_softmax_on_a_large_vocabulary() 
         assert fp.pos == pos and fp.tok == gen.output[pos] == ref.ids[0]
         assert fp.ids == ref.ids
         assert all(abs(a - b) <= 1 for a, b in zip(fp.lps, ref.lps, strict=True))
+
+
+# --- The compiled kernel (core/_native_pol.c, the CPU default where built) -----------------
+
+try:
+    from ambient_p2p.core import _native_pol as _native
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None  # type: ignore[assignment]
+needs_native = pytest.mark.skipif(_native is None, reason="PoL kernel not built (scripts/setup.sh)")
+
+#: what spec/pol.md ("Fingerprint") allows the miner's normaliser to deviate from float64
+NORMALISER_TOLERANCE_NATS = 1e-6
+
+
+def _lse64(x: torch.Tensor) -> float:
+    d = x.double()
+    m = float(d.max())
+    return m + math.log(float(torch.exp(d - m).sum()))
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 60_000),
+    st.floats(1e-3, 200.0),
+    st.integers(0, 2**31 - 1),
+    st.integers(0, 3),
+    st.booleans(),
+    st.integers(1, 64),
+)
+def test_native_fingerprint_is_the_exact_top_k_and_the_float64_normaliser(
+    n: int, scale: float, seed: int, neg_inf: int, ties: bool, k: int
+) -> None:
+    """Top-k values are torch.topk's (largest first, the first id is torch.argmax's first
+    occurrence), ids distinct and holding those values; the log-normaliser is within 1e-6
+    nats of the float64 definition; each value is float64(x[id]) - lse."""
+    k = min(k, n)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * scale
+    if ties:  # coarse values: exact ties inside and across blocks
+        x = torch.round(x)
+    if n > neg_inf:
+        x[:neg_inf] = -math.inf  # masked-out vocabulary entries
+    res = _native.fingerprint(x.data_ptr(), n, k)
+    assert res is not None
+    ids, lps = res
+    assert len(ids) == len(lps) == k == len(set(ids))
+    want = torch.topk(x, k).values
+    assert torch.equal(x[list(ids)], want)
+    assert ids[0] == int(torch.argmax(x))
+    if not ties:
+        assert list(ids) == torch.topk(x, k).indices.tolist() or len(set(x.tolist())) < n
+    lse = float(x[ids[0]]) - lps[0]
+    assert abs(lse - _lse64(x)) <= NORMALISER_TOLERANCE_NATS
+    assert all(lp == float(x[i]) - lse for i, lp in zip(ids, lps, strict=True))
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 20_000), st.integers(0, 2**31 - 1), st.booleans())
+def test_native_argmax_and_its_scratch_give_the_same_fingerprint(n: int, seed: int, ties: bool) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * 5
+    if ties:
+        x = torch.round(x)
+    k = min(pol.TOP_K, n)
+    scratch = bytearray(_native.scratch_size(n))
+    assert _native.argmax(x.data_ptr(), n, scratch) == _native.argmax(x.data_ptr(), n) == int(torch.argmax(x))
+    assert _native.fingerprint(x.data_ptr(), n, k, scratch) == _native.fingerprint(x.data_ptr(), n, k)
+
+
+@needs_native
+def test_native_scratch_of_another_row_and_bad_arguments_are_refused() -> None:
+    a, b = torch.randn(4096), torch.randn(4096)
+    scratch = bytearray(_native.scratch_size(4096))
+    _native.argmax(a.data_ptr(), 4096, scratch)
+    with pytest.raises(ValueError, match="another row"):
+        _native.fingerprint(b.data_ptr(), 4096, 8, scratch)
+    with pytest.raises(ValueError, match="another row"):
+        _native.fingerprint(a.data_ptr(), 4000, 8, scratch)
+    with pytest.raises(ValueError, match="scratch"):
+        _native.argmax(a.data_ptr(), 4096, bytearray(8))
+    with pytest.raises(BufferError):
+        _native.argmax(a.data_ptr(), 4096, b"read-only")
+    for k in (0, 65, 4097):
+        with pytest.raises(ValueError, match="k <= 64"):
+            _native.fingerprint(a.data_ptr(), 4096, k)
+    with pytest.raises(ValueError, match="non-null address"):
+        _native.fingerprint(0, 4096, 8)
+
+
+@needs_native
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("where", [0, 200, 4095])
+def test_native_non_finite_row_gives_no_fingerprint(bad: float, where: int) -> None:
+    x = torch.randn(4096)
+    x[where] = bad
+    assert _native.fingerprint(x.data_ptr(), 4096, 8) is None
+    assert _native.fingerprint(torch.full((300,), -math.inf).data_ptr(), 300, 8) is None
+    # runner.top_logprobs then takes the torch path, whose values are not finite (the
+    # quantization rejects a NaN log-prob)
+    _ids, lps = runner.top_logprobs(x, 8)
+    assert not all(math.isfinite(v) for v in lps)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 49_151), min_size=8, max_size=8, unique=True),
+                          st.lists(st.floats(-40.0, 1e-6), min_size=8, max_size=8)), min_size=1, max_size=20))
+def test_candidates_batch_equals_candidates_from_top(rows: list[tuple[list[int], list[float]]]) -> None:
+    assert runner.candidates_batch(rows) == [pol.candidates_from_top(i, v) for i, v in rows]
+
+
+_u32 = st.one_of(st.integers(0, 30), st.integers(0, 300), st.integers(0, 70_000), st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 64).flatmap(lambda n: st.tuples(st.lists(_u32, min_size=n, max_size=n),
+                                                      st.lists(_u32, min_size=n, max_size=n))), _u32, _u32)
+def test_leaf_bytes_is_the_canonical_encoding(cand: tuple[list[int], list[int]], pos: int, tok: int) -> None:
+    from ambient_p2p.core.codec import decode, encode
+
+    fp = pol.LogitFingerprint(pos=pos, tok=tok, ids=tuple(cand[0]), lps=tuple(cand[1]))
+    assert pol.leaf_bytes(fp) == encode(fp)
+    assert decode(pol.leaf_bytes(fp), pol.LogitFingerprint) == fp
+
+
+@pytest.mark.parametrize(("bad", "reason"), [(-1, "out-of-range"), (2**32, "out-of-range"), (True, "wrong-type")])
+def test_leaf_bytes_out_of_range_fails_like_encode(bad: object, reason: str) -> None:
+    from ambient_p2p.core.codec import EncodeError, encode
+
+    fp = pol.LogitFingerprint(pos=0, tok=1, ids=(1, bad), lps=(0, 3))  # type: ignore[arg-type]
+    for f in (encode, pol.leaf_bytes):
+        with pytest.raises(EncodeError, match=reason):
+            f(fp)
+
+
+def test_native_and_torch_paths_agree_on_a_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled path and the torch path (the fallback without the kernel, and on other
+    devices) emit the same greedy tokens and fingerprints within one grid unit."""
+    cfg = dict(runner.TINY_CONFIG, vocab_size=8192)
+    lm = runner.random_model(5, config=cfg)
+    native = runner.generate(lm, [1, 2, 3, 4], 20, stop_at_eos=False)
+    monkeypatch.setattr(runner, "_native_pol", None)
+    fallback = runner.generate(lm, [1, 2, 3, 4], 20, stop_at_eos=False)
+    assert native.output == fallback.output
+    for a, b in zip(native.fingerprints, fallback.fingerprints, strict=True):
+        assert a.tok == b.tok and set(a.ids) == set(b.ids)
+        da, db = dict(zip(a.ids, a.lps, strict=True)), dict(zip(b.ids, b.lps, strict=True))
+        assert all(abs(da[i] - db[i]) <= 1 for i in da)
+
+
+_POLY_CHECK = """
+import math, torch
+from ambient_p2p.core import _native_pol as k
+g = torch.Generator().manual_seed(7)
+worst = 0.0
+for n, scale in [(49_152, 4.0), (49_152 + 37, 30.0), (300, 1.0), (5, 0.01), (60_000, 200.0)]:
+    x = torch.randn(n, generator=g) * scale
+    ids, lps = k.fingerprint(x.data_ptr(), n, min(8, n))
+    d = x.double(); m = float(d.max())
+    worst = max(worst, abs(float(x[ids[0]]) - lps[0] - (m + math.log(float(torch.exp(d - m).sum())))))
+print(worst)
+"""
+
+
+@needs_native
+def test_native_polynomial_exp_path_meets_the_same_bound() -> None:
+    """The exp used on CPUs without AVX-512 (forced here by AMBIENT_POL_EXP=poly, read once
+    per process, hence the subprocess) keeps the normaliser within the same bound."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _POLY_CHECK], env={**os.environ, "AMBIENT_POL_EXP": "poly"},
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert 0.0 <= float(out.stdout.strip()) <= NORMALISER_TOLERANCE_NATS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ def cmd_pol(args: argparse.Namespace) -> int:
     if args.dtype != "float32":
         raise UserError("bench pol measures the fp32 tier; run it with --dtype float32")
     t0 = time.perf_counter()
+    load0 = [round(v, 2) for v in os.getloadavg()]  # the machine's contention, with every figure
     lm = load_from_args(args)
     report: dict[str, Any] = {
         "model": lm.name,
@@ -94,6 +96,7 @@ def cmd_pol(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
 
     report["total_s"] = round(time.perf_counter() - t0, 1)
+    report["load_average_1_5_15"] = {"start": load0, "end": [round(v, 2) for v in os.getloadavg()]}
     text = json.dumps(report, indent=2, sort_keys=True)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -429,6 +429,31 @@ def measure_drift(lm: runner.LoadedModel, prompt_ids: Sequence[Sequence[int]], n
 # ---------------------------------------------------------------------------------------
 # cost figures
 # ---------------------------------------------------------------------------------------
+@torch.inference_mode()
+def argmax_cpu_us(lm: runner.LoadedModel, prompt: Sequence[int], n_tokens: int, native: bool) -> float:
+    """CPU microseconds per token of the greedy argmax alone, right after each decode step
+    (where generation takes it, caches cold): ``torch.argmax`` (plain greedy decoding) or
+    the compiled pass 1 (the runner's native path). The baseline any greedy decoder pays."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=lm.device)
+    total = 0.0
+    scratch: bytearray | None = None
+    for _ in range(n_tokens):
+        out = lm.model(input_ids=ids, use_cache=True, **runner.cache_kwargs(lm.model, cache))
+        logits = out.logits[0, -1]
+        if native and scratch is None:
+            from ..core import _native_pol  # built: the caller asked runner.native_row
+
+            scratch = bytearray(_native_pol.scratch_size(logits.shape[0]))
+        c = time.process_time()
+        tok = _native_pol.argmax(logits.data_ptr(), logits.shape[0], scratch) if native else int(torch.argmax(logits))
+        total += time.process_time() - c
+        ids = torch.tensor([[tok]], dtype=torch.long, device=lm.device)
+    return total / n_tokens * 1e6
+
+
 def cost_figures(lm: runner.LoadedModel, prompt: Sequence[int], n_tokens: int, k: int) -> dict[str, Any]:
     """(a) commit overhead, (b) validation time per position vs generation, (c) bytes."""
     runner.generate(lm, prompt, 2)  # warm-up
@@ -456,6 +481,10 @@ def cost_figures(lm: runner.LoadedModel, prompt: Sequence[int], n_tokens: int, k
         for _ in range(3)
     )
     openings = pol.open_positions(proof, pol.select_positions(seed, n, k))
+    native = runner.native_row(torch.zeros(1, device=lm.device))
+    argmax_us = {"torch": argmax_cpu_us(lm, prompt, n, False)}
+    if native:
+        argmax_us["native"] = argmax_cpu_us(lm, prompt, n, True)
     return {
         "tokens": n,
         "prompt_tokens": len(proof.prompt),
@@ -467,6 +496,15 @@ def cost_figures(lm: runner.LoadedModel, prompt: Sequence[int], n_tokens: int, k
         "fingerprint_cpu_s": gen.fingerprint_cpu_s,
         "commit_cpu_s": commit_cpu_s,
         "commit_overhead_fraction_cpu": (gen.fingerprint_cpu_s + commit_cpu_s) / gen.total_cpu_s,
+        "overhead_us_per_token_cpu": (gen.fingerprint_cpu_s + commit_cpu_s) / n * 1e6,
+        "generation_ms_per_token_cpu": gen.total_cpu_s / n * 1e3,
+        "fingerprint_path": "native" if native else "torch",
+        # the greedy argmax pass (decoding work, in C on the native path) counted as PoL's too
+        "argmax_cpu_s": gen.argmax_cpu_s,
+        "commit_overhead_fraction_cpu_with_argmax": (gen.fingerprint_cpu_s + commit_cpu_s + gen.argmax_cpu_s) / gen.total_cpu_s,
+        # the argmax alone per token, in a separate decode loop: torch.argmax (what plain greedy
+        # generation pays) and, on the native path, the compiled pass 1 the runner uses instead
+        "argmax_us_per_token_cpu": argmax_us,
         "validate_1_position_s": timings[1],
         f"validate_{k}_positions_s": timings[k],
         "validate_last_position_s": last,

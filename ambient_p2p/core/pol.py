@@ -320,8 +320,35 @@ def fingerprint_from_logits(
     return make_fingerprint(position, sample_token(cand, temp_milli, seed, position), cand)
 
 
+#: the canonical encoding's fixed start: [0x0400, 1, {"ids": ... (a 4-entry map, keys in order)
+_LEAF_HEAD = bytes.fromhex("8319040001a4") + b"\x63ids"
+_U32_MAX = (1 << 32) - 1
+_CBOR_SMALL = [bytes((v,)) for v in range(24)]
+
+
+def _cbor_uint(v: int) -> bytes:
+    """Shortest CBOR head of the unsigned integer ``0 <= v < 2**32`` (major type 0)."""
+    if v < 24:
+        return _CBOR_SMALL[v]
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return b"\x19" + v.to_bytes(2, "big")
+    return b"\x1a" + v.to_bytes(4, "big")
+
+
 def leaf_bytes(fp: LogitFingerprint) -> bytes:
-    return encode(fp)
+    """The canonical encoding of ``fp`` (a Merkle leaf): ``encode(fp)``, written directly for
+    the common shape (fewer than 24 candidates, plain ints within u32) since the commitment
+    encodes one leaf per output token; the same bytes (tests/test_hot_pol.py), and anything
+    else goes through :func:`encode` with its checks and errors."""
+    ids, lps, n = fp.ids, fp.lps, len(fp.ids)
+    vals = (*ids, *lps, fp.pos, fp.tok)
+    if not 0 < n < 24 or len(lps) != n or any(type(v) is not int for v in vals) or min(vals) < 0 or max(vals) > _U32_MAX:
+        return encode(fp)
+    arr = bytes((0x80 | n,))
+    return b"".join((_LEAF_HEAD, arr, *map(_cbor_uint, ids), b"\x63lps", arr, *map(_cbor_uint, lps),
+                     b"\x63pos", _cbor_uint(fp.pos), b"\x63tok", _cbor_uint(fp.tok)))
 
 
 def tokens_hash(tokens: Sequence[int]) -> bytes:

@@ -2,14 +2,18 @@
 
 Generation is a plain KV-cache loop over ``model(input_ids, past_key_values=...)`` so that
 the logits that choose each token are exactly the ones fingerprinted (no second model pass).
-Greedy generation picks each token with ``argmax`` (what any greedy decoder does) and copies
-the logits row into a chunk; every :data:`FINGERPRINT_CHUNK` tokens one batched pass takes
-the top-k (:func:`topk_rows`: block maxima, then the k best blocks) and the exp-sum over the
-vocabulary in place (the log-normaliser reuses the top-1 as its maximum, bit-identical to
-``logsumexp``), then integer quantization of k values once per generation. Sampled
-generation needs the candidates to draw each token, so it does the same per step. The PoL
-part's time is measured separately, in wall and CPU time (``Generation.fingerprint_s``,
-``fingerprint_cpu_s``), for the commit-overhead figure in spec/pol.md.
+On the CPU with the compiled kernel (``core/_native_pol.c``, built by scripts/setup.sh)
+each greedy step makes two C calls on the logits row the forward pass produced, read in
+place: the argmax pass (block maxima; the greedy token, decoding work, timed apart) and the
+fingerprint (the exact top-k from the best blocks and the exp-sum, one more pass over the
+vocabulary); quantization of the k values and the leaves come once per generation. Sampled
+steps and the last pipeline stage use :func:`top_logprobs` (the same kernel). Without the kernel (or on another device) greedy generation
+takes ``argmax`` and copies the row into a chunk; every :data:`FINGERPRINT_CHUNK` tokens one
+batched torch pass takes the top-k (:func:`topk_rows`) and the exp-sum in place
+(bit-identical to ``logsumexp``). Sampled generation needs the candidates to draw each
+token, so it takes them per step. The PoL part's time is measured separately, in wall and
+CPU time (``Generation.fingerprint_s``, ``fingerprint_cpu_s``), for the commit-overhead
+figure in spec/pol.md.
 
 Two model sources:
 
@@ -31,10 +35,16 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network for weights
 
+import numpy as np
 import torch
 
 from ..core import pol
 from . import gguf_loader
+
+try:  # the compiled fingerprint kernel (scripts/setup.sh builds it; absent: the torch path)
+    from ..core import _native_pol
+except ImportError:  # pragma: no cover - depends on the build
+    _native_pol = None  # type: ignore[assignment]
 
 DEFAULT_MODEL = "default"
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -210,6 +220,9 @@ class Generation:
     #: the same split in process CPU time (robust to other processes on a shared machine)
     total_cpu_s: float = 0.0
     fingerprint_cpu_s: float = 0.0
+    #: CPU time of the greedy argmax pass on the compiled path (decoding, not PoL work: a
+    #: greedy decoder without PoL pays it too; reported so the figure can be read both ways)
+    argmax_cpu_s: float = 0.0
 
 
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
@@ -266,6 +279,44 @@ def fingerprint_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return idx, values, lse
 
 
+def top_logprobs(logits: torch.Tensor, k: int) -> tuple[Sequence[int], Sequence[float]]:
+    """The ``k`` ids with the largest logits of one row (largest first; the first is the
+    argmax's first occurrence, the greedy token) and their float64 log-probs
+    ``x[id] - logsumexp(x)``: the compiled kernel on the CPU (normaliser within 1e-6 nats
+    of the float64 definition, spec/pol.md "Fingerprint"), else ``torch.topk`` and
+    :func:`logsumexp_with_max` in float32. Every producer of fingerprints (the runner, the
+    last pipeline stage) calls this, so the same row gives the same committed values."""
+    lf = logits if logits.dtype == torch.float32 else logits.to(torch.float32)
+    if native_row(lf):
+        res = _native_pol.fingerprint(lf.data_ptr(), lf.shape[0], k)  # lf stays referenced meanwhile
+        if res is not None:  # None: a non-finite logit; the torch path below gives its NaN/inf
+            return res
+    top = torch.topk(lf, k)
+    lse = logsumexp_with_max(lf, top.values[0])
+    ids: list[int] = top.indices.tolist()
+    return ids, (top.values.to(torch.float64) - lse.to(torch.float64)).tolist()
+
+
+def candidates_batch(tops: Sequence[tuple[Sequence[int], Sequence[float]]]) -> list[pol.Candidates]:
+    """``[pol.candidates_from_top(ids, lps) for ids, lps in tops]`` (same k in every row),
+    quantized and ordered by ``(q, id)`` in one numpy pass: the same integers
+    (tests/test_hot_pol.py), a few microseconds less per token."""
+    if not tops:
+        return []
+    ids = np.array([t[0] for t in tops], dtype=np.int64)
+    q = pol.quantize_logprobs(np.array([t[1] for t in tops], dtype=np.float64))
+    order = np.lexsort((ids, q), axis=1)
+    return [pol.Candidates(tuple(i), tuple(v)) for i, v in
+            zip(np.take_along_axis(ids, order, 1).tolist(), np.take_along_axis(q, order, 1).tolist(), strict=True)]
+
+
+def native_row(row: torch.Tensor) -> bool:
+    """Whether the compiled kernel can read ``row`` in place: built, and a 1-D contiguous
+    float32 CPU tensor (what the last-position logits of a float32 CPU model are)."""
+    return (_native_pol is not None and row.is_cpu and row.dtype == torch.float32 and row.dim() == 1
+            and row.is_contiguous())
+
+
 @torch.inference_mode()
 def generate(
     lm: LoadedModel,
@@ -287,7 +338,7 @@ def generate(
     if not prompt:
         raise ValueError("empty prompt")
     t0, c0 = time.perf_counter(), time.process_time()
-    fp_s = fp_cpu = 0.0
+    fp_s = fp_cpu = argmax_cpu = 0.0
     model = lm.model
     cache = DynamicCache()
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=lm.device)
@@ -296,11 +347,30 @@ def generate(
     done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # greedy: fingerprinted chunks
     chunk: torch.Tensor | None = None  # greedy: logits rows waiting for their batched pass
     waiting = 0
+    tops: list[tuple[Sequence[int], Sequence[float]]] = []  # greedy, native: per-step top-k
+    native = False  # greedy: the compiled kernel reads each row in place (decided on the first)
     kept: list[torch.Tensor] = []
     for pos in range(max_new_tokens):
         out = model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))  # the cache fills in place
         logits = out.logits[0, -1]
-        if temp_milli == 0:
+        if pos == 0 and temp_milli == 0:
+            # every step's row has the first one's dtype, device and layout; checking once
+            # matters: right after a forward pass each tensor attribute read costs microseconds
+            native, vocab = native_row(logits), logits.shape[0]
+            scratch = bytearray(_native_pol.scratch_size(vocab) if native else 0)  # pass 1's block maxima
+        if native:
+            # the greedy token: the argmax pass that any greedy decoder pays (not PoL work; in
+            # C because torch.argmax costs more than the whole fingerprint), keeping the block
+            # maxima in `scratch`. Then the PoL part, one C call without per-step checks: the
+            # top-k from those maxima (its first id is that argmax) and the normaliser; a row
+            # with a non-finite logit goes to the torch path.
+            addr = logits.data_ptr()
+            ca = time.process_time()
+            tok = _native_pol.argmax(addr, vocab, scratch)
+            t1, c1 = time.perf_counter(), time.process_time()
+            argmax_cpu += c1 - ca
+            tops.append(_native_pol.fingerprint(addr, vocab, top_k, scratch) or top_logprobs(logits, top_k))
+        elif temp_milli == 0:
             # greedy: the token is the argmax, which any greedy decoder computes (not PoL
             # work); a near-tie at the grid is accepted by the greedy rule (spec/pol.md
             # "Token rule"). The fingerprint of this row is taken in the chunk's batched pass.
@@ -315,12 +385,9 @@ def generate(
                 waiting = 0
         else:
             t1, c1 = time.perf_counter(), time.process_time()
-            # one top-k and one exp-sum in the model's float32 (a float32 logsumexp over 49k
-            # logits errs by ~1e-6 nats, 0.004 grid units); only the k results go to float64
-            lf = logits.to(torch.float32)
-            top = torch.topk(lf, top_k)
-            lse = logsumexp_with_max(lf, top.values[0])
-            cand = pol.candidates_from_top(top.indices.tolist(), (top.values.to(torch.float64) - lse.to(torch.float64)).tolist())
+            # the top-k and the normaliser (float32 passes, ~1e-6 nats from the float64
+            # definition, 0.004 grid units); only the k results go to float64
+            cand = pol.candidates_from_top(*top_logprobs(logits, top_k))
             tok = pol.sample_token(cand, temp_milli, sample_seed, pos)
             fps.append(pol.make_fingerprint(pos, tok, cand))
         fp_s += time.perf_counter() - t1
@@ -333,7 +400,12 @@ def generate(
         if stop_at_eos and lm.eos_token_id is not None and tok == lm.eos_token_id:
             break
         ids = torch.tensor([[tok]], dtype=torch.long, device=lm.device)
-    if temp_milli == 0 and output:
+    if native:
+        t1, c1 = time.perf_counter(), time.process_time()
+        fps = [pol.make_fingerprint(i, output[i], c) for i, c in enumerate(candidates_batch(tops))]
+        fp_s += time.perf_counter() - t1
+        fp_cpu += time.process_time() - c1
+    elif temp_milli == 0 and output:
         t1, c1 = time.perf_counter(), time.process_time()
         if waiting:
             assert chunk is not None
@@ -344,7 +416,7 @@ def generate(
         fp_s += time.perf_counter() - t1
         fp_cpu += time.process_time() - c1
     return Generation(list(prompt), output, fps, time.perf_counter() - t0, fp_s, kept,
-                      total_cpu_s=time.process_time() - c0, fingerprint_cpu_s=fp_cpu)
+                      total_cpu_s=time.process_time() - c0, fingerprint_cpu_s=fp_cpu, argmax_cpu_s=argmax_cpu)
 
 
 

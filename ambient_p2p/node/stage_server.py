@@ -282,14 +282,12 @@ def _tokens_of(parts: list[bytes]) -> list[int]:
 
 def last_stage_fingerprint(logits: Any, position: int, temp_milli: int, seed: bytes) -> pol.LogitFingerprint:
     """The final-logits fingerprint and token exactly as ``model/runner.generate`` makes
-    them (float32 logsumexp and top-k, float64 difference, then core/pol.py's rules)."""
-    import torch
+    them (``runner.top_logprobs``: the same top-k and normaliser, then core/pol.py's rules)."""
+    from ..model import runner
 
-    lse = torch.logsumexp(logits, dim=0)
-    top = torch.topk(logits, pol.TOP_K)
-    vals = (top.values.to(torch.float64) - lse.to(torch.float64)).tolist()
-    cand = pol.candidates_from_top(top.indices.tolist(), vals)
-    tok = int(top.indices[0]) if temp_milli == 0 else pol.sample_token(cand, temp_milli, seed, position)
+    ids, vals = runner.top_logprobs(logits, pol.TOP_K)
+    cand = pol.candidates_from_top(ids, vals)
+    tok = int(ids[0]) if temp_milli == 0 else pol.sample_token(cand, temp_milli, seed, position)
     return pol.make_fingerprint(position, tok, cand)
 
 

@@ -1,0 +1,9 @@
+"""Type stub of the optional compiled PoL fingerprint kernel ``_native_pol.c`` (built by scripts/setup.sh)."""
+
+from typing_extensions import Buffer
+
+def fingerprint(
+    address: int, n: int, k: int, scratch: Buffer | None = None, /
+) -> tuple[tuple[int, ...], tuple[float, ...]] | None: ...
+def argmax(address: int, n: int, scratch: Buffer | None = None, /) -> int: ...
+def scratch_size(n: int, /) -> int: ...
