@@ -50,6 +50,16 @@ def test_native_shred_module_built_where_toolchain_exists() -> None:
     assert shred.MERKLE_ROOT_BACKEND == "openssl"
 
 
+def test_native_pol_kernel_built_where_gcc_exists() -> None:
+    """The same for core/_native_pol.c (the PoL fingerprint kernel, needs only gcc and libm):
+    tests/test_hot_pol.py skips its kernel tests without it."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc here")
+    import importlib
+
+    assert importlib.util.find_spec("ambient_p2p.core._native_pol") is not None
+
+
 @needs_native
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.integers(0, 600))
