@@ -232,7 +232,7 @@ async def cluster(lm: runner.LoadedModel, ranges: list[tuple[int, int]], *, pert
             srv = StageServer(view, kp, kv_budget_bytes=kv_budget_bytes)
             with trio.CancelScope() as cs:
                 async with open_host(kp, LOCAL) as h:
-                    ReqRespServer(h, srv.handlers())
+                    srv.attach(h)
                     task_status.started((cs, srv, StageEndpoint(h.get_id().to_base58(), tuple(full_addrs(h)), a, b,
                                                                 100.0 - i)))
                     await trio.sleep_forever()
@@ -253,17 +253,24 @@ def _validate(lm: runner.LoadedModel, ans: Any, positions: list[int]) -> sh.Blam
                               {x: ans.open(x) for x in positions})
 
 
-def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.LoadedModel) -> None:
+@pytest.mark.parametrize("chain", [True, False], ids=["chained", "relay"])
+def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.LoadedModel, chain: bool) -> None:
+    """Both driving modes (spec/shard.md "Chained sessions" and relay): the same tokens,
+    fingerprints and logits as the whole model; a killed stage is replaced (chained: the run
+    falls back to relay mode and re-feeds a new route from the emitted tokens)."""
     prompt = [7, 8, 9, 10, 11, 12]
     ref = runner.generate(tiny, prompt, 10, keep_logprobs=True)
 
     async def main() -> None:
         async with cluster(tiny, [(0, 1), (1, 3), (3, 4), (1, 3)]) as (eps, scopes, servers, dh):
-            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id, chain=chain)
             route = plan_route(eps, 4)
             assert [e.peer for e in route] == [eps[0].peer, eps[1].peer, eps[2].peer]  # faster of the two 1:3
             ans = await d.generate(QUERY, prompt, 10, want_logits=True)
             assert ans.output == ref.output and ans.fps == ref.fingerprints and not ans.replacements
+            assert ans.chained == chain and d.chain_fallbacks == 0
+            # messages per frame: chained = stages + 1 (driver -> s0 -> s1 -> s2 -> driver), relay 2 per stage
+            assert ans.messages == 10 * (4 if chain else 6)  # 10 frames: the prompt's and 9 tokens'
             got = [torch.from_numpy(v).double() for v in ans.logits]
             lps = [v - torch.logsumexp(v, 0) for v in got]  # as runner.generate(keep_logprobs=True)
             assert all(torch.equal(a, b) for a, b in zip(lps, ref.logprobs, strict=True))
@@ -278,12 +285,18 @@ def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.Loade
                 if x == 4:
                     scopes[1].cancel()  # the 1:3 server on the route goes away mid-generation
 
-            d2 = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            d2 = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id, chain=chain)
             ans2 = await d2.generate(QUERY[::-1], prompt, 10, on_token=kill)
             assert ans2.output == ref.output and ans2.fps == ref.fingerprints
             assert [(k, new) for k, _old, new in ans2.replacements] == [(1, eps[3].peer)]
             assert ans2.commitments[1].stage == Keypair.deterministic("stage", 3).pubkey
             assert servers[3].stats.frames == 5 + 5  # replayed 5 frames, then 5 new ones
+            assert d2.chain_fallbacks == int(chain) and not ans2.chained
+            if chain:  # the surviving stages were re-fed too (new sessions), the dead one named
+                # 10 + 10 frames (two runs), 5 chained, perhaps the 6th (run before its hand-on failed),
+                # then the relay's 5 replayed and 5 new
+                assert servers[0].stats.frames in (30 + 5, 30 + 6) and eps[1].peer in d2.failed
+                assert all(s.sessions == {} and s.chain_in == {} for s in servers[:1] + servers[2:])
             assert _validate(tiny, ans2, [0, 4, 9]).ok
             # no server left for 1:3: a clear error, not a hang
             scopes[3].cancel()
@@ -294,11 +307,13 @@ def test_route_equals_whole_model_and_survives_a_killed_stage(tiny: runner.Loade
     run_trio(main, 120)
 
 
-def test_replacement_on_another_build_rebuilds_the_later_stages(tiny: runner.LoadedModel) -> None:
+@pytest.mark.parametrize("chain", [True, False], ids=["chained", "relay"])
+def test_replacement_on_another_build_rebuilds_the_later_stages(tiny: runner.LoadedModel, chain: bool) -> None:
     """The spare 1:3 server computes other last bits (1e-6 relative weight noise stands in for
     another CPU/GPU): after it replaces the killed one, stage 3:4 is re-fed from its outputs,
     the tokens stay the same, and the stage commitments and final fingerprints describe the
-    rebuilt route (links hold, the validator accepts)."""
+    rebuilt route (links hold, the validator accepts). Relay: a resync of 3:4 alone;
+    chained: the fallback re-feeds every stage of the new route from the tokens."""
     prompt = [7, 8, 9, 10, 11, 12]
     ref = runner.generate(tiny, prompt, 8)
 
@@ -308,9 +323,9 @@ def test_replacement_on_another_build_rebuilds_the_later_stages(tiny: runner.Loa
                 if x == 3:
                     scopes[1].cancel()
 
-            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id, chain=chain)
             ans = await d.generate(QUERY, prompt, 8, on_token=kill)
-            assert ans.output == ref.output and d.resyncs == 1
+            assert ans.output == ref.output and d.resyncs == (0 if chain else 1)
             assert [(k, new) for k, _o, new in ans.replacements] == [(1, eps[3].peer)]
             assert [f.tok for f in ans.fps] == ref.output
             assert servers[2].stats.closed == 2  # the stale 3:4 session abandoned, the new one committed
