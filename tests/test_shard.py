@@ -24,8 +24,8 @@ from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.model import runner, stages
 from ambient_p2p.net.gossip import stages_check
 from ambient_p2p.net.host import HostConfig, full_addrs, open_host
-from ambient_p2p.net.messages import StageCloseRequest, StageForwardRequest, StageOpenRequest
-from ambient_p2p.net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, ReqRespError, ReqRespServer, request
+from ambient_p2p.net.messages import StageChainFrame, StageCloseRequest, StageForwardRequest, StageOpenRequest
+from ambient_p2p.net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, ReqRespError, request
 from ambient_p2p.node.route import RouteDriver, RouteError, StageEndpoint, plan_route, prove_through_route
 from ambient_p2p.node.stage_server import StageExtension, StageServer
 from tests.net_helpers import run_trio
@@ -330,6 +330,95 @@ def test_replacement_on_another_build_rebuilds_the_later_stages(tiny: runner.Loa
             assert [f.tok for f in ans.fps] == ref.output
             assert servers[2].stats.closed == 2  # the stale 3:4 session abandoned, the new one committed
             assert _validate(tiny, ans, list(range(8))).ok
+
+    run_trio(main, 120)
+
+
+def test_chained_leaves_equal_relay_and_a_lying_leaf_is_caught_by_the_next_stage(tiny: runner.LoadedModel) -> None:
+    """A chained run commits the same leaves (same bytes) as a relay run. A stage that hands
+    on its boundary but a leaf that does not describe it (here: its ``q`` altered, i.e. it
+    would commit to an honest-looking row while sending another) is refused by the next
+    stage (``broken-link``), named by the driver, and replaced; the answer is the honest one."""
+    prompt = [3, 4, 5, 6]
+    ref = runner.generate(tiny, prompt, 6)
+
+    async def main() -> None:
+        async with cluster(tiny, [(0, 1), (1, 3), (3, 4), (1, 3)]) as (eps, _scopes, servers, dh):
+            relay = await RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id, chain=False).generate(
+                QUERY, prompt, 6)
+            chained = await RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id).generate(b"c" * 32, prompt, 6)
+            assert chained.chained and chained.output == relay.output == ref.output and chained.fps == relay.fps
+            assert chained.leaves == relay.leaves  # bitwise the same boundaries and digests
+            assert [c.root for c in chained.commitments] == [c.root for c in relay.commitments]
+            liar = servers[1]
+            real_send = liar._send_next
+
+            async def lying_send(sess: Any, fr: Any) -> None:
+                if fr.leaf is not None and fr.leaf.pos == 2:
+                    q = bytearray(fr.leaf.q)
+                    q[0] ^= 1
+                    fr = replace(fr, leaf=replace(fr.leaf, q=bytes(q)))
+                await real_send(sess, fr)
+
+            liar._send_next = lying_send  # type: ignore[method-assign]
+            d = RouteDriver(dh, eps, total_layers=4, model_id=tiny.model_id)
+            ans = await d.generate(b"l" * 32, prompt, 6)
+            assert ans.output == ref.output and not ans.chained and d.chain_fallbacks == 1
+            assert d.failed == {eps[1].peer} and "broken-link" in d.last_chain_failure
+            assert [(k, new) for k, _o, new in ans.replacements] == [(1, eps[3].peer)]
+            assert servers[2].stats.refused.get("broken-link") == 1
+            assert _validate(tiny, ans, [0, 2, 5]).ok
+
+    run_trio(main, 120)
+
+
+def test_chained_open_and_frame_refusals(tiny: runner.LoadedModel) -> None:
+    """Chained opens name their neighbours consistently (refused otherwise, nothing held);
+    one feeder per query; a chain frame from a peer that feeds no session is dropped and
+    its stream closed; a second results stream for a session is refused."""
+    with pytest.raises(ValueError, match="chained session"):
+        StageOpenRequest(nonce=1, query=QUERY, model_id=b"\0" * 32, start=0, end=1, prompt_len=1, max_positions=2,
+                         temp_milli=0, sample_seed=bytes(32), prompt_hash=bytes(32), prev_peer="x")
+    with pytest.raises(ValueError, match="no leaf"):
+        StageChainFrame(nonce=1, query=QUERY, pos=0, rows=1, tokens=(1,), leaf=sh.StageFingerprint(
+            pos=0, in_digest=bytes(32), out_digest=bytes(32), q=bytes(4)))
+
+    def open_req(q: bytes, **links: Any) -> StageOpenRequest:
+        return StageOpenRequest(nonce=1, query=q, model_id=tiny.model_id, start=1, end=3, prompt_len=2,
+                                max_positions=8, temp_milli=0, sample_seed=bytes(32),
+                                prompt_hash=pol.tokens_hash([1, 2]), chain=True, **links)
+
+    async def main() -> None:
+        async with cluster(tiny, [(1, 3)]) as (eps, _s, servers, dh):
+            from libp2p.custom_types import TProtocol
+            from libp2p.peer.id import ID
+
+            from ambient_p2p.net.host import parse_peer_multiaddr
+            from ambient_p2p.net.reqresp import STAGE_CHAIN_PROTO, encode_frame
+
+            await dh.connect(parse_peer_multiaddr(eps[0].addrs[0]))
+            peer, srv = ID.from_base58(eps[0].peer), servers[0]
+            nxt = {"next_peer": eps[0].peer, "next_addrs": eps[0].addrs[:1]}
+            with pytest.raises(ReqRespError) as ei:  # 1:3 of 4 layers is not the last: it needs a next stage
+                await request(dh, peer, STAGE_OPEN, open_req(QUERY))
+            assert ei.value.code == "bad-request" and srv.sessions == {}
+            await request(dh, peer, STAGE_OPEN, open_req(QUERY, prev_peer="QmFeeder", **nxt))
+            assert srv.chain_in == {("QmFeeder", QUERY): (dh.get_id().to_base58(), QUERY)}
+            # the driver is not this session's feeder: its chain frame is dropped, the stream closed
+            st = await dh.new_stream(peer, [TProtocol(STAGE_CHAIN_PROTO)])
+            fr = StageChainFrame(nonce=2, query=QUERY, pos=0, rows=2, hidden=bytes(4 * 2 * int(TINY4["hidden_size"])))
+            await st.write(encode_frame(encode(fr)))
+            with trio.fail_after(30):
+                try:
+                    got = await st.read(64)
+                except Exception:  # noqa: BLE001 - StreamEOF / reset: the server closed the stream
+                    got = b""
+            assert got == b""  # nothing was answered on a one-way chain stream
+            assert srv.stats.refused.get("no-session") == 1
+            assert next(iter(srv.sessions.values())).pos == 0 and srv.stats.frames == 0
+            await st.close()
+            await request(dh, peer, STAGE_CLOSE, StageCloseRequest(nonce=3, query=QUERY, num_tokens=0))
+            assert srv.sessions == {} and srv.chain_in == {}
 
     run_trio(main, 120)
 

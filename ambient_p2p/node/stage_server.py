@@ -700,6 +700,38 @@ async def serve_stage(stage: StageModel, kp: Keypair, listen: str, *, ready: Cal
         await trio.sleep_forever()
 
 
+def batch_yamux_window_updates() -> None:
+    """This process's yamux streams credit the sender only once half the receive window
+    has been consumed (go-yamux's rule, ``sendWindowUpdate``: ``delta < max/2`` waits),
+    instead of py-libp2p 0.8.1's window update after nearly every read (its "partial
+    slack" branch fires whenever anything was consumed, whatever PY_YAMUX_RELEASE_ON_READ
+    says). On a chained stage every received frame otherwise costs a WINDOW_UPDATE back: a
+    Noise encryption, a loopback send and a wake-up and parse in the sender (spec/shard.md
+    "Chained sessions", measurements). Process-wide, so only the stand-alone stage server
+    process (:func:`main`) applies it; flow control stays sound (the sender always has at
+    least half a window of credit). Idempotent."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    cls: Any = yamux.YamuxStream
+    if getattr(cls, "_ambient_batched", False):
+        return
+
+    async def update(self: Any, *, bytes_read: int = 0) -> None:
+        total = 0
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta > 0 and delta >= self.target_recv_window // 2:
+                self.recv_window += delta
+                self._pending_recv_release = 0
+                total = delta
+        if total > 0:
+            await self.send_window_update(total, skip_lock=True)
+
+    cls._auto_tune_and_send_window_update = update
+    cls._ambient_batched = True
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m ambient_p2p.node.stage_server --layers A:B [--model M] [--listen MA]
     [--key-seed S] [--threads N] [--perturb REL]``: serve one stage; prints one JSON line
@@ -715,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--kv-budget-mib", type=int, default=DEFAULT_KV_BUDGET_BYTES >> 20)
     ap.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--yamux-updates", choices=("batched", "library"), default="batched",
+                    help="yamux window updates: once half the window is consumed (batched, default) or the "
+                         "library's per-read updates")
     a = ap.parse_args(argv)
     try:
         start, end = stages.parse_range(a.layers)
@@ -732,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.perturb:
         stages.perturb_weights(stage, a.perturb, seed=a.key_seed)
     kp = Keypair.deterministic("stage", a.key_seed)
+    if a.yamux_updates == "batched":
+        batch_yamux_window_updates()
 
     def ready(info: dict[str, Any]) -> None:
         print(json.dumps(info), flush=True)
