@@ -1,6 +1,7 @@
 """Codec vectors: canonical round-trips and must-reject malformations (spec/encoding.md).
 
-``roundtrip/<case>``: input.cbor decodes, output.json is its JSON view (codec.to_json), and
+``roundtrip/<case>``: input.cbor decodes, output.json is its JSON view (codec.to_json, nested
+records as plain maps), and
 re-encoding gives back input.cbor byte for byte.
 ``reject/<case>``: input.cbor must be rejected; meta.json names our reason code.
 """
@@ -34,7 +35,7 @@ def run(handler: str, data: bytes) -> Any:
         raise Rejected(exc.reason, str(exc)) from None
     if codec.encode(obj) != data:  # decode() guarantees this; vectors state it explicitly
         raise Rejected("non-canonical", "re-encoding differs")
-    return codec.to_json(obj)
+    return _nested_plain(codec.to_json(obj))
 
 
 # -- sample messages --------------------------------------------------------------------
