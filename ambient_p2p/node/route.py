@@ -3,8 +3,13 @@
 The miner that won a query builds a route of stage servers covering all of the model's
 layers (:func:`plan_route`: fewest milliseconds per token from the servers' announced
 throughput plus measured latency, Petals' rule) and drives generation through it
-(:class:`RouteDriver`): one forward frame per stage per output token, each stage's output
-relayed as the next stage's input, the last stage returning the token's fingerprint.
+(:class:`RouteDriver`): one forward frame per stage per output token, the last stage
+returning the token's fingerprint. By default a route of two or more stages runs as a
+**chained session**: the driver feeds the first stage and each stage hands its boundary
+straight to the next (``/ambient/stage-chain/1``), the last answering the driver on
+``/ambient/stage-results/1`` (stages + 1 messages per frame instead of 2 per stage); in
+**relay mode** (``chain=False``, and the fallback of any failed chained run) each stage's
+output comes back to the driver, which sends it to the next stage.
 
 Fault tolerance: the driver keeps every frame it sent to each stage. When a stage stops
 answering (timeout, closed connection, lost session, malformed answer, a commitment whose
@@ -15,10 +20,14 @@ run gives. A replacement on another build computes other last bits: then every l
 is re-fed from the new outputs and a rebuilt last stage's fingerprints replace the old
 ones, provided the tokens already emitted stay the same (``replay-diverged`` otherwise).
 
-Stage PoL: the driver computes every stage's leaves itself (core/shard.py: digests of the
-exact bytes sent and received, the quantized boundary row) and accepts a stage's signed
-commitment only if its root equals the driver's; the driver keeps the leaves, so it can open
-any stage at any position for a validator (:meth:`RouteAnswer.open`).
+Stage PoL: in relay mode the driver computes every stage's leaves itself (core/shard.py:
+digests of the exact bytes sent and received, the quantized boundary row) and accepts a
+stage's signed commitment only if its root equals the driver's; in a chained session it
+fetches each stage's leaves before close, checks root and links (every receiving stage
+already checked its sender's leaf against the bytes it got). Either way the driver keeps
+the leaves, so it can open any stage at any position for a validator
+(:meth:`RouteAnswer.open`). A failed chained run falls back to relay mode, re-feeding
+every stage of a new route from the tokens emitted so far.
 """
 
 from __future__ import annotations
