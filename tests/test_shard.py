@@ -672,3 +672,60 @@ def test_a_route_served_answer_settles_with_each_stage_paid_its_share(tiny: runn
     assert [c.bank.work_account(k).tokens_served for k in stage_keys] == [3, 5, 2]  # type: ignore[union-attr]
     assert c.total() == c.start_total
     assert sh.load_route(pool_view(c.bank), c.qid) is not None
+
+
+WINDOW_UPDATE_PROBE = r"""
+import sys, trio
+from libp2p.custom_types import TProtocol
+from libp2p.stream_muxer.yamux import yamux as Y
+from ambient_p2p.core.crypto import Keypair
+from ambient_p2p.net.host import HostConfig, full_addrs, open_host, parse_peer_multiaddr
+from ambient_p2p.node.stage_server import batch_yamux_window_updates
+if sys.argv[1] == "batched":
+    batch_yamux_window_updates()
+    batch_yamux_window_updates()  # idempotent
+n = [0]
+orig = Y.YamuxStream.send_window_update
+async def count(self, inc, skip_lock=False):
+    n[0] += 1
+    return await orig(self, inc, skip_lock)
+Y.YamuxStream.send_window_update = count
+async def main():
+    done, total, read = trio.Event(), [0], trio.Semaphore(0)
+    async def handler(stream):
+        while total[0] < 200 * 5000:
+            d = await stream.read(65536)
+            if not d:
+                break
+            total[0] += len(d)
+            read.release()
+        done.set()
+    cfg = HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))
+    async with open_host(Keypair.deterministic("a", 0), cfg) as a, open_host(Keypair.deterministic("b", 0), cfg) as b:
+        a.set_stream_handler(TProtocol("/probe/1"), handler)
+        await b.connect(parse_peer_multiaddr(full_addrs(a)[0]))
+        s = await b.new_stream(a.get_id(), [TProtocol("/probe/1")])
+        with trio.fail_after(60):
+            for _ in range(200):
+                await s.write(bytes(5000))
+                await read.acquire()  # one read per write: reads never coalesce, whatever the load
+            await done.wait()
+    print(n[0], total[0])
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("rule", ["batched", "library"])
+def test_stage_process_window_update_rule(rule: str) -> None:
+    """The stand-alone stage process's yamux rule (spec/shard.md "Chained sessions"): 1 MB in
+    200 writes, each read before the next is written, arrives whole under both rules; the
+    library sends a window update after most reads, the half-window rule one per ~128 KiB (a py-libp2p upgrade that moves these internals fails
+    here). Each rule in its own process: the patch is process-wide."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", WINDOW_UPDATE_PROBE, rule], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    updates, received = (int(x) for x in r.stdout.split())
+    assert received == 200 * 5000
+    assert (updates <= 16) if rule == "batched" else (updates >= 100), updates  # measured: 7 and 131
