@@ -374,8 +374,8 @@ def test_chained_leaves_equal_relay_and_a_lying_leaf_is_caught_by_the_next_stage
 
 def test_chained_open_and_frame_refusals(tiny: runner.LoadedModel) -> None:
     """Chained opens name their neighbours consistently (refused otherwise, nothing held);
-    one feeder per query; a chain frame from a peer that feeds no session is dropped and
-    its stream closed; a second results stream for a session is refused."""
+    a chain frame from a peer that feeds no session is dropped and its stream closed; a
+    second results stream for a session is refused; an abandon ends the session."""
     with pytest.raises(ValueError, match="chained session"):
         StageOpenRequest(nonce=1, query=QUERY, model_id=b"\0" * 32, start=0, end=1, prompt_len=1, max_positions=2,
                          temp_milli=0, sample_seed=bytes(32), prompt_hash=bytes(32), prev_peer="x")
@@ -417,6 +417,24 @@ def test_chained_open_and_frame_refusals(tiny: runner.LoadedModel) -> None:
             assert srv.stats.refused.get("no-session") == 1
             assert next(iter(srv.sessions.values())).pos == 0 and srv.stats.frames == 0
             await st.close()
+            # results streams: the first attaches, a second is refused (bad-request), the stream kept
+            from ambient_p2p.core.codec import decode as dec
+            from ambient_p2p.net.messages import ErrorResponse, StageResultsRequest
+            from ambient_p2p.net.reqresp import STAGE_RESULTS_PROTO, FrameReader
+
+            first = await dh.new_stream(peer, [TProtocol(STAGE_RESULTS_PROTO)])
+            await first.write(encode_frame(encode(StageResultsRequest(nonce=4, query=QUERY))))
+            with trio.fail_after(30):
+                await next(iter(srv.sessions.values())).attached.wait()
+            second = await dh.new_stream(peer, [TProtocol(STAGE_RESULTS_PROTO)])
+            await second.write(encode_frame(encode(StageResultsRequest(nonce=5, query=QUERY))))
+            with trio.fail_after(30):
+                err = dec(await FrameReader(second).read(512))
+            assert isinstance(err, ErrorResponse) and (err.nonce, err.code) == (5, "bad-request")
+            sess = next(iter(srv.sessions.values()))
+            # the open refused above and this attach; the first stream stays attached
+            assert sess.results is not None and srv.stats.refused.get("bad-request") == 2
+            await first.close()
             await request(dh, peer, STAGE_CLOSE, StageCloseRequest(nonce=3, query=QUERY, num_tokens=0))
             assert srv.sessions == {} and srv.chain_in == {}
 

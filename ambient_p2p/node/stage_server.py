@@ -41,7 +41,7 @@ import trio
 
 from ..core import pol
 from ..core import shard as sh
-from ..core.codec import DecodeError, decode, encode, message_type_of
+from ..core.codec import decode, encode, message_type_of
 from ..core.crypto import Keypair
 from ..net.messages import (
     MAX_CHAIN_HIDDEN_BYTES,
@@ -376,10 +376,11 @@ class StageServer:
                 req = decode(data, expected=StageResultsRequest)
                 s = self.sessions.get((peer, req.query))
                 if s is None or not s.req.chain or s.results is not None:
-                    code = "no-session" if s is None else "bad-request"
+                    why = ("no session of this driver for the query" if s is None else
+                           "not a chained session" if not s.req.chain else "a results stream is attached already")
+                    self._refuse("no-session" if s is None else "bad-request", why)
                     await stream.write(encode_frame(encode(ErrorResponse(
-                        nonce=req.nonce, code=self._refuse(code, "no chained session to attach").code,
-                        detail="no chained session to attach (or one is attached)"))))
+                        nonce=req.nonce, code="no-session" if s is None else "bad-request", detail=why))))
                     return
                 s.results = stream
                 s.attached.set()
@@ -413,7 +414,7 @@ class StageServer:
                 s = await self._chain_frame(peer, fr)
                 if s is None:
                     return
-        except (DecodeError, Exception):  # noqa: BLE001 - malformed frame, reset: end this stream
+        except Exception:  # noqa: BLE001 - malformed frame (DecodeError, FrameError), reset: end this stream
             self.stats.refused["chain-stream-failed"] = self.stats.refused.get("chain-stream-failed", 0) + 1
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
