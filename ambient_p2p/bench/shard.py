@@ -4,9 +4,10 @@
   server processes (``python -m ambient_p2p.node.stage_server``, one torch thread each) on
   127.0.0.1, as a ratio to the whole model generating the same tokens in this process with
   the same thread count, alternating prompt by prompt with the route in the same run
-  (target >= 0.8); the per-token network
-  cost (bytes and request/response round trips per token, and the extra wall time per
-  token over the whole model); CPU per token of each side (the whole model's process; the
+  (target >= 0.8); the route runs as chained sessions (each stage hands its boundary to
+  the next; ``--compare-relay`` also runs relay mode, the driver carrying every boundary,
+  in the same run); the per-token network cost (the driver's bytes and exchanges per token,
+  stage-protocol messages per token, and the extra wall time per token over the whole model); CPU per token of each side (the whole model's process; the
   route's driver plus every stage process, from ``/proc/PID/stat``) and the CPU the idle
   stage processes burned while the whole model ran (busy-waiting threads would show there).
   Both sides run with ``torch.set_num_threads(--threads)`` and the same environment (the
@@ -48,6 +49,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--detect-tokens", type=int, default=12, help="output tokens per detection prompt")
     p.add_argument("--stream-frames", type=int, default=400, help="frames per transport for the per-frame "
                    "transport cost: a new stream per frame vs one session stream (0: skip)")
+    p.add_argument("--compare-relay", action="store_true", help="also drive every prompt through the same stage "
+                   "processes in relay mode (the driver carries every boundary) in the same run: relay ratio and CPU "
+                   "beside the chained route's")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(func=cmd_shard_bench)
 
@@ -95,10 +99,11 @@ def _cpu_s(pid: int) -> float:
 
 
 def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], tokens: int,
-               rounds: int) -> dict[str, Any]:
+               rounds: int, relay: bool = False) -> dict[str, Any]:
     """``rounds`` x every prompt, the whole model and the route alternately (the load of a
     shared machine drifts; alternating gives both the same conditions). Per pair the time
-    of each; totals and the median of the per-pair ratios."""
+    of each; totals and the median of the per-pair ratios. The route is driven as chained
+    sessions (spec/shard.md); ``relay``: each prompt also runs in relay mode right after."""
     import statistics
 
     import trio
@@ -116,11 +121,15 @@ def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], t
         async with open_host(Keypair.deterministic("bench-driver", 0), HostConfig(listen=("/ip4/127.0.0.1/tcp/0",))) as h:
             d = RouteDriver(h, eps, total_layers=30, model_id=lm.model_id)
             await d.generate(b"\x00" * 32, prompts[0], 2)  # warm-up: dial, first allocations
-            whole_s = route_s = whole_cpu = route_cpu = idle_cpu = 0.0
+            dr = RouteDriver(h, eps, total_layers=30, model_id=lm.model_id, chain=False)
+            if relay:
+                await dr.generate(b"\x01" * 32, prompts[0], 2)
+            whole_s = route_s = whole_cpu = route_cpu = idle_cpu = relay_s = relay_cpu = 0.0
             pids = [int(i["pid"]) for i in infos if "pid" in i]
-            n = sent = recv = rts = 0
+            n = sent = recv = rts = msgs = relay_msgs = fallbacks = 0
             same = True
             ratios = []
+            relay_ratios = []
             q = 0
             for _r in range(rounds):
                 for pr in prompts:
@@ -141,17 +150,33 @@ def _route_run(infos: list[dict[str, Any]], lm: Any, prompts: list[list[int]], t
                     route_cpu += (c2 - c1) + (s2 - s1)
                     idle_cpu += s1 - s0
                     same = same and ans.output == ref.output
+                    fallbacks += not ans.chained
                     whole_s += tw
                     route_s += tr
                     n += len(ans.output)
                     sent += ans.bytes_sent
                     recv += ans.bytes_received
                     rts += ans.round_trips
+                    msgs += ans.messages
                     ratios.append(tw / tr)
+                    if relay:
+                        q += 1
+                        t0 = time.perf_counter()
+                        rel = await dr.generate(q.to_bytes(32, "big"), pr, tokens)
+                        trr = time.perf_counter() - t0
+                        s3, c3 = sum(_cpu_s(p) for p in pids), time.process_time()
+                        relay_cpu += (c3 - c2) + (s3 - s2)
+                        relay_s += trr
+                        relay_msgs += rel.messages
+                        same = same and rel.output == ref.output
+                        relay_ratios.append(tw / trr)
             out.update(whole_s=whole_s, route_s=route_s, whole_cpu_s=whole_cpu, route_cpu_s=route_cpu,
                        idle_stage_cpu_s=idle_cpu, tokens=n, bytes_sent=sent, bytes_received=recv,
-                       round_trips=rts, same=same, median_ratio=statistics.median(ratios),
-                       ratios=[round(r, 3) for r in ratios])
+                       round_trips=rts, messages=msgs, fallbacks=fallbacks, same=same,
+                       median_ratio=statistics.median(ratios), ratios=[round(r, 3) for r in ratios])
+            if relay:
+                out.update(relay_s=relay_s, relay_cpu_s=relay_cpu, relay_messages=relay_msgs,
+                           relay_ratios=[round(r, 3) for r in relay_ratios])
 
     trio.run(main)
     return out
@@ -278,6 +303,8 @@ def cmd_shard_bench(a: Any) -> int:
               "--stream-frames 0..4000",
               file=sys.stderr)
         return 2
+    import statistics
+
     import torch
 
     from ..model import runner
@@ -292,26 +319,39 @@ def cmd_shard_bench(a: Any) -> int:
                               "routes": {}}
     for name in routes:
         with stage_processes(ROUTES[name], a.threads) as infos:
-            r = _route_run(infos, lm, prompts, a.tokens, a.rounds)
+            r = _route_run(infos, lm, prompts, a.tokens, a.rounds, a.compare_relay)
         n = r["tokens"]
         row = {"stages": ROUTES[name], "whole_tokens_per_s": round(n / r["whole_s"], 2),
                "route_tokens_per_s": round(n / r["route_s"], 2), "ratio": round(r["whole_s"] / r["route_s"], 3),
                "median_pair_ratio": round(r["median_ratio"], 3), "pair_ratios": r["ratios"], "same_tokens": r["same"],
                "bytes_per_token": round((r["bytes_sent"] + r["bytes_received"]) / n),
                "round_trips_per_token": round(r["round_trips"] / n, 2),
+               "messages_per_token": round(r["messages"] / n, 2), "relay_fallbacks": r["fallbacks"],
                "extra_ms_per_token": round((r["route_s"] - r["whole_s"]) / n * 1000, 2),
                "whole_cpu_ms_per_token": round(r["whole_cpu_s"] / n * 1000, 2),
                "route_cpu_ms_per_token": round(r["route_cpu_s"] / n * 1000, 2),
                "cpu_ratio": round(r["whole_cpu_s"] / max(1e-9, r["route_cpu_s"]), 3),
                "idle_stage_cpu_s": round(r["idle_stage_cpu_s"], 2),
                "load_average": [round(x, 2) for x in os.getloadavg()]}
+        if a.compare_relay:
+            row["relay"] = {"tokens_per_s": round(n / r["relay_s"], 2), "ratio": round(r["whole_s"] / r["relay_s"], 3),
+                            "median_pair_ratio": round(statistics.median(r["relay_ratios"]), 3),
+                            "cpu_ms_per_token": round(r["relay_cpu_s"] / n * 1000, 2),
+                            "cpu_ratio": round(r["whole_cpu_s"] / max(1e-9, r["relay_cpu_s"]), 3),
+                            "messages_per_token": round(r["relay_messages"] / n, 2)}
         result["routes"][name] = row
         print(f"{name:8s} route {row['route_tokens_per_s']:6.2f} tok/s  whole {row['whole_tokens_per_s']:6.2f} tok/s  "
               f"ratio {row['ratio']:.3f} (median pair {row['median_pair_ratio']:.3f})  same tokens {row['same_tokens']}  "
               f"{row['bytes_per_token']} B/token  {row['round_trips_per_token']} round trips/token  "
               f"+{row['extra_ms_per_token']} ms/token  CPU/token route {row['route_cpu_ms_per_token']} ms vs whole "
               f"{row['whole_cpu_ms_per_token']} ms (ratio {row['cpu_ratio']:.3f}; idle stages burned "
-              f"{row['idle_stage_cpu_s']} s)  load {row['load_average'][0]}", flush=True)
+              f"{row['idle_stage_cpu_s']} s)  {row['messages_per_token']} messages/token  load "
+              f"{row['load_average'][0]}", flush=True)
+        if a.compare_relay:
+            rl = row["relay"]
+            print(f"{'':8s} relay {rl['tokens_per_s']:6.2f} tok/s  ratio {rl['ratio']:.3f} (median pair "
+                  f"{rl['median_pair_ratio']:.3f})  CPU/token {rl['cpu_ms_per_token']} ms (ratio {rl['cpu_ratio']:.3f})"
+                  f"  {rl['messages_per_token']} messages/token", flush=True)
     if a.stream_frames:
         result["transport"] = tc = _stream_cost(a.stream_frames, lm.model.config.hidden_size)
         print(f"transport (one 4 x {lm.model.config.hidden_size} B frame, loopback, in process): new stream per frame "

@@ -23,7 +23,7 @@ from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, encode, fld, m
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.crypto import ZERO_SIGNATURE
 from ..core.pol import LogitFingerprint
-from ..core.shard import StageCommitment
+from ..core.shard import StageCommitment, StageFingerprint
 
 #: Largest payload any gossip topic admits (the shreds topic; see gossip.TOPIC_LIMITS).
 MAX_GOSSIP_PAYLOAD_BYTES = 128 * 1024
@@ -368,12 +368,14 @@ class SnapshotChunk:
 #: most rows (sequence positions) one forward frame may carry; a longer prompt is sent as
 #: several frames (spec/shard.md "Frames")
 MAX_STAGE_FRAME_ROWS = 1024
+#: Longest libp2p peer id text a chained open names (base58 of an identity multihash: ~52).
+MAX_PEER_ID_CHARS = 128
 #: most hidden-state (or logits) bytes one frame may carry: a message is at most 1 MiB
 #: (core/codec.py MAX_MESSAGE_BYTES); 1,000,000 bytes = 434 SmolLM2 rows of 576 floats
 MAX_STAGE_FRAME_BYTES = 1_000_000
 
 
-@message(type_id=0x0240, version=1, max_size=512)
+@message(type_id=0x0240, version=1, max_size=2048)
 @dataclass(frozen=True)
 class StageOpenRequest:
     """Open a session for ``query`` on a stage serving layers ``start:end`` of ``model_id``.
@@ -392,6 +394,20 @@ class StageOpenRequest:
     sample_seed: bytes = fld(Bytes(32, exact=True))
     prompt_hash: bytes = fld(Bytes(32, exact=True))
     want_logits: bool = fld(Bool(), default=False)
+    # A chained session (spec/shard.md "Chained sessions"): frames arrive on
+    # ``/ambient/stage-chain/1`` from ``prev_peer`` (absent: the driver itself) and the
+    # outputs go on to ``next_peer`` at ``next_addrs`` (absent: the last stage, whose results
+    # go back to the driver on ``/ambient/stage-results/1``). Absent ``chain``: relay mode.
+    chain: bool | None = fld(Opt(Bool()), default=None)
+    prev_peer: str | None = fld(Opt(Text(MAX_PEER_ID_CHARS)), default=None)
+    next_peer: str | None = fld(Opt(Text(MAX_PEER_ID_CHARS)), default=None)
+    next_addrs: tuple[str, ...] | None = fld(Opt(List(Text(MAX_MULTIADDR_CHARS), 4)), default=None)
+
+    def __post_init__(self) -> None:
+        if not self.chain and (self.prev_peer or self.next_peer or self.next_addrs):
+            raise ValueError("prev/next peers belong to a chained session")
+        if bool(self.next_peer) != bool(self.next_addrs):
+            raise ValueError("next_peer and next_addrs come together")
 
 
 @message(type_id=0x0241, version=1, max_size=256)
@@ -478,3 +494,73 @@ class StageAnnounce:
     total: int = fld(UInt(16))
     tokens_per_s_milli: int = fld(UInt(32))
     addrs: tuple[str, ...] = fld(List(Text(MAX_MULTIADDR_CHARS), 4), default=())
+
+
+# -- chained stage sessions (spec/shard.md "Chained sessions") ---------------------------------
+#: Hidden bytes one chain frame may carry: room is left for the sender's leaf (a
+#: StageFingerprint is at most 65,792 bytes) under the frame limit, so that prompt frames
+#: are cut the same way in both modes (spec/shard.md "Frames").
+MAX_CHAIN_HIDDEN_BYTES = MAX_STAGE_FRAME_BYTES - 65_792
+
+
+@message(type_id=0x0247, version=1, max_size=MAX_STAGE_FRAME_BYTES + 4 * MAX_STAGE_FRAME_ROWS + 512)
+@dataclass(frozen=True)
+class StageChainFrame:
+    """One forward frame on ``/ambient/stage-chain/1``, written by the driver (to the first
+    stage: ``tokens``) or by stage k to stage k+1 (``hidden``: its output bytes for the
+    frame). ``leaf`` is the sender's leaf when this frame ends one (stage k >= 0 sending on;
+    never from the driver): the receiver checks it against the bytes it got before it runs
+    the frame (``broken-link``). ``nonce`` is the driver's, carried unchanged down the
+    chain; the last stage's result for the frame bears it."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+    pos: int = fld(UInt(32))
+    rows: int = fld(UInt(32))
+    tokens: tuple[int, ...] = fld(List(UInt(32), MAX_STAGE_FRAME_ROWS), default=())
+    hidden: bytes = fld(Bytes(MAX_CHAIN_HIDDEN_BYTES), default=b"")
+    leaf: StageFingerprint | None = fld(Opt(Rec(StageFingerprint)), default=None)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rows <= MAX_STAGE_FRAME_ROWS:
+            raise ValueError(f"rows must be 1..{MAX_STAGE_FRAME_ROWS}")
+        if bool(self.tokens) == bool(self.hidden):
+            raise ValueError("a frame carries either tokens or hidden bytes")
+        if self.tokens and len(self.tokens) != self.rows:
+            raise ValueError("one token per row")
+        if self.tokens and self.leaf is not None:
+            raise ValueError("token frames come from the driver, which has no leaf")
+
+
+@message(type_id=0x0248, version=1, max_size=128)
+@dataclass(frozen=True)
+class StageResultsRequest:
+    """The first and only frame the driver writes on ``/ambient/stage-results/1``: attach
+    this stream to the driver's chained session for ``query``. The stage then writes, on
+    the same stream, one ``StageForwardResponse`` per frame (the last stage only) and an
+    ``ErrorResponse`` (nonce: the frame's) when the session fails at this stage."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+
+
+@message(type_id=0x0249, version=1, max_size=128)
+@dataclass(frozen=True)
+class StageLeavesRequest:
+    """Ask an open session for its leaves from output position ``first`` on (the driver of
+    a chained session, before close: it never saw the middle boundaries)."""
+
+    nonce: int = fld(UInt(32))
+    query: bytes = fld(Bytes(32, exact=True))
+    first: int = fld(UInt(32))
+
+
+@message(type_id=0x024A, version=1, max_size=1 << 20)
+@dataclass(frozen=True)
+class StageLeavesResponse:
+    """Leaves ``first ..`` in order: as many as the session holds, cut where their encodings
+    would pass MAX_STAGE_FRAME_BYTES (at least one when any is left; none past the end)."""
+
+    nonce: int = fld(UInt(32))
+    first: int = fld(UInt(32))
+    leaves: tuple[StageFingerprint, ...] = fld(List(Rec(StageFingerprint), 4096), default=())

@@ -56,6 +56,8 @@ from .messages import (
     StageCloseResponse,
     StageForwardRequest,
     StageForwardResponse,
+    StageLeavesRequest,
+    StageLeavesResponse,
     StageOpenRequest,
     StageOpenResponse,
     TxBatch,
@@ -163,11 +165,21 @@ STAGE_CLOSE: ReqRespProtocol[StageCloseRequest, StageCloseResponse] = ReqRespPro
 STAGE_STREAM: ReqRespProtocol[StageForwardRequest, StageForwardResponse] = ReqRespProtocol(
     "/ambient/stage-stream/1", StageForwardRequest, StageForwardResponse, (512.0, 256.0), 30.0, True, 120.0
 )
+#: A chained session's leaves, fetched by its driver before close (spec/shard.md "Chained
+#: sessions"); a few requests per session.
+STAGE_LEAVES: ReqRespProtocol[StageLeavesRequest, StageLeavesResponse] = ReqRespProtocol(
+    "/ambient/stage-leaves/1", StageLeavesRequest, StageLeavesResponse, (64.0, 16.0)
+)
+#: The two one-way stream protocols of a chained session are not request/response (no
+#: answer per frame); node/stage_server.py serves them: ``/ambient/stage-chain/1`` (frames
+#: down the chain) and ``/ambient/stage-results/1`` (results and errors back to the driver).
+STAGE_CHAIN_PROTO = "/ambient/stage-chain/1"
+STAGE_RESULTS_PROTO = "/ambient/stage-results/1"
 
 #: protocol id -> protocol (tests may swap an entry, e.g. to lower a rate limit).
 PROTOCOLS: dict[str, ReqRespProtocol[Any, Any]] = {
     p.proto_id: p for p in (REPAIR, POL_OPEN, PEERS, REPAIR_SLOT, SHRED_PUSH, BLOB, TPU, GENESIS,
-                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK, STAGE_OPEN, STAGE_FORWARD, STAGE_CLOSE, STAGE_STREAM)
+                            SNAPSHOT_OFFERS, SNAPSHOT_CHUNK, STAGE_OPEN, STAGE_FORWARD, STAGE_CLOSE, STAGE_STREAM, STAGE_LEAVES)
 }
 PROTO_REPAIR = REPAIR.proto_id
 PROTO_POL_OPEN = POL_OPEN.proto_id

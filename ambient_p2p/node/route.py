@@ -3,8 +3,13 @@
 The miner that won a query builds a route of stage servers covering all of the model's
 layers (:func:`plan_route`: fewest milliseconds per token from the servers' announced
 throughput plus measured latency, Petals' rule) and drives generation through it
-(:class:`RouteDriver`): one forward frame per stage per output token, each stage's output
-relayed as the next stage's input, the last stage returning the token's fingerprint.
+(:class:`RouteDriver`): one forward frame per stage per output token, the last stage
+returning the token's fingerprint. By default a route of two or more stages runs as a
+**chained session**: the driver feeds the first stage and each stage hands its boundary
+straight to the next (``/ambient/stage-chain/1``), the last answering the driver on
+``/ambient/stage-results/1`` (stages + 1 messages per frame instead of 2 per stage); in
+**relay mode** (``chain=False``, and the fallback of any failed chained run) each stage's
+output comes back to the driver, which sends it to the next stage.
 
 Fault tolerance: the driver keeps every frame it sent to each stage. When a stage stops
 answering (timeout, closed connection, lost session, malformed answer, a commitment whose
@@ -15,10 +20,14 @@ run gives. A replacement on another build computes other last bits: then every l
 is re-fed from the new outputs and a rebuilt last stage's fingerprints replace the old
 ones, provided the tokens already emitted stay the same (``replay-diverged`` otherwise).
 
-Stage PoL: the driver computes every stage's leaves itself (core/shard.py: digests of the
-exact bytes sent and received, the quantized boundary row) and accepts a stage's signed
-commitment only if its root equals the driver's; the driver keeps the leaves, so it can open
-any stage at any position for a validator (:meth:`RouteAnswer.open`).
+Stage PoL: in relay mode the driver computes every stage's leaves itself (core/shard.py:
+digests of the exact bytes sent and received, the quantized boundary row) and accepts a
+stage's signed commitment only if its root equals the driver's; in a chained session it
+fetches each stage's leaves before close, checks root and links (every receiving stage
+already checked its sender's leaf against the bytes it got). Either way the driver keeps
+the leaves, so it can open any stage at any position for a validator
+(:meth:`RouteAnswer.open`). A failed chained run falls back to relay mode, re-feeding
+every stage of a new route from the tokens emitted so far.
 """
 
 from __future__ import annotations
@@ -31,19 +40,36 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import trio
 
 from ..core import pol
 from ..core import shard as sh
-from ..core.codec import decode, encode
+from ..core.codec import DecodeError, decode, encode, message_type_of
 from ..net.messages import (
-    MAX_STAGE_FRAME_BYTES,
+    MAX_CHAIN_HIDDEN_BYTES,
     MAX_STAGE_FRAME_ROWS,
+    ErrorResponse,
+    StageChainFrame,
     StageCloseRequest,
     StageForwardRequest,
     StageForwardResponse,
+    StageLeavesRequest,
     StageOpenRequest,
+    StageResultsRequest,
 )
-from ..net.reqresp import STAGE_CLOSE, STAGE_OPEN, STAGE_STREAM, ReqRespError, SessionStream, request
+from ..net.reqresp import (
+    STAGE_CHAIN_PROTO,
+    STAGE_CLOSE,
+    STAGE_LEAVES,
+    STAGE_OPEN,
+    STAGE_RESULTS_PROTO,
+    STAGE_STREAM,
+    FrameReader,
+    ReqRespError,
+    SessionStream,
+    encode_frame,
+    request,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from libp2p.abc import IHost
@@ -179,6 +205,8 @@ class RouteAnswer:
     bytes_received: int
     round_trips: int
     vocab: int = 0  # the model's vocabulary, as the last stage reported it at open
+    messages: int = 0  # stage-protocol messages per frame summed (chained: stages + 1 per frame; relay: 2 per stage)
+    chained: bool = False  # served by a chained session (no fallback to relay mode)
 
     def open(self, position: int) -> list[sh.StageOpening]:
         """Every stage's opening at ``position`` (for a validator's blame check)."""
@@ -188,11 +216,44 @@ class RouteAnswer:
         return sh.RouteCommitments(stages=tuple(self.commitments))
 
 
+class _ChainFailed(Exception):
+    """A chained run failed: ``peers`` to avoid, the tokens emitted so far (re-fed by the
+    relay fallback; empty when the run's proofs, not its liveness, failed) and how many of
+    them ``on_token`` already saw."""
+
+    def __init__(self, peers: set[str], why: str, output: list[int], notified: int) -> None:
+        super().__init__(why)
+        self.peers, self.why, self.output, self.notified = peers, why, output, notified
+
+
+def _chain_links(logs: list[_StageLog], prompt: Sequence[int], output: Sequence[int],
+                 fps: Sequence[pol.LogitFingerprint], rows: Sequence[bytes]) -> str:
+    """The driver's check of a chained run's leaves (what the relay driver gets by computing
+    them): per position, stage 0 read the driver's tokens, each stage read what the one
+    before it committed to having sent, and the last stage committed to the fingerprint and
+    boundary row it returned. '' if they hold, else why not."""
+    for x, fp in enumerate(fps):
+        toks = list(prompt) if x == 0 else [output[x - 1]]
+        if logs[0].leaves[x].in_digest != sh.tokens_frame_digest(toks):
+            return f"stage 0 read other tokens at {x}"
+        for k in range(1, len(logs)):
+            if logs[k].leaves[x].in_digest != logs[k - 1].leaves[x].out_digest:
+                return f"stages {k - 1} and {k} disagree on their link at {x}"
+        last = logs[-1].leaves[x]
+        if last.out_digest != sh.frame_digest(encode(fp)) or last.q != sh.quantize_row(
+            np.frombuffer(rows[x], dtype="<f4")
+        ):
+            return f"the last stage's leaf at {x} is not what it returned"
+        if any(log.leaves[x].pos != x for log in logs):
+            return f"a leaf at {x} names another position"
+    return ""
+
+
 class RouteDriver:
     """Drives generations through stage servers reachable from ``host``."""
 
     def __init__(self, host: IHost, servers: Sequence[StageEndpoint], *, total_layers: int, model_id: bytes,
-                 forward_timeout_s: float = STAGE_FORWARD_TIMEOUT_S) -> None:
+                 forward_timeout_s: float = STAGE_FORWARD_TIMEOUT_S, chain: bool = True) -> None:
         self.host = host
         self.servers = list(servers)
         self.total_layers = total_layers
@@ -205,6 +266,10 @@ class RouteDriver:
         self.bytes_received = 0
         self.round_trips = 0
         self.resyncs = 0  # later stages re-fed after a replacement computed other bits
+        self.chain = chain  # routes of 2+ stages run as chained sessions (spec/shard.md)
+        self.messages = 0
+        self.chain_fallbacks = 0  # chained runs that failed over to relay mode
+        self.last_chain_failure = ""
 
     # -- transport ---------------------------------------------------------------------------
     async def _peer(self, ep: StageEndpoint) -> Any:
@@ -241,13 +306,21 @@ class RouteDriver:
             await log.stream.aclose()
             log.stream = None
 
-    async def _open(self, log: _StageLog, ctx: dict[str, Any]) -> None:
+    async def _open(self, log: _StageLog, ctx: dict[str, Any], *, chain: tuple[str | None, StageEndpoint | None]
+                    | None = None) -> None:
+        """Open a session on ``log``'s server; ``chain`` = (feeding peer, next stage) opens a
+        chained one (no session stream: frames come on stage-chain streams)."""
         await self._drop_stream(log)  # a new session (replacement, resync): a new stream
+        links: dict[str, Any] = {}
+        if chain is not None:
+            prev, nxt = chain
+            links = {"chain": True, "prev_peer": prev, "next_peer": nxt.peer if nxt else None,
+                     "next_addrs": tuple(nxt.addrs[:4]) if nxt else None}
         resp = await self._call(log.endpoint, STAGE_OPEN, StageOpenRequest(
             nonce=next(self._nonce), query=ctx["query"], model_id=self.model_id, start=log.start, end=log.end,
             prompt_len=ctx["prompt_len"], max_positions=ctx["max_positions"], temp_milli=ctx["temp_milli"],
             sample_seed=ctx["sample_seed"], prompt_hash=ctx["prompt_hash"], want_logits=ctx["want_logits"] and log.last,
-        ), STAGE_OPEN_TIMEOUT_S)
+            **links), STAGE_OPEN_TIMEOUT_S)
         if resp.total != self.total_layers or not 0 < resp.hidden_size <= sh.MAX_STAGE_HIDDEN:
             raise ReqRespError("bad-response", "stage reports another model shape")
         if log.hidden_size and resp.hidden_size != log.hidden_size:
@@ -255,7 +328,8 @@ class RouteDriver:
         log.hidden_size = resp.hidden_size
         log.vocab = resp.vocab
         log.stage_key = resp.stage
-        log.stream = SessionStream(self.host, await self._peer(log.endpoint), STAGE_STREAM)
+        if chain is None:
+            log.stream = SessionStream(self.host, await self._peer(log.endpoint), STAGE_STREAM)
 
     async def _send(self, log: _StageLog, fr: _Frame, ctx: dict[str, Any]) -> StageForwardResponse:
         req = StageForwardRequest(nonce=next(self._nonce), query=ctx["query"], pos=fr.pos, rows=fr.rows,
@@ -393,18 +467,258 @@ class RouteDriver:
                        sample_seed: bytes = pol.ZERO_HASH, eos_token_id: int | None = None,
                        want_logits: bool = False, on_token: Callable[[int, int], Any] | None = None) -> RouteAnswer:
         """Greedy or seeded-sampled generation through a planned route. ``on_token(x, tok)``
-        may be async (tests use it to kill a stage mid-generation)."""
-        import inspect
+        may be async (tests use it to kill a stage mid-generation).
 
+        A route of two or more stages runs as a chained session (``chain=True``, the
+        default: each stage hands its boundary straight to the next, spec/shard.md "Chained
+        sessions"); any failure there falls back to relay mode, which re-feeds every stage
+        of a new route from the tokens emitted so far (the driver's kept inputs) and goes on
+        with relay failover."""
         if not prompt or not 1 <= max_new_tokens <= pol.MAX_OUTPUT_TOKENS:
             raise ValueError("need a prompt and 1..MAX_OUTPUT_TOKENS new tokens")
+        t0 = time.perf_counter()
+        sent0, recv0, rt0, m0 = self.bytes_sent, self.bytes_received, self.round_trips, self.messages
+        route = plan_route(self.servers, self.total_layers, exclude=frozenset(self.failed))
+        ctx: dict[str, Any] = {"query": query, "prompt_len": len(prompt), "max_positions": len(prompt) + max_new_tokens,
+                               "temp_milli": temp_milli, "sample_seed": sample_seed,
+                               "prompt_hash": pol.tokens_hash(prompt), "want_logits": want_logits,
+                               "eos": eos_token_id, "on_token": on_token}
+        ans: RouteAnswer | None = None
+        if self.chain and len(route) > 1:
+            try:
+                ans = await self._generate_chain(route, prompt, max_new_tokens, ctx)
+            except _ChainFailed as f:
+                self.failed |= f.peers
+                self.chain_fallbacks += 1
+                self.last_chain_failure = f.why
+                ans = await self._generate_relay(prompt, max_new_tokens, ctx, prefix=f.output, notify_from=f.notified)
+                ans.replacements[:0] = [(k, a.peer, b.peer) for k, (a, b) in enumerate(zip(route, ans.route, strict=False))
+                                        if a.peer != b.peer and (a.start, a.end) == (b.start, b.end)]
+        if ans is None:
+            ans = await self._generate_relay(prompt, max_new_tokens, ctx)
+        ans.total_s = time.perf_counter() - t0
+        ans.bytes_sent, ans.bytes_received = self.bytes_sent - sent0, self.bytes_received - recv0
+        ans.round_trips, ans.messages = self.round_trips - rt0, self.messages - m0
+        return ans
+
+    # -- chained sessions --------------------------------------------------------------------
+    async def _stream(self, ep: StageEndpoint, proto: str) -> Any:
+        from libp2p.custom_types import TProtocol
+
+        peer = await self._peer(ep)
+        with trio.move_on_after(STAGE_OPEN_TIMEOUT_S):
+            try:
+                return await self.host.new_stream(peer, [TProtocol(proto)])
+            except Exception as exc:  # noqa: BLE001 - negotiation or connection failure
+                raise ReqRespError("unavailable", f"{proto} to {ep.peer}: {type(exc).__name__}: {exc}") from None
+        raise ReqRespError("timeout", f"{proto} to {ep.peer}: no stream within {STAGE_OPEN_TIMEOUT_S:g}s")
+
+    async def _read_results(self, k: int, stream: Any, send: Any) -> None:
+        """Pump one stage's results stream into ``send`` as (k, message); its end or a
+        malformed frame arrives as (k, ReqRespError)."""
+        reader = FrameReader(stream)
+        limit = max(message_type_of(StageForwardResponse).max_size, message_type_of(ErrorResponse).max_size)
+        try:
+            while True:
+                data = await reader.read(limit)
+                self.bytes_received += len(data) + 2
+                msg = decode(data)
+                if isinstance(msg, ErrorResponse):
+                    await send.send((k, ReqRespError(msg.code, msg.detail)))
+                    return
+                if not isinstance(msg, StageForwardResponse):
+                    raise DecodeError("wrong-type", "a results stream carries StageForwardResponse frames", "")
+                await send.send((k, msg))
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the stage went away, or sent garbage
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                send.send_nowait((k, ReqRespError("stream-ended", f"{type(exc).__name__}: {exc}")))
+
+    @staticmethod
+    def _failed_by(k: int, err: ReqRespError, logs: list[_StageLog]) -> set[str]:
+        """Who failed, from stage k's report (spec/shard.md "Chained sessions", failure)."""
+        if err.code == "next-failed" and k + 1 < len(logs):
+            return {logs[k + 1].endpoint.peer}
+        if err.code == "broken-link" and k > 0:
+            return {logs[k - 1].endpoint.peer}
+        return {logs[k].endpoint.peer}
+
+    async def _generate_chain(self, route: list[StageEndpoint], prompt: Sequence[int], max_new_tokens: int,
+                              ctx: dict[str, Any]) -> RouteAnswer:
+        import inspect
+
+        logs = [_StageLog(ep.start, ep.end, ep, ep.start == 0, ep.end == self.total_layers) for ep in route]
+        query = ctx["query"]
+        output: list[int] = []
+        fps: list[pol.LogitFingerprint] = []
+        logits: list[np.ndarray] = []
+        rows: list[bytes] = []  # the last stage's returned boundary row per output position
+        streams: list[Any] = []
+        opened: list[_StageLog] = []
+        notified = 0
+        send, recv = trio.open_memory_channel[tuple[int, Any]](4 * len(logs) + 16)
+        error: Exception | None = None
+
+        def failed(peers: set[str], why: str, keep_output: bool = True) -> _ChainFailed:
+            return _ChainFailed(peers, why, list(output) if keep_output else [], notified if keep_output else 0)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    for k, log in enumerate(logs):
+                        prev = logs[k - 1].endpoint.peer if k > 0 else None
+                        nxt = logs[k + 1].endpoint if k + 1 < len(logs) else None
+                        try:
+                            await self._open(log, ctx, chain=(prev, nxt))
+                            opened.append(log)
+                            st = await self._stream(log.endpoint, STAGE_RESULTS_PROTO)
+                            streams.append(st)
+                            frame = encode_frame(encode(StageResultsRequest(nonce=next(self._nonce), query=query)))
+                            await st.write(frame)
+                            self.bytes_sent += len(frame)
+                        except ReqRespError as exc:
+                            raise failed({log.endpoint.peer},
+                                         f"open {log.start}:{log.end}: {exc.code}: {exc.detail}") from None
+                        except Exception as exc:  # noqa: BLE001 - a stream write to a stage that went away
+                            raise failed({log.endpoint.peer}, f"open {log.start}:{log.end}: {exc}") from None
+                        nursery.start_soon(self._read_results, k, st, send)
+                    hsz = max(log.hidden_size for log in logs)
+                    chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_CHAIN_HIDDEN_BYTES // (4 * hsz)))
+                    try:
+                        head = await self._stream(logs[0].endpoint, STAGE_CHAIN_PROTO)
+                    except ReqRespError as exc:
+                        raise failed({logs[0].endpoint.peer}, f"chain stream: {exc.code}: {exc.detail}") from None
+                    streams.append(head)
+                    for x in range(max_new_tokens):
+                        toks = list(prompt) if x == 0 else [output[-1]]
+                        base = 0 if x == 0 else len(prompt) + x - 1
+                        sent: list[tuple[int, int, int]] = []
+                        for off in range(0, len(toks), chunk):
+                            part = toks[off : off + chunk]
+                            fr = StageChainFrame(nonce=next(self._nonce), query=query, pos=base + off, rows=len(part),
+                                                 tokens=tuple(part))
+                            data = encode_frame(encode(fr))
+                            with trio.move_on_after(self.forward_timeout_s) as ws:
+                                try:
+                                    await head.write(data)
+                                except Exception as exc:  # noqa: BLE001 - the first stage went away
+                                    raise failed({logs[0].endpoint.peer}, f"chain write: {exc}") from None
+                            if ws.cancelled_caught:
+                                raise failed(set(), "chain write timed out")
+                            self.bytes_sent += len(data)
+                            self.round_trips += 1
+                            self.messages += len(logs) + 1
+                            sent.append((fr.nonce, fr.pos, fr.rows))
+                        resp: StageForwardResponse | None = None
+                        for nonce, pos, nrows in sent:
+                            timeout = STAGE_PROMPT_TIMEOUT_S if nrows > 1 else self.forward_timeout_s
+                            with trio.move_on_after(timeout) as rs:
+                                k, msg = await recv.receive()
+                            if rs.cancelled_caught:
+                                raise failed(set(), f"no result for position {pos} within {timeout:g}s")
+                            if isinstance(msg, ReqRespError):
+                                raise failed(self._failed_by(k, msg, logs), f"stage {k}: {msg.code}: {msg.detail}")
+                            ok_shape = len(msg.hidden) == 4 * logs[-1].hidden_size
+                            if k != len(logs) - 1 or msg.nonce != nonce or msg.pos != pos or msg.rows != nrows or (
+                                not ok_shape
+                            ):
+                                raise failed({logs[k].endpoint.peer}, f"stage {k}: an answer for another frame")
+                            resp = msg
+                        assert resp is not None
+                        fp = resp.fp
+                        if fp is None or fp.pos != x:
+                            raise failed({logs[-1].endpoint.peer}, f"last stage: no fingerprint for position {x}")
+                        fps.append(fp)
+                        output.append(fp.tok)
+                        rows.append(resp.hidden)
+                        if ctx["want_logits"]:
+                            logits.append(np.frombuffer(resp.logits, dtype="<f4").copy())
+                        cb = ctx["on_token"]
+                        notified = x + 1
+                        if cb is not None:
+                            r = cb(x, fp.tok)
+                            if inspect.isawaitable(r):
+                                await r
+                        if ctx["eos"] is not None and fp.tok == ctx["eos"]:
+                            break
+                    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                        await head.close()
+                    n = len(output)
+                    for k, log in enumerate(logs):
+                        try:
+                            leaves = await self._fetch_leaves(log, query, n)
+                            resp_c = await self._call(log.endpoint, STAGE_CLOSE, StageCloseRequest(
+                                nonce=next(self._nonce), query=query, num_tokens=n), STAGE_OPEN_TIMEOUT_S)
+                        except ReqRespError as exc:
+                            raise failed({log.endpoint.peer}, f"close {k}: {exc.code}: {exc.detail}",
+                                         keep_output=False) from None
+                        opened.remove(log)
+                        c = resp_c.commitment
+                        if c is None or not sh.verify_stage_commitment(c) or c.stage != log.stage_key or (
+                            c.query, c.model_id, c.start, c.end, c.total, c.prompt_hash, c.num_tokens
+                        ) != (query, self.model_id, log.start, log.end, self.total_layers, ctx["prompt_hash"], n) or (
+                            c.root != sh.stage_root(leaves)
+                        ):
+                            raise failed({log.endpoint.peer}, f"stage {k}: commitment does not match its leaves",
+                                         keep_output=False)
+                        log.leaves, log.commitment = leaves, c
+                    why = _chain_links(logs, prompt, output, fps, rows)
+                    if why:
+                        raise failed(set(), why, keep_output=False)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, outside the nursery (no exception group)
+                    error = exc
+                finally:
+                    nursery.cancel_scope.cancel()
+            if error is not None:
+                raise error
+        except _ChainFailed:
+            await self._abandon(opened, query)
+            raise
+        finally:
+            for st in streams:
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                    await st.close()
+        return RouteAnswer(
+            query=query, prompt=list(prompt), output=output, fps=fps, logits=logits,
+            commitments=[log.commitment for log in logs if log.commitment is not None],
+            leaves=[log.leaves for log in logs], route=[log.endpoint for log in logs], replacements=[],
+            total_s=0.0, bytes_sent=0, bytes_received=0, round_trips=0, vocab=logs[-1].vocab, chained=True)
+
+    async def _fetch_leaves(self, log: _StageLog, query: bytes, n: int) -> list[sh.StageFingerprint]:
+        out: list[sh.StageFingerprint] = []
+        while len(out) < n:
+            resp = await self._call(log.endpoint, STAGE_LEAVES, StageLeavesRequest(
+                nonce=next(self._nonce), query=query, first=len(out)), STAGE_OPEN_TIMEOUT_S)
+            if resp.first != len(out) or not resp.leaves:
+                raise ReqRespError("bad-response", f"leaves from {len(out)}: got {len(resp.leaves)} at {resp.first}")
+            out.extend(resp.leaves)
+        return out[:n]
+
+    async def _abandon(self, logs: list[_StageLog], query: bytes) -> None:
+        """Close (num_tokens = 0) the sessions of a failed chain that may still be open, so
+        that the relay fallback can open new ones for the same query (best effort)."""
+        for log in logs:
+            if log.endpoint.peer in self.failed:
+                continue
+            with contextlib.suppress(ReqRespError):
+                await self._call(log.endpoint, STAGE_CLOSE, StageCloseRequest(nonce=next(self._nonce), query=query,
+                                 num_tokens=0), STAGE_OPEN_TIMEOUT_S)
+
+    # -- relay mode --------------------------------------------------------------------------
+    async def _generate_relay(self, prompt: Sequence[int], max_new_tokens: int, ctx: dict[str, Any], *,
+                              prefix: Sequence[int] = (), notify_from: int = 0) -> RouteAnswer:
+        """Relay mode: every boundary goes back to the driver, which sends it to the next
+        stage. ``prefix``: tokens a failed chained run already emitted; they are re-fed (the
+        driver's kept inputs rebuild every stage's cache) and must come out again."""
+        import inspect
+
+        query = ctx["query"]
+        want_logits, on_token, eos_token_id = ctx["want_logits"], ctx["on_token"], ctx["eos"]
         t0 = time.perf_counter()
         sent0, recv0, rt0 = self.bytes_sent, self.bytes_received, self.round_trips
         route = plan_route(self.servers, self.total_layers, exclude=frozenset(self.failed))
         logs = [_StageLog(ep.start, ep.end, ep, ep.start == 0, ep.end == self.total_layers) for ep in route]
-        ctx: dict[str, Any] = {"query": query, "prompt_len": len(prompt), "max_positions": len(prompt) + max_new_tokens,
-                               "temp_milli": temp_milli, "sample_seed": sample_seed,
-                               "prompt_hash": pol.tokens_hash(prompt), "want_logits": want_logits}
         try:
             replacements: list[tuple[int, str, str]] = []
             for k, log in enumerate(logs):
@@ -413,7 +727,7 @@ class RouteDriver:
                 except ReqRespError as exc:
                     await self._replace(k, logs, ctx, f"{exc.code}: {exc.detail}", replacements)
             hsz = max(log.hidden_size for log in logs)
-            chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_STAGE_FRAME_BYTES // (4 * hsz)))
+            chunk = max(1, min(MAX_STAGE_FRAME_ROWS, MAX_CHAIN_HIDDEN_BYTES // (4 * hsz)))  # as a chained run
             output: list[int] = []
             fps: list[pol.LogitFingerprint] = []
             ctx["fps"] = fps  # a rebuilt last stage (another build) replaces the final fingerprints
@@ -427,16 +741,19 @@ class RouteDriver:
                     fr = _Frame(base + off, len(part), tuple(part), b"")
                     for k in range(len(logs)):
                         last_resp = await self._forward(k, logs, fr, ctx, replacements)
+                        self.messages += 2
                         fr = _Frame(fr.pos, fr.rows, (), last_resp.hidden)
                 assert last_resp is not None and last_resp.fp is not None
                 fp = last_resp.fp
                 if fp.pos != x:
                     raise RouteError("bad-answer", f"last stage fingerprint for position {fp.pos}, expected {x}")
+                if x < len(prefix) and fp.tok != prefix[x]:
+                    raise RouteError("replay-diverged", f"the rebuilt route emits another token at position {x}")
                 fps.append(fp)
                 output.append(fp.tok)
                 if want_logits:
                     logits.append(np.frombuffer(last_resp.logits, dtype="<f4").copy())
-                if on_token is not None:
+                if on_token is not None and x >= notify_from:
                     r = on_token(x, fp.tok)
                     if inspect.isawaitable(r):
                         await r

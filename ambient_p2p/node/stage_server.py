@@ -32,7 +32,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,21 +41,41 @@ import trio
 
 from ..core import pol
 from ..core import shard as sh
-from ..core.codec import encode
+from ..core.codec import decode, encode, message_type_of
 from ..core.crypto import Keypair
 from ..net.messages import (
+    MAX_CHAIN_HIDDEN_BYTES,
     MAX_STAGE_FRAME_BYTES,
+    ErrorResponse,
+    StageChainFrame,
     StageCloseRequest,
     StageCloseResponse,
     StageForwardRequest,
     StageForwardResponse,
+    StageLeavesRequest,
+    StageLeavesResponse,
     StageOpenRequest,
     StageOpenResponse,
+    StageResultsRequest,
 )
 from ..net.node import ExtensionBase
-from ..net.reqresp import STAGE_CLOSE, STAGE_FORWARD, STAGE_OPEN, STAGE_STREAM, Handler, ReqRespError
+from ..net.reqresp import (
+    STAGE_CHAIN_PROTO,
+    STAGE_CLOSE,
+    STAGE_FORWARD,
+    STAGE_LEAVES,
+    STAGE_OPEN,
+    STAGE_RESULTS_PROTO,
+    STAGE_STREAM,
+    FrameReader,
+    Handler,
+    ReqRespError,
+    ReqRespServer,
+    encode_frame,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from libp2p.abc import IHost, INetStream
     from libp2p.peer.id import ID
 
     from ..model.stages import StageModel
@@ -66,6 +86,12 @@ DEFAULT_KV_BUDGET_BYTES = 1 << 30
 MAX_STAGE_SESSIONS = 256
 #: A session no forward touched for this long is dropped at the next open.
 STAGE_SESSION_IDLE_S = 120.0
+#: A chained stage's bound on handing a frame on (dial + write to the next stage, or the
+#: write of a result to the driver); past it the session fails with ``next-failed``.
+STAGE_CHAIN_SEND_TIMEOUT_S = 10.0
+#: How long a chained stage waits for the driver's results stream before it drops a result
+#: (the driver attaches it right after the open, on another stream: no ordering between them).
+STAGE_RESULTS_ATTACH_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -82,6 +108,12 @@ class StageSession:
     in_parts: list[bytes] = field(default_factory=list)
     out_parts: list[bytes] = field(default_factory=list)
     leaves: list[sh.StageFingerprint] = field(default_factory=list)
+    # chained sessions (spec/shard.md "Chained sessions")
+    prev_peer: str = ""  # the one peer whose stage-chain frames feed this session
+    out: INetStream | None = None  # to the next stage (opened at the first frame)
+    results: INetStream | None = None  # to the driver (attached by its StageResultsRequest)
+    attached: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)  # set when the session ends
 
 
 @dataclass
@@ -115,6 +147,9 @@ class StageServer:
         self.stats = StageStats()
         self.tier = pol.Tier.FP32 if stage.dtype == torch.float32 else pol.Tier.BF16
         self.worker = trio.CapacityLimiter(1)
+        self.host: IHost | None = None  # set by attach(): a chained stage dials the next one
+        #: chained sessions by (feeding peer, query) -> session key (driver peer, query)
+        self.chain_in: dict[tuple[str, bytes], tuple[str, bytes]] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------
     def reserved_bytes(self) -> int:
@@ -124,9 +159,19 @@ class StageServer:
         self.stats.refused[code] = self.stats.refused.get(code, 0) + 1
         return ReqRespError(code, detail)
 
+    def _drop(self, key: tuple[str, bytes]) -> None:
+        """End a session (close, abandon, eviction, expiry, failure): its chain index entry
+        goes, and its results stream is released (``done``)."""
+        s = self.sessions.pop(key, None)
+        if s is None:
+            return
+        if s.req.chain:
+            self.chain_in.pop((s.prev_peer, s.req.query), None)
+        s.done.set()
+
     def _expire(self, now: float) -> None:
         for key in [k for k, s in self.sessions.items() if not s.busy and now - s.last_used_s > self.idle_s]:
-            del self.sessions[key]
+            self._drop(key)
             self.stats.expired += 1
 
     def _make_room(self, need: int) -> bool:
@@ -137,7 +182,7 @@ class StageServer:
             if not idle:
                 return False
             _t, key = idle.pop(0)
-            del self.sessions[key]
+            self._drop(key)
             self.stats.evicted += 1
         return True
 
@@ -151,7 +196,22 @@ class StageServer:
     # -- handlers -------------------------------------------------------------------------
     def handlers(self) -> dict[str, Handler]:
         return {STAGE_OPEN.proto_id: self.open, STAGE_FORWARD.proto_id: self.forward,
-                STAGE_STREAM.proto_id: self.forward, STAGE_CLOSE.proto_id: self.close}
+                STAGE_STREAM.proto_id: self.forward, STAGE_CLOSE.proto_id: self.close,
+                STAGE_LEAVES.proto_id: self.leaves}
+
+    def stream_handlers(self) -> dict[str, Callable[[INetStream], Awaitable[None]]]:
+        """The one-way streams of chained sessions (not request/response)."""
+        return {STAGE_CHAIN_PROTO: self.serve_chain, STAGE_RESULTS_PROTO: self.serve_results}
+
+    def attach(self, host: IHost) -> ReqRespServer:
+        """Serve every stage protocol on ``host`` (request/response and chain streams)."""
+        from libp2p.custom_types import TProtocol
+
+        self.host = host
+        srv = ReqRespServer(host, self.handlers())
+        for proto, h in self.stream_handlers().items():
+            host.set_stream_handler(TProtocol(proto), h)
+        return srv
 
     def open(self, peer: ID, req: StageOpenRequest) -> StageOpenResponse:
         st = self.stage
@@ -164,6 +224,14 @@ class StageServer:
         key = (peer.to_base58(), req.query)
         if key in self.sessions:
             raise self._refuse("session-exists", "one session per query per peer: close it first")
+        if req.chain:
+            if bool(req.next_peer) == st.rng.last:
+                raise self._refuse("bad-request", "a chained stage has a next stage unless it holds the last layers")
+            if st.rng.first and req.prev_peer:
+                raise self._refuse("bad-request", "the first stage is fed by the driver")
+            prev = req.prev_peer or key[0]
+            if (prev, req.query) in self.chain_in:
+                raise self._refuse("session-exists", "that peer already feeds a session for this query")
         now = self.clock()
         self._expire(now)
         need = req.max_positions * st.kv_bytes_per_token()
@@ -172,6 +240,9 @@ class StageServer:
         if not self._make_room(need):
             raise self._refuse("busy", "KV budget held by sessions in use; try another server")
         self.sessions[key] = StageSession(req, st.new_cache(), need, now)
+        if req.chain:
+            self.sessions[key].prev_peer = prev = req.prev_peer or key[0]
+            self.chain_in[(prev, req.query)] = key
         self.stats.opened += 1
         return StageOpenResponse(nonce=req.nonce, hidden_size=st.hidden_size, total=st.rng.total,
                                  stage=self.kp.pubkey, tier=int(self.tier), vocab=st.vocab_size)
@@ -206,7 +277,7 @@ class StageServer:
             resp = await trio.to_thread.run_sync(self._step, s, req, limiter=self.worker)
             self.stats.compute_s += time.perf_counter() - t0
         except ValueError as exc:  # e.g. non-finite values: the session is unusable now
-            self.sessions.pop((peer.to_base58(), req.query), None)
+            self._drop((peer.to_base58(), req.query))
             raise self._refuse("bad-request", str(exc)) from None
         finally:
             s.busy = False
@@ -260,11 +331,11 @@ class StageServer:
         s = self.sessions.get(key)
         if s is None:
             raise self._refuse("no-session", "no open session for this query")
-        if s.busy:
+        if s.busy and not (s.req.chain and req.num_tokens == 0):  # a chained session may be abandoned mid-frame
             raise self._refuse("busy", "a frame of this session is still running")
         if req.num_tokens > len(s.leaves):
             raise self._refuse("bad-position", f"{req.num_tokens} tokens asked, {len(s.leaves)} frames ran")
-        del self.sessions[key]
+        self._drop(key)
         self.stats.closed += 1
         if req.num_tokens == 0:
             return StageCloseResponse(nonce=req.nonce, commitment=None)
@@ -273,6 +344,194 @@ class StageServer:
                               total=st.rng.total, tier=self.tier, prompt_hash=s.req.prompt_hash,
                               fps=s.leaves[: req.num_tokens])
         return StageCloseResponse(nonce=req.nonce, commitment=cmt)
+
+    # -- chained sessions (spec/shard.md "Chained sessions") ----------------------------
+    def leaves(self, peer: ID, req: StageLeavesRequest) -> StageLeavesResponse:
+        """Leaves ``first ..`` of an open session, at most MAX_STAGE_FRAME_BYTES of them."""
+        s = self.sessions.get((peer.to_base58(), req.query))
+        if s is None:
+            raise self._refuse("no-session", "no open session for this query")
+        if s.busy:
+            raise self._refuse("busy", "a frame of this session is still running")
+        if req.first > len(s.leaves):
+            raise self._refuse("bad-position", f"leaf {req.first} asked, {len(s.leaves)} exist")
+        out: list[sh.StageFingerprint] = []
+        size = 0
+        for lf in s.leaves[req.first :]:
+            n = len(encode(lf))
+            if out and size + n > MAX_STAGE_FRAME_BYTES:
+                break
+            out.append(lf)
+            size += n
+        return StageLeavesResponse(nonce=req.nonce, first=req.first, leaves=tuple(out))
+
+    async def serve_results(self, stream: INetStream) -> None:
+        """``/ambient/stage-results/1``: the driver's one ``StageResultsRequest`` attaches
+        this stream to its chained session; the stream then carries the session's results
+        (last stage) and its error, and is closed when the session ends."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.move_on_after(STAGE_RESULTS_ATTACH_TIMEOUT_S):
+                data = await FrameReader(stream).read(message_type_of(StageResultsRequest).max_size)
+                req = decode(data, expected=StageResultsRequest)
+                s = self.sessions.get((peer, req.query))
+                if s is None or not s.req.chain or s.results is not None:
+                    why = ("no session of this driver for the query" if s is None else
+                           "not a chained session" if not s.req.chain else "a results stream is attached already")
+                    self._refuse("no-session" if s is None else "bad-request", why)
+                    await stream.write(encode_frame(encode(ErrorResponse(
+                        nonce=req.nonce, code="no-session" if s is None else "bad-request", detail=why))))
+                    return
+                s.results = stream
+                s.attached.set()
+            if s.results is stream:
+                await s.done.wait()
+        except Exception:  # noqa: BLE001 - a broken stream must never kill the host
+            self.stats.refused["results-stream-failed"] = self.stats.refused.get("results-stream-failed", 0) + 1
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                await stream.close()
+
+    async def serve_chain(self, stream: INetStream) -> None:
+        """``/ambient/stage-chain/1``: frames of one chained session from its feeding peer
+        (the driver, or the previous stage), run in order, each handed on; no answer on this
+        stream. Ends (and closes the session's stream to the next stage) when the feeder
+        closes it, after ``idle_s`` without a frame, or when the session fails."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        reader = FrameReader(stream)
+        limit = message_type_of(StageChainFrame).max_size
+        s: StageSession | None = None
+        try:
+            while True:
+                with trio.move_on_after(self.idle_s) as idle:
+                    more = await reader.fill()
+                if idle.cancelled_caught or not more:
+                    return
+                with trio.move_on_after(STAGE_CHAIN_SEND_TIMEOUT_S) as one:
+                    fr = decode(await reader.read(limit), expected=StageChainFrame)
+                if one.cancelled_caught:
+                    return
+                s = await self._chain_frame(peer, fr)
+                if s is None:
+                    return
+        except Exception:  # noqa: BLE001 - malformed frame (DecodeError, FrameError), reset: end this stream
+            self.stats.refused["chain-stream-failed"] = self.stats.refused.get("chain-stream-failed", 0) + 1
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                if s is not None and s.out is not None:
+                    out, s.out = s.out, None
+                    with contextlib.suppress(Exception):
+                        await out.close()
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+    async def _chain_frame(self, peer: str, fr: StageChainFrame) -> StageSession | None:
+        """Run one chained frame and hand its output on; None when the session is gone (it
+        failed here: the driver was told on its results stream)."""
+        key = self.chain_in.get((peer, fr.query))
+        s = self.sessions.get(key) if key is not None else None
+        if key is None or s is None:
+            self._refuse("no-session", "chained frame for no session this peer feeds")
+            return None
+        req = StageForwardRequest(nonce=fr.nonce, query=fr.query, pos=fr.pos, rows=fr.rows, tokens=fr.tokens,
+                                  hidden=fr.hidden)
+        try:
+            if s.busy:
+                raise self._refuse("busy", "the previous frame of this session is still running")
+            self._check_frame(s, req)
+            if fr.rows * 4 * self.stage.hidden_size > MAX_CHAIN_HIDDEN_BYTES:
+                raise self._refuse("too-large", f"a chained frame's output must fit {MAX_CHAIN_HIDDEN_BYTES} bytes")
+            self._check_link(s, req, fr.leaf)
+            s.busy = True
+            try:
+                t0 = time.perf_counter()
+                resp = await trio.to_thread.run_sync(self._step, s, req, limiter=self.worker)
+                self.stats.compute_s += time.perf_counter() - t0
+            except ValueError as exc:
+                raise self._refuse("bad-request", str(exc)) from None
+            finally:
+                s.busy = False
+            if self.sessions.get(key) is not s:  # abandoned while the frame ran
+                return None
+            s.last_used_s = self.clock()
+            self.stats.frames += 1
+            self.stats.rows += req.rows
+            ends_leaf = s.pos >= s.req.prompt_len
+            if s.req.next_peer:
+                nxt = StageChainFrame(nonce=fr.nonce, query=fr.query, pos=fr.pos, rows=fr.rows, hidden=resp.hidden,
+                                      leaf=s.leaves[-1] if ends_leaf else None)
+                await self._send_next(s, nxt)
+            else:
+                await self._send_result(s, resp)
+            return s
+        except ReqRespError as exc:
+            await self._fail(key, s, fr.nonce, exc.code, exc.detail)
+            return None
+
+    def _check_link(self, s: StageSession, req: StageForwardRequest, leaf: sh.StageFingerprint | None) -> None:
+        """A frame from the previous stage must bring that stage's leaf exactly when it ends
+        one, and the leaf must describe the bytes received: its ``out_digest`` is the digest
+        of this leaf's input frames, its ``q`` the quantized last row (spec/shard.md "Chained
+        sessions": a stage cannot commit to one boundary and send another)."""
+        if s.req.prev_peer is None:  # fed by the driver: tokens (first stage) or a driver's frames
+            if leaf is not None:
+                raise self._refuse("broken-link", "the driver sends no leaf")
+            return
+        ends_leaf = req.pos + req.rows >= s.req.prompt_len
+        if leaf is None:
+            if ends_leaf:
+                raise self._refuse("broken-link", "the previous stage sent no leaf with a frame that ends one")
+            return
+        h = self.stage.hidden_size
+        if not ends_leaf or leaf.pos != len(s.leaves) or (
+            leaf.out_digest != sh.frame_digest(*s.in_parts, req.hidden)
+        ) or leaf.q != sh.quantize_row(np.frombuffer(req.hidden[-4 * h :], dtype="<f4")):
+            raise self._refuse("broken-link", "the previous stage's leaf does not describe the bytes it sent")
+
+    async def _send_next(self, s: StageSession, fr: StageChainFrame) -> None:
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID as PeerID
+
+        from ..net.host import parse_peer_multiaddr
+
+        data = encode_frame(encode(fr))
+        with trio.move_on_after(STAGE_CHAIN_SEND_TIMEOUT_S):
+            try:
+                if s.out is None:
+                    if self.host is None or not s.req.next_peer:
+                        raise RuntimeError("no host to reach the next stage")
+                    peer = PeerID.from_base58(s.req.next_peer)
+                    for a in s.req.next_addrs or ():  # connect() returns at once when connected
+                        with contextlib.suppress(Exception):  # a bad address: try the next
+                            info = parse_peer_multiaddr(a)
+                            if info.peer_id == peer:
+                                await self.host.connect(info)
+                                break
+                    s.out = await self.host.new_stream(peer, [TProtocol(STAGE_CHAIN_PROTO)])
+                await s.out.write(data)
+                return
+            except Exception as exc:  # noqa: BLE001 - dial, negotiation, reset
+                raise self._refuse("next-failed", f"next stage {s.req.next_peer}: {type(exc).__name__}: {exc}") from None
+        raise self._refuse("next-failed", f"next stage {s.req.next_peer}: no progress in {STAGE_CHAIN_SEND_TIMEOUT_S:g}s")
+
+    async def _send_result(self, s: StageSession, resp: StageForwardResponse) -> None:
+        with trio.move_on_after(STAGE_RESULTS_ATTACH_TIMEOUT_S):
+            await s.attached.wait()
+            assert s.results is not None
+            try:
+                await s.results.write(encode_frame(encode(resp)))
+                return
+            except Exception as exc:  # noqa: BLE001 - the driver went away
+                raise self._refuse("driver-gone", f"{type(exc).__name__}: {exc}") from None
+        raise self._refuse("driver-gone", "no results stream attached in time")
+
+    async def _fail(self, key: tuple[str, bytes] | None, s: StageSession, nonce: int, code: str, detail: str) -> None:
+        """The session fails here: tell the driver (best effort) and drop it."""
+        if s.results is not None:
+            with trio.move_on_after(1), contextlib.suppress(Exception):
+                await s.results.write(encode_frame(encode(ErrorResponse(nonce=nonce, code=code, detail=detail[:200]))))
+        if key is not None and self.sessions.get(key) is s:
+            self._drop(key)
 
 
 def _tokens_of(parts: list[bytes]) -> list[int]:
@@ -348,7 +607,8 @@ class StageExtension(ExtensionBase):
             return handle
 
         return {STAGE_OPEN.proto_id: route("open"), STAGE_FORWARD.proto_id: route("forward"),
-                STAGE_STREAM.proto_id: route("forward"), STAGE_CLOSE.proto_id: route("close")}
+                STAGE_STREAM.proto_id: route("forward"), STAGE_CLOSE.proto_id: route("close"),
+                STAGE_LEAVES.proto_id: route("leaves")}
 
     def on_delivery(self, d: Any) -> bool:
         if d.kind != "stages":
@@ -404,6 +664,12 @@ class StageExtension(ExtensionBase):
             self.state = f"failed: {exc}"
             return
         self.server = StageServer(stage, self.kp, kv_budget_bytes=self.kv_budget_bytes)
+        if node.host is not None:  # chained sessions: the one-way streams and the dial to the next stage
+            from libp2p.custom_types import TProtocol
+
+            self.server.host = node.host
+            for proto, h in self.server.stream_handlers().items():
+                node.host.set_stream_handler(TProtocol(proto), h)
         self.tokens_per_s = tps
         self.state = "serving"
         while True:
@@ -424,14 +690,45 @@ async def serve_stage(stage: StageModel, kp: Keypair, listen: str, *, ready: Cal
     """Open a libp2p host on ``listen`` serving ``stage`` until cancelled; ``ready`` gets
     ``{"peer", "addrs", "layers"}`` once it listens."""
     from ..net.host import HostConfig, full_addrs, open_host
-    from ..net.reqresp import ReqRespServer
 
     server = StageServer(stage, kp, kv_budget_bytes=kv_budget_bytes)
     async with open_host(kp, HostConfig(listen=(listen,))) as host:
-        ReqRespServer(host, server.handlers())
+        server.attach(host)
         ready({"peer": host.get_id().to_base58(), "addrs": full_addrs(host), "layers": str(stage.rng),
                "hidden_size": stage.hidden_size, "model_id": stage.model_id.hex()})
         await trio.sleep_forever()
+
+
+def batch_yamux_window_updates() -> None:
+    """This process's yamux streams credit the sender only once half the receive window
+    has been consumed (go-yamux's rule, ``sendWindowUpdate``: ``delta < max/2`` waits),
+    instead of py-libp2p 0.8.1's window update after nearly every read (its "partial
+    slack" branch fires whenever anything was consumed, whatever PY_YAMUX_RELEASE_ON_READ
+    says). On a chained stage every received frame otherwise costs a WINDOW_UPDATE back: a
+    Noise encryption, a loopback send and a wake-up and parse in the sender (spec/shard.md
+    "Chained sessions", measurements). Process-wide, so only the stand-alone stage server
+    process (:func:`main`) applies it; flow control stays sound (the sender always has at
+    least half a window of credit). Idempotent."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    cls: Any = yamux.YamuxStream
+    if getattr(cls, "_ambient_batched", False):
+        return
+
+    async def update(self: Any, *, bytes_read: int = 0) -> None:
+        total = 0
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta > 0 and delta >= self.target_recv_window // 2:
+                self.recv_window += delta
+                self._pending_recv_release = 0
+                total = delta
+        if total > 0:
+            await self.send_window_update(total, skip_lock=True)
+
+    cls._auto_tune_and_send_window_update = update
+    cls._ambient_batched = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--kv-budget-mib", type=int, default=DEFAULT_KV_BUDGET_BYTES >> 20)
     ap.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--yamux-updates", choices=("batched", "library"), default="batched",
+                    help="yamux window updates: once half the window is consumed (batched, default) or the "
+                         "library's per-read updates")
     a = ap.parse_args(argv)
     try:
         start, end = stages.parse_range(a.layers)
@@ -466,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.perturb:
         stages.perturb_weights(stage, a.perturb, seed=a.key_seed)
     kp = Keypair.deterministic("stage", a.key_seed)
+    if a.yamux_updates == "batched":
+        batch_yamux_window_updates()
 
     def ready(info: dict[str, Any]) -> None:
         print(json.dumps(info), flush=True)

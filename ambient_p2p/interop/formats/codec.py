@@ -1,6 +1,7 @@
 """Codec vectors: canonical round-trips and must-reject malformations (spec/encoding.md).
 
-``roundtrip/<case>``: input.cbor decodes, output.json is its JSON view (codec.to_json), and
+``roundtrip/<case>``: input.cbor decodes, output.json is its JSON view (codec.to_json, nested
+records as plain maps), and
 re-encoding gives back input.cbor byte for byte.
 ``reject/<case>``: input.cbor must be rejected; meta.json names our reason code.
 """
@@ -13,6 +14,7 @@ import struct
 from typing import Any
 
 import cbor2
+import numpy as np
 
 from ...core import codec
 from ...core.blobs import MAX_BLOB_BYTES, token_blob
@@ -33,7 +35,7 @@ def run(handler: str, data: bytes) -> Any:
         raise Rejected(exc.reason, str(exc)) from None
     if codec.encode(obj) != data:  # decode() guarantees this; vectors state it explicitly
         raise Rejected("non-canonical", "re-encoding differs")
-    return codec.to_json(obj)
+    return _nested_plain(codec.to_json(obj))
 
 
 # -- sample messages --------------------------------------------------------------------
@@ -265,6 +267,7 @@ def _reject_cases() -> list[tuple[str, str, str, bytes]]:
         ),
         *_blob_reject_cases(),
         *_tpu_reject_cases(),
+        *_stage_reject_cases(),
     ]
 
 
@@ -359,6 +362,61 @@ def _network_roundtrips() -> list[tuple[str, str, Any]]:
     ]
 
 
+def _nested_plain(view: Any, top: bool = True) -> Any:
+    """The decoded view as spec/encoding.md defines it: a record nested in a message is a
+    plain map, even when its type is also a message of its own (``codec.to_json`` wraps
+    those in {type, type_id, version, body}), e.g. a StageChainFrame's ``leaf``."""
+    wrapper = {"type", "type_id", "version", "body"}
+    if isinstance(view, dict):
+        if set(view) == wrapper:
+            return {**view, "body": _nested_plain(view["body"], False)} if top else _nested_plain(view["body"], False)
+        return {k: _nested_plain(v, False) for k, v in view.items()}
+    if isinstance(view, list):
+        return [_nested_plain(v, False) for v in view]
+    return view
+
+
+def _stage_leaf(pos: int) -> Any:
+    from ...core import shard as sh
+
+    row = [0.5, -1.25, 3.0, 1e-3]
+    return sh.StageFingerprint(pos=pos, in_digest=hashlib.sha256(b"interop stage in").digest(),
+                               out_digest=hashlib.sha256(b"interop stage out").digest(),
+                               q=sh.quantize_row(np.array(row, dtype="<f4")))
+
+
+def _stage_roundtrips() -> list[tuple[str, str, Any]]:
+    """The chained-session messages of spec/shard.md "Chained sessions"."""
+    from ...net import messages as m
+
+    q = hashlib.sha256(b"interop stage query").digest()
+    hidden = bytes(range(16)) * 2  # two rows of a 4-wide boundary
+    return [
+        ("stage-chain-frame-tokens", "StageChainFrame from the driver: two prompt tokens for the first stage",
+         m.StageChainFrame(nonce=5, query=q, pos=0, rows=2, tokens=(1, 11954))),
+        ("stage-chain-frame-leaf", "StageChainFrame from stage k to k+1: two rows of hidden bytes and stage k's leaf",
+         m.StageChainFrame(nonce=5, query=q, pos=0, rows=2, hidden=hidden, leaf=_stage_leaf(0))),
+        ("stage-results-request", "StageResultsRequest attaching a results stream",
+         m.StageResultsRequest(nonce=6, query=q)),
+        ("stage-leaves-request", "StageLeavesRequest from leaf 1", m.StageLeavesRequest(nonce=7, query=q, first=1)),
+        ("stage-leaves-response", "StageLeavesResponse with two leaves from 1",
+         m.StageLeavesResponse(nonce=7, first=1, leaves=(_stage_leaf(1), _stage_leaf(2)))),
+    ]
+
+
+def _stage_reject_cases() -> list[tuple[str, str, str, bytes]]:
+    from ...net import messages as m
+
+    q = hashlib.sha256(b"interop stage query").digest()
+    frame = m.StageChainFrame(nonce=5, query=q, pos=0, rows=1, tokens=(7,))
+    return [
+        ("stage-chain-frame-tokens-with-leaf", "invalid-value", "StageChainFrame with tokens and a leaf (the driver "
+         "has no leaf)", _with_body(lambda b: b.__setitem__("leaf", _wire(_stage_leaf(0))[2]), frame)),
+        ("stage-chain-frame-both", "invalid-value", "StageChainFrame with tokens and hidden bytes",
+         _with_body(lambda b: b.__setitem__("hidden", bytes(4)), frame)),
+    ]
+
+
 def _auction_bank_snapshot() -> Any:
     """A ledger record (spec/blockstore.md) whose bank holds auction accounts (spec/auction.md)."""
     from ...ledger.snapshot import bank_to_snapshot
@@ -403,13 +461,14 @@ def cases() -> list[Case]:
     ]
     roundtrips += _network_roundtrips()
     roundtrips += _tpu_roundtrips()
+    roundtrips += _stage_roundtrips()
     roundtrips.append(("bank-snapshot-auction", "BankSnapshot v4 of a bank where register_miner (3 miners) and "
                        "request landed: its auction accounts sorted by address", _auction_bank_snapshot()))
     roundtrips.append(("bank-snapshot-work", "BankSnapshot v4 of a bank with work accounts (credits over two epochs, "
                        "a slash) and an epoch tally, each sorted by identity", _work_bank_snapshot()))
     for name, desc, msg in roundtrips:
         data = codec.encode(msg)
-        out.append(Case("roundtrip", name, data, codec.to_json(msg), desc))
+        out.append(Case("roundtrip", name, data, _nested_plain(codec.to_json(msg)), desc))
     for name, reason, desc, data in _reject_cases():
         out.append(Case("reject", name, data, None, desc, reason=reason))
     tid, ver, body = cbor2.loads(codec.encode(_work_bank_snapshot()))

@@ -233,6 +233,35 @@ export const TYPES: MessageType[] = [
     body: rec({ cmt: b(32), fp: StageFingerprintSchema, sibs: list(b(32), 32) }),
   },
   { id: 0x0423, name: "RouteCommitments", version: 1, maxSize: 16_384, body: rec({ stages: list(StageCommitmentSchema, 64) }) },
+  // spec/shard.md "Chained sessions"
+  {
+    id: 0x0247,
+    name: "StageChainFrame",
+    version: 1,
+    maxSize: 1_004_608,
+    body: rec(
+      { nonce: u(32), query: b(32), pos: u(32), rows: u(32), tokens: list(u(32), 1024), hidden: bmax(934_208), leaf: opt(StageFingerprintSchema) },
+      (r) => {
+        const rows = r.get("rows") as bigint;
+        const toks = r.get("tokens") as Value[];
+        const hidden = r.get("hidden") as Uint8Array;
+        if (rows < 1n || rows > 1024n) return "rows must be 1..1024";
+        if (toks.length > 0 === hidden.length > 0) return "a frame carries either tokens or hidden bytes";
+        if (toks.length > 0 && BigInt(toks.length) !== rows) return "one token per row";
+        if (toks.length > 0 && r.has("leaf")) return "token frames come from the driver, which has no leaf";
+        return null;
+      },
+    ),
+  },
+  { id: 0x0248, name: "StageResultsRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), query: b(32) }) },
+  { id: 0x0249, name: "StageLeavesRequest", version: 1, maxSize: 128, body: rec({ nonce: u(32), query: b(32), first: u(32) }) },
+  {
+    id: 0x024a,
+    name: "StageLeavesResponse",
+    version: 1,
+    maxSize: 1_048_576,
+    body: rec({ nonce: u(32), first: u(32), leaves: list(StageFingerprintSchema, 4096) }),
+  },
 ];
 const BY_ID = new Map(TYPES.map((t) => [t.id, t]));
 export const typeByName = (n: string): MessageType => {
