@@ -174,6 +174,9 @@ OWN_CHECK_KINDS: frozenset[str] = frozenset({"txs"})
 #: Message objects whose gossipsub id is remembered (GossipService._msg_id): a message's
 #: handling interleaves with at most a few others between its awaits.
 MSG_ID_MEMO_LEN = 64
+#: Originators whose peer id, base58 form and keys are remembered (GossipService._originator);
+#: forgotten all at once when full.
+ORIGINATOR_CACHE_LEN = 4096
 #: Rejections cached by message id (deterministic ones only), so that the copies of one bad
 #: message that several peers forward cost a dict lookup each.
 REJECT_CACHE_LEN = 4096
@@ -371,6 +374,16 @@ class EnvelopeChecker:
 
 
 @dataclass(frozen=True)
+class _Originator:
+    """A libp2p ``from`` as this node uses it (GossipService._originator)."""
+
+    peer_id: ID
+    b58: str
+    pubkey: bytes | None  # the Ambient (ed25519) key, None if the peer id embeds none
+    libp2p_key: Any  # the key that verifies its StrictSign signatures; None: ask the library; False: never
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A validated message handed to the core."""
 
@@ -541,7 +554,6 @@ class GossipService:
         from libp2p.exceptions import ValidationError
         from libp2p.peer.id import ID
         from libp2p.pubsub.pubsub import Pubsub
-        from libp2p.pubsub.validators import signature_validator
 
         self.host = host
         self.kp = kp
@@ -561,6 +573,7 @@ class GossipService:
         self._pending: collections.OrderedDict[int, GossipEnvelope] = collections.OrderedDict()
         # message ids of the last few message objects (see _msg_id)
         self._mid_memo: dict[int, tuple[Any, bytes]] = {}
+        self._originators: dict[bytes, _Originator] = {}
         self._publishing: tuple[bytes, bytes] | None = None  # (data, id) publish_sealed hands over
         self._send: dict[str, trio.MemorySendChannel[Delivery]] = {}
         self._recv: dict[str, trio.MemoryReceiveChannel[Delivery]] = {}
@@ -587,7 +600,7 @@ class GossipService:
                 if self.is_peer_blacklisted(msg_forwarder) or self._is_msg_seen(msg):
                     return
                 own = msg_forwarder == self.my_id
-                if not own and not signature_validator(msg):
+                if not own and not svc._libp2p_signature_ok(msg):
                     svc._reject(msg_forwarder, None, "bad-libp2p-signature", list(msg.topicIDs))
                     return
                 from_id = msg.from_id
@@ -776,18 +789,61 @@ class GossipService:
             del memo[next(iter(memo))]  # oldest first (dicts keep insertion order)
         memo[id(msg)] = (msg, mid)
 
+    def _originator(self, from_id: bytes) -> _Originator:
+        """What this node derives from a message's libp2p ``from`` bytes, derived once per
+        peer (py-libp2p re-parses the multihash, re-deserializes the key and re-encodes
+        base58 for every message)."""
+        hit = self._originators.get(from_id)
+        if hit is not None:
+            return hit
+        from libp2p.peer.id import ID
+
+        pid = ID(from_id)
+        try:
+            key = pid.extract_public_key()
+        except Exception:  # noqa: BLE001 - not an identity peer id: the library's path decides
+            key = None
+        key_state: Any = None if key is None else (key if ID.from_pubkey(key) == pid else False)
+        hit = _Originator(pid, pid.to_base58(), pubkey_of_peer_id(pid), key_state)
+        if len(self._originators) >= ORIGINATOR_CACHE_LEN:
+            self._originators.clear()
+        self._originators[from_id] = hit
+        return hit
+
+    def _libp2p_signature_ok(self, msg: Any) -> bool:
+        """py-libp2p's ``signature_validator`` (StrictSign: the originator's signature over
+        ``libp2p-pubsub:`` + the message without key and signature), with the key taken from
+        the peer id once per originator (:meth:`_originator`). A peer id that embeds no key
+        (RSA) goes through the library's function, which reads ``msg.key``."""
+        from libp2p.pubsub.pb import rpc_pb2
+        from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX, signature_validator
+
+        if msg.signature == b"":
+            return False
+        key = self._originator(msg.from_id).libp2p_key
+        if key is None:
+            return bool(signature_validator(msg))
+        if key is False:  # the embedded key does not hash to the peer id
+            return False
+        unsigned = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
+        try:
+            return bool(key.verify(PUBSUB_SIGNING_PREFIX.encode() + unsigned.SerializeToString(), msg.signature))
+        except Exception:  # noqa: BLE001 - as the library: any failure is a bad signature
+            return False
+
     def _validator(self, forwarder: ID, msg: Any, *, own: bool = False) -> bool:
         topics = list(msg.topicIDs)
         if len(topics) != 1:
             self._reject(forwarder, None, "multi-topic", topics)
             return False
-        originator = _id_from_bytes(msg.from_id)
+        known = self._originator(msg.from_id)
+        originator = known.peer_id
         mid = self._msg_id(msg)
         cached = self._reject_cache.get(mid)
         if cached is not None:
             self._reject(forwarder, originator, cached, topics)
             return False
-        origin = pubkey_of_peer_id(originator)
+        origin = known.pubkey
         reason, env = self.checker.check(topics[0], msg.data, origin, self.clock_ms(), own=own)
         if reason is not None:
             if reason in FORWARDER_REASONS or reason in FORWARDER_PAYLOAD_REASONS:  # deterministic
@@ -869,7 +925,7 @@ class GossipService:
                 return
         if env.origin == self.kp.pubkey:
             return  # our own publish: the core already has it
-        d = Delivery(kind, env, _id_from_bytes(msg.from_id).to_base58(), self.clock_ms())
+        d = Delivery(kind, env, self._originator(msg.from_id).b58, self.clock_ms())
         try:
             self._send[kind].send_nowait(d)
             self.stats.delivered[kind] += 1
@@ -930,8 +986,3 @@ class GossipService:
     def mesh_sizes(self) -> dict[str, int]:
         return {k: len(self.router.mesh.get(topic_name(self.chain_id, k), ())) for k in self.kinds}
 
-
-def _id_from_bytes(raw: bytes) -> ID:
-    from libp2p.peer.id import ID
-
-    return ID(raw)
