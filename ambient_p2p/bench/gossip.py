@@ -228,18 +228,35 @@ SUSTAINED_MIN_S = 10.0
 SHRED_BATCH_PACKETS = 32
 
 
-def ours_sustained(seconds: float, size: int, root: Path | None = None) -> dict[str, Any]:
+def ours_sustained(seconds: float, size: int, root: Path | None = None, tree: Path | None = None) -> dict[str, Any]:
     """Our 2-node localnet: node 0 publishes ``size``-byte messages on txs for ``seconds``;
-    receiver-side rate from node 1's first and last delivery (``delivery_span_ms``)."""
+    receiver-side rate from node 1's first and last delivery (``delivery_span_ms``).
+    ``tree``: run the node processes from that source tree instead (its ``ambient_p2p``
+    first on PYTHONPATH; a before/after comparison in one run, e.g. ``git archive`` of
+    main with this tree's net/node.py for ``seconds`` and ``delivery_span_ms``)."""
     if root is None:
         tmp = Path(tempfile.mkdtemp(prefix="ambient-bench-gossip-"))
         try:
-            return ours_sustained(seconds, size, tmp)
+            return ours_sustained(seconds, size, tmp, tree)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     from ..devnet.localnet import Localnet
 
-    with Localnet(root, 2) as net:
+    saved = os.environ.get("PYTHONPATH")
+    if tree is not None:
+        os.environ["PYTHONPATH"] = str(tree) + (os.pathsep + saved if saved else "")
+    try:
+        return _ours_sustained_run(Localnet(root, 2), seconds, size)
+    finally:
+        if tree is not None:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+
+def _ours_sustained_run(localnet: Any, seconds: float, size: int) -> dict[str, Any]:
+    with localnet as net:
         if not net.wait_for(lambda: all(s["peers"] >= 1 for s in net.statuses()), 60):
             raise RuntimeError("bench network did not connect")
         time.sleep(2.5)  # a few heartbeats for the mesh (as bench.mjs waits 2.5 s)
@@ -321,15 +338,23 @@ def js_sustained(seconds: float, size: int, alike: bool) -> dict[str, Any] | Non
                 p.wait(5)
 
 
-def run_sustained(seconds: float, size: int) -> dict[str, Any]:
+def run_sustained(seconds: float, size: int, baseline_tree: Path | None = None) -> dict[str, Any]:
     """One run of the fair comparison: js-libp2p alike, ours, js-libp2p plain (in that
-    order, so ours sits between the two references), each with the load average."""
+    order, so ours sits between the two references), each with the load average; with
+    ``baseline_tree`` also our nodes from that tree (``ours_baseline``), last."""
     out: dict[str, Any] = {"seconds": seconds, "size": size, "load_before": os.getloadavg()}
     out["js_libp2p_alike"] = js_sustained(seconds, size, alike=True)
     out["load_after_js_alike"] = os.getloadavg()
     out["ours"] = ours_sustained(seconds, size)
     out["load_after_ours"] = os.getloadavg()
     out["js_libp2p_plain"] = js_sustained(seconds, size, alike=False)
+    if baseline_tree is not None:
+        out["load_after_js_plain"] = os.getloadavg()
+        out["baseline_tree"] = str(baseline_tree)
+        out["ours_baseline"] = ours_sustained(seconds, size, tree=baseline_tree)
+        base = out["ours_baseline"].get("msgs_per_s")
+        if base and out["ours"].get("msgs_per_s"):
+            out["speedup_vs_baseline"] = round(out["ours"]["msgs_per_s"] / base, 3)
     out["load_after"] = os.getloadavg()
     ours = out["ours"].get("msgs_per_s")
     for k in ("js_libp2p_alike", "js_libp2p_plain"):
@@ -377,6 +402,8 @@ def add_parser(bsub: Any) -> None:
         "node's shred-batch size (32 packets) unless --size, receiver-side rate, vs js-libp2p configured alike "
         "(envelope signing + validator) and plain, in the same run",
     )
+    g.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
+                   help="with --sustained: also run our nodes from the source tree DIR (before/after in one run)")
     g.add_argument("--json", action="store_true", help="print only the JSON result")
     g.set_defaults(func=cmd_gossip)
 
@@ -390,7 +417,9 @@ def cmd_gossip(args: argparse.Namespace) -> int:
         size = SHRED_BATCH_PACKETS * PACKET_DATA_BYTES if args.size is None else args.size
         if not 16 <= size <= 60_000:
             raise UserError("--size must be 16..60000")
-        res = run_sustained(args.sustained, size)
+        if args.baseline_tree is not None and not (args.baseline_tree / "ambient_p2p" / "__init__.py").is_file():
+            raise UserError(f"--baseline-tree {args.baseline_tree} holds no ambient_p2p package")
+        res = run_sustained(args.sustained, size, args.baseline_tree)
         if not args.json:
             o, ja, jp = res["ours"], res.get("js_libp2p_alike"), res.get("js_libp2p_plain")
             print(f"ours (2 nodes): {o['msgs_per_s']} msgs/s over {o['receiver_seconds']} s at the receiver, "
@@ -399,6 +428,9 @@ def cmd_gossip(args: argparse.Namespace) -> int:
                 if j:
                     print(f"{name}: {j['msgs_per_s']} msgs/s over {j['receiver_seconds']} s, loss {j['loss']:.2%}, "
                           f"CPU ms/msg {j['cpu_ms_per_msg']}")
+            if (b := res.get("ours_baseline")) is not None:
+                print(f"ours from {res['baseline_tree']}: {b['msgs_per_s']} msgs/s, CPU ms/msg {b['cpu_ms_per_msg']}, "
+                      f"speed-up {res.get('speedup_vs_baseline')}")
             print(f"ratio vs js alike {res.get('ratio_vs_js_libp2p_alike')}, vs js plain "
                   f"{res.get('ratio_vs_js_libp2p_plain')}; load {res['load_before']} -> {res['load_after']}")
         print(json.dumps(res, indent=1 if args.json else None))
