@@ -242,13 +242,16 @@ def ours_sustained(seconds: float, size: int, root: Path | None = None, tree: Pa
             shutil.rmtree(tmp, ignore_errors=True)
     from ..devnet.localnet import Localnet
 
-    saved = os.environ.get("PYTHONPATH")
+    saved, cwd = os.environ.get("PYTHONPATH"), Path.cwd()
     if tree is not None:
+        # `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
         os.environ["PYTHONPATH"] = str(tree) + (os.pathsep + saved if saved else "")
+        os.chdir(tree)
     try:
-        return _ours_sustained_run(Localnet(root, 2), seconds, size)
+        return _ours_sustained_run(Localnet(root.resolve(), 2), seconds, size)
     finally:
         if tree is not None:
+            os.chdir(cwd)
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)
             else:
@@ -351,7 +354,7 @@ def run_sustained(seconds: float, size: int, baseline_tree: Path | None = None) 
     if baseline_tree is not None:
         out["load_after_js_plain"] = os.getloadavg()
         out["baseline_tree"] = str(baseline_tree)
-        out["ours_baseline"] = ours_sustained(seconds, size, tree=baseline_tree)
+        out["ours_baseline"] = ours_sustained(seconds, size, tree=baseline_tree.resolve())
         base = out["ours_baseline"].get("msgs_per_s")
         if base and out["ours"].get("msgs_per_s"):
             out["speedup_vs_baseline"] = round(out["ours"]["msgs_per_s"] / base, 3)
