@@ -3,6 +3,8 @@ what py-libp2p's own functions decide:
 
 * ``GossipService._libp2p_signature_ok`` (StrictSign check with the key cached per originator)
   against ``libp2p.pubsub.validators.signature_validator`` on valid and tampered messages;
+* ``seal_wire`` / ``wire_signing_bytes`` (the signature spliced in or zeroed instead of
+  re-encoding the envelope) against ``seal_envelope`` + ``encode`` / ``envelope_signing_bytes``;
 * the buffered pubsub RPC reader (``apply_workarounds``) against the byte stream it is fed, cut
   into arbitrary chunks, and its errors (oversized length before any body byte is read, a
   prefix over 10 bytes, an early end of stream).
@@ -18,6 +20,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ambient_p2p.core.crypto import Keypair
 from ambient_p2p.net.gossip import GossipService
 from ambient_p2p.net.host import apply_workarounds
 
@@ -174,3 +177,55 @@ def test_buffered_rpc_reader_errors_match_the_library() -> None:
             await read(_ChunkStream([_frame(b"q" * 50)[:20]]), 1 << 20)  # ends inside the body
 
     trio.run(body)
+
+
+_PATTERN = b"\x69signature\x58\x40"
+_KP = Keypair.deterministic("fastpath", 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payload=st.binary(max_size=3000),
+    inject=st.sampled_from(["none", "payload", "payload-zero-tail", "topic"]),
+    wallclock=st.integers(min_value=0, max_value=(1 << 64) - 1),
+    at=st.integers(min_value=0, max_value=3000),
+)
+def test_spliced_seal_and_signing_bytes_equal_the_encoded_ones(payload: bytes, inject: str, wallclock: int,
+                                                                at: int) -> None:
+    """``seal_wire`` builds exactly ``seal_envelope`` + ``encode``, and ``wire_signing_bytes``
+    exactly ``envelope_signing_bytes``, also when the payload carries the signature field's
+    own byte pattern (with zero bytes after it, as the unsigned encoding has)."""
+    from ambient_p2p.core.codec import decode, encode
+    from ambient_p2p.net.gossip import seal_wire, wire_signing_bytes
+    from ambient_p2p.net.messages import GossipEnvelope, envelope_signing_bytes, seal_envelope
+
+    topic = "/ambient/t/txs/1"
+    k = at % (len(payload) + 1)
+    if inject == "payload":
+        payload = payload[:k] + _PATTERN + payload[k:]
+    elif inject == "payload-zero-tail":
+        payload = payload[:k] + _PATTERN + bytes(64)
+    elif inject == "topic":
+        topic = "/ambient/signature/txs/1"
+    env, data = seal_wire(_KP, topic, payload, wallclock)
+    assert env == seal_envelope(_KP, topic, payload, wallclock)
+    assert data == encode(env)
+    got = decode(data, expected=GossipEnvelope)
+    assert wire_signing_bytes(data, got) == envelope_signing_bytes(got)
+
+
+def test_a_signature_that_holds_the_field_pattern_falls_back_to_encoding() -> None:
+    """A signature whose bytes contain the field pattern: the splice would land inside it;
+    the position check sends it to the encoder, so the signing bytes stay exact."""
+    import dataclasses
+
+    from ambient_p2p.core.codec import decode, encode
+    from ambient_p2p.net.gossip import _signature_at, wire_signing_bytes
+    from ambient_p2p.net.messages import GossipEnvelope, envelope_signing_bytes, seal_envelope
+
+    env = seal_envelope(_KP, "/ambient/t/txs/1", b"payload", 1)
+    odd = dataclasses.replace(env, signature=(b"\x01" * 20 + _PATTERN + b"\x02" * 64)[:64])
+    data = encode(odd)
+    got = decode(data, expected=GossipEnvelope)
+    assert _signature_at(data, got.signature) is None
+    assert wire_signing_bytes(data, got) == envelope_signing_bytes(got)

@@ -73,15 +73,15 @@ import trio
 
 from ..core.codec import DecodeError, decode, encode
 from ..core.constants import PACKET_DATA_BYTES
-from ..core.crypto import Keypair
+from ..core.crypto import ZERO_SIGNATURE, Keypair
+from ..core.crypto import verify as verify_signature
 from .host import pubkey_of_peer_id
 from .messages import (
     GOSSIP_ENVELOPE_OVERHEAD_BYTES,
     GossipEnvelope,
     ShredBatch,
     StageAnnounce,
-    envelope_signature_ok,
-    seal_envelope,
+    envelope_signing_bytes,
     shred_key,
 )
 
@@ -208,6 +208,50 @@ def kind_of_topic(chain_id: str, topic: str) -> str | None:
 def message_id(data: bytes) -> bytes:
     """Gossipsub message id: sha256 of the message data (content addressed)."""
     return hashlib.sha256(data).digest()
+
+
+#: How the envelope's signature field starts in its canonical encoding: the map key
+#: ``"signature"`` (text, 9 bytes) and a 64-byte byte-string head. Keys sort by their
+#: encoding (shorter first), so only ``wallclock_ms`` (key and integer, at most 22 bytes)
+#: follows the 64 signature bytes and the last occurrence is the field itself unless the
+#: signature bytes contain the pattern.
+_SIGNATURE_FIELD = b"\x69signature\x58\x40"
+
+
+def _signature_at(data: bytes, signature: bytes) -> int | None:
+    """Offset of the 64 signature bytes in ``data``, a canonical ``GossipEnvelope``
+    encoding whose signature is ``signature``; None if they are not where the layout puts
+    them (the caller then encodes instead)."""
+    i = data.rfind(_SIGNATURE_FIELD)
+    j = i + len(_SIGNATURE_FIELD)
+    if i < 0 or data[j : j + 64] != signature:
+        return None
+    return j
+
+
+def wire_signing_bytes(data: bytes, env: GossipEnvelope) -> bytes:
+    """``envelope_signing_bytes(env)`` for ``env`` strictly decoded from ``data``: the same
+    bytes with the signature zeroed, spliced instead of re-encoding up to 128 KiB (issue 17;
+    tests/test_gossip_fastpath.py shows both agree). Falls back to encoding when the
+    signature is not where the canonical layout puts it: a splice at a wrong place could
+    only make a valid signature fail (the zeroed bytes would not be the signature field,
+    which no honest signer signs), never make a bad one pass."""
+    j = _signature_at(data, env.signature)
+    if j is None:
+        return envelope_signing_bytes(env)
+    return data[:j] + ZERO_SIGNATURE + data[j + 64 :]
+
+
+def seal_wire(kp: Keypair, topic: str, payload: bytes, wallclock_ms: int) -> tuple[GossipEnvelope, bytes]:
+    """:func:`~ambient_p2p.net.messages.seal_envelope` and its encoding from one encode:
+    the signature is spliced into the signing bytes (the encoding with a zero signature)."""
+    unsigned = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload,
+                              signature=ZERO_SIGNATURE)
+    signing = encode(unsigned)
+    sig = kp.sign("gossip", signing)
+    env = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload, signature=sig)
+    j = _signature_at(signing, ZERO_SIGNATURE)
+    return env, (encode(env) if j is None else signing[:j] + sig + signing[j + 64 :])
 
 
 #: A kind-specific payload check: (envelope) -> reject reason, or None to accept.
@@ -356,7 +400,7 @@ class EnvelopeChecker:
             return "stale", None
         if env.wallclock_ms > now_ms + FUTURE_SKEW_MS:
             return "future", None
-        if not own and not envelope_signature_ok(env):
+        if not own and not verify_signature(env.origin, "gossip", wire_signing_bytes(data, env), env.signature):
             return "bad-signature", None
         rkey = env.origin + hashlib.sha256(env.payload).digest()
         seen = self._replay.setdefault(kind, collections.OrderedDict())
@@ -944,14 +988,13 @@ class GossipService:
     # -- publishing ------------------------------------------------------------------------
     def seal(self, kind: str, payload: bytes) -> bytes:
         """Encode + sign an envelope; ValueError if it exceeds the topic's limit."""
-        return self._encode_sealed(kind, seal_envelope(self.kp, topic_name(self.chain_id, kind), payload,
-                                                       self.clock_ms()))
+        return self._seal(kind, payload)[1]
 
-    def _encode_sealed(self, kind: str, env: GossipEnvelope) -> bytes:
-        data = encode(env)
+    def _seal(self, kind: str, payload: bytes) -> tuple[GossipEnvelope, bytes]:
+        env, data = seal_wire(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
         if len(data) > TOPIC_LIMITS[kind]:
             raise ValueError(f"{kind} message of {len(data)} bytes exceeds limit {TOPIC_LIMITS[kind]}")
-        return data
+        return env, data
 
     def _outbound_full(self) -> bool:
         return any(len(q) >= OUTBOUND_HIGH_WATER for q in self.pubsub.peer_queues.values())
@@ -959,13 +1002,13 @@ class GossipService:
     async def publish(self, kind: str, payload: bytes) -> bytes:
         """Publish ``payload`` on ``kind``; returns the message id. Waits (bounded) while a
         peer's outbound queue is near full, instead of letting py-libp2p drop silently."""
-        env = seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
+        env, data = self._seal(kind, payload)
         check = self.checker.payload_checks.get(kind) if kind in OWN_CHECK_KINDS else None
         if check is not None and (reason := check(env)) is not None:
             self.stats.own_refused[reason] += 1
-            return message_id(encode(env))  # not sent (OWN_CHECK_KINDS)
+            return message_id(data)  # not sent (OWN_CHECK_KINDS)
         # one envelope, signed once (this once sealed the checked envelope a second time)
-        return await self.publish_sealed(kind, self._encode_sealed(kind, env))
+        return await self.publish_sealed(kind, data)
 
     async def publish_sealed(self, kind: str, data: bytes) -> bytes:
         if self._outbound_full():
