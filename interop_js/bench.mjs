@@ -68,6 +68,7 @@ function decodeEnvelope (b) {
   for (let k = 0; k < 5; k++) {
     ;[m, n, i] = readHead(b, i); if (m !== 3) throw new Error('key'); const key = b.toString('utf8', i, i + n); i += n
     const [vm, vn, vi] = readHead(b, i)
+    if (key === 'signature') f.signatureAt = vi
     if (vm === 0) { f[key] = vn; i = vi } else if (vm === 2 || vm === 3) { f[key] = b.subarray(vi, vi + vn); i = vi + vn } else throw new Error('value')
   }
   if (i !== b.length) throw new Error('trailing bytes')
@@ -83,8 +84,14 @@ function validateEnvelope (from, data) { // synchronous: node's ed25519 verify i
   if (origin == null || Buffer.compare(Buffer.from(origin), f.origin) !== 0) return TopicValidatorResult.Reject
   const now = Date.now()
   if (f.wallclock_ms + 30000 < now || f.wallclock_ms > now + 2000) return TopicValidatorResult.Ignore
-  const unsigned = envelope(f.origin, f.wallclock_ms, f.payload, Buffer.alloc(64))
-  if (!(publicKeyFromRaw(f.origin).verify(Buffer.concat([DOMAIN, unsigned]), f.signature))) return TopicValidatorResult.Reject
+  if (f.signature.length !== 64) return TopicValidatorResult.Reject
+  // the signed bytes: the domain and the received encoding with the signature zeroed (as
+  // ours does: spliced, not re-encoded; the decoder above accepts only the canonical layout)
+  const signed = Buffer.allocUnsafe(DOMAIN.length + b.length)
+  DOMAIN.copy(signed, 0)
+  b.copy(signed, DOMAIN.length)
+  signed.fill(0, DOMAIN.length + f.signatureAt, DOMAIN.length + f.signatureAt + 64)
+  if (!(publicKeyFromRaw(f.origin).verify(signed, f.signature))) return TopicValidatorResult.Reject
   const rkey = createHash('sha256').update(f.origin).update(f.payload).digest('hex')
   if (seenPayloads.has(rkey)) return TopicValidatorResult.Ignore
   seenPayloads.add(rkey)
@@ -142,9 +149,13 @@ if (mode === 'recv') {
     b.writeBigUInt64BE(BigInt(Date.now()), 0)
     b.writeUInt32BE(i, 8)
     if (alike) { // the payload in a signed GossipEnvelope, as an Ambient node publishes it
+      // encoded once with a zero signature, signed with the domain in front, the signature
+      // written into place (as ours does); it sits just before the wallclock_ms entry
       const now = Date.now()
-      const sig = await key.sign(Buffer.concat([DOMAIN, envelope(origin, now, b, Buffer.alloc(64))]))
-      await pubsub.publish(topic, envelope(origin, now, b, Buffer.from(sig)))
+      const buf = Buffer.concat([DOMAIN, envelope(origin, now, b, Buffer.alloc(64))])
+      const sig = await key.sign(buf)
+      buf.set(sig, buf.length - 13 - cUint(now).length - 64)
+      await pubsub.publish(topic, buf.subarray(DOMAIN.length))
     } else {
       await pubsub.publish(topic, b)
     }
