@@ -57,6 +57,13 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
    validation cache replays a rejection to later forwarders without asking us. We override
    ``validate_msg`` (no library cache; ours caches only deterministic rejections) and spare
    the forwarder's P4 when the rejection is not its fault (spec/network.md 2.3 "Blame", P19).
+11. Per-message waste (spec/network.md P21, issue 17): the library verified each StrictSign
+   signature twice on receipt and once on our own publish, recomputed the message id (a
+   sha256 of the whole message) four to five times, and re-parsed the originator's key per
+   message. ``push_msg`` and ``publish`` are vendored with one verification per received
+   message and none for our own, the id is memoised per message object, originators are
+   cached, and the envelope is encoded once per publish and never re-encoded per receipt
+   (:func:`seal_wire`, :func:`wire_signing_bytes`). tests/test_gossip_fastpath.py.
 """
 
 from __future__ import annotations
