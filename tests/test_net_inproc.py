@@ -398,19 +398,20 @@ def test_pitfall_publish_burst_drops_without_backpressure(monkeypatch: pytest.Mo
 
 def test_pitfall_idontwant_sent_for_every_small_message() -> None:
     """py-libp2p answers every received message with an IDONTWANT RPC to each mesh peer
-    (go-libp2p: only for messages >= 1 KiB); ours only for messages >= 16 KiB."""
+    (go-libp2p: only for messages >= 1 KiB), the peer that sent it included; ours only for
+    messages >= 16 KiB and never to the forwarder or the originator, who have it (P14)."""
     from ambient_p2p.net.gossip import IDONTWANT_MIN_BYTES
 
-    def count_idontwant(router: Any) -> list[int]:
-        n = [0]
+    def count_idontwant(router: Any) -> list[Any]:
+        sent: list[Any] = []
         orig = router.emit_idontwant
 
         async def counting(msg_ids: list[bytes], to_peer: Any) -> None:
-            n[0] += 1
+            sent.append(to_peer)
             await orig(msg_ids, to_peer)
 
         router.emit_idontwant = counting
-        return n
+        return sent
 
     async def body() -> None:
         async with raw_peer(KEYS[0], ["t"]) as x, raw_peer(KEYS[1], ["t"]) as y:
@@ -419,21 +420,27 @@ def test_pitfall_idontwant_sent_for_every_small_message() -> None:
             n = count_idontwant(y.router)
             for i in range(10):
                 await x.publish("t", b"small-%d" % i)
-            assert await wait_until(lambda: n[0] >= 10, 10), n
+            assert await wait_until(lambda: len(n) >= 10, 10), n
+            assert set(n) == {x.host.get_id()}  # the library tells the sender it has them
         async with trio.open_nursery() as nursery:
             hx, gx = await _gossip_node(KEYS[2], nursery)
             hy, gy = await _gossip_node(KEYS[3], nursery)
+            hz, gz = await _gossip_node(KEYS[4], nursery)
             await connect(hy, hx)
+            await connect(hz, hy)  # a line x - y - z: y's mesh is {x, z}
             assert await wait_until(
-                lambda: len(gy.router.mesh.get(TXS, ())) == 1 and len(gx.router.mesh.get(TXS, ())) == 1, 15
+                lambda: len(gy.router.mesh.get(TXS, ())) == 2 and len(gx.router.mesh.get(TXS, ())) == 1
+                and len(gz.router.mesh.get(TXS, ())) == 1, 15
             )
             n = count_idontwant(gy.router)
             for i in range(10):
                 await gx.publish("txs", b"small-%d" % i)
-            assert await wait_until(lambda: gy.stats.delivered["txs"] == 10, 20), gy.stats.as_json()
-            assert n[0] == 0
-            await gx.publish("txs", bytes(IDONTWANT_MIN_BYTES))  # a large one still gets it
-            assert await wait_until(lambda: n[0] == 1, 10), n
+            assert await wait_until(lambda: gz.stats.delivered["txs"] == 10, 20), gz.stats.as_json()
+            assert n == []
+            await gx.publish("txs", bytes(IDONTWANT_MIN_BYTES))  # a large one still gets it,
+            assert await wait_until(lambda: len(n) == 1, 10), n
+            assert await wait_until(lambda: gz.stats.delivered["txs"] == 11, 20), gz.stats.as_json()
+            assert n == [hz.get_id()]  # but only to z: not back to x, its forwarder and originator
             nursery.cancel_scope.cancel()
 
     run_trio(body, 90)

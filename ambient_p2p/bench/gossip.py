@@ -14,6 +14,16 @@ topic; every other node must deliver all of them):
 The reference moves the same frames (uvarint length + payload) between two Python
 processes over a plain loopback TCP socket: the ceiling the network stack allows
 before any libp2p, Noise, Yamux or gossipsub work.
+
+``--sustained SECONDS`` (issue 17's fair comparison, spec/network.md section 7): two
+processes each side, the publisher publishing as fast as back-pressure allows for SECONDS
+(>= 10) at the node's own shred-batch size (32 shred packets, 39,424 B, unless ``--size``),
+rate taken at the *receiver*: messages delivered / (last delivery - first delivery). The
+js-libp2p pair (interop_js/bench.mjs) is configured like our nodes: StrictSign, message id
+sha256(data), and (``alike``) the same per-message work: each payload in a GossipEnvelope
+signed with ed25519 by the publisher, and a topic validator at the receiver that decodes it
+and checks topic, origin, freshness, signature and replay before delivering. The plain
+js-libp2p pair (raw payload, no validator) is measured in the same run too.
 """
 
 from __future__ import annotations
@@ -212,6 +222,158 @@ def pub_start_ms(res: dict[str, Any], pub: dict[str, Any]) -> float:
     return float(res["last_ms"]) - span
 
 
+#: The shortest sustained window the issue 17 comparison accepts (seconds).
+SUSTAINED_MIN_S = 10.0
+#: Messages per shred batch in the node's own gossip (one FEC set's data shreds).
+SHRED_BATCH_PACKETS = 32
+
+
+def ours_sustained(seconds: float, size: int, root: Path | None = None, tree: Path | None = None) -> dict[str, Any]:
+    """Our 2-node localnet: node 0 publishes ``size``-byte messages on txs for ``seconds``;
+    receiver-side rate from node 1's first and last delivery (``delivery_span_ms``).
+    ``tree``: run the node processes from that source tree instead (its ``ambient_p2p``
+    first on PYTHONPATH; a before/after comparison in one run, e.g. ``git archive`` of
+    main with this tree's net/node.py for ``seconds`` and ``delivery_span_ms``)."""
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="ambient-bench-gossip-"))
+        try:
+            return ours_sustained(seconds, size, tmp, tree)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    from ..devnet.localnet import Localnet
+
+    saved, cwd = os.environ.get("PYTHONPATH"), Path.cwd()
+    if tree is not None:
+        # `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
+        os.environ["PYTHONPATH"] = str(tree) + (os.pathsep + saved if saved else "")
+        os.chdir(tree)
+    try:
+        return _ours_sustained_run(Localnet(root.resolve(), 2), seconds, size)
+    finally:
+        if tree is not None:
+            os.chdir(cwd)
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+
+def _ours_sustained_run(localnet: Any, seconds: float, size: int) -> dict[str, Any]:
+    with localnet as net:
+        if not net.wait_for(lambda: all(s["peers"] >= 1 for s in net.statuses()), 60):
+            raise RuntimeError("bench network did not connect")
+        time.sleep(2.5)  # a few heartbeats for the mesh (as bench.mjs waits 2.5 s)
+        cpu0 = [_cpu_s(n.proc.pid) for n in net.nodes]
+        pub = net.nodes[0].control(
+            {"cmd": "publish_many", "kind": "txs", "count": 100_000, "size": size, "seconds": seconds},
+            timeout_s=seconds + 60,
+        )
+
+        def delivered() -> int:
+            return int(net.statuses()[1]["gossip"]["delivered"].get("txs", 0))
+
+        # until everything published arrived, or nothing new for 3 s (the rest is lost)
+        last, t_last = delivered(), time.monotonic()
+        while last < pub["published"] and time.monotonic() - t_last < 3.0:
+            time.sleep(0.1)
+            if (now := delivered()) != last:
+                last, t_last = now, time.monotonic()
+        cpu = [_cpu_s(n.proc.pid) - c for n, c in zip(net.nodes, cpu0, strict=True)]
+        st = net.statuses()[1]
+        first_ms, last_ms = st["delivery_span_ms"].get("txs", [0, 0])
+        got = int(st["gossip"]["delivered"].get("txs", 0))
+        span_s = (last_ms - first_ms) / 1000
+        return {
+            "published": pub["published"],
+            "publish_seconds": pub["seconds"],
+            "delivered": got,
+            "receiver_seconds": round(span_s, 3),
+            "msgs_per_s": round((got - 1) / span_s, 1) if span_s > 0 else None,
+            "mb_per_s": round((got - 1) * size / span_s / 1e6, 2) if span_s > 0 else None,
+            "loss": round(1 - got / max(1, pub["published"]), 4),
+            "latency_p50_ms": st["latency"].get("txs", {}).get("p50_ms"),
+            "latency_p99_ms": st["latency"].get("txs", {}).get("p99_ms"),
+            "cpu_ms_per_msg": [round(c / max(1, got) * 1000, 3) for c in cpu],
+        }
+
+
+def js_sustained(seconds: float, size: int, alike: bool) -> dict[str, Any] | None:
+    """The js-libp2p pair (interop_js/bench.mjs) for ``seconds``, receiver-side rate; with
+    ``alike`` the envelope signing and validator of our nodes (module docstring)."""
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+        return None
+    base = ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
+    flag = ["alike"] if alike else []
+    recv = subprocess.Popen([*base, "recv", "1000000", str(int(seconds + 60)), *flag], stdout=subprocess.PIPE,
+                            text=True)
+    send = None
+    try:
+        assert recv.stdout is not None
+        addr = json.loads(recv.stdout.readline())["addr"]
+        c_recv0 = _cpu_s(recv.pid)
+        send = subprocess.Popen([*base, "send", addr, "1000000", str(size), str(seconds), *flag],
+                                stdout=subprocess.PIPE, text=True)
+        assert send.stdout is not None
+        pub = json.loads(send.stdout.readline() or "{}")
+        c_send = _cpu_s(send.pid)
+        res = json.loads(recv.stdout.readline())
+        c_recv = _cpu_s(recv.pid) - c_recv0
+        span_s = (res["last_ms"] - res["first_ms"]) / 1000
+        got = int(res["got"])
+        return {
+            "alike": alike,
+            "published": pub.get("published"),
+            "publish_seconds": round(pub.get("publish_ms", 0) / 1000, 3),
+            "delivered": got,
+            "receiver_seconds": round(span_s, 3),
+            "msgs_per_s": round((got - 1) / span_s, 1) if span_s > 0 else None,
+            "mb_per_s": round((got - 1) * size / span_s / 1e6, 2) if span_s > 0 else None,
+            "loss": round(1 - got / max(1, int(pub.get("published") or 1)), 4),
+            "latency_p50_ms": res["p50_ms"],
+            "latency_p99_ms": res["p99_ms"],
+            "cpu_ms_per_msg": [round(c_send / max(1, got) * 1000, 3), round(c_recv / max(1, got) * 1000, 3)],
+            "note": "sender CPU includes its startup",
+        }
+    finally:
+        for p in (send, recv):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def run_sustained(seconds: float, size: int, baseline_tree: Path | None = None) -> dict[str, Any]:
+    """One run of the fair comparison: js-libp2p alike, ours, js-libp2p plain (in that
+    order, so ours sits between the two references), each with the load average; with
+    ``baseline_tree`` also our nodes from that tree (``ours_baseline``), last."""
+    out: dict[str, Any] = {"seconds": seconds, "size": size, "load_before": os.getloadavg()}
+    out["js_libp2p_alike"] = js_sustained(seconds, size, alike=True)
+    out["load_after_js_alike"] = os.getloadavg()
+    out["ours"] = ours_sustained(seconds, size)
+    out["load_after_ours"] = os.getloadavg()
+    out["js_libp2p_plain"] = js_sustained(seconds, size, alike=False)
+    if baseline_tree is not None:
+        out["load_after_js_plain"] = os.getloadavg()
+        out["baseline_tree"] = str(baseline_tree)
+        out["ours_baseline"] = ours_sustained(seconds, size, tree=baseline_tree.resolve())
+        base = out["ours_baseline"].get("msgs_per_s")
+        if base and out["ours"].get("msgs_per_s"):
+            out["speedup_vs_baseline"] = round(out["ours"]["msgs_per_s"] / base, 3)
+    out["load_after"] = os.getloadavg()
+    ours = out["ours"].get("msgs_per_s")
+    ours_cpu = max(out["ours"]["cpu_ms_per_msg"])
+    for k in ("js_libp2p_alike", "js_libp2p_plain", "ours_baseline"):
+        ref = out.get(k)
+        if ours and ref and ref.get("msgs_per_s") and k != "ours_baseline":
+            out[f"ratio_vs_{k}"] = round(ours / ref["msgs_per_s"], 3)
+        # CPU per delivered message of the busier process of each pair, reference / ours:
+        # what the rate ratio would be if each pair had its two cores to itself, and much
+        # less disturbed than rates by other work on a shared machine
+        if ref and ours_cpu > 0:
+            out[f"cpu_ratio_vs_{k}"] = round(max(ref["cpu_ms_per_msg"]) / ours_cpu, 3)
+    out["cpus"] = os.cpu_count()
+    return out
+
+
 def run_bench(nodes_list: list[int], count: int, size: int, rate: float) -> dict[str, Any]:
     ref = raw_socket_reference(max(count, 10_000), size)
     out: dict[str, Any] = {"raw_socket_reference": ref, "js_libp2p_reference": js_reference(count, size), "gossip": []}
@@ -240,6 +402,17 @@ def add_parser(bsub: Any) -> None:
         default=0.0,
         help="publish rate limit in msgs/s (default: as fast as back-pressure allows)",
     )
+    g.add_argument(
+        "--sustained",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"issue 17's fair comparison instead: 2 nodes publishing for SECONDS (>= {SUSTAINED_MIN_S:g}) at the "
+        "node's shred-batch size (32 packets) unless --size, receiver-side rate, vs js-libp2p configured alike "
+        "(envelope signing + validator) and plain, in the same run",
+    )
+    g.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
+                   help="with --sustained: also run our nodes from the source tree DIR (before/after in one run)")
     g.add_argument("--json", action="store_true", help="print only the JSON result")
     g.set_defaults(func=cmd_gossip)
 
@@ -247,6 +420,32 @@ def add_parser(bsub: Any) -> None:
 def cmd_gossip(args: argparse.Namespace) -> int:
     from ..core.constants import PACKET_DATA_BYTES
 
+    if args.sustained is not None:
+        if not SUSTAINED_MIN_S <= args.sustained <= 600:
+            raise UserError(f"--sustained takes {SUSTAINED_MIN_S:g}..600 seconds")
+        size = SHRED_BATCH_PACKETS * PACKET_DATA_BYTES if args.size is None else args.size
+        if not 16 <= size <= 60_000:
+            raise UserError("--size must be 16..60000")
+        if args.baseline_tree is not None and not (args.baseline_tree / "ambient_p2p" / "__init__.py").is_file():
+            raise UserError(f"--baseline-tree {args.baseline_tree} holds no ambient_p2p package")
+        res = run_sustained(args.sustained, size, args.baseline_tree)
+        if not args.json:
+            o, ja, jp = res["ours"], res.get("js_libp2p_alike"), res.get("js_libp2p_plain")
+            print(f"ours (2 nodes): {o['msgs_per_s']} msgs/s over {o['receiver_seconds']} s at the receiver, "
+                  f"{size} B, loss {o['loss']:.2%}, CPU ms/msg {o['cpu_ms_per_msg']}")
+            for name, j in (("js-libp2p alike", ja), ("js-libp2p plain", jp)):
+                if j:
+                    print(f"{name}: {j['msgs_per_s']} msgs/s over {j['receiver_seconds']} s, loss {j['loss']:.2%}, "
+                          f"CPU ms/msg {j['cpu_ms_per_msg']}")
+            if (b := res.get("ours_baseline")) is not None:
+                print(f"ours from {res['baseline_tree']}: {b['msgs_per_s']} msgs/s, CPU ms/msg {b['cpu_ms_per_msg']}, "
+                      f"speed-up {res.get('speedup_vs_baseline')}")
+            print(f"ratio vs js alike {res.get('ratio_vs_js_libp2p_alike')}, vs js plain "
+                  f"{res.get('ratio_vs_js_libp2p_plain')}; CPU per message ratio vs js alike "
+                  f"{res.get('cpu_ratio_vs_js_libp2p_alike')}, vs js plain {res.get('cpu_ratio_vs_js_libp2p_plain')}; "
+                  f"load {res['load_before']} -> {res['load_after']}")
+        print(json.dumps(res, indent=1 if args.json else None))
+        return 0
     if args.size is None:
         args.size = PACKET_DATA_BYTES
     try:

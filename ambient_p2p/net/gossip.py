@@ -57,6 +57,13 @@ tests/test_net_gossip.py; see spec/network.md "py-libp2p pitfalls"):
    validation cache replays a rejection to later forwarders without asking us. We override
    ``validate_msg`` (no library cache; ours caches only deterministic rejections) and spare
    the forwarder's P4 when the rejection is not its fault (spec/network.md 2.3 "Blame", P19).
+11. Per-message waste (spec/network.md P21, issue 17): the library verified each StrictSign
+   signature twice on receipt and once on our own publish, recomputed the message id (a
+   sha256 of the whole message) four to five times, and re-parsed the originator's key per
+   message. ``push_msg`` and ``publish`` are vendored with one verification per received
+   message and none for our own, the id is memoised per message object, originators are
+   cached, and the envelope is encoded once per publish and never re-encoded per receipt
+   (:func:`seal_wire`, :func:`wire_signing_bytes`). tests/test_gossip_fastpath.py.
 """
 
 from __future__ import annotations
@@ -73,15 +80,15 @@ import trio
 
 from ..core.codec import DecodeError, decode, encode
 from ..core.constants import PACKET_DATA_BYTES
-from ..core.crypto import Keypair
+from ..core.crypto import ZERO_SIGNATURE, Keypair
+from ..core.crypto import verify as verify_signature
 from .host import pubkey_of_peer_id
 from .messages import (
     GOSSIP_ENVELOPE_OVERHEAD_BYTES,
     GossipEnvelope,
     ShredBatch,
     StageAnnounce,
-    envelope_signature_ok,
-    seal_envelope,
+    envelope_signing_bytes,
     shred_key,
 )
 
@@ -171,6 +178,12 @@ FORWARDER_PAYLOAD_REASONS: frozenset[str] = frozenset({
 #: Such a message stays local (the caller's mempool keeps it) and is counted in
 #: ``own_refused``.
 OWN_CHECK_KINDS: frozenset[str] = frozenset({"txs"})
+#: Message objects whose gossipsub id is remembered (GossipService._msg_id): a message's
+#: handling interleaves with at most a few others between its awaits.
+MSG_ID_MEMO_LEN = 64
+#: Originators whose peer id, base58 form and keys are remembered (GossipService._originator);
+#: forgotten all at once when full.
+ORIGINATOR_CACHE_LEN = 4096
 #: Rejections cached by message id (deterministic ones only), so that the copies of one bad
 #: message that several peers forward cost a dict lookup each.
 REJECT_CACHE_LEN = 4096
@@ -202,6 +215,50 @@ def kind_of_topic(chain_id: str, topic: str) -> str | None:
 def message_id(data: bytes) -> bytes:
     """Gossipsub message id: sha256 of the message data (content addressed)."""
     return hashlib.sha256(data).digest()
+
+
+#: How the envelope's signature field starts in its canonical encoding: the map key
+#: ``"signature"`` (text, 9 bytes) and a 64-byte byte-string head. Keys sort by their
+#: encoding (shorter first), so only ``wallclock_ms`` (key and integer, at most 22 bytes)
+#: follows the 64 signature bytes and the last occurrence is the field itself unless the
+#: signature bytes contain the pattern.
+_SIGNATURE_FIELD = b"\x69signature\x58\x40"
+
+
+def _signature_at(data: bytes, signature: bytes) -> int | None:
+    """Offset of the 64 signature bytes in ``data``, a canonical ``GossipEnvelope``
+    encoding whose signature is ``signature``; None if they are not where the layout puts
+    them (the caller then encodes instead)."""
+    i = data.rfind(_SIGNATURE_FIELD)
+    j = i + len(_SIGNATURE_FIELD)
+    if i < 0 or data[j : j + 64] != signature:
+        return None
+    return j
+
+
+def wire_signing_bytes(data: bytes, env: GossipEnvelope) -> bytes:
+    """``envelope_signing_bytes(env)`` for ``env`` strictly decoded from ``data``: the same
+    bytes with the signature zeroed, spliced instead of re-encoding up to 128 KiB (issue 17;
+    tests/test_gossip_fastpath.py shows both agree). Falls back to encoding when the
+    signature is not where the canonical layout puts it: a splice at a wrong place could
+    only make a valid signature fail (the zeroed bytes would not be the signature field,
+    which no honest signer signs), never make a bad one pass."""
+    j = _signature_at(data, env.signature)
+    if j is None:
+        return envelope_signing_bytes(env)
+    return data[:j] + ZERO_SIGNATURE + data[j + 64 :]
+
+
+def seal_wire(kp: Keypair, topic: str, payload: bytes, wallclock_ms: int) -> tuple[GossipEnvelope, bytes]:
+    """:func:`~ambient_p2p.net.messages.seal_envelope` and its encoding from one encode:
+    the signature is spliced into the signing bytes (the encoding with a zero signature)."""
+    unsigned = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload,
+                              signature=ZERO_SIGNATURE)
+    signing = encode(unsigned)
+    sig = kp.sign("gossip", signing)
+    env = GossipEnvelope(topic=topic, origin=kp.pubkey, wallclock_ms=wallclock_ms, payload=payload, signature=sig)
+    j = _signature_at(signing, ZERO_SIGNATURE)
+    return env, (encode(env) if j is None else signing[:j] + sig + signing[j + 64 :])
 
 
 #: A kind-specific payload check: (envelope) -> reject reason, or None to accept.
@@ -328,9 +385,11 @@ class EnvelopeChecker:
     _replay: dict[str, collections.OrderedDict[bytes, None]] = field(default_factory=dict)
 
     def check(
-        self, topic: str, data: bytes, sender_pubkey: bytes | None, now_ms: int
+        self, topic: str, data: bytes, sender_pubkey: bytes | None, now_ms: int, *, own: bool = False
     ) -> tuple[str | None, GossipEnvelope | None]:
-        """Return (None, envelope) to accept, or (reason, None) to reject."""
+        """Return (None, envelope) to accept, or (reason, None) to reject. ``own``: the
+        message is this node's own publish, sealed by :meth:`GossipService.seal` a moment
+        ago, so its envelope signature is not verified again (every other rule runs)."""
         kind = kind_of_topic(self.chain_id, topic)
         if kind is None:
             return "unknown-topic", None
@@ -348,7 +407,7 @@ class EnvelopeChecker:
             return "stale", None
         if env.wallclock_ms > now_ms + FUTURE_SKEW_MS:
             return "future", None
-        if not envelope_signature_ok(env):
+        if not own and not verify_signature(env.origin, "gossip", wire_signing_bytes(data, env), env.signature):
             return "bad-signature", None
         rkey = env.origin + hashlib.sha256(env.payload).digest()
         seen = self._replay.setdefault(kind, collections.OrderedDict())
@@ -363,6 +422,16 @@ class EnvelopeChecker:
         if len(seen) > REPLAY_MEMORY:
             seen.popitem(last=False)
         return None, env
+
+
+@dataclass(frozen=True)
+class _Originator:
+    """A libp2p ``from`` as this node uses it (GossipService._originator)."""
+
+    peer_id: ID
+    b58: str
+    pubkey: bytes | None  # the Ambient (ed25519) key, None if the peer id embeds none
+    libp2p_key: Any  # the key that verifies its StrictSign signatures; None: ask the library; False: never
 
 
 @dataclass(frozen=True)
@@ -433,7 +502,11 @@ def score_params() -> Any:
 def make_router(*, eclipse_protection: bool = False) -> Any:
     """Our GossipSub router (a subclass that counts outbound drops)."""
     from libp2p.custom_types import TProtocol
+    from libp2p.pubsub import gossipsub as _gs
     from libp2p.pubsub.gossipsub import GossipSub
+
+    IDONTWANT_PROTOCOLS = {getattr(_gs, n) for n in ("PROTOCOL_ID_V12", "PROTOCOL_ID_V13", "PROTOCOL_ID_V14",
+                                                      "PROTOCOL_ID_V20") if hasattr(_gs, n)}
 
     class AmbientGossipSub(GossipSub):
         """Counts RPCs py-libp2p drops on full outbound queues (pitfall 3)."""
@@ -458,17 +531,30 @@ def make_router(*, eclipse_protection: bool = False) -> Any:
         async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
             self._cur_size = len(pubsub_msg.data)
             self._cur_own = self.pubsub is not None and msg_forwarder == self.pubsub.my_id
+            self._cur_skip = (msg_forwarder, pubsub_msg.from_id)
             await super().publish(msg_forwarder, pubsub_msg)
 
         async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
             """py-libp2p sends one IDONTWANT RPC per mesh peer for *every* message, also
-            for our own publishes; per-RPC overhead dominates in Python, so for small
-            messages this costs more than the duplicates it saves (go-libp2p only sends it
-            for messages >= 1 KiB). We send it only for messages >= IDONTWANT_MIN_BYTES
-            that we did not originate."""
+            for our own publishes and also back to the peer that sent it to us and to its
+            originator (both have it; go-libp2p skips them); per-RPC overhead dominates in
+            Python, so for small messages this costs more than the duplicates it saves
+            (go-libp2p only sends it for messages >= 1 KiB). We send it only for messages
+            >= IDONTWANT_MIN_BYTES that we did not originate, and only to mesh peers other
+            than the forwarder and the originator (P14)."""
             if getattr(self, "_cur_own", False) or getattr(self, "_cur_size", 0) < IDONTWANT_MIN_BYTES:
                 return
-            await super()._emit_idontwant_for_message(msg_id, topic_ids)
+            if self.pubsub is None:
+                return
+            forwarder, origin_bytes = getattr(self, "_cur_skip", (None, b""))
+            peers: set[Any] = set()
+            for t in topic_ids:
+                peers.update(self.mesh.get(t, ()))
+            for p in peers:
+                if p == forwarder or p.to_bytes() == origin_bytes:
+                    continue
+                if self.peer_protocol.get(p) in IDONTWANT_PROTOCOLS:
+                    await self.emit_idontwant([msg_id], p)
 
         def _handle_dropped_rpc(self, peer_id: Any, rpc: Any, reason: str) -> None:
             self.dropped_rpcs += 1
@@ -517,8 +603,8 @@ class GossipService:
         eclipse_protection: bool = False,
     ) -> None:
         from libp2p.exceptions import ValidationError
+        from libp2p.peer.id import ID
         from libp2p.pubsub.pubsub import Pubsub
-        from libp2p.pubsub.validators import signature_validator
 
         self.host = host
         self.kp = kp
@@ -536,6 +622,10 @@ class GossipService:
         self._spare_p4: ID | None = None  # forwarder of the message just ignored (no P4 for it)
         self._reject_cache: collections.OrderedDict[bytes, str] = collections.OrderedDict()
         self._pending: collections.OrderedDict[int, GossipEnvelope] = collections.OrderedDict()
+        # message ids of the last few message objects (see _msg_id)
+        self._mid_memo: dict[int, tuple[Any, bytes]] = {}
+        self._originators: dict[bytes, _Originator] = {}
+        self._publishing: tuple[bytes, bytes] | None = None  # (data, id) publish_sealed hands over
         self._send: dict[str, trio.MemorySendChannel[Delivery]] = {}
         self._recv: dict[str, trio.MemoryReceiveChannel[Delivery]] = {}
         for k in kinds:
@@ -544,21 +634,67 @@ class GossipService:
         svc = self
 
         class AmbientPubsub(Pubsub):
+            my_id_bytes: bytes = b""  # our peer id's bytes (set below)
+
             def notify_subscriptions(self, publish_message: Any) -> None:
                 # pitfall 2: deliver into our bounded queues, counting drops
                 svc._deliver(publish_message)
 
             async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
+                # py-libp2p 0.8.1's push_msg (vendored, same checks and order as ours before
+                # it plus the library's), with the per-message waste removed (pitfall 11,
+                # spec/network.md P21): the libp2p signature is verified once (ours counted
+                # and scored it, then the library verified it again), our own publishes are
+                # not re-verified (we signed them a moment ago), and the message id is
+                # computed once per message object (``_msg_id``).
                 # pitfall 4: a bad libp2p signature would be dropped unscored
-                if (
-                    msg_forwarder != self.my_id
-                    and not self.is_peer_blacklisted(msg_forwarder)
-                    and not self._is_msg_seen(msg)
-                    and not signature_validator(msg)
-                ):
+                if self.is_peer_blacklisted(msg_forwarder) or self._is_msg_seen(msg):
+                    return
+                own = msg_forwarder == self.my_id
+                if not own and not svc._libp2p_signature_ok(msg):
                     svc._reject(msg_forwarder, None, "bad-libp2p-signature", list(msg.topicIDs))
                     return
-                await super().push_msg(msg_forwarder, msg)
+                from_id = msg.from_id
+                if self.is_peer_blacklisted(ID(from_id)):
+                    return
+                scorer = getattr(self.router, "scorer", None)
+                if scorer is not None and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+                    return
+                try:
+                    await self.validate_msg(msg_forwarder, msg)
+                except ValidationError:
+                    if scorer is not None:
+                        for topic in msg.topicIDs:
+                            scorer.on_invalid_message(msg_forwarder, topic)
+                    return
+                self._mark_msg_seen(msg)
+                if scorer is not None:
+                    for topic in msg.topicIDs:
+                        scorer.on_first_delivery(msg_forwarder, topic)
+                if not own and from_id == self.my_id_bytes:
+                    return  # claims to be from us but was forwarded (the library drops it too)
+                self.notify_subscriptions(msg)
+                await self.router.publish(msg_forwarder, msg)
+
+            async def publish(self, topic_id: Any, data: bytes) -> None:
+                # py-libp2p 0.8.1's publish (vendored: same message, seqno and StrictSign
+                # signature), which also records the message id we computed for ``data``
+                # so that no sha256 of our own message is taken twice (``_msg_id``).
+                from libp2p.pubsub.pb import rpc_pb2
+                from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
+
+                msg = rpc_pb2.Message(data=data, topicIDs=[topic_id] if isinstance(topic_id, str) else topic_id,
+                                      from_id=self.my_id_bytes, seqno=self._next_seqno())
+                if self.strict_signing:
+                    priv_key = self.sign_key
+                    if priv_key is None:
+                        raise ValueError("private key not found")
+                    msg.signature = priv_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+                    msg.key = self.host.get_public_key().serialize()
+                pending, svc._publishing = svc._publishing, None
+                svc._remember_msg_id(msg, pending[1] if pending is not None and pending[0] is data
+                                     else message_id(data))
+                await self.push_msg(self.my_id, msg)
 
             async def validate_msg(self, msg_forwarder: Any, msg: Any) -> None:
                 # pitfall 10: py-libp2p knows only accept/reject: every rejection costs the
@@ -567,7 +703,7 @@ class GossipService:
                 # blame (``blame``); for an outcome that is nobody's fault it still raises
                 # (the message is dropped, not forwarded) but spares the forwarder's P4.
                 svc._spare_p4 = None
-                if not svc._validator(msg_forwarder, msg):
+                if not svc._validator(msg_forwarder, msg, own=msg_forwarder == self.my_id):
                     raise ValidationError(f"rejected: {msg_forwarder}")
 
             async def _teardown_if_connected(self, peer_id: Any) -> None:
@@ -602,7 +738,7 @@ class GossipService:
             self.router,
             seen_ttl=SEEN_TTL_S,
             strict_signing=True,
-            msg_id_constructor=lambda m: message_id(m.data),
+            msg_id_constructor=self._msg_id,
             validation_cache_ttl=VALIDATION_CACHE_TTL_S,
             validation_cache_size=VALIDATION_CACHE_SIZE,
             max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES,
@@ -614,6 +750,7 @@ class GossipService:
         # gossipsub drops its messages as equivocation and penalises it (-100 each; seen after a
         # SIGKILL and restart at 400 ms slots). go-libp2p starts at the time in nanoseconds.
         self.pubsub.counter = max(self.pubsub.counter, time.time_ns())
+        self.pubsub.my_id_bytes = self.pubsub.my_id.to_bytes()
         for k in kinds:
             self.pubsub.set_topic_validator(topic_name(chain_id, k), self._validator, False)
 
@@ -684,19 +821,81 @@ class GossipService:
                     self.pubsub.remove_from_blacklist(ID.from_base58(pid))
 
     # -- validation ------------------------------------------------------------------------
-    def _validator(self, forwarder: ID, msg: Any) -> bool:
+    def _msg_id(self, msg: Any) -> bytes:
+        """Gossipsub message id (:func:`message_id` of ``msg.data``), computed once per
+        message object: py-libp2p asks for it four to five times per message (seen check,
+        validation cache, mark seen, IDONTWANT, ours), each a sha256 over up to 128 KiB plus
+        a copy of ``msg.data`` (upb returns a fresh ``bytes`` on every access). Entries hold
+        the message object, so an ``id()`` is never reused while it is remembered."""
+        hit = self._mid_memo.get(id(msg))
+        if hit is not None and hit[0] is msg:
+            return hit[1]
+        mid = message_id(msg.data)
+        self._remember_msg_id(msg, mid)
+        return mid
+
+    def _remember_msg_id(self, msg: Any, mid: bytes) -> None:
+        memo = self._mid_memo
+        if len(memo) >= MSG_ID_MEMO_LEN:
+            del memo[next(iter(memo))]  # oldest first (dicts keep insertion order)
+        memo[id(msg)] = (msg, mid)
+
+    def _originator(self, from_id: bytes) -> _Originator:
+        """What this node derives from a message's libp2p ``from`` bytes, derived once per
+        peer (py-libp2p re-parses the multihash, re-deserializes the key and re-encodes
+        base58 for every message)."""
+        hit = self._originators.get(from_id)
+        if hit is not None:
+            return hit
+        from libp2p.peer.id import ID
+
+        pid = ID(from_id)
+        try:
+            key = pid.extract_public_key()
+        except Exception:  # noqa: BLE001 - not an identity peer id: the library's path decides
+            key = None
+        key_state: Any = None if key is None else (key if ID.from_pubkey(key) == pid else False)
+        hit = _Originator(pid, pid.to_base58(), pubkey_of_peer_id(pid), key_state)
+        if len(self._originators) >= ORIGINATOR_CACHE_LEN:
+            self._originators.clear()
+        self._originators[from_id] = hit
+        return hit
+
+    def _libp2p_signature_ok(self, msg: Any) -> bool:
+        """py-libp2p's ``signature_validator`` (StrictSign: the originator's signature over
+        ``libp2p-pubsub:`` + the message without key and signature), with the key taken from
+        the peer id once per originator (:meth:`_originator`). A peer id that embeds no key
+        (RSA) goes through the library's function, which reads ``msg.key``."""
+        from libp2p.pubsub.pb import rpc_pb2
+        from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX, signature_validator
+
+        if msg.signature == b"":
+            return False
+        key = self._originator(msg.from_id).libp2p_key
+        if key is None:
+            return bool(signature_validator(msg))
+        if key is False:  # the embedded key does not hash to the peer id
+            return False
+        unsigned = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
+        try:
+            return bool(key.verify(PUBSUB_SIGNING_PREFIX.encode() + unsigned.SerializeToString(), msg.signature))
+        except Exception:  # noqa: BLE001 - as the library: any failure is a bad signature
+            return False
+
+    def _validator(self, forwarder: ID, msg: Any, *, own: bool = False) -> bool:
         topics = list(msg.topicIDs)
         if len(topics) != 1:
             self._reject(forwarder, None, "multi-topic", topics)
             return False
-        originator = _id_from_bytes(msg.from_id)
-        mid = message_id(msg.data)
+        known = self._originator(msg.from_id)
+        originator = known.peer_id
+        mid = self._msg_id(msg)
         cached = self._reject_cache.get(mid)
         if cached is not None:
             self._reject(forwarder, originator, cached, topics)
             return False
-        origin = pubkey_of_peer_id(originator)
-        reason, env = self.checker.check(topics[0], msg.data, origin, self.clock_ms())
+        origin = known.pubkey
+        reason, env = self.checker.check(topics[0], msg.data, origin, self.clock_ms(), own=own)
         if reason is not None:
             if reason in FORWARDER_REASONS or reason in FORWARDER_PAYLOAD_REASONS:  # deterministic
                 self._reject_cache[mid] = reason
@@ -777,7 +976,7 @@ class GossipService:
                 return
         if env.origin == self.kp.pubkey:
             return  # our own publish: the core already has it
-        d = Delivery(kind, env, _id_from_bytes(msg.from_id).to_base58(), self.clock_ms())
+        d = Delivery(kind, env, self._originator(msg.from_id).b58, self.clock_ms())
         try:
             self._send[kind].send_nowait(d)
             self.stats.delivered[kind] += 1
@@ -796,10 +995,13 @@ class GossipService:
     # -- publishing ------------------------------------------------------------------------
     def seal(self, kind: str, payload: bytes) -> bytes:
         """Encode + sign an envelope; ValueError if it exceeds the topic's limit."""
-        data = encode(seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms()))
+        return self._seal(kind, payload)[1]
+
+    def _seal(self, kind: str, payload: bytes) -> tuple[GossipEnvelope, bytes]:
+        env, data = seal_wire(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
         if len(data) > TOPIC_LIMITS[kind]:
             raise ValueError(f"{kind} message of {len(data)} bytes exceeds limit {TOPIC_LIMITS[kind]}")
-        return data
+        return env, data
 
     def _outbound_full(self) -> bool:
         return any(len(q) >= OUTBOUND_HIGH_WATER for q in self.pubsub.peer_queues.values())
@@ -807,12 +1009,12 @@ class GossipService:
     async def publish(self, kind: str, payload: bytes) -> bytes:
         """Publish ``payload`` on ``kind``; returns the message id. Waits (bounded) while a
         peer's outbound queue is near full, instead of letting py-libp2p drop silently."""
-        if kind in OWN_CHECK_KINDS and (check := self.checker.payload_checks.get(kind)) is not None:
-            env = seal_envelope(self.kp, topic_name(self.chain_id, kind), payload, self.clock_ms())
-            if (reason := check(env)) is not None:
-                self.stats.own_refused[reason] += 1
-                return message_id(encode(env))  # not sent (OWN_CHECK_KINDS)
-        data = self.seal(kind, payload)
+        env, data = self._seal(kind, payload)
+        check = self.checker.payload_checks.get(kind) if kind in OWN_CHECK_KINDS else None
+        if check is not None and (reason := check(env)) is not None:
+            self.stats.own_refused[reason] += 1
+            return message_id(data)  # not sent (OWN_CHECK_KINDS)
+        # one envelope, signed once (this once sealed the checked envelope a second time)
         return await self.publish_sealed(kind, data)
 
     async def publish_sealed(self, kind: str, data: bytes) -> bytes:
@@ -824,16 +1026,13 @@ class GossipService:
                     await trio.sleep(0.002)
             if scope.cancelled_caught:
                 self.stats.publish_wait_timeouts += 1
+        mid = message_id(data)
+        self._publishing = (data, mid)  # taken by AmbientPubsub.publish before its first await
         await self.pubsub.publish(topic_name(self.chain_id, kind), data)
         self.stats.published[kind] += 1
         self.stats.outbound_rpc_dropped = self.router.dropped_rpcs
-        return message_id(data)
+        return mid
 
     def mesh_sizes(self) -> dict[str, int]:
         return {k: len(self.router.mesh.get(topic_name(self.chain_id, k), ())) for k in self.kinds}
 
-
-def _id_from_bytes(raw: bytes) -> ID:
-    from libp2p.peer.id import ID
-
-    return ID(raw)

@@ -234,6 +234,7 @@ def apply_workarounds() -> None:
         if hasattr(mod, "maybe_consume_signed_record"):
             mod.maybe_consume_signed_record = consume_cached
     _serialize_pubsub_writes(_ps)
+    _buffered_pubsub_reads(_ps)
     _tcp_liveness_on_every_connection()
 
 
@@ -275,6 +276,64 @@ def _serialize_pubsub_writes(_ps: Any) -> None:
             return bool(await orig_write_msg(self, stream, rpc_msg))
 
     _ps.Pubsub.write_msg = write_msg_serialized
+
+
+#: The most one read of the pubsub RPC reader asks its stream for (bytes): what it may hold
+#: beyond the RPC it is reading (go-yamux's and py-libp2p's largest yamux frame).
+PUBSUB_READ_AHEAD_BYTES = 64 * 1024
+
+
+def _buffered_pubsub_reads(_ps: Any) -> None:
+    """Pitfall P21 (spec/network.md; issue 17): pubsub's reader reads each RPC's varint
+    length one byte per stream read and then the body, and every stream read is a trip
+    through NetStream's state lock, yamux's stream lock and its window accounting. Ours
+    reads whatever has arrived (up to PUBSUB_READ_AHEAD_BYTES, or the rest of the body)
+    into a buffer kept on the stream object and parses prefix and body from it, so a
+    40 KB RPC that arrived whole costs one or two stream reads. The pubsub stream has one
+    reader (``continuously_read_stream``), so the buffer is never shared. Same limits and
+    errors as the library's ``read_varint_prefixed_bytes_limited``: ParseError on a prefix
+    over 10 bytes, MessageTooLarge before reading an oversized body, IncompleteReadError
+    at an early end of stream."""
+    from libp2p.exceptions import ParseError
+    from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+
+    async def read_rpc_buffered(stream: Any, max_length: int) -> bytes:
+        buf: bytearray | None = getattr(stream, "_ambient_read_buf", None)
+        if buf is None:
+            buf = stream._ambient_read_buf = bytearray()
+        while True:  # the varint length prefix
+            n = shift = 0
+            k = 0
+            for i in range(min(len(buf), 10)):
+                b = buf[i]
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    k = i + 1
+                    break
+            if k:
+                break
+            if len(buf) >= 10:
+                raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+            chunk = await stream.read(PUBSUB_READ_AHEAD_BYTES)
+            if not chunk:
+                raise IncompleteReadError("Stream ended while reading varint length prefix",
+                                          expected_bytes=1, received_bytes=0)
+            buf += chunk
+        if n > max_length:
+            raise MessageTooLarge(f"Message length {n} exceeds maximum allowed {max_length}")
+        end = k + n
+        while len(buf) < end:
+            chunk = await stream.read(max(end - len(buf), PUBSUB_READ_AHEAD_BYTES))
+            if not chunk:
+                raise IncompleteReadError(f"Stream ended after {len(buf) - k} of {n} bytes",
+                                          expected_bytes=n, received_bytes=len(buf) - k)
+            buf += chunk
+        body = bytes(memoryview(buf)[k:end])
+        del buf[:end]
+        return body
+
+    _ps.read_varint_prefixed_bytes_limited = read_rpc_buffered
 
 
 #: Connection manager bounds. py-libp2p's defaults (low watermark 100, high 300) make its

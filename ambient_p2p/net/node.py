@@ -177,6 +177,9 @@ class NetNode:
         self.host: IHost | None = None
         self.gossip: GossipService | None = None
         self.reqresp: ReqRespServer | None = None
+        #: per kind: wallclock ms of the first and the latest delivery (receiver-side rates,
+        #: ``bench gossip --sustained``)
+        self.delivery_span: dict[str, list[int]] = {}
         self.latencies: dict[str, collections.deque[int]] = {
             k: collections.deque(maxlen=LATENCY_SAMPLES) for k in TOPIC_KINDS
         }
@@ -350,6 +353,8 @@ class NetNode:
         while True:
             d: Delivery = await self.gossip.receive(kind)
             self.latencies[kind].append(d.received_ms - d.envelope.wallclock_ms)
+            span = self.delivery_span.setdefault(kind, [d.received_ms, d.received_ms])
+            span[1] = d.received_ms
             self.recent.append(d.envelope.payload[:32].hex())
             if self.ext is not None and self.ext.on_delivery(d):
                 continue
@@ -378,6 +383,7 @@ class NetNode:
             "mesh": self.gossip.mesh_sizes(),
             "gossip": self.gossip.stats.as_json(),
             "latency": lat,
+            "delivery_span_ms": self.delivery_span,
             "reqresp": {"served": self.reqresp.stats.served, "errors": self.reqresp.stats.errors},
             "shreds_stored": len(self.store),
             "banned": sorted(self.gossip._banned_until),
@@ -503,7 +509,8 @@ class NetNode:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def _publish_many(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Publish ``count`` messages of ``size`` bytes on ``kind`` at up to ``rate``/s.
+        """Publish ``count`` messages of ``size`` bytes on ``kind`` at up to ``rate``/s (or
+        until ``seconds`` have passed, when given).
         Payload = 8-byte tag || 8-byte sequence || filler, or, for shreds, batches of
         ``per_batch`` stand-in shreds of ``size`` bytes starting at ``slot``."""
         assert self.gossip is not None
@@ -511,9 +518,13 @@ class NetNode:
         count = min(int(req.get("count", 1)), PUBLISH_MANY_MAX)
         size = int(req.get("size", PACKET_DATA_BYTES))
         rate = float(req.get("rate", 0)) or None
+        for_s = float(req.get("seconds", 0)) or None  # stop after this long (bench gossip --sustained)
         tag = os.urandom(8)
         t0 = time.monotonic()
+        published = 0
         for i in range(count):
+            if for_s is not None and time.monotonic() - t0 >= for_s:
+                break
             if kind == "shreds":
                 per = int(req.get("per_batch", 1))
                 slot = int(req.get("slot", 1))
@@ -522,13 +533,14 @@ class NetNode:
             else:
                 payload = (tag + i.to_bytes(8, "big") + bytes(max(0, size - 16)))[: max(size, 16)]
             await self.gossip.publish(kind, payload)
+            published += 1
             if rate:
                 delay = t0 + (i + 1) / rate - time.monotonic()
                 if delay > 0:
                     await trio.sleep(delay)
             elif i % 16 == 15:
                 await trio.lowlevel.checkpoint()
-        return {"ok": True, "published": count, "seconds": round(time.monotonic() - t0, 3)}
+        return {"ok": True, "published": published, "seconds": round(time.monotonic() - t0, 3)}
 
     # -- main ----------------------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
