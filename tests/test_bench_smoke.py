@@ -19,7 +19,7 @@ def test_bench_erasure_and_blockstore(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["bench", "blockstore", "--slots", "1"]) == 0
     out = capsys.readouterr().out
     assert "RS(32,32)" in out and "encode" in out
-    assert "reference raw rocksdict WriteBatch puts" in out
+    assert "reference: raw rocksdict WriteBatch puts of the same" in out and "ratio (thread CPU" in out
 
 
 def test_bench_rejects_bad_arguments() -> None:
