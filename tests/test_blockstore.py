@@ -37,14 +37,6 @@ def payloads(b: ShredBatch) -> list[bytes]:
     return [s.payload for s in b.data + b.code]
 
 
-@pytest.fixture
-def bs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = Blockstore.open(tmp_path / "ledger")
-    store.set_roots([0])
-    yield store
-    store.close()
-
-
 def test_insert_full_slot_and_metas(bs: Blockstore) -> None:
     b = slot_shreds(1, 0)
     res = bs.insert_shreds(payloads(b), leader_of)

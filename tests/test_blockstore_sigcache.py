@@ -7,7 +7,6 @@ signed by another key, are all refused with ``bad-signature`` and store nothing.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -27,14 +26,6 @@ def _slot(kp: Keypair, slot: int = 1) -> ShredBatch:
 
 def _forge(payload: bytes, sig: bytes) -> bytes:
     return sig + payload[S.SIZE_OF_SIGNATURE:]  # the signature lies outside the Merkle leaf
-
-
-@pytest.fixture
-def bs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = Blockstore.open(tmp_path / "ledger")
-    store.set_roots([0])
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -46,14 +46,6 @@ def test_constants_are_consistent() -> None:
     assert not cleanup_due(0, CLEANUP_INTERVAL_SLOTS) and cleanup_due(0, CLEANUP_INTERVAL_SLOTS + 1)
 
 
-@pytest.fixture
-def bs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = Blockstore.open(tmp_path / "ledger")
-    store.set_roots([0])
-    yield store
-    store.close()
-
-
 def _fill(bs: Blockstore, slots: range) -> None:
     for slot in slots:
         bs.insert_shreds(payloads(slot_shreds(slot, slot - 1, size=3_000)), leader_of)

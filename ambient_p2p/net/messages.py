@@ -421,6 +421,17 @@ class StageOpenResponse:
     vocab: int = fld(UInt(32))  # the model's vocabulary (the driver's PoL commitment names it)
 
 
+def _check_frame_rows(rows: int, tokens: tuple[int, ...], hidden: bytes) -> None:
+    """The row rules stage frames share (relay and chained): 1..MAX_STAGE_FRAME_ROWS rows,
+    either tokens (one per row) or hidden bytes."""
+    if not 1 <= rows <= MAX_STAGE_FRAME_ROWS:
+        raise ValueError(f"rows must be 1..{MAX_STAGE_FRAME_ROWS}")
+    if bool(tokens) == bool(hidden):
+        raise ValueError("a frame carries either tokens or hidden bytes")
+    if tokens and len(tokens) != rows:
+        raise ValueError("one token per row")
+
+
 @message(type_id=0x0242, version=1, max_size=MAX_STAGE_FRAME_BYTES + 4 * MAX_STAGE_FRAME_ROWS + 256)
 @dataclass(frozen=True)
 class StageForwardRequest:
@@ -435,12 +446,7 @@ class StageForwardRequest:
     hidden: bytes = fld(Bytes(MAX_STAGE_FRAME_BYTES), default=b"")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.rows <= MAX_STAGE_FRAME_ROWS:
-            raise ValueError(f"rows must be 1..{MAX_STAGE_FRAME_ROWS}")
-        if bool(self.tokens) == bool(self.hidden):
-            raise ValueError("a frame carries either tokens or hidden bytes")
-        if self.tokens and len(self.tokens) != self.rows:
-            raise ValueError("one token per row")
+        _check_frame_rows(self.rows, self.tokens, self.hidden)
 
 
 @message(type_id=0x0243, version=1, max_size=MAX_STAGE_FRAME_BYTES + 2048)
@@ -522,12 +528,7 @@ class StageChainFrame:
     leaf: StageFingerprint | None = fld(Opt(Rec(StageFingerprint)), default=None)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.rows <= MAX_STAGE_FRAME_ROWS:
-            raise ValueError(f"rows must be 1..{MAX_STAGE_FRAME_ROWS}")
-        if bool(self.tokens) == bool(self.hidden):
-            raise ValueError("a frame carries either tokens or hidden bytes")
-        if self.tokens and len(self.tokens) != self.rows:
-            raise ValueError("one token per row")
+        _check_frame_rows(self.rows, self.tokens, self.hidden)
         if self.tokens and self.leaf is not None:
             raise ValueError("token frames come from the driver, which has no leaf")
 
