@@ -75,16 +75,21 @@ def finalized_counts(net: ValidatorLocalnet, nodes: list[int]) -> list[int]:
 
 
 def assert_consistent(net: ValidatorLocalnet, nodes: list[int]) -> dict[int, dict[int, str]]:
-    """No two nodes finalized different blocks: below the lower of two nodes' roots their
-    rooted chains are the same slots with the same bank hashes."""
+    """No two nodes finalized different blocks: below the lower of two nodes' roots, and
+    above the higher of their lowest kept roots (the ledger cleanup prunes below root -
+    ``DEFAULT_KEEP_SLOTS``, each node at its own moment, so a long run's chains start at
+    different slots), their rooted chains are the same slots with the same bank hashes."""
     chains = {i: chain(net, i) for i in nodes}
     for a in nodes:
         for b in nodes:
             if a >= b:
                 continue
             top = min(max(chains[a], default=0), max(chains[b], default=0))
-            ca = {s: h for s, h in chains[a].items() if s <= top}
-            cb = {s: h for s, h in chains[b].items() if s <= top}
+            low = max(min(chains[a], default=0), min(chains[b], default=0))
+            # the compared window is never empty by pruning alone: a node keeps 1,024 slots below its root
+            assert top - low >= min(top // 2, 256), f"node{a} and node{b} share only slots {low}..{top}"
+            ca = {s: h for s, h in chains[a].items() if low <= s <= top}
+            cb = {s: h for s, h in chains[b].items() if low <= s <= top}
             assert ca == cb, f"node{a} and node{b} finalized different chains below {top}"
             assert all(h is not None for h in ca.values())
     return chains
