@@ -17,7 +17,7 @@ from ambient_p2p.core.finality import Finality
 from ambient_p2p.core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ambient_p2p.core.leader_policy import LEADER_WAIT_RECHECK_MS, Build, Skip, WaitForParent
 from ambient_p2p.core.messages import sign_message
-from ambient_p2p.core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, percentiles
+from ambient_p2p.core.node_policy import CastVote, NodePolicy, RootChain, percentiles
 from ambient_p2p.core.tower import INITIAL_LOCKOUT, MAX_LOCKOUT_HISTORY, Lockout, LostVotes, Tower, TowerError
 from tests.policy_doubles import FakeBank, FakeResult
 
@@ -425,10 +425,14 @@ def test_lockout_end_matches_the_lockout_formula() -> None:
 
 
 def test_restart_credits_ledger_roots_as_they_freeze_and_never_rebuilds_own_slots() -> None:
-    """``CreditRoot`` follows ``SlotFrozen`` for each ledger root above the base while
-    restarting, in slot order, and never after ``restarted``; slots this node led before
-    the restart may not be built again."""
+    """The schedule book credits each ledger root above the base as it freezes while
+    restarting, in slot order (tests/test_node_policy_book.py compares the whole book);
+    slots this node led before the restart may not be built again."""
+    from ambient_p2p.core.schedule import ScheduleBook
+    from tests.inproc import node_genesis
+
     p = _policy(others_from=3)
+    p.book = ScheduleBook(node_genesis(n=4))
     above = sl.StoredAbove(replay=[1, 2, 3], dead=[], partial=[], parents={1: 0, 2: 1, 3: 2}, produced=[1, 2])
     assert not p.loaded
     queue = [e for e in p.restart(0, _res(0), roots_above=[1, 2], above=above, rooted_count=0, base_parent=0,
@@ -437,12 +441,9 @@ def test_restart_credits_ledger_roots_as_they_freeze_and_never_rebuilds_own_slot
     while queue:
         r = queue.pop(0)
         out = p.replayed(r.slot, _res(r.slot), False, 0)
-        credited += [e.slot for e in out if isinstance(e, CreditRoot)]
-        if r.slot in (1, 2):
-            i = out.index(sl.SlotFrozen(r.slot, r.parent, _h(r.slot)))
-            assert out[i + 1] == CreditRoot(r.slot)  # after the freeze, before anything else
+        credited.append(p.book.credited_through)
         queue += [e for e in out if isinstance(e, sl.Replay)]
-    assert credited == [1, 2]
+    assert credited == [1, 2, 2]
     p.restarted(0)
     assert p.loaded and p.loading_roots == set()
     assert not p.may_build(2, 1)  # built before the restart: a second version would equivocate

@@ -27,9 +27,11 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | the cluster root passes it; 3. the last vote re-sent once after a  | (tower record, then   |
 |                                 | restart; 4. readiness: syncing / behind / isolated -> no vote;    | vote), ``RootChain``  |
 |                                 | 5. the consensus driver (tower BFT)                                |                       |
-| ``rooted(chain)``               | root history, finality; at an epoch's first root the new vote      | -> slot effects,      |
-|                                 | weights; everything at or below the root pruned; the ledger        | ``TakeSnapshot``,     |
-|                                 | history rules (core/history.py): snapshot, purge                   | ``PurgeLedger``       |
+| ``rooted(chain)``               | first the schedule book credits ``chain`` in slot order (leaders,  | -> slot effects,      |
+|                                 | landed voters, work) and prunes its LStake epochs; then root       | ``TakeSnapshot``,     |
+|                                 | history, finality; at an epoch's first root the new vote weights;  | ``PurgeLedger``       |
+|                                 | everything at or below the root pruned; the ledger history rules   |                       |
+|                                 | (core/history.py): snapshot, purge                                 |                       |
 | ``leader(now, mono)``           | own slot, once: ``leader_decision`` on ``Consensus.build_parent``; | Build / Wait / Skip   |
 |                                 | "behind" dated on the monotonic clock (vote receipts are mono)     |                       |
 | ``prepare(now)``                | the next own slot and the parent it would be built on, when that   | (start its PoH early) |
@@ -43,10 +45,13 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
 |                                 | -> tracker (``slots.restart_events``: dead / full / partial); the  |                       |
 |                                 | slots this node led there are never built again                    |                       |
-| (slot effect) ``SlotFrozen``    | while restarting, a slot the ledger rooted above the base is       | -> ``CreditRoot``     |
-|                                 | credited to the schedule as it replays, in slot order              |                       |
-| ``restarted()``                 | weights, pruning; a tower missing or older than the ledger root -> | -> slot effects       |
-|                                 | the restart guard ``LostVotes`` (spec/tower.md); ``loaded``        |                       |
+| (slot effect) ``SlotFrozen``    | while restarting, a slot the ledger rooted above the base is       | (schedule book:       |
+|                                 | credited to the schedule book as it replays, in slot order         | ``credit_replayed_    |
+|                                 | (after the freeze's own rules)                                     | root``)               |
+| ``restarted()``                 | the book credits the ledger's roots above the base (those not yet  | -> slot effects       |
+|                                 | credited) up to the ledger root; weights, pruning; a tower missing |                       |
+|                                 | or older than the ledger root -> the restart guard ``LostVotes``   |                       |
+|                                 | (spec/tower.md); ``loaded``                                        |                       |
 | ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind");   | (slots to ask for,    |
 |                                 | the lowest orphan's ancestors are asked for in one request         | orphan or None)       |
 | ``fork_slots(slot, floor)``     | the frozen ancestry of ``slot`` above ``floor`` (the schedule      | (slots, ascending)    |
@@ -82,7 +87,7 @@ from .history import HistoryEffect, Housekeeping, LedgerHistory
 from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
 from .lstake import epoch_of
 from .pools import Mempool, VotePool
-from .schedule import Fork, ForkSlot
+from .schedule import Fork, ForkSlot, ScheduleBook
 from .shred import OFFSET_SLOT
 from .tower import LostVotes, Tower, TowerRecord, is_supermajority
 from .vote_program import VoteTx, VoteTxError, parse_vote_transaction, vote_transaction
@@ -147,22 +152,13 @@ class CastVote:
 @dataclass(frozen=True)
 class RootChain:
     """The tower rooted ``slot``: store ``chain`` (ascending, above the last stored root)
-    as roots, credit it, then call :meth:`NodePolicy.rooted`."""
+    as roots, then call :meth:`NodePolicy.rooted` (which credits it)."""
 
     slot: int
     chain: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class CreditRoot:
-    """While restarting: ``slot``, rooted in the ledger above the restart base, has just
-    replayed; credit its landed votes and work to the schedule book now (in slot order, as
-    a node that never stopped credited them)."""
-
-    slot: int
-
-
-ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect | CreditRoot
+ShellEffect = sl.Effect | CastVote | RootChain | HistoryEffect
 
 
 @dataclass(frozen=True)
@@ -212,8 +208,10 @@ class NodePolicy(Generic[R]):
                  slot_ms: float, genesis_ms: int, started_ms: int, spe: int,
                  leader_of: Callable[[int], bytes | None],
                  vote_weights: Callable[[int], Mapping[bytes, int] | None],
-                 history: LedgerHistory | None = None) -> None:
+                 history: LedgerHistory | None = None, book: ScheduleBook | None = None) -> None:
         self.housekeeping = Housekeeping(history)
+        #: the schedule book the roots are credited to (None: policy tests without one)
+        self.book = book
         self.kp, self.slot_ms, self.genesis_ms, self.spe = kp, slot_ms, genesis_ms, spe
         self.leader_of, self.vote_weights = leader_of, vote_weights
         self.cons = Consensus(kp, stakes, tower=tower) if tower else Consensus(kp, stakes)
@@ -238,6 +236,7 @@ class NodePolicy(Generic[R]):
         #: vote transactions the gossip check accepted (signatures verified), by raw bytes
         self.checked_votes: collections.OrderedDict[bytes, VoteTx] = collections.OrderedDict()
         self.loading_roots: set[int] = set()  # ledger roots above the restart base, until restarted
+        self._roots_above: list[int] = []  # the same, in the ledger's order, credited at restarted
         self.loaded = False  # restarted: the stored slots replayed
         self._fork_memo: tuple[tuple[int, int], Fork] | None = None  # ((tip, floor), working fork)
         self._unreplayed_memo: tuple[int, int, int | None] | None = None  # (tip, mono ms, answer)
@@ -260,9 +259,10 @@ class NodePolicy(Generic[R]):
         for e in effects:
             if isinstance(e, sl.SlotFrozen):
                 out.append(e)
-                if e.slot in self.loading_roots:
-                    out.append(CreditRoot(e.slot))
                 out += self._frozen(e.slot, e.parent, now_mono_ms)
+                if e.slot in self.loading_roots and self.book is not None:  # in slot order, as
+                    bank = self.banks[e.slot].bank  # a node that never stopped credited it
+                    self.book.credit_replayed_root(e.slot, bank.landed_votes, bank.work_events)
             elif isinstance(e, sl.MarkDead):
                 self.stats.dead += 1
                 self.banks.pop(e.slot, None)
@@ -480,9 +480,12 @@ class NodePolicy(Generic[R]):
         return chain
 
     def rooted(self, root: int, chain: Sequence[int], now_mono_ms: int) -> list[ShellEffect]:
-        """The shell stored and credited ``chain`` (up to ``root``): root history, vote
-        weights, pruning, then the ledger history's snapshot and purge (while the rooted
-        bank is still held)."""
+        """The shell stored ``chain`` (up to ``root``) as roots: the schedule book credits it
+        (then drops LStake epochs no query can ask), root history, vote weights, pruning,
+        then the ledger history's snapshot and purge (while the rooted bank is still held)."""
+        if self.book is not None:
+            self.book.on_rooted(list(chain), root, self.landed_voters, self.work_events)
+            self.book.ledger.prune(epoch_of(root, self.book.spe))
         old_root, self.root_written = self.root_written, max(self.root_written, root)
         self.finality.on_rooted(chain)
         self._update_weights()
@@ -593,7 +596,7 @@ class NodePolicy(Generic[R]):
                                  older_max=base_parent)
         self.root_written = max([base, *roots_above])
         self.produced_before = set(above.produced)  # never rebuilt (not "own in this run")
-        self.loading_roots = set(roots_above)
+        self.loading_roots, self._roots_above = set(roots_above), list(roots_above)
         self.stats.restored_from = base
         self.banks = {base: res}
         self.slots = sl.SlotTracker(base, res.bank.bank_hash, leader_known=lambda s: self.leader_of(s) is not None)
@@ -606,8 +609,11 @@ class NodePolicy(Generic[R]):
         """The stored slots replayed: vote weights, pruning, and the restart guard. A tower
         that was missing, or whose root is older than the ledger's root, may lack votes
         this node cast: every frozen slot above the ledger root may carry one
-        (``LostVotes``, spec/tower.md "Restart without a tower")."""
-        self.loading_roots = set()
+        (``LostVotes``, spec/tower.md "Restart without a tower"). The ledger's roots above the
+        base are credited (those that did not replay) and the book's root reaches the ledger's."""
+        if self.book is not None:
+            self.book.on_rooted(self._roots_above, self.root_written, self.landed_voters, self.work_events)
+        self.loading_roots, self._roots_above = set(), []
         self.loaded = True
         self._update_weights()
         out = self._prune(now_mono_ms)

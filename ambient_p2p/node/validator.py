@@ -28,7 +28,7 @@ from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.leader_policy import slot_duration_ms
 from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, CreditRoot, NodePolicy, RootChain, ShellEffect
+from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
 from ..core.schedule import ScheduleBook
 from ..core.vote_program import VoteTx
 from ..ledger.blockstore import Blockstore, InsertResult
@@ -68,6 +68,7 @@ class Validator(NodePolicy[SlotResult]):
     #: the RPC door (node/rpc/server.py ``RpcExtension``), the one reader of them; off, the
     #: SVM runs at its bare speed (spec/svm.md "Performance")
     token_balances: bool = False
+    book: ScheduleBook  # always set here (the policy's is optional for its own tests)
 
     def __init__(self, kp: Keypair, genesis: Genesis, data_dir: Path, *, clock: Clock | None = None,
                  clock_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
@@ -75,13 +76,13 @@ class Validator(NodePolicy[SlotResult]):
                  poh_clock: str = "instant", history: LedgerHistory | None = None) -> None:
         self.genesis, self.data_dir = genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
-        self.book = ScheduleBook(genesis)  # replaced by the restored one in aload
+        book = ScheduleBook(genesis)  # replaced by the restored one in aload
         super().__init__(kp, {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
                          read_tower(data_dir / TOWER_FILE, kp.pubkey), genesis_hash=genesis.hash(),
                          slot_ms=slot_duration_ms(genesis), genesis_ms=genesis.creation_time_s * 1000,
-                         started_ms=self.clock.wall_ms(), spe=self.book.spe,
+                         started_ms=self.clock.wall_ms(), spe=book.spe,
                          leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e),
-                         history=history)
+                         history=history, book=book)
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
@@ -177,7 +178,7 @@ class Validator(NodePolicy[SlotResult]):
     async def aload(self) -> None:
         """Rebuild state from the blockstore (spec/blockstore.md "Node snapshots and
         restart"): the newest node snapshot (``ledger/restore.py``; genesis without one), then
-        replay of the stored slots above it, crediting the roots above it as they replay.
+        replay of the stored slots above it (the policy credits the roots above it as they replay).
         Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
             r = await self._thread("disk", restore_job, self.bs, self.genesis, self.kp.pubkey)
@@ -191,7 +192,6 @@ class Validator(NodePolicy[SlotResult]):
                                       rooted_count=r.rooted_count, base_parent=r.parent,
                                       now_mono_ms=self.clock.mono_ms()))
             await self.replay_ready()
-            self.book.on_rooted(r.roots_above, self.root_written, self.landed_voters, self.work_events)
             self.perform(self.restarted(self.clock.mono_ms()))
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
@@ -231,9 +231,6 @@ class Validator(NodePolicy[SlotResult]):
                     res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
                 self.frozen_event.set()
                 self.frozen_event = trio.Event()
-            elif isinstance(e, CreditRoot):
-                bank = self.banks[e.slot].bank
-                self.book.credit_replayed_root(e.slot, bank.landed_votes, bank.work_events)
             elif isinstance(e, sl.MarkDead | sl.Purge | sl.ClearDead):
                 write_slot_effect(self.bs, e)
             elif isinstance(e, sl.RepairSlot):
@@ -275,8 +272,6 @@ class Validator(NodePolicy[SlotResult]):
 
     async def _on_root(self, eff: RootChain) -> None:
         await self._thread("disk", self.bs.set_roots, list(eff.chain))
-        self.book.on_rooted(list(eff.chain), eff.slot, self.landed_voters, self.work_events)
-        self.book.ledger.prune(epoch_of(eff.slot, self.book.spe))
         for e in self.rooted(eff.slot, eff.chain, self.clock.mono_ms()):
             if not isinstance(e, TakeSnapshot):
                 self.perform([e])
