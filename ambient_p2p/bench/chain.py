@@ -44,8 +44,11 @@ from ..errors import UserError
 
 #: How long the localnet may take to finalize its first slot.
 WARMUP_TIMEOUT_S = 240.0
-#: Slots waited after a window so that its last transactions can finalize.
-DRAIN_SLOTS = 40
+#: Slots waited after a window so that its last transactions can finalize: a root needs 32
+#: confirmations and a transaction may wait up to a leader rotation (16 slots on 4 nodes)
+#: to land, so 80 (32 s at 400 ms slots; 40 was 16 s, shorter than the 12.9 s finality p50
+#: plus a rotation, and left ~2% of a 400 ms window's transfers unfinalized when counted)
+DRAIN_SLOTS = 80
 #: The generator hands a chunk to a node this often.
 SEND_INTERVAL_S = 0.05
 #: Latency probes are looked up this often.
