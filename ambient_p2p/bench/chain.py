@@ -4,9 +4,12 @@ one-core ed25519 verify ceiling measured in the same run (issue 17 item 7).
 
 Procedure: measure the ceiling (solders parse+verify of signed transfers on one core, and
 bare pynacl verify); start the localnet (``--poh-clock service``, its default) and wait
-until node 0 finalized a slot. For each offered load ``L`` (``--loads``): pre-sign
-``L x --seconds`` system transfers between the localnet's funded test users on a fresh
-blockhash (signing is not part of the window), then for ``--seconds`` hand them, every
+until node 0 finalized a slot. For each offered load ``L`` (``--loads``): sign
+``L x --seconds`` system transfers between the localnet's funded test users in segments of a
+third of a blockhash's lifetime (``MAX_PROCESSING_AGE`` slots: 60 s at 400 ms), the first
+before the window, each later one half a segment before it is due on a blockhash fetched then
+(a single blockhash for a 60 s window expired under its last ~2% at 400 ms slots), then for
+``--seconds`` hand them, every
 ``SEND_INTERVAL_S``, in ``submit_txs`` control requests round-robin to the nodes (each
 node's TPU admits them and forwards them to the current and next leaders), one sender
 thread per node so that a slow node does not hold the others back. Every
@@ -39,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.bank import MAX_PROCESSING_AGE
 from ..devnet.genesis import LOCALNET_SLOT_MS
 from ..errors import UserError
 
@@ -181,16 +185,32 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
              offset: int) -> dict[str, Any]:
     """One row of the table (module docstring)."""
     n_total = int(load * seconds)
-    t_sign = time.perf_counter()
-    txs = presign(users, n_total, _blockhash(net), start=offset)
-    sign_s = time.perf_counter() - t_sign
-    sigs = [t[1:65] for t in txs]
     probes: dict[int, float] = {}  # index -> submit time
     confirmed: dict[int, float] = {}
     finalized: dict[int, float] = {}
     lock = threading.Lock()
     queues: list[list[list[bytes]]] = [[] for _ in net.nodes]
     cond = threading.Condition(lock)
+    # a blockhash lives MAX_PROCESSING_AGE slots (60 s at 400 ms): the window is signed in
+    # segments of a third of that, each with a blockhash fetched shortly before it is sent,
+    # so no transfer is refused as expired however long the window
+    seg_n = max(1, min(n_total, int(load * MAX_PROCESSING_AGE * slot_ms / 1000 / 3)))
+    txs: list[bytes] = [b""] * n_total
+    sigs: list[bytes] = [b""] * n_total
+    signed = [0]  # transfers signed so far (a prefix), under ``cond``
+    sign_time = [0.0]
+
+    def sign_segment(a: int) -> None:
+        t_sign = time.perf_counter()
+        b = min(n_total, a + seg_n)
+        seg = presign(users, b - a, _blockhash(net), start=offset + a)
+        sign_time[0] += time.perf_counter() - t_sign
+        with cond:
+            txs[a:b] = seg
+            sigs[a:b] = [t[1:65] for t in seg]
+            signed[0] = b
+            cond.notify_all()
+
     stop = threading.Event()
     send_errors: dict[str, int] = {}
     submit_replies: dict[str, int] = {"admitted": 0, "queued": 0}
@@ -220,6 +240,17 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
                 with lock:
                     send_errors[type(exc).__name__] = send_errors.get(type(exc).__name__, 0) + 1
 
+    sign_segment(0)
+
+    def signer() -> None:  # each later segment, signed half a segment before it is due
+        for a in range(seg_n, n_total, seg_n):
+            due_s = a / load - seg_n / load / 2
+            while not stop.is_set() and time.monotonic() - t0 < due_s:
+                time.sleep(0.05)
+            if stop.is_set():
+                return
+            sign_segment(a)
+
     threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(net.n)]
     for t in threads:
         t.start()
@@ -229,6 +260,8 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
     gen_cpu0 = time.process_time()
     depth: list[list[int]] = [[] for _ in net.nodes]
     t0 = time.monotonic()
+    sign_thread = threading.Thread(target=signer, daemon=True)
+    sign_thread.start()
     sent = 0
     behind_s = 0.0
     backlog = 0  # most transactions queued in the sender threads at once
@@ -238,7 +271,8 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
     while True:
         now = time.monotonic()
         el = now - t0
-        due = min(n_total, int(el * load))
+        with cond:
+            due = min(n_total, int(el * load), signed[0])  # never past what is signed
         if due > sent:
             behind_s = max(behind_s, (due - sent) / load - SEND_INTERVAL_S)
             step = max(1, min(MAX_TXS_PER_SUBMIT, -(-(due - sent) // net.n)))  # spread over the nodes
@@ -274,6 +308,8 @@ def run_load(net: Any, users: list[Any], load: float, seconds: float, sample_eve
         time.sleep(SEND_INTERVAL_S)
     window_s = time.monotonic() - t0
     stop.set()
+    sign_thread.join(timeout=60.0)
+    sign_s = sign_time[0]
     with cond:
         cond.notify_all()
     for t in threads:
