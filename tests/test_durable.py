@@ -4,7 +4,7 @@ the new content or the old one, never a torn file, and no temporary left behind.
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,20 +45,12 @@ def test_a_failed_write_keeps_the_old_content_and_removes_its_temporary(tmp_path
 def test_concurrent_writers_of_one_path_never_tear_it(tmp_path: Path) -> None:
     p = tmp_path / "blob"
     payloads = [bytes([i]) * 50_000 for i in range(8)]
-    errors: list[BaseException] = []
 
     def writer(data: bytes) -> None:
-        try:
-            for _ in range(5):
-                write_durable(p, data, unique_tmp=True)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        for _ in range(5):
+            write_durable(p, data, unique_tmp=True)
 
-    threads = [threading.Thread(target=writer, args=(d,)) for d in payloads]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    with ThreadPoolExecutor(len(payloads)) as pool:  # map re-raises a writer's exception here
+        list(pool.map(writer, payloads, timeout=60))
     assert p.read_bytes() in payloads
     assert os.listdir(tmp_path) == ["blob"]

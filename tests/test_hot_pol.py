@@ -15,6 +15,17 @@ from ambient_p2p.core import pol
 from ambient_p2p.model import runner
 
 
+def _logit_row(n: int, scale: float, seed: int, neg_inf: int, *, ties: bool = False) -> torch.Tensor:
+    """A seeded row of ``n`` logits; ``ties`` rounds them (exact ties inside and across
+    blocks); the first ``neg_inf`` entries masked out (-inf) when the row is longer."""
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * scale
+    if ties:
+        x = torch.round(x)
+    if n > neg_inf:
+        x[:neg_inf] = -math.inf  # masked-out vocabulary entries
+    return x
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(1, 60_000),
@@ -24,10 +35,7 @@ from ambient_p2p.model import runner
     st.sampled_from([1, 2]),
 )
 def test_logsumexp_with_max_is_bit_identical(n: int, scale: float, seed: int, neg_inf: int, threads: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, generator=g) * scale
-    if n > neg_inf:
-        x[:neg_inf] = -math.inf  # masked-out vocabulary entries
+    x = _logit_row(n, scale, seed, neg_inf)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -164,12 +172,7 @@ def test_native_fingerprint_is_the_exact_top_k_and_the_float64_normaliser(
     occurrence), ids distinct and holding those values; the log-normaliser is within 1e-6
     nats of the float64 definition; each value is float64(x[id]) - lse."""
     k = min(k, n)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, generator=g) * scale
-    if ties:  # coarse values: exact ties inside and across blocks
-        x = torch.round(x)
-    if n > neg_inf:
-        x[:neg_inf] = -math.inf  # masked-out vocabulary entries
+    x = _logit_row(n, scale, seed, neg_inf, ties=ties)
     res = _native.fingerprint(x.data_ptr(), n, k)
     assert res is not None
     ids, lps = res

@@ -298,7 +298,7 @@ def test_banks_on_two_threads_share_the_executor_safely() -> None:
     inside it ("Already mutably borrowed", seen on a 4-node localnet at 1,000 tx/s), so the
     executor serialises its entry points. Two threads running forks of one parent get the
     bank hashes a single thread gets."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     b1, a_ata, b_ata = token_setup(genesis())
     bh = b1.last_blockhash
@@ -308,19 +308,11 @@ def test_banks_on_two_threads_share_the_executor_safely() -> None:
     }
     expect = {slot: run(b1, slot, txs)[0].bank_hash for slot, txs in forks.items()}
     got: dict[int, list[bytes | None]] = {2: [], 3: []}
-    errors: list[BaseException] = []
 
     def work(slot: int) -> None:
-        try:
-            for _ in range(15):
-                got[slot].append(run(b1, slot, forks[slot])[0].bank_hash)
-        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
-            errors.append(exc)
+        for _ in range(15):
+            got[slot].append(run(b1, slot, forks[slot])[0].bank_hash)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in forks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
+    with ThreadPoolExecutor(len(forks)) as pool:  # map re-raises a worker's exception here
+        list(pool.map(work, forks, timeout=300))
     assert all(h == expect[s] for s, hs in got.items() for h in hs) and all(len(hs) == 15 for hs in got.values())

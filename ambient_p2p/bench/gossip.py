@@ -175,14 +175,28 @@ def gossip_bench(
 JS_DIR = Path(__file__).resolve().parents[2] / "interop_js"
 
 
+def _js_command() -> list[str] | None:
+    """The js-libp2p bench script's command line, or None when node or
+    interop_js/node_modules (``npm ci`` there) is missing."""
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+        return None
+    return ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
+
+
+def _reap(*procs: subprocess.Popen[str] | None) -> None:
+    """Kill whichever of the bench's own child processes still run (by their handles)."""
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
 def js_reference(count: int, size: int, timeout_s: float = 120.0) -> dict[str, Any] | None:
     """The same workload between two js-libp2p gossipsub processes (interop_js/bench.mjs),
     or None when node or interop_js/node_modules (``npm ci`` there) is missing."""
-    import shutil
-
-    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+    base = _js_command()
+    if base is None:
         return None
-    base = ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
     recv = subprocess.Popen([*base, "recv", str(count), str(int(timeout_s))], stdout=subprocess.PIPE, text=True)
     send = None
     try:
@@ -208,10 +222,7 @@ def js_reference(count: int, size: int, timeout_s: float = 120.0) -> dict[str, A
             "note": "sender CPU includes its startup",
         }
     finally:
-        for p in (send, recv):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(5)
+        _reap(send, recv)
 
 
 def pub_start_ms(res: dict[str, Any], pub: dict[str, Any]) -> float:
@@ -300,9 +311,9 @@ def _ours_sustained_run(localnet: Any, seconds: float, size: int) -> dict[str, A
 def js_sustained(seconds: float, size: int, alike: bool) -> dict[str, Any] | None:
     """The js-libp2p pair (interop_js/bench.mjs) for ``seconds``, receiver-side rate; with
     ``alike`` the envelope signing and validator of our nodes (module docstring)."""
-    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "libp2p").exists():
+    base = _js_command()
+    if base is None:
         return None
-    base = ["node", "--import", str(JS_DIR / "polyfill.mjs"), str(JS_DIR / "bench.mjs")]
     flag = ["alike"] if alike else []
     recv = subprocess.Popen([*base, "recv", "1000000", str(int(seconds + 60)), *flag], stdout=subprocess.PIPE,
                             text=True)
@@ -335,10 +346,7 @@ def js_sustained(seconds: float, size: int, alike: bool) -> dict[str, Any] | Non
             "note": "sender CPU includes its startup",
         }
     finally:
-        for p in (send, recv):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(5)
+        _reap(send, recv)
 
 
 def run_sustained(seconds: float, size: int, baseline_tree: Path | None = None) -> dict[str, Any]:
