@@ -80,12 +80,13 @@ from . import slots as sl
 from .bank import LAMPORTS_PER_SIGNATURE, Bank, BlockError, parse_transaction
 from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from .constants import PACKET_DATA_BYTES
-from .crypto import Keypair
+from .crypto import Keypair, encode_address
 from .finality import Finality
 from .forkchoice import ForkChoiceError
 from .history import HistoryEffect, Housekeeping, LedgerHistory
 from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
 from .lstake import epoch_of
+from .node_report import lstake_rows, percentiles
 from .pools import Mempool, VotePool
 from .schedule import Fork, ForkSlot, ScheduleBook
 from .shred import OFFSET_SLOT
@@ -111,14 +112,6 @@ UNREPLAYED_MEMO_MS = 200
 #: Vote transactions the gossip check parsed, kept for ingest (the oldest go first): as
 #: many as the shell's inbox holds deliveries.
 CHECKED_VOTES_KEPT = 4096
-
-
-def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
-    """``{"n", "p50", "p95", ...}`` of ``samples`` (nearest rank, rounded to 0.1)."""
-    if not samples:
-        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
-    s = sorted(samples)
-    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
 
 
 def touched_slots(packets: Sequence[bytes], rejected: Iterable[int], completed: Iterable[int]) -> list[int]:
@@ -169,6 +162,16 @@ class LeaderStep:
     decision: Decision
     prepare: tuple[int, int] | None
     wake_ms: float
+
+
+@dataclass(frozen=True)
+class ReplayJob(Generic[R]):
+    """What replaying a queued ``Replay`` needs: the slot, its parent's frozen result, and
+    the leader whose signature its shreds carry (on the fork through the parent)."""
+
+    slot: int
+    parent: R
+    leader: bytes
 
 
 @dataclass
@@ -259,6 +262,7 @@ class NodePolicy(Generic[R]):
         for e in effects:
             if isinstance(e, sl.SlotFrozen):
                 out.append(e)
+                self._provide_weights(self.banks[e.slot].bank)
                 out += self._frozen(e.slot, e.parent, now_mono_ms)
                 if e.slot in self.loading_roots and self.book is not None:  # in slot order, as
                     bank = self.banks[e.slot].bank  # a node that never stopped credited it
@@ -320,6 +324,21 @@ class NodePolicy(Generic[R]):
         """A queued Replay still stands (a dump may have sent the slot back to full)."""
         return self.slots.state(r.slot) is sl.SlotState.REPLAYING and self.slots.parent(r.slot) == r.parent
 
+    def replay_job(self, r: sl.Replay, now_mono_ms: int) -> tuple[ReplayJob[R] | None, list[ShellEffect]]:
+        """The job for a queued ``Replay`` (the shell performs them in queue order: parents
+        first) and the effects to perform first. No job when it is superseded (a dump sent
+        the slot back to full; a later Replay is queued), or when its leader on the fork
+        through the parent or the parent's bank is missing: cannot happen, the tracker
+        checked both, so the slot fails ``no-leader-or-parent``."""
+        if not self.replay_current(r):
+            return None, []
+        leader = self.leader_of(r.slot) if self.book is None else (
+            self.book.leader(r.slot, self.fork_at(r.parent, self.book.credited_through)))
+        parent = self.banks.get(r.parent)
+        if leader is None or parent is None:
+            return None, self.replay_failed(r.slot, "no-leader-or-parent", now_mono_ms)
+        return ReplayJob(r.slot, parent, leader), []
+
     def replayed(self, slot: int, res: R, duplicate: bool, now_mono_ms: int) -> list[ShellEffect]:
         assert res.bank.bank_hash is not None
         self.banks[slot] = res
@@ -357,6 +376,18 @@ class NodePolicy(Generic[R]):
         if vt.vote.voter in self.cons.stakes:
             self.vote_pool.add(vt)
         return self._count(vt.vote, now_mono_ms)
+
+    def delivered(self, kind: str, payload: bytes, now_mono_ms: int) -> list[ShellEffect]:
+        """A gossip delivery on the ``votes`` or ``txs`` topic (``shreds`` go to insert): a
+        vote transaction enters the vote pool and is counted (an undecodable one is
+        ignored); a transaction enters the mempool, its signatures verified by the topic's
+        check (:meth:`check_tx`)."""
+        if kind == "votes":
+            vt = self.vote_tx_of(payload)
+            return [] if vt is None else self.add_vote_tx(vt, now_mono_ms)
+        if kind == "txs":
+            self.add_tx(payload, now_mono_ms, verified=True)
+        return []
 
     def check_vote_tx(self, raw: bytes, origin: bytes) -> str | None:
         """The ``votes`` gossip check: None when ``raw`` is a vote transaction signed by the
@@ -492,6 +523,15 @@ class NodePolicy(Generic[R]):
         out = self._prune(now_mono_ms)
         return out + list(self.housekeeping.rooted(old_root, root, has_bank=root in self.banks))
 
+    def snapshot_saved(self, slot: int, error: str | None) -> None:
+        """The shell performed ``TakeSnapshot(slot)``: written, or refused with ``error``
+        (the older snapshot stays)."""
+        if error is not None:
+            self.stats.snapshot_failures += 1
+            return
+        self.stats.snapshots += 1
+        self.stats.snapshot_slot = slot
+
     def _update_weights(self) -> None:
         """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""
         epoch = epoch_of(self.cons.root, self.spe)
@@ -560,6 +600,15 @@ class NodePolicy(Generic[R]):
         return slot not in self.produced_before and parent in self.banks and self.slots.is_frozen(parent) and (
             self.slots.state(slot) in (sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL))
 
+    def take_for_build(self, slot: int, parent: int, now_mono_ms: int) -> tuple[list[bytes], list[VoteTx], R] | None:
+        """What a one-shot build of ``slot`` on ``parent`` takes: the mempool's and the vote
+        pool's transactions and the parent's frozen result; None when :meth:`may_build`
+        no longer holds (the parent was dumped or pruned while the shell waited, or the
+        slot was built before a restart)."""
+        if not self.may_build(slot, parent):
+            return None
+        return self.mempool.take(now_mono_ms), self.vote_pool.take(), self.banks[parent]
+
     def produced(self, slot: int, parent: int, res: R, *, included: Sequence[bytes], dropped: Sequence[bytes],
                  included_votes: Sequence[VoteTx], now_ms: int, now_mono_ms: int) -> list[ShellEffect]:
         """A slot this node built (and stored): the pools lose what it took or refused; it
@@ -588,6 +637,7 @@ class NodePolicy(Generic[R]):
         tracker (the shell then replays them, crediting ``roots_above`` as they freeze, and
         calls :meth:`restarted`)."""
         assert res.bank.bank_hash is not None
+        self._provide_weights(res.bank)
         tower = self.cons.tower.rooted_at_least(base)
         if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
             self.cons = Consensus(self.kp, self.cons.stakes, tower=tower)
@@ -667,6 +717,30 @@ class NodePolicy(Generic[R]):
         self._unreplayed_memo = (tip, now_mono_ms, low)
         return low
 
+    def fork_weights(self, slot: int) -> Callable[[int], Mapping[bytes, int] | None]:
+        """Vote weights as the fork through ``slot`` sees them (the schedule book's, on
+        ``fork_at(slot)``): the root's weights whenever they are final, so only a stall
+        changes anything. Without a book: ``vote_weights``."""
+        if self.book is None:
+            return self.vote_weights
+        return lambda epoch: None if (book := self.book) is None else (  # late-bound: a restart replaces the book
+            book.vote_weights(epoch, self.fork_at(slot, book.credited_through), extends=True))
+
+    def _provide_weights(self, bank: Bank) -> None:
+        """A frozen bank's ``lstake_provider`` (its children inherit it: epoch rewards and
+        the Logit Pool draw weigh validators by it, spec/logit_pool.md "The draw"); only
+        with a schedule book (the node's)."""
+        if self.book is not None:
+            bank.lstake_provider = self.fork_weights(bank.slot)
+
+    def frozen_leaders(self, now_ms: int) -> Callable[[int], bytes | None]:
+        """The computable schedules frozen for worker threads (an insert checks shreds
+        against them): ``schedule_epochs`` with the clock's, at most two epochs past the
+        root's for a node far behind. Without a book: ``leader_of``."""
+        if self.book is None:
+            return self.leader_of
+        return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(now_ms), self.book.spe)))
+
     def landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]
@@ -719,7 +793,15 @@ class NodePolicy(Generic[R]):
                        "snapshot_failures": s.snapshot_failures, "cleanups": s.cleanups, "purged_slots": s.purged_slots,
                        "keep_slots": self.housekeeping.history.keep_slots},
             "confirm_latency_ms": percentiles(list(self.confirm_latency_ms)),
+            "leader": None if (leader := self.leader_of(self.slot_at(now_ms))) is None else encode_address(leader),
+            "lstake": self.lstake_table(),
         }
+
+    def lstake_table(self) -> dict[str, dict[str, int]]:
+        """Per identity: vote weight now, leader slots and landed votes credited (the book's)."""
+        book = self.book
+        return lstake_rows(self.cons.stakes, {} if book is None else book.leader_credits,
+                           {} if book is None else book.vote_credits)
 
     def repair_plan(self, now_ms: int) -> tuple[list[int], int | None]:
         """The core repair plan (``slots.repair_plan``): the slots to ask for, and the

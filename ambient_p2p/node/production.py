@@ -93,9 +93,9 @@ async def produce(v: Validator, slot: int, parent: int) -> None:
         await produce_on_clock(v, v.poh, slot, parent)
         return
     async with v.ledger_lock:
-        if not v.may_build(slot, parent):
-            return  # the parent was dumped or pruned while we waited, or built before a restart
-        txs, votes, parent_res = v.mempool.take(v.clock.mono_ms()), v.vote_pool.take(), v.banks[parent]
+        if (taken := v.take_for_build(slot, parent, v.clock.mono_ms())) is None:
+            return
+        txs, votes, parent_res = taken
         built, variants = await v._thread("build", build_variants, v.kp, v.genesis, parent, parent_res, slot,
                                           txs, votes, v.producer.variants)
         await v.store_built(built)

@@ -65,10 +65,8 @@ async def ingest_service(v: Validator) -> None:
                         packets.extend(decode(item.envelope.payload, expected=ShredBatch).shreds)
                     except DecodeError:
                         continue
-                elif item.kind == "votes" and (vt := v.vote_tx_of(item.envelope.payload)) is not None:
-                    v.perform(v.add_vote_tx(vt, v.clock.mono_ms()))
-                elif item.kind == "txs":
-                    v.add_tx(item.envelope.payload, verified=True)  # the txs topic's check verified it
+                else:
+                    v.perform(v.delivered(item.kind, item.envelope.payload, v.clock.mono_ms()))
         async with v.ledger_lock:
             await v.decide()
         if packets:

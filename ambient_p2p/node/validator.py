@@ -46,7 +46,7 @@ from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
 from .services import SHRED_QUEUE_LEN, run_services
-from .status import control, lstake_table, status, status_line
+from .status import control, status, status_line
 from .timings import Timings
 from .voting import VoteOp, VotingService
 
@@ -125,18 +125,6 @@ class Validator(NodePolicy[SlotResult]):
         book.working_fork = lambda: self.working_fork(book.credited_through)
         book.unreplayed_above = lambda tip: self.unreplayed_above(tip, self.clock.mono_ms())
 
-    def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
-        """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
-        bank, which its children inherit: epoch rewards and the Logit Pool draw read it);
-        the root's weights whenever they are final, so only a stall changes anything."""
-        return lambda epoch: self.book.vote_weights(epoch, self.fork_at(slot, self.book.credited_through), extends=True)
-
-    def _leaders(self) -> Callable[[int], bytes | None]:
-        """The computable schedules frozen for worker threads (``schedule_epochs``: at most
-        two epochs past the root's for a node far behind)."""
-        return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(self.clock.wall_ms()),
-                                                                      self.book.spe)))
-
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
         # late-bound: aload replaces the book with the restored one
@@ -184,9 +172,6 @@ class Validator(NodePolicy[SlotResult]):
             r = await self._thread("disk", restore_job, self.bs, self.genesis, self.kp.pubkey)
             self._use_book(r.book)
             self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
-            # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
-            # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
-            r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
             r.result.bank.token_balances = self.token_balances  # every child bank inherits it
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, above=r.above,
                                       rooted_count=r.rooted_count, base_parent=r.parent,
@@ -196,7 +181,8 @@ class Validator(NodePolicy[SlotResult]):
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
-            res, events = await self._thread("insert", insert_job, self.bs, packets, self._leaders(), verified)
+            res, events = await self._thread("insert", insert_job, self.bs, packets,
+                                             self.frozen_leaders(self.clock.wall_ms()), verified)
             self.apply_insert(res, events)
             await self.replay_ready()
             return res
@@ -206,20 +192,16 @@ class Validator(NodePolicy[SlotResult]):
         self.perform(self.stored(events, [slot for slot, _kind in res.duplicates], self.clock.mono_ms()))
 
     async def replay_ready(self) -> None:
-        """Perform queued Replay effects (parents first: the tracker orders them)."""
+        """Perform queued Replay effects (parents first: the tracker orders them) with the
+        jobs the policy hands out (``NodePolicy.replay_job``)."""
         while self._replays:
-            r = self._replays.pop(0)
-            if not self.replay_current(r):
-                continue  # superseded (a dump sent it back to full; a later Replay is queued)
-            leader = self.book.leader(r.slot, self.fork_at(r.parent, self.book.credited_through))
-            parent = self.banks.get(r.parent)
-            if leader is None or parent is None:  # cannot happen: the tracker checked both
-                self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
-                continue
-            out, dup_proof = await self._thread("replay", replay_job, self.bs, self.genesis, parent, r.slot, leader,
-                                             self.mempool.verified_before)  # verified at admission: once per node
-            self.perform(self.replay_failed(r.slot, out, self.clock.mono_ms()) if isinstance(out, str)
-                     else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
+            job, effects = self.replay_job(self._replays.pop(0), self.clock.mono_ms())
+            self.perform(effects)
+            if job is not None:
+                out, dup_proof = await self._thread("replay", replay_job, self.bs, self.genesis, job.parent, job.slot,
+                                                 job.leader, self.mempool.verified_before)  # verified at admission
+                self.perform(self.replay_failed(job.slot, out, self.clock.mono_ms()) if isinstance(out, str)
+                             else self.replayed(job.slot, out, dup_proof, self.clock.mono_ms()))
 
     def perform(self, effects: list[ShellEffect]) -> None:
         """Perform the policy's slot and ledger-history effects, in order."""
@@ -227,8 +209,6 @@ class Validator(NodePolicy[SlotResult]):
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
-                if (res := self.banks.get(e.slot)) is not None:
-                    res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
                 self.frozen_event.set()
                 self.frozen_event = trio.Event()
             elif isinstance(e, sl.MarkDead | sl.Purge | sl.ClearDead):
@@ -279,11 +259,8 @@ class Validator(NodePolicy[SlotResult]):
             snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
                                       self.book.to_state())  # here: it copies the bank and the book
             if (err := await self._thread("disk", save_snapshot_job, self.bs, snap)) is not None:
-                self.stats.snapshot_failures += 1
                 print(f"warning: no snapshot at slot {e.slot}: {err}; the older one stays", file=sys.stderr)
-            else:
-                self.stats.snapshots += 1
-                self.stats.snapshot_slot = e.slot
+            self.snapshot_saved(e.slot, err)
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
@@ -295,7 +272,7 @@ class Validator(NodePolicy[SlotResult]):
         """Store a slot this node built, then its effects and replays (caller holds the
         ledger lock)."""
         res, events = await self._thread("build", store_built_job, self.bs, built.record, built.packets,
-                                         self._leaders())
+                                         self.frozen_leaders(self.clock.wall_ms()))
         self.perform(self.produced(built.slot, built.parent, built.result, included=built.included,
                                    dropped=built.dropped, included_votes=built.included_votes,
                                    now_ms=self.clock.wall_ms(), now_mono_ms=self.clock.mono_ms()))
@@ -303,7 +280,7 @@ class Validator(NodePolicy[SlotResult]):
         await self.replay_ready()
 
     # -- status (node/status.py) ------------------------------------------------------------------
-    status, status_line, lstake_table, control = status, status_line, lstake_table, control
+    status, status_line, control = status, status_line, control
 
     async def run(self, node: Any) -> None:
         self.port = NetNodePort(node)

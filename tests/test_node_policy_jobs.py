@@ -1,0 +1,205 @@
+"""Direct tests of the rules that left the validator shell in the third cut (issue 11,
+spec/node.md "What the shell still does"): which queued replay runs and on what (leader on
+the fork through the parent, the parent's bank), the vote-weight provider a frozen bank
+carries and the frozen leader table worker threads check shreds against, a gossip
+delivery's votes and transactions, a written or refused snapshot, what a one-shot build
+takes, and the status's leader and LStake table. Each rule is compared with the formula
+the shell used before the move. No disk, no network, no clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambient_p2p.core import slots as sl
+from ambient_p2p.core.consensus import Vote
+from ambient_p2p.core.crypto import encode_address
+from ambient_p2p.core.lstake import epoch_of
+from ambient_p2p.core.messages import sign_message
+from ambient_p2p.core.node_policy import NodePolicy, ReplayJob
+from ambient_p2p.core.node_report import lstake_rows
+from ambient_p2p.core.schedule import ScheduleBook
+from ambient_p2p.core.vote_program import vote_transaction
+from tests.inproc import KEYS, node_genesis
+from tests.policy_doubles import FakeBank, FakeResult
+
+SPE = 8
+G = node_genesis(n=4, slots_per_epoch=SPE)
+ME = KEYS[0]
+SLOT_MS = 400
+
+
+def _h(slot: int) -> bytes:
+    return slot.to_bytes(32, "big")
+
+
+def _policy(book: ScheduleBook | None = None, leader_of: Any = lambda s: KEYS[1].pubkey) -> NodePolicy[Any]:
+    p: NodePolicy[Any] = NodePolicy(ME, {k.pubkey: 1 for k in KEYS[:4]}, None, genesis_hash=_h(0), slot_ms=SLOT_MS,
+                                    genesis_ms=0, started_ms=0, spe=SPE, leader_of=leader_of,
+                                    vote_weights=lambda e: {ME.pubkey: 7}, book=book)
+    p.banks[0] = FakeResult(FakeBank(0, _h(0)))
+    return p
+
+
+def _queue(p: NodePolicy[Any], slot: int, parent: int) -> sl.Replay:
+    r = sl.Replay(slot, parent)
+    assert r in p.stored([sl.Completed(slot, parent)], [], 0)
+    return r
+
+
+def _freeze(p: NodePolicy[Any], slot: int, parent: int, landed: list[tuple[bytes, int]] | None = None) -> None:
+    _queue(p, slot, parent)
+    p.replayed(slot, FakeResult(FakeBank(slot, _h(slot), landed_votes=landed or [])), False, 0)
+
+
+# -- the replay job ---------------------------------------------------------------------------
+def test_replay_job_rows() -> None:
+    """Current -> the job (leader, parent's result); superseded -> nothing; a missing
+    leader or parent bank (cannot happen) -> the slot fails ``no-leader-or-parent``."""
+    p = _policy()
+    r = _queue(p, 1, 0)
+    assert p.replay_job(r, 0) == (ReplayJob(1, p.banks[0], KEYS[1].pubkey), [])
+    assert p.replay_job(sl.Replay(1, 7), 0) == (None, [])  # another parent: superseded
+    assert p.replay_job(sl.Replay(9, 0), 0) == (None, [])  # never queued: not replaying
+    p.leader_of = lambda s: None  # the schedule lost the leader after the tracker checked it
+    job, fx = p.replay_job(r, 0)
+    assert job is None and sl.MarkDead(1, "no-leader-or-parent") in fx and p.slots.is_dead(1)
+    q = _policy()
+    r2 = _queue(q, 1, 0)
+    del q.banks[0]  # the parent's bank went away
+    job, fx = q.replay_job(r2, 0)
+    assert job is None and sl.MarkDead(1, "no-leader-or-parent") in fx
+    assert q.replay_job(r2, 0) == (None, [])  # dead now: no second failure
+
+
+def test_replay_job_leader_is_the_books_on_the_fork_through_the_parent() -> None:
+    """With a schedule book, the leader is ``book.leader(slot, fork_at(parent, credited))``
+    (the shell's old lookup), not the root's schedule."""
+    book = ScheduleBook(G)
+    p = _policy(book)
+    parent = 0
+    for s in range(1, 3 * SPE):
+        _freeze(p, s, parent, landed=[(KEYS[s % 3].pubkey, parent)])
+        parent = s
+    r = _queue(p, 3 * SPE, parent)
+    job, fx = p.replay_job(r, 0)
+    assert fx == [] and job is not None
+    assert job.leader == book.leader(r.slot, p.fork_at(r.parent, book.credited_through))
+    assert job.parent is p.banks[parent] and job.slot == r.slot
+
+
+# -- the vote-weight provider and the frozen leader table -----------------------------------
+def test_frozen_banks_carry_the_fork_weights_of_the_book_in_use() -> None:
+    book = ScheduleBook(G)
+    p = _policy(book)
+    parent = 0
+    for s in range(1, 2 * SPE + 3):
+        _freeze(p, s, parent, landed=[(KEYS[s % 4].pubkey, parent)])
+        parent = s
+    for slot in (5, parent):  # a bank below the tip sees its own fork, not the working one
+        bank = p.banks[slot].bank
+        for e in range(6):
+            expect = book.vote_weights(e, p.fork_at(slot, book.credited_through), extends=True)
+            assert bank.lstake_provider(e) == p.fork_weights(slot)(e) == expect
+    assert p.banks[parent].bank.lstake_provider(4) is not None  # beyond the tip's boundary: the block extends it
+    assert p.banks[5].bank.lstake_provider(2) != book.vote_weights(2, p.working_fork(0), extends=True)
+    bank = p.banks[parent].bank
+    other = ScheduleBook(G)
+    other.credited_through = 5  # a restart's book: the provider reads the book in use then
+    p.book = other
+    assert bank.lstake_provider(2) == other.vote_weights(2, p.fork_at(parent, 5), extends=True)
+    bare = _policy()
+    _freeze(bare, 1, 0)
+    assert not hasattr(bare.banks[1].bank, "lstake_provider")  # no book: the banks' own weights
+    assert bare.fork_weights(1)(3) == {ME.pubkey: 7}  # ``vote_weights``
+
+
+def test_restart_base_bank_carries_the_provider() -> None:
+    book = ScheduleBook(G)
+    p = _policy(book)
+    base = FakeResult(FakeBank(4, _h(4)))
+    p.restart(4, base, roots_above=[], above=sl.StoredAbove([], [], [], {}, []), rooted_count=1, base_parent=3, now_mono_ms=0)
+    assert base.bank.lstake_provider(0) == book.vote_weights(0, [], extends=True)
+
+
+def test_frozen_leaders_follow_the_clock_and_the_root() -> None:
+    book = ScheduleBook(G)
+    p = _policy(book)
+    book.working_fork = lambda: p.working_fork(book.credited_through)  # as the shell wires it
+    book.unreplayed_above = lambda tip: None  # nothing unreplayed: the working fork answers any epoch
+    for now in (0, SLOT_MS * SPE * 2 + 1, SLOT_MS * SPE * 9):
+        leaders = p.frozen_leaders(now)
+        ref = book.frozen_leaders(p.schedule_epochs(epoch_of(p.slot_at(now), SPE)))
+        assert [leaders(s) for s in range(1, 12 * SPE)] == [ref(s) for s in range(1, 12 * SPE)]
+    clock_leader = book.leader(9 * SPE)
+    assert clock_leader is not None and p.frozen_leaders(SLOT_MS * SPE * 9)(9 * SPE) == clock_leader  # the clock's epoch
+    assert p.frozen_leaders(0)(9 * SPE) is None  # not asked for at slot 0
+    bare = _policy()
+    assert bare.frozen_leaders(0) is bare.leader_of
+
+
+# -- gossip deliveries ------------------------------------------------------------------------
+def test_delivered_votes_and_transactions() -> None:
+    from ambient_p2p.devnet.users import user_keypairs
+    from ambient_p2p.ledger.producer import transfer_tx
+
+    p = _policy()
+    _freeze(p, 1, 0)
+    vote = sign_message(Vote(KEYS[1].pubkey, 1, _h(1), None, 0, bytes(64)), KEYS[1], "vote")
+    raw = vote_transaction(KEYS[1], vote, b"\x07" * 32)
+    assert p.delivered("votes", raw, 5) == []
+    assert p.stats.votes_in == 1 and len(p.vote_pool) == 1 and p.cons.forkchoice.latest_vote[KEYS[1].pubkey] == 1
+    assert p.delivered("votes", b"\x00garbage", 5) == [] and p.stats.votes_in == 1  # not a vote: ignored
+    payer, to = user_keypairs("policy-jobs")[:2]
+    tx = transfer_tx(payer, to.pubkey, 5, b"\x07" * 32)
+    assert p.delivered("txs", tx, 6) == [] and len(p.mempool) == 1 and p.mempool.is_verified(tx)
+    assert p.delivered("shreds", b"x", 7) == [] and len(p.mempool) == 1 and p.stats.votes_in == 1
+    unknown = sign_message(Vote(KEYS[2].pubkey, 2, _h(2), None, 0, bytes(64)), KEYS[2], "vote")
+    p.delivered("votes", vote_transaction(KEYS[2], unknown, b"\x07" * 32), 8)
+    assert 2 in p.dups.pending  # a vote for a slot not here yet waits
+
+
+# -- snapshots, the one-shot build, the status ----------------------------------------------
+def test_snapshot_saved_counts() -> None:
+    p = _policy()
+    p.snapshot_saved(8, None)
+    assert (p.stats.snapshots, p.stats.snapshot_failures, p.stats.snapshot_slot) == (1, 0, 8)
+    p.snapshot_saved(16, "bank-too-large")
+    assert (p.stats.snapshots, p.stats.snapshot_failures, p.stats.snapshot_slot) == (1, 1, 8)  # the older stays
+
+
+def test_take_for_build_only_while_may_build_holds() -> None:
+    from ambient_p2p.devnet.users import user_keypairs
+    from ambient_p2p.ledger.producer import transfer_tx
+
+    p = _policy()
+    _freeze(p, 1, 0)
+    payer, to = user_keypairs("policy-jobs")[:2]
+    tx = transfer_tx(payer, to.pubkey, 5, b"\x07" * 32)
+    assert p.add_tx(tx, 1, verified=True)
+    vote = sign_message(Vote(KEYS[1].pubkey, 1, _h(1), None, 0, bytes(64)), KEYS[1], "vote")
+    p.delivered("votes", vote_transaction(KEYS[1], vote, b"\x07" * 32), 1)
+    assert p.take_for_build(1, 0, 2) is None and p.take_for_build(2, 5, 2) is None  # frozen / unknown parent
+    p.produced_before = {2}
+    assert p.take_for_build(2, 1, 2) is None and len(p.mempool) == 1 and len(p.vote_pool) == 1  # untouched
+    p.produced_before = set()
+    taken = p.take_for_build(2, 1, 2)
+    assert taken is not None
+    txs, votes, parent = taken
+    assert txs == [tx] and [v.vote for v in votes] == [vote] and parent is p.banks[1]
+
+
+def test_report_names_the_leader_and_the_lstake_table() -> None:
+    book = ScheduleBook(G)
+    p = _policy(book, leader_of=book.leader)
+    parent = 0
+    for s in range(1, SPE + 2):
+        _freeze(p, s, parent)
+        parent = s
+    p.rooted(SPE, list(range(1, SPE + 1)), 0)  # the book credits leaders 1..8
+    assert sum(book.leader_credits.values()) == SPE
+    r = p.report(SLOT_MS * 3, 0)
+    assert r["leader"] == encode_address(book.leader(3))  # type: ignore[arg-type]
+    assert r["lstake"] == p.lstake_table() == lstake_rows(p.cons.stakes, book.leader_credits, book.vote_credits)
+    assert list(r)[-2:] == ["leader", "lstake"]  # status puts its own figures after them
+    none = _policy(leader_of=lambda s: None)
+    assert none.report(0, 0)["leader"] is None and none.lstake_table() == lstake_rows(none.cons.stakes, {}, {})
