@@ -203,3 +203,15 @@ def test_report_names_the_leader_and_the_lstake_table() -> None:
     assert list(r)[-2:] == ["leader", "lstake"]  # status puts its own figures after them
     none = _policy(leader_of=lambda s: None)
     assert none.report(0, 0)["leader"] is None and none.lstake_table() == lstake_rows(none.cons.stakes, {}, {})
+
+
+def test_leader_final_only_from_the_roots_schedule() -> None:
+    """The shreds check blames a wrong leader only when the slot's schedule comes from the
+    root (``ScheduleBook.available``), as the shell's old lambda asked the book."""
+    book = ScheduleBook(G)
+    p = _policy(book)
+    assert [p.leader_final(s) for s in (1, SPE, 2 * SPE - 1, 2 * SPE, 5 * SPE)] == [True, True, True, False, False]
+    assert [p.leader_final(s) for s in range(6 * SPE)] == [book.available(epoch_of(s, SPE)) for s in range(6 * SPE)]
+    book.credited_through = 2 * SPE - 1  # epoch 1 fully rooted: epoch 3's basis is final
+    assert p.leader_final(3 * SPE) and not p.leader_final(4 * SPE)
+    assert not _policy().leader_final(1)  # no book: never final

@@ -741,6 +741,12 @@ class NodePolicy(Generic[R]):
             return self.leader_of
         return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(now_ms), self.book.spe)))
 
+    def leader_final(self, slot: int) -> bool:
+        """Whether ``slot``'s leader is final here (its epoch's schedule comes from the
+        root, not a fork): only then may the ``shreds`` gossip check blame a peer for a
+        shred signed by another leader (spec/node.md "Leader schedule on a fork"). Without a book: never."""
+        return self.book is not None and self.book.available(epoch_of(slot, self.book.spe))
+
     def landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
         return [] if res is None else [voter for voter, _s in res.bank.landed_votes]

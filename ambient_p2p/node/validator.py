@@ -26,7 +26,6 @@ from ..core.consensus import Vote
 from ..core.crypto import Keypair
 from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.leader_policy import slot_duration_ms
-from ..core.lstake import epoch_of
 from ..core.messages import Genesis
 from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
 from ..core.schedule import ScheduleBook
@@ -128,8 +127,7 @@ class Validator(NodePolicy[SlotResult]):
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
         # late-bound: aload replaces the book with the restored one
-        return {"shreds": shreds_check(lambda slot: self.book.leader(slot),
-                                       leader_final=lambda slot: self.book.available(epoch_of(slot, self.book.spe))),
+        return {"shreds": shreds_check(self.leader_of, leader_final=self.leader_final),
                 "votes": lambda env: self.check_vote_tx(env.payload, env.origin),
                 "txs": lambda env: self.check_tx(env.payload)}
 
