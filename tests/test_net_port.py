@@ -42,3 +42,21 @@ def test_request_all_of_nothing() -> None:
         raise AssertionError("no request expected")
 
     assert trio.run(lambda: request_all(send, [], parallel=4, timeout_s=1.0)) == []
+
+
+def test_publish_shreds_packs_interleaves_and_caps_each_message() -> None:
+    from ambient_p2p.core.codec import decode
+    from ambient_p2p.net.messages import ShredBatch
+    from ambient_p2p.net.port import SHREDS_PER_GOSSIP_MESSAGE, publish_shreds
+
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        sent.append((topic, data))
+
+    a = [bytes([1, i % 256, i // 256]) for i in range(SHREDS_PER_GOSSIP_MESSAGE + 5)]
+    b = [bytes([2, i, 0]) for i in range(3)]
+    trio.run(publish_shreds, publish, [a, b])
+    batches = [list(decode(d, expected=ShredBatch).shreds) for _t, d in sent]
+    assert {t for t, _d in sent} == {"shreds"} and SHREDS_PER_GOSSIP_MESSAGE == 32
+    assert batches == [a[:32], b, a[32:]]  # at most 32 a message, the variants interleaved

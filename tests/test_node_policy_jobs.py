@@ -215,3 +215,73 @@ def test_leader_final_only_from_the_roots_schedule() -> None:
     book.credited_through = 2 * SPE - 1  # epoch 1 fully rooted: epoch 3's basis is final
     assert p.leader_final(3 * SPE) and not p.leader_final(4 * SPE)
     assert not _policy().leader_final(1)  # no book: never final
+
+
+# -- the policy's parameters, its book's hooks, the PoH-clock intake, the restart's snapshot --
+def test_genesis_args_are_the_shells_old_parameters() -> None:
+    import dataclasses
+
+    from ambient_p2p.core.leader_policy import slot_duration_ms
+    from ambient_p2p.core.node_policy import genesis_args
+
+    g = dataclasses.replace(G, creation_time_s=1_700_000_000)
+    heavy = dataclasses.replace(g.bootstrap_nodes[1], lstake=5)
+    g = dataclasses.replace(g, bootstrap_nodes=(g.bootstrap_nodes[0], heavy, *g.bootstrap_nodes[2:]))
+    args = genesis_args(g)
+    assert args == {"stakes": {n.identity: n.lstake for n in g.bootstrap_nodes if n.lstake > 0},
+                    "genesis_hash": g.hash(), "slot_ms": slot_duration_ms(g), "genesis_ms": 1_700_000_000_000,
+                    "spe": ScheduleBook(g).spe}
+    assert args["stakes"][heavy.identity] == 5 and len(args["stakes"]) == 4 and args["spe"] == SPE
+    p = NodePolicy(ME, tower=None, started_ms=0, leader_of=lambda s: None, vote_weights=lambda e: None, **args)
+    assert p.slot_at(1_700_000_000_000 + 3 * int(args["slot_ms"])) == 3 and p.stakes == args["stakes"]
+
+
+def test_use_book_wires_the_books_fork_views_to_the_policy() -> None:
+    now = [0]
+    p = _policy()
+    book = ScheduleBook(G)
+    p.use_book(book, lambda: now[0])
+    assert p.book is book and book.working_fork is not None and book.unreplayed_above is not None
+    _freeze(p, 1, 0)
+    _freeze(p, 2, 1)
+    assert book.working_fork() == p.working_fork(book.credited_through) and [f.slot for f in book.working_fork()] == [1, 2]
+    book.credited_through = 1  # the book's floor as it stands when it asks
+    assert [f.slot for f in book.working_fork()] == [2]
+    assert book.unreplayed_above(2) is None
+    p.stored([sl.ShredsStored(5, 4)], [], 0)  # 5 held, names 4
+    assert book.unreplayed_above(2) is None  # the policy's memo, at the clock the shell gave
+    now[0] = 10_000  # the book reads the shell's clock when it asks: the memo has aged
+    assert book.unreplayed_above(2) == 4
+
+
+def test_take_for_intake_takes_within_the_intake_rules_and_names_the_verified() -> None:
+    from ambient_p2p.core.leader_policy import SlotIntake
+    from ambient_p2p.devnet.users import user_keypairs
+    from ambient_p2p.ledger.producer import transfer_tx
+
+    p = _policy()
+    _freeze(p, 1, 0)
+    payer, to = user_keypairs("policy-jobs")[:2]
+    txs = [transfer_tx(payer, to.pubkey, 5 + i, b"\x07" * 32) for i in range(3)]
+    assert p.add_tx(txs[0], 1, verified=True) and p.add_tx(txs[1], 1) and p.add_tx(txs[2], 1, verified=True)
+    vote = sign_message(Vote(KEYS[1].pubkey, 1, _h(1), None, 0, bytes(64)), KEYS[1], "vote")
+    p.delivered("votes", vote_transaction(KEYS[1], vote, b"\x07" * 32), 1)
+    st = SlotIntake(max_txs=2, max_votes=4)
+    got, votes, verified = p.take_for_intake(st, 2)
+    assert got == txs[:2] and [v.vote for v in votes] == [vote] and verified == {txs[0]}  # room for 2
+    assert st.tx_room == 0
+    assert p.take_for_intake(st, 3) == ([], [], frozenset())  # no room left; nothing twice
+
+
+def test_restart_reports_the_snapshot_it_started_from() -> None:
+    above = sl.StoredAbove([], [], [], {}, [])
+    p = _policy()
+    p.stats.snapshot_slot = 99  # whatever was there before
+    p.restart(4, FakeResult(FakeBank(4, _h(4))), roots_above=[], above=above, rooted_count=1, base_parent=3,
+              now_mono_ms=0, from_snapshot=True)
+    assert p.stats.snapshot_slot == 4 and p.stats.restored_from == 4
+    q = _policy()
+    q.stats.snapshot_slot = 99
+    q.restart(0, FakeResult(FakeBank(0, _h(0))), roots_above=[], above=above, rooted_count=0, base_parent=0,
+              now_mono_ms=0)
+    assert q.stats.snapshot_slot is None  # from genesis: no snapshot yet

@@ -84,8 +84,18 @@ from .crypto import Keypair, encode_address
 from .finality import Finality
 from .forkchoice import ForkChoiceError
 from .history import HistoryEffect, Housekeeping, LedgerHistory
-from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
+from .leader_policy import (
+    Build,
+    Decision,
+    Skip,
+    SlotIntake,
+    WaitForParent,
+    leader_decision,
+    next_wake_ms,
+    slot_duration_ms,
+)
 from .lstake import epoch_of
+from .messages import Genesis
 from .node_report import lstake_rows, percentiles
 from .pools import Mempool, VotePool
 from .schedule import Fork, ForkSlot, ScheduleBook
@@ -204,6 +214,15 @@ class NodeStats:
     cleanups: int = 0
     purged_slots: int = 0
     restored_from: int = 0  # the slot the last load started from (0: genesis)
+
+
+def genesis_args(genesis: Genesis) -> dict[str, Any]:
+    """The policy's parameters from ``genesis``: the bootstrap identities with LStake weigh
+    the first votes; its hash roots the slot tracker; slot length, start time (ms) and epoch
+    length place every slot."""
+    return {"stakes": {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
+            "genesis_hash": genesis.hash(), "slot_ms": slot_duration_ms(genesis),
+            "genesis_ms": genesis.creation_time_s * 1000, "spe": genesis.epoch.slots_per_epoch}
 
 
 class NodePolicy(Generic[R]):
@@ -609,6 +628,15 @@ class NodePolicy(Generic[R]):
             return None
         return self.mempool.take(now_mono_ms), self.vote_pool.take(), self.banks[parent]
 
+    def take_for_intake(self, st: SlotIntake, now_mono_ms: int) -> tuple[list[bytes], list[VoteTx], frozenset[bytes]]:
+        """What the leader takes into its slot on the PoH clock at one intake step
+        (``SlotIntake.take``: room, caps, nothing twice) from the mempool and the vote pool,
+        and which of those transactions the mempool verified at admission (not verified
+        again)."""
+        txs, votes = st.take(self.mempool.take(now_mono_ms, limit=st.tx_room, exclude=st.seen_txs),
+                             self.vote_pool.take())
+        return txs, votes, frozenset(r for r in txs if self.mempool.is_verified(r))
+
     def produced(self, slot: int, parent: int, res: R, *, included: Sequence[bytes], dropped: Sequence[bytes],
                  included_votes: Sequence[VoteTx], now_ms: int, now_mono_ms: int) -> list[ShellEffect]:
         """A slot this node built (and stored): the pools lose what it took or refused; it
@@ -631,12 +659,15 @@ class NodePolicy(Generic[R]):
 
     # -- restart and repair -------------------------------------------------------------------
     def restart(self, base: int, res: R, *, roots_above: Sequence[int], above: sl.StoredAbove,
-                rooted_count: int, base_parent: int, now_mono_ms: int) -> list[ShellEffect]:
+                rooted_count: int, base_parent: int, now_mono_ms: int,
+                from_snapshot: bool = False) -> list[ShellEffect]:
         """Start from ``base`` (a node snapshot's root, or genesis) with its frozen ``res``:
         the tower is rooted at least at ``base``; the stored slots ``above`` it enter the
         tracker (the shell then replays them, crediting ``roots_above`` as they freeze, and
-        calls :meth:`restarted`)."""
+        calls :meth:`restarted`). ``from_snapshot``: ``base`` is a node snapshot's root
+        (reported as the newest snapshot until one is written)."""
         assert res.bank.bank_hash is not None
+        self.stats.snapshot_slot = base if from_snapshot else None
         self._provide_weights(res.bank)
         tower = self.cons.tower.rooted_at_least(base)
         if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
@@ -673,6 +704,15 @@ class NodePolicy(Generic[R]):
         return out
 
     # -- the schedule's view of the fork -------------------------------------------------------
+    def use_book(self, book: ScheduleBook, mono_ms: Callable[[], int]) -> None:
+        """Credit roots to ``book`` from now on (a restart replaces the book) and let it ask
+        this policy for the working fork and the lowest unreplayed slot above a tip
+        (spec/node.md "Leader schedule on a fork"); ``mono_ms``: the shell's monotonic
+        clock, read when the book asks (the memo of ``unreplayed_above`` ages on it)."""
+        self.book = book
+        book.working_fork = lambda: self.working_fork(book.credited_through)
+        book.unreplayed_above = lambda tip: self.unreplayed_above(tip, mono_ms())
+
     def fork_slots(self, slot: int, floor: int) -> list[int]:
         """``slot`` and its ancestors above ``floor`` while frozen here (bank held), ascending."""
         out: list[int] = []

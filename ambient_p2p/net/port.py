@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.codec import encode
+from ..core.leader_policy import gossip_batches
+from .messages import ShredBatch
 from .reqresp import ReqRespError, request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,6 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: ``(peer, protocol id, request, timeout_s) -> response``, raising ``ReqRespError``
 Request = Callable[[Any, str, Any, float], Awaitable[Any]]
+#: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
+#: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
+SHREDS_PER_GOSSIP_MESSAGE = 32
 
 
 class NetNodePort:
@@ -64,3 +70,11 @@ async def request_all(send: Request, jobs: Sequence[tuple[Any, str, Any]], *, pa
         for job in jobs:
             nursery.start_soon(one, *job)
     return out
+
+
+async def publish_shreds(publish: Callable[[str, bytes], Awaitable[None]], variants: Sequence[Sequence[bytes]]) -> None:
+    """Gossip each variant's shreds on the ``shreds`` topic, ``SHREDS_PER_GOSSIP_MESSAGE``
+    a ``ShredBatch``, the variants interleaved (``leader_policy.gossip_batches``; moved here
+    from node/production.py, issue 11)."""
+    for batch in gossip_batches(variants, SHREDS_PER_GOSSIP_MESSAGE):
+        await publish("shreds", encode(ShredBatch(shreds=tuple(batch))))

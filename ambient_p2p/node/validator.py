@@ -27,7 +27,7 @@ from ..core.crypto import Keypair
 from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.leader_policy import slot_duration_ms
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
+from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect, genesis_args
 from ..core.schedule import ScheduleBook
 from ..core.vote_program import VoteTx
 from ..ledger.blockstore import Blockstore, InsertResult
@@ -47,7 +47,7 @@ from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, s
 from .services import SHRED_QUEUE_LEN, run_services
 from .status import control, status, status_line
 from .timings import Timings
-from .voting import VoteOp, VotingService
+from .voting import VotingService
 
 if TYPE_CHECKING:  # pragma: no cover
     from .poh_service import PohService
@@ -75,13 +75,10 @@ class Validator(NodePolicy[SlotResult]):
                  poh_clock: str = "instant", history: LedgerHistory | None = None) -> None:
         self.genesis, self.data_dir = genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
-        book = ScheduleBook(genesis)  # replaced by the restored one in aload
-        super().__init__(kp, {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
-                         read_tower(data_dir / TOWER_FILE, kp.pubkey), genesis_hash=genesis.hash(),
-                         slot_ms=slot_duration_ms(genesis), genesis_ms=genesis.creation_time_s * 1000,
-                         started_ms=self.clock.wall_ms(), spe=book.spe,
+        super().__init__(kp, tower=read_tower(data_dir / TOWER_FILE, kp.pubkey), started_ms=self.clock.wall_ms(),
                          leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e),
-                         history=history, book=book)
+                         history=history, **genesis_args(genesis))
+        self.use_book(ScheduleBook(genesis), self.clock.mono_ms)  # replaced by the restored one in aload
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
@@ -107,7 +104,6 @@ class Validator(NodePolicy[SlotResult]):
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
-        self._use_book(self.book)
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         # timed inside the worker (the job itself, not the wait for the kind's limiter):
@@ -116,13 +112,6 @@ class Validator(NodePolicy[SlotResult]):
         if not self.offload:
             return job(*args)
         return await trio.to_thread.run_sync(job, *args, limiter=self.limiters[kind])
-
-    def _use_book(self, book: ScheduleBook) -> None:
-        """The schedule book, asking the policy for the working fork and the unreplayed
-        slots (spec/node.md "Leader schedule on a fork")."""
-        self.book = book
-        book.working_fork = lambda: self.working_fork(book.credited_through)
-        book.unreplayed_above = lambda tip: self.unreplayed_above(tip, self.clock.mono_ms())
 
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
@@ -168,12 +157,11 @@ class Validator(NodePolicy[SlotResult]):
         Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
             r = await self._thread("disk", restore_job, self.bs, self.genesis, self.kp.pubkey)
-            self._use_book(r.book)
-            self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
+            self.use_book(r.book, self.clock.mono_ms)
             r.result.bank.token_balances = self.token_balances  # every child bank inherits it
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, above=r.above,
                                       rooted_count=r.rooted_count, base_parent=r.parent,
-                                      now_mono_ms=self.clock.mono_ms()))
+                                      now_mono_ms=self.clock.mono_ms(), from_snapshot=r.snapshot is not None))
             await self.replay_ready()
             self.perform(self.restarted(self.clock.mono_ms()))
 
@@ -238,7 +226,7 @@ class Validator(NodePolicy[SlotResult]):
         goes to the voting service: tower durable, then sent."""
         for eff in self.vote_decision(self.clock.wall_ms(), self.clock.mono_ms()):
             if isinstance(eff, CastVote):
-                if not self.voting.submit(VoteOp(eff.record, eff.vote)):
+                if not self.voting.submit(eff):
                     self.stats.votes_unsent += 1
             elif isinstance(eff, RootChain):
                 await self._on_root(eff)

@@ -7,12 +7,11 @@ does not know about, and the fsyncs never stall the event loop."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from ..core.tower import TowerRecord
+from ..core.node_policy import CastVote
 from ..core.vote_program import VoteTx
 from ..ledger.tower_storage import write_tower
 
@@ -21,10 +20,9 @@ from ..ledger.tower_storage import write_tower
 VOTE_QUEUE_LEN = 256
 
 
-@dataclass(frozen=True)
-class VoteOp:
-    record: TowerRecord | None  # None: the tower is unchanged (a refreshed last vote)
-    vote: VoteTx | None  # None: an identity without LStake keeps its tower, sends nothing
+#: what the service performs: the policy's ``CastVote`` (record None: the tower is unchanged,
+#: a refreshed last vote; vote None: an identity without LStake keeps its tower, sends nothing)
+VoteOp = CastVote
 
 
 class VotingService:
