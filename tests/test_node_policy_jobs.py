@@ -285,3 +285,36 @@ def test_restart_reports_the_snapshot_it_started_from() -> None:
     q.restart(0, FakeResult(FakeBank(0, _h(0))), roots_above=[], above=above, rooted_count=0, base_parent=0,
               now_mono_ms=0)
     assert q.stats.snapshot_slot is None  # from genesis: no snapshot yet
+
+
+# -- the voting service's tower write goes through the shell's one thread door --------------
+def test_voting_service_writes_the_tower_through_the_given_runner_before_the_vote(tmp_path: Any) -> None:
+    """``VotingService(run=...)``: the validator passes ``_thread("tower")`` (one place for
+    worker threads, their limiter and timings); the write still completes before the vote
+    leaves, and a refreshed vote (no record) writes nothing."""
+    import trio
+
+    from ambient_p2p.core.node_policy import CastVote
+    from ambient_p2p.core.tower import Tower
+    from ambient_p2p.core.vote_program import parse_vote_transaction
+    from ambient_p2p.ledger.tower_storage import read_tower
+    from ambient_p2p.node.voting import VotingService
+
+    log: list[Any] = []
+
+    async def run(fn: Any, *args: Any) -> Any:
+        log.append(("write", fn.__name__))
+        return fn(*args)
+
+    async def out(vt: Any) -> None:
+        t = read_tower(tmp_path / "t.cbor", ME.pubkey)
+        log.append(("out", vt.vote.slot, None if t is None else t.last_voted_slot))
+
+    svc = VotingService(tmp_path / "t.cbor", out, run)
+    tower = Tower()
+    tower.record_vote(3)
+    vote = sign_message(Vote(ME.pubkey, 3, _h(3), None, 0, bytes(64)), ME, "vote")
+    vt = parse_vote_transaction(vote_transaction(ME, vote, b"\x07" * 32))
+    assert svc.submit(CastVote(tower.to_record(ME), vt)) and svc.submit(CastVote(None, vt))
+    trio.run(svc.drain)
+    assert log == [("write", "write_tower"), ("out", 3, 3), ("out", 3, 3)] and svc.written == 1

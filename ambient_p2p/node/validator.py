@@ -16,6 +16,7 @@ import collections
 import random
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -89,10 +90,10 @@ class Validator(NodePolicy[SlotResult]):
         self.inbox_send, self.inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self.inbox_dropped = 0
         self.shreds_send, self.shreds_recv = trio.open_memory_channel[tuple[list[bytes], str]](SHRED_QUEUE_LEN)
-        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
+        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, partial(self._thread, "tower"))
         self.ledger_lock = trio.Lock()
         self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve",
-                                                                     "cleanup")}
+                                                                     "cleanup", "tower")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
         self.timings = Timings()  # worker-thread job durations for /metrics
         self.repair_now = trio.Event()
@@ -251,8 +252,7 @@ class Validator(NodePolicy[SlotResult]):
         self.root_event = trio.Event()
 
     # -- production (node/production.py) ----------------------------------------------------
-    async def produce(self, slot: int, parent: int) -> None:
-        await produce(self, slot, parent)
+    produce = produce
 
     async def store_built(self, built: BuiltSlot) -> None:
         """Store a slot this node built, then its effects and replays (caller holds the
