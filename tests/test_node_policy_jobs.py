@@ -318,3 +318,15 @@ def test_voting_service_writes_the_tower_through_the_given_runner_before_the_vot
     assert svc.submit(CastVote(tower.to_record(ME), vt)) and svc.submit(CastVote(None, vt))
     trio.run(svc.drain)
     assert log == [("write", "write_tower"), ("out", 3, 3), ("out", 3, 3)] and svc.written == 1
+
+
+def test_repair_is_planned_only_with_a_peer_to_ask() -> None:
+    """Without peers no plan, and readiness hears nothing (not "behind" for it); with one,
+    the plan of ``repair_plan``, which feeds readiness."""
+    p = _policy()
+    _freeze(p, 1, 0)
+    p.stored([sl.ShredsStored(3, 2)], [], 0)  # 3 names 2, unknown here: an orphan to ask for
+    now = SLOT_MS * 8
+    assert p.repair_wanted(now, 0) == ([], None) and not p.behind(now)
+    plan, orphan = p.repair_wanted(now, 2)
+    assert (plan, orphan) == p.repair_plan(now) and orphan == 2 and 2 in plan and p.behind(now)

@@ -849,6 +849,12 @@ class NodePolicy(Generic[R]):
         return lstake_rows(self.cons.stakes, {} if book is None else book.leader_credits,
                            {} if book is None else book.vote_credits)
 
+    def repair_wanted(self, now_ms: int, peers: int) -> tuple[list[int], int | None]:
+        """A repair round's plan (:meth:`repair_plan`) when there is a peer to ask; without
+        one, nothing is planned, so readiness hears nothing of what the tracker wants (a
+        lone node is not "behind" for slots nobody can send it)."""
+        return self.repair_plan(now_ms) if peers > 0 else ([], None)
+
     def repair_plan(self, now_ms: int) -> tuple[list[int], int | None]:
         """The core repair plan (``slots.repair_plan``): the slots to ask for, and the
         orphan whose ancestors to learn in one request (the lowest; None without one). What

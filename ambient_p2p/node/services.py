@@ -128,7 +128,7 @@ async def repair_service(v: Validator) -> None:
             await v.repair_now.wait()
         v.repair_now = trio.Event()
         peers = v.port.peers() if v.port is not None else []
-        wanted, orphan = repair_plan(v) if peers else ([], None)
+        wanted, orphan = v.repair_wanted(v.clock.wall_ms(), len(peers))
         # a disk read: a worker thread, or inline without offload (a thread would let a
         # MockClock jump while it runs, so load would change the in-process interleaving)
         consumed = await v._thread("disk", consumed_job, v.bs, wanted) if wanted else {}
