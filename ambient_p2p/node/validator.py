@@ -4,8 +4,9 @@ receives facts (inserted shreds, replay results, votes, the clock), hands them t
 policy and performs the effects it returns (disk, network, threads); it decides nothing.
 
 Heavy work runs in worker threads, one ``CapacityLimiter`` per kind (insert, replay,
-build, disk, serve, cleanup) running the ledger's jobs (ledger/jobs.py, ledger/restore.py) and
-the slot builder's (node/leader.py); the policy is only touched by the trio thread.
+build, disk, serve, cleanup, tower) running the ledger's jobs (ledger/jobs.py,
+ledger/restore.py, ledger/tower_storage.py) and the slot builder's (node/leader.py); the
+policy is only touched by the trio thread.
 ``ledger_lock`` serialises the ledger steps (insert -> replay -> votes -> decide) of the
 services (node/services.py) that share it.
 """
