@@ -10,8 +10,12 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | event (method)                  | rule                                                               | effects for the shell |
 |---------------------------------|--------------------------------------------------------------------|-----------------------|
 | ``stored(events, dups)``        | insert facts -> slot tracker; a duplicate proof marks fork choice  | -> slot effects       |
+| ``replay_job(replay)``          | a queued Replay: superseded -> none; leader on the fork through    | ``ReplayJob`` or none |
+|                                 | the parent + the parent's result; neither -> ReplayFailed          | (-> slot effects)     |
+|                                 | ``no-leader-or-parent`` (cannot happen: the tracker checked both)  |                       |
 | ``replayed(slot, res, dup)``    | bank kept; Replayed -> tracker (``replay_failed``: ReplayFailed)   | -> slot effects       |
-| (slot effect) ``SlotFrozen``    | readiness; fork choice (if above the root and on it); the slot's   | -> ``SlotFrozen``     |
+| (slot effect) ``SlotFrozen``    | the bank's LStake provider (``fork_weights``, with a book);        | -> ``SlotFrozen``     |
+|                                 | readiness; fork choice (if above the root and on it); the slot's   |                       |
 |                                 | landed votes count; its pending votes are released                 |                       |
 | (slot effect) ``MarkDead``      | bank dropped; pending votes for it become foreign (may dump)       | -> ``MarkDead``       |
 | (dup effect) ``DumpSlot``       | fork choice drops the subtree; tracker DuplicateConfirmed; the     | -> Purge, ClearDead,  |
@@ -19,6 +23,8 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``count_vote(vote)``            | finality notes the voter's root; fork choice counts it, or the    | (as DumpSlot)         |
 |                                 | duplicate tracker keeps it (Unknown / FrozenAs / DeadHere)         |                       |
 | ``add_vote_tx`` / ``add_tx``    | vote pool (voters with weight) + count_vote / mempool (dedupe)     | -                     |
+| ``delivered(kind, payload)``    | gossip ``votes``: parsed (else ignored) -> add_vote_tx; ``txs``:   | (as count_vote)       |
+|                                 | add_tx, verified by the topic's check; other topics: nothing       |                       |
 | ``check_tx(raw)``               | gossip admission: one packet at most, parses, signatures verify,   | reason or None        |
 |                                 | the fee payer can pay in the working bank (``unfunded``)           |                       |
 | ``check_vote_tx(raw, origin)``  | gossip admission: a vote transaction signed by the message's       | reason or None        |
@@ -41,6 +47,9 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | to ask again (``leader_policy.next_wake_ms``)                      |                       |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
+| ``take_for_build`` /            | only while ``may_build``: the pools' transactions and votes and    | (txs, votes, parent)  |
+| ``take_for_intake(st)``         | the parent / one PoH-clock intake step (``SlotIntake.take``) and   | / (txs, votes,        |
+|                                 | which of its transactions were verified at admission               | verified)             |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
 | ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
 |                                 | -> tracker (``slots.restart_events``: dead / full / partial); the  |                       |
@@ -54,6 +63,8 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | (spec/tower.md); ``loaded``                                        |                       |
 | ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind");   | (slots to ask for,    |
 |                                 | the lowest orphan's ancestors are asked for in one request         | orphan or None)       |
+| ``repair_wanted(now, peers)``   | no peer: no plan (readiness hears nothing); else ``repair_plan``   | (as repair_plan)      |
+| ``snapshot_saved(slot, err)``   | a ``TakeSnapshot`` performed: counted, or refused (older stays)    | -                     |
 | ``fork_slots(slot, floor)``     | the frozen ancestry of ``slot`` above ``floor`` (the schedule      | (slots, ascending)    |
 |                                 | book's credited root), ascending: the fork a schedule beyond the   |                       |
 |                                 | root's reach is computed on (spec/node.md "Leader schedule on a    |                       |
@@ -64,6 +75,16 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | but not replayed, dead slots excepted (memoized per tip 200 ms)   |                       |
 | ``schedule_epochs()``           | the epochs whose schedules an insert may check shreds against:     | (range of epochs)     |
 |                                 | from the one before the root's to the one after the working tip's  |                       |
+| ``frozen_leaders(now)``         | the book's schedules of ``schedule_epochs`` + the clock's epoch    | (slot -> leader)      |
+|                                 | and the next, frozen for worker threads                            |                       |
+| ``leader_final(slot)``          | the slot's schedule is the root's: a shred from another leader     | bool                  |
+|                                 | blames its sender (else ``other-fork-leader``)                     |                       |
+| ``fork_weights(slot)``          | vote weights as the fork through ``slot`` sees them (the book in   | (epoch -> weights)    |
+|                                 | use, late-bound; ``extends``)                                      |                       |
+| ``use_book(book, mono)``        | the book credited from now on; its working fork and unreplayed     | -                     |
+|                                 | slots asked of this policy                                         |                       |
+| ``report(now)``                 | the status's policy part, with the clock slot's leader and the     | (dict)                |
+|                                 | LStake table (``lstake_table``)                                    |                       |
 """
 
 from __future__ import annotations
