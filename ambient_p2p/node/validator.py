@@ -84,7 +84,6 @@ class Validator(NodePolicy[SlotResult]):
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
-        self.history = self.housekeeping.history
         self.pending_purge: PurgeLedger | None = None  # the newest purge the cleanup service has not begun
         self.root_event = trio.Event()  # set (and replaced) whenever the root advances
         self.port: NetPort | None = None
