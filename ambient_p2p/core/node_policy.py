@@ -10,8 +10,12 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | event (method)                  | rule                                                               | effects for the shell |
 |---------------------------------|--------------------------------------------------------------------|-----------------------|
 | ``stored(events, dups)``        | insert facts -> slot tracker; a duplicate proof marks fork choice  | -> slot effects       |
+| ``replay_job(replay)``          | a queued Replay: superseded -> none; leader on the fork through    | ``ReplayJob`` or none |
+|                                 | the parent + the parent's result; neither -> ReplayFailed          | (-> slot effects)     |
+|                                 | ``no-leader-or-parent`` (cannot happen: the tracker checked both)  |                       |
 | ``replayed(slot, res, dup)``    | bank kept; Replayed -> tracker (``replay_failed``: ReplayFailed)   | -> slot effects       |
-| (slot effect) ``SlotFrozen``    | readiness; fork choice (if above the root and on it); the slot's   | -> ``SlotFrozen``     |
+| (slot effect) ``SlotFrozen``    | the bank's LStake provider (``fork_weights``, with a book);        | -> ``SlotFrozen``     |
+|                                 | readiness; fork choice (if above the root and on it); the slot's   |                       |
 |                                 | landed votes count; its pending votes are released                 |                       |
 | (slot effect) ``MarkDead``      | bank dropped; pending votes for it become foreign (may dump)       | -> ``MarkDead``       |
 | (dup effect) ``DumpSlot``       | fork choice drops the subtree; tracker DuplicateConfirmed; the     | -> Purge, ClearDead,  |
@@ -19,6 +23,8 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 | ``count_vote(vote)``            | finality notes the voter's root; fork choice counts it, or the    | (as DumpSlot)         |
 |                                 | duplicate tracker keeps it (Unknown / FrozenAs / DeadHere)         |                       |
 | ``add_vote_tx`` / ``add_tx``    | vote pool (voters with weight) + count_vote / mempool (dedupe)     | -                     |
+| ``delivered(kind, payload)``    | gossip ``votes``: parsed (else ignored) -> add_vote_tx; ``txs``:   | (as count_vote)       |
+|                                 | add_tx, verified by the topic's check; other topics: nothing       |                       |
 | ``check_tx(raw)``               | gossip admission: one packet at most, parses, signatures verify,   | reason or None        |
 |                                 | the fee payer can pay in the working bank (``unfunded``)           |                       |
 | ``check_vote_tx(raw, origin)``  | gossip admission: a vote transaction signed by the message's       | reason or None        |
@@ -41,6 +47,9 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | to ask again (``leader_policy.next_wake_ms``)                      |                       |
 | ``may_build(slot, parent)``     | parent frozen here, slot not frozen/dead/dumped, not built before  | -                     |
 |                                 | a restart (a second version would be an equivocation)              |                       |
+| ``take_for_build`` /            | only while ``may_build``: the pools' transactions and votes and    | (txs, votes, parent)  |
+| ``take_for_intake(st)``         | the parent / one PoH-clock intake step (``SlotIntake.take``) and   | / (txs, votes,        |
+|                                 | which of its transactions were verified at admission               | verified)             |
 | ``produced(...)``               | pools lose what the slot took; the slot froze as ``Produced``      | -> slot effects       |
 | ``restart(...)``                | the tower rooted at the base at least; stored slots above the base | -> slot effects       |
 |                                 | -> tracker (``slots.restart_events``: dead / full / partial); the  |                       |
@@ -54,6 +63,8 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | (spec/tower.md); ``loaded``                                        |                       |
 | ``repair_plan(now)``            | ``slots.repair_plan``; what it wants feeds readiness ("behind");   | (slots to ask for,    |
 |                                 | the lowest orphan's ancestors are asked for in one request         | orphan or None)       |
+| ``repair_wanted(now, peers)``   | no peer: no plan (readiness hears nothing); else ``repair_plan``   | (as repair_plan)      |
+| ``snapshot_saved(slot, err)``   | a ``TakeSnapshot`` performed: counted, or refused (older stays)    | -                     |
 | ``fork_slots(slot, floor)``     | the frozen ancestry of ``slot`` above ``floor`` (the schedule      | (slots, ascending)    |
 |                                 | book's credited root), ascending: the fork a schedule beyond the   |                       |
 |                                 | root's reach is computed on (spec/node.md "Leader schedule on a    |                       |
@@ -64,6 +75,16 @@ Events (methods) and what they decide; "-> X" names the effects the shell perfor
 |                                 | but not replayed, dead slots excepted (memoized per tip 200 ms)   |                       |
 | ``schedule_epochs()``           | the epochs whose schedules an insert may check shreds against:     | (range of epochs)     |
 |                                 | from the one before the root's to the one after the working tip's  |                       |
+| ``frozen_leaders(now)``         | the book's schedules of ``schedule_epochs`` + the clock's epoch    | (slot -> leader)      |
+|                                 | and the next, frozen for worker threads                            |                       |
+| ``leader_final(slot)``          | the slot's schedule is the root's: a shred from another leader     | bool                  |
+|                                 | blames its sender (else ``other-fork-leader``)                     |                       |
+| ``fork_weights(slot)``          | vote weights as the fork through ``slot`` sees them (the book in   | (epoch -> weights)    |
+|                                 | use, late-bound; ``extends``)                                      |                       |
+| ``use_book(book, mono)``        | the book credited from now on; its working fork and unreplayed     | -                     |
+|                                 | slots asked of this policy                                         |                       |
+| ``report(now)``                 | the status's policy part, with the clock slot's leader and the     | (dict)                |
+|                                 | LStake table (``lstake_table``)                                    |                       |
 """
 
 from __future__ import annotations
@@ -80,12 +101,23 @@ from . import slots as sl
 from .bank import LAMPORTS_PER_SIGNATURE, Bank, BlockError, parse_transaction
 from .consensus import Consensus, NewRoot, PersistTower, SendVote, Vote, VoteRejected
 from .constants import PACKET_DATA_BYTES
-from .crypto import Keypair
+from .crypto import Keypair, encode_address
 from .finality import Finality
 from .forkchoice import ForkChoiceError
 from .history import HistoryEffect, Housekeeping, LedgerHistory
-from .leader_policy import Build, Decision, Skip, WaitForParent, leader_decision, next_wake_ms
+from .leader_policy import (
+    Build,
+    Decision,
+    Skip,
+    SlotIntake,
+    WaitForParent,
+    leader_decision,
+    next_wake_ms,
+    slot_duration_ms,
+)
 from .lstake import epoch_of
+from .messages import Genesis
+from .node_report import lstake_rows, percentiles
 from .pools import Mempool, VotePool
 from .schedule import Fork, ForkSlot, ScheduleBook
 from .shred import OFFSET_SLOT
@@ -111,14 +143,6 @@ UNREPLAYED_MEMO_MS = 200
 #: Vote transactions the gossip check parsed, kept for ingest (the oldest go first): as
 #: many as the shell's inbox holds deliveries.
 CHECKED_VOTES_KEPT = 4096
-
-
-def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
-    """``{"n", "p50", "p95", ...}`` of ``samples`` (nearest rank, rounded to 0.1)."""
-    if not samples:
-        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
-    s = sorted(samples)
-    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
 
 
 def touched_slots(packets: Sequence[bytes], rejected: Iterable[int], completed: Iterable[int]) -> list[int]:
@@ -171,6 +195,16 @@ class LeaderStep:
     wake_ms: float
 
 
+@dataclass(frozen=True)
+class ReplayJob(Generic[R]):
+    """What replaying a queued ``Replay`` needs: the slot, its parent's frozen result, and
+    the leader whose signature its shreds carry (on the fork through the parent)."""
+
+    slot: int
+    parent: R
+    leader: bytes
+
+
 @dataclass
 class NodeStats:
     produced: int = 0
@@ -201,6 +235,15 @@ class NodeStats:
     cleanups: int = 0
     purged_slots: int = 0
     restored_from: int = 0  # the slot the last load started from (0: genesis)
+
+
+def genesis_args(genesis: Genesis) -> dict[str, Any]:
+    """The policy's parameters from ``genesis``: the bootstrap identities with LStake weigh
+    the first votes; its hash roots the slot tracker; slot length, start time (ms) and epoch
+    length place every slot."""
+    return {"stakes": {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
+            "genesis_hash": genesis.hash(), "slot_ms": slot_duration_ms(genesis),
+            "genesis_ms": genesis.creation_time_s * 1000, "spe": genesis.epoch.slots_per_epoch}
 
 
 class NodePolicy(Generic[R]):
@@ -259,6 +302,7 @@ class NodePolicy(Generic[R]):
         for e in effects:
             if isinstance(e, sl.SlotFrozen):
                 out.append(e)
+                self._provide_weights(self.banks[e.slot].bank)
                 out += self._frozen(e.slot, e.parent, now_mono_ms)
                 if e.slot in self.loading_roots and self.book is not None:  # in slot order, as
                     bank = self.banks[e.slot].bank  # a node that never stopped credited it
@@ -320,6 +364,21 @@ class NodePolicy(Generic[R]):
         """A queued Replay still stands (a dump may have sent the slot back to full)."""
         return self.slots.state(r.slot) is sl.SlotState.REPLAYING and self.slots.parent(r.slot) == r.parent
 
+    def replay_job(self, r: sl.Replay, now_mono_ms: int) -> tuple[ReplayJob[R] | None, list[ShellEffect]]:
+        """The job for a queued ``Replay`` (the shell performs them in queue order: parents
+        first) and the effects to perform first. No job when it is superseded (a dump sent
+        the slot back to full; a later Replay is queued), or when its leader on the fork
+        through the parent or the parent's bank is missing: cannot happen, the tracker
+        checked both, so the slot fails ``no-leader-or-parent``."""
+        if not self.replay_current(r):
+            return None, []
+        leader = self.leader_of(r.slot) if self.book is None else (
+            self.book.leader(r.slot, self.fork_at(r.parent, self.book.credited_through)))
+        parent = self.banks.get(r.parent)
+        if leader is None or parent is None:
+            return None, self.replay_failed(r.slot, "no-leader-or-parent", now_mono_ms)
+        return ReplayJob(r.slot, parent, leader), []
+
     def replayed(self, slot: int, res: R, duplicate: bool, now_mono_ms: int) -> list[ShellEffect]:
         assert res.bank.bank_hash is not None
         self.banks[slot] = res
@@ -357,6 +416,18 @@ class NodePolicy(Generic[R]):
         if vt.vote.voter in self.cons.stakes:
             self.vote_pool.add(vt)
         return self._count(vt.vote, now_mono_ms)
+
+    def delivered(self, kind: str, payload: bytes, now_mono_ms: int) -> list[ShellEffect]:
+        """A gossip delivery on the ``votes`` or ``txs`` topic (``shreds`` go to insert): a
+        vote transaction enters the vote pool and is counted (an undecodable one is
+        ignored); a transaction enters the mempool, its signatures verified by the topic's
+        check (:meth:`check_tx`)."""
+        if kind == "votes":
+            vt = self.vote_tx_of(payload)
+            return [] if vt is None else self.add_vote_tx(vt, now_mono_ms)
+        if kind == "txs":
+            self.add_tx(payload, now_mono_ms, verified=True)
+        return []
 
     def check_vote_tx(self, raw: bytes, origin: bytes) -> str | None:
         """The ``votes`` gossip check: None when ``raw`` is a vote transaction signed by the
@@ -492,6 +563,15 @@ class NodePolicy(Generic[R]):
         out = self._prune(now_mono_ms)
         return out + list(self.housekeeping.rooted(old_root, root, has_bank=root in self.banks))
 
+    def snapshot_saved(self, slot: int, error: str | None) -> None:
+        """The shell performed ``TakeSnapshot(slot)``: written, or refused with ``error``
+        (the older snapshot stays)."""
+        if error is not None:
+            self.stats.snapshot_failures += 1
+            return
+        self.stats.snapshots += 1
+        self.stats.snapshot_slot = slot
+
     def _update_weights(self) -> None:
         """At the first root of a new epoch, weigh votes by that epoch's LStake snapshot."""
         epoch = epoch_of(self.cons.root, self.spe)
@@ -560,6 +640,24 @@ class NodePolicy(Generic[R]):
         return slot not in self.produced_before and parent in self.banks and self.slots.is_frozen(parent) and (
             self.slots.state(slot) in (sl.SlotState.ABSENT, sl.SlotState.PARTIAL, sl.SlotState.FULL))
 
+    def take_for_build(self, slot: int, parent: int, now_mono_ms: int) -> tuple[list[bytes], list[VoteTx], R] | None:
+        """What a one-shot build of ``slot`` on ``parent`` takes: the mempool's and the vote
+        pool's transactions and the parent's frozen result; None when :meth:`may_build`
+        no longer holds (the parent was dumped or pruned while the shell waited, or the
+        slot was built before a restart)."""
+        if not self.may_build(slot, parent):
+            return None
+        return self.mempool.take(now_mono_ms), self.vote_pool.take(), self.banks[parent]
+
+    def take_for_intake(self, st: SlotIntake, now_mono_ms: int) -> tuple[list[bytes], list[VoteTx], frozenset[bytes]]:
+        """What the leader takes into its slot on the PoH clock at one intake step
+        (``SlotIntake.take``: room, caps, nothing twice) from the mempool and the vote pool,
+        and which of those transactions the mempool verified at admission (not verified
+        again)."""
+        txs, votes = st.take(self.mempool.take(now_mono_ms, limit=st.tx_room, exclude=st.seen_txs),
+                             self.vote_pool.take())
+        return txs, votes, frozenset(r for r in txs if self.mempool.is_verified(r))
+
     def produced(self, slot: int, parent: int, res: R, *, included: Sequence[bytes], dropped: Sequence[bytes],
                  included_votes: Sequence[VoteTx], now_ms: int, now_mono_ms: int) -> list[ShellEffect]:
         """A slot this node built (and stored): the pools lose what it took or refused; it
@@ -582,12 +680,16 @@ class NodePolicy(Generic[R]):
 
     # -- restart and repair -------------------------------------------------------------------
     def restart(self, base: int, res: R, *, roots_above: Sequence[int], above: sl.StoredAbove,
-                rooted_count: int, base_parent: int, now_mono_ms: int) -> list[ShellEffect]:
+                rooted_count: int, base_parent: int, now_mono_ms: int,
+                from_snapshot: bool = False) -> list[ShellEffect]:
         """Start from ``base`` (a node snapshot's root, or genesis) with its frozen ``res``:
         the tower is rooted at least at ``base``; the stored slots ``above`` it enter the
         tracker (the shell then replays them, crediting ``roots_above`` as they freeze, and
-        calls :meth:`restarted`)."""
+        calls :meth:`restarted`). ``from_snapshot``: ``base`` is a node snapshot's root
+        (reported as the newest snapshot until one is written)."""
         assert res.bank.bank_hash is not None
+        self.stats.snapshot_slot = base if from_snapshot else None
+        self._provide_weights(res.bank)
         tower = self.cons.tower.rooted_at_least(base)
         if tower is not self.cons.tower:  # the tower file is older than the snapshot, or absent
             self.cons = Consensus(self.kp, self.cons.stakes, tower=tower)
@@ -623,6 +725,15 @@ class NodePolicy(Generic[R]):
         return out
 
     # -- the schedule's view of the fork -------------------------------------------------------
+    def use_book(self, book: ScheduleBook, mono_ms: Callable[[], int]) -> None:
+        """Credit roots to ``book`` from now on (a restart replaces the book) and let it ask
+        this policy for the working fork and the lowest unreplayed slot above a tip
+        (spec/node.md "Leader schedule on a fork"); ``mono_ms``: the shell's monotonic
+        clock, read when the book asks (the memo of ``unreplayed_above`` ages on it)."""
+        self.book = book
+        book.working_fork = lambda: self.working_fork(book.credited_through)
+        book.unreplayed_above = lambda tip: self.unreplayed_above(tip, mono_ms())
+
     def fork_slots(self, slot: int, floor: int) -> list[int]:
         """``slot`` and its ancestors above ``floor`` while frozen here (bank held), ascending."""
         out: list[int] = []
@@ -666,6 +777,36 @@ class NodePolicy(Generic[R]):
         low = min(itertools.chain(held, named, voted), default=None)
         self._unreplayed_memo = (tip, now_mono_ms, low)
         return low
+
+    def fork_weights(self, slot: int) -> Callable[[int], Mapping[bytes, int] | None]:
+        """Vote weights as the fork through ``slot`` sees them (the schedule book's, on
+        ``fork_at(slot)``): the root's weights whenever they are final, so only a stall
+        changes anything. Without a book: ``vote_weights``."""
+        if self.book is None:
+            return self.vote_weights
+        return lambda epoch: None if (book := self.book) is None else (  # late-bound: a restart replaces the book
+            book.vote_weights(epoch, self.fork_at(slot, book.credited_through), extends=True))
+
+    def _provide_weights(self, bank: Bank) -> None:
+        """A frozen bank's ``lstake_provider`` (its children inherit it: epoch rewards and
+        the Logit Pool draw weigh validators by it, spec/logit_pool.md "The draw"); only
+        with a schedule book (the node's)."""
+        if self.book is not None:
+            bank.lstake_provider = self.fork_weights(bank.slot)
+
+    def frozen_leaders(self, now_ms: int) -> Callable[[int], bytes | None]:
+        """The computable schedules frozen for worker threads (an insert checks shreds
+        against them): ``schedule_epochs`` with the clock's, at most two epochs past the
+        root's for a node far behind. Without a book: ``leader_of``."""
+        if self.book is None:
+            return self.leader_of
+        return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(now_ms), self.book.spe)))
+
+    def leader_final(self, slot: int) -> bool:
+        """Whether ``slot``'s leader is final here (its epoch's schedule comes from the
+        root, not a fork): only then may the ``shreds`` gossip check blame a peer for a
+        shred signed by another leader (spec/node.md "Leader schedule on a fork"). Without a book: never."""
+        return self.book is not None and self.book.available(epoch_of(slot, self.book.spe))
 
     def landed_voters(self, slot: int) -> list[bytes]:
         res = self.banks.get(slot)
@@ -719,7 +860,21 @@ class NodePolicy(Generic[R]):
                        "snapshot_failures": s.snapshot_failures, "cleanups": s.cleanups, "purged_slots": s.purged_slots,
                        "keep_slots": self.housekeeping.history.keep_slots},
             "confirm_latency_ms": percentiles(list(self.confirm_latency_ms)),
+            "leader": None if (leader := self.leader_of(self.slot_at(now_ms))) is None else encode_address(leader),
+            "lstake": self.lstake_table(),
         }
+
+    def lstake_table(self) -> dict[str, dict[str, int]]:
+        """Per identity: vote weight now, leader slots and landed votes credited (the book's)."""
+        book = self.book
+        return lstake_rows(self.cons.stakes, {} if book is None else book.leader_credits,
+                           {} if book is None else book.vote_credits)
+
+    def repair_wanted(self, now_ms: int, peers: int) -> tuple[list[int], int | None]:
+        """A repair round's plan (:meth:`repair_plan`) when there is a peer to ask; without
+        one, nothing is planned, so readiness hears nothing of what the tracker wants (a
+        lone node is not "behind" for slots nobody can send it)."""
+        return self.repair_plan(now_ms) if peers > 0 else ([], None)
 
     def repair_plan(self, now_ms: int) -> tuple[list[int], int | None]:
         """The core repair plan (``slots.repair_plan``): the slots to ask for, and the

@@ -9,7 +9,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .crypto import encode_address
-from .node_policy import percentiles
+
+
+def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95)) -> dict[str, Any]:
+    """``{"n", "p50", "p95", ...}`` of ``samples`` (nearest rank, rounded to 0.1)."""
+    if not samples:
+        return {"n": 0, **{f"p{round(q * 100)}": None for q in qs}}
+    s = sorted(samples)
+    return {"n": len(s), **{f"p{round(q * 100)}": round(s[min(len(s) - 1, int(q * len(s)))], 1) for q in qs}}
 
 
 def lstake_rows(stakes: Mapping[bytes, int], leader_credits: Mapping[bytes, int],

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ..core import leader_policy as lp
-from ..core.codec import encode
 from ..core.poh import Entry
 from ..ledger.producer import open_bank
-from ..net.messages import ShredBatch
+from ..net.port import publish_shreds
 from .leader import (
     MAX_TXS_PER_SLOT,
     MAX_VOTES_PER_SLOT,
@@ -50,9 +49,6 @@ POH_CLOCKS = ("service", "instant")
 DEFAULT_POH_CLOCK = "service"
 #: The leader looks for new transactions and votes this often during its slot.
 INTAKE_INTERVAL_S = 0.02
-#: Shreds per gossip message: one message must stay below Noise's 65,535-byte frame (a
-#: larger one is several frames, which py-libp2p 0.8.1 lets concurrent writers interleave).
-SHREDS_PER_GOSSIP_MESSAGE = 32
 
 
 class ProducerStrategy(Protocol):
@@ -79,12 +75,6 @@ class HonestProducer:
         return {}
 
 
-async def publish(port: NetPort, variants: list[list[bytes]]) -> None:
-    """Gossip each variant's shreds, ``SHREDS_PER_GOSSIP_MESSAGE`` a message, interleaved."""
-    for batch in lp.gossip_batches(variants, SHREDS_PER_GOSSIP_MESSAGE):
-        await port.publish("shreds", encode(ShredBatch(shreds=tuple(batch))))
-
-
 async def produce(v: Validator, slot: int, parent: int) -> None:
     """Build ``slot`` on ``parent``: on the PoH clock when the leader service opened one
     (an equivocating producer strategy keeps the one-shot build), else at once in a
@@ -93,14 +83,14 @@ async def produce(v: Validator, slot: int, parent: int) -> None:
         await produce_on_clock(v, v.poh, slot, parent)
         return
     async with v.ledger_lock:
-        if not v.may_build(slot, parent):
-            return  # the parent was dumped or pruned while we waited, or built before a restart
-        txs, votes, parent_res = v.mempool.take(v.clock.mono_ms()), v.vote_pool.take(), v.banks[parent]
+        if (taken := v.take_for_build(slot, parent, v.clock.mono_ms())) is None:
+            return
+        txs, votes, parent_res = taken
         built, variants = await v._thread("build", build_variants, v.kp, v.genesis, parent, parent_res, slot,
                                           txs, votes, v.producer.variants)
         await v.store_built(built)
     if v.port is not None and not await v.producer.deliver(slot, variants, v.port):
-        await publish(v.port, variants)
+        await publish_shreds(v.port.publish, variants)
     async with v.ledger_lock:
         await v.decide()
 
@@ -109,10 +99,8 @@ async def _intake(v: Validator, poh: PohService, slot: int, bank: Bank, st: lp.S
     """Take what arrived, execute, record (the intake rules: ``leader_policy.SlotIntake``);
     until ``stop_at`` (trio time) or a refusal."""
     while trio.current_time() < stop_at:
-        txs, votes = st.take(v.mempool.take(v.clock.mono_ms(), limit=st.tx_room, exclude=st.seen_txs),
-                             v.vote_pool.take())
+        txs, votes, verified = v.take_for_intake(st, v.clock.mono_ms())
         if txs or votes:
-            verified = frozenset(r for r in txs if v.mempool.is_verified(r))  # checked at admission (node/tpu.py)
             inc, drop, inc_votes = await v._thread("build", partial(select_transactions, verified=verified),
                                                    bank, txs, votes)
             st.executed(drop, inc_votes)
@@ -136,7 +124,7 @@ async def _broadcast(v: Validator, poh: PohService, slot: int, streamer: SlotStr
                 packets = await v._thread("build", streamer.add, pending)
                 pending = []
                 if v.port is not None:
-                    await publish(v.port, [packets])
+                    await publish_shreds(v.port.publish, [packets])
     except SlotSuperseded:
         return
 

@@ -8,7 +8,7 @@ loop-stall monitor. They share the validator's machines under its ``ledger_lock`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -18,7 +18,8 @@ from ..core.repair import AskOrphan, repair_round
 from ..ledger.cleanup import purge_below
 from ..ledger.jobs import consumed_job
 from ..net.messages import REPAIR_ORPHAN, RepairRequest, ShredBatch
-from ..net.reqresp import PROTO_REPAIR, ReqRespError
+from ..net.port import request_all
+from ..net.reqresp import PROTO_REPAIR
 from .production import prepare_on_clock
 from .repair import PROTO_REPAIR_SLOT, SlotShredsRequest
 
@@ -65,10 +66,8 @@ async def ingest_service(v: Validator) -> None:
                         packets.extend(decode(item.envelope.payload, expected=ShredBatch).shreds)
                     except DecodeError:
                         continue
-                elif item.kind == "votes" and (vt := v.vote_tx_of(item.envelope.payload)) is not None:
-                    v.perform(v.add_vote_tx(vt, v.clock.mono_ms()))
-                elif item.kind == "txs":
-                    v.add_tx(item.envelope.payload, verified=True)  # the txs topic's check verified it
+                else:
+                    v.perform(v.delivered(item.kind, item.envelope.payload, v.clock.mono_ms()))
         async with v.ledger_lock:
             await v.decide()
         if packets:
@@ -123,39 +122,24 @@ def repair_plan(v: Validator) -> tuple[list[int], int | None]:
     return v.repair_plan(v.clock.wall_ms())
 
 
-async def _repair_one(v: Validator, peer: Any, proto: str, req: Any, limiter: trio.CapacityLimiter,
-                      out: list[bytes]) -> None:
-    assert v.port is not None
-    async with limiter:
-        try:
-            resp = await v.port.request(peer, proto, req, REPAIR_TIMEOUT_S)
-        except ReqRespError:
-            return
-        out.extend(resp.shreds)
-
-
 async def repair_service(v: Validator) -> None:
-    limiter = trio.CapacityLimiter(REPAIR_PARALLEL)
     while True:
         with trio.move_on_after(REPAIR_INTERVAL_S):
             await v.repair_now.wait()
         v.repair_now = trio.Event()
         peers = v.port.peers() if v.port is not None else []
-        wanted, orphan = repair_plan(v) if peers else ([], None)
+        wanted, orphan = v.repair_wanted(v.clock.wall_ms(), len(peers))
         # a disk read: a worker thread, or inline without offload (a thread would let a
         # MockClock jump while it runs, so load would change the in-process interleaving)
         consumed = await v._thread("disk", consumed_job, v.bs, wanted) if wanted else {}
         asks = repair_round(wanted, orphan, consumed, len(peers), v.rng)
-        if not asks:
+        if not asks or v.port is None:
             continue
         v.stats.repair_requests += len(asks)
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            for i, a in asks:
-                req = (PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, a.slot, 0, a.nonce)) if isinstance(a, AskOrphan) \
-                    else (PROTO_REPAIR_SLOT, SlotShredsRequest(a.slot, a.first_index, a.nonce))
-                nursery.start_soon(_repair_one, v, peers[i], *req, limiter, got)
-        if got:
+        jobs = [(peers[i], PROTO_REPAIR, RepairRequest(REPAIR_ORPHAN, a.slot, 0, a.nonce)) if isinstance(a, AskOrphan)
+                else (peers[i], PROTO_REPAIR_SLOT, SlotShredsRequest(a.slot, a.first_index, a.nonce)) for i, a in asks]
+        resps = await request_all(v.port.request, jobs, parallel=REPAIR_PARALLEL, timeout_s=REPAIR_TIMEOUT_S)
+        if got := [s for r in resps for s in r.shreds]:
             await v.shreds_send.send((got, "repair"))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core import node_report as rep
-from ..core.crypto import encode_address
 from ..ledger.jobs import chain_rows, slot_facts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,14 +16,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def status_fields(v: Validator) -> dict[str, Any]:
     """The policy's report (``NodePolicy.report``) with the shell's own figures."""
-    now = v.clock.wall_ms()
-    leader = v.book.leader(v.slot_at(now))
     chans = {"inbox": v.inbox_send.statistics(), "shreds": v.shreds_send.statistics(),
              "votes": v.voting.send.statistics()}
     recent = None if v.poh is None else [(s.late_ticks, s.max_lag_ns) for s in v.poh.recent_stats()]
     return {
-        **v.report(now, v.clock.mono_ms()),
-        "leader": encode_address(leader) if leader else None, "lstake": v.lstake_table(),
+        **v.report(v.clock.wall_ms(), v.clock.mono_ms()),
         "loop_stall_ms": rep.stall_summary(list(v.loop_stall)), "channels": rep.channel_rows(chans),
         "drops": {"inbox": v.inbox_dropped, "votes": v.voting.dropped},
         "poh": rep.poh_summary(v.poh_clock, v.stats.produce_abandoned,
@@ -35,10 +31,6 @@ def status_fields(v: Validator) -> dict[str, Any]:
 
 def status(v: Validator) -> dict[str, Any]:
     return {"consensus": status_fields(v)}
-
-
-def lstake_table(v: Validator) -> dict[str, dict[str, int]]:
-    return rep.lstake_rows(v.cons.stakes, v.book.leader_credits, v.book.vote_credits)
 
 
 def status_line(v: Validator) -> str:

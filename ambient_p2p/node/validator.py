@@ -4,8 +4,9 @@ receives facts (inserted shreds, replay results, votes, the clock), hands them t
 policy and performs the effects it returns (disk, network, threads); it decides nothing.
 
 Heavy work runs in worker threads, one ``CapacityLimiter`` per kind (insert, replay,
-build, disk, serve, cleanup) running the ledger's jobs (ledger/jobs.py, ledger/restore.py) and
-the slot builder's (node/leader.py); the policy is only touched by the trio thread.
+build, disk, serve, cleanup, tower) running the ledger's jobs (ledger/jobs.py,
+ledger/restore.py, ledger/tower_storage.py) and the slot builder's (node/leader.py); the
+policy is only touched by the trio thread.
 ``ledger_lock`` serialises the ledger steps (insert -> replay -> votes -> decide) of the
 services (node/services.py) that share it.
 """
@@ -16,6 +17,7 @@ import collections
 import random
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,9 +28,8 @@ from ..core.consensus import Vote
 from ..core.crypto import Keypair
 from ..core.history import LedgerHistory, PurgeLedger, TakeSnapshot
 from ..core.leader_policy import slot_duration_ms
-from ..core.lstake import epoch_of
 from ..core.messages import Genesis
-from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect
+from ..core.node_policy import CastVote, NodePolicy, RootChain, ShellEffect, genesis_args
 from ..core.schedule import ScheduleBook
 from ..core.vote_program import VoteTx
 from ..ledger.blockstore import Blockstore, InsertResult
@@ -46,9 +47,9 @@ from .port import NetNodePort, NetPort
 from .production import HonestProducer, ProducerStrategy, produce
 from .repair import PROTO_REPAIR_SLOT, PROTO_SHRED_PUSH, BlockstoreShredStore, slot_repair_handler
 from .services import SHRED_QUEUE_LEN, run_services
-from .status import control, lstake_table, status, status_line
+from .status import control, status, status_line
 from .timings import Timings
-from .voting import VoteOp, VotingService
+from .voting import VotingService
 
 if TYPE_CHECKING:  # pragma: no cover
     from .poh_service import PohService
@@ -76,27 +77,23 @@ class Validator(NodePolicy[SlotResult]):
                  poh_clock: str = "instant", history: LedgerHistory | None = None) -> None:
         self.genesis, self.data_dir = genesis, data_dir
         self.clock = clock or (Clock.fixed(clock_ms) if clock_ms else Clock.system())
-        book = ScheduleBook(genesis)  # replaced by the restored one in aload
-        super().__init__(kp, {n.identity: n.lstake for n in genesis.bootstrap_nodes if n.lstake > 0},
-                         read_tower(data_dir / TOWER_FILE, kp.pubkey), genesis_hash=genesis.hash(),
-                         slot_ms=slot_duration_ms(genesis), genesis_ms=genesis.creation_time_s * 1000,
-                         started_ms=self.clock.wall_ms(), spe=book.spe,
+        super().__init__(kp, tower=read_tower(data_dir / TOWER_FILE, kp.pubkey), started_ms=self.clock.wall_ms(),
                          leader_of=lambda s: self.book.leader(s), vote_weights=lambda e: self.book.vote_weights(e),
-                         history=history, book=book)
+                         history=history, **genesis_args(genesis))
+        self.use_book(ScheduleBook(genesis), self.clock.mono_ms)  # replaced by the restored one in aload
         self.rng = rng or random.Random()
         self.producer: ProducerStrategy = producer or HonestProducer()
         self.bs = Blockstore.open(data_dir / BLOCKSTORE_DIR)
-        self.history = self.housekeeping.history
         self.pending_purge: PurgeLedger | None = None  # the newest purge the cleanup service has not begun
         self.root_event = trio.Event()  # set (and replaced) whenever the root advances
         self.port: NetPort | None = None
         self.inbox_send, self.inbox_recv = trio.open_memory_channel[Delivery](INBOX_LEN)
         self.inbox_dropped = 0
         self.shreds_send, self.shreds_recv = trio.open_memory_channel[tuple[list[bytes], str]](SHRED_QUEUE_LEN)
-        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, offload)
+        self.voting = VotingService(data_dir / TOWER_FILE, self._vote_durable, partial(self._thread, "tower"))
         self.ledger_lock = trio.Lock()
         self.limiters = {k: trio.CapacityLimiter(1) for k in ("insert", "replay", "build", "disk", "serve",
-                                                                     "cleanup")}
+                                                                     "cleanup", "tower")}
         self.frozen_event = trio.Event()  # set (and replaced) whenever a slot freezes
         self.timings = Timings()  # worker-thread job durations for /metrics
         self.repair_now = trio.Event()
@@ -108,7 +105,6 @@ class Validator(NodePolicy[SlotResult]):
         # default (unit tests, mock clocks); the command line's default is DEFAULT_POH_CLOCK
         self.poh_clock = poh_clock
         self.poh: PohService | None = None
-        self._use_book(self.book)
 
     async def _thread(self, kind: str, fn: Callable[..., _T], *args: Any) -> _T:
         # timed inside the worker (the job itself, not the wait for the kind's limiter):
@@ -118,30 +114,10 @@ class Validator(NodePolicy[SlotResult]):
             return job(*args)
         return await trio.to_thread.run_sync(job, *args, limiter=self.limiters[kind])
 
-    def _use_book(self, book: ScheduleBook) -> None:
-        """The schedule book, asking the policy for the working fork and the unreplayed
-        slots (spec/node.md "Leader schedule on a fork")."""
-        self.book = book
-        book.working_fork = lambda: self.working_fork(book.credited_through)
-        book.unreplayed_above = lambda tip: self.unreplayed_above(tip, self.clock.mono_ms())
-
-    def _fork_weights(self, slot: int) -> Callable[[int], dict[bytes, int] | None]:
-        """Vote weights as the fork through ``slot`` sees them (the provider of ``slot``'s
-        bank, which its children inherit: epoch rewards and the Logit Pool draw read it);
-        the root's weights whenever they are final, so only a stall changes anything."""
-        return lambda epoch: self.book.vote_weights(epoch, self.fork_at(slot, self.book.credited_through), extends=True)
-
-    def _leaders(self) -> Callable[[int], bytes | None]:
-        """The computable schedules frozen for worker threads (``schedule_epochs``: at most
-        two epochs past the root's for a node far behind)."""
-        return self.book.frozen_leaders(self.schedule_epochs(epoch_of(self.slot_at(self.clock.wall_ms()),
-                                                                      self.book.spe)))
-
     # -- NodeExtension ------------------------------------------------------------------------
     def payload_checks(self) -> dict[str, PayloadCheck]:
         # late-bound: aload replaces the book with the restored one
-        return {"shreds": shreds_check(lambda slot: self.book.leader(slot),
-                                       leader_final=lambda slot: self.book.available(epoch_of(slot, self.book.spe))),
+        return {"shreds": shreds_check(self.leader_of, leader_final=self.leader_final),
                 "votes": lambda env: self.check_vote_tx(env.payload, env.origin),
                 "txs": lambda env: self.check_tx(env.payload)}
 
@@ -182,21 +158,18 @@ class Validator(NodePolicy[SlotResult]):
         Raises :class:`RestoreError` when the ledger cannot restart."""
         async with self.ledger_lock:
             r = await self._thread("disk", restore_job, self.bs, self.genesis, self.kp.pubkey)
-            self._use_book(r.book)
-            self.stats.snapshot_slot = r.snapshot.slot if r.snapshot is not None else None
-            # the Logit Pool's draw weighs validators by the LStake that weighs the epoch's
-            # votes (spec/logit_pool.md "The draw"); every child bank inherits the provider
-            r.result.bank.lstake_provider = self._fork_weights(r.result.bank.slot)
+            self.use_book(r.book, self.clock.mono_ms)
             r.result.bank.token_balances = self.token_balances  # every child bank inherits it
             self.perform(self.restart(r.root, r.result, roots_above=r.roots_above, above=r.above,
                                       rooted_count=r.rooted_count, base_parent=r.parent,
-                                      now_mono_ms=self.clock.mono_ms()))
+                                      now_mono_ms=self.clock.mono_ms(), from_snapshot=r.snapshot is not None))
             await self.replay_ready()
             self.perform(self.restarted(self.clock.mono_ms()))
 
     async def ingest_shreds(self, packets: list[bytes], *, verified: bool = False) -> InsertResult:
         async with self.ledger_lock:
-            res, events = await self._thread("insert", insert_job, self.bs, packets, self._leaders(), verified)
+            res, events = await self._thread("insert", insert_job, self.bs, packets,
+                                             self.frozen_leaders(self.clock.wall_ms()), verified)
             self.apply_insert(res, events)
             await self.replay_ready()
             return res
@@ -206,20 +179,16 @@ class Validator(NodePolicy[SlotResult]):
         self.perform(self.stored(events, [slot for slot, _kind in res.duplicates], self.clock.mono_ms()))
 
     async def replay_ready(self) -> None:
-        """Perform queued Replay effects (parents first: the tracker orders them)."""
+        """Perform queued Replay effects (parents first: the tracker orders them) with the
+        jobs the policy hands out (``NodePolicy.replay_job``)."""
         while self._replays:
-            r = self._replays.pop(0)
-            if not self.replay_current(r):
-                continue  # superseded (a dump sent it back to full; a later Replay is queued)
-            leader = self.book.leader(r.slot, self.fork_at(r.parent, self.book.credited_through))
-            parent = self.banks.get(r.parent)
-            if leader is None or parent is None:  # cannot happen: the tracker checked both
-                self.perform(self.replay_failed(r.slot, "no-leader-or-parent", self.clock.mono_ms()))
-                continue
-            out, dup_proof = await self._thread("replay", replay_job, self.bs, self.genesis, parent, r.slot, leader,
-                                             self.mempool.verified_before)  # verified at admission: once per node
-            self.perform(self.replay_failed(r.slot, out, self.clock.mono_ms()) if isinstance(out, str)
-                     else self.replayed(r.slot, out, dup_proof, self.clock.mono_ms()))
+            job, effects = self.replay_job(self._replays.pop(0), self.clock.mono_ms())
+            self.perform(effects)
+            if job is not None:
+                out, dup_proof = await self._thread("replay", replay_job, self.bs, self.genesis, job.parent, job.slot,
+                                                 job.leader, self.mempool.verified_before)  # verified at admission
+                self.perform(self.replay_failed(job.slot, out, self.clock.mono_ms()) if isinstance(out, str)
+                             else self.replayed(job.slot, out, dup_proof, self.clock.mono_ms()))
 
     def perform(self, effects: list[ShellEffect]) -> None:
         """Perform the policy's slot and ledger-history effects, in order."""
@@ -227,8 +196,6 @@ class Validator(NodePolicy[SlotResult]):
             if isinstance(e, sl.Replay):
                 self._replays.append(e)
             elif isinstance(e, sl.SlotFrozen):
-                if (res := self.banks.get(e.slot)) is not None:
-                    res.bank.lstake_provider = self._fork_weights(e.slot)  # its children inherit it
                 self.frozen_event.set()
                 self.frozen_event = trio.Event()
             elif isinstance(e, sl.MarkDead | sl.Purge | sl.ClearDead):
@@ -260,7 +227,7 @@ class Validator(NodePolicy[SlotResult]):
         goes to the voting service: tower durable, then sent."""
         for eff in self.vote_decision(self.clock.wall_ms(), self.clock.mono_ms()):
             if isinstance(eff, CastVote):
-                if not self.voting.submit(VoteOp(eff.record, eff.vote)):
+                if not self.voting.submit(eff):
                     self.stats.votes_unsent += 1
             elif isinstance(eff, RootChain):
                 await self._on_root(eff)
@@ -279,23 +246,19 @@ class Validator(NodePolicy[SlotResult]):
             snap = make_node_snapshot(self.genesis.hash(), self.banks[e.slot], self.finality.rooted_count,
                                       self.book.to_state())  # here: it copies the bank and the book
             if (err := await self._thread("disk", save_snapshot_job, self.bs, snap)) is not None:
-                self.stats.snapshot_failures += 1
                 print(f"warning: no snapshot at slot {e.slot}: {err}; the older one stays", file=sys.stderr)
-            else:
-                self.stats.snapshots += 1
-                self.stats.snapshot_slot = e.slot
+            self.snapshot_saved(e.slot, err)
         self.root_event.set()  # the cleanup service (node/services.py) wakes
         self.root_event = trio.Event()
 
     # -- production (node/production.py) ----------------------------------------------------
-    async def produce(self, slot: int, parent: int) -> None:
-        await produce(self, slot, parent)
+    produce = produce
 
     async def store_built(self, built: BuiltSlot) -> None:
         """Store a slot this node built, then its effects and replays (caller holds the
         ledger lock)."""
         res, events = await self._thread("build", store_built_job, self.bs, built.record, built.packets,
-                                         self._leaders())
+                                         self.frozen_leaders(self.clock.wall_ms()))
         self.perform(self.produced(built.slot, built.parent, built.result, included=built.included,
                                    dropped=built.dropped, included_votes=built.included_votes,
                                    now_ms=self.clock.wall_ms(), now_mono_ms=self.clock.mono_ms()))
@@ -303,7 +266,7 @@ class Validator(NodePolicy[SlotResult]):
         await self.replay_ready()
 
     # -- status (node/status.py) ------------------------------------------------------------------
-    status, status_line, lstake_table, control = status, status_line, lstake_table, control
+    status, status_line, control = status, status_line, control
 
     async def run(self, node: Any) -> None:
         self.port = NetNodePort(node)

@@ -7,12 +7,12 @@ does not know about, and the fsyncs never stall the event loop."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from ..core.tower import TowerRecord
+from ..core.node_policy import CastVote
 from ..core.vote_program import VoteTx
 from ..ledger.tower_storage import write_tower
 
@@ -21,19 +21,18 @@ from ..ledger.tower_storage import write_tower
 VOTE_QUEUE_LEN = 256
 
 
-@dataclass(frozen=True)
-class VoteOp:
-    record: TowerRecord | None  # None: the tower is unchanged (a refreshed last vote)
-    vote: VoteTx | None  # None: an identity without LStake keeps its tower, sends nothing
+#: what the service performs: the policy's ``CastVote`` (record None: the tower is unchanged,
+#: a refreshed last vote; vote None: an identity without LStake keeps its tower, sends nothing)
+VoteOp = CastVote
 
 
 class VotingService:
-    def __init__(self, path: Path, on_durable: Callable[[VoteTx], Awaitable[None]], offload: bool = True) -> None:
-        self.path = path
-        self.offload = offload
-        self.on_durable = on_durable
+    def __init__(self, path: Path, on_durable: Callable[[VoteTx], Awaitable[None]],
+                 run: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
+        """``run(fn, *args)``: how the tower write runs (the validator's ``_thread``: a
+        worker thread, timed; inline without offload)."""
+        self.path, self.on_durable, self.run_sync = path, on_durable, run
         self.send, self.recv = trio.open_memory_channel[VoteOp](VOTE_QUEUE_LEN)
-        self.limiter = trio.CapacityLimiter(1)
         self.dropped = 0
         self.written = 0
 
@@ -46,11 +45,9 @@ class VotingService:
             return False
 
     async def _one(self, op: VoteOp) -> None:
-        if op.record is not None and self.offload:
-            await trio.to_thread.run_sync(write_tower, self.path, op.record, limiter=self.limiter)
-        elif op.record is not None:
-            write_tower(self.path, op.record)
-        self.written += op.record is not None
+        if op.record is not None:
+            await self.run_sync(write_tower, self.path, op.record)
+            self.written += 1
         if op.vote is not None:
             await self.on_durable(op.vote)
 
