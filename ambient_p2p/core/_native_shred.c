@@ -48,40 +48,16 @@ static struct {
     int too_short;
 } prev;
 
-static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "merkle_root(payload, proof_offset, proof_size, index) takes 4 arguments");
-        return NULL;
-    }
-    Py_ssize_t proof_offset = PyLong_AsSsize_t(args[1]);
-    if (proof_offset == -1 && PyErr_Occurred())
-        return NULL;
-    long proof_size = PyLong_AsLong(args[2]);
-    if (proof_size == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long index = PyLong_AsUnsignedLongLong(args[3]);
-    if (index == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (proof_size < 0 || proof_size > MAX_PROOF) {
-        PyErr_SetString(PyExc_ValueError, "proof_size must be 0..15");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (proof_offset < SIG_BYTES || proof_offset + proof_size * ENTRY_BYTES > view.len) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "proof_offset/proof_size outside the payload");
-        return NULL;
-    }
-    const unsigned char *p = (const unsigned char *)view.buf;
+/* The root of one shred into out (1), or 0 when the proof is too short for index. The caller
+ * checked proof_offset + proof_size * 20 <= the payload's length and proof_offset >= 64. */
+static int root_of(const unsigned char *p, Py_ssize_t proof_offset, int n, unsigned long long index,
+                   unsigned char out[SHA256_DIGEST_LENGTH]) {
     const unsigned char *proof = p + proof_offset;
     unsigned char node[SHA256_DIGEST_LENGTH];
     SHA256_CTX c = leaf_ctx;
     SHA256_Update(&c, p + SIG_BYTES, (size_t)(proof_offset - SIG_BYTES));
     SHA256_Final(node, &c);
-    int k, hit = 0, n = (int)proof_size;
+    int k, hit = 0;
     for (k = 0; k < n; k++) {
         unsigned char *pair = prev.pair[k]; /* written in place: compared first, below */
         unsigned char cur[2 * ENTRY_BYTES];
@@ -115,10 +91,45 @@ static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t n
     /* on a hit, levels 0..k-1 were overwritten with this call's pairs and indexes, which
        lead to the same level-k pair; levels >= k and the result are shared */
     memcpy(prev.proof, proof, (size_t)n * ENTRY_BYTES);
-    PyBuffer_Release(&view);
     if (prev.too_short)
+        return 0;
+    memcpy(out, prev.root, SHA256_DIGEST_LENGTH);
+    return 1;
+}
+
+static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "merkle_root(payload, proof_offset, proof_size, index) takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t proof_offset = PyLong_AsSsize_t(args[1]);
+    if (proof_offset == -1 && PyErr_Occurred())
+        return NULL;
+    long proof_size = PyLong_AsLong(args[2]);
+    if (proof_size == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long index = PyLong_AsUnsignedLongLong(args[3]);
+    if (index == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (proof_size < 0 || proof_size > MAX_PROOF) {
+        PyErr_SetString(PyExc_ValueError, "proof_size must be 0..15");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (proof_offset < SIG_BYTES || proof_offset + proof_size * ENTRY_BYTES > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "proof_offset/proof_size outside the payload");
+        return NULL;
+    }
+    unsigned char root[SHA256_DIGEST_LENGTH];
+    int ok = root_of((const unsigned char *)view.buf, proof_offset, (int)proof_size, index, root);
+    PyBuffer_Release(&view);
+    if (!ok)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)prev.root, SHA256_DIGEST_LENGTH);
+    return PyBytes_FromStringAndSize((const char *)root, SHA256_DIGEST_LENGTH);
 }
 
 
@@ -162,42 +173,33 @@ static int proof_size_for(long total) {
     return bits;
 }
 
-static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyDict_Check(args[1]) || !PyType_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "parse(packet: bytes, variants: dict, shred_type: type)");
-        return NULL;
-    }
-    PyObject *packet = args[0];
-    Py_ssize_t n = PyBytes_GET_SIZE(packet);
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+/* The header fields of one packet when every check of parse_shred passes (1), else 0. */
+struct hdr {
+    int vb, is_data, resigned, proof_size;
+    Py_ssize_t size_;   /* payload bytes */
+    long cap;           /* data buffer / shard room */
+    unsigned long long slot;
+    unsigned long index, version, fec, a, b, c; /* a, b, c: parent_offset, flags, size or nd, nc, position */
+};
+
+static int hdr_check(const unsigned char *p, Py_ssize_t n, struct hdr *h) {
     if (n > PACKET_DATA_BYTES || n <= OFFSET_VARIANT)
-        Py_RETURN_NONE;
+        return 0;
     int vb = p[OFFSET_VARIANT], hi = vb & 0xF0, proof_size = vb & 0x0F, is_data, resigned;
     switch (hi) {
     case 0x60: is_data = 0; resigned = 0; break;
     case 0x70: is_data = 0; resigned = 1; break;
     case 0x90: is_data = 1; resigned = 0; break;
     case 0xB0: is_data = 1; resigned = 1; break;
-    default: Py_RETURN_NONE; /* legacy / unchained / unknown: refused by the Python path */
-    }
-    PyObject *vkey = PyLong_FromLong(vb);
-    if (vkey == NULL)
-        return NULL;
-    PyObject *variant = PyDict_GetItemWithError(args[1], vkey); /* borrowed */
-    Py_DECREF(vkey);
-    if (variant == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
+    default: return 0; /* legacy / unchained / unknown: refused by the Python path */
     }
     Py_ssize_t size_ = is_data ? DATA_PAYLOAD_BYTES : CODE_PAYLOAD_BYTES;
     if (n < size_)
-        Py_RETURN_NONE;
+        return 0;
     long cap = (long)size_ - (is_data ? DATA_HEADERS : CODE_HEADERS) - MERKLE_ROOT_BYTES - proof_size * ENTRY_BYTES
                - (resigned ? SIG_BYTES : 0);
     if (cap < 0)
-        Py_RETURN_NONE;
+        return 0;
     unsigned long long slot = rd_le(p + 65, 8);
     unsigned long index = (unsigned long)rd_le(p + 73, 4);
     unsigned long version = (unsigned long)rd_le(p + 77, 2);
@@ -209,35 +211,77 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         c = (unsigned long)rd_le(p + 86, 2);
         unsigned long parent_offset = a, flags = b, size = c;
         if (index >= MAX_DATA_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if ((flags & LAST_SHRED_IN_SLOT) && !(flags & DATA_COMPLETE_SHRED))
-            Py_RETURN_NONE;
+            return 0;
         if (size < DATA_HEADERS || size > (unsigned long)(DATA_HEADERS + cap))
-            Py_RETURN_NONE;
+            return 0;
         if ((unsigned long long)parent_offset > slot || (parent_offset == 0 && slot != 0))
-            Py_RETURN_NONE;
+            return 0;
         if (index < fec)
-            Py_RETURN_NONE;
+            return 0;
         if (index - fec >= (1UL << proof_size))
-            Py_RETURN_NONE;
+            return 0;
     } else {
         b = (unsigned long)rd_le(p + 85, 2);
         c = (unsigned long)rd_le(p + 87, 2);
         unsigned long nd = a, nc = b, pos = c;
         if (index >= (MAX_DATA_SHREDS_PER_SLOT > MAX_CODE_SHREDS_PER_SLOT ? MAX_DATA_SHREDS_PER_SLOT
                                                                            : MAX_CODE_SHREDS_PER_SLOT))
-            Py_RETURN_NONE;
+            return 0;
         if (nc > MAX_NUM_CODING_SHREDS || nd == 0 || nc == 0 || pos >= nc || index < pos)
-            Py_RETURN_NONE;
+            return 0;
         if (fec + nd - 1 >= MAX_DATA_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if (index - pos + nc - 1 >= MAX_CODE_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if (nd + nc > MAX_TOTAL_SHARDS)
-            Py_RETURN_NONE;
+            return 0;
         if (proof_size != proof_size_for((long)(nd + nc)))
-            Py_RETURN_NONE;
+            return 0;
     }
+    h->vb = vb;
+    h->is_data = is_data;
+    h->resigned = resigned;
+    h->proof_size = proof_size;
+    h->size_ = size_;
+    h->cap = cap;
+    h->slot = slot;
+    h->index = index;
+    h->version = version;
+    h->fec = fec;
+    h->a = a;
+    h->b = b;
+    h->c = c;
+    return 1;
+}
+
+static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyDict_Check(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "parse(packet: bytes, variants: dict, shred_type: type)");
+        return NULL;
+    }
+    PyObject *packet = args[0];
+    Py_ssize_t n = PyBytes_GET_SIZE(packet);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    struct hdr h;
+    if (!hdr_check(p, n, &h))
+        Py_RETURN_NONE;
+    PyObject *vkey = PyLong_FromLong(h.vb);
+    if (vkey == NULL)
+        return NULL;
+    PyObject *variant = PyDict_GetItemWithError(args[1], vkey); /* borrowed */
+    Py_DECREF(vkey);
+    if (variant == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    int is_data = h.is_data;
+    Py_ssize_t size_ = h.size_;
+    unsigned long long slot = h.slot;
+    unsigned long index = h.index, version = h.version, fec = h.fec, a = h.a, b = h.b, c = h.c;
     PyObject *payload;
     if (n == size_) {
         Py_INCREF(packet);
@@ -282,6 +326,305 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return obj;
 }
 
+
+/* ---- scan: the common case of one blockstore insert in one call ----------------------------
+ * scan(packets: list[bytes] | tuple[bytes, ...]) -> tuple | None. For a batch in which every
+ * packet passes parse's checks and the batch is "simple", returns
+ *
+ *     (cks, payloads, data_keys, code_keys, slots)
+ *
+ * cks[i] = ("data_shred" | "code_shred", key) and payloads[i] the payload to store for packet
+ * i (the packet truncated to the payload, its retransmitter signature zeroed), keys big-endian
+ * slot u64 || index u32; data_keys / code_keys the keys of each kind in packet order; and one
+ * tuple per slot, in the order of its first packet:
+ *
+ *     (slot, parent_offset | None, first_data_pos, last_data_pos, last_in_slot_index | None,
+ *      max_data_index, data_indexes, code_indexes, data_complete_indexes, sets)
+ *
+ * (positions -1 and max_data_index -1 when the slot has no data shred), with one tuple per
+ * FEC set of the slot, in fec_set_index order:
+ *
+ *     (fec_set_index, merkle_root, signature, first_index, first_is_data,
+ *      num_data | None, num_coding | None, first_coding_index | None)
+ *
+ * (first_*: the set's first packet; the erasure fields from its coding shreds, None if it has
+ * none). "Simple" (ledger/blockstore.py insert_shreds' fast path relies on each): no slot 0;
+ * no two packets with the same (kind, slot, index); within a slot, every data shred names one
+ * parent offset and at most one is LAST_IN_SLOT, with no data index above it; within a FEC
+ * set, one Merkle root, one signature and one erasure configuration. None otherwise, or when
+ * any packet is not bytes or fails a check: the per-shred Python path then decides. */
+struct ent {
+    unsigned long long slot;
+    unsigned long index, fec, a, b, c;
+    int is_data;
+    Py_ssize_t pos;
+    const unsigned char *sig;
+    unsigned char root[SHA256_DIGEST_LENGTH];
+};
+
+static struct ent *sort_base;
+
+static int cmp_key(const void *x, const void *y) { /* (is_data, slot, index) */
+    const struct ent *a = &sort_base[*(const Py_ssize_t *)x], *b = &sort_base[*(const Py_ssize_t *)y];
+    if (a->is_data != b->is_data)
+        return a->is_data < b->is_data ? -1 : 1;
+    if (a->slot != b->slot)
+        return a->slot < b->slot ? -1 : 1;
+    if (a->index != b->index)
+        return a->index < b->index ? -1 : 1;
+    return 0;
+}
+
+static int cmp_group(const void *x, const void *y) { /* (slot, fec, pos) */
+    const struct ent *a = &sort_base[*(const Py_ssize_t *)x], *b = &sort_base[*(const Py_ssize_t *)y];
+    if (a->slot != b->slot)
+        return a->slot < b->slot ? -1 : 1;
+    if (a->fec != b->fec)
+        return a->fec < b->fec ? -1 : 1;
+    return a->pos < b->pos ? -1 : (a->pos > b->pos);
+}
+
+struct slotrun { Py_ssize_t start, end, first; }; /* a slot's run in the grouped order */
+
+static int cmp_slotrun(const void *x, const void *y) {
+    const struct slotrun *a = x, *b = y;
+    return a->first < b->first ? -1 : (a->first > b->first);
+}
+
+static PyObject *k_data_cf, *k_code_cf;
+
+static PyObject *key_bytes(unsigned long long slot, unsigned long index) {
+    unsigned char k[12];
+    for (int i = 0; i < 8; i++)
+        k[i] = (unsigned char)(slot >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++)
+        k[8 + i] = (unsigned char)(index >> (24 - 8 * i));
+    return PyBytes_FromStringAndSize((const char *)k, 12);
+}
+
+/* list.append that steals the reference; -1 on error */
+static int append_steal(PyObject *list, PyObject *item) {
+    if (item == NULL)
+        return -1;
+    int r = PyList_Append(list, item);
+    Py_DECREF(item);
+    return r;
+}
+
+static PyObject *ulong_or_none(int present, unsigned long long v) {
+    if (!present)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *build_slot(struct ent *es, Py_ssize_t *order, Py_ssize_t start, Py_ssize_t end) {
+    PyObject *data_idx = PyList_New(0), *code_idx = PyList_New(0), *complete = PyList_New(0), *sets = PyList_New(0);
+    PyObject *out = NULL;
+    if (!data_idx || !code_idx || !complete || !sets)
+        goto done;
+    Py_ssize_t first_data = -1, last_data = -1;
+    long parent_offset = -1, n_last = 0, last_index = -1, max_data = -1;
+    Py_ssize_t i = start;
+    while (i < end) {
+        /* one FEC set: order[i .. j) */
+        struct ent *f = &es[order[i]];
+        Py_ssize_t j = i;
+        int have_code = 0;
+        unsigned long nd = 0, nc = 0, first_coding = 0;
+        for (; j < end && es[order[j]].fec == f->fec; j++) {
+            struct ent *e = &es[order[j]];
+            if (memcmp(e->root, f->root, SHA256_DIGEST_LENGTH) != 0 || memcmp(e->sig, f->sig, SIG_BYTES) != 0)
+                goto simple_not;
+            if (e->is_data) {
+                if (parent_offset >= 0 && (unsigned long)parent_offset != e->a)
+                    goto simple_not;
+                parent_offset = (long)e->a;
+                if (first_data < 0 || e->pos < first_data)
+                    first_data = e->pos;
+                if (e->pos > last_data)
+                    last_data = e->pos;
+                if ((long)e->index > max_data)
+                    max_data = (long)e->index;
+                if ((e->b & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT) {
+                    n_last++;
+                    last_index = (long)e->index;
+                }
+                if (append_steal(data_idx, PyLong_FromUnsignedLong(e->index)) < 0)
+                    goto done;
+                if ((e->b & DATA_COMPLETE_SHRED) && append_steal(complete, PyLong_FromUnsignedLong(e->index)) < 0)
+                    goto done;
+            } else {
+                unsigned long fc = e->index - e->c;
+                if (have_code && (e->a != nd || e->b != nc || fc != first_coding))
+                    goto simple_not;
+                have_code = 1;
+                nd = e->a;
+                nc = e->b;
+                first_coding = fc;
+                if (append_steal(code_idx, PyLong_FromUnsignedLong(e->index)) < 0)
+                    goto done;
+            }
+        }
+        PyObject *set = Py_BuildValue("(ky#y#kONNN)", f->fec, (const char *)f->root, (Py_ssize_t)SHA256_DIGEST_LENGTH,
+                                      (const char *)f->sig, (Py_ssize_t)SIG_BYTES, f->index,
+                                      f->is_data ? Py_True : Py_False, ulong_or_none(have_code, nd),
+                                      ulong_or_none(have_code, nc), ulong_or_none(have_code, first_coding));
+        if (append_steal(sets, set) < 0)
+            goto done;
+        i = j;
+    }
+    if (n_last > 1 || (n_last == 1 && max_data > last_index))
+        goto simple_not;
+    out = Py_BuildValue("(KNnnNlOOOO)", es[order[start]].slot,
+                        ulong_or_none(parent_offset >= 0, (unsigned long long)parent_offset), first_data, last_data,
+                        ulong_or_none(n_last == 1, (unsigned long long)last_index), max_data, data_idx, code_idx,
+                        complete, sets);
+    goto done;
+simple_not:
+    Py_INCREF(Py_None);
+    out = Py_None;
+done:
+    Py_XDECREF(data_idx);
+    Py_XDECREF(code_idx);
+    Py_XDECREF(complete);
+    Py_XDECREF(sets);
+    return out;
+}
+
+static PyObject *scan(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(arg);
+    PyObject **items = PySequence_Fast_ITEMS(arg);
+    if (n == 0)
+        Py_RETURN_NONE;
+    struct ent *es = PyMem_Malloc((size_t)n * sizeof *es);
+    Py_ssize_t *order = PyMem_Malloc((size_t)n * sizeof *order);
+    struct slotrun *runs = PyMem_Malloc((size_t)n * sizeof *runs);
+    PyObject *cks = NULL, *payloads = NULL, *dkeys = NULL, *ckeys = NULL, *slots = NULL, *out = NULL;
+    if (es == NULL || order == NULL || runs == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    cks = PyList_New(n);
+    payloads = PyList_New(n);
+    dkeys = PyList_New(0);
+    ckeys = PyList_New(0);
+    slots = PyList_New(0);
+    if (!cks || !payloads || !dkeys || !ckeys || !slots)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pkt = items[i];
+        if (!PyBytes_CheckExact(pkt))
+            goto not_simple;
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pkt);
+        struct hdr h;
+        if (!hdr_check(p, PyBytes_GET_SIZE(pkt), &h) || h.slot == 0)
+            goto not_simple;
+        struct ent *e = &es[i];
+        e->slot = h.slot;
+        e->index = h.index;
+        e->fec = h.fec;
+        e->a = h.a;
+        e->b = h.b;
+        e->c = h.c;
+        e->is_data = h.is_data;
+        e->pos = i;
+        e->sig = p;
+        order[i] = i;
+        Py_ssize_t proof_offset = (h.is_data ? DATA_HEADERS : CODE_HEADERS) + h.cap + MERKLE_ROOT_BYTES;
+        unsigned long long shard_index = h.is_data ? h.index - h.fec : h.a + h.c;
+        if (!root_of(p, proof_offset, h.proof_size, shard_index, e->root))
+            goto not_simple;
+        /* the payload stored: truncated to the payload size, retransmitter signature zeroed */
+        PyObject *payload;
+        Py_ssize_t rs = proof_offset + (Py_ssize_t)h.proof_size * ENTRY_BYTES;
+        int zero = 1;
+        if (h.resigned)
+            for (int k = 0; k < SIG_BYTES; k++)
+                if (p[rs + k]) {
+                    zero = 0;
+                    break;
+                }
+        if (zero && PyBytes_GET_SIZE(pkt) == h.size_) {
+            Py_INCREF(pkt);
+            payload = pkt;
+        } else {
+            payload = PyBytes_FromStringAndSize((const char *)p, h.size_);
+            if (payload == NULL)
+                goto fail;
+            if (!zero)
+                memset(PyBytes_AS_STRING(payload) + rs, 0, SIG_BYTES);
+        }
+        PyList_SET_ITEM(payloads, i, payload);
+        PyObject *key = key_bytes(h.slot, h.index);
+        if (key == NULL)
+            goto fail;
+        if (PyList_Append(h.is_data ? dkeys : ckeys, key) < 0) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *ck = PyTuple_New(2);
+        if (ck == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *cf = h.is_data ? k_data_cf : k_code_cf;
+        Py_INCREF(cf);
+        PyTuple_SET_ITEM(ck, 0, cf);
+        PyTuple_SET_ITEM(ck, 1, key); /* steals */
+        PyList_SET_ITEM(cks, i, ck);
+    }
+    /* no two packets with the same (kind, slot, index) */
+    sort_base = es;
+    qsort(order, (size_t)n, sizeof *order, cmp_key);
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (cmp_key(&order[i - 1], &order[i]) == 0)
+            goto not_simple;
+    /* group by slot and FEC set; slots in the order of their first packet */
+    qsort(order, (size_t)n, sizeof *order, cmp_group);
+    Py_ssize_t nruns = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_ssize_t j = i, first = es[order[i]].pos;
+        for (; j < n && es[order[j]].slot == es[order[i]].slot; j++)
+            if (es[order[j]].pos < first)
+                first = es[order[j]].pos;
+        runs[nruns].start = i;
+        runs[nruns].end = j;
+        runs[nruns].first = first;
+        nruns++;
+        i = j;
+    }
+    qsort(runs, (size_t)nruns, sizeof *runs, cmp_slotrun);
+    for (Py_ssize_t r = 0; r < nruns; r++) {
+        PyObject *st = build_slot(es, order, runs[r].start, runs[r].end);
+        if (st == NULL)
+            goto fail;
+        if (st == Py_None) {
+            Py_DECREF(st);
+            goto not_simple;
+        }
+        if (append_steal(slots, st) < 0)
+            goto fail;
+    }
+    out = PyTuple_Pack(5, cks, payloads, dkeys, ckeys, slots);
+    goto fail; /* out set (or NULL with the error): release the rest */
+not_simple:
+    Py_INCREF(Py_None);
+    out = Py_None;
+fail:
+    PyMem_Free(es);
+    PyMem_Free(order);
+    PyMem_Free(runs);
+    Py_XDECREF(cks);
+    Py_XDECREF(payloads);
+    Py_XDECREF(dkeys);
+    Py_XDECREF(ckeys);
+    Py_XDECREF(slots);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"merkle_root", (PyCFunction)(void (*)(void))merkle_root, METH_FASTCALL,
      "merkle_root(payload, proof_offset, proof_size, index) -> bytes | None: the shred's Merkle root "
@@ -289,6 +632,9 @@ static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(packet: bytes, variants: dict, shred_type: type) -> Shred | None: parse_shred's accept path; "
      "None when the Python path must decide."},
+    {"scan", (PyCFunction)scan, METH_O,
+     "scan(packets) -> (cks, payloads, data_keys, code_keys, slots) | None: one blockstore insert's parse, "
+     "sanitize, Merkle roots, keys and per-slot / per-FEC-set summary; None when the per-shred path must decide."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -303,6 +649,9 @@ PyMODINIT_FUNC PyInit__native_shred(void) {
     SHA256_Init(&node_ctx);
     SHA256_Update(&node_ctx, NODE_PREFIX, PREFIX_BYTES);
     prev.valid = 0;
+    if ((k_data_cf = PyUnicode_InternFromString("data_shred")) == NULL
+        || (k_code_cf = PyUnicode_InternFromString("code_shred")) == NULL)
+        return NULL;
     struct { PyObject **k; const char *s; } keys[] = {
         {&k_payload, "payload"}, {&k_variant, "variant"}, {&k_signature, "signature"}, {&k_slot, "slot"},
         {&k_index, "index"}, {&k_version, "version"}, {&k_fec, "fec_set_index"}, {&k_parent_offset, "parent_offset"},

@@ -61,8 +61,11 @@ from ..core.shred import (
     MerkleMemo,
     Shred,
     ShredError,
+    bad_signature,
     parse_shred,
     recover,
+    root_signature_ok,
+    scan_batch,
     verify_shred,
 )
 from .durable import write_durable
@@ -112,6 +115,9 @@ RECOVERY_HINT = ("recover with 'ambient-p2p ledger repair {dir}' (keeps what rea
 #: signature) triples (one per FEC set; about 200 bytes each): past this many the memory is
 #: emptied and checks run again. A few seconds of slots at 32:32 FEC sets.
 VERIFIED_CACHE_MAX = 4096
+#: Whether insert_shreds tries the batch fast path (``_insert_fast``) before the per-shred
+#: path; tests switch it off to compare the two.
+_FAST_PATH = True
 #: Next to the RocksDB directory: the highest root ever set, fsynced (see module docstring).
 ROOT_WITNESS_FILE = "max-root"
 
@@ -188,28 +194,29 @@ class _Pending:
         v = reads[ck] = self.bs._get(cf, key)
         return v
 
-    def prefetch(self, keys: dict[str, list[bytes]]) -> None:
+    def prefetch(self, keys: dict[str, list[bytes]]) -> bool:
         """Read ``keys`` (per column family; slot-first keys) from the DB into :attr:`pre`:
         the same values :meth:`get` would read one by one. A slot with no record at all in
         the family (one iterator seek to its first key says so) reads as absent for all of
         its keys; the others are read with one multi-get per family (raw-mode rocksdict
         returns ``bytes`` or None). A fresh slot's shreds (the usual insert) then cost one
-        seek instead of a point lookup each."""
+        seek instead of a point lookup each. Returns True iff every key read absent."""
+        absent = True
         for cf, ks in keys.items():
             if not ks:
                 continue
             pre = self.pre.setdefault(cf, {})
             col = self.bs._cf[cf]
             stored: set[bytes] = set()
+            it = col.iter()
             for prefix in {k[:8] for k in ks}:
-                it = col.iter()
                 it.seek(prefix)
                 if it.valid():
                     if it.key()[:8] == prefix:
                         stored.add(prefix)
                 else:
                     self.bs._check_iter(it, cf)
-                del it
+            del it
             if not stored:
                 pre.update(dict.fromkeys(ks))
                 continue
@@ -220,6 +227,9 @@ class _Pending:
             if len(look) != len(ks):
                 pre.update(dict.fromkeys(ks))
             pre.update(zip(look, got))
+            if got.count(None) != len(got):
+                absent = False
+        return absent
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -855,8 +865,169 @@ class Blockstore:
         verified = self._verified
         if len(verified) > VERIFIED_CACHE_MAX:
             verified.clear()
-        memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
         leaders: dict[int, bytes | None] = {}  # leader_for_slot, asked once per slot
+        failed: set[tuple[bytes, bytes, bytes]] = set()  # triples whose check failed in this call
+        # The common case in one C call and per-slot bookkeeping (_insert_fast); anything
+        # it does not vouch for goes through the per-shred path, which decides every case.
+        scanned = scan_batch(packets) if scan_batch is not None and _FAST_PATH else None
+        if scanned is None or not self._insert_fast(scanned, pend, metas, result, touched_sets, leaders,
+                                                    leader_for_slot, not signatures_verified, failed):
+            self._insert_each(packets, pend, metas, result, touched_sets, leaders, leader_for_slot,
+                              not signatures_verified, failed)
+        if recover_missing:
+            for slot, fec in sorted(touched_sets):
+                self._try_recover(slot, fec, pend, metas, result)
+        for slot, meta in metas.items():
+            pend.put_msg("meta", slot_key(slot), meta.to_meta())
+        pend.finish()
+        self._write(pend.writes, pend.deletes)
+        return result
+
+    def _insert_fast(
+        self,
+        scanned: Any,
+        pend: _Pending,
+        metas: dict[int, _SlotState],
+        result: InsertResult,
+        touched: set[tuple[int, int]],
+        leaders: dict[int, bytes | None],
+        leader_for_slot: LeaderFn,
+        verify: bool,
+        failed: set[tuple[bytes, bytes, bytes]],
+    ) -> bool:
+        """Insert a batch that :func:`scan_batch` found simple (every packet parsed and
+        sanitized; distinct keys; per slot one parent and at most one LAST_IN_SLOT shred,
+        none below another data shred; per FEC set one root, one signature, one erasure
+        configuration) with per-slot and per-FEC-set work only, when the stored state
+        makes every shred's outcome an insert: all signatures verify, no shred is stored
+        yet, stored Merkle roots and erasure configurations agree, the slot's stored meta
+        names the same parent and leaves every index below its last index. Then the state
+        left in ``pend``, ``metas``, ``result`` and ``touched`` is exactly what
+        :meth:`_insert_each` leaves (tests/test_blockstore_fastpath.py compares the two on
+        random and hostile batches). Returns False, having changed nothing but read
+        caches, ``leaders``, the verified-signature cache and ``failed``, otherwise."""
+        cks, payloads, data_keys, code_keys, slots = scanned
+        # -- checks: nothing below changes pend or metas until every one has passed --------
+        if verify:
+            verified = self._verified
+            for st in slots:
+                slot = st[0]
+                if slot in leaders:
+                    leader = leaders[slot]
+                else:
+                    leader = leaders[slot] = leader_for_slot(slot)
+                    if leader is not None:
+                        leader = leaders[slot] = bytes(leader)
+                if leader is None:
+                    return False
+                for st_set in st[9]:
+                    triple = (leader, st_set[1], st_set[2])
+                    if triple in verified:
+                        continue
+                    if triple in failed or not root_signature_ok(leader, st_set[1], st_set[2]):
+                        failed.add(triple)
+                        return False
+                    verified.add(triple)
+        if not pend.prefetch({"data_shred": data_keys, "code_shred": code_keys}):
+            return False  # some are stored already: already-present or duplicate
+        get_msg = pend.get_msg
+        pack = _SHRED_KEY.pack
+        for slot, po, _fd, _ld, last_in, max_data, _di, _ci, _co, sets in slots:
+            if po is not None:
+                m = get_msg("meta", slot_key(slot), SlotMeta)
+                if m is not None:
+                    if m.parent_slot is not None and m.parent_slot != slot - po:
+                        return False  # parent-mismatch
+                    if m.last_index is not None:
+                        if last_in is not None or max_data > m.last_index:
+                            return False  # index-past-last-in-slot
+                    elif last_in is not None and m.received > last_in + 1:
+                        return False  # last-in-slot-below-received
+            for fec, root, _sig, _fi, _fd2, nd, nc, first_coding in sets:
+                mkey = pack(slot, fec)
+                mrm = get_msg("merkle_root_meta", mkey, MerkleRootMeta)
+                if mrm is not None and mrm.merkle_root != root:
+                    return False  # merkle-root-conflict
+                if nd is not None:
+                    em = get_msg("erasure_meta", mkey, ErasureMeta)
+                    if em is not None and (em.fec_set_index, em.num_data, em.num_coding,
+                                           em.first_coding_index) != (fec, nd, nc, first_coding):
+                        return False  # erasure-config-conflict
+        # -- apply: what _insert_one does shred by shred, per slot and per FEC set ----------
+        pend.writes.update(zip(cks, payloads, strict=True))
+        result.inserted += len(cks)
+        objs = pend.objs
+        for slot, _po, _fd, _ld, _li, _md, data_idx, code_idx, _co, sets in slots:
+            index_sets = pend.index_sets(slot)
+            index_sets[0].update(data_idx)
+            index_sets[1].update(code_idx)
+            for fec, root, _sig, first_index, first_is_data, nd, nc, first_coding in sets:
+                mkey = pack(slot, fec)
+                if objs[("merkle_root_meta", mkey)] is None:
+                    pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, first_index, first_is_data))
+                if nd is not None and objs[("erasure_meta", mkey)] is None:
+                    pend.put_msg("erasure_meta", mkey, ErasureMeta(fec, nd, nc, first_coding))
+                touched.add((slot, fec))
+            if slot not in metas:
+                self._meta(slot, pend, metas)
+        # Slot metas in the order of each slot's first data shred: a slot's orphan mark and
+        # its parent's depend on which of the two had a data shred in first.
+        completions: list[tuple[int, int]] = []
+        for slot, po, _fd, last_data, last_in, max_data, _di, _ci, complete, _s in sorted(
+                (st for st in slots if st[1] is not None), key=lambda st: st[2]):
+            meta = metas[slot]
+            last_index = meta.last_index
+            was_full = last_index is not None and meta.consumed == last_index + 1  # meta.is_full
+            present = pend.indexes[slot][0]
+            consumed = meta.consumed
+            while consumed in present:
+                consumed += 1
+            meta.consumed = consumed
+            if meta.received < max_data + 1:
+                meta.received = max_data + 1
+            if complete:
+                meta.completed_data_indexes = tuple(sorted({*meta.completed_data_indexes, *complete}))
+            if last_in is not None:
+                meta.last_index = last_index = last_in
+            parent_slot = slot - po
+            meta.parent_slot = parent_slot  # slot 0 never comes here (scan_batch)
+            pend.unorphaned.add(slot)
+            skey = slot_key(slot)
+            if pend.get("orphans", skey) is not None:
+                pend.delete("orphans", skey)
+            parent = metas.get(parent_slot)
+            if parent is None:
+                parent = self._meta(parent_slot, pend, metas)
+            if slot not in parent.next_slots:
+                parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
+            if parent.received == 0:
+                pkey = slot_key(parent_slot)
+                if not pend.get("root", pkey):
+                    pend.put("orphans", pkey, PRESENT)
+            if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
+                completions.append((last_data, slot))
+        # A slot completes at its last data shred; connectedness propagated at the end is
+        # the same closure as propagated slot by slot.
+        for _pos, slot in sorted(completions):
+            result.completed_slots.append(slot)
+            self._propagate_connected(slot, pend, metas)
+        return True
+
+    def _insert_each(
+        self,
+        packets: Sequence[bytes],
+        pend: _Pending,
+        metas: dict[int, _SlotState],
+        result: InsertResult,
+        touched_sets: set[tuple[int, int]],
+        leaders: dict[int, bytes | None],
+        leader_for_slot: LeaderFn,
+        verify: bool,
+        failed: set[tuple[bytes, bytes, bytes]],
+    ) -> None:
+        """The per-shred path: every packet parsed, checked and stored in order."""
+        verified = self._verified
+        memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
         # Parse everything first (pure; errors are reported in packet order below), so that
         # the stored copies of all these shreds can be read in one multi-get per column
         # family instead of one RocksDB get per shred in _insert_one.
@@ -883,7 +1054,7 @@ class Blockstore:
                 result.rejected.append((pos, f"{item.reason}: {item.detail}"))
                 continue
             shred = item
-            if not signatures_verified:
+            if verify:
                 slot = shred.slot
                 if slot in leaders:
                     leader = leaders[slot]
@@ -895,21 +1066,16 @@ class Blockstore:
                     if leader is None:
                         raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
                     root = shred.merkle_root(memo)
-                    if (leader, root, shred.signature) not in verified:
+                    triple = (leader, root, shred.signature)
+                    if triple not in verified:
+                        if triple in failed:  # checked (and refused) earlier in this call
+                            raise bad_signature(root)
                         # not checked yet: the full check, with its refusal reason
                         verify_shred(shred, leader, verified, memo)
                 except ShredError as exc:
                     result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
                     continue
             self._insert_one(shred, pend, metas, result, touched_sets, root, memo, keys[pos])
-        if recover_missing:
-            for slot, fec in sorted(touched_sets):
-                self._try_recover(slot, fec, pend, metas, result, memo)
-        for slot, meta in metas.items():
-            pend.put_msg("meta", slot_key(slot), meta.to_meta())
-        pend.finish()
-        self._write(pend.writes, pend.deletes)
-        return result
 
     def _meta(self, slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> _SlotState:
         m = metas.get(slot)
