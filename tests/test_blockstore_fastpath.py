@@ -8,6 +8,7 @@ common case (a test that compares two copies of the slow path could not fail).""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 from pathlib import Path
@@ -17,10 +18,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ambient_p2p.core import codec
 from ambient_p2p.core import shred as S
 from ambient_p2p.core.crypto import Keypair, sha256
 from ambient_p2p.ledger import blockstore as B
 from ambient_p2p.ledger.blockstore import COLUMN_FAMILIES, Blockstore, InsertResult
+from ambient_p2p.ledger.meta import (
+    MAX_SLOT_CHILDREN,
+    ErasureMeta,
+    MerkleRootMeta,
+    ShredIndex,
+    SlotMeta,
+    encode_meta,
+    encode_meta_exact,
+)
 
 pytestmark = pytest.mark.skipif(S.scan_batch is None, reason="_native_shred not built (scripts/setup.sh)")
 
@@ -140,7 +151,7 @@ def _run(path: Path, fast: bool, roots: list[int], unknown: int | None, steps: l
         return results, bs.batches, _contents(bs), asked
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(steps=st.lists(st.tuples(_batch(), st.booleans(), st.booleans()), min_size=1, max_size=4),
        roots=st.sampled_from([[], [0], [0, 1], [0, 2]]), unknown=st.sampled_from([None, None, 2, 4]))
@@ -193,3 +204,36 @@ def test_fast_path_declines_and_per_shred_path_decides(tmp_path: Path, fast_call
         r = bs.insert_shreds(VERSIONS[4][0], lambda _s: LEADER.pubkey)
         assert r.inserted == 0 and r.duplicates and bs.duplicate_proof(2) is not None
     assert fast_calls == [True, False]
+
+
+_u32 = st.integers(0, 2**32 - 1)
+_u64 = st.integers(0, 2**64 - 1)
+_metas = st.one_of(
+    st.builds(SlotMeta, _u64, _u32, _u32, st.none() | _u32, st.none() | _u64,
+              st.lists(_u64, max_size=30).map(lambda v: tuple(sorted(v))), st.booleans(),
+              st.lists(_u32, max_size=40).map(tuple)),
+    st.builds(ShredIndex, _u64, st.lists(_u32, max_size=300).map(tuple), st.lists(_u32, max_size=10).map(tuple)),
+    st.builds(ErasureMeta, _u32, st.integers(0, 2**16 - 1), st.integers(0, 2**16 - 1), _u32),
+    st.builds(MerkleRootMeta, st.binary(min_size=32, max_size=32), _u32, st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_metas)
+def test_encode_meta_is_codec_encode(m: Any) -> None:
+    """The insert path's encoder writes codec's bytes, and decoding them gives the record
+    back with the same field types (what Blockstore._remember relies on)."""
+    raw = encode_meta_exact(m)
+    assert raw == codec.encode(m) == encode_meta(m)
+    back = codec.decode(raw, type(m))
+    assert back == m and [type(v) for v in back.__dict__.values()] == [type(v) for v in m.__dict__.values()]
+
+
+def test_encode_meta_declines_what_codec_refuses() -> None:
+    for bad in (SlotMeta(1, 2**32, 0), SlotMeta(1, 0, 0, next_slots=tuple(range(MAX_SLOT_CHILDREN + 1))),
+                SlotMeta(1, 0, 0, next_slots=[2]),  # type: ignore[arg-type]
+                ShredIndex(1, (True,)),  # type: ignore[arg-type]
+                ErasureMeta(0, 2**16, 1, 0), MerkleRootMeta(b"x" * 31, 0, True), MerkleRootMeta(b"x" * 32, 0, 1)):  # type: ignore[arg-type]
+        assert encode_meta_exact(bad) is None
+        with contextlib.suppress(codec.EncodeError):  # codec refuses it, or encodes it (a list): the same bytes
+            assert encode_meta(bad) == codec.encode(bad)

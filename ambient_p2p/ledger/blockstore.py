@@ -79,6 +79,7 @@ from .meta import (
     ShredIndex,
     SlotMeta,
     decode_bank_snapshot,
+    encode_meta_exact,
 )
 
 COLUMN_FAMILIES = (
@@ -115,6 +116,10 @@ RECOVERY_HINT = ("recover with 'ambient-p2p ledger repair {dir}' (keeps what rea
 #: signature) triples (one per FEC set; about 200 bytes each): past this many the memory is
 #: emptied and checks run again. A few seconds of slots at 32:32 FEC sets.
 VERIFIED_CACHE_MAX = 4096
+#: Decoded metadata records remembered across inserts (Blockstore._remember), and the
+#: largest encoding remembered: bounds the memory to a few MB whatever the records hold.
+DECODED_CACHE_MAX = 1024
+DECODED_CACHE_MAX_BYTES = 2048
 #: Whether insert_shreds tries the batch fast path (``_insert_fast``) before the per-shred
 #: path; tests switch it off to compare the two.
 _FAST_PATH = True
@@ -245,7 +250,14 @@ class _Pending:
         if (cf, key) in self.objs:
             return self.objs[(cf, key)]
         raw = self.get(cf, key)
-        obj = None if raw is None else codec.decode(raw, cls)
+        if raw is None:
+            obj = None
+        else:
+            decoded = self.bs._decoded
+            obj = decoded.get((cls, raw))
+            if obj is None:
+                obj = codec.decode(raw, cls)
+                self.bs._remember(cls, raw, obj)
         self.objs[(cf, key)] = obj
         return obj
 
@@ -268,8 +280,15 @@ class _Pending:
     def finish(self) -> None:
         for slot, (data, coding) in self.indexes.items():
             self.put_msg("index", slot_key(slot), ShredIndex(slot, tuple(sorted(data)), tuple(sorted(coding))))
+        remember = self.bs._remember
         for ck in self.dirty:
-            self.writes[ck] = codec.encode(self.objs[ck])
+            obj = self.objs[ck]
+            raw = encode_meta_exact(obj)
+            if raw is None:
+                raw = codec.encode(obj)
+            else:  # codec.decode(raw) would give back obj: the next insert's read skips it
+                remember(type(obj), raw, obj)
+            self.writes[ck] = raw
         self.dirty.clear()
 
 
@@ -350,8 +369,20 @@ class Blockstore:
         self._closed = False
         # (leader, root, signature) triples whose ed25519 check passed (insert_shreds)
         self._verified: set[tuple[bytes, bytes, bytes]] = set()
+        # codec.decode results by (class, encoded bytes), for the records inserts read back
+        # (a slot's meta, index, FEC set metas): a decode is a pure function of the bytes,
+        # and the bytes are still read from RocksDB every time (_remember)
+        self._decoded: dict[tuple[type, bytes], Any] = {}
         self._witness: int | None = None  # the root witness as last read or written
         self.close_error: str | None = None  # why RocksDB's close failed, if it did
+
+    def _remember(self, cls: type, raw: bytes, obj: Any) -> None:
+        """Keep ``codec.decode(raw, cls) == obj`` for later reads (small records only;
+        emptied past :data:`DECODED_CACHE_MAX` entries)."""
+        if len(raw) <= DECODED_CACHE_MAX_BYTES:
+            if len(self._decoded) >= DECODED_CACHE_MAX:
+                self._decoded.clear()
+            self._decoded[(cls, raw)] = obj
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod

@@ -114,6 +114,133 @@ class BankHashRecord:
     transaction_count: int = fld(UInt(64))
 
 
+# ---------------------------------------------------------------------------------------
+# The four records every shred insert writes, encoded without the generic walk
+# ---------------------------------------------------------------------------------------
+def _hd(major: int, n: int) -> bytes:
+    """A CBOR item head in shortest form (what cbor2 writes, canonical or not)."""
+    b = major << 5
+    if n < 24:
+        return bytes((b | n,))
+    if n < 0x100:
+        return bytes((b | 24, n))
+    if n < 0x10000:
+        return bytes((b | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((b | 26,)) + n.to_bytes(4, "big")
+    return bytes((b | 27,)) + n.to_bytes(8, "big")
+
+
+def _key(name: str) -> bytes:
+    return _hd(3, len(name)) + name.encode()
+
+
+def _uint_list(v: tuple[int, ...]) -> bytes:
+    if len(v) < 8:
+        return _hd(4, len(v)) + b"".join([_hd(0, x) for x in v])
+    return cbor2.dumps(list(v))  # an array of uints: the same bytes, in C
+
+
+def _uints_ok(v: object, bits: int, max_items: int) -> bool:
+    """A tuple codec's ``List(UInt(bits), max_items)`` accepts (and decodes to an equal tuple)."""
+    return type(v) is tuple and len(v) <= max_items and (
+        not v or (set(map(type, v)) == {int} and min(v) >= 0 and max(v) >> bits == 0))
+
+
+def _u(v: object, bits: int) -> bool:
+    return type(v) is int and v >= 0 and v >> bits == 0
+
+
+def _envelope(cls: type, nfields: int) -> bytes:
+    mt = codec.message_type_of(cls)
+    return b"\x83" + _hd(0, mt.type_id) + _hd(0, mt.version) + _hd(5, nfields)
+
+
+# canonical map key order (cbor2 canonical: shorter encoded key first, then bytewise)
+_K = {name: _key(name) for name in ("slot", "consumed", "received", "last_index", "parent_slot", "next_slots",
+                                    "is_connected", "completed_data_indexes", "data", "coding", "fec_set_index",
+                                    "num_data", "num_coding", "first_coding_index", "merkle_root",
+                                    "first_received_index", "first_received_is_data")}
+
+
+def _ordered(*names: str) -> tuple[str, ...]:
+    return tuple(sorted(names, key=lambda n: (len(_K[n]), _K[n])))
+
+
+_SLOT_META_ORDER = _ordered("slot", "consumed", "received", "last_index", "parent_slot", "next_slots",
+                            "is_connected", "completed_data_indexes")
+_SHRED_INDEX_ORDER = _ordered("slot", "data", "coding")
+_ERASURE_META_ORDER = _ordered("fec_set_index", "num_data", "num_coding", "first_coding_index")
+_MERKLE_ROOT_META_ORDER = _ordered("merkle_root", "first_received_index", "first_received_is_data")
+_ENV = {(cls, n): _envelope(cls, n) for cls, ns in ((SlotMeta, (6, 7, 8)), (ShredIndex, (3,)), (ErasureMeta, (4,)),
+                                                  (MerkleRootMeta, (3,))) for n in ns}
+_BOOL = {False: b"\xf4", True: b"\xf5"}
+
+
+def encode_meta(obj: object) -> bytes:
+    """``codec.encode(obj)``, byte for byte (through :func:`encode_meta_exact` where it can)."""
+    raw = encode_meta_exact(obj)
+    return codec.encode(obj) if raw is None else raw
+
+
+def encode_meta_exact(obj: object) -> bytes | None:
+    """``codec.encode(obj)``, byte for byte, for the records every shred insert writes
+    (SlotMeta, ShredIndex, ErasureMeta, MerkleRootMeta), without codec's generic per-field
+    walk (tests/test_blockstore_fastpath.py compares the two). None for anything else, and
+    for a record whose fields are not exactly the types ``codec.decode`` returns (ints,
+    bools, 32-byte ``bytes``, tuples of ints, in range): so ``codec.decode`` of a returned
+    encoding gives back an equal record with the same field types."""
+    cls = type(obj)
+    parts: dict[str, bytes] = {}
+    if cls is SlotMeta:
+        m: SlotMeta = obj  # type: ignore[assignment]
+        if not (_u(m.slot, 64) and _u(m.consumed, 32) and _u(m.received, 32)
+                and (m.last_index is None or _u(m.last_index, 32))
+                and (m.parent_slot is None or _u(m.parent_slot, 64)) and type(m.is_connected) is bool
+                and _uints_ok(m.next_slots, 64, MAX_SLOT_CHILDREN)
+                and _uints_ok(m.completed_data_indexes, 32, MAX_SHREDS_PER_SLOT)):
+            return None
+        parts = {"slot": _hd(0, m.slot), "consumed": _hd(0, m.consumed), "received": _hd(0, m.received),
+                 "next_slots": _uint_list(m.next_slots), "is_connected": _BOOL[m.is_connected],
+                 "completed_data_indexes": _uint_list(m.completed_data_indexes)}
+        if m.last_index is not None:
+            parts["last_index"] = _hd(0, m.last_index)
+        if m.parent_slot is not None:
+            parts["parent_slot"] = _hd(0, m.parent_slot)
+        order = _SLOT_META_ORDER
+    elif cls is ShredIndex:
+        i: ShredIndex = obj  # type: ignore[assignment]
+        if not (_u(i.slot, 64) and _uints_ok(i.data, 32, MAX_SHREDS_PER_SLOT)
+                and _uints_ok(i.coding, 32, MAX_SHREDS_PER_SLOT)):
+            return None
+        parts = {"slot": _hd(0, i.slot), "data": _uint_list(i.data), "coding": _uint_list(i.coding)}
+        order = _SHRED_INDEX_ORDER
+    elif cls is ErasureMeta:
+        e: ErasureMeta = obj  # type: ignore[assignment]
+        if not (_u(e.fec_set_index, 32) and _u(e.num_data, 16) and _u(e.num_coding, 16)
+                and _u(e.first_coding_index, 32)):
+            return None
+        parts = {"fec_set_index": _hd(0, e.fec_set_index), "num_data": _hd(0, e.num_data),
+                 "num_coding": _hd(0, e.num_coding), "first_coding_index": _hd(0, e.first_coding_index)}
+        order = _ERASURE_META_ORDER
+    elif cls is MerkleRootMeta:
+        r: MerkleRootMeta = obj  # type: ignore[assignment]
+        if not (type(r.merkle_root) is bytes and len(r.merkle_root) == 32 and _u(r.first_received_index, 32)
+                and type(r.first_received_is_data) is bool):
+            return None
+        parts = {"merkle_root": b"\x58\x20" + r.merkle_root, "first_received_index": _hd(0, r.first_received_index),
+                 "first_received_is_data": _BOOL[r.first_received_is_data]}
+        order = _MERKLE_ROOT_META_ORDER
+    else:
+        return None
+    out = [_ENV[(cls, len(parts))]]
+    for name in order:
+        v = parts.get(name)
+        if v is not None:
+            out += (_K[name], v)
+    return b"".join(out)
+
+
 MAX_SNAPSHOT_ACCOUNTS = 16_384
 MAX_SNAPSHOT_BLOCKHASHES = 300
 MAX_SNAPSHOT_SIGNATURES = 16_384
