@@ -237,3 +237,16 @@ def test_encode_meta_declines_what_codec_refuses() -> None:
         assert encode_meta_exact(bad) is None
         with contextlib.suppress(codec.EncodeError):  # codec refuses it, or encodes it (a list): the same bytes
             assert encode_meta(bad) == codec.encode(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v=st.lists(st.one_of(st.integers(-2, 2**64 + 2), st.booleans(), st.floats(allow_nan=False)), max_size=40)
+       .map(tuple) | st.lists(st.integers(0, 2**64 - 1), max_size=40).map(tuple)
+       | st.lists(st.integers(0, 300), max_size=40),
+       bits=st.sampled_from([16, 32, 64]), max_items=st.sampled_from([5, 40]))
+def test_compiled_uint_array_matches_python(v: Any, bits: int, max_items: int) -> None:
+    """_native_shred.uint_array == meta.py's Python encoder: the same bytes, the same refusals."""
+    from ambient_p2p.ledger import meta as M
+
+    assert S.cbor_uint_array is not None
+    assert S.cbor_uint_array(v, bits, max_items) == M._uint_list_py(v, bits, max_items)

@@ -625,6 +625,92 @@ fail:
     return out;
 }
 
+
+/* ---- uint_array: a blockstore meta's list of indexes as CBOR -------------------------------
+ * uint_array(v: tuple, bits, max_items) -> bytes | None: the CBOR array of the unsigned ints
+ * in v, every head in shortest form (what cbor2 writes, canonical or not); None unless v is
+ * a tuple of at most max_items exact ints in [0, 2**bits) (ledger/meta.py then takes the
+ * generic path, which raises as codec always has). */
+static unsigned char *put_head(unsigned char *o, int major, unsigned long long n) {
+    unsigned char b = (unsigned char)(major << 5);
+    if (n < 24) {
+        *o++ = b | (unsigned char)n;
+    } else if (n < 0x100) {
+        *o++ = b | 24;
+        *o++ = (unsigned char)n;
+    } else if (n < 0x10000) {
+        *o++ = b | 25;
+        for (int i = 1; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    } else if (n < 0x100000000ULL) {
+        *o++ = b | 26;
+        for (int i = 3; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    } else {
+        *o++ = b | 27;
+        for (int i = 7; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    }
+    return o;
+}
+
+static PyObject *uint_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "uint_array(v: tuple, bits: int, max_items: int)");
+        return NULL;
+    }
+    long bits = PyLong_AsLong(args[1]);
+    Py_ssize_t max_items = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (bits < 1 || bits > 64) {
+        PyErr_SetString(PyExc_ValueError, "bits must be 1..64");
+        return NULL;
+    }
+    PyObject *v = args[0];
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) > max_items)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(v);
+    unsigned char stack[1024], *buf = stack;
+    size_t cap = 9 + (size_t)n * 9;
+    if (cap > sizeof stack && (buf = PyMem_Malloc(cap)) == NULL)
+        return PyErr_NoMemory();
+    unsigned char *o = put_head(buf, 4, (unsigned long long)n);
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(v, i);
+        if (!PyLong_CheckExact(x))
+            goto none;
+        int overflow = 0;
+        unsigned long long u;
+        long long sx = PyLong_AsLongLongAndOverflow(x, &overflow);
+        if (overflow < 0 || (overflow == 0 && sx < 0))
+            goto none;
+        if (overflow > 0) {
+            u = PyLong_AsUnsignedLongLong(x);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear(); /* above 2**64 - 1 */
+                goto none;
+            }
+        } else {
+            u = (unsigned long long)sx;
+        }
+        if (bits < 64 && (u >> bits) != 0)
+            goto none;
+        o = put_head(o, 0, u);
+    }
+    out = PyBytes_FromStringAndSize((const char *)buf, o - buf);
+    goto done;
+none:
+    Py_INCREF(Py_None);
+    out = Py_None;
+done:
+    if (buf != stack)
+        PyMem_Free(buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"merkle_root", (PyCFunction)(void (*)(void))merkle_root, METH_FASTCALL,
      "merkle_root(payload, proof_offset, proof_size, index) -> bytes | None: the shred's Merkle root "
@@ -632,6 +718,9 @@ static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(packet: bytes, variants: dict, shred_type: type) -> Shred | None: parse_shred's accept path; "
      "None when the Python path must decide."},
+    {"uint_array", (PyCFunction)(void (*)(void))uint_array, METH_FASTCALL,
+     "uint_array(v: tuple, bits, max_items) -> bytes | None: the CBOR array of v's unsigned ints in shortest "
+     "form; None unless v is a tuple of at most max_items exact ints in [0, 2**bits)."},
     {"scan", (PyCFunction)scan, METH_O,
      "scan(packets) -> (cks, payloads, data_keys, code_keys, slots) | None: one blockstore insert's parse, "
      "sanitize, Merkle roots, keys and per-slot / per-FEC-set summary; None when the per-shred path must decide."},

@@ -641,6 +641,11 @@ _c_parse = _native_parse()
 #: per-shred path for every batch (the same outcome, tests/test_blockstore_fastpath.py).
 scan_batch: Callable[[Sequence[bytes]], Any] | None = (
     _native_shred.scan if _c_parse is not None and hasattr(_native_shred, "scan") else None)
+#: ``uint_array(v, bits, max_items)``: the CBOR array of a tuple of unsigned ints, or None
+#: when v is not one codec's ``List(UInt(bits), max_items)`` accepts (``_native_shred``; for
+#: the blockstore's index records, ledger/meta.py). None when the module is not built.
+cbor_uint_array: Callable[[tuple[int, ...], int, int], bytes | None] | None = getattr(
+    _native_shred, "uint_array", None)
 _DATA_HEADERS = struct.Struct("<64sBQIHIHBH")  # common header + data header
 _CODE_HEADERS = struct.Struct("<64sBQIHIHHH")  # common header + coding header
 

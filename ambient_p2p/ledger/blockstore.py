@@ -199,14 +199,13 @@ class _Pending:
         v = reads[ck] = self.bs._get(cf, key)
         return v
 
-    def prefetch(self, keys: dict[str, list[bytes]]) -> bool:
+    def prefetch(self, keys: dict[str, list[bytes]]) -> None:
         """Read ``keys`` (per column family; slot-first keys) from the DB into :attr:`pre`:
         the same values :meth:`get` would read one by one. A slot with no record at all in
         the family (one iterator seek to its first key says so) reads as absent for all of
         its keys; the others are read with one multi-get per family (raw-mode rocksdict
         returns ``bytes`` or None). A fresh slot's shreds (the usual insert) then cost one
-        seek instead of a point lookup each. Returns True iff every key read absent."""
-        absent = True
+        seek instead of a point lookup each."""
         for cf, ks in keys.items():
             if not ks:
                 continue
@@ -232,9 +231,31 @@ class _Pending:
             if len(look) != len(ks):
                 pre.update(dict.fromkeys(ks))
             pre.update(zip(look, got))
-            if got.count(None) != len(got):
-                absent = False
-        return absent
+
+    def any_stored(self, cf: str, prefixes: list[bytes], keys: list[bytes]) -> bool:
+        """Whether any of ``keys`` (slot-first, of the slots ``prefixes``) is stored in ``cf``:
+        one iterator seek per slot, and a multi-get of the keys of the slots that have
+        records in ``cf`` (what :meth:`prefetch` reads, without keeping it)."""
+        if not keys:
+            return False
+        col = self.bs._cf[cf]
+        stored: set[bytes] = set()
+        it = col.iter()
+        for prefix in prefixes:
+            it.seek(prefix)
+            if it.valid():
+                if it.key()[:8] == prefix:
+                    stored.add(prefix)
+            else:
+                self.bs._check_iter(it, cf)
+        del it
+        if not stored:
+            return False
+        look = [k for k in keys if k[:8] in stored]
+        got = col.get(look)
+        if len(got) != len(look):
+            raise BlockstoreError(f"multi-get on {cf} returned {len(got)} values for {len(look)} keys")
+        return bool(got.count(None) != len(got))
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -959,8 +980,9 @@ class Blockstore:
                         failed.add(triple)
                         return False
                     verified.add(triple)
-        if not pend.prefetch({"data_shred": data_keys, "code_shred": code_keys}):
-            return False  # some are stored already: already-present or duplicate
+        if (pend.any_stored("data_shred", [slot_key(st[0]) for st in slots if st[1] is not None], data_keys)
+                or pend.any_stored("code_shred", [slot_key(st[0]) for st in slots if st[7]], code_keys)):
+            return False  # already-present or duplicate: the per-shred path says which
         get_msg = pend.get_msg
         pack = _SHRED_KEY.pack
         for slot, po, _fd, _ld, last_in, max_data, _di, _ci, _co, sets in slots:

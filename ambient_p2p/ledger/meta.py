@@ -18,6 +18,7 @@ from ..core.auction import BID_ACCOUNT_BYTES, MINER_ACCOUNT_BYTES, QUERY_ACCOUNT
 from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, fld, message, record
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.logit_pool import DIFFICULTY_ACCOUNT_BYTES, DISPUTE_ACCOUNT_BYTES, POOL_ACCOUNT_BYTES
+from ..core.shred import cbor_uint_array
 from ..core.work import WORK_ACCOUNT_BYTES
 
 MAX_SLOT_CHILDREN = 1024
@@ -135,16 +136,19 @@ def _key(name: str) -> bytes:
     return _hd(3, len(name)) + name.encode()
 
 
-def _uint_list(v: tuple[int, ...]) -> bytes:
+def _uint_list_py(v: tuple[int, ...], bits: int, max_items: int) -> bytes | None:
+    """The CBOR array of a tuple codec's ``List(UInt(bits), max_items)`` accepts (and
+    decodes to an equal tuple); None for anything else."""
+    if not (type(v) is tuple and len(v) <= max_items and (
+            not v or (set(map(type, v)) == {int} and min(v) >= 0 and max(v) >> bits == 0))):
+        return None
     if len(v) < 8:
         return _hd(4, len(v)) + b"".join([_hd(0, x) for x in v])
     return cbor2.dumps(list(v))  # an array of uints: the same bytes, in C
 
 
-def _uints_ok(v: object, bits: int, max_items: int) -> bool:
-    """A tuple codec's ``List(UInt(bits), max_items)`` accepts (and decodes to an equal tuple)."""
-    return type(v) is tuple and len(v) <= max_items and (
-        not v or (set(map(type, v)) == {int} and min(v) >= 0 and max(v) >> bits == 0))
+#: the same in one C call where _native_shred is built (tests/test_blockstore_fastpath.py)
+_uint_list = cbor_uint_array or _uint_list_py
 
 
 def _u(v: object, bits: int) -> bool:
@@ -194,15 +198,16 @@ def encode_meta_exact(obj: object) -> bytes | None:
     parts: dict[str, bytes] = {}
     if cls is SlotMeta:
         m: SlotMeta = obj  # type: ignore[assignment]
+        next_slots = _uint_list(m.next_slots, 64, MAX_SLOT_CHILDREN)
+        completed = _uint_list(m.completed_data_indexes, 32, MAX_SHREDS_PER_SLOT)
         if not (_u(m.slot, 64) and _u(m.consumed, 32) and _u(m.received, 32)
                 and (m.last_index is None or _u(m.last_index, 32))
                 and (m.parent_slot is None or _u(m.parent_slot, 64)) and type(m.is_connected) is bool
-                and _uints_ok(m.next_slots, 64, MAX_SLOT_CHILDREN)
-                and _uints_ok(m.completed_data_indexes, 32, MAX_SHREDS_PER_SLOT)):
+                and next_slots is not None and completed is not None):
             return None
         parts = {"slot": _hd(0, m.slot), "consumed": _hd(0, m.consumed), "received": _hd(0, m.received),
-                 "next_slots": _uint_list(m.next_slots), "is_connected": _BOOL[m.is_connected],
-                 "completed_data_indexes": _uint_list(m.completed_data_indexes)}
+                 "next_slots": next_slots, "is_connected": _BOOL[m.is_connected],
+                 "completed_data_indexes": completed}
         if m.last_index is not None:
             parts["last_index"] = _hd(0, m.last_index)
         if m.parent_slot is not None:
@@ -210,10 +215,11 @@ def encode_meta_exact(obj: object) -> bytes | None:
         order = _SLOT_META_ORDER
     elif cls is ShredIndex:
         i: ShredIndex = obj  # type: ignore[assignment]
-        if not (_u(i.slot, 64) and _uints_ok(i.data, 32, MAX_SHREDS_PER_SLOT)
-                and _uints_ok(i.coding, 32, MAX_SHREDS_PER_SLOT)):
+        data = _uint_list(i.data, 32, MAX_SHREDS_PER_SLOT)
+        coding = _uint_list(i.coding, 32, MAX_SHREDS_PER_SLOT)
+        if not (_u(i.slot, 64) and data is not None and coding is not None):
             return None
-        parts = {"slot": _hd(0, i.slot), "data": _uint_list(i.data), "coding": _uint_list(i.coding)}
+        parts = {"slot": _hd(0, i.slot), "data": data, "coding": coding}
         order = _SHRED_INDEX_ORDER
     elif cls is ErasureMeta:
         e: ErasureMeta = obj  # type: ignore[assignment]
