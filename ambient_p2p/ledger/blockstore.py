@@ -1328,9 +1328,9 @@ class Blockstore:
             return
         # Decide from the index first; read shreds only when recovery will actually run.
         have_data, have_code = pend.index_sets(slot)
-        n_data = sum(1 for i in range(fec, fec + em.num_data) if i in have_data)
-        n_code = sum(1 for i in range(em.first_coding_index, em.first_coding_index + em.num_coding)
-                     if i in have_code)
+        # how many of the set's data and coding indexes are present (counted in C)
+        n_data = len(have_data.intersection(range(fec, fec + em.num_data)))
+        n_code = len(have_code.intersection(range(em.first_coding_index, em.first_coding_index + em.num_coding)))
         if n_data >= em.num_data or n_data + n_code < em.num_data:
             return
         data = [(i, v) for i, v in self._stored_set(slot, fec, pend, data=True) if fec <= i < fec + em.num_data]
