@@ -342,7 +342,7 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
  *      max_data_index, data_indexes, code_indexes, data_complete_indexes, sets)
  *
  * (positions -1 and max_data_index -1 when the slot has no data shred), with one tuple per
- * FEC set of the slot, in fec_set_index order:
+ * FEC set of the slot, in the order of its first packet:
  *
  *     (fec_set_index, merkle_root, signature, first_index, first_is_data,
  *      num_data | None, num_coding | None, first_coding_index | None)
@@ -352,44 +352,31 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
  * no two packets with the same (kind, slot, index); within a slot, every data shred names one
  * parent offset and at most one is LAST_IN_SLOT, with no data index above it; within a FEC
  * set, one Merkle root, one signature and one erasure configuration. None otherwise, or when
- * any packet is not bytes or fails a check: the per-shred Python path then decides. */
-struct ent {
+ * any packet is not bytes or fails a check: the per-shred Python path then decides.
+ * One pass over the packets: slots and FEC sets are found by a linear search that starts at
+ * the previous packet's (consecutive packets usually share both), and repeated keys by an
+ * open-addressing set. */
+struct slotrec {
     unsigned long long slot;
-    unsigned long index, fec, a, b, c;
-    int is_data;
-    Py_ssize_t pos;
-    const unsigned char *sig;
+    Py_ssize_t first_data, last_data;
+    long parent_offset, n_last, last_index, max_data;
+    PyObject *data_idx, *code_idx, *complete, *sets; /* owned lists */
+};
+
+struct setrec {
+    unsigned long long slot;
+    unsigned long fec, first_index, nd, nc, first_coding;
+    int first_is_data, have_code;
+    Py_ssize_t slot_rec;
+    const unsigned char *sig; /* inside its first packet (alive for the call) */
     unsigned char root[SHA256_DIGEST_LENGTH];
 };
 
-static struct ent *sort_base;
-
-static int cmp_key(const void *x, const void *y) { /* (is_data, slot, index) */
-    const struct ent *a = &sort_base[*(const Py_ssize_t *)x], *b = &sort_base[*(const Py_ssize_t *)y];
-    if (a->is_data != b->is_data)
-        return a->is_data < b->is_data ? -1 : 1;
-    if (a->slot != b->slot)
-        return a->slot < b->slot ? -1 : 1;
-    if (a->index != b->index)
-        return a->index < b->index ? -1 : 1;
-    return 0;
-}
-
-static int cmp_group(const void *x, const void *y) { /* (slot, fec, pos) */
-    const struct ent *a = &sort_base[*(const Py_ssize_t *)x], *b = &sort_base[*(const Py_ssize_t *)y];
-    if (a->slot != b->slot)
-        return a->slot < b->slot ? -1 : 1;
-    if (a->fec != b->fec)
-        return a->fec < b->fec ? -1 : 1;
-    return a->pos < b->pos ? -1 : (a->pos > b->pos);
-}
-
-struct slotrun { Py_ssize_t start, end, first; }; /* a slot's run in the grouped order */
-
-static int cmp_slotrun(const void *x, const void *y) {
-    const struct slotrun *a = x, *b = y;
-    return a->first < b->first ? -1 : (a->first > b->first);
-}
+struct keyrec { /* open-addressing set of (kind, slot, index) */
+    unsigned long long slot;
+    unsigned long index;
+    int used, is_data;
+};
 
 static PyObject *k_data_cf, *k_code_cf;
 
@@ -417,80 +404,6 @@ static PyObject *ulong_or_none(int present, unsigned long long v) {
     return PyLong_FromUnsignedLongLong(v);
 }
 
-static PyObject *build_slot(struct ent *es, Py_ssize_t *order, Py_ssize_t start, Py_ssize_t end) {
-    PyObject *data_idx = PyList_New(0), *code_idx = PyList_New(0), *complete = PyList_New(0), *sets = PyList_New(0);
-    PyObject *out = NULL;
-    if (!data_idx || !code_idx || !complete || !sets)
-        goto done;
-    Py_ssize_t first_data = -1, last_data = -1;
-    long parent_offset = -1, n_last = 0, last_index = -1, max_data = -1;
-    Py_ssize_t i = start;
-    while (i < end) {
-        /* one FEC set: order[i .. j) */
-        struct ent *f = &es[order[i]];
-        Py_ssize_t j = i;
-        int have_code = 0;
-        unsigned long nd = 0, nc = 0, first_coding = 0;
-        for (; j < end && es[order[j]].fec == f->fec; j++) {
-            struct ent *e = &es[order[j]];
-            if (memcmp(e->root, f->root, SHA256_DIGEST_LENGTH) != 0 || memcmp(e->sig, f->sig, SIG_BYTES) != 0)
-                goto simple_not;
-            if (e->is_data) {
-                if (parent_offset >= 0 && (unsigned long)parent_offset != e->a)
-                    goto simple_not;
-                parent_offset = (long)e->a;
-                if (first_data < 0 || e->pos < first_data)
-                    first_data = e->pos;
-                if (e->pos > last_data)
-                    last_data = e->pos;
-                if ((long)e->index > max_data)
-                    max_data = (long)e->index;
-                if ((e->b & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT) {
-                    n_last++;
-                    last_index = (long)e->index;
-                }
-                if (append_steal(data_idx, PyLong_FromUnsignedLong(e->index)) < 0)
-                    goto done;
-                if ((e->b & DATA_COMPLETE_SHRED) && append_steal(complete, PyLong_FromUnsignedLong(e->index)) < 0)
-                    goto done;
-            } else {
-                unsigned long fc = e->index - e->c;
-                if (have_code && (e->a != nd || e->b != nc || fc != first_coding))
-                    goto simple_not;
-                have_code = 1;
-                nd = e->a;
-                nc = e->b;
-                first_coding = fc;
-                if (append_steal(code_idx, PyLong_FromUnsignedLong(e->index)) < 0)
-                    goto done;
-            }
-        }
-        PyObject *set = Py_BuildValue("(ky#y#kONNN)", f->fec, (const char *)f->root, (Py_ssize_t)SHA256_DIGEST_LENGTH,
-                                      (const char *)f->sig, (Py_ssize_t)SIG_BYTES, f->index,
-                                      f->is_data ? Py_True : Py_False, ulong_or_none(have_code, nd),
-                                      ulong_or_none(have_code, nc), ulong_or_none(have_code, first_coding));
-        if (append_steal(sets, set) < 0)
-            goto done;
-        i = j;
-    }
-    if (n_last > 1 || (n_last == 1 && max_data > last_index))
-        goto simple_not;
-    out = Py_BuildValue("(KNnnNlOOOO)", es[order[start]].slot,
-                        ulong_or_none(parent_offset >= 0, (unsigned long long)parent_offset), first_data, last_data,
-                        ulong_or_none(n_last == 1, (unsigned long long)last_index), max_data, data_idx, code_idx,
-                        complete, sets);
-    goto done;
-simple_not:
-    Py_INCREF(Py_None);
-    out = Py_None;
-done:
-    Py_XDECREF(data_idx);
-    Py_XDECREF(code_idx);
-    Py_XDECREF(complete);
-    Py_XDECREF(sets);
-    return out;
-}
-
 static PyObject *scan(PyObject *self, PyObject *arg) {
     (void)self;
     if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg))
@@ -499,11 +412,15 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     PyObject **items = PySequence_Fast_ITEMS(arg);
     if (n == 0)
         Py_RETURN_NONE;
-    struct ent *es = PyMem_Malloc((size_t)n * sizeof *es);
-    Py_ssize_t *order = PyMem_Malloc((size_t)n * sizeof *order);
-    struct slotrun *runs = PyMem_Malloc((size_t)n * sizeof *runs);
+    size_t tsize = 16;
+    while (tsize < 2 * (size_t)n)
+        tsize <<= 1;
+    struct slotrec *slots_ = PyMem_Calloc((size_t)n, sizeof *slots_);
+    struct setrec *sets_ = PyMem_Calloc((size_t)n, sizeof *sets_);
+    struct keyrec *keys_ = PyMem_Calloc(tsize, sizeof *keys_);
+    Py_ssize_t nslots = 0, nsets = 0, cur_slot = -1, cur_set = -1;
     PyObject *cks = NULL, *payloads = NULL, *dkeys = NULL, *ckeys = NULL, *slots = NULL, *out = NULL;
-    if (es == NULL || order == NULL || runs == NULL) {
+    if (slots_ == NULL || sets_ == NULL || keys_ == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -522,21 +439,86 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         struct hdr h;
         if (!hdr_check(p, PyBytes_GET_SIZE(pkt), &h) || h.slot == 0)
             goto not_simple;
-        struct ent *e = &es[i];
-        e->slot = h.slot;
-        e->index = h.index;
-        e->fec = h.fec;
-        e->a = h.a;
-        e->b = h.b;
-        e->c = h.c;
-        e->is_data = h.is_data;
-        e->pos = i;
-        e->sig = p;
-        order[i] = i;
+        /* no two packets with the same (kind, slot, index) */
+        unsigned long long hh = (h.slot * 0x9E3779B97F4A7C15ULL) ^ ((unsigned long long)h.index * 0xC2B2AE3D27D4EB4FULL)
+                                ^ (unsigned long long)h.is_data;
+        hh ^= hh >> 29;
+        size_t slot_i = (size_t)hh & (tsize - 1);
+        while (keys_[slot_i].used) {
+            if (keys_[slot_i].slot == h.slot && keys_[slot_i].index == h.index && keys_[slot_i].is_data == h.is_data)
+                goto not_simple;
+            slot_i = (slot_i + 1) & (tsize - 1);
+        }
+        keys_[slot_i].used = 1;
+        keys_[slot_i].slot = h.slot;
+        keys_[slot_i].index = h.index;
+        keys_[slot_i].is_data = h.is_data;
         Py_ssize_t proof_offset = (h.is_data ? DATA_HEADERS : CODE_HEADERS) + h.cap + MERKLE_ROOT_BYTES;
         unsigned long long shard_index = h.is_data ? h.index - h.fec : h.a + h.c;
-        if (!root_of(p, proof_offset, h.proof_size, shard_index, e->root))
+        unsigned char root[SHA256_DIGEST_LENGTH];
+        if (!root_of(p, proof_offset, h.proof_size, shard_index, root))
             goto not_simple;
+        /* its slot and FEC set (usually the previous packet's) */
+        if (cur_slot < 0 || slots_[cur_slot].slot != h.slot) {
+            for (cur_slot = 0; cur_slot < nslots && slots_[cur_slot].slot != h.slot; cur_slot++)
+                ;
+            if (cur_slot == nslots) {
+                struct slotrec *r = &slots_[nslots++];
+                r->slot = h.slot;
+                r->first_data = r->last_data = -1;
+                r->parent_offset = r->last_index = r->max_data = -1;
+                if ((r->data_idx = PyList_New(0)) == NULL || (r->code_idx = PyList_New(0)) == NULL
+                    || (r->complete = PyList_New(0)) == NULL || (r->sets = PyList_New(0)) == NULL)
+                    goto fail;
+            }
+        }
+        struct slotrec *sr = &slots_[cur_slot];
+        if (cur_set < 0 || sets_[cur_set].slot != h.slot || sets_[cur_set].fec != h.fec) {
+            for (cur_set = 0; cur_set < nsets && !(sets_[cur_set].slot == h.slot && sets_[cur_set].fec == h.fec);
+                 cur_set++)
+                ;
+            if (cur_set == nsets) {
+                struct setrec *t = &sets_[nsets++];
+                t->slot = h.slot;
+                t->fec = h.fec;
+                t->first_index = h.index;
+                t->first_is_data = h.is_data;
+                t->slot_rec = cur_slot;
+                t->sig = p;
+                memcpy(t->root, root, sizeof root);
+            }
+        }
+        struct setrec *t = &sets_[cur_set];
+        if (memcmp(t->root, root, sizeof root) != 0 || memcmp(t->sig, p, SIG_BYTES) != 0)
+            goto not_simple; /* one root and one signature per FEC set */
+        if (h.is_data) {
+            if (sr->parent_offset >= 0 && (unsigned long)sr->parent_offset != h.a)
+                goto not_simple;
+            sr->parent_offset = (long)h.a;
+            if (sr->first_data < 0)
+                sr->first_data = i;
+            sr->last_data = i;
+            if ((long)h.index > sr->max_data)
+                sr->max_data = (long)h.index;
+            if ((h.b & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT) {
+                sr->n_last++;
+                sr->last_index = (long)h.index;
+            }
+            if (append_steal(sr->data_idx, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+            if ((h.b & DATA_COMPLETE_SHRED) && append_steal(sr->complete, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+        } else {
+            unsigned long fc = h.index - h.c;
+            if (t->have_code && (h.a != t->nd || h.b != t->nc || fc != t->first_coding))
+                goto not_simple; /* one erasure configuration per FEC set */
+            t->have_code = 1;
+            t->nd = h.a;
+            t->nc = h.b;
+            t->first_coding = fc;
+            if (append_steal(sr->code_idx, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+        }
         /* the payload stored: truncated to the payload size, retransmitter signature zeroed */
         PyObject *payload;
         Py_ssize_t rs = proof_offset + (Py_ssize_t)h.proof_size * ENTRY_BYTES;
@@ -576,35 +558,25 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         PyTuple_SET_ITEM(ck, 1, key); /* steals */
         PyList_SET_ITEM(cks, i, ck);
     }
-    /* no two packets with the same (kind, slot, index) */
-    sort_base = es;
-    qsort(order, (size_t)n, sizeof *order, cmp_key);
-    for (Py_ssize_t i = 1; i < n; i++)
-        if (cmp_key(&order[i - 1], &order[i]) == 0)
-            goto not_simple;
-    /* group by slot and FEC set; slots in the order of their first packet */
-    qsort(order, (size_t)n, sizeof *order, cmp_group);
-    Py_ssize_t nruns = 0;
-    for (Py_ssize_t i = 0; i < n;) {
-        Py_ssize_t j = i, first = es[order[i]].pos;
-        for (; j < n && es[order[j]].slot == es[order[i]].slot; j++)
-            if (es[order[j]].pos < first)
-                first = es[order[j]].pos;
-        runs[nruns].start = i;
-        runs[nruns].end = j;
-        runs[nruns].first = first;
-        nruns++;
-        i = j;
-    }
-    qsort(runs, (size_t)nruns, sizeof *runs, cmp_slotrun);
-    for (Py_ssize_t r = 0; r < nruns; r++) {
-        PyObject *st = build_slot(es, order, runs[r].start, runs[r].end);
-        if (st == NULL)
+    for (Py_ssize_t r = 0; r < nslots; r++)
+        if (slots_[r].n_last > 1 || (slots_[r].n_last == 1 && slots_[r].max_data > slots_[r].last_index))
+            goto not_simple; /* two LAST_IN_SLOT shreds, or a data shred past one */
+    for (Py_ssize_t k = 0; k < nsets; k++) {
+        struct setrec *t = &sets_[k];
+        PyObject *set = Py_BuildValue("(ky#y#kONNN)", t->fec, (const char *)t->root, (Py_ssize_t)SHA256_DIGEST_LENGTH,
+                                      (const char *)t->sig, (Py_ssize_t)SIG_BYTES, t->first_index,
+                                      t->first_is_data ? Py_True : Py_False, ulong_or_none(t->have_code, t->nd),
+                                      ulong_or_none(t->have_code, t->nc), ulong_or_none(t->have_code, t->first_coding));
+        if (append_steal(slots_[t->slot_rec].sets, set) < 0)
             goto fail;
-        if (st == Py_None) {
-            Py_DECREF(st);
-            goto not_simple;
-        }
+    }
+    for (Py_ssize_t r = 0; r < nslots; r++) {
+        struct slotrec *sr = &slots_[r];
+        PyObject *st = Py_BuildValue("(KNnnNlOOOO)", sr->slot,
+                                     ulong_or_none(sr->parent_offset >= 0, (unsigned long long)sr->parent_offset),
+                                     sr->first_data, sr->last_data,
+                                     ulong_or_none(sr->n_last == 1, (unsigned long long)sr->last_index), sr->max_data,
+                                     sr->data_idx, sr->code_idx, sr->complete, sr->sets);
         if (append_steal(slots, st) < 0)
             goto fail;
     }
@@ -614,9 +586,16 @@ not_simple:
     Py_INCREF(Py_None);
     out = Py_None;
 fail:
-    PyMem_Free(es);
-    PyMem_Free(order);
-    PyMem_Free(runs);
+    if (slots_ != NULL)
+        for (Py_ssize_t r = 0; r < nslots; r++) {
+            Py_XDECREF(slots_[r].data_idx);
+            Py_XDECREF(slots_[r].code_idx);
+            Py_XDECREF(slots_[r].complete);
+            Py_XDECREF(slots_[r].sets);
+        }
+    PyMem_Free(slots_);
+    PyMem_Free(sets_);
+    PyMem_Free(keys_);
     Py_XDECREF(cks);
     Py_XDECREF(payloads);
     Py_XDECREF(dkeys);
@@ -624,7 +603,6 @@ fail:
     Py_XDECREF(slots);
     return out;
 }
-
 
 /* ---- uint_array: a blockstore meta's list of indexes as CBOR -------------------------------
  * uint_array(v: tuple, bits, max_items) -> bytes | None: the CBOR array of the unsigned ints
