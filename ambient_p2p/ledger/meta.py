@@ -176,6 +176,18 @@ _SLOT_META_ORDER = _ordered("slot", "consumed", "received", "last_index", "paren
 _SHRED_INDEX_ORDER = _ordered("slot", "data", "coding")
 _ERASURE_META_ORDER = _ordered("fec_set_index", "num_data", "num_coding", "first_coding_index")
 _MERKLE_ROOT_META_ORDER = _ordered("merkle_root", "first_received_index", "first_received_is_data")
+# the keys in the canonical orders encode_meta_exact writes them in (checked here at import)
+_K_SLOT, _K_CONSUMED, _K_RECEIVED, _K_LAST_INDEX, _K_NEXT_SLOTS, _K_PARENT_SLOT, _K_IS_CONNECTED, _K_COMPLETED = (
+    _K[n] for n in _SLOT_META_ORDER)
+_K_DATA, _K_SLOT_2, _K_CODING = (_K[n] for n in _SHRED_INDEX_ORDER)
+_K_NUM_DATA, _K_NUM_CODING, _K_FEC_SET_INDEX, _K_FIRST_CODING_INDEX = (_K[n] for n in _ERASURE_META_ORDER)
+_K_MERKLE_ROOT, _K_FIRST_RECEIVED_INDEX, _K_FIRST_RECEIVED_IS_DATA = (_K[n] for n in _MERKLE_ROOT_META_ORDER)
+if (_SLOT_META_ORDER, _SHRED_INDEX_ORDER, _ERASURE_META_ORDER, _MERKLE_ROOT_META_ORDER) != (
+        ("slot", "consumed", "received", "last_index", "next_slots", "parent_slot", "is_connected",
+         "completed_data_indexes"), ("data", "slot", "coding"),
+        ("num_data", "num_coding", "fec_set_index", "first_coding_index"),
+        ("merkle_root", "first_received_index", "first_received_is_data")):
+    raise ImportError("ledger/meta.py: encode_meta_exact's key order is not the canonical order")
 _ENV = {(cls, n): _envelope(cls, n) for cls, ns in ((SlotMeta, (6, 7, 8)), (ShredIndex, (3,)), (ErasureMeta, (4,)),
                                                   (MerkleRootMeta, (3,))) for n in ns}
 _BOOL = {False: b"\xf4", True: b"\xf5"}
@@ -195,56 +207,47 @@ def encode_meta_exact(obj: object) -> bytes | None:
     bools, 32-byte ``bytes``, tuples of ints, in range): so ``codec.decode`` of a returned
     encoding gives back an equal record with the same field types."""
     cls = type(obj)
-    parts: dict[str, bytes] = {}
     if cls is SlotMeta:
         m: SlotMeta = obj  # type: ignore[assignment]
         next_slots = _uint_list(m.next_slots, 64, MAX_SLOT_CHILDREN)
         completed = _uint_list(m.completed_data_indexes, 32, MAX_SHREDS_PER_SLOT)
+        last_index, parent_slot = m.last_index, m.parent_slot
         if not (_u(m.slot, 64) and _u(m.consumed, 32) and _u(m.received, 32)
-                and (m.last_index is None or _u(m.last_index, 32))
-                and (m.parent_slot is None or _u(m.parent_slot, 64)) and type(m.is_connected) is bool
-                and next_slots is not None and completed is not None):
+                and (last_index is None or _u(last_index, 32)) and (parent_slot is None or _u(parent_slot, 64))
+                and type(m.is_connected) is bool and next_slots is not None and completed is not None):
             return None
-        parts = {"slot": _hd(0, m.slot), "consumed": _hd(0, m.consumed), "received": _hd(0, m.received),
-                 "next_slots": next_slots, "is_connected": _BOOL[m.is_connected],
-                 "completed_data_indexes": completed}
-        if m.last_index is not None:
-            parts["last_index"] = _hd(0, m.last_index)
-        if m.parent_slot is not None:
-            parts["parent_slot"] = _hd(0, m.parent_slot)
-        order = _SLOT_META_ORDER
-    elif cls is ShredIndex:
+        return b"".join((
+            _ENV[(SlotMeta, 6 + (last_index is not None) + (parent_slot is not None))],
+            _K_SLOT, _hd(0, m.slot), _K_CONSUMED, _hd(0, m.consumed), _K_RECEIVED, _hd(0, m.received),
+            b"" if last_index is None else _K_LAST_INDEX + _hd(0, last_index),
+            _K_NEXT_SLOTS, next_slots,
+            b"" if parent_slot is None else _K_PARENT_SLOT + _hd(0, parent_slot),
+            _K_IS_CONNECTED, _BOOL[m.is_connected], _K_COMPLETED, completed))
+    if cls is ShredIndex:
         i: ShredIndex = obj  # type: ignore[assignment]
         data = _uint_list(i.data, 32, MAX_SHREDS_PER_SLOT)
         coding = _uint_list(i.coding, 32, MAX_SHREDS_PER_SLOT)
         if not (_u(i.slot, 64) and data is not None and coding is not None):
             return None
-        parts = {"slot": _hd(0, i.slot), "data": data, "coding": coding}
-        order = _SHRED_INDEX_ORDER
-    elif cls is ErasureMeta:
+        return b"".join((_ENV[(ShredIndex, 3)], _K_DATA, data, _K_SLOT, _hd(0, i.slot), _K_CODING, coding))
+    if cls is ErasureMeta:
         e: ErasureMeta = obj  # type: ignore[assignment]
         if not (_u(e.fec_set_index, 32) and _u(e.num_data, 16) and _u(e.num_coding, 16)
                 and _u(e.first_coding_index, 32)):
             return None
-        parts = {"fec_set_index": _hd(0, e.fec_set_index), "num_data": _hd(0, e.num_data),
-                 "num_coding": _hd(0, e.num_coding), "first_coding_index": _hd(0, e.first_coding_index)}
-        order = _ERASURE_META_ORDER
-    elif cls is MerkleRootMeta:
+        return b"".join((_ENV[(ErasureMeta, 4)], _K_NUM_DATA, _hd(0, e.num_data), _K_NUM_CODING, _hd(0, e.num_coding),
+                         _K_FEC_SET_INDEX, _hd(0, e.fec_set_index), _K_FIRST_CODING_INDEX,
+                         _hd(0, e.first_coding_index)))
+    if cls is MerkleRootMeta:
         r: MerkleRootMeta = obj  # type: ignore[assignment]
-        if not (type(r.merkle_root) is bytes and len(r.merkle_root) == 32 and _u(r.first_received_index, 32)
+        root = r.merkle_root
+        if not (type(root) is bytes and len(root) == 32 and _u(r.first_received_index, 32)
                 and type(r.first_received_is_data) is bool):
             return None
-        parts = {"merkle_root": b"\x58\x20" + r.merkle_root, "first_received_index": _hd(0, r.first_received_index),
-                 "first_received_is_data": _BOOL[r.first_received_is_data]}
-        order = _MERKLE_ROOT_META_ORDER
-    else:
-        return None
-    out = [_ENV[(cls, len(parts))]]
-    for name in order:
-        v = parts.get(name)
-        if v is not None:
-            out += (_K[name], v)
-    return b"".join(out)
+        return b"".join((_ENV[(MerkleRootMeta, 3)], _K_MERKLE_ROOT, b"\x58\x20", root, _K_FIRST_RECEIVED_INDEX,
+                         _hd(0, r.first_received_index), _K_FIRST_RECEIVED_IS_DATA,
+                         _BOOL[r.first_received_is_data]))
+    return None
 
 
 MAX_SNAPSHOT_ACCOUNTS = 16_384
