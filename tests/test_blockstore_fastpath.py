@@ -123,10 +123,13 @@ class _Recording(Blockstore):
 
     batches: list[tuple[dict[tuple[str, bytes], bytes], set[tuple[str, bytes]]]]
 
-    def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False) -> None:
+    def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False,
+               bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None) -> None:
         deletes = list(deletes)
-        self.batches.append((dict(writes), set(deletes)))
-        super()._write(writes, deletes, sync=sync)
+        puts = dict(zip(*bulk, strict=True)) if bulk is not None else {}
+        assert not puts.keys() & writes.keys()  # a record is written once per batch
+        self.batches.append(({**puts, **writes}, set(deletes)))
+        super()._write(writes, deletes, sync=sync, bulk=bulk)
 
 
 def _contents(bs: Blockstore) -> dict[str, dict[bytes, bytes]]:

@@ -328,10 +328,12 @@ def cmd_blockstore(args: argparse.Namespace) -> int:
     fast_inserts: list[bool] = []  # per recorded insert: did the batch fast path take it
 
     class _Recording(Blockstore):
-        def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False) -> None:
+        def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False,
+                   bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None) -> None:
             deletes = list(deletes)
-            recorded.append(([(cf, k, v) for (cf, k), v in writes.items()], list(deletes)))
-            super()._write(writes, deletes, sync=sync)
+            puts = [(cf, k, v) for (cf, k), v in zip(*bulk, strict=True)] if bulk is not None else []
+            recorded.append((puts + [(cf, k, v) for (cf, k), v in writes.items()], list(deletes)))
+            super()._write(writes, deletes, sync=sync, bulk=bulk)
 
         def _insert_fast(self, *a: Any) -> bool:
             ok = super()._insert_fast(*a)

@@ -101,6 +101,7 @@ COLUMN_FAMILIES = (
     "tx_status",
 )
 PRESENT = b"\x01"
+_SHRED_CFS = frozenset({"data_shred", "code_shred"})
 
 LeaderFn = Callable[[int], "bytes | None"]
 
@@ -182,9 +183,25 @@ class _Pending:
         # what prefetch read, per column family: the same values, filled by one multi-get
         self.pre: dict[str, dict[bytes, bytes | None]] = {}
         self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
+        # The fast path's shreds, ((cf, key) list, payload list), written ahead of
+        # :attr:`writes` without building a dict of them; :meth:`materialize` moves them into
+        # :attr:`writes` (in front, in order) before anything reads shreds through this insert.
+        self.bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None
+
+    def materialize(self) -> None:
+        """Move :attr:`bulk` into :attr:`writes`, ahead of what is there (the same dict, and
+        the same order, as putting them first)."""
+        if self.bulk is not None:
+            merged = dict(zip(*self.bulk, strict=True))
+            self.bulk = None
+            merged.update(self.writes)
+            self.writes.clear()
+            self.writes.update(merged)
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         ck = (cf, key)
+        if self.bulk is not None and cf in _SHRED_CFS:
+            self.materialize()
         if ck in self.deletes:
             return None
         v = self.writes.get(ck)
@@ -610,7 +627,9 @@ class Blockstore:
         return None if raw is None else codec.decode(raw, cls)
 
     def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = (),
-               *, sync: bool = False) -> None:
+               *, sync: bool = False, bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None) -> None:
+        """One batch: ``bulk`` (``((cf, key) list, value list)``: insert_shreds' shreds) put
+        first, in order, then ``writes``, then the ``deletes``."""
         from rocksdict import WriteBatch
 
         if self.read_only:
@@ -618,6 +637,9 @@ class Blockstore:
         wb = WriteBatch(raw_mode=True)
         cfh = self._cfh
         put = wb.put
+        if bulk is not None:
+            for (cf, key), value in zip(*bulk, strict=True):
+                put(key, value, cfh[cf])
         for (cf, key), value in writes.items():
             put(key, value, cfh[cf])
         for cf, key in deletes:
@@ -932,7 +954,7 @@ class Blockstore:
         for slot, meta in metas.items():
             pend.put_msg("meta", slot_key(slot), meta.to_meta())
         pend.finish()
-        self._write(pend.writes, pend.deletes)
+        self._write(pend.writes, pend.deletes, bulk=pend.bulk)
         return result
 
     def _insert_fast(
@@ -1007,7 +1029,7 @@ class Blockstore:
                                            em.first_coding_index) != (fec, nd, nc, first_coding):
                         return False  # erasure-config-conflict
         # -- apply: what _insert_one does shred by shred, per slot and per FEC set ----------
-        pend.writes.update(zip(cks, payloads, strict=True))
+        pend.bulk = (cks, payloads)  # stored ahead of pend.writes (see _Pending.materialize)
         result.inserted += len(cks)
         objs = pend.objs
         for slot, _po, _fd, _ld, _li, _md, data_idx, code_idx, _co, sets in slots:
@@ -1312,6 +1334,7 @@ class Blockstore:
             stack.extend(m.next_slots)
 
     def _stored_set(self, slot: int, fec: int, pend: _Pending, *, data: bool) -> list[tuple[int, bytes]]:
+        pend.materialize()
         cf = "data_shred" if data else "code_shred"
         out = {i: v for i, v in self.slot_shred_payloads(slot, data=data)}
         for (c, k), v in pend.writes.items():
@@ -1338,6 +1361,7 @@ class Blockstore:
                 if em.first_coding_index <= i < em.first_coding_index + em.num_coding]
         if len(data) >= em.num_data or len(data) + len(code) < em.num_data:
             return
+        pend.materialize()  # _insert_one reads pend.writes directly
         shreds = [parse_shred(v) for _i, v in data + code]
         try:
             recovered = recover(shreds)
