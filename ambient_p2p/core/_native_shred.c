@@ -355,7 +355,10 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
  * any packet is not bytes or fails a check: the per-shred Python path then decides.
  * One pass over the packets: slots and FEC sets are found by a linear search that starts at
  * the previous packet's (consecutive packets usually share both), and repeated keys by an
- * open-addressing set. */
+ * open-addressing set. A batch of more than MAX_SCAN_SETS FEC sets goes to the per-shred
+ * path (the searches stay linear in the batch size). */
+#define MAX_SCAN_SETS 256
+
 struct slotrec {
     unsigned long long slot;
     Py_ssize_t first_data, last_data;
@@ -478,6 +481,8 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
                  cur_set++)
                 ;
             if (cur_set == nsets) {
+                if (nsets == MAX_SCAN_SETS)
+                    goto not_simple; /* keeps the searches linear in the batch */
                 struct setrec *t = &sets_[nsets++];
                 t->slot = h.slot;
                 t->fec = h.fec;
