@@ -253,3 +253,36 @@ def test_compiled_uint_array_matches_python(v: Any, bits: int, max_items: int) -
 
     assert S.cbor_uint_array is not None
     assert S.cbor_uint_array(v, bits, max_items) == M._uint_list_py(v, bits, max_items)
+
+
+def test_scan_batch_summary() -> None:
+    """What scan_batch hands the fast path for an honest slot, and the batches it leaves to
+    the per-shred path."""
+    assert S.scan_batch is not None
+    sets = VERSIONS[0]  # slot 1: FEC set 0 (DATA_COMPLETE at 31), FEC set 32 (resigned, LAST at 63)
+    packets = [p for s in sets for p in s]
+    packets[70] = _mutate(packets[70], 1, random.Random(1))  # relayed copy of a resigned data shred
+    packets[3] += b"\x00\x01\x02\x03"  # the repair nonce left on
+    got = S.scan_batch(packets)
+    assert got is not None
+    cks, payloads, data_keys, code_keys, slots = got
+    shreds = [S.parse_shred(p) for p in packets]
+    stored = [s if not s.variant.resigned else s.with_retransmitter_signature(bytes(64)) for s in shreds]
+    assert payloads == [s.payload for s in stored]
+    assert cks == [("data_shred" if s.is_data else "code_shred", B.shred_key(s.slot, s.index)) for s in shreds]
+    assert data_keys == [k for (cf, k) in cks if cf == "data_shred"]
+    assert code_keys == [k for (cf, k) in cks if cf == "code_shred"]
+    [(slot, po, first_data, last_data, last_in, max_data, data_idx, code_idx, complete, fsets)] = slots
+    assert (slot, po, first_data, last_data, last_in, max_data) == (1, 1, 0, 95, 63, 63)
+    assert sorted(data_idx) == list(range(64)) and sorted(code_idx) == list(range(64))
+    assert sorted(complete) == [31, 63]
+    assert fsets == [(fec, shreds[k].merkle_root(), shreds[k].signature, shreds[k].index, True, 32, 32, fec)
+                     for k, fec in ((0, 0), (64, 32))]
+    # left to the per-shred path: a repeated key, one FEC set with two roots, slot 0, a
+    # malformed packet, an empty batch
+    assert S.scan_batch(packets + [packets[5]]) is None
+    assert S.scan_batch(VERSIONS[1][0][:16] + VERSIONS[4][0][16:]) is None
+    assert S.scan_batch(VERSIONS[8][0]) is None
+    assert S.scan_batch(packets[:5] + [packets[5][:100]]) is None
+    assert S.scan_batch(VERSIONS[3][0][:32] + [VERSIONS[0][1][31]]) is not None  # another slot's LAST: fine
+    assert S.scan_batch([]) is None
