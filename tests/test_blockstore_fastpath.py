@@ -280,9 +280,9 @@ def test_scan_batch_summary() -> None:
                      for k, fec in ((0, 0), (64, 32))]
     # left to the per-shred path: a repeated key, one FEC set with two roots, slot 0, a
     # malformed packet, an empty batch
-    assert S.scan_batch(packets + [packets[5]]) is None
+    assert S.scan_batch([*packets, packets[5]]) is None
     assert S.scan_batch(VERSIONS[1][0][:16] + VERSIONS[4][0][16:]) is None
     assert S.scan_batch(VERSIONS[8][0]) is None
-    assert S.scan_batch(packets[:5] + [packets[5][:100]]) is None
-    assert S.scan_batch(VERSIONS[3][0][:32] + [VERSIONS[0][1][31]]) is not None  # another slot's LAST: fine
+    assert S.scan_batch([*packets[:5], packets[5][:100]]) is None
+    assert S.scan_batch([*VERSIONS[3][0][:32], VERSIONS[0][1][31]]) is not None  # another slot's LAST: fine
     assert S.scan_batch([]) is None
