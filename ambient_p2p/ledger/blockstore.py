@@ -925,7 +925,13 @@ class Blockstore:
 
         ``signatures_verified=True`` skips the ed25519 check, for callers whose sigverify
         stage already did it (agave's blockstore never verifies signatures itself); parsing,
-        sanitizing, Merkle roots and every consistency rule still apply."""
+        sanitizing, Merkle roots and every consistency rule still apply.
+
+        The common case (every packet well formed, fresh FEC sets, no conflict) runs as one
+        C call over the batch (:func:`scan_batch`) and per-slot bookkeeping
+        (:meth:`_insert_fast`); every other batch runs packet by packet (:meth:`_insert_each`).
+        Both leave the same result, records and database (tests/test_blockstore_fastpath.py,
+        spec/blockstore.md "Performance")."""
         result = InsertResult()
         pend = _Pending(self)
         touched_sets: set[tuple[int, int]] = set()
