@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ambient_p2p.core import shred as S
 from ambient_p2p.core.crypto import Keypair, sha256
 
-pytestmark = pytest.mark.skipif(S.MERKLE_ROOT_BACKEND != "openssl", reason="_native_shred not built")
+pytestmark = pytest.mark.skipif(S.MERKLE_ROOT_BACKEND != "openssl", reason="_native_shred not built (scripts/setup.sh)")
 
 LEADER = Keypair.deterministic("native-merkle-leader")
 

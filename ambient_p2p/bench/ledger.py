@@ -300,7 +300,7 @@ def cmd_blockstore(args: argparse.Namespace) -> int:
     from rocksdict import Options, Rdict, WriteBatch
 
     from ..core.crypto import Keypair, sha256
-    from ..core.shred import MERKLE_ROOT_BACKEND, make_shreds_from_data
+    from ..core.shred import MERKLE_ROOT_BACKEND, make_shreds_from_data, scan_batch
     from ..ledger import blockstore as blockstore_mod
     from ..ledger.blockstore import COLUMN_FAMILIES, Blockstore, shred_key
 
@@ -325,11 +325,20 @@ def cmd_blockstore(args: argparse.Namespace) -> int:
     # the two is our validation and bookkeeping, nothing RocksDB does.
     recorded: list[tuple[list[tuple[str, bytes, bytes]], list[tuple[str, bytes]]]] = []
 
+    fast_inserts: list[bool] = []  # per recorded insert: did the batch fast path take it
+
     class _Recording(Blockstore):
-        def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False) -> None:
+        def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Any = (), *, sync: bool = False,
+                   bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None) -> None:
             deletes = list(deletes)
-            recorded.append(([(cf, k, v) for (cf, k), v in writes.items()], list(deletes)))
-            super()._write(writes, deletes, sync=sync)
+            puts = [(cf, k, v) for (cf, k), v in zip(*bulk, strict=True)] if bulk is not None else []
+            recorded.append((puts + [(cf, k, v) for (cf, k), v in writes.items()], list(deletes)))
+            super()._write(writes, deletes, sync=sync, bulk=bulk)
+
+        def _insert_fast(self, *a: Any) -> bool:
+            ok = super()._insert_fast(*a)
+            fast_inserts.append(ok)
+            return ok
 
     with _Recording.open(os.path.join(tmp, "record")) as bs:
         for b in batches:
@@ -400,7 +409,10 @@ def cmd_blockstore(args: argparse.Namespace) -> int:
     load_after = os.getloadavg()
     ratio_cpu = {k: cpu["raw"] / cpu[k] for k in ("full", "noverify")}
     ratio_wall = {k: wall["raw"] / wall[k] for k in ("full", "noverify")}
-    print(f"{n} shreds in {slots} slots, one insert_shreds / WriteBatch per slot; Merkle roots: {MERKLE_ROOT_BACKEND}")
+    insert_path = (f"batch fast path (_native_shred.scan) for {sum(fast_inserts)} of {len(batches)} inserts"
+                   if scan_batch is not None else "per-shred Python path (_native_shred not built)")
+    print(f"{n} shreds in {slots} slots, one insert_shreds / WriteBatch per slot; Merkle roots: {MERKLE_ROOT_BACKEND}; "
+          f"insert path: {insert_path}")
     print(f"ours, full validation (parse, sanitize, Merkle proof, ed25519, metas):  "
           f"{n / cpu['full']:9.0f} shreds/s CPU {n / wall['full']:9.0f} wall")
     print(f"ours, signatures pre-verified (agave's split):                        "
@@ -419,6 +431,7 @@ def cmd_blockstore(args: argparse.Namespace) -> int:
         out = {
             "command": f"ambient-p2p bench blockstore --slots {slots} --repeat {rounds}",
             "shreds": n, "slots": slots, "rounds": rounds, "merkle_root_backend": MERKLE_ROOT_BACKEND,
+            "insert_path": insert_path,
             "reference_records": keys_written, "reference_bytes": bytes_written,
             "shreds_per_s_cpu": {k: round(n / cpu[k]) for k in names},
             "shreds_per_s_wall": {k: round(n / wall[k]) for k in names},

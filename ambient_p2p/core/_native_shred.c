@@ -48,40 +48,16 @@ static struct {
     int too_short;
 } prev;
 
-static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "merkle_root(payload, proof_offset, proof_size, index) takes 4 arguments");
-        return NULL;
-    }
-    Py_ssize_t proof_offset = PyLong_AsSsize_t(args[1]);
-    if (proof_offset == -1 && PyErr_Occurred())
-        return NULL;
-    long proof_size = PyLong_AsLong(args[2]);
-    if (proof_size == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long index = PyLong_AsUnsignedLongLong(args[3]);
-    if (index == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (proof_size < 0 || proof_size > MAX_PROOF) {
-        PyErr_SetString(PyExc_ValueError, "proof_size must be 0..15");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (proof_offset < SIG_BYTES || proof_offset + proof_size * ENTRY_BYTES > view.len) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "proof_offset/proof_size outside the payload");
-        return NULL;
-    }
-    const unsigned char *p = (const unsigned char *)view.buf;
+/* The root of one shred into out (1), or 0 when the proof is too short for index. The caller
+ * checked proof_offset + proof_size * 20 <= the payload's length and proof_offset >= 64. */
+static int root_of(const unsigned char *p, Py_ssize_t proof_offset, int n, unsigned long long index,
+                   unsigned char out[SHA256_DIGEST_LENGTH]) {
     const unsigned char *proof = p + proof_offset;
     unsigned char node[SHA256_DIGEST_LENGTH];
     SHA256_CTX c = leaf_ctx;
     SHA256_Update(&c, p + SIG_BYTES, (size_t)(proof_offset - SIG_BYTES));
     SHA256_Final(node, &c);
-    int k, hit = 0, n = (int)proof_size;
+    int k, hit = 0;
     for (k = 0; k < n; k++) {
         unsigned char *pair = prev.pair[k]; /* written in place: compared first, below */
         unsigned char cur[2 * ENTRY_BYTES];
@@ -115,10 +91,45 @@ static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t n
     /* on a hit, levels 0..k-1 were overwritten with this call's pairs and indexes, which
        lead to the same level-k pair; levels >= k and the result are shared */
     memcpy(prev.proof, proof, (size_t)n * ENTRY_BYTES);
-    PyBuffer_Release(&view);
     if (prev.too_short)
+        return 0;
+    memcpy(out, prev.root, SHA256_DIGEST_LENGTH);
+    return 1;
+}
+
+static PyObject *merkle_root(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "merkle_root(payload, proof_offset, proof_size, index) takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t proof_offset = PyLong_AsSsize_t(args[1]);
+    if (proof_offset == -1 && PyErr_Occurred())
+        return NULL;
+    long proof_size = PyLong_AsLong(args[2]);
+    if (proof_size == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long index = PyLong_AsUnsignedLongLong(args[3]);
+    if (index == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (proof_size < 0 || proof_size > MAX_PROOF) {
+        PyErr_SetString(PyExc_ValueError, "proof_size must be 0..15");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (proof_offset < SIG_BYTES || proof_offset + proof_size * ENTRY_BYTES > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "proof_offset/proof_size outside the payload");
+        return NULL;
+    }
+    unsigned char root[SHA256_DIGEST_LENGTH];
+    int ok = root_of((const unsigned char *)view.buf, proof_offset, (int)proof_size, index, root);
+    PyBuffer_Release(&view);
+    if (!ok)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)prev.root, SHA256_DIGEST_LENGTH);
+    return PyBytes_FromStringAndSize((const char *)root, SHA256_DIGEST_LENGTH);
 }
 
 
@@ -162,42 +173,33 @@ static int proof_size_for(long total) {
     return bits;
 }
 
-static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyDict_Check(args[1]) || !PyType_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "parse(packet: bytes, variants: dict, shred_type: type)");
-        return NULL;
-    }
-    PyObject *packet = args[0];
-    Py_ssize_t n = PyBytes_GET_SIZE(packet);
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+/* The header fields of one packet when every check of parse_shred passes (1), else 0. */
+struct hdr {
+    int vb, is_data, resigned, proof_size;
+    Py_ssize_t size_;   /* payload bytes */
+    long cap;           /* data buffer / shard room */
+    unsigned long long slot;
+    unsigned long index, version, fec, a, b, c; /* a, b, c: parent_offset, flags, size or nd, nc, position */
+};
+
+static int hdr_check(const unsigned char *p, Py_ssize_t n, struct hdr *h) {
     if (n > PACKET_DATA_BYTES || n <= OFFSET_VARIANT)
-        Py_RETURN_NONE;
+        return 0;
     int vb = p[OFFSET_VARIANT], hi = vb & 0xF0, proof_size = vb & 0x0F, is_data, resigned;
     switch (hi) {
     case 0x60: is_data = 0; resigned = 0; break;
     case 0x70: is_data = 0; resigned = 1; break;
     case 0x90: is_data = 1; resigned = 0; break;
     case 0xB0: is_data = 1; resigned = 1; break;
-    default: Py_RETURN_NONE; /* legacy / unchained / unknown: refused by the Python path */
-    }
-    PyObject *vkey = PyLong_FromLong(vb);
-    if (vkey == NULL)
-        return NULL;
-    PyObject *variant = PyDict_GetItemWithError(args[1], vkey); /* borrowed */
-    Py_DECREF(vkey);
-    if (variant == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
+    default: return 0; /* legacy / unchained / unknown: refused by the Python path */
     }
     Py_ssize_t size_ = is_data ? DATA_PAYLOAD_BYTES : CODE_PAYLOAD_BYTES;
     if (n < size_)
-        Py_RETURN_NONE;
+        return 0;
     long cap = (long)size_ - (is_data ? DATA_HEADERS : CODE_HEADERS) - MERKLE_ROOT_BYTES - proof_size * ENTRY_BYTES
                - (resigned ? SIG_BYTES : 0);
     if (cap < 0)
-        Py_RETURN_NONE;
+        return 0;
     unsigned long long slot = rd_le(p + 65, 8);
     unsigned long index = (unsigned long)rd_le(p + 73, 4);
     unsigned long version = (unsigned long)rd_le(p + 77, 2);
@@ -209,35 +211,77 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         c = (unsigned long)rd_le(p + 86, 2);
         unsigned long parent_offset = a, flags = b, size = c;
         if (index >= MAX_DATA_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if ((flags & LAST_SHRED_IN_SLOT) && !(flags & DATA_COMPLETE_SHRED))
-            Py_RETURN_NONE;
+            return 0;
         if (size < DATA_HEADERS || size > (unsigned long)(DATA_HEADERS + cap))
-            Py_RETURN_NONE;
+            return 0;
         if ((unsigned long long)parent_offset > slot || (parent_offset == 0 && slot != 0))
-            Py_RETURN_NONE;
+            return 0;
         if (index < fec)
-            Py_RETURN_NONE;
+            return 0;
         if (index - fec >= (1UL << proof_size))
-            Py_RETURN_NONE;
+            return 0;
     } else {
         b = (unsigned long)rd_le(p + 85, 2);
         c = (unsigned long)rd_le(p + 87, 2);
         unsigned long nd = a, nc = b, pos = c;
         if (index >= (MAX_DATA_SHREDS_PER_SLOT > MAX_CODE_SHREDS_PER_SLOT ? MAX_DATA_SHREDS_PER_SLOT
                                                                            : MAX_CODE_SHREDS_PER_SLOT))
-            Py_RETURN_NONE;
+            return 0;
         if (nc > MAX_NUM_CODING_SHREDS || nd == 0 || nc == 0 || pos >= nc || index < pos)
-            Py_RETURN_NONE;
+            return 0;
         if (fec + nd - 1 >= MAX_DATA_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if (index - pos + nc - 1 >= MAX_CODE_SHREDS_PER_SLOT)
-            Py_RETURN_NONE;
+            return 0;
         if (nd + nc > MAX_TOTAL_SHARDS)
-            Py_RETURN_NONE;
+            return 0;
         if (proof_size != proof_size_for((long)(nd + nc)))
-            Py_RETURN_NONE;
+            return 0;
     }
+    h->vb = vb;
+    h->is_data = is_data;
+    h->resigned = resigned;
+    h->proof_size = proof_size;
+    h->size_ = size_;
+    h->cap = cap;
+    h->slot = slot;
+    h->index = index;
+    h->version = version;
+    h->fec = fec;
+    h->a = a;
+    h->b = b;
+    h->c = c;
+    return 1;
+}
+
+static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyDict_Check(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "parse(packet: bytes, variants: dict, shred_type: type)");
+        return NULL;
+    }
+    PyObject *packet = args[0];
+    Py_ssize_t n = PyBytes_GET_SIZE(packet);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    struct hdr h;
+    if (!hdr_check(p, n, &h))
+        Py_RETURN_NONE;
+    PyObject *vkey = PyLong_FromLong(h.vb);
+    if (vkey == NULL)
+        return NULL;
+    PyObject *variant = PyDict_GetItemWithError(args[1], vkey); /* borrowed */
+    Py_DECREF(vkey);
+    if (variant == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    int is_data = h.is_data;
+    Py_ssize_t size_ = h.size_;
+    unsigned long long slot = h.slot;
+    unsigned long index = h.index, version = h.version, fec = h.fec, a = h.a, b = h.b, c = h.c;
     PyObject *payload;
     if (n == size_) {
         Py_INCREF(packet);
@@ -282,6 +326,374 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return obj;
 }
 
+
+/* ---- scan: the common case of one blockstore insert in one call ----------------------------
+ * scan(packets: list[bytes] | tuple[bytes, ...]) -> tuple | None. For a batch in which every
+ * packet passes parse's checks and the batch is "simple", returns
+ *
+ *     (cks, payloads, data_keys, code_keys, slots)
+ *
+ * cks[i] = ("data_shred" | "code_shred", key) and payloads[i] the payload to store for packet
+ * i (the packet truncated to the payload, its retransmitter signature zeroed), keys big-endian
+ * slot u64 || index u32; data_keys / code_keys the keys of each kind in packet order; and one
+ * tuple per slot, in the order of its first packet:
+ *
+ *     (slot, parent_offset | None, first_data_pos, last_data_pos, last_in_slot_index | None,
+ *      max_data_index, data_indexes, code_indexes, data_complete_indexes, sets)
+ *
+ * (positions -1 and max_data_index -1 when the slot has no data shred), with one tuple per
+ * FEC set of the slot, in the order of its first packet:
+ *
+ *     (fec_set_index, merkle_root, signature, first_index, first_is_data,
+ *      num_data | None, num_coding | None, first_coding_index | None)
+ *
+ * (first_*: the set's first packet; the erasure fields from its coding shreds, None if it has
+ * none). "Simple" (ledger/blockstore.py insert_shreds' fast path relies on each): no slot 0;
+ * no two packets with the same (kind, slot, index); within a slot, every data shred names one
+ * parent offset and at most one is LAST_IN_SLOT, with no data index above it; within a FEC
+ * set, one Merkle root, one signature and one erasure configuration. None otherwise, or when
+ * any packet is not bytes or fails a check: the per-shred Python path then decides.
+ * One pass over the packets: slots and FEC sets are found by a linear search that starts at
+ * the previous packet's (consecutive packets usually share both), and repeated keys by an
+ * open-addressing set. A batch of more than MAX_SCAN_SETS FEC sets goes to the per-shred
+ * path (the searches stay linear in the batch size). */
+#define MAX_SCAN_SETS 256
+
+struct slotrec {
+    unsigned long long slot;
+    Py_ssize_t first_data, last_data;
+    long parent_offset, n_last, last_index, max_data;
+    PyObject *data_idx, *code_idx, *complete, *sets; /* owned lists */
+};
+
+struct setrec {
+    unsigned long long slot;
+    unsigned long fec, first_index, nd, nc, first_coding;
+    int first_is_data, have_code;
+    Py_ssize_t slot_rec;
+    const unsigned char *sig; /* inside its first packet (alive for the call) */
+    unsigned char root[SHA256_DIGEST_LENGTH];
+};
+
+struct keyrec { /* open-addressing set of (kind, slot, index) */
+    unsigned long long slot;
+    unsigned long index;
+    int used, is_data;
+};
+
+static PyObject *k_data_cf, *k_code_cf;
+
+static PyObject *key_bytes(unsigned long long slot, unsigned long index) {
+    unsigned char k[12];
+    for (int i = 0; i < 8; i++)
+        k[i] = (unsigned char)(slot >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++)
+        k[8 + i] = (unsigned char)(index >> (24 - 8 * i));
+    return PyBytes_FromStringAndSize((const char *)k, 12);
+}
+
+/* list.append that steals the reference; -1 on error */
+static int append_steal(PyObject *list, PyObject *item) {
+    if (item == NULL)
+        return -1;
+    int r = PyList_Append(list, item);
+    Py_DECREF(item);
+    return r;
+}
+
+static PyObject *ulong_or_none(int present, unsigned long long v) {
+    if (!present)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *scan(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(arg);
+    PyObject **items = PySequence_Fast_ITEMS(arg);
+    if (n == 0)
+        Py_RETURN_NONE;
+    size_t tsize = 16;
+    while (tsize < 2 * (size_t)n)
+        tsize <<= 1;
+    struct slotrec *slots_ = PyMem_Calloc((size_t)n, sizeof *slots_);
+    struct setrec *sets_ = PyMem_Calloc((size_t)n, sizeof *sets_);
+    struct keyrec *keys_ = PyMem_Calloc(tsize, sizeof *keys_);
+    Py_ssize_t nslots = 0, nsets = 0, cur_slot = -1, cur_set = -1;
+    PyObject *cks = NULL, *payloads = NULL, *dkeys = NULL, *ckeys = NULL, *slots = NULL, *out = NULL;
+    if (slots_ == NULL || sets_ == NULL || keys_ == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    cks = PyList_New(n);
+    payloads = PyList_New(n);
+    dkeys = PyList_New(0);
+    ckeys = PyList_New(0);
+    slots = PyList_New(0);
+    if (!cks || !payloads || !dkeys || !ckeys || !slots)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pkt = items[i];
+        if (!PyBytes_CheckExact(pkt))
+            goto not_simple;
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pkt);
+        struct hdr h;
+        if (!hdr_check(p, PyBytes_GET_SIZE(pkt), &h) || h.slot == 0)
+            goto not_simple;
+        /* no two packets with the same (kind, slot, index) */
+        unsigned long long hh = (h.slot * 0x9E3779B97F4A7C15ULL) ^ ((unsigned long long)h.index * 0xC2B2AE3D27D4EB4FULL)
+                                ^ (unsigned long long)h.is_data;
+        hh ^= hh >> 29;
+        size_t slot_i = (size_t)hh & (tsize - 1);
+        while (keys_[slot_i].used) {
+            if (keys_[slot_i].slot == h.slot && keys_[slot_i].index == h.index && keys_[slot_i].is_data == h.is_data)
+                goto not_simple;
+            slot_i = (slot_i + 1) & (tsize - 1);
+        }
+        keys_[slot_i].used = 1;
+        keys_[slot_i].slot = h.slot;
+        keys_[slot_i].index = h.index;
+        keys_[slot_i].is_data = h.is_data;
+        Py_ssize_t proof_offset = (h.is_data ? DATA_HEADERS : CODE_HEADERS) + h.cap + MERKLE_ROOT_BYTES;
+        unsigned long long shard_index = h.is_data ? h.index - h.fec : h.a + h.c;
+        unsigned char root[SHA256_DIGEST_LENGTH];
+        if (!root_of(p, proof_offset, h.proof_size, shard_index, root))
+            goto not_simple;
+        /* its slot and FEC set (usually the previous packet's) */
+        if (cur_slot < 0 || slots_[cur_slot].slot != h.slot) {
+            for (cur_slot = 0; cur_slot < nslots && slots_[cur_slot].slot != h.slot; cur_slot++)
+                ;
+            if (cur_slot == nslots) {
+                struct slotrec *r = &slots_[nslots++];
+                r->slot = h.slot;
+                r->first_data = r->last_data = -1;
+                r->parent_offset = r->last_index = r->max_data = -1;
+                if ((r->data_idx = PyList_New(0)) == NULL || (r->code_idx = PyList_New(0)) == NULL
+                    || (r->complete = PyList_New(0)) == NULL || (r->sets = PyList_New(0)) == NULL)
+                    goto fail;
+            }
+        }
+        struct slotrec *sr = &slots_[cur_slot];
+        if (cur_set < 0 || sets_[cur_set].slot != h.slot || sets_[cur_set].fec != h.fec) {
+            for (cur_set = 0; cur_set < nsets && !(sets_[cur_set].slot == h.slot && sets_[cur_set].fec == h.fec);
+                 cur_set++)
+                ;
+            if (cur_set == nsets) {
+                if (nsets == MAX_SCAN_SETS)
+                    goto not_simple; /* keeps the searches linear in the batch */
+                struct setrec *t = &sets_[nsets++];
+                t->slot = h.slot;
+                t->fec = h.fec;
+                t->first_index = h.index;
+                t->first_is_data = h.is_data;
+                t->slot_rec = cur_slot;
+                t->sig = p;
+                memcpy(t->root, root, sizeof root);
+            }
+        }
+        struct setrec *t = &sets_[cur_set];
+        if (memcmp(t->root, root, sizeof root) != 0 || memcmp(t->sig, p, SIG_BYTES) != 0)
+            goto not_simple; /* one root and one signature per FEC set */
+        if (h.is_data) {
+            if (sr->parent_offset >= 0 && (unsigned long)sr->parent_offset != h.a)
+                goto not_simple;
+            sr->parent_offset = (long)h.a;
+            if (sr->first_data < 0)
+                sr->first_data = i;
+            sr->last_data = i;
+            if ((long)h.index > sr->max_data)
+                sr->max_data = (long)h.index;
+            if ((h.b & LAST_SHRED_IN_SLOT) == LAST_SHRED_IN_SLOT) {
+                sr->n_last++;
+                sr->last_index = (long)h.index;
+            }
+            if (append_steal(sr->data_idx, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+            if ((h.b & DATA_COMPLETE_SHRED) && append_steal(sr->complete, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+        } else {
+            unsigned long fc = h.index - h.c;
+            if (t->have_code && (h.a != t->nd || h.b != t->nc || fc != t->first_coding))
+                goto not_simple; /* one erasure configuration per FEC set */
+            t->have_code = 1;
+            t->nd = h.a;
+            t->nc = h.b;
+            t->first_coding = fc;
+            if (append_steal(sr->code_idx, PyLong_FromUnsignedLong(h.index)) < 0)
+                goto fail;
+        }
+        /* the payload stored: truncated to the payload size, retransmitter signature zeroed */
+        PyObject *payload;
+        Py_ssize_t rs = proof_offset + (Py_ssize_t)h.proof_size * ENTRY_BYTES;
+        int zero = 1;
+        if (h.resigned)
+            for (int k = 0; k < SIG_BYTES; k++)
+                if (p[rs + k]) {
+                    zero = 0;
+                    break;
+                }
+        if (zero && PyBytes_GET_SIZE(pkt) == h.size_) {
+            Py_INCREF(pkt);
+            payload = pkt;
+        } else {
+            payload = PyBytes_FromStringAndSize((const char *)p, h.size_);
+            if (payload == NULL)
+                goto fail;
+            if (!zero)
+                memset(PyBytes_AS_STRING(payload) + rs, 0, SIG_BYTES);
+        }
+        PyList_SET_ITEM(payloads, i, payload);
+        PyObject *key = key_bytes(h.slot, h.index);
+        if (key == NULL)
+            goto fail;
+        if (PyList_Append(h.is_data ? dkeys : ckeys, key) < 0) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *ck = PyTuple_New(2);
+        if (ck == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *cf = h.is_data ? k_data_cf : k_code_cf;
+        Py_INCREF(cf);
+        PyTuple_SET_ITEM(ck, 0, cf);
+        PyTuple_SET_ITEM(ck, 1, key); /* steals */
+        PyList_SET_ITEM(cks, i, ck);
+    }
+    for (Py_ssize_t r = 0; r < nslots; r++)
+        if (slots_[r].n_last > 1 || (slots_[r].n_last == 1 && slots_[r].max_data > slots_[r].last_index))
+            goto not_simple; /* two LAST_IN_SLOT shreds, or a data shred past one */
+    for (Py_ssize_t k = 0; k < nsets; k++) {
+        struct setrec *t = &sets_[k];
+        PyObject *set = Py_BuildValue("(ky#y#kONNN)", t->fec, (const char *)t->root, (Py_ssize_t)SHA256_DIGEST_LENGTH,
+                                      (const char *)t->sig, (Py_ssize_t)SIG_BYTES, t->first_index,
+                                      t->first_is_data ? Py_True : Py_False, ulong_or_none(t->have_code, t->nd),
+                                      ulong_or_none(t->have_code, t->nc), ulong_or_none(t->have_code, t->first_coding));
+        if (append_steal(slots_[t->slot_rec].sets, set) < 0)
+            goto fail;
+    }
+    for (Py_ssize_t r = 0; r < nslots; r++) {
+        struct slotrec *sr = &slots_[r];
+        PyObject *st = Py_BuildValue("(KNnnNlOOOO)", sr->slot,
+                                     ulong_or_none(sr->parent_offset >= 0, (unsigned long long)sr->parent_offset),
+                                     sr->first_data, sr->last_data,
+                                     ulong_or_none(sr->n_last == 1, (unsigned long long)sr->last_index), sr->max_data,
+                                     sr->data_idx, sr->code_idx, sr->complete, sr->sets);
+        if (append_steal(slots, st) < 0)
+            goto fail;
+    }
+    out = PyTuple_Pack(5, cks, payloads, dkeys, ckeys, slots);
+    goto fail; /* out set (or NULL with the error): release the rest */
+not_simple:
+    Py_INCREF(Py_None);
+    out = Py_None;
+fail:
+    if (slots_ != NULL)
+        for (Py_ssize_t r = 0; r < nslots; r++) {
+            Py_XDECREF(slots_[r].data_idx);
+            Py_XDECREF(slots_[r].code_idx);
+            Py_XDECREF(slots_[r].complete);
+            Py_XDECREF(slots_[r].sets);
+        }
+    PyMem_Free(slots_);
+    PyMem_Free(sets_);
+    PyMem_Free(keys_);
+    Py_XDECREF(cks);
+    Py_XDECREF(payloads);
+    Py_XDECREF(dkeys);
+    Py_XDECREF(ckeys);
+    Py_XDECREF(slots);
+    return out;
+}
+
+/* ---- uint_array: a blockstore meta's list of indexes as CBOR -------------------------------
+ * uint_array(v: tuple, bits, max_items) -> bytes | None: the CBOR array of the unsigned ints
+ * in v, every head in shortest form (what cbor2 writes, canonical or not); None unless v is
+ * a tuple of at most max_items exact ints in [0, 2**bits) (ledger/meta.py then takes the
+ * generic path, which raises as codec always has). */
+static unsigned char *put_head(unsigned char *o, int major, unsigned long long n) {
+    unsigned char b = (unsigned char)(major << 5);
+    if (n < 24) {
+        *o++ = b | (unsigned char)n;
+    } else if (n < 0x100) {
+        *o++ = b | 24;
+        *o++ = (unsigned char)n;
+    } else if (n < 0x10000) {
+        *o++ = b | 25;
+        for (int i = 1; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    } else if (n < 0x100000000ULL) {
+        *o++ = b | 26;
+        for (int i = 3; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    } else {
+        *o++ = b | 27;
+        for (int i = 7; i >= 0; i--)
+            *o++ = (unsigned char)(n >> (8 * i));
+    }
+    return o;
+}
+
+static PyObject *uint_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "uint_array(v: tuple, bits: int, max_items: int)");
+        return NULL;
+    }
+    long bits = PyLong_AsLong(args[1]);
+    Py_ssize_t max_items = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (bits < 1 || bits > 64) {
+        PyErr_SetString(PyExc_ValueError, "bits must be 1..64");
+        return NULL;
+    }
+    PyObject *v = args[0];
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) > max_items)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(v);
+    unsigned char stack[1024], *buf = stack;
+    size_t cap = 9 + (size_t)n * 9;
+    if (cap > sizeof stack && (buf = PyMem_Malloc(cap)) == NULL)
+        return PyErr_NoMemory();
+    unsigned char *o = put_head(buf, 4, (unsigned long long)n);
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(v, i);
+        if (!PyLong_CheckExact(x))
+            goto none;
+        int overflow = 0;
+        unsigned long long u;
+        long long sx = PyLong_AsLongLongAndOverflow(x, &overflow);
+        if (overflow < 0 || (overflow == 0 && sx < 0))
+            goto none;
+        if (overflow > 0) {
+            u = PyLong_AsUnsignedLongLong(x);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear(); /* above 2**64 - 1 */
+                goto none;
+            }
+        } else {
+            u = (unsigned long long)sx;
+        }
+        if (bits < 64 && (u >> bits) != 0)
+            goto none;
+        o = put_head(o, 0, u);
+    }
+    out = PyBytes_FromStringAndSize((const char *)buf, o - buf);
+    goto done;
+none:
+    Py_INCREF(Py_None);
+    out = Py_None;
+done:
+    if (buf != stack)
+        PyMem_Free(buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"merkle_root", (PyCFunction)(void (*)(void))merkle_root, METH_FASTCALL,
      "merkle_root(payload, proof_offset, proof_size, index) -> bytes | None: the shred's Merkle root "
@@ -289,6 +701,12 @@ static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(packet: bytes, variants: dict, shred_type: type) -> Shred | None: parse_shred's accept path; "
      "None when the Python path must decide."},
+    {"uint_array", (PyCFunction)(void (*)(void))uint_array, METH_FASTCALL,
+     "uint_array(v: tuple, bits, max_items) -> bytes | None: the CBOR array of v's unsigned ints in shortest "
+     "form; None unless v is a tuple of at most max_items exact ints in [0, 2**bits)."},
+    {"scan", (PyCFunction)scan, METH_O,
+     "scan(packets) -> (cks, payloads, data_keys, code_keys, slots) | None: one blockstore insert's parse, "
+     "sanitize, Merkle roots, keys and per-slot / per-FEC-set summary; None when the per-shred path must decide."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -303,6 +721,9 @@ PyMODINIT_FUNC PyInit__native_shred(void) {
     SHA256_Init(&node_ctx);
     SHA256_Update(&node_ctx, NODE_PREFIX, PREFIX_BYTES);
     prev.valid = 0;
+    if ((k_data_cf = PyUnicode_InternFromString("data_shred")) == NULL
+        || (k_code_cf = PyUnicode_InternFromString("code_shred")) == NULL)
+        return NULL;
     struct { PyObject **k; const char *s; } keys[] = {
         {&k_payload, "payload"}, {&k_variant, "variant"}, {&k_signature, "signature"}, {&k_slot, "slot"},
         {&k_index, "index"}, {&k_version, "version"}, {&k_fec, "fec_set_index"}, {&k_parent_offset, "parent_offset"},

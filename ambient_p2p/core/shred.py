@@ -633,6 +633,19 @@ def _native_parse() -> Callable[[bytes, dict[int, ShredVariant], type[Shred]], S
 
 #: parse_shred's accept path in C (None: not built), see :func:`_native_parse`.
 _c_parse = _native_parse()
+
+#: One blockstore insert's common case in one C call (``_native_shred.scan``: every packet's
+#: parse and sanitize checks, Merkle root, storage key and stored payload, and a per-slot,
+#: per-FEC-set summary; None for a batch the per-shred path must decide). None when the
+#: module is not built or its constants are stale: ledger/blockstore.py then runs the
+#: per-shred path for every batch (the same outcome, tests/test_blockstore_fastpath.py).
+scan_batch: Callable[[Sequence[bytes]], Any] | None = (
+    _native_shred.scan if _c_parse is not None and hasattr(_native_shred, "scan") else None)
+#: ``uint_array(v, bits, max_items)``: the CBOR array of a tuple of unsigned ints, or None
+#: when v is not one codec's ``List(UInt(bits), max_items)`` accepts (``_native_shred``; for
+#: the blockstore's index records, ledger/meta.py). None when the module is not built.
+cbor_uint_array: Callable[[tuple[int, ...], int, int], bytes | None] | None = getattr(
+    _native_shred, "uint_array", None)
 _DATA_HEADERS = struct.Struct("<64sBQIHIHBH")  # common header + data header
 _CODE_HEADERS = struct.Struct("<64sBQIHIHHH")  # common header + coding header
 
@@ -679,6 +692,18 @@ def _sanitize_code(s: Shred) -> None:
         raise ShredError("bad-proof-size", f"proof size {s.variant.proof_size} does not fit a {total}-shred set")
 
 
+def bad_signature(root: bytes) -> ShredError:
+    """The refusal of a shred whose leader signature does not verify over ``root``."""
+    return ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
+                      f" (forged signature or corrupted shred/proof)")
+
+
+def root_signature_ok(leader: bytes, root: bytes, signature: bytes) -> bool:
+    """The leader's ed25519 signature over a FEC set's Merkle root (what
+    :func:`verify_shred` checks once the root is known)."""
+    return verify_raw(leader, root, signature)
+
+
 def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, bytes]] | None = None,
                  memo: MerkleMemo | None = None) -> bytes:
     """Recompute the shred's Merkle root and check the leader's signature over it.
@@ -696,8 +721,7 @@ def verify_shred(shred: Shred, leader: bytes, verified: set[tuple[bytes, bytes, 
             return root
     # one ed25519 check, cached only when it passed (a failed one used to run twice)
     if not verify_raw(leader, root, shred.signature):
-        raise ShredError("bad-signature", f"leader signature does not verify over Merkle root {root.hex()[:16]}..."
-                         f" (forged signature or corrupted shred/proof)")
+        raise bad_signature(root)
     if verified is not None:
         verified.add(triple)
     return root

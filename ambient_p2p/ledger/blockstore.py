@@ -61,8 +61,11 @@ from ..core.shred import (
     MerkleMemo,
     Shred,
     ShredError,
+    bad_signature,
     parse_shred,
     recover,
+    root_signature_ok,
+    scan_batch,
     verify_shred,
 )
 from .durable import write_durable
@@ -76,6 +79,7 @@ from .meta import (
     ShredIndex,
     SlotMeta,
     decode_bank_snapshot,
+    encode_meta_exact,
 )
 
 COLUMN_FAMILIES = (
@@ -97,6 +101,7 @@ COLUMN_FAMILIES = (
     "tx_status",
 )
 PRESENT = b"\x01"
+_SHRED_CFS = frozenset({"data_shred", "code_shred"})
 
 LeaderFn = Callable[[int], "bytes | None"]
 
@@ -112,6 +117,13 @@ RECOVERY_HINT = ("recover with 'ambient-p2p ledger repair {dir}' (keeps what rea
 #: signature) triples (one per FEC set; about 200 bytes each): past this many the memory is
 #: emptied and checks run again. A few seconds of slots at 32:32 FEC sets.
 VERIFIED_CACHE_MAX = 4096
+#: Decoded metadata records remembered across inserts (Blockstore._remember), and the
+#: largest encoding remembered: bounds the memory to a few MB whatever the records hold.
+DECODED_CACHE_MAX = 1024
+DECODED_CACHE_MAX_BYTES = 2048
+#: Whether insert_shreds tries the batch fast path (``_insert_fast``) before the per-shred
+#: path; tests switch it off to compare the two.
+_FAST_PATH = True
 #: Next to the RocksDB directory: the highest root ever set, fsynced (see module docstring).
 ROOT_WITNESS_FILE = "max-root"
 
@@ -171,9 +183,25 @@ class _Pending:
         # what prefetch read, per column family: the same values, filled by one multi-get
         self.pre: dict[str, dict[bytes, bytes | None]] = {}
         self.unorphaned: set[int] = set()  # slots whose orphan mark this insert has cleared
+        # The fast path's shreds, ((cf, key) list, payload list), written ahead of
+        # :attr:`writes` without building a dict of them; :meth:`materialize` moves them into
+        # :attr:`writes` (in front, in order) before anything reads shreds through this insert.
+        self.bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None
+
+    def materialize(self) -> None:
+        """Move :attr:`bulk` into :attr:`writes`, ahead of what is there (the same dict, and
+        the same order, as putting them first)."""
+        if self.bulk is not None:
+            merged = dict(zip(*self.bulk, strict=True))
+            self.bulk = None
+            merged.update(self.writes)
+            self.writes.clear()
+            self.writes.update(merged)
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         ck = (cf, key)
+        if self.bulk is not None and cf in _SHRED_CFS:
+            self.materialize()
         if ck in self.deletes:
             return None
         v = self.writes.get(ck)
@@ -201,15 +229,15 @@ class _Pending:
             pre = self.pre.setdefault(cf, {})
             col = self.bs._cf[cf]
             stored: set[bytes] = set()
+            it = col.iter()
             for prefix in {k[:8] for k in ks}:
-                it = col.iter()
                 it.seek(prefix)
                 if it.valid():
                     if it.key()[:8] == prefix:
                         stored.add(prefix)
                 else:
                     self.bs._check_iter(it, cf)
-                del it
+            del it
             if not stored:
                 pre.update(dict.fromkeys(ks))
                 continue
@@ -220,6 +248,31 @@ class _Pending:
             if len(look) != len(ks):
                 pre.update(dict.fromkeys(ks))
             pre.update(zip(look, got))
+
+    def any_stored(self, cf: str, prefixes: list[bytes], keys: list[bytes]) -> bool:
+        """Whether any of ``keys`` (slot-first, of the slots ``prefixes``) is stored in ``cf``:
+        one iterator seek per slot, and a multi-get of the keys of the slots that have
+        records in ``cf`` (what :meth:`prefetch` reads, without keeping it)."""
+        if not keys:
+            return False
+        col = self.bs._cf[cf]
+        stored: set[bytes] = set()
+        it = col.iter()
+        for prefix in prefixes:
+            it.seek(prefix)
+            if it.valid():
+                if it.key()[:8] == prefix:
+                    stored.add(prefix)
+            else:
+                self.bs._check_iter(it, cf)
+        del it
+        if not stored:
+            return False
+        look = [k for k in keys if k[:8] in stored]
+        got = col.get(look)
+        if len(got) != len(look):
+            raise BlockstoreError(f"multi-get on {cf} returned {len(got)} values for {len(look)} keys")
+        return bool(got.count(None) != len(got))
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.deletes.discard((cf, key))
@@ -235,7 +288,14 @@ class _Pending:
         if (cf, key) in self.objs:
             return self.objs[(cf, key)]
         raw = self.get(cf, key)
-        obj = None if raw is None else codec.decode(raw, cls)
+        if raw is None:
+            obj = None
+        else:
+            decoded = self.bs._decoded
+            obj = decoded.get((cls, raw))
+            if obj is None:
+                obj = codec.decode(raw, cls)
+                self.bs._remember(cls, raw, obj)
         self.objs[(cf, key)] = obj
         return obj
 
@@ -258,8 +318,15 @@ class _Pending:
     def finish(self) -> None:
         for slot, (data, coding) in self.indexes.items():
             self.put_msg("index", slot_key(slot), ShredIndex(slot, tuple(sorted(data)), tuple(sorted(coding))))
+        remember = self.bs._remember
         for ck in self.dirty:
-            self.writes[ck] = codec.encode(self.objs[ck])
+            obj = self.objs[ck]
+            raw = encode_meta_exact(obj)
+            if raw is None:
+                raw = codec.encode(obj)
+            else:  # codec.decode(raw) would give back obj: the next insert's read skips it
+                remember(type(obj), raw, obj)
+            self.writes[ck] = raw
         self.dirty.clear()
 
 
@@ -340,8 +407,20 @@ class Blockstore:
         self._closed = False
         # (leader, root, signature) triples whose ed25519 check passed (insert_shreds)
         self._verified: set[tuple[bytes, bytes, bytes]] = set()
+        # codec.decode results by (class, encoded bytes), for the records inserts read back
+        # (a slot's meta, index, FEC set metas): a decode is a pure function of the bytes,
+        # and the bytes are still read from RocksDB every time (_remember)
+        self._decoded: dict[tuple[type, bytes], Any] = {}
         self._witness: int | None = None  # the root witness as last read or written
         self.close_error: str | None = None  # why RocksDB's close failed, if it did
+
+    def _remember(self, cls: type, raw: bytes, obj: Any) -> None:
+        """Keep ``codec.decode(raw, cls) == obj`` for later reads (small records only;
+        emptied past :data:`DECODED_CACHE_MAX` entries)."""
+        if len(raw) <= DECODED_CACHE_MAX_BYTES:
+            if len(self._decoded) >= DECODED_CACHE_MAX:
+                self._decoded.clear()
+            self._decoded[(cls, raw)] = obj
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -548,7 +627,9 @@ class Blockstore:
         return None if raw is None else codec.decode(raw, cls)
 
     def _write(self, writes: dict[tuple[str, bytes], bytes], deletes: Iterable[tuple[str, bytes]] = (),
-               *, sync: bool = False) -> None:
+               *, sync: bool = False, bulk: tuple[list[tuple[str, bytes]], list[bytes]] | None = None) -> None:
+        """One batch: ``bulk`` (``((cf, key) list, value list)``: insert_shreds' shreds) put
+        first, in order, then ``writes``, then the ``deletes``."""
         from rocksdict import WriteBatch
 
         if self.read_only:
@@ -556,6 +637,9 @@ class Blockstore:
         wb = WriteBatch(raw_mode=True)
         cfh = self._cfh
         put = wb.put
+        if bulk is not None:
+            for (cf, key), value in zip(*bulk, strict=True):
+                put(key, value, cfh[cf])
         for (cf, key), value in writes.items():
             put(key, value, cfh[cf])
         for cf, key in deletes:
@@ -841,7 +925,13 @@ class Blockstore:
 
         ``signatures_verified=True`` skips the ed25519 check, for callers whose sigverify
         stage already did it (agave's blockstore never verifies signatures itself); parsing,
-        sanitizing, Merkle roots and every consistency rule still apply."""
+        sanitizing, Merkle roots and every consistency rule still apply.
+
+        The common case (every packet well formed, fresh FEC sets, no conflict) runs as one
+        C call over the batch (:func:`scan_batch`) and per-slot bookkeeping
+        (:meth:`_insert_fast`); every other batch runs packet by packet (:meth:`_insert_each`).
+        Both leave the same result, records and database (tests/test_blockstore_fastpath.py,
+        spec/blockstore.md "Performance")."""
         result = InsertResult()
         pend = _Pending(self)
         touched_sets: set[tuple[int, int]] = set()
@@ -855,8 +945,170 @@ class Blockstore:
         verified = self._verified
         if len(verified) > VERIFIED_CACHE_MAX:
             verified.clear()
-        memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
         leaders: dict[int, bytes | None] = {}  # leader_for_slot, asked once per slot
+        failed: set[tuple[bytes, bytes, bytes]] = set()  # triples whose check failed in this call
+        # The common case in one C call and per-slot bookkeeping (_insert_fast); anything
+        # it does not vouch for goes through the per-shred path, which decides every case.
+        scanned = scan_batch(packets) if scan_batch is not None and _FAST_PATH else None
+        if scanned is None or not self._insert_fast(scanned, pend, metas, result, touched_sets, leaders,
+                                                    leader_for_slot, not signatures_verified, failed):
+            self._insert_each(packets, pend, metas, result, touched_sets, leaders, leader_for_slot,
+                              not signatures_verified, failed)
+        if recover_missing:
+            for slot, fec in sorted(touched_sets):
+                self._try_recover(slot, fec, pend, metas, result)
+        for slot, meta in metas.items():
+            pend.put_msg("meta", slot_key(slot), meta.to_meta())
+        pend.finish()
+        self._write(pend.writes, pend.deletes, bulk=pend.bulk)
+        return result
+
+    def _insert_fast(
+        self,
+        scanned: Any,
+        pend: _Pending,
+        metas: dict[int, _SlotState],
+        result: InsertResult,
+        touched: set[tuple[int, int]],
+        leaders: dict[int, bytes | None],
+        leader_for_slot: LeaderFn,
+        verify: bool,
+        failed: set[tuple[bytes, bytes, bytes]],
+    ) -> bool:
+        """Insert a batch that :func:`scan_batch` found simple (every packet parsed and
+        sanitized; distinct keys; per slot one parent and at most one LAST_IN_SLOT shred,
+        none below another data shred; per FEC set one root, one signature, one erasure
+        configuration) with per-slot and per-FEC-set work only, when the stored state
+        makes every shred's outcome an insert: all signatures verify, no shred is stored
+        yet, stored Merkle roots and erasure configurations agree, the slot's stored meta
+        names the same parent and leaves every index below its last index. Then the state
+        left in ``pend``, ``metas``, ``result`` and ``touched`` is exactly what
+        :meth:`_insert_each` leaves (tests/test_blockstore_fastpath.py compares the two on
+        random and hostile batches). Returns False, having changed nothing but read
+        caches, ``leaders``, the verified-signature cache and ``failed``, otherwise."""
+        cks, payloads, data_keys, code_keys, slots = scanned
+        # -- checks: nothing below changes pend or metas until every one has passed --------
+        if verify:
+            verified = self._verified
+            for st in slots:
+                slot = st[0]
+                if slot in leaders:
+                    leader = leaders[slot]
+                else:
+                    leader = leaders[slot] = leader_for_slot(slot)
+                    if leader is not None:
+                        leader = leaders[slot] = bytes(leader)
+                if leader is None:
+                    return False
+                for st_set in st[9]:
+                    triple = (leader, st_set[1], st_set[2])
+                    if triple in verified:
+                        continue
+                    if triple in failed or not root_signature_ok(leader, st_set[1], st_set[2]):
+                        failed.add(triple)
+                        return False
+                    verified.add(triple)
+        if (pend.any_stored("data_shred", [slot_key(st[0]) for st in slots if st[1] is not None], data_keys)
+                or pend.any_stored("code_shred", [slot_key(st[0]) for st in slots if st[7]], code_keys)):
+            return False  # already-present or duplicate: the per-shred path says which
+        get_msg = pend.get_msg
+        pack = _SHRED_KEY.pack
+        for slot, po, _fd, _ld, last_in, max_data, _di, _ci, _co, sets in slots:
+            if po is not None:
+                m = get_msg("meta", slot_key(slot), SlotMeta)
+                if m is not None:
+                    if m.parent_slot is not None and m.parent_slot != slot - po:
+                        return False  # parent-mismatch
+                    if m.last_index is not None:
+                        if last_in is not None or max_data > m.last_index:
+                            return False  # index-past-last-in-slot
+                    elif last_in is not None and m.received > last_in + 1:
+                        return False  # last-in-slot-below-received
+            for fec, root, _sig, _fi, _fd2, nd, nc, first_coding in sets:
+                mkey = pack(slot, fec)
+                mrm = get_msg("merkle_root_meta", mkey, MerkleRootMeta)
+                if mrm is not None and mrm.merkle_root != root:
+                    return False  # merkle-root-conflict
+                if nd is not None:
+                    em = get_msg("erasure_meta", mkey, ErasureMeta)
+                    if em is not None and (em.fec_set_index, em.num_data, em.num_coding,
+                                           em.first_coding_index) != (fec, nd, nc, first_coding):
+                        return False  # erasure-config-conflict
+        # -- apply: what _insert_one does shred by shred, per slot and per FEC set ----------
+        pend.bulk = (cks, payloads)  # stored ahead of pend.writes (see _Pending.materialize)
+        result.inserted += len(cks)
+        objs = pend.objs
+        for slot, _po, _fd, _ld, _li, _md, data_idx, code_idx, _co, sets in slots:
+            index_sets = pend.index_sets(slot)
+            index_sets[0].update(data_idx)
+            index_sets[1].update(code_idx)
+            for fec, root, _sig, first_index, first_is_data, nd, nc, first_coding in sets:
+                mkey = pack(slot, fec)
+                if objs[("merkle_root_meta", mkey)] is None:
+                    pend.put_msg("merkle_root_meta", mkey, MerkleRootMeta(root, first_index, first_is_data))
+                if nd is not None and objs[("erasure_meta", mkey)] is None:
+                    pend.put_msg("erasure_meta", mkey, ErasureMeta(fec, nd, nc, first_coding))
+                touched.add((slot, fec))
+            if slot not in metas:
+                self._meta(slot, pend, metas)
+        # Slot metas in the order of each slot's first data shred: a slot's orphan mark and
+        # its parent's depend on which of the two had a data shred in first.
+        completions: list[tuple[int, int]] = []
+        for slot, po, _fd, last_data, last_in, max_data, _di, _ci, complete, _s in sorted(
+                (st for st in slots if st[1] is not None), key=lambda st: st[2]):
+            meta = metas[slot]
+            last_index = meta.last_index
+            was_full = last_index is not None and meta.consumed == last_index + 1  # meta.is_full
+            present = pend.indexes[slot][0]
+            consumed = meta.consumed
+            while consumed in present:
+                consumed += 1
+            meta.consumed = consumed
+            if meta.received < max_data + 1:
+                meta.received = max_data + 1
+            if complete:
+                meta.completed_data_indexes = tuple(sorted({*meta.completed_data_indexes, *complete}))
+            if last_in is not None:
+                meta.last_index = last_index = last_in
+            parent_slot = slot - po
+            meta.parent_slot = parent_slot  # slot 0 never comes here (scan_batch)
+            pend.unorphaned.add(slot)
+            skey = slot_key(slot)
+            if pend.get("orphans", skey) is not None:
+                pend.delete("orphans", skey)
+            parent = metas.get(parent_slot)
+            if parent is None:
+                parent = self._meta(parent_slot, pend, metas)
+            if slot not in parent.next_slots:
+                parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
+            if parent.received == 0:
+                pkey = slot_key(parent_slot)
+                if not pend.get("root", pkey):
+                    pend.put("orphans", pkey, PRESENT)
+            if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
+                completions.append((last_data, slot))
+        # A slot completes at its last data shred; connectedness propagated at the end is
+        # the same closure as propagated slot by slot.
+        for _pos, slot in sorted(completions):
+            result.completed_slots.append(slot)
+            self._propagate_connected(slot, pend, metas)
+        return True
+
+    def _insert_each(
+        self,
+        packets: Sequence[bytes],
+        pend: _Pending,
+        metas: dict[int, _SlotState],
+        result: InsertResult,
+        touched_sets: set[tuple[int, int]],
+        leaders: dict[int, bytes | None],
+        leader_for_slot: LeaderFn,
+        verify: bool,
+        failed: set[tuple[bytes, bytes, bytes]],
+    ) -> None:
+        """The per-shred path: every packet parsed, checked and stored in order."""
+        verified = self._verified
+        memo: MerkleMemo = {}  # inner Merkle nodes shared by the shreds of a FEC set
         # Parse everything first (pure; errors are reported in packet order below), so that
         # the stored copies of all these shreds can be read in one multi-get per column
         # family instead of one RocksDB get per shred in _insert_one.
@@ -883,7 +1135,7 @@ class Blockstore:
                 result.rejected.append((pos, f"{item.reason}: {item.detail}"))
                 continue
             shred = item
-            if not signatures_verified:
+            if verify:
                 slot = shred.slot
                 if slot in leaders:
                     leader = leaders[slot]
@@ -895,21 +1147,16 @@ class Blockstore:
                     if leader is None:
                         raise ShredError("unknown-leader", f"no leader known for slot {shred.slot}")
                     root = shred.merkle_root(memo)
-                    if (leader, root, shred.signature) not in verified:
+                    triple = (leader, root, shred.signature)
+                    if triple not in verified:
+                        if triple in failed:  # checked (and refused) earlier in this call
+                            raise bad_signature(root)
                         # not checked yet: the full check, with its refusal reason
                         verify_shred(shred, leader, verified, memo)
                 except ShredError as exc:
                     result.rejected.append((pos, f"{exc.reason}: {exc.detail}"))
                     continue
             self._insert_one(shred, pend, metas, result, touched_sets, root, memo, keys[pos])
-        if recover_missing:
-            for slot, fec in sorted(touched_sets):
-                self._try_recover(slot, fec, pend, metas, result, memo)
-        for slot, meta in metas.items():
-            pend.put_msg("meta", slot_key(slot), meta.to_meta())
-        pend.finish()
-        self._write(pend.writes, pend.deletes)
-        return result
 
     def _meta(self, slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> _SlotState:
         m = metas.get(slot)
@@ -1093,6 +1340,7 @@ class Blockstore:
             stack.extend(m.next_slots)
 
     def _stored_set(self, slot: int, fec: int, pend: _Pending, *, data: bool) -> list[tuple[int, bytes]]:
+        pend.materialize()
         cf = "data_shred" if data else "code_shred"
         out = {i: v for i, v in self.slot_shred_payloads(slot, data=data)}
         for (c, k), v in pend.writes.items():
@@ -1109,9 +1357,9 @@ class Blockstore:
             return
         # Decide from the index first; read shreds only when recovery will actually run.
         have_data, have_code = pend.index_sets(slot)
-        n_data = sum(1 for i in range(fec, fec + em.num_data) if i in have_data)
-        n_code = sum(1 for i in range(em.first_coding_index, em.first_coding_index + em.num_coding)
-                     if i in have_code)
+        # how many of the set's data and coding indexes are present (counted in C)
+        n_data = len(have_data.intersection(range(fec, fec + em.num_data)))
+        n_code = len(have_code.intersection(range(em.first_coding_index, em.first_coding_index + em.num_coding)))
         if n_data >= em.num_data or n_data + n_code < em.num_data:
             return
         data = [(i, v) for i, v in self._stored_set(slot, fec, pend, data=True) if fec <= i < fec + em.num_data]
@@ -1119,6 +1367,7 @@ class Blockstore:
                 if em.first_coding_index <= i < em.first_coding_index + em.num_coding]
         if len(data) >= em.num_data or len(data) + len(code) < em.num_data:
             return
+        pend.materialize()  # _insert_one reads pend.writes directly
         shreds = [parse_shred(v) for _i, v in data + code]
         try:
             recovered = recover(shreds)

@@ -18,6 +18,7 @@ from ..core.auction import BID_ACCOUNT_BYTES, MINER_ACCOUNT_BYTES, QUERY_ACCOUNT
 from ..core.codec import Bool, Bytes, List, Opt, Rec, Text, UInt, fld, message, record
 from ..core.constants import PACKET_DATA_BYTES
 from ..core.logit_pool import DIFFICULTY_ACCOUNT_BYTES, DISPUTE_ACCOUNT_BYTES, POOL_ACCOUNT_BYTES
+from ..core.shred import cbor_uint_array
 from ..core.work import WORK_ACCOUNT_BYTES
 
 MAX_SLOT_CHILDREN = 1024
@@ -112,6 +113,141 @@ class BankHashRecord:
     last_blockhash: bytes = fld(Bytes(32, exact=True))
     signature_count: int = fld(UInt(64))
     transaction_count: int = fld(UInt(64))
+
+
+# ---------------------------------------------------------------------------------------
+# The four records every shred insert writes, encoded without the generic walk
+# ---------------------------------------------------------------------------------------
+def _hd(major: int, n: int) -> bytes:
+    """A CBOR item head in shortest form (what cbor2 writes, canonical or not)."""
+    b = major << 5
+    if n < 24:
+        return bytes((b | n,))
+    if n < 0x100:
+        return bytes((b | 24, n))
+    if n < 0x10000:
+        return bytes((b | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((b | 26,)) + n.to_bytes(4, "big")
+    return bytes((b | 27,)) + n.to_bytes(8, "big")
+
+
+def _key(name: str) -> bytes:
+    return _hd(3, len(name)) + name.encode()
+
+
+def _uint_list_py(v: tuple[int, ...], bits: int, max_items: int) -> bytes | None:
+    """The CBOR array of a tuple codec's ``List(UInt(bits), max_items)`` accepts (and
+    decodes to an equal tuple); None for anything else."""
+    if not (type(v) is tuple and len(v) <= max_items and (
+            not v or (set(map(type, v)) == {int} and min(v) >= 0 and max(v) >> bits == 0))):
+        return None
+    if len(v) < 8:
+        return _hd(4, len(v)) + b"".join([_hd(0, x) for x in v])
+    return cbor2.dumps(list(v))  # an array of uints: the same bytes, in C
+
+
+#: the same in one C call where _native_shred is built (tests/test_blockstore_fastpath.py)
+_uint_list = cbor_uint_array or _uint_list_py
+
+
+def _u(v: object, bits: int) -> bool:
+    return type(v) is int and v >= 0 and v >> bits == 0
+
+
+def _envelope(cls: type, nfields: int) -> bytes:
+    mt = codec.message_type_of(cls)
+    return b"\x83" + _hd(0, mt.type_id) + _hd(0, mt.version) + _hd(5, nfields)
+
+
+# canonical map key order (cbor2 canonical: shorter encoded key first, then bytewise)
+_K = {name: _key(name) for name in ("slot", "consumed", "received", "last_index", "parent_slot", "next_slots",
+                                    "is_connected", "completed_data_indexes", "data", "coding", "fec_set_index",
+                                    "num_data", "num_coding", "first_coding_index", "merkle_root",
+                                    "first_received_index", "first_received_is_data")}
+
+
+def _ordered(*names: str) -> tuple[str, ...]:
+    return tuple(sorted(names, key=lambda n: (len(_K[n]), _K[n])))
+
+
+_SLOT_META_ORDER = _ordered("slot", "consumed", "received", "last_index", "parent_slot", "next_slots",
+                            "is_connected", "completed_data_indexes")
+_SHRED_INDEX_ORDER = _ordered("slot", "data", "coding")
+_ERASURE_META_ORDER = _ordered("fec_set_index", "num_data", "num_coding", "first_coding_index")
+_MERKLE_ROOT_META_ORDER = _ordered("merkle_root", "first_received_index", "first_received_is_data")
+# the keys in the canonical orders encode_meta_exact writes them in (checked here at import)
+_K_SLOT, _K_CONSUMED, _K_RECEIVED, _K_LAST_INDEX, _K_NEXT_SLOTS, _K_PARENT_SLOT, _K_IS_CONNECTED, _K_COMPLETED = (
+    _K[n] for n in _SLOT_META_ORDER)
+_K_DATA, _K_SLOT_2, _K_CODING = (_K[n] for n in _SHRED_INDEX_ORDER)
+_K_NUM_DATA, _K_NUM_CODING, _K_FEC_SET_INDEX, _K_FIRST_CODING_INDEX = (_K[n] for n in _ERASURE_META_ORDER)
+_K_MERKLE_ROOT, _K_FIRST_RECEIVED_INDEX, _K_FIRST_RECEIVED_IS_DATA = (_K[n] for n in _MERKLE_ROOT_META_ORDER)
+if (_SLOT_META_ORDER, _SHRED_INDEX_ORDER, _ERASURE_META_ORDER, _MERKLE_ROOT_META_ORDER) != (
+        ("slot", "consumed", "received", "last_index", "next_slots", "parent_slot", "is_connected",
+         "completed_data_indexes"), ("data", "slot", "coding"),
+        ("num_data", "num_coding", "fec_set_index", "first_coding_index"),
+        ("merkle_root", "first_received_index", "first_received_is_data")):
+    raise ImportError("ledger/meta.py: encode_meta_exact's key order is not the canonical order")
+_ENV = {(cls, n): _envelope(cls, n) for cls, ns in ((SlotMeta, (6, 7, 8)), (ShredIndex, (3,)), (ErasureMeta, (4,)),
+                                                  (MerkleRootMeta, (3,))) for n in ns}
+_BOOL = {False: b"\xf4", True: b"\xf5"}
+
+
+def encode_meta(obj: object) -> bytes:
+    """``codec.encode(obj)``, byte for byte (through :func:`encode_meta_exact` where it can)."""
+    raw = encode_meta_exact(obj)
+    return codec.encode(obj) if raw is None else raw
+
+
+def encode_meta_exact(obj: object) -> bytes | None:
+    """``codec.encode(obj)``, byte for byte, for the records every shred insert writes
+    (SlotMeta, ShredIndex, ErasureMeta, MerkleRootMeta), without codec's generic per-field
+    walk (tests/test_blockstore_fastpath.py compares the two). None for anything else, and
+    for a record whose fields are not exactly the types ``codec.decode`` returns (ints,
+    bools, 32-byte ``bytes``, tuples of ints, in range): so ``codec.decode`` of a returned
+    encoding gives back an equal record with the same field types."""
+    cls = type(obj)
+    if cls is SlotMeta:
+        m: SlotMeta = obj  # type: ignore[assignment]
+        next_slots = _uint_list(m.next_slots, 64, MAX_SLOT_CHILDREN)
+        completed = _uint_list(m.completed_data_indexes, 32, MAX_SHREDS_PER_SLOT)
+        last_index, parent_slot = m.last_index, m.parent_slot
+        if not (_u(m.slot, 64) and _u(m.consumed, 32) and _u(m.received, 32)
+                and (last_index is None or _u(last_index, 32)) and (parent_slot is None or _u(parent_slot, 64))
+                and type(m.is_connected) is bool and next_slots is not None and completed is not None):
+            return None
+        return b"".join((
+            _ENV[(SlotMeta, 6 + (last_index is not None) + (parent_slot is not None))],
+            _K_SLOT, _hd(0, m.slot), _K_CONSUMED, _hd(0, m.consumed), _K_RECEIVED, _hd(0, m.received),
+            b"" if last_index is None else _K_LAST_INDEX + _hd(0, last_index),
+            _K_NEXT_SLOTS, next_slots,
+            b"" if parent_slot is None else _K_PARENT_SLOT + _hd(0, parent_slot),
+            _K_IS_CONNECTED, _BOOL[m.is_connected], _K_COMPLETED, completed))
+    if cls is ShredIndex:
+        i: ShredIndex = obj  # type: ignore[assignment]
+        data = _uint_list(i.data, 32, MAX_SHREDS_PER_SLOT)
+        coding = _uint_list(i.coding, 32, MAX_SHREDS_PER_SLOT)
+        if not (_u(i.slot, 64) and data is not None and coding is not None):
+            return None
+        return b"".join((_ENV[(ShredIndex, 3)], _K_DATA, data, _K_SLOT, _hd(0, i.slot), _K_CODING, coding))
+    if cls is ErasureMeta:
+        e: ErasureMeta = obj  # type: ignore[assignment]
+        if not (_u(e.fec_set_index, 32) and _u(e.num_data, 16) and _u(e.num_coding, 16)
+                and _u(e.first_coding_index, 32)):
+            return None
+        return b"".join((_ENV[(ErasureMeta, 4)], _K_NUM_DATA, _hd(0, e.num_data), _K_NUM_CODING, _hd(0, e.num_coding),
+                         _K_FEC_SET_INDEX, _hd(0, e.fec_set_index), _K_FIRST_CODING_INDEX,
+                         _hd(0, e.first_coding_index)))
+    if cls is MerkleRootMeta:
+        r: MerkleRootMeta = obj  # type: ignore[assignment]
+        root = r.merkle_root
+        if not (type(root) is bytes and len(root) == 32 and _u(r.first_received_index, 32)
+                and type(r.first_received_is_data) is bool):
+            return None
+        return b"".join((_ENV[(MerkleRootMeta, 3)], _K_MERKLE_ROOT, b"\x58\x20", root, _K_FIRST_RECEIVED_INDEX,
+                         _hd(0, r.first_received_index), _K_FIRST_RECEIVED_IS_DATA,
+                         _BOOL[r.first_received_is_data]))
+    return None
 
 
 MAX_SNAPSHOT_ACCOUNTS = 16_384
