@@ -31,7 +31,8 @@ present. ``sync=True`` additionally fsyncs the WAL (power-loss safety, slower).
 
 Integrity (spec/blockstore.md "Integrity"): RocksDB is opened with ``paranoid_checks`` and
 the ``absolute_consistency`` WAL recovery mode (a corrupt WAL record refuses the open
-instead of silently dropping the rest); every read and every iteration checks RocksDB's
+instead of silently dropping the rest; a record cut off at the log's very end, a write that
+never returned, is dropped by a second open: :data:`WAL_TAIL_CUT_ERRORS`); every read and every iteration checks RocksDB's
 block checksums and raises :class:`BlockstoreCorruption` instead of ending early (a
 corrupt SST block used to end an iteration silently); a read-write open scans every column
 family once (:meth:`Blockstore.verify`). RocksDB cannot see a WAL cut at its tail, so the
@@ -374,8 +375,16 @@ def _iter_error(it: Any) -> str | None:
     return None
 
 
-def _db_options(*, create: bool) -> Any:
-    """RocksDB options of every blockstore open (module docstring, "Integrity")."""
+#: What RocksDB's WAL reader says when the log ends inside a record: only a write that never
+#: returned leaves that (a process killed inside RocksDB's WAL append); spec/blockstore.md
+#: "Integrity". Any other corruption ("checksum mismatch", "bad record length") is refused.
+WAL_TAIL_CUT_ERRORS = ("truncated record body", "error reading trailing data due to encountering EOF",
+                       "truncated header")
+
+
+def _db_options(*, create: bool, drop_cut_wal_tail: bool = False) -> Any:
+    """RocksDB options of every blockstore open (module docstring, "Integrity");
+    ``drop_cut_wal_tail``: the reopen after :data:`WAL_TAIL_CUT_ERRORS`."""
     from rocksdict import DBRecoveryMode, Options
 
     opts = Options(raw_mode=True)
@@ -385,8 +394,11 @@ def _db_options(*, create: bool) -> Any:
     # a failed write makes the DB read-only instead of carrying on)
     opts.set_paranoid_checks(True)
     # a corrupt record in the middle of the WAL refuses the open (default PointInTime
-    # silently drops it and everything after it)
-    opts.set_wal_recovery_mode(DBRecoveryMode.absolute_consistency())
+    # silently drops it and everything after it); TolerateCorruptedTailRecords, used only
+    # once AbsoluteConsistency named a cut at the log's end, drops that unreturned record
+    # (it also drops a checksum mismatch anywhere silently, so it is never the first try)
+    opts.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records() if drop_cut_wal_tail
+                               else DBRecoveryMode.absolute_consistency())
     return opts
 
 
@@ -413,6 +425,8 @@ class Blockstore:
         self._decoded: dict[tuple[type, bytes], Any] = {}
         self._witness: int | None = None  # the root witness as last read or written
         self.close_error: str | None = None  # why RocksDB's close failed, if it did
+        #: RocksDB's words when this open dropped a WAL record cut off at the log's end
+        self.dropped_wal_tail: str | None = None
 
     def _remember(self, cls: type, raw: bytes, obj: Any) -> None:
         """Keep ``codec.decode(raw, cls) == obj`` for later reads (small records only;
@@ -446,13 +460,17 @@ class Blockstore:
             except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for IO errors
                 raise BlockstoreError(f"cannot open blockstore at {p}: {exc}") from None
         cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES if present is None or name in present}
+        access = AccessType.read_only() if read_only else AccessType.read_write()
+        dropped_wal_tail: str | None = None
         try:
-            db = Rdict(
-                str(p),
-                options=opts,
-                column_families=cfs,
-                access_type=AccessType.read_only() if read_only else AccessType.read_write(),
-            )
+            try:
+                db = Rdict(str(p), options=opts, column_families=cfs, access_type=access)
+            except Exception as exc:  # rocksdict raises plain Exception; re-raised unless a cut tail
+                if not any(m in str(exc) for m in WAL_TAIL_CUT_ERRORS):
+                    raise
+                dropped_wal_tail = str(exc)  # a write that never returned: drop it and open
+                db = Rdict(str(p), options=_db_options(create=not read_only, drop_cut_wal_tail=True),
+                           column_families=cfs, access_type=access)
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception for lock/IO errors
             if "Corruption" in str(exc):
                 raise BlockstoreCorruption(Path(path), str(exc)) from None
@@ -462,6 +480,7 @@ class Blockstore:
             wo.sync = sync
             db.set_write_options(wo)
         bs = cls(db, p, read_only, sync, present)
+        bs.dropped_wal_tail = dropped_wal_tail
         # rocksdict releases the LOCK only when the last reference to the DB goes: a raised
         # error's traceback keeps this frame, so it must not hold the DB
         del db
