@@ -82,7 +82,8 @@ def _wal(store: Path) -> Path:
     return logs[-1]
 
 
-def test_a_wal_record_cut_off_at_the_end_is_a_write_that_never_returned(tmp_path: Path) -> None:
+def test_a_wal_record_cut_off_at_the_end_is_a_write_that_never_returned(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """A process killed inside RocksDB's WAL append leaves the last record cut off: the
     store reopens with every earlier batch and without that one (it had not returned).
     Before, ``absolute_consistency`` alone refused this open ("truncated record body"), so a
@@ -93,6 +94,7 @@ def test_a_wal_record_cut_off_at_the_end_is_a_write_that_never_returned(tmp_path
     os.truncate(wal, wal.stat().st_size - 5)  # inside the last batch: mark_dead(1000 + ROOTS - 1)
     with Blockstore.open(store) as bs:
         assert bs.dropped_wal_tail is not None
+        assert "dropped one write cut off at the end of its write-ahead log" in caplog.text
         assert bs.roots() == list(range(ROOTS))
         assert bs.dead_slot(1000 + ROOTS - 2) is not None
         assert bs.dead_slot(1000 + ROOTS - 1) is None

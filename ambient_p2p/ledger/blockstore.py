@@ -48,6 +48,7 @@ fetches what it is missing from peers like any node that was down.
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -481,6 +482,10 @@ class Blockstore:
             db.set_write_options(wo)
         bs = cls(db, p, read_only, sync, present)
         bs.dropped_wal_tail = dropped_wal_tail
+        if dropped_wal_tail is not None:
+            logging.getLogger(__name__).warning(
+                "blockstore at %s: dropped one write cut off at the end of its write-ahead log by the last crash "
+                "(it had not returned; RocksDB: %s)", path, dropped_wal_tail)
         # rocksdict releases the LOCK only when the last reference to the DB goes: a raised
         # error's traceback keeps this frame, so it must not hold the DB
         del db
