@@ -551,11 +551,11 @@ def test_inline_decode_runs_one_row_frames_on_the_loop_only_while_the_worker_is_
             async with trio.open_nursery() as n:
                 box: list[bytes] = []
 
-                async def fwd() -> None:
+                async def fwd(srv: StageServer, pos: int, box: list[bytes]) -> None:
                     r = StageForwardRequest(nonce=3, query=QUERY, pos=pos, rows=1, hidden=frames[3])
                     box.append((await srv.forward(peer, r)).hidden)
 
-                n.start_soon(fwd)
+                n.start_soon(fwd, srv, pos, box)
                 await trio.testing.wait_all_tasks_blocked()
                 assert box == [] and on_loop == [False, inline, inline]
                 srv.worker.release_on_behalf_of(holder)
