@@ -22,7 +22,9 @@ Rules enforced here (each refusal is an ErrorResponse with a code, nothing chang
 * wrong model or range at open is ``wrong-stage``; frame shape errors ``bad-request``.
 
 The model runs in a worker thread (``trio.to_thread``, one step at a time): torch releases
-the GIL, so the host keeps answering streams.
+the GIL, so the host keeps answering streams. A stand-alone stage process runs one-row
+(decode) frames on its event loop instead while the worker is free (``inline_decode``),
+saving the thread hand-off on the route's critical path.
 """
 
 from __future__ import annotations
