@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -505,6 +506,71 @@ def test_session_protocol_refusals_change_nothing(tiny: runner.LoadedModel) -> N
     run_trio(main, 120)
 
 
+def test_inline_decode_runs_one_row_frames_on_the_loop_only_while_the_worker_is_free(tiny: runner.LoadedModel) -> None:
+    """``inline_decode`` (the stand-alone stage process): prompt frames run in the worker
+    thread, one-row frames on the event loop's own thread, except while another frame holds
+    the worker (then they queue for it); the outputs are the worker-thread server's bit for
+    bit, and a non-finite frame is still refused and drops the session."""
+    import threading
+
+    from libp2p.peer.id import ID
+
+    hidden = int(TINY4["hidden_size"])
+    rng = np.random.default_rng(5)
+    frames = [rng.standard_normal((rows, hidden)).astype("<f4").tobytes() for rows in (3, 1, 1, 1)]
+    peer = ID(b"\x00\x01" + bytes(32))
+    req = StageOpenRequest(nonce=1, query=QUERY, model_id=tiny.model_id, start=1, end=3, prompt_len=3,
+                           max_positions=8, temp_milli=0, sample_seed=bytes(32), prompt_hash=pol.tokens_hash([1, 2, 3]))
+
+    def server(inline: bool) -> tuple[StageServer, list[bool]]:
+        srv = StageServer(stages.stage_of(tiny, 1, 3), Keypair.deterministic("stage", 0), inline_decode=inline)
+        on_loop: list[bool] = []
+        step = srv._step
+
+        def traced(s: Any, r: StageForwardRequest) -> Any:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            return step(s, r)
+
+        srv._step = traced  # type: ignore[method-assign]
+        srv.open(peer, req)
+        return srv, on_loop
+
+    async def main() -> None:
+        outs: dict[bool, list[bytes]] = {}
+        for inline in (False, True):
+            srv, on_loop = server(inline)
+            pos, got = 0, []
+            for f in frames[:3]:
+                rows = len(f) // (4 * hidden)
+                got.append((await srv.forward(peer, StageForwardRequest(nonce=2, query=QUERY, pos=pos, rows=rows,
+                                                                        hidden=f))).hidden)
+                pos += rows
+            # another frame holds the worker: this decode frame waits for it, then runs in the worker
+            holder = object()
+            await srv.worker.acquire_on_behalf_of(holder)
+            async with trio.open_nursery() as n:
+                box: list[bytes] = []
+
+                async def fwd(srv: StageServer, pos: int, box: list[bytes]) -> None:
+                    r = StageForwardRequest(nonce=3, query=QUERY, pos=pos, rows=1, hidden=frames[3])
+                    box.append((await srv.forward(peer, r)).hidden)
+
+                n.start_soon(fwd, srv, pos, box)
+                await trio.testing.wait_all_tasks_blocked()
+                assert box == [] and on_loop == [False, inline, inline]
+                srv.worker.release_on_behalf_of(holder)
+            got += box
+            outs[inline] = got
+            assert on_loop == [False, inline, inline, False]
+            nan = np.full(hidden, np.nan, dtype="<f4").tobytes()
+            with pytest.raises(ReqRespError) as ei:
+                await srv.forward(peer, StageForwardRequest(nonce=4, query=QUERY, pos=pos + 1, rows=1, hidden=nan))
+            assert ei.value.code == "bad-request" and srv.sessions == {} and on_loop[-1] is inline
+        assert outs[True] == outs[False]
+
+    run_trio(main, 60)
+
+
 def test_session_stream_carries_a_session_and_drops_on_frame_errors(tiny: runner.LoadedModel) -> None:
     """``/ambient/stage-stream/1``: every frame of a session on one stream; an error response
     (bad position) keeps the stream, an oversized frame is answered and ends it, and the
@@ -697,11 +763,12 @@ import sys, trio
 from libp2p.custom_types import TProtocol
 from libp2p.stream_muxer.yamux import yamux as Y
 from ambient_p2p.core.crypto import Keypair
-from ambient_p2p.net.host import HostConfig, full_addrs, open_host, parse_peer_multiaddr
-from ambient_p2p.node.stage_server import batch_yamux_window_updates
-if sys.argv[1] == "batched":
-    batch_yamux_window_updates()
-    batch_yamux_window_updates()  # idempotent
+from ambient_p2p.net.host import HostConfig, apply_workarounds, full_addrs, open_host, parse_peer_multiaddr
+from ambient_p2p.net import host as H
+apply_workarounds()  # every host opened in this process gets the half-window rule
+H._yamux_half_window_updates()  # idempotent
+if sys.argv[1] == "library":
+    Y.YamuxStream._auto_tune_and_send_window_update = Y.YamuxStream._ambient_library_update
 n = [0]
 orig = Y.YamuxStream.send_window_update
 async def count(self, inc, skip_lock=False):
@@ -735,9 +802,10 @@ trio.run(main)
 
 @pytest.mark.parametrize("rule", ["batched", "library"])
 def test_stage_process_window_update_rule(rule: str) -> None:
-    """The stand-alone stage process's yamux rule (spec/shard.md "Chained sessions"): 1 MB in
-    200 writes, each read before the next is written, arrives whole under both rules; the
-    library sends a window update after most reads, the half-window rule one per ~128 KiB (a py-libp2p upgrade that moves these internals fails
+    """The yamux rule every host gets from ``net/host.py apply_workarounds`` (spec/shard.md
+    "Chained sessions"): 1 MB in 200 writes, each read before the next is written, arrives
+    whole under both rules; the library sends a window update after most reads, the
+    half-window rule one per ~128 KiB (a py-libp2p upgrade that moves these internals fails
     here). Each rule in its own process: the patch is process-wide."""
     import subprocess
     import sys

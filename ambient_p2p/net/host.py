@@ -176,6 +176,8 @@ def apply_workarounds() -> None:
       sender's record (an ed25519 verification) even when it is byte-identical to the last
       one. We cache the outgoing record for SPR_CACHE_S and skip re-consuming a record
       identical to the one already accepted from that peer.
+    * Yamux still credits the window after nearly every read in that mode: streams credit
+      by half windows instead (:func:`_yamux_half_window_updates`).
     """
     global _WORKAROUNDS_APPLIED
     if _WORKAROUNDS_APPLIED:
@@ -236,6 +238,40 @@ def apply_workarounds() -> None:
     _serialize_pubsub_writes(_ps)
     _buffered_pubsub_reads(_ps)
     _tcp_liveness_on_every_connection()
+    _yamux_half_window_updates()
+
+
+def _yamux_half_window_updates() -> None:
+    """Every yamux stream of this process credits its sender only once half the receive
+    window has been consumed (go-yamux's rule, ``sendWindowUpdate``: ``delta < max/2``
+    waits), instead of py-libp2p 0.8.1's window update after nearly every read: its
+    "partial slack" branch fires whenever anything was consumed, whatever
+    ``PY_YAMUX_RELEASE_ON_READ`` says (P8 above selects that mode, which alone does not
+    stop it). Each such update is a Noise encryption, a loopback send, and a wake-up and
+    parse in the sender: on a chained stage route one per received frame (spec/shard.md
+    "Chained sessions", measurements). Flow control stays sound: the sender always holds
+    at least half a window of credit. The library's method stays reachable as
+    ``YamuxStream._ambient_library_update`` (tests/test_shard.py compares both rules)."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    cls: Any = yamux.YamuxStream
+    if getattr(cls, "_ambient_library_update", None) is not None:
+        return
+
+    async def update(self: Any, *, bytes_read: int = 0) -> None:
+        total = 0
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta > 0 and delta >= self.target_recv_window // 2:
+                self.recv_window += delta
+                self._pending_recv_release = 0
+                total = delta
+        if total > 0:
+            await self.send_window_update(total, skip_lock=True)
+
+    cls._ambient_library_update = cls._auto_tune_and_send_window_update
+    cls._auto_tune_and_send_window_update = update
 
 
 def _tcp_liveness_on_every_connection() -> None:

@@ -22,7 +22,9 @@ Rules enforced here (each refusal is an ErrorResponse with a code, nothing chang
 * wrong model or range at open is ``wrong-stage``; frame shape errors ``bad-request``.
 
 The model runs in a worker thread (``trio.to_thread``, one step at a time): torch releases
-the GIL, so the host keeps answering streams.
+the GIL, so the host keeps answering streams. A stand-alone stage process runs one-row
+(decode) frames on its event loop instead while the worker is free (``inline_decode``),
+saving the thread hand-off on the route's critical path.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class StageServer:
 
     def __init__(self, stage: StageModel, kp: Keypair, *, kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES,
                  max_sessions: int = MAX_STAGE_SESSIONS, idle_s: float = STAGE_SESSION_IDLE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, inline_decode: bool = False) -> None:
         import torch
 
         self.stage = stage
@@ -147,6 +149,8 @@ class StageServer:
         self.stats = StageStats()
         self.tier = pol.Tier.FP32 if stage.dtype == torch.float32 else pol.Tier.BF16
         self.worker = trio.CapacityLimiter(1)
+        #: run one-row frames on the event loop itself when the worker is free (see _run_step)
+        self.inline_decode = inline_decode
         self.host: IHost | None = None  # set by attach(): a chained stage dials the next one
         #: chained sessions by (feeding peer, query) -> session key (driver peer, query)
         self.chain_in: dict[tuple[str, bytes], tuple[str, bytes]] = {}
@@ -274,7 +278,7 @@ class StageServer:
         s.busy = True
         try:
             t0 = time.perf_counter()
-            resp = await trio.to_thread.run_sync(self._step, s, req, limiter=self.worker)
+            resp = await self._run_step(s, req)
             self.stats.compute_s += time.perf_counter() - t0
         except ValueError as exc:  # e.g. non-finite values: the session is unusable now
             self._drop((peer.to_base58(), req.query))
@@ -286,8 +290,30 @@ class StageServer:
         self.stats.rows += req.rows
         return resp
 
+    async def _run_step(self, s: StageSession, req: StageForwardRequest) -> StageForwardResponse:
+        """Run one frame, one at a time (the ``worker`` limiter). In trio's worker thread by
+        default, so the event loop keeps serving while the layers run. With
+        ``inline_decode`` a one-row frame runs on the event loop itself when no other frame
+        holds the worker: a decode step is a few tens of ms, and the thread hand-off costs
+        two wake-ups and context switches per frame on the route's critical path (the
+        stand-alone stage process, which serves nothing else, turns it on; a stage inside a
+        validator node must not stall the node's loop). Prompt frames always go to the
+        worker thread."""
+        if self.inline_decode and req.rows == 1:
+            try:
+                self.worker.acquire_nowait()
+            except trio.WouldBlock:
+                pass  # a prompt frame is running: queue behind it in the worker
+            else:
+                try:
+                    return self._step(s, req)
+                finally:
+                    self.worker.release()
+        return await trio.to_thread.run_sync(self._step, s, req, limiter=self.worker)
+
     def _step(self, s: StageSession, req: StageForwardRequest) -> StageForwardResponse:
-        """Worker thread: run the frame, record the leaf when the frame ends one."""
+        """Run the frame (worker thread, or the loop for an inline decode frame), record
+        the leaf when the frame ends one."""
         import torch
 
         st = self.stage
@@ -445,7 +471,7 @@ class StageServer:
             s.busy = True
             try:
                 t0 = time.perf_counter()
-                resp = await trio.to_thread.run_sync(self._step, s, req, limiter=self.worker)
+                resp = await self._run_step(s, req)
                 self.stats.compute_s += time.perf_counter() - t0
             except ValueError as exc:
                 raise self._refuse("bad-request", str(exc)) from None
@@ -686,49 +712,18 @@ class StageExtension(ExtensionBase):
 
 # -- a stand-alone stage host (tests, benchmarks, operators without a validator) ------------
 async def serve_stage(stage: StageModel, kp: Keypair, listen: str, *, ready: Callable[[dict[str, Any]], None],
-                      kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES) -> None:
+                      kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES, inline_decode: bool = True) -> None:
     """Open a libp2p host on ``listen`` serving ``stage`` until cancelled; ``ready`` gets
-    ``{"peer", "addrs", "layers"}`` once it listens."""
+    ``{"peer", "addrs", "layers"}`` once it listens. The host serves nothing else, so
+    decode frames run on its event loop (``inline_decode``, see ``StageServer._run_step``)."""
     from ..net.host import HostConfig, full_addrs, open_host
 
-    server = StageServer(stage, kp, kv_budget_bytes=kv_budget_bytes)
+    server = StageServer(stage, kp, kv_budget_bytes=kv_budget_bytes, inline_decode=inline_decode)
     async with open_host(kp, HostConfig(listen=(listen,))) as host:
         server.attach(host)
         ready({"peer": host.get_id().to_base58(), "addrs": full_addrs(host), "layers": str(stage.rng),
                "hidden_size": stage.hidden_size, "model_id": stage.model_id.hex()})
         await trio.sleep_forever()
-
-
-def batch_yamux_window_updates() -> None:
-    """This process's yamux streams credit the sender only once half the receive window
-    has been consumed (go-yamux's rule, ``sendWindowUpdate``: ``delta < max/2`` waits),
-    instead of py-libp2p 0.8.1's window update after nearly every read (its "partial
-    slack" branch fires whenever anything was consumed, whatever PY_YAMUX_RELEASE_ON_READ
-    says). On a chained stage every received frame otherwise costs a WINDOW_UPDATE back: a
-    Noise encryption, a loopback send and a wake-up and parse in the sender (spec/shard.md
-    "Chained sessions", measurements). Process-wide, so only the stand-alone stage server
-    process (:func:`main`) applies it; flow control stays sound (the sender always has at
-    least half a window of credit). Idempotent."""
-    from libp2p.stream_muxer.yamux import yamux
-
-    cls: Any = yamux.YamuxStream
-    if getattr(cls, "_ambient_batched", False):
-        return
-
-    async def update(self: Any, *, bytes_read: int = 0) -> None:
-        total = 0
-        async with self.window_lock:
-            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
-            delta = self.target_recv_window - (self.recv_window + buffered)
-            if delta > 0 and delta >= self.target_recv_window // 2:
-                self.recv_window += delta
-                self._pending_recv_release = 0
-                total = delta
-        if total > 0:
-            await self.send_window_update(total, skip_lock=True)
-
-    cls._auto_tune_and_send_window_update = update
-    cls._ambient_batched = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -746,9 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--kv-budget-mib", type=int, default=DEFAULT_KV_BUDGET_BYTES >> 20)
     ap.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
-    ap.add_argument("--yamux-updates", choices=("batched", "library"), default="batched",
-                    help="yamux window updates: once half the window is consumed (batched, default) or the "
-                         "library's per-read updates")
+    ap.add_argument("--decode-on", choices=("loop", "worker"), default="loop",
+                    help="where one-row (decode) frames run: on the event loop when the worker is free (loop, "
+                         "default: no thread hand-off per frame) or always in the worker thread")
     a = ap.parse_args(argv)
     try:
         start, end = stages.parse_range(a.layers)
@@ -766,14 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.perturb:
         stages.perturb_weights(stage, a.perturb, seed=a.key_seed)
     kp = Keypair.deterministic("stage", a.key_seed)
-    if a.yamux_updates == "batched":
-        batch_yamux_window_updates()
 
     def ready(info: dict[str, Any]) -> None:
         print(json.dumps(info), flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(lambda: serve_stage(stage, kp, a.listen, ready=ready, kv_budget_bytes=a.kv_budget_mib << 20))
+        trio.run(lambda: serve_stage(stage, kp, a.listen, ready=ready, kv_budget_bytes=a.kv_budget_mib << 20,
+                                     inline_decode=a.decode_on == "loop"))
     return 0
 
 
