@@ -90,7 +90,9 @@ def wait_pools(net: Localnet, nodes: list[int]) -> None:
         if all(pool_state(net, i).get("state") == "validating" for i in nodes):
             return
         time.sleep(1.0)
-    raise AssertionError(f"pool validators not ready: {[pool_state(net, i) for i in nodes]}")
+    late = [i for i in nodes if pool_state(net, i).get("state") != "validating"]
+    tails = {i: {"alive": net.nodes[i].alive(), "last_lines": net.nodes[i].lines[-25:]} for i in late}
+    raise AssertionError(f"pool validators not ready: {[pool_state(net, i) for i in nodes]}; not ready: {tails}")
 
 
 def query(net: Localnet, key: Path, prompt: str, pay: int = PAY) -> dict[str, Any]:
