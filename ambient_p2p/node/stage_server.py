@@ -761,6 +761,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.perturb:
         stages.perturb_weights(stage, a.perturb, seed=a.key_seed)
     kp = Keypair.deterministic("stage", a.key_seed)
+    # a process that only serves stage frames credits yamux windows by halves (one window
+    # update per ~128 KiB instead of one per frame); nodes keep the library's rule
+    from ..net.host import yamux_half_window_updates
+
+    yamux_half_window_updates()
 
     def ready(info: dict[str, Any]) -> None:
         print(json.dumps(info), flush=True)
