@@ -1100,15 +1100,7 @@ class Blockstore:
             skey = slot_key(slot)
             if pend.get("orphans", skey) is not None:
                 pend.delete("orphans", skey)
-            parent = metas.get(parent_slot)
-            if parent is None:
-                parent = self._meta(parent_slot, pend, metas)
-            if slot not in parent.next_slots:
-                parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
-            if parent.received == 0:
-                pkey = slot_key(parent_slot)
-                if not pend.get("root", pkey):
-                    pend.put("orphans", pkey, PRESENT)
+            self._link_to_parent(slot, parent_slot, pend, metas)
             if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
                 completions.append((last_data, slot))
         # A slot completes at its last data shred; connectedness propagated at the end is
@@ -1332,19 +1324,24 @@ class Blockstore:
                 skey = key[:8]  # slot_key(slot)
                 if pend.get("orphans", skey) is not None:
                     pend.delete("orphans", skey)
-            parent = metas.get(parent_slot)
-            if parent is None:
-                parent = self._meta(parent_slot, pend, metas)
-            if slot not in parent.next_slots:
-                parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
-            if parent.received == 0:
-                pkey = slot_key(parent_slot)
-                if not pend.get("root", pkey):
-                    pend.put("orphans", pkey, PRESENT)
+            self._link_to_parent(slot, parent_slot, pend, metas)
         if not was_full and last_index is not None and consumed == last_index + 1:  # meta.is_full
             result.completed_slots.append(slot)
             self._propagate_connected(slot, pend, metas)
         return True
+
+    def _link_to_parent(self, slot: int, parent_slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> None:
+        """``slot`` is a child of ``parent_slot``: listed in the parent's ``next_slots``, and
+        the parent marked an orphan while nothing of it arrived and it is not a root."""
+        parent = metas.get(parent_slot)
+        if parent is None:
+            parent = self._meta(parent_slot, pend, metas)
+        if slot not in parent.next_slots:
+            parent.next_slots = tuple(sorted({*parent.next_slots, slot}))
+        if parent.received == 0:
+            pkey = slot_key(parent_slot)
+            if not pend.get("root", pkey):
+                pend.put("orphans", pkey, PRESENT)
 
     def _propagate_connected(self, slot: int, pend: _Pending, metas: dict[int, _SlotState]) -> None:
         meta = metas[slot]
