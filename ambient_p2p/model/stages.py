@@ -227,6 +227,43 @@ def stage_of(lm: LoadedModel, start: int, end: int) -> StageModel:
     return StageModel(module, cfg, rng, model_id=lm.model_id, name=lm.name, device=lm.device, dtype=lm.dtype)
 
 
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a route driver (node/miner.py with ``--route``) needs of a model without its
+    weights: the id PoL commitments name, the layer count a route must cover, the stop
+    token, and the dtype that picks the PoL tier (float32, as ``runner.load_model``'s
+    default, so the route proof is the same bytes as the unsharded miner's)."""
+
+    model_id: bytes
+    name: str
+    total_layers: int
+    vocab_size: int
+    eos_token_id: int | None
+    dtype: torch.dtype = torch.float32
+
+
+def model_meta(spec: str = DEFAULT_MODEL) -> ModelMeta:
+    """``default`` | ``random:SEED`` | a GGUF path -> its :class:`ModelMeta`, reading the
+    GGUF header only (no tensor is dequantized; ``model_layers`` / ``load_stage`` read the
+    same header); the fields equal ``runner.load_model(spec)``'s."""
+    if spec.startswith("random:"):
+        import json
+
+        from ..core import pol
+        from .runner import TINY_CONFIG
+
+        seed = int(spec.split(":", 1)[1])
+        cfg_json = json.dumps(dict(TINY_CONFIG), sort_keys=True, separators=(",", ":")).encode()
+        return ModelMeta(model_id=pol.random_model_id(cfg_json, seed), name=f"random-llama-seed{seed}",
+                         total_layers=int(TINY_CONFIG["num_hidden_layers"]), vocab_size=int(TINY_CONFIG["vocab_size"]),
+                         eos_token_id=None)
+    path = gguf_loader.default_model_path() if spec == DEFAULT_MODEL else Path(spec)
+    files = gguf_loader.read_gguf(path, keep=lambda _n: False)
+    return ModelMeta(model_id=gguf_loader.file_sha256(path), name=path.name,
+                     total_layers=int(files.config["num_hidden_layers"]), vocab_size=int(files.config["vocab_size"]),
+                     eos_token_id=files.eos_token_id)
+
+
 def model_layers(spec: str = DEFAULT_MODEL) -> int:
     """Decoder layers of a model spec, without dequantizing any tensor."""
     if spec.startswith("random:"):
