@@ -14,11 +14,17 @@ policy what to do, and does it:
 
 The model is loaded and its speed measured (a short calibration generation) in the worker
 before the first bid: the policy's "cannot finish in time, do not bid" rule uses it.
+
+A route miner (``--route``, spec/shard.md "Route drivers") never loads the weights: every
+forward pass runs on the stage servers, so it reads only the model's metadata
+(``model/stages.py model_meta``: id, layer count, eos, dtype -> PoL tier) and measures its
+speed with the same calibration generation driven through the route itself.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +43,7 @@ from .blobs import DEFAULT_FETCH_TIMEOUT_S
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.bank import Bank
     from ..model.runner import LoadedModel
+    from ..model.stages import ModelMeta
     from .validator import Validator
 
 #: The default ask, lamports per output token (``--miner-price``).
@@ -53,6 +60,16 @@ CALIBRATION_TOKENS = 8
 #: and replays its way to the tip: 871 ms a token observed, 30 times the idle figure) would
 #: otherwise keep it from ever bidding.
 RECALIBRATE_S = 60.0
+#: A route miner's calibration waits this long for its libp2p host to come up and its
+#: route to answer; past it (or on a route error) it bids with ``ROUTE_FALLBACK_SPEED``.
+ROUTE_CALIBRATION_TIMEOUT_S = 120.0
+#: A route miner's speed when its start-up calibration through the route failed: slow
+#: (2 s a token, ~10x this machine's measured route speed) so it bids only on queries with
+#: deadline room; the first served query's ``job_done`` then measures the real figure.
+ROUTE_FALLBACK_SPEED_MS_PER_TOKEN = 2000.0
+#: Calibration prompt of a route miner, which has no tokenizer: fixed token ids (the speed
+#: does not depend on which ids) as long as ``CALIBRATION_PROMPT`` chat-formatted.
+ROUTE_CALIBRATION_PROMPT_TOKENS = 24
 #: Recent served queries listed in ``status``.
 STATUS_RECENT = 8
 PROOF_DIR = "pol-proofs"
@@ -121,8 +138,19 @@ def _calibrate(lm: LoadedModel) -> mp.Speed:
     runner.generate(lm, prompt, 1, stop_at_eos=False)
     prefill_ms = (time.perf_counter() - t0) * 1000
     gen = runner.generate(lm, prompt, CALIBRATION_TOKENS, stop_at_eos=False)
-    per_token = max(0.0, gen.total_s * 1000 - prefill_ms) / max(1, len(gen.output) - 1)
-    return mp.Speed(ms_per_prompt_token=prefill_ms / len(prompt), ms_per_output_token=per_token)
+    return _speed_of(prefill_ms, len(prompt), gen.total_s * 1000, len(gen.output))
+
+
+def _load_meta(opts: MinerOptions) -> ModelMeta:
+    """Worker thread: a route miner's model metadata (GGUF header only, no weights)."""
+    from ..model.stages import model_meta
+
+    return model_meta(opts.model)
+
+
+def _speed_of(prefill_ms: float, prompt_len: int, total_ms: float, outputs: int) -> mp.Speed:
+    per_token = max(0.0, total_ms - prefill_ms) / max(1, outputs - 1)
+    return mp.Speed(ms_per_prompt_token=prefill_ms / prompt_len, ms_per_output_token=per_token)
 
 
 def _prove(lm: LoadedModel, kp: Any, prompt: list[int], q: au.QueryAccount, proof_path: Path) -> _Job:
@@ -153,7 +181,9 @@ class MinerService:
         self.blobs = blobs
         self.rng = rng or random.SystemRandom()
         self.book: mp.MinerBook | None = None
-        self.lm: LoadedModel | None = None
+        self.lm: LoadedModel | None = None  # the local model (None for a route miner)
+        self.meta: ModelMeta | None = None  # a route miner's model metadata (no weights)
+        self.route_calibrated = False  # a route miner measured its route (else: the fallback speed)
         self.state = "loading-model"
         self.register_sent: int | None = None
         self.jobs: dict[bytes, _Job] = {}
@@ -171,13 +201,20 @@ class MinerService:
         from ..model.gguf_loader import GgufError
 
         try:
-            lm, speed = await trio.to_thread.run_sync(_load_and_calibrate, self.opts, limiter=self.worker)
+            if self.opts.route:
+                self.meta = await trio.to_thread.run_sync(_load_meta, self.opts, limiter=self.worker)
+                model_id = self.meta.model_id
+            else:
+                lm, speed = await trio.to_thread.run_sync(_load_and_calibrate, self.opts, limiter=self.worker)
+                self.lm, model_id = lm, lm.model_id
         except (GgufError, OSError, ValueError) as exc:  # a missing model package or file: the node keeps validating
             self.state = f"model-failed: {exc}"
             return
-        self.lm = lm
+        if self.opts.route:
+            self.state = "calibrating-route"
+            speed = await self._calibrate_route()
         self.calibrated_at = trio.current_time()
-        cfg = mp.MinerConfig(model_id=lm.model_id, price_per_token=self.opts.price_per_token,
+        cfg = mp.MinerConfig(model_id=model_id, price_per_token=self.opts.price_per_token,
                              slot_ms=self.v.slot_ms)
         self.book = mp.MinerBook(cfg, self.kp.pubkey, speed, self.rng)
         self.state = "registering"
@@ -233,18 +270,66 @@ class MinerService:
         """Measure the speed again (``RECALIBRATE_S``) when it declined queries as too slow
         since the last measurement and holds no bid or job (the worker is free)."""
         book, too_slow = self.book, (self.book.refused.get("cannot-finish-in-time", 0) if self.book else 0)
-        if (book is None or self.lm is None or too_slow <= self._too_slow_seen or book.memos
+        if (book is None or (self.lm is None and self.meta is None) or too_slow <= self._too_slow_seen or book.memos
                 or trio.current_time() - self.calibrated_at < RECALIBRATE_S):
             return
         self._too_slow_seen, self.calibrated_at = too_slow, trio.current_time()
-        nursery.start_soon(self._recalibrate, self.lm)
+        nursery.start_soon(self._recalibrate)
 
-    async def _recalibrate(self, lm: LoadedModel) -> None:
-        speed = await trio.to_thread.run_sync(_calibrate, lm, limiter=self.worker)
+    async def _recalibrate(self) -> None:
+        if self.lm is not None:
+            speed = await trio.to_thread.run_sync(_calibrate, self.lm, limiter=self.worker)
+        else:
+            async with self.worker:  # one job at a time: the route is the route miner's model
+                speed = await self._calibrate_route()
         if self.book is not None:
             self.book.speed = speed
             self.recalibrations += 1
         self.calibrated_at = trio.current_time()
+
+    def _route_driver(self) -> Any:
+        """A driver over the configured stage servers (RuntimeError without a libp2p host)."""
+        from .route import RouteDriver, parse_stage_spec
+
+        assert self.meta is not None
+        host = getattr(getattr(self.v.port, "node", None), "host", None)
+        if host is None:
+            raise RuntimeError("no libp2p host to drive the route from")
+        return RouteDriver(host, [parse_stage_spec(s) for s in self.opts.route],
+                           total_layers=self.meta.total_layers, model_id=self.meta.model_id)
+
+    async def _calibrate_route(self) -> mp.Speed:
+        """A route miner's speed: ``_calibrate``'s warm-up, one-token and
+        ``CALIBRATION_TOKENS`` generations, driven through the route (each its own session
+        under a fresh random id, which no query account names). Until the host is up and the
+        route answers (``ROUTE_CALIBRATION_TIMEOUT_S``), or on a route error, the
+        conservative ``ROUTE_FALLBACK_SPEED_MS_PER_TOKEN``; the first served query's
+        measurement replaces it."""
+        from .route import RouteError
+
+        assert self.meta is not None
+        prompt = [(7 + 31 * i) % self.meta.vocab_size for i in range(ROUTE_CALIBRATION_PROMPT_TOKENS)]
+        deadline = trio.current_time() + ROUTE_CALIBRATION_TIMEOUT_S
+        while trio.current_time() < deadline:
+            with trio.move_on_at(deadline):
+                try:
+                    speed = await self._measure_route(prompt)
+                    self.route_calibrated = True
+                    return speed
+                except (RuntimeError, RouteError, ValueError, OSError):
+                    await trio.sleep(1.0)  # the host is not up yet or a stage is starting: poll, bounded
+        self.route_calibrated = False
+        return mp.Speed(ms_per_prompt_token=ROUTE_FALLBACK_SPEED_MS_PER_TOKEN / 10,
+                        ms_per_output_token=ROUTE_FALLBACK_SPEED_MS_PER_TOKEN)
+
+    async def _measure_route(self, prompt: list[int]) -> mp.Speed:
+        driver = self._route_driver()
+        await driver.generate(secrets.token_bytes(32), prompt, 2)  # warm-up (connections, allocations)
+        t0 = time.perf_counter()
+        await driver.generate(secrets.token_bytes(32), prompt, 1)
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        ans = await driver.generate(secrets.token_bytes(32), prompt, CALIBRATION_TOKENS)
+        return _speed_of(prefill_ms, len(prompt), ans.total_s * 1000, len(ans.output))
 
     async def perform(self, act: mp.Action, bank: Bank, queries: dict[bytes, au.QueryAccount],
                       bids: dict[bytes, dict[bytes, au.BidAccount]], nursery: trio.Nursery) -> None:
@@ -284,7 +369,7 @@ class MinerService:
             self.book.job_failed(qid)
 
     async def serve(self, q: au.QueryAccount) -> None:
-        assert self.lm is not None and self.book is not None
+        assert (self.lm is not None or self.meta is not None) and self.book is not None
         qid = au.query_address(q.requester, q.nonce)
         try:
             data = await self.blobs.fetch(q.prompt_hash, timeout_s=DEFAULT_FETCH_TIMEOUT_S)
@@ -303,6 +388,7 @@ class MinerService:
             if self.opts.route:
                 job = await self._prove_route(prompt, q, qid, proof_path)
             else:
+                assert self.lm is not None
                 job = await trio.to_thread.run_sync(_prove, self.lm, self.kp, prompt, q, proof_path,
                                                     limiter=self.worker)
         except (RuntimeError, ValueError, OSError):
@@ -325,20 +411,16 @@ class MinerService:
         import torch
 
         from ..core import pol
-        from .route import RouteDriver, RouteError, parse_stage_spec, prove_through_route
+        from .route import RouteError, prove_through_route
 
-        assert self.lm is not None
-        host = getattr(getattr(self.v.port, "node", None), "host", None)
-        if host is None:
-            raise RuntimeError("no libp2p host to drive the route from")
-        driver = RouteDriver(host, [parse_stage_spec(s) for s in self.opts.route],
-                             total_layers=int(self.lm.model.config.num_hidden_layers), model_id=self.lm.model_id)
-        tier = pol.Tier.FP32 if self.lm.dtype == torch.float32 else pol.Tier.BF16
+        assert self.meta is not None
+        driver = self._route_driver()
+        tier = pol.Tier.FP32 if self.meta.dtype == torch.float32 else pol.Tier.BF16
         t0 = time.perf_counter()
         try:
             proof, ans = await prove_through_route(driver, self.kp, qid, prompt, q.max_output_tokens, tier=tier,
                                                    temp_milli=q.temp_milli, sample_seed=q.sample_seed,
-                                                   eos_token_id=self.lm.eos_token_id)
+                                                   eos_token_id=self.meta.eos_token_id)
         except RouteError as exc:
             raise RuntimeError(str(exc)) from None
         model_s = time.perf_counter() - t0
@@ -381,7 +463,7 @@ class MinerService:
             _q, bids = auction_view(bank)
             locked = b.bonds_locked({qid: bb[self.kp.pubkey] for qid, bb in bids.items() if self.kp.pubkey in bb})
         out: dict[str, Any] = {"state": self.state, "price_per_token": self.opts.price_per_token,
-                               "model": self.lm.name if self.lm else None, "txs_sent": self.txs_sent,
+                               "model": self.lm.name if self.lm else self.meta.name if self.meta else None, "txs_sent": self.txs_sent,
                                "failures": dict(self.failures), "recent": list(self.recent), "bonds_locked": locked}
         if b is not None:
             out |= {"model_id": b.cfg.model_id.hex(), "ms_per_output_token": round(b.speed.ms_per_output_token, 1),
@@ -389,6 +471,8 @@ class MinerService:
                     "auctions_won": b.won, "queries_served": b.served, "auctions_lost": b.lost,
                     "expired": b.expired, "in_flight": len(b.memos), "not_bid": dict(b.refused),
                     "recalibrations": self.recalibrations}
+        if self.opts.route:
+            out["route_calibrated"] = self.route_calibrated
         return out
 
     def status_line(self) -> str:
