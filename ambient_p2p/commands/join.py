@@ -81,7 +81,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route", action="append", default=None, metavar="A:B@MULTIADDR",
                    help="miner: serve won queries through stage servers (sharded inference, spec/shard.md), one "
                         "flag per server, e.g. 0:15@/ip4/127.0.0.1/tcp/4001/p2p/PEER; the stages are paid their "
-                        "layers x tokens share at settlement")
+                        "layers x tokens share at settlement. Such a miner loads no weights (only the "
+                        "embedded model's id, layer count and EOS from its GGUF header) and measures its speed "
+                        "through the route at start-up")
     p.add_argument("--poh-clock", choices=("service", "instant"), default=None,
                    help="service: a leader's slot runs on the real PoH clock (a worker process hashes it in real "
                         "time, shreds go out during the slot); instant: the whole slot is computed when the "
