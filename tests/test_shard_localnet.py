@@ -20,6 +20,7 @@ import pytest
 from ambient_p2p.core import auction as A
 from ambient_p2p.core import shard as sh
 from ambient_p2p.core.crypto import Keypair, encode_address
+from ambient_p2p.node.miner import ROUTE_FALLBACK_SPEED_MS_PER_TOKEN
 from tests.test_logit_pool_multiproc import balance, pool_state, run_pool
 from tests.test_shard_multiproc import procs
 
@@ -58,6 +59,10 @@ def test_a_route_served_query_is_verified_and_its_payment_and_lstake_split_among
             assert table.get(miner, {}).get("total_tokens_served", 0) == 0  # the driver served no layers
             m = net.nodes[1].status()["roles"]["miner"]
             assert m["failures"] == {}, m
+            # the driver loaded no weights (spec/shard.md "Route drivers hold no weights"): its
+            # model name came from the GGUF header and its speed from calibrating the route
+            assert m["route_calibrated"] is True and m["model"].endswith(".gguf"), m
+            assert 0 < m["ms_per_output_token"] < ROUTE_FALLBACK_SPEED_MS_PER_TOKEN, m
             # the requester paid the clearing price per token and the query fee, as for an
             # unsharded answer
             paid = pay + A.QUERY_FEE_LAMPORTS // 2 * 2
