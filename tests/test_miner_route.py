@@ -77,6 +77,10 @@ def test_a_route_miner_starts_without_weights_and_calibrates_through_the_route(
                 assert book.speed.ms_per_prompt_token > 0
                 st = svc.status()
                 assert st["model"] == lm.name and st["model_id"] == lm.model_id.hex() and st["route_calibrated"]
+                # a recalibration (the "declined as too slow" rule) measures the route again
+                await svc._recalibrate(None)
+                assert svc.recalibrations == 1 and svc.route_calibrated
+                assert all(s.stats.frames == 2 * (2 + 1 + M.CALIBRATION_TOKENS) for s in servers)
                 # a won query through the route: the unsharded miner's proof, byte for byte
                 q = SimpleNamespace(max_output_tokens=n, temp_milli=0, sample_seed=pol.ZERO_HASH)
                 path = tmp_path / "proof.cbor"

@@ -274,11 +274,12 @@ class MinerService:
                 or trio.current_time() - self.calibrated_at < RECALIBRATE_S):
             return
         self._too_slow_seen, self.calibrated_at = too_slow, trio.current_time()
-        nursery.start_soon(self._recalibrate)
+        nursery.start_soon(self._recalibrate, self.lm)
 
-    async def _recalibrate(self) -> None:
-        if self.lm is not None:
-            speed = await trio.to_thread.run_sync(_calibrate, self.lm, limiter=self.worker)
+    async def _recalibrate(self, lm: LoadedModel | None) -> None:
+        """Measure again: the local model ``lm``, or (a route miner, ``lm`` None) the route."""
+        if lm is not None:
+            speed = await trio.to_thread.run_sync(_calibrate, lm, limiter=self.worker)
         else:
             async with self.worker:  # one job at a time: the route is the route miner's model
                 speed = await self._calibrate_route()
