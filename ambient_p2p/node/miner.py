@@ -64,7 +64,7 @@ RECALIBRATE_S = 60.0
 #: route to answer; past it (or on a route error) it bids with ``ROUTE_FALLBACK_SPEED``.
 ROUTE_CALIBRATION_TIMEOUT_S = 120.0
 #: A route miner's speed when its start-up calibration through the route failed: slow
-#: (2 s a token, ~10x this machine's measured route speed) so it bids only on queries with
+#: (2 s a token, ~25x the ~77 ms a 2-3 stage route took here, issue 21) so it bids only on queries with
 #: deadline room; the first served query's ``job_done`` then measures the real figure.
 ROUTE_FALLBACK_SPEED_MS_PER_TOKEN = 2000.0
 #: Calibration prompt of a route miner, which has no tokenizer: fixed token ids (the speed
